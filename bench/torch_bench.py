@@ -1,0 +1,459 @@
+#!/usr/bin/python3
+"""PyTorch reference side of the fusekit CPU speed benchmark.
+
+Builds small GPT-2 and Llama style decoder-only transformers in plain
+torch.nn and measures training-step and prefill (forward-only) throughput
+on random token batches.  See bench/README.md for the settings and for the
+FLOP accounting, which the fusekit benchmark uses too.
+
+    python3 bench/torch_bench.py [--config S|M|M-llama|all]
+                                 [--mode train|infer|all] [--steps N]
+
+The driver runs every (config, mode) pair in its own subprocess, so that the
+peak RSS reported for a run belongs to that run alone, and gives each child
+the environment below (OpenMP OpenBLAS, 2 threads).  One JSON line per run
+goes to stdout; everything else goes to stderr.
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+OPENBLAS_OPENMP_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+DEFAULT_THREADS = 2
+
+# name -> model shape.  "llama" variants use RMSNorm, RoPE, SwiGLU, no biases
+# and an untied LM head; "gpt2" variants use LayerNorm with bias, learned
+# positions, a 4*d tanh-GELU MLP, biases everywhere and a tied LM head.
+CONFIGS = {
+    "S": dict(arch="gpt2", vocab=8192, ctx=256, d_model=256, n_layer=4,
+              n_head=4, batch=8),
+    "M": dict(arch="gpt2", vocab=8192, ctx=512, d_model=512, n_layer=8,
+              n_head=8, batch=8),
+    "M-llama": dict(arch="llama", vocab=8192, ctx=512, d_model=512, n_layer=8,
+                    n_head=8, n_kv_head=8, ffn_hidden=1376, batch=8,
+                    rope_theta=10000.0),
+}
+CONFIG_ORDER = ["S", "M", "M-llama"]
+MODE_ORDER = ["train", "infer"]
+
+# Timed steps per run (after 2 untimed warm-up steps), picked so that each
+# run takes roughly 20-40 s on the 2-core reference machine.
+DEFAULT_STEPS = {
+    ("S", "train"): 60, ("S", "infer"): 200,
+    ("M", "train"): 6, ("M", "infer"): 20,
+    ("M-llama", "train"): 6, ("M-llama", "infer"): 20,
+}
+WARMUP_STEPS = 2
+
+LR = 3e-4
+WEIGHT_DECAY = 0.1
+GRAD_CLIP = 1.0
+NORM_EPS = 1e-5
+
+
+# --------------------------------------------------------------------------
+# FLOP accounting (shared with the fusekit benchmark; keep in sync)
+# --------------------------------------------------------------------------
+
+def matmul_weights(cfg):
+    """N_mm: weights that take part in matrix multiplies.
+
+    Per layer: attention q, k, v, o projections plus the MLP matrices; plus
+    the LM head V*d (counted even when it is tied to the embedding).
+    Embedding lookup, position embeddings, norms and biases are excluded.
+    """
+    d = cfg["d_model"]
+    if cfg["arch"] == "gpt2":
+        attn = 4 * d * d
+        mlp = 2 * d * (4 * d)
+    else:
+        head_dim = d // cfg["n_head"]
+        kv = cfg["n_kv_head"] * head_dim
+        attn = d * d + 2 * d * kv + d * d
+        mlp = 3 * d * cfg["ffn_hidden"]
+    return cfg["n_layer"] * (attn + mlp) + cfg["vocab"] * d
+
+
+def flops_per_token(cfg, mode):
+    # Attention scores QK^T and the weighted sum PV over the causal half:
+    # 2 matmuls * 2 flops * T/2 * d per layer.
+    attn_fwd = 2 * cfg["n_layer"] * cfg["ctx"] * cfg["d_model"]
+    fwd = 2 * matmul_weights(cfg) + attn_fwd
+    return 3 * fwd if mode == "train" else fwd
+
+
+# --------------------------------------------------------------------------
+# Models (imported lazily so the driver does not need torch)
+# --------------------------------------------------------------------------
+
+def build_model(cfg, attn_chunks):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    T = cfg["ctx"]
+    causal = torch.full((T, T), float("-inf")).triu(1)  # additive mask
+
+    def causal_attention(q, k, v):
+        """softmax(q k^T / sqrt(hd) + causal mask) v.
+
+        q, k, v: (B, H, T, hd) -> (B, T, H*hd).  Queries are processed in
+        `attn_chunks` row blocks; block c only multiplies against keys
+        0..end(c), so the all-masked upper-right blocks are never computed.
+        With attn_chunks=1 this is the plain full-matrix formulation.
+        The mask is added inside the QK^T GEMM (baddbmm), which was the
+        fastest variant measured (see README).
+        """
+        B, H, _, hd = q.shape
+        q = q.reshape(B * H, T, hd)
+        k = k.reshape(B * H, T, hd)
+        v = v.reshape(B * H, T, hd)
+        scale = 1.0 / math.sqrt(hd)
+        step = T // attn_chunks
+        outs = []
+        for r0 in range(0, T, step):
+            r1 = min(r0 + step, T)
+            s = torch.baddbmm(causal[r0:r1, :r1], q[:, r0:r1],
+                              k[:, :r1].transpose(1, 2), alpha=scale)
+            outs.append(torch.bmm(torch.softmax(s, dim=-1), v[:, :r1]))
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return y.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
+
+    def init_weights(module):
+        for m in module.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ---------------------------- GPT-2 style ----------------------------
+
+    class GPT2Attention(nn.Module):
+        def __init__(self, d, n_head):
+            super().__init__()
+            self.n_head = n_head
+            self.c_attn = nn.Linear(d, 3 * d)  # q, k, v stacked
+            self.c_proj = nn.Linear(d, d)
+
+        def forward(self, x):
+            B, T_, d = x.shape
+            hd = d // self.n_head
+            qkv = self.c_attn(x).view(B, T_, 3, self.n_head, hd)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+            return self.c_proj(causal_attention(q, k, v))
+
+    class GPT2MLP(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.c_fc = nn.Linear(d, 4 * d)
+            self.c_proj = nn.Linear(4 * d, d)
+
+        def forward(self, x):
+            return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+    class GPT2Block(nn.Module):
+        def __init__(self, d, n_head):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(d, eps=NORM_EPS)
+            self.attn = GPT2Attention(d, n_head)
+            self.ln_2 = nn.LayerNorm(d, eps=NORM_EPS)
+            self.mlp = GPT2MLP(d)
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT2(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            d = c["d_model"]
+            self.wte = nn.Embedding(c["vocab"], d)
+            self.wpe = nn.Embedding(c["ctx"], d)
+            self.h = nn.ModuleList(GPT2Block(d, c["n_head"])
+                                   for _ in range(c["n_layer"]))
+            self.ln_f = nn.LayerNorm(d, eps=NORM_EPS)
+            self.lm_head = nn.Linear(d, c["vocab"], bias=False)
+            init_weights(self)
+            self.lm_head.weight = self.wte.weight  # tied
+
+        def forward(self, idx):
+            pos = torch.arange(idx.shape[1], device=idx.device)
+            x = self.wte(idx) + self.wpe(pos)
+            for block in self.h:
+                x = block(x)
+            return self.lm_head(self.ln_f(x))
+
+    # ---------------------------- Llama style ----------------------------
+
+    class RMSNorm(nn.Module):
+        def __init__(self, d, eps):
+            super().__init__()
+            self.eps = eps
+            self.weight = nn.Parameter(torch.ones(d))
+
+        def forward(self, x):
+            rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+            return self.weight * (x * rms)
+
+    def rotate_half(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    class LlamaAttention(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            d = c["d_model"]
+            self.n_head = c["n_head"]
+            self.n_kv = c["n_kv_head"]
+            self.hd = d // self.n_head
+            kv = self.n_kv * self.hd
+            # q_proj, k_proj, v_proj stacked into one GEMM (same math).
+            self.qkv_proj = nn.Linear(d, d + 2 * kv, bias=False)
+            self.o_proj = nn.Linear(d, d, bias=False)
+
+        def forward(self, x, cos, sin):
+            B, T_, d = x.shape
+            hd, H, Hkv = self.hd, self.n_head, self.n_kv
+            q, k, v = self.qkv_proj(x).split([H * hd, Hkv * hd, Hkv * hd],
+                                             dim=-1)
+            q = q.view(B, T_, H, hd).transpose(1, 2)
+            k = k.view(B, T_, Hkv, hd).transpose(1, 2)
+            v = v.view(B, T_, Hkv, hd).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            if Hkv != H:  # grouped-query attention (not used by M-llama)
+                k = k.repeat_interleave(H // Hkv, dim=1)
+                v = v.repeat_interleave(H // Hkv, dim=1)
+            return self.o_proj(causal_attention(q, k, v))
+
+    class LlamaMLP(nn.Module):
+        def __init__(self, d, hidden):
+            super().__init__()
+            self.hidden = hidden
+            # gate_proj and up_proj stacked into one GEMM (same math).
+            self.gate_up_proj = nn.Linear(d, 2 * hidden, bias=False)
+            self.down_proj = nn.Linear(hidden, d, bias=False)
+
+        def forward(self, x):
+            gate, up = self.gate_up_proj(x).split(self.hidden, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
+
+    class LlamaBlock(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            d = c["d_model"]
+            self.input_layernorm = RMSNorm(d, NORM_EPS)
+            self.self_attn = LlamaAttention(c)
+            self.post_attention_layernorm = RMSNorm(d, NORM_EPS)
+            self.mlp = LlamaMLP(d, c["ffn_hidden"])
+
+        def forward(self, x, cos, sin):
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+            return x + self.mlp(self.post_attention_layernorm(x))
+
+    class Llama(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            d = c["d_model"]
+            hd = d // c["n_head"]
+            self.embed_tokens = nn.Embedding(c["vocab"], d)
+            self.layers = nn.ModuleList(LlamaBlock(c)
+                                        for _ in range(c["n_layer"]))
+            self.norm = RMSNorm(d, NORM_EPS)
+            self.lm_head = nn.Linear(d, c["vocab"], bias=False)  # untied
+            init_weights(self)
+            # RoPE tables, rotate-half convention: angle(t, i) = t * theta^(-2i/hd)
+            inv_freq = 1.0 / (c["rope_theta"] **
+                              (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+            angles = torch.outer(torch.arange(c["ctx"], dtype=torch.float32),
+                                 inv_freq)
+            angles = torch.cat((angles, angles), dim=-1)  # (T, hd)
+            self.register_buffer("cos", angles.cos(), persistent=False)
+            self.register_buffer("sin", angles.sin(), persistent=False)
+
+        def forward(self, idx):
+            T_ = idx.shape[1]
+            cos, sin = self.cos[:T_], self.sin[:T_]
+            x = self.embed_tokens(idx)
+            for layer in self.layers:
+                x = layer(x, cos, sin)
+            return self.lm_head(self.norm(x))
+
+    return GPT2(cfg) if cfg["arch"] == "gpt2" else Llama(cfg)
+
+
+# --------------------------------------------------------------------------
+# Worker: one (config, mode) measurement in this process
+# --------------------------------------------------------------------------
+
+def loaded_blas():
+    """Path of the BLAS/OpenBLAS library mapped into this process."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "blas" in os.path.basename(path).lower():
+                    libs.add(os.path.realpath(path))
+    except OSError:
+        pass
+    return ",".join(sorted(libs))
+
+
+def run_worker(args):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = CONFIGS[args.config]
+    B, T, V = cfg["batch"], cfg["ctx"], cfg["vocab"]
+    model = build_model(cfg, args.attn_chunks)
+    n_params = sum(p.numel() for p in model.parameters())
+    steps = args.steps or DEFAULT_STEPS[(args.config, args.mode)]
+
+    # A few random (B, T+1) token batches, made up front and cycled:
+    # inputs are [:, :-1], next-token targets are [:, 1:].
+    gen = torch.Generator().manual_seed(1234)
+    batches = [torch.randint(0, V, (B, T + 1), generator=gen)
+               for _ in range(4)]
+
+    if args.mode == "train":
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY,
+                                foreach=args.foreach)
+
+        def step(i):
+            tok = batches[i % len(batches)]
+            x, y = tok[:, :-1], tok[:, 1:]
+            opt.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+            opt.step()
+            return loss.item()
+    else:
+        model.eval()
+
+        def step(i):
+            tok = batches[i % len(batches)]
+            with torch.no_grad():
+                logits = model(tok[:, :-1])
+            return float(logits[0, 0, 0])
+
+    for i in range(WARMUP_STEPS):
+        last = step(i)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        last = step(WARMUP_STEPS + i)
+    seconds = time.perf_counter() - t0
+
+    tokens_per_s = B * T * steps / seconds
+    fpt = flops_per_token(cfg, args.mode)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    result = {
+        "impl": "pytorch",
+        "config": args.config,
+        "mode": args.mode,
+        "batch": B,
+        "ctx": T,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "gflops": round(tokens_per_s * fpt / 1e9, 2),
+        "peak_rss_mb": round(peak_kib / 1024, 1),
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "params": n_params,
+        "n_mm": matmul_weights(cfg),
+        "flops_per_token": fpt,
+        "attn_chunks": args.attn_chunks,
+        "blas": loaded_blas(),
+    }
+    print(f"[{args.config}/{args.mode}] last loss/logit {last:.4f}",
+          file=sys.stderr)
+    print(json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------
+# Driver: one subprocess per (config, mode)
+# --------------------------------------------------------------------------
+
+def child_env(threads, use_blas_path):
+    env = dict(os.environ)
+    if use_blas_path and os.path.isdir(OPENBLAS_OPENMP_DIR):
+        old = env.get("LD_LIBRARY_PATH")
+        env["LD_LIBRARY_PATH"] = (OPENBLAS_OPENMP_DIR + (":" + old if old else ""))
+    # OpenMP OpenBLAS shares torch's OpenMP pool; both get the same count so
+    # nothing oversubscribes the cores.
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["OPENBLAS_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_driver(args):
+    configs = CONFIG_ORDER if args.config == "all" else [args.config]
+    modes = MODE_ORDER if args.mode == "all" else [args.mode]
+    env = child_env(args.threads, not args.no_blas_path)
+    t_start = time.perf_counter()
+    failed = 0
+    for config in configs:
+        for mode in modes:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+                   "--config", config, "--mode", mode,
+                   "--threads", str(args.threads),
+                   "--attn-chunks", str(args.attn_chunks)]
+            if args.steps:
+                cmd += ["--steps", str(args.steps)]
+            if not args.foreach:
+                cmd += ["--no-foreach"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE,
+                                  text=True)
+            sys.stdout.write(proc.stdout)
+            sys.stdout.flush()
+            print(f"[{config}/{mode}] subprocess wall {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr)
+            if proc.returncode != 0:
+                failed += 1
+                print(f"[{config}/{mode}] FAILED (exit {proc.returncode})",
+                      file=sys.stderr)
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s",
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="all", choices=CONFIG_ORDER + ["all"])
+    ap.add_argument("--mode", default="all", choices=MODE_ORDER + ["all"])
+    ap.add_argument("--steps", type=int, default=0,
+                    help="timed steps per run (default: per-config table)")
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--attn-chunks", type=int, default=4,
+                    help=argparse.SUPPRESS)  # 1 = plain full-matrix attention
+    ap.add_argument("--no-foreach", dest="foreach", action="store_false",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--no-blas-path", action="store_true",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        if args.config == "all" or args.mode == "all":
+            ap.error("--worker needs one --config and one --mode")
+        run_worker(args)
+        return 0
+    return run_driver(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+// fusekit base: status codes and error messages, random numbers, half floats,
+// atomic file writes, timing. The library never prints or exits; every fallible
+// function returns an fk_status and leaves a message in fk_last_error().
+#ifndef FUSEKIT_BASE_H
+#define FUSEKIT_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    FK_OK = 0,
+    FK_ERR_IO,       // a file could not be opened, read or written
+    FK_ERR_FORMAT,   // a file's contents are malformed or inconsistent
+    FK_ERR_ARG,      // a caller passed an invalid argument or option
+    FK_ERR_NOMEM,    // an allocation failed
+    FK_ERR_NUMERIC,  // NaN or Inf appeared
+    FK_ERR_UNSUPPORTED,
+} fk_status;
+
+// Records a printf-style message for the calling thread and returns `st`.
+fk_status fk_error(fk_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Prepends "prefix: " to the current message (adds context on the way up); returns st.
+fk_status fk_error_context(fk_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// The calling thread's last error message ("" when none).
+const char *fk_last_error(void);
+const char *fk_status_name(fk_status st);
+
+#define FK_TRY(expr) do { fk_status fk_try_st_ = (expr); if (fk_try_st_ != FK_OK) return fk_try_st_; } while (0)
+
+// Programmer errors (broken invariants), not data errors: abort with file and line.
+#define FK_ASSERT(c) do { if (!(c)) fk_assert_fail(#c, __FILE__, __LINE__); } while (0)
+void fk_assert_fail(const char *cond, const char *file, int line) __attribute__((noreturn));
+
+// Allocation that reports failure through the status mechanism. 64-byte aligned, zeroed.
+void *fk_calloc_aligned(size_t bytes);
+
+// ---------------------------------------------------------------- random numbers
+// xoshiro256** seeded through splitmix64: small state, good quality, reproducible.
+typedef struct { uint64_t s[4]; } fk_rng;
+void fk_rng_seed(fk_rng *r, uint64_t seed);
+uint64_t fk_rng_u64(fk_rng *r);
+float fk_rng_uniform(fk_rng *r);              // [0, 1)
+float fk_rng_normal(fk_rng *r);               // N(0, 1)
+uint64_t fk_rng_below(fk_rng *r, uint64_t n); // uniform in [0, n)
+uint64_t fk_hash64(uint64_t x);               // splitmix64 finaliser
+uint64_t fk_fnv1a64(const void *data, size_t n, uint64_t h); // h = 0 starts a new hash
+
+// ---------------------------------------------------------------- half floats
+uint16_t fk_f32_to_f16(float f);
+float fk_f16_to_f32(uint16_t h);
+uint16_t fk_f32_to_bf16(float f);  // round to nearest even
+float fk_bf16_to_f32(uint16_t h);
+
+// ---------------------------------------------------------------- files
+// Atomic write: data goes to "<path>.tmp.<pid>", is flushed and fsynced, then renamed
+// over <path>. On any failure the temporary is removed and <path> is untouched.
+typedef struct {
+    FILE *fp;
+    char *path;
+    char *tmp_path;
+    bool failed;
+} fk_afile;
+fk_status fk_afile_open(fk_afile *f, const char *path);
+fk_status fk_afile_write(fk_afile *f, const void *data, size_t n);
+fk_status fk_afile_commit(fk_afile *f);  // fsync + rename; frees f
+void fk_afile_abort(fk_afile *f);        // removes the temporary; frees f
+fk_status fk_write_file_atomic(const char *path, const void *data, size_t n);
+// Reads a whole file into a NUL-terminated malloc'd buffer.
+fk_status fk_read_file(const char *path, char **data, size_t *n);
+// Memory-maps a file read-only.
+typedef struct { void *data; size_t size; } fk_mmap;
+fk_status fk_mmap_open(fk_mmap *m, const char *path);
+void fk_mmap_close(fk_mmap *m);
+bool fk_path_exists(const char *path);
+fk_status fk_mkdir_p(const char *path);
+// "dir/name" in a malloc'd string.
+char *fk_path_join(const char *dir, const char *name);
+// fsync a directory so a rename inside it is durable.
+void fk_fsync_dir(const char *dir);
+
+// ---------------------------------------------------------------- time and memory
+double fk_time_s(void);          // monotonic seconds
+double fk_peak_rss_mb(void);     // peak resident set size of this process
+
+#endif

@@ -1,0 +1,36 @@
+// Token data: token shards (header + uint16/uint32 ids) or raw text read as bytes
+// (the 256-symbol byte tokenizer), held in memory as int32 ids.
+#ifndef FUSEKIT_DATA_H
+#define FUSEKIT_DATA_H
+
+#include "fusekit/base.h"
+
+#define FK_SHARD_MAGIC "FKTOKSHD"
+#define FK_SHARD_VERSION 1
+#define FK_SHARD_HEADER_BYTES 64
+
+// Shard header, little-endian, 64 bytes:
+//   0  magic "FKTOKSHD"        8  u32 version (1)      12 u32 bytes per id (2 or 4)
+//   16 u32 vocab size          20 u32 reserved         24 u64 number of ids
+//   32 u64 text bytes covered  40 u64 tokenizer fingerprint   48..63 reserved (zero)
+typedef struct {
+    int32_t *ids;
+    int64_t n;
+    int64_t vocab_size;      // ids are < vocab_size
+    int64_t text_bytes;      // bytes of text the ids encode (bits per byte needs it)
+    uint64_t tokenizer_fp;   // 0 for raw bytes
+    char *path;
+} fk_token_data;
+
+// Loads a token shard, or any other file as raw bytes (vocab 256).
+fk_status fk_data_load(const char *path, fk_token_data *d);
+// Loads a text file as bytes (vocab 256) regardless of its contents.
+fk_status fk_data_load_bytes(const char *path, fk_token_data *d);
+// A copy of ids [from, to) as a new dataset (text bytes prorated).
+fk_status fk_data_slice(const fk_token_data *d, int64_t from, int64_t to, fk_token_data *out);
+void fk_data_free(fk_token_data *d);
+// Writes a shard atomically; ids must be < vocab_size.
+fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab_size, int64_t text_bytes,
+                         uint64_t tokenizer_fp);
+
+#endif

@@ -1,0 +1,11 @@
+// fusekit: knowledge fusion and redundancy folding for causal language models.
+#ifndef FUSEKIT_H
+#define FUSEKIT_H
+#include "fusekit/base.h"
+#include "fusekit/data.h"
+#include "fusekit/hf.h"
+#include "fusekit/model.h"
+#include "fusekit/safetensors.h"
+#include "fusekit/sample.h"
+#include "fusekit/train.h"
+#endif

@@ -1,0 +1,43 @@
+// Hugging Face model folders: config.json <-> fk_config, model.safetensors (or shards
+// with model.safetensors.index.json) <-> the parameter table, with HF tensor names and layouts.
+#ifndef FUSEKIT_HF_H
+#define FUSEKIT_HF_H
+
+#include "fusekit/model.h"
+#include "fusekit/safetensors.h"
+
+// Which Hugging Face model_type a config is written as.
+typedef enum { FK_ARCH_GPT2, FK_ARCH_LLAMA, FK_ARCH_QWEN2, FK_ARCH_MISTRAL, FK_ARCH_FUSEKIT } fk_arch;
+const char *fk_arch_name(fk_arch a);
+// The HF model_type that represents this config exactly (FK_ARCH_FUSEKIT when none does:
+// then config.json carries every switch and only fusekit loads it).
+fk_arch fk_config_arch(const fk_config *c);
+
+// One Hugging Face tensor: rows [row0, row0+rows) of table entry `param`, transposed for
+// GPT-2's Conv1D layout.
+typedef struct {
+    char name[96];
+    int param;
+    int64_t row0, rows;
+    bool transpose;
+    int ndim;
+    int64_t shape[2];   // the HF shape
+} fk_hf_tensor;
+
+// Lists the HF tensors of a model (malloc'd array in *out, count returned in *n).
+fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n);
+
+// config.json text for a config (malloc'd).
+char *fk_hf_config_json(const fk_config *c);
+// Parses config.json text; `path` names the file in errors.
+fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c);
+fk_status fk_hf_config_read(const char *path, fk_config *c);
+
+// Writes dir/config.json and dir/model.safetensors (dtype F32, F16 or BF16), each atomically.
+fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype);
+// Reads the weights of dir into an initialised model whose config matches the folder's.
+fk_status fk_hf_load_weights(fk_model *m, const char *dir);
+// Reads config.json, builds the model and loads its weights.
+fk_status fk_hf_load(fk_model *m, const char *dir);
+
+#endif

@@ -1,0 +1,122 @@
+// fusekit model: a decoder-only transformer described by orthogonal switches (fk_config),
+// and its parameter table over one arena (fk_model). One code path covers GPT-2,
+// Llama/Mistral/TinyLlama/SmolLM and Qwen2-style models.
+#ifndef FUSEKIT_MODEL_H
+#define FUSEKIT_MODEL_H
+
+#include "fusekit/base.h"
+
+#define FK_MAX_LAYERS 256
+
+typedef enum { FK_NORM_LAYERNORM, FK_NORM_RMSNORM } fk_norm_kind;
+typedef enum { FK_POS_LEARNED, FK_POS_ROPE, FK_POS_NONE } fk_pos_kind;
+typedef enum { FK_MLP_GELU, FK_MLP_SWIGLU } fk_mlp_kind;
+
+typedef struct {
+    int64_t vocab_size;
+    int64_t d_model;
+    int64_t n_layer;
+    int64_t n_head;
+    int64_t n_kv_head;             // grouped-query attention: n_head % n_kv_head == 0
+    int64_t head_dim;
+    int64_t max_seq;               // context length
+    int64_t ffn[FK_MAX_LAYERS];    // FFN hidden width per layer (folded models differ per layer)
+    fk_norm_kind norm;
+    float norm_eps;
+    fk_pos_kind pos;
+    float rope_theta;
+    fk_mlp_kind mlp;               // GELU (tanh approximation) or SwiGLU
+    bool bias_qkv;                 // q/k/v projection biases (GPT-2, Qwen2)
+    bool bias_out;                 // attention output projection bias
+    bool bias_mlp;                 // MLP biases
+    bool bias_norm;                // LayerNorm has a bias
+    bool tied;                     // LM head shares the token embedding
+    int32_t bos_id, eos_id;        // -1 when none
+} fk_config;
+
+// Presets; both leave every switch set and every FFN width equal.
+void fk_config_gpt2(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq);
+void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head,
+                     int64_t n_kv_head, int64_t ffn, int64_t max_seq);
+fk_status fk_config_validate(const fk_config *c);
+bool fk_config_uniform_ffn(const fk_config *c);
+// Describes a config in one line ("llama-style d=512 L=8 H=8/8 ffn=1376 ...").
+void fk_config_describe(const fk_config *c, char *buf, size_t n);
+
+// Role of a tensor in the table.
+typedef enum {
+    FK_P_TOK_EMB, FK_P_POS_EMB,
+    FK_P_LN1_W, FK_P_LN1_B, FK_P_QKV_W, FK_P_QKV_B, FK_P_O_W, FK_P_O_B,
+    FK_P_LN2_W, FK_P_LN2_B, FK_P_UP_W, FK_P_UP_B, FK_P_DOWN_W, FK_P_DOWN_B,
+    FK_P_LNF_W, FK_P_LNF_B, FK_P_LM_HEAD,
+    FK_P_COUNT
+} fk_param_kind;
+
+// One row of the parameter table. Internal layouts, all row-major:
+//   qkv  (n_head*hd + 2*n_kv_head*hd, d_model): rows of q, then k, then v (one matmul)
+//   up   (ffn, d_model) for GELU; (2*ffn, d_model) for SwiGLU: gate rows, then up rows
+//   down (d_model, ffn); o (d_model, n_head*hd); linear maps compute y = x W^T + b.
+typedef struct {
+    char name[64];
+    fk_param_kind kind;
+    int layer;          // -1 for global tensors
+    int ndim;
+    int64_t shape[2];
+    int64_t numel;
+    int64_t offset;     // in floats, into the arenas
+    bool decay;         // AdamW weight decay applies (matrices and embeddings)
+} fk_param;
+
+typedef struct {
+    int64_t ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;  // -1: absent
+} fk_layer_offsets;
+
+typedef struct fk_acts fk_acts;
+typedef struct fk_kv_cache fk_kv_cache;
+
+typedef struct {
+    fk_config cfg;
+    int n_params;
+    fk_param *params;
+    int64_t n_floats;              // arena size
+    float *w;                      // weights arena
+    float *g;                      // gradient arena (NULL until fk_model_alloc_grads)
+    int64_t tok_emb, pos_emb, lnf_w, lnf_b, lm_head;   // offsets (-1: absent; lm_head == tok_emb when tied)
+    fk_layer_offsets *layer;
+    float *rope_cos, *rope_sin;    // (max_seq, head_dim/2)
+    fk_acts *acts;                 // activations for the last forward
+    fk_kv_cache *kv;               // generation cache
+} fk_model;
+
+// Builds the table and allocates zeroed weights.
+fk_status fk_model_init(fk_model *m, const fk_config *cfg);
+void fk_model_free(fk_model *m);
+// GPT-2 initialisation: N(0, 0.02); residual output projections N(0, 0.02/sqrt(2 L));
+// norm weights 1, biases 0. Deterministic for a seed.
+void fk_model_init_weights(fk_model *m, uint64_t seed);
+fk_status fk_model_alloc_grads(fk_model *m);
+void fk_model_zero_grads(fk_model *m);
+const fk_param *fk_model_find_param(const fk_model *m, const char *name);
+int64_t fk_model_num_params(const fk_model *m);           // counts a tied head once
+int64_t fk_model_num_matmul_params(const fk_model *m);    // weights in matrix multiplies, head included
+
+// Forward over a batch: tokens (B, T); targets (B, T) or NULL; target -1 is ignored.
+// With targets, *loss gets the mean cross-entropy over scored positions.
+// train=true keeps what backward needs; train=false reuses one layer's buffers.
+// The logits of the last forward (train=false) are at fk_model_logits() as (B, T, V).
+fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                           bool train, float *loss);
+const float *fk_model_logits(const fk_model *m);
+// Backward of the last training forward; adds grad_scale * d(loss)/d(params) into m->g.
+fk_status fk_model_backward(fk_model *m, float grad_scale);
+// Per-position cross-entropy of the last forward with targets (B*T values; 0 where ignored).
+const float *fk_model_token_losses(const fk_model *m);
+
+// Incremental inference with a KV cache: feeds n tokens at positions pos..pos+n-1 (pos must
+// equal the number of tokens already cached; 0 resets) and writes the logits of the last
+// one to `logits` (vocab_size floats). Cost per token is linear in the context length.
+fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits);
+// Bytes held by weights, gradients, activations and caches right now.
+size_t fk_model_memory_bytes(const fk_model *m);
+
+#endif

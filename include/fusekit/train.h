@@ -1,0 +1,88 @@
+// Training: AdamW with decoupled weight decay, global-norm gradient clipping,
+// linear warmup + cosine decay, gradient accumulation, held-out evaluation, and
+// checkpoints (Hugging Face folder + optimizer state) that resume exactly.
+#ifndef FUSEKIT_TRAIN_H
+#define FUSEKIT_TRAIN_H
+
+#include "fusekit/data.h"
+#include "fusekit/model.h"
+
+typedef struct {
+    float lr;             // peak learning rate
+    float min_lr_frac;    // the cosine decays to lr * min_lr_frac
+    float beta1, beta2, eps;
+    float weight_decay;   // decoupled, on matrices and embeddings only (fk_param.decay)
+    float clip;           // global gradient-norm clip; <= 0 disables
+    int64_t warmup;       // linear warmup steps
+    int64_t total_steps;  // length of the schedule
+} fk_optim_opts;
+
+void fk_optim_defaults(fk_optim_opts *o);
+// Learning rate at `step` (0-based): lr*(step+1)/warmup during warmup, then cosine to lr*min_lr_frac.
+float fk_lr_at(const fk_optim_opts *o, int64_t step);
+
+typedef struct {
+    fk_optim_opts o;
+    float *m, *v;         // moments over the model's arena layout
+    int64_t n;
+    int64_t t;            // updates done (bias correction)
+} fk_adamw;
+
+fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o);
+void fk_adamw_free(fk_adamw *a);
+// Global L2 norm of the gradients (accumulated in double).
+double fk_grad_norm(const fk_model *m);
+// One update with learning rate lr; gradients are multiplied by grad_scale first (clipping).
+void fk_adamw_update(fk_adamw *a, fk_model *m, float lr, float grad_scale);
+
+typedef struct {
+    int64_t steps;        // optimizer steps in all
+    int batch, seq;       // sequences per micro-batch, tokens per sequence
+    int grad_accum;       // micro-batches per step
+    fk_optim_opts optim;
+    uint64_t seed;
+    int64_t eval_every;   // steps between held-out evaluations (0: only at the end)
+    int64_t eval_tokens;  // held-out tokens per evaluation (0: all)
+    int64_t save_every;   // steps between checkpoints (0: only at the end)
+    int keep;             // checkpoints kept
+    int64_t log_every;    // steps between metric events
+} fk_train_opts;
+
+void fk_train_defaults(fk_train_opts *o);
+
+typedef struct {
+    int64_t step;         // steps completed
+    int64_t steps;
+    float loss;           // mean training loss of this step
+    float lr;
+    float grad_norm;      // before clipping
+    double tokens_per_s;  // training throughput since the run (or resume) started
+    double elapsed_s;
+    float val_loss;       // NaN when not evaluated at this step
+    float val_bpb;
+    const char *checkpoint;  // path when a checkpoint was written at this step, else NULL
+    bool log;             // a metrics step (every log_every steps, evaluations, checkpoints, the last)
+} fk_train_event;
+
+// Called after every step.
+
+typedef void (*fk_train_cb)(const fk_train_event *ev, void *user);
+
+// Trains from opt->t ... up to o->steps. Checkpoints go to out_dir/checkpoint-<step>/ and the
+// final model to out_dir itself. val may be NULL.
+fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
+                   const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user);
+
+// Evaluation over non-overlapping windows of `seq` tokens: every token but the first is
+// predicted exactly once, from the tokens before it in its window.
+typedef struct { double loss; double bpb; double ppl; int64_t tokens; int64_t bytes; } fk_eval_result;
+fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r);
+
+// Checkpoints: HF folder + optimizer.safetensors + trainer_state.json (written last: its
+// presence marks a complete checkpoint).
+fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o);
+fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_train_opts *o);
+// The newest complete checkpoint-<step> under out_dir (malloc'd path), FK_ERR_IO when none.
+fk_status fk_checkpoint_latest(const char *out_dir, char **path);
+
+#endif

@@ -1,0 +1,62 @@
+// Status codes and the per-thread error message.
+#include "fusekit/base.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char fk_err_buf[2048];
+
+fk_status fk_error(fk_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fk_err_buf, sizeof fk_err_buf, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+fk_status fk_error_context(fk_status st, const char *fmt, ...) {
+    char prefix[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(prefix, sizeof prefix - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0) return st;
+    size_t pl = strlen(prefix);
+    memcpy(prefix + pl, ": ", 3);
+    pl += 2;
+    size_t ol = strnlen(fk_err_buf, sizeof fk_err_buf - 1);
+    if (pl + ol >= sizeof fk_err_buf) ol = sizeof fk_err_buf - 1 - pl;
+    memmove(fk_err_buf + pl, fk_err_buf, ol);
+    memcpy(fk_err_buf, prefix, pl);
+    fk_err_buf[pl + ol] = 0;
+    return st;
+}
+
+const char *fk_last_error(void) { return fk_err_buf; }
+
+const char *fk_status_name(fk_status st) {
+    switch (st) {
+    case FK_OK: return "ok";
+    case FK_ERR_IO: return "I/O error";
+    case FK_ERR_FORMAT: return "format error";
+    case FK_ERR_ARG: return "invalid argument";
+    case FK_ERR_NOMEM: return "out of memory";
+    case FK_ERR_NUMERIC: return "numeric error";
+    case FK_ERR_UNSUPPORTED: return "unsupported";
+    }
+    return "unknown error";
+}
+
+void fk_assert_fail(const char *cond, const char *file, int line) {
+    fprintf(stderr, "fusekit: internal error: assertion '%s' failed at %s:%d\n", cond, file, line);
+    abort();
+}
+
+void *fk_calloc_aligned(size_t bytes) {
+    size_t n = (bytes + 63) & ~(size_t)63;
+    if (n == 0) n = 64;
+    void *p = aligned_alloc(64, n);
+    if (p) memset(p, 0, n);
+    return p;
+}

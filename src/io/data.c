@@ -1,0 +1,117 @@
+// Token data: shards and raw bytes.
+#include "fusekit/data.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rd64(const unsigned char *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = (v << 8) | p[i]; return v; }
+static uint32_t rd32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static void wr64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static void wr32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+
+void fk_data_free(fk_token_data *d) {
+    free(d->ids);
+    free(d->path);
+    memset(d, 0, sizeof *d);
+}
+
+fk_status fk_data_load_bytes(const char *path, fk_token_data *d) {
+    memset(d, 0, sizeof *d);
+    char *buf;
+    size_t n;
+    FK_TRY(fk_read_file(path, &buf, &n));
+    d->ids = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!d->ids) { free(buf); return fk_error(FK_ERR_NOMEM, "out of memory reading %s", path); }
+    for (size_t i = 0; i < n; i++) d->ids[i] = (unsigned char)buf[i];
+    free(buf);
+    d->n = (int64_t)n;
+    d->vocab_size = 256;
+    d->text_bytes = (int64_t)n;
+    d->path = strdup(path);
+    return FK_OK;
+}
+
+fk_status fk_data_load(const char *path, fk_token_data *d) {
+    memset(d, 0, sizeof *d);
+    fk_mmap mm;
+    FK_TRY(fk_mmap_open(&mm, path));
+    const unsigned char *p = mm.data;
+    if (mm.size < 8 || memcmp(p, FK_SHARD_MAGIC, 8) != 0) {
+        fk_mmap_close(&mm);
+        return fk_data_load_bytes(path, d);
+    }
+    fk_status st = FK_OK;
+    if (mm.size < FK_SHARD_HEADER_BYTES) st = fk_error(FK_ERR_FORMAT, "%s: token shard header truncated (%zu bytes)", path, mm.size);
+    uint32_t ver = st == FK_OK ? rd32(p + 8) : 0, w = st == FK_OK ? rd32(p + 12) : 0;
+    if (st == FK_OK && ver != FK_SHARD_VERSION) st = fk_error(FK_ERR_FORMAT, "%s: token shard version %u, expected %d", path, ver, FK_SHARD_VERSION);
+    if (st == FK_OK && w != 2 && w != 4) st = fk_error(FK_ERR_FORMAT, "%s: token shard has %u bytes per id, expected 2 or 4", path, w);
+    uint64_t count = st == FK_OK ? rd64(p + 24) : 0;
+    if (st == FK_OK && (count > (mm.size - FK_SHARD_HEADER_BYTES) / w || FK_SHARD_HEADER_BYTES + count * w != mm.size))
+        st = fk_error(FK_ERR_FORMAT, "%s: token shard header says %llu ids of %u bytes but the file holds %zu bytes of ids (truncated?)",
+                      path, (unsigned long long)count, w, mm.size - FK_SHARD_HEADER_BYTES);
+    if (st == FK_OK) {
+        d->vocab_size = rd32(p + 16);
+        d->n = (int64_t)count;
+        d->text_bytes = (int64_t)rd64(p + 32);
+        d->tokenizer_fp = rd64(p + 40);
+        d->ids = malloc((count ? count : 1) * sizeof(int32_t));
+        if (!d->ids) st = fk_error(FK_ERR_NOMEM, "out of memory reading %s", path);
+    }
+    for (uint64_t i = 0; st == FK_OK && i < count; i++) {
+        const unsigned char *q = p + FK_SHARD_HEADER_BYTES + i * w;
+        uint32_t id = w == 2 ? (uint32_t)q[0] | (uint32_t)q[1] << 8 : rd32(q);
+        if (id >= (uint64_t)d->vocab_size)
+            st = fk_error(FK_ERR_FORMAT, "%s: id %u at index %llu is outside the vocabulary (%lld)", path, id,
+                          (unsigned long long)i, (long long)d->vocab_size);
+        else d->ids[i] = (int32_t)id;
+    }
+    fk_mmap_close(&mm);
+    if (st != FK_OK) { fk_data_free(d); return st; }
+    d->path = strdup(path);
+    return FK_OK;
+}
+
+fk_status fk_data_slice(const fk_token_data *d, int64_t from, int64_t to, fk_token_data *out) {
+    memset(out, 0, sizeof *out);
+    if (from < 0 || to > d->n || from > to) return fk_error(FK_ERR_ARG, "data slice [%lld, %lld) outside [0, %lld)", (long long)from, (long long)to, (long long)d->n);
+    int64_t n = to - from;
+    out->ids = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (!out->ids) return fk_error(FK_ERR_NOMEM, "out of memory");
+    memcpy(out->ids, d->ids + from, (size_t)n * sizeof(int32_t));
+    out->n = n;
+    out->vocab_size = d->vocab_size;
+    out->text_bytes = d->n ? (int64_t)((double)d->text_bytes * (double)n / (double)d->n + 0.5) : 0;
+    out->tokenizer_fp = d->tokenizer_fp;
+    out->path = d->path ? strdup(d->path) : NULL;
+    return FK_OK;
+}
+
+fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab_size, int64_t text_bytes,
+                         uint64_t tokenizer_fp) {
+    if (vocab_size < 1 || vocab_size > UINT32_MAX) return fk_error(FK_ERR_ARG, "shard: bad vocab size %lld", (long long)vocab_size);
+    uint32_t w = vocab_size <= 65536 ? 2 : 4;
+    unsigned char h[FK_SHARD_HEADER_BYTES] = {0};
+    memcpy(h, FK_SHARD_MAGIC, 8);
+    wr32(h + 8, FK_SHARD_VERSION);
+    wr32(h + 12, w);
+    wr32(h + 16, (uint32_t)vocab_size);
+    wr64(h + 24, (uint64_t)n);
+    wr64(h + 32, (uint64_t)text_bytes);
+    wr64(h + 40, tokenizer_fp);
+    unsigned char *buf = malloc((size_t)(n ? n : 1) * w);
+    if (!buf) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= vocab_size) { free(buf); return fk_error(FK_ERR_ARG, "shard: id %d outside vocabulary %lld", ids[i], (long long)vocab_size); }
+        if (w == 2) { buf[2 * i] = (unsigned char)ids[i]; buf[2 * i + 1] = (unsigned char)(ids[i] >> 8); }
+        else wr32(buf + 4 * i, (uint32_t)ids[i]);
+    }
+    fk_afile f;
+    fk_status st = fk_afile_open(&f, path);
+    if (st == FK_OK) {
+        fk_afile_write(&f, h, sizeof h);
+        fk_afile_write(&f, buf, (size_t)n * w);
+        st = fk_afile_commit(&f);
+    }
+    free(buf);
+    return st;
+}

@@ -1,0 +1,513 @@
+// Hugging Face folders: config.json mapping and safetensors weights with HF names.
+#include "fusekit/hf.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *fk_arch_name(fk_arch a) {
+    static const char *names[] = {"gpt2", "llama", "qwen2", "mistral", "fusekit"};
+    return names[a];
+}
+
+fk_arch fk_config_arch(const fk_config *c) {
+    bool std_heads = c->head_dim * c->n_head == c->d_model;
+    if (c->norm == FK_NORM_LAYERNORM && c->bias_norm && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU &&
+        c->bias_qkv && c->bias_out && c->bias_mlp && c->n_kv_head == c->n_head && std_heads && fk_config_uniform_ffn(c))
+        return FK_ARCH_GPT2;
+    if (c->norm == FK_NORM_RMSNORM && c->pos == FK_POS_ROPE && c->mlp == FK_MLP_SWIGLU && !c->bias_mlp) {
+        if (c->bias_qkv && !c->bias_out) return FK_ARCH_QWEN2;
+        if (c->bias_qkv == c->bias_out) return FK_ARCH_LLAMA;
+    }
+    return FK_ARCH_FUSEKIT;
+}
+
+// ------------------------------------------------------------------ tensor names
+
+typedef struct { fk_hf_tensor *t; int n, cap; } tlist;
+
+static void tl_add(tlist *l, const fk_model *m, int64_t off, int64_t row0, int64_t rows, bool transpose, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+static void tl_add(tlist *l, const fk_model *m, int64_t off, int64_t row0, int64_t rows, bool transpose, const char *fmt, ...) {
+    if (off < 0) return;
+    int pi = -1;
+    for (int i = 0; i < m->n_params; i++) if (m->params[i].offset == off) { pi = i; break; }
+    FK_ASSERT(pi >= 0);
+    if (l->n == l->cap) { l->cap = l->cap ? 2 * l->cap : 64; l->t = realloc(l->t, (size_t)l->cap * sizeof *l->t); FK_ASSERT(l->t); }
+    fk_hf_tensor *t = &l->t[l->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    const fk_param *p = &m->params[pi];
+    t->param = pi;
+    t->row0 = row0;
+    t->rows = rows < 0 ? p->shape[0] : rows;
+    t->transpose = transpose;
+    t->ndim = p->ndim;
+    if (p->ndim == 1) { t->shape[0] = t->rows; t->shape[1] = 1; }
+    else if (transpose) { t->shape[0] = p->shape[1]; t->shape[1] = t->rows; }
+    else { t->shape[0] = t->rows; t->shape[1] = p->shape[1]; }
+}
+
+fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n) {
+    const fk_config *c = &m->cfg;
+    tlist l = {0};
+    int64_t Dq = c->n_head * c->head_dim, Dkv = c->n_kv_head * c->head_dim;
+    if (arch == FK_ARCH_GPT2) {
+        tl_add(&l, m, m->tok_emb, 0, -1, false, "transformer.wte.weight");
+        tl_add(&l, m, m->pos_emb, 0, -1, false, "transformer.wpe.weight");
+        for (int i = 0; i < (int)c->n_layer; i++) {
+            const fk_layer_offsets *o = &m->layer[i];
+            tl_add(&l, m, o->ln1_w, 0, -1, false, "transformer.h.%d.ln_1.weight", i);
+            tl_add(&l, m, o->ln1_b, 0, -1, false, "transformer.h.%d.ln_1.bias", i);
+            tl_add(&l, m, o->qkv_w, 0, -1, true, "transformer.h.%d.attn.c_attn.weight", i);
+            tl_add(&l, m, o->qkv_b, 0, -1, false, "transformer.h.%d.attn.c_attn.bias", i);
+            tl_add(&l, m, o->o_w, 0, -1, true, "transformer.h.%d.attn.c_proj.weight", i);
+            tl_add(&l, m, o->o_b, 0, -1, false, "transformer.h.%d.attn.c_proj.bias", i);
+            tl_add(&l, m, o->ln2_w, 0, -1, false, "transformer.h.%d.ln_2.weight", i);
+            tl_add(&l, m, o->ln2_b, 0, -1, false, "transformer.h.%d.ln_2.bias", i);
+            tl_add(&l, m, o->up_w, 0, -1, true, "transformer.h.%d.mlp.c_fc.weight", i);
+            tl_add(&l, m, o->up_b, 0, -1, false, "transformer.h.%d.mlp.c_fc.bias", i);
+            tl_add(&l, m, o->down_w, 0, -1, true, "transformer.h.%d.mlp.c_proj.weight", i);
+            tl_add(&l, m, o->down_b, 0, -1, false, "transformer.h.%d.mlp.c_proj.bias", i);
+        }
+        tl_add(&l, m, m->lnf_w, 0, -1, false, "transformer.ln_f.weight");
+        tl_add(&l, m, m->lnf_b, 0, -1, false, "transformer.ln_f.bias");
+    } else {
+        tl_add(&l, m, m->tok_emb, 0, -1, false, "model.embed_tokens.weight");
+        tl_add(&l, m, m->pos_emb, 0, -1, false, "model.embed_positions.weight");
+        for (int i = 0; i < (int)c->n_layer; i++) {
+            const fk_layer_offsets *o = &m->layer[i];
+            int64_t F = c->ffn[i];
+            tl_add(&l, m, o->ln1_w, 0, -1, false, "model.layers.%d.input_layernorm.weight", i);
+            tl_add(&l, m, o->ln1_b, 0, -1, false, "model.layers.%d.input_layernorm.bias", i);
+            tl_add(&l, m, o->qkv_w, 0, Dq, false, "model.layers.%d.self_attn.q_proj.weight", i);
+            tl_add(&l, m, o->qkv_b, 0, Dq, false, "model.layers.%d.self_attn.q_proj.bias", i);
+            tl_add(&l, m, o->qkv_w, Dq, Dkv, false, "model.layers.%d.self_attn.k_proj.weight", i);
+            tl_add(&l, m, o->qkv_b, Dq, Dkv, false, "model.layers.%d.self_attn.k_proj.bias", i);
+            tl_add(&l, m, o->qkv_w, Dq + Dkv, Dkv, false, "model.layers.%d.self_attn.v_proj.weight", i);
+            tl_add(&l, m, o->qkv_b, Dq + Dkv, Dkv, false, "model.layers.%d.self_attn.v_proj.bias", i);
+            tl_add(&l, m, o->o_w, 0, -1, false, "model.layers.%d.self_attn.o_proj.weight", i);
+            tl_add(&l, m, o->o_b, 0, -1, false, "model.layers.%d.self_attn.o_proj.bias", i);
+            tl_add(&l, m, o->ln2_w, 0, -1, false, "model.layers.%d.post_attention_layernorm.weight", i);
+            tl_add(&l, m, o->ln2_b, 0, -1, false, "model.layers.%d.post_attention_layernorm.bias", i);
+            if (c->mlp == FK_MLP_SWIGLU) {
+                tl_add(&l, m, o->up_w, 0, F, false, "model.layers.%d.mlp.gate_proj.weight", i);
+                tl_add(&l, m, o->up_b, 0, F, false, "model.layers.%d.mlp.gate_proj.bias", i);
+                tl_add(&l, m, o->up_w, F, F, false, "model.layers.%d.mlp.up_proj.weight", i);
+                tl_add(&l, m, o->up_b, F, F, false, "model.layers.%d.mlp.up_proj.bias", i);
+            } else {
+                tl_add(&l, m, o->up_w, 0, -1, false, "model.layers.%d.mlp.up_proj.weight", i);
+                tl_add(&l, m, o->up_b, 0, -1, false, "model.layers.%d.mlp.up_proj.bias", i);
+            }
+            tl_add(&l, m, o->down_w, 0, -1, false, "model.layers.%d.mlp.down_proj.weight", i);
+            tl_add(&l, m, o->down_b, 0, -1, false, "model.layers.%d.mlp.down_proj.bias", i);
+        }
+        tl_add(&l, m, m->lnf_w, 0, -1, false, "model.norm.weight");
+        tl_add(&l, m, m->lnf_b, 0, -1, false, "model.norm.bias");
+    }
+    if (!c->tied) tl_add(&l, m, m->lm_head, 0, -1, false, "lm_head.weight");
+    *out = l.t;
+    *n = l.n;
+    return FK_OK;
+}
+
+// ------------------------------------------------------------------ config.json
+
+char *fk_hf_config_json(const fk_config *c) {
+    fk_arch arch = fk_config_arch(c);
+    cJSON *j = cJSON_CreateObject(), *archs = cJSON_CreateArray();
+    static const char *classes[] = {"GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "FusekitForCausalLM"};
+    cJSON_AddItemToArray(archs, cJSON_CreateString(classes[arch]));
+    cJSON_AddItemToObject(j, "architectures", archs);
+    cJSON_AddStringToObject(j, "model_type", fk_arch_name(arch));
+    cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);
+    if (arch == FK_ARCH_GPT2) {
+        cJSON_AddNumberToObject(j, "n_embd", (double)c->d_model);
+        cJSON_AddNumberToObject(j, "n_layer", (double)c->n_layer);
+        cJSON_AddNumberToObject(j, "n_head", (double)c->n_head);
+        cJSON_AddNumberToObject(j, "n_positions", (double)c->max_seq);
+        cJSON_AddNumberToObject(j, "n_ctx", (double)c->max_seq);
+        cJSON_AddNumberToObject(j, "n_inner", (double)c->ffn[0]);
+        cJSON_AddStringToObject(j, "activation_function", "gelu_new");
+        cJSON_AddNumberToObject(j, "layer_norm_epsilon", c->norm_eps);
+        cJSON_AddNumberToObject(j, "resid_pdrop", 0);
+        cJSON_AddNumberToObject(j, "embd_pdrop", 0);
+        cJSON_AddNumberToObject(j, "attn_pdrop", 0);
+        cJSON_AddBoolToObject(j, "scale_attn_weights", 1);
+    } else {
+        int64_t F = 0;
+        for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
+        cJSON_AddNumberToObject(j, "hidden_size", (double)c->d_model);
+        cJSON_AddNumberToObject(j, "intermediate_size", (double)F);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->n_layer);
+        cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
+        cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_kv_head);
+        cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
+        cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->max_seq);
+        cJSON_AddNumberToObject(j, "rms_norm_eps", c->norm_eps);
+        cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
+        cJSON_AddStringToObject(j, "hidden_act", c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh");
+        cJSON_AddNullToObject(j, "rope_scaling");
+        if (arch == FK_ARCH_LLAMA) {
+            cJSON_AddBoolToObject(j, "attention_bias", c->bias_qkv);
+            cJSON_AddBoolToObject(j, "mlp_bias", 0);
+        }
+        if (arch == FK_ARCH_QWEN2) cJSON_AddBoolToObject(j, "use_sliding_window", 0);
+        cJSON_AddNumberToObject(j, "attention_dropout", 0);
+        if (arch == FK_ARCH_FUSEKIT) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "norm", c->norm == FK_NORM_LAYERNORM ? "layernorm" : "rmsnorm");
+            cJSON_AddStringToObject(s, "position", c->pos == FK_POS_LEARNED ? "learned" : c->pos == FK_POS_ROPE ? "rope" : "none");
+            cJSON_AddStringToObject(s, "mlp", c->mlp == FK_MLP_GELU ? "gelu" : "swiglu");
+            cJSON_AddBoolToObject(s, "bias_qkv", c->bias_qkv);
+            cJSON_AddBoolToObject(s, "bias_out", c->bias_out);
+            cJSON_AddBoolToObject(s, "bias_mlp", c->bias_mlp);
+            cJSON_AddBoolToObject(s, "bias_norm", c->bias_norm);
+            cJSON_AddItemToObject(j, "fusekit", s);
+        }
+    }
+    if (!fk_config_uniform_ffn(c)) {
+        cJSON *a = cJSON_CreateArray();
+        for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)c->ffn[l]));
+        cJSON_AddItemToObject(j, "fusekit_intermediate_sizes", a);
+    }
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied);
+    if (c->bos_id >= 0) cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id); else cJSON_AddNullToObject(j, "bos_token_id");
+    if (c->eos_id >= 0) cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id); else cJSON_AddNullToObject(j, "eos_token_id");
+    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    cJSON_AddStringToObject(j, "fusekit_version", FK_VERSION);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+typedef struct { const cJSON *root; const char *path; fk_status st; } cfg_reader;
+
+// Reads an integer key; `def` < 0 with the key absent is an error.
+static int64_t get_int(cfg_reader *r, const char *key, int64_t def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: missing key \"%s\"", r->path, key);
+        return def;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble) {
+        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an integer", r->path, key);
+        return def;
+    }
+    return (int64_t)v->valuedouble;
+}
+
+static double get_num(cfg_reader *r, const char *key, double def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v)) return def;
+    if (!cJSON_IsNumber(v)) {
+        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a number", r->path, key);
+        return def;
+    }
+    return v->valuedouble;
+}
+
+static bool get_bool(cfg_reader *r, const cJSON *obj, const char *key, bool def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) return def;
+    if (!cJSON_IsBool(v)) {
+        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be true or false", r->path, key);
+        return def;
+    }
+    return cJSON_IsTrue(v);
+}
+
+static const char *get_str(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+// bos/eos may be an integer or a list (the first is used).
+static int32_t get_token_id(const cJSON *root, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    return cJSON_IsNumber(v) ? (int32_t)v->valuedouble : -1;
+}
+
+fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
+    cJSON *root = cJSON_Parse(json);
+    if (!cJSON_IsObject(root)) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: not a JSON object", path); }
+    cfg_reader r = {root, path, FK_OK};
+    const char *type = get_str(root, "model_type");
+    if (!type) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: missing key \"model_type\"", path); }
+    if (strcmp(type, "gpt2") == 0) {
+        int64_t d = get_int(&r, "n_embd", -1), L = get_int(&r, "n_layer", -1), H = get_int(&r, "n_head", -1);
+        int64_t ctx = get_int(&r, "n_positions", get_int(&r, "n_ctx", -1));
+        fk_config_gpt2(c, get_int(&r, "vocab_size", -1), d, L, H, ctx);
+        int64_t inner = get_int(&r, "n_inner", 4 * d);
+        for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = inner;
+        c->norm_eps = (float)get_num(&r, "layer_norm_epsilon", 1e-5);
+        const char *act = get_str(root, "activation_function");
+        if (act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_fast") != 0 && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: activation_function \"%s\" is not supported (fusekit implements the tanh GELU: gelu_new)", path, act);
+        if (get_bool(&r, root, "scale_attn_by_inverse_layer_idx", false) && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_by_inverse_layer_idx is not supported", path);
+        if (!get_bool(&r, root, "scale_attn_weights", true) && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_weights=false is not supported", path);
+        c->tied = get_bool(&r, root, "tie_word_embeddings", true);
+    } else if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0 || strcmp(type, "qwen2") == 0 ||
+               strcmp(type, "fusekit") == 0) {
+        int64_t d = get_int(&r, "hidden_size", -1), H = get_int(&r, "num_attention_heads", -1);
+        fk_config_llama(c, get_int(&r, "vocab_size", -1), d, get_int(&r, "num_hidden_layers", -1), H,
+                        get_int(&r, "num_key_value_heads", H), get_int(&r, "intermediate_size", -1),
+                        get_int(&r, "max_position_embeddings", 2048));
+        if (H > 0) c->head_dim = get_int(&r, "head_dim", d / H);
+        c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-6);
+        c->rope_theta = (float)get_num(&r, "rope_theta", 10000.0);
+        c->tied = get_bool(&r, root, "tie_word_embeddings", false);
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+        if (rs && !cJSON_IsNull(rs) && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"rope_scaling\" is set; RoPE scaling is not supported yet", path);
+        const char *act = get_str(root, "hidden_act");
+        if (strcmp(type, "fusekit") != 0 && act && strcmp(act, "silu") != 0 && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (expected silu)", path, act);
+        if (strcmp(type, "llama") == 0) {
+            c->bias_qkv = c->bias_out = get_bool(&r, root, "attention_bias", false);
+            if (get_bool(&r, root, "mlp_bias", false) && r.st == FK_OK)
+                r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: mlp_bias=true is not supported", path);
+        } else if (strcmp(type, "qwen2") == 0) {
+            c->bias_qkv = true;
+            if (get_bool(&r, root, "use_sliding_window", false) && r.st == FK_OK)
+                r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: use_sliding_window=true is not supported", path);
+        } else if (strcmp(type, "mistral") == 0) {
+            // Sliding-window attention equals full attention for sequences within the window.
+            int64_t win = get_int(&r, "sliding_window", 0);
+            if (win > 0 && win < c->max_seq) c->max_seq = win;
+        } else {
+            const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "fusekit");
+            if (!cJSON_IsObject(s)) {
+                if (r.st == FK_OK) r.st = fk_error(FK_ERR_FORMAT, "%s: model_type fusekit needs the \"fusekit\" object of switches", path);
+            } else {
+                const char *norm = get_str(s, "norm"), *pos = get_str(s, "position"), *mlp = get_str(s, "mlp");
+                c->norm = norm && strcmp(norm, "layernorm") == 0 ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM;
+                c->pos = pos && strcmp(pos, "learned") == 0 ? FK_POS_LEARNED : pos && strcmp(pos, "none") == 0 ? FK_POS_NONE : FK_POS_ROPE;
+                c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : FK_MLP_SWIGLU;
+                c->bias_qkv = get_bool(&r, s, "bias_qkv", false);
+                c->bias_out = get_bool(&r, s, "bias_out", false);
+                c->bias_mlp = get_bool(&r, s, "bias_mlp", false);
+                c->bias_norm = get_bool(&r, s, "bias_norm", false);
+                if (c->norm == FK_NORM_LAYERNORM) c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-5);
+            }
+        }
+    } else {
+        cJSON_Delete(root);
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2)", path, type);
+    }
+    const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(root, "fusekit_intermediate_sizes");
+    if (cJSON_IsArray(sizes)) {
+        if (cJSON_GetArraySize(sizes) != c->n_layer && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_FORMAT, "%s: fusekit_intermediate_sizes has %d entries but the model has %lld layers",
+                            path, cJSON_GetArraySize(sizes), (long long)c->n_layer);
+        for (int l = 0; l < cJSON_GetArraySize(sizes) && l < FK_MAX_LAYERS; l++)
+            c->ffn[l] = (int64_t)cJSON_GetArrayItem(sizes, l)->valuedouble;
+    }
+    c->bos_id = get_token_id(root, "bos_token_id");
+    c->eos_id = get_token_id(root, "eos_token_id");
+    cJSON_Delete(root);
+    if (r.st != FK_OK) return r.st;
+    fk_status st = fk_config_validate(c);
+    if (st != FK_OK) return fk_error_context(st, "%s", path);
+    return FK_OK;
+}
+
+fk_status fk_hf_config_read(const char *path, fk_config *c) {
+    char *json;
+    FK_TRY(fk_read_file(path, &json, NULL));
+    fk_status st = fk_hf_config_parse(json, path, c);
+    free(json);
+    return st;
+}
+
+// ------------------------------------------------------------------ weights
+
+fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
+    if (dtype != FK_DT_F32 && dtype != FK_DT_F16 && dtype != FK_DT_BF16)
+        return fk_error(FK_ERR_ARG, "save: dtype %s is not one of F32, F16, BF16", fk_dtype_name(dtype));
+    FK_TRY(fk_mkdir_p(dir));
+    fk_hf_tensor *ts;
+    int n;
+    fk_arch arch = fk_config_arch(&m->cfg);
+    FK_TRY(fk_hf_tensors(m, arch, &ts, &n));
+    fk_st_entry *e = calloc((size_t)n, sizeof *e);
+    void **bufs = calloc((size_t)n, sizeof *bufs);
+    fk_status st = e && bufs ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && st == FK_OK; i++) {
+        const fk_hf_tensor *t = &ts[i];
+        const fk_param *p = &m->params[t->param];
+        int64_t cols = p->ndim == 2 ? p->shape[1] : 1, numel = t->rows * cols;
+        const float *src = m->w + p->offset + t->row0 * cols;
+        e[i].name = t->name;
+        e[i].dtype = dtype;
+        e[i].ndim = t->ndim;
+        e[i].shape[0] = t->shape[0];
+        e[i].shape[1] = t->shape[1];
+        if (!t->transpose && dtype == FK_DT_F32) { e[i].data = src; continue; }
+        float *tmp = malloc((size_t)numel * sizeof(float));
+        bufs[i] = tmp;
+        if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+        if (t->transpose) {
+            for (int64_t r = 0; r < t->rows; r++)
+                for (int64_t c = 0; c < cols; c++) tmp[c * t->rows + r] = src[r * cols + c];
+        } else memcpy(tmp, src, (size_t)numel * sizeof(float));
+        if (dtype != FK_DT_F32) {
+            uint16_t *h = (uint16_t *)tmp;  // in place: element j is written after element j is read
+            for (int64_t j = 0; j < numel; j++) h[j] = dtype == FK_DT_F16 ? fk_f32_to_f16(tmp[j]) : fk_f32_to_bf16(tmp[j]);
+        }
+        e[i].data = tmp;
+    }
+    char *path = fk_path_join(dir, "model.safetensors"), *cpath = fk_path_join(dir, "config.json");
+    if (st == FK_OK) st = fk_st_write(path, e, n, "{\"format\":\"pt\"}");
+    if (st == FK_OK) {
+        char *json = fk_hf_config_json(&m->cfg);
+        st = fk_write_file_atomic(cpath, json, strlen(json));
+        free(json);
+    }
+    for (int i = 0; i < n; i++) free(bufs ? bufs[i] : NULL);
+    free(bufs); free(e); free(ts); free(path); free(cpath);
+    return st;
+}
+
+// The shards of a model folder, opened.
+typedef struct { int n; fk_safetensors *st; } shard_set;
+
+static void shards_close(shard_set *s) {
+    for (int i = 0; i < s->n; i++) fk_st_close(&s->st[i]);
+    free(s->st);
+    s->n = 0; s->st = NULL;
+}
+
+static fk_status shards_open(shard_set *s, const char *dir) {
+    memset(s, 0, sizeof *s);
+    char *single = fk_path_join(dir, "model.safetensors"), *index = fk_path_join(dir, "model.safetensors.index.json");
+    fk_status st = FK_OK;
+    if (fk_path_exists(single) || !fk_path_exists(index)) {
+        s->st = calloc(1, sizeof *s->st);
+        st = fk_st_open(&s->st[0], single);
+        if (st == FK_OK) s->n = 1;
+    } else {
+        char *json = NULL;
+        st = fk_read_file(index, &json, NULL);
+        cJSON *root = st == FK_OK ? cJSON_Parse(json) : NULL;
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+        if (st == FK_OK && !cJSON_IsObject(map)) st = fk_error(FK_ERR_FORMAT, "%s: missing object \"weight_map\"", index);
+        const cJSON *it;
+        int cap = cJSON_GetArraySize(map);
+        s->st = calloc((size_t)cap + 1, sizeof *s->st);
+        if (st == FK_OK) cJSON_ArrayForEach(it, map) {
+            if (!cJSON_IsString(it)) { st = fk_error(FK_ERR_FORMAT, "%s: weight_map entry %s is not a file name", index, it->string); break; }
+            char *p = fk_path_join(dir, it->valuestring);
+            bool seen = false;
+            for (int i = 0; i < s->n; i++) if (strcmp(s->st[i].path, p) == 0) seen = true;
+            if (!seen) { st = fk_st_open(&s->st[s->n], p); if (st == FK_OK) s->n++; }
+            free(p);
+            if (st != FK_OK) break;
+        }
+        cJSON_Delete(root);
+        free(json);
+    }
+    free(single); free(index);
+    if (st != FK_OK) shards_close(s);
+    return st;
+}
+
+static const fk_st_tensor *shards_find(const shard_set *s, const char *name, const char **path) {
+    for (int i = 0; i < s->n; i++) {
+        const fk_st_tensor *t = fk_st_find(&s->st[i], name);
+        if (t) { *path = s->st[i].path; return t; }
+    }
+    return NULL;
+}
+
+// Tensors a checkpoint may hold that are buffers, not parameters.
+static bool ignorable(const char *name) {
+    size_t n = strlen(name);
+    const char *sfx[] = {".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        size_t k = strlen(sfx[i]);
+        if (n >= k && strcmp(name + n - k, sfx[i]) == 0) return true;
+    }
+    return false;
+}
+
+fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
+    shard_set s;
+    FK_TRY(shards_open(&s, dir));
+    fk_hf_tensor *ts;
+    int n;
+    fk_arch arch = fk_config_arch(&m->cfg);
+    fk_status st = fk_hf_tensors(m, arch, &ts, &n);
+    int used = 0;
+    float *tmp = NULL;
+    for (int i = 0; i < n && st == FK_OK; i++) {
+        const fk_hf_tensor *t = &ts[i];
+        const char *path = NULL;
+        const fk_st_tensor *f = shards_find(&s, t->name, &path);
+        if (!f && arch == FK_ARCH_GPT2 && strncmp(t->name, "transformer.", 12) == 0) f = shards_find(&s, t->name + 12, &path);
+        if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (config.json asks for it)", dir, t->name); break; }
+        used++;
+        int64_t want = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+        bool shape_ok = f->ndim == t->ndim && f->shape[0] == t->shape[0] && (t->ndim == 1 || f->shape[1] == t->shape[1]);
+        if (!shape_ok) {
+            char got[96] = "", exp[64];
+            for (int d = 0; d < f->ndim; d++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)f->shape[d]);
+            if (t->ndim == 1) snprintf(exp, sizeof exp, "%lld", (long long)t->shape[0]);
+            else snprintf(exp, sizeof exp, "%lld, %lld", (long long)t->shape[0], (long long)t->shape[1]);
+            st = fk_error(FK_ERR_FORMAT, "%s: tensor %s has shape [%s] but config.json implies [%s]", path, t->name, got, exp);
+            break;
+        }
+        const fk_param *p = &m->params[t->param];
+        int64_t cols = p->ndim == 2 ? p->shape[1] : 1;
+        float *dst = m->w + p->offset + t->row0 * cols;
+        if (!t->transpose) { st = fk_st_to_f32(f, dst); if (st != FK_OK) { fk_error_context(st, "%s", path); } continue; }
+        free(tmp);
+        tmp = malloc((size_t)want * sizeof(float));
+        if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+        st = fk_st_to_f32(f, tmp);
+        if (st != FK_OK) { fk_error_context(st, "%s", path); break; }
+        for (int64_t r = 0; r < t->rows; r++)
+            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = tmp[c * t->rows + r];
+    }
+    free(tmp);
+    // Every tensor in the files must be used: an extra one means config and weights disagree.
+    for (int i = 0; i < s.n && st == FK_OK; i++)
+        for (int j = 0; j < s.st[i].n_tensors && st == FK_OK; j++) {
+            const char *nm = s.st[i].tensors[j].name;
+            bool known = ignorable(nm) || (m->cfg.tied && strcmp(nm, "lm_head.weight") == 0);
+            for (int k = 0; k < n && !known; k++)
+                known = strcmp(ts[k].name, nm) == 0 || (arch == FK_ARCH_GPT2 && strcmp(ts[k].name + 12, nm) == 0);
+            if (!known) st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is not part of the model config.json describes (%s with %lld layers)",
+                                      s.st[i].path, nm, fk_arch_name(arch), (long long)m->cfg.n_layer);
+        }
+    (void)used;
+    free(ts);
+    shards_close(&s);
+    if (st != FK_OK) return st;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        for (int64_t j = 0; j < p->numel; j++)
+            if (!isfinite(m->w[p->offset + j]))
+                return fk_error(FK_ERR_NUMERIC, "%s: weight %s[%lld] is not finite", dir, p->name, (long long)j);
+    }
+    return FK_OK;
+}
+
+fk_status fk_hf_load(fk_model *m, const char *dir) {
+    fk_config c;
+    char *cpath = fk_path_join(dir, "config.json");
+    fk_status st = fk_hf_config_read(cpath, &c);
+    free(cpath);
+    FK_TRY(st);
+    FK_TRY(fk_model_init(m, &c));
+    st = fk_hf_load_weights(m, dir);
+    if (st != FK_OK) fk_model_free(m);
+    return st;
+}

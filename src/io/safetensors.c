@@ -1,0 +1,163 @@
+// safetensors reader (mmap, validated) and atomic writer.
+#include "fusekit/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *dtype_names[FK_DT_COUNT] = {"F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"};
+static const size_t dtype_sizes[FK_DT_COUNT] = {4, 2, 2, 8, 8, 4, 2, 1, 1, 1};
+
+const char *fk_dtype_name(fk_dtype dt) { return dt < FK_DT_COUNT ? dtype_names[dt] : "?"; }
+size_t fk_dtype_size(fk_dtype dt) { return dt < FK_DT_COUNT ? dtype_sizes[dt] : 0; }
+
+bool fk_dtype_parse(const char *s, fk_dtype *dt) {
+    for (int i = 0; i < FK_DT_COUNT; i++)
+        if (strcmp(s, dtype_names[i]) == 0) { *dt = (fk_dtype)i; return true; }
+    return false;
+}
+
+void fk_st_close(fk_safetensors *st) {
+    for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
+    free(st->tensors);
+    free(st->metadata_json);
+    free(st->path);
+    fk_mmap_close(&st->map);
+    memset(st, 0, sizeof *st);
+}
+
+static fk_status parse_entry(fk_safetensors *st, const cJSON *item, const unsigned char *data, size_t data_size,
+                             fk_st_tensor *t) {
+    const char *p = st->path, *name = item->string;
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+    if (!cJSON_IsString(dt) || !fk_dtype_parse(dt->valuestring, &t->dtype))
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: missing or unknown dtype %s", p, name,
+                        cJSON_IsString(dt) ? dt->valuestring : "(none)");
+    if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) > FK_MAX_DIMS)
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape must be an array of at most %d integers", p, name, FK_MAX_DIMS);
+    t->ndim = cJSON_GetArraySize(shape);
+    t->numel = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        const cJSON *s = cJSON_GetArrayItem(shape, d);
+        if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 1e15)
+            return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad shape entry %d", p, name, d);
+        t->shape[d] = (int64_t)s->valuedouble;
+        t->numel *= t->shape[d];
+    }
+    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: data_offsets must be [begin, end]", p, name);
+    double b = cJSON_GetArrayItem(offs, 0)->valuedouble, e = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    if (b < 0 || e < b) return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad data_offsets [%.0f, %.0f]", p, name, b, e);
+    t->nbytes = (size_t)(e - b);
+    if ((size_t)t->numel * fk_dtype_size(t->dtype) != t->nbytes)
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape has %lld elements of %s (%zu bytes) but data_offsets span %zu bytes",
+                        p, name, (long long)t->numel, fk_dtype_name(t->dtype), (size_t)t->numel * fk_dtype_size(t->dtype), t->nbytes);
+    if ((size_t)e > data_size)
+        return fk_error(FK_ERR_FORMAT, "%s: truncated: tensor %s needs data bytes up to %.0f but the file holds %zu",
+                        p, name, e, data_size);
+    t->data = data + (size_t)b;
+    t->name = strdup(name);
+    return t->name ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+}
+
+fk_status fk_st_open(fk_safetensors *st, const char *path) {
+    memset(st, 0, sizeof *st);
+    FK_TRY(fk_mmap_open(&st->map, path));
+    st->path = strdup(path);
+    const unsigned char *base = st->map.data;
+    uint64_t hlen = 0;
+    if (st->map.size < 8) { fk_st_close(st); return fk_error(FK_ERR_FORMAT, "%s: not a safetensors file (only %zu bytes)", path, st->map.size); }
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | base[i];
+    if (hlen > 100000000ull || 8 + hlen > st->map.size) {
+        size_t sz = st->map.size;
+        fk_st_close(st);
+        return fk_error(FK_ERR_FORMAT, "%s: header length %llu does not fit in the file (%zu bytes): truncated or not safetensors",
+                        path, (unsigned long long)hlen, sz);
+    }
+    cJSON *root = cJSON_ParseWithLength((const char *)base + 8, (size_t)hlen);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root); fk_st_close(st);
+        return fk_error(FK_ERR_FORMAT, "%s: header is not a JSON object", path);
+    }
+    int n = cJSON_GetArraySize(root);
+    st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
+    fk_status rc = FK_OK;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root) {
+        if (strcmp(item->string, "__metadata__") == 0) { st->metadata_json = cJSON_PrintUnformatted(item); continue; }
+        if (!cJSON_IsObject(item)) { rc = fk_error(FK_ERR_FORMAT, "%s: header entry %s is not an object", path, item->string); break; }
+        rc = parse_entry(st, item, base + 8 + hlen, st->map.size - 8 - (size_t)hlen, &st->tensors[st->n_tensors]);
+        if (rc != FK_OK) break;
+        st->n_tensors++;
+    }
+    cJSON_Delete(root);
+    if (rc != FK_OK) { fk_st_close(st); return rc; }
+    return FK_OK;
+}
+
+const fk_st_tensor *fk_st_find(const fk_safetensors *st, const char *name) {
+    for (int i = 0; i < st->n_tensors; i++)
+        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
+    return NULL;
+}
+
+fk_status fk_st_to_f32(const fk_st_tensor *t, float *out) {
+    const unsigned char *p = t->data;
+    int64_t n = t->numel;
+    switch (t->dtype) {
+    case FK_DT_F32: memcpy(out, p, (size_t)n * 4); break;
+    case FK_DT_F16: for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); out[i] = fk_f16_to_f32(h); } break;
+    case FK_DT_BF16: for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); out[i] = fk_bf16_to_f32(h); } break;
+    case FK_DT_F64: for (int64_t i = 0; i < n; i++) { double d; memcpy(&d, p + 8 * i, 8); out[i] = (float)d; } break;
+    default:
+        return fk_error(FK_ERR_FORMAT, "tensor %s has dtype %s but a floating-point dtype (F32, F16, BF16) was expected",
+                        t->name, fk_dtype_name(t->dtype));
+    }
+    return FK_OK;
+}
+
+fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const char *metadata_json) {
+    cJSON *root = cJSON_CreateObject();
+    if (metadata_json) {
+        cJSON *meta = cJSON_Parse(metadata_json);
+        if (!meta) { cJSON_Delete(root); return fk_error(FK_ERR_ARG, "safetensors metadata is not valid JSON"); }
+        cJSON_AddItemToObject(root, "__metadata__", meta);
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const fk_st_entry *e = &entries[i];
+        int64_t numel = 1;
+        cJSON *t = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
+        cJSON_AddStringToObject(t, "dtype", fk_dtype_name(e->dtype));
+        for (int d = 0; d < e->ndim; d++) { cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[d])); numel *= e->shape[d]; }
+        size_t nb = (size_t)numel * fk_dtype_size(e->dtype);
+        cJSON_AddItemToObject(t, "shape", shape);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + nb)));
+        cJSON_AddItemToObject(t, "data_offsets", offs);
+        cJSON_AddItemToObject(root, e->name, t);
+        off += nb;
+    }
+    char *hdr = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!hdr) return fk_error(FK_ERR_NOMEM, "out of memory");
+    size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    fk_afile f;
+    fk_status rc = fk_afile_open(&f, path);
+    if (rc != FK_OK) { free(hdr); return rc; }
+    fk_afile_write(&f, len8, 8);
+    fk_afile_write(&f, hdr, hl);
+    for (size_t i = hl; i < padded; i++) fk_afile_write(&f, " ", 1);
+    free(hdr);
+    for (int i = 0; i < n; i++) {
+        int64_t numel = 1;
+        for (int d = 0; d < entries[i].ndim; d++) numel *= entries[i].shape[d];
+        fk_afile_write(&f, entries[i].data, (size_t)numel * fk_dtype_size(entries[i].dtype));
+    }
+    if (f.failed) { fk_afile_abort(&f); return FK_ERR_IO; }
+    return fk_afile_commit(&f);
+}

@@ -1,0 +1,80 @@
+// fk_config presets and validation.
+#include "fusekit/model.h"
+
+#include <string.h>
+
+static void config_common(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq) {
+    memset(c, 0, sizeof *c);
+    c->vocab_size = vocab;
+    c->d_model = d_model;
+    c->n_layer = n_layer;
+    c->n_head = n_head;
+    c->n_kv_head = n_head;
+    c->head_dim = n_head > 0 ? d_model / n_head : 0;
+    c->max_seq = max_seq;
+    c->rope_theta = 10000.0f;
+    c->bos_id = -1;
+    c->eos_id = -1;
+}
+
+void fk_config_gpt2(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq) {
+    config_common(c, vocab, d_model, n_layer, n_head, max_seq);
+    for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = 4 * d_model;
+    c->norm = FK_NORM_LAYERNORM;
+    c->norm_eps = 1e-5f;
+    c->pos = FK_POS_LEARNED;
+    c->mlp = FK_MLP_GELU;
+    c->bias_qkv = c->bias_out = c->bias_mlp = c->bias_norm = true;
+    c->tied = true;
+}
+
+void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head,
+                     int64_t n_kv_head, int64_t ffn, int64_t max_seq) {
+    config_common(c, vocab, d_model, n_layer, n_head, max_seq);
+    c->n_kv_head = n_kv_head;
+    for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = ffn;
+    c->norm = FK_NORM_RMSNORM;
+    c->norm_eps = 1e-5f;
+    c->pos = FK_POS_ROPE;
+    c->mlp = FK_MLP_SWIGLU;
+    c->tied = false;
+}
+
+bool fk_config_uniform_ffn(const fk_config *c) {
+    for (int64_t l = 1; l < c->n_layer; l++)
+        if (c->ffn[l] != c->ffn[0]) return false;
+    return true;
+}
+
+fk_status fk_config_validate(const fk_config *c) {
+    if (c->vocab_size < 1 || c->vocab_size > (1 << 30)) return fk_error(FK_ERR_ARG, "config: vocab_size %lld is out of range", (long long)c->vocab_size);
+    if (c->d_model < 1) return fk_error(FK_ERR_ARG, "config: d_model must be positive (got %lld)", (long long)c->d_model);
+    if (c->n_layer < 1 || c->n_layer > FK_MAX_LAYERS)
+        return fk_error(FK_ERR_ARG, "config: n_layer %lld must be in 1..%d", (long long)c->n_layer, FK_MAX_LAYERS);
+    if (c->n_head < 1 || c->n_kv_head < 1 || c->n_head % c->n_kv_head != 0)
+        return fk_error(FK_ERR_ARG, "config: n_head %lld must be a positive multiple of n_kv_head %lld",
+                        (long long)c->n_head, (long long)c->n_kv_head);
+    if (c->head_dim < 1) return fk_error(FK_ERR_ARG, "config: head_dim must be positive (got %lld)", (long long)c->head_dim);
+    if (c->pos == FK_POS_ROPE && c->head_dim % 2 != 0)
+        return fk_error(FK_ERR_ARG, "config: RoPE needs an even head_dim (got %lld)", (long long)c->head_dim);
+    if (c->max_seq < 1) return fk_error(FK_ERR_ARG, "config: max_seq must be positive");
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (c->ffn[l] < 1) return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld", (long long)l, (long long)c->ffn[l]);
+    if (!(c->norm_eps > 0)) return fk_error(FK_ERR_ARG, "config: norm epsilon must be positive");
+    if (c->pos == FK_POS_ROPE && !(c->rope_theta > 0)) return fk_error(FK_ERR_ARG, "config: rope_theta must be positive");
+    if (c->norm == FK_NORM_RMSNORM && c->bias_norm) return fk_error(FK_ERR_ARG, "config: RMSNorm has no bias");
+    return FK_OK;
+}
+
+void fk_config_describe(const fk_config *c, char *buf, size_t n) {
+    char ffn[64];
+    if (fk_config_uniform_ffn(c)) snprintf(ffn, sizeof ffn, "%lld", (long long)c->ffn[0]);
+    else snprintf(ffn, sizeof ffn, "per-layer");
+    snprintf(buf, n, "vocab=%lld d_model=%lld n_layer=%lld n_head=%lld n_kv_head=%lld head_dim=%lld ffn=%s ctx=%lld "
+             "norm=%s pos=%s mlp=%s bias(qkv=%d out=%d mlp=%d norm=%d) tied=%d",
+             (long long)c->vocab_size, (long long)c->d_model, (long long)c->n_layer, (long long)c->n_head,
+             (long long)c->n_kv_head, (long long)c->head_dim, ffn, (long long)c->max_seq,
+             c->norm == FK_NORM_LAYERNORM ? "layernorm" : "rmsnorm",
+             c->pos == FK_POS_LEARNED ? "learned" : c->pos == FK_POS_ROPE ? "rope" : "none",
+             c->mlp == FK_MLP_GELU ? "gelu" : "swiglu", c->bias_qkv, c->bias_out, c->bias_mlp, c->bias_norm, c->tied);
+}

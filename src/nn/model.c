@@ -1,0 +1,505 @@
+// fk_model: the parameter table over one arena, forward and backward of the whole
+// decoder, and incremental inference with a KV cache.
+#include "fusekit/model.h"
+#include "nn/ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ================================================================== parameter table
+
+static int64_t qkv_dim(const fk_config *c) { return (c->n_head + 2 * c->n_kv_head) * c->head_dim; }
+static int64_t up_dim(const fk_config *c, int64_t l) { return c->mlp == FK_MLP_SWIGLU ? 2 * c->ffn[l] : c->ffn[l]; }
+static int64_t max_ffn(const fk_config *c) {
+    int64_t m = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) m = c->ffn[l] > m ? c->ffn[l] : m;
+    return m;
+}
+
+// Row stride of the saved up-projection outputs: the widest layer's.
+static int64_t up_stride(const fk_config *c) { return c->mlp == FK_MLP_SWIGLU ? 2 * max_ffn(c) : max_ffn(c); }
+
+// Appends one tensor to the table (when table != NULL) and returns its offset.
+// Offsets are rounded up to 16 floats so every tensor starts 64-byte aligned.
+static int64_t add_param(fk_model *m, int *n, int64_t *cursor, const char *name, fk_param_kind kind, int layer,
+                         int64_t d0, int64_t d1) {
+    int64_t numel = d1 > 0 ? d0 * d1 : d0, off = *cursor;
+    if (m->params) {
+        fk_param *p = &m->params[*n];
+        snprintf(p->name, sizeof p->name, "%s", name);
+        p->kind = kind;
+        p->layer = layer;
+        p->ndim = d1 > 0 ? 2 : 1;
+        p->shape[0] = d0;
+        p->shape[1] = d1 > 0 ? d1 : 1;
+        p->numel = numel;
+        p->offset = off;
+        p->decay = p->ndim == 2;
+    }
+    (*n)++;
+    *cursor = off + ((numel + 15) & ~(int64_t)15);
+    return off;
+}
+
+// Declares every tensor, in a fixed order. Called twice: to count, then to fill.
+static void build_table(fk_model *m) {
+    const fk_config *c = &m->cfg;
+    int n = 0;
+    int64_t cur = 0, C = c->d_model, D = c->n_head * c->head_dim;
+    char nm[64];
+    bool ln = c->norm == FK_NORM_LAYERNORM;
+    m->tok_emb = add_param(m, &n, &cur, "tok_emb.weight", FK_P_TOK_EMB, -1, c->vocab_size, C);
+    m->pos_emb = c->pos == FK_POS_LEARNED ? add_param(m, &n, &cur, "pos_emb.weight", FK_P_POS_EMB, -1, c->max_seq, C) : -1;
+    for (int l = 0; l < (int)c->n_layer; l++) {
+        fk_layer_offsets *o = &m->layer[l];
+#define P(field, suffix, kind, d0, d1) \
+        (snprintf(nm, sizeof nm, "layers.%d.%s", l, suffix), o->field = add_param(m, &n, &cur, nm, kind, l, d0, d1))
+        P(ln1_w, "ln1.weight", FK_P_LN1_W, C, 0);
+        if (c->bias_norm) P(ln1_b, "ln1.bias", FK_P_LN1_B, C, 0); else o->ln1_b = -1;
+        P(qkv_w, "attn.qkv.weight", FK_P_QKV_W, qkv_dim(c), C);
+        if (c->bias_qkv) P(qkv_b, "attn.qkv.bias", FK_P_QKV_B, qkv_dim(c), 0); else o->qkv_b = -1;
+        P(o_w, "attn.o.weight", FK_P_O_W, C, D);
+        if (c->bias_out) P(o_b, "attn.o.bias", FK_P_O_B, C, 0); else o->o_b = -1;
+        P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0);
+        if (c->bias_norm) P(ln2_b, "ln2.bias", FK_P_LN2_B, C, 0); else o->ln2_b = -1;
+        P(up_w, "mlp.up.weight", FK_P_UP_W, up_dim(c, l), C);
+        if (c->bias_mlp) P(up_b, "mlp.up.bias", FK_P_UP_B, up_dim(c, l), 0); else o->up_b = -1;
+        P(down_w, "mlp.down.weight", FK_P_DOWN_W, C, c->ffn[l]);
+        if (c->bias_mlp) P(down_b, "mlp.down.bias", FK_P_DOWN_B, C, 0); else o->down_b = -1;
+#undef P
+    }
+    m->lnf_w = add_param(m, &n, &cur, "lnf.weight", FK_P_LNF_W, -1, C, 0);
+    m->lnf_b = c->bias_norm && ln ? add_param(m, &n, &cur, "lnf.bias", FK_P_LNF_B, -1, C, 0) : -1;
+    m->lm_head = c->tied ? m->tok_emb : add_param(m, &n, &cur, "lm_head.weight", FK_P_LM_HEAD, -1, c->vocab_size, C);
+    m->n_params = n;
+    m->n_floats = cur;
+}
+
+fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
+    memset(m, 0, sizeof *m);
+    FK_TRY(fk_config_validate(cfg));
+    m->cfg = *cfg;
+    m->layer = calloc((size_t)cfg->n_layer, sizeof *m->layer);
+    if (!m->layer) return fk_error(FK_ERR_NOMEM, "out of memory");
+    build_table(m);  // count
+    m->params = calloc((size_t)m->n_params, sizeof *m->params);
+    if (!m->params) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    build_table(m);  // fill
+    m->w = fk_calloc_aligned((size_t)m->n_floats * sizeof(float));
+    if (!m->w) {
+        size_t mb = (size_t)m->n_floats * 4 >> 20;
+        fk_model_free(m);
+        return fk_error(FK_ERR_NOMEM, "cannot allocate %zu MiB for the weights", mb);
+    }
+    if (cfg->pos == FK_POS_ROPE) {
+        int64_t half = cfg->head_dim / 2;
+        m->rope_cos = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
+        m->rope_sin = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
+        if (!m->rope_cos || !m->rope_sin) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+        for (int64_t d = 0; d < half; d++) {
+            // inverse frequency as Hugging Face computes it (float32), the angle in double
+            float inv = 1.0f / powf(cfg->rope_theta, (float)(2 * d) / (float)cfg->head_dim);
+            for (int64_t t = 0; t < cfg->max_seq; t++) {
+                double a = (double)t * (double)inv;
+                m->rope_cos[t * half + d] = (float)cos(a);
+                m->rope_sin[t * half + d] = (float)sin(a);
+            }
+        }
+    }
+    return FK_OK;
+}
+
+void fk_model_init_weights(fk_model *m, uint64_t seed) {
+    const fk_config *c = &m->cfg;
+    float proj_std = 0.02f / sqrtf(2.0f * (float)c->n_layer);
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        float *w = m->w + p->offset;
+        fk_rng r;
+        fk_rng_seed(&r, seed ^ fk_fnv1a64(p->name, strlen(p->name), 0));  // per tensor: order-independent
+        switch (p->kind) {
+        case FK_P_LN1_W: case FK_P_LN2_W: case FK_P_LNF_W:
+            for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+            break;
+        case FK_P_TOK_EMB: case FK_P_POS_EMB: case FK_P_QKV_W: case FK_P_UP_W: case FK_P_LM_HEAD:
+            for (int64_t j = 0; j < p->numel; j++) w[j] = 0.02f * fk_rng_normal(&r);
+            break;
+        case FK_P_O_W: case FK_P_DOWN_W:
+            for (int64_t j = 0; j < p->numel; j++) w[j] = proj_std * fk_rng_normal(&r);
+            break;
+        default:
+            memset(w, 0, (size_t)p->numel * sizeof(float));
+        }
+    }
+}
+
+fk_status fk_model_alloc_grads(fk_model *m) {
+    if (m->g) return FK_OK;
+    m->g = fk_calloc_aligned((size_t)m->n_floats * sizeof(float));
+    if (!m->g) return fk_error(FK_ERR_NOMEM, "cannot allocate %zu MiB for gradients", (size_t)m->n_floats * 4 >> 20);
+    return FK_OK;
+}
+
+void fk_model_zero_grads(fk_model *m) {
+    if (m->g) memset(m->g, 0, (size_t)m->n_floats * sizeof(float));
+}
+
+const fk_param *fk_model_find_param(const fk_model *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
+    return NULL;
+}
+
+int64_t fk_model_num_params(const fk_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++) n += m->params[i].numel;
+    return n;
+}
+
+int64_t fk_model_num_matmul_params(const fk_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        fk_param_kind k = m->params[i].kind;
+        if (k == FK_P_QKV_W || k == FK_P_O_W || k == FK_P_UP_W || k == FK_P_DOWN_W || k == FK_P_LM_HEAD) n += m->params[i].numel;
+    }
+    if (m->cfg.tied) n += m->cfg.vocab_size * m->cfg.d_model;
+    return n;
+}
+
+// ================================================================== activations
+
+struct fk_acts {
+    int B, T;
+    bool train;
+    int64_t slots;         // layers that keep their activations (n_layer when training, else 1)
+    int64_t bytes;
+    int32_t *tokens, *targets, *pos;   // (BT)
+    float *resid;          // train: (L+1, BT, C); inference: (BT, C), updated in place
+    float *mid;            // train: (L, BT, C)
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
+    float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *tmp;
+    float *dresid, *dln, *dqkv, *datt, *dpre, *dact;   // backward scratch, one layer's worth
+    int64_t n_scored;
+    bool have_probs;       // logits hold softmax probabilities (training forward with targets)
+};
+
+static void acts_free(fk_acts *a) {
+    if (!a) return;
+    float **bufs[] = {&a->resid, &a->mid, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->probs, &a->att,
+                      &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->pre, &a->act, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
+                      &a->logits, &a->losses, &a->tmp, &a->dresid, &a->dln, &a->dqkv, &a->datt, &a->dpre, &a->dact};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    free(a->tokens); free(a->targets); free(a->pos);
+    free(a);
+}
+
+static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
+    fk_acts *a = m->acts;
+    if (a && a->B == B && a->T == T && a->train == train) return FK_OK;
+    acts_free(a);
+    m->acts = a = calloc(1, sizeof *a);
+    if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
+    const fk_config *c = &m->cfg;
+    int64_t N = (int64_t)B * T, C = c->d_model, L = c->n_layer, D = c->n_head * c->head_dim, F = max_ffn(c);
+    int64_t UP = up_stride(c), S = train ? L : 1;
+    a->B = B; a->T = T; a->train = train; a->slots = S;
+    bool ok = true;
+#define ALLOC(field, count) do { size_t nb_ = (size_t)(count) * sizeof(float); a->bytes += (int64_t)nb_; \
+        if (!(a->field = fk_calloc_aligned(nb_))) ok = false; } while (0)
+    ALLOC(resid, (train ? L + 1 : 1) * N * C);
+    if (train) ALLOC(mid, L * N * C);
+    ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
+    ALLOC(qkv, S * N * qkv_dim(c));
+    if (train) ALLOC(probs, L * (int64_t)B * c->n_head * T * T);
+    ALLOC(att, S * N * D);
+    ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
+    ALLOC(pre, S * N * UP); ALLOC(act, S * N * F);
+    ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
+    ALLOC(logits, N * c->vocab_size); ALLOC(losses, N); ALLOC(tmp, N * C);
+    if (train) {
+        ALLOC(dresid, N * C); ALLOC(dln, N * C); ALLOC(dqkv, N * qkv_dim(c)); ALLOC(datt, N * D);
+        ALLOC(dpre, N * UP); ALLOC(dact, N * F);
+    }
+#undef ALLOC
+    a->tokens = malloc((size_t)N * sizeof(int32_t));
+    a->targets = malloc((size_t)N * sizeof(int32_t));
+    a->pos = malloc((size_t)N * sizeof(int32_t));
+    if (!ok || !a->tokens || !a->targets || !a->pos) {
+        int64_t mb = a->bytes >> 20;
+        acts_free(a);
+        m->acts = NULL;
+        return fk_error(FK_ERR_NOMEM, "cannot allocate %lld MiB of activations for batch %d x %d", (long long)mb, B, T);
+    }
+    return FK_OK;
+}
+
+// ================================================================== forward / backward
+
+static void norm_forward(const fk_model *m, float *out, float *mean, float *rstd, const float *inp, int64_t w, int64_t b, int64_t N) {
+    const fk_config *c = &m->cfg;
+    if (c->norm == FK_NORM_LAYERNORM)
+        fk_layernorm_forward(out, mean, rstd, inp, m->w + w, b >= 0 ? m->w + b : NULL, N, c->d_model, c->norm_eps);
+    else
+        fk_rmsnorm_forward(out, rstd, inp, m->w + w, N, c->d_model, c->norm_eps);
+}
+
+static void norm_backward(fk_model *m, float *dinp, const float *dout, const float *inp, const float *mean,
+                          const float *rstd, int64_t w, int64_t b, int64_t N) {
+    const fk_config *c = &m->cfg;
+    if (c->norm == FK_NORM_LAYERNORM)
+        fk_layernorm_backward(dinp, m->g + w, b >= 0 ? m->g + b : NULL, dout, inp, m->w + w, mean, rstd, N, c->d_model);
+    else
+        fk_rmsnorm_backward(dinp, m->g + w, dout, inp, m->w + w, rstd, N, c->d_model);
+}
+
+#define WP(off) ((off) >= 0 ? m->w + (off) : NULL)
+#define GP(off) ((off) >= 0 ? m->g + (off) : NULL)
+
+static void add_inplace(float *out, const float *a, const float *b, int64_t n) {
+    #pragma omp parallel for if (n > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, bool train, float *loss) {
+    const fk_config *c = &m->cfg;
+    if (B < 1 || T < 1) return fk_error(FK_ERR_ARG, "forward: empty batch %d x %d", B, T);
+    if (T > c->max_seq) return fk_error(FK_ERR_ARG, "forward: sequence length %d exceeds the model's context %lld", T, (long long)c->max_seq);
+    if (train && !targets) return fk_error(FK_ERR_ARG, "forward: training needs targets");
+    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c);
+    for (int64_t i = 0; i < N; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return fk_error(FK_ERR_ARG, "forward: token %d at position %lld is outside the vocabulary (size %lld)",
+                            tokens[i], (long long)i, (long long)V);
+        if (targets && targets[i] >= V)
+            return fk_error(FK_ERR_ARG, "forward: target %d at position %lld is outside the vocabulary (size %lld)",
+                            targets[i], (long long)i, (long long)V);
+    }
+    FK_TRY(acts_alloc(m, B, T, train));
+    fk_acts *a = m->acts;
+    memcpy(a->tokens, tokens, (size_t)N * sizeof(int32_t));
+    for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
+
+    fk_encoder_forward(a->resid, a->tokens, a->pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const fk_layer_offsets *o = &m->layer[l];
+        int64_t s = train ? l : 0, F = c->ffn[l], UP = up_dim(c, l);
+        float *x = a->resid + (train ? l * N * C : 0);
+        float *mid = train ? a->mid + l * N * C : x;
+        float *out = train ? a->resid + (l + 1) * N * C : x;
+        float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
+        float *ln2 = a->ln2 + s * N * C, *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * max_ffn(c);
+        norm_forward(m, ln1, a->ln1_mean + s * N, a->ln1_rstd + s * N, x, o->ln1_w, o->ln1_b, N);
+        fk_matmul_forward(qkv, ln1, m->w + o->qkv_w, WP(o->qkv_b), N, C, QD);
+        if (c->pos == FK_POS_ROPE)
+            fk_rope_apply(qkv, m->rope_cos, m->rope_sin, a->pos, N, c->n_head, c->n_kv_head, c->head_dim, 1.0f);
+        fk_attention_forward(att, train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, qkv, B, T,
+                             c->n_head, c->n_kv_head, c->head_dim);
+        fk_matmul_forward(a->tmp, att, m->w + o->o_w, WP(o->o_b), N, D, C);
+        add_inplace(mid, x, a->tmp, N * C);
+        norm_forward(m, ln2, a->ln2_mean + s * N, a->ln2_rstd + s * N, mid, o->ln2_w, o->ln2_b, N);
+        fk_matmul_forward(pre, ln2, m->w + o->up_w, WP(o->up_b), N, C, UP);
+        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(act, pre, N, F);
+        else fk_gelu_forward(act, pre, N * F);
+        fk_matmul_forward(a->tmp, act, m->w + o->down_w, WP(o->down_b), N, F, C);
+        add_inplace(out, mid, a->tmp, N * C);
+    }
+    float *xL = a->resid + (train ? c->n_layer * N * C : 0);
+    norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, xL, m->lnf_w, m->lnf_b, N);
+    fk_matmul_forward(a->logits, a->lnf, m->w + m->lm_head, NULL, N, C, V);
+    a->have_probs = false;
+    if (targets) {
+        a->n_scored = fk_crossentropy_forward(a->losses, a->logits, a->targets, N, V, train);
+        a->have_probs = train;
+        double sum = 0;
+        for (int64_t i = 0; i < N; i++) sum += a->losses[i];
+        float mean = a->n_scored > 0 ? (float)(sum / (double)a->n_scored) : 0.0f;
+        if (loss) *loss = mean;
+        if (!isfinite(mean)) {
+            for (int64_t i = 0; i < N; i++)
+                if (!isfinite(a->losses[i]))
+                    return fk_error(FK_ERR_NUMERIC, "loss is %s at batch row %lld, position %lld",
+                                    isnan(a->losses[i]) ? "NaN" : "Inf", (long long)(i / T), (long long)(i % T));
+            return fk_error(FK_ERR_NUMERIC, "loss is not finite");
+        }
+    }
+    return FK_OK;
+}
+
+const float *fk_model_logits(const fk_model *m) { return m->acts && !m->acts->have_probs ? m->acts->logits : NULL; }
+const float *fk_model_token_losses(const fk_model *m) { return m->acts ? m->acts->losses : NULL; }
+
+fk_status fk_model_backward(fk_model *m, float grad_scale) {
+    fk_acts *a = m->acts;
+    if (!a || !a->train || !a->have_probs) return fk_error(FK_ERR_ARG, "backward: no training forward with targets to differentiate");
+    FK_TRY(fk_model_alloc_grads(m));
+    const fk_config *c = &m->cfg;
+    int B = a->B, T = a->T;
+    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c);
+    int64_t MF = max_ffn(c);
+    a->have_probs = false;  // the buffer now becomes dlogits
+    float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
+    fk_crossentropy_backward(a->logits, a->targets, N, V, scale);
+    fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);
+    memset(a->dresid, 0, (size_t)(N * C) * sizeof(float));
+    norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);
+    for (int64_t l = c->n_layer - 1; l >= 0; l--) {
+        const fk_layer_offsets *o = &m->layer[l];
+        int64_t F = c->ffn[l], UP = up_dim(c, l);
+        float *x = a->resid + l * N * C, *mid = a->mid + l * N * C;
+        float *ln1 = a->ln1 + l * N * C, *qkv = a->qkv + l * N * QD, *att = a->att + l * N * D;
+        float *ln2 = a->ln2 + l * N * C;
+        float *pre = a->pre + l * N * up_stride(c), *act = a->act + l * N * MF;
+        float *probs = a->probs + l * (int64_t)B * c->n_head * T * T;
+        // MLP branch: out = mid + down(act(up(norm2(mid))))
+        fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), a->dresid, act, m->w + o->down_w, N, F, C);
+        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_backward(a->dpre, pre, a->dact, N, F);
+        else fk_gelu_backward(a->dpre, pre, a->dact, N * F);
+        fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);
+        norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
+        // attention branch: mid = x + o(attention(rope(qkv(norm1(x)))))
+        fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), a->dresid, att, m->w + o->o_w, N, D, C);
+        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, c->n_head, c->n_kv_head, c->head_dim);
+        if (c->pos == FK_POS_ROPE)
+            fk_rope_apply(a->dqkv, m->rope_cos, m->rope_sin, a->pos, N, c->n_head, c->n_kv_head, c->head_dim, -1.0f);
+        fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QD);
+        norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + l * N, a->ln1_rstd + l * N, o->ln1_w, o->ln1_b, N);
+    }
+    fk_encoder_backward(m->g + m->tok_emb, GP(m->pos_emb), a->dresid, a->tokens, a->pos, N, C);
+    return FK_OK;
+}
+
+// ================================================================== KV-cache inference
+
+struct fk_kv_cache {
+    int64_t cap_tokens;    // rows of scratch allocated
+    int64_t len;           // tokens cached
+    float *k, *v;          // (L, max_seq, KVH*hd)
+    float *x, *ln, *qkv, *att, *tmp, *pre, *act, *scores;
+    int32_t *pos;
+    int64_t bytes;
+};
+
+static void kv_free(fk_kv_cache *kv) {
+    if (!kv) return;
+    free(kv->k); free(kv->v); free(kv->x); free(kv->ln); free(kv->qkv); free(kv->att); free(kv->tmp);
+    free(kv->pre); free(kv->act); free(kv->scores); free(kv->pos);
+    free(kv);
+}
+
+static fk_status kv_alloc(fk_model *m, int64_t n) {
+    const fk_config *c = &m->cfg;
+    fk_kv_cache *kv = m->kv;
+    if (kv && kv->cap_tokens >= n) return FK_OK;
+    int64_t len = kv ? kv->len : 0;
+    float *k = kv ? kv->k : NULL, *v = kv ? kv->v : NULL;
+    if (kv) { kv->k = kv->v = NULL; kv_free(kv); }
+    m->kv = kv = calloc(1, sizeof *kv);
+    if (!kv) { free(k); free(v); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    int64_t KVD = c->n_kv_head * c->head_dim, C = c->d_model, MF = max_ffn(c);
+    size_t cache = (size_t)(c->n_layer * c->max_seq * KVD) * sizeof(float);
+    kv->k = k ? k : fk_calloc_aligned(cache);
+    kv->v = v ? v : fk_calloc_aligned(cache);
+    kv->len = len;
+    kv->cap_tokens = n;
+    kv->x = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
+    kv->ln = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
+    kv->qkv = fk_calloc_aligned((size_t)(n * qkv_dim(c)) * sizeof(float));
+    kv->att = fk_calloc_aligned((size_t)(n * c->n_head * c->head_dim) * sizeof(float));
+    kv->tmp = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
+    kv->pre = fk_calloc_aligned((size_t)(n * up_stride(c)) * sizeof(float));
+    kv->act = fk_calloc_aligned((size_t)(n * MF) * sizeof(float));
+    kv->scores = fk_calloc_aligned((size_t)(n * c->n_head * c->max_seq) * sizeof(float));
+    kv->pos = malloc((size_t)n * sizeof(int32_t));
+    kv->bytes = (int64_t)(2 * cache) + n * (int64_t)sizeof(float) * (3 * C + qkv_dim(c) + c->n_head * c->head_dim +
+                                                                     up_stride(c) + MF + c->n_head * c->max_seq);
+    if (!kv->k || !kv->v || !kv->x || !kv->ln || !kv->qkv || !kv->att || !kv->tmp || !kv->pre || !kv->act ||
+        !kv->scores || !kv->pos) {
+        kv_free(kv); m->kv = NULL;
+        return fk_error(FK_ERR_NOMEM, "cannot allocate the KV cache (%zu MiB)", 2 * cache >> 20);
+    }
+    return FK_OK;
+}
+
+fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits) {
+    const fk_config *c = &m->cfg;
+    if (n < 1) return fk_error(FK_ERR_ARG, "step: no tokens");
+    if ((int64_t)pos + n > c->max_seq)
+        return fk_error(FK_ERR_ARG, "step: position %d + %d tokens exceeds the model's context %lld", pos, n, (long long)c->max_seq);
+    FK_TRY(kv_alloc(m, n));
+    fk_kv_cache *kv = m->kv;
+    if (pos != 0 && pos != kv->len)
+        return fk_error(FK_ERR_ARG, "step: position %d but the cache holds %lld tokens", pos, (long long)kv->len);
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return fk_error(FK_ERR_ARG, "step: token %d is outside the vocabulary (size %lld)", tokens[i], (long long)c->vocab_size);
+        kv->pos[i] = pos + i;
+    }
+    int64_t C = c->d_model, H = c->n_head, KVH = c->n_kv_head, hd = c->head_dim, D = H * hd, KVD = KVH * hd;
+    int64_t QD = qkv_dim(c), G = H / KVH, S = c->max_seq, total = pos + n;
+    float scale = 1.0f / sqrtf((float)hd);
+    fk_encoder_forward(kv->x, tokens, kv->pos, m->w + m->tok_emb, WP(m->pos_emb), n, C);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const fk_layer_offsets *o = &m->layer[l];
+        int64_t F = c->ffn[l];
+        float *kc = kv->k + l * S * KVD, *vc = kv->v + l * S * KVD;
+        norm_forward(m, kv->ln, NULL, kv->tmp, kv->x, o->ln1_w, o->ln1_b, n);  // tmp holds rstd (n floats)
+        fk_matmul_forward(kv->qkv, kv->ln, m->w + o->qkv_w, WP(o->qkv_b), n, C, QD);
+        if (c->pos == FK_POS_ROPE) fk_rope_apply(kv->qkv, m->rope_cos, m->rope_sin, kv->pos, n, H, KVH, hd, 1.0f);
+        for (int64_t i = 0; i < n; i++) {
+            memcpy(kc + (pos + i) * KVD, kv->qkv + i * QD + D, (size_t)KVD * sizeof(float));
+            memcpy(vc + (pos + i) * KVD, kv->qkv + i * QD + D + KVD, (size_t)KVD * sizeof(float));
+        }
+        #pragma omp parallel for collapse(2) schedule(static) if (n * H * total > 4096)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t h = 0; h < H; h++) {
+                const float *q = kv->qkv + i * QD + h * hd;
+                float *sc = kv->scores + (i * H + h) * S, *out = kv->att + i * D + h * hd, mx = -INFINITY, sum = 0;
+                int64_t last = pos + i, kvh = h / G;
+                for (int64_t j = 0; j <= last; j++) {
+                    const float *kr = kc + j * KVD + kvh * hd;
+                    float d = 0;
+                    for (int64_t e = 0; e < hd; e++) d += q[e] * kr[e];
+                    sc[j] = d * scale;
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int64_t j = 0; j <= last; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
+                memset(out, 0, (size_t)hd * sizeof(float));
+                for (int64_t j = 0; j <= last; j++) {
+                    const float *vr = vc + j * KVD + kvh * hd;
+                    float p = sc[j] / sum;
+                    for (int64_t e = 0; e < hd; e++) out[e] += p * vr[e];
+                }
+            }
+        fk_matmul_forward(kv->tmp, kv->att, m->w + o->o_w, WP(o->o_b), n, D, C);
+        add_inplace(kv->x, kv->x, kv->tmp, n * C);
+        norm_forward(m, kv->ln, NULL, kv->tmp, kv->x, o->ln2_w, o->ln2_b, n);
+        fk_matmul_forward(kv->pre, kv->ln, m->w + o->up_w, WP(o->up_b), n, C, up_dim(c, l));
+        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(kv->act, kv->pre, n, F);
+        else fk_gelu_forward(kv->act, kv->pre, n * F);
+        fk_matmul_forward(kv->tmp, kv->act, m->w + o->down_w, WP(o->down_b), n, F, C);
+        add_inplace(kv->x, kv->x, kv->tmp, n * C);
+    }
+    kv->len = total;
+    const float *last = kv->x + (int64_t)(n - 1) * C;
+    float rstd;
+    norm_forward(m, kv->ln, NULL, &rstd, last, m->lnf_w, m->lnf_b, 1);
+    fk_matmul_forward(logits, kv->ln, m->w + m->lm_head, NULL, 1, C, c->vocab_size);
+    for (int64_t v = 0; v < c->vocab_size; v++)
+        if (!isfinite(logits[v])) return fk_error(FK_ERR_NUMERIC, "step: logit %lld is not finite at position %lld", (long long)v, (long long)(total - 1));
+    return FK_OK;
+}
+
+size_t fk_model_memory_bytes(const fk_model *m) {
+    size_t b = (size_t)m->n_floats * sizeof(float) * (m->g ? 2 : 1);
+    if (m->acts) b += (size_t)m->acts->bytes;
+    if (m->kv) b += (size_t)m->kv->bytes;
+    return b;
+}
+
+void fk_model_free(fk_model *m) {
+    free(m->params); free(m->layer); free(m->w); free(m->g); free(m->rope_cos); free(m->rope_sin);
+    acts_free(m->acts);
+    kv_free(m->kv);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,378 @@
+// The ops, each a forward/backward pair, written once over a scalar type.
+// Instantiated for float by ops.c (the library) and for double by the tests, whose
+// finite-difference checks run in double precision against the same code.
+// Before including, define: real (the scalar), FK_OP(name) (the instantiated name) and
+// FK_GEMM (row-major cblas_sgemm or cblas_dgemm).
+// Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
+// on top of each op. Backward functions ADD into parameter gradients; whether they add into
+// or overwrite the input gradient is said on each one.
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+#include <omp.h>
+
+#define FK_OMP_MIN_WORK 16384  // below this many elements a loop stays on one thread
+
+// ------------------------------------------------------------------ linear
+// inp is (N,C), w is (OC,C), b is (OC) or NULL; out is (N,OC): out = inp w^T + b
+static inline void FK_OP(matmul_forward)(real *out, const real *inp, const real *w, const real *b,
+                                         int64_t N, int64_t C, int64_t OC) {
+    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)C, 1, inp, (int)C, w, (int)C, 0, out, (int)OC);
+    if (b) {
+        #pragma omp parallel for if (N * OC > FK_OMP_MIN_WORK)
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t o = 0; o < OC; o++) out[i * OC + o] += b[o];
+    }
+}
+
+// dout is (N,OC); dinp (N,C) is OVERWRITTEN (NULL: skipped); dw (OC,C) and db (OC) are added to.
+static inline void FK_OP(matmul_backward)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
+                                          const real *w, int64_t N, int64_t C, int64_t OC) {
+    if (dinp)
+        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1, dout, (int)OC, w, (int)C, 0, dinp, (int)C);
+    if (dw)
+        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1, dout, (int)OC, inp, (int)C, 1, dw, (int)C);
+    if (db) {
+        #pragma omp parallel for if (N * OC > FK_OMP_MIN_WORK)
+        for (int64_t o = 0; o < OC; o++) {
+            real s = 0;
+            for (int64_t i = 0; i < N; i++) s += dout[i * OC + o];
+            db[o] += s;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ embeddings
+// tokens is (N) with positions pos[i] (NULL: no position table); wte is (V,C), wpe is (P,C);
+// out is (N,C): out[i] = wte[tokens[i]] + wpe[pos[i]]
+static inline void FK_OP(encoder_forward)(real *out, const int32_t *tokens, const int32_t *pos,
+                                          const real *wte, const real *wpe, int64_t N, int64_t C) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *e = wte + (int64_t)tokens[i] * C;
+        real *o = out + i * C;
+        if (wpe) {
+            const real *p = wpe + (int64_t)pos[i] * C;
+            for (int64_t c = 0; c < C; c++) o[c] = e[c] + p[c];
+        } else {
+            memcpy(o, e, (size_t)C * sizeof(real));
+        }
+    }
+}
+
+// dout is (N,C); dwte (V,C) and dwpe (P,C) are added to. Serial over rows so that repeated
+// tokens accumulate deterministically.
+static inline void FK_OP(encoder_backward)(real *dwte, real *dwpe, const real *dout, const int32_t *tokens,
+                                           const int32_t *pos, int64_t N, int64_t C) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        int64_t c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int64_t i = 0; i < N; i++) {
+            real *e = dwte + (int64_t)tokens[i] * C;
+            const real *d = dout + i * C;
+            for (int64_t c = c0; c < c1; c++) e[c] += d[c];
+            if (dwpe) {
+                real *p = dwpe + (int64_t)pos[i] * C;
+                for (int64_t c = c0; c < c1; c++) p[c] += d[c];
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ LayerNorm
+// inp is (N,C), w and b are (C) (b may be NULL); out is (N,C); mean and rstd are (N)
+static inline void FK_OP(layernorm_forward)(real *out, real *mean, real *rstd, const real *inp, const real *w,
+                                            const real *b, int64_t N, int64_t C, real eps) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *x = inp + i * C;
+        real m = 0, v = 0;
+        for (int64_t c = 0; c < C; c++) m += x[c];
+        m /= (real)C;
+        for (int64_t c = 0; c < C; c++) { real d = x[c] - m; v += d * d; }
+        v /= (real)C;
+        real s = 1 / sqrt(v + eps);
+        real *o = out + i * C;
+        for (int64_t c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + (b ? b[c] : 0);
+        if (mean) mean[i] = m;
+        rstd[i] = s;
+    }
+}
+
+// dout is (N,C); dinp (N,C) is ADDED to; dw, db (C) are added to (db may be NULL).
+static inline void FK_OP(layernorm_backward)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
+                                             const real *w, const real *mean, const real *rstd, int64_t N, int64_t C) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *x = inp + i * C, *d = dout + i * C;
+        real m = mean[i], s = rstd[i], dmean = 0, dxhat_xhat = 0;
+        for (int64_t c = 0; c < C; c++) {
+            real dxhat = d[c] * w[c], xhat = (x[c] - m) * s;
+            dmean += dxhat;
+            dxhat_xhat += dxhat * xhat;
+        }
+        dmean /= (real)C;
+        dxhat_xhat /= (real)C;
+        real *di = dinp + i * C;
+        for (int64_t c = 0; c < C; c++) {
+            real xhat = (x[c] - m) * s;
+            di[c] += (d[c] * w[c] - dmean - xhat * dxhat_xhat) * s;
+        }
+    }
+    // parameter gradients: columns split across threads, rows summed in order (deterministic)
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        int64_t c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int64_t i = 0; i < N; i++) {
+            const real *x = inp + i * C, *d = dout + i * C;
+            for (int64_t c = c0; c < c1; c++) {
+                dw[c] += d[c] * (x[c] - mean[i]) * rstd[i];
+                if (db) db[c] += d[c];
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ RMSNorm
+// inp is (N,C), w is (C); out is (N,C); rstd is (N): out = inp / sqrt(mean(inp^2) + eps) * w
+static inline void FK_OP(rmsnorm_forward)(real *out, real *rstd, const real *inp, const real *w,
+                                          int64_t N, int64_t C, real eps) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *x = inp + i * C;
+        real ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
+        real s = 1 / sqrt(ss / (real)C + eps);
+        real *o = out + i * C;
+        for (int64_t c = 0; c < C; c++) o[c] = x[c] * s * w[c];
+        rstd[i] = s;
+    }
+}
+
+// dout is (N,C); dinp (N,C) is ADDED to; dw (C) is added to.
+static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dout, const real *inp, const real *w,
+                                           const real *rstd, int64_t N, int64_t C) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *x = inp + i * C, *d = dout + i * C;
+        real s = rstd[i], dot = 0;
+        for (int64_t c = 0; c < C; c++) dot += d[c] * w[c] * x[c];
+        real k = dot * s * s * s / (real)C;
+        real *di = dinp + i * C;
+        for (int64_t c = 0; c < C; c++) di[c] += d[c] * w[c] * s - x[c] * k;
+    }
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        int64_t c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int64_t i = 0; i < N; i++) {
+            const real *x = inp + i * C, *d = dout + i * C;
+            for (int64_t c = c0; c < c1; c++) dw[c] += d[c] * x[c] * rstd[i];
+        }
+    }
+}
+
+// ------------------------------------------------------------------ rotary positions
+// qkv is (N, QKVD) with QKVD = (H + 2*KVH)*hd; rotates the q and k heads of row i in place by
+// position pos[i], Hugging Face "rotate half" convention: for d < hd/2 the pair (x[d], x[d+hd/2])
+// turns by angle pos*theta^(-2d/hd). cos and sin are (P, hd/2). sign = +1 forward, -1 backward
+// (the inverse rotation carries the gradient back).
+static inline void FK_OP(rope_apply)(real *qkv, const float *cos_t, const float *sin_t, const int32_t *pos,
+                                     int64_t N, int64_t H, int64_t KVH, int64_t hd, real sign) {
+    int64_t QKVD = (H + 2 * KVH) * hd, half = hd / 2;
+    #pragma omp parallel for if (N * QKVD > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const float *cs = cos_t + (int64_t)pos[i] * half, *sn = sin_t + (int64_t)pos[i] * half;
+        for (int64_t h = 0; h < H + KVH; h++) {
+            real *x = qkv + i * QKVD + h * hd;
+            for (int64_t d = 0; d < half; d++) {
+                real c = cs[d], s = sign * sn[d], x1 = x[d], x2 = x[d + half];
+                x[d] = x1 * c - x2 * s;
+                x[d + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ causal attention
+// qkv is (B,T,QKVD): q heads (H*hd), k heads (KVH*hd), v heads (KVH*hd); head h reads kv head
+// h / (H/KVH). out is (B,T,H*hd). probs is (B,H,T,T), the softmax rows (lower triangle;
+// entries above the diagonal inside a row block are zero); NULL keeps them in thread scratch
+// (inference). Rows are processed in blocks of FK_ATT_BLK so the masked upper triangle is
+// mostly never computed.
+#ifndef FK_ATT_BLK
+#define FK_ATT_BLK 64
+#endif
+static inline void FK_OP(attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T,
+                                            int64_t H, int64_t KVH, int64_t hd) {
+    int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
+    real scale = 1 / sqrt((real)hd);
+    #pragma omp parallel
+    {
+        real *scratch = probs ? NULL : (real *)malloc((size_t)(T * T) * sizeof(real));
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++) {
+                const real *q = qkv + b * T * QKVD + h * hd;
+                const real *k = qkv + b * T * QKVD + D + (h / G) * hd;
+                const real *v = k + KVH * hd;
+                real *P = probs ? probs + (b * H + h) * T * T : scratch;
+                real *o = out + b * T * D + h * hd;
+                for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
+                    int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
+                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)i1, (int)hd, scale,
+                            q + i0 * QKVD, (int)QKVD, k, (int)QKVD, 0, P + i0 * T, (int)T);
+                    for (int64_t i = i0; i < i1; i++) {
+                        real *p = P + i * T, mx = p[0], sum = 0;
+                        for (int64_t j = 1; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
+                        for (int64_t j = 0; j <= i; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                        real inv = 1 / sum;
+                        for (int64_t j = 0; j <= i; j++) p[j] *= inv;
+                        for (int64_t j = i + 1; j < i1; j++) p[j] = 0;
+                    }
+                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)i1, 1,
+                            P + i0 * T, (int)T, v, (int)QKVD, 0, o + i0 * D, (int)D);
+                }
+            }
+        free(scratch);
+    }
+}
+
+// dout is (B,T,H*hd); dqkv (B,T,QKVD) is OVERWRITTEN; qkv and probs are the forward's.
+static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
+                                             int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd) {
+    int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
+    real scale = 1 / sqrt((real)hd);
+    #pragma omp parallel
+    {
+        real *dS = (real *)malloc((size_t)(T * T) * sizeof(real));
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t g = 0; g < KVH; g++) {
+                const real *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
+                real *dk = dqkv + b * T * QKVD + D + g * hd, *dv = dk + KVH * hd;
+                for (int64_t t = 0; t < T; t++) {
+                    memset(dk + t * QKVD, 0, (size_t)hd * sizeof(real));
+                    memset(dv + t * QKVD, 0, (size_t)hd * sizeof(real));
+                }
+                for (int64_t h = g * G; h < (g + 1) * G; h++) {
+                    const real *q = qkv + b * T * QKVD + h * hd, *P = probs + (b * H + h) * T * T;
+                    const real *dO = dout + b * T * D + h * hd;
+                    real *dq = dqkv + b * T * QKVD + h * hd;
+                    for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
+                        int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
+                        // dP = dO V^T ; dV += P^T dO
+                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)i1, (int)hd, 1,
+                                dO + i0 * D, (int)D, v, (int)QKVD, 0, dS + i0 * T, (int)T);
+                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)i1, (int)hd, (int)rows, 1,
+                                P + i0 * T, (int)T, dO + i0 * D, (int)D, 1, dv, (int)QKVD);
+                        // softmax backward: dS = P * (dP - sum(P * dP)) * scale
+                        for (int64_t i = i0; i < i1; i++) {
+                            const real *p = P + i * T;
+                            real *d = dS + i * T, dot = 0;
+                            for (int64_t j = 0; j <= i; j++) dot += p[j] * d[j];
+                            for (int64_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                            for (int64_t j = i + 1; j < i1; j++) d[j] = 0;
+                        }
+                        // dQ = dS K ; dK += dS^T Q
+                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)i1, 1,
+                                dS + i0 * T, (int)T, k, (int)QKVD, 0, dq + i0 * QKVD, (int)QKVD);
+                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)i1, (int)hd, (int)rows, 1,
+                                dS + i0 * T, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk, (int)QKVD);
+                    }
+                }
+            }
+        free(dS);
+    }
+}
+
+// ------------------------------------------------------------------ activations
+#define FK_GELU_S 0.7978845608028654  // sqrt(2/pi)
+// inp is (N); out is (N): GELU, tanh approximation (GPT-2's gelu_new)
+static inline void FK_OP(gelu_forward)(real *out, const real *inp, int64_t N) {
+    #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        real x = inp[i];
+        out[i] = (real)0.5 * x * (1 + tanh((real)FK_GELU_S * (x + (real)0.044715 * x * x * x)));
+    }
+}
+
+// dinp (N) is OVERWRITTEN (may alias dout).
+static inline void FK_OP(gelu_backward)(real *dinp, const real *inp, const real *dout, int64_t N) {
+    #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        real x = inp[i], u = (real)FK_GELU_S * (x + (real)0.044715 * x * x * x), th = tanh(u);
+        real du = (real)FK_GELU_S * (1 + 3 * (real)0.044715 * x * x);
+        dinp[i] = dout[i] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * du);
+    }
+}
+
+// inp is (N, 2F): gate (F) then up (F) per row; out is (N, F): silu(gate) * up
+static inline void FK_OP(swiglu_forward)(real *out, const real *inp, int64_t N, int64_t F) {
+    #pragma omp parallel for if (N * F > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *g = inp + i * 2 * F, *u = g + F;
+        real *o = out + i * F;
+        for (int64_t f = 0; f < F; f++) o[f] = g[f] / (1 + exp(-g[f])) * u[f];
+    }
+}
+
+// dout is (N,F); dinp (N,2F) is OVERWRITTEN.
+static inline void FK_OP(swiglu_backward)(real *dinp, const real *inp, const real *dout, int64_t N, int64_t F) {
+    #pragma omp parallel for if (N * F > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *g = inp + i * 2 * F, *u = g + F, *d = dout + i * F;
+        real *dg = dinp + i * 2 * F, *du = dg + F;
+        for (int64_t f = 0; f < F; f++) {
+            real sg = 1 / (1 + exp(-g[f])), silu = g[f] * sg;
+            du[f] = d[f] * silu;
+            dg[f] = d[f] * u[f] * sg * (1 + g[f] * (1 - sg));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ softmax cross-entropy
+// logits is (N,V), targets (N) with -1 = ignored; losses (N) get -log softmax(logits)[target]
+// (0 where ignored). With to_probs, logits are replaced by softmax(logits) in place, ready for
+// the backward. Returns the number of scored rows.
+static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, const int32_t *targets,
+                                                  int64_t N, int64_t V, int to_probs) {
+    int64_t n_scored = 0;
+    #pragma omp parallel for reduction(+ : n_scored) if (N * V > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        real *x = logits + i * V, mx = x[0], sum = 0;
+        int32_t t = targets ? targets[i] : -1;
+        real xt = t >= 0 ? x[t] : 0;  // the target's logit, before x is overwritten
+        for (int64_t j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        if (to_probs) {
+            for (int64_t j = 0; j < V; j++) { x[j] = exp(x[j] - mx); sum += x[j]; }
+        } else {
+            for (int64_t j = 0; j < V; j++) sum += exp(x[j] - mx);
+        }
+        real lse = mx + log(sum);
+        if (t >= 0) {
+            losses[i] = lse - xt;
+            n_scored++;
+        } else if (losses) {
+            losses[i] = 0;
+        }
+        if (to_probs) {
+            real inv = 1 / sum;
+            for (int64_t j = 0; j < V; j++) x[j] *= inv;
+        }
+    }
+    return n_scored;
+}
+
+// probs (N,V) from crossentropy_forward(to_probs) become dlogits in place:
+// dlogits = scale * (probs - onehot(target)); ignored rows become zero.
+static inline void FK_OP(crossentropy_backward)(real *probs, const int32_t *targets, int64_t N, int64_t V, real scale) {
+    #pragma omp parallel for if (N * V > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        real *p = probs + i * V;
+        if (targets[i] < 0) { memset(p, 0, (size_t)V * sizeof(real)); continue; }
+        for (int64_t j = 0; j < V; j++) p[j] *= scale;
+        p[targets[i]] -= scale;
+    }
+}

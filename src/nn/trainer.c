@@ -1,0 +1,368 @@
+// The training loop, held-out evaluation and checkpoints.
+#include "fusekit/hf.h"
+#include "fusekit/train.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void fk_train_defaults(fk_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->steps = 1000;
+    o->batch = 8;
+    o->seq = 256;
+    o->grad_accum = 1;
+    fk_optim_defaults(&o->optim);
+    o->seed = 1337;
+    o->eval_every = 100;
+    o->eval_tokens = 65536;
+    o->save_every = 0;
+    o->keep = 2;
+    o->log_every = 1;
+}
+
+// ------------------------------------------------------------------ batches
+
+// The rows of micro-batch `micro` of step `step` depend only on (seed, step, micro), so a
+// resumed run sees exactly the batches an uninterrupted one would.
+static void sample_batch(const fk_token_data *d, const fk_train_opts *o, int64_t step, int micro, int32_t *x, int32_t *y) {
+    fk_rng r;
+    fk_rng_seed(&r, fk_hash64(o->seed) ^ fk_hash64((uint64_t)step * 1000003u + (uint64_t)micro));
+    int64_t span = d->n - o->seq - 1;
+    for (int b = 0; b < o->batch; b++) {
+        int64_t off = span > 0 ? (int64_t)fk_rng_below(&r, (uint64_t)span + 1) : 0;
+        for (int t = 0; t < o->seq; t++) {
+            x[b * o->seq + t] = d->ids[off + t];
+            y[b * o->seq + t] = d->ids[off + t + 1];
+        }
+    }
+}
+
+fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    if (d->n < 2) return fk_error(FK_ERR_ARG, "evaluation data %s has fewer than 2 tokens", d->path ? d->path : "");
+    if (d->vocab_size > m->cfg.vocab_size)
+        return fk_error(FK_ERR_ARG, "evaluation data %s has vocabulary %lld but the model only %lld", d->path ? d->path : "",
+                        (long long)d->vocab_size, (long long)m->cfg.vocab_size);
+    int64_t n = d->n;
+    if (max_tokens > 0 && max_tokens + 1 < n) n = max_tokens + 1;
+    int64_t n_windows = (n - 1 + seq - 1) / seq;
+    int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t)), *y = malloc((size_t)batch * seq * sizeof(int32_t));
+    if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    double total = 0;
+    int64_t scored = 0;
+    fk_status st = FK_OK;
+    for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
+        int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
+        for (int b = 0; b < rows; b++) {
+            int64_t off = (w0 + b) * seq;
+            for (int t = 0; t < seq; t++) {
+                bool in = off + t + 1 < n;
+                x[b * seq + t] = off + t < n ? d->ids[off + t] : 0;
+                y[b * seq + t] = in ? d->ids[off + t + 1] : -1;
+            }
+        }
+        float loss;
+        st = fk_model_forward(m, x, y, rows, seq, false, &loss);
+        if (st != FK_OK) break;
+        const float *tl = fk_model_token_losses(m);
+        for (int64_t i = 0; i < (int64_t)rows * seq; i++)
+            if (y[i] >= 0) { total += tl[i]; scored++; }
+    }
+    free(x); free(y);
+    FK_TRY(st);
+    r->tokens = scored;
+    r->loss = total / (double)scored;
+    r->ppl = exp(r->loss);
+    double bytes_per_token = d->n > 0 ? (double)d->text_bytes / (double)d->n : 1.0;
+    r->bytes = (int64_t)(bytes_per_token * (double)scored + 0.5);
+    r->bpb = total / log(2.0) / (bytes_per_token * (double)scored);
+    return FK_OK;
+}
+
+// ------------------------------------------------------------------ checkpoints
+
+static cJSON *opts_to_json(const fk_train_opts *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "seq", o->seq);
+    cJSON_AddNumberToObject(j, "grad_accum", o->grad_accum);
+    cJSON_AddNumberToObject(j, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
+    cJSON_AddNumberToObject(j, "eval_tokens", (double)o->eval_tokens);
+    cJSON_AddNumberToObject(j, "save_every", (double)o->save_every);
+    cJSON_AddNumberToObject(j, "keep", o->keep);
+    cJSON_AddNumberToObject(j, "log_every", (double)o->log_every);
+    cJSON_AddNumberToObject(j, "lr", o->optim.lr);
+    cJSON_AddNumberToObject(j, "min_lr_frac", o->optim.min_lr_frac);
+    cJSON_AddNumberToObject(j, "beta1", o->optim.beta1);
+    cJSON_AddNumberToObject(j, "beta2", o->optim.beta2);
+    cJSON_AddNumberToObject(j, "eps", o->optim.eps);
+    cJSON_AddNumberToObject(j, "weight_decay", o->optim.weight_decay);
+    cJSON_AddNumberToObject(j, "clip", o->optim.clip);
+    cJSON_AddNumberToObject(j, "warmup", (double)o->optim.warmup);
+    return j;
+}
+
+static double jnum(const cJSON *j, const char *k, double def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static void opts_from_json(const cJSON *j, fk_train_opts *o) {
+    o->steps = (int64_t)jnum(j, "steps", (double)o->steps);
+    o->batch = (int)jnum(j, "batch", o->batch);
+    o->seq = (int)jnum(j, "seq", o->seq);
+    o->grad_accum = (int)jnum(j, "grad_accum", o->grad_accum);
+    o->seed = (uint64_t)jnum(j, "seed", (double)o->seed);
+    o->eval_every = (int64_t)jnum(j, "eval_every", (double)o->eval_every);
+    o->eval_tokens = (int64_t)jnum(j, "eval_tokens", (double)o->eval_tokens);
+    o->save_every = (int64_t)jnum(j, "save_every", (double)o->save_every);
+    o->keep = (int)jnum(j, "keep", o->keep);
+    o->log_every = (int64_t)jnum(j, "log_every", (double)o->log_every);
+    o->optim.lr = (float)jnum(j, "lr", o->optim.lr);
+    o->optim.min_lr_frac = (float)jnum(j, "min_lr_frac", o->optim.min_lr_frac);
+    o->optim.beta1 = (float)jnum(j, "beta1", o->optim.beta1);
+    o->optim.beta2 = (float)jnum(j, "beta2", o->optim.beta2);
+    o->optim.eps = (float)jnum(j, "eps", o->optim.eps);
+    o->optim.weight_decay = (float)jnum(j, "weight_decay", o->optim.weight_decay);
+    o->optim.clip = (float)jnum(j, "clip", o->optim.clip);
+    o->optim.warmup = (int64_t)jnum(j, "warmup", (double)o->optim.warmup);
+    o->optim.total_steps = o->steps;
+}
+
+fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o) {
+    FK_TRY(fk_mkdir_p(dir));
+    char *state_path = fk_path_join(dir, "trainer_state.json");
+    unlink(state_path);  // the checkpoint is incomplete until trainer_state.json is written again
+    fk_status st = fk_hf_save(m, dir, FK_DT_F32);
+    if (st == FK_OK) {
+        fk_st_entry *e = calloc((size_t)(2 * m->n_params), sizeof *e);
+        char (*names)[80] = calloc((size_t)(2 * m->n_params), sizeof *names);
+        for (int i = 0; i < m->n_params; i++) {
+            const fk_param *p = &m->params[i];
+            for (int k = 0; k < 2; k++) {
+                fk_st_entry *x = &e[2 * i + k];
+                snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+                x->name = names[2 * i + k];
+                x->dtype = FK_DT_F32;
+                x->ndim = p->ndim;
+                x->shape[0] = p->shape[0];
+                x->shape[1] = p->shape[1];
+                x->data = (k ? opt->v : opt->m) + p->offset;
+            }
+        }
+        char *opath = fk_path_join(dir, "optimizer.safetensors");
+        st = fk_st_write(opath, e, 2 * m->n_params, NULL);
+        free(opath); free(e); free(names);
+    }
+    if (st == FK_OK) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "format", 1);
+        cJSON_AddNumberToObject(j, "step", (double)opt->t);
+        cJSON_AddItemToObject(j, "options", opts_to_json(o));
+        char *s = cJSON_Print(j);
+        cJSON_Delete(j);
+        st = fk_write_file_atomic(state_path, s, strlen(s));
+        free(s);
+    }
+    free(state_path);
+    return st;
+}
+
+fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_train_opts *o) {
+    char *state_path = fk_path_join(dir, "trainer_state.json"), *json = NULL;
+    fk_status st = fk_read_file(state_path, &json, NULL);
+    if (st != FK_OK) { free(state_path); return fk_error_context(st, "%s is not a complete checkpoint", dir); }
+    cJSON *j = cJSON_Parse(json);
+    free(json);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step");
+    if (!cJSON_IsNumber(step)) {
+        cJSON_Delete(j);
+        st = fk_error(FK_ERR_FORMAT, "%s: missing key \"step\"", state_path);
+        free(state_path);
+        return st;
+    }
+    free(state_path);
+    opts_from_json(cJSON_GetObjectItemCaseSensitive(j, "options"), o);
+    int64_t t = (int64_t)step->valuedouble;
+    cJSON_Delete(j);
+    FK_TRY(fk_hf_load(m, dir));
+    st = fk_adamw_init(opt, m, &o->optim);
+    fk_safetensors sf;
+    char *opath = fk_path_join(dir, "optimizer.safetensors");
+    if (st == FK_OK) st = fk_st_open(&sf, opath);
+    free(opath);
+    if (st != FK_OK) { fk_adamw_free(opt); fk_model_free(m); return st; }
+    for (int i = 0; i < m->n_params && st == FK_OK; i++) {
+        const fk_param *p = &m->params[i];
+        for (int k = 0; k < 2 && st == FK_OK; k++) {
+            char name[80];
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+            const fk_st_tensor *x = fk_st_find(&sf, name);
+            if (!x || x->numel != p->numel || x->dtype != FK_DT_F32)
+                st = fk_error(FK_ERR_FORMAT, "%s: optimizer tensor %s is missing or has the wrong shape", sf.path, name);
+            else memcpy((k ? opt->v : opt->m) + p->offset, x->data, (size_t)p->numel * sizeof(float));
+        }
+    }
+    fk_st_close(&sf);
+    if (st != FK_OK) { fk_adamw_free(opt); fk_model_free(m); return st; }
+    opt->t = t;
+    return FK_OK;
+}
+
+// Lists checkpoint-<step> folders that hold trainer_state.json; returns the count, the
+// steps sorted ascending in *steps (malloc'd).
+static int list_checkpoints(const char *out_dir, int64_t **steps) {
+    *steps = NULL;
+    DIR *d = opendir(out_dir);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long s;
+        char tail;
+        if (sscanf(e->d_name, "checkpoint-%lld%c", &s, &tail) != 1) continue;
+        char *cp = fk_path_join(out_dir, e->d_name), *sp = fk_path_join(cp, "trainer_state.json");
+        bool ok = fk_path_exists(sp);
+        free(cp); free(sp);
+        if (!ok) continue;
+        if (n == cap) { cap = cap ? 2 * cap : 8; *steps = realloc(*steps, (size_t)cap * sizeof **steps); }
+        (*steps)[n++] = s;
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int k = i; k > 0 && (*steps)[k - 1] > (*steps)[k]; k--) { int64_t t = (*steps)[k]; (*steps)[k] = (*steps)[k - 1]; (*steps)[k - 1] = t; }
+    return n;
+}
+
+static char *checkpoint_path(const char *out_dir, int64_t step) {
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
+    return fk_path_join(out_dir, name);
+}
+
+fk_status fk_checkpoint_latest(const char *out_dir, char **path) {
+    int64_t *steps;
+    int n = list_checkpoints(out_dir, &steps);
+    if (n == 0) { free(steps); return fk_error(FK_ERR_IO, "no complete checkpoint-<step> folder under %s", out_dir); }
+    *path = checkpoint_path(out_dir, steps[n - 1]);
+    free(steps);
+    return FK_OK;
+}
+
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char *state = fk_path_join(dir, "trainer_state.json");
+    unlink(state);  // first, so a half-removed folder never looks complete
+    free(state);
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) continue;
+        char *p = fk_path_join(dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void prune_checkpoints(const char *out_dir, int keep) {
+    int64_t *steps;
+    int n = list_checkpoints(out_dir, &steps);
+    for (int i = 0; i < n - keep; i++) {
+        char *p = checkpoint_path(out_dir, steps[i]);
+        remove_dir(p);
+        free(p);
+    }
+    free(steps);
+}
+
+// ------------------------------------------------------------------ the loop
+
+fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
+                   const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+    if (o->batch < 1 || o->seq < 1 || o->grad_accum < 1 || o->steps < 0)
+        return fk_error(FK_ERR_ARG, "train: batch, seq and grad_accum must be positive");
+    if (o->seq > m->cfg.max_seq)
+        return fk_error(FK_ERR_ARG, "train: sequence length %d exceeds the model's context %lld", o->seq, (long long)m->cfg.max_seq);
+    if (train->n < o->seq + 1)
+        return fk_error(FK_ERR_ARG, "train: %s has %lld tokens, fewer than one sequence of %d + 1", train->path ? train->path : "data",
+                        (long long)train->n, o->seq);
+    if (train->vocab_size > m->cfg.vocab_size)
+        return fk_error(FK_ERR_ARG, "train: data vocabulary %lld exceeds the model's %lld", (long long)train->vocab_size,
+                        (long long)m->cfg.vocab_size);
+    FK_TRY(fk_model_alloc_grads(m));
+    size_t nb = (size_t)o->batch * o->seq * sizeof(int32_t);
+    int32_t *x = malloc(nb), *y = malloc(nb);
+    if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    fk_status st = FK_OK;
+    double t0 = fk_time_s();
+    int64_t tokens = 0, first = opt->t;
+    for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
+        fk_model_zero_grads(m);
+        double loss_sum = 0;
+        for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
+            sample_batch(train, o, step, mb, x, y);
+            float loss;
+            st = fk_model_forward(m, x, y, o->batch, o->seq, true, &loss);
+            if (st != FK_OK) { fk_error_context(st, "step %lld", (long long)step + 1); break; }
+            st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
+            loss_sum += loss;
+            tokens += (int64_t)o->batch * o->seq;
+        }
+        if (st != FK_OK) break;
+        double gn = fk_grad_norm(m);
+        if (!isfinite(gn)) {
+            for (int i = 0; i < m->n_params; i++)
+                for (int64_t j = 0; j < m->params[i].numel; j++)
+                    if (!isfinite(m->g[m->params[i].offset + j])) {
+                        st = fk_error(FK_ERR_NUMERIC, "step %lld: gradient of %s[%lld] is not finite", (long long)step + 1,
+                                      m->params[i].name, (long long)j);
+                        goto done;
+                    }
+        }
+        float scale = o->optim.clip > 0 && gn > o->optim.clip ? (float)(o->optim.clip / (gn + 1e-6)) : 1.0f;
+        float lr = fk_lr_at(&opt->o, step);
+        fk_adamw_update(opt, m, lr, scale);
+
+        int64_t done_steps = step + 1;
+        fk_train_event ev = {0};
+        ev.step = done_steps;
+        ev.steps = o->steps;
+        ev.loss = (float)(loss_sum / o->grad_accum);
+        ev.lr = lr;
+        ev.grad_norm = (float)gn;
+        ev.elapsed_s = fk_time_s() - t0;
+        ev.tokens_per_s = (double)tokens / (ev.elapsed_s > 0 ? ev.elapsed_s : 1e-9);
+        ev.val_loss = NAN;
+        ev.val_bpb = NAN;
+        bool last = done_steps == o->steps;
+        if (val && ((o->eval_every > 0 && done_steps % o->eval_every == 0) || last)) {
+            fk_eval_result r;
+            st = fk_eval_data(m, val, o->seq, o->batch, o->eval_tokens, &r);
+            if (st != FK_OK) break;
+            ev.val_loss = (float)r.loss;
+            ev.val_bpb = (float)r.bpb;
+        }
+        char *ck = NULL;
+        if (out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last)) {
+            ck = checkpoint_path(out_dir, done_steps);
+            st = fk_checkpoint_save(ck, m, opt, o);
+            if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1);
+            ev.checkpoint = ck;
+        }
+        ev.log = last || isfinite(ev.val_loss) || ck || o->log_every <= 1 || done_steps % o->log_every == 0 || step == first;
+        if (cb && st == FK_OK) cb(&ev, user);
+        free(ck);
+    }
+    if (st == FK_OK && out_dir) st = fk_hf_save(m, out_dir, FK_DT_F32);
+done:
+    free(x); free(y);
+    return st;
+}

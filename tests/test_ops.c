@@ -1,0 +1,279 @@
+// Op-level tests: every backward against central finite differences computed in double
+// precision (the ops are instantiated for double here), and the float kernels against
+// naive double references.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdint.h>
+#define FK_ATT_BLK 8  // small row blocks so short sequences cross several blocks
+#define real double
+#define FK_OP(name) d_##name
+#define FK_GEMM cblas_dgemm
+#include "nn/ops_impl.h"
+#undef real
+#undef FK_OP
+#undef FK_GEMM
+#include "nn/ops.h"
+#include "fusekit/base.h"
+
+static fk_rng rng;
+static void fill(double *x, int64_t n, double scale) { for (int64_t i = 0; i < n; i++) x[i] = scale * fk_rng_normal(&rng); }
+static double *dalloc(int64_t n) { double *p = calloc((size_t)n, sizeof(double)); assert_non_null(p); return p; }
+static double dot(const double *a, const double *b, int64_t n) { double s = 0; for (int64_t i = 0; i < n; i++) s += a[i] * b[i]; return s; }
+
+// Compares an analytic gradient with central differences of loss() over every element of x.
+static void check_fd(const char *what, double *x, int64_t n, const double *analytic, double (*loss)(void *), void *ctx) {
+    const double h = 1e-5;
+    double max_err = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double old = x[i];
+        x[i] = old + h; double lp = loss(ctx);
+        x[i] = old - h; double lm = loss(ctx);
+        x[i] = old;
+        double num = (lp - lm) / (2 * h), err = fabs(num - analytic[i]) / (1e-6 + fabs(num));
+        if (err > max_err) max_err = err;
+        if (fabs(num - analytic[i]) > 1e-7 + 1e-6 * fabs(num))
+            fail_msg("%s: element %lld: analytic %.12g vs finite difference %.12g", what, (long long)i, analytic[i], num);
+    }
+    print_message("  %-28s %6lld elements, max relative error %.2e\n", what, (long long)n, max_err);
+}
+
+// ------------------------------------------------------------------ matmul
+typedef struct { double *out, *inp, *w, *b, *r; int64_t N, C, OC; } mm_ctx;
+static double mm_loss(void *p) { mm_ctx *c = p; d_matmul_forward(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC); return dot(c->out, c->r, c->N * c->OC); }
+
+static void test_matmul(void **state) {
+    (void)state;
+    mm_ctx c = {.N = 5, .C = 7, .OC = 6};
+    c.out = dalloc(c.N * c.OC); c.inp = dalloc(c.N * c.C); c.w = dalloc(c.OC * c.C); c.b = dalloc(c.OC); c.r = dalloc(c.N * c.OC);
+    fill(c.inp, c.N * c.C, 1); fill(c.w, c.OC * c.C, 1); fill(c.b, c.OC, 1); fill(c.r, c.N * c.OC, 1);
+    double *dinp = dalloc(c.N * c.C), *dw = dalloc(c.OC * c.C), *db = dalloc(c.OC);
+    d_matmul_backward(dinp, dw, db, c.r, c.inp, c.w, c.N, c.C, c.OC);
+    check_fd("matmul dinp", c.inp, c.N * c.C, dinp, mm_loss, &c);
+    check_fd("matmul dw", c.w, c.OC * c.C, dw, mm_loss, &c);
+    check_fd("matmul db", c.b, c.OC, db, mm_loss, &c);
+    // the float kernel against a naive triple loop
+    int64_t N = 33, C = 47, OC = 29;
+    float *fi = malloc(N * C * 4), *fw = malloc(OC * C * 4), *fb = malloc(OC * 4), *fo = malloc(N * OC * 4);
+    for (int64_t i = 0; i < N * C; i++) fi[i] = fk_rng_normal(&rng);
+    for (int64_t i = 0; i < OC * C; i++) fw[i] = fk_rng_normal(&rng);
+    for (int64_t i = 0; i < OC; i++) fb[i] = fk_rng_normal(&rng);
+    fk_matmul_forward(fo, fi, fw, fb, N, C, OC);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t o = 0; o < OC; o++) {
+            double s = fb[o];
+            for (int64_t k = 0; k < C; k++) s += (double)fi[i * C + k] * fw[o * C + k];
+            assert_true(fabs(s - fo[i * OC + o]) < 1e-4 * (1 + fabs(s)));
+        }
+    free(fi); free(fw); free(fb); free(fo);
+    free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(dinp); free(dw); free(db);
+}
+
+// ------------------------------------------------------------------ encoder
+typedef struct { double *out, *wte, *wpe, *r; int32_t *tok, *pos; int64_t N, C; } enc_ctx;
+static double enc_loss(void *p) { enc_ctx *c = p; d_encoder_forward(c->out, c->tok, c->pos, c->wte, c->wpe, c->N, c->C); return dot(c->out, c->r, c->N * c->C); }
+
+static void test_encoder(void **state) {
+    (void)state;
+    int32_t tok[6] = {3, 1, 3, 0, 2, 3}, pos[6] = {0, 1, 2, 0, 1, 2};
+    enc_ctx c = {.N = 6, .C = 5, .tok = tok, .pos = pos};
+    c.out = dalloc(30); c.wte = dalloc(4 * 5); c.wpe = dalloc(3 * 5); c.r = dalloc(30);
+    fill(c.wte, 20, 1); fill(c.wpe, 15, 1); fill(c.r, 30, 1);
+    double *dwte = dalloc(20), *dwpe = dalloc(15);
+    d_encoder_backward(dwte, dwpe, c.r, tok, pos, 6, 5);
+    check_fd("encoder dwte (repeated ids)", c.wte, 20, dwte, enc_loss, &c);
+    check_fd("encoder dwpe", c.wpe, 15, dwpe, enc_loss, &c);
+    free(c.out); free(c.wte); free(c.wpe); free(c.r); free(dwte); free(dwpe);
+}
+
+// ------------------------------------------------------------------ norms
+typedef struct { double *out, *mean, *rstd, *inp, *w, *b, *r; int64_t N, C; int rms; } norm_ctx;
+static double norm_loss(void *p) {
+    norm_ctx *c = p;
+    if (c->rms) d_rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5);
+    else d_layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C, 1e-5);
+    return dot(c->out, c->r, c->N * c->C);
+}
+
+static void run_norm(int rms) {
+    norm_ctx c = {.N = 4, .C = 9, .rms = rms};
+    c.out = dalloc(36); c.mean = dalloc(4); c.rstd = dalloc(4); c.inp = dalloc(36); c.w = dalloc(9); c.b = dalloc(9); c.r = dalloc(36);
+    fill(c.inp, 36, 2); fill(c.w, 9, 1); fill(c.b, 9, 1); fill(c.r, 36, 1);
+    for (int i = 0; i < 9; i++) c.inp[i] += 3;  // a row with a large mean
+    double *dinp = dalloc(36), *dw = dalloc(9), *db = dalloc(9);
+    for (int i = 0; i < 36; i++) dinp[i] = 0.25;  // backward adds into dinp
+    norm_loss(&c);
+    if (rms) d_rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, c.N, c.C);
+    else d_layernorm_backward(dinp, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, c.N, c.C);
+    for (int i = 0; i < 36; i++) dinp[i] -= 0.25;
+    check_fd(rms ? "rmsnorm dinp" : "layernorm dinp", c.inp, 36, dinp, norm_loss, &c);
+    check_fd(rms ? "rmsnorm dw" : "layernorm dw", c.w, 9, dw, norm_loss, &c);
+    if (!rms) check_fd("layernorm db", c.b, 9, db, norm_loss, &c);
+    free(c.out); free(c.mean); free(c.rstd); free(c.inp); free(c.w); free(c.b); free(c.r); free(dinp); free(dw); free(db);
+}
+static void test_layernorm(void **state) { (void)state; run_norm(0); }
+static void test_rmsnorm(void **state) { (void)state; run_norm(1); }
+
+// ------------------------------------------------------------------ rope
+typedef struct { double *x, *y, *r; float *cs, *sn; int32_t *pos; int64_t N, H, KVH, hd; } rope_ctx;
+static double rope_loss(void *p) {
+    rope_ctx *c = p;
+    int64_t n = c->N * (c->H + 2 * c->KVH) * c->hd;
+    memcpy(c->y, c->x, (size_t)n * sizeof(double));
+    d_rope_apply(c->y, c->cs, c->sn, c->pos, c->N, c->H, c->KVH, c->hd, 1);
+    return dot(c->y, c->r, n);
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    rope_ctx c = {.N = 5, .H = 2, .KVH = 1, .hd = 6};
+    int64_t n = c.N * 4 * c.hd, half = 3;
+    int32_t pos[5] = {0, 1, 2, 7, 3};
+    c.pos = pos;
+    c.x = dalloc(n); c.y = dalloc(n); c.r = dalloc(n);
+    c.cs = malloc(8 * half * sizeof(float)); c.sn = malloc(8 * half * sizeof(float));
+    for (int t = 0; t < 8; t++)
+        for (int d = 0; d < half; d++) { double a = t * pow(10000.0, -2.0 * d / 6); c.cs[t * half + d] = (float)cos(a); c.sn[t * half + d] = (float)sin(a); }
+    fill(c.x, n, 1); fill(c.r, n, 1);
+    double *g = dalloc(n);
+    memcpy(g, c.r, (size_t)n * sizeof(double));
+    d_rope_apply(g, c.cs, c.sn, pos, c.N, c.H, c.KVH, c.hd, -1);
+    check_fd("rope dqkv (v untouched)", c.x, n, g, rope_loss, &c);
+    // position 0 is the identity; the v heads are never rotated
+    rope_loss(&c);
+    for (int64_t j = 0; j < 3 * c.hd; j++) assert_true(fabs(c.y[j] - c.x[j]) < 1e-12);
+    for (int64_t i = 0; i < c.N; i++)
+        for (int64_t j = 3 * c.hd; j < 4 * c.hd; j++) assert_true(c.y[i * 4 * c.hd + j] == c.x[i * 4 * c.hd + j]);
+    free(c.x); free(c.y); free(c.r); free(c.cs); free(c.sn); free(g);
+}
+
+// ------------------------------------------------------------------ attention
+typedef struct { double *out, *probs, *qkv, *r; int64_t B, T, H, KVH, hd; } att_ctx;
+static double att_loss(void *p) {
+    att_ctx *c = p;
+    d_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd);
+    return dot(c->out, c->r, c->B * c->T * c->H * c->hd);
+}
+
+// Naive causal attention in double: full scores, mask, softmax, weighted sum.
+static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd) {
+    int64_t QD = (H + 2 * KVH) * hd, D = H * hd;
+    double *s = malloc((size_t)T * sizeof(double));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < T; i++) {
+                const float *q = qkv + (b * T + i) * QD + h * hd;
+                double mx = -1e300, sum = 0;
+                for (int64_t j = 0; j <= i; j++) {
+                    const float *k = qkv + (b * T + j) * QD + D + (h / (H / KVH)) * hd;
+                    double d = 0;
+                    for (int64_t e = 0; e < hd; e++) d += (double)q[e] * k[e];
+                    s[j] = d / sqrt((double)hd);
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int64_t j = 0; j <= i; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
+                for (int64_t e = 0; e < hd; e++) {
+                    double o = 0;
+                    for (int64_t j = 0; j <= i; j++) o += s[j] / sum * qkv[(b * T + j) * QD + D + KVH * hd + (h / (H / KVH)) * hd + e];
+                    out[(b * T + i) * D + h * hd + e] = o;
+                }
+            }
+    free(s);
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    att_ctx c = {.B = 2, .T = 19, .H = 4, .KVH = 2, .hd = 3};  // 19 tokens = 3 row blocks of 8
+    int64_t QD = (c.H + 2 * c.KVH) * c.hd, nq = c.B * c.T * QD, no = c.B * c.T * c.H * c.hd;
+    c.out = dalloc(no); c.probs = dalloc(c.B * c.H * c.T * c.T); c.qkv = dalloc(nq); c.r = dalloc(no);
+    fill(c.qkv, nq, 1); fill(c.r, no, 1);
+    double *dqkv = dalloc(nq);
+    att_loss(&c);
+    d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd);
+    check_fd("attention dqkv (GQA 4/2)", c.qkv, nq, dqkv, att_loss, &c);
+    // float kernel, no probs kept (inference path), against the naive reference
+    float *fq = malloc((size_t)nq * 4), *fo = malloc((size_t)no * 4);
+    for (int64_t i = 0; i < nq; i++) fq[i] = (float)c.qkv[i];
+    fk_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd);
+    double *ref = dalloc(no);
+    naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd);
+    for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - fo[i]) < 1e-5);
+    free(fq); free(fo); free(ref);
+    free(c.out); free(c.probs); free(c.qkv); free(c.r); free(dqkv);
+}
+
+// ------------------------------------------------------------------ activations
+typedef struct { double *out, *inp, *r; int64_t N, F; int swiglu; } act_ctx;
+static double act_loss(void *p) {
+    act_ctx *c = p;
+    if (c->swiglu) d_swiglu_forward(c->out, c->inp, c->N, c->F);
+    else d_gelu_forward(c->out, c->inp, c->N * c->F);
+    return dot(c->out, c->r, c->N * c->F);
+}
+
+static void run_act(int swiglu) {
+    act_ctx c = {.N = 3, .F = 8, .swiglu = swiglu};
+    int64_t ni = swiglu ? 2 * c.N * c.F : c.N * c.F;
+    c.out = dalloc(c.N * c.F); c.inp = dalloc(ni); c.r = dalloc(c.N * c.F);
+    fill(c.inp, ni, 2); fill(c.r, c.N * c.F, 1);
+    double *g = dalloc(ni);
+    if (swiglu) d_swiglu_backward(g, c.inp, c.r, c.N, c.F);
+    else d_gelu_backward(g, c.inp, c.r, c.N * c.F);
+    check_fd(swiglu ? "swiglu dinp" : "gelu (tanh) dinp", c.inp, ni, g, act_loss, &c);
+    free(c.out); free(c.inp); free(c.r); free(g);
+}
+static void test_gelu(void **state) {
+    (void)state;
+    run_act(0);
+    // gelu_new at a few points, values from Python math: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+    double x[3] = {-1.5, 0.3, 2.0}, y[3], want[3] = {-0.10042842301976707, 0.18537092354275922, 1.954597694087775};
+    d_gelu_forward(y, x, 3);
+    for (int i = 0; i < 3; i++) assert_true(fabs(y[i] - want[i]) < 1e-12);
+}
+static void test_swiglu(void **state) { (void)state; run_act(1); }
+
+// ------------------------------------------------------------------ cross-entropy
+typedef struct { double *logits, *work, *losses; int32_t *tgt; int64_t N, V; } ce_ctx;
+static double ce_loss(void *p) {
+    ce_ctx *c = p;
+    memcpy(c->work, c->logits, (size_t)(c->N * c->V) * sizeof(double));
+    d_crossentropy_forward(c->losses, c->work, c->tgt, c->N, c->V, 0);
+    double s = 0;
+    for (int64_t i = 0; i < c->N; i++) s += c->losses[i];
+    return s;
+}
+
+static void test_crossentropy(void **state) {
+    (void)state;
+    int32_t tgt[4] = {2, -1, 0, 6};
+    ce_ctx c = {.N = 4, .V = 7, .tgt = tgt};
+    c.logits = dalloc(28); c.work = dalloc(28); c.losses = dalloc(4);
+    fill(c.logits, 28, 3);
+    c.logits[5] = 80;  // a large logit: the max-subtracted form must not overflow
+    double *g = dalloc(28);
+    memcpy(g, c.logits, sizeof(double) * 28);
+    int64_t scored = d_crossentropy_forward(c.losses, g, tgt, 4, 7, 1);
+    assert_int_equal(scored, 3);
+    assert_true(c.losses[1] == 0);
+    d_crossentropy_backward(g, tgt, 4, 7, 1.0);
+    check_fd("cross-entropy dlogits", c.logits, 28, g, ce_loss, &c);
+    // direct value: -log softmax for row 0
+    double mx = c.logits[0], s = 0;
+    for (int j = 1; j < 7; j++) mx = fmax(mx, c.logits[j]);
+    for (int j = 0; j < 7; j++) s += exp(c.logits[j] - mx);
+    ce_loss(&c);
+    assert_true(fabs(c.losses[0] - (mx + log(s) - c.logits[2])) < 1e-12);
+    free(c.logits); free(c.work); free(c.losses); free(g);
+}
+
+int main(void) {
+    fk_rng_seed(&rng, 42);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul),     cmocka_unit_test(test_encoder), cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),    cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_gelu),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,30 @@
+// Shared pieces of the fusekit command-line program: option tables and printing.
+#ifndef FK_CLI_H
+#define FK_CLI_H
+
+#include "fusekit/fusekit.h"
+
+typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG } opt_type;
+
+typedef struct {
+    const char *name;     // "--steps"; a second spelling may follow after '|': "-o|--out"
+    opt_type type;
+    void *ptr;            // const char **, int64_t *, double *, bool *
+    const char *help;
+    bool set;             // filled by cli_parse
+} cli_opt;
+
+// Parses argv against the table (terminated by a NULL name). Returns 0 to go on, 1 when help
+// was printed, 2 on a bad argument (message printed).
+int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage);
+bool cli_was_set(const cli_opt *opts, const char *name);
+// Prints "fusekit <cmd>: error: <message>" and returns the exit code 1.
+int cli_fail(const char *cmd, fk_status st);
+void cli_set_threads(int64_t threads);
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif

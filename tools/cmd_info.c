@@ -1,0 +1,63 @@
+// fusekit info: config, parameter counts and memory of a model folder.
+#include "cli.h"
+
+#include <stdlib.h>
+
+int cmd_info(int argc, char **argv) {
+    const char *model = NULL;
+    int64_t batch = 8, seq = 0;
+    bool json = false;
+    cli_opt opts[] = {
+        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--batch", OPT_INT, &batch, "batch for the training-memory estimate (default 8)", false},
+        {"--seq", OPT_INT, &seq, "sequence length for the estimate (default: the context)", false},
+        {"--json", OPT_FLAG, &json, "print one JSON object", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts, "usage: fusekit info --model DIR [--json]");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!model) { fprintf(stderr, "fusekit info: error: --model is required\n"); return 2; }
+    fk_model m;
+    fk_status st = fk_hf_load(&m, model);
+    if (st != FK_OK) return cli_fail("info", st);
+    const fk_config *c = &m.cfg;
+    int64_t T = seq > 0 ? seq : c->max_seq;
+    // measure the activations of one training step instead of estimating them
+    int32_t *tok = calloc((size_t)(batch * T), sizeof(int32_t));
+    size_t weights = (size_t)m.n_floats * 4;
+    st = fk_model_alloc_grads(&m);
+    if (st == FK_OK) st = fk_model_forward(&m, tok, tok, (int)batch, (int)T, true, NULL);
+    size_t train_bytes = fk_model_memory_bytes(&m) + 2 * weights;  // + AdamW moments
+    free(tok);
+    if (st != FK_OK) { fk_model_free(&m); return cli_fail("info", st); }
+    int64_t n = fk_model_num_params(&m), emb = c->vocab_size * c->d_model * (c->tied ? 1 : 2);
+    char desc[512];
+    fk_config_describe(c, desc, sizeof desc);
+    if (json) {
+        printf("{\"model_type\":\"%s\",\"params\":%lld,\"embedding_params\":%lld,\"matmul_params\":%lld,"
+               "\"weights_mb_f32\":%.2f,\"train_mb\":%.1f,\"train_batch\":%lld,\"train_seq\":%lld}\n",
+               fk_arch_name(fk_config_arch(c)), (long long)n, (long long)emb, (long long)fk_model_num_matmul_params(&m),
+               weights / 1048576.0, train_bytes / 1048576.0, (long long)batch, (long long)T);
+    } else {
+        printf("model:        %s (model_type %s)\n", model, fk_arch_name(fk_config_arch(c)));
+        printf("config:       %s\n", desc);
+        printf("parameters:   %lld (%.2fM); embeddings and head %lld; in matrix multiplies %lld\n", (long long)n, n / 1e6,
+               (long long)emb, (long long)fk_model_num_matmul_params(&m));
+        printf("per layer:    ");
+        for (int64_t l = 0; l < c->n_layer; l++) {
+            int64_t k = 0;
+            for (int i = 0; i < m.n_params; i++) if (m.params[i].layer == l) k += m.params[i].numel;
+            printf("%s%lld", l ? " " : "", (long long)k);
+        }
+        printf("\nmemory:       weights %.1f MiB (f32), %.1f MiB (bf16); training at batch %lld x %lld: %.1f MiB\n",
+               weights / 1048576.0, weights / 2097152.0, (long long)batch, (long long)T, train_bytes / 1048576.0);
+        printf("tensors:\n");
+        for (int i = 0; i < m.n_params; i++) {
+            const fk_param *p = &m.params[i];
+            if (p->ndim == 2) printf("  %-32s [%lld, %lld]\n", p->name, (long long)p->shape[0], (long long)p->shape[1]);
+            else printf("  %-32s [%lld]\n", p->name, (long long)p->shape[0]);
+        }
+    }
+    fk_model_free(&m);
+    return 0;
+}

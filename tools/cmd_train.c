@@ -1,0 +1,182 @@
+// fusekit train: trains a model on a text file (bytes) or token shards.
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct { FILE *metrics; bool tty; int64_t start_step; } train_ui;
+
+static void on_step(const fk_train_event *ev, void *user) {
+    train_ui *ui = user;
+    if (ui->tty) {
+        double rate = (double)(ev->step - ui->start_step) / (ev->elapsed_s > 0 ? ev->elapsed_s : 1e-9);
+        double eta = rate > 0 ? (double)(ev->steps - ev->step) / rate : 0;
+        fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %dm%02ds   ", (long long)ev->step,
+                (long long)ev->steps, ev->loss, ev->lr, ev->tokens_per_s, (int)(eta / 60), (int)fmod(eta, 60));
+        if (ev->step == ev->steps) fputc('\n', stderr);
+        fflush(stderr);
+    }
+    if (!ev->log) return;
+    char line[512];
+    int n = snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f",
+                     (long long)ev->step, ev->loss, ev->lr, ev->grad_norm, ev->tokens_per_s, ev->elapsed_s);
+    if (isfinite(ev->val_loss)) n += snprintf(line + n, sizeof line - (size_t)n, ",\"val_loss\":%.6f,\"val_bpb\":%.6f", ev->val_loss, ev->val_bpb);
+    if (ev->checkpoint) n += snprintf(line + n, sizeof line - (size_t)n, ",\"checkpoint\":\"%s\"", ev->checkpoint);
+    snprintf(line + n, sizeof line - (size_t)n, "}\n");
+    if (ui->tty) fputs("\r\033[K", stderr);
+    fputs(line, stdout);
+    fflush(stdout);
+    if (ui->metrics) { fputs(line, ui->metrics); fflush(ui->metrics); }
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *data = NULL, *val = NULL, *out = NULL, *config = NULL, *init = NULL, *arch = "gpt2", *resume_from = NULL;
+    int64_t vocab = 0, d_model = 128, layers = 4, heads = 4, kv_heads = 0, ffn = 0, ctx = 256, threads = 0;
+    int64_t steps = 1000, batch = 8, seq = 0, accum = 1, warmup = -1, seed = 1337, eval_every = 100, eval_tokens = 65536;
+    int64_t save_every = 0, keep = 2, log_every = 10;
+    double lr = 3e-4, min_lr = 0.1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0, rope_theta = 10000, val_frac = 0.1;
+    bool resume = false;
+    cli_opt opts[] = {
+        {"--data", OPT_STR, &data, "training text (read as bytes) or token shard (required)", false},
+        {"--val", OPT_STR, &val, "held-out text or shard (default: the last --val-frac of --data)", false},
+        {"--val-frac", OPT_FLOAT, &val_frac, "fraction of --data held out when --val is absent (default 0.1)", false},
+        {"-o|--out", OPT_STR, &out, "output folder: the final model, checkpoint-<step>/ folders, metrics.jsonl (required)", false},
+        {"--config", OPT_STR, &config, "model shape from a Hugging Face config.json", false},
+        {"--init", OPT_STR, &init, "start from the weights of this model folder", false},
+        {"--arch", OPT_STR, &arch, "gpt2 | llama: preset for the shape flags (default gpt2)", false},
+        {"--vocab", OPT_INT, &vocab, "vocabulary size (default: the data's)", false},
+        {"--d-model", OPT_INT, &d_model, "model width (default 128)", false},
+        {"--layers", OPT_INT, &layers, "number of layers (default 4)", false},
+        {"--heads", OPT_INT, &heads, "attention heads (default 4)", false},
+        {"--kv-heads", OPT_INT, &kv_heads, "key/value heads, grouped-query attention (default: --heads)", false},
+        {"--ffn", OPT_INT, &ffn, "FFN width (default 4*d for gpt2, 8/3*d rounded up to 32 for llama)", false},
+        {"--ctx", OPT_INT, &ctx, "context length (default 256)", false},
+        {"--rope-theta", OPT_FLOAT, &rope_theta, "RoPE base (llama; default 10000)", false},
+        {"--steps", OPT_INT, &steps, "optimizer steps (default 1000)", false},
+        {"--batch", OPT_INT, &batch, "sequences per micro-batch (default 8)", false},
+        {"--seq", OPT_INT, &seq, "tokens per sequence (default: the context length)", false},
+        {"--grad-accum", OPT_INT, &accum, "micro-batches per step (default 1)", false},
+        {"--lr", OPT_FLOAT, &lr, "peak learning rate (default 3e-4)", false},
+        {"--min-lr-frac", OPT_FLOAT, &min_lr, "cosine floor as a fraction of --lr (default 0.1)", false},
+        {"--warmup", OPT_INT, &warmup, "linear warmup steps (default: steps/20)", false},
+        {"--wd", OPT_FLOAT, &wd, "AdamW decoupled weight decay on matrices and embeddings (default 0.1)", false},
+        {"--beta1", OPT_FLOAT, &beta1, "AdamW beta1 (default 0.9)", false},
+        {"--beta2", OPT_FLOAT, &beta2, "AdamW beta2 (default 0.95)", false},
+        {"--clip", OPT_FLOAT, &clip, "global gradient-norm clip, 0 = off (default 1.0)", false},
+        {"--seed", OPT_INT, &seed, "seed for initialisation and batches (default 1337)", false},
+        {"--eval-every", OPT_INT, &eval_every, "steps between held-out evaluations (default 100)", false},
+        {"--eval-tokens", OPT_INT, &eval_tokens, "held-out tokens per evaluation, 0 = all (default 65536)", false},
+        {"--save-every", OPT_INT, &save_every, "steps between checkpoints, 0 = only at the end (default 0)", false},
+        {"--keep", OPT_INT, &keep, "checkpoints kept (default 2)", false},
+        {"--log-every", OPT_INT, &log_every, "steps between metric lines (default 10)", false},
+        {"--resume", OPT_FLAG, &resume, "continue from the newest checkpoint in --out", false},
+        {"--resume-from", OPT_STR, &resume_from, "continue from this checkpoint folder", false},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts, "usage: fusekit train --data FILE -o OUT [options]");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!data || !out) { fprintf(stderr, "fusekit train: error: --data and --out are required\n"); return 2; }
+    cli_set_threads(threads);
+
+    fk_token_data all = {0}, tr = {0}, va = {0};
+    fk_model m = {0};
+    fk_adamw opt = {0};
+    fk_train_opts o;
+    fk_train_defaults(&o);
+    fk_status st = fk_data_load(data, &all);
+    if (st != FK_OK) return cli_fail("train", st);
+    if (val) {
+        st = fk_data_load(val, &va);
+        if (st == FK_OK) { tr = all; memset(&all, 0, sizeof all); }
+    } else {
+        int64_t cut = (int64_t)((double)all.n * (1.0 - val_frac));
+        st = fk_data_slice(&all, 0, cut, &tr);
+        if (st == FK_OK && val_frac > 0) st = fk_data_slice(&all, cut, all.n, &va);
+    }
+    if (st != FK_OK) goto fail;
+
+    char *ckpt = NULL;
+    if (resume || resume_from) {
+        if (resume_from) ckpt = strdup(resume_from);
+        else st = fk_checkpoint_latest(out, &ckpt);
+        if (st == FK_OK) st = fk_checkpoint_load(ckpt, &m, &opt, &o);
+        if (st == FK_OK) {
+            // flags given again on the command line override the stored ones where it is safe
+            if (cli_was_set(opts, "--steps")) { o.steps = steps; opt.o.total_steps = steps; }
+            if (cli_was_set(opts, "--eval-every")) o.eval_every = eval_every;
+            if (cli_was_set(opts, "--save-every")) o.save_every = save_every;
+            if (cli_was_set(opts, "--log-every")) o.log_every = log_every;
+            fprintf(stderr, "resuming from %s at step %lld\n", ckpt, (long long)opt.t);
+        }
+        free(ckpt);
+        if (st != FK_OK) goto fail;
+    } else {
+        fk_config c;
+        if (init) {
+            st = fk_hf_load(&m, init);
+        } else {
+            if (config) {
+                char *p = NULL;
+                st = fk_hf_config_read(config, &c);
+                free(p);
+            } else {
+                int64_t V = vocab > 0 ? vocab : tr.vocab_size;
+                if (strcmp(arch, "gpt2") == 0) {
+                    fk_config_gpt2(&c, V, d_model, layers, heads, ctx);
+                    if (ffn > 0) for (int l = 0; l < FK_MAX_LAYERS; l++) c.ffn[l] = ffn;
+                } else if (strcmp(arch, "llama") == 0) {
+                    int64_t f = ffn > 0 ? ffn : ((8 * d_model / 3 + 31) / 32) * 32;
+                    fk_config_llama(&c, V, d_model, layers, heads, kv_heads > 0 ? kv_heads : heads, f, ctx);
+                    c.rope_theta = (float)rope_theta;
+                } else {
+                    st = fk_error(FK_ERR_ARG, "--arch must be gpt2 or llama (got %s)", arch);
+                }
+            }
+            if (st == FK_OK) st = fk_model_init(&m, &c);
+            if (st == FK_OK) fk_model_init_weights(&m, (uint64_t)seed);
+        }
+        if (st != FK_OK) goto fail;
+        o.steps = steps;
+        o.batch = (int)batch;
+        o.seq = (int)(seq > 0 ? seq : m.cfg.max_seq);
+        o.grad_accum = (int)accum;
+        o.seed = (uint64_t)seed;
+        o.eval_every = eval_every;
+        o.eval_tokens = eval_tokens;
+        o.save_every = save_every;
+        o.keep = (int)keep;
+        o.log_every = log_every;
+        o.optim.lr = (float)lr;
+        o.optim.min_lr_frac = (float)min_lr;
+        o.optim.weight_decay = (float)wd;
+        o.optim.beta1 = (float)beta1;
+        o.optim.beta2 = (float)beta2;
+        o.optim.clip = (float)clip;
+        o.optim.warmup = warmup >= 0 ? warmup : steps / 20;
+        o.optim.total_steps = steps;
+        st = fk_adamw_init(&opt, &m, &o.optim);
+        if (st != FK_OK) goto fail;
+    }
+    st = fk_mkdir_p(out);
+    if (st != FK_OK) goto fail;
+    {
+        char cfg[512];
+        fk_config_describe(&m.cfg, cfg, sizeof cfg);
+        fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld\n", cfg,
+                (long long)fk_model_num_params(&m), (long long)tr.n, (long long)va.n);
+        char *mp = fk_path_join(out, "metrics.jsonl");
+        train_ui ui = {fopen(mp, "a"), isatty(2) != 0, opt.t};
+        free(mp);
+        st = fk_train(&m, &opt, &tr, va.n > 1 ? &va : NULL, &o, out, on_step, &ui);
+        if (ui.metrics) fclose(ui.metrics);
+        if (st == FK_OK) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
+    }
+fail:
+    fk_adamw_free(&opt);
+    fk_model_free(&m);
+    fk_data_free(&all); fk_data_free(&tr); fk_data_free(&va);
+    return st == FK_OK ? 0 : cli_fail("train", st);
+}

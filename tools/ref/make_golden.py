@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""Generate golden reference files for the fusekit C test suite.
+
+For each of three tiny decoder-only models (GPT-2, Llama, Qwen2) this script
+builds the *real* Hugging Face transformers model class with random weights,
+and writes to tests/data/golden/<name>/:
+
+  config.json, model.safetensors   model.save_pretrained(..., safe_serialization=True), float32
+  golden.safetensors               reference tensors (see README.md next to this script)
+
+It also recomputes every golden quantity in float64 (same weights, same code
+path, with the float32 up-casts that transformers hard-codes removed for the
+float64 run only) and prints/records the float32-vs-float64 deviations, which
+show how much slack float32 arithmetic itself needs.
+
+Run:  tools/ref/.venv/bin/python tools/ref/make_golden.py
+"""
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import transformers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+# ----------------------------------------------------------------------------
+# Fixed settings (changing any of these changes the golden files)
+# ----------------------------------------------------------------------------
+B, T = 2, 16
+TRAIN_STEPS = 5
+LR = 1e-3
+BETAS = (0.9, 0.95)
+ADAM_EPS = 1e-8
+WEIGHT_DECAY = 0.1
+CLIP_NORM = 1.0
+
+STD_MATRIX = 0.1  # every Linear/Conv1D weight and every embedding
+STD_BIAS = 0.05  # every bias (incl. LayerNorm bias)
+STD_NORM = 0.1  # norm weights = 1 + N(0, STD_NORM^2)
+
+
+def model_specs():
+    """name -> (model class, config, weight seed, token seed)."""
+    return {
+        "gpt2": (
+            GPT2LMHeadModel,
+            GPT2Config(
+                vocab_size=64,
+                n_positions=32,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                activation_function="gelu_new",
+                layer_norm_epsilon=1e-5,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                attn_implementation="eager",
+            ),
+            1001,
+            2001,
+        ),
+        "llama": (
+            LlamaForCausalLM,
+            LlamaConfig(
+                vocab_size=64,
+                hidden_size=32,
+                intermediate_size=48,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                rope_theta=10000.0,
+                rms_norm_eps=1e-6,
+                max_position_embeddings=64,
+                tie_word_embeddings=False,
+                attention_bias=False,
+                attention_dropout=0.0,
+                attn_implementation="eager",
+            ),
+            1002,
+            2002,
+        ),
+        "qwen2": (
+            Qwen2ForCausalLM,
+            Qwen2Config(
+                vocab_size=64,
+                hidden_size=32,
+                intermediate_size=40,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                rope_theta=1000000.0,
+                rms_norm_eps=1e-6,
+                max_position_embeddings=64,
+                tie_word_embeddings=False,
+                use_sliding_window=False,
+                attention_dropout=0.0,
+                attn_implementation="eager",
+            ),
+            1003,
+            2003,
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Weight initialisation
+# ----------------------------------------------------------------------------
+def is_norm_module(mod):
+    return isinstance(mod, torch.nn.LayerNorm) or type(mod).__name__.endswith("RMSNorm")
+
+
+@torch.no_grad()
+def reinit(model, seed):
+    """Re-initialise every parameter so that every tensor influences the test."""
+    torch.manual_seed(seed)
+    done = set()
+    for _mname, mod in model.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            if id(p) in done:  # tied parameter already handled
+                continue
+            done.add(id(p))
+            if is_norm_module(mod):
+                if pname == "weight":
+                    p.copy_(1.0 + STD_NORM * torch.randn_like(p))
+                elif pname == "bias":
+                    p.copy_(STD_BIAS * torch.randn_like(p))
+                else:
+                    raise RuntimeError(f"unexpected norm parameter {pname}")
+            elif pname == "bias":
+                p.copy_(STD_BIAS * torch.randn_like(p))
+            elif pname == "weight":
+                p.copy_(STD_MATRIX * torch.randn_like(p))
+            else:
+                raise RuntimeError(f"unexpected parameter {_mname}.{pname}")
+    n_params = len({id(p) for p in model.parameters()})
+    assert len(done) == n_params, (len(done), n_params)
+
+
+# ----------------------------------------------------------------------------
+# float64 support: transformers 4.40 hard-codes float32 in a few places
+# (RMSNorm upcast, Llama RoPE cos/sin, softmax(dtype=float32), logits.float()).
+# For the float64 comparison run ONLY we remove those casts so that the
+# float64 numbers really are float64.  The float32 golden run uses the
+# library code completely unmodified.
+# ----------------------------------------------------------------------------
+def _rmsnorm_forward_native(self, hidden_states):
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
+def _make_llama_rope_forward_f64(module):
+    def forward(x, position_ids):
+        inv_freq = module.inv_freq.to(torch.float64)
+        freqs = position_ids.to(torch.float64)[:, :, None] * inv_freq[None, None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+    return forward
+
+
+def to_float64(model):
+    m = copy.deepcopy(model).double()
+    for mod in m.modules():
+        name = type(mod).__name__
+        if name.endswith("RMSNorm"):
+            mod.forward = _rmsnorm_forward_native.__get__(mod)
+        if name.endswith("RotaryEmbedding"):
+            dim, base = mod.dim, mod.base
+            inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            mod.register_buffer("inv_freq", inv_freq, persistent=False)
+            if hasattr(mod, "_set_cos_sin_cache"):  # Qwen2: cached cos/sin table
+                mod._set_cos_sin_cache(
+                    seq_len=mod.max_seq_len_cached, device=inv_freq.device, dtype=torch.float64
+                )
+            else:  # Llama: computes cos/sin in forward, in float32
+                mod.forward = _make_llama_rope_forward_f64(mod)
+    return m
+
+
+@contextlib.contextmanager
+def float64_mode():
+    """For the float64 run: default dtype float64 (masks etc. are built with
+    the default dtype) and softmax(x, dtype=float32) keeps float64 inputs in
+    float64."""
+    orig = torch.nn.functional.softmax
+    orig_default = torch.get_default_dtype()
+
+    def softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype == torch.float32 and input.dtype == torch.float64:
+            dtype = None
+        return orig(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+
+    torch.nn.functional.softmax = softmax
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.nn.functional.softmax = orig
+        torch.set_default_dtype(orig_default)
+
+
+class Float32Detector(torch.overrides.TorchFunctionMode):
+    """Records any float32 tensor produced while active (float64 run check)."""
+
+    # torch.optim keeps its step counter in a float32 scalar tensor
+    # (torch.tensor(0.) then step += 1), and the profiler's record_function
+    # allocates torch.zeros(1); neither touches model numbers.
+    BOOKKEEPING = {("tensor", ()), ("add_", ()), ("zeros", (1,))}
+
+    def __init__(self):
+        super().__init__()
+        self.hits = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for o in outs:
+            if isinstance(o, torch.Tensor) and o.dtype == torch.float32:
+                hit = (getattr(func, "__name__", str(func)), tuple(o.shape))
+                if hit not in self.BOOKKEEPING:
+                    self.hits.add(hit)
+        return out
+
+
+# ----------------------------------------------------------------------------
+# Forward / loss / training
+# ----------------------------------------------------------------------------
+def compute_logits(model, inputs, use_full_model):
+    if use_full_model:
+        return model(input_ids=inputs).logits
+    # float64 run: LlamaForCausalLM/Qwen2ForCausalLM.forward ends with
+    # logits.float(); call base model + head directly (identical math).
+    hidden = model.base_model(input_ids=inputs)[0]
+    return model.lm_head(hidden)
+
+
+def compute_loss(logits, targets):
+    V = logits.shape[-1]
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="mean")
+
+
+def param_names(model):
+    """HF name of every (deduplicated) trainable parameter -> Parameter."""
+    return dict(model.named_parameters())  # named_parameters() skips tied duplicates
+
+
+def run_reference(model, inputs, targets, use_full_model):
+    """Forward+backward on `model` and 5 AdamW steps on a copy of it."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    logits = compute_logits(model, inputs, use_full_model)
+    loss = compute_loss(logits, targets)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in param_names(model).items()}
+    model.zero_grad(set_to_none=True)
+
+    tm = copy.deepcopy(model)
+    tm.train()
+    params = param_names(tm)
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": WEIGHT_DECAY},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=LR,
+        betas=BETAS,
+        eps=ADAM_EPS,
+    )
+    train_losses, grad_norms = [], []
+    for _ in range(TRAIN_STEPS):
+        opt.zero_grad(set_to_none=True)
+        step_loss = compute_loss(compute_logits(tm, inputs, use_full_model), targets)
+        train_losses.append(step_loss.detach().clone())
+        step_loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(tm.parameters(), CLIP_NORM)
+        grad_norms.append(gn.detach().clone())
+        opt.step()
+    final = {n: p.detach().clone() for n, p in params.items()}
+    return {
+        "logits": logits.detach(),
+        "loss": loss.detach(),
+        "grads": grads,
+        "train_losses": torch.stack(train_losses),
+        "grad_norms": torch.stack(grad_norms),
+        "final": final,
+    }
+
+
+# ----------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------
+def max_abs(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def build_one(name, cls, config, wseed, tseed, out_root):
+    out_dir = os.path.join(out_root, name)
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+
+    torch.manual_seed(wseed)
+    model = cls(config)
+    assert model.config._attn_implementation == "eager", model.config._attn_implementation
+    reinit(model, wseed)
+    model = model.float()
+
+    gen = torch.Generator().manual_seed(tseed)
+    tokens = torch.randint(0, config.vocab_size, (B, T + 1), generator=gen, dtype=torch.int64)
+    inputs, targets = tokens[:, :T], tokens[:, 1:]
+
+    # ---- HF folder (initial weights, float32) ----
+    model.save_pretrained(out_dir, safe_serialization=True)
+    gc = os.path.join(out_dir, "generation_config.json")
+    if os.path.exists(gc):
+        os.remove(gc)
+    with safe_open(os.path.join(out_dir, "model.safetensors"), framework="pt") as f:
+        saved_names = list(f.keys())
+        saved = {k: f.get_tensor(k) for k in saved_names}
+    pnames = param_names(model)
+    extra = sorted(set(saved_names) - set(pnames))
+    missing = sorted(set(pnames) - set(saved_names))
+    assert not missing, f"{name}: parameters not written by save_pretrained: {missing}"
+    assert not extra, f"{name}: non-parameter tensors written by save_pretrained: {extra}"
+    for k in saved_names:
+        assert saved[k].dtype == torch.float32 and torch.equal(saved[k], pnames[k].detach()), k
+
+    # ---- float32 golden (library code unmodified) ----
+    init_state = copy.deepcopy(model.state_dict())
+    r32 = run_reference(model, inputs, targets, use_full_model=True)
+    # the base_model+lm_head path used for float64 is the same computation
+    with torch.no_grad():
+        alt = compute_logits(model, inputs, use_full_model=False)
+    assert torch.equal(alt, r32["logits"]), f"{name}: base_model+lm_head differs from model()"
+    assert torch.equal(r32["train_losses"][0], r32["loss"]), f"{name}: step-0 loss != loss"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, init_state[k]), f"{name}: model mutated"
+
+    # ---- float64 recomputation (same weights, same tokens) ----
+    m64 = to_float64(model)
+    det = Float32Detector()
+    with float64_mode(), det:
+        r64 = run_reference(m64, inputs, targets, use_full_model=False)
+    assert not det.hits, f"{name}: float32 ops leaked into the float64 run: {sorted(det.hits)}"
+    assert r64["logits"].dtype == torch.float64
+
+    # ---- golden.safetensors ----
+    golden = {
+        "tokens": tokens.to(torch.int32).contiguous(),
+        "logits": r32["logits"].float().contiguous(),
+        "loss": r32["loss"].float().reshape(1).contiguous(),
+        "train_losses": r32["train_losses"].float().reshape(TRAIN_STEPS).contiguous(),
+        "train_grad_norms": r32["grad_norms"].float().reshape(TRAIN_STEPS).contiguous(),
+    }
+    for k in saved_names:
+        golden["grad." + k] = r32["grads"][k].float().contiguous()
+        golden["final." + k] = r32["final"][k].float().contiguous()
+    # A single metadata entry: safetensors serialises the metadata map in
+    # hash order, so several keys would make the file bytes non-reproducible.
+    meta = {
+        "producer": f"tools/ref/make_golden.py model={name} B={B} T={T} "
+        f"transformers={transformers.__version__} torch={torch.__version__}"
+    }
+    gpath = os.path.join(out_dir, "golden.safetensors")
+    save_file(golden, gpath, metadata=meta)
+
+    for fn in os.listdir(out_dir):  # safetensors writes 0600 files
+        os.chmod(os.path.join(out_dir, fn), 0o644)
+
+    # ---- load-back checks ----
+    with safe_open(gpath, framework="pt") as f:
+        for k in golden:
+            assert torch.equal(f.get_tensor(k), golden[k]), k
+    reloaded = cls.from_pretrained(out_dir, attn_implementation="eager")
+    reloaded.train()
+    with torch.no_grad():
+        rl = reloaded(input_ids=inputs).logits
+    assert torch.equal(rl, r32["logits"]), f"{name}: reloaded model gives different logits"
+
+    # ---- float32 vs float64 deviations ----
+    dev = {
+        "logits_max_abs": max_abs(r32["logits"], r64["logits"]),
+        "logits_max_abs_value": r64["logits"].abs().max().item(),
+        "loss_f32": r32["loss"].item(),
+        "loss_f64": r64["loss"].item(),
+        "loss_rel": abs(r32["loss"].item() - r64["loss"].item()) / abs(r64["loss"].item()),
+        "train_losses_max_abs": max_abs(r32["train_losses"], r64["train_losses"]),
+        "train_grad_norms_f64": [round(x, 6) for x in r64["grad_norms"].tolist()],
+    }
+    # gradient: worst ratio err / (max|g|) over tensors, and worst err / (1e-4 + 1e-3 max|g|)
+    g_rel, g_budget, g_abs = 0.0, 0.0, 0.0
+    f_abs, f_abs_nz, f_worst = 0.0, 0.0, ""
+    for k in saved_names:
+        g32, g64 = r32["grads"][k].double(), r64["grads"][k]
+        err = (g32 - g64).abs().max().item()
+        gmax = g64.abs().max().item()
+        g_abs = max(g_abs, err)
+        g_rel = max(g_rel, err / gmax if gmax > 0 else 0.0)
+        g_budget = max(g_budget, err / (1e-4 + 1e-3 * gmax))
+        fd = (r32["final"][k].double() - r64["final"][k]).abs()
+        if fd.max().item() > f_abs:
+            f_abs, f_worst = fd.max().item(), k
+        # elements whose gradient is mathematically zero (|g64| < 1e-12, e.g.
+        # GPT-2's key bias) are driven by float32 noise through Adam's
+        # normalisation; report the rest separately.
+        nz = g64.abs() >= 1e-12
+        if nz.any():
+            f_abs_nz = max(f_abs_nz, fd[nz].max().item())
+    dev.update(
+        {
+            "grad_max_abs": g_abs,
+            "grad_max_rel_to_tensor_max": g_rel,
+            "grad_fraction_of_suggested_budget": g_budget,
+            "final_params_max_abs": f_abs,
+            "final_params_worst_tensor": f_worst,
+            "final_params_max_abs_nonzero_grad": f_abs_nz,
+        }
+    )
+
+    size = os.path.getsize(gpath)
+    print(
+        f"[{name}] {len(saved_names)} tensors, "
+        f"{sum(v.numel() for v in saved.values())} params; "
+        f"loss={r32['loss'].item():.6f} (ln V={math.log(config.vocab_size):.4f}); "
+        f"train_losses={[round(x, 5) for x in r32['train_losses'].tolist()]}; "
+        f"golden.safetensors {size} bytes"
+    )
+    print(
+        f"    f32 vs f64: logits {dev['logits_max_abs']:.2e}, loss rel {dev['loss_rel']:.2e}, "
+        f"grads abs {dev['grad_max_abs']:.2e} (rel-to-max {dev['grad_max_rel_to_tensor_max']:.2e}, "
+        f"{dev['grad_fraction_of_suggested_budget']:.2e} of budget), "
+        f"train_losses {dev['train_losses_max_abs']:.2e}, final params {dev['final_params_max_abs']:.2e} "
+        f"({dev['final_params_worst_tensor']}; {dev['final_params_max_abs_nonzero_grad']:.2e} where grad != 0)"
+    )
+    return {
+        "names": [(k, list(saved[k].shape)) for k in saved_names],
+        "deviation": dev,
+        "golden_bytes": size,
+    }
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    default_out = os.path.normpath(os.path.join(here, "..", "..", "tests", "data", "golden"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=default_out, help="output root (default: tests/data/golden)")
+    ap.add_argument("--report", default=None, help="optionally write a JSON report of names/deviations")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)  # reproducible summation order
+    torch.set_default_dtype(torch.float32)
+    transformers.logging.set_verbosity_error()
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}")
+    report = {}
+    for name, (cls, config, wseed, tseed) in model_specs().items():
+        report[name] = build_one(name, cls, config, wseed, tseed, args.out)
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=1)
+    print(f"wrote {', '.join(report)} under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
