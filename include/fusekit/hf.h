@@ -27,6 +27,11 @@ typedef struct {
 // Lists the HF tensors of a model (malloc'd array in *out, count returned in *n).
 fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n);
 
+// Copies HF tensor t out of an arena laid out like the model's (weights, gradients or
+// optimizer moments) into out (HF layout), and back.
+void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out);
+void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in);
+
 // config.json text for a config (malloc'd).
 char *fk_hf_config_json(const fk_config *c);
 // Parses config.json text; `path` names the file in errors.

@@ -115,6 +115,27 @@ fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int
     return FK_OK;
 }
 
+static int64_t tensor_cols(const fk_model *m, const fk_hf_tensor *t) {
+    const fk_param *p = &m->params[t->param];
+    return p->ndim == 2 ? p->shape[1] : 1;
+}
+
+void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out) {
+    int64_t cols = tensor_cols(m, t);
+    const float *src = arena + m->params[t->param].offset + t->row0 * cols;
+    if (!t->transpose) { memcpy(out, src, (size_t)(t->rows * cols) * sizeof(float)); return; }
+    for (int64_t r = 0; r < t->rows; r++)
+        for (int64_t c = 0; c < cols; c++) out[c * t->rows + r] = src[r * cols + c];
+}
+
+void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in) {
+    int64_t cols = tensor_cols(m, t);
+    float *dst = arena + m->params[t->param].offset + t->row0 * cols;
+    if (!t->transpose) { memcpy(dst, in, (size_t)(t->rows * cols) * sizeof(float)); return; }
+    for (int64_t r = 0; r < t->rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = in[c * t->rows + r];
+}
+
 // ------------------------------------------------------------------ config.json
 
 char *fk_hf_config_json(const fk_config *c) {
@@ -241,7 +262,8 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
     if (!type) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: missing key \"model_type\"", path); }
     if (strcmp(type, "gpt2") == 0) {
         int64_t d = get_int(&r, "n_embd", -1), L = get_int(&r, "n_layer", -1), H = get_int(&r, "n_head", -1);
-        int64_t ctx = get_int(&r, "n_positions", get_int(&r, "n_ctx", -1));
+        int64_t ctx = get_int(&r, "n_positions", 0);
+        if (ctx == 0) ctx = get_int(&r, "n_ctx", -1);
         fk_config_gpt2(c, get_int(&r, "vocab_size", -1), d, L, H, ctx);
         int64_t inner = get_int(&r, "n_inner", 4 * d);
         for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = inner;
@@ -342,22 +364,17 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
     fk_status st = e && bufs ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
     for (int i = 0; i < n && st == FK_OK; i++) {
         const fk_hf_tensor *t = &ts[i];
-        const fk_param *p = &m->params[t->param];
-        int64_t cols = p->ndim == 2 ? p->shape[1] : 1, numel = t->rows * cols;
-        const float *src = m->w + p->offset + t->row0 * cols;
+        int64_t numel = t->rows * tensor_cols(m, t);
         e[i].name = t->name;
         e[i].dtype = dtype;
         e[i].ndim = t->ndim;
         e[i].shape[0] = t->shape[0];
         e[i].shape[1] = t->shape[1];
-        if (!t->transpose && dtype == FK_DT_F32) { e[i].data = src; continue; }
+        if (!t->transpose && dtype == FK_DT_F32) { e[i].data = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t); continue; }
         float *tmp = malloc((size_t)numel * sizeof(float));
         bufs[i] = tmp;
         if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
-        if (t->transpose) {
-            for (int64_t r = 0; r < t->rows; r++)
-                for (int64_t c = 0; c < cols; c++) tmp[c * t->rows + r] = src[r * cols + c];
-        } else memcpy(tmp, src, (size_t)numel * sizeof(float));
+        fk_hf_gather(m, m->w, t, tmp);
         if (dtype != FK_DT_F32) {
             uint16_t *h = (uint16_t *)tmp;  // in place: element j is written after element j is read
             for (int64_t j = 0; j < numel; j++) h[j] = dtype == FK_DT_F16 ? fk_f32_to_f16(tmp[j]) : fk_f32_to_bf16(tmp[j]);
@@ -464,17 +481,12 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
             st = fk_error(FK_ERR_FORMAT, "%s: tensor %s has shape [%s] but config.json implies [%s]", path, t->name, got, exp);
             break;
         }
-        const fk_param *p = &m->params[t->param];
-        int64_t cols = p->ndim == 2 ? p->shape[1] : 1;
-        float *dst = m->w + p->offset + t->row0 * cols;
-        if (!t->transpose) { st = fk_st_to_f32(f, dst); if (st != FK_OK) { fk_error_context(st, "%s", path); } continue; }
         free(tmp);
         tmp = malloc((size_t)want * sizeof(float));
         if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
         st = fk_st_to_f32(f, tmp);
         if (st != FK_OK) { fk_error_context(st, "%s", path); break; }
-        for (int64_t r = 0; r < t->rows; r++)
-            for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = tmp[c * t->rows + r];
+        fk_hf_scatter(m, m->w, t, tmp);
     }
     free(tmp);
     // Every tensor in the files must be used: an extra one means config and weights disagree.
