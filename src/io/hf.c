@@ -321,8 +321,9 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
             }
         }
     } else {
+        fk_status st = fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2)", path, type);
         cJSON_Delete(root);
-        return fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2)", path, type);
+        return st;
     }
     const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(root, "fusekit_intermediate_sizes");
     if (cJSON_IsArray(sizes)) {

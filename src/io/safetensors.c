@@ -68,7 +68,11 @@ fk_status fk_st_open(fk_safetensors *st, const char *path) {
     st->path = strdup(path);
     const unsigned char *base = st->map.data;
     uint64_t hlen = 0;
-    if (st->map.size < 8) { fk_st_close(st); return fk_error(FK_ERR_FORMAT, "%s: not a safetensors file (only %zu bytes)", path, st->map.size); }
+    if (st->map.size < 8) {
+        size_t sz = st->map.size;
+        fk_st_close(st);
+        return fk_error(FK_ERR_FORMAT, "%s: not a safetensors file (only %zu bytes)", path, sz);
+    }
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | base[i];
     if (hlen > 100000000ull || 8 + hlen > st->map.size) {
         size_t sz = st->map.size;

@@ -105,6 +105,7 @@ static cJSON *opts_to_json(const fk_train_opts *o) {
     cJSON_AddNumberToObject(j, "weight_decay", o->optim.weight_decay);
     cJSON_AddNumberToObject(j, "clip", o->optim.clip);
     cJSON_AddNumberToObject(j, "warmup", (double)o->optim.warmup);
+    cJSON_AddNumberToObject(j, "schedule_steps", (double)o->optim.total_steps);
     return j;
 }
 
@@ -132,7 +133,7 @@ static void opts_from_json(const cJSON *j, fk_train_opts *o) {
     o->optim.weight_decay = (float)jnum(j, "weight_decay", o->optim.weight_decay);
     o->optim.clip = (float)jnum(j, "clip", o->optim.clip);
     o->optim.warmup = (int64_t)jnum(j, "warmup", (double)o->optim.warmup);
-    o->optim.total_steps = o->steps;
+    o->optim.total_steps = (int64_t)jnum(j, "schedule_steps", (double)o->steps);
 }
 
 fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o) {
