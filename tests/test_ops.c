@@ -11,10 +11,14 @@
 #define real double
 #define FK_OP(name) d_##name
 #define FK_GEMM cblas_dgemm
+#define FK_EXP exp
+#define FK_TANH tanh
 #include "nn/ops_impl.h"
 #undef real
 #undef FK_OP
 #undef FK_GEMM
+#undef FK_EXP
+#undef FK_TANH
 #include "nn/ops.h"
 #include "fusekit/base.h"
 

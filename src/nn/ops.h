@@ -5,8 +5,12 @@
 #define real float
 #define FK_OP(name) fk_##name
 #define FK_GEMM cblas_sgemm
+#define FK_EXP fk_fast_expf
+#define FK_TANH fk_fast_tanhf
 #include "nn/ops_impl.h"
 #undef real
 #undef FK_OP
 #undef FK_GEMM
+#undef FK_EXP
+#undef FK_TANH
 #endif

@@ -1,8 +1,8 @@
 // The ops, each a forward/backward pair, written once over a scalar type.
 // Instantiated for float by ops.c (the library) and for double by the tests, whose
 // finite-difference checks run in double precision against the same code.
-// Before including, define: real (the scalar), FK_OP(name) (the instantiated name) and
-// FK_GEMM (row-major cblas_sgemm or cblas_dgemm).
+// Before including, define: real (the scalar), FK_OP(name) (the instantiated name),
+// FK_GEMM (row-major cblas_sgemm or cblas_dgemm), FK_EXP and FK_TANH (exp/tanh for real).
 // Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
 // on top of each op. Backward functions ADD into parameter gradients; whether they add into
 // or overwrite the input gradient is said on each one.
@@ -14,6 +14,26 @@
 #include <omp.h>
 
 #define FK_OMP_MIN_WORK 16384  // below this many elements a loop stays on one thread
+
+#ifndef FK_FAST_EXPF
+#define FK_FAST_EXPF
+// exp for float that the compiler vectorizes: exp(x) = 2^k exp(r), r = x - k ln 2, |r| <= ln2/2,
+// exp(r) by its degree-6 Taylor polynomial (relative error < 2e-7). Inputs are clamped to
+// [-87, 88] so 2^k stays a normal float; exp(-87) ~ 1.6e-38 stands in for underflow.
+static inline float fk_fast_expf(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float kf = x * 1.44269504088896341f;
+    int32_t k = (int32_t)(kf + (kf >= 0 ? 0.5f : -0.5f));
+    float r = x - (float)k * 0.693359375f - (float)k * -2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f + r * (8.3333338e-3f + r * 1.3888889e-3f)))));
+    int32_t bits = (k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+// tanh through the fast exp: 1 - 2 / (exp(2x) + 1) (absolute error ~1e-7).
+static inline float fk_fast_tanhf(float x) { return 1.0f - 2.0f / (fk_fast_expf(2.0f * x) + 1.0f); }
+#endif
 
 // ------------------------------------------------------------------ linear
 // inp is (N,C), w is (OC,C), b is (OC) or NULL; out is (N,OC): out = inp w^T + b
@@ -225,9 +245,12 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
                             q + i0 * QKVD, (int)QKVD, k, (int)QKVD, 0, P + i0 * T, (int)T);
                     for (int64_t i = i0; i < i1; i++) {
                         real *p = P + i * T, mx = p[0], sum = 0;
+                        #pragma omp simd reduction(max : mx)
                         for (int64_t j = 1; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
-                        for (int64_t j = 0; j <= i; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                        #pragma omp simd reduction(+ : sum)
+                        for (int64_t j = 0; j <= i; j++) { p[j] = FK_EXP(p[j] - mx); sum += p[j]; }
                         real inv = 1 / sum;
+                        #pragma omp simd
                         for (int64_t j = 0; j <= i; j++) p[j] *= inv;
                         for (int64_t j = i + 1; j < i1; j++) p[j] = 0;
                     }
@@ -271,6 +294,7 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                         for (int64_t i = i0; i < i1; i++) {
                             const real *p = P + i * T;
                             real *d = dS + i * T, dot = 0;
+                            #pragma omp simd reduction(+ : dot)
                             for (int64_t j = 0; j <= i; j++) dot += p[j] * d[j];
                             for (int64_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
                             for (int64_t j = i + 1; j < i1; j++) d[j] = 0;
@@ -294,7 +318,7 @@ static inline void FK_OP(gelu_forward)(real *out, const real *inp, int64_t N) {
     #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         real x = inp[i];
-        out[i] = (real)0.5 * x * (1 + tanh((real)FK_GELU_S * (x + (real)0.044715 * x * x * x)));
+        out[i] = (real)0.5 * x * (1 + FK_TANH((real)FK_GELU_S * (x + (real)0.044715 * x * x * x)));
     }
 }
 
@@ -302,7 +326,7 @@ static inline void FK_OP(gelu_forward)(real *out, const real *inp, int64_t N) {
 static inline void FK_OP(gelu_backward)(real *dinp, const real *inp, const real *dout, int64_t N) {
     #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
-        real x = inp[i], u = (real)FK_GELU_S * (x + (real)0.044715 * x * x * x), th = tanh(u);
+        real x = inp[i], u = (real)FK_GELU_S * (x + (real)0.044715 * x * x * x), th = FK_TANH(u);
         real du = (real)FK_GELU_S * (1 + 3 * (real)0.044715 * x * x);
         dinp[i] = dout[i] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * du);
     }
@@ -314,7 +338,7 @@ static inline void FK_OP(swiglu_forward)(real *out, const real *inp, int64_t N, 
     for (int64_t i = 0; i < N; i++) {
         const real *g = inp + i * 2 * F, *u = g + F;
         real *o = out + i * F;
-        for (int64_t f = 0; f < F; f++) o[f] = g[f] / (1 + exp(-g[f])) * u[f];
+        for (int64_t f = 0; f < F; f++) o[f] = g[f] / (1 + FK_EXP(-g[f])) * u[f];
     }
 }
 
@@ -325,7 +349,7 @@ static inline void FK_OP(swiglu_backward)(real *dinp, const real *inp, const rea
         const real *g = inp + i * 2 * F, *u = g + F, *d = dout + i * F;
         real *dg = dinp + i * 2 * F, *du = dg + F;
         for (int64_t f = 0; f < F; f++) {
-            real sg = 1 / (1 + exp(-g[f])), silu = g[f] * sg;
+            real sg = 1 / (1 + FK_EXP(-g[f])), silu = g[f] * sg;
             du[f] = d[f] * silu;
             dg[f] = d[f] * u[f] * sg * (1 + g[f] * (1 - sg));
         }
@@ -344,11 +368,14 @@ static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, co
         real *x = logits + i * V, mx = x[0], sum = 0;
         int32_t t = targets ? targets[i] : -1;
         real xt = t >= 0 ? x[t] : 0;  // the target's logit, before x is overwritten
+        #pragma omp simd reduction(max : mx)
         for (int64_t j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         if (to_probs) {
-            for (int64_t j = 0; j < V; j++) { x[j] = exp(x[j] - mx); sum += x[j]; }
+            #pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < V; j++) { x[j] = FK_EXP(x[j] - mx); sum += x[j]; }
         } else {
-            for (int64_t j = 0; j < V; j++) sum += exp(x[j] - mx);
+            #pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < V; j++) sum += FK_EXP(x[j] - mx);
         }
         real lse = mx + log(sum);
         if (t >= 0) {
