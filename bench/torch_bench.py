@@ -306,6 +306,14 @@ def loaded_blas():
     return ",".join(sorted(libs))
 
 
+def cpu_capability(torch):
+    """The SIMD level ATen dispatches its own (non-BLAS) kernels to."""
+    for line in torch.__config__.show().splitlines():
+        if "CPU capability usage:" in line:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def run_worker(args):
     import torch
     import torch.nn.functional as F
@@ -351,10 +359,14 @@ def run_worker(args):
 
     for i in range(WARMUP_STEPS):
         last = step(i)
+    step_times = []
     t0 = time.perf_counter()
     for i in range(steps):
+        ts = time.perf_counter()
         last = step(WARMUP_STEPS + i)
+        step_times.append(time.perf_counter() - ts)
     seconds = time.perf_counter() - t0
+    step_times.sort()
 
     tokens_per_s = B * T * steps / seconds
     fpt = flops_per_token(cfg, args.mode)
@@ -375,7 +387,12 @@ def run_worker(args):
         "params": n_params,
         "n_mm": matmul_weights(cfg),
         "flops_per_token": fpt,
+        # Per-step times, to spot interference from other load: if
+        # seconds/steps is far above the median, rerun.
+        "step_s_min": round(step_times[0], 4),
+        "step_s_median": round(step_times[len(step_times) // 2], 4),
         "attn_chunks": args.attn_chunks,
+        "cpu_capability": cpu_capability(torch),
         "blas": loaded_blas(),
     }
     print(f"[{args.config}/{args.mode}] last loss/logit {last:.4f}",

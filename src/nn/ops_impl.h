@@ -21,10 +21,15 @@
 // exp(r) by its degree-6 Taylor polynomial (relative error < 2e-7). Inputs are clamped to
 // [-87, 88] so 2^k stays a normal float; exp(-87) ~ 1.6e-38 stands in for underflow.
 static inline float fk_fast_expf(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float kf = x * 1.44269504088896341f;
-    int32_t k = (int32_t)(kf + (kf >= 0 ? 0.5f : -0.5f));
-    float r = x - (float)k * 0.693359375f - (float)k * -2.12194440e-4f;
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds x log2(e) to an integer k
+    float kf = x * 1.44269504088896341f + shifter;
+    int32_t kb;
+    memcpy(&kb, &kf, 4);
+    kf -= shifter;
+    int32_t k = kb - 0x4B400000;
+    float r = x - kf * 0.693359375f - kf * -2.12194440e-4f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f + r * (8.3333338e-3f + r * 1.3888889e-3f)))));
     int32_t bits = (k + 127) << 23;
     float scale;
@@ -55,11 +60,14 @@ static inline void FK_OP(matmul_backward)(real *dinp, real *dw, real *db, const 
     if (dw)
         FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1, dout, (int)OC, inp, (int)C, 1, dw, (int)C);
     if (db) {
+        // columns split across threads, rows summed in order: deterministic and vectorized
         #pragma omp parallel for if (N * OC > FK_OMP_MIN_WORK)
-        for (int64_t o = 0; o < OC; o++) {
-            real s = 0;
-            for (int64_t i = 0; i < N; i++) s += dout[i * OC + o];
-            db[o] += s;
+        for (int64_t o0 = 0; o0 < OC; o0 += 64) {
+            int64_t o1 = o0 + 64 < OC ? o0 + 64 : OC;
+            real acc[64] = {0};
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t o = o0; o < o1; o++) acc[o - o0] += dout[i * OC + o];
+            for (int64_t o = o0; o < o1; o++) db[o] += acc[o - o0];
         }
     }
 }
@@ -109,8 +117,10 @@ static inline void FK_OP(layernorm_forward)(real *out, real *mean, real *rstd, c
     for (int64_t i = 0; i < N; i++) {
         const real *x = inp + i * C;
         real m = 0, v = 0;
+        #pragma omp simd reduction(+ : m)
         for (int64_t c = 0; c < C; c++) m += x[c];
         m /= (real)C;
+        #pragma omp simd reduction(+ : v)
         for (int64_t c = 0; c < C; c++) { real d = x[c] - m; v += d * d; }
         v /= (real)C;
         real s = 1 / sqrt(v + eps);
@@ -128,6 +138,7 @@ static inline void FK_OP(layernorm_backward)(real *dinp, real *dw, real *db, con
     for (int64_t i = 0; i < N; i++) {
         const real *x = inp + i * C, *d = dout + i * C;
         real m = mean[i], s = rstd[i], dmean = 0, dxhat_xhat = 0;
+        #pragma omp simd reduction(+ : dmean, dxhat_xhat)
         for (int64_t c = 0; c < C; c++) {
             real dxhat = d[c] * w[c], xhat = (x[c] - m) * s;
             dmean += dxhat;
@@ -163,6 +174,7 @@ static inline void FK_OP(rmsnorm_forward)(real *out, real *rstd, const real *inp
     for (int64_t i = 0; i < N; i++) {
         const real *x = inp + i * C;
         real ss = 0;
+        #pragma omp simd reduction(+ : ss)
         for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
         real s = 1 / sqrt(ss / (real)C + eps);
         real *o = out + i * C;
@@ -178,6 +190,7 @@ static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dou
     for (int64_t i = 0; i < N; i++) {
         const real *x = inp + i * C, *d = dout + i * C;
         real s = rstd[i], dot = 0;
+        #pragma omp simd reduction(+ : dot)
         for (int64_t c = 0; c < C; c++) dot += d[c] * w[c] * x[c];
         real k = dot * s * s * s / (real)C;
         real *di = dinp + i * C;

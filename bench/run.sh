@@ -1,0 +1,29 @@
+#!/bin/sh
+# Side-by-side benchmark: fusekit and PyTorch on configs S, M and M-llama, training and
+# inference, each run in its own process (peak RSS per run). Prints JSON lines, then one
+# ratio line per (config, mode). Usage: sh bench/run.sh [BUILD_DIR] [CONFIGS] [MODES]
+BUILD=${1:-build}
+CONFIGS=${2:-"S M M-llama"}
+MODES=${3:-"train infer"}
+PEAK=${FK_PEAK_GFLOPS:-230}   # fp32 peak of this 2-core machine (see bench/README.md)
+OUT=$(mktemp)
+for c in $CONFIGS; do
+  for m in $MODES; do
+    "$BUILD/fk_bench" --config "$c" --mode "$m" --peak-gflops "$PEAK" | tee -a "$OUT"
+    if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+      /usr/bin/python3 bench/torch_bench.py --config "$c" --mode "$m" | tee -a "$OUT"
+    fi
+  done
+done
+/usr/bin/python3 - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+by = {(r["impl"], r["config"], r["mode"]): r for r in rows}
+for (impl, c, m), r in by.items():
+    if impl != "fusekit" or ("pytorch", c, m) not in by: continue
+    p = by[("pytorch", c, m)]
+    print(json.dumps({"ratio": f"fusekit/pytorch", "config": c, "mode": m,
+                      "speedup": round(r["tokens_per_s"] / p["tokens_per_s"], 3),
+                      "rss_ratio": round(r["peak_rss_mb"] / p["peak_rss_mb"], 3)}))
+PY
+rm -f "$OUT"
