@@ -37,7 +37,7 @@ static void test_train_eval_generate(void **s) {
     for (int i = 0; i < 400; i++) fprintf(f, "line %d: the cat sat on the mat.\n", i % 17);
     fclose(f);
     int rc = run(&out, "%s train --data %s -o %s/m --steps 100 --batch 8 --ctx 32 --d-model 32 --layers 2 --heads 2 "
-                 "--lr 1e-2 --eval-every 50 --log-every 10 --save-every 50 --threads 2", FK_CLI, text, tmpdir);
+                 "--lr 1e-2 --eval-every 50 --log-every 10 --save-every 50", FK_CLI, text, tmpdir);
     if (rc != 0) fail_msg("train failed: %s", out);
     assert_non_null(strstr(out, "\"step\":100"));
     assert_non_null(strstr(out, "\"val_bpb\""));
@@ -49,7 +49,7 @@ static void test_train_eval_generate(void **s) {
     snprintf(p, sizeof p, "%s/m/checkpoint-100/optimizer.safetensors", tmpdir);
     assert_true(fk_path_exists(p));
     // resume continues to a longer run
-    rc = run(&out, "%s train --data %s -o %s/m --resume --steps 120 --threads 2", FK_CLI, text, tmpdir);
+    rc = run(&out, "%s train --data %s -o %s/m --resume --steps 120", FK_CLI, text, tmpdir);
     if (rc != 0) fail_msg("resume failed: %s", out);
     assert_non_null(strstr(out, "resuming from"));
     assert_non_null(strstr(out, "\"step\":120"));

@@ -119,9 +119,7 @@ int cmd_train(int argc, char **argv) {
             st = fk_hf_load(&m, init);
         } else {
             if (config) {
-                char *p = NULL;
                 st = fk_hf_config_read(config, &c);
-                free(p);
             } else {
                 int64_t V = vocab > 0 ? vocab : tr.vocab_size;
                 if (strcmp(arch, "gpt2") == 0) {
