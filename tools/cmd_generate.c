@@ -57,13 +57,22 @@ int cmd_generate(int argc, char **argv) {
         if (bytes) fputc(next, stdout);
         else printf("%s%d", generated > 1 ? " " : "", next);
         fflush(stdout);
-        if (next == m.cfg.eos_id || n >= cap) break;
+        if (next == m.cfg.eos_id) break;
+        if (n == cap) {
+            // context full: keep the newest half and rebuild the cache from it
+            int keep = (int)(cap / 2);
+            memmove(toks, toks + n - keep, (size_t)keep * sizeof(int32_t));
+            n = keep;
+            st = fk_model_step(&m, toks, n, 0, logits);
+            if (st != FK_OK) break;
+        }
         toks[n] = next;
         st = fk_model_step(&m, &toks[n], 1, n, logits);
         n++;
     }
     double dt = fk_time_s() - t0;
     printf("\n");
+    fflush(stdout);
     if (st == FK_OK)
         fprintf(stderr, "generated %d tokens: prompt %.1f ms, %.1f tokens/s after it\n", generated, 1e3 * t_first,
                 generated > 1 ? (generated - 1) / (dt - t_first) : 0.0);
