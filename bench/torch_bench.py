@@ -306,6 +306,24 @@ def loaded_blas():
     return ",".join(sorted(libs))
 
 
+def cpu_seconds():
+    """(busy CPU seconds of the whole machine, CPU seconds of this process).
+
+    The difference over the timed loop is CPU time that other processes
+    took while we were being measured.
+    """
+    busy = float("nan")
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal ...
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, ru.ru_utime + ru.ru_stime
+
+
 def cpu_capability(torch):
     """The SIMD level ATen dispatches its own (non-BLAS) kernels to."""
     for line in torch.__config__.show().splitlines():
@@ -360,12 +378,16 @@ def run_worker(args):
     for i in range(WARMUP_STEPS):
         last = step(i)
     step_times = []
+    busy0, self0 = cpu_seconds()
     t0 = time.perf_counter()
     for i in range(steps):
         ts = time.perf_counter()
         last = step(WARMUP_STEPS + i)
         step_times.append(time.perf_counter() - ts)
     seconds = time.perf_counter() - t0
+    busy1, self1 = cpu_seconds()
+    ncpu = os.cpu_count() or 1
+    foreign = max(0.0, ((busy1 - busy0) - (self1 - self0)) / (seconds * ncpu))
     step_times.sort()
 
     tokens_per_s = B * T * steps / seconds
@@ -391,6 +413,9 @@ def run_worker(args):
         # seconds/steps is far above the median, rerun.
         "step_s_min": round(step_times[0], 4),
         "step_s_median": round(step_times[len(step_times) // 2], 4),
+        # Share of the machine's CPU time that other processes used during
+        # the timed steps; above a few percent the figure is disturbed.
+        "other_cpu_frac": round(foreign, 3),
         "attn_chunks": args.attn_chunks,
         "cpu_capability": cpu_capability(torch),
         "blas": loaded_blas(),

@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "fusekit/fusekit.h"
+#include "test_util.h"
 
-static char tmpdir[256];
 
 // Runs a shell command; returns its exit status and its stdout+stderr in *out (malloc'd).
 static int run(char **out, const char *fmt, ...) {
@@ -99,20 +99,7 @@ static void test_cli_errors(void **s) {
     free(out);
 }
 
-static int setup(void **s) {
-    (void)s;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/fk_test_cli_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **s) {
-    (void)s;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_cli_errors)};
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

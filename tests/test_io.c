@@ -11,10 +11,10 @@
 #include <unistd.h>
 
 #include "fusekit/fusekit.h"
+#include "test_util.h"
 
 #define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
 
-static char tmpdir[256];
 
 static char *tpath(const char *name) {
     static char buf[8][512];
@@ -323,24 +323,11 @@ static void test_bad_inputs(void **s) {
     fk_model_free(&good);
 }
 
-static int setup(void **s) {
-    (void)s;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/fk_test_io_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **s) {
-    (void)s;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_safetensors_values),
         cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_resume_equality),
         cmocka_unit_test(test_bad_inputs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
