@@ -42,15 +42,22 @@ void fk_adamw_free(fk_adamw *a) {
 }
 
 double fk_grad_norm(const fk_model *m) {
-    double ss = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const fk_param *p = &m->params[i];
-        const float *g = m->g + p->offset;
+    // Fixed chunks summed in a fixed order: the same result whatever the thread count or timing
+    // (an OpenMP reduction would combine partial sums in arrival order).
+    enum { CHUNK = 1 << 16 };
+    int64_t n = m->n_floats, n_chunks = (n + CHUNK - 1) / CHUNK;
+    double *part = malloc((size_t)(n_chunks ? n_chunks : 1) * sizeof(double));
+    if (!part) return NAN;
+    #pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks; c++) {
+        int64_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
         double s = 0;
-        #pragma omp parallel for reduction(+ : s) schedule(static) if (p->numel > 65536)
-        for (int64_t j = 0; j < p->numel; j++) s += (double)g[j] * g[j];
-        ss += s;
+        for (int64_t j = c * CHUNK; j < end; j++) s += (double)m->g[j] * m->g[j];
+        part[c] = s;
     }
+    double ss = 0;
+    for (int64_t c = 0; c < n_chunks; c++) ss += part[c];
+    free(part);
     return sqrt(ss);
 }
 
