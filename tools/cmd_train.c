@@ -10,6 +10,7 @@ typedef struct { FILE *metrics; bool tty; int64_t start_step; } train_ui;
 
 static void on_step(const fk_train_event *ev, void *user) {
     train_ui *ui = user;
+    if (fk_dp_rank() != 0) return;  // under MPI, rank 0 speaks for all
     if (ui->tty) {
         double rate = (double)(ev->step - ui->start_step) / (ev->elapsed_s > 0 ? ev->elapsed_s : 1e-9);
         double eta = rate > 0 ? (double)(ev->steps - ev->step) / rate : 0;
@@ -163,14 +164,16 @@ int cmd_train(int argc, char **argv) {
     {
         char cfg[512];
         fk_config_describe(&m.cfg, cfg, sizeof cfg);
-        fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld\n", cfg,
-                (long long)fk_model_num_params(&m), (long long)tr.n, (long long)va.n);
+        bool lead = fk_dp_rank() == 0;
+        if (lead)
+            fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d\n",
+                    cfg, (long long)fk_model_num_params(&m), (long long)tr.n, (long long)va.n, fk_dp_size());
         char *mp = fk_path_join(out, "metrics.jsonl");
-        train_ui ui = {fopen(mp, "a"), isatty(2) != 0, opt.t};
+        train_ui ui = {lead ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, opt.t};
         free(mp);
         st = fk_train(&m, &opt, &tr, va.n > 1 ? &va : NULL, &o, out, on_step, &ui);
         if (ui.metrics) fclose(ui.metrics);
-        if (st == FK_OK) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
+        if (st == FK_OK && lead) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
     }
 fail:
     fk_adamw_free(&opt);

@@ -2,6 +2,9 @@
 #include "cli.h"
 
 #include <string.h>
+#ifdef FK_WITH_MPI
+#include <mpi.h>
+#endif
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } commands[] = {
     {"train", cmd_train, "train a model (from scratch, from a model folder, or resuming a checkpoint)"},
@@ -23,7 +26,19 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "--version") == 0) { printf("fusekit %s\n", FK_VERSION); return 0; }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) {
+#ifdef FK_WITH_MPI
+            // Only the main thread calls MPI; OpenMP threads run inside each rank.
+            int provided;
+            MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            if (rc != 0) MPI_Abort(MPI_COMM_WORLD, rc);
+            MPI_Finalize();
+            return rc;
+#else
+            return commands[i].fn(argc - 1, argv + 1);
+#endif
+        }
     fprintf(stderr, "fusekit: unknown command '%s' (see fusekit --help)\n", argv[1]);
     return 2;
 }

@@ -68,6 +68,11 @@ typedef struct {
 
 typedef void (*fk_train_cb)(const fk_train_event *ev, void *user);
 
+// Data parallelism: this process's MPI rank and the number of ranks (0 and 1 without MPI).
+// Under mpirun each rank draws its own micro-batches, gradients are averaged, rank 0 writes.
+int fk_dp_rank(void);
+int fk_dp_size(void);
+
 // Trains from opt->t ... up to o->steps. Checkpoints go to out_dir/checkpoint-<step>/ and the
 // final model to out_dir itself. val may be NULL.
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,

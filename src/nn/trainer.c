@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef FK_WITH_MPI
+#include <mpi.h>
+#endif
 
 void fk_train_defaults(fk_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -284,6 +287,62 @@ static void prune_checkpoints(const char *out_dir, int keep) {
     free(steps);
 }
 
+// ------------------------------------------------------------------ data parallelism (MPI)
+// With an MPI build run under mpirun, each rank trains on its own micro-batches and the
+// gradients are averaged with an all-reduce, so every rank holds the same weights; rank 0
+// alone writes files. Without MPI (or without MPI_Init) this is one rank.
+
+int fk_dp_rank(void) {
+#ifdef FK_WITH_MPI
+    int init = 0, r = 0;
+    MPI_Initialized(&init);
+    if (init) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+#else
+    return 0;
+#endif
+}
+
+int fk_dp_size(void) {
+#ifdef FK_WITH_MPI
+    int init = 0, n = 1;
+    MPI_Initialized(&init);
+    if (init) MPI_Comm_size(MPI_COMM_WORLD, &n);
+    return n;
+#else
+    return 1;
+#endif
+}
+
+// All ranks learn whether any failed, so none waits forever in a collective.
+static fk_status dp_agree(fk_status st, int size) {
+#ifdef FK_WITH_MPI
+    if (size > 1) {
+        int bad = st != FK_OK, any = 0;
+        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (any && st == FK_OK) st = fk_error(FK_ERR_IO, "another MPI rank failed");
+    }
+#else
+    (void)size;
+#endif
+    return st;
+}
+
+// Averages gradients and the step's loss over ranks.
+static void dp_average(fk_model *m, double *loss_sum, int size) {
+#ifdef FK_WITH_MPI
+    if (size > 1) {
+        MPI_Allreduce(MPI_IN_PLACE, m->g, (int)m->n_floats, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, loss_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        float inv = 1.0f / (float)size;
+        for (int64_t i = 0; i < m->n_floats; i++) m->g[i] *= inv;
+        *loss_sum /= size;
+    }
+#else
+    (void)m; (void)loss_sum; (void)size;
+#endif
+}
+
 // ------------------------------------------------------------------ the loop
 
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
@@ -305,19 +364,22 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     fk_status st = FK_OK;
     double t0 = fk_time_s();
     int64_t tokens = 0, first = opt->t;
+    int rank = fk_dp_rank(), size = fk_dp_size();
     for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
         fk_model_zero_grads(m);
         double loss_sum = 0;
         for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
-            sample_batch(train, o, step, mb, x, y);
+            sample_batch(train, o, step, rank * o->grad_accum + mb, x, y);
             float loss;
             st = fk_model_forward(m, x, y, o->batch, o->seq, true, &loss);
             if (st != FK_OK) { fk_error_context(st, "step %lld", (long long)step + 1); break; }
             st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
             loss_sum += loss;
-            tokens += (int64_t)o->batch * o->seq;
+            tokens += (int64_t)o->batch * o->seq * size;
         }
+        st = dp_agree(st, size);
         if (st != FK_OK) break;
+        dp_average(m, &loss_sum, size);
         double gn = fk_grad_norm(m);
         if (!isfinite(gn)) {
             for (int i = 0; i < m->n_params; i++)
@@ -354,15 +416,18 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
         char *ck = NULL;
         if (out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last)) {
             ck = checkpoint_path(out_dir, done_steps);
-            st = fk_checkpoint_save(ck, m, opt, o);
-            if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1);
+            if (rank == 0) {
+                st = fk_checkpoint_save(ck, m, opt, o);
+                if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1);
+            }
+            st = dp_agree(st, size);
             ev.checkpoint = ck;
         }
         ev.log = last || isfinite(ev.val_loss) || ck || o->log_every <= 1 || done_steps % o->log_every == 0 || step == first;
         if (cb && st == FK_OK) cb(&ev, user);
         free(ck);
     }
-    if (st == FK_OK && out_dir) st = fk_hf_save(m, out_dir, FK_DT_F32);
+    if (st == FK_OK && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
 done:
     free(x); free(y);
     return st;
