@@ -11,8 +11,9 @@ FLOP accounting, which the fusekit benchmark uses too.
 
 The driver runs every (config, mode) pair in its own subprocess, so that the
 peak RSS reported for a run belongs to that run alone, and gives each child
-the environment below (OpenMP OpenBLAS, 2 threads).  One JSON line per run
-goes to stdout; everything else goes to stderr.
+PyTorch's fastest setting found on the reference machine (child_env below:
+OpenMP OpenBLAS, 2 threads, glibc malloc tuning, ATen AVX-512 kernels).
+One JSON line per run goes to stdout; everything else goes to stderr.
 """
 
 import argparse
@@ -45,9 +46,9 @@ MODE_ORDER = ["train", "infer"]
 # Timed steps per run (after 2 untimed warm-up steps), picked so that each
 # run takes roughly 20-40 s on the 2-core reference machine.
 DEFAULT_STEPS = {
-    ("S", "train"): 60, ("S", "infer"): 200,
-    ("M", "train"): 6, ("M", "infer"): 20,
-    ("M-llama", "train"): 6, ("M-llama", "infer"): 20,
+    ("S", "train"): 50, ("S", "infer"): 160,
+    ("M", "train"): 6, ("M", "infer"): 16,
+    ("M-llama", "train"): 5, ("M-llama", "infer"): 16,
 }
 WARMUP_STEPS = 2
 
@@ -115,7 +116,7 @@ def build_model(cfg, attn_chunks):
         k = k.reshape(B * H, T, hd)
         v = v.reshape(B * H, T, hd)
         scale = 1.0 / math.sqrt(hd)
-        step = T // attn_chunks
+        step = max(1, T // max(1, attn_chunks))
         outs = []
         for r0 in range(0, T, step):
             r1 = min(r0 + step, T)
@@ -429,22 +430,57 @@ def run_worker(args):
 # Driver: one subprocess per (config, mode)
 # --------------------------------------------------------------------------
 
-def child_env(threads, use_blas_path):
+def cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1].split() for l in f
+                          if l.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(x in flags for x in ("avx512f", "avx512bw", "avx512vl",
+                                    "avx512dq"))
+
+
+# glibc malloc: never hand big blocks to mmap and never trim the heap, so the
+# large activation/gradient buffers freed each step are reused instead of
+# being unmapped and page-faulted (zeroed) back in on the next step.
+MALLOC_TUNABLES = ("glibc.malloc.mmap_max=0:"
+                   "glibc.malloc.trim_threshold=68719476736")
+
+
+def child_env(args):
+    """Environment for the measured subprocesses ("PyTorch's best setting";
+    see README for the experiments behind each item)."""
     env = dict(os.environ)
-    if use_blas_path and os.path.isdir(OPENBLAS_OPENMP_DIR):
+    threads = args.threads
+    if not args.no_blas_path and os.path.isdir(OPENBLAS_OPENMP_DIR):
         old = env.get("LD_LIBRARY_PATH")
-        env["LD_LIBRARY_PATH"] = (OPENBLAS_OPENMP_DIR + (":" + old if old else ""))
-    # OpenMP OpenBLAS shares torch's OpenMP pool; both get the same count so
-    # nothing oversubscribes the cores.
+        env["LD_LIBRARY_PATH"] = OPENBLAS_OPENMP_DIR + (":" + old if old else "")
+    # OpenMP OpenBLAS runs its GEMMs on torch's own OpenMP (libgomp) pool;
+    # one thread per core and nothing oversubscribes.
     env["OMP_NUM_THREADS"] = str(threads)
     env["OPENBLAS_NUM_THREADS"] = str(threads)
+    if not args.no_malloc_tuning:
+        old = env.get("GLIBC_TUNABLES")
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES + (":" + old if old else "")
+    # Debian's torch 1.13 picks its AVX2 kernels on this CPU although the
+    # AVX-512 ones are built in; ask for them (elementwise ops, softmax,
+    # norms, optimizer).  GEMMs go to OpenBLAS, which detects AVX-512 itself.
+    if not args.no_avx512 and "ATEN_CPU_CAPABILITY" not in env \
+            and cpu_has_avx512():
+        env["ATEN_CPU_CAPABILITY"] = "avx512"
     return env
 
 
 def run_driver(args):
     configs = CONFIG_ORDER if args.config == "all" else [args.config]
     modes = MODE_ORDER if args.mode == "all" else [args.mode]
-    env = child_env(args.threads, not args.no_blas_path)
+    env = child_env(args)
+    print("child environment: " + " ".join(
+        f"{k}={env[k]}" for k in ("LD_LIBRARY_PATH", "OMP_NUM_THREADS",
+                                   "OPENBLAS_NUM_THREADS", "GLIBC_TUNABLES",
+                                   "ATEN_CPU_CAPABILITY") if k in env),
+          file=sys.stderr)
     t_start = time.perf_counter()
     failed = 0
     for config in configs:
@@ -462,6 +498,16 @@ def run_driver(args):
                                   text=True)
             sys.stdout.write(proc.stdout)
             sys.stdout.flush()
+            for line in proc.stdout.splitlines():
+                try:
+                    other = json.loads(line).get("other_cpu_frac", 0.0)
+                except ValueError:
+                    continue
+                if other > 0.05:
+                    print(f"[{config}/{mode}] WARNING: other processes used "
+                          f"{100 * other:.0f}% of the CPU during the timed "
+                          "steps; this figure is disturbed, rerun it",
+                          file=sys.stderr)
             print(f"[{config}/{mode}] subprocess wall {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             if proc.returncode != 0:
@@ -486,6 +532,10 @@ def main():
     ap.add_argument("--no-foreach", dest="foreach", action="store_false",
                     help=argparse.SUPPRESS)
     ap.add_argument("--no-blas-path", action="store_true",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--no-avx512", action="store_true",
                     help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
