@@ -5,8 +5,10 @@
 BUILD=${1:-build}
 CONFIGS=${2:-"S M M-llama"}
 MODES=${3:-"train infer"}
-PEAK=${FK_PEAK_GFLOPS:-230}   # fp32 peak of this 2-core machine (see bench/README.md)
 OUT=$(mktemp)
+# the measured fp32 FMA peak of this machine, the denominator of MFU
+"$BUILD/fk_peak" | tee -a "$OUT"
+PEAK=${FK_PEAK_GFLOPS:-$(sed -n 's/.*"gflops":\([0-9.]*\).*/\1/p' "$OUT" | head -1)}
 for c in $CONFIGS; do
   for m in $MODES; do
     "$BUILD/fk_bench" --config "$c" --mode "$m" --peak-gflops "$PEAK" | tee -a "$OUT"
