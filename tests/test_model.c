@@ -230,6 +230,8 @@ static void overfit(fk_config *c) {
         fk_adamw_update(&opt, &m, oo.lr, gn > 1 ? (float)(1 / gn) : 1.0f);
     }
     print_message("  overfit: loss %.3f -> %.4f\n", first, loss);
+    // the memory estimate `fusekit info` prints is what a training step really holds
+    assert_int_equal(fk_model_memory_bytes(&m), 2 * (size_t)m.n_floats * sizeof(float) + fk_model_activation_bytes(&m, B, T, true));
     assert_true(first > 3.5f);   // ~ln 64 at the start
     assert_true(loss < 0.05f);   // random targets memorised
     fk_adamw_free(&opt);

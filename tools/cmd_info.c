@@ -22,14 +22,9 @@ int cmd_info(int argc, char **argv) {
     if (st != FK_OK) return cli_fail("info", st);
     const fk_config *c = &m.cfg;
     int64_t T = seq > 0 ? seq : c->max_seq;
-    // measure the activations of one training step instead of estimating them
-    int32_t *tok = calloc((size_t)(batch * T), sizeof(int32_t));
+    // weights + gradients + two AdamW moments + activations of one training micro-batch
     size_t weights = (size_t)m.n_floats * 4;
-    st = fk_model_alloc_grads(&m);
-    if (st == FK_OK) st = fk_model_forward(&m, tok, tok, (int)batch, (int)T, true, NULL);
-    size_t train_bytes = fk_model_memory_bytes(&m) + 2 * weights;  // + AdamW moments
-    free(tok);
-    if (st != FK_OK) { fk_model_free(&m); return cli_fail("info", st); }
+    size_t train_bytes = 4 * weights + fk_model_activation_bytes(&m, (int)batch, (int)T, true);
     int64_t n = fk_model_num_params(&m), emb = c->vocab_size * c->d_model * (c->tied ? 1 : 2);
     char desc[512];
     fk_config_describe(c, desc, sizeof desc);
@@ -49,7 +44,8 @@ int cmd_info(int argc, char **argv) {
             for (int i = 0; i < m.n_params; i++) if (m.params[i].layer == l) k += m.params[i].numel;
             printf("%s%lld", l ? " " : "", (long long)k);
         }
-        printf("\nmemory:       weights %.1f MiB (f32), %.1f MiB (bf16); training at batch %lld x %lld: %.1f MiB\n",
+        printf("\nmemory:       weights %.1f MiB (f32), %.1f MiB (bf16); training at batch %lld x %lld: %.1f MiB "
+               "(weights, gradients, AdamW moments, activations)\n",
                weights / 1048576.0, weights / 2097152.0, (long long)batch, (long long)T, train_bytes / 1048576.0);
         printf("tensors:\n");
         for (int i = 0; i < m.n_params; i++) {

@@ -116,6 +116,8 @@ const float *fk_model_token_losses(const fk_model *m);
 // equal the number of tokens already cached; 0 resets) and writes the logits of the last
 // one to `logits` (vocab_size floats). Cost per token is linear in the context length.
 fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits);
+// Bytes the activations of a (B, T) forward would take (train: what backward needs too).
+size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train);
 // Bytes held by weights, gradients, activations and caches right now.
 size_t fk_model_memory_bytes(const fk_model *m);
 

@@ -194,19 +194,14 @@ static void acts_free(fk_acts *a) {
     free(a);
 }
 
-static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
-    fk_acts *a = m->acts;
-    if (a && a->B == B && a->T == T && a->train == train) return FK_OK;
-    acts_free(a);
-    m->acts = a = calloc(1, sizeof *a);
-    if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
-    const fk_config *c = &m->cfg;
+// Lays out the activation buffers of a (B, T) batch. With dry, only a->bytes is computed.
+static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, bool dry) {
     int64_t N = (int64_t)B * T, C = c->d_model, L = c->n_layer, D = c->n_head * c->head_dim, F = max_ffn(c);
     int64_t UP = up_stride(c), S = train ? L : 1;
     a->B = B; a->T = T; a->train = train; a->slots = S;
     bool ok = true;
 #define ALLOC(field, count) do { size_t nb_ = (size_t)(count) * sizeof(float); a->bytes += (int64_t)nb_; \
-        if (!(a->field = fk_calloc_aligned(nb_))) ok = false; } while (0)
+        if (!dry && !(a->field = fk_calloc_aligned(nb_))) ok = false; } while (0)
     ALLOC(resid, (train ? L + 1 : 1) * N * C);
     if (train) ALLOC(mid, L * N * C);
     ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
@@ -222,6 +217,24 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
         ALLOC(dpre, N * UP); ALLOC(dact, N * F);
     }
 #undef ALLOC
+    a->bytes += 3 * N * (int64_t)sizeof(int32_t);
+    return ok;
+}
+
+size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train) {
+    fk_acts a = {0};
+    acts_layout(&a, &m->cfg, B, T, train, true);
+    return (size_t)a.bytes;
+}
+
+static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
+    fk_acts *a = m->acts;
+    if (a && a->B == B && a->T == T && a->train == train) return FK_OK;
+    acts_free(a);
+    m->acts = a = calloc(1, sizeof *a);
+    if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
+    int64_t N = (int64_t)B * T;
+    bool ok = acts_layout(a, &m->cfg, B, T, train, false);
     a->tokens = malloc((size_t)N * sizeof(int32_t));
     a->targets = malloc((size_t)N * sizeof(int32_t));
     a->pos = malloc((size_t)N * sizeof(int32_t));
