@@ -75,6 +75,20 @@ static void test_train_eval_generate(void **s) {
     free(g1); free(g2);
     assert_int_equal(run(&out, "%s generate --model %s/m --prompt 'th' -n 20 --temperature 1.0 --top-k 5 --top-p 0.9", FK_CLI, tmpdir), 0);
     free(out);
+    // the shape from a Hugging Face config.json (Llama with grouped-query attention)
+    char cfg[300];
+    snprintf(cfg, sizeof cfg, "%s/llama_config.json", tmpdir);
+    f = fopen(cfg, "w");
+    fputs("{\"model_type\": \"llama\", \"vocab_size\": 256, \"hidden_size\": 32, \"intermediate_size\": 64,"
+          " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+          " \"max_position_embeddings\": 32, \"rms_norm_eps\": 1e-6, \"hidden_act\": \"silu\"}", f);
+    fclose(f);
+    rc = run(&out, "%s train --data %s --config %s -o %s/m2 --steps 3 --seq 16 --batch 2", FK_CLI, text, cfg, tmpdir);
+    if (rc != 0) fail_msg("train --config failed: %s", out);
+    free(out);
+    assert_int_equal(run(&out, "%s info --model %s/m2 --json", FK_CLI, tmpdir), 0);
+    assert_non_null(strstr(out, "\"model_type\":\"llama\""));
+    free(out);
     assert_int_equal(run(&out, "%s info --model %s/m --json", FK_CLI, tmpdir), 0);
     assert_non_null(strstr(out, "\"model_type\":\"gpt2\""));
     free(out);
@@ -96,6 +110,11 @@ static void test_cli_errors(void **s) {
     assert_non_null(strstr(out, "expects an integer"));
     free(out);
     assert_int_equal(run(&out, "%s frobnicate", FK_CLI), 2);
+    free(out);
+    // a model whose vocabulary is smaller than the data's ids
+    assert_int_equal(run(&out, "%s train --data %s/golden/gpt2/config.json --init %s/golden/gpt2 -o %s/y --steps 2 --seq 8",
+                         FK_CLI, FK_TEST_DATA, FK_TEST_DATA, tmpdir), 1);
+    assert_non_null(strstr(out, "vocabulary 256 exceeds the model's 64"));
     free(out);
 }
 
