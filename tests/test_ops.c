@@ -11,6 +11,7 @@
 #define real double
 #define FK_OP(name) d_##name
 #define FK_GEMM cblas_dgemm
+#define FK_GEMV cblas_dgemv
 #define FK_EXP exp
 #define FK_TANH tanh
 #include "nn/ops_impl.h"
@@ -18,6 +19,7 @@
 #undef FK_OP
 #undef FK_GEMM
 #undef FK_EXP
+#undef FK_GEMV
 #undef FK_TANH
 #include "nn/ops.h"
 #include "fusekit/base.h"

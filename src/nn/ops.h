@@ -5,6 +5,7 @@
 #define real float
 #define FK_OP(name) fk_##name
 #define FK_GEMM cblas_sgemm
+#define FK_GEMV cblas_sgemv
 #define FK_EXP fk_fast_expf
 #define FK_TANH fk_fast_tanhf
 #include "nn/ops_impl.h"
@@ -12,5 +13,6 @@
 #undef FK_OP
 #undef FK_GEMM
 #undef FK_EXP
+#undef FK_GEMV
 #undef FK_TANH
 #endif

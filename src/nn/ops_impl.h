@@ -2,7 +2,7 @@
 // Instantiated for float by ops.c (the library) and for double by the tests, whose
 // finite-difference checks run in double precision against the same code.
 // Before including, define: real (the scalar), FK_OP(name) (the instantiated name),
-// FK_GEMM (row-major cblas_sgemm or cblas_dgemm), FK_EXP and FK_TANH (exp/tanh for real).
+// FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_EXP and FK_TANH (exp/tanh for real).
 // Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
 // on top of each op. Backward functions ADD into parameter gradients; whether they add into
 // or overwrite the input gradient is said on each one.
@@ -44,7 +44,10 @@ static inline float fk_fast_tanhf(float x) { return 1.0f - 2.0f / (fk_fast_expf(
 // inp is (N,C), w is (OC,C), b is (OC) or NULL; out is (N,OC): out = inp w^T + b
 static inline void FK_OP(matmul_forward)(real *out, const real *inp, const real *w, const real *b,
                                          int64_t N, int64_t C, int64_t OC) {
-    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)C, 1, inp, (int)C, w, (int)C, 0, out, (int)OC);
+    if (N == 1)  // one token (generation): a matrix-vector product, without GEMM's packing
+        FK_GEMV(CblasRowMajor, CblasNoTrans, (int)OC, (int)C, 1, w, (int)C, inp, 1, 0, out, 1);
+    else
+        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)C, 1, inp, (int)C, w, (int)C, 0, out, (int)OC);
     if (b) {
         #pragma omp parallel for if (N * OC > FK_OMP_MIN_WORK)
         for (int64_t i = 0; i < N; i++)
