@@ -1,6 +1,7 @@
 // fusekit speed benchmark: training and inference tokens/s, achieved GFLOP/s, MFU and peak
 // RSS for the configs S, M and M-llama. Prints one JSON line per run. Never pass/fail.
-// usage: fk_bench --config S|M|M-llama --mode train|infer [--steps N] [--peak-gflops X]
+// usage: fk_bench --config S|M|M-llama --mode train|infer|decode [--steps N] [--peak-gflops X]
+// decode: one sequence generated token by token with the KV cache over the whole context.
 #include "fusekit/fusekit.h"
 
 #include <stdlib.h>
@@ -26,6 +27,28 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     bool train = strcmp(mode, "train") == 0;
+    if (strcmp(mode, "decode") == 0) {
+        fk_config dc;
+        int dB, dT;
+        make_config(config, &dc, &dB, &dT);
+        fk_model dm;
+        if (fk_model_init(&dm, &dc) != FK_OK) { fprintf(stderr, "%s\n", fk_last_error()); return 1; }
+        fk_model_init_weights(&dm, 1);
+        float *logits = malloc((size_t)dc.vocab_size * sizeof(float));
+        int32_t tok = 1;
+        fk_model_step(&dm, &tok, 1, 0, logits);  // warm-up
+        double t0 = fk_time_s();
+        for (int p = 0; p < dT; p++) {
+            if (fk_model_step(&dm, &tok, 1, p, logits) != FK_OK) { fprintf(stderr, "%s\n", fk_last_error()); return 1; }
+            tok = (int32_t)(p * 7919 % dc.vocab_size);
+        }
+        double dt = fk_time_s() - t0;
+        printf("{\"impl\":\"fusekit\",\"config\":\"%s\",\"mode\":\"decode\",\"batch\":1,\"ctx\":%d,\"tokens_per_s\":%.1f,"
+               "\"ms_per_token\":%.3f,\"peak_rss_mb\":%.1f}\n", config, dT, dT / dt, 1e3 * dt / dT, fk_peak_rss_mb());
+        free(logits);
+        fk_model_free(&dm);
+        return 0;
+    }
     fk_config c;
     int B, T;
     make_config(config, &c, &B, &T);

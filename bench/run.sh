@@ -17,6 +17,8 @@ for c in $CONFIGS; do
     fi
   done
 done
+# generation with the KV cache (fusekit only; batch 1, one token at a time over the context)
+for c in $CONFIGS; do "$BUILD/fk_bench" --config "$c" --mode decode | tee -a "$OUT"; done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
