@@ -21,7 +21,7 @@ done
 for c in $CONFIGS; do "$BUILD/fk_bench" --config "$c" --mode decode | tee -a "$OUT"; done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rows = [r for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if "impl" in r]
 by = {(r["impl"], r["config"], r["mode"]): r for r in rows}
 for (impl, c, m), r in by.items():
     if impl != "fusekit" or ("pytorch", c, m) not in by: continue
