@@ -230,6 +230,10 @@ size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train) {
 static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     fk_acts *a = m->acts;
     if (a && a->B == B && a->T == T && a->train == train) return FK_OK;
+    // An inference forward fits in any buffers laid out for at least as many tokens (it uses
+    // one layer's slot), so evaluation between training steps reallocates nothing. The
+    // buffers keep their (B, T); backward refuses until the next training forward.
+    if (a && !train && (int64_t)a->B * a->T >= (int64_t)B * T) return FK_OK;
     acts_free(a);
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
