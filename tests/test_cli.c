@@ -48,6 +48,11 @@ static void test_train_eval_generate(void **s) {
     assert_true(fk_path_exists(p));
     snprintf(p, sizeof p, "%s/m/checkpoint-100/optimizer.safetensors", tmpdir);
     assert_true(fk_path_exists(p));
+    // a fresh run into a folder that holds a run is refused
+    rc = run(&out, "%s train --data %s -o %s/m --steps 5", FK_CLI, text, tmpdir);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "already holds a training run"));
+    free(out);
     // resume continues to a longer run
     rc = run(&out, "%s train --data %s -o %s/m --resume --steps 120", FK_CLI, text, tmpdir);
     if (rc != 0) fail_msg("resume failed: %s", out);

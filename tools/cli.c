@@ -38,7 +38,11 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         for (cli_opt *p = opts; p->name; p++) if (name_matches(p->name, a, len)) { o = p; break; }
         if (!o) { fprintf(stderr, "error: unknown option %s (see --help)\n", a); return 2; }
         o->set = true;
-        if (o->type == OPT_FLAG) { *(bool *)o->ptr = true; continue; }
+        if (o->type == OPT_FLAG) {
+            if (eq && a[0] == '-') { fprintf(stderr, "error: option %.*s takes no value\n", (int)len, a); return 2; }
+            *(bool *)o->ptr = true;
+            continue;
+        }
         const char *v = eq && a[0] == '-' ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!v) { fprintf(stderr, "error: option %.*s needs a value\n", (int)len, a); return 2; }
         char *end;

@@ -31,17 +31,33 @@ int cmd_generate(int argc, char **argv) {
     fk_status st = fk_hf_load(&m, model);
     if (st != FK_OK) return cli_fail("generate", st);
     int64_t V = m.cfg.vocab_size, cap = m.cfg.max_seq;
+    // the whole prompt is read; when it is longer than the context its newest tokens are kept
+    size_t plen = strlen(prompt) + 1;
+    int32_t *all = malloc(plen * sizeof(int32_t) + (prompt_ids ? strlen(prompt_ids) * sizeof(int32_t) : 0));
     int32_t *toks = malloc((size_t)cap * sizeof(int32_t));
     float *logits = malloc((size_t)V * sizeof(float));
+    int64_t n_all = 0;
     int n = 0;
     bool bytes = V == 256 && !ids_out;
     if (prompt_ids) {
-        char *s = (char *)prompt_ids, *end;
-        for (long v = strtol(s, &end, 10); end != s && n < cap; v = strtol(s = end, &end, 10)) toks[n++] = (int32_t)v;
+        const char *p = prompt_ids;
+        while (st == FK_OK) {
+            while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+            if (!*p) break;
+            char *end;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || v < 0 || v >= V)
+                st = fk_error(FK_ERR_ARG, "--prompt-ids: '%.20s' is not a token id in [0, %lld)", p, (long long)V);
+            else all[n_all++] = (int32_t)v;
+            p = end;
+        }
     } else {
-        if (V != 256 && *prompt) { st = fk_error(FK_ERR_ARG, "this model's vocabulary has %lld tokens; give --prompt-ids (text prompts need a byte-level model until tokenizers land)", (long long)V); }
-        for (const unsigned char *p = (const unsigned char *)prompt; *p && n < cap; p++) toks[n++] = *p;
+        if (V != 256 && *prompt) st = fk_error(FK_ERR_ARG, "this model's vocabulary has %lld tokens; give --prompt-ids (text prompts need a byte-level model until tokenizers land)", (long long)V);
+        for (const unsigned char *p = (const unsigned char *)prompt; *p; p++) all[n_all++] = *p;
     }
+    int64_t from = n_all > cap ? n_all - cap : 0;
+    for (int64_t i = from; i < n_all; i++) toks[n++] = all[i];
+    free(all);
     if (st == FK_OK && n == 0) toks[n++] = m.cfg.bos_id >= 0 && m.cfg.bos_id < V ? m.cfg.bos_id : (V == 256 ? '\n' : 0);
     fk_sampler s = {greedy ? 0.0f : (float)temperature, (int)top_k, (float)top_p};
     fk_rng rng;
@@ -61,6 +77,12 @@ int cmd_generate(int argc, char **argv) {
         if (n == cap) {
             // context full: keep the newest half and rebuild the cache from it
             int keep = (int)(cap / 2);
+            if (keep == 0) {  // a context of one token: start over from the new one
+                toks[0] = next;
+                st = fk_model_step(&m, toks, 1, 0, logits);
+                n = 1;
+                continue;
+            }
             memmove(toks, toks + n - keep, (size_t)keep * sizeof(int32_t));
             n = keep;
             st = fk_model_step(&m, toks, n, 0, logits);

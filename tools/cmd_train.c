@@ -1,6 +1,7 @@
 // fusekit train: trains a model on a text file (bytes) or token shards.
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +21,32 @@ static void on_step(const fk_train_event *ev, void *user) {
         fflush(stderr);
     }
     if (!ev->log) return;
-    char line[512];
-    int n = snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f",
-                     (long long)ev->step, ev->loss, ev->lr, ev->grad_norm, ev->tokens_per_s, ev->elapsed_s);
-    if (isfinite(ev->val_loss)) n += snprintf(line + n, sizeof line - (size_t)n, ",\"val_loss\":%.6f,\"val_bpb\":%.6f", ev->val_loss, ev->val_bpb);
-    if (ev->checkpoint) n += snprintf(line + n, sizeof line - (size_t)n, ",\"checkpoint\":\"%s\"", ev->checkpoint);
-    snprintf(line + n, sizeof line - (size_t)n, "}\n");
+    // cJSON builds the line: numbers formatted, the checkpoint path escaped, no fixed buffer
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "step", (double)ev->step);
+    cJSON_AddNumberToObject(j, "loss", ev->loss);
+    cJSON_AddNumberToObject(j, "lr", ev->lr);
+    cJSON_AddNumberToObject(j, "grad_norm", ev->grad_norm);
+    cJSON_AddNumberToObject(j, "tokens_per_s", round(ev->tokens_per_s * 10) / 10);
+    cJSON_AddNumberToObject(j, "elapsed_s", round(ev->elapsed_s * 1000) / 1000);
+    if (isfinite(ev->val_loss)) {
+        cJSON_AddNumberToObject(j, "val_loss", ev->val_loss);
+        cJSON_AddNumberToObject(j, "val_bpb", ev->val_bpb);
+    }
+    if (ev->checkpoint) cJSON_AddStringToObject(j, "checkpoint", ev->checkpoint);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return;
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (!line) { free(text); return; }
+    line[len] = '\n';
+    line[len + 1] = 0;
     if (ui->tty) fputs("\r\033[K", stderr);
     fputs(line, stdout);
     fflush(stdout);
     if (ui->metrics) { fputs(line, ui->metrics); fflush(ui->metrics); }
+    free(line);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -100,16 +117,29 @@ int cmd_train(int argc, char **argv) {
     if (st != FK_OK) goto fail;
 
     char *ckpt = NULL;
+    if (!resume && !resume_from && fk_checkpoint_latest(out, &ckpt) == FK_OK) {
+        // a fresh run must not mix its checkpoints with an earlier run's
+        st = fk_error(FK_ERR_ARG, "%s already holds a training run (%s): pass --resume to continue it, or choose another --out",
+                      out, ckpt);
+        free(ckpt);
+        goto fail;
+    }
     if (resume || resume_from) {
         if (resume_from) ckpt = strdup(resume_from);
         else st = fk_checkpoint_latest(out, &ckpt);
         if (st == FK_OK) st = fk_checkpoint_load(ckpt, &m, &opt, &o);
         if (st == FK_OK) {
             // flags given again on the command line override the stored ones where it is safe
-            if (cli_was_set(opts, "--steps")) { o.steps = steps; opt.o.total_steps = steps; }
+            if (cli_was_set(opts, "--steps")) { o.steps = steps; o.optim.total_steps = steps; opt.o.total_steps = steps; }
             if (cli_was_set(opts, "--eval-every")) o.eval_every = eval_every;
             if (cli_was_set(opts, "--save-every")) o.save_every = save_every;
             if (cli_was_set(opts, "--log-every")) o.log_every = log_every;
+            // the rest would change the run the checkpoint belongs to: say so rather than ignore it silently
+            const char *fixed[] = {"--lr", "--min-lr-frac", "--warmup", "--wd", "--beta1", "--beta2", "--clip", "--batch", "--seq",
+                                   "--grad-accum", "--seed", "--keep", "--eval-tokens", "--config", "--init", "--arch"};
+            for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
+                if (cli_was_set(opts, fixed[k]))
+                    fprintf(stderr, "warning: %s is ignored when resuming (the checkpoint's value is used)\n", fixed[k]);
             fprintf(stderr, "resuming from %s at step %lld\n", ckpt, (long long)opt.t);
         }
         free(ckpt);

@@ -7,6 +7,7 @@ FK=${1:-build/fusekit}
 OUT=${DEMO_OUT:-out/demo}
 DATA=../shared/data/corpora/shakespeare/input.txt
 mkdir -p "$OUT"
+rm -rf "$OUT/model"   # the demo starts afresh each time
 if [ ! -f "$DATA" ]; then
   DATA="$OUT/text.txt"
   i=0; : > "$DATA"

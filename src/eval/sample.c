@@ -29,7 +29,10 @@ int32_t fk_sample(const fk_sampler *s, const float *logits, int64_t n, fk_rng *r
         qsort(c, (size_t)n, sizeof *c, by_prob_desc);
         if (s->top_k > 0 && s->top_k < keep) keep = s->top_k;
         if (s->top_p < 1) {
-            double kept = 0, target = s->top_p * sum;
+            // the nucleus is taken within what top-k kept, renormalised (as Hugging Face does)
+            double kept_mass = 0;
+            for (int64_t i = 0; i < keep; i++) kept_mass += c[i].p;
+            double kept = 0, target = s->top_p * kept_mass;
             for (int64_t i = 0; i < keep; i++) {
                 kept += c[i].p;
                 if (kept >= target) { keep = i + 1; break; }

@@ -44,19 +44,24 @@ static fk_status parse_entry(fk_safetensors *st, const cJSON *item, const unsign
         if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 1e15)
             return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad shape entry %d", p, name, d);
         t->shape[d] = (int64_t)s->valuedouble;
+        if (t->shape[d] > 0 && t->numel > INT64_MAX / 8 / t->shape[d])
+            return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape is too large", p, name);
         t->numel *= t->shape[d];
     }
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
         return fk_error(FK_ERR_FORMAT, "%s: tensor %s: data_offsets must be [begin, end]", p, name);
-    double b = cJSON_GetArrayItem(offs, 0)->valuedouble, e = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    const cJSON *ob = cJSON_GetArrayItem(offs, 0), *oe = cJSON_GetArrayItem(offs, 1);
+    if (!cJSON_IsNumber(ob) || !cJSON_IsNumber(oe))
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: data_offsets must be two integers", p, name);
+    double b = ob->valuedouble, e = oe->valuedouble;
+    if (e > (double)data_size)
+        return fk_error(FK_ERR_FORMAT, "%s: truncated: tensor %s needs data bytes up to %.0f but the file holds %zu",
+                        p, name, e, data_size);
     if (b < 0 || e < b) return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad data_offsets [%.0f, %.0f]", p, name, b, e);
     t->nbytes = (size_t)(e - b);
     if ((size_t)t->numel * fk_dtype_size(t->dtype) != t->nbytes)
         return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape has %lld elements of %s (%zu bytes) but data_offsets span %zu bytes",
                         p, name, (long long)t->numel, fk_dtype_name(t->dtype), (size_t)t->numel * fk_dtype_size(t->dtype), t->nbytes);
-    if ((size_t)e > data_size)
-        return fk_error(FK_ERR_FORMAT, "%s: truncated: tensor %s needs data bytes up to %.0f but the file holds %zu",
-                        p, name, e, data_size);
     t->data = data + (size_t)b;
     t->name = strdup(name);
     return t->name ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");

@@ -182,6 +182,7 @@ struct fk_acts {
     float *dresid, *dln, *dqkv, *datt, *dpre, *dact;   // backward scratch, one layer's worth
     int64_t n_scored;
     bool have_probs;       // logits hold softmax probabilities (training forward with targets)
+    bool have_logits;      // logits hold the logits of the last forward
 };
 
 static void acts_free(fk_acts *a) {
@@ -325,6 +326,7 @@ fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *ta
     norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, xL, m->lnf_w, m->lnf_b, N);
     fk_matmul_forward(a->logits, a->lnf, m->w + m->lm_head, NULL, N, C, V);
     a->have_probs = false;
+    a->have_logits = !train;
     if (targets) {
         a->n_scored = fk_crossentropy_forward(a->losses, a->logits, a->targets, N, V, train);
         a->have_probs = train;
@@ -343,7 +345,7 @@ fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *ta
     return FK_OK;
 }
 
-const float *fk_model_logits(const fk_model *m) { return m->acts && !m->acts->have_probs ? m->acts->logits : NULL; }
+const float *fk_model_logits(const fk_model *m) { return m->acts && m->acts->have_logits ? m->acts->logits : NULL; }
 const float *fk_model_token_losses(const fk_model *m) { return m->acts ? m->acts->losses : NULL; }
 
 fk_status fk_model_backward(fk_model *m, float grad_scale) {
@@ -355,6 +357,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c);
     int64_t MF = max_ffn(c);
     a->have_probs = false;  // the buffer now becomes dlogits
+    a->have_logits = false;
     float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
     fk_crossentropy_backward(a->logits, a->targets, N, V, scale);
     fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);

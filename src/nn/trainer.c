@@ -94,7 +94,9 @@ static cJSON *opts_to_json(const fk_train_opts *o) {
     cJSON_AddNumberToObject(j, "batch", o->batch);
     cJSON_AddNumberToObject(j, "seq", o->seq);
     cJSON_AddNumberToObject(j, "grad_accum", o->grad_accum);
-    cJSON_AddNumberToObject(j, "seed", (double)o->seed);
+    char seed[32];  // a string: a JSON number (double) cannot hold every 64-bit seed
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
     cJSON_AddNumberToObject(j, "eval_tokens", (double)o->eval_tokens);
     cJSON_AddNumberToObject(j, "save_every", (double)o->save_every);
@@ -122,7 +124,8 @@ static void opts_from_json(const cJSON *j, fk_train_opts *o) {
     o->batch = (int)jnum(j, "batch", o->batch);
     o->seq = (int)jnum(j, "seq", o->seq);
     o->grad_accum = (int)jnum(j, "grad_accum", o->grad_accum);
-    o->seed = (uint64_t)jnum(j, "seed", (double)o->seed);
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
+    if (cJSON_IsString(seed)) o->seed = strtoull(seed->valuestring, NULL, 10);
     o->eval_every = (int64_t)jnum(j, "eval_every", (double)o->eval_every);
     o->eval_tokens = (int64_t)jnum(j, "eval_tokens", (double)o->eval_tokens);
     o->save_every = (int64_t)jnum(j, "save_every", (double)o->save_every);
@@ -276,9 +279,12 @@ static void remove_dir(const char *dir) {
     rmdir(dir);
 }
 
-static void prune_checkpoints(const char *out_dir, int keep) {
+// Keeps the newest `keep` checkpoints at or below `current` (the one just written among them);
+// checkpoints of higher steps, left by an earlier longer run, are not this run's to delete.
+static void prune_checkpoints(const char *out_dir, int keep, int64_t current) {
     int64_t *steps;
     int n = list_checkpoints(out_dir, &steps);
+    while (n > 0 && steps[n - 1] > current) n--;
     for (int i = 0; i < n - keep; i++) {
         char *p = checkpoint_path(out_dir, steps[i]);
         remove_dir(p);
@@ -332,7 +338,10 @@ static fk_status dp_agree(fk_status st, int size) {
 static void dp_average(fk_model *m, double *loss_sum, int size) {
 #ifdef FK_WITH_MPI
     if (size > 1) {
-        MPI_Allreduce(MPI_IN_PLACE, m->g, (int)m->n_floats, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        for (int64_t off = 0; off < m->n_floats; off += 1 << 30) {  // MPI counts are int
+            int64_t cnt = m->n_floats - off < (1 << 30) ? m->n_floats - off : (1 << 30);
+            MPI_Allreduce(MPI_IN_PLACE, m->g + off, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
         MPI_Allreduce(MPI_IN_PLACE, loss_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         float inv = 1.0f / (float)size;
         for (int64_t i = 0; i < m->n_floats; i++) m->g[i] *= inv;
@@ -418,7 +427,7 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
             ck = checkpoint_path(out_dir, done_steps);
             if (rank == 0) {
                 st = fk_checkpoint_save(ck, m, opt, o);
-                if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1);
+                if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1, done_steps);
             }
             st = dp_agree(st, size);
             ev.checkpoint = ck;
