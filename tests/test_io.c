@@ -164,6 +164,7 @@ static void train_opts(fk_train_opts *o, int64_t steps) {
     o->optim.total_steps = steps;
     o->eval_every = 0;
     o->eval_tokens = 256;
+    o->seed = 0xFFFFFFFFFFFFFFF1ull;  // above 2^53: the checkpoint must keep every bit
 }
 
 static void test_resume_equality(void **s) {
@@ -202,6 +203,7 @@ static void test_resume_equality(void **s) {
     fk_train_defaults(&ro);
     CHECK(fk_checkpoint_load(ck, &b, &ob, &ro));
     free(ck);
+    assert_true(ro.seed == 0xFFFFFFFFFFFFFFF1ull);
     assert_int_equal(ob.t, 4);
     ro.steps = 8;
     CHECK(fk_train(&b, &ob, &d, &d, &ro, tpath("run_b"), NULL, NULL));
