@@ -409,7 +409,7 @@ static fk_status shards_open(shard_set *s, const char *dir) {
     fk_status st = FK_OK;
     if (fk_path_exists(single) || !fk_path_exists(index)) {
         s->st = calloc(1, sizeof *s->st);
-        st = fk_st_open(&s->st[0], single);
+        st = s->st ? fk_st_open(&s->st[0], single) : fk_error(FK_ERR_NOMEM, "out of memory");
         if (st == FK_OK) s->n = 1;
     } else {
         char *json = NULL;
@@ -420,8 +420,12 @@ static fk_status shards_open(shard_set *s, const char *dir) {
         const cJSON *it;
         int cap = cJSON_GetArraySize(map);
         s->st = calloc((size_t)cap + 1, sizeof *s->st);
+        if (!s->st && st == FK_OK) st = fk_error(FK_ERR_NOMEM, "out of memory");
         if (st == FK_OK) cJSON_ArrayForEach(it, map) {
-            if (!cJSON_IsString(it)) { st = fk_error(FK_ERR_FORMAT, "%s: weight_map entry %s is not a file name", index, it->string); break; }
+            if (!cJSON_IsString(it) || strstr(it->valuestring, "..") || it->valuestring[0] == '/') {
+                st = fk_error(FK_ERR_FORMAT, "%s: weight_map entry %s is not a file name inside the folder", index, it->string);
+                break;
+            }
             char *p = fk_path_join(dir, it->valuestring);
             bool seen = false;
             for (int i = 0; i < s->n; i++) if (strcmp(s->st[i].path, p) == 0) seen = true;
