@@ -137,6 +137,45 @@ static void test_half_floats(void **s) {
     }
 }
 
+
+// A sharded checkpoint (model.safetensors.index.json + two files) loads to the same weights.
+static void test_sharded(void **s) {
+    (void)s;
+    fk_config c;
+    tiny_llama(&c);
+    fk_model a, b;
+    CHECK(fk_model_init(&a, &c));
+    fk_model_init_weights(&a, 8);
+    CHECK(fk_hf_save(&a, tpath("shard_src"), FK_DT_F32));
+    fk_safetensors src;
+    CHECK(fk_st_open(&src, tpath("shard_src/model.safetensors")));
+    CHECK(fk_mkdir_p(tpath("sharded")));
+    int half = src.n_tensors / 2;
+    fk_st_entry *e = calloc((size_t)src.n_tensors, sizeof *e);
+    char *index = malloc(65536);
+    int k = snprintf(index, 65536, "{\"metadata\": {}, \"weight_map\": {");
+    for (int i = 0; i < src.n_tensors; i++) {
+        const fk_st_tensor *t = &src.tensors[i];
+        e[i].name = t->name;
+        e[i].dtype = t->dtype;
+        e[i].ndim = t->ndim;
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+        e[i].data = t->data;
+        k += snprintf(index + k, (size_t)(65536 - k), "%s\"%s\": \"model-%05d-of-00002.safetensors\"", i ? ", " : "", t->name,
+                      i < half ? 1 : 2);
+    }
+    snprintf(index + k, (size_t)(65536 - k), "}}");
+    CHECK(fk_st_write(tpath("sharded/model-00001-of-00002.safetensors"), e, half, NULL));
+    CHECK(fk_st_write(tpath("sharded/model-00002-of-00002.safetensors"), e + half, src.n_tensors - half, NULL));
+    CHECK(fk_write_file_atomic(tpath("sharded/model.safetensors.index.json"), index, strlen(index)));
+    copy_file(tpath("shard_src/config.json"), tpath("sharded/config.json"));
+    CHECK(fk_hf_load(&b, tpath("sharded")));
+    assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+    free(e); free(index);
+    fk_st_close(&src);
+    fk_model_free(&a); fk_model_free(&b);
+}
+
 // ------------------------------------------------------------------ resume
 
 static void make_text(const char *path, int n) {
@@ -328,7 +367,8 @@ static void test_bad_inputs(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_safetensors_values),
-        cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_resume_equality),
+        cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_sharded),
+        cmocka_unit_test(test_resume_equality),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
