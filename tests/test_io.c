@@ -206,6 +206,13 @@ static void train_opts(fk_train_opts *o, int64_t steps) {
     o->seed = 0xFFFFFFFFFFFFFFF1ull;  // above 2^53: the checkpoint must keep every bit
 }
 
+// A freshly initialised model and its optimizer, ready for fk_train.
+static void fresh_model(fk_model *m, fk_adamw *opt, const fk_config *c, const fk_train_opts *o, uint64_t seed) {
+    CHECK(fk_model_init(m, c));
+    fk_model_init_weights(m, seed);
+    CHECK(fk_adamw_init(opt, m, &o->optim));
+}
+
 static void test_resume_equality(void **s) {
     (void)s;
     make_text(tpath("resume.txt"), 4000);
@@ -218,18 +225,14 @@ static void test_resume_equality(void **s) {
     fk_model a;
     fk_adamw oa;
     train_opts(&o, 8);
-    CHECK(fk_model_init(&a, &c));
-    fk_model_init_weights(&a, 9);
-    CHECK(fk_adamw_init(&oa, &a, &o.optim));
+    fresh_model(&a, &oa, &c, &o, 9);
     CHECK(fk_train(&a, &oa, &d, &d, &o, tpath("run_a"), NULL, NULL));
     // interrupted: a run that stops after 4 (checkpoint every 2), then resumes from the newest checkpoint
     fk_model b;
     fk_adamw ob;
     train_opts(&o, 8);
     o.save_every = 2;
-    CHECK(fk_model_init(&b, &c));
-    fk_model_init_weights(&b, 9);
-    CHECK(fk_adamw_init(&ob, &b, &o.optim));
+    fresh_model(&b, &ob, &c, &o, 9);
     fk_train_opts first = o;
     first.steps = 4;  // same schedule (total_steps 8), stopped early
     CHECK(fk_train(&b, &ob, &d, &d, &first, tpath("run_b"), NULL, NULL));
@@ -343,9 +346,7 @@ static void test_bad_inputs(void **s) {
     fk_adamw opt;
     fk_train_opts o;
     train_opts(&o, 2);
-    CHECK(fk_model_init(&t, &bc));
-    fk_model_init_weights(&t, 2);
-    CHECK(fk_adamw_init(&opt, &t, &o.optim));
+    fresh_model(&t, &opt, &bc, &o, 2);
     CHECK(fk_train(&t, &opt, &d, NULL, &o, tpath("nanrun"), NULL, NULL));
     copy_file(tpath("nanrun/model.safetensors"), tpath("nan_before.safetensors"));
     copy_file(tpath("nanrun/checkpoint-2/optimizer.safetensors"), tpath("nan_opt_before.safetensors"));

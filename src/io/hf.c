@@ -467,15 +467,14 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
     int n;
     fk_arch arch = fk_config_arch(&m->cfg);
     fk_status st = fk_hf_tensors(m, arch, &ts, &n);
-    int used = 0;
     float *tmp = NULL;
+    int64_t tmp_cap = 0;
     for (int i = 0; i < n && st == FK_OK; i++) {
         const fk_hf_tensor *t = &ts[i];
         const char *path = NULL;
         const fk_st_tensor *f = shards_find(&s, t->name, &path);
         if (!f && arch == FK_ARCH_GPT2 && strncmp(t->name, "transformer.", 12) == 0) f = shards_find(&s, t->name + 12, &path);
         if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (config.json asks for it)", dir, t->name); break; }
-        used++;
         int64_t want = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
         bool shape_ok = f->ndim == t->ndim && f->shape[0] == t->shape[0] && (t->ndim == 1 || f->shape[1] == t->shape[1]);
         if (!shape_ok) {
@@ -486,9 +485,12 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
             st = fk_error(FK_ERR_FORMAT, "%s: tensor %s has shape [%s] but config.json implies [%s]", path, t->name, got, exp);
             break;
         }
-        free(tmp);
-        tmp = malloc((size_t)want * sizeof(float));
-        if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+        if (want > tmp_cap) {  // one conversion buffer, grown to the largest tensor
+            float *grown = realloc(tmp, (size_t)want * sizeof(float));
+            if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+            tmp = grown;
+            tmp_cap = want;
+        }
         st = fk_st_to_f32(f, tmp);
         if (st != FK_OK) { fk_error_context(st, "%s", path); break; }
         fk_hf_scatter(m, m->w, t, tmp);
@@ -504,7 +506,6 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
             if (!known) st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is not part of the model config.json describes (%s with %lld layers)",
                                       s.st[i].path, nm, fk_arch_name(arch), (long long)m->cfg.n_layer);
         }
-    (void)used;
     free(ts);
     shards_close(&s);
     if (st != FK_OK) return st;

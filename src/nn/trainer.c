@@ -298,27 +298,22 @@ static void prune_checkpoints(const char *out_dir, int keep, int64_t current) {
 // gradients are averaged with an all-reduce, so every rank holds the same weights; rank 0
 // alone writes files. Without MPI (or without MPI_Init) this is one rank.
 
-int fk_dp_rank(void) {
+// This process's rank and the number of ranks; 0 and 1 without MPI or before MPI_Init.
+static void dp_query(int *rank, int *size) {
+    *rank = 0;
+    *size = 1;
 #ifdef FK_WITH_MPI
-    int init = 0, r = 0;
+    int init = 0;
     MPI_Initialized(&init);
-    if (init) MPI_Comm_rank(MPI_COMM_WORLD, &r);
-    return r;
-#else
-    return 0;
+    if (init) {
+        MPI_Comm_rank(MPI_COMM_WORLD, rank);
+        MPI_Comm_size(MPI_COMM_WORLD, size);
+    }
 #endif
 }
 
-int fk_dp_size(void) {
-#ifdef FK_WITH_MPI
-    int init = 0, n = 1;
-    MPI_Initialized(&init);
-    if (init) MPI_Comm_size(MPI_COMM_WORLD, &n);
-    return n;
-#else
-    return 1;
-#endif
-}
+int fk_dp_rank(void) { int r, n; dp_query(&r, &n); return r; }
+int fk_dp_size(void) { int r, n; dp_query(&r, &n); return n; }
 
 // All ranks learn whether any failed, so none waits forever in a collective.
 static fk_status dp_agree(fk_status st, int size) {
@@ -373,7 +368,8 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     fk_status st = FK_OK;
     double t0 = fk_time_s();
     int64_t tokens = 0, first = opt->t;
-    int rank = fk_dp_rank(), size = fk_dp_size();
+    int rank, size;
+    dp_query(&rank, &size);
     for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
         fk_model_zero_grads(m);
         double loss_sum = 0;
