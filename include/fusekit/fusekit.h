@@ -3,9 +3,11 @@
 #define FUSEKIT_H
 #include "fusekit/base.h"
 #include "fusekit/data.h"
+#include "fusekit/gguf.h"
 #include "fusekit/hf.h"
 #include "fusekit/model.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
+#include "fusekit/tokenizer.h"
 #include "fusekit/train.h"
 #endif

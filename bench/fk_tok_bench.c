@@ -1,0 +1,2 @@
+// Tokenizer benchmarks (being written).
+int main(void) { return 0; }

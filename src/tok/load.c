@@ -1,0 +1,874 @@
+// Tokenizer files: GGUF metadata and Hugging Face tokenizer.json / tokenizer_config.json.
+#include "tok/tok_internal.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5);
+const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
+const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t);
+bool fk_tok_internal_score_mode(const fk_tokenizer *t);
+
+// The GPT-2 pattern as Hugging Face's ByteLevel pre-tokenizer applies it (use_regex).
+static const char *const hf_bytelevel_re = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+
+// Hugging Face's spellings of presets whose llama.cpp form differs.
+static const struct { const char *name, *pattern; } hf_aliases[] = {
+    {"llama-bpe", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+    {"qwen2", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+};
+
+// The preset whose patterns equal these, or NULL.
+static const char *preset_of(const char *const *pats, int n) {
+    for (int k = 0; fk_tok_pre_names[k]; k++) {
+        const char *const *p = fk_pretok_preset(fk_tok_pre_names[k]);
+        int m = 0;
+        while (p[m]) m++;
+        if (m != n) continue;
+        int i = 0;
+        while (i < n && strcmp(p[i], pats[i]) == 0) i++;
+        if (i == n) return fk_tok_pre_names[k];
+    }
+    if (n == 1)
+        for (size_t k = 0; k < sizeof hf_aliases / sizeof hf_aliases[0]; k++)
+            if (strcmp(pats[0], hf_aliases[k].pattern) == 0) return hf_aliases[k].name;
+    return NULL;
+}
+
+// Resolves "a b" merge strings (or pairs) to id pairs through a temporary piece map.
+static fk_status merges_to_ids(const char *where, const char *const *pieces, const uint32_t *lens, int32_t n_vocab,
+                               const char *const *left, const uint32_t *llen, const char *const *right,
+                               const uint32_t *rlen, int32_t n_merges, int32_t (*out)[2]) {
+    fk_strmap m;
+    FK_TRY(fk_strmap_init(&m, n_vocab));
+    fk_status st = FK_OK;
+    for (int32_t i = n_vocab - 1; i >= 0 && st == FK_OK; i--) st = fk_strmap_put(&m, pieces[i], lens[i], i);
+    for (int32_t r = 0; r < n_merges && st == FK_OK; r++) {
+        out[r][0] = fk_strmap_get(&m, left[r], llen[r]);
+        out[r][1] = fk_strmap_get(&m, right[r], rlen[r]);
+        if (out[r][0] < 0 || out[r][1] < 0)
+            st = fk_error(FK_ERR_FORMAT, "%s: merge %d ('%.*s' '%.*s'): '%.*s' is not in the vocabulary", where, r, (int)llen[r],
+                          left[r], (int)rlen[r], right[r], out[r][0] < 0 ? (int)llen[r] : (int)rlen[r],
+                          out[r][0] < 0 ? left[r] : right[r]);
+    }
+    fk_strmap_free(&m);
+    return st;
+}
+
+// Splits merge strings "a b" at their single separating space.
+static fk_status split_merges(const char *where, const char *const *strs, const uint64_t *lens, int32_t n, const char **left,
+                              uint32_t *llen, const char **right, uint32_t *rlen) {
+    for (int32_t r = 0; r < n; r++) {
+        const char *sp = memchr(strs[r], ' ', lens[r]);
+        if (!sp || sp == strs[r] || (uint64_t)(sp - strs[r]) + 1 >= lens[r])
+            return fk_error(FK_ERR_FORMAT, "%s: merge %d '%.*s' is not two tokens separated by a space", where, r, (int)lens[r], strs[r]);
+        left[r] = strs[r];
+        llen[r] = (uint32_t)(sp - strs[r]);
+        right[r] = sp + 1;
+        rlen[r] = (uint32_t)(lens[r] - llen[r] - 1);
+    }
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- GGUF
+fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
+    *out = NULL;
+    const char *path = g->path ? g->path : "gguf";
+    fk_gguf_str model;
+    FK_TRY(fk_gguf_get_str(g, "tokenizer.ggml.model", &model));
+    fk_tok_spec s = {.bos = -1, .eos = -1, .unk = -1, .pad = -1};
+    if (model.n == 4 && memcmp(model.s, "gpt2", 4) == 0) s.kind = FK_TOK_BPE;
+    else if (model.n == 5 && memcmp(model.s, "llama", 5) == 0) s.kind = FK_TOK_SPM;
+    else
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.model' is '%.*s'; fusekit reads 'gpt2' (byte-level BPE) and 'llama' (SentencePiece BPE)",
+                        path, (int)model.n, model.s);
+    const fk_gguf_str *toks;
+    uint64_t n_tok;
+    FK_TRY(fk_gguf_get_arr(g, "tokenizer.ggml.tokens", FK_GGUF_STRING, (const void **)&toks, &n_tok));
+    if (n_tok == 0 || n_tok > INT32_MAX) return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' holds %llu tokens", path, (unsigned long long)n_tok);
+    int32_t n = (int32_t)n_tok;
+    const char **pieces = malloc(sizeof *pieces * (size_t)n);
+    uint32_t *lens = malloc(sizeof *lens * (size_t)n);
+    float *scores = NULL;
+    uint8_t *types = malloc((size_t)n);
+    const char **ml = NULL, **mr = NULL;
+    uint32_t *mll = NULL, *mrl = NULL;
+    uint64_t *mlen = NULL;
+    const char **mstr = NULL;
+    int32_t (*merges)[2] = NULL;
+    char pre_buf[64] = "";
+    fk_status st = FK_OK;
+    if (!pieces || !lens || !types) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
+    for (int32_t i = 0; i < n; i++) {
+        pieces[i] = toks[i].s;
+        lens[i] = (uint32_t)toks[i].n;
+        types[i] = FK_TT_NORMAL;
+    }
+    const fk_gguf_kv *kv = fk_gguf_find(g, "tokenizer.ggml.token_type");
+    if (kv) {
+        if (kv->type != FK_GGUF_ARRAY || kv->count != n_tok) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type' must be an array of %d integers", path, n); goto done; }
+        for (int32_t i = 0; i < n; i++) {
+            int64_t v = fk_gguf_arr_i64(kv, (uint64_t)i);
+            if (v < 1 || v > 6) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type': token %d has type %lld, expected 1..6", path, i, (long long)v); goto done; }
+            types[i] = (uint8_t)v;
+        }
+    }
+    kv = fk_gguf_find(g, "tokenizer.ggml.scores");
+    if (kv) {
+        if (kv->type != FK_GGUF_ARRAY || kv->count != n_tok) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.scores' must be an array of %d numbers", path, n); goto done; }
+        scores = malloc(sizeof *scores * (size_t)n);
+        if (!scores) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
+        for (int32_t i = 0; i < n; i++) scores[i] = (float)fk_gguf_arr_f64(kv, (uint64_t)i);
+    }
+    if (s.kind == FK_TOK_BPE) {
+        const fk_gguf_str *ms;
+        uint64_t nm;
+        if ((st = fk_gguf_get_arr(g, "tokenizer.ggml.merges", FK_GGUF_STRING, (const void **)&ms, &nm)) != FK_OK) goto done;
+        if (nm > INT32_MAX) { st = fk_error(FK_ERR_FORMAT, "%s: too many merges", path); goto done; }
+        size_t m = nm ? nm : 1;
+        ml = malloc(sizeof *ml * m); mr = malloc(sizeof *mr * m);
+        mll = malloc(sizeof *mll * m); mrl = malloc(sizeof *mrl * m);
+        mstr = malloc(sizeof *mstr * m); mlen = malloc(sizeof *mlen * m);
+        merges = malloc(sizeof *merges * m);
+        if (!ml || !mr || !mll || !mrl || !mstr || !mlen || !merges) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
+        for (uint64_t r = 0; r < nm; r++) { mstr[r] = ms[r].s; mlen[r] = ms[r].n; }
+        char where[512];
+        snprintf(where, sizeof where, "%s: key 'tokenizer.ggml.merges'", path);
+        if ((st = split_merges(where, mstr, mlen, (int32_t)nm, ml, mll, mr, mrl)) != FK_OK) goto done;
+        if ((st = merges_to_ids(where, pieces, lens, n, ml, mll, mr, mrl, (int32_t)nm, merges)) != FK_OK) goto done;
+        s.n_merges = (int32_t)nm;
+        s.merges = (const int32_t (*)[2])merges;
+        fk_gguf_str pre = {"default", 7};
+        if (fk_gguf_find(g, "tokenizer.ggml.pre") && (st = fk_gguf_get_str(g, "tokenizer.ggml.pre", &pre)) != FK_OK) goto done;
+        snprintf(pre_buf, sizeof pre_buf, "%.*s", (int)(pre.n < 63 ? pre.n : 63), pre.s);
+        if (!fk_pretok_preset(pre_buf)) {
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.pre' is '%s', a pre-tokenizer fusekit does not know", path, pre_buf);
+            goto done;
+        }
+        s.pre = pre_buf;
+        s.ignore_merges = strcmp(pre_buf, "llama-bpe") == 0;
+    } else {
+        s.add_space_prefix = true;
+        s.byte_fallback = false;
+        for (int32_t i = 0; i < n; i++) s.byte_fallback |= types[i] == FK_TT_BYTE;
+        s.add_bos = true;
+    }
+    static const char *const id_keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                           "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    int32_t *ids[4] = {&s.bos, &s.eos, &s.unk, &s.pad};
+    for (int k = 0; k < 4; k++) {
+        if (!fk_gguf_find(g, id_keys[k])) continue;
+        uint64_t v;
+        if ((st = fk_gguf_get_u64(g, id_keys[k], &v)) != FK_OK) goto done;
+        if (v >= n_tok) { st = fk_error(FK_ERR_FORMAT, "%s: key '%s' is %llu, outside the vocabulary of %d", path, id_keys[k], (unsigned long long)v, n); goto done; }
+        *ids[k] = (int32_t)v;
+    }
+    static const char *const flag_keys[3] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+                                             "tokenizer.ggml.add_space_prefix"};
+    bool *flags[3] = {&s.add_bos, &s.add_eos, &s.add_space_prefix};
+    for (int k = 0; k < 3; k++)
+        if (fk_gguf_find(g, flag_keys[k]) && (st = fk_gguf_get_bool(g, flag_keys[k], flags[k])) != FK_OK) goto done;
+    s.n_vocab = n;
+    s.pieces = pieces;
+    s.piece_lens = lens;
+    s.scores = scores;
+    s.types = types;
+    st = fk_tok_build(&s, out);
+    if (st != FK_OK) fk_error_context(st, "%s", path);
+done:
+    free(pieces); free(lens); free(scores); free(types);
+    free(ml); free(mr); free(mll); free(mrl); free(mstr); free(mlen); free(merges);
+    return st;
+}
+
+fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
+    int32_t n = fk_tok_vocab_size(t);
+    int32_t ids[4];
+    bool fl[5];
+    fk_tok_internal_flags(t, ids, fl);
+    fk_tok_kind kind = fk_tok_kind_of(t);
+    const char *pre = fk_tok_pre(t);
+    if (kind != FK_TOK_SPM && kind != FK_TOK_BYTES && !*pre && fk_tok_internal_pretok(t)->n > 0)
+        return fk_error(FK_ERR_UNSUPPORTED, "tokenizer: its pre-tokenizer regexes match none of llama.cpp's named presets, so GGUF cannot name it");
+    FK_TRY(fk_gguf_set_str(w, "tokenizer.ggml.model", kind == FK_TOK_SPM ? "llama" : "gpt2", kind == FK_TOK_SPM ? 5 : 4));
+    const char *pre_out = kind == FK_TOK_SPM ? "default" : *pre ? pre : "gpt-2";
+    if (kind == FK_TOK_BYTES) pre_out = "gpt-2";  // no merges: any regex gives the same bytes
+    if (strcmp(pre_out, "gpt2") == 0) pre_out = "gpt-2";
+    if (strcmp(pre_out, "llama3") == 0) pre_out = "llama-bpe";
+    FK_TRY(fk_gguf_set_str(w, "tokenizer.ggml.pre", pre_out, strlen(pre_out)));
+    const char **pieces = malloc(sizeof *pieces * (size_t)n);
+    uint64_t *lens = malloc(sizeof *lens * (size_t)n);
+    float *scores = malloc(sizeof *scores * (size_t)n);
+    int32_t *types = malloc(sizeof *types * (size_t)n);
+    fk_status st = FK_OK;
+    if (!pieces || !lens || !scores || !types) st = fk_error(FK_ERR_NOMEM, "out of memory writing GGUF tokenizer");
+    for (int32_t i = 0; st == FK_OK && i < n; i++) {
+        uint32_t l;
+        pieces[i] = fk_tok_piece(t, i, &l);
+        lens[i] = l;
+        scores[i] = fk_tok_score(t, i);
+        types[i] = fk_tok_type(t, i);
+    }
+    if (st == FK_OK && kind == FK_TOK_SPM && !fk_tok_internal_score_mode(t)) {
+        // Merges decide; llama.cpp merges by score: the piece made by merge r scores -r.
+        const int32_t (*mg)[2] = fk_tok_internal_merges(t);
+        for (int32_t i = 0; i < n; i++) scores[i] = types[i] == FK_TT_NORMAL ? -1e9f : 0.0f;
+        for (int32_t r = fk_tok_n_merges(t) - 1; r >= 0; r--) {
+            uint32_t la, lb;
+            const char *a = fk_tok_piece(t, mg[r][0], &la), *b = fk_tok_piece(t, mg[r][1], &lb);
+            char *cat = malloc((size_t)la + lb + 1);
+            if (!cat) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+            memcpy(cat, a, la);
+            memcpy(cat + la, b, lb);
+            int32_t res = fk_tok_find(t, cat, (size_t)la + lb);
+            free(cat);
+            if (res >= 0) scores[res] = (float)-r;
+        }
+    }
+    if (st == FK_OK) st = fk_gguf_set_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, (uint64_t)n);
+    if (st == FK_OK && kind == FK_TOK_SPM) st = fk_gguf_set_arr(w, "tokenizer.ggml.scores", FK_GGUF_F32, scores, (uint64_t)n);
+    if (st == FK_OK) st = fk_gguf_set_arr(w, "tokenizer.ggml.token_type", FK_GGUF_I32, types, (uint64_t)n);
+    if (st == FK_OK && kind != FK_TOK_SPM) {
+        int32_t nm = fk_tok_n_merges(t);
+        const int32_t (*mg)[2] = fk_tok_internal_merges(t);
+        char **ms = calloc((size_t)(nm ? nm : 1), sizeof *ms);
+        uint64_t *ml = malloc(sizeof *ml * (size_t)(nm ? nm : 1));
+        if (!ms || !ml) st = fk_error(FK_ERR_NOMEM, "out of memory writing merges");
+        for (int32_t r = 0; st == FK_OK && r < nm; r++) {
+            uint32_t la, lb;
+            const char *a = fk_tok_piece(t, mg[r][0], &la), *b = fk_tok_piece(t, mg[r][1], &lb);
+            ms[r] = malloc((size_t)la + lb + 2);
+            if (!ms[r]) { st = fk_error(FK_ERR_NOMEM, "out of memory writing merges"); break; }
+            memcpy(ms[r], a, la);
+            ms[r][la] = ' ';
+            memcpy(ms[r] + la + 1, b, lb);
+            ml[r] = (uint64_t)la + lb + 1;
+        }
+        if (st == FK_OK) st = fk_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)ms, ml, (uint64_t)nm);
+        for (int32_t r = 0; ms && r < nm; r++) free(ms[r]);
+        free(ms);
+        free(ml);
+    }
+    static const char *const id_keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                           "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    for (int k = 0; st == FK_OK && k < 4; k++)
+        if (ids[k] >= 0) st = fk_gguf_set_u32(w, id_keys[k], (uint32_t)ids[k]);
+    if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", fl[0]);
+    if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", fl[1]);
+    if (st == FK_OK && kind == FK_TOK_SPM) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", fl[2]);
+    free(pieces); free(lens); free(scores); free(types);
+    return st;
+}
+
+// ---------------------------------------------------------------- tokenizer.json
+typedef struct {
+    const char *path;
+    const char **pats;
+    int n_pats, cap_pats;
+    bool bytelevel, metaspace, prepend, replace_space, metaspace_prefix;
+} hf_pre;
+
+static fk_status add_pat(hf_pre *h, const char *p) {
+    if (h->n_pats == h->cap_pats) {
+        int cap = h->cap_pats ? h->cap_pats * 2 : 8;
+        const char **g = realloc(h->pats, sizeof *g * (size_t)cap);
+        if (!g) return fk_error(FK_ERR_NOMEM, "out of memory");
+        h->pats = g;
+        h->cap_pats = cap;
+    }
+    h->pats[h->n_pats++] = p;
+    return FK_OK;
+}
+
+static const char *jstr(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool jbool(const cJSON *o, const char *key, bool def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+static fk_status walk_pre(hf_pre *h, const cJSON *node, const char *where) {
+    if (!node || cJSON_IsNull(node)) return FK_OK;
+    const char *type = jstr(node, "type");
+    if (!type) return fk_error(FK_ERR_FORMAT, "%s: %s has no \"type\"", h->path, where);
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(node, "pretokenizers");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, items) FK_TRY(walk_pre(h, it, where));
+        return FK_OK;
+    }
+    if (strcmp(type, "ByteLevel") == 0) {
+        h->bytelevel = true;
+        if (jbool(node, "add_prefix_space", false))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: %s ByteLevel with add_prefix_space true is not supported", h->path, where);
+        if (jbool(node, "use_regex", true)) return add_pat(h, hf_bytelevel_re);
+        return FK_OK;
+    }
+    if (strcmp(type, "Split") == 0) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(node, "pattern");
+        const char *re = jstr(pat, "Regex");
+        const char *behavior = jstr(node, "behavior");
+        if (!re) return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Split needs a \"Regex\" pattern", h->path, where);
+        if (!behavior || strcmp(behavior, "Isolated") != 0 || jbool(node, "invert", false))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Split with behavior '%s'%s is not supported (Isolated only)", h->path, where,
+                            behavior ? behavior : "(none)", jbool(node, "invert", false) ? " and invert" : "");
+        return add_pat(h, re);
+    }
+    if (strcmp(type, "Digits") == 0) return add_pat(h, jbool(node, "individual_digits", false) ? "\\p{N}" : "\\p{N}+");
+    if (strcmp(type, "Metaspace") == 0) {
+        h->metaspace = true;
+        const char *scheme = jstr(node, "prepend_scheme");
+        h->metaspace_prefix = scheme ? strcmp(scheme, "never") != 0 : jbool(node, "add_prefix_space", true);
+        return FK_OK;
+    }
+    return fk_error(FK_ERR_UNSUPPORTED, "%s: %s of type '%s' is not supported", h->path, where, type);
+}
+
+static fk_status walk_norm(hf_pre *h, const cJSON *node) {
+    if (!node || cJSON_IsNull(node)) return FK_OK;
+    const char *type = jstr(node, "type");
+    if (!type) return fk_error(FK_ERR_FORMAT, "%s: \"normalizer\" has no \"type\"", h->path);
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(node, "normalizers")) FK_TRY(walk_norm(h, it));
+        return FK_OK;
+    }
+    if (strcmp(type, "Prepend") == 0 && jstr(node, "prepend") && strcmp(jstr(node, "prepend"), "\xE2\x96\x81") == 0) {
+        h->prepend = true;
+        return FK_OK;
+    }
+    if (strcmp(type, "Replace") == 0) {
+        const char *from = jstr(cJSON_GetObjectItemCaseSensitive(node, "pattern"), "String"), *to = jstr(node, "content");
+        if (from && to && strcmp(from, " ") == 0 && strcmp(to, "\xE2\x96\x81") == 0) {
+            h->replace_space = true;
+            return FK_OK;
+        }
+    }
+    return fk_error(FK_ERR_UNSUPPORTED, "%s: normalizer '%s' is not supported (fusekit handles the SentencePiece \"▁\" Prepend/Replace only)",
+                    h->path, type);
+}
+
+// A token named in tokenizer_config.json: "text" or {"content": "text"}.
+static const char *config_token(const cJSON *cfg, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (cJSON_IsString(v)) return v->valuestring;
+    return jstr(v, "content");
+}
+
+static cJSON *read_json(const char *path, fk_status *st) {
+    char *text;
+    size_t n;
+    *st = fk_read_file(path, &text, &n);
+    if (*st != FK_OK) return NULL;
+    cJSON *root = cJSON_ParseWithLength(text, n);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        *st = fk_error(FK_ERR_FORMAT, "%s: not valid JSON (near byte %lld)", path, at ? (long long)(at - text) : -1LL);
+    }
+    free(text);
+    return root;
+}
+
+fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
+    *out = NULL;
+    fk_status st;
+    cJSON *root = read_json(path, &st);
+    if (!root) return st;
+    cJSON *cfg = NULL;
+    const char **pieces = NULL, **ml = NULL, **mr = NULL;
+    uint32_t *lens = NULL, *mll = NULL, *mrl = NULL;
+    uint8_t *types = NULL;
+    int32_t (*merges)[2] = NULL;
+    hf_pre h = {.path = path};
+    fk_tok_spec s = {.bos = -1, .eos = -1, .unk = -1, .pad = -1};
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *mtype = jstr(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *jmerges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (!model) { st = fk_error(FK_ERR_FORMAT, "%s: no \"model\" object", path); goto done; }
+    if (!mtype || strcmp(mtype, "BPE") != 0) {
+        st = fk_error(FK_ERR_UNSUPPORTED, "%s: model.type is '%s'; fusekit reads BPE tokenizers (byte-level or SentencePiece-style)", path, mtype ? mtype : "(missing)");
+        goto done;
+    }
+    if (!cJSON_IsObject(vocab)) { st = fk_error(FK_ERR_FORMAT, "%s: model.vocab must be an object of token: id", path); goto done; }
+    // The vocabulary size: one past the largest id in model.vocab and added_tokens.
+    int64_t n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= INT32_MAX || it->valuedouble != (double)(int64_t)it->valuedouble) {
+            st = fk_error(FK_ERR_FORMAT, "%s: model.vocab['%s'] must be a non-negative integer id", path, it->string);
+            goto done;
+        }
+        if ((int64_t)it->valuedouble + 1 > n) n = (int64_t)it->valuedouble + 1;
+    }
+    cJSON_ArrayForEach(it, added) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || !jstr(it, "content")) {
+            st = fk_error(FK_ERR_FORMAT, "%s: added_tokens entries need an integer \"id\" and a string \"content\"", path);
+            goto done;
+        }
+        if ((int64_t)id->valuedouble + 1 > n) n = (int64_t)id->valuedouble + 1;
+    }
+    if (n == 0) { st = fk_error(FK_ERR_FORMAT, "%s: empty vocabulary", path); goto done; }
+    pieces = calloc((size_t)n, sizeof *pieces);
+    lens = calloc((size_t)n, sizeof *lens);
+    types = malloc((size_t)n);
+    if (!pieces || !lens || !types) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
+    memset(types, FK_TT_NORMAL, (size_t)n);
+    cJSON_ArrayForEach(it, vocab) {
+        int32_t id = (int32_t)it->valuedouble;
+        if (pieces[id]) { st = fk_error(FK_ERR_FORMAT, "%s: id %d appears twice in model.vocab ('%s' and '%s')", path, id, pieces[id], it->string); goto done; }
+        pieces[id] = it->string;
+        lens[id] = (uint32_t)strlen(it->string);
+    }
+    cJSON_ArrayForEach(it, added) {
+        int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
+        const char *content = jstr(it, "content");
+        if (pieces[id] && strcmp(pieces[id], content) != 0) {
+            st = fk_error(FK_ERR_FORMAT, "%s: added token %d '%s' differs from model.vocab's '%s'", path, id, content, pieces[id]);
+            goto done;
+        }
+        pieces[id] = content;
+        lens[id] = (uint32_t)strlen(content);
+        types[id] = jbool(it, "special", false) ? FK_TT_CONTROL : FK_TT_USER_DEFINED;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (!pieces[i]) { st = fk_error(FK_ERR_FORMAT, "%s: no token has id %lld (ids must be 0..%lld without gaps)", path, (long long)i, (long long)n - 1); goto done; }
+
+    if ((st = walk_norm(&h, cJSON_GetObjectItemCaseSensitive(root, "normalizer"))) != FK_OK) goto done;
+    if ((st = walk_pre(&h, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer")) != FK_OK) goto done;
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    bool byte_fallback = jbool(model, "byte_fallback", false);
+    if (h.bytelevel || (jstr(dec, "type") && strcmp(jstr(dec, "type"), "ByteLevel") == 0)) {
+        s.kind = FK_TOK_BPE;
+        if (h.metaspace || h.prepend || h.replace_space) { st = fk_error(FK_ERR_UNSUPPORTED, "%s: mixes byte-level and SentencePiece-style pieces", path); goto done; }
+    } else if (h.metaspace || h.replace_space || byte_fallback) {
+        s.kind = FK_TOK_SPM;
+        if (h.n_pats > 0) { st = fk_error(FK_ERR_UNSUPPORTED, "%s: SentencePiece-style tokenizer with regex pre-tokenizers is not supported", path); goto done; }
+        s.add_space_prefix = h.metaspace ? h.metaspace_prefix : h.prepend;
+        s.byte_fallback = byte_fallback;
+        for (int64_t i = 0; i < n; i++)
+            if (byte_fallback && lens[i] == 6 && memcmp(pieces[i], "<0x", 3) == 0 && pieces[i][5] == '>' && types[i] == FK_TT_NORMAL) types[i] = FK_TT_BYTE;
+    } else {
+        st = fk_error(FK_ERR_UNSUPPORTED, "%s: a BPE model that is neither byte-level (ByteLevel pre-tokenizer/decoder) nor SentencePiece-style (\"▁\", byte_fallback)", path);
+        goto done;
+    }
+    s.ignore_merges = jbool(model, "ignore_merges", false);
+    const char *unk = jstr(model, "unk_token");
+
+    // Merges: "a b" strings or ["a", "b"] pairs.
+    int32_t nm = cJSON_GetArraySize(jmerges);
+    size_t m1 = nm > 0 ? (size_t)nm : 1;
+    ml = malloc(sizeof *ml * m1); mr = malloc(sizeof *mr * m1);
+    mll = malloc(sizeof *mll * m1); mrl = malloc(sizeof *mrl * m1);
+    merges = malloc(sizeof *merges * m1);
+    if (!ml || !mr || !mll || !mrl || !merges) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
+    int32_t r = 0;
+    cJSON_ArrayForEach(it, jmerges) {
+        if (cJSON_IsString(it)) {
+            const char *one = it->valuestring;
+            uint64_t l = strlen(one);
+            char where[300];
+            snprintf(where, sizeof where, "%s: model.merges", path);
+            if ((st = split_merges(where, &one, &l, 1, &ml[r], &mll[r], &mr[r], &mrl[r])) != FK_OK) goto done;
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+            ml[r] = cJSON_GetArrayItem(it, 0)->valuestring;
+            mr[r] = cJSON_GetArrayItem(it, 1)->valuestring;
+            mll[r] = (uint32_t)strlen(ml[r]);
+            mrl[r] = (uint32_t)strlen(mr[r]);
+        } else {
+            st = fk_error(FK_ERR_FORMAT, "%s: model.merges[%d] must be \"a b\" or [\"a\", \"b\"]", path, r);
+            goto done;
+        }
+        r++;
+    }
+    {
+        char where[300];
+        snprintf(where, sizeof where, "%s: model.merges", path);
+        if ((st = merges_to_ids(where, pieces, lens, (int32_t)n, ml, mll, mr, mrl, nm, merges)) != FK_OK) goto done;
+    }
+    s.n_merges = nm;
+    s.merges = (const int32_t (*)[2])merges;
+
+    // BOS/EOS: tokenizer_config.json beside, else the post-processor's template.
+    char *dir = strdup(path);
+    if (!dir) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    char *cfg_path = fk_path_join(slash ? dir : ".", "tokenizer_config.json");
+    free(dir);
+    if (cfg_path && fk_path_exists(cfg_path)) cfg = read_json(cfg_path, &st);
+    free(cfg_path);
+    if (st != FK_OK) goto done;
+    fk_strmap map;
+    if ((st = fk_strmap_init(&map, n)) != FK_OK) goto done;
+    for (int64_t i = n - 1; i >= 0 && st == FK_OK; i--) st = fk_strmap_put(&map, pieces[i], lens[i], (int32_t)i);
+    const char *names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    int32_t *ids[4] = {&s.bos, &s.eos, &s.unk, &s.pad};
+    for (int k = 0; k < 4 && st == FK_OK; k++) {
+        const char *tok = cfg ? config_token(cfg, names[k]) : NULL;
+        if (k == 2 && !tok) tok = unk;
+        if (tok) *ids[k] = fk_strmap_get(&map, tok, (uint32_t)strlen(tok));
+        if (tok && *ids[k] < 0) st = fk_error(FK_ERR_FORMAT, "%s: %s '%s' is not in the vocabulary", path, names[k], tok);
+    }
+    // The post-processor's template says what an encoding starts and ends with.
+    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+    const cJSON *single = NULL;
+    if (jstr(pp, "type") && strcmp(jstr(pp, "type"), "TemplateProcessing") == 0) single = cJSON_GetObjectItemCaseSensitive(pp, "single");
+    else if (jstr(pp, "type") && strcmp(jstr(pp, "type"), "Sequence") == 0) {
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors"))
+            if (jstr(it, "type") && strcmp(jstr(it, "type"), "TemplateProcessing") == 0) single = cJSON_GetObjectItemCaseSensitive(it, "single");
+    }
+    if (single && st == FK_OK) {
+        int k = 0, nsingle = cJSON_GetArraySize(single);
+        cJSON_ArrayForEach(it, single) {
+            const char *sp = jstr(cJSON_GetObjectItemCaseSensitive(it, "SpecialToken"), "id");
+            if (sp) {
+                int32_t id = fk_strmap_get(&map, sp, (uint32_t)strlen(sp));
+                if (id < 0) { st = fk_error(FK_ERR_FORMAT, "%s: post_processor names token '%s', which is not in the vocabulary", path, sp); break; }
+                if (k == 0) { s.add_bos = true; s.bos = id; }
+                else if (k == nsingle - 1) { s.add_eos = true; s.eos = id; }
+            }
+            k++;
+        }
+    } else if (cfg && st == FK_OK) {
+        s.add_bos = jbool(cfg, "add_bos_token", false);
+        s.add_eos = jbool(cfg, "add_eos_token", false);
+    }
+    fk_strmap_free(&map);
+    if (st != FK_OK) goto done;
+    // Named presets stay named (GGUF needs the name); anything else runs as given.
+    const char *preset = h.n_pats ? preset_of(h.pats, h.n_pats) : NULL;
+    if (s.kind == FK_TOK_BPE) {
+        if (preset) s.pre = preset;
+        else { s.patterns = h.pats; s.n_patterns = h.n_pats; }
+    }
+    s.n_vocab = (int32_t)n;
+    s.pieces = pieces;
+    s.piece_lens = lens;
+    s.types = types;
+    st = fk_tok_build(&s, out);
+    if (st != FK_OK) fk_error_context(st, "%s", path);
+done:
+    cJSON_Delete(root);
+    cJSON_Delete(cfg);
+    free(pieces); free(lens); free(types); free(ml); free(mr); free(mll); free(mrl); free(merges); free(h.pats);
+    return st;
+}
+
+fk_status fk_tok_load(const char *path, fk_tokenizer **out) {
+    *out = NULL;
+    size_t l = strlen(path);
+    if (l >= 5 && strcmp(path + l - 5, ".gguf") == 0) {
+        fk_gguf g;
+        FK_TRY(fk_gguf_open(path, &g));
+        fk_status st = fk_tok_load_gguf(&g, out);
+        fk_gguf_close(&g);
+        return st;
+    }
+    if (l >= 5 && strcmp(path + l - 5, ".json") == 0) return fk_tok_load_json(path, out);
+    char *json = fk_path_join(path, "tokenizer.json");
+    if (!json) return fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status st;
+    if (fk_path_exists(json)) st = fk_tok_load_json(json, out);
+    else st = fk_error(FK_ERR_IO, "%s: no tokenizer here (expected a .gguf file, a tokenizer.json, or a folder holding tokenizer.json)", path);
+    free(json);
+    return st;
+}
+
+// ---------------------------------------------------------------- saving tokenizer.json
+static cJSON *jstrn(const char *s, uint32_t n) {
+    char *c = malloc((size_t)n + 1);
+    if (!c) return NULL;
+    memcpy(c, s, n);
+    c[n] = 0;
+    cJSON *j = cJSON_CreateString(c);
+    free(c);
+    return j;
+}
+
+// SentencePiece merges for a score-ranked vocabulary, built the way Hugging Face converts
+// sentencepiece models: every split of every piece into two pieces, ordered by the
+// merged piece's score (descending), then by the two halves' ids.
+typedef struct { float score; int32_t res, a, b; } spm_merge;
+static int cmp_spm_merge(const void *x, const void *y) {
+    const spm_merge *p = x, *q = y;
+    if (p->score != q->score) return p->score > q->score ? -1 : 1;
+    if (p->res != q->res) return p->res < q->res ? -1 : 1;
+    if (p->a != q->a) return p->a < q->a ? -1 : 1;
+    return p->b < q->b ? -1 : p->b > q->b;
+}
+
+static fk_status spm_merges(const fk_tokenizer *t, spm_merge **out, int64_t *count) {
+    int32_t n = fk_tok_vocab_size(t);
+    int64_t cap = 1024, k = 0;
+    spm_merge *m = malloc(sizeof *m * (size_t)cap);
+    if (!m) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int32_t id = 0; id < n; id++) {
+        if (fk_tok_type(t, id) != FK_TT_NORMAL) continue;
+        uint32_t len;
+        const char *p = fk_tok_piece(t, id, &len);
+        const unsigned char *u = (const unsigned char *)p;
+        for (uint32_t cut = 1; cut < len; cut++) {
+            if ((u[cut] & 0xC0) == 0x80) continue;  // split between characters only
+            int32_t a = fk_tok_find(t, p, cut), b = fk_tok_find(t, p + cut, len - cut);
+            if (a < 0 || b < 0 || fk_tok_type(t, a) != FK_TT_NORMAL || fk_tok_type(t, b) != FK_TT_NORMAL) continue;
+            if (k == cap) {
+                spm_merge *g = realloc(m, sizeof *m * (size_t)(cap *= 2));
+                if (!g) { free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+                m = g;
+            }
+            m[k++] = (spm_merge){fk_tok_score(t, id), id, a, b};
+        }
+    }
+    qsort(m, (size_t)k, sizeof *m, cmp_spm_merge);
+    *out = m;
+    *count = k;
+    return FK_OK;
+}
+
+static cJSON *json_merge(const fk_tokenizer *t, int32_t a, int32_t b) {
+    uint32_t la, lb;
+    const char *pa = fk_tok_piece(t, a, &la), *pb = fk_tok_piece(t, b, &lb);
+    if (!memchr(pa, ' ', la) && !memchr(pb, ' ', lb)) {
+        char *c = malloc((size_t)la + lb + 2);
+        if (!c) return NULL;
+        memcpy(c, pa, la);
+        c[la] = ' ';
+        memcpy(c + la + 1, pb, lb);
+        c[la + lb + 1] = 0;
+        cJSON *j = cJSON_CreateString(c);
+        free(c);
+        return j;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    cJSON_AddItemToArray(arr, jstrn(pa, la));
+    cJSON_AddItemToArray(arr, jstrn(pb, lb));
+    return arr;
+}
+
+static cJSON *token_ref(const fk_tokenizer *t, int32_t id) {
+    uint32_t l;
+    const char *p = fk_tok_piece(t, id, &l);
+    return jstrn(p, l);
+}
+
+static cJSON *template_processing(const fk_tokenizer *t, bool bos, bool eos) {
+    cJSON *pp = cJSON_CreateObject();
+    cJSON_AddStringToObject(pp, "type", "TemplateProcessing");
+    const char *seqs[2] = {"A", "B"};
+    const char *names[2] = {"single", "pair"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *arr = cJSON_AddArrayToObject(pp, names[k]);
+        for (int s = 0; s <= k; s++) {
+            if (bos) {
+                cJSON *o = cJSON_CreateObject(), *sp = cJSON_AddObjectToObject(o, "SpecialToken");
+                cJSON_AddItemToObject(sp, "id", token_ref(t, fk_tok_bos(t)));
+                cJSON_AddNumberToObject(sp, "type_id", s);
+                cJSON_AddItemToArray(arr, o);
+            }
+            cJSON *o = cJSON_CreateObject(), *sq = cJSON_AddObjectToObject(o, "Sequence");
+            cJSON_AddStringToObject(sq, "id", seqs[s]);
+            cJSON_AddNumberToObject(sq, "type_id", s);
+            cJSON_AddItemToArray(arr, o);
+            if (eos) {
+                cJSON *e = cJSON_CreateObject(), *sp = cJSON_AddObjectToObject(e, "SpecialToken");
+                cJSON_AddItemToObject(sp, "id", token_ref(t, fk_tok_eos(t)));
+                cJSON_AddNumberToObject(sp, "type_id", s);
+                cJSON_AddItemToArray(arr, e);
+            }
+        }
+    }
+    cJSON *specials = cJSON_AddObjectToObject(pp, "special_tokens");
+    int32_t ids[2] = {fk_tok_bos(t), fk_tok_eos(t)};
+    bool use[2] = {bos, eos};
+    for (int k = 0; k < 2; k++) {
+        if (!use[k] || (k == 1 && bos && ids[1] == ids[0])) continue;
+        uint32_t l;
+        const char *p = fk_tok_piece(t, ids[k], &l);
+        cJSON *name = jstrn(p, l);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "id", token_ref(t, ids[k]));
+        cJSON *idsa = cJSON_AddArrayToObject(o, "ids");
+        cJSON_AddItemToArray(idsa, cJSON_CreateNumber(ids[k]));
+        cJSON *toks = cJSON_AddArrayToObject(o, "tokens");
+        cJSON_AddItemToArray(toks, token_ref(t, ids[k]));
+        cJSON_AddItemToObject(specials, name->valuestring, o);
+        cJSON_Delete(name);
+    }
+    return pp;
+}
+
+static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
+    int32_t n = fk_tok_vocab_size(t);
+    int32_t ids[4];
+    bool fl[5];
+    fk_tok_internal_flags(t, ids, fl);
+    bool spm = fk_tok_kind_of(t) == FK_TOK_SPM;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    for (int32_t i = 0; i < n; i++) {
+        int ty = fk_tok_type(t, i);
+        if (ty != FK_TT_CONTROL && ty != FK_TT_USER_DEFINED && ty != FK_TT_UNKNOWN) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", i);
+        cJSON_AddItemToObject(o, "content", token_ref(t, i));
+        cJSON_AddBoolToObject(o, "single_word", false);
+        cJSON_AddBoolToObject(o, "lstrip", false);
+        cJSON_AddBoolToObject(o, "rstrip", false);
+        cJSON_AddBoolToObject(o, "normalized", false);
+        cJSON_AddBoolToObject(o, "special", ty != FK_TT_USER_DEFINED);
+        cJSON_AddItemToArray(added, o);
+    }
+    if (spm) {
+        cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
+        cJSON_AddStringToObject(norm, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(norm, "normalizers");
+        if (fl[2]) {
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddStringToObject(p, "type", "Prepend");
+            cJSON_AddStringToObject(p, "prepend", "\xE2\x96\x81");
+            cJSON_AddItemToArray(list, p);
+        }
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "type", "Replace");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", " ");
+        cJSON_AddStringToObject(r, "content", "\xE2\x96\x81");
+        cJSON_AddItemToArray(list, r);
+        cJSON_AddNullToObject(root, "pre_tokenizer");
+    } else {
+        cJSON_AddNullToObject(root, "normalizer");
+        cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+        cJSON_AddStringToObject(pre, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(pre, "pretokenizers");
+        const fk_pretok *pt = fk_tok_internal_pretok(t);
+        for (int i = 0; fk_tok_kind_of(t) == FK_TOK_BPE && i < pt->n; i++) {
+            cJSON *sp = cJSON_CreateObject();
+            cJSON_AddStringToObject(sp, "type", "Split");
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(sp, "pattern"), "Regex", pt->src[i]);
+            cJSON_AddStringToObject(sp, "behavior", "Isolated");
+            cJSON_AddBoolToObject(sp, "invert", false);
+            cJSON_AddItemToArray(list, sp);
+        }
+        cJSON *bl = cJSON_CreateObject();
+        cJSON_AddStringToObject(bl, "type", "ByteLevel");
+        cJSON_AddBoolToObject(bl, "add_prefix_space", false);
+        cJSON_AddBoolToObject(bl, "trim_offsets", true);
+        cJSON_AddBoolToObject(bl, "use_regex", false);
+        cJSON_AddItemToArray(list, bl);
+    }
+    if (fl[0] || fl[1]) cJSON_AddItemToObject(root, "post_processor", template_processing(t, fl[0], fl[1]));
+    else cJSON_AddNullToObject(root, "post_processor");
+    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
+    if (spm) {
+        cJSON_AddStringToObject(dec, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(dec, "decoders");
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "type", "Replace");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", "\xE2\x96\x81");
+        cJSON_AddStringToObject(r, "content", " ");
+        cJSON_AddItemToArray(list, r);
+        cJSON *bf = cJSON_CreateObject();
+        cJSON_AddStringToObject(bf, "type", "ByteFallback");
+        cJSON_AddItemToArray(list, bf);
+        cJSON *fu = cJSON_CreateObject();
+        cJSON_AddStringToObject(fu, "type", "Fuse");
+        cJSON_AddItemToArray(list, fu);
+        if (fl[2]) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "type", "Strip");
+            cJSON_AddStringToObject(s, "content", " ");
+            cJSON_AddNumberToObject(s, "start", 1);
+            cJSON_AddNumberToObject(s, "stop", 0);
+            cJSON_AddItemToArray(list, s);
+        }
+    } else {
+        cJSON_AddStringToObject(dec, "type", "ByteLevel");
+        cJSON_AddBoolToObject(dec, "add_prefix_space", true);
+        cJSON_AddBoolToObject(dec, "trim_offsets", true);
+        cJSON_AddBoolToObject(dec, "use_regex", true);
+    }
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddNullToObject(model, "dropout");
+    if (ids[2] >= 0) cJSON_AddItemToObject(model, "unk_token", token_ref(t, ids[2]));
+    else cJSON_AddNullToObject(model, "unk_token");
+    cJSON_AddNullToObject(model, "continuing_subword_prefix");
+    cJSON_AddNullToObject(model, "end_of_word_suffix");
+    cJSON_AddBoolToObject(model, "fuse_unk", spm);
+    cJSON_AddBoolToObject(model, "byte_fallback", spm && fl[3]);
+    cJSON_AddBoolToObject(model, "ignore_merges", fl[4]);
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (int32_t i = 0; i < n; i++) {
+        uint32_t l;
+        const char *p = fk_tok_piece(t, i, &l);
+        if (fk_tok_find(t, p, l) != i) {
+            *st = fk_error(FK_ERR_UNSUPPORTED, "tokenizer: token %d '%.*s' repeats token %d; tokenizer.json cannot hold a repeated token", i, (int)l, p, fk_tok_find(t, p, l));
+            cJSON_Delete(root);
+            return NULL;
+        }
+        cJSON *name = jstrn(p, l);
+        cJSON_AddNumberToObject(vocab, name->valuestring, i);
+        cJSON_Delete(name);
+    }
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    if (spm && fk_tok_internal_score_mode(t)) {
+        spm_merge *m = NULL;
+        int64_t k = 0;
+        if ((*st = spm_merges(t, &m, &k)) != FK_OK) { cJSON_Delete(root); return NULL; }
+        for (int64_t i = 0; i < k; i++) cJSON_AddItemToArray(merges, json_merge(t, m[i].a, m[i].b));
+        free(m);
+    } else {
+        const int32_t (*mg)[2] = fk_tok_internal_merges(t);
+        for (int32_t r = 0; r < fk_tok_n_merges(t); r++) cJSON_AddItemToArray(merges, json_merge(t, mg[r][0], mg[r][1]));
+    }
+    *st = FK_OK;
+    return root;
+}
+
+static fk_status write_json(const char *dir, const char *name, cJSON *j) {
+    char *text = cJSON_PrintUnformatted(j);
+    char *path = fk_path_join(dir, name);
+    fk_status st = text && path ? fk_write_file_atomic(path, text, strlen(text)) : fk_error(FK_ERR_NOMEM, "out of memory writing %s", name);
+    free(text);
+    free(path);
+    return st;
+}
+
+fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir) {
+    FK_TRY(fk_mkdir_p(dir));
+    fk_status st;
+    cJSON *tj = tokenizer_json(t, &st);
+    if (!tj) return st;
+    st = write_json(dir, "tokenizer.json", tj);
+    cJSON_Delete(tj);
+    if (st != FK_OK) return st;
+    int32_t ids[4];
+    bool fl[5];
+    fk_tok_internal_flags(t, ids, fl);
+    cJSON *cfg = cJSON_CreateObject(), *map = cJSON_CreateObject();
+    cJSON_AddBoolToObject(cfg, "add_bos_token", fl[0]);
+    cJSON_AddBoolToObject(cfg, "add_eos_token", fl[1]);
+    const char *names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    for (int k = 0; k < 4; k++)
+        if (ids[k] >= 0) {
+            cJSON_AddItemToObject(cfg, names[k], token_ref(t, ids[k]));
+            cJSON_AddItemToObject(map, names[k], token_ref(t, ids[k]));
+        }
+    cJSON_AddBoolToObject(cfg, "clean_up_tokenization_spaces", false);
+    cJSON_AddNumberToObject(cfg, "model_max_length", 1e30);
+    cJSON_AddStringToObject(cfg, "tokenizer_class", "PreTrainedTokenizerFast");
+    st = write_json(dir, "tokenizer_config.json", cfg);
+    if (st == FK_OK) st = write_json(dir, "special_tokens_map.json", map);
+    cJSON_Delete(cfg);
+    cJSON_Delete(map);
+    return st;
+}

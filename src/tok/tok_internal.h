@@ -1,0 +1,53 @@
+// Internals shared by the tokenizer, its loaders and the trainer.
+#ifndef FUSEKIT_TOK_INTERNAL_H
+#define FUSEKIT_TOK_INTERNAL_H
+
+#include "fusekit/tokenizer.h"
+
+// ---------------------------------------------------------------- pre-tokenizer
+// A sequence of PCRE2 regexes (UTF, Unicode properties, JIT). Each regex splits every
+// piece the previous one produced into its matches and the stretches between them
+// (Hugging Face Split with behaviour "Isolated"). Invalid UTF-8 bytes are pieces of
+// their own and never reach the regexes.
+typedef struct {
+    int n;
+    char **src;     // the patterns as given
+    void **code;    // pcre2_code_8 *
+    char *name;     // preset name, "" when custom
+} fk_pretok;
+
+// The preset's patterns (NULL-terminated static list), or NULL for an unknown name.
+const char *const *fk_pretok_preset(const char *name);
+fk_status fk_pretok_init(fk_pretok *p, const char *name, const char *const *patterns, int n);
+void fk_pretok_free(fk_pretok *p);
+
+// Calls fn for every piece of text[0, n) in order; pieces tile the text. fn returning
+// non-zero stops the split (the value is returned as the status).
+typedef fk_status (*fk_piece_fn)(void *ctx, const char *text, size_t begin, size_t end);
+fk_status fk_pretok_split(const fk_pretok *p, const char *text, size_t n, fk_piece_fn fn, void *ctx);
+
+// ---------------------------------------------------------------- byte-level mapping
+// GPT-2's map of the 256 byte values to printable code points, and back.
+uint32_t fk_byte_to_cp(uint8_t b);
+int fk_cp_to_byte(uint32_t cp);  // -1 when cp is not in the map
+// UTF-8: encodes cp into out (up to 4 bytes), returns the byte count.
+int fk_utf8_put(uint32_t cp, char *out);
+// Length of the valid UTF-8 sequence starting at s[0] (of at most n bytes), 0 if invalid.
+int fk_utf8_valid_len(const unsigned char *s, size_t n);
+
+// ---------------------------------------------------------------- string hash map
+// Open-addressing map from byte strings (owned by the caller, must outlive the map) to int32.
+typedef struct {
+    const char **keys;
+    uint32_t *lens;
+    int32_t *vals;
+    uint64_t mask;  // capacity - 1 (a power of two)
+    int64_t count;
+} fk_strmap;
+fk_status fk_strmap_init(fk_strmap *m, int64_t expected);
+void fk_strmap_free(fk_strmap *m);
+// Inserts or replaces; the key pointer is stored, not copied.
+fk_status fk_strmap_put(fk_strmap *m, const char *key, uint32_t len, int32_t val);
+int32_t fk_strmap_get(const fk_strmap *m, const char *key, uint32_t len);  // -1 when absent
+
+#endif

@@ -1,0 +1,714 @@
+// fk_tokenizer: building, encoding with byte spans, decoding.
+#include "tok/tok_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fk_tokenizer {
+    fk_tok_kind kind;
+    int32_t n_vocab;
+    char *blob;        // all pieces, back to back
+    uint64_t *off;     // piece i is blob[off[i] .. off[i] + len[i])
+    uint32_t *len;
+    float *scores;
+    uint8_t *types;
+    fk_strmap map;     // piece -> lowest id with that piece
+    int32_t n_merges;
+    int32_t (*merges)[2];
+    uint64_t *pair_key;  // open-addressing map (left, right) -> rank, result; key 0 = empty
+    int32_t *pair_rank, *pair_res;
+    uint64_t pair_mask;
+    int32_t byte_tok[256];  // BPE: token of each byte's code point; SPM: its <0xNN> token; -1 if none
+    fk_pretok pre;
+    int32_t bos, eos, unk, pad;
+    bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges, score_mode;
+    int32_t *added;          // tokens matched in raw text, sorted by first byte, longest first
+    int32_t added_at[257];   // added[added_at[b] .. added_at[b + 1]) begin with byte b
+    uint64_t fp;
+};
+
+static const char *piece(const fk_tokenizer *t, int32_t id) { return t->blob + t->off[id]; }
+
+void fk_tok_free(fk_tokenizer *t) {
+    if (!t) return;
+    free(t->blob);
+    free(t->off);
+    free(t->len);
+    free(t->scores);
+    free(t->types);
+    fk_strmap_free(&t->map);
+    free(t->merges);
+    free(t->pair_key);
+    free(t->pair_rank);
+    free(t->pair_res);
+    fk_pretok_free(&t->pre);
+    free(t->added);
+    free(t);
+}
+
+static uint64_t pair_slot(const fk_tokenizer *t, int32_t a, int32_t b) {
+    uint64_t key = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+    uint64_t i = fk_hash64(key) & t->pair_mask;
+    while (t->pair_key[i] && t->pair_key[i] != key) i = (i + 1) & t->pair_mask;
+    return i;
+}
+
+// Rank and result of merging (a, b), or rank -1.
+static int32_t pair_find(const fk_tokenizer *t, int32_t a, int32_t b, int32_t *res) {
+    if (!t->pair_key || a < 0 || b < 0) return -1;
+    uint64_t i = pair_slot(t, a, b);
+    if (!t->pair_key[i]) return -1;
+    *res = t->pair_res[i];
+    return t->pair_rank[i];
+}
+
+static int cmp_added(const void *x, const void *y, void *ctx) {
+    const fk_tokenizer *t = ctx;
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    unsigned char fa = (unsigned char)piece(t, a)[0], fb = (unsigned char)piece(t, b)[0];
+    if (fa != fb) return fa < fb ? -1 : 1;
+    if (t->len[a] != t->len[b]) return t->len[a] > t->len[b] ? -1 : 1;
+    return a < b ? -1 : a > b;
+}
+
+static fk_tokenizer *tok_alloc(void) { return calloc(1, sizeof(fk_tokenizer)); }
+
+fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
+    *out = NULL;
+    if (s->n_vocab <= 0) return fk_error(FK_ERR_ARG, "tokenizer: empty vocabulary");
+    if (s->kind != FK_TOK_BPE && s->kind != FK_TOK_SPM && s->kind != FK_TOK_BYTES)
+        return fk_error(FK_ERR_ARG, "tokenizer: unknown kind %d", (int)s->kind);
+    fk_tokenizer *t = tok_alloc();
+    if (!t) return fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer");
+    fk_status st = FK_OK;
+    int32_t n = t->n_vocab = s->n_vocab;
+    t->kind = s->kind;
+    uint64_t total = 0;
+    for (int32_t i = 0; i < n; i++) total += s->piece_lens[i];
+    t->blob = malloc(total + 1);
+    t->off = malloc(sizeof *t->off * (size_t)n);
+    t->len = malloc(sizeof *t->len * (size_t)n);
+    t->scores = calloc((size_t)n, sizeof *t->scores);
+    t->types = malloc((size_t)n);
+    if (!t->blob || !t->off || !t->len || !t->scores || !t->types) { st = fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer"); goto fail; }
+    total = 0;
+    for (int32_t i = 0; i < n; i++) {
+        memcpy(t->blob + total, s->pieces[i], s->piece_lens[i]);
+        t->off[i] = total;
+        t->len[i] = s->piece_lens[i];
+        total += s->piece_lens[i];
+        t->scores[i] = s->scores ? s->scores[i] : 0.0f;
+        t->types[i] = s->types ? s->types[i] : FK_TT_NORMAL;
+        if (t->types[i] < FK_TT_NORMAL || t->types[i] > FK_TT_BYTE) {
+            st = fk_error(FK_ERR_FORMAT, "tokenizer: token %d has type %d, expected 1..6", i, t->types[i]);
+            goto fail;
+        }
+    }
+    if ((st = fk_strmap_init(&t->map, n)) != FK_OK) goto fail;
+    for (int32_t i = 0; i < n; i++)
+        if (fk_strmap_get(&t->map, piece(t, i), t->len[i]) < 0 && (st = fk_strmap_put(&t->map, piece(t, i), t->len[i], i)) != FK_OK) goto fail;
+
+    // Merges: the pair map gives rank and result of every mergeable pair.
+    if (s->n_merges > 0) {
+        t->n_merges = s->n_merges;
+        t->merges = malloc(sizeof *t->merges * (size_t)s->n_merges);
+        uint64_t cap = 16;
+        while (cap < (uint64_t)s->n_merges * 2) cap <<= 1;
+        t->pair_key = calloc(cap, sizeof *t->pair_key);
+        t->pair_rank = malloc(cap * sizeof *t->pair_rank);
+        t->pair_res = malloc(cap * sizeof *t->pair_res);
+        t->pair_mask = cap - 1;
+        char *tmp = NULL;
+        size_t tmp_cap = 0;
+        if (!t->merges || !t->pair_key || !t->pair_rank || !t->pair_res) { st = fk_error(FK_ERR_NOMEM, "out of memory for %d merges", s->n_merges); goto fail; }
+        for (int32_t r = 0; r < s->n_merges; r++) {
+            int32_t a = s->merges[r][0], b = s->merges[r][1];
+            if (a < 0 || a >= n || b < 0 || b >= n) { st = fk_error(FK_ERR_FORMAT, "tokenizer: merge %d refers to token %d, vocabulary has %d", r, a < 0 || a >= n ? a : b, n); break; }
+            size_t l = (size_t)t->len[a] + t->len[b];
+            if (l > tmp_cap) {
+                char *g = realloc(tmp, tmp_cap = l * 2);
+                if (!g) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+                tmp = g;
+            }
+            memcpy(tmp, piece(t, a), t->len[a]);
+            memcpy(tmp + t->len[a], piece(t, b), t->len[b]);
+            int32_t res = fk_strmap_get(&t->map, tmp, (uint32_t)l);
+            if (res < 0) {
+                st = fk_error(FK_ERR_FORMAT, "tokenizer: merge %d ('%.*s' + '%.*s') makes '%.*s', which is not in the vocabulary", r,
+                              (int)t->len[a], piece(t, a), (int)t->len[b], piece(t, b), (int)l, tmp);
+                break;
+            }
+            t->merges[r][0] = a;
+            t->merges[r][1] = b;
+            uint64_t i = pair_slot(t, a, b);
+            if (t->pair_key[i]) continue;  // a repeated merge keeps its first rank
+            t->pair_key[i] = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+            t->pair_rank[i] = r;
+            t->pair_res[i] = res;
+        }
+        free(tmp);
+        if (st != FK_OK) goto fail;
+    }
+    t->score_mode = s->kind == FK_TOK_SPM && s->n_merges == 0;
+
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        int l;
+        if (s->kind == FK_TOK_SPM) l = snprintf(buf, sizeof buf, "<0x%02X>", b);
+        else l = fk_utf8_put(fk_byte_to_cp((uint8_t)b), buf);
+        t->byte_tok[b] = s->kind == FK_TOK_BYTES ? b : fk_strmap_get(&t->map, buf, (uint32_t)l);
+    }
+    if (s->kind == FK_TOK_BPE) {
+        if (s->patterns && s->n_patterns > 0) st = fk_pretok_init(&t->pre, s->pre ? s->pre : "", s->patterns, s->n_patterns);
+        else if (s->pre && *s->pre) st = fk_pretok_init(&t->pre, s->pre, NULL, 0);
+        else st = fk_pretok_init(&t->pre, "", NULL, 0);
+    } else {
+        st = fk_pretok_init(&t->pre, "", NULL, 0);
+    }
+    if (st != FK_OK) goto fail;
+
+    t->bos = s->bos; t->eos = s->eos; t->unk = s->unk; t->pad = s->pad;
+    int32_t *ids[] = {&t->bos, &t->eos, &t->unk, &t->pad};
+    for (int k = 0; k < 4; k++)
+        if (*ids[k] >= n) { st = fk_error(FK_ERR_FORMAT, "tokenizer: special token id %d outside the vocabulary of %d", *ids[k], n); goto fail; }
+        else if (*ids[k] < 0) *ids[k] = -1;
+    t->add_bos = s->add_bos && t->bos >= 0;
+    t->add_eos = s->add_eos && t->eos >= 0;
+    t->add_space_prefix = s->add_space_prefix;
+    t->byte_fallback = s->byte_fallback;
+    t->ignore_merges = s->ignore_merges;
+
+    // Tokens matched in the raw text before anything else.
+    int32_t n_added = 0;
+    for (int32_t i = 0; i < n; i++)
+        n_added += t->len[i] > 0 && (t->types[i] == FK_TT_USER_DEFINED || t->types[i] == FK_TT_CONTROL || t->types[i] == FK_TT_UNKNOWN);
+    t->added = malloc(sizeof(int32_t) * (size_t)(n_added ? n_added : 1));
+    if (!t->added) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto fail; }
+    n_added = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (t->len[i] > 0 && (t->types[i] == FK_TT_USER_DEFINED || t->types[i] == FK_TT_CONTROL || t->types[i] == FK_TT_UNKNOWN))
+            t->added[n_added++] = i;
+    qsort_r(t->added, (size_t)n_added, sizeof(int32_t), cmp_added, t);
+    for (int b = 0, k = 0; b <= 256; b++) {
+        while (k < n_added && (unsigned char)piece(t, t->added[k])[0] < b) k++;
+        t->added_at[b] = k;
+    }
+    t->added_at[256] = n_added;
+
+    // Fingerprint of everything that decides encodings.
+    uint64_t h = fk_fnv1a64(&t->kind, sizeof t->kind, 0);
+    h = fk_fnv1a64(&n, sizeof n, h);
+    h = fk_fnv1a64(t->blob, total, h);
+    h = fk_fnv1a64(t->len, sizeof *t->len * (size_t)n, h);
+    h = fk_fnv1a64(t->types, (size_t)n, h);
+    if (t->score_mode) h = fk_fnv1a64(t->scores, sizeof *t->scores * (size_t)n, h);
+    if (t->n_merges) h = fk_fnv1a64(t->merges, sizeof *t->merges * (size_t)t->n_merges, h);
+    for (int i = 0; i < t->pre.n; i++) h = fk_fnv1a64(t->pre.src[i], strlen(t->pre.src[i]) + 1, h);
+    bool flags[] = {t->add_bos, t->add_eos, t->add_space_prefix, t->byte_fallback, t->ignore_merges};
+    h = fk_fnv1a64(flags, sizeof flags, h);
+    h = fk_fnv1a64(&t->bos, sizeof t->bos, h);
+    h = fk_fnv1a64(&t->eos, sizeof t->eos, h);
+    t->fp = h ? h : 1;
+    *out = t;
+    return FK_OK;
+fail:
+    fk_tok_free(t);
+    return st;
+}
+
+fk_status fk_tok_new_bytes(fk_tokenizer **out) {
+    // The byte tokenizer is byte-level BPE with 256 tokens in byte order and no merges,
+    // so it saves as an ordinary tokenizer.json; encoding takes a shortcut.
+    char buf[256][4];
+    const char *pieces[256];
+    uint32_t lens[256];
+    for (int b = 0; b < 256; b++) {
+        lens[b] = (uint32_t)fk_utf8_put(fk_byte_to_cp((uint8_t)b), buf[b]);
+        pieces[b] = buf[b];
+    }
+    fk_tok_spec s = {.kind = FK_TOK_BYTES, .n_vocab = 256, .pieces = pieces, .piece_lens = lens,
+                     .bos = -1, .eos = -1, .unk = -1, .pad = -1};
+    return fk_tok_build(&s, out);
+}
+
+// ---------------------------------------------------------------- accessors
+fk_tok_kind fk_tok_kind_of(const fk_tokenizer *t) { return t->kind; }
+int32_t fk_tok_vocab_size(const fk_tokenizer *t) { return t->n_vocab; }
+const char *fk_tok_pre(const fk_tokenizer *t) { return t->pre.name ? t->pre.name : ""; }
+int32_t fk_tok_bos(const fk_tokenizer *t) { return t->bos; }
+int32_t fk_tok_eos(const fk_tokenizer *t) { return t->eos; }
+int32_t fk_tok_n_merges(const fk_tokenizer *t) { return t->n_merges; }
+uint64_t fk_tok_fingerprint(const fk_tokenizer *t) { return t->fp; }
+
+const char *fk_tok_piece(const fk_tokenizer *t, int32_t id, uint32_t *len) {
+    if (id < 0 || id >= t->n_vocab) { *len = 0; return ""; }
+    *len = t->len[id];
+    return piece(t, id);
+}
+int fk_tok_type(const fk_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab ? t->types[id] : 0; }
+float fk_tok_score(const fk_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab ? t->scores[id] : 0.0f; }
+int32_t fk_tok_find(const fk_tokenizer *t, const char *p, size_t len) { return fk_strmap_get(&t->map, p, (uint32_t)len); }
+
+// Internal accessors for the loaders in load.c.
+void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5);
+void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5) {
+    ids4[0] = t->bos; ids4[1] = t->eos; ids4[2] = t->unk; ids4[3] = t->pad;
+    flags5[0] = t->add_bos; flags5[1] = t->add_eos; flags5[2] = t->add_space_prefix;
+    flags5[3] = t->byte_fallback; flags5[4] = t->ignore_merges;
+}
+const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
+const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2] { return (const int32_t (*)[2])t->merges; }
+const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t);
+const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t) { return &t->pre; }
+bool fk_tok_internal_score_mode(const fk_tokenizer *t);
+bool fk_tok_internal_score_mode(const fk_tokenizer *t) { return t->score_mode; }
+
+// ---------------------------------------------------------------- output buffer
+void fk_tok_out_clear(fk_tok_out *o) { o->n = 0; }
+void fk_tok_out_free(fk_tok_out *o) {
+    free(o->ids);
+    free(o->begin);
+    free(o->end);
+    memset(o, 0, sizeof *o);
+}
+
+static fk_status out_push(fk_tok_out *o, int32_t id, int64_t b, int64_t e) {
+    if (o->n == o->cap) {
+        int64_t cap = o->cap ? o->cap * 2 : 256;
+        int32_t *ids = realloc(o->ids, sizeof *ids * (size_t)cap);
+        if (ids) o->ids = ids;
+        int64_t *bb = realloc(o->begin, sizeof *bb * (size_t)cap);
+        if (bb) o->begin = bb;
+        int64_t *ee = realloc(o->end, sizeof *ee * (size_t)cap);
+        if (ee) o->end = ee;
+        if (!ids || !bb || !ee) return fk_error(FK_ERR_NOMEM, "out of memory encoding (%lld tokens)", (long long)o->n);
+        o->cap = cap;
+    }
+    o->ids[o->n] = id;
+    o->begin[o->n] = b;
+    o->end[o->n] = e;
+    o->n++;
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- merging
+// Symbols of one word in a doubly linked list; candidate pairs in a binary heap ordered
+// by priority (lower first: merge rank, or minus the merged piece's score), then position.
+typedef struct {
+    int32_t id;          // token id, -1 when the symbol is not a token
+    int32_t prev, next;  // -1 at the ends
+    uint32_t start, len; // bytes in the word buffer; len 0 once merged away
+} sym;
+
+typedef struct {
+    double prio;
+    int32_t left;   // symbol index
+    uint32_t size;  // bytes of the merged pair when pushed (stale check)
+    int32_t res;    // merged token
+} cand;
+
+typedef struct {
+    sym *syms;
+    cand *heap;
+    int64_t nh, caph, caps;
+} merger;
+
+static bool cand_less(const cand *a, const cand *b) {
+    return a->prio < b->prio || (a->prio == b->prio && a->left < b->left);
+}
+
+static fk_status heap_push(merger *m, cand c) {
+    if (m->nh == m->caph) {
+        int64_t cap = m->caph ? m->caph * 2 : 64;
+        cand *h = realloc(m->heap, sizeof *h * (size_t)cap);
+        if (!h) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        m->heap = h;
+        m->caph = cap;
+    }
+    int64_t i = m->nh++;
+    while (i > 0) {
+        int64_t p = (i - 1) / 2;
+        if (!cand_less(&c, &m->heap[p])) break;
+        m->heap[i] = m->heap[p];
+        i = p;
+    }
+    m->heap[i] = c;
+    return FK_OK;
+}
+
+static cand heap_pop(merger *m) {
+    cand top = m->heap[0], last = m->heap[--m->nh];
+    int64_t i = 0;
+    for (;;) {
+        int64_t l = 2 * i + 1, r = l + 1, s = i;
+        const cand *best = &last;
+        if (l < m->nh && cand_less(&m->heap[l], best)) { s = l; best = &m->heap[l]; }
+        if (r < m->nh && cand_less(&m->heap[r], best)) s = r;
+        if (s == i) break;
+        m->heap[i] = m->heap[s];
+        i = s;
+    }
+    if (m->nh > 0) m->heap[i] = last;
+    return top;
+}
+
+// Pushes the pair (a, next of a) if it may merge.
+static fk_status try_pair(const fk_tokenizer *t, merger *m, const char *w, int32_t a) {
+    if (a < 0) return FK_OK;
+    int32_t b = m->syms[a].next;
+    if (b < 0) return FK_OK;
+    const sym *x = &m->syms[a], *y = &m->syms[b];
+    cand c = {0, a, x->len + y->len, -1};
+    if (t->score_mode) {
+        c.res = fk_strmap_get(&t->map, w + x->start, c.size);
+        if (c.res < 0) return FK_OK;
+        c.prio = -(double)t->scores[c.res];
+    } else {
+        int32_t rank = pair_find(t, x->id, y->id, &c.res);
+        if (rank < 0) return FK_OK;
+        c.prio = rank;
+    }
+    return heap_push(m, c);
+}
+
+// Merges the symbols m->syms[0..n) of word w until no pair applies.
+static fk_status merge_word(const fk_tokenizer *t, merger *m, const char *w, int32_t n) {
+    m->nh = 0;
+    for (int32_t i = 0; i + 1 < n; i++) FK_TRY(try_pair(t, m, w, i));
+    while (m->nh > 0) {
+        cand c = heap_pop(m);
+        sym *x = &m->syms[c.left];
+        if (x->len == 0 || x->next < 0) continue;
+        sym *y = &m->syms[x->next];
+        if (x->len + y->len != c.size) continue;  // one side changed since the pair was pushed
+        x->id = c.res;
+        x->len += y->len;
+        y->len = 0;
+        x->next = y->next;
+        if (y->next >= 0) m->syms[y->next].prev = c.left;
+        FK_TRY(try_pair(t, m, w, x->prev));
+        FK_TRY(try_pair(t, m, w, c.left));
+    }
+    return FK_OK;
+}
+
+static fk_status merger_reserve(merger *m, int64_t n) {
+    if (n <= m->caps) return FK_OK;
+    sym *s = realloc(m->syms, sizeof *s * (size_t)n);
+    if (!s) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+    m->syms = s;
+    m->caps = n;
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- byte-level BPE
+typedef struct {
+    const fk_tokenizer *t;
+    fk_tok_out *out;
+    int64_t base;  // offset of the fragment being split in the caller's text
+    merger m;
+    char *mapped;  // a word in its code-point form (ignore_merges lookups)
+    size_t mapped_cap;
+    // Word cache: word bytes -> its tokens (ids and spans relative to the word start).
+    fk_strmap cache;
+    int32_t *c_ids;
+    uint32_t *c_begin;
+    int64_t c_n, c_cap;
+    int64_t *c_at;  // cache entry k: tokens c_at[2k] .. c_at[2k] + c_at[2k + 1]
+    int64_t c_entries, c_entries_cap;
+    bool use_cache;
+} bpe_ctx;
+
+#define CACHE_MAX_WORD 256
+#define CACHE_MAX_TOKENS (1 << 22)
+
+static fk_status cache_add(bpe_ctx *c, const char *w, size_t n, int64_t from) {
+    int64_t k = c->out->n - from;
+    if (c->c_n + k > CACHE_MAX_TOKENS) return FK_OK;  // full: the rest of the text goes uncached
+    if (c->c_n + k > c->c_cap) {
+        int64_t cap = c->c_cap ? c->c_cap * 2 : 4096;
+        while (cap < c->c_n + k) cap *= 2;
+        int32_t *ids = realloc(c->c_ids, sizeof *ids * (size_t)cap);
+        if (ids) c->c_ids = ids;
+        uint32_t *bg = realloc(c->c_begin, sizeof *bg * (size_t)cap);
+        if (bg) c->c_begin = bg;
+        if (!ids || !bg) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        c->c_cap = cap;
+    }
+    if (c->c_entries == c->c_entries_cap) {
+        int64_t cap = c->c_entries_cap ? c->c_entries_cap * 2 : 1024;
+        int64_t *at = realloc(c->c_at, sizeof *at * 2 * (size_t)cap);
+        if (!at) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        c->c_at = at;
+        c->c_entries_cap = cap;
+    }
+    int64_t base = c->out->begin[from];
+    for (int64_t i = 0; i < k; i++) {
+        c->c_ids[c->c_n + i] = c->out->ids[from + i];
+        c->c_begin[c->c_n + i] = (uint32_t)(c->out->begin[from + i] - base);
+    }
+    c->c_at[2 * c->c_entries] = c->c_n;
+    c->c_at[2 * c->c_entries + 1] = k;
+    c->c_n += k;
+    return fk_strmap_put(&c->cache, w, (uint32_t)n, (int32_t)c->c_entries++);
+}
+
+static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end) {
+    bpe_ctx *c = ctx;
+    const fk_tokenizer *t = c->t;
+    const char *w = text + begin;
+    size_t n = end - begin;
+    if (c->use_cache && n <= CACHE_MAX_WORD) {
+        int32_t e = fk_strmap_get(&c->cache, w, (uint32_t)n);
+        if (e >= 0) {
+            int64_t at = c->c_at[2 * e], k = c->c_at[2 * e + 1];
+            for (int64_t i = 0; i < k; i++) {
+                int64_t b = c->base + (int64_t)begin + c->c_begin[at + i];
+                int64_t en = c->base + (i + 1 < k ? (int64_t)begin + c->c_begin[at + i + 1] : (int64_t)end);
+                FK_TRY(out_push(c->out, c->c_ids[at + i], b, en));
+            }
+            return FK_OK;
+        }
+    }
+    int64_t from = c->out->n;
+    if (t->ignore_merges) {
+        if (n * 4 > c->mapped_cap) {
+            char *g = realloc(c->mapped, c->mapped_cap = n * 4 + 16);
+            if (!g) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+            c->mapped = g;
+        }
+        size_t l = 0;
+        for (size_t i = 0; i < n; i++) l += (size_t)fk_utf8_put(fk_byte_to_cp((uint8_t)w[i]), c->mapped + l);
+        int32_t id = fk_strmap_get(&t->map, c->mapped, (uint32_t)l);
+        if (id >= 0) {
+            FK_TRY(out_push(c->out, id, c->base + (int64_t)begin, c->base + (int64_t)end));
+            goto done;
+        }
+    }
+    FK_TRY(merger_reserve(&c->m, (int64_t)n));
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = t->byte_tok[(unsigned char)w[i]];
+        c->m.syms[i] = (sym){id, (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1, (uint32_t)i, 1};
+    }
+    FK_TRY(merge_word(t, &c->m, w, (int32_t)n));
+    for (int32_t i = 0; i >= 0; i = c->m.syms[i].next) {
+        const sym *s = &c->m.syms[i];
+        int32_t id = s->id;
+        if (id < 0) id = t->unk;
+        if (id < 0)
+            return fk_error(FK_ERR_FORMAT, "byte 0x%02X at offset %zu has no token in this vocabulary and there is no unknown token",
+                            (unsigned char)w[s->start], (size_t)c->base + begin + s->start);
+        FK_TRY(out_push(c->out, id, c->base + (int64_t)(begin + s->start), c->base + (int64_t)(begin + s->start + s->len)));
+    }
+done:
+    if (c->use_cache && n <= CACHE_MAX_WORD) FK_TRY(cache_add(c, w, n, from));
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- SentencePiece-style
+typedef struct {
+    char *buf;       // normalized text of one fragment
+    int64_t *src;    // source offset of each normalized byte, and one past the end
+    size_t cap;
+} spm_buf;
+
+static fk_status spm_fragment(const fk_tokenizer *t, spm_buf *sb, merger *m, const char *text, size_t begin, size_t end,
+                              bool prefix, fk_tok_out *out) {
+    size_t need = (end - begin) * 3 + 4;
+    if (need > sb->cap) {
+        char *b = realloc(sb->buf, need);
+        if (b) sb->buf = b;
+        int64_t *s = realloc(sb->src, sizeof *s * (need + 1));
+        if (s) sb->src = s;
+        if (!b || !s) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        sb->cap = need;
+    }
+    static const char marker[3] = {(char)0xE2, (char)0x96, (char)0x81};  // U+2581 "▁"
+    size_t l = 0;
+    if (prefix) {
+        for (int k = 0; k < 3; k++) { sb->buf[l] = marker[k]; sb->src[l++] = (int64_t)begin; }
+    }
+    for (size_t i = begin; i < end; i++) {
+        if (text[i] == ' ') {
+            for (int k = 0; k < 3; k++) { sb->buf[l] = marker[k]; sb->src[l++] = (int64_t)i; }
+        } else {
+            sb->buf[l] = text[i];
+            sb->src[l++] = (int64_t)i;
+        }
+    }
+    sb->src[l] = (int64_t)end;
+    if (l == 0) return FK_OK;
+    // Symbols are characters (an invalid byte is a symbol of its own).
+    FK_TRY(merger_reserve(m, (int64_t)l));
+    int32_t ns = 0;
+    const unsigned char *u = (const unsigned char *)sb->buf;
+    for (size_t i = 0; i < l;) {
+        int cl = fk_utf8_valid_len(u + i, l - i);
+        if (cl == 0) cl = 1;
+        m->syms[ns] = (sym){fk_strmap_get(&t->map, sb->buf + i, (uint32_t)cl), ns - 1, -1, (uint32_t)i, (uint32_t)cl};
+        if (ns > 0) m->syms[ns - 1].next = ns;
+        ns++;
+        i += (size_t)cl;
+    }
+    FK_TRY(merge_word(t, m, sb->buf, ns));
+    for (int32_t i = 0; i >= 0; i = m->syms[i].next) {
+        const sym *s = &m->syms[i];
+        size_t a = s->start, b = s->start + s->len;
+        int32_t id = s->id;
+        if (t->score_mode && id < 0) id = fk_strmap_get(&t->map, sb->buf + a, s->len);
+        if (id >= 0) {
+            FK_TRY(out_push(out, id, sb->src[a], sb->src[b]));
+            continue;
+        }
+        for (size_t j = a; j < b; j++) {
+            int32_t bt = t->byte_fallback ? t->byte_tok[u[j]] : -1;
+            if (bt < 0) bt = t->unk;
+            if (bt < 0) return fk_error(FK_ERR_FORMAT, "character at offset %lld has no token and no byte fallback", (long long)sb->src[a]);
+            if (bt == t->unk && !t->byte_fallback) {  // one unknown token for the whole character
+                FK_TRY(out_push(out, bt, sb->src[a], sb->src[b]));
+                break;
+            }
+            FK_TRY(out_push(out, bt, sb->src[j], j + 1 < b ? sb->src[j + 1] : sb->src[b]));
+        }
+    }
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- encode
+// The added or special token starting at text[i], longest first, or -1.
+static int32_t match_added(const fk_tokenizer *t, const char *text, size_t n, size_t i, bool specials) {
+    unsigned char b = (unsigned char)text[i];
+    for (int32_t k = t->added_at[b]; k < t->added_at[b + 1]; k++) {
+        int32_t id = t->added[k];
+        if (t->types[id] != FK_TT_USER_DEFINED && !specials) continue;
+        if (t->len[id] <= n - i && memcmp(text + i, piece(t, id), t->len[id]) == 0) return id;
+    }
+    return -1;
+}
+
+fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
+    bool add = flags & FK_ENC_ADD_SPECIAL, specials = flags & FK_ENC_PARSE_SPECIAL;
+    if (add && t->add_bos) FK_TRY(out_push(out, t->bos, 0, 0));
+    fk_status st = FK_OK;
+    if (t->kind == FK_TOK_BYTES) {
+        for (size_t i = 0; i < n && st == FK_OK; i++) st = out_push(out, (unsigned char)text[i], (int64_t)i, (int64_t)i + 1);
+    } else {
+        bpe_ctx bc = {.t = t, .out = out, .use_cache = n >= 4096};
+        spm_buf sb = {0};
+        if (bc.use_cache) st = fk_strmap_init(&bc.cache, 1 << 14);
+        bool prev_special = true;
+        size_t seg = 0;
+        bool any_added = t->added_at[256] > 0;
+        for (size_t i = 0; st == FK_OK && i <= n; i++) {
+            int32_t id = -1;
+            if (i < n && any_added) {
+                id = match_added(t, text, n, i, specials);
+                if (id < 0) continue;
+            } else if (i < n) {
+                i = n - 1;  // no added tokens: one fragment
+                continue;
+            }
+            if (seg < i) {  // the raw text before the match (or the end)
+                if (t->kind == FK_TOK_BPE) {
+                    bc.base = (int64_t)seg;
+                    st = fk_pretok_split(&t->pre, text + seg, i - seg, bpe_piece, &bc);
+                }
+                else st = spm_fragment(t, &sb, &bc.m, text, seg, i, t->add_space_prefix && prev_special, out);
+                prev_special = false;
+            }
+            if (st == FK_OK && id >= 0) {
+                st = out_push(out, id, (int64_t)i, (int64_t)(i + t->len[id]));
+                prev_special = true;
+                i += t->len[id] - 1;
+                seg = i + 1;
+            }
+        }
+        free(bc.m.syms);
+        free(bc.m.heap);
+        free(bc.mapped);
+        fk_strmap_free(&bc.cache);
+        free(bc.c_ids);
+        free(bc.c_begin);
+        free(bc.c_at);
+        free(sb.buf);
+        free(sb.src);
+    }
+    if (st == FK_OK && add && t->add_eos) st = out_push(out, t->eos, (int64_t)n, (int64_t)n);
+    return st;
+}
+
+// ---------------------------------------------------------------- decode
+size_t fk_tok_token_bytes(const fk_tokenizer *t, int32_t id, char *buf, size_t cap) {
+    if (id < 0 || id >= t->n_vocab) return 0;
+    const char *p = piece(t, id);
+    uint32_t len = t->len[id];
+    size_t o = 0;
+#define PUT(ch) do { if (o < cap) buf[o] = (char)(ch); o++; } while (0)
+    int type = t->types[id];
+    if (t->kind == FK_TOK_BYTES) {
+        PUT(id);
+    } else if (type == FK_TT_CONTROL || type == FK_TT_USER_DEFINED || type == FK_TT_UNKNOWN) {
+        for (uint32_t i = 0; i < len; i++) PUT(p[i]);
+    } else if (t->kind == FK_TOK_SPM && type == FK_TT_BYTE && len == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x') {
+        PUT(strtol(p + 3, NULL, 16));
+    } else if (t->kind == FK_TOK_SPM) {
+        for (uint32_t i = 0; i < len; i++) {
+            if (i + 2 < len && (unsigned char)p[i] == 0xE2 && (unsigned char)p[i + 1] == 0x96 && (unsigned char)p[i + 2] == 0x81) {
+                PUT(' ');
+                i += 2;
+            } else {
+                PUT(p[i]);
+            }
+        }
+    } else {  // byte-level: every code point stands for one byte
+        const unsigned char *u = (const unsigned char *)p;
+        for (uint32_t i = 0; i < len;) {
+            int cl = fk_utf8_valid_len(u + i, len - i);
+            if (cl == 0) { PUT(u[i]); i++; continue; }
+            uint32_t cp = cl == 1 ? u[i] : cl == 2 ? (u[i] & 0x1Fu) << 6 | (u[i + 1] & 0x3F)
+                        : cl == 3 ? (u[i] & 0x0Fu) << 12 | (u[i + 1] & 0x3Fu) << 6 | (u[i + 2] & 0x3F)
+                                  : (u[i] & 0x07u) << 18 | (u[i + 1] & 0x3Fu) << 12 | (u[i + 2] & 0x3Fu) << 6 | (u[i + 3] & 0x3F);
+            int b = fk_cp_to_byte(cp);
+            if (b >= 0) PUT(b);
+            else for (int k = 0; k < cl; k++) PUT(u[i + k]);
+            i += (uint32_t)cl;
+        }
+    }
+#undef PUT
+    return o;
+}
+
+fk_status fk_tok_decode(const fk_tokenizer *t, const int32_t *ids, int64_t n, unsigned flags, char **text, size_t *len) {
+    size_t cap = 64, o = 0;
+    char *buf = malloc(cap);
+    if (!buf) return fk_error(FK_ERR_NOMEM, "out of memory decoding");
+    bool first = true;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= t->n_vocab) {
+            free(buf);
+            return fk_error(FK_ERR_ARG, "cannot decode token %d at position %lld: the vocabulary has %d tokens", id, (long long)i, t->n_vocab);
+        }
+        bool control = t->types[id] == FK_TT_CONTROL && t->kind != FK_TOK_BYTES;
+        if (control && (flags & FK_DEC_SKIP_SPECIAL)) continue;
+        size_t k;
+        while ((k = fk_tok_token_bytes(t, id, buf + o, cap - o - 1)) > cap - o - 1) {
+            char *g = realloc(buf, cap *= 2);
+            if (!g) { free(buf); return fk_error(FK_ERR_NOMEM, "out of memory decoding"); }
+            buf = g;
+        }
+        // The dummy prefix: the first text token of an SPM encoding starts with the space it added.
+        if (first && !control && t->kind == FK_TOK_SPM && t->add_space_prefix && !(flags & FK_DEC_KEEP_PREFIX) &&
+            t->types[id] != FK_TT_USER_DEFINED && k > 0 && buf[o] == ' ') {
+            memmove(buf + o, buf + o + 1, k - 1);
+            k--;
+        }
+        if (!control) first = false;
+        o += k;
+    }
+    buf[o] = 0;
+    *text = buf;
+    *len = o;
+    return FK_OK;
+}

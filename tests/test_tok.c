@@ -1,0 +1,387 @@
+// Tokenizers against real vocabularies: llama.cpp's GGUF test vectors (exact ids),
+// tokenizer.json round trips on the corpora, decode(encode(x)) == x, offsets that tile
+// the input, invalid UTF-8, empty input, malformed files.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "fusekit/tokenizer.h"
+#include "tok/tok_internal.h"
+#include "test_util.h"
+
+#define TOKDIR FK_SHARED_DATA "/tokenizers"
+#define CORPORA FK_SHARED_DATA "/corpora"
+
+static const char *const vocabs[] = {"gpt-2", "mpt", "falcon", "starcoder", "refact", "deepseek-llm", "deepseek-coder",
+                                     "llama-spm", "phi-3"};
+#define N_VOCABS (int)(sizeof vocabs / sizeof vocabs[0])
+static const char *const corpora[] = {"wikitext2/test.txt", "shakespeare/input.txt", "linux/train.txt"};
+
+static bool have_shared(void) {
+    if (fk_path_exists(TOKDIR)) return true;
+    print_message("../shared/data is absent: tokenizer tests on real vocabularies skipped\n");
+    return false;
+}
+
+static fk_tokenizer *load_vocab(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf", TOKDIR, name);
+    fk_tokenizer *t = NULL;
+    fk_status st = fk_tok_load(path, &t);
+    if (st != FK_OK) fail_msg("%s: %s", path, fk_last_error());
+    return t;
+}
+
+static char *read_all(const char *path, size_t *n) {
+    char *buf;
+    if (fk_read_file(path, &buf, n) != FK_OK) fail_msg("%s", fk_last_error());
+    return buf;
+}
+
+// Spans tile [0, n): contiguous, ordered, covering everything.
+static void assert_tiles(const fk_tok_out *o, size_t n, const char *what) {
+    int64_t at = 0;
+    for (int64_t i = 0; i < o->n; i++) {
+        if (o->begin[i] != at || o->end[i] < o->begin[i])
+            fail_msg("%s: token %lld spans [%lld, %lld), expected to start at %lld", what, (long long)i, (long long)o->begin[i],
+                     (long long)o->end[i], (long long)at);
+        at = o->end[i];
+    }
+    if (at != (int64_t)n) fail_msg("%s: spans end at %lld, input has %zu bytes", what, (long long)at, n);
+}
+
+static void test_vectors(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    for (int v = 0; v < N_VOCABS; v++) {
+        fk_tokenizer *t = load_vocab(vocabs[v]);
+        char path[512];
+        size_t ni, no;
+        snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf.inp", TOKDIR, vocabs[v]);
+        char *inp = read_all(path, &ni);
+        snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf.out", TOKDIR, vocabs[v]);
+        char *outp = read_all(path, &no);
+        const char *sep = "\n__ggml_vocab_test__\n";
+        char *s = inp, *line = outp;
+        int cases = 0, bad = 0;
+        fk_tok_out o = {0};
+        for (;;) {
+            char *e = strstr(s, sep);
+            if (!e) break;
+            char *eol = strchr(line, '\n');
+            assert_non_null(eol);
+            *eol = 0;
+            fk_tok_out_clear(&o);
+            assert_int_equal(fk_tok_encode(t, s, (size_t)(e - s), 0, &o), FK_OK);
+            assert_tiles(&o, (size_t)(e - s), vocabs[v]);
+            // Expected ids, space separated.
+            int64_t k = 0;
+            bool ok = true;
+            for (char *p = line; *p;) {
+                while (*p == ' ') p++;
+                if (!*p) break;
+                long id = strtol(p, &p, 10);
+                if (k >= o.n || o.ids[k] != id) ok = false;
+                k++;
+            }
+            if (k != o.n) ok = false;
+            if (!ok) {
+                bad++;
+                char got[4096];
+                size_t g = 0;
+                for (int64_t i = 0; i < o.n && g + 16 < sizeof got; i++) g += (size_t)snprintf(got + g, sizeof got - g, " %d", o.ids[i]);
+                got[g] = 0;
+                print_message("%s case %d '%.*s'\n  expected%s\n  got     %s\n", vocabs[v], cases, (int)(e - s), s, line, got);
+            }
+            cases++;
+            s = e + strlen(sep);
+            line = eol + 1;
+        }
+        if (bad || cases != 46) fail_msg("%s: %d of %d vectors differ", vocabs[v], bad, cases);
+        fk_tok_out_free(&o);
+        free(inp);
+        free(outp);
+        fk_tok_free(t);
+    }
+}
+
+static void test_roundtrip_corpora(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    const char *names[] = {"gpt-2", "llama-spm"};
+    for (int v = 0; v < 2; v++) {
+        fk_tokenizer *t = load_vocab(names[v]);
+        for (int c = 0; c < 3; c++) {
+            char path[512];
+            size_t n;
+            snprintf(path, sizeof path, "%s/%s", CORPORA, corpora[c]);
+            char *text = read_all(path, &n);
+            fk_tok_out o = {0};
+            assert_int_equal(fk_tok_encode(t, text, n, 0, &o), FK_OK);
+            assert_tiles(&o, n, path);
+            char *back;
+            size_t nb;
+            assert_int_equal(fk_tok_decode(t, o.ids, o.n, 0, &back, &nb), FK_OK);
+            if (nb != n || memcmp(back, text, n) != 0) fail_msg("%s on %s: decode(encode(x)) != x", names[v], corpora[c]);
+            free(back);
+            fk_tok_out_free(&o);
+            free(text);
+        }
+        fk_tok_free(t);
+    }
+}
+
+// tokenizer.json written by fusekit loads back and encodes every corpus identically.
+static void test_json_roundtrip(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    for (int v = 0; v < N_VOCABS; v++) {
+        fk_tokenizer *t = load_vocab(vocabs[v]);
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/json-%s", tmpdir, vocabs[v]);
+        if (fk_tok_save_hf(t, dir) != FK_OK) fail_msg("%s: %s", vocabs[v], fk_last_error());
+        fk_tokenizer *u = NULL;
+        if (fk_tok_load(dir, &u) != FK_OK) fail_msg("%s: %s", vocabs[v], fk_last_error());
+        assert_int_equal(fk_tok_vocab_size(u), fk_tok_vocab_size(t));
+        assert_int_equal(fk_tok_bos(u), fk_tok_bos(t));
+        assert_int_equal(fk_tok_eos(u), fk_tok_eos(t));
+        for (int c = 0; c < 3; c++) {
+            char path[512];
+            size_t n;
+            snprintf(path, sizeof path, "%s/%s", CORPORA, corpora[c]);
+            char *text = read_all(path, &n);
+            fk_tok_out a = {0}, b = {0};
+            assert_int_equal(fk_tok_encode(t, text, n, FK_ENC_ADD_SPECIAL, &a), FK_OK);
+            assert_int_equal(fk_tok_encode(u, text, n, FK_ENC_ADD_SPECIAL, &b), FK_OK);
+            int64_t diff = -1;
+            for (int64_t i = 0; i < a.n && i < b.n && diff < 0; i++)
+                if (a.ids[i] != b.ids[i]) diff = i;
+            if (diff < 0 && a.n != b.n) diff = a.n < b.n ? a.n : b.n;
+            if (diff >= 0)
+                fail_msg("%s on %s: tokenizer.json encodes differently from token %lld (byte %lld): %d vs %d", vocabs[v], corpora[c],
+                         (long long)diff, (long long)(diff < a.n ? a.begin[diff] : -1), diff < a.n ? a.ids[diff] : -1,
+                         diff < b.n ? b.ids[diff] : -1);
+            fk_tok_out_free(&a);
+            fk_tok_out_free(&b);
+            free(text);
+        }
+        fk_tok_free(u);
+        fk_tok_free(t);
+    }
+}
+
+// GGUF metadata written by fusekit loads back with the same encodings.
+static void test_gguf_roundtrip(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    const char *text = "Hello, y'all! How are you \xF0\x9F\x98\x81 ?\xE6\x88\x91 3333 \n\n  \t x";
+    for (int v = 0; v < N_VOCABS; v++) {
+        fk_tokenizer *t = load_vocab(vocabs[v]);
+        fk_gguf_writer *w = fk_gguf_writer_new();
+        assert_non_null(w);
+        assert_int_equal(fk_tok_to_gguf(t, w), FK_OK);
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.gguf", tmpdir, vocabs[v]);
+        assert_int_equal(fk_gguf_writer_write(w, path), FK_OK);
+        fk_gguf_writer_free(w);
+        fk_tokenizer *u = NULL;
+        if (fk_tok_load(path, &u) != FK_OK) fail_msg("%s: %s", vocabs[v], fk_last_error());
+        assert_int_equal(fk_tok_fingerprint(u), fk_tok_fingerprint(t));
+        fk_tok_out a = {0}, b = {0};
+        assert_int_equal(fk_tok_encode(t, text, strlen(text), FK_ENC_ADD_SPECIAL, &a), FK_OK);
+        assert_int_equal(fk_tok_encode(u, text, strlen(text), FK_ENC_ADD_SPECIAL, &b), FK_OK);
+        assert_int_equal(a.n, b.n);
+        assert_memory_equal(a.ids, b.ids, sizeof(int32_t) * (size_t)a.n);
+        fk_tok_out_free(&a);
+        fk_tok_out_free(&b);
+        fk_tok_free(u);
+        fk_tok_free(t);
+    }
+}
+
+static void test_invalid_utf8_and_empty(void **state) {
+    (void)state;
+    fk_tokenizer *ts[3] = {NULL, NULL, NULL};
+    assert_int_equal(fk_tok_new_bytes(&ts[0]), FK_OK);
+    int nt = 1;
+    if (fk_path_exists(TOKDIR)) {
+        ts[1] = load_vocab("gpt-2");
+        ts[2] = load_vocab("llama-spm");
+        nt = 3;
+    }
+    const char bad[] = "ok \xFF\xFE broken \xC3 end \xE2\x82 x \xED\xA0\x80 surrogate \xF4\x90\x80\x80 high \xC0\xAF overlong";
+    for (int k = 0; k < nt; k++) {
+        fk_tok_out o = {0};
+        assert_int_equal(fk_tok_encode(ts[k], "", 0, 0, &o), FK_OK);
+        assert_int_equal(o.n, 0);
+        char *back;
+        size_t nb;
+        assert_int_equal(fk_tok_decode(ts[k], o.ids, 0, 0, &back, &nb), FK_OK);
+        assert_int_equal(nb, 0);
+        free(back);
+        assert_int_equal(fk_tok_encode(ts[k], bad, sizeof bad - 1, 0, &o), FK_OK);
+        assert_tiles(&o, sizeof bad - 1, "invalid utf-8");
+        assert_int_equal(fk_tok_decode(ts[k], o.ids, o.n, 0, &back, &nb), FK_OK);
+        assert_int_equal(nb, sizeof bad - 1);
+        assert_memory_equal(back, bad, nb);
+        free(back);
+        fk_tok_out_free(&o);
+        fk_tok_free(ts[k]);
+    }
+}
+
+// BOS/EOS per configuration, special-token parsing on and off, ids and pieces.
+static void test_specials(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    fk_tokenizer *t = load_vocab("llama-spm");
+    fk_tok_out o = {0};
+    const char *txt = "<s>Hi";
+    assert_int_equal(fk_tok_encode(t, txt, strlen(txt), FK_ENC_ADD_SPECIAL, &o), FK_OK);
+    assert_int_equal(o.ids[0], 1);  // BOS added, "<s>" in the text stays text
+    assert_true(o.n > 3);
+    assert_int_equal(o.begin[0], 0);
+    assert_int_equal(o.end[0], 0);
+    fk_tok_out_clear(&o);
+    assert_int_equal(fk_tok_encode(t, txt, strlen(txt), FK_ENC_PARSE_SPECIAL, &o), FK_OK);
+    assert_int_equal(o.ids[0], 1);  // "<s>" parsed as the control token
+    assert_int_equal(o.end[0], 3);
+    char *back;
+    size_t nb;
+    assert_int_equal(fk_tok_decode(t, o.ids, o.n, FK_DEC_SKIP_SPECIAL, &back, &nb), FK_OK);
+    assert_string_equal(back, "Hi");  // as Hugging Face's Strip decoder: the first space goes
+    free(back);
+    assert_int_equal(fk_tok_decode(t, o.ids, o.n, 0, &back, &nb), FK_OK);
+    assert_string_equal(back, "<s>Hi");  // decode(encode(x)) == x
+    free(back);
+    assert_int_equal(fk_tok_find(t, "\xE2\x96\x81Hello", 8), 15043);
+    uint32_t l;
+    const char *p = fk_tok_piece(t, 15043, &l);
+    assert_int_equal(l, 8);
+    assert_memory_equal(p, "\xE2\x96\x81Hello", 8);
+    char buf[16];
+    assert_int_equal(fk_tok_token_bytes(t, 15043, buf, sizeof buf), 6);
+    assert_memory_equal(buf, " Hello", 6);
+    assert_int_equal(fk_tok_token_bytes(t, fk_tok_find(t, "<0x0A>", 6), buf, sizeof buf), 1);
+    assert_int_equal(buf[0], '\n');
+    fk_tok_out_free(&o);
+    fk_tok_free(t);
+
+    t = load_vocab("gpt-2");
+    txt = "a<|endoftext|>b";
+    assert_int_equal(fk_tok_encode(t, txt, strlen(txt), 0, &o), FK_OK);
+    assert_true(o.n > 3);  // written out as text
+    fk_tok_out_clear(&o);
+    assert_int_equal(fk_tok_encode(t, txt, strlen(txt), FK_ENC_PARSE_SPECIAL, &o), FK_OK);
+    assert_int_equal(o.n, 3);
+    assert_int_equal(o.ids[1], 50256);
+    assert_int_equal(o.begin[1], 1);
+    assert_int_equal(o.end[1], 14);
+    fk_tok_out_free(&o);
+    fk_tok_free(t);
+}
+
+static void write_text(const char *path, const char *s) { assert_int_equal(fk_write_file_atomic(path, s, strlen(s)), FK_OK); }
+
+static void expect_error(const char *path, fk_status want, const char *needle) {
+    fk_tokenizer *t = NULL;
+    fk_status st = fk_tok_load(path, &t);
+    if (st == FK_OK) fail_msg("%s loaded, expected an error mentioning '%s'", path, needle);
+    assert_int_equal(st, want);
+    if (!strstr(fk_last_error(), needle)) fail_msg("error '%s' does not mention '%s'", fk_last_error(), needle);
+    assert_null(t);
+}
+
+static void test_malformed(void **state) {
+    (void)state;
+    char p[512];
+    snprintf(p, sizeof p, "%s/missing.json", tmpdir);
+    expect_error(p, FK_ERR_IO, "missing.json");
+    snprintf(p, sizeof p, "%s/nofolder", tmpdir);
+    expect_error(p, FK_ERR_IO, "no tokenizer here");
+    snprintf(p, sizeof p, "%s/bad1.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}");
+    expect_error(p, FK_ERR_FORMAT, "not valid JSON");
+    snprintf(p, sizeof p, "%s/bad2.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}");
+    expect_error(p, FK_ERR_UNSUPPORTED, "Unigram");
+    snprintf(p, sizeof p, "%s/bad3.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+    expect_error(p, FK_ERR_FORMAT, "'ab', which is not in the vocabulary");
+    snprintf(p, sizeof p, "%s/bad4.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+    expect_error(p, FK_ERR_FORMAT, "no token has id 1");
+    snprintf(p, sizeof p, "%s/bad5.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+    expect_error(p, FK_ERR_FORMAT, "'c' is not in the vocabulary");
+    snprintf(p, sizeof p, "%s/bad6.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", \"invert\": false}, \"decoder\": {\"type\": \"ByteLevel\"}}");
+    expect_error(p, FK_ERR_FORMAT, "(unclosed");
+    snprintf(p, sizeof p, "%s/bad7.json", tmpdir);
+    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKC\"}, \"decoder\": {\"type\": \"ByteLevel\"}}");
+    expect_error(p, FK_ERR_UNSUPPORTED, "NFKC");
+    // GGUF: a file without tokenizer keys, and one with an unknown model.
+    fk_gguf_writer *w = fk_gguf_writer_new();
+    assert_int_equal(fk_gguf_set_str(w, "general.name", "x", 1), FK_OK);
+    snprintf(p, sizeof p, "%s/notok.gguf", tmpdir);
+    assert_int_equal(fk_gguf_writer_write(w, p), FK_OK);
+    expect_error(p, FK_ERR_FORMAT, "tokenizer.ggml.model");
+    assert_int_equal(fk_gguf_set_str(w, "tokenizer.ggml.model", "bert", 4), FK_OK);
+    snprintf(p, sizeof p, "%s/bert.gguf", tmpdir);
+    assert_int_equal(fk_gguf_writer_write(w, p), FK_OK);
+    expect_error(p, FK_ERR_UNSUPPORTED, "'bert'");
+    assert_int_equal(fk_gguf_set_str(w, "tokenizer.ggml.model", "gpt2", 4), FK_OK);
+    const char *toks[] = {"a", "b"};
+    uint64_t lens[] = {1, 1};
+    assert_int_equal(fk_gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, lens, 2), FK_OK);
+    const char *merges[] = {"ab"};
+    uint64_t mlens[] = {2};
+    assert_int_equal(fk_gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, mlens, 1), FK_OK);
+    snprintf(p, sizeof p, "%s/badmerge.gguf", tmpdir);
+    assert_int_equal(fk_gguf_writer_write(w, p), FK_OK);
+    expect_error(p, FK_ERR_FORMAT, "merge 0 'ab' is not two tokens");
+    fk_gguf_writer_free(w);
+}
+
+// The byte tokenizer: id = byte, and it saves as a tokenizer.json that loads back equal.
+static void test_bytes(void **state) {
+    (void)state;
+    fk_tokenizer *t;
+    assert_int_equal(fk_tok_new_bytes(&t), FK_OK);
+    assert_int_equal(fk_tok_vocab_size(t), 256);
+    const char s[] = "Az \n\xFF";
+    fk_tok_out o = {0};
+    assert_int_equal(fk_tok_encode(t, s, 5, FK_ENC_ADD_SPECIAL, &o), FK_OK);
+    assert_int_equal(o.n, 5);
+    for (int i = 0; i < 5; i++) assert_int_equal(o.ids[i], (unsigned char)s[i]);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/bytes", tmpdir);
+    assert_int_equal(fk_tok_save_hf(t, dir), FK_OK);
+    fk_tokenizer *u;
+    assert_int_equal(fk_tok_load(dir, &u), FK_OK);
+    fk_tok_out b = {0};
+    assert_int_equal(fk_tok_encode(u, s, 5, FK_ENC_ADD_SPECIAL, &b), FK_OK);
+    assert_int_equal(b.n, 5);
+    assert_memory_equal(b.ids, o.ids, 5 * sizeof(int32_t));
+    fk_tok_out_free(&o);
+    fk_tok_out_free(&b);
+    fk_tok_free(t);
+    fk_tok_free(u);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vectors),
+        cmocka_unit_test(test_roundtrip_corpora),
+        cmocka_unit_test(test_json_roundtrip),
+        cmocka_unit_test(test_gguf_roundtrip),
+        cmocka_unit_test(test_invalid_utf8_and_empty),
+        cmocka_unit_test(test_specials),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_bytes),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
