@@ -20,7 +20,7 @@ static bool name_matches(const char *spec, const char *arg, size_t arg_len) {
 static void print_help(const cli_opt *opts, const char *usage) {
     printf("%s\n\noptions:\n", usage);
     for (const cli_opt *o = opts; o->name; o++) {
-        const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_INT ? " N" : o->type == OPT_FLOAT ? " X" : "";
+        const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_LIST ? " TEXT..." : o->type == OPT_INT ? " N" : o->type == OPT_FLOAT ? " X" : "";
         char left[64];
         snprintf(left, sizeof left, "%s%s", o->name, meta);
         printf("  %-28s %s\n", left, o->help);
@@ -48,6 +48,12 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         char *end;
         switch (o->type) {
         case OPT_STR: *(const char **)o->ptr = v; break;
+        case OPT_LIST: {
+            cli_list *l = o->ptr;
+            if (l->n == CLI_LIST_MAX) { fprintf(stderr, "error: option %.*s given more than %d times\n", (int)len, a, CLI_LIST_MAX); return 2; }
+            l->v[l->n++] = v;
+            break;
+        }
         case OPT_INT:
             *(int64_t *)o->ptr = strtoll(v, &end, 10);
             if (*end || !*v) { fprintf(stderr, "error: option %.*s expects an integer, got '%s'\n", (int)len, a, v); return 2; }
@@ -77,4 +83,20 @@ void cli_set_threads(int64_t threads) {
     if (threads <= 0) return;
     omp_set_num_threads((int)threads);
     openblas_set_num_threads((int)threads);
+}
+
+fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t) {
+    *t = NULL;
+    if (path) return fk_tok_load(path, t);
+    char *json = model_dir ? fk_path_join(model_dir, "tokenizer.json") : NULL;
+    fk_status st = FK_OK;
+    if (json && fk_path_exists(json)) st = fk_tok_load_json(json, t);
+    else if (vocab == 256) st = fk_tok_new_bytes(t);
+    free(json);
+    if (st == FK_OK && *t && vocab > 0 && fk_tok_vocab_size(*t) > vocab) {
+        st = fk_error(FK_ERR_ARG, "the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(*t), (long long)vocab);
+        fk_tok_free(*t);
+        *t = NULL;
+    }
+    return st;
 }

@@ -4,12 +4,19 @@
 
 #include "fusekit/fusekit.h"
 
-typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG } opt_type;
+typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_LIST } opt_type;
+
+// A repeatable option's values, in order (OPT_LIST; ptr points to a cli_list).
+#define CLI_LIST_MAX 64
+typedef struct {
+    const char *v[CLI_LIST_MAX];
+    int n;
+} cli_list;
 
 typedef struct {
     const char *name;     // "--steps"; a second spelling may follow after '|': "-o|--out"
     opt_type type;
-    void *ptr;            // const char **, int64_t *, double *, bool *
+    void *ptr;            // const char **, int64_t *, double *, bool *, cli_list *
     const char *help;
     bool set;             // filled by cli_parse
 } cli_opt;
@@ -26,5 +33,11 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+// The tokenizer a model folder uses: `path` when given, else the folder's tokenizer.json,
+// else the byte tokenizer when the vocabulary has 256 tokens, else NULL (ids only).
+fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t);
 
 #endif

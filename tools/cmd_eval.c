@@ -2,11 +2,12 @@
 #include "cli.h"
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL;
+    const char *model = NULL, *data = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 0, threads = 0;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
-        {"--data", OPT_STR, &data, "text file (read as bytes) or token shard (required)", false},
+        {"--data", OPT_STR, &data, "text file or token shard (required)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's tokenizer.json; bytes for vocab 256)", false},
         {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false},
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
         {"--max-tokens", OPT_INT, &max_tokens, "score at most this many tokens, 0 = all (default 0)", false},
@@ -24,7 +25,10 @@ int cmd_eval(int argc, char **argv) {
     fk_token_data d;
     fk_status st = fk_hf_load(&m, model);
     if (st != FK_OK) return cli_fail("eval", st);
-    st = fk_data_load(data, &d);
+    fk_tokenizer *tok = NULL;
+    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
+    if (st == FK_OK) st = fk_data_load_tok(data, tok, &d);
+    fk_tok_free(tok);
     if (st != FK_OK) { fk_model_free(&m); return cli_fail("eval", st); }
     fk_eval_result r;
     double t0 = fk_time_s();

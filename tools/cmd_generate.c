@@ -5,13 +5,14 @@
 #include <string.h>
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = "", *prompt_ids = NULL;
+    const char *model = NULL, *prompt = "", *prompt_ids = NULL, *tokenizer = NULL;
     int64_t max_new = 128, top_k = 0, seed = 1337, threads = 0;
     double temperature = 0.8, top_p = 1.0;
     bool greedy = false, ids_out = false;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
-        {"--prompt", OPT_STR, &prompt, "prompt text (byte-level models)", false},
+        {"--prompt", OPT_STR, &prompt, "prompt text", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model folder's tokenizer.json; bytes for vocab 256)", false},
         {"--prompt-ids", OPT_STR, &prompt_ids, "prompt as space-separated token ids", false},
         {"-n|--max-new", OPT_INT, &max_new, "tokens to generate (default 128)", false},
         {"--temperature", OPT_FLOAT, &temperature, "sampling temperature, 0 = greedy (default 0.8)", false},
@@ -31,14 +32,19 @@ int cmd_generate(int argc, char **argv) {
     fk_status st = fk_hf_load(&m, model);
     if (st != FK_OK) return cli_fail("generate", st);
     int64_t V = m.cfg.vocab_size, cap = m.cfg.max_seq;
+    fk_tokenizer *tok = NULL;
+    st = cli_model_tokenizer(model, tokenizer, V, &tok);
+    if (st != FK_OK) { fk_model_free(&m); return cli_fail("generate", st); }
+    fk_tok_out enc = {0};
+    if (tok && !prompt_ids) st = fk_tok_encode(tok, prompt, strlen(prompt), FK_ENC_ADD_SPECIAL, &enc);
     // the whole prompt is read; when it is longer than the context its newest tokens are kept
-    size_t plen = strlen(prompt) + 1;
+    size_t plen = (size_t)enc.n + 1;
     int32_t *all = malloc(plen * sizeof(int32_t) + (prompt_ids ? strlen(prompt_ids) * sizeof(int32_t) : 0));
     int32_t *toks = malloc((size_t)cap * sizeof(int32_t));
     float *logits = malloc((size_t)V * sizeof(float));
     int64_t n_all = 0;
     int n = 0;
-    bool bytes = V == 256 && !ids_out;
+    bool text_out = tok && !ids_out;
     if (prompt_ids) {
         const char *p = prompt_ids;
         while (st == FK_OK) {
@@ -52,9 +58,10 @@ int cmd_generate(int argc, char **argv) {
             p = end;
         }
     } else {
-        if (V != 256 && *prompt) st = fk_error(FK_ERR_ARG, "this model's vocabulary has %lld tokens; give --prompt-ids (text prompts need a byte-level model until tokenizers land)", (long long)V);
-        for (const unsigned char *p = (const unsigned char *)prompt; *p; p++) all[n_all++] = *p;
+        if (!tok && *prompt) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: give --tokenizer, or the prompt as --prompt-ids", model);
+        for (int64_t i = 0; i < enc.n; i++) all[n_all++] = enc.ids[i];
     }
+    fk_tok_out_free(&enc);
     int64_t from = n_all > cap ? n_all - cap : 0;
     for (int64_t i = from; i < n_all; i++) toks[n++] = all[i];
     free(all);
@@ -62,7 +69,8 @@ int cmd_generate(int argc, char **argv) {
     fk_sampler s = {greedy ? 0.0f : (float)temperature, (int)top_k, (float)top_p};
     fk_rng rng;
     fk_rng_seed(&rng, (uint64_t)seed);
-    if (bytes && st == FK_OK) fwrite(prompt, 1, strlen(prompt), stdout);
+    if (text_out && st == FK_OK && !prompt_ids) fwrite(prompt, 1, strlen(prompt), stdout);
+    char piece[256];
     double t0 = fk_time_s(), t_first = 0;
     int generated = 0;
     if (st == FK_OK) st = fk_model_step(&m, toks, n, 0, logits);
@@ -70,10 +78,14 @@ int cmd_generate(int argc, char **argv) {
     while (st == FK_OK && generated < max_new) {
         int32_t next = fk_sample(&s, logits, V, &rng);
         generated++;
-        if (bytes) fputc(next, stdout);
-        else printf("%s%d", generated > 1 ? " " : "", next);
+        if (text_out) {
+            if (fk_tok_type(tok, next) != FK_TT_CONTROL) {  // EOS and the like are not text
+                size_t k = fk_tok_token_bytes(tok, next, piece, sizeof piece);
+                fwrite(piece, 1, k < sizeof piece ? k : sizeof piece, stdout);
+            }
+        } else printf("%s%d", generated > 1 ? " " : "", next);
         fflush(stdout);
-        if (next == m.cfg.eos_id) break;
+        if (next == m.cfg.eos_id || (tok && next == fk_tok_eos(tok))) break;
         if (n == cap) {
             // context full: keep the newest half and rebuild the cache from it
             int keep = (int)(cap / 2);
@@ -99,6 +111,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "generated %d tokens: prompt %.1f ms, %.1f tokens/s after it\n", generated, 1e3 * t_first,
                 generated > 1 ? (generated - 1) / (dt - t_first) : 0.0);
     free(toks); free(logits);
+    fk_tok_free(tok);
     fk_model_free(&m);
     return st == FK_OK ? 0 : cli_fail("generate", st);
 }

@@ -51,13 +51,15 @@ static void on_step(const fk_train_event *ev, void *user) {
 
 int cmd_train(int argc, char **argv) {
     const char *data = NULL, *val = NULL, *out = NULL, *config = NULL, *init = NULL, *arch = "gpt2", *resume_from = NULL;
+    const char *tokenizer = NULL;
     int64_t vocab = 0, d_model = 128, layers = 4, heads = 4, kv_heads = 0, ffn = 0, ctx = 256, threads = 0;
     int64_t steps = 1000, batch = 8, seq = 0, accum = 1, warmup = -1, seed = 1337, eval_every = 100, eval_tokens = 65536;
     int64_t save_every = 0, keep = 2, log_every = 10;
     double lr = 3e-4, min_lr = 0.1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0, rope_theta = 10000, val_frac = 0.1;
     bool resume = false;
     cli_opt opts[] = {
-        {"--data", OPT_STR, &data, "training text (read as bytes) or token shard (required)", false},
+        {"--data", OPT_STR, &data, "training text or token shard (required)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text data (.gguf, tokenizer.json or a folder; default: --init's or the checkpoint's, else bytes)", false},
         {"--val", OPT_STR, &val, "held-out text or shard (default: the last --val-frac of --data)", false},
         {"--val-frac", OPT_FLOAT, &val_frac, "fraction of --data held out when --val is absent (default 0.1)", false},
         {"-o|--out", OPT_STR, &out, "output folder: the final model, checkpoint-<step>/ folders, metrics.jsonl (required)", false},
@@ -102,12 +104,32 @@ int cmd_train(int argc, char **argv) {
     fk_token_data all = {0}, tr = {0}, va = {0};
     fk_model m = {0};
     fk_adamw opt = {0};
+    fk_tokenizer *tok = NULL;
     fk_train_opts o;
     fk_train_defaults(&o);
-    fk_status st = fk_data_load(data, &all);
-    if (st != FK_OK) return cli_fail("train", st);
+    fk_status st = FK_OK;
+    // The tokenizer: given, else the one of the run being resumed or the model started from,
+    // else raw bytes for text (a token shard without a tokenizer trains on its ids as they are).
+    {
+        char *from = NULL;
+        if (resume_from) from = strdup(resume_from);
+        else if (resume) fk_checkpoint_latest(out, &from);
+        st = cli_model_tokenizer(from ? from : init, tokenizer, -1, &tok);
+        free(from);
+        if (st == FK_OK && !tok) {
+            char head[8] = {0};
+            FILE *f = fopen(data, "rb");
+            bool shard = f && fread(head, 1, 8, f) == 8 && memcmp(head, FK_SHARD_MAGIC, 8) == 0;
+            if (f) fclose(f);
+            if (!shard) st = fk_tok_new_bytes(&tok);
+        }
+        if (st != FK_OK) goto fail;
+        o.tokenizer = tok;
+    }
+    st = fk_data_load_tok(data, tok, &all);
+    if (st != FK_OK) goto fail;
     if (val) {
-        st = fk_data_load(val, &va);
+        st = fk_data_load_tok(val, tok, &va);
         if (st == FK_OK) { tr = all; memset(&all, 0, sizeof all); }
     } else {
         int64_t cut = (int64_t)((double)all.n * (1.0 - val_frac));
@@ -128,6 +150,7 @@ int cmd_train(int argc, char **argv) {
         if (resume_from) ckpt = strdup(resume_from);
         else st = fk_checkpoint_latest(out, &ckpt);
         if (st == FK_OK) st = fk_checkpoint_load(ckpt, &m, &opt, &o);
+        o.tokenizer = tok;
         if (st == FK_OK) {
             // flags given again on the command line override the stored ones where it is safe
             if (cli_was_set(opts, "--steps")) { o.steps = steps; o.optim.total_steps = steps; opt.o.total_steps = steps; }
@@ -152,7 +175,7 @@ int cmd_train(int argc, char **argv) {
             if (config) {
                 st = fk_hf_config_read(config, &c);
             } else {
-                int64_t V = vocab > 0 ? vocab : tr.vocab_size;
+                int64_t V = vocab > 0 ? vocab : tok ? fk_tok_vocab_size(tok) : tr.vocab_size;
                 if (strcmp(arch, "gpt2") == 0) {
                     fk_config_gpt2(&c, V, d_model, layers, heads, ctx);
                     if (ffn > 0) for (int l = 0; l < FK_MAX_LAYERS; l++) c.ffn[l] = ffn;
@@ -164,9 +187,16 @@ int cmd_train(int argc, char **argv) {
                     st = fk_error(FK_ERR_ARG, "--arch must be gpt2 or llama (got %s)", arch);
                 }
             }
+            if (st == FK_OK && tok && !config) {  // the config names the tokenizer's BOS and EOS
+                c.bos_id = fk_tok_bos(tok);
+                c.eos_id = fk_tok_eos(tok);
+            }
             if (st == FK_OK) st = fk_model_init(&m, &c);
             if (st == FK_OK) fk_model_init_weights(&m, (uint64_t)seed);
         }
+        if (st == FK_OK && tok && m.cfg.vocab_size < fk_tok_vocab_size(tok))
+            st = fk_error(FK_ERR_ARG, "the model's vocabulary (%lld) is smaller than the tokenizer's (%d)", (long long)m.cfg.vocab_size,
+                          fk_tok_vocab_size(tok));
         if (st != FK_OK) goto fail;
         o.steps = steps;
         o.batch = (int)batch;
@@ -209,5 +239,6 @@ fail:
     fk_adamw_free(&opt);
     fk_model_free(&m);
     fk_data_free(&all); fk_data_free(&tr); fk_data_free(&va);
+    fk_tok_free(tok);
     return st == FK_OK ? 0 : cli_fail("train", st);
 }

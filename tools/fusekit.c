@@ -11,6 +11,8 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"eval", cmd_eval, "loss, perplexity and bits per byte of a model on a text or token shard"},
     {"generate", cmd_generate, "generate text with a KV cache (greedy, temperature, top-k, top-p)"},
     {"info", cmd_info, "a model's config, parameter counts and memory"},
+    {"tokenizer", cmd_tokenizer, "train, inspect and run tokenizers (train | encode | decode | info | convert)"},
+    {"tokenize", cmd_tokenize, "encode text files into a token shard for train, eval and extract"},
 };
 
 static void usage(void) {

@@ -4,6 +4,7 @@
 #define FUSEKIT_DATA_H
 
 #include "fusekit/base.h"
+#include "fusekit/tokenizer.h"
 
 #define FK_SHARD_MAGIC "FKTOKSHD"
 #define FK_SHARD_VERSION 1
@@ -24,6 +25,10 @@ typedef struct {
 
 // Loads a token shard, or any other file as raw bytes (vocab 256).
 fk_status fk_data_load(const char *path, fk_token_data *d);
+// Loads token data for tokenizer t: a token shard, which must have been written with t
+// (same fingerprint) unless it records none, or any other file as text encoded with t
+// (no BOS/EOS added, special tokens not parsed). t NULL behaves as fk_data_load.
+fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_data *d);
 // Loads a text file as bytes (vocab 256) regardless of its contents.
 fk_status fk_data_load_bytes(const char *path, fk_token_data *d);
 // A copy of ids [from, to) as a new dataset (text bytes prorated).

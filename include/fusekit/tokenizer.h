@@ -107,6 +107,8 @@ typedef struct {
 } fk_tok_out;
 void fk_tok_out_clear(fk_tok_out *o);
 void fk_tok_out_free(fk_tok_out *o);
+// Appends one token (e.g. an EOS between documents).
+fk_status fk_tok_out_push(fk_tok_out *o, int32_t id, int64_t begin, int64_t end);
 
 // Encodes text (any bytes: invalid UTF-8 is tokenized byte by byte) and appends to out.
 fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out);

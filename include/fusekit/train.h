@@ -6,6 +6,7 @@
 
 #include "fusekit/data.h"
 #include "fusekit/model.h"
+#include "fusekit/tokenizer.h"
 
 typedef struct {
     float lr;             // peak learning rate
@@ -46,6 +47,9 @@ typedef struct {
     int64_t save_every;   // steps between checkpoints (0: only at the end)
     int keep;             // checkpoints kept
     int64_t log_every;    // steps between metric events
+    // Written (tokenizer.json, tokenizer_config.json) beside every checkpoint and the final
+    // model so that each folder is complete; NULL for none. Not part of the saved options.
+    const fk_tokenizer *tokenizer;
 } fk_train_opts;
 
 void fk_train_defaults(fk_train_opts *o);

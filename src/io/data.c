@@ -115,3 +115,42 @@ fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_
     free(buf);
     return st;
 }
+
+fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_data *d) {
+    if (!t) return fk_data_load(path, d);
+    memset(d, 0, sizeof *d);
+    char *buf;
+    size_t n;
+    FK_TRY(fk_read_file(path, &buf, &n));
+    if (n >= 8 && memcmp(buf, FK_SHARD_MAGIC, 8) == 0) {
+        free(buf);
+        FK_TRY(fk_data_load(path, d));
+        uint64_t fp = fk_tok_fingerprint(t);
+        if (d->tokenizer_fp != 0 && d->tokenizer_fp != fp) {
+            fk_data_free(d);
+            return fk_error(FK_ERR_ARG, "%s: token shard was written with another tokenizer (fingerprint %016llx, this one is %016llx)",
+                            path, (unsigned long long)d->tokenizer_fp, (unsigned long long)fp);
+        }
+        if (d->vocab_size > fk_tok_vocab_size(t)) {
+            int64_t v = d->vocab_size;
+            fk_data_free(d);
+            return fk_error(FK_ERR_ARG, "%s: token shard has vocabulary %lld, the tokenizer %d", path, (long long)v, fk_tok_vocab_size(t));
+        }
+        return FK_OK;
+    }
+    fk_tok_out o = {0};
+    fk_status st = fk_tok_encode(t, buf, n, 0, &o);
+    free(buf);
+    if (st != FK_OK) { fk_tok_out_free(&o); return fk_error_context(st, "%s", path); }
+    d->ids = o.ids;  // the id buffer is handed over; spans are not kept
+    d->n = o.n;
+    o.ids = NULL;
+    fk_tok_out_free(&o);
+    if (!d->ids) d->ids = malloc(sizeof(int32_t));
+    if (!d->ids) return fk_error(FK_ERR_NOMEM, "out of memory reading %s", path);
+    d->vocab_size = fk_tok_vocab_size(t);
+    d->text_bytes = (int64_t)n;
+    d->tokenizer_fp = fk_tok_fingerprint(t);
+    d->path = strdup(path);
+    return FK_OK;
+}

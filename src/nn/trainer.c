@@ -147,6 +147,7 @@ fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw 
     char *state_path = fk_path_join(dir, "trainer_state.json");
     unlink(state_path);  // the checkpoint is incomplete until trainer_state.json is written again
     fk_status st = fk_hf_save(m, dir, FK_DT_F32);
+    if (st == FK_OK && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, dir);
     if (st == FK_OK) {
         fk_st_entry *e = calloc((size_t)(2 * m->n_params), sizeof *e);
         char (*names)[80] = calloc((size_t)(2 * m->n_params), sizeof *names);
@@ -433,6 +434,7 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
         free(ck);
     }
     if (st == FK_OK && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
+    if (st == FK_OK && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
 done:
     free(x); free(y);
     return st;

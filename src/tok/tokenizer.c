@@ -273,7 +273,7 @@ void fk_tok_out_free(fk_tok_out *o) {
     memset(o, 0, sizeof *o);
 }
 
-static fk_status out_push(fk_tok_out *o, int32_t id, int64_t b, int64_t e) {
+fk_status fk_tok_out_push(fk_tok_out *o, int32_t id, int64_t b, int64_t e) {
     if (o->n == o->cap) {
         int64_t cap = o->cap ? o->cap * 2 : 256;
         int32_t *ids = realloc(o->ids, sizeof *ids * (size_t)cap);
@@ -466,7 +466,7 @@ static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end
             for (int64_t i = 0; i < k; i++) {
                 int64_t b = c->base + (int64_t)begin + c->c_begin[at + i];
                 int64_t en = c->base + (i + 1 < k ? (int64_t)begin + c->c_begin[at + i + 1] : (int64_t)end);
-                FK_TRY(out_push(c->out, c->c_ids[at + i], b, en));
+                FK_TRY(fk_tok_out_push(c->out, c->c_ids[at + i], b, en));
             }
             return FK_OK;
         }
@@ -482,7 +482,7 @@ static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end
         for (size_t i = 0; i < n; i++) l += (size_t)fk_utf8_put(fk_byte_to_cp((uint8_t)w[i]), c->mapped + l);
         int32_t id = fk_strmap_get(&t->map, c->mapped, (uint32_t)l);
         if (id >= 0) {
-            FK_TRY(out_push(c->out, id, c->base + (int64_t)begin, c->base + (int64_t)end));
+            FK_TRY(fk_tok_out_push(c->out, id, c->base + (int64_t)begin, c->base + (int64_t)end));
             goto done;
         }
     }
@@ -499,7 +499,7 @@ static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end
         if (id < 0)
             return fk_error(FK_ERR_FORMAT, "byte 0x%02X at offset %zu has no token in this vocabulary and there is no unknown token",
                             (unsigned char)w[s->start], (size_t)c->base + begin + s->start);
-        FK_TRY(out_push(c->out, id, c->base + (int64_t)(begin + s->start), c->base + (int64_t)(begin + s->start + s->len)));
+        FK_TRY(fk_tok_out_push(c->out, id, c->base + (int64_t)(begin + s->start), c->base + (int64_t)(begin + s->start + s->len)));
     }
 done:
     if (c->use_cache && n <= CACHE_MAX_WORD) FK_TRY(cache_add(c, w, n, from));
@@ -558,7 +558,7 @@ static fk_status spm_fragment(const fk_tokenizer *t, spm_buf *sb, merger *m, con
         int32_t id = s->id;
         if (t->score_mode && id < 0) id = fk_strmap_get(&t->map, sb->buf + a, s->len);
         if (id >= 0) {
-            FK_TRY(out_push(out, id, sb->src[a], sb->src[b]));
+            FK_TRY(fk_tok_out_push(out, id, sb->src[a], sb->src[b]));
             continue;
         }
         for (size_t j = a; j < b; j++) {
@@ -566,10 +566,10 @@ static fk_status spm_fragment(const fk_tokenizer *t, spm_buf *sb, merger *m, con
             if (bt < 0) bt = t->unk;
             if (bt < 0) return fk_error(FK_ERR_FORMAT, "character at offset %lld has no token and no byte fallback", (long long)sb->src[a]);
             if (bt == t->unk && !t->byte_fallback) {  // one unknown token for the whole character
-                FK_TRY(out_push(out, bt, sb->src[a], sb->src[b]));
+                FK_TRY(fk_tok_out_push(out, bt, sb->src[a], sb->src[b]));
                 break;
             }
-            FK_TRY(out_push(out, bt, sb->src[j], j + 1 < b ? sb->src[j + 1] : sb->src[b]));
+            FK_TRY(fk_tok_out_push(out, bt, sb->src[j], j + 1 < b ? sb->src[j + 1] : sb->src[b]));
         }
     }
     return FK_OK;
@@ -589,10 +589,10 @@ static int32_t match_added(const fk_tokenizer *t, const char *text, size_t n, si
 
 fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
     bool add = flags & FK_ENC_ADD_SPECIAL, specials = flags & FK_ENC_PARSE_SPECIAL;
-    if (add && t->add_bos) FK_TRY(out_push(out, t->bos, 0, 0));
+    if (add && t->add_bos) FK_TRY(fk_tok_out_push(out, t->bos, 0, 0));
     fk_status st = FK_OK;
     if (t->kind == FK_TOK_BYTES) {
-        for (size_t i = 0; i < n && st == FK_OK; i++) st = out_push(out, (unsigned char)text[i], (int64_t)i, (int64_t)i + 1);
+        for (size_t i = 0; i < n && st == FK_OK; i++) st = fk_tok_out_push(out, (unsigned char)text[i], (int64_t)i, (int64_t)i + 1);
     } else {
         bpe_ctx bc = {.t = t, .out = out, .use_cache = n >= 4096};
         spm_buf sb = {0};
@@ -618,7 +618,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
                 prev_special = false;
             }
             if (st == FK_OK && id >= 0) {
-                st = out_push(out, id, (int64_t)i, (int64_t)(i + t->len[id]));
+                st = fk_tok_out_push(out, id, (int64_t)i, (int64_t)(i + t->len[id]));
                 prev_special = true;
                 i += t->len[id] - 1;
                 seg = i + 1;
@@ -634,7 +634,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
         free(sb.buf);
         free(sb.src);
     }
-    if (st == FK_OK && add && t->add_eos) st = out_push(out, t->eos, (int64_t)n, (int64_t)n);
+    if (st == FK_OK && add && t->add_eos) st = fk_tok_out_push(out, t->eos, (int64_t)n, (int64_t)n);
     return st;
 }
 
