@@ -124,7 +124,7 @@ fk_status fk_tok_decode(const fk_tokenizer *t, const int32_t *ids, int64_t n, un
 typedef struct {
     int32_t vocab_size;        // total, including the 256 byte tokens and the specials
     const char *pre;           // pre-tokenizer preset (default "gpt-2")
-    const char *const *specials;  // control tokens added after the byte tokens (e.g. "<|endoftext|>")
+    const char *const *specials;  // control tokens, ids 0..n-1 before the 256 byte tokens (e.g. "<|endoftext|>")
     int n_specials;
     int64_t min_frequency;     // a pair seen fewer times is never merged (default 2)
     // Called now and then with the merges done so far; may be NULL.
@@ -138,8 +138,9 @@ typedef struct {
     double seconds_pretokenize, seconds_merge;
 } fk_tok_train_stats;
 
-// Trains a byte-level BPE tokenizer on the concatenation of the given texts. Deterministic:
-// the same texts and options give the same tokenizer. stats may be NULL.
+// Trains a byte-level BPE tokenizer on the given texts (each pre-tokenized on its own, so no
+// piece spans two texts). Deterministic: the same texts and options give the same
+// tokenizer. lens NULL: the texts are NUL-terminated. stats may be NULL.
 fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
                        fk_tokenizer **out, fk_tok_train_stats *stats);
 

@@ -1,0 +1,486 @@
+// Byte-level BPE training: the GPT-2 recipe, as Hugging Face tokenizers' BpeTrainer does it.
+//
+// 1. Every text is pre-tokenized on its own (a piece never spans two texts) and the
+//    distinct pieces ("words") are counted. Keys point into the caller's texts.
+// 2. Each word becomes a sequence of byte-token ids. For every adjacent pair of ids we keep
+//    its count (sum over words of occurrences x word frequency) and the words it occurs in.
+// 3. A max-heap of (count, left, right) with lazy deletion gives the next merge: the
+//    highest count, ties to the smallest (left, right). Merging visits only the words that
+//    hold the pair, rewrites them left to right without overlap ("a a a" -> "aa a") and
+//    adjusts the counts of the neighbouring pairs; every pair whose count changed is pushed
+//    again with its new count, so an entry is current exactly when its count equals the
+//    pair's count.
+// Nothing depends on hash iteration order or addresses: words are numbered in order of
+// first appearance, word lists are appended in visiting order, ties break on ids.
+#include "tok/tok_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------- growable arrays
+static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
+    if (need <= *cap) return true;
+    int64_t c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q) return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+#define GROW(arr, cap, need) grow((void **)&(arr), &(cap), (need), sizeof *(arr))
+
+// ---------------------------------------------------------------- state
+typedef struct { int64_t count; uint64_t key; } heap_ent;  // key = left << 32 | right
+
+typedef struct { int32_t *w; int32_t n, cap; } word_list;
+
+typedef struct {
+    // words
+    fk_strmap map;
+    const char **wkey;
+    uint32_t *wklen;
+    int64_t *freq, *off;
+    int32_t *len, *sym;
+    uint32_t *stamp;     // the last merge (1-based) that visited the word
+    int64_t n_words, cap_wkey, cap_freq, cap_wklen, n_pieces;
+    // pairs
+    uint64_t *pkey;
+    int64_t *pcnt;
+    word_list *pw;
+    uint32_t *pdirty;    // the last merge (1-based) that changed the pair's count
+    int64_t n_pairs, cap_pairs, cap_pcnt, cap_pw, cap_pdirty;
+    int32_t *slot;       // open addressing: pair index or -1
+    uint64_t mask;
+    int32_t *dirty;
+    int64_t n_dirty, cap_dirty;
+    // heap
+    heap_ent *heap;
+    int64_t n_heap, cap_heap;
+    bool nomem;
+} trainer;
+
+static void trainer_free(trainer *t) {
+    fk_strmap_free(&t->map);
+    free(t->wkey); free(t->wklen); free(t->freq); free(t->off); free(t->len); free(t->sym); free(t->stamp);
+    for (int64_t i = 0; i < t->n_pairs; i++) free(t->pw[i].w);
+    free(t->pkey); free(t->pcnt); free(t->pw); free(t->pdirty); free(t->slot); free(t->dirty); free(t->heap);
+    memset(t, 0, sizeof *t);
+}
+
+// ---------------------------------------------------------------- word counting
+static fk_status on_piece(void *ctx, const char *text, size_t begin, size_t end) {
+    trainer *t = ctx;
+    if (end - begin > INT32_MAX) return fk_error(FK_ERR_ARG, "pre-token of %zu bytes is too long to train on", end - begin);
+    const char *k = text + begin;
+    uint32_t n = (uint32_t)(end - begin);
+    t->n_pieces++;
+    int32_t id = fk_strmap_get(&t->map, k, n);
+    if (id < 0) {
+        if (t->n_words >= INT32_MAX) return fk_error(FK_ERR_ARG, "more than %d distinct pre-tokens", INT32_MAX);
+        int64_t need = t->n_words + 1;
+        if (!GROW(t->wkey, t->cap_wkey, need) || !GROW(t->wklen, t->cap_wklen, need) || !GROW(t->freq, t->cap_freq, need))
+            return fk_error(FK_ERR_NOMEM, "out of memory counting %lld distinct pre-tokens", (long long)need);
+        id = (int32_t)t->n_words++;
+        FK_TRY(fk_strmap_put(&t->map, k, n, id));
+        t->wkey[id] = k;
+        t->wklen[id] = n;
+        t->freq[id] = 0;
+    }
+    t->freq[id]++;
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- pairs
+static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(uint32_t)a << 32 | (uint32_t)b; }
+
+static int32_t pair_find(const trainer *t, uint64_t key) {
+    uint64_t i = fk_hash64(key) & t->mask;
+    for (;; i = (i + 1) & t->mask) {
+        int32_t p = t->slot[i];
+        if (p < 0 || t->pkey[p] == key) return p;
+    }
+}
+
+static bool rehash(trainer *t, uint64_t cap) {
+    int32_t *s = malloc(cap * sizeof *s);
+    if (!s) return false;
+    memset(s, 0xFF, cap * sizeof *s);
+    free(t->slot);
+    t->slot = s;
+    t->mask = cap - 1;
+    for (int64_t p = 0; p < t->n_pairs; p++) {
+        uint64_t i = fk_hash64(t->pkey[p]) & t->mask;
+        while (t->slot[i] >= 0) i = (i + 1) & t->mask;
+        t->slot[i] = (int32_t)p;
+    }
+    return true;
+}
+
+// The index of pair (a, b), created with count 0 when new; -1 when out of memory.
+static int32_t pair_get(trainer *t, int32_t a, int32_t b) {
+    uint64_t key = pair_key(a, b);
+    int32_t p = pair_find(t, key);
+    if (p >= 0) return p;
+    if (t->n_pairs >= INT32_MAX - 1) return -1;
+    int64_t need = t->n_pairs + 1;
+    if (!GROW(t->pkey, t->cap_pairs, need) || !GROW(t->pcnt, t->cap_pcnt, need) || !GROW(t->pw, t->cap_pw, need) ||
+        !GROW(t->pdirty, t->cap_pdirty, need))
+        return -1;
+    if ((uint64_t)need * 2 > t->mask + 1 && !rehash(t, (t->mask + 1) * 2)) return -1;
+    p = (int32_t)t->n_pairs++;
+    t->pkey[p] = key;
+    t->pcnt[p] = 0;
+    t->pw[p] = (word_list){0};
+    t->pdirty[p] = 0;
+    uint64_t i = fk_hash64(key) & t->mask;
+    while (t->slot[i] >= 0) i = (i + 1) & t->mask;
+    t->slot[i] = p;
+    return p;
+}
+
+// Adds delta to the count of (a, b) for word w; an increase records w in the pair's list.
+static void pair_add(trainer *t, int32_t a, int32_t b, int64_t delta, int32_t w, uint32_t merge) {
+    int32_t p = pair_get(t, a, b);
+    if (p < 0) { t->nomem = true; return; }
+    t->pcnt[p] += delta;
+    if (delta > 0) {
+        word_list *l = &t->pw[p];
+        if (l->n == 0 || l->w[l->n - 1] != w) {
+            if (l->n == l->cap) {
+                int32_t c = l->cap ? (l->cap < INT32_MAX / 2 ? l->cap * 2 : INT32_MAX) : 4;
+                int32_t *q = c > l->n ? realloc(l->w, (size_t)c * sizeof *q) : NULL;
+                if (!q) { t->nomem = true; return; }
+                l->w = q;
+                l->cap = c;
+            }
+            l->w[l->n++] = w;
+        }
+    }
+    if (merge && t->pdirty[p] != merge) {
+        t->pdirty[p] = merge;
+        if (!GROW(t->dirty, t->cap_dirty, t->n_dirty + 1)) { t->nomem = true; return; }
+        t->dirty[t->n_dirty++] = p;
+    }
+}
+
+// ---------------------------------------------------------------- heap
+// a before b: higher count, then smaller (left, right).
+static bool heap_before(const heap_ent *a, const heap_ent *b) {
+    return a->count != b->count ? a->count > b->count : a->key < b->key;
+}
+
+static void sift_down(heap_ent *h, int64_t n, int64_t i) {
+    heap_ent e = h[i];
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap_before(&h[c + 1], &h[c])) c++;
+        if (!heap_before(&h[c], &e)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = e;
+}
+
+static bool heap_push(trainer *t, int64_t count, uint64_t key) {
+    if (!GROW(t->heap, t->cap_heap, t->n_heap + 1)) return false;
+    heap_ent e = {count, key};
+    int64_t i = t->n_heap++;
+    while (i > 0) {
+        int64_t up = (i - 1) / 2;
+        if (!heap_before(&e, &t->heap[up])) break;
+        t->heap[i] = t->heap[up];
+        i = up;
+    }
+    t->heap[i] = e;
+    return true;
+}
+
+static void heap_pop(trainer *t) {
+    t->heap[0] = t->heap[--t->n_heap];
+    if (t->n_heap > 0) sift_down(t->heap, t->n_heap, 0);
+}
+
+// One entry per pair with a positive count (drops the stale ones).
+static void heap_rebuild(trainer *t) {
+    t->n_heap = 0;
+    for (int64_t p = 0; p < t->n_pairs; p++)
+        if (t->pcnt[p] > 0) t->heap[t->n_heap++] = (heap_ent){t->pcnt[p], t->pkey[p]};
+    for (int64_t i = t->n_heap / 2 - 1; i >= 0; i--) sift_down(t->heap, t->n_heap, i);
+}
+
+// ---------------------------------------------------------------- merging
+// Rewrites word w with every non-overlapping (a, b), left to right, as c.
+static void merge_word(trainer *t, int32_t w, int32_t a, int32_t b, int32_t c, uint32_t merge) {
+    int32_t *s = t->sym + t->off[w];
+    int32_t n = t->len[w], o = 0;
+    int64_t f = t->freq[w];
+    for (int32_t i = 0; i < n;) {
+        if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+            if (o > 0) {
+                pair_add(t, s[o - 1], a, -f, w, merge);
+                pair_add(t, s[o - 1], c, f, w, merge);
+            }
+            if (i + 2 < n) {
+                pair_add(t, b, s[i + 2], -f, w, merge);
+                pair_add(t, c, s[i + 2], f, w, merge);
+            }
+            s[o++] = c;
+            i += 2;
+        } else {
+            s[o++] = s[i++];
+        }
+    }
+    t->len[w] = o;
+}
+
+// ---------------------------------------------------------------- vocabulary
+typedef struct {
+    char **piece;        // owned (the specials are copied too)
+    uint32_t *plen;
+    int64_t n, cap, cap_len;
+} vocab;
+
+static bool vocab_add(vocab *v, const char *s, uint32_t n) {
+    if (!GROW(v->piece, v->cap, v->n + 1) || !GROW(v->plen, v->cap_len, v->n + 1)) return false;
+    char *p = malloc((size_t)n + 1);
+    if (!p) return false;
+    memcpy(p, s, n);
+    p[n] = 0;
+    v->piece[v->n] = p;
+    v->plen[v->n++] = n;
+    return true;
+}
+
+static void vocab_free(vocab *v) {
+    for (int64_t i = 0; i < v->n; i++) free(v->piece[i]);
+    free(v->piece);
+    free(v->plen);
+    memset(v, 0, sizeof *v);
+}
+
+// ---------------------------------------------------------------- training
+static fk_status check_opts(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
+                            fk_tokenizer **out) {
+    if (!o) return fk_error(FK_ERR_ARG, "tokenizer training: no options");
+    if (!out) return fk_error(FK_ERR_ARG, "tokenizer training: no output pointer");
+    if (n_texts < 0) return fk_error(FK_ERR_ARG, "tokenizer training: negative text count %d", n_texts);
+    if (n_texts > 0 && !texts) return fk_error(FK_ERR_ARG, "tokenizer training: %d texts but no text array", n_texts);
+    for (int i = 0; i < n_texts; i++)
+        if (!texts[i] && (!lens || lens[i] > 0)) return fk_error(FK_ERR_ARG, "tokenizer training: text %d is NULL", i);
+    if (o->n_specials < 0) return fk_error(FK_ERR_ARG, "tokenizer training: negative special token count %d", o->n_specials);
+    if (o->n_specials > 0 && !o->specials)
+        return fk_error(FK_ERR_ARG, "tokenizer training: %d special tokens but no special token array", o->n_specials);
+    for (int i = 0; i < o->n_specials; i++) {
+        if (!o->specials[i] || !o->specials[i][0])
+            return fk_error(FK_ERR_ARG, "tokenizer training: special token %d is empty", i);
+        for (int j = 0; j < i; j++)
+            if (strcmp(o->specials[i], o->specials[j]) == 0)
+                return fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' given twice (%d and %d)", o->specials[i], j, i);
+    }
+    if (o->vocab_size < 256 + (int64_t)o->n_specials)
+        return fk_error(FK_ERR_ARG, "tokenizer training: vocab_size %d is smaller than the 256 byte tokens plus %d special tokens",
+                        o->vocab_size, o->n_specials);
+    if (o->min_frequency < 0)
+        return fk_error(FK_ERR_ARG, "tokenizer training: min_frequency %lld is negative", (long long)o->min_frequency);
+    const char *pre = o->pre ? o->pre : "gpt-2";
+    if (!fk_pretok_preset(pre)) return fk_error(FK_ERR_ARG, "tokenizer training: unknown pre-tokenizer preset '%s'", pre);
+    return FK_OK;
+}
+
+fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
+                       fk_tokenizer **out, fk_tok_train_stats *stats) {
+    if (out) *out = NULL;
+    if (stats) memset(stats, 0, sizeof *stats);
+    FK_TRY(check_opts(o, texts, lens, n_texts, out));
+    const char *pre = o->pre ? o->pre : "gpt-2";
+    const int32_t n_spec = o->n_specials, n_base = 256 + n_spec;
+    const int64_t min_freq = o->min_frequency > 0 ? o->min_frequency : 2;
+    const int32_t target = o->vocab_size - n_base;
+
+    trainer t = {0};
+    vocab v = {0};
+    fk_strmap pieces = {0}, spec_map = {0};
+    fk_pretok pt = {0};
+    int32_t (*merges)[2] = NULL;
+    int64_t cap_merges = 0;
+    int32_t n_merges = 0;
+    uint8_t *types = NULL;
+    fk_status st = FK_OK;
+
+    // 1. pre-tokenize and count words
+    double t0 = fk_time_s();
+    int64_t bytes = 0;
+    st = fk_pretok_init(&pt, pre, NULL, 0);
+    if (st == FK_OK) st = fk_strmap_init(&t.map, 1 << 16);
+    for (int i = 0; st == FK_OK && i < n_texts; i++) {
+        size_t n = lens ? lens[i] : strlen(texts[i]);
+        bytes += (int64_t)n;
+        if (n) st = fk_pretok_split(&pt, texts[i], n, on_piece, &t);
+    }
+    fk_pretok_free(&pt);
+    fk_strmap_free(&t.map);  // the word keys stay in t.wkey
+    double t1 = fk_time_s();
+    if (stats) {
+        stats->bytes = bytes;
+        stats->words = t.n_pieces;
+        stats->unique_words = t.n_words;
+        stats->seconds_pretokenize = t1 - t0;
+    }
+    if (st != FK_OK) goto done;
+
+    // 2. base vocabulary: specials, then the byte tokens by ascending mapped code point
+    int32_t byte_id[256];
+    uint32_t cps[256];
+    for (int b = 0; b < 256; b++) cps[b] = fk_byte_to_cp((uint8_t)b) << 8 | (uint32_t)b;
+    for (int i = 1; i < 256; i++) {  // insertion sort: 256 entries
+        uint32_t x = cps[i];
+        int j = i;
+        for (; j > 0 && cps[j - 1] > x; j--) cps[j] = cps[j - 1];
+        cps[j] = x;
+    }
+    for (int i = 0; i < n_spec; i++)
+        if (!vocab_add(&v, o->specials[i], (uint32_t)strlen(o->specials[i]))) goto nomem;
+    if ((st = fk_strmap_init(&pieces, o->vocab_size)) != FK_OK) goto done;
+    for (int i = 0; i < 256; i++) {
+        char u[4];
+        int n = fk_utf8_put(cps[i] >> 8, u);
+        byte_id[cps[i] & 0xFF] = n_spec + i;
+        if (!vocab_add(&v, u, (uint32_t)n)) goto nomem;
+        if ((st = fk_strmap_put(&pieces, v.piece[v.n - 1], (uint32_t)n, n_spec + i)) != FK_OK) goto done;
+    }
+    // A special spelled like a byte token would take that byte's place in the vocabulary.
+    if ((st = fk_strmap_init(&spec_map, n_spec)) != FK_OK) goto done;
+    for (int i = 0; i < n_spec; i++) {
+        if (fk_strmap_get(&pieces, v.piece[i], v.plen[i]) >= 0) {
+            st = fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' is spelled like the byte token of one byte", v.piece[i]);
+            goto done;
+        }
+        if ((st = fk_strmap_put(&spec_map, v.piece[i], v.plen[i], i)) != FK_OK) goto done;
+    }
+
+    // 3. words as byte-token ids; initial pair counts
+    int64_t n_sym = 0;
+    for (int64_t w = 0; w < t.n_words; w++) n_sym += t.wklen[w];
+    t.off = malloc((size_t)(t.n_words + 1) * sizeof *t.off);
+    t.len = malloc((size_t)(t.n_words + 1) * sizeof *t.len);
+    t.stamp = calloc((size_t)(t.n_words + 1), sizeof *t.stamp);
+    t.sym = malloc((size_t)(n_sym + 1) * sizeof *t.sym);
+    if (!t.off || !t.len || !t.stamp || !t.sym || !rehash(&t, 1 << 16)) goto nomem;
+    n_sym = 0;
+    for (int64_t w = 0; w < t.n_words; w++) {
+        const unsigned char *k = (const unsigned char *)t.wkey[w];
+        t.off[w] = n_sym;
+        t.len[w] = (int32_t)t.wklen[w];
+        for (uint32_t i = 0; i < t.wklen[w]; i++) t.sym[n_sym++] = byte_id[k[i]];
+        const int32_t *s = t.sym + t.off[w];
+        for (int32_t i = 0; i + 1 < t.len[w]; i++) pair_add(&t, s[i], s[i + 1], t.freq[w], (int32_t)w, 0);
+        if (t.nomem) goto nomem;
+    }
+    free(t.wkey); t.wkey = NULL;
+    free(t.wklen); t.wklen = NULL;
+    if (!GROW(t.heap, t.cap_heap, t.n_pairs + 1)) goto nomem;
+    heap_rebuild(&t);
+
+    // 4. merges
+    char *buf = NULL;
+    size_t cap_buf = 0;
+    while (v.n < o->vocab_size) {
+        int32_t p = -1, a = 0, b = 0;
+        size_t n = 0;
+        while (t.n_heap > 0) {
+            heap_ent top = t.heap[0];
+            int32_t q = pair_find(&t, top.key);
+            if (q < 0 || t.pcnt[q] != top.count) { heap_pop(&t); continue; }  // stale: the current count has its own entry
+            if (top.count < min_freq) break;
+            heap_pop(&t);
+            // the new token: the concatenation, or the token already spelled that way
+            a = (int32_t)(top.key >> 32);
+            b = (int32_t)(top.key & 0xFFFFFFFFu);
+            n = (size_t)v.plen[a] + v.plen[b];
+            if (n > UINT32_MAX) { st = fk_error(FK_ERR_ARG, "tokenizer training: token of %zu bytes is too long", n); break; }
+            if (n > cap_buf) {
+                char *g = realloc(buf, n);
+                if (!g) { free(buf); goto nomem; }
+                buf = g;
+                cap_buf = n;
+            }
+            memcpy(buf, v.piece[a], v.plen[a]);
+            memcpy(buf + v.plen[a], v.piece[b], v.plen[b]);
+            // a pair spelling a special token is never merged (encoding would make the control token)
+            if (n_spec > 0 && fk_strmap_get(&spec_map, buf, (uint32_t)n) >= 0) continue;
+            p = q;
+            break;
+        }
+        if (st != FK_OK || p < 0) break;
+        int32_t c = fk_strmap_get(&pieces, buf, (uint32_t)n);
+        if (c < 0) {
+            if (!vocab_add(&v, buf, (uint32_t)n)) { free(buf); goto nomem; }
+            c = (int32_t)(v.n - 1);
+            if ((st = fk_strmap_put(&pieces, v.piece[c], (uint32_t)n, c)) != FK_OK) break;
+        }
+        if (!GROW(merges, cap_merges, n_merges + 1)) { free(buf); goto nomem; }
+        merges[n_merges][0] = a;
+        merges[n_merges][1] = b;
+        n_merges++;
+        // visit the words holding (a, b); the list is detached first (pair_add may grow the tables)
+        word_list l = t.pw[p];
+        t.pw[p] = (word_list){0};
+        uint32_t merge = (uint32_t)n_merges;
+        t.n_dirty = 0;
+        for (int32_t i = 0; i < l.n; i++) {
+            int32_t w = l.w[i];
+            if (t.stamp[w] == merge) continue;
+            t.stamp[w] = merge;
+            merge_word(&t, w, a, b, c, merge);
+        }
+        free(l.w);
+        if (t.nomem) { free(buf); goto nomem; }
+        t.pcnt[p] = 0;  // every occurrence is merged
+        for (int64_t i = 0; i < t.n_dirty; i++) {
+            int32_t q = t.dirty[i];
+            if (t.pcnt[q] > 0 && !heap_push(&t, t.pcnt[q], t.pkey[q])) { free(buf); goto nomem; }
+        }
+        if (t.n_heap > 2 * t.n_pairs + (1 << 20)) heap_rebuild(&t);
+        if (o->progress && n_merges % 100 == 0) o->progress(o->progress_ctx, n_merges, target);
+    }
+    free(buf);
+    if (st != FK_OK) goto done;
+    if (o->progress && n_merges % 100 != 0) o->progress(o->progress_ctx, n_merges, target);
+
+    // 5. the tokenizer
+    types = malloc((size_t)v.n);
+    if (!types) goto nomem;
+    for (int64_t i = 0; i < v.n; i++) types[i] = i < n_spec ? FK_TT_CONTROL : FK_TT_NORMAL;
+    fk_tok_spec spec = {0};
+    spec.kind = FK_TOK_BPE;
+    spec.n_vocab = (int32_t)v.n;
+    spec.pieces = (const char *const *)v.piece;
+    spec.piece_lens = v.plen;
+    spec.types = types;
+    spec.n_merges = n_merges;
+    spec.merges = (const int32_t (*)[2])merges;
+    spec.pre = pre;
+    spec.bos = spec.eos = n_spec > 0 ? 0 : -1;
+    spec.unk = spec.pad = -1;
+    st = fk_tok_build(&spec, out);
+    if (st != FK_OK) fk_error_context(st, "tokenizer training: building the trained tokenizer");
+    if (stats) {
+        stats->merges = n_merges;
+        stats->seconds_merge = fk_time_s() - t1;
+    }
+    goto done;
+
+nomem:
+    st = fk_error(FK_ERR_NOMEM, "tokenizer training: out of memory (%lld distinct pre-tokens, %lld pairs)",
+                  (long long)t.n_words, (long long)t.n_pairs);
+done:
+    free(types);
+    free(merges);
+    fk_strmap_free(&pieces);
+    fk_strmap_free(&spec_map);
+    vocab_free(&v);
+    trainer_free(&t);
+    return st;
+}
