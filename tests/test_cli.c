@@ -119,11 +119,72 @@ static void test_cli_errors(void **s) {
     // a model whose vocabulary is smaller than the data's ids
     assert_int_equal(run(&out, "%s train --data %s/golden/gpt2/config.json --init %s/golden/gpt2 -o %s/y --steps 2 --seq 8",
                          FK_CLI, FK_TEST_DATA, FK_TEST_DATA, tmpdir), 1);
-    assert_non_null(strstr(out, "vocabulary 256 exceeds the model's 64"));
+    assert_non_null(strstr(out, "the model's vocabulary (64) is smaller than the tokenizer's (256)"));
+    free(out);
+}
+
+// A trained tokenizer through the whole chain: train it, tokenize to a shard, train a model
+// on the shard, evaluate on text, generate from a text prompt.
+static void test_tokenizer_pipeline(void **s) {
+    (void)s;
+    char *out, text[300];
+    snprintf(text, sizeof text, "%s/tok.txt", tmpdir);
+    FILE *f = fopen(text, "w");
+    const char *animals[] = {"cat", "dog", "bird", "horse"}, *verbs[] = {"sat on", "ran to", "looked at"};
+    for (int i = 0; i < 600; i++) fprintf(f, "The %s %s the %s.\n", animals[i % 4], verbs[i % 3], animals[(i / 4) % 4]);
+    fclose(f);
+    int rc = run(&out, "%s tokenizer train --data %s --vocab 280 -o %s/tok", FK_CLI, text, tmpdir);
+    if (rc != 0) fail_msg("tokenizer train failed: %s", out);
+    assert_non_null(strstr(out, "\"vocab\":280"));
+    free(out);
+    rc = run(&out, "%s tokenize --tokenizer %s/tok --data %s --sep-eos -o %s/tok.fktok", FK_CLI, tmpdir, text, tmpdir);
+    if (rc != 0) fail_msg("tokenize failed: %s", out);
+    assert_non_null(strstr(out, "\"tokens\""));
+    free(out);
+    rc = run(&out, "%s tokenizer encode --tokenizer %s/tok --text 'The horse ran to the bird.'", FK_CLI, tmpdir);
+    assert_int_equal(rc, 0);
+    char ids[512];
+    snprintf(ids, sizeof ids, "%s", out);
+    ids[strcspn(ids, "\n")] = 0;
+    free(out);
+    assert_true(strlen(ids) > 0);
+    rc = run(&out, "%s tokenizer decode --tokenizer %s/tok --ids '%s'", FK_CLI, tmpdir, ids);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "The horse ran to the bird.");
+    free(out);
+    rc = run(&out, "%s train --data %s/tok.fktok --tokenizer %s/tok -o %s/tm --steps 80 --batch 8 --ctx 32 --d-model 32 --layers 2 "
+                 "--heads 2 --lr 1e-2 --eval-every 40", FK_CLI, tmpdir, tmpdir, tmpdir);
+    if (rc != 0) fail_msg("train on the shard failed: %s", out);
+    free(out);
+    char p[400];
+    snprintf(p, sizeof p, "%s/tm/tokenizer.json", tmpdir);
+    assert_true(fk_path_exists(p));
+    snprintf(p, sizeof p, "%s/tm/checkpoint-80/tokenizer.json", tmpdir);
+    assert_true(fk_path_exists(p));
+    // eval encodes the text with the model's own tokenizer; bits per byte count the file's bytes
+    rc = run(&out, "%s eval --model %s/tm --data %s", FK_CLI, tmpdir, text);
+    if (rc != 0) fail_msg("eval failed: %s", out);
+    const char *b = strstr(out, "\"bytes\":");
+    assert_non_null(b);
+    assert_true(atoll(b + 8) > 12000 && atoll(b + 8) <= 15894);  // the file has 15,894 bytes
+    free(out);
+    rc = run(&out, "%s generate --model %s/tm --prompt 'The cat' -n 12 --greedy", FK_CLI, tmpdir);
+    if (rc != 0) fail_msg("generate failed: %s", out);
+    assert_memory_equal(out, "The cat", 7);
+    assert_non_null(strstr(out, " the "));  // the model learnt the pattern and speaks words
+    free(out);
+    // a shard written with one tokenizer is refused with another
+    rc = run(&out, "%s tokenizer train --data %s --vocab 270 -o %s/tok2", FK_CLI, text, tmpdir);
+    assert_int_equal(rc, 0);
+    free(out);
+    rc = run(&out, "%s train --data %s/tok.fktok --tokenizer %s/tok2 -o %s/tm2 --steps 2", FK_CLI, tmpdir, tmpdir, tmpdir);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "written with another tokenizer"));
     free(out);
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_cli_errors)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_cli_errors),
+                                       cmocka_unit_test(test_tokenizer_pipeline)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

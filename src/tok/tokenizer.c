@@ -23,6 +23,7 @@ struct fk_tokenizer {
     fk_pretok pre;
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges, score_mode;
+    bool spm_split;          // SPM: no piece holds "x▁" (x not ▁), so merges never cross such a point
     int32_t *added;          // tokens matched in raw text, sorted by first byte, longest first
     int32_t added_at[257];   // added[added_at[b] .. added_at[b + 1]) begin with byte b
     uint64_t fp;
@@ -151,6 +152,17 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
         if (st != FK_OK) goto fail;
     }
     t->score_mode = s->kind == FK_TOK_SPM && s->n_merges == 0;
+    if (s->kind == FK_TOK_SPM) {
+        t->spm_split = true;
+        for (int32_t i = 0; i < n && t->spm_split; i++) {
+            const unsigned char *p = (const unsigned char *)piece(t, i);
+            for (uint32_t k = 1; k + 2 < t->len[i]; k++)
+                if (p[k] == 0xE2 && p[k + 1] == 0x96 && p[k + 2] == 0x81 && !(k >= 3 && p[k - 3] == 0xE2 && p[k - 2] == 0x96 && p[k - 1] == 0x81)) {
+                    t->spm_split = false;
+                    break;
+                }
+        }
+    }
 
     for (int b = 0; b < 256; b++) {
         char buf[8];
@@ -402,6 +414,58 @@ static fk_status merger_reserve(merger *m, int64_t n) {
     return FK_OK;
 }
 
+// ---------------------------------------------------------------- word cache
+// Text repeats its words: the tokens of each word (pre-token, or SPM chunk) are kept,
+// ids with their offsets relative to the word's start. Keys point into the text.
+typedef struct {
+    fk_strmap map;
+    int32_t *ids;
+    uint32_t *rel;
+    int64_t n, cap;
+    int64_t *at;  // entry k: tokens at[2k] .. at[2k] + at[2k + 1]
+    int64_t entries, entries_cap;
+} word_cache;
+
+#define CACHE_MAX_WORD 256
+#define CACHE_MAX_TOKENS (1 << 22)
+
+static void cache_free(word_cache *c) {
+    fk_strmap_free(&c->map);
+    free(c->ids);
+    free(c->rel);
+    free(c->at);
+    memset(c, 0, sizeof *c);
+}
+
+static fk_status cache_store(word_cache *c, const char *w, size_t n, const int32_t *ids, const int64_t *pos, int64_t base, int64_t k) {
+    if (c->n + k > CACHE_MAX_TOKENS || n > CACHE_MAX_WORD) return FK_OK;  // full: the rest goes uncached
+    if (c->n + k > c->cap) {
+        int64_t cap = c->cap ? c->cap * 2 : 4096;
+        while (cap < c->n + k) cap *= 2;
+        int32_t *g = realloc(c->ids, sizeof *g * (size_t)cap);
+        if (g) c->ids = g;
+        uint32_t *r = realloc(c->rel, sizeof *r * (size_t)cap);
+        if (r) c->rel = r;
+        if (!g || !r) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        c->cap = cap;
+    }
+    if (c->entries == c->entries_cap) {
+        int64_t cap = c->entries_cap ? c->entries_cap * 2 : 1024;
+        int64_t *at = realloc(c->at, sizeof *at * 2 * (size_t)cap);
+        if (!at) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        c->at = at;
+        c->entries_cap = cap;
+    }
+    for (int64_t i = 0; i < k; i++) {
+        c->ids[c->n + i] = ids[i];
+        c->rel[c->n + i] = (uint32_t)(pos[i] - base);
+    }
+    c->at[2 * c->entries] = c->n;
+    c->at[2 * c->entries + 1] = k;
+    c->n += k;
+    return fk_strmap_put(&c->map, w, (uint32_t)n, (int32_t)c->entries++);
+}
+
 // ---------------------------------------------------------------- byte-level BPE
 typedef struct {
     const fk_tokenizer *t;
@@ -410,49 +474,13 @@ typedef struct {
     merger m;
     char *mapped;  // a word in its code-point form (ignore_merges lookups)
     size_t mapped_cap;
-    // Word cache: word bytes -> its tokens (ids and spans relative to the word start).
-    fk_strmap cache;
-    int32_t *c_ids;
-    uint32_t *c_begin;
-    int64_t c_n, c_cap;
-    int64_t *c_at;  // cache entry k: tokens c_at[2k] .. c_at[2k] + c_at[2k + 1]
-    int64_t c_entries, c_entries_cap;
+    word_cache cache;
     bool use_cache;
+    // SPM: one chunk's tokens before they are mapped to input offsets
+    int32_t *ch_ids;
+    int64_t *ch_pos;
+    int64_t ch_n, ch_cap;
 } bpe_ctx;
-
-#define CACHE_MAX_WORD 256
-#define CACHE_MAX_TOKENS (1 << 22)
-
-static fk_status cache_add(bpe_ctx *c, const char *w, size_t n, int64_t from) {
-    int64_t k = c->out->n - from;
-    if (c->c_n + k > CACHE_MAX_TOKENS) return FK_OK;  // full: the rest of the text goes uncached
-    if (c->c_n + k > c->c_cap) {
-        int64_t cap = c->c_cap ? c->c_cap * 2 : 4096;
-        while (cap < c->c_n + k) cap *= 2;
-        int32_t *ids = realloc(c->c_ids, sizeof *ids * (size_t)cap);
-        if (ids) c->c_ids = ids;
-        uint32_t *bg = realloc(c->c_begin, sizeof *bg * (size_t)cap);
-        if (bg) c->c_begin = bg;
-        if (!ids || !bg) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
-        c->c_cap = cap;
-    }
-    if (c->c_entries == c->c_entries_cap) {
-        int64_t cap = c->c_entries_cap ? c->c_entries_cap * 2 : 1024;
-        int64_t *at = realloc(c->c_at, sizeof *at * 2 * (size_t)cap);
-        if (!at) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
-        c->c_at = at;
-        c->c_entries_cap = cap;
-    }
-    int64_t base = c->out->begin[from];
-    for (int64_t i = 0; i < k; i++) {
-        c->c_ids[c->c_n + i] = c->out->ids[from + i];
-        c->c_begin[c->c_n + i] = (uint32_t)(c->out->begin[from + i] - base);
-    }
-    c->c_at[2 * c->c_entries] = c->c_n;
-    c->c_at[2 * c->c_entries + 1] = k;
-    c->c_n += k;
-    return fk_strmap_put(&c->cache, w, (uint32_t)n, (int32_t)c->c_entries++);
-}
 
 static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end) {
     bpe_ctx *c = ctx;
@@ -460,13 +488,13 @@ static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end
     const char *w = text + begin;
     size_t n = end - begin;
     if (c->use_cache && n <= CACHE_MAX_WORD) {
-        int32_t e = fk_strmap_get(&c->cache, w, (uint32_t)n);
+        int32_t e = fk_strmap_get(&c->cache.map, w, (uint32_t)n);
         if (e >= 0) {
-            int64_t at = c->c_at[2 * e], k = c->c_at[2 * e + 1];
+            int64_t at = c->cache.at[2 * e], k = c->cache.at[2 * e + 1];
             for (int64_t i = 0; i < k; i++) {
-                int64_t b = c->base + (int64_t)begin + c->c_begin[at + i];
-                int64_t en = c->base + (i + 1 < k ? (int64_t)begin + c->c_begin[at + i + 1] : (int64_t)end);
-                FK_TRY(fk_tok_out_push(c->out, c->c_ids[at + i], b, en));
+                int64_t b = c->base + (int64_t)begin + c->cache.rel[at + i];
+                int64_t en = c->base + (i + 1 < k ? (int64_t)begin + c->cache.rel[at + i + 1] : (int64_t)end);
+                FK_TRY(fk_tok_out_push(c->out, c->cache.ids[at + i], b, en));
             }
             return FK_OK;
         }
@@ -502,7 +530,7 @@ static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end
         FK_TRY(fk_tok_out_push(c->out, id, c->base + (int64_t)(begin + s->start), c->base + (int64_t)(begin + s->start + s->len)));
     }
 done:
-    if (c->use_cache && n <= CACHE_MAX_WORD) FK_TRY(cache_add(c, w, n, from));
+    if (c->use_cache) FK_TRY(cache_store(&c->cache, w, n, c->out->ids + from, c->out->begin + from, c->out->begin[from], c->out->n - from));
     return FK_OK;
 }
 
@@ -513,8 +541,63 @@ typedef struct {
     size_t cap;
 } spm_buf;
 
-static fk_status spm_fragment(const fk_tokenizer *t, spm_buf *sb, merger *m, const char *text, size_t begin, size_t end,
-                              bool prefix, fk_tok_out *out) {
+static fk_status chunk_push(bpe_ctx *c, int32_t id, int64_t pos) {
+    if (c->ch_n == c->ch_cap) {
+        int64_t cap = c->ch_cap ? c->ch_cap * 2 : 256;
+        int32_t *g = realloc(c->ch_ids, sizeof *g * (size_t)cap);
+        if (g) c->ch_ids = g;
+        int64_t *p = realloc(c->ch_pos, sizeof *p * (size_t)cap);
+        if (p) c->ch_pos = p;
+        if (!g || !p) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
+        c->ch_cap = cap;
+    }
+    c->ch_ids[c->ch_n] = id;
+    c->ch_pos[c->ch_n++] = pos;
+    return FK_OK;
+}
+
+// Tokens of the normalized bytes w[0, l) into c->ch_ids, with their starts in c->ch_pos.
+static fk_status spm_chunk(bpe_ctx *c, const char *w, size_t l, int64_t at_src) {
+    const fk_tokenizer *t = c->t;
+    merger *m = &c->m;
+    FK_TRY(merger_reserve(m, (int64_t)l));
+    int32_t ns = 0;
+    const unsigned char *u = (const unsigned char *)w;
+    for (size_t i = 0; i < l;) {  // symbols are characters; an invalid byte is one of its own
+        int cl = fk_utf8_valid_len(u + i, l - i);
+        if (cl == 0) cl = 1;
+        m->syms[ns] = (sym){fk_strmap_get(&t->map, w + i, (uint32_t)cl), ns - 1, -1, (uint32_t)i, (uint32_t)cl};
+        if (ns > 0) m->syms[ns - 1].next = ns;
+        ns++;
+        i += (size_t)cl;
+    }
+    FK_TRY(merge_word(t, m, w, ns));
+    for (int32_t i = 0; i >= 0; i = m->syms[i].next) {
+        const sym *s = &m->syms[i];
+        size_t a = s->start, b = s->start + s->len;
+        int32_t id = s->id;
+        if (t->score_mode && id < 0) id = fk_strmap_get(&t->map, w + a, s->len);
+        if (id >= 0) {
+            FK_TRY(chunk_push(c, id, (int64_t)a));
+            continue;
+        }
+        for (size_t j = a; j < b; j++) {
+            int32_t bt = t->byte_fallback ? t->byte_tok[u[j]] : -1;
+            if (bt < 0) bt = t->unk;
+            if (bt < 0) return fk_error(FK_ERR_FORMAT, "character at offset %lld has no token and no byte fallback", (long long)at_src);
+            FK_TRY(chunk_push(c, bt, (int64_t)j));
+            if (bt == t->unk && !t->byte_fallback) break;  // one unknown token for the whole character
+        }
+    }
+    return FK_OK;
+}
+
+static bool is_marker(const char *p) {
+    return (unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x96 && (unsigned char)p[2] == 0x81;
+}
+
+static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t begin, size_t end, bool prefix) {
+    const fk_tokenizer *t = c->t;
     size_t need = (end - begin) * 3 + 4;
     if (need > sb->cap) {
         char *b = realloc(sb->buf, need);
@@ -538,39 +621,46 @@ static fk_status spm_fragment(const fk_tokenizer *t, spm_buf *sb, merger *m, con
         }
     }
     sb->src[l] = (int64_t)end;
-    if (l == 0) return FK_OK;
-    // Symbols are characters (an invalid byte is a symbol of its own).
-    FK_TRY(merger_reserve(m, (int64_t)l));
-    int32_t ns = 0;
-    const unsigned char *u = (const unsigned char *)sb->buf;
-    for (size_t i = 0; i < l;) {
-        int cl = fk_utf8_valid_len(u + i, l - i);
-        if (cl == 0) cl = 1;
-        m->syms[ns] = (sym){fk_strmap_get(&t->map, sb->buf + i, (uint32_t)cl), ns - 1, -1, (uint32_t)i, (uint32_t)cl};
-        if (ns > 0) m->syms[ns - 1].next = ns;
-        ns++;
-        i += (size_t)cl;
+    // The cache's keys point into sb->buf, which the next fragment overwrites.
+    if (c->use_cache) {
+        cache_free(&c->cache);
+        FK_TRY(fk_strmap_init(&c->cache.map, 1 << 14));
     }
-    FK_TRY(merge_word(t, m, sb->buf, ns));
-    for (int32_t i = 0; i >= 0; i = m->syms[i].next) {
-        const sym *s = &m->syms[i];
-        size_t a = s->start, b = s->start + s->len;
-        int32_t id = s->id;
-        if (t->score_mode && id < 0) id = fk_strmap_get(&t->map, sb->buf + a, s->len);
-        if (id >= 0) {
-            FK_TRY(fk_tok_out_push(out, id, sb->src[a], sb->src[b]));
-            continue;
-        }
-        for (size_t j = a; j < b; j++) {
-            int32_t bt = t->byte_fallback ? t->byte_tok[u[j]] : -1;
-            if (bt < 0) bt = t->unk;
-            if (bt < 0) return fk_error(FK_ERR_FORMAT, "character at offset %lld has no token and no byte fallback", (long long)sb->src[a]);
-            if (bt == t->unk && !t->byte_fallback) {  // one unknown token for the whole character
-                FK_TRY(fk_tok_out_push(out, bt, sb->src[a], sb->src[b]));
-                break;
+    // Chunks: where no piece can cross (before a "▁" that follows another character), the
+    // text is merged chunk by chunk, with the same result as merging it whole.
+    for (size_t a = 0; a < l;) {
+        size_t b = l;
+        if (t->spm_split) {
+            for (b = a + 1; b + 3 <= l; b++) {
+                const char *p = memchr(sb->buf + b, 0xE2, l - b);
+                if (!p) { b = l; break; }
+                b = (size_t)(p - sb->buf);
+                if (b + 3 <= l && is_marker(p) && !(b >= 3 && is_marker(p - 3))) break;
             }
-            FK_TRY(fk_tok_out_push(out, bt, sb->src[j], j + 1 < b ? sb->src[j + 1] : sb->src[b]));
+            if (b > l || b + 3 > l) b = l;
         }
+        const char *w = sb->buf + a;
+        size_t n = b - a;
+        int32_t e = c->use_cache && n <= CACHE_MAX_WORD ? fk_strmap_get(&c->cache.map, w, (uint32_t)n) : -1;
+        const int32_t *ids;
+        int64_t k, at = 0;
+        if (e >= 0) {
+            at = c->cache.at[2 * e];
+            k = c->cache.at[2 * e + 1];
+            ids = c->cache.ids + at;
+        } else {
+            c->ch_n = 0;
+            FK_TRY(spm_chunk(c, w, n, sb->src[a]));
+            if (c->use_cache) FK_TRY(cache_store(&c->cache, w, n, c->ch_ids, c->ch_pos, 0, c->ch_n));
+            ids = c->ch_ids;
+            k = c->ch_n;
+        }
+        for (int64_t i = 0; i < k; i++) {
+            int64_t r0 = e >= 0 ? c->cache.rel[at + i] : c->ch_pos[i];
+            int64_t r1 = i + 1 < k ? (e >= 0 ? c->cache.rel[at + i + 1] : c->ch_pos[i + 1]) : (int64_t)n;
+            FK_TRY(fk_tok_out_push(c->out, ids[i], sb->src[a + (size_t)r0], sb->src[a + (size_t)r1]));
+        }
+        a = b;
     }
     return FK_OK;
 }
@@ -596,7 +686,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
     } else {
         bpe_ctx bc = {.t = t, .out = out, .use_cache = n >= 4096};
         spm_buf sb = {0};
-        if (bc.use_cache) st = fk_strmap_init(&bc.cache, 1 << 14);
+        if (bc.use_cache) st = fk_strmap_init(&bc.cache.map, 1 << 14);
         bool prev_special = true;
         size_t seg = 0;
         bool any_added = t->added_at[256] > 0;
@@ -614,7 +704,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
                     bc.base = (int64_t)seg;
                     st = fk_pretok_split(&t->pre, text + seg, i - seg, bpe_piece, &bc);
                 }
-                else st = spm_fragment(t, &sb, &bc.m, text, seg, i, t->add_space_prefix && prev_special, out);
+                else st = spm_fragment(&bc, &sb, text, seg, i, t->add_space_prefix && prev_special);
                 prev_special = false;
             }
             if (st == FK_OK && id >= 0) {
@@ -627,10 +717,9 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
         free(bc.m.syms);
         free(bc.m.heap);
         free(bc.mapped);
-        fk_strmap_free(&bc.cache);
-        free(bc.c_ids);
-        free(bc.c_begin);
-        free(bc.c_at);
+        cache_free(&bc.cache);
+        free(bc.ch_ids);
+        free(bc.ch_pos);
         free(sb.buf);
         free(sb.src);
     }
