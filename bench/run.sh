@@ -17,6 +17,8 @@ for c in $CONFIGS; do
     fi
   done
 done
+# tokenizers: encode MB/s on one thread, and training an 8192-token vocabulary on 4 MB
+if [ -d ../shared/data ]; then "$BUILD/fk_tok_bench" ../shared/data | tee -a "$OUT"; fi
 # generation with the KV cache (fusekit only; batch 1, one token at a time over the context)
 for c in $CONFIGS; do "$BUILD/fk_bench" --config "$c" --mode decode | tee -a "$OUT"; done
 /usr/bin/python3 - "$OUT" <<'PY'
