@@ -283,27 +283,28 @@ static void test_malformed(void **state) {
     expect_error(p, FK_ERR_IO, "missing.json");
     snprintf(p, sizeof p, "%s/nofolder", tmpdir);
     expect_error(p, FK_ERR_IO, "no tokenizer here");
-    snprintf(p, sizeof p, "%s/bad1.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}");
-    expect_error(p, FK_ERR_FORMAT, "not valid JSON");
-    snprintf(p, sizeof p, "%s/bad2.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}");
-    expect_error(p, FK_ERR_UNSUPPORTED, "Unigram");
-    snprintf(p, sizeof p, "%s/bad3.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
-    expect_error(p, FK_ERR_FORMAT, "'ab', which is not in the vocabulary");
-    snprintf(p, sizeof p, "%s/bad4.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
-    expect_error(p, FK_ERR_FORMAT, "no token has id 1");
-    snprintf(p, sizeof p, "%s/bad5.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
-    expect_error(p, FK_ERR_FORMAT, "'c' is not in the vocabulary");
-    snprintf(p, sizeof p, "%s/bad6.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", \"invert\": false}, \"decoder\": {\"type\": \"ByteLevel\"}}");
-    expect_error(p, FK_ERR_FORMAT, "(unclosed");
-    snprintf(p, sizeof p, "%s/bad7.json", tmpdir);
-    write_text(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKC\"}, \"decoder\": {\"type\": \"ByteLevel\"}}");
-    expect_error(p, FK_ERR_UNSUPPORTED, "NFKC");
+    static const struct { const char *json; fk_status st; const char *needle; } bad[] = {
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}",
+         FK_ERR_FORMAT, "not valid JSON"},
+        {"{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", FK_ERR_UNSUPPORTED, "Unigram"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_FORMAT, "'ab', which is not in the vocabulary"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_FORMAT, "no token has id 1"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_FORMAT, "'c' is not in the vocabulary"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+         "{\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", \"invert\": false}, \"decoder\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_FORMAT, "(unclosed"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKC\"}, \"decoder\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_UNSUPPORTED, "NFKC"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", FK_ERR_FORMAT, "model.vocab['a']"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        snprintf(p, sizeof p, "%s/bad%zu.json", tmpdir, k);
+        write_text(p, bad[k].json);
+        expect_error(p, bad[k].st, bad[k].needle);
+    }
     // GGUF: a file without tokenizer keys, and one with an unknown model.
     fk_gguf_writer *w = fk_gguf_writer_new();
     assert_int_equal(fk_gguf_set_str(w, "general.name", "x", 1), FK_OK);

@@ -25,6 +25,22 @@ static fk_status read_texts(const cli_list *files, char **texts, size_t *lens) {
     return FK_OK;
 }
 
+// Reads standard input whole into a NUL-terminated buffer.
+static fk_status read_stdin(char **buf, size_t *n) {
+    size_t cap = 1 << 16, got;
+    *n = 0;
+    *buf = malloc(cap + 1);
+    while (*buf && (got = fread(*buf + *n, 1, cap - *n, stdin)) > 0)
+        if ((*n += got) == cap) {
+            char *g = realloc(*buf, (cap *= 2) + 1);
+            if (!g) free(*buf);
+            *buf = g;
+        }
+    if (!*buf) return fk_error(FK_ERR_NOMEM, "out of memory reading standard input");
+    (*buf)[*n] = 0;
+    return FK_OK;
+}
+
 static void train_progress(void *ctx, int32_t done, int32_t target) {
     (void)ctx;
     fprintf(stderr, "\rmerges %d/%d   ", done, target);
@@ -111,19 +127,8 @@ static int tok_encode(int argc, char **argv) {
         n = strlen(text);
     } else if (file) {
         st = fk_read_file(file, &buf, &n);
-    } else {  // standard input
-        size_t cap = 1 << 16;
-        buf = malloc(cap);
-        size_t got;
-        while (buf && (got = fread(buf + n, 1, cap - n, stdin)) > 0) {
-            n += got;
-            if (n == cap) {
-                char *g = realloc(buf, cap *= 2);
-                if (!g) { free(buf); buf = NULL; }
-                buf = g;
-            }
-        }
-        if (!buf) st = fk_error(FK_ERR_NOMEM, "out of memory reading standard input");
+    } else {
+        st = read_stdin(&buf, &n);
     }
     fk_tok_out o = {0};
     const char *src = text ? text : buf;
@@ -196,19 +201,7 @@ static int tok_decode(int argc, char **argv) {
     char *buf = NULL;
     size_t n = 0;
     if (!ids_s) {
-        if (file) st = fk_read_file(file, &buf, &n);
-        else {
-            size_t cap = 1 << 16, got;
-            buf = malloc(cap + 1);
-            while (buf && (got = fread(buf + n, 1, cap - n, stdin)) > 0)
-                if ((n += got) == cap) {
-                    char *g = realloc(buf, (cap *= 2) + 1);
-                    if (!g) free(buf);
-                    buf = g;
-                }
-            if (buf) buf[n] = 0;
-            else st = fk_error(FK_ERR_NOMEM, "out of memory reading standard input");
-        }
+        st = file ? fk_read_file(file, &buf, &n) : read_stdin(&buf, &n);
     }
     int32_t *ids = NULL;
     int64_t k = 0;

@@ -476,10 +476,7 @@ typedef struct {
     size_t mapped_cap;
     word_cache cache;
     bool use_cache;
-    // SPM: one chunk's tokens before they are mapped to input offsets
-    int32_t *ch_ids;
-    int64_t *ch_pos;
-    int64_t ch_n, ch_cap;
+    fk_tok_out chunk;  // SPM: one chunk's tokens, begin = offset in the chunk (end unused)
 } bpe_ctx;
 
 static fk_status bpe_piece(void *ctx, const char *text, size_t begin, size_t end) {
@@ -541,22 +538,7 @@ typedef struct {
     size_t cap;
 } spm_buf;
 
-static fk_status chunk_push(bpe_ctx *c, int32_t id, int64_t pos) {
-    if (c->ch_n == c->ch_cap) {
-        int64_t cap = c->ch_cap ? c->ch_cap * 2 : 256;
-        int32_t *g = realloc(c->ch_ids, sizeof *g * (size_t)cap);
-        if (g) c->ch_ids = g;
-        int64_t *p = realloc(c->ch_pos, sizeof *p * (size_t)cap);
-        if (p) c->ch_pos = p;
-        if (!g || !p) return fk_error(FK_ERR_NOMEM, "out of memory encoding");
-        c->ch_cap = cap;
-    }
-    c->ch_ids[c->ch_n] = id;
-    c->ch_pos[c->ch_n++] = pos;
-    return FK_OK;
-}
-
-// Tokens of the normalized bytes w[0, l) into c->ch_ids, with their starts in c->ch_pos.
+// Tokens of the normalized bytes w[0, l) into c->chunk, with their offsets in w.
 static fk_status spm_chunk(bpe_ctx *c, const char *w, size_t l, int64_t at_src) {
     const fk_tokenizer *t = c->t;
     merger *m = &c->m;
@@ -578,14 +560,14 @@ static fk_status spm_chunk(bpe_ctx *c, const char *w, size_t l, int64_t at_src) 
         int32_t id = s->id;
         if (t->score_mode && id < 0) id = fk_strmap_get(&t->map, w + a, s->len);
         if (id >= 0) {
-            FK_TRY(chunk_push(c, id, (int64_t)a));
+            FK_TRY(fk_tok_out_push(&c->chunk, id, (int64_t)a, (int64_t)a));
             continue;
         }
         for (size_t j = a; j < b; j++) {
             int32_t bt = t->byte_fallback ? t->byte_tok[u[j]] : -1;
             if (bt < 0) bt = t->unk;
             if (bt < 0) return fk_error(FK_ERR_FORMAT, "character at offset %lld has no token and no byte fallback", (long long)at_src);
-            FK_TRY(chunk_push(c, bt, (int64_t)j));
+            FK_TRY(fk_tok_out_push(&c->chunk, bt, (int64_t)j, (int64_t)j));
             if (bt == t->unk && !t->byte_fallback) break;  // one unknown token for the whole character
         }
     }
@@ -649,15 +631,15 @@ static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t 
             k = c->cache.at[2 * e + 1];
             ids = c->cache.ids + at;
         } else {
-            c->ch_n = 0;
+            fk_tok_out_clear(&c->chunk);
             FK_TRY(spm_chunk(c, w, n, sb->src[a]));
-            if (c->use_cache) FK_TRY(cache_store(&c->cache, w, n, c->ch_ids, c->ch_pos, 0, c->ch_n));
-            ids = c->ch_ids;
-            k = c->ch_n;
+            if (c->use_cache) FK_TRY(cache_store(&c->cache, w, n, c->chunk.ids, c->chunk.begin, 0, c->chunk.n));
+            ids = c->chunk.ids;
+            k = c->chunk.n;
         }
         for (int64_t i = 0; i < k; i++) {
-            int64_t r0 = e >= 0 ? c->cache.rel[at + i] : c->ch_pos[i];
-            int64_t r1 = i + 1 < k ? (e >= 0 ? c->cache.rel[at + i + 1] : c->ch_pos[i + 1]) : (int64_t)n;
+            int64_t r0 = e >= 0 ? c->cache.rel[at + i] : c->chunk.begin[i];
+            int64_t r1 = i + 1 < k ? (e >= 0 ? c->cache.rel[at + i + 1] : c->chunk.begin[i + 1]) : (int64_t)n;
             FK_TRY(fk_tok_out_push(c->out, ids[i], sb->src[a + (size_t)r0], sb->src[a + (size_t)r1]));
         }
         a = b;
@@ -718,8 +700,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
         free(bc.m.heap);
         free(bc.mapped);
         cache_free(&bc.cache);
-        free(bc.ch_ids);
-        free(bc.ch_pos);
+        fk_tok_out_free(&bc.chunk);
         free(sb.buf);
         free(sb.src);
     }
