@@ -251,6 +251,16 @@ static void test_specials(void **state) {
     fk_tok_out_free(&o);
     fk_tok_free(t);
 
+    // the dummy prefix after an added token goes again on decoding
+    t = load_vocab("phi-3");
+    txt = "a</s>b <s> c";
+    fk_tok_out_clear(&o);
+    assert_int_equal(fk_tok_encode(t, txt, strlen(txt), FK_ENC_PARSE_SPECIAL, &o), FK_OK);
+    assert_int_equal(fk_tok_decode(t, o.ids, o.n, 0, &back, &nb), FK_OK);
+    assert_string_equal(back, txt);
+    free(back);
+    fk_tok_free(t);
+
     t = load_vocab("gpt-2");
     txt = "a<|endoftext|>b";
     assert_int_equal(fk_tok_encode(t, txt, strlen(txt), 0, &o), FK_OK);
@@ -290,7 +300,11 @@ static void test_malformed(void **state) {
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
          FK_ERR_FORMAT, "'ab', which is not in the vocabulary"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
-         FK_ERR_FORMAT, "no token has id 1"},
+         FK_ERR_FORMAT, "ids run to 2 but there are only 2 tokens"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_FORMAT, "only 1 tokens"},  // refused before anything of that size is allocated
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"split\": true}}",
+         FK_ERR_UNSUPPORTED, "split true"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
          FK_ERR_FORMAT, "'c' is not in the vocabulary"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
@@ -354,6 +368,37 @@ static void test_bytes(void **state) {
     fk_tok_free(u);
 }
 
+// A BPE vocabulary whose GGUF names no pre-tokenizer gets llama.cpp's default regexes,
+// which split "don't" as Ġdon ' t (the GPT-2 preset gives Ġdon 't).
+static void test_default_pre(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    fk_tokenizer *t = load_vocab("gpt-2");
+    const char *pre[] = {"default", "gpt-2"};
+    for (int k = 0; k < 2; k++) {
+        int32_t n = fk_tok_vocab_size(t);
+        const char **pieces = malloc(sizeof *pieces * (size_t)n);
+        uint32_t *lens = malloc(sizeof *lens * (size_t)n);
+        for (int32_t i = 0; i < n; i++) pieces[i] = fk_tok_piece(t, i, &lens[i]);
+        extern const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
+        fk_tok_spec s = {.kind = FK_TOK_BPE, .n_vocab = n, .pieces = pieces, .piece_lens = lens,
+                         .n_merges = fk_tok_n_merges(t), .merges = fk_tok_internal_merges(t), .pre = pre[k],
+                         .bos = -1, .eos = -1, .unk = -1, .pad = -1};
+        fk_tokenizer *u;
+        assert_int_equal(fk_tok_build(&s, &u), FK_OK);
+        fk_tok_out o = {0};
+        assert_int_equal(fk_tok_encode(u, " don't", 6, 0, &o), FK_OK);
+        assert_int_equal(o.n, k == 0 ? 3 : 2);
+        assert_int_equal(o.ids[0], fk_tok_find(u, "\xC4\xA0" "don", 5));
+        assert_int_equal(o.ids[1], fk_tok_find(u, k == 0 ? "'" : "'t", k == 0 ? 1 : 2));
+        fk_tok_out_free(&o);
+        fk_tok_free(u);
+        free(pieces);
+        free(lens);
+    }
+    fk_tok_free(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
@@ -363,6 +408,7 @@ int main(void) {
         cmocka_unit_test(test_specials),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_bytes),
+        cmocka_unit_test(test_default_pre),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

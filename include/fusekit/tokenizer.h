@@ -53,7 +53,8 @@ typedef struct {
     int n_patterns;
     int32_t bos, eos, unk, pad;    // -1 when absent
     bool add_bos, add_eos;
-    bool add_space_prefix;         // SPM: "▁" before the text (and after each special token)
+    bool add_space_prefix;         // SPM: "▁" before the text, and after each added token...
+    bool prefix_first_only;        // ...unless this is set (Metaspace prepend_scheme "first")
     bool byte_fallback;            // SPM: unknown characters become <0xNN> tokens
     bool ignore_merges;            // BPE: a pre-token that is itself a token is not split (Llama 3)
 } fk_tok_spec;

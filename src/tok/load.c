@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5);
+void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags6);
 const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
 const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t);
 bool fk_tok_internal_score_mode(const fk_tokenizer *t);
@@ -147,7 +147,7 @@ fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
             goto done;
         }
         s.pre = pre_buf;
-        s.ignore_merges = strcmp(pre_buf, "llama-bpe") == 0;
+        s.ignore_merges = strcmp(pre_buf, "llama-bpe") == 0 || strcmp(pre_buf, "llama3") == 0 || strcmp(pre_buf, "llama-v3") == 0;
     } else {
         s.add_space_prefix = true;
         s.byte_fallback = false;
@@ -185,7 +185,7 @@ done:
 fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
     int32_t n = fk_tok_vocab_size(t);
     int32_t ids[4];
-    bool fl[5];
+    bool fl[6];
     fk_tok_internal_flags(t, ids, fl);
     fk_tok_kind kind = fk_tok_kind_of(t);
     const char *pre = fk_tok_pre(t);
@@ -266,7 +266,7 @@ typedef struct {
     const char *path;
     const char **pats;
     int n_pats, cap_pats;
-    bool bytelevel, metaspace, prepend, replace_space, metaspace_prefix;
+    bool bytelevel, metaspace, prepend, replace_space, metaspace_prefix, metaspace_first;
 } hf_pre;
 
 static fk_status add_pat(hf_pre *h, const char *p) {
@@ -321,8 +321,15 @@ static fk_status walk_pre(hf_pre *h, const cJSON *node, const char *where) {
     if (strcmp(type, "Digits") == 0) return add_pat(h, jbool(node, "individual_digits", false) ? "\\p{N}" : "\\p{N}+");
     if (strcmp(type, "Metaspace") == 0) {
         h->metaspace = true;
-        const char *scheme = jstr(node, "prepend_scheme");
+        const char *scheme = jstr(node, "prepend_scheme"), *rep = jstr(node, "replacement");
+        if (rep && strcmp(rep, "\xE2\x96\x81") != 0)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Metaspace with replacement '%s' is not supported (\"▁\" only)", h->path, where, rep);
+        if (jbool(node, "split", true))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Metaspace with split true is not supported (split false, as Llama and Mistral use)", h->path, where);
+        if (scheme && strcmp(scheme, "always") == 0)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Metaspace with prepend_scheme 'always' is not supported ('first' or 'never')", h->path, where);
         h->metaspace_prefix = scheme ? strcmp(scheme, "never") != 0 : jbool(node, "add_prefix_space", true);
+        h->metaspace_first = h->metaspace_prefix;
         return FK_OK;
     }
     return fk_error(FK_ERR_UNSUPPORTED, "%s: %s of type '%s' is not supported", h->path, where, type);
@@ -415,6 +422,11 @@ fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
         if ((int64_t)id->valuedouble + 1 > n) n = (int64_t)id->valuedouble + 1;
     }
     if (n == 0) { st = fk_error(FK_ERR_FORMAT, "%s: empty vocabulary", path); goto done; }
+    if (n > (int64_t)cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added)) {  // before allocating n of anything
+        st = fk_error(FK_ERR_FORMAT, "%s: ids run to %lld but there are only %d tokens (ids must be 0..n-1 without gaps)", path,
+                      (long long)n - 1, cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added));
+        goto done;
+    }
     pieces = calloc((size_t)n, sizeof *pieces);
     lens = calloc((size_t)n, sizeof *lens);
     types = malloc((size_t)n);
@@ -451,6 +463,7 @@ fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
         s.kind = FK_TOK_SPM;
         if (h.n_pats > 0) { st = fk_error(FK_ERR_UNSUPPORTED, "%s: SentencePiece-style tokenizer with regex pre-tokenizers is not supported", path); goto done; }
         s.add_space_prefix = h.metaspace ? h.metaspace_prefix : h.prepend;
+        s.prefix_first_only = h.metaspace && h.metaspace_first;
         s.byte_fallback = byte_fallback;
         for (int64_t i = 0; i < n; i++)
             if (byte_fallback && lens[i] == 6 && memcmp(pieces[i], "<0x", 3) == 0 && pieces[i][5] == '>' && types[i] == FK_TT_NORMAL) types[i] = FK_TT_BYTE;
@@ -707,7 +720,7 @@ static cJSON *template_processing(const fk_tokenizer *t, bool bos, bool eos) {
 static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
     int32_t n = fk_tok_vocab_size(t);
     int32_t ids[4];
-    bool fl[5];
+    bool fl[6];
     fk_tok_internal_flags(t, ids, fl);
     bool spm = fk_tok_kind_of(t) == FK_TOK_SPM;
     cJSON *root = cJSON_CreateObject();
@@ -728,7 +741,14 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON_AddBoolToObject(o, "special", ty != FK_TT_USER_DEFINED);
         cJSON_AddItemToArray(added, o);
     }
-    if (spm) {
+    if (spm && fl[5]) {  // the prefix at the start only: Metaspace, prepend_scheme "first"
+        cJSON_AddNullToObject(root, "normalizer");
+        cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+        cJSON_AddStringToObject(pre, "type", "Metaspace");
+        cJSON_AddStringToObject(pre, "replacement", "\xE2\x96\x81");
+        cJSON_AddStringToObject(pre, "prepend_scheme", "first");
+        cJSON_AddBoolToObject(pre, "split", false);
+    } else if (spm) {
         cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
         cJSON_AddStringToObject(norm, "type", "Sequence");
         cJSON *list = cJSON_AddArrayToObject(norm, "normalizers");
@@ -852,7 +872,7 @@ fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir) {
     cJSON_Delete(tj);
     if (st != FK_OK) return st;
     int32_t ids[4];
-    bool fl[5];
+    bool fl[6];
     fk_tok_internal_flags(t, ids, fl);
     cJSON *cfg = cJSON_CreateObject(), *map = cJSON_CreateObject();
     cJSON_AddBoolToObject(cfg, "add_bos_token", fl[0]);

@@ -32,6 +32,8 @@ static const char *const pre_deepseek_llm[] = {
     "[一-龥ࠀ-一가-퟿]+",
     "\\p{N}+",
     NULL};
+// llama.cpp's regexes for a BPE vocabulary whose pre-tokenizer is "default" or unnamed.
+static const char *const pre_default[] = {"[\\p{P}\\$\\+<=>\\^~\\|]+", GPT2_RE, "\\p{N}+", "[0-9][0-9][0-9]", NULL};
 static const char *const pre_none[] = {NULL};
 
 static const struct {
@@ -42,7 +44,7 @@ static const struct {
     {"olmo", pre_gpt2},        {"starcoder", pre_starcoder}, {"refact", pre_starcoder},
     {"smollm", pre_starcoder}, {"falcon", pre_falcon},       {"deepseek-llm", pre_deepseek_llm},
     {"deepseek-coder", pre_deepseek_coder}, {"llama-bpe", pre_llama3}, {"llama3", pre_llama3},
-    {"default", pre_llama3},   {"qwen2", pre_qwen2},         {"none", pre_none},
+    {"llama-v3", pre_llama3},  {"default", pre_default},   {"qwen2", pre_qwen2},         {"none", pre_none},
 };
 
 const char *const fk_tok_pre_names[] = {"gpt-2", "mpt", "olmo", "starcoder", "refact", "smollm", "falcon",

@@ -23,6 +23,7 @@ struct fk_tokenizer {
     fk_pretok pre;
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges, score_mode;
+    bool prefix_after_added; // SPM: the dummy prefix also follows each added token (else only the text's start)
     bool spm_split;          // SPM: no piece holds "x▁" (x not ▁), so merges never cross such a point
     int32_t *added;          // tokens matched in raw text, sorted by first byte, longest first
     int32_t added_at[257];   // added[added_at[b] .. added_at[b + 1]) begin with byte b
@@ -188,6 +189,7 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
     t->add_bos = s->add_bos && t->bos >= 0;
     t->add_eos = s->add_eos && t->eos >= 0;
     t->add_space_prefix = s->add_space_prefix;
+    t->prefix_after_added = !s->prefix_first_only;
     t->byte_fallback = s->byte_fallback;
     t->ignore_merges = s->ignore_merges;
 
@@ -217,10 +219,11 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
     if (t->score_mode) h = fk_fnv1a64(t->scores, sizeof *t->scores * (size_t)n, h);
     if (t->n_merges) h = fk_fnv1a64(t->merges, sizeof *t->merges * (size_t)t->n_merges, h);
     for (int i = 0; i < t->pre.n; i++) h = fk_fnv1a64(t->pre.src[i], strlen(t->pre.src[i]) + 1, h);
-    bool flags[] = {t->add_bos, t->add_eos, t->add_space_prefix, t->byte_fallback, t->ignore_merges};
+    bool flags[] = {t->add_bos, t->add_eos, t->add_space_prefix, t->byte_fallback, t->ignore_merges, t->prefix_after_added};
     h = fk_fnv1a64(flags, sizeof flags, h);
     h = fk_fnv1a64(&t->bos, sizeof t->bos, h);
     h = fk_fnv1a64(&t->eos, sizeof t->eos, h);
+    h = fk_fnv1a64(&t->unk, sizeof t->unk, h);
     t->fp = h ? h : 1;
     *out = t;
     return FK_OK;
@@ -263,8 +266,9 @@ float fk_tok_score(const fk_tokenizer *t, int32_t id) { return id >= 0 && id < t
 int32_t fk_tok_find(const fk_tokenizer *t, const char *p, size_t len) { return fk_strmap_get(&t->map, p, (uint32_t)len); }
 
 // Internal accessors for the loaders in load.c.
-void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5);
+void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags6);
 void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5) {
+    flags5[5] = !t->prefix_after_added;
     ids4[0] = t->bos; ids4[1] = t->eos; ids4[2] = t->unk; ids4[3] = t->pad;
     flags5[0] = t->add_bos; flags5[1] = t->add_eos; flags5[2] = t->add_space_prefix;
     flags5[3] = t->byte_fallback; flags5[4] = t->ignore_merges;
@@ -686,7 +690,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
                     bc.base = (int64_t)seg;
                     st = fk_pretok_split(&t->pre, text + seg, i - seg, bpe_piece, &bc);
                 }
-                else st = spm_fragment(&bc, &sb, text, seg, i, t->add_space_prefix && prev_special);
+                else st = spm_fragment(&bc, &sb, text, seg, i, t->add_space_prefix && prev_special && (seg == 0 || t->prefix_after_added));
                 prev_special = false;
             }
             if (st == FK_OK && id >= 0) {
@@ -709,6 +713,10 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
 }
 
 // ---------------------------------------------------------------- decode
+static int hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 size_t fk_tok_token_bytes(const fk_tokenizer *t, int32_t id, char *buf, size_t cap) {
     if (id < 0 || id >= t->n_vocab) return 0;
     const char *p = piece(t, id);
@@ -720,8 +728,9 @@ size_t fk_tok_token_bytes(const fk_tokenizer *t, int32_t id, char *buf, size_t c
         PUT(id);
     } else if (type == FK_TT_CONTROL || type == FK_TT_USER_DEFINED || type == FK_TT_UNKNOWN) {
         for (uint32_t i = 0; i < len; i++) PUT(p[i]);
-    } else if (t->kind == FK_TOK_SPM && type == FK_TT_BYTE && len == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x') {
-        PUT(strtol(p + 3, NULL, 16));
+    } else if (t->kind == FK_TOK_SPM && type == FK_TT_BYTE && len == 6 && memcmp(p, "<0x", 3) == 0 && p[5] == '>' &&
+               hexval(p[3]) >= 0 && hexval(p[4]) >= 0) {
+        PUT(hexval(p[3]) * 16 + hexval(p[4]));
     } else if (t->kind == FK_TOK_SPM) {
         for (uint32_t i = 0; i < len; i++) {
             if (i + 2 < len && (unsigned char)p[i] == 0xE2 && (unsigned char)p[i + 1] == 0x96 && (unsigned char)p[i + 2] == 0x81) {
@@ -760,7 +769,11 @@ fk_status fk_tok_decode(const fk_tokenizer *t, const int32_t *ids, int64_t n, un
             free(buf);
             return fk_error(FK_ERR_ARG, "cannot decode token %d at position %lld: the vocabulary has %d tokens", id, (long long)i, t->n_vocab);
         }
-        bool control = t->types[id] == FK_TT_CONTROL && t->kind != FK_TOK_BYTES;
+        int ty = t->types[id];
+        bool control = ty == FK_TT_CONTROL && t->kind != FK_TOK_BYTES;
+        // SPM encoding puts a dummy prefix at the start and after every added token
+        bool added = t->kind != FK_TOK_BYTES && (ty == FK_TT_CONTROL || ty == FK_TT_USER_DEFINED || ty == FK_TT_UNKNOWN);
+        if (added) first = t->prefix_after_added;
         if (control && (flags & FK_DEC_SKIP_SPECIAL)) continue;
         size_t k;
         while ((k = fk_tok_token_bytes(t, id, buf + o, cap - o - 1)) > cap - o - 1) {
@@ -768,13 +781,12 @@ fk_status fk_tok_decode(const fk_tokenizer *t, const int32_t *ids, int64_t n, un
             if (!g) { free(buf); return fk_error(FK_ERR_NOMEM, "out of memory decoding"); }
             buf = g;
         }
-        // The dummy prefix: the first text token of an SPM encoding starts with the space it added.
-        if (first && !control && t->kind == FK_TOK_SPM && t->add_space_prefix && !(flags & FK_DEC_KEEP_PREFIX) &&
-            t->types[id] != FK_TT_USER_DEFINED && k > 0 && buf[o] == ' ') {
+        // The dummy prefix: the first text token after it starts with the space it added.
+        if (first && !added && t->kind == FK_TOK_SPM && t->add_space_prefix && !(flags & FK_DEC_KEEP_PREFIX) && k > 0 && buf[o] == ' ') {
             memmove(buf + o, buf + o + 1, k - 1);
             k--;
         }
-        if (!control) first = false;
+        if (!added) first = false;
         o += k;
     }
     buf[o] = 0;
