@@ -112,6 +112,12 @@ void fk_tok_out_free(fk_tok_out *o);
 fk_status fk_tok_out_push(fk_tok_out *o, int32_t id, int64_t begin, int64_t end);
 
 // Encodes text (any bytes: invalid UTF-8 is tokenized byte by byte) and appends to out.
+// decode(encode(x)) == x for every x when the vocabulary has a token for each byte (GPT-2,
+// Llama 3, Qwen2, fusekit-trained and byte-fallback vocabularies), with one exception that
+// matches Hugging Face and llama.cpp: SentencePiece reads a literal "▁" in the text as a
+// space. Vocabularies missing some byte tokens (MPT, StarCoder, Refact: bytes C0, C1, F5-FF
+// become the unknown token; Falcon: encoding such a byte is an error naming it) cannot
+// round-trip those bytes.
 fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out);
 
 enum {
