@@ -15,16 +15,6 @@
 #include "fusekit/gguf.h"
 #include "test_util.h"
 
-#define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
-
-static char *tpath(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
-
 // Plain write (no fsync): the prefix loop writes hundreds of files.
 static void put_file(const char *path, const void *data, size_t n) {
     FILE *fp = fopen(path, "wb");

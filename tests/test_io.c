@@ -13,17 +13,6 @@
 #include "fusekit/fusekit.h"
 #include "test_util.h"
 
-#define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
-
-
-static char *tpath(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
-
 static void tiny_gpt2(fk_config *c) { fk_config_gpt2(c, 50, 16, 2, 2, 24); }
 static void tiny_llama(fk_config *c) {
     fk_config_llama(c, 50, 16, 3, 4, 2, 24, 24);
@@ -136,7 +125,6 @@ static void test_half_floats(void **s) {
         assert_true(fabsf(fk_bf16_to_f32(fk_f32_to_bf16(x)) - x) <= fabsf(x) / 256);
     }
 }
-
 
 // A sharded checkpoint (model.safetensors.index.json + two files) loads to the same weights.
 static void test_sharded(void **s) {

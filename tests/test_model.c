@@ -11,8 +11,7 @@
 #include <string.h>
 
 #include "fusekit/fusekit.h"
-
-#define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
+#include "test_util.h"
 
 // Tolerances (tools/ref/README.md measured the float32 noise of the reference itself against
 // float64: logits 1e-6, loss 1e-7 relative, gradients 1e-6 of the tensor's largest value).

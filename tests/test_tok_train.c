@@ -10,11 +10,10 @@
 #include <string.h>
 
 #include "fusekit/tokenizer.h"
+#include "test_util.h"
 
 // Internal accessor in src/tok/tokenizer.c: the merges a tokenizer was built with.
 const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
-
-#define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
 
 static void train_ok(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n, fk_tokenizer **t,
                      fk_tok_train_stats *stats) {

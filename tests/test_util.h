@@ -6,13 +6,25 @@
 
 static char tmpdir[256];
 
-static int tmpdir_setup(void **s) {
+// Fails the running cmocka test with the library's message when a call does not return FK_OK.
+#define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
+
+// "<tmpdir>/<name>"; the last eight results stay valid.
+static inline char *tpath(const char *name) {
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 512, "%s/%s", tmpdir, name);
+    return p;
+}
+
+static inline int tmpdir_setup(void **s) {
     (void)s;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/fk_test_XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 
-static int tmpdir_teardown(void **s) {
+static inline int tmpdir_teardown(void **s) {
     (void)s;
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -111,12 +111,18 @@ static fk_status get_array(rd *r, uint32_t elem, uint64_t *count_out, fk_gguf_st
     return FK_OK;
 }
 
-static fk_status read_kv(rd *r, int64_t i, fk_gguf_kv *kv) {
-    uint64_t at = r->pos, n;
+// Before the name of key or tensor i is read: a length running past the file is named as such.
+static fk_status check_name(rd *r, const char *what, int64_t i) {
+    uint64_t n;
     r->what = NULL;
     if (r->size - r->pos >= 8 && (n = rd64(r->b + r->pos)) > r->size - r->pos - 8)
-        return bad(r, "key %lld: name runs past the end of the file (offset %llu, length %llu, file %llu bytes)",
-                   (long long)i, (unsigned long long)at, (unsigned long long)n, (unsigned long long)r->size);
+        return bad(r, "%s %lld: name runs past the end of the file (offset %llu, length %llu, file %llu bytes)", what,
+                   (long long)i, (unsigned long long)r->pos, (unsigned long long)n, (unsigned long long)r->size);
+    return FK_OK;
+}
+
+static fk_status read_kv(rd *r, int64_t i, fk_gguf_kv *kv) {
+    FK_TRY(check_name(r, "key", i));
     FK_TRY(get_str(r, &kv->key, "key name", -1));
     r->what = "key";
     r->name = kv->key;
@@ -147,11 +153,7 @@ static fk_status read_kv(rd *r, int64_t i, fk_gguf_kv *kv) {
 }
 
 static fk_status read_tensor(rd *r, int64_t i, fk_gguf_tensor *t) {
-    uint64_t at = r->pos, n;
-    r->what = NULL;
-    if (r->size - r->pos >= 8 && (n = rd64(r->b + r->pos)) > r->size - r->pos - 8)
-        return bad(r, "tensor %lld: name runs past the end of the file (offset %llu, length %llu, file %llu bytes)",
-                   (long long)i, (unsigned long long)at, (unsigned long long)n, (unsigned long long)r->size);
+    FK_TRY(check_name(r, "tensor", i));
     FK_TRY(get_str(r, &t->name, "tensor name", -1));
     r->what = "tensor";
     r->name = t->name;
