@@ -380,9 +380,10 @@ static void test_default_pre(void **state) {
         const char **pieces = malloc(sizeof *pieces * (size_t)n);
         uint32_t *lens = malloc(sizeof *lens * (size_t)n);
         for (int32_t i = 0; i < n; i++) pieces[i] = fk_tok_piece(t, i, &lens[i]);
-        extern const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
+        fk_tok_settings set;
+        fk_tok_settings_of(t, &set);
         fk_tok_spec s = {.kind = FK_TOK_BPE, .n_vocab = n, .pieces = pieces, .piece_lens = lens,
-                         .n_merges = fk_tok_n_merges(t), .merges = fk_tok_internal_merges(t), .pre = pre[k],
+                         .n_merges = fk_tok_n_merges(t), .merges = set.merges, .pre = pre[k],
                          .bos = -1, .eos = -1, .unk = -1, .pad = -1};
         fk_tokenizer *u;
         assert_int_equal(fk_tok_build(&s, &u), FK_OK);

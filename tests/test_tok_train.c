@@ -10,10 +10,17 @@
 #include <string.h>
 
 #include "fusekit/tokenizer.h"
+#include "tok/tok_internal.h"
 #include "test_util.h"
 
+// The merges of a trained tokenizer, in rank order.
+static const int32_t (*merges_of(const fk_tokenizer *t))[2] {
+    fk_tok_settings s;
+    fk_tok_settings_of(t, &s);
+    return s.merges;
+}
+
 // Internal accessor in src/tok/tokenizer.c: the merges a tokenizer was built with.
-const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
 
 static void train_ok(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n, fk_tokenizer **t,
                      fk_tok_train_stats *stats) {
@@ -69,7 +76,7 @@ static void test_hand(void **s) {
     const char *want_piece[7] = {"ug", "un", "hug", "pun", "pug", "hugs", "bun"};
     assert_int_equal(fk_tok_n_merges(t), 7);
     assert_int_equal(fk_tok_vocab_size(t), 264);
-    const int32_t (*m)[2] = fk_tok_internal_merges(t);
+    const int32_t (*m)[2] = merges_of(t);
     for (int i = 0; i < 7; i++) {
         assert_int_equal(m[i][0], want[i][0]);
         assert_int_equal(m[i][1], want[i][1]);
@@ -109,7 +116,7 @@ static void test_hand(void **s) {
     byte_ids(0, B);
     const int32_t want2[3][2] = {{B['a'], B['a']}, {256, B['a']}, {256, 256}};
     assert_int_equal(fk_tok_n_merges(t), 3);
-    m = fk_tok_internal_merges(t);
+    m = merges_of(t);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(m[i][0], want2[i][0]);
         assert_int_equal(m[i][1], want2[i][1]);
@@ -310,7 +317,7 @@ static void test_reference(void **st) {
         assert_int_equal(fk_tok_n_merges(t), r.nm);
         assert_int_equal(stats.merges, r.nm);
         assert_int_equal(fk_tok_vocab_size(t), r.nv);
-        const int32_t (*m)[2] = fk_tok_internal_merges(t);
+        const int32_t (*m)[2] = merges_of(t);
         for (int i = 0; i < r.nm; i++)
             if (m[i][0] != r.merges[i][0] || m[i][1] != r.merges[i][1])
                 fail_msg("seed %llu merge %d: (%d, %d), reference (%d, %d)", (unsigned long long)seed, i, m[i][0], m[i][1],
@@ -356,7 +363,7 @@ static void test_determinism(void **st) {
         assert_int_equal(la, lb);
         assert_memory_equal(pa, pb, la);
     }
-    assert_memory_equal(fk_tok_internal_merges(a), fk_tok_internal_merges(b), sizeof(int32_t) * 2 * (size_t)fk_tok_n_merges(a));
+    assert_memory_equal(merges_of(a), merges_of(b), sizeof(int32_t) * 2 * (size_t)fk_tok_n_merges(a));
     assert_true(fk_tok_fingerprint(a) == fk_tok_fingerprint(b));
     fk_tok_free(a);
     fk_tok_free(b);
@@ -571,3 +578,4 @@ int main(void) {
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
+

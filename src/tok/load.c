@@ -5,10 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags6);
-const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
-const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t);
-bool fk_tok_internal_score_mode(const fk_tokenizer *t);
 
 // The GPT-2 pattern as Hugging Face's ByteLevel pre-tokenizer applies it (use_regex).
 static const char *const hf_bytelevel_re = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
@@ -184,12 +180,12 @@ done:
 
 fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
     int32_t n = fk_tok_vocab_size(t);
-    int32_t ids[4];
-    bool fl[6];
-    fk_tok_internal_flags(t, ids, fl);
+    fk_tok_settings c;
+    fk_tok_settings_of(t, &c);
+    const int32_t ids[4] = {c.bos, c.eos, c.unk, c.pad};
     fk_tok_kind kind = fk_tok_kind_of(t);
     const char *pre = fk_tok_pre(t);
-    if (kind != FK_TOK_SPM && kind != FK_TOK_BYTES && !*pre && fk_tok_internal_pretok(t)->n > 0)
+    if (kind != FK_TOK_SPM && kind != FK_TOK_BYTES && !*pre && c.pre->n > 0)
         return fk_error(FK_ERR_UNSUPPORTED, "tokenizer: its pre-tokenizer regexes match none of llama.cpp's named presets, so GGUF cannot name it");
     FK_TRY(fk_gguf_set_str(w, "tokenizer.ggml.model", kind == FK_TOK_SPM ? "llama" : "gpt2", kind == FK_TOK_SPM ? 5 : 4));
     const char *pre_out = kind == FK_TOK_SPM ? "default" : *pre ? pre : "gpt-2";
@@ -210,9 +206,9 @@ fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
         scores[i] = fk_tok_score(t, i);
         types[i] = fk_tok_type(t, i);
     }
-    if (st == FK_OK && kind == FK_TOK_SPM && !fk_tok_internal_score_mode(t)) {
+    if (st == FK_OK && kind == FK_TOK_SPM && !c.score_mode) {
         // Merges decide; llama.cpp merges by score: the piece made by merge r scores -r.
-        const int32_t (*mg)[2] = fk_tok_internal_merges(t);
+        const int32_t (*mg)[2] = c.merges;
         for (int32_t i = 0; i < n; i++) scores[i] = types[i] == FK_TT_NORMAL ? -1e9f : 0.0f;
         for (int32_t r = fk_tok_n_merges(t) - 1; r >= 0; r--) {
             uint32_t la, lb;
@@ -231,7 +227,7 @@ fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
     if (st == FK_OK) st = fk_gguf_set_arr(w, "tokenizer.ggml.token_type", FK_GGUF_I32, types, (uint64_t)n);
     if (st == FK_OK && kind != FK_TOK_SPM) {
         int32_t nm = fk_tok_n_merges(t);
-        const int32_t (*mg)[2] = fk_tok_internal_merges(t);
+        const int32_t (*mg)[2] = c.merges;
         char **ms = calloc((size_t)(nm ? nm : 1), sizeof *ms);
         uint64_t *ml = malloc(sizeof *ml * (size_t)(nm ? nm : 1));
         if (!ms || !ml) st = fk_error(FK_ERR_NOMEM, "out of memory writing merges");
@@ -254,9 +250,9 @@ fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
                                            "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
     for (int k = 0; st == FK_OK && k < 4; k++)
         if (ids[k] >= 0) st = fk_gguf_set_u32(w, id_keys[k], (uint32_t)ids[k]);
-    if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", fl[0]);
-    if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", fl[1]);
-    if (st == FK_OK && kind == FK_TOK_SPM) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", fl[2]);
+    if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", c.add_bos);
+    if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", c.add_eos);
+    if (st == FK_OK && kind == FK_TOK_SPM) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", c.add_space_prefix);
     free(pieces); free(lens); free(scores); free(types);
     return st;
 }
@@ -719,9 +715,9 @@ static cJSON *template_processing(const fk_tokenizer *t, bool bos, bool eos) {
 
 static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
     int32_t n = fk_tok_vocab_size(t);
-    int32_t ids[4];
-    bool fl[6];
-    fk_tok_internal_flags(t, ids, fl);
+    fk_tok_settings c;
+    fk_tok_settings_of(t, &c);
+    const int32_t ids[4] = {c.bos, c.eos, c.unk, c.pad};
     bool spm = fk_tok_kind_of(t) == FK_TOK_SPM;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "version", "1.0");
@@ -741,7 +737,7 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON_AddBoolToObject(o, "special", ty != FK_TT_USER_DEFINED);
         cJSON_AddItemToArray(added, o);
     }
-    if (spm && fl[5]) {  // the prefix at the start only: Metaspace, prepend_scheme "first"
+    if (spm && c.prefix_first_only) {  // the prefix at the start only: Metaspace, prepend_scheme "first"
         cJSON_AddNullToObject(root, "normalizer");
         cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
         cJSON_AddStringToObject(pre, "type", "Metaspace");
@@ -752,7 +748,7 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
         cJSON_AddStringToObject(norm, "type", "Sequence");
         cJSON *list = cJSON_AddArrayToObject(norm, "normalizers");
-        if (fl[2]) {
+        if (c.add_space_prefix) {
             cJSON *p = cJSON_CreateObject();
             cJSON_AddStringToObject(p, "type", "Prepend");
             cJSON_AddStringToObject(p, "prepend", "\xE2\x96\x81");
@@ -769,7 +765,7 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
         cJSON_AddStringToObject(pre, "type", "Sequence");
         cJSON *list = cJSON_AddArrayToObject(pre, "pretokenizers");
-        const fk_pretok *pt = fk_tok_internal_pretok(t);
+        const fk_pretok *pt = c.pre;
         for (int i = 0; fk_tok_kind_of(t) == FK_TOK_BPE && i < pt->n; i++) {
             cJSON *sp = cJSON_CreateObject();
             cJSON_AddStringToObject(sp, "type", "Split");
@@ -785,7 +781,7 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON_AddBoolToObject(bl, "use_regex", false);
         cJSON_AddItemToArray(list, bl);
     }
-    if (fl[0] || fl[1]) cJSON_AddItemToObject(root, "post_processor", template_processing(t, fl[0], fl[1]));
+    if (c.add_bos || c.add_eos) cJSON_AddItemToObject(root, "post_processor", template_processing(t, c.add_bos, c.add_eos));
     else cJSON_AddNullToObject(root, "post_processor");
     cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
     if (spm) {
@@ -802,7 +798,7 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON *fu = cJSON_CreateObject();
         cJSON_AddStringToObject(fu, "type", "Fuse");
         cJSON_AddItemToArray(list, fu);
-        if (fl[2]) {
+        if (c.add_space_prefix) {
             cJSON *s = cJSON_CreateObject();
             cJSON_AddStringToObject(s, "type", "Strip");
             cJSON_AddStringToObject(s, "content", " ");
@@ -824,8 +820,8 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
     cJSON_AddNullToObject(model, "continuing_subword_prefix");
     cJSON_AddNullToObject(model, "end_of_word_suffix");
     cJSON_AddBoolToObject(model, "fuse_unk", spm);
-    cJSON_AddBoolToObject(model, "byte_fallback", spm && fl[3]);
-    cJSON_AddBoolToObject(model, "ignore_merges", fl[4]);
+    cJSON_AddBoolToObject(model, "byte_fallback", spm && c.byte_fallback);
+    cJSON_AddBoolToObject(model, "ignore_merges", c.ignore_merges);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
     for (int32_t i = 0; i < n; i++) {
         uint32_t l;
@@ -840,14 +836,14 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON_Delete(name);
     }
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
-    if (spm && fk_tok_internal_score_mode(t)) {
+    if (spm && c.score_mode) {
         spm_merge *m = NULL;
         int64_t k = 0;
         if ((*st = spm_merges(t, &m, &k)) != FK_OK) { cJSON_Delete(root); return NULL; }
         for (int64_t i = 0; i < k; i++) cJSON_AddItemToArray(merges, json_merge(t, m[i].a, m[i].b));
         free(m);
     } else {
-        const int32_t (*mg)[2] = fk_tok_internal_merges(t);
+        const int32_t (*mg)[2] = c.merges;
         for (int32_t r = 0; r < fk_tok_n_merges(t); r++) cJSON_AddItemToArray(merges, json_merge(t, mg[r][0], mg[r][1]));
     }
     *st = FK_OK;
@@ -871,12 +867,12 @@ fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir) {
     st = write_json(dir, "tokenizer.json", tj);
     cJSON_Delete(tj);
     if (st != FK_OK) return st;
-    int32_t ids[4];
-    bool fl[6];
-    fk_tok_internal_flags(t, ids, fl);
+    fk_tok_settings c;
+    fk_tok_settings_of(t, &c);
+    const int32_t ids[4] = {c.bos, c.eos, c.unk, c.pad};
     cJSON *cfg = cJSON_CreateObject(), *map = cJSON_CreateObject();
-    cJSON_AddBoolToObject(cfg, "add_bos_token", fl[0]);
-    cJSON_AddBoolToObject(cfg, "add_eos_token", fl[1]);
+    cJSON_AddBoolToObject(cfg, "add_bos_token", c.add_bos);
+    cJSON_AddBoolToObject(cfg, "add_eos_token", c.add_eos);
     const char *names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     for (int k = 0; k < 4; k++)
         if (ids[k] >= 0) {

@@ -26,6 +26,18 @@ void fk_pretok_free(fk_pretok *p);
 typedef fk_status (*fk_piece_fn)(void *ctx, const char *text, size_t begin, size_t end);
 fk_status fk_pretok_split(const fk_pretok *p, const char *text, size_t n, fk_piece_fn fn, void *ctx);
 
+// ---------------------------------------------------------------- a built tokenizer's settings
+// What the savers (tokenizer.json, GGUF) and the tests read back from a tokenizer.
+typedef struct {
+    int32_t bos, eos, unk, pad;  // -1 when absent
+    bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges;
+    bool prefix_first_only;      // SPM: the dummy prefix only at the text's start
+    bool score_mode;             // SPM merging by score (no merges list)
+    const int32_t (*merges)[2];  // fk_tok_n_merges of them, in rank order
+    const fk_pretok *pre;
+} fk_tok_settings;
+void fk_tok_settings_of(const fk_tokenizer *t, fk_tok_settings *s);
+
 // ---------------------------------------------------------------- byte-level mapping
 // GPT-2's map of the 256 byte values to printable code points, and back.
 uint32_t fk_byte_to_cp(uint8_t b);

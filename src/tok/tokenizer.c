@@ -265,20 +265,10 @@ int fk_tok_type(const fk_tokenizer *t, int32_t id) { return id >= 0 && id < t->n
 float fk_tok_score(const fk_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab ? t->scores[id] : 0.0f; }
 int32_t fk_tok_find(const fk_tokenizer *t, const char *p, size_t len) { return fk_strmap_get(&t->map, p, (uint32_t)len); }
 
-// Internal accessors for the loaders in load.c.
-void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags6);
-void fk_tok_internal_flags(const fk_tokenizer *t, int32_t *ids4, bool *flags5) {
-    flags5[5] = !t->prefix_after_added;
-    ids4[0] = t->bos; ids4[1] = t->eos; ids4[2] = t->unk; ids4[3] = t->pad;
-    flags5[0] = t->add_bos; flags5[1] = t->add_eos; flags5[2] = t->add_space_prefix;
-    flags5[3] = t->byte_fallback; flags5[4] = t->ignore_merges;
+void fk_tok_settings_of(const fk_tokenizer *t, fk_tok_settings *s) {
+    *s = (fk_tok_settings){t->bos, t->eos, t->unk, t->pad, t->add_bos, t->add_eos, t->add_space_prefix, t->byte_fallback,
+                           t->ignore_merges, !t->prefix_after_added, t->score_mode, (const int32_t (*)[2])t->merges, &t->pre};
 }
-const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2];
-const int32_t (*fk_tok_internal_merges(const fk_tokenizer *t))[2] { return (const int32_t (*)[2])t->merges; }
-const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t);
-const fk_pretok *fk_tok_internal_pretok(const fk_tokenizer *t) { return &t->pre; }
-bool fk_tok_internal_score_mode(const fk_tokenizer *t);
-bool fk_tok_internal_score_mode(const fk_tokenizer *t) { return t->score_mode; }
 
 // ---------------------------------------------------------------- output buffer
 void fk_tok_out_clear(fk_tok_out *o) { o->n = 0; }
