@@ -116,13 +116,7 @@ int cmd_train(int argc, char **argv) {
         else if (resume) fk_checkpoint_latest(out, &from);
         st = cli_model_tokenizer(from ? from : init, tokenizer, -1, &tok);
         free(from);
-        if (st == FK_OK && !tok) {
-            char head[8] = {0};
-            FILE *f = fopen(data, "rb");
-            bool shard = f && fread(head, 1, 8, f) == 8 && memcmp(head, FK_SHARD_MAGIC, 8) == 0;
-            if (f) fclose(f);
-            if (!shard) st = fk_tok_new_bytes(&tok);
-        }
+        if (st == FK_OK && !tok && !fk_data_is_shard(data)) st = fk_tok_new_bytes(&tok);
         if (st != FK_OK) goto fail;
         o.tokenizer = tok;
     }

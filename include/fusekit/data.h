@@ -23,6 +23,8 @@ typedef struct {
     char *path;
 } fk_token_data;
 
+// Whether the file starts with the token shard magic (false when it cannot be read).
+bool fk_data_is_shard(const char *path);
 // Loads a token shard, or any other file as raw bytes (vocab 256).
 fk_status fk_data_load(const char *path, fk_token_data *d);
 // Loads token data for tokenizer t: a token shard, which must have been written with t

@@ -116,14 +116,18 @@ fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_
     return st;
 }
 
+bool fk_data_is_shard(const char *path) {
+    char head[8];
+    FILE *f = fopen(path, "rb");
+    bool shard = f && fread(head, 1, 8, f) == 8 && memcmp(head, FK_SHARD_MAGIC, 8) == 0;
+    if (f) fclose(f);
+    return shard;
+}
+
 fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_data *d) {
     if (!t) return fk_data_load(path, d);
     memset(d, 0, sizeof *d);
-    char *buf;
-    size_t n;
-    FK_TRY(fk_read_file(path, &buf, &n));
-    if (n >= 8 && memcmp(buf, FK_SHARD_MAGIC, 8) == 0) {
-        free(buf);
+    if (fk_data_is_shard(path)) {
         FK_TRY(fk_data_load(path, d));
         uint64_t fp = fk_tok_fingerprint(t);
         if (d->tokenizer_fp != 0 && d->tokenizer_fp != fp) {
@@ -138,6 +142,9 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
         }
         return FK_OK;
     }
+    char *buf;
+    size_t n;
+    FK_TRY(fk_read_file(path, &buf, &n));
     fk_tok_out o = {0};
     fk_status st = fk_tok_encode(t, buf, n, 0, &o);
     free(buf);
