@@ -597,11 +597,6 @@ static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t 
         }
     }
     sb->src[l] = (int64_t)end;
-    // The cache's keys point into sb->buf, which the next fragment overwrites.
-    if (c->use_cache) {
-        cache_free(&c->cache);
-        FK_TRY(fk_strmap_init(&c->cache.map, 1 << 14));
-    }
     // Chunks: where no piece can cross (before a "▁" that follows another character), the
     // text is merged chunk by chunk, with the same result as merging it whole.
     for (size_t a = 0; a < l;) {
@@ -617,7 +612,13 @@ static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t 
         }
         const char *w = sb->buf + a;
         size_t n = b - a;
-        int32_t e = c->use_cache && n <= CACHE_MAX_WORD ? fk_strmap_get(&c->cache.map, w, (uint32_t)n) : -1;
+        // The cache is keyed by the chunk's original text, which outlives the call (the
+        // normalized buffer is rewritten per fragment); a chunk holding the dummy prefix
+        // is not the image of its text alone and is not cached.
+        bool cacheable = c->use_cache && !(prefix && a == 0);
+        const char *key = text + sb->src[a];
+        size_t key_len = (size_t)(sb->src[b] - sb->src[a]);
+        int32_t e = cacheable && key_len <= CACHE_MAX_WORD ? fk_strmap_get(&c->cache.map, key, (uint32_t)key_len) : -1;
         const int32_t *ids;
         int64_t k, at = 0;
         if (e >= 0) {
@@ -627,7 +628,7 @@ static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t 
         } else {
             fk_tok_out_clear(&c->chunk);
             FK_TRY(spm_chunk(c, w, n, sb->src[a]));
-            if (c->use_cache) FK_TRY(cache_store(&c->cache, w, n, c->chunk.ids, c->chunk.begin, 0, c->chunk.n));
+            if (cacheable) FK_TRY(cache_store(&c->cache, key, key_len, c->chunk.ids, c->chunk.begin, 0, c->chunk.n));
             ids = c->chunk.ids;
             k = c->chunk.n;
         }
