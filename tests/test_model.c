@@ -146,7 +146,7 @@ static void test_golden_qwen2(void **s) { (void)s; run_golden("qwen2"); }
 // ------------------------------------------------------------------ finite differences, whole model
 // float32 model: central differences with h = 1e-2 on a model with large weights, compared
 // per tensor as a relative vector error over sampled elements.
-static void whole_model_fd(fk_config *c) {
+static void whole_model_fd_soft(fk_config *c, const fk_sparse_dist *teacher, float lambda) {
     fk_model m;
     CHECK(fk_model_init(&m, c));
     fk_rng r;
@@ -164,7 +164,7 @@ static void whole_model_fd(fk_config *c) {
     CHECK(fk_model_alloc_grads(&m));
     fk_model_zero_grads(&m);
     float loss;
-    CHECK(fk_model_forward(&m, x, y, B, T, true, &loss));
+    CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, true, &loss, NULL));
     CHECK(fk_model_backward(&m, 1.0f));
     const float h = 1e-2f;
     for (int i = 0; i < m.n_params; i++) {
@@ -173,8 +173,8 @@ static void whole_model_fd(fk_config *c) {
         int64_t stride = p->numel > 40 ? p->numel / 40 : 1;
         for (int64_t j = 0; j < p->numel; j += stride) {
             float *w = &m.w[p->offset + j], old = *w, lp, lm;
-            *w = old + h; CHECK(fk_model_forward(&m, x, y, B, T, false, &lp));
-            *w = old - h; CHECK(fk_model_forward(&m, x, y, B, T, false, &lm));
+            *w = old + h; CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, false, &lp, NULL));
+            *w = old - h; CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, false, &lm, NULL));
             *w = old;
             double num = ((double)lp - lm) / (2.0 * h), an = m.g[p->offset + j];
             num2 += num * num;
@@ -184,6 +184,32 @@ static void whole_model_fd(fk_config *c) {
         if (rel > 2e-2) fail_msg("%s: relative gradient error %.3g (|g| %.3g)", p->name, rel, sqrt(num2));
     }
     fk_model_free(&m);
+}
+
+static void whole_model_fd(fk_config *c) { whole_model_fd_soft(c, NULL, 1.0f); }
+
+// The fusion loss through the whole model: a sparse teacher on every position but two (an
+// empty row counts as a one-hot on the label), lambda 0.25.
+static void test_fd_llama_fusion(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 11, 8, 2, 4, 2, 12, 16);
+    int64_t row[19];
+    int32_t ids[18 * 3];
+    float p[18 * 3];
+    int64_t n = 0;
+    for (int i = 0; i < 18; i++) {
+        row[i] = n;
+        if (i == 3 || i == 11) continue;
+        int k = 1 + i % 3;
+        float z = 0;
+        for (int e = 0; e < k; e++) { ids[n + e] = (int32_t)((i * 7 + e * 3) % 11); p[n + e] = 1.0f + (float)e; z += p[n + e]; }
+        for (int e = 0; e < k; e++) p[n + e] /= z;
+        n += k;
+    }
+    row[18] = n;
+    fk_sparse_dist t = {row, ids, p};
+    whole_model_fd_soft(&c, &t, 0.25f);
 }
 
 static void test_fd_gpt2(void **s) {
@@ -243,7 +269,7 @@ static void test_overfit_llama(void **s) { (void)s; fk_config c; fk_config_llama
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
-        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_overfit_gpt2),
+        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -274,12 +274,66 @@ static void test_crossentropy(void **state) {
     free(c.logits); free(c.work); free(c.losses); free(g);
 }
 
+// ------------------------------------------------------------------ soft (fusion) cross-entropy
+typedef struct { double *logits, *work, *losses, *flosses, lambda; int32_t *tgt; const fk_sparse_dist *t; int64_t N, V; } sce_ctx;
+static double sce_loss(void *p) {
+    sce_ctx *c = p;
+    memcpy(c->work, c->logits, (size_t)(c->N * c->V) * sizeof(double));
+    d_soft_crossentropy_forward(c->losses, c->flosses, c->work, c->tgt, c->t, c->N, c->V, 0);
+    double s = 0;
+    for (int64_t i = 0; i < c->N; i++) s += c->lambda * c->losses[i] + (1 - c->lambda) * c->flosses[i];
+    return s;
+}
+
+static void test_soft_crossentropy(void **state) {
+    (void)state;
+    // rows: a 3-entry teacher, an empty row (counts as one-hot on the target), an ignored
+    // position with a teacher, a one-entry teacher on another id than the target
+    int32_t tgt[4] = {2, 4, -1, 6};
+    int64_t row[5] = {0, 3, 3, 5, 6};
+    int32_t ids[6] = {2, 0, 5, 1, 3, 0};
+    float p[6] = {0.5f, 0.3f, 0.2f, 0.6f, 0.4f, 1.0f};
+    fk_sparse_dist t = {row, ids, p};
+    sce_ctx c = {.N = 4, .V = 7, .tgt = tgt, .t = &t, .lambda = 0.3};
+    c.logits = dalloc(28); c.work = dalloc(28); c.losses = dalloc(4); c.flosses = dalloc(4);
+    fill(c.logits, 28, 3);
+    c.logits[5] = 80;
+    double *g = dalloc(28);
+    memcpy(g, c.logits, sizeof(double) * 28);
+    assert_int_equal(d_soft_crossentropy_forward(c.losses, c.flosses, g, tgt, &t, 4, 7, 1), 3);
+    d_soft_crossentropy_backward(g, tgt, &t, c.lambda, 4, 7, 1.0);
+    check_fd("soft cross-entropy dlogits", c.logits, 28, g, sce_loss, &c);
+    // direct values: -sum_v P(v) log softmax(x)(v), computed here from the definition
+    sce_loss(&c);
+    for (int i = 0; i < 4; i++) {
+        const double *x = c.logits + i * 7;
+        double mx = x[0], s = 0;
+        for (int j = 1; j < 7; j++) mx = fmax(mx, x[j]);
+        for (int j = 0; j < 7; j++) s += exp(x[j] - mx);
+        double lse = mx + log(s), want = 0;
+        if (tgt[i] < 0) want = 0;
+        else if (row[i + 1] == row[i]) want = lse - x[tgt[i]];
+        else for (int64_t e = row[i]; e < row[i + 1]; e++) want += p[e] * (lse - x[ids[e]]);
+        assert_true(fabs(c.flosses[i] - want) < 1e-9 * (1 + fabs(want)));
+    }
+    // lambda 1 is plain cross-entropy
+    double *g1 = dalloc(28), *g2 = dalloc(28);
+    memcpy(g1, c.logits, sizeof(double) * 28); memcpy(g2, c.logits, sizeof(double) * 28);
+    d_soft_crossentropy_forward(c.losses, c.flosses, g1, tgt, &t, 4, 7, 1);
+    d_soft_crossentropy_backward(g1, tgt, &t, 1.0, 4, 7, 1.0);
+    d_crossentropy_forward(c.losses, g2, tgt, 4, 7, 1);
+    d_crossentropy_backward(g2, tgt, 4, 7, 1.0);
+    for (int i = 0; i < 28; i++) assert_true(fabs(g1[i] - g2[i]) < 1e-15);
+    free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g); free(g1); free(g2);
+}
+
 int main(void) {
     fk_rng_seed(&rng, 42);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),     cmocka_unit_test(test_encoder), cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),    cmocka_unit_test(test_attention),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
+        cmocka_unit_test(test_soft_crossentropy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,14 @@ void *fk_calloc_aligned(size_t bytes);
 
 // ---------------------------------------------------------------- random numbers
 // xoshiro256** seeded through splitmix64: small state, good quality, reproducible.
+// Sparse probability distributions, one row per position (compressed rows): position i has
+// the entries [row[i], row[i+1]) of (ids, p); a row's p sum to 1; an empty row has none.
+typedef struct {
+    const int64_t *row;
+    const int32_t *ids;
+    const float *p;
+} fk_sparse_dist;
+
 typedef struct { uint64_t s[4]; } fk_rng;
 void fk_rng_seed(fk_rng *r, uint64_t seed);
 uint64_t fk_rng_u64(fk_rng *r);

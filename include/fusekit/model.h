@@ -107,6 +107,13 @@ int64_t fk_model_num_matmul_params(const fk_model *m);    // weights in matrix m
 fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            bool train, float *loss);
 const float *fk_model_logits(const fk_model *m);
+// Forward with a teacher (knowledge fusion, distillation): the loss per position is
+// lambda * CE(target) + (1 - lambda) * (-sum_v P(v) log softmax(z)(v)) over the teacher's sparse
+// row P (B*T rows; an empty row counts as a one-hot on the target). *loss gets the mean of
+// that, *fusion_loss the mean of the teacher term. teacher must stay valid until backward.
+// teacher NULL is fk_model_forward (fusion_loss then gets the CE).
+fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
+                                float lambda, int B, int T, bool train, float *loss, float *fusion_loss);
 // Backward of the last training forward; adds grad_scale * d(loss)/d(params) into m->g.
 fk_status fk_model_backward(fk_model *m, float grad_scale);
 // Per-position cross-entropy of the last forward with targets (B*T values; 0 where ignored).

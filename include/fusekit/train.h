@@ -36,6 +36,15 @@ double fk_grad_norm(const fk_model *m);
 // One update with learning rate lr; gradients are multiplied by grad_scale first (clipping).
 void fk_adamw_update(fk_adamw *a, fk_model *m, float lr, float grad_scale);
 
+// A teacher for fused training and distillation: fills sparse next-token targets for a
+// micro-batch whose row b holds positions off[b] .. off[b]+T-1 of the training data
+// (labels: the true next tokens, B*T). The loss is lambda * CE + (1 - lambda) * soft CE.
+typedef struct {
+    fk_status (*fill)(void *ctx, const int64_t *off, int B, int T, const int32_t *labels, fk_sparse_dist *out);
+    void *ctx;
+    float lambda;
+} fk_teacher;
+
 typedef struct {
     int64_t steps;        // optimizer steps in all
     int batch, seq;       // sequences per micro-batch, tokens per sequence
@@ -50,6 +59,9 @@ typedef struct {
     // Written (tokenizer.json, tokenizer_config.json) beside every checkpoint and the final
     // model so that each folder is complete; NULL for none. Not part of the saved options.
     const fk_tokenizer *tokenizer;
+    // Fused training / distillation when set (not part of the saved options). The data's
+    // positions must be the teacher's: row offsets are positions of `train`.
+    const fk_teacher *teacher;
 } fk_train_opts;
 
 void fk_train_defaults(fk_train_opts *o);
@@ -57,7 +69,9 @@ void fk_train_defaults(fk_train_opts *o);
 typedef struct {
     int64_t step;         // steps completed
     int64_t steps;
-    float loss;           // mean training loss of this step
+    float loss;           // mean training loss of this step (with a teacher: lambda * clm + (1 - lambda) * fusion)
+    float clm_loss;       // mean cross-entropy of the true next tokens
+    float fusion_loss;    // mean soft cross-entropy against the teacher (NaN without one)
     float lr;
     float grad_norm;      // before clipping
     double tokens_per_s;  // training throughput since the run (or resume) started

@@ -178,9 +178,12 @@ struct fk_acts {
     float *resid;          // train: (L+1, BT, C); inference: (BT, C), updated in place
     float *mid;            // train: (L, BT, C)
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
-    float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *tmp;
+    float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *flosses, *tmp;
     float *dresid, *dln, *dqkv, *datt, *dpre, *dact;   // backward scratch, one layer's worth
     int64_t n_scored;
+    fk_sparse_dist teacher; // the teacher rows of the last training forward (caller-owned)
+    bool have_teacher;
+    float lambda;
     bool have_probs;       // logits hold softmax probabilities (training forward with targets)
     bool have_logits;      // logits hold the logits of the last forward
 };
@@ -189,7 +192,7 @@ static void acts_free(fk_acts *a) {
     if (!a) return;
     float **bufs[] = {&a->resid, &a->mid, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->probs, &a->att,
                       &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->pre, &a->act, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
-                      &a->logits, &a->losses, &a->tmp, &a->dresid, &a->dln, &a->dqkv, &a->datt, &a->dpre, &a->dact};
+                      &a->logits, &a->losses, &a->flosses, &a->tmp, &a->dresid, &a->dln, &a->dqkv, &a->datt, &a->dpre, &a->dact};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     free(a->tokens); free(a->targets); free(a->pos);
     free(a);
@@ -212,7 +215,7 @@ static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
     ALLOC(pre, S * N * UP); ALLOC(act, S * N * F);
     ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
-    ALLOC(logits, N * c->vocab_size); ALLOC(losses, N); ALLOC(tmp, N * C);
+    ALLOC(logits, N * c->vocab_size); ALLOC(losses, N); ALLOC(flosses, N); ALLOC(tmp, N * C);
     if (train) {
         ALLOC(dresid, N * C); ALLOC(dln, N * C); ALLOC(dqkv, N * qkv_dim(c)); ALLOC(datt, N * D);
         ALLOC(dpre, N * UP); ALLOC(dact, N * F);
@@ -280,6 +283,11 @@ static void add_inplace(float *out, const float *a, const float *b, int64_t n) {
 }
 
 fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, bool train, float *loss) {
+    return fk_model_forward_soft(m, tokens, targets, NULL, 1.0f, B, T, train, loss, NULL);
+}
+
+fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
+                                float lambda, int B, int T, bool train, float *loss, float *fusion_loss) {
     const fk_config *c = &m->cfg;
     if (B < 1 || T < 1) return fk_error(FK_ERR_ARG, "forward: empty batch %d x %d", B, T);
     if (T > c->max_seq) return fk_error(FK_ERR_ARG, "forward: sequence length %d exceeds the model's context %lld", T, (long long)c->max_seq);
@@ -293,6 +301,15 @@ fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *ta
             return fk_error(FK_ERR_ARG, "forward: target %d at position %lld is outside the vocabulary (size %lld)",
                             targets[i], (long long)i, (long long)V);
     }
+    if (teacher)
+        for (int64_t i = 0; i < N; i++) {
+            if (teacher->row[i + 1] < teacher->row[i])
+                return fk_error(FK_ERR_ARG, "forward: teacher rows are not increasing at position %lld", (long long)i);
+            for (int64_t e = teacher->row[i]; e < teacher->row[i + 1]; e++)
+                if (teacher->ids[e] < 0 || teacher->ids[e] >= V || !(teacher->p[e] >= 0))
+                    return fk_error(FK_ERR_ARG, "forward: teacher entry %lld at position %lld (id %d, p %g) is invalid for vocabulary %lld",
+                                    (long long)e, (long long)i, teacher->ids[e], teacher->p[e], (long long)V);
+        }
     FK_TRY(acts_alloc(m, B, T, train));
     fk_acts *a = m->acts;
     memcpy(a->tokens, tokens, (size_t)N * sizeof(int32_t));
@@ -327,12 +344,19 @@ fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *ta
     fk_matmul_forward(a->logits, a->lnf, m->w + m->lm_head, NULL, N, C, V);
     a->have_probs = false;
     a->have_logits = !train;
+    a->have_teacher = teacher != NULL;
+    if (teacher) { a->teacher = *teacher; a->lambda = lambda; }
     if (targets) {
-        a->n_scored = fk_crossentropy_forward(a->losses, a->logits, a->targets, N, V, train);
+        a->n_scored = fk_soft_crossentropy_forward(a->losses, teacher ? a->flosses : NULL, a->logits, a->targets, teacher, N, V, train);
         a->have_probs = train;
-        double sum = 0;
+        double sum = 0, fsum = 0;
         for (int64_t i = 0; i < N; i++) sum += a->losses[i];
+        if (teacher)
+            for (int64_t i = 0; i < N; i++) fsum += a->flosses[i];
         float mean = a->n_scored > 0 ? (float)(sum / (double)a->n_scored) : 0.0f;
+        float fmean = a->n_scored > 0 ? (float)(fsum / (double)a->n_scored) : 0.0f;
+        if (fusion_loss) *fusion_loss = teacher ? fmean : mean;
+        if (teacher) mean = lambda * mean + (1 - lambda) * fmean;
         if (loss) *loss = mean;
         if (!isfinite(mean)) {
             for (int64_t i = 0; i < N; i++)
@@ -359,7 +383,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     a->have_probs = false;  // the buffer now becomes dlogits
     a->have_logits = false;
     float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
-    fk_crossentropy_backward(a->logits, a->targets, N, V, scale);
+    fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
     fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);
     memset(a->dresid, 0, (size_t)(N * C) * sizeof(float));
     norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);

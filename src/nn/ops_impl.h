@@ -13,6 +13,8 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "fusekit/base.h"
+
 #define FK_OMP_MIN_WORK 16384  // below this many elements a loop stays on one thread
 
 #ifndef FK_FAST_EXPF
@@ -376,14 +378,21 @@ static inline void FK_OP(swiglu_backward)(real *dinp, const real *inp, const rea
 // logits is (N,V), targets (N) with -1 = ignored; losses (N) get -log softmax(logits)[target]
 // (0 where ignored). With to_probs, logits are replaced by softmax(logits) in place, ready for
 // the backward. Returns the number of scored rows.
-static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, const int32_t *targets,
-                                                  int64_t N, int64_t V, int to_probs) {
+// Cross-entropy of the targets and, with a teacher, the soft cross-entropy against it:
+// losses[i] = -log softmax(x_i)[t_i]; flosses[i] = -sum_v P_i(v) log softmax(x_i)(v) over the
+// sparse row P_i (= losses[i] when the row is empty). logits (N,V) become softmax
+// probabilities in place when to_probs. Ignored targets (-1) score 0. Returns positions scored.
+static inline int64_t FK_OP(soft_crossentropy_forward)(real *losses, real *flosses, real *logits, const int32_t *targets,
+                                                       const fk_sparse_dist *teacher, int64_t N, int64_t V, int to_probs) {
     int64_t n_scored = 0;
     #pragma omp parallel for reduction(+ : n_scored) if (N * V > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         real *x = logits + i * V, mx = x[0], sum = 0;
         int32_t t = targets ? targets[i] : -1;
         real xt = t >= 0 ? x[t] : 0;  // the target's logit, before x is overwritten
+        real px = 0, ps = 0;           // sum_v P(v) x_v and sum_v P(v) over the teacher row, likewise
+        int64_t r0 = teacher ? teacher->row[i] : 0, r1 = teacher ? teacher->row[i + 1] : 0;
+        for (int64_t e = r0; e < r1; e++) { px += (real)teacher->p[e] * x[teacher->ids[e]]; ps += (real)teacher->p[e]; }
         #pragma omp simd reduction(max : mx)
         for (int64_t j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         if (to_probs) {
@@ -400,6 +409,7 @@ static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, co
         } else if (losses) {
             losses[i] = 0;
         }
+        if (flosses) flosses[i] = t < 0 ? 0 : r1 > r0 ? lse * ps - px : losses[i];
         if (to_probs) {
             real inv = 1 / sum;
             for (int64_t j = 0; j < V; j++) x[j] *= inv;
@@ -408,14 +418,31 @@ static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, co
     return n_scored;
 }
 
-// probs (N,V) from crossentropy_forward(to_probs) become dlogits in place:
-// dlogits = scale * (probs - onehot(target)); ignored rows become zero.
-static inline void FK_OP(crossentropy_backward)(real *probs, const int32_t *targets, int64_t N, int64_t V, real scale) {
+static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, const int32_t *targets,
+                                                  int64_t N, int64_t V, int to_probs) {
+    return FK_OP(soft_crossentropy_forward)(losses, NULL, logits, targets, NULL, N, V, to_probs);
+}
+
+// The gradient of lambda * losses + (1 - lambda) * flosses (soft_crossentropy_forward) with
+// respect to the logits, from the probabilities, in place:
+// dlogits = scale * (probs - lambda onehot(target) - (1 - lambda) P), with P = onehot(target)
+// on empty teacher rows; ignored rows become zero.
+static inline void FK_OP(soft_crossentropy_backward)(real *probs, const int32_t *targets, const fk_sparse_dist *teacher,
+                                                     real lambda, int64_t N, int64_t V, real scale) {
     #pragma omp parallel for if (N * V > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         real *p = probs + i * V;
         if (targets[i] < 0) { memset(p, 0, (size_t)V * sizeof(real)); continue; }
         for (int64_t j = 0; j < V; j++) p[j] *= scale;
-        p[targets[i]] -= scale;
+        int64_t r0 = teacher ? teacher->row[i] : 0, r1 = teacher ? teacher->row[i + 1] : 0;
+        if (r1 == r0) { p[targets[i]] -= scale; continue; }
+        p[targets[i]] -= scale * lambda;
+        for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] -= scale * (1 - lambda) * (real)teacher->p[e];
     }
+}
+
+// probs (N,V) from crossentropy_forward(to_probs) become dlogits in place:
+// dlogits = scale * (probs - onehot(target)); ignored rows become zero.
+static inline void FK_OP(crossentropy_backward)(real *probs, const int32_t *targets, int64_t N, int64_t V, real scale) {
+    FK_OP(soft_crossentropy_backward)(probs, targets, NULL, 1, N, V, scale);
 }

@@ -31,12 +31,14 @@ void fk_train_defaults(fk_train_opts *o) {
 
 // The rows of micro-batch `micro` of step `step` depend only on (seed, step, micro), so a
 // resumed run sees exactly the batches an uninterrupted one would.
-static void sample_batch(const fk_token_data *d, const fk_train_opts *o, int64_t step, int micro, int32_t *x, int32_t *y) {
+static void sample_batch(const fk_token_data *d, const fk_train_opts *o, int64_t step, int micro, int32_t *x, int32_t *y,
+                         int64_t *offs) {
     fk_rng r;
     fk_rng_seed(&r, fk_hash64(o->seed) ^ fk_hash64((uint64_t)step * 1000003u + (uint64_t)micro));
     int64_t span = d->n - o->seq - 1;
     for (int b = 0; b < o->batch; b++) {
         int64_t off = span > 0 ? (int64_t)fk_rng_below(&r, (uint64_t)span + 1) : 0;
+        offs[b] = off;
         for (int t = 0; t < o->seq; t++) {
             x[b * o->seq + t] = d->ids[off + t];
             y[b * o->seq + t] = d->ids[off + t + 1];
@@ -365,7 +367,8 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     FK_TRY(fk_model_alloc_grads(m));
     size_t nb = (size_t)o->batch * o->seq * sizeof(int32_t);
     int32_t *x = malloc(nb), *y = malloc(nb);
-    if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    int64_t *offs = malloc((size_t)o->batch * sizeof(int64_t));
+    if (!x || !y || !offs) { free(x); free(y); free(offs); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     fk_status st = FK_OK;
     double t0 = fk_time_s();
     int64_t tokens = 0, first = opt->t;
@@ -373,14 +376,25 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     dp_query(&rank, &size);
     for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
         fk_model_zero_grads(m);
-        double loss_sum = 0;
+        double loss_sum = 0, clm_sum = 0, fus_sum = 0;
         for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
-            sample_batch(train, o, step, rank * o->grad_accum + mb, x, y);
-            float loss;
-            st = fk_model_forward(m, x, y, o->batch, o->seq, true, &loss);
+            sample_batch(train, o, step, rank * o->grad_accum + mb, x, y, offs);
+            float loss, fus = NAN;
+            fk_sparse_dist teach;
+            if (o->teacher) {
+                st = o->teacher->fill(o->teacher->ctx, offs, o->batch, o->seq, y, &teach);
+                if (st != FK_OK) { fk_error_context(st, "step %lld: teacher", (long long)step + 1); break; }
+            }
+            st = fk_model_forward_soft(m, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f, o->batch,
+                                       o->seq, true, &loss, &fus);
             if (st != FK_OK) { fk_error_context(st, "step %lld", (long long)step + 1); break; }
             st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
             loss_sum += loss;
+            double clm = 0;
+            const float *tl = fk_model_token_losses(m);
+            for (int64_t i = 0; i < (int64_t)o->batch * o->seq; i++) clm += tl[i];
+            clm_sum += clm / ((double)o->batch * o->seq);
+            fus_sum += fus;
             tokens += (int64_t)o->batch * o->seq * size;
         }
         st = dp_agree(st, size);
@@ -405,6 +419,8 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
         ev.step = done_steps;
         ev.steps = o->steps;
         ev.loss = (float)(loss_sum / o->grad_accum);
+        ev.clm_loss = (float)(clm_sum / o->grad_accum);
+        ev.fusion_loss = o->teacher ? (float)(fus_sum / o->grad_accum) : NAN;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
         ev.elapsed_s = fk_time_s() - t0;
@@ -436,6 +452,6 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     if (st == FK_OK && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
     if (st == FK_OK && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
 done:
-    free(x); free(y);
+    free(x); free(y); free(offs);
     return st;
 }
