@@ -52,6 +52,11 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
             cli_list *l = o->ptr;
             if (l->n == CLI_LIST_MAX) { fprintf(stderr, "error: option %.*s given more than %d times\n", (int)len, a, CLI_LIST_MAX); return 2; }
             l->v[l->n++] = v;
+            // "--opt a b c" as well as "--opt a --opt b": values run to the next option
+            while (!(eq && a[0] == '-') && i + 1 < argc && argv[i + 1][0] != '-') {
+                if (l->n == CLI_LIST_MAX) { fprintf(stderr, "error: option %.*s given more than %d values\n", (int)len, a, CLI_LIST_MAX); return 2; }
+                l->v[l->n++] = argv[++i];
+            }
             break;
         }
         case OPT_INT:
