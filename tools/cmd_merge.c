@@ -1,0 +1,126 @@
+// fusekit merge: weight-space merges (linear, task arithmetic, TIES, SCE) of models that share
+// one architecture and tokenizer; the baseline knowledge fusion is compared against.
+#include "cli.h"
+
+#include "fusekit/merge.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+// Pairs each --weight with the --model given just before it (cli_parse keeps the two lists
+// apart). Returns 0, or 2 after printing what is wrong.
+static int pair_weights(int argc, char **argv, float *w, int max_models, int *n_models) {
+    int n = 0;
+    bool weighted[CLI_LIST_MAX] = {false};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool is_model = strcmp(a, "--model") == 0 || strncmp(a, "--model=", 8) == 0;
+        bool is_weight = strcmp(a, "--weight") == 0 || strncmp(a, "--weight=", 9) == 0;
+        if (!is_model && !is_weight) continue;
+        if (is_model) {
+            // "--model A" or "--model=A", possibly followed by more folders ("--model A B")
+            if (a[7] == '=') n++;
+            else if (i + 1 < argc) { n++; i++; }
+            while (a[7] != '=' && i + 1 < argc && argv[i + 1][0] != '-') { n++; i++; }
+            if (n > max_models) n = max_models;
+            continue;
+        }
+        const char *v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v) return 0;  // cli_parse reports the missing value
+        if (n == 0) { fprintf(stderr, "fusekit merge: error: --weight %s comes before any --model; give it after the model it weights\n", v); return 2; }
+        if (weighted[n - 1]) { fprintf(stderr, "fusekit merge: error: model %d has two --weight values; give one after each --model\n", n); return 2; }
+        char *end;
+        w[n - 1] = strtof(v, &end);
+        if (*end || !*v) { fprintf(stderr, "fusekit merge: error: --weight expects a number, got '%s'\n", v); return 2; }
+        weighted[n - 1] = true;
+        if (a[8] != '=' && i + 1 < argc && argv[i + 1][0] != '-') {
+            fprintf(stderr, "fusekit merge: error: --weight takes one value (got '%s' after it); give one --weight after each --model\n", argv[i + 1]);
+            return 2;
+        }
+    }
+    *n_models = n;
+    return 0;
+}
+
+int cmd_merge(int argc, char **argv) {
+    const char *method_s = NULL, *out = NULL, *base = NULL, *dtype_s = "f32";
+    cli_list models = {0}, weights_l = {0};
+    double density = 1.0, lambda = 1.0, select_topk = 1.0;
+    bool normalize = false, no_normalize = false;
+    cli_opt opts[] = {
+        {"--method", OPT_STR, &method_s, "linear | task-arithmetic | ties | sce (required)", false},
+        {"-o|--out", OPT_STR, &out, "output model folder (required)", false},
+        {"--model", OPT_LIST, &models, "a model folder to merge (repeat for each model)", false},
+        {"--weight", OPT_LIST, &weights_l, "weight of the --model just before it (1)", false},
+        {"--base", OPT_STR, &base, "base model folder: task vectors are differences from it (all but linear)", false},
+        {"--density", OPT_FLOAT, &density, "ties: fraction of each task vector kept by magnitude, per tensor (1)", false},
+        {"--select-topk", OPT_FLOAT, &select_topk, "sce: fraction of entries kept by variance across models, per tensor (1)", false},
+        {"--lambda", OPT_FLOAT, &lambda, "scale of the merged task vector (1)", false},
+        {"--normalize", OPT_FLAG, &normalize, "divide by the weight sum (default for linear, ties, sce)", false},
+        {"--no-normalize", OPT_FLAG, &no_normalize, "do not (default for task-arithmetic)", false},
+        {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: output weights (f32)", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts,
+                       "usage: fusekit merge --method linear|task-arithmetic|ties|sce -o OUT --model A [--weight w] --model B [--weight w] ...\n"
+                       "                     [--base BASE] [--density d] [--select-topk f] [--lambda s] [--normalize|--no-normalize] [--dtype f32|f16|bf16]\n\n"
+                       "Weight-space merges of models with one architecture and tokenizer (mergekit's methods).\n"
+                       "  linear           sum_i w_i theta_i / sum_i w_i\n"
+                       "  task-arithmetic  base + lambda sum_i w_i (theta_i - base)\n"
+                       "  ties             trim each task vector to its top --density by magnitude, elect each entry's\n"
+                       "                   sign by weighted mass, average the agreeing entries: base + lambda * that\n"
+                       "  sce              keep the --select-topk entries of highest variance across the task vectors,\n"
+                       "                   weight each model by its energy, erase minority signs: base + lambda * mean");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!method_s || !out) { fprintf(stderr, "fusekit merge: error: --method and -o/--out are required\n"); return 2; }
+    if (models.n < 1) { fprintf(stderr, "fusekit merge: error: give at least one --model\n"); return 2; }
+    if (normalize && no_normalize) { fprintf(stderr, "fusekit merge: error: --normalize and --no-normalize contradict each other\n"); return 2; }
+    fk_merge_method method;
+    fk_status st = fk_merge_method_parse(method_s, &method);
+    if (st != FK_OK) { fprintf(stderr, "fusekit merge: error: %s\n", fk_last_error()); return 2; }
+    if (fk_merge_needs_base(method) && !base) {
+        fprintf(stderr, "fusekit merge: error: --method %s needs --base DIR (task vectors are differences from the base model)\n", method_s);
+        return 2;
+    }
+    if (!fk_merge_needs_base(method) && base) {
+        fprintf(stderr, "fusekit merge: error: --method linear does not use --base (did you mean task-arithmetic?)\n");
+        return 2;
+    }
+    fk_merge_opts o;
+    fk_merge_opts_default(&o, method);
+    o.density = density;
+    o.select_topk = select_topk;
+    o.lambda = lambda;
+    if (normalize) o.normalize = true;
+    if (no_normalize) o.normalize = false;
+    if (strcmp(dtype_s, "f32") == 0 || strcmp(dtype_s, "F32") == 0) o.out_dtype = FK_DT_F32;
+    else if (strcmp(dtype_s, "f16") == 0 || strcmp(dtype_s, "F16") == 0) o.out_dtype = FK_DT_F16;
+    else if (strcmp(dtype_s, "bf16") == 0 || strcmp(dtype_s, "BF16") == 0) o.out_dtype = FK_DT_BF16;
+    else { fprintf(stderr, "fusekit merge: error: --dtype %s is not one of f32, f16, bf16\n", dtype_s); return 2; }
+    if (density < 0 || density > 1 || select_topk < 0 || select_topk > 1) {
+        fprintf(stderr, "fusekit merge: error: --density and --select-topk are fractions in [0, 1]\n");
+        return 2;
+    }
+    if (cli_was_set(opts, "--density") && method != FK_MERGE_TIES)
+        fprintf(stderr, "fusekit merge: warning: --density applies to ties only; ignored for %s\n", method_s);
+    if (cli_was_set(opts, "--select-topk") && method != FK_MERGE_SCE)
+        fprintf(stderr, "fusekit merge: warning: --select-topk applies to sce only; ignored for %s\n", method_s);
+    if (cli_was_set(opts, "--lambda") && method == FK_MERGE_LINEAR)
+        fprintf(stderr, "fusekit merge: warning: --lambda scales task vectors; ignored for linear\n");
+
+    float w[CLI_LIST_MAX];
+    for (int i = 0; i < CLI_LIST_MAX; i++) w[i] = 1.0f;
+    int n_paired = 0;
+    if ((rc = pair_weights(argc, argv, w, CLI_LIST_MAX, &n_paired)) != 0) return rc;
+    if (n_paired != models.n) {  // a spelling the pairing did not follow: refuse rather than guess
+        fprintf(stderr, "fusekit merge: error: could not pair the --weight values with the %d models; give --model DIR [--weight w] for each\n", models.n);
+        return 2;
+    }
+
+    double t0 = fk_time_s();
+    st = fk_merge(&o, models.v, w, models.n, base, out);
+    if (st != FK_OK) return cli_fail("merge", st);
+    printf("{\"method\":\"%s\",\"models\":%d,\"out\":\"%s\",\"seconds\":%.3f,\"peak_rss_mb\":%.1f}\n", fk_merge_method_name(method),
+           models.n, out, fk_time_s() - t0, fk_peak_rss_mb());
+    return 0;
+}
