@@ -1,9 +1,57 @@
 // fusekit eval: loss, perplexity and bits per byte of a model on a text or token shard.
 #include "cli.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+// --ensemble: the aligned average of several models' next-token distributions.
+static int eval_ensemble(const char *first, const cli_list *ens, const char *data, int64_t seq, int64_t batch, const char *align,
+                         const char *vmap, const char *cache) {
+    const char *dirs[CLI_LIST_MAX + 1];
+    int n = 0;
+    if (first) dirs[n++] = first;
+    for (int i = 0; i < ens->n && n <= CLI_LIST_MAX; i++) dirs[n++] = ens->v[i];
+    fk_model *models[CLI_LIST_MAX + 1] = {0};
+    fk_tokenizer *toks[CLI_LIST_MAX + 1] = {0};
+    fk_align_opts ao;
+    fk_align_opts_default(&ao);
+    ao.cache_dir = cache;
+    char *text = NULL;
+    size_t len = 0;
+    fk_status st = fk_align_parse(align, vmap, &ao);
+    for (int i = 0; i < n && st == FK_OK; i++) {
+        models[i] = calloc(1, sizeof(fk_model));
+        st = models[i] ? fk_hf_load(models[i], dirs[i]) : fk_error(FK_ERR_NOMEM, "out of memory");
+        if (st != FK_OK) { free(models[i]); models[i] = NULL; break; }
+        st = cli_model_tokenizer(dirs[i], NULL, models[i]->cfg.vocab_size, &toks[i]);
+        if (st == FK_OK && !toks[i]) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: an ensemble needs every model's tokenizer", dirs[i]);
+    }
+    if (st == FK_OK) st = fk_read_file(data, &text, &len);
+    fk_ensemble_result r;
+    double t0 = fk_time_s();
+    if (st == FK_OK)
+        st = fk_eval_ensemble(models, toks, n, text, len, (int)(seq > 0 ? seq : models[0]->cfg.max_seq), (int)batch, &ao, &r);
+    if (st == FK_OK) {
+        printf("{\"ensemble\":[");
+        for (int i = 0; i < n; i++)
+            printf("%s{\"model\":\"%s\",\"bpb\":%.6f,\"coverage\":%.4f}", i ? "," : "", dirs[i], r.member_bpb[i], r.coverage[i]);
+        printf("],\"data\":\"%s\",\"positions\":%lld,\"bytes\":%lld,\"bpb\":%.6f,\"seconds\":%.2f}\n", data, (long long)r.positions,
+               (long long)r.bytes, r.bpb, fk_time_s() - t0);
+    }
+    for (int i = 0; i < n; i++) {
+        if (models[i]) fk_model_free(models[i]);
+        free(models[i]);
+        fk_tok_free(toks[i]);
+    }
+    free(text);
+    return st == FK_OK ? 0 : cli_fail("eval", st);
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 0, threads = 0;
+    cli_list ens = {0};
+    const char *align = "offsets", *vmap = "mined", *cache = NULL;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
         {"--data", OPT_STR, &data, "text file or token shard (required)", false},
@@ -12,13 +60,24 @@ int cmd_eval(int argc, char **argv) {
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
         {"--max-tokens", OPT_INT, &max_tokens, "score at most this many tokens, 0 = all (default 0)", false},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {"--ensemble", OPT_LIST, &ens, "score the aligned average of these models' next-token distributions (with --model first)", false},
+        {"--align", OPT_STR, &align, "offsets | dtw: token alignment for the ensemble (default offsets)", false},
+        {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for the ensemble (default mined)", false},
+        {"--align-cache", OPT_STR, &cache, "folder for vocabulary maps (default: none, built each time)", false},
         {NULL, 0, NULL, NULL, false},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit eval --model DIR --data FILE [options]\n\n"
                        "Protocol: the data is cut into consecutive windows of --seq tokens; every token but the\n"
-                       "first is predicted once, from the tokens before it in its window. Prints one JSON line.");
+                       "first is predicted once, from the tokens before it in its window. Prints one JSON line.\n"
+                       "With --ensemble: the first model's tokens are scored by the average of the members'\n"
+                       "distributions aligned to them (a member joins where a token of its own has the same span).");
     if (rc) return rc == 1 ? 0 : 2;
+    if (ens.n > 0) {
+        if (!data) { fprintf(stderr, "fusekit eval: error: --data is required\n"); return 2; }
+        cli_set_threads(threads);
+        return eval_ensemble(model, &ens, data, seq, batch, align, vmap, cache);
+    }
     if (!model || !data) { fprintf(stderr, "fusekit eval: error: --model and --data are required\n"); return 2; }
     cli_set_threads(threads);
     fk_model m;

@@ -2,9 +2,12 @@
 #ifndef FUSEKIT_H
 #define FUSEKIT_H
 #include "fusekit/base.h"
+#include "fusekit/align.h"
 #include "fusekit/data.h"
+#include "fusekit/fusion.h"
 #include "fusekit/gguf.h"
 #include "fusekit/hf.h"
+#include "fusekit/merge.h"
 #include "fusekit/model.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"

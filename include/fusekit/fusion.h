@@ -18,6 +18,7 @@
 #ifndef FUSEKIT_FUSION_H
 #define FUSEKIT_FUSION_H
 
+#include "fusekit/align.h"
 #include "fusekit/data.h"
 #include "fusekit/train.h"
 
@@ -79,5 +80,44 @@ const fk_teacher *fk_teacher_set_teacher(fk_teacher_set *s, float lambda);
 // Per teacher, the share of fused positions it contributed so far (sums to 1 over teachers).
 void fk_teacher_set_shares(const fk_teacher_set *s, double *shares);
 int fk_teacher_set_size(const fk_teacher_set *s);
+
+// ------------------------------------------------------------------ aligning stores to a target
+typedef struct {
+    fk_align_mode mode;      // offsets (default) or dtw (the reference's)
+    fk_vmap_mode vmap;       // mined (default) or exact
+    const char *cache_dir;   // aligned stores and vocabulary maps (NULL: beside each store)
+} fk_align_opts;
+void fk_align_opts_default(fk_align_opts *o);
+// Parses "offsets"/"dtw" and "mined"/"exact" (either may be NULL).
+fk_status fk_align_parse(const char *mode, const char *vmap, fk_align_opts *o);
+
+typedef struct fk_store fk_store;
+// The tokenizer a store embeds (the source's, written by extraction).
+fk_status fk_store_tokenizer(const fk_store *s, fk_tokenizer **out);
+// A store usable as a teacher for text encoded with tgt: store_path itself when the store is
+// in tgt's tokenization, else an aligned store "<name>.to-<tgt fingerprint>-<mode>-<vmap>.fkd"
+// (in cache_dir or beside the store), built when missing: the corpus is encoded with tgt,
+// tokens aligned, the vocabulary mapped and the distributions moved to the target's
+// positions (fusekit/align.h). *path is malloc'd. corpus_path must be the extraction's text.
+fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, const char *corpus_path, const fk_align_opts *o,
+                             char **path);
+
+// ------------------------------------------------------------------ output ensembles
+// Scores the average of several models' next-token distributions on a text, aligned to the
+// first model's tokens (fusion.md §7). At each of the first model's positions a member takes
+// part when its tokenization has a token aligned 1:1 with the position's (same byte span):
+// its probability of the true next token is then the sum of its probabilities over the source
+// ids the vocabulary map sends to that token (a sub-distribution: nothing is invented, so the
+// ensemble's bits per byte are an honest upper bound). The first model always takes part;
+// the others where they can. Every model runs over its own tokens in windows of seq tokens
+// (fk_eval_data's protocol).
+typedef struct {
+    double bpb, loss;          // the ensemble: bits per byte, nats per position of the first model
+    int64_t positions, bytes;  // positions scored and the bytes of the tokens they predict
+    double coverage[64];       // per member: the fraction of positions it took part in
+    double member_bpb[64];     // per member: its own bits per byte on its own tokens
+} fk_ensemble_result;
+fk_status fk_eval_ensemble(fk_model *const *models, fk_tokenizer *const *toks, int n, const char *text, size_t len, int seq,
+                           int batch, const fk_align_opts *ao, fk_ensemble_result *r);
 
 #endif

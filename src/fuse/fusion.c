@@ -137,3 +137,17 @@ fk_status fk_fuse_window(const fk_fusion_opts *o, const fk_teacher_window *t, in
     free(ids); free(p);
     return FK_OK;
 }
+
+// ------------------------------------------------------------------ alignment options
+
+void fk_align_opts_default(fk_align_opts *o) {
+    o->mode = FK_ALIGN_OFFSETS;
+    o->vmap = FK_VMAP_MINED;
+    o->cache_dir = NULL;
+}
+
+fk_status fk_align_parse(const char *mode, const char *vmap, fk_align_opts *o) {
+    if (mode) FK_TRY(fk_align_parse_mode(mode, &o->mode));
+    if (vmap) FK_TRY(fk_vmap_parse_mode(vmap, &o->vmap));
+    return FK_OK;
+}
