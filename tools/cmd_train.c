@@ -1,5 +1,6 @@
 // fusekit train: trains a model on a text file (bytes) or token shards.
 #include "cli.h"
+#include "fusekit/fusion.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -7,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct { FILE *metrics; bool tty; int64_t start_step; } train_ui;
+typedef struct { FILE *metrics; bool tty; int64_t start_step; fk_teacher_set *teachers; } train_ui;
 
 static void on_step(const fk_train_event *ev, void *user) {
     train_ui *ui = user;
@@ -25,6 +26,10 @@ static void on_step(const fk_train_event *ev, void *user) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "step", (double)ev->step);
     cJSON_AddNumberToObject(j, "loss", ev->loss);
+    if (isfinite(ev->fusion_loss)) {
+        cJSON_AddNumberToObject(j, "clm_loss", ev->clm_loss);
+        cJSON_AddNumberToObject(j, "fusion_loss", ev->fusion_loss);
+    }
     cJSON_AddNumberToObject(j, "lr", ev->lr);
     cJSON_AddNumberToObject(j, "grad_norm", ev->grad_norm);
     cJSON_AddNumberToObject(j, "tokens_per_s", round(ev->tokens_per_s * 10) / 10);
@@ -34,6 +39,12 @@ static void on_step(const fk_train_event *ev, void *user) {
         cJSON_AddNumberToObject(j, "val_bpb", ev->val_bpb);
     }
     if (ev->checkpoint) cJSON_AddStringToObject(j, "checkpoint", ev->checkpoint);
+    if (ui->teachers && ev->step == ev->steps) {  // which teacher the fusion followed, in shares of positions
+        double sh[64];
+        int n = fk_teacher_set_size(ui->teachers);
+        fk_teacher_set_shares(ui->teachers, sh);
+        cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(sh, n));
+    }
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!text) return;
@@ -57,6 +68,9 @@ int cmd_train(int argc, char **argv) {
     int64_t save_every = 0, keep = 2, log_every = 10;
     double lr = 3e-4, min_lr = 0.1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0, rope_theta = 10000, val_frac = 0.1;
     bool resume = false;
+    cli_list teachers = {0};
+    const char *fusion = "mince", *level = "sequence", *align = "offsets", *vmap = "mined", *cache = NULL;
+    double lambda = 0.9, tau = 1.0, ttemp = 1.0;
     cli_opt opts[] = {
         {"--data", OPT_STR, &data, "training text or token shard (required)", false},
         {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text data (.gguf, tokenizer.json or a folder; default: --init's or the checkpoint's, else bytes)", false},
@@ -94,14 +108,33 @@ int cmd_train(int argc, char **argv) {
         {"--resume", OPT_FLAG, &resume, "continue from the newest checkpoint in --out", false},
         {"--resume-from", OPT_STR, &resume_from, "continue from this checkpoint folder", false},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {"--teacher", OPT_LIST, &teachers, "distribution store (.fkd, from fusekit extract) of a teacher on --data; repeat for fusion", false},
+        {"--fusion", OPT_STR, &fusion, "mince | avgce: how teachers are fused (default mince)", false},
+        {"--fusion-level", OPT_STR, &level, "sequence | token: the span MinCE/AvgCE compare teachers on (default sequence)", false},
+        {"--lambda", OPT_FLOAT, &lambda, "weight of the CLM loss; 1 - lambda goes to the fusion loss (default 0.9)", false},
+        {"--tau", OPT_FLOAT, &tau, "AvgCE temperature on cross-entropies (default 1)", false},
+        {"--teacher-temp", OPT_FLOAT, &ttemp, "temperature on the teachers' log-probabilities (default 1)", false},
+        {"--align", OPT_STR, &align, "offsets | dtw: token alignment for teachers of another tokenizer (default offsets)", false},
+        {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for teachers of another tokenizer (default mined)", false},
+        {"--align-cache", OPT_STR, &cache, "folder for aligned stores and vocabulary maps (default: beside each store)", false},
         {NULL, 0, NULL, NULL, false},
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit train --data FILE -o OUT [options]");
+    int rc = cli_parse(argc, argv, opts,
+                       "usage: fusekit train --data FILE -o OUT [options]\n\n"
+                       "With --teacher: fused training (knowledge fusion; one teacher: distillation). The loss is\n"
+                       "lambda * CLM + (1 - lambda) * soft cross-entropy against the fused teachers' next-token\n"
+                       "distributions. --data must be the text the stores were extracted from.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!data || !out) { fprintf(stderr, "fusekit train: error: --data and --out are required\n"); return 2; }
     cli_set_threads(threads);
+    if (teachers.n > 0 && fk_data_is_shard(data)) {
+        fprintf(stderr, "fusekit train: error: --teacher needs --data as the text the stores were extracted from, not a token shard\n");
+        return 2;
+    }
 
     fk_token_data all = {0}, tr = {0}, va = {0};
+    fk_teacher_set *tset = NULL;
+    char *tpaths[CLI_LIST_MAX] = {0};
     fk_model m = {0};
     fk_adamw opt = {0};
     fk_tokenizer *tok = NULL;
@@ -215,6 +248,30 @@ int cmd_train(int argc, char **argv) {
     }
     st = fk_mkdir_p(out);
     if (st != FK_OK) goto fail;
+    if (teachers.n > 0) {
+        fk_fusion_opts fo;
+        fk_fusion_defaults(&fo);
+        fo.tau = (float)tau;
+        fo.temperature = (float)ttemp;
+        fk_align_opts ao;
+        fk_align_opts_default(&ao);
+        ao.cache_dir = cache;
+        st = fk_fusion_parse(fusion, level, &fo);
+        if (st == FK_OK) st = fk_align_parse(align, vmap, &ao);
+        if (st == FK_OK && !(lambda >= 0 && lambda <= 1)) st = fk_error(FK_ERR_ARG, "--lambda must be in [0, 1] (got %g)", lambda);
+        for (int i = 0; i < teachers.n && st == FK_OK; i++) {
+            bool built;
+            double t0 = fk_time_s();
+            st = fk_teacher_prepare(teachers.v[i], tok, data, &ao, &tpaths[i], &built);
+            if (st == FK_OK && built)
+                fprintf(stderr, "teacher %s: aligned to the target's tokens in %s (%.1f s)\n", teachers.v[i], tpaths[i], fk_time_s() - t0);
+            else if (st == FK_OK && strcmp(tpaths[i], teachers.v[i]) != 0)
+                fprintf(stderr, "teacher %s: aligned store %s (cached)\n", teachers.v[i], tpaths[i]);
+        }
+        if (st == FK_OK) st = fk_teacher_set_open((const char *const *)tpaths, teachers.n, &fo, &tr, &tset);
+        if (st != FK_OK) goto fail;
+        o.teacher = fk_teacher_set_teacher(tset, (float)lambda);
+    }
     {
         char cfg[512];
         fk_config_describe(&m.cfg, cfg, sizeof cfg);
@@ -223,13 +280,15 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d\n",
                     cfg, (long long)fk_model_num_params(&m), (long long)tr.n, (long long)va.n, fk_dp_size());
         char *mp = fk_path_join(out, "metrics.jsonl");
-        train_ui ui = {lead ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, opt.t};
+        train_ui ui = {lead ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, opt.t, tset};
         free(mp);
         st = fk_train(&m, &opt, &tr, va.n > 1 ? &va : NULL, &o, out, on_step, &ui);
         if (ui.metrics) fclose(ui.metrics);
         if (st == FK_OK && lead) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
     }
 fail:
+    fk_teacher_set_close(tset);
+    for (int i = 0; i < CLI_LIST_MAX; i++) free(tpaths[i]);
     fk_adamw_free(&opt);
     fk_model_free(&m);
     fk_data_free(&all); fk_data_free(&tr); fk_data_free(&va);

@@ -13,6 +13,9 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"info", cmd_info, "a model's config, parameter counts and memory"},
     {"tokenizer", cmd_tokenizer, "train, inspect and run tokenizers (train | encode | decode | info | convert)"},
     {"tokenize", cmd_tokenize, "encode text files into a token shard for train, eval and extract"},
+    {"extract", cmd_extract, "a source model's top-k next-token distributions over a text, into a store (.fkd)"},
+    {"fuse", cmd_fuse, "knowledge fusion in one command: extract sources, align to the target, fused training"},
+    {"merge", cmd_merge, "weight-space merge of same-architecture models (linear, task-arithmetic, ties, sce)"},
 };
 
 static void usage(void) {

@@ -101,7 +101,10 @@ int64_t fk_edit_distance(const void *a, size_t na, const void *b, size_t nb);
 //   that text can produce) at minimum Levenshtein distance over bytes; ties go to the lowest
 //   target id. -1 only when the target has no such token.
 // Deterministic, and the same for any thread count (OpenMP over source ids).
-typedef enum { FK_VMAP_MINED = 0, FK_VMAP_EXACT = 1 } fk_vmap_mode;
+// - FK_VMAP_PREFIX (fusekit's own): after an exact miss, the longest target token whose bytes
+//   start the source token's bytes (normal before byte before user-defined, as above) — the
+//   token the target would predict first when the source predicts v — else MinED.
+typedef enum { FK_VMAP_MINED = 0, FK_VMAP_EXACT = 1, FK_VMAP_PREFIX = 2 } fk_vmap_mode;
 
 // *map is malloc'd with fk_tok_vocab_size(src) entries.
 fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, int32_t **map);
@@ -113,7 +116,7 @@ fk_status fk_vmap_load_or_build(const fk_tokenizer *src, const fk_tokenizer *tgt
                                 int32_t **map);
 // "<cache_dir>/vmap-<src fingerprint>-<tgt fingerprint>-<mode>.bin" (malloc'd; NULL when out of memory).
 char *fk_vmap_cache_path(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, const char *cache_dir);
-// "mined" / "exact".
+// "mined" / "exact" / "prefix".
 fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode);
 const char *fk_vmap_mode_name(fk_vmap_mode mode);
 

@@ -92,15 +92,19 @@ void fk_align_opts_default(fk_align_opts *o);
 fk_status fk_align_parse(const char *mode, const char *vmap, fk_align_opts *o);
 
 typedef struct fk_store fk_store;
-// The tokenizer a store embeds (the source's, written by extraction).
+// A store's tokenizer lives beside it, in the folder "<store>.tokenizer" (tokenizer.json and
+// tokenizer_config.json), written by fusekit extract; its fingerprint must be the store's.
+char *fk_store_tokenizer_dir(const char *store_path);
+fk_status fk_store_save_tokenizer(const char *store_path, const fk_tokenizer *t);
 fk_status fk_store_tokenizer(const fk_store *s, fk_tokenizer **out);
 // A store usable as a teacher for text encoded with tgt: store_path itself when the store is
 // in tgt's tokenization, else an aligned store "<name>.to-<tgt fingerprint>-<mode>-<vmap>.fkd"
 // (in cache_dir or beside the store), built when missing: the corpus is encoded with tgt,
 // tokens aligned, the vocabulary mapped and the distributions moved to the target's
-// positions (fusekit/align.h). *path is malloc'd. corpus_path must be the extraction's text.
+// positions (fusekit/align.h). *path is malloc'd; *built (may be NULL) says whether an aligned
+// store was built now. corpus_path must be the extraction's text.
 fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, const char *corpus_path, const fk_align_opts *o,
-                             char **path);
+                             char **path, bool *built);
 
 // ------------------------------------------------------------------ output ensembles
 // Scores the average of several models' next-token distributions on a text, aligned to the

@@ -19,11 +19,12 @@
 #define VMAP_VERSION 1u  // bump when the mapping rules change: old cache files are then rebuilt
 #define VMAP_HEADER 48
 
-const char *fk_vmap_mode_name(fk_vmap_mode mode) { return mode == FK_VMAP_EXACT ? "exact" : "mined"; }
+const char *fk_vmap_mode_name(fk_vmap_mode mode) { return mode == FK_VMAP_EXACT ? "exact" : mode == FK_VMAP_PREFIX ? "prefix" : "mined"; }
 
 fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode) {
     if (strcmp(name, "mined") == 0) *mode = FK_VMAP_MINED;
     else if (strcmp(name, "exact") == 0) *mode = FK_VMAP_EXACT;
+    else if (strcmp(name, "prefix") == 0) *mode = FK_VMAP_PREFIX;
     else return fk_error(FK_ERR_ARG, "vocabulary map must be mined or exact (got \"%s\")", name);
     return FK_OK;
 }
@@ -239,7 +240,8 @@ static int cmp_pref(const void *x, const void *y, void *ctx) {
 fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, int32_t **map) {
     *map = NULL;
     if (!src || !tgt) return fk_error(FK_ERR_ARG, "vocabulary map: a tokenizer is missing");
-    if (mode != FK_VMAP_MINED && mode != FK_VMAP_EXACT) return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
+    if (mode != FK_VMAP_MINED && mode != FK_VMAP_EXACT && mode != FK_VMAP_PREFIX)
+        return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
     fk_status st = FK_OK;
     vbytes sv = {0}, tv = {0};
     bytemap bm = {0};
@@ -260,7 +262,7 @@ fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vma
     qsort_r(order, (size_t)nt, sizeof *order, cmp_pref, (void *)tgt);
     for (int32_t i = 0; i < nt; i++) bytemap_put_first(&bm, order[i]);
 
-    if (mode == FK_VMAP_MINED) {
+    if (mode != FK_VMAP_EXACT) {
         int32_t nc = 0;
         for (int32_t i = 0; i < nt; i++)
             if (type_rank(fk_tok_type(tgt, i)) < 3) order[nc++] = i;
@@ -290,7 +292,10 @@ fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vma
             for (int k = 0; k < 3 && r == -2; k++)
                 if (v == specials[k][0] && specials[k][1] >= 0) r = specials[k][1];
             if (r == -2) r = bytemap_get(&bm, vptr(&sv, v), vlen(&sv, v));
-            if (r < 0 && mode == FK_VMAP_MINED) r = mined_search(&c, vptr(&sv, v), vlen(&sv, v), peq);
+            // prefix: the longest target token that starts the source token's bytes (what the
+            // target's next token is when the source's next token is v), else MinED
+            for (size_t L = vlen(&sv, v); r < 0 && mode == FK_VMAP_PREFIX && L-- > 1;) r = bytemap_get(&bm, vptr(&sv, v), L);
+            if (r < 0 && mode != FK_VMAP_EXACT) r = mined_search(&c, vptr(&sv, v), vlen(&sv, v), peq);
             m[v] = r;
         }
     }
@@ -367,7 +372,8 @@ fk_status fk_vmap_load_or_build(const fk_tokenizer *src, const fk_tokenizer *tgt
                                 int32_t **map) {
     *map = NULL;
     if (!src || !tgt || !cache_dir) return fk_error(FK_ERR_ARG, "vocabulary map: a tokenizer or the cache folder is missing");
-    if (mode != FK_VMAP_MINED && mode != FK_VMAP_EXACT) return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
+    if (mode != FK_VMAP_MINED && mode != FK_VMAP_EXACT && mode != FK_VMAP_PREFIX)
+        return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
     char *path = fk_vmap_cache_path(src, tgt, mode, cache_dir);
     if (!path) return fk_error(FK_ERR_NOMEM, "out of memory");
     if ((*map = vmap_read(path, src, tgt, mode))) {

@@ -1,0 +1,314 @@
+// Extraction (fusion.md §1): a source model's top-k next-token distributions over a corpus,
+// written to a distribution store (fusekit/store.h). Also the model and corpus fingerprints
+// that stores record.
+#include "fusekit/store.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/ops.h"
+
+// ------------------------------------------------------------------ fingerprints
+// 64-bit words mixed by multiply-rotate, in chunks of 1 MiB hashed independently (in
+// parallel) and combined in order, so the result does not depend on the thread count.
+
+#define FP_CHUNK ((size_t)1 << 20)
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static uint64_t hash_bytes(const void *data, size_t n, uint64_t seed) {
+    const uint8_t *p = data;
+    uint64_t h = seed ^ 0x9E3779B97F4A7C15ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = rotl64(h ^ (w * 0x87C37B91114253D5ull), 31) * 0x4CF5AD432745937Full;
+    }
+    uint64_t w = 0;
+    for (size_t j = 0; i + j < n; j++) w |= (uint64_t)p[i + j] << (8 * j);
+    h = rotl64(h ^ (w * 0x87C37B91114253D5ull), 31) * 0x4CF5AD432745937Full;
+    return fk_hash64(h ^ (uint64_t)n);
+}
+
+static uint64_t hash_chunked(const void *data, size_t n, uint64_t seed) {
+    size_t nch = n / FP_CHUNK + 1;
+    uint64_t *hc = malloc(nch * sizeof(uint64_t));
+    uint64_t h = fk_hash64(seed ^ (uint64_t)n);
+    if (!hc) {  // no memory for the chunk hashes: the same values, one after another
+        for (size_t c = 0; c < nch; c++) {
+            size_t off = c * FP_CHUNK, len = n - off < FP_CHUNK ? n - off : FP_CHUNK;
+            h = fk_hash64(h + hash_bytes((const uint8_t *)data + off, len, c));
+        }
+        return h;
+    }
+    #pragma omp parallel for schedule(static) if (nch > 4)
+    for (size_t c = 0; c < nch; c++) {
+        size_t off = c * FP_CHUNK, len = n - off < FP_CHUNK ? n - off : FP_CHUNK;
+        hc[c] = hash_bytes((const uint8_t *)data + off, len, c);
+    }
+    for (size_t c = 0; c < nch; c++) h = fk_hash64(h + hc[c]);
+    free(hc);
+    return h;
+}
+
+uint64_t fk_corpus_fingerprint(const void *data, size_t n) { return hash_chunked(data, n, 0xC0A9A5ull); }
+
+uint64_t fk_model_fingerprint(const fk_model *m) {
+    const fk_config *c = &m->cfg;
+    uint64_t f[32 + FK_MAX_LAYERS];
+    int n = 0;
+    uint32_t eps, theta;
+    memcpy(&eps, &c->norm_eps, 4);
+    memcpy(&theta, &c->rope_theta, 4);
+    f[n++] = (uint64_t)c->vocab_size; f[n++] = (uint64_t)c->d_model; f[n++] = (uint64_t)c->n_layer;
+    f[n++] = (uint64_t)c->n_head; f[n++] = (uint64_t)c->n_kv_head; f[n++] = (uint64_t)c->head_dim;
+    f[n++] = (uint64_t)c->max_seq; f[n++] = (uint64_t)c->norm; f[n++] = eps; f[n++] = (uint64_t)c->pos;
+    f[n++] = theta; f[n++] = (uint64_t)c->mlp;
+    f[n++] = (uint64_t)c->bias_qkv | (uint64_t)c->bias_out << 1 | (uint64_t)c->bias_mlp << 2 | (uint64_t)c->bias_norm << 3 |
+             (uint64_t)c->tied << 4;
+    for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++) f[n++] = (uint64_t)c->ffn[l];
+    uint64_t h = hash_bytes(f, (size_t)n * sizeof(uint64_t), 0x30DE1ull);
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        uint64_t shape[3] = {(uint64_t)p->ndim, (uint64_t)p->shape[0], (uint64_t)p->shape[1]};
+        h = fk_hash64(h + hash_bytes(p->name, strlen(p->name), 1));
+        h = fk_hash64(h + hash_bytes(shape, sizeof shape, 2));
+        h = fk_hash64(h + hash_chunked(m->w + p->offset, (size_t)p->numel * sizeof(float), 3));
+    }
+    return h;
+}
+
+// ------------------------------------------------------------------ one position
+
+// The k largest of z (V values), largest first; equal values keep the lower id first. Returns
+// how many (min(k, V), fewer if z holds NaNs). Blocks of 16 whose maximum cannot enter the
+// current top-k are skipped after one vectorised pass, so a position costs about one read of z.
+#define TOPK_BLOCK 16
+static int top_k(const float *z, int64_t V, int k, int32_t *idx) {
+    int n = 0;
+    float thr = -INFINITY;
+    for (int64_t b0 = 0; b0 < V; b0 += TOPK_BLOCK) {
+        int64_t b1 = b0 + TOPK_BLOCK < V ? b0 + TOPK_BLOCK : V;
+        if (n == k) {
+            float bm = -INFINITY;
+            #pragma omp simd reduction(max : bm)
+            for (int64_t v = b0; v < b1; v++) bm = z[v] > bm ? z[v] : bm;
+            if (!(bm > thr)) continue;
+        }
+        for (int64_t v = b0; v < b1; v++) {
+            float x = z[v];
+            if (n == k ? !(x > thr) : x != x) continue;
+            int j = n < k ? n++ : k - 1;
+            while (j > 0 && z[idx[j - 1]] < x) { idx[j] = idx[j - 1]; j--; }
+            idx[j] = (int32_t)v;
+            if (n == k) thr = z[idx[k - 1]];
+        }
+    }
+    return n;
+}
+
+// Log-softmax top-k and cross-entropy of `label` from logits z: what the store keeps at a
+// position. Returns false when the logits are not finite.
+static bool position_dist(const float *z, int64_t V, int k, int32_t label, uint8_t *count, int32_t *ids, float *logp, float *ce) {
+    int n = top_k(z, V, k, ids);
+    if (n < 1) return false;
+    float mx = z[ids[0]], sum = 0;
+    #pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < V; j++) sum += fk_fast_expf(z[j] - mx);
+    float lse = mx + (float)log(sum);
+    if (!isfinite(lse)) return false;
+    for (int j = 0; j < n; j++) logp[j] = z[ids[j]] - lse;
+    for (int j = n; j < k; j++) { ids[j] = -1; logp[j] = -INFINITY; }
+    *count = (uint8_t)n;
+    *ce = lse - z[label];
+    return isfinite(*ce);
+}
+
+// ------------------------------------------------------------------ extraction
+
+void fk_extract_defaults(fk_extract_opts *o) {
+    o->k = 10;
+    o->seq = 0;
+    o->batch = 4;
+}
+
+static bool same_header(const fk_store_header *a, const fk_store_header *b) {
+    return a->flags == b->flags && a->k == b->k && a->seq == b->seq && a->vocab_size == b->vocab_size && a->n_tokens == b->n_tokens &&
+           a->corpus_bytes == b->corpus_bytes && a->model_fp == b->model_fp && a->tokenizer_fp == b->tokenizer_fp &&
+           a->corpus_fp == b->corpus_fp;
+}
+
+// Reads and encodes the corpus: ids and n+1 span starts.
+static fk_status load_corpus(const fk_tokenizer *t, const char *path, int32_t **ids, int64_t **begin, int64_t *n, int64_t *bytes,
+                             uint64_t *fp) {
+    char *buf;
+    size_t len;
+    FK_TRY(fk_read_file(path, &buf, &len));
+    *fp = fk_corpus_fingerprint(buf, len);
+    *bytes = (int64_t)len;
+    fk_tok_out o = {0};
+    fk_status st = fk_tok_encode(t, buf, len, 0, &o);
+    free(buf);
+    if (st != FK_OK) { fk_tok_out_free(&o); return fk_error_context(st, "%s", path); }
+    *n = o.n;
+    *ids = o.ids ? o.ids : malloc(sizeof(int32_t));
+    o.ids = NULL;
+    *begin = malloc((size_t)(o.n + 1) * sizeof(int64_t));
+    if (!*ids || !*begin) { free(*ids); free(*begin); fk_tok_out_free(&o); return fk_error(FK_ERR_NOMEM, "out of memory encoding %s", path); }
+    for (int64_t i = 0; i < o.n; i++) {
+        (*begin)[i] = o.begin[i];
+        if (o.begin[i] != (i ? o.end[i - 1] : 0)) {
+            fk_tok_out_free(&o);
+            free(*ids); free(*begin);
+            return fk_error(FK_ERR_FORMAT, "%s: the tokenizer's spans do not tile the text at token %lld", path, (long long)i);
+        }
+    }
+    (*begin)[o.n] = (int64_t)len;
+    fk_tok_out_free(&o);
+    return FK_OK;
+}
+
+fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_path, const fk_extract_opts *opts,
+                        const char *out_path, bool restart, fk_extract_cb cb, void *user, bool *stopped, bool *cached) {
+    if (stopped) *stopped = false;
+    if (cached) *cached = false;
+    fk_extract_opts o;
+    fk_extract_defaults(&o);
+    if (opts) {
+        if (opts->k > 0) o.k = opts->k;
+        if (opts->seq > 0) o.seq = opts->seq;
+        if (opts->batch > 0) o.batch = opts->batch;
+    }
+    int64_t V = m->cfg.vocab_size;
+    if (o.seq <= 0) o.seq = (int)(m->cfg.max_seq < 512 ? m->cfg.max_seq : 512);
+    if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
+    if (o.k < 1 || o.k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o.k);
+    if (o.seq > m->cfg.max_seq)
+        return fk_error(FK_ERR_ARG, "extract: sequence length %d exceeds the model's context %lld", o.seq, (long long)m->cfg.max_seq);
+    if (fk_tok_vocab_size(t) > V)
+        return fk_error(FK_ERR_ARG, "extract: the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(t), (long long)V);
+
+    fk_store_header h = {0};
+    int32_t *ids = NULL;
+    int64_t *begin = NULL;
+    FK_TRY(load_corpus(t, corpus_path, &ids, &begin, &h.n_tokens, &h.corpus_bytes, &h.corpus_fp));
+    h.flags = 0;
+    h.k = o.k;
+    h.seq = o.seq;
+    h.vocab_size = V;
+    h.model_fp = fk_model_fingerprint(m);
+    h.tokenizer_fp = fk_tok_fingerprint(t);
+
+    fk_status st = FK_OK;
+    fk_store_writer *w = NULL;
+    int32_t *x = NULL;
+    fk_store_seq *q = NULL;
+    fk_store_buf *rec = NULL;
+    int B = o.batch, T = o.seq, k = o.k;
+    if (fk_path_exists(out_path)) {
+        fk_store *s = NULL;
+        st = fk_store_open(out_path, &s);
+        bool same = st == FK_OK && same_header(fk_store_header_of(s), &h);
+        fk_store_close(s);
+        if (same) {
+            if (cached) *cached = true;
+            goto done;
+        }
+        if (!restart) {
+            if (st != FK_OK) st = fk_error_context(st, "%s is there but is not a valid store; restart replaces it", out_path);
+            else st = fk_error(FK_ERR_ARG, "%s holds a store of another extraction (model, tokenizer, corpus or options differ); restart replaces it", out_path);
+            goto done;
+        }
+        st = FK_OK;
+    }
+    int64_t done_seqs = 0;
+    if ((st = fk_store_writer_open(out_path, &h, ids, begin, restart, &w, &done_seqs)) != FK_OK) goto done;
+    free(begin);
+    begin = NULL;
+    int64_t n_seqs = fk_store_header_n_seqs(&h), positions = fk_store_header_positions(&h);
+    x = malloc((size_t)B * T * sizeof(int32_t));
+    q = calloc((size_t)B, sizeof *q);
+    rec = calloc((size_t)B, sizeof *rec);
+    if (!x || !q || !rec) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
+    for (int b = 0; b < B && st == FK_OK; b++) st = fk_store_seq_reserve(&q[b], T, k);
+    double t0 = fk_time_s();
+    int64_t pos_run = 0;
+    // Batches start where an uninterrupted run's would, so each sequence is computed in the
+    // same batch as there (bit-identical output); sequences already on disk are skipped.
+    for (int64_t c0 = done_seqs / B * B; c0 < n_seqs && st == FK_OK; c0 += B) {
+        int rows = (int)(n_seqs - c0 < B ? n_seqs - c0 : B);
+        for (int b = 0; b < rows; b++) {
+            int64_t off = (c0 + b) * T;
+            for (int i = 0; i < T; i++) x[b * T + i] = off + i < h.n_tokens ? ids[off + i] : 0;
+            q[b].first = off;
+            q[b].n = positions - off < T ? positions - off : T;
+        }
+        if ((st = fk_model_forward(m, x, NULL, rows, T, false, NULL)) != FK_OK) break;
+        const float *logits = fk_model_logits(m);
+        int64_t bad = -1;
+        #pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < (int64_t)rows * T; i++) {
+            int b = (int)(i / T), tt = (int)(i % T);
+            if (c0 + b < done_seqs || tt >= q[b].n) continue;
+            int64_t p = q[b].first + tt;
+            if (!position_dist(logits + i * V, V, k, ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
+                               q[b].logp + (int64_t)tt * k, &q[b].ce[tt])) {
+                #pragma omp critical
+                if (bad < 0 || p < bad) bad = p;
+            }
+        }
+        if (bad >= 0) { st = fk_error(FK_ERR_NUMERIC, "extract: the logits at position %lld (token %lld) are not finite", (long long)bad, (long long)bad); break; }
+        int b0 = done_seqs > c0 ? (int)(done_seqs - c0) : 0;
+        for (int b = b0; b < rows; b++) {
+            double s = 0;
+            for (int64_t tt = 0; tt < q[b].n; tt++) s += q[b].ce[tt];
+            q[b].mean_ce = q[b].n > 0 ? s / (double)q[b].n : 0;
+        }
+        // Rows are encoded in parallel, then appended in order; sequence 0 goes alone first
+        // (the others' encoding starts from the model prior it writes).
+        for (int lo = b0, hi; lo < rows && st == FK_OK; lo = hi) {
+            hi = fk_store_writer_next(w) == 0 ? lo + 1 : rows;
+            int failed = -1;  // the first row whose encoding failed (its message is per thread: encoded again below)
+            #pragma omp parallel for schedule(dynamic, 1)
+            for (int b = lo; b < hi; b++)
+                if (fk_store_encode_seq(w, &q[b], &rec[b]) != FK_OK) {
+                    #pragma omp critical
+                    if (failed < 0 || b < failed) failed = b;
+                }
+            if (failed >= 0) {
+                st = fk_store_encode_seq(w, &q[failed], &rec[failed]);
+                if (st == FK_OK) st = fk_error(FK_ERR_NOMEM, "out of memory");
+                break;
+            }
+            for (int b = lo; b < hi; b++) {
+                if ((st = fk_store_write_encoded(w, &rec[b])) != FK_OK) break;
+                pos_run += q[b].n;
+                if (cb) {
+                    double el = fk_time_s() - t0;
+                    fk_extract_progress pr = {c0 + b + 1, n_seqs, q[b].first + q[b].n, el, el > 0 ? (double)pos_run / el : 0};
+                    if (!cb(&pr, user)) {
+                        if (stopped) *stopped = true;
+                        goto done;
+                    }
+                }
+            }
+        }
+    }
+    if (st == FK_OK) {
+        st = fk_store_writer_finish(w);
+        w = NULL;
+    }
+done:
+    if (w) fk_store_writer_close(w);
+    for (int b = 0; q && b < B; b++) { fk_store_seq_free(&q[b]); fk_store_buf_free(&rec[b]); }
+    free(q); free(rec); free(x); free(ids); free(begin);
+    return st;
+}
+
+fk_status fk_extract(fk_model *m, const fk_tokenizer *t, const char *corpus_path, const fk_extract_opts *o, const char *out_path,
+                     bool restart, fk_extract_cb cb, void *user) {
+    return fk_extract_ex(m, t, corpus_path, o, out_path, restart, cb, user, NULL, NULL);
+}

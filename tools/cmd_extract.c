@@ -1,0 +1,119 @@
+// fusekit extract: a source model's top-k next-token distributions over a text, into a
+// distribution store (.fkd); or, with --info, a store's header.
+#include "cli.h"
+#include "fusekit/fusion.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fusekit/store.h"
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+
+typedef struct { bool tty; double last, rate; } progress_state;
+
+static bool on_progress(const fk_extract_progress *p, void *user) {
+    progress_state *ps = user;
+    double now = fk_time_s();
+    ps->rate = p->positions_per_s;
+    if (ps->tty && (now - ps->last > 0.25 || p->seqs_done == p->seqs_total)) {
+        ps->last = now;
+        double left = (double)(p->seqs_total - p->seqs_done) * (p->seqs_done > 0 ? (double)p->positions_done / (double)p->seqs_done : 0);
+        double eta = p->positions_per_s > 0 ? left / p->positions_per_s : 0;
+        fprintf(stderr, "\rextract: sequence %lld/%lld  %.0f positions/s  ETA %dm%02ds   ", (long long)p->seqs_done,
+                (long long)p->seqs_total, p->positions_per_s, (int)(eta / 60), (int)eta % 60);
+        fflush(stderr);
+    }
+    return !interrupted;
+}
+
+static int print_info(const char *path) {
+    fk_store *s;
+    fk_status st = fk_store_open(path, &s);
+    if (st != FK_OK) return cli_fail("extract", st);
+    const fk_store_header *h = fk_store_header_of(s);
+    int64_t pos = fk_store_header_positions(h), bytes = fk_store_file_bytes(s);
+    printf("{\"path\":\"%s\",\"version\":%d,\"aligned\":%s,\"k\":%d,\"seq\":%d,\"vocab\":%lld,\"tokens\":%lld,\"positions\":%lld,"
+           "\"sequences\":%lld,\"corpus_bytes\":%lld,\"model_fp\":\"%016llx\",\"tokenizer_fp\":\"%016llx\",\"corpus_fp\":\"%016llx\","
+           "\"bytes\":%lld,\"bytes_per_position\":%.4f}\n",
+           path, FK_STORE_VERSION, h->flags & FK_STORE_ALIGNED ? "true" : "false", h->k, h->seq, (long long)h->vocab_size,
+           (long long)h->n_tokens, (long long)pos, (long long)fk_store_n_seqs(s), (long long)h->corpus_bytes,
+           (unsigned long long)h->model_fp, (unsigned long long)h->tokenizer_fp, (unsigned long long)h->corpus_fp, (long long)bytes,
+           pos > 0 ? (double)bytes / (double)pos : 0.0);
+    fk_store_close(s);
+    return 0;
+}
+
+int cmd_extract(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL, *info = NULL;
+    int64_t k = 10, seq = 0, batch = 4, threads = 0;
+    bool restart = false;
+    cli_opt opts[] = {
+        {"--model", OPT_STR, &model, "source model folder (required)", false},
+        {"--data", OPT_STR, &data, "text file (required)", false},
+        {"-o|--out", OPT_STR, &out, "output store, e.g. SRC.fkd (required)", false},
+        {"-k", OPT_INT, &k, "entries kept per position, 1..64 (default 10)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model folder's tokenizer.json; bytes for vocab 256)", false},
+        {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512))", false},
+        {"--batch", OPT_INT, &batch, "sequences per forward pass (default 4)", false},
+        {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {"--info", OPT_STR, &info, "print the header of a store FILE.fkd as JSON and exit", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts,
+                       "usage: fusekit extract --model SRC --data TEXT -k 10 -o SRC.fkd [options]\n"
+                       "       fusekit extract --info FILE.fkd\n\n"
+                       "Runs the model over the text in sequences of --seq tokens and stores, per position, the top-k\n"
+                       "next-token log-probabilities and the cross-entropy of the true next token. An unfinished run\n"
+                       "(killed, or Ctrl-C) leaves OUT.partial and resumes from it; a complete store with the same\n"
+                       "header is left as it is. Prints one JSON line.");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (info) return print_info(info);
+    if (!model || !data || !out) { fprintf(stderr, "fusekit extract: error: --model, --data and -o are required\n"); return 2; }
+    if (k < 1 || k > FK_STORE_MAX_K || seq < 0 || batch < 1) {
+        fprintf(stderr, "fusekit extract: error: -k must be 1..%d, --seq >= 0, --batch >= 1\n", FK_STORE_MAX_K);
+        return 2;
+    }
+    cli_set_threads(threads);
+    fk_model m;
+    fk_status st = fk_hf_load(&m, model);
+    if (st != FK_OK) return cli_fail("extract", st);
+    fk_tokenizer *tok = NULL;
+    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
+    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json and its vocabulary is not 256 bytes: pass --tokenizer", model);
+    if (st != FK_OK) { fk_model_free(&m); return cli_fail("extract", st); }
+    fk_extract_opts o = {(int)k, (int)seq, (int)batch};
+    progress_state ps = {isatty(2) != 0, 0, 0};
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    bool stopped = false, cached = false;
+    double t0 = fk_time_s();
+    st = fk_extract_ex(&m, tok, data, &o, out, restart, on_progress, &ps, &stopped, &cached);
+    double dt = fk_time_s() - t0;
+    sigaction(SIGINT, &old, NULL);
+    if (ps.tty && ps.last > 0) fprintf(stderr, "\n");
+    // the source's tokenizer beside the store: aligning it to another tokenizer needs it
+    if (st == FK_OK && !stopped) st = fk_store_save_tokenizer(out, tok);
+    fk_tok_free(tok);
+    fk_model_free(&m);
+    if (st != FK_OK) return cli_fail("extract", st);
+    if (stopped) {
+        fprintf(stderr, "fusekit extract: interrupted; %s.partial is kept, run the same command again to resume\n", out);
+        return 130;
+    }
+    fk_store *s;
+    if ((st = fk_store_open(out, &s)) != FK_OK) return cli_fail("extract", st);
+    int64_t pos = fk_store_header_positions(fk_store_header_of(s)), bytes = fk_store_file_bytes(s);
+    fk_store_close(s);
+    printf("{\"store\":\"%s\",\"cached\":%s,\"positions\":%lld,\"bytes\":%lld,\"bytes_per_position\":%.4f,\"seconds\":%.3f,"
+           "\"positions_per_s\":%.1f}\n",
+           out, cached ? "true" : "false", (long long)pos, (long long)bytes, pos > 0 ? (double)bytes / (double)pos : 0.0, dt,
+           ps.rate);
+    return 0;
+}

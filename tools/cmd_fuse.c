@@ -1,0 +1,142 @@
+// fusekit fuse: knowledge fusion in one command — extract each source's distributions on the
+// corpus (cached and resumable), align them to the target's tokens (cached), and train the
+// target on lambda * CLM + (1 - lambda) * fusion. Options it does not know go to fusekit train.
+#include "cli.h"
+#include "fusekit/fusion.h"
+#include "fusekit/store.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct { bool tty; const char *name; } extract_ui;
+
+static bool on_extract(const fk_extract_progress *p, void *user) {
+    extract_ui *ui = user;
+    if (ui->tty) {
+        double eta = p->positions_per_s > 0 && p->seqs_done > 0
+                         ? p->elapsed_s * (double)(p->seqs_total - p->seqs_done) / (double)p->seqs_done : 0;
+        fprintf(stderr, "\rextract %s: %lld/%lld sequences  %.0f positions/s  ETA %dm%02ds   ", ui->name, (long long)p->seqs_done,
+                (long long)p->seqs_total, p->positions_per_s, (int)(eta / 60), (int)fmod(eta, 60));
+        if (p->seqs_done == p->seqs_total) fputc('\n', stderr);
+        fflush(stderr);
+    }
+    return true;
+}
+
+// Extracts (or finds cached) the store of one model on the corpus; *path gets its file.
+static fk_status extract_one(const char *model_dir, const char *data, const char *store_dir, int k, bool tty, char **path) {
+    *path = NULL;
+    fk_model m = {0};
+    fk_tokenizer *tok = NULL;
+    fk_status st = fk_hf_load(&m, model_dir);
+    if (st == FK_OK) st = cli_model_tokenizer(model_dir, NULL, m.cfg.vocab_size, &tok);
+    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: fusion needs every model's tokenizer", model_dir);
+    if (st == FK_OK) {
+        char *copy = strdup(model_dir);
+        size_t l = strlen(copy);
+        while (l > 1 && copy[l - 1] == '/') copy[--l] = 0;
+        char name[600];
+        snprintf(name, sizeof name, "%s-%016llx.fkd", basename(copy), (unsigned long long)fk_model_fingerprint(&m));
+        free(copy);
+        *path = fk_path_join(store_dir, name);
+        fk_extract_opts eo;
+        fk_extract_defaults(&eo);
+        eo.k = k;
+        extract_ui ui = {tty, model_dir};
+        double t0 = fk_time_s();
+        bool stopped = false, cached = false;
+        st = fk_extract_ex(&m, tok, data, &eo, *path, false, on_extract, &ui, &stopped, &cached);
+        if (st == FK_OK) st = fk_store_save_tokenizer(*path, tok);
+        if (st == FK_OK && cached) fprintf(stderr, "store %s (cached)\n", *path);
+        else if (st == FK_OK) fprintf(stderr, "store %s (%.1f s)\n", *path, fk_time_s() - t0);
+    }
+    fk_tok_free(tok);
+    fk_model_free(&m);
+    if (st != FK_OK) { free(*path); *path = NULL; }
+    return st;
+}
+
+static const char *fuse_usage =
+    "usage: fusekit fuse --target T --source A [--source B ...] --data TEXT -o OUT [options] [fusekit train options]\n\n"
+    "Knowledge fusion (FuseLLM) across tokenizers and architectures, in one command:\n"
+    "  1. extract: each source's top-k next-token distributions on TEXT (OUT/stores/*.fkd, cached, resumable);\n"
+    "     the target counts as a source too unless --no-target-source;\n"
+    "  2. align: each store to the target's tokens and vocabulary (cached beside the stores);\n"
+    "  3. train: the target (--init T) on TEXT with lambda * CLM + (1 - lambda) * fused teachers.\n"
+    "Every fusekit train option is accepted (--steps, --lr, --lambda, --fusion, --fusion-level, --val, ...).\n\n"
+    "options:\n"
+    "  --target DIR         the model to train (a fusekit / Hugging Face folder with tokenizer.json)\n"
+    "  --source DIR         a source model (repeat, or list several)\n"
+    "  --data TEXT          the fusion corpus (a text file)\n"
+    "  -o, --out DIR        the fused model and its checkpoints\n"
+    "  -k N                 entries per position in the stores (default 10)\n"
+    "  --store-dir DIR      where stores are kept (default OUT/stores)\n"
+    "  --no-target-source   do not use the target's own distributions as a teacher\n";
+
+int cmd_fuse(int argc, char **argv) {
+    const char *target = NULL, *data = NULL, *out = NULL, *store_dir = NULL;
+    const char *sources[CLI_LIST_MAX];
+    int n_src = 0;
+    int64_t k = 10;
+    bool no_target = false;
+    char **pass = calloc((size_t)argc + 2 * CLI_LIST_MAX + 8, sizeof *pass);
+    int np = 0;
+    pass[np++] = "train";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_next = i + 1 < argc;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(fuse_usage, stdout); free(pass); return 0; }
+        if (strcmp(a, "--target") == 0 && has_next) target = argv[++i];
+        else if (strcmp(a, "--source") == 0 && has_next) {
+            while (i + 1 < argc && argv[i + 1][0] != '-') {
+                if (n_src == CLI_LIST_MAX) { fprintf(stderr, "fusekit fuse: error: more than %d sources\n", CLI_LIST_MAX); free(pass); return 2; }
+                sources[n_src++] = argv[++i];
+            }
+        } else if (strcmp(a, "-k") == 0 && has_next) k = strtoll(argv[++i], NULL, 10);
+        else if (strcmp(a, "--store-dir") == 0 && has_next) store_dir = argv[++i];
+        else if (strcmp(a, "--no-target-source") == 0) no_target = true;
+        else {
+            if ((strcmp(a, "--data") == 0) && has_next) data = argv[i + 1];
+            if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && has_next) out = argv[i + 1];
+            if (strcmp(a, "--init") == 0 || strcmp(a, "--teacher") == 0 || strcmp(a, "--tokenizer") == 0) {
+                fprintf(stderr, "fusekit fuse: error: %s is set by fuse itself (use --target / --source)\n", a);
+                free(pass);
+                return 2;
+            }
+            pass[np++] = argv[i];
+        }
+    }
+    if (!target || n_src == 0 || !data || !out) {
+        fprintf(stderr, "fusekit fuse: error: --target, --source, --data and --out are required (see --help)\n");
+        free(pass);
+        return 2;
+    }
+    if (k < 1 || k > 64) { fprintf(stderr, "fusekit fuse: error: -k must be 1 to 64 (got %lld)\n", (long long)k); free(pass); return 2; }
+    char *sdir = store_dir ? strdup(store_dir) : fk_path_join(out, "stores");
+    fk_status st = fk_mkdir_p(sdir);
+    bool tty = isatty(2) != 0;
+    char *stores[CLI_LIST_MAX + 1] = {0};
+    int ns = 0;
+    if (st == FK_OK && !no_target) st = extract_one(target, data, sdir, (int)k, tty, &stores[ns++]);
+    for (int i = 0; i < n_src && st == FK_OK; i++) {
+        if (!no_target && strcmp(sources[i], target) == 0) continue;  // already in as the target
+        st = extract_one(sources[i], data, sdir, (int)k, tty, &stores[ns++]);
+    }
+    int rc = 0;
+    if (st != FK_OK) rc = cli_fail("fuse", st);
+    else {
+        pass[np++] = "--init";
+        pass[np++] = (char *)target;
+        pass[np++] = "--align-cache";
+        pass[np++] = sdir;
+        for (int i = 0; i < ns; i++) { pass[np++] = "--teacher"; pass[np++] = stores[i]; }
+        rc = cmd_train(np, pass);
+    }
+    for (int i = 0; i < ns; i++) free(stores[i]);
+    free(sdir);
+    free(pass);
+    return rc;
+}
