@@ -14,20 +14,6 @@
 #include "test_util.h"
 
 
-// Runs a shell command; returns its exit status and its stdout+stderr in *out (malloc'd).
-static int run(char **out, const char *fmt, ...) {
-    char cmd[4096], path[300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd - 400, fmt, ap);
-    va_end(ap);
-    snprintf(path, sizeof path, "%s/out.txt", tmpdir);
-    snprintf(cmd + strlen(cmd), 400, " > %.300s 2>&1", path);
-    int rc = system(cmd);
-    size_t n;
-    if (fk_read_file(path, out, &n) != FK_OK) *out = strdup("");
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 static void test_train_eval_generate(void **s) {
     (void)s;

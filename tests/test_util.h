@@ -1,8 +1,13 @@
 // Shared by the test programs: a temporary folder per program, removed at the end.
 #ifndef FK_TEST_UTIL_H
 #define FK_TEST_UTIL_H
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "fusekit/base.h"
 
 static char tmpdir[256];
 
@@ -29,5 +34,20 @@ static inline int tmpdir_teardown(void **s) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     return system(cmd) == 0 ? 0 : -1;
+}
+// Runs a shell command with stdout and stderr to <tmpdir>/out.txt; returns its exit status and
+// the output in *out (malloc'd).
+static inline int run(char **out, const char *fmt, ...) {
+    char cmd[8192], path[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd - 400, fmt, ap);
+    va_end(ap);
+    snprintf(path, sizeof path, "%s/out.txt", tmpdir);
+    snprintf(cmd + strlen(cmd), 400, " > %.300s 2>&1", path);
+    int rc = system(cmd);
+    size_t n;
+    if (fk_read_file(path, out, &n) != FK_OK) *out = strdup("");
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 #endif
