@@ -11,6 +11,7 @@
 #include "fusekit/model.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
+#include "fusekit/store.h"
 #include "fusekit/tokenizer.h"
 #include "fusekit/train.h"
 #endif

@@ -144,10 +144,12 @@ typedef struct {
     int64_t cap;             // internal
 } fk_store_seq;
 
+// The first field where two headers differ ("model fingerprint", "k", ...), NULL when equal.
+const char *fk_store_header_diff(const fk_store_header *a, const fk_store_header *b);
 // Positions of a store (n_tokens - 1, or 0) and its number of sequences.
 int64_t fk_store_header_positions(const fk_store_header *h);
 int64_t fk_store_header_n_seqs(const fk_store_header *h);
-// Makes room for n positions of k entries (the arrays keep their contents up to the old size).
+// Makes room for n positions of k entries (contents are kept only when k stays the same).
 fk_status fk_store_seq_reserve(fk_store_seq *q, int64_t n, int k);
 
 // ------------------------------------------------------------------------ reading

@@ -135,12 +135,6 @@ void fk_extract_defaults(fk_extract_opts *o) {
     o->batch = 4;
 }
 
-static bool same_header(const fk_store_header *a, const fk_store_header *b) {
-    return a->flags == b->flags && a->k == b->k && a->seq == b->seq && a->vocab_size == b->vocab_size && a->n_tokens == b->n_tokens &&
-           a->corpus_bytes == b->corpus_bytes && a->model_fp == b->model_fp && a->tokenizer_fp == b->tokenizer_fp &&
-           a->corpus_fp == b->corpus_fp;
-}
-
 // Reads and encodes the corpus: ids and n+1 span starts.
 static fk_status load_corpus(const fk_tokenizer *t, const char *path, int32_t **ids, int64_t **begin, int64_t *n, int64_t *bytes,
                              uint64_t *fp) {
@@ -211,15 +205,15 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     if (fk_path_exists(out_path)) {
         fk_store *s = NULL;
         st = fk_store_open(out_path, &s);
-        bool same = st == FK_OK && same_header(fk_store_header_of(s), &h);
+        const char *diff = st == FK_OK ? fk_store_header_diff(fk_store_header_of(s), &h) : NULL;
         fk_store_close(s);
-        if (same) {
+        if (st == FK_OK && !diff) {
             if (cached) *cached = true;
             goto done;
         }
         if (!restart) {
-            if (st != FK_OK) st = fk_error_context(st, "%s is there but is not a valid store; restart replaces it", out_path);
-            else st = fk_error(FK_ERR_ARG, "%s holds a store of another extraction (model, tokenizer, corpus or options differ); restart replaces it", out_path);
+            if (st != FK_OK) st = fk_error_context(st, "%s is there but is not a valid store; restart (fusekit extract --restart) replaces it", out_path);
+            else st = fk_error(FK_ERR_ARG, "%s holds another extraction (its %s differs); restart (fusekit extract --restart) replaces it", out_path, diff);
             goto done;
         }
         st = FK_OK;

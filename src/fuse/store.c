@@ -567,6 +567,7 @@ typedef struct { uint64_t *key; int32_t *pos; uint64_t cap, n; } pos_map;
 static inline uint64_t pos_slot(const pos_map *m, uint64_t key) { return fk_hash64(key) & (m->cap - 1); }
 
 static int32_t *pos_find(pos_map *m, uint64_t key) {
+    if (m->cap == 0) return NULL;
     for (uint64_t i = pos_slot(m, key);; i = (i + 1) & (m->cap - 1)) {
         if (m->key[i] == key + 1) return &m->pos[i];
         if (m->key[i] == 0) return NULL;
@@ -701,14 +702,22 @@ static fk_status tok_decode(codec *c, const uint8_t *b, uint64_t sec_bytes, cons
             dyn_hit(l, (int32_t)j);
         } else {
             r = dec_uint(&d, &t->esc[lc]);
-            if (r >= D) { st = fk_error(FK_ERR_FORMAT, "%s: token %lld has rank %llu of %llu (corrupt tokenization)", path, (long long)i, (unsigned long long)r, (unsigned long long)D); goto done; }
+            if (r >= D) {
+                st = fk_error(FK_ERR_FORMAT, "%s: token %lld has rank %llu of %llu (corrupt tokenization)", path, (long long)i,
+                              (unsigned long long)r, (unsigned long long)D);
+                goto done;
+            }
             if (!dyn_push(l, (int32_t)r)) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
         }
         int64_t len = rd_bit(&d, &t->same[rank_cls((int64_t)r)]) ? (int64_t)dec_uint(&d, &t->len) : dlen[r];
         c->tok[i] = gid[r];
         c->begin[i] = at;
         at += len;
-        if (at > c->h.corpus_bytes || d.over) { st = fk_error(FK_ERR_FORMAT, "%s: token spans run past the corpus (%lld bytes) at token %lld", path, (long long)c->h.corpus_bytes, (long long)i); goto done; }
+        if (at > c->h.corpus_bytes || d.over) {
+            st = fk_error(FK_ERR_FORMAT, "%s: token spans run past the corpus (%lld bytes) at token %lld", path, (long long)c->h.corpus_bytes,
+                          (long long)i);
+            goto done;
+        }
         prev = (int32_t)r;
     }
     c->begin[n] = at;
@@ -1243,8 +1252,7 @@ static void writer_free(fk_store_writer *w) {
 
 void fk_store_writer_close(fk_store_writer *w) { writer_free(w); }
 
-// Names the first header field where two headers differ.
-static const char *header_diff(const fk_store_header *a, const fk_store_header *b) {
+const char *fk_store_header_diff(const fk_store_header *a, const fk_store_header *b) {
     if (a->model_fp != b->model_fp) return "model fingerprint";
     if (a->tokenizer_fp != b->tokenizer_fp) return "tokenizer fingerprint";
     if (a->corpus_fp != b->corpus_fp) return "corpus fingerprint";
@@ -1270,13 +1278,14 @@ static fk_status writer_resume(fk_store_writer *w, const fk_store_buf *sec, int6
         uint64_t tb;
         const char *what = "its tokenization or compression parameters";
         if (size >= FK_STORE_HEADER_BYTES && header_unpack(b, size, w->partial, &ph, &pp, &tb) == FK_OK) {
-            const char *d = header_diff(&ph, &w->c.h);
+            const char *d = fk_store_header_diff(&ph, &w->c.h);
             if (d) what = d;
         } else if (size < rec0) {
             what = "its length (it is shorter than the header and tokenization)";
         }
         fk_mmap_close(&m);
-        return fk_error(FK_ERR_ARG, "%s is an unfinished store that differs from this extraction in %s; restart to discard it", w->partial, what);
+        return fk_error(FK_ERR_ARG, "%s is an unfinished store that differs from this one in %s; restart (fusekit extract --restart) discards it",
+                        w->partial, what);
     }
     uint64_t off = rec0, pb;
     int64_t c = 0;
