@@ -19,6 +19,12 @@ for c in $CONFIGS; do
 done
 # tokenizers: encode MB/s on one thread, and training an 8192-token vocabulary on 4 MB
 if [ -d ../shared/data ]; then "$BUILD/fk_tok_bench" ../shared/data | tee -a "$OUT"; fi
+# knowledge fusion: token alignment throughput and MinED maps; extraction vs inference, store
+# size and fused-training step time relative to CLM-only (config S, two teachers)
+if [ -d ../shared/data ]; then
+  OMP_NUM_THREADS=1 "$BUILD/fk_align_bench" ../shared/data | tee -a "$OUT"
+  sh bench/fuse_bench.sh "$BUILD" | tee -a "$OUT"
+fi
 # generation with the KV cache (fusekit only; batch 1, one token at a time over the context)
 for c in $CONFIGS; do "$BUILD/fk_bench" --config "$c" --mode decode | tee -a "$OUT"; done
 /usr/bin/python3 - "$OUT" <<'PY'
