@@ -38,6 +38,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_fuse(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 
 // The tokenizer a model folder uses: `path` when given, else the folder's tokenizer.json,
 // else the byte tokenizer when the vocabulary has 256 tokens, else NULL (ids only).

@@ -15,6 +15,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"tokenize", cmd_tokenize, "encode text files into a token shard for train, eval and extract"},
     {"extract", cmd_extract, "a source model's top-k next-token distributions over a text, into a store (.fkd)"},
     {"fuse", cmd_fuse, "knowledge fusion in one command: extract sources, align to the target, fused training"},
+    {"analyze", cmd_analyze, "redundancy statistics per layer (block influence, CKA, FFN and head Gram matrices)"},
     {"merge", cmd_merge, "weight-space merge of same-architecture models (linear, task-arithmetic, ties, sce)"},
 };
 

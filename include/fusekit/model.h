@@ -86,6 +86,12 @@ typedef struct {
     float *rope_cos, *rope_sin;    // (max_seq, head_dim/2)
     fk_acts *acts;                 // activations for the last forward
     fk_kv_cache *kv;               // generation cache
+    // Optional observer of forward passes (analysis): called after the embedding with layer -1
+    // (resid = x_0; att, act NULL) and after each layer l with resid = x_{l+1}, att = the
+    // heads' outputs before the output projection (N, n_head * head_dim) and act = the FFN
+    // activations (N, ffn[l]); N = B*T rows, row-major. NULL: none.
+    void (*hook)(void *user, int layer, const float *resid, const float *att, const float *act, int64_t N);
+    void *hook_user;
 } fk_model;
 
 // Builds the table and allocates zeroed weights.

@@ -316,6 +316,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
 
     fk_encoder_forward(a->resid, a->tokens, a->pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
+    if (m->hook) m->hook(m->hook_user, -1, a->resid, NULL, NULL, N);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fk_layer_offsets *o = &m->layer[l];
         int64_t s = train ? l : 0, F = c->ffn[l], UP = up_dim(c, l);
@@ -338,6 +339,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
         else fk_gelu_forward(act, pre, N * F);
         fk_matmul_forward(a->tmp, act, m->w + o->down_w, WP(o->down_b), N, F, C);
         add_inplace(out, mid, a->tmp, N * C);
+        if (m->hook) m->hook(m->hook_user, (int)l, out, att, act, N);
     }
     float *xL = a->resid + (train ? c->n_layer * N * C : 0);
     norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, xL, m->lnf_w, m->lnf_b, N);

@@ -1,0 +1,268 @@
+// Streaming redundancy statistics over a calibration text (fusekit/analyze.h, fold.md §1).
+#include "fusekit/analyze.h"
+#include "fusekit/safetensors.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    fk_analysis *a;
+    const fk_model *m;
+    float *slots;      // (L+1) x N x C residual snapshots of the current batch
+    double *hbuf;      // N x max(F, D) activations in double
+    int64_t N, C;
+    bool oom;
+} hook_ctx;
+
+// G += h^T h (n x n, upper triangle), mean += column sums, over N rows of h (float).
+static void gram_add(double *G, double *mean, double *hbuf, const float *h, int64_t N, int64_t n) {
+    for (int64_t i = 0; i < N * n; i++) hbuf[i] = h[i];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)N, 1.0, hbuf, (int)n, 1.0, G, (int)n);
+    if (mean)
+        for (int64_t t = 0; t < N; t++)
+            for (int64_t j = 0; j < n; j++) mean[j] += hbuf[t * n + j];
+}
+
+static void on_layer(void *user, int layer, const float *resid, const float *att, const float *act, int64_t N) {
+    hook_ctx *h = user;
+    fk_analysis *a = h->a;
+    if (N != h->N || h->oom) return;
+    memcpy(h->slots + (int64_t)(layer + 1) * N * h->C, resid, (size_t)(N * h->C) * sizeof(float));
+    if (layer < 0) return;
+    gram_add(a->ffn_gram[layer], a->ffn_mean[layer], h->hbuf, act, N, a->ffn[layer]);
+    gram_add(a->att_gram[layer], NULL, h->hbuf, att, N, (int64_t)a->n_head * a->head_dim);
+}
+
+static double cosine(const float *x, const float *y, int64_t C) {
+    double xy = 0, xx = 0, yy = 0;
+    for (int64_t i = 0; i < C; i++) { xy += (double)x[i] * y[i]; xx += (double)x[i] * x[i]; yy += (double)y[i] * y[i]; }
+    double c = xx > 0 && yy > 0 ? xy / sqrt(xx * yy) : 1.0;
+    return c > 1 ? 1 : c < -1 ? -1 : c;
+}
+
+// The residual statistics of one batch from the snapshots.
+static fk_status residual_stats(hook_ctx *h, float *cross) {
+    fk_analysis *a = h->a;
+    int L = a->n_layer;
+    int64_t N = h->N, C = h->C;
+    for (int l = 0; l < L; l++)
+        for (int n = 1; n <= a->max_n && l + n <= L; n++) {
+            const float *x = h->slots + (int64_t)l * N * C, *y = h->slots + (int64_t)(l + n) * N * C;
+            double cs = 0, as = 0;
+            for (int64_t t = 0; t < N; t++) {
+                double c = cosine(x + t * C, y + t * C, C);
+                cs += c;
+                as += acos(c) / M_PI;
+            }
+            if (n == 1) a->cos_sum[l] += cs;
+            a->ang_sum[l * a->max_n + n - 1] += as;
+        }
+    // centre each snapshot's columns, then HSIC(X, Y) = ||Xc^T Yc||_F^2
+    double *hx = malloc((size_t)(L + 1) * sizeof *hx);
+    if (!hx) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int l = 0; l <= L; l++) {
+        float *x = h->slots + (int64_t)l * N * C;
+        for (int64_t j = 0; j < C; j++) {
+            double s = 0;
+            for (int64_t t = 0; t < N; t++) s += x[t * C + j];
+            float mu = (float)(s / (double)N);
+            for (int64_t t = 0; t < N; t++) x[t * C + j] -= mu;
+        }
+    }
+    for (int l = 0; l <= L; l++) {
+        for (int r = 0; r < 2 && (r == 0 || l < L); r++) {
+            const float *x = h->slots + (int64_t)l * N * C, *y = h->slots + (int64_t)(l + r) * N * C;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)C, (int)N, 1.0f, x, (int)C, y, (int)C, 0.0f, cross, (int)C);
+            double s = 0;
+            for (int64_t i = 0; i < C * C; i++) s += (double)cross[i] * cross[i];
+            if (r == 0) hx[l] = s;
+            else a->hsic_xy[l] += s;
+        }
+    }
+    for (int l = 0; l < L; l++) { a->hsic_xx[l] += hx[l]; a->hsic_yy[l] += hx[l + 1]; }
+    free(hx);
+    return FK_OK;
+}
+
+void fk_analysis_free(fk_analysis *a) {
+    for (int l = 0; l < a->n_layer; l++) {
+        if (a->ffn_mean) free(a->ffn_mean[l]);
+        if (a->ffn_gram) free(a->ffn_gram[l]);
+        if (a->att_gram) free(a->att_gram[l]);
+    }
+    free(a->ffn_mean); free(a->ffn_gram); free(a->att_gram); free(a->ffn);
+    free(a->bi); free(a->angular); free(a->cka); free(a->head_energy); free(a->head_sim);
+    free(a->cos_sum); free(a->ang_sum); free(a->hsic_xy); free(a->hsic_xx); free(a->hsic_yy);
+    memset(a, 0, sizeof *a);
+}
+
+static void symmetrize(double *G, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) G[i * n + j] = G[j * n + i];
+}
+
+fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, int max_n, fk_analysis *a) {
+    memset(a, 0, sizeof *a);
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    if (seq < 2 || seq > c->max_seq || batch < 1)
+        return fk_error(FK_ERR_ARG, "analyze: seq must be 2..%lld and batch positive (got %d, %d)", (long long)c->max_seq, seq, batch);
+    if (max_n < 1 || max_n > L) return fk_error(FK_ERR_ARG, "analyze: the angular distance span must be 1..%d (got %d)", L, max_n);
+    if (d->vocab_size > c->vocab_size)
+        return fk_error(FK_ERR_ARG, "analyze: %s has vocabulary %lld, the model %lld", d->path ? d->path : "data", (long long)d->vocab_size,
+                        (long long)c->vocab_size);
+    int64_t windows = d->n / seq;
+    if (max_tokens > 0 && windows > (max_tokens + seq - 1) / seq) windows = (max_tokens + seq - 1) / seq;
+    if (windows < 1) return fk_error(FK_ERR_ARG, "analyze: %s has %lld tokens, fewer than one window of %d", d->path ? d->path : "data", (long long)d->n, seq);
+    a->n_layer = L;
+    a->max_n = max_n;
+    a->n_head = (int)c->n_head;
+    a->head_dim = (int)c->head_dim;
+    int64_t D = c->n_head * c->head_dim, C = c->d_model, H = c->n_head, maxF = D;
+    bool ok = true;
+#define A(field, count) ok = ok && (a->field = calloc((size_t)(count), sizeof *a->field)) != NULL
+    A(bi, L); A(angular, L * max_n); A(cka, L); A(ffn, L); A(ffn_mean, L); A(ffn_gram, L); A(att_gram, L);
+    A(head_energy, L * H); A(head_sim, L * H * H); A(cos_sum, L); A(ang_sum, L * max_n);
+    A(hsic_xy, L); A(hsic_xx, L); A(hsic_yy, L);
+#undef A
+    for (int l = 0; ok && l < L; l++) {
+        a->ffn[l] = c->ffn[l];
+        if (c->ffn[l] > maxF) maxF = c->ffn[l];
+        ok = (a->ffn_mean[l] = calloc((size_t)c->ffn[l], sizeof(double))) && (a->ffn_gram[l] = calloc((size_t)(c->ffn[l] * c->ffn[l]), sizeof(double))) &&
+             (a->att_gram[l] = calloc((size_t)(D * D), sizeof(double)));
+    }
+    int rows = (int)(windows < batch ? windows : batch);
+    hook_ctx h = {a, m, NULL, NULL, (int64_t)rows * seq, C, false};
+    h.slots = ok ? malloc((size_t)((L + 1) * h.N * C) * sizeof(float)) : NULL;
+    h.hbuf = ok ? malloc((size_t)(h.N * maxF) * sizeof(double)) : NULL;
+    float *cross = malloc((size_t)(C * C) * sizeof(float));
+    int32_t *x = malloc((size_t)h.N * sizeof(int32_t));
+    fk_status st = ok && h.slots && h.hbuf && cross && x ? FK_OK : fk_error(FK_ERR_NOMEM, "analyze: out of memory");
+    m->hook = on_layer;
+    m->hook_user = &h;
+    // whole batches of `rows` windows only, so every forward has the same shape
+    int64_t batches = windows / rows;
+    for (int64_t b = 0; b < batches && st == FK_OK; b++) {
+        for (int64_t i = 0; i < h.N; i++) x[i] = d->ids[b * h.N + i];
+        st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
+        if (st == FK_OK) st = residual_stats(&h, cross);
+        a->tokens += h.N;
+    }
+    m->hook = NULL;
+    m->hook_user = NULL;
+    free(h.slots); free(h.hbuf); free(cross); free(x);
+    if (st != FK_OK) { fk_analysis_free(a); return st; }
+    double T = (double)a->tokens;
+    for (int l = 0; l < L; l++) {
+        a->bi[l] = 1 - a->cos_sum[l] / T;
+        for (int n = 1; n <= max_n; n++) a->angular[l * max_n + n - 1] = l + n <= L ? a->ang_sum[l * max_n + n - 1] / T : NAN;
+        a->cka[l] = a->hsic_xx[l] > 0 && a->hsic_yy[l] > 0 ? a->hsic_xy[l] / sqrt(a->hsic_xx[l] * a->hsic_yy[l]) : NAN;
+        int64_t F = a->ffn[l];
+        symmetrize(a->ffn_gram[l], F);
+        symmetrize(a->att_gram[l], D);
+        for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
+        // heads through W_O (C x D): S_hg = sum_{i in h, j in g} Z_ij (W^T W)_ij
+        const float *W = m->w + m->layer[l].o_w;
+        double *WtW = calloc((size_t)(D * D), sizeof(double));
+        if (!WtW) { fk_analysis_free(a); return fk_error(FK_ERR_NOMEM, "analyze: out of memory"); }
+        for (int64_t r = 0; r < C; r++)
+            for (int64_t i = 0; i < D; i++) {
+                double wi = W[r * D + i];
+                for (int64_t j = 0; j < D; j++) WtW[i * D + j] += wi * W[r * D + j];
+            }
+        int64_t hd = a->head_dim;
+        double *S = a->head_sim + (int64_t)l * H * H;
+        for (int64_t p = 0; p < H; p++)
+            for (int64_t q = 0; q < H; q++) {
+                double s = 0;
+                for (int64_t i = p * hd; i < (p + 1) * hd; i++)
+                    for (int64_t j = q * hd; j < (q + 1) * hd; j++) s += a->att_gram[l][i * D + j] * WtW[i * D + j];
+                S[p * H + q] = s;
+            }
+        for (int64_t p = 0; p < H; p++) a->head_energy[l * H + p] = S[p * H + p] / T;
+        double *e = malloc((size_t)H * sizeof *e);
+        if (e) {
+            for (int64_t p = 0; p < H; p++) e[p] = S[p * H + p];
+            for (int64_t p = 0; p < H; p++)
+                for (int64_t q = 0; q < H; q++) S[p * H + q] = e[p] > 0 && e[q] > 0 ? S[p * H + q] / sqrt(e[p] * e[q]) : 0;
+            free(e);
+        }
+        free(WtW);
+    }
+    return FK_OK;
+}
+
+static cJSON *num_array(const double *v, int64_t n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int64_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, isfinite(v[i]) ? cJSON_CreateNumber(v[i]) : cJSON_CreateNull());
+    return arr;
+}
+
+fk_status fk_analysis_save(const fk_analysis *a, const char *dir) {
+    FK_TRY(fk_mkdir_p(dir));
+    int L = a->n_layer;
+    int64_t D = (int64_t)a->n_head * a->head_dim, H = a->n_head;
+    cJSON *j = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(j, "layers");
+    cJSON_AddNumberToObject(j, "tokens", (double)a->tokens);
+    cJSON_AddNumberToObject(j, "n_layer", L);
+    cJSON_AddNumberToObject(j, "max_n", a->max_n);
+    for (int l = 0; l < L; l++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "layer", l);
+        cJSON_AddNumberToObject(o, "block_influence", a->bi[l]);
+        cJSON_AddItemToObject(o, "angular_distance", num_array(a->angular + (int64_t)l * a->max_n, a->max_n));
+        if (isfinite(a->cka[l])) cJSON_AddNumberToObject(o, "cka_next", a->cka[l]);
+        int64_t F = a->ffn[l];
+        // FFN summary: activation energy per neuron (diag G / T) and the mean |correlation|
+        double e_sum = 0, dead = 0;
+        for (int64_t i = 0; i < F; i++) {
+            double var = a->ffn_gram[l][i * F + i] / (double)a->tokens - a->ffn_mean[l][i] * a->ffn_mean[l][i];
+            e_sum += a->ffn_gram[l][i * F + i] / (double)a->tokens;
+            if (var < 1e-12) dead++;
+        }
+        cJSON *ffn = cJSON_AddObjectToObject(o, "ffn");
+        cJSON_AddNumberToObject(ffn, "width", (double)F);
+        cJSON_AddNumberToObject(ffn, "mean_energy", e_sum / (double)F);
+        cJSON_AddNumberToObject(ffn, "constant_neurons", dead);
+        cJSON *att = cJSON_AddObjectToObject(o, "attention");
+        cJSON_AddItemToObject(att, "head_energy", num_array(a->head_energy + (int64_t)l * H, H));
+        cJSON_AddItemToObject(o, "attention_head_similarity", num_array(a->head_sim + (int64_t)l * H * H, H * H));
+        cJSON_AddItemToArray(layers, o);
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    char *jp = fk_path_join(dir, "analysis.json");
+    fk_status st = text && jp ? fk_write_file_atomic(jp, text, strlen(text)) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(text);
+    free(jp);
+    if (st != FK_OK) return st;
+    // the matrices, for clustering and folding
+    fk_st_entry *e = calloc((size_t)(4 * L), sizeof *e);
+    char (*names)[48] = calloc((size_t)(4 * L), sizeof *names);
+    if (!e || !names) { free(e); free(names); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    int n = 0;
+    for (int l = 0; l < L; l++) {
+        int64_t F = a->ffn[l];
+        const struct { const char *name; const double *data; int ndim; int64_t d0, d1; } t[4] = {
+            {"ffn_gram", a->ffn_gram[l], 2, F, F}, {"ffn_mean", a->ffn_mean[l], 1, F, 0},
+            {"att_gram", a->att_gram[l], 2, D, D}, {"head_sim", a->head_sim + (int64_t)l * H * H, 2, H, H}};
+        for (int k = 0; k < 4; k++, n++) {
+            snprintf(names[n], sizeof names[0], "%s.%d", t[k].name, l);
+            e[n].name = names[n];
+            e[n].dtype = FK_DT_F64;
+            e[n].ndim = t[k].ndim;
+            e[n].shape[0] = t[k].d0;
+            e[n].shape[1] = t[k].d1;
+            e[n].data = t[k].data;
+        }
+    }
+    char meta[96];
+    snprintf(meta, sizeof meta, "{\"tokens\":\"%lld\",\"format\":\"fusekit-analysis-1\"}", (long long)a->tokens);
+    char *sp = fk_path_join(dir, "stats.safetensors");
+    st = sp ? fk_st_write(sp, e, n, meta) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(sp); free(e); free(names);
+    return st;
+}

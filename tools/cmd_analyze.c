@@ -1,0 +1,55 @@
+// fusekit analyze: streaming redundancy statistics of a model over a calibration text.
+#include "cli.h"
+#include "fusekit/analyze.h"
+
+#include <math.h>
+
+int cmd_analyze(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL;
+    int64_t seq = 0, batch = 4, max_tokens = 65536, max_n = 4, threads = 0;
+    cli_opt opts[] = {
+        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
+        {"-o|--out", OPT_STR, &out, "output folder: analysis.json and stats.safetensors (required)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's)", false},
+        {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false},
+        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
+        {"--max-tokens", OPT_INT, &max_tokens, "positions analysed at most, 0 = all (default 65536)", false},
+        {"--max-n", OPT_INT, &max_n, "angular distance d(l, l+n) for n = 1..max-n (default 4, at most the layers)", false},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts,
+                       "usage: fusekit analyze --model DIR --data TEXT -o OUT [options]\n\n"
+                       "Per layer: Block Influence, angular distances, linear CKA to the next layer (residual stream);\n"
+                       "FFN activation means and Gram matrix; attention heads' contribution energy and similarity.\n"
+                       "Writes OUT/analysis.json and OUT/stats.safetensors; prints one JSON line per layer.");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!model || !data || !out) { fprintf(stderr, "fusekit analyze: error: --model, --data and --out are required\n"); return 2; }
+    cli_set_threads(threads);
+    fk_model m;
+    fk_status st = fk_hf_load(&m, model);
+    if (st != FK_OK) return cli_fail("analyze", st);
+    fk_tokenizer *tok = NULL;
+    fk_token_data d = {0};
+    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
+    if (st == FK_OK) st = fk_data_load_tok(data, tok, &d);
+    fk_tok_free(tok);
+    fk_analysis a;
+    if (max_n > m.cfg.n_layer) max_n = m.cfg.n_layer;
+    double t0 = fk_time_s();
+    if (st == FK_OK) st = fk_analyze(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, (int)max_n, &a);
+    if (st == FK_OK) {
+        st = fk_analysis_save(&a, out);
+        for (int l = 0; st == FK_OK && l < a.n_layer; l++)
+            printf("{\"layer\":%d,\"block_influence\":%.6f,\"angular_next\":%.6f,\"cka_next\":%.6f,\"ffn\":%lld}\n", l, a.bi[l],
+                   a.angular[(int64_t)l * a.max_n], a.cka[l], (long long)a.ffn[l]);
+        if (st == FK_OK)
+            fprintf(stderr, "analysed %lld positions in %.1f s; wrote %s/analysis.json and %s/stats.safetensors\n", (long long)a.tokens,
+                    fk_time_s() - t0, out, out);
+        fk_analysis_free(&a);
+    }
+    fk_data_free(&d);
+    fk_model_free(&m);
+    return st == FK_OK ? 0 : cli_fail("analyze", st);
+}
