@@ -130,6 +130,13 @@ static void test_gram_direct(void **s) {
     assert_memory_equal(t->data, a.ffn_gram[1], (size_t)(F * F) * sizeof(double));
     fk_st_close(&sf);
     assert_true(fk_path_exists(tpath("an/analysis.json")));
+    char *html;
+    size_t nh;
+    CHECK(fk_read_file(tpath("an/analysis.html"), &html, &nh));
+    assert_non_null(strstr(html, "<svg"));
+    assert_null(strstr(html, "<script"));
+    assert_null(strstr(html, "src="));  // nothing fetched: it opens without network
+    free(html);
     free(dc.g); free(dc.mean); free(dc.energy);
     fk_analysis_free(&a);
     // bad arguments

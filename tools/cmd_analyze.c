@@ -10,7 +10,7 @@ int cmd_analyze(int argc, char **argv) {
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
-        {"-o|--out", OPT_STR, &out, "output folder: analysis.json and stats.safetensors (required)", false},
+        {"-o|--out", OPT_STR, &out, "output folder: analysis.json, analysis.html, stats.safetensors (required)", false},
         {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's)", false},
         {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false},
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
@@ -23,7 +23,8 @@ int cmd_analyze(int argc, char **argv) {
                        "usage: fusekit analyze --model DIR --data TEXT -o OUT [options]\n\n"
                        "Per layer: Block Influence, angular distances, linear CKA to the next layer (residual stream);\n"
                        "FFN activation means and Gram matrix; attention heads' contribution energy and similarity.\n"
-                       "Writes OUT/analysis.json and OUT/stats.safetensors; prints one JSON line per layer.");
+                       "Writes OUT/analysis.json, OUT/analysis.html (charts, opens offline) and OUT/stats.safetensors;\n"
+                       "prints one JSON line per layer.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model || !data || !out) { fprintf(stderr, "fusekit analyze: error: --model, --data and --out are required\n"); return 2; }
     cli_set_threads(threads);
@@ -45,8 +46,8 @@ int cmd_analyze(int argc, char **argv) {
             printf("{\"layer\":%d,\"block_influence\":%.6f,\"angular_next\":%.6f,\"cka_next\":%.6f,\"ffn\":%lld}\n", l, a.bi[l],
                    a.angular[(int64_t)l * a.max_n], a.cka[l], (long long)a.ffn[l]);
         if (st == FK_OK)
-            fprintf(stderr, "analysed %lld positions in %.1f s; wrote %s/analysis.json and %s/stats.safetensors\n", (long long)a.tokens,
-                    fk_time_s() - t0, out, out);
+            fprintf(stderr, "analysed %lld positions in %.1f s; wrote %s/analysis.json, analysis.html and stats.safetensors\n", (long long)a.tokens,
+                    fk_time_s() - t0, out);
         fk_analysis_free(&a);
     }
     fk_data_free(&d);

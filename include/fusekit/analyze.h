@@ -42,7 +42,9 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
 void fk_analysis_free(fk_analysis *a);
 // Writes dir/analysis.json (per-layer summaries) and dir/stats.safetensors (the Gram
 // matrices, means and head similarities as f64 tensors: ffn_gram.<l>, ffn_mean.<l>,
-// att_gram.<l>, head_sim.<l>), atomically.
+// att_gram.<l>, head_sim.<l>) and dir/analysis.html (inline SVG charts: block influence, CKA,
+// the angular-distance heatmap, FFN |correlation| histograms, head-similarity heatmaps; no
+// scripts, no network), atomically.
 fk_status fk_analysis_save(const fk_analysis *a, const char *dir);
 
 #endif
