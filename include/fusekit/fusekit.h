@@ -2,7 +2,9 @@
 #ifndef FUSEKIT_H
 #define FUSEKIT_H
 #include "fusekit/base.h"
+#include "fusekit/cluster.h"
 #include "fusekit/align.h"
+#include "fusekit/analyze.h"
 #include "fusekit/data.h"
 #include "fusekit/fusion.h"
 #include "fusekit/gguf.h"
