@@ -14,17 +14,6 @@
 #include "fusekit/fusekit.h"
 #include "test_util.h"
 
-static void make_data(fk_token_data *d, int64_t n, int64_t V) {
-    memset(d, 0, sizeof *d);
-    d->ids = malloc((size_t)n * sizeof(int32_t));
-    d->n = n;
-    d->vocab_size = V;
-    d->text_bytes = n;
-    fk_rng r;
-    fk_rng_seed(&r, 3);
-    for (int64_t i = 0; i < n; i++) d->ids[i] = (int32_t)fk_rng_below(&r, (uint64_t)V);
-}
-
 // Layer 1 of three made the identity (its output projections zero): x_2 = x_1.
 static void test_identity_layer(void **s) {
     (void)s;
@@ -37,7 +26,7 @@ static void test_identity_layer(void **s) {
     memset(m.w + o->o_w, 0, (size_t)(c.d_model * c.n_head * c.head_dim) * sizeof(float));
     memset(m.w + o->down_w, 0, (size_t)(c.d_model * c.ffn[1]) * sizeof(float));
     fk_token_data d;
-    make_data(&d, 200, 50);
+    random_tokens(&d, 200, 50, 3);
     fk_analysis a;
     CHECK(fk_analyze(&m, &d, 16, 3, 0, 2, &a));
     assert_int_equal(a.tokens, 12 / 3 * 3 * 16);  // 12 whole windows, 4 batches of 3
@@ -93,7 +82,7 @@ static void test_gram_direct(void **s) {
     CHECK(fk_model_init(&m, &c));
     fk_model_init_weights(&m, 9);
     fk_token_data d;
-    make_data(&d, 300, 40);
+    random_tokens(&d, 300, 40, 3);
     fk_analysis a;
     CHECK(fk_analyze(&m, &d, 16, 2, 100, 2, &a));
     assert_int_equal(a.tokens, 96);  // 100 tokens: 7 windows of 16, in whole batches of 2: 3 batches

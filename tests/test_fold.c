@@ -15,17 +15,6 @@
 #include "fusekit/fusekit.h"
 #include "test_util.h"
 
-static void random_data(fk_token_data *d, int64_t n, int64_t V, uint64_t seed) {
-    memset(d, 0, sizeof *d);
-    d->ids = malloc((size_t)n * sizeof(int32_t));
-    d->n = n;
-    d->vocab_size = V;
-    d->text_bytes = n;
-    fk_rng r;
-    fk_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) d->ids[i] = (int32_t)fk_rng_below(&r, (uint64_t)V);
-}
-
 // Mean squared difference of the logits of two models on the same batch, relative to the
 // mean square of the first model's logits.
 static double logit_error(fk_model *a, fk_model *b, const fk_token_data *d) {
@@ -61,8 +50,8 @@ static void test_fold_copies(void **s) {
     memcpy(up + 9 * C, up + 4 * C, (size_t)C * sizeof(float));
     memcpy(up + (F + 9) * C, up + (F + 4) * C, (size_t)C * sizeof(float));
     fk_token_data d, test;
-    random_data(&d, 2000, 30, 1);
-    random_data(&test, 64, 30, 2);
+    random_tokens(&d, 2000, 30, 1);
+    random_tokens(&test, 64, 30, 2);
     fk_analysis a;
     CHECK(fk_analyze(&m, &d, 16, 4, 0, 1, &a));
     int32_t labels[12], rep[10];
@@ -132,8 +121,8 @@ static void test_lsq_beats_mean_sum(void **s) {
     for (int p = 0; p < 8; p++)
         for (int64_t i = 0; i < C; i++) up[(2 * p + 1) * C + i] = up[2 * p * C + i] * 1.5f + 0.05f * fk_rng_normal(&r);
     fk_token_data d, test;
-    random_data(&d, 3000, 30, 3);
-    random_data(&test, 64, 30, 4);
+    random_tokens(&d, 3000, 30, 3);
+    random_tokens(&test, 64, 30, 4);
     fk_analysis a;
     CHECK(fk_analyze(&m, &d, 16, 4, 0, 1, &a));
     int32_t labels[16], rep[8];

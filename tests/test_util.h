@@ -50,4 +50,18 @@ static inline int run(char **out, const char *fmt, ...) {
     if (fk_read_file(path, out, &n) != FK_OK) *out = strdup("");
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+#ifdef FUSEKIT_DATA_H
+// n random token ids below V (deterministic for a seed), as a dataset of n bytes.
+static inline void random_tokens(fk_token_data *d, int64_t n, int64_t V, uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    d->ids = malloc((size_t)n * sizeof(int32_t));
+    d->n = n;
+    d->vocab_size = V;
+    d->text_bytes = n;
+    fk_rng r;
+    fk_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++) d->ids[i] = (int32_t)fk_rng_below(&r, (uint64_t)V);
+}
+#endif
 #endif
