@@ -68,11 +68,6 @@ fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out);
 fk_status fk_tok_load_json(const char *json_path, fk_tokenizer **out);
 // Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json into dir (atomically).
 fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir);
-// The same two files as strings (malloc'd), and a tokenizer built back from them (cfg_json
-// may be NULL); name stands for the source in messages. Stores embed tokenizers this way.
-fk_status fk_tok_to_json_text(const fk_tokenizer *t, char **tok_json, char **cfg_json);
-fk_status fk_tok_from_json_text(const char *name, const char *tok_json, size_t n, const char *cfg_json, size_t cn,
-                                fk_tokenizer **out);
 // Adds the tokenizer.ggml.* keys.
 fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w);
 void fk_tok_free(fk_tokenizer *t);

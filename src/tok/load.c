@@ -376,12 +376,12 @@ static cJSON *read_json(const char *path, fk_status *st) {
     return root;
 }
 
-// Builds a tokenizer from a parsed tokenizer.json (root) and, when cfg_given, a parsed
-// tokenizer_config.json (cfg, may be NULL); otherwise tokenizer_config.json is looked for
-// beside path. Takes ownership of root and cfg. path names the source in messages.
-static fk_status load_json_core(const char *path, cJSON *root, cJSON *cfg, bool cfg_given, fk_tokenizer **out) {
+fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
     *out = NULL;
-    fk_status st = FK_OK;
+    fk_status st;
+    cJSON *root = read_json(path, &st);
+    if (!root) return st;
+    cJSON *cfg = NULL;
     const char **pieces = NULL, **ml = NULL, **mr = NULL;
     uint32_t *lens = NULL, *mll = NULL, *mrl = NULL;
     uint8_t *types = NULL;
@@ -505,17 +505,15 @@ static fk_status load_json_core(const char *path, cJSON *root, cJSON *cfg, bool 
     s.merges = (const int32_t (*)[2])merges;
 
     // BOS/EOS: tokenizer_config.json beside, else the post-processor's template.
-    if (!cfg_given) {
-        char *dir = strdup(path);
-        if (!dir) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0;
-        char *cfg_path = fk_path_join(slash ? dir : ".", "tokenizer_config.json");
-        free(dir);
-        if (cfg_path && fk_path_exists(cfg_path)) cfg = read_json(cfg_path, &st);
-        free(cfg_path);
-        if (st != FK_OK) goto done;
-    }
+    char *dir = strdup(path);
+    if (!dir) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    char *cfg_path = fk_path_join(slash ? dir : ".", "tokenizer_config.json");
+    free(dir);
+    if (cfg_path && fk_path_exists(cfg_path)) cfg = read_json(cfg_path, &st);
+    free(cfg_path);
+    if (st != FK_OK) goto done;
     fk_strmap map;
     if ((st = fk_strmap_init(&map, n)) != FK_OK) goto done;
     for (int64_t i = n - 1; i >= 0 && st == FK_OK; i--) st = fk_strmap_put(&map, pieces[i], lens[i], (int32_t)i);
@@ -570,34 +568,6 @@ done:
     cJSON_Delete(cfg);
     free(pieces); free(lens); free(types); free(ml); free(mr); free(mll); free(mrl); free(merges); free(h.pats);
     return st;
-}
-
-fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
-    *out = NULL;
-    fk_status st;
-    cJSON *root = read_json(path, &st);
-    if (!root) return st;
-    return load_json_core(path, root, NULL, false, out);
-}
-
-static cJSON *parse_text(const char *name, const char *text, size_t n, fk_status *st) {
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    if (!j) {
-        const char *at = cJSON_GetErrorPtr();
-        *st = fk_error(FK_ERR_FORMAT, "%s: not valid JSON (near byte %lld)", name, at ? (long long)(at - text) : -1LL);
-    }
-    return j;
-}
-
-fk_status fk_tok_from_json_text(const char *name, const char *tok_json, size_t n, const char *cfg_json, size_t cn,
-                                fk_tokenizer **out) {
-    *out = NULL;
-    fk_status st = FK_OK;
-    cJSON *root = parse_text(name, tok_json, n, &st);
-    if (!root) return st;
-    cJSON *cfg = NULL;
-    if (cfg_json && !(cfg = parse_text(name, cfg_json, cn, &st))) { cJSON_Delete(root); return st; }
-    return load_json_core(name, root, cfg, true, out);
 }
 
 fk_status fk_tok_load(const char *path, fk_tokenizer **out) {
@@ -889,26 +859,6 @@ static fk_status write_json(const char *dir, const char *name, cJSON *j) {
     return st;
 }
 
-static cJSON *config_json(const fk_tokenizer *t, cJSON **map_out);
-
-fk_status fk_tok_to_json_text(const fk_tokenizer *t, char **tok_json, char **cfg_json) {
-    *tok_json = *cfg_json = NULL;
-    fk_status st;
-    cJSON *tj = tokenizer_json(t, &st);
-    if (!tj) return st;
-    cJSON *cfg = config_json(t, NULL);
-    *tok_json = cJSON_PrintUnformatted(tj);
-    *cfg_json = cJSON_PrintUnformatted(cfg);
-    cJSON_Delete(tj);
-    cJSON_Delete(cfg);
-    if (!*tok_json || !*cfg_json) {
-        free(*tok_json); free(*cfg_json);
-        *tok_json = *cfg_json = NULL;
-        return fk_error(FK_ERR_NOMEM, "out of memory");
-    }
-    return FK_OK;
-}
-
 fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir) {
     FK_TRY(fk_mkdir_p(dir));
     fk_status st;
@@ -917,17 +867,6 @@ fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir) {
     st = write_json(dir, "tokenizer.json", tj);
     cJSON_Delete(tj);
     if (st != FK_OK) return st;
-    cJSON *map;
-    cJSON *cfg = config_json(t, &map);
-    st = write_json(dir, "tokenizer_config.json", cfg);
-    if (st == FK_OK) st = write_json(dir, "special_tokens_map.json", map);
-    cJSON_Delete(cfg);
-    cJSON_Delete(map);
-    return st;
-}
-
-// tokenizer_config.json (and special_tokens_map.json when map_out is given).
-static cJSON *config_json(const fk_tokenizer *t, cJSON **map_out) {
     fk_tok_settings c;
     fk_tok_settings_of(t, &c);
     const int32_t ids[4] = {c.bos, c.eos, c.unk, c.pad};
@@ -943,7 +882,9 @@ static cJSON *config_json(const fk_tokenizer *t, cJSON **map_out) {
     cJSON_AddBoolToObject(cfg, "clean_up_tokenization_spaces", false);
     cJSON_AddNumberToObject(cfg, "model_max_length", 1e30);
     cJSON_AddStringToObject(cfg, "tokenizer_class", "PreTrainedTokenizerFast");
-    if (map_out) *map_out = map;
-    else cJSON_Delete(map);
-    return cfg;
+    st = write_json(dir, "tokenizer_config.json", cfg);
+    if (st == FK_OK) st = write_json(dir, "special_tokens_map.json", map);
+    cJSON_Delete(cfg);
+    cJSON_Delete(map);
+    return st;
 }
