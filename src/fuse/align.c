@@ -2,44 +2,12 @@
 // regions where boundaries disagree, or FuseLLM's DTW over whole windows. See
 // fusekit/align.h and fusion.md §2. Also the Levenshtein distance the DTW and MinED share.
 #include "fusekit/align.h"
+#include "fuse/align_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 // ---------------------------------------------------------------- edit distance
-// Bit-parallel Levenshtein distance (Myers 1999, in Hyyrö's formulation for the global
-// distance): the pattern's columns of the DP matrix are held as bit vectors of vertical
-// deltas, one text byte per step. peq[c] has bit k set where pattern[k] == c; m <= 64.
-// Stops early, returning a value > bound, once the distance must exceed bound.
-static int64_t myers_bounded(const uint64_t *peq, size_t m, const uint8_t *t, size_t n, int64_t bound) {
-    if (m == 0) return (int64_t)n;
-    uint64_t pv = ~(uint64_t)0, mv = 0, last = (uint64_t)1 << (m - 1);
-    int64_t score = (int64_t)m;
-    for (size_t j = 0; j < n; j++) {
-        uint64_t eq = peq[t[j]];
-        uint64_t xv = eq | mv;
-        uint64_t xh = (((eq & pv) + pv) ^ pv) | eq;
-        uint64_t ph = mv | ~(xh | pv);
-        uint64_t mh = pv & xh;
-        if (ph & last) score++;
-        else if (mh & last) score--;
-        ph = (ph << 1) | 1;  // row 0 of the matrix is 0, 1, 2, ...: +1 per column
-        mh <<= 1;
-        pv = mh | ~(xv | ph);
-        mv = ph & xv;
-        // the last row can fall by at most one per remaining column
-        if (score - (int64_t)(n - 1 - j) > bound) return bound + 1;
-    }
-    return score;
-}
-
-static void peq_set(uint64_t *peq, const uint8_t *p, size_t m) {
-    for (size_t k = 0; k < m; k++) peq[p[k]] |= (uint64_t)1 << k;
-}
-static void peq_clear(uint64_t *peq, const uint8_t *p, size_t m) {
-    for (size_t k = 0; k < m; k++) peq[p[k]] = 0;
-}
-
 // Two-row dynamic programming, for strings the bit vectors cannot hold.
 static int64_t edit_dp(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
     if (na < nb) { const uint8_t *t = a; a = b; b = t; size_t tn = na; na = nb; nb = tn; }

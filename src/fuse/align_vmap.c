@@ -8,6 +8,7 @@
 // the bound. Source tokens are spread over OpenMP threads; each result depends on its token
 // only, so any thread count gives the same map.
 #include "fusekit/align.h"
+#include "fuse/align_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -168,8 +169,7 @@ static int32_t mined_search(const cands *c, const uint8_t *a, size_t na, uint64_
     uint8_t ca[N_CLASS];
     class_counts(a, na, ca);
     bool bits = na <= 64;
-    if (bits)
-        for (size_t k = 0; k < na; k++) peq[a[k]] |= (uint64_t)1 << k;
+    if (bits) peq_set(peq, a, na);
     for (int64_t delta = 0; delta <= best; delta++) {
         int64_t lens[2] = {(int64_t)na - delta, (int64_t)na + delta};
         if (lens[0] < 0 && lens[1] > c->max_len) break;
@@ -187,25 +187,7 @@ static int32_t mined_search(const cands *c, const uint8_t *a, size_t na, uint64_
                 const uint8_t *b = vptr(c->v, id);
                 int64_t d;
                 if (bits) {
-                    // inline bounded Myers (pattern a, text b)
-                    uint64_t pv = ~(uint64_t)0, mv = 0, last = na ? (uint64_t)1 << (na - 1) : 0;
-                    d = (int64_t)na;
-                    if (na == 0) d = L;
-                    else
-                        for (int64_t j = 0; j < L; j++) {
-                            uint64_t eq = peq[b[j]];
-                            uint64_t xv = eq | mv;
-                            uint64_t xh = (((eq & pv) + pv) ^ pv) | eq;
-                            uint64_t ph = mv | ~(xh | pv);
-                            uint64_t mh = pv & xh;
-                            if (ph & last) d++;
-                            else if (mh & last) d--;
-                            ph = (ph << 1) | 1;
-                            mh <<= 1;
-                            pv = mh | ~(xv | ph);
-                            mv = ph & xv;
-                            if (d - (L - 1 - j) > thr) { d = thr + 1; break; }
-                        }
+                    d = myers_bounded(peq, na, b, (size_t)L, thr);
                 } else {
                     d = fk_edit_distance(a, na, b, (size_t)L);
                 }
@@ -216,8 +198,7 @@ static int32_t mined_search(const cands *c, const uint8_t *a, size_t na, uint64_
             }
         }
     }
-    if (bits)
-        for (size_t k = 0; k < na; k++) peq[a[k]] = 0;
+    if (bits) peq_clear(peq, a, na);
     return best_id == INT32_MAX ? -1 : best_id;
 }
 
