@@ -38,20 +38,6 @@ static double eval_bpb(const char *model, const char *data) {
     return b;
 }
 
-static char *slurp(const char *path, size_t max, size_t *n) {
-    char *t;
-    if (fk_read_file(path, &t, n) != FK_OK) fail_msg("%s", fk_last_error());
-    if (*n > max) *n = max;
-    return t;
-}
-
-static void write_file(const char *path, const char *a, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(a, 1, n, f), n);
-    fclose(f);
-}
-
 static bool have_corpora(void) { return fk_path_exists(CORPORA "/shakespeare/input.txt"); }
 
 // The two-domain set-up, built once: corpora, three tokenizers, two sources, the target's start.
@@ -60,24 +46,24 @@ static void setup_domains(void) {
     if (done) return;
     done = true;
     size_t na, nb, nvb;
-    char *a = slurp(CORPORA "/shakespeare/input.txt", 1 << 30, &na), *b = slurp(CORPORA "/linux/train.txt", 240000, &nb);
-    char *vb = slurp(CORPORA "/linux/test.txt", 12000, &nvb);
-    assert_true(na > 300000 && nb == 240000 && nvb == 12000);
+    char *a = slurp(CORPORA "/shakespeare/input.txt", &na), *b = slurp(CORPORA "/linux/train.txt", &nb);
+    char *vb = slurp(CORPORA "/linux/test.txt", &nvb);
+    assert_true(na > 300000 && nb >= 240000 && nvb >= 12000);
     // the sources learn their domain from 200 kB each; the fusion corpus is the next 40 kB of
     // both, interleaved in 2000-byte blocks; held-out: the end of Shakespeare and Linux's test text
-    write_file(tpath("A.txt"), a, 200000);
-    write_file(tpath("B.txt"), b, 200000);
+    spit(tpath("A.txt"), a, 200000);
+    spit(tpath("B.txt"), b, 200000);
     char *mix = malloc(80000);
     size_t m = 0;
     for (size_t i = 200000; i < 240000; i += 2000) {
         memcpy(mix + m, a + i, 2000); m += 2000;
         memcpy(mix + m, b + i, 2000); m += 2000;
     }
-    write_file(tpath("mix.txt"), mix, m);
+    spit(tpath("mix.txt"), mix, m);
     char *val = malloc(24000);
     memcpy(val, a + na - 12000, 12000);
     memcpy(val + 12000, vb, 12000);
-    write_file(tpath("val.txt"), val, 24000);
+    spit(tpath("val.txt"), val, 24000);
     free(a); free(b); free(vb); free(mix); free(val);
     const char *F = FK_CLI;
     RUN_OK("%s tokenizer train --data %s --vocab 320 -o %s", F, tpath("A.txt"), tpath("tokA"));

@@ -20,19 +20,6 @@
 
 // ------------------------------------------------------------------ helpers
 
-static char *slurp(const char *path, size_t *n) {
-    char *b;
-    if (fk_read_file(path, &b, n) != FK_OK) fail_msg("%s", fk_last_error());
-    return b;
-}
-
-static void spit(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
 static bool same_file(const char *a, const char *b) {
     size_t na, nb;
     char *x = slurp(a, &na), *y = slurp(b, &nb);

@@ -35,6 +35,20 @@ static inline int tmpdir_teardown(void **s) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     return system(cmd) == 0 ? 0 : -1;
 }
+// A whole file (malloc'd; the test fails when it cannot be read), and a file written whole.
+static inline char *slurp(const char *path, size_t *n) {
+    char *b;
+    if (fk_read_file(path, &b, n) != FK_OK) fail_msg("%s", fk_last_error());
+    return b;
+}
+
+static inline void spit(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
 // Runs a shell command with stdout and stderr to <tmpdir>/out.txt; returns its exit status and
 // the output in *out (malloc'd).
 static inline int run(char **out, const char *fmt, ...) {
