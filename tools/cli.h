@@ -39,6 +39,14 @@ int cmd_extract(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_fuse(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
+int cmd_fold(int argc, char **argv);
+int cmd_heal(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+
+// Extracts (or finds cached) the top-k store of a model folder on a text into store_dir, named
+// after the folder and the model's fingerprint, with its tokenizer beside it; *path gets the
+// file (free it). tty: show progress.
+fk_status cli_extract_store(const char *model_dir, const char *data, const char *store_dir, int k, bool tty, char **path);
 
 // The tokenizer a model folder uses: `path` when given, else the folder's tokenizer.json,
 // else the byte tokenizer when the vocabulary has 256 tokens, else NULL (ids only).

@@ -27,7 +27,7 @@ static bool on_extract(const fk_extract_progress *p, void *user) {
 }
 
 // Extracts (or finds cached) the store of one model on the corpus; *path gets its file.
-static fk_status extract_one(const char *model_dir, const char *data, const char *store_dir, int k, bool tty, char **path) {
+fk_status cli_extract_store(const char *model_dir, const char *data, const char *store_dir, int k, bool tty, char **path) {
     *path = NULL;
     fk_model m = {0};
     fk_tokenizer *tok = NULL;
@@ -120,10 +120,10 @@ int cmd_fuse(int argc, char **argv) {
     bool tty = isatty(2) != 0;
     char *stores[CLI_LIST_MAX + 1] = {0};
     int ns = 0;
-    if (st == FK_OK && !no_target) st = extract_one(target, data, sdir, (int)k, tty, &stores[ns++]);
+    if (st == FK_OK && !no_target) st = cli_extract_store(target, data, sdir, (int)k, tty, &stores[ns++]);
     for (int i = 0; i < n_src && st == FK_OK; i++) {
         if (!no_target && strcmp(sources[i], target) == 0) continue;  // already in as the target
-        st = extract_one(sources[i], data, sdir, (int)k, tty, &stores[ns++]);
+        st = cli_extract_store(sources[i], data, sdir, (int)k, tty, &stores[ns++]);
     }
     int rc = 0;
     if (st != FK_OK) rc = cli_fail("fuse", st);

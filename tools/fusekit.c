@@ -16,6 +16,9 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"extract", cmd_extract, "a source model's top-k next-token distributions over a text, into a store (.fkd)"},
     {"fuse", cmd_fuse, "knowledge fusion in one command: extract sources, align to the target, fused training"},
     {"analyze", cmd_analyze, "redundancy statistics per layer (block influence, CKA, FFN and head Gram matrices)"},
+    {"fold", cmd_fold, "fold redundancy away by a parameter budget (plan, FFN least-squares folding, layer ops; --rounds with healing)"},
+    {"heal", cmd_heal, "distil a folded model from the model before folding (the fusion code path)"},
+    {"prune", cmd_prune, "baselines at a parameter budget: magnitude or FLAP FFN pruning, ShortGPT layer drop"},
     {"merge", cmd_merge, "weight-space merge of same-architecture models (linear, task-arithmetic, ties, sce)"},
 };
 

@@ -4,6 +4,8 @@
 #ifndef FUSEKIT_FOLD_H
 #define FUSEKIT_FOLD_H
 
+#include "fusekit/analyze.h"
+#include "fusekit/data.h"
 #include "fusekit/model.h"
 
 typedef enum {
@@ -16,11 +18,126 @@ typedef enum {
 // - FK_FOLD_LSQ: unit rep[c] keeps its producing rows (gate/up or W_in, and biases); the down
 //   projection becomes D' = D G_:K (G_KK + lambda I)^-1 with G the activations' Gram matrix
 //   (ffn x ffn, sums over tokens, from fusekit/analyze.h), K = rep, lambda = ridge *
-//   mean(diag G_KK). With ridge -> 0 this is the least-squares reconstruction of the layer's
+//   mean(diag G) (fold.md §4). With ridge -> 0 this is the least-squares reconstruction of the layer's
 //   output D h from the kept units, exact when the dropped units are scaled copies of kept ones.
 // - FK_FOLD_MEAN_SUM: producing rows of each cluster averaged, consuming columns summed (gram unused).
 // out is a new model (fk_model_free it); m is not changed.
 fk_status fk_fold_ffn(const fk_model *m, int layer, const int32_t *labels, const int32_t *rep, int k, const double *gram, double ridge,
                       fk_fold_method method, fk_model *out);
+
+
+// Greedy least-squares elimination of the FFN units of `layer` (the cost of fold.md §3):
+// starting from all F units, repeatedly removes the unit whose removal raises the ridge
+// least-squares residual of reconstructing the layer's output D h from the remaining units
+// least (for weights W = D G_:K A^-1, A = G_KK + lambda I, removing unit j costs
+// |W_:,j|^2 / (A^-1)_jj, then W and A^-1 are downdated in O(F (C + F))). order[F] gets the
+// units in the order they go (order[F-w..F-1] is the kept set of width w); resid[F+1] (may
+// be NULL) gets the relative residual r(w) = (tr(D G D^T) - tr(W A W^T)) / tr(D G D^T) of
+// keeping w units, r(F) = the ridge's own residual (about 0), r(0) = 1.
+fk_status fk_ffn_elimination(const fk_model *m, int layer, const double *gram, double ridge, int32_t *order, double *resid);
+// Folds `layer` to the k units in keep (any order) by the least-squares refit of fk_fold_ffn;
+// each dropped unit is assigned to the kept unit it correlates with most (|rho| from gram).
+fk_status fk_fold_ffn_keep(const fk_model *m, int layer, const int32_t *keep, int k, const double *gram, double ridge, fk_model *out);
+
+// Pruning (the baselines): keeps the k units in keep and drops the rest. With mean (the
+// activations' mean per unit, ffn[layer] values) the dropped units' mean output D_:,j mean_j
+// is added to the down projection's bias (FLAP's bias compensation); a model without MLP
+// biases gets them (zero for the kept rows), as Hugging Face's mlp_bias has them.
+fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k, const double *mean, fk_model *out);
+
+// Layer surgery: a model of n_new layers, layer i = sum_j coef[i * n_layer + j] * layer j of m,
+// tensor by tensor (global tensors copied). Layers combined with more than one non-zero
+// coefficient must have equal shapes. Drop (one 1 per row), averaging (0.5, 0.5) and LaCo's
+// merge (theta_l + sum_k (theta_{l+k} - theta_l): 1 - n, 1, ..., 1) are all of this form.
+fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_model *out);
+
+// ---- KL probes (fold.md §3: calibrating the cost estimates against the real model) ----
+// B windows of T tokens of d and the model's next-token log-probabilities on them.
+typedef struct {
+    int32_t *tokens;   // B * T
+    int B, T;
+    int64_t V;
+    float *logp;       // B * T * V
+} fk_kl_probe;
+// Windows at evenly spaced offsets of d, so the probe sees the whole calibration text.
+fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk_kl_probe *p);
+// Mean over positions of KL(p_original || p_model) in nats. m must have the probe's vocabulary.
+fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl);
+void fk_kl_probe_free(fk_kl_probe *p);
+
+// ---- The dynamic threshold (fold.md §3) ----
+typedef enum { FK_SCOPE_FFN = 0, FK_SCOPE_BLOCKS, FK_SCOPE_ALL } fk_fold_scope;
+typedef enum { FK_LAYER_DROP = 0, FK_LAYER_AVERAGE, FK_LAYER_LACO } fk_layer_op_kind;
+
+typedef struct {
+    double budget;        // fraction of the scope's parameters to remove (0..1)
+    fk_fold_scope scope;  // what the fraction is of: FFN parameters, all layers' parameters, or all
+    int round;            // FFN widths become multiples of this (default 8)
+    double min_width;     // keep at least this fraction of each layer's FFN width (default 0.3)
+    bool fold_edges;      // the first and last layer may be folded too (default false)
+    bool uniform;         // one FFN width for every layer (edges included; no layer operations)
+    bool ffn_ops;         // consider FFN width operations (default true)
+    bool layer_ops;       // consider layer operations: drop, average with the next, LaCo merge (default true)
+    double ridge;         // lambda = ridge * mean(diag G) (default 1e-2)
+} fk_fold_opts;
+void fk_fold_opts_default(fk_fold_opts *o);
+
+typedef struct {
+    fk_layer_op_kind kind;
+    int layer;            // first layer of the operation (in the original numbering)
+    int span;             // layers it replaces by one (drop: 1 and removes it; average: 2; LaCo: 3)
+    double kl;            // measured KL on the probe
+    int64_t params;       // parameters removed
+} fk_layer_op;
+
+typedef struct {
+    int n_layer;
+    int64_t scope_params, budget_params, removed_params;
+    int64_t ffn_before[FK_MAX_LAYERS], ffn_after[FK_MAX_LAYERS];
+    int64_t unit_params[FK_MAX_LAYERS];  // parameters per FFN unit of each layer
+    bool foldable[FK_MAX_LAYERS];
+    double sensitivity[FK_MAX_LAYERS];   // KL per unit of relative residual, from the probe
+    double probe_kl[FK_MAX_LAYERS];      // KL of the layer alone folded to probe_width
+    int64_t probe_width[FK_MAX_LAYERS];
+    double resid[FK_MAX_LAYERS];         // relative residual at the planned width
+    double est_kl[FK_MAX_LAYERS];        // sensitivity * resid
+    int32_t *order[FK_MAX_LAYERS];       // elimination order (fk_ffn_elimination), NULL for unfoldable layers
+    int n_ops;
+    fk_layer_op ops[FK_MAX_LAYERS];      // the layer operations taken, in ascending layer order
+    double est_kl_total;
+} fk_fold_plan;
+
+// Spends the budget where it costs least estimated KL. FFN steps of `round` units per layer
+// are ranked by estimated KL per parameter saved (estimated KL = sensitivity * relative
+// residual, the sensitivity from one KL probe per layer) and taken until budget_params is met.
+// Layer operations (each measured on the probe; the best of drop / average / LaCo kept per
+// place) come first: one is taken when it plus the FFN plan for the rest of the budget costs
+// less than the FFN plan without it; they never overshoot the budget, and their layers get no
+// FFN steps. Guards: widths >= min_width, multiples of round, edge layers untouched unless
+// fold_edges. Fails with a message when the guards leave too little to reach the budget. a
+// must be of m.
+fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *plan);
+// Applies the plan's layer operations (first; then re-collect statistics and plan the widths
+// again with ffn_ops only) or its FFN widths (each layer folded to its planned kept set).
+fk_status fk_fold_plan_apply_layers(const fk_model *m, const fk_fold_plan *p, fk_model *out);
+fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, double ridge, fk_model *out);
+// The plan as JSON (budget, per-layer widths, residuals, sensitivities, estimates, layer
+// operations); the caller frees it with free().
+char *fk_fold_plan_json(const fk_fold_plan *p);
+void fk_fold_plan_free(fk_fold_plan *p);
+const char *fk_layer_op_name(fk_layer_op_kind k);
+
+// ---- Baselines at a parameter budget (fold.md §6) ----
+typedef enum {
+    FK_PRUNE_MAGNITUDE = 0,  // FFN channels with the smallest L2 norm of their weights (gate, up rows; down column), the same fraction per layer
+    FK_PRUNE_FLAP,           // FLAP: fluctuation Var(h_j) |D_:,j|^2, z-scored per layer, one global threshold, bias compensation
+    FK_PRUNE_SHORTGPT,       // ShortGPT: whole layers in order of Block Influence, lowest first
+} fk_prune_method;
+// Removes at least budget * (the scope's parameters) (fk_fold_opts' scopes) by the method;
+// *removed gets the parameters removed. Channel methods keep >= 1 unit per layer; ShortGPT
+// never removes the last remaining layer. a must be of m (FLAP needs the FFN means and
+// variances, ShortGPT the Block Influence).
+fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method method, double budget, fk_fold_scope scope, fk_model *out,
+                   int64_t *removed);
 
 #endif

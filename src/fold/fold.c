@@ -9,16 +9,22 @@
 // LAPACK from OpenBLAS: Cholesky factorisation and solve of a symmetric positive definite system.
 extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b, const int *ldb, int *info);
 
+// lambda = ridge * mean(diag G), or a tiny multiple of it with ridge 0 (keeps Cholesky defined).
+static double ridge_lambda(const double *G, int64_t F, double ridge) {
+    double diag = 0;
+    for (int64_t i = 0; i < F; i++) diag += G[i * F + i];
+    diag /= (double)(F > 0 ? F : 1);
+    double lambda = ridge * diag;
+    return lambda > 0 ? lambda : 1e-12 * (diag > 0 ? diag : 1);
+}
+
 // D' (C x k) = D G_:K (G_KK + lambda I)^-1, all row-major; D is (C x F).
 static fk_status lsq_down(const float *D, int64_t C, int64_t F, const double *G, const int32_t *K, int k, double ridge, float *out) {
     double *A = malloc((size_t)(k * k) * sizeof *A), *B = malloc((size_t)(k * C) * sizeof *B), *GK = malloc((size_t)(F * k) * sizeof *GK);
     double *Dd = malloc((size_t)(C * F) * sizeof *Dd);
     fk_status st = A && B && GK && Dd ? FK_OK : fk_error(FK_ERR_NOMEM, "fold: out of memory");
     if (st == FK_OK) {
-        double diag = 0;
-        for (int i = 0; i < k; i++) diag += G[(int64_t)K[i] * F + K[i]];
-        double lambda = ridge * diag / k;
-        if (!(lambda > 0)) lambda = 1e-12 * (diag / k > 0 ? diag / k : 1);
+        double lambda = ridge_lambda(G, F, ridge);
         for (int i = 0; i < k; i++)
             for (int j = 0; j < k; j++) A[i * k + j] = G[(int64_t)K[i] * F + K[j]] + (i == j ? lambda : 0);
         for (int64_t f = 0; f < F; f++)
@@ -95,4 +101,210 @@ fk_status fk_fold_ffn(const fk_model *m, int layer, const int32_t *labels, const
     free(size);
     if (st != FK_OK) fk_model_free(out);
     return st;
+}
+
+// ---- greedy least-squares elimination ----
+
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+
+// The parameter-table index of (layer, kind), -1 when absent.
+static int param_index(const fk_model *m, int layer, fk_param_kind kind) {
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].layer == layer && m->params[i].kind == kind) return i;
+    return -1;
+}
+
+fk_status fk_ffn_elimination(const fk_model *m, int layer, const double *G, double ridge, int32_t *order, double *resid) {
+    if (layer < 0 || layer >= m->cfg.n_layer) return fk_error(FK_ERR_ARG, "fold: layer %d does not exist", layer);
+    int64_t F = m->cfg.ffn[layer], C = m->cfg.d_model;
+    const float *D = m->w + m->layer[layer].down_w;
+    double *Ai = malloc((size_t)(F * F) * sizeof *Ai), *W = malloc((size_t)(C * F) * sizeof *W), *Dd = malloc((size_t)(C * F) * sizeof *Dd);
+    double *cn = malloc((size_t)F * sizeof *cn);
+    char *alive = malloc((size_t)F);
+    fk_status st = Ai && W && Dd && cn && alive ? FK_OK : fk_error(FK_ERR_NOMEM, "fold: out of memory (%lld units)", (long long)F);
+    if (st != FK_OK) goto done;
+    double lambda = ridge_lambda(G, F, ridge);
+    for (int64_t i = 0; i < F * F; i++) Ai[i] = G[i];
+    for (int64_t i = 0; i < F; i++) Ai[i * F + i] += lambda;
+    int n = (int)F, info = 0;
+    dpotrf_("U", &n, Ai, &n, &info);
+    if (info == 0) dpotri_("U", &n, Ai, &n, &info);
+    if (info != 0) { st = fk_error(FK_ERR_NUMERIC, "fold: layer %d: the FFN Gram matrix is not positive definite (LAPACK info %d)", layer, info); goto done; }
+    for (int64_t i = 0; i < F; i++)  // symmetric: LAPACK filled one triangle (column-major "U" = row-major lower)
+        for (int64_t j = 0; j < i; j++) Ai[j * F + i] = Ai[i * F + j];
+    for (int64_t i = 0; i < C * F; i++) Dd[i] = D[i];
+    // total energy tr(D G D^T) and the optimum with every unit: W = D G A^-1
+    double *DG = malloc((size_t)(C * F) * sizeof *DG);
+    if (!DG) { st = fk_error(FK_ERR_NOMEM, "fold: out of memory"); goto done; }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)C, (int)F, (int)F, 1.0, Dd, (int)F, G, (int)F, 0.0, DG, (int)F);
+    double total = 0, explained = 0;
+    for (int64_t i = 0; i < C * F; i++) total += DG[i] * Dd[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)C, (int)F, (int)F, 1.0, DG, (int)F, Ai, (int)F, 0.0, W, (int)F);
+    // tr(W A W^T) = tr(W (G + lambda I) W^T) = sum (W G) o W + lambda |W|^2, G-part through DG^T: W A W^T = DG A^-1 DG^T
+    for (int64_t i = 0; i < C * F; i++) explained += W[i] * DG[i];
+    free(DG);
+    if (!(total > 0)) total = 1;  // a dead layer: every fold is free
+    memset(alive, 1, (size_t)F);
+    double cur = explained;
+    if (resid) resid[F] = fmax(0.0, 1 - cur / total);
+    for (int64_t step = 0; step < F; step++) {
+        for (int64_t j = 0; j < F; j++) cn[j] = 0;
+        for (int64_t r = 0; r < C; r++)
+            for (int64_t j = 0; j < F; j++) cn[j] += W[r * F + j] * W[r * F + j];
+        int64_t best = -1;
+        double bcost = INFINITY;
+        for (int64_t j = 0; j < F; j++) {
+            if (!alive[j]) continue;
+            double a = Ai[j * F + j], cost = a > 0 ? cn[j] / a : 0;
+            if (best < 0 || cost < bcost) { best = j; bcost = cost; }
+        }
+        order[step] = (int32_t)best;
+        cur -= bcost;
+        if (resid) resid[F - step - 1] = fmin(1.0, fmax(0.0, 1 - cur / total));
+        // downdate: W -= W_:,j Ai_j,: / Ai_jj; Ai -= Ai_:,j Ai_j,: / Ai_jj
+        double a = Ai[best * F + best];
+        if (a > 0) {
+            for (int64_t r = 0; r < C; r++) {
+                double w = W[r * F + best] / a;
+                if (w != 0) cblas_daxpy((int)F, -w, Ai + best * F, 1, W + r * F, 1);
+            }
+            double *row = cn;  // reuse as a copy of Ai_j,:
+            for (int64_t j = 0; j < F; j++) row[j] = Ai[best * F + j];
+            cblas_dger(CblasRowMajor, (int)F, (int)F, -1.0 / a, row, 1, row, 1, Ai, (int)F);
+        }
+        for (int64_t r = 0; r < C; r++) W[r * F + best] = 0;
+        for (int64_t j = 0; j < F; j++) Ai[best * F + j] = Ai[j * F + best] = 0;
+        alive[best] = 0;
+    }
+    if (resid) resid[0] = 1;
+done:
+    free(Ai); free(W); free(Dd); free(cn); free(alive);
+    return st;
+}
+
+fk_status fk_fold_ffn_keep(const fk_model *m, int layer, const int32_t *keep, int k, const double *gram, double ridge, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    if (layer < 0 || layer >= m->cfg.n_layer) return fk_error(FK_ERR_ARG, "fold: layer %d does not exist", layer);
+    int64_t F = m->cfg.ffn[layer];
+    if (k < 1 || k > F) return fk_error(FK_ERR_ARG, "fold: layer %d: %d units to keep, expected 1..%lld", layer, k, (long long)F);
+    int32_t *labels = malloc((size_t)F * sizeof *labels);
+    if (!labels) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+    for (int64_t f = 0; f < F; f++) labels[f] = -1;
+    for (int j = 0; j < k; j++) {
+        if (keep[j] < 0 || keep[j] >= F || labels[keep[j]] >= 0) {
+            free(labels);
+            return fk_error(FK_ERR_ARG, "fold: layer %d: kept unit %d is out of range or repeated", layer, keep[j]);
+        }
+        labels[keep[j]] = j;
+    }
+    for (int64_t f = 0; f < F; f++) {
+        if (labels[f] >= 0) continue;
+        double best = -1;
+        for (int j = 0; j < k; j++) {
+            int64_t g = keep[j];
+            double den = gram[f * F + f] * gram[g * F + g], r = den > 0 ? fabs(gram[f * F + g]) / sqrt(den) : 0;
+            if (r > best) { best = r; labels[f] = j; }
+        }
+    }
+    fk_status st = fk_fold_ffn(m, layer, labels, keep, k, gram, ridge, FK_FOLD_LSQ, out);
+    free(labels);
+    return st;
+}
+
+// ---- pruning (baselines) ----
+
+fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k, const double *mean, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    const fk_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layer) return fk_error(FK_ERR_ARG, "prune: layer %d does not exist", layer);
+    int64_t F = c->ffn[layer], C = c->d_model;
+    if (k < 1 || k > F) return fk_error(FK_ERR_ARG, "prune: layer %d: %d units to keep, expected 1..%lld", layer, k, (long long)F);
+    char *kept = calloc((size_t)F, 1);
+    if (!kept) return fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    for (int j = 0; j < k; j++) {
+        if (keep[j] < 0 || keep[j] >= F || kept[keep[j]]) { free(kept); return fk_error(FK_ERR_ARG, "prune: layer %d: kept unit %d is out of range or repeated", layer, keep[j]); }
+        kept[keep[j]] = 1;
+    }
+    fk_config nc = *c;
+    nc.ffn[layer] = k;
+    if (mean) nc.bias_mlp = true;
+    fk_status st = fk_model_init(out, &nc);
+    if (st != FK_OK) { free(kept); return st; }
+    int blocks = c->mlp == FK_MLP_SWIGLU ? 2 : 1;
+    for (int i = 0; i < out->n_params; i++) {
+        const fk_param *q = &out->params[i];
+        float *dst = out->w + q->offset;
+        int pi = param_index(m, q->layer, q->kind);
+        if (pi < 0) { memset(dst, 0, (size_t)q->numel * sizeof(float)); continue; }  // a bias the original lacks
+        const float *src = m->w + m->params[pi].offset;
+        if (q->layer != layer || (q->kind != FK_P_UP_W && q->kind != FK_P_UP_B && q->kind != FK_P_DOWN_W && q->kind != FK_P_DOWN_B)) {
+            memcpy(dst, src, (size_t)q->numel * sizeof(float));
+            continue;
+        }
+        if (q->kind == FK_P_UP_W || q->kind == FK_P_UP_B) {
+            int64_t row = q->kind == FK_P_UP_W ? C : 1;
+            for (int b = 0; b < blocks; b++)
+                for (int j = 0; j < k; j++) memcpy(dst + ((int64_t)b * k + j) * row, src + ((int64_t)b * F + keep[j]) * row, (size_t)row * sizeof(float));
+        } else if (q->kind == FK_P_DOWN_W) {
+            for (int64_t r = 0; r < C; r++)
+                for (int j = 0; j < k; j++) dst[r * k + j] = src[r * F + keep[j]];
+        } else {
+            memcpy(dst, src, (size_t)C * sizeof(float));
+        }
+    }
+    if (mean) {  // bias compensation: the dropped units' mean output
+        const float *D = m->w + m->layer[layer].down_w;
+        float *b = out->w + out->layer[layer].down_b;
+        for (int64_t r = 0; r < C; r++) {
+            double s = 0;
+            for (int64_t f = 0; f < F; f++)
+                if (!kept[f]) s += (double)D[r * F + f] * mean[f];
+            b[r] += (float)s;
+        }
+    }
+    free(kept);
+    return FK_OK;
+}
+
+// ---- layer surgery ----
+
+fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    if (n_new < 1 || n_new > L) return fk_error(FK_ERR_ARG, "fold: %d layers requested from %d", n_new, L);
+    fk_config nc = *c;
+    nc.n_layer = n_new;
+    for (int i = 0; i < n_new; i++) {
+        int first = -1;
+        for (int j = 0; j < L; j++) {
+            if (coef[i * L + j] == 0) continue;
+            if (first < 0) first = j;
+            else if (c->ffn[j] != c->ffn[first])
+                return fk_error(FK_ERR_ARG, "fold: new layer %d combines layers %d and %d, whose FFN widths differ (%lld, %lld)", i, first, j,
+                                (long long)c->ffn[first], (long long)c->ffn[j]);
+        }
+        if (first < 0) return fk_error(FK_ERR_ARG, "fold: new layer %d has no source layer", i);
+        nc.ffn[i] = c->ffn[first];
+    }
+    for (int i = n_new; i < FK_MAX_LAYERS; i++) nc.ffn[i] = 0;
+    FK_TRY(fk_model_init(out, &nc));
+    for (int i = 0; i < out->n_params; i++) {
+        const fk_param *q = &out->params[i];
+        float *dst = out->w + q->offset;
+        if (q->layer < 0) {
+            int pi = param_index(m, -1, q->kind);
+            memcpy(dst, m->w + m->params[pi].offset, (size_t)q->numel * sizeof(float));
+            continue;
+        }
+        memset(dst, 0, (size_t)q->numel * sizeof(float));
+        for (int j = 0; j < L; j++) {
+            double a = coef[q->layer * L + j];
+            if (a == 0) continue;
+            const float *src = m->w + m->params[param_index(m, j, q->kind)].offset;
+            for (int64_t e = 0; e < q->numel; e++) dst[e] += (float)(a * src[e]);
+        }
+    }
+    return FK_OK;
 }

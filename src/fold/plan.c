@@ -1,0 +1,419 @@
+// KL probes and the dynamic threshold (fusekit/fold.h, fold.md §3).
+#include "fusekit/fold.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- KL probes ----
+
+// Log-softmax of each of n rows of V logits, in place, in double internally.
+static void log_softmax_rows(float *x, int64_t n, int64_t V) {
+    #pragma omp parallel for if (n * V > 65536)
+    for (int64_t t = 0; t < n; t++) {
+        float *r = x + t * V;
+        float mx = r[0];
+        for (int64_t v = 1; v < V; v++) mx = r[v] > mx ? r[v] : mx;
+        double s = 0;
+        for (int64_t v = 0; v < V; v++) s += exp((double)r[v] - mx);
+        float lse = mx + (float)log(s);
+        for (int64_t v = 0; v < V; v++) r[v] -= lse;
+    }
+}
+
+fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk_kl_probe *p) {
+    memset(p, 0, sizeof *p);
+    if (B < 1 || T < 2 || T > m->cfg.max_seq) return fk_error(FK_ERR_ARG, "KL probe: %d windows of %d tokens (context %lld)", B, T, (long long)m->cfg.max_seq);
+    if (d->n < T) return fk_error(FK_ERR_ARG, "KL probe: %s has %lld tokens, fewer than one window of %d", d->path ? d->path : "the data", (long long)d->n, T);
+    if (d->vocab_size > m->cfg.vocab_size)
+        return fk_error(FK_ERR_ARG, "KL probe: the data's ids reach %lld, the model's vocabulary is %lld", (long long)d->vocab_size, (long long)m->cfg.vocab_size);
+    p->B = B; p->T = T; p->V = m->cfg.vocab_size;
+    p->tokens = malloc((size_t)B * T * sizeof *p->tokens);
+    p->logp = malloc((size_t)B * T * p->V * sizeof *p->logp);
+    if (!p->tokens || !p->logp) { fk_kl_probe_free(p); return fk_error(FK_ERR_NOMEM, "KL probe: out of memory (%d x %d x %lld)", B, T, (long long)p->V); }
+    int64_t span = d->n - T;
+    for (int b = 0; b < B; b++) {
+        int64_t off = B > 1 ? span * b / (B - 1) : 0;
+        memcpy(p->tokens + (int64_t)b * T, d->ids + off, (size_t)T * sizeof(int32_t));
+    }
+    fk_status st = fk_model_forward(m, p->tokens, NULL, B, T, false, NULL);
+    if (st != FK_OK) { fk_kl_probe_free(p); return st; }
+    memcpy(p->logp, fk_model_logits(m), (size_t)B * T * p->V * sizeof(float));
+    log_softmax_rows(p->logp, (int64_t)B * T, p->V);
+    return FK_OK;
+}
+
+fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl) {
+    if (m->cfg.vocab_size != p->V) return fk_error(FK_ERR_ARG, "KL probe: vocabulary %lld, the probe's is %lld", (long long)m->cfg.vocab_size, (long long)p->V);
+    FK_TRY(fk_model_forward(m, p->tokens, NULL, p->B, p->T, false, NULL));
+    float *z = (float *)fk_model_logits(m);
+    int64_t n = (int64_t)p->B * p->T, V = p->V;
+    log_softmax_rows(z, n, V);
+    double s = 0;
+    #pragma omp parallel for reduction(+ : s) if (n * V > 65536)
+    for (int64_t t = 0; t < n; t++) {
+        const float *a = p->logp + t * V, *b = z + t * V;
+        double r = 0;
+        for (int64_t v = 0; v < V; v++) r += exp((double)a[v]) * ((double)a[v] - b[v]);
+        s += r;
+    }
+    *kl = s / (double)n;
+    if (!isfinite(*kl)) return fk_error(FK_ERR_NUMERIC, "KL probe: the KL to the original model is not finite (the model's outputs overflow)");
+    return FK_OK;
+}
+
+void fk_kl_probe_free(fk_kl_probe *p) {
+    free(p->tokens);
+    free(p->logp);
+    memset(p, 0, sizeof *p);
+}
+
+// ---- plan ----
+
+void fk_fold_opts_default(fk_fold_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->budget = 0.3;
+    o->scope = FK_SCOPE_FFN;
+    o->round = 8;
+    o->min_width = 0.3;
+    o->ffn_ops = true;
+    o->layer_ops = true;
+    o->ridge = 1e-2;
+}
+
+const char *fk_layer_op_name(fk_layer_op_kind k) {
+    return k == FK_LAYER_DROP ? "drop" : k == FK_LAYER_AVERAGE ? "average" : "laco";
+}
+
+static int64_t layer_params(const fk_model *m, int l) {
+    int64_t s = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].layer == l) s += m->params[i].numel;
+    return s;
+}
+
+static int64_t ffn_params(const fk_model *m, int l) {
+    int64_t s = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        if (p->layer == l && (p->kind == FK_P_UP_W || p->kind == FK_P_UP_B || p->kind == FK_P_DOWN_W)) s += p->numel;
+    }
+    return s;
+}
+
+// Coefficients of a layer operation on an L-layer model (fk_fold_layers); returns the new layer count.
+static int op_coef(int L, const fk_layer_op *op, double *coef) {
+    int n = L - (op->kind == FK_LAYER_DROP ? 1 : op->span - 1), i = 0;
+    memset(coef, 0, (size_t)n * L * sizeof *coef);
+    for (int j = 0; j < L; j++) {
+        if (j == op->layer) {
+            if (op->kind == FK_LAYER_DROP) continue;
+            for (int k = 0; k < op->span; k++)
+                coef[i * L + j + k] = op->kind == FK_LAYER_AVERAGE ? 1.0 / op->span : (k == 0 ? 1.0 - (op->span - 1) : 1.0);
+            i++;
+            j += op->span - 1;
+            continue;
+        }
+        coef[i++ * L + j] = 1;
+    }
+    return n;
+}
+
+static fk_status probe_layer_op(const fk_model *m, const fk_kl_probe *probe, fk_layer_op *op) {
+    int L = (int)m->cfg.n_layer;
+    double *coef = malloc((size_t)L * L * sizeof *coef);
+    if (!coef) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+    int n = op_coef(L, op, coef);
+    fk_model t;
+    fk_status st = fk_fold_layers(m, n, coef, &t);
+    free(coef);
+    if (st != FK_OK) return st;
+    st = fk_kl_probe_eval(&t, probe, &op->kl);
+    fk_model_free(&t);
+    return st;
+}
+
+static int64_t round_up(int64_t x, int64_t r) { return (x + r - 1) / r * r; }
+static int64_t round_down(int64_t x, int64_t r) { return x / r * r; }
+
+// The next (smaller) width of a layer: the next multiple of round below w, at least lo; -1: none.
+static int64_t next_width(int64_t w, int64_t lo, int64_t round) {
+    int64_t n = w % round ? round_down(w, round) : w - round;
+    return n >= lo ? n : -1;
+}
+
+typedef struct {
+    const fk_fold_plan *p;
+    const double *const *resid;
+    const int64_t *lo;
+    const bool *excluded;
+    int64_t round;
+    bool uniform;
+    int L;
+} ffn_ctx;
+
+// The FFN part of a plan: greedy by estimated KL per parameter, FFN steps of `round` units,
+// until `budget` parameters are removed. widths gets every layer's width, *removed and *kl the
+// parameters removed and the estimated KL; false when the guards stop it short of the budget.
+static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_t *removed, double *kl) {
+    const fk_fold_plan *p = c->p;
+    *removed = 0;
+    *kl = 0;
+    for (int l = 0; l < c->L; l++) widths[l] = p->ffn_before[l];
+    while (*removed < budget) {
+        if (c->uniform) {  // one width for every layer: step all foldable layers together
+            bool can = true;
+            for (int l = 0; l < c->L; l++) can = can && (!p->foldable[l] || next_width(widths[l], c->lo[l], c->round) >= 0);
+            if (!can) return false;
+            for (int l = 0; l < c->L; l++) {
+                if (!p->foldable[l]) continue;
+                int64_t n = next_width(widths[l], c->lo[l], c->round);
+                *removed += (widths[l] - n) * p->unit_params[l];
+                *kl += p->sensitivity[l] * (c->resid[l][n] - c->resid[l][widths[l]]);
+                widths[l] = n;
+            }
+            continue;
+        }
+        double best = INFINITY;
+        int bl = -1;
+        for (int l = 0; l < c->L; l++) {
+            if (!p->foldable[l] || c->excluded[l]) continue;
+            int64_t w = widths[l], n = next_width(w, c->lo[l], c->round);
+            if (n < 0) continue;
+            double cost = p->sensitivity[l] * (c->resid[l][n] - c->resid[l][w]) / (double)((w - n) * p->unit_params[l]);
+            if (cost < best) { best = cost; bl = l; }
+        }
+        if (bl < 0) return false;
+        int64_t n = next_width(widths[bl], c->lo[bl], c->round);
+        *removed += (widths[bl] - n) * p->unit_params[bl];
+        *kl += p->sensitivity[bl] * (c->resid[bl][n] - c->resid[bl][widths[bl]]);
+        widths[bl] = n;
+    }
+    return true;
+}
+
+fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p) {
+    memset(p, 0, sizeof *p);
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    if (a->n_layer != L) return fk_error(FK_ERR_ARG, "fold: the analysis has %d layers, the model %d (analyse this model)", a->n_layer, L);
+    for (int l = 0; l < L; l++)
+        if (a->ffn[l] != c->ffn[l]) return fk_error(FK_ERR_ARG, "fold: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)c->ffn[l]);
+    if (!(o->budget > 0 && o->budget < 1)) return fk_error(FK_ERR_ARG, "fold: budget %g, expected a fraction in (0, 1)", o->budget);
+    if (o->round < 1 || !(o->min_width >= 0 && o->min_width <= 1)) return fk_error(FK_ERR_ARG, "fold: round %d / min width %g", o->round, o->min_width);
+    if (!o->ffn_ops && !o->layer_ops) return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN and layer operations both off)");
+    p->n_layer = L;
+    for (int l = 0; l < L; l++) {
+        p->scope_params += o->scope == FK_SCOPE_FFN ? ffn_params(m, l) : layer_params(m, l);
+        p->ffn_before[l] = p->ffn_after[l] = c->ffn[l];
+        p->unit_params[l] = ffn_params(m, l) / c->ffn[l];
+        p->foldable[l] = o->ffn_ops && (o->fold_edges || o->uniform || (l > 0 && l < L - 1));
+    }
+    if (o->scope == FK_SCOPE_ALL) p->scope_params = fk_model_num_params(m);
+    p->budget_params = (int64_t)ceil(o->budget * (double)p->scope_params);
+    int64_t round = o->round;
+    fk_status st = FK_OK;
+    double *resid[FK_MAX_LAYERS] = {0};
+    int64_t lo[FK_MAX_LAYERS];
+    // FFN: elimination order and residual curve per layer, one KL probe for its sensitivity
+    for (int l = 0; l < L && st == FK_OK; l++) {
+        if (!p->foldable[l]) continue;
+        int64_t F = c->ffn[l];
+        lo[l] = round_up((int64_t)ceil(o->min_width * (double)F), round);
+        if (lo[l] < round) lo[l] = round;
+        p->order[l] = malloc((size_t)F * sizeof(int32_t));
+        resid[l] = malloc((size_t)(F + 1) * sizeof(double));
+        if (!p->order[l] || !resid[l]) { st = fk_error(FK_ERR_NOMEM, "fold: out of memory"); break; }
+        st = fk_ffn_elimination(m, l, a->ffn_gram[l], o->ridge, p->order[l], resid[l]);
+        if (st != FK_OK) break;
+        int64_t w = round_up((int64_t)llround((1 - fmin(o->budget, 0.9)) * (double)F), round);
+        if (w >= F) w = next_width(F, lo[l], round);
+        if (w < lo[l]) w = lo[l];
+        if (w < 1 || w >= F) { p->foldable[l] = false; continue; }
+        fk_model t;
+        st = fk_fold_ffn_keep(m, l, p->order[l] + (F - w), (int)w, a->ffn_gram[l], o->ridge, &t);
+        if (st != FK_OK) break;
+        st = fk_kl_probe_eval(&t, probe, &p->probe_kl[l]);
+        fk_model_free(&t);
+        p->probe_width[l] = w;
+        double r = resid[l][w] - resid[l][F];
+        p->sensitivity[l] = r > 1e-12 ? p->probe_kl[l] / r : 0;
+    }
+    // layer operations: the best of drop / average / LaCo at each place
+    fk_layer_op cand[FK_MAX_LAYERS];
+    int n_cand = 0;
+    if (st == FK_OK && o->layer_ops && !o->uniform) {
+        int first = o->fold_edges ? 0 : 1, last = o->fold_edges ? L - 1 : L - 2;
+        for (int l = first; l <= last && st == FK_OK; l++) {
+            fk_layer_op best = {.kl = INFINITY};
+            fk_layer_op tries[3] = {{FK_LAYER_DROP, l, 1, 0, layer_params(m, l)}, {FK_LAYER_AVERAGE, l, 2, 0, 0}, {FK_LAYER_LACO, l, 3, 0, 0}};
+            for (int k = 0; k < 3 && st == FK_OK; k++) {
+                fk_layer_op *t = &tries[k];
+                if (l + t->span - 1 > last || L - (t->kind == FK_LAYER_DROP ? 1 : t->span - 1) < 1) continue;
+                bool same = true;
+                for (int j = 1; j < t->span; j++) same = same && c->ffn[l + j] == c->ffn[l];
+                if (!same) continue;
+                if (t->kind != FK_LAYER_DROP) {
+                    t->params = 0;
+                    for (int j = 1; j < t->span; j++) t->params += layer_params(m, l + j);
+                }
+                st = probe_layer_op(m, probe, t);
+                // per parameter, so that a LaCo merge of three competes fairly with a drop
+                if (st == FK_OK && t->kl / (double)t->params < best.kl / (double)(best.params ? best.params : 1)) best = *t;
+            }
+            if (st == FK_OK && isfinite(best.kl)) cand[n_cand++] = best;
+        }
+    }
+    // Layer operations first (fold.md §4): an operation is taken when it, plus the FFN plan for
+    // what is left of the budget, costs less estimated KL than the FFN plan without it.
+    bool taken[FK_MAX_LAYERS] = {0}, touched[FK_MAX_LAYERS] = {0};
+    int64_t removed = 0, ops_removed = 0;
+    int64_t widths[FK_MAX_LAYERS];
+    ffn_ctx fc = {p, (const double *const *)resid, lo, touched, round, o->uniform, L};
+    double kl_now = 0;
+    bool ok_now = st == FK_OK && ffn_greedy(&fc, p->budget_params, widths, &removed, &kl_now);
+    while (st == FK_OK) {
+        int best = -1;
+        double best_kl = ok_now ? kl_now : INFINITY;
+        for (int k = 0; k < n_cand; k++) {
+            fk_layer_op *op = &cand[k];
+            if (taken[k] || ops_removed + op->params > p->budget_params) continue;
+            bool free_ = true;
+            for (int j = 0; j < op->span; j++) free_ = free_ && !touched[op->layer + j];
+            if (!free_) continue;
+            for (int j = 0; j < op->span; j++) touched[op->layer + j] = true;
+            int64_t w2[FK_MAX_LAYERS], r2;
+            double kl2;
+            bool ok2 = ffn_greedy(&fc, p->budget_params - ops_removed - op->params, w2, &r2, &kl2);
+            for (int j = 0; j < op->span; j++) touched[op->layer + j] = false;
+            if (ok2 && kl2 + op->kl < best_kl) { best_kl = kl2 + op->kl; best = k; }
+        }
+        if (best < 0) break;
+        taken[best] = true;
+        for (int j = 0; j < cand[best].span; j++) touched[cand[best].layer + j] = true;
+        ops_removed += cand[best].params;
+        p->ops[p->n_ops++] = cand[best];
+        ok_now = ffn_greedy(&fc, p->budget_params - ops_removed, widths, &removed, &kl_now);
+    }
+    if (st == FK_OK) {
+        for (int l = 0; l < L; l++) p->ffn_after[l] = widths[l];
+        removed += ops_removed;
+    }
+    if (st == FK_OK && removed < p->budget_params)
+        st = fk_error(FK_ERR_ARG,
+                      "fold: the budget (%lld parameters, %.1f%% of %lld) is more than the guards allow: at most %lld can go (each layer keeps >= %.0f%% of its "
+                      "FFN width%s; widths are multiples of %d)",
+                      (long long)p->budget_params, 100 * o->budget, (long long)p->scope_params, (long long)removed, 100 * o->min_width,
+                      o->fold_edges || o->uniform ? "" : ", the first and last layers are left alone", o->round);
+    if (st == FK_OK) {
+        p->removed_params = removed;
+        // layer operations in ascending order
+        for (int i = 1; i < p->n_ops; i++)
+            for (int j = i; j > 0 && p->ops[j].layer < p->ops[j - 1].layer; j--) { fk_layer_op t = p->ops[j]; p->ops[j] = p->ops[j - 1]; p->ops[j - 1] = t; }
+        for (int l = 0; l < L; l++) {
+            if (!p->order[l]) continue;
+            p->resid[l] = resid[l][p->ffn_after[l]];
+            p->est_kl[l] = p->sensitivity[l] * (resid[l][p->ffn_after[l]] - resid[l][p->ffn_before[l]]);
+            p->est_kl_total += p->est_kl[l];
+        }
+        for (int i = 0; i < p->n_ops; i++) p->est_kl_total += p->ops[i].kl;
+    }
+    for (int l = 0; l < L; l++) free(resid[l]);
+    if (st != FK_OK) fk_fold_plan_free(p);
+    return st;
+}
+
+fk_status fk_fold_plan_apply_layers(const fk_model *m, const fk_fold_plan *p, fk_model *out) {
+    int L = (int)m->cfg.n_layer;
+    if (L != p->n_layer) return fk_error(FK_ERR_ARG, "fold: the plan is for %d layers, the model has %d", p->n_layer, L);
+    double *coef = calloc((size_t)L * L, sizeof *coef);
+    if (!coef) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+    int n = 0, k = 0;
+    for (int j = 0; j < L; j++) {
+        if (k < p->n_ops && p->ops[k].layer == j) {
+            const fk_layer_op *op = &p->ops[k++];
+            if (op->kind != FK_LAYER_DROP) {
+                for (int s = 0; s < op->span; s++)
+                    coef[n * L + j + s] = op->kind == FK_LAYER_AVERAGE ? 1.0 / op->span : (s == 0 ? 1.0 - (op->span - 1) : 1.0);
+                n++;
+            }
+            j += op->span - 1;
+            continue;
+        }
+        coef[n++ * L + j] = 1;
+    }
+    fk_status st = fk_fold_layers(m, n, coef, out);
+    free(coef);
+    return st;
+}
+
+fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, double ridge, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    int L = (int)m->cfg.n_layer;
+    if (L != p->n_layer) return fk_error(FK_ERR_ARG, "fold: the plan is for %d layers, the model has %d", p->n_layer, L);
+    fk_model cur = *m;  // borrowed until the first fold
+    bool owned = false;
+    for (int l = 0; l < L; l++) {
+        if (p->ffn_after[l] == p->ffn_before[l]) continue;
+        if (!p->order[l] || p->ffn_before[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "fold: the plan's layer %d does not match the model", l);
+        fk_model next;
+        int64_t F = p->ffn_before[l], w = p->ffn_after[l];
+        fk_status st = fk_fold_ffn_keep(&cur, l, p->order[l] + (F - w), (int)w, a->ffn_gram[l], ridge, &next);
+        if (owned) fk_model_free(&cur);
+        if (st != FK_OK) return fk_error_context(st, "fold: layer %d", l);
+        cur = next;
+        owned = true;
+    }
+    if (owned) { *out = cur; return FK_OK; }
+    // nothing to fold: a copy
+    fk_status st = fk_model_init(out, &m->cfg);
+    if (st == FK_OK) memcpy(out->w, m->w, (size_t)m->n_floats * sizeof(float));
+    return st;
+}
+
+char *fk_fold_plan_json(const fk_fold_plan *p) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "scope_params", (double)p->scope_params);
+    cJSON_AddNumberToObject(j, "budget_params", (double)p->budget_params);
+    cJSON_AddNumberToObject(j, "removed_params", (double)p->removed_params);
+    cJSON_AddNumberToObject(j, "removed_fraction", p->scope_params ? (double)p->removed_params / (double)p->scope_params : 0);
+    cJSON_AddNumberToObject(j, "estimated_kl", p->est_kl_total);
+    cJSON *ops = cJSON_AddArrayToObject(j, "layer_ops");
+    for (int i = 0; i < p->n_ops; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "op", fk_layer_op_name(p->ops[i].kind));
+        cJSON_AddNumberToObject(o, "layer", p->ops[i].layer);
+        cJSON_AddNumberToObject(o, "span", p->ops[i].span);
+        cJSON_AddNumberToObject(o, "kl", p->ops[i].kl);
+        cJSON_AddNumberToObject(o, "params", (double)p->ops[i].params);
+        cJSON_AddItemToArray(ops, o);
+    }
+    cJSON *ls = cJSON_AddArrayToObject(j, "layers");
+    for (int l = 0; l < p->n_layer; l++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "layer", l);
+        cJSON_AddNumberToObject(o, "ffn_before", (double)p->ffn_before[l]);
+        cJSON_AddNumberToObject(o, "ffn_after", (double)p->ffn_after[l]);
+        cJSON_AddBoolToObject(o, "foldable", p->foldable[l]);
+        if (p->order[l]) {
+            cJSON_AddNumberToObject(o, "relative_residual", p->resid[l]);
+            cJSON_AddNumberToObject(o, "probe_width", (double)p->probe_width[l]);
+            cJSON_AddNumberToObject(o, "probe_kl", p->probe_kl[l]);
+            cJSON_AddNumberToObject(o, "sensitivity", p->sensitivity[l]);
+            cJSON_AddNumberToObject(o, "estimated_kl", p->est_kl[l]);
+            int64_t F = p->ffn_before[l], w = p->ffn_after[l];
+            cJSON *keep = cJSON_AddArrayToObject(o, "keep");
+            for (int64_t i = F - w; i < F; i++) cJSON_AddItemToArray(keep, cJSON_CreateNumber(p->order[l][i]));
+        }
+        cJSON_AddItemToArray(ls, o);
+    }
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+void fk_fold_plan_free(fk_fold_plan *p) {
+    for (int l = 0; l < FK_MAX_LAYERS; l++) free(p->order[l]);
+    memset(p, 0, sizeof *p);
+}

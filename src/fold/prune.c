@@ -1,0 +1,196 @@
+// Baselines at a parameter budget (fusekit/fold.h, fold.md §6): magnitude pruning of FFN
+// channels, FLAP's fluctuation pruning with bias compensation, ShortGPT's layer drop.
+#include "fusekit/fold.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t count_params(const fk_model *m, int layer, bool ffn_only) {
+    int64_t s = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        if (p->layer != layer) continue;
+        if (!ffn_only || p->kind == FK_P_UP_W || p->kind == FK_P_UP_B || p->kind == FK_P_DOWN_W) s += p->numel;
+    }
+    return s;
+}
+
+static int64_t scope_params(const fk_model *m, fk_fold_scope scope) {
+    if (scope == FK_SCOPE_ALL) return fk_model_num_params(m);
+    int64_t s = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) s += count_params(m, l, scope == FK_SCOPE_FFN);
+    return s;
+}
+
+typedef struct { double s; int32_t j; } scored;
+static int by_score(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    return x->s < y->s ? -1 : x->s > y->s ? 1 : x->j - y->j;
+}
+
+// Folds every layer to the units with keep flag set (in index order), FLAP compensation with means.
+static fk_status prune_layers(const fk_model *m, const fk_analysis *a, char **keep, bool compensate, fk_model *out) {
+    fk_model cur = *m;
+    bool owned = false;
+    fk_status st = FK_OK;
+    for (int l = 0; l < m->cfg.n_layer && st == FK_OK; l++) {
+        int64_t F = m->cfg.ffn[l];
+        int32_t *idx = malloc((size_t)F * sizeof *idx);
+        if (!idx) { st = fk_error(FK_ERR_NOMEM, "prune: out of memory"); break; }
+        int k = 0;
+        for (int64_t f = 0; f < F; f++)
+            if (keep[l][f]) idx[k++] = (int32_t)f;
+        if (k < F) {
+            fk_model next;
+            st = fk_prune_ffn(&cur, l, idx, k, compensate ? a->ffn_mean[l] : NULL, &next);
+            if (owned) fk_model_free(&cur);
+            if (st == FK_OK) { cur = next; owned = true; } else owned = false;
+        }
+        free(idx);
+    }
+    if (st != FK_OK) { if (owned) fk_model_free(&cur); return st; }
+    if (owned) { *out = cur; return FK_OK; }
+    st = fk_model_init(out, &m->cfg);
+    if (st == FK_OK) memcpy(out->w, m->w, (size_t)m->n_floats * sizeof(float));
+    return st;
+}
+
+// Parameters removed when every layer loses ceil(frac * F_l) channels.
+static int64_t magnitude_removed(const fk_config *c, const int64_t *unit, double frac) {
+    int64_t r = 0;
+    for (int l = 0; l < c->n_layer; l++) r += (int64_t)ceil(frac * (double)c->ffn[l] - 1e-9) * unit[l];
+    return r;
+}
+
+static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prune_method method, int64_t budget, fk_model *out, int64_t *removed) {
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    int64_t C = c->d_model, total_units = 0, ffn_total = 0;
+    for (int l = 0; l < L; l++) { total_units += c->ffn[l]; ffn_total += count_params(m, l, true); }
+    char *keep[FK_MAX_LAYERS] = {0};
+    scored *all = malloc((size_t)total_units * sizeof *all);
+    int64_t *unit = malloc((size_t)L * sizeof *unit), *base = malloc((size_t)L * sizeof *base);
+    fk_status st = all && unit && base ? FK_OK : fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    int64_t n = 0;
+    *removed = 0;
+    for (int l = 0; l < L && st == FK_OK; l++) {
+        int64_t F = c->ffn[l];
+        unit[l] = count_params(m, l, true) / F;
+        base[l] = n;
+        keep[l] = malloc((size_t)F);
+        if (!keep[l]) { st = fk_error(FK_ERR_NOMEM, "prune: out of memory"); break; }
+        memset(keep[l], 1, (size_t)F);
+        const float *U = m->w + m->layer[l].up_w, *D = m->w + m->layer[l].down_w;
+        int blocks = c->mlp == FK_MLP_SWIGLU ? 2 : 1;
+        double mean = 0, sq = 0;
+        for (int64_t f = 0; f < F; f++) {
+            double dn = 0, s;
+            for (int64_t r = 0; r < C; r++) dn += (double)D[r * F + f] * D[r * F + f];
+            if (method == FK_PRUNE_MAGNITUDE) {
+                double un = 0;
+                for (int b = 0; b < blocks; b++)
+                    for (int64_t i = 0; i < C; i++) { double w = U[((int64_t)b * F + f) * C + i]; un += w * w; }
+                s = sqrt(un + dn);
+            } else {
+                double mu = a->ffn_mean[l][f], var = a->ffn_gram[l][f * F + f] / (double)a->tokens - mu * mu;
+                s = (var > 0 ? var : 0) * dn;
+            }
+            all[n + f] = (scored){s, (int32_t)f};
+            mean += s;
+            sq += s * s;
+        }
+        if (method == FK_PRUNE_FLAP) {  // z-score within the layer so one global threshold compares layers
+            mean /= (double)F;
+            double sd = sqrt(fmax(sq / (double)F - mean * mean, 0));
+            for (int64_t f = 0; f < F; f++) all[n + f].s = sd > 0 ? (all[n + f].s - mean) / sd : 0;
+        }
+        n += F;
+    }
+    if (st == FK_OK && method == FK_PRUNE_MAGNITUDE) {
+        // one fraction for every layer: the smallest that meets the budget (bisection; removed(frac) is monotone)
+        double lo = 0, hi = 1;
+        for (int it = 0; it < 60; it++) {
+            double mid = 0.5 * (lo + hi);
+            if (magnitude_removed(c, unit, mid) >= budget) hi = mid; else lo = mid;
+        }
+        for (int l = 0; l < L && st == FK_OK; l++) {
+            int64_t F = c->ffn[l], d = (int64_t)ceil(hi * (double)F - 1e-9);
+            if (d >= F) { st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs every FFN channel of layer %d", (long long)budget, l); break; }
+            qsort(all + base[l], (size_t)F, sizeof *all, by_score);
+            for (int64_t i = 0; i < d; i++) keep[l][all[base[l] + i].j] = 0;
+            *removed += d * unit[l];
+        }
+    } else if (st == FK_OK) {
+        // FLAP: one global order of the standardised scores
+        int32_t *layer_of = malloc((size_t)total_units * sizeof *layer_of);
+        if (!layer_of) st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
+        for (int l = 0; l < L && st == FK_OK; l++)
+            for (int64_t f = 0; f < c->ffn[l]; f++) layer_of[base[l] + f] = l;
+        // sort indices of `all` by score; carry the layer in the high part of j
+        scored *g = st == FK_OK ? malloc((size_t)total_units * sizeof *g) : NULL;
+        if (st == FK_OK && !g) st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
+        if (st == FK_OK) {
+            for (int64_t i = 0; i < total_units; i++) g[i] = (scored){all[i].s, (int32_t)i};
+            qsort(g, (size_t)total_units, sizeof *g, by_score);
+            int64_t *left = malloc((size_t)L * sizeof *left);
+            for (int l = 0; l < L; l++) left[l] = c->ffn[l];
+            for (int64_t i = 0; i < total_units && *removed < budget; i++) {
+                int l = layer_of[g[i].j];
+                if (left[l] <= 1) continue;
+                keep[l][all[g[i].j].j] = 0;
+                left[l]--;
+                *removed += unit[l];
+            }
+            free(left);
+            if (*removed < budget) st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs more than every FFN channel but one per layer", (long long)budget);
+        }
+        free(g);
+        free(layer_of);
+    }
+    if (st == FK_OK) st = prune_layers(m, a, keep, method == FK_PRUNE_FLAP, out);
+    for (int l = 0; l < L; l++) free(keep[l]);
+    free(all); free(unit); free(base);
+    return st;
+}
+
+fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method method, double budget, fk_fold_scope scope, fk_model *out, int64_t *removed) {
+    memset(out, 0, sizeof *out);
+    *removed = 0;
+    int L = (int)m->cfg.n_layer;
+    if (!(budget > 0 && budget < 1)) return fk_error(FK_ERR_ARG, "prune: budget %g, expected a fraction in (0, 1)", budget);
+    if (a->n_layer != L) return fk_error(FK_ERR_ARG, "prune: the analysis has %d layers, the model %d (analyse this model)", a->n_layer, L);
+    for (int l = 0; l < L; l++)
+        if (a->ffn[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "prune: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)m->cfg.ffn[l]);
+    int64_t target = (int64_t)ceil(budget * (double)scope_params(m, scope));
+    if (method != FK_PRUNE_SHORTGPT) {
+        if (scope != FK_SCOPE_FFN) {
+            int64_t ffn = scope_params(m, FK_SCOPE_FFN);
+            if (target >= ffn) return fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) is more than the FFN channels hold (%lld)", (long long)target, (long long)ffn);
+        }
+        return prune_channels(m, a, method, target, out, removed);
+    }
+    // ShortGPT: lowest Block Influence first
+    scored *s = malloc((size_t)L * sizeof *s);
+    double *coef = calloc((size_t)L * L, sizeof *coef);
+    if (!s || !coef) { free(s); free(coef); return fk_error(FK_ERR_NOMEM, "prune: out of memory"); }
+    for (int l = 0; l < L; l++) s[l] = (scored){a->bi[l], l};
+    qsort(s, (size_t)L, sizeof *s, by_score);
+    char drop[FK_MAX_LAYERS] = {0};
+    int dropped = 0;
+    for (int i = 0; i < L && *removed < target; i++) {
+        if (dropped == L - 1) break;
+        drop[s[i].j] = 1;
+        dropped++;
+        *removed += count_params(m, s[i].j, false);
+    }
+    fk_status st = FK_OK;
+    if (*removed < target) st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs every layer", (long long)target);
+    int n = 0;
+    for (int l = 0; l < L && st == FK_OK; l++)
+        if (!drop[l]) coef[n++ * L + l] = 1;
+    if (st == FK_OK) st = fk_fold_layers(m, n, coef, out);
+    free(s);
+    free(coef);
+    return st;
+}

@@ -1,0 +1,462 @@
+// fusekit fold / heal / prune: redundancy folding by a parameter budget (fold.md), healing by
+// distillation from the model before folding, and the baselines at the same budget.
+#include "cli.h"
+#include "fusekit/cluster.h"
+#include "fusekit/fold.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    fk_model m;
+    fk_tokenizer *tok;
+    fk_token_data d;
+} loaded;
+
+static void loaded_free(loaded *x) {
+    fk_model_free(&x->m);
+    fk_tok_free(x->tok);
+    fk_data_free(&x->d);
+}
+
+static fk_status load_all(const char *model, const char *tokenizer, const char *data, loaded *x) {
+    memset(x, 0, sizeof *x);
+    fk_status st = fk_hf_load(&x->m, model);
+    if (st == FK_OK) st = cli_model_tokenizer(model, tokenizer, x->m.cfg.vocab_size, &x->tok);
+    if (st == FK_OK) st = fk_data_load_tok(data, x->tok, &x->d);
+    if (st != FK_OK) loaded_free(x);
+    return st;
+}
+
+static fk_status save_model(const fk_model *m, const fk_tokenizer *tok, const char *dir) {
+    FK_TRY(fk_mkdir_p(dir));
+    FK_TRY(fk_hf_save(m, dir, FK_DT_F32));
+    return tok ? fk_tok_save_hf(tok, dir) : FK_OK;
+}
+
+static fk_status write_text(const char *dir, const char *name, const char *text) {
+    FK_TRY(fk_mkdir_p(dir));
+    char *path = fk_path_join(dir, name);
+    fk_status st = fk_write_file_atomic(path, text, strlen(text));
+    free(path);
+    return st;
+}
+
+static int64_t scope_count(const fk_model *m, fk_fold_scope scope) {
+    if (scope == FK_SCOPE_ALL) return fk_model_num_params(m);
+    int64_t s = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        if (p->layer < 0) continue;
+        if (scope == FK_SCOPE_BLOCKS || p->kind == FK_P_UP_W || p->kind == FK_P_UP_B || p->kind == FK_P_DOWN_W) s += p->numel;
+    }
+    return s;
+}
+
+static bool parse_scope(const char *s, fk_fold_scope *out) {
+    if (!s || strcmp(s, "ffn") == 0) *out = FK_SCOPE_FFN;
+    else if (strcmp(s, "blocks") == 0) *out = FK_SCOPE_BLOCKS;
+    else if (strcmp(s, "all") == 0) *out = FK_SCOPE_ALL;
+    else return false;
+    return true;
+}
+
+typedef struct {
+    const char *tokenizer, *method;
+    fk_fold_opts o;
+    int64_t seq, batch, max_tokens, probe_windows;
+    bool plan_only;
+} fold_args;
+
+// Mean-sum folding (Model Folding) to the plan's widths: agglomerative clusters of 1 - |rho|, medoids.
+static fk_status fold_mean_sum(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, fk_model *out) {
+    fk_model cur = *m;
+    bool owned = false;
+    fk_status st = FK_OK;
+    for (int l = 0; l < m->cfg.n_layer && st == FK_OK; l++) {
+        int64_t F = p->ffn_before[l];
+        int k = (int)p->ffn_after[l];
+        if (k == F) continue;
+        double *dist = malloc((size_t)(F * F) * sizeof *dist);
+        int *lab = malloc((size_t)F * sizeof *lab), *med = malloc((size_t)k * sizeof *med);
+        int32_t *l32 = malloc((size_t)F * sizeof *l32), *r32 = malloc((size_t)k * sizeof *r32);
+        fk_dendrogram dg = {0};
+        st = dist && lab && med && l32 && r32 ? FK_OK : fk_error(FK_ERR_NOMEM, "fold: out of memory");
+        if (st == FK_OK) st = fk_corr_distance(a->ffn_gram[l], a->ffn_mean[l], a->tokens, (int)F, dist);
+        if (st == FK_OK) st = fk_agglomerative(dist, (int)F, &dg);
+        if (st == FK_OK) st = fk_dendrogram_cut(&dg, k, lab);
+        if (st == FK_OK) st = fk_cluster_medoids(dist, (int)F, lab, k, med);
+        if (st == FK_OK) {
+            for (int64_t f = 0; f < F; f++) l32[f] = lab[f];
+            for (int j = 0; j < k; j++) r32[j] = med[j];
+            fk_model next;
+            st = fk_fold_ffn(&cur, l, l32, r32, k, a->ffn_gram[l], 0, FK_FOLD_MEAN_SUM, &next);
+            if (owned) fk_model_free(&cur);
+            owned = st == FK_OK;
+            if (st == FK_OK) cur = next;
+        }
+        fk_dendrogram_free(&dg);
+        free(dist); free(lab); free(med); free(l32); free(r32);
+    }
+    if (st != FK_OK) { if (owned) fk_model_free(&cur); return st; }
+    if (owned) { *out = cur; return FK_OK; }
+    st = fk_model_init(out, &m->cfg);
+    if (st == FK_OK) memcpy(out->w, m->w, (size_t)m->n_floats * sizeof(float));
+    return st;
+}
+
+static fk_status analyze_model(fk_model *m, const fk_token_data *d, const fold_args *fa, fk_analysis *a) {
+    int seq = (int)(fa->seq > 0 ? fa->seq : m->cfg.max_seq);
+    return fk_analyze(m, d, seq, (int)fa->batch, fa->max_tokens, 1, a);
+}
+
+// One fold of model_dir by `budget` (a fraction of its own scope) into out_dir; prints a
+// summary line; *removed gets the parameters removed.
+static fk_status fold_once(const char *model_dir, const char *data, const char *out_dir, const fold_args *fa, double budget, int64_t *removed) {
+    loaded x;
+    FK_TRY(load_all(model_dir, fa->tokenizer, data, &x));
+    fk_fold_opts o = fa->o;
+    o.budget = budget;
+    fk_analysis a = {0};
+    fk_kl_probe probe = {0};
+    fk_fold_plan plan = {0}, plan2 = {0};
+    fk_model mid = {0}, fin = {0};
+    bool have_a = false, have_mid = false;
+    int seq = (int)(fa->seq > 0 ? fa->seq : x.m.cfg.max_seq);
+    int64_t before = fk_model_num_params(&x.m), scope0 = scope_count(&x.m, o.scope);
+    double t0 = fk_time_s();
+    fk_status st = analyze_model(&x.m, &x.d, fa, &a);
+    have_a = st == FK_OK;
+    if (st == FK_OK) st = fk_kl_probe_init(&x.m, &x.d, (int)fa->probe_windows, seq, &probe);
+    if (st == FK_OK) st = fk_fold_plan_make(&x.m, &a, &probe, &o, &plan);
+    char *json = st == FK_OK ? fk_fold_plan_json(&plan) : NULL;
+    if (st == FK_OK) st = write_text(out_dir, "plan.json", json);
+    free(json);
+    if (st == FK_OK)
+        fprintf(stderr, "plan: remove %lld of %lld %s parameters (%.1f%%): %d layer operation(s), estimated KL %.4g nats (%.1f s); wrote %s/plan.json\n",
+                (long long)plan.removed_params, (long long)plan.scope_params, o.scope == FK_SCOPE_FFN ? "FFN" : o.scope == FK_SCOPE_BLOCKS ? "layer" : "model",
+                100.0 * (double)plan.removed_params / (double)plan.scope_params, plan.n_ops, plan.est_kl_total, fk_time_s() - t0, out_dir);
+    if (st == FK_OK && fa->plan_only) {
+        for (int i = 0; i < plan.n_ops; i++)
+            printf("{\"op\":\"%s\",\"layer\":%d,\"span\":%d,\"kl\":%.6g,\"params\":%lld}\n", fk_layer_op_name(plan.ops[i].kind), plan.ops[i].layer, plan.ops[i].span,
+                   plan.ops[i].kl, (long long)plan.ops[i].params);
+        for (int l = 0; l < plan.n_layer; l++)
+            printf("{\"layer\":%d,\"ffn_before\":%lld,\"ffn_after\":%lld,\"estimated_kl\":%.6g}\n", l, (long long)plan.ffn_before[l], (long long)plan.ffn_after[l],
+                   plan.est_kl[l]);
+        goto done;
+    }
+    const fk_fold_plan *wplan = &plan;
+    fk_model *src = &x.m;
+    if (st == FK_OK && plan.n_ops > 0) {
+        // layer operations first, then fresh statistics and the widths planned again for what is left
+        st = fk_fold_plan_apply_layers(&x.m, &plan, &mid);
+        have_mid = st == FK_OK;
+        int64_t left = plan.budget_params - (scope0 - scope_count(&mid, o.scope));
+        if (st == FK_OK && left > 0) {
+            fk_analysis_free(&a);
+            have_a = false;
+            st = analyze_model(&mid, &x.d, fa, &a);
+            have_a = st == FK_OK;
+            fk_fold_opts o2 = o;
+            o2.layer_ops = false;
+            o2.budget = (double)left / (double)scope_count(&mid, o.scope);
+            if (st == FK_OK) st = fk_fold_plan_make(&mid, &a, &probe, &o2, &plan2);
+            if (st == FK_OK) {
+                char *j2 = fk_fold_plan_json(&plan2);
+                st = write_text(out_dir, "plan-widths.json", j2);
+                free(j2);
+                wplan = &plan2;
+            }
+        } else if (st == FK_OK) {
+            wplan = NULL;  // the layer operations met the budget
+        }
+        src = &mid;
+    }
+    if (st == FK_OK) {
+        if (!wplan) {
+            st = fk_model_init(&fin, &src->cfg);
+            if (st == FK_OK) memcpy(fin.w, src->w, (size_t)src->n_floats * sizeof(float));
+        } else if (strcmp(fa->method, "mean-sum") == 0) st = fold_mean_sum(src, wplan, &a, &fin);
+        else st = fk_fold_plan_apply_ffn(src, wplan, &a, o.ridge, &fin);
+    }
+    double kl = NAN;
+    if (st == FK_OK) st = fk_kl_probe_eval(&fin, &probe, &kl);
+    if (st == FK_OK) st = save_model(&fin, x.tok, out_dir);
+    if (st == FK_OK) {
+        int64_t after = fk_model_num_params(&fin), removed_scope = scope0 - scope_count(&fin, o.scope);
+        *removed = removed_scope;
+        char desc[256];
+        fk_config_describe(&fin.cfg, desc, sizeof desc);
+        printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f,"
+               "\"layer_ops\":%d,\"estimated_kl\":%.6g,\"probe_kl\":%.6g,\"seconds\":%.1f}\n",
+               out_dir, fa->method, (long long)before, (long long)after, (long long)removed_scope, (double)removed_scope / (double)scope0, plan.n_ops,
+               plan.est_kl_total + (wplan == &plan2 ? plan2.est_kl_total : 0), kl, fk_time_s() - t0);
+        fprintf(stderr, "folded model: %s\n", desc);
+    }
+done:
+    fk_model_free(&fin);
+    if (have_mid) fk_model_free(&mid);
+    fk_fold_plan_free(&plan);
+    fk_fold_plan_free(&plan2);
+    fk_kl_probe_free(&probe);
+    if (have_a) fk_analysis_free(&a);
+    loaded_free(&x);
+    return st;
+}
+
+static const char *heal_usage =
+    "usage: fusekit heal --teacher ORIGINAL --model FOLDED --data TEXT -o OUT [fusekit train options]\n\n"
+    "Heals a folded (or pruned) model by distillation from the model before folding, through the\n"
+    "fusion code path: ORIGINAL's top-k next-token distributions on TEXT go into a store\n"
+    "(OUT/stores, cached, resumable); FOLDED is trained on lambda * CLM + (1 - lambda) * soft\n"
+    "cross-entropy to them (with --teacher-temp T: the teacher's distribution at temperature T).\n"
+    "Every fusekit train option is accepted (--steps, --lr, --batch, --val, ...).\n\n"
+    "options:\n"
+    "  --teacher DIR        the model before folding (its tokenizer must be the folded model's)\n"
+    "  --model DIR          the folded model\n"
+    "  --data TEXT          healing text\n"
+    "  -o, --out DIR        the healed model\n"
+    "  -k N                 entries per position in the store (default 10)\n"
+    "  --store-dir DIR      where the store is kept (default OUT/stores)\n"
+    "  --lambda X           weight of the CLM loss (default 0: pure distillation)\n";
+
+static int heal_run(const char *teacher, const char *model, const char *data, const char *out, const char *store_dir, int k, const char *lambda,
+                    int extra_n, char **extra) {
+    char *sdir = store_dir ? strdup(store_dir) : fk_path_join(out, "stores");
+    fk_status st = fk_mkdir_p(sdir);
+    char *store = NULL;
+    if (st == FK_OK) st = cli_extract_store(teacher, data, sdir, k, isatty(2) != 0, &store);
+    int rc;
+    if (st != FK_OK) rc = cli_fail("heal", st);
+    else {
+        char **argv = calloc((size_t)extra_n + 16, sizeof *argv);
+        int n = 0;
+        argv[n++] = "train";
+        argv[n++] = "--init"; argv[n++] = (char *)model;
+        argv[n++] = "--data"; argv[n++] = (char *)data;
+        argv[n++] = "-o"; argv[n++] = (char *)out;
+        argv[n++] = "--teacher"; argv[n++] = store;
+        argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
+        argv[n++] = "--align-cache"; argv[n++] = sdir;
+        for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
+        rc = cmd_train(n, argv);
+        free(argv);
+    }
+    free(store);
+    free(sdir);
+    return rc;
+}
+
+int cmd_heal(int argc, char **argv) {
+    const char *teacher = NULL, *model = NULL, *data = NULL, *out = NULL, *store_dir = NULL, *lambda = "0";
+    int k = 10;
+    char **pass = calloc((size_t)argc + 1, sizeof *pass);
+    int np = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool nx = i + 1 < argc;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(heal_usage, stdout); free(pass); return 0; }
+        if (strcmp(a, "--teacher") == 0 && nx) teacher = argv[++i];
+        else if (strcmp(a, "--model") == 0 && nx) model = argv[++i];
+        else if (strcmp(a, "--data") == 0 && nx) data = argv[++i];
+        else if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && nx) out = argv[++i];
+        else if (strcmp(a, "--store-dir") == 0 && nx) store_dir = argv[++i];
+        else if (strcmp(a, "--lambda") == 0 && nx) lambda = argv[++i];
+        else if (strcmp(a, "-k") == 0 && nx) k = atoi(argv[++i]);
+        else if (strcmp(a, "--init") == 0 || strcmp(a, "--resume") == 0 || strcmp(a, "--resume-from") == 0) {
+            fprintf(stderr, "fusekit heal: error: %s is set by heal itself (use --model)\n", a);
+            free(pass);
+            return 2;
+        } else pass[np++] = argv[i];
+    }
+    if (!teacher || !model || !data || !out) {
+        fprintf(stderr, "fusekit heal: error: --teacher, --model, --data and --out are required (see --help)\n");
+        free(pass);
+        return 2;
+    }
+    if (k < 1 || k > 64) { fprintf(stderr, "fusekit heal: error: -k must be 1 to 64 (got %d)\n", k); free(pass); return 2; }
+    int rc = heal_run(teacher, model, data, out, store_dir, k, lambda, np, pass);
+    free(pass);
+    return rc;
+}
+
+int cmd_fold(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,layers", *heal_data = NULL, *heal_lambda = "0";
+    fold_args fa = {.method = "lsq", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8};
+    fk_fold_opts_default(&fa.o);
+    double budget = 0.3, min_width = fa.o.min_width, ridge = fa.o.ridge;
+    int64_t round = 8, rounds = 1, heal_steps = 0, threads = 0;
+    bool uniform = false, edges = false;
+    // options after "--" go to fusekit train for healing
+    int own = argc;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--") == 0) { own = i; break; }
+    cli_opt opts[] = {
+        {"--model", OPT_STR, &model, "model folder to fold (required)", false},
+        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
+        {"-o|--out", OPT_STR, &out, "output folder: the folded model and plan.json (required)", false},
+        {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false},
+        {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false},
+        {"--method", OPT_STR, &fa.method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false},
+        {"--ops", OPT_STR, &ops, "operations allowed: ffn, layers or ffn,layers (default ffn,layers)", false},
+        {"--plan-only", OPT_FLAG, &fa.plan_only, "write plan.json and print the plan; change nothing", false},
+        {"--uniform", OPT_FLAG, &uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false},
+        {"--round", OPT_INT, &round, "FFN widths become multiples of this (default 8)", false},
+        {"--min-width", OPT_FLOAT, &min_width, "keep at least this fraction of each layer's FFN width (default 0.3)", false},
+        {"--fold-edges", OPT_FLAG, &edges, "allow folding the first and last layer", false},
+        {"--ridge", OPT_FLOAT, &ridge, "least-squares ridge: lambda = ridge * mean(diag G) (default 0.01)", false},
+        {"--tokenizer", OPT_STR, &fa.tokenizer, "tokenizer for text (default: the model folder's)", false},
+        {"--seq", OPT_INT, &fa.seq, "window length for statistics and probes (default: the model's context)", false},
+        {"--batch", OPT_INT, &fa.batch, "windows per forward pass while collecting statistics (default 4)", false},
+        {"--max-tokens", OPT_INT, &fa.max_tokens, "calibration positions at most, 0 = all (default 65536)", false},
+        {"--probe-windows", OPT_INT, &fa.probe_windows, "windows in the KL probe that calibrates the estimates (default 8)", false},
+        {"--rounds", OPT_INT, &rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget (default 1)", false},
+        {"--heal-steps", OPT_INT, &heal_steps, "healing steps in all, split over the rounds (0: no healing; default 0)", false},
+        {"--heal-data", OPT_STR, &heal_data, "healing text (default --data); options after -- go to fusekit train", false},
+        {"--heal-lambda", OPT_STR, &heal_lambda, "CLM weight while healing (default 0: pure distillation)", false},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(own, argv, opts,
+                       "usage: fusekit fold --model DIR --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
+                       "Folds a model's redundancy away (fold.md): collects statistics on TEXT, plans with the dynamic\n"
+                       "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges),\n"
+                       "writes OUT/plan.json, then applies layer operations (drop / average / LaCo merge, whichever has the\n"
+                       "lowest KL), collects statistics again, and folds FFN units (least-squares refit of the down projection).\n"
+                       "The result is an ordinary model folder. With --rounds N and --heal-steps S: N rounds of fold -> heal.");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!model || !data || !out) { fprintf(stderr, "fusekit fold: error: --model, --data and --out are required\n"); return 2; }
+    if (!parse_scope(scope, &fa.o.scope)) { fprintf(stderr, "fusekit fold: error: --scope must be ffn, blocks or all (got '%s')\n", scope); return 2; }
+    if (strcmp(fa.method, "lsq") != 0 && strcmp(fa.method, "mean-sum") != 0) {
+        fprintf(stderr, "fusekit fold: error: --method must be lsq or mean-sum (got '%s')\n", fa.method);
+        return 2;
+    }
+    fa.o.ffn_ops = strstr(ops, "ffn") != NULL;
+    fa.o.layer_ops = strstr(ops, "layers") != NULL;
+    if (!fa.o.ffn_ops && !fa.o.layer_ops) { fprintf(stderr, "fusekit fold: error: --ops must name ffn, layers or both (got '%s')\n", ops); return 2; }
+    if (!(budget > 0 && budget < 1)) { fprintf(stderr, "fusekit fold: error: --budget must be a fraction in (0, 1) (got %g)\n", budget); return 2; }
+    if (rounds < 1 || rounds > 64) { fprintf(stderr, "fusekit fold: error: --rounds must be 1 to 64 (got %lld)\n", (long long)rounds); return 2; }
+    if (rounds > 1 && heal_steps <= 0) { fprintf(stderr, "fusekit fold: error: --rounds needs --heal-steps (progressive folding heals between rounds)\n"); return 2; }
+    if (fa.probe_windows < 1 || fa.batch < 1) { fprintf(stderr, "fusekit fold: error: --probe-windows and --batch must be positive\n"); return 2; }
+    fa.o.round = (int)round;
+    fa.o.min_width = min_width;
+    fa.o.ridge = ridge;
+    fa.o.uniform = uniform;
+    fa.o.fold_edges = edges;
+    cli_set_threads(threads);
+    if (fa.plan_only) {
+        int64_t removed = 0;
+        fk_status st = fold_once(model, data, out, &fa, budget, &removed);
+        return st == FK_OK ? 0 : cli_fail("fold", st);
+    }
+    // the original's scope size fixes the budget in parameters for every round
+    fk_model m0;
+    fk_status st = fk_hf_load(&m0, model);
+    if (st != FK_OK) return cli_fail("fold", st);
+    int64_t scope0 = scope_count(&m0, fa.o.scope), target = (int64_t)ceil(budget * (double)scope0), done = 0;
+    fk_model_free(&m0);
+    char *cur = strdup(model);
+    const char *hdata = heal_data ? heal_data : data;
+    rc = 0;
+    for (int r = 1; r <= rounds && rc == 0; r++) {
+        bool last = r == rounds;
+        char name[64];
+        snprintf(name, sizeof name, "round-%d", r);
+        char *rdir = rounds > 1 || heal_steps > 0 ? fk_path_join(out, name) : strdup(out);
+        char *fdir = rounds > 1 || heal_steps > 0 ? fk_path_join(rdir, "folded") : strdup(out);
+        // this round's share of the budget, as a fraction of the current model's scope
+        fk_model mc;
+        st = fk_hf_load(&mc, cur);
+        int64_t want = target * r / rounds - done;
+        double frac = st == FK_OK ? (double)want / (double)scope_count(&mc, fa.o.scope) : 0;
+        if (st == FK_OK) fk_model_free(&mc);
+        int64_t removed = 0;
+        if (st == FK_OK) {
+            fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", r, (int)rounds, cur, (long long)want);
+            st = fold_once(cur, data, fdir, &fa, frac, &removed);
+        }
+        if (st != FK_OK) rc = cli_fail("fold", st);
+        done += removed;
+        free(cur);
+        cur = strdup(fdir);
+        if (rc == 0 && heal_steps > 0) {
+            char *hdir = last ? strdup(out) : fk_path_join(rdir, "healed");
+            char *sdir = fk_path_join(out, "stores");
+            char steps[32];
+            snprintf(steps, sizeof steps, "%lld", (long long)(heal_steps / rounds > 0 ? heal_steps / rounds : 1));
+            int n_extra = argc - own - (own < argc ? 1 : 0);
+            char **extra = calloc((size_t)n_extra + 3, sizeof *extra);
+            int ne = 0;
+            extra[ne++] = "--steps";
+            extra[ne++] = steps;
+            for (int i = own + 1; i < argc; i++) extra[ne++] = argv[i];
+            rc = heal_run(model, cur, hdata, hdir, sdir, 10, heal_lambda, ne, extra);
+            free(extra);
+            free(cur);
+            cur = hdir;
+            free(sdir);
+        }
+        free(rdir);
+        free(fdir);
+    }
+    free(cur);
+    return rc;
+}
+
+int cmd_prune(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL, *method = NULL, *scope = "ffn", *tokenizer = NULL;
+    double budget = 0.3;
+    int64_t seq = 0, batch = 4, max_tokens = 65536, threads = 0;
+    cli_opt opts[] = {
+        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
+        {"-o|--out", OPT_STR, &out, "output folder for the pruned model (required)", false},
+        {"--method", OPT_STR, &method, "magnitude | flap | shortgpt (required)", false},
+        {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false},
+        {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's)", false},
+        {"--seq", OPT_INT, &seq, "window length for statistics (default: the model's context)", false},
+        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
+        {"--max-tokens", OPT_INT, &max_tokens, "calibration positions at most, 0 = all (default 65536)", false},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts,
+                       "usage: fusekit prune --model DIR --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
+                       "The baselines folding is compared against, at a parameter budget:\n"
+                       "  magnitude  FFN channels with the smallest L2 norm of their weights, the same fraction in every layer;\n"
+                       "  flap       FLAP: fluctuation Var(h_j) * |W_down[:, j]|^2, z-scored per layer, one global threshold,\n"
+                       "             the removed channels' mean output added to the down projection's bias;\n"
+                       "  shortgpt   ShortGPT: whole layers, lowest Block Influence first.");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!model || !data || !out || !method) { fprintf(stderr, "fusekit prune: error: --model, --data, --method and --out are required\n"); return 2; }
+    fk_prune_method pm;
+    if (strcmp(method, "magnitude") == 0) pm = FK_PRUNE_MAGNITUDE;
+    else if (strcmp(method, "flap") == 0) pm = FK_PRUNE_FLAP;
+    else if (strcmp(method, "shortgpt") == 0) pm = FK_PRUNE_SHORTGPT;
+    else { fprintf(stderr, "fusekit prune: error: --method must be magnitude, flap or shortgpt (got '%s')\n", method); return 2; }
+    fk_fold_scope sc;
+    if (!parse_scope(scope, &sc)) { fprintf(stderr, "fusekit prune: error: --scope must be ffn, blocks or all (got '%s')\n", scope); return 2; }
+    cli_set_threads(threads);
+    loaded x;
+    fk_status st = load_all(model, tokenizer, data, &x);
+    if (st != FK_OK) return cli_fail("prune", st);
+    fold_args fa = {.seq = seq, .batch = batch, .max_tokens = max_tokens};
+    fk_analysis a;
+    fk_model pr = {0};
+    int64_t removed = 0, scope0 = scope_count(&x.m, sc);
+    st = analyze_model(&x.m, &x.d, &fa, &a);
+    if (st == FK_OK) {
+        st = fk_prune(&x.m, &a, pm, budget, sc, &pr, &removed);
+        fk_analysis_free(&a);
+    }
+    if (st == FK_OK) st = save_model(&pr, x.tok, out);
+    if (st == FK_OK)
+        printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f}\n", out,
+               method, (long long)fk_model_num_params(&x.m), (long long)fk_model_num_params(&pr), (long long)removed, (double)removed / (double)scope0);
+    fk_model_free(&pr);
+    loaded_free(&x);
+    return st == FK_OK ? 0 : cli_fail("prune", st);
+}
