@@ -327,13 +327,56 @@ static void test_soft_crossentropy(void **state) {
     free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g); free(g1); free(g2);
 }
 
+// Teacher rows with mass below 1 (top-k probabilities under the teacher's full softmax): the
+// rest is a tail class, flosses = -sum_K P log q - (1 - sum_K P) log(1 - sum_K q).
+static void test_soft_crossentropy_tail(void **state) {
+    (void)state;
+    int32_t tgt[4] = {2, 4, 1, 6};
+    int64_t row[5] = {0, 3, 4, 6, 7};
+    int32_t ids[7] = {2, 0, 5, 4, 1, 3, 6};
+    float p[7] = {0.4f, 0.2f, 0.1f, 0.9f, 0.5f, 0.5f, 0.3f};  // masses 0.7, 0.9, 1 (no tail), 0.3
+    fk_sparse_dist t = {row, ids, p};
+    sce_ctx c = {.N = 4, .V = 7, .tgt = tgt, .t = &t, .lambda = 0.25};
+    c.logits = dalloc(28); c.work = dalloc(28); c.losses = dalloc(4); c.flosses = dalloc(4);
+    fill(c.logits, 28, 5);
+    double *g = dalloc(28);
+    memcpy(g, c.logits, sizeof(double) * 28);
+    d_soft_crossentropy_forward(c.losses, c.flosses, g, tgt, &t, 4, 7, 1);
+    d_soft_crossentropy_backward(g, tgt, &t, c.lambda, 4, 7, 1.0);
+    check_fd("soft cross-entropy with a tail class, dlogits", c.logits, 28, g, sce_loss, &c);
+    sce_loss(&c);
+    for (int i = 0; i < 4; i++) {
+        const double *x = c.logits + i * 7;
+        double mx = x[0], s = 0;
+        for (int j = 1; j < 7; j++) mx = fmax(mx, x[j]);
+        for (int j = 0; j < 7; j++) s += exp(x[j] - mx);
+        double lse = mx + log(s), want = 0, ps = 0, S = 0;
+        for (int64_t e = row[i]; e < row[i + 1]; e++) { want += p[e] * (lse - x[ids[e]]); ps += p[e]; S += exp(x[ids[e]] - lse); }
+        if (1 - ps > 1e-5) want -= (1 - ps) * log(1 - S);
+        assert_true(fabs(c.flosses[i] - want) < 1e-9 * (1 + fabs(want)));
+    }
+    // the minimum: a model whose distribution has the teacher's entries and the rest anywhere
+    // outside them has zero gradient on the fusion term (lambda 0)
+    double q[7] = {0.2, 0.1, 0.4, 0.1, 0.05, 0.1, 0.05};  // row 0's entries: q(2) 0.4, q(0) 0.2, q(5) 0.1; the other 0.3 elsewhere
+    double *z = dalloc(7), *gz = dalloc(7), l1[1], f1[1];
+    for (int j = 0; j < 7; j++) z[j] = log(q[j]);
+    memcpy(gz, z, sizeof(double) * 7);
+    int64_t row1[2] = {0, 3};
+    fk_sparse_dist t1 = {row1, ids, p};
+    d_soft_crossentropy_forward(l1, f1, gz, tgt, &t1, 1, 7, 1);
+    d_soft_crossentropy_backward(gz, tgt, &t1, 0.0, 1, 7, 1.0);
+    for (int j = 0; j < 7; j++) assert_true(fabs(gz[j]) < 1e-6);
+    free(z); free(gz);
+    free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g);
+}
+
 int main(void) {
     fk_rng_seed(&rng, 42);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),     cmocka_unit_test(test_encoder), cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),    cmocka_unit_test(test_attention),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
-        cmocka_unit_test(test_soft_crossentropy),
+        cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,7 +211,8 @@ static const char *heal_usage =
     "Heals a folded (or pruned) model by distillation from the model before folding, through the\n"
     "fusion code path: ORIGINAL's top-k next-token distributions on TEXT go into a store\n"
     "(OUT/stores, cached, resumable); FOLDED is trained on lambda * CLM + (1 - lambda) * soft\n"
-    "cross-entropy to them (with --teacher-temp T: the teacher's distribution at temperature T).\n"
+    "cross-entropy to them: the teacher's top-k probabilities under its full softmax, and the rest of\n"
+    "its mass as a tail class (exact KL between the distributions coarsened to the top k plus the rest).\n"
     "Every fusekit train option is accepted (--steps, --lr, --batch, --val, ...).\n\n"
     "options:\n"
     "  --teacher DIR        the model before folding (its tokenizer must be the folded model's)\n"
@@ -220,7 +221,7 @@ static const char *heal_usage =
     "  -o, --out DIR        the healed model\n"
     "  -k N                 entries per position in the store (default 10)\n"
     "  --store-dir DIR      where the store is kept (default OUT/stores)\n"
-    "  --lambda X           weight of the CLM loss (default 0: pure distillation)\n";
+    "  --lambda X           weight of the CLM loss (default 0.5; 0: pure distillation)\n";
 
 static int heal_run(const char *teacher, const char *model, const char *data, const char *out, const char *store_dir, int k, const char *lambda,
                     int extra_n, char **extra) {
@@ -240,6 +241,7 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
         argv[n++] = "--teacher"; argv[n++] = store;
         argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
         argv[n++] = "--align-cache"; argv[n++] = sdir;
+        argv[n++] = "--teacher-tail";
         for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
         rc = cmd_train(n, argv);
         free(argv);
@@ -250,7 +252,7 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
 }
 
 int cmd_heal(int argc, char **argv) {
-    const char *teacher = NULL, *model = NULL, *data = NULL, *out = NULL, *store_dir = NULL, *lambda = "0";
+    const char *teacher = NULL, *model = NULL, *data = NULL, *out = NULL, *store_dir = NULL, *lambda = "0.5";
     int k = 10;
     char **pass = calloc((size_t)argc + 1, sizeof *pass);
     int np = 0;
@@ -283,7 +285,7 @@ int cmd_heal(int argc, char **argv) {
 }
 
 int cmd_fold(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,layers", *heal_data = NULL, *heal_lambda = "0";
+    const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,layers", *heal_data = NULL, *heal_lambda = "0.5";
     fold_args fa = {.method = "lsq", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8};
     fk_fold_opts_default(&fa.o);
     double budget = 0.3, min_width = fa.o.min_width, ridge = fa.o.ridge;
@@ -315,7 +317,7 @@ int cmd_fold(int argc, char **argv) {
         {"--rounds", OPT_INT, &rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget (default 1)", false},
         {"--heal-steps", OPT_INT, &heal_steps, "healing steps in all, split over the rounds (0: no healing; default 0)", false},
         {"--heal-data", OPT_STR, &heal_data, "healing text (default --data); options after -- go to fusekit train", false},
-        {"--heal-lambda", OPT_STR, &heal_lambda, "CLM weight while healing (default 0: pure distillation)", false},
+        {"--heal-lambda", OPT_STR, &heal_lambda, "CLM weight while healing (default 0.5; 0: pure distillation)", false},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
         {NULL, 0, NULL, NULL, false},
     };

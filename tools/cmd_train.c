@@ -71,6 +71,7 @@ int cmd_train(int argc, char **argv) {
     cli_list teachers = {0};
     const char *fusion = "mince", *level = "sequence", *align = "offsets", *vmap = "mined", *cache = NULL;
     double lambda = 0.9, tau = 1.0, ttemp = 1.0;
+    bool ttail = false;
     cli_opt opts[] = {
         {"--data", OPT_STR, &data, "training text or token shard (required)", false},
         {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text data (.gguf, tokenizer.json or a folder; default: --init's or the checkpoint's, else bytes)", false},
@@ -114,6 +115,7 @@ int cmd_train(int argc, char **argv) {
         {"--lambda", OPT_FLOAT, &lambda, "weight of the CLM loss; 1 - lambda goes to the fusion loss (default 0.9)", false},
         {"--tau", OPT_FLOAT, &tau, "AvgCE temperature on cross-entropies (default 1)", false},
         {"--teacher-temp", OPT_FLOAT, &ttemp, "temperature on the teachers' log-probabilities (default 1)", false},
+        {"--teacher-tail", OPT_FLAG, &ttail, "keep the teachers' full-softmax top-k probabilities and match the rest as a tail class (default: renormalise the top k, as FuseLLM)", false},
         {"--align", OPT_STR, &align, "offsets | dtw: token alignment for teachers of another tokenizer (default offsets)", false},
         {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for teachers of another tokenizer (default mined)", false},
         {"--align-cache", OPT_STR, &cache, "folder for aligned stores and vocabulary maps (default: beside each store)", false},
@@ -253,6 +255,7 @@ int cmd_train(int argc, char **argv) {
         fk_fusion_defaults(&fo);
         fo.tau = (float)tau;
         fo.temperature = (float)ttemp;
+        fo.tail = ttail;
         fk_align_opts ao;
         fk_align_opts_default(&ao);
         ao.cache_dir = cache;

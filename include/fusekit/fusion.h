@@ -9,7 +9,11 @@
 // any run of positions compare teachers with different tokenizers on the same bytes.
 //
 // A teacher's distribution at a position is its entries renormalised after an optional
-// temperature: q(v) ∝ exp(logp(v) / temperature) over the entries.
+// temperature: q(v) ∝ exp(logp(v) / temperature) over the entries (FuseLLM's convention).
+// With `tail`, the entries keep their probabilities under the teacher's full softmax,
+// q(v) = exp(logp(v)), and the mass they leave (1 - sum q) stays with the row: the loss then
+// matches it with a tail class (exact KL between the distributions coarsened to the entries
+// plus "the rest"), so that a student is not taught to put nothing outside the top k.
 // - MinCE: the distribution of the teacher with the lowest cross-entropy on the span.
 // - AvgCE: sum_k w_k q_k with w = softmax(-CE_k / tau), CE_k the teacher's mean ce per
 //   position over the span (the reference computed softmax(exp(-CE)), nearly uniform).
@@ -30,6 +34,7 @@ typedef struct {
     fk_fusion_level level;
     float tau;          // AvgCE temperature on the cross-entropies (1)
     float temperature;  // on the teachers' log-probabilities (1)
+    bool tail;          // keep the full-softmax probabilities and the rest as a tail class (false)
 } fk_fusion_opts;
 
 void fk_fusion_defaults(fk_fusion_opts *o);

@@ -11,6 +11,7 @@ void fk_fusion_defaults(fk_fusion_opts *o) {
     o->level = FK_FUSE_SEQUENCE;
     o->tau = 1.0f;
     o->temperature = 1.0f;
+    o->tail = false;
 }
 
 fk_status fk_fusion_parse(const char *kind, const char *level, fk_fusion_opts *o) {
@@ -57,7 +58,7 @@ static fk_status rows_reserve(fk_fused_rows *r, int64_t rows, int64_t entries) {
 
 // Adds weight * q_t(position j) into (ids, p, *n), q_t the teacher's renormalised entries or a
 // one-hot on the label. The arrays stay sorted by id with distinct ids.
-static void add_teacher(const fk_teacher_window *t, int64_t j, int32_t label, float temperature, double weight, int32_t *ids,
+static void add_teacher(const fk_teacher_window *t, int64_t j, int32_t label, float temperature, bool tail, double weight, int32_t *ids,
                         double *p, int *n) {
     int c = t->count[j];
     double q[64];
@@ -71,7 +72,7 @@ static void add_teacher(const fk_teacher_window *t, int64_t j, int32_t label, fl
         double mx = lp[0], s = 0;
         for (int e = 1; e < c; e++) mx = lp[e] > mx ? lp[e] : mx;
         for (int e = 0; e < c; e++) { q[e] = exp((lp[e] - mx) / temperature); s += q[e]; qi[e] = t->ids[j * t->k + e]; }
-        for (int e = 0; e < c; e++) q[e] /= s;
+        for (int e = 0; e < c; e++) q[e] = tail ? exp(lp[e]) : q[e] / s;
     }
     for (int e = 0; e < c; e++) {
         int32_t id = qi[e];
@@ -89,6 +90,8 @@ static void add_teacher(const fk_teacher_window *t, int64_t j, int32_t label, fl
 fk_status fk_fuse_window(const fk_fusion_opts *o, const fk_teacher_window *t, int S, const int32_t *labels, int64_t n,
                          fk_fused_rows *out, double *weights) {
     if (S < 1 || S > 64) return fk_error(FK_ERR_ARG, "fusion: %d teachers (1 to 64 are supported)", S);
+    if (o->tail && o->temperature > 0 && o->temperature != 1)
+        return fk_error(FK_ERR_ARG, "fusion: a tail class needs the teachers' own probabilities (teacher temperature 1, got %g)", o->temperature);
     int kmax = 0;
     for (int s = 0; s < S; s++) {
         if (t[s].n < n) return fk_error(FK_ERR_ARG, "fusion: teacher %d covers %lld positions, the window %lld", s, (long long)t[s].n, (long long)n);
@@ -124,11 +127,12 @@ fk_status fk_fuse_window(const fk_fusion_opts *o, const fk_teacher_window *t, in
         int m = 0;
         for (int s = 0; s < S; s++)
             if (w[s] > 0) {
-                add_teacher(&t[s], j, labels[j], temp, w[s], ids, p, &m);
+                add_teacher(&t[s], j, labels[j], temp, o->tail, w[s], ids, p, &m);
                 if (weights) weights[s] += w[s];
             }
         double z = 0;
         for (int e = 0; e < m; e++) z += p[e];
+        if (o->tail) z = z > 1 ? z : 1;  // the row's mass stays (above 1 only by quantisation)
         int64_t base = out->n_entries;
         for (int e = 0; e < m; e++) { out->ids[base + e] = ids[e]; out->p[base + e] = (float)(p[e] / z); }
         out->n_entries += m;

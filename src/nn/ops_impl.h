@@ -16,6 +16,10 @@
 #include "fusekit/base.h"
 
 #define FK_OMP_MIN_WORK 16384  // below this many elements a loop stays on one thread
+// Soft cross-entropy rows whose teacher mass falls short of 1 by more than FK_TAIL_MIN keep the
+// rest on a tail class; 1 - S is floored at FK_TAIL_FLOOR.
+#define FK_TAIL_MIN 1e-5
+#define FK_TAIL_FLOOR 1e-30
 
 #ifndef FK_FAST_EXPF
 #define FK_FAST_EXPF
@@ -409,7 +413,17 @@ static inline int64_t FK_OP(soft_crossentropy_forward)(real *losses, real *floss
         } else if (losses) {
             losses[i] = 0;
         }
-        if (flosses) flosses[i] = t < 0 ? 0 : r1 > r0 ? lse * ps - px : losses[i];
+        if (flosses) {
+            real fl = t < 0 ? 0 : r1 > r0 ? lse * ps - px : losses[i];
+            // a row with mass r = 1 - ps < 1 keeps r on a tail class: - r log(1 - S), S = sum_K q
+            real r = 1 - ps;
+            if (t >= 0 && r1 > r0 && r > FK_TAIL_MIN) {
+                real S = 0;
+                for (int64_t e = r0; e < r1; e++) S += to_probs ? x[teacher->ids[e]] / sum : FK_EXP(x[teacher->ids[e]] - lse);
+                fl -= r * log(1 - S > FK_TAIL_FLOOR ? 1 - S : FK_TAIL_FLOOR);
+            }
+            flosses[i] = fl;
+        }
         if (to_probs) {
             real inv = 1 / sum;
             for (int64_t j = 0; j < V; j++) x[j] *= inv;
@@ -436,6 +450,18 @@ static inline void FK_OP(soft_crossentropy_backward)(real *probs, const int32_t 
         for (int64_t j = 0; j < V; j++) p[j] *= scale;
         int64_t r0 = teacher ? teacher->row[i] : 0, r1 = teacher ? teacher->row[i + 1] : 0;
         if (r1 == r0) { p[targets[i]] -= scale; continue; }
+        real ps = 0, S = 0;
+        for (int64_t e = r0; e < r1; e++) ps += (real)teacher->p[e];
+        real r = 1 - ps;
+        if (r > FK_TAIL_MIN && scale != 0) {
+            // tail class: d/dz_j = q_j (1 - r / (1 - S)) + [j in K] (r q_j / (1 - S) - P_j), over scale * q
+            for (int64_t e = r0; e < r1; e++) S += p[teacher->ids[e]];
+            S /= scale;
+            real den = 1 - S > FK_TAIL_FLOOR ? 1 - S : FK_TAIL_FLOOR, c = (1 - lambda) * r / den, a = 1 - c;
+            // the row's entries get a + c, the rest a: mark the entries by negating them first (probabilities are >= 0)
+            for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] = -p[teacher->ids[e]] - 1;
+            for (int64_t j = 0; j < V; j++) p[j] = p[j] < 0 ? (-p[j] - 1) * (a + c) : p[j] * a;
+        }
         p[targets[i]] -= scale * lambda;
         for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] -= scale * (1 - lambda) * (real)teacher->p[e];
     }

@@ -1,0 +1,127 @@
+// End to end: folding as a user runs it. A small Llama-style model trained on Shakespeare is
+// planned (--plan-only changes nothing), folded by a budget, pruned by each baseline at the same
+// budget, healed by distillation (which must lower its held-out bits per byte), and folded
+// progressively in two rounds; bad arguments give clear errors.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "fusekit/fusekit.h"
+#include "test_util.h"
+
+#define CORPORA FK_SHARED_DATA "/corpora"
+#define RUN_OK(...) do { char *o_; if (run(&o_, __VA_ARGS__) != 0) fail_msg("command failed:\n%s", o_); free(o_); } while (0)
+
+static double json_num(const char *s, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = strstr(s, k);
+    if (!p) fail_msg("no %s in: %s", key, s);
+    return atof(p + strlen(k));
+}
+
+static double eval_bpb(const char *model) {
+    char *out;
+    if (run(&out, "%s eval --model %s --data %s", FK_CLI, model, tpath("val.txt")) != 0) fail_msg("eval failed: %s", out);
+    double b = json_num(out, "bpb");
+    free(out);
+    return b;
+}
+
+static void test_fold_heal_prune(void **s) {
+    (void)s;
+    if (!fk_path_exists(CORPORA "/shakespeare/input.txt")) skip();
+    size_t n;
+    char *a = slurp(CORPORA "/shakespeare/input.txt", &n);
+    assert_true(n > 300000);
+    spit(tpath("train.txt"), a, 150000);
+    spit(tpath("val.txt"), a + n - 20000, 20000);
+    free(a);
+    const char *F = FK_CLI;
+    RUN_OK("%s tokenizer train --data %s --vocab 384 -o %s", F, tpath("train.txt"), tpath("tok"));
+    RUN_OK("%s train --data %s --tokenizer %s -o %s --arch llama --d-model 64 --layers 4 --heads 4 --kv-heads 2 --ffn 192 --ctx 64 --batch 16 "
+           "--steps 300 --lr 3e-3 --eval-every 0 --log-every 1000 --val-frac 0",
+           F, tpath("train.txt"), tpath("tok"), tpath("orig"));
+    double b0 = eval_bpb(tpath("orig"));
+    // --plan-only: plan.json, no model
+    char *out;
+    int rc = run(&out, "%s fold --model %s --data %s --budget 0.3 --plan-only -o %s", F, tpath("orig"), tpath("train.txt"), tpath("plan"));
+    if (rc != 0) fail_msg("fold --plan-only failed:\n%s", out);
+    free(out);
+    assert_true(fk_path_exists(tpath("plan/plan.json")));
+    assert_false(fk_path_exists(tpath("plan/config.json")));
+    size_t pn;
+    char *plan = slurp(tpath("plan/plan.json"), &pn);
+    assert_non_null(strstr(plan, "\"ffn_after\""));
+    free(plan);
+    // fold by the budget
+    rc = run(&out, "%s fold --model %s --data %s --budget 0.3 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("folded"));
+    if (rc != 0) fail_msg("fold failed:\n%s", out);
+    double frac = json_num(out, "scope_removed_fraction"), kl = json_num(out, "probe_kl");
+    free(out);
+    assert_true(frac >= 0.3 && frac < 0.36);
+    assert_true(kl > 0 && kl < 1);
+    fk_model fm;
+    CHECK(fk_hf_load(&fm, tpath("folded")));
+    assert_int_equal(fm.cfg.ffn[0], 192);  // the edges are left alone
+    assert_int_equal(fm.cfg.ffn[3], 192);
+    assert_true(fm.cfg.ffn[1] < 192 || fm.cfg.ffn[2] < 192 || fm.cfg.n_layer < 4);
+    fk_model_free(&fm);
+    double bf = eval_bpb(tpath("folded"));
+    // the baselines at the same budget
+    const char *methods[] = {"magnitude", "flap", "shortgpt"};
+    for (int i = 0; i < 3; i++) {
+        char dir[64];
+        snprintf(dir, sizeof dir, "prune_%s", methods[i]);
+        rc = run(&out, "%s prune --model %s --data %s --method %s --budget 0.3 -o %s", F, tpath("orig"), tpath("train.txt"), methods[i], tpath(dir));
+        if (rc != 0) fail_msg("prune %s failed:\n%s", methods[i], out);
+        assert_true(json_num(out, "scope_removed_fraction") >= 0.3);
+        free(out);
+        print_message("  %s: held-out bits per byte %.4f\n", methods[i], eval_bpb(tpath(dir)));
+    }
+    // healing by distillation from the original
+    RUN_OK("%s heal --teacher %s --model %s --data %s -o %s --steps 60 --batch 16 --lr 3e-4 --eval-every 0 --log-every 1000 --val-frac 0", F,
+           tpath("orig"), tpath("folded"), tpath("train.txt"), tpath("healed"));
+    double bh = eval_bpb(tpath("healed"));
+    print_message("  bits per byte: original %.4f, folded %.4f, healed %.4f\n", b0, bf, bh);
+    assert_true(bf >= b0 - 1e-3);
+    assert_true(bh < bf);
+    // progressive: two rounds of fold -> heal
+    rc = run(&out, "%s fold --model %s --data %s --budget 0.3 --rounds 2 --heal-steps 60 -o %s -- --batch 16 --lr 3e-4 --eval-every 0 --log-every 1000 --val-frac 0",
+             F, tpath("orig"), tpath("train.txt"), tpath("progressive"));
+    if (rc != 0) fail_msg("fold --rounds failed:\n%s", out);
+    free(out);
+    assert_true(fk_path_exists(tpath("progressive/round-1/folded/config.json")));
+    assert_true(fk_path_exists(tpath("progressive/round-1/healed/config.json")));
+    assert_true(fk_path_exists(tpath("progressive/round-2/folded/plan.json")));
+    double bp = eval_bpb(tpath("progressive"));
+    print_message("  progressive (2 rounds, 60 healing steps): %.4f\n", bp);
+    assert_true(bp < bf);
+    // bad arguments
+    rc = run(&out, "%s fold --model %s --data %s --budget 1.5 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "--budget"));
+    free(out);
+    rc = run(&out, "%s fold --model %s --data %s --budget 0.9 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "guards"));
+    free(out);
+    rc = run(&out, "%s fold --model %s --data %s -o %s", F, tpath("nowhere"), tpath("train.txt"), tpath("x"));
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "nowhere"));
+    free(out);
+    rc = run(&out, "%s prune --model %s --data %s --method random -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
+    assert_int_equal(rc, 2);
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fold_heal_prune),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
