@@ -85,7 +85,8 @@ static void test_gram_direct(void **s) {
     random_tokens(&d, 300, 40, 3);
     fk_analysis a;
     CHECK(fk_analyze(&m, &d, 16, 2, 100, 2, &a));
-    assert_int_equal(a.tokens, 96);  // 100 tokens: 7 windows of 16, in whole batches of 2: 3 batches
+    assert_int_equal(a.tokens, 96);  // 100 tokens: 7 windows of 16, in whole batches of 2: 3 batches,
+                                     // spread over the text's 18 windows: windows 0, 3, 6, ..., 15
     // the same forwards again with a direct hook
     int64_t F = c.ffn[1], D = c.n_head * c.head_dim;
     direct_ctx dc = {1, calloc((size_t)(F * F), sizeof(double)), calloc((size_t)F, sizeof(double)), calloc(3, sizeof(double)), &m, F, D,
@@ -94,7 +95,7 @@ static void test_gram_direct(void **s) {
     m.hook_user = &dc;
     int32_t x[32];
     for (int b = 0; b < 3; b++) {
-        for (int i = 0; i < 32; i++) x[i] = d.ids[b * 32 + i];
+        for (int i = 0; i < 32; i++) x[i] = d.ids[(b * 2 + i / 16) * 3 * 16 + i % 16];
         CHECK(fk_model_forward(&m, x, NULL, 2, 16, false, NULL));
     }
     m.hook = NULL;

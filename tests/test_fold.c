@@ -498,6 +498,74 @@ static void test_prune(void **s) {
     fk_model_free(&mb);
 }
 
+
+// Heads within KV groups: with 4 query heads over 2 KV heads, head 1 copies head 0 and head 3
+// copies head 2 (same query rows, so the same outputs): folding to one head per group is exact,
+// the elimination takes a copy from each group first, and the folded model (per-layer heads)
+// saves, loads, runs the KV cache like its full forward and trains.
+static void test_fold_heads(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 30, 16, 2, 4, 2, 24, 16);
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 17);
+    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 5;
+    int64_t C = 16, hd = 4;
+    float *q = m.w + m.layer[1].qkv_w;  // q rows: head h at rows h*hd..
+    memcpy(q + 1 * hd * C, q + 0 * hd * C, (size_t)(hd * C) * sizeof(float));
+    memcpy(q + 3 * hd * C, q + 2 * hd * C, (size_t)(hd * C) * sizeof(float));
+    fk_token_data d, test;
+    random_tokens(&d, 2000, 30, 8);
+    random_tokens(&test, 64, 30, 9);
+    fk_analysis a;
+    CHECK(fk_analyze(&m, &d, 16, 4, 0, 1, &a));
+    int32_t order[4];
+    double resid[3];
+    CHECK(fk_head_elimination(&m, 1, a.att_gram[1], 1e-6, order, resid));
+    assert_true(order[0] == 0 || order[0] == 1);
+    assert_true(order[1] == 2 || order[1] == 3);
+    assert_true(resid[1] < 1e-4 && resid[0] == 1);
+    fk_model f;
+    CHECK(fk_fold_heads(&m, 1, order + 2, 2, a.att_gram[1], 1e-10, &f));
+    assert_int_equal(fk_config_heads(&f.cfg, 1), 2);
+    assert_int_equal(fk_config_heads(&f.cfg, 0), 4);
+    double e = logit_error(&m, &f, &test);
+    print_message("  heads: removed %d and %d first; folded to one head per KV group: relative logit error %.2e\n", order[0], order[1], e);
+    assert_true(e < 1e-10);
+    CHECK(fk_hf_save(&f, tpath("heads"), FK_DT_F32));
+    fk_model back;
+    CHECK(fk_hf_load(&back, tpath("heads")));
+    assert_int_equal(fk_config_heads(&back.cfg, 1), 2);
+    assert_true(logit_error(&f, &back, &test) == 0);
+    // the KV cache path agrees with the full forward on the folded model
+    CHECK(fk_model_forward(&back, test.ids, NULL, 1, 16, false, NULL));
+    float *full = malloc(16 * 30 * sizeof(float)), step[30];
+    memcpy(full, fk_model_logits(&back), 16 * 30 * sizeof(float));
+    double worst = 0;
+    for (int t = 0; t < 16; t++) {
+        CHECK(fk_model_step(&back, test.ids + t, 1, t, step));
+        for (int v = 0; v < 30; v++) worst = fmax(worst, fabs(step[v] - full[t * 30 + v]));
+    }
+    assert_true(worst < 1e-3);
+    free(full);
+    CHECK(fk_model_alloc_grads(&back));
+    fk_model_zero_grads(&back);
+    float loss;
+    CHECK(fk_model_forward(&back, test.ids, test.ids + 1, 2, 16, true, &loss));
+    CHECK(fk_model_backward(&back, 1.0f));
+    assert_true(isfinite(fk_grad_norm(&back)) && fk_grad_norm(&back) > 0);
+    fk_model_free(&back);
+    fk_model_free(&f);
+    // unequal groups are refused
+    int32_t bad[2] = {0, 1};
+    assert_int_equal(fk_fold_heads(&m, 1, bad, 2, a.att_gram[1], 1e-2, &f), FK_ERR_ARG);
+    assert_non_null(strstr(fk_last_error(), "group"));
+    fk_analysis_free(&a);
+    fk_data_free(&d); fk_data_free(&test);
+    fk_model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fold_copies),
@@ -506,6 +574,7 @@ int main(void) {
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_layers),
         cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_fold_heads),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

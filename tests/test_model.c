@@ -223,7 +223,8 @@ static void test_fd_llama(void **s) {
     (void)s;
     fk_config c;
     fk_config_llama(&c, 11, 8, 2, 4, 2, 12, 16);
-    c.ffn[1] = 7;  // per-layer FFN width, as folded models have
+    c.ffn[1] = 7;    // per-layer FFN width, as folded models have
+    c.heads[1] = 2;  // and per-layer query heads (one per KV group)
     c.bias_qkv = true;
     whole_model_fd(&c);
 }

@@ -28,16 +28,23 @@ int cmd_info(int argc, char **argv) {
     int64_t n = fk_model_num_params(&m), emb = c->vocab_size * c->d_model * (c->tied ? 1 : 2);
     char desc[512];
     fk_config_describe(c, desc, sizeof desc);
+    int64_t ffn = 0;  // FFN parameters (up/gate, down and their biases)
+    for (int i = 0; i < m.n_params; i++) {
+        fk_param_kind k = m.params[i].kind;
+        if (k == FK_P_UP_W || k == FK_P_UP_B || k == FK_P_DOWN_W || k == FK_P_DOWN_B) ffn += m.params[i].numel;
+    }
+    // the KV cache holds keys and values of every layer: 2 * n_layer * n_kv_head * head_dim floats per token
+    int64_t kv_bytes = 2 * c->n_layer * c->n_kv_head * c->head_dim * 4;
     if (json) {
-        printf("{\"model_type\":\"%s\",\"params\":%lld,\"embedding_params\":%lld,\"matmul_params\":%lld,"
-               "\"weights_mb_f32\":%.2f,\"train_mb\":%.1f,\"train_batch\":%lld,\"train_seq\":%lld}\n",
-               fk_arch_name(fk_config_arch(c)), (long long)n, (long long)emb, (long long)fk_model_num_matmul_params(&m),
-               weights / 1048576.0, train_bytes / 1048576.0, (long long)batch, (long long)T);
+        printf("{\"model_type\":\"%s\",\"params\":%lld,\"embedding_params\":%lld,\"ffn_params\":%lld,\"matmul_params\":%lld,\"n_layer\":%lld,"
+               "\"weights_mb_f32\":%.2f,\"kv_bytes_per_token\":%lld,\"train_mb\":%.1f,\"train_batch\":%lld,\"train_seq\":%lld}\n",
+               fk_arch_name(fk_config_arch(c)), (long long)n, (long long)emb, (long long)ffn, (long long)fk_model_num_matmul_params(&m),
+               (long long)c->n_layer, weights / 1048576.0, (long long)kv_bytes, train_bytes / 1048576.0, (long long)batch, (long long)T);
     } else {
         printf("model:        %s (model_type %s)\n", model, fk_arch_name(fk_config_arch(c)));
         printf("config:       %s\n", desc);
-        printf("parameters:   %lld (%.2fM); embeddings and head %lld; in matrix multiplies %lld\n", (long long)n, n / 1e6,
-               (long long)emb, (long long)fk_model_num_matmul_params(&m));
+        printf("parameters:   %lld (%.2fM); embeddings and head %lld; FFN %lld; in matrix multiplies %lld\n", (long long)n, n / 1e6,
+               (long long)emb, (long long)ffn, (long long)fk_model_num_matmul_params(&m));
         printf("per layer:    ");
         for (int64_t l = 0; l < c->n_layer; l++) {
             int64_t k = 0;
@@ -47,6 +54,7 @@ int cmd_info(int argc, char **argv) {
         printf("\nmemory:       weights %.1f MiB (f32), %.1f MiB (bf16); training at batch %lld x %lld: %.1f MiB "
                "(weights, gradients, AdamW moments, activations)\n",
                weights / 1048576.0, weights / 2097152.0, (long long)batch, (long long)T, train_bytes / 1048576.0);
+        printf("KV cache:     %lld bytes per token (f32)\n", (long long)kv_bytes);
         printf("tensors:\n");
         for (int i = 0; i < m.n_params; i++) {
             const fk_param *p = &m.params[i];

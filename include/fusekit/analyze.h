@@ -27,16 +27,17 @@ typedef struct {
     int64_t *ffn;               // n_layer widths
     double **ffn_mean;          // per layer, ffn[l] values
     double **ffn_gram;          // per layer, ffn[l]^2 values (sum over tokens, not divided)
-    double **att_gram;          // per layer, D^2 values, D = n_head * head_dim (sum over tokens)
-    double *head_energy;        // n_layer * n_head: mean ||W_O,h z_h||^2
-    double *head_sim;           // n_layer * n_head^2: cosine of the heads' contributions
+    int64_t *heads;             // n_layer: query heads per layer (folded models may have fewer than n_head)
+    double **att_gram;          // per layer, D_l^2 values, D_l = heads[l] * head_dim (sum over tokens)
+    double *head_energy;        // n_layer * n_head: mean ||W_O,h z_h||^2 (0 past heads[l])
+    double *head_sim;           // n_layer * n_head^2: cosine of the heads' contributions (0 past heads[l])
     // accumulators (internal)
     double *cos_sum, *ang_sum, *hsic_xy, *hsic_xx, *hsic_yy;
 } fk_analysis;
 
 // Runs the model over d in windows of seq tokens, in whole batches of `batch` windows (a last
-// partial batch is left out), up to
-// max_tokens positions (0: all), and fills *a. max_n: the largest layer distance for the
+// partial batch is left out), up to max_tokens positions (0: all; the windows are then spread
+// evenly over the whole text), and fills *a. max_n: the largest layer distance for the
 // angular distance (1..n_layer).
 fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, int max_n, fk_analysis *a);
 void fk_analysis_free(fk_analysis *a);

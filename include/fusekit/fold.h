@@ -39,6 +39,20 @@ fk_status fk_ffn_elimination(const fk_model *m, int layer, const double *gram, d
 // each dropped unit is assigned to the kept unit it correlates with most (|rho| from gram).
 fk_status fk_fold_ffn_keep(const fk_model *m, int layer, const int32_t *keep, int k, const double *gram, double ridge, fk_model *out);
 
+// Attention heads, folded within KV groups (grouped-query attention stays valid: every group
+// keeps the same number of query heads; keys and values are untouched; heads are kept or
+// dropped whole, never permuted inside, since RoPE rotates fixed dimension pairs).
+// fk_head_elimination: greedy least squares on the heads' output Gram Z (D x D, D = heads *
+// head_dim, from fusekit/analyze.h): each step removes one head from every group, the one whose
+// removal leaves the most of tr(O Z O^T) explained by a refit of W_O on the remaining heads.
+// order[heads] gets the heads in the order they go (the last n_kv_head * g entries are the
+// kept set with g heads per group); resid[g] (G + 1 values, may be NULL) the relative residual
+// with g heads per group.
+fk_status fk_head_elimination(const fk_model *m, int layer, const double *Z, double ridge, int32_t *order, double *resid);
+// Keeps the k query heads in keep (k / n_kv_head from every group) and refits the output
+// projection: O' = O Z_:K (Z_KK + lambda I)^-1 over the kept heads' dimensions K.
+fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k, const double *Z, double ridge, fk_model *out);
+
 // Pruning (the baselines): keeps the k units in keep and drops the rest. With mean (the
 // activations' mean per unit, ffn[layer] values) the dropped units' mean output D_:,j mean_j
 // is added to the down projection's bias (FLAP's bias compensation); a model without MLP

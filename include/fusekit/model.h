@@ -21,6 +21,8 @@ typedef struct {
     int64_t head_dim;
     int64_t max_seq;               // context length
     int64_t ffn[FK_MAX_LAYERS];    // FFN hidden width per layer (folded models differ per layer)
+    int64_t heads[FK_MAX_LAYERS];  // query heads per layer, a multiple of n_kv_head and at most n_head;
+                                   // 0 = n_head (folded models may keep fewer per KV group)
     fk_norm_kind norm;
     float norm_eps;
     fk_pos_kind pos;
@@ -40,6 +42,9 @@ void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_lay
                      int64_t n_kv_head, int64_t ffn, int64_t max_seq);
 fk_status fk_config_validate(const fk_config *c);
 bool fk_config_uniform_ffn(const fk_config *c);
+// Query heads of layer l (heads[l], or n_head when 0); true when every layer has n_head.
+int64_t fk_config_heads(const fk_config *c, int64_t l);
+bool fk_config_uniform_heads(const fk_config *c);
 // Describes a config in one line ("llama-style d=512 L=8 H=8/8 ffn=1376 ...").
 void fk_config_describe(const fk_config *c, char *buf, size_t n);
 

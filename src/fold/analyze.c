@@ -34,7 +34,7 @@ static void on_layer(void *user, int layer, const float *resid, const float *att
     memcpy(h->slots + (int64_t)(layer + 1) * N * h->C, resid, (size_t)(N * h->C) * sizeof(float));
     if (layer < 0) return;
     gram_add(a->ffn_gram[layer], a->ffn_mean[layer], h->hbuf, act, N, a->ffn[layer]);
-    gram_add(a->att_gram[layer], NULL, h->hbuf, att, N, (int64_t)a->n_head * a->head_dim);
+    gram_add(a->att_gram[layer], NULL, h->hbuf, att, N, a->heads[layer] * a->head_dim);
 }
 
 static double cosine(const float *x, const float *y, int64_t C) {
@@ -94,7 +94,7 @@ void fk_analysis_free(fk_analysis *a) {
         if (a->ffn_gram) free(a->ffn_gram[l]);
         if (a->att_gram) free(a->att_gram[l]);
     }
-    free(a->ffn_mean); free(a->ffn_gram); free(a->att_gram); free(a->ffn);
+    free(a->ffn_mean); free(a->ffn_gram); free(a->att_gram); free(a->ffn); free(a->heads);
     free(a->bi); free(a->angular); free(a->cka); free(a->head_energy); free(a->head_sim);
     free(a->cos_sum); free(a->ang_sum); free(a->hsic_xy); free(a->hsic_xx); free(a->hsic_yy);
     memset(a, 0, sizeof *a);
@@ -115,7 +115,7 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
     if (d->vocab_size > c->vocab_size)
         return fk_error(FK_ERR_ARG, "analyze: %s has vocabulary %lld, the model %lld", d->path ? d->path : "data", (long long)d->vocab_size,
                         (long long)c->vocab_size);
-    int64_t windows = d->n / seq;
+    int64_t all = d->n / seq, windows = all;
     if (max_tokens > 0 && windows > (max_tokens + seq - 1) / seq) windows = (max_tokens + seq - 1) / seq;
     if (windows < 1) return fk_error(FK_ERR_ARG, "analyze: %s has %lld tokens, fewer than one window of %d", d->path ? d->path : "data", (long long)d->n, seq);
     a->n_layer = L;
@@ -127,13 +127,15 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
 #define A(field, count) ok = ok && (a->field = calloc((size_t)(count), sizeof *a->field)) != NULL
     A(bi, L); A(angular, L * max_n); A(cka, L); A(ffn, L); A(ffn_mean, L); A(ffn_gram, L); A(att_gram, L);
     A(head_energy, L * H); A(head_sim, L * H * H); A(cos_sum, L); A(ang_sum, L * max_n);
-    A(hsic_xy, L); A(hsic_xx, L); A(hsic_yy, L);
+    A(hsic_xy, L); A(hsic_xx, L); A(hsic_yy, L); A(heads, L);
 #undef A
     for (int l = 0; ok && l < L; l++) {
         a->ffn[l] = c->ffn[l];
+        if (ok) a->heads[l] = fk_config_heads(c, l);
+        int64_t Dl = fk_config_heads(c, l) * c->head_dim;
         if (c->ffn[l] > maxF) maxF = c->ffn[l];
-        ok = (a->ffn_mean[l] = calloc((size_t)c->ffn[l], sizeof(double))) && (a->ffn_gram[l] = calloc((size_t)(c->ffn[l] * c->ffn[l]), sizeof(double))) &&
-             (a->att_gram[l] = calloc((size_t)(D * D), sizeof(double)));
+        ok = ok && (a->ffn_mean[l] = calloc((size_t)c->ffn[l], sizeof(double))) && (a->ffn_gram[l] = calloc((size_t)(c->ffn[l] * c->ffn[l]), sizeof(double))) &&
+             (a->att_gram[l] = calloc((size_t)(Dl * Dl), sizeof(double)));
     }
     int rows = (int)(windows < batch ? windows : batch);
     hook_ctx h = {a, m, NULL, NULL, (int64_t)rows * seq, C, false};
@@ -147,7 +149,11 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
     // whole batches of `rows` windows only, so every forward has the same shape
     int64_t batches = windows / rows;
     for (int64_t b = 0; b < batches && st == FK_OK; b++) {
-        for (int64_t i = 0; i < h.N; i++) x[i] = d->ids[b * h.N + i];
+        // windows spread evenly over the whole text, so a limit still sees all of it
+        for (int r = 0; r < rows; r++) {
+            int64_t w = (b * rows + r) * all / (batches * rows);
+            memcpy(x + (int64_t)r * seq, d->ids + w * seq, (size_t)seq * sizeof(int32_t));
+        }
         st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
         if (st == FK_OK) st = residual_stats(&h, cross);
         a->tokens += h.N;
@@ -161,7 +167,7 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
         a->bi[l] = 1 - a->cos_sum[l] / T;
         for (int n = 1; n <= max_n; n++) a->angular[l * max_n + n - 1] = l + n <= L ? a->ang_sum[l * max_n + n - 1] / T : NAN;
         a->cka[l] = a->hsic_xx[l] > 0 && a->hsic_yy[l] > 0 ? a->hsic_xy[l] / sqrt(a->hsic_xx[l] * a->hsic_yy[l]) : NAN;
-        int64_t F = a->ffn[l];
+        int64_t F = a->ffn[l], Hl = a->heads[l], D = Hl * a->head_dim;
         symmetrize(a->ffn_gram[l], F);
         symmetrize(a->att_gram[l], D);
         for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
@@ -176,19 +182,19 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
             }
         int64_t hd = a->head_dim;
         double *S = a->head_sim + (int64_t)l * H * H;
-        for (int64_t p = 0; p < H; p++)
-            for (int64_t q = 0; q < H; q++) {
+        for (int64_t p = 0; p < Hl; p++)
+            for (int64_t q = 0; q < Hl; q++) {
                 double s = 0;
                 for (int64_t i = p * hd; i < (p + 1) * hd; i++)
                     for (int64_t j = q * hd; j < (q + 1) * hd; j++) s += a->att_gram[l][i * D + j] * WtW[i * D + j];
                 S[p * H + q] = s;
             }
-        for (int64_t p = 0; p < H; p++) a->head_energy[l * H + p] = S[p * H + p] / T;
+        for (int64_t p = 0; p < Hl; p++) a->head_energy[l * H + p] = S[p * H + p] / T;
         double *e = malloc((size_t)H * sizeof *e);
         if (e) {
-            for (int64_t p = 0; p < H; p++) e[p] = S[p * H + p];
-            for (int64_t p = 0; p < H; p++)
-                for (int64_t q = 0; q < H; q++) S[p * H + q] = e[p] > 0 && e[q] > 0 ? S[p * H + q] / sqrt(e[p] * e[q]) : 0;
+            for (int64_t p = 0; p < Hl; p++) e[p] = S[p * H + p];
+            for (int64_t p = 0; p < Hl; p++)
+                for (int64_t q = 0; q < Hl; q++) S[p * H + q] = e[p] > 0 && e[q] > 0 ? S[p * H + q] / sqrt(e[p] * e[q]) : 0;
             free(e);
         }
         free(WtW);
@@ -327,7 +333,7 @@ static cJSON *num_array(const double *v, int64_t n) {
 fk_status fk_analysis_save(const fk_analysis *a, const char *dir) {
     FK_TRY(fk_mkdir_p(dir));
     int L = a->n_layer;
-    int64_t D = (int64_t)a->n_head * a->head_dim, H = a->n_head;
+    int64_t H = a->n_head;
     cJSON *j = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(j, "layers");
     cJSON_AddNumberToObject(j, "tokens", (double)a->tokens);
     cJSON_AddNumberToObject(j, "n_layer", L);
@@ -371,7 +377,7 @@ fk_status fk_analysis_save(const fk_analysis *a, const char *dir) {
         int64_t F = a->ffn[l];
         const struct { const char *name; const double *data; int ndim; int64_t d0, d1; } t[4] = {
             {"ffn_gram", a->ffn_gram[l], 2, F, F}, {"ffn_mean", a->ffn_mean[l], 1, F, 0},
-            {"att_gram", a->att_gram[l], 2, D, D}, {"head_sim", a->head_sim + (int64_t)l * H * H, 2, H, H}};
+            {"att_gram", a->att_gram[l], 2, a->heads[l] * a->head_dim, a->heads[l] * a->head_dim}, {"head_sim", a->head_sim + (int64_t)l * H * H, 2, H, H}};
         for (int k = 0; k < 4; k++, n++) {
             snprintf(names[n], sizeof names[0], "%s.%d", t[k].name, l);
             e[n].name = names[n];

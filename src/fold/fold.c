@@ -308,3 +308,131 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
     }
     return FK_OK;
 }
+
+// ---- attention heads (within KV groups) ----
+
+// tr(O G_:K (G_KK + lambda I)^-1 G_K: O^T): the output energy the units K explain (O is C x F).
+static fk_status lsq_explained(const float *O, int64_t C, int64_t F, const double *G, const int32_t *K, int k, double lambda, double *out) {
+    *out = 0;
+    if (k == 0) return FK_OK;
+    double *A = malloc((size_t)k * k * sizeof *A), *B = malloc((size_t)C * k * sizeof *B), *B0 = malloc((size_t)C * k * sizeof *B0);
+    if (!A || !B || !B0) { free(A); free(B); free(B0); return fk_error(FK_ERR_NOMEM, "fold: out of memory"); }
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) A[i * k + j] = G[(int64_t)K[i] * F + K[j]] + (i == j ? lambda : 0);
+    for (int64_t r = 0; r < C; r++)  // B = O G_:K (C x k)
+        for (int j = 0; j < k; j++) {
+            double s = 0;
+            for (int64_t f = 0; f < F; f++) s += (double)O[r * F + f] * G[f * F + K[j]];
+            B[r * k + j] = B0[r * k + j] = s;
+        }
+    int n = k, nrhs = (int)C, info = 0;
+    dposv_("U", &n, &nrhs, A, &n, B, &n, &info);
+    fk_status st = info == 0 ? FK_OK : fk_error(FK_ERR_NUMERIC, "fold: the kept heads' Gram matrix is not positive definite (LAPACK info %d)", info);
+    for (int64_t i = 0; st == FK_OK && i < C * k; i++) *out += B[i] * B0[i];
+    free(A); free(B); free(B0);
+    return st;
+}
+
+// The dimensions (in the layer's attention output) of the heads flagged in `kept`.
+static int head_dims(const char *kept, int64_t H, int64_t hd, int32_t *dims) {
+    int k = 0;
+    for (int64_t h = 0; h < H; h++)
+        if (kept[h])
+            for (int64_t e = 0; e < hd; e++) dims[k++] = (int32_t)(h * hd + e);
+    return k;
+}
+
+fk_status fk_head_elimination(const fk_model *m, int layer, const double *Z, double ridge, int32_t *order, double *resid) {
+    const fk_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layer) return fk_error(FK_ERR_ARG, "fold: layer %d does not exist", layer);
+    int64_t H = fk_config_heads(c, layer), KV = c->n_kv_head, G = H / KV, hd = c->head_dim, D = H * hd, C = c->d_model;
+    const float *O = m->w + m->layer[layer].o_w;
+    char *kept = malloc((size_t)H);
+    int32_t *dims = malloc((size_t)D * sizeof *dims);
+    if (!kept || !dims) { free(kept); free(dims); return fk_error(FK_ERR_NOMEM, "fold: out of memory"); }
+    memset(kept, 1, (size_t)H);
+    double lambda = ridge_lambda(Z, D, ridge), total = 0, expl;
+    for (int64_t i = 0; i < D; i++) dims[i] = (int32_t)i;
+    fk_status st = FK_OK;
+    // total output energy tr(O Z O^T)
+    for (int64_t r = 0; r < C; r++)
+        for (int64_t i = 0; i < D; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < D; j++) s += Z[i * D + j] * O[r * D + j];
+            total += s * O[r * D + i];
+        }
+    if (!(total > 0)) total = 1;
+    st = lsq_explained(O, C, D, Z, dims, (int)D, lambda, &expl);
+    if (resid && st == FK_OK) resid[G] = fmax(0.0, 1 - expl / total);
+    int64_t n = 0;
+    for (int64_t g = G; g > 1 && st == FK_OK; g--) {
+        // one head out of each group, the one whose removal costs least with the others kept
+        for (int64_t grp = 0; grp < KV && st == FK_OK; grp++) {
+            double best = -INFINITY;
+            int64_t bh = -1;
+            for (int64_t h = grp * G; h < (grp + 1) * G && st == FK_OK; h++) {
+                if (!kept[h]) continue;
+                kept[h] = 0;
+                int k = head_dims(kept, H, hd, dims);
+                double e;
+                st = lsq_explained(O, C, D, Z, dims, k, lambda, &e);
+                kept[h] = 1;
+                if (st == FK_OK && e > best) { best = e; bh = h; }
+            }
+            if (st != FK_OK) break;
+            kept[bh] = 0;
+            order[n++] = (int32_t)bh;
+            expl = best;
+        }
+        if (resid && st == FK_OK) resid[g - 1] = fmin(1.0, fmax(0.0, 1 - expl / total));
+    }
+    for (int64_t h = 0; h < H && st == FK_OK; h++)  // the last head of each group, in group order
+        if (kept[h]) order[n++] = (int32_t)h;
+    if (resid) resid[0] = 1;
+    free(kept);
+    free(dims);
+    return st;
+}
+
+fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k, const double *Z, double ridge, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    const fk_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layer) return fk_error(FK_ERR_ARG, "fold: layer %d does not exist", layer);
+    int64_t H = fk_config_heads(c, layer), KV = c->n_kv_head, G = H / KV, hd = c->head_dim, D = H * hd, C = c->d_model;
+    if (k < KV || k % KV != 0 || k > H)
+        return fk_error(FK_ERR_ARG, "fold: layer %d: %d heads to keep, expected a multiple of the %lld KV heads up to %lld", layer, k, (long long)KV, (long long)H);
+    int64_t g2 = k / KV;
+    char *kept = calloc((size_t)H, 1);
+    int64_t *per = calloc((size_t)KV, sizeof *per);
+    int32_t *dims = malloc((size_t)D * sizeof *dims);
+    fk_status st = kept && per && dims ? FK_OK : fk_error(FK_ERR_NOMEM, "fold: out of memory");
+    for (int i = 0; i < k && st == FK_OK; i++) {
+        if (keep[i] < 0 || keep[i] >= H || kept[keep[i]]) st = fk_error(FK_ERR_ARG, "fold: layer %d: kept head %d is out of range or repeated", layer, keep[i]);
+        else { kept[keep[i]] = 1; per[keep[i] / G]++; }
+    }
+    for (int64_t grp = 0; grp < KV && st == FK_OK; grp++)
+        if (per[grp] != g2)
+            st = fk_error(FK_ERR_ARG, "fold: layer %d: KV group %lld keeps %lld heads, every group must keep %lld (grouped-query attention)", layer,
+                          (long long)grp, (long long)per[grp], (long long)g2);
+    fk_config nc = *c;
+    nc.heads[layer] = k;
+    if (st == FK_OK) st = fk_model_init(out, &nc);
+    int nd = st == FK_OK ? head_dims(kept, H, hd, dims) : 0;
+    for (int i = 0; st == FK_OK && i < m->n_params; i++) {
+        const fk_param *p = &m->params[i], *q = &out->params[i];
+        const float *src = m->w + p->offset;
+        float *dst = out->w + q->offset;
+        if (p->layer != layer || (p->kind != FK_P_QKV_W && p->kind != FK_P_QKV_B && p->kind != FK_P_O_W)) {
+            memcpy(dst, src, (size_t)p->numel * sizeof(float));
+            continue;
+        }
+        if (p->kind == FK_P_O_W) { st = lsq_down(src, C, D, Z, dims, nd, ridge, dst); continue; }
+        int64_t row = p->kind == FK_P_QKV_W ? C : 1, r = 0;
+        for (int64_t h = 0; h < H; h++)  // kept query heads in order (groups stay contiguous)
+            if (kept[h]) { memcpy(dst + r * row, src + h * hd * row, (size_t)(hd * row) * sizeof(float)); r += hd; }
+        memcpy(dst + r * row, src + D * row, (size_t)(2 * KV * hd * row) * sizeof(float));  // keys and values unchanged
+    }
+    free(kept); free(per); free(dims);
+    if (st != FK_OK) fk_model_free(out);
+    return st;
+}

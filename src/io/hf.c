@@ -55,7 +55,7 @@ static void tl_add(tlist *l, const fk_model *m, int64_t off, int64_t row0, int64
 fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n) {
     const fk_config *c = &m->cfg;
     tlist l = {0};
-    int64_t Dq = c->n_head * c->head_dim, Dkv = c->n_kv_head * c->head_dim;
+    int64_t Dkv = c->n_kv_head * c->head_dim;
     if (arch == FK_ARCH_GPT2) {
         tl_add(&l, m, m->tok_emb, 0, -1, false, "transformer.wte.weight");
         tl_add(&l, m, m->pos_emb, 0, -1, false, "transformer.wpe.weight");
@@ -81,7 +81,7 @@ fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int
         tl_add(&l, m, m->pos_emb, 0, -1, false, "model.embed_positions.weight");
         for (int i = 0; i < (int)c->n_layer; i++) {
             const fk_layer_offsets *o = &m->layer[i];
-            int64_t F = c->ffn[i];
+            int64_t F = c->ffn[i], Dq = fk_config_heads(c, i) * c->head_dim;
             tl_add(&l, m, o->ln1_w, 0, -1, false, "model.layers.%d.input_layernorm.weight", i);
             tl_add(&l, m, o->ln1_b, 0, -1, false, "model.layers.%d.input_layernorm.bias", i);
             tl_add(&l, m, o->qkv_w, 0, Dq, false, "model.layers.%d.self_attn.q_proj.weight", i);
@@ -195,6 +195,11 @@ char *fk_hf_config_json(const fk_config *c) {
         cJSON *a = cJSON_CreateArray();
         for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)c->ffn[l]));
         cJSON_AddItemToObject(j, "fusekit_intermediate_sizes", a);
+    }
+    if (!fk_config_uniform_heads(c)) {
+        cJSON *a = cJSON_CreateArray();
+        for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)fk_config_heads(c, l)));
+        cJSON_AddItemToObject(j, "fusekit_attention_heads", a);
     }
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied);
     if (c->bos_id >= 0) cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id); else cJSON_AddNullToObject(j, "bos_token_id");
@@ -332,6 +337,14 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
                             path, cJSON_GetArraySize(sizes), (long long)c->n_layer);
         for (int l = 0; l < cJSON_GetArraySize(sizes) && l < FK_MAX_LAYERS; l++)
             c->ffn[l] = (int64_t)cJSON_GetArrayItem(sizes, l)->valuedouble;
+    }
+    const cJSON *heads = cJSON_GetObjectItemCaseSensitive(root, "fusekit_attention_heads");
+    if (cJSON_IsArray(heads)) {
+        if (cJSON_GetArraySize(heads) != c->n_layer && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_FORMAT, "%s: fusekit_attention_heads has %d entries but the model has %lld layers",
+                            path, cJSON_GetArraySize(heads), (long long)c->n_layer);
+        for (int l = 0; l < cJSON_GetArraySize(heads) && l < FK_MAX_LAYERS; l++)
+            c->heads[l] = (int64_t)cJSON_GetArrayItem(heads, l)->valuedouble;
     }
     c->bos_id = get_token_id(root, "bos_token_id");
     c->eos_id = get_token_id(root, "eos_token_id");

@@ -58,12 +58,25 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->pos == FK_POS_ROPE && c->head_dim % 2 != 0)
         return fk_error(FK_ERR_ARG, "config: RoPE needs an even head_dim (got %lld)", (long long)c->head_dim);
     if (c->max_seq < 1) return fk_error(FK_ERR_ARG, "config: max_seq must be positive");
-    for (int64_t l = 0; l < c->n_layer; l++)
+    for (int64_t l = 0; l < c->n_layer; l++) {
         if (c->ffn[l] < 1) return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld", (long long)l, (long long)c->ffn[l]);
+        int64_t h = fk_config_heads(c, l);
+        if (h < c->n_kv_head || h > c->n_head || h % c->n_kv_head != 0)
+            return fk_error(FK_ERR_ARG, "config: layer %lld has %lld query heads, expected a multiple of n_kv_head %lld up to n_head %lld", (long long)l,
+                            (long long)h, (long long)c->n_kv_head, (long long)c->n_head);
+    }
     if (!(c->norm_eps > 0)) return fk_error(FK_ERR_ARG, "config: norm epsilon must be positive");
     if (c->pos == FK_POS_ROPE && !(c->rope_theta > 0)) return fk_error(FK_ERR_ARG, "config: rope_theta must be positive");
     if (c->norm == FK_NORM_RMSNORM && c->bias_norm) return fk_error(FK_ERR_ARG, "config: RMSNorm has no bias");
     return FK_OK;
+}
+
+int64_t fk_config_heads(const fk_config *c, int64_t l) { return c->heads[l] > 0 ? c->heads[l] : c->n_head; }
+
+bool fk_config_uniform_heads(const fk_config *c) {
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (fk_config_heads(c, l) != c->n_head) return false;
+    return true;
 }
 
 void fk_config_describe(const fk_config *c, char *buf, size_t n) {

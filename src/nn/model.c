@@ -9,7 +9,8 @@
 
 // ================================================================== parameter table
 
-static int64_t qkv_dim(const fk_config *c) { return (c->n_head + 2 * c->n_kv_head) * c->head_dim; }
+// q/k/v rows of layer l; with l = -1 the widest layer's (buffer sizes)
+static int64_t qkv_dim(const fk_config *c, int64_t l) { return ((l < 0 ? c->n_head : fk_config_heads(c, l)) + 2 * c->n_kv_head) * c->head_dim; }
 static int64_t up_dim(const fk_config *c, int64_t l) { return c->mlp == FK_MLP_SWIGLU ? 2 * c->ffn[l] : c->ffn[l]; }
 static int64_t max_ffn(const fk_config *c) {
     int64_t m = 0;
@@ -46,19 +47,20 @@ static int64_t add_param(fk_model *m, int *n, int64_t *cursor, const char *name,
 static void build_table(fk_model *m) {
     const fk_config *c = &m->cfg;
     int n = 0;
-    int64_t cur = 0, C = c->d_model, D = c->n_head * c->head_dim;
+    int64_t cur = 0, C = c->d_model;
     char nm[64];
     bool ln = c->norm == FK_NORM_LAYERNORM;
     m->tok_emb = add_param(m, &n, &cur, "tok_emb.weight", FK_P_TOK_EMB, -1, c->vocab_size, C);
     m->pos_emb = c->pos == FK_POS_LEARNED ? add_param(m, &n, &cur, "pos_emb.weight", FK_P_POS_EMB, -1, c->max_seq, C) : -1;
     for (int l = 0; l < (int)c->n_layer; l++) {
         fk_layer_offsets *o = &m->layer[l];
+        int64_t D = fk_config_heads(c, l) * c->head_dim;
 #define P(field, suffix, kind, d0, d1) \
         (snprintf(nm, sizeof nm, "layers.%d.%s", l, suffix), o->field = add_param(m, &n, &cur, nm, kind, l, d0, d1))
         P(ln1_w, "ln1.weight", FK_P_LN1_W, C, 0);
         if (c->bias_norm) P(ln1_b, "ln1.bias", FK_P_LN1_B, C, 0); else o->ln1_b = -1;
-        P(qkv_w, "attn.qkv.weight", FK_P_QKV_W, qkv_dim(c), C);
-        if (c->bias_qkv) P(qkv_b, "attn.qkv.bias", FK_P_QKV_B, qkv_dim(c), 0); else o->qkv_b = -1;
+        P(qkv_w, "attn.qkv.weight", FK_P_QKV_W, qkv_dim(c, l), C);
+        if (c->bias_qkv) P(qkv_b, "attn.qkv.bias", FK_P_QKV_B, qkv_dim(c, l), 0); else o->qkv_b = -1;
         P(o_w, "attn.o.weight", FK_P_O_W, C, D);
         if (c->bias_out) P(o_b, "attn.o.bias", FK_P_O_B, C, 0); else o->o_b = -1;
         P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0);
@@ -209,7 +211,7 @@ static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     ALLOC(resid, (train ? L + 1 : 1) * N * C);
     if (train) ALLOC(mid, L * N * C);
     ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
-    ALLOC(qkv, S * N * qkv_dim(c));
+    ALLOC(qkv, S * N * qkv_dim(c, -1));
     if (train) ALLOC(probs, L * (int64_t)B * c->n_head * T * T);
     ALLOC(att, S * N * D);
     ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
@@ -217,7 +219,7 @@ static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
     ALLOC(logits, N * c->vocab_size); ALLOC(losses, N); ALLOC(flosses, N); ALLOC(tmp, N * C);
     if (train) {
-        ALLOC(dresid, N * C); ALLOC(dln, N * C); ALLOC(dqkv, N * qkv_dim(c)); ALLOC(datt, N * D);
+        ALLOC(dresid, N * C); ALLOC(dln, N * C); ALLOC(dqkv, N * qkv_dim(c, -1)); ALLOC(datt, N * D);
         ALLOC(dpre, N * UP); ALLOC(dact, N * F);
     }
 #undef ALLOC
@@ -292,7 +294,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     if (B < 1 || T < 1) return fk_error(FK_ERR_ARG, "forward: empty batch %d x %d", B, T);
     if (T > c->max_seq) return fk_error(FK_ERR_ARG, "forward: sequence length %d exceeds the model's context %lld", T, (long long)c->max_seq);
     if (train && !targets) return fk_error(FK_ERR_ARG, "forward: training needs targets");
-    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c);
+    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
     for (int64_t i = 0; i < N; i++) {
         if (tokens[i] < 0 || tokens[i] >= V)
             return fk_error(FK_ERR_ARG, "forward: token %d at position %lld is outside the vocabulary (size %lld)",
@@ -319,19 +321,19 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     if (m->hook) m->hook(m->hook_user, -1, a->resid, NULL, NULL, N);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fk_layer_offsets *o = &m->layer[l];
-        int64_t s = train ? l : 0, F = c->ffn[l], UP = up_dim(c, l);
+        int64_t s = train ? l : 0, F = c->ffn[l], UP = up_dim(c, l), H = fk_config_heads(c, l), Dl = H * c->head_dim, QDl = qkv_dim(c, l);
         float *x = a->resid + (train ? l * N * C : 0);
         float *mid = train ? a->mid + l * N * C : x;
         float *out = train ? a->resid + (l + 1) * N * C : x;
         float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
         float *ln2 = a->ln2 + s * N * C, *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * max_ffn(c);
         norm_forward(m, ln1, a->ln1_mean + s * N, a->ln1_rstd + s * N, x, o->ln1_w, o->ln1_b, N);
-        fk_matmul_forward(qkv, ln1, m->w + o->qkv_w, WP(o->qkv_b), N, C, QD);
+        fk_matmul_forward(qkv, ln1, m->w + o->qkv_w, WP(o->qkv_b), N, C, QDl);
         if (c->pos == FK_POS_ROPE)
-            fk_rope_apply(qkv, m->rope_cos, m->rope_sin, a->pos, N, c->n_head, c->n_kv_head, c->head_dim, 1.0f);
+            fk_rope_apply(qkv, m->rope_cos, m->rope_sin, a->pos, N, H, c->n_kv_head, c->head_dim, 1.0f);
         fk_attention_forward(att, train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, qkv, B, T,
-                             c->n_head, c->n_kv_head, c->head_dim);
-        fk_matmul_forward(a->tmp, att, m->w + o->o_w, WP(o->o_b), N, D, C);
+                             H, c->n_kv_head, c->head_dim);
+        fk_matmul_forward(a->tmp, att, m->w + o->o_w, WP(o->o_b), N, Dl, C);
         add_inplace(mid, x, a->tmp, N * C);
         norm_forward(m, ln2, a->ln2_mean + s * N, a->ln2_rstd + s * N, mid, o->ln2_w, o->ln2_b, N);
         fk_matmul_forward(pre, ln2, m->w + o->up_w, WP(o->up_b), N, C, UP);
@@ -380,7 +382,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     FK_TRY(fk_model_alloc_grads(m));
     const fk_config *c = &m->cfg;
     int B = a->B, T = a->T;
-    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c);
+    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
     int64_t MF = max_ffn(c);
     a->have_probs = false;  // the buffer now becomes dlogits
     a->have_logits = false;
@@ -391,7 +393,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);
     for (int64_t l = c->n_layer - 1; l >= 0; l--) {
         const fk_layer_offsets *o = &m->layer[l];
-        int64_t F = c->ffn[l], UP = up_dim(c, l);
+        int64_t F = c->ffn[l], UP = up_dim(c, l), H = fk_config_heads(c, l), Dl = H * c->head_dim, QDl = qkv_dim(c, l);
         float *x = a->resid + l * N * C, *mid = a->mid + l * N * C;
         float *ln1 = a->ln1 + l * N * C, *qkv = a->qkv + l * N * QD, *att = a->att + l * N * D;
         float *ln2 = a->ln2 + l * N * C;
@@ -404,11 +406,11 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);
         norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + o(attention(rope(qkv(norm1(x)))))
-        fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), a->dresid, att, m->w + o->o_w, N, D, C);
-        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, c->n_head, c->n_kv_head, c->head_dim);
+        fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), a->dresid, att, m->w + o->o_w, N, Dl, C);
+        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim);
         if (c->pos == FK_POS_ROPE)
-            fk_rope_apply(a->dqkv, m->rope_cos, m->rope_sin, a->pos, N, c->n_head, c->n_kv_head, c->head_dim, -1.0f);
-        fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QD);
+            fk_rope_apply(a->dqkv, m->rope_cos, m->rope_sin, a->pos, N, H, c->n_kv_head, c->head_dim, -1.0f);
+        fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + l * N, a->ln1_rstd + l * N, o->ln1_w, o->ln1_b, N);
     }
     fk_encoder_backward(m->g + m->tok_emb, GP(m->pos_emb), a->dresid, a->tokens, a->pos, N, C);
@@ -450,14 +452,14 @@ static fk_status kv_alloc(fk_model *m, int64_t n) {
     kv->cap_tokens = n;
     kv->x = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
     kv->ln = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
-    kv->qkv = fk_calloc_aligned((size_t)(n * qkv_dim(c)) * sizeof(float));
+    kv->qkv = fk_calloc_aligned((size_t)(n * qkv_dim(c, -1)) * sizeof(float));
     kv->att = fk_calloc_aligned((size_t)(n * c->n_head * c->head_dim) * sizeof(float));
     kv->tmp = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
     kv->pre = fk_calloc_aligned((size_t)(n * up_stride(c)) * sizeof(float));
     kv->act = fk_calloc_aligned((size_t)(n * MF) * sizeof(float));
     kv->scores = fk_calloc_aligned((size_t)(n * c->n_head * c->max_seq) * sizeof(float));
     kv->pos = malloc((size_t)n * sizeof(int32_t));
-    kv->bytes = (int64_t)(2 * cache) + n * (int64_t)sizeof(float) * (3 * C + qkv_dim(c) + c->n_head * c->head_dim +
+    kv->bytes = (int64_t)(2 * cache) + n * (int64_t)sizeof(float) * (3 * C + qkv_dim(c, -1) + c->n_head * c->head_dim +
                                                                      up_stride(c) + MF + c->n_head * c->max_seq);
     if (!kv->k || !kv->v || !kv->x || !kv->ln || !kv->qkv || !kv->att || !kv->tmp || !kv->pre || !kv->act ||
         !kv->scores || !kv->pos) {
@@ -481,13 +483,13 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
             return fk_error(FK_ERR_ARG, "step: token %d is outside the vocabulary (size %lld)", tokens[i], (long long)c->vocab_size);
         kv->pos[i] = pos + i;
     }
-    int64_t C = c->d_model, H = c->n_head, KVH = c->n_kv_head, hd = c->head_dim, D = H * hd, KVD = KVH * hd;
-    int64_t QD = qkv_dim(c), G = H / KVH, S = c->max_seq, total = pos + n;
+    int64_t C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
+    int64_t S = c->max_seq, total = pos + n;
     float scale = 1.0f / sqrtf((float)hd);
     fk_encoder_forward(kv->x, tokens, kv->pos, m->w + m->tok_emb, WP(m->pos_emb), n, C);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fk_layer_offsets *o = &m->layer[l];
-        int64_t F = c->ffn[l];
+        int64_t F = c->ffn[l], H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), G = H / KVH;
         float *kc = kv->k + l * S * KVD, *vc = kv->v + l * S * KVD;
         norm_forward(m, kv->ln, NULL, kv->tmp, kv->x, o->ln1_w, o->ln1_b, n);  // tmp holds rstd (n floats)
         fk_matmul_forward(kv->qkv, kv->ln, m->w + o->qkv_w, WP(o->qkv_b), n, C, QD);
