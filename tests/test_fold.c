@@ -334,6 +334,32 @@ static void test_plan(void **s) {
             }
             fk_fold_plan_free(&p);
         }
+    // scope "blocks" with head operations: heads fold within KV groups too, and applying the plan
+    // removes exactly the planned parameters
+    {
+        fk_fold_opts oh;
+        fk_fold_opts_default(&oh);
+        oh.scope = FK_SCOPE_BLOCKS;
+        oh.budget = 0.25;
+        oh.layer_ops = false;
+        fk_fold_plan ph;
+        CHECK(fk_fold_plan_make(&m, &a, &probe, &oh, &ph));
+        int folded_heads = 0;
+        for (int l = 0; l < 6; l++) {
+            folded_heads += ph.group_after[l] < ph.group_before[l];
+            if (l == 0 || l == 5) assert_int_equal(ph.group_after[l], 2);
+        }
+        fk_model f;
+        CHECK(fk_fold_plan_apply_ffn(&m, &ph, &a, oh.ridge, &f));
+        assert_int_equal(fk_model_num_params(&m) - fk_model_num_params(&f), ph.removed_params);
+        for (int l = 0; l < 6; l++) assert_int_equal(fk_config_heads(&f.cfg, l), ph.group_after[l] * 2);
+        double kl;
+        CHECK(fk_kl_probe_eval(&f, &probe, &kl));
+        print_message("  scope blocks, budget 0.25: %d layer(s) with heads folded, estimated KL %.3g, probe KL %.3g\n", folded_heads, ph.est_kl_total, kl);
+        assert_true(folded_heads > 0);
+        fk_model_free(&f);
+        fk_fold_plan_free(&ph);
+    }
     // uniform: every layer the same width, edges included
     fk_fold_opts o;
     fk_fold_opts_default(&o);

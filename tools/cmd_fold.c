@@ -285,7 +285,7 @@ int cmd_heal(int argc, char **argv) {
 }
 
 int cmd_fold(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,layers", *heal_data = NULL, *heal_lambda = "0.5";
+    const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,heads,layers", *heal_data = NULL, *heal_lambda = "0.5";
     fold_args fa = {.method = "lsq", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8};
     fk_fold_opts_default(&fa.o);
     double budget = 0.3, min_width = fa.o.min_width, ridge = fa.o.ridge;
@@ -302,7 +302,7 @@ int cmd_fold(int argc, char **argv) {
         {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false},
         {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false},
         {"--method", OPT_STR, &fa.method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false},
-        {"--ops", OPT_STR, &ops, "operations allowed: ffn, layers or ffn,layers (default ffn,layers)", false},
+        {"--ops", OPT_STR, &ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false},
         {"--plan-only", OPT_FLAG, &fa.plan_only, "write plan.json and print the plan; change nothing", false},
         {"--uniform", OPT_FLAG, &uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false},
         {"--round", OPT_INT, &round, "FFN widths become multiples of this (default 8)", false},
@@ -337,7 +337,8 @@ int cmd_fold(int argc, char **argv) {
     }
     fa.o.ffn_ops = strstr(ops, "ffn") != NULL;
     fa.o.layer_ops = strstr(ops, "layers") != NULL;
-    if (!fa.o.ffn_ops && !fa.o.layer_ops) { fprintf(stderr, "fusekit fold: error: --ops must name ffn, layers or both (got '%s')\n", ops); return 2; }
+    fa.o.head_ops = strstr(ops, "heads") != NULL;
+    if (!fa.o.ffn_ops && !fa.o.layer_ops && !fa.o.head_ops) { fprintf(stderr, "fusekit fold: error: --ops must name ffn, heads or layers (got '%s')\n", ops); return 2; }
     if (!(budget > 0 && budget < 1)) { fprintf(stderr, "fusekit fold: error: --budget must be a fraction in (0, 1) (got %g)\n", budget); return 2; }
     if (rounds < 1 || rounds > 64) { fprintf(stderr, "fusekit fold: error: --rounds must be 1 to 64 (got %lld)\n", (long long)rounds); return 2; }
     if (rounds > 1 && heal_steps <= 0) { fprintf(stderr, "fusekit fold: error: --rounds needs --heal-steps (progressive folding heals between rounds)\n"); return 2; }

@@ -92,6 +92,8 @@ typedef struct {
     bool uniform;         // one FFN width for every layer (edges included; no layer operations)
     bool ffn_ops;         // consider FFN width operations (default true)
     bool layer_ops;       // consider layer operations: drop, average with the next, LaCo merge (default true)
+    bool head_ops;        // consider folding attention heads within KV groups (default true; never with
+                          // scope FFN, whose budget heads do not count towards, nor with uniform)
     double ridge;         // lambda = ridge * mean(diag G) (default 1e-2)
 } fk_fold_opts;
 void fk_fold_opts_default(fk_fold_opts *o);
@@ -116,13 +118,18 @@ typedef struct {
     double resid[FK_MAX_LAYERS];         // relative residual at the planned width
     double est_kl[FK_MAX_LAYERS];        // sensitivity * resid
     int32_t *order[FK_MAX_LAYERS];       // elimination order (fk_ffn_elimination), NULL for unfoldable layers
+    int64_t group_before[FK_MAX_LAYERS], group_after[FK_MAX_LAYERS];  // query heads per KV group
+    int64_t head_step_params[FK_MAX_LAYERS];  // parameters one head fewer per group saves
+    double head_sensitivity[FK_MAX_LAYERS], head_probe_kl[FK_MAX_LAYERS], head_est_kl[FK_MAX_LAYERS];
+    int32_t *head_order[FK_MAX_LAYERS];  // fk_head_elimination's order, NULL where heads are not folded
     int n_ops;
     fk_layer_op ops[FK_MAX_LAYERS];      // the layer operations taken, in ascending layer order
     double est_kl_total;
 } fk_fold_plan;
 
 // Spends the budget where it costs least estimated KL. FFN steps of `round` units per layer
-// are ranked by estimated KL per parameter saved (estimated KL = sensitivity * relative
+// and head steps (one query head fewer in every KV group of a layer) are ranked by estimated
+// KL per parameter saved (estimated KL = sensitivity * relative
 // residual, the sensitivity from one KL probe per layer) and taken until budget_params is met.
 // Layer operations (each measured on the probe; the best of drop / average / LaCo kept per
 // place) come first: one is taken when it plus the FFN plan for the rest of the budget costs

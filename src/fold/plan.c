@@ -79,6 +79,7 @@ void fk_fold_opts_default(fk_fold_opts *o) {
     o->min_width = 0.3;
     o->ffn_ops = true;
     o->layer_ops = true;
+    o->head_ops = true;
     o->ridge = 1e-2;
 }
 
@@ -151,16 +152,18 @@ typedef struct {
     int64_t round;
     bool uniform;
     int L;
+    const double *const *hres;  // per layer: relative residual with g heads per group (g = 0..G), NULL: no head steps
+    const int64_t *hlo;         // fewest heads per group allowed
 } ffn_ctx;
 
 // The FFN part of a plan: greedy by estimated KL per parameter, FFN steps of `round` units,
 // until `budget` parameters are removed. widths gets every layer's width, *removed and *kl the
 // parameters removed and the estimated KL; false when the guards stop it short of the budget.
-static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_t *removed, double *kl) {
+static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_t *groups, int64_t *removed, double *kl) {
     const fk_fold_plan *p = c->p;
     *removed = 0;
     *kl = 0;
-    for (int l = 0; l < c->L; l++) widths[l] = p->ffn_before[l];
+    for (int l = 0; l < c->L; l++) { widths[l] = p->ffn_before[l]; groups[l] = p->group_before[l]; }
     while (*removed < budget) {
         if (c->uniform) {  // one width for every layer: step all foldable layers together
             bool can = true;
@@ -184,6 +187,18 @@ static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_
             double cost = p->sensitivity[l] * (c->resid[l][n] - c->resid[l][w]) / (double)((w - n) * p->unit_params[l]);
             if (cost < best) { best = cost; bl = l; }
         }
+        int hl = -1;  // a head step: one query head fewer in every KV group
+        for (int l = 0; l < c->L; l++) {
+            if (!c->hres || !c->hres[l] || c->excluded[l] || groups[l] - 1 < c->hlo[l]) continue;
+            double cost = p->head_sensitivity[l] * (c->hres[l][groups[l] - 1] - c->hres[l][groups[l]]) / (double)p->head_step_params[l];
+            if (cost < best) { best = cost; hl = l; }
+        }
+        if (hl >= 0) {
+            *removed += p->head_step_params[hl];
+            *kl += p->head_sensitivity[hl] * (c->hres[hl][groups[hl] - 1] - c->hres[hl][groups[hl]]);
+            groups[hl]--;
+            continue;
+        }
         if (bl < 0) return false;
         int64_t n = next_width(widths[bl], c->lo[bl], c->round);
         *removed += (widths[bl] - n) * p->unit_params[bl];
@@ -202,7 +217,7 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
         if (a->ffn[l] != c->ffn[l]) return fk_error(FK_ERR_ARG, "fold: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)c->ffn[l]);
     if (!(o->budget > 0 && o->budget < 1)) return fk_error(FK_ERR_ARG, "fold: budget %g, expected a fraction in (0, 1)", o->budget);
     if (o->round < 1 || !(o->min_width >= 0 && o->min_width <= 1)) return fk_error(FK_ERR_ARG, "fold: round %d / min width %g", o->round, o->min_width);
-    if (!o->ffn_ops && !o->layer_ops) return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN and layer operations both off)");
+    if (!o->ffn_ops && !o->layer_ops && !o->head_ops) return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN, head and layer operations all off)");
     p->n_layer = L;
     for (int l = 0; l < L; l++) {
         p->scope_params += o->scope == FK_SCOPE_FFN ? ffn_params(m, l) : layer_params(m, l);
@@ -214,8 +229,34 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
     p->budget_params = (int64_t)ceil(o->budget * (double)p->scope_params);
     int64_t round = o->round;
     fk_status st = FK_OK;
-    double *resid[FK_MAX_LAYERS] = {0};
-    int64_t lo[FK_MAX_LAYERS];
+    double *resid[FK_MAX_LAYERS] = {0}, *hres[FK_MAX_LAYERS] = {0};
+    int64_t lo[FK_MAX_LAYERS], hlo[FK_MAX_LAYERS];
+    bool head_ops = o->head_ops && !o->uniform && o->scope != FK_SCOPE_FFN;
+    int64_t KV = c->n_kv_head, hd = c->head_dim;
+    for (int l = 0; l < L; l++) {
+        p->group_before[l] = p->group_after[l] = fk_config_heads(c, l) / KV;
+        p->head_step_params[l] = KV * (2 * hd * c->d_model + (c->bias_qkv ? hd : 0));
+    }
+    // heads: elimination within KV groups and one KL probe (one head fewer per group) per layer
+    for (int l = 0; head_ops && l < L && st == FK_OK; l++) {
+        int64_t G = p->group_before[l];
+        if (G < 2 || (!o->fold_edges && (l == 0 || l == L - 1))) continue;
+        hlo[l] = (int64_t)ceil(o->min_width * (double)G);
+        if (hlo[l] < 1) hlo[l] = 1;
+        if (hlo[l] >= G) continue;
+        p->head_order[l] = malloc((size_t)(G * KV) * sizeof(int32_t));
+        hres[l] = malloc((size_t)(G + 1) * sizeof(double));
+        if (!p->head_order[l] || !hres[l]) { st = fk_error(FK_ERR_NOMEM, "fold: out of memory"); break; }
+        st = fk_head_elimination(m, l, a->att_gram[l], o->ridge, p->head_order[l], hres[l]);
+        if (st != FK_OK) break;
+        fk_model t;
+        st = fk_fold_heads(m, l, p->head_order[l] + KV, (int)((G - 1) * KV), a->att_gram[l], o->ridge, &t);
+        if (st != FK_OK) break;
+        st = fk_kl_probe_eval(&t, probe, &p->head_probe_kl[l]);
+        fk_model_free(&t);
+        double r = hres[l][G - 1] - hres[l][G];
+        p->head_sensitivity[l] = r > 1e-12 ? p->head_probe_kl[l] / r : 0;
+    }
     // FFN: elimination order and residual curve per layer, one KL probe for its sensitivity
     for (int l = 0; l < L && st == FK_OK; l++) {
         if (!p->foldable[l]) continue;
@@ -270,9 +311,10 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
     bool taken[FK_MAX_LAYERS] = {0}, touched[FK_MAX_LAYERS] = {0};
     int64_t removed = 0, ops_removed = 0;
     int64_t widths[FK_MAX_LAYERS];
-    ffn_ctx fc = {p, (const double *const *)resid, lo, touched, round, o->uniform, L};
+    ffn_ctx fc = {p, (const double *const *)resid, lo, touched, round, o->uniform, L, head_ops ? (const double *const *)hres : NULL, hlo};
+    int64_t groups[FK_MAX_LAYERS], g2[FK_MAX_LAYERS];
     double kl_now = 0;
-    bool ok_now = st == FK_OK && ffn_greedy(&fc, p->budget_params, widths, &removed, &kl_now);
+    bool ok_now = st == FK_OK && ffn_greedy(&fc, p->budget_params, widths, groups, &removed, &kl_now);
     while (st == FK_OK) {
         int best = -1;
         double best_kl = ok_now ? kl_now : INFINITY;
@@ -285,7 +327,7 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
             for (int j = 0; j < op->span; j++) touched[op->layer + j] = true;
             int64_t w2[FK_MAX_LAYERS], r2;
             double kl2;
-            bool ok2 = ffn_greedy(&fc, p->budget_params - ops_removed - op->params, w2, &r2, &kl2);
+            bool ok2 = ffn_greedy(&fc, p->budget_params - ops_removed - op->params, w2, g2, &r2, &kl2);
             for (int j = 0; j < op->span; j++) touched[op->layer + j] = false;
             if (ok2 && kl2 + op->kl < best_kl) { best_kl = kl2 + op->kl; best = k; }
         }
@@ -294,10 +336,10 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
         for (int j = 0; j < cand[best].span; j++) touched[cand[best].layer + j] = true;
         ops_removed += cand[best].params;
         p->ops[p->n_ops++] = cand[best];
-        ok_now = ffn_greedy(&fc, p->budget_params - ops_removed, widths, &removed, &kl_now);
+        ok_now = ffn_greedy(&fc, p->budget_params - ops_removed, widths, groups, &removed, &kl_now);
     }
     if (st == FK_OK) {
-        for (int l = 0; l < L; l++) p->ffn_after[l] = widths[l];
+        for (int l = 0; l < L; l++) { p->ffn_after[l] = widths[l]; p->group_after[l] = groups[l]; }
         removed += ops_removed;
     }
     if (st == FK_OK && removed < p->budget_params)
@@ -317,9 +359,14 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
             p->est_kl[l] = p->sensitivity[l] * (resid[l][p->ffn_after[l]] - resid[l][p->ffn_before[l]]);
             p->est_kl_total += p->est_kl[l];
         }
+        for (int l = 0; l < L; l++) {
+            if (!hres[l]) continue;
+            p->head_est_kl[l] = p->head_sensitivity[l] * (hres[l][p->group_after[l]] - hres[l][p->group_before[l]]);
+            p->est_kl_total += p->head_est_kl[l];
+        }
         for (int i = 0; i < p->n_ops; i++) p->est_kl_total += p->ops[i].kl;
     }
-    for (int l = 0; l < L; l++) free(resid[l]);
+    for (int l = 0; l < L; l++) { free(resid[l]); free(hres[l]); }
     if (st != FK_OK) fk_fold_plan_free(p);
     return st;
 }
@@ -354,16 +401,28 @@ fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const
     if (L != p->n_layer) return fk_error(FK_ERR_ARG, "fold: the plan is for %d layers, the model has %d", p->n_layer, L);
     fk_model cur = *m;  // borrowed until the first fold
     bool owned = false;
+    int64_t KV = m->cfg.n_kv_head;
     for (int l = 0; l < L; l++) {
-        if (p->ffn_after[l] == p->ffn_before[l]) continue;
-        if (!p->order[l] || p->ffn_before[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "fold: the plan's layer %d does not match the model", l);
-        fk_model next;
-        int64_t F = p->ffn_before[l], w = p->ffn_after[l];
-        fk_status st = fk_fold_ffn_keep(&cur, l, p->order[l] + (F - w), (int)w, a->ffn_gram[l], ridge, &next);
-        if (owned) fk_model_free(&cur);
-        if (st != FK_OK) return fk_error_context(st, "fold: layer %d", l);
-        cur = next;
-        owned = true;
+        for (int kind = 0; kind < 2; kind++) {  // FFN units, then heads
+            fk_model next;
+            fk_status st;
+            if (kind == 0) {
+                if (p->ffn_after[l] == p->ffn_before[l]) continue;
+                if (!p->order[l] || p->ffn_before[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "fold: the plan's layer %d does not match the model", l);
+                int64_t F = p->ffn_before[l], w = p->ffn_after[l];
+                st = fk_fold_ffn_keep(&cur, l, p->order[l] + (F - w), (int)w, a->ffn_gram[l], ridge, &next);
+            } else {
+                if (p->group_after[l] == p->group_before[l]) continue;
+                if (!p->head_order[l] || p->group_before[l] * KV != fk_config_heads(&m->cfg, l))
+                    return fk_error(FK_ERR_ARG, "fold: the plan's layer %d does not match the model's heads", l);
+                int64_t H = p->group_before[l] * KV, k = p->group_after[l] * KV;
+                st = fk_fold_heads(&cur, l, p->head_order[l] + (H - k), (int)k, a->att_gram[l], ridge, &next);
+            }
+            if (owned) fk_model_free(&cur);
+            if (st != FK_OK) return fk_error_context(st, "fold: layer %d", l);
+            cur = next;
+            owned = true;
+        }
     }
     if (owned) { *out = cur; return FK_OK; }
     // nothing to fold: a copy
@@ -396,6 +455,13 @@ char *fk_fold_plan_json(const fk_fold_plan *p) {
         cJSON_AddNumberToObject(o, "ffn_before", (double)p->ffn_before[l]);
         cJSON_AddNumberToObject(o, "ffn_after", (double)p->ffn_after[l]);
         cJSON_AddBoolToObject(o, "foldable", p->foldable[l]);
+        cJSON_AddNumberToObject(o, "heads_per_group_before", (double)p->group_before[l]);
+        cJSON_AddNumberToObject(o, "heads_per_group_after", (double)p->group_after[l]);
+        if (p->head_order[l]) {
+            cJSON_AddNumberToObject(o, "head_probe_kl", p->head_probe_kl[l]);
+            cJSON_AddNumberToObject(o, "head_sensitivity", p->head_sensitivity[l]);
+            cJSON_AddNumberToObject(o, "head_estimated_kl", p->head_est_kl[l]);
+        }
         if (p->order[l]) {
             cJSON_AddNumberToObject(o, "relative_residual", p->resid[l]);
             cJSON_AddNumberToObject(o, "probe_width", (double)p->probe_width[l]);
@@ -414,6 +480,6 @@ char *fk_fold_plan_json(const fk_fold_plan *p) {
 }
 
 void fk_fold_plan_free(fk_fold_plan *p) {
-    for (int l = 0; l < FK_MAX_LAYERS; l++) free(p->order[l]);
+    for (int l = 0; l < FK_MAX_LAYERS; l++) { free(p->order[l]); free(p->head_order[l]); }
     memset(p, 0, sizeof *p);
 }
