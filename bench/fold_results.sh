@@ -67,23 +67,26 @@ done
 [ -f base-healed/model.safetensors ] || "$F" heal --teacher base --model base --data cal.txt --store-dir stores -o base-healed $HEAL > base-healed.log 2>&1
 
 # --- evaluation: bits per byte per domain, parameters, prefill tokens/s (one thread, same kernels)
+rm -f results.jsonl.tmp
 num() { sed -n "s/.*\"$2\":\([-0-9.e+]*\).*/\1/p" "$1" | tail -1; }
-printf '| model | params | FFN params | bpb wiki | bpb shakespeare | bpb linux | bpb mean | vs base | prefill tok/s |\n'
-printf '|---|---|---|---|---|---|---|---|---|\n'
+printf '| model | params | FFN params | bpb wiki | bpb shakespeare | bpb linux | bpb mean | vs base | KL to base | prefill tok/s |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
 for m in base base-healed folded folded-healed magnitude magnitude-healed flap flap-healed shortgpt shortgpt-healed; do
     "$F" info --model "$m" --json > "$m.info"
     tot=0
     for d in wiki shakespeare linux; do
-        OMP_NUM_THREADS=1 "$F" eval --model "$m" --data "held_$d.txt" --threads 1 > "$m.eval_$d" 2>/dev/null
+        OMP_NUM_THREADS=1 "$F" eval --model "$m" --data "held_$d.txt" --threads 1 > "$m.eval_$d"
         eval "b_$d=$(num "$m.eval_$d" bpb)"
     done
     eval "tps=$(num "$m.eval_linux" tokens_per_s)"
+    OMP_NUM_THREADS=1 "$F" eval --model "$m" --data held.txt --kl-to base --threads 1 > "$m.kl"
+    kl=$(num "$m.kl" kl)
     params=$(num "$m.info" params)
     ffn=$(num "$m.info" ffn_params)
     mean=$(echo "$b_wiki $b_shakespeare $b_linux" | awk '{printf "%.4f", ($1 + $2 + $3) / 3}')
     [ "$m" = base ] && basemean=$mean
     rel=$(echo "$mean $basemean" | awk '{printf "%+.2f%%", ($1 / $2 - 1) * 100}')
-    echo "{\"model\":\"$m\",\"params\":$params,\"ffn_params\":$ffn,\"bpb_wiki\":$b_wiki,\"bpb_shakespeare\":$b_shakespeare,\"bpb_linux\":$b_linux,\"bpb_mean\":$mean,\"vs_base\":\"$rel\",\"prefill_tokens_per_s\":$tps}" >> results.jsonl.tmp
-    printf '| %s | %s | %s | %.4f | %.4f | %.4f | %s | %s | %.0f |\n' "$m" "$params" "$ffn" "$b_wiki" "$b_shakespeare" "$b_linux" "$mean" "$rel" "$tps"
+    echo "{\"model\":\"$m\",\"params\":$params,\"ffn_params\":$ffn,\"bpb_wiki\":$b_wiki,\"bpb_shakespeare\":$b_shakespeare,\"bpb_linux\":$b_linux,\"bpb_mean\":$mean,\"vs_base\":\"$rel\",\"kl_to_base\":$kl,\"prefill_tokens_per_s\":$tps}" >> results.jsonl.tmp
+    printf '| %s | %s | %s | %.4f | %.4f | %.4f | %s | %s | %.4f | %.0f |\n' "$m" "$params" "$ffn" "$b_wiki" "$b_shakespeare" "$b_linux" "$mean" "$rel" "$kl" "$tps"
 done
 mv results.jsonl.tmp results.jsonl

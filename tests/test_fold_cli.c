@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +73,16 @@ static void test_fold_heal_prune(void **s) {
     assert_true(fm.cfg.ffn[1] < 192 || fm.cfg.ffn[2] < 192 || fm.cfg.n_layer < 4);
     fk_model_free(&fm);
     double bf = eval_bpb(tpath("folded"));
+    // KL to the original over the evaluation's positions: 0 for the original itself
+    rc = run(&out, "%s eval --model %s --data %s --kl-to %s", F, tpath("folded"), tpath("val.txt"), tpath("orig"));
+    if (rc != 0) fail_msg("eval --kl-to failed:\n%s", out);
+    double klf = json_num(out, "kl");
+    free(out);
+    rc = run(&out, "%s eval --model %s --data %s --kl-to %s", F, tpath("orig"), tpath("val.txt"), tpath("orig"));
+    if (rc != 0) fail_msg("eval --kl-to failed:\n%s", out);
+    assert_true(fabs(json_num(out, "kl")) < 1e-9);
+    free(out);
+    assert_true(klf > 0 && klf < 0.5);
     // the baselines at the same budget
     const char *methods[] = {"magnitude", "flap", "shortgpt"};
     for (int i = 0; i < 3; i++) {

@@ -1,6 +1,8 @@
 // fusekit eval: loss, perplexity and bits per byte of a model on a text or token shard.
 #include "cli.h"
+#include "fusekit/fold.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,7 +53,7 @@ int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 0, threads = 0;
     cli_list ens = {0};
-    const char *align = "offsets", *vmap = "mined", *cache = NULL;
+    const char *align = "offsets", *vmap = "mined", *cache = NULL, *kl_to = NULL;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
         {"--data", OPT_STR, &data, "text file or token shard (required)", false},
@@ -64,6 +66,7 @@ int cmd_eval(int argc, char **argv) {
         {"--align", OPT_STR, &align, "offsets | dtw: token alignment for the ensemble (default offsets)", false},
         {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for the ensemble (default mined)", false},
         {"--align-cache", OPT_STR, &cache, "folder for vocabulary maps (default: none, built each time)", false},
+        {"--kl-to", OPT_STR, &kl_to, "also the mean KL(REF || model) per scored position to this model (same vocabulary; e.g. before folding)", false},
         {NULL, 0, NULL, NULL, false},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -92,10 +95,21 @@ int cmd_eval(int argc, char **argv) {
     fk_eval_result r;
     double t0 = fk_time_s();
     st = fk_eval_data(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, &r);
-    double dt = fk_time_s() - t0;
-    if (st == FK_OK)
-        printf("{\"model\":\"%s\",\"data\":\"%s\",\"tokens\":%lld,\"bytes\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f}\n",
+    double dt = fk_time_s() - t0, kl = NAN;
+    if (st == FK_OK && kl_to) {
+        fk_model ref;
+        st = fk_hf_load(&ref, kl_to);
+        if (st == FK_OK) {
+            st = fk_eval_kl(&ref, &m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, &kl);
+            fk_model_free(&ref);
+        }
+    }
+    if (st == FK_OK) {
+        printf("{\"model\":\"%s\",\"data\":\"%s\",\"tokens\":%lld,\"bytes\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f",
                model, data, (long long)r.tokens, (long long)r.bytes, r.loss, r.ppl, r.bpb, (double)r.tokens / dt);
+        if (kl_to) printf(",\"kl_to\":\"%s\",\"kl\":%.6g", kl_to, kl);
+        printf("}\n");
+    }
     fk_data_free(&d);
     fk_model_free(&m);
     return st == FK_OK ? 0 : cli_fail("eval", st);

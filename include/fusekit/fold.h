@@ -78,6 +78,9 @@ fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk
 // Mean over positions of KL(p_original || p_model) in nats. m must have the probe's vocabulary.
 fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl);
 void fk_kl_probe_free(fk_kl_probe *p);
+// Mean KL(p_ref || p_m) in nats over the positions fk_eval_data scores (its windows), for two
+// models of one vocabulary.
+fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, double *kl);
 
 // ---- The dynamic threshold (fold.md §3) ----
 typedef enum { FK_SCOPE_FFN = 0, FK_SCOPE_BLOCKS, FK_SCOPE_ALL } fk_fold_scope;

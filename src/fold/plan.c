@@ -63,6 +63,56 @@ fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl) {
     return FK_OK;
 }
 
+fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, double *kl) {
+    *kl = NAN;
+    int64_t V = m->cfg.vocab_size;
+    if (ref->cfg.vocab_size != V) return fk_error(FK_ERR_ARG, "KL: the models' vocabularies differ (%lld, %lld)", (long long)ref->cfg.vocab_size, (long long)V);
+    if (d->n < 2) return fk_error(FK_ERR_ARG, "KL: %s has fewer than 2 tokens", d->path ? d->path : "the data");
+    if (d->vocab_size > V) return fk_error(FK_ERR_ARG, "KL: %s has vocabulary %lld, the models %lld", d->path ? d->path : "the data", (long long)d->vocab_size, (long long)V);
+    if (seq < 2 || seq > m->cfg.max_seq || seq > ref->cfg.max_seq || batch < 1) return fk_error(FK_ERR_ARG, "KL: window %d / batch %d", seq, batch);
+    int64_t n = d->n;
+    if (max_tokens > 0 && max_tokens + 1 < n) n = max_tokens + 1;
+    int64_t n_windows = (n - 1 + seq - 1) / seq;  // the windows of fk_eval_data
+    int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
+    float *lr = malloc((size_t)batch * seq * V * sizeof(float));
+    if (!x || !lr) { free(x); free(lr); return fk_error(FK_ERR_NOMEM, "KL: out of memory"); }
+    double total = 0;
+    int64_t scored = 0;
+    fk_status st = FK_OK;
+    for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
+        int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
+        for (int b = 0; b < rows; b++)
+            for (int t = 0; t < seq; t++) {
+                int64_t i = (w0 + b) * seq + t;
+                x[b * seq + t] = i < n ? d->ids[i] : 0;
+            }
+        st = fk_model_forward(ref, x, NULL, rows, seq, false, NULL);
+        if (st != FK_OK) break;
+        int64_t N = (int64_t)rows * seq;
+        memcpy(lr, fk_model_logits(ref), (size_t)(N * V) * sizeof(float));
+        log_softmax_rows(lr, N, V);
+        st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
+        if (st != FK_OK) break;
+        float *z = (float *)fk_model_logits(m);
+        log_softmax_rows(z, N, V);
+        for (int b = 0; b < rows; b++)
+            for (int t = 0; t < seq; t++) {
+                int64_t i = (w0 + b) * seq + t;
+                if (i + 1 >= n) continue;  // scored positions only (a next token exists)
+                const float *pa = lr + ((int64_t)b * seq + t) * V, *pb = z + ((int64_t)b * seq + t) * V;
+                double r = 0;
+                for (int64_t v = 0; v < V; v++) r += exp((double)pa[v]) * ((double)pa[v] - pb[v]);
+                total += r;
+                scored++;
+            }
+    }
+    free(x); free(lr);
+    FK_TRY(st);
+    *kl = total / (double)scored;
+    if (!isfinite(*kl)) return fk_error(FK_ERR_NUMERIC, "KL: not finite (a model's outputs overflow)");
+    return FK_OK;
+}
+
 void fk_kl_probe_free(fk_kl_probe *p) {
     free(p->tokens);
     free(p->logp);
