@@ -15,15 +15,7 @@
 #include "test_util.h"
 
 #define CORPORA FK_SHARED_DATA "/corpora"
-#define RUN_OK(...) do { char *o_; if (run(&o_, __VA_ARGS__) != 0) fail_msg("command failed:\n%s", o_); free(o_); } while (0)
 
-static double json_num(const char *s, const char *key) {
-    char k[64];
-    snprintf(k, sizeof k, "\"%s\":", key);
-    const char *p = strstr(s, k);
-    if (!p) fail_msg("no %s in: %s", key, s);
-    return atof(p + strlen(k));
-}
 
 static double eval_bpb(const char *model) {
     char *out;

@@ -65,6 +65,18 @@ static inline int run(char **out, const char *fmt, ...) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+// The number after "key": in a JSON line (the first occurrence); fails the test when absent.
+static inline double json_num(const char *s, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = strstr(s, k);
+    if (!p) fail_msg("no %s in: %s", key, s);
+    return atof(p + strlen(k));
+}
+
+// Runs a command and fails the test with its output when it exits non-zero.
+#define RUN_OK(...) do { char *o_; if (run(&o_, __VA_ARGS__) != 0) fail_msg("command failed:\n%s", o_); free(o_); } while (0)
+
 #ifdef FUSEKIT_DATA_H
 // n random token ids below V (deterministic for a seed), as a dataset of n bytes.
 static inline void random_tokens(fk_token_data *d, int64_t n, int64_t V, uint64_t seed) {

@@ -153,20 +153,23 @@ static int64_t ffn_params(const fk_model *m, int l) {
     return s;
 }
 
-// Coefficients of a layer operation on an L-layer model (fk_fold_layers); returns the new layer count.
-static int op_coef(int L, const fk_layer_op *op, double *coef) {
-    int n = L - (op->kind == FK_LAYER_DROP ? 1 : op->span - 1), i = 0;
-    memset(coef, 0, (size_t)n * L * sizeof *coef);
+// Coefficients (fk_fold_layers) of layer operations, sorted by layer and not overlapping, on
+// an L-layer model; returns the new layer count.
+static int ops_coef(int L, const fk_layer_op *ops, int n_ops, double *coef) {
+    int n = 0, k = 0;
+    memset(coef, 0, (size_t)L * L * sizeof *coef);
     for (int j = 0; j < L; j++) {
-        if (j == op->layer) {
-            if (op->kind == FK_LAYER_DROP) continue;
-            for (int k = 0; k < op->span; k++)
-                coef[i * L + j + k] = op->kind == FK_LAYER_AVERAGE ? 1.0 / op->span : (k == 0 ? 1.0 - (op->span - 1) : 1.0);
-            i++;
+        if (k < n_ops && ops[k].layer == j) {
+            const fk_layer_op *op = &ops[k++];
+            if (op->kind != FK_LAYER_DROP) {
+                for (int s = 0; s < op->span; s++)
+                    coef[n * L + j + s] = op->kind == FK_LAYER_AVERAGE ? 1.0 / op->span : (s == 0 ? 1.0 - (op->span - 1) : 1.0);
+                n++;
+            }
             j += op->span - 1;
             continue;
         }
-        coef[i++ * L + j] = 1;
+        coef[n++ * L + j] = 1;
     }
     return n;
 }
@@ -175,7 +178,7 @@ static fk_status probe_layer_op(const fk_model *m, const fk_kl_probe *probe, fk_
     int L = (int)m->cfg.n_layer;
     double *coef = malloc((size_t)L * L * sizeof *coef);
     if (!coef) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
-    int n = op_coef(L, op, coef);
+    int n = ops_coef(L, op, 1, coef);
     fk_model t;
     fk_status st = fk_fold_layers(m, n, coef, &t);
     free(coef);
@@ -424,22 +427,9 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
 fk_status fk_fold_plan_apply_layers(const fk_model *m, const fk_fold_plan *p, fk_model *out) {
     int L = (int)m->cfg.n_layer;
     if (L != p->n_layer) return fk_error(FK_ERR_ARG, "fold: the plan is for %d layers, the model has %d", p->n_layer, L);
-    double *coef = calloc((size_t)L * L, sizeof *coef);
+    double *coef = malloc((size_t)L * L * sizeof *coef);
     if (!coef) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
-    int n = 0, k = 0;
-    for (int j = 0; j < L; j++) {
-        if (k < p->n_ops && p->ops[k].layer == j) {
-            const fk_layer_op *op = &p->ops[k++];
-            if (op->kind != FK_LAYER_DROP) {
-                for (int s = 0; s < op->span; s++)
-                    coef[n * L + j + s] = op->kind == FK_LAYER_AVERAGE ? 1.0 / op->span : (s == 0 ? 1.0 - (op->span - 1) : 1.0);
-                n++;
-            }
-            j += op->span - 1;
-            continue;
-        }
-        coef[n++ * L + j] = 1;
-    }
+    int n = ops_coef(L, p->ops, p->n_ops, coef);
     fk_status st = fk_fold_layers(m, n, coef, out);
     free(coef);
     return st;
