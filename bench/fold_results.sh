@@ -25,7 +25,7 @@ cd "$W"
 # --- data: training text (WikiText-2 valid, Shakespeare's first 90%, Linux train), held-out
 # text per domain (100 kB of WikiText-2 test, Shakespeare's last 10%, 100 kB of Linux test),
 # a calibration / healing text of 4 kB blocks taken in turn from the three training texts
-if [ ! -f train.txt ]; then
+if [ ! -f cal.txt ]; then
     n=$(wc -c < "$C/shakespeare/input.txt")
     cut=$((n * 9 / 10))
     head -c "$cut" "$C/shakespeare/input.txt" > shakespeare_train.txt

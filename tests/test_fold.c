@@ -15,6 +15,13 @@
 #include "fusekit/fusekit.h"
 #include "test_util.h"
 
+// A model of config c with GPT-2 initialisation (seed) times `scale`, so that every part matters.
+static void scaled_model(fk_model *m, const fk_config *c, uint64_t seed, float scale) {
+    CHECK(fk_model_init(m, c));
+    fk_model_init_weights(m, seed);
+    for (int64_t i = 0; i < m->n_floats; i++) m->w[i] *= scale;
+}
+
 // Mean squared difference of the logits of two models on the same batch, relative to the
 // mean square of the first model's logits.
 static double logit_error(fk_model *a, fk_model *b, const fk_token_data *d) {
@@ -111,9 +118,7 @@ static void test_lsq_beats_mean_sum(void **s) {
     fk_config_gpt2(&c, 30, 16, 1, 2, 16);
     c.ffn[0] = 16;
     fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 8);
-    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 5;
+    scaled_model(&m, &c, 8, 5);
     int64_t C = c.d_model;
     float *up = m.w + m.layer[0].up_w;
     fk_rng r;
@@ -185,9 +190,7 @@ static void test_elimination(void **s) {
     fk_config c;
     fk_config_llama(&c, 30, 16, 2, 2, 2, 12, 16);
     fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 4);
-    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 5;
+    scaled_model(&m, &c, 4, 5);
     int64_t C = c.d_model, F = 12;
     float *up = m.w + m.layer[0].up_w;
     memcpy(up + 7 * C, up + 2 * C, (size_t)C * sizeof(float));
@@ -263,9 +266,7 @@ static void test_plan(void **s) {
     fk_config c;
     fk_config_llama(&c, 40, 32, 6, 4, 2, 64, 32);
     fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 21);
-    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 4;
+    scaled_model(&m, &c, 21, 4);
     // layer 3 nearly an identity: dropping it is the cheapest operation per parameter
     for (int64_t i = 0; i < 32 * 32; i++) m.w[m.layer[3].o_w + i] *= 0.01f;
     for (int64_t i = 0; i < 32 * 64; i++) m.w[m.layer[3].down_w + i] *= 0.01f;
@@ -389,9 +390,7 @@ static void test_layers(void **s) {
     fk_config c;
     fk_config_gpt2(&c, 30, 16, 4, 2, 16);
     fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 9);
-    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 5;
+    scaled_model(&m, &c, 9, 5);
     fk_token_data test;
     random_tokens(&test, 64, 30, 2);
     // layer 2 := identity
@@ -461,9 +460,7 @@ static void test_prune(void **s) {
     fk_config c;
     fk_config_llama(&c, 30, 16, 2, 2, 2, 24, 16);
     fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 13);
-    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 5;
+    scaled_model(&m, &c, 13, 5);
     int64_t C = 16, F = 24;
     // unit 5 of each layer: gate row zero -> silu(0) * up = 0, a constant activation;
     // give the model MLP biases so the gate bias can make it a non-zero constant
@@ -534,9 +531,7 @@ static void test_fold_heads(void **s) {
     fk_config c;
     fk_config_llama(&c, 30, 16, 2, 4, 2, 24, 16);
     fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 17);
-    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] *= 5;
+    scaled_model(&m, &c, 17, 5);
     int64_t C = 16, hd = 4;
     float *q = m.w + m.layer[1].qkv_w;  // q rows: head h at rows h*hd..
     memcpy(q + 1 * hd * C, q + 0 * hd * C, (size_t)(hd * C) * sizeof(float));
