@@ -52,7 +52,7 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 0, threads = 0;
-    cli_list ens = {0};
+    cli_list ens = {0}, probes = {0};
     const char *align = "offsets", *vmap = "mined", *cache = NULL, *kl_to = NULL;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
@@ -66,6 +66,7 @@ int cmd_eval(int argc, char **argv) {
         {"--align", OPT_STR, &align, "offsets | dtw: token alignment for the ensemble (default offsets)", false},
         {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for the ensemble (default mined)", false},
         {"--align-cache", OPT_STR, &cache, "folder for vocabulary maps (default: none, built each time)", false},
+        {"--probes", OPT_LIST, &probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false},
         {"--kl-to", OPT_STR, &kl_to, "also the mean KL(REF || model) per scored position to this model (same vocabulary; e.g. before folding)", false},
         {NULL, 0, NULL, NULL, false},
     };
@@ -90,8 +91,7 @@ int cmd_eval(int argc, char **argv) {
     fk_tokenizer *tok = NULL;
     st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
     if (st == FK_OK) st = fk_data_load_tok(data, tok, &d);
-    fk_tok_free(tok);
-    if (st != FK_OK) { fk_model_free(&m); return cli_fail("eval", st); }
+    if (st != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("eval", st); }
     fk_eval_result r;
     double t0 = fk_time_s();
     st = fk_eval_data(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, &r);
@@ -104,12 +104,50 @@ int cmd_eval(int argc, char **argv) {
             fk_model_free(&ref);
         }
     }
+    // --probes: log-likelihood multiple choice, per file and per domain over all files
+    int64_t p_items[CLI_LIST_MAX] = {0}, p_correct[CLI_LIST_MAX] = {0}, p_all = 0, p_ok = 0;
+    fk_probe_domain p_dom[FK_PROBES_MAX_DOMAINS];
+    int n_dom = 0;
+    if (st == FK_OK && probes.n > 0 && !tok) st = fk_error(FK_ERR_ARG, "--probes needs the model's tokenizer (give --tokenizer)");
+    for (int i = 0; i < probes.n && st == FK_OK; i++) {
+        fk_probe_result pr;
+        st = fk_probes_eval(&m, tok, probes.v[i], 0, &pr);
+        if (st != FK_OK) break;
+        p_items[i] = pr.items;
+        p_correct[i] = pr.correct;
+        p_all += pr.items;
+        p_ok += pr.correct;
+        for (int d = 0; d < pr.n_domains; d++) {
+            int k = 0;
+            while (k < n_dom && strcmp(p_dom[k].name, pr.domain[d].name) != 0) k++;
+            if (k == n_dom && n_dom == FK_PROBES_MAX_DOMAINS) k--;
+            if (k == n_dom) { p_dom[n_dom++] = pr.domain[d]; continue; }
+            p_dom[k].items += pr.domain[d].items;
+            p_dom[k].correct += pr.domain[d].correct;
+        }
+        fk_probe_result_free(&pr);
+    }
     if (st == FK_OK) {
         printf("{\"model\":\"%s\",\"data\":\"%s\",\"tokens\":%lld,\"bytes\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f",
                model, data, (long long)r.tokens, (long long)r.bytes, r.loss, r.ppl, r.bpb, (double)r.tokens / dt);
         if (kl_to) printf(",\"kl_to\":\"%s\",\"kl\":%.6g", kl_to, kl);
+        if (probes.n > 0) {
+            printf(",\"probes\":%lld,\"accuracy\":%.4f,\"probe_domains\":{", (long long)p_all, (double)p_ok / (double)p_all);
+            for (int k = 0; k < n_dom; k++)
+                printf("%s\"%s\":{\"items\":%lld,\"accuracy\":%.4f}", k ? "," : "", p_dom[k].name, (long long)p_dom[k].items,
+                       (double)p_dom[k].correct / (double)p_dom[k].items);
+            printf("}");
+        }
+        if (probes.n > 1) {
+            printf(",\"probe_files\":[");
+            for (int i = 0; i < probes.n; i++)
+                printf("%s{\"file\":\"%s\",\"items\":%lld,\"accuracy\":%.4f}", i ? "," : "", probes.v[i], (long long)p_items[i],
+                       (double)p_correct[i] / (double)p_items[i]);
+            printf("]");
+        }
         printf("}\n");
     }
+    fk_tok_free(tok);
     fk_data_free(&d);
     fk_model_free(&m);
     return st == FK_OK ? 0 : cli_fail("eval", st);

@@ -12,9 +12,11 @@
 #include "fusekit/hf.h"
 #include "fusekit/merge.h"
 #include "fusekit/model.h"
+#include "fusekit/probes.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
 #include "fusekit/store.h"
+#include "fusekit/synth.h"
 #include "fusekit/tokenizer.h"
 #include "fusekit/train.h"
 #endif

@@ -35,7 +35,7 @@ extern const char *const fk_synth_domains[FK_SYNTH_N_DOMAINS];
 typedef struct {
     uint64_t seed;
     int64_t bytes_per_domain;   // size of each domain's train split (default 120000)
-    int64_t heldout_bytes;      // size of each valid and test split (default bytes_per_domain / 10)
+    int64_t heldout_bytes;      // size of each valid and test split (0: bytes_per_domain / 10)
     int64_t probes_per_domain;  // multiple-choice items per domain (default 250; facts at most 600)
     int64_t mix_block_bytes;    // mix files: a block is whole lines of at least this many bytes (default 1024)
 } fk_synth_opts;
