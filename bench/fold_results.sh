@@ -59,19 +59,23 @@ fi
 for m in magnitude flap shortgpt; do
     [ -f "$m/model.safetensors" ] || "$F" prune --model base --data cal.txt --method "$m" --budget "$BUDGET" --max-tokens 0 --threads "$T" -o "$m" > "$m.json"
 done
-HEAL="--steps $HEAL_STEPS --batch 8 --lr 3e-4 --eval-every 0 --log-every 50 --val-frac 0 --threads $T"
-for m in folded magnitude flap shortgpt; do
-    [ -f "$m-healed/model.safetensors" ] || "$F" heal --teacher base --model "$m" --data cal.txt --store-dir stores -o "$m-healed" $HEAL > "$m-healed.log" 2>&1
+# healing: distillation from base on its own training text (top-10 store with a tail class,
+# lambda 0.5), 300 steps at base's final learning rate; the unfolded base healed the same way is
+# the control (what the extra training alone gives)
+HEAL="--steps $HEAL_STEPS --batch 8 --lr 1e-4 --eval-every 0 --log-every 50 --val-frac 0 --threads $T"
+for m in folded magnitude flap shortgpt base; do
+    [ -f "$m-healed/model.safetensors" ] || "$F" heal --teacher base --model "$m" --data train.txt --store-dir stores-train -o "$m-healed" $HEAL > "$m-healed.log" 2>&1
 done
-# control: the unfolded model trained the same way (what healing's extra training alone gives)
-[ -f base-healed/model.safetensors ] || "$F" heal --teacher base --model base --data cal.txt --store-dir stores -o base-healed $HEAL > base-healed.log 2>&1
+# progressive: three rounds of fold -> heal, each a third of the budget and of the healing steps
+[ -f progressive/model.safetensors ] || "$F" fold --model base --data cal.txt --budget "$BUDGET" --max-tokens 0 --threads "$T" --rounds 3 \
+    --heal-steps "$HEAL_STEPS" --heal-data train.txt -o progressive -- --batch 8 --lr 1e-4 --eval-every 0 --log-every 50 --val-frac 0 > progressive.log 2>&1
 
 # --- evaluation: bits per byte per domain, parameters, prefill tokens/s (one thread, same kernels)
 rm -f results.jsonl.tmp
 num() { sed -n "s/.*\"$2\":\([-0-9.e+]*\).*/\1/p" "$1" | tail -1; }
 printf '| model | params | FFN params | bpb wiki | bpb shakespeare | bpb linux | bpb mean | vs base | KL to base | prefill tok/s |\n'
 printf '|---|---|---|---|---|---|---|---|---|---|\n'
-for m in base base-healed folded folded-healed magnitude magnitude-healed flap flap-healed shortgpt shortgpt-healed; do
+for m in base base-healed folded folded-healed progressive magnitude magnitude-healed flap flap-healed shortgpt shortgpt-healed; do
     "$F" info --model "$m" --json > "$m.info"
     tot=0
     for d in wiki shakespeare linux; do

@@ -221,7 +221,9 @@ static const char *heal_usage =
     "  -o, --out DIR        the healed model\n"
     "  -k N                 entries per position in the store (default 10)\n"
     "  --store-dir DIR      where the store is kept (default OUT/stores)\n"
-    "  --lambda X           weight of the CLM loss (default 0.5; 0: pure distillation)\n";
+    "  --lambda X           weight of the CLM loss (default 0.5; 0: pure distillation)\n"
+    "  --lr X               peak learning rate (default 1e-4: a gentle fine-tune; heal on the original's\n"
+    "                       own training text, a small text is soon overfitted)\n";
 
 static int heal_run(const char *teacher, const char *model, const char *data, const char *out, const char *store_dir, int k, const char *lambda,
                     int extra_n, char **extra) {
@@ -242,6 +244,9 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
         argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
         argv[n++] = "--align-cache"; argv[n++] = sdir;
         argv[n++] = "--teacher-tail";
+        bool lr = false;
+        for (int i = 0; i < extra_n; i++) lr = lr || strcmp(extra[i], "--lr") == 0;
+        if (!lr) { argv[n++] = "--lr"; argv[n++] = "1e-4"; }  // fine-tuning, not training from scratch
         for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
         rc = cmd_train(n, argv);
         free(argv);

@@ -209,9 +209,10 @@ typedef struct {
     const int64_t *hlo;         // fewest heads per group allowed
 } ffn_ctx;
 
-// The FFN part of a plan: greedy by estimated KL per parameter, FFN steps of `round` units,
-// until `budget` parameters are removed. widths gets every layer's width, *removed and *kl the
-// parameters removed and the estimated KL; false when the guards stop it short of the budget.
+// The width part of a plan: greedy by estimated KL per parameter over FFN steps of `round`
+// units and head steps (one query head fewer per KV group), until `budget` parameters are
+// removed. widths and groups get every layer's FFN width and heads per group, *removed and *kl
+// the parameters removed and the estimated KL; false when the guards stop it short of the budget.
 static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_t *groups, int64_t *removed, double *kl) {
     const fk_fold_plan *p = c->p;
     *removed = 0;
