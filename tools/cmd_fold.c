@@ -64,14 +64,15 @@ static bool parse_scope(const char *s, fk_fold_scope *out) {
 }
 
 typedef struct {
-    const char *tokenizer, *method;
+    const char *tokenizer, *method, *select;
     fk_fold_opts o;
     int64_t seq, batch, max_tokens, probe_windows;
     bool plan_only;
 } fold_args;
 
-// Mean-sum folding (Model Folding) to the plan's widths: agglomerative clusters of 1 - |rho|, medoids.
-static fk_status fold_mean_sum(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, fk_model *out) {
+// Folding to the plan's FFN widths by clusters (average linkage on 1 - |rho|, medoids as the
+// representatives): Model Folding's mean-sum, or the least-squares refit with the medoids kept.
+static fk_status fold_clusters(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, fk_fold_method method, double ridge, fk_model *out) {
     fk_model cur = *m;
     bool owned = false;
     fk_status st = FK_OK;
@@ -92,7 +93,7 @@ static fk_status fold_mean_sum(const fk_model *m, const fk_fold_plan *p, const f
             for (int64_t f = 0; f < F; f++) l32[f] = lab[f];
             for (int j = 0; j < k; j++) r32[j] = med[j];
             fk_model next;
-            st = fk_fold_ffn(&cur, l, l32, r32, k, a->ffn_gram[l], 0, FK_FOLD_MEAN_SUM, &next);
+            st = fk_fold_ffn(&cur, l, l32, r32, k, a->ffn_gram[l], ridge, method, &next);
             if (owned) fk_model_free(&cur);
             owned = st == FK_OK;
             if (st == FK_OK) cur = next;
@@ -178,8 +179,18 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         if (!wplan) {
             st = fk_model_init(&fin, &src->cfg);
             if (st == FK_OK) memcpy(fin.w, src->w, (size_t)src->n_floats * sizeof(float));
-        } else if (strcmp(fa->method, "mean-sum") == 0) st = fold_mean_sum(src, wplan, &a, &fin);
-        else st = fk_fold_plan_apply_ffn(src, wplan, &a, o.ridge, &fin);
+        } else if (strcmp(fa->method, "mean-sum") == 0 || strcmp(fa->select, "medoid") == 0) {
+            fk_fold_method fm = strcmp(fa->method, "mean-sum") == 0 ? FK_FOLD_MEAN_SUM : FK_FOLD_LSQ;
+            // heads (if planned) by the plan, FFN units by clusters
+            fk_fold_plan heads_only = *wplan;
+            for (int l = 0; l < FK_MAX_LAYERS; l++) heads_only.ffn_after[l] = heads_only.ffn_before[l];
+            fk_model tmp;
+            st = fk_fold_plan_apply_ffn(src, &heads_only, &a, o.ridge, &tmp);
+            if (st == FK_OK) {
+                st = fold_clusters(&tmp, wplan, &a, fm, o.ridge, &fin);
+                fk_model_free(&tmp);
+            }
+        } else st = fk_fold_plan_apply_ffn(src, wplan, &a, o.ridge, &fin);
     }
     double kl = NAN;
     if (st == FK_OK) st = fk_kl_probe_eval(&fin, &probe, &kl);
@@ -291,7 +302,7 @@ int cmd_heal(int argc, char **argv) {
 
 int cmd_fold(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,heads,layers", *heal_data = NULL, *heal_lambda = "0.5";
-    fold_args fa = {.method = "lsq", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8};
+    fold_args fa = {.method = "lsq", .select = "greedy", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8};
     fk_fold_opts_default(&fa.o);
     double budget = 0.3, min_width = fa.o.min_width, ridge = fa.o.ridge;
     int64_t round = 8, rounds = 1, heal_steps = 0, threads = 0;
@@ -307,6 +318,7 @@ int cmd_fold(int argc, char **argv) {
         {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false},
         {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false},
         {"--method", OPT_STR, &fa.method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false},
+        {"--select", OPT_STR, &fa.select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false},
         {"--ops", OPT_STR, &ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false},
         {"--plan-only", OPT_FLAG, &fa.plan_only, "write plan.json and print the plan; change nothing", false},
         {"--uniform", OPT_FLAG, &uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false},
@@ -338,6 +350,10 @@ int cmd_fold(int argc, char **argv) {
     if (!parse_scope(scope, &fa.o.scope)) { fprintf(stderr, "fusekit fold: error: --scope must be ffn, blocks or all (got '%s')\n", scope); return 2; }
     if (strcmp(fa.method, "lsq") != 0 && strcmp(fa.method, "mean-sum") != 0) {
         fprintf(stderr, "fusekit fold: error: --method must be lsq or mean-sum (got '%s')\n", fa.method);
+        return 2;
+    }
+    if (strcmp(fa.select, "greedy") != 0 && strcmp(fa.select, "medoid") != 0) {
+        fprintf(stderr, "fusekit fold: error: --select must be greedy or medoid (got '%s')\n", fa.select);
         return 2;
     }
     fa.o.ffn_ops = strstr(ops, "ffn") != NULL;
