@@ -75,6 +75,16 @@ static void test_fold_heal_prune(void **s) {
     assert_true(fabs(json_num(out, "kl")) < 1e-9);
     free(out);
     assert_true(klf > 0 && klf < 0.5);
+    // the same plan with the medoids of correlation clusters kept (least squares, and mean-sum)
+    const char *variants[] = {"--select medoid", "--method mean-sum"};
+    for (int i = 0; i < 2; i++) {
+        rc = run(&out, "%s fold --model %s --data %s --budget 0.3 %s -o %s", F, tpath("orig"), tpath("train.txt"), variants[i], tpath("variant"));
+        if (rc != 0) fail_msg("fold %s failed:\n%s", variants[i], out);
+        double kv = json_num(out, "probe_kl"), fv = json_num(out, "scope_removed_fraction");
+        free(out);
+        print_message("  fold %s: probe KL %.4g (greedy least squares %.4g)\n", variants[i], kv, kl);
+        assert_true(fv >= 0.3 && kv > 0 && kv < 1);
+    }
     // the baselines at the same budget
     const char *methods[] = {"magnitude", "flap", "shortgpt"};
     for (int i = 0; i < 3; i++) {
