@@ -340,15 +340,21 @@ static void grammar_predicate(const sentence *st, int plural, sbuf *out) {
     sb_printf(out, " %s%s%s.", v->form[plural], *tail ? " " : "", tail);
 }
 
+// Draws sentences until one falls in `split` (and has a prepositional phrase when need_pp);
+// b gets its text.
+static void grammar_draw(const synth *s, int split, bool need_pp, fk_rng *r, sentence *st, sbuf *b) {
+    do {
+        b->n = 0;
+        grammar_sentence(r, st);
+        sb_str(b, st->subject);
+        grammar_predicate(st, st->plural, b);
+    } while (!b->oom && ((need_pp && st->n_pp == 0) || split_of(s->seed, b->p, b->n) != split));
+}
+
 static void grammar_line(const synth *s, int split, fk_rng *r, sbuf *out) {
     sentence st;
     sbuf b = {0};
-    do {
-        b.n = 0;
-        grammar_sentence(r, &st);
-        sb_str(&b, st.subject);
-        grammar_predicate(&st, st.plural, &b);
-    } while (!b.oom && split_of(s->seed, b.p, b.n) != split);
+    grammar_draw(s, split, false, r, &st, &b);
     if (b.oom) out->oom = true;
     else { sb_put(out, b.p, b.n); sb_str(out, "\n"); }
     sb_free(&b);
@@ -448,12 +454,7 @@ static void make_probe(const synth *s, int domain, int index, const int *fact_or
     } else if (domain == D_GRAMMAR) {
         sentence st;
         sbuf b = {0};
-        do {
-            b.n = 0;
-            grammar_sentence(r, &st);
-            sb_str(&b, st.subject);
-            grammar_predicate(&st, st.plural, &b);
-        } while (!b.oom && (st.n_pp == 0 || split_of(s->seed, b.p, b.n) != SPLIT_TEST));
+        grammar_draw(s, SPLIT_TEST, true, r, &st, &b);
         sb_free(&b);
         sb_str(&p->context, st.subject);
         grammar_predicate(&st, st.plural, &p->choice[0]);
