@@ -128,9 +128,18 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     int seq = (int)(fa->seq > 0 ? fa->seq : x.m.cfg.max_seq);
     int64_t before = fk_model_num_params(&x.m), scope0 = scope_count(&x.m, o.scope);
     double t0 = fk_time_s();
-    fk_status st = analyze_model(&x.m, &x.d, fa, &a);
+    // held-out probes: the last 10% of the calibration text calibrates and judges (layer
+    // operations), the first 90% gives the statistics
+    fk_token_data stats = x.d, held = x.d;
+    int64_t cut = x.d.n - x.d.n / 10;
+    if (x.d.n / 10 >= seq) {
+        stats.n = cut;
+        held.ids = x.d.ids + cut;
+        held.n = x.d.n - cut;
+    }
+    fk_status st = analyze_model(&x.m, &stats, fa, &a);
     have_a = st == FK_OK;
-    if (st == FK_OK) st = fk_kl_probe_init(&x.m, &x.d, (int)fa->probe_windows, seq, &probe);
+    if (st == FK_OK) st = fk_kl_probe_init(&x.m, &held, (int)fa->probe_windows, seq, &probe);
     if (st == FK_OK) st = fk_fold_plan_make(&x.m, &a, &probe, &o, &plan);
     char *json = st == FK_OK ? fk_fold_plan_json(&plan) : NULL;
     if (st == FK_OK) st = write_text(out_dir, "plan.json", json);
@@ -158,7 +167,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         if (st == FK_OK && left > 0) {
             fk_analysis_free(&a);
             have_a = false;
-            st = analyze_model(&mid, &x.d, fa, &a);
+            st = analyze_model(&mid, &stats, fa, &a);
             have_a = st == FK_OK;
             fk_fold_opts o2 = o;
             o2.layer_ops = false;
@@ -341,7 +350,8 @@ int cmd_fold(int argc, char **argv) {
     int rc = cli_parse(own, argv, opts,
                        "usage: fusekit fold --model DIR --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
                        "Folds a model's redundancy away (fold.md): collects statistics on TEXT, plans with the dynamic\n"
-                       "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges),\n"
+                       "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges;\n"
+                       "statistics from the first 90% of TEXT, KL probes on the last 10%),\n"
                        "writes OUT/plan.json, then applies layer operations (drop / average / LaCo merge, whichever has the\n"
                        "lowest KL), collects statistics again, and folds FFN units (least-squares refit of the down projection).\n"
                        "The result is an ordinary model folder. With --rounds N and --heal-steps S: N rounds of fold -> heal.");
