@@ -56,7 +56,7 @@ fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k
 // Pruning (the baselines): keeps the k units in keep and drops the rest. With mean (the
 // activations' mean per unit, ffn[layer] values) the dropped units' mean output D_:,j mean_j
 // is added to the down projection's bias (FLAP's bias compensation); a model without MLP
-// biases gets them (zero for the kept rows), as Hugging Face's mlp_bias has them.
+// biases gets them (zero for the kept rows; saved as model_type fusekit, see fk_config_arch).
 fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k, const double *mean, fk_model *out);
 
 // Layer surgery: a model of n_new layers, layer i = sum_j coef[i * n_layer + j] * layer j of m,
