@@ -254,7 +254,7 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
     int rc;
     if (st != FK_OK) rc = cli_fail("heal", st);
     else {
-        char **argv = calloc((size_t)extra_n + 16, sizeof *argv);
+        char **argv = calloc((size_t)extra_n + 24, sizeof *argv);
         int n = 0;
         argv[n++] = "train";
         argv[n++] = "--init"; argv[n++] = (char *)model;
