@@ -36,6 +36,10 @@ fk_status fk_data_load_bytes(const char *path, fk_token_data *d);
 // A copy of ids [from, to) as a new dataset (text bytes prorated).
 fk_status fk_data_slice(const fk_token_data *d, int64_t from, int64_t to, fk_token_data *out);
 void fk_data_free(fk_token_data *d);
+// The evaluation protocol's windows (fk_eval_data, eval --kl-to, the ensemble): consecutive
+// windows of seq tokens over ids[0..n). Copies windows w0.. (at most batch of the n_windows)
+// into x (rows * seq, 0 past the end) and returns how many it copied.
+int fk_eval_windows(const int32_t *ids, int64_t n, int64_t n_windows, int64_t w0, int batch, int seq, int32_t *x);
 // Writes a shard atomically; ids must be < vocab_size.
 fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab_size, int64_t text_bytes,
                          uint64_t tokenizer_fp);

@@ -26,12 +26,7 @@ static fk_status run_member(fk_model *m, const fk_tok_out *s, const int64_t *tgt
     if (!x) return fk_error(FK_ERR_NOMEM, "out of memory");
     fk_status st = FK_OK;
     for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
-        int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
-        for (int b = 0; b < rows; b++)
-            for (int t = 0; t < seq; t++) {
-                int64_t i = (w0 + b) * seq + t;
-                x[b * seq + t] = i < n ? s->ids[i] : 0;
-            }
+        int rows = fk_eval_windows(s->ids, n, n_windows, w0, batch, seq, x);
         st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
         if (st != FK_OK) break;
         const float *logits = fk_model_logits(m);

@@ -80,12 +80,7 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
     int64_t scored = 0;
     fk_status st = FK_OK;
     for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
-        int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
-        for (int b = 0; b < rows; b++)
-            for (int t = 0; t < seq; t++) {
-                int64_t i = (w0 + b) * seq + t;
-                x[b * seq + t] = i < n ? d->ids[i] : 0;
-            }
+        int rows = fk_eval_windows(d->ids, n, n_windows, w0, batch, seq, x);
         st = fk_model_forward(ref, x, NULL, rows, seq, false, NULL);
         if (st != FK_OK) break;
         int64_t N = (int64_t)rows * seq;

@@ -102,6 +102,19 @@ static int64_t frac_count(double frac, int64_t n) {
 
 static inline int sign_of(double x) { return (x > 0) - (x < 0); }
 
+// Disjoint merge (TIES' third step): the sign of sum_i w_i t_i elects; the deltas that agree
+// with it are combined with coefficients c_i (t weighted by w for TIES, by c for SCE),
+// divided by the sum of those coefficients when normalize.
+static double disjoint_merge(const double *t, const double *w, const double *c, int n, bool normalize) {
+    double mass = 0;
+    for (int i = 0; i < n; i++) mass += w[i] * t[i];
+    int s = mass >= 0 ? 1 : -1;
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++)
+        if (sign_of(w[i] * t[i]) == s) { num += c[i] * t[i]; den += c[i]; }
+    return normalize && den != 0 ? num / den : num;
+}
+
 // TIES: trim each task vector, elect signs by weighted mass, disjoint (weighted) mean.
 static void merge_ties(const fk_merge_opts *o, const float *const *x, const float *b, const double *w, int n,
                        int64_t numel, float *out, float *scratch, topk_cut *cut, double *t) {
@@ -111,18 +124,11 @@ static void merge_ties(const fk_merge_opts *o, const float *const *x, const floa
         cut[i] = topk_find(scratch, numel, frac_count(o->density, numel));
     }
     for (int64_t j = 0; j < numel; j++) {
-        double mass = 0;
         for (int i = 0; i < n; i++) {
             float d = x[i][j] - b[j];
             t[i] = cut_keep(&cut[i], fbits(fabsf(d))) ? (double)d : 0.0;
-            mass += w[i] * t[i];
         }
-        int s = mass >= 0 ? 1 : -1;
-        double num = 0, den = 0;
-        for (int i = 0; i < n; i++)
-            if (sign_of(w[i] * t[i]) == s) { num += w[i] * t[i]; den += w[i]; }
-        if (o->normalize && den != 0) num /= den;
-        out[j] = (float)((double)b[j] + o->lambda * num);
+        out[j] = (float)((double)b[j] + o->lambda * disjoint_merge(t, w, w, n, o->normalize));
     }
 }
 
@@ -161,17 +167,8 @@ static void merge_sce(const fk_merge_opts *o, const float *const *x, const float
         c[i] = total != 0 ? c[i] / total : wsum != 0 ? w[i] / wsum : 1.0 / n;
     // Erase and combine.
     for (int64_t j = 0; j < numel; j++) {
-        double mass = 0;
-        for (int i = 0; i < n; i++) {
-            t[i] = !sel || sel[j] != 0 ? (double)(x[i][j] - b[j]) : 0.0;
-            mass += w[i] * t[i];
-        }
-        int s = mass >= 0 ? 1 : -1;
-        double num = 0, den = 0;
-        for (int i = 0; i < n; i++)
-            if (sign_of(w[i] * t[i]) == s) { num += c[i] * t[i]; den += c[i]; }
-        if (o->normalize && den != 0) num /= den;
-        out[j] = (float)((double)b[j] + o->lambda * num);
+        for (int i = 0; i < n; i++) t[i] = !sel || sel[j] != 0 ? (double)(x[i][j] - b[j]) : 0.0;
+        out[j] = (float)((double)b[j] + o->lambda * disjoint_merge(t, w, c, n, o->normalize));
     }
 }
 

@@ -161,3 +161,13 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
     d->path = strdup(path);
     return FK_OK;
 }
+
+int fk_eval_windows(const int32_t *ids, int64_t n, int64_t n_windows, int64_t w0, int batch, int seq, int32_t *x) {
+    int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
+    for (int b = 0; b < rows; b++)
+        for (int t = 0; t < seq; t++) {
+            int64_t i = (w0 + b) * seq + t;
+            x[b * seq + t] = i < n ? ids[i] : 0;
+        }
+    return rows;
+}

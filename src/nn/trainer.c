@@ -61,15 +61,12 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
     int64_t scored = 0;
     fk_status st = FK_OK;
     for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
-        int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
-        for (int b = 0; b < rows; b++) {
-            int64_t off = (w0 + b) * seq;
+        int rows = fk_eval_windows(d->ids, n, n_windows, w0, batch, seq, x);
+        for (int b = 0; b < rows; b++)
             for (int t = 0; t < seq; t++) {
-                bool in = off + t + 1 < n;
-                x[b * seq + t] = off + t < n ? d->ids[off + t] : 0;
-                y[b * seq + t] = in ? d->ids[off + t + 1] : -1;
+                int64_t i = (w0 + b) * seq + t;
+                y[b * seq + t] = i + 1 < n ? d->ids[i + 1] : -1;
             }
-        }
         float loss;
         st = fk_model_forward(m, x, y, rows, seq, false, &loss);
         if (st != FK_OK) break;
