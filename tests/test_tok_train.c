@@ -1,6 +1,9 @@
 // BPE training: a case worked by hand, merge-for-merge agreement with a brute-force
 // reference on random corpora, determinism, exact round trips through the trained
 // tokenizer, bad options, and (with ../shared/data) compression on Shakespeare.
+// SentencePiece-style training: a case worked by hand, round trips with byte fallback,
+// piece shapes (no inner "▁", split digits, character coverage), determinism, a save/load
+// round trip through tokenizer.json, bad options and compression.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -343,6 +346,21 @@ static void test_reference(void **st) {
 }
 
 // ------------------------------------------------------------------ determinism
+// a and b are the same tokenizer: pieces, scores, merges, fingerprint.
+static void assert_same_tokenizer(const fk_tokenizer *a, const fk_tokenizer *b) {
+    assert_int_equal(fk_tok_vocab_size(a), fk_tok_vocab_size(b));
+    assert_int_equal(fk_tok_n_merges(a), fk_tok_n_merges(b));
+    for (int32_t i = 0; i < fk_tok_vocab_size(a); i++) {
+        uint32_t la, lb;
+        const char *pa = fk_tok_piece(a, i, &la), *pb = fk_tok_piece(b, i, &lb);
+        assert_int_equal(la, lb);
+        assert_memory_equal(pa, pb, la);
+        assert_true(fk_tok_score(a, i) == fk_tok_score(b, i));
+    }
+    assert_memory_equal(merges_of(a), merges_of(b), sizeof(int32_t) * 2 * (size_t)fk_tok_n_merges(a));
+    assert_true(fk_tok_fingerprint(a) == fk_tok_fingerprint(b));
+}
+
 static void test_determinism(void **st) {
     (void)st;
     fk_rng g;
@@ -354,17 +372,8 @@ static void test_determinism(void **st) {
     fk_tokenizer *a, *b;
     train_ok(&o, (const char *const *)texts, NULL, 3, &a, NULL);
     train_ok(&o, (const char *const *)texts, NULL, 3, &b, NULL);
-    assert_int_equal(fk_tok_vocab_size(a), fk_tok_vocab_size(b));
-    assert_int_equal(fk_tok_n_merges(a), fk_tok_n_merges(b));
     assert_true(fk_tok_n_merges(a) > 300);
-    for (int32_t i = 0; i < fk_tok_vocab_size(a); i++) {
-        uint32_t la, lb;
-        const char *pa = fk_tok_piece(a, i, &la), *pb = fk_tok_piece(b, i, &lb);
-        assert_int_equal(la, lb);
-        assert_memory_equal(pa, pb, la);
-    }
-    assert_memory_equal(merges_of(a), merges_of(b), sizeof(int32_t) * 2 * (size_t)fk_tok_n_merges(a));
-    assert_true(fk_tok_fingerprint(a) == fk_tok_fingerprint(b));
+    assert_same_tokenizer(a, b);
     fk_tok_free(a);
     fk_tok_free(b);
     for (int i = 0; i < 3; i++) free(texts[i]);
@@ -377,7 +386,9 @@ static void roundtrip(const fk_tokenizer *t, const char *text, size_t n, unsigne
     int64_t pos = 0;
     for (int64_t i = 0; i < out.n; i++) {  // the spans tile the input
         assert_int_equal(out.begin[i], pos);
-        assert_true(out.end[i] > out.begin[i]);
+        // SPM: a lone dummy-prefix "▁" first covers no input
+        bool prefix = i == 0 && fk_tok_kind_of(t) == FK_TOK_SPM && out.ids[i] == fk_tok_find(t, "\xE2\x96\x81", 3);
+        assert_true(out.end[i] > out.begin[i] || prefix);
         pos = out.end[i];
         if (!(flags & FK_ENC_PARSE_SPECIAL)) assert_int_not_equal(fk_tok_type(t, out.ids[i]), FK_TT_CONTROL);
     }
@@ -570,12 +581,442 @@ static void test_shakespeare(void **st) {
     free(data);
 }
 
+// ------------------------------------------------------------------ SentencePiece-style
+#define SP "\xE2\x96\x81"  // "▁"
+
+// Ids of text's tokens (malloc'd, *n of them).
+static int32_t *encode_ids(const fk_tokenizer *t, const char *text, int64_t *n) {
+    fk_tok_out out = {0};
+    CHECK(fk_tok_encode(t, text, strlen(text), 0, &out));
+    *n = out.n;
+    int32_t *ids = malloc(sizeof *ids * (size_t)(out.n + 1));
+    if (out.n) memcpy(ids, out.ids, sizeof *ids * (size_t)out.n);
+    fk_tok_out_free(&out);
+    return ids;
+}
+
+static void expect_ids(const fk_tokenizer *t, const char *text, const int32_t *want, int64_t n_want) {
+    int64_t n;
+    int32_t *ids = encode_ids(t, text, &n);
+    if (n != n_want) fail_msg("'%s': %lld tokens, expected %lld", text, (long long)n, (long long)n_want);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] != want[i]) fail_msg("'%s' token %lld: %d, expected %d", text, (long long)i, ids[i], want[i]);
+    free(ids);
+}
+
+static void expect_piece(const fk_tokenizer *t, int32_t id, const char *want) {
+    uint32_t len;
+    const char *p = fk_tok_piece(t, id, &len);
+    if (len != strlen(want) || memcmp(p, want, len) != 0) fail_msg("token %d is '%.*s', expected '%s'", id, (int)len, p, want);
+}
+
+// Texts (each gets the dummy prefix; no split_digits):
+//   "hug hug hug"   -> ▁hug ▁hug ▁hug
+//   "pug hug"       -> ▁pug ▁hug
+//   "pun pun\n\nhug" -> ▁pun ▁pun \n\n hug   (a run of newlines is a word; "hug" has no ▁)
+//   "bun 12"        -> ▁bun ▁12
+// Words: ▁hug 4, ▁pun 2, ▁pug 1, \n\n 1, hug 1, ▁bun 1, ▁12 1 (11 words, 7 distinct).
+// Characters: u 9, ▁ 9, g 6, h 5, n 3, p 3, \n 2, 1 1, 2 1, b 1; ties by code point (u <
+// U+2581, n < p, '1' < '2' < 'b') give ids 259.. : u 259, ▁ 260, g 261, h 262, n 263, p 264,
+// \n 265, 1 266, 2 267, b 268. Merges from 269 (min_frequency 2):
+//   u g 6, h u 5, ▁ h 4, ▁ p 3, p u 3, u n 3           -> 1: (u, g)    = 269 "ug"
+//   h ug 5 (4 + 1 from "hug"), ▁ h 4, ▁ p 3, u n 3      -> 2: (h, ug)   = 270 "hug"
+//   ▁ hug 4, ▁ p 3, u n 3                              -> 3: (▁, hug)  = 271 "▁hug"
+//   ▁ p 3, u n 3 (tie: left u 259 < ▁ 260)             -> 4: (u, n)    = 272 "un"
+//   ▁ p 3, p un 2                                      -> 5: (▁, p)    = 273 "▁p"
+//   ▁p un 2, then every pair is seen once              -> 6: (▁p, un)  = 274 "▁pun"
+// Scores: merge r (0-based) -r; characters -(6 + index): u -6 ... b -15.
+static const char *const spm_hand[] = {"hug hug hug", "pug hug", "pun pun\n\nhug", "bun 12"};
+
+static void test_spm_hand(void **s) {
+    (void)s;
+    fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 400};
+    fk_tokenizer *t;
+    fk_tok_train_stats st;
+    train_ok(&o, spm_hand, NULL, 4, &t, &st);
+    assert_int_equal(fk_tok_kind_of(t), FK_TOK_SPM);
+    assert_int_equal(fk_tok_vocab_size(t), 275);
+    assert_int_equal(fk_tok_n_merges(t), 6);
+    assert_int_equal(st.merges, 6);
+    assert_int_equal(st.words, 11);
+    assert_int_equal(st.unique_words, 7);
+    assert_int_equal(st.bytes, 11 + 7 + 12 + 6);
+    // specials and byte tokens
+    expect_piece(t, 0, "<unk>");
+    expect_piece(t, 1, "<s>");
+    expect_piece(t, 2, "</s>");
+    assert_int_equal(fk_tok_type(t, 0), FK_TT_UNKNOWN);
+    assert_int_equal(fk_tok_type(t, 1), FK_TT_CONTROL);
+    assert_int_equal(fk_tok_type(t, 2), FK_TT_CONTROL);
+    assert_int_equal(fk_tok_bos(t), 1);
+    assert_int_equal(fk_tok_eos(t), 2);
+    expect_piece(t, 3, "<0x00>");
+    expect_piece(t, 3 + 0x0A, "<0x0A>");
+    expect_piece(t, 258, "<0xFF>");
+    for (int32_t i = 3; i < 259; i++) {
+        assert_int_equal(fk_tok_type(t, i), FK_TT_BYTE);
+        assert_true(fk_tok_score(t, i) == 0.0f);
+    }
+    for (int32_t i = 0; i < 3; i++) assert_true(fk_tok_score(t, i) == 0.0f);
+    // characters, then merges
+    const char *chars[] = {"u", SP, "g", "h", "n", "p", "\n", "1", "2", "b"};
+    for (int i = 0; i < 10; i++) {
+        expect_piece(t, 259 + i, chars[i]);
+        assert_int_equal(fk_tok_type(t, 259 + i), FK_TT_NORMAL);
+        assert_true(fk_tok_score(t, 259 + i) == (float)-(6 + i));
+    }
+    const char *pieces[] = {"ug", "hug", SP "hug", "un", SP "p", SP "pun"};
+    const int32_t want[6][2] = {{259, 261}, {262, 269}, {260, 270}, {259, 263}, {260, 264}, {273, 272}};
+    const int32_t (*m)[2] = merges_of(t);
+    for (int i = 0; i < 6; i++) {
+        expect_piece(t, 269 + i, pieces[i]);
+        assert_true(fk_tok_score(t, 269 + i) == (float)-i);
+        assert_int_equal(m[i][0], want[i][0]);
+        assert_int_equal(m[i][1], want[i][1]);
+    }
+    // encoding: "▁" first, spaces as "▁", unseen characters as bytes (é = C3 A9)
+    expect_ids(t, "hug pun", (const int32_t[]){271, 274}, 2);
+    expect_ids(t, "bug", (const int32_t[]){260, 268, 269}, 3);
+    expect_ids(t, "hug\n\npug", (const int32_t[]){271, 265, 265, 264, 269}, 5);  // no "▁" before "pug"
+    expect_ids(t, "\xC3\xA9 hug", (const int32_t[]){260, 3 + 0xC3, 3 + 0xA9, 271}, 4);
+    expect_ids(t, "", NULL, 0);
+    char *dec;
+    size_t dn;
+    CHECK(fk_tok_decode(t, (const int32_t[]){271, 274}, 2, 0, &dec, &dn));
+    assert_string_equal(dec, "hug pun");  // the dummy prefix's space is dropped...
+    free(dec);
+    CHECK(fk_tok_decode(t, (const int32_t[]){271, 274}, 2, FK_DEC_KEEP_PREFIX, &dec, &dn));
+    assert_string_equal(dec, " hug pun");  // ...unless kept
+    free(dec);
+    fk_tok_free(t);
+
+    // vocab_size stops after 3 merges; min_frequency 4 after 3 too; 3 after 4 ((▁, p) has 3)
+    o.vocab_size = 272;
+    train_ok(&o, spm_hand, NULL, 4, &t, NULL);
+    assert_int_equal(fk_tok_n_merges(t), 3);
+    assert_int_equal(fk_tok_vocab_size(t), 272);
+    fk_tok_free(t);
+    o.vocab_size = 400;
+    o.min_frequency = 4;
+    train_ok(&o, spm_hand, NULL, 4, &t, NULL);
+    assert_int_equal(fk_tok_n_merges(t), 3);
+    fk_tok_free(t);
+    o.min_frequency = 3;
+    train_ok(&o, spm_hand, NULL, 4, &t, NULL);
+    assert_int_equal(fk_tok_n_merges(t), 5);
+    fk_tok_free(t);
+
+    // split_digits: "1" and "2" are words of their own, "▁" before them one too; the
+    // characters and merges stay the same
+    o.min_frequency = 0;
+    o.split_digits = true;
+    train_ok(&o, spm_hand, NULL, 4, &t, &st);
+    assert_int_equal(st.words, 13);
+    assert_int_equal(st.unique_words, 9);
+    assert_int_equal(fk_tok_n_merges(t), 6);
+    expect_piece(t, 266, "1");
+    expect_ids(t, "12", (const int32_t[]){260, 266, 267}, 3);
+    fk_tok_free(t);
+
+    // Extra specials follow </s>; the bytes and characters move up by one.
+    const char *extra[] = {"<pad>"};
+    fk_tok_train_opts e = {.kind = FK_TOK_SPM, .vocab_size = 400, .specials = extra, .n_specials = 1};
+    train_ok(&e, spm_hand, NULL, 4, &t, NULL);
+    expect_piece(t, 3, "<pad>");
+    assert_int_equal(fk_tok_type(t, 3), FK_TT_CONTROL);
+    expect_piece(t, 4, "<0x00>");
+    expect_piece(t, 260, "u");
+    assert_int_equal(fk_tok_vocab_size(t), 276);
+    fk_tok_free(t);
+}
+
+// Mixed text: words, digits, punctuation, newlines, runs of spaces.
+static char *spm_corpus(uint64_t seed, int n_words) {
+    static const char *const words[] = {"the", "cat", "sat", "on", "mat", "and", "dog", "then", "there", "1999", "42",
+                                        "3.14", "won't", "(x)", "caf\xC3\xA9", "\xE6\x97\xA5\xE6\x9C\xAC"};
+    fk_rng g;
+    fk_rng_seed(&g, seed);
+    char *s = malloc((size_t)n_words * 16 + 8);
+    size_t o = 0;
+    for (int w = 0; w < n_words; w++) {
+        if (w > 0) {
+            int r = (int)fk_rng_below(&g, 20);
+            const char *sep = r == 0 ? "\n" : r == 1 ? "\n\n" : r == 2 ? "  " : r == 3 ? ", " : " ";
+            memcpy(s + o, sep, strlen(sep));
+            o += strlen(sep);
+        }
+        const char *wd = words[fk_rng_below(&g, sizeof words / sizeof words[0])];
+        memcpy(s + o, wd, strlen(wd));
+        o += strlen(wd);
+    }
+    s[o] = 0;
+    return s;
+}
+
+static bool is_digit_piece(const char *p, uint32_t n, int *digits) {
+    *digits = 0;
+    for (uint32_t i = 0; i < n; i++) *digits += p[i] >= '0' && p[i] <= '9';
+    return *digits > 0;
+}
+
+static void test_spm_roundtrip(void **s) {
+    (void)s;
+    char *texts[2] = {spm_corpus(1, 3000), spm_corpus(2, 3000)};
+    fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 400};
+    fk_tokenizer *t;
+    train_ok(&o, (const char *const *)texts, NULL, 2, &t, NULL);
+    assert_true(fk_tok_vocab_size(t) > 330 && fk_tok_vocab_size(t) <= 400);  // stops when no pair is seen twice
+    for (int i = 0; i < 2; i++) {
+        roundtrip(t, texts[i], strlen(texts[i]), 0);
+        fk_tok_out out = {0};
+        CHECK(fk_tok_encode(t, texts[i], strlen(texts[i]), 0, &out));
+        assert_true(out.n < (int64_t)strlen(texts[i]) / 2);  // trained text compresses
+        fk_tok_out_free(&out);
+    }
+    // unseen text: characters never seen (byte fallback), control bytes, invalid UTF-8,
+    // spaces at either end and in runs, newlines first, specials written out
+    const char *unseen[] = {
+        "na\xC3\xAFve \xC3\xA9t\xC3\xA9 \xF0\x9F\x99\x82 \xF0\x9F\x9A\x80!",
+        "\ttabs\tand\r\nCRLF\r\n",
+        "  two spaces first, two last  ",
+        " ",
+        "\n\nnewlines first",
+        "x",
+        "bad \xC3\x28 \x80\xBF lone \xF0\x9F end \xED\xA0\x80 \xC0\xAF",
+        "<s> and </s> and <unk> stay text",
+        "digits 0123456789 9876543210",
+    };
+    for (size_t i = 0; i < sizeof unseen / sizeof unseen[0]; i++) roundtrip(t, unseen[i], strlen(unseen[i]), 0);
+    static const char bin[] = "bytes \x00\x01\x7f\xff\xfe end";
+    roundtrip(t, bin, sizeof bin - 1, 0);
+    char all[256];
+    for (int b = 0; b < 256; b++) all[b] = (char)(255 - b);
+    roundtrip(t, all, sizeof all, 0);
+    roundtrip(t, "", 0, 0);
+    // the emoji was never seen: its four bytes are byte tokens
+    int64_t n;
+    int32_t *ids = encode_ids(t, "\xF0\x9F\x99\x82", &n);
+    assert_int_equal(n, 5);
+    expect_piece(t, ids[0], SP);
+    for (int k = 1; k < 5; k++) assert_int_equal(fk_tok_type(t, ids[k]), FK_TT_BYTE);
+    assert_int_equal(ids[1], 3 + 0xF0);
+    free(ids);
+    // FK_DEC_KEEP_PREFIX keeps the space the dummy prefix became
+    const char *x = "the cat";
+    fk_tok_out out = {0};
+    CHECK(fk_tok_encode(t, x, strlen(x), 0, &out));
+    char *dec;
+    size_t dn;
+    CHECK(fk_tok_decode(t, out.ids, out.n, FK_DEC_KEEP_PREFIX, &dec, &dn));
+    assert_string_equal(dec, " the cat");
+    free(dec);
+    fk_tok_out_free(&out);
+    // ADD_SPECIAL adds nothing (add_bos is off)
+    CHECK(fk_tok_encode(t, x, strlen(x), FK_ENC_ADD_SPECIAL, &out));
+    for (int64_t i = 0; i < out.n; i++) assert_int_not_equal(fk_tok_type(t, out.ids[i]), FK_TT_CONTROL);
+    fk_tok_out_free(&out);
+    fk_tok_free(t);
+    free(texts[0]);
+    free(texts[1]);
+}
+
+static void test_spm_pieces(void **s) {
+    (void)s;
+    char *text = spm_corpus(3, 6000);
+    for (int split = 0; split < 2; split++) {
+        fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 600, .split_digits = split};
+        fk_tokenizer *t;
+        train_ok(&o, (const char *const *)&text, NULL, 1, &t, NULL);
+        int multi_digit = 0;
+        for (int32_t i = 0; i < fk_tok_vocab_size(t); i++) {
+            uint32_t n;
+            const char *p = fk_tok_piece(t, i, &n);
+            for (uint32_t k = 1; k + 2 < n; k++)  // "▁" only at a piece's start
+                if (memcmp(p + k, SP, 3) == 0) fail_msg("piece %d '%.*s' holds an inner " SP, i, (int)n, p);
+            bool nl = memchr(p, '\n', n) != NULL;  // newline pieces are newlines only
+            for (uint32_t k = 0; nl && k < n; k++) assert_int_equal(p[k], '\n');
+            int digits;
+            if (fk_tok_type(t, i) == FK_TT_NORMAL && is_digit_piece(p, n, &digits)) {
+                if (split) assert_int_equal(n, 1);  // a digit alone, not even "▁1"
+                multi_digit += digits > 1;
+            }
+        }
+        if (split) assert_int_equal(multi_digit, 0);
+        else assert_true(multi_digit > 0);  // "1999", "42" are frequent enough to merge
+        roundtrip(t, text, strlen(text), 0);
+        int64_t n;
+        int32_t *ids = encode_ids(t, "1999", &n);
+        assert_int_equal(n, split ? 5 : 1);
+        free(ids);
+        fk_tok_free(t);
+    }
+    // character_coverage: "ж", seen once among ~30000 characters, stays out at 0.999 and
+    // falls back to bytes; every other character (each over 1%) stays in.
+    const char *texts[2] = {text, "\xD0\xB6"};
+    fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 600};
+    fk_tokenizer *all, *some;
+    train_ok(&o, texts, NULL, 2, &all, NULL);
+    o.character_coverage = 0.999;
+    train_ok(&o, texts, NULL, 2, &some, NULL);
+    assert_true(fk_tok_find(all, "\xD0\xB6", 2) >= 0);
+    assert_true(fk_tok_find(some, "\xD0\xB6", 2) < 0);
+    assert_true(fk_tok_find(some, "\xE6\x97\xA5", 3) >= 0);
+    int64_t n;
+    int32_t *ids = encode_ids(some, "\xD0\xB6", &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[1], 3 + 0xD0);
+    assert_int_equal(ids[2], 3 + 0xB6);
+    free(ids);
+    roundtrip(some, text, strlen(text), 0);
+    roundtrip(some, texts[1], strlen(texts[1]), 0);
+    fk_tok_free(all);
+    fk_tok_free(some);
+    free(text);
+}
+
+static void test_spm_determinism_save(void **s) {
+    (void)s;
+    char *texts[2] = {spm_corpus(4, 4000), spm_corpus(5, 2000)};
+    fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 500, .split_digits = true};
+    fk_tokenizer *a, *b, *c;
+    train_ok(&o, (const char *const *)texts, NULL, 2, &a, NULL);
+    train_ok(&o, (const char *const *)texts, NULL, 2, &b, NULL);
+    assert_true(fk_tok_n_merges(a) > 20);
+    assert_same_tokenizer(a, b);
+
+    // tokenizer.json and back: the same kind, vocabulary and encodings
+    CHECK(fk_tok_save_hf(a, tpath("spm")));
+    CHECK(fk_tok_load(tpath("spm"), &c));
+    assert_int_equal(fk_tok_kind_of(c), FK_TOK_SPM);
+    assert_int_equal(fk_tok_vocab_size(c), fk_tok_vocab_size(a));
+    assert_int_equal(fk_tok_n_merges(c), fk_tok_n_merges(a));
+    assert_int_equal(fk_tok_bos(c), 1);
+    assert_int_equal(fk_tok_eos(c), 2);
+    // <unk> comes back as the unknown token, with its type: everything, the fingerprint included, survives
+    fk_tok_settings cs;
+    fk_tok_settings_of(c, &cs);
+    assert_int_equal(cs.unk, 0);
+    assert_true(cs.add_space_prefix && cs.byte_fallback && !cs.add_bos && !cs.prefix_first_only);
+    for (int32_t i = 0; i < fk_tok_vocab_size(a); i++) assert_int_equal(fk_tok_type(c, i), fk_tok_type(a, i));
+    assert_true(fk_tok_fingerprint(c) == fk_tok_fingerprint(a));
+    const char *probe[] = {texts[1], "unseen: \xC3\xA9\t\xF0\x9F\x99\x82  end ", "\n\n1999 42\n"};
+    for (int i = 0; i < 3; i++) {
+        int64_t na, nc;
+        int32_t *ia = encode_ids(a, probe[i], &na), *ic = encode_ids(c, probe[i], &nc);
+        assert_int_equal(na, nc);
+        assert_memory_equal(ia, ic, sizeof *ia * (size_t)na);
+        free(ia);
+        free(ic);
+        roundtrip(c, probe[i], strlen(probe[i]), 0);
+    }
+    fk_tok_free(a);
+    fk_tok_free(b);
+    fk_tok_free(c);
+    free(texts[0]);
+    free(texts[1]);
+}
+
+static void test_spm_bad_options(void **s) {
+    (void)s;
+    // 3 specials + 256 bytes + 10 characters = 269
+    fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 268};
+    expect_arg(&o, spm_hand, NULL, 4, "vocab_size 268 is too small: the 3 special tokens, 256 byte tokens and 10 characters of the text need 269");
+    o.vocab_size = 269;  // exactly the characters: no merges
+    fk_tokenizer *t;
+    train_ok(&o, spm_hand, NULL, 4, &t, NULL);
+    assert_int_equal(fk_tok_n_merges(t), 0);
+    roundtrip(t, spm_hand[2], strlen(spm_hand[2]), 0);
+    fk_tok_free(t);
+    o.vocab_size = 258;
+    expect_arg(&o, spm_hand, NULL, 4, "vocab_size 258 is smaller than the 256 byte tokens plus 3 special tokens");
+    o.vocab_size = 400;
+    o.pre = "gpt-2";
+    expect_arg(&o, spm_hand, NULL, 4, "byte-level BPE only");
+    o.pre = NULL;
+    o.character_coverage = 1.5;
+    expect_arg(&o, spm_hand, NULL, 4, "character_coverage 1.5");
+    o.character_coverage = -0.1;
+    expect_arg(&o, spm_hand, NULL, 4, "character_coverage -0.1");
+    o.character_coverage = 0;
+    const char *specials[] = {"<s>", "<x>", "<x>", "u"};
+    o.specials = specials;
+    o.n_specials = 1;
+    expect_arg(&o, spm_hand, NULL, 4, "<unk>, <s> and </s> already");
+    o.specials = specials + 1;
+    o.n_specials = 2;
+    expect_arg(&o, spm_hand, NULL, 4, "'<x>' given twice (0 and 1)");
+    o.specials = specials + 3;  // a special spelled like a character
+    o.n_specials = 1;
+    expect_arg(&o, spm_hand, NULL, 4, "'u' is spelled like a character");
+    o.n_specials = 0;
+    o.kind = (fk_tok_kind)7;
+    expect_arg(&o, spm_hand, NULL, 4, "kind 7");
+    fk_tok_train_opts b = {.vocab_size = 400, .split_digits = true};
+    expect_arg(&b, spm_hand, NULL, 4, "split_digits applies to SPM");
+    b.split_digits = false;
+    b.character_coverage = 0.9;
+    expect_arg(&b, spm_hand, NULL, 4, "character_coverage applies to SPM");
+    // no texts: the specials, the bytes and "▁" (always there, so that spaces decode as spaces)
+    fk_tok_train_opts e = {.kind = FK_TOK_SPM, .vocab_size = 300};
+    train_ok(&e, NULL, NULL, 0, &t, NULL);
+    assert_int_equal(fk_tok_vocab_size(t), 260);
+    expect_piece(t, 259, SP);
+    roundtrip(t, "any text \xC3\xA9", strlen("any text \xC3\xA9"), 0);
+    fk_tok_free(t);
+}
+
+// English, repeated: far fewer tokens than bytes.
+static void test_spm_compression(void **s) {
+    (void)s;
+    static const char para[] =
+        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+        "it was the season of Darkness, it was the spring of hope, it was the winter of despair.\n";
+    size_t n = (sizeof para - 1) * 50;
+    char *text = malloc(n + 1);
+    for (int i = 0; i < 50; i++) memcpy(text + i * (sizeof para - 1), para, sizeof para - 1);
+    text[n] = 0;
+    fk_tok_train_opts o = {.kind = FK_TOK_SPM, .vocab_size = 400};
+    fk_tokenizer *t;
+    train_ok(&o, (const char *const *)&text, NULL, 1, &t, NULL);
+    fk_tok_out out = {0};
+    CHECK(fk_tok_encode(t, text, n, 0, &out));
+    assert_true(out.n < (int64_t)n / 4);
+    fk_tok_out_free(&out);
+    roundtrip(t, text, n, 0);
+    fk_tok_free(t);
+    free(text);
+
+    const char *path = FK_SHARED_DATA "/corpora/shakespeare/input.txt";
+    if (!fk_path_exists(path)) return;
+    char *data;
+    CHECK(fk_read_file(path, &data, &n));
+    const size_t n_train = 200000, n_eval = 100000;
+    const char *texts[] = {data};
+    const size_t lens[] = {n_train};
+    o.vocab_size = 1000;
+    fk_tok_train_stats stats;
+    train_ok(&o, texts, lens, 1, &t, &stats);
+    assert_int_equal(fk_tok_vocab_size(t), 1000);
+    CHECK(fk_tok_encode(t, data + n_train, n_eval, 0, &out));
+    double ratio = (double)out.n / (double)n_eval;
+    print_message("spm shakespeare 200 KB, 1000 tokens: %.3f tokens/byte held out (%.3f s words, %.3f s merge)\n", ratio,
+                  stats.seconds_pretokenize, stats.seconds_merge);
+    assert_true(ratio < 0.5);
+    fk_tok_out_free(&out);
+    roundtrip(t, data + n_train, n_eval, 0);
+    fk_tok_free(t);
+    free(data);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hand),        cmocka_unit_test(test_reference), cmocka_unit_test(test_determinism),
-        cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_progress),  cmocka_unit_test(test_bad_options),
-        cmocka_unit_test(test_shakespeare),
+        cmocka_unit_test(test_hand),          cmocka_unit_test(test_reference),      cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_progress),       cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_shakespeare),   cmocka_unit_test(test_spm_hand),       cmocka_unit_test(test_spm_roundtrip),
+        cmocka_unit_test(test_spm_pieces),    cmocka_unit_test(test_spm_determinism_save),
+        cmocka_unit_test(test_spm_bad_options), cmocka_unit_test(test_spm_compression),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
 

@@ -50,13 +50,21 @@ static void train_progress(void *ctx, int32_t done, int32_t target) {
 
 static int tok_train(int argc, char **argv) {
     cli_list data = {0}, specials = {0};
-    const char *out = NULL, *pre = "gpt-2";
+    const char *out = NULL, *pre = "gpt-2", *kind = "bpe";
     int64_t vocab = 8192, min_freq = 2, max_bytes = 0;
+    bool split_digits = false;
+    double coverage = 1.0;
     cli_opt opts[] = {
         {"--data", OPT_LIST, &data, "training text file (repeat for several; required)", false},
         {"--vocab", OPT_INT, &vocab, "vocabulary size including bytes and specials (default 8192)", false},
-        {"--pre", OPT_STR, &pre, "pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ... (default gpt-2)", false},
-        {"--special", OPT_LIST, &specials, "special (control) token; repeatable (default <|endoftext|>, used as BOS and EOS)", false},
+        {"--kind", OPT_STR, &kind, "bpe (byte-level, GPT-2 style) or spm (SentencePiece-style, Llama 2 style) (default bpe)", false},
+        {"--pre", OPT_STR, &pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ... (default gpt-2)", false},
+        {"--special", OPT_LIST, &specials,
+         "special (control) token; repeatable (bpe: default <|endoftext|>, used as BOS and EOS; "
+         "spm: extra ones after <unk> <s> </s>, which it always has)", false},
+        {"--split-digits", OPT_FLAG, &split_digits, "spm: every digit is a token of its own (as Llama)", false},
+        {"--character-coverage", OPT_FLOAT, &coverage, "spm: share of character occurrences given a token, the rest "
+         "fall back to bytes (default 1: all)", false},
         {"--min-frequency", OPT_INT, &min_freq, "never merge a pair seen fewer times (default 2)", false},
         {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all (default 0)", false},
         {"-o|--out", OPT_STR, &out, "output folder: tokenizer.json, tokenizer_config.json (required)", false},
@@ -64,18 +72,33 @@ static int tok_train(int argc, char **argv) {
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit tokenizer train --data FILE [--data FILE ...] --vocab N -o DIR [options]\n\n"
-                       "Trains a byte-level BPE tokenizer (deterministic: the same files and options give the same tokenizer).");
+                       "Trains a byte-level BPE tokenizer (--kind bpe) or a SentencePiece-style BPE tokenizer with byte\n"
+                       "fallback (--kind spm: <unk> <s> </s>, <0x00>..<0xFF>, the characters, then merges; \"▁\" for spaces).\n"
+                       "Deterministic: the same files and options give the same tokenizer.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!data.n || !out) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
-    if (!specials.n) specials.v[specials.n++] = "<|endoftext|>";
+    bool spm = strcmp(kind, "spm") == 0;
+    if (!spm && strcmp(kind, "bpe") != 0) {
+        fprintf(stderr, "fusekit tokenizer train: error: --kind must be bpe or spm, not '%s'\n", kind);
+        return 2;
+    }
+    const char *bpe_only = cli_was_set(opts, "--pre") ? "--pre" : NULL;
+    const char *spm_only = split_digits ? "--split-digits" : cli_was_set(opts, "--character-coverage") ? "--character-coverage" : NULL;
+    if (spm ? bpe_only != NULL : spm_only != NULL) {
+        fprintf(stderr, "fusekit tokenizer train: error: %s applies to --kind %s only\n", spm ? bpe_only : spm_only, spm ? "bpe" : "spm");
+        return 2;
+    }
+    if (!specials.n && !spm) specials.v[specials.n++] = "<|endoftext|>";
     char *texts[CLI_LIST_MAX];
     size_t lens[CLI_LIST_MAX];
     fk_status st = read_texts(&data, texts, lens);
     if (st != FK_OK) return cli_fail("tokenizer train", st);
     for (int i = 0; i < data.n; i++)
         if (max_bytes > 0 && lens[i] > (size_t)max_bytes) lens[i] = (size_t)max_bytes;
-    fk_tok_train_opts o = {.vocab_size = (int32_t)vocab, .pre = pre, .specials = specials.v, .n_specials = specials.n,
-                           .min_frequency = min_freq, .progress = isatty(2) ? train_progress : NULL};
+    fk_tok_train_opts o = {.vocab_size = (int32_t)vocab, .kind = spm ? FK_TOK_SPM : FK_TOK_BPE, .pre = spm ? NULL : pre,
+                           .specials = specials.v, .n_specials = specials.n, .split_digits = split_digits,
+                           .character_coverage = spm ? coverage : 0, .min_frequency = min_freq,
+                           .progress = isatty(2) ? train_progress : NULL};
     fk_tokenizer *t = NULL;
     fk_tok_train_stats stats = {0};
     double t0 = fk_time_s();
@@ -85,6 +108,7 @@ static int tok_train(int argc, char **argv) {
     if (st == FK_OK) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "out", out);
+        cJSON_AddStringToObject(j, "kind", spm ? "spm" : "bpe");
         cJSON_AddNumberToObject(j, "vocab", fk_tok_vocab_size(t));
         cJSON_AddNumberToObject(j, "merges", fk_tok_n_merges(t));
         cJSON_AddNumberToObject(j, "bytes", (double)stats.bytes);
@@ -290,7 +314,7 @@ static int tok_convert(int argc, char **argv) {
 
 int cmd_tokenizer(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); const char *help; } subs[] = {
-        {"train", tok_train, "train a byte-level BPE tokenizer on text files"},
+        {"train", tok_train, "train a byte-level or SentencePiece-style BPE tokenizer on text files"},
         {"encode", tok_encode, "text to token ids (with byte spans on request)"},
         {"decode", tok_decode, "token ids to text"},
         {"info", tok_info, "kind, vocabulary, merges, special tokens, fingerprint"},

@@ -39,7 +39,7 @@ static void on_step(const fk_train_event *ev, void *user) {
         cJSON_AddNumberToObject(j, "val_bpb", ev->val_bpb);
     }
     if (ev->checkpoint) cJSON_AddStringToObject(j, "checkpoint", ev->checkpoint);
-    if (ui->teachers && ev->step == ev->steps) {  // which teacher the fusion followed, in shares of positions
+    if (ui->teachers) {  // which teacher the fusion followed so far, in shares of positions
         double sh[64];
         int n = fk_teacher_set_size(ui->teachers);
         fk_teacher_set_shares(ui->teachers, sh);

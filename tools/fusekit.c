@@ -20,6 +20,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"heal", cmd_heal, "distil a folded model from the model before folding (the fusion code path)"},
     {"prune", cmd_prune, "baselines at a parameter budget: magnitude or FLAP FFN pruning, ShortGPT layer drop"},
     {"merge", cmd_merge, "weight-space merge of same-architecture models (linear, task-arithmetic, ties, sce)"},
+    {"demo", cmd_demo, "fusion and folding end to end on the embedded synthetic corpus, with report.html (--quick: a minute)"},
     {"data", cmd_data, "synthetic multi-domain corpus with held-out splits and task probes (data synth)"},
 };
 

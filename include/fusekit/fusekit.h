@@ -10,6 +10,7 @@
 #include "fusekit/fusion.h"
 #include "fusekit/gguf.h"
 #include "fusekit/hf.h"
+#include "fusekit/html.h"
 #include "fusekit/merge.h"
 #include "fusekit/model.h"
 #include "fusekit/probes.h"

@@ -128,11 +128,28 @@ enum {
 fk_status fk_tok_decode(const fk_tokenizer *t, const int32_t *ids, int64_t n, unsigned flags, char **text, size_t *len);
 
 // ---------------------------------------------------------------- training
+// Two kinds train:
+// - FK_TOK_BPE (also kind 0): byte-level BPE (GPT-2). Ids: the specials, the 256 byte
+//   tokens, the merges.
+// - FK_TOK_SPM: SentencePiece-style BPE (Llama 2). The text is normalised as the encoder
+//   does (a "▁" before it, every space a "▁"); words start at each "▁", runs of newlines
+//   and (split_digits) single digits are words of their own. Ids: 0 "<unk>", 1 "<s>" (BOS),
+//   2 "</s>" (EOS), then the extra specials (control tokens), the 256 byte-fallback tokens
+//   "<0x00>".."<0xFF>", the characters of the text by frequency (descending, ties by code
+//   point) up to character_coverage, then the merged pieces. Characters left out and
+//   invalid UTF-8 bytes become byte tokens, which never merge. vocab_size must hold all
+//   of that before any merge. Scores: specials and bytes 0, the piece of merge r -r, the
+//   characters below every merged piece. No BOS/EOS is added when encoding.
 typedef struct {
     int32_t vocab_size;        // total, including the 256 byte tokens and the specials
-    const char *pre;           // pre-tokenizer preset (default "gpt-2")
-    const char *const *specials;  // control tokens, ids 0..n-1 before the 256 byte tokens (e.g. "<|endoftext|>")
+    fk_tok_kind kind;          // FK_TOK_BPE (also when 0) or FK_TOK_SPM
+    const char *pre;           // BPE: pre-tokenizer preset (default "gpt-2"); SPM: must be NULL
+    // BPE: control tokens, ids 0..n-1 before the 256 byte tokens (e.g. "<|endoftext|>").
+    // SPM: extra control tokens after <unk>, <s>, </s> (none by default).
+    const char *const *specials;
     int n_specials;
+    bool split_digits;         // SPM: every digit is its own piece (Llama)
+    double character_coverage; // SPM: share of character occurrences covered, (0, 1]; 0 means 1 (all)
     int64_t min_frequency;     // a pair seen fewer times is never merged (default 2)
     // Called now and then with the merges done so far; may be NULL.
     void (*progress)(void *ctx, int32_t merges_done, int32_t merges_target);
@@ -145,8 +162,8 @@ typedef struct {
     double seconds_pretokenize, seconds_merge;
 } fk_tok_train_stats;
 
-// Trains a byte-level BPE tokenizer on the given texts (each pre-tokenized on its own, so no
-// piece spans two texts). Deterministic: the same texts and options give the same
+// Trains a byte-level or SentencePiece-style BPE tokenizer on the given texts (each split
+// on its own, so no piece spans two texts). Deterministic: the same texts and options give the same
 // tokenizer. lens NULL: the texts are NUL-terminated. stats may be NULL.
 fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
                        fk_tokenizer **out, fk_tok_train_stats *stats);

@@ -1,5 +1,6 @@
 // Streaming redundancy statistics over a calibration text (fusekit/analyze.h, fold.md §1).
 #include "fusekit/analyze.h"
+#include "fusekit/html.h"
 #include "fusekit/safetensors.h"
 
 #include <cblas.h>
@@ -207,81 +208,30 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
 // layer, the angular-distance heatmap, per-layer histograms of the FFN neurons' |correlation|,
 // and each layer's head-similarity heatmap.
 
-typedef struct { char *buf; size_t n, cap; bool oom; } sbuf;
-static void sb(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int k = vsnprintf(b->buf ? b->buf + b->n : NULL, b->buf ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = true; return; }
-        if (b->buf && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
-        size_t cap = (b->cap + (size_t)k + 1) * 2;
-        char *p = realloc(b->buf, cap);
-        if (!p) { b->oom = true; return; }
-        b->buf = p;
-        b->cap = cap;
-    }
-}
-
-// white (0) to dark blue (1)
-static void color(double v, char *out) {
-    if (!isfinite(v)) { snprintf(out, 16, "#dddddd"); return; }
-    v = v < 0 ? 0 : v > 1 ? 1 : v;
-    int r = (int)(255 - 225 * v), g = (int)(255 - 180 * v), bl = (int)(255 - 90 * v);
-    snprintf(out, 16, "#%02x%02x%02x", r, g, bl);
-}
-
-static void bars(sbuf *b, const char *title, const double *v, int n, double vmax) {
-    int w = 40 + 24 * n, h = 160;
-    sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg'>", title, w, h + 20);
-    if (!(vmax > 0)) vmax = 1;
-    for (int i = 0; i < n; i++) {
-        double x = isfinite(v[i]) ? v[i] : 0, bh = (h - 20) * (x / vmax);
-        if (bh < 0) bh = 0;
-        sb(b, "<rect x='%d' y='%.1f' width='18' height='%.1f' fill='#4a78b0'><title>layer %d: %.5g</title></rect>", 30 + 24 * i, h - bh, bh, i, x);
-        sb(b, "<text x='%d' y='%d' font-size='10'>%d</text>", 33 + 24 * i, h + 14, i);
-    }
-    sb(b, "<text x='0' y='12' font-size='10'>%.3g</text></svg>", vmax);
-}
-
-static void heatmap(sbuf *b, const char *title, const double *v, int rows, int cols, int cell, const char *rl, const char *cl) {
-    sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg'>", title, 40 + cols * cell, 30 + rows * cell);
-    char c[16];
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++) {
-            color(v[i * cols + j], c);
-            sb(b, "<rect x='%d' y='%d' width='%d' height='%d' fill='%s'><title>%s %d, %s %d: %.4g</title></rect>", 30 + j * cell,
-               10 + i * cell, cell, cell, c, rl, i, cl, j + (cl[0] == 'n' ? 1 : 0), v[i * cols + j]);
-        }
-    sb(b, "</svg>");
-}
-
 static fk_status write_html(const fk_analysis *a, const char *dir) {
-    sbuf b = {0};
+    fk_sbuf b = {0};
     int L = a->n_layer, H = a->n_head;
-    sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusekit analyze</title>"
+    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusekit analyze</title>"
            "<style>body{font-family:sans-serif;margin:20px;max-width:1100px}h3{margin:18px 0 4px}"
            "div.l{display:inline-block;margin-right:16px;vertical-align:top}</style></head><body>");
-    sb(&b, "<h1>Redundancy analysis</h1><p>%d layers, %lld positions. Hover a cell or bar for its value. Low block influence, "
+    fk_sb(&b, "<h1>Redundancy analysis</h1><p>%d layers, %lld positions. Hover a cell or bar for its value. Low block influence, "
            "small angular distance and CKA near 1 mark layers that change the residual stream little (candidates to drop or "
            "merge); FFN neurons with high |correlation| and heads with similar contributions are candidates to fold.</p>",
        L, (long long)a->tokens);
     double mx = 0;
     for (int l = 0; l < L; l++) mx = fmax(mx, a->bi[l]);
-    bars(&b, "Block influence 1 − cos(x<sub>l</sub>, x<sub>l+1</sub>) per layer", a->bi, L, mx);
-    bars(&b, "Linear CKA between x<sub>l</sub> and x<sub>l+1</sub>", a->cka, L, 1.0);
+    fk_svg_bars(&b, "Block influence 1 − cos(x<sub>l</sub>, x<sub>l+1</sub>) per layer", a->bi, L, mx, NULL);
+    fk_svg_bars(&b, "Linear CKA between x<sub>l</sub> and x<sub>l+1</sub>", a->cka, L, 1.0, NULL);
     double amx = 0;
     for (int i = 0; i < L * a->max_n; i++) if (isfinite(a->angular[i])) amx = fmax(amx, a->angular[i]);
     double *scaled = malloc((size_t)(L * a->max_n) * sizeof *scaled);
-    if (!scaled) { free(b.buf); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    if (!scaled) { fk_sb_free(&b); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     for (int i = 0; i < L * a->max_n; i++) scaled[i] = amx > 0 ? a->angular[i] / amx : a->angular[i];
     char t[160];
     snprintf(t, sizeof t, "Angular distance d(l, l+n) (rows: layer l, columns: n = 1..%d; darkest = %.3g)", a->max_n, amx);
-    heatmap(&b, t, scaled, L, a->max_n, 22, "layer", "n");
+    fk_svg_heatmap(&b, t, scaled, L, a->max_n, 22, 0, 1, "layer", 0, "n", 1);
     free(scaled);
-    sb(&b, "<h3>FFN neurons: histogram of |correlation| between pairs, per layer</h3>");
+    fk_sb(&b, "<h3>FFN neurons: histogram of |correlation| between pairs, per layer</h3>");
     for (int l = 0; l < L; l++) {
         int64_t F = a->ffn[l];
         double hist[20] = {0}, total = 0, T = (double)a->tokens;
@@ -297,30 +247,29 @@ static fk_status write_html(const fk_analysis *a, const char *dir) {
             }
         double hm = 0;
         for (int k = 0; k < 20; k++) hm = fmax(hm, hist[k]);
-        sb(&b, "<div class='l'><svg width='130' height='80' xmlns='http://www.w3.org/2000/svg'>");
+        fk_sb(&b, "<div class='l'><svg width='130' height='80' xmlns='http://www.w3.org/2000/svg'>");
         for (int k = 0; k < 20; k++) {
             double bh = hm > 0 ? 60 * hist[k] / hm : 0;
-            sb(&b, "<rect x='%d' y='%.1f' width='5' height='%.1f' fill='#b0604a'><title>|r| %.2f-%.2f: %.0f pairs</title></rect>", 5 + 6 * k,
+            fk_sb(&b, "<rect x='%d' y='%.1f' width='5' height='%.1f' fill='#b0604a'><title>|r| %.2f-%.2f: %.0f pairs</title></rect>", 5 + 6 * k,
                65 - bh, bh, k / 20.0, (k + 1) / 20.0, hist[k]);
         }
-        sb(&b, "<text x='5' y='78' font-size='10'>layer %d (%lld neurons)</text></svg></div>", l, (long long)F);
+        fk_sb(&b, "<text x='5' y='78' font-size='10'>layer %d (%lld neurons)</text></svg></div>", l, (long long)F);
         (void)total;
     }
-    sb(&b, "<h3>Attention heads: cosine similarity of their contributions through W<sub>O</sub>, per layer</h3>");
+    fk_sb(&b, "<h3>Attention heads: cosine similarity of their contributions through W<sub>O</sub>, per layer</h3>");
     int cell = H <= 8 ? 14 : H <= 16 ? 8 : 4;
     for (int l = 0; l < L; l++) {
-        sb(&b, "<div class='l'>");
+        fk_sb(&b, "<div class='l'>");
         char tt[32];
         snprintf(tt, sizeof tt, "layer %d", l);
-        heatmap(&b, tt, a->head_sim + (int64_t)l * H * H, H, H, cell, "head", "head");
-        sb(&b, "</div>");
+        fk_svg_heatmap(&b, tt, a->head_sim + (int64_t)l * H * H, H, H, cell, 0, 1, "head", 0, "head", 0);
+        fk_sb(&b, "</div>");
     }
-    sb(&b, "</body></html>\n");
-    if (b.oom) { free(b.buf); return fk_error(FK_ERR_NOMEM, "out of memory writing analysis.html"); }
+    fk_sb(&b, "</body></html>\n");
     char *p = fk_path_join(dir, "analysis.html");
-    fk_status st = p ? fk_write_file_atomic(p, b.buf, b.n) : fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status st = p ? fk_sb_write(&b, p) : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (!p) fk_sb_free(&b);
     free(p);
-    free(b.buf);
     return st;
 }
 

@@ -525,6 +525,9 @@ fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
         if (tok) *ids[k] = fk_strmap_get(&map, tok, (uint32_t)strlen(tok));
         if (tok && *ids[k] < 0) st = fk_error(FK_ERR_FORMAT, "%s: %s '%s' is not in the vocabulary", path, names[k], tok);
     }
+    // SentencePiece's unknown piece is an added token in tokenizer.json; its type is "unknown"
+    // (as GGUF and sentencepiece have it), so a save / load round trip keeps the fingerprint.
+    if (st == FK_OK && s.kind == FK_TOK_SPM && s.unk >= 0 && types[s.unk] == FK_TT_CONTROL) types[s.unk] = FK_TT_UNKNOWN;
     // The post-processor's template says what an encoding starts and ends with.
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
     const cJSON *single = NULL;

@@ -12,6 +12,15 @@
 //    pair's count.
 // Nothing depends on hash iteration order or addresses: words are numbered in order of
 // first appearance, word lists are appended in visiting order, ties break on ids.
+//
+// SentencePiece-style BPE (kind FK_TOK_SPM) replaces steps 1-2: each text is normalised as
+// the encoder does ("▁" before it, every space a "▁") and cut into words before every "▁",
+// around runs of newlines and (split_digits) around every digit; the normalised words are
+// copied into an arena. The base symbols are the characters of the text (the most frequent
+// up to character_coverage) after the specials and the 256 <0xNN> byte tokens; characters
+// left out and invalid bytes are byte tokens, and no pair holding an id below the first
+// character is ever counted, so byte tokens and specials never merge. Because no word holds
+// a "▁" after its start, no piece does either: the encoder may then merge chunk by chunk.
 #include "tok/tok_internal.h"
 
 #include <stdlib.h>
@@ -57,7 +66,14 @@ typedef struct {
     // heap
     heap_ent *heap;
     int64_t n_heap, cap_heap;
+    int32_t min_id;      // pairs holding a smaller id are never counted (SPM: specials and byte tokens)
     bool nomem;
+    // SPM: the normalised words, in blocks that never move
+    char **blk;
+    int64_t n_blk, cap_blk;
+    size_t blk_used, blk_size;
+    char *scratch;       // the word being normalised
+    int64_t scratch_len, cap_scratch;
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -65,18 +81,37 @@ static void trainer_free(trainer *t) {
     free(t->wkey); free(t->wklen); free(t->freq); free(t->off); free(t->len); free(t->sym); free(t->stamp);
     for (int64_t i = 0; i < t->n_pairs; i++) free(t->pw[i].w);
     free(t->pkey); free(t->pcnt); free(t->pw); free(t->pdirty); free(t->slot); free(t->dirty); free(t->heap);
+    for (int64_t i = 0; i < t->n_blk; i++) free(t->blk[i]);
+    free(t->blk); free(t->scratch);
     memset(t, 0, sizeof *t);
 }
 
 // ---------------------------------------------------------------- word counting
-static fk_status on_piece(void *ctx, const char *text, size_t begin, size_t end) {
-    trainer *t = ctx;
-    if (end - begin > INT32_MAX) return fk_error(FK_ERR_ARG, "pre-token of %zu bytes is too long to train on", end - begin);
-    const char *k = text + begin;
-    uint32_t n = (uint32_t)(end - begin);
+// A stable copy of k[0, n) in the arena; NULL when out of memory.
+static const char *arena_copy(trainer *t, const char *k, size_t n) {
+    if (t->n_blk == 0 || t->blk_used + n > t->blk_size) {
+        size_t size = n > (1u << 20) ? n : (1u << 20);
+        if (!GROW(t->blk, t->cap_blk, t->n_blk + 1)) return NULL;
+        char *b = malloc(size ? size : 1);
+        if (!b) return NULL;
+        t->blk[t->n_blk++] = b;
+        t->blk_used = 0;
+        t->blk_size = size;
+    }
+    char *p = t->blk[t->n_blk - 1] + t->blk_used;
+    memcpy(p, k, n);
+    t->blk_used += n;
+    return p;
+}
+
+// Counts one occurrence of the word k[0, n); copy: k is not stable, a new word is copied.
+static fk_status count_word(trainer *t, const char *k, size_t len, bool copy) {
+    if (len > INT32_MAX) return fk_error(FK_ERR_ARG, "pre-token of %zu bytes is too long to train on", len);
+    uint32_t n = (uint32_t)len;
     t->n_pieces++;
     int32_t id = fk_strmap_get(&t->map, k, n);
     if (id < 0) {
+        if (copy && !(k = arena_copy(t, k, n))) return fk_error(FK_ERR_NOMEM, "out of memory storing %lld distinct words", (long long)t->n_words);
         if (t->n_words >= INT32_MAX) return fk_error(FK_ERR_ARG, "more than %d distinct pre-tokens", INT32_MAX);
         int64_t need = t->n_words + 1;
         if (!GROW(t->wkey, t->cap_wkey, need) || !GROW(t->wklen, t->cap_wklen, need) || !GROW(t->freq, t->cap_freq, need))
@@ -89,6 +124,53 @@ static fk_status on_piece(void *ctx, const char *text, size_t begin, size_t end)
     }
     t->freq[id]++;
     return FK_OK;
+}
+
+static fk_status on_piece(void *ctx, const char *text, size_t begin, size_t end) {
+    return count_word(ctx, text + begin, end - begin, false);
+}
+
+// SPM words: the scratch word is counted and emptied.
+static fk_status flush_word(trainer *t) {
+    fk_status st = t->scratch_len > 0 ? count_word(t, t->scratch, (size_t)t->scratch_len, true) : FK_OK;
+    t->scratch_len = 0;
+    return st;
+}
+
+static fk_status scratch_put(trainer *t, const char *p, size_t n) {
+    if (!GROW(t->scratch, t->cap_scratch, t->scratch_len + (int64_t)n))
+        return fk_error(FK_ERR_NOMEM, "out of memory: word of %lld bytes", (long long)t->scratch_len);
+    memcpy(t->scratch + t->scratch_len, p, n);
+    t->scratch_len += (int64_t)n;
+    return FK_OK;
+}
+
+static const char MARKER[3] = {(char)0xE2, (char)0x96, (char)0x81};  // U+2581 "▁"
+
+// Normalises text[0, n) as the SPM encoder does ("▁" first, every space a "▁"; a "▁" in
+// the text is one too) and counts its words: each "▁" starts one, a run of newlines is one,
+// and with split_digits so is every digit.
+static fk_status spm_words(trainer *t, const char *text, size_t n, bool split_digits) {
+    t->scratch_len = 0;
+    FK_TRY(scratch_put(t, MARKER, 3));
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        bool marker = c == MARKER[0] && i + 2 < n && text[i + 1] == MARKER[1] && text[i + 2] == MARKER[2];
+        if (c == ' ' || marker) {
+            FK_TRY(flush_word(t));
+            FK_TRY(scratch_put(t, MARKER, 3));
+            if (marker) i += 2;
+        } else if (c == '\n' || (split_digits && c >= '0' && c <= '9')) {
+            FK_TRY(flush_word(t));
+            size_t j = i + 1;
+            if (c == '\n') while (j < n && text[j] == '\n') j++;
+            FK_TRY(count_word(t, text + i, j - i, true));
+            i = j - 1;
+        } else {
+            FK_TRY(scratch_put(t, &c, 1));
+        }
+    }
+    return flush_word(t);
 }
 
 // ---------------------------------------------------------------- pairs
@@ -141,6 +223,7 @@ static int32_t pair_get(trainer *t, int32_t a, int32_t b) {
 
 // Adds delta to the count of (a, b) for word w; an increase records w in the pair's list.
 static void pair_add(trainer *t, int32_t a, int32_t b, int64_t delta, int32_t w, uint32_t merge) {
+    if (a < t->min_id || b < t->min_id) return;
     int32_t p = pair_get(t, a, b);
     if (p < 0) { t->nomem = true; return; }
     t->pcnt[p] += delta;
@@ -261,6 +344,15 @@ static void vocab_free(vocab *v) {
 }
 
 // ---------------------------------------------------------------- training
+static const char *const SPM_SPECIALS[3] = {"<unk>", "<s>", "</s>"};
+
+// The control tokens in id order: SPM has <unk>, <s>, </s> before the caller's.
+static int n_specials_of(const fk_tok_train_opts *o) { return o->n_specials + (o->kind == FK_TOK_SPM ? 3 : 0); }
+static const char *special_name(const fk_tok_train_opts *o, int i) {
+    if (o->kind != FK_TOK_SPM) return o->specials[i];
+    return i < 3 ? SPM_SPECIALS[i] : o->specials[i - 3];
+}
+
 static fk_status check_opts(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
                             fk_tokenizer **out) {
     if (!o) return fk_error(FK_ERR_ARG, "tokenizer training: no options");
@@ -269,23 +361,108 @@ static fk_status check_opts(const fk_tok_train_opts *o, const char *const *texts
     if (n_texts > 0 && !texts) return fk_error(FK_ERR_ARG, "tokenizer training: %d texts but no text array", n_texts);
     for (int i = 0; i < n_texts; i++)
         if (!texts[i] && (!lens || lens[i] > 0)) return fk_error(FK_ERR_ARG, "tokenizer training: text %d is NULL", i);
+    if (o->kind != FK_TOK_BYTES && o->kind != FK_TOK_BPE && o->kind != FK_TOK_SPM)
+        return fk_error(FK_ERR_ARG, "tokenizer training: kind %d is neither FK_TOK_BPE nor FK_TOK_SPM", (int)o->kind);
+    const bool spm = o->kind == FK_TOK_SPM;
     if (o->n_specials < 0) return fk_error(FK_ERR_ARG, "tokenizer training: negative special token count %d", o->n_specials);
     if (o->n_specials > 0 && !o->specials)
         return fk_error(FK_ERR_ARG, "tokenizer training: %d special tokens but no special token array", o->n_specials);
-    for (int i = 0; i < o->n_specials; i++) {
+    for (int i = 0; i < o->n_specials; i++)
         if (!o->specials[i] || !o->specials[i][0])
             return fk_error(FK_ERR_ARG, "tokenizer training: special token %d is empty", i);
+    const int n_spec = n_specials_of(o);
+    for (int i = 0; i < n_spec; i++)
         for (int j = 0; j < i; j++)
-            if (strcmp(o->specials[i], o->specials[j]) == 0)
-                return fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' given twice (%d and %d)", o->specials[i], j, i);
-    }
-    if (o->vocab_size < 256 + (int64_t)o->n_specials)
+            if (strcmp(special_name(o, i), special_name(o, j)) == 0) {
+                if (spm && j < 3)
+                    return fk_error(FK_ERR_ARG, "tokenizer training: special token '%s': SPM training has <unk>, <s> and </s> already",
+                                    special_name(o, i));
+                return fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' given twice (%d and %d)", special_name(o, i),
+                                j - (spm ? 3 : 0), i - (spm ? 3 : 0));
+            }
+    if (o->vocab_size < 256 + (int64_t)n_spec)
         return fk_error(FK_ERR_ARG, "tokenizer training: vocab_size %d is smaller than the 256 byte tokens plus %d special tokens",
-                        o->vocab_size, o->n_specials);
+                        o->vocab_size, n_spec);
     if (o->min_frequency < 0)
         return fk_error(FK_ERR_ARG, "tokenizer training: min_frequency %lld is negative", (long long)o->min_frequency);
+    if (spm) {
+        if (o->pre)
+            return fk_error(FK_ERR_ARG, "tokenizer training: a pre-tokenizer preset ('%s') applies to byte-level BPE only "
+                                        "(SPM training splits words at spaces)", o->pre);
+        if (!(o->character_coverage >= 0 && o->character_coverage <= 1))
+            return fk_error(FK_ERR_ARG, "tokenizer training: character_coverage %g is outside (0, 1]", o->character_coverage);
+        return FK_OK;
+    }
+    if (o->split_digits)
+        return fk_error(FK_ERR_ARG, "tokenizer training: split_digits applies to SPM training only "
+                                    "(byte-level BPE splits digits with its pre-tokenizer)");
+    if (o->character_coverage != 0)
+        return fk_error(FK_ERR_ARG, "tokenizer training: character_coverage applies to SPM training only");
     const char *pre = o->pre ? o->pre : "gpt-2";
     if (!fk_pretok_preset(pre)) return fk_error(FK_ERR_ARG, "tokenizer training: unknown pre-tokenizer preset '%s'", pre);
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- SPM characters
+typedef struct { const char *k; uint32_t n; int64_t count; } char_count;
+
+// More frequent first, ties by code point (UTF-8 byte order is code point order).
+static int cmp_chars(const void *x, const void *y) {
+    const char_count *a = x, *b = y;
+    if (a->count != b->count) return a->count > b->count ? -1 : 1;
+    int c = memcmp(a->k, b->k, a->n < b->n ? a->n : b->n);
+    return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+// The length of the character at k[0, n) that may be a token of its own; 0 when it is a
+// byte token (invalid UTF-8, and NUL, which tokenizer.json cannot hold in a string).
+static int char_len(const unsigned char *k, size_t n) { return k[0] ? fk_utf8_valid_len(k, n) : 0; }
+
+// The characters of the words by frequency, as SentencePiece picks them: while the share
+// of occurrences covered is below coverage (0: 1, all); "▁" always, even unseen. Keys point
+// into the words.
+static fk_status spm_chars(const trainer *t, double coverage, char_count **out, int64_t *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    fk_strmap m = {0};
+    char_count *c = NULL;
+    int64_t n = 0, cap = 0, total = 0;
+    fk_status st = fk_strmap_init(&m, 1024);
+    for (int64_t w = 0; st == FK_OK && w < t->n_words; w++) {
+        const unsigned char *k = (const unsigned char *)t->wkey[w];
+        for (uint32_t i = 0; st == FK_OK && i < t->wklen[w];) {
+            int cl = char_len(k + i, t->wklen[w] - i);
+            if (cl == 0) { i++; continue; }
+            int32_t id = fk_strmap_get(&m, (const char *)k + i, (uint32_t)cl);
+            if (id < 0) {
+                if (!GROW(c, cap, n + 1)) { st = fk_error(FK_ERR_NOMEM, "out of memory counting characters"); break; }
+                c[n] = (char_count){(const char *)k + i, (uint32_t)cl, 0};
+                id = (int32_t)n++;
+                st = fk_strmap_put(&m, c[id].k, c[id].n, id);
+            }
+            c[id].count += t->freq[w];
+            total += t->freq[w];
+            i += (uint32_t)cl;
+        }
+    }
+    // "▁" is always a token, even unseen: else spaces would decode as byte tokens, to "▁"
+    if (st == FK_OK && fk_strmap_get(&m, MARKER, 3) < 0) {
+        if (GROW(c, cap, n + 1)) c[n++] = (char_count){MARKER, 3, 0};
+        else st = fk_error(FK_ERR_NOMEM, "out of memory counting characters");
+    }
+    fk_strmap_free(&m);
+    if (st != FK_OK) { free(c); return st; }
+    if (n > 1) qsort(c, (size_t)n, sizeof *c, cmp_chars);
+    const double cov = coverage > 0 ? coverage : 1.0;
+    int64_t kept = 0, acc = 0;
+    for (int64_t i = 0; i < n; i++) {
+        bool marker = c[i].n == 3 && memcmp(c[i].k, MARKER, 3) == 0;
+        if (!marker && (double)acc >= cov * (double)total) continue;
+        acc += c[i].count;
+        c[kept++] = c[i];
+    }
+    *out = c;
+    *n_out = kept;
     return FK_OK;
 }
 
@@ -294,10 +471,11 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
     if (out) *out = NULL;
     if (stats) memset(stats, 0, sizeof *stats);
     FK_TRY(check_opts(o, texts, lens, n_texts, out));
-    const char *pre = o->pre ? o->pre : "gpt-2";
-    const int32_t n_spec = o->n_specials, n_base = 256 + n_spec;
+    const bool spm = o->kind == FK_TOK_SPM;
+    const char *pre = spm ? NULL : o->pre ? o->pre : "gpt-2";
+    const int32_t n_spec = n_specials_of(o);
+    int32_t n_base = 256 + n_spec;  // SPM: and the characters
     const int64_t min_freq = o->min_frequency > 0 ? o->min_frequency : 2;
-    const int32_t target = o->vocab_size - n_base;
 
     trainer t = {0};
     vocab v = {0};
@@ -307,17 +485,20 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
     int64_t cap_merges = 0;
     int32_t n_merges = 0;
     uint8_t *types = NULL;
+    float *scores = NULL;
+    char_count *chars = NULL;
+    int64_t n_chars = 0;
     fk_status st = FK_OK;
 
-    // 1. pre-tokenize and count words
+    // 1. pre-tokenize (SPM: normalise and split) and count words
     double t0 = fk_time_s();
     int64_t bytes = 0;
-    st = fk_pretok_init(&pt, pre, NULL, 0);
+    st = spm ? FK_OK : fk_pretok_init(&pt, pre, NULL, 0);
     if (st == FK_OK) st = fk_strmap_init(&t.map, 1 << 16);
     for (int i = 0; st == FK_OK && i < n_texts; i++) {
         size_t n = lens ? lens[i] : strlen(texts[i]);
         bytes += (int64_t)n;
-        if (n) st = fk_pretok_split(&pt, texts[i], n, on_piece, &t);
+        if (n) st = spm ? spm_words(&t, texts[i], n, o->split_digits) : fk_pretok_split(&pt, texts[i], n, on_piece, &t);
     }
     fk_pretok_free(&pt);
     fk_strmap_free(&t.map);  // the word keys stay in t.wkey
@@ -330,10 +511,11 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
     }
     if (st != FK_OK) goto done;
 
-    // 2. base vocabulary: specials, then the byte tokens by ascending mapped code point
+    // 2. base vocabulary: specials, then the byte tokens (BPE: by ascending mapped code
+    //    point; SPM: <0x00>..<0xFF>), then (SPM) the characters
     int32_t byte_id[256];
     uint32_t cps[256];
-    for (int b = 0; b < 256; b++) cps[b] = fk_byte_to_cp((uint8_t)b) << 8 | (uint32_t)b;
+    for (int b = 0; b < 256; b++) cps[b] = (spm ? (uint32_t)b : fk_byte_to_cp((uint8_t)b)) << 8 | (uint32_t)b;
     for (int i = 1; i < 256; i++) {  // insertion sort: 256 entries
         uint32_t x = cps[i];
         int j = i;
@@ -341,17 +523,19 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
         cps[j] = x;
     }
     for (int i = 0; i < n_spec; i++)
-        if (!vocab_add(&v, o->specials[i], (uint32_t)strlen(o->specials[i]))) goto nomem;
+        if (!vocab_add(&v, special_name(o, i), (uint32_t)strlen(special_name(o, i)))) goto nomem;
     if ((st = fk_strmap_init(&pieces, o->vocab_size)) != FK_OK) goto done;
     for (int i = 0; i < 256; i++) {
-        char u[4];
-        int n = fk_utf8_put(cps[i] >> 8, u);
+        char u[8];
+        int n = spm ? snprintf(u, sizeof u, "<0x%02X>", cps[i] & 0xFF) : fk_utf8_put(cps[i] >> 8, u);
         byte_id[cps[i] & 0xFF] = n_spec + i;
         if (!vocab_add(&v, u, (uint32_t)n)) goto nomem;
         if ((st = fk_strmap_put(&pieces, v.piece[v.n - 1], (uint32_t)n, n_spec + i)) != FK_OK) goto done;
     }
     // A special spelled like a byte token would take that byte's place in the vocabulary.
-    if ((st = fk_strmap_init(&spec_map, n_spec)) != FK_OK) goto done;
+    // No merge may spell a special (encoding would make the control token) or, in SPM, a
+    // byte token.
+    if ((st = fk_strmap_init(&spec_map, n_base)) != FK_OK) goto done;
     for (int i = 0; i < n_spec; i++) {
         if (fk_strmap_get(&pieces, v.piece[i], v.plen[i]) >= 0) {
             st = fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' is spelled like the byte token of one byte", v.piece[i]);
@@ -359,8 +543,32 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
         }
         if ((st = fk_strmap_put(&spec_map, v.piece[i], v.plen[i], i)) != FK_OK) goto done;
     }
+    for (int i = n_spec; spm && i < n_base; i++)
+        if ((st = fk_strmap_put(&spec_map, v.piece[i], v.plen[i], i)) != FK_OK) goto done;
+    if (spm) {
+        if ((st = spm_chars(&t, o->character_coverage, &chars, &n_chars)) != FK_OK) goto done;
+        if (n_base + n_chars > o->vocab_size) {
+            st = fk_error(FK_ERR_ARG, "tokenizer training: vocab_size %d is too small: the %d special tokens, 256 byte tokens and "
+                          "%lld characters of the text need %lld (raise vocab_size or lower character_coverage)",
+                          o->vocab_size, n_spec, (long long)n_chars, (long long)(n_base + n_chars));
+            goto done;
+        }
+        for (int64_t i = 0; i < n_chars; i++) {
+            if (fk_strmap_get(&spec_map, chars[i].k, chars[i].n) >= 0) {
+                st = fk_error(FK_ERR_ARG, "tokenizer training: special token '%.*s' is spelled like a character of the text",
+                              (int)chars[i].n, chars[i].k);
+                goto done;
+            }
+            if (!vocab_add(&v, chars[i].k, chars[i].n)) goto nomem;
+            if ((st = fk_strmap_put(&pieces, v.piece[v.n - 1], chars[i].n, (int32_t)(v.n - 1))) != FK_OK) goto done;
+        }
+        t.min_id = n_base;  // specials and byte tokens never merge
+        n_base += (int32_t)n_chars;
+        if (!(scores = calloc((size_t)o->vocab_size, sizeof *scores))) goto nomem;
+    }
+    const int32_t target = o->vocab_size - n_base;
 
-    // 3. words as byte-token ids; initial pair counts
+    // 3. words as symbol ids (byte tokens; SPM: characters, else byte tokens); initial pair counts
     int64_t n_sym = 0;
     for (int64_t w = 0; w < t.n_words; w++) n_sym += t.wklen[w];
     t.off = malloc((size_t)(t.n_words + 1) * sizeof *t.off);
@@ -372,8 +580,18 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
     for (int64_t w = 0; w < t.n_words; w++) {
         const unsigned char *k = (const unsigned char *)t.wkey[w];
         t.off[w] = n_sym;
-        t.len[w] = (int32_t)t.wklen[w];
-        for (uint32_t i = 0; i < t.wklen[w]; i++) t.sym[n_sym++] = byte_id[k[i]];
+        for (uint32_t i = 0; i < t.wklen[w];) {
+            // SPM: a character left out (or an invalid byte) is its byte tokens
+            int cl = spm ? char_len(k + i, t.wklen[w] - i) : 0;
+            int32_t id = cl > 0 ? fk_strmap_get(&pieces, (const char *)k + i, (uint32_t)cl) : -1;
+            if (id >= t.min_id) {
+                t.sym[n_sym++] = id;
+                i += (uint32_t)cl;
+            } else {
+                for (uint32_t e = i + (cl > 0 ? (uint32_t)cl : 1); i < e; i++) t.sym[n_sym++] = byte_id[k[i]];
+            }
+        }
+        t.len[w] = (int32_t)(n_sym - t.off[w]);
         const int32_t *s = t.sym + t.off[w];
         for (int32_t i = 0; i + 1 < t.len[w]; i++) pair_add(&t, s[i], s[i + 1], t.freq[w], (int32_t)w, 0);
         if (t.nomem) goto nomem;
@@ -408,8 +626,8 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
             }
             memcpy(buf, v.piece[a], v.plen[a]);
             memcpy(buf + v.plen[a], v.piece[b], v.plen[b]);
-            // a pair spelling a special token is never merged (encoding would make the control token)
-            if (n_spec > 0 && fk_strmap_get(&spec_map, buf, (uint32_t)n) >= 0) continue;
+            // a pair spelling a special token (SPM: or a byte token) is never merged
+            if (spec_map.count > 0 && fk_strmap_get(&spec_map, buf, (uint32_t)n) >= 0) continue;
             p = q;
             break;
         }
@@ -419,6 +637,7 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
             if (!vocab_add(&v, buf, (uint32_t)n)) { free(buf); goto nomem; }
             c = (int32_t)(v.n - 1);
             if ((st = fk_strmap_put(&pieces, v.piece[c], (uint32_t)n, c)) != FK_OK) break;
+            if (scores) scores[c] = -(float)n_merges;  // SentencePiece: the piece of merge r scores -r
         }
         if (!GROW(merges, cap_merges, n_merges + 1)) { free(buf); goto nomem; }
         merges[n_merges][0] = a;
@@ -464,6 +683,18 @@ fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, con
     spec.pre = pre;
     spec.bos = spec.eos = n_spec > 0 ? 0 : -1;
     spec.unk = spec.pad = -1;
+    if (spm) {  // Llama 2's settings, without BOS on encoding (training texts are raw text)
+        types[0] = FK_TT_UNKNOWN;
+        for (int32_t i = n_spec; i < n_spec + 256; i++) types[i] = FK_TT_BYTE;
+        for (int64_t i = 0; i < n_chars; i++) scores[t.min_id + i] = -(float)(n_merges + i);  // below every merge
+        spec.kind = FK_TOK_SPM;
+        spec.scores = scores;
+        spec.unk = 0;
+        spec.bos = 1;
+        spec.eos = 2;
+        spec.add_space_prefix = true;
+        spec.byte_fallback = true;
+    }
     st = fk_tok_build(&spec, out);
     if (st != FK_OK) fk_error_context(st, "tokenizer training: building the trained tokenizer");
     if (stats) {
@@ -477,6 +708,8 @@ nomem:
                   (long long)t.n_words, (long long)t.n_pairs);
 done:
     free(types);
+    free(scores);
+    free(chars);
     free(merges);
     fk_strmap_free(&pieces);
     fk_strmap_free(&spec_map);

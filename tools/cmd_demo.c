@@ -1,0 +1,605 @@
+// fusekit demo: the whole system on the embedded synthetic corpus, end to end, in minutes.
+//
+//   1. data      fusekit data synth: four domains (arith, facts, grammar, records) with splits and probes
+//   2. sources   three specialists with their own tokenizers and architectures:
+//                  A  Llama style, byte-level BPE (digits split), mostly arithmetic
+//                  B  Llama style with grouped-query attention, SentencePiece-style BPE, mostly facts
+//                  C  GPT-2 style, byte-level BPE (GPT-2 pre-tokenizer), mostly grammar and records
+//   3. fusion    the target, initialised from B, trained on a small mixed corpus with
+//                lambda * CLM + (1 - lambda) * fused teacher distributions (A, B and C: fusekit fuse)
+//   4. baseline  the same initialisation, corpus, steps and schedule with the CLM loss only
+//   5. fold      the fused model folded by an FFN budget and healed by distillation (fusekit fold)
+//   6. eval      every model on every domain's held-out test split and probes; report.html
+//
+// Each step is an ordinary fusekit command run in this process with its output in DIR/logs;
+// DIR/commands.sh lists them, so every number can be reproduced one command at a time.
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define N_DOM FK_SYNTH_N_DOMAINS
+#define N_SRC 3
+#define N_MODELS 6  // A, B, C, baseline, fused, folded
+
+typedef struct {
+    const char *name, *desc, *arch, *kind, *pre;
+    int vocab;
+    const char *domains[2];  // mostly trained on these (and a slice of the mixed corpus)
+    double lr;
+} demo_source;
+
+static const demo_source sources[N_SRC] = {
+    {"A", "Llama style, byte-level BPE 384 (digits split), arithmetic", "llama", "bpe", "qwen2", 384, {"arith", NULL}, 3e-3},
+    {"B", "Llama style + GQA, SentencePiece-style BPE 512, facts", "llama", "spm", NULL, 512, {"facts", NULL}, 3e-3},
+    {"C", "GPT-2 style, byte-level BPE 768, grammar and records", "gpt2", "bpe", "gpt-2", 768, {"grammar", "records"}, 5e-3},
+};
+
+typedef struct {
+    int64_t synth_bytes, heldout_bytes, probes;
+    int64_t d_model, layers, heads, ctx, batch, src_steps;
+    int64_t mix_slice;       // bytes of the mixed corpus each source also sees
+    int64_t fuse_bytes;      // the fusion corpus: the first bytes of mix/train.txt
+    int64_t fuse_steps, eval_every, heal_steps;
+    double fuse_lr, lambda, budget;
+} demo_cfg;
+
+static const demo_cfg cfg_quick = {60000, 8000, 100, 64, 2, 4, 64, 16, 600, 20000, 40000, 150, 25, 80, 2e-3, 0.5, 0.25};
+static const demo_cfg cfg_full = {120000, 12000, 250, 96, 3, 4, 128, 16, 600, 30000, 80000, 300, 25, 150, 2e-3, 0.7, 0.25};
+
+typedef struct {
+    const char *dir;
+    int64_t threads;
+    double t0;
+    FILE *commands;
+    int step;
+} demo;
+
+static void say(demo *d, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[%5.1fs] ", fk_time_s() - d->t0);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fflush(stderr);
+}
+
+// Runs one fusekit command in this process with stdout and stderr going to DIR/logs/<log>.log,
+// after writing it to commands.sh. Returns its exit code.
+static int run(demo *d, const char *log, int (*fn)(int, char **), int argc, char **argv) {
+    fprintf(d->commands, "fusekit");
+    for (int i = 0; i < argc; i++) fprintf(d->commands, " '%s'", argv[i]);
+    fprintf(d->commands, "  # %s\n", log);
+    fflush(d->commands);
+    char name[128];
+    snprintf(name, sizeof name, "logs/%02d-%s.log", ++d->step, log);
+    char *path = fk_path_join(d->dir, name);
+    fflush(stdout);
+    fflush(stderr);
+    int fd = path ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+    if (fd < 0) {
+        fprintf(stderr, "fusekit demo: error: cannot create %s\n", path ? path : name);
+        free(path);
+        return 1;
+    }
+    int so = dup(1), se = dup(2);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    close(fd);
+    int rc = fn(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(so, 1);
+    dup2(se, 2);
+    close(so);
+    close(se);
+    if (rc != 0) {
+        fprintf(stderr, "fusekit demo: error: step '%s' failed (exit %d); its output:\n", log, rc);
+        char *text = NULL;
+        size_t n = 0;
+        if (fk_read_file(path, &text, &n) == FK_OK) {
+            size_t from = n > 3000 ? n - 3000 : 0;
+            fwrite(text + from, 1, n - from, stderr);
+        }
+        free(text);
+    }
+    free(path);
+    return rc;
+}
+
+// An argv under construction; numbers are formatted into owned strings.
+typedef struct { char *v[96]; char own[96][48]; int n; } args;
+static void A_(args *a, const char *s) { if (a->n < 95) a->v[a->n++] = (char *)s; }
+static void An(args *a, const char *opt, double x) {
+    A_(a, opt);
+    if (a->n >= 95) return;
+    if (x == floor(x) && fabs(x) < 1e15) snprintf(a->own[a->n], 48, "%lld", (long long)x);
+    else snprintf(a->own[a->n], 48, "%g", x);
+    a->v[a->n] = a->own[a->n];
+    a->n++;
+}
+static void As(args *a, const char *opt, const char *s) { A_(a, opt); A_(a, s); }
+
+static char *pj(const char *a, const char *b) { return fk_path_join(a, b); }
+static char *pj3(const char *a, const char *b, const char *c) {
+    char *t = fk_path_join(a, b), *r = t ? fk_path_join(t, c) : NULL;
+    free(t);
+    return r;
+}
+
+// Appends whole lines of src (up to max bytes, 0 = all) to the growing buffer.
+static fk_status append_file(const char *src, int64_t max, char **buf, size_t *n) {
+    char *t;
+    size_t len;
+    FK_TRY(fk_read_file(src, &t, &len));
+    if (max > 0 && (size_t)max < len) {
+        len = (size_t)max;
+        while (len > 0 && t[len - 1] != '\n') len--;
+    }
+    char *g = realloc(*buf, *n + len + 1);
+    if (!g) { free(t); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    memcpy(g + *n, t, len);
+    *n += len;
+    g[*n] = 0;
+    *buf = g;
+    free(t);
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- evaluation
+typedef struct {
+    const char *name, *role;
+    char *dir;
+    char arch[64], tok[64];
+    int64_t params, ffn_params;
+    double bpb[N_DOM], avg_bpb;
+    double acc[N_DOM], avg_acc;
+    double tokens_per_s;
+} model_row;
+
+static fk_status evaluate(const char *data_dir, model_row *r, int64_t ctx) {
+    fk_model m;
+    FK_TRY(fk_hf_load(&m, r->dir));
+    fk_tokenizer *tok = NULL;
+    fk_status st = cli_model_tokenizer(r->dir, NULL, m.cfg.vocab_size, &tok);
+    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer", r->dir);
+    r->params = fk_model_num_params(&m);
+    r->ffn_params = 0;
+    for (int l = 0; l < m.cfg.n_layer; l++) r->ffn_params += m.cfg.ffn[l] * m.cfg.d_model * (m.cfg.mlp == FK_MLP_SWIGLU ? 3 : 2);
+    snprintf(r->arch, sizeof r->arch, "%s d%lld L%lld", m.cfg.norm == FK_NORM_RMSNORM ? "llama" : "gpt2", (long long)m.cfg.d_model,
+             (long long)m.cfg.n_layer);
+    if (st == FK_OK)
+        snprintf(r->tok, sizeof r->tok, "%s %d", fk_tok_kind_of(tok) == FK_TOK_SPM ? "spm" : "bpe", (int)fk_tok_vocab_size(tok));
+    double tokens = 0, secs = 0;
+    r->avg_bpb = r->avg_acc = 0;
+    for (int k = 0; k < N_DOM && st == FK_OK; k++) {
+        char *dd = pj(data_dir, fk_synth_domains[k]);
+        char *test = dd ? pj(dd, "test.txt") : NULL, *probes = dd ? pj(dd, "probes.jsonl") : NULL;
+        fk_token_data d;
+        st = test && probes ? fk_data_load_tok(test, tok, &d) : fk_error(FK_ERR_NOMEM, "out of memory");
+        if (st == FK_OK) {
+            fk_eval_result er;
+            double t0 = fk_time_s();
+            st = fk_eval_data(&m, &d, (int)ctx, 8, 0, &er);
+            secs += fk_time_s() - t0;
+            tokens += (double)er.tokens;
+            r->bpb[k] = er.bpb;
+            fk_data_free(&d);
+        }
+        if (st == FK_OK) {
+            fk_probe_result pr;
+            st = fk_probes_eval(&m, tok, probes, 0, &pr);
+            if (st == FK_OK) r->acc[k] = pr.accuracy;
+            fk_probe_result_free(&pr);
+        }
+        free(test);
+        free(probes);
+        free(dd);
+        r->avg_bpb += r->bpb[k] / N_DOM;
+        r->avg_acc += r->acc[k] / N_DOM;
+    }
+    r->tokens_per_s = secs > 0 ? tokens / secs : 0;
+    fk_tok_free(tok);
+    fk_model_free(&m);
+    if (st != FK_OK) fk_error_context(st, "evaluating %s", r->dir);
+    return st;
+}
+
+// ---------------------------------------------------------------- training curves
+typedef struct { double *step, *val, *loss, *lstep; int n_val, n_loss; double shares[8]; int n_shares; } curve;
+
+static void curve_free(curve *c) {
+    free(c->step); free(c->val); free(c->loss); free(c->lstep);
+    memset(c, 0, sizeof *c);
+}
+
+static void curve_load(const char *metrics, curve *c) {
+    memset(c, 0, sizeof *c);
+    char *t = NULL;
+    size_t n = 0;
+    if (fk_read_file(metrics, &t, &n) != FK_OK) return;
+    int lines = 1;
+    for (size_t i = 0; i < n; i++) lines += t[i] == '\n';
+    c->step = calloc((size_t)lines, sizeof(double));
+    c->val = calloc((size_t)lines, sizeof(double));
+    c->loss = calloc((size_t)lines, sizeof(double));
+    c->lstep = calloc((size_t)lines, sizeof(double));
+    for (char *line = strtok(t, "\n"); line && c->step && c->val && c->loss && c->lstep; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) continue;
+        cJSON *s = cJSON_GetObjectItem(j, "step"), *v = cJSON_GetObjectItem(j, "val_bpb"), *l = cJSON_GetObjectItem(j, "loss");
+        cJSON *sh = cJSON_GetObjectItem(j, "teacher_shares");
+        if (cJSON_IsNumber(s) && cJSON_IsNumber(v)) { c->step[c->n_val] = s->valuedouble; c->val[c->n_val++] = v->valuedouble; }
+        if (cJSON_IsNumber(s) && cJSON_IsNumber(l)) { c->lstep[c->n_loss] = s->valuedouble; c->loss[c->n_loss++] = l->valuedouble; }
+        if (cJSON_IsArray(sh)) {
+            c->n_shares = 0;
+            cJSON *e;
+            cJSON_ArrayForEach(e, sh) if (c->n_shares < 8) c->shares[c->n_shares++] = e->valuedouble;
+        }
+        cJSON_Delete(j);
+    }
+    free(t);
+}
+
+// ---------------------------------------------------------------- the report
+static void table_html(fk_sbuf *b, const model_row *rows, int n) {
+    fk_sb(b, "<table><tr><th>model</th><th>role</th><th>architecture</th><th>tokenizer</th><th>parameters</th>");
+    for (int k = 0; k < N_DOM; k++) fk_sb(b, "<th>%s bpb</th>", fk_synth_domains[k]);
+    fk_sb(b, "<th>mean bpb</th><th>probe accuracy</th><th>tokens/s</th></tr>");
+    for (int i = 0; i < n; i++) {
+        const model_row *r = &rows[i];
+        fk_sb(b, "<tr><td><b>%s</b></td><td>%s</td><td>%s</td><td>%s</td><td>%lld</td>", r->name, r->role, r->arch, r->tok,
+              (long long)r->params);
+        for (int k = 0; k < N_DOM; k++) fk_sb(b, "<td>%.3f</td>", r->bpb[k]);
+        fk_sb(b, "<td><b>%.3f</b></td><td>%.1f%%</td><td>%.0f</td></tr>", r->avg_bpb, 100 * r->avg_acc, r->tokens_per_s);
+    }
+    fk_sb(b, "</table>");
+}
+
+static fk_status write_report(const demo *d, const model_row *rows, const curve *fused, const curve *base, const fk_analysis *an,
+                              const fk_config *before, const fk_config *after, const char *teachers[], int n_teachers, double secs,
+                              bool quick) {
+    fk_sbuf b = {0};
+    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusekit demo</title><style>"
+              "body{font-family:sans-serif;margin:24px;max-width:1100px;color:#222}h3{margin:22px 0 4px}"
+              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+              "td:first-child,th:first-child,td:nth-child(2),td:nth-child(3),td:nth-child(4){text-align:left}"
+              "p.note{color:#555;font-size:13px}</style></head><body>");
+    fk_sb(&b, "<h1>fusekit demo%s</h1><p>Three small source models, each trained mostly on its own domain of a synthetic corpus, "
+              "with different tokenizers and architectures, are fused into one target (initialised from B) by continual training "
+              "on a small mixed corpus. The CLM-only baseline has the same initialisation, corpus, steps and schedule. The fused model "
+              "is then folded by a parameter budget and healed. Everything below is measured on held-out test splits "
+              "(bits per byte, lower is better) and multiple-choice probes (accuracy, chance 25%%). Total time %.0f s.</p>",
+          quick ? " (quick)" : "", secs);
+    table_html(&b, rows, N_MODELS);
+    const char *groups[N_DOM + 1], *series[N_MODELS];
+    double v[(N_DOM + 1) * N_MODELS], acc[(N_DOM + 1) * N_MODELS];
+    for (int k = 0; k <= N_DOM; k++) groups[k] = k < N_DOM ? fk_synth_domains[k] : "mean";
+    for (int i = 0; i < N_MODELS; i++) {
+        series[i] = rows[i].name;
+        for (int k = 0; k <= N_DOM; k++) {
+            v[k * N_MODELS + i] = k < N_DOM ? rows[i].bpb[k] : rows[i].avg_bpb;
+            acc[k * N_MODELS + i] = 100 * (k < N_DOM ? rows[i].acc[k] : rows[i].avg_acc);
+        }
+    }
+    fk_svg_grouped_bars(&b, "Held-out bits per byte per domain (lower is better)", groups, N_DOM + 1, series, N_MODELS, v, "%.3f");
+    fk_svg_grouped_bars(&b, "Probe accuracy per domain, % (higher is better; chance 25%)", groups, N_DOM + 1, series, N_MODELS, acc, "%.0f");
+    // training curves
+    const char *names[2] = {"fused", "baseline (CLM only)"};
+    const double *xs[2] = {fused->step, base->step}, *ys[2] = {fused->val, base->val};
+    int ns[2] = {fused->n_val, base->n_val};
+    fk_svg_lines(&b, "Training: held-out bits per byte on the mixed validation text", names, 2, xs, ys, ns, "step", "bpb");
+    const double *lx[2] = {fused->lstep, base->lstep}, *ly[2] = {fused->loss, base->loss};
+    int ln[2] = {fused->n_loss, base->n_loss};
+    fk_svg_lines(&b, "Training loss (fused: lambda * CLM + (1 - lambda) * fusion; baseline: CLM)", names, 2, lx, ly, ln, "step", "nats");
+    if (fused->n_shares == n_teachers)
+        fk_svg_bars(&b, "Fusion weights: the share of positions each teacher supplied (MinCE picks the teacher with the lowest "
+                        "cross-entropy on each sequence)", fused->shares, n_teachers, 1.0, teachers);
+    // layer similarity: cos-angle similarity 1 - d(i, j) between the residual streams x_i, x_j
+    if (an && an->n_layer > 0) {
+        int L = an->n_layer, n = L + 1;
+        double *sim = malloc(sizeof(double) * (size_t)(n * n));
+        if (sim) {
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++) {
+                    int lo = i < j ? i : j, dist = abs(i - j);
+                    sim[i * n + j] = dist == 0 ? 1.0 : dist <= an->max_n ? 1.0 - an->angular[lo * an->max_n + dist - 1] : NAN;
+                }
+            double mn = 1;
+            for (int i = 0; i < n * n; i++) if (isfinite(sim[i])) mn = fmin(mn, sim[i]);
+            char t[256];
+            snprintf(t, sizeof t, "Layer similarity of the fused model: 1 − angular distance between residual streams x<sub>i</sub> and "
+                                  "x<sub>j</sub> (x<sub>0</sub> the embeddings; white = %.3f, darkest = 1)", mn);
+            fk_svg_heatmap(&b, t, sim, n, n, 28, mn, 1.0, "x", 0, "x", 0);
+            free(sim);
+        }
+        fk_svg_bars(&b, "Block influence of each layer of the fused model (1 − cos(x<sub>l</sub>, x<sub>l+1</sub>))", an->bi, L, 0, NULL);
+    }
+    // fold plan
+    if (before && after) {
+        int L = (int)before->n_layer;
+        const char *lg[FK_MAX_LAYERS];
+        char lbl[FK_MAX_LAYERS][16];
+        double w[FK_MAX_LAYERS * 2], h[FK_MAX_LAYERS * 2];
+        for (int l = 0; l < L; l++) {
+            snprintf(lbl[l], sizeof lbl[l], "layer %d", l);
+            lg[l] = lbl[l];
+            w[2 * l] = (double)before->ffn[l];
+            w[2 * l + 1] = l < after->n_layer ? (double)after->ffn[l] : NAN;
+            h[2 * l] = (double)fk_config_heads(before, l);
+            h[2 * l + 1] = l < after->n_layer ? (double)fk_config_heads(after, l) : NAN;
+        }
+        const char *ba[2] = {"fused", "folded"};
+        fk_svg_grouped_bars(&b, "Fold plan: FFN width per layer before and after folding", lg, L, ba, 2, w, "%.0f");
+        fk_svg_grouped_bars(&b, "Fold plan: query heads per layer before and after folding", lg, L, ba, 2, h, "%.0f");
+    }
+    fk_sb(&b, "<p class='note'>Files: results.json (these numbers), commands.sh (every step as a fusekit command), logs/ (each "
+              "step's output), models/ (Hugging Face-style folders), data/ (the corpus and probes). Directory: ");
+    fk_sb_text(&b, d->dir);
+    fk_sb(&b, "</p></body></html>\n");
+    char *p = pj(d->dir, "report.html");
+    fk_status st = p ? fk_sb_write(&b, p) : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (!p) fk_sb_free(&b);
+    free(p);
+    return st;
+}
+
+static fk_status write_results(const demo *d, const model_row *rows, const curve *fused, double secs, bool quick) {
+    cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "models");
+    cJSON_AddBoolToObject(j, "quick", quick);
+    cJSON_AddNumberToObject(j, "seconds", round(secs * 10) / 10);
+    cJSON_AddItemToObject(j, "domains", cJSON_CreateStringArray(fk_synth_domains, N_DOM));
+    for (int i = 0; i < N_MODELS; i++) {
+        const model_row *r = &rows[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", r->name);
+        cJSON_AddStringToObject(o, "role", r->role);
+        cJSON_AddStringToObject(o, "dir", r->dir);
+        cJSON_AddStringToObject(o, "arch", r->arch);
+        cJSON_AddStringToObject(o, "tokenizer", r->tok);
+        cJSON_AddNumberToObject(o, "params", (double)r->params);
+        cJSON_AddNumberToObject(o, "ffn_params", (double)r->ffn_params);
+        cJSON *bpb = cJSON_AddObjectToObject(o, "bpb"), *acc = cJSON_AddObjectToObject(o, "accuracy");
+        for (int k = 0; k < N_DOM; k++) {
+            cJSON_AddNumberToObject(bpb, fk_synth_domains[k], r->bpb[k]);
+            cJSON_AddNumberToObject(acc, fk_synth_domains[k], r->acc[k]);
+        }
+        cJSON_AddNumberToObject(o, "mean_bpb", r->avg_bpb);
+        cJSON_AddNumberToObject(o, "mean_accuracy", r->avg_acc);
+        cJSON_AddNumberToObject(o, "tokens_per_s", round(r->tokens_per_s));
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (fused->n_shares > 0) cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(fused->shares, fused->n_shares));
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    char *p = pj(d->dir, "results.json");
+    fk_status st = s && p ? fk_write_file_atomic(p, s, strlen(s)) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(s);
+    free(p);
+    return st;
+}
+
+// ---------------------------------------------------------------- the pipeline
+static int demo_fail(const char *what, fk_status st) {
+    if (st != FK_OK) fk_error_context(st, "%s", what);
+    return cli_fail("demo", st);
+}
+
+int cmd_demo(int argc, char **argv) {
+    const char *out = "demo";
+    bool quick = false;
+    int64_t seed = 1, threads = 0;
+    cli_opt opts[] = {
+        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/ (default demo)", false},
+        {"--quick", OPT_FLAG, &quick, "smaller corpus, models and schedules: about a minute on 2 cores (the test suite runs it)", false},
+        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run (default 1)", false},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores; 1 with --quick, which runs beside other tests)", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = cli_parse(argc, argv, opts,
+                       "usage: fusekit demo [-o DIR] [--quick]\n\n"
+                       "Knowledge fusion and folding end to end on the embedded synthetic corpus (about 5 minutes on 2 cores;\n"
+                       "--quick about one): three sources with different tokenizers (byte-level BPE, SentencePiece-style BPE)\n"
+                       "and architectures (GPT-2, Llama) each learn mostly one domain; they are fused into a target initialised\n"
+                       "from one of them, against a CLM-only baseline with the same data and steps; the fused model is folded\n"
+                       "by an FFN budget and healed. Prints a table and writes DIR/report.html (open it in a browser).");
+    if (rc) return rc == 1 ? 0 : 2;
+    const demo_cfg *c = quick ? &cfg_quick : &cfg_full;
+    if (quick && !cli_was_set(opts, "--threads")) threads = 1;
+    cli_set_threads(threads);
+    demo d = {.dir = out, .threads = threads, .t0 = fk_time_s()};
+    char *logs = pj(out, "logs"), *models = pj(out, "models"), *data = pj(out, "data"), *corpus = pj(out, "corpus"), *toks = pj(out, "tokenizers");
+    fk_status st = fk_mkdir_p(logs);
+    if (st == FK_OK) st = fk_mkdir_p(models);
+    if (st == FK_OK) st = fk_mkdir_p(corpus);
+    if (st == FK_OK) st = fk_mkdir_p(toks);
+    char *cmdp = pj(out, "commands.sh");
+    if (st == FK_OK && !(d.commands = fopen(cmdp, "w"))) st = fk_error(FK_ERR_IO, "cannot create %s", cmdp);
+    free(cmdp);
+    if (st != FK_OK) return demo_fail("creating the output folder", st);
+    fprintf(d.commands, "# The steps of `fusekit demo%s -o %s`, as fusekit commands (run from the same folder).\n", quick ? " --quick" : "", out);
+    char seeds[32], thr[32];
+    snprintf(seeds, sizeof seeds, "%lld", (long long)seed);
+    snprintf(thr, sizeof thr, "%lld", (long long)threads);
+
+    // 1. the corpus
+    say(&d, "synthetic corpus: 4 domains, %lld bytes of training text each -> %s\n", (long long)c->synth_bytes, data);
+    {
+        args a = {0};
+        A_(&a, "data"); A_(&a, "synth"); As(&a, "-o", data); As(&a, "--seed", seeds);
+        An(&a, "--bytes", (double)c->synth_bytes); An(&a, "--heldout-bytes", (double)c->heldout_bytes); An(&a, "--probes", (double)c->probes);
+        if ((rc = run(&d, "synth", cmd_data, a.n, a.v)) != 0) goto done;
+    }
+    // corpora: each source's own domains + a slice of the mix; the fusion corpus
+    char *mix_train = pj3(data, "mix", "train.txt"), *mix_valid = pj3(data, "mix", "valid.txt");
+    char *src_text[N_SRC] = {0}, *fusion_text = pj(corpus, "fusion.txt");
+    for (int s = 0; s < N_SRC && st == FK_OK; s++) {
+        char *buf = NULL;
+        size_t n = 0;
+        for (int k = 0; k < 2 && sources[s].domains[k] && st == FK_OK; k++) {
+            char *f = pj3(data, sources[s].domains[k], "train.txt");
+            st = append_file(f, 0, &buf, &n);
+            free(f);
+        }
+        if (st == FK_OK) st = append_file(mix_train, c->mix_slice, &buf, &n);
+        char name[32];
+        snprintf(name, sizeof name, "source-%s.txt", sources[s].name);
+        src_text[s] = pj(corpus, name);
+        if (st == FK_OK) st = fk_write_file_atomic(src_text[s], buf, n);
+        free(buf);
+    }
+    if (st == FK_OK) {
+        char *buf = NULL;
+        size_t n = 0;
+        st = append_file(mix_train, c->fuse_bytes, &buf, &n);
+        if (st == FK_OK) st = fk_write_file_atomic(fusion_text, buf, n);
+        free(buf);
+    }
+    if (st != FK_OK) { rc = demo_fail("writing the training corpora", st); goto done_paths; }
+
+    // 2. tokenizers and sources
+    char *src_dir[N_SRC] = {0};
+    for (int s = 0; s < N_SRC; s++) {
+        const demo_source *S = &sources[s];
+        char *tdir = pj(toks, S->name);
+        src_dir[s] = pj(models, S->name);
+        args a = {0};
+        A_(&a, "tokenizer"); A_(&a, "train"); As(&a, "--data", src_text[s]); An(&a, "--vocab", S->vocab); As(&a, "--kind", S->kind);
+        if (S->pre) As(&a, "--pre", S->pre);
+        else A_(&a, "--split-digits");
+        As(&a, "-o", tdir);
+        char log[32];
+        snprintf(log, sizeof log, "tokenizer-%s", S->name);
+        rc = run(&d, log, cmd_tokenizer, a.n, a.v);
+        if (rc == 0) {
+            say(&d, "source %s: %s, %lld steps\n", S->name, S->desc, (long long)c->src_steps);
+            args t = {0};
+            A_(&t, "train"); As(&t, "--data", src_text[s]); As(&t, "--tokenizer", tdir); As(&t, "--arch", S->arch);
+            An(&t, "--d-model", (double)c->d_model); An(&t, "--layers", (double)c->layers); An(&t, "--heads", (double)c->heads);
+            if (strcmp(S->arch, "llama") == 0 && s == 1) An(&t, "--kv-heads", (double)(c->heads / 2));
+            An(&t, "--ctx", (double)c->ctx); An(&t, "--batch", (double)c->batch); An(&t, "--steps", (double)c->src_steps);
+            An(&t, "--lr", S->lr); As(&t, "--seed", seeds); As(&t, "--threads", thr);
+            An(&t, "--eval-every", (double)c->src_steps); An(&t, "--log-every", 50); As(&t, "-o", src_dir[s]);
+            snprintf(log, sizeof log, "source-%s", S->name);
+            rc = run(&d, log, cmd_train, t.n, t.v);
+        }
+        free(tdir);
+        if (rc) goto done_src;
+    }
+
+    // 3. fusion and 4. the baseline: the same schedule
+    char *fused_dir = pj(models, "fused"), *base_dir = pj(models, "baseline"), *folded_dir = pj(models, "folded");
+    args sched = {0};
+    An(&sched, "--steps", (double)c->fuse_steps); An(&sched, "--batch", (double)c->batch); An(&sched, "--lr", c->fuse_lr);
+    As(&sched, "--val", mix_valid); An(&sched, "--eval-every", (double)c->eval_every); An(&sched, "--log-every", 5);
+    As(&sched, "--seed", seeds); As(&sched, "--threads", thr);
+    {
+        say(&d, "fusion: target initialised from B, teachers A, B, C (MinCE, lambda %.2f), %lld steps on %lld bytes of mixed text\n",
+            c->lambda, (long long)c->fuse_steps, (long long)c->fuse_bytes);
+        args a = {0};
+        A_(&a, "fuse"); As(&a, "--target", src_dir[1]); A_(&a, "--source"); A_(&a, src_dir[0]); A_(&a, src_dir[2]);
+        As(&a, "--data", fusion_text); An(&a, "--lambda", c->lambda); A_(&a, "--teacher-tail"); As(&a, "--vmap", "exact");
+        for (int i = 0; i < sched.n; i++) A_(&a, sched.v[i]);
+        As(&a, "-o", fused_dir);
+        if ((rc = run(&d, "fuse", cmd_fuse, a.n, a.v)) != 0) goto done_models;
+    }
+    {
+        say(&d, "baseline: the same initialisation, corpus, steps and schedule, CLM loss only\n");
+        args a = {0};
+        A_(&a, "train"); As(&a, "--init", src_dir[1]); As(&a, "--data", fusion_text);
+        for (int i = 0; i < sched.n; i++) A_(&a, sched.v[i]);
+        As(&a, "-o", base_dir);
+        if ((rc = run(&d, "baseline", cmd_train, a.n, a.v)) != 0) goto done_models;
+    }
+    // 5. fold and heal
+    {
+        say(&d, "fold: %.0f%% of the fused model's FFN parameters, then %lld healing steps\n", 100 * c->budget, (long long)c->heal_steps);
+        args a = {0};
+        A_(&a, "fold"); As(&a, "--model", fused_dir); As(&a, "--data", fusion_text); An(&a, "--budget", c->budget);
+        An(&a, "--heal-steps", (double)c->heal_steps); A_(&a, "--fold-edges"); As(&a, "--threads", thr); As(&a, "-o", folded_dir);
+        A_(&a, "--"); An(&a, "--batch", (double)c->batch); As(&a, "--val", mix_valid); An(&a, "--eval-every", (double)c->heal_steps);
+        As(&a, "--seed", seeds);
+        if ((rc = run(&d, "fold", cmd_fold, a.n, a.v)) != 0) goto done_models;
+    }
+    // 6. evaluation
+    say(&d, "evaluation: held-out test splits and probes of every domain\n");
+    model_row rows[N_MODELS] = {
+        {.name = "A", .role = "source: arith", .dir = src_dir[0]},
+        {.name = "B", .role = "source: facts", .dir = src_dir[1]},
+        {.name = "C", .role = "source: grammar+records", .dir = src_dir[2]},
+        {.name = "baseline", .role = "CLM only, from B", .dir = base_dir},
+        {.name = "fused", .role = "fusion of A, B, C, from B", .dir = fused_dir},
+        {.name = "folded", .role = "fused, folded + healed", .dir = folded_dir},
+    };
+    for (int i = 0; i < N_MODELS && st == FK_OK; i++) st = evaluate(data, &rows[i], c->ctx);
+    fk_analysis an = {0};
+    fk_model fm = {0}, fo = {0};
+    bool have_models = false;
+    if (st == FK_OK) {  // layer similarity of the fused model on the mixed validation text
+        fk_tokenizer *tok = NULL;
+        fk_token_data td = {0};
+        st = fk_hf_load(&fm, fused_dir);
+        if (st == FK_OK) st = fk_hf_load(&fo, folded_dir);
+        have_models = st == FK_OK;
+        if (st == FK_OK) st = cli_model_tokenizer(fused_dir, NULL, fm.cfg.vocab_size, &tok);
+        if (st == FK_OK) st = fk_data_load_tok(mix_valid, tok, &td);
+        if (st == FK_OK) st = fk_analyze(&fm, &td, (int)c->ctx, 4, 32768, (int)fm.cfg.n_layer, &an);
+        fk_data_free(&td);
+        fk_tok_free(tok);
+    }
+    double secs = fk_time_s() - d.t0;
+    curve cf, cb;
+    char *mf = pj(fused_dir, "metrics.jsonl"), *mb = pj(base_dir, "metrics.jsonl");
+    curve_load(mf, &cf);
+    curve_load(mb, &cb);
+    free(mf);
+    free(mb);
+    const char *teachers[] = {"B (target)", "A", "C"};
+    if (st == FK_OK) st = write_results(&d, rows, &cf, secs, quick);
+    if (st == FK_OK)
+        st = write_report(&d, rows, &cf, &cb, &an, have_models ? &fm.cfg : NULL, have_models ? &fo.cfg : NULL, teachers, 3, secs, quick);
+    if (st == FK_OK) {
+        printf("\n%-9s %-26s %-13s %-8s %9s", "model", "role", "arch", "tokens", "params");
+        for (int k = 0; k < N_DOM; k++) printf(" %8s", fk_synth_domains[k]);
+        printf(" %8s %7s %8s\n", "mean bpb", "probes", "tok/s");
+        for (int i = 0; i < N_MODELS; i++) {
+            const model_row *r = &rows[i];
+            printf("%-9s %-26s %-13s %-8s %9lld", r->name, r->role, r->arch, r->tok, (long long)r->params);
+            for (int k = 0; k < N_DOM; k++) printf(" %8.3f", r->bpb[k]);
+            printf(" %8.3f %6.1f%% %8.0f\n", r->avg_bpb, 100 * r->avg_acc, r->tokens_per_s);
+        }
+        if (cf.n_shares == 3) printf("\nfusion weights (share of positions per teacher): B %.2f, A %.2f, C %.2f\n", cf.shares[0], cf.shares[1], cf.shares[2]);
+        const model_row *f = &rows[4], *bl = &rows[3];
+        printf("fused vs baseline, mean held-out bits per byte: %.4f vs %.4f (%+.2f%%); folded: %.4f with %.0f%% fewer FFN parameters\n",
+               f->avg_bpb, bl->avg_bpb, 100 * (f->avg_bpb / bl->avg_bpb - 1), rows[5].avg_bpb,
+               100 * (1 - (double)rows[5].ffn_params / (double)f->ffn_params));
+        printf("report: %s/report.html  (%.0f s)\n", out, secs);
+    } else {
+        rc = demo_fail("evaluating", st);
+    }
+    curve_free(&cf);
+    curve_free(&cb);
+    fk_analysis_free(&an);
+    if (have_models) { fk_model_free(&fm); fk_model_free(&fo); }
+done_models:
+    free(fused_dir);
+    free(base_dir);
+    free(folded_dir);
+done_src:
+    for (int s = 0; s < N_SRC; s++) free(src_dir[s]);
+done_paths:
+    for (int s = 0; s < N_SRC; s++) free(src_text[s]);
+    free(fusion_text);
+    free(mix_train);
+    free(mix_valid);
+done:
+    if (d.commands) fclose(d.commands);
+    free(logs); free(models); free(data); free(corpus); free(toks);
+    return rc;
+}
