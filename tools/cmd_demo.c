@@ -275,7 +275,7 @@ static fk_status write_report(const demo *d, const model_row *rows, const curve 
               "with different tokenizers and architectures, are fused into one target (initialised from B) by continual training "
               "on a small mixed corpus. The CLM-only baseline has the same initialisation, corpus, steps and schedule. The fused model "
               "is then folded by a parameter budget and healed. Everything below is measured on held-out test splits "
-              "(bits per byte, lower is better) and multiple-choice probes (accuracy, chance 25%%). Total time %.0f s.</p>",
+              "(bits per byte, lower is better) and multiple-choice probes (accuracy; chance is 50%% for grammar, 25%% for the rest). Total time %.0f s.</p>",
           quick ? " (quick)" : "", secs);
     table_html(&b, rows, N_MODELS);
     const char *groups[N_DOM + 1], *series[N_MODELS];
@@ -289,7 +289,7 @@ static fk_status write_report(const demo *d, const model_row *rows, const curve 
         }
     }
     fk_svg_grouped_bars(&b, "Held-out bits per byte per domain (lower is better)", groups, N_DOM + 1, series, N_MODELS, v, "%.3f");
-    fk_svg_grouped_bars(&b, "Probe accuracy per domain, % (higher is better; chance 25%)", groups, N_DOM + 1, series, N_MODELS, acc, "%.0f");
+    fk_svg_grouped_bars(&b, "Probe accuracy per domain, % (higher is better; chance 50% for grammar, 25% for the rest)", groups, N_DOM + 1, series, N_MODELS, acc, "%.0f");
     // training curves
     const char *names[2] = {"fused", "baseline (CLM only)"};
     const double *xs[2] = {fused->step, base->step}, *ys[2] = {fused->val, base->val};

@@ -83,12 +83,12 @@ void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double v
 
 void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *groups, int n_groups, const char *const *series,
                          int n_series, const double *v, const char *fmt) {
-    int bw = 16, gap = 18, gw = n_series * bw + gap, h = 200, top = 30, w = 50 + gw * n_groups;
+    int bw = 16, gap = 18, gw = n_series * bw + gap, h = 200, top = 56, w = 50 + gw * n_groups;
     double vmax = 0;
     for (int i = 0; i < n_groups * n_series; i++) if (isfinite(v[i])) vmax = fmax(vmax, v[i]);
     if (!(vmax > 0)) vmax = 1;
     int legend_w = 0;
-    for (int s = 0; s < n_series; s++) legend_w += 30 + 7 * (int)strlen(series[s]);
+    for (int s = 0; s < n_series; s++) legend_w += 36 + 7 * (int)strlen(series[s]);
     if (legend_w + 50 > w) w = legend_w + 50;
     fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>", title, w,
           top + h + 40);
@@ -97,7 +97,7 @@ void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *group
         fk_sb(b, "<rect x='%d' y='4' width='12' height='12' fill='%s'/><text x='%d' y='14' font-size='11'>", lx, fk_svg_color(s), lx + 16);
         fk_sb_text(b, series[s]);
         fk_sb(b, "</text>");
-        lx += 30 + 7 * (int)strlen(series[s]);
+        lx += 36 + 7 * (int)strlen(series[s]);
     }
     fk_sb(b, "<line x1='40' y1='%d' x2='%d' y2='%d' stroke='#999'/>", top + h, w - 5, top + h);
     for (int g = 0; g < n_groups; g++) {

@@ -1,0 +1,133 @@
+// End to end: `fusekit demo --quick`, as a newcomer runs it. Three sources with different
+// tokenizers (byte-level BPE 384 and 768, SentencePiece-style 512) and architectures (Llama,
+// GPT-2) are trained on their domains, fused, compared with the CLM-only baseline, folded and
+// healed. The fused model must beat the baseline and every source on mean held-out bits per
+// byte; the folded model must have fewer parameters; the report must be a self-contained page.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fusekit/fusekit.h"
+#include "test_util.h"
+
+static const cJSON *model_named(const cJSON *models, const char *name) {
+    const cJSON *m;
+    cJSON_ArrayForEach(m, models) {
+        const cJSON *n = cJSON_GetObjectItem(m, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0) return m;
+    }
+    fail_msg("no model %s in results.json", name);
+    return NULL;
+}
+
+static double num(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    if (!cJSON_IsNumber(v)) fail_msg("results.json: %s is not a number", key);
+    return v->valuedouble;
+}
+
+static void test_demo_quick(void **s) {
+    (void)s;
+    char *out;
+    int rc = run(&out, "%s demo --quick -o %s", FK_CLI, tpath("demo"));
+    if (rc != 0) fail_msg("demo --quick failed:\n%s", out);
+    // the table on stdout names every model
+    const char *names[] = {"A", "B", "C", "baseline", "fused", "folded"};
+    assert_non_null(strstr(out, "mean bpb"));
+    assert_non_null(strstr(out, "fused vs baseline"));
+    free(out);
+
+    size_t n;
+    char *text = slurp(tpath("demo/results.json"), &n);
+    cJSON *r = cJSON_Parse(text);
+    free(text);
+    assert_non_null(r);
+    const cJSON *models = cJSON_GetObjectItem(r, "models");
+    assert_int_equal(cJSON_GetArraySize(models), 6);
+    double mean[6];
+    for (int i = 0; i < 6; i++) {
+        const cJSON *m = model_named(models, names[i]);
+        mean[i] = num(m, "mean_bpb");
+        assert_true(isfinite(mean[i]) && mean[i] > 0.1 && mean[i] < 8);
+        // per-domain numbers average to the mean
+        const cJSON *bpb = cJSON_GetObjectItem(m, "bpb");
+        double sum = 0;
+        for (int k = 0; k < FK_SYNTH_N_DOMAINS; k++) sum += num(bpb, fk_synth_domains[k]);
+        assert_true(fabs(sum / FK_SYNTH_N_DOMAINS - mean[i]) < 1e-9);
+        double acc = num(m, "mean_accuracy");
+        assert_true(acc >= 0 && acc <= 1);
+        assert_true(num(m, "tokens_per_s") > 0);
+    }
+    // the issue's claims: fused beats the CLM-only baseline and every source
+    double fused = mean[4];
+    print_message("mean bpb: A %.4f B %.4f C %.4f baseline %.4f fused %.4f folded %.4f\n", mean[0], mean[1], mean[2], mean[3], fused, mean[5]);
+    for (int i = 0; i < 4; i++) assert_true(fused < mean[i]);
+    // the sources differ in tokenizer and architecture
+    assert_string_equal(cJSON_GetObjectItem(model_named(models, "B"), "tokenizer")->valuestring, "spm 512");
+    assert_non_null(strstr(cJSON_GetObjectItem(model_named(models, "A"), "tokenizer")->valuestring, "bpe 384"));
+    assert_non_null(strstr(cJSON_GetObjectItem(model_named(models, "C"), "arch")->valuestring, "gpt2"));
+    assert_non_null(strstr(cJSON_GetObjectItem(model_named(models, "B"), "arch")->valuestring, "llama"));
+    // folding removed FFN parameters and kept the model usable (within 5% of the fused model)
+    const cJSON *fo = model_named(models, "folded"), *fu = model_named(models, "fused");
+    assert_true(num(fo, "ffn_params") <= 0.8 * num(fu, "ffn_params"));
+    assert_true(num(fo, "params") < num(fu, "params"));
+    assert_true(mean[5] < 1.05 * fused);
+    // teacher shares: three teachers, summing to one
+    const cJSON *sh = cJSON_GetObjectItem(r, "teacher_shares"), *e;
+    double tot = 0;
+    assert_int_equal(cJSON_GetArraySize(sh), 3);
+    cJSON_ArrayForEach(e, sh) tot += e->valuedouble;
+    assert_true(fabs(tot - 1) < 1e-6);
+    cJSON_Delete(r);
+
+    // report.html: self-contained (no scripts, no external resources), with every chart
+    char *html = slurp(tpath("demo/report.html"), &n);
+    assert_null(strstr(html, "<script"));
+    assert_null(strstr(html, "http://www.w3.org/1999/xhtml\" src"));
+    assert_null(strstr(html, "src="));
+    assert_null(strstr(html, "href="));
+    const char *charts[] = {"bits per byte per domain", "Probe accuracy", "Training: held-out", "Fusion weights",
+                            "Layer similarity", "Fold plan: FFN width"};
+    for (size_t i = 0; i < sizeof charts / sizeof *charts; i++) {
+        if (!strstr(html, charts[i])) fail_msg("report.html lacks the chart '%s'", charts[i]);
+    }
+    int svgs = 0;
+    for (const char *p = html; (p = strstr(p, "<svg")); p++) svgs++;
+    assert_true(svgs >= 8);
+    free(html);
+    // every step is a command a user can rerun, and each left its log
+    char *cmds = slurp(tpath("demo/commands.sh"), &n);
+    assert_non_null(strstr(cmds, "'fuse'"));
+    assert_non_null(strstr(cmds, "'fold'"));
+    assert_non_null(strstr(cmds, "'--kind' 'spm'"));
+    free(cmds);
+    assert_true(fk_path_exists(tpath("demo/logs/08-fuse.log")));
+    assert_true(fk_path_exists(tpath("demo/models/fused/config.json")));
+}
+
+static void test_demo_bad_args(void **s) {
+    (void)s;
+    char *out;
+    assert_int_not_equal(run(&out, "%s demo --quick --nonsense", FK_CLI), 0);
+    assert_non_null(strstr(out, "--nonsense"));
+    free(out);
+    // an output folder that cannot be created
+    spit(tpath("file"), "x", 1);
+    assert_int_not_equal(run(&out, "%s demo --quick -o %s/sub", FK_CLI, tpath("file")), 0);
+    assert_non_null(strstr(out, "error"));
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_demo_bad_args),
+        cmocka_unit_test(test_demo_quick),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
