@@ -264,6 +264,57 @@ static void overfit(fk_config *c) {
     fk_model_free(&m);
 }
 
+// llama.cpp's llama-perplexity protocol, against an independent computation: every chunk run
+// token by token through the KV cache (another code path), BOS in place of its first token,
+// the negative log-softmax of the positions n_ctx/2 .. n_ctx-2 summed in double.
+static void check_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ctx, int32_t bos) {
+    fk_eval_result r;
+    CHECK(fk_eval_llama_ppl(m, ids, n, n_ctx, bos, 2, n * 3, &r));
+    int64_t V = m->cfg.vocab_size, chunks = n / n_ctx, count = 0;
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    double nll = 0;
+    for (int64_t c = 0; c < chunks; c++) {
+        const int32_t *t = ids + c * n_ctx;
+        for (int p = 0; p < n_ctx - 1; p++) {
+            int32_t tok = p == 0 && bos >= 0 ? bos : t[p];
+            CHECK(fk_model_step(m, &tok, 1, p, lg));
+            if (p < n_ctx / 2) continue;
+            double mx = lg[0], sum = 0;
+            for (int64_t v = 1; v < V; v++) mx = fmax(mx, lg[v]);
+            for (int64_t v = 0; v < V; v++) sum += exp((double)lg[v] - mx);
+            nll += mx + log(sum) - lg[t[p + 1]];
+            count++;
+        }
+    }
+    free(lg);
+    assert_int_equal(r.tokens, count);
+    assert_int_equal(count, chunks * (n_ctx - 1 - n_ctx / 2));
+    assert_true(fabs(r.loss - nll / (double)count) < 2e-5);
+    assert_true(fabs(r.bpb - nll / (double)count / log(2.0) / 3.0) < 2e-5);
+}
+
+static void test_llama_ppl_protocol(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 48, 32, 2, 4, 2, 64, 16);
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 11);
+    int32_t ids[53];
+    fk_rng rng;
+    fk_rng_seed(&rng, 5);
+    for (int i = 0; i < 53; i++) ids[i] = (int32_t)(fk_rng_u64(&rng) % 48);
+    check_llama_ppl(&m, ids, 53, 16, 1);   // 3 chunks of 16, the last 5 tokens left out, BOS 1
+    check_llama_ppl(&m, ids, 53, 16, -1);  // no BOS: the chunk's own first token
+    check_llama_ppl(&m, ids, 53, 10, 1);   // odd sizes: 5 chunks, positions 5..8
+    fk_eval_result r;
+    assert_int_equal(fk_eval_llama_ppl(&m, ids, 53, 32, 1, 2, 0, &r), FK_ERR_ARG);  // 53 < 2 * 32 tokens
+    assert_int_equal(fk_eval_llama_ppl(&m, ids, 53, 17, 1, 2, 0, &r), FK_ERR_ARG);  // longer than the context
+    ids[7] = 48;
+    assert_int_equal(fk_eval_llama_ppl(&m, ids, 53, 16, 1, 2, 0, &r), FK_ERR_ARG);  // id outside the vocabulary
+    fk_model_free(&m);
+}
+
 static void test_overfit_gpt2(void **s) { (void)s; fk_config c; fk_config_gpt2(&c, 64, 64, 2, 4, 32); overfit(&c); }
 static void test_overfit_llama(void **s) { (void)s; fk_config c; fk_config_llama(&c, 64, 64, 2, 4, 2, 160, 32); overfit(&c); }
 
@@ -272,6 +323,7 @@ int main(void) {
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
         cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
+        cmocka_unit_test(test_llama_ppl_protocol),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

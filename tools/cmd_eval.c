@@ -49,11 +49,44 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
     return st == FK_OK ? 0 : cli_fail("eval", st);
 }
 
+// llama.cpp's llama-perplexity protocol: the text encoded once with the tokenizer's specials,
+// chunks of --seq tokens (BOS replacing each chunk's first token when the tokenizer adds
+// one), the second half of each chunk scored.
+static int eval_llama_ppl(const char *model, const char *data, const char *tokenizer, int64_t seq, int64_t batch) {
+    fk_model m;
+    fk_status st = fk_hf_load(&m, model);
+    if (st != FK_OK) return cli_fail("eval", st);
+    fk_tokenizer *tok = NULL;
+    char *text = NULL;
+    size_t n = 0;
+    fk_tok_out o = {0};
+    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
+    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "--protocol llama-perplexity needs the model's tokenizer (give --tokenizer)");
+    if (st == FK_OK) st = fk_read_file(data, &text, &n);
+    if (st == FK_OK) st = fk_tok_encode(tok, text, n, FK_ENC_ADD_SPECIAL, &o);
+    fk_eval_result r;
+    int n_ctx = (int)(seq > 0 ? seq : m.cfg.max_seq);
+    int32_t bos = tok && fk_tok_adds_bos(tok) ? fk_tok_bos(tok) : -1;
+    double t0 = fk_time_s();
+    if (st == FK_OK) st = fk_eval_llama_ppl(&m, o.ids, o.n, n_ctx, bos, (int)batch, (int64_t)n, &r);
+    double dt = fk_time_s() - t0;
+    if (st == FK_OK)
+        printf("{\"model\":\"%s\",\"data\":\"%s\",\"protocol\":\"llama-perplexity\",\"n_ctx\":%d,\"chunks\":%lld,\"bos\":%s,"
+               "\"tokens\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f}\n",
+               model, data, n_ctx, (long long)(o.n / n_ctx), bos >= 0 ? "true" : "false", (long long)r.tokens, r.loss, r.ppl, r.bpb,
+               (double)(o.n / n_ctx * n_ctx) / dt);
+    fk_tok_out_free(&o);
+    free(text);
+    fk_tok_free(tok);
+    fk_model_free(&m);
+    return st == FK_OK ? 0 : cli_fail("eval", st);
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 0, threads = 0;
     cli_list ens = {0}, probes = {0};
-    const char *align = "offsets", *vmap = "mined", *cache = NULL, *kl_to = NULL;
+    const char *align = "offsets", *vmap = "mined", *cache = NULL, *kl_to = NULL, *protocol = "fusekit";
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder (required)", false},
         {"--data", OPT_STR, &data, "text file or token shard (required)", false},
@@ -67,6 +100,7 @@ int cmd_eval(int argc, char **argv) {
         {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for the ensemble (default mined)", false},
         {"--align-cache", OPT_STR, &cache, "folder for vocabulary maps (default: none, built each time)", false},
         {"--probes", OPT_LIST, &probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false},
+        {"--protocol", OPT_STR, &protocol, "fusekit | llama-perplexity: windows (above), or llama.cpp's llama-perplexity chunks (see README) (default fusekit)", false},
         {"--kl-to", OPT_STR, &kl_to, "also the mean KL(REF || model) per scored position to this model (same vocabulary; e.g. before folding)", false},
         {NULL, 0, NULL, NULL, false},
     };
@@ -84,6 +118,17 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!model || !data) { fprintf(stderr, "fusekit eval: error: --model and --data are required\n"); return 2; }
     cli_set_threads(threads);
+    if (strcmp(protocol, "llama-perplexity") == 0) {
+        if (probes.n || kl_to || max_tokens) {
+            fprintf(stderr, "fusekit eval: error: --protocol llama-perplexity takes no --probes, --kl-to or --max-tokens\n");
+            return 2;
+        }
+        return eval_llama_ppl(model, data, tokenizer, seq, batch);
+    }
+    if (strcmp(protocol, "fusekit") != 0) {
+        fprintf(stderr, "fusekit eval: error: --protocol must be fusekit or llama-perplexity (got '%s')\n", protocol);
+        return 2;
+    }
     fk_model m;
     fk_token_data d;
     fk_status st = fk_hf_load(&m, model);

@@ -79,6 +79,7 @@ fk_tok_kind fk_tok_kind_of(const fk_tokenizer *t);
 int32_t fk_tok_vocab_size(const fk_tokenizer *t);
 const char *fk_tok_pre(const fk_tokenizer *t);  // preset name, "" for custom patterns or none
 int32_t fk_tok_bos(const fk_tokenizer *t);
+bool fk_tok_adds_bos(const fk_tokenizer *t);   // encoding with FK_ENC_ADD_SPECIAL puts BOS first
 int32_t fk_tok_eos(const fk_tokenizer *t);
 int32_t fk_tok_n_merges(const fk_tokenizer *t);
 // A fingerprint of everything that decides encodings (token shards and stores record it).

@@ -101,6 +101,15 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
 typedef struct { double loss; double bpb; double ppl; int64_t tokens; int64_t bytes; } fk_eval_result;
 fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r);
 
+// llama.cpp's llama-perplexity protocol (its default, no stride): ids are the whole text
+// encoded once with the tokenizer's specials (BOS first when it adds one); they are cut into
+// floor(n / n_ctx) chunks of n_ctx tokens (the rest is left out); when bos >= 0 each chunk's
+// first token is replaced by BOS; in each chunk the positions n_ctx/2 .. n_ctx-2 are scored,
+// each predicting the token after it from the chunk's tokens up to it. r->ppl = exp(mean
+// nats); r->bytes and r->bpb count text_bytes / n bytes per token (0: bpb not reported).
+fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ctx, int32_t bos, int batch, int64_t text_bytes,
+                            fk_eval_result *r);
+
 // Checkpoints: HF folder + optimizer.safetensors + trainer_state.json (written last: its
 // presence marks a complete checkpoint).
 fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o);

@@ -85,6 +85,56 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
     return FK_OK;
 }
 
+fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ctx, int32_t bos, int batch, int64_t text_bytes,
+                            fk_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    if (n_ctx < 4) return fk_error(FK_ERR_ARG, "llama-perplexity protocol: context %d is too short (at least 4)", n_ctx);
+    if (n_ctx > m->cfg.max_seq)
+        return fk_error(FK_ERR_ARG, "llama-perplexity protocol: context %d is longer than the model's %lld", n_ctx, (long long)m->cfg.max_seq);
+    if (n < 2 * (int64_t)n_ctx)  // llama-perplexity's own requirement
+        return fk_error(FK_ERR_ARG, "llama-perplexity protocol: the text has %lld tokens; a context of %d needs at least %lld", (long long)n,
+                        n_ctx, 2 * (long long)n_ctx);
+    if (batch < 1) batch = 1;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return fk_error(FK_ERR_ARG, "llama-perplexity protocol: token %lld has id %d outside the model's vocabulary of %lld", (long long)i,
+                            ids[i], (long long)m->cfg.vocab_size);
+    int64_t n_chunk = n / n_ctx;
+    int first = n_ctx / 2;
+    int32_t *x = malloc((size_t)batch * (size_t)n_ctx * sizeof(int32_t)), *y = malloc((size_t)batch * (size_t)n_ctx * sizeof(int32_t));
+    if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    double total = 0;
+    int64_t scored = 0;
+    fk_status st = FK_OK;
+    for (int64_t c0 = 0; c0 < n_chunk && st == FK_OK; c0 += batch) {
+        int rows = (int)(n_chunk - c0 < batch ? n_chunk - c0 : batch);
+        for (int b = 0; b < rows; b++) {
+            const int32_t *c = ids + (c0 + b) * n_ctx;
+            for (int t = 0; t < n_ctx; t++) {
+                x[b * n_ctx + t] = t == 0 && bos >= 0 ? bos : c[t];
+                y[b * n_ctx + t] = t >= first && t + 1 < n_ctx ? c[t + 1] : -1;
+            }
+        }
+        float loss;
+        st = fk_model_forward(m, x, y, rows, n_ctx, false, &loss);
+        if (st != FK_OK) break;
+        const float *tl = fk_model_token_losses(m);
+        for (int64_t i = 0; i < (int64_t)rows * n_ctx; i++)
+            if (y[i] >= 0) { total += tl[i]; scored++; }
+    }
+    free(x); free(y);
+    FK_TRY(st);
+    r->tokens = scored;
+    r->loss = total / (double)scored;
+    r->ppl = exp(r->loss);
+    if (text_bytes > 0) {
+        double bpt = (double)text_bytes / (double)n;
+        r->bytes = (int64_t)(bpt * (double)scored + 0.5);
+        r->bpb = total / log(2.0) / (bpt * (double)scored);
+    }
+    return FK_OK;
+}
+
 // ------------------------------------------------------------------ checkpoints
 
 static cJSON *opts_to_json(const fk_train_opts *o) {

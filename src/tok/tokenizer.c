@@ -252,6 +252,7 @@ fk_tok_kind fk_tok_kind_of(const fk_tokenizer *t) { return t->kind; }
 int32_t fk_tok_vocab_size(const fk_tokenizer *t) { return t->n_vocab; }
 const char *fk_tok_pre(const fk_tokenizer *t) { return t->pre.name ? t->pre.name : ""; }
 int32_t fk_tok_bos(const fk_tokenizer *t) { return t->bos; }
+bool fk_tok_adds_bos(const fk_tokenizer *t) { return t->add_bos; }
 int32_t fk_tok_eos(const fk_tokenizer *t) { return t->eos; }
 int32_t fk_tok_n_merges(const fk_tokenizer *t) { return t->n_merges; }
 uint64_t fk_tok_fingerprint(const fk_tokenizer *t) { return t->fp; }
