@@ -111,6 +111,18 @@ static void test_demo_quick(void **s) {
     assert_true(fk_path_exists(tpath("demo/models/fused/config.json")));
 }
 
+// A folder that is not a demo's is never cleaned: the demo refuses it.
+static void test_demo_foreign_folder(void **s) {
+    (void)s;
+    char *out;
+    CHECK(fk_mkdir_p(tpath("mine/models")));
+    spit(tpath("mine/models/keep.txt"), "x", 1);
+    assert_int_not_equal(run(&out, "%s demo --quick -o %s", FK_CLI, tpath("mine")), 0);
+    assert_non_null(strstr(out, "not a fusekit demo folder"));
+    free(out);
+    assert_true(fk_path_exists(tpath("mine/models/keep.txt")));
+}
+
 static void test_demo_bad_args(void **s) {
     (void)s;
     char *out;
@@ -127,7 +139,8 @@ static void test_demo_bad_args(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_bad_args),
+        cmocka_unit_test(test_demo_foreign_folder),
         cmocka_unit_test(test_demo_quick),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -44,6 +44,8 @@ int cmd_heal(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 // Extracts (or finds cached) the top-k store of a model folder on a text into store_dir, named
 // after the folder and the model's fingerprint, with its tokenizer beside it; *path gets the

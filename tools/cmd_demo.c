@@ -16,7 +16,9 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -149,6 +151,37 @@ static fk_status append_file(const char *src, int64_t max, char **buf, size_t *n
     g[*n] = 0;
     *buf = g;
     free(t);
+    return FK_OK;
+}
+
+// A rerun starts afresh: the folders an earlier demo wrote are removed, but only in a folder
+// that an earlier demo made (commands.sh is there) or an empty one.
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static fk_status demo_clean(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return FK_OK;  // created below
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d));) entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    char *marker = fk_path_join(dir, "commands.sh");
+    bool ours = marker && fk_path_exists(marker);
+    free(marker);
+    if (entries == 0) return FK_OK;
+    if (!ours) return fk_error(FK_ERR_ARG, "%s exists and is not a fusekit demo folder (no commands.sh): choose another -o", dir);
+    const char *sub[] = {"logs", "models", "tokenizers", "corpus", "data", "report.html", "results.json", "commands.sh"};
+    for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
+        char *p = fk_path_join(dir, sub[i]);
+        if (p && fk_path_exists(p) && nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+            fk_status st = fk_error(FK_ERR_IO, "cannot remove %s from an earlier demo", p);
+            free(p);
+            return st;
+        }
+        free(p);
+    }
     return FK_OK;
 }
 
@@ -415,7 +448,8 @@ int cmd_demo(int argc, char **argv) {
     cli_set_threads(threads);
     demo d = {.dir = out, .threads = threads, .t0 = fk_time_s()};
     char *logs = pj(out, "logs"), *models = pj(out, "models"), *data = pj(out, "data"), *corpus = pj(out, "corpus"), *toks = pj(out, "tokenizers");
-    fk_status st = fk_mkdir_p(logs);
+    fk_status st = demo_clean(out);
+    if (st == FK_OK) st = fk_mkdir_p(logs);
     if (st == FK_OK) st = fk_mkdir_p(models);
     if (st == FK_OK) st = fk_mkdir_p(corpus);
     if (st == FK_OK) st = fk_mkdir_p(toks);

@@ -9,6 +9,7 @@
 #include "fusekit/fold.h"
 #include "fusekit/fusion.h"
 #include "fusekit/gguf.h"
+#include "fusekit/gguf_model.h"
 #include "fusekit/hf.h"
 #include "fusekit/html.h"
 #include "fusekit/merge.h"

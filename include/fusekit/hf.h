@@ -32,15 +32,19 @@ fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int
 void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out);
 void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in);
 
-// config.json text for a config (malloc'd).
+// config.json text for a config (malloc'd), with torch_dtype float32.
 char *fk_hf_config_json(const fk_config *c);
 // Parses config.json text; `path` names the file in errors.
 fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c);
 fk_status fk_hf_config_read(const char *path, fk_config *c);
 
-// Writes dir/config.json and dir/model.safetensors (dtype F32, F16 or BF16), each atomically.
+// Writes dir/config.json (torch_dtype naming dtype) and dir/model.safetensors (dtype F32, F16
+// or BF16), each atomically.
 fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype);
-// Reads the weights of dir into an initialised model whose config matches the folder's.
+// Reads the weights of dir (model.safetensors, or the shards model.safetensors.index.json
+// lists; F32, F16, BF16 or F64) into an initialised model whose config matches the folder's.
+// The files are mmapped and each tensor is copied once from the mapping into the weight arena.
+// Errors name the file and the tensor: missing, wrong shape, extra, integer dtype, non-finite.
 fk_status fk_hf_load_weights(fk_model *m, const char *dir);
 // Reads config.json, builds the model and loads its weights.
 fk_status fk_hf_load(fk_model *m, const char *dir);

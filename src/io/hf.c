@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,7 +139,25 @@ void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const
 
 // ------------------------------------------------------------------ config.json
 
-char *fk_hf_config_json(const fk_config *c) {
+// A float config value written as the shortest decimal that reads back to the same float
+// (1e-06, not 9.9999999747524271e-07; integers as 10000.0), as transformers writes it.
+static void add_float(cJSON *j, const char *key, float v) {
+    char buf[48];
+    if (v == floorf(v) && fabsf(v) < 1e15f) snprintf(buf, sizeof buf, "%.1f", (double)v);  // 10000.0
+    else
+        for (int prec = 1; prec <= 9; prec++) {
+            snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+            if ((float)strtod(buf, NULL) == v) break;
+        }
+    cJSON_AddRawToObject(j, key, buf);
+}
+
+static const char *torch_dtype_name(fk_dtype dt) {
+    return dt == FK_DT_BF16 ? "bfloat16" : dt == FK_DT_F16 ? "float16" : "float32";
+}
+
+// config.json text; torch_dtype names the dtype the weights are saved in.
+static char *config_json(const fk_config *c, fk_dtype dtype) {
     fk_arch arch = fk_config_arch(c);
     cJSON *j = cJSON_CreateObject(), *archs = cJSON_CreateArray();
     static const char *classes[] = {"GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "FusekitForCausalLM"};
@@ -154,7 +173,7 @@ char *fk_hf_config_json(const fk_config *c) {
         cJSON_AddNumberToObject(j, "n_ctx", (double)c->max_seq);
         cJSON_AddNumberToObject(j, "n_inner", (double)c->ffn[0]);
         cJSON_AddStringToObject(j, "activation_function", "gelu_new");
-        cJSON_AddNumberToObject(j, "layer_norm_epsilon", c->norm_eps);
+        add_float(j, "layer_norm_epsilon", c->norm_eps);
         cJSON_AddNumberToObject(j, "resid_pdrop", 0);
         cJSON_AddNumberToObject(j, "embd_pdrop", 0);
         cJSON_AddNumberToObject(j, "attn_pdrop", 0);
@@ -169,8 +188,8 @@ char *fk_hf_config_json(const fk_config *c) {
         cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_kv_head);
         cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
         cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->max_seq);
-        cJSON_AddNumberToObject(j, "rms_norm_eps", c->norm_eps);
-        cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
+        add_float(j, "rms_norm_eps", c->norm_eps);
+        add_float(j, "rope_theta", c->rope_theta);
         cJSON_AddStringToObject(j, "hidden_act", c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh");
         cJSON_AddNullToObject(j, "rope_scaling");
         if (arch == FK_ARCH_LLAMA) {
@@ -204,12 +223,14 @@ char *fk_hf_config_json(const fk_config *c) {
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied);
     if (c->bos_id >= 0) cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id); else cJSON_AddNullToObject(j, "bos_token_id");
     if (c->eos_id >= 0) cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id); else cJSON_AddNullToObject(j, "eos_token_id");
-    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    cJSON_AddStringToObject(j, "torch_dtype", torch_dtype_name(dtype));
     cJSON_AddStringToObject(j, "fusekit_version", FK_VERSION);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
 }
+
+char *fk_hf_config_json(const fk_config *c) { return config_json(c, FK_DT_F32); }
 
 typedef struct { const cJSON *root; const char *path; fk_status st; } cfg_reader;
 
@@ -270,6 +291,8 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
         int64_t ctx = get_int(&r, "n_positions", 0);
         if (ctx == 0) ctx = get_int(&r, "n_ctx", -1);
         fk_config_gpt2(c, get_int(&r, "vocab_size", -1), d, L, H, ctx);
+        if (H > 0 && d > 0 && d % H != 0 && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_FORMAT, "%s: n_embd %lld is not a multiple of n_head %lld", path, (long long)d, (long long)H);
         int64_t inner = get_int(&r, "n_inner", 4 * d);
         for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = inner;
         c->norm_eps = (float)get_num(&r, "layer_norm_epsilon", 1e-5);
@@ -287,13 +310,22 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
         fk_config_llama(c, get_int(&r, "vocab_size", -1), d, get_int(&r, "num_hidden_layers", -1), H,
                         get_int(&r, "num_key_value_heads", H), get_int(&r, "intermediate_size", -1),
                         get_int(&r, "max_position_embeddings", 2048));
-        if (H > 0) c->head_dim = get_int(&r, "head_dim", d / H);
+        const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+        if (hd && !cJSON_IsNull(hd)) c->head_dim = get_int(&r, "head_dim", -1);  // may differ from hidden_size / heads
+        else if (H > 0 && d > 0 && d % H != 0 && r.st == FK_OK)
+            r.st = fk_error(FK_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld and key \"head_dim\" is absent",
+                            path, (long long)d, (long long)H);
+        else if (H > 0) c->head_dim = d / H;
         c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-6);
         c->rope_theta = (float)get_num(&r, "rope_theta", 10000.0);
         c->tied = get_bool(&r, root, "tie_word_embeddings", false);
         const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-        if (rs && !cJSON_IsNull(rs) && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"rope_scaling\" is set; RoPE scaling is not supported yet", path);
+        if (rs && !cJSON_IsNull(rs) && r.st == FK_OK) {
+            const char *kind = get_str(rs, "rope_type");
+            if (!kind) kind = get_str(rs, "type");
+            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"rope_scaling\" is set (type \"%s\"); RoPE scaling is not supported (plain RoPE only)",
+                            path, kind ? kind : "?");
+        }
         const char *act = get_str(root, "hidden_act");
         if (strcmp(type, "fusekit") != 0 && act && strcmp(act, "silu") != 0 && r.st == FK_OK)
             r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (expected silu)", path, act);
@@ -329,6 +361,12 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
         fk_status st = fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2)", path, type);
         cJSON_Delete(root);
         return st;
+    }
+    const cJSON *quant = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    if (quant && !cJSON_IsNull(quant) && r.st == FK_OK) {
+        const char *method = get_str(quant, "quant_method");
+        r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"quantization_config\" is set (quant_method \"%s\"); quantized checkpoints are not supported "
+                        "(fusekit loads F32, F16 and BF16 weights)", path, method ? method : "?");
     }
     const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(root, "fusekit_intermediate_sizes");
     if (cJSON_IsArray(sizes)) {
@@ -398,7 +436,7 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
     char *path = fk_path_join(dir, "model.safetensors"), *cpath = fk_path_join(dir, "config.json");
     if (st == FK_OK) st = fk_st_write(path, e, n, "{\"format\":\"pt\"}");
     if (st == FK_OK) {
-        char *json = fk_hf_config_json(&m->cfg);
+        char *json = config_json(&m->cfg, dtype);
         st = fk_write_file_atomic(cpath, json, strlen(json));
         free(json);
     }
@@ -442,7 +480,11 @@ static fk_status shards_open(shard_set *s, const char *dir) {
             char *p = fk_path_join(dir, it->valuestring);
             bool seen = false;
             for (int i = 0; i < s->n; i++) if (strcmp(s->st[i].path, p) == 0) seen = true;
-            if (!seen) { st = fk_st_open(&s->st[s->n], p); if (st == FK_OK) s->n++; }
+            if (!seen) {
+                st = fk_st_open(&s->st[s->n], p);
+                if (st == FK_OK) s->n++;
+                else fk_error_context(st, "%s: weight_map puts %s in %s", index, it->string, it->valuestring);
+            }
             free(p);
             if (st != FK_OK) break;
         }
@@ -498,15 +540,29 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
             st = fk_error(FK_ERR_FORMAT, "%s: tensor %s has shape [%s] but config.json implies [%s]", path, t->name, got, exp);
             break;
         }
-        if (want > tmp_cap) {  // one conversion buffer, grown to the largest tensor
-            float *grown = realloc(tmp, (size_t)want * sizeof(float));
-            if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
-            tmp = grown;
-            tmp_cap = want;
+        // The files are mmapped (fk_st_open); the model's weights are one arena, so each tensor
+        // is copied once out of the mapping: F32 straight into the arena (transposed for GPT-2's
+        // Conv1D weights), F16/BF16 (and F64, or F32 at an offset not a multiple of 4) converted
+        // through one scratch buffer grown to the largest such tensor. No file is read whole.
+        const float *src = NULL;
+        if (f->dtype == FK_DT_F32 && (uintptr_t)f->data % _Alignof(float) == 0) src = f->data;
+        else {
+            if (want > tmp_cap) {
+                float *grown = realloc(tmp, (size_t)want * sizeof(float));
+                if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+                tmp = grown;
+                tmp_cap = want;
+            }
+            st = fk_st_to_f32(f, tmp);
+            if (st != FK_OK) { fk_error_context(st, "%s", path); break; }
+            src = tmp;
         }
-        st = fk_st_to_f32(f, tmp);
-        if (st != FK_OK) { fk_error_context(st, "%s", path); break; }
-        fk_hf_scatter(m, m->w, t, tmp);
+        fk_hf_scatter(m, m->w, t, src);
+        // the tensor's rows of the arena, in fusekit's layout (contiguous either way)
+        const float *dst = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t);
+        for (int64_t j = 0; j < want && st == FK_OK; j++)
+            if (!isfinite(dst[j]))
+                st = fk_error(FK_ERR_NUMERIC, "%s: tensor %s holds a non-finite value (%g)", path, t->name, (double)dst[j]);
     }
     free(tmp);
     // Every tensor in the files must be used: an extra one means config and weights disagree.
@@ -521,14 +577,7 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
         }
     free(ts);
     shards_close(&s);
-    if (st != FK_OK) return st;
-    for (int i = 0; i < m->n_params; i++) {
-        const fk_param *p = &m->params[i];
-        for (int64_t j = 0; j < p->numel; j++)
-            if (!isfinite(m->w[p->offset + j]))
-                return fk_error(FK_ERR_NUMERIC, "%s: weight %s[%lld] is not finite", dir, p->name, (long long)j);
-    }
-    return FK_OK;
+    return st;
 }
 
 fk_status fk_hf_load(fk_model *m, const char *dir) {

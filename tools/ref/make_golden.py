@@ -13,6 +13,11 @@ path, with the float32 up-casts that transformers hard-codes removed for the
 float64 run only) and prints/records the float32-vs-float64 deviations, which
 show how much slack float32 arithmetic itself needs.
 
+It then writes forward-only reference folders that exercise loading of Hugging
+Face folders (other model types, config keys, bf16/f16 weights, shards):
+config.json + the weights as save_pretrained writes them, and a golden.safetensors
+with just tokens, logits and loss (see FORWARD_SPECS).
+
 Run:  tools/ref/.venv/bin/python tools/ref/make_golden.py
 """
 
@@ -36,6 +41,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -116,6 +123,130 @@ def model_specs():
             ),
             1003,
             2003,
+        ),
+    }
+
+
+def forward_specs():
+    """Forward-only reference folders for loading Hugging Face checkpoints.
+
+    name -> (model class, config, weight seed, token seed, dtype the weights are
+    saved in, max_shard_size or None). transformers 4.40 has no `head_dim` key
+    for Llama/Mistral/Qwen2 (head_dim is always hidden_size / num_attention_heads),
+    so no folder here can have a different head_dim.
+    """
+    def llama(**kw):
+        base = dict(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_theta=10000.0,
+            rms_norm_eps=1e-6,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+            attention_bias=False,
+            attention_dropout=0.0,
+            attn_implementation="eager",
+        )
+        base.update(kw)
+        return LlamaConfig(**base)
+
+    return {
+        # Mistral with GQA (4 query heads share 1 kv head) and a sliding window
+        # equal to T: within the window it is full causal attention.
+        "mistral": (
+            MistralForCausalLM,
+            MistralConfig(
+                vocab_size=96,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=1,
+                rope_theta=10000.0,
+                rms_norm_eps=1e-5,
+                max_position_embeddings=64,
+                sliding_window=T,
+                tie_word_embeddings=False,
+                attention_dropout=0.0,
+                attn_implementation="eager",
+            ),
+            1011,
+            2011,
+            torch.float32,
+            None,
+        ),
+        # Llama-3 / SmolLM-like: tied embeddings, rope_theta 5e5, rms eps 1e-5, 6/2 heads
+        "llama3": (
+            LlamaForCausalLM,
+            llama(
+                vocab_size=128,
+                hidden_size=48,
+                intermediate_size=64,
+                num_attention_heads=6,
+                num_key_value_heads=2,
+                rope_theta=500000.0,
+                rms_norm_eps=1e-5,
+                max_position_embeddings=128,
+                tie_word_embeddings=True,
+            ),
+            1012,
+            2012,
+            torch.float32,
+            None,
+        ),
+        # attention_bias: q/k/v/o all have biases
+        "llama_bias": (LlamaForCausalLM, llama(num_key_value_heads=4, attention_bias=True), 1013, 2013, torch.float32, None),
+        "llama_bf16": (LlamaForCausalLM, llama(), 1014, 2014, torch.bfloat16, None),
+        "llama_f16": (LlamaForCausalLM, llama(), 1015, 2015, torch.float16, None),
+        "llama_sharded": (LlamaForCausalLM, llama(), 1016, 2016, torch.float32, "30KB"),
+        # Qwen2-0.5B-like: tied embeddings, q/k/v biases
+        "qwen2_tied": (
+            Qwen2ForCausalLM,
+            Qwen2Config(
+                vocab_size=80,
+                hidden_size=32,
+                intermediate_size=40,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                rope_theta=1000000.0,
+                rms_norm_eps=1e-6,
+                max_position_embeddings=64,
+                tie_word_embeddings=True,
+                use_sliding_window=False,
+                attention_dropout=0.0,
+                attn_implementation="eager",
+            ),
+            1017,
+            2017,
+            torch.float32,
+            None,
+        ),
+        # GPT-2 Conv1D layout in bf16, with an explicit n_inner
+        "gpt2_bf16": (
+            GPT2LMHeadModel,
+            GPT2Config(
+                vocab_size=72,
+                n_positions=32,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_inner=96,
+                activation_function="gelu_new",
+                layer_norm_epsilon=1e-5,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                attn_implementation="eager",
+            ),
+            1018,
+            2018,
+            torch.bfloat16,
+            None,
         ),
     }
 
@@ -313,37 +444,105 @@ def max_abs(a, b):
     return (a.double() - b.double()).abs().max().item()
 
 
-def build_one(name, cls, config, wseed, tseed, out_root):
-    out_dir = os.path.join(out_root, name)
-    if os.path.isdir(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
-
+def build_model(cls, config, wseed):
+    """The transformers model with this script's random float32 weights."""
     torch.manual_seed(wseed)
     model = cls(config)
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
     reinit(model, wseed)
-    model = model.float()
+    return model.float()
 
+
+def make_tokens(vocab_size, tseed):
+    """tokens (B, T+1), inputs tokens[:, :T], targets tokens[:, 1:]."""
     gen = torch.Generator().manual_seed(tseed)
-    tokens = torch.randint(0, config.vocab_size, (B, T + 1), generator=gen, dtype=torch.int64)
-    inputs, targets = tokens[:, :T], tokens[:, 1:]
+    tokens = torch.randint(0, vocab_size, (B, T + 1), generator=gen, dtype=torch.int64)
+    return tokens, tokens[:, :T], tokens[:, 1:]
 
-    # ---- HF folder (initial weights, float32) ----
-    model.save_pretrained(out_dir, safe_serialization=True)
+
+def fresh_dir(out_root, name):
+    out_dir = os.path.join(out_root, name)
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    return out_dir
+
+
+def save_folder(name, model, out_dir, dtype=torch.float32, max_shard_size=None):
+    """save_pretrained(safe_serialization=True) of the float32 `model`, its weights
+    stored as `dtype`; with max_shard_size, in shards with model.safetensors.index.json.
+    The model's parameters must already be exactly representable in `dtype`.
+    Returns (tensor names in file order, {name: tensor as stored}) over all files."""
+    kwargs = {"safe_serialization": True}
+    if max_shard_size is not None:
+        kwargs["max_shard_size"] = max_shard_size
+    to_save = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    to_save.save_pretrained(out_dir, **kwargs)
     gc = os.path.join(out_dir, "generation_config.json")
     if os.path.exists(gc):
         os.remove(gc)
-    with safe_open(os.path.join(out_dir, "model.safetensors"), framework="pt") as f:
-        saved_names = list(f.keys())
-        saved = {k: f.get_tensor(k) for k in saved_names}
+    index = os.path.join(out_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = sorted(set(weight_map.values()))
+    else:
+        weight_map, files = None, ["model.safetensors"]
+    saved_names, saved = [], {}
+    for fn in files:
+        with safe_open(os.path.join(out_dir, fn), framework="pt") as f:
+            for k in f.keys():
+                assert k not in saved, f"{name}: {k} in two files"
+                assert weight_map is None or weight_map[k] == fn, f"{name}: index.json misplaces {k}"
+                saved_names.append(k)
+                saved[k] = f.get_tensor(k)
+    assert weight_map is None or sorted(weight_map) == sorted(saved_names), f"{name}: index.json lists other tensors"
     pnames = param_names(model)
     extra = sorted(set(saved_names) - set(pnames))
     missing = sorted(set(pnames) - set(saved_names))
     assert not missing, f"{name}: parameters not written by save_pretrained: {missing}"
     assert not extra, f"{name}: non-parameter tensors written by save_pretrained: {extra}"
     for k in saved_names:
-        assert saved[k].dtype == torch.float32 and torch.equal(saved[k], pnames[k].detach()), k
+        assert saved[k].dtype == dtype and torch.equal(saved[k].float(), pnames[k].detach()), k
+    return saved_names, saved
+
+
+def write_golden(golden, out_dir, name):
+    """golden.safetensors next to the model; checks that it reads back bit-identically."""
+    # A single metadata entry: safetensors serialises the metadata map in
+    # hash order, so several keys would make the file bytes non-reproducible.
+    meta = {
+        "producer": f"tools/ref/make_golden.py model={name} B={B} T={T} "
+        f"transformers={transformers.__version__} torch={torch.__version__}"
+    }
+    gpath = os.path.join(out_dir, "golden.safetensors")
+    save_file(golden, gpath, metadata=meta)
+
+    for fn in os.listdir(out_dir):  # safetensors writes 0600 files
+        os.chmod(os.path.join(out_dir, fn), 0o644)
+
+    with safe_open(gpath, framework="pt") as f:
+        for k in golden:
+            assert torch.equal(f.get_tensor(k), golden[k]), k
+    return gpath
+
+
+def check_reload(name, cls, out_dir, inputs, logits):
+    """from_pretrained(<dir>) (float32) gives bit-identical logits."""
+    reloaded = cls.from_pretrained(out_dir, attn_implementation="eager")
+    reloaded.train()
+    with torch.no_grad():
+        rl = reloaded(input_ids=inputs).logits
+    assert torch.equal(rl, logits), f"{name}: reloaded model gives different logits"
+
+
+def build_one(name, cls, config, wseed, tseed, out_root):
+    out_dir = fresh_dir(out_root, name)
+    model = build_model(cls, config, wseed)
+    tokens, inputs, targets = make_tokens(config.vocab_size, tseed)
+
+    # ---- HF folder (initial weights, float32) ----
+    saved_names, saved = save_folder(name, model, out_dir)
 
     # ---- float32 golden (library code unmodified) ----
     init_state = copy.deepcopy(model.state_dict())
@@ -375,27 +574,8 @@ def build_one(name, cls, config, wseed, tseed, out_root):
     for k in saved_names:
         golden["grad." + k] = r32["grads"][k].float().contiguous()
         golden["final." + k] = r32["final"][k].float().contiguous()
-    # A single metadata entry: safetensors serialises the metadata map in
-    # hash order, so several keys would make the file bytes non-reproducible.
-    meta = {
-        "producer": f"tools/ref/make_golden.py model={name} B={B} T={T} "
-        f"transformers={transformers.__version__} torch={torch.__version__}"
-    }
-    gpath = os.path.join(out_dir, "golden.safetensors")
-    save_file(golden, gpath, metadata=meta)
-
-    for fn in os.listdir(out_dir):  # safetensors writes 0600 files
-        os.chmod(os.path.join(out_dir, fn), 0o644)
-
-    # ---- load-back checks ----
-    with safe_open(gpath, framework="pt") as f:
-        for k in golden:
-            assert torch.equal(f.get_tensor(k), golden[k]), k
-    reloaded = cls.from_pretrained(out_dir, attn_implementation="eager")
-    reloaded.train()
-    with torch.no_grad():
-        rl = reloaded(input_ids=inputs).logits
-    assert torch.equal(rl, r32["logits"]), f"{name}: reloaded model gives different logits"
+    gpath = write_golden(golden, out_dir, name)
+    check_reload(name, cls, out_dir, inputs, r32["logits"])
 
     # ---- float32 vs float64 deviations ----
     dev = {
@@ -459,22 +639,104 @@ def build_one(name, cls, config, wseed, tseed, out_root):
     }
 
 
+def build_forward(name, cls, config, wseed, tseed, dtype, max_shard_size, out_root):
+    """A forward-only reference folder: the model saved with its weights in `dtype`
+    (optionally sharded) and golden.safetensors with tokens, logits and loss computed
+    in float32 from the weights exactly as stored (rounded to `dtype`)."""
+    out_dir = fresh_dir(out_root, name)
+    model = build_model(cls, config, wseed)
+    if dtype != torch.float32:
+        # round the parameters only (buffers such as RoPE's inv_freq stay float32)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(dtype).float())
+    tokens, inputs, targets = make_tokens(config.vocab_size, tseed)
+    saved_names, saved = save_folder(name, model, out_dir, dtype, max_shard_size)
+
+    model.train()
+    with torch.no_grad():
+        logits = compute_logits(model, inputs, use_full_model=True)
+        alt = compute_logits(model, inputs, use_full_model=False)
+        loss = compute_loss(logits, targets)
+    assert torch.equal(alt, logits), f"{name}: base_model+lm_head differs from model()"
+    m64 = to_float64(model)
+    m64.train()
+    det = Float32Detector()
+    with float64_mode(), det, torch.no_grad():
+        logits64 = compute_logits(m64, inputs, use_full_model=False)
+    assert not det.hits, f"{name}: float32 ops leaked into the float64 run: {sorted(det.hits)}"
+
+    golden = {
+        "tokens": tokens.to(torch.int32).contiguous(),
+        "logits": logits.float().contiguous(),
+        "loss": loss.float().reshape(1).contiguous(),
+    }
+    gpath = write_golden(golden, out_dir, name)
+    check_reload(name, cls, out_dir, inputs, logits)
+
+    files = sorted(os.listdir(out_dir))
+    folder_bytes = sum(os.path.getsize(os.path.join(out_dir, fn)) for fn in files)
+    dev = max_abs(logits, logits64)
+    print(
+        f"[{name}] {len(saved_names)} tensors in {str(dtype).split('.')[1]}, "
+        f"{sum(v.numel() for v in saved.values())} params, files {files} ({folder_bytes} bytes); "
+        f"loss={loss.item():.6f}; logits f32 vs f64 {dev:.2e}"
+    )
+    return {
+        "names": [(k, list(saved[k].shape), str(saved[k].dtype)) for k in saved_names],
+        "logits_f32_vs_f64": dev,
+        "folder_bytes": folder_bytes,
+        "golden_bytes": os.path.getsize(gpath),
+    }
+
+
+def check_saved(pairs, out_root):
+    """Loads folders another program (fusekit) saved, with AutoModelForCausalLM, and compares
+    their logits on the golden tokens with golden/<name>/golden.safetensors."""
+    from transformers import AutoModelForCausalLM
+
+    ok = True
+    for saved_dir, name in pairs:
+        with safe_open(os.path.join(out_root, name, "golden.safetensors"), framework="pt") as f:
+            tokens, want = f.get_tensor("tokens").long(), f.get_tensor("logits")
+        model = AutoModelForCausalLM.from_pretrained(saved_dir, attn_implementation="eager", torch_dtype=torch.float32)
+        model.train()
+        with torch.no_grad():
+            got = model(input_ids=tokens[:, :T]).logits
+        err = max_abs(got, want)
+        ok = ok and err <= 1e-5
+        print(f"{saved_dir}: {type(model).__name__}, logits vs golden {name}: max abs {err:.2e}")
+    return ok
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     default_out = os.path.normpath(os.path.join(here, "..", "..", "tests", "data", "golden"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=default_out, help="output root (default: tests/data/golden)")
     ap.add_argument("--report", default=None, help="optionally write a JSON report of names/deviations")
+    ap.add_argument(
+        "--check-saved",
+        nargs=2,
+        action="append",
+        metavar=("DIR", "NAME"),
+        help="instead of generating: load DIR with transformers and compare its logits with golden NAME (repeatable)",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(1)  # reproducible summation order
     torch.set_default_dtype(torch.float32)
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}")
+    if args.check_saved:
+        sys.exit(0 if check_saved(args.check_saved, args.out) else 1)
     report = {}
     for name, (cls, config, wseed, tseed) in model_specs().items():
         report[name] = build_one(name, cls, config, wseed, tseed, args.out)
+    for name, (cls, config, wseed, tseed, dtype, shard) in forward_specs().items():
+        report[name] = build_forward(name, cls, config, wseed, tseed, dtype, shard, args.out)
     if args.report:
         with open(args.report, "w") as f:
             json.dump(report, f, indent=1)

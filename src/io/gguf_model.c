@@ -1,0 +1,535 @@
+// GGUF model export and import (llama.cpp's llama, deci and gpt2 architectures).
+#include "fusekit/gguf_model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ------------------------------------------------------------------ architecture
+
+static bool uniform_arr(const int64_t *v, int64_t n) {
+    for (int64_t i = 1; i < n; i++) if (v[i] != v[0]) return false;
+    return true;
+}
+
+static void layer_heads(const fk_config *c, int64_t *h) {
+    for (int64_t l = 0; l < c->n_layer; l++) h[l] = fk_config_heads(c, l);
+}
+
+fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
+    *arch = NULL;
+    bool std_heads = c->head_dim * c->n_head == c->d_model;
+    if (c->norm == FK_NORM_LAYERNORM && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU) {
+        const char *miss = !c->bias_norm ? "LayerNorm without bias"
+                         : !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a GPT-2-style model without every linear bias"
+                         : c->n_kv_head != c->n_head || !fk_config_uniform_heads(c) ? "grouped-query or per-layer attention heads with learned positions"
+                         : !std_heads ? "head_dim * n_head != d_model with learned positions"
+                         : !fk_config_uniform_ffn(c) ? "per-layer FFN widths with learned positions (llama.cpp's gpt2 reads one width)"
+                         : NULL;
+        if (miss)
+            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: %s has no llama.cpp architecture (gpt2 needs LayerNorm with bias, "
+                            "learned positions, GELU, biases on every linear map, n_head * head_dim == d_model and one FFN width)", miss);
+        *arch = "gpt2";
+        return FK_OK;
+    }
+    if (c->norm == FK_NORM_RMSNORM && c->pos == FK_POS_ROPE && c->mlp == FK_MLP_SWIGLU && !c->bias_norm) {
+        int64_t h[FK_MAX_LAYERS];
+        layer_heads(c, h);
+        bool uniform = fk_config_uniform_ffn(c) && uniform_arr(h, c->n_layer);
+        if (c->bias_qkv)
+            for (int64_t l = 0; l < c->n_layer; l++)
+                if (h[l] * c->head_dim != c->d_model)
+                    return fk_error(FK_ERR_UNSUPPORTED, "gguf export: q/k/v biases with %lld query heads of %lld in layer %lld: llama.cpp "
+                                    "expects a q bias of d_model (%lld) values", (long long)h[l], (long long)c->head_dim, (long long)l,
+                                    (long long)c->d_model);
+        if (!uniform && c->bias_mlp)
+            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: MLP biases (e.g. from FLAP pruning) with per-layer FFN widths or head counts: "
+                            "llama.cpp's deci architecture, the one that reads per-layer widths, has no FFN biases");
+        *arch = uniform ? "llama" : "deci";
+        return FK_OK;
+    }
+    char what[160] = "";
+    if (c->norm == FK_NORM_RMSNORM && c->bias_norm) strcat(what, "RMSNorm with bias, ");
+    if (c->pos == FK_POS_NONE) strcat(what, "no position encoding, ");
+    if (c->norm == FK_NORM_LAYERNORM && c->pos == FK_POS_ROPE) strcat(what, "LayerNorm with RoPE, ");
+    if (c->norm == FK_NORM_RMSNORM && c->pos == FK_POS_LEARNED) strcat(what, "RMSNorm with learned positions, ");
+    if (c->pos == FK_POS_ROPE && c->mlp == FK_MLP_GELU) strcat(what, "GELU MLP with RoPE, ");
+    if (c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_SWIGLU) strcat(what, "SwiGLU MLP with learned positions, ");
+    size_t n = strlen(what);
+    if (n >= 2) what[n - 2] = 0;
+    else snprintf(what, sizeof what, "this combination of switches");
+    return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model (%s) has no llama.cpp architecture: llama needs RMSNorm without bias, "
+                    "RoPE and SwiGLU; gpt2 needs LayerNorm with bias, learned positions and GELU", what);
+}
+
+// ------------------------------------------------------------------ tensor table
+
+// One GGUF tensor: `rows` rows of `cols` floats at `w` inside the model's arena (1-D when
+// one_d); rope_hd > 0: rows are permuted per head of rope_hd rows.
+typedef struct {
+    char name[64];
+    float *w;
+    int64_t rows, cols;
+    bool one_d;
+    int64_t rope_hd;
+} gt;
+
+typedef struct { gt *t; int n, cap; bool oom; } gt_list;
+
+static void gt_add(gt_list *l, float *base, int64_t off, int64_t row0, int64_t rows, int64_t cols, bool one_d, int64_t rope_hd,
+                   const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+static void gt_add(gt_list *l, float *base, int64_t off, int64_t row0, int64_t rows, int64_t cols, bool one_d, int64_t rope_hd,
+                   const char *fmt, ...) {
+    if (off < 0 || l->oom) return;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        gt *t = realloc(l->t, (size_t)cap * sizeof *t);
+        if (!t) { l->oom = true; return; }
+        l->t = t;
+        l->cap = cap;
+    }
+    gt *t = &l->t[l->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->w = base + off + row0 * cols;
+    t->rows = rows;
+    t->cols = cols;
+    t->one_d = one_d;
+    t->rope_hd = rope_hd;
+}
+
+// The GGUF tensors of a model, pointing into its weight arena.
+static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
+    const fk_config *c = &m->cfg;
+    float *w = m->w;
+    int64_t d = c->d_model, V = c->vocab_size, hd = c->head_dim, Dkv = c->n_kv_head * hd;
+    memset(l, 0, sizeof *l);
+    bool gpt2 = strcmp(arch, "gpt2") == 0;
+    gt_add(l, w, m->tok_emb, 0, V, d, false, 0, "token_embd.weight");
+    if (gpt2) gt_add(l, w, m->pos_emb, 0, c->max_seq, d, false, 0, "position_embd.weight");
+    for (int i = 0; i < (int)c->n_layer; i++) {
+        const fk_layer_offsets *o = &m->layer[i];
+        int64_t F = c->ffn[i], Dq = fk_config_heads(c, i) * hd;
+        gt_add(l, w, o->ln1_w, 0, d, 1, true, 0, "blk.%d.attn_norm.weight", i);
+        gt_add(l, w, o->ln1_b, 0, d, 1, true, 0, "blk.%d.attn_norm.bias", i);
+        if (gpt2) {
+            gt_add(l, w, o->qkv_w, 0, Dq + 2 * Dkv, d, false, 0, "blk.%d.attn_qkv.weight", i);
+            gt_add(l, w, o->qkv_b, 0, Dq + 2 * Dkv, 1, true, 0, "blk.%d.attn_qkv.bias", i);
+        } else {
+            gt_add(l, w, o->qkv_w, 0, Dq, d, false, hd, "blk.%d.attn_q.weight", i);
+            gt_add(l, w, o->qkv_w, Dq, Dkv, d, false, hd, "blk.%d.attn_k.weight", i);
+            gt_add(l, w, o->qkv_w, Dq + Dkv, Dkv, d, false, 0, "blk.%d.attn_v.weight", i);
+            gt_add(l, w, o->qkv_b, 0, Dq, 1, true, hd, "blk.%d.attn_q.bias", i);
+            gt_add(l, w, o->qkv_b, Dq, Dkv, 1, true, hd, "blk.%d.attn_k.bias", i);
+            gt_add(l, w, o->qkv_b, Dq + Dkv, Dkv, 1, true, 0, "blk.%d.attn_v.bias", i);
+        }
+        gt_add(l, w, o->o_w, 0, d, Dq, false, 0, "blk.%d.attn_output.weight", i);
+        gt_add(l, w, o->o_b, 0, d, 1, true, 0, "blk.%d.attn_output.bias", i);
+        gt_add(l, w, o->ln2_w, 0, d, 1, true, 0, "blk.%d.ffn_norm.weight", i);
+        gt_add(l, w, o->ln2_b, 0, d, 1, true, 0, "blk.%d.ffn_norm.bias", i);
+        if (c->mlp == FK_MLP_SWIGLU) {  // internal rows: gate, then up
+            gt_add(l, w, o->up_w, 0, F, d, false, 0, "blk.%d.ffn_gate.weight", i);
+            gt_add(l, w, o->up_w, F, F, d, false, 0, "blk.%d.ffn_up.weight", i);
+            gt_add(l, w, o->up_b, 0, F, 1, true, 0, "blk.%d.ffn_gate.bias", i);
+            gt_add(l, w, o->up_b, F, F, 1, true, 0, "blk.%d.ffn_up.bias", i);
+        } else {
+            gt_add(l, w, o->up_w, 0, F, d, false, 0, "blk.%d.ffn_up.weight", i);
+            gt_add(l, w, o->up_b, 0, F, 1, true, 0, "blk.%d.ffn_up.bias", i);
+        }
+        gt_add(l, w, o->down_w, 0, d, F, false, 0, "blk.%d.ffn_down.weight", i);
+        gt_add(l, w, o->down_b, 0, d, 1, true, 0, "blk.%d.ffn_down.bias", i);
+    }
+    gt_add(l, w, m->lnf_w, 0, d, 1, true, 0, "output_norm.weight");
+    gt_add(l, w, m->lnf_b, 0, d, 1, true, 0, "output_norm.bias");
+    if (!c->tied) gt_add(l, w, m->lm_head, 0, V, d, false, 0, "output.weight");
+    if (l->oom) { free(l->t); memset(l, 0, sizeof *l); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    return FK_OK;
+}
+
+// Hugging Face rotate-half order -> llama.cpp interleaved order, per head of hd rows:
+// out row 2j+s = in row s*hd/2+j (inverse: the other way round).
+static void rope_permute(float *dst, const float *src, int64_t rows, int64_t cols, int64_t hd, bool inverse) {
+    int64_t half = hd / 2;
+    for (int64_t h = 0; h < rows / hd; h++)
+        for (int64_t j = 0; j < half; j++)
+            for (int64_t s = 0; s < 2; s++) {
+                int64_t il = h * hd + 2 * j + s, hf = h * hd + s * half + j;
+                if (inverse) memcpy(dst + hf * cols, src + il * cols, (size_t)cols * sizeof(float));
+                else memcpy(dst + il * cols, src + hf * cols, (size_t)cols * sizeof(float));
+            }
+}
+
+// ------------------------------------------------------------------ export
+
+static fk_status set_u32(fk_gguf_writer *w, const char *arch, const char *key, int64_t v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    if (v < 0 || v > UINT32_MAX) return fk_error(FK_ERR_ARG, "gguf export: %s = %lld does not fit in u32", k, (long long)v);
+    return fk_gguf_set_u32(w, k, (uint32_t)v);
+}
+
+static fk_status set_f32(fk_gguf_writer *w, const char *arch, const char *key, float v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return fk_gguf_set_f32(w, k, v);
+}
+
+// A scalar u32 when every layer has the same value, else an i32 array (what llama.cpp's
+// get_key_or_arr reads).
+static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *key, const int64_t *v, int64_t L) {
+    if (uniform_arr(v, L)) return set_u32(w, arch, key, v[0]);
+    int32_t a[FK_MAX_LAYERS];
+    for (int64_t l = 0; l < L; l++) a[l] = (int32_t)v[l];
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return fk_gguf_set_arr(w, k, FK_GGUF_I32, a, (uint64_t)L);
+}
+
+static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *arch, fk_dtype type, const char *name) {
+    FK_TRY(fk_gguf_set_str(w, "general.architecture", arch, strlen(arch)));
+    FK_TRY(fk_gguf_set_str(w, "general.name", name, strlen(name)));
+    FK_TRY(fk_gguf_set_u32(w, "general.file_type", type == FK_DT_F32 ? 0 : type == FK_DT_F16 ? 1 : 32));
+    FK_TRY(set_u32(w, arch, "vocab_size", c->vocab_size));
+    FK_TRY(set_u32(w, arch, "context_length", c->max_seq));
+    FK_TRY(set_u32(w, arch, "embedding_length", c->d_model));
+    FK_TRY(set_u32(w, arch, "block_count", c->n_layer));
+    int64_t h[FK_MAX_LAYERS];
+    layer_heads(c, h);
+    FK_TRY(set_per_layer(w, arch, "feed_forward_length", c->ffn, c->n_layer));
+    FK_TRY(set_per_layer(w, arch, "attention.head_count", h, c->n_layer));
+    if (strcmp(arch, "gpt2") == 0) return set_f32(w, arch, "attention.layer_norm_epsilon", c->norm_eps);
+    FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
+    FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
+    FK_TRY(set_u32(w, arch, "rope.dimension_count", c->head_dim));
+    FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
+    // llama.cpp's default head size is embedding_length / head_count (of layer 0)
+    if (c->head_dim * h[0] != c->d_model) {
+        FK_TRY(set_u32(w, arch, "attention.key_length", c->head_dim));
+        FK_TRY(set_u32(w, arch, "attention.value_length", c->head_dim));
+    }
+    return FK_OK;
+}
+
+fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
+                         fk_gguf_export_stats *stats) {
+    if (type != FK_DT_F32 && type != FK_DT_F16 && type != FK_DT_BF16)
+        return fk_error(FK_ERR_ARG, "gguf export: type %s is not one of F32, F16, BF16", fk_dtype_name(type));
+    const char *arch;
+    fk_status st = fk_gguf_model_arch(&m->cfg, &arch);
+    if (st != FK_OK) return fk_error_context(st, "%s", path);
+    if (tok && fk_tok_vocab_size(tok) > m->cfg.vocab_size)
+        return fk_error(FK_ERR_ARG, "%s: the tokenizer has %d tokens but the model's vocabulary only %lld", path, fk_tok_vocab_size(tok),
+                        (long long)m->cfg.vocab_size);
+    gt_list l;
+    FK_TRY(gguf_tensors(m, arch, &l));
+    fk_gguf_writer *w = fk_gguf_writer_new();
+    void **bufs = calloc((size_t)l.n + 1, sizeof *bufs);
+    st = w && bufs ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (st == FK_OK) st = export_keys(w, &m->cfg, arch, type, name ? name : "fusekit");
+    if (st == FK_OK && tok) {
+        st = fk_tok_to_gguf(tok, w);
+        if (st != FK_OK) fk_error_context(st, "%s", path);
+    }
+    uint64_t total = 0;
+    for (int i = 0; i < l.n && st == FK_OK; i++) {
+        const gt *t = &l.t[i];
+        int64_t numel = t->rows * t->cols;
+        bool half = type != FK_DT_F32 && !t->one_d;
+        const void *data = t->w;
+        if (t->rope_hd || half) {
+            float *tmp = malloc((size_t)numel * sizeof(float));
+            bufs[i] = tmp;
+            if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+            if (t->rope_hd) rope_permute(tmp, t->w, t->rows, t->cols, t->rope_hd, false);
+            else memcpy(tmp, t->w, (size_t)numel * sizeof(float));
+            if (half) {
+                uint16_t *h = (uint16_t *)tmp;  // in place: element j is written after it is read
+                for (int64_t j = 0; j < numel; j++) h[j] = type == FK_DT_F16 ? fk_f32_to_f16(tmp[j]) : fk_f32_to_bf16(tmp[j]);
+            }
+            data = tmp;
+        }
+        uint64_t dims[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
+        if (t->one_d) dims[0] = (uint64_t)t->rows;
+        uint32_t gtype = !half ? FK_GGML_F32 : type == FK_DT_F16 ? FK_GGML_F16 : FK_GGML_BF16;
+        uint64_t nbytes = (uint64_t)numel * (half ? 2 : 4);
+        st = fk_gguf_add_tensor(w, t->name, gtype, t->one_d ? 1 : 2, dims, data, nbytes);
+        total += nbytes;
+    }
+    if (st == FK_OK) {
+        st = fk_gguf_writer_write(w, path);
+        if (st != FK_OK && !strstr(fk_last_error(), path)) fk_error_context(st, "%s", path);
+    }
+    if (st == FK_OK && stats) *stats = (fk_gguf_export_stats){arch, l.n, total};
+    for (int i = 0; bufs && i < l.n; i++) free(bufs[i]);
+    free(bufs);
+    free(l.t);
+    fk_gguf_writer_free(w);
+    return st;
+}
+
+// ------------------------------------------------------------------ import
+
+static const char *ggml_type_name(uint32_t t) {
+    static const char *names[] = {"F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
+                                  "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+                                  "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16"};
+    return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
+}
+
+typedef struct { const fk_gguf *g; const char *arch; } kreader;
+
+static fk_status key_i64(const kreader *r, const char *key, bool required, int64_t def, int64_t *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", r->arch, key);
+    if (!fk_gguf_find(r->g, k)) {
+        if (required) return fk_error(FK_ERR_FORMAT, "%s: required key '%s' is missing", r->g->path, k);
+        *v = def;
+        return FK_OK;
+    }
+    FK_TRY(fk_gguf_get_i64(r->g, k, v));
+    if (*v < 0) return fk_error(FK_ERR_FORMAT, "%s: key '%s' is %lld, expected a count", r->g->path, k, (long long)*v);
+    return FK_OK;
+}
+
+static fk_status key_f64(const kreader *r, const char *key, bool required, double def, double *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", r->arch, key);
+    if (!fk_gguf_find(r->g, k)) {
+        if (required) return fk_error(FK_ERR_FORMAT, "%s: required key '%s' is missing", r->g->path, k);
+        *v = def;
+        return FK_OK;
+    }
+    return fk_gguf_get_f64(r->g, k, v);
+}
+
+// A per-layer count: a scalar for every layer or an integer array of L entries.
+static fk_status key_per_layer(const kreader *r, const char *key, bool required, int64_t L, int64_t *v, bool *present) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", r->arch, key);
+    const fk_gguf_kv *kv = fk_gguf_find(r->g, k);
+    *present = kv != NULL;
+    if (!kv) return required ? fk_error(FK_ERR_FORMAT, "%s: required key '%s' is missing", r->g->path, k) : FK_OK;
+    if (kv->type != FK_GGUF_ARRAY) {
+        int64_t s;
+        FK_TRY(key_i64(r, key, true, 0, &s));
+        for (int64_t l = 0; l < L; l++) v[l] = s;
+        return FK_OK;
+    }
+    bool integer = kv->elem_type == FK_GGUF_U8 || kv->elem_type == FK_GGUF_I8 || kv->elem_type == FK_GGUF_U16 ||
+                   kv->elem_type == FK_GGUF_I16 || kv->elem_type == FK_GGUF_U32 || kv->elem_type == FK_GGUF_I32 ||
+                   kv->elem_type == FK_GGUF_U64 || kv->elem_type == FK_GGUF_I64;
+    if (!integer)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s' is an array of %s, expected integers (one per layer)", r->g->path, k,
+                        fk_gguf_type_name(kv->elem_type));
+    if (kv->count != (uint64_t)L)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s' has %llu entries but block_count is %lld", r->g->path, k,
+                        (unsigned long long)kv->count, (long long)L);
+    for (int64_t l = 0; l < L; l++) v[l] = fk_gguf_arr_i64(kv, (uint64_t)l);
+    return FK_OK;
+}
+
+static bool has_tensor(const fk_gguf *g, const char *name) { return fk_gguf_find_tensor(g, name) != NULL; }
+
+static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c) {
+    kreader r = {g, arch};
+    int64_t d, L, ctx, V;
+    FK_TRY(key_i64(&r, "embedding_length", true, 0, &d));
+    FK_TRY(key_i64(&r, "block_count", true, 0, &L));
+    FK_TRY(key_i64(&r, "context_length", true, 0, &ctx));
+    if (L < 1 || L > FK_MAX_LAYERS)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.block_count' is %lld, expected 1..%d", g->path, arch, (long long)L, FK_MAX_LAYERS);
+    if (d < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.embedding_length' is 0", g->path, arch);
+    const fk_gguf_tensor *emb = fk_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb) return fk_error(FK_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", g->path);
+    FK_TRY(key_i64(&r, "vocab_size", false, emb->n_dims == 2 ? (int64_t)emb->dims[1] : 0, &V));
+    int64_t ffn[FK_MAX_LAYERS], heads[FK_MAX_LAYERS], kv[FK_MAX_LAYERS];
+    bool present;
+    FK_TRY(key_per_layer(&r, "feed_forward_length", true, L, ffn, &present));
+    FK_TRY(key_per_layer(&r, "attention.head_count", true, L, heads, &present));
+    int64_t H = 0;
+    for (int64_t l = 0; l < L; l++) {
+        if (heads[l] < 1)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.head_count' gives layer %lld %lld heads; layers without attention "
+                            "are not supported", g->path, arch, (long long)l, (long long)heads[l]);
+        if (ffn[l] < 1)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.feed_forward_length' gives layer %lld width %lld; layers without an FFN "
+                            "are not supported", g->path, arch, (long long)l, (long long)ffn[l]);
+        H = heads[l] > H ? heads[l] : H;
+    }
+    if (strcmp(arch, "gpt2") == 0) {
+        if (!uniform_arr(heads, L) || !uniform_arr(ffn, L))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: per-layer head counts or FFN widths are not supported for gpt2", g->path);
+        if (d % H) return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld", g->path, (long long)d, (long long)H);
+        fk_config_gpt2(c, V, d, L, H, ctx);
+        for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = ffn[0];
+        double eps;
+        FK_TRY(key_f64(&r, "attention.layer_norm_epsilon", true, 0, &eps));
+        c->norm_eps = (float)eps;
+    } else {
+        FK_TRY(key_per_layer(&r, "attention.head_count_kv", false, L, kv, &present));
+        if (!present) memcpy(kv, heads, sizeof(int64_t) * (size_t)L);
+        if (!uniform_arr(kv, L))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.head_count_kv' differs between layers; fusekit has one KV head count",
+                            g->path, arch);
+        int64_t KV = kv[0];
+        if (KV < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.attention.head_count_kv' is 0", g->path, arch);
+        int64_t hd, vd, rot;
+        char kl[128];
+        snprintf(kl, sizeof kl, "%s.attention.key_length", arch);
+        if (d % heads[0] && !fk_gguf_find(g, kl))
+            return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld and '%s.attention.key_length' is missing",
+                            g->path, (long long)d, (long long)heads[0], arch);
+        FK_TRY(key_i64(&r, "attention.key_length", false, d / heads[0], &hd));
+        FK_TRY(key_i64(&r, "attention.value_length", false, d / heads[0], &vd));
+        FK_TRY(key_i64(&r, "rope.dimension_count", false, hd, &rot));
+        if (vd != hd)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key_length %lld != value_length %lld is not supported", g->path, (long long)hd, (long long)vd);
+        if (rot != hd)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.dimension_count' is %lld but heads have %lld dimensions; partial RoPE is not supported",
+                            g->path, arch, (long long)rot, (long long)hd);
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        fk_gguf_str sc;
+        if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is set (%.*s); RoPE scaling is not supported", g->path, k, (int)sc.n, sc.s);
+        double f;
+        FK_TRY(key_f64(&r, "rope.scaling.factor", false, 0, &f));
+        if (f != 0 && f != 1)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, f);
+        fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
+        c->head_dim = hd;
+        for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
+        double eps, theta;
+        FK_TRY(key_f64(&r, "attention.layer_norm_rms_epsilon", true, 0, &eps));
+        FK_TRY(key_f64(&r, "rope.freq_base", false, 10000.0, &theta));
+        c->norm_eps = (float)eps;
+        c->rope_theta = (float)theta;
+        c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias");
+        c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
+        c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
+    }
+    c->tied = !has_tensor(g, "output.weight");
+    int64_t id;
+    c->bos_id = fk_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
+    c->eos_id = fk_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
+    fk_status st = fk_config_validate(c);
+    if (st != FK_OK) return fk_error_context(st, "%s", g->path);
+    return FK_OK;
+}
+
+static void dims_str(char *buf, size_t n, const uint64_t *dims, uint32_t nd) {
+    buf[0] = 0;
+    for (uint32_t i = 0; i < nd; i++) snprintf(buf + strlen(buf), n - strlen(buf), "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
+}
+
+static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch) {
+    gt_list l;
+    FK_TRY(gguf_tensors(m, arch, &l));
+    fk_status st = FK_OK;
+    float *tmp = NULL;
+    int64_t cap = 0;
+    for (int i = 0; i < l.n && st == FK_OK; i++) {
+        const gt *t = &l.t[i];
+        const fk_gguf_tensor *f = fk_gguf_find_tensor(g, t->name);
+        if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' is missing (the keys and layer 0 ask for it)", g->path, t->name); break; }
+        uint64_t want[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
+        uint32_t nd = t->one_d ? 1 : 2;
+        if (t->one_d) want[0] = (uint64_t)t->rows;
+        if (f->n_dims != nd || f->dims[0] != want[0] || (nd == 2 && f->dims[1] != want[1])) {
+            char got[96], exp[64];
+            dims_str(got, sizeof got, f->dims, f->n_dims);
+            dims_str(exp, sizeof exp, want, nd);
+            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has shape [%s] (ggml order) but the keys imply [%s]", g->path, t->name, got, exp);
+            break;
+        }
+        uint32_t ty = f->ggml_type;
+        if (ty != FK_GGML_F32 && ty != FK_GGML_F16 && ty != FK_GGML_BF16) {
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u); fusekit imports only F32, F16 and BF16 "
+                          "(quantized types are not supported)", g->path, t->name, ggml_type_name(ty), ty);
+            break;
+        }
+        int64_t numel = t->rows * t->cols;
+        if (!f->data || f->nbytes != (uint64_t)numel * (ty == FK_GGML_F32 ? 4 : 2)) {
+            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has %llu bytes of data, expected %lld", g->path, t->name,
+                          (unsigned long long)f->nbytes, (long long)(numel * (ty == FK_GGML_F32 ? 4 : 2)));
+            break;
+        }
+        if (numel > cap) {
+            float *grown = realloc(tmp, (size_t)numel * sizeof(float));
+            if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+            tmp = grown;
+            cap = numel;
+        }
+        const unsigned char *p = f->data;
+        for (int64_t j = 0; j < numel; j++) {
+            if (ty == FK_GGML_F32) memcpy(&tmp[j], p + 4 * j, 4);
+            else {
+                uint16_t h = (uint16_t)(p[2 * j] | p[2 * j + 1] << 8);
+                tmp[j] = ty == FK_GGML_F16 ? fk_f16_to_f32(h) : fk_bf16_to_f32(h);
+            }
+            if (!isfinite(tmp[j])) {
+                st = fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name, (long long)j);
+                break;
+            }
+        }
+        if (st != FK_OK) break;
+        if (t->rope_hd) rope_permute(t->w, tmp, t->rows, t->cols, t->rope_hd, true);
+        else memcpy(t->w, tmp, (size_t)numel * sizeof(float));
+    }
+    // Every tensor in the file must be used: an extra one is something fusekit would drop.
+    for (int64_t j = 0; j < g->n_tensors && st == FK_OK; j++) {
+        const fk_gguf_str *nm = &g->tensors[j].name;
+        bool known = false;
+        for (int i = 0; i < l.n && !known; i++) known = strlen(l.t[i].name) == nm->n && memcmp(l.t[i].name, nm->s, nm->n) == 0;
+        if (!known)
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%.*s' is not part of the model the keys describe (%s, %lld layers) or is not "
+                          "supported by fusekit", g->path, (int)(nm->n > 200 ? 200 : nm->n), nm->s, arch, (long long)m->cfg.n_layer);
+    }
+    free(tmp);
+    free(l.t);
+    return st;
+}
+
+fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok) {
+    memset(m, 0, sizeof *m);
+    if (tok) *tok = NULL;
+    fk_gguf g;
+    FK_TRY(fk_gguf_open(path, &g));
+    fk_gguf_str a;
+    fk_status st = fk_gguf_get_str(&g, "general.architecture", &a);
+    const char *arch = NULL;
+    if (st == FK_OK) {
+        if (a.n == 5 && memcmp(a.s, "llama", 5) == 0) arch = "llama";
+        else if (a.n == 4 && memcmp(a.s, "deci", 4) == 0) arch = "deci";
+        else if (a.n == 4 && memcmp(a.s, "gpt2", 4) == 0) arch = "gpt2";
+        else st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'general.architecture' is \"%.*s\", which fusekit does not import (supported: llama, deci, gpt2)",
+                           path, (int)(a.n > 64 ? 64 : a.n), a.s);
+    }
+    fk_config c;
+    if (st == FK_OK) st = import_config(&g, arch, &c);
+    bool inited = false;
+    if (st == FK_OK) {
+        st = fk_model_init(m, &c);
+        if (st != FK_OK) fk_error_context(st, "%s", path);
+        inited = st == FK_OK;
+    }
+    if (st == FK_OK) st = import_tensors(&g, m, arch);
+    if (st == FK_OK && tok && fk_gguf_find(&g, "tokenizer.ggml.model")) {
+        st = fk_tok_load_gguf(&g, tok);
+        if (st == FK_OK && fk_tok_vocab_size(*tok) > c.vocab_size) {
+            st = fk_error(FK_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model's vocabulary only %lld", path,
+                          fk_tok_vocab_size(*tok), (long long)c.vocab_size);
+        }
+        if (st != FK_OK) {
+            if (!strstr(fk_last_error(), path)) fk_error_context(st, "%s", path);
+            fk_tok_free(*tok);
+            *tok = NULL;
+        }
+    }
+    fk_gguf_close(&g);
+    if (st != FK_OK && inited) fk_model_free(m);
+    return st;
+}

@@ -1,0 +1,668 @@
+// GGUF model export and import: round trips with bit-identical logits (llama, gpt2, folded
+// per-layer widths and heads, Qwen2-style q/k/v biases, F16/BF16), the file checked against a
+// golden summary made by an independent reader (tools/ref/make_gguf_golden.sh), and
+// handcrafted broken files that fail naming the file and the key or tensor.
+//
+// FK_GGUF_GOLDEN_OUT=DIR: test_golden writes DIR/<name>.gguf and the Hugging Face folder
+// DIR/<name>_hf/ of each golden model instead of comparing (used by the regeneration script).
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fusekit/fusekit.h"
+#include "test_util.h"
+
+// ------------------------------------------------------------------ SHA-256 (FIPS 180-4)
+typedef struct { uint32_t h[8]; uint64_t len; unsigned char buf[64]; size_t n; } sha256_ctx;
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+    0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+    0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+    0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+static uint32_t ror(uint32_t x, int r) { return (x >> r) | (x << (32 - r)); }
+
+static void sha256_block(sha256_ctx *c, const unsigned char *p) {
+    uint32_t w[64], s[8];
+    for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(s, c->h, sizeof s);
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = s[7] + (ror(s[4], 6) ^ ror(s[4], 11) ^ ror(s[4], 25)) + ((s[4] & s[5]) ^ (~s[4] & s[6])) + K256[i] + w[i];
+        uint32_t t2 = (ror(s[0], 2) ^ ror(s[0], 13) ^ ror(s[0], 22)) + ((s[0] & s[1]) ^ (s[0] & s[2]) ^ (s[1] & s[2]));
+        memmove(s + 1, s, 7 * sizeof s[0]);
+        s[4] += t1;
+        s[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++) c->h[i] += s[i];
+}
+
+static void sha256_hex(const void *data, size_t n, char out[65]) {
+    sha256_ctx c = {{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}, 0, {0}, 0};
+    const unsigned char *p = data;
+    c.len = (uint64_t)n * 8;
+    for (; n >= 64; n -= 64, p += 64) sha256_block(&c, p);
+    unsigned char last[128] = {0};
+    memcpy(last, p, n);
+    last[n] = 0x80;
+    size_t tot = n + 9 <= 64 ? 64 : 128;
+    for (int i = 0; i < 8; i++) last[tot - 1 - i] = (unsigned char)(c.len >> (8 * i));
+    sha256_block(&c, last);
+    if (tot == 128) sha256_block(&c, last + 64);
+    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", c.h[i]);
+}
+
+static void test_sha256(void **s) {
+    char h[65];
+    sha256_hex("abc", 3, h);
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sha256_hex("", 0, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";  // 56 bytes: padding spills into a second block
+    sha256_hex(m, strlen(m), h);
+    assert_string_equal(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+// ------------------------------------------------------------------ models and tokenizer
+
+static const char *TEXT =
+    "the quick brown fox jumps over the lazy dog. the dog sleeps; the fox runs on and on.\n"
+    "a model of the text: tokens, merges, and the same words again and again in the text.\n";
+
+static fk_tokenizer *tiny_tokenizer(void) {
+    const char *specials[] = {"<|endoftext|>"};
+    fk_tok_train_opts o = {.vocab_size = 272, .specials = specials, .n_specials = 1};
+    const char *texts[] = {TEXT};
+    fk_tokenizer *t = NULL;
+    CHECK(fk_tok_train(&o, texts, NULL, 1, &t, NULL));
+    return t;
+}
+
+// Every weight random (norm weights around 1, biases nonzero), deterministic for a seed.
+static void make_model(fk_model *m, const fk_config *c, uint64_t seed) {
+    CHECK(fk_model_init(m, c));
+    fk_rng r;
+    fk_rng_seed(&r, seed);
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        bool norm = p->kind == FK_P_LN1_W || p->kind == FK_P_LN2_W || p->kind == FK_P_LNF_W;
+        for (int64_t j = 0; j < p->numel; j++) m->w[p->offset + j] = (norm ? 1.0f : 0.0f) + 0.2f * fk_rng_normal(&r);
+    }
+}
+
+#define TB 2
+#define TT 12
+
+static float *logits_of(fk_model *m) {
+    int32_t tok[TB * TT];
+    for (int i = 0; i < TB * TT; i++) tok[i] = (int32_t)((i * 37 + 11) % m->cfg.vocab_size);
+    CHECK(fk_model_forward(m, tok, NULL, TB, TT, false, NULL));
+    size_t n = (size_t)(TB * TT * m->cfg.vocab_size);
+    float *out = malloc(n * sizeof(float));
+    memcpy(out, fk_model_logits(m), n * sizeof(float));
+    return out;
+}
+
+// The model with every matrix rounded as an F16/BF16 export stores it.
+static void round_matrices(fk_model *m, fk_dtype t) {
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        if (p->ndim != 2) continue;
+        for (int64_t j = 0; j < p->numel; j++) {
+            float *x = &m->w[p->offset + j];
+            *x = t == FK_DT_F16 ? fk_f16_to_f32(fk_f32_to_f16(*x)) : fk_bf16_to_f32(fk_f32_to_bf16(*x));
+        }
+    }
+}
+
+static void cfg_llama(fk_config *c) { fk_config_llama(c, 272, 32, 2, 4, 2, 48, 16); }
+static void cfg_gpt2(fk_config *c) { fk_config_gpt2(c, 272, 32, 2, 4, 16); }
+static void cfg_gpt2_untied(fk_config *c) { cfg_gpt2(c); c->tied = false; }
+static void cfg_qwen2(fk_config *c) {
+    fk_config_llama(c, 272, 32, 2, 4, 2, 40, 16);
+    c->bias_qkv = true;
+    c->tied = true;
+    c->rope_theta = 1e6f;
+}
+// Folded: per-layer FFN widths and query heads (layer 0 with fewer heads than n_head).
+static void cfg_folded(fk_config *c) {
+    fk_config_llama(c, 272, 32, 3, 4, 2, 48, 16);
+    c->ffn[0] = 40; c->ffn[1] = 24; c->ffn[2] = 56;
+    c->heads[0] = 2; c->heads[1] = 4; c->heads[2] = 2;
+}
+static void cfg_headdim(fk_config *c) { cfg_llama(c); c->head_dim = 16; c->bias_out = true; }
+static void cfg_mlp_bias(fk_config *c) { cfg_llama(c); c->bias_mlp = true; }
+
+static const struct { const char *name, *arch; void (*cfg)(fk_config *); } CASES[] = {
+    {"llama", "llama", cfg_llama},   {"gpt2", "gpt2", cfg_gpt2},         {"gpt2_untied", "gpt2", cfg_gpt2_untied},
+    {"qwen2", "llama", cfg_qwen2},   {"folded", "deci", cfg_folded},     {"headdim", "llama", cfg_headdim},
+    {"mlp_bias", "llama", cfg_mlp_bias},
+};
+#define N_CASES (int)(sizeof CASES / sizeof CASES[0])
+
+static void assert_same_config(const fk_config *a, const fk_config *b) {
+    assert_int_equal(a->vocab_size, b->vocab_size);
+    assert_int_equal(a->d_model, b->d_model);
+    assert_int_equal(a->n_layer, b->n_layer);
+    assert_int_equal(a->n_kv_head, b->n_kv_head);
+    assert_int_equal(a->head_dim, b->head_dim);
+    assert_int_equal(a->max_seq, b->max_seq);
+    for (int64_t l = 0; l < a->n_layer; l++) {
+        assert_int_equal(a->ffn[l], b->ffn[l]);
+        assert_int_equal(fk_config_heads(a, l), fk_config_heads(b, l));
+    }
+    assert_int_equal(a->norm, b->norm);
+    assert_int_equal(a->pos, b->pos);
+    assert_int_equal(a->mlp, b->mlp);
+    assert_true(a->norm_eps == b->norm_eps);
+    if (a->pos == FK_POS_ROPE) assert_true(a->rope_theta == b->rope_theta);
+    assert_int_equal(a->bias_qkv, b->bias_qkv);
+    assert_int_equal(a->bias_out, b->bias_out);
+    assert_int_equal(a->bias_mlp, b->bias_mlp);
+    assert_int_equal(a->bias_norm, b->bias_norm);
+    assert_int_equal(a->tied, b->tied);
+}
+
+// ------------------------------------------------------------------ round trips
+
+static void test_roundtrip_f32(void **s) {
+    fk_tokenizer *tok = tiny_tokenizer();
+    for (int k = 0; k < N_CASES; k++) {
+        fk_config c;
+        CASES[k].cfg(&c);
+        fk_model a, b;
+        make_model(&a, &c, 100 + (uint64_t)k);
+        float *la = logits_of(&a);
+        char *path = tpath("rt.gguf");
+        fk_gguf_export_stats st;
+        CHECK(fk_gguf_export(&a, tok, path, FK_DT_F32, CASES[k].name, &st));
+        assert_string_equal(st.arch, CASES[k].arch);
+        fk_tokenizer *t2 = NULL;
+        CHECK(fk_gguf_import(path, &b, &t2));
+        assert_same_config(&a.cfg, &b.cfg);
+        // bit-identical weights, so bit-identical logits
+        assert_int_equal(a.n_floats, b.n_floats);
+        assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+        float *lb = logits_of(&b);
+        assert_memory_equal(la, lb, (size_t)(TB * TT * c.vocab_size) * sizeof(float));
+        assert_non_null(t2);
+        assert_true(fk_tok_fingerprint(t2) == fk_tok_fingerprint(tok));
+        assert_int_equal(b.cfg.bos_id, fk_tok_bos(tok));
+        // the file: GGUF v3, counts u32, 1-D tensors F32
+        fk_gguf g;
+        CHECK(fk_gguf_open(path, &g));
+        assert_int_equal(g.version, 3);
+        char key[96];
+        snprintf(key, sizeof key, "%s.block_count", CASES[k].arch);
+        assert_int_equal(fk_gguf_find(&g, key)->type, FK_GGUF_U32);
+        assert_int_equal(g.n_tensors, st.n_tensors);
+        assert_int_equal(fk_gguf_find_tensor(&g, "output.weight") != NULL, !c.tied);
+        fk_gguf_close(&g);
+        free(la); free(lb);
+        fk_tok_free(t2);
+        fk_model_free(&a);
+        fk_model_free(&b);
+    }
+    fk_tok_free(tok);
+}
+
+static void test_roundtrip_half(void **s) {
+    fk_tokenizer *tok = tiny_tokenizer();
+    const fk_dtype types[] = {FK_DT_F16, FK_DT_BF16};
+    for (int k = 0; k < N_CASES; k++)
+        for (int ti = 0; ti < 2; ti++) {
+            fk_config c;
+            CASES[k].cfg(&c);
+            fk_model a, b;
+            make_model(&a, &c, 200 + (uint64_t)k);
+            char *path = tpath("half.gguf");
+            CHECK(fk_gguf_export(&a, tok, path, types[ti], NULL, NULL));
+            fk_gguf g;
+            CHECK(fk_gguf_open(path, &g));
+            uint64_t ft;
+            CHECK(fk_gguf_get_u64(&g, "general.file_type", &ft));
+            assert_int_equal(ft, types[ti] == FK_DT_F16 ? 1 : 32);
+            for (int64_t i = 0; i < g.n_tensors; i++) {
+                const fk_gguf_tensor *t = &g.tensors[i];
+                uint32_t want = t->n_dims == 1 ? FK_GGML_F32 : types[ti] == FK_DT_F16 ? FK_GGML_F16 : FK_GGML_BF16;
+                if (t->ggml_type != want) fail_msg("%s: tensor %.*s has ggml type %u", CASES[k].name, (int)t->name.n, t->name.s, t->ggml_type);
+            }
+            fk_gguf_close(&g);
+            CHECK(fk_gguf_import(path, &b, NULL));
+            round_matrices(&a, types[ti]);
+            assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+            float *la = logits_of(&a), *lb = logits_of(&b);
+            assert_memory_equal(la, lb, (size_t)(TB * TT * c.vocab_size) * sizeof(float));
+            free(la); free(lb);
+            fk_model_free(&a);
+            fk_model_free(&b);
+        }
+    fk_tok_free(tok);
+}
+
+// Query and key rows are in llama.cpp's interleaved order: row 2j+s of a head is row s*hd/2+j
+// of fusekit's (Hugging Face) layout; values and everything else keep their order.
+static void test_qk_permutation(void **s) {
+    fk_config c;
+    cfg_qwen2(&c);
+    fk_model m;
+    make_model(&m, &c, 7);
+    char *path = tpath("perm.gguf");
+    CHECK(fk_gguf_export(&m, NULL, path, FK_DT_F32, NULL, NULL));
+    fk_gguf g;
+    CHECK(fk_gguf_open(path, &g));
+    int64_t d = c.d_model, hd = c.head_dim, Dq = c.n_head * hd, Dkv = c.n_kv_head * hd;
+    const float *qkv = m.w + m.layer[1].qkv_w, *qkv_b = m.w + m.layer[1].qkv_b;
+    const fk_gguf_tensor *q = fk_gguf_find_tensor(&g, "blk.1.attn_q.weight"), *k = fk_gguf_find_tensor(&g, "blk.1.attn_k.weight");
+    const fk_gguf_tensor *v = fk_gguf_find_tensor(&g, "blk.1.attn_v.weight"), *kb = fk_gguf_find_tensor(&g, "blk.1.attn_k.bias");
+    assert_non_null(q); assert_non_null(k); assert_non_null(v); assert_non_null(kb);
+    assert_int_equal(q->dims[0], d);
+    assert_int_equal(q->dims[1], Dq);
+    assert_int_equal(k->dims[1], Dkv);
+    const float *qf = q->data, *kf = k->data, *vf = v->data, *kbf = kb->data;
+    for (int64_t h = 0; h < c.n_head; h++)
+        for (int64_t j = 0; j < hd / 2; j++)
+            for (int s2 = 0; s2 < 2; s2++) {
+                int64_t il = h * hd + 2 * j + s2, hf = h * hd + s2 * (hd / 2) + j;
+                assert_memory_equal(qf + il * d, qkv + hf * d, (size_t)d * sizeof(float));
+                if (h < c.n_kv_head) {
+                    assert_memory_equal(kf + il * d, qkv + (Dq + hf) * d, (size_t)d * sizeof(float));
+                    assert_true(kbf[il] == qkv_b[Dq + hf]);
+                }
+            }
+    assert_memory_equal(vf, qkv + (Dq + Dkv) * d, (size_t)(Dkv * d) * sizeof(float));
+    fk_gguf_close(&g);
+    // without a tokenizer: import gives none
+    fk_model b;
+    fk_tokenizer *t = (fk_tokenizer *)&t;
+    CHECK(fk_gguf_import(path, &b, &t));
+    assert_null(t);
+    assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+    fk_model_free(&b);
+    fk_model_free(&m);
+}
+
+// Per-layer widths and heads: i32 arrays (what llama.cpp's get_key_or_arr reads); uniform: u32.
+static void test_per_layer_keys(void **s) {
+    fk_config c;
+    cfg_folded(&c);
+    fk_model m;
+    make_model(&m, &c, 8);
+    char *path = tpath("folded.gguf");
+    CHECK(fk_gguf_export(&m, NULL, path, FK_DT_F32, NULL, NULL));
+    fk_gguf g;
+    CHECK(fk_gguf_open(path, &g));
+    fk_gguf_str a;
+    CHECK(fk_gguf_get_str(&g, "general.architecture", &a));
+    assert_int_equal(a.n, 4);
+    assert_memory_equal(a.s, "deci", 4);
+    const fk_gguf_kv *ff = fk_gguf_find(&g, "deci.feed_forward_length"), *hc = fk_gguf_find(&g, "deci.attention.head_count");
+    assert_int_equal(ff->type, FK_GGUF_ARRAY);
+    assert_int_equal(ff->elem_type, FK_GGUF_I32);
+    assert_int_equal(ff->count, 3);
+    assert_int_equal(fk_gguf_arr_i64(ff, 2), 56);
+    assert_int_equal(hc->elem_type, FK_GGUF_I32);
+    assert_int_equal(fk_gguf_arr_i64(hc, 0), 2);
+    assert_int_equal(fk_gguf_find(&g, "deci.attention.head_count_kv")->type, FK_GGUF_U32);
+    uint64_t kl;
+    CHECK(fk_gguf_get_u64(&g, "deci.attention.key_length", &kl));  // 32 / 2 heads in layer 0 != 8
+    assert_int_equal(kl, 8);
+    fk_gguf_close(&g);
+    fk_model_free(&m);
+}
+
+static void expect_export_error(void (*cfg)(fk_config *), fk_status want, const char *needle) {
+    fk_config c;
+    cfg(&c);
+    fk_model m;
+    make_model(&m, &c, 9);
+    char *path = tpath("bad_export.gguf");
+    fk_status st = fk_gguf_export(&m, NULL, path, FK_DT_F32, NULL, NULL);
+    if (st != want || !strstr(fk_last_error(), needle) || !strstr(fk_last_error(), path))
+        fail_msg("status %d, message '%s' (expected %d mentioning '%s' and the file)", st, fk_last_error(), want, needle);
+    assert_false(fk_path_exists(path));
+    fk_model_free(&m);
+}
+
+static void cfg_flap(fk_config *c) { cfg_folded(c); c->bias_mlp = true; }
+static void cfg_ln_rope(fk_config *c) { cfg_llama(c); c->norm = FK_NORM_LAYERNORM; c->bias_norm = true; }
+static void cfg_gelu_rope(fk_config *c) { cfg_llama(c); c->mlp = FK_MLP_GELU; }
+static void cfg_gpt2_gqa(fk_config *c) { cfg_gpt2(c); c->n_kv_head = 2; }
+static void cfg_gpt2_nobias(fk_config *c) { cfg_gpt2(c); c->bias_mlp = false; }
+static void cfg_bias_headdim(fk_config *c) { cfg_folded(c); c->bias_qkv = true; }
+
+static void test_unsupported_export(void **s) {
+    expect_export_error(cfg_flap, FK_ERR_UNSUPPORTED, "MLP biases");
+    expect_export_error(cfg_ln_rope, FK_ERR_UNSUPPORTED, "LayerNorm with RoPE");
+    expect_export_error(cfg_gelu_rope, FK_ERR_UNSUPPORTED, "GELU MLP with RoPE");
+    expect_export_error(cfg_gpt2_gqa, FK_ERR_UNSUPPORTED, "grouped-query");
+    expect_export_error(cfg_gpt2_nobias, FK_ERR_UNSUPPORTED, "without every linear bias");
+    expect_export_error(cfg_bias_headdim, FK_ERR_UNSUPPORTED, "q/k/v biases");
+    // a tokenizer larger than the vocabulary
+    fk_config c;
+    fk_config_llama(&c, 100, 32, 1, 4, 2, 48, 16);
+    fk_model m;
+    make_model(&m, &c, 1);
+    fk_tokenizer *tok = tiny_tokenizer();
+    assert_int_equal(fk_gguf_export(&m, tok, tpath("v.gguf"), FK_DT_F32, NULL, NULL), FK_ERR_ARG);
+    assert_non_null(strstr(fk_last_error(), "272 tokens"));
+    assert_int_equal(fk_gguf_export(&m, tok, tpath("v.gguf"), FK_DT_F64, NULL, NULL), FK_ERR_ARG);
+    fk_tok_free(tok);
+    fk_model_free(&m);
+}
+
+// ------------------------------------------------------------------ golden files
+
+static const char *gguf_type_pyname(fk_gguf_type t) {
+    static const char *n[] = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
+    return (unsigned)t < sizeof n / sizeof n[0] ? n[t] : "?";
+}
+
+static bool str_eq(fk_gguf_str a, const char *b) { return a.n == strlen(b) && memcmp(a.s, b, a.n) == 0; }
+
+static bool json_value_eq(const fk_gguf_kv *kv, uint64_t i, fk_gguf_type t, const cJSON *v) {
+    if (t == FK_GGUF_STRING) return cJSON_IsString(v) && str_eq(kv->strs[i], v->valuestring);
+    if (t == FK_GGUF_BOOL) return cJSON_IsBool(v) && (((const unsigned char *)kv->data)[i] != 0) == cJSON_IsTrue(v);
+    if (!cJSON_IsNumber(v)) return false;
+    if (t == FK_GGUF_F32 || t == FK_GGUF_F64) return fk_gguf_arr_f64(kv, i) == v->valuedouble;
+    return (double)fk_gguf_arr_i64(kv, i) == v->valuedouble;
+}
+
+static void compare_golden(const char *gguf_path, const char *golden_path) {
+    char *json = slurp(golden_path, NULL);
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    assert_non_null(root);
+    fk_gguf g;
+    CHECK(fk_gguf_open(gguf_path, &g));
+    assert_int_equal(g.version, (int)cJSON_GetObjectItem(root, "version")->valuedouble);
+    assert_int_equal(g.alignment, (int)cJSON_GetObjectItem(root, "alignment")->valuedouble);
+    const cJSON *kvs = cJSON_GetObjectItem(root, "kv"), *it;
+    assert_int_equal(cJSON_GetArraySize(kvs), g.n_kv);
+    cJSON_ArrayForEach(it, kvs) {
+        const fk_gguf_kv *kv = fk_gguf_find(&g, it->string);
+        if (!kv) fail_msg("%s: key %s is missing", golden_path, it->string);
+        const char *type = cJSON_GetObjectItem(it, "type")->valuestring, *elem = cJSON_GetObjectItem(it, "elem_type")->valuestring;
+        if (strcmp(type, gguf_type_pyname(kv->type)) || strcmp(elem, gguf_type_pyname(kv->elem_type)))
+            fail_msg("key %s: type %s/%s, golden %s/%s", it->string, gguf_type_pyname(kv->type), gguf_type_pyname(kv->elem_type), type, elem);
+        const cJSON *v = cJSON_GetObjectItem(it, "value");
+        if (kv->type == FK_GGUF_ARRAY) {
+            if (!cJSON_IsArray(v) || (uint64_t)cJSON_GetArraySize(v) != kv->count) fail_msg("key %s: array length differs", it->string);
+            uint64_t i = 0;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, v) {
+                if (!json_value_eq(kv, i, kv->elem_type, e)) fail_msg("key %s: element %llu differs", it->string, (unsigned long long)i);
+                i++;
+            }
+        } else if (!json_value_eq(kv, 0, kv->type, v)) {
+            fail_msg("key %s: value differs from the golden file", it->string);
+        }
+    }
+    const cJSON *ts = cJSON_GetObjectItem(root, "tensors");
+    assert_int_equal(cJSON_GetArraySize(ts), g.n_tensors);
+    int64_t i = 0;
+    cJSON_ArrayForEach(it, ts) {
+        const fk_gguf_tensor *t = &g.tensors[i++];
+        const char *name = cJSON_GetObjectItem(it, "name")->valuestring;
+        if (!str_eq(t->name, name)) fail_msg("tensor %lld is %.*s, golden %s", (long long)i - 1, (int)t->name.n, t->name.s, name);
+        const char *type = cJSON_GetObjectItem(it, "type")->valuestring;
+        const char *mine = t->ggml_type == FK_GGML_F32 ? "F32" : t->ggml_type == FK_GGML_F16 ? "F16" : t->ggml_type == FK_GGML_BF16 ? "BF16" : "?";
+        if (strcmp(type, mine)) fail_msg("tensor %s: type %s, golden %s", name, mine, type);
+        const cJSON *shape = cJSON_GetObjectItem(it, "shape");
+        assert_int_equal(cJSON_GetArraySize(shape), t->n_dims);
+        for (uint32_t d = 0; d < t->n_dims; d++) assert_int_equal((uint64_t)cJSON_GetArrayItem(shape, (int)d)->valuedouble, t->dims[d]);
+        assert_int_equal((uint64_t)cJSON_GetObjectItem(it, "n_bytes")->valuedouble, t->nbytes);
+        assert_int_equal((uint64_t)cJSON_GetObjectItem(it, "offset")->valuedouble, g.data_offset + t->offset);
+        char h[65];
+        sha256_hex(t->data, (size_t)t->nbytes, h);
+        const char *gh = cJSON_GetObjectItem(it, "sha256")->valuestring;
+        if (strcmp(h, gh)) fail_msg("tensor %s: sha256 %s, golden %s", name, h, gh);
+    }
+    fk_gguf_close(&g);
+    cJSON_Delete(root);
+}
+
+static void golden_llama(fk_config *c) { fk_config_llama(c, 272, 16, 2, 4, 2, 24, 16); }
+static void golden_qwen2(fk_config *c) {
+    fk_config_llama(c, 272, 16, 2, 4, 2, 20, 16);
+    c->bias_qkv = true;
+    c->rope_theta = 1e6f;
+}
+static void golden_gpt2(fk_config *c) { fk_config_gpt2(c, 272, 16, 2, 2, 16); }
+
+static void test_golden(void **s) {
+    static const struct { const char *name; void (*cfg)(fk_config *); } G[] = {
+        {"llama_tiny", golden_llama}, {"qwen2_tiny", golden_qwen2}, {"gpt2_tiny", golden_gpt2}};
+    const char *out = getenv("FK_GGUF_GOLDEN_OUT");
+    fk_tokenizer *tok = tiny_tokenizer();
+    for (int k = 0; k < 3; k++) {
+        fk_config c;
+        G[k].cfg(&c);
+        fk_model m;
+        make_model(&m, &c, 4242 + (uint64_t)k);
+        char path[512], golden[512];
+        if (out) {
+            snprintf(path, sizeof path, "%s/%s.gguf", out, G[k].name);
+            CHECK(fk_gguf_export(&m, tok, path, FK_DT_F32, G[k].name, NULL));
+            snprintf(path, sizeof path, "%s/%s_hf", out, G[k].name);
+            CHECK(fk_hf_save(&m, path, FK_DT_F32));
+            CHECK(fk_tok_save_hf(tok, path));
+        } else {
+            snprintf(path, sizeof path, "%s/%s.gguf", tmpdir, G[k].name);
+            CHECK(fk_gguf_export(&m, tok, path, FK_DT_F32, G[k].name, NULL));
+            snprintf(golden, sizeof golden, "%s/gguf/%s.check.json", FK_TEST_DATA, G[k].name);
+            compare_golden(path, golden);
+        }
+        fk_model_free(&m);
+    }
+    fk_tok_free(tok);
+}
+
+// ------------------------------------------------------------------ broken files
+
+typedef struct {
+    const char *drop_key;
+    const char *arch;          // replaces general.architecture
+    const char *tensor;        // the tensor to change
+    int change;                // 1: one more row; 2: type Q4_0; 3: add an extra tensor named `tensor`
+} mutation;
+
+// Rewrites a GGUF file with one change.
+static void rewrite(const char *src, const char *dst, const mutation *mu) {
+    fk_gguf g;
+    CHECK(fk_gguf_open(src, &g));
+    fk_gguf_writer *w = fk_gguf_writer_new();
+    void *extra = NULL;
+    for (int64_t i = 0; i < g.n_kv; i++) {
+        const fk_gguf_kv *kv = &g.kvs[i];
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)kv->key.n, kv->key.s);
+        if (mu->drop_key && strcmp(key, mu->drop_key) == 0) continue;
+        if (mu->arch && strcmp(key, "general.architecture") == 0) { CHECK(fk_gguf_set_str(w, key, mu->arch, strlen(mu->arch))); continue; }
+        uint32_t u;
+        float f;
+        switch (kv->type) {
+        case FK_GGUF_U32: memcpy(&u, kv->data, 4); CHECK(fk_gguf_set_u32(w, key, u)); break;
+        case FK_GGUF_F32: memcpy(&f, kv->data, 4); CHECK(fk_gguf_set_f32(w, key, f)); break;
+        case FK_GGUF_BOOL: CHECK(fk_gguf_set_bool(w, key, *(const unsigned char *)kv->data != 0)); break;
+        case FK_GGUF_STRING: CHECK(fk_gguf_set_str(w, key, kv->strs[0].s, kv->strs[0].n)); break;
+        case FK_GGUF_ARRAY:
+            if (kv->elem_type == FK_GGUF_STRING) {
+                const char **ss = malloc(kv->count * sizeof *ss);
+                uint64_t *ls = malloc(kv->count * sizeof *ls);
+                for (uint64_t j = 0; j < kv->count; j++) { ss[j] = kv->strs[j].s; ls[j] = kv->strs[j].n; }
+                CHECK(fk_gguf_set_arr_str(w, key, ss, ls, kv->count));
+                free(ss); free(ls);
+            } else {
+                CHECK(fk_gguf_set_arr(w, key, kv->elem_type, kv->data, kv->count));
+            }
+            break;
+        default: fail_msg("rewrite: key %s has type %d", key, kv->type);
+        }
+    }
+    for (int64_t i = 0; i < g.n_tensors; i++) {
+        const fk_gguf_tensor *t = &g.tensors[i];
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.s);
+        uint64_t dims[4] = {t->dims[0], t->dims[1], t->dims[2], t->dims[3]};
+        if (mu->tensor && strcmp(name, mu->tensor) == 0 && mu->change == 1) {
+            dims[t->n_dims - 1]++;
+            extra = calloc(1, (size_t)(t->nbytes + t->nbytes / t->dims[t->n_dims - 1]));
+            CHECK(fk_gguf_add_tensor(w, name, t->ggml_type, t->n_dims, dims, extra, t->nbytes + t->nbytes / t->dims[t->n_dims - 1]));
+        } else if (mu->tensor && strcmp(name, mu->tensor) == 0 && mu->change == 2) {
+            uint64_t n = t->nbytes / 4 / 32 * 18;  // Q4_0: blocks of 32 values in 18 bytes
+            extra = calloc(1, (size_t)n);
+            CHECK(fk_gguf_add_tensor(w, name, 2, t->n_dims, dims, extra, n));
+        } else {
+            CHECK(fk_gguf_add_tensor(w, name, t->ggml_type, t->n_dims, dims, t->data, t->nbytes));
+        }
+    }
+    static const float freqs[4] = {1, 1, 1, 1};
+    if (mu->change == 3) CHECK(fk_gguf_add_tensor(w, mu->tensor, FK_GGML_F32, 1, (const uint64_t[]){4}, freqs, 16));
+    CHECK(fk_gguf_writer_write(w, dst));
+    fk_gguf_writer_free(w);
+    free(extra);
+    fk_gguf_close(&g);
+}
+
+static void expect_import_error(const char *path, fk_status want, const char *n1, const char *n2) {
+    fk_model m;
+    fk_tokenizer *t = NULL;
+    fk_status st = fk_gguf_import(path, &m, &t);
+    const char *e = fk_last_error();
+    if (st != want || !strstr(e, path) || !strstr(e, n1) || (n2 && !strstr(e, n2)))
+        fail_msg("import of %s: status %d, message '%s' (expected %d naming the file, '%s'%s%s)", path, st, e, want, n1,
+                 n2 ? " and " : "", n2 ? n2 : "");
+    assert_null(t);
+}
+
+static void test_broken_files(void **s) {
+    fk_config c;
+    cfg_llama(&c);
+    fk_model m;
+    make_model(&m, &c, 3);
+    fk_tokenizer *tok = tiny_tokenizer();
+    char good[512];
+    snprintf(good, sizeof good, "%s", tpath("good.gguf"));  // tpath's buffers rotate
+    CHECK(fk_gguf_export(&m, tok, good, FK_DT_F32, NULL, NULL));
+    size_t n;
+    char *bytes = slurp(good, &n);
+
+    char *p = tpath("truncated.gguf");
+    spit(p, bytes, n * 2 / 3);
+    expect_import_error(p, FK_ERR_FORMAT, "past the end", NULL);
+    spit(p, bytes, 100);  // inside the key/value section
+    expect_import_error(p, FK_ERR_FORMAT, "truncated", NULL);
+
+    p = tpath("magic.gguf");
+    memcpy(bytes, "GGML", 4);
+    spit(p, bytes, n);
+    expect_import_error(p, FK_ERR_FORMAT, "magic", NULL);
+    free(bytes);
+
+    p = tpath("noblocks.gguf");
+    rewrite(good, p, &(mutation){.drop_key = "llama.block_count"});
+    expect_import_error(p, FK_ERR_FORMAT, "llama.block_count", "missing");
+    p = tpath("noeps.gguf");
+    rewrite(good, p, &(mutation){.drop_key = "llama.attention.layer_norm_rms_epsilon"});
+    expect_import_error(p, FK_ERR_FORMAT, "llama.attention.layer_norm_rms_epsilon", NULL);
+    p = tpath("noarch.gguf");
+    rewrite(good, p, &(mutation){.drop_key = "general.architecture"});
+    expect_import_error(p, FK_ERR_FORMAT, "general.architecture", NULL);
+
+    p = tpath("shape.gguf");
+    rewrite(good, p, &(mutation){.tensor = "blk.1.attn_k.weight", .change = 1});
+    expect_import_error(p, FK_ERR_FORMAT, "blk.1.attn_k.weight", "shape [32, 17]");
+
+    p = tpath("mamba.gguf");
+    rewrite(good, p, &(mutation){.arch = "mamba"});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "\"mamba\"", "general.architecture");
+
+    p = tpath("q4.gguf");
+    rewrite(good, p, &(mutation){.tensor = "blk.0.ffn_down.weight", .change = 2});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "blk.0.ffn_down.weight", "Q4_0");
+
+    p = tpath("extra.gguf");
+    rewrite(good, p, &(mutation){.tensor = "rope_freqs.weight", .change = 3});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "rope_freqs.weight", NULL);
+
+    p = tpath("nok.gguf");
+    rewrite(good, p, &(mutation){.tensor = "blk.1.attn_k.weight", .change = 0, .drop_key = NULL});
+    fk_model ok;
+    CHECK(fk_gguf_import(p, &ok, NULL));  // an unchanged rewrite still loads
+    fk_model_free(&ok);
+
+    expect_import_error(tpath("absent.gguf"), FK_ERR_IO, "absent.gguf", NULL);
+    fk_tok_free(tok);
+    fk_model_free(&m);
+}
+
+// ------------------------------------------------------------------ CLI
+
+static void test_cli(void **s) {
+    fk_config c;
+    cfg_llama(&c);
+    fk_model m;
+    make_model(&m, &c, 11);
+    char *dir = tpath("cli_model");
+    CHECK(fk_hf_save(&m, dir, FK_DT_F32));  // no tokenizer.json and 272 tokens: no tokenizer
+    char *out;
+    int rc = run(&out, "%s export --model %s --gguf %s", FK_CLI, dir, tpath("cli.gguf"));
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "--no-tokenizer"));
+    free(out);
+    fk_tokenizer *tok = tiny_tokenizer();
+    CHECK(fk_tok_save_hf(tok, dir));
+    rc = run(&out, "%s export --model %s --gguf %s --type bf16", FK_CLI, dir, tpath("cli.gguf"));
+    if (rc) fail_msg("%s", out);
+    assert_non_null(strstr(out, "\"tensors\":21"));
+    assert_non_null(strstr(out, "\"arch\":\"llama\""));
+    free(out);
+    RUN_OK("%s import --gguf %s -o %s", FK_CLI, tpath("cli.gguf"), tpath("cli_back"));
+    fk_model b;
+    CHECK(fk_hf_load(&b, tpath("cli_back")));
+    round_matrices(&m, FK_DT_BF16);
+    float *la = logits_of(&m), *lb = logits_of(&b);
+    assert_memory_equal(la, lb, (size_t)(TB * TT * c.vocab_size) * sizeof(float));
+    fk_tokenizer *t2;
+    char tj[600];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", tpath("cli_back"));
+    CHECK(fk_tok_load_json(tj, &t2));
+    assert_true(fk_tok_fingerprint(t2) == fk_tok_fingerprint(tok));
+    rc = run(&out, "%s export --model %s --gguf %s --type q4", FK_CLI, dir, tpath("x.gguf"));
+    assert_int_equal(rc, 2);
+    free(out);
+    rc = run(&out, "%s import --gguf %s -o %s", FK_CLI, tpath("nothing.gguf"), tpath("x"));
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "nothing.gguf"));
+    free(out);
+    free(la); free(lb);
+    fk_tok_free(t2);
+    fk_tok_free(tok);
+    fk_model_free(&b);
+    fk_model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256),         cmocka_unit_test(test_roundtrip_f32),      cmocka_unit_test(test_roundtrip_half),
+        cmocka_unit_test(test_qk_permutation), cmocka_unit_test(test_per_layer_keys),     cmocka_unit_test(test_unsupported_export),
+        cmocka_unit_test(test_golden),         cmocka_unit_test(test_broken_files),       cmocka_unit_test(test_cli),
+    };
+    if (getenv("FK_GGUF_GOLDEN_OUT")) cmocka_set_test_filter("test_golden");
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}

@@ -1,0 +1,535 @@
+// Hugging Face folders against the independent reference (tools/ref/make_golden.py, folders
+// under tests/data/golden/): every reference folder (gpt2, llama, qwen2, mistral, Llama-3-like
+// tied, attention biases, bf16/f16 weights, shards, tied Qwen2, bf16 GPT-2) loads with the
+// config it declares and reproduces the reference logits; fusekit saves each of them with the
+// reference's tensor names, shapes, dtypes (bit-identical data) and config keys; broken configs
+// and weight files fail with messages naming the file and the key or tensor.
+// (test_model.c trains on gpt2/llama/qwen2; test_io.c covers round trips of fusekit's own
+// folders, truncated data, short files, wrong FFN shapes, layer-count mismatches.)
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fusekit/fusekit.h"
+#include "test_util.h"
+
+// Logits: the reference's float32 noise against float64 is below 1e-6 (tools/ref/README.md);
+// bf16/f16 folders are computed by the reference from the rounded weights in float32, and fusekit
+// converts those weights exactly, so the same tolerance holds for them.
+#define TOL_LOGITS 1e-4
+#define TOL_LOSS_REL 1e-5
+
+typedef struct {
+    const char *name;
+    fk_arch arch;       // the HF type fusekit maps it to (and saves it as)
+    fk_dtype dtype;     // the reference's weight dtype
+    bool tied;
+    int64_t n_head, n_kv_head, head_dim, ffn, max_seq;
+    double rope_theta;  // 0: learned positions
+    double norm_eps;
+} golden_spec;
+
+static const golden_spec goldens[] = {
+    {"gpt2", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5},
+    {"llama", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
+    {"qwen2", FK_ARCH_QWEN2, FK_DT_F32, false, 4, 2, 8, 40, 64, 1e6, 1e-6},
+    // sliding_window 16 < max_position_embeddings 64: the context becomes the window
+    {"mistral", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 1, 8, 64, 16, 1e4, 1e-5},
+    {"llama3", FK_ARCH_LLAMA, FK_DT_F32, true, 6, 2, 8, 64, 128, 5e5, 1e-5},
+    {"llama_bias", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 4, 8, 48, 64, 1e4, 1e-6},
+    {"llama_bf16", FK_ARCH_LLAMA, FK_DT_BF16, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
+    {"llama_f16", FK_ARCH_LLAMA, FK_DT_F16, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
+    {"llama_sharded", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
+    {"qwen2_tied", FK_ARCH_QWEN2, FK_DT_F32, true, 4, 2, 8, 40, 64, 1e6, 1e-6},
+    {"gpt2_bf16", FK_ARCH_GPT2, FK_DT_BF16, true, 4, 4, 8, 96, 32, 0, 1e-5},
+};
+#define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
+
+static char *golden_dir(const char *name) {
+    static char buf[4][512];
+    static int k;
+    char *p = buf[k++ % 4];
+    snprintf(p, 512, "%s/golden/%s", FK_TEST_DATA, name);
+    return p;
+}
+
+static void expect_error(fk_status st, fk_status want, const char *needle1, const char *needle2) {
+    if (st == FK_OK) fail_msg("expected an error mentioning '%s'", needle1);
+    const char *msg = fk_last_error();
+    if (st != want) fail_msg("status %d instead of %d: %s", st, want, msg);
+    print_message("  error as expected: %s\n", msg);
+    if (needle1 && !strstr(msg, needle1)) fail_msg("message '%s' does not mention '%s'", msg, needle1);
+    if (needle2 && !strstr(msg, needle2)) fail_msg("message '%s' does not mention '%s'", msg, needle2);
+}
+
+// ------------------------------------------------------------------ logits
+
+// Runs the golden tokens through m; returns the max abs logit error (and checks the loss).
+static double golden_logits_error(fk_model *m, const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden.safetensors", dir);
+    fk_safetensors g;
+    CHECK(fk_st_open(&g, path));
+    const fk_st_tensor *tok = fk_st_find(&g, "tokens"), *lg = fk_st_find(&g, "logits"), *ls = fk_st_find(&g, "loss");
+    assert_non_null(tok); assert_non_null(lg); assert_non_null(ls);
+    assert_int_equal(tok->dtype, FK_DT_I32);
+    assert_int_equal(lg->dtype, FK_DT_F32);
+    int B = (int)tok->shape[0], T = (int)tok->shape[1] - 1;
+    int64_t V = m->cfg.vocab_size;
+    assert_int_equal(lg->numel, (int64_t)B * T * V);
+    int32_t *x = malloc((size_t)(B * T) * sizeof(int32_t)), *y = malloc((size_t)(B * T) * sizeof(int32_t));
+    const int32_t *t = tok->data;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            x[b * T + i] = t[b * (T + 1) + i];
+            y[b * T + i] = t[b * (T + 1) + i + 1];
+        }
+    float loss;
+    CHECK(fk_model_forward(m, x, y, B, T, false, &loss));
+    const float *got = fk_model_logits(m), *want = lg->data;
+    double err = 0;
+    for (int64_t i = 0; i < lg->numel; i++) err = fmax(err, fabs((double)got[i] - want[i]));
+    float ref_loss = ((const float *)ls->data)[0];
+    if (fabs(loss - ref_loss) > TOL_LOSS_REL * fabs(ref_loss)) fail_msg("%s: loss %.7f, reference %.7f", dir, loss, ref_loss);
+    free(x); free(y);
+    fk_st_close(&g);
+    return err;
+}
+
+static void test_golden_logits(void **s) {
+    (void)s;
+    for (int i = 0; i < N_GOLDENS; i++) {
+        const golden_spec *gs = &goldens[i];
+        fk_model m;
+        CHECK(fk_hf_load(&m, golden_dir(gs->name)));
+        const fk_config *c = &m.cfg;
+        // config.json mapped as declared
+        assert_int_equal(fk_config_arch(c), gs->arch);
+        assert_int_equal(c->tied, gs->tied);
+        assert_int_equal(c->n_head, gs->n_head);
+        assert_int_equal(c->n_kv_head, gs->n_kv_head);
+        assert_int_equal(c->head_dim, gs->head_dim);
+        assert_int_equal(c->ffn[0], gs->ffn);
+        assert_int_equal(c->ffn[1], gs->ffn);
+        assert_int_equal(c->max_seq, gs->max_seq);
+        assert_true(fabs(c->norm_eps - gs->norm_eps) <= 1e-7 * gs->norm_eps);
+        if (gs->rope_theta > 0) {
+            assert_int_equal(c->pos, FK_POS_ROPE);
+            assert_true(c->rope_theta == (float)gs->rope_theta);
+        } else {
+            assert_int_equal(c->pos, FK_POS_LEARNED);
+        }
+        double err = golden_logits_error(&m, golden_dir(gs->name));
+        print_message("  %-14s %-6s %-5s logits max abs error %.2e\n", gs->name, fk_arch_name(gs->arch), fk_dtype_name(gs->dtype), err);
+        if (!(err < TOL_LOGITS)) fail_msg("%s: logits differ from the reference by %.3g", gs->name, err);
+        fk_model_free(&m);
+    }
+}
+
+// ------------------------------------------------------------------ saved folders match the reference
+
+// Every model*.safetensors of a folder (single file or shards), opened.
+typedef struct { int n; fk_safetensors st[16]; } weight_files;
+
+static void weights_open(weight_files *w, const char *dir) {
+    w->n = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "model", 5) != 0 || n < 12 || strcmp(e->d_name + n - 12, ".safetensors") != 0) continue;
+        assert_true(w->n < 16);
+        char path[800];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        CHECK(fk_st_open(&w->st[w->n++], path));
+    }
+    closedir(d);
+}
+
+static void weights_close(weight_files *w) {
+    for (int i = 0; i < w->n; i++) fk_st_close(&w->st[i]);
+}
+
+// The saved folder holds exactly the reference's tensors with the same shapes, in dtype; the
+// data is bit-identical when dtype is the reference's own.
+static void compare_weights(const char *ref_dir, const char *dir, fk_dtype dtype, bool same_dtype) {
+    weight_files r, o;
+    weights_open(&r, ref_dir);
+    weights_open(&o, dir);
+    assert_int_equal(o.n, 1);  // fusekit writes one model.safetensors
+    int total = 0;
+    for (int f = 0; f < r.n; f++)
+        for (int i = 0; i < r.st[f].n_tensors; i++, total++) {
+            const fk_st_tensor *a = &r.st[f].tensors[i], *b = fk_st_find(&o.st[0], a->name);
+            if (!b) fail_msg("%s: fusekit did not write %s", dir, a->name);
+            assert_int_equal(a->ndim, b->ndim);
+            for (int d = 0; d < a->ndim; d++)
+                if (a->shape[d] != b->shape[d]) fail_msg("%s: %s dimension %d is %lld, reference %lld", dir, a->name, d,
+                                                         (long long)b->shape[d], (long long)a->shape[d]);
+            assert_int_equal(b->dtype, dtype);
+            if (same_dtype && memcmp(a->data, b->data, a->nbytes) != 0) fail_msg("%s: %s data differs from the reference", dir, a->name);
+        }
+    if (o.st[0].n_tensors != total) fail_msg("%s: %d tensors, the reference has %d", dir, o.st[0].n_tensors, total);
+    weights_close(&r);
+    weights_close(&o);
+}
+
+static cJSON *read_json(const char *path) {
+    char *text = slurp(path, NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j) fail_msg("%s is not JSON", path);
+    return j;
+}
+
+static bool json_equal(const cJSON *a, const cJSON *b) { return cJSON_Compare(a, b, true); }
+
+// Keys transformers writes that do not change the causal LM (bookkeeping, other heads' options,
+// a sliding window that use_sliding_window=false turns off).
+static bool bookkeeping(const char *key, const cJSON *ref) {
+    static const char *k[] = {"transformers_version", "initializer_range", "use_cache", "summary_type", "summary_use_proj",
+                              "summary_activation", "summary_proj_to_labels", "summary_first_dropout", NULL};
+    for (int i = 0; k[i]; i++) if (strcmp(key, k[i]) == 0) return true;
+    const cJSON *usw = cJSON_GetObjectItemCaseSensitive(ref, "use_sliding_window");
+    if (cJSON_IsFalse(usw) && (strcmp(key, "sliding_window") == 0 || strcmp(key, "max_window_layers") == 0)) return true;
+    return false;
+}
+
+// When a key is absent, transformers uses the class default; either side may omit a key whose
+// value is that default. Returns the default as JSON text, or NULL when the key has none here.
+static const char *class_default(const char *key, const char *model_type) {
+    static const char *d[][2] = {
+        {"pretraining_tp", "1"}, {"scale_attn_by_inverse_layer_idx", "false"}, {"reorder_and_upcast_attn", "false"},
+        {"rope_scaling", "null"}, {"attention_bias", "false"}, {"mlp_bias", "false"}, {"use_sliding_window", "false"},
+        {"bos_token_id", "null"}, {"eos_token_id", "null"}, {NULL, NULL}};
+    if (strcmp(key, "tie_word_embeddings") == 0) return strcmp(model_type, "gpt2") == 0 ? "true" : "false";
+    for (int i = 0; d[i][0]; i++) if (strcmp(key, d[i][0]) == 0) return d[i][1];
+    return NULL;
+}
+
+static bool equals_text(const cJSON *v, const char *text) {
+    cJSON *t = cJSON_Parse(text);
+    bool eq = json_equal(v, t);
+    cJSON_Delete(t);
+    return eq;
+}
+
+static double num(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) fail_msg("config: %s is not a number", key);
+    return v->valuedouble;
+}
+
+static const char *dtype_torch(fk_dtype dt) { return dt == FK_DT_BF16 ? "bfloat16" : dt == FK_DT_F16 ? "float16" : "float32"; }
+
+// fusekit's config.json says what the reference's does, key by key, in the reference's spelling.
+static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype) {
+    char p1[600], p2[600];
+    snprintf(p1, sizeof p1, "%s/config.json", ref_dir);
+    snprintf(p2, sizeof p2, "%s/config.json", dir);
+    cJSON *ref = read_json(p1), *out = read_json(p2);
+    const char *ref_type = cJSON_GetObjectItemCaseSensitive(ref, "model_type")->valuestring;
+    bool mistral = strcmp(ref_type, "mistral") == 0;
+    const cJSON *it;
+    // every key of the reference
+    cJSON_ArrayForEach(it, ref) {
+        const char *k = it->string;
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(out, k);
+        if (bookkeeping(k, ref)) continue;
+        if (strcmp(k, "torch_dtype") == 0) {
+            if (!cJSON_IsString(o) || strcmp(o->valuestring, dtype_torch(dtype)) != 0) fail_msg("%s: torch_dtype is not %s", p2, dtype_torch(dtype));
+            continue;
+        }
+        if (mistral) {
+            // saved as Llama (the same tensors and, within the window, the same computation) with
+            // the window as its context
+            if (strcmp(k, "model_type") == 0) { assert_string_equal(o->valuestring, "llama"); continue; }
+            if (strcmp(k, "architectures") == 0) { assert_string_equal(cJSON_GetArrayItem(o, 0)->valuestring, "LlamaForCausalLM"); continue; }
+            if (strcmp(k, "sliding_window") == 0) continue;
+            if (strcmp(k, "max_position_embeddings") == 0) { assert_true(num(out, k) == num(ref, "sliding_window")); continue; }
+        }
+        if (strcmp(k, "n_inner") == 0 && cJSON_IsNull(it)) {  // null: 4 * n_embd
+            assert_true(num(out, k) == 4 * num(ref, "n_embd"));
+            continue;
+        }
+        if (o) {
+            if (!json_equal(it, o)) {
+                char *a = cJSON_PrintUnformatted(it), *b = cJSON_PrintUnformatted(o);
+                fail_msg("%s: %s is %s, the reference has %s", p2, k, b, a);
+            }
+        } else {
+            const char *def = class_default(k, ref_type);
+            if (!def || !equals_text(it, def)) fail_msg("%s: key %s is missing (the reference has it)", p2, k);
+        }
+    }
+    // every key fusekit adds must mean what transformers assumes without it
+    cJSON_ArrayForEach(it, out) {
+        const char *k = it->string;
+        if (cJSON_GetObjectItemCaseSensitive(ref, k) || strcmp(k, "fusekit_version") == 0) continue;
+        if (strcmp(k, "head_dim") == 0) { assert_true(it->valuedouble == num(ref, "hidden_size") / num(ref, "num_attention_heads")); continue; }
+        if (strcmp(k, "n_ctx") == 0) { assert_true(it->valuedouble == num(ref, "n_positions")); continue; }
+        const char *def = class_default(k, ref_type);
+        if (mistral && strcmp(k, "attention_bias") == 0) def = "false";
+        if (!def || !equals_text(it, def)) {
+            char *b = cJSON_PrintUnformatted(it);
+            fail_msg("%s: writes %s = %s, which the reference does not have", p2, k, b);
+        }
+    }
+    cJSON_Delete(ref);
+    cJSON_Delete(out);
+}
+
+static void test_save_like_reference(void **s) {
+    (void)s;
+    for (int i = 0; i < N_GOLDENS; i++) {
+        const golden_spec *gs = &goldens[i];
+        const char *ref_dir = golden_dir(gs->name);
+        fk_model m;
+        CHECK(fk_hf_load(&m, ref_dir));
+        fk_dtype dts[2] = {FK_DT_F32, gs->dtype};
+        for (int k = 0; k < (gs->dtype == FK_DT_F32 ? 1 : 2); k++) {
+            char name[128];
+            snprintf(name, sizeof name, "save_%s_%s", gs->name, fk_dtype_name(dts[k]));
+            char *dir = tpath(name);
+            CHECK(fk_hf_save(&m, dir, dts[k]));
+            compare_weights(ref_dir, dir, dts[k], dts[k] == gs->dtype);
+            compare_config(ref_dir, dir, dts[k]);
+            // and it loads back to the same weights (exactly: they were representable)
+            fk_model b;
+            CHECK(fk_hf_load(&b, dir));
+            assert_memory_equal(&m.cfg, &b.cfg, sizeof m.cfg);
+            assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+            fk_model_free(&b);
+        }
+        print_message("  %-14s saved as F32%s%s: tensors and config.json match the reference\n", gs->name,
+                      gs->dtype == FK_DT_F32 ? "" : " and ", gs->dtype == FK_DT_F32 ? "" : fk_dtype_name(gs->dtype));
+        fk_model_free(&m);
+    }
+}
+
+// head_dim other than hidden_size / num_attention_heads (Mistral-Nemo, Qwen3-like): written,
+// read back, and honoured in the tensor shapes.
+static void test_head_dim(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 40, 32, 2, 4, 2, 24, 16);
+    c.head_dim = 16;
+    fk_model a, b;
+    CHECK(fk_model_init(&a, &c));
+    fk_model_init_weights(&a, 3);
+    CHECK(fk_hf_save(&a, tpath("hd"), FK_DT_F32));
+    cJSON *j = read_json(tpath("hd/config.json"));
+    assert_true(num(j, "head_dim") == 16);
+    cJSON_Delete(j);
+    fk_safetensors st;
+    CHECK(fk_st_open(&st, tpath("hd/model.safetensors")));
+    const fk_st_tensor *q = fk_st_find(&st, "model.layers.0.self_attn.q_proj.weight"), *k = fk_st_find(&st, "model.layers.0.self_attn.k_proj.weight"),
+                       *o = fk_st_find(&st, "model.layers.0.self_attn.o_proj.weight");
+    assert_int_equal(q->shape[0], 64); assert_int_equal(q->shape[1], 32);
+    assert_int_equal(k->shape[0], 32); assert_int_equal(k->shape[1], 32);
+    assert_int_equal(o->shape[0], 32); assert_int_equal(o->shape[1], 64);
+    fk_st_close(&st);
+    CHECK(fk_hf_load(&b, tpath("hd")));
+    assert_int_equal(b.cfg.head_dim, 16);
+    assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+    fk_model_free(&a); fk_model_free(&b);
+}
+
+// ------------------------------------------------------------------ broken configs
+
+static void copy_file(const char *from, const char *to) {
+    size_t n;
+    char *d = slurp(from, &n);
+    CHECK(fk_write_file_atomic(to, d, n));
+    free(d);
+}
+
+// dst = a copy of a golden folder's weights and config.json, with key set to `value` (JSON text),
+// or removed when value is NULL (key NULL: the config unchanged).
+static char *variant(const char *golden, const char *dst, const char *key, const char *value) {
+    char *dir = tpath(dst);
+    CHECK(fk_mkdir_p(dir));
+    char from[800], to[800];
+    DIR *d = opendir(golden_dir(golden));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "model", 5) != 0) continue;
+        snprintf(from, sizeof from, "%s/%s", golden_dir(golden), e->d_name);
+        snprintf(to, sizeof to, "%s/%s", dir, e->d_name);
+        copy_file(from, to);
+    }
+    closedir(d);
+    snprintf(from, sizeof from, "%s/config.json", golden_dir(golden));
+    cJSON *j = read_json(from);
+    if (key) cJSON_DeleteItemFromObjectCaseSensitive(j, key);
+    if (key && value) {
+        cJSON *v = cJSON_Parse(value);
+        assert_non_null(v);
+        cJSON_AddItemToObject(j, key, v);
+    }
+    char *text = cJSON_Print(j);
+    snprintf(to, sizeof to, "%s/config.json", dir);
+    CHECK(fk_write_file_atomic(to, text, strlen(text)));
+    free(text);
+    cJSON_Delete(j);
+    return dir;
+}
+
+static void test_bad_configs(void **s) {
+    (void)s;
+    fk_model m;
+    // model types and features fusekit does not implement: refused, naming file and key
+    expect_error(fk_hf_load(&m, variant("llama", "falcon", "model_type", "\"falcon\"")), FK_ERR_UNSUPPORTED, "falcon/config.json", "model_type \"falcon\"");
+    expect_error(fk_hf_load(&m, variant("llama", "rs", "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}")), FK_ERR_UNSUPPORTED,
+                 "rs/config.json", "rope_scaling");
+    assert_non_null(strstr(fk_last_error(), "linear"));
+    expect_error(fk_hf_load(&m, variant("llama3", "rs3", "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}")), FK_ERR_UNSUPPORTED,
+                 "rs3/config.json", "rope_scaling");
+    assert_non_null(strstr(fk_last_error(), "llama3"));
+    expect_error(fk_hf_load(&m, variant("llama", "mlpb", "mlp_bias", "true")), FK_ERR_UNSUPPORTED, "mlpb/config.json", "mlp_bias");
+    expect_error(fk_hf_load(&m, variant("llama", "act", "hidden_act", "\"gelu\"")), FK_ERR_UNSUPPORTED, "act/config.json", "hidden_act");
+    expect_error(fk_hf_load(&m, variant("gpt2", "gact", "activation_function", "\"relu\"")), FK_ERR_UNSUPPORTED, "gact/config.json",
+                 "activation_function");
+    expect_error(fk_hf_load(&m, variant("gpt2", "sil", "scale_attn_by_inverse_layer_idx", "true")), FK_ERR_UNSUPPORTED, "sil/config.json",
+                 "scale_attn_by_inverse_layer_idx");
+    expect_error(fk_hf_load(&m, variant("qwen2", "usw", "use_sliding_window", "true")), FK_ERR_UNSUPPORTED, "usw/config.json", "use_sliding_window");
+    expect_error(fk_hf_load(&m, variant("llama", "quant", "quantization_config", "{\"quant_method\": \"gptq\", \"bits\": 4}")), FK_ERR_UNSUPPORTED,
+                 "quant/config.json", "quantization_config");
+    // hidden_size not a multiple of num_attention_heads without head_dim
+    expect_error(fk_hf_load(&m, variant("llama", "heads", "num_attention_heads", "5")), FK_ERR_FORMAT, "heads/config.json", "head_dim");
+    // keys that change tensor shapes: the tensor and both shapes are named
+    expect_error(fk_hf_load(&m, variant("llama", "kv", "num_key_value_heads", "4")), FK_ERR_FORMAT, "model.layers.0.self_attn.k_proj.weight",
+                 "has shape [16, 32] but config.json implies [32, 32]");
+    expect_error(fk_hf_load(&m, variant("llama", "hd", "head_dim", "16")), FK_ERR_FORMAT, "model.layers.0.self_attn.q_proj.weight",
+                 "implies [64, 32]");
+    // untied config over a tied checkpoint: the head is missing
+    expect_error(fk_hf_load(&m, variant("qwen2_tied", "untied", "tie_word_embeddings", "false")), FK_ERR_FORMAT, "lm_head.weight", "missing");
+    // Mistral's sliding window: none, or one at least the context, is full attention; a smaller
+    // one becomes the context (attention within the window is full attention), and longer inputs
+    // are refused
+    CHECK(fk_hf_load(&m, variant("mistral", "sw_null", "sliding_window", "null")));
+    assert_int_equal(m.cfg.max_seq, 64);
+    assert_true(golden_logits_error(&m, golden_dir("mistral")) < TOL_LOGITS);
+    fk_model_free(&m);
+    CHECK(fk_hf_load(&m, variant("mistral", "sw_big", "sliding_window", "4096")));
+    assert_int_equal(m.cfg.max_seq, 64);
+    fk_model_free(&m);
+    CHECK(fk_hf_load(&m, variant("mistral", "sw_small", "sliding_window", "8")));
+    assert_int_equal(m.cfg.max_seq, 8);
+    int32_t ids[16] = {0};
+    expect_error(fk_model_forward(&m, ids, NULL, 1, 16, false, NULL), FK_ERR_ARG, "sequence length 16", "context 8");
+    fk_model_free(&m);
+}
+
+// ------------------------------------------------------------------ broken weight files
+
+// A golden folder whose model.safetensors is rewritten with tensor `name` changed by `edit`
+// (or dropped when edit is NULL).
+static void write_edited(const char *golden, const char *dst, const char *name, void (*edit)(fk_st_entry *e, void *buf)) {
+    char *dir = variant(golden, dst, NULL, NULL);
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/%s/model.safetensors", FK_TEST_DATA, golden);
+    fk_safetensors st;
+    CHECK(fk_st_open(&st, path));
+    fk_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
+    void *buf = NULL;
+    int n = 0;
+    for (int i = 0; i < st.n_tensors; i++) {
+        const fk_st_tensor *t = &st.tensors[i];
+        fk_st_entry *x = &e[n];
+        x->name = t->name;
+        x->dtype = t->dtype;
+        x->ndim = t->ndim;
+        memcpy(x->shape, t->shape, sizeof t->shape);
+        x->data = t->data;
+        if (strcmp(t->name, name) == 0) {
+            if (!edit) continue;  // dropped
+            buf = malloc(t->nbytes);
+            memcpy(buf, t->data, t->nbytes);
+            edit(x, buf);
+            x->data = buf;
+        }
+        n++;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(fk_st_write(path, e, n, NULL));
+    free(buf); free(e);
+    fk_st_close(&st);
+}
+
+static void to_i8(fk_st_entry *e, void *buf) { (void)buf; e->dtype = FK_DT_I8; }
+static void to_i32(fk_st_entry *e, void *buf) { (void)buf; e->dtype = FK_DT_I32; }
+static void put_nan(fk_st_entry *e, void *buf) { (void)e; uint16_t nan16 = 0x7fc0; memcpy((char *)buf + 2 * 5, &nan16, 2); }
+
+// Replaces the first occurrence of `from` in a file's bytes with `to` (same length).
+static void patch_file(const char *path, const char *from, const char *to) {
+    size_t n;
+    char *d = slurp(path, &n);
+    char *p = memmem(d, n, from, strlen(from));
+    assert_non_null(p);
+    assert_int_equal(strlen(from), strlen(to));
+    memcpy(p, to, strlen(to));
+    CHECK(fk_write_file_atomic(path, d, n));
+    free(d);
+}
+
+static void test_bad_weights(void **s) {
+    (void)s;
+    fk_model m;
+    // a tensor the config needs is absent
+    write_edited("llama", "w_missing", "model.layers.1.mlp.up_proj.weight", NULL);
+    expect_error(fk_hf_load(&m, tpath("w_missing")), FK_ERR_FORMAT, "tensor model.layers.1.mlp.up_proj.weight is missing", "w_missing");
+    // integer dtypes are refused, naming file, tensor and dtype (F64 converts; quantized types are unknown dtypes)
+    write_edited("llama", "w_i8", "model.norm.weight", to_i8);
+    expect_error(fk_hf_load(&m, tpath("w_i8")), FK_ERR_FORMAT, "w_i8/model.safetensors", "model.norm.weight has dtype I8");
+    write_edited("llama", "w_i32", "model.layers.0.input_layernorm.weight", to_i32);
+    expect_error(fk_hf_load(&m, tpath("w_i32")), FK_ERR_FORMAT, "w_i32/model.safetensors", "input_layernorm.weight has dtype I32");
+    variant("llama_bf16", "w_f8", NULL, NULL);
+    patch_file(tpath("w_f8/model.safetensors"), "\"BF16\"", "\"F8E4\"");
+    expect_error(fk_hf_load(&m, tpath("w_f8")), FK_ERR_FORMAT, "w_f8/model.safetensors", "unknown dtype F8E4");
+    // a non-finite weight names the tensor and the file
+    write_edited("llama_bf16", "w_nan", "model.layers.0.mlp.down_proj.weight", put_nan);
+    expect_error(fk_hf_load(&m, tpath("w_nan")), FK_ERR_NUMERIC, "model.layers.0.mlp.down_proj.weight", "w_nan/model.safetensors");
+    // header cut short: the length prefix points past the end of the file
+    char *dir = variant("llama", "w_hdr", NULL, NULL);
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t n;
+    char *d = slurp(path, &n);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | (unsigned char)d[i];
+    CHECK(fk_write_file_atomic(path, d, 8 + hlen / 2));
+    expect_error(fk_hf_load(&m, dir), FK_ERR_FORMAT, "w_hdr/model.safetensors", "header length");
+    // a header that fits but is not JSON
+    memset(d + 8, '{', 4);
+    CHECK(fk_write_file_atomic(path, d, n));
+    expect_error(fk_hf_load(&m, dir), FK_ERR_FORMAT, "w_hdr/model.safetensors", "header is not a JSON object");
+    free(d);
+    // shards: the index names a file that is not there, or has no weight_map
+    dir = variant("llama_sharded", "w_shard", NULL, NULL);
+    snprintf(path, sizeof path, "%s/model-00002-of-00003.safetensors", dir);
+    assert_int_equal(remove(path), 0);
+    expect_error(fk_hf_load(&m, dir), FK_ERR_IO, "w_shard/model-00002-of-00003.safetensors", NULL);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    patch_file(path, "\"weight_map\"", "\"weight_mop\"");
+    expect_error(fk_hf_load(&m, dir), FK_ERR_FORMAT, "w_shard/model.safetensors.index.json", "weight_map");
+    // neither model.safetensors nor an index
+    assert_int_equal(remove(path), 0);
+    expect_error(fk_hf_load(&m, dir), FK_ERR_IO, "w_shard/model.safetensors", NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
+        cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
