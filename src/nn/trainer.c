@@ -46,6 +46,28 @@ static void sample_batch(const fk_token_data *d, const fk_train_opts *o, int64_t
     }
 }
 
+// Runs rows x seq tokens x with targets y (-1: not scored) and adds the scored positions'
+// nats to *total and their count to *scored.
+static fk_status score_rows(fk_model *m, const int32_t *x, const int32_t *y, int rows, int seq, double *total, int64_t *scored) {
+    float loss;
+    FK_TRY(fk_model_forward(m, x, y, rows, seq, false, &loss));
+    const float *tl = fk_model_token_losses(m);
+    for (int64_t i = 0; i < (int64_t)rows * seq; i++)
+        if (y[i] >= 0) { *total += tl[i]; (*scored)++; }
+    return FK_OK;
+}
+
+// The result of `scored` positions worth `total` nats, bytes_per_token bytes each (0: no bpb).
+static void eval_result(double total, int64_t scored, double bytes_per_token, fk_eval_result *r) {
+    r->tokens = scored;
+    r->loss = total / (double)scored;
+    r->ppl = exp(r->loss);
+    if (bytes_per_token > 0) {
+        r->bytes = (int64_t)(bytes_per_token * (double)scored + 0.5);
+        r->bpb = total / log(2.0) / (bytes_per_token * (double)scored);
+    }
+}
+
 fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r) {
     memset(r, 0, sizeof *r);
     if (d->n < 2) return fk_error(FK_ERR_ARG, "evaluation data %s has fewer than 2 tokens", d->path ? d->path : "");
@@ -67,21 +89,11 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
                 int64_t i = (w0 + b) * seq + t;
                 y[b * seq + t] = i + 1 < n ? d->ids[i + 1] : -1;
             }
-        float loss;
-        st = fk_model_forward(m, x, y, rows, seq, false, &loss);
-        if (st != FK_OK) break;
-        const float *tl = fk_model_token_losses(m);
-        for (int64_t i = 0; i < (int64_t)rows * seq; i++)
-            if (y[i] >= 0) { total += tl[i]; scored++; }
+        st = score_rows(m, x, y, rows, seq, &total, &scored);
     }
     free(x); free(y);
     FK_TRY(st);
-    r->tokens = scored;
-    r->loss = total / (double)scored;
-    r->ppl = exp(r->loss);
-    double bytes_per_token = d->n > 0 ? (double)d->text_bytes / (double)d->n : 1.0;
-    r->bytes = (int64_t)(bytes_per_token * (double)scored + 0.5);
-    r->bpb = total / log(2.0) / (bytes_per_token * (double)scored);
+    eval_result(total, scored, d->n > 0 ? (double)d->text_bytes / (double)d->n : 1.0, r);
     return FK_OK;
 }
 
@@ -115,23 +127,11 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
                 y[b * n_ctx + t] = t >= first && t + 1 < n_ctx ? c[t + 1] : -1;
             }
         }
-        float loss;
-        st = fk_model_forward(m, x, y, rows, n_ctx, false, &loss);
-        if (st != FK_OK) break;
-        const float *tl = fk_model_token_losses(m);
-        for (int64_t i = 0; i < (int64_t)rows * n_ctx; i++)
-            if (y[i] >= 0) { total += tl[i]; scored++; }
+        st = score_rows(m, x, y, rows, n_ctx, &total, &scored);
     }
     free(x); free(y);
     FK_TRY(st);
-    r->tokens = scored;
-    r->loss = total / (double)scored;
-    r->ppl = exp(r->loss);
-    if (text_bytes > 0) {
-        double bpt = (double)text_bytes / (double)n;
-        r->bytes = (int64_t)(bpt * (double)scored + 0.5);
-        r->bpb = total / log(2.0) / (bpt * (double)scored);
-    }
+    eval_result(total, scored, text_bytes > 0 ? (double)text_bytes / (double)n : 0, r);
     return FK_OK;
 }
 
