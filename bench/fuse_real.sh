@@ -11,7 +11,7 @@
 #   C  Linux C code             Llama style + GQA, byte-level BPE 6144 (llama-bpe pre-tokenizer)
 #
 # usage: sh bench/fuse_real.sh [BUILD_DIR] [WORK_DIR]   (stages are cached in WORK_DIR)
-# About 40 minutes on 2 cores.
+# About 45 minutes on 2 cores.
 set -e
 BUILD=${1:-build}
 W=${2:-out/fuse_real}
