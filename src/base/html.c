@@ -58,7 +58,12 @@ const char *fk_svg_color(int i) {
 static void tick(char *out, size_t cap, double v) { snprintf(out, cap, "%.3g", v); }
 
 void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double vmax, const char *const *labels) {
-    int bw = labels ? 40 : 18, step = bw + 6, w = 40 + step * n, h = 160;
+    int bw = 18;
+    for (int i = 0; labels && i < n; i++) {
+        int lw = 7 * (int)strlen(labels[i]);
+        if (lw > bw) bw = lw;
+    }
+    int step = bw + 8, w = 40 + step * n, h = 160;
     if (!(vmax > 0)) {
         vmax = 0;
         for (int i = 0; i < n; i++) if (isfinite(v[i])) vmax = fmax(vmax, v[i]);
@@ -71,7 +76,9 @@ void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double v
         fk_sb(b, "<rect x='%d' y='%.1f' width='%d' height='%.1f' fill='%s'><title>", 30 + step * i, h - bh, bw, bh, fk_svg_color(0));
         if (labels) fk_sb_text(b, labels[i]);
         else fk_sb(b, "layer %d", i);
-        fk_sb(b, ": %.5g</title></rect><text x='%d' y='%d' font-size='10'>", x, 32 + step * i, h + 14);
+        fk_sb(b, ": %.5g</title></rect>", x);
+        if (labels) fk_sb(b, "<text x='%d' y='%.1f' font-size='9'>%.3g</text>", 32 + step * i, h - bh - 3, x);
+        fk_sb(b, "<text x='%d' y='%d' font-size='10'>", 32 + step * i, h + 14);
         if (labels) fk_sb_text(b, labels[i]);
         else fk_sb(b, "%d", i);
         fk_sb(b, "</text>");
