@@ -115,21 +115,10 @@ static void test_fold_heal_prune(void **s) {
     print_message("  progressive (2 rounds, 60 healing steps): %.4f\n", bp);
     assert_true(bp < bf);
     // bad arguments
-    rc = run(&out, "%s fold --model %s --data %s --budget 1.5 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
-    assert_int_equal(rc, 2);
-    assert_non_null(strstr(out, "--budget"));
-    free(out);
-    rc = run(&out, "%s fold --model %s --data %s --budget 0.9 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
-    assert_int_equal(rc, 1);
-    assert_non_null(strstr(out, "guards"));
-    free(out);
-    rc = run(&out, "%s fold --model %s --data %s -o %s", F, tpath("nowhere"), tpath("train.txt"), tpath("x"));
-    assert_int_equal(rc, 1);
-    assert_non_null(strstr(out, "nowhere"));
-    free(out);
-    rc = run(&out, "%s prune --model %s --data %s --method random -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
-    assert_int_equal(rc, 2);
-    free(out);
+    RUN_FAILS(2, "--budget", "%s fold --model %s --data %s --budget 1.5 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
+    RUN_FAILS(1, "guards", "%s fold --model %s --data %s --budget 0.9 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
+    RUN_FAILS(1, "nowhere", "%s fold --model %s --data %s -o %s", F, tpath("nowhere"), tpath("train.txt"), tpath("x"));
+    RUN_FAILS(2, NULL, "%s prune --model %s --data %s --method random -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
 }
 
 int main(void) {

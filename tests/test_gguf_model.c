@@ -707,13 +707,7 @@ static void test_llamacpp_converter(void **s) {
     // a sentencepiece tokenizer.model the converter writes every score as -1000, so llama.cpp
     // merges by position where the folder's BPE merges by rank; fusekit's own export keeps the
     // ranks as scores, and llama-perplexity then tokenizes as fusekit does: docs/results.md.)
-    assert_int_equal(fk_tok_vocab_size(ta), fk_tok_vocab_size(tb));
-    for (int32_t i = 0; i < fk_tok_vocab_size(ta); i++) {
-        uint32_t l1, l2;
-        const char *p1 = fk_tok_piece(ta, i, &l1), *p2 = fk_tok_piece(tb, i, &l2);
-        assert_int_equal(l1, l2);
-        assert_memory_equal(p1, p2, l1);
-    }
+    assert_same_pieces(ta, tb);
     assert_int_equal(fk_tok_kind_of(tb), FK_TOK_SPM);
     assert_int_equal(fk_tok_bos(ta), fk_tok_bos(tb));
     assert_int_equal(fk_tok_eos(ta), fk_tok_eos(tb));

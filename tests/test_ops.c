@@ -251,6 +251,14 @@ static double ce_loss(void *p) {
     return s;
 }
 
+// log sum_j exp(x[j]), computed from the definition (shifted by the maximum).
+static double row_lse(const double *x, int V) {
+    double mx = x[0], s = 0;
+    for (int j = 1; j < V; j++) mx = fmax(mx, x[j]);
+    for (int j = 0; j < V; j++) s += exp(x[j] - mx);
+    return mx + log(s);
+}
+
 static void test_crossentropy(void **state) {
     (void)state;
     int32_t tgt[4] = {2, -1, 0, 6};
@@ -266,11 +274,8 @@ static void test_crossentropy(void **state) {
     d_crossentropy_backward(g, tgt, 4, 7, 1.0);
     check_fd("cross-entropy dlogits", c.logits, 28, g, ce_loss, &c);
     // direct value: -log softmax for row 0
-    double mx = c.logits[0], s = 0;
-    for (int j = 1; j < 7; j++) mx = fmax(mx, c.logits[j]);
-    for (int j = 0; j < 7; j++) s += exp(c.logits[j] - mx);
     ce_loss(&c);
-    assert_true(fabs(c.losses[0] - (mx + log(s) - c.logits[2])) < 1e-12);
+    assert_true(fabs(c.losses[0] - (row_lse(c.logits, 7) - c.logits[2])) < 1e-12);
     free(c.logits); free(c.work); free(c.losses); free(g);
 }
 
@@ -307,10 +312,7 @@ static void test_soft_crossentropy(void **state) {
     sce_loss(&c);
     for (int i = 0; i < 4; i++) {
         const double *x = c.logits + i * 7;
-        double mx = x[0], s = 0;
-        for (int j = 1; j < 7; j++) mx = fmax(mx, x[j]);
-        for (int j = 0; j < 7; j++) s += exp(x[j] - mx);
-        double lse = mx + log(s), want = 0;
+        double lse = row_lse(x, 7), want = 0;
         if (tgt[i] < 0) want = 0;
         else if (row[i + 1] == row[i]) want = lse - x[tgt[i]];
         else for (int64_t e = row[i]; e < row[i + 1]; e++) want += p[e] * (lse - x[ids[e]]);
@@ -347,10 +349,7 @@ static void test_soft_crossentropy_tail(void **state) {
     sce_loss(&c);
     for (int i = 0; i < 4; i++) {
         const double *x = c.logits + i * 7;
-        double mx = x[0], s = 0;
-        for (int j = 1; j < 7; j++) mx = fmax(mx, x[j]);
-        for (int j = 0; j < 7; j++) s += exp(x[j] - mx);
-        double lse = mx + log(s), want = 0, ps = 0, S = 0;
+        double lse = row_lse(x, 7), want = 0, ps = 0, S = 0;
         for (int64_t e = row[i]; e < row[i + 1]; e++) { want += p[e] * (lse - x[ids[e]]); ps += p[e]; S += exp(x[ids[e]] - lse); }
         if (1 - ps > 1e-5) want -= (1 - ps) * log(1 - S);
         assert_true(fabs(c.flosses[i] - want) < 1e-9 * (1 + fabs(want)));

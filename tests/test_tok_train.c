@@ -348,15 +348,9 @@ static void test_reference(void **st) {
 // ------------------------------------------------------------------ determinism
 // a and b are the same tokenizer: pieces, scores, merges, fingerprint.
 static void assert_same_tokenizer(const fk_tokenizer *a, const fk_tokenizer *b) {
-    assert_int_equal(fk_tok_vocab_size(a), fk_tok_vocab_size(b));
+    assert_same_pieces(a, b);
     assert_int_equal(fk_tok_n_merges(a), fk_tok_n_merges(b));
-    for (int32_t i = 0; i < fk_tok_vocab_size(a); i++) {
-        uint32_t la, lb;
-        const char *pa = fk_tok_piece(a, i, &la), *pb = fk_tok_piece(b, i, &lb);
-        assert_int_equal(la, lb);
-        assert_memory_equal(pa, pb, la);
-        assert_true(fk_tok_score(a, i) == fk_tok_score(b, i));
-    }
+    for (int32_t i = 0; i < fk_tok_vocab_size(a); i++) assert_true(fk_tok_score(a, i) == fk_tok_score(b, i));
     assert_memory_equal(merges_of(a), merges_of(b), sizeof(int32_t) * 2 * (size_t)fk_tok_n_merges(a));
     assert_true(fk_tok_fingerprint(a) == fk_tok_fingerprint(b));
 }

@@ -76,6 +76,30 @@ static inline double json_num(const char *s, const char *key) {
 
 // Runs a command and fails the test with its output when it exits non-zero.
 #define RUN_OK(...) do { char *o_; if (run(&o_, __VA_ARGS__) != 0) fail_msg("command failed:\n%s", o_); free(o_); } while (0)
+// Runs a command that must exit with `code` and print `needle` (NULL: anything); fails the
+// test with its output otherwise.
+#define RUN_FAILS(code, needle, ...)                                                                     \
+    do {                                                                                                \
+        char *o_;                                                                                       \
+        int rc_ = run(&o_, __VA_ARGS__);                                                                \
+        if (rc_ != (code)) fail_msg("exit %d, expected %d:\n%s", rc_, (code), o_);                      \
+        const char *n_ = (needle);                                                                      \
+        if (n_ && !strstr(o_, n_)) fail_msg("no '%s' in the output:\n%s", n_, o_);                      \
+        free(o_);                                                                                       \
+    } while (0)
+
+#ifdef FUSEKIT_TOKENIZER_H
+// a and b have the same vocabulary: the same pieces, in the same order.
+static inline void assert_same_pieces(const fk_tokenizer *a, const fk_tokenizer *b) {
+    assert_int_equal(fk_tok_vocab_size(a), fk_tok_vocab_size(b));
+    for (int32_t i = 0; i < fk_tok_vocab_size(a); i++) {
+        uint32_t la, lb;
+        const char *pa = fk_tok_piece(a, i, &la), *pb = fk_tok_piece(b, i, &lb);
+        assert_int_equal(la, lb);
+        assert_memory_equal(pa, pb, la);
+    }
+}
+#endif
 
 #ifdef FUSEKIT_DATA_H
 // n random token ids below V (deterministic for a seed), as a dataset of n bytes.

@@ -57,7 +57,6 @@ static const demo_cfg cfg_full = {120000, 12000, 250, 96, 3, 4, 128, 16, 600, 30
 
 typedef struct {
     const char *dir;
-    int64_t threads;
     double t0;
     FILE *commands;
     int step;
@@ -203,8 +202,7 @@ static fk_status evaluate(const char *data_dir, model_row *r, int64_t ctx) {
     fk_status st = cli_model_tokenizer(r->dir, NULL, m.cfg.vocab_size, &tok);
     if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer", r->dir);
     r->params = fk_model_num_params(&m);
-    r->ffn_params = 0;
-    for (int l = 0; l < m.cfg.n_layer; l++) r->ffn_params += m.cfg.ffn[l] * m.cfg.d_model * (m.cfg.mlp == FK_MLP_SWIGLU ? 3 : 2);
+    r->ffn_params = fk_model_num_ffn_params(&m);
     snprintf(r->arch, sizeof r->arch, "%s d%lld L%lld", m.cfg.norm == FK_NORM_RMSNORM ? "llama" : "gpt2", (long long)m.cfg.d_model,
              (long long)m.cfg.n_layer);
     if (st == FK_OK)
@@ -448,7 +446,7 @@ int cmd_demo(int argc, char **argv) {
     const demo_cfg *c = quick ? &cfg_quick : &cfg_full;
     if (quick && !cli_was_set(opts, "--threads")) threads = 1;
     cli_set_threads(threads);
-    demo d = {.dir = out, .threads = threads, .t0 = fk_time_s()};
+    demo d = {.dir = out, .t0 = fk_time_s()};
     char *logs = pj(out, "logs"), *models = pj(out, "models"), *data = pj(out, "data"), *corpus = pj(out, "corpus"), *toks = pj(out, "tokenizers");
     fk_status st = demo_clean(out);
     if (st == FK_OK) st = fk_mkdir_p(logs);

@@ -28,11 +28,7 @@ int cmd_info(int argc, char **argv) {
     int64_t n = fk_model_num_params(&m), emb = c->vocab_size * c->d_model * (c->tied ? 1 : 2);
     char desc[512];
     fk_config_describe(c, desc, sizeof desc);
-    int64_t ffn = 0;  // FFN parameters (up/gate, down and their biases)
-    for (int i = 0; i < m.n_params; i++) {
-        fk_param_kind k = m.params[i].kind;
-        if (k == FK_P_UP_W || k == FK_P_UP_B || k == FK_P_DOWN_W || k == FK_P_DOWN_B) ffn += m.params[i].numel;
-    }
+    int64_t ffn = fk_model_num_ffn_params(&m);
     // the KV cache holds keys and values of every layer: 2 * n_layer * n_kv_head * head_dim floats per token
     int64_t kv_bytes = 2 * c->n_layer * c->n_kv_head * c->head_dim * 4;
     if (json) {

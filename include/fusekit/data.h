@@ -40,6 +40,10 @@ void fk_data_free(fk_token_data *d);
 // windows of seq tokens over ids[0..n). Copies windows w0.. (at most batch of the n_windows)
 // into x (rows * seq, 0 past the end) and returns how many it copied.
 int fk_eval_windows(const int32_t *ids, int64_t n, int64_t n_windows, int64_t w0, int batch, int seq, int32_t *x);
+// How many of n_ids ids the protocol uses (*n: all, or max_tokens + 1 when max_tokens > 0 cuts
+// them short) and the number of windows of seq tokens they make (every id but the first is
+// then predicted once).
+int64_t fk_eval_window_count(int64_t n_ids, int64_t max_tokens, int seq, int64_t *n);
 // Writes a shard atomically; ids must be < vocab_size.
 fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab_size, int64_t text_bytes,
                          uint64_t tokenizer_fp);

@@ -110,6 +110,7 @@ void fk_model_zero_grads(fk_model *m);
 const fk_param *fk_model_find_param(const fk_model *m, const char *name);
 int64_t fk_model_num_params(const fk_model *m);           // counts a tied head once
 int64_t fk_model_num_matmul_params(const fk_model *m);    // weights in matrix multiplies, head included
+int64_t fk_model_num_ffn_params(const fk_model *m);       // FFN weights and biases (up/gate, down), all layers
 
 // Forward over a batch: tokens (B, T); targets (B, T) or NULL; target -1 is ignored.
 // With targets, *loss gets the mean cross-entropy over scored positions.

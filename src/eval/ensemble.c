@@ -19,9 +19,9 @@ typedef struct {
 // and fills mem->p[j] for the scorer positions j whose 1:1 source position it computes.
 static fk_status run_member(fk_model *m, const fk_tok_out *s, const int64_t *tgt_of_src, const int32_t *next_tgt,
                             const int64_t *inv_row, const int32_t *inv_ids, bool identity, int seq, int batch, member *mem) {
-    int64_t n = s->n, V = m->cfg.vocab_size;
+    int64_t n, V = m->cfg.vocab_size;
     if (seq > m->cfg.max_seq) seq = (int)m->cfg.max_seq;
-    int64_t n_windows = (n - 1 + seq - 1) / seq;
+    int64_t n_windows = fk_eval_window_count(s->n, 0, seq, &n);
     int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
     if (!x) return fk_error(FK_ERR_NOMEM, "out of memory");
     fk_status st = FK_OK;

@@ -70,9 +70,7 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
     if (d->n < 2) return fk_error(FK_ERR_ARG, "KL: %s has fewer than 2 tokens", d->path ? d->path : "the data");
     if (d->vocab_size > V) return fk_error(FK_ERR_ARG, "KL: %s has vocabulary %lld, the models %lld", d->path ? d->path : "the data", (long long)d->vocab_size, (long long)V);
     if (seq < 2 || seq > m->cfg.max_seq || seq > ref->cfg.max_seq || batch < 1) return fk_error(FK_ERR_ARG, "KL: window %d / batch %d", seq, batch);
-    int64_t n = d->n;
-    if (max_tokens > 0 && max_tokens + 1 < n) n = max_tokens + 1;
-    int64_t n_windows = (n - 1 + seq - 1) / seq;  // the windows of fk_eval_data
+    int64_t n, n_windows = fk_eval_window_count(d->n, max_tokens, seq, &n);  // the windows of fk_eval_data
     int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
     float *lr = malloc((size_t)batch * seq * V * sizeof(float));
     if (!x || !lr) { free(x); free(lr); return fk_error(FK_ERR_NOMEM, "KL: out of memory"); }

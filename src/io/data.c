@@ -162,6 +162,11 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
     return FK_OK;
 }
 
+int64_t fk_eval_window_count(int64_t n_ids, int64_t max_tokens, int seq, int64_t *n) {
+    *n = max_tokens > 0 && max_tokens + 1 < n_ids ? max_tokens + 1 : n_ids;
+    return (*n - 1 + seq - 1) / seq;
+}
+
 int fk_eval_windows(const int32_t *ids, int64_t n, int64_t n_windows, int64_t w0, int batch, int seq, int32_t *x) {
     int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
     for (int b = 0; b < rows; b++)

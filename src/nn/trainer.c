@@ -74,9 +74,7 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
     if (d->vocab_size > m->cfg.vocab_size)
         return fk_error(FK_ERR_ARG, "evaluation data %s has vocabulary %lld but the model only %lld", d->path ? d->path : "",
                         (long long)d->vocab_size, (long long)m->cfg.vocab_size);
-    int64_t n = d->n;
-    if (max_tokens > 0 && max_tokens + 1 < n) n = max_tokens + 1;
-    int64_t n_windows = (n - 1 + seq - 1) / seq;
+    int64_t n, n_windows = fk_eval_window_count(d->n, max_tokens, seq, &n);
     int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t)), *y = malloc((size_t)batch * seq * sizeof(int32_t));
     if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     double total = 0;
