@@ -63,67 +63,63 @@ STD_BIAS = 0.05  # every bias (incl. LayerNorm bias)
 STD_NORM = 0.1  # norm weights = 1 + N(0, STD_NORM^2)
 
 
+# The tiny configurations every reference starts from; each folder changes a few keys.
+GPT2_BASE = dict(
+    vocab_size=64,
+    n_positions=32,
+    n_embd=32,
+    n_layer=2,
+    n_head=4,
+    activation_function="gelu_new",
+    layer_norm_epsilon=1e-5,
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+    attn_pdrop=0.0,
+    attn_implementation="eager",
+)
+LLAMA_BASE = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+    attention_bias=False,
+    attention_dropout=0.0,
+    attn_implementation="eager",
+)
+QWEN2_BASE = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+    use_sliding_window=False,
+    attention_dropout=0.0,
+    attn_implementation="eager",
+)
+
+
+def config(cls, base, **changes):
+    """cls(**base) with some keys changed."""
+    return cls(**{**base, **changes})
+
+
 def model_specs():
     """name -> (model class, config, weight seed, token seed)."""
     return {
-        "gpt2": (
-            GPT2LMHeadModel,
-            GPT2Config(
-                vocab_size=64,
-                n_positions=32,
-                n_embd=32,
-                n_layer=2,
-                n_head=4,
-                activation_function="gelu_new",
-                layer_norm_epsilon=1e-5,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
-                attn_implementation="eager",
-            ),
-            1001,
-            2001,
-        ),
-        "llama": (
-            LlamaForCausalLM,
-            LlamaConfig(
-                vocab_size=64,
-                hidden_size=32,
-                intermediate_size=48,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                rope_theta=10000.0,
-                rms_norm_eps=1e-6,
-                max_position_embeddings=64,
-                tie_word_embeddings=False,
-                attention_bias=False,
-                attention_dropout=0.0,
-                attn_implementation="eager",
-            ),
-            1002,
-            2002,
-        ),
-        "qwen2": (
-            Qwen2ForCausalLM,
-            Qwen2Config(
-                vocab_size=64,
-                hidden_size=32,
-                intermediate_size=40,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                rope_theta=1000000.0,
-                rms_norm_eps=1e-6,
-                max_position_embeddings=64,
-                tie_word_embeddings=False,
-                use_sliding_window=False,
-                attention_dropout=0.0,
-                attn_implementation="eager",
-            ),
-            1003,
-            2003,
-        ),
+        "gpt2": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE), 1001, 2001),
+        "llama": (LlamaForCausalLM, config(LlamaConfig, LLAMA_BASE), 1002, 2002),
+        "qwen2": (Qwen2ForCausalLM, config(Qwen2Config, QWEN2_BASE), 1003, 2003),
     }
 
 
@@ -135,25 +131,7 @@ def forward_specs():
     for Llama/Mistral/Qwen2 (head_dim is always hidden_size / num_attention_heads),
     so no folder here can have a different head_dim.
     """
-    def llama(**kw):
-        base = dict(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rope_theta=10000.0,
-            rms_norm_eps=1e-6,
-            max_position_embeddings=64,
-            tie_word_embeddings=False,
-            attention_bias=False,
-            attention_dropout=0.0,
-            attn_implementation="eager",
-        )
-        base.update(kw)
-        return LlamaConfig(**base)
-
+    f32 = torch.float32
     return {
         # Mistral with GQA (4 query heads share 1 kv head) and a sliding window
         # equal to T: within the window it is full causal attention.
@@ -174,80 +152,24 @@ def forward_specs():
                 attention_dropout=0.0,
                 attn_implementation="eager",
             ),
-            1011,
-            2011,
-            torch.float32,
-            None,
+            1011, 2011, f32, None,
         ),
         # Llama-3 / SmolLM-like: tied embeddings, rope_theta 5e5, rms eps 1e-5, 6/2 heads
         "llama3": (
             LlamaForCausalLM,
-            llama(
-                vocab_size=128,
-                hidden_size=48,
-                intermediate_size=64,
-                num_attention_heads=6,
-                num_key_value_heads=2,
-                rope_theta=500000.0,
-                rms_norm_eps=1e-5,
-                max_position_embeddings=128,
-                tie_word_embeddings=True,
-            ),
-            1012,
-            2012,
-            torch.float32,
-            None,
+            config(LlamaConfig, LLAMA_BASE, vocab_size=128, hidden_size=48, intermediate_size=64, num_attention_heads=6,
+                   rope_theta=500000.0, rms_norm_eps=1e-5, max_position_embeddings=128, tie_word_embeddings=True),
+            1012, 2012, f32, None,
         ),
         # attention_bias: q/k/v/o all have biases
-        "llama_bias": (LlamaForCausalLM, llama(num_key_value_heads=4, attention_bias=True), 1013, 2013, torch.float32, None),
-        "llama_bf16": (LlamaForCausalLM, llama(), 1014, 2014, torch.bfloat16, None),
-        "llama_f16": (LlamaForCausalLM, llama(), 1015, 2015, torch.float16, None),
-        "llama_sharded": (LlamaForCausalLM, llama(), 1016, 2016, torch.float32, "30KB"),
+        "llama_bias": (LlamaForCausalLM, config(LlamaConfig, LLAMA_BASE, num_key_value_heads=4, attention_bias=True), 1013, 2013, f32, None),
+        "llama_bf16": (LlamaForCausalLM, config(LlamaConfig, LLAMA_BASE), 1014, 2014, torch.bfloat16, None),
+        "llama_f16": (LlamaForCausalLM, config(LlamaConfig, LLAMA_BASE), 1015, 2015, torch.float16, None),
+        "llama_sharded": (LlamaForCausalLM, config(LlamaConfig, LLAMA_BASE), 1016, 2016, f32, "30KB"),
         # Qwen2-0.5B-like: tied embeddings, q/k/v biases
-        "qwen2_tied": (
-            Qwen2ForCausalLM,
-            Qwen2Config(
-                vocab_size=80,
-                hidden_size=32,
-                intermediate_size=40,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                rope_theta=1000000.0,
-                rms_norm_eps=1e-6,
-                max_position_embeddings=64,
-                tie_word_embeddings=True,
-                use_sliding_window=False,
-                attention_dropout=0.0,
-                attn_implementation="eager",
-            ),
-            1017,
-            2017,
-            torch.float32,
-            None,
-        ),
+        "qwen2_tied": (Qwen2ForCausalLM, config(Qwen2Config, QWEN2_BASE, vocab_size=80, tie_word_embeddings=True), 1017, 2017, f32, None),
         # GPT-2 Conv1D layout in bf16, with an explicit n_inner
-        "gpt2_bf16": (
-            GPT2LMHeadModel,
-            GPT2Config(
-                vocab_size=72,
-                n_positions=32,
-                n_embd=32,
-                n_layer=2,
-                n_head=4,
-                n_inner=96,
-                activation_function="gelu_new",
-                layer_norm_epsilon=1e-5,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
-                attn_implementation="eager",
-            ),
-            1018,
-            2018,
-            torch.bfloat16,
-            None,
-        ),
+        "gpt2_bf16": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE, vocab_size=72, n_inner=96), 1018, 2018, torch.bfloat16, None),
     }
 
 
