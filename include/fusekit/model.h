@@ -10,7 +10,8 @@
 
 typedef enum { FK_NORM_LAYERNORM, FK_NORM_RMSNORM } fk_norm_kind;
 typedef enum { FK_POS_LEARNED, FK_POS_ROPE, FK_POS_NONE } fk_pos_kind;
-typedef enum { FK_MLP_GELU, FK_MLP_SWIGLU } fk_mlp_kind;
+// GELU: act(up x); SWIGLU: silu(gate x) * (up x); GEGLU: gelu_tanh(gate x) * (up x) (Gemma).
+typedef enum { FK_MLP_GELU, FK_MLP_SWIGLU, FK_MLP_GEGLU } fk_mlp_kind;
 
 typedef struct {
     int64_t vocab_size;
@@ -34,6 +35,23 @@ typedef struct {
     bool bias_norm;                // LayerNorm has a bias
     bool tied;                     // LM head shares the token embedding
     int32_t bos_id, eos_id;        // -1 when none
+    // ---- Gemma family switches (all zero / false: off; the presets leave them off)
+    float emb_scale;               // token embeddings are multiplied by this (Gemma: sqrt(d_model) in float32); 0 = none
+    float norm_offset;             // RMSNorm multiplies by (norm_offset + w): 1 for Hugging Face Gemma weights,
+                                   // 0 for llama.cpp's Gemma GGUF (which stores 1 + w); applies to every RMSNorm
+    bool post_norms;               // an RMSNorm on the attention output and on the FFN output before each residual
+                                   // add (Gemma 2/3: post_attention_layernorm, post_feedforward_layernorm)
+    bool qk_norm;                  // RMSNorm (head_dim weights, shared across heads) on each query and key head
+                                   // before RoPE (Gemma 3, Qwen3)
+    float attn_scale;              // attention scores are q.k * attn_scale; 0 = 1/sqrt(head_dim)
+                                   // (Gemma: query_pre_attn_scalar^-0.5)
+    float attn_softcap;            // scores = cap * tanh(scores / cap) before the mask; 0 = none (Gemma 2)
+    float final_softcap;           // logits = cap * tanh(logits / cap); 0 = none (Gemma 2)
+    int64_t sliding_window;        // keys j with i - j < sliding_window are visible on sliding layers; 0 = none
+    uint8_t sliding[FK_MAX_LAYERS];// 1: layer l uses the sliding window (and the local RoPE base)
+    float rope_theta_local;        // RoPE base of the sliding layers (Gemma 3's rope_local_base_freq); 0 = rope_theta
+    float rope_scale;              // linear RoPE scaling of the global (non-sliding) layers: positions / rope_scale;
+                                   // 0 or 1 = none (Gemma 3 4B+: rope_scaling {type linear, factor 8})
 } fk_config;
 
 // Presets; both leave every switch set and every FFN width equal.
@@ -42,6 +60,8 @@ void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_lay
                      int64_t n_kv_head, int64_t ffn, int64_t max_seq);
 fk_status fk_config_validate(const fk_config *c);
 bool fk_config_uniform_ffn(const fk_config *c);
+// True for gated FFNs (SwiGLU, GeGLU): the up projection holds gate rows, then up rows.
+bool fk_config_gated(const fk_config *c);
 // Query heads of layer l (heads[l], or n_head when 0); true when every layer has n_head.
 int64_t fk_config_heads(const fk_config *c, int64_t l);
 bool fk_config_uniform_heads(const fk_config *c);
@@ -54,12 +74,14 @@ typedef enum {
     FK_P_LN1_W, FK_P_LN1_B, FK_P_QKV_W, FK_P_QKV_B, FK_P_O_W, FK_P_O_B,
     FK_P_LN2_W, FK_P_LN2_B, FK_P_UP_W, FK_P_UP_B, FK_P_DOWN_W, FK_P_DOWN_B,
     FK_P_LNF_W, FK_P_LNF_B, FK_P_LM_HEAD,
+    FK_P_ATTN_POST_W, FK_P_FFN_POST_W,   // post-norms (cfg.post_norms), d_model each
+    FK_P_Q_NORM_W, FK_P_K_NORM_W,        // QK-norm (cfg.qk_norm), head_dim each
     FK_P_COUNT
 } fk_param_kind;
 
 // One row of the parameter table. Internal layouts, all row-major:
 //   qkv  (n_head*hd + 2*n_kv_head*hd, d_model): rows of q, then k, then v (one matmul)
-//   up   (ffn, d_model) for GELU; (2*ffn, d_model) for SwiGLU: gate rows, then up rows
+//   up   (ffn, d_model) for GELU; (2*ffn, d_model) for SwiGLU and GeGLU: gate rows, then up rows
 //   down (d_model, ffn); o (d_model, n_head*hd); linear maps compute y = x W^T + b.
 typedef struct {
     char name[64];
@@ -74,6 +96,7 @@ typedef struct {
 
 typedef struct {
     int64_t ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;  // -1: absent
+    int64_t attn_post_w, ffn_post_w, q_norm_w, k_norm_w;                                       // -1: absent
 } fk_layer_offsets;
 
 typedef struct fk_acts fk_acts;

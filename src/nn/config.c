@@ -40,6 +40,8 @@ void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_lay
     c->tied = false;
 }
 
+bool fk_config_gated(const fk_config *c) { return c->mlp == FK_MLP_SWIGLU || c->mlp == FK_MLP_GEGLU; }
+
 bool fk_config_uniform_ffn(const fk_config *c) {
     for (int64_t l = 1; l < c->n_layer; l++)
         if (c->ffn[l] != c->ffn[0]) return false;

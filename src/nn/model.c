@@ -54,6 +54,7 @@ static void build_table(fk_model *m) {
     m->pos_emb = c->pos == FK_POS_LEARNED ? add_param(m, &n, &cur, "pos_emb.weight", FK_P_POS_EMB, -1, c->max_seq, C) : -1;
     for (int l = 0; l < (int)c->n_layer; l++) {
         fk_layer_offsets *o = &m->layer[l];
+        o->attn_post_w = o->ffn_post_w = o->q_norm_w = o->k_norm_w = -1;
         int64_t D = fk_config_heads(c, l) * c->head_dim;
 #define P(field, suffix, kind, d0, d1) \
         (snprintf(nm, sizeof nm, "layers.%d.%s", l, suffix), o->field = add_param(m, &n, &cur, nm, kind, l, d0, d1))
