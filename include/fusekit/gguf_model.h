@@ -9,6 +9,21 @@
 //          (DeciLM / Nemotron-NAS) reads feed_forward_length and attention.head_count as
 //          per-layer i32 arrays. No MLP biases there.
 //   gpt2   LayerNorm with bias, learned positions, tanh GELU, biases everywhere, fused qkv.
+//   gemma, gemma2, gemma3  GeGLU, embeddings times sqrt(d_model), RMSNorm, RoPE in NEOX order
+//          (no Q/K permutation), tied embeddings (gemma3 may have output.weight), one FFN width
+//          and head count; gemma2 adds post-norms, attention and final soft-capping and
+//          sliding windows; gemma3 post-norms, QK-norm, sliding windows with a local RoPE base,
+//          optional final soft-capping and linear RoPE scaling of the global layers. llama.cpp
+//          hard-codes what the keys do not store: the attention scale (1/sqrt(head_dim);
+//          1/sqrt(d_model/n_head) for 46-layer gemma2 and 62-layer gemma3), gemma2's defaults
+//          (caps 50 and 30, window 4096, even layers sliding, local base = global base), gemma3's
+//          five sliding layers in six (layer l slides unless l % 6 == 5) and local base 10000.
+//          attention.sliding_window_pattern (a per-layer boolean array, or the period) and
+//          rope.freq_base_swa override them and are written when a model differs.
+//          The file stores RMSNorm weights as 1 + w (llama.cpp's converter adds Gemma's offset):
+//          import reads them as stored with norm_offset 0; export adds norm_offset. An attention
+//          scale other than llama.cpp's is folded into the query weights (gemma3: the QK-norm
+//          weights of the queries).
 // Tensor names follow llama.cpp (token_embd, blk.N.attn_q, ...); a row-major [out, in]
 // matrix has ggml dims {in, out}. Query and key rows are permuted per head from fusekit's
 // (Hugging Face) rotate-half order into llama.cpp's interleaved RoPE order (the permutation
@@ -23,12 +38,12 @@
 #include "fusekit/tokenizer.h"
 
 typedef struct {
-    const char *arch;    // "llama", "deci" or "gpt2" (static string)
+    const char *arch;    // "llama", "deci", "gpt2", "gemma", "gemma2" or "gemma3" (static string)
     int64_t n_tensors;
     uint64_t tensor_bytes;  // bytes of tensor data (without padding)
 } fk_gguf_export_stats;
 
-// The llama.cpp architecture a config is written as ("llama", "deci", "gpt2"), or NULL with an
+// The llama.cpp architecture a config is written as (see above), or NULL with an
 // FK_ERR_UNSUPPORTED message naming what llama.cpp cannot express.
 fk_status fk_gguf_model_arch(const fk_config *c, const char **arch);
 
@@ -38,7 +53,7 @@ fk_status fk_gguf_model_arch(const fk_config *c, const char **arch);
 fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
                          fk_gguf_export_stats *stats);
 
-// Reads a llama, deci or gpt2 GGUF file with F32, F16 or BF16 tensors into a new model (free it
+// Reads a llama, deci, gpt2, gemma, gemma2 or gemma3 GGUF file into a new model (free it
 // with fk_model_free). tok may be NULL; otherwise *tok gets the file's tokenizer, or NULL when
 // the file has none (no tokenizer.ggml.model). Errors name the file and the key or tensor.
 fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok);

@@ -1,4 +1,4 @@
-// GGUF model export and import (llama.cpp's llama, deci and gpt2 architectures).
+// GGUF model export and import (llama.cpp's llama, deci, gpt2, gemma, gemma2 and gemma3 architectures).
 #include "fusekit/gguf_model.h"
 
 #include <math.h>
@@ -17,8 +17,78 @@ static void layer_heads(const fk_config *c, int64_t *h) {
     for (int64_t l = 0; l < c->n_layer; l++) h[l] = fk_config_heads(c, l);
 }
 
+// The first Gemma switch a config sets, or NULL (llama, deci and gpt2 express none of them).
+static const char *gemma_switch(const fk_config *c) {
+    if (c->emb_scale != 0) return "an embedding scale";
+    if (c->norm_offset != 0) return "an RMSNorm weight offset (1 + w)";
+    if (c->post_norms) return "post-norms";
+    if (c->qk_norm) return "QK-norm";
+    if (c->attn_scale != 0 && fabsf(c->attn_scale * sqrtf((float)c->head_dim) - 1.0f) > 1e-6f) return "an attention scale other than 1/sqrt(head_dim)";
+    if (c->attn_softcap != 0) return "attention-logit soft-capping";
+    if (c->final_softcap != 0) return "final-logit soft-capping";
+    for (int64_t l = 0; l < c->n_layer && c->sliding_window > 0; l++)
+        if (c->sliding[l]) return "sliding-window attention";
+    if (c->rope_scale != 0 && c->rope_scale != 1) return "RoPE scaling";
+    return NULL;
+}
+
+static bool any_sliding(const fk_config *c) {
+    for (int64_t l = 0; l < c->n_layer && c->sliding_window > 0; l++)
+        if (c->sliding[l]) return true;
+    return false;
+}
+
+// llama.cpp's attention scale for a Gemma architecture (src/models/gemma*.cpp): 1/sqrt(head_dim),
+// except Gemma 2 27B (46 layers) and Gemma 3 27B (62 layers), which use 1/sqrt(d_model / n_head).
+static float gemma_llama_attn_scale(const char *arch, int64_t n_layer, int64_t d, int64_t n_head, int64_t hd) {
+    if ((strcmp(arch, "gemma2") == 0 && n_layer == 46) || (strcmp(arch, "gemma3") == 0 && n_layer == 62))
+        return 1.0f / sqrtf((float)(d / n_head));
+    return 1.0f / sqrtf((float)hd);
+}
+
+// The layers llama.cpp makes sliding when no sliding_window_pattern key says otherwise:
+// layer l of n_pattern is sliding unless l % n_pattern == n_pattern - 1 (gemma2: 2, gemma3: 6).
+static bool gemma_default_sliding(int64_t l, int64_t n_pattern) { return n_pattern == 0 || l % n_pattern < n_pattern - 1; }
+
+static int64_t gemma_pattern(const char *arch) { return strcmp(arch, "gemma2") == 0 ? 2 : 6; }
+
+static bool gemma_arch(const char *arch) {
+    return strcmp(arch, "gemma") == 0 || strcmp(arch, "gemma2") == 0 || strcmp(arch, "gemma3") == 0;
+}
+
+// gemma (no post-norms), gemma2 (post-norms, soft-capping) or gemma3 (post-norms, QK-norm).
+static fk_status gemma_model_arch(const fk_config *c, const char **arch) {
+    const char *a = c->qk_norm ? "gemma3" : c->post_norms ? "gemma2" : "gemma";
+    float root = sqrtf((float)c->d_model);
+    const char *miss = c->norm != FK_NORM_RMSNORM || c->bias_norm ? "a GeGLU model without RMSNorm (no bias)"
+                     : c->pos != FK_POS_ROPE ? "a GeGLU model without RoPE"
+                     : c->bias_qkv || c->bias_out || c->bias_mlp ? "linear biases"
+                     : !fk_config_uniform_ffn(c) || !fk_config_uniform_heads(c) ? "per-layer FFN widths or head counts (llama.cpp's Gemma architectures read one of each)"
+                     : fabsf(c->emb_scale - root) > 1e-6f * root ? "an embedding scale other than sqrt(d_model) (llama.cpp scales Gemma's embeddings by sqrt(n_embd))"
+                     : c->qk_norm && !c->post_norms ? "QK-norm without post-norms (gemma3 has both)"
+                     : !c->tied && strcmp(a, "gemma3") != 0 ? "an untied LM head without QK-norm (llama.cpp's gemma and gemma2 reuse token_embd)"
+                     : NULL;
+    if (!miss && strcmp(a, "gemma3") == 0 && c->attn_softcap != 0) miss = "attention-logit soft-capping with QK-norm (gemma3 has none)";
+    if (!miss && strcmp(a, "gemma2") == 0 && (c->attn_softcap <= 0 || c->final_softcap <= 0))
+        miss = "post-norms without both soft-caps (llama.cpp's gemma2 always caps attention and final logits)";
+    if (!miss && strcmp(a, "gemma2") == 0 && any_sliding(c) && c->rope_scale != 0 && c->rope_scale != 1)
+        miss = "RoPE scaling with sliding layers in gemma2 (llama.cpp scales its sliding layers too)";
+    if (!miss && strcmp(a, "gemma") == 0 && (c->attn_softcap != 0 || c->final_softcap != 0 || any_sliding(c)))
+        miss = "soft-capping or sliding windows without post-norms (llama.cpp's gemma has neither)";
+    if (miss)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: a Gemma-style model (GeGLU) with %s has no llama.cpp architecture (gemma, gemma2 "
+                        "and gemma3 need RMSNorm, RoPE, no biases, one FFN width and head count, embeddings scaled by sqrt(d_model))", miss);
+    *arch = a;
+    return FK_OK;
+}
+
 fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
     *arch = NULL;
+    if (c->mlp == FK_MLP_GEGLU) return gemma_model_arch(c, arch);
+    const char *sw = gemma_switch(c);
+    if (sw)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's llama, deci and gpt2 architectures do not "
+                        "express (only its Gemma architectures do, with a GeGLU MLP)", sw);
     bool std_heads = c->head_dim * c->n_head == c->d_model;
     if (c->norm == FK_NORM_LAYERNORM && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU) {
         const char *miss = !c->bias_norm ? "LayerNorm without bias"
@@ -66,13 +136,16 @@ fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
 // ------------------------------------------------------------------ tensor table
 
 // One GGUF tensor: `rows` rows of `cols` floats at `w` inside the model's arena (1-D when
-// one_d); rope_hd > 0: rows are permuted per head of rope_hd rows.
+// one_d); rope_hd > 0: rows are permuted per head of rope_hd rows. Export writes
+// (w + add) * mul (Gemma: the RMSNorm offset, an attention scale folded into the queries);
+// import reads a model whose config makes them 0 and 1.
 typedef struct {
     char name[64];
     float *w;
     int64_t rows, cols;
     bool one_d;
     int64_t rope_hd;
+    float add, mul;
 } gt;
 
 typedef struct { gt *t; int n, cap; bool oom; } gt_list;
@@ -99,6 +172,15 @@ static void gt_add(gt_list *l, float *base, int64_t off, int64_t row0, int64_t r
     t->cols = cols;
     t->one_d = one_d;
     t->rope_hd = rope_hd;
+    t->add = 0;
+    t->mul = 1;
+}
+
+// Sets add and mul of the tensor gt_add added last (when it added one: off >= 0).
+static void gt_set_last(gt_list *l, int64_t off, float add, float mul) {
+    if (off < 0 || l->oom || l->n == 0) return;
+    l->t[l->n - 1].add = add;
+    l->t[l->n - 1].mul = mul;
 }
 
 // The GGUF tensors of a model, pointing into its weight arena.
@@ -107,30 +189,47 @@ static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
     float *w = m->w;
     int64_t d = c->d_model, V = c->vocab_size, hd = c->head_dim, Dkv = c->n_kv_head * hd;
     memset(l, 0, sizeof *l);
-    bool gpt2 = strcmp(arch, "gpt2") == 0;
+    bool gpt2 = strcmp(arch, "gpt2") == 0, gemma = gemma_arch(arch);
+    // Gemma: llama.cpp's converter stores RMSNorm weights as 1 + w, rotates query/key halves
+    // (NEOX order, no permutation), and hard-codes the attention scale; another scale is folded
+    // into the queries (gemma3: into the QK-norm weights, which multiply the queries).
+    float noff = gemma ? c->norm_offset : 0.0f, qmul = 1.0f;
+    int64_t rope = gemma ? 0 : hd;
+    if (gemma && c->attn_scale != 0)
+        qmul = c->attn_scale / gemma_llama_attn_scale(arch, c->n_layer, d, c->n_head, hd);
+    if (fabsf(qmul - 1.0f) <= 1e-6f) qmul = 1.0f;
     gt_add(l, w, m->tok_emb, 0, V, d, false, 0, "token_embd.weight");
     if (gpt2) gt_add(l, w, m->pos_emb, 0, c->max_seq, d, false, 0, "position_embd.weight");
     for (int i = 0; i < (int)c->n_layer; i++) {
         const fk_layer_offsets *o = &m->layer[i];
         int64_t F = c->ffn[i], Dq = fk_config_heads(c, i) * hd;
         gt_add(l, w, o->ln1_w, 0, d, 1, true, 0, "blk.%d.attn_norm.weight", i);
+        gt_set_last(l, o->ln1_w, noff, 1);
         gt_add(l, w, o->ln1_b, 0, d, 1, true, 0, "blk.%d.attn_norm.bias", i);
         if (gpt2) {
             gt_add(l, w, o->qkv_w, 0, Dq + 2 * Dkv, d, false, 0, "blk.%d.attn_qkv.weight", i);
             gt_add(l, w, o->qkv_b, 0, Dq + 2 * Dkv, 1, true, 0, "blk.%d.attn_qkv.bias", i);
         } else {
-            gt_add(l, w, o->qkv_w, 0, Dq, d, false, hd, "blk.%d.attn_q.weight", i);
-            gt_add(l, w, o->qkv_w, Dq, Dkv, d, false, hd, "blk.%d.attn_k.weight", i);
+            gt_add(l, w, o->qkv_w, 0, Dq, d, false, rope, "blk.%d.attn_q.weight", i);
+            if (o->q_norm_w < 0) gt_set_last(l, o->qkv_w, 0, qmul);
+            gt_add(l, w, o->qkv_w, Dq, Dkv, d, false, rope, "blk.%d.attn_k.weight", i);
             gt_add(l, w, o->qkv_w, Dq + Dkv, Dkv, d, false, 0, "blk.%d.attn_v.weight", i);
-            gt_add(l, w, o->qkv_b, 0, Dq, 1, true, hd, "blk.%d.attn_q.bias", i);
-            gt_add(l, w, o->qkv_b, Dq, Dkv, 1, true, hd, "blk.%d.attn_k.bias", i);
+            gt_add(l, w, o->qkv_b, 0, Dq, 1, true, rope, "blk.%d.attn_q.bias", i);
+            gt_add(l, w, o->qkv_b, Dq, Dkv, 1, true, rope, "blk.%d.attn_k.bias", i);
             gt_add(l, w, o->qkv_b, Dq + Dkv, Dkv, 1, true, 0, "blk.%d.attn_v.bias", i);
+            gt_add(l, w, o->q_norm_w, 0, hd, 1, true, 0, "blk.%d.attn_q_norm.weight", i);
+            gt_set_last(l, o->q_norm_w, noff, qmul);
+            gt_add(l, w, o->k_norm_w, 0, hd, 1, true, 0, "blk.%d.attn_k_norm.weight", i);
+            gt_set_last(l, o->k_norm_w, noff, 1);
         }
         gt_add(l, w, o->o_w, 0, d, Dq, false, 0, "blk.%d.attn_output.weight", i);
         gt_add(l, w, o->o_b, 0, d, 1, true, 0, "blk.%d.attn_output.bias", i);
+        gt_add(l, w, o->attn_post_w, 0, d, 1, true, 0, "blk.%d.post_attention_norm.weight", i);
+        gt_set_last(l, o->attn_post_w, noff, 1);
         gt_add(l, w, o->ln2_w, 0, d, 1, true, 0, "blk.%d.ffn_norm.weight", i);
+        gt_set_last(l, o->ln2_w, noff, 1);
         gt_add(l, w, o->ln2_b, 0, d, 1, true, 0, "blk.%d.ffn_norm.bias", i);
-        if (c->mlp == FK_MLP_SWIGLU) {  // internal rows: gate, then up
+        if (fk_config_gated(c)) {  // internal rows: gate, then up
             gt_add(l, w, o->up_w, 0, F, d, false, 0, "blk.%d.ffn_gate.weight", i);
             gt_add(l, w, o->up_w, F, F, d, false, 0, "blk.%d.ffn_up.weight", i);
             gt_add(l, w, o->up_b, 0, F, 1, true, 0, "blk.%d.ffn_gate.bias", i);
@@ -141,8 +240,11 @@ static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
         }
         gt_add(l, w, o->down_w, 0, d, F, false, 0, "blk.%d.ffn_down.weight", i);
         gt_add(l, w, o->down_b, 0, d, 1, true, 0, "blk.%d.ffn_down.bias", i);
+        gt_add(l, w, o->ffn_post_w, 0, d, 1, true, 0, "blk.%d.post_ffw_norm.weight", i);
+        gt_set_last(l, o->ffn_post_w, noff, 1);
     }
     gt_add(l, w, m->lnf_w, 0, d, 1, true, 0, "output_norm.weight");
+    gt_set_last(l, m->lnf_w, noff, 1);
     gt_add(l, w, m->lnf_b, 0, d, 1, true, 0, "output_norm.bias");
     if (!c->tied) gt_add(l, w, m->lm_head, 0, V, d, false, 0, "output.weight");
     if (l->oom) { free(l->t); memset(l, 0, sizeof *l); return fk_error(FK_ERR_NOMEM, "out of memory"); }
@@ -188,6 +290,37 @@ static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *
     return fk_gguf_set_arr(w, k, FK_GGUF_I32, a, (uint64_t)L);
 }
 
+// The Gemma keys beyond llama's: sliding windows (with the layer pattern when it is not the one
+// llama.cpp hard-codes), the local RoPE base, soft-capping, linear RoPE scaling.
+static fk_status gemma_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
+    bool g2 = strcmp(arch, "gemma2") == 0, g3 = strcmp(arch, "gemma3") == 0, sliding = any_sliding(c);
+    if (g2 || (g3 && sliding)) {
+        FK_TRY(set_u32(w, arch, "attention.sliding_window", c->sliding_window > 0 ? c->sliding_window : c->max_seq));
+        uint8_t pat[FK_MAX_LAYERS];
+        bool dflt = true;
+        for (int64_t l = 0; l < c->n_layer; l++) {
+            pat[l] = sliding && c->sliding[l];
+            dflt &= pat[l] == gemma_default_sliding(l, gemma_pattern(arch));
+        }
+        if (!dflt) {
+            char k[128];
+            snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", arch);
+            FK_TRY(fk_gguf_set_arr(w, k, FK_GGUF_BOOL, pat, (uint64_t)c->n_layer));
+        }
+        float local = c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta;
+        if (g3 || local != c->rope_theta) FK_TRY(set_f32(w, arch, "rope.freq_base_swa", local));
+    }
+    if (g2) FK_TRY(set_f32(w, arch, "attn_logit_softcapping", c->attn_softcap));
+    if (g2 || c->final_softcap > 0) FK_TRY(set_f32(w, arch, "final_logit_softcapping", c->final_softcap));
+    if (c->rope_scale != 0 && c->rope_scale != 1) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        FK_TRY(fk_gguf_set_str(w, k, "linear", 6));
+        FK_TRY(set_f32(w, arch, "rope.scaling.factor", c->rope_scale));
+    }
+    return FK_OK;
+}
+
 static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *arch, fk_dtype type, const char *name) {
     FK_TRY(fk_gguf_set_str(w, "general.architecture", arch, strlen(arch)));
     FK_TRY(fk_gguf_set_str(w, "general.name", name, strlen(name)));
@@ -206,11 +339,11 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
     FK_TRY(set_u32(w, arch, "rope.dimension_count", c->head_dim));
     FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
-    if (c->head_dim * h[0] != c->d_model) {
+    if (c->head_dim * h[0] != c->d_model || gemma_arch(arch)) {
         FK_TRY(set_u32(w, arch, "attention.key_length", c->head_dim));
         FK_TRY(set_u32(w, arch, "attention.value_length", c->head_dim));
     }
-    return FK_OK;
+    return gemma_arch(arch) ? gemma_keys(w, c, arch) : FK_OK;
 }
 
 fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
@@ -239,12 +372,14 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
         int64_t numel = t->rows * t->cols;
         bool half = type != FK_DT_F32 && !t->one_d;
         const void *data = t->w;
-        if (t->rope_hd || half) {
+        if (t->rope_hd || half || t->add != 0 || t->mul != 1) {
             float *tmp = malloc((size_t)numel * sizeof(float));
             bufs[i] = tmp;
             if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
             if (t->rope_hd) rope_permute(tmp, t->w, t->rows, t->cols, t->rope_hd, false);
             else memcpy(tmp, t->w, (size_t)numel * sizeof(float));
+            if (t->add != 0 || t->mul != 1)
+                for (int64_t j = 0; j < numel; j++) tmp[j] = (tmp[j] + t->add) * t->mul;
             if (half) {
                 uint16_t *h = (uint16_t *)tmp;  // in place: element j is written after it is read
                 for (int64_t j = 0; j < numel; j++) h[j] = type == FK_DT_F16 ? fk_f32_to_f16(tmp[j]) : fk_f32_to_bf16(tmp[j]);
@@ -333,6 +468,91 @@ static fk_status key_per_layer(const kreader *r, const char *key, bool required,
 
 static bool has_tensor(const fk_gguf *g, const char *name) { return fk_gguf_find_tensor(g, name) != NULL; }
 
+// Linear RoPE scaling of a Gemma file: rope.scaling.type none or linear (llama.cpp's default
+// when absent), rope.scaling.factor (or the older rope.scale_linear); *f = 0 when none.
+static fk_status gemma_rope_scale(const kreader *r, double *f) {
+    const fk_gguf *g = r->g;
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", r->arch);
+    fk_gguf_str sc = {"linear", 6};
+    if (fk_gguf_find(g, k)) FK_TRY(fk_gguf_get_str(g, k, &sc));
+    bool none = sc.n == 4 && memcmp(sc.s, "none", 4) == 0, linear = sc.n == 6 && memcmp(sc.s, "linear", 6) == 0;
+    if (!none && !linear)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is '%.*s'; fusekit reads linear RoPE scaling only", g->path, k,
+                        (int)(sc.n > 32 ? 32 : sc.n), sc.s);
+    FK_TRY(key_f64(r, "rope.scaling.factor", false, 0, f));
+    if (*f == 0) FK_TRY(key_f64(r, "rope.scale_linear", false, 0, f));
+    if (!(*f >= 0 && *f <= 1e6))
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.rope.scaling.factor' is %g, expected a factor >= 1", g->path, r->arch, *f);
+    if (none || *f == 1) *f = 0;
+    return FK_OK;
+}
+
+// The Gemma switches of a gemma, gemma2 or gemma3 file, with what llama.cpp hard-codes rather than
+// stores (src/models/gemma*.cpp): embeddings times sqrt(n_embd); the attention scale; gemma2's
+// soft-caps 50 and 30 and window 4096 when absent, every other layer sliding (0, 2, ...) and the
+// local RoPE base equal to the global one; gemma3's five sliding layers of every six (layer l
+// slides unless l % 6 == 5) when attention.sliding_window is set, and its local base 10000.
+// The norm weights are read as stored (llama.cpp's converter stores 1 + w): norm_offset 0.
+static fk_status gemma_config(const kreader *r, fk_config *c, double rope_factor) {
+    const fk_gguf *g = r->g;
+    const char *arch = r->arch;
+    bool g2 = strcmp(arch, "gemma2") == 0, g3 = strcmp(arch, "gemma3") == 0;
+    int64_t L = c->n_layer;
+    if (!fk_config_uniform_ffn(c) || !fk_config_uniform_heads(c))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: keys '%s.feed_forward_length' and '%s.attention.head_count' give per-layer values; llama.cpp's %s "
+                        "reads one of each", g->path, arch, arch, arch);
+    c->mlp = FK_MLP_GEGLU;
+    c->emb_scale = sqrtf((float)c->d_model);
+    c->norm_offset = 0;
+    c->post_norms = g2 || g3;
+    c->qk_norm = g3;
+    c->attn_scale = gemma_llama_attn_scale(arch, L, c->d_model, c->n_head, c->head_dim);
+    double v;
+    if (g2) {
+        FK_TRY(key_f64(r, "attn_logit_softcapping", false, 50.0, &v));
+        c->attn_softcap = (float)v;
+        FK_TRY(key_f64(r, "final_logit_softcapping", false, 30.0, &v));
+        c->final_softcap = (float)v;
+        if (!(c->attn_softcap > 0) || !(c->final_softcap > 0))
+            return fk_error(FK_ERR_FORMAT, "%s: keys '%s.attn_logit_softcapping' (%g) and '%s.final_logit_softcapping' (%g) must be positive",
+                            g->path, arch, c->attn_softcap, arch, c->final_softcap);
+    } else if (g3) {
+        FK_TRY(key_f64(r, "final_logit_softcapping", false, 0.0, &v));
+        if (!(v >= 0)) return fk_error(FK_ERR_FORMAT, "%s: key '%s.final_logit_softcapping' is %g, expected >= 0", g->path, arch, v);
+        c->final_softcap = (float)v;
+    }
+    int64_t window = 0;
+    if (g2 || g3) FK_TRY(key_i64(r, "attention.sliding_window", false, g2 ? 4096 : 0, &window));
+    if (window > 0) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", arch);
+        const fk_gguf_kv *kv = fk_gguf_find(g, k);
+        int64_t n_pattern = gemma_pattern(arch);
+        if (kv && kv->type == FK_GGUF_ARRAY) {
+            bool integer = kv->elem_type == FK_GGUF_BOOL || kv->elem_type == FK_GGUF_U32 || kv->elem_type == FK_GGUF_I32;
+            if (!integer || kv->count != (uint64_t)L)
+                return fk_error(FK_ERR_FORMAT, "%s: key '%s' is an array of %llu %s, expected %lld booleans (one per layer)", g->path, k,
+                                (unsigned long long)kv->count, fk_gguf_type_name(kv->elem_type), (long long)L);
+            for (int64_t l = 0; l < L; l++) c->sliding[l] = fk_gguf_arr_i64(kv, (uint64_t)l) != 0;
+        } else {
+            if (kv) FK_TRY(key_i64(r, "attention.sliding_window_pattern", true, 0, &n_pattern));
+            for (int64_t l = 0; l < L; l++) c->sliding[l] = gemma_default_sliding(l, n_pattern);
+        }
+        c->sliding_window = window;
+        FK_TRY(key_f64(r, "rope.freq_base_swa", false, g2 ? c->rope_theta : 10000.0, &v));
+        if (!(v > 0)) return fk_error(FK_ERR_FORMAT, "%s: key '%s.rope.freq_base_swa' is %g, expected > 0", g->path, arch, v);
+        c->rope_theta_local = (float)v;
+    }
+    if (rope_factor != 0) {
+        if (g2 && any_sliding(c))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g: llama.cpp's gemma2 scales its sliding layers too, "
+                            "fusekit only the global ones", g->path, arch, rope_factor);
+        c->rope_scale = (float)rope_factor;
+    }
+    return FK_OK;
+}
+
 static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c) {
     kreader r = {g, arch};
     int64_t d, L, ctx, V;
@@ -393,12 +613,16 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         char k[128];
         snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
         fk_gguf_str sc;
-        if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0))
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is set (%.*s); RoPE scaling is not supported", g->path, k, (int)sc.n, sc.s);
         double f;
-        FK_TRY(key_f64(&r, "rope.scaling.factor", false, 0, &f));
-        if (f != 0 && f != 1)
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, f);
+        if (gemma_arch(arch)) {
+            FK_TRY(gemma_rope_scale(&r, &f));
+        } else {
+            if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0))
+                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is set (%.*s); RoPE scaling is not supported", g->path, k, (int)sc.n, sc.s);
+            FK_TRY(key_f64(&r, "rope.scaling.factor", false, 0, &f));
+            if (f != 0 && f != 1)
+                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, f);
+        }
         fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
         c->head_dim = hd;
         for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
@@ -410,8 +634,9 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias");
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
+        if (gemma_arch(arch)) FK_TRY(gemma_config(&r, c, f));
     }
-    c->tied = !has_tensor(g, "output.weight");
+    c->tied = !has_tensor(g, "output.weight") || (gemma_arch(arch) && strcmp(arch, "gemma3") != 0);
     int64_t id;
     c->bos_id = fk_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
     c->eos_id = fk_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
@@ -502,10 +727,12 @@ fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok) {
     fk_status st = fk_gguf_get_str(&g, "general.architecture", &a);
     const char *arch = NULL;
     if (st == FK_OK) {
-        if (a.n == 5 && memcmp(a.s, "llama", 5) == 0) arch = "llama";
-        else if (a.n == 4 && memcmp(a.s, "deci", 4) == 0) arch = "deci";
-        else if (a.n == 4 && memcmp(a.s, "gpt2", 4) == 0) arch = "gpt2";
-        else st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'general.architecture' is \"%.*s\", which fusekit does not import (supported: llama, deci, gpt2)",
+        static const char *const archs[] = {"llama", "deci", "gpt2", "gemma", "gemma2", "gemma3"};
+        for (size_t k = 0; k < sizeof archs / sizeof archs[0] && !arch; k++)
+            if (a.n == strlen(archs[k]) && memcmp(a.s, archs[k], a.n) == 0) arch = archs[k];
+        if (!arch)
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'general.architecture' is \"%.*s\", which fusekit does not import (supported: llama, deci, gpt2, "
+                          "gemma, gemma2, gemma3)",
                            path, (int)(a.n > 64 ? 64 : a.n), a.s);
     }
     fk_config c;
