@@ -95,32 +95,77 @@ static void test_encoder(void **state) {
 }
 
 // ------------------------------------------------------------------ norms
-typedef struct { double *out, *mean, *rstd, *inp, *w, *b, *r; int64_t N, C; int rms; } norm_ctx;
+typedef struct { double *out, *mean, *rstd, *inp, *w, *b, *r; int64_t N, C; int rms; double off; } norm_ctx;
 static double norm_loss(void *p) {
     norm_ctx *c = p;
-    if (c->rms) d_rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5);
+    if (c->rms) d_rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5, c->off);
     else d_layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C, 1e-5);
     return dot(c->out, c->r, c->N * c->C);
 }
 
-static void run_norm(int rms) {
-    norm_ctx c = {.N = 4, .C = 9, .rms = rms};
+static void run_norm(int rms, double off) {
+    norm_ctx c = {.N = 4, .C = 9, .rms = rms, .off = off};
     c.out = dalloc(36); c.mean = dalloc(4); c.rstd = dalloc(4); c.inp = dalloc(36); c.w = dalloc(9); c.b = dalloc(9); c.r = dalloc(36);
     fill(c.inp, 36, 2); fill(c.w, 9, 1); fill(c.b, 9, 1); fill(c.r, 36, 1);
     for (int i = 0; i < 9; i++) c.inp[i] += 3;  // a row with a large mean
     double *dinp = dalloc(36), *dw = dalloc(9), *db = dalloc(9);
     for (int i = 0; i < 36; i++) dinp[i] = 0.25;  // backward adds into dinp
     norm_loss(&c);
-    if (rms) d_rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, c.N, c.C);
+    if (rms) d_rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, c.N, c.C, c.off);
     else d_layernorm_backward(dinp, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, c.N, c.C);
     for (int i = 0; i < 36; i++) dinp[i] -= 0.25;
-    check_fd(rms ? "rmsnorm dinp" : "layernorm dinp", c.inp, 36, dinp, norm_loss, &c);
-    check_fd(rms ? "rmsnorm dw" : "layernorm dw", c.w, 9, dw, norm_loss, &c);
+    check_fd(rms ? off != 0 ? "rmsnorm (1 + w) dinp" : "rmsnorm dinp" : "layernorm dinp", c.inp, 36, dinp, norm_loss, &c);
+    check_fd(rms ? off != 0 ? "rmsnorm (1 + w) dw" : "rmsnorm dw" : "layernorm dw", c.w, 9, dw, norm_loss, &c);
     if (!rms) check_fd("layernorm db", c.b, 9, db, norm_loss, &c);
     free(c.out); free(c.mean); free(c.rstd); free(c.inp); free(c.w); free(c.b); free(c.r); free(dinp); free(dw); free(db);
 }
-static void test_layernorm(void **state) { (void)state; run_norm(0); }
-static void test_rmsnorm(void **state) { (void)state; run_norm(1); }
+static void test_layernorm(void **state) { (void)state; run_norm(0, 0); }
+static void test_rmsnorm(void **state) {
+    (void)state;
+    run_norm(1, 0);
+    run_norm(1, 1);  // Gemma: x / rms(x) * (1 + w)
+    // Gemma's (1 + w) with w = v - 1 is Llama's v, exactly as computed
+    double x[6] = {0.5, -1.25, 2.0, 0.0, 3.5, -0.75}, v[3] = {1.5, 0.25, -2.0}, w[3], y0[6], y1[6], r0[2], r1[2];
+    for (int i = 0; i < 3; i++) w[i] = v[i] - 1;
+    d_rmsnorm_forward(y0, r0, x, v, 2, 3, 1e-6, 0);
+    d_rmsnorm_forward(y1, r1, x, w, 2, 3, 1e-6, 1);
+    for (int i = 0; i < 6; i++) assert_true(fabs(y0[i] - y1[i]) < 1e-15);
+    // row 0 from the definition: x / sqrt(mean(x^2) + eps) * v
+    double ms = (0.25 + 1.5625 + 4.0) / 3;
+    for (int i = 0; i < 3; i++) assert_true(fabs(y0[i] - x[i] / sqrt(ms + 1e-6) * v[i]) < 1e-14);
+}
+
+// ------------------------------------------------------------------ QK-norm
+typedef struct { double *qkv, *work, *pre, *rstd, *wq, *wk, *r, off; int64_t N, H, KVH, hd; } qkn_ctx;
+static double qkn_loss(void *p) {
+    qkn_ctx *c = p;
+    int64_t n = c->N * (c->H + 2 * c->KVH) * c->hd;
+    memcpy(c->work, c->qkv, (size_t)n * sizeof(double));
+    d_qknorm_forward(c->work, c->pre, c->rstd, c->wq, c->wk, c->N, c->H, c->KVH, c->hd, 1e-6, c->off);
+    return dot(c->work, c->r, n);
+}
+
+static void test_qknorm(void **state) {
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        qkn_ctx c = {.N = 3, .H = 4, .KVH = 2, .hd = 6, .off = k};
+        int64_t n = c.N * 8 * c.hd, NH = 6;
+        c.qkv = dalloc(n); c.work = dalloc(n); c.pre = dalloc(c.N * NH * c.hd); c.rstd = dalloc(c.N * NH);
+        c.wq = dalloc(c.hd); c.wk = dalloc(c.hd); c.r = dalloc(n);
+        fill(c.qkv, n, 2); fill(c.wq, c.hd, 1); fill(c.wk, c.hd, 1); fill(c.r, n, 1);
+        double *g = dalloc(n), *dwq = dalloc(c.hd), *dwk = dalloc(c.hd);
+        qkn_loss(&c);
+        // v heads pass through untouched
+        for (int64_t i = 0; i < c.N; i++)
+            for (int64_t j = NH * c.hd; j < 8 * c.hd; j++) assert_true(c.work[i * 8 * c.hd + j] == c.qkv[i * 8 * c.hd + j]);
+        memcpy(g, c.r, (size_t)n * sizeof(double));
+        d_qknorm_backward(g, dwq, dwk, c.pre, c.wq, c.wk, c.rstd, c.N, c.H, c.KVH, c.hd, c.off);
+        check_fd(k ? "qk-norm (1 + w) dqkv" : "qk-norm dqkv", c.qkv, n, g, qkn_loss, &c);
+        check_fd(k ? "qk-norm (1 + w) dwq" : "qk-norm dwq", c.wq, c.hd, dwq, qkn_loss, &c);
+        check_fd(k ? "qk-norm (1 + w) dwk" : "qk-norm dwk", c.wk, c.hd, dwk, qkn_loss, &c);
+        free(c.qkv); free(c.work); free(c.pre); free(c.rstd); free(c.wq); free(c.wk); free(c.r); free(g); free(dwq); free(dwk);
+    }
+}
 
 // ------------------------------------------------------------------ rope
 typedef struct { double *x, *y, *r; float *cs, *sn; int32_t *pos; int64_t N, H, KVH, hd; } rope_ctx;
@@ -156,15 +201,18 @@ static void test_rope(void **state) {
 }
 
 // ------------------------------------------------------------------ attention
-typedef struct { double *out, *probs, *qkv, *r; int64_t B, T, H, KVH, hd; } att_ctx;
+typedef struct { double *out, *probs, *qkv, *r, scale, cap; int64_t B, T, H, KVH, hd, W; } att_ctx;
 static double att_loss(void *p) {
     att_ctx *c = p;
-    d_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd);
+    d_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W);
     return dot(c->out, c->r, c->B * c->T * c->H * c->hd);
 }
 
-// Naive causal attention in double: full scores, mask, softmax, weighted sum.
-static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd) {
+// Naive causal attention in double: full scores (scaled, soft-capped when cap > 0), the causal
+// mask and, with W > 0, the window j > i - W (transformers' sliding_window_overlay), softmax,
+// weighted sum.
+static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd,
+                            double scale, double cap, int64_t W) {
     int64_t QD = (H + 2 * KVH) * hd, D = H * hd;
     double *s = malloc((size_t)T * sizeof(double));
     for (int64_t b = 0; b < B; b++)
@@ -176,7 +224,9 @@ static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T,
                     const float *k = qkv + (b * T + j) * QD + D + (h / (H / KVH)) * hd;
                     double d = 0;
                     for (int64_t e = 0; e < hd; e++) d += (double)q[e] * k[e];
-                    s[j] = d / sqrt((double)hd);
+                    s[j] = d * scale;
+                    if (cap > 0) s[j] = cap * tanh(s[j] / cap);
+                    if (W > 0 && !(j > i - W)) s[j] = -INFINITY;
                     if (s[j] > mx) mx = s[j];
                 }
                 for (int64_t j = 0; j <= i; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
@@ -189,32 +239,45 @@ static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T,
     free(s);
 }
 
-static void test_attention(void **state) {
-    (void)state;
-    att_ctx c = {.B = 2, .T = 19, .H = 4, .KVH = 2, .hd = 3};  // 19 tokens = 3 row blocks of 8
+static void run_attention(const char *what, double scale, double cap, int64_t W) {
+    att_ctx c = {.B = 2, .T = 19, .H = 4, .KVH = 2, .hd = 3, .scale = scale, .cap = cap, .W = W};  // 19 tokens = 3 row blocks of 8
     int64_t QD = (c.H + 2 * c.KVH) * c.hd, nq = c.B * c.T * QD, no = c.B * c.T * c.H * c.hd;
     c.out = dalloc(no); c.probs = dalloc(c.B * c.H * c.T * c.T); c.qkv = dalloc(nq); c.r = dalloc(no);
-    fill(c.qkv, nq, 1); fill(c.r, no, 1);
+    fill(c.qkv, nq, 1.5); fill(c.r, no, 1);
     double *dqkv = dalloc(nq);
     att_loss(&c);
-    d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd);
-    check_fd("attention dqkv (GQA 4/2)", c.qkv, nq, dqkv, att_loss, &c);
+    d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd, c.scale, c.cap, c.W);
+    check_fd(what, c.qkv, nq, dqkv, att_loss, &c);
     // float kernel, no probs kept (inference path), against the naive reference
     float *fq = malloc((size_t)nq * 4), *fo = malloc((size_t)no * 4);
     for (int64_t i = 0; i < nq; i++) fq[i] = (float)c.qkv[i];
-    fk_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd);
+    fk_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W);
     double *ref = dalloc(no);
-    naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd);
+    naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd, scale, cap, W);
     for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - fo[i]) < 1e-5);
+    // the double kernel too (it fills probs)
+    att_loss(&c);
+    for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - c.out[i]) < 1e-5);
     free(fq); free(fo); free(ref);
     free(c.out); free(c.probs); free(c.qkv); free(c.r); free(dqkv);
 }
 
+static void test_attention(void **state) {
+    (void)state;
+    run_attention("attention dqkv (GQA 4/2)", 1 / sqrt(3.0), 0, 0);
+    // Gemma 2: query_pre_attn_scalar scale, soft-capped scores, a window of 5 (crosses row blocks)
+    run_attention("attention, scale, softcap 2", 0.3, 2.0, 0);
+    run_attention("attention, window 5", 1 / sqrt(3.0), 0, 5);
+    run_attention("attention, softcap 2, window 11", 0.45, 2.0, 11);
+    run_attention("attention, window 1 (self only)", 0.5, 0, 1);
+}
+
 // ------------------------------------------------------------------ activations
-typedef struct { double *out, *inp, *r; int64_t N, F; int swiglu; } act_ctx;
+typedef struct { double *out, *inp, *r; int64_t N, F; int swiglu; } act_ctx;  // swiglu 2: GeGLU
 static double act_loss(void *p) {
     act_ctx *c = p;
-    if (c->swiglu) d_swiglu_forward(c->out, c->inp, c->N, c->F);
+    if (c->swiglu == 2) d_geglu_forward(c->out, c->inp, c->N, c->F);
+    else if (c->swiglu) d_swiglu_forward(c->out, c->inp, c->N, c->F);
     else d_gelu_forward(c->out, c->inp, c->N * c->F);
     return dot(c->out, c->r, c->N * c->F);
 }
@@ -225,9 +288,10 @@ static void run_act(int swiglu) {
     c.out = dalloc(c.N * c.F); c.inp = dalloc(ni); c.r = dalloc(c.N * c.F);
     fill(c.inp, ni, 2); fill(c.r, c.N * c.F, 1);
     double *g = dalloc(ni);
-    if (swiglu) d_swiglu_backward(g, c.inp, c.r, c.N, c.F);
+    if (swiglu == 2) d_geglu_backward(g, c.inp, c.r, c.N, c.F);
+    else if (swiglu) d_swiglu_backward(g, c.inp, c.r, c.N, c.F);
     else d_gelu_backward(g, c.inp, c.r, c.N * c.F);
-    check_fd(swiglu ? "swiglu dinp" : "gelu (tanh) dinp", c.inp, ni, g, act_loss, &c);
+    check_fd(swiglu == 2 ? "geglu dinp" : swiglu ? "swiglu dinp" : "gelu (tanh) dinp", c.inp, ni, g, act_loss, &c);
     free(c.out); free(c.inp); free(c.r); free(g);
 }
 static void test_gelu(void **state) {
@@ -239,6 +303,19 @@ static void test_gelu(void **state) {
     for (int i = 0; i < 3; i++) assert_true(fabs(y[i] - want[i]) < 1e-12);
 }
 static void test_swiglu(void **state) { (void)state; run_act(1); }
+static void test_geglu(void **state) {
+    (void)state;
+    run_act(2);
+    // gelu_pytorch_tanh(gate) * up, values from Python math: 0.5g(1+tanh(sqrt(2/pi)(g+0.044715g^3))) * u
+    double in[6] = {-1.5, 0.3, 2.0, 0.5, -2.0, 3.0}, y[3];
+    double want[3] = {-0.10042842301976707 * 0.5, 0.18537092354275922 * -2.0, 1.954597694087775 * 3.0};
+    d_geglu_forward(y, in, 1, 3);
+    for (int i = 0; i < 3; i++) assert_true(fabs(y[i] - want[i]) < 1e-12);
+    float fin[6], fy[3];
+    for (int i = 0; i < 6; i++) fin[i] = (float)in[i];
+    fk_geglu_forward(fy, fin, 1, 3);
+    for (int i = 0; i < 3; i++) assert_true(fabs(fy[i] - want[i]) < 1e-6);
+}
 
 // ------------------------------------------------------------------ cross-entropy
 typedef struct { double *logits, *work, *losses; int32_t *tgt; int64_t N, V; } ce_ctx;
@@ -369,6 +446,40 @@ static void test_soft_crossentropy_tail(void **state) {
     free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g);
 }
 
+// ------------------------------------------------------------------ final-logit soft-capping
+// The loss is lambda * CE + (1 - lambda) * soft CE of cap * tanh(x / cap); the gradient comes
+// from the probabilities of the capped logits and each row's largest capped value.
+static double cap_loss(void *p) {
+    sce_ctx *c = p;
+    memcpy(c->work, c->logits, (size_t)(c->N * c->V) * sizeof(double));
+    d_softcap_forward(c->work, NULL, c->N, c->V, 3.0);
+    d_soft_crossentropy_forward(c->losses, c->flosses, c->work, c->tgt, c->t, c->N, c->V, 0);
+    double s = 0;
+    for (int64_t i = 0; i < c->N; i++) s += c->lambda * c->losses[i] + (1 - c->lambda) * c->flosses[i];
+    return s;
+}
+
+static void test_final_softcap(void **state) {
+    (void)state;
+    int32_t tgt[4] = {2, -1, 0, 6};
+    int64_t row[5] = {0, 2, 2, 2, 3};
+    int32_t ids[3] = {2, 5, 1};
+    float p[3] = {0.5f, 0.3f, 0.9f};  // rows 0 and 3 have tails
+    fk_sparse_dist t = {row, ids, p};
+    sce_ctx c = {.N = 4, .V = 7, .tgt = tgt, .t = &t, .lambda = 0.4};
+    c.logits = dalloc(28); c.work = dalloc(28); c.losses = dalloc(4); c.flosses = dalloc(4);
+    fill(c.logits, 28, 4);
+    c.logits[3] = 30;  // deep in the flat part of the tanh
+    double *g = dalloc(28), mx[4];
+    memcpy(g, c.logits, sizeof(double) * 28);
+    d_softcap_forward(g, mx, 4, 7, 3.0);
+    for (int i = 0; i < 28; i++) assert_true(fabs(g[i] - 3.0 * tanh(c.logits[i] / 3.0)) < 1e-15);
+    d_soft_crossentropy_forward(c.losses, c.flosses, g, tgt, &t, 4, 7, 1);
+    d_softcap_crossentropy_backward(g, mx, tgt, &t, c.lambda, 4, 7, 1.0, 3.0);
+    check_fd("final soft-cap + soft CE dlogits", c.logits, 28, g, cap_loss, &c);
+    free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g);
+}
+
 int main(void) {
     fk_rng_seed(&rng, 42);
     const struct CMUnitTest tests[] = {
@@ -376,6 +487,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),    cmocka_unit_test(test_attention),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
+        cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,7 +69,7 @@ fk_status fk_fold_ffn(const fk_model *m, int layer, const int32_t *labels, const
     nc.ffn[layer] = k;
     fk_status st = fk_model_init(out, &nc);
     if (st != FK_OK) { free(size); return st; }
-    bool swiglu = c->mlp == FK_MLP_SWIGLU;
+    bool swiglu = fk_config_gated(c);
     int blocks = swiglu ? 2 : 1;  // gate rows then up rows
     for (int i = 0; i < m->n_params && st == FK_OK; i++) {
         const fk_param *p = &m->params[i], *q = &out->params[i];
@@ -231,7 +231,7 @@ fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k,
     if (mean) nc.bias_mlp = true;
     fk_status st = fk_model_init(out, &nc);
     if (st != FK_OK) { free(kept); return st; }
-    int blocks = c->mlp == FK_MLP_SWIGLU ? 2 : 1;
+    int blocks = fk_config_gated(c) ? 2 : 1;
     for (int i = 0; i < out->n_params; i++) {
         const fk_param *q = &out->params[i];
         float *dst = out->w + q->offset;
@@ -287,6 +287,7 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
         }
         if (first < 0) return fk_error(FK_ERR_ARG, "fold: new layer %d has no source layer", i);
         nc.ffn[i] = c->ffn[first];
+        nc.sliding[i] = c->sliding[first];  // the attention kind (sliding window or global) of its first source
     }
     for (int i = n_new; i < FK_MAX_LAYERS; i++) nc.ffn[i] = 0;
     FK_TRY(fk_model_init(out, &nc));

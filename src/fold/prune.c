@@ -82,7 +82,7 @@ static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prun
         if (!keep[l]) { st = fk_error(FK_ERR_NOMEM, "prune: out of memory"); break; }
         memset(keep[l], 1, (size_t)F);
         const float *U = m->w + m->layer[l].up_w, *D = m->w + m->layer[l].down_w;
-        int blocks = c->mlp == FK_MLP_SWIGLU ? 2 : 1;
+        int blocks = fk_config_gated(c) ? 2 : 1;
         double mean = 0, sq = 0;
         for (int64_t f = 0; f < F; f++) {
             double dn = 0, s;

@@ -1,6 +1,7 @@
 // fk_config presets and validation.
 #include "fusekit/model.h"
 
+#include <math.h>
 #include <string.h>
 
 static void config_common(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq) {
@@ -70,6 +71,21 @@ fk_status fk_config_validate(const fk_config *c) {
     if (!(c->norm_eps > 0)) return fk_error(FK_ERR_ARG, "config: norm epsilon must be positive");
     if (c->pos == FK_POS_ROPE && !(c->rope_theta > 0)) return fk_error(FK_ERR_ARG, "config: rope_theta must be positive");
     if (c->norm == FK_NORM_RMSNORM && c->bias_norm) return fk_error(FK_ERR_ARG, "config: RMSNorm has no bias");
+    if (c->mlp != FK_MLP_GELU && c->mlp != FK_MLP_SWIGLU && c->mlp != FK_MLP_GEGLU)
+        return fk_error(FK_ERR_ARG, "config: unknown MLP kind %d", (int)c->mlp);
+    if (c->norm != FK_NORM_RMSNORM && (c->post_norms || c->qk_norm || c->norm_offset != 0))
+        return fk_error(FK_ERR_ARG, "config: post-norms, QK-norm and a norm offset need RMSNorm");
+    // the Gemma switches: finite, not negative
+    const struct { const char *name; float v; } f[] = {
+        {"emb_scale", c->emb_scale}, {"norm_offset", c->norm_offset}, {"attn_scale", c->attn_scale},
+        {"attn_softcap", c->attn_softcap}, {"final_softcap", c->final_softcap},
+        {"rope_theta_local", c->rope_theta_local}, {"rope_scale", c->rope_scale}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (!(f[i].v >= 0) || !isfinite(f[i].v))
+            return fk_error(FK_ERR_ARG, "config: %s is %g, expected a finite value >= 0", f[i].name, (double)f[i].v);
+    if (c->sliding_window < 0) return fk_error(FK_ERR_ARG, "config: sliding_window %lld is negative", (long long)c->sliding_window);
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (c->sliding[l] > 1) return fk_error(FK_ERR_ARG, "config: sliding[%lld] is %d, expected 0 or 1", (long long)l, c->sliding[l]);
     return FK_OK;
 }
 
@@ -91,5 +107,22 @@ void fk_config_describe(const fk_config *c, char *buf, size_t n) {
              (long long)c->n_kv_head, (long long)c->head_dim, ffn, (long long)c->max_seq,
              c->norm == FK_NORM_LAYERNORM ? "layernorm" : "rmsnorm",
              c->pos == FK_POS_LEARNED ? "learned" : c->pos == FK_POS_ROPE ? "rope" : "none",
-             c->mlp == FK_MLP_GELU ? "gelu" : "swiglu", c->bias_qkv, c->bias_out, c->bias_mlp, c->bias_norm, c->tied);
+             c->mlp == FK_MLP_GELU ? "gelu" : c->mlp == FK_MLP_GEGLU ? "geglu" : "swiglu", c->bias_qkv, c->bias_out,
+             c->bias_mlp, c->bias_norm, c->tied);
+    // the Gemma switches, only those that are on
+    size_t k = strlen(buf);
+#define ADD(...) do { if (k < n) { snprintf(buf + k, n - k, __VA_ARGS__); k += strlen(buf + k); } } while (0)
+    if (c->emb_scale > 0) ADD(" emb_scale=%g", (double)c->emb_scale);
+    if (c->norm_offset != 0) ADD(" norm_offset=%g", (double)c->norm_offset);
+    if (c->post_norms) ADD(" post_norms=1");
+    if (c->qk_norm) ADD(" qk_norm=1");
+    if (c->attn_scale > 0) ADD(" attn_scale=%g", (double)c->attn_scale);
+    if (c->attn_softcap > 0) ADD(" attn_softcap=%g", (double)c->attn_softcap);
+    if (c->final_softcap > 0) ADD(" final_softcap=%g", (double)c->final_softcap);
+    int64_t ns = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) ns += c->sliding[l] != 0;
+    if (c->sliding_window > 0 && ns > 0) ADD(" window=%lld on %lld/%lld layers", (long long)c->sliding_window, (long long)ns, (long long)c->n_layer);
+    if (c->rope_theta_local > 0) ADD(" rope_theta_local=%g", (double)c->rope_theta_local);
+    if (c->rope_scale > 0 && c->rope_scale != 1) ADD(" rope_scale=%g", (double)c->rope_scale);
+#undef ADD
 }

@@ -11,7 +11,7 @@
 
 // q/k/v rows of layer l; with l = -1 the widest layer's (buffer sizes)
 static int64_t qkv_dim(const fk_config *c, int64_t l) { return ((l < 0 ? c->n_head : fk_config_heads(c, l)) + 2 * c->n_kv_head) * c->head_dim; }
-static int64_t up_dim(const fk_config *c, int64_t l) { return c->mlp == FK_MLP_SWIGLU ? 2 * c->ffn[l] : c->ffn[l]; }
+static int64_t up_dim(const fk_config *c, int64_t l) { return fk_config_gated(c) ? 2 * c->ffn[l] : c->ffn[l]; }
 static int64_t max_ffn(const fk_config *c) {
     int64_t m = 0;
     for (int64_t l = 0; l < c->n_layer; l++) m = c->ffn[l] > m ? c->ffn[l] : m;
@@ -19,7 +19,13 @@ static int64_t max_ffn(const fk_config *c) {
 }
 
 // Row stride of the saved up-projection outputs: the widest layer's.
-static int64_t up_stride(const fk_config *c) { return c->mlp == FK_MLP_SWIGLU ? 2 * max_ffn(c) : max_ffn(c); }
+static int64_t up_stride(const fk_config *c) { return fk_config_gated(c) ? 2 * max_ffn(c) : max_ffn(c); }
+// Query plus key heads of the widest layer (QK-norm buffers).
+static int64_t qk_heads(const fk_config *c) { return c->n_head + c->n_kv_head; }
+// Attention window of layer l (0: full causal attention).
+static int64_t layer_window(const fk_config *c, int64_t l) { return c->sliding[l] ? c->sliding_window : 0; }
+// Attention score scale: attn_scale, or 1/sqrt(head_dim).
+static float att_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
 
 // Appends one tensor to the table (when table != NULL) and returns its offset.
 // Offsets are rounded up to 16 floats so every tensor starts 64-byte aligned.
@@ -62,14 +68,20 @@ static void build_table(fk_model *m) {
         if (c->bias_norm) P(ln1_b, "ln1.bias", FK_P_LN1_B, C, 0); else o->ln1_b = -1;
         P(qkv_w, "attn.qkv.weight", FK_P_QKV_W, qkv_dim(c, l), C);
         if (c->bias_qkv) P(qkv_b, "attn.qkv.bias", FK_P_QKV_B, qkv_dim(c, l), 0); else o->qkv_b = -1;
+        if (c->qk_norm) {
+            P(q_norm_w, "attn.q_norm.weight", FK_P_Q_NORM_W, c->head_dim, 0);
+            P(k_norm_w, "attn.k_norm.weight", FK_P_K_NORM_W, c->head_dim, 0);
+        }
         P(o_w, "attn.o.weight", FK_P_O_W, C, D);
         if (c->bias_out) P(o_b, "attn.o.bias", FK_P_O_B, C, 0); else o->o_b = -1;
+        if (c->post_norms) P(attn_post_w, "attn_post.weight", FK_P_ATTN_POST_W, C, 0);
         P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0);
         if (c->bias_norm) P(ln2_b, "ln2.bias", FK_P_LN2_B, C, 0); else o->ln2_b = -1;
         P(up_w, "mlp.up.weight", FK_P_UP_W, up_dim(c, l), C);
         if (c->bias_mlp) P(up_b, "mlp.up.bias", FK_P_UP_B, up_dim(c, l), 0); else o->up_b = -1;
         P(down_w, "mlp.down.weight", FK_P_DOWN_W, C, c->ffn[l]);
         if (c->bias_mlp) P(down_b, "mlp.down.bias", FK_P_DOWN_B, C, 0); else o->down_b = -1;
+        if (c->post_norms) P(ffn_post_w, "ffn_post.weight", FK_P_FFN_POST_W, C, 0);
 #undef P
     }
     m->lnf_w = add_param(m, &n, &cur, "lnf.weight", FK_P_LNF_W, -1, C, 0);
@@ -77,6 +89,33 @@ static void build_table(fk_model *m) {
     m->lm_head = c->tied ? m->tok_emb : add_param(m, &n, &cur, "lm_head.weight", FK_P_LM_HEAD, -1, c->vocab_size, C);
     m->n_params = n;
     m->n_floats = cur;
+}
+
+// A RoPE table (max_seq, head_dim/2) for base theta with positions divided by scale (linear
+// scaling: Hugging Face divides the inverse frequencies by the factor, in float32).
+static bool rope_table(float **cos_t, float **sin_t, const fk_config *cfg, float theta, float scale) {
+    int64_t half = cfg->head_dim / 2;
+    *cos_t = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
+    *sin_t = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
+    if (!*cos_t || !*sin_t) return false;
+    for (int64_t d = 0; d < half; d++) {
+        // inverse frequency as Hugging Face computes it (float32), the angle in double
+        float inv = 1.0f / powf(theta, (float)(2 * d) / (float)cfg->head_dim);
+        if (scale != 1) inv /= scale;
+        for (int64_t t = 0; t < cfg->max_seq; t++) {
+            double a = (double)t * (double)inv;
+            (*cos_t)[t * half + d] = (float)cos(a);
+            (*sin_t)[t * half + d] = (float)sin(a);
+        }
+    }
+    return true;
+}
+
+// The RoPE table of layer l.
+static void layer_rope(const fk_model *m, int64_t l, const float **cs, const float **sn) {
+    bool local = m->cfg.sliding[l] && m->rope_cos_local;
+    *cs = local ? m->rope_cos_local : m->rope_cos;
+    *sn = local ? m->rope_sin_local : m->rope_sin;
 }
 
 fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
@@ -96,19 +135,13 @@ fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
         return fk_error(FK_ERR_NOMEM, "cannot allocate %zu MiB for the weights", mb);
     }
     if (cfg->pos == FK_POS_ROPE) {
-        int64_t half = cfg->head_dim / 2;
-        m->rope_cos = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
-        m->rope_sin = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
-        if (!m->rope_cos || !m->rope_sin) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
-        for (int64_t d = 0; d < half; d++) {
-            // inverse frequency as Hugging Face computes it (float32), the angle in double
-            float inv = 1.0f / powf(cfg->rope_theta, (float)(2 * d) / (float)cfg->head_dim);
-            for (int64_t t = 0; t < cfg->max_seq; t++) {
-                double a = (double)t * (double)inv;
-                m->rope_cos[t * half + d] = (float)cos(a);
-                m->rope_sin[t * half + d] = (float)sin(a);
-            }
-        }
+        float local_theta = cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta;
+        bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1, any_sliding = false;
+        for (int64_t l = 0; l < cfg->n_layer; l++) any_sliding |= cfg->sliding[l] != 0;
+        bool ok = rope_table(&m->rope_cos, &m->rope_sin, cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1);
+        if (ok && any_sliding && (local_theta != cfg->rope_theta || scaled))
+            ok = rope_table(&m->rope_cos_local, &m->rope_sin_local, cfg, local_theta, 1);
+        if (!ok) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     }
     return FK_OK;
 }
@@ -122,8 +155,9 @@ void fk_model_init_weights(fk_model *m, uint64_t seed) {
         fk_rng r;
         fk_rng_seed(&r, seed ^ fk_fnv1a64(p->name, strlen(p->name), 0));  // per tensor: order-independent
         switch (p->kind) {
-        case FK_P_LN1_W: case FK_P_LN2_W: case FK_P_LNF_W:
-            for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+        case FK_P_LN1_W: case FK_P_LN2_W: case FK_P_LNF_W: case FK_P_ATTN_POST_W: case FK_P_FFN_POST_W:
+        case FK_P_Q_NORM_W: case FK_P_K_NORM_W:
+            for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f - c->norm_offset;  // the identity scale
             break;
         case FK_P_TOK_EMB: case FK_P_POS_EMB: case FK_P_QKV_W: case FK_P_UP_W: case FK_P_LM_HEAD:
             for (int64_t j = 0; j < p->numel; j++) w[j] = 0.02f * fk_rng_normal(&r);
@@ -191,6 +225,10 @@ struct fk_acts {
     float *mid;            // train: (L, BT, C)
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *flosses, *tmp;
+    float *qk_pre, *qk_rstd;           // qk_norm: (S, BT, n_head + n_kv_head, hd) inputs and (S, BT, heads) scales
+    float *attn_o, *attn_post_rstd;    // post_norms: attention output before its norm (S, BT, C), scales (S, BT)
+    float *ffn_o, *ffn_post_rstd;      // post_norms: FFN output before its norm, scales
+    float *lmax;                       // final_softcap: each row's largest capped logit (BT)
     float *dresid, *dln, *dqkv, *datt, *dpre, *dact;   // backward scratch, one layer's worth
     int64_t n_scored;
     fk_sparse_dist teacher; // the teacher rows of the last training forward (caller-owned)
@@ -204,7 +242,8 @@ static void acts_free(fk_acts *a) {
     if (!a) return;
     float **bufs[] = {&a->resid, &a->mid, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->probs, &a->att,
                       &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->pre, &a->act, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
-                      &a->logits, &a->losses, &a->flosses, &a->tmp, &a->dresid, &a->dln, &a->dqkv, &a->datt, &a->dpre, &a->dact};
+                      &a->logits, &a->losses, &a->flosses, &a->tmp, &a->dresid, &a->dln, &a->dqkv, &a->datt, &a->dpre, &a->dact,
+                      &a->qk_pre, &a->qk_rstd, &a->attn_o, &a->attn_post_rstd, &a->ffn_o, &a->ffn_post_rstd, &a->lmax};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     free(a->tokens); free(a->targets); free(a->pos);
     free(a);
@@ -228,6 +267,9 @@ static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     ALLOC(pre, S * N * UP); ALLOC(act, S * N * F);
     ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
     ALLOC(logits, N * c->vocab_size); ALLOC(losses, N); ALLOC(flosses, N); ALLOC(tmp, N * C);
+    if (c->qk_norm) { ALLOC(qk_pre, S * N * qk_heads(c) * c->head_dim); ALLOC(qk_rstd, S * N * qk_heads(c)); }
+    if (c->post_norms) { ALLOC(attn_o, S * N * C); ALLOC(attn_post_rstd, S * N); ALLOC(ffn_o, S * N * C); ALLOC(ffn_post_rstd, S * N); }
+    if (c->final_softcap > 0) ALLOC(lmax, N);
     if (train) {
         ALLOC(dresid, N * C); ALLOC(dln, N * C); ALLOC(dqkv, N * qkv_dim(c, -1)); ALLOC(datt, N * D);
         ALLOC(dpre, N * UP); ALLOC(dact, N * F);
@@ -274,7 +316,7 @@ static void norm_forward(const fk_model *m, float *out, float *mean, float *rstd
     if (c->norm == FK_NORM_LAYERNORM)
         fk_layernorm_forward(out, mean, rstd, inp, m->w + w, b >= 0 ? m->w + b : NULL, N, c->d_model, c->norm_eps);
     else
-        fk_rmsnorm_forward(out, rstd, inp, m->w + w, N, c->d_model, c->norm_eps);
+        fk_rmsnorm_forward(out, rstd, inp, m->w + w, N, c->d_model, c->norm_eps, c->norm_offset);
 }
 
 static void norm_backward(fk_model *m, float *dinp, const float *dout, const float *inp, const float *mean,
@@ -283,7 +325,18 @@ static void norm_backward(fk_model *m, float *dinp, const float *dout, const flo
     if (c->norm == FK_NORM_LAYERNORM)
         fk_layernorm_backward(dinp, m->g + w, b >= 0 ? m->g + b : NULL, dout, inp, m->w + w, mean, rstd, N, c->d_model);
     else
-        fk_rmsnorm_backward(dinp, m->g + w, dout, inp, m->w + w, rstd, N, c->d_model);
+        fk_rmsnorm_backward(dinp, m->g + w, dout, inp, m->w + w, rstd, N, c->d_model, c->norm_offset);
+}
+
+static void scale_inplace(float *x, float s, int64_t n) {
+    #pragma omp parallel for if (n > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void mlp_act_forward(const fk_config *c, float *act, const float *pre, int64_t N, int64_t F) {
+    if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(act, pre, N, F);
+    else if (c->mlp == FK_MLP_GEGLU) fk_geglu_forward(act, pre, N, F);
+    else fk_gelu_forward(act, pre, N * F);
 }
 
 #define WP(off) ((off) >= 0 ? m->w + (off) : NULL)
@@ -328,7 +381,10 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
 
     fk_encoder_forward(a->resid, a->tokens, a->pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
+    if (c->emb_scale > 0) scale_inplace(a->resid, c->emb_scale, N * C);
     if (m->hook) m->hook(m->hook_user, -1, a->resid, NULL, NULL, N);
+    float sc = att_scale(c);
+    int64_t QKH = qk_heads(c);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fk_layer_offsets *o = &m->layer[l];
         int64_t s = train ? l : 0, F = c->ffn[l], UP = up_dim(c, l), H = fk_config_heads(c, l), Dl = H * c->head_dim, QDl = qkv_dim(c, l);
@@ -339,23 +395,34 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
         float *ln2 = a->ln2 + s * N * C, *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * max_ffn(c);
         norm_forward(m, ln1, a->ln1_mean + s * N, a->ln1_rstd + s * N, x, o->ln1_w, o->ln1_b, N);
         fk_matmul_forward(qkv, ln1, m->w + o->qkv_w, WP(o->qkv_b), N, C, QDl);
-        if (c->pos == FK_POS_ROPE)
-            fk_rope_apply(qkv, m->rope_cos, m->rope_sin, a->pos, N, H, c->n_kv_head, c->head_dim, 1.0f);
+        if (c->qk_norm)
+            fk_qknorm_forward(qkv, a->qk_pre + s * N * QKH * c->head_dim, a->qk_rstd + s * N * QKH, m->w + o->q_norm_w,
+                              m->w + o->k_norm_w, N, H, c->n_kv_head, c->head_dim, c->norm_eps, c->norm_offset);
+        if (c->pos == FK_POS_ROPE) {
+            const float *cs, *sn;
+            layer_rope(m, l, &cs, &sn);
+            fk_rope_apply(qkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, 1.0f);
+        }
         fk_attention_forward(att, train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, qkv, B, T,
-                             H, c->n_kv_head, c->head_dim);
-        fk_matmul_forward(a->tmp, att, m->w + o->o_w, WP(o->o_b), N, Dl, C);
+                             H, c->n_kv_head, c->head_dim, sc, c->attn_softcap, layer_window(c, l));
+        // with post-norms the projection's output is kept (slot s) and its norm goes to tmp
+        float *ao = c->post_norms ? a->attn_o + s * N * C : a->tmp;
+        fk_matmul_forward(ao, att, m->w + o->o_w, WP(o->o_b), N, Dl, C);
+        if (c->post_norms) norm_forward(m, a->tmp, NULL, a->attn_post_rstd + s * N, ao, o->attn_post_w, -1, N);
         add_inplace(mid, x, a->tmp, N * C);
         norm_forward(m, ln2, a->ln2_mean + s * N, a->ln2_rstd + s * N, mid, o->ln2_w, o->ln2_b, N);
         fk_matmul_forward(pre, ln2, m->w + o->up_w, WP(o->up_b), N, C, UP);
-        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(act, pre, N, F);
-        else fk_gelu_forward(act, pre, N * F);
-        fk_matmul_forward(a->tmp, act, m->w + o->down_w, WP(o->down_b), N, F, C);
+        mlp_act_forward(c, act, pre, N, F);
+        float *fo = c->post_norms ? a->ffn_o + s * N * C : a->tmp;
+        fk_matmul_forward(fo, act, m->w + o->down_w, WP(o->down_b), N, F, C);
+        if (c->post_norms) norm_forward(m, a->tmp, NULL, a->ffn_post_rstd + s * N, fo, o->ffn_post_w, -1, N);
         add_inplace(out, mid, a->tmp, N * C);
         if (m->hook) m->hook(m->hook_user, (int)l, out, att, act, N);
     }
     float *xL = a->resid + (train ? c->n_layer * N * C : 0);
     norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, xL, m->lnf_w, m->lnf_b, N);
     fk_matmul_forward(a->logits, a->lnf, m->w + m->lm_head, NULL, N, C, V);
+    if (c->final_softcap > 0) fk_softcap_forward(a->logits, a->lmax, N, V, c->final_softcap);
     a->have_probs = false;
     a->have_logits = !train;
     a->have_teacher = teacher != NULL;
@@ -393,11 +460,16 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     const fk_config *c = &m->cfg;
     int B = a->B, T = a->T;
     int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
-    int64_t MF = max_ffn(c);
+    int64_t MF = max_ffn(c), QKH = qk_heads(c);
+    float sc = att_scale(c);
     a->have_probs = false;  // the buffer now becomes dlogits
     a->have_logits = false;
     float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
-    fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
+    if (c->final_softcap > 0)
+        fk_softcap_crossentropy_backward(a->logits, a->lmax, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V,
+                                         scale, c->final_softcap);
+    else
+        fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
     fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);
     memset(a->dresid, 0, (size_t)(N * C) * sizeof(float));
     norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);
@@ -409,20 +481,42 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         float *ln2 = a->ln2 + l * N * C;
         float *pre = a->pre + l * N * up_stride(c), *act = a->act + l * N * MF;
         float *probs = a->probs + l * (int64_t)B * c->n_head * T * T;
-        // MLP branch: out = mid + down(act(up(norm2(mid))))
-        fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), a->dresid, act, m->w + o->down_w, N, F, C);
+        // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid)))))
+        const float *dfo = a->dresid;
+        if (c->post_norms) {  // tmp (free in the backward) gets the gradient of the FFN output before its norm
+            memset(a->tmp, 0, (size_t)(N * C) * sizeof(float));
+            norm_backward(m, a->tmp, a->dresid, a->ffn_o + l * N * C, NULL, a->ffn_post_rstd + l * N, o->ffn_post_w, -1, N);
+            dfo = a->tmp;
+        }
+        fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
         if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_backward(a->dpre, pre, a->dact, N, F);
+        else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(a->dpre, pre, a->dact, N, F);
         else fk_gelu_backward(a->dpre, pre, a->dact, N * F);
         fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);
         norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
-        // attention branch: mid = x + o(attention(rope(qkv(norm1(x)))))
-        fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), a->dresid, att, m->w + o->o_w, N, Dl, C);
-        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim);
-        if (c->pos == FK_POS_ROPE)
-            fk_rope_apply(a->dqkv, m->rope_cos, m->rope_sin, a->pos, N, H, c->n_kv_head, c->head_dim, -1.0f);
+        // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
+        const float *dao = a->dresid;
+        if (c->post_norms) {
+            memset(a->tmp, 0, (size_t)(N * C) * sizeof(float));
+            norm_backward(m, a->tmp, a->dresid, a->attn_o + l * N * C, NULL, a->attn_post_rstd + l * N, o->attn_post_w, -1, N);
+            dao = a->tmp;
+        }
+        fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
+        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
+                              layer_window(c, l));
+        if (c->pos == FK_POS_ROPE) {
+            const float *cs, *sn;
+            layer_rope(m, l, &cs, &sn);
+            fk_rope_apply(a->dqkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, -1.0f);
+        }
+        if (c->qk_norm)
+            fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + l * N * QKH * c->head_dim,
+                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, H, c->n_kv_head,
+                               c->head_dim, c->norm_offset);
         fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + l * N, a->ln1_rstd + l * N, o->ln1_w, o->ln1_b, N);
     }
+    if (c->emb_scale > 0) scale_inplace(a->dresid, c->emb_scale, N * C);
     fk_encoder_backward(m->g + m->tok_emb, GP(m->pos_emb), a->dresid, a->tokens, a->pos, N, C);
     return FK_OK;
 }
@@ -433,7 +527,7 @@ struct fk_kv_cache {
     int64_t cap_tokens;    // rows of scratch allocated
     int64_t len;           // tokens cached
     float *k, *v;          // (L, max_seq, KVH*hd)
-    float *x, *ln, *qkv, *att, *tmp, *pre, *act, *scores;
+    float *x, *ln, *qkv, *att, *tmp, *pre, *act, *scores, *rstd;
     int32_t *pos;
     int64_t bytes;
 };
@@ -441,7 +535,7 @@ struct fk_kv_cache {
 static void kv_free(fk_kv_cache *kv) {
     if (!kv) return;
     free(kv->k); free(kv->v); free(kv->x); free(kv->ln); free(kv->qkv); free(kv->att); free(kv->tmp);
-    free(kv->pre); free(kv->act); free(kv->scores); free(kv->pos);
+    free(kv->pre); free(kv->act); free(kv->scores); free(kv->rstd); free(kv->pos);
     free(kv);
 }
 
@@ -468,11 +562,12 @@ static fk_status kv_alloc(fk_model *m, int64_t n) {
     kv->pre = fk_calloc_aligned((size_t)(n * up_stride(c)) * sizeof(float));
     kv->act = fk_calloc_aligned((size_t)(n * MF) * sizeof(float));
     kv->scores = fk_calloc_aligned((size_t)(n * c->n_head * c->max_seq) * sizeof(float));
+    kv->rstd = fk_calloc_aligned((size_t)n * sizeof(float));
     kv->pos = malloc((size_t)n * sizeof(int32_t));
     kv->bytes = (int64_t)(2 * cache) + n * (int64_t)sizeof(float) * (3 * C + qkv_dim(c, -1) + c->n_head * c->head_dim +
-                                                                     up_stride(c) + MF + c->n_head * c->max_seq);
+                                                                     up_stride(c) + MF + c->n_head * c->max_seq + 1);
     if (!kv->k || !kv->v || !kv->x || !kv->ln || !kv->qkv || !kv->att || !kv->tmp || !kv->pre || !kv->act ||
-        !kv->scores || !kv->pos) {
+        !kv->scores || !kv->rstd || !kv->pos) {
         kv_free(kv); m->kv = NULL;
         return fk_error(FK_ERR_NOMEM, "cannot allocate the KV cache (%zu MiB)", 2 * cache >> 20);
     }
@@ -495,15 +590,22 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     }
     int64_t C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
     int64_t S = c->max_seq, total = pos + n;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = att_scale(c), cap = c->attn_softcap;
     fk_encoder_forward(kv->x, tokens, kv->pos, m->w + m->tok_emb, WP(m->pos_emb), n, C);
+    if (c->emb_scale > 0) scale_inplace(kv->x, c->emb_scale, n * C);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fk_layer_offsets *o = &m->layer[l];
-        int64_t F = c->ffn[l], H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), G = H / KVH;
+        int64_t F = c->ffn[l], H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), G = H / KVH, W = layer_window(c, l);
         float *kc = kv->k + l * S * KVD, *vc = kv->v + l * S * KVD;
-        norm_forward(m, kv->ln, NULL, kv->tmp, kv->x, o->ln1_w, o->ln1_b, n);  // tmp holds rstd (n floats)
+        norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln1_w, o->ln1_b, n);
         fk_matmul_forward(kv->qkv, kv->ln, m->w + o->qkv_w, WP(o->qkv_b), n, C, QD);
-        if (c->pos == FK_POS_ROPE) fk_rope_apply(kv->qkv, m->rope_cos, m->rope_sin, kv->pos, n, H, KVH, hd, 1.0f);
+        if (c->qk_norm)
+            fk_qknorm_forward(kv->qkv, NULL, NULL, m->w + o->q_norm_w, m->w + o->k_norm_w, n, H, KVH, hd, c->norm_eps, c->norm_offset);
+        if (c->pos == FK_POS_ROPE) {
+            const float *cs, *sn;
+            layer_rope(m, l, &cs, &sn);
+            fk_rope_apply(kv->qkv, cs, sn, kv->pos, n, H, KVH, hd, 1.0f);
+        }
         for (int64_t i = 0; i < n; i++) {
             memcpy(kc + (pos + i) * KVD, kv->qkv + i * QD + D, (size_t)KVD * sizeof(float));
             memcpy(vc + (pos + i) * KVD, kv->qkv + i * QD + D + KVD, (size_t)KVD * sizeof(float));
@@ -513,36 +615,47 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
             for (int64_t h = 0; h < H; h++) {
                 const float *q = kv->qkv + i * QD + h * hd;
                 float *sc = kv->scores + (i * H + h) * S, *out = kv->att + i * D + h * hd, mx = -INFINITY, sum = 0;
-                int64_t last = pos + i, kvh = h / G;
-                for (int64_t j = 0; j <= last; j++) {
+                int64_t last = pos + i, kvh = h / G, first = W > 0 && last - W + 1 > 0 ? last - W + 1 : 0;
+                for (int64_t j = first; j <= last; j++) {
                     const float *kr = kc + j * KVD + kvh * hd;
                     float d = 0;
                     for (int64_t e = 0; e < hd; e++) d += q[e] * kr[e];
                     sc[j] = d * scale;
+                    if (cap > 0) sc[j] = cap * fk_fast_tanhf(sc[j] / cap);
                     mx = sc[j] > mx ? sc[j] : mx;
                 }
-                for (int64_t j = 0; j <= last; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
+                for (int64_t j = first; j <= last; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
                 memset(out, 0, (size_t)hd * sizeof(float));
-                for (int64_t j = 0; j <= last; j++) {
+                for (int64_t j = first; j <= last; j++) {
                     const float *vr = vc + j * KVD + kvh * hd;
                     float p = sc[j] / sum;
                     for (int64_t e = 0; e < hd; e++) out[e] += p * vr[e];
                 }
             }
         fk_matmul_forward(kv->tmp, kv->att, m->w + o->o_w, WP(o->o_b), n, D, C);
-        add_inplace(kv->x, kv->x, kv->tmp, n * C);
-        norm_forward(m, kv->ln, NULL, kv->tmp, kv->x, o->ln2_w, o->ln2_b, n);
+        if (c->post_norms) {
+            norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, o->attn_post_w, -1, n);
+            add_inplace(kv->x, kv->x, kv->ln, n * C);
+        } else {
+            add_inplace(kv->x, kv->x, kv->tmp, n * C);
+        }
+        norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln2_w, o->ln2_b, n);
         fk_matmul_forward(kv->pre, kv->ln, m->w + o->up_w, WP(o->up_b), n, C, up_dim(c, l));
-        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(kv->act, kv->pre, n, F);
-        else fk_gelu_forward(kv->act, kv->pre, n * F);
+        mlp_act_forward(c, kv->act, kv->pre, n, F);
         fk_matmul_forward(kv->tmp, kv->act, m->w + o->down_w, WP(o->down_b), n, F, C);
-        add_inplace(kv->x, kv->x, kv->tmp, n * C);
+        if (c->post_norms) {
+            norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, o->ffn_post_w, -1, n);
+            add_inplace(kv->x, kv->x, kv->ln, n * C);
+        } else {
+            add_inplace(kv->x, kv->x, kv->tmp, n * C);
+        }
     }
     kv->len = total;
     const float *last = kv->x + (int64_t)(n - 1) * C;
     float rstd;
     norm_forward(m, kv->ln, NULL, &rstd, last, m->lnf_w, m->lnf_b, 1);
     fk_matmul_forward(logits, kv->ln, m->w + m->lm_head, NULL, 1, C, c->vocab_size);
+    if (c->final_softcap > 0) fk_softcap_forward(logits, NULL, 1, c->vocab_size, c->final_softcap);
     for (int64_t v = 0; v < c->vocab_size; v++)
         if (!isfinite(logits[v])) return fk_error(FK_ERR_NUMERIC, "step: logit %lld is not finite at position %lld", (long long)v, (long long)(total - 1));
     return FK_OK;
@@ -557,6 +670,7 @@ size_t fk_model_memory_bytes(const fk_model *m) {
 
 void fk_model_free(fk_model *m) {
     free(m->params); free(m->layer); free(m->w); free(m->g); free(m->rope_cos); free(m->rope_sin);
+    free(m->rope_cos_local); free(m->rope_sin_local);
     acts_free(m->acts);
     kv_free(m->kv);
     memset(m, 0, sizeof *m);

@@ -176,9 +176,11 @@ static inline void FK_OP(layernorm_backward)(real *dinp, real *dw, real *db, con
 }
 
 // ------------------------------------------------------------------ RMSNorm
-// inp is (N,C), w is (C); out is (N,C); rstd is (N): out = inp / sqrt(mean(inp^2) + eps) * w
+// inp is (N,C), w is (C); out is (N,C); rstd is (N) (may be NULL):
+// out = inp / sqrt(mean(inp^2) + eps) * (off + w). off is 0 for Llama-style weights, 1 for
+// Hugging Face Gemma's (which store w - 1).
 static inline void FK_OP(rmsnorm_forward)(real *out, real *rstd, const real *inp, const real *w,
-                                          int64_t N, int64_t C, real eps) {
+                                          int64_t N, int64_t C, real eps, real off) {
     #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         const real *x = inp + i * C;
@@ -187,23 +189,23 @@ static inline void FK_OP(rmsnorm_forward)(real *out, real *rstd, const real *inp
         for (int64_t c = 0; c < C; c++) ss += x[c] * x[c];
         real s = 1 / sqrt(ss / (real)C + eps);
         real *o = out + i * C;
-        for (int64_t c = 0; c < C; c++) o[c] = x[c] * s * w[c];
-        rstd[i] = s;
+        for (int64_t c = 0; c < C; c++) o[c] = x[c] * s * (off + w[c]);
+        if (rstd) rstd[i] = s;
     }
 }
 
 // dout is (N,C); dinp (N,C) is ADDED to; dw (C) is added to.
 static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dout, const real *inp, const real *w,
-                                           const real *rstd, int64_t N, int64_t C) {
+                                           const real *rstd, int64_t N, int64_t C, real off) {
     #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         const real *x = inp + i * C, *d = dout + i * C;
         real s = rstd[i], dot = 0;
         #pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < C; c++) dot += d[c] * w[c] * x[c];
+        for (int64_t c = 0; c < C; c++) dot += d[c] * (off + w[c]) * x[c];
         real k = dot * s * s * s / (real)C;
         real *di = dinp + i * C;
-        for (int64_t c = 0; c < C; c++) di[c] += d[c] * w[c] * s - x[c] * k;
+        for (int64_t c = 0; c < C; c++) di[c] += d[c] * (off + w[c]) * s - x[c] * k;
     }
     #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
     for (int64_t c0 = 0; c0 < C; c0 += 16) {
@@ -213,6 +215,58 @@ static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dou
             for (int64_t c = c0; c < c1; c++) dw[c] += d[c] * x[c] * rstd[i];
         }
     }
+}
+
+// ------------------------------------------------------------------ QK-norm
+// qkv is (N, QKVD) with QKVD = (H + 2*KVH)*hd. Each of the H query heads and KVH key heads of
+// every row is RMS-normalised in place over its hd values and multiplied by (off + wq) for
+// query heads, (off + wk) for key heads (wq, wk are (hd), shared across heads); v heads are
+// untouched. pre (N, H+KVH, hd) keeps the inputs and rstd (N, H+KVH) the scales for the
+// backward; either may be NULL (inference).
+static inline void FK_OP(qknorm_forward)(real *qkv, real *pre, real *rstd, const real *wq, const real *wk,
+                                         int64_t N, int64_t H, int64_t KVH, int64_t hd, real eps, real off) {
+    int64_t QKVD = (H + 2 * KVH) * hd, NH = H + KVH;
+    #pragma omp parallel for if (N * NH * hd > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t h = 0; h < NH; h++) {
+            real *x = qkv + i * QKVD + h * hd, ss = 0;
+            const real *w = h < H ? wq : wk;
+            if (pre) memcpy(pre + (i * NH + h) * hd, x, (size_t)hd * sizeof(real));
+            for (int64_t e = 0; e < hd; e++) ss += x[e] * x[e];
+            real s = 1 / sqrt(ss / (real)hd + eps);
+            for (int64_t e = 0; e < hd; e++) x[e] = x[e] * s * (off + w[e]);
+            if (rstd) rstd[i * NH + h] = s;
+        }
+}
+
+// dqkv (N, QKVD) holds the gradient of the normalised q and k heads; those are OVERWRITTEN
+// with the gradient of the inputs (v heads untouched). dwq, dwk (hd) are added to.
+static inline void FK_OP(qknorm_backward)(real *dqkv, real *dwq, real *dwk, const real *pre, const real *wq,
+                                          const real *wk, const real *rstd, int64_t N, int64_t H, int64_t KVH,
+                                          int64_t hd, real off) {
+    int64_t QKVD = (H + 2 * KVH) * hd, NH = H + KVH;
+    // weight gradients first (they read dqkv before it is overwritten): columns across threads,
+    // rows and heads summed in order (deterministic)
+    #pragma omp parallel for if (N * NH * hd > FK_OMP_MIN_WORK)
+    for (int64_t e = 0; e < hd; e++) {
+        real aq = 0, ak = 0;
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t h = 0; h < NH; h++) {
+                real v = dqkv[i * QKVD + h * hd + e] * pre[(i * NH + h) * hd + e] * rstd[i * NH + h];
+                if (h < H) aq += v; else ak += v;
+            }
+        dwq[e] += aq;
+        dwk[e] += ak;
+    }
+    #pragma omp parallel for if (N * NH * hd > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t h = 0; h < NH; h++) {
+            real *d = dqkv + i * QKVD + h * hd, s = rstd[i * NH + h], dot = 0;
+            const real *x = pre + (i * NH + h) * hd, *w = h < H ? wq : wk;
+            for (int64_t e = 0; e < hd; e++) dot += d[e] * (off + w[e]) * x[e];
+            real k = dot * s * s * s / (real)hd;
+            for (int64_t e = 0; e < hd; e++) d[e] = d[e] * (off + w[e]) * s - x[e] * k;
+        }
 }
 
 // ------------------------------------------------------------------ rotary positions
@@ -239,17 +293,23 @@ static inline void FK_OP(rope_apply)(real *qkv, const float *cos_t, const float 
 
 // ------------------------------------------------------------------ causal attention
 // qkv is (B,T,QKVD): q heads (H*hd), k heads (KVH*hd), v heads (KVH*hd); head h reads kv head
-// h / (H/KVH). out is (B,T,H*hd). probs is (B,H,T,T), the softmax rows (lower triangle;
-// entries above the diagonal inside a row block are zero); NULL keeps them in thread scratch
-// (inference). Rows are processed in blocks of FK_ATT_BLK so the masked upper triangle is
-// mostly never computed.
+// h / (H/KVH). out is (B,T,H*hd). Scores are s = scale * q.k; with softcap > 0 they become
+// softcap * tanh(s / softcap) (Gemma 2) before the mask. Query i sees keys j <= i, and with
+// window > 0 only those with i - j < window (sliding-window layers). probs is (B,H,T,T), the
+// softmax rows (entries outside the visible keys, inside the row block's columns, are zero);
+// NULL keeps them in thread scratch (inference). Rows are processed in blocks of FK_ATT_BLK
+// so the masked upper triangle (and, with a window, the columns before it) is mostly never
+// computed.
 #ifndef FK_ATT_BLK
 #define FK_ATT_BLK 64
 #endif
+// First key column a block of rows starting at i0 needs.
+static inline int64_t FK_OP(att_first_col)(int64_t i0, int64_t window) { return window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0; }
+
 static inline void FK_OP(attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T,
-                                            int64_t H, int64_t KVH, int64_t hd) {
+                                            int64_t H, int64_t KVH, int64_t hd, real scale, real softcap,
+                                            int64_t window) {
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
-    real scale = 1 / sqrt((real)hd);
     #pragma omp parallel
     {
         real *scratch = probs ? NULL : (real *)malloc((size_t)(T * T) * sizeof(real));
@@ -263,35 +323,44 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
                 real *o = out + b * T * D + h * hd;
                 for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
                     int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
-                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)i1, (int)hd, scale,
-                            q + i0 * QKVD, (int)QKVD, k, (int)QKVD, 0, P + i0 * T, (int)T);
+                    int64_t j0 = FK_OP(att_first_col)(i0, window), cols = i1 - j0;
+                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
+                            q + i0 * QKVD, (int)QKVD, k + j0 * QKVD, (int)QKVD, 0, P + i0 * T + j0, (int)T);
                     for (int64_t i = i0; i < i1; i++) {
-                        real *p = P + i * T, mx = p[0], sum = 0;
+                        int64_t lo = FK_OP(att_first_col)(i, window);
+                        real *p = P + i * T, mx, sum = 0;
+                        if (softcap > 0)
+                            for (int64_t j = lo; j <= i; j++) p[j] = softcap * FK_TANH(p[j] / softcap);
+                        mx = p[lo];
                         #pragma omp simd reduction(max : mx)
-                        for (int64_t j = 1; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
+                        for (int64_t j = lo + 1; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
                         #pragma omp simd reduction(+ : sum)
-                        for (int64_t j = 0; j <= i; j++) { p[j] = FK_EXP(p[j] - mx); sum += p[j]; }
+                        for (int64_t j = lo; j <= i; j++) { p[j] = FK_EXP(p[j] - mx); sum += p[j]; }
                         real inv = 1 / sum;
                         #pragma omp simd
-                        for (int64_t j = 0; j <= i; j++) p[j] *= inv;
+                        for (int64_t j = lo; j <= i; j++) p[j] *= inv;
+                        for (int64_t j = j0; j < lo; j++) p[j] = 0;
                         for (int64_t j = i + 1; j < i1; j++) p[j] = 0;
                     }
-                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)i1, 1,
-                            P + i0 * T, (int)T, v, (int)QKVD, 0, o + i0 * D, (int)D);
+                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
+                            P + i0 * T + j0, (int)T, v + j0 * QKVD, (int)QKVD, 0, o + i0 * D, (int)D);
                 }
             }
         free(scratch);
     }
 }
 
-// dout is (B,T,H*hd); dqkv (B,T,QKVD) is OVERWRITTEN; qkv and probs are the forward's.
+// dout is (B,T,H*hd); dqkv (B,T,QKVD) is OVERWRITTEN; qkv and probs are the forward's, and so
+// are scale, softcap and window. With a softcap the raw scores are recomputed (one more GEMM per
+// row block) for the derivative of the tanh.
 static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
-                                             int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd) {
+                                             int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd,
+                                             real scale, real softcap, int64_t window) {
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
-    real scale = 1 / sqrt((real)hd);
     #pragma omp parallel
     {
         real *dS = (real *)malloc((size_t)(T * T) * sizeof(real));
+        real *S = softcap > 0 ? (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real)) : NULL;
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
             for (int64_t g = 0; g < KVH; g++) {
@@ -307,29 +376,38 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                     real *dq = dqkv + b * T * QKVD + h * hd;
                     for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
                         int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
+                        int64_t j0 = FK_OP(att_first_col)(i0, window), cols = i1 - j0;
                         // dP = dO V^T ; dV += P^T dO
-                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)i1, (int)hd, 1,
-                                dO + i0 * D, (int)D, v, (int)QKVD, 0, dS + i0 * T, (int)T);
-                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)i1, (int)hd, (int)rows, 1,
-                                P + i0 * T, (int)T, dO + i0 * D, (int)D, 1, dv, (int)QKVD);
-                        // softmax backward: dS = P * (dP - sum(P * dP)) * scale
+                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, 1,
+                                dO + i0 * D, (int)D, v + j0 * QKVD, (int)QKVD, 0, dS + i0 * T + j0, (int)T);
+                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
+                                P + i0 * T + j0, (int)T, dO + i0 * D, (int)D, 1, dv + j0 * QKVD, (int)QKVD);
+                        if (S)  // the raw scores of the block, as the forward computed them
+                            FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
+                                    q + i0 * QKVD, (int)QKVD, k + j0 * QKVD, (int)QKVD, 0, S, (int)cols);
+                        // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
                         for (int64_t i = i0; i < i1; i++) {
                             const real *p = P + i * T;
                             real *d = dS + i * T, dot = 0;
                             #pragma omp simd reduction(+ : dot)
-                            for (int64_t j = 0; j <= i; j++) dot += p[j] * d[j];
-                            for (int64_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                            for (int64_t j = j0; j <= i; j++) dot += p[j] * d[j];
+                            for (int64_t j = j0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                            if (S) {
+                                const real *s = S + (i - i0) * cols - j0;
+                                for (int64_t j = j0; j <= i; j++) { real t = FK_TANH(s[j] / softcap); d[j] *= 1 - t * t; }
+                            }
                             for (int64_t j = i + 1; j < i1; j++) d[j] = 0;
                         }
                         // dQ = dS K ; dK += dS^T Q
-                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)i1, 1,
-                                dS + i0 * T, (int)T, k, (int)QKVD, 0, dq + i0 * QKVD, (int)QKVD);
-                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)i1, (int)hd, (int)rows, 1,
-                                dS + i0 * T, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk, (int)QKVD);
+                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
+                                dS + i0 * T + j0, (int)T, k + j0 * QKVD, (int)QKVD, 0, dq + i0 * QKVD, (int)QKVD);
+                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
+                                dS + i0 * T + j0, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk + j0 * QKVD, (int)QKVD);
                     }
                 }
             }
         free(dS);
+        free(S);
     }
 }
 
@@ -374,6 +452,34 @@ static inline void FK_OP(swiglu_backward)(real *dinp, const real *inp, const rea
             real sg = 1 / (1 + FK_EXP(-g[f])), silu = g[f] * sg;
             du[f] = d[f] * silu;
             dg[f] = d[f] * u[f] * sg * (1 + g[f] * (1 - sg));
+        }
+    }
+}
+
+// inp is (N, 2F): gate (F) then up (F) per row; out is (N, F): gelu_tanh(gate) * up (Gemma's GeGLU)
+static inline void FK_OP(geglu_forward)(real *out, const real *inp, int64_t N, int64_t F) {
+    #pragma omp parallel for if (N * F > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *g = inp + i * 2 * F, *u = g + F;
+        real *o = out + i * F;
+        for (int64_t f = 0; f < F; f++) {
+            real x = g[f];
+            o[f] = (real)0.5 * x * (1 + FK_TANH((real)FK_GELU_S * (x + (real)0.044715 * x * x * x))) * u[f];
+        }
+    }
+}
+
+// dout is (N,F); dinp (N,2F) is OVERWRITTEN.
+static inline void FK_OP(geglu_backward)(real *dinp, const real *inp, const real *dout, int64_t N, int64_t F) {
+    #pragma omp parallel for if (N * F > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *g = inp + i * 2 * F, *u = g + F, *d = dout + i * F;
+        real *dg = dinp + i * 2 * F, *du = dg + F;
+        for (int64_t f = 0; f < F; f++) {
+            real x = g[f], th = FK_TANH((real)FK_GELU_S * (x + (real)0.044715 * x * x * x));
+            real dth = (real)FK_GELU_S * (1 + 3 * (real)0.044715 * x * x);
+            du[f] = d[f] * (real)0.5 * x * (1 + th);
+            dg[f] = d[f] * u[f] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * dth);
         }
     }
 }
@@ -440,30 +546,73 @@ static inline int64_t FK_OP(crossentropy_forward)(real *losses, real *logits, co
 // The gradient of lambda * losses + (1 - lambda) * flosses (soft_crossentropy_forward) with
 // respect to the logits, from the probabilities, in place:
 // dlogits = scale * (probs - lambda onehot(target) - (1 - lambda) P), with P = onehot(target)
-// on empty teacher rows; ignored rows become zero.
+// on empty teacher rows; ignored rows become zero. One row i (p = its V probabilities).
+static inline void FK_OP(soft_crossentropy_backward_row)(real *p, int64_t i, const int32_t *targets, const fk_sparse_dist *teacher,
+                                                         real lambda, int64_t V, real scale) {
+    if (targets[i] < 0) { memset(p, 0, (size_t)V * sizeof(real)); return; }
+    for (int64_t j = 0; j < V; j++) p[j] *= scale;
+    int64_t r0 = teacher ? teacher->row[i] : 0, r1 = teacher ? teacher->row[i + 1] : 0;
+    if (r1 == r0) { p[targets[i]] -= scale; return; }
+    real ps = 0, S = 0;
+    for (int64_t e = r0; e < r1; e++) ps += (real)teacher->p[e];
+    real r = 1 - ps;
+    if (r > FK_TAIL_MIN && scale != 0) {
+        // tail class: d/dz_j = q_j (1 - r / (1 - S)) + [j in K] (r q_j / (1 - S) - P_j), over scale * q
+        for (int64_t e = r0; e < r1; e++) S += p[teacher->ids[e]];
+        S /= scale;
+        real den = 1 - S > FK_TAIL_FLOOR ? 1 - S : FK_TAIL_FLOOR, c = (1 - lambda) * r / den, a = 1 - c;
+        // the row's entries get a + c, the rest a: mark the entries by negating them first (probabilities are >= 0)
+        for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] = -p[teacher->ids[e]] - 1;
+        for (int64_t j = 0; j < V; j++) p[j] = p[j] < 0 ? (-p[j] - 1) * (a + c) : p[j] * a;
+    }
+    p[targets[i]] -= scale * lambda;
+    for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] -= scale * (1 - lambda) * (real)teacher->p[e];
+}
+
+// All N rows of probs (N,V), as soft_crossentropy_backward_row.
 static inline void FK_OP(soft_crossentropy_backward)(real *probs, const int32_t *targets, const fk_sparse_dist *teacher,
                                                      real lambda, int64_t N, int64_t V, real scale) {
     #pragma omp parallel for if (N * V > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) FK_OP(soft_crossentropy_backward_row)(probs + i * V, i, targets, teacher, lambda, V, scale);
+}
+
+// ------------------------------------------------------------------ final-logit soft-capping
+// x is (N,V), in place: x = cap * tanh(x / cap) (Gemma 2). rowmax (N) gets each row's largest
+// capped value (NULL: not kept); the backward needs it.
+static inline void FK_OP(softcap_forward)(real *x, real *rowmax, int64_t N, int64_t V, real cap) {
+    #pragma omp parallel for if (N * V > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
-        real *p = probs + i * V;
-        if (targets[i] < 0) { memset(p, 0, (size_t)V * sizeof(real)); continue; }
-        for (int64_t j = 0; j < V; j++) p[j] *= scale;
-        int64_t r0 = teacher ? teacher->row[i] : 0, r1 = teacher ? teacher->row[i + 1] : 0;
-        if (r1 == r0) { p[targets[i]] -= scale; continue; }
-        real ps = 0, S = 0;
-        for (int64_t e = r0; e < r1; e++) ps += (real)teacher->p[e];
-        real r = 1 - ps;
-        if (r > FK_TAIL_MIN && scale != 0) {
-            // tail class: d/dz_j = q_j (1 - r / (1 - S)) + [j in K] (r q_j / (1 - S) - P_j), over scale * q
-            for (int64_t e = r0; e < r1; e++) S += p[teacher->ids[e]];
-            S /= scale;
-            real den = 1 - S > FK_TAIL_FLOOR ? 1 - S : FK_TAIL_FLOOR, c = (1 - lambda) * r / den, a = 1 - c;
-            // the row's entries get a + c, the rest a: mark the entries by negating them first (probabilities are >= 0)
-            for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] = -p[teacher->ids[e]] - 1;
-            for (int64_t j = 0; j < V; j++) p[j] = p[j] < 0 ? (-p[j] - 1) * (a + c) : p[j] * a;
+        real *r = x + i * V, mx = -INFINITY;
+        for (int64_t j = 0; j < V; j++) { r[j] = cap * FK_TANH(r[j] / cap); mx = r[j] > mx ? r[j] : mx; }
+        if (rowmax) rowmax[i] = mx;
+    }
+}
+
+// soft_crossentropy_backward through the soft-cap: probs (N,V) are the softmax of the capped
+// logits z; they become the gradient with respect to the logits before capping, in place:
+// dx = dz * (1 - (z / cap)^2). z is recovered from the probabilities: z_j = max_i + log(p_j / p_max),
+// with max_i from softcap_forward (p_max belongs to it). scratch holds V reals per thread.
+static inline void FK_OP(softcap_crossentropy_backward)(real *probs, const real *rowmax, const int32_t *targets,
+                                                        const fk_sparse_dist *teacher, real lambda, int64_t N, int64_t V,
+                                                        real scale, real cap) {
+    #pragma omp parallel
+    {
+        real *keep = (real *)malloc((size_t)V * sizeof(real));
+        #pragma omp for
+        for (int64_t i = 0; i < N; i++) {
+            real *p = probs + i * V, pmax = 0;
+            if (targets[i] < 0 || !keep) { FK_OP(soft_crossentropy_backward_row)(p, i, targets, teacher, lambda, V, scale); continue; }
+            memcpy(keep, p, (size_t)V * sizeof(real));
+            for (int64_t j = 0; j < V; j++) pmax = keep[j] > pmax ? keep[j] : pmax;
+            FK_OP(soft_crossentropy_backward_row)(p, i, targets, teacher, lambda, V, scale);
+            real lz = rowmax[i] - log(pmax);
+            for (int64_t j = 0; j < V; j++) {
+                real t = keep[j] > 0 ? (lz + log(keep[j])) / cap : -1;
+                t = t < -1 ? -1 : t > 1 ? 1 : t;
+                p[j] *= 1 - t * t;
+            }
         }
-        p[targets[i]] -= scale * lambda;
-        for (int64_t e = r0; e < r1; e++) p[teacher->ids[e]] -= scale * (1 - lambda) * (real)teacher->p[e];
+        free(keep);
     }
 }
 
