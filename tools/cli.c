@@ -90,18 +90,40 @@ void cli_set_threads(int64_t threads) {
     openblas_set_num_threads((int)threads);
 }
 
+// A tokenizer with more tokens than the model has embeddings cannot be used with it.
+static fk_status check_vocab(fk_tokenizer **t, int64_t vocab) {
+    if (!*t || vocab <= 0 || fk_tok_vocab_size(*t) <= vocab) return FK_OK;
+    fk_status st = fk_error(FK_ERR_ARG, "the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(*t), (long long)vocab);
+    fk_tok_free(*t);
+    *t = NULL;
+    return st;
+}
+
 fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t) {
     *t = NULL;
     if (path) return fk_tok_load(path, t);
-    char *json = model_dir ? fk_path_join(model_dir, "tokenizer.json") : NULL;
+    fk_status st = model_dir ? fk_model_load_tokenizer(model_dir, t) : FK_OK;
+    if (st == FK_OK && !*t && vocab == 256) st = fk_tok_new_bytes(t);
+    return st == FK_OK ? check_vocab(t, vocab) : st;
+}
+
+fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok) {
+    if (!tok) return fk_model_load(path, flags, m, NULL);
+    *tok = NULL;
+    FK_TRY(fk_model_load(path, flags, m, tok_path ? NULL : tok));
     fk_status st = FK_OK;
-    if (json && fk_path_exists(json)) st = fk_tok_load_json(json, t);
-    else if (vocab == 256) st = fk_tok_new_bytes(t);
-    free(json);
-    if (st == FK_OK && *t && vocab > 0 && fk_tok_vocab_size(*t) > vocab) {
-        st = fk_error(FK_ERR_ARG, "the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(*t), (long long)vocab);
-        fk_tok_free(*t);
-        *t = NULL;
-    }
+    if (tok_path) st = fk_tok_load(tok_path, tok);
+    else if (!*tok && m->cfg.vocab_size == 256) st = fk_tok_new_bytes(tok);
+    if (st == FK_OK) st = check_vocab(tok, m->cfg.vocab_size);
+    if (st != FK_OK) { fk_tok_free(*tok); *tok = NULL; fk_model_free(m); }
     return st;
+}
+
+void cli_model_name(const char *path, char *out, size_t n) {
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    size_t b = len;
+    while (b > 0 && path[b - 1] != '/') b--;
+    if (len - b > 5 && strncmp(path + len - 5, ".gguf", 5) == 0) len -= 5;
+    snprintf(out, n, "%.*s", (int)(len - b), path + b);
 }

@@ -52,8 +52,18 @@ int cmd_import(int argc, char **argv);
 // file (free it). tty: show progress.
 fk_status cli_extract_store(const char *model_dir, const char *data, const char *store_dir, int k, bool tty, char **path);
 
-// The tokenizer a model folder uses: `path` when given, else the folder's tokenizer.json,
-// else the byte tokenizer when the vocabulary has 256 tokens, else NULL (ids only).
+// The tokenizer a model (a folder or a .gguf file) uses: `path` when given, else the model's own
+// (the folder's tokenizer.json, the GGUF's tokenizer.ggml.* keys), else the byte tokenizer when
+// the vocabulary has 256 tokens, else NULL (ids only). vocab < 0: not checked against the model.
 fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t);
+
+// Loads a model from a folder or a .gguf file (fk_model_load; flags FK_LOAD_*) and, unless tok is
+// NULL, its tokenizer as cli_model_tokenizer chooses it (`tok_path` first). On failure nothing
+// is left allocated.
+fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok);
+
+// The name a model path goes by in file names: its last component without a trailing '/' or
+// ".gguf" (written into out, n bytes).
+void cli_model_name(const char *path, char *out, size_t n);
 
 #endif

@@ -8,10 +8,10 @@ int cmd_analyze(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 65536, max_n = 4, threads = 0;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
         {"-o|--out", OPT_STR, &out, "output folder: analysis.json, analysis.html, stats.safetensors (required)", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false},
         {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false},
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
         {"--max-tokens", OPT_INT, &max_tokens, "positions analysed at most, 0 = all (default 65536)", false},
@@ -20,7 +20,7 @@ int cmd_analyze(int argc, char **argv) {
         {NULL, 0, NULL, NULL, false},
     };
     int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit analyze --model DIR --data TEXT -o OUT [options]\n\n"
+                       "usage: fusekit analyze --model DIR|FILE.gguf --data TEXT -o OUT [options]\n\n"
                        "Per layer: Block Influence, angular distances, linear CKA to the next layer (residual stream);\n"
                        "FFN activation means and Gram matrix; attention heads' contribution energy and similarity.\n"
                        "Writes OUT/analysis.json, OUT/analysis.html (charts, opens offline) and OUT/stats.safetensors;\n"
@@ -29,12 +29,11 @@ int cmd_analyze(int argc, char **argv) {
     if (!model || !data || !out) { fprintf(stderr, "fusekit analyze: error: --model, --data and --out are required\n"); return 2; }
     cli_set_threads(threads);
     fk_model m;
-    fk_status st = fk_hf_load(&m, model);
-    if (st != FK_OK) return cli_fail("analyze", st);
     fk_tokenizer *tok = NULL;
     fk_token_data d = {0};
-    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
-    if (st == FK_OK) st = fk_data_load_tok(data, tok, &d);
+    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    if (st != FK_OK) return cli_fail("analyze", st);
+    st = fk_data_load_tok(data, tok, &d);
     fk_tok_free(tok);
     fk_analysis a;
     if (max_n > m.cfg.n_layer) max_n = m.cfg.n_layer;

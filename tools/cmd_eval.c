@@ -23,10 +23,9 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
     fk_status st = fk_align_parse(align, vmap, &ao);
     for (int i = 0; i < n && st == FK_OK; i++) {
         models[i] = calloc(1, sizeof(fk_model));
-        st = models[i] ? fk_hf_load(models[i], dirs[i]) : fk_error(FK_ERR_NOMEM, "out of memory");
+        st = models[i] ? cli_load_model(dirs[i], NULL, FK_LOAD_FROZEN, models[i], &toks[i]) : fk_error(FK_ERR_NOMEM, "out of memory");
         if (st != FK_OK) { free(models[i]); models[i] = NULL; break; }
-        st = cli_model_tokenizer(dirs[i], NULL, models[i]->cfg.vocab_size, &toks[i]);
-        if (st == FK_OK && !toks[i]) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: an ensemble needs every model's tokenizer", dirs[i]);
+        if (!toks[i]) st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys): an ensemble needs every model's tokenizer", dirs[i]);
     }
     if (st == FK_OK) st = fk_read_file(data, &text, &len);
     fk_ensemble_result r;
@@ -54,14 +53,13 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
 // one), the second half of each chunk scored.
 static int eval_llama_ppl(const char *model, const char *data, const char *tokenizer, int64_t seq, int64_t batch) {
     fk_model m;
-    fk_status st = fk_hf_load(&m, model);
-    if (st != FK_OK) return cli_fail("eval", st);
     fk_tokenizer *tok = NULL;
+    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    if (st != FK_OK) return cli_fail("eval", st);
     char *text = NULL;
     size_t n = 0;
     fk_tok_out o = {0};
-    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
-    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "--protocol llama-perplexity needs the model's tokenizer (give --tokenizer)");
+    if (!tok) st = fk_error(FK_ERR_ARG, "--protocol llama-perplexity needs the model's tokenizer (give --tokenizer)");
     if (st == FK_OK) st = fk_read_file(data, &text, &n);
     if (st == FK_OK) st = fk_tok_encode(tok, text, n, FK_ENC_ADD_SPECIAL, &o);
     fk_eval_result r;
@@ -88,9 +86,9 @@ int cmd_eval(int argc, char **argv) {
     cli_list ens = {0}, probes = {0};
     const char *align = "offsets", *vmap = "mined", *cache = NULL, *kl_to = NULL, *protocol = "fusekit";
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
         {"--data", OPT_STR, &data, "text file or token shard (required)", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's tokenizer.json; bytes for vocab 256)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false},
         {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false},
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
         {"--max-tokens", OPT_INT, &max_tokens, "score at most this many tokens, 0 = all (default 0)", false},
@@ -101,11 +99,11 @@ int cmd_eval(int argc, char **argv) {
         {"--align-cache", OPT_STR, &cache, "folder for vocabulary maps (default: none, built each time)", false},
         {"--probes", OPT_LIST, &probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false},
         {"--protocol", OPT_STR, &protocol, "fusekit | llama-perplexity: windows (above), or llama.cpp's llama-perplexity chunks (see README) (default fusekit)", false},
-        {"--kl-to", OPT_STR, &kl_to, "also the mean KL(REF || model) per scored position to this model (same vocabulary; e.g. before folding)", false},
+        {"--kl-to", OPT_STR, &kl_to, "also the mean KL(REF || model) per scored position to this model, a folder or .gguf (same vocabulary; e.g. before folding)", false},
         {NULL, 0, NULL, NULL, false},
     };
     int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit eval --model DIR --data FILE [options]\n\n"
+                       "usage: fusekit eval --model DIR|FILE.gguf --data FILE [options]\n\n"
                        "Protocol: the data is cut into consecutive windows of --seq tokens; every token but the\n"
                        "first is predicted once, from the tokens before it in its window. Prints one JSON line.\n"
                        "With --ensemble: the first model's tokens are scored by the average of the members'\n"
@@ -131,11 +129,10 @@ int cmd_eval(int argc, char **argv) {
     }
     fk_model m;
     fk_token_data d;
-    fk_status st = fk_hf_load(&m, model);
-    if (st != FK_OK) return cli_fail("eval", st);
     fk_tokenizer *tok = NULL;
-    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
-    if (st == FK_OK) st = fk_data_load_tok(data, tok, &d);
+    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    if (st != FK_OK) return cli_fail("eval", st);
+    st = fk_data_load_tok(data, tok, &d);
     if (st != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("eval", st); }
     fk_eval_result r;
     double t0 = fk_time_s();
@@ -143,7 +140,7 @@ int cmd_eval(int argc, char **argv) {
     double dt = fk_time_s() - t0, kl = NAN;
     if (st == FK_OK && kl_to) {
         fk_model ref;
-        st = fk_hf_load(&ref, kl_to);
+        st = fk_model_load(kl_to, FK_LOAD_FROZEN, &ref, NULL);
         if (st == FK_OK) {
             st = fk_eval_kl(&ref, &m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, &kl);
             fk_model_free(&ref);

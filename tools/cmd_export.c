@@ -29,23 +29,14 @@ static int parse_type(const char *cmd, const char *opt, const char *s, fk_dtype 
     return 0;
 }
 
-// The folder's last path component (general.name).
-static void base_name(const char *dir, char *out, size_t n) {
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/') len--;
-    size_t b = len;
-    while (b > 0 && dir[b - 1] != '/') b--;
-    snprintf(out, n, "%.*s", (int)(len - b), dir + b);
-}
-
 int cmd_export(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *type_s = "f32", *tok_path = NULL, *name = NULL;
     bool no_tok = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
         {"--gguf", OPT_STR, &out, "output GGUF file (required)", false},
         {"--type", OPT_STR, &type_s, "f32 | f16 | bf16: matrices (1-D tensors stay f32) (f32)", false},
-        {"--tokenizer", OPT_STR, &tok_path, "tokenizer to embed (default: the folder's tokenizer.json)", false},
+        {"--tokenizer", OPT_STR, &tok_path, "tokenizer to embed (default: the model's own: tokenizer.json or the GGUF's metadata)", false},
         {"--no-tokenizer", OPT_FLAG, &no_tok, "write no tokenizer keys (llama.cpp cannot load such a file)", false},
         {"--name", OPT_STR, &name, "general.name (default: the folder's name)", false},
         {NULL, 0, NULL, NULL, false},
@@ -60,19 +51,18 @@ int cmd_export(int argc, char **argv) {
     if (parse_type("export", "--type", type_s, &type)) return 2;
     double t0 = fk_time_s();
     fk_model m;
-    fk_status st = fk_hf_load(&m, model);
-    if (st != FK_OK) return cli_fail("export", st);
     fk_tokenizer *tok = NULL;
-    if (!no_tok) {
-        st = cli_model_tokenizer(model, tok_path, m.cfg.vocab_size, &tok);
-        if (st == FK_OK && !tok)
-            st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json (and is not a 256-token byte model): pass --tokenizer T, or "
-                          "--no-tokenizer to write the weights alone (llama.cpp needs the tokenizer to load the file)", model);
-        if (st != FK_OK) { fk_model_free(&m); return cli_fail("export", st); }
+    fk_status st = cli_load_model(model, tok_path, FK_LOAD_FROZEN, &m, no_tok ? NULL : &tok);
+    if (st != FK_OK) return cli_fail("export", st);
+    if (!no_tok && !tok) {
+        st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys; and is not a 256-token byte model): "
+                      "pass --tokenizer T, or --no-tokenizer to write the weights alone (llama.cpp needs the tokenizer to load the file)", model);
+        fk_model_free(&m);
+        return cli_fail("export", st);
     }
     char nm[256];
     if (name) snprintf(nm, sizeof nm, "%s", name);
-    else base_name(model, nm, sizeof nm);
+    else cli_model_name(model, nm, sizeof nm);
     fk_gguf_export_stats s;
     st = fk_gguf_export(&m, tok, out, type, nm, &s);
     bool has_tok = tok != NULL;

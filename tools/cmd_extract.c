@@ -52,11 +52,11 @@ int cmd_extract(int argc, char **argv) {
     int64_t k = 10, seq = 0, batch = 4, threads = 0;
     bool restart = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "source model folder (required)", false},
+        {"--model", OPT_STR, &model, "source model: a folder or a .gguf file (required)", false},
         {"--data", OPT_STR, &data, "text file (required)", false},
         {"-o|--out", OPT_STR, &out, "output store, e.g. SRC.fkd (required)", false},
         {"-k", OPT_INT, &k, "entries kept per position, 1..64 (default 10)", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model folder's tokenizer.json; bytes for vocab 256)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false},
         {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512))", false},
         {"--batch", OPT_INT, &batch, "sequences per forward pass (default 4)", false},
         {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false},
@@ -80,12 +80,14 @@ int cmd_extract(int argc, char **argv) {
     }
     cli_set_threads(threads);
     fk_model m;
-    fk_status st = fk_hf_load(&m, model);
-    if (st != FK_OK) return cli_fail("extract", st);
     fk_tokenizer *tok = NULL;
-    st = cli_model_tokenizer(model, tokenizer, m.cfg.vocab_size, &tok);
-    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json and its vocabulary is not 256 bytes: pass --tokenizer", model);
-    if (st != FK_OK) { fk_model_free(&m); return cli_fail("extract", st); }
+    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    if (st != FK_OK) return cli_fail("extract", st);
+    if (!tok) {
+        st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys) and its vocabulary is not 256 bytes: pass --tokenizer", model);
+        fk_model_free(&m);
+        return cli_fail("extract", st);
+    }
     fk_extract_opts o = {(int)k, (int)seq, (int)batch};
     progress_state ps = {isatty(2) != 0, 0, 0};
     struct sigaction sa, old;

@@ -23,8 +23,7 @@ static void loaded_free(loaded *x) {
 
 static fk_status load_all(const char *model, const char *tokenizer, const char *data, loaded *x) {
     memset(x, 0, sizeof *x);
-    fk_status st = fk_hf_load(&x->m, model);
-    if (st == FK_OK) st = cli_model_tokenizer(model, tokenizer, x->m.cfg.vocab_size, &x->tok);
+    fk_status st = cli_load_model(model, tokenizer, 0, &x->m, &x->tok);
     if (st == FK_OK) st = fk_data_load_tok(data, x->tok, &x->d);
     if (st != FK_OK) loaded_free(x);
     return st;
@@ -235,8 +234,8 @@ static const char *heal_usage =
     "its mass as a tail class (exact KL between the distributions coarsened to the top k plus the rest).\n"
     "Every fusekit train option is accepted (--steps, --lr, --batch, --val, ...).\n\n"
     "options:\n"
-    "  --teacher DIR        the model before folding (its tokenizer must be the folded model's)\n"
-    "  --model DIR          the folded model\n"
+    "  --teacher DIR        the model before folding, a folder or .gguf (its tokenizer must be the folded model's)\n"
+    "  --model DIR          the folded model (a folder or .gguf)\n"
     "  --data TEXT          healing text\n"
     "  -o, --out DIR        the healed model\n"
     "  -k N                 entries per position in the store (default 10)\n"
@@ -321,7 +320,7 @@ int cmd_fold(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--") == 0) { own = i; break; }
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder to fold (required)", false},
+        {"--model", OPT_STR, &model, "model to fold: a folder or a .gguf file (required)", false},
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
         {"-o|--out", OPT_STR, &out, "output folder: the folded model and plan.json (required)", false},
         {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false},
@@ -335,7 +334,7 @@ int cmd_fold(int argc, char **argv) {
         {"--min-width", OPT_FLOAT, &min_width, "keep at least this fraction of each layer's FFN width (default 0.3)", false},
         {"--fold-edges", OPT_FLAG, &edges, "allow folding the first and last layer", false},
         {"--ridge", OPT_FLOAT, &ridge, "least-squares ridge: lambda = ridge * mean(diag G) (default 0.01)", false},
-        {"--tokenizer", OPT_STR, &fa.tokenizer, "tokenizer for text (default: the model folder's)", false},
+        {"--tokenizer", OPT_STR, &fa.tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false},
         {"--seq", OPT_INT, &fa.seq, "window length for statistics and probes (default: the model's context)", false},
         {"--batch", OPT_INT, &fa.batch, "windows per forward pass while collecting statistics (default 4)", false},
         {"--max-tokens", OPT_INT, &fa.max_tokens, "calibration positions at most, 0 = all (default 65536)", false},
@@ -348,7 +347,7 @@ int cmd_fold(int argc, char **argv) {
         {NULL, 0, NULL, NULL, false},
     };
     int rc = cli_parse(own, argv, opts,
-                       "usage: fusekit fold --model DIR --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
+                       "usage: fusekit fold --model DIR|FILE.gguf --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
                        "Folds a model's redundancy away (fold.md): collects statistics on TEXT, plans with the dynamic\n"
                        "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges;\n"
                        "statistics from the first 90% of TEXT, KL probes on the last 10%),\n"
@@ -387,7 +386,7 @@ int cmd_fold(int argc, char **argv) {
     }
     // the original's scope size fixes the budget in parameters for every round
     fk_model m0;
-    fk_status st = fk_hf_load(&m0, model);
+    fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m0, NULL);
     if (st != FK_OK) return cli_fail("fold", st);
     int64_t scope0 = scope_count(&m0, fa.o.scope), target = (int64_t)ceil(budget * (double)scope0), done = 0;
     fk_model_free(&m0);
@@ -402,7 +401,7 @@ int cmd_fold(int argc, char **argv) {
         char *fdir = rounds > 1 || heal_steps > 0 ? fk_path_join(rdir, "folded") : strdup(out);
         // this round's share of the budget, as a fraction of the current model's scope
         fk_model mc;
-        st = fk_hf_load(&mc, cur);
+        st = fk_model_load(cur, FK_LOAD_FROZEN, &mc, NULL);
         int64_t want = target * r / rounds - done;
         double frac = st == FK_OK ? (double)want / (double)scope_count(&mc, fa.o.scope) : 0;
         if (st == FK_OK) fk_model_free(&mc);
@@ -444,13 +443,13 @@ int cmd_prune(int argc, char **argv) {
     double budget = 0.3;
     int64_t seq = 0, batch = 4, max_tokens = 65536, threads = 0;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
         {"-o|--out", OPT_STR, &out, "output folder for the pruned model (required)", false},
         {"--method", OPT_STR, &method, "magnitude | flap | shortgpt (required)", false},
         {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false},
         {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model folder's)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false},
         {"--seq", OPT_INT, &seq, "window length for statistics (default: the model's context)", false},
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
         {"--max-tokens", OPT_INT, &max_tokens, "calibration positions at most, 0 = all (default 65536)", false},
@@ -458,7 +457,7 @@ int cmd_prune(int argc, char **argv) {
         {NULL, 0, NULL, NULL, false},
     };
     int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit prune --model DIR --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
+                       "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
                        "The baselines folding is compared against, at a parameter budget:\n"
                        "  magnitude  FFN channels with the smallest L2 norm of their weights, the same fraction in every layer;\n"
                        "  flap       FLAP: fluctuation Var(h_j) * |W_down[:, j]|^2, z-scored per layer, one global threshold,\n"

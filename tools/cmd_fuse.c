@@ -5,7 +5,6 @@
 #include "fusekit/fusion.h"
 #include "fusekit/store.h"
 
-#include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +30,13 @@ fk_status cli_extract_store(const char *model_dir, const char *data, const char 
     *path = NULL;
     fk_model m = {0};
     fk_tokenizer *tok = NULL;
-    fk_status st = fk_hf_load(&m, model_dir);
-    if (st == FK_OK) st = cli_model_tokenizer(model_dir, NULL, m.cfg.vocab_size, &tok);
-    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: fusion needs every model's tokenizer", model_dir);
+    fk_status st = cli_load_model(model_dir, NULL, FK_LOAD_FROZEN, &m, &tok);
+    if (st == FK_OK && !tok)
+        st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys): fusion needs every model's tokenizer", model_dir);
     if (st == FK_OK) {
-        char *copy = strdup(model_dir);
-        size_t l = strlen(copy);
-        while (l > 1 && copy[l - 1] == '/') copy[--l] = 0;
-        char name[600];
-        snprintf(name, sizeof name, "%s-%016llx.fkd", basename(copy), (unsigned long long)fk_model_fingerprint(&m));
-        free(copy);
+        char base[512], name[600];
+        cli_model_name(model_dir, base, sizeof base);
+        snprintf(name, sizeof name, "%s-%016llx.fkd", base, (unsigned long long)fk_model_fingerprint(&m));
         *path = fk_path_join(store_dir, name);
         fk_extract_opts eo;
         fk_extract_defaults(&eo);
@@ -68,8 +64,9 @@ static const char *fuse_usage =
     "  3. train: the target (--init T) on TEXT with lambda * CLM + (1 - lambda) * fused teachers.\n"
     "Every fusekit train option is accepted (--steps, --lr, --lambda, --fusion, --fusion-level, --val, ...).\n\n"
     "options:\n"
-    "  --target DIR         the model to train (a fusekit / Hugging Face folder with tokenizer.json)\n"
-    "  --source DIR         a source model (repeat, or list several)\n"
+    "  --target DIR         the model to train: a fusekit / Hugging Face folder with tokenizer.json, or a .gguf file\n"
+    "                       (trained in F32; the fused model is written as a folder)\n"
+    "  --source DIR         a source model, a folder or a .gguf file (repeat, or list several)\n"
     "  --data TEXT          the fusion corpus (a text file)\n"
     "  -o, --out DIR        the fused model and its checkpoints\n"
     "  -k N                 entries per position in the stores (default 10)\n"

@@ -10,9 +10,9 @@ int cmd_generate(int argc, char **argv) {
     double temperature = 0.8, top_p = 1.0;
     bool greedy = false, ids_out = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
         {"--prompt", OPT_STR, &prompt, "prompt text", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model folder's tokenizer.json; bytes for vocab 256)", false},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false},
         {"--prompt-ids", OPT_STR, &prompt_ids, "prompt as space-separated token ids", false},
         {"-n|--max-new", OPT_INT, &max_new, "tokens to generate (default 128)", false},
         {"--temperature", OPT_FLOAT, &temperature, "sampling temperature, 0 = greedy (default 0.8)", false},
@@ -24,17 +24,15 @@ int cmd_generate(int argc, char **argv) {
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
         {NULL, 0, NULL, NULL, false},
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit generate --model DIR [--prompt TEXT | --prompt-ids IDS] [options]");
+    int rc = cli_parse(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-ids IDS] [options]");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model) { fprintf(stderr, "fusekit generate: error: --model is required\n"); return 2; }
     cli_set_threads(threads);
     fk_model m;
-    fk_status st = fk_hf_load(&m, model);
+    fk_tokenizer *tok = NULL;
+    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
     if (st != FK_OK) return cli_fail("generate", st);
     int64_t V = m.cfg.vocab_size, cap = m.cfg.max_seq;
-    fk_tokenizer *tok = NULL;
-    st = cli_model_tokenizer(model, tokenizer, V, &tok);
-    if (st != FK_OK) { fk_model_free(&m); return cli_fail("generate", st); }
     fk_tok_out enc = {0};
     if (tok && !prompt_ids) st = fk_tok_encode(tok, prompt, strlen(prompt), FK_ENC_ADD_SPECIAL, &enc);
     // the whole prompt is read; when it is longer than the context its newest tokens are kept
@@ -58,7 +56,7 @@ int cmd_generate(int argc, char **argv) {
             p = end;
         }
     } else {
-        if (!tok && *prompt) st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: give --tokenizer, or the prompt as --prompt-ids", model);
+        if (!tok && *prompt) st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys): give --tokenizer, or the prompt as --prompt-ids", model);
         for (int64_t i = 0; i < enc.n; i++) all[n_all++] = enc.ids[i];
     }
     fk_tok_out_free(&enc);

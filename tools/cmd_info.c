@@ -8,17 +8,17 @@ int cmd_info(int argc, char **argv) {
     int64_t batch = 8, seq = 0;
     bool json = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder (required)", false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
         {"--batch", OPT_INT, &batch, "batch for the training-memory estimate (default 8)", false},
         {"--seq", OPT_INT, &seq, "sequence length for the estimate (default: the context)", false},
         {"--json", OPT_FLAG, &json, "print one JSON object", false},
         {NULL, 0, NULL, NULL, false},
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit info --model DIR [--json]");
+    int rc = cli_parse(argc, argv, opts, "usage: fusekit info --model DIR|FILE.gguf [--json]");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model) { fprintf(stderr, "fusekit info: error: --model is required\n"); return 2; }
     fk_model m;
-    fk_status st = fk_hf_load(&m, model);
+    fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m, NULL);
     if (st != FK_OK) return cli_fail("info", st);
     const fk_config *c = &m.cfg;
     int64_t T = seq > 0 ? seq : c->max_seq;

@@ -4,8 +4,35 @@
 
 #include "fusekit/merge.h"
 
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+// A .gguf input is merged through a folder: imported (F32, with its tokenizer) into
+// <tmp>/<i>; *dir gets the folder to merge (the path itself when it is a folder already).
+static fk_status gguf_as_folder(const char *path, const char *tmp, int i, char **dir) {
+    *dir = NULL;
+    if (!fk_model_path_is_gguf(path)) { *dir = strdup(path); return FK_OK; }
+    char name[32];
+    snprintf(name, sizeof name, "%d", i);
+    *dir = fk_path_join(tmp, name);
+    fk_model m;
+    fk_tokenizer *tok = NULL;
+    fk_status st = fk_model_load(path, FK_LOAD_FROZEN, &m, &tok);
+    if (st != FK_OK) return st;
+    st = fk_mkdir_p(*dir);
+    if (st == FK_OK) st = fk_hf_save(&m, *dir, FK_DT_F32);
+    if (st == FK_OK && tok) st = fk_tok_save_hf(tok, *dir);
+    fk_tok_free(tok);
+    fk_model_free(&m);
+    return st;
+}
 
 // Pairs each --weight with the --model given just before it (cli_parse keeps the two lists
 // apart). Returns 0, or 2 after printing what is wrong.
@@ -50,9 +77,9 @@ int cmd_merge(int argc, char **argv) {
     cli_opt opts[] = {
         {"--method", OPT_STR, &method_s, "linear | task-arithmetic | ties | sce (required)", false},
         {"-o|--out", OPT_STR, &out, "output model folder (required)", false},
-        {"--model", OPT_LIST, &models, "a model folder to merge (repeat for each model)", false},
+        {"--model", OPT_LIST, &models, "a model to merge, a folder or a .gguf file (repeat for each model)", false},
         {"--weight", OPT_LIST, &weights_l, "weight of the --model just before it (1)", false},
-        {"--base", OPT_STR, &base, "base model folder: task vectors are differences from it (all but linear)", false},
+        {"--base", OPT_STR, &base, "base model (folder or .gguf): task vectors are differences from it (all but linear)", false},
         {"--density", OPT_FLOAT, &density, "ties: fraction of each task vector kept by magnitude, per tensor (1)", false},
         {"--select-topk", OPT_FLOAT, &select_topk, "sce: fraction of entries kept by variance across models, per tensor (1)", false},
         {"--lambda", OPT_FLOAT, &lambda, "scale of the merged task vector (1)", false},
@@ -118,7 +145,18 @@ int cmd_merge(int argc, char **argv) {
     }
 
     double t0 = fk_time_s();
-    st = fk_merge(&o, models.v, w, models.n, base, out);
+    // GGUF inputs become folders beside the output for the time of the merge
+    size_t tl = strlen(out) + 16;
+    char *tmp = malloc(tl);
+    snprintf(tmp, tl, "%s.gguf-inputs", out);
+    char *dirs[CLI_LIST_MAX + 1] = {0};
+    st = FK_OK;
+    for (int i = 0; i < models.n && st == FK_OK; i++) st = gguf_as_folder(models.v[i], tmp, i, &dirs[i]);
+    if (st == FK_OK && base) st = gguf_as_folder(base, tmp, models.n, &dirs[models.n]);
+    if (st == FK_OK) st = fk_merge(&o, (const char *const *)dirs, w, models.n, base ? dirs[models.n] : NULL, out);
+    if (fk_path_exists(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; i <= models.n; i++) free(dirs[i]);
+    free(tmp);
     if (st != FK_OK) return cli_fail("merge", st);
     printf("{\"method\":\"%s\",\"models\":%d,\"out\":\"%s\",\"seconds\":%.3f,\"peak_rss_mb\":%.1f}\n", fk_merge_method_name(method),
            models.n, out, fk_time_s() - t0, fk_peak_rss_mb());

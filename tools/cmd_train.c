@@ -79,7 +79,7 @@ int cmd_train(int argc, char **argv) {
         {"--val-frac", OPT_FLOAT, &val_frac, "fraction of --data held out when --val is absent (default 0.1)", false},
         {"-o|--out", OPT_STR, &out, "output folder: the final model, checkpoint-<step>/ folders, metrics.jsonl (required)", false},
         {"--config", OPT_STR, &config, "model shape from a Hugging Face config.json", false},
-        {"--init", OPT_STR, &init, "start from the weights of this model folder", false},
+        {"--init", OPT_STR, &init, "start from the weights of this model (a folder or a .gguf file; its tokenizer comes along)", false},
         {"--arch", OPT_STR, &arch, "gpt2 | llama: preset for the shape flags (default gpt2)", false},
         {"--vocab", OPT_INT, &vocab, "vocabulary size (default: the data's)", false},
         {"--d-model", OPT_INT, &d_model, "model width (default 128)", false},
@@ -199,7 +199,7 @@ int cmd_train(int argc, char **argv) {
     } else {
         fk_config c;
         if (init) {
-            st = fk_hf_load(&m, init);
+            st = fk_model_load(init, 0, &m, NULL);
         } else {
             if (config) {
                 st = fk_hf_config_read(config, &c);

@@ -14,6 +14,7 @@
 #include "fusekit/html.h"
 #include "fusekit/merge.h"
 #include "fusekit/model.h"
+#include "fusekit/model_load.h"
 #include "fusekit/probes.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
