@@ -106,10 +106,22 @@ static void run_golden(const char *name) {
     assert_true(max_err < TOL_LOGITS);
     float ref_loss = gold_f32(&g, "loss", 1)[0];
     assert_true(fabs(loss - ref_loss) < TOL_LOSS_REL * fabs(ref_loss));
-    // the same step with a KV cache, token by token, gives the same last logits
+    // the same computation with a KV cache, token by token, gives the same logits at every
+    // position (Gemma 2/3: past the sliding window), for both sequences of the batch
     float *step_logits = malloc((size_t)V * sizeof(float));
-    for (int i = 0; i < g.T; i++) CHECK(fk_model_step(m, &g.x[i], 1, i, step_logits));
-    for (int64_t v = 0; v < V; v++) assert_true(fabs(step_logits[v] - want[(int64_t)(g.T - 1) * V + v]) < TOL_LOGITS);
+    double step_err = 0;
+    for (int b = 0; b < g.B; b++)
+        for (int i = 0; i < g.T; i++) {
+            CHECK(fk_model_step(m, &g.x[b * g.T + i], 1, i, step_logits));
+            for (int64_t v = 0; v < V; v++) step_err = fmax(step_err, fabs(step_logits[v] - want[((int64_t)b * g.T + i) * V + v]));
+        }
+    // and a prompt of several tokens at once, then one more
+    CHECK(fk_model_step(m, g.x, g.T - 1, 0, step_logits));
+    for (int64_t v = 0; v < V; v++) step_err = fmax(step_err, fabs(step_logits[v] - want[(int64_t)(g.T - 2) * V + v]));
+    CHECK(fk_model_step(m, &g.x[g.T - 1], 1, g.T - 1, step_logits));
+    for (int64_t v = 0; v < V; v++) step_err = fmax(step_err, fabs(step_logits[v] - want[(int64_t)(g.T - 1) * V + v]));
+    print_message("  %s: KV-cache steps vs reference logits, max abs error %.2e\n", name, step_err);
+    assert_true(step_err < TOL_LOGITS);
     free(step_logits);
     // gradients (training path)
     CHECK(fk_model_alloc_grads(m));
@@ -142,11 +154,17 @@ static void run_golden(const char *name) {
 static void test_golden_gpt2(void **s) { (void)s; run_golden("gpt2"); }
 static void test_golden_llama(void **s) { (void)s; run_golden("llama"); }
 static void test_golden_qwen2(void **s) { (void)s; run_golden("qwen2"); }
+// The Gemma family (tools/ref/make_gemma_golden.py): head_dim != d/H, GQA, sliding and global
+// layers with windows shorter than the sequence, soft-capping (gemma2), QK-norm, local RoPE base
+// and linear RoPE scaling (gemma3), random (1 + w) norm weights.
+static void test_golden_gemma(void **s) { (void)s; run_golden("gemma"); }
+static void test_golden_gemma2(void **s) { (void)s; run_golden("gemma2"); }
+static void test_golden_gemma3(void **s) { (void)s; run_golden("gemma3"); }
 
 // ------------------------------------------------------------------ finite differences, whole model
-// float32 model: central differences with h = 1e-2 on a model with large weights, compared
-// per tensor as a relative vector error over sampled elements.
-static void whole_model_fd_soft(fk_config *c, const fk_sparse_dist *teacher, float lambda) {
+// float32 model: central differences with h (1e-2) and h/2, extrapolated, on a model with
+// large weights, compared per tensor as a relative vector error over sampled elements.
+static void whole_model_fd_h(fk_config *c, const fk_sparse_dist *teacher, float lambda, float h) {
     fk_model m;
     CHECK(fk_model_init(&m, c));
     fk_rng r;
@@ -154,8 +172,9 @@ static void whole_model_fd_soft(fk_config *c, const fk_sparse_dist *teacher, flo
     for (int64_t i = 0; i < m.n_floats; i++) m.w[i] = 0.3f * fk_rng_normal(&r);
     for (int i = 0; i < m.n_params; i++) {
         fk_param_kind k = m.params[i].kind;
-        if (k == FK_P_LN1_W || k == FK_P_LN2_W || k == FK_P_LNF_W)
-            for (int64_t j = 0; j < m.params[i].numel; j++) m.w[m.params[i].offset + j] += 1.0f;
+        if (k == FK_P_LN1_W || k == FK_P_LN2_W || k == FK_P_LNF_W || k == FK_P_ATTN_POST_W || k == FK_P_FFN_POST_W ||
+            k == FK_P_Q_NORM_W || k == FK_P_K_NORM_W)
+            for (int64_t j = 0; j < m.params[i].numel; j++) m.w[m.params[i].offset + j] += 1.0f - c->norm_offset;
     }
     int B = 2, T = 9;
     int32_t x[18], y[18];
@@ -166,17 +185,21 @@ static void whole_model_fd_soft(fk_config *c, const fk_sparse_dist *teacher, flo
     float loss;
     CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, true, &loss, NULL));
     CHECK(fk_model_backward(&m, 1.0f));
-    const float h = 1e-2f;
     for (int i = 0; i < m.n_params; i++) {
         const fk_param *p = &m.params[i];
         double num2 = 0, err2 = 0;
         int64_t stride = p->numel > 40 ? p->numel / 40 : 1;
         for (int64_t j = 0; j < p->numel; j += stride) {
-            float *w = &m.w[p->offset + j], old = *w, lp, lm;
+            // central differences at h and h/2, extrapolated (Richardson) to cancel the h^2 term:
+            // the post-norms of Gemma 2/3 curve the loss enough for that term to show at h = 1e-2
+            float *w = &m.w[p->offset + j], old = *w, lp, lm, lp2, lm2;
             *w = old + h; CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, false, &lp, NULL));
             *w = old - h; CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, false, &lm, NULL));
+            *w = old + h / 2; CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, false, &lp2, NULL));
+            *w = old - h / 2; CHECK(fk_model_forward_soft(&m, x, y, teacher, lambda, B, T, false, &lm2, NULL));
             *w = old;
-            double num = ((double)lp - lm) / (2.0 * h), an = m.g[p->offset + j];
+            double d1 = ((double)lp - lm) / (2.0 * h), d2 = ((double)lp2 - lm2) / (double)h;
+            double num = (4 * d2 - d1) / 3, an = m.g[p->offset + j];
             num2 += num * num;
             err2 += (num - an) * (num - an);
         }
@@ -186,6 +209,7 @@ static void whole_model_fd_soft(fk_config *c, const fk_sparse_dist *teacher, flo
     fk_model_free(&m);
 }
 
+static void whole_model_fd_soft(fk_config *c, const fk_sparse_dist *teacher, float lambda) { whole_model_fd_h(c, teacher, lambda, 1e-2f); }
 static void whole_model_fd(fk_config *c) { whole_model_fd_soft(c, NULL, 1.0f); }
 
 // The fusion loss through the whole model: a sparse teacher on every position but two (an
@@ -210,6 +234,66 @@ static void test_fd_llama_fusion(void **s) {
     row[18] = n;
     fk_sparse_dist t = {row, ids, p};
     whole_model_fd_soft(&c, &t, 0.25f);
+}
+
+// A tiny Gemma: GeGLU, embedding scale, (1 + w) norms, head_dim 6 != 8/4, GQA 4/2, tied.
+static void gemma_tiny(fk_config *c) {
+    fk_config_llama(c, 11, 8, 3, 4, 2, 12, 16);
+    c->head_dim = 6;
+    c->mlp = FK_MLP_GEGLU;
+    c->emb_scale = sqrtf(8.0f);
+    c->norm_offset = 1;
+    c->norm_eps = 1e-6f;
+    c->tied = true;
+}
+
+// Gemma 2: post-norms, attention scale, both soft-caps (small, so the tanh bends), layers 0 and
+// 2 slide with a window of 4 < T = 9.
+static void test_fd_gemma2(void **s) {
+    (void)s;
+    fk_config c;
+    gemma_tiny(&c);
+    c.post_norms = true;
+    c.attn_scale = 0.3f;
+    c.attn_softcap = 1.5f;
+    c.final_softcap = 2.0f;
+    c.sliding_window = 4;
+    c.sliding[0] = c.sliding[2] = 1;
+    whole_model_fd(&c);
+    // and through the fusion loss (the soft-capped logits' backward with teacher rows)
+    int64_t row[19];
+    int32_t ids[18 * 2];
+    float p[18 * 2];
+    int64_t n = 0;
+    for (int i = 0; i < 18; i++) {
+        row[i] = n;
+        if (i % 5 == 0) continue;
+        ids[n] = (int32_t)(i % 11); p[n++] = 0.6f;
+        ids[n] = (int32_t)((i * 3 + 1) % 11); p[n++] = 0.3f;  // mass 0.9: a tail class
+    }
+    row[18] = n;
+    fk_sparse_dist t = {row, ids, p};
+    whole_model_fd_soft(&c, &t, 0.5f);
+}
+
+// Gemma 3: QK-norm, a local RoPE base on the sliding layers (0 and 1, window 3) and linear
+// scaling 4 on the global one, per-layer FFN widths and query heads as folded models have.
+static void test_fd_gemma3(void **s) {
+    (void)s;
+    fk_config c;
+    gemma_tiny(&c);
+    c.post_norms = true;
+    c.qk_norm = true;
+    c.attn_scale = 0.25f;
+    c.sliding_window = 3;
+    c.sliding[0] = c.sliding[1] = 1;
+    c.rope_theta = 1e6f;
+    c.rope_theta_local = 1e4f;
+    c.rope_scale = 4;
+    c.ffn[1] = 7;
+    c.heads[2] = 2;
+    c.tied = false;
+    whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // QK-norm over 6 values curves the loss: a smaller step
 }
 
 static void test_fd_gpt2(void **s) {
@@ -321,6 +405,8 @@ static void test_overfit_llama(void **s) { (void)s; fk_config c; fk_config_llama
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
+        cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),
+        cmocka_unit_test(test_fd_gemma2),    cmocka_unit_test(test_fd_gemma3),
         cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
         cmocka_unit_test(test_llama_ppl_protocol),

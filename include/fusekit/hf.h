@@ -6,8 +6,12 @@
 #include "fusekit/model.h"
 #include "fusekit/safetensors.h"
 
-// Which Hugging Face model_type a config is written as.
-typedef enum { FK_ARCH_GPT2, FK_ARCH_LLAMA, FK_ARCH_QWEN2, FK_ARCH_MISTRAL, FK_ARCH_FUSEKIT } fk_arch;
+// Which Hugging Face model_type a config is written as. The Gemma family (model_type gemma,
+// gemma2, gemma3_text) stores RMSNorm weights as w with the scale 1 + w: a model whose
+// norm_offset is 0 (llama.cpp's Gemma GGUF stores 1 + w) is saved with 1 subtracted from every
+// norm weight and loads back with norm_offset 1 (the same function).
+typedef enum { FK_ARCH_GPT2, FK_ARCH_LLAMA, FK_ARCH_QWEN2, FK_ARCH_MISTRAL, FK_ARCH_FUSEKIT,
+               FK_ARCH_GEMMA, FK_ARCH_GEMMA2, FK_ARCH_GEMMA3 } fk_arch;
 const char *fk_arch_name(fk_arch a);
 // The HF model_type that represents this config exactly (FK_ARCH_FUSEKIT when none does:
 // then config.json carries every switch and only fusekit loads it).

@@ -9,11 +9,47 @@
 #include <string.h>
 
 const char *fk_arch_name(fk_arch a) {
-    static const char *names[] = {"gpt2", "llama", "qwen2", "mistral", "fusekit"};
+    static const char *names[] = {"gpt2", "llama", "qwen2", "mistral", "fusekit", "gemma", "gemma2", "gemma3_text"};
     return names[a];
 }
 
+static bool is_gemma(fk_arch a) { return a == FK_ARCH_GEMMA || a == FK_ARCH_GEMMA2 || a == FK_ARCH_GEMMA3; }
+
+// The attention scale a config uses (attn_scale, or 1/sqrt(head_dim)).
+static float eff_attn_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
+
+// Hugging Face's integer query_pre_attn_scalar q with (float)q^-0.5 == the config's attention
+// scale; 0 when there is none.
+static int64_t query_pre_attn_scalar(const fk_config *c) {
+    double s = eff_attn_scale(c), q = nearbyint(1 / (s * s));
+    return q >= 1 && q < 1e9 && (float)pow(q, -0.5) == (float)s ? (int64_t)q : 0;
+}
+
+// True when layer l attends through a sliding window.
+static bool slides(const fk_config *c, int64_t l) { return c->sliding[l] && c->sliding_window > 0; }
+
+// The Gemma model_type that describes c exactly (FK_ARCH_FUSEKIT when none does).
+static fk_arch gemma_arch(const fk_config *c) {
+    if (c->norm != FK_NORM_RMSNORM || c->pos != FK_POS_ROPE || c->mlp != FK_MLP_GEGLU || c->bias_mlp || c->bias_norm ||
+        c->bias_qkv != c->bias_out || c->emb_scale != (float)sqrt((double)c->d_model) || (c->norm_offset != 0 && c->norm_offset != 1))
+        return FK_ARCH_FUSEKIT;
+    bool any_sliding = false, scaled = c->rope_scale > 0 && c->rope_scale != 1;
+    for (int64_t l = 0; l < c->n_layer; l++) any_sliding |= slides(c, l);
+    float theta_local = c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta;
+    if (!c->post_norms && !c->qk_norm)
+        return eff_attn_scale(c) == (float)(1 / sqrt((double)c->head_dim)) && c->attn_softcap == 0 && c->final_softcap == 0 &&
+               !any_sliding && !scaled ? FK_ARCH_GEMMA : FK_ARCH_FUSEKIT;
+    if (!c->post_norms || query_pre_attn_scalar(c) == 0) return FK_ARCH_FUSEKIT;
+    if (!c->qk_norm) return theta_local == c->rope_theta && !scaled ? FK_ARCH_GEMMA2 : FK_ARCH_FUSEKIT;
+    return c->attn_softcap == 0 ? FK_ARCH_GEMMA3 : FK_ARCH_FUSEKIT;  // transformers' Gemma 3 has no attention soft-cap
+}
+
 fk_arch fk_config_arch(const fk_config *c) {
+    if (c->mlp == FK_MLP_GEGLU || c->emb_scale > 0 || c->norm_offset != 0 || c->post_norms || c->qk_norm) return gemma_arch(c);
+    bool gemma_only = c->attn_scale > 0 || c->attn_softcap > 0 || c->final_softcap > 0 || c->rope_theta_local > 0 ||
+                      (c->rope_scale > 0 && c->rope_scale != 1);
+    for (int64_t l = 0; l < c->n_layer; l++) gemma_only |= slides(c, l);
+    if (gemma_only) return FK_ARCH_FUSEKIT;
     bool std_heads = c->head_dim * c->n_head == c->d_model;
     if (c->norm == FK_NORM_LAYERNORM && c->bias_norm && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU &&
         c->bias_qkv && c->bias_out && c->bias_mlp && c->n_kv_head == c->n_head && std_heads && fk_config_uniform_ffn(c))
@@ -91,11 +127,20 @@ fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int
             tl_add(&l, m, o->qkv_b, Dq, Dkv, false, "model.layers.%d.self_attn.k_proj.bias", i);
             tl_add(&l, m, o->qkv_w, Dq + Dkv, Dkv, false, "model.layers.%d.self_attn.v_proj.weight", i);
             tl_add(&l, m, o->qkv_b, Dq + Dkv, Dkv, false, "model.layers.%d.self_attn.v_proj.bias", i);
+            tl_add(&l, m, o->q_norm_w, 0, -1, false, "model.layers.%d.self_attn.q_norm.weight", i);
+            tl_add(&l, m, o->k_norm_w, 0, -1, false, "model.layers.%d.self_attn.k_norm.weight", i);
             tl_add(&l, m, o->o_w, 0, -1, false, "model.layers.%d.self_attn.o_proj.weight", i);
             tl_add(&l, m, o->o_b, 0, -1, false, "model.layers.%d.self_attn.o_proj.bias", i);
-            tl_add(&l, m, o->ln2_w, 0, -1, false, "model.layers.%d.post_attention_layernorm.weight", i);
-            tl_add(&l, m, o->ln2_b, 0, -1, false, "model.layers.%d.post_attention_layernorm.bias", i);
-            if (c->mlp == FK_MLP_SWIGLU) {
+            if (c->post_norms) {  // Gemma 2/3: post_attention_layernorm is the attention output's norm
+                tl_add(&l, m, o->attn_post_w, 0, -1, false, "model.layers.%d.post_attention_layernorm.weight", i);
+                tl_add(&l, m, o->ln2_w, 0, -1, false, "model.layers.%d.pre_feedforward_layernorm.weight", i);
+                tl_add(&l, m, o->ln2_b, 0, -1, false, "model.layers.%d.pre_feedforward_layernorm.bias", i);
+                tl_add(&l, m, o->ffn_post_w, 0, -1, false, "model.layers.%d.post_feedforward_layernorm.weight", i);
+            } else {  // Llama, Gemma 1: post_attention_layernorm is the FFN's input norm
+                tl_add(&l, m, o->ln2_w, 0, -1, false, "model.layers.%d.post_attention_layernorm.weight", i);
+                tl_add(&l, m, o->ln2_b, 0, -1, false, "model.layers.%d.post_attention_layernorm.bias", i);
+            }
+            if (fk_config_gated(c)) {
                 tl_add(&l, m, o->up_w, 0, F, false, "model.layers.%d.mlp.gate_proj.weight", i);
                 tl_add(&l, m, o->up_b, 0, F, false, "model.layers.%d.mlp.gate_proj.bias", i);
                 tl_add(&l, m, o->up_w, F, F, false, "model.layers.%d.mlp.up_proj.weight", i);
@@ -156,11 +201,72 @@ static const char *torch_dtype_name(fk_dtype dt) {
     return dt == FK_DT_BF16 ? "bfloat16" : dt == FK_DT_F16 ? "float16" : "float32";
 }
 
+// A float, or null when 0 (off).
+static void add_float_or_null(cJSON *j, const char *key, float v) {
+    if (v > 0) add_float(j, key, v); else cJSON_AddNullToObject(j, key);
+}
+
+// layer_types: "sliding_attention" or "full_attention" per layer.
+static void add_layer_types(cJSON *j, const fk_config *c) {
+    cJSON *a = cJSON_CreateArray();
+    for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateString(slides(c, l) ? "sliding_attention" : "full_attention"));
+    cJSON_AddItemToObject(j, "layer_types", a);
+}
+
+// The keys of a Gemma config.json (model_type gemma, gemma2, gemma3_text) as transformers
+// writes and reads them; the RoPE keys in the form transformers 4.x reads and 5.x converts.
+static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
+    int64_t F = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
+    cJSON_AddNumberToObject(j, "hidden_size", (double)c->d_model);
+    cJSON_AddNumberToObject(j, "intermediate_size", (double)F);
+    cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->n_layer);
+    cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
+    cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_kv_head);
+    cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
+    cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->max_seq);
+    add_float(j, "rms_norm_eps", c->norm_eps);
+    cJSON_AddStringToObject(j, arch == FK_ARCH_GEMMA ? "hidden_act" : "hidden_activation", "gelu_pytorch_tanh");
+    add_float(j, "rope_theta", c->rope_theta);
+    if (arch == FK_ARCH_GEMMA3) {
+        add_float(j, "rope_local_base_freq", c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta);
+        if (c->rope_scale > 0 && c->rope_scale != 1) {
+            cJSON *rs = cJSON_CreateObject();
+            cJSON_AddStringToObject(rs, "rope_type", "linear");
+            add_float(rs, "factor", c->rope_scale);
+            cJSON_AddItemToObject(j, "rope_scaling", rs);
+        } else {
+            cJSON_AddNullToObject(j, "rope_scaling");
+        }
+    } else {
+        cJSON_AddNullToObject(j, "rope_scaling");
+    }
+    if (arch != FK_ARCH_GEMMA) {
+        cJSON_AddNumberToObject(j, "query_pre_attn_scalar", (double)query_pre_attn_scalar(c));
+        if (c->sliding_window > 0) cJSON_AddNumberToObject(j, "sliding_window", (double)c->sliding_window);
+        else cJSON_AddNullToObject(j, "sliding_window");
+        add_layer_types(j, c);
+        if (arch == FK_ARCH_GEMMA3) {
+            // transformers before layer_types: layer l is global when (l + 1) % pattern == 0
+            int64_t p = c->n_layer + 1;
+            for (int64_t l = 0; l < c->n_layer && p == c->n_layer + 1; l++) if (!slides(c, l)) p = l + 1;
+            bool fits = true;
+            for (int64_t l = 0; l < c->n_layer; l++) fits &= slides(c, l) == ((l + 1) % p != 0);
+            if (fits) cJSON_AddNumberToObject(j, "sliding_window_pattern", (double)p);
+        }
+        add_float_or_null(j, "attn_logit_softcapping", c->attn_softcap);
+        add_float_or_null(j, "final_logit_softcapping", c->final_softcap);
+    }
+    cJSON_AddBoolToObject(j, "attention_bias", c->bias_qkv);
+    cJSON_AddNumberToObject(j, "attention_dropout", 0);
+}
+
 // config.json text; torch_dtype names the dtype the weights are saved in.
 static char *config_json(const fk_config *c, fk_dtype dtype) {
     fk_arch arch = fk_config_arch(c);
     cJSON *j = cJSON_CreateObject(), *archs = cJSON_CreateArray();
-    static const char *classes[] = {"GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "FusekitForCausalLM"};
+    static const char *classes[] = {"GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "FusekitForCausalLM",
+                                    "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"};
     cJSON_AddItemToArray(archs, cJSON_CreateString(classes[arch]));
     cJSON_AddItemToObject(j, "architectures", archs);
     cJSON_AddStringToObject(j, "model_type", fk_arch_name(arch));
@@ -178,6 +284,8 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
         cJSON_AddNumberToObject(j, "embd_pdrop", 0);
         cJSON_AddNumberToObject(j, "attn_pdrop", 0);
         cJSON_AddBoolToObject(j, "scale_attn_weights", 1);
+    } else if (is_gemma(arch)) {
+        gemma_config_json(j, c, arch);
     } else {
         int64_t F = 0;
         for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
@@ -202,11 +310,27 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
             cJSON *s = cJSON_CreateObject();
             cJSON_AddStringToObject(s, "norm", c->norm == FK_NORM_LAYERNORM ? "layernorm" : "rmsnorm");
             cJSON_AddStringToObject(s, "position", c->pos == FK_POS_LEARNED ? "learned" : c->pos == FK_POS_ROPE ? "rope" : "none");
-            cJSON_AddStringToObject(s, "mlp", c->mlp == FK_MLP_GELU ? "gelu" : "swiglu");
+            cJSON_AddStringToObject(s, "mlp", c->mlp == FK_MLP_GELU ? "gelu" : c->mlp == FK_MLP_GEGLU ? "geglu" : "swiglu");
             cJSON_AddBoolToObject(s, "bias_qkv", c->bias_qkv);
             cJSON_AddBoolToObject(s, "bias_out", c->bias_out);
             cJSON_AddBoolToObject(s, "bias_mlp", c->bias_mlp);
             cJSON_AddBoolToObject(s, "bias_norm", c->bias_norm);
+            // the Gemma-family switches, written only when on (fk_config's meanings)
+            if (c->emb_scale > 0) add_float(s, "emb_scale", c->emb_scale);
+            if (c->norm_offset != 0) add_float(s, "norm_offset", c->norm_offset);
+            if (c->post_norms) cJSON_AddBoolToObject(s, "post_norms", 1);
+            if (c->qk_norm) cJSON_AddBoolToObject(s, "qk_norm", 1);
+            if (c->attn_scale > 0) add_float(s, "attn_scale", c->attn_scale);
+            if (c->attn_softcap > 0) add_float(s, "attn_softcap", c->attn_softcap);
+            if (c->final_softcap > 0) add_float(s, "final_softcap", c->final_softcap);
+            if (c->rope_theta_local > 0) add_float(s, "rope_theta_local", c->rope_theta_local);
+            if (c->rope_scale > 0 && c->rope_scale != 1) add_float(s, "rope_scale", c->rope_scale);
+            bool any = false;
+            for (int64_t l = 0; l < c->n_layer; l++) any |= c->sliding[l] != 0;
+            if (c->sliding_window > 0 && any) {
+                cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
+                add_layer_types(s, c);
+            }
             cJSON_AddItemToObject(j, "fusekit", s);
         }
     }
@@ -280,6 +404,122 @@ static int32_t get_token_id(const cJSON *root, const char *key) {
     return cJSON_IsNumber(v) ? (int32_t)v->valuedouble : -1;
 }
 
+// A number that may be null: absent gives def, null gives 0 (off); a negative value is an error.
+static double get_num_or_null(cfg_reader *r, const char *key, double def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v) return def;
+    if (cJSON_IsNull(v)) return 0;
+    double x = get_num(r, key, def);
+    if (!(x >= 0) && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" is %g, expected a positive number or null", r->path, key, x);
+    return x >= 0 ? x : 0;
+}
+
+// One RoPE parameter object of a Gemma config ({"rope_type": "default" | "linear", "rope_theta": x,
+// "factor": f}); key names it in errors. theta (may be NULL) and factor are set when given.
+static void gemma_rope(cfg_reader *r, const cJSON *o, const char *key, bool allow_linear, float *theta, float *factor) {
+    if (!cJSON_IsObject(o)) {
+        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key);
+        return;
+    }
+    const char *kind = get_str(o, "rope_type");
+    if (!kind) kind = get_str(o, "type");
+    bool linear = kind && strcmp(kind, "linear") == 0;
+    if (kind && !linear && strcmp(kind, "default") != 0 && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" has rope_type \"%s\"; fusekit implements default and linear RoPE", r->path, key, kind);
+    if (linear && !allow_linear && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" asks for linear RoPE scaling, which this model_type does not scale "
+                         "(fusekit: only gemma3_text's global layers)", r->path, key);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
+    if (t && theta) {
+        if (cJSON_IsNumber(t) && t->valuedouble > 0) *theta = (float)t->valuedouble;
+        else if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".rope_theta must be a positive number", r->path, key);
+    }
+    if (linear) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
+        if (cJSON_IsNumber(f) && f->valuedouble >= 1 && f->valuedouble < 1e6) *factor = (float)f->valuedouble;
+        else if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".factor must be a number >= 1 for linear RoPE scaling", r->path, key);
+    }
+}
+
+// The Gemma family: model_type gemma, gemma2 or gemma3_text (gen 1, 2, 3), r->root the text
+// model's config. Absent keys take transformers' defaults.
+static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
+    const cJSON *root = r->root;
+    const char *path = r->path;
+    int64_t d = get_int(r, "hidden_size", -1), H = get_int(r, "num_attention_heads", -1), L = get_int(r, "num_hidden_layers", -1);
+    fk_config_llama(c, get_int(r, "vocab_size", -1), d, L, H, get_int(r, "num_key_value_heads", H), get_int(r, "intermediate_size", -1),
+                    get_int(r, "max_position_embeddings", gen == 3 ? 131072 : 8192));
+    c->head_dim = get_int(r, "head_dim", 256);
+    c->mlp = FK_MLP_GEGLU;
+    c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-6);
+    c->emb_scale = d > 0 ? (float)sqrt((double)d) : 0;  // transformers: hidden_size**0.5 as a float32 tensor
+    c->norm_offset = 1;                                 // Gemma's RMSNorm scales by 1 + w
+    c->tied = get_bool(r, root, "tie_word_embeddings", true);
+    c->bias_qkv = c->bias_out = get_bool(r, root, "attention_bias", false);
+    if (get_bool(r, root, "use_bidirectional_attention", false) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"use_bidirectional_attention\" is true; fusekit runs causal attention only", path);
+    // the GeGLU gate: transformers' gelu_pytorch_tanh (Gemma 1 reads hidden_act, where "gelu" means the same)
+    const char *act_key = gen == 1 && !get_str(root, "hidden_activation") ? "hidden_act" : "hidden_activation";
+    const char *act = get_str(root, act_key);
+    if (act && strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_fast") != 0 &&
+        !(gen == 1 && strcmp(act, "gelu") == 0) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is \"%s\"; fusekit implements the tanh GELU (gelu_pytorch_tanh)", path, act_key, act);
+    // RoPE: the keys transformers 4.x writes (rope_theta, rope_local_base_freq, rope_scaling), then
+    // 5.x's rope_parameters (flat, or per layer type for gemma3_text)
+    float theta = gen == 3 ? 1e6f : 1e4f, theta_local = 1e4f, factor = 1;
+    theta = (float)get_num(r, "rope_theta", theta);
+    if (gen == 3) theta_local = (float)get_num(r, "rope_local_base_freq", theta_local);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) gemma_rope(r, rs, "rope_scaling", gen == 3, NULL, &factor);
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    if (rp && !cJSON_IsNull(rp)) {
+        const cJSON *full = cJSON_GetObjectItemCaseSensitive(rp, "full_attention"), *sl = cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention");
+        if (full || sl) {
+            float unused = 1;
+            if (full) gemma_rope(r, full, "rope_parameters.full_attention", gen == 3, &theta, &factor);
+            if (sl) gemma_rope(r, sl, "rope_parameters.sliding_attention", false, gen == 3 ? &theta_local : &theta, &unused);
+        } else {
+            gemma_rope(r, rp, "rope_parameters", gen == 3, &theta, &factor);
+        }
+    }
+    c->rope_theta = theta;
+    c->rope_theta_local = gen == 3 ? theta_local : 0;
+    c->rope_scale = factor != 1 ? factor : 0;
+    if (gen == 1) return;
+    double q = get_num(r, "query_pre_attn_scalar", 256);
+    if (!(q > 0) && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"query_pre_attn_scalar\" must be positive (got %g)", path, q);
+    c->attn_scale = q > 0 ? (float)pow(q, -0.5) : 0;
+    c->post_norms = true;
+    c->qk_norm = gen == 3;
+    c->final_softcap = (float)get_num_or_null(r, "final_logit_softcapping", gen == 2 ? 30.0 : 0);
+    // transformers' Gemma 3 never applies attn_logit_softcapping; Gemma 2 defaults to 50
+    c->attn_softcap = gen == 2 ? (float)get_num_or_null(r, "attn_logit_softcapping", 50.0) : 0;
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    c->sliding_window = !sw ? 4096 : cJSON_IsNull(sw) ? 0 : get_int(r, "sliding_window", 0);
+    if (c->sliding_window < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"sliding_window\" must be positive or null", path);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+    if (lt && !cJSON_IsNull(lt)) {
+        if ((!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L) && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"layer_types\" must be a list of num_hidden_layers (%lld) entries (has %d)", path,
+                             (long long)L, cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1);
+        for (int l = 0; r->st == FK_OK && l < L && l < FK_MAX_LAYERS; l++) {
+            const cJSON *e = cJSON_GetArrayItem(lt, l);
+            const char *k = cJSON_IsString(e) ? e->valuestring : NULL;
+            if (k && strcmp(k, "sliding_attention") == 0) c->sliding[l] = 1;
+            else if (!k || strcmp(k, "full_attention") != 0)
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: layer_types[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", path, l,
+                                 k ? "\"" : "", k ? k : "not a string", k ? "\"" : "");
+        }
+    } else if (gen == 2) {  // transformers: layer l slides when l is even
+        for (int64_t l = 0; l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = l % 2 == 0;
+    } else {  // every sliding_window_pattern-th layer is global
+        const char *pk = cJSON_GetObjectItemCaseSensitive(root, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
+        int64_t p = get_int(r, pk, 6);
+        if (p < 1 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a positive integer", path, pk);
+        for (int64_t l = 0; p >= 1 && l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = (l + 1) % p != 0;
+    }
+}
+
 fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
     cJSON *root = cJSON_Parse(json);
     if (!cJSON_IsObject(root)) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: not a JSON object", path); }
@@ -349,7 +589,29 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
                 const char *norm = get_str(s, "norm"), *pos = get_str(s, "position"), *mlp = get_str(s, "mlp");
                 c->norm = norm && strcmp(norm, "layernorm") == 0 ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM;
                 c->pos = pos && strcmp(pos, "learned") == 0 ? FK_POS_LEARNED : pos && strcmp(pos, "none") == 0 ? FK_POS_NONE : FK_POS_ROPE;
-                c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : FK_MLP_SWIGLU;
+                c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : mlp && strcmp(mlp, "geglu") == 0 ? FK_MLP_GEGLU : FK_MLP_SWIGLU;
+                cfg_reader rs = {s, path, r.st};
+                c->emb_scale = (float)get_num(&rs, "emb_scale", 0);
+                c->norm_offset = (float)get_num(&rs, "norm_offset", 0);
+                c->post_norms = get_bool(&rs, s, "post_norms", false);
+                c->qk_norm = get_bool(&rs, s, "qk_norm", false);
+                c->attn_scale = (float)get_num(&rs, "attn_scale", 0);
+                c->attn_softcap = (float)get_num(&rs, "attn_softcap", 0);
+                c->final_softcap = (float)get_num(&rs, "final_softcap", 0);
+                c->rope_theta_local = (float)get_num(&rs, "rope_theta_local", 0);
+                c->rope_scale = (float)get_num(&rs, "rope_scale", 0);
+                c->sliding_window = get_int(&rs, "sliding_window", 0);
+                const cJSON *lt = cJSON_GetObjectItemCaseSensitive(s, "layer_types");
+                if (cJSON_IsArray(lt)) {
+                    if (cJSON_GetArraySize(lt) != c->n_layer && rs.st == FK_OK)
+                        rs.st = fk_error(FK_ERR_FORMAT, "%s: fusekit.layer_types has %d entries but the model has %lld layers", path,
+                                         cJSON_GetArraySize(lt), (long long)c->n_layer);
+                    for (int l = 0; l < cJSON_GetArraySize(lt) && l < FK_MAX_LAYERS; l++) {
+                        const cJSON *e = cJSON_GetArrayItem(lt, l);
+                        c->sliding[l] = cJSON_IsString(e) && strcmp(e->valuestring, "sliding_attention") == 0;
+                    }
+                }
+                r.st = rs.st;
                 c->bias_qkv = get_bool(&r, s, "bias_qkv", false);
                 c->bias_out = get_bool(&r, s, "bias_out", false);
                 c->bias_mlp = get_bool(&r, s, "bias_mlp", false);
@@ -357,8 +619,24 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
                 if (c->norm == FK_NORM_LAYERNORM) c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-5);
             }
         }
+    } else if (strcmp(type, "gemma") == 0 || strcmp(type, "gemma2") == 0 || strcmp(type, "gemma3_text") == 0) {
+        gemma_config_parse(&r, type[5] == '\0' ? 1 : type[5] == '2' ? 2 : 3, c);
+    } else if (strcmp(type, "gemma3") == 0) {
+        // Gemma 3 with a vision tower: the text model is text_config (the weights under
+        // model.language_model. or language_model.model.; the vision tensors are skipped)
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+        if (!cJSON_IsObject(tc)) {
+            fk_status st = fk_error(FK_ERR_FORMAT, "%s: model_type gemma3 needs the object \"text_config\"", path);
+            cJSON_Delete(root);
+            return st;
+        }
+        r.root = tc;
+        gemma_config_parse(&r, 3, c);
+        r.root = root;
+        c->tied = get_bool(&r, root, "tie_word_embeddings", c->tied);
     } else {
-        fk_status st = fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2)", path, type);
+        fk_status st = fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2, gemma, "
+                                "gemma2, gemma3_text, gemma3)", path, type);
         cJSON_Delete(root);
         return st;
     }
@@ -403,6 +681,15 @@ fk_status fk_hf_config_read(const char *path, fk_config *c) {
 
 // ------------------------------------------------------------------ weights
 
+static bool is_norm_kind(fk_param_kind k) {
+    return k == FK_P_LN1_W || k == FK_P_LN2_W || k == FK_P_LNF_W || k == FK_P_ATTN_POST_W || k == FK_P_FFN_POST_W ||
+           k == FK_P_Q_NORM_W || k == FK_P_K_NORM_W;
+}
+
+// What a Gemma folder's norm weights differ by from the model's: HF stores w with the scale 1 + w,
+// the model scales by norm_offset + w, so HF = w + norm_offset - 1 (0 for other types).
+static float norm_shift(const fk_model *m, fk_arch arch) { return is_gemma(arch) ? m->cfg.norm_offset - 1 : 0; }
+
 fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
     if (dtype != FK_DT_F32 && dtype != FK_DT_F16 && dtype != FK_DT_BF16)
         return fk_error(FK_ERR_ARG, "save: dtype %s is not one of F32, F16, BF16", fk_dtype_name(dtype));
@@ -410,6 +697,7 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
     fk_hf_tensor *ts;
     int n;
     fk_arch arch = fk_config_arch(&m->cfg);
+    float shift = norm_shift(m, arch);
     FK_TRY(fk_hf_tensors(m, arch, &ts, &n));
     fk_st_entry *e = calloc((size_t)n, sizeof *e);
     void **bufs = calloc((size_t)n, sizeof *bufs);
@@ -422,11 +710,14 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
         e[i].ndim = t->ndim;
         e[i].shape[0] = t->shape[0];
         e[i].shape[1] = t->shape[1];
-        if (!t->transpose && dtype == FK_DT_F32) { e[i].data = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t); continue; }
+        bool shifted = shift != 0 && is_norm_kind(m->params[t->param].kind);
+        if (!t->transpose && dtype == FK_DT_F32 && !shifted) { e[i].data = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t); continue; }
         float *tmp = malloc((size_t)numel * sizeof(float));
         bufs[i] = tmp;
         if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
         fk_hf_gather(m, m->w, t, tmp);
+        if (shifted)
+            for (int64_t j = 0; j < numel; j++) tmp[j] += shift;
         if (dtype != FK_DT_F32) {
             uint16_t *h = (uint16_t *)tmp;  // in place: element j is written after element j is read
             for (int64_t j = 0; j < numel; j++) h[j] = dtype == FK_DT_F16 ? fk_f32_to_f16(tmp[j]) : fk_f32_to_bf16(tmp[j]);
@@ -504,6 +795,24 @@ static const fk_st_tensor *shards_find(const shard_set *s, const char *name, con
     return NULL;
 }
 
+// A Gemma 3 folder with a vision tower (model_type gemma3) keeps the text model under another
+// prefix: transformers 5 writes model.language_model.*, 4.x language_model.model.* (and
+// language_model.lm_head.weight). Returns the name of HF tensor `name` in such a folder in buf,
+// or name itself.
+static const char *text_model_name(const char *name, int layout, char *buf, size_t n) {
+    if (layout == 0) return name;
+    if (strncmp(name, "model.", 6) == 0) snprintf(buf, n, "%s%s", layout == 1 ? "model.language_model." : "language_model.model.", name + 6);
+    else snprintf(buf, n, "%s%s", layout == 1 ? "" : "language_model.", name);
+    return buf;
+}
+
+static bool vision_tensor(const char *name) {
+    const char *pre[] = {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+        if (strncmp(name, pre[i], strlen(pre[i])) == 0) return true;
+    return false;
+}
+
 // Tensors a checkpoint may hold that are buffers, not parameters.
 static bool ignorable(const char *name) {
     size_t n = strlen(name);
@@ -521,13 +830,21 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
     fk_hf_tensor *ts;
     int n;
     fk_arch arch = fk_config_arch(&m->cfg);
+    float shift = norm_shift(m, arch);
     fk_status st = fk_hf_tensors(m, arch, &ts, &n);
     float *tmp = NULL;
     int64_t tmp_cap = 0;
+    // a Gemma 3 folder with a vision tower: the text model's prefix
+    int layout = 0;
+    const char *p0 = NULL;
+    char nbuf[160];
+    if (arch == FK_ARCH_GEMMA3 && !shards_find(&s, "model.embed_tokens.weight", &p0))
+        layout = shards_find(&s, "model.language_model.embed_tokens.weight", &p0) ? 1
+               : shards_find(&s, "language_model.model.embed_tokens.weight", &p0) ? 2 : 0;
     for (int i = 0; i < n && st == FK_OK; i++) {
         const fk_hf_tensor *t = &ts[i];
         const char *path = NULL;
-        const fk_st_tensor *f = shards_find(&s, t->name, &path);
+        const fk_st_tensor *f = shards_find(&s, text_model_name(t->name, layout, nbuf, sizeof nbuf), &path);
         if (!f && arch == FK_ARCH_GPT2 && strncmp(t->name, "transformer.", 12) == 0) f = shards_find(&s, t->name + 12, &path);
         if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (config.json asks for it)", dir, t->name); break; }
         int64_t want = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
@@ -563,15 +880,19 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
         for (int64_t j = 0; j < want && st == FK_OK; j++)
             if (!isfinite(dst[j]))
                 st = fk_error(FK_ERR_NUMERIC, "%s: tensor %s holds a non-finite value (%g)", path, t->name, (double)dst[j]);
+        if (shift != 0 && is_norm_kind(m->params[t->param].kind))
+            for (int64_t j = 0; j < want; j++) m->w[m->params[t->param].offset + t->row0 * tensor_cols(m, t) + j] -= shift;
     }
     free(tmp);
     // Every tensor in the files must be used: an extra one means config and weights disagree.
     for (int i = 0; i < s.n && st == FK_OK; i++)
         for (int j = 0; j < s.st[i].n_tensors && st == FK_OK; j++) {
             const char *nm = s.st[i].tensors[j].name;
-            bool known = ignorable(nm) || (m->cfg.tied && strcmp(nm, "lm_head.weight") == 0);
+            bool known = ignorable(nm) || (m->cfg.tied && strcmp(nm, text_model_name("lm_head.weight", layout, nbuf, sizeof nbuf)) == 0) ||
+                         (layout && vision_tensor(nm));
             for (int k = 0; k < n && !known; k++)
-                known = strcmp(ts[k].name, nm) == 0 || (arch == FK_ARCH_GPT2 && strcmp(ts[k].name + 12, nm) == 0);
+                known = strcmp(text_model_name(ts[k].name, layout, nbuf, sizeof nbuf), nm) == 0 ||
+                        (arch == FK_ARCH_GPT2 && strcmp(ts[k].name + 12, nm) == 0);
             if (!known) st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is not part of the model config.json describes (%s with %lld layers)",
                                       s.st[i].path, nm, fk_arch_name(arch), (long long)m->cfg.n_layer);
         }
