@@ -456,13 +456,16 @@ static void test_malformed(void **st) {
     expect_open_error(tpath("t_zero.gguf"), FK_ERR_FORMAT, "tensor 'w': dimension 1 is 0", NULL);
     tensor_file(&x, 2, dbig, FK_GGML_F32, 0, 32); bb_save(&x, "t_big.gguf");
     expect_open_error(tpath("t_big.gguf"), FK_ERR_FORMAT, "tensor 'w': ", "overflow");
-    // a quantised type: accepted, no byte count, no data pointer
-    tensor_file(&x, 2, d4, 8 /* Q8_0 */, 0, 34); bb_save(&x, "t_q8.gguf");
+    // a quantised type: byte count from its blocks; rows must hold whole blocks (tests/test_quants.c has more)
+    const uint64_t d64[] = {64, 2};
+    tensor_file(&x, 2, d64, 8 /* Q8_0 */, 0, 136); bb_save(&x, "t_q8.gguf");
     CHECK(fk_gguf_open(tpath("t_q8.gguf"), &g));
     assert_int_equal(g.tensors[0].ggml_type, 8);
-    assert_int_equal(g.tensors[0].nbytes, 0);
-    assert_null(g.tensors[0].data);
+    assert_int_equal(g.tensors[0].nbytes, 136);
+    assert_non_null(g.tensors[0].data);
     fk_gguf_close(&g);
+    tensor_file(&x, 2, d4, 8 /* Q8_0 */, 0, 34); bb_save(&x, "t_q8row.gguf");
+    expect_open_error(tpath("t_q8row.gguf"), FK_ERR_FORMAT, "tensor 'w': has rows of 4 elements", "Q8_0 block size 32");
     bb_hdr(&x, 3, 2, 0);
     for (int k = 0; k < 2; k++) { bb_str(&x, "same"); bb_u32(&x, 1); bb_u64(&x, 8); bb_u32(&x, FK_GGML_F32); bb_u64(&x, 32 * (uint64_t)k); }
     bb_pad(&x, 32); bb_zeros(&x, 64); bb_save(&x, "t_dup.gguf");

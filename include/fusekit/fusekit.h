@@ -16,6 +16,7 @@
 #include "fusekit/model.h"
 #include "fusekit/model_load.h"
 #include "fusekit/probes.h"
+#include "fusekit/quants.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
 #include "fusekit/store.h"

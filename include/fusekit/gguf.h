@@ -30,8 +30,14 @@ typedef enum {
     FK_GGUF_F64 = 12,
 } fk_gguf_type;
 
-// ggml tensor types fusekit reads and writes (others are listed, not converted).
-enum { FK_GGML_F32 = 0, FK_GGML_F16 = 1, FK_GGML_BF16 = 30 };
+// ggml tensor type ids (ggml.h's enum ggml_type). fusekit/quants.h has their block sizes
+// and dequantization; the ids without a name here are known by size only.
+enum {
+    FK_GGML_F32 = 0, FK_GGML_F16 = 1, FK_GGML_Q4_0 = 2, FK_GGML_Q4_1 = 3, FK_GGML_Q5_0 = 6, FK_GGML_Q5_1 = 7,
+    FK_GGML_Q8_0 = 8, FK_GGML_Q8_1 = 9, FK_GGML_Q2_K = 10, FK_GGML_Q3_K = 11, FK_GGML_Q4_K = 12, FK_GGML_Q5_K = 13,
+    FK_GGML_Q6_K = 14, FK_GGML_Q8_K = 15, FK_GGML_IQ4_NL = 20, FK_GGML_IQ4_XS = 23, FK_GGML_BF16 = 30,
+    FK_GGML_TYPE_COUNT = 42  // ids at or above this are unknown
+};
 
 #define FK_GGUF_MAX_DIMS 4
 #define FK_GGUF_DEFAULT_ALIGNMENT 32
@@ -57,8 +63,8 @@ typedef struct {
     uint64_t dims[FK_GGUF_MAX_DIMS];  // ggml order: dims[0] varies fastest
     uint32_t ggml_type;
     uint64_t offset;                  // from the start of the data section
-    uint64_t nbytes;                  // 0 when the type's size is unknown to fusekit
-    const void *data;                 // inside the map; NULL when nbytes is 0
+    uint64_t nbytes;                  // from the type's block size (fk_ggml_tensor_bytes)
+    const void *data;                 // inside the map
 } fk_gguf_tensor;
 
 typedef struct {

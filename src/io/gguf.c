@@ -2,6 +2,7 @@
 // atomic v3 writer. Arrays of arrays are read by validating and skipping them (the kv
 // keeps a pointer to the raw payload; the typed getters refuse them).
 #include "fusekit/gguf.h"
+#include "fusekit/quants.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -171,10 +172,38 @@ static fk_status read_tensor(rd *r, int64_t i, fk_gguf_tensor *t) {
     }
     FK_TRY(get32(r, &t->ggml_type, "ggml type"));
     FK_TRY(get64(r, &t->offset, "data offset"));
-    uint64_t esz = t->ggml_type == FK_GGML_F32 ? 4 : t->ggml_type == FK_GGML_F16 || t->ggml_type == FK_GGML_BF16 ? 2 : 0;
-    if (esz && elems > (uint64_t)INT64_MAX / esz) return bad(r, "%llu elements overflow the byte count", (unsigned long long)elems);
-    t->nbytes = elems * esz;
+    const fk_ggml_type_info *ti = fk_ggml_type(t->ggml_type);
+    if (!ti) return bad(r, "unknown ggml type %u (fusekit knows the ids of ggml.h's enum ggml_type below %d)", t->ggml_type, FK_GGML_TYPE_COUNT);
+    if (t->dims[0] % (uint64_t)ti->block)
+        return bad(r, "has rows of %llu elements (dimension 0), which is not a multiple of the %s block size %d",
+                   (unsigned long long)t->dims[0], ti->name, ti->block);
+    if (fk_ggml_tensor_bytes(t->ggml_type, t->dims, t->n_dims, &t->nbytes) != FK_OK || t->nbytes > (uint64_t)INT64_MAX)
+        return bad(r, "%llu elements of %s overflow the byte count", (unsigned long long)elems, ti->name);
     return FK_OK;
+}
+
+// Tensors ordered by data offset (for the overlap check).
+static int cmp_offset(const void *a, const void *b) {
+    uint64_t x = (*(const fk_gguf_tensor *const *)a)->offset, y = (*(const fk_gguf_tensor *const *)b)->offset;
+    return (x > y) - (x < y);
+}
+
+static fk_status check_overlaps(const char *path, const fk_gguf_tensor *ts, int64_t n) {
+    if (n < 2) return FK_OK;
+    const fk_gguf_tensor **idx = malloc((size_t)n * sizeof *idx);
+    if (!idx) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++) idx[i] = &ts[i];
+    qsort(idx, (size_t)n, sizeof *idx, cmp_offset);
+    fk_status st = FK_OK;
+    for (int64_t i = 1; i < n && st == FK_OK; i++) {
+        const fk_gguf_tensor *a = idx[i - 1], *b = idx[i];
+        if (b->offset - a->offset < a->nbytes)
+            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%.*s' (offset %llu) overlaps tensor '%.*s' (offset %llu, %llu bytes)", path,
+                          show(b->name.n), b->name.s, (unsigned long long)b->offset, show(a->name.n), a->name.s,
+                          (unsigned long long)a->offset, (unsigned long long)a->nbytes);
+    }
+    free(idx);
+    return st;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -267,9 +296,9 @@ static fk_status gguf_parse(fk_gguf *g, const char *path) {
             return bad(&r, "data runs past the end of the file (data section at %llu, offset %llu, %llu bytes, file %llu bytes)",
                        (unsigned long long)g->data_offset, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
                        (unsigned long long)r.size);
-        t->data = t->nbytes ? r.b + g->data_offset + t->offset : NULL;
+        t->data = r.b + g->data_offset + t->offset;
     }
-    return FK_OK;
+    return check_overlaps(path, g->tensors, g->n_tensors);
 }
 
 fk_status fk_gguf_open(const char *path, fk_gguf *g) {
@@ -551,10 +580,12 @@ fk_status fk_gguf_add_tensor(fk_gguf_writer *w, const char *name, uint32_t ggml_
             return fk_error(FK_ERR_ARG, "gguf: tensor '%s': dimension %u (%llu) is zero or overflows", nm, d, (unsigned long long)dims[d]);
         elems *= dims[d];
     }
-    uint64_t esz = ggml_type == FK_GGML_F32 ? 4 : ggml_type == FK_GGML_F16 || ggml_type == FK_GGML_BF16 ? 2 : 0;
-    if (esz && (elems > UINT64_MAX / esz || elems * esz != nbytes))
-        return fk_error(FK_ERR_ARG, "gguf: tensor '%s': %llu elements of ggml type %u need %llu bytes, got %llu", nm,
-                        (unsigned long long)elems, ggml_type, (unsigned long long)(elems * esz), (unsigned long long)nbytes);
+    uint64_t want;
+    if (fk_ggml_tensor_bytes(ggml_type, dims, n_dims, &want) != FK_OK)
+        return fk_error_context(FK_ERR_ARG, "gguf: tensor '%s'", nm);
+    if (want != nbytes)
+        return fk_error(FK_ERR_ARG, "gguf: tensor '%s': %llu elements of ggml type %s need %llu bytes, got %llu", nm,
+                        (unsigned long long)elems, fk_ggml_type_name(ggml_type), (unsigned long long)want, (unsigned long long)nbytes);
     for (int64_t i = 0; i < w->n_ts; i++)
         if (strcmp(w->ts[i].name, name) == 0) return fk_error(FK_ERR_ARG, "gguf: duplicate tensor '%s'", nm);
     char *n = strdup(name);

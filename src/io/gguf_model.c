@@ -1,5 +1,6 @@
 // GGUF model export and import (llama.cpp's llama, deci, gpt2, gemma, gemma2 and gemma3 architectures).
 #include "fusekit/gguf_model.h"
+#include "fusekit/quants.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -407,13 +408,6 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
 
 // ------------------------------------------------------------------ import
 
-static const char *ggml_type_name(uint32_t t) {
-    static const char *names[] = {"F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
-                                  "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
-                                  "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16"};
-    return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
-}
-
 typedef struct { const fk_gguf *g; const char *arch; } kreader;
 
 static fk_status key_i64(const kreader *r, const char *key, bool required, int64_t def, int64_t *v) {
@@ -670,39 +664,44 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch)
             st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has shape [%s] (ggml order) but the keys imply [%s]", g->path, t->name, got, exp);
             break;
         }
+        // Any ggml type fusekit can dequantize; one row at a time straight into the arena.
         uint32_t ty = f->ggml_type;
-        if (ty != FK_GGML_F32 && ty != FK_GGML_F16 && ty != FK_GGML_BF16) {
-            st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u); fusekit imports only F32, F16 and BF16 "
-                          "(quantized types are not supported)", g->path, t->name, ggml_type_name(ty), ty);
+        const fk_ggml_type_info *ti = fk_ggml_type(ty);
+        if (!ti || !ti->dequant) {
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u), which fusekit cannot dequantize (it reads F32, "
+                          "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL and IQ4_XS)",
+                          g->path, t->name, fk_ggml_type_name(ty), ty);
             break;
         }
-        int64_t numel = t->rows * t->cols;
-        if (!f->data || f->nbytes != (uint64_t)numel * (ty == FK_GGML_F32 ? 4 : 2)) {
-            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has %llu bytes of data, expected %lld", g->path, t->name,
-                          (unsigned long long)f->nbytes, (long long)(numel * (ty == FK_GGML_F32 ? 4 : 2)));
+        int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
+        uint64_t row_bytes = 0;
+        if (fk_ggml_row_bytes(ty, cols, &row_bytes) != FK_OK || f->nbytes != row_bytes * (uint64_t)rows) {
+            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has %llu bytes of %s data, expected %llu (%lld rows of %lld elements)", g->path,
+                          t->name, (unsigned long long)f->nbytes, ti->name, (unsigned long long)(row_bytes * (uint64_t)rows),
+                          (long long)rows, (long long)cols);
             break;
         }
-        if (numel > cap) {
-            float *grown = realloc(tmp, (size_t)numel * sizeof(float));
+        if (t->one_d && t->rope_hd && cols > cap) {  // a permuted 1-D tensor (q/k bias) goes through a small buffer
+            float *grown = realloc(tmp, (size_t)cols * sizeof(float));
             if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
             tmp = grown;
-            cap = numel;
+            cap = cols;
         }
         const unsigned char *p = f->data;
-        for (int64_t j = 0; j < numel; j++) {
-            if (ty == FK_GGML_F32) memcpy(&tmp[j], p + 4 * j, 4);
-            else {
-                uint16_t h = (uint16_t)(p[2 * j] | p[2 * j + 1] << 8);
-                tmp[j] = ty == FK_GGML_F16 ? fk_f16_to_f32(h) : fk_bf16_to_f32(h);
-            }
-            if (!isfinite(tmp[j])) {
-                st = fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name, (long long)j);
-                break;
-            }
+        int64_t hd = t->rope_hd, half = hd / 2;
+        for (int64_t r = 0; r < rows && st == FK_OK; r++) {
+            // file row r is llama.cpp's interleaved row 2j+s of its head: fusekit's row s*hd/2+j
+            int64_t dr = hd && !t->one_d ? r / hd * hd + (r % hd) % 2 * half + (r % hd) / 2 : r;
+            float *dst = t->one_d && hd ? tmp : t->w + dr * cols;
+            fk_dequantize_row(ty, p + (uint64_t)r * row_bytes, dst, cols);
+            for (int64_t c = 0; c < cols; c++)
+                if (!isfinite(dst[c])) {
+                    st = fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name, (long long)(r * cols + c));
+                    break;
+                }
         }
         if (st != FK_OK) break;
-        if (t->rope_hd) rope_permute(t->w, tmp, t->rows, t->cols, t->rope_hd, true);
-        else memcpy(t->w, tmp, (size_t)numel * sizeof(float));
+        if (t->one_d && hd) rope_permute(t->w, tmp, t->rows, 1, hd, true);
     }
     // Every tensor in the file must be used: an extra one is something fusekit would drop.
     for (int64_t j = 0; j < g->n_tensors && st == FK_OK; j++) {

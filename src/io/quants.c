@@ -1,0 +1,429 @@
+// ggml tensor types: block sizes, dequantization (bit-identical to gguf-py's
+// gguf.quants.dequantize) and the matrix product over quantized weights.
+//
+// Bit-exactness: every value is computed with the same f32 operations, in the same order,
+// as gguf-py's numpy code (one rounding per product or sum; this file is compiled with
+// -ffp-contract=off so no multiply-add is fused). Element order inside a block follows
+// ggml's layouts, spelled out above each decoder.
+#include "fusekit/quants.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QK_K 256
+
+// ------------------------------------------------------------------ the type table
+
+static void deq_f32(const uint8_t *b, float *y);
+static void deq_f16(const uint8_t *b, float *y);
+static void deq_bf16(const uint8_t *b, float *y);
+static void deq_q4_0(const uint8_t *b, float *y);
+static void deq_q4_1(const uint8_t *b, float *y);
+static void deq_q5_0(const uint8_t *b, float *y);
+static void deq_q5_1(const uint8_t *b, float *y);
+static void deq_q8_0(const uint8_t *b, float *y);
+static void deq_q2_k(const uint8_t *b, float *y);
+static void deq_q3_k(const uint8_t *b, float *y);
+static void deq_q4_k(const uint8_t *b, float *y);
+static void deq_q5_k(const uint8_t *b, float *y);
+static void deq_q6_k(const uint8_t *b, float *y);
+static void deq_q8_k(const uint8_t *b, float *y);
+static void deq_iq4_nl(const uint8_t *b, float *y);
+static void deq_iq4_xs(const uint8_t *b, float *y);
+
+typedef void (*deq_fn)(const uint8_t *b, float *y);
+
+typedef struct {
+    fk_ggml_type_info info;
+    deq_fn deq;  // one block
+} type_entry;
+
+#define T(id, nm, blk, sz, fn) [id] = {{nm, blk, sz, fn != NULL}, fn}
+static const type_entry types[FK_GGML_TYPE_COUNT] = {
+    T(0, "F32", 1, 4, deq_f32),
+    T(1, "F16", 1, 2, deq_f16),
+    T(2, "Q4_0", 32, 18, deq_q4_0),
+    T(3, "Q4_1", 32, 20, deq_q4_1),
+    T(6, "Q5_0", 32, 22, deq_q5_0),
+    T(7, "Q5_1", 32, 24, deq_q5_1),
+    T(8, "Q8_0", 32, 34, deq_q8_0),
+    T(9, "Q8_1", 32, 36, NULL),
+    T(10, "Q2_K", QK_K, 84, deq_q2_k),
+    T(11, "Q3_K", QK_K, 110, deq_q3_k),
+    T(12, "Q4_K", QK_K, 144, deq_q4_k),
+    T(13, "Q5_K", QK_K, 176, deq_q5_k),
+    T(14, "Q6_K", QK_K, 210, deq_q6_k),
+    T(15, "Q8_K", QK_K, 292, deq_q8_k),
+    T(16, "IQ2_XXS", QK_K, 66, NULL),
+    T(17, "IQ2_XS", QK_K, 74, NULL),
+    T(18, "IQ3_XXS", QK_K, 98, NULL),
+    T(19, "IQ1_S", QK_K, 50, NULL),
+    T(20, "IQ4_NL", 32, 18, deq_iq4_nl),
+    T(21, "IQ3_S", QK_K, 110, NULL),
+    T(22, "IQ2_S", QK_K, 82, NULL),
+    T(23, "IQ4_XS", QK_K, 136, deq_iq4_xs),
+    T(24, "I8", 1, 1, NULL),
+    T(25, "I16", 1, 2, NULL),
+    T(26, "I32", 1, 4, NULL),
+    T(27, "I64", 1, 8, NULL),
+    T(28, "F64", 1, 8, NULL),
+    T(29, "IQ1_M", QK_K, 56, NULL),
+    T(30, "BF16", 1, 2, deq_bf16),
+    T(34, "TQ1_0", QK_K, 54, NULL),
+    T(35, "TQ2_0", QK_K, 66, NULL),
+    T(39, "MXFP4", 32, 17, NULL),
+    T(40, "NVFP4", 64, 36, NULL),
+    T(41, "Q1_0", 128, 18, NULL),
+};
+#undef T
+
+const fk_ggml_type_info *fk_ggml_type(uint32_t type) {
+    return type < FK_GGML_TYPE_COUNT && types[type].info.name ? &types[type].info : NULL;
+}
+
+const char *fk_ggml_type_name(uint32_t type) {
+    const fk_ggml_type_info *t = fk_ggml_type(type);
+    return t ? t->name : "unknown";
+}
+
+fk_status fk_ggml_row_bytes(uint32_t type, int64_t n, uint64_t *bytes) {
+    const fk_ggml_type_info *t = fk_ggml_type(type);
+    if (!t) return fk_error(FK_ERR_FORMAT, "unknown ggml type %u", type);
+    if (n < 0) return fk_error(FK_ERR_FORMAT, "a row of %lld elements", (long long)n);
+    if (n % t->block)
+        return fk_error(FK_ERR_FORMAT, "a row of %lld elements is not a multiple of the %s block size %d", (long long)n, t->name,
+                        t->block);
+    uint64_t blocks = (uint64_t)n / (uint64_t)t->block;
+    if (blocks > UINT64_MAX / (uint64_t)t->bytes)
+        return fk_error(FK_ERR_FORMAT, "a row of %lld %s elements overflows the byte count", (long long)n, t->name);
+    *bytes = blocks * (uint64_t)t->bytes;
+    return FK_OK;
+}
+
+fk_status fk_ggml_tensor_bytes(uint32_t type, const uint64_t *dims, uint32_t n_dims, uint64_t *bytes) {
+    if (n_dims == 0) return fk_ggml_row_bytes(type, 1, bytes);
+    if (dims[0] > (uint64_t)INT64_MAX) return fk_error(FK_ERR_FORMAT, "a row of %llu elements is too long", (unsigned long long)dims[0]);
+    uint64_t nb;
+    FK_TRY(fk_ggml_row_bytes(type, (int64_t)dims[0], &nb));
+    for (uint32_t d = 1; d < n_dims; d++) {
+        if (dims[d] && nb > UINT64_MAX / dims[d])
+            return fk_error(FK_ERR_FORMAT, "%s tensor of %u dimensions overflows the byte count at dimension %u (%llu)",
+                            fk_ggml_type_name(type), n_dims, d, (unsigned long long)dims[d]);
+        nb *= dims[d];
+    }
+    *bytes = nb;
+    return FK_OK;
+}
+
+// ------------------------------------------------------------------ scalar helpers
+
+// IEEE half at p (little-endian) to f32, exactly (subnormals included; NaN payload kept).
+static inline float h2f(const uint8_t *p) {
+    uint16_t h = (uint16_t)(p[0] | p[1] << 8);
+    uint32_t e = (h >> 10) & 0x1f;
+    if (e - 1u < 30u) {  // normal: rebias the exponent
+        uint32_t x = (uint32_t)(h & 0x8000) << 16 | (e + 112) << 23 | (uint32_t)(h & 0x3ff) << 13;
+        float f;
+        memcpy(&f, &x, 4);
+        return f;
+    }
+    return fk_f16_to_f32(h);
+}
+
+static inline float f32at(const uint8_t *p) {
+    uint32_t x = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+// IQ4_NL's non-linear levels (ggml-common.h kvalues_iq4nl).
+static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// ------------------------------------------------------------------ block decoders
+
+static void deq_f32(const uint8_t *b, float *y) { *y = f32at(b); }
+static void deq_f16(const uint8_t *b, float *y) { *y = h2f(b); }
+static void deq_bf16(const uint8_t *b, float *y) {
+    uint32_t x = (uint32_t)(b[0] | b[1] << 8) << 16;
+    memcpy(y, &x, 4);
+}
+
+// Q4_0 (18 bytes): d, qs[16]; element l is the low nibble of qs[l], element 16+l the high one.
+static void deq_q4_0(const uint8_t *b, float *y) {
+    float d = h2f(b);
+    const uint8_t *qs = b + 2;
+    for (int l = 0; l < 16; l++) {
+        y[l] = d * (float)((qs[l] & 0xF) - 8);
+        y[l + 16] = d * (float)((qs[l] >> 4) - 8);
+    }
+}
+
+// Q4_1 (20 bytes): d, m, qs[16] as Q4_0.
+static void deq_q4_1(const uint8_t *b, float *y) {
+    float d = h2f(b), m = h2f(b + 2);
+    const uint8_t *qs = b + 4;
+    for (int l = 0; l < 16; l++) {
+        y[l] = d * (float)(qs[l] & 0xF) + m;
+        y[l + 16] = d * (float)(qs[l] >> 4) + m;
+    }
+}
+
+// Q5_0 (22 bytes): d, qh (u32: bit e is element e's fifth bit), qs[16] as Q4_0.
+static void deq_q5_0(const uint8_t *b, float *y) {
+    float d = h2f(b);
+    uint32_t qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+    const uint8_t *qs = b + 6;
+    for (int l = 0; l < 16; l++) {
+        int q0 = (qs[l] & 0xF) | (int)((qh >> l) & 1) << 4, q1 = (qs[l] >> 4) | (int)((qh >> (l + 16)) & 1) << 4;
+        y[l] = d * (float)(q0 - 16);
+        y[l + 16] = d * (float)(q1 - 16);
+    }
+}
+
+// Q5_1 (24 bytes): d, m, qh, qs[16].
+static void deq_q5_1(const uint8_t *b, float *y) {
+    float d = h2f(b), m = h2f(b + 2);
+    uint32_t qh = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+    const uint8_t *qs = b + 8;
+    for (int l = 0; l < 16; l++) {
+        int q0 = (qs[l] & 0xF) | (int)((qh >> l) & 1) << 4, q1 = (qs[l] >> 4) | (int)((qh >> (l + 16)) & 1) << 4;
+        y[l] = d * (float)q0 + m;
+        y[l + 16] = d * (float)q1 + m;
+    }
+}
+
+// Q8_0 (34 bytes): d, int8 qs[32].
+static void deq_q8_0(const uint8_t *b, float *y) {
+    float d = h2f(b);
+    for (int l = 0; l < 32; l++) y[l] = (float)(int8_t)b[2 + l] * d;
+}
+
+// Q2_K (84 bytes): scales[16] (scale | min << 4, one per 16 elements), qs[64], d, dmin.
+// Element 128j + 32s + l is bits 2s..2s+1 of qs[32j + l].
+static void deq_q2_k(const uint8_t *b, float *y) {
+    const uint8_t *sc = b, *qs = b + 16;
+    float d = h2f(b + 80), dmin = h2f(b + 82);
+    for (int g = 0; g < 16; g++) {
+        float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
+        for (int i = 0; i < 16; i++) {
+            int e = 16 * g + i, j = e / 128, s = (e / 32) % 4, l = e % 32;
+            y[e] = dl * (float)((qs[32 * j + l] >> (2 * s)) & 3) - ml;
+        }
+    }
+}
+
+// Q3_K (110 bytes): hmask[32], qs[64], scales[12], d. Element e: low bits as Q2_K, high bit
+// e/32 of hmask[e%32] (set: +0, clear: -4). Scale i (6 bits, one per 16 elements): low
+// nibble (scales[i%8] >> 4*(i/8)), high bits (scales[8 + i%4] >> 2*(i/4)) & 3; minus 32.
+static void deq_q3_k(const uint8_t *b, float *y) {
+    const uint8_t *hm = b, *qs = b + 32, *sc = b + 96;
+    float d = h2f(b + 108);
+    for (int g = 0; g < 16; g++) {
+        int s6 = ((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4;
+        float dl = d * (float)(s6 - 32);
+        for (int i = 0; i < 16; i++) {
+            int e = 16 * g + i, j = e / 128, s = (e / 32) % 4, l = e % 32;
+            int q = ((qs[32 * j + l] >> (2 * s)) & 3) - (((hm[l] >> (e / 32)) & 1) ? 0 : 4);
+            y[e] = dl * (float)q;
+        }
+    }
+}
+
+// The 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K from their 12 bytes.
+static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// Q4_K (144 bytes): d, dmin, scales[12], qs[128]. Sub-block g (32 elements): nibble g%2 of
+// qs[32*(g/2) + l].
+static void deq_q4_k(const uint8_t *b, float *y) {
+    float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t *scales = b + 4, *qs = b + 16;
+    for (int g = 0; g < 8; g++) {
+        int sc, mn;
+        scale_min_k4(g, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        const uint8_t *q = qs + 32 * (g / 2);
+        int sh = 4 * (g % 2);
+        for (int l = 0; l < 32; l++) y[32 * g + l] = d1 * (float)((q[l] >> sh) & 0xF) - m1;
+    }
+}
+
+// Q5_K (176 bytes): d, dmin, scales[12], qh[32], qs[128]; fifth bit of element e: bit e/32 of qh[e%32].
+static void deq_q5_k(const uint8_t *b, float *y) {
+    float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + 48;
+    for (int g = 0; g < 8; g++) {
+        int sc, mn;
+        scale_min_k4(g, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        const uint8_t *q = qs + 32 * (g / 2);
+        int sh = 4 * (g % 2);
+        for (int l = 0; l < 32; l++) y[32 * g + l] = d1 * (float)(((q[l] >> sh) & 0xF) | ((qh[l] >> g) & 1) << 4) - m1;
+    }
+}
+
+// Q6_K (210 bytes): ql[128], qh[64], int8 scales[16], d. Element e = 128a + 32s + l:
+// low nibble (ql[64a + 32(s%2) + l] >> 4*(s/2)), high bits (qh[32a + l] >> 2s) & 3; minus 32.
+static void deq_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = h2f(b + 208);
+    for (int g = 0; g < 16; g++) {
+        float dl = d * (float)sc[g];
+        for (int i = 0; i < 16; i++) {
+            int e = 16 * g + i, a = e / 128, s = (e / 32) % 4, l = e % 32;
+            int lo = (ql[64 * a + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0xF, hi = (qh[32 * a + l] >> (2 * s)) & 3;
+            y[e] = dl * (float)((lo | hi << 4) - 32);
+        }
+    }
+}
+
+// Q8_K (292 bytes): f32 d, int8 qs[256], int16 bsums[16] (not needed here).
+static void deq_q8_k(const uint8_t *b, float *y) {
+    float d = f32at(b);
+    for (int l = 0; l < QK_K; l++) y[l] = d * (float)(int8_t)b[4 + l];
+}
+
+// IQ4_NL (18 bytes): d, qs[16] of table indices laid out as Q4_0.
+static void deq_iq4_nl(const uint8_t *b, float *y) {
+    float d = h2f(b);
+    const uint8_t *qs = b + 2;
+    for (int l = 0; l < 16; l++) {
+        y[l] = d * (float)kvalues_iq4nl[qs[l] & 0xF];
+        y[l + 16] = d * (float)kvalues_iq4nl[qs[l] >> 4];
+    }
+}
+
+// IQ4_XS (136 bytes): d, scales_h (u16: bits 2j..2j+1 are sub-block j's high scale bits),
+// scales_l[4] (nibble j%2 of byte j/2), qs[128] (sub-block j: 16 bytes, low nibbles then high).
+static void deq_iq4_xs(const uint8_t *b, float *y) {
+    float d = h2f(b);
+    unsigned sh = (unsigned)(b[2] | b[3] << 8);
+    const uint8_t *sl = b + 4, *qs = b + 8;
+    for (int j = 0; j < 8; j++) {
+        int s6 = ((sl[j / 2] >> (4 * (j % 2))) & 0xF) | ((sh >> (2 * j)) & 3) << 4;
+        float dl = d * (float)(s6 - 32);
+        const uint8_t *q = qs + 16 * j;
+        for (int l = 0; l < 16; l++) {
+            y[32 * j + l] = dl * (float)kvalues_iq4nl[q[l] & 0xF];
+            y[32 * j + 16 + l] = dl * (float)kvalues_iq4nl[q[l] >> 4];
+        }
+    }
+}
+
+// ------------------------------------------------------------------ rows
+
+void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
+    FK_ASSERT(type < FK_GGML_TYPE_COUNT && types[type].deq);
+    const type_entry *t = &types[type];
+    FK_ASSERT(n >= 0 && n % t->info.block == 0);
+    const uint8_t *b = src;
+    if (type == FK_GGML_F32) { memcpy(dst, src, (size_t)n * sizeof(float)); return; }
+    if (type == FK_GGML_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t x = (uint32_t)(b[2 * i] | b[2 * i + 1] << 8) << 16;
+            memcpy(&dst[i], &x, 4);
+        }
+        return;
+    }
+    int64_t nb = n / t->info.block;
+    for (int64_t i = 0; i < nb; i++) t->deq(b + i * t->info.bytes, dst + i * t->info.block);
+}
+
+// ------------------------------------------------------------------ matrix product
+
+// Per-thread tile buffer, kept between calls (grown when a call needs more).
+static _Thread_local float *tile_buf;
+static _Thread_local size_t tile_cap;
+
+static float *tile_scratch(size_t floats) {
+    if (floats <= tile_cap) return tile_buf;
+    float *p = realloc(tile_buf, floats * sizeof(float));
+    if (!p) return NULL;
+    tile_buf = p;
+    tile_cap = floats;
+    return p;
+}
+
+// Rows per tile: about 256 KB of f32 (an L2-sized slice of w), a multiple of 16.
+static int64_t tile_rows(int64_t C) {
+    int64_t r = (65536 / (C > 0 ? C : 1)) / 16 * 16;
+    return r < 16 ? 16 : r > 256 ? 256 : r;
+}
+
+// out[o] = inp . dequant(w row o) + bias[o], for one token; per-block partial sums.
+static void qmatvec(float *out, const float *inp, const uint8_t *w, const type_entry *t, const float *bias, int64_t C, int64_t OC,
+                    uint64_t row_bytes) {
+    int64_t blk = t->info.block, nb = C / blk;
+    #pragma omp parallel for schedule(static) if (C * OC > 262144)
+    for (int64_t o = 0; o < OC; o++) {
+        const uint8_t *row = w + (uint64_t)o * row_bytes;
+        float y[QK_K], acc = 0;
+        if (blk == 1) {  // F32 / F16 / BF16: whole chunks of 256
+            for (int64_t c0 = 0; c0 < C; c0 += QK_K) {
+                int64_t n = C - c0 < QK_K ? C - c0 : QK_K;
+                fk_dequantize_row((uint32_t)(t - types), row + c0 * t->info.bytes, y, n);
+                float s = 0;
+                for (int64_t i = 0; i < n; i++) s += y[i] * inp[c0 + i];
+                acc += s;
+            }
+        } else {
+            for (int64_t k = 0; k < nb; k++) {
+                t->deq(row + k * t->info.bytes, y);
+                const float *x = inp + k * blk;
+                float s = 0;
+                for (int64_t i = 0; i < blk; i++) s += y[i] * x[i];
+                acc += s;
+            }
+        }
+        out[o] = acc + (bias ? bias[o] : 0.0f);
+    }
+}
+
+fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
+                             int64_t C, int64_t OC) {
+    if (ggml_type >= FK_GGML_TYPE_COUNT || !types[ggml_type].deq)
+        return fk_error(FK_ERR_ARG, "qmatmul: ggml type %s (%u) cannot be dequantized", fk_ggml_type_name(ggml_type), ggml_type);
+    const type_entry *t = &types[ggml_type];
+    uint64_t row_bytes;
+    if (N < 0 || OC < 0 || C < 1 || fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
+        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld",
+                        t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    if (N == 0 || OC == 0) return FK_OK;
+    const uint8_t *wb = w;
+    if (N == 1) {
+        qmatvec(out, inp, wb, t, bias, C, OC, row_bytes);
+        return FK_OK;
+    }
+    int64_t TR = tile_rows(C), n_tiles = (OC + TR - 1) / TR;
+    int failed = 0;
+    #pragma omp parallel for schedule(dynamic) if (N * C * OC > 1000000 && n_tiles > 1)
+    for (int64_t ti = 0; ti < n_tiles; ti++) {
+        int64_t o0 = ti * TR, rows = OC - o0 < TR ? OC - o0 : TR;
+        float *buf = tile_scratch((size_t)(TR * C));
+        if (!buf) {
+            #pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        for (int64_t r = 0; r < rows; r++) fk_dequantize_row(ggml_type, wb + (uint64_t)(o0 + r) * row_bytes, buf + r * C, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)rows, (int)C, 1.0f, inp, (int)C, buf, (int)C, 0.0f,
+                    out + o0, (int)OC);
+        if (bias)
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t r = 0; r < rows; r++) out[i * OC + o0 + r] += bias[o0 + r];
+    }
+    if (failed)
+        return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a tile of %lld x %lld floats", (long long)TR, (long long)C);
+    return FK_OK;
+}
