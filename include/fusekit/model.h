@@ -35,23 +35,37 @@ typedef struct {
     bool bias_norm;                // LayerNorm has a bias
     bool tied;                     // LM head shares the token embedding
     int32_t bos_id, eos_id;        // -1 when none
-    // ---- Gemma family switches (all zero / false: off; the presets leave them off)
-    float emb_scale;               // token embeddings are multiplied by this (Gemma: sqrt(d_model) in float32); 0 = none
-    float norm_offset;             // RMSNorm multiplies by (norm_offset + w): 1 for Hugging Face Gemma weights,
-                                   // 0 for llama.cpp's Gemma GGUF (which stores 1 + w); applies to every RMSNorm
-    bool post_norms;               // an RMSNorm on the attention output and on the FFN output before each residual
-                                   // add (Gemma 2/3: post_attention_layernorm, post_feedforward_layernorm)
-    bool qk_norm;                  // RMSNorm (head_dim weights, shared across heads) on each query and key head
+    // ---- Gemma family switches (all zero / false: off; the presets leave them off). A layer is:
+    //   x = emb_scale * embedding                                  (no scale when 0)
+    //   h = x + post_attn_norm(attention(rope(qknorm(qkv(ln1(x))))))   post-norm only with post_norms
+    //   out = h + post_ffn_norm(down(act(up(ln2(h)))))
+    // and the logits final_softcap * tanh(lm_head(lnf(x_L)) / final_softcap).
+    float emb_scale;               // the embedding (token + learned position, if any) is multiplied by this
+                                   // (Gemma: sqrt(d_model) rounded to float32); 0 = none
+    float norm_offset;             // every RMSNorm (ln1, ln2, lnf, both post-norms, both QK-norms) multiplies by
+                                   // (norm_offset + w): 1 for Hugging Face Gemma weights, 0 for llama.cpp's Gemma
+                                   // GGUF (which stores 1 + w). Each RMSNorm uses norm_eps. Needs RMSNorm.
+    bool post_norms;               // an RMSNorm (d_model weights, FK_P_ATTN_POST_W / FK_P_FFN_POST_W) on the attention
+                                   // output (after o_proj) and on the FFN output (after down), before each residual
+                                   // add (Gemma 2/3: post_attention_layernorm, post_feedforward_layernorm); ln2 is
+                                   // then HF's pre_feedforward_layernorm
+    bool qk_norm;                  // RMSNorm over head_dim of each query head (FK_P_Q_NORM_W) and each key head
+                                   // (FK_P_K_NORM_W), weights shared across heads, after the projection and
                                    // before RoPE (Gemma 3, Qwen3)
-    float attn_scale;              // attention scores are q.k * attn_scale; 0 = 1/sqrt(head_dim)
-                                   // (Gemma: query_pre_attn_scalar^-0.5)
-    float attn_softcap;            // scores = cap * tanh(scores / cap) before the mask; 0 = none (Gemma 2)
-    float final_softcap;           // logits = cap * tanh(logits / cap); 0 = none (Gemma 2)
-    int64_t sliding_window;        // keys j with i - j < sliding_window are visible on sliding layers; 0 = none
-    uint8_t sliding[FK_MAX_LAYERS];// 1: layer l uses the sliding window (and the local RoPE base)
-    float rope_theta_local;        // RoPE base of the sliding layers (Gemma 3's rope_local_base_freq); 0 = rope_theta
-    float rope_scale;              // linear RoPE scaling of the global (non-sliding) layers: positions / rope_scale;
-                                   // 0 or 1 = none (Gemma 3 4B+: rope_scaling {type linear, factor 8})
+    float attn_scale;              // attention scores are (q.k) * attn_scale; 0 = 1/sqrt(head_dim)
+                                   // (Gemma 2/3: query_pre_attn_scalar^-0.5 rounded to float32)
+    float attn_softcap;            // scores = cap * tanh(scores / cap) after the scale, before the mask; 0 = none
+                                   // (Gemma 2; transformers' Gemma 3 ignores attn_logit_softcapping)
+    float final_softcap;           // logits = cap * tanh(logits / cap), also what fk_model_step returns; 0 = none
+    int64_t sliding_window;        // W: on a layer with sliding[l] = 1, query i sees the keys j with i - W < j <= i
+                                   // (W keys, itself included; transformers' sliding_window); 0 = no window anywhere
+    uint8_t sliding[FK_MAX_LAYERS];// 1: layer l is a local layer: the window above, and the local RoPE table;
+                                   // 0: global (full causal attention, the global table)
+    float rope_theta_local;        // RoPE base of the local layers, never scaled (Gemma 3's rope_local_base_freq);
+                                   // 0 = rope_theta
+    float rope_scale;              // linear RoPE scaling of the global layers (every layer when none is local):
+                                   // inverse frequencies / rope_scale, i.e. positions / rope_scale;
+                                   // 0 or 1 = none (Gemma 3 4B+: rope_scaling {rope_type linear, factor 8})
 } fk_config;
 
 // Presets; both leave every switch set and every FFN width equal.
