@@ -1,7 +1,9 @@
 // fk_qmatmul_forward against cblas_sgemm on the pre-dequantized matrix: tokens/s for the
-// shapes of SmolLM2-135M and Gemma-3-270M (C x OC: 576x1536, 640x2048, 640x262144) at
-// N = 512 (a batch of tokens, eval / extraction) and N = 1 (generation), for the types
-// the two real files use. One JSON line per case. Never pass/fail.
+// shapes of SmolLM2-135M and Gemma-3-270M (C x OC: 576x1536, 640x2048, 2048x640 (ffn_down),
+// 640x262144 (Gemma's tied output)) at N = 512 (a batch of tokens, eval / extraction) and
+// N = 1 (generation), for the types the two real files use; K-quants need C % 256 == 0 and
+// run only where it holds (a "skipped" line otherwise). Also fk_dequantize_row's rate per
+// type. One JSON line per case. Never pass/fail.
 // usage: fk_quant_bench [--types Q4_1,Q8_0,...] [--shapes 576x1536,...] [--n 512,1] [--reps R]
 #include "fusekit/fusekit.h"
 
@@ -40,7 +42,7 @@ static uint32_t type_id(const char *name) {
 }
 
 int main(int argc, char **argv) {
-    const char *types = "Q4_1,Q8_0,Q4_K,Q5_0,Q6_K", *shapes = "576x1536,640x2048,640x262144", *ns = "512,1";
+    const char *types = "Q4_1,Q8_0,Q4_K,Q5_0,Q6_K", *shapes = "576x1536,640x2048,2048x640,640x262144", *ns = "512,1";
     int reps = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--types") == 0) types = argv[i + 1];
@@ -51,6 +53,27 @@ int main(int argc, char **argv) {
     }
     fk_rng r;
     fk_rng_seed(&r, 1);
+    {  // dequantization rate: one row of 4096 elements, again and again (stays in L1/L2)
+        char ty[256];
+        snprintf(ty, sizeof ty, "%s", types);
+        char *save;
+        for (char *tp = strtok_r(ty, ",", &save); tp; tp = strtok_r(NULL, ",", &save)) {
+            uint32_t type = type_id(tp);
+            uint64_t rb;
+            if (fk_ggml_row_bytes(type, 4096, &rb) != FK_OK) continue;
+            uint8_t *wq = malloc(rb);
+            float *y = malloc(4096 * sizeof(float));
+            random_blocks(wq, rb, type, &r);
+            int R = 20000;
+            double t0 = fk_time_s();
+            for (int k = 0; k < R; k++) fk_dequantize_row(type, wq, y, 4096);
+            double dt = fk_time_s() - t0;
+            printf("{\"bench\":\"dequantize_row\",\"type\":\"%s\",\"threads\":1,\"gelem_per_s\":%.3f,\"check\":%g}\n", tp,
+                   4096.0 * R / dt / 1e9, (double)y[17]);
+            free(wq);
+            free(y);
+        }
+    }
     char sh[256];
     snprintf(sh, sizeof sh, "%s", shapes);
     for (char *sp = strtok(sh, ","); sp; sp = strtok(NULL, ",")) {
@@ -62,7 +85,11 @@ int main(int argc, char **argv) {
         for (char *tp = strtok_r(ty, ",", &save_t); tp; tp = strtok_r(NULL, ",", &save_t)) {
             uint32_t type = type_id(tp);
             uint64_t rb;
-            if (fk_ggml_row_bytes(type, C, &rb) != FK_OK) { fprintf(stderr, "%s\n", fk_last_error()); return 1; }
+            if (fk_ggml_row_bytes(type, C, &rb) != FK_OK) {
+                printf("{\"bench\":\"qmatmul\",\"type\":\"%s\",\"C\":%lld,\"OC\":%lld,\"skipped\":\"C is not a multiple of the block size %d\"}\n",
+                       tp, C, OC, fk_ggml_type(type)->block);
+                continue;
+            }
             uint8_t *wq = malloc(rb * (uint64_t)OC);
             float *wf = malloc((size_t)(C * OC) * sizeof(float));
             if (!wq || !wf) { fprintf(stderr, "out of memory\n"); return 1; }

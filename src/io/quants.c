@@ -119,18 +119,26 @@ fk_status fk_ggml_tensor_bytes(uint32_t type, const uint64_t *dims, uint32_t n_d
 
 // ------------------------------------------------------------------ scalar helpers
 
-// IEEE half at p (little-endian) to f32, exactly (subnormals included; NaN payload kept).
-static inline float h2f(const uint8_t *p) {
-    uint16_t h = (uint16_t)(p[0] | p[1] << 8);
-    uint32_t e = (h >> 10) & 0x1f;
-    if (e - 1u < 30u) {  // normal: rebias the exponent
-        uint32_t x = (uint32_t)(h & 0x8000) << 16 | (e + 112) << 23 | (uint32_t)(h & 0x3ff) << 13;
-        float f;
-        memcpy(&f, &x, 4);
-        return f;
+// IEEE half to f32, exactly (subnormals included; a NaN keeps its payload and its quiet
+// bit, as numpy's conversion does, which F16C's would not). Branch-free enough to vectorize:
+// subnormals are renormalised by one exact f32 subtraction.
+static inline float half_to_f32(uint16_t h) {
+    uint32_t o = (uint32_t)(h & 0x7fff) << 13, e = o & 0x0f800000u;
+    o += (uint32_t)(127 - 15) << 23;
+    float f;
+    if (e == 0x0f800000u) o += (uint32_t)(128 - 16) << 23;  // Inf / NaN
+    else if (e == 0) {                                      // zero / subnormal
+        o += 1u << 23;
+        memcpy(&f, &o, 4);
+        f -= 6.103515625e-05f;  // 2^-14
+        memcpy(&o, &f, 4);
     }
-    return fk_f16_to_f32(h);
+    o |= (uint32_t)(h & 0x8000) << 16;
+    memcpy(&f, &o, 4);
+    return f;
 }
+
+static inline float h2f(const uint8_t *p) { return half_to_f32((uint16_t)(p[0] | p[1] << 8)); }
 
 static inline float f32at(const uint8_t *p) {
     uint32_t x = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -206,13 +214,15 @@ static void deq_q8_0(const uint8_t *b, float *y) {
 static void deq_q2_k(const uint8_t *b, float *y) {
     const uint8_t *sc = b, *qs = b + 16;
     float d = h2f(b + 80), dmin = h2f(b + 82);
-    for (int g = 0; g < 16; g++) {
-        float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
-        for (int i = 0; i < 16; i++) {
-            int e = 16 * g + i, j = e / 128, s = (e / 32) % 4, l = e % 32;
-            y[e] = dl * (float)((qs[32 * j + l] >> (2 * s)) & 3) - ml;
-        }
-    }
+    for (int j = 0; j < 2; j++)
+        for (int s = 0; s < 4; s++)
+            for (int h = 0; h < 2; h++) {
+                int g = 8 * j + 2 * s + h;
+                float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
+                const uint8_t *q = qs + 32 * j + 16 * h;
+                float *o = y + 128 * j + 32 * s + 16 * h;
+                for (int l = 0; l < 16; l++) o[l] = dl * (float)((q[l] >> (2 * s)) & 3) - ml;
+            }
 }
 
 // Q3_K (110 bytes): hmask[32], qs[64], scales[12], d. Element e: low bits as Q2_K, high bit
@@ -221,15 +231,16 @@ static void deq_q2_k(const uint8_t *b, float *y) {
 static void deq_q3_k(const uint8_t *b, float *y) {
     const uint8_t *hm = b, *qs = b + 32, *sc = b + 96;
     float d = h2f(b + 108);
-    for (int g = 0; g < 16; g++) {
-        int s6 = ((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4;
-        float dl = d * (float)(s6 - 32);
-        for (int i = 0; i < 16; i++) {
-            int e = 16 * g + i, j = e / 128, s = (e / 32) % 4, l = e % 32;
-            int q = ((qs[32 * j + l] >> (2 * s)) & 3) - (((hm[l] >> (e / 32)) & 1) ? 0 : 4);
-            y[e] = dl * (float)q;
-        }
-    }
+    for (int j = 0; j < 2; j++)
+        for (int s = 0; s < 4; s++)
+            for (int h = 0; h < 2; h++) {
+                int g = 8 * j + 2 * s + h, bit = 4 * j + s;
+                int s6 = ((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4;
+                float dl = d * (float)(s6 - 32);
+                const uint8_t *q = qs + 32 * j + 16 * h, *m = hm + 16 * h;
+                float *o = y + 128 * j + 32 * s + 16 * h;
+                for (int l = 0; l < 16; l++) o[l] = dl * (float)(((q[l] >> (2 * s)) & 3) - (((m[l] >> bit) & 1) ? 0 : 4));
+            }
 }
 
 // The 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K from their 12 bytes.
@@ -278,14 +289,14 @@ static void deq_q6_k(const uint8_t *b, float *y) {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
     float d = h2f(b + 208);
-    for (int g = 0; g < 16; g++) {
-        float dl = d * (float)sc[g];
-        for (int i = 0; i < 16; i++) {
-            int e = 16 * g + i, a = e / 128, s = (e / 32) % 4, l = e % 32;
-            int lo = (ql[64 * a + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0xF, hi = (qh[32 * a + l] >> (2 * s)) & 3;
-            y[e] = dl * (float)((lo | hi << 4) - 32);
-        }
-    }
+    for (int a = 0; a < 2; a++)
+        for (int s = 0; s < 4; s++)
+            for (int h = 0; h < 2; h++) {
+                float dl = d * (float)sc[8 * a + 2 * s + h];
+                const uint8_t *lo = ql + 64 * a + 32 * (s % 2) + 16 * h, *hi = qh + 32 * a + 16 * h;
+                float *o = y + 128 * a + 32 * s + 16 * h;
+                for (int l = 0; l < 16; l++) o[l] = dl * (float)((((lo[l] >> (4 * (s / 2))) & 0xF) | ((hi[l] >> (2 * s)) & 3) << 4) - 32);
+            }
 }
 
 // Q8_K (292 bytes): f32 d, int8 qs[256], int16 bsums[16] (not needed here).
@@ -329,6 +340,10 @@ void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
     FK_ASSERT(n >= 0 && n % t->info.block == 0);
     const uint8_t *b = src;
     if (type == FK_GGML_F32) { memcpy(dst, src, (size_t)n * sizeof(float)); return; }
+    if (type == FK_GGML_F16) {
+        for (int64_t i = 0; i < n; i++) dst[i] = half_to_f32((uint16_t)(b[2 * i] | b[2 * i + 1] << 8));
+        return;
+    }
     if (type == FK_GGML_BF16) {
         for (int64_t i = 0; i < n; i++) {
             uint32_t x = (uint32_t)(b[2 * i] | b[2 * i + 1] << 8) << 16;
