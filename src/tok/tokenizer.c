@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SPM_MAX_NOSPLIT 16
+
 struct fk_tokenizer {
     fk_tok_kind kind;
     int32_t n_vocab;
@@ -24,9 +26,19 @@ struct fk_tokenizer {
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges, score_mode;
     bool prefix_after_added; // SPM: the dummy prefix also follows each added token (else only the text's start)
-    bool spm_split;          // SPM: no piece holds "x▁" (x not ▁), so merges never cross such a point
-    int32_t *added;          // tokens matched in raw text, sorted by first byte, longest first
-    int32_t added_at[257];   // added[added_at[b] .. added_at[b + 1]) begin with byte b
+    bool spm_split;          // SPM: merges never cross a point before a "▁" that follows a character
+                             // other than ▁ and other than the nosplit ones
+    int n_nosplit;
+    uint32_t nosplit[SPM_MAX_NOSPLIT];  // the characters c such that some piece holds "c▁" (Gemma: ">")
+    // Tokens matched in raw text (user-defined always; control and unknown when parsing
+    // specials): a byte trie, node 0 the root. Per node the lowest id of each kind that ends
+    // there (-1: none); edges in an open-addressing map (node * 256 + byte + 1 -> child).
+    int32_t n_nodes;
+    int32_t *node_user, *node_any;
+    uint64_t *edge_key;
+    int32_t *edge_child;
+    uint64_t edge_mask;
+    uint8_t first_byte[256];  // 1: some added token starts with this byte
     uint64_t fp;
 };
 
@@ -45,7 +57,10 @@ void fk_tok_free(fk_tokenizer *t) {
     free(t->pair_rank);
     free(t->pair_res);
     fk_pretok_free(&t->pre);
-    free(t->added);
+    free(t->node_user);
+    free(t->node_any);
+    free(t->edge_key);
+    free(t->edge_child);
     free(t);
 }
 
@@ -65,13 +80,74 @@ static int32_t pair_find(const fk_tokenizer *t, int32_t a, int32_t b, int32_t *r
     return t->pair_rank[i];
 }
 
-static int cmp_added(const void *x, const void *y, void *ctx) {
-    const fk_tokenizer *t = ctx;
-    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
-    unsigned char fa = (unsigned char)piece(t, a)[0], fb = (unsigned char)piece(t, b)[0];
-    if (fa != fb) return fa < fb ? -1 : 1;
-    if (t->len[a] != t->len[b]) return t->len[a] > t->len[b] ? -1 : 1;
-    return a < b ? -1 : a > b;
+static bool is_added_type(int type) { return type == FK_TT_USER_DEFINED || type == FK_TT_CONTROL || type == FK_TT_UNKNOWN; }
+
+static uint64_t edge_slot(const fk_tokenizer *t, uint64_t key) {
+    uint64_t i = fk_hash64(key) & t->edge_mask;
+    while (t->edge_key[i] && t->edge_key[i] != key) i = (i + 1) & t->edge_mask;
+    return i;
+}
+
+// The child of node on byte b, or -1.
+static int32_t trie_child(const fk_tokenizer *t, int32_t node, unsigned char b) {
+    uint64_t i = edge_slot(t, (uint64_t)node * 256 + b + 1);
+    return t->edge_key[i] ? t->edge_child[i] : -1;
+}
+
+// The trie of the added tokens (those of an added type with a non-empty piece).
+static fk_status build_trie(fk_tokenizer *t) {
+    uint64_t bytes = 0;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        if (is_added_type(t->types[i])) bytes += t->len[i];
+    if (bytes > (uint64_t)INT32_MAX / 2) return fk_error(FK_ERR_FORMAT, "tokenizer: added tokens hold %llu bytes", (unsigned long long)bytes);
+    uint64_t cap = 16;
+    while (cap < 2 * bytes + 2) cap <<= 1;
+    t->node_user = malloc(sizeof(int32_t) * (size_t)(bytes + 1));
+    t->node_any = malloc(sizeof(int32_t) * (size_t)(bytes + 1));
+    t->edge_key = calloc(cap, sizeof *t->edge_key);
+    t->edge_child = malloc(sizeof(int32_t) * cap);
+    if (!t->node_user || !t->node_any || !t->edge_key || !t->edge_child) return fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer");
+    t->edge_mask = cap - 1;
+    t->n_nodes = 1;
+    t->node_user[0] = t->node_any[0] = -1;
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (!is_added_type(t->types[id]) || t->len[id] == 0) continue;
+        const unsigned char *p = (const unsigned char *)piece(t, id);
+        int32_t node = 0;
+        for (uint32_t k = 0; k < t->len[id]; k++) {
+            uint64_t key = (uint64_t)node * 256 + p[k] + 1, i = edge_slot(t, key);
+            if (!t->edge_key[i]) {
+                t->edge_key[i] = key;
+                t->edge_child[i] = t->n_nodes;
+                t->node_user[t->n_nodes] = t->node_any[t->n_nodes] = -1;
+                t->n_nodes++;
+            }
+            node = t->edge_child[i];
+        }
+        if (t->node_any[node] < 0) t->node_any[node] = id;  // ids ascend: the lowest id of a piece wins
+        if (t->types[id] == FK_TT_USER_DEFINED && t->node_user[node] < 0) t->node_user[node] = id;
+        t->first_byte[p[0]] = 1;
+    }
+    return FK_OK;
+}
+
+// The code point of the UTF-8 character that ends at p[end] (exclusive), looking back at most to
+// p[0]; a byte that is not valid UTF-8 gets 0x80000000 | byte.
+static uint32_t char_before(const unsigned char *p, size_t end) {
+    size_t j = end - 1;
+    while (j > 0 && end - j < 4 && (p[j] & 0xC0) == 0x80) j--;
+    int cl = fk_utf8_valid_len(p + j, end - j);
+    if (cl != (int)(end - j)) return 0x80000000u | p[end - 1];
+    uint32_t cp = cl == 1 ? p[j] : cl == 2 ? (p[j] & 0x1Fu) << 6 | (p[j + 1] & 0x3F)
+                : cl == 3 ? (p[j] & 0x0Fu) << 12 | (p[j + 1] & 0x3Fu) << 6 | (p[j + 2] & 0x3F)
+                          : (p[j] & 0x07u) << 18 | (p[j + 1] & 0x3Fu) << 12 | (p[j + 2] & 0x3Fu) << 6 | (p[j + 3] & 0x3F);
+    return cp;
+}
+
+static bool is_nosplit(const fk_tokenizer *t, uint32_t cp) {
+    for (int k = 0; k < t->n_nosplit; k++)
+        if (t->nosplit[k] == cp) return true;
+    return false;
 }
 
 static fk_tokenizer *tok_alloc(void) { return calloc(1, sizeof(fk_tokenizer)); }
@@ -154,14 +230,20 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
     }
     t->score_mode = s->kind == FK_TOK_SPM && s->n_merges == 0;
     if (s->kind == FK_TOK_SPM) {
+        // Merged symbols are pieces, so no symbol crosses a point between a character c and a
+        // "▁" unless some piece holds "c▁": the characters that do are collected (a few at most,
+        // else no splitting).
         t->spm_split = true;
         for (int32_t i = 0; i < n && t->spm_split; i++) {
             const unsigned char *p = (const unsigned char *)piece(t, i);
-            for (uint32_t k = 1; k + 2 < t->len[i]; k++)
-                if (p[k] == 0xE2 && p[k + 1] == 0x96 && p[k + 2] == 0x81 && !(k >= 3 && p[k - 3] == 0xE2 && p[k - 2] == 0x96 && p[k - 1] == 0x81)) {
-                    t->spm_split = false;
-                    break;
-                }
+            for (uint32_t k = 1; k + 2 < t->len[i]; k++) {
+                if (!(p[k] == 0xE2 && p[k + 1] == 0x96 && p[k + 2] == 0x81) || (k >= 3 && p[k - 3] == 0xE2 && p[k - 2] == 0x96 && p[k - 1] == 0x81))
+                    continue;
+                uint32_t cp = char_before(p, k);
+                if (is_nosplit(t, cp)) continue;
+                if (t->n_nosplit == SPM_MAX_NOSPLIT) { t->spm_split = false; break; }
+                t->nosplit[t->n_nosplit++] = cp;
+            }
         }
     }
 
@@ -194,21 +276,7 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
     t->ignore_merges = s->ignore_merges;
 
     // Tokens matched in the raw text before anything else.
-    int32_t n_added = 0;
-    for (int32_t i = 0; i < n; i++)
-        n_added += t->len[i] > 0 && (t->types[i] == FK_TT_USER_DEFINED || t->types[i] == FK_TT_CONTROL || t->types[i] == FK_TT_UNKNOWN);
-    t->added = malloc(sizeof(int32_t) * (size_t)(n_added ? n_added : 1));
-    if (!t->added) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto fail; }
-    n_added = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (t->len[i] > 0 && (t->types[i] == FK_TT_USER_DEFINED || t->types[i] == FK_TT_CONTROL || t->types[i] == FK_TT_UNKNOWN))
-            t->added[n_added++] = i;
-    qsort_r(t->added, (size_t)n_added, sizeof(int32_t), cmp_added, t);
-    for (int b = 0, k = 0; b <= 256; b++) {
-        while (k < n_added && (unsigned char)piece(t, t->added[k])[0] < b) k++;
-        t->added_at[b] = k;
-    }
-    t->added_at[256] = n_added;
+    if ((st = build_trie(t)) != FK_OK) goto fail;
 
     // Fingerprint of everything that decides encodings.
     uint64_t h = fk_fnv1a64(&t->kind, sizeof t->kind, 0);
@@ -607,7 +675,9 @@ static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t 
                 const char *p = memchr(sb->buf + b, 0xE2, l - b);
                 if (!p) { b = l; break; }
                 b = (size_t)(p - sb->buf);
-                if (b + 3 <= l && is_marker(p) && !(b >= 3 && is_marker(p - 3))) break;
+                if (b + 3 <= l && is_marker(p) && !(b >= 3 && is_marker(p - 3)) &&
+                    !(t->n_nosplit && is_nosplit(t, char_before((const unsigned char *)sb->buf, b))))
+                    break;
             }
             if (b > l || b + 3 > l) b = l;
         }
@@ -646,13 +716,15 @@ static fk_status spm_fragment(bpe_ctx *c, spm_buf *sb, const char *text, size_t 
 // ---------------------------------------------------------------- encode
 // The added or special token starting at text[i], longest first, or -1.
 static int32_t match_added(const fk_tokenizer *t, const char *text, size_t n, size_t i, bool specials) {
-    unsigned char b = (unsigned char)text[i];
-    for (int32_t k = t->added_at[b]; k < t->added_at[b + 1]; k++) {
-        int32_t id = t->added[k];
-        if (t->types[id] != FK_TT_USER_DEFINED && !specials) continue;
-        if (t->len[id] <= n - i && memcmp(text + i, piece(t, id), t->len[id]) == 0) return id;
+    if (!t->first_byte[(unsigned char)text[i]]) return -1;
+    int32_t node = 0, best = -1;
+    for (size_t j = i; j < n; j++) {
+        node = trie_child(t, node, (unsigned char)text[j]);
+        if (node < 0) break;
+        int32_t id = specials ? t->node_any[node] : t->node_user[node];
+        if (id >= 0) best = id;
     }
-    return -1;
+    return best;
 }
 
 fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
@@ -667,7 +739,7 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
         if (bc.use_cache) st = fk_strmap_init(&bc.cache.map, 1 << 14);
         bool prev_special = true;
         size_t seg = 0;
-        bool any_added = t->added_at[256] > 0;
+        bool any_added = t->n_nodes > 1;
         for (size_t i = 0; st == FK_OK && i <= n; i++) {
             int32_t id = -1;
             if (i < n && any_added) {
