@@ -255,6 +255,69 @@ static void test_qmatmul(void **s) {
     for (int i = 0; i < 4; i++) assert_true(y[i] == 0);
 }
 
+// The 8-bit-activation product: within the activation rounding bound sum_c |w_c| d_c / 2
+// (d_c = max |x| over c's block of 32 / 127) plus an f32 allowance 2e-5 sum_c |x_c| (|w_c| +
+// max |w|); types without integer codes must give fk_qmatmul_forward's result exactly.
+static void test_qmatmul_q8(void **s) {
+    (void)s;
+    fk_rng r;
+    fk_rng_seed(&r, 6);
+    static const int64_t Ns[] = {1, 3, 40};
+    for (size_t k = 0; k < N_ALL; k++) {
+        uint32_t type = ALL[k];
+        int64_t blk = fk_ggml_type(type)->block;
+        int64_t C = blk == 1 ? 96 : blk == 32 ? 96 : 512, OC = 70;
+        uint64_t rb;
+        CHECK(fk_ggml_row_bytes(type, C, &rb));
+        uint8_t *w = malloc(rb * (uint64_t)OC);
+        random_weights(w, rb * (uint64_t)OC, type, &r);
+        float *wf = malloc((size_t)(OC * C) * sizeof(float)), *b = malloc((size_t)OC * sizeof(float));
+        for (int64_t o = 0; o < OC; o++) fk_dequantize_row(type, w + (uint64_t)o * rb, wf + o * C, C);
+        for (int64_t o = 0; o < OC; o++) b[o] = fk_rng_normal(&r);
+        bool q8 = fk_qmatmul_q8_supported(type);
+        assert_true(q8 == (type != FK_GGML_F32 && type != FK_GGML_F16 && type != FK_GGML_BF16));
+        for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
+            int64_t N = Ns[ni];
+            float *x = malloc((size_t)(N * C) * sizeof(float)), *y = malloc((size_t)(N * OC) * sizeof(float));
+            float *y2 = malloc((size_t)(N * OC) * sizeof(float));
+            for (int64_t i = 0; i < N * C; i++) x[i] = fk_rng_normal(&r) * (i % 7 == 0 ? 5.0f : 1.0f);
+            CHECK(fk_qmatmul_forward_q8(y, x, w, type, b, N, C, OC));
+            if (!q8) {
+                CHECK(fk_qmatmul_forward(y2, x, w, type, b, N, C, OC));
+                assert_memory_equal(y, y2, (size_t)(N * OC) * sizeof(float));
+            }
+            double se = 0, sr = 0;
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t o = 0; o < OC; o++) {
+                    double acc = b[o], tol = 1e-6 * fabs(b[o]), wmax = 0, mag = 0;
+                    for (int64_t c = 0; c < C; c++) wmax = fmax(wmax, fabs(wf[o * C + c]));
+                    for (int64_t c = 0; c < C; c++) {
+                        const float *xb = x + i * C + c / 32 * 32;
+                        double amax = 0;
+                        for (int l = 0; l < 32; l++) amax = fmax(amax, fabs(xb[l]));
+                        acc += (double)x[i * C + c] * wf[o * C + c];
+                        mag += fabs((double)x[i * C + c] * wf[o * C + c]);
+                        tol += fabs(wf[o * C + c]) * amax / 127 / 2 + 2e-5 * fabs(x[i * C + c]) * (fabs(wf[o * C + c]) + wmax);
+                    }
+                    double err = fabs(y[i * OC + o] - acc);
+                    if (!(err <= tol))
+                        fail_msg("%s q8 N=%lld out[%lld][%lld] = %.9g, reference %.9g (tolerance %.3g)", fk_ggml_type_name(type), (long long)N,
+                                 (long long)i, (long long)o, y[i * OC + o], acc, tol);
+                    se += err * err;
+                    sr += mag * mag;
+                }
+            if (q8 && !(se < 1e-4 * sr))  // RMS error below 1% of the RMS of sum_c |x_c w_c|
+                fail_msg("%s q8 N=%lld: relative RMS error %.3g", fk_ggml_type_name(type), (long long)N, sqrt(se / sr));
+            free(x);
+            free(y);
+            free(y2);
+        }
+        free(w);
+        free(wf);
+        free(b);
+    }
+}
+
 // ------------------------------------------------------------------ broken files
 
 typedef struct { unsigned char *b; size_t n, cap; } buf;
@@ -377,6 +440,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_goldens),
         cmocka_unit_test(test_import_quantized_model),
         cmocka_unit_test(test_qmatmul),
+        cmocka_unit_test(test_qmatmul_q8),
         cmocka_unit_test(test_bad_files),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

@@ -60,4 +60,16 @@ void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
                              int64_t C, int64_t OC);
 
+// The same product with the activations quantized to 8 bits (llama.cpp's approach): each
+// 32 elements of a row of inp become int8 codes q = round(x / d), d = max|x| / 127, and every
+// weight block is read as integer codes with f32 scales (and mins) per 16 or 32 elements,
+// w = s * code + m, so the inner products are integer dot products. The error against the
+// exact product is at most sum_c |w_c| d_c / 2 (the activation rounding) plus f32 rounding.
+// For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q8_K, IQ4_NL and IQ4_XS (see
+// fk_qmatmul_q8_supported); any other type falls back to fk_qmatmul_forward. Rows are
+// split across OpenMP threads; each row is decoded once for all N tokens.
+fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
+                                int64_t C, int64_t OC);
+bool fk_qmatmul_q8_supported(uint32_t type);
+
 #endif

@@ -8,8 +8,12 @@
 #include "fusekit/quants.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <string.h>
 
 #define QK_K 256
@@ -440,5 +444,259 @@ fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32
     }
     if (failed)
         return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a tile of %lld x %lld floats", (long long)TR, (long long)C);
+    return FK_OK;
+}
+
+// ------------------------------------------------------------------ 8-bit activations
+
+// A weight row as integer codes: w[i] = s[i/16] * q[i] + m[i/16] (m is 0 for the types
+// without a min), with s and m computed in f32 as the dequantizers compute them.
+typedef void (*unpack_fn)(const uint8_t *b, int8_t *q, float *s, float *m);
+
+static void fill2(float *v, float a) { v[0] = v[1] = a; }
+
+static void unpack_q4_0(const uint8_t *b, int8_t *q, float *s, float *m) {
+    fill2(s, h2f(b));
+    fill2(m, 0);
+    for (int l = 0; l < 16; l++) { q[l] = (int8_t)((b[2 + l] & 0xF) - 8); q[l + 16] = (int8_t)((b[2 + l] >> 4) - 8); }
+}
+static void unpack_q4_1(const uint8_t *b, int8_t *q, float *s, float *m) {
+    fill2(s, h2f(b));
+    fill2(m, h2f(b + 2));
+    for (int l = 0; l < 16; l++) { q[l] = (int8_t)(b[4 + l] & 0xF); q[l + 16] = (int8_t)(b[4 + l] >> 4); }
+}
+static void unpack_q5(const uint8_t *qs, uint32_t qh, int8_t *q, int off) {
+    for (int l = 0; l < 16; l++) {
+        q[l] = (int8_t)(((qs[l] & 0xF) | (int)((qh >> l) & 1) << 4) - off);
+        q[l + 16] = (int8_t)(((qs[l] >> 4) | (int)((qh >> (l + 16)) & 1) << 4) - off);
+    }
+}
+static void unpack_q5_0(const uint8_t *b, int8_t *q, float *s, float *m) {
+    fill2(s, h2f(b));
+    fill2(m, 0);
+    unpack_q5(b + 6, (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24, q, 16);
+}
+static void unpack_q5_1(const uint8_t *b, int8_t *q, float *s, float *m) {
+    fill2(s, h2f(b));
+    fill2(m, h2f(b + 2));
+    unpack_q5(b + 8, (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24, q, 0);
+}
+static void unpack_q8_0(const uint8_t *b, int8_t *q, float *s, float *m) {
+    fill2(s, h2f(b));
+    fill2(m, 0);
+    memcpy(q, b + 2, 32);
+}
+static void unpack_iq4_nl(const uint8_t *b, int8_t *q, float *s, float *m) {
+    fill2(s, h2f(b));
+    fill2(m, 0);
+    for (int l = 0; l < 16; l++) { q[l] = kvalues_iq4nl[b[2 + l] & 0xF]; q[l + 16] = kvalues_iq4nl[b[2 + l] >> 4]; }
+}
+static void unpack_q2_k(const uint8_t *b, int8_t *q, float *s, float *m) {
+    const uint8_t *sc = b, *qs = b + 16;
+    float d = h2f(b + 80), dmin = h2f(b + 82);
+    for (int j = 0; j < 2; j++)
+        for (int sh = 0; sh < 4; sh++)
+            for (int h = 0; h < 2; h++) {
+                int g = 8 * j + 2 * sh + h;
+                s[g] = d * (float)(sc[g] & 0xF);
+                m[g] = -(dmin * (float)(sc[g] >> 4));
+                for (int l = 0; l < 16; l++) q[16 * g + l] = (int8_t)((qs[32 * j + 16 * h + l] >> (2 * sh)) & 3);
+            }
+}
+static void unpack_q3_k(const uint8_t *b, int8_t *q, float *s, float *m) {
+    const uint8_t *hm = b, *qs = b + 32, *sc = b + 96;
+    float d = h2f(b + 108);
+    for (int j = 0; j < 2; j++)
+        for (int sh = 0; sh < 4; sh++)
+            for (int h = 0; h < 2; h++) {
+                int g = 8 * j + 2 * sh + h, bit = 4 * j + sh;
+                int s6 = ((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4;
+                s[g] = d * (float)(s6 - 32);
+                m[g] = 0;
+                for (int l = 0; l < 16; l++)
+                    q[16 * g + l] = (int8_t)(((qs[32 * j + 16 * h + l] >> (2 * sh)) & 3) - (((hm[16 * h + l] >> bit) & 1) ? 0 : 4));
+            }
+}
+static void unpack_q45_k(const uint8_t *b, int8_t *q, float *s, float *m, bool five) {
+    float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t *scales = b + 4, *qh = b + 16, *qs = five ? b + 48 : b + 16;
+    for (int g = 0; g < 8; g++) {
+        int sc, mn;
+        scale_min_k4(g, scales, &sc, &mn);
+        fill2(s + 2 * g, d * (float)sc);
+        fill2(m + 2 * g, -(dmin * (float)mn));
+        const uint8_t *p = qs + 32 * (g / 2);
+        int sh = 4 * (g % 2);
+        for (int l = 0; l < 32; l++) q[32 * g + l] = (int8_t)(((p[l] >> sh) & 0xF) | (five ? ((qh[l] >> g) & 1) << 4 : 0));
+    }
+}
+static void unpack_q4_k(const uint8_t *b, int8_t *q, float *s, float *m) { unpack_q45_k(b, q, s, m, false); }
+static void unpack_q5_k(const uint8_t *b, int8_t *q, float *s, float *m) { unpack_q45_k(b, q, s, m, true); }
+static void unpack_q6_k(const uint8_t *b, int8_t *q, float *s, float *m) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = h2f(b + 208);
+    for (int a = 0; a < 2; a++)
+        for (int sh = 0; sh < 4; sh++)
+            for (int h = 0; h < 2; h++) {
+                int g = 8 * a + 2 * sh + h;
+                s[g] = d * (float)sc[g];
+                m[g] = 0;
+                const uint8_t *lo = ql + 64 * a + 32 * (sh % 2) + 16 * h, *hi = qh + 32 * a + 16 * h;
+                for (int l = 0; l < 16; l++)
+                    q[16 * g + l] = (int8_t)((((lo[l] >> (4 * (sh / 2))) & 0xF) | ((hi[l] >> (2 * sh)) & 3) << 4) - 32);
+            }
+}
+static void unpack_q8_k(const uint8_t *b, int8_t *q, float *s, float *m) {
+    float d = f32at(b);
+    for (int g = 0; g < 16; g++) { s[g] = d; m[g] = 0; }
+    memcpy(q, b + 4, QK_K);
+}
+static void unpack_iq4_xs(const uint8_t *b, int8_t *q, float *s, float *m) {
+    float d = h2f(b);
+    unsigned shi = (unsigned)(b[2] | b[3] << 8);
+    const uint8_t *sl = b + 4, *qs = b + 8;
+    for (int j = 0; j < 8; j++) {
+        int s6 = ((sl[j / 2] >> (4 * (j % 2))) & 0xF) | ((shi >> (2 * j)) & 3) << 4;
+        fill2(s + 2 * j, d * (float)(s6 - 32));
+        fill2(m + 2 * j, 0);
+        for (int l = 0; l < 16; l++) {
+            q[32 * j + l] = kvalues_iq4nl[qs[16 * j + l] & 0xF];
+            q[32 * j + 16 + l] = kvalues_iq4nl[qs[16 * j + l] >> 4];
+        }
+    }
+}
+
+static unpack_fn unpacker(uint32_t type, bool *has_min) {
+    *has_min = type == FK_GGML_Q4_1 || type == FK_GGML_Q5_1 || type == FK_GGML_Q2_K || type == FK_GGML_Q4_K || type == FK_GGML_Q5_K;
+    switch (type) {
+    case FK_GGML_Q4_0: return unpack_q4_0;
+    case FK_GGML_Q4_1: return unpack_q4_1;
+    case FK_GGML_Q5_0: return unpack_q5_0;
+    case FK_GGML_Q5_1: return unpack_q5_1;
+    case FK_GGML_Q8_0: return unpack_q8_0;
+    case FK_GGML_IQ4_NL: return unpack_iq4_nl;
+    case FK_GGML_Q2_K: return unpack_q2_k;
+    case FK_GGML_Q3_K: return unpack_q3_k;
+    case FK_GGML_Q4_K: return unpack_q4_k;
+    case FK_GGML_Q5_K: return unpack_q5_k;
+    case FK_GGML_Q6_K: return unpack_q6_k;
+    case FK_GGML_Q8_K: return unpack_q8_k;
+    case FK_GGML_IQ4_XS: return unpack_iq4_xs;
+    default: return NULL;
+    }
+}
+
+bool fk_qmatmul_q8_supported(uint32_t type) {
+    bool has_min;
+    return type < FK_GGML_TYPE_COUNT && unpacker(type, &has_min) != NULL;
+}
+
+// sum_i s[i/16] dx[i/32] q[i] qx[i] over C elements (C % 32 == 0).
+static float dot_codes(const int8_t *q, const float *s, const int8_t *qx, const float *dx, int64_t C) {
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t k = 0; k < C / 32; k++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(q + 32 * k)), y = _mm256_loadu_si256((const __m256i *)(qx + 32 * k));
+        // |a| * (y * sign a): unsigned x signed byte products in pairs, then in fours (ggml's trick)
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(y, a)), ones);
+        __m256 sc = _mm256_set_m128(_mm_set1_ps(s[2 * k + 1] * dx[k]), _mm_set1_ps(s[2 * k] * dx[k]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc);
+    }
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+#else
+    float acc = 0;
+    for (int64_t g = 0; g < C / 16; g++) {
+        int32_t is = 0;
+        for (int l = 0; l < 16; l++) is += (int32_t)q[16 * g + l] * qx[16 * g + l];
+        acc += s[g] * dx[g / 2] * (float)is;
+    }
+    return acc;
+#endif
+}
+
+// Per-thread row codes, kept between calls.
+static _Thread_local void *code_buf;
+static _Thread_local size_t code_cap;
+
+fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
+                                int64_t C, int64_t OC) {
+    bool has_min;
+    unpack_fn unpack = ggml_type < FK_GGML_TYPE_COUNT ? unpacker(ggml_type, &has_min) : NULL;
+    if (!unpack) return fk_qmatmul_forward(out, inp, w, ggml_type, bias, N, C, OC);
+    const type_entry *t = &types[ggml_type];
+    uint64_t row_bytes;
+    if (N < 0 || OC < 0 || C < 1 || fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
+        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld",
+                        t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    if (N == 0 || OC == 0) return FK_OK;
+    // activations: int8 codes per 32 (ggml's Q8_0 rule: d = max|x| / 127, q = round(x / d)), their
+    // scales, and the code sums per 16 (for the mins)
+    int64_t nb32 = C / 32, ng = C / 16;
+    int8_t *qx = malloc((size_t)(N * C));
+    float *dx = malloc((size_t)(N * nb32) * sizeof(float));
+    int32_t *sx = malloc((size_t)(N * ng) * sizeof(int32_t));
+    if (!qx || !dx || !sx) {
+        free(qx); free(dx); free(sx);
+        return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for %lld x %lld 8-bit activations", (long long)N, (long long)C);
+    }
+    #pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (int64_t i = 0; i < N * nb32; i++) {
+        const float *x = inp + 32 * i;
+        float amax = 0;
+        for (int l = 0; l < 32; l++) amax = fabsf(x[l]) > amax ? fabsf(x[l]) : amax;
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        int8_t *q = qx + 32 * i;
+        for (int l = 0; l < 32; l++) q[l] = (int8_t)roundf(x[l] * id);
+        dx[i] = d;
+        for (int h = 0; h < 2; h++) {
+            int32_t sum = 0;
+            for (int l = 0; l < 16; l++) sum += q[16 * h + l];
+            sx[2 * i + h] = sum;
+        }
+    }
+    const uint8_t *wb = w;
+    int64_t blk = t->info.block, gpb = blk / 16;  // 16-groups per block
+    size_t need = (size_t)C + 2 * (size_t)ng * sizeof(float) + 64;
+    int failed = 0;
+    #pragma omp parallel if (N * C * OC > 262144)
+    {
+        if (code_cap < need) {
+            void *p = realloc(code_buf, need);
+            if (p) { code_buf = p; code_cap = need; }
+        }
+        bool ok = code_cap >= need;
+        if (!ok) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        float *s = ok ? code_buf : NULL, *m = ok ? s + ng : NULL;
+        int8_t *q = ok ? (int8_t *)(m + ng) : NULL;
+        #pragma omp for schedule(static)
+        for (int64_t o = 0; o < OC; o++) {
+            if (!ok) continue;
+            const uint8_t *row = wb + (uint64_t)o * row_bytes;
+            for (int64_t k = 0; k < C / blk; k++) unpack(row + k * t->info.bytes, q + k * blk, s + k * gpb, m + k * gpb);
+            for (int64_t n = 0; n < N; n++) {
+                const float *d = dx + n * nb32;
+                float acc = dot_codes(q, s, qx + n * C, d, C);
+                if (has_min) {
+                    const int32_t *xs = sx + n * ng;
+                    float mins = 0;
+                    for (int64_t g = 0; g < ng; g++) mins += m[g] * d[g / 2] * (float)xs[g];
+                    acc += mins;
+                }
+                out[n * OC + o] = acc + (bias ? bias[o] : 0.0f);
+            }
+        }
+    }
+    free(qx);
+    free(dx);
+    free(sx);
+    if (failed) return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a row of %lld codes", (long long)C);
     return FK_OK;
 }
