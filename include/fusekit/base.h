@@ -35,6 +35,12 @@ void fk_assert_fail(const char *cond, const char *file, int line) __attribute__(
 
 // Allocation that reports failure through the status mechanism. 64-byte aligned, zeroed.
 void *fk_calloc_aligned(size_t bytes);
+// Zeroed, page-aligned memory straight from the kernel: its pages become resident only when
+// written, so an arena of which parts are never touched (a frozen model's stored matrices, a
+// KV cache for a context never reached) costs only what is used. NULL when out of memory.
+// Free with fk_free_pages and the same byte count.
+void *fk_alloc_pages(size_t bytes);
+void fk_free_pages(void *p, size_t bytes);
 
 // ---------------------------------------------------------------- random numbers
 // xoshiro256** seeded through splitmix64: small state, good quality, reproducible.

@@ -113,6 +113,21 @@ typedef struct {
     int64_t attn_post_w, ffn_post_w, q_norm_w, k_norm_w;                                       // -1: absent
 } fk_layer_offsets;
 
+// A weight matrix of a frozen model read where its file stores it (quantized, f16, bf16 or
+// f32, memory-mapped) instead of from the f32 arena: rows [row0, row0 + rows) of table entry
+// `param`, each row shape[1] elements of ggml type `type` in row_bytes bytes. The forward
+// passes multiply by it directly (fk_qmatmul_forward: weight tiles decoded on the fly, once per
+// batch); an embedding row is decoded when looked up.
+typedef struct {
+    int param;             // index into fk_model.params
+    int64_t row0, rows;
+    uint32_t type;         // ggml type
+    const void *data;      // rows * row_bytes bytes, kept valid by the model's stored_owner
+    size_t row_bytes;
+    int64_t rope_hd;       // > 0: rows are in llama.cpp's interleaved RoPE order within each head of
+                           // rope_hd rows (GGUF row 2j+s of a head is table row s*rope_hd/2+j)
+} fk_stored;
+
 typedef struct fk_acts fk_acts;
 typedef struct fk_kv_cache fk_kv_cache;
 
@@ -136,6 +151,14 @@ typedef struct {
     // activations (N, ffn[l]); N = B*T rows, row-major. NULL: none.
     void (*hook)(void *user, int layer, const float *resid, const float *att, const float *act, int64_t N);
     void *hook_user;
+    // Frozen models (fk_model_add_stored): matrices read in place; their arena rows stay
+    // untouched (the arena is lazily zeroed pages, so they cost no memory). NULL / 0: none.
+    fk_stored *stored;
+    int n_stored;
+    void *stored_owner;                   // keeps the stored data valid (a mapped file)
+    void (*stored_release)(void *owner);  // called by fk_model_free
+    float *stored_tmp;                    // scratch of the stored matmuls
+    int64_t stored_tmp_n;
 } fk_model;
 
 // Builds the table and allocates zeroed weights.
@@ -150,6 +173,21 @@ const fk_param *fk_model_find_param(const fk_model *m, const char *name);
 int64_t fk_model_num_params(const fk_model *m);           // counts a tied head once
 int64_t fk_model_num_matmul_params(const fk_model *m);    // weights in matrix multiplies, head included
 int64_t fk_model_num_ffn_params(const fk_model *m);       // FFN weights and biases (up/gate, down), all layers
+
+// Makes table rows [s->row0, s->row0 + s->rows) of a matrix (token embedding, qkv, o, up,
+// down, LM head) read from s->data as stored, instead of from the arena. The rows of one
+// entry must be covered entirely, in one or more calls, before the next forward. The model
+// is then frozen: fk_model_backward and fk_model_alloc_grads refuse. FK_ERR_ARG when the
+// entry is not such a matrix, the rows are out of range or already stored, or row_bytes does
+// not match the type and row length.
+fk_status fk_model_add_stored(fk_model *m, const fk_stored *s);
+// Hands the owner of the stored data to the model (released by fk_model_free).
+void fk_model_set_stored_owner(fk_model *m, void *owner, void (*release)(void *owner));
+// Whether any weight is read as stored (the model is frozen: inference only).
+bool fk_model_is_frozen(const fk_model *m);
+// Bytes of weights the model reads: the arena's entries that are not stored, plus the stored
+// rows' bytes.
+size_t fk_model_weight_bytes(const fk_model *m);
 
 // Forward over a batch: tokens (B, T); targets (B, T) or NULL; target -1 is ignored.
 // With targets, *loss gets the mean cross-entropy over scored positions.

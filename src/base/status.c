@@ -2,6 +2,7 @@
 #include "fusekit/base.h"
 
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,4 +60,14 @@ void *fk_calloc_aligned(size_t bytes) {
     void *p = aligned_alloc(64, n);
     if (p) memset(p, 0, n);
     return p;
+}
+
+void *fk_alloc_pages(size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void fk_free_pages(void *p, size_t bytes) {
+    if (p) munmap(p, bytes ? bytes : 1);
 }

@@ -2,6 +2,7 @@
 // decoder, and incremental inference with a KV cache.
 #include "fusekit/model.h"
 #include "nn/ops.h"
+#include "fusekit/quants.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -128,7 +129,7 @@ fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
     m->params = calloc((size_t)m->n_params, sizeof *m->params);
     if (!m->params) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     build_table(m);  // fill
-    m->w = fk_calloc_aligned((size_t)m->n_floats * sizeof(float));
+    m->w = fk_alloc_pages((size_t)m->n_floats * sizeof(float));
     if (!m->w) {
         size_t mb = (size_t)m->n_floats * 4 >> 20;
         fk_model_free(m);
@@ -173,6 +174,9 @@ void fk_model_init_weights(fk_model *m, uint64_t seed) {
 
 fk_status fk_model_alloc_grads(fk_model *m) {
     if (m->g) return FK_OK;
+    if (m->n_stored > 0)
+        return fk_error(FK_ERR_ARG, "the model reads %d weight matrices as stored in its file (a frozen model for inference); "
+                        "load it dequantized to train it", m->n_stored);
     m->g = fk_calloc_aligned((size_t)m->n_floats * sizeof(float));
     if (!m->g) return fk_error(FK_ERR_NOMEM, "cannot allocate %zu MiB for gradients", (size_t)m->n_floats * 4 >> 20);
     return FK_OK;
@@ -347,6 +351,133 @@ static void add_inplace(float *out, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+// ================================================================== stored (frozen) weights
+
+static const fk_param *param_at(const fk_model *m, int64_t off) {
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].offset == off) return &m->params[i];
+    return NULL;
+}
+
+fk_status fk_model_add_stored(fk_model *m, const fk_stored *s) {
+    if (s->param < 0 || s->param >= m->n_params) return fk_error(FK_ERR_ARG, "stored weight: table entry %d does not exist", s->param);
+    const fk_param *p = &m->params[s->param];
+    fk_param_kind k = p->kind;
+    if (k != FK_P_TOK_EMB && k != FK_P_QKV_W && k != FK_P_O_W && k != FK_P_UP_W && k != FK_P_DOWN_W && k != FK_P_LM_HEAD)
+        return fk_error(FK_ERR_ARG, "stored weight: '%s' is not a weight matrix that can be read as stored", p->name);
+    if (s->row0 < 0 || s->rows < 1 || s->row0 > p->shape[0] - s->rows)
+        return fk_error(FK_ERR_ARG, "stored weight: rows %lld..%lld are outside '%s' (%lld rows)", (long long)s->row0,
+                        (long long)(s->row0 + s->rows), p->name, (long long)p->shape[0]);
+    uint64_t rb;
+    FK_TRY(fk_ggml_row_bytes(s->type, p->shape[1], &rb));
+    const fk_ggml_type_info *ti = fk_ggml_type(s->type);
+    if (!ti || !ti->dequant || rb != s->row_bytes || !s->data)
+        return fk_error(FK_ERR_ARG, "stored weight: '%s' rows of type %s need %llu bytes each, got %zu", p->name,
+                        fk_ggml_type_name(s->type), (unsigned long long)rb, s->row_bytes);
+    if (s->rope_hd < 0 || (s->rope_hd > 0 && (s->rope_hd % 2 != 0 || s->rows % s->rope_hd != 0 || s->row0 % s->rope_hd != 0)))
+        return fk_error(FK_ERR_ARG, "stored weight: '%s' RoPE head size %lld does not divide rows %lld..%lld", p->name,
+                        (long long)s->rope_hd, (long long)s->row0, (long long)(s->row0 + s->rows));
+    for (int i = 0; i < m->n_stored; i++) {
+        const fk_stored *o = &m->stored[i];
+        if (o->param == s->param && o->row0 < s->row0 + s->rows && s->row0 < o->row0 + o->rows)
+            return fk_error(FK_ERR_ARG, "stored weight: rows %lld..%lld of '%s' are already stored", (long long)s->row0,
+                            (long long)(s->row0 + s->rows), p->name);
+    }
+    fk_stored *grown = realloc(m->stored, (size_t)(m->n_stored + 1) * sizeof *grown);
+    if (!grown) return fk_error(FK_ERR_NOMEM, "out of memory");
+    m->stored = grown;
+    m->stored[m->n_stored++] = *s;
+    return FK_OK;
+}
+
+void fk_model_set_stored_owner(fk_model *m, void *owner, void (*release)(void *owner)) {
+    m->stored_owner = owner;
+    m->stored_release = release;
+}
+
+bool fk_model_is_frozen(const fk_model *m) { return m->n_stored > 0; }
+
+size_t fk_model_weight_bytes(const fk_model *m) {
+    size_t b = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        if (p->kind == FK_P_LM_HEAD && m->lm_head == m->tok_emb) continue;
+        int64_t rows_stored = 0;
+        for (int j = 0; j < m->n_stored; j++)
+            if (m->stored[j].param == i) { rows_stored += m->stored[j].rows; b += m->stored[j].rows * m->stored[j].row_bytes; }
+        b += (size_t)(p->numel - rows_stored * (p->ndim == 2 ? p->shape[1] : 1)) * sizeof(float);
+    }
+    return b;
+}
+
+// Table row of a stored segment's local row r (undoes llama.cpp's interleaved RoPE order).
+static int64_t stored_row(const fk_stored *s, int64_t r) {
+    if (s->rope_hd <= 0) return s->row0 + r;
+    int64_t hd = s->rope_hd, h = r / hd, w = r % hd;
+    return s->row0 + h * hd + (w % 2) * (hd / 2) + w / 2;
+}
+
+// out (N,OC) = inp (N,C) W^T + b for the matrix at arena offset woff: from the arena, or from
+// its stored segments (each multiplied in its own type, then scattered into out's columns).
+static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t woff, const float *bias, int64_t N, int64_t C,
+                            int64_t OC) {
+    if (m->n_stored == 0) { fk_matmul_forward(out, inp, m->w + woff, bias, N, C, OC); return FK_OK; }
+    const fk_param *p = param_at(m, woff);
+    int pi = p ? (int)(p - m->params) : -1;
+    int64_t covered = 0;
+    for (int i = 0; i < m->n_stored; i++) {
+        const fk_stored *s = &m->stored[i];
+        if (s->param != pi) continue;
+        if (N * s->rows > m->stored_tmp_n) {
+            float *t = realloc(m->stored_tmp, (size_t)(N * s->rows) * sizeof(float));
+            if (!t) return fk_error(FK_ERR_NOMEM, "out of memory (%lld x %lld scratch for '%s')", (long long)N, (long long)s->rows, p->name);
+            m->stored_tmp = t;
+            m->stored_tmp_n = N * s->rows;
+        }
+        FK_TRY(fk_qmatmul_forward(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows));
+        const float *t = m->stored_tmp;
+        int64_t R = s->rows;
+        #pragma omp parallel for if (N * R > FK_OMP_MIN_WORK)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t r = 0; r < R; r++) {
+                int64_t col = stored_row(s, r);
+                out[n * OC + col] = t[n * R + r] + (bias ? bias[col] : 0.0f);
+            }
+        covered += R;
+    }
+    if (covered == 0) { fk_matmul_forward(out, inp, m->w + woff, bias, N, C, OC); return FK_OK; }
+    if (covered != OC)
+        return fk_error(FK_ERR_ARG, "forward: only %lld of the %lld rows of '%s' are stored", (long long)covered, (long long)OC, p->name);
+    return FK_OK;
+}
+
+// Token embeddings (plus learned positions) of N tokens into out (N, C).
+static fk_status embed_forward(fk_model *m, float *out, const int32_t *tokens, const int32_t *pos, int64_t N) {
+    const fk_config *c = &m->cfg;
+    int64_t C = c->d_model;
+    int te = -1;
+    for (int i = 0; i < m->n_stored && te < 0; i++)
+        if (m->params[m->stored[i].param].offset == m->tok_emb) te = i;
+    if (te < 0) {
+        fk_encoder_forward(out, tokens, pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
+        return FK_OK;
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const fk_stored *s = NULL;
+        for (int i = 0; i < m->n_stored && !s; i++) {
+            const fk_stored *q = &m->stored[i];
+            if (m->params[q->param].offset == m->tok_emb && tokens[n] >= q->row0 && tokens[n] < q->row0 + q->rows) s = q;
+        }
+        if (!s) return fk_error(FK_ERR_ARG, "forward: embedding row %d is not stored", tokens[n]);
+        fk_dequantize_row(s->type, (const unsigned char *)s->data + (size_t)(tokens[n] - s->row0) * s->row_bytes, out + n * C, C);
+        if (m->pos_emb >= 0) {
+            const float *pe = m->w + m->pos_emb + (int64_t)pos[n] * C;
+            for (int64_t j = 0; j < C; j++) out[n * C + j] += pe[j];
+        }
+    }
+    return FK_OK;
+}
+
 fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, bool train, float *loss) {
     return fk_model_forward_soft(m, tokens, targets, NULL, 1.0f, B, T, train, loss, NULL);
 }
@@ -380,7 +511,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     memcpy(a->tokens, tokens, (size_t)N * sizeof(int32_t));
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
 
-    fk_encoder_forward(a->resid, a->tokens, a->pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
+    FK_TRY(embed_forward(m, a->resid, a->tokens, a->pos, N));
     if (c->emb_scale > 0) scale_inplace(a->resid, c->emb_scale, N * C);
     if (m->hook) m->hook(m->hook_user, -1, a->resid, NULL, NULL, N);
     float sc = att_scale(c);
@@ -394,7 +525,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
         float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
         float *ln2 = a->ln2 + s * N * C, *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * max_ffn(c);
         norm_forward(m, ln1, a->ln1_mean + s * N, a->ln1_rstd + s * N, x, o->ln1_w, o->ln1_b, N);
-        fk_matmul_forward(qkv, ln1, m->w + o->qkv_w, WP(o->qkv_b), N, C, QDl);
+        FK_TRY(mm_forward(m, qkv, ln1, o->qkv_w, WP(o->qkv_b), N, C, QDl));
         if (c->qk_norm)
             fk_qknorm_forward(qkv, a->qk_pre + s * N * QKH * c->head_dim, a->qk_rstd + s * N * QKH, m->w + o->q_norm_w,
                               m->w + o->k_norm_w, N, H, c->n_kv_head, c->head_dim, c->norm_eps, c->norm_offset);
@@ -407,21 +538,21 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
                              H, c->n_kv_head, c->head_dim, sc, c->attn_softcap, layer_window(c, l));
         // with post-norms the projection's output is kept (slot s) and its norm goes to tmp
         float *ao = c->post_norms ? a->attn_o + s * N * C : a->tmp;
-        fk_matmul_forward(ao, att, m->w + o->o_w, WP(o->o_b), N, Dl, C);
+        FK_TRY(mm_forward(m, ao, att, o->o_w, WP(o->o_b), N, Dl, C));
         if (c->post_norms) norm_forward(m, a->tmp, NULL, a->attn_post_rstd + s * N, ao, o->attn_post_w, -1, N);
         add_inplace(mid, x, a->tmp, N * C);
         norm_forward(m, ln2, a->ln2_mean + s * N, a->ln2_rstd + s * N, mid, o->ln2_w, o->ln2_b, N);
-        fk_matmul_forward(pre, ln2, m->w + o->up_w, WP(o->up_b), N, C, UP);
+        FK_TRY(mm_forward(m, pre, ln2, o->up_w, WP(o->up_b), N, C, UP));
         mlp_act_forward(c, act, pre, N, F);
         float *fo = c->post_norms ? a->ffn_o + s * N * C : a->tmp;
-        fk_matmul_forward(fo, act, m->w + o->down_w, WP(o->down_b), N, F, C);
+        FK_TRY(mm_forward(m, fo, act, o->down_w, WP(o->down_b), N, F, C));
         if (c->post_norms) norm_forward(m, a->tmp, NULL, a->ffn_post_rstd + s * N, fo, o->ffn_post_w, -1, N);
         add_inplace(out, mid, a->tmp, N * C);
         if (m->hook) m->hook(m->hook_user, (int)l, out, att, act, N);
     }
     float *xL = a->resid + (train ? c->n_layer * N * C : 0);
     norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, xL, m->lnf_w, m->lnf_b, N);
-    fk_matmul_forward(a->logits, a->lnf, m->w + m->lm_head, NULL, N, C, V);
+    FK_TRY(mm_forward(m, a->logits, a->lnf, m->lm_head, NULL, N, C, V));
     if (c->final_softcap > 0) fk_softcap_forward(a->logits, a->lmax, N, V, c->final_softcap);
     a->have_probs = false;
     a->have_logits = !train;
@@ -530,11 +661,12 @@ struct fk_kv_cache {
     float *x, *ln, *qkv, *att, *tmp, *pre, *act, *scores, *rstd;
     int32_t *pos;
     int64_t bytes;
+    size_t cache_bytes;    // of k and v each (lazily zeroed pages: a context never reached costs nothing)
 };
 
 static void kv_free(fk_kv_cache *kv) {
     if (!kv) return;
-    free(kv->k); free(kv->v); free(kv->x); free(kv->ln); free(kv->qkv); free(kv->att); free(kv->tmp);
+    fk_free_pages(kv->k, kv->cache_bytes); fk_free_pages(kv->v, kv->cache_bytes); free(kv->x); free(kv->ln); free(kv->qkv); free(kv->att); free(kv->tmp);
     free(kv->pre); free(kv->act); free(kv->scores); free(kv->rstd); free(kv->pos);
     free(kv);
 }
@@ -545,13 +677,14 @@ static fk_status kv_alloc(fk_model *m, int64_t n) {
     if (kv && kv->cap_tokens >= n) return FK_OK;
     int64_t len = kv ? kv->len : 0;
     float *k = kv ? kv->k : NULL, *v = kv ? kv->v : NULL;
-    if (kv) { kv->k = kv->v = NULL; kv_free(kv); }
-    m->kv = kv = calloc(1, sizeof *kv);
-    if (!kv) { free(k); free(v); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     int64_t KVD = c->n_kv_head * c->head_dim, C = c->d_model, MF = max_ffn(c);
     size_t cache = (size_t)(c->n_layer * c->max_seq * KVD) * sizeof(float);
-    kv->k = k ? k : fk_calloc_aligned(cache);
-    kv->v = v ? v : fk_calloc_aligned(cache);
+    if (kv) { kv->k = kv->v = NULL; kv_free(kv); }
+    m->kv = kv = calloc(1, sizeof *kv);
+    if (!kv) { fk_free_pages(k, cache); fk_free_pages(v, cache); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    kv->cache_bytes = cache;
+    kv->k = k ? k : fk_alloc_pages(cache);
+    kv->v = v ? v : fk_alloc_pages(cache);
     kv->len = len;
     kv->cap_tokens = n;
     kv->x = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
@@ -591,14 +724,14 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     int64_t C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
     int64_t S = c->max_seq, total = pos + n;
     float scale = att_scale(c), cap = c->attn_softcap;
-    fk_encoder_forward(kv->x, tokens, kv->pos, m->w + m->tok_emb, WP(m->pos_emb), n, C);
+    FK_TRY(embed_forward(m, kv->x, tokens, kv->pos, n));
     if (c->emb_scale > 0) scale_inplace(kv->x, c->emb_scale, n * C);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const fk_layer_offsets *o = &m->layer[l];
         int64_t F = c->ffn[l], H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), G = H / KVH, W = layer_window(c, l);
         float *kc = kv->k + l * S * KVD, *vc = kv->v + l * S * KVD;
         norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln1_w, o->ln1_b, n);
-        fk_matmul_forward(kv->qkv, kv->ln, m->w + o->qkv_w, WP(o->qkv_b), n, C, QD);
+        FK_TRY(mm_forward(m, kv->qkv, kv->ln, o->qkv_w, WP(o->qkv_b), n, C, QD));
         if (c->qk_norm)
             fk_qknorm_forward(kv->qkv, NULL, NULL, m->w + o->q_norm_w, m->w + o->k_norm_w, n, H, KVH, hd, c->norm_eps, c->norm_offset);
         if (c->pos == FK_POS_ROPE) {
@@ -632,7 +765,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
                     for (int64_t e = 0; e < hd; e++) out[e] += p * vr[e];
                 }
             }
-        fk_matmul_forward(kv->tmp, kv->att, m->w + o->o_w, WP(o->o_b), n, D, C);
+        FK_TRY(mm_forward(m, kv->tmp, kv->att, o->o_w, WP(o->o_b), n, D, C));
         if (c->post_norms) {
             norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, o->attn_post_w, -1, n);
             add_inplace(kv->x, kv->x, kv->ln, n * C);
@@ -640,9 +773,9 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
             add_inplace(kv->x, kv->x, kv->tmp, n * C);
         }
         norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln2_w, o->ln2_b, n);
-        fk_matmul_forward(kv->pre, kv->ln, m->w + o->up_w, WP(o->up_b), n, C, up_dim(c, l));
+        FK_TRY(mm_forward(m, kv->pre, kv->ln, o->up_w, WP(o->up_b), n, C, up_dim(c, l)));
         mlp_act_forward(c, kv->act, kv->pre, n, F);
-        fk_matmul_forward(kv->tmp, kv->act, m->w + o->down_w, WP(o->down_b), n, F, C);
+        FK_TRY(mm_forward(m, kv->tmp, kv->act, o->down_w, WP(o->down_b), n, F, C));
         if (c->post_norms) {
             norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, o->ffn_post_w, -1, n);
             add_inplace(kv->x, kv->x, kv->ln, n * C);
@@ -654,7 +787,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     const float *last = kv->x + (int64_t)(n - 1) * C;
     float rstd;
     norm_forward(m, kv->ln, NULL, &rstd, last, m->lnf_w, m->lnf_b, 1);
-    fk_matmul_forward(logits, kv->ln, m->w + m->lm_head, NULL, 1, C, c->vocab_size);
+    FK_TRY(mm_forward(m, logits, kv->ln, m->lm_head, NULL, 1, C, c->vocab_size));
     if (c->final_softcap > 0) fk_softcap_forward(logits, NULL, 1, c->vocab_size, c->final_softcap);
     for (int64_t v = 0; v < c->vocab_size; v++)
         if (!isfinite(logits[v])) return fk_error(FK_ERR_NUMERIC, "step: logit %lld is not finite at position %lld", (long long)v, (long long)(total - 1));
@@ -669,7 +802,9 @@ size_t fk_model_memory_bytes(const fk_model *m) {
 }
 
 void fk_model_free(fk_model *m) {
-    free(m->params); free(m->layer); free(m->w); free(m->g); free(m->rope_cos); free(m->rope_sin);
+    if (m->stored_release) m->stored_release(m->stored_owner);
+    free(m->stored); free(m->stored_tmp);
+    free(m->params); free(m->layer); fk_free_pages(m->w, (size_t)m->n_floats * sizeof(float)); free(m->g); free(m->rope_cos); free(m->rope_sin);
     free(m->rope_cos_local); free(m->rope_sin_local);
     acts_free(m->acts);
     kv_free(m->kv);

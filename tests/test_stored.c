@@ -1,0 +1,222 @@
+// Frozen models that read their matrices as stored (fk_model_add_stored): the forward, the
+// KV-cache step and the embedding lookup read F16 and Q8_0 rows in place, including rows kept
+// in llama.cpp's interleaved RoPE order, and give the logits of the same model with the
+// decoded weights in its arena. The stored rows are made here from the format's definition
+// (F16: IEEE half; Q8_0: blocks of 32 int8 with one half-float scale, x = q * d), and the
+// arena model gets exactly the values those rows decode to.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "fusekit/gguf.h"
+#include "fusekit/model.h"
+#include "fusekit/quants.h"
+#include "test_util.h"
+
+enum { TY_F16 = 1, TY_Q8_0 = 8 };
+
+// Encodes row w (n floats, n % 32 == 0) as Q8_0 blocks into dst and writes the decoded values
+// back into w.
+static void q8_0_row(float *w, int64_t n, unsigned char *dst) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(w[b * 32 + j]));
+        uint16_t dh = fk_f32_to_f16(amax / 127.0f);
+        float d = fk_f16_to_f32(dh);
+        unsigned char *blk = dst + b * 34;
+        blk[0] = (unsigned char)(dh & 0xff);
+        blk[1] = (unsigned char)(dh >> 8);
+        for (int j = 0; j < 32; j++) {
+            int q = d > 0 ? (int)lrintf(w[b * 32 + j] / d) : 0;
+            q = q > 127 ? 127 : q < -128 ? -128 : q;
+            blk[2 + j] = (unsigned char)(int8_t)q;
+            w[b * 32 + j] = (float)q * d;
+        }
+    }
+}
+
+static void f16_row(float *w, int64_t n, unsigned char *dst) {
+    for (int64_t j = 0; j < n; j++) {
+        uint16_t h = fk_f32_to_f16(w[j]);
+        dst[2 * j] = (unsigned char)(h & 0xff);
+        dst[2 * j + 1] = (unsigned char)(h >> 8);
+        w[j] = fk_f16_to_f32(h);
+    }
+}
+
+typedef struct {
+    unsigned char *bufs[64];
+    int n;
+} owner;
+
+static void owner_release(void *p) {
+    owner *o = p;
+    for (int i = 0; i < o->n; i++) free(o->bufs[i]);
+    free(o);
+}
+
+// Stores rows [row0, row0 + rows) of entry pi of `stored` (encoded from ref's values, which
+// get the decoded values), optionally in interleaved RoPE order, and poisons the arena rows.
+static void store_rows(fk_model *ref, fk_model *stored, owner *ow, int pi, int64_t row0, int64_t rows, uint32_t type,
+                       int64_t rope_hd) {
+    const fk_param *p = &ref->params[pi];
+    int64_t C = p->shape[1];
+    size_t rb = type == TY_F16 ? (size_t)C * 2 : (size_t)(C / 32) * 34;
+    unsigned char *buf = malloc(rb * (size_t)rows);
+    assert_non_null(buf);
+    for (int64_t r = 0; r < rows; r++) {
+        // file row r holds table row t
+        int64_t t = r;
+        if (rope_hd > 0) {
+            int64_t h = r / rope_hd, w = r % rope_hd;
+            t = h * rope_hd + (w % 2) * (rope_hd / 2) + w / 2;
+        }
+        float *row = ref->w + p->offset + (row0 + t) * C;
+        if (type == TY_F16) f16_row(row, C, buf + r * rb);
+        else q8_0_row(row, C, buf + r * rb);
+        float *poison = stored->w + p->offset + (row0 + t) * C;
+        for (int64_t j = 0; j < C; j++) poison[j] = NAN;
+    }
+    ow->bufs[ow->n++] = buf;
+    fk_stored s = {.param = pi, .row0 = row0, .rows = rows, .type = type, .data = buf, .row_bytes = rb, .rope_hd = rope_hd};
+    CHECK(fk_model_add_stored(stored, &s));
+}
+
+static void make_pair(const fk_config *c, fk_model *ref, fk_model *st) {
+    CHECK(fk_model_init(ref, c));
+    CHECK(fk_model_init(st, c));
+    fk_model_init_weights(ref, 5);
+    fk_model_init_weights(st, 5);
+    owner *ow = calloc(1, sizeof *ow);
+    assert_non_null(ow);
+    for (int i = 0; i < ref->n_params; i++) {
+        const fk_param *p = &ref->params[i];
+        int64_t hd = c->head_dim, H = fk_config_heads(c, p->layer < 0 ? 0 : p->layer), KV = c->n_kv_head;
+        switch (p->kind) {
+        case FK_P_QKV_W:  // q in Q8_0 and k in F16, both in RoPE order; v in Q8_0
+            store_rows(ref, st, ow, i, 0, H * hd, TY_Q8_0, hd);
+            store_rows(ref, st, ow, i, H * hd, KV * hd, TY_F16, hd);
+            store_rows(ref, st, ow, i, (H + KV) * hd, KV * hd, TY_Q8_0, 0);
+            break;
+        case FK_P_TOK_EMB: case FK_P_DOWN_W:
+            store_rows(ref, st, ow, i, 0, p->shape[0], TY_Q8_0, 0);
+            break;
+        case FK_P_O_W: case FK_P_UP_W: case FK_P_LM_HEAD:
+            store_rows(ref, st, ow, i, 0, p->shape[0], TY_F16, 0);
+            break;
+        default:
+            break;
+        }
+    }
+    fk_model_set_stored_owner(st, ow, owner_release);
+}
+
+static void compare_models(const fk_config *c) {
+    fk_model ref, st;
+    make_pair(c, &ref, &st);
+    assert_true(fk_model_is_frozen(&st));
+    assert_false(fk_model_is_frozen(&ref));
+    assert_true(fk_model_weight_bytes(&st) < fk_model_weight_bytes(&ref) / 2);
+    enum { B = 2, T = 12 };
+    int32_t tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) { tok[i] = (i * 7 + 3) % (int)c->vocab_size; tgt[i] = (i * 5 + 1) % (int)c->vocab_size; }
+    float l_ref, l_st;
+    CHECK(fk_model_forward(&ref, tok, tgt, B, T, false, &l_ref));
+    CHECK(fk_model_forward(&st, tok, tgt, B, T, false, &l_st));
+    const float *a = fk_model_logits(&ref), *b = fk_model_logits(&st);
+    double maxd = 0, maxa = 0;
+    for (int64_t i = 0; i < (int64_t)B * T * c->vocab_size; i++) {
+        maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+        maxa = fmax(maxa, fabs((double)a[i]));
+    }
+    // Same weights, same math; only the order of float sums inside the products differs.
+    assert_true(maxd <= 1e-5 * fmax(1.0, maxa));
+    assert_float_equal(l_ref, l_st, 1e-5 * fabs(l_ref));
+    // Generation through the KV cache equals the full forward at the last position.
+    float *lg = malloc((size_t)c->vocab_size * sizeof(float));
+    assert_non_null(lg);
+    CHECK(fk_model_step(&st, tok, T, 0, lg));
+    for (int64_t v = 0; v < c->vocab_size; v++) assert_float_equal(lg[v], a[(int64_t)(T - 1) * c->vocab_size + v], 1e-4 * fmax(1.0, maxa));
+    free(lg);
+    // A frozen model does not train.
+    assert_int_equal(fk_model_forward(&st, tok, tgt, B, T, true, &l_st), FK_OK);
+    assert_int_not_equal(fk_model_backward(&st, 1.0f), FK_OK);
+    assert_non_null(strstr(fk_last_error(), "frozen"));
+    fk_model_free(&ref);
+    fk_model_free(&st);
+}
+
+static void test_stored_llama(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 96, 64, 2, 4, 2, 96, 16);
+    c.head_dim = 16;
+    compare_models(&c);
+    c.tied = true;
+    compare_models(&c);
+}
+
+static void test_stored_gemma_like(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 96, 64, 3, 4, 1, 64, 16);
+    c.head_dim = 32;  // head_dim * heads != d_model
+    c.mlp = FK_MLP_GEGLU;
+    c.tied = true;
+    c.emb_scale = 8.0f;
+    c.norm_offset = 1.0f;
+    c.post_norms = true;
+    c.qk_norm = true;
+    c.attn_scale = 0.125f;
+    c.sliding_window = 4;
+    c.sliding[0] = c.sliding[1] = 1;
+    c.rope_theta_local = 10000.0f;
+    c.rope_theta = 1e6f;
+    compare_models(&c);
+}
+
+static void test_stored_bad(void **s) {
+    (void)s;
+    fk_config c;
+    fk_model m;
+    fk_config_llama(&c, 96, 64, 1, 4, 2, 96, 16);
+    CHECK(fk_model_init(&m, &c));
+    static unsigned char buf[96 * 128];
+    const fk_param *norm = fk_model_find_param(&m, "layers.0.ln1.weight");
+    const fk_param *down = fk_model_find_param(&m, "layers.0.mlp.down.weight");
+    assert_non_null(norm);
+    assert_non_null(down);
+    fk_stored st = {.param = (int)(norm - m.params), .row0 = 0, .rows = 1, .type = TY_F16, .data = buf, .row_bytes = 128};
+    assert_int_not_equal(fk_model_add_stored(&m, &st), FK_OK);  // not a matrix
+    st.param = (int)(down - m.params);
+    st.rows = 65;
+    assert_int_not_equal(fk_model_add_stored(&m, &st), FK_OK);  // past the last row
+    st.rows = 64;
+    st.row_bytes = 100;
+    assert_int_not_equal(fk_model_add_stored(&m, &st), FK_OK);  // wrong row size
+    assert_non_null(strstr(fk_last_error(), "192"));
+    st.row_bytes = 192;
+    st.type = 999;
+    assert_int_not_equal(fk_model_add_stored(&m, &st), FK_OK);  // unknown type
+    st.type = TY_F16;
+    st.rows = 32;
+    CHECK(fk_model_add_stored(&m, &st));
+    st.row0 = 16;
+    assert_int_not_equal(fk_model_add_stored(&m, &st), FK_OK);  // overlap
+    // half of the rows stored: the forward refuses rather than read poison
+    int32_t tok[2] = {1, 2};
+    assert_int_not_equal(fk_model_forward(&m, tok, NULL, 1, 2, false, NULL), FK_OK);
+    assert_non_null(strstr(fk_last_error(), "32 of the 64 rows"));
+    fk_model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stored_llama),
+        cmocka_unit_test(test_stored_gemma_like),
+        cmocka_unit_test(test_stored_bad),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
