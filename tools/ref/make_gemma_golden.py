@@ -24,6 +24,12 @@ Run (from the repository root):
   /work/cache/tvenv/bin/python tools/ref/make_gemma_golden.py
   ... --check-saved DIR NAME   load DIR (e.g. a folder fusekit saved) with
                                AutoModelForCausalLM and compare its logits with NAME's
+  ... --real-gguf FILE --real-out DIR
+                               development check on the real Gemma 3 270M (not in the suite):
+                               dequantizes llama.cpp's gemma3 GGUF with the gguf package into a
+                               Hugging Face gemma3_text folder (float32, norm weights - 1, the
+                               270M's published config) and writes golden.safetensors with
+                               tokens and transformers' logits for them
 """
 
 import argparse
@@ -275,18 +281,78 @@ def check_saved(pairs, out_root):
     return ok
 
 
+# llama.cpp's gemma3 tensor names -> transformers' (norms stored as 1 + w there)
+GGUF_NAMES = {
+    "attn_norm": ("input_layernorm", True), "attn_q": ("self_attn.q_proj", False), "attn_k": ("self_attn.k_proj", False),
+    "attn_v": ("self_attn.v_proj", False), "attn_q_norm": ("self_attn.q_norm", True), "attn_k_norm": ("self_attn.k_norm", True),
+    "attn_output": ("self_attn.o_proj", False), "post_attention_norm": ("post_attention_layernorm", True),
+    "ffn_norm": ("pre_feedforward_layernorm", True), "ffn_gate": ("mlp.gate_proj", False), "ffn_up": ("mlp.up_proj", False),
+    "ffn_down": ("mlp.down_proj", False), "post_ffw_norm": ("post_feedforward_layernorm", True),
+}
+
+
+def real_gemma3(gguf_path, out_dir, n_tokens=24):
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    r = GGUFReader(gguf_path)
+    meta = {k: v.parts[v.data[0]] for k, v in r.fields.items() if k.startswith("gemma3.") and len(v.data) == 1}
+    d, L = int(meta["gemma3.embedding_length"][0]), int(meta["gemma3.block_count"][0])
+    tensors = {}
+    for t in r.tensors:
+        a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape([int(x) for x in reversed(t.shape)])
+        if t.name == "token_embd.weight":
+            tensors["model.embed_tokens.weight"] = a
+        elif t.name == "output_norm.weight":
+            tensors["model.norm.weight"] = a - 1
+        else:
+            _, layer, kind, _ = t.name.split(".")
+            hf, norm = GGUF_NAMES[kind]
+            tensors[f"model.layers.{layer}.{hf}.weight"] = a - 1 if norm else a
+    vocab = tensors["model.embed_tokens.weight"].shape[0]
+    # google/gemma-3-270m's config.json (the GGUF does not carry the local RoPE base or the pattern)
+    config = Gemma3TextConfig(
+        vocab_size=vocab, hidden_size=d, intermediate_size=int(meta["gemma3.feed_forward_length"][0]), num_hidden_layers=L,
+        num_attention_heads=int(meta["gemma3.attention.head_count"][0]), num_key_value_heads=int(meta["gemma3.attention.head_count_kv"][0]),
+        head_dim=int(meta["gemma3.attention.key_length"][0]), max_position_embeddings=int(meta["gemma3.context_length"][0]),
+        rms_norm_eps=float(meta["gemma3.attention.layer_norm_rms_epsilon"][0]), rope_theta=float(meta["gemma3.rope.freq_base"][0]),
+        rope_local_base_freq=10000.0, sliding_window=int(meta["gemma3.attention.sliding_window"][0]), sliding_window_pattern=6,
+        query_pre_attn_scalar=256, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, attn_implementation="eager",
+        bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    model = Gemma3ForCausalLM(config)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
+    assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
+    model.tie_weights()
+    model.float().eval()
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    gen = torch.Generator().manual_seed(5)
+    tokens = torch.cat([torch.tensor([[2]]), torch.randint(3, 20000, (1, n_tokens - 1), generator=gen)], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=tokens).logits
+    save_file({"tokens": tokens.to(torch.int32).contiguous(), "logits": logits.float().contiguous()},
+              os.path.join(out_dir, "golden.safetensors"))
+    print(f"{out_dir}: gemma3_text d={d} L={L} vocab={vocab}, layer_types {config.layer_types}; "
+          f"logits of {n_tokens} tokens, |max| {logits.abs().max().item():.2f}")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     default_out = os.path.normpath(os.path.join(here, "..", "..", "tests", "data", "golden"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=default_out)
     ap.add_argument("--check-saved", nargs=2, action="append", metavar=("DIR", "NAME"))
+    ap.add_argument("--real-gguf", default=None)
+    ap.add_argument("--real-out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}")
     if args.check_saved:
         sys.exit(0 if check_saved(args.check_saved, args.out) else 1)
+    if args.real_gguf:
+        real_gemma3(args.real_gguf, args.real_out)
+        return
     for name, (cls, config, wseed, tseed) in specs().items():
         build(name, cls, config, wseed, tseed, args.out)
     print(f"wrote {', '.join(specs())} under {args.out}")
