@@ -380,33 +380,39 @@ static int64_t tile_rows(int64_t C) {
     return r < 16 ? 16 : r > 256 ? 256 : r;
 }
 
-// out[o] = inp . dequant(w row o) + bias[o], for one token; per-block partial sums.
-static void qmatvec(float *out, const float *inp, const uint8_t *w, const type_entry *t, const float *bias, int64_t C, int64_t OC,
-                    uint64_t row_bytes) {
-    int64_t blk = t->info.block, nb = C / blk;
-    #pragma omp parallel for schedule(static) if (C * OC > 262144)
-    for (int64_t o = 0; o < OC; o++) {
-        const uint8_t *row = w + (uint64_t)o * row_bytes;
-        float y[QK_K], acc = 0;
-        if (blk == 1) {  // F32 / F16 / BF16: whole chunks of 256
-            for (int64_t c0 = 0; c0 < C; c0 += QK_K) {
-                int64_t n = C - c0 < QK_K ? C - c0 : QK_K;
-                fk_dequantize_row((uint32_t)(t - types), row + c0 * t->info.bytes, y, n);
-                float s = 0;
-                for (int64_t i = 0; i < n; i++) s += y[i] * inp[c0 + i];
-                acc += s;
-            }
-        } else {
-            for (int64_t k = 0; k < nb; k++) {
-                t->deq(row + k * t->info.bytes, y);
-                const float *x = inp + k * blk;
-                float s = 0;
-                for (int64_t i = 0; i < blk; i++) s += y[i] * x[i];
-                acc += s;
-            }
+// sum_i a[i] b[i] in 16 interleaved partial sums (vectorizes without reassociation flags).
+static float dot16(const float *a, const float *b, int64_t n) {
+    float part[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) part[l] += a[i + l] * b[i + l];
+    float tail = 0;
+    for (; i < n; i++) tail += a[i] * b[i];
+    for (int l = 0; l < 8; l++) part[l] += part[l + 8];
+    for (int l = 0; l < 4; l++) part[l] += part[l + 4];
+    return (part[0] + part[2]) + (part[1] + part[3]) + tail;
+}
+
+// out[o] = inp . dequant(w row o) + bias[o], for one token: the row is decoded into a
+// per-thread buffer (L1/L2-sized) and dotted with inp.
+static int qmatvec(float *out, const float *inp, const uint8_t *w, uint32_t type, const float *bias, int64_t C, int64_t OC,
+                   uint64_t row_bytes) {
+    int failed = 0;
+    #pragma omp parallel if (C * OC > 262144)
+    {
+        float *y = tile_scratch((size_t)C);
+        if (!y) {
+            #pragma omp atomic write
+            failed = 1;
         }
-        out[o] = acc + (bias ? bias[o] : 0.0f);
+        #pragma omp for schedule(static)
+        for (int64_t o = 0; o < OC; o++) {
+            if (!y) continue;
+            fk_dequantize_row(type, w + (uint64_t)o * row_bytes, y, C);
+            out[o] = dot16(y, inp, C) + (bias ? bias[o] : 0.0f);
+        }
     }
+    return failed;
 }
 
 fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
@@ -421,7 +427,8 @@ fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32
     if (N == 0 || OC == 0) return FK_OK;
     const uint8_t *wb = w;
     if (N == 1) {
-        qmatvec(out, inp, wb, t, bias, C, OC, row_bytes);
+        if (qmatvec(out, inp, wb, ggml_type, bias, C, OC, row_bytes))
+            return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a row of %lld floats", (long long)C);
         return FK_OK;
     }
     int64_t TR = tile_rows(C), n_tiles = (OC + TR - 1) / TR;
