@@ -44,7 +44,8 @@ typedef struct {
     deq_fn deq;  // one block
 } type_entry;
 
-#define T(id, nm, blk, sz, fn) [id] = {{nm, blk, sz, fn != NULL}, fn}
+#define T(id, nm, blk, sz, fn) [id] = {{nm, blk, sz, true}, fn}
+#define S(id, nm, blk, sz) [id] = {{nm, blk, sz, false}, NULL}  // known by size only
 static const type_entry types[FK_GGML_TYPE_COUNT] = {
     T(0, "F32", 1, 4, deq_f32),
     T(1, "F16", 1, 2, deq_f16),
@@ -53,35 +54,36 @@ static const type_entry types[FK_GGML_TYPE_COUNT] = {
     T(6, "Q5_0", 32, 22, deq_q5_0),
     T(7, "Q5_1", 32, 24, deq_q5_1),
     T(8, "Q8_0", 32, 34, deq_q8_0),
-    T(9, "Q8_1", 32, 36, NULL),
+    S(9, "Q8_1", 32, 36),
     T(10, "Q2_K", QK_K, 84, deq_q2_k),
     T(11, "Q3_K", QK_K, 110, deq_q3_k),
     T(12, "Q4_K", QK_K, 144, deq_q4_k),
     T(13, "Q5_K", QK_K, 176, deq_q5_k),
     T(14, "Q6_K", QK_K, 210, deq_q6_k),
     T(15, "Q8_K", QK_K, 292, deq_q8_k),
-    T(16, "IQ2_XXS", QK_K, 66, NULL),
-    T(17, "IQ2_XS", QK_K, 74, NULL),
-    T(18, "IQ3_XXS", QK_K, 98, NULL),
-    T(19, "IQ1_S", QK_K, 50, NULL),
+    S(16, "IQ2_XXS", QK_K, 66),
+    S(17, "IQ2_XS", QK_K, 74),
+    S(18, "IQ3_XXS", QK_K, 98),
+    S(19, "IQ1_S", QK_K, 50),
     T(20, "IQ4_NL", 32, 18, deq_iq4_nl),
-    T(21, "IQ3_S", QK_K, 110, NULL),
-    T(22, "IQ2_S", QK_K, 82, NULL),
+    S(21, "IQ3_S", QK_K, 110),
+    S(22, "IQ2_S", QK_K, 82),
     T(23, "IQ4_XS", QK_K, 136, deq_iq4_xs),
-    T(24, "I8", 1, 1, NULL),
-    T(25, "I16", 1, 2, NULL),
-    T(26, "I32", 1, 4, NULL),
-    T(27, "I64", 1, 8, NULL),
-    T(28, "F64", 1, 8, NULL),
-    T(29, "IQ1_M", QK_K, 56, NULL),
+    S(24, "I8", 1, 1),
+    S(25, "I16", 1, 2),
+    S(26, "I32", 1, 4),
+    S(27, "I64", 1, 8),
+    S(28, "F64", 1, 8),
+    S(29, "IQ1_M", QK_K, 56),
     T(30, "BF16", 1, 2, deq_bf16),
-    T(34, "TQ1_0", QK_K, 54, NULL),
-    T(35, "TQ2_0", QK_K, 66, NULL),
-    T(39, "MXFP4", 32, 17, NULL),
-    T(40, "NVFP4", 64, 36, NULL),
-    T(41, "Q1_0", 128, 18, NULL),
+    S(34, "TQ1_0", QK_K, 54),
+    S(35, "TQ2_0", QK_K, 66),
+    S(39, "MXFP4", 32, 17),
+    S(40, "NVFP4", 64, 36),
+    S(41, "Q1_0", 128, 18),
 };
 #undef T
+#undef S
 
 const fk_ggml_type_info *fk_ggml_type(uint32_t type) {
     return type < FK_GGML_TYPE_COUNT && types[type].info.name ? &types[type].info : NULL;
