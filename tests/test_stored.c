@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include "fusekit/gguf.h"
+#include "fusekit/gguf_model.h"
+#include "fusekit/hf.h"
 #include "fusekit/model.h"
 #include "fusekit/quants.h"
 #include "test_util.h"
@@ -212,11 +214,49 @@ static void test_stored_bad(void **s) {
     fk_model_free(&m);
 }
 
+// A GGUF file written by the `gguf` package with quantized matrices (tests/data/quants, see
+// tools/ref/make_quant_golden.py): loaded frozen, it computes the logits of its decoded load
+// from a fraction of the memory.
+static void test_stored_gguf(void **s) {
+    (void)s;
+    const char *path = FK_TEST_DATA "/quants/tiny_llama_quant.gguf";
+    fk_model d, f;
+    CHECK(fk_gguf_import_ex(path, 0, &d, NULL));
+    CHECK(fk_gguf_import_ex(path, FK_GGUF_KEEP_STORED, &f, NULL));
+    assert_false(fk_model_is_frozen(&d));
+    assert_true(fk_model_is_frozen(&f));
+    assert_true(fk_model_weight_bytes(&f) * 3 < fk_model_weight_bytes(&d));
+    // every stored row decodes to the decoded load's row
+    for (int i = 0; i < d.n_params; i++) {
+        const fk_param *p = &d.params[i];
+        float *row = malloc((size_t)p->numel * sizeof(float));
+        assert_non_null(row);
+        CHECK(fk_model_read_rows(&f, i, 0, p->ndim == 2 ? p->shape[0] : 1, row));
+        assert_memory_equal(row, d.w + p->offset, (size_t)p->numel * sizeof(float));
+        free(row);
+    }
+    enum { T = 16 };
+    int32_t tok[T];
+    for (int i = 0; i < T; i++) tok[i] = (i * 37 + 11) % (int)d.cfg.vocab_size;
+    CHECK(fk_model_forward(&d, tok, NULL, 1, T, false, NULL));
+    CHECK(fk_model_forward(&f, tok, NULL, 1, T, false, NULL));
+    const float *a = fk_model_logits(&d), *b = fk_model_logits(&f);
+    double maxa = 0;
+    for (int64_t i = 0; i < T * d.cfg.vocab_size; i++) maxa = fmax(maxa, fabs((double)a[i]));
+    for (int64_t i = 0; i < T * d.cfg.vocab_size; i++) assert_float_equal(a[i], b[i], 1e-5 * fmax(1.0, maxa));
+    // saving or exporting a frozen model is refused (its arena does not hold the matrices)
+    assert_int_not_equal(fk_hf_save(&f, tpath("frozen"), FK_DT_F32), FK_OK);
+    assert_int_not_equal(fk_gguf_export(&f, NULL, tpath("frozen.gguf"), FK_DT_F32, NULL, NULL), FK_OK);
+    fk_model_free(&d);
+    fk_model_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stored_llama),
         cmocka_unit_test(test_stored_gemma_like),
         cmocka_unit_test(test_stored_bad),
+        cmocka_unit_test(test_stored_gguf),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

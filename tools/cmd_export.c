@@ -52,7 +52,7 @@ int cmd_export(int argc, char **argv) {
     double t0 = fk_time_s();
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(model, tok_path, FK_LOAD_FROZEN, &m, no_tok ? NULL : &tok);
+    fk_status st = cli_load_model(model, tok_path, 0, &m, no_tok ? NULL : &tok);  // written out: decoded weights
     if (st != FK_OK) return cli_fail("export", st);
     if (!no_tok && !tok) {
         st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys; and is not a 256-token byte model): "

@@ -24,7 +24,7 @@ static fk_status gguf_as_folder(const char *path, const char *tmp, int i, char *
     *dir = fk_path_join(tmp, name);
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = fk_model_load(path, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = fk_model_load(path, 0, &m, &tok);  // saved as a folder: decoded weights
     if (st != FK_OK) return st;
     st = fk_mkdir_p(*dir);
     if (st == FK_OK) st = fk_hf_save(&m, *dir, FK_DT_F32);

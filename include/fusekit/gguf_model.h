@@ -58,4 +58,14 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
 // the file has none (no tokenizer.ggml.model). Errors name the file and the key or tensor.
 fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok);
 
+// Flags of fk_gguf_import_ex.
+enum {
+    // A frozen model for inference: the weight matrices stay in the file's mapping in their
+    // stored type (quantized, f16, bf16; f32 ones are copied) and the forward passes compute from them
+    // (fk_model_add_stored); the model keeps the file mapped until fk_model_free. Their values
+    // are still checked (a non-finite weight is refused). Norms and biases are decoded to f32.
+    FK_GGUF_KEEP_STORED = 1u << 0,
+};
+fk_status fk_gguf_import_ex(const char *path, unsigned flags, fk_model *m, fk_tokenizer **tok);
+
 #endif

@@ -181,8 +181,13 @@ int64_t fk_model_num_ffn_params(const fk_model *m);       // FFN weights and bia
 // entry is not such a matrix, the rows are out of range or already stored, or row_bytes does
 // not match the type and row length.
 fk_status fk_model_add_stored(fk_model *m, const fk_stored *s);
+// Whether entries of this kind can be read as stored (token embedding, qkv, o, up, down, LM head).
+bool fk_param_storable(fk_param_kind k);
 // Hands the owner of the stored data to the model (released by fk_model_free).
 void fk_model_set_stored_owner(fk_model *m, void *owner, void (*release)(void *owner));
+// Copies rows [row0, row0 + rows) of table entry `param` as f32 into out (rows * shape[1]
+// floats), decoding stored rows. FK_ERR_ARG when the range is outside the entry.
+fk_status fk_model_read_rows(const fk_model *m, int param, int64_t row0, int64_t rows, float *out);
 // Whether any weight is read as stored (the model is frozen: inference only).
 bool fk_model_is_frozen(const fk_model *m);
 // Bytes of weights the model reads: the arena's entries that are not stored, plus the stored

@@ -11,8 +11,10 @@
 
 // Flags of fk_model_load.
 enum {
-    // The model will only be read (eval, generate, extract, a fusion source, a teacher): a
-    // loader may keep the weights as stored. Today every loader gives F32 weights either way.
+    // The model will only be read (eval, generate, extract, a fusion source, a teacher): a GGUF
+    // file's weight matrices stay mapped in their stored type (quantized, f16, bf16) and the
+    // forward computes from them (FK_GGUF_KEEP_STORED); the model is frozen (no backward).
+    // Folders are loaded to f32 either way.
     FK_LOAD_FROZEN = 1u << 0,
 };
 

@@ -215,7 +215,8 @@ typedef bool (*fk_extract_cb)(const fk_extract_progress *p, void *user);
 
 void fk_extract_defaults(fk_extract_opts *o);
 // Hash of the config (every switch and per-layer width) and of every weight. Independent of
-// the thread count.
+// the thread count. A frozen model's stored matrices are hashed as their stored bytes and
+// types, so a GGUF file loaded frozen and loaded decoded has two fingerprints.
 uint64_t fk_model_fingerprint(const fk_model *m);
 uint64_t fk_corpus_fingerprint(const void *data, size_t n);
 

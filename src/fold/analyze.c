@@ -173,9 +173,15 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
         symmetrize(a->att_gram[l], D);
         for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
         // heads through W_O (C x D): S_hg = sum_{i in h, j in g} Z_ij (W^T W)_ij
-        const float *W = m->w + m->layer[l].o_w;
+        // W_O as f32 (decoded when the model reads it as stored)
+        const fk_param *po = NULL;
+        for (int i = 0; i < m->n_params && !po; i++)
+            if (m->params[i].offset == m->layer[l].o_w) po = &m->params[i];
+        float *W = malloc((size_t)(C * D) * sizeof(float));
         double *WtW = calloc((size_t)(D * D), sizeof(double));
-        if (!WtW) { fk_analysis_free(a); return fk_error(FK_ERR_NOMEM, "analyze: out of memory"); }
+        if (!W || !WtW || !po) { free(W); free(WtW); fk_analysis_free(a); return fk_error(FK_ERR_NOMEM, "analyze: out of memory"); }
+        st = fk_model_read_rows(m, (int)(po - m->params), 0, C, W);
+        if (st != FK_OK) { free(W); free(WtW); fk_analysis_free(a); return st; }
         for (int64_t r = 0; r < C; r++)
             for (int64_t i = 0; i < D; i++) {
                 double wi = W[r * D + i];
@@ -199,6 +205,7 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
             free(e);
         }
         free(WtW);
+        free(W);
     }
     return FK_OK;
 }

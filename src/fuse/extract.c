@@ -76,7 +76,16 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
         uint64_t shape[3] = {(uint64_t)p->ndim, (uint64_t)p->shape[0], (uint64_t)p->shape[1]};
         h = fk_hash64(h + hash_bytes(p->name, strlen(p->name), 1));
         h = fk_hash64(h + hash_bytes(shape, sizeof shape, 2));
-        h = fk_hash64(h + hash_chunked(m->w + p->offset, (size_t)p->numel * sizeof(float), 3));
+        bool stored = false;
+        for (int j = 0; j < m->n_stored; j++) {  // a frozen model's matrices: the bytes its file stores
+            const fk_stored *s = &m->stored[j];
+            if (s->param != i) continue;
+            uint64_t seg[4] = {(uint64_t)s->row0, (uint64_t)s->rows, s->type, (uint64_t)s->rope_hd};
+            h = fk_hash64(h + hash_bytes(seg, sizeof seg, 4));
+            h = fk_hash64(h + hash_chunked(s->data, (size_t)s->rows * s->row_bytes, 5));
+            stored = true;
+        }
+        if (!stored) h = fk_hash64(h + hash_chunked(m->w + p->offset, (size_t)p->numel * sizeof(float), 3));
     }
     return h;
 }

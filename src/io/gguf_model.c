@@ -349,6 +349,9 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
 
 fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
                          fk_gguf_export_stats *stats) {
+    if (fk_model_is_frozen(m))
+        return fk_error(FK_ERR_ARG, "gguf export %s: the model reads its matrices as stored in its file (loaded frozen); load it decoded to export it",
+                        path);
     if (type != FK_DT_F32 && type != FK_DT_F16 && type != FK_DT_BF16)
         return fk_error(FK_ERR_ARG, "gguf export: type %s is not one of F32, F16, BF16", fk_dtype_name(type));
     const char *arch;
@@ -644,7 +647,9 @@ static void dims_str(char *buf, size_t n, const uint64_t *dims, uint32_t nd) {
     for (uint32_t i = 0; i < nd; i++) snprintf(buf + strlen(buf), n - strlen(buf), "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
 }
 
-static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch) {
+// keep: matrices the engine can read as stored (fk_model_add_stored) stay in the file's mapping
+// in their own type; only their values are checked. Everything else is decoded into the arena.
+static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch, bool keep) {
     gt_list l;
     FK_TRY(gguf_tensors(m, arch, &l));
     fk_status st = FK_OK;
@@ -680,6 +685,37 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch)
                           t->name, (unsigned long long)f->nbytes, ti->name, (unsigned long long)(row_bytes * (uint64_t)rows),
                           (long long)rows, (long long)cols);
             break;
+        }
+        const fk_param *kp = NULL;
+        // (f32 rows gain nothing from staying in the file: they are decoded, bit for bit the same)
+        if (keep && ty != FK_GGML_F32 && !t->one_d && t->add == 0 && t->mul == 1) {
+            int64_t off = t->w - m->w;
+            for (int k = 0; k < m->n_params && !kp; k++) {
+                const fk_param *q = &m->params[k];
+                if (off >= q->offset && off < q->offset + q->numel && fk_param_storable(q->kind)) kp = q;
+            }
+        }
+        if (kp) {
+            if (cols > cap) {
+                float *grown = realloc(tmp, (size_t)cols * sizeof(float));
+                if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+                tmp = grown;
+                cap = cols;
+            }
+            const unsigned char *p = f->data;
+            for (int64_t r = 0; r < rows && st == FK_OK; r++) {
+                fk_dequantize_row(ty, p + (uint64_t)r * row_bytes, tmp, cols);
+                for (int64_t c = 0; c < cols; c++)
+                    if (!isfinite(tmp[c])) {
+                        st = fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name, (long long)(r * cols + c));
+                        break;
+                    }
+            }
+            fk_stored s = {.param = (int)(kp - m->params), .row0 = (t->w - m->w - kp->offset) / kp->shape[1], .rows = rows, .type = ty,
+                           .data = f->data, .row_bytes = row_bytes, .rope_hd = t->rope_hd};
+            if (st == FK_OK) st = fk_model_add_stored(m, &s);
+            if (st != FK_OK) break;
+            continue;
         }
         if (t->one_d && t->rope_hd && cols > cap) {  // a permuted 1-D tensor (q/k bias) goes through a small buffer
             float *grown = realloc(tmp, (size_t)cols * sizeof(float));
@@ -717,13 +753,23 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch)
     return st;
 }
 
-fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok) {
+static void gguf_release(void *p) {
+    fk_gguf_close(p);
+    free(p);
+}
+
+fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok) { return fk_gguf_import_ex(path, 0, m, tok); }
+
+fk_status fk_gguf_import_ex(const char *path, unsigned flags, fk_model *m, fk_tokenizer **tok) {
     memset(m, 0, sizeof *m);
     if (tok) *tok = NULL;
-    fk_gguf g;
-    FK_TRY(fk_gguf_open(path, &g));
+    bool keep = flags & FK_GGUF_KEEP_STORED;
+    fk_gguf *gp = malloc(sizeof *gp);
+    if (!gp) return fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status ost = fk_gguf_open(path, gp);
+    if (ost != FK_OK) { free(gp); return ost; }
     fk_gguf_str a;
-    fk_status st = fk_gguf_get_str(&g, "general.architecture", &a);
+    fk_status st = fk_gguf_get_str(gp, "general.architecture", &a);
     const char *arch = NULL;
     if (st == FK_OK) {
         static const char *const archs[] = {"llama", "deci", "gpt2", "gemma", "gemma2", "gemma3"};
@@ -735,16 +781,16 @@ fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok) {
                            path, (int)(a.n > 64 ? 64 : a.n), a.s);
     }
     fk_config c;
-    if (st == FK_OK) st = import_config(&g, arch, &c);
+    if (st == FK_OK) st = import_config(gp, arch, &c);
     bool inited = false;
     if (st == FK_OK) {
         st = fk_model_init(m, &c);
         if (st != FK_OK) fk_error_context(st, "%s", path);
         inited = st == FK_OK;
     }
-    if (st == FK_OK) st = import_tensors(&g, m, arch);
-    if (st == FK_OK && tok && fk_gguf_find(&g, "tokenizer.ggml.model")) {
-        st = fk_tok_load_gguf(&g, tok);
+    if (st == FK_OK) st = import_tensors(gp, m, arch, keep);
+    if (st == FK_OK && tok && fk_gguf_find(gp, "tokenizer.ggml.model")) {
+        st = fk_tok_load_gguf(gp, tok);
         if (st == FK_OK && fk_tok_vocab_size(*tok) > c.vocab_size) {
             st = fk_error(FK_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model's vocabulary only %lld", path,
                           fk_tok_vocab_size(*tok), (long long)c.vocab_size);
@@ -755,7 +801,8 @@ fk_status fk_gguf_import(const char *path, fk_model *m, fk_tokenizer **tok) {
             *tok = NULL;
         }
     }
-    fk_gguf_close(&g);
-    if (st != FK_OK && inited) fk_model_free(m);
+    if (st != FK_OK && inited) fk_model_free(m);  // before the mapping its stored rows point into
+    if (st == FK_OK && m->n_stored > 0) fk_model_set_stored_owner(m, gp, gguf_release);
+    else gguf_release(gp);
     return st;
 }

@@ -33,9 +33,11 @@ static fk_arch gemma_arch(const fk_config *c) {
     if (c->norm != FK_NORM_RMSNORM || c->pos != FK_POS_ROPE || c->mlp != FK_MLP_GEGLU || c->bias_mlp || c->bias_norm ||
         c->bias_qkv != c->bias_out || c->emb_scale != (float)sqrt((double)c->d_model) || (c->norm_offset != 0 && c->norm_offset != 1))
         return FK_ARCH_FUSEKIT;
-    bool any_sliding = false, scaled = c->rope_scale > 0 && c->rope_scale != 1;
-    for (int64_t l = 0; l < c->n_layer; l++) any_sliding |= slides(c, l);
+    bool any_sliding = false, any_local = false, scaled = c->rope_scale > 0 && c->rope_scale != 1;
+    for (int64_t l = 0; l < c->n_layer; l++) { any_sliding |= slides(c, l); any_local |= c->sliding[l] != 0; }
     float theta_local = c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta;
+    // local layers without a window but with their own RoPE table: no Hugging Face layer type says that
+    if (any_local && c->sliding_window == 0 && (theta_local != c->rope_theta || scaled)) return FK_ARCH_FUSEKIT;
     if (!c->post_norms && !c->qk_norm)
         return eff_attn_scale(c) == (float)(1 / sqrt((double)c->head_dim)) && c->attn_softcap == 0 && c->final_softcap == 0 &&
                !any_sliding && !scaled ? FK_ARCH_GEMMA : FK_ARCH_FUSEKIT;
@@ -206,10 +208,12 @@ static void add_float_or_null(cJSON *j, const char *key, float v) {
     if (v > 0) add_float(j, key, v); else cJSON_AddNullToObject(j, key);
 }
 
-// layer_types: "sliding_attention" or "full_attention" per layer.
-static void add_layer_types(cJSON *j, const fk_config *c) {
+// layer_types: "sliding_attention" or "full_attention" per layer (flags: sliding[] as it is, else
+// only the layers that have a window).
+static void add_layer_types(cJSON *j, const fk_config *c, bool flags) {
     cJSON *a = cJSON_CreateArray();
-    for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateString(slides(c, l) ? "sliding_attention" : "full_attention"));
+    for (int64_t l = 0; l < c->n_layer; l++)
+        cJSON_AddItemToArray(a, cJSON_CreateString((flags ? c->sliding[l] != 0 : slides(c, l)) ? "sliding_attention" : "full_attention"));
     cJSON_AddItemToObject(j, "layer_types", a);
 }
 
@@ -245,7 +249,7 @@ static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
         cJSON_AddNumberToObject(j, "query_pre_attn_scalar", (double)query_pre_attn_scalar(c));
         if (c->sliding_window > 0) cJSON_AddNumberToObject(j, "sliding_window", (double)c->sliding_window);
         else cJSON_AddNullToObject(j, "sliding_window");
-        add_layer_types(j, c);
+        add_layer_types(j, c, false);
         if (arch == FK_ARCH_GEMMA3) {
             // transformers before layer_types: layer l is global when (l + 1) % pattern == 0
             int64_t p = c->n_layer + 1;
@@ -327,10 +331,8 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
             if (c->rope_scale > 0 && c->rope_scale != 1) add_float(s, "rope_scale", c->rope_scale);
             bool any = false;
             for (int64_t l = 0; l < c->n_layer; l++) any |= c->sliding[l] != 0;
-            if (c->sliding_window > 0 && any) {
-                cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
-                add_layer_types(s, c);
-            }
+            if (c->sliding_window > 0) cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
+            if (any) add_layer_types(s, c, true);
             cJSON_AddItemToObject(j, "fusekit", s);
         }
     }
@@ -691,6 +693,8 @@ static bool is_norm_kind(fk_param_kind k) {
 static float norm_shift(const fk_model *m, fk_arch arch) { return is_gemma(arch) ? m->cfg.norm_offset - 1 : 0; }
 
 fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
+    if (fk_model_is_frozen(m))
+        return fk_error(FK_ERR_ARG, "save %s: the model reads its matrices as stored in its file (loaded frozen); load it decoded to save it", dir);
     if (dtype != FK_DT_F32 && dtype != FK_DT_F16 && dtype != FK_DT_BF16)
         return fk_error(FK_ERR_ARG, "save: dtype %s is not one of F32, F16, BF16", fk_dtype_name(dtype));
     FK_TRY(fk_mkdir_p(dir));

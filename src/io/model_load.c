@@ -47,11 +47,10 @@ static fk_status folder_tokenizer(const char *dir, fk_tokenizer **tok) {
 }
 
 fk_status fk_model_load(const char *path, unsigned flags, fk_model *m, fk_tokenizer **tok) {
-    (void)flags;  // FK_LOAD_FROZEN is a hint no loader uses yet
     memset(m, 0, sizeof *m);
     if (tok) *tok = NULL;
     if (!path || !*path) return fk_error(FK_ERR_ARG, "no model path given");
-    if (fk_model_path_is_gguf(path)) return fk_gguf_import(path, m, tok);
+    if (fk_model_path_is_gguf(path)) return fk_gguf_import_ex(path, flags & FK_LOAD_FROZEN ? FK_GGUF_KEEP_STORED : 0, m, tok);
     FK_TRY(check_not_other_file(path));
     FK_TRY(fk_hf_load(m, path));
     if (!tok) return FK_OK;

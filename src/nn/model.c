@@ -359,11 +359,21 @@ static const fk_param *param_at(const fk_model *m, int64_t off) {
     return NULL;
 }
 
+// Table row of a stored segment's local row r (undoes llama.cpp's interleaved RoPE order).
+static int64_t stored_row(const fk_stored *s, int64_t r) {
+    if (s->rope_hd <= 0) return s->row0 + r;
+    int64_t hd = s->rope_hd, h = r / hd, w = r % hd;
+    return s->row0 + h * hd + (w % 2) * (hd / 2) + w / 2;
+}
+
+bool fk_param_storable(fk_param_kind k) {
+    return k == FK_P_TOK_EMB || k == FK_P_QKV_W || k == FK_P_O_W || k == FK_P_UP_W || k == FK_P_DOWN_W || k == FK_P_LM_HEAD;
+}
+
 fk_status fk_model_add_stored(fk_model *m, const fk_stored *s) {
     if (s->param < 0 || s->param >= m->n_params) return fk_error(FK_ERR_ARG, "stored weight: table entry %d does not exist", s->param);
     const fk_param *p = &m->params[s->param];
-    fk_param_kind k = p->kind;
-    if (k != FK_P_TOK_EMB && k != FK_P_QKV_W && k != FK_P_O_W && k != FK_P_UP_W && k != FK_P_DOWN_W && k != FK_P_LM_HEAD)
+    if (!fk_param_storable(p->kind))
         return fk_error(FK_ERR_ARG, "stored weight: '%s' is not a weight matrix that can be read as stored", p->name);
     if (s->row0 < 0 || s->rows < 1 || s->row0 > p->shape[0] - s->rows)
         return fk_error(FK_ERR_ARG, "stored weight: rows %lld..%lld are outside '%s' (%lld rows)", (long long)s->row0,
@@ -397,6 +407,26 @@ void fk_model_set_stored_owner(fk_model *m, void *owner, void (*release)(void *o
 
 bool fk_model_is_frozen(const fk_model *m) { return m->n_stored > 0; }
 
+fk_status fk_model_read_rows(const fk_model *m, int param, int64_t row0, int64_t rows, float *out) {
+    if (param < 0 || param >= m->n_params) return fk_error(FK_ERR_ARG, "read rows: table entry %d does not exist", param);
+    const fk_param *p = &m->params[param];
+    int64_t C = p->ndim == 2 ? p->shape[1] : p->shape[0], R = p->ndim == 2 ? p->shape[0] : 1;
+    if (row0 < 0 || rows < 0 || row0 > R - rows)
+        return fk_error(FK_ERR_ARG, "read rows: rows %lld..%lld are outside '%s' (%lld rows)", (long long)row0, (long long)(row0 + rows),
+                        p->name, (long long)R);
+    memcpy(out, m->w + p->offset + row0 * C, (size_t)(rows * C) * sizeof(float));
+    for (int i = 0; i < m->n_stored; i++) {
+        const fk_stored *s = &m->stored[i];
+        if (s->param != param) continue;
+        for (int64_t r = 0; r < s->rows; r++) {
+            int64_t t = stored_row(s, r);
+            if (t >= row0 && t < row0 + rows)
+                fk_dequantize_row(s->type, (const unsigned char *)s->data + (size_t)r * s->row_bytes, out + (t - row0) * C, C);
+        }
+    }
+    return FK_OK;
+}
+
 size_t fk_model_weight_bytes(const fk_model *m) {
     size_t b = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -410,12 +440,6 @@ size_t fk_model_weight_bytes(const fk_model *m) {
     return b;
 }
 
-// Table row of a stored segment's local row r (undoes llama.cpp's interleaved RoPE order).
-static int64_t stored_row(const fk_stored *s, int64_t r) {
-    if (s->rope_hd <= 0) return s->row0 + r;
-    int64_t hd = s->rope_hd, h = r / hd, w = r % hd;
-    return s->row0 + h * hd + (w % 2) * (hd / 2) + w / 2;
-}
 
 // out (N,OC) = inp (N,C) W^T + b for the matrix at arena offset woff: from the arena, or from
 // its stored segments (each multiplied in its own type, then scattered into out's columns).
