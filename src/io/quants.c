@@ -8,6 +8,7 @@
 #include "fusekit/quants.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -423,9 +424,10 @@ fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32
         return fk_error(FK_ERR_ARG, "qmatmul: ggml type %s (%u) cannot be dequantized", fk_ggml_type_name(ggml_type), ggml_type);
     const type_entry *t = &types[ggml_type];
     uint64_t row_bytes;
-    if (N < 0 || OC < 0 || C < 1 || fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
-        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld",
-                        t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    if (N < 0 || OC < 0 || C < 1 || N > INT_MAX || C > INT_MAX || OC > INT_MAX ||
+        fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
+        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld "
+                        "(each at most 2^31 - 1)", t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
     if (N == 0 || OC == 0) return FK_OK;
     const uint8_t *wb = w;
     if (N == 1) {
