@@ -377,10 +377,14 @@ static float *tile_scratch(size_t floats) {
     return p;
 }
 
-// Rows per tile: about 256 KB of f32 (an L2-sized slice of w), a multiple of 16.
-static int64_t tile_rows(int64_t C) {
-    int64_t r = (65536 / (C > 0 ? C : 1)) / 16 * 16;
-    return r < 16 ? 16 : r > 256 ? 256 : r;
+// Rows per tile: up to 256 (sgemm re-packs inp for every tile, so tiles must be wide), at
+// most 4 MB of f32 per thread, and few enough that every thread gets a tile; a multiple of 16.
+static int64_t tile_rows(int64_t C, int64_t OC, int threads) {
+    int64_t r = 256, cap = ((int64_t)1 << 20) / (C > 0 ? C : 1), share = (OC + threads - 1) / threads;
+    r = cap < r ? cap : r;
+    r = share < r ? share : r;
+    r = (r + 15) / 16 * 16;
+    return r < 16 ? 16 : r;
 }
 
 // sum_i a[i] b[i] in 16 interleaved partial sums (vectorizes without reassociation flags).
@@ -435,9 +439,10 @@ fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32
             return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a row of %lld floats", (long long)C);
         return FK_OK;
     }
-    int64_t TR = tile_rows(C), n_tiles = (OC + TR - 1) / TR;
+    bool par = N * C * OC > 1000000;
+    int64_t TR = tile_rows(C, OC, par ? omp_get_max_threads() : 1), n_tiles = (OC + TR - 1) / TR;
     int failed = 0;
-    #pragma omp parallel for schedule(dynamic) if (N * C * OC > 1000000 && n_tiles > 1)
+    #pragma omp parallel for schedule(dynamic) if (par && n_tiles > 1)
     for (int64_t ti = 0; ti < n_tiles; ti++) {
         int64_t o0 = ti * TR, rows = OC - o0 < TR ? OC - o0 : TR;
         float *buf = tile_scratch((size_t)(TR * C));
