@@ -378,9 +378,9 @@ static float *tile_scratch(size_t floats) {
 }
 
 // Rows per tile: up to 256 (sgemm re-packs inp for every tile, so tiles must be wide), at
-// most 4 MB of f32 per thread, and few enough that every thread gets a tile; a multiple of 16.
+// most 2 MB of f32 per thread, and few enough that every thread gets a tile; a multiple of 16.
 static int64_t tile_rows(int64_t C, int64_t OC, int threads) {
-    int64_t r = 256, cap = ((int64_t)1 << 20) / (C > 0 ? C : 1), share = (OC + threads - 1) / threads;
+    int64_t r = 256, cap = ((int64_t)1 << 19) / (C > 0 ? C : 1), share = (OC + threads - 1) / threads;
     r = cap < r ? cap : r;
     r = share < r ? share : r;
     r = (r + 15) / 16 * 16;
