@@ -52,11 +52,13 @@ void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
 // inp is (N,C), w is (OC,C) row-major with every row stored as C / block blocks of
 // ggml_type, bias is (OC) or NULL; out is (N,OC): out = inp w^T + bias (fk_matmul_forward on
-// the dequantized w). N >= 2: tiles of w's rows are dequantized into per-thread buffers
-// (OpenMP over tiles) and multiplied by sgemm, so each weight is decoded once per call;
-// N == 1: dequantize-and-dot per block, no buffer. FK_ERR_ARG when the type cannot be
-// dequantized or C is not a multiple of its block size; FK_ERR_NOMEM when a tile buffer
-// cannot be allocated (per-thread buffers are kept for the next call).
+// the dequantized w; the same dequantized values, summed in another order). N >= 2: tiles
+// of up to 256 rows of w are dequantized into per-thread buffers (OpenMP over tiles) and
+// multiplied by sgemm, so each weight is decoded once per call; N == 1: each row is decoded
+// into a per-thread buffer and dotted with inp (OpenMP over rows). FK_ERR_ARG when the type
+// cannot be dequantized, C is not a multiple of its block size or a dimension exceeds
+// 2^31 - 1; FK_ERR_NOMEM when a buffer cannot be allocated. The per-thread buffers (at most
+// 2 MB each) are kept for the next call.
 fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
                              int64_t C, int64_t OC);
 
