@@ -480,7 +480,7 @@ static fk_status gemma_rope_scale(const kreader *r, double *f) {
     FK_TRY(key_f64(r, "rope.scaling.factor", false, 0, f));
     if (*f == 0) FK_TRY(key_f64(r, "rope.scale_linear", false, 0, f));
     if (!(*f >= 0 && *f <= 1e6))
-        return fk_error(FK_ERR_FORMAT, "%s: key '%s.rope.scaling.factor' is %g, expected a factor >= 1", g->path, r->arch, *f);
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.rope.scaling.factor' is %g, expected a factor in [0, 1e6]", g->path, r->arch, *f);
     if (none || *f == 1) *f = 0;
     return FK_OK;
 }
