@@ -103,6 +103,10 @@ int cmd_extract(int argc, char **argv) {
     // the source's tokenizer beside the store: aligning it to another tokenizer needs it
     if (st == FK_OK && !stopped) st = fk_store_save_tokenizer(out, tok);
     fk_tok_free(tok);
+    // memory: the weights as the forward reads them, and the activations of one forward pass
+    double weights_mb = (double)fk_model_weight_bytes(&m) / 1048576.0;
+    int aseq = o.seq > 0 ? o.seq : (int)(m.cfg.max_seq < 512 ? m.cfg.max_seq : 512);
+    double acts_mb = (double)fk_model_activation_bytes(&m, o.batch, aseq, false) / 1048576.0;
     fk_model_free(&m);
     if (st != FK_OK) return cli_fail("extract", st);
     if (stopped) {
@@ -114,8 +118,8 @@ int cmd_extract(int argc, char **argv) {
     int64_t pos = fk_store_header_positions(fk_store_header_of(s)), bytes = fk_store_file_bytes(s);
     fk_store_close(s);
     printf("{\"store\":\"%s\",\"cached\":%s,\"positions\":%lld,\"bytes\":%lld,\"bytes_per_position\":%.4f,\"seconds\":%.3f,"
-           "\"positions_per_s\":%.1f}\n",
+           "\"positions_per_s\":%.1f,\"weights_mb\":%.1f,\"activations_mb\":%.1f}\n",
            out, cached ? "true" : "false", (long long)pos, (long long)bytes, pos > 0 ? (double)bytes / (double)pos : 0.0, dt,
-           ps.rate);
+           ps.rate, weights_mb, acts_mb);
     return 0;
 }

@@ -333,6 +333,18 @@ static bool config_diff(const fk_config *a, const fk_config *b, char *key, char 
     if (a->pos == FK_POS_LEARNED) CMP_INT("n_positions", a->max_seq, b->max_seq);
     if (a->pos == FK_POS_ROPE) CMP_NUM("rope_theta", a->rope_theta, b->rope_theta);
     CMP_NUM("rms_norm_eps (layer_norm_epsilon)", a->norm_eps, b->norm_eps);
+    // the Gemma switches: weights under different conventions must not be averaged
+    CMP_NUM("embedding scale", a->emb_scale, b->emb_scale);
+    CMP_NUM("RMSNorm offset (1 + w)", a->norm_offset, b->norm_offset);
+    CMP_INT("post-norms", a->post_norms, b->post_norms);
+    CMP_INT("QK-norm", a->qk_norm, b->qk_norm);
+    CMP_NUM("attention scale (query_pre_attn_scalar)", a->attn_scale, b->attn_scale);
+    CMP_NUM("attn_logit_softcapping", a->attn_softcap, b->attn_softcap);
+    CMP_NUM("final_logit_softcapping", a->final_softcap, b->final_softcap);
+    CMP_INT("sliding_window", a->sliding_window, b->sliding_window);
+    for (int64_t l = 0; l < a->n_layer; l++) CMP_INT("layer_types (sliding layers)", a->sliding[l], b->sliding[l]);
+    CMP_NUM("rope_local_base_freq", a->rope_theta_local, b->rope_theta_local);
+    CMP_NUM("rope_scaling factor", a->rope_scale, b->rope_scale);
 #undef CMP_INT
 #undef CMP_NUM
     return false;
