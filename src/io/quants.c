@@ -222,14 +222,18 @@ static void deq_q2_k(const uint8_t *b, float *y) {
     const uint8_t *sc = b, *qs = b + 16;
     float d = h2f(b + 80), dmin = h2f(b + 82);
     for (int j = 0; j < 2; j++)
-        for (int s = 0; s < 4; s++)
-            for (int h = 0; h < 2; h++) {
-                int g = 8 * j + 2 * s + h;
-                float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
-                const uint8_t *q = qs + 32 * j + 16 * h;
-                float *o = y + 128 * j + 32 * s + 16 * h;
-                for (int l = 0; l < 16; l++) o[l] = dl * (float)((q[l] >> (2 * s)) & 3) - ml;
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *q = qs + 32 * j + 16 * h, *g = sc + 8 * j + h;  // scales g[0], g[2], g[4], g[6] for shifts 0..3
+            float *o = y + 128 * j + 16 * h;
+            float d0 = d * (float)(g[0] & 0xF), d1 = d * (float)(g[2] & 0xF), d2 = d * (float)(g[4] & 0xF), d3 = d * (float)(g[6] & 0xF);
+            float m0 = dmin * (float)(g[0] >> 4), m1 = dmin * (float)(g[2] >> 4), m2 = dmin * (float)(g[4] >> 4), m3 = dmin * (float)(g[6] >> 4);
+            for (int l = 0; l < 16; l++) {
+                o[l] = d0 * (float)(q[l] & 3) - m0;
+                o[l + 32] = d1 * (float)((q[l] >> 2) & 3) - m1;
+                o[l + 64] = d2 * (float)((q[l] >> 4) & 3) - m2;
+                o[l + 96] = d3 * (float)(q[l] >> 6) - m3;
             }
+        }
 }
 
 // Q3_K (110 bytes): hmask[32], qs[64], scales[12], d. Element e: low bits as Q2_K, high bit
@@ -238,16 +242,24 @@ static void deq_q2_k(const uint8_t *b, float *y) {
 static void deq_q3_k(const uint8_t *b, float *y) {
     const uint8_t *hm = b, *qs = b + 32, *sc = b + 96;
     float d = h2f(b + 108);
+    float dl[16];
+    for (int g = 0; g < 16; g++) {
+        int s6 = ((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4;
+        dl[g] = d * (float)(s6 - 32);
+    }
     for (int j = 0; j < 2; j++)
-        for (int s = 0; s < 4; s++)
-            for (int h = 0; h < 2; h++) {
-                int g = 8 * j + 2 * s + h, bit = 4 * j + s;
-                int s6 = ((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4;
-                float dl = d * (float)(s6 - 32);
-                const uint8_t *q = qs + 32 * j + 16 * h, *m = hm + 16 * h;
-                float *o = y + 128 * j + 32 * s + 16 * h;
-                for (int l = 0; l < 16; l++) o[l] = dl * (float)(((q[l] >> (2 * s)) & 3) - (((m[l] >> bit) & 1) ? 0 : 4));
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *q = qs + 32 * j + 16 * h, *m = hm + 16 * h;
+            const float *g = dl + 8 * j + h;
+            float *o = y + 128 * j + 16 * h;
+            int b0 = 4 * j;  // high bit of shift s: bit 4j + s of hm
+            for (int l = 0; l < 16; l++) {
+                o[l] = g[0] * (float)((q[l] & 3) - (((m[l] >> b0) & 1) ? 0 : 4));
+                o[l + 32] = g[2] * (float)(((q[l] >> 2) & 3) - (((m[l] >> (b0 + 1)) & 1) ? 0 : 4));
+                o[l + 64] = g[4] * (float)(((q[l] >> 4) & 3) - (((m[l] >> (b0 + 2)) & 1) ? 0 : 4));
+                o[l + 96] = g[6] * (float)((q[l] >> 6) - (((m[l] >> (b0 + 3)) & 1) ? 0 : 4));
             }
+        }
 }
 
 // The 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K from their 12 bytes.
@@ -297,13 +309,18 @@ static void deq_q6_k(const uint8_t *b, float *y) {
     const int8_t *sc = (const int8_t *)(b + 192);
     float d = h2f(b + 208);
     for (int a = 0; a < 2; a++)
-        for (int s = 0; s < 4; s++)
-            for (int h = 0; h < 2; h++) {
-                float dl = d * (float)sc[8 * a + 2 * s + h];
-                const uint8_t *lo = ql + 64 * a + 32 * (s % 2) + 16 * h, *hi = qh + 32 * a + 16 * h;
-                float *o = y + 128 * a + 32 * s + 16 * h;
-                for (int l = 0; l < 16; l++) o[l] = dl * (float)((((lo[l] >> (4 * (s / 2))) & 0xF) | ((hi[l] >> (2 * s)) & 3) << 4) - 32);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *lo = ql + 64 * a + 16 * h, *hi = qh + 32 * a + 16 * h;
+            float *o = y + 128 * a + 16 * h;
+            const int8_t *g = sc + 8 * a + h;
+            float d0 = d * (float)g[0], d1 = d * (float)g[2], d2 = d * (float)g[4], d3 = d * (float)g[6];
+            for (int l = 0; l < 16; l++) {
+                o[l] = d0 * (float)(((lo[l] & 0xF) | (hi[l] & 3) << 4) - 32);
+                o[l + 32] = d1 * (float)(((lo[l + 32] & 0xF) | ((hi[l] >> 2) & 3) << 4) - 32);
+                o[l + 64] = d2 * (float)(((lo[l] >> 4) | ((hi[l] >> 4) & 3) << 4) - 32);
+                o[l + 96] = d3 * (float)(((lo[l + 32] >> 4) | ((hi[l] >> 6) & 3) << 4) - 32);
             }
+        }
 }
 
 // Q8_K (292 bytes): f32 d, int8 qs[256], int16 bsums[16] (not needed here).
