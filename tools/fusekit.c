@@ -1,7 +1,9 @@
 // fusekit: the command-line program. It parses arguments and prints; the library does the work.
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef FK_WITH_MPI
 #include <mpi.h>
 #endif
@@ -38,6 +40,10 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) { printf("fusekit %s\n", FK_VERSION); return 0; }
+    // OpenBLAS chose generic kernels for a CPU it does not know: restart once with the kernels
+    // the CPU runs (the variable is read when OpenBLAS loads). A user's own setting is kept.
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : fk_blas_better_core();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);  // returns only on failure
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) {
 #ifdef FK_WITH_MPI

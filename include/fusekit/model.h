@@ -79,6 +79,11 @@ bool fk_config_gated(const fk_config *c);
 // Query heads of layer l (heads[l], or n_head when 0); true when every layer has n_head.
 int64_t fk_config_heads(const fk_config *c, int64_t l);
 bool fk_config_uniform_heads(const fk_config *c);
+// The OpenBLAS core type (OPENBLAS_CORETYPE) this CPU should use when the loaded OpenBLAS did
+// not recognise it and fell back to generic SSE kernels ("SkylakeX" with AVX-512, "Haswell"
+// with AVX2 + FMA), or NULL when its choice is fine. OpenBLAS reads the variable once, when it
+// is loaded, so a program that wants the fix sets it and restarts itself (the CLI does).
+const char *fk_blas_better_core(void);
 // Describes a config in one line ("llama-style d=512 L=8 H=8/8 ffn=1376 ...").
 void fk_config_describe(const fk_config *c, char *buf, size_t n);
 
