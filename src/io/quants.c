@@ -668,11 +668,11 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
                         t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
     if (N == 0 || OC == 0) return FK_OK;
     // activations: int8 codes per 32 (ggml's Q8_0 rule: d = max|x| / 127, q = round(x / d)), their
-    // scales, and the code sums per 16 (for the mins)
+    // scales, and d times the code sums per 16 (for the mins)
     int64_t nb32 = C / 32, ng = C / 16;
     int8_t *qx = malloc((size_t)(N * C));
     float *dx = malloc((size_t)(N * nb32) * sizeof(float));
-    int32_t *sx = malloc((size_t)(N * ng) * sizeof(int32_t));
+    float *sx = malloc((size_t)(N * ng) * sizeof(float));  // d * (sum of the 16 codes), for the mins
     if (!qx || !dx || !sx) {
         free(qx); free(dx); free(sx);
         return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for %lld x %lld 8-bit activations", (long long)N, (long long)C);
@@ -689,7 +689,7 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
         for (int h = 0; h < 2; h++) {
             int32_t sum = 0;
             for (int l = 0; l < 16; l++) sum += q[16 * h + l];
-            sx[2 * i + h] = sum;
+            sx[2 * i + h] = d * (float)sum;
         }
     }
     const uint8_t *wb = w;
@@ -717,12 +717,7 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
             for (int64_t n = 0; n < N; n++) {
                 const float *d = dx + n * nb32;
                 float acc = dot_codes(q, s, qx + n * C, d, C);
-                if (has_min) {
-                    const int32_t *xs = sx + n * ng;
-                    float mins = 0;
-                    for (int64_t g = 0; g < ng; g++) mins += m[g] * d[g / 2] * (float)xs[g];
-                    acc += mins;
-                }
+                if (has_min) acc += dot16(m, sx + n * ng, ng);
                 out[n * OC + o] = acc + (bias ? bias[o] : 0.0f);
             }
         }
