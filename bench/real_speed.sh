@@ -27,22 +27,24 @@ for M in "$@"; do
   r=1
   while [ "$r" -le "$ROUNDS" ]; do
     # fusekit eval, llama.cpp's protocol
-    /usr/bin/time -f '%M' -o "$D/rss" "$F" eval --model "$M" --data "$D/text.txt" --protocol llama-perplexity --seq "$CTX" \
+    /usr/bin/time -f '%M %e' -o "$D/rss" "$F" eval --model "$M" --data "$D/text.txt" --protocol llama-perplexity --seq "$CTX" \
       --batch 1 --threads "$THREADS" > "$D/fk.json" 2> "$D/fk.err" || { cat "$D/fk.err" >&2; exit 1; }
-    tps=$(num tokens_per_s "$D/fk.json"); ppl=$(num ppl "$D/fk.json"); rss=$(tail -1 "$D/rss")
+    # tokens/s for both tools: every token of every chunk processed, over the whole run's wall time
+    ppl=$(num ppl "$D/fk.json"); rss=$(tail -1 "$D/rss" | cut -d' ' -f1); wall=$(tail -1 "$D/rss" | cut -d' ' -f2)
+    tps=$(echo "$(num chunks "$D/fk.json") * $CTX / $wall" | bc -l)
     echo "$tps" >> "$D/fk_tps"; echo "$rss" >> "$D/fk_rss"
-    printf '{"bench":"real_speed","model":"%s","tool":"fusekit eval","round":%d,"threads":%s,"n_ctx":%s,"tokens_per_s":%s,"ppl":%s,"peak_rss_mb":%.1f}\n' \
+    printf '{"bench":"real_speed","model":"%s","tool":"fusekit eval","round":%d,"threads":%s,"n_ctx":%s,"tokens_per_s":%.1f,"ppl":%s,"peak_rss_mb":%.1f}\n' \
       "$M" "$r" "$THREADS" "$CTX" "$tps" "$ppl" "$(echo "$rss / 1024" | bc -l)"
     if [ -n "$LP" ]; then
-      /usr/bin/time -f '%M' -o "$D/rss" "$LP" -m "$M" -f "$D/text.txt" -c "$CTX" -b "$CTX" -t "$THREADS" > "$D/lp.txt" 2>&1 \
+      /usr/bin/time -f '%M %e' -o "$D/rss" "$LP" -m "$M" -f "$D/text.txt" -c "$CTX" -b "$CTX" -t "$THREADS" > "$D/lp.txt" 2>&1 \
         || { cat "$D/lp.txt" >&2; exit 1; }
-      # prompt eval: "... ms / N tokens ( ... ms per token, X tokens per second)"
-      ltps=$(grep 'prompt eval time' "$D/lp.txt" | grep -o '[0-9.]* tokens per second' | grep -o '^[0-9.]*' | tail -1)
+      chunks=$(grep -o 'calculating perplexity over [0-9]* chunks' "$D/lp.txt" | grep -o '[0-9][0-9]*')
       lppl=$(grep -o 'Final estimate: PPL = [0-9.]*' "$D/lp.txt" | grep -o '[0-9.]*$')
-      rss=$(tail -1 "$D/rss")
+      rss=$(tail -1 "$D/rss" | cut -d' ' -f1); wall=$(tail -1 "$D/rss" | cut -d' ' -f2)
+      ltps=$(echo "$chunks * $CTX / $wall" | bc -l)
       echo "$ltps" >> "$D/lp_tps"; echo "$rss" >> "$D/lp_rss"
-      printf '{"bench":"real_speed","model":"%s","tool":"llama-perplexity","round":%d,"threads":%s,"n_ctx":%s,"tokens_per_s":%s,"ppl":%s,"peak_rss_mb":%.1f}\n' \
-        "$M" "$r" "$THREADS" "$CTX" "${ltps:-null}" "${lppl:-null}" "$(echo "$rss / 1024" | bc -l)"
+      printf '{"bench":"real_speed","model":"%s","tool":"llama-perplexity","round":%d,"threads":%s,"n_ctx":%s,"tokens_per_s":%.1f,"ppl":%s,"peak_rss_mb":%.1f}\n' \
+        "$M" "$r" "$THREADS" "$CTX" "$ltps" "${lppl:-null}" "$(echo "$rss / 1024" | bc -l)"
     fi
     # fusekit extract (top-10 per position), a fresh store each round
     rm -f "$D/s.fkd" "$D/s.fkd.partial"; rm -rf "$D/s.fkd.tokenizer"
@@ -57,7 +59,7 @@ for M in "$@"; do
     r=$((r + 1))
   done
   fk=$(median < "$D/fk_tps"); lp=$(median < "$D/lp_tps"); ex=$(median < "$D/ex_tps"); exr=$(median < "$D/ex_rss")
-  ratio=null; [ "$lp" != null ] && ratio=$(echo "$fk / $lp" | bc -l)
+  ratio=null; [ "$lp" != null ] && ratio=$(printf '%.3f' "$(echo "$fk / $lp" | bc -l)")
   printf '{"bench":"real_speed_summary","model":"%s","threads":%s,"n_ctx":%s,"rounds":%s,"fusekit_eval_tps":%s,"llama_perplexity_tps":%s,"eval_speed_ratio":%s,"extract_tps":%s,"extract_peak_rss_mb":%.1f,"file_mb":%.1f,"extract_rss_over_file":%.3f,"activations_mb":%s}\n' \
     "$M" "$THREADS" "$CTX" "$ROUNDS" "$fk" "$lp" "$ratio" "$ex" "$(echo "$exr / 1024" | bc -l)" "$(echo "$size / 1048576" | bc -l)" \
     "$(echo "$exr * 1024 / $size" | bc -l)" "$amb"

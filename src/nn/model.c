@@ -452,6 +452,8 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
     for (int i = 0; i < m->n_stored; i++) {
         const fk_stored *s = &m->stored[i];
         if (s->param != pi) continue;
+        if (s->row0 == 0 && s->rows == OC && s->rope_hd == 0)  // the whole matrix in table order: straight into out
+            return fk_qmatmul_forward(out, inp, s->data, s->type, bias, N, C, OC);
         if (N * s->rows > m->stored_tmp_n) {
             float *t = realloc(m->stored_tmp, (size_t)(N * s->rows) * sizeof(float));
             if (!t) return fk_error(FK_ERR_NOMEM, "out of memory (%lld x %lld scratch for '%s')", (long long)N, (long long)s->rows, p->name);
