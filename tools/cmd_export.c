@@ -86,7 +86,8 @@ int cmd_import(int argc, char **argv) {
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit import --gguf IN.gguf -o DIR [--dtype f32|f16|bf16]\n\n"
-                       "Reads a llama, deci or gpt2 GGUF file with F32, F16 or BF16 tensors into a model folder\n"
+                       "Reads a llama, deci, gpt2, gemma, gemma2 or gemma3 GGUF file into a model folder, decoding its tensors\n"
+                       "(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q8_K, IQ4_NL, IQ4_XS) to --dtype\n"
                        "(config.json, model.safetensors, tokenizer.json when the file has a tokenizer).");
     if (rc) return rc == 1 ? 0 : 2;
     if (!in || !out) { fprintf(stderr, "fusekit import: error: --gguf and -o are required\n"); return 2; }
