@@ -43,8 +43,8 @@ int cmd_export(int argc, char **argv) {
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit export --model DIR --gguf OUT.gguf [--type f32|f16|bf16] [--no-tokenizer]\n\n"
-                       "Writes a model folder as a GGUF v3 file for llama.cpp (architecture llama, deci for per-layer\n"
-                       "widths, or gpt2), with the tokenizer's tokenizer.ggml.* keys.");
+                       "Writes a model (a folder or a .gguf file) as a GGUF v3 file for llama.cpp (architecture llama, deci\n"
+                       "for per-layer widths, gpt2, or gemma/gemma2/gemma3), with the tokenizer's tokenizer.ggml.* keys.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!model || !out) { fprintf(stderr, "fusekit export: error: --model and --gguf are required\n"); return 2; }
     fk_dtype type;
