@@ -165,9 +165,15 @@ static void test_fuse_and_friends(void **s) {
     RUN_OK("%s train --data %s --tokenizer %s/tok --arch llama -o %s/src --steps 10 --batch 4 --ctx 32 --d-model 32 --layers 1 "
            "--heads 2 --lr 1e-2 --seed 7 --eval-every 10", FK_CLI, text, tmpdir, tmpdir);
     RUN_OK("%s export --model %s/src --gguf %s/src.gguf", FK_CLI, tmpdir, tmpdir);
+    // a SentencePiece-style source: from GGUF metadata its tokenizer merges by score, from the
+    // tokenizer.json kept beside its store by rank (another fingerprint, the same ids)
+    RUN_OK("%s tokenizer train --kind spm --data %s --vocab 300 -o %s/spm", FK_CLI, text, tmpdir);
+    RUN_OK("%s train --data %s --tokenizer %s/spm --arch llama -o %s/spmsrc --steps 10 --batch 4 --ctx 32 --d-model 32 --layers 1 "
+           "--heads 2 --lr 1e-2 --seed 9 --eval-every 10", FK_CLI, text, tmpdir, tmpdir);
+    RUN_OK("%s export --model %s/spmsrc --gguf %s/spmsrc.gguf", FK_CLI, tmpdir, tmpdir);
     char *out;
-    int rc = run(&out, "%s fuse --target %s/m.gguf --source %s/src.gguf --data %s -o %s/fz -k 4 --steps 4 --batch 2 --seq 32 --eval-every 4",
-                 FK_CLI, tmpdir, tmpdir, text, tmpdir);
+    int rc = run(&out, "%s fuse --target %s/m.gguf --source %s/src.gguf %s/spmsrc.gguf --data %s -o %s/fz -k 4 --steps 4 --batch 2 --seq 32 "
+                 "--eval-every 4", FK_CLI, tmpdir, tmpdir, tmpdir, text, tmpdir);
     if (rc != 0) fail_msg("fuse with GGUF files failed:\n%s", out);
     assert_non_null(strstr(out, "\"teacher_shares\""));
     free(out);
@@ -180,9 +186,9 @@ static void test_fuse_and_friends(void **s) {
     snprintf(store, sizeof store, "fz/stores/m-%016llx.fkd", (unsigned long long)fk_model_fingerprint(&m));
     fk_model_free(&m);
     assert_true(fk_path_exists(tpath(store)));
-    // the same fusion from folders gives the same first step (same stores, same target)
-    rc = run(&out, "%s fuse --target %s/m --source %s/src --data %s -o %s/fz2 -k 4 --steps 4 --batch 2 --seq 32 --eval-every 4",
-             FK_CLI, tmpdir, tmpdir, text, tmpdir);
+    // the same fusion from folders gives the same model (the same teachers, the same target)
+    rc = run(&out, "%s fuse --target %s/m --source %s/src %s/spmsrc --data %s -o %s/fz2 -k 4 --steps 4 --batch 2 --seq 32 --eval-every 4",
+             FK_CLI, tmpdir, tmpdir, tmpdir, text, tmpdir);
     if (rc != 0) fail_msg("fuse with folders failed:\n%s", out);
     free(out);
     fk_model f1, f2;

@@ -1,5 +1,6 @@
 // Option parsing and error printing for the CLI.
 #include "cli.h"
+#include "fusekit/fusion.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -117,6 +118,19 @@ fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags,
     if (st == FK_OK) st = check_vocab(tok, m->cfg.vocab_size);
     if (st != FK_OK) { fk_tok_free(*tok); *tok = NULL; fk_model_free(m); }
     return st;
+}
+
+fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok) {
+    FK_TRY(fk_store_save_tokenizer(store_path, *tok));
+    char *dir = fk_store_tokenizer_dir(store_path);
+    if (!dir) return fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_tokenizer *back = NULL;
+    fk_status st = fk_tok_load(dir, &back);
+    free(dir);
+    if (st != FK_OK) return st;
+    if (fk_tok_fingerprint(back) == fk_tok_fingerprint(*tok)) fk_tok_free(back);
+    else { fk_tok_free(*tok); *tok = back; }
+    return FK_OK;
 }
 
 void cli_model_name(const char *path, char *out, size_t n) {

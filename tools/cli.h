@@ -62,6 +62,12 @@ fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t v
 // is left allocated.
 fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok);
 
+// Writes *tok beside a store (fk_store_save_tokenizer) and makes *tok the tokenizer as it reads
+// back from there. A tokenizer from GGUF metadata can read back from tokenizer.json with another
+// fingerprint (SentencePiece pieces merge by rank there, by score in GGUF; the same ids), and a
+// store must record the fingerprint of the tokenizer kept beside it.
+fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok);
+
 // The name a model path goes by in file names: its last component without a trailing '/' or
 // ".gguf" (written into out, n bytes).
 void cli_model_name(const char *path, char *out, size_t n);

@@ -88,6 +88,8 @@ int cmd_extract(int argc, char **argv) {
         fk_model_free(&m);
         return cli_fail("extract", st);
     }
+    // the tokenizer as it reads back from beside the store (a GGUF's may change fingerprint)
+    if ((st = cli_store_tokenizer(out, &tok)) != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("extract", st); }
     fk_extract_opts o = {(int)k, (int)seq, (int)batch};
     progress_state ps = {isatty(2) != 0, 0, 0};
     struct sigaction sa, old;

@@ -38,6 +38,9 @@ fk_status cli_extract_store(const char *model_dir, const char *data, const char 
         cli_model_name(model_dir, base, sizeof base);
         snprintf(name, sizeof name, "%s-%016llx.fkd", base, (unsigned long long)fk_model_fingerprint(&m));
         *path = fk_path_join(store_dir, name);
+        st = cli_store_tokenizer(*path, &tok);
+    }
+    if (st == FK_OK) {
         fk_extract_opts eo;
         fk_extract_defaults(&eo);
         eo.k = k;

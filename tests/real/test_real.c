@@ -133,17 +133,17 @@ static void run_model(const real_model *rm) {
     free(ids);
     fk_tok_out_free(&po);
 
-    // a random-weight model of the same shape on the first chunk (its loss hardly varies by
-    // position: about log V), with the slice's bytes per token
+    // a random-weight model of the same shape on the first two chunks (its loss hardly varies
+    // by position: about log V), with the slice's bytes per token
     fk_config c = m.cfg;
     fk_model_free(&m);
     fk_model r;
     CHECK(fk_model_init(&r, &c));
     fk_model_init_weights(&r, 1234);
     fk_tok_out first = o;
-    first.n = N_CTX;
+    first.n = 2 * N_CTX;
     double bpb_rand;
-    double ppl_rand = llama_ppl(&r, &first, bos, (int64_t)((double)len * N_CTX / (double)o.n), &bpb_rand);
+    double ppl_rand = llama_ppl(&r, &first, bos, (int64_t)((double)len * 2 * N_CTX / (double)o.n), &bpb_rand);
     fk_model_free(&r);
     print_message("  random weights, same shape: perplexity %.1f, %.4f bits/byte (trained/random %.2f)\n", ppl_rand, bpb_rand, bpb / bpb_rand);
     if (!(bpb < 0.5 * bpb_rand)) fail_msg("%.4f bits/byte is not under half the random model's %.4f", bpb, bpb_rand);
