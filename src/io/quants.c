@@ -569,16 +569,18 @@ static void unpack_q6_k(const uint8_t *b, int8_t *q, float *s, float *m) {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
     float d = h2f(b + 208);
+    for (int g = 0; g < 16; g++) { s[g] = d * (float)sc[g]; m[g] = 0; }
     for (int a = 0; a < 2; a++)
-        for (int sh = 0; sh < 4; sh++)
-            for (int h = 0; h < 2; h++) {
-                int g = 8 * a + 2 * sh + h;
-                s[g] = d * (float)sc[g];
-                m[g] = 0;
-                const uint8_t *lo = ql + 64 * a + 32 * (sh % 2) + 16 * h, *hi = qh + 32 * a + 16 * h;
-                for (int l = 0; l < 16; l++)
-                    q[16 * g + l] = (int8_t)((((lo[l] >> (4 * (sh / 2))) & 0xF) | ((hi[l] >> (2 * sh)) & 3) << 4) - 32);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *lo = ql + 64 * a + 16 * h, *hi = qh + 32 * a + 16 * h;
+            int8_t *o = q + 128 * a + 16 * h;
+            for (int l = 0; l < 16; l++) {
+                o[l] = (int8_t)(((lo[l] & 0xF) | (hi[l] & 3) << 4) - 32);
+                o[l + 32] = (int8_t)(((lo[l + 32] & 0xF) | ((hi[l] >> 2) & 3) << 4) - 32);
+                o[l + 64] = (int8_t)(((lo[l] >> 4) | ((hi[l] >> 4) & 3) << 4) - 32);
+                o[l + 96] = (int8_t)(((lo[l + 32] >> 4) | ((hi[l] >> 6) & 3) << 4) - 32);
             }
+        }
 }
 static void unpack_q8_k(const uint8_t *b, int8_t *q, float *s, float *m) {
     float d = f32at(b);
