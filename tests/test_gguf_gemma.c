@@ -431,11 +431,53 @@ static void test_broken_files(void **s) {
     }
 }
 
+// llama.cpp's defaults where keys are absent, and the keys that override them.
+static void test_keys_and_defaults(void **s) {
+    (void)s;
+    char src[512], f[512];
+    fk_model m;
+    snprintf(f, sizeof f, "%s", tpath("k.gguf"));
+    model_path(src, sizeof src, "gemma2", "model.gguf");
+    mutation drop_caps = {.drop_key = "gemma2.attn_logit_softcapping"};
+    rewrite(src, f, &drop_caps);
+    CHECK(fk_gguf_import(f, &m, NULL));
+    assert_float_equal(m.cfg.attn_softcap, 50.0f, 0);  // gemma2's default
+    fk_model_free(&m);
+    mutation drop_window = {.drop_key = "gemma2.attention.sliding_window"};
+    rewrite(src, f, &drop_window);
+    CHECK(fk_gguf_import(f, &m, NULL));
+    assert_int_equal(m.cfg.sliding_window, 4096);
+    fk_model_free(&m);
+    model_path(src, sizeof src, "gemma3", "model.gguf");
+    mutation period = {.u32_key = "gemma3.attention.sliding_window_pattern", .u32_val = 3};  // a period, not an array
+    rewrite(src, f, &period);
+    CHECK(fk_gguf_import(f, &m, NULL));
+    static const uint8_t want3[7] = {1, 1, 0, 1, 1, 0, 1};
+    assert_memory_equal(m.cfg.sliding, want3, 7);
+    fk_model_free(&m);
+    mutation no_swa = {.drop_key = "gemma3.attention.sliding_window"};  // gemma3 without the key: no sliding layers
+    rewrite(src, f, &no_swa);
+    CHECK(fk_gguf_import(f, &m, NULL));
+    assert_int_equal(m.cfg.sliding_window, 0);
+    for (int l = 0; l < 7; l++) assert_int_equal(m.cfg.sliding[l], 0);
+    fk_model_free(&m);
+    mutation no_base = {.drop_key = "gemma3.rope.freq_base_swa"};  // llama.cpp's gemma3 local base
+    rewrite(src, f, &no_base);
+    CHECK(fk_gguf_import(f, &m, NULL));
+    assert_float_equal(m.cfg.rope_theta_local, 10000.0f, 0);
+    fk_model_free(&m);
+    mutation scale_none = {.str_key = "gemma3.rope.scaling.type", .str_val = "none"};
+    rewrite(src, f, &scale_none);
+    CHECK(fk_gguf_import(f, &m, NULL));
+    assert_float_equal(m.cfg.rope_scale, 0, 0);
+    fk_model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_import_config),   cmocka_unit_test(test_logits_vs_transformers), cmocka_unit_test(test_export_roundtrip),
         cmocka_unit_test(test_export_hf_conventions), cmocka_unit_test(test_unsupported_export), cmocka_unit_test(test_export_pattern),
-        cmocka_unit_test(test_broken_files),
+        cmocka_unit_test(test_broken_files),    cmocka_unit_test(test_keys_and_defaults),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

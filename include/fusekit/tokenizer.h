@@ -25,7 +25,11 @@ enum {
     FK_TT_NORMAL = 1,
     FK_TT_UNKNOWN = 2,
     FK_TT_CONTROL = 3,       // special tokens (BOS, EOS, <|endoftext|>): matched in text only when parsing specials
-    FK_TT_USER_DEFINED = 4,  // added tokens: always matched in text
+    FK_TT_USER_DEFINED = 4,  // added tokens: always matched in text (leftmost-longest, before BPE:
+                             // Hugging Face's rule; llama.cpp matches the longest token first anywhere,
+                             // which differs only where a suffix of one added token starts a longer
+                             // one, e.g. "ab" and "bcd" in "abcd"; not in Gemma's set, whose only
+                             // overlaps are runs of one character, where both rules agree)
     FK_TT_UNUSED = 5,
     FK_TT_BYTE = 6,          // <0xNN> byte-fallback tokens
 };
