@@ -686,7 +686,10 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
         for (int l = 0; l < 32; l++) amax = fabsf(x[l]) > amax ? fabsf(x[l]) : amax;
         float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
         int8_t *q = qx + 32 * i;
-        for (int l = 0; l < 32; l++) q[l] = (int8_t)roundf(x[l] * id);
+        for (int l = 0; l < 32; l++) {  // clamped so that a NaN or Inf activation cannot overflow the cast
+            float v = roundf(x[l] * id);
+            q[l] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f);
+        }
         dx[i] = d;
         for (int h = 0; h < 2; h++) {
             int32_t sum = 0;
