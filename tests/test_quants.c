@@ -209,7 +209,7 @@ static void test_qmatmul(void **s) {
     for (size_t k = 0; k < N_ALL; k++) {
         uint32_t type = ALL[k];
         int64_t blk = fk_ggml_type(type)->block;
-        int64_t C = blk == 1 ? 300 : blk == 32 ? 96 : 512, OC = 300;
+        int64_t C = blk == 1 ? 300 : blk == 32 ? 96 : 1024, OC = 300;  // K-quants: big enough for the threaded one-token path
         uint64_t rb;
         CHECK(fk_ggml_row_bytes(type, C, &rb));
         uint8_t *w = malloc(rb * (uint64_t)OC);
