@@ -422,7 +422,7 @@ static float dot16(const float *a, const float *b, int64_t n) {
 static int qmatvec(float *out, const float *inp, const uint8_t *w, uint32_t type, const float *bias, int64_t C, int64_t OC,
                    uint64_t row_bytes) {
     int failed = 0;
-    #pragma omp parallel if (C * OC > 262144)
+    #pragma omp parallel if ((double)C * OC > 262144)
     {
         float *y = tile_scratch((size_t)C);
         if (!y) {
@@ -456,7 +456,7 @@ fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32
             return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a row of %lld floats", (long long)C);
         return FK_OK;
     }
-    bool par = N * C * OC > 1000000;
+    bool par = (double)N * C * OC > 1e6;  // in double: the product may pass 2^63
     int64_t TR = tile_rows(C, OC, par ? omp_get_max_threads() : 1), n_tiles = (OC + TR - 1) / TR;
     int failed = 0;
     #pragma omp parallel for schedule(dynamic) if (par && n_tiles > 1)
@@ -665,9 +665,10 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
     if (!unpack) return fk_qmatmul_forward(out, inp, w, ggml_type, bias, N, C, OC);
     const type_entry *t = &types[ggml_type];
     uint64_t row_bytes;
-    if (N < 0 || OC < 0 || C < 1 || fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
-        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld",
-                        t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    if (N < 0 || OC < 0 || C < 1 || N > INT_MAX || C > INT_MAX || OC > INT_MAX ||
+        fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
+        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld "
+                        "(each at most 2^31 - 1)", t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
     if (N == 0 || OC == 0) return FK_OK;
     // activations: int8 codes per 32 (ggml's Q8_0 rule: d = max|x| / 127, q = round(x / d)), their
     // scales, and d times the code sums per 16 (for the mins)
@@ -679,7 +680,7 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
         free(qx); free(dx); free(sx);
         return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for %lld x %lld 8-bit activations", (long long)N, (long long)C);
     }
-    #pragma omp parallel for schedule(static) if (N * C > 65536)
+    #pragma omp parallel for schedule(static) if ((double)N * C > 65536)
     for (int64_t i = 0; i < N * nb32; i++) {
         const float *x = inp + 32 * i;
         float amax = 0;
@@ -701,7 +702,7 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
     int64_t blk = t->info.block, gpb = blk / 16;  // 16-groups per block
     size_t need = (size_t)C + 2 * (size_t)ng * sizeof(float) + 64;
     int failed = 0;
-    #pragma omp parallel if (N * C * OC > 262144)
+    #pragma omp parallel if ((double)N * C * OC > 262144)
     {
         if (code_cap < need) {
             void *p = realloc(code_buf, need);
