@@ -316,6 +316,14 @@ static void test_qmatmul_q8(void **s) {
         free(wf);
         free(b);
     }
+    // arguments; non-finite activations give non-finite outputs, not undefined casts
+    float x[64], y[2];
+    uint8_t w[2 * 2 * 34] = {0};
+    for (int i = 0; i < 64; i++) x[i] = (float)i;
+    x[3] = INFINITY;
+    x[40] = NAN;
+    assert_int_equal(fk_qmatmul_forward_q8(y, x, w, FK_GGML_Q8_0, NULL, 1, 48, 2), FK_ERR_ARG);
+    CHECK(fk_qmatmul_forward_q8(y, x, w, FK_GGML_Q8_0, NULL, 1, 64, 2));
 }
 
 // ------------------------------------------------------------------ broken files
