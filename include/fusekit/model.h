@@ -145,6 +145,7 @@ typedef struct {
     float *g;                      // gradient arena (NULL until fk_model_alloc_grads)
     int64_t tok_emb, pos_emb, lnf_w, lnf_b, lm_head;   // offsets (-1: absent; lm_head == tok_emb when tied)
     fk_layer_offsets *layer;
+    int64_t rope_len;              // positions of the RoPE tables filled so far (lazily, up to max_seq)
     float *rope_cos, *rope_sin;    // (max_seq, head_dim/2): rope_theta, positions / rope_scale
     float *rope_cos_local, *rope_sin_local;  // the sliding layers' table (rope_theta_local, unscaled) when
                                    // it differs from the global one; NULL: the sliding layers use rope_cos/sin

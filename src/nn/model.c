@@ -94,22 +94,36 @@ static void build_table(fk_model *m) {
 
 // A RoPE table (max_seq, head_dim/2) for base theta with positions divided by scale (linear
 // scaling: Hugging Face divides the inverse frequencies by the factor, in float32).
-static bool rope_table(float **cos_t, float **sin_t, const fk_config *cfg, float theta, float scale) {
+// RoPE tables (max_seq, head_dim/2) of cos and sin: the global one (rope_theta, positions
+// divided by rope_scale) and, when sliding layers differ, the local one (rope_theta_local). The
+// memory is lazily zeroed pages, filled up to the longest position used so far (rope_ensure),
+// so a model declaring a long context costs only the positions it runs.
+static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, float theta, float scale, int64_t t0, int64_t t1) {
     int64_t half = cfg->head_dim / 2;
-    *cos_t = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
-    *sin_t = malloc((size_t)(cfg->max_seq * half) * sizeof(float));
-    if (!*cos_t || !*sin_t) return false;
     for (int64_t d = 0; d < half; d++) {
         // inverse frequency as Hugging Face computes it (float32), the angle in double
         float inv = 1.0f / powf(theta, (float)(2 * d) / (float)cfg->head_dim);
         if (scale != 1) inv /= scale;
-        for (int64_t t = 0; t < cfg->max_seq; t++) {
+        for (int64_t t = t0; t < t1; t++) {
             double a = (double)t * (double)inv;
-            (*cos_t)[t * half + d] = (float)cos(a);
-            (*sin_t)[t * half + d] = (float)sin(a);
+            cos_t[t * half + d] = (float)cos(a);
+            sin_t[t * half + d] = (float)sin(a);
         }
     }
-    return true;
+}
+
+static size_t rope_bytes(const fk_config *cfg) { return (size_t)(cfg->max_seq * (cfg->head_dim / 2)) * sizeof(float); }
+
+static void rope_ensure(fk_model *m, int64_t n) {
+    const fk_config *cfg = &m->cfg;
+    if (cfg->pos != FK_POS_ROPE || n <= m->rope_len) return;
+    if (n > cfg->max_seq) n = cfg->max_seq;
+    bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1;
+    rope_fill(m->rope_cos, m->rope_sin, cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1, m->rope_len, n);
+    if (m->rope_cos_local)
+        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta, 1,
+                  m->rope_len, n);
+    m->rope_len = n;
 }
 
 // The RoPE table of layer l.
@@ -139,9 +153,15 @@ fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
         float local_theta = cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta;
         bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1, any_sliding = false;
         for (int64_t l = 0; l < cfg->n_layer; l++) any_sliding |= cfg->sliding[l] != 0;
-        bool ok = rope_table(&m->rope_cos, &m->rope_sin, cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1);
-        if (ok && any_sliding && (local_theta != cfg->rope_theta || scaled))
-            ok = rope_table(&m->rope_cos_local, &m->rope_sin_local, cfg, local_theta, 1);
+        size_t rb = rope_bytes(cfg);
+        m->rope_cos = fk_alloc_pages(rb);
+        m->rope_sin = fk_alloc_pages(rb);
+        bool ok = m->rope_cos && m->rope_sin;
+        if (ok && any_sliding && (local_theta != cfg->rope_theta || scaled)) {
+            m->rope_cos_local = fk_alloc_pages(rb);
+            m->rope_sin_local = fk_alloc_pages(rb);
+            ok = m->rope_cos_local && m->rope_sin_local;
+        }
         if (!ok) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     }
     return FK_OK;
@@ -533,6 +553,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
                                     (long long)e, (long long)i, teacher->ids[e], teacher->p[e], (long long)V);
         }
     FK_TRY(acts_alloc(m, B, T, train));
+    rope_ensure(m, T);
     fk_acts *a = m->acts;
     memcpy(a->tokens, tokens, (size_t)N * sizeof(int32_t));
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
@@ -739,6 +760,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     if ((int64_t)pos + n > c->max_seq)
         return fk_error(FK_ERR_ARG, "step: position %d + %d tokens exceeds the model's context %lld", pos, n, (long long)c->max_seq);
     FK_TRY(kv_alloc(m, n));
+    rope_ensure(m, (int64_t)pos + n);
     fk_kv_cache *kv = m->kv;
     if (pos != 0 && pos != kv->len)
         return fk_error(FK_ERR_ARG, "step: position %d but the cache holds %lld tokens", pos, (long long)kv->len);
@@ -830,8 +852,10 @@ size_t fk_model_memory_bytes(const fk_model *m) {
 void fk_model_free(fk_model *m) {
     if (m->stored_release) m->stored_release(m->stored_owner);
     free(m->stored); free(m->stored_tmp);
-    free(m->params); free(m->layer); fk_free_pages(m->w, (size_t)m->n_floats * sizeof(float)); free(m->g); free(m->rope_cos); free(m->rope_sin);
-    free(m->rope_cos_local); free(m->rope_sin_local);
+    free(m->params); free(m->layer); fk_free_pages(m->w, (size_t)m->n_floats * sizeof(float)); free(m->g);
+    size_t rb = rope_bytes(&m->cfg);
+    fk_free_pages(m->rope_cos, rb); fk_free_pages(m->rope_sin, rb);
+    fk_free_pages(m->rope_cos_local, rb); fk_free_pages(m->rope_sin_local, rb);
     acts_free(m->acts);
     kv_free(m->kv);
     memset(m, 0, sizeof *m);
