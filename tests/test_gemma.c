@@ -310,6 +310,12 @@ static void test_bad_configs(void **s) {
     expect_error("{" BASE3 ", \"sliding_window\": -4}", "sliding_window");
     expect_error("{" BASE3 ", \"final_logit_softcapping\": -1.0}", "final_logit_softcapping");
     expect_error("{" BASE3 ", \"use_bidirectional_attention\": true}", "use_bidirectional_attention");
+    // sizes whose products would overflow (a 2^57-position RoPE table wraps to 0 bytes)
+    expect_error("{" BASE3 ", \"max_position_embeddings\": 144115188075855872}", "max_seq");
+    expect_error("{" BASE3 ", \"max_position_embeddings\": 4294967296}", "max_seq");
+    expect_error("{\"model_type\": \"gemma3_text\", \"vocab_size\": 48, \"hidden_size\": 16, \"intermediate_size\": 24, "
+                 "\"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 4611686018427387904}",
+                 "head_dim is 4611686018427387904");
     expect_error("{\"model_type\": \"gemma2\", \"vocab_size\": 48, \"hidden_size\": 16, \"intermediate_size\": 24, "
                  "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"head_dim\": 8, "
                  "\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}}", "rope_scaling");

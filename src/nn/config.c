@@ -68,6 +68,25 @@ fk_status fk_config_validate(const fk_config *c) {
             return fk_error(FK_ERR_ARG, "config: layer %lld has %lld query heads, expected a multiple of n_kv_head %lld up to n_head %lld", (long long)l,
                             (long long)h, (long long)c->n_kv_head, (long long)c->n_head);
     }
+    // Sizes (from hostile files too): every matrix dimension within BLAS's int, and the weights,
+    // the RoPE tables and the KV cache at most 2^40 floats, so that no size product overflows.
+    const double lim = 2147483647.0, cap = 1099511627776.0;
+    double C = (double)c->d_model, hd = (double)c->head_dim, S = (double)c->max_seq, H = (double)c->n_head;
+    double KVD = (double)c->n_kv_head * hd, QKV = H * hd + 2 * KVD;
+    const struct { const char *name; double v; } dims[] = {
+        {"d_model", C}, {"head_dim", hd}, {"max_seq", S}, {"(n_head + 2 n_kv_head) x head_dim", QKV}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].v > lim) return fk_error(FK_ERR_ARG, "config: %s is %.0f, expected at most 2^31 - 1", dims[i].name, dims[i].v);
+    double total = 2 * (double)c->vocab_size * C + S * C;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        double F = (double)c->ffn[l];
+        if (2 * F > lim) return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld, expected at most 2^30 - 1", (long long)l, (long long)c->ffn[l]);
+        total += (QKV + H * hd + 3 * F) * C + QKV + 2 * F + 8 * C;
+    }
+    if (total > cap) return fk_error(FK_ERR_ARG, "config: %.4g weights, expected at most 2^40", total);
+    if ((double)c->n_layer * S * KVD > cap || S * hd > cap)
+        return fk_error(FK_ERR_ARG, "config: max_seq %lld makes a KV cache of %.4g floats or RoPE tables of %.4g, expected at most 2^40",
+                        (long long)c->max_seq, (double)c->n_layer * S * KVD, S * hd / 2);
     if (!(c->norm_eps > 0)) return fk_error(FK_ERR_ARG, "config: norm epsilon must be positive");
     if (c->pos == FK_POS_ROPE && !(c->rope_theta > 0)) return fk_error(FK_ERR_ARG, "config: rope_theta must be positive");
     if (c->norm == FK_NORM_RMSNORM && c->bias_norm) return fk_error(FK_ERR_ARG, "config: RMSNorm has no bias");
