@@ -328,6 +328,19 @@ static void test_fingerprints(void **state) {
     fk_model_init_weights(&m2, 5);
     assert_true(fk_model_fingerprint(&m2) != f0);
     fk_model_free(&m2);
+    // ... and the Gemma switches (same weights, other logits)
+    cfg.ffn[1] = 24;
+    for (int k = 0; k < 3; k++) {
+        fk_config g = cfg;
+        if (k == 0) g.final_softcap = 30;
+        if (k == 1) { g.sliding_window = 4; g.sliding[1] = 1; }
+        if (k == 2) g.emb_scale = 4;
+        CHECK(fk_model_init(&m2, &g));
+        fk_model_init_weights(&m2, 5);
+        assert_memory_equal(m2.w, m.w, (size_t)m.n_floats * sizeof(float));
+        assert_true(fk_model_fingerprint(&m2) != f0);
+        fk_model_free(&m2);
+    }
     fk_model_free(&m);
     char text[] = "the same text";
     uint64_t t0 = fk_corpus_fingerprint(text, sizeof text - 1);

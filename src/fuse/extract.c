@@ -58,7 +58,7 @@ uint64_t fk_corpus_fingerprint(const void *data, size_t n) { return hash_chunked
 
 uint64_t fk_model_fingerprint(const fk_model *m) {
     const fk_config *c = &m->cfg;
-    uint64_t f[32 + FK_MAX_LAYERS];
+    uint64_t f[48 + FK_MAX_LAYERS];
     int n = 0;
     uint32_t eps, theta;
     memcpy(&eps, &c->norm_eps, 4);
@@ -70,6 +70,25 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
     f[n++] = (uint64_t)c->bias_qkv | (uint64_t)c->bias_out << 1 | (uint64_t)c->bias_mlp << 2 | (uint64_t)c->bias_norm << 3 |
              (uint64_t)c->tied << 4;
     for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++) f[n++] = (uint64_t)c->ffn[l];
+    // the Gemma switches, when any is on (other models keep the fingerprints they had)
+    const float sw[] = {c->emb_scale, c->norm_offset, c->attn_scale, c->attn_softcap, c->final_softcap, c->rope_theta_local,
+                        c->rope_scale};
+    uint64_t slide[FK_MAX_LAYERS / 64] = {0};
+    bool any = c->sliding_window != 0 || c->post_norms || c->qk_norm;
+    for (size_t k = 0; k < sizeof sw / sizeof sw[0]; k++) any |= sw[k] != 0;
+    for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++)
+        if (c->sliding[l]) { slide[l / 64] |= 1ull << (l % 64); any = true; }
+    if (any) {
+        f[n++] = 0x6E33A;  // marks the switches' block
+        for (size_t k = 0; k < sizeof sw / sizeof sw[0]; k++) {
+            uint32_t b;
+            memcpy(&b, &sw[k], 4);
+            f[n++] = b;
+        }
+        f[n++] = (uint64_t)c->sliding_window;
+        f[n++] = (uint64_t)c->post_norms | (uint64_t)c->qk_norm << 1;
+        for (size_t k = 0; k < sizeof slide / sizeof slide[0]; k++) f[n++] = slide[k];
+    }
     uint64_t h = hash_bytes(f, (size_t)n * sizeof(uint64_t), 0x30DE1ull);
     for (int i = 0; i < m->n_params; i++) {
         const fk_param *p = &m->params[i];
