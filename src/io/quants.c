@@ -439,16 +439,23 @@ static int qmatvec(float *out, const float *inp, const uint8_t *w, uint32_t type
     return failed;
 }
 
+// The dimensions both products accept: C a positive multiple of the type's block size, N, C
+// and OC within BLAS's int. Sets the bytes of a row of w.
+static fk_status qmatmul_dims(const type_entry *t, uint32_t ggml_type, int64_t N, int64_t C, int64_t OC, uint64_t *row_bytes) {
+    if (N < 0 || OC < 0 || C < 1 || N > INT_MAX || C > INT_MAX || OC > INT_MAX ||
+        fk_ggml_row_bytes(ggml_type, C, row_bytes) != FK_OK)
+        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld "
+                        "(each at most 2^31 - 1)", t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    return FK_OK;
+}
+
 fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
                              int64_t C, int64_t OC) {
     if (ggml_type >= FK_GGML_TYPE_COUNT || !types[ggml_type].deq)
         return fk_error(FK_ERR_ARG, "qmatmul: ggml type %s (%u) cannot be dequantized", fk_ggml_type_name(ggml_type), ggml_type);
     const type_entry *t = &types[ggml_type];
     uint64_t row_bytes;
-    if (N < 0 || OC < 0 || C < 1 || N > INT_MAX || C > INT_MAX || OC > INT_MAX ||
-        fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
-        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld "
-                        "(each at most 2^31 - 1)", t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    FK_TRY(qmatmul_dims(t, ggml_type, N, C, OC, &row_bytes));
     if (N == 0 || OC == 0) return FK_OK;
     const uint8_t *wb = w;
     if (N == 1) {
@@ -665,10 +672,7 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
     if (!unpack) return fk_qmatmul_forward(out, inp, w, ggml_type, bias, N, C, OC);
     const type_entry *t = &types[ggml_type];
     uint64_t row_bytes;
-    if (N < 0 || OC < 0 || C < 1 || N > INT_MAX || C > INT_MAX || OC > INT_MAX ||
-        fk_ggml_row_bytes(ggml_type, C, &row_bytes) != FK_OK)
-        return fk_error(FK_ERR_ARG, "qmatmul: %s rows of %lld elements (a positive multiple of %d expected), N %lld, OC %lld "
-                        "(each at most 2^31 - 1)", t->info.name, (long long)C, t->info.block, (long long)N, (long long)OC);
+    FK_TRY(qmatmul_dims(t, ggml_type, N, C, OC, &row_bytes));
     if (N == 0 || OC == 0) return FK_OK;
     // activations: int8 codes per 32 (ggml's Q8_0 rule: d = max|x| / 127, q = round(x / d)), their
     // scales, and d times the code sums per 16 (for the mins)
