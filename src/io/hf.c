@@ -219,7 +219,9 @@ static void add_layer_types(cJSON *j, const fk_config *c, bool flags) {
 
 // The keys of a Gemma config.json (model_type gemma, gemma2, gemma3_text) as transformers
 // writes and reads them; the RoPE keys in the form transformers 4.x reads and 5.x converts.
-static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
+// The sizes of a Llama-style config.json (the widest layer's FFN as intermediate_size) and
+// rms_norm_eps, shared by the Llama-family and Gemma configs.
+static void add_llama_sizes(cJSON *j, const fk_config *c) {
     int64_t F = 0;
     for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
     cJSON_AddNumberToObject(j, "hidden_size", (double)c->d_model);
@@ -230,6 +232,10 @@ static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
     cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
     cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->max_seq);
     add_float(j, "rms_norm_eps", c->norm_eps);
+}
+
+static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
+    add_llama_sizes(j, c);
     cJSON_AddStringToObject(j, arch == FK_ARCH_GEMMA ? "hidden_act" : "hidden_activation", "gelu_pytorch_tanh");
     add_float(j, "rope_theta", c->rope_theta);
     if (arch == FK_ARCH_GEMMA3) {
@@ -291,16 +297,7 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
     } else if (is_gemma(arch)) {
         gemma_config_json(j, c, arch);
     } else {
-        int64_t F = 0;
-        for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
-        cJSON_AddNumberToObject(j, "hidden_size", (double)c->d_model);
-        cJSON_AddNumberToObject(j, "intermediate_size", (double)F);
-        cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->n_layer);
-        cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
-        cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_kv_head);
-        cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
-        cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->max_seq);
-        add_float(j, "rms_norm_eps", c->norm_eps);
+        add_llama_sizes(j, c);
         add_float(j, "rope_theta", c->rope_theta);
         cJSON_AddStringToObject(j, "hidden_act", c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh");
         cJSON_AddNullToObject(j, "rope_scaling");
