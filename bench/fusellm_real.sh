@@ -137,7 +137,7 @@ FUSED=$W/runs/fused-lr$best_lr-l$best_l-s$S1
 for st in "$W"/stores/*.fkd; do
   case "$st" in *.to-*) continue ;; esac  # stores aligned to the target's tokens
   info=$("$F" extract --info "$st" | tail -1)
-  secs=$(grep -h "^store $st (" "$W"/logs/fused-*.log 2>/dev/null | grep -o '([0-9.]* s)' | head -1 | tr -d '( s)')
+  secs=$(grep -h "^store $st (" "$W"/logs/fused-*.log 2>/dev/null | grep -o '([0-9.]* s)' | head -1 | tr -d '( s)' || true)
   echo "{\"info\":$info,\"extract_seconds\":${secs:-null}}" >> "$W/stores.jsonl"
 done
 
@@ -145,7 +145,7 @@ done
 HEAL="--batch $BATCH --seq $SEQ --lr $best_lr --seed $S1 --val $VAL --eval-every $HEAL_STEPS --eval-tokens 0 --save-every 0 $TH"
 if ! done_run "$W/runs/folded"; then
   rm -rf "$W/runs/folded"; say "fold the fused model by 20% FFN, heal $HEAL_STEPS steps"
-  "$F" fold --model "$FUSED" --data "$MIX" --budget 0.2 --scope ffn --seq "$SEQ" --max-tokens "$CAL_TOKENS" --probe-windows 4 $TH \
+  "$F" fold --model "$FUSED" --data "$MIX" --budget 0.2 --scope ffn --ops ffn --seq "$SEQ" --max-tokens "$CAL_TOKENS" --probe-windows 2 $TH \
     --heal-steps "$HEAL_STEPS" -o "$W/runs/folded" -- $HEAL > "$W/logs/folded.log" 2>&1
   trim "$W/runs/folded"
 fi
