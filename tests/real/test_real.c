@@ -13,6 +13,9 @@
 // sdist), built with GGML_NATIVE on x86-64 (AVX-512), 2 threads:
 //   llama-perplexity -m FILE -f tests/real/data/wikitext2-test-5459-4041.txt -c 256 -b 256 -t 2
 //   llama-simple -m FILE -n 16 "PROMPT"
+// The slice, tests/real/data/wikitext2-test-5459-4041.txt, is bytes 5459..9499 of
+// ../shared/data/corpora/wikitext2/test.txt (WikiText-2 raw, CC BY-SA 3.0): the start of the Du
+// Fu article, cut at a line end.
 // Exit code 77 (ctest: skipped) when the variables are not set: run `make test-real`, or
 // `eval "$(bench/real_models.sh)"` first. A variable set to a missing or wrong file fails.
 #include <setjmp.h>
