@@ -37,7 +37,7 @@ static inline float fk_fast_expf(float x) {
     int32_t k = kb - 0x4B400000;
     float r = x - kf * 0.693359375f - kf * -2.12194440e-4f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f + r * (8.3333338e-3f + r * 1.3888889e-3f)))));
-    int32_t bits = (k + 127) << 23;
+    uint32_t bits = (uint32_t)(k + 127) << 23;  // unsigned: a NaN input gives a k whose shift would overflow an int
     float scale;
     memcpy(&scale, &bits, 4);
     return p * scale;
