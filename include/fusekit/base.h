@@ -39,7 +39,7 @@ void *fk_calloc_aligned(size_t bytes);
 // written, so an arena of which parts are never touched (a frozen model's stored matrices, a
 // KV cache for a context never reached) costs only what is used. NULL when out of memory.
 // Free with fk_free_pages and the same byte count. (Under AddressSanitizer: calloc, so that
-// ASan checks accesses; 16-byte aligned.)
+// ASan checks accesses, 16-byte aligned, for blocks up to the machine's memory size.)
 void *fk_alloc_pages(size_t bytes);
 void fk_free_pages(void *p, size_t bytes);
 

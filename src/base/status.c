@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +65,8 @@ void *fk_calloc_aligned(size_t bytes) {
 
 // Under AddressSanitizer the pages come from calloc, so that ASan watches the weight arena,
 // the KV cache and the RoPE tables (an overrun of an mmap'ed block goes unseen); its calloc
-// also takes large blocks straight from mmap, so they stay lazily zeroed.
+// also takes large blocks straight from mmap, so they stay lazily zeroed. A block larger than
+// the machine's memory still comes from mmap, which refuses it where ASan's calloc would abort.
 #if defined(__SANITIZE_ADDRESS__)
 #define FK_PAGES_FROM_CALLOC 1
 #elif defined(__has_feature)
@@ -73,21 +75,26 @@ void *fk_calloc_aligned(size_t bytes) {
 #endif
 #endif
 
-void *fk_alloc_pages(size_t bytes) {
-    if (bytes == 0) bytes = 1;
+static bool pages_from_calloc(size_t bytes) {
 #ifdef FK_PAGES_FROM_CALLOC
-    return calloc(1, bytes);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 && bytes <= (size_t)pages * (size_t)page;
 #else
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    (void)bytes;
+    return false;
 #endif
 }
 
+void *fk_alloc_pages(size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    if (pages_from_calloc(bytes)) return calloc(1, bytes);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 void fk_free_pages(void *p, size_t bytes) {
-#ifdef FK_PAGES_FROM_CALLOC
-    (void)bytes;
-    free(p);
-#else
-    if (p) munmap(p, bytes ? bytes : 1);
-#endif
+    if (!p) return;
+    if (bytes == 0) bytes = 1;
+    if (pages_from_calloc(bytes)) free(p);
+    else munmap(p, bytes);
 }
