@@ -358,7 +358,7 @@ static fk_status write_report(const demo *d, const model_row *rows, const curve 
     if (before && after) {
         int L = (int)before->n_layer;
         const char *lg[FK_MAX_LAYERS];
-        char lbl[FK_MAX_LAYERS][16];
+        char lbl[FK_MAX_LAYERS][24];  // "layer " and any int
         double w[FK_MAX_LAYERS * 2], h[FK_MAX_LAYERS * 2];
         for (int l = 0; l < L; l++) {
             snprintf(lbl[l], sizeof lbl[l], "layer %d", l);
