@@ -570,6 +570,57 @@ static void test_extract_resume(void **state) {
 }
 
 // The stored top-k and cross-entropy are those of a direct forward over the same window.
+// A source whose tokenizer adds BOS (a tiny Gemma 3 converted by llama.cpp, tests/data/gguf/gemma)
+// sees BOS before each sequence: the stored cross-entropies are those of a forward over
+// [BOS, tokens], not over the tokens alone (which differ here by more than the store's error).
+static void test_extract_bos(void **state) {
+    (void)state;
+    fk_model g;
+    fk_tokenizer *gt = NULL;
+    CHECK(fk_model_load(FK_TEST_DATA "/gguf/gemma/gemma3/model.gguf", FK_LOAD_FROZEN, &g, &gt));
+    assert_non_null(gt);
+    assert_true(fk_tok_adds_bos(gt));
+    int32_t bos = fk_tok_bos(gt);
+    assert_true(bos >= 0);
+    enum { T = 12 };
+    fk_extract_opts o = {4, T, 2};
+    const char *a = tpath("bos.fkd");
+    CHECK(fk_extract(&g, gt, text_path, &o, a, true, NULL, NULL));
+    fk_store *s;
+    CHECK(fk_store_open(a, &s));
+    assert_true(fk_store_header_of(s)->flags & FK_STORE_BOS);
+    const int32_t *ids = fk_store_token_ids(s);
+    int64_t n_tok = fk_store_header_of(s)->n_tokens;
+    fk_store_seq q = {0};
+    int32_t x[T + 1], y[T + 1];
+    double worst_bos = 0, worst_plain = 0;
+    for (int64_t c = 0; c < fk_store_n_seqs(s) && c < 4; c++) {
+        CHECK(fk_store_read_seq(s, c, &q));
+        for (int with = 0; with < 2; with++) {  // 1: [BOS, tokens]; 0: the tokens alone
+            int lead = with ? 1 : 0;
+            if (lead) { x[0] = bos; y[0] = -1; }
+            for (int t = 0; t < T; t++) {
+                int64_t p = c * T + t;
+                x[lead + t] = p < n_tok ? ids[p] : 0;
+                y[lead + t] = p + 1 < n_tok ? ids[p + 1] : -1;
+            }
+            CHECK(fk_model_forward(&g, x, y, 1, T + lead, false, NULL));
+            const float *tl = fk_model_token_losses(&g);
+            for (int64_t t = 0; t < q.n; t++) {
+                double d = fabs(q.ce[t] - tl[lead + t]);
+                if (with) worst_bos = fmax(worst_bos, d);
+                else worst_plain = fmax(worst_plain, d);
+            }
+        }
+    }
+    assert_true(worst_bos <= fk_store_ce_error_bound(s) + 1e-4);
+    assert_true(worst_plain > fk_store_ce_error_bound(s) + 1e-4);
+    fk_store_seq_free(&q);
+    fk_store_close(s);
+    fk_tok_free(gt);
+    fk_model_free(&g);
+}
+
 static void test_extract_matches_forward(void **state) {
     (void)state;
     fk_extract_opts o = {10, 32, 3};
@@ -650,6 +701,7 @@ int main(void) {
     const struct CMUnitTest extract_tests[] = {
         cmocka_unit_test(test_extract_resume),
         cmocka_unit_test(test_extract_matches_forward),
+        cmocka_unit_test(test_extract_bos),
     };
     int failed = cmocka_run_group_tests_name("store", store_tests, tmpdir_setup, tmpdir_teardown);
     failed += cmocka_run_group_tests_name("extract", extract_tests, extract_setup, extract_teardown);

@@ -36,10 +36,11 @@ static int print_info(const char *path) {
     if (st != FK_OK) return cli_fail("extract", st);
     const fk_store_header *h = fk_store_header_of(s);
     int64_t pos = fk_store_header_positions(h), bytes = fk_store_file_bytes(s);
-    printf("{\"path\":\"%s\",\"version\":%d,\"aligned\":%s,\"k\":%d,\"seq\":%d,\"vocab\":%lld,\"tokens\":%lld,\"positions\":%lld,"
+    printf("{\"path\":\"%s\",\"version\":%d,\"aligned\":%s,\"bos\":%s,\"k\":%d,\"seq\":%d,\"vocab\":%lld,\"tokens\":%lld,\"positions\":%lld,"
            "\"sequences\":%lld,\"corpus_bytes\":%lld,\"model_fp\":\"%016llx\",\"tokenizer_fp\":\"%016llx\",\"corpus_fp\":\"%016llx\","
            "\"bytes\":%lld,\"bytes_per_position\":%.4f}\n",
-           path, FK_STORE_VERSION, h->flags & FK_STORE_ALIGNED ? "true" : "false", h->k, h->seq, (long long)h->vocab_size,
+           path, FK_STORE_VERSION, h->flags & FK_STORE_ALIGNED ? "true" : "false",
+           h->flags & FK_STORE_BOS ? "true" : "false", h->k, h->seq, (long long)h->vocab_size,
            (long long)h->n_tokens, (long long)pos, (long long)fk_store_n_seqs(s), (long long)h->corpus_bytes,
            (unsigned long long)h->model_fp, (unsigned long long)h->tokenizer_fp, (unsigned long long)h->corpus_fp, (long long)bytes,
            pos > 0 ? (double)bytes / (double)pos : 0.0);

@@ -118,7 +118,10 @@
 #define FK_STORE_HEADER_BYTES 128
 #define FK_STORE_MAX_K 64
 
-enum { FK_STORE_ALIGNED = 1 };  // distributions are over another (target) tokenizer's vocabulary; count 0 = one-hot on the true next token
+enum {
+    FK_STORE_ALIGNED = 1,  // distributions are over another (target) tokenizer's vocabulary; count 0 = one-hot on the true next token
+    FK_STORE_BOS = 2,      // the source saw its tokenizer's BOS token before each sequence (not stored: positions are unchanged)
+};
 
 typedef struct {
     uint32_t flags;

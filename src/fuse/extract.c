@@ -205,11 +205,17 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
         if (opts->batch > 0) o.batch = opts->batch;
     }
     int64_t V = m->cfg.vocab_size;
-    if (o.seq <= 0) o.seq = (int)(m->cfg.max_seq < 512 ? m->cfg.max_seq : 512);
     if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
+    // A tokenizer that adds BOS (Llama 2, Gemma, ...): every sequence is computed after BOS, as the
+    // model was trained to see text; BOS is context only, the positions stay the text's.
+    int32_t bos = fk_tok_adds_bos(t) ? fk_tok_bos(t) : -1;
+    if (bos >= V) bos = -1;
+    int lead = bos >= 0 ? 1 : 0;
+    if (o.seq <= 0) o.seq = (int)(m->cfg.max_seq - lead < 512 ? m->cfg.max_seq - lead : 512);
     if (o.k < 1 || o.k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o.k);
-    if (o.seq > m->cfg.max_seq)
-        return fk_error(FK_ERR_ARG, "extract: sequence length %d exceeds the model's context %lld", o.seq, (long long)m->cfg.max_seq);
+    if ((int64_t)o.seq + lead > m->cfg.max_seq)
+        return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o.seq, lead ? " (+ BOS)" : "",
+                        (long long)m->cfg.max_seq);
     if (fk_tok_vocab_size(t) > V)
         return fk_error(FK_ERR_ARG, "extract: the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(t), (long long)V);
 
@@ -217,7 +223,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     int32_t *ids = NULL;
     int64_t *begin = NULL;
     FK_TRY(load_corpus(t, corpus_path, &ids, &begin, &h.n_tokens, &h.corpus_bytes, &h.corpus_fp));
-    h.flags = 0;
+    h.flags = lead ? FK_STORE_BOS : 0;
     h.k = o.k;
     h.seq = o.seq;
     h.vocab_size = V;
@@ -229,7 +235,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     int32_t *x = NULL;
     fk_store_seq *q = NULL;
     fk_store_buf *rec = NULL;
-    int B = o.batch, T = o.seq, k = o.k;
+    int B = o.batch, T = o.seq, k = o.k, T1 = T + lead;  // T1: the forward's length (BOS first)
     if (fk_path_exists(out_path)) {
         fk_store *s = NULL;
         st = fk_store_open(out_path, &s);
@@ -251,7 +257,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     free(begin);
     begin = NULL;
     int64_t n_seqs = fk_store_header_n_seqs(&h), positions = fk_store_header_positions(&h);
-    x = malloc((size_t)B * T * sizeof(int32_t));
+    x = malloc((size_t)B * T1 * sizeof(int32_t));
     q = calloc((size_t)B, sizeof *q);
     rec = calloc((size_t)B, sizeof *rec);
     if (!x || !q || !rec) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
@@ -264,11 +270,12 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
         int rows = (int)(n_seqs - c0 < B ? n_seqs - c0 : B);
         for (int b = 0; b < rows; b++) {
             int64_t off = (c0 + b) * T;
-            for (int i = 0; i < T; i++) x[b * T + i] = off + i < h.n_tokens ? ids[off + i] : 0;
+            if (lead) x[b * T1] = bos;
+            for (int i = 0; i < T; i++) x[b * T1 + lead + i] = off + i < h.n_tokens ? ids[off + i] : 0;
             q[b].first = off;
             q[b].n = positions - off < T ? positions - off : T;
         }
-        if ((st = fk_model_forward(m, x, NULL, rows, T, false, NULL)) != FK_OK) break;
+        if ((st = fk_model_forward(m, x, NULL, rows, T1, false, NULL)) != FK_OK) break;
         const float *logits = fk_model_logits(m);
         int64_t bad = -1;
         #pragma omp parallel for schedule(static)
@@ -276,7 +283,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
             int b = (int)(i / T), tt = (int)(i % T);
             if (c0 + b < done_seqs || tt >= q[b].n) continue;
             int64_t p = q[b].first + tt;
-            if (!position_dist(logits + i * V, V, k, ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
+            if (!position_dist(logits + ((int64_t)b * T1 + lead + tt) * V, V, k, ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
                                q[b].logp + (int64_t)tt * k, &q[b].ce[tt])) {
                 #pragma omp critical
                 if (bad < 0 || p < bad) bad = p;

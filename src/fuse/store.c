@@ -469,7 +469,7 @@ static void header_pack(uint8_t *b, const fk_store_header *h, const store_params
 }
 
 static fk_status header_check(const fk_store_header *h, const char *path) {
-    if (h->flags & ~(uint32_t)FK_STORE_ALIGNED) return fk_error(FK_ERR_FORMAT, "%s: unknown flags 0x%x", path, h->flags);
+    if (h->flags & ~(uint32_t)(FK_STORE_ALIGNED | FK_STORE_BOS)) return fk_error(FK_ERR_FORMAT, "%s: unknown flags 0x%x", path, h->flags);
     if (h->k < 1 || h->k > FK_STORE_MAX_K) return fk_error(FK_ERR_FORMAT, "%s: k is %d, expected 1..%d", path, h->k, FK_STORE_MAX_K);
     if (h->seq < 1) return fk_error(FK_ERR_FORMAT, "%s: sequence length is %d, expected >= 1", path, h->seq);
     if (h->vocab_size < 1 || h->vocab_size > INT32_MAX)

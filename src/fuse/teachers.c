@@ -269,7 +269,7 @@ static char *aligned_path(const char *src_path, const fk_tokenizer *tgt, const f
 static fk_status write_aligned(const char *out_path, const fk_store_header *src_h, const fk_tokenizer *tgt, const fk_tokseq *tt,
                                fk_aligned_dist *d) {
     fk_store_header h = *src_h;
-    h.flags = FK_STORE_ALIGNED;
+    h.flags = FK_STORE_ALIGNED | (src_h->flags & FK_STORE_BOS);
     h.vocab_size = fk_tok_vocab_size(tgt);
     h.n_tokens = tt->n;
     h.tokenizer_fp = fk_tok_fingerprint(tgt);
@@ -317,7 +317,8 @@ fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, co
     fk_store *cached = NULL;
     if (out && fk_path_exists(out) && fk_store_open(out, &cached) == FK_OK) {
         const fk_store_header *c = fk_store_header_of(cached);
-        bool ok = c->tokenizer_fp == tfp && c->corpus_fp == h.corpus_fp && c->model_fp == h.model_fp && (c->flags & FK_STORE_ALIGNED);
+        bool ok = c->tokenizer_fp == tfp && c->corpus_fp == h.corpus_fp && c->model_fp == h.model_fp && (c->flags & FK_STORE_ALIGNED) &&
+                  (c->flags & FK_STORE_BOS) == (h.flags & FK_STORE_BOS);
         fk_store_close(cached);
         if (ok) { fk_store_close(s); *path = out; return FK_OK; }
     }
