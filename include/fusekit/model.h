@@ -187,6 +187,8 @@ int64_t fk_model_num_ffn_params(const fk_model *m);       // FFN weights and bia
 // entry is not such a matrix, the rows are out of range or already stored, or row_bytes does
 // not match the type and row length.
 fk_status fk_model_add_stored(fk_model *m, const fk_stored *s);
+// The table entry whose floats hold arena offset off (its first or any later one), or NULL.
+const fk_param *fk_model_param_of(const fk_model *m, int64_t off);
 // Whether entries of this kind can be read as stored (token embedding, qkv, o, up, down, LM head).
 bool fk_param_storable(fk_param_kind k);
 // Hands the owner of the stored data to the model (released by fk_model_free).

@@ -174,9 +174,7 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
         for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
         // heads through W_O (C x D): S_hg = sum_{i in h, j in g} Z_ij (W^T W)_ij
         // W_O as f32 (decoded when the model reads it as stored)
-        const fk_param *po = NULL;
-        for (int i = 0; i < m->n_params && !po; i++)
-            if (m->params[i].offset == m->layer[l].o_w) po = &m->params[i];
+        const fk_param *po = fk_model_param_of(m, m->layer[l].o_w);
         float *W = malloc((size_t)(C * D) * sizeof(float));
         double *WtW = calloc((size_t)(D * D), sizeof(double));
         if (!W || !WtW || !po) { free(W); free(WtW); fk_analysis_free(a); return fk_error(FK_ERR_NOMEM, "analyze: out of memory"); }

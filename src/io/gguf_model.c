@@ -686,38 +686,12 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
                           (long long)rows, (long long)cols);
             break;
         }
-        const fk_param *kp = NULL;
-        // (f32 rows gain nothing from staying in the file: they are decoded, bit for bit the same)
-        if (keep && ty != FK_GGML_F32 && !t->one_d && t->add == 0 && t->mul == 1) {
-            int64_t off = t->w - m->w;
-            for (int k = 0; k < m->n_params && !kp; k++) {
-                const fk_param *q = &m->params[k];
-                if (off >= q->offset && off < q->offset + q->numel && fk_param_storable(q->kind)) kp = q;
-            }
-        }
-        if (kp) {
-            if (cols > cap) {
-                float *grown = realloc(tmp, (size_t)cols * sizeof(float));
-                if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
-                tmp = grown;
-                cap = cols;
-            }
-            const unsigned char *p = f->data;
-            for (int64_t r = 0; r < rows && st == FK_OK; r++) {
-                fk_dequantize_row(ty, p + (uint64_t)r * row_bytes, tmp, cols);
-                for (int64_t c = 0; c < cols; c++)
-                    if (!isfinite(tmp[c])) {
-                        st = fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name, (long long)(r * cols + c));
-                        break;
-                    }
-            }
-            fk_stored s = {.param = (int)(kp - m->params), .row0 = (t->w - m->w - kp->offset) / kp->shape[1], .rows = rows, .type = ty,
-                           .data = f->data, .row_bytes = row_bytes, .rope_hd = t->rope_hd};
-            if (st == FK_OK) st = fk_model_add_stored(m, &s);
-            if (st != FK_OK) break;
-            continue;
-        }
-        if (t->one_d && t->rope_hd && cols > cap) {  // a permuted 1-D tensor (q/k bias) goes through a small buffer
+        // keep: a matrix stays in the file (its rows are decoded only to check them); f32 rows gain
+        // nothing from staying there, so they are decoded into the arena, bit for bit the same
+        const fk_param *kp = keep && ty != FK_GGML_F32 && !t->one_d && t->add == 0 && t->mul == 1 ? fk_model_param_of(m, t->w - m->w) : NULL;
+        if (kp && !fk_param_storable(kp->kind)) kp = NULL;
+        bool via_tmp = kp || (t->one_d && t->rope_hd);  // decoded rows that do not go to the arena: a small buffer
+        if (via_tmp && cols > cap) {
             float *grown = realloc(tmp, (size_t)cols * sizeof(float));
             if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
             tmp = grown;
@@ -728,7 +702,7 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
         for (int64_t r = 0; r < rows && st == FK_OK; r++) {
             // file row r is llama.cpp's interleaved row 2j+s of its head: fusekit's row s*hd/2+j
             int64_t dr = hd && !t->one_d ? r / hd * hd + (r % hd) % 2 * half + (r % hd) / 2 : r;
-            float *dst = t->one_d && hd ? tmp : t->w + dr * cols;
+            float *dst = via_tmp ? tmp : t->w + dr * cols;
             fk_dequantize_row(ty, p + (uint64_t)r * row_bytes, dst, cols);
             for (int64_t c = 0; c < cols; c++)
                 if (!isfinite(dst[c])) {
@@ -737,7 +711,13 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
                 }
         }
         if (st != FK_OK) break;
-        if (t->one_d && hd) rope_permute(t->w, tmp, t->rows, 1, hd, true);
+        if (kp) {
+            fk_stored s = {.param = (int)(kp - m->params), .row0 = (t->w - m->w - kp->offset) / kp->shape[1], .rows = rows, .type = ty,
+                           .data = f->data, .row_bytes = row_bytes, .rope_hd = t->rope_hd};
+            if ((st = fk_model_add_stored(m, &s)) != FK_OK) break;
+        } else if (t->one_d && hd) {
+            rope_permute(t->w, tmp, t->rows, 1, hd, true);
+        }
     }
     // Every tensor in the file must be used: an extra one is something fusekit would drop.
     for (int64_t j = 0; j < g->n_tensors && st == FK_OK; j++) {

@@ -373,9 +373,9 @@ static void add_inplace(float *out, const float *a, const float *b, int64_t n) {
 
 // ================================================================== stored (frozen) weights
 
-static const fk_param *param_at(const fk_model *m, int64_t off) {
+const fk_param *fk_model_param_of(const fk_model *m, int64_t off) {
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].offset == off) return &m->params[i];
+        if (off >= m->params[i].offset && off < m->params[i].offset + m->params[i].numel) return &m->params[i];
     return NULL;
 }
 
@@ -466,7 +466,7 @@ size_t fk_model_weight_bytes(const fk_model *m) {
 static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t woff, const float *bias, int64_t N, int64_t C,
                             int64_t OC) {
     if (m->n_stored == 0) { fk_matmul_forward(out, inp, m->w + woff, bias, N, C, OC); return FK_OK; }
-    const fk_param *p = param_at(m, woff);
+    const fk_param *p = fk_model_param_of(m, woff);
     int pi = p ? (int)(p - m->params) : -1;
     int64_t covered = 0;
     for (int i = 0; i < m->n_stored; i++) {
