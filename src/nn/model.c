@@ -754,6 +754,18 @@ static fk_status kv_alloc(fk_model *m, int64_t n) {
     return FK_OK;
 }
 
+// x += the branch output in kv->tmp (n rows), through its post-norm (weights at post_w) when the
+// model has post-norms.
+static void kv_residual(fk_model *m, int64_t post_w, int64_t n) {
+    fk_kv_cache *kv = m->kv;
+    const float *branch = kv->tmp;
+    if (m->cfg.post_norms) {
+        norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, post_w, -1, n);
+        branch = kv->ln;
+    }
+    add_inplace(kv->x, kv->x, branch, n * m->cfg.d_model);
+}
+
 fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits) {
     const fk_config *c = &m->cfg;
     if (n < 1) return fk_error(FK_ERR_ARG, "step: no tokens");
@@ -814,22 +826,12 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
                 }
             }
         FK_TRY(mm_forward(m, kv->tmp, kv->att, o->o_w, WP(o->o_b), n, D, C));
-        if (c->post_norms) {
-            norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, o->attn_post_w, -1, n);
-            add_inplace(kv->x, kv->x, kv->ln, n * C);
-        } else {
-            add_inplace(kv->x, kv->x, kv->tmp, n * C);
-        }
+        kv_residual(m, o->attn_post_w, n);
         norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln2_w, o->ln2_b, n);
         FK_TRY(mm_forward(m, kv->pre, kv->ln, o->up_w, WP(o->up_b), n, C, up_dim(c, l)));
         mlp_act_forward(c, kv->act, kv->pre, n, F);
         FK_TRY(mm_forward(m, kv->tmp, kv->act, o->down_w, WP(o->down_b), n, F, C));
-        if (c->post_norms) {
-            norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, o->ffn_post_w, -1, n);
-            add_inplace(kv->x, kv->x, kv->ln, n * C);
-        } else {
-            add_inplace(kv->x, kv->x, kv->tmp, n * C);
-        }
+        kv_residual(m, o->ffn_post_w, n);
     }
     kv->len = total;
     const float *last = kv->x + (int64_t)(n - 1) * C;
