@@ -106,19 +106,21 @@ int cmd_extract(int argc, char **argv) {
     // the source's tokenizer beside the store: aligning it to another tokenizer needs it
     if (st == FK_OK && !stopped) st = fk_store_save_tokenizer(out, tok);
     fk_tok_free(tok);
-    // memory: the weights as the forward reads them, and the activations of one forward pass
-    double weights_mb = (double)fk_model_weight_bytes(&m) / 1048576.0;
-    int aseq = o.seq > 0 ? o.seq : (int)(m.cfg.max_seq < 512 ? m.cfg.max_seq : 512);
-    double acts_mb = (double)fk_model_activation_bytes(&m, o.batch, aseq, false) / 1048576.0;
-    fk_model_free(&m);
-    if (st != FK_OK) return cli_fail("extract", st);
-    if (stopped) {
+    fk_store *s = NULL;
+    if (st == FK_OK && !stopped) st = fk_store_open(out, &s);
+    if (st != FK_OK || stopped) {
+        fk_model_free(&m);
+        if (st != FK_OK) return cli_fail("extract", st);
         fprintf(stderr, "fusekit extract: interrupted; %s.partial is kept, run the same command again to resume\n", out);
         return 130;
     }
-    fk_store *s;
-    if ((st = fk_store_open(out, &s)) != FK_OK) return cli_fail("extract", st);
-    int64_t pos = fk_store_header_positions(fk_store_header_of(s)), bytes = fk_store_file_bytes(s);
+    // memory: the weights as the forward reads them, and the activations of one forward pass of
+    // the sequence length the store was made with (BOS, when the source saw it, in front)
+    const fk_store_header *hd = fk_store_header_of(s);
+    double weights_mb = (double)fk_model_weight_bytes(&m) / 1048576.0;
+    double acts_mb = (double)fk_model_activation_bytes(&m, o.batch, hd->seq + (hd->flags & FK_STORE_BOS ? 1 : 0), false) / 1048576.0;
+    fk_model_free(&m);
+    int64_t pos = fk_store_header_positions(hd), bytes = fk_store_file_bytes(s);
     fk_store_close(s);
     printf("{\"store\":\"%s\",\"cached\":%s,\"positions\":%lld,\"bytes\":%lld,\"bytes_per_position\":%.4f,\"seconds\":%.3f,"
            "\"positions_per_s\":%.1f,\"weights_mb\":%.1f,\"activations_mb\":%.1f}\n",
