@@ -58,7 +58,7 @@ int cmd_extract(int argc, char **argv) {
         {"-o|--out", OPT_STR, &out, "output store, e.g. SRC.fkd (required)", false},
         {"-k", OPT_INT, &k, "entries kept per position, 1..64 (default 10)", false},
         {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false},
-        {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512))", false},
+        {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512); one less when the tokenizer adds BOS, which goes first)", false},
         {"--batch", OPT_INT, &batch, "sequences per forward pass (default 4)", false},
         {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
