@@ -125,6 +125,51 @@ static void test_round_trip(void **s) {
     }
 }
 
+// The evaluation protocol after BOS (a tokenizer that adds one: Gemma): each golden row is BOS
+// (its first token) and T - 1 ids in one window; the loss fk_eval_data reports is the mean of
+// -log softmax(transformers' logits)[next id] over the T - 1 ids, each predicted once (the first
+// from BOS alone), and bits per byte follow from the bytes declared.
+static void test_eval_bos(void **s) {
+    (void)s;
+    for (int k = 0; k < 3; k++) {
+        fk_model m;
+        char dir[512];
+        golden_dir(dir, sizeof dir, names[k]);
+        CHECK(fk_hf_load(&m, dir));
+        gold g;
+        gold_open(&g, names[k]);
+        const int32_t *tok = fk_st_find(&g.st, "tokens")->data;
+        int64_t V = m.cfg.vocab_size;
+        for (int b = 0; b < g.B; b++) {
+            int32_t ids[256];
+            assert_true(g.T - 1 <= 256);
+            for (int i = 0; i < g.T - 1; i++) ids[i] = tok[b * (g.T + 1) + 1 + i];
+            fk_token_data d = {.ids = ids, .n = g.T - 1, .vocab_size = V, .text_bytes = 3 * (g.T - 1), .bos_first = true,
+                               .bos_id = tok[b * (g.T + 1)]};
+            double want = 0;
+            for (int t = 0; t < g.T - 1; t++) {
+                const float *z = g.logits + ((int64_t)b * g.T + t) * V;
+                double mx = z[0], se = 0;
+                for (int64_t v = 1; v < V; v++) mx = fmax(mx, z[v]);
+                for (int64_t v = 0; v < V; v++) se += exp(z[v] - mx);
+                want += mx + log(se) - z[ids[t]];
+            }
+            want /= g.T - 1;
+            fk_eval_result r;
+            CHECK(fk_eval_data(&m, &d, g.T, 2, 0, &r));
+            assert_int_equal(r.tokens, g.T - 1);
+            assert_true(fabs(r.loss - want) < 1e-4);
+            assert_true(fabs(r.bpb - want / log(2.0) / 3.0) < 1e-4);
+            // the same ids without BOS: a different protocol, so a different loss (the first id is not predicted)
+            d.bos_first = false;
+            CHECK(fk_eval_data(&m, &d, g.T, 2, 0, &r));
+            assert_int_equal(r.tokens, g.T - 2);
+        }
+        gold_close(&g);
+        fk_model_free(&m);
+    }
+}
+
 // llama.cpp's GGUF stores Gemma's norm scales as 1 + w (norm_offset 0): saved to a folder,
 // every norm weight is written as w - 1, the folder loads back with norm_offset 1 and computes
 // the same logits.
@@ -356,7 +401,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_configs),     cmocka_unit_test(test_round_trip),    cmocka_unit_test(test_norm_offset_zero),
         cmocka_unit_test(test_fusekit_type), cmocka_unit_test(test_legacy_config), cmocka_unit_test(test_vision_folder),
-        cmocka_unit_test(test_bad_configs), cmocka_unit_test(test_bad_sizes),
+        cmocka_unit_test(test_bad_configs), cmocka_unit_test(test_bad_sizes),     cmocka_unit_test(test_eval_bos),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

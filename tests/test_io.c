@@ -259,6 +259,51 @@ static void expect_error(fk_status st, fk_status want, const char *needle1, cons
     if (needle2 && !strstr(msg, needle2)) fail_msg("message '%s' does not mention '%s'", msg, needle2);
 }
 
+// The evaluation windows, with and without BOS, for many lengths and caps: every id is
+// predicted exactly once (without BOS: all but the first), by a position whose input is the id
+// before it (or BOS for a window's first id), and windows hold consecutive ids.
+static void test_eval_windows(void **s) {
+    (void)s;
+    enum { N = 50, SEQ_MAX = 7, BATCH = 3 };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 1000 + i;
+    for (int bos = -1; bos <= 7; bos += 8)
+        for (int seq = bos >= 0 ? 2 : 1; seq <= SEQ_MAX; seq++)
+            for (int n = 2; n <= N; n += 3)
+                for (int cap = 0; cap <= 12; cap += 5) {
+                    fk_eval_windowing w = fk_eval_windowing_of(n, cap, seq, bos);
+                    int64_t want = cap > 0 && cap < n - (bos < 0) ? cap : n - (bos < 0);
+                    int hits[N] = {0};
+                    int64_t predicted = 0;
+                    int32_t x[BATCH * SEQ_MAX];
+                    int64_t tg[BATCH * SEQ_MAX];
+                    for (int64_t w0 = 0; w0 < w.n_windows; w0 += BATCH) {
+                        int rows = fk_eval_windows(&w, ids, w0, BATCH, x, tg);
+                        assert_true(rows >= 1 && rows <= BATCH);
+                        for (int r = 0; r < rows * seq; r++) {
+                            if (r % seq == 0 && bos >= 0) assert_int_equal(x[r], bos);
+                            if (tg[r] < 0) continue;
+                            assert_true(tg[r] < n);
+                            hits[tg[r]]++;
+                            predicted++;
+                            int32_t before = tg[r] > 0 ? ids[tg[r] - 1] : -1;
+                            if (r % seq == 0 && bos >= 0) assert_int_equal(x[r], bos);
+                            else assert_int_equal(x[r], before);
+                        }
+                    }
+                    assert_int_equal(predicted, want);
+                    for (int i = 0; i < N; i++) assert_true(hits[i] <= 1);
+                    for (int i = bos < 0 ? 1 : 0; i < (bos < 0 ? want + 1 : want); i++) assert_int_equal(hits[i], 1);
+                    if (w.n_windows > 0) {  // the last window is needed: it predicts something
+                        int rows = fk_eval_windows(&w, ids, w.n_windows - 1, 1, x, tg);
+                        assert_int_equal(rows, 1);
+                        int any = 0;
+                        for (int t = 0; t < seq; t++) any |= tg[t] >= 0;
+                        assert_true(any);
+                    }
+                }
+}
+
 static void test_bad_inputs(void **s) {
     (void)s;
     fk_model m = {0};
@@ -358,7 +403,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_safetensors_values),
         cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_resume_equality),
-        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_eval_windows),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

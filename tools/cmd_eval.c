@@ -105,7 +105,9 @@ int cmd_eval(int argc, char **argv) {
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit eval --model DIR|FILE.gguf --data FILE [options]\n\n"
                        "Protocol: the data is cut into consecutive windows of --seq tokens; every token but the\n"
-                       "first is predicted once, from the tokens before it in its window. Prints one JSON line.\n"
+                       "first is predicted once, from the tokens before it in its window. When the tokenizer adds\n"
+                       "BOS (Llama 2, Gemma), each window is BOS and --seq - 1 tokens, and every token is predicted\n"
+                       "once, the first after BOS alone. Prints one JSON line.\n"
                        "With --ensemble: the first model's tokens are scored by the average of the members'\n"
                        "distributions aligned to them (a member joins where a token of its own has the same span).");
     if (rc) return rc == 1 ? 0 : 2;
@@ -170,8 +172,8 @@ int cmd_eval(int argc, char **argv) {
         fk_probe_result_free(&pr);
     }
     if (st == FK_OK) {
-        printf("{\"model\":\"%s\",\"data\":\"%s\",\"tokens\":%lld,\"bytes\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f",
-               model, data, (long long)r.tokens, (long long)r.bytes, r.loss, r.ppl, r.bpb, (double)r.tokens / dt);
+        printf("{\"model\":\"%s\",\"data\":\"%s\",\"bos\":%s,\"tokens\":%lld,\"bytes\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f",
+               model, data, d.bos_first ? "true" : "false", (long long)r.tokens, (long long)r.bytes, r.loss, r.ppl, r.bpb, (double)r.tokens / dt);
         if (kl_to) printf(",\"kl_to\":\"%s\",\"kl\":%.6g", kl_to, kl);
         if (probes.n > 0) {
             printf(",\"probes\":%lld,\"accuracy\":%.4f,\"probe_domains\":{", (long long)p_all, (double)p_ok / (double)p_all);

@@ -20,6 +20,8 @@ typedef struct {
     int64_t vocab_size;      // ids are < vocab_size
     int64_t text_bytes;      // bytes of text the ids encode (bits per byte needs it)
     uint64_t tokenizer_fp;   // 0 for raw bytes
+    bool bos_first;          // the tokenizer adds BOS (Llama 2, Gemma): evaluation windows start with bos_id
+    int32_t bos_id;
     char *path;
 } fk_token_data;
 
@@ -29,21 +31,33 @@ bool fk_data_is_shard(const char *path);
 fk_status fk_data_load(const char *path, fk_token_data *d);
 // Loads token data for tokenizer t: a token shard, which must have been written with t
 // (same fingerprint) unless it records none, or any other file as text encoded with t
-// (no BOS/EOS added, special tokens not parsed). t NULL behaves as fk_data_load.
+// (no BOS/EOS added, special tokens not parsed). t NULL behaves as fk_data_load. When t adds
+// BOS, bos_first and bos_id say so: the ids stay the text's, evaluation puts BOS before each window.
 fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_data *d);
 // Loads a text file as bytes (vocab 256) regardless of its contents.
 fk_status fk_data_load_bytes(const char *path, fk_token_data *d);
 // A copy of ids [from, to) as a new dataset (text bytes prorated).
 fk_status fk_data_slice(const fk_token_data *d, int64_t from, int64_t to, fk_token_data *out);
 void fk_data_free(fk_token_data *d);
-// The evaluation protocol's windows (fk_eval_data, eval --kl-to, the ensemble): consecutive
-// windows of seq tokens over ids[0..n). Copies windows w0.. (at most batch of the n_windows)
-// into x (rows * seq, 0 past the end) and returns how many it copied.
-int fk_eval_windows(const int32_t *ids, int64_t n, int64_t n_windows, int64_t w0, int batch, int seq, int32_t *x);
-// How many of n_ids ids the protocol uses (*n: all, or max_tokens + 1 when max_tokens > 0 cuts
-// them short) and the number of windows of seq tokens they make (every id but the first is
-// then predicted once).
-int64_t fk_eval_window_count(int64_t n_ids, int64_t max_tokens, int seq, int64_t *n);
+// The evaluation protocol (fk_eval_data, eval --kl-to, the ensemble): the first n ids are cut
+// into consecutive windows of seq positions and every id but the first is predicted once, from
+// the ids before it in its window. With bos >= 0 (a tokenizer that adds BOS) each window is BOS
+// and then seq - 1 ids, and every id, the first too, is predicted once (after BOS alone), as
+// llama.cpp and transformers run such models.
+typedef struct {
+    int64_t n;          // ids used: all, or fewer when max_tokens caps the predicted ids
+    int64_t n_windows;
+    int seq;            // positions per window, BOS included
+    int32_t bos;        // -1: none
+} fk_eval_windowing;
+// The windowing of n_ids ids (max_tokens > 0: at most that many predicted); seq >= 2 with BOS.
+fk_eval_windowing fk_eval_windowing_of(int64_t n_ids, int64_t max_tokens, int seq, int32_t bos);
+// The windowing fk_eval_data uses for d: with d's BOS when it has one.
+fk_eval_windowing fk_eval_windowing_data(const fk_token_data *d, int64_t max_tokens, int seq);
+// Copies windows w0.. (at most batch of them) into x (rows * seq, 0 past the end) and, when
+// target is not NULL, the index in ids of the id each position predicts (-1: none) into target;
+// returns how many windows it copied.
+int fk_eval_windows(const fk_eval_windowing *w, const int32_t *ids, int64_t w0, int batch, int32_t *x, int64_t *target);
 // Writes a shard atomically; ids must be < vocab_size.
 fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab_size, int64_t text_bytes,
                          uint64_t tokenizer_fp);

@@ -119,7 +119,7 @@ fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, co
 // ids the vocabulary map sends to that token (a sub-distribution: nothing is invented, so the
 // ensemble's bits per byte are an honest upper bound). The first model always takes part;
 // the others where they can. Every model runs over its own tokens in windows of seq tokens
-// (fk_eval_data's protocol).
+// (fk_eval_data's protocol, after BOS when its tokenizer adds one).
 typedef struct {
     double bpb, loss;          // the ensemble: bits per byte, nats per position of the first model
     int64_t positions, bytes;  // positions scored and the bytes of the tokens they predict

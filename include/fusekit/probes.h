@@ -38,7 +38,8 @@ typedef struct {
 } fk_probe_result;
 
 // Scores up to max_items items (0: all) of a probes file with model m; tok encodes the text
-// (NULL: raw bytes, vocabulary 256). Malformed lines are errors naming the file and line.
+// (NULL: raw bytes, vocabulary 256), after its BOS when it adds one. Malformed lines are
+// errors naming the file and line.
 fk_status fk_probes_eval(fk_model *m, const fk_tokenizer *tok, const char *jsonl_path, int64_t max_items, fk_probe_result *r);
 void fk_probe_result_free(fk_probe_result *r);
 

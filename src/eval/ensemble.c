@@ -15,44 +15,47 @@ typedef struct {
     int64_t own_tokens, own_bytes;
 } member;
 
-// Runs model m over its tokenization `s` in windows of seq tokens (the fk_eval_data protocol)
-// and fills mem->p[j] for the scorer positions j whose 1:1 source position it computes.
-static fk_status run_member(fk_model *m, const fk_tok_out *s, const int64_t *tgt_of_src, const int32_t *next_tgt,
+// Runs model m over its tokenization `s` in windows of seq tokens (the fk_eval_data protocol,
+// after bos when >= 0) and fills mem->p[j] for the scorer positions j whose 1:1 source position
+// it computes.
+static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const int64_t *tgt_of_src, const int32_t *next_tgt,
                             const int64_t *inv_row, const int32_t *inv_ids, bool identity, int seq, int batch, member *mem) {
-    int64_t n, V = m->cfg.vocab_size;
+    int64_t V = m->cfg.vocab_size;
     if (seq > m->cfg.max_seq) seq = (int)m->cfg.max_seq;
-    int64_t n_windows = fk_eval_window_count(s->n, 0, seq, &n);
+    if (bos >= V) bos = -1;
+    if (seq < (bos >= 0 ? 2 : 1)) return fk_error(FK_ERR_ARG, "window of %d tokens is too short", seq);
+    fk_eval_windowing w = fk_eval_windowing_of(s->n, 0, seq, bos);
     int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
-    if (!x) return fk_error(FK_ERR_NOMEM, "out of memory");
+    int64_t *target = malloc((size_t)batch * seq * sizeof(int64_t));
+    if (!x || !target) { free(x); free(target); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     fk_status st = FK_OK;
-    for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
-        int rows = fk_eval_windows(s->ids, n, n_windows, w0, batch, seq, x);
+    for (int64_t w0 = 0; w0 < w.n_windows && st == FK_OK; w0 += batch) {
+        int rows = fk_eval_windows(&w, s->ids, w0, batch, x, target);
         st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
         if (st != FK_OK) break;
         const float *logits = fk_model_logits(m);
-        for (int b = 0; b < rows; b++)
-            for (int t = 0; t < seq; t++) {
-                int64_t i = (w0 + b) * seq + t;
-                if (i + 1 >= n) continue;
-                const float *z = logits + ((int64_t)b * seq + t) * V;
-                double mx = z[0], sum = 0;
-                for (int64_t v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-                for (int64_t v = 0; v < V; v++) sum += exp(z[v] - mx);
-                double lse = mx + log(sum);
-                mem->own_nats += lse - z[s->ids[i + 1]];
-                mem->own_tokens++;
-                mem->own_bytes += s->end[i + 1] - s->begin[i + 1];
-                int64_t j = tgt_of_src[i];
-                if (j < 0) continue;
-                int32_t y = next_tgt[j];
-                double p = 0;
-                if (identity) p = exp(z[y] - lse);
-                else
-                    for (int64_t e = inv_row[y]; e < inv_row[y + 1]; e++) p += exp(z[inv_ids[e]] - lse);
-                mem->p[j] = (float)p;
-            }
+        for (int64_t r = 0; r < (int64_t)rows * seq; r++) {
+            int64_t p = target[r];  // the source id predicted here; the position holds id p - 1 (BOS for p = 0)
+            if (p < 0) continue;
+            const float *z = logits + r * V;
+            double mx = z[0], sum = 0;
+            for (int64_t v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            for (int64_t v = 0; v < V; v++) sum += exp(z[v] - mx);
+            double lse = mx + log(sum);
+            mem->own_nats += lse - z[s->ids[p]];
+            mem->own_tokens++;
+            mem->own_bytes += s->end[p] - s->begin[p];
+            int64_t j = p > 0 ? tgt_of_src[p - 1] : -1;
+            if (j < 0) continue;
+            int32_t y = next_tgt[j];
+            double q = 0;
+            if (identity) q = exp(z[y] - lse);
+            else
+                for (int64_t e = inv_row[y]; e < inv_row[y + 1]; e++) q += exp(z[inv_ids[e]] - lse);
+            mem->p[j] = (float)q;
+        }
     }
-    free(x);
+    free(x); free(target);
     return st;
 }
 
@@ -84,6 +87,7 @@ fk_status fk_eval_ensemble(fk_model *const *models, fk_tokenizer *const *toks, i
         if (!mem[i].p) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
         for (int64_t j = 0; j < P; j++) mem[i].p[j] = -1;
         bool identity = fk_tok_fingerprint(toks[i]) == fp0;
+        int32_t bos = fk_tok_adds_bos(toks[i]) ? fk_tok_bos(toks[i]) : -1;
         fk_tok_out src = {0};
         int64_t *tgt_of_src = NULL, *inv_row = NULL, *src_begin = NULL;
         int32_t *inv_ids = NULL, *vmap = NULL;
@@ -92,7 +96,7 @@ fk_status fk_eval_ensemble(fk_model *const *models, fk_tokenizer *const *toks, i
             tgt_of_src = malloc((size_t)tgt.n * sizeof *tgt_of_src);
             if (!tgt_of_src) st = fk_error(FK_ERR_NOMEM, "out of memory");
             for (int64_t j = 0; j < tgt.n && st == FK_OK; j++) tgt_of_src[j] = j < P ? j : -1;
-            if (st == FK_OK) st = run_member(models[i], &tgt, tgt_of_src, next, NULL, NULL, true, seq, batch, &mem[i]);
+            if (st == FK_OK) st = run_member(models[i], &tgt, bos, tgt_of_src, next, NULL, NULL, true, seq, batch, &mem[i]);
         } else {
             st = fk_tok_encode(toks[i], text, len, 0, &src);
             if (st == FK_OK)
@@ -129,7 +133,7 @@ fk_status fk_eval_ensemble(fk_model *const *models, fk_tokenizer *const *toks, i
                     }
                 }
             }
-            if (st == FK_OK) st = run_member(models[i], &src, tgt_of_src, next, inv_row, inv_ids, false, seq, batch, &mem[i]);
+            if (st == FK_OK) st = run_member(models[i], &src, bos, tgt_of_src, next, inv_row, inv_ids, false, seq, batch, &mem[i]);
         }
         if (st != FK_OK) fk_error_context(st, "ensemble member %d", i + 1);
         fk_alignment_free(&al);

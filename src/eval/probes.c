@@ -59,7 +59,9 @@ static fk_status score_item(fk_model *m, const fk_tokenizer *tok, const item *it
         memcpy(full + ctx_len, it->choice[k], cl + 1);
         fk_tok_out *o = &enc[k];
         fk_tok_out_clear(o);
-        fk_status st = fk_tok_encode(tok, full, ctx_len + cl, 0, o);
+        // after BOS when the tokenizer adds one (Llama 2, Gemma), as the model was trained to see text
+        fk_status st = fk_tok_adds_bos(tok) ? fk_tok_out_push(o, fk_tok_bos(tok), 0, 0) : FK_OK;
+        if (st == FK_OK) st = fk_tok_encode(tok, full, ctx_len + cl, 0, o);
         free(full);
         if (st != FK_OK) return fk_error_context(st, "%s:%lld", path, (long long)line);
         int64_t j = 0;

@@ -70,15 +70,17 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
     if (d->n < 2) return fk_error(FK_ERR_ARG, "KL: %s has fewer than 2 tokens", d->path ? d->path : "the data");
     if (d->vocab_size > V) return fk_error(FK_ERR_ARG, "KL: %s has vocabulary %lld, the models %lld", d->path ? d->path : "the data", (long long)d->vocab_size, (long long)V);
     if (seq < 2 || seq > m->cfg.max_seq || seq > ref->cfg.max_seq || batch < 1) return fk_error(FK_ERR_ARG, "KL: window %d / batch %d", seq, batch);
-    int64_t n, n_windows = fk_eval_window_count(d->n, max_tokens, seq, &n);  // the windows of fk_eval_data
+    if (d->bos_first && d->bos_id >= V) return fk_error(FK_ERR_ARG, "KL: the tokenizer's BOS %d is outside the vocabulary of %lld", d->bos_id, (long long)V);
+    fk_eval_windowing w = fk_eval_windowing_data(d, max_tokens, seq);  // the windows of fk_eval_data
     int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
+    int64_t *target = malloc((size_t)batch * seq * sizeof(int64_t));
     float *lr = malloc((size_t)batch * seq * V * sizeof(float));
-    if (!x || !lr) { free(x); free(lr); return fk_error(FK_ERR_NOMEM, "KL: out of memory"); }
+    if (!x || !target || !lr) { free(x); free(target); free(lr); return fk_error(FK_ERR_NOMEM, "KL: out of memory"); }
     double total = 0;
     int64_t scored = 0;
     fk_status st = FK_OK;
-    for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
-        int rows = fk_eval_windows(d->ids, n, n_windows, w0, batch, seq, x);
+    for (int64_t w0 = 0; w0 < w.n_windows && st == FK_OK; w0 += batch) {
+        int rows = fk_eval_windows(&w, d->ids, w0, batch, x, target);
         st = fk_model_forward(ref, x, NULL, rows, seq, false, NULL);
         if (st != FK_OK) break;
         int64_t N = (int64_t)rows * seq;
@@ -88,17 +90,16 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
         if (st != FK_OK) break;
         float *z = (float *)fk_model_logits(m);
         log_softmax_rows(z, N, V);
-        for (int b = 0; b < rows; b++)
-            for (int t = 0; t < seq; t++) {
-                int64_t i = (w0 + b) * seq + t;
-                if (i + 1 >= n) continue;  // scored positions only (a next token exists)
-                const float *pa = lr + ((int64_t)b * seq + t) * V, *pb = z + ((int64_t)b * seq + t) * V;
-                double r = 0;
-                for (int64_t v = 0; v < V; v++) r += exp((double)pa[v]) * ((double)pa[v] - pb[v]);
-                total += r;
-                scored++;
-            }
+        for (int64_t i = 0; i < N; i++) {
+            if (target[i] < 0) continue;  // scored positions only (a next token exists)
+            const float *pa = lr + i * V, *pb = z + i * V;
+            double r = 0;
+            for (int64_t v = 0; v < V; v++) r += exp((double)pa[v]) * ((double)pa[v] - pb[v]);
+            total += r;
+            scored++;
+        }
     }
+    free(target);
     free(x); free(lr);
     FK_TRY(st);
     *kl = total / (double)scored;

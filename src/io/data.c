@@ -82,6 +82,8 @@ fk_status fk_data_slice(const fk_token_data *d, int64_t from, int64_t to, fk_tok
     out->vocab_size = d->vocab_size;
     out->text_bytes = d->n ? (int64_t)((double)d->text_bytes * (double)n / (double)d->n + 0.5) : 0;
     out->tokenizer_fp = d->tokenizer_fp;
+    out->bos_first = d->bos_first;
+    out->bos_id = d->bos_id;
     out->path = d->path ? strdup(d->path) : NULL;
     return FK_OK;
 }
@@ -124,6 +126,13 @@ bool fk_data_is_shard(const char *path) {
     return shard;
 }
 
+// Records t's BOS when t adds one.
+static void data_bos(const fk_tokenizer *t, fk_token_data *d) {
+    int32_t bos = fk_tok_adds_bos(t) ? fk_tok_bos(t) : -1;
+    d->bos_first = bos >= 0 && bos < fk_tok_vocab_size(t);
+    d->bos_id = d->bos_first ? bos : 0;
+}
+
 fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_data *d) {
     if (!t) return fk_data_load(path, d);
     memset(d, 0, sizeof *d);
@@ -140,6 +149,7 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
             fk_data_free(d);
             return fk_error(FK_ERR_ARG, "%s: token shard has vocabulary %lld, the tokenizer %d", path, (long long)v, fk_tok_vocab_size(t));
         }
+        data_bos(t, d);
         return FK_OK;
     }
     char *buf;
@@ -158,21 +168,36 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
     d->vocab_size = fk_tok_vocab_size(t);
     d->text_bytes = (int64_t)n;
     d->tokenizer_fp = fk_tok_fingerprint(t);
+    data_bos(t, d);
     d->path = strdup(path);
     return FK_OK;
 }
 
-int64_t fk_eval_window_count(int64_t n_ids, int64_t max_tokens, int seq, int64_t *n) {
-    *n = max_tokens > 0 && max_tokens + 1 < n_ids ? max_tokens + 1 : n_ids;
-    return (*n - 1 + seq - 1) / seq;
+// Window w holds ids [w * step, (w + 1) * step) after `lead` BOS positions (step = seq - lead);
+// its position t holds id w * step + t - lead (BOS for t < lead) and, for t < step, predicts
+// id w * step + t + 1 - lead. Every id is predicted once (the first only after BOS).
+fk_eval_windowing fk_eval_windowing_of(int64_t n_ids, int64_t max_tokens, int seq, int32_t bos) {
+    fk_eval_windowing w = {0, 0, seq, bos >= 0 ? bos : -1};
+    int lead = w.bos >= 0 ? 1 : 0, step = seq - lead;
+    int64_t cap = max_tokens > 0 ? max_tokens + 1 - lead : 0;  // the ids that make max_tokens predictions
+    w.n = cap > 0 && cap < n_ids ? cap : n_ids;
+    int64_t predicted = w.n - 1 + lead;
+    w.n_windows = step > 0 && predicted > 0 ? (predicted + step - 1) / step : 0;
+    return w;
 }
 
-int fk_eval_windows(const int32_t *ids, int64_t n, int64_t n_windows, int64_t w0, int batch, int seq, int32_t *x) {
-    int rows = (int)(n_windows - w0 < batch ? n_windows - w0 : batch);
+fk_eval_windowing fk_eval_windowing_data(const fk_token_data *d, int64_t max_tokens, int seq) {
+    return fk_eval_windowing_of(d->n, max_tokens, seq, d->bos_first ? d->bos_id : -1);
+}
+
+int fk_eval_windows(const fk_eval_windowing *w, const int32_t *ids, int64_t w0, int batch, int32_t *x, int64_t *target) {
+    int rows = (int)(w->n_windows - w0 < batch ? w->n_windows - w0 : batch), seq = w->seq, lead = w->bos >= 0 ? 1 : 0;
+    int64_t step = seq - lead;
     for (int b = 0; b < rows; b++)
         for (int t = 0; t < seq; t++) {
-            int64_t i = (w0 + b) * seq + t;
-            x[b * seq + t] = i < n ? ids[i] : 0;
+            int64_t i = (w0 + b) * step + t - lead;  // the id at position t (t < lead: BOS)
+            x[b * seq + t] = t < lead ? w->bos : i < w->n ? ids[i] : 0;
+            if (target) target[b * seq + t] = t < step && i + 1 < w->n ? i + 1 : -1;
         }
     return rows;
 }

@@ -74,22 +74,24 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
     if (d->vocab_size > m->cfg.vocab_size)
         return fk_error(FK_ERR_ARG, "evaluation data %s has vocabulary %lld but the model only %lld", d->path ? d->path : "",
                         (long long)d->vocab_size, (long long)m->cfg.vocab_size);
-    int64_t n, n_windows = fk_eval_window_count(d->n, max_tokens, seq, &n);
+    if (d->bos_first && d->bos_id >= m->cfg.vocab_size)
+        return fk_error(FK_ERR_ARG, "evaluation data %s: the tokenizer's BOS %d is outside the model's vocabulary of %lld",
+                        d->path ? d->path : "", d->bos_id, (long long)m->cfg.vocab_size);
+    if (seq < (d->bos_first ? 2 : 1) || batch < 1)
+        return fk_error(FK_ERR_ARG, "evaluation: window %d / batch %d (at least %d / 1)", seq, batch, d->bos_first ? 2 : 1);
+    fk_eval_windowing w = fk_eval_windowing_data(d, max_tokens, seq);
     int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t)), *y = malloc((size_t)batch * seq * sizeof(int32_t));
-    if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    int64_t *target = malloc((size_t)batch * seq * sizeof(int64_t));
+    if (!x || !y || !target) { free(x); free(y); free(target); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     double total = 0;
     int64_t scored = 0;
     fk_status st = FK_OK;
-    for (int64_t w0 = 0; w0 < n_windows && st == FK_OK; w0 += batch) {
-        int rows = fk_eval_windows(d->ids, n, n_windows, w0, batch, seq, x);
-        for (int b = 0; b < rows; b++)
-            for (int t = 0; t < seq; t++) {
-                int64_t i = (w0 + b) * seq + t;
-                y[b * seq + t] = i + 1 < n ? d->ids[i + 1] : -1;
-            }
+    for (int64_t w0 = 0; w0 < w.n_windows && st == FK_OK; w0 += batch) {
+        int rows = fk_eval_windows(&w, d->ids, w0, batch, x, target);
+        for (int64_t i = 0; i < (int64_t)rows * seq; i++) y[i] = target[i] >= 0 ? d->ids[target[i]] : -1;
         st = score_rows(m, x, y, rows, seq, &total, &scored);
     }
-    free(x); free(y);
+    free(x); free(y); free(target);
     FK_TRY(st);
     eval_result(total, scored, d->n > 0 ? (double)d->text_bytes / (double)d->n : 1.0, r);
     return FK_OK;
