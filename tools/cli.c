@@ -3,6 +3,9 @@
 #include "fusekit/fusion.h"
 
 #include <cblas.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +111,21 @@ fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t v
     return st == FK_OK ? check_vocab(t, vocab) : st;
 }
 
+// Loading a tokenizer parses (and saving one builds) JSON trees of tens of MB, freed at once
+// but left in the heap under smaller blocks allocated after them: their pages go back to the
+// system before the model's activations take their own (Gemma-3-270M extraction: -67 MB RSS).
+void cli_trim_heap(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok) {
-    if (!tok) return fk_model_load(path, flags, m, NULL);
+    if (!tok) {
+        FK_TRY(fk_model_load(path, flags, m, NULL));
+        cli_trim_heap();
+        return FK_OK;
+    }
     *tok = NULL;
     FK_TRY(fk_model_load(path, flags, m, tok_path ? NULL : tok));
     fk_status st = FK_OK;
@@ -117,6 +133,7 @@ fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags,
     else if (!*tok && m->cfg.vocab_size == 256) st = fk_tok_new_bytes(tok);
     if (st == FK_OK) st = check_vocab(tok, m->cfg.vocab_size);
     if (st != FK_OK) { fk_tok_free(*tok); *tok = NULL; fk_model_free(m); }
+    cli_trim_heap();
     return st;
 }
 
@@ -130,6 +147,7 @@ fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok) {
     if (st != FK_OK) return st;
     if (fk_tok_fingerprint(back) == fk_tok_fingerprint(*tok)) fk_tok_free(back);
     else { fk_tok_free(*tok); *tok = back; }
+    cli_trim_heap();
     return FK_OK;
 }
 

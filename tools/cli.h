@@ -62,6 +62,8 @@ fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t v
 // is left allocated.
 fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok);
 
+// Gives the heap's free pages back to the system (after tokenizer JSON is parsed or written).
+void cli_trim_heap(void);
 // Writes *tok beside a store (fk_store_save_tokenizer) and makes *tok the tokenizer as it reads
 // back from there. A tokenizer from GGUF metadata can read back from tokenizer.json with another
 // fingerprint (SentencePiece pieces merge by rank there, by score in GGUF; the same ids), and a

@@ -103,9 +103,7 @@ int cmd_extract(int argc, char **argv) {
     double dt = fk_time_s() - t0;
     sigaction(SIGINT, &old, NULL);
     if (ps.tty && ps.last > 0) fprintf(stderr, "\n");
-    // the source's tokenizer beside the store: aligning it to another tokenizer needs it
-    if (st == FK_OK && !stopped) st = fk_store_save_tokenizer(out, tok);
-    fk_tok_free(tok);
+    fk_tok_free(tok);  // (saved beside the store before extraction: cli_store_tokenizer)
     fk_store *s = NULL;
     if (st == FK_OK && !stopped) st = fk_store_open(out, &s);
     if (st != FK_OK || stopped) {

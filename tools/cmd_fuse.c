@@ -47,8 +47,7 @@ fk_status cli_extract_store(const char *model_dir, const char *data, const char 
         extract_ui ui = {tty, model_dir};
         double t0 = fk_time_s();
         bool stopped = false, cached = false;
-        st = fk_extract_ex(&m, tok, data, &eo, *path, false, on_extract, &ui, &stopped, &cached);
-        if (st == FK_OK) st = fk_store_save_tokenizer(*path, tok);
+        st = fk_extract_ex(&m, tok, data, &eo, *path, false, on_extract, &ui, &stopped, &cached);  // (tokenizer saved above)
         if (st == FK_OK && cached) fprintf(stderr, "store %s (cached)\n", *path);
         else if (st == FK_OK) fprintf(stderr, "store %s (%.1f s)\n", *path, fk_time_s() - t0);
     }
