@@ -204,7 +204,7 @@ static void test_rope(void **state) {
 typedef struct { double *out, *probs, *qkv, *r, scale, cap; int64_t B, T, H, KVH, hd, W; } att_ctx;
 static double att_loss(void *p) {
     att_ctx *c = p;
-    d_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W);
+    if (!d_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W)) fail_msg("attention forward: out of memory");
     return dot(c->out, c->r, c->B * c->T * c->H * c->hd);
 }
 
@@ -246,12 +246,12 @@ static void run_attention(const char *what, double scale, double cap, int64_t W)
     fill(c.qkv, nq, 1.5); fill(c.r, no, 1);
     double *dqkv = dalloc(nq);
     att_loss(&c);
-    d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd, c.scale, c.cap, c.W);
+    assert_true(d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd, c.scale, c.cap, c.W));
     check_fd(what, c.qkv, nq, dqkv, att_loss, &c);
     // float kernel, no probs kept (inference path), against the naive reference
     float *fq = malloc((size_t)nq * 4), *fo = malloc((size_t)no * 4);
     for (int64_t i = 0; i < nq; i++) fq[i] = (float)c.qkv[i];
-    fk_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W);
+    assert_true(fk_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W));
     double *ref = dalloc(no);
     naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd, scale, cap, W);
     for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - fo[i]) < 1e-5);
@@ -475,7 +475,7 @@ static void test_final_softcap(void **state) {
     d_softcap_forward(g, mx, 4, 7, 3.0);
     for (int i = 0; i < 28; i++) assert_true(fabs(g[i] - 3.0 * tanh(c.logits[i] / 3.0)) < 1e-15);
     d_soft_crossentropy_forward(c.losses, c.flosses, g, tgt, &t, 4, 7, 1);
-    d_softcap_crossentropy_backward(g, mx, tgt, &t, c.lambda, 4, 7, 1.0, 3.0);
+    assert_true(d_softcap_crossentropy_backward(g, mx, tgt, &t, c.lambda, 4, 7, 1.0, 3.0));
     check_fd("final soft-cap + soft CE dlogits", c.logits, 28, g, cap_loss, &c);
     free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g);
 }

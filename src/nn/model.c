@@ -581,8 +581,10 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
             layer_rope(m, l, &cs, &sn);
             fk_rope_apply(qkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, 1.0f);
         }
-        fk_attention_forward(att, train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, qkv, B, T,
-                             H, c->n_kv_head, c->head_dim, sc, c->attn_softcap, layer_window(c, l));
+        if (!fk_attention_forward(att, train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, qkv, B, T,
+                                  H, c->n_kv_head, c->head_dim, sc, c->attn_softcap, layer_window(c, l)))
+            return fk_error(FK_ERR_NOMEM, "attention (layer %lld): out of memory for %lld bytes of scratch per thread", (long long)l,
+                            (long long)(FK_ATT_BLK * (int64_t)T * (int64_t)sizeof(float)));
         // with post-norms the projection's output is kept (slot s) and its norm goes to tmp
         float *ao = c->post_norms ? a->attn_o + s * N * C : a->tmp;
         FK_TRY(mm_forward(m, ao, att, o->o_w, WP(o->o_b), N, Dl, C));
@@ -643,10 +645,12 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     a->have_probs = false;  // the buffer now becomes dlogits
     a->have_logits = false;
     float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
-    if (c->final_softcap > 0)
-        fk_softcap_crossentropy_backward(a->logits, a->lmax, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V,
-                                         scale, c->final_softcap);
-    else
+    if (c->final_softcap > 0) {
+        if (!fk_softcap_crossentropy_backward(a->logits, a->lmax, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V,
+                                              scale, c->final_softcap))
+            return fk_error(FK_ERR_NOMEM, "backward through the final soft-cap: out of memory for %lld bytes of scratch per thread",
+                            (long long)(V * (int64_t)sizeof(float)));
+    } else
         fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
     fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);
     memset(a->dresid, 0, (size_t)(N * C) * sizeof(float));
@@ -680,8 +684,10 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             dao = a->tmp;
         }
         fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
-        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
-                              layer_window(c, l));
+        if (!fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
+                                   layer_window(c, l)))
+            return fk_error(FK_ERR_NOMEM, "attention backward (layer %lld): out of memory for %lld bytes of scratch per thread",
+                            (long long)l, (long long)(2 * FK_ATT_BLK * (int64_t)T * (int64_t)sizeof(float)));
         if (c->pos == FK_POS_ROPE) {
             const float *cs, *sn;
             layer_rope(m, l, &cs, &sn);

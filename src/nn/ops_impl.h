@@ -297,38 +297,46 @@ static inline void FK_OP(rope_apply)(real *qkv, const float *cos_t, const float 
 // softcap * tanh(s / softcap) (Gemma 2) before the mask. Query i sees keys j <= i, and with
 // window > 0 only those with i - j < window (sliding-window layers). probs is (B,H,T,T), the
 // softmax rows (entries outside the visible keys, inside the row block's columns, are zero);
-// NULL keeps them in thread scratch (inference). Rows are processed in blocks of FK_ATT_BLK
-// so the masked upper triangle (and, with a window, the columns before it) is mostly never
-// computed.
+// NULL keeps one row block of them in thread scratch (inference: FK_ATT_BLK x T reals per
+// thread). Rows are processed in blocks of FK_ATT_BLK so the masked upper triangle (and, with a
+// window, the columns before it) is mostly never computed. Returns false when a thread's scratch
+// could not be allocated (out is then incomplete).
 #ifndef FK_ATT_BLK
 #define FK_ATT_BLK 64
 #endif
 // First key column a block of rows starting at i0 needs.
 static inline int64_t FK_OP(att_first_col)(int64_t i0, int64_t window) { return window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0; }
 
-static inline void FK_OP(attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T,
+static inline bool FK_OP(attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T,
                                             int64_t H, int64_t KVH, int64_t hd, real scale, real softcap,
                                             int64_t window) {
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
+    bool ok = true;
     #pragma omp parallel
     {
-        real *scratch = probs ? NULL : (real *)malloc((size_t)(T * T) * sizeof(real));
+        // without probs, a row block's probabilities live in FK_ATT_BLK x T of thread scratch
+        real *scratch = probs ? NULL : (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real));
+        if (!probs && !scratch) {
+            #pragma omp atomic write
+            ok = false;
+        }
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
+                if (!probs && !scratch) continue;
                 const real *q = qkv + b * T * QKVD + h * hd;
                 const real *k = qkv + b * T * QKVD + D + (h / G) * hd;
                 const real *v = k + KVH * hd;
-                real *P = probs ? probs + (b * H + h) * T * T : scratch;
                 real *o = out + b * T * D + h * hd;
                 for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
                     int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
                     int64_t j0 = FK_OP(att_first_col)(i0, window), cols = i1 - j0;
+                    real *P = probs ? probs + (b * H + h) * T * T + i0 * T : scratch;  // row i0 of the block
                     FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
-                            q + i0 * QKVD, (int)QKVD, k + j0 * QKVD, (int)QKVD, 0, P + i0 * T + j0, (int)T);
+                            q + i0 * QKVD, (int)QKVD, k + j0 * QKVD, (int)QKVD, 0, P + j0, (int)T);
                     for (int64_t i = i0; i < i1; i++) {
                         int64_t lo = FK_OP(att_first_col)(i, window);
-                        real *p = P + i * T, mx, sum = 0;
+                        real *p = P + (i - i0) * T, mx, sum = 0;
                         if (softcap > 0)
                             for (int64_t j = lo; j <= i; j++) p[j] = softcap * FK_TANH(p[j] / softcap);
                         mx = p[lo];
@@ -343,27 +351,36 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
                         for (int64_t j = i + 1; j < i1; j++) p[j] = 0;
                     }
                     FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
-                            P + i0 * T + j0, (int)T, v + j0 * QKVD, (int)QKVD, 0, o + i0 * D, (int)D);
+                            P + j0, (int)T, v + j0 * QKVD, (int)QKVD, 0, o + i0 * D, (int)D);
                 }
             }
         free(scratch);
     }
+    return ok;
 }
 
 // dout is (B,T,H*hd); dqkv (B,T,QKVD) is OVERWRITTEN; qkv and probs are the forward's, and so
 // are scale, softcap and window. With a softcap the raw scores are recomputed (one more GEMM per
-// row block) for the derivative of the tanh.
-static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
+// row block) for the derivative of the tanh. Returns false when a thread's scratch (a row block:
+// FK_ATT_BLK x T, twice with a softcap) could not be allocated; dqkv is then incomplete.
+static inline bool FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
                                              int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd,
                                              real scale, real softcap, int64_t window) {
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
+    bool ok = true;
     #pragma omp parallel
     {
-        real *dS = (real *)malloc((size_t)(T * T) * sizeof(real));
+        real *dS = (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real));  // the row block's dP, then dS
         real *S = softcap > 0 ? (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real)) : NULL;
+        bool mine = dS && (softcap <= 0 || S);
+        if (!mine) {
+            #pragma omp atomic write
+            ok = false;
+        }
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
             for (int64_t g = 0; g < KVH; g++) {
+                if (!mine) continue;
                 const real *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
                 real *dk = dqkv + b * T * QKVD + D + g * hd, *dv = dk + KVH * hd;
                 for (int64_t t = 0; t < T; t++) {
@@ -377,9 +394,9 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                     for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
                         int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
                         int64_t j0 = FK_OP(att_first_col)(i0, window), cols = i1 - j0;
-                        // dP = dO V^T ; dV += P^T dO
+                        // dP = dO V^T ; dV += P^T dO  (dS row i - i0 holds row i of the block)
                         FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, 1,
-                                dO + i0 * D, (int)D, v + j0 * QKVD, (int)QKVD, 0, dS + i0 * T + j0, (int)T);
+                                dO + i0 * D, (int)D, v + j0 * QKVD, (int)QKVD, 0, dS + j0, (int)T);
                         FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
                                 P + i0 * T + j0, (int)T, dO + i0 * D, (int)D, 1, dv + j0 * QKVD, (int)QKVD);
                         if (S)  // the raw scores of the block, as the forward computed them
@@ -388,7 +405,7 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                         // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
                         for (int64_t i = i0; i < i1; i++) {
                             const real *p = P + i * T;
-                            real *d = dS + i * T, dot = 0;
+                            real *d = dS + (i - i0) * T, dot = 0;
                             #pragma omp simd reduction(+ : dot)
                             for (int64_t j = j0; j <= i; j++) dot += p[j] * d[j];
                             for (int64_t j = j0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
@@ -400,15 +417,16 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                         }
                         // dQ = dS K ; dK += dS^T Q
                         FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
-                                dS + i0 * T + j0, (int)T, k + j0 * QKVD, (int)QKVD, 0, dq + i0 * QKVD, (int)QKVD);
+                                dS + j0, (int)T, k + j0 * QKVD, (int)QKVD, 0, dq + i0 * QKVD, (int)QKVD);
                         FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
-                                dS + i0 * T + j0, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk + j0 * QKVD, (int)QKVD);
+                                dS + j0, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk + j0 * QKVD, (int)QKVD);
                     }
                 }
             }
         free(dS);
         free(S);
     }
+    return ok;
 }
 
 // ------------------------------------------------------------------ activations
@@ -591,17 +609,24 @@ static inline void FK_OP(softcap_forward)(real *x, real *rowmax, int64_t N, int6
 // soft_crossentropy_backward through the soft-cap: probs (N,V) are the softmax of the capped
 // logits z; they become the gradient with respect to the logits before capping, in place:
 // dx = dz * (1 - (z / cap)^2). z is recovered from the probabilities: z_j = max_i + log(p_j / p_max),
-// with max_i from softcap_forward (p_max belongs to it). scratch holds V reals per thread.
-static inline void FK_OP(softcap_crossentropy_backward)(real *probs, const real *rowmax, const int32_t *targets,
+// with max_i from softcap_forward (p_max belongs to it). A thread keeps V reals of scratch;
+// returns false when one could not be allocated (the gradient is then incomplete).
+static inline bool FK_OP(softcap_crossentropy_backward)(real *probs, const real *rowmax, const int32_t *targets,
                                                         const fk_sparse_dist *teacher, real lambda, int64_t N, int64_t V,
                                                         real scale, real cap) {
+    bool ok = true;
     #pragma omp parallel
     {
         real *keep = (real *)malloc((size_t)V * sizeof(real));
+        if (!keep) {
+            #pragma omp atomic write
+            ok = false;
+        }
         #pragma omp for
         for (int64_t i = 0; i < N; i++) {
             real *p = probs + i * V, pmax = 0;
-            if (targets[i] < 0 || !keep) { FK_OP(soft_crossentropy_backward_row)(p, i, targets, teacher, lambda, V, scale); continue; }
+            if (!keep) continue;
+            if (targets[i] < 0) { FK_OP(soft_crossentropy_backward_row)(p, i, targets, teacher, lambda, V, scale); continue; }
             memcpy(keep, p, (size_t)V * sizeof(real));
             for (int64_t j = 0; j < V; j++) pmax = keep[j] > pmax ? keep[j] : pmax;
             FK_OP(soft_crossentropy_backward_row)(p, i, targets, teacher, lambda, V, scale);
@@ -614,6 +639,7 @@ static inline void FK_OP(softcap_crossentropy_backward)(real *probs, const real 
         }
         free(keep);
     }
+    return ok;
 }
 
 // probs (N,V) from crossentropy_forward(to_probs) become dlogits in place:
