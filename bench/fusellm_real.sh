@@ -18,7 +18,7 @@
 # same budget healed the same way.
 #
 # usage: bench/fusellm_real.sh [BUILD_DIR] [WORK_DIR]     (stages are cached in WORK_DIR)
-#   SIZE=short (default) runs in minutes; SIZE=full is sized for about an hour on 2 idle cores.
+#   SIZE=short (default) runs in minutes; SIZE=full took 23 minutes on 2 shared cores.
 #   Every size knob can be set alone: SEQ BATCH STEPS SEEDS LRS LAMBDAS HEAL_STEPS K MIX_BYTES
 #   VAL_BYTES TEST_BYTES CAL_TOKENS THREADS. The models come from bench/real_models.sh (pip,
 #   FK_REAL_CACHE), or FK_REAL_SMOLLM2 / FK_REAL_GEMMA3 when set.
