@@ -8,6 +8,8 @@
 #include "fusekit/model.h"
 #include "fusekit/tokenizer.h"
 
+#include <signal.h>
+
 typedef struct {
     float lr;             // peak learning rate
     float min_lr_frac;    // the cosine decays to lr * min_lr_frac
@@ -62,6 +64,17 @@ typedef struct {
     // Fused training / distillation when set (not part of the saved options). The data's
     // positions must be the teacher's: row offsets are positions of `train`.
     const fk_teacher *teacher;
+    // Stop request (not part of the saved options; NULL for none), e.g. set by a program's
+    // SIGINT handler: polled after every step. When it reads non-zero the step in progress is
+    // finished, checkpoint-<step> is written (when there is an out_dir) and fk_train returns
+    // FK_OK early, without the final model: opt->t < o->steps tells a stopped run from a
+    // finished one, and the last event has `stopped` set. The library installs no handler.
+    const volatile sig_atomic_t *stop;
+    // Fault injection for tests (NULL in normal use): called at named points, now only
+    // "checkpoint-write" (a checkpoint half written: the model saved in the temporary folder,
+    // the optimizer state and trainer_state.json not yet), with the step being saved.
+    void (*fault_hook)(const char *point, int64_t step, void *ctx);
+    void *fault_ctx;
 } fk_train_opts;
 
 void fk_train_defaults(fk_train_opts *o);
@@ -80,6 +93,7 @@ typedef struct {
     float val_bpb;
     const char *checkpoint;  // path when a checkpoint was written at this step, else NULL
     bool log;             // a metrics step (every log_every steps, evaluations, checkpoints, the last)
+    bool stopped;         // the run stops after this step on a stop request (o->stop); checkpoint is its checkpoint
 } fk_train_event;
 
 // Called after every step.
@@ -92,7 +106,8 @@ int fk_dp_rank(void);
 int fk_dp_size(void);
 
 // Trains from opt->t ... up to o->steps. Checkpoints go to out_dir/checkpoint-<step>/ and the
-// final model to out_dir itself. val may be NULL.
+// final model to out_dir itself (temporaries a killed run left under out_dir are removed
+// first). val may be NULL. With o->stop set, may return FK_OK early (see fk_train_opts.stop).
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
                    const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user);
 
@@ -111,10 +126,13 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
                             fk_eval_result *r);
 
 // Checkpoints: HF folder + optimizer.safetensors + trainer_state.json (written last: its
-// presence marks a complete checkpoint).
+// presence marks a complete checkpoint). The folder is written as "<dir>.tmp", fsynced and
+// renamed to dir when complete, so a kill at any point leaves either the old complete
+// checkpoint or none under dir, never a half-written one; a stale "<dir>.tmp" is removed.
 fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o);
 fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_train_opts *o);
 // The newest complete checkpoint-<step> under out_dir (malloc'd path), FK_ERR_IO when none.
+// Temporaries (checkpoint-<step>.tmp, .old) are never taken for checkpoints.
 fk_status fk_checkpoint_latest(const char *out_dir, char **path);
 
 #endif

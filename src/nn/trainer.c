@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,12 +192,59 @@ static void opts_from_json(const cJSON *j, fk_train_opts *o) {
     o->optim.total_steps = (int64_t)jnum(j, "schedule_steps", (double)o->steps);
 }
 
+static void remove_dir(const char *dir);
+
+// "<path><suffix>" in a malloc'd string.
+static char *path_suffix(const char *path, const char *suffix) {
+    size_t n = strlen(path) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s", path, suffix);
+    return p;
+}
+
+// fsyncs the folder that holds `path`, so a rename of `path` is durable.
+static void fsync_parent(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    while (n > 0 && path[n - 1] != '/') n--;
+    char *parent = n == 0 ? strdup(".") : strndup(path, n);
+    if (parent) fk_fsync_dir(parent);
+    free(parent);
+}
+
+// Renames the complete temporary folder tmp to dir; an older folder at dir goes aside as
+// "<dir>.old" first (a folder cannot be renamed over a non-empty one) and is removed after.
+static fk_status commit_dir(const char *tmp, const char *dir) {
+    fk_fsync_dir(tmp);
+    char *old = path_suffix(dir, ".old");
+    if (!old) return fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status st = FK_OK;
+    remove_dir(old);
+    bool had = fk_path_exists(dir);
+    if (had && rename(dir, old) != 0) st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", dir, old, strerror(errno));
+    if (st == FK_OK && rename(tmp, dir) != 0) {
+        st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+        if (had) rename(old, dir);  // put the old one back
+    }
+    if (st == FK_OK) {
+        fsync_parent(dir);
+        if (had) remove_dir(old);
+    }
+    free(old);
+    return st;
+}
+
 fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o) {
-    FK_TRY(fk_mkdir_p(dir));
+    char *final_dir = strdup(dir), *tmp = path_suffix(dir, ".tmp");
+    if (!final_dir || !tmp) { free(final_dir); free(tmp); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    dir = tmp;  // everything below is written into the temporary folder
+    remove_dir(tmp);  // a stale one from a killed run
+    fk_status st0 = fk_mkdir_p(tmp);
+    if (st0 != FK_OK) { free(final_dir); free(tmp); return st0; }
     char *state_path = fk_path_join(dir, "trainer_state.json");
-    unlink(state_path);  // the checkpoint is incomplete until trainer_state.json is written again
     fk_status st = fk_hf_save(m, dir, FK_DT_F32);
     if (st == FK_OK && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, dir);
+    if (st == FK_OK && o->fault_hook) o->fault_hook("checkpoint-write", opt->t, o->fault_ctx);
     if (st == FK_OK) {
         fk_st_entry *e = calloc((size_t)(2 * m->n_params), sizeof *e);
         char (*names)[80] = calloc((size_t)(2 * m->n_params), sizeof *names);
@@ -224,10 +272,17 @@ fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw 
         cJSON_AddItemToObject(j, "options", opts_to_json(o));
         char *s = cJSON_Print(j);
         cJSON_Delete(j);
-        st = fk_write_file_atomic(state_path, s, strlen(s));
+        st = s ? fk_write_file_atomic(state_path, s, strlen(s)) : fk_error(FK_ERR_NOMEM, "out of memory writing %s", state_path);
         free(s);
     }
     free(state_path);
+    if (st == FK_OK) st = commit_dir(tmp, final_dir);
+    if (st != FK_OK) {
+        remove_dir(tmp);
+        fk_error_context(st, "checkpoint %s", final_dir);
+    }
+    free(tmp);
+    free(final_dir);
     return st;
 }
 
@@ -343,6 +398,43 @@ static void prune_checkpoints(const char *out_dir, int keep, int64_t current) {
     free(steps);
 }
 
+// Temporaries a killed run left under out_dir: checkpoint-<step>.tmp (being written) and
+// checkpoint-<step>.old (being replaced). One that is complete (trainer_state.json, written
+// last, present) while checkpoint-<step> is missing was killed between the two renames and
+// becomes checkpoint-<step>; the rest are removed.
+static void clean_stale(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) return;
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long s;
+        int end = 0;
+        if (sscanf(e->d_name, "checkpoint-%lld%n", &s, &end) != 1 || end <= 0) continue;
+        const char *tail = e->d_name + end;
+        if (strcmp(tail, ".tmp") != 0 && strcmp(tail, ".old") != 0) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            char **nn = realloc(names, (size_t)cap * sizeof *names);
+            if (!nn) break;
+            names = nn;
+        }
+        if (!(names[n] = strdup(e->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {
+        char *p = fk_path_join(out_dir, names[i]), *sp = fk_path_join(p, "trainer_state.json");
+        char *fin = strndup(p, strlen(p) - 4);
+        if (fin && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fsync_parent(fin);
+        else remove_dir(p);
+        free(p); free(sp); free(fin);
+        free(names[i]);
+    }
+    free(names);
+}
+
 // ------------------------------------------------------------------ data parallelism (MPI)
 // With an MPI build run under mpirun, each rank trains on its own micro-batches and the
 // gradients are averaged with an all-reduce, so every rank holds the same weights; rank 0
@@ -379,6 +471,20 @@ static fk_status dp_agree(fk_status st, int size) {
     return st;
 }
 
+// True on every rank when it is true on any.
+static bool dp_any(bool x, int size) {
+#ifdef FK_WITH_MPI
+    if (size > 1) {
+        int v = x, any = 0;
+        MPI_Allreduce(&v, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        return any != 0;
+    }
+#else
+    (void)size;
+#endif
+    return x;
+}
+
 // Averages gradients and the step's loss over ranks.
 static void dp_average(fk_model *m, double *loss_sum, int size) {
 #ifdef FK_WITH_MPI
@@ -412,6 +518,9 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
         return fk_error(FK_ERR_ARG, "train: data vocabulary %lld exceeds the model's %lld", (long long)train->vocab_size,
                         (long long)m->cfg.vocab_size);
     FK_TRY(fk_model_alloc_grads(m));
+    int rank0, size0;
+    dp_query(&rank0, &size0);
+    if (out_dir && rank0 == 0) clean_stale(out_dir);
     size_t nb = (size_t)o->batch * o->seq * sizeof(int32_t);
     int32_t *x = malloc(nb), *y = malloc(nb);
     int64_t *offs = malloc((size_t)o->batch * sizeof(int64_t));
@@ -482,8 +591,11 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
             ev.val_loss = (float)r.loss;
             ev.val_bpb = (float)r.bpb;
         }
+        // a stop request ends the run after this step, with a checkpoint; all ranks agree on it
+        bool stop = !last && o->stop && *o->stop;
+        stop = dp_any(stop, size);
         char *ck = NULL;
-        if (out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last)) {
+        if (out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop)) {
             ck = checkpoint_path(out_dir, done_steps);
             if (rank == 0) {
                 st = fk_checkpoint_save(ck, m, opt, o);
@@ -492,12 +604,15 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
             st = dp_agree(st, size);
             ev.checkpoint = ck;
         }
-        ev.log = last || isfinite(ev.val_loss) || ck || o->log_every <= 1 || done_steps % o->log_every == 0 || step == first;
+        ev.stopped = stop;
+        ev.log = last || stop || isfinite(ev.val_loss) || ck || o->log_every <= 1 || done_steps % o->log_every == 0 || step == first;
         if (cb && st == FK_OK) cb(&ev, user);
         free(ck);
+        if (stop) break;
     }
-    if (st == FK_OK && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
-    if (st == FK_OK && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
+    bool finished = opt->t >= o->steps;  // not stopped early
+    if (st == FK_OK && finished && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
+    if (st == FK_OK && finished && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
 done:
     free(x); free(y); free(offs);
     return st;
