@@ -3,12 +3,19 @@
 #include "fusekit/fusion.h"
 
 #include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static bool name_matches(const char *spec, const char *arg, size_t arg_len) {
     while (*spec) {
@@ -21,18 +28,163 @@ static bool name_matches(const char *spec, const char *arg, size_t arg_len) {
     return false;
 }
 
+// The command's name from its usage line: "usage: fusekit tokenizer train --data ..." gives
+// "tokenizer train" (the words before the first option or placeholder).
+static void usage_cmd(const char *usage, char *out, size_t n) {
+    const char *p = strstr(usage, "fusekit ");
+    size_t len = 0;
+    if (p) {
+        p += 8;
+        const char *e = p;
+        while (*e && *e != '\n') {
+            const char *w = e;
+            while (*w == ' ') w++;
+            if (!*w || *w == '-' || *w == '[' || *w == '<' || *w == '(' || *w == '\n' || (*w >= 'A' && *w <= 'Z')) break;
+            while (*w && *w != ' ' && *w != '\n') w++;
+            e = w;
+        }
+        len = (size_t)(e - p);
+    }
+    if (len == 0) snprintf(out, n, "%s", "?");
+    else snprintf(out, n, "%.*s", (int)len, p);
+}
+
+// A range "[lo,hi]": '(' / ')' for an open end, an empty bound for none.
+typedef struct {
+    bool has_lo, has_hi, lo_open, hi_open;
+    double lo, hi;
+    const char *lo_s, *hi_s;  // the bounds as written
+    int lo_n, hi_n;
+} range_t;
+
+static bool parse_range(const char *r, range_t *g) {
+    memset(g, 0, sizeof *g);
+    size_t n = r ? strlen(r) : 0;
+    if (n < 3 || (r[0] != '[' && r[0] != '(') || (r[n - 1] != ']' && r[n - 1] != ')')) return false;
+    const char *comma = strchr(r, ',');
+    if (!comma || comma > r + n - 1) return false;
+    g->lo_open = r[0] == '(';
+    g->hi_open = r[n - 1] == ')';
+    g->lo_s = r + 1;
+    g->lo_n = (int)(comma - r - 1);
+    g->hi_s = comma + 1;
+    g->hi_n = (int)(r + n - 1 - comma - 1);
+    char buf[64], *end;
+    if (g->lo_n > 0) {
+        if (g->lo_n >= (int)sizeof buf) return false;
+        snprintf(buf, sizeof buf, "%.*s", g->lo_n, g->lo_s);
+        g->lo = strtod(buf, &end);
+        if (*end) return false;
+        g->has_lo = true;
+    }
+    if (g->hi_n > 0) {
+        if (g->hi_n >= (int)sizeof buf) return false;
+        snprintf(buf, sizeof buf, "%.*s", g->hi_n, g->hi_s);
+        g->hi = strtod(buf, &end);
+        if (*end) return false;
+        g->has_hi = true;
+    }
+    return true;
+}
+
+static bool in_range(const range_t *g, double v) {
+    if (isnan(v)) return false;
+    if (g->has_lo && !(g->lo_open ? v > g->lo : v >= g->lo)) return false;
+    if (g->has_hi && !(g->hi_open ? v < g->hi : v <= g->hi)) return false;
+    return true;
+}
+
+// "> 0 and <= 1"
+static void range_words(const range_t *g, char *out, size_t n) {
+    char lo[96] = "", hi[96] = "";
+    if (g->has_lo) snprintf(lo, sizeof lo, "%s %.*s", g->lo_open ? ">" : ">=", g->lo_n, g->lo_s);
+    if (g->has_hi) snprintf(hi, sizeof hi, "%s %.*s", g->hi_open ? "<" : "<=", g->hi_n, g->hi_s);
+    snprintf(out, n, "%s%s%s", lo, *lo && *hi ? " and " : "", *lo || *hi ? hi : "any number");
+}
+
+static int range_error(const char *cmd, const char *opt, int opt_len, const range_t *g, const char *v) {
+    char w[200];
+    range_words(g, w, sizeof w);
+    fprintf(stderr, "fusekit %s: error: %.*s must be %s (got %s)\n", cmd, opt_len, opt, w, v);
+    return 2;
+}
+
+static int parse_int_value(const char *cmd, const char *opt, int opt_len, const char *v, const char *range, int64_t *out) {
+    range_t g;
+    if (!parse_range(range, &g)) {
+        fprintf(stderr, "fusekit %s: internal error: option %.*s has no valid range ('%s')\n", cmd, opt_len, opt, range ? range : "");
+        return 2;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*end || !*v || end == v) {
+        fprintf(stderr, "fusekit %s: error: option %.*s expects an integer, got '%s'\n", cmd, opt_len, opt, v);
+        return 2;
+    }
+    if (errno == ERANGE || !in_range(&g, (double)x)) return range_error(cmd, opt, opt_len, &g, v);
+    *out = (int64_t)x;
+    return 0;
+}
+
+static int parse_float_value(const char *cmd, const char *opt, int opt_len, const char *v, const char *range, double *out) {
+    range_t g;
+    if (!parse_range(range, &g)) {
+        fprintf(stderr, "fusekit %s: internal error: option %.*s has no valid range ('%s')\n", cmd, opt_len, opt, range ? range : "");
+        return 2;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (*end || !*v || end == v) {
+        fprintf(stderr, "fusekit %s: error: option %.*s expects a number, got '%s'\n", cmd, opt_len, opt, v);
+        return 2;
+    }
+    if (!isfinite(x) || errno == ERANGE) {
+        fprintf(stderr, "fusekit %s: error: option %.*s expects a finite number, got '%s'\n", cmd, opt_len, opt, v);
+        return 2;
+    }
+    if (!in_range(&g, x)) return range_error(cmd, opt, opt_len, &g, v);
+    *out = x;
+    return 0;
+}
+
+int cli_parse_int(const char *cmd, const char *opt, const char *v, const char *range, int64_t *out) {
+    return parse_int_value(cmd, opt, (int)strlen(opt), v, range, out);
+}
+
+int cli_parse_float(const char *cmd, const char *opt, const char *v, const char *range, double *out) {
+    return parse_float_value(cmd, opt, (int)strlen(opt), v, range, out);
+}
+
 static void print_help(const cli_opt *opts, const char *usage) {
     printf("%s\n\noptions:\n", usage);
     for (const cli_opt *o = opts; o->name; o++) {
         const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_LIST ? " TEXT..." : o->type == OPT_INT ? " N" : o->type == OPT_FLOAT ? " X" : "";
-        char left[64];
+        char left[64], w[200] = "";
         snprintf(left, sizeof left, "%s%s", o->name, meta);
-        printf("  %-28s %s\n", left, o->help);
+        range_t g;
+        if ((o->type == OPT_INT || o->type == OPT_FLOAT) && parse_range(o->range, &g)) {
+            char r[160];
+            range_words(&g, r, sizeof r);
+            snprintf(w, sizeof w, " [%s]", r);
+        }
+        printf("  %-28s %s%s\n", left, o->help, w);
     }
     printf("  %-28s %s\n", "-h|--help", "show this help");
 }
 
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
+    char cmd[64];
+    usage_cmd(usage, cmd, sizeof cmd);
+    // every numeric option says which values it takes (checked on every run, --help included)
+    for (const cli_opt *o = opts; o->name; o++) {
+        range_t g;
+        if ((o->type == OPT_INT || o->type == OPT_FLOAT) && !parse_range(o->range, &g)) {
+            fprintf(stderr, "fusekit %s: internal error: option %s has no valid range ('%s')\n", cmd, o->name, o->range ? o->range : "");
+            return 2;
+        }
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { print_help(opts, usage); return 1; }
@@ -40,36 +192,33 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         size_t len = eq && a[0] == '-' ? (size_t)(eq - a) : strlen(a);
         cli_opt *o = NULL;
         for (cli_opt *p = opts; p->name; p++) if (name_matches(p->name, a, len)) { o = p; break; }
-        if (!o) { fprintf(stderr, "error: unknown option %s (see --help)\n", a); return 2; }
+        if (!o) { fprintf(stderr, "fusekit %s: error: unknown option %s (see --help)\n", cmd, a); return 2; }
         o->set = true;
         if (o->type == OPT_FLAG) {
-            if (eq && a[0] == '-') { fprintf(stderr, "error: option %.*s takes no value\n", (int)len, a); return 2; }
+            if (eq && a[0] == '-') { fprintf(stderr, "fusekit %s: error: option %.*s takes no value\n", cmd, (int)len, a); return 2; }
             *(bool *)o->ptr = true;
             continue;
         }
         const char *v = eq && a[0] == '-' ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) { fprintf(stderr, "error: option %.*s needs a value\n", (int)len, a); return 2; }
-        char *end;
+        if (!v) { fprintf(stderr, "fusekit %s: error: option %.*s needs a value\n", cmd, (int)len, a); return 2; }
         switch (o->type) {
         case OPT_STR: *(const char **)o->ptr = v; break;
         case OPT_LIST: {
             cli_list *l = o->ptr;
-            if (l->n == CLI_LIST_MAX) { fprintf(stderr, "error: option %.*s given more than %d times\n", (int)len, a, CLI_LIST_MAX); return 2; }
+            if (l->n == CLI_LIST_MAX) { fprintf(stderr, "fusekit %s: error: option %.*s given more than %d times\n", cmd, (int)len, a, CLI_LIST_MAX); return 2; }
             l->v[l->n++] = v;
             // "--opt a b c" as well as "--opt a --opt b": values run to the next option
             while (!(eq && a[0] == '-') && i + 1 < argc && argv[i + 1][0] != '-') {
-                if (l->n == CLI_LIST_MAX) { fprintf(stderr, "error: option %.*s given more than %d values\n", (int)len, a, CLI_LIST_MAX); return 2; }
+                if (l->n == CLI_LIST_MAX) { fprintf(stderr, "fusekit %s: error: option %.*s given more than %d values\n", cmd, (int)len, a, CLI_LIST_MAX); return 2; }
                 l->v[l->n++] = argv[++i];
             }
             break;
         }
         case OPT_INT:
-            *(int64_t *)o->ptr = strtoll(v, &end, 10);
-            if (*end || !*v) { fprintf(stderr, "error: option %.*s expects an integer, got '%s'\n", (int)len, a, v); return 2; }
+            if (parse_int_value(cmd, a, (int)len, v, o->range, (int64_t *)o->ptr)) return 2;
             break;
         case OPT_FLOAT:
-            *(double *)o->ptr = strtod(v, &end);
-            if (*end || !*v) { fprintf(stderr, "error: option %.*s expects a number, got '%s'\n", (int)len, a, v); return 2; }
+            if (parse_float_value(cmd, a, (int)len, v, o->range, (double *)o->ptr)) return 2;
             break;
         case OPT_FLAG: break;
         }
@@ -158,4 +307,174 @@ void cli_model_name(const char *path, char *out, size_t n) {
     while (b > 0 && path[b - 1] != '/') b--;
     if (len - b > 5 && strncmp(path + len - 5, ".gguf", 5) == 0) len -= 5;
     snprintf(out, n, "%.*s", (int)(len - b), path + b);
+}
+
+// ---------------------------------------------------------------- outputs
+
+// path without trailing '/' (a malloc'd copy; "/" stays "/").
+static char *strip_slashes(const char *path) {
+    char *p = strdup(path);
+    if (!p) return NULL;
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') p[--n] = 0;
+    return p;
+}
+
+// The folder a path lies in ("." for a bare name); malloc'd.
+static char *parent_dir(const char *path) {
+    char *p = strip_slashes(path);
+    if (!p) return NULL;
+    char *slash = strrchr(p, '/');
+    if (!slash) { free(p); return strdup("."); }
+    if (slash == p) slash[1] = 0;  // "/x" -> "/"
+    else *slash = 0;
+    return p;
+}
+
+// An absolute, symlink-free spelling of path, which need not exist when its folder does; NULL
+// when neither does.
+static char *canonical(const char *path) {
+    char buf[PATH_MAX];
+    if (realpath(path, buf)) return strdup(buf);
+    char *dir = parent_dir(path), *p = strip_slashes(path);
+    char *out = NULL;
+    if (dir && p && realpath(dir, buf)) {
+        const char *base = strrchr(p, '/');
+        base = base ? base + 1 : p;
+        size_t n = strlen(buf) + strlen(base) + 2;
+        out = malloc(n);
+        if (out) snprintf(out, n, "%s%s%s", buf, strcmp(buf, "/") == 0 ? "" : "/", base);
+    }
+    free(dir);
+    free(p);
+    return out;
+}
+
+// a is b, or lies inside the folder b
+static bool same_or_inside(const char *a, const char *b) {
+    size_t nb = strlen(b);
+    return strncmp(a, b, nb) == 0 && (a[nb] == 0 || a[nb] == '/' || strcmp(b, "/") == 0);
+}
+
+int cli_check_output(const char *cmd, const cli_out_spec *o, const char *const *inputs, int n_inputs) {
+    if (!o->path || !*o->path) {
+        fprintf(stderr, "fusekit %s: error: %s is empty: give the path to write\n", cmd, o->opt);
+        return 2;
+    }
+    struct stat sb;
+    bool exists = stat(o->path, &sb) == 0;
+    bool replaced = exists && !o->exists_ok;  // with --force: removed when the new output is complete
+    char *co = canonical(o->path);
+    for (int i = 0; co && i < n_inputs; i++) {
+        if (!inputs[i] || !*inputs[i]) continue;
+        char *ci = canonical(inputs[i]);
+        bool clash = ci && (strcmp(ci, co) == 0 || (replaced && same_or_inside(ci, co)));
+        free(ci);
+        if (clash) {
+            fprintf(stderr, "fusekit %s: error: %s %s would overwrite the input %s: write the output elsewhere\n", cmd, o->opt, o->path, inputs[i]);
+            free(co);
+            return 2;
+        }
+    }
+    free(co);
+    if (replaced && !o->force) {
+        fprintf(stderr, "fusekit %s: error: %s %s already exists: pass --force to replace it, or choose another path\n", cmd, o->opt, o->path);
+        return 2;
+    }
+    // the folder the output goes into exists (created now) and takes a new file
+    char *dir = exists && o->exists_ok && S_ISDIR(sb.st_mode) ? strip_slashes(o->path) : parent_dir(o->path);
+    if (!dir) { fprintf(stderr, "fusekit %s: error: out of memory\n", cmd); return 1; }
+    fk_status st = fk_mkdir_p(dir);
+    if (st != FK_OK) {
+        fprintf(stderr, "fusekit %s: error: cannot write %s %s: %s\n", cmd, o->opt, o->path, fk_last_error());
+        free(dir);
+        return 1;
+    }
+    char *probe = fk_path_join(dir, ".fusekit-probe-XXXXXX");
+    int fd = probe ? mkstemp(probe) : -1;
+    if (fd < 0) {
+        fprintf(stderr, "fusekit %s: error: cannot write %s %s: the folder %s does not take new files (%s)\n", cmd, o->opt, o->path, dir,
+                strerror(errno));
+        free(probe);
+        free(dir);
+        return 1;
+    }
+    close(fd);
+    unlink(probe);
+    free(probe);
+    free(dir);
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+fk_status cli_remove_tree(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return FK_OK;
+    if (!S_ISDIR(sb.st_mode)) return remove(path) == 0 ? FK_OK : fk_error(FK_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) return fk_error(FK_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
+    return FK_OK;
+}
+
+fk_status cli_outdir_begin(const char *path, cli_outdir *d) {
+    d->path = strip_slashes(path);
+    size_t n = d->path ? strlen(d->path) + 16 : 0;
+    d->tmp = d->path ? malloc(n) : NULL;
+    if (!d->tmp) { free(d->path); d->path = NULL; return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    snprintf(d->tmp, n, "%s.tmp-XXXXXX", d->path);
+    if (!mkdtemp(d->tmp)) {
+        fk_status st = fk_error(FK_ERR_IO, "cannot create the folder %s: %s", d->tmp, strerror(errno));
+        free(d->tmp); free(d->path);
+        d->tmp = d->path = NULL;
+        return st;
+    }
+    mode_t um = umask(0);  // mkdtemp makes 0700: the folder gets the mode mkdir would give it
+    umask(um);
+    chmod(d->tmp, 0777 & ~um);
+    return FK_OK;
+}
+
+static void outdir_free(cli_outdir *d) {
+    free(d->tmp);
+    free(d->path);
+    d->tmp = d->path = NULL;
+}
+
+fk_status cli_outdir_commit(cli_outdir *d) {
+    fk_status st = FK_OK;
+    struct stat sb;
+    char *old = NULL;
+    if (lstat(d->path, &sb) == 0) {  // --force: the old output is moved aside, then removed
+        size_t n = strlen(d->path) + 32;
+        old = malloc(n);
+        if (!old) st = fk_error(FK_ERR_NOMEM, "out of memory");
+        else {
+            snprintf(old, n, "%s.old-%ld", d->path, (long)getpid());
+            cli_remove_tree(old);
+            if (rename(d->path, old) != 0) st = fk_error(FK_ERR_IO, "cannot move %s aside to replace it: %s", d->path, strerror(errno));
+        }
+    }
+    if (st == FK_OK && rename(d->tmp, d->path) != 0) {
+        st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", d->tmp, d->path, strerror(errno));
+        if (old) rename(old, d->path);  // the old output back in place
+    } else if (st == FK_OK && old) {
+        cli_remove_tree(old);
+    }
+    if (st != FK_OK) cli_remove_tree(d->tmp);
+    else {
+        char *dir = parent_dir(d->path);
+        if (dir) fk_fsync_dir(dir);
+        free(dir);
+    }
+    free(old);
+    outdir_free(d);
+    return st;
+}
+
+void cli_outdir_abort(cli_outdir *d) {
+    if (d->tmp) cli_remove_tree(d->tmp);
+    outdir_free(d);
 }

@@ -19,11 +19,43 @@ typedef struct {
     void *ptr;            // const char **, int64_t *, double *, bool *, cli_list *
     const char *help;
     bool set;             // filled by cli_parse
+    // OPT_INT and OPT_FLOAT: the allowed values, "[lo,hi]" with '(' or ')' for an open end and an
+    // empty bound for none: "(0,1]", "[1,)", "[0,4096]". Every numeric option has one.
+    const char *range;
 } cli_opt;
 
 // Parses argv against the table (terminated by a NULL name). Returns 0 to go on, 1 when help
-// was printed, 2 on a bad argument (message printed).
+// was printed, 2 on a bad argument (message printed: "fusekit <cmd>: error: --lr must be > 0 and
+// <= 1 (got -1)", the command taken from the usage line).
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage);
+// One numeric value outside an option table (a pass-through option such as fuse's -k): parsed,
+// checked against range (the table's syntax). Returns 0, or 2 after printing the error.
+int cli_parse_int(const char *cmd, const char *opt, const char *v, const char *range, int64_t *out);
+int cli_parse_float(const char *cmd, const char *opt, const char *v, const char *range, double *out);
+
+// An output path checked before any work is done: not empty, not one of the inputs (the same
+// file or folder, or a folder holding one), absent unless `force` (exists_ok: a verb that
+// resumes into it), and its folder created and writable (a file is created there and removed).
+// inputs may hold NULLs. Returns 0, or the exit code after printing the error (2: a bad argument,
+// 1: the place cannot be written).
+typedef struct {
+    const char *opt;      // "-o", "--gguf"
+    const char *path;
+    bool force, exists_ok;
+} cli_out_spec;
+int cli_check_output(const char *cmd, const cli_out_spec *o, const char *const *inputs, int n_inputs);
+
+// A folder output written under a temporary name beside it (OUT.tmp-XXXXXX) and renamed when
+// complete; an existing OUT (--force) is replaced only then. Commit or abort exactly once.
+typedef struct {
+    char *path;           // the final name
+    char *tmp;            // where to write
+} cli_outdir;
+fk_status cli_outdir_begin(const char *path, cli_outdir *d);
+fk_status cli_outdir_commit(cli_outdir *d);
+void cli_outdir_abort(cli_outdir *d);  // removes the temporary folder and all in it
+// Removes a file or a folder tree; FK_OK when it was absent.
+fk_status cli_remove_tree(const char *path);
 bool cli_was_set(const cli_opt *opts, const char *name);
 // Prints "fusekit <cmd>: error: <message>" and returns the exit code 1.
 int cli_fail(const char *cmd, fk_status st);
@@ -73,5 +105,16 @@ fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok);
 // The name a model path goes by in file names: its last component without a trailing '/' or
 // ".gguf" (written into out, n bytes).
 void cli_model_name(const char *path, char *out, size_t n);
+
+// Ctrl-C and SIGTERM in the verbs that run long and resume (train, extract, fuse, heal, fold
+// --rounds; tools/cmd_train.c): the first signal sets cli_stop_signal, which the running loop
+// polls to finish its step, save and return; a second exits at once with 128 + signal (what is
+// saved is complete under its final name: files and checkpoints are renamed into place).
+// cli_stop_begin installs the handlers (nested calls count; the outermost clears the flag),
+// cli_stop_end restores the previous ones; cli_stop_code is 130 (SIGINT) or 143 (SIGTERM).
+extern volatile sig_atomic_t cli_stop_signal;
+void cli_stop_begin(void);
+void cli_stop_end(void);
+int cli_stop_code(void);
 
 #endif

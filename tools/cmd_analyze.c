@@ -8,16 +8,16 @@ int cmd_analyze(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL;
     int64_t seq = 0, batch = 4, max_tokens = 65536, max_n = 4, threads = 0;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
-        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false},
-        {"-o|--out", OPT_STR, &out, "output folder: analysis.json, analysis.html, stats.safetensors (required)", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false},
-        {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false},
-        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false},
-        {"--max-tokens", OPT_INT, &max_tokens, "positions analysed at most, 0 = all (default 65536)", false},
-        {"--max-n", OPT_INT, &max_n, "angular distance d(l, l+n) for n = 1..max-n (default 4, at most the layers)", false},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
+        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "output folder: analysis.json, analysis.html, stats.safetensors (required)", false, NULL},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
+        {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false, "[0,1048576]"},
+        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false, "[1,65536]"},
+        {"--max-tokens", OPT_INT, &max_tokens, "positions analysed at most, 0 = all (default 65536)", false, "[0,)"},
+        {"--max-n", OPT_INT, &max_n, "angular distance d(l, l+n) for n = 1..max-n (default 4, at most the layers)", false, "[1,256]"},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit analyze --model DIR|FILE.gguf --data TEXT -o OUT [options]\n\n"

@@ -10,12 +10,12 @@ static int data_synth(int argc, char **argv) {
     fk_synth_opts_default(&o);
     int64_t seed = (int64_t)o.seed, bytes = o.bytes_per_domain, heldout = 0, probes = o.probes_per_domain;
     cli_opt opts[] = {
-        {"-o|--out", OPT_STR, &out, "output folder (required)", false},
-        {"--seed", OPT_INT, &seed, "random seed: the same seed and sizes give identical files (default 1)", false},
-        {"--bytes", OPT_INT, &bytes, "bytes of each domain's train split (default 120000)", false},
-        {"--heldout-bytes", OPT_INT, &heldout, "bytes of each valid and test split (default: --bytes / 10)", false},
-        {"--probes", OPT_INT, &probes, "multiple-choice items per domain (default 250; facts at most 600)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"-o|--out", OPT_STR, &out, "output folder (required)", false, NULL},
+        {"--seed", OPT_INT, &seed, "random seed: the same seed and sizes give identical files (default 1)", false, "[0,)"},
+        {"--bytes", OPT_INT, &bytes, "bytes of each domain's train split (default 120000)", false, "[1,1000000000]"},
+        {"--heldout-bytes", OPT_INT, &heldout, "bytes of each valid and test split (default: --bytes / 10)", false, "[0,1000000000]"},
+        {"--probes", OPT_INT, &probes, "multiple-choice items per domain (default 250; facts at most 600)", false, "[1,100000]"},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit data synth -o DIR [--seed N] [--bytes N]\n\n"

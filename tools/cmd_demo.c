@@ -429,11 +429,11 @@ int cmd_demo(int argc, char **argv) {
     bool quick = false;
     int64_t seed = 1, threads = 0;
     cli_opt opts[] = {
-        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/ (default demo)", false},
-        {"--quick", OPT_FLAG, &quick, "smaller corpus, models and schedules: about a minute on 2 cores (the test suite runs it)", false},
-        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run (default 1)", false},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores; 1 with --quick, which runs beside other tests)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/ (default demo)", false, NULL},
+        {"--quick", OPT_FLAG, &quick, "smaller corpus, models and schedules: about a minute on 2 cores (the test suite runs it)", false, NULL},
+        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run (default 1)", false, "[0,)"},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores; 1 with --quick, which runs beside other tests)", false, "[0,4096]"},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit demo [-o DIR] [--quick]\n\n"

@@ -33,13 +33,13 @@ int cmd_export(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *type_s = "f32", *tok_path = NULL, *name = NULL;
     bool no_tok = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
-        {"--gguf", OPT_STR, &out, "output GGUF file (required)", false},
-        {"--type", OPT_STR, &type_s, "f32 | f16 | bf16: matrices (1-D tensors stay f32) (f32)", false},
-        {"--tokenizer", OPT_STR, &tok_path, "tokenizer to embed (default: the model's own: tokenizer.json or the GGUF's metadata)", false},
-        {"--no-tokenizer", OPT_FLAG, &no_tok, "write no tokenizer keys (llama.cpp cannot load such a file)", false},
-        {"--name", OPT_STR, &name, "general.name (default: the folder's name)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
+        {"--gguf", OPT_STR, &out, "output GGUF file (required)", false, NULL},
+        {"--type", OPT_STR, &type_s, "f32 | f16 | bf16: matrices (1-D tensors stay f32) (f32)", false, NULL},
+        {"--tokenizer", OPT_STR, &tok_path, "tokenizer to embed (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
+        {"--no-tokenizer", OPT_FLAG, &no_tok, "write no tokenizer keys (llama.cpp cannot load such a file)", false, NULL},
+        {"--name", OPT_STR, &name, "general.name (default: the folder's name)", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit export --model DIR --gguf OUT.gguf [--type f32|f16|bf16] [--no-tokenizer]\n\n"
@@ -79,10 +79,10 @@ int cmd_export(int argc, char **argv) {
 int cmd_import(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *dtype_s = "f32";
     cli_opt opts[] = {
-        {"--gguf", OPT_STR, &in, "input GGUF file (required)", false},
-        {"-o|--out", OPT_STR, &out, "output model folder (required)", false},
-        {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: model.safetensors weights (f32)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--gguf", OPT_STR, &in, "input GGUF file (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "output model folder (required)", false, NULL},
+        {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: model.safetensors weights (f32)", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit import --gguf IN.gguf -o DIR [--dtype f32|f16|bf16]\n\n"

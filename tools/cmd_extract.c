@@ -53,17 +53,17 @@ int cmd_extract(int argc, char **argv) {
     int64_t k = 10, seq = 0, batch = 4, threads = 0;
     bool restart = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "source model: a folder or a .gguf file (required)", false},
-        {"--data", OPT_STR, &data, "text file (required)", false},
-        {"-o|--out", OPT_STR, &out, "output store, e.g. SRC.fkd (required)", false},
-        {"-k", OPT_INT, &k, "entries kept per position, 1..64 (default 10)", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false},
-        {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512); one less when the tokenizer adds BOS, which goes first)", false},
-        {"--batch", OPT_INT, &batch, "sequences per forward pass (default 4)", false},
-        {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
-        {"--info", OPT_STR, &info, "print the header of a store FILE.fkd as JSON and exit", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--model", OPT_STR, &model, "source model: a folder or a .gguf file (required)", false, NULL},
+        {"--data", OPT_STR, &data, "text file (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "output store, e.g. SRC.fkd (required)", false, NULL},
+        {"-k", OPT_INT, &k, "entries kept per position, 1..64 (default 10)", false, "[1,64]"},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false, NULL},
+        {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512); one less when the tokenizer adds BOS, which goes first)", false, "[0,1048576]"},
+        {"--batch", OPT_INT, &batch, "sequences per forward pass (default 4)", false, "[1,65536]"},
+        {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false, NULL},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        {"--info", OPT_STR, &info, "print the header of a store FILE.fkd as JSON and exit", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit extract --model SRC --data TEXT -k 10 -o SRC.fkd [options]\n"

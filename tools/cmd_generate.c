@@ -10,19 +10,19 @@ int cmd_generate(int argc, char **argv) {
     double temperature = 0.8, top_p = 1.0;
     bool greedy = false, ids_out = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
-        {"--prompt", OPT_STR, &prompt, "prompt text", false},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false},
-        {"--prompt-ids", OPT_STR, &prompt_ids, "prompt as space-separated token ids", false},
-        {"-n|--max-new", OPT_INT, &max_new, "tokens to generate (default 128)", false},
-        {"--temperature", OPT_FLOAT, &temperature, "sampling temperature, 0 = greedy (default 0.8)", false},
-        {"--greedy", OPT_FLAG, &greedy, "always take the most likely token", false},
-        {"--top-k", OPT_INT, &top_k, "sample among the k most likely tokens, 0 = off (default 0)", false},
-        {"--top-p", OPT_FLOAT, &top_p, "nucleus sampling mass, 1 = off (default 1)", false},
-        {"--seed", OPT_INT, &seed, "sampling seed (default 1337)", false},
-        {"--ids", OPT_FLAG, &ids_out, "print token ids instead of text", false},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
+        {"--prompt", OPT_STR, &prompt, "prompt text", false, NULL},
+        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false, NULL},
+        {"--prompt-ids", OPT_STR, &prompt_ids, "prompt as space-separated token ids", false, NULL},
+        {"-n|--max-new", OPT_INT, &max_new, "tokens to generate (default 128)", false, "[0,1048576]"},
+        {"--temperature", OPT_FLOAT, &temperature, "sampling temperature, 0 = greedy (default 0.8)", false, "[0,100]"},
+        {"--greedy", OPT_FLAG, &greedy, "always take the most likely token", false, NULL},
+        {"--top-k", OPT_INT, &top_k, "sample among the k most likely tokens, 0 = off (default 0)", false, "[0,)"},
+        {"--top-p", OPT_FLOAT, &top_p, "nucleus sampling mass, 1 = off (default 1)", false, "(0,1]"},
+        {"--seed", OPT_INT, &seed, "sampling seed (default 1337)", false, "[0,)"},
+        {"--ids", OPT_FLAG, &ids_out, "print token ids instead of text", false, NULL},
+        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-ids IDS] [options]");
     if (rc) return rc == 1 ? 0 : 2;

@@ -8,11 +8,11 @@ int cmd_info(int argc, char **argv) {
     int64_t batch = 8, seq = 0;
     bool json = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false},
-        {"--batch", OPT_INT, &batch, "batch for the training-memory estimate (default 8)", false},
-        {"--seq", OPT_INT, &seq, "sequence length for the estimate (default: the context)", false},
-        {"--json", OPT_FLAG, &json, "print one JSON object", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
+        {"--batch", OPT_INT, &batch, "batch for the training-memory estimate (default 8)", false, "[1,65536]"},
+        {"--seq", OPT_INT, &seq, "sequence length for the estimate (default: the context)", false, "[0,1048576]"},
+        {"--json", OPT_FLAG, &json, "print one JSON object", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit info --model DIR|FILE.gguf [--json]");
     if (rc) return rc == 1 ? 0 : 2;

@@ -75,18 +75,18 @@ int cmd_merge(int argc, char **argv) {
     double density = 1.0, lambda = 1.0, select_topk = 1.0;
     bool normalize = false, no_normalize = false;
     cli_opt opts[] = {
-        {"--method", OPT_STR, &method_s, "linear | task-arithmetic | ties | sce (required)", false},
-        {"-o|--out", OPT_STR, &out, "output model folder (required)", false},
-        {"--model", OPT_LIST, &models, "a model to merge, a folder or a .gguf file (repeat for each model)", false},
-        {"--weight", OPT_LIST, &weights_l, "weight of the --model just before it (1)", false},
-        {"--base", OPT_STR, &base, "base model (folder or .gguf): task vectors are differences from it (all but linear)", false},
-        {"--density", OPT_FLOAT, &density, "ties: fraction of each task vector kept by magnitude, per tensor (1)", false},
-        {"--select-topk", OPT_FLOAT, &select_topk, "sce: fraction of entries kept by variance across models, per tensor (1)", false},
-        {"--lambda", OPT_FLOAT, &lambda, "scale of the merged task vector (1)", false},
-        {"--normalize", OPT_FLAG, &normalize, "divide by the weight sum (default for linear, ties, sce)", false},
-        {"--no-normalize", OPT_FLAG, &no_normalize, "do not (default for task-arithmetic)", false},
-        {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: output weights (f32)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--method", OPT_STR, &method_s, "linear | task-arithmetic | ties | sce (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "output model folder (required)", false, NULL},
+        {"--model", OPT_LIST, &models, "a model to merge, a folder or a .gguf file (repeat for each model)", false, NULL},
+        {"--weight", OPT_LIST, &weights_l, "weight of the --model just before it (1)", false, NULL},
+        {"--base", OPT_STR, &base, "base model (folder or .gguf): task vectors are differences from it (all but linear)", false, NULL},
+        {"--density", OPT_FLOAT, &density, "ties: fraction of each task vector kept by magnitude, per tensor (1)", false, "(0,1]"},
+        {"--select-topk", OPT_FLOAT, &select_topk, "sce: fraction of entries kept by variance across models, per tensor (1)", false, "(0,1]"},
+        {"--lambda", OPT_FLOAT, &lambda, "scale of the merged task vector (1)", false, "[-10,10]"},
+        {"--normalize", OPT_FLAG, &normalize, "divide by the weight sum (default for linear, ties, sce)", false, NULL},
+        {"--no-normalize", OPT_FLAG, &no_normalize, "do not (default for task-arithmetic)", false, NULL},
+        {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: output weights (f32)", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit merge --method linear|task-arithmetic|ties|sce -o OUT --model A [--weight w] --model B [--weight w] ...\n"

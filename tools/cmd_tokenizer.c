@@ -55,20 +55,20 @@ static int tok_train(int argc, char **argv) {
     bool split_digits = false;
     double coverage = 1.0;
     cli_opt opts[] = {
-        {"--data", OPT_LIST, &data, "training text file (repeat for several; required)", false},
-        {"--vocab", OPT_INT, &vocab, "vocabulary size including bytes and specials (default 8192)", false},
-        {"--kind", OPT_STR, &kind, "bpe (byte-level, GPT-2 style) or spm (SentencePiece-style, Llama 2 style) (default bpe)", false},
-        {"--pre", OPT_STR, &pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ... (default gpt-2)", false},
+        {"--data", OPT_LIST, &data, "training text file (repeat for several; required)", false, NULL},
+        {"--vocab", OPT_INT, &vocab, "vocabulary size including bytes and specials (default 8192)", false, "[256,16777216]"},
+        {"--kind", OPT_STR, &kind, "bpe (byte-level, GPT-2 style) or spm (SentencePiece-style, Llama 2 style) (default bpe)", false, NULL},
+        {"--pre", OPT_STR, &pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ... (default gpt-2)", false, NULL},
         {"--special", OPT_LIST, &specials,
          "special (control) token; repeatable (bpe: default <|endoftext|>, used as BOS and EOS; "
-         "spm: extra ones after <unk> <s> </s>, which it always has)", false},
-        {"--split-digits", OPT_FLAG, &split_digits, "spm: every digit is a token of its own (as Llama)", false},
+         "spm: extra ones after <unk> <s> </s>, which it always has)", false, NULL},
+        {"--split-digits", OPT_FLAG, &split_digits, "spm: every digit is a token of its own (as Llama)", false, NULL},
         {"--character-coverage", OPT_FLOAT, &coverage, "spm: share of character occurrences given a token, the rest "
-         "fall back to bytes (default 1: all)", false},
-        {"--min-frequency", OPT_INT, &min_freq, "never merge a pair seen fewer times (default 2)", false},
-        {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all (default 0)", false},
-        {"-o|--out", OPT_STR, &out, "output folder: tokenizer.json, tokenizer_config.json (required)", false},
-        {NULL, 0, NULL, NULL, false},
+         "fall back to bytes (default 1: all)", false, "(0,1]"},
+        {"--min-frequency", OPT_INT, &min_freq, "never merge a pair seen fewer times (default 2)", false, "[1,)"},
+        {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all (default 0)", false, "[0,)"},
+        {"-o|--out", OPT_STR, &out, "output folder: tokenizer.json, tokenizer_config.json (required)", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit tokenizer train --data FILE [--data FILE ...] --vocab N -o DIR [options]\n\n"
@@ -129,14 +129,14 @@ static int tok_encode(int argc, char **argv) {
     const char *tok = NULL, *text = NULL, *file = NULL;
     bool add = false, parse = false, offsets = false, json = false;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false},
-        {"--text", OPT_STR, &text, "text to encode", false},
-        {"--file", OPT_STR, &file, "file to encode (default: standard input)", false},
-        {"--add-special", OPT_FLAG, &add, "add BOS/EOS as the tokenizer's configuration says", false},
-        {"--parse-special", OPT_FLAG, &parse, "control tokens written in the text become their ids", false},
-        {"--offsets", OPT_FLAG, &offsets, "one line per token: id, byte span, piece", false},
-        {"--json", OPT_FLAG, &json, "one JSON object: ids and byte spans", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        {"--text", OPT_STR, &text, "text to encode", false, NULL},
+        {"--file", OPT_STR, &file, "file to encode (default: standard input)", false, NULL},
+        {"--add-special", OPT_FLAG, &add, "add BOS/EOS as the tokenizer's configuration says", false, NULL},
+        {"--parse-special", OPT_FLAG, &parse, "control tokens written in the text become their ids", false, NULL},
+        {"--offsets", OPT_FLAG, &offsets, "one line per token: id, byte span, piece", false, NULL},
+        {"--json", OPT_FLAG, &json, "one JSON object: ids and byte spans", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer encode --tokenizer T [--text TEXT | --file FILE] [options]\n\n"
                                          "Prints the token ids, space separated.");
@@ -210,11 +210,11 @@ static int tok_decode(int argc, char **argv) {
     const char *tok = NULL, *ids_s = NULL, *file = NULL;
     bool skip = false;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false},
-        {"--ids", OPT_STR, &ids_s, "token ids, space or comma separated", false},
-        {"--file", OPT_STR, &file, "file of token ids (default: standard input)", false},
-        {"--skip-special", OPT_FLAG, &skip, "leave control tokens (BOS, EOS, ...) out", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        {"--ids", OPT_STR, &ids_s, "token ids, space or comma separated", false, NULL},
+        {"--file", OPT_STR, &file, "file of token ids (default: standard input)", false, NULL},
+        {"--skip-special", OPT_FLAG, &skip, "leave control tokens (BOS, EOS, ...) out", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer decode --tokenizer T [--ids IDS | --file FILE] [--skip-special]");
     if (rc) return rc == 1 ? 0 : 2;
@@ -246,8 +246,8 @@ static const char *kind_name(fk_tok_kind k) { return k == FK_TOK_BPE ? "byte-lev
 static int tok_info(int argc, char **argv) {
     const char *tok = NULL;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer info --tokenizer T\n\nPrints one JSON object.");
     if (rc) return rc == 1 ? 0 : 2;
@@ -290,10 +290,10 @@ static int tok_info(int argc, char **argv) {
 static int tok_convert(int argc, char **argv) {
     const char *tok = NULL, *out = NULL, *gguf = NULL;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false},
-        {"-o|--out", OPT_STR, &out, "write tokenizer.json, tokenizer_config.json, special_tokens_map.json here", false},
-        {"--gguf", OPT_STR, &gguf, "write a GGUF file holding the tokenizer metadata", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "write tokenizer.json, tokenizer_config.json, special_tokens_map.json here", false, NULL},
+        {"--gguf", OPT_STR, &gguf, "write a GGUF file holding the tokenizer metadata", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer convert --tokenizer T (-o DIR | --gguf FILE)");
     if (rc) return rc == 1 ? 0 : 2;
@@ -336,12 +336,12 @@ int cmd_tokenize(int argc, char **argv) {
     const char *tok = NULL, *out = NULL;
     bool add = false, sep = false;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a model folder holding one (required)", false},
-        {"--data", OPT_LIST, &data, "text file; repeat for several, concatenated in order (required)", false},
-        {"-o|--out", OPT_STR, &out, "token shard to write (required)", false},
-        {"--add-special", OPT_FLAG, &add, "add BOS/EOS to each file as the tokenizer's configuration says", false},
-        {"--sep-eos", OPT_FLAG, &sep, "put the EOS token after each file", false},
-        {NULL, 0, NULL, NULL, false},
+        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a model folder holding one (required)", false, NULL},
+        {"--data", OPT_LIST, &data, "text file; repeat for several, concatenated in order (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "token shard to write (required)", false, NULL},
+        {"--add-special", OPT_FLAG, &add, "add BOS/EOS to each file as the tokenizer's configuration says", false, NULL},
+        {"--sep-eos", OPT_FLAG, &sep, "put the EOS token after each file", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit tokenize --tokenizer T --data FILE [--data FILE ...] -o OUT [options]\n\n"
