@@ -89,16 +89,19 @@ static fk_status get_array(rd *r, uint32_t elem, uint64_t *count_out, fk_gguf_st
     if (count_out) *count_out = count;
     if (type_sizes[elem]) { r->pos += count * type_sizes[elem]; return FK_OK; }
     if (elem == FK_GGUF_STRING) {
-        fk_gguf_str *strs = NULL, tmp;
-        if (strs_out) {
-            strs = malloc((count ? count : 1) * sizeof *strs);
-            if (!strs) return fk_error(FK_ERR_NOMEM, "%s: out of memory for %llu strings", r->path, (unsigned long long)count);
-        }
-        for (uint64_t i = 0; i < count; i++) {
-            fk_status st = get_str(r, strs ? &strs[i] : &tmp, "string", (int64_t)i);
-            if (st != FK_OK) { free(strs); return st; }
-        }
-        if (strs_out) *strs_out = strs;
+        // every string is checked against the file first; the index is allocated only for an
+        // array the file really holds (at most 2 bytes of index per byte of the file)
+        fk_gguf_str tmp;
+        uint64_t start = r->pos;
+        for (uint64_t i = 0; i < count; i++) FK_TRY(get_str(r, &tmp, "string", (int64_t)i));
+        if (!strs_out) return FK_OK;
+        fk_gguf_str *strs = malloc((count ? count : 1) * sizeof *strs);
+        if (!strs) return fk_error(FK_ERR_NOMEM, "%s: out of memory for %llu strings", r->path, (unsigned long long)count);
+        uint64_t end = r->pos;
+        r->pos = start;
+        for (uint64_t i = 0; i < count; i++) get_str(r, &strs[i], "string", (int64_t)i);  // checked above
+        r->pos = end;
+        *strs_out = strs;
         return FK_OK;
     }
     // array of arrays: validate and skip
@@ -236,6 +239,17 @@ void fk_gguf_close(fk_gguf *g) {
     memset(g, 0, sizeof *g);
 }
 
+// Doubles *cap (from 64) up to max entries of sz bytes.
+static fk_status grow_to(const char *path, void **p, uint64_t *cap, uint64_t max, size_t sz) {
+    uint64_t c = *cap ? *cap * 2 : 64;
+    if (c > max) c = max;
+    void *q = realloc(*p, (size_t)c * sz);
+    if (!q) return fk_error(FK_ERR_NOMEM, "%s: out of memory for %llu entries", path, (unsigned long long)c);
+    *p = q;
+    *cap = c;
+    return FK_OK;
+}
+
 static fk_status gguf_parse(fk_gguf *g, const char *path) {
     rd r = {.b = g->map.data, .size = g->map.size, .path = path};
     if (r.size < 4) return bad(&r, "not a GGUF file (only %llu bytes)", (unsigned long long)r.size);
@@ -260,10 +274,12 @@ static fk_status gguf_parse(fk_gguf *g, const char *path) {
     if (n_tensors > left / 24 || n_kv * 13 + n_tensors * 24 > left)
         return bad(&r, "tensor count %llu and kv count %llu cannot fit in the %llu bytes after the header (truncated or corrupt)",
                    (unsigned long long)n_tensors, (unsigned long long)n_kv, (unsigned long long)left);
-    g->kvs = calloc(n_kv ? n_kv : 1, sizeof *g->kvs);
-    g->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *g->tensors);
-    if (!g->kvs || !g->tensors) return fk_error(FK_ERR_NOMEM, "out of memory");
+    // The arrays grow as entries are read: the counts are bounded by the file's size, but a
+    // corrupt count is only found out when the entries run out, and must not be trusted first.
+    uint64_t cap_kv = 0, cap_t = 0;
     for (uint64_t i = 0; i < n_kv; i++) {
+        if (i == cap_kv) FK_TRY(grow_to(path, (void **)&g->kvs, &cap_kv, n_kv, sizeof *g->kvs));
+        memset(&g->kvs[i], 0, sizeof g->kvs[i]);
         g->n_kv = (int64_t)i + 1;  // so close() frees this entry's strs
         FK_TRY(read_kv(&r, (int64_t)i, &g->kvs[i]));
     }
@@ -279,6 +295,8 @@ static fk_status gguf_parse(fk_gguf *g, const char *path) {
         g->alignment = a;
     }
     for (uint64_t i = 0; i < n_tensors; i++) {
+        if (i == cap_t) FK_TRY(grow_to(path, (void **)&g->tensors, &cap_t, n_tensors, sizeof *g->tensors));
+        memset(&g->tensors[i], 0, sizeof g->tensors[i]);
         FK_TRY(read_tensor(&r, (int64_t)i, &g->tensors[i]));
         g->n_tensors = (int64_t)i + 1;
     }

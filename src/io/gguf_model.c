@@ -2,6 +2,7 @@
 #include "fusekit/gguf_model.h"
 #include "fusekit/quants.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -85,6 +86,8 @@ static fk_status gemma_model_arch(const fk_config *c, const char **arch) {
 
 fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
     *arch = NULL;
+    if (c->rope_orig_ctx > 0)  // llama.cpp keeps it as a rope_freqs tensor, which fusekit does not write
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit does not export to GGUF");
     if (c->mlp == FK_MLP_GEGLU) return gemma_model_arch(c, arch);
     const char *sw = gemma_switch(c);
     if (sw)
@@ -434,7 +437,10 @@ static fk_status key_f64(const kreader *r, const char *key, bool required, doubl
         *v = def;
         return FK_OK;
     }
-    return fk_gguf_get_f64(r->g, k, v);
+    FK_TRY(fk_gguf_get_f64(r->g, k, v));
+    if (!(fabs(*v) <= FLT_MAX))  // every such key becomes a float: NaN, infinities and larger values are refused here
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s' is %g, expected a finite number within float range", r->g->path, k, *v);
+    return FK_OK;
 }
 
 // A per-layer count: a scalar for every layer or an integer array of L entries.
@@ -647,6 +653,63 @@ static void dims_str(char *buf, size_t n, const uint64_t *dims, uint32_t nd) {
     for (uint32_t i = 0; i < nd; i++) snprintf(buf + strlen(buf), n - strlen(buf), "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
 }
 
+typedef struct { char name[64]; uint64_t d0, d1; } shape_want;
+
+static void want_set(shape_want *w, int64_t d0, int64_t d1, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void want_set(shape_want *w, int64_t d0, int64_t d1, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->name, sizeof w->name, fmt, ap);
+    va_end(ap);
+    w->d0 = (uint64_t)d0;
+    w->d1 = (uint64_t)d1;
+}
+
+// Every weight of the model comes from a tensor of the file, so the weights the keys describe
+// cannot outnumber the elements the file's tensors hold (each bounded by the file's size):
+// checked before the model is allocated, so that a small file declaring a huge model is
+// refused without allocating it.
+static fk_status check_declared_size(const fk_gguf *g, const char *arch, const fk_config *c) {
+    double d = (double)c->d_model, hd = (double)c->head_dim, kvd = (double)c->n_kv_head * hd;
+    double need = (double)c->vocab_size * d + (c->pos == FK_POS_LEARNED ? (double)c->max_seq * d : 0);
+    for (int64_t l = 0; l < c->n_layer; l++)
+        need += (2 * (double)fk_config_heads(c, l) * hd + 2 * kvd) * d + (fk_config_gated(c) ? 3 : 2) * (double)c->ffn[l] * d;
+    double have = 0;
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        double e = 1;
+        for (uint32_t k = 0; k < g->tensors[i].n_dims; k++) e *= (double)g->tensors[i].dims[k];
+        have += e;
+    }
+    if (!(need > have)) return FK_OK;
+    // name the tensor whose shape disagrees with the keys, when one of the telling ones does
+    bool gpt2 = strcmp(arch, "gpt2") == 0;
+    for (int64_t l = -1; l < c->n_layer; l++) {
+        shape_want want[2];
+        int nw = 0;
+        if (l < 0) {
+            want_set(&want[nw++], c->d_model, c->vocab_size, "token_embd.weight");
+            if (gpt2) want_set(&want[nw++], c->d_model, c->max_seq, "position_embd.weight");
+        } else {
+            want_set(&want[nw++], c->d_model, (gpt2 ? 3 : fk_config_heads(c, l)) * c->head_dim, "blk.%lld.%s.weight", (long long)l,
+                     gpt2 ? "attn_qkv" : "attn_q");
+            want_set(&want[nw++], c->d_model, c->ffn[l], "blk.%lld.%s.weight", (long long)l, fk_config_gated(c) ? "ffn_gate" : "ffn_up");
+        }
+        for (int k = 0; k < nw; k++) {
+            const fk_gguf_tensor *t = fk_gguf_find_tensor(g, want[k].name);
+            if (t && (t->n_dims != 2 || t->dims[0] != want[k].d0 || t->dims[1] != want[k].d1)) {
+                char got[96];
+                dims_str(got, sizeof got, t->dims, t->n_dims);
+                return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has shape [%s] (ggml order) but the keys imply [%llu, %llu]", g->path,
+                                want[k].name, got, (unsigned long long)want[k].d0, (unsigned long long)want[k].d1);
+            }
+        }
+    }
+    return fk_error(FK_ERR_FORMAT, "%s: keys '%s.embedding_length' (%lld), '%s.block_count' (%lld), '%s.feed_forward_length' (%lld), "
+                        "'%s.attention.head_count' (%lld) and the vocabulary (%lld) describe a model of at least %.0f weights, but the "
+                        "file's %lld tensors hold only %.0f elements", g->path, arch, (long long)c->d_model, arch, (long long)c->n_layer,
+                        arch, (long long)c->ffn[0], arch, (long long)c->n_head, (long long)c->vocab_size, need, (long long)g->n_tensors, have);
+}
+
 // keep: matrices the engine can read as stored (fk_model_add_stored) stay in the file's mapping
 // in their own type; only their values are checked. Everything else is decoded into the arena.
 static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch, bool keep) {
@@ -761,10 +824,11 @@ fk_status fk_gguf_import_ex(const char *path, unsigned flags, fk_model *m, fk_to
                            path, (int)(a.n > 64 ? 64 : a.n), a.s);
     }
     fk_config c;
-    if (st == FK_OK) st = import_config(gp, arch, &c);
+    if (st == FK_OK) st = import_config(gp, arch, &c);  // fk_config_validate: every size bounded before a product
+    if (st == FK_OK) st = check_declared_size(gp, arch, &c);
     bool inited = false;
     if (st == FK_OK) {
-        st = fk_model_init(m, &c);
+        st = fk_model_init_ex(m, &c, keep ? FK_MODEL_INIT_STORED : 0);
         if (st != FK_OK) fk_error_context(st, "%s", path);
         inited = st == FK_OK;
     }

@@ -2,6 +2,8 @@
 #include "tok/tok_internal.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +70,29 @@ static fk_status split_merges(const char *where, const char *const *strs, const 
 }
 
 // ---------------------------------------------------------------- GGUF
+// A per-token array (token_type, scores): absent (*kv NULL), or an array of n numbers;
+// integers only when `integers`. Anything else is an error naming the file and the key.
+static fk_status per_token_arr(const fk_gguf *g, const char *path, const char *key, bool integers, uint64_t n, const fk_gguf_kv **kv) {
+    *kv = fk_gguf_find(g, key);
+    if (!*kv) return FK_OK;
+    fk_gguf_type e = (*kv)->elem_type;
+    bool is_i = e == FK_GGUF_U8 || e == FK_GGUF_I8 || e == FK_GGUF_U16 || e == FK_GGUF_I16 || e == FK_GGUF_U32 ||
+                e == FK_GGUF_I32 || e == FK_GGUF_U64 || e == FK_GGUF_I64;
+    bool ok = (*kv)->type == FK_GGUF_ARRAY && (is_i || (!integers && (e == FK_GGUF_F32 || e == FK_GGUF_F64)));
+    const char *want = integers ? "integers" : "numbers";
+    if (!ok) {
+        if ((*kv)->type == FK_GGUF_ARRAY)
+            return fk_error(FK_ERR_FORMAT, "%s: key '%s' is an array of %s, expected an array of %s (one per token)", path, key,
+                            fk_gguf_type_name(e), want);
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s' has type %s, expected an array of %s (one per token)", path, key,
+                        fk_gguf_type_name((*kv)->type), want);
+    }
+    if ((*kv)->count != n)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s' has %llu entries but 'tokenizer.ggml.tokens' has %llu tokens", path, key,
+                        (unsigned long long)(*kv)->count, (unsigned long long)n);
+    return FK_OK;
+}
+
 fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
     *out = NULL;
     const char *path = g->path ? g->path : "gguf";
@@ -82,7 +107,16 @@ fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
     const fk_gguf_str *toks;
     uint64_t n_tok;
     FK_TRY(fk_gguf_get_arr(g, "tokenizer.ggml.tokens", FK_GGUF_STRING, (const void **)&toks, &n_tok));
-    if (n_tok == 0 || n_tok > INT32_MAX) return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' holds %llu tokens", path, (unsigned long long)n_tok);
+    if (n_tok == 0 || n_tok > INT32_MAX)
+        return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' holds %llu tokens, expected 1..%d", path, (unsigned long long)n_tok, INT32_MAX);
+    for (uint64_t i = 0; i < n_tok; i++)
+        if (toks[i].n > INT32_MAX)
+            return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %llu is %llu bytes long, expected at most %d", path,
+                            (unsigned long long)i, (unsigned long long)toks[i].n, INT32_MAX);
+    // the per-token arrays are checked before anything is allocated
+    const fk_gguf_kv *tt_kv, *sc_kv;
+    FK_TRY(per_token_arr(g, path, "tokenizer.ggml.token_type", true, n_tok, &tt_kv));
+    FK_TRY(per_token_arr(g, path, "tokenizer.ggml.scores", false, n_tok, &sc_kv));
     int32_t n = (int32_t)n_tok;
     const char **pieces = malloc(sizeof *pieces * (size_t)n);
     uint32_t *lens = malloc(sizeof *lens * (size_t)n);
@@ -101,21 +135,26 @@ fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
         lens[i] = (uint32_t)toks[i].n;
         types[i] = FK_TT_NORMAL;
     }
-    const fk_gguf_kv *kv = fk_gguf_find(g, "tokenizer.ggml.token_type");
+    const fk_gguf_kv *kv = tt_kv;
     if (kv) {
-        if (kv->type != FK_GGUF_ARRAY || kv->count != n_tok) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type' must be an array of %d integers", path, n); goto done; }
         for (int32_t i = 0; i < n; i++) {
             int64_t v = fk_gguf_arr_i64(kv, (uint64_t)i);
             if (v < 1 || v > 6) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type': token %d has type %lld, expected 1..6", path, i, (long long)v); goto done; }
             types[i] = (uint8_t)v;
         }
     }
-    kv = fk_gguf_find(g, "tokenizer.ggml.scores");
+    kv = sc_kv;
     if (kv) {
-        if (kv->type != FK_GGUF_ARRAY || kv->count != n_tok) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.scores' must be an array of %d numbers", path, n); goto done; }
         scores = malloc(sizeof *scores * (size_t)n);
         if (!scores) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
-        for (int32_t i = 0; i < n; i++) scores[i] = (float)fk_gguf_arr_f64(kv, (uint64_t)i);
+        for (int32_t i = 0; i < n; i++) {
+            double v = fk_gguf_arr_f64(kv, (uint64_t)i);
+            if (v != v || (isfinite(v) && fabs(v) > FLT_MAX)) {  // NaN, or an f64 beyond float (the cast would be undefined)
+                st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.scores': token %d has score %g, expected a float", path, i, v);
+                goto done;
+            }
+            scores[i] = (float)v;
+        }
     }
     if (s.kind == FK_TOK_BPE) {
         const fk_gguf_str *ms;
@@ -369,11 +408,8 @@ static cJSON *read_json(const char *path, fk_status *st) {
     size_t n;
     *st = fk_read_file(path, &text, &n);
     if (*st != FK_OK) return NULL;
-    cJSON *root = cJSON_ParseWithLength(text, n);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        *st = fk_error(FK_ERR_FORMAT, "%s: not valid JSON (near byte %lld)", path, at ? (long long)(at - text) : -1LL);
-    }
+    cJSON *root = NULL;
+    *st = fk_json_parse(path, text, n, &root);
     free(text);
     return root;
 }
