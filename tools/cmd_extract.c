@@ -10,9 +10,6 @@
 
 #include "fusekit/store.h"
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
-
 typedef struct { bool tty; double last, rate; } progress_state;
 
 static bool on_progress(const fk_extract_progress *p, void *user) {
@@ -27,7 +24,7 @@ static bool on_progress(const fk_extract_progress *p, void *user) {
                 (long long)p->seqs_total, p->positions_per_s, (int)(eta / 60), (int)eta % 60);
         fflush(stderr);
     }
-    return !interrupted;
+    return !cli_stop_signal;  // Ctrl-C / SIGTERM (cli_stop_begin)
 }
 
 static int print_info(const char *path) {
@@ -93,15 +90,12 @@ int cmd_extract(int argc, char **argv) {
     if ((st = cli_store_tokenizer(out, &tok)) != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("extract", st); }
     fk_extract_opts o = {(int)k, (int)seq, (int)batch};
     progress_state ps = {isatty(2) != 0, 0, 0};
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
+    cli_stop_begin();
     bool stopped = false, cached = false;
     double t0 = fk_time_s();
     st = fk_extract_ex(&m, tok, data, &o, out, restart, on_progress, &ps, &stopped, &cached);
     double dt = fk_time_s() - t0;
-    sigaction(SIGINT, &old, NULL);
+    cli_stop_end();
     if (ps.tty && ps.last > 0) fprintf(stderr, "\n");
     fk_tok_free(tok);  // (saved beside the store before extraction: cli_store_tokenizer)
     fk_store *s = NULL;
@@ -110,7 +104,7 @@ int cmd_extract(int argc, char **argv) {
         fk_model_free(&m);
         if (st != FK_OK) return cli_fail("extract", st);
         fprintf(stderr, "fusekit extract: interrupted; %s.partial is kept, run the same command again to resume\n", out);
-        return 130;
+        return cli_stop_code();
     }
     // memory: the weights as the forward reads them, and the activations of one forward pass of
     // the sequence length the store was made with (BOS, when the source saw it, in front)

@@ -251,7 +251,8 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
     char *store = NULL;
     if (st == FK_OK) st = cli_extract_store(teacher, data, sdir, k, isatty(2) != 0, &store);
     int rc;
-    if (st != FK_OK) rc = cli_fail("heal", st);
+    if (st != FK_OK && cli_stop_signal) { fprintf(stderr, "fusekit heal: %s\n", fk_last_error()); rc = cli_stop_code(); }
+    else if (st != FK_OK) rc = cli_fail("heal", st);
     else {
         char **argv = calloc((size_t)extra_n + 24, sizeof *argv);
         int n = 0;
@@ -406,7 +407,24 @@ int cmd_fold(int argc, char **argv) {
         double frac = st == FK_OK ? (double)want / (double)scope_count(&mc, fa.o.scope) : 0;
         if (st == FK_OK) fk_model_free(&mc);
         int64_t removed = 0;
-        if (st == FK_OK) {
+        // a round whose healing was interrupted (Ctrl-C, SIGTERM, a kill) keeps its folded model
+        // and resumes healing from its newest checkpoint
+        char *hdir0 = heal_steps > 0 ? (last ? strdup(out) : fk_path_join(rdir, "healed")) : NULL, *ck = NULL, *fcfg = fk_path_join(fdir, "config.json");
+        bool resume = hdir0 && fk_checkpoint_latest(hdir0, &ck) == FK_OK && fk_path_exists(fcfg);
+        free(hdir0); free(ck); free(fcfg);
+        if (st == FK_OK && resume) {
+            fk_model mf;
+            st = fk_model_load(fdir, FK_LOAD_FROZEN, &mf, NULL);
+            if (st == FK_OK) {
+                st = fk_model_load(cur, FK_LOAD_FROZEN, &mc, NULL);
+                if (st == FK_OK) {
+                    removed = scope_count(&mc, fa.o.scope) - scope_count(&mf, fa.o.scope);
+                    fk_model_free(&mc);
+                }
+                fk_model_free(&mf);
+            }
+            if (st == FK_OK) fprintf(stderr, "round %d/%d: %s is folded already; healing resumes\n", r, (int)rounds, fdir);
+        } else if (st == FK_OK) {
             fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", r, (int)rounds, cur, (long long)want);
             st = fold_once(cur, data, fdir, &fa, frac, &removed);
         }
@@ -420,13 +438,16 @@ int cmd_fold(int argc, char **argv) {
             char steps[32];
             snprintf(steps, sizeof steps, "%lld", (long long)(heal_steps / rounds > 0 ? heal_steps / rounds : 1));
             int n_extra = argc - own - (own < argc ? 1 : 0);
-            char **extra = calloc((size_t)n_extra + 3, sizeof *extra);
+            char **extra = calloc((size_t)n_extra + 4, sizeof *extra);
             int ne = 0;
             extra[ne++] = "--steps";
             extra[ne++] = steps;
+            if (resume) extra[ne++] = "--resume";
             for (int i = own + 1; i < argc; i++) extra[ne++] = argv[i];
             rc = heal_run(model, cur, hdata, hdir, sdir, 10, heal_lambda, ne, extra);
             free(extra);
+            if (rc == 130 || rc == 143)
+                fprintf(stderr, "fusekit fold: interrupted in round %d/%d; run the same fold command again to resume\n", r, (int)rounds);
             free(cur);
             cur = hdir;
             free(sdir);

@@ -22,7 +22,7 @@ static bool on_extract(const fk_extract_progress *p, void *user) {
         if (p->seqs_done == p->seqs_total) fputc('\n', stderr);
         fflush(stderr);
     }
-    return true;
+    return !cli_stop_signal;  // Ctrl-C / SIGTERM: the store's .partial is kept and resumes
 }
 
 // Extracts (or finds cached) the store of one model on the corpus; *path gets its file.
@@ -47,8 +47,12 @@ fk_status cli_extract_store(const char *model_dir, const char *data, const char 
         extract_ui ui = {tty, model_dir};
         double t0 = fk_time_s();
         bool stopped = false, cached = false;
+        cli_stop_begin();
         st = fk_extract_ex(&m, tok, data, &eo, *path, false, on_extract, &ui, &stopped, &cached);  // (tokenizer saved above)
-        if (st == FK_OK && cached) fprintf(stderr, "store %s (cached)\n", *path);
+        cli_stop_end();
+        if (st == FK_OK && stopped)
+            st = fk_error(FK_ERR_IO, "interrupted while extracting %s; %s.partial is kept, run the same command again to resume", model_dir, *path);
+        else if (st == FK_OK && cached) fprintf(stderr, "store %s (cached)\n", *path);
         else if (st == FK_OK) fprintf(stderr, "store %s (%.1f s)\n", *path, fk_time_s() - t0);
     }
     fk_tok_free(tok);
@@ -125,7 +129,8 @@ int cmd_fuse(int argc, char **argv) {
         st = cli_extract_store(sources[i], data, sdir, (int)k, tty, &stores[ns++]);
     }
     int rc = 0;
-    if (st != FK_OK) rc = cli_fail("fuse", st);
+    if (st != FK_OK && cli_stop_signal) { fprintf(stderr, "fusekit fuse: %s\n", fk_last_error()); rc = cli_stop_code(); }
+    else if (st != FK_OK) rc = cli_fail("fuse", st);
     else {
         pass[np++] = "--init";
         pass[np++] = (char *)target;

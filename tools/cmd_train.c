@@ -4,9 +4,82 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+// ------------------------------------------------------------------ stopping (cli.h)
+
+volatile sig_atomic_t cli_stop_signal;
+static int stop_depth;
+static struct sigaction stop_old[2];
+
+static void on_stop_signal(int sig) {
+    if (cli_stop_signal) _exit(128 + sig);  // the second: at once (everything saved is complete)
+    cli_stop_signal = sig;
+    static const char msg[] = "\nfusekit: stopping after the current step to save (press Ctrl-C again to quit at once)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+}
+
+void cli_stop_begin(void) {
+    if (stop_depth++ > 0) return;
+    cli_stop_signal = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &stop_old[0]);
+    sigaction(SIGTERM, &sa, &stop_old[1]);
+}
+
+void cli_stop_end(void) {
+    if (stop_depth == 0 || --stop_depth > 0) return;
+    sigaction(SIGINT, &stop_old[0], NULL);
+    sigaction(SIGTERM, &stop_old[1], NULL);
+}
+
+int cli_stop_code(void) { return 128 + (cli_stop_signal ? (int)cli_stop_signal : SIGINT); }
+
+// Test-only fault injection (tests/test_faults.c): FK_TEST_KILL_AT=checkpoint-write[:STEP] kills
+// the process with SIGKILL while a checkpoint (of STEP, or any) is half written.
+static void test_fault(const char *point, int64_t step, void *ctx) {
+    (void)ctx;
+    const char *want = getenv("FK_TEST_KILL_AT");
+    size_t n = strlen(point);
+    if (!want || strncmp(want, point, n) != 0) return;
+    if (want[n] == 0 || (want[n] == ':' && strtoll(want + n + 1, NULL, 10) == step)) raise(SIGKILL);
+}
+
+// metrics.jsonl holds each step once: after a resume (or a fresh start over a run killed before
+// its first checkpoint), the lines past `step` are dropped, and so is a line a kill cut short.
+static fk_status trim_metrics(const char *path, int64_t step) {
+    if (!fk_path_exists(path)) return FK_OK;
+    char *text = NULL;
+    size_t n = 0;
+    FK_TRY(fk_read_file(path, &text, &n));
+    char *out = malloc(n + 1);
+    if (!out) { free(text); return fk_error(FK_ERR_NOMEM, "out of memory reading %s", path); }
+    size_t k = 0;
+    bool changed = false;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        cJSON *j = nl ? cJSON_ParseWithLength(line, len) : NULL;  // a line without its newline was cut short
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+        if (cJSON_IsNumber(s) && s->valuedouble <= (double)step) {
+            memcpy(out + k, line, len + 1);
+            k += len + 1;
+        } else changed = true;
+        cJSON_Delete(j);
+        line += len + (nl ? 1 : 0);
+    }
+    fk_status st = changed ? fk_write_file_atomic(path, out, k) : FK_OK;
+    free(out);
+    free(text);
+    return st;
+}
 
 typedef struct { FILE *metrics; bool tty; int64_t start_step; fk_teacher_set *teachers; } train_ui;
 
@@ -18,7 +91,7 @@ static void on_step(const fk_train_event *ev, void *user) {
         double eta = rate > 0 ? (double)(ev->steps - ev->step) / rate : 0;
         fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %dm%02ds   ", (long long)ev->step,
                 (long long)ev->steps, ev->loss, ev->lr, ev->tokens_per_s, (int)(eta / 60), (int)fmod(eta, 60));
-        if (ev->step == ev->steps) fputc('\n', stderr);
+        if (ev->step == ev->steps || ev->stopped) fputc('\n', stderr);
         fflush(stderr);
     }
     if (!ev->log) return;
@@ -143,6 +216,7 @@ int cmd_train(int argc, char **argv) {
     fk_train_opts o;
     fk_train_defaults(&o);
     fk_status st = FK_OK;
+    int stop_rc = 0;
     // The tokenizer: given, else the one of the run being resumed or the model started from,
     // else raw bytes for text (a token shard without a tokenizer trains on its ids as they are).
     {
@@ -283,11 +357,27 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d\n",
                     cfg, (long long)fk_model_num_params(&m), (long long)tr.n, (long long)va.n, fk_dp_size());
         char *mp = fk_path_join(out, "metrics.jsonl");
-        train_ui ui = {lead ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, opt.t, tset};
+        if (lead) st = trim_metrics(mp, opt.t);
+        train_ui ui = {lead && st == FK_OK ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, opt.t, tset};
         free(mp);
-        st = fk_train(&m, &opt, &tr, va.n > 1 ? &va : NULL, &o, out, on_step, &ui);
+        if (getenv("FK_TEST_KILL_AT")) o.fault_hook = test_fault;
+        // Ctrl-C / SIGTERM: the step in progress is finished and saved as a checkpoint
+        cli_stop_begin();
+        o.stop = &cli_stop_signal;
+        if (st == FK_OK) st = fk_train(&m, &opt, &tr, va.n > 1 ? &va : NULL, &o, out, on_step, &ui);
         if (ui.metrics) fclose(ui.metrics);
-        if (st == FK_OK && lead) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
+        if (st == FK_OK && opt.t < o.steps) {  // stopped by a signal
+            if (lead) {
+                char name[64];
+                snprintf(name, sizeof name, "checkpoint-%lld", (long long)opt.t);
+                char *ck = fk_path_join(out, name);
+                fprintf(stderr, "fusekit train: interrupted at step %lld; checkpoint %s; run the same command%s to resume\n",
+                        (long long)opt.t, ck, resume || resume_from ? " again" : " with --resume");
+                free(ck);
+            }
+            stop_rc = cli_stop_code();
+        } else if (st == FK_OK && lead) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
+        cli_stop_end();
     }
 fail:
     fk_teacher_set_close(tset);
@@ -296,5 +386,5 @@ fail:
     fk_model_free(&m);
     fk_data_free(&all); fk_data_free(&tr); fk_data_free(&va);
     fk_tok_free(tok);
-    return st == FK_OK ? 0 : cli_fail("train", st);
+    return st == FK_OK ? stop_rc : cli_fail("train", st);
 }

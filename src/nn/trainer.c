@@ -391,15 +391,18 @@ static void prune_checkpoints(const char *out_dir, int keep, int64_t current) {
     int n = list_checkpoints(out_dir, &steps);
     while (n > 0 && steps[n - 1] > current) n--;
     for (int i = 0; i < n - keep; i++) {
-        char *p = checkpoint_path(out_dir, steps[i]);
-        remove_dir(p);
-        free(p);
+        // renamed aside first, so a kill while removing never leaves part of one under its name
+        char *p = checkpoint_path(out_dir, steps[i]), *del = path_suffix(p, ".del");
+        if (del && rename(p, del) == 0) remove_dir(del);
+        else remove_dir(p);
+        free(p); free(del);
     }
     free(steps);
 }
 
-// Temporaries a killed run left under out_dir: checkpoint-<step>.tmp (being written) and
-// checkpoint-<step>.old (being replaced). One that is complete (trainer_state.json, written
+// Temporaries a killed run left under out_dir: checkpoint-<step>.tmp (being written),
+// checkpoint-<step>.old (being replaced) and checkpoint-<step>.del (being removed, always
+// removed). A .tmp or .old that is complete (trainer_state.json, written
 // last, present) while checkpoint-<step> is missing was killed between the two renames and
 // becomes checkpoint-<step>; the rest are removed.
 static void clean_stale(const char *out_dir) {
@@ -413,7 +416,7 @@ static void clean_stale(const char *out_dir) {
         int end = 0;
         if (sscanf(e->d_name, "checkpoint-%lld%n", &s, &end) != 1 || end <= 0) continue;
         const char *tail = e->d_name + end;
-        if (strcmp(tail, ".tmp") != 0 && strcmp(tail, ".old") != 0) continue;
+        if (strcmp(tail, ".tmp") != 0 && strcmp(tail, ".old") != 0 && strcmp(tail, ".del") != 0) continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 8;
             char **nn = realloc(names, (size_t)cap * sizeof *names);
@@ -427,7 +430,8 @@ static void clean_stale(const char *out_dir) {
     for (int i = 0; i < n; i++) {
         char *p = fk_path_join(out_dir, names[i]), *sp = fk_path_join(p, "trainer_state.json");
         char *fin = strndup(p, strlen(p) - 4);
-        if (fin && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fsync_parent(fin);
+        bool del = strcmp(p + strlen(p) - 4, ".del") == 0;
+        if (!del && fin && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fsync_parent(fin);
         else remove_dir(p);
         free(p); free(sp); free(fin);
         free(names[i]);
