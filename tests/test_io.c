@@ -354,7 +354,7 @@ static void test_bad_inputs(void **s) {
     CHECK(fk_write_file_atomic(tpath("shape/config.json"), "{\"model_type\": \"llama\", \"hidden_size\": 16}", 42));
     expect_error(fk_hf_load(&m, tpath("shape")), FK_ERR_FORMAT, "config.json", "missing key");
     CHECK(fk_write_file_atomic(tpath("shape/config.json"), "{ not json", 10));
-    expect_error(fk_hf_load(&m, tpath("shape")), FK_ERR_FORMAT, "not a JSON object", NULL);
+    expect_error(fk_hf_load(&m, tpath("shape")), FK_ERR_FORMAT, "config.json", "not valid JSON");
     // truncated token shard
     int32_t ids[100];
     for (int i = 0; i < 100; i++) ids[i] = i % 50;

@@ -244,9 +244,21 @@ void cli_set_threads(int64_t threads) {
 }
 
 // A tokenizer with more tokens than the model has embeddings cannot be used with it.
+// A tokenizer must cover the model's vocabulary: more tokens than embedding rows is refused,
+// and so are fewer, unless the gap is padding (Qwen2.5 pads 151665 tokens to 151936 rows,
+// Phi-3 32011 to 32064): at most FK_VOCAB_PAD_MAX rows and at most 1% of the vocabulary.
+#define FK_VOCAB_PAD_MAX 1024
 static fk_status check_vocab(fk_tokenizer **t, int64_t vocab) {
-    if (!*t || vocab <= 0 || fk_tok_vocab_size(*t) <= vocab) return FK_OK;
-    fk_status st = fk_error(FK_ERR_ARG, "the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(*t), (long long)vocab);
+    if (!*t || vocab <= 0) return FK_OK;
+    int64_t n = fk_tok_vocab_size(*t), gap = vocab - n;
+    fk_status st = FK_OK;
+    if (n > vocab)
+        st = fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary only %lld", (long long)n, (long long)vocab);
+    else if (gap > FK_VOCAB_PAD_MAX || gap * 100 > vocab)
+        st = fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary %lld: %lld rows would have no token; "
+                      "a smaller tokenizer is accepted only as padding (at most %d rows and at most 1%% of the vocabulary) "
+                      "- is it the model's own tokenizer?", (long long)n, (long long)vocab, (long long)gap, FK_VOCAB_PAD_MAX);
+    if (st == FK_OK) return FK_OK;
     fk_tok_free(*t);
     *t = NULL;
     return st;
@@ -254,10 +266,13 @@ static fk_status check_vocab(fk_tokenizer **t, int64_t vocab) {
 
 fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t) {
     *t = NULL;
-    if (path) return fk_tok_load(path, t);
-    fk_status st = model_dir ? fk_model_load_tokenizer(model_dir, t) : FK_OK;
-    if (st == FK_OK && !*t && vocab == 256) st = fk_tok_new_bytes(t);
-    return st == FK_OK ? check_vocab(t, vocab) : st;
+    fk_status st = path ? fk_tok_load(path, t) : model_dir ? fk_model_load_tokenizer(model_dir, t) : FK_OK;
+    if (st == FK_OK && !*t && !path && vocab == 256) st = fk_tok_new_bytes(t);
+    if (st != FK_OK) return st;
+    st = check_vocab(t, vocab);
+    if (st != FK_OK && (path || model_dir))
+        st = fk_error_context(st, "tokenizer %s, model %s", path ? path : model_dir, model_dir ? model_dir : "(given)");
+    return st;
 }
 
 // Loading a tokenizer parses (and saving one builds) JSON trees of tens of MB, freed at once

@@ -84,10 +84,18 @@ void fk_afile_abort(fk_afile *f);        // removes the temporary; frees f
 fk_status fk_write_file_atomic(const char *path, const void *data, size_t n);
 // Reads a whole file into a NUL-terminated malloc'd buffer.
 fk_status fk_read_file(const char *path, char **data, size_t *n);
-// Memory-maps a file read-only.
+// Memory-maps a file read-only. It and fk_read_file refuse at once, naming the file, what is
+// not a regular file (a FIFO, which would block, a directory, a device such as /dev/zero).
 typedef struct { void *data; size_t size; } fk_mmap;
 fk_status fk_mmap_open(fk_mmap *m, const char *path);
 void fk_mmap_close(fk_mmap *m);
+// JSON files: text read from `path` parsed with cJSON (free with cJSON_Delete). Nesting deeper
+// than FK_JSON_MAX_DEPTH is refused as "PATH: JSON nested deeper than N levels"; invalid JSON
+// ("not valid JSON") names the byte and line where parsing stopped.
+#define FK_JSON_MAX_DEPTH 512
+struct cJSON;
+fk_status fk_json_parse(const char *path, const char *text, size_t n, struct cJSON **out);
+fk_status fk_json_read(const char *path, struct cJSON **out);
 bool fk_path_exists(const char *path);
 fk_status fk_mkdir_p(const char *path);
 // "dir/name" in a malloc'd string.

@@ -9,6 +9,7 @@
 #define FK_SHARD_MAGIC "FKTOKSHD"
 #define FK_SHARD_VERSION 1
 #define FK_SHARD_HEADER_BYTES 64
+#define FK_SHARD_MAX_VOCAB (1 << 24)  // the largest model vocabulary fusekit accepts (config.c)
 
 // Shard header, little-endian, 64 bytes:
 //   0  magic "FKTOKSHD"        8  u32 version (1)      12 u32 bytes per id (2 or 4)

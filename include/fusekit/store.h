@@ -117,6 +117,13 @@
 #define FK_STORE_VERSION 1
 #define FK_STORE_HEADER_BYTES 128
 #define FK_STORE_MAX_K 64
+// Sizes a store's header may declare, checked before anything is allocated: the vocabulary and
+// the sequence length at most the model limits (2^24, config.c); the token count at most what
+// the tokenization section's bytes can encode (FK_STORE_TOKENS_PER_BYTE: every token costs three
+// or more range-coded decisions, each of at least log2(2048/2016) bits, so 117.4 a byte at best).
+#define FK_STORE_MAX_VOCAB (1 << 24)
+#define FK_STORE_MAX_SEQ (1 << 24)
+#define FK_STORE_TOKENS_PER_BYTE 118
 
 enum {
     FK_STORE_ALIGNED = 1,  // distributions are over another (target) tokenizer's vocabulary; count 0 = one-hot on the true next token

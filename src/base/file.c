@@ -1,6 +1,7 @@
 // Files: atomic writes (temp + fsync + rename), whole-file reads, mmap, paths, timing.
 #include "fusekit/base.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -83,23 +84,58 @@ fk_status fk_write_file_atomic(const char *path, const void *data, size_t n) {
     return fk_afile_commit(&f);
 }
 
+// Opens path for reading without blocking (a FIFO would wait for a writer) and refuses
+// anything but a regular file (a FIFO, a directory, a device such as /dev/zero). Returns the
+// descriptor (blocking again) and the size, or -1 with the error recorded.
+static int open_regular(const char *path, size_t *size, fk_status *st) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { *st = fk_error(FK_ERR_IO, "cannot open %s: %s", path, strerror(errno)); return -1; }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        *st = fk_error(FK_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        const char *kind = S_ISDIR(sb.st_mode) ? "a directory" : S_ISFIFO(sb.st_mode) ? "a FIFO (named pipe)"
+                         : S_ISCHR(sb.st_mode) ? "a character device" : S_ISBLK(sb.st_mode) ? "a block device"
+                         : S_ISSOCK(sb.st_mode) ? "a socket" : "not a regular file";
+        *st = fk_error(FK_ERR_IO, "%s is %s, expected a regular file", path, kind);
+        close(fd);
+        return -1;
+    }
+    if (sb.st_size < 0 || (uint64_t)sb.st_size >= (uint64_t)SIZE_MAX / 2) {
+        *st = fk_error(FK_ERR_IO, "%s: size %lld is out of range", path, (long long)sb.st_size);
+        close(fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *size = (size_t)sb.st_size;
+    return fd;
+}
+
 fk_status fk_read_file(const char *path, char **data, size_t *n) {
     *data = NULL; if (n) *n = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return fk_error(FK_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return fk_error(FK_ERR_IO, "%s is not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
+    fk_status st = FK_OK;
+    size_t size = 0;
+    int fd = open_regular(path, &size, &st);
+    if (fd < 0) return st;
     char *buf = malloc(size + 1);
-    if (!buf) { fclose(fp); return fk_error(FK_ERR_NOMEM, "out of memory reading %s (%zu bytes)", path, size); }
-    if (fread(buf, 1, size, fp) != size) {
-        free(buf); fclose(fp);
-        return fk_error(FK_ERR_IO, "cannot read %s", path);
+    if (!buf) { close(fd); return fk_error(FK_ERR_NOMEM, "out of memory reading %s (%zu bytes)", path, size); }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            st = r < 0 ? fk_error(FK_ERR_IO, "cannot read %s: %s", path, strerror(errno))
+                       : fk_error(FK_ERR_IO, "cannot read %s: it shrank to %zu bytes while being read (%zu expected)", path, got, size);
+            free(buf); close(fd);
+            return st;
+        }
+        got += (size_t)r;
     }
-    fclose(fp);
+    close(fd);
     buf[size] = 0;
     *data = buf; if (n) *n = size;
     return FK_OK;
@@ -107,17 +143,57 @@ fk_status fk_read_file(const char *path, char **data, size_t *n) {
 
 fk_status fk_mmap_open(fk_mmap *m, const char *path) {
     m->data = NULL; m->size = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fk_error(FK_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) { close(fd); return fk_error(FK_ERR_IO, "%s is not a regular file", path); }
-    m->size = (size_t)sb.st_size;
+    fk_status st = FK_OK;
+    size_t size = 0;
+    int fd = open_regular(path, &size, &st);
+    if (fd < 0) return st;
+    m->size = size;
     if (m->size > 0) {
         m->data = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m->data == MAP_FAILED) { m->data = NULL; close(fd); return fk_error(FK_ERR_IO, "cannot mmap %s: %s", path, strerror(errno)); }
+        if (m->data == MAP_FAILED) { m->data = NULL; m->size = 0; close(fd); return fk_error(FK_ERR_IO, "cannot mmap %s: %s", path, strerror(errno)); }
     }
     close(fd);
     return FK_OK;
+}
+
+_Static_assert(FK_JSON_MAX_DEPTH < CJSON_NESTING_LIMIT, "cJSON must not refuse first, with a poorer message");
+
+fk_status fk_json_parse(const char *path, const char *text, size_t n, struct cJSON **out) {
+    *out = NULL;
+    // nesting first: cJSON stops at its own limit without saying why
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') in_str = true;
+        else if (c == '[' || c == '{') {
+            if (++depth > FK_JSON_MAX_DEPTH)
+                return fk_error(FK_ERR_FORMAT, "%s: JSON nested deeper than %d levels (at byte %zu)", path, FK_JSON_MAX_DEPTH, i);
+        } else if ((c == ']' || c == '}') && depth > 0) depth--;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, false);
+    if (!root) {
+        size_t at = end && end >= text && end <= text + n ? (size_t)(end - text) : 0, line = 1;
+        for (size_t i = 0; i < at; i++) line += text[i] == '\n';
+        return fk_error(FK_ERR_FORMAT, "%s: not valid JSON (parsing stops at byte %zu, line %zu)", path, at, line);
+    }
+    *out = root;
+    return FK_OK;
+}
+
+fk_status fk_json_read(const char *path, struct cJSON **out) {
+    *out = NULL;
+    char *text;
+    size_t n;
+    FK_TRY(fk_read_file(path, &text, &n));
+    fk_status st = fk_json_parse(path, text, n, out);
+    free(text);
+    return st;
 }
 
 void fk_mmap_close(fk_mmap *m) {
@@ -128,6 +204,7 @@ void fk_mmap_close(fk_mmap *m) {
 bool fk_path_exists(const char *path) { struct stat sb; return stat(path, &sb) == 0; }
 
 fk_status fk_mkdir_p(const char *path) {
+    if (!*path) return fk_error(FK_ERR_ARG, "cannot create a directory with an empty name");  // (the loop starts past the first byte)
     char *p = strdup(path);
     if (!p) return fk_error(FK_ERR_NOMEM, "out of memory");
     for (char *s = p + 1; ; s++) {

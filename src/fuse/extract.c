@@ -1,6 +1,7 @@
 // Extraction (fusion.md §1): a source model's top-k next-token distributions over a corpus,
 // written to a distribution store (fusekit/store.h). Also the model and corpus fingerprints
 // that stores record.
+#include "fusekit/data.h"
 #include "fusekit/store.h"
 
 #include <math.h>
@@ -166,6 +167,10 @@ void fk_extract_defaults(fk_extract_opts *o) {
 // Reads and encodes the corpus: ids and n+1 span starts.
 static fk_status load_corpus(const fk_tokenizer *t, const char *path, int32_t **ids, int64_t **begin, int64_t *n, int64_t *bytes,
                              uint64_t *fp) {
+    // a store keeps each token's span of the text (teachers are aligned by it): a shard has none
+    if (fk_data_is_shard(path))
+        return fk_error(FK_ERR_ARG, "%s is a token shard, not text: extraction needs the corpus as text (each token's span is kept to "
+                        "align teachers); pass the text file the shard was made from", path);
     char *buf;
     size_t len;
     FK_TRY(fk_read_file(path, &buf, &len));

@@ -471,12 +471,14 @@ static void header_pack(uint8_t *b, const fk_store_header *h, const store_params
 static fk_status header_check(const fk_store_header *h, const char *path) {
     if (h->flags & ~(uint32_t)(FK_STORE_ALIGNED | FK_STORE_BOS)) return fk_error(FK_ERR_FORMAT, "%s: unknown flags 0x%x", path, h->flags);
     if (h->k < 1 || h->k > FK_STORE_MAX_K) return fk_error(FK_ERR_FORMAT, "%s: k is %d, expected 1..%d", path, h->k, FK_STORE_MAX_K);
-    if (h->seq < 1) return fk_error(FK_ERR_FORMAT, "%s: sequence length is %d, expected >= 1", path, h->seq);
-    if (h->vocab_size < 1 || h->vocab_size > INT32_MAX)
-        return fk_error(FK_ERR_FORMAT, "%s: vocabulary size %lld is out of range", path, (long long)h->vocab_size);
-    if (h->n_tokens < 0 || h->n_tokens > ((int64_t)1 << 40) || h->corpus_bytes < 0)
-        return fk_error(FK_ERR_FORMAT, "%s: token count %lld or corpus size %lld is out of range", path, (long long)h->n_tokens,
-                        (long long)h->corpus_bytes);
+    if (h->seq < 1 || h->seq > FK_STORE_MAX_SEQ)
+        return fk_error(FK_ERR_FORMAT, "%s: header field seq (sequence length) is %d, expected 1..%d", path, h->seq, FK_STORE_MAX_SEQ);
+    if (h->vocab_size < 1 || h->vocab_size > FK_STORE_MAX_VOCAB)
+        return fk_error(FK_ERR_FORMAT, "%s: header field vocab_size is %lld, expected 1..%d", path, (long long)h->vocab_size, FK_STORE_MAX_VOCAB);
+    if (h->n_tokens < 0 || h->n_tokens > ((int64_t)1 << 40))
+        return fk_error(FK_ERR_FORMAT, "%s: header field n_tokens is %lld, expected 0..2^40", path, (long long)h->n_tokens);
+    if (h->corpus_bytes < 0 || h->corpus_bytes > ((int64_t)1 << 50))
+        return fk_error(FK_ERR_FORMAT, "%s: header field corpus_bytes is %lld, expected 0..2^50", path, (long long)h->corpus_bytes);
     return FK_OK;
 }
 
@@ -503,6 +505,11 @@ static fk_status header_unpack(const uint8_t *b, size_t size, const char *path, 
     if (get_u64(b + 80) != FK_STORE_HEADER_BYTES || *tok_bytes < TOKSEC_HEAD || *tok_bytes > size - FK_STORE_HEADER_BYTES ||
         get_u64(b + 96) != FK_STORE_HEADER_BYTES + *tok_bytes)
         return fk_error(FK_ERR_FORMAT, "%s: section offsets in the header are inconsistent with a file of %zu bytes (truncated?)", path, size);
+    // the token count against the bytes that encode it, before any allocation sized by it
+    uint64_t payload = *tok_bytes - TOKSEC_HEAD;
+    if ((uint64_t)h->n_tokens > payload * FK_STORE_TOKENS_PER_BYTE + 1)
+        return fk_error(FK_ERR_FORMAT, "%s: header field n_tokens is %lld but the tokenization section's %llu bytes encode at most %llu tokens",
+                        path, (long long)h->n_tokens, (unsigned long long)payload, (unsigned long long)(payload * FK_STORE_TOKENS_PER_BYTE + 1));
     return FK_OK;
 }
 

@@ -1,4 +1,5 @@
 // The teacher set: distribution stores feeding fused training (fusekit/fusion.h).
+#include "fusekit/data.h"
 #include "fusekit/fusion.h"
 #include "fusekit/store.h"
 
@@ -335,6 +336,9 @@ fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, co
     float *logp = NULL, *ce = NULL;
     fk_store_seq q = {0};
     fk_status st = out ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (st == FK_OK && fk_data_is_shard(corpus_path))
+        st = fk_error(FK_ERR_ARG, "%s is a token shard: aligning the teacher store %s to the target's tokens needs the corpus as text", corpus_path,
+                      store_path);
     if (st == FK_OK) st = fk_read_file(corpus_path, &text, &len);
     if (st == FK_OK && fk_corpus_fingerprint(text, len) != h.corpus_fp)
         st = fk_error(FK_ERR_ARG, "%s was extracted from another corpus than %s (corpus fingerprints differ)", store_path, corpus_path);

@@ -1,8 +1,11 @@
 // Token data: shards and raw bytes.
 #include "fusekit/data.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static uint64_t rd64(const unsigned char *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = (v << 8) | p[i]; return v; }
 static uint32_t rd32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
@@ -44,15 +47,23 @@ fk_status fk_data_load(const char *path, fk_token_data *d) {
     if (mm.size < FK_SHARD_HEADER_BYTES) st = fk_error(FK_ERR_FORMAT, "%s: token shard header truncated (%zu bytes)", path, mm.size);
     uint32_t ver = st == FK_OK ? rd32(p + 8) : 0, w = st == FK_OK ? rd32(p + 12) : 0;
     if (st == FK_OK && ver != FK_SHARD_VERSION) st = fk_error(FK_ERR_FORMAT, "%s: token shard version %u, expected %d", path, ver, FK_SHARD_VERSION);
-    if (st == FK_OK && w != 2 && w != 4) st = fk_error(FK_ERR_FORMAT, "%s: token shard has %u bytes per id, expected 2 or 4", path, w);
+    if (st == FK_OK && w != 2 && w != 4) st = fk_error(FK_ERR_FORMAT, "%s: token shard header: %u bytes per id, expected 2 or 4", path, w);
+    uint32_t vocab = st == FK_OK ? rd32(p + 16) : 0;
+    if (st == FK_OK && (vocab < 1 || vocab > FK_SHARD_MAX_VOCAB))
+        st = fk_error(FK_ERR_FORMAT, "%s: token shard header: vocabulary size %u, expected 1..%d", path, vocab, FK_SHARD_MAX_VOCAB);
+    if (st == FK_OK && w == 2 && vocab > 65536)
+        st = fk_error(FK_ERR_FORMAT, "%s: token shard header: vocabulary size %u does not fit ids of 2 bytes", path, vocab);
     uint64_t count = st == FK_OK ? rd64(p + 24) : 0;
     if (st == FK_OK && (count > (mm.size - FK_SHARD_HEADER_BYTES) / w || FK_SHARD_HEADER_BYTES + count * w != mm.size))
-        st = fk_error(FK_ERR_FORMAT, "%s: token shard header says %llu ids of %u bytes but the file holds %zu bytes of ids (truncated?)",
+        st = fk_error(FK_ERR_FORMAT, "%s: token shard header: number of ids %llu (of %u bytes) but the file holds %zu bytes of ids (truncated?)",
                       path, (unsigned long long)count, w, mm.size - FK_SHARD_HEADER_BYTES);
+    uint64_t text_bytes = st == FK_OK ? rd64(p + 32) : 0;
+    if (st == FK_OK && text_bytes > ((uint64_t)1 << 53))
+        st = fk_error(FK_ERR_FORMAT, "%s: token shard header: text bytes %llu is out of range (at most 2^53)", path, (unsigned long long)text_bytes);
     if (st == FK_OK) {
-        d->vocab_size = rd32(p + 16);
+        d->vocab_size = vocab;
         d->n = (int64_t)count;
-        d->text_bytes = (int64_t)rd64(p + 32);
+        d->text_bytes = (int64_t)text_bytes;
         d->tokenizer_fp = rd64(p + 40);
         d->ids = malloc((count ? count : 1) * sizeof(int32_t));
         if (!d->ids) st = fk_error(FK_ERR_NOMEM, "out of memory reading %s", path);
@@ -120,9 +131,11 @@ fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_
 
 bool fk_data_is_shard(const char *path) {
     char head[8];
-    FILE *f = fopen(path, "rb");
-    bool shard = f && fread(head, 1, 8, f) == 8 && memcmp(head, FK_SHARD_MAGIC, 8) == 0;
-    if (f) fclose(f);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block here
+    if (fd < 0) return false;
+    struct stat sb;
+    bool shard = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && read(fd, head, 8) == 8 && memcmp(head, FK_SHARD_MAGIC, 8) == 0;
+    close(fd);
     return shard;
 }
 
@@ -144,10 +157,11 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
             return fk_error(FK_ERR_ARG, "%s: token shard was written with another tokenizer (fingerprint %016llx, this one is %016llx)",
                             path, (unsigned long long)d->tokenizer_fp, (unsigned long long)fp);
         }
-        if (d->vocab_size > fk_tok_vocab_size(t)) {
+        if (d->vocab_size != fk_tok_vocab_size(t)) {  // fusekit writes the tokenizer's own size
             int64_t v = d->vocab_size;
             fk_data_free(d);
-            return fk_error(FK_ERR_ARG, "%s: token shard has vocabulary %lld, the tokenizer %d", path, (long long)v, fk_tok_vocab_size(t));
+            return fk_error(FK_ERR_ARG, "%s: token shard header: vocabulary size %lld, but the tokenizer has %d tokens (a shard written with another tokenizer?)",
+                            path, (long long)v, fk_tok_vocab_size(t));
         }
         data_bos(t, d);
         return FK_OK;

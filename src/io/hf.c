@@ -520,7 +520,8 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
 }
 
 fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
-    cJSON *root = cJSON_Parse(json);
+    cJSON *root = NULL;
+    FK_TRY(fk_json_parse(path, json, strlen(json), &root));
     if (!cJSON_IsObject(root)) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: not a JSON object", path); }
     cfg_reader r = {root, path, FK_OK};
     const char *type = get_str(root, "model_type");
@@ -757,7 +758,8 @@ static fk_status shards_open(shard_set *s, const char *dir) {
     } else {
         char *json = NULL;
         st = fk_read_file(index, &json, NULL);
-        cJSON *root = st == FK_OK ? cJSON_Parse(json) : NULL;
+        cJSON *root = NULL;
+        if (st == FK_OK) st = fk_json_parse(index, json, strlen(json), &root);
         const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
         if (st == FK_OK && !cJSON_IsObject(map)) st = fk_error(FK_ERR_FORMAT, "%s: missing object \"weight_map\"", index);
         const cJSON *it;

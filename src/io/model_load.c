@@ -19,6 +19,7 @@ bool fk_model_path_is_gguf(const char *path) {
     struct stat sb;
     if (stat(path, &sb) != 0) return ends_with(path, ".gguf");
     if (S_ISDIR(sb.st_mode)) return false;
+    if (!S_ISREG(sb.st_mode)) return ends_with(path, ".gguf");  // a FIFO would block here; the loader names it
     FILE *f = fopen(path, "rb");
     if (!f) return ends_with(path, ".gguf");
     char magic[4] = {0};

@@ -2,6 +2,7 @@
 #include "fusekit/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,11 +42,11 @@ static fk_status parse_entry(fk_safetensors *st, const cJSON *item, const unsign
     t->numel = 1;
     for (int d = 0; d < t->ndim; d++) {
         const cJSON *s = cJSON_GetArrayItem(shape, d);
-        if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 1e15)
-            return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad shape entry %d", p, name, d);
+        if (!cJSON_IsNumber(s) || !(s->valuedouble >= 0 && s->valuedouble <= 1e15) || s->valuedouble != floor(s->valuedouble))
+            return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape entry %d is not an integer in 0..1e15", p, name, d);
         t->shape[d] = (int64_t)s->valuedouble;
         if (t->shape[d] > 0 && t->numel > INT64_MAX / 8 / t->shape[d])
-            return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape is too large", p, name);
+            return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape is too large (its element count overflows)", p, name);
         t->numel *= t->shape[d];
     }
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
@@ -54,17 +55,38 @@ static fk_status parse_entry(fk_safetensors *st, const cJSON *item, const unsign
     if (!cJSON_IsNumber(ob) || !cJSON_IsNumber(oe))
         return fk_error(FK_ERR_FORMAT, "%s: tensor %s: data_offsets must be two integers", p, name);
     double b = ob->valuedouble, e = oe->valuedouble;
+    if (!(b >= 0 && e >= b) || b != floor(b) || e != floor(e))
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad data_offsets [%.17g, %.17g] (expected integers 0 <= begin <= end)", p, name, b, e);
     if (e > (double)data_size)
         return fk_error(FK_ERR_FORMAT, "%s: truncated: tensor %s needs data bytes up to %.0f but the file holds %zu",
                         p, name, e, data_size);
-    if (b < 0 || e < b) return fk_error(FK_ERR_FORMAT, "%s: tensor %s: bad data_offsets [%.0f, %.0f]", p, name, b, e);
-    t->nbytes = (size_t)(e - b);
-    if ((size_t)t->numel * fk_dtype_size(t->dtype) != t->nbytes)
-        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape has %lld elements of %s (%zu bytes) but data_offsets span %zu bytes",
-                        p, name, (long long)t->numel, fk_dtype_name(t->dtype), (size_t)t->numel * fk_dtype_size(t->dtype), t->nbytes);
+    t->nbytes = (size_t)e - (size_t)b;
+    uint64_t want = (uint64_t)t->numel * fk_dtype_size(t->dtype);  // numel < 2^63 / 8: no overflow
+    if (want != t->nbytes)
+        return fk_error(FK_ERR_FORMAT, "%s: tensor %s: shape has %lld elements of %s (%llu bytes) but data_offsets span %zu bytes",
+                        p, name, (long long)t->numel, fk_dtype_name(t->dtype), (unsigned long long)want, t->nbytes);
     t->data = data + (size_t)b;
     t->name = strdup(name);
     return t->name ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+// cJSON keeps every duplicate key (the first would win lookups, the others be shadowed, a
+// second __metadata__ leak): refuse them, in n log n.
+static fk_status check_unique_keys(const cJSON *root, int n, const char *path) {
+    const char **names = malloc((size_t)(n ? n : 1) * sizeof *names);
+    if (!names) return fk_error(FK_ERR_NOMEM, "out of memory reading the header of %s", path);
+    int i = 0;
+    for (const cJSON *it = root->child; it && i < n; it = it->next) names[i++] = it->string;
+    qsort(names, (size_t)i, sizeof *names, cmp_str);
+    fk_status st = FK_OK;
+    for (int j = 1; j < i && st == FK_OK; j++)
+        if (strcmp(names[j - 1], names[j]) == 0)
+            st = fk_error(FK_ERR_FORMAT, "%s: header has the key \"%s\" more than once%s", path, names[j],
+                          strcmp(names[j], "__metadata__") == 0 ? "" : " (a tensor name must be unique)");
+    free(names);
+    return st;
 }
 
 fk_status fk_st_open(fk_safetensors *st, const char *path) {
@@ -85,17 +107,26 @@ fk_status fk_st_open(fk_safetensors *st, const char *path) {
         return fk_error(FK_ERR_FORMAT, "%s: header length %llu does not fit in the file (%zu bytes): truncated or not safetensors",
                         path, (unsigned long long)hlen, sz);
     }
-    cJSON *root = cJSON_ParseWithLength((const char *)base + 8, (size_t)hlen);
-    if (!cJSON_IsObject(root)) {
+    cJSON *root = NULL;
+    fk_status pst = fk_json_parse(path, (const char *)base + 8, (size_t)hlen, &root);
+    if (pst != FK_OK || !cJSON_IsObject(root)) {
         cJSON_Delete(root); fk_st_close(st);
-        return fk_error(FK_ERR_FORMAT, "%s: header is not a JSON object", path);
+        if (pst != FK_OK && strstr(fk_last_error(), "nested deeper")) return pst;
+        return pst != FK_OK ? fk_error_context(pst, "%s: header is not a JSON object", path)
+                            : fk_error(FK_ERR_FORMAT, "%s: header is not a JSON object", path);
     }
     int n = cJSON_GetArraySize(root);
     st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
-    fk_status rc = FK_OK;
+    fk_status rc = st->tensors ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory reading the header of %s (%d entries)", path, n);
+    if (rc == FK_OK) rc = check_unique_keys(root, n, path);
     const cJSON *item;
-    cJSON_ArrayForEach(item, root) {
-        if (strcmp(item->string, "__metadata__") == 0) { st->metadata_json = cJSON_PrintUnformatted(item); continue; }
+    if (rc == FK_OK) cJSON_ArrayForEach(item, root) {
+        if (strcmp(item->string, "__metadata__") == 0) {
+            if (!cJSON_IsObject(item)) { rc = fk_error(FK_ERR_FORMAT, "%s: __metadata__ is not an object", path); break; }
+            st->metadata_json = cJSON_PrintUnformatted(item);
+            if (!st->metadata_json) { rc = fk_error(FK_ERR_NOMEM, "out of memory reading the metadata of %s", path); break; }
+            continue;
+        }
         if (!cJSON_IsObject(item)) { rc = fk_error(FK_ERR_FORMAT, "%s: header entry %s is not an object", path, item->string); break; }
         rc = parse_entry(st, item, base + 8 + hlen, st->map.size - 8 - (size_t)hlen, &st->tensors[st->n_tensors]);
         if (rc != FK_OK) break;
