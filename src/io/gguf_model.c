@@ -643,8 +643,9 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
     int64_t id;
     c->bos_id = fk_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
     c->eos_id = fk_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
-    fk_status st = fk_config_validate(c);
-    if (st != FK_OK) return fk_error_context(st, "%s", g->path);
+    fk_status st = fk_config_validate(c);  // before anything is sized from these numbers
+    if (st != FK_OK)
+        return fk_error_context(st, "%s: the model its '%s.*' keys describe", g->path, arch);
     return FK_OK;
 }
 
@@ -706,7 +707,7 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
     }
     return fk_error(FK_ERR_FORMAT, "%s: keys '%s.embedding_length' (%lld), '%s.block_count' (%lld), '%s.feed_forward_length' (%lld), "
                         "'%s.attention.head_count' (%lld) and the vocabulary (%lld) describe a model of at least %.0f weights, but the "
-                        "file's %lld tensors hold only %.0f elements", g->path, arch, (long long)c->d_model, arch, (long long)c->n_layer,
+                        "file's tensors (%lld) hold only %.0f elements", g->path, arch, (long long)c->d_model, arch, (long long)c->n_layer,
                         arch, (long long)c->ffn[0], arch, (long long)c->n_head, (long long)c->vocab_size, need, (long long)g->n_tensors, have);
 }
 
