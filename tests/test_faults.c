@@ -23,8 +23,8 @@
 #include "fusekit/fusekit.h"
 #include "test_util.h"
 
-#define STEPS "300"
-#define SAVE_EVERY 25
+#define STEPS "160"
+#define SAVE_EVERY 20
 
 static double t_train, t_extract;  // seconds an uninterrupted run takes (to place kills)
 static int kills_tried, kills_identical;
@@ -257,7 +257,7 @@ static void test_train_kill9_random(void **s) {
         int count[400] = {0};
         for (char *q = m; (q = strstr(q, "{\"step\":")); q++) {
             int st = atoi(q + 8);
-            assert_true(st >= 1 && st <= 300);
+            assert_true(st >= 1 && st <= atoi(STEPS));
             if (++count[st] > 1) fail_msg("%s: step %d appears twice", mp, st);
         }
         free(m);
