@@ -289,6 +289,13 @@ static void test_train_kill_during_checkpoint(void **s) {
     snprintf(p, sizeof p, "%s/checkpoint-%d", out, 2 * SAVE_EVERY);
     assert_string_equal(ck, p);
     free(ck);
+    // what else a kill can leave: a file of an atomic write, a checkpoint being pruned
+    snprintf(p, sizeof p, "%s/model.safetensors.tmp.12345", out);
+    spit(p, "x", 1);
+    snprintf(p, sizeof p, "%s/checkpoint-%d.del", out, SAVE_EVERY);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/checkpoint-%d.del/config.json", out, SAVE_EVERY);
+    spit(p, "{}", 2);
     rc = reap(start_train(NULL, out));
     if (rc != 0) { char *t = log_text(); fail_msg("resume failed (%d):\n%s", rc, t); }
     char ref[600], fin[600];

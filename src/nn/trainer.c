@@ -402,7 +402,7 @@ static void prune_checkpoints(const char *out_dir, int keep, int64_t current) {
 
 // Temporaries a killed run left under out_dir: checkpoint-<step>.tmp (being written),
 // checkpoint-<step>.old (being replaced) and checkpoint-<step>.del (being removed, always
-// removed). A .tmp or .old that is complete (trainer_state.json, written
+// removed), and files "<name>.tmp.<pid>" of an atomic write. A .tmp or .old that is complete (trainer_state.json, written
 // last, present) while checkpoint-<step> is missing was killed between the two renames and
 // becomes checkpoint-<step>; the rest are removed.
 static void clean_stale(const char *out_dir) {
@@ -414,6 +414,14 @@ static void clean_stale(const char *out_dir) {
     while ((e = readdir(d))) {
         long long s;
         int end = 0;
+        // a file an atomic write (fk_afile: "<name>.tmp.<pid>") left behind when killed
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (t && t[5] && strspn(t + 5, "0123456789") == strlen(t + 5)) {
+            char *p = fk_path_join(out_dir, e->d_name);
+            unlink(p);
+            free(p);
+            continue;
+        }
         if (sscanf(e->d_name, "checkpoint-%lld%n", &s, &end) != 1 || end <= 0) continue;
         const char *tail = e->d_name + end;
         if (strcmp(tail, ".tmp") != 0 && strcmp(tail, ".old") != 0 && strcmp(tail, ".del") != 0) continue;
