@@ -337,6 +337,88 @@ static void test_store(void **state) {
     expect_capped(patched_store(good, "k.fkd", 16, 4, 1000), FK_ERR_FORMAT, "k is 1000", NULL);
 }
 
+// ------------------------------------------------------------------ tokenizer vs model vocabulary
+
+// A gpt2 model folder of `vocab` rows and the byte tokenizer (256 tokens) in its own folder.
+static void vocab_model(const char *dir, int64_t vocab) {
+    fk_config c;
+    fk_config_gpt2(&c, vocab, 8, 1, 2, 16);
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 1);
+    CHECK(fk_hf_save(&m, dir, FK_DT_F32));
+    fk_model_free(&m);
+}
+
+static void test_tokenizer_vocab(void **state) {
+    (void)state;
+    fk_tokenizer *t = NULL;
+    CHECK(fk_tok_new_bytes(&t));
+    CHECK(fk_tok_save_hf(t, tpath("bytes_tok")));
+    fk_tok_free(t);
+    spit(tpath("text.txt"), "hello hostile world\n", 20);
+    // 2000 rows for 256 tokens: 1744 rows without a token is not padding
+    vocab_model(tpath("v2000"), 2000);
+    RUN_FAILS(1, "1744 rows would have no token", "%s eval --model %s --tokenizer %s --data %s", FK_CLI, tpath("v2000"), tpath("bytes_tok"),
+              tpath("text.txt"));
+    // 300 rows: 44 is more than 1% of the vocabulary
+    vocab_model(tpath("v300"), 300);
+    RUN_FAILS(1, "at most 1% of the vocabulary", "%s eval --model %s --tokenizer %s --data %s", FK_CLI, tpath("v300"), tpath("bytes_tok"),
+              tpath("text.txt"));
+    // 258 rows for 256 tokens: padding, accepted
+    vocab_model(tpath("v258"), 258);
+    RUN_OK("%s eval --model %s --tokenizer %s --data %s", FK_CLI, tpath("v258"), tpath("bytes_tok"), tpath("text.txt"));
+}
+
+// ------------------------------------------------------------------ store vs model
+
+// A teacher store of another model (vocabulary 300, ids up to 299) on a text encoded with the byte
+// tokenizer, fed to a model of 256 rows: refused at open, naming the store and the model.
+static void test_store_vs_model(void **state) {
+    (void)state;
+    fk_tokenizer *bytes = NULL;
+    CHECK(fk_tok_new_bytes(&bytes));
+    const char *text = "hello hostile world\n";
+    char *tp = tpath("corpus.txt");
+    spit(tp, text, 20);
+    fk_token_data d;
+    CHECK(fk_data_load_tok(tp, bytes, &d));
+    assert_int_equal(d.n, 20);
+    int64_t begin[21];
+    for (int i = 0; i <= 20; i++) begin[i] = i;
+    fk_store_header h = {.flags = 0, .k = 2, .seq = 32, .vocab_size = 300, .n_tokens = 20, .corpus_bytes = 20,
+                         .tokenizer_fp = fk_tok_fingerprint(bytes)};
+    char *sp = tpath("other_model.fkd");
+    fk_store_writer *w;
+    int64_t done;
+    CHECK(fk_store_writer_open(sp, &h, d.ids, begin, true, &w, &done));
+    uint8_t count[19];
+    int32_t ids[38];
+    float logp[38], ce[19];
+    for (int t = 0; t < 19; t++) {
+        count[t] = 2;
+        ids[2 * t] = d.ids[t + 1];
+        ids[2 * t + 1] = 299;
+        logp[2 * t] = -0.1f;
+        logp[2 * t + 1] = -2.5f;
+        ce[t] = 0.1f;
+    }
+    fk_store_seq q = {.first = 0, .n = 19, .k = 2, .count = count, .ids = ids, .logp = logp, .ce = ce, .mean_ce = 0.1};
+    CHECK(fk_store_write_seq(w, &q));
+    CHECK(fk_store_writer_finish(w));
+    fk_fusion_opts fo;
+    fk_fusion_defaults(&fo);
+    const char *paths[1] = {sp};
+    fk_teacher_set *set = NULL;
+    CHECK(fk_teacher_set_open(paths, 1, &fo, &d, &set));
+    expect_msg(fk_teacher_set_check_model(set, 256, "student-dir"), FK_ERR_ARG, sp, "student-dir");
+    expect_msg(fk_teacher_set_check_model(set, 256, "student-dir"), FK_ERR_ARG, "id 299", "vocabulary 300");
+    CHECK(fk_teacher_set_check_model(set, 300, "bigger"));
+    fk_teacher_set_close(set);
+    fk_data_free(&d);
+    fk_tok_free(bytes);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_special_files),
@@ -344,6 +426,8 @@ int main(void) {
         cmocka_unit_test(test_safetensors),
         cmocka_unit_test(test_shards),
         cmocka_unit_test(test_store),
+        cmocka_unit_test(test_tokenizer_vocab),
+        cmocka_unit_test(test_store_vs_model),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

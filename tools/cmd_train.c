@@ -346,6 +346,7 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "teacher %s: aligned store %s (cached)\n", teachers.v[i], tpaths[i]);
         }
         if (st == FK_OK) st = fk_teacher_set_open((const char *const *)tpaths, teachers.n, &fo, &tr, &tset);
+        if (st == FK_OK) st = fk_teacher_set_check_model(tset, m.cfg.vocab_size, init ? init : resume_from ? resume_from : "new model");
         if (st != FK_OK) goto fail;
         o.teacher = fk_teacher_set_teacher(tset, (float)lambda);
     }

@@ -80,6 +80,10 @@ typedef struct fk_teacher_set fk_teacher_set;
 fk_status fk_teacher_set_open(const char *const *paths, int n, const fk_fusion_opts *o, const fk_token_data *train,
                               fk_teacher_set **out);
 void fk_teacher_set_close(fk_teacher_set *s);
+// Checks the stores against the model being trained (`model` names it in the error): a store
+// whose vocabulary is larger than the model's is refused unless no stored id reaches past the
+// model's (padding rows; checked when the store is decoded whole, refused otherwise).
+fk_status fk_teacher_set_check_model(const fk_teacher_set *s, int64_t vocab, const char *model);
 // The fk_teacher for fk_train_opts (valid while the set is open).
 const fk_teacher *fk_teacher_set_teacher(fk_teacher_set *s, float lambda);
 // Per teacher, the share of fused positions it contributed so far (sums to 1 over teachers).

@@ -208,6 +208,26 @@ fk_status fk_teacher_set_open(const char *const *paths, int n, const fk_fusion_o
     return FK_OK;
 }
 
+fk_status fk_teacher_set_check_model(const fk_teacher_set *s, int64_t vocab, const char *model) {
+    for (int i = 0; i < s->S; i++) {
+        const teacher_src *t = &s->src[i];
+        const fk_store_header *h = fk_store_header_of(t->store);
+        if (h->vocab_size <= vocab) continue;
+        // a larger vocabulary is padding rows when no stored id reaches past the model's
+        int64_t P = h->n_tokens - 1, k = h->k;
+        if (!t->all_ids)
+            return fk_error(FK_ERR_ARG, "teacher store %s has vocabulary %lld, the model being trained (%s) %lld: the store was extracted "
+                            "from a model of another vocabulary", t->path, (long long)h->vocab_size, model, (long long)vocab);
+        for (int64_t p = 0; p < P; p++)
+            for (int j = 0; j < t->all_count[p]; j++)
+                if (t->all_ids[p * k + j] >= vocab)
+                    return fk_error(FK_ERR_ARG, "teacher store %s (vocabulary %lld) has id %d at position %lld, outside the vocabulary of the "
+                                    "model being trained (%s, %lld): the store was extracted from a model of another vocabulary",
+                                    t->path, (long long)h->vocab_size, t->all_ids[p * k + j], (long long)p, model, (long long)vocab);
+    }
+    return FK_OK;
+}
+
 const fk_teacher *fk_teacher_set_teacher(fk_teacher_set *s, float lambda) {
     s->teacher.lambda = lambda;
     return &s->teacher;
