@@ -210,6 +210,12 @@ static void test_shards(void **state) {
     expect_msg(fk_data_load_tok(p, bytes, &d), FK_ERR_ARG, p, "vocabulary size 300, but the tokenizer has 256");
     p = shard_file("fp.bin", 2, 256, 4, 4, 0x1234, sizeof ids, ids);
     expect_msg(fk_data_load_tok(p, bytes, &d), FK_ERR_ARG, p, "another tokenizer");
+    // the CLI prints a shard's fingerprint as the 16 hex digits `tokenizer info` prints
+    p = shard_file("fp64.bin", 2, 256, 4, 4, 0xF234567890ABCDEFull, sizeof ids, ids);
+    char *out;
+    assert_int_equal(run(&out, "%s data info %s", FK_CLI, p), 0);
+    if (!strstr(out, "\"tokenizer_fingerprint\":\"f234567890abcdef\"")) fail_msg("%s", out);
+    free(out);
     // extraction needs text: a shard given as the corpus is refused, not read as bytes of text
     fk_config c;
     fk_config_gpt2(&c, 256, 8, 1, 2, 32);

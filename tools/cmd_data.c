@@ -1,6 +1,7 @@
-// fusekit data: the embedded synthetic corpus (data synth).
+// fusekit data: the embedded synthetic corpus (data synth) and token data headers (data info).
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,9 +44,42 @@ static int data_synth(int argc, char **argv) {
     return 0;
 }
 
+// fusekit data info FILE: a token shard's header (the tokenizer fingerprint as 16 hex digits,
+// as `tokenizer info` prints it) after the whole shard is checked, or a text file's size.
+static int data_info(int argc, char **argv) {
+    if (argc != 2 || argv[1][0] == '-') {
+        bool help = argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
+        fprintf(help ? stdout : stderr, "usage: fusekit data info FILE\n\nA token shard's vocabulary, token count, text bytes and "
+                "tokenizer fingerprint (checked whole), or a text file's size. Prints one JSON line.\n");
+        return help ? 0 : 2;
+    }
+    fk_token_data d;
+    bool shard = fk_data_is_shard(argv[1]);
+    fk_status st = fk_data_load(argv[1], &d);
+    if (st != FK_OK) return cli_fail("data info", st);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "file", argv[1]);
+    cJSON_AddStringToObject(j, "kind", shard ? "token shard" : "text (raw bytes)");
+    cJSON_AddNumberToObject(j, "vocab", (double)d.vocab_size);
+    cJSON_AddNumberToObject(j, shard ? "tokens" : "bytes", (double)d.n);
+    if (shard) {
+        char fp[20];
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)d.tokenizer_fp);
+        cJSON_AddNumberToObject(j, "text_bytes", (double)d.text_bytes);
+        cJSON_AddStringToObject(j, "tokenizer_fingerprint", fp);
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(j);
+    fk_data_free(&d);
+    return 0;
+}
+
 int cmd_data(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); const char *help; } subs[] = {
         {"synth", data_synth, "write the synthetic multi-domain corpus with held-out splits and task probes"},
+        {"info", data_info, "a token shard's header (vocabulary, tokens, text bytes, tokenizer fingerprint)"},
     };
     if (argc >= 2)
         for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
