@@ -78,7 +78,7 @@ static void test_fold_heal_prune(void **s) {
     // the same plan with the medoids of correlation clusters kept (least squares, and mean-sum)
     const char *variants[] = {"--select medoid", "--method mean-sum"};
     for (int i = 0; i < 2; i++) {
-        rc = run(&out, "%s fold --model %s --data %s --budget 0.3 %s -o %s", F, tpath("orig"), tpath("train.txt"), variants[i], tpath("variant"));
+        rc = run(&out, "%s fold --model %s --data %s --budget 0.3 %s -o %s --force", F, tpath("orig"), tpath("train.txt"), variants[i], tpath("variant"));
         if (rc != 0) fail_msg("fold %s failed:\n%s", variants[i], out);
         double kv = json_num(out, "probe_kl"), fv = json_num(out, "scope_removed_fraction");
         free(out);

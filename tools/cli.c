@@ -326,6 +326,15 @@ void cli_model_name(const char *path, char *out, size_t n) {
 
 // ---------------------------------------------------------------- outputs
 
+bool cli_check_only = false;
+
+int cli_check_train_args(int argc, char **argv) {
+    cli_check_only = true;
+    int rc = cmd_train(argc, argv);
+    cli_check_only = false;
+    return rc;
+}
+
 // path without trailing '/' (a malloc'd copy; "/" stays "/").
 static char *strip_slashes(const char *path) {
     char *p = strdup(path);
@@ -492,4 +501,10 @@ fk_status cli_outdir_commit(cli_outdir *d) {
 void cli_outdir_abort(cli_outdir *d) {
     if (d->tmp) cli_remove_tree(d->tmp);
     outdir_free(d);
+}
+
+fk_status cli_outdir_end(cli_outdir *d, fk_status st) {
+    if (!d->tmp) return st;
+    if (st != FK_OK) { cli_outdir_abort(d); return st; }
+    return cli_outdir_commit(d);
 }

@@ -54,6 +54,14 @@ typedef struct {
 fk_status cli_outdir_begin(const char *path, cli_outdir *d);
 fk_status cli_outdir_commit(cli_outdir *d);
 void cli_outdir_abort(cli_outdir *d);  // removes the temporary folder and all in it
+// Commits when st is FK_OK, else aborts (nothing when begin failed); returns the outcome.
+fk_status cli_outdir_end(cli_outdir *d, fk_status st);
+// Set by verbs that hand options to fusekit train later (fuse, heal, fold --heal-steps): cmd_train
+// checks its options and output, then returns 0 without doing anything.
+extern bool cli_check_only;
+// Runs cmd_train with cli_check_only set: train's options are checked before any other work.
+int cli_check_train_args(int argc, char **argv);
+
 // Removes a file or a folder tree; FK_OK when it was absent.
 fk_status cli_remove_tree(const char *path);
 bool cli_was_set(const cli_opt *opts, const char *name);

@@ -7,11 +7,13 @@
 
 static int data_synth(int argc, char **argv) {
     const char *out = NULL;
+    bool force = false;
     fk_synth_opts o;
     fk_synth_opts_default(&o);
     int64_t seed = (int64_t)o.seed, bytes = o.bytes_per_domain, heldout = 0, probes = o.probes_per_domain;
     cli_opt opts[] = {
         {"-o|--out", OPT_STR, &out, "output folder (required)", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
         {"--seed", OPT_INT, &seed, "random seed: the same seed and sizes give identical files (default 1)", false, "[0,)"},
         {"--bytes", OPT_INT, &bytes, "bytes of each domain's train split (default 120000)", false, "[1,1000000000]"},
         {"--heldout-bytes", OPT_INT, &heldout, "bytes of each valid and test split (default: --bytes / 10)", false, "[0,1000000000]"},
@@ -33,9 +35,13 @@ static int data_synth(int argc, char **argv) {
     o.bytes_per_domain = bytes;
     o.heldout_bytes = heldout;  // 0: bytes / 10
     o.probes_per_domain = probes;
+    cli_out_spec os = {"-o", out, force, false};
+    if ((rc = cli_check_output("data synth", &os, NULL, 0)) != 0) return rc;
     fk_synth_stats s;
     double t0 = fk_time_s();
-    fk_status st = fk_synth_write(out, &o, &s);
+    cli_outdir od;  // written under a temporary name, renamed when complete
+    fk_status st = cli_outdir_begin(out, &od);
+    if (st == FK_OK) st = cli_outdir_end(&od, fk_synth_write(od.tmp, &o, &s));
     if (st != FK_OK) return cli_fail("data synth", st);
     printf("{\"dir\":\"%s\",\"seed\":%llu,\"domains\":[", out, (unsigned long long)o.seed);
     for (int d = 0; d < FK_SYNTH_N_DOMAINS; d++) printf("%s\"%s\"", d ? "," : "", fk_synth_domains[d]);

@@ -443,6 +443,8 @@ int cmd_demo(int argc, char **argv) {
                        "from one of them, against a CLM-only baseline with the same data and steps; the fused model is folded\n"
                        "by an FFN budget and healed. Prints a table and writes DIR/report.html (open it in a browser).");
     if (rc) return rc == 1 ? 0 : 2;
+    cli_out_spec os = {"-o", out, false, true};  // an earlier demo's folder is cleaned below, any other refused
+    if ((rc = cli_check_output("demo", &os, NULL, 0)) != 0) return rc;
     const demo_cfg *c = quick ? &cfg_quick : &cfg_full;
     if (quick && !cli_was_set(opts, "--threads")) threads = 1;
     cli_set_threads(threads);

@@ -31,7 +31,7 @@ static int parse_type(const char *cmd, const char *opt, const char *s, fk_dtype 
 
 int cmd_export(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *type_s = "f32", *tok_path = NULL, *name = NULL;
-    bool no_tok = false;
+    bool no_tok = false, force = false;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
         {"--gguf", OPT_STR, &out, "output GGUF file (required)", false, NULL},
@@ -39,6 +39,7 @@ int cmd_export(int argc, char **argv) {
         {"--tokenizer", OPT_STR, &tok_path, "tokenizer to embed (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
         {"--no-tokenizer", OPT_FLAG, &no_tok, "write no tokenizer keys (llama.cpp cannot load such a file)", false, NULL},
         {"--name", OPT_STR, &name, "general.name (default: the folder's name)", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace an existing --gguf (when the new one is complete)", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -49,6 +50,9 @@ int cmd_export(int argc, char **argv) {
     if (!model || !out) { fprintf(stderr, "fusekit export: error: --model and --gguf are required\n"); return 2; }
     fk_dtype type;
     if (parse_type("export", "--type", type_s, &type)) return 2;
+    const char *ins[] = {model, tok_path};
+    cli_out_spec os = {"--gguf", out, force, false};
+    if ((rc = cli_check_output("export", &os, ins, 2)) != 0) return rc;
     double t0 = fk_time_s();
     fk_model m;
     fk_tokenizer *tok = NULL;
@@ -78,10 +82,12 @@ int cmd_export(int argc, char **argv) {
 
 int cmd_import(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *dtype_s = "f32";
+    bool force = false;
     cli_opt opts[] = {
         {"--gguf", OPT_STR, &in, "input GGUF file (required)", false, NULL},
         {"-o|--out", OPT_STR, &out, "output model folder (required)", false, NULL},
         {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: model.safetensors weights (f32)", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -93,6 +99,8 @@ int cmd_import(int argc, char **argv) {
     if (!in || !out) { fprintf(stderr, "fusekit import: error: --gguf and -o are required\n"); return 2; }
     fk_dtype dtype;
     if (parse_type("import", "--dtype", dtype_s, &dtype)) return 2;
+    cli_out_spec os = {"-o", out, force, false};
+    if ((rc = cli_check_output("import", &os, &in, 1)) != 0) return rc;
     double t0 = fk_time_s();
     fk_model m;
     fk_tokenizer *tok = NULL;
@@ -101,8 +109,13 @@ int cmd_import(int argc, char **argv) {
     int64_t n_tensors = 0;
     fk_gguf g;
     if (fk_gguf_open(in, &g) == FK_OK) { n_tensors = g.n_tensors; fk_gguf_close(&g); }
-    st = fk_hf_save(&m, out, dtype);
-    if (st == FK_OK && tok) st = fk_tok_save_hf(tok, out);
+    cli_outdir od;  // written under a temporary name, renamed when complete
+    st = cli_outdir_begin(out, &od);
+    if (st == FK_OK) {
+        fk_status ws = fk_hf_save(&m, od.tmp, dtype);
+        if (ws == FK_OK && tok) ws = fk_tok_save_hf(tok, od.tmp);
+        st = cli_outdir_end(&od, ws);
+    }
     const char *arch = fk_arch_name(fk_config_arch(&m.cfg));
     bool has_tok = tok != NULL;
     fk_tok_free(tok);

@@ -76,6 +76,11 @@ int cmd_extract(int argc, char **argv) {
         fprintf(stderr, "fusekit extract: error: -k must be 1..%d, --seq >= 0, --batch >= 1\n", FK_STORE_MAX_K);
         return 2;
     }
+    {
+        const char *ins[] = {model, data, tokenizer};
+        cli_out_spec os = {"-o", out, false, true};  // an existing store resumes (or is found complete)
+        if ((rc = cli_check_output("extract", &os, ins, 3)) != 0) return rc;
+    }
     cli_set_threads(threads);
     fk_model m;
     fk_tokenizer *tok = NULL;

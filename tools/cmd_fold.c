@@ -67,6 +67,7 @@ typedef struct {
     fk_fold_opts o;
     int64_t seq, batch, max_tokens, probe_windows;
     bool plan_only;
+    const char *out_name;  // the output's final name in messages (written under a temporary one)
 } fold_args;
 
 // Folding to the plan's FFN widths by clusters (average linkage on 1 - |rho|, medoids as the
@@ -146,7 +147,8 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     if (st == FK_OK)
         fprintf(stderr, "plan: remove %lld of %lld %s parameters (%.1f%%): %d layer operation(s), estimated KL %.4g nats (%.1f s); wrote %s/plan.json\n",
                 (long long)plan.removed_params, (long long)plan.scope_params, o.scope == FK_SCOPE_FFN ? "FFN" : o.scope == FK_SCOPE_BLOCKS ? "layer" : "model",
-                100.0 * (double)plan.removed_params / (double)plan.scope_params, plan.n_ops, plan.est_kl_total, fk_time_s() - t0, out_dir);
+                100.0 * (double)plan.removed_params / (double)plan.scope_params, plan.n_ops, plan.est_kl_total, fk_time_s() - t0,
+                fa->out_name ? fa->out_name : out_dir);
     if (st == FK_OK && fa->plan_only) {
         for (int i = 0; i < plan.n_ops; i++)
             printf("{\"op\":\"%s\",\"layer\":%d,\"span\":%d,\"kl\":%.6g,\"params\":%lld}\n", fk_layer_op_name(plan.ops[i].kind), plan.ops[i].layer, plan.ops[i].span,
@@ -210,7 +212,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         fk_config_describe(&fin.cfg, desc, sizeof desc);
         printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f,"
                "\"layer_ops\":%d,\"estimated_kl\":%.6g,\"probe_kl\":%.6g,\"seconds\":%.1f}\n",
-               out_dir, fa->method, (long long)before, (long long)after, (long long)removed_scope, (double)removed_scope / (double)scope0, plan.n_ops,
+               fa->out_name ? fa->out_name : out_dir, fa->method, (long long)before, (long long)after, (long long)removed_scope, (double)removed_scope / (double)scope0, plan.n_ops,
                plan.est_kl_total + (wplan == &plan2 ? plan2.est_kl_total : 0), kl, fk_time_s() - t0);
         fprintf(stderr, "folded model: %s\n", desc);
     }
@@ -223,6 +225,16 @@ done:
     if (have_a) fk_analysis_free(&a);
     loaded_free(&x);
     return st;
+}
+
+// fold_once into out through a temporary folder renamed when complete.
+static fk_status fold_to(const char *model_dir, const char *data, const char *out, fold_args *fa, double budget, int64_t *removed) {
+    cli_outdir od;
+    FK_TRY(cli_outdir_begin(out, &od));
+    fa->out_name = out;
+    fk_status st = fold_once(model_dir, data, od.tmp, fa, budget, removed);
+    fa->out_name = NULL;
+    return cli_outdir_end(&od, st);
 }
 
 static const char *heal_usage =
@@ -243,6 +255,22 @@ static const char *heal_usage =
     "  --lambda X           weight of the CLM loss (default 0.5; 0: pure distillation)\n"
     "  --lr X               peak learning rate (default 1e-4: a gentle fine-tune; heal on the original's\n"
     "                       own training text, a small text is soon overfitted)\n";
+
+// The options healing hands to fusekit train, checked before any work (train's ranges).
+static int heal_check(const char *model, const char *data, const char *out, const char *lambda, int extra_n, char **extra) {
+    char **argv = calloc((size_t)extra_n + 12, sizeof *argv);
+    if (!argv) return 1;
+    int n = 0;
+    argv[n++] = "train";
+    argv[n++] = "--init"; argv[n++] = (char *)model;
+    argv[n++] = "--data"; argv[n++] = (char *)data;
+    argv[n++] = "-o"; argv[n++] = (char *)out;
+    argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
+    for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
+    int rc = cli_check_train_args(n, argv);
+    free(argv);
+    return rc;
+}
 
 static int heal_run(const char *teacher, const char *model, const char *data, const char *out, const char *store_dir, int k, const char *lambda,
                     int extra_n, char **extra) {
@@ -291,7 +319,11 @@ int cmd_heal(int argc, char **argv) {
         else if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && nx) out = argv[++i];
         else if (strcmp(a, "--store-dir") == 0 && nx) store_dir = argv[++i];
         else if (strcmp(a, "--lambda") == 0 && nx) lambda = argv[++i];
-        else if (strcmp(a, "-k") == 0 && nx) k = atoi(argv[++i]);
+        else if (strcmp(a, "-k") == 0 && nx) {
+            int64_t kk;
+            if (cli_parse_int("heal", "-k", argv[++i], "[1,64]", &kk)) { free(pass); return 2; }
+            k = (int)kk;
+        }
         else if (strcmp(a, "--init") == 0 || strcmp(a, "--resume") == 0 || strcmp(a, "--resume-from") == 0) {
             fprintf(stderr, "fusekit heal: error: %s is set by heal itself (use --model)\n", a);
             free(pass);
@@ -303,7 +335,13 @@ int cmd_heal(int argc, char **argv) {
         free(pass);
         return 2;
     }
-    if (k < 1 || k > 64) { fprintf(stderr, "fusekit heal: error: -k must be 1 to 64 (got %d)\n", k); free(pass); return 2; }
+    {
+        const char *ins[] = {teacher, model, data, store_dir};
+        cli_out_spec os = {"-o", out, false, true};  // an existing OUT resumes
+        int crc = cli_check_output("heal", &os, ins, 4);
+        if (crc == 0) crc = heal_check(model, data, out, lambda, np, pass);
+        if (crc != 0) { free(pass); return crc; }
+    }
     int rc = heal_run(teacher, model, data, out, store_dir, k, lambda, np, pass);
     free(pass);
     return rc;
@@ -315,7 +353,7 @@ int cmd_fold(int argc, char **argv) {
     fk_fold_opts_default(&fa.o);
     double budget = 0.3, min_width = fa.o.min_width, ridge = fa.o.ridge;
     int64_t round = 8, rounds = 1, heal_steps = 0, threads = 0;
-    bool uniform = false, edges = false;
+    bool uniform = false, edges = false, force = false;
     // options after "--" go to fusekit train for healing
     int own = argc;
     for (int i = 1; i < argc; i++)
@@ -345,6 +383,7 @@ int cmd_fold(int argc, char **argv) {
         {"--heal-data", OPT_STR, &heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
         {"--heal-lambda", OPT_STR, &heal_lambda, "CLM weight while healing (default 0.5; 0: pure distillation)", false, NULL},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        {"--force", OPT_FLAG, &force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(own, argv, opts,
@@ -382,7 +421,7 @@ int cmd_fold(int argc, char **argv) {
     cli_set_threads(threads);
     if (fa.plan_only) {
         int64_t removed = 0;
-        fk_status st = fold_once(model, data, out, &fa, budget, &removed);
+        fk_status st = fold_to(model, data, out, &fa, budget, &removed);
         return st == FK_OK ? 0 : cli_fail("fold", st);
     }
     // the original's scope size fixes the budget in parameters for every round
@@ -426,7 +465,7 @@ int cmd_fold(int argc, char **argv) {
             if (st == FK_OK) fprintf(stderr, "round %d/%d: %s is folded already; healing resumes\n", r, (int)rounds, fdir);
         } else if (st == FK_OK) {
             fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", r, (int)rounds, cur, (long long)want);
-            st = fold_once(cur, data, fdir, &fa, frac, &removed);
+            st = healing ? fold_once(cur, data, fdir, &fa, frac, &removed) : fold_to(cur, data, fdir, &fa, frac, &removed);
         }
         if (st != FK_OK) rc = cli_fail("fold", st);
         done += removed;
@@ -463,6 +502,7 @@ int cmd_prune(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL, *method = NULL, *scope = "ffn", *tokenizer = NULL;
     double budget = 0.3;
     int64_t seq = 0, batch = 4, max_tokens = 65536, threads = 0;
+    bool force = false;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
@@ -475,6 +515,7 @@ int cmd_prune(int argc, char **argv) {
         {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false, "[1,65536]"},
         {"--max-tokens", OPT_INT, &max_tokens, "calibration positions at most, 0 = all (default 65536)", false, "[0,)"},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -493,6 +534,9 @@ int cmd_prune(int argc, char **argv) {
     else { fprintf(stderr, "fusekit prune: error: --method must be magnitude, flap or shortgpt (got '%s')\n", method); return 2; }
     fk_fold_scope sc;
     if (!parse_scope(scope, &sc)) { fprintf(stderr, "fusekit prune: error: --scope must be ffn, blocks or all (got '%s')\n", scope); return 2; }
+    const char *ins[] = {model, data, tokenizer};
+    cli_out_spec os = {"-o", out, force, false};
+    if ((rc = cli_check_output("prune", &os, ins, 3)) != 0) return rc;
     cli_set_threads(threads);
     loaded x;
     fk_status st = load_all(model, tokenizer, data, &x);
@@ -506,7 +550,11 @@ int cmd_prune(int argc, char **argv) {
         st = fk_prune(&x.m, &a, pm, budget, sc, &pr, &removed);
         fk_analysis_free(&a);
     }
-    if (st == FK_OK) st = save_model(&pr, x.tok, out);
+    if (st == FK_OK) {
+        cli_outdir od;
+        st = cli_outdir_begin(out, &od);
+        if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x.tok, od.tmp));
+    }
     if (st == FK_OK)
         printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f}\n", out,
                method, (long long)fk_model_num_params(&x.m), (long long)fk_model_num_params(&pr), (long long)removed, (double)removed / (double)scope0);

@@ -98,7 +98,9 @@ int cmd_fuse(int argc, char **argv) {
                 if (n_src == CLI_LIST_MAX) { fprintf(stderr, "fusekit fuse: error: more than %d sources\n", CLI_LIST_MAX); free(pass); return 2; }
                 sources[n_src++] = argv[++i];
             }
-        } else if (strcmp(a, "-k") == 0 && has_next) k = strtoll(argv[++i], NULL, 10);
+        } else if (strcmp(a, "-k") == 0 && has_next) {
+            if (cli_parse_int("fuse", "-k", argv[++i], "[1,64]", &k)) { free(pass); return 2; }
+        }
         else if (strcmp(a, "--store-dir") == 0 && has_next) store_dir = argv[++i];
         else if (strcmp(a, "--no-target-source") == 0) no_target = true;
         else {
@@ -117,7 +119,21 @@ int cmd_fuse(int argc, char **argv) {
         free(pass);
         return 2;
     }
-    if (k < 1 || k > 64) { fprintf(stderr, "fusekit fuse: error: -k must be 1 to 64 (got %lld)\n", (long long)k); free(pass); return 2; }
+    {
+        // the output, and the options train gets, are checked before any extraction
+        const char *ins[CLI_LIST_MAX + 2];
+        for (int i = 0; i < n_src; i++) ins[i] = sources[i];
+        ins[n_src] = target;
+        ins[n_src + 1] = store_dir;
+        cli_out_spec os = {"-o", out, false, true};  // an existing OUT resumes (stores and checkpoints)
+        int crc = cli_check_output("fuse", &os, ins, n_src + 2);
+        if (crc == 0) {
+            pass[np] = "--init";
+            pass[np + 1] = (char *)target;
+            crc = cli_check_train_args(np + 2, pass);
+        }
+        if (crc != 0) { free(pass); return crc; }
+    }
     char *sdir = store_dir ? strdup(store_dir) : fk_path_join(out, "stores");
     fk_status st = fk_mkdir_p(sdir);
     bool tty = isatty(2) != 0;

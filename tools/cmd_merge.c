@@ -73,7 +73,7 @@ int cmd_merge(int argc, char **argv) {
     const char *method_s = NULL, *out = NULL, *base = NULL, *dtype_s = "f32";
     cli_list models = {0}, weights_l = {0};
     double density = 1.0, lambda = 1.0, select_topk = 1.0;
-    bool normalize = false, no_normalize = false;
+    bool normalize = false, no_normalize = false, force = false;
     cli_opt opts[] = {
         {"--method", OPT_STR, &method_s, "linear | task-arithmetic | ties | sce (required)", false, NULL},
         {"-o|--out", OPT_STR, &out, "output model folder (required)", false, NULL},
@@ -86,6 +86,7 @@ int cmd_merge(int argc, char **argv) {
         {"--normalize", OPT_FLAG, &normalize, "divide by the weight sum (default for linear, ties, sce)", false, NULL},
         {"--no-normalize", OPT_FLAG, &no_normalize, "do not (default for task-arithmetic)", false, NULL},
         {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: output weights (f32)", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace an existing -o (when the merge is complete)", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -144,17 +145,35 @@ int cmd_merge(int argc, char **argv) {
         return 2;
     }
 
+    const char *ins[CLI_LIST_MAX + 1];
+    for (int i = 0; i < models.n; i++) ins[i] = models.v[i];
+    ins[models.n] = base;
+    cli_out_spec os = {"-o", out, force, false};
+    if ((rc = cli_check_output("merge", &os, ins, models.n + 1)) != 0) return rc;
+
     double t0 = fk_time_s();
-    // GGUF inputs become folders beside the output for the time of the merge
-    size_t tl = strlen(out) + 16;
-    char *tmp = malloc(tl);
-    snprintf(tmp, tl, "%s.gguf-inputs", out);
+    // the merge goes to OUT.tmp-XXXXXX, renamed to OUT when complete; GGUF inputs become folders
+    // inside it for the time of the merge
+    cli_outdir od;
+    st = cli_outdir_begin(out, &od);
+    if (st != FK_OK) return cli_fail("merge", st);
+    char *tmp = fk_path_join(od.tmp, "gguf-inputs"), *mdir = fk_path_join(od.tmp, "model");
     char *dirs[CLI_LIST_MAX + 1] = {0};
-    st = FK_OK;
+    if (!tmp || !mdir) st = fk_error(FK_ERR_NOMEM, "out of memory");
     for (int i = 0; i < models.n && st == FK_OK; i++) st = gguf_as_folder(models.v[i], tmp, i, &dirs[i]);
     if (st == FK_OK && base) st = gguf_as_folder(base, tmp, models.n, &dirs[models.n]);
-    if (st == FK_OK) st = fk_merge(&o, (const char *const *)dirs, w, models.n, base ? dirs[models.n] : NULL, out);
-    if (fk_path_exists(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (st == FK_OK) st = fk_merge(&o, (const char *const *)dirs, w, models.n, base ? dirs[models.n] : NULL, mdir);
+    if (tmp && fk_path_exists(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    // the merged folder takes the temporary's place: OUT.tmp-XXXXXX/model -> OUT
+    if (st == FK_OK) {
+        char *stage = od.tmp;
+        od.tmp = mdir;
+        mdir = NULL;
+        st = cli_outdir_commit(&od);
+        cli_remove_tree(stage);
+        free(stage);
+    } else cli_outdir_abort(&od);
+    free(mdir);
     for (int i = 0; i <= models.n; i++) free(dirs[i]);
     free(tmp);
     if (st != FK_OK) return cli_fail("merge", st);

@@ -48,11 +48,21 @@ static void train_progress(void *ctx, int32_t done, int32_t target) {
     fflush(stderr);
 }
 
+// -o DIR of a tokenizer: the folder may exist (a model's folder); the tokenizer.json in it is
+// replaced only with --force. The folder is created and checked writable before any work.
+static int check_tok_dir(const char *cmd, const char *dir, bool force, const char *const *inputs, int n) {
+    char *tj = *dir ? fk_path_join(dir, "tokenizer.json") : NULL;
+    cli_out_spec os = {"-o", tj ? tj : dir, force, false};
+    int rc = cli_check_output(cmd, &os, inputs, n);
+    free(tj);
+    return rc;
+}
+
 static int tok_train(int argc, char **argv) {
     cli_list data = {0}, specials = {0};
     const char *out = NULL, *pre = "gpt-2", *kind = "bpe";
     int64_t vocab = 8192, min_freq = 2, max_bytes = 0;
-    bool split_digits = false;
+    bool split_digits = false, force = false;
     double coverage = 1.0;
     cli_opt opts[] = {
         {"--data", OPT_LIST, &data, "training text file (repeat for several; required)", false, NULL},
@@ -68,6 +78,7 @@ static int tok_train(int argc, char **argv) {
         {"--min-frequency", OPT_INT, &min_freq, "never merge a pair seen fewer times (default 2)", false, "[1,)"},
         {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all (default 0)", false, "[0,)"},
         {"-o|--out", OPT_STR, &out, "output folder: tokenizer.json, tokenizer_config.json (required)", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace the tokenizer.json of an existing -o", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -77,6 +88,7 @@ static int tok_train(int argc, char **argv) {
                        "Deterministic: the same files and options give the same tokenizer.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!data.n || !out) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
+    if ((rc = check_tok_dir("tokenizer train", out, force, data.v, data.n)) != 0) return rc;
     bool spm = strcmp(kind, "spm") == 0;
     if (!spm && strcmp(kind, "bpe") != 0) {
         fprintf(stderr, "fusekit tokenizer train: error: --kind must be bpe or spm, not '%s'\n", kind);
@@ -289,15 +301,20 @@ static int tok_info(int argc, char **argv) {
 
 static int tok_convert(int argc, char **argv) {
     const char *tok = NULL, *out = NULL, *gguf = NULL;
+    bool force = false;
     cli_opt opts[] = {
         {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
         {"-o|--out", OPT_STR, &out, "write tokenizer.json, tokenizer_config.json, special_tokens_map.json here", false, NULL},
         {"--gguf", OPT_STR, &gguf, "write a GGUF file holding the tokenizer metadata", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace an existing --gguf, or the tokenizer.json in -o", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer convert --tokenizer T (-o DIR | --gguf FILE)");
     if (rc) return rc == 1 ? 0 : 2;
     if (!tok || (!out && !gguf)) { fprintf(stderr, "fusekit tokenizer convert: error: --tokenizer and -o or --gguf are required\n"); return 2; }
+    if (out && (rc = check_tok_dir("tokenizer convert", out, force, &tok, 1)) != 0) return rc;
+    cli_out_spec gs = {"--gguf", gguf, force, false};
+    if (gguf && (rc = cli_check_output("tokenizer convert", &gs, &tok, 1)) != 0) return rc;
     fk_tokenizer *t;
     fk_status st = fk_tok_load(tok, &t);
     if (st != FK_OK) return cli_fail("tokenizer convert", st);
@@ -334,13 +351,14 @@ int cmd_tokenizer(int argc, char **argv) {
 int cmd_tokenize(int argc, char **argv) {
     cli_list data = {0};
     const char *tok = NULL, *out = NULL;
-    bool add = false, sep = false;
+    bool add = false, sep = false, force = false;
     cli_opt opts[] = {
         {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a model folder holding one (required)", false, NULL},
         {"--data", OPT_LIST, &data, "text file; repeat for several, concatenated in order (required)", false, NULL},
         {"-o|--out", OPT_STR, &out, "token shard to write (required)", false, NULL},
         {"--add-special", OPT_FLAG, &add, "add BOS/EOS to each file as the tokenizer's configuration says", false, NULL},
         {"--sep-eos", OPT_FLAG, &sep, "put the EOS token after each file", false, NULL},
+        {"--force", OPT_FLAG, &force, "replace an existing -o", false, NULL},
         {NULL, 0, NULL, NULL, false, NULL},
     };
     int rc = cli_parse(argc, argv, opts,
@@ -349,6 +367,13 @@ int cmd_tokenize(int argc, char **argv) {
                        "then uint16 or uint32 ids) that fusekit train, eval and extract read.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!tok || !data.n || !out) { fprintf(stderr, "fusekit tokenize: error: --tokenizer, --data and --out are required\n"); return 2; }
+    {
+        const char *ins[CLI_LIST_MAX + 1];
+        for (int i = 0; i < data.n; i++) ins[i] = data.v[i];
+        ins[data.n] = tok;
+        cli_out_spec os = {"-o", out, force, false};
+        if ((rc = cli_check_output("tokenize", &os, ins, data.n + 1)) != 0) return rc;
+    }
     fk_tokenizer *t;
     fk_status st = fk_tok_load(tok, &t);
     if (st != FK_OK) return cli_fail("tokenize", st);

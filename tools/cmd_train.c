@@ -201,6 +201,12 @@ int cmd_train(int argc, char **argv) {
                        "distributions. --data must be the text the stores were extracted from.");
     if (rc) return rc == 1 ? 0 : 2;
     if (!data || !out) { fprintf(stderr, "fusekit train: error: --data and --out are required\n"); return 2; }
+    {
+        const char *ins[] = {data, val, init, config, tokenizer, resume_from};
+        cli_out_spec os = {"-o", out, false, true};  // an existing run is resumed, or refused below
+        if ((rc = cli_check_output("train", &os, ins, 6)) != 0) return rc;
+        if (cli_check_only) return 0;  // fuse / heal check train's options before their own work
+    }
     cli_set_threads(threads);
     if (teachers.n > 0 && fk_data_is_shard(data)) {
         fprintf(stderr, "fusekit train: error: --teacher needs --data as the text the stores were extracted from, not a token shard\n");
