@@ -124,5 +124,8 @@ extern volatile sig_atomic_t cli_stop_signal;
 void cli_stop_begin(void);
 void cli_stop_end(void);
 int cli_stop_code(void);
+// Set by the verbs that resume by themselves when run again (fuse, heal, fold): train's hint at
+// an interrupt then says to run the same command again rather than to add --resume.
+extern bool cli_train_resumes_itself;
 
 #endif

@@ -292,11 +292,19 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
         argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
         argv[n++] = "--align-cache"; argv[n++] = sdir;
         argv[n++] = "--teacher-tail";
+        // run again after an interrupt, healing resumes from the newest checkpoint in out
+        char *ck = NULL;
+        bool again = fk_checkpoint_latest(out, &ck) == FK_OK;
+        free(ck);
+        for (int i = 0; i < extra_n; i++) again = again && strcmp(extra[i], "--resume") != 0;
+        if (again) argv[n++] = "--resume";
         bool lr = false;
         for (int i = 0; i < extra_n; i++) lr = lr || strcmp(extra[i], "--lr") == 0;
         if (!lr) { argv[n++] = "--lr"; argv[n++] = "1e-4"; }  // fine-tuning, not training from scratch
         for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
+        cli_train_resumes_itself = true;
         rc = cmd_train(n, argv);
+        cli_train_resumes_itself = false;
         free(argv);
     }
     free(store);

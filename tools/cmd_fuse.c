@@ -153,7 +153,15 @@ int cmd_fuse(int argc, char **argv) {
         pass[np++] = "--align-cache";
         pass[np++] = sdir;
         for (int i = 0; i < ns; i++) { pass[np++] = "--teacher"; pass[np++] = stores[i]; }
+        // run again after an interrupt, fuse resumes its training (extraction resumes by itself)
+        char *ck = NULL;
+        bool again = fk_checkpoint_latest(out, &ck) == FK_OK;
+        free(ck);
+        for (int i = 1; i < np; i++) again = again && strcmp(pass[i], "--resume") != 0 && strcmp(pass[i], "--resume-from") != 0;
+        if (again) pass[np++] = "--resume";
+        cli_train_resumes_itself = true;
         rc = cmd_train(np, pass);
+        cli_train_resumes_itself = false;
     }
     for (int i = 0; i < ns; i++) free(stores[i]);
     free(sdir);

@@ -42,6 +42,8 @@ void cli_stop_end(void) {
 
 int cli_stop_code(void) { return 128 + (cli_stop_signal ? (int)cli_stop_signal : SIGINT); }
 
+bool cli_train_resumes_itself;
+
 // Test-only fault injection (tests/test_faults.c): FK_TEST_KILL_AT=checkpoint-write[:STEP] kills
 // the process with SIGKILL while a checkpoint (of STEP, or any) is half written.
 static void test_fault(const char *point, int64_t step, void *ctx) {
@@ -270,7 +272,7 @@ int cmd_train(int argc, char **argv) {
             const char *fixed[] = {"--lr", "--min-lr-frac", "--warmup", "--wd", "--beta1", "--beta2", "--clip", "--batch", "--seq",
                                    "--grad-accum", "--seed", "--keep", "--eval-tokens", "--config", "--init", "--arch"};
             for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
-                if (cli_was_set(opts, fixed[k]))
+                if (cli_was_set(opts, fixed[k]) && !(cli_train_resumes_itself && strcmp(fixed[k], "--init") == 0))  // (fuse and heal set --init)
                     fprintf(stderr, "warning: %s is ignored when resuming (the checkpoint's value is used)\n", fixed[k]);
             fprintf(stderr, "resuming from %s at step %lld\n", ckpt, (long long)opt.t);
         }
@@ -379,7 +381,7 @@ int cmd_train(int argc, char **argv) {
                 snprintf(name, sizeof name, "checkpoint-%lld", (long long)opt.t);
                 char *ck = fk_path_join(out, name);
                 fprintf(stderr, "fusekit train: interrupted at step %lld; checkpoint %s; run the same command%s to resume\n",
-                        (long long)opt.t, ck, resume || resume_from ? " again" : " with --resume");
+                        (long long)opt.t, ck, resume || resume_from || cli_train_resumes_itself ? " again" : " with --resume");
                 free(ck);
             }
             stop_rc = cli_stop_code();
