@@ -79,7 +79,7 @@ enum { SC_OK, SC_STRINGS, SC_LONG, SC_HUGE_F64, SC_NESTED, SC_NAN };
 enum { TK_OK, TK_INTS };
 enum { MG_NONE, MG_INTS, MG_BAD };
 
-typedef struct { int tt, sc, tk, mg; bool gpt2; } tok_spec;
+typedef struct { int tt, sc, tk, mg; bool gpt2; const char *pre; size_t pre_n; } tok_spec;
 
 static const char *const pieces[] = {"<unk>", "<s>", "</s>", "a", "b", "ab"};
 #define NP 6
@@ -91,6 +91,7 @@ static const char *write_tok(const char *name, const tok_spec *s) {
     assert_non_null(w);
     const char *model = s->gpt2 ? "gpt2" : "llama";
     CHECK(fk_gguf_set_str(w, "tokenizer.ggml.model", model, strlen(model)));
+    if (s->pre) CHECK(fk_gguf_set_str(w, "tokenizer.ggml.pre", s->pre, s->pre_n));
     uint64_t lens[NP + 1];
     for (int i = 0; i < NP; i++) lens[i] = strlen(pieces[i]);
     if (s->tk == TK_INTS) {
@@ -196,6 +197,9 @@ static void test_tokenizer_lengths_values(void **s) {
     expect_msg(load_tok(p), FK_ERR_FORMAT, p, "key 'tokenizer.ggml.scores': token 4 has score 1e+300", NULL);
     p = write_tok("sc_nan.gguf", &(tok_spec){.sc = SC_NAN});
     expect_msg(load_tok(p), FK_ERR_FORMAT, p, "key 'tokenizer.ggml.scores': token 4", NULL);
+    // a pre-tokenizer name with a NUL byte was shown cut at the NUL ("'gpt-2', a pre-tokenizer fusekit does not know")
+    p = write_tok("pre_nul.gguf", &(tok_spec){.gpt2 = true, .pre = "gpt-2\0x", .pre_n = 7});
+    expect_msg(load_tok(p), FK_ERR_UNSUPPORTED, p, "key 'tokenizer.ggml.pre' is 'gpt-2?x'", NULL);
 }
 
 // ------------------------------------------------------------------ declared counts and lengths

@@ -176,9 +176,13 @@ fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
         s.merges = (const int32_t (*)[2])merges;
         fk_gguf_str pre = {"default", 7};
         if (fk_gguf_find(g, "tokenizer.ggml.pre") && (st = fk_gguf_get_str(g, "tokenizer.ggml.pre", &pre)) != FK_OK) goto done;
-        snprintf(pre_buf, sizeof pre_buf, "%.*s", (int)(pre.n < 63 ? pre.n : 63), pre.s);
+        // bytes outside printable ASCII (a NUL would cut the name short) become '?': no preset has them
+        size_t pn = pre.n < 63 ? (size_t)pre.n : 63;
+        for (size_t i = 0; i < pn; i++) pre_buf[i] = pre.s[i] >= 0x20 && pre.s[i] < 0x7f ? pre.s[i] : '?';
+        pre_buf[pn] = 0;
         if (!fk_pretok_preset(pre_buf)) {
-            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.pre' is '%s', a pre-tokenizer fusekit does not know", path, pre_buf);
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.pre' is '%s'%s, a pre-tokenizer fusekit does not know", path, pre_buf,
+                          pre.n > 63 ? " (cut at 63 bytes)" : "");
             goto done;
         }
         s.pre = pre_buf;
