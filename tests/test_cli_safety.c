@@ -76,6 +76,11 @@ static void test_ranges(void **s) {
         {"generate --model /nonexistent --temperature -1 %s", "fusekit generate: error: --temperature must be >= 0 and <= 100 (got -1)"},
         {"generate --model /nonexistent --top-p 1.5 %s", "--top-p must be > 0 and <= 1 (got 1.5)"},
         {"merge --method ties --model /a --base /b -o /nonexistent-out --density 2 %s", "fusekit merge: error: --density must be > 0 and <= 1 (got 2)"},
+        {"merge --method linear -o /nonexistent-out --model /a --weight nan --model /b", "fusekit merge: error: option --weight expects a finite number, got 'nan'"},
+        {"merge --method linear -o /nonexistent-out --model /a --weight 1e9 --model /b", "--weight must be >= -1000 and <= 1000 (got 1e9)"},
+        {"info --model /nonexistent --batch 0", "fusekit info: error: --batch must be >= 1 and <= 65536 (got 0)"},
+        {"generate --model /nonexistent --top-k -1", "fusekit generate: error: --top-k must be >= 0 (got -1)"},
+        {"tokenizer train %s --character-coverage 0", "--character-coverage must be > 0 and <= 1 (got 0)"},
         {"tokenizer train %s --vocab 3", "fusekit tokenizer train: error: --vocab must be >= 256 and <= 16777216 (got 3)"},
         {"data synth -o /nonexistent-out --bytes 0 %s", "fusekit data synth: error: --bytes must be >= 1"},
         // fuse and heal check the options they hand to train before extracting anything

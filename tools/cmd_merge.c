@@ -56,9 +56,9 @@ static int pair_weights(int argc, char **argv, float *w, int max_models, int *n_
         if (!v) return 0;  // cli_parse reports the missing value
         if (n == 0) { fprintf(stderr, "fusekit merge: error: --weight %s comes before any --model; give it after the model it weights\n", v); return 2; }
         if (weighted[n - 1]) { fprintf(stderr, "fusekit merge: error: model %d has two --weight values; give one after each --model\n", n); return 2; }
-        char *end;
-        w[n - 1] = strtof(v, &end);
-        if (*end || !*v) { fprintf(stderr, "fusekit merge: error: --weight expects a number, got '%s'\n", v); return 2; }
+        double x;
+        if (cli_parse_float("merge", "--weight", v, "[-1000,1000]", &x)) return 2;
+        w[n - 1] = (float)x;
         weighted[n - 1] = true;
         if (a[8] != '=' && i + 1 < argc && argv[i + 1][0] != '-') {
             fprintf(stderr, "fusekit merge: error: --weight takes one value (got '%s' after it); give one --weight after each --model\n", argv[i + 1]);
