@@ -50,17 +50,18 @@ bench: build
 asan:
 	@$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DFK_SANITIZE=ON -DFK_NATIVE=ON -DCMAKE_BUILD_TYPE=Debug"
 
-# The suite (without the tests labelled slow_san: see tests/CMakeLists.txt) under AddressSanitizer
+# The suite (without the tests labelled slow_san, see tests/CMakeLists.txt, and the timed kills of
+# faults) under AddressSanitizer
 # + UBSan (float-cast-overflow included, no recovery: any finding fails its test), built by gcc
 # in build-san-gcc and by clang in build-san-clang.
 sanitize: sanitize-gcc sanitize-clang
 
 sanitize-gcc:
-	@$(SAN_ENV) $(MAKE) test BUILD=build-san-gcc CTEST_EXCLUDE='real|slow_san' CMAKE_FLAGS="-DCMAKE_C_COMPILER=gcc $(SAN_CMAKE)"
+	@$(SAN_ENV) $(MAKE) test BUILD=build-san-gcc CTEST_EXCLUDE='real|slow_san|faults' CMAKE_FLAGS="-DCMAKE_C_COMPILER=gcc $(SAN_CMAKE)"
 
 sanitize-clang:
 	@sh tools/install-deps.sh $(CLANG_DEB_PACKAGES)
-	@$(SAN_ENV) $(MAKE) test BUILD=build-san-clang CTEST_EXCLUDE='real|slow_san' CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang $(SAN_CMAKE)"
+	@$(SAN_ENV) $(MAKE) test BUILD=build-san-clang CTEST_EXCLUDE='real|slow_san|faults' CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang $(SAN_CMAKE)"
 
 # libFuzzer harnesses (fuzz/fuzz_*.c, seeds in fuzz/corpus/) built by clang with ASan + UBSan in
 # build-fuzz, each run FUZZ_SECONDS (FUZZ_JOBS side by side); fails on any crash, leak,
