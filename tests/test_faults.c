@@ -367,6 +367,44 @@ static void test_train_double_sigint(void **s) {
     assert_true(same);
 }
 
+// heal (the training phase of fuse, heal and fold --rounds): SIGINT mid-training -> 130 and a
+// hint to run the same command again, which resumes (heal adds --resume itself) to the bytes
+// of an uninterrupted heal.
+static void heal_args(char **a, const char *out) {
+    int n = 0;
+    const char *fixed[] = {"heal", "--teacher", ref_dir, "--model", ref_dir, "--data", text_path, "--store-dir", tmpdir, "--steps", "100",
+                           "--threads", "1", "--eval-every", "0", "--log-every", "10", "-o", out};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) a[n++] = (char *)fixed[i];
+    a[n] = NULL;
+}
+
+static void test_heal_sigint(void **s) {
+    (void)s;
+    char *a[32], ref[512], out[512];
+    snprintf(ref, sizeof ref, "%s", tpath("heal_ref"));
+    snprintf(out, sizeof out, "%s", tpath("heal_int"));
+    heal_args(a, ref);
+    assert_int_equal(run_args(NULL, a), 0);
+    heal_args(a, out);
+    pid_t p = spawn(NULL, a);
+    wait_for_training();
+    kill(p, SIGINT);
+    int rc = reap(p);
+    kills_tried++;
+    char *t = log_text();
+    if (rc != 130) fail_msg("heal: exit %d after SIGINT (want 130):\n%s", rc, t);
+    assert_non_null(strstr(t, "run the same command again to resume"));
+    free(t);
+    rc = run_args(NULL, a);
+    if (rc != 0) { t = log_text(); fail_msg("heal resume failed (%d):\n%s", rc, t); }
+    char x[700], y[700];
+    snprintf(x, sizeof x, "%.500s/model.safetensors", ref);
+    snprintf(y, sizeof y, "%.500s/model.safetensors", out);
+    bool same = same_file(x, y);
+    kills_identical += same;
+    assert_true(same);
+}
+
 // kill -9 of extract at random times, then the same command: the same store byte for byte.
 // SIGTERM: exit 143 with the .partial kept, and the same command resumes it.
 static void test_extract_kill9_and_sigterm(void **s) {
@@ -474,6 +512,7 @@ int main(void) {
         cmocka_unit_test(test_train_sigint),
         cmocka_unit_test(test_train_sigterm),
         cmocka_unit_test(test_train_double_sigint),
+        cmocka_unit_test(test_heal_sigint),
         cmocka_unit_test(test_extract_kill9_and_sigterm),
         cmocka_unit_test(test_full_disk),
     };
