@@ -48,7 +48,8 @@ static void no_temporaries(const char *dir) {
 static void test_ranges(void **s) {
     (void)s;
     char c[1024];
-    const char *t = "--data /nonexistent.txt -o /nonexistent-out";
+    char t[400];  // the output in a writable place: the checks after the output's come second
+    snprintf(t, sizeof t, "--data /nonexistent.txt -o %s/never", tmpdir);
     struct { const char *args, *msg; } cases[] = {
         {"train %s --lr -1", "fusekit train: error: --lr must be > 0 and <= 1 (got -1)"},
         {"train %s --lr 0", "--lr must be > 0 and <= 1 (got 0)"},
@@ -66,6 +67,7 @@ static void test_ranges(void **s) {
         {"train %s --layers 300", "--layers must be >= 1 and <= 256 (got 300)"},
         {"train %s --keep 0", "--keep must be >= 1 and <= 1000000 (got 0)"},
         {"train %s --tau 0", "--tau must be > 0 (got 0)"},
+        {"train %s --d-model 30 --heads 4", "fusekit train: error: --d-model 30 is not a multiple of --heads 4"},
         {"extract --model /nonexistent %s -k 65", "fusekit extract: error: -k must be >= 1 and <= 64 (got 65)"},
         {"fold --model /nonexistent %s --budget 1", "fusekit fold: error: --budget must be > 0 and < 1 (got 1)"},
         {"fold --model /nonexistent %s --heal-lambda 2", "fusekit fold: error: --heal-lambda must be >= 0 and <= 1 (got 2)"},

@@ -209,6 +209,10 @@ int cmd_train(int argc, char **argv) {
         if ((rc = cli_check_output("train", &os, ins, 6)) != 0) return rc;
         if (cli_check_only) return 0;  // fuse / heal check train's options before their own work
     }
+    if (!config && !init && !resume && !resume_from && d_model % heads != 0) {  // the shape flags: head_dim = d / heads
+        fprintf(stderr, "fusekit train: error: --d-model %lld is not a multiple of --heads %lld\n", (long long)d_model, (long long)heads);
+        return 2;
+    }
     cli_set_threads(threads);
     if (teachers.n > 0 && fk_data_is_shard(data)) {
         fprintf(stderr, "fusekit train: error: --teacher needs --data as the text the stores were extracted from, not a token shard\n");
