@@ -50,10 +50,9 @@ bench: build
 asan:
 	@$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DFK_SANITIZE=ON -DFK_NATIVE=ON -DCMAKE_BUILD_TYPE=Debug"
 
-# The suite (without the tests labelled slow_san, see tests/CMakeLists.txt, and the timed kills of
-# faults) under AddressSanitizer
-# + UBSan (float-cast-overflow included, no recovery: any finding fails its test), built by gcc
-# in build-san-gcc and by clang in build-san-clang.
+# The suite under AddressSanitizer + UBSan (float-cast-overflow included, no recovery: any
+# finding fails its test), built by gcc in build-san-gcc and by clang in build-san-clang;
+# without the tests labelled slow_san (see tests/CMakeLists.txt) and faults (timed kills).
 sanitize: sanitize-gcc sanitize-clang
 
 sanitize-gcc:
