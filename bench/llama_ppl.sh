@@ -13,7 +13,7 @@ D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
 for M in "$@"; do
   for T in ${TYPES:-f32 f16}; do
-    "$F" export --model "$M" --gguf "$D/m.gguf" --type "$T" > "$D/export.json"
+    "$F" export --model "$M" --gguf "$D/m.gguf" --type "$T" --force > "$D/export.json"
     FK=$("$F" eval --model "$M" --data "$TEXT" --protocol llama-perplexity --seq "$CTX" | tail -1)
     "$LP" -m "$D/m.gguf" -f "$TEXT" -c "$CTX" -b "$CTX" -t "${THREADS:-2}" > "$D/lp.txt" 2>&1 || { cat "$D/lp.txt" >&2; exit 1; }
     LPV=$(grep -o 'Final estimate: PPL = [0-9.]*' "$D/lp.txt" | grep -o '[0-9.]*$')
