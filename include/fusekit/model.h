@@ -66,13 +66,33 @@ typedef struct {
     float rope_scale;              // linear RoPE scaling of the global layers (every layer when none is local):
                                    // inverse frequencies / rope_scale, i.e. positions / rope_scale;
                                    // 0 or 1 = none (Gemma 3 4B+: rope_scaling {rope_type linear, factor 8})
+    // Llama 3 RoPE scaling (transformers' rope_type "llama3", Llama 3.1/3.2), on when rope_orig_ctx > 0,
+    // with rope_scale as its factor instead of the linear scaling above: a frequency whose wavelength
+    // 2 pi / inv is above rope_orig_ctx / rope_low_freq is divided by the factor, one below
+    // rope_orig_ctx / rope_high_freq is kept, and one in between is blended with
+    // s = (rope_orig_ctx / wavelength - low) / (high - low): inv * ((1 - s) / factor + s).
+    int64_t rope_orig_ctx;         // original_max_position_embeddings; 0 = no Llama 3 scaling
+    float rope_low_freq;           // low_freq_factor
+    float rope_high_freq;          // high_freq_factor (> low_freq_factor)
 } fk_config;
 
 // Presets; both leave every switch set and every FFN width equal.
 void fk_config_gpt2(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq);
 void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head,
                      int64_t n_kv_head, int64_t ffn, int64_t max_seq);
+// Checks every field; sizes are bounded (vocab 2^24, d_model and FFN widths 2^20, heads 4096,
+// head_dim 4096, context 2^24, weights and KV cache 2^40 floats) so no size product overflows.
+// FK_ERR_ARG naming the field and the config.json / GGUF keys it comes from.
 fk_status fk_config_validate(const fk_config *c);
+// Floats of the weight arena a config needs (an upper bound: every optional norm counted),
+// overflow-checked; FK_ERR_ARG when it overflows.
+fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats);
+// Bytes this process may still allocate: FK_MEM_LIMIT_MB (MiB) when set, else MemAvailable
+// from /proc/meminfo, else the free physical pages; 0 when unknown.
+uint64_t fk_mem_available_bytes(void);
+// FK_ERR_NOMEM "<what> needs 31.2 GB, 22.8 GB available" when bytes exceed fk_mem_available_bytes()
+// (never when that is unknown).
+fk_status fk_mem_check(const char *what, double bytes);
 bool fk_config_uniform_ffn(const fk_config *c);
 // True for gated FFNs (SwiGLU, GeGLU): the up projection holds gate rows, then up rows.
 bool fk_config_gated(const fk_config *c);
@@ -146,7 +166,9 @@ typedef struct {
     int64_t tok_emb, pos_emb, lnf_w, lnf_b, lm_head;   // offsets (-1: absent; lm_head == tok_emb when tied)
     fk_layer_offsets *layer;
     int64_t rope_len;              // positions of the RoPE tables filled so far (lazily, up to max_seq)
-    float *rope_cos, *rope_sin;    // (max_seq, head_dim/2): rope_theta, positions / rope_scale
+    int64_t rope_cap;              // positions the tables have room for (grown with rope_len, never sized
+                                   // from the declared context up front)
+    float *rope_cos, *rope_sin;    // (rope_cap, head_dim/2): rope_theta, positions / rope_scale
     float *rope_cos_local, *rope_sin_local;  // the sliding layers' table (rope_theta_local, unscaled) when
                                    // it differs from the global one; NULL: the sliding layers use rope_cos/sin
     fk_acts *acts;                 // activations for the last forward
@@ -167,8 +189,15 @@ typedef struct {
     int64_t stored_tmp_n;
 } fk_model;
 
-// Builds the table and allocates zeroed weights.
+// Builds the table and allocates zeroed weights, after checking that they fit the memory
+// available (fk_mem_check: FK_ERR_NOMEM naming both figures).
 fk_status fk_model_init(fk_model *m, const fk_config *cfg);
+enum {
+    // the caller reads the matrices as stored in a mapped file (fk_model_add_stored, a frozen GGUF
+    // load): the memory check counts only the tensors that cannot be stored (norms, biases)
+    FK_MODEL_INIT_STORED = 1u << 0,
+};
+fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags);
 void fk_model_free(fk_model *m);
 // GPT-2 initialisation: N(0, 0.02); residual output projections N(0, 0.02/sqrt(2 L));
 // norm weights 1, biases 0. Deterministic for a seed.

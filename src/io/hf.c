@@ -30,6 +30,7 @@ static bool slides(const fk_config *c, int64_t l) { return c->sliding[l] && c->s
 
 // The Gemma model_type that describes c exactly (FK_ARCH_FUSEKIT when none does).
 static fk_arch gemma_arch(const fk_config *c) {
+    if (c->rope_orig_ctx > 0) return FK_ARCH_FUSEKIT;  // Llama 3 RoPE scaling: no Gemma type has it
     if (c->norm != FK_NORM_RMSNORM || c->pos != FK_POS_ROPE || c->mlp != FK_MLP_GEGLU || c->bias_mlp || c->bias_norm ||
         c->bias_qkv != c->bias_out || c->emb_scale != (float)sqrt((double)c->d_model) || (c->norm_offset != 0 && c->norm_offset != 1))
         return FK_ARCH_FUSEKIT;
@@ -48,12 +49,13 @@ static fk_arch gemma_arch(const fk_config *c) {
 
 fk_arch fk_config_arch(const fk_config *c) {
     if (c->mlp == FK_MLP_GEGLU || c->emb_scale > 0 || c->norm_offset != 0 || c->post_norms || c->qk_norm) return gemma_arch(c);
-    bool gemma_only = c->attn_scale > 0 || c->attn_softcap > 0 || c->final_softcap > 0 || c->rope_theta_local > 0 ||
-                      (c->rope_scale > 0 && c->rope_scale != 1);
+    bool gemma_only = c->attn_scale > 0 || c->attn_softcap > 0 || c->final_softcap > 0 || c->rope_theta_local > 0;
     for (int64_t l = 0; l < c->n_layer; l++) gemma_only |= slides(c, l);
     if (gemma_only) return FK_ARCH_FUSEKIT;
+    // linear and Llama 3 RoPE scaling: rope_scaling of the Llama-family types
+    bool scaled = (c->rope_scale > 0 && c->rope_scale != 1) || c->rope_orig_ctx > 0;
     bool std_heads = c->head_dim * c->n_head == c->d_model;
-    if (c->norm == FK_NORM_LAYERNORM && c->bias_norm && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU &&
+    if (!scaled && c->norm == FK_NORM_LAYERNORM && c->bias_norm && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU &&
         c->bias_qkv && c->bias_out && c->bias_mlp && c->n_kv_head == c->n_head && std_heads && fk_config_uniform_ffn(c))
         return FK_ARCH_GPT2;
     if (c->norm == FK_NORM_RMSNORM && c->pos == FK_POS_ROPE && c->mlp == FK_MLP_SWIGLU && !c->bias_mlp) {
@@ -300,7 +302,24 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
         add_llama_sizes(j, c);
         add_float(j, "rope_theta", c->rope_theta);
         cJSON_AddStringToObject(j, "hidden_act", c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh");
-        cJSON_AddNullToObject(j, "rope_scaling");
+        // RoPE scaling in transformers 4.x's form (5.x reads it too); the fusekit type keeps a
+        // linear scale among its switches (global layers only, as Gemma 3)
+        if (c->rope_orig_ctx > 0) {
+            cJSON *rs = cJSON_CreateObject();
+            cJSON_AddStringToObject(rs, "rope_type", "llama3");
+            add_float(rs, "factor", c->rope_scale);
+            add_float(rs, "low_freq_factor", c->rope_low_freq);
+            add_float(rs, "high_freq_factor", c->rope_high_freq);
+            cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)c->rope_orig_ctx);
+            cJSON_AddItemToObject(j, "rope_scaling", rs);
+        } else if (arch != FK_ARCH_FUSEKIT && c->rope_scale > 0 && c->rope_scale != 1) {
+            cJSON *rs = cJSON_CreateObject();
+            cJSON_AddStringToObject(rs, "rope_type", "linear");
+            add_float(rs, "factor", c->rope_scale);
+            cJSON_AddItemToObject(j, "rope_scaling", rs);
+        } else {
+            cJSON_AddNullToObject(j, "rope_scaling");
+        }
         if (arch == FK_ARCH_LLAMA) {
             cJSON_AddBoolToObject(j, "attention_bias", c->bias_qkv);
             cJSON_AddBoolToObject(j, "mlp_bias", 0);
@@ -325,7 +344,7 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
             if (c->attn_softcap > 0) add_float(s, "attn_softcap", c->attn_softcap);
             if (c->final_softcap > 0) add_float(s, "final_softcap", c->final_softcap);
             if (c->rope_theta_local > 0) add_float(s, "rope_theta_local", c->rope_theta_local);
-            if (c->rope_scale > 0 && c->rope_scale != 1) add_float(s, "rope_scale", c->rope_scale);
+            if (c->rope_scale > 0 && c->rope_scale != 1 && c->rope_orig_ctx == 0) add_float(s, "rope_scale", c->rope_scale);
             bool any = false;
             for (int64_t l = 0; l < c->n_layer; l++) any |= c->sliding[l] != 0;
             if (c->sliding_window > 0) cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
@@ -357,6 +376,20 @@ char *fk_hf_config_json(const fk_config *c) { return config_json(c, FK_DT_F32); 
 
 typedef struct { const cJSON *root; const char *path; fk_status st; } cfg_reader;
 
+// A JSON number as an integer in lo..hi, range-checked before the cast (a cast of 1e300 to an
+// integer is undefined behaviour); false when it is not an integer or out of range.
+static bool json_int(const cJSON *v, double lo, double hi, int64_t *out) {
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (!(d >= lo && d <= hi) || d != floor(d)) return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+// Integer keys: within int64 (a double below 2^63 converts exactly); fk_config_validate then
+// bounds each size, naming the field.
+#define INT_KEY_MAX 9223372036854774784.0  // the largest double below 2^63
+
 // Reads an integer key; `def` < 0 with the key absent is an error.
 static int64_t get_int(cfg_reader *r, const char *key, int64_t def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
@@ -364,11 +397,14 @@ static int64_t get_int(cfg_reader *r, const char *key, int64_t def) {
         if (def < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: missing key \"%s\"", r->path, key);
         return def;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble) {
-        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an integer", r->path, key);
+    int64_t x;
+    if (!json_int(v, -INT_KEY_MAX, INT_KEY_MAX, &x)) {
+        if (r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an integer within int64 range (got %g)", r->path, key,
+                             cJSON_IsNumber(v) ? v->valuedouble : NAN);
         return def;
     }
-    return (int64_t)v->valuedouble;
+    return x;
 }
 
 static double get_num(cfg_reader *r, const char *key, double def) {
@@ -396,11 +432,24 @@ static const char *get_str(const cJSON *obj, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-// bos/eos may be an integer or a list (the first is used).
+// bos/eos may be an integer or a list (the first is used); -1 when none or out of range.
 static int32_t get_token_id(const cJSON *root, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    return cJSON_IsNumber(v) ? (int32_t)v->valuedouble : -1;
+    int64_t id;
+    return json_int(v, 0, INT32_MAX, &id) ? (int32_t)id : -1;
+}
+
+// A per-layer integer list (fusekit_intermediate_sizes, fusekit_attention_heads) into out.
+static void get_int_list(cfg_reader *r, const char *key, int64_t n_layer, int64_t *out) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!cJSON_IsArray(a)) return;
+    if (cJSON_GetArraySize(a) != n_layer && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: %s has %d entries but the model has %lld layers", r->path, key, cJSON_GetArraySize(a),
+                         (long long)n_layer);
+    for (int l = 0; l < cJSON_GetArraySize(a) && l < FK_MAX_LAYERS && r->st == FK_OK; l++)
+        if (!json_int(cJSON_GetArrayItem(a, l), 0, INT_KEY_MAX, &out[l]))
+            r->st = fk_error(FK_ERR_FORMAT, "%s: %s[%d] must be a non-negative integer within int64 range", r->path, key, l);
 }
 
 // A number that may be null: absent gives def, null gives 0 (off); a negative value is an error.
@@ -437,6 +486,78 @@ static void gemma_rope(cfg_reader *r, const cJSON *o, const char *key, bool allo
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
         if (cJSON_IsNumber(f) && f->valuedouble >= 1 && f->valuedouble < 1e6) *factor = (float)f->valuedouble;
         else if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".factor must be a number >= 1 for linear RoPE scaling", r->path, key);
+    }
+}
+
+// A positive finite number of RoPE object o (key its name in errors) below lim, or 0 after an error.
+static double rope_num(cfg_reader *r, const cJSON *o, const char *key, const char *name, double lim) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < lim) return v->valuedouble;
+    if (r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".%s must be a number in (0, %g)%s", r->path, key, name, lim, v ? "" : " (it is missing)");
+    return 0;
+}
+
+// RoPE of a Llama-family config (llama, mistral, qwen2, fusekit): rope_theta and rope_scaling as
+// transformers 4.x writes them, or rope_parameters as 5.x does (which wins when both are there,
+// as in transformers). rope_type default, linear (rope_scale) and llama3 (rope_orig_ctx, ...) are
+// implemented; any other type, per-layer-type parameters, partial rotary factors and keys
+// fusekit does not know are refused, naming the key: none may be ignored.
+static void llama_rope(cfg_reader *r, fk_config *c) {
+    const cJSON *root = r->root;
+    c->rope_theta = (float)get_num(r, "rope_theta", 10000.0);
+    const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
+    if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"partial_rotary_factor\" is set; fusekit rotates whole heads only", r->path);
+    const char *key = "rope_parameters";
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(root, key = "rope_scaling");
+    if (!o || cJSON_IsNull(o) || r->st != FK_OK) return;
+    if (!cJSON_IsObject(o)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key); return; }
+    const char *kind = get_str(o, "rope_type");
+    if (!kind) kind = get_str(o, "type");
+    if (!kind) kind = "default";
+    bool linear = strcmp(kind, "linear") == 0, llama3 = strcmp(kind, "llama3") == 0;
+    if (!linear && !llama3 && strcmp(kind, "default") != 0) {
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" has rope_type \"%s\"; fusekit implements default, linear and llama3 RoPE", r->path,
+                         key, kind);
+        return;
+    }
+    // every key of the object must be one fusekit applies
+    static const char *const known[] = {"rope_type", "type", "rope_theta", "partial_rotary_factor", "factor", "low_freq_factor",
+                                        "high_freq_factor", "original_max_position_embeddings"};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o) {
+        size_t k = 0, n = linear ? 5 : llama3 ? 8 : 4;
+        while (k < n && strcmp(it->string, known[k]) != 0) k++;
+        if (k == n) {
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".%s is not supported with rope_type \"%s\" (fusekit would ignore it)", r->path,
+                             key, it->string, kind);
+            return;
+        }
+        if (k == 3 && !(cJSON_IsNumber(it) && it->valuedouble == 1)) {
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".partial_rotary_factor is set; fusekit rotates whole heads only", r->path, key);
+            return;
+        }
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, "rope_theta")) c->rope_theta = (float)rope_num(r, o, key, "rope_theta", 1e30);
+    if (linear) c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
+    if (llama3) {
+        c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
+        c->rope_low_freq = (float)rope_num(r, o, key, "low_freq_factor", 1e6);
+        c->rope_high_freq = (float)rope_num(r, o, key, "high_freq_factor", 1e6);
+        // transformers: the object's original_max_position_embeddings, else the top-level key, else
+        // max_position_embeddings
+        const char *ok = cJSON_GetObjectItemCaseSensitive(o, "original_max_position_embeddings") ? "original_max_position_embeddings" : NULL;
+        cfg_reader sub = {o, r->path, r->st};
+        int64_t orig = ok ? get_int(&sub, ok, -1) : get_int(r, "original_max_position_embeddings", c->max_seq);
+        if (r->st == FK_OK) r->st = sub.st;
+        if (orig < 1 && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".original_max_position_embeddings must be positive", r->path, key);
+        c->rope_orig_ctx = orig;
+        if (r->st == FK_OK && !(c->rope_high_freq > c->rope_low_freq))
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" has high_freq_factor %g <= low_freq_factor %g", r->path, key, (double)c->rope_high_freq,
+                             (double)c->rope_low_freq);
     }
 }
 
@@ -557,15 +678,8 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
                             path, (long long)d, (long long)H);
         else if (H > 0) c->head_dim = d / H;
         c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-6);
-        c->rope_theta = (float)get_num(&r, "rope_theta", 10000.0);
+        llama_rope(&r, c);
         c->tied = get_bool(&r, root, "tie_word_embeddings", false);
-        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-        if (rs && !cJSON_IsNull(rs) && r.st == FK_OK) {
-            const char *kind = get_str(rs, "rope_type");
-            if (!kind) kind = get_str(rs, "type");
-            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"rope_scaling\" is set (type \"%s\"); RoPE scaling is not supported (plain RoPE only)",
-                            path, kind ? kind : "?");
-        }
         const char *act = get_str(root, "hidden_act");
         if (strcmp(type, "fusekit") != 0 && act && strcmp(act, "silu") != 0 && r.st == FK_OK)
             r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (expected silu)", path, act);
@@ -599,7 +713,7 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
                 c->attn_softcap = (float)get_num(&rs, "attn_softcap", 0);
                 c->final_softcap = (float)get_num(&rs, "final_softcap", 0);
                 c->rope_theta_local = (float)get_num(&rs, "rope_theta_local", 0);
-                c->rope_scale = (float)get_num(&rs, "rope_scale", 0);
+                c->rope_scale = (float)get_num(&rs, "rope_scale", c->rope_scale);
                 c->sliding_window = get_int(&rs, "sliding_window", 0);
                 const cJSON *lt = cJSON_GetObjectItemCaseSensitive(s, "layer_types");
                 if (cJSON_IsArray(lt)) {
@@ -646,22 +760,9 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
         r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"quantization_config\" is set (quant_method \"%s\"); quantized checkpoints are not supported "
                         "(fusekit loads F32, F16 and BF16 weights)", path, method ? method : "?");
     }
-    const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(root, "fusekit_intermediate_sizes");
-    if (cJSON_IsArray(sizes)) {
-        if (cJSON_GetArraySize(sizes) != c->n_layer && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_FORMAT, "%s: fusekit_intermediate_sizes has %d entries but the model has %lld layers",
-                            path, cJSON_GetArraySize(sizes), (long long)c->n_layer);
-        for (int l = 0; l < cJSON_GetArraySize(sizes) && l < FK_MAX_LAYERS; l++)
-            c->ffn[l] = (int64_t)cJSON_GetArrayItem(sizes, l)->valuedouble;
-    }
-    const cJSON *heads = cJSON_GetObjectItemCaseSensitive(root, "fusekit_attention_heads");
-    if (cJSON_IsArray(heads)) {
-        if (cJSON_GetArraySize(heads) != c->n_layer && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_FORMAT, "%s: fusekit_attention_heads has %d entries but the model has %lld layers",
-                            path, cJSON_GetArraySize(heads), (long long)c->n_layer);
-        for (int l = 0; l < cJSON_GetArraySize(heads) && l < FK_MAX_LAYERS; l++)
-            c->heads[l] = (int64_t)cJSON_GetArrayItem(heads, l)->valuedouble;
-    }
+    r.root = root;
+    get_int_list(&r, "fusekit_intermediate_sizes", c->n_layer, c->ffn);
+    get_int_list(&r, "fusekit_attention_heads", c->n_layer, c->heads);
     c->bos_id = get_token_id(root, "bos_token_id");
     c->eos_id = get_token_id(root, "eos_token_id");
     cJSON_Delete(root);
@@ -910,7 +1011,8 @@ fk_status fk_hf_load(fk_model *m, const char *dir) {
     fk_status st = fk_hf_config_read(cpath, &c);
     free(cpath);
     FK_TRY(st);
-    FK_TRY(fk_model_init(m, &c));
+    st = fk_model_init(m, &c);
+    if (st != FK_OK) return fk_error_context(st, "%s/config.json", dir);
     st = fk_hf_load_weights(m, dir);
     if (st != FK_OK) fk_model_free(m);
     return st;

@@ -2,7 +2,10 @@
 #include "fusekit/model.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void config_common(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq) {
     memset(c, 0, sizeof *c);
@@ -49,46 +52,80 @@ bool fk_config_uniform_ffn(const fk_config *c) {
     return true;
 }
 
+// Size limits of a config: generous for real models (Llama 3.1 405B: d_model 16384, FFN 53248,
+// 128 heads, context 131072; Gemma 3: vocabulary 262144, head_dim 256) and small enough that no
+// size product of the engine (a matrix, a table, the KV cache, a batch's activations over the
+// context) can overflow int64 or size_t.
+#define LIM_VOCAB ((int64_t)1 << 24)
+#define LIM_DIM ((int64_t)1 << 20)     // d_model and each FFN width
+#define LIM_HEADS 4096                 // query and KV heads
+#define LIM_HEAD_DIM 4096
+#define LIM_SEQ ((int64_t)1 << 24)     // context length, Llama 3 original context, sliding window
+#define LIM_FLOATS ((int64_t)1 << 40)  // weights, and KV cache, in floats
+
+// a * b into *out; false when it overflows int64 (or an operand is negative).
+static bool mul_ok(int64_t a, int64_t b, int64_t *out) { return a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, out); }
+static bool add_ok(int64_t a, int64_t b, int64_t *out) { return !__builtin_add_overflow(a, b, out); }
+
+// A size field within lo..hi; names the field and the file keys it comes from.
+static fk_status check_range(const char *name, const char *keys, int64_t v, int64_t lo, int64_t hi) {
+    if (v >= lo && v <= hi) return FK_OK;
+    return fk_error(FK_ERR_ARG, "config: %s is %lld, expected %lld..%lld (%s)", name, (long long)v, (long long)lo, (long long)hi, keys);
+}
+
+// Floats of one matrix or vector as the parameter table lays it out (rounded up to 16).
+static bool table_floats(int64_t d0, int64_t d1, int64_t *acc) {
+    int64_t n;
+    return mul_ok(d0, d1, &n) && add_ok(n, 15, &n) && add_ok(*acc, n & ~(int64_t)15, acc);
+}
+
+fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
+    int64_t C = c->d_model, hd = c->head_dim, t = 0;
+    bool ok = table_floats(c->vocab_size, C, &t) && (c->tied || table_floats(c->vocab_size, C, &t)) &&
+              (c->pos != FK_POS_LEARNED || table_floats(c->max_seq, C, &t)) && table_floats(2, C, &t);
+    for (int64_t l = 0; ok && l < c->n_layer; l++) {
+        int64_t q = fk_config_heads(c, l), qkv, up = fk_config_gated(c) ? 2 * c->ffn[l] : c->ffn[l];
+        ok = add_ok(q, 2 * c->n_kv_head, &qkv) && mul_ok(qkv, hd, &qkv) && table_floats(qkv, C, &t) && table_floats(qkv, 1, &t) &&
+             table_floats(C, q * hd, &t) && table_floats(up, C, &t) && table_floats(up, 1, &t) && table_floats(C, c->ffn[l], &t) &&
+             table_floats(6, C, &t) && table_floats(2, hd, &t);
+    }
+    *floats = t;
+    if (!ok) return fk_error(FK_ERR_ARG, "config: the weights' size overflows");
+    return FK_OK;
+}
+
 fk_status fk_config_validate(const fk_config *c) {
-    if (c->vocab_size < 1 || c->vocab_size > (1 << 30)) return fk_error(FK_ERR_ARG, "config: vocab_size %lld is out of range", (long long)c->vocab_size);
-    if (c->d_model < 1) return fk_error(FK_ERR_ARG, "config: d_model must be positive (got %lld)", (long long)c->d_model);
-    if (c->n_layer < 1 || c->n_layer > FK_MAX_LAYERS)
-        return fk_error(FK_ERR_ARG, "config: n_layer %lld must be in 1..%d", (long long)c->n_layer, FK_MAX_LAYERS);
-    if (c->n_head < 1 || c->n_kv_head < 1 || c->n_head % c->n_kv_head != 0)
+    FK_TRY(check_range("vocab_size", "config.json vocab_size, GGUF tokens", c->vocab_size, 1, LIM_VOCAB));
+    FK_TRY(check_range("d_model", "config.json hidden_size/n_embd, GGUF embedding_length", c->d_model, 1, LIM_DIM));
+    FK_TRY(check_range("n_layer", "config.json num_hidden_layers/n_layer, GGUF block_count", c->n_layer, 1, FK_MAX_LAYERS));
+    FK_TRY(check_range("n_head", "config.json num_attention_heads/n_head, GGUF attention.head_count", c->n_head, 1, LIM_HEADS));
+    FK_TRY(check_range("n_kv_head", "config.json num_key_value_heads, GGUF attention.head_count_kv", c->n_kv_head, 1, c->n_head));
+    if (c->n_head % c->n_kv_head != 0)
         return fk_error(FK_ERR_ARG, "config: n_head %lld must be a positive multiple of n_kv_head %lld",
                         (long long)c->n_head, (long long)c->n_kv_head);
-    if (c->head_dim < 1) return fk_error(FK_ERR_ARG, "config: head_dim must be positive (got %lld)", (long long)c->head_dim);
+    FK_TRY(check_range("head_dim", "config.json head_dim, GGUF attention.key_length", c->head_dim, 1, LIM_HEAD_DIM));
     if (c->pos == FK_POS_ROPE && c->head_dim % 2 != 0)
         return fk_error(FK_ERR_ARG, "config: RoPE needs an even head_dim (got %lld)", (long long)c->head_dim);
-    if (c->max_seq < 1) return fk_error(FK_ERR_ARG, "config: max_seq must be positive");
+    FK_TRY(check_range("max_seq", "config.json max_position_embeddings/n_positions, GGUF context_length", c->max_seq, 1, LIM_SEQ));
     for (int64_t l = 0; l < c->n_layer; l++) {
-        if (c->ffn[l] < 1) return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld", (long long)l, (long long)c->ffn[l]);
+        if (c->ffn[l] < 1 || c->ffn[l] > LIM_DIM)
+            return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld, expected 1..%lld (config.json intermediate_size/n_inner, "
+                            "GGUF feed_forward_length)", (long long)l, (long long)c->ffn[l], (long long)LIM_DIM);
         int64_t h = fk_config_heads(c, l);
         if (h < c->n_kv_head || h > c->n_head || h % c->n_kv_head != 0)
             return fk_error(FK_ERR_ARG, "config: layer %lld has %lld query heads, expected a multiple of n_kv_head %lld up to n_head %lld", (long long)l,
                             (long long)h, (long long)c->n_kv_head, (long long)c->n_head);
     }
-    // Sizes (from hostile files too): every matrix dimension within BLAS's int, and the weights,
-    // the RoPE tables and the KV cache at most 2^40 floats, so that no size product overflows.
-    const double lim = 2147483647.0, cap = 1099511627776.0;
-    double C = (double)c->d_model, hd = (double)c->head_dim, S = (double)c->max_seq, H = (double)c->n_head;
-    double KVD = (double)c->n_kv_head * hd, QKV = H * hd + 2 * KVD;
-    const struct { const char *name; double v; } dims[] = {
-        {"d_model", C}, {"head_dim", hd}, {"max_seq", S}, {"(n_head + 2 n_kv_head) x head_dim", QKV}};
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i].v > lim) return fk_error(FK_ERR_ARG, "config: %s is %.0f, expected at most 2^31 - 1", dims[i].name, dims[i].v);
-    double total = 2 * (double)c->vocab_size * C + S * C;
-    for (int64_t l = 0; l < c->n_layer; l++) {
-        double F = (double)c->ffn[l];
-        if (2 * F > lim) return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld, expected at most 2^30 - 1", (long long)l, (long long)c->ffn[l]);
-        total += (QKV + H * hd + 3 * F) * C + QKV + 2 * F + 8 * C;
-    }
-    if (total > cap) return fk_error(FK_ERR_ARG, "config: %.4g weights, expected at most 2^40", total);
-    if ((double)c->n_layer * S * KVD > cap || S * hd > cap)
-        return fk_error(FK_ERR_ARG, "config: max_seq %lld makes a KV cache of %.4g floats or RoPE tables of %.4g, expected at most 2^40",
-                        (long long)c->max_seq, (double)c->n_layer * S * KVD, S * hd / 2);
-    if (!(c->norm_eps > 0)) return fk_error(FK_ERR_ARG, "config: norm epsilon must be positive");
-    if (c->pos == FK_POS_ROPE && !(c->rope_theta > 0)) return fk_error(FK_ERR_ARG, "config: rope_theta must be positive");
+    // With the limits above no product below overflows; still checked, at one place.
+    int64_t total, kv;
+    FK_TRY(fk_config_weight_floats(c, &total));
+    if (total > LIM_FLOATS) return fk_error(FK_ERR_ARG, "config: %.4g weights, expected at most 2^40", (double)total);
+    if (!mul_ok(c->n_layer, c->max_seq, &kv) || !mul_ok(kv, c->n_kv_head * c->head_dim, &kv) || kv > LIM_FLOATS)
+        return fk_error(FK_ERR_ARG, "config: max_seq %lld makes a KV cache of %.4g floats, expected at most 2^40", (long long)c->max_seq,
+                        (double)c->n_layer * (double)c->max_seq * (double)(c->n_kv_head * c->head_dim));
+    if (!(c->norm_eps > 0) || !isfinite(c->norm_eps)) return fk_error(FK_ERR_ARG, "config: norm epsilon is %g, expected a finite value > 0", (double)c->norm_eps);
+    if (c->pos == FK_POS_ROPE && (!(c->rope_theta > 0) || !isfinite(c->rope_theta)))
+        return fk_error(FK_ERR_ARG, "config: rope_theta is %g, expected a finite value > 0", (double)c->rope_theta);
     if (c->norm == FK_NORM_RMSNORM && c->bias_norm) return fk_error(FK_ERR_ARG, "config: RMSNorm has no bias");
     if (c->mlp != FK_MLP_GELU && c->mlp != FK_MLP_SWIGLU && c->mlp != FK_MLP_GEGLU)
         return fk_error(FK_ERR_ARG, "config: unknown MLP kind %d", (int)c->mlp);
@@ -102,10 +139,59 @@ fk_status fk_config_validate(const fk_config *c) {
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!(f[i].v >= 0) || !isfinite(f[i].v))
             return fk_error(FK_ERR_ARG, "config: %s is %g, expected a finite value >= 0", f[i].name, (double)f[i].v);
-    if (c->sliding_window < 0) return fk_error(FK_ERR_ARG, "config: sliding_window %lld is negative", (long long)c->sliding_window);
+    FK_TRY(check_range("sliding_window", "config.json sliding_window, GGUF attention.sliding_window", c->sliding_window, 0, LIM_SEQ));
     for (int64_t l = 0; l < c->n_layer; l++)
         if (c->sliding[l] > 1) return fk_error(FK_ERR_ARG, "config: sliding[%lld] is %d, expected 0 or 1", (long long)l, c->sliding[l]);
+    // Llama 3 RoPE scaling
+    if (c->rope_orig_ctx != 0) {
+        FK_TRY(check_range("rope_orig_ctx", "config.json rope_scaling.original_max_position_embeddings", c->rope_orig_ctx, 1, LIM_SEQ));
+        if (c->pos != FK_POS_ROPE) return fk_error(FK_ERR_ARG, "config: Llama 3 RoPE scaling without RoPE");
+        if (!(c->rope_scale > 0))
+            return fk_error(FK_ERR_ARG, "config: Llama 3 RoPE scaling needs a factor > 0 (rope_scale is %g)", (double)c->rope_scale);
+        if (!(c->rope_low_freq > 0) || !(c->rope_high_freq > c->rope_low_freq) || !isfinite(c->rope_high_freq))
+            return fk_error(FK_ERR_ARG, "config: Llama 3 RoPE scaling needs 0 < low_freq_factor < high_freq_factor (got %g, %g)",
+                            (double)c->rope_low_freq, (double)c->rope_high_freq);
+    } else if (c->rope_low_freq != 0 || c->rope_high_freq != 0) {
+        return fk_error(FK_ERR_ARG, "config: low/high_freq_factor set without Llama 3 RoPE scaling (rope_orig_ctx 0)");
+    }
     return FK_OK;
+}
+
+// Bytes of memory this process can still use: FK_MEM_LIMIT_MB when set (tests, or an explicit
+// budget), else the kernel's MemAvailable, else the free physical pages; 0 when unknown.
+uint64_t fk_mem_available_bytes(void) {
+    const char *env = getenv("FK_MEM_LIMIT_MB");
+    if (env && *env) {
+        char *end;
+        double mb = strtod(env, &end);
+        if (end != env && mb >= 0 && mb < 1e12) return (uint64_t)(mb * 1048576.0);
+    }
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { fclose(f); return (uint64_t)kb * 1024; }
+        fclose(f);
+    }
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
+// "31.2 GB" or "512.0 MB"
+static void fmt_bytes(char *buf, size_t n, double b) {
+    if (b >= 1e9) snprintf(buf, n, "%.1f GB", b / 1e9);
+    else snprintf(buf, n, "%.1f MB", b / 1e6);
+}
+
+fk_status fk_mem_check(const char *what, double bytes) {
+    uint64_t avail = fk_mem_available_bytes();
+    if (avail == 0 || bytes <= (double)avail) return FK_OK;
+    char need[32], have[32];
+    fmt_bytes(need, sizeof need, bytes);
+    fmt_bytes(have, sizeof have, (double)avail);
+    return fk_error(FK_ERR_NOMEM, "%s needs %s, %s available%s", what, need, have,
+                    getenv("FK_MEM_LIMIT_MB") ? " (FK_MEM_LIMIT_MB)" : "");
 }
 
 int64_t fk_config_heads(const fk_config *c, int64_t l) { return c->heads[l] > 0 ? c->heads[l] : c->n_head; }

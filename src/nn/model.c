@@ -92,18 +92,35 @@ static void build_table(fk_model *m) {
     m->n_floats = cur;
 }
 
-// A RoPE table (max_seq, head_dim/2) for base theta with positions divided by scale (linear
-// scaling: Hugging Face divides the inverse frequencies by the factor, in float32).
-// RoPE tables (max_seq, head_dim/2) of cos and sin: the global one (rope_theta, positions
-// divided by rope_scale) and, when sliding layers differ, the local one (rope_theta_local). The
-// memory is lazily zeroed pages, filled up to the longest position used so far (rope_ensure),
-// so a model declaring a long context costs only the positions it runs.
-static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, float theta, float scale, int64_t t0, int64_t t1) {
+// RoPE tables (positions, head_dim/2) of cos and sin: the global one (rope_theta, positions
+// divided by rope_scale, or Llama 3 scaling) and, when sliding layers differ, the local one
+// (rope_theta_local, unscaled). They hold the positions used so far (rope_ensure grows them
+// geometrically up to max_seq), so a model declaring a long context costs only what it runs.
+//
+// Inverse frequency d of a table as Hugging Face computes it (float32): theta^-(2d/head_dim), then
+// linear scaling (divided by scale) or, with llama3, Llama 3's scaling (transformers'
+// rope_type "llama3": long wavelengths divided by the factor, short ones kept, a blend between).
+static float rope_inv_freq(const fk_config *cfg, float theta, float scale, bool llama3, int64_t d) {
+    float inv = 1.0f / powf(theta, (float)(2 * d) / (float)cfg->head_dim);
+    if (llama3) {
+        // the wavelength limits and hi - lo in double (Python floats), the rest in float32
+        float factor = cfg->rope_scale, lo = cfg->rope_low_freq, hi = cfg->rope_high_freq, old = (float)cfg->rope_orig_ctx;
+        float lo_wave = (float)((double)old / lo), hi_wave = (float)((double)old / hi);
+        float wavelen = (float)(2 * M_PI) / inv;
+        float inv_l = wavelen > lo_wave ? inv / factor : inv;
+        if (!(wavelen < hi_wave) && !(wavelen > lo_wave)) {
+            float s = (old / wavelen - lo) / (float)((double)hi - lo);
+            inv_l = (1 - s) * inv_l / factor + s * inv_l;
+        }
+        return inv_l;
+    }
+    return scale != 1 ? inv / scale : inv;
+}
+
+static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, float theta, float scale, bool llama3, int64_t t0, int64_t t1) {
     int64_t half = cfg->head_dim / 2;
     for (int64_t d = 0; d < half; d++) {
-        // inverse frequency as Hugging Face computes it (float32), the angle in double
-        float inv = 1.0f / powf(theta, (float)(2 * d) / (float)cfg->head_dim);
-        if (scale != 1) inv /= scale;
+        float inv = rope_inv_freq(cfg, theta, scale, llama3, d);  // the angle in double
         for (int64_t t = t0; t < t1; t++) {
             double a = (double)t * (double)inv;
             cos_t[t * half + d] = (float)cos(a);
@@ -112,18 +129,34 @@ static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, float th
     }
 }
 
-static size_t rope_bytes(const fk_config *cfg) { return (size_t)(cfg->max_seq * (cfg->head_dim / 2)) * sizeof(float); }
+// Grows table *p (when there is one) to `want` positions.
+static bool rope_grow(float **p, int64_t want, int64_t half) {
+    if (!*p) return true;
+    float *q = realloc(*p, (size_t)want * (size_t)half * sizeof(float));
+    if (!q) return false;
+    *p = q;
+    return true;
+}
 
-static void rope_ensure(fk_model *m, int64_t n) {
+static fk_status rope_ensure(fk_model *m, int64_t n) {
     const fk_config *cfg = &m->cfg;
-    if (cfg->pos != FK_POS_ROPE || n <= m->rope_len) return;
+    if (cfg->pos != FK_POS_ROPE || n <= m->rope_len) return FK_OK;
     if (n > cfg->max_seq) n = cfg->max_seq;
-    bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1;
-    rope_fill(m->rope_cos, m->rope_sin, cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1, m->rope_len, n);
+    if (n > m->rope_cap) {  // max_seq is at most 2^24 and head_dim 4096 (fk_config_validate)
+        int64_t cap = m->rope_cap * 2 > n ? m->rope_cap * 2 : n, half = cfg->head_dim / 2;
+        if (cap > cfg->max_seq) cap = cfg->max_seq;
+        if (!rope_grow(&m->rope_cos, cap, half) || !rope_grow(&m->rope_sin, cap, half) || !rope_grow(&m->rope_cos_local, cap, half) ||
+            !rope_grow(&m->rope_sin_local, cap, half))
+            return fk_error(FK_ERR_NOMEM, "out of memory for the RoPE tables of %lld positions", (long long)cap);
+        m->rope_cap = cap;
+    }
+    bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1, llama3 = cfg->rope_orig_ctx > 0;
+    rope_fill(m->rope_cos, m->rope_sin, cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1, llama3, m->rope_len, n);
     if (m->rope_cos_local)
-        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta, 1,
+        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta, 1, false,
                   m->rope_len, n);
     m->rope_len = n;
+    return FK_OK;
 }
 
 // The RoPE table of layer l.
@@ -133,9 +166,11 @@ static void layer_rope(const fk_model *m, int64_t l, const float **cs, const flo
     *sn = local ? m->rope_sin_local : m->rope_sin;
 }
 
-fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
+fk_status fk_model_init(fk_model *m, const fk_config *cfg) { return fk_model_init_ex(m, cfg, 0); }
+
+fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags) {
     memset(m, 0, sizeof *m);
-    FK_TRY(fk_config_validate(cfg));
+    FK_TRY(fk_config_validate(cfg));  // bounds every size: the products below cannot overflow
     m->cfg = *cfg;
     m->layer = calloc((size_t)cfg->n_layer, sizeof *m->layer);
     if (!m->layer) return fk_error(FK_ERR_NOMEM, "out of memory");
@@ -143,23 +178,34 @@ fk_status fk_model_init(fk_model *m, const fk_config *cfg) {
     m->params = calloc((size_t)m->n_params, sizeof *m->params);
     if (!m->params) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     build_table(m);  // fill
+    // the memory the weights will take, checked before any of it is allocated: the whole arena,
+    // or with stored matrices only what cannot be stored
+    int64_t need = m->n_floats;
+    if (flags & FK_MODEL_INIT_STORED)
+        for (int i = 0; i < m->n_params; i++)
+            if (fk_param_storable(m->params[i].kind)) need -= (m->params[i].numel + 15) & ~(int64_t)15;
+    char what[96];
+    snprintf(what, sizeof what, "the model (%.3g parameters, f32)", (double)m->n_floats);
+    fk_status st = fk_mem_check(what, (double)need * sizeof(float));
+    if (st != FK_OK) { fk_model_free(m); return st; }
     m->w = fk_alloc_pages((size_t)m->n_floats * sizeof(float));
     if (!m->w) {
         size_t mb = (size_t)m->n_floats * 4 >> 20;
         fk_model_free(m);
         return fk_error(FK_ERR_NOMEM, "cannot allocate %zu MiB for the weights", mb);
     }
-    if (cfg->pos == FK_POS_ROPE) {
+    if (cfg->pos == FK_POS_ROPE) {  // room for the first positions; rope_ensure grows them
         float local_theta = cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta;
-        bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1, any_sliding = false;
+        bool scaled = (cfg->rope_scale > 0 && cfg->rope_scale != 1) || cfg->rope_orig_ctx > 0, any_sliding = false;
         for (int64_t l = 0; l < cfg->n_layer; l++) any_sliding |= cfg->sliding[l] != 0;
-        size_t rb = rope_bytes(cfg);
-        m->rope_cos = fk_alloc_pages(rb);
-        m->rope_sin = fk_alloc_pages(rb);
+        m->rope_cap = cfg->max_seq < 64 ? cfg->max_seq : 64;
+        size_t rb = (size_t)m->rope_cap * (size_t)(cfg->head_dim / 2) * sizeof(float);
+        m->rope_cos = malloc(rb);
+        m->rope_sin = malloc(rb);
         bool ok = m->rope_cos && m->rope_sin;
         if (ok && any_sliding && (local_theta != cfg->rope_theta || scaled)) {
-            m->rope_cos_local = fk_alloc_pages(rb);
-            m->rope_sin_local = fk_alloc_pages(rb);
+            m->rope_cos_local = malloc(rb);
+            m->rope_sin_local = malloc(rb);
             ok = m->rope_cos_local && m->rope_sin_local;
         }
         if (!ok) { fk_model_free(m); return fk_error(FK_ERR_NOMEM, "out of memory"); }
@@ -197,6 +243,7 @@ fk_status fk_model_alloc_grads(fk_model *m) {
     if (m->n_stored > 0)
         return fk_error(FK_ERR_ARG, "the model reads %d weight matrices as stored in its file (a frozen model for inference); "
                         "load it dequantized to train it", m->n_stored);
+    FK_TRY(fk_mem_check("the gradient arena (f32)", (double)m->n_floats * sizeof(float)));
     m->g = fk_calloc_aligned((size_t)m->n_floats * sizeof(float));
     if (!m->g) return fk_error(FK_ERR_NOMEM, "cannot allocate %zu MiB for gradients", (size_t)m->n_floats * 4 >> 20);
     return FK_OK;
@@ -553,7 +600,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
                                     (long long)e, (long long)i, teacher->ids[e], teacher->p[e], (long long)V);
         }
     FK_TRY(acts_alloc(m, B, T, train));
-    rope_ensure(m, T);
+    FK_TRY(rope_ensure(m, T));
     fk_acts *a = m->acts;
     memcpy(a->tokens, tokens, (size_t)N * sizeof(int32_t));
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
@@ -778,7 +825,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     if ((int64_t)pos + n > c->max_seq)
         return fk_error(FK_ERR_ARG, "step: position %d + %d tokens exceeds the model's context %lld", pos, n, (long long)c->max_seq);
     FK_TRY(kv_alloc(m, n));
-    rope_ensure(m, (int64_t)pos + n);
+    FK_TRY(rope_ensure(m, (int64_t)pos + n));
     fk_kv_cache *kv = m->kv;
     if (pos != 0 && pos != kv->len)
         return fk_error(FK_ERR_ARG, "step: position %d but the cache holds %lld tokens", pos, (long long)kv->len);
@@ -861,9 +908,7 @@ void fk_model_free(fk_model *m) {
     if (m->stored_release) m->stored_release(m->stored_owner);
     free(m->stored); free(m->stored_tmp);
     free(m->params); free(m->layer); fk_free_pages(m->w, (size_t)m->n_floats * sizeof(float)); free(m->g);
-    size_t rb = rope_bytes(&m->cfg);
-    fk_free_pages(m->rope_cos, rb); fk_free_pages(m->rope_sin, rb);
-    fk_free_pages(m->rope_cos_local, rb); fk_free_pages(m->rope_sin_local, rb);
+    free(m->rope_cos); free(m->rope_sin); free(m->rope_cos_local); free(m->rope_sin_local);
     acts_free(m->acts);
     kv_free(m->kv);
     memset(m, 0, sizeof *m);
