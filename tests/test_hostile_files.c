@@ -367,6 +367,8 @@ static void test_tokenizer_vocab(void **state) {
     vocab_model(tpath("v2000"), 2000);
     RUN_FAILS(1, "1744 rows would have no token", "%s eval --model %s --tokenizer %s --data %s", FK_CLI, tpath("v2000"), tpath("bytes_tok"),
               tpath("text.txt"));
+    RUN_FAILS(1, "1744 rows would have no token", "%s train --init %s --tokenizer %s --data %s -o %s --steps 1", FK_CLI, tpath("v2000"),
+              tpath("bytes_tok"), tpath("text.txt"), tpath("trained"));
     // 300 rows: 44 is more than 1% of the vocabulary
     vocab_model(tpath("v300"), 300);
     RUN_FAILS(1, "at most 1% of the vocabulary", "%s eval --model %s --tokenizer %s --data %s", FK_CLI, tpath("v300"), tpath("bytes_tok"),

@@ -243,21 +243,10 @@ void cli_set_threads(int64_t threads) {
     openblas_set_num_threads((int)threads);
 }
 
-// A tokenizer with more tokens than the model has embeddings cannot be used with it.
-// A tokenizer must cover the model's vocabulary: more tokens than embedding rows is refused,
-// and so are fewer, unless the gap is padding (Qwen2.5 pads 151665 tokens to 151936 rows,
-// Phi-3 32011 to 32064): at most FK_VOCAB_PAD_MAX rows and at most 1% of the vocabulary.
-#define FK_VOCAB_PAD_MAX 1024
+// A tokenizer must cover the model's vocabulary, up to padding rows (fk_vocab_check).
 static fk_status check_vocab(fk_tokenizer **t, int64_t vocab) {
     if (!*t || vocab <= 0) return FK_OK;
-    int64_t n = fk_tok_vocab_size(*t), gap = vocab - n;
-    fk_status st = FK_OK;
-    if (n > vocab)
-        st = fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary only %lld", (long long)n, (long long)vocab);
-    else if (gap > FK_VOCAB_PAD_MAX || gap * 100 > vocab)
-        st = fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary %lld: %lld rows would have no token; "
-                      "a smaller tokenizer is accepted only as padding (at most %d rows and at most 1%% of the vocabulary) "
-                      "- is it the model's own tokenizer?", (long long)n, (long long)vocab, (long long)gap, FK_VOCAB_PAD_MAX);
+    fk_status st = fk_vocab_check(fk_tok_vocab_size(*t), vocab);
     if (st == FK_OK) return FK_OK;
     fk_tok_free(*t);
     *t = NULL;

@@ -309,9 +309,10 @@ int cmd_train(int argc, char **argv) {
             if (st == FK_OK) st = fk_model_init(&m, &c);
             if (st == FK_OK) fk_model_init_weights(&m, (uint64_t)seed);
         }
-        if (st == FK_OK && tok && m.cfg.vocab_size < fk_tok_vocab_size(tok))
-            st = fk_error(FK_ERR_ARG, "the model's vocabulary (%lld) is smaller than the tokenizer's (%d)", (long long)m.cfg.vocab_size,
-                          fk_tok_vocab_size(tok));
+        // a new model may have rows to spare (--vocab); one read from a file must fit its tokenizer
+        if (st == FK_OK && tok && (init || resume_from || m.cfg.vocab_size < fk_tok_vocab_size(tok)) &&
+            (st = fk_vocab_check(fk_tok_vocab_size(tok), m.cfg.vocab_size)) != FK_OK)
+            fk_error_context(st, "tokenizer %s, model %s", tokenizer ? tokenizer : "(the model's)", init ? init : resume_from ? resume_from : "(new)");
         if (st != FK_OK) goto fail;
         o.steps = steps;
         o.batch = (int)batch;

@@ -59,6 +59,12 @@ fk_eval_windowing fk_eval_windowing_data(const fk_token_data *d, int64_t max_tok
 // target is not NULL, the index in ids of the id each position predicts (-1: none) into target;
 // returns how many windows it copied.
 int fk_eval_windows(const fk_eval_windowing *w, const int32_t *ids, int64_t w0, int batch, int32_t *x, int64_t *target);
+// A tokenizer of n_tokens tokens for a model of `rows` embedding rows: more tokens than rows is
+// refused, and so are fewer unless the gap is padding (Qwen2.5: 151665 tokens, 151936 rows;
+// Phi-3: 32011, 32064), at most FK_VOCAB_PAD_MAX rows and at most 1% of them. FK_ERR_ARG
+// stating the rule; callers add the files' names.
+#define FK_VOCAB_PAD_MAX 1024
+fk_status fk_vocab_check(int64_t n_tokens, int64_t rows);
 // Writes a shard atomically; ids must be < vocab_size.
 fk_status fk_shard_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab_size, int64_t text_bytes,
                          uint64_t tokenizer_fp);

@@ -139,6 +139,17 @@ bool fk_data_is_shard(const char *path) {
     return shard;
 }
 
+fk_status fk_vocab_check(int64_t n_tokens, int64_t rows) {
+    int64_t gap = rows - n_tokens;
+    if (n_tokens > rows)
+        return fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary only %lld", (long long)n_tokens, (long long)rows);
+    if (gap > FK_VOCAB_PAD_MAX || gap * 100 > rows)
+        return fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary %lld: %lld rows would have no token; "
+                        "a smaller tokenizer is accepted only as padding (at most %d rows and at most 1%% of the vocabulary) "
+                        "- is it the model's own tokenizer?", (long long)n_tokens, (long long)rows, (long long)gap, FK_VOCAB_PAD_MAX);
+    return FK_OK;
+}
+
 // Records t's BOS when t adds one.
 static void data_bos(const fk_tokenizer *t, fk_token_data *d) {
     int32_t bos = fk_tok_adds_bos(t) ? fk_tok_bos(t) : -1;
