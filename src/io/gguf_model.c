@@ -609,7 +609,8 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         FK_TRY(key_i64(&r, "attention.value_length", false, d / heads[0], &vd));
         FK_TRY(key_i64(&r, "rope.dimension_count", false, hd, &rot));
         if (vd != hd)
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key_length %lld != value_length %lld is not supported", g->path, (long long)hd, (long long)vd);
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: keys '%s.attention.key_length' and '%s.attention.value_length' differ: key_length %lld != "
+                            "value_length %lld is not supported", g->path, arch, arch, (long long)hd, (long long)vd);
         if (rot != hd)
             return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.dimension_count' is %lld but heads have %lld dimensions; partial RoPE is not supported",
                             g->path, arch, (long long)rot, (long long)hd);
