@@ -29,6 +29,7 @@ void cli_stop_begin(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;  // reads and writes in progress go on; the loop polls the flag
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &stop_old[0]);
     sigaction(SIGTERM, &sa, &stop_old[1]);
@@ -142,7 +143,7 @@ int cmd_train(int argc, char **argv) {
     int64_t steps = 1000, batch = 8, seq = 0, accum = 1, warmup = -1, seed = 1337, eval_every = 100, eval_tokens = 65536;
     int64_t save_every = 0, keep = 2, log_every = 10;
     double lr = 3e-4, min_lr = 0.1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0, rope_theta = 10000, val_frac = 0.1;
-    bool resume = false;
+    bool resume = false, force = false;
     cli_list teachers = {0};
     const char *fusion = "mince", *level = "sequence", *align = "offsets", *vmap = "mined", *cache = NULL;
     double lambda = 0.9, tau = 1.0, ttemp = 1.0;
@@ -183,6 +184,7 @@ int cmd_train(int argc, char **argv) {
         {"--log-every", OPT_INT, &log_every, "steps between metric lines (default 10)", false, "[1,)"},
         {"--resume", OPT_FLAG, &resume, "continue from the newest checkpoint in --out", false, NULL},
         {"--resume-from", OPT_STR, &resume_from, "continue from this checkpoint folder", false, NULL},
+        {"--force", OPT_FLAG, &force, "write into an --out that holds a model but no training run (it is overwritten)", false, NULL},
         {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
         {"--teacher", OPT_LIST, &teachers, "distribution store (.fkd, from fusekit extract) of a teacher on --data; repeat for fusion", false, NULL},
         {"--fusion", OPT_STR, &fusion, "mince | avgce: how teachers are fused (default mince)", false, NULL},
@@ -208,6 +210,16 @@ int cmd_train(int argc, char **argv) {
         cli_out_spec os = {"-o", out, false, true};  // an existing run is resumed, or refused below
         if ((rc = cli_check_output("train", &os, ins, 6)) != 0) return rc;
         if (cli_check_only) return 0;  // fuse / heal check train's options before their own work
+    }
+    if (!resume && !resume_from && !force) {  // a model folder that is not a run would be overwritten
+        char *ck = NULL, *mp = fk_path_join(out, "model.safetensors");
+        bool run = fk_checkpoint_latest(out, &ck) == FK_OK, model = mp && fk_path_exists(mp);
+        free(ck);
+        free(mp);
+        if (model && !run) {
+            fprintf(stderr, "fusekit train: error: -o %s holds a model but no training run: pass --force to overwrite it, or choose another -o\n", out);
+            return 2;
+        }
     }
     if (!config && !init && !resume && !resume_from && d_model % heads != 0) {  // the shape flags: head_dim = d / heads
         fprintf(stderr, "fusekit train: error: --d-model %lld is not a multiple of --heads %lld\n", (long long)d_model, (long long)heads);
