@@ -228,6 +228,9 @@ void fk_config_describe(const fk_config *c, char *buf, size_t n) {
     for (int64_t l = 0; l < c->n_layer; l++) ns += c->sliding[l] != 0;
     if (c->sliding_window > 0 && ns > 0) ADD(" window=%lld on %lld/%lld layers", (long long)c->sliding_window, (long long)ns, (long long)c->n_layer);
     if (c->rope_theta_local > 0) ADD(" rope_theta_local=%g", (double)c->rope_theta_local);
-    if (c->rope_scale > 0 && c->rope_scale != 1) ADD(" rope_scale=%g", (double)c->rope_scale);
+    if (c->rope_orig_ctx > 0)
+        ADD(" rope_llama3(factor=%g low=%g high=%g ctx=%lld)", (double)c->rope_scale, (double)c->rope_low_freq, (double)c->rope_high_freq,
+            (long long)c->rope_orig_ctx);
+    else if (c->rope_scale > 0 && c->rope_scale != 1) ADD(" rope_scale=%g", (double)c->rope_scale);
 #undef ADD
 }
