@@ -405,6 +405,53 @@ static void test_heal_sigint(void **s) {
     assert_true(same);
 }
 
+// The library's stop flag (no signal involved): set from the step callback after step 2, fk_train
+// returns FK_OK after step 3 with checkpoint-3 written and no final model; the event says
+// stopped; resumed from the checkpoint, the run ends with an uninterrupted run's weights.
+typedef struct { volatile sig_atomic_t *flag; int64_t at; bool saw_stop; } stop_ctx;
+static void stop_cb(const fk_train_event *ev, void *user) {
+    stop_ctx *c = user;
+    if (ev->step == c->at) *c->flag = 1;
+    if (ev->stopped) c->saw_stop = ev->checkpoint != NULL;
+}
+
+static void test_library_stop_flag(void **s) {
+    (void)s;
+    fk_token_data d;
+    random_tokens(&d, 3000, 64, 5);
+    fk_config c;
+    fk_config_llama(&c, 64, 16, 2, 2, 1, 32, 32);
+    fk_train_opts o;
+    fk_train_defaults(&o);
+    o.steps = 8; o.batch = 2; o.seq = 16; o.eval_every = 0; o.eval_tokens = 64;
+    o.optim.lr = 1e-3f; o.optim.warmup = 2; o.optim.total_steps = 8;
+    fk_model a, b;
+    fk_adamw oa, ob;
+    CHECK(fk_model_init(&a, &c)); fk_model_init_weights(&a, 3); CHECK(fk_adamw_init(&oa, &a, &o.optim));
+    CHECK(fk_train(&a, &oa, &d, NULL, &o, tpath("lib_a"), NULL, NULL));
+    CHECK(fk_model_init(&b, &c)); fk_model_init_weights(&b, 3); CHECK(fk_adamw_init(&ob, &b, &o.optim));
+    volatile sig_atomic_t flag = 0;
+    stop_ctx sc = {&flag, 2, false};  // set after step 2: step 3 is the one in progress
+    fk_train_opts os = o;
+    os.stop = &flag;
+    CHECK(fk_train(&b, &ob, &d, NULL, &os, tpath("lib_b"), stop_cb, &sc));
+    assert_int_equal(ob.t, 3);
+    assert_true(sc.saw_stop);
+    assert_true(fk_path_exists(tpath("lib_b/checkpoint-3/trainer_state.json")));
+    assert_false(fk_path_exists(tpath("lib_b/model.safetensors")));
+    fk_model_free(&b);
+    fk_adamw_free(&ob);
+    fk_train_opts ro;
+    fk_train_defaults(&ro);
+    CHECK(fk_checkpoint_load(tpath("lib_b/checkpoint-3"), &b, &ob, &ro));
+    CHECK(fk_train(&b, &ob, &d, NULL, &ro, tpath("lib_b"), NULL, NULL));
+    assert_int_equal(ob.t, 8);
+    assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+    fk_model_free(&a); fk_model_free(&b);
+    fk_adamw_free(&oa); fk_adamw_free(&ob);
+    fk_data_free(&d);
+}
+
 // kill -9 of extract at random times, then the same command: the same store byte for byte.
 // SIGTERM: exit 143 with the .partial kept, and the same command resumes it.
 static void test_extract_kill9_and_sigterm(void **s) {
@@ -513,6 +560,7 @@ int main(void) {
         cmocka_unit_test(test_train_sigterm),
         cmocka_unit_test(test_train_double_sigint),
         cmocka_unit_test(test_heal_sigint),
+        cmocka_unit_test(test_library_stop_flag),
         cmocka_unit_test(test_extract_kill9_and_sigterm),
         cmocka_unit_test(test_full_disk),
     };
