@@ -292,6 +292,7 @@ static fk_status open_capped(const char *path, char *msg, size_t cap) {
         struct rlimit r = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)256 << 20), RLIM_INFINITY};
         r.rlim_max = r.rlim_cur;
         if (setrlimit(RLIMIT_AS, &r) != 0) _exit(101);
+        setenv("FK_MEM_LIMIT_MB", "64", 1);  // what fk_mem_check sees as available
         fk_store *s = NULL;
         fk_status st = fk_store_open(path, &s);
         const char *m = fk_last_error();
@@ -341,6 +342,9 @@ static void test_store(void **state) {
     expect_capped(p, FK_ERR_FORMAT, "n_tokens is 16777211", "tokenization section");
     expect_capped(patched_store(good, "corpus.fkd", 40, 8, (uint64_t)1 << 62), FK_ERR_FORMAT, "corpus_bytes", NULL);
     expect_capped(patched_store(good, "k.fkd", 16, 4, 1000), FK_ERR_FORMAT, "k is 1000", NULL);
+    // a vocabulary within the cap whose id model (48 bytes an entry: 2^22 x 48 = 201.3 MB) needs more
+    // memory than there is (64 MiB = 67.1 MB here)
+    expect_capped(patched_store(good, "mem.fkd", 24, 8, (uint64_t)1 << 22), FK_ERR_NOMEM, "vocab_size 4194304", "needs 201.3 MB, 67.1 MB available");
 }
 
 // ------------------------------------------------------------------ tokenizer vs model vocabulary

@@ -1141,7 +1141,13 @@ static fk_status store_open(fk_store *s, const char *path) {
     }
     if (at != index_off)
         return fk_error(FK_ERR_FORMAT, "%s: %llu bytes between the last record and the index", path, (unsigned long long)(index_off - at));
-    // tokenization, then the id model built from it
+    // tokenization, then the id model built from it: ids and spans (12 bytes a token), ranks and
+    // successor offsets (48 bytes a vocabulary entry), successor lists (28 bytes a pair)
+    int64_t pairs = h->n_tokens < ((int64_t)1 << s->c.p.succ_log2) ? h->n_tokens : ((int64_t)1 << s->c.p.succ_log2);
+    double need = 12.0 * (double)h->n_tokens + 48.0 * (double)h->vocab_size + 28.0 * (double)pairs;
+    char what[600];
+    snprintf(what, sizeof what, "%s: opening the store (n_tokens %lld, vocab_size %lld)", path, (long long)h->n_tokens, (long long)h->vocab_size);
+    FK_TRY(fk_mem_check(what, need));
     FK_TRY(tok_decode(&s->c, b + FK_STORE_HEADER_BYTES, tok_bytes, path));
     for (int64_t i = 0; i < h->n_tokens; i++)
         if (s->c.tok[i] < 0 || s->c.tok[i] >= h->vocab_size) return fk_error(FK_ERR_FORMAT, "%s: token %lld is outside the vocabulary", path, (long long)i);
