@@ -257,7 +257,8 @@ static fk_status input_open(merge_input *in, const char *dir) {
     } else if (st == FK_OK && fk_path_exists(index)) {
         char *json = NULL;
         st = fk_read_file(index, &json, NULL);
-        cJSON *root = st == FK_OK ? cJSON_Parse(json) : NULL;
+        cJSON *root = NULL;
+        if (st == FK_OK) st = fk_json_parse(index, json, strlen(json), &root);
         const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map"), *it;
         if (st == FK_OK && !cJSON_IsObject(map)) st = fk_error(FK_ERR_FORMAT, "%s: missing object \"weight_map\"", index);
         if (st == FK_OK) {
@@ -533,7 +534,8 @@ static fk_status copy_if_present(const char *from_dir, const char *to_dir, const
 static fk_status write_config(const char *from_dir, const char *to_dir, fk_dtype dt) {
     char *src = fk_path_join(from_dir, "config.json"), *dst = fk_path_join(to_dir, "config.json"), *text = NULL;
     fk_status st = fk_read_file(src, &text, NULL);
-    cJSON *root = st == FK_OK ? cJSON_Parse(text) : NULL;
+    cJSON *root = NULL;
+    if (st == FK_OK) st = fk_json_parse(src, text, strlen(text), &root);
     if (st == FK_OK && !cJSON_IsObject(root)) st = fk_error(FK_ERR_FORMAT, "%s: not a JSON object", src);
     if (st == FK_OK) {
         cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");

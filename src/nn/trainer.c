@@ -290,12 +290,13 @@ fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_tra
     char *state_path = fk_path_join(dir, "trainer_state.json"), *json = NULL;
     fk_status st = fk_read_file(state_path, &json, NULL);
     if (st != FK_OK) { free(state_path); return fk_error_context(st, "%s is not a complete checkpoint", dir); }
-    cJSON *j = cJSON_Parse(json);
+    cJSON *j = NULL;
+    st = fk_json_parse(state_path, json, strlen(json), &j);
     free(json);
     const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step");
-    if (!cJSON_IsNumber(step)) {
+    if (st != FK_OK || !cJSON_IsNumber(step)) {
         cJSON_Delete(j);
-        st = fk_error(FK_ERR_FORMAT, "%s: missing key \"step\"", state_path);
+        if (st == FK_OK) st = fk_error(FK_ERR_FORMAT, "%s: missing key \"step\"", state_path);
         free(state_path);
         return st;
     }
