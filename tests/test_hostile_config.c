@@ -380,6 +380,23 @@ static void test_rope_refused(void **s) {
         expect_error(fk_hf_config_parse(json, "r/config.json", &c), bad[i].st, "r/config.json", bad[i].n2, bad[i].n3);
         free(json);
     }
+    // Gemma's RoPE objects are as strict
+    const char *gemma = "{\"model_type\": \"gemma3_text\", \"vocab_size\": 48, \"hidden_size\": 16, \"intermediate_size\": 24, "
+                        "\"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 4}";
+    const struct { const char *value, *n2; } gbad[] = {
+        {"{\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"beta_fast\": 32}}", "beta_fast"},
+        {"{\"full_attention\": {\"rope_type\": \"default\"}, \"chunked_attention\": {\"rope_type\": \"default\"}}", "chunked_attention"},
+        {"{\"rope_type\": \"default\", \"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.25}", "partial_rotary_factor"},
+    };
+    for (size_t i = 0; i < sizeof gbad / sizeof gbad[0]; i++) {
+        char *json = with_key(gemma, "rope_parameters", gbad[i].value);
+        expect_error(fk_hf_config_parse(json, "g/config.json", &c), FK_ERR_UNSUPPORTED, "g/config.json", "rope_parameters", gbad[i].n2);
+        free(json);
+    }
+    char *gj = with_key(gemma, "rope_parameters", "{\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"rope_theta\": 1e6}}");
+    CHECK(fk_hf_config_parse(gj, "g/config.json", &c));
+    assert_true(c.rope_scale == 8.0f && c.rope_theta == 1e6f);
+    free(gj);
     // Llama 3 scaling has no GGUF form fusekit writes (llama.cpp's rope_freqs tensor): refused
     char *json = with_key(BASE_JSON, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}");
     CHECK(fk_hf_config_parse(json, "r/config.json", &c));

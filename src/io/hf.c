@@ -477,6 +477,16 @@ static void gemma_rope(cfg_reader *r, const cJSON *o, const char *key, bool allo
     if (linear && !allow_linear && r->st == FK_OK)
         r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" asks for linear RoPE scaling, which this model_type does not scale "
                          "(fusekit: only gemma3_text's global layers)", r->path, key);
+    // every key must be one fusekit applies
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o) {
+        const char *k = it->string;
+        bool known = strcmp(k, "rope_type") == 0 || strcmp(k, "type") == 0 || strcmp(k, "rope_theta") == 0 || (linear && strcmp(k, "factor") == 0) ||
+                     (strcmp(k, "partial_rotary_factor") == 0 && cJSON_IsNumber(it) && it->valuedouble == 1);
+        if (!known && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".%s is not supported with rope_type \"%s\" (fusekit would ignore it)", r->path, key, k,
+                             kind ? kind : "default");
+    }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
     if (t && theta) {
         if (cJSON_IsNumber(t) && t->valuedouble > 0) *theta = (float)t->valuedouble;
@@ -587,6 +597,9 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
     // RoPE: the keys transformers 4.x writes (rope_theta, rope_local_base_freq, rope_scaling), then
     // 5.x's rope_parameters (flat, or per layer type for gemma3_text)
     float theta = gen == 3 ? 1e6f : 1e4f, theta_local = 1e4f, factor = 1;
+    const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
+    if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"partial_rotary_factor\" is set; fusekit rotates whole heads only", path);
     theta = (float)get_num(r, "rope_theta", theta);
     if (gen == 3) theta_local = (float)get_num(r, "rope_local_base_freq", theta_local);
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
@@ -596,6 +609,11 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
         const cJSON *full = cJSON_GetObjectItemCaseSensitive(rp, "full_attention"), *sl = cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention");
         if (full || sl) {
             float unused = 1;
+            const cJSON *it;
+            cJSON_ArrayForEach(it, rp)
+                if (strcmp(it->string, "full_attention") != 0 && strcmp(it->string, "sliding_attention") != 0 && r->st == FK_OK)
+                    r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"rope_parameters\".%s is not a layer type fusekit knows (full_attention, "
+                                     "sliding_attention)", path, it->string);
             if (full) gemma_rope(r, full, "rope_parameters.full_attention", gen == 3, &theta, &factor);
             if (sl) gemma_rope(r, sl, "rope_parameters.sliding_attention", false, gen == 3 ? &theta_local : &theta, &unused);
         } else {
