@@ -156,6 +156,9 @@ static void test_safetensors(void **state) {
     expect_msg(fk_st_open(&st, p), FK_ERR_FORMAT, p, "tensor w needs data bytes up to 16");
     p = st_file("span.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
     expect_msg(fk_st_open(&st, p), FK_ERR_FORMAT, p, "tensor w: shape has 3 elements");
+    p = st_file("overlap.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8);
+    expect_msg(fk_st_open(&st, p), FK_ERR_FORMAT, p, "tensors a and b overlap");
     p = st_file("dtype.safetensors", "{\"w\":{\"dtype\":\"F8\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8);
     expect_msg(fk_st_open(&st, p), FK_ERR_FORMAT, p, "tensor w: missing or unknown dtype F8");
 }
@@ -203,6 +206,14 @@ static void test_shards(void **state) {
     expect_msg(fk_data_load(p, &d), FK_ERR_FORMAT, p, "id 300 at index 1 is outside the vocabulary");
     p = shard_file("text.bin", 2, 256, 4, (uint64_t)1 << 63, 0, sizeof ids, ids);
     expect_msg(fk_data_load(p, &d), FK_ERR_FORMAT, p, "text bytes");
+    // a shard whose ids need more memory than there is (FK_MEM_LIMIT_MB 1: 1 MiB)
+    size_t big_n = 1 << 19;
+    uint16_t *many = calloc(big_n, 2);
+    p = shard_file("many.bin", 2, 256, big_n, big_n, 0, big_n * 2, many);
+    free(many);
+    setenv("FK_MEM_LIMIT_MB", "1", 1);
+    expect_msg(fk_data_load(p, &d), FK_ERR_NOMEM, p, "needs 2.1 MB, 1.0 MB available");
+    unsetenv("FK_MEM_LIMIT_MB");
     // shard vs tokenizer: one without a fingerprint, of another vocabulary, is not the byte tokenizer's
     fk_tokenizer *bytes = NULL;
     CHECK(fk_tok_new_bytes(&bytes));

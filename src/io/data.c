@@ -1,5 +1,6 @@
 // Token data: shards and raw bytes.
 #include "fusekit/data.h"
+#include "fusekit/model.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -22,6 +23,12 @@ fk_status fk_data_load_bytes(const char *path, fk_token_data *d) {
     memset(d, 0, sizeof *d);
     char *buf;
     size_t n;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {  // the text and its ids (4 bytes a byte) must fit
+        char what[600];
+        snprintf(what, sizeof what, "%s: reading %lld bytes as byte ids", path, (long long)sb.st_size);
+        FK_TRY(fk_mem_check(what, 5.0 * (double)sb.st_size));
+    }
     FK_TRY(fk_read_file(path, &buf, &n));
     d->ids = malloc((n ? n : 1) * sizeof(int32_t));
     if (!d->ids) { free(buf); return fk_error(FK_ERR_NOMEM, "out of memory reading %s", path); }
@@ -60,6 +67,11 @@ fk_status fk_data_load(const char *path, fk_token_data *d) {
     uint64_t text_bytes = st == FK_OK ? rd64(p + 32) : 0;
     if (st == FK_OK && text_bytes > ((uint64_t)1 << 53))
         st = fk_error(FK_ERR_FORMAT, "%s: token shard header: text bytes %llu is out of range (at most 2^53)", path, (unsigned long long)text_bytes);
+    if (st == FK_OK) {
+        char what[600];
+        snprintf(what, sizeof what, "%s: loading a token shard of %llu ids", path, (unsigned long long)count);
+        st = fk_mem_check(what, 4.0 * (double)count);
+    }
     if (st == FK_OK) {
         d->vocab_size = vocab;
         d->n = (int64_t)count;

@@ -89,6 +89,27 @@ static fk_status check_unique_keys(const cJSON *root, int n, const char *path) {
     return st;
 }
 
+static int cmp_by_data(const void *a, const void *b) {
+    const fk_st_tensor *x = *(const fk_st_tensor *const *)a, *y = *(const fk_st_tensor *const *)b;
+    return (x->data > y->data) - (x->data < y->data);
+}
+
+// Tensors' byte ranges must not overlap (as the safetensors library requires): one tensor's
+// bytes read as another's is a malformed file.
+static fk_status check_disjoint(const fk_safetensors *st) {
+    if (st->n_tensors < 2) return FK_OK;
+    const fk_st_tensor **v = malloc((size_t)st->n_tensors * sizeof *v);
+    if (!v) return fk_error(FK_ERR_NOMEM, "out of memory reading the header of %s", st->path);
+    for (int i = 0; i < st->n_tensors; i++) v[i] = &st->tensors[i];
+    qsort(v, (size_t)st->n_tensors, sizeof *v, cmp_by_data);
+    fk_status rc = FK_OK;
+    for (int i = 1; i < st->n_tensors && rc == FK_OK; i++)
+        if (v[i]->data < v[i - 1]->data + v[i - 1]->nbytes)
+            rc = fk_error(FK_ERR_FORMAT, "%s: tensors %s and %s overlap in the data (their data_offsets)", st->path, v[i - 1]->name, v[i]->name);
+    free(v);
+    return rc;
+}
+
 fk_status fk_st_open(fk_safetensors *st, const char *path) {
     memset(st, 0, sizeof *st);
     FK_TRY(fk_mmap_open(&st->map, path));
@@ -133,6 +154,7 @@ fk_status fk_st_open(fk_safetensors *st, const char *path) {
         st->n_tensors++;
     }
     cJSON_Delete(root);
+    if (rc == FK_OK) rc = check_disjoint(st);
     if (rc != FK_OK) { fk_st_close(st); return rc; }
     return FK_OK;
 }
