@@ -172,6 +172,26 @@ static void test_existing_outputs(void **s) {
     expect(2, c, "imp/tokenizer.json already exists: pass --force", NULL);
     free(tj);
 
+    // train into a model folder that holds no training run: refused, overwritten with --force
+    char *text = fk_path_join(tmpdir, "text.txt");
+    FILE *f = fopen(text, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 200; i++) fprintf(f, "line %d: the cat sat on the mat.\n", i);
+    fclose(f);
+    p = fk_path_join(imp, "model.safetensors");
+    before = slurp(p, &n0);
+    snprintf(c, sizeof c, "%s train --data %s -o %s --steps 1 --ctx 16 --d-model 16 --layers 1 --heads 2 --batch 2", FK_CLI, text, imp);
+    expect(2, c, "fusekit train: error: -o ", "imp holds a model but no training run: pass --force", NULL);
+    after = slurp(p, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(after);
+    free(before);
+    snprintf(c, sizeof c, "%s train --data %s -o %s --steps 1 --ctx 16 --d-model 16 --layers 1 --heads 2 --batch 2 --force", FK_CLI, text, imp);
+    expect(0, c, "\"step\":1", NULL);
+    free(p);
+    free(text);
+
     // a failed merge leaves no temporary folder behind
     snprintf(c, sizeof c, "%s merge --method linear --model %s --model %s -o %s", FK_CLI, GPT2, LLAMA, tpath("bad"));
     expect(1, c, "share one architecture", NULL);
