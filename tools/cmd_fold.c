@@ -421,6 +421,26 @@ int cmd_fold(int argc, char **argv) {
     if (rounds < 1 || rounds > 64) { fprintf(stderr, "fusekit fold: error: --rounds must be 1 to 64 (got %lld)\n", (long long)rounds); return 2; }
     if (rounds > 1 && heal_steps <= 0) { fprintf(stderr, "fusekit fold: error: --rounds needs --heal-steps (progressive folding heals between rounds)\n"); return 2; }
     if (fa.probe_windows < 1 || fa.batch < 1) { fprintf(stderr, "fusekit fold: error: --probe-windows and --batch must be positive\n"); return 2; }
+    double hl;
+    if (cli_parse_float("fold", "--heal-lambda", heal_lambda, "[0,1]", &hl)) return 2;
+    bool healing = rounds > 1 || heal_steps > 0;
+    {
+        const char *ins[] = {model, data, heal_data, fa.tokenizer};
+        // healing trains into OUT, and the same command run again resumes there
+        cli_out_spec os = {"-o", out, force, healing};
+        if ((rc = cli_check_output("fold", &os, ins, 4)) != 0) return rc;
+        if (healing) {  // train's options for healing, checked before folding
+            char **extra = calloc((size_t)argc + 3, sizeof *extra);
+            if (!extra) return 1;
+            int ne = 0;
+            extra[ne++] = "--steps";
+            extra[ne++] = "1";
+            for (int i = own + 1; i < argc; i++) extra[ne++] = argv[i];
+            rc = heal_check(model, heal_data ? heal_data : data, out, heal_lambda, ne, extra);
+            free(extra);
+            if (rc != 0) return rc;
+        }
+    }
     fa.o.round = (int)round;
     fa.o.min_width = min_width;
     fa.o.ridge = ridge;
