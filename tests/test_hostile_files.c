@@ -272,6 +272,34 @@ static char *good_store(void) {
     return p;
 }
 
+// Vocabulary 50000, 2000 random tokens (a long tokenization), k 1: each position holds the true
+// next token with probability ~1 (a short record).
+static char *big_tok_store(void) {
+    enum { N = 2000 };
+    static int32_t tok[N];
+    static int64_t begin[N + 1];
+    uint64_t x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((x >> 33) % 50000);
+        begin[i] = i;
+    }
+    begin[N] = N;
+    fk_store_header h = {.flags = 0, .k = 1, .seq = 4096, .vocab_size = 50000, .n_tokens = N, .corpus_bytes = N};
+    char *p = tpath("bigtok.fkd");
+    fk_store_writer *w;
+    int64_t done;
+    CHECK(fk_store_writer_open(p, &h, tok, begin, true, &w, &done));
+    static uint8_t count[N - 1];
+    static int32_t ids[N - 1];
+    static float logp[N - 1], ce[N - 1];
+    for (int t = 0; t < N - 1; t++) { count[t] = 1; ids[t] = tok[t + 1]; logp[t] = 0; ce[t] = 0; }
+    fk_store_seq q = {.first = 0, .n = N - 1, .k = 1, .count = count, .ids = ids, .logp = logp, .ce = ce, .mean_ce = 0};
+    CHECK(fk_store_write_seq(w, &q));
+    CHECK(fk_store_writer_finish(w));
+    return p;
+}
+
 // A copy of the store with one header field replaced and both header checksums (the header's own
 // and the footer's copy) recomputed, as an attacker would.
 static char *patched_store(const char *good, const char *name, size_t off, int width, uint64_t v) {
@@ -351,6 +379,22 @@ static void test_store(void **state) {
     spit(p, b, n);
     free(b);
     expect_capped(p, FK_ERR_FORMAT, "n_tokens is 16777211", "tokenization section");
+    // a store whose tokenization (random ids) is long and whose record (the true next token, sure)
+    // is short: as many tokens as the tokenization could hold, in one sequence, are more positions
+    // than the record's bytes can encode (positions x k arrays would be allocated for them)
+    p = big_tok_store();
+    b = (unsigned char *)slurp(p, &n);
+    uint64_t tok_payload = 0;
+    for (int i = 7; i >= 0; i--) tok_payload = tok_payload << 8 | b[88 + i];
+    uint64_t n_tok = (tok_payload - 16) * 118 + 1;
+    put32(b + 20, (uint32_t)n_tok);
+    put64(b + 32, n_tok);
+    put32(b + 124, crc32_ref(b, 124));
+    put32(b + n - 32 + 20, crc32_ref(b, 128));
+    p = tpath("positions.fkd");
+    spit(p, b, n);
+    free(b);
+    expect_capped(p, FK_ERR_FORMAT, "record 0 holds", "positions by the header");
     expect_capped(patched_store(good, "corpus.fkd", 40, 8, (uint64_t)1 << 62), FK_ERR_FORMAT, "corpus_bytes", NULL);
     expect_capped(patched_store(good, "k.fkd", 16, 4, 1000), FK_ERR_FORMAT, "k is 1000", NULL);
     // a vocabulary within the cap whose id model (48 bytes an entry: 2^22 x 48 = 201.3 MB) needs more

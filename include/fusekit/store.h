@@ -124,6 +124,8 @@
 #define FK_STORE_MAX_VOCAB (1 << 24)
 #define FK_STORE_MAX_SEQ (1 << 24)
 #define FK_STORE_TOKENS_PER_BYTE 118
+// Likewise a record's positions: one decision or more each, at most 352.1 a byte of its payload.
+#define FK_STORE_POSITIONS_PER_BYTE 353
 
 enum {
     FK_STORE_ALIGNED = 1,  // distributions are over another (target) tokenizer's vocabulary; count 0 = one-hot on the true next token

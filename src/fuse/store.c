@@ -1137,6 +1137,14 @@ static fk_status store_open(fk_store *s, const char *path) {
         if (len < REC_FIXED || off + REC_HEAD + len > index_off)
             return fk_error(FK_ERR_FORMAT, "%s: record %llu (offset %llu) claims %llu bytes, past the index at %llu", path,
                             (unsigned long long)i, (unsigned long long)off, (unsigned long long)len, (unsigned long long)index_off);
+        // its positions (decoded into positions x k arrays) against its bytes: each position
+        // costs at least one range-coded decision of log2(2048/2016) bits, so 352.1 a byte at best
+        int64_t first = (int64_t)i * h->seq, rn = fk_store_header_positions(h) - first;
+        if (rn > h->seq) rn = h->seq;
+        if ((uint64_t)rn > (len - REC_FIXED + 1) * FK_STORE_POSITIONS_PER_BYTE)
+            return fk_error(FK_ERR_FORMAT, "%s: record %llu holds %lld positions by the header (seq %d, n_tokens %lld) but its %llu bytes "
+                            "encode at most %llu", path, (unsigned long long)i, (long long)rn, h->seq, (long long)h->n_tokens,
+                            (unsigned long long)len, (unsigned long long)((len - REC_FIXED + 1) * FK_STORE_POSITIONS_PER_BYTE));
         at = off + REC_HEAD + len;
     }
     if (at != index_off)
