@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             } else if (kv->elem_type != FK_GGUF_ARRAY) {
                 const void *arr; uint64_t cnt;
                 (void)fk_gguf_get_arr(&g, key, kv->elem_type, &arr, &cnt);
-                for (uint64_t k = 0; k < n; k++) { d += fk_gguf_arr_f64(kv, k); s += fk_gguf_arr_i64(kv, k); }
+                for (uint64_t k = 0; k < n; k++) { d += fk_gguf_arr_f64(kv, k); u += (uint64_t)fk_gguf_arr_i64(kv, k); }
             }
         } else if (kv->type == FK_GGUF_STRING) {
             fz_touch(kv->strs[0].s, kv->strs[0].n);
