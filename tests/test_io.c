@@ -259,6 +259,36 @@ static void expect_error(fk_status st, fk_status want, const char *needle1, cons
     if (needle2 && !strstr(msg, needle2)) fail_msg("message '%s' does not mention '%s'", msg, needle2);
 }
 
+// A checkpoint's trainer_state.json with options out of range (1e15 micro-batches: a float to
+// int cast out of range was undefined behaviour; NaN-like strings, negative steps): refused,
+// naming the file and the key. Uses the checkpoint test_resume_equality leaves.
+static void test_checkpoint_state_ranges(void **s) {
+    (void)s;
+    static const char *bad[][2] = {
+        {"{\"step\":4,\"options\":{\"grad_accum\":1e15}}", "grad_accum"},
+        {"{\"step\":4,\"options\":{\"batch\":-3}}", "batch"},
+        {"{\"step\":4,\"options\":{\"steps\":2.5}}", "steps"},
+        {"{\"step\":4,\"options\":{\"lr\":\"x\"}}", "lr"},
+        {"{\"step\":4,\"options\":{\"beta2\":1e300}}", "beta2"},
+        {"{\"step\":1e300,\"options\":{}}", "step"},
+        {"{\"options\":{}}", "step"},
+    };
+    char *dir = tpath("ckpt_ranges");
+    char *state = tpath("ckpt_ranges/trainer_state.json");
+    CHECK(fk_mkdir_p(dir));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        FILE *f = fopen(state, "wb");
+        assert_non_null(f);
+        fputs(bad[i][0], f);
+        fclose(f);
+        fk_model m;
+        fk_adamw opt;
+        fk_train_opts o;
+        fk_train_defaults(&o);
+        expect_error(fk_checkpoint_load(dir, &m, &opt, &o), FK_ERR_FORMAT, "trainer_state.json", bad[i][1]);
+    }
+}
+
 // The evaluation windows, with and without BOS, for many lengths and caps: every id is
 // predicted exactly once (without BOS: all but the first), by a position whose input is the id
 // before it (or BOS for a window's first id), and windows hold consecutive ids.
@@ -404,6 +434,7 @@ int main(void) {
         cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_resume_equality),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_eval_windows),
+        cmocka_unit_test(test_checkpoint_state_ranges),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

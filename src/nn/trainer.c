@@ -164,32 +164,59 @@ static cJSON *opts_to_json(const fk_train_opts *o) {
     return j;
 }
 
-static double jnum(const cJSON *j, const char *k, double def) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
+// A key of the options object, when there: an integer in [lo, hi] (checked before the cast).
+static fk_status jint(const cJSON *j, const char *path, const char *k, int64_t lo, int64_t hi, int64_t *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, k);
+    if (!x) return FK_OK;
+    double d = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    if (!(d >= (double)lo && d <= (double)hi) || d != floor(d))
+        return fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an integer in [%lld, %lld]", path, k, (long long)lo, (long long)hi);
+    *v = (int64_t)d;
+    return FK_OK;
 }
 
-static void opts_from_json(const cJSON *j, fk_train_opts *o) {
-    o->steps = (int64_t)jnum(j, "steps", (double)o->steps);
-    o->batch = (int)jnum(j, "batch", o->batch);
-    o->seq = (int)jnum(j, "seq", o->seq);
-    o->grad_accum = (int)jnum(j, "grad_accum", o->grad_accum);
+static fk_status jint32(const cJSON *j, const char *path, const char *k, int lo, int *v) {
+    int64_t x = *v;
+    FK_TRY(jint(j, path, k, lo, INT32_MAX, &x));
+    *v = (int)x;
+    return FK_OK;
+}
+
+// A key of the options object, when there: a finite number in [lo, hi].
+static fk_status jfloat(const cJSON *j, const char *path, const char *k, double lo, double hi, float *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, k);
+    if (!x) return FK_OK;
+    double d = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    if (!(d >= lo && d <= hi)) return fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a number in [%g, %g]", path, k, lo, hi);
+    *v = (float)d;
+    return FK_OK;
+}
+
+// The options a checkpoint was made with (trainer_state.json's "options"); every value range-checked.
+static fk_status opts_from_json(const cJSON *j, const char *path, fk_train_opts *o) {
+    const int64_t BIG = (int64_t)1 << 53;  // what a JSON number holds exactly
+    FK_TRY(jint(j, path, "steps", 0, BIG, &o->steps));
+    FK_TRY(jint32(j, path, "batch", 1, &o->batch));
+    FK_TRY(jint32(j, path, "seq", 1, &o->seq));
+    FK_TRY(jint32(j, path, "grad_accum", 1, &o->grad_accum));
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
     if (cJSON_IsString(seed)) o->seed = strtoull(seed->valuestring, NULL, 10);
-    o->eval_every = (int64_t)jnum(j, "eval_every", (double)o->eval_every);
-    o->eval_tokens = (int64_t)jnum(j, "eval_tokens", (double)o->eval_tokens);
-    o->save_every = (int64_t)jnum(j, "save_every", (double)o->save_every);
-    o->keep = (int)jnum(j, "keep", o->keep);
-    o->log_every = (int64_t)jnum(j, "log_every", (double)o->log_every);
-    o->optim.lr = (float)jnum(j, "lr", o->optim.lr);
-    o->optim.min_lr_frac = (float)jnum(j, "min_lr_frac", o->optim.min_lr_frac);
-    o->optim.beta1 = (float)jnum(j, "beta1", o->optim.beta1);
-    o->optim.beta2 = (float)jnum(j, "beta2", o->optim.beta2);
-    o->optim.eps = (float)jnum(j, "eps", o->optim.eps);
-    o->optim.weight_decay = (float)jnum(j, "weight_decay", o->optim.weight_decay);
-    o->optim.clip = (float)jnum(j, "clip", o->optim.clip);
-    o->optim.warmup = (int64_t)jnum(j, "warmup", (double)o->optim.warmup);
-    o->optim.total_steps = (int64_t)jnum(j, "schedule_steps", (double)o->steps);
+    FK_TRY(jint(j, path, "eval_every", 0, BIG, &o->eval_every));
+    FK_TRY(jint(j, path, "eval_tokens", 0, BIG, &o->eval_tokens));
+    FK_TRY(jint(j, path, "save_every", 0, BIG, &o->save_every));
+    FK_TRY(jint32(j, path, "keep", 0, &o->keep));
+    FK_TRY(jint(j, path, "log_every", 0, BIG, &o->log_every));
+    FK_TRY(jfloat(j, path, "lr", 0, 1e3, &o->optim.lr));
+    FK_TRY(jfloat(j, path, "min_lr_frac", 0, 1, &o->optim.min_lr_frac));
+    FK_TRY(jfloat(j, path, "beta1", 0, 1, &o->optim.beta1));
+    FK_TRY(jfloat(j, path, "beta2", 0, 1, &o->optim.beta2));
+    FK_TRY(jfloat(j, path, "eps", 0, 1, &o->optim.eps));
+    FK_TRY(jfloat(j, path, "weight_decay", 0, 1e3, &o->optim.weight_decay));
+    FK_TRY(jfloat(j, path, "clip", 0, 1e30, &o->optim.clip));
+    FK_TRY(jint(j, path, "warmup", 0, BIG, &o->optim.warmup));
+    o->optim.total_steps = o->steps;
+    FK_TRY(jint(j, path, "schedule_steps", 0, BIG, &o->optim.total_steps));
+    return FK_OK;
 }
 
 static void remove_dir(const char *dir);
@@ -293,17 +320,13 @@ fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_tra
     cJSON *j = NULL;
     st = fk_json_parse(state_path, json, strlen(json), &j);
     free(json);
-    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step");
-    if (st != FK_OK || !cJSON_IsNumber(step)) {
-        cJSON_Delete(j);
-        if (st == FK_OK) st = fk_error(FK_ERR_FORMAT, "%s: missing key \"step\"", state_path);
-        free(state_path);
-        return st;
-    }
-    free(state_path);
-    opts_from_json(cJSON_GetObjectItemCaseSensitive(j, "options"), o);
-    int64_t t = (int64_t)step->valuedouble;
+    int64_t t = -1;
+    if (st == FK_OK) st = jint(j, state_path, "step", 0, (int64_t)1 << 53, &t);
+    if (st == FK_OK && t < 0) st = fk_error(FK_ERR_FORMAT, "%s: missing key \"step\"", state_path);
+    if (st == FK_OK) st = opts_from_json(cJSON_GetObjectItemCaseSensitive(j, "options"), state_path, o);
     cJSON_Delete(j);
+    free(state_path);
+    FK_TRY(st);
     FK_TRY(fk_hf_load(m, dir));
     st = fk_adamw_init(opt, m, &o->optim);
     fk_safetensors sf;
