@@ -225,7 +225,7 @@ static void test_train_kill9_random(void **s) {
         char name[32];
         snprintf(name, sizeof name, "kill%d", trial);
         char out[512];
-    snprintf(out, sizeof out, "%s", tpath(name));
+        snprintf(out, sizeof out, "%s", tpath(name));
         char outc[600];
         snprintf(outc, sizeof outc, "%s", out);
         int killed = 0;

@@ -236,20 +236,33 @@ static void add_llama_sizes(cJSON *j, const fk_config *c) {
     add_float(j, "rms_norm_eps", c->norm_eps);
 }
 
+// "rope_scaling" in transformers 4.x's form (5.x reads it too): llama3, linear (when `linear`:
+// the fusekit type keeps its linear scale among its switches instead), or null.
+static void add_rope_scaling(cJSON *j, const fk_config *c, bool linear) {
+    cJSON *rs = NULL;
+    if (c->rope_orig_ctx > 0) {
+        rs = cJSON_CreateObject();
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        add_float(rs, "factor", c->rope_scale);
+        add_float(rs, "low_freq_factor", c->rope_low_freq);
+        add_float(rs, "high_freq_factor", c->rope_high_freq);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)c->rope_orig_ctx);
+    } else if (linear && c->rope_scale > 0 && c->rope_scale != 1) {
+        rs = cJSON_CreateObject();
+        cJSON_AddStringToObject(rs, "rope_type", "linear");
+        add_float(rs, "factor", c->rope_scale);
+    }
+    if (rs) cJSON_AddItemToObject(j, "rope_scaling", rs);
+    else cJSON_AddNullToObject(j, "rope_scaling");
+}
+
 static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
     add_llama_sizes(j, c);
     cJSON_AddStringToObject(j, arch == FK_ARCH_GEMMA ? "hidden_act" : "hidden_activation", "gelu_pytorch_tanh");
     add_float(j, "rope_theta", c->rope_theta);
     if (arch == FK_ARCH_GEMMA3) {
         add_float(j, "rope_local_base_freq", c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta);
-        if (c->rope_scale > 0 && c->rope_scale != 1) {
-            cJSON *rs = cJSON_CreateObject();
-            cJSON_AddStringToObject(rs, "rope_type", "linear");
-            add_float(rs, "factor", c->rope_scale);
-            cJSON_AddItemToObject(j, "rope_scaling", rs);
-        } else {
-            cJSON_AddNullToObject(j, "rope_scaling");
-        }
+        add_rope_scaling(j, c, true);
     } else {
         cJSON_AddNullToObject(j, "rope_scaling");
     }
@@ -302,24 +315,8 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
         add_llama_sizes(j, c);
         add_float(j, "rope_theta", c->rope_theta);
         cJSON_AddStringToObject(j, "hidden_act", c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh");
-        // RoPE scaling in transformers 4.x's form (5.x reads it too); the fusekit type keeps a
-        // linear scale among its switches (global layers only, as Gemma 3)
-        if (c->rope_orig_ctx > 0) {
-            cJSON *rs = cJSON_CreateObject();
-            cJSON_AddStringToObject(rs, "rope_type", "llama3");
-            add_float(rs, "factor", c->rope_scale);
-            add_float(rs, "low_freq_factor", c->rope_low_freq);
-            add_float(rs, "high_freq_factor", c->rope_high_freq);
-            cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)c->rope_orig_ctx);
-            cJSON_AddItemToObject(j, "rope_scaling", rs);
-        } else if (arch != FK_ARCH_FUSEKIT && c->rope_scale > 0 && c->rope_scale != 1) {
-            cJSON *rs = cJSON_CreateObject();
-            cJSON_AddStringToObject(rs, "rope_type", "linear");
-            add_float(rs, "factor", c->rope_scale);
-            cJSON_AddItemToObject(j, "rope_scaling", rs);
-        } else {
-            cJSON_AddNullToObject(j, "rope_scaling");
-        }
+        // the fusekit type keeps a linear scale among its switches (global layers only, as Gemma 3)
+        add_rope_scaling(j, c, arch != FK_ARCH_FUSEKIT);
         if (arch == FK_ARCH_LLAMA) {
             cJSON_AddBoolToObject(j, "attention_bias", c->bias_qkv);
             cJSON_AddBoolToObject(j, "mlp_bias", 0);
