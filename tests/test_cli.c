@@ -159,6 +159,14 @@ static void test_tokenizer_pipeline(void **s) {
     assert_memory_equal(out, "The cat", 7);
     assert_non_null(strstr(out, " the "));  // the model learnt the pattern and speaks words
     free(out);
+    // a shard with no tokenizer trains on its ids, and says the model will have no tokenizer
+    rc = run(&out, "%s train --data %s/tok.fktok -o %s/tm3 --steps 2 --batch 2 --ctx 16 --d-model 16 --layers 1 --heads 2 --vocab 280",
+             FK_CLI, tmpdir, tmpdir);
+    if (rc != 0) fail_msg("train on the shard without a tokenizer failed: %s", out);
+    assert_non_null(strstr(out, "no tokenizer was given"));
+    free(out);
+    snprintf(p, sizeof p, "%s/tm3/tokenizer.json", tmpdir);
+    assert_false(fk_path_exists(p));
     // a shard written with one tokenizer is refused with another
     rc = run(&out, "%s tokenizer train --data %s --vocab 270 -o %s/tok2", FK_CLI, text, tmpdir);
     assert_int_equal(rc, 0);

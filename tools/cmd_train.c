@@ -255,6 +255,9 @@ int cmd_train(int argc, char **argv) {
     }
     st = fk_data_load_tok(data, tok, &all);
     if (st != FK_OK) goto fail;
+    if (!tok)  // a shard's ids with no tokenizer: the model is saved without one, so say it now
+        fprintf(stderr, "warning: %s is a token shard and no tokenizer was given (--tokenizer): %s will have no tokenizer.json, "
+                        "and eval/generate on text will need --tokenizer\n", data, out);
     if (val) {
         st = fk_data_load_tok(val, tok, &va);
         if (st == FK_OK) { tr = all; memset(&all, 0, sizeof all); }
