@@ -15,6 +15,7 @@
 #include "fusekit/gguf_model.h"
 #include "fusekit/hf.h"
 #include "fusekit/model.h"
+#include "fusekit/train.h"
 #include "fusekit/safetensors.h"
 #include "test_util.h"
 
@@ -157,6 +158,10 @@ static void test_memory_estimate(void **s) {
     // gradients: a second arena, checked the same way
     setenv("FK_MEM_LIMIT_MB", "300", 1);
     expect_error(fk_model_alloc_grads(&m), FK_ERR_NOMEM, "gradient", "needs 1.1 GB, 314.6 MB available", NULL);
+    // the optimizer's two moments: twice the weights, checked before they are allocated
+    fk_adamw opt;
+    fk_optim_opts oo = {0};
+    expect_error(fk_adamw_init(&opt, &m, &oo), FK_ERR_NOMEM, "AdamW state", "needs 2.2 GB, 314.6 MB available", NULL);
     fk_model_free(&m);
     unsetenv("FK_MEM_LIMIT_MB");
     assert_true(fk_mem_available_bytes() > 0);  // MemAvailable on Linux

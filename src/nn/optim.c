@@ -30,6 +30,8 @@ fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o) 
     memset(a, 0, sizeof *a);
     a->o = *o;
     a->n = m->n_floats;
+    // checked before allocating, as the weights and gradients are (the moments are touched at once)
+    FK_TRY(fk_mem_check("the AdamW state (two f32 moments per weight)", 2.0 * (double)a->n * sizeof(float)));
     a->m = fk_calloc_aligned((size_t)a->n * sizeof(float));
     a->v = fk_calloc_aligned((size_t)a->n * sizeof(float));
     if (!a->m || !a->v) { fk_adamw_free(a); return fk_error(FK_ERR_NOMEM, "cannot allocate optimizer state"); }
