@@ -159,6 +159,15 @@ static void test_tokenizer_pipeline(void **s) {
     assert_memory_equal(out, "The cat", 7);
     assert_non_null(strstr(out, " the "));  // the model learnt the pattern and speaks words
     free(out);
+    // a shard is not text: tokenize and tokenizer encode refuse it (it was encoded as bytes)
+    rc = run(&out, "%s tokenize --tokenizer %s/tok --data %s/tok.fktok -o %s/again.fktok", FK_CLI, tmpdir, tmpdir, tmpdir);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "tok.fktok is a token shard, not text"));
+    free(out);
+    rc = run(&out, "%s tokenizer encode --tokenizer %s/tok --file %s/tok.fktok", FK_CLI, tmpdir, tmpdir);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "is a token shard, not text"));
+    free(out);
     // a shard with no tokenizer trains on its ids, and says the model will have no tokenizer
     rc = run(&out, "%s train --data %s/tok.fktok -o %s/tm3 --steps 2 --batch 2 --ctx 16 --d-model 16 --layers 1 --heads 2 --vocab 280",
              FK_CLI, tmpdir, tmpdir);

@@ -13,10 +13,17 @@ static void print_json(cJSON *j) {
     cJSON_Delete(j);
 }
 
+// Reads a text file; a token shard is refused (its ids are not text to encode).
+static fk_status read_text(const char *path, char **buf, size_t *n) {
+    if (fk_data_is_shard(path))
+        return fk_error(FK_ERR_ARG, "%s is a token shard, not text (fusekit data info %s describes it)", path, path);
+    return fk_read_file(path, buf, n);
+}
+
 // Reads every file of the list; the buffers stay alive until free_texts.
 static fk_status read_texts(const cli_list *files, char **texts, size_t *lens) {
     for (int i = 0; i < files->n; i++) {
-        fk_status st = fk_read_file(files->v[i], &texts[i], &lens[i]);
+        fk_status st = read_text(files->v[i], &texts[i], &lens[i]);
         if (st != FK_OK) {
             for (int k = 0; k < i; k++) free(texts[k]);
             return st;
@@ -162,7 +169,7 @@ static int tok_encode(int argc, char **argv) {
     if (text) {
         n = strlen(text);
     } else if (file) {
-        st = fk_read_file(file, &buf, &n);
+        st = read_text(file, &buf, &n);
     } else {
         st = read_stdin(&buf, &n);
     }
@@ -388,7 +395,7 @@ int cmd_tokenize(int argc, char **argv) {
     for (int i = 0; i < data.n && st == FK_OK; i++) {
         char *buf;
         size_t n;
-        st = fk_read_file(data.v[i], &buf, &n);
+        st = read_text(data.v[i], &buf, &n);
         if (st != FK_OK) break;
         st = fk_tok_encode(t, buf, n, add ? FK_ENC_ADD_SPECIAL : 0, &o);
         if (st != FK_OK) fk_error_context(st, "%s", data.v[i]);
