@@ -199,6 +199,49 @@ static void test_existing_outputs(void **s) {
     no_temporaries(tmpdir);
 }
 
+// What a killed run left beside an output (kill -9 between or during the renames): the
+// temporaries of dead processes are removed, an output moved aside that nothing replaced is put
+// back (and then needs --force like any existing output), a running process's are kept.
+static void test_stale_temporaries(void **s) {
+    (void)s;
+    char dir[600], c[1400], p[700];
+    snprintf(dir, sizeof dir, "%s", tpath("stale"));
+    CHECK(fk_mkdir_p(dir));
+    pid_t dead = fork();  // a process that has ended: its pid names nothing running
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    long live = (long)getpid();
+    const char *made[] = {"%s/m.tmp-%ld-abc123", "%s/m.old-%ld", "%s/m.tmp-%ld-zzz999"};
+    long pids[] = {dead, dead, live};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, made[i], dir, pids[i]);
+        CHECK(fk_mkdir_p(p));
+        snprintf(p + strlen(p), sizeof p - strlen(p), "/marker");
+        FILE *f = fopen(p, "w");
+        assert_non_null(f);
+        fclose(f);
+    }
+    snprintf(p, sizeof p, "%s/m.tmp.%ld", dir, (long)dead);  // a file's temporary (fk_afile)
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(c, sizeof c, "%s merge --method linear --model %s --model %s -o %s/m", FK_CLI, GPT2, GPT2, dir);
+    expect(2, c, "m already exists: pass --force", NULL);  // the output moved aside is back
+    snprintf(p, sizeof p, "%s/m/marker", dir);
+    assert_true(fk_path_exists(p));
+    const char *gone[] = {"%s/m.tmp-%ld-abc123", "%s/m.old-%ld", "%s/m.tmp.%ld"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, gone[i], dir, (long)dead);
+        if (fk_path_exists(p)) fail_msg("%s was left", p);
+    }
+    snprintf(p, sizeof p, "%s/m.tmp-%ld-zzz999/marker", dir, live);
+    assert_true(fk_path_exists(p));  // a running process's temporary is not touched
+    snprintf(c + strlen(c), sizeof c - strlen(c), " --force");
+    expect(0, c, "\"method\":\"linear\"", NULL);
+    snprintf(p, sizeof p, "%s/m/model.safetensors", dir);
+    assert_true(fk_path_exists(p));
+}
+
 static void test_same_input_output(void **s) {
     (void)s;
     char c[1024];
@@ -270,6 +313,6 @@ static void test_unwritable_and_empty_outputs(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_ranges), cmocka_unit_test(test_existing_outputs),
-                                       cmocka_unit_test(test_same_input_output), cmocka_unit_test(test_unwritable_and_empty_outputs)};
+                                       cmocka_unit_test(test_stale_temporaries), cmocka_unit_test(test_same_input_output), cmocka_unit_test(test_unwritable_and_empty_outputs)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -3,6 +3,7 @@
 #include "fusekit/fusion.h"
 
 #include <cblas.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -12,6 +13,7 @@
 #endif
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -369,11 +371,44 @@ static bool same_or_inside(const char *a, const char *b) {
     return strncmp(a, b, nb) == 0 && (a[nb] == 0 || a[nb] == '/' || strcmp(b, "/") == 0);
 }
 
+// What a killed run (kill -9, power loss) left beside an output: the temporaries of a folder
+// (OUT.tmp-PID-XXXXXX) or file (OUT.tmp.PID) being written, and an output moved aside to be
+// replaced (OUT.old-PID). Those of processes that no longer run are dealt with: temporaries
+// removed, an output moved aside put back when nothing took its place (a kill between the two
+// renames of cli_outdir_commit). Those of running processes are left alone.
+static void recover_stale(const char *path) {
+    char *p = strip_slashes(path), *dir = p ? parent_dir(p) : NULL;
+    const char *base = p ? strrchr(p, '/') : NULL;
+    base = base ? base + 1 : p;
+    DIR *d = dir ? opendir(dir) : NULL;
+    size_t bl = base ? strlen(base) : 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bl) != 0) continue;
+        bool old = strncmp(n + bl, ".old-", 5) == 0;
+        if (!old && strncmp(n + bl, ".tmp-", 5) != 0 && strncmp(n + bl, ".tmp.", 5) != 0) continue;
+        char *end;
+        long pid = strtol(n + bl + 5, &end, 10);
+        if (pid <= 0 || end == n + bl + 5 || (*end && *end != '-') || (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue;
+        char *full = fk_path_join(dir, n);
+        if (!full) continue;
+        struct stat sb;
+        if (old && stat(p, &sb) != 0) rename(full, p);  // nothing replaced it: the output back in place
+        else cli_remove_tree(full);
+        free(full);
+    }
+    if (d) closedir(d);
+    free(dir);
+    free(p);
+}
+
 int cli_check_output(const char *cmd, const cli_out_spec *o, const char *const *inputs, int n_inputs) {
     if (!o->path || !*o->path) {
         fprintf(stderr, "fusekit %s: error: %s is empty: give the path to write\n", cmd, o->opt);
         return 2;
     }
+    recover_stale(o->path);
     struct stat sb;
     bool exists = stat(o->path, &sb) == 0;
     bool replaced = exists && !o->exists_ok;  // with --force: removed when the new output is complete
@@ -434,10 +469,10 @@ fk_status cli_remove_tree(const char *path) {
 
 fk_status cli_outdir_begin(const char *path, cli_outdir *d) {
     d->path = strip_slashes(path);
-    size_t n = d->path ? strlen(d->path) + 16 : 0;
+    size_t n = d->path ? strlen(d->path) + 40 : 0;
     d->tmp = d->path ? malloc(n) : NULL;
     if (!d->tmp) { free(d->path); d->path = NULL; return fk_error(FK_ERR_NOMEM, "out of memory"); }
-    snprintf(d->tmp, n, "%s.tmp-XXXXXX", d->path);
+    snprintf(d->tmp, n, "%s.tmp-%ld-XXXXXX", d->path, (long)getpid());  // the pid: recover_stale
     if (!mkdtemp(d->tmp)) {
         fk_status st = fk_error(FK_ERR_IO, "cannot create the folder %s: %s", d->tmp, strerror(errno));
         free(d->tmp); free(d->path);

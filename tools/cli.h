@@ -45,8 +45,10 @@ typedef struct {
 } cli_out_spec;
 int cli_check_output(const char *cmd, const cli_out_spec *o, const char *const *inputs, int n_inputs);
 
-// A folder output written under a temporary name beside it (OUT.tmp-XXXXXX) and renamed when
-// complete; an existing OUT (--force) is replaced only then. Commit or abort exactly once.
+// A folder output written under a temporary name beside it (OUT.tmp-PID-XXXXXX) and renamed
+// when complete; an existing OUT (--force) is replaced only then. Commit or abort exactly once.
+// (cli_check_output first removes what killed runs left: temporaries of dead PIDs, and puts back
+// an OUT.old-PID that nothing replaced.)
 typedef struct {
     char *path;           // the final name
     char *tmp;            // where to write
