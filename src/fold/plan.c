@@ -9,17 +9,30 @@
 // ---- KL probes ----
 
 // Log-softmax of each of n rows of V logits, in place, in double internally.
+// log-sum-exp of a row of logits (in float, as the log-probabilities below are kept)
+static float row_lse(const float *r, int64_t V) {
+    float mx = r[0];
+    for (int64_t v = 1; v < V; v++) mx = r[v] > mx ? r[v] : mx;
+    double s = 0;
+    for (int64_t v = 0; v < V; v++) s += exp((double)r[v] - mx);
+    return mx + (float)log(s);
+}
+
 static void log_softmax_rows(float *x, int64_t n, int64_t V) {
     #pragma omp parallel for if (n * V > 65536)
     for (int64_t t = 0; t < n; t++) {
-        float *r = x + t * V;
-        float mx = r[0];
-        for (int64_t v = 1; v < V; v++) mx = r[v] > mx ? r[v] : mx;
-        double s = 0;
-        for (int64_t v = 0; v < V; v++) s += exp((double)r[v] - mx);
-        float lse = mx + (float)log(s);
+        float *r = x + t * V, lse = row_lse(r, V);
         for (int64_t v = 0; v < V; v++) r[v] -= lse;
     }
+}
+
+// KL(p || q) of one position: logp, the reference's log-probabilities; z, the model's logits
+// (read only: q's log-probabilities are z - lse(z), rounded as log_softmax_rows rounds them).
+static double kl_row(const float *logp, const float *z, int64_t V) {
+    float lse = row_lse(z, V);
+    double r = 0;
+    for (int64_t v = 0; v < V; v++) r += exp((double)logp[v]) * ((double)logp[v] - (double)(z[v] - lse));
+    return r;
 }
 
 fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk_kl_probe *p) {
@@ -47,17 +60,11 @@ fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk
 fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl) {
     if (m->cfg.vocab_size != p->V) return fk_error(FK_ERR_ARG, "KL probe: vocabulary %lld, the probe's is %lld", (long long)m->cfg.vocab_size, (long long)p->V);
     FK_TRY(fk_model_forward(m, p->tokens, NULL, p->B, p->T, false, NULL));
-    float *z = (float *)fk_model_logits(m);
+    const float *z = fk_model_logits(m);
     int64_t n = (int64_t)p->B * p->T, V = p->V;
-    log_softmax_rows(z, n, V);
     double s = 0;
     #pragma omp parallel for reduction(+ : s) if (n * V > 65536)
-    for (int64_t t = 0; t < n; t++) {
-        const float *a = p->logp + t * V, *b = z + t * V;
-        double r = 0;
-        for (int64_t v = 0; v < V; v++) r += exp((double)a[v]) * ((double)a[v] - b[v]);
-        s += r;
-    }
+    for (int64_t t = 0; t < n; t++) s += kl_row(p->logp + t * V, z + t * V, V);
     *kl = s / (double)n;
     if (!isfinite(*kl)) return fk_error(FK_ERR_NUMERIC, "KL probe: the KL to the original model is not finite (the model's outputs overflow)");
     return FK_OK;
@@ -88,14 +95,10 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
         log_softmax_rows(lr, N, V);
         st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
         if (st != FK_OK) break;
-        float *z = (float *)fk_model_logits(m);
-        log_softmax_rows(z, N, V);
+        const float *z = fk_model_logits(m);
         for (int64_t i = 0; i < N; i++) {
             if (target[i] < 0) continue;  // scored positions only (a next token exists)
-            const float *pa = lr + i * V, *pb = z + i * V;
-            double r = 0;
-            for (int64_t v = 0; v < V; v++) r += exp((double)pa[v]) * ((double)pa[v] - pb[v]);
-            total += r;
+            total += kl_row(lr + i * V, z + i * V, V);
             scored++;
         }
     }
