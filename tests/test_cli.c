@@ -176,6 +176,13 @@ static void test_tokenizer_pipeline(void **s) {
     free(out);
     snprintf(p, sizeof p, "%s/tm3/tokenizer.json", tmpdir);
     assert_false(fk_path_exists(p));
+    // a new model with far more rows than its tokenizer has tokens is refused up front (no verb
+    // would load it afterwards): here 2000 rows for the 280 tokens
+    rc = run(&out, "%s train --data %s --tokenizer %s/tok -o %s/tm4 --steps 1 --batch 2 --ctx 16 --d-model 16 --layers 1 --heads 2 "
+             "--vocab 2000", FK_CLI, text, tmpdir, tmpdir);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "1720 rows"));
+    free(out);
     // a shard written with one tokenizer is refused with another
     rc = run(&out, "%s tokenizer train --data %s --vocab 270 -o %s/tok2", FK_CLI, text, tmpdir);
     assert_int_equal(rc, 0);

@@ -211,9 +211,9 @@ static void test_stale_temporaries(void **s) {
     if (dead == 0) _exit(0);
     waitpid(dead, NULL, 0);
     long live = (long)getpid();
-    const char *made[] = {"%s/m.tmp-%ld-abc123", "%s/m.old-%ld", "%s/m.tmp-%ld-zzz999"};
-    long pids[] = {dead, dead, live};
-    for (int i = 0; i < 3; i++) {
+    const char *made[] = {"%s/m.tmp-%ld-abc123", "%s/m.old-%ld", "%s/m.tmp-%ld-zzz999", "%s/m.old-%ld-backup"};
+    long pids[] = {dead, dead, live, dead};
+    for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, made[i], dir, pids[i]);
         CHECK(fk_mkdir_p(p));
         snprintf(p + strlen(p), sizeof p - strlen(p), "/marker");
@@ -236,6 +236,8 @@ static void test_stale_temporaries(void **s) {
     }
     snprintf(p, sizeof p, "%s/m.tmp-%ld-zzz999/marker", dir, live);
     assert_true(fk_path_exists(p));  // a running process's temporary is not touched
+    snprintf(p, sizeof p, "%s/m.old-%ld-backup/marker", dir, (long)dead);
+    assert_true(fk_path_exists(p));  // nor a name fusekit does not write
     snprintf(c + strlen(c), sizeof c - strlen(c), " --force");
     expect(0, c, "\"method\":\"linear\"", NULL);
     snprintf(p, sizeof p, "%s/m/model.safetensors", dir);

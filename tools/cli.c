@@ -386,11 +386,17 @@ static void recover_stale(const char *path) {
     while (d && (e = readdir(d)) != NULL) {
         const char *n = e->d_name;
         if (strncmp(n, base, bl) != 0) continue;
-        bool old = strncmp(n + bl, ".old-", 5) == 0;
-        if (!old && strncmp(n + bl, ".tmp-", 5) != 0 && strncmp(n + bl, ".tmp.", 5) != 0) continue;
-        char *end;
-        long pid = strtol(n + bl + 5, &end, 10);
-        if (pid <= 0 || end == n + bl + 5 || (*end && *end != '-') || (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue;
+        // only the exact forms fusekit writes: OUT.old-PID, OUT.tmp.PID, OUT.tmp-PID-XXXXXX
+        bool old = strncmp(n + bl, ".old-", 5) == 0, dir_tmp = strncmp(n + bl, ".tmp-", 5) == 0;
+        if (!old && !dir_tmp && strncmp(n + bl, ".tmp.", 5) != 0) continue;
+        const char *digits = n + bl + 5;
+        size_t nd = strspn(digits, "0123456789");
+        if (nd == 0 || nd > 9 || digits[0] == '0') continue;
+        const char *rest = digits + nd;
+        if (dir_tmp ? !(rest[0] == '-' && strlen(rest + 1) == 6) : rest[0] != 0) continue;
+        long pid = strtol(digits, NULL, 10);
+        errno = 0;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // running (or not ours to ask): left alone
         char *full = fk_path_join(dir, n);
         if (!full) continue;
         struct stat sb;

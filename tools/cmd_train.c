@@ -324,9 +324,9 @@ int cmd_train(int argc, char **argv) {
             if (st == FK_OK) st = fk_model_init(&m, &c);
             if (st == FK_OK) fk_model_init_weights(&m, (uint64_t)seed);
         }
-        // a new model may have rows to spare (--vocab); one read from a file must fit its tokenizer
-        if (st == FK_OK && tok && (init || resume_from || m.cfg.vocab_size < fk_tok_vocab_size(tok)) &&
-            (st = fk_vocab_check(fk_tok_vocab_size(tok), m.cfg.vocab_size)) != FK_OK)
+        // the model must fit its tokenizer, a new one (--vocab) too: rows beyond the tokens only as
+        // padding (fk_vocab_check), so that what train saves loads in every other verb
+        if (st == FK_OK && tok && (st = fk_vocab_check(fk_tok_vocab_size(tok), m.cfg.vocab_size)) != FK_OK)
             fk_error_context(st, "tokenizer %s, model %s", tokenizer ? tokenizer : "(the model's)", init ? init : resume_from ? resume_from : "(new)");
         if (st != FK_OK) goto fail;
         o.steps = steps;

@@ -216,7 +216,7 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
 fk_eval_windowing fk_eval_windowing_of(int64_t n_ids, int64_t max_tokens, int seq, int32_t bos) {
     fk_eval_windowing w = {0, 0, seq, bos >= 0 ? bos : -1};
     int lead = w.bos >= 0 ? 1 : 0, step = seq - lead;
-    int64_t cap = max_tokens > 0 ? max_tokens + 1 - lead : 0;  // the ids that make max_tokens predictions
+    int64_t cap = max_tokens > 0 && max_tokens < n_ids ? max_tokens + 1 - lead : 0;  // the ids that make max_tokens predictions
     w.n = cap > 0 && cap < n_ids ? cap : n_ids;
     int64_t predicted = w.n - 1 + lead;
     w.n_windows = step > 0 && predicted > 0 ? (predicted + step - 1) / step : 0;

@@ -692,7 +692,7 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
             want_set(&want[nw++], c->d_model, c->vocab_size, "token_embd.weight");
             if (gpt2) want_set(&want[nw++], c->d_model, c->max_seq, "position_embd.weight");
         } else {
-            want_set(&want[nw++], c->d_model, (gpt2 ? 3 : fk_config_heads(c, l)) * c->head_dim, "blk.%lld.%s.weight", (long long)l,
+            want_set(&want[nw++], c->d_model, (gpt2 ? 3 : 1) * fk_config_heads(c, l) * c->head_dim, "blk.%lld.%s.weight", (long long)l,
                      gpt2 ? "attn_qkv" : "attn_q");
             want_set(&want[nw++], c->d_model, c->ffn[l], "blk.%lld.%s.weight", (long long)l, fk_config_gated(c) ? "ffn_gate" : "ffn_up");
         }

@@ -459,15 +459,20 @@ static void clean_stale(const char *out_dir) {
         n++;
     }
     closedir(d);
-    for (int i = 0; i < n; i++) {
-        char *p = fk_path_join(out_dir, names[i]), *sp = fk_path_join(p, "trainer_state.json");
-        char *fin = strndup(p, strlen(p) - 4);
-        bool del = strcmp(p + strlen(p) - 4, ".del") == 0;
-        if (!del && fin && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fsync_parent(fin);
-        else remove_dir(p);
-        free(p); free(sp); free(fin);
-        free(names[i]);
-    }
+    // complete .tmp copies first: when a kill left both the new (.tmp) and the replaced (.old)
+    // copy of one step, the new one takes the final name
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            bool tmp = strcmp(names[i] + strlen(names[i]) - 4, ".tmp") == 0;
+            if (tmp != (pass == 0)) continue;
+            char *p = fk_path_join(out_dir, names[i]), *sp = p ? fk_path_join(p, "trainer_state.json") : NULL;
+            char *fin = p ? strndup(p, strlen(p) - 4) : NULL;
+            bool del = p && strcmp(p + strlen(p) - 4, ".del") == 0;
+            if (!del && fin && sp && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fsync_parent(fin);
+            else if (p) remove_dir(p);
+            free(p); free(sp); free(fin);
+        }
+    for (int i = 0; i < n; i++) free(names[i]);
     free(names);
 }
 
