@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL;
     int k = 10, seq = 0, batch = 4, repeat = 2;
     long long max_bytes = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {  // --flag value pairs
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "fk_store_bench: %s needs a value\n", a); return 2; }
         if (strcmp(a, "--model") == 0) model = v;
@@ -62,7 +62,6 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--repeat") == 0) repeat = atoi(v);
         else if (strcmp(a, "--max-bytes") == 0) max_bytes = atoll(v);
         else { fprintf(stderr, "usage: fk_store_bench --model DIR --data TEXT [-k 10] [--seq N] [--batch 4] [--max-bytes N] [--repeat 2] [--out FILE]\n"); return 2; }
-        i++;
     }
     if (!model || !data) { fprintf(stderr, "usage: fk_store_bench --model DIR --data TEXT [options]\n"); return 2; }
     fk_model m;

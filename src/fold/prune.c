@@ -66,8 +66,8 @@ static int64_t magnitude_removed(const fk_config *c, const int64_t *unit, double
 static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prune_method method, int64_t budget, fk_model *out, int64_t *removed) {
     const fk_config *c = &m->cfg;
     int L = (int)c->n_layer;
-    int64_t C = c->d_model, total_units = 0, ffn_total = 0;
-    for (int l = 0; l < L; l++) { total_units += c->ffn[l]; ffn_total += count_params(m, l, true); }
+    int64_t C = c->d_model, total_units = 0;
+    for (int l = 0; l < L; l++) total_units += c->ffn[l];
     char *keep[FK_MAX_LAYERS] = {0};
     scored *all = malloc((size_t)total_units * sizeof *all);
     int64_t *unit = malloc((size_t)L * sizeof *unit), *base = malloc((size_t)L * sizeof *base);

@@ -215,7 +215,7 @@ fk_status fk_merge_tensor(const fk_merge_opts *o, const float *const *inputs, co
     }
     case FK_MERGE_TIES:
     case FK_MERGE_SCE:
-        scratch = malloc((size_t)(numel > 0 ? numel : 1) * sizeof *scratch);
+        scratch = calloc((size_t)(numel > 0 ? numel : 1), sizeof *scratch);  // (calloc: gcc -O1 cannot see every entry is written first)
         if (!scratch) { st = fk_error(FK_ERR_NOMEM, "out of memory (%lld floats of scratch)", (long long)numel); break; }
         if (o->method == FK_MERGE_TIES) merge_ties(o, inputs, base, wd, n, numel, out, scratch, cut, wd + n);
         else merge_sce(o, inputs, base, wd, n, numel, out, scratch, wd + n);
