@@ -106,5 +106,11 @@ void fk_fsync_dir(const char *dir);
 // ---------------------------------------------------------------- time and memory
 double fk_time_s(void);          // monotonic seconds
 double fk_peak_rss_mb(void);     // peak resident set size of this process
+// Bytes this process may still allocate: FK_MEM_LIMIT_MB (MiB) when set, else MemAvailable
+// from /proc/meminfo, else the free physical pages; 0 when unknown.
+uint64_t fk_mem_available_bytes(void);
+// FK_ERR_NOMEM "<what> needs 31.2 GB, 22.8 GB available" when bytes exceed fk_mem_available_bytes()
+// (never when that is unknown).
+fk_status fk_mem_check(const char *what, double bytes);
 
 #endif

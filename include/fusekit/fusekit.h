@@ -20,6 +20,7 @@
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
 #include "fusekit/store.h"
+#include "fusekit/extract.h"
 #include "fusekit/synth.h"
 #include "fusekit/tokenizer.h"
 #include "fusekit/train.h"

@@ -87,12 +87,6 @@ fk_status fk_config_validate(const fk_config *c);
 // Floats of the weight arena a config needs (an upper bound: every optional norm counted),
 // overflow-checked; FK_ERR_ARG when it overflows.
 fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats);
-// Bytes this process may still allocate: FK_MEM_LIMIT_MB (MiB) when set, else MemAvailable
-// from /proc/meminfo, else the free physical pages; 0 when unknown.
-uint64_t fk_mem_available_bytes(void);
-// FK_ERR_NOMEM "<what> needs 31.2 GB, 22.8 GB available" when bytes exceed fk_mem_available_bytes()
-// (never when that is unknown).
-fk_status fk_mem_check(const char *what, double bytes);
 bool fk_config_uniform_ffn(const fk_config *c);
 // True for gated FFNs (SwiGLU, GeGLU): the up projection holds gate rows, then up rows.
 bool fk_config_gated(const fk_config *c);

@@ -2,7 +2,7 @@
 // written to a distribution store (fusekit/store.h). Also the model and corpus fingerprints
 // that stores record.
 #include "fusekit/data.h"
-#include "fusekit/store.h"
+#include "fusekit/extract.h"
 
 #include <math.h>
 #include <omp.h>

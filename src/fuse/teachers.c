@@ -1,7 +1,7 @@
 // The teacher set: distribution stores feeding fused training (fusekit/fusion.h).
 #include "fusekit/data.h"
 #include "fusekit/fusion.h"
-#include "fusekit/store.h"
+#include "fusekit/extract.h"
 
 #include <stdlib.h>
 #include <string.h>

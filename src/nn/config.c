@@ -157,43 +157,6 @@ fk_status fk_config_validate(const fk_config *c) {
     return FK_OK;
 }
 
-// Bytes of memory this process can still use: FK_MEM_LIMIT_MB when set (tests, or an explicit
-// budget), else the kernel's MemAvailable, else the free physical pages; 0 when unknown.
-uint64_t fk_mem_available_bytes(void) {
-    const char *env = getenv("FK_MEM_LIMIT_MB");
-    if (env && *env) {
-        char *end;
-        double mb = strtod(env, &end);
-        if (end != env && mb >= 0 && mb < 1e12) return (uint64_t)(mb * 1048576.0);
-    }
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f) {
-        char line[256];
-        unsigned long long kb;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { fclose(f); return (uint64_t)kb * 1024; }
-        fclose(f);
-    }
-    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
-}
-
-// "31.2 GB" or "512.0 MB"
-static void fmt_bytes(char *buf, size_t n, double b) {
-    if (b >= 1e9) snprintf(buf, n, "%.1f GB", b / 1e9);
-    else snprintf(buf, n, "%.1f MB", b / 1e6);
-}
-
-fk_status fk_mem_check(const char *what, double bytes) {
-    uint64_t avail = fk_mem_available_bytes();
-    if (avail == 0 || bytes <= (double)avail) return FK_OK;
-    char need[32], have[32];
-    fmt_bytes(need, sizeof need, bytes);
-    fmt_bytes(have, sizeof have, (double)avail);
-    return fk_error(FK_ERR_NOMEM, "%s needs %s, %s available%s", what, need, have,
-                    getenv("FK_MEM_LIMIT_MB") ? " (FK_MEM_LIMIT_MB)" : "");
-}
-
 int64_t fk_config_heads(const fk_config *c, int64_t l) { return c->heads[l] > 0 ? c->heads[l] : c->n_head; }
 
 bool fk_config_uniform_heads(const fk_config *c) {

@@ -117,7 +117,7 @@ fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok);
 void cli_model_name(const char *path, char *out, size_t n);
 
 // Ctrl-C and SIGTERM in the verbs that run long and resume (train, extract, fuse, heal, fold
-// --rounds; tools/cmd_train.c): the first signal sets cli_stop_signal, which the running loop
+// --rounds; src/cli/cmd_train.c): the first signal sets cli_stop_signal, which the running loop
 // polls to finish its step, save and return; a second exits at once with 128 + signal (what is
 // saved is complete under its final name: files and checkpoints are renamed into place).
 // cli_stop_begin installs the handlers (nested calls count; the outermost clears the flag),
