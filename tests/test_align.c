@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
-#include <omp.h>
+#include "base/par.h"
 #include <string.h>
 
 #include "fusekit/align.h"

@@ -12,7 +12,7 @@
 #include <malloc.h>
 #endif
 #include <math.h>
-#include <omp.h>
+#include "base/par.h"
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>

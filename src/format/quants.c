@@ -10,7 +10,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
-#include <omp.h>
+#include "base/par.h"
 #include <stdlib.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

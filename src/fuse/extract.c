@@ -5,7 +5,7 @@
 #include "fusekit/extract.h"
 
 #include <math.h>
-#include <omp.h>
+#include "base/par.h"
 #include <stdlib.h>
 #include <string.h>
 

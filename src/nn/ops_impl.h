@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
-#include <omp.h>
+#include "base/par.h"
 
 #include "fusekit/base.h"
 
