@@ -1,6 +1,7 @@
 // Token shards (FKTOKSHD): header, id width, vocabulary bound on every id; a file that is not
 // a shard is read as raw bytes. Then evaluation windows over the ids.
 #include "fusekit/data.h"
+#include "fusekit/eval.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

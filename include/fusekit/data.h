@@ -40,25 +40,7 @@ fk_status fk_data_load_bytes(const char *path, fk_token_data *d);
 // A copy of ids [from, to) as a new dataset (text bytes prorated).
 fk_status fk_data_slice(const fk_token_data *d, int64_t from, int64_t to, fk_token_data *out);
 void fk_data_free(fk_token_data *d);
-// The evaluation protocol (fk_eval_data, eval --kl-to, the ensemble): the first n ids are cut
-// into consecutive windows of seq positions and every id but the first is predicted once, from
-// the ids before it in its window. With bos >= 0 (a tokenizer that adds BOS) each window is BOS
-// and then seq - 1 ids, and every id, the first too, is predicted once (after BOS alone), as
-// llama.cpp and transformers run such models.
-typedef struct {
-    int64_t n;          // ids used: all, or fewer when max_tokens caps the predicted ids
-    int64_t n_windows;
-    int seq;            // positions per window, BOS included
-    int32_t bos;        // -1: none
-} fk_eval_windowing;
-// The windowing of n_ids ids (max_tokens > 0: at most that many predicted); seq >= 2 with BOS.
-fk_eval_windowing fk_eval_windowing_of(int64_t n_ids, int64_t max_tokens, int seq, int32_t bos);
-// The windowing fk_eval_data uses for d: with d's BOS when it has one.
-fk_eval_windowing fk_eval_windowing_data(const fk_token_data *d, int64_t max_tokens, int seq);
-// Copies windows w0.. (at most batch of them) into x (rows * seq, 0 past the end) and, when
-// target is not NULL, the index in ids of the id each position predicts (-1: none) into target;
-// returns how many windows it copied.
-int fk_eval_windows(const fk_eval_windowing *w, const int32_t *ids, int64_t w0, int batch, int32_t *x, int64_t *target);
+// The evaluation windows over token data (fk_eval_windowing) are in eval.h.
 // A tokenizer of n_tokens tokens for a model of `rows` embedding rows: more tokens than rows is
 // refused, and so are fewer unless the gap is padding (Qwen2.5: 151665 tokens, 151936 rows;
 // Phi-3: 32011, 32064), at most FK_VOCAB_PAD_MAX rows and at most 1% of them. FK_ERR_ARG

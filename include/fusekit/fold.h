@@ -6,6 +6,7 @@
 
 #include "fusekit/analyze.h"
 #include "fusekit/data.h"
+#include "fusekit/eval.h"
 #include "fusekit/model.h"
 
 typedef enum {
@@ -65,22 +66,7 @@ fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k,
 // merge (theta_l + sum_k (theta_{l+k} - theta_l): 1 - n, 1, ..., 1) are all of this form.
 fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_model *out);
 
-// ---- KL probes (fold.md §3: calibrating the cost estimates against the real model) ----
-// B windows of T tokens of d and the model's next-token log-probabilities on them.
-typedef struct {
-    int32_t *tokens;   // B * T
-    int B, T;
-    int64_t V;
-    float *logp;       // B * T * V
-} fk_kl_probe;
-// Windows at evenly spaced offsets of d, so the probe sees the whole calibration text.
-fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk_kl_probe *p);
-// Mean over positions of KL(p_original || p_model) in nats. m must have the probe's vocabulary.
-fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl);
-void fk_kl_probe_free(fk_kl_probe *p);
-// Mean KL(p_ref || p_m) in nats over the positions fk_eval_data scores (its windows), for two
-// models of one vocabulary.
-fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, double *kl);
+// KL probes (fk_kl_probe, fold.md §3) and fk_eval_kl are evaluation: fusekit/eval.h.
 
 // ---- The dynamic threshold (fold.md §3) ----
 typedef enum { FK_SCOPE_FFN = 0, FK_SCOPE_BLOCKS, FK_SCOPE_ALL } fk_fold_scope;

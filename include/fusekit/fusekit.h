@@ -6,6 +6,7 @@
 #include "fusekit/align.h"
 #include "fusekit/analyze.h"
 #include "fusekit/data.h"
+#include "fusekit/eval.h"
 #include "fusekit/fold.h"
 #include "fusekit/fusion.h"
 #include "fusekit/gguf.h"

@@ -1,8 +1,10 @@
-// Sampling from next-token logits: greedy, temperature, top-k, top-p (nucleus).
+// Sampling from next-token logits: greedy, temperature, top-k, top-p (nucleus); and generation
+// with a KV cache, one token at a time.
 #ifndef FUSEKIT_SAMPLE_H
 #define FUSEKIT_SAMPLE_H
 
 #include "fusekit/base.h"
+#include "fusekit/model.h"
 
 typedef struct {
     float temperature;  // 0: greedy (argmax)
@@ -12,5 +14,31 @@ typedef struct {
 
 // Picks a token from logits (n values) with rng; greedy ignores rng.
 int32_t fk_sample(const fk_sampler *s, const float *logits, int64_t n, fk_rng *rng);
+
+typedef struct {
+    fk_sampler sampler;
+    int64_t max_new;      // tokens generated at most
+    uint64_t seed;        // the sampler's
+    int32_t stop[2];      // tokens that end generation after they are passed on (-1: none); the
+                          // model's eos_id always does
+} fk_generate_opts;
+
+// temperature 0.8, top-k off, top-p off, 128 new tokens, seed 1337, no stop tokens but EOS.
+void fk_generate_defaults(fk_generate_opts *o);
+
+// Called with each generated token; return false to stop after it.
+typedef bool (*fk_token_cb)(int32_t id, void *user);
+typedef struct {
+    int64_t generated;
+    double prompt_s;      // seconds to the first token's logits (the prompt's forward)
+    double total_s;
+} fk_generate_stats;
+
+// Generates after prompt (n tokens; when longer than the context its newest tokens are kept;
+// none: the model's BOS, or '\n' for a 256-token byte model, or 0), passing each token to cb.
+// When the context fills, its newest half is kept and the cache rebuilt from it. stats may be
+// NULL.
+fk_status fk_generate(fk_model *m, const int32_t *prompt, int64_t n, const fk_generate_opts *o, fk_token_cb cb, void *user,
+                      fk_generate_stats *stats);
 
 #endif

@@ -5,6 +5,7 @@
 #define FUSEKIT_TRAIN_H
 
 #include "fusekit/data.h"
+#include "fusekit/eval.h"
 #include "fusekit/model.h"
 #include "fusekit/tokenizer.h"
 
@@ -111,19 +112,7 @@ int fk_dp_size(void);
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
                    const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user);
 
-// Evaluation over non-overlapping windows of `seq` tokens: every token but the first is
-// predicted exactly once, from the tokens before it in its window.
-typedef struct { double loss; double bpb; double ppl; int64_t tokens; int64_t bytes; } fk_eval_result;
-fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r);
-
-// llama.cpp's llama-perplexity protocol (its default, no stride): ids are the whole text
-// encoded once with the tokenizer's specials (BOS first when it adds one); they are cut into
-// floor(n / n_ctx) chunks of n_ctx tokens (the rest is left out); when bos >= 0 each chunk's
-// first token is replaced by BOS; in each chunk the positions n_ctx/2 .. n_ctx-2 are scored,
-// each predicting the token after it from the chunk's tokens up to it. r->ppl = exp(mean
-// nats); r->bytes and r->bpb count text_bytes / n bytes per token (0: bpb not reported).
-fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ctx, int32_t bos, int batch, int64_t text_bytes,
-                            fk_eval_result *r);
+// Held-out evaluation (fk_eval_data, fk_eval_result) is in eval.h, included above.
 
 // Checkpoints: HF folder + optimizer.safetensors + trainer_state.json (written last: its
 // presence marks a complete checkpoint). The folder is written as "<dir>.tmp", fsynced and

@@ -14,8 +14,10 @@
 #include <math.h>
 #include "base/par.h"
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -159,21 +161,96 @@ int cli_parse_float(const char *cmd, const char *opt, const char *v, const char 
     return parse_float_value(cmd, opt, (int)strlen(opt), v, range, out);
 }
 
+static bool is_numeric(opt_type t) { return t == OPT_INT || t == OPT_FLOAT || t == OPT_I32 || t == OPT_F32; }
+
+// The default a row shows: the value its pointer holds before parsing ("" for none: a flag, a
+// list, an unset string, or help that says the default in words).
+static void row_default(const cli_opt *o, char *out, size_t n) {
+    out[0] = 0;
+    if (strstr(o->help, "default")) return;
+    switch (o->type) {
+    case OPT_INT: snprintf(out, n, "%lld", (long long)*(const int64_t *)o->ptr); break;
+    case OPT_I32: snprintf(out, n, "%d", *(const int *)o->ptr); break;
+    case OPT_FLOAT: snprintf(out, n, "%g", *(const double *)o->ptr); break;
+    case OPT_F32: snprintf(out, n, "%g", (double)*(const float *)o->ptr); break;
+    case OPT_STR:
+        if (*(const char *const *)o->ptr) snprintf(out, n, "%s", *(const char *const *)o->ptr);
+        break;
+    case OPT_CHOICE: {
+        int k = *(const int *)o->ptr;
+        const char *c = o->range;
+        for (; k > 0 && c; k--) c = strchr(c, '|') ? strchr(c, '|') + 1 : NULL;
+        if (c) snprintf(out, n, "%.*s", (int)strcspn(c, "|"), c);
+        break;
+    }
+    case OPT_FLAG:
+    case OPT_LIST: break;
+    }
+}
+
 static void print_help(const cli_opt *opts, const char *usage) {
     printf("%s\n\noptions:\n", usage);
     for (const cli_opt *o = opts; o->name; o++) {
-        const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_LIST ? " TEXT..." : o->type == OPT_INT ? " N" : o->type == OPT_FLOAT ? " X" : "";
-        char left[64], w[200] = "";
+        const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_LIST ? " TEXT..." : o->type == OPT_CHOICE ? " NAME"
+                         : o->type == OPT_INT || o->type == OPT_I32 ? " N" : o->type == OPT_FLAG ? "" : " X";
+        char left[64], w[200] = "", def[96], d[128] = "";
         snprintf(left, sizeof left, "%s%s", o->name, meta);
         range_t g;
-        if ((o->type == OPT_INT || o->type == OPT_FLOAT) && parse_range(o->range, &g)) {
+        if (is_numeric(o->type) && parse_range(o->range, &g)) {
             char r[160];
             range_words(&g, r, sizeof r);
             snprintf(w, sizeof w, " [%s]", r);
-        }
-        printf("  %-28s %s%s\n", left, o->help, w);
+        } else if (o->type == OPT_CHOICE) snprintf(w, sizeof w, " [%s]", o->range);
+        row_default(o, def, sizeof def);
+        if (*def) snprintf(d, sizeof d, " (default %s)", def);
+        printf("  %-28s %s%s%s\n", left, o->help, d, w);
     }
     printf("  %-28s %s\n", "-h|--help", "show this help");
+}
+
+// One value of a row that takes one (not a flag, not a list) into its pointer; 0, or 2 after
+// printing the error. a/len: the option as given.
+static int set_value(const char *cmd, cli_opt *o, const char *a, size_t len, const char *v) {
+    int64_t i;
+    double x;
+    switch (o->type) {
+    case OPT_STR: *(const char **)o->ptr = v; return 0;
+    case OPT_CHOICE: {
+        int k = 0;
+        for (const char *c = o->range; c; c = strchr(c, '|') ? strchr(c, '|') + 1 : NULL, k++) {
+            size_t n = strcspn(c, "|");
+            if (n == strlen(v) && strncasecmp(c, v, n) == 0) { *(int *)o->ptr = k; return 0; }
+        }
+        fprintf(stderr, "fusekit %s: error: %.*s must be one of %s (got '%s')\n", cmd, (int)len, a, o->range, v);
+        return 2;
+    }
+    case OPT_INT: return parse_int_value(cmd, a, (int)len, v, o->range, (int64_t *)o->ptr);
+    case OPT_I32:
+        if (parse_int_value(cmd, a, (int)len, v, o->range, &i)) return 2;
+        if (i < INT_MIN || i > INT_MAX) { fprintf(stderr, "fusekit %s: error: %.*s is too large (got %s)\n", cmd, (int)len, a, v); return 2; }
+        *(int *)o->ptr = (int)i;
+        return 0;
+    case OPT_FLOAT: return parse_float_value(cmd, a, (int)len, v, o->range, (double *)o->ptr);
+    case OPT_F32:
+        if (parse_float_value(cmd, a, (int)len, v, o->range, &x)) return 2;
+        *(float *)o->ptr = (float)x;
+        return 0;
+    case OPT_FLAG:
+    case OPT_LIST: return 0;
+    }
+    return 0;
+}
+
+// A repeatable option's values: "--opt a b c" as well as "--opt a --opt b" (values run to the
+// next option). *i is advanced past those taken. Returns 0, or 2 after printing the error.
+static int add_list(const char *cmd, cli_list *l, const char *a, size_t len, bool inline_value, const char *v, int argc, char **argv, int *i) {
+    if (l->n == CLI_LIST_MAX) { fprintf(stderr, "fusekit %s: error: option %.*s given more than %d times\n", cmd, (int)len, a, CLI_LIST_MAX); return 2; }
+    l->v[l->n++] = v;
+    while (!inline_value && *i + 1 < argc && argv[*i + 1][0] != '-') {
+        if (l->n == CLI_LIST_MAX) { fprintf(stderr, "fusekit %s: error: option %.*s given more than %d values\n", cmd, (int)len, a, CLI_LIST_MAX); return 2; }
+        l->v[l->n++] = argv[++*i];
+    }
+    return 0;
 }
 
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
@@ -182,7 +259,7 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
     // every numeric option says which values it takes (checked on every run, --help included)
     for (const cli_opt *o = opts; o->name; o++) {
         range_t g;
-        if ((o->type == OPT_INT || o->type == OPT_FLOAT) && !parse_range(o->range, &g)) {
+        if ((is_numeric(o->type) && !parse_range(o->range, &g)) || (o->type == OPT_CHOICE && !o->range)) {
             fprintf(stderr, "fusekit %s: internal error: option %s has no valid range ('%s')\n", cmd, o->name, o->range ? o->range : "");
             return 2;
         }
@@ -191,41 +268,39 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { print_help(opts, usage); return 1; }
         const char *eq = strchr(a, '=');
-        size_t len = eq && a[0] == '-' ? (size_t)(eq - a) : strlen(a);
+        bool inline_value = eq && a[0] == '-';
+        size_t len = inline_value ? (size_t)(eq - a) : strlen(a);
         cli_opt *o = NULL;
         for (cli_opt *p = opts; p->name; p++) if (name_matches(p->name, a, len)) { o = p; break; }
         if (!o) { fprintf(stderr, "fusekit %s: error: unknown option %s (see --help)\n", cmd, a); return 2; }
         o->set = true;
         if (o->type == OPT_FLAG) {
-            if (eq && a[0] == '-') { fprintf(stderr, "fusekit %s: error: option %.*s takes no value\n", cmd, (int)len, a); return 2; }
+            if (inline_value) { fprintf(stderr, "fusekit %s: error: option %.*s takes no value\n", cmd, (int)len, a); return 2; }
             *(bool *)o->ptr = true;
             continue;
         }
-        const char *v = eq && a[0] == '-' ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        const char *v = inline_value ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!v) { fprintf(stderr, "fusekit %s: error: option %.*s needs a value\n", cmd, (int)len, a); return 2; }
-        switch (o->type) {
-        case OPT_STR: *(const char **)o->ptr = v; break;
-        case OPT_LIST: {
-            cli_list *l = o->ptr;
-            if (l->n == CLI_LIST_MAX) { fprintf(stderr, "fusekit %s: error: option %.*s given more than %d times\n", cmd, (int)len, a, CLI_LIST_MAX); return 2; }
-            l->v[l->n++] = v;
-            // "--opt a b c" as well as "--opt a --opt b": values run to the next option
-            while (!(eq && a[0] == '-') && i + 1 < argc && argv[i + 1][0] != '-') {
-                if (l->n == CLI_LIST_MAX) { fprintf(stderr, "fusekit %s: error: option %.*s given more than %d values\n", cmd, (int)len, a, CLI_LIST_MAX); return 2; }
-                l->v[l->n++] = argv[++i];
-            }
-            break;
-        }
-        case OPT_INT:
-            if (parse_int_value(cmd, a, (int)len, v, o->range, (int64_t *)o->ptr)) return 2;
-            break;
-        case OPT_FLOAT:
-            if (parse_float_value(cmd, a, (int)len, v, o->range, (double *)o->ptr)) return 2;
-            break;
-        case OPT_FLAG: break;
-        }
+        int rc = o->type == OPT_LIST ? add_list(cmd, o->ptr, a, len, inline_value, v, argc, argv, &i) : set_value(cmd, o, a, len, v);
+        if (rc) return rc;
     }
     return 0;
+}
+
+int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage) {
+    int rc = cli_parse(argc, argv, opts, usage);
+    return rc == 0 ? -1 : rc == 1 ? 0 : 2;
+}
+
+int cli_require(const char *cmd, const char *what, int n, ...) {
+    va_list ap;
+    va_start(ap, n);
+    bool ok = true;
+    for (int i = 0; i < n; i++) ok = va_arg(ap, const char *) != NULL && ok;
+    va_end(ap);
+    if (ok) return 0;
+    fprintf(stderr, "fusekit %s: error: %s %s required\n", cmd, what, strstr(what, " and ") ? "are" : "is");
+    return 2;
 }
 
 bool cli_was_set(const cli_opt *opts, const char *name) {
@@ -537,4 +612,29 @@ fk_status cli_outdir_end(cli_outdir *d, fk_status st) {
     if (!d->tmp) return st;
     if (st != FK_OK) { cli_outdir_abort(d); return st; }
     return cli_outdir_commit(d);
+}
+
+// ---------------------------------------------------------------- JSON output
+
+void cli_json_num(cJSON *o, const char *key, const char *fmt, double v) {
+    if (!isfinite(v)) { cJSON_AddNullToObject(o, key); return; }
+    char buf[64];
+    snprintf(buf, sizeof buf, fmt, v);
+    cJSON_AddRawToObject(o, key, buf);
+}
+
+void cli_json_int(cJSON *o, const char *key, int64_t v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)v);
+    cJSON_AddRawToObject(o, key, buf);
+}
+
+void cli_json_print(cJSON *o, FILE *f, FILE *f2) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!s) return;
+    fprintf(f, "%s\n", s);
+    fflush(f);
+    if (f2) { fprintf(f2, "%s\n", s); fflush(f2); }
+    free(s);
 }

@@ -4,7 +4,26 @@
 
 #include "fusekit/fusekit.h"
 
-typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_LIST } opt_type;
+#include <cjson/cJSON.h>
+#include <stdio.h>
+
+// Option rows: every verb parses through one table of rows. A row is the option's names, its
+// value kind, a pointer into the options struct the value lands in (the library's fk_*_opts
+// where one exists, filled by its fk_*_defaults first; else a small CLI struct), the allowed
+// values, and help text. --help prints each row with its default read through the pointer, so
+// a default is written once: where the struct is initialised. A row whose help says "default"
+// in words (a value worked out later, "default: the model's context") prints no value.
+typedef enum {
+    OPT_STR,     // const char **
+    OPT_INT,     // int64_t *
+    OPT_FLOAT,   // double *
+    OPT_FLAG,    // bool *
+    OPT_LIST,    // cli_list *: a repeatable option's values
+    OPT_I32,     // int *
+    OPT_F32,     // float *
+    OPT_CHOICE,  // int * (CLI_ENUM(p) for an enum): the position of the name given among those in
+                 // range, "mince|avgce" (matched ignoring case); the enum's values are those positions
+} opt_type;
 
 // A repeatable option's values, in order (OPT_LIST; ptr points to a cli_list).
 #define CLI_LIST_MAX 64
@@ -16,18 +35,51 @@ typedef struct {
 typedef struct {
     const char *name;     // "--steps"; a second spelling may follow after '|': "-o|--out"
     opt_type type;
-    void *ptr;            // const char **, int64_t *, double *, bool *, cli_list *
+    void *ptr;            // as opt_type says
     const char *help;
     bool set;             // filled by cli_parse
-    // OPT_INT and OPT_FLOAT: the allowed values, "[lo,hi]" with '(' or ')' for an open end and an
+    // Numeric kinds: the allowed values, "[lo,hi]" with '(' or ')' for an open end and an
     // empty bound for none: "(0,1]", "[1,)", "[0,4096]". Every numeric option has one.
+    // OPT_CHOICE: the names allowed, "gpt2|llama".
     const char *range;
 } cli_opt;
 
-// Parses argv against the table (terminated by a NULL name). Returns 0 to go on, 1 when help
+// An enum field as an OPT_CHOICE pointer (checked to be an int's size).
+#define CLI_ENUM(p) ((void)sizeof(char[sizeof *(p) == sizeof(int) ? 1 : -1]), (int *)(p))
+
+// Shared option groups: rows that several verbs put in their tables, over the CLI structs below.
+// A verb initialises the struct (its defaults) and lists the rows it takes.
+typedef struct {
+    const char *path, *tokenizer;  // --model, --tokenizer
+} cli_model_opts;
+typedef struct {
+    const char *path;              // --data: a text file or a token shard
+    int64_t seq, batch, max_tokens;
+} cli_data_opts;
+typedef struct {
+    const char *path;              // -o
+    bool force;
+} cli_out_opts;
+
+#define CLI_ROW_MODEL(mo, help) {"--model", OPT_STR, &(mo)->path, help, false, NULL}
+#define CLI_ROW_TOKENIZER(mo)                                                                                  \
+    {"--tokenizer", OPT_STR, &(mo)->tokenizer,                                                                 \
+     "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false, NULL}
+#define CLI_ROW_DATA(dt, help) {"--data", OPT_STR, &(dt)->path, help, false, NULL}
+#define CLI_ROW_SEQ(dt, help) {"--seq", OPT_INT, &(dt)->seq, help, false, "[0,1048576]"}
+#define CLI_ROW_BATCH(dt, help) {"--batch", OPT_INT, &(dt)->batch, help, false, "[1,65536]"}
+#define CLI_ROW_MAX_TOKENS(dt, help) {"--max-tokens", OPT_INT, &(dt)->max_tokens, help, false, "[0,)"}
+#define CLI_ROW_THREADS(p) {"--threads", OPT_INT, p, "threads, 0 = all cores", false, "[0,4096]"}
+#define CLI_ROW_OUT(oo, help) {"-o|--out", OPT_STR, &(oo)->path, help, false, NULL}
+#define CLI_ROW_FORCE(oo) {"--force", OPT_FLAG, &(oo)->force, "replace an existing -o (when the new one is complete)", false, NULL}
+#define CLI_ROWS_END {NULL, 0, NULL, NULL, false, NULL}
+
+// Parses argv against the table (terminated by CLI_ROWS_END). Returns 0 to go on, 1 when help
 // was printed, 2 on a bad argument (message printed: "fusekit <cmd>: error: --lr must be > 0 and
 // <= 1 (got -1)", the command taken from the usage line).
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage);
+// cli_parse's outcome as the verb's exit code when it should stop (help: 0, error: 2), else -1.
+int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage);
 // One numeric value outside an option table (a pass-through option such as fuse's -k): parsed,
 // checked against range (the table's syntax). Returns 0, or 2 after printing the error.
 int cli_parse_int(const char *cmd, const char *opt, const char *v, const char *range, int64_t *out);
@@ -67,6 +119,9 @@ int cli_check_train_args(int argc, char **argv);
 // Removes a file or a folder tree; FK_OK when it was absent.
 fk_status cli_remove_tree(const char *path);
 bool cli_was_set(const cli_opt *opts, const char *name);
+// "fusekit <cmd>: error: <what> is required" (2) unless every one of n paths is given; what
+// names them ("--model and --data").
+int cli_require(const char *cmd, const char *what, int n, ...);
 // Prints "fusekit <cmd>: error: <message>" and returns the exit code 1.
 int cli_fail(const char *cmd, fk_status st);
 void cli_set_threads(int64_t threads);
@@ -129,5 +184,12 @@ int cli_stop_code(void);
 // Set by the verbs that resume by themselves when run again (fuse, heal, fold): train's hint at
 // an interrupt then says to run the same command again rather than to add --resume.
 extern bool cli_train_resumes_itself;
+
+// JSON output (one line per object, built through cJSON: strings escaped). Numbers keep the
+// printf formats the outputs have always had ("%.6f"); a number that is not finite is null.
+void cli_json_num(cJSON *o, const char *key, const char *fmt, double v);
+void cli_json_int(cJSON *o, const char *key, int64_t v);
+// Prints o on one line to f (and to f2 unless NULL), then deletes it.
+void cli_json_print(cJSON *o, FILE *f, FILE *f2);
 
 #endif

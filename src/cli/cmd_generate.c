@@ -1,114 +1,112 @@
-// fusekit generate: sampling with a KV cache, one token at a time.
+// fusekit generate: sampling with a KV cache (fk_generate), printing each token as it comes.
 #include "cli.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct {
+    const fk_tokenizer *tok;  // NULL: ids are printed
+    int64_t printed;
+} print_state;
+
+static bool print_token(int32_t id, void *user) {
+    print_state *p = user;
+    if (p->tok) {
+        if (fk_tok_type(p->tok, id) != FK_TT_CONTROL) {  // EOS and the like are not text
+            char piece[256];
+            size_t k = fk_tok_token_bytes(p->tok, id, piece, sizeof piece);
+            fwrite(piece, 1, k < sizeof piece ? k : sizeof piece, stdout);
+        }
+    } else printf("%s%d", p->printed ? " " : "", id);
+    p->printed++;
+    fflush(stdout);
+    return true;
+}
+
+// --prompt-ids: space- (or comma-) separated ids below V into ids (room for strlen(s) values).
+static fk_status parse_ids(const char *s, int64_t V, int32_t *ids, int64_t *n) {
+    *n = 0;
+    for (const char *p = s;;) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+        if (!*p) return FK_OK;
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 0 || v >= V) return fk_error(FK_ERR_ARG, "--prompt-ids: '%.20s' is not a token id in [0, %lld)", p, (long long)V);
+        ids[(*n)++] = (int32_t)v;
+        p = end;
+    }
+}
+
+typedef struct {
+    cli_model_opts model;
+    const char *prompt, *prompt_ids;
+    bool greedy, ids_out;
+    int64_t threads;
+    fk_generate_opts g;
+} generate_args;
+
+// The prompt's ids (malloc'd into *ids): --prompt-ids, or --prompt encoded with the tokenizer.
+static fk_status prompt_tokens(const generate_args *a, const fk_tokenizer *tok, int64_t V, int32_t **ids, int64_t *n) {
+    *n = 0;
+    if (a->prompt_ids) {
+        *ids = malloc((strlen(a->prompt_ids) + 1) * sizeof(int32_t));
+        return *ids ? parse_ids(a->prompt_ids, V, *ids, n) : fk_error(FK_ERR_NOMEM, "out of memory");
+    }
+    fk_tok_out enc = {0};
+    fk_status st = FK_OK;
+    if (tok) st = fk_tok_encode(tok, a->prompt, strlen(a->prompt), FK_ENC_ADD_SPECIAL, &enc);
+    else if (*a->prompt)
+        st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys): give --tokenizer, or the prompt as --prompt-ids",
+                      a->model.path);
+    *ids = malloc(((size_t)enc.n + 1) * sizeof(int32_t));
+    if (!*ids && st == FK_OK) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; st == FK_OK && i < enc.n; i++) (*ids)[(*n)++] = enc.ids[i];
+    fk_tok_out_free(&enc);
+    return st;
+}
+
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = "", *prompt_ids = NULL, *tokenizer = NULL;
-    int64_t max_new = 128, top_k = 0, seed = 1337, threads = 0;
-    double temperature = 0.8, top_p = 1.0;
-    bool greedy = false, ids_out = false;
+    generate_args a = {.prompt = ""};
+    fk_generate_defaults(&a.g);
+    fk_sampler *s = &a.g.sampler;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
-        {"--prompt", OPT_STR, &prompt, "prompt text", false, NULL},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false, NULL},
-        {"--prompt-ids", OPT_STR, &prompt_ids, "prompt as space-separated token ids", false, NULL},
-        {"-n|--max-new", OPT_INT, &max_new, "tokens to generate (default 128)", false, "[0,1048576]"},
-        {"--temperature", OPT_FLOAT, &temperature, "sampling temperature, 0 = greedy (default 0.8)", false, "[0,100]"},
-        {"--greedy", OPT_FLAG, &greedy, "always take the most likely token", false, NULL},
-        {"--top-k", OPT_INT, &top_k, "sample among the k most likely tokens, 0 = off (default 0)", false, "[0,)"},
-        {"--top-p", OPT_FLOAT, &top_p, "nucleus sampling mass, 1 = off (default 1)", false, "(0,1]"},
-        {"--seed", OPT_INT, &seed, "sampling seed (default 1337)", false, "[0,)"},
-        {"--ids", OPT_FLAG, &ids_out, "print token ids instead of text", false, NULL},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROW_MODEL(&a.model, "model folder or .gguf file (required)"),
+        {"--prompt", OPT_STR, &a.prompt, "prompt text", false, NULL},
+        CLI_ROW_TOKENIZER(&a.model),
+        {"--prompt-ids", OPT_STR, &a.prompt_ids, "prompt as space-separated token ids", false, NULL},
+        {"-n|--max-new", OPT_INT, &a.g.max_new, "tokens to generate", false, "[0,1048576]"},
+        {"--temperature", OPT_F32, &s->temperature, "sampling temperature, 0 = greedy", false, "[0,100]"},
+        {"--greedy", OPT_FLAG, &a.greedy, "always take the most likely token", false, NULL},
+        {"--top-k", OPT_I32, &s->top_k, "sample among the k most likely tokens, 0 = off", false, "[0,)"},
+        {"--top-p", OPT_F32, &s->top_p, "nucleus sampling mass, 1 = off", false, "(0,1]"},
+        {"--seed", OPT_INT, (int64_t *)&a.g.seed, "sampling seed", false, "[0,)"},
+        {"--ids", OPT_FLAG, &a.ids_out, "print token ids instead of text", false, NULL},
+        CLI_ROW_THREADS(&a.threads),
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-ids IDS] [options]");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!model) { fprintf(stderr, "fusekit generate: error: --model is required\n"); return 2; }
-    cli_set_threads(threads);
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-ids IDS] [options]");
+    if (rc >= 0) return rc;
+    if ((rc = cli_require("generate", "--model", 1, a.model.path)) != 0) return rc;
+    if (a.greedy) s->temperature = 0;
+    cli_set_threads(a.threads);
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = cli_load_model(a.model.path, a.model.tokenizer, FK_LOAD_FROZEN, &m, &tok);
     if (st != FK_OK) return cli_fail("generate", st);
-    int64_t V = m.cfg.vocab_size, cap = m.cfg.max_seq;
-    fk_tok_out enc = {0};
-    if (tok && !prompt_ids) st = fk_tok_encode(tok, prompt, strlen(prompt), FK_ENC_ADD_SPECIAL, &enc);
-    // the whole prompt is read; when it is longer than the context its newest tokens are kept
-    size_t plen = (size_t)enc.n + 1;
-    int32_t *all = malloc(plen * sizeof(int32_t) + (prompt_ids ? strlen(prompt_ids) * sizeof(int32_t) : 0));
-    int32_t *toks = malloc((size_t)cap * sizeof(int32_t));
-    float *logits = malloc((size_t)V * sizeof(float));
-    int64_t n_all = 0;
-    int n = 0;
-    bool text_out = tok && !ids_out;
-    if (prompt_ids) {
-        const char *p = prompt_ids;
-        while (st == FK_OK) {
-            while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
-            if (!*p) break;
-            char *end;
-            long long v = strtoll(p, &end, 10);
-            if (end == p || v < 0 || v >= V)
-                st = fk_error(FK_ERR_ARG, "--prompt-ids: '%.20s' is not a token id in [0, %lld)", p, (long long)V);
-            else all[n_all++] = (int32_t)v;
-            p = end;
-        }
-    } else {
-        if (!tok && *prompt) st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys): give --tokenizer, or the prompt as --prompt-ids", model);
-        for (int64_t i = 0; i < enc.n; i++) all[n_all++] = enc.ids[i];
-    }
-    fk_tok_out_free(&enc);
-    int64_t from = n_all > cap ? n_all - cap : 0;
-    for (int64_t i = from; i < n_all; i++) toks[n++] = all[i];
-    free(all);
-    if (st == FK_OK && n == 0) toks[n++] = m.cfg.bos_id >= 0 && m.cfg.bos_id < V ? m.cfg.bos_id : (V == 256 ? '\n' : 0);
-    fk_sampler s = {greedy ? 0.0f : (float)temperature, (int)top_k, (float)top_p};
-    fk_rng rng;
-    fk_rng_seed(&rng, (uint64_t)seed);
-    if (text_out && st == FK_OK && !prompt_ids) fwrite(prompt, 1, strlen(prompt), stdout);
-    char piece[256];
-    double t0 = fk_time_s(), t_first = 0;
-    int generated = 0;
-    if (st == FK_OK) st = fk_model_step(&m, toks, n, 0, logits);
-    t_first = fk_time_s() - t0;
-    while (st == FK_OK && generated < max_new) {
-        int32_t next = fk_sample(&s, logits, V, &rng);
-        generated++;
-        if (text_out) {
-            if (fk_tok_type(tok, next) != FK_TT_CONTROL) {  // EOS and the like are not text
-                size_t k = fk_tok_token_bytes(tok, next, piece, sizeof piece);
-                fwrite(piece, 1, k < sizeof piece ? k : sizeof piece, stdout);
-            }
-        } else printf("%s%d", generated > 1 ? " " : "", next);
-        fflush(stdout);
-        if (next == m.cfg.eos_id || (tok && next == fk_tok_eos(tok))) break;
-        if (n == cap) {
-            // context full: keep the newest half and rebuild the cache from it
-            int keep = (int)(cap / 2);
-            if (keep == 0) {  // a context of one token: start over from the new one
-                toks[0] = next;
-                st = fk_model_step(&m, toks, 1, 0, logits);
-                n = 1;
-                continue;
-            }
-            memmove(toks, toks + n - keep, (size_t)keep * sizeof(int32_t));
-            n = keep;
-            st = fk_model_step(&m, toks, n, 0, logits);
-            if (st != FK_OK) break;
-        }
-        toks[n] = next;
-        st = fk_model_step(&m, &toks[n], 1, n, logits);
-        n++;
-    }
-    double dt = fk_time_s() - t0;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    st = prompt_tokens(&a, tok, m.cfg.vocab_size, &ids, &n);
+    print_state ps = {tok && !a.ids_out ? tok : NULL, 0};
+    if (tok) a.g.stop[0] = fk_tok_eos(tok);
+    if (ps.tok && st == FK_OK && !a.prompt_ids) fwrite(a.prompt, 1, strlen(a.prompt), stdout);
+    fk_generate_stats gs = {0};
+    if (st == FK_OK) st = fk_generate(&m, ids, n, &a.g, print_token, &ps, &gs);
     printf("\n");
     fflush(stdout);
     if (st == FK_OK)
-        fprintf(stderr, "generated %d tokens: prompt %.1f ms, %.1f tokens/s after it\n", generated, 1e3 * t_first,
-                generated > 1 ? (generated - 1) / (dt - t_first) : 0.0);
-    free(toks); free(logits);
+        fprintf(stderr, "generated %lld tokens: prompt %.1f ms, %.1f tokens/s after it\n", (long long)gs.generated, 1e3 * gs.prompt_s,
+                gs.generated > 1 ? (double)(gs.generated - 1) / (gs.total_s - gs.prompt_s) : 0.0);
+    free(ids);
     fk_tok_free(tok);
     fk_model_free(&m);
     return st == FK_OK ? 0 : cli_fail("generate", st);

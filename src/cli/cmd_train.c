@@ -136,284 +136,334 @@ static void on_step(const fk_train_event *ev, void *user) {
     free(line);
 }
 
-int cmd_train(int argc, char **argv) {
-    const char *data = NULL, *val = NULL, *out = NULL, *config = NULL, *init = NULL, *arch = "gpt2", *resume_from = NULL;
-    const char *tokenizer = NULL;
-    int64_t vocab = 0, d_model = 128, layers = 4, heads = 4, kv_heads = 0, ffn = 0, ctx = 256, threads = 0;
-    int64_t steps = 1000, batch = 8, seq = 0, accum = 1, warmup = -1, seed = 1337, eval_every = 100, eval_tokens = 65536;
-    int64_t save_every = 0, keep = 2, log_every = 10;
-    double lr = 3e-4, min_lr = 0.1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0, rope_theta = 10000, val_frac = 0.1;
-    bool resume = false, force = false;
-    cli_list teachers = {0};
-    const char *fusion = "mince", *level = "sequence", *align = "offsets", *vmap = "mined", *cache = NULL;
-    double lambda = 0.9, tau = 1.0, ttemp = 1.0;
-    bool ttail = false;
-    cli_opt opts[] = {
-        {"--data", OPT_STR, &data, "training text or token shard (required)", false, NULL},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text data (.gguf, tokenizer.json or a folder; default: --init's or the checkpoint's, else bytes)", false, NULL},
-        {"--val", OPT_STR, &val, "held-out text or shard (default: the last --val-frac of --data)", false, NULL},
-        {"--val-frac", OPT_FLOAT, &val_frac, "fraction of --data held out when --val is absent (default 0.1)", false, "[0,1)"},
-        {"-o|--out", OPT_STR, &out, "output folder: the final model, checkpoint-<step>/ folders, metrics.jsonl (required)", false, NULL},
-        {"--config", OPT_STR, &config, "model shape from a Hugging Face config.json", false, NULL},
-        {"--init", OPT_STR, &init, "start from the weights of this model (a folder or a .gguf file; its tokenizer comes along)", false, NULL},
-        {"--arch", OPT_STR, &arch, "gpt2 | llama: preset for the shape flags (default gpt2)", false, NULL},
-        {"--vocab", OPT_INT, &vocab, "vocabulary size (default: the data's)", false, "[0,16777216]"},
-        {"--d-model", OPT_INT, &d_model, "model width (default 128)", false, "[1,65536]"},
-        {"--layers", OPT_INT, &layers, "number of layers (default 4)", false, "[1,256]"},
-        {"--heads", OPT_INT, &heads, "attention heads (default 4)", false, "[1,4096]"},
-        {"--kv-heads", OPT_INT, &kv_heads, "key/value heads, grouped-query attention (default: --heads)", false, "[0,4096]"},
-        {"--ffn", OPT_INT, &ffn, "FFN width (default 4*d for gpt2, 8/3*d rounded up to 32 for llama)", false, "[0,1048576]"},
-        {"--ctx", OPT_INT, &ctx, "context length (default 256)", false, "[1,1048576]"},
-        {"--rope-theta", OPT_FLOAT, &rope_theta, "RoPE base (llama; default 10000)", false, "(0,)"},
-        {"--steps", OPT_INT, &steps, "optimizer steps (default 1000)", false, "[1,)"},
-        {"--batch", OPT_INT, &batch, "sequences per micro-batch (default 8)", false, "[1,65536]"},
-        {"--seq", OPT_INT, &seq, "tokens per sequence (default: the context length)", false, "[0,1048576]"},
-        {"--grad-accum", OPT_INT, &accum, "micro-batches per step (default 1)", false, "[1,65536]"},
-        {"--lr", OPT_FLOAT, &lr, "peak learning rate (default 3e-4)", false, "(0,1]"},
-        {"--min-lr-frac", OPT_FLOAT, &min_lr, "cosine floor as a fraction of --lr (default 0.1)", false, "[0,1]"},
-        {"--warmup", OPT_INT, &warmup, "linear warmup steps (default: steps/20)", false, "[0,)"},
-        {"--wd", OPT_FLOAT, &wd, "AdamW decoupled weight decay on matrices and embeddings (default 0.1)", false, "[0,1]"},
-        {"--beta1", OPT_FLOAT, &beta1, "AdamW beta1 (default 0.9)", false, "[0,1)"},
-        {"--beta2", OPT_FLOAT, &beta2, "AdamW beta2 (default 0.95)", false, "[0,1)"},
-        {"--clip", OPT_FLOAT, &clip, "global gradient-norm clip, 0 = off (default 1.0)", false, "[0,)"},
-        {"--seed", OPT_INT, &seed, "seed for initialisation and batches (default 1337)", false, "[0,)"},
-        {"--eval-every", OPT_INT, &eval_every, "steps between held-out evaluations (default 100)", false, "[0,)"},
-        {"--eval-tokens", OPT_INT, &eval_tokens, "held-out tokens per evaluation, 0 = all (default 65536)", false, "[0,)"},
-        {"--save-every", OPT_INT, &save_every, "steps between checkpoints, 0 = only at the end (default 0)", false, "[0,)"},
-        {"--keep", OPT_INT, &keep, "checkpoints kept (default 2)", false, "[1,1000000]"},
-        {"--log-every", OPT_INT, &log_every, "steps between metric lines (default 10)", false, "[1,)"},
-        {"--resume", OPT_FLAG, &resume, "continue from the newest checkpoint in --out", false, NULL},
-        {"--resume-from", OPT_STR, &resume_from, "continue from this checkpoint folder", false, NULL},
-        {"--force", OPT_FLAG, &force, "write into an --out that holds a model but no training run (it is overwritten)", false, NULL},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
-        {"--teacher", OPT_LIST, &teachers, "distribution store (.fkd, from fusekit extract) of a teacher on --data; repeat for fusion", false, NULL},
-        {"--fusion", OPT_STR, &fusion, "mince | avgce: how teachers are fused (default mince)", false, NULL},
-        {"--fusion-level", OPT_STR, &level, "sequence | token: the span MinCE/AvgCE compare teachers on (default sequence)", false, NULL},
-        {"--lambda", OPT_FLOAT, &lambda, "weight of the CLM loss; 1 - lambda goes to the fusion loss (default 0.9)", false, "[0,1]"},
-        {"--tau", OPT_FLOAT, &tau, "AvgCE temperature on cross-entropies (default 1)", false, "(0,)"},
-        {"--teacher-temp", OPT_FLOAT, &ttemp, "temperature on the teachers' log-probabilities (default 1)", false, "(0,)"},
-        {"--teacher-tail", OPT_FLAG, &ttail, "keep the teachers' full-softmax top-k probabilities and match the rest as a tail class (default: renormalise the top k, as FuseLLM)", false, NULL},
-        {"--align", OPT_STR, &align, "offsets | dtw: token alignment for teachers of another tokenizer (default offsets)", false, NULL},
-        {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for teachers of another tokenizer (default mined)", false, NULL},
-        {"--align-cache", OPT_STR, &cache, "folder for aligned stores and vocabulary maps (default: beside each store)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+// The shape of a new model: the flags used when neither --config nor --init gives one.
+typedef enum { SHAPE_GPT2 = 0, SHAPE_LLAMA = 1 } shape_arch;
+typedef struct {
+    shape_arch arch;
+    int64_t vocab, d_model, layers, heads, kv_heads, ffn, ctx;
+    float rope_theta;
+} train_shape;
+
+// Everything train's flags set: the library's options (fk_train_defaults, fk_fusion_defaults,
+// fk_align_opts_default) and what only the command line has.
+typedef struct {
+    const char *data, *val, *out, *config, *init, *resume_from, *tokenizer;
+    double val_frac;
+    train_shape shape;
+    bool resume, force;
+    int64_t threads;
+    cli_list teachers;
+    float lambda;
+    fk_train_opts o;
+    fk_fusion_opts fo;
+    fk_align_opts ao;
+    cli_opt *rows;  // the table, for cli_was_set
+} train_args;
+
+static void train_args_init(train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->val_frac = 0.1;
+    a->shape = (train_shape){SHAPE_GPT2, 0, 128, 4, 4, 0, 0, 256, 10000.0f};
+    a->lambda = 0.9f;
+    fk_train_defaults(&a->o);
+    fk_fusion_defaults(&a->fo);
+    fk_align_opts_default(&a->ao);
+}
+
+static const char train_usage[] =
+    "usage: fusekit train --data FILE -o OUT [options]\n\n"
+    "With --teacher: fused training (knowledge fusion; one teacher: distillation). The loss is\n"
+    "lambda * CLM + (1 - lambda) * soft cross-entropy against the fused teachers' next-token\n"
+    "distributions. --data must be the text the stores were extracted from.";
+
+// Parses train's flags into a (rows: a table of TRAIN_ROWS entries). Returns -1 to go on, else the exit code.
+#define TRAIN_ROWS 49
+static int train_parse(int argc, char **argv, train_args *a, cli_opt *rows) {
+    train_shape *sh = &a->shape;
+    fk_train_opts *o = &a->o;
+    cli_opt t[TRAIN_ROWS] = {
+        {"--data", OPT_STR, &a->data, "training text or token shard (required)", false, NULL},
+        {"--tokenizer", OPT_STR, &a->tokenizer, "tokenizer for text data (.gguf, tokenizer.json or a folder; default: --init's or the checkpoint's, else bytes)", false, NULL},
+        {"--val", OPT_STR, &a->val, "held-out text or shard (default: the last --val-frac of --data)", false, NULL},
+        {"--val-frac", OPT_FLOAT, &a->val_frac, "fraction of --data held out when --val is absent", false, "[0,1)"},
+        {"-o|--out", OPT_STR, &a->out, "output folder: the final model, checkpoint-<step>/ folders, metrics.jsonl (required)", false, NULL},
+        {"--config", OPT_STR, &a->config, "model shape from a Hugging Face config.json", false, NULL},
+        {"--init", OPT_STR, &a->init, "start from the weights of this model (a folder or a .gguf file; its tokenizer comes along)", false, NULL},
+        {"--arch", OPT_CHOICE, CLI_ENUM(&sh->arch), "preset for the shape flags", false, "gpt2|llama"},
+        {"--vocab", OPT_INT, &sh->vocab, "vocabulary size (default: the data's)", false, "[0,16777216]"},
+        {"--d-model", OPT_INT, &sh->d_model, "model width", false, "[1,65536]"},
+        {"--layers", OPT_INT, &sh->layers, "number of layers", false, "[1,256]"},
+        {"--heads", OPT_INT, &sh->heads, "attention heads", false, "[1,4096]"},
+        {"--kv-heads", OPT_INT, &sh->kv_heads, "key/value heads, grouped-query attention (default: --heads)", false, "[0,4096]"},
+        {"--ffn", OPT_INT, &sh->ffn, "FFN width (default 4*d for gpt2, 8/3*d rounded up to 32 for llama)", false, "[0,1048576]"},
+        {"--ctx", OPT_INT, &sh->ctx, "context length", false, "[1,1048576]"},
+        {"--rope-theta", OPT_F32, &sh->rope_theta, "RoPE base (llama)", false, "(0,)"},
+        {"--steps", OPT_INT, &o->steps, "optimizer steps", false, "[1,)"},
+        {"--batch", OPT_I32, &o->batch, "sequences per micro-batch", false, "[1,65536]"},
+        {"--seq", OPT_I32, &o->seq, "tokens per sequence (default: the context length)", false, "[0,1048576]"},
+        {"--grad-accum", OPT_I32, &o->grad_accum, "micro-batches per step", false, "[1,65536]"},
+        {"--lr", OPT_F32, &o->optim.lr, "peak learning rate", false, "(0,1]"},
+        {"--min-lr-frac", OPT_F32, &o->optim.min_lr_frac, "cosine floor as a fraction of --lr", false, "[0,1]"},
+        {"--warmup", OPT_INT, &o->optim.warmup, "linear warmup steps (default: steps/20)", false, "[0,)"},
+        {"--wd", OPT_F32, &o->optim.weight_decay, "AdamW decoupled weight decay on matrices and embeddings", false, "[0,1]"},
+        {"--beta1", OPT_F32, &o->optim.beta1, "AdamW beta1", false, "[0,1)"},
+        {"--beta2", OPT_F32, &o->optim.beta2, "AdamW beta2", false, "[0,1)"},
+        {"--clip", OPT_F32, &o->optim.clip, "global gradient-norm clip, 0 = off", false, "[0,)"},
+        {"--seed", OPT_INT, (int64_t *)&o->seed, "seed for initialisation and batches", false, "[0,)"},
+        {"--eval-every", OPT_INT, &o->eval_every, "steps between held-out evaluations", false, "[0,)"},
+        {"--eval-tokens", OPT_INT, &o->eval_tokens, "held-out tokens per evaluation, 0 = all", false, "[0,)"},
+        {"--save-every", OPT_INT, &o->save_every, "steps between checkpoints, 0 = only at the end", false, "[0,)"},
+        {"--keep", OPT_I32, &o->keep, "checkpoints kept", false, "[1,1000000]"},
+        {"--log-every", OPT_INT, &o->log_every, "steps between metric lines", false, "[1,)"},
+        {"--resume", OPT_FLAG, &a->resume, "continue from the newest checkpoint in --out", false, NULL},
+        {"--resume-from", OPT_STR, &a->resume_from, "continue from this checkpoint folder", false, NULL},
+        {"--force", OPT_FLAG, &a->force, "write into an --out that holds a model but no training run (it is overwritten)", false, NULL},
+        CLI_ROW_THREADS(&a->threads),
+        {"--teacher", OPT_LIST, &a->teachers, "distribution store (.fkd, from fusekit extract) of a teacher on --data; repeat for fusion", false, NULL},
+        {"--fusion", OPT_CHOICE, CLI_ENUM(&a->fo.kind), "how teachers are fused", false, "mince|avgce"},
+        {"--fusion-level", OPT_CHOICE, CLI_ENUM(&a->fo.level), "the span MinCE/AvgCE compare teachers on", false, "sequence|token"},
+        {"--lambda", OPT_F32, &a->lambda, "weight of the CLM loss; 1 - lambda goes to the fusion loss", false, "[0,1]"},
+        {"--tau", OPT_F32, &a->fo.tau, "AvgCE temperature on cross-entropies", false, "(0,)"},
+        {"--teacher-temp", OPT_F32, &a->fo.temperature, "temperature on the teachers' log-probabilities", false, "(0,)"},
+        {"--teacher-tail", OPT_FLAG, &a->fo.tail, "keep the teachers' full-softmax top-k probabilities and match the rest as a tail class (default: renormalise the top k, as FuseLLM)", false, NULL},
+        {"--align", OPT_CHOICE, CLI_ENUM(&a->ao.mode), "token alignment for teachers of another tokenizer", false, "offsets|dtw"},
+        {"--vmap", OPT_CHOICE, CLI_ENUM(&a->ao.vmap), "vocabulary map for teachers of another tokenizer", false, "mined|exact|prefix"},
+        {"--align-cache", OPT_STR, &a->ao.cache_dir, "folder for aligned stores and vocabulary maps (default: beside each store)", false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit train --data FILE -o OUT [options]\n\n"
-                       "With --teacher: fused training (knowledge fusion; one teacher: distillation). The loss is\n"
-                       "lambda * CLM + (1 - lambda) * soft cross-entropy against the fused teachers' next-token\n"
-                       "distributions. --data must be the text the stores were extracted from.");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!data || !out) { fprintf(stderr, "fusekit train: error: --data and --out are required\n"); return 2; }
-    {
-        const char *ins[] = {data, val, init, config, tokenizer, resume_from};
-        cli_out_spec os = {"-o", out, false, true};  // an existing run is resumed, or refused below
-        if ((rc = cli_check_output("train", &os, ins, 6)) != 0) return rc;
-        if (cli_check_only) return 0;  // fuse / heal check train's options before their own work
-    }
-    if (!resume && !resume_from && !force) {  // a model folder that is not a run would be overwritten
-        char *ck = NULL, *mp = fk_path_join(out, "model.safetensors");
-        bool run = fk_checkpoint_latest(out, &ck) == FK_OK, model = mp && fk_path_exists(mp);
+    memcpy(rows, t, sizeof t);
+    a->rows = rows;
+    int rc = cli_parse_verb(argc, argv, rows, train_usage);
+    if (rc >= 0) return rc;
+    if (!a->data || !a->out) { fprintf(stderr, "fusekit train: error: --data and --out are required\n"); return 2; }
+    if (!cli_was_set(rows, "--warmup")) o->optim.warmup = o->steps / 20;
+    o->optim.total_steps = o->steps;
+    return -1;
+}
+
+// What train checks before any work: the output, a model folder that is not a run, the shape
+// flags, --teacher's data. Returns -1 to go on, else the exit code.
+static int train_check(const train_args *a) {
+    const char *ins[] = {a->data, a->val, a->init, a->config, a->tokenizer, a->resume_from};
+    cli_out_spec os = {"-o", a->out, false, true};  // an existing run is resumed, or refused below
+    int rc = cli_check_output("train", &os, ins, 6);
+    if (rc != 0) return rc;
+    if (cli_check_only) return 0;  // fuse / heal check train's options before their own work
+    if (!a->resume && !a->resume_from && !a->force) {  // a model folder that is not a run would be overwritten
+        char *ck = NULL, *mp = fk_path_join(a->out, "model.safetensors");
+        bool run = fk_checkpoint_latest(a->out, &ck) == FK_OK, model = mp && fk_path_exists(mp);
         free(ck);
         free(mp);
         if (model && !run) {
-            fprintf(stderr, "fusekit train: error: -o %s holds a model but no training run: pass --force to overwrite it, or choose another -o\n", out);
+            fprintf(stderr, "fusekit train: error: -o %s holds a model but no training run: pass --force to overwrite it, or choose another -o\n", a->out);
             return 2;
         }
     }
-    if (!config && !init && !resume && !resume_from && d_model % heads != 0) {  // the shape flags: head_dim = d / heads
-        fprintf(stderr, "fusekit train: error: --d-model %lld is not a multiple of --heads %lld\n", (long long)d_model, (long long)heads);
+    const train_shape *sh = &a->shape;
+    if (!a->config && !a->init && !a->resume && !a->resume_from && sh->d_model % sh->heads != 0) {  // head_dim = d / heads
+        fprintf(stderr, "fusekit train: error: --d-model %lld is not a multiple of --heads %lld\n", (long long)sh->d_model, (long long)sh->heads);
         return 2;
     }
-    cli_set_threads(threads);
-    if (teachers.n > 0 && fk_data_is_shard(data)) {
+    if (a->teachers.n > 0 && fk_data_is_shard(a->data)) {
         fprintf(stderr, "fusekit train: error: --teacher needs --data as the text the stores were extracted from, not a token shard\n");
         return 2;
     }
+    return -1;
+}
 
-    fk_token_data all = {0}, tr = {0}, va = {0};
-    fk_teacher_set *tset = NULL;
-    char *tpaths[CLI_LIST_MAX] = {0};
-    fk_model m = {0};
-    fk_adamw opt = {0};
-    fk_tokenizer *tok = NULL;
-    fk_train_opts o;
-    fk_train_defaults(&o);
-    fk_status st = FK_OK;
-    int stop_rc = 0;
-    // The tokenizer: given, else the one of the run being resumed or the model started from,
-    // else raw bytes for text (a token shard without a tokenizer trains on its ids as they are).
-    {
-        char *from = NULL;
-        if (resume_from) from = strdup(resume_from);
-        else if (resume) fk_checkpoint_latest(out, &from);
-        st = cli_model_tokenizer(from ? from : init, tokenizer, -1, &tok);
-        free(from);
-        if (st == FK_OK && !tok && !fk_data_is_shard(data)) st = fk_tok_new_bytes(&tok);
-        if (st != FK_OK) goto fail;
-        o.tokenizer = tok;
-    }
-    st = fk_data_load_tok(data, tok, &all);
-    if (st != FK_OK) goto fail;
-    if (!tok)  // a shard's ids with no tokenizer: the model is saved without one, so say it now
+// The training run's state, freed by train_state_free.
+typedef struct {
+    fk_token_data all, tr, va;
+    fk_teacher_set *tset;
+    char *tpaths[CLI_LIST_MAX];
+    fk_model m;
+    fk_adamw opt;
+    fk_tokenizer *tok;
+} train_state;
+
+static void train_state_free(train_state *s) {
+    fk_teacher_set_close(s->tset);
+    for (int i = 0; i < CLI_LIST_MAX; i++) free(s->tpaths[i]);
+    fk_adamw_free(&s->opt);
+    fk_model_free(&s->m);
+    fk_data_free(&s->all); fk_data_free(&s->tr); fk_data_free(&s->va);
+    fk_tok_free(s->tok);
+}
+
+// The tokenizer (given, else the one of the run being resumed or the model started from, else
+// raw bytes for text: a token shard without a tokenizer trains on its ids as they are), then
+// the training and held-out data.
+static fk_status train_load_data(const train_args *a, train_state *s) {
+    char *from = NULL;
+    if (a->resume_from) from = strdup(a->resume_from);
+    else if (a->resume) fk_checkpoint_latest(a->out, &from);
+    fk_status st = cli_model_tokenizer(from ? from : a->init, a->tokenizer, -1, &s->tok);
+    free(from);
+    if (st == FK_OK && !s->tok && !fk_data_is_shard(a->data)) st = fk_tok_new_bytes(&s->tok);
+    if (st == FK_OK) st = fk_data_load_tok(a->data, s->tok, &s->all);
+    if (st != FK_OK) return st;
+    if (!s->tok)  // a shard's ids with no tokenizer: the model is saved without one, so say it now
         fprintf(stderr, "warning: %s is a token shard and no tokenizer was given (--tokenizer): %s will have no tokenizer.json, "
-                        "and eval/generate on text will need --tokenizer\n", data, out);
-    if (val) {
-        st = fk_data_load_tok(val, tok, &va);
-        if (st == FK_OK) { tr = all; memset(&all, 0, sizeof all); }
-    } else {
-        int64_t cut = (int64_t)((double)all.n * (1.0 - val_frac));
-        st = fk_data_slice(&all, 0, cut, &tr);
-        if (st == FK_OK && val_frac > 0) st = fk_data_slice(&all, cut, all.n, &va);
+                        "and eval/generate on text will need --tokenizer\n", a->data, a->out);
+    if (a->val) {
+        st = fk_data_load_tok(a->val, s->tok, &s->va);
+        if (st == FK_OK) { s->tr = s->all; memset(&s->all, 0, sizeof s->all); }
+        return st;
     }
-    if (st != FK_OK) goto fail;
+    int64_t cut = (int64_t)((double)s->all.n * (1.0 - a->val_frac));
+    st = fk_data_slice(&s->all, 0, cut, &s->tr);
+    if (st == FK_OK && a->val_frac > 0) st = fk_data_slice(&s->all, cut, s->all.n, &s->va);
+    return st;
+}
 
+// Resuming: the checkpoint's model, optimizer and options; flags given again override the
+// stored ones where it is safe (*o holds the flags on entry, the run's options on return).
+static fk_status train_resume(const train_args *a, train_state *s, fk_train_opts *o) {
     char *ckpt = NULL;
-    if (!resume && !resume_from && fk_checkpoint_latest(out, &ckpt) == FK_OK) {
-        // a fresh run must not mix its checkpoints with an earlier run's
-        st = fk_error(FK_ERR_ARG, "%s already holds a training run (%s): pass --resume to continue it, or choose another --out",
-                      out, ckpt);
-        free(ckpt);
-        goto fail;
+    fk_status st = FK_OK;
+    if (a->resume_from) ckpt = strdup(a->resume_from);
+    else st = fk_checkpoint_latest(a->out, &ckpt);
+    fk_train_opts flags = *o;
+    if (st == FK_OK) st = fk_checkpoint_load(ckpt, &s->m, &s->opt, o);
+    o->tokenizer = s->tok;
+    if (st == FK_OK) {
+        const cli_opt *rows = a->rows;
+        if (cli_was_set(rows, "--steps")) { o->steps = flags.steps; o->optim.total_steps = flags.steps; s->opt.o.total_steps = flags.steps; }
+        if (cli_was_set(rows, "--eval-every")) o->eval_every = flags.eval_every;
+        if (cli_was_set(rows, "--save-every")) o->save_every = flags.save_every;
+        if (cli_was_set(rows, "--log-every")) o->log_every = flags.log_every;
+        // the rest would change the run the checkpoint belongs to: say so rather than ignore it silently
+        const char *fixed[] = {"--lr", "--min-lr-frac", "--warmup", "--wd", "--beta1", "--beta2", "--clip", "--batch", "--seq",
+                               "--grad-accum", "--seed", "--keep", "--eval-tokens", "--config", "--init", "--arch"};
+        for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
+            if (cli_was_set(rows, fixed[k]) && !(cli_train_resumes_itself && strcmp(fixed[k], "--init") == 0))  // (fuse and heal set --init)
+                fprintf(stderr, "warning: %s is ignored when resuming (the checkpoint's value is used)\n", fixed[k]);
+        fprintf(stderr, "resuming from %s at step %lld\n", ckpt, (long long)s->opt.t);
     }
-    if (resume || resume_from) {
-        if (resume_from) ckpt = strdup(resume_from);
-        else st = fk_checkpoint_latest(out, &ckpt);
-        if (st == FK_OK) st = fk_checkpoint_load(ckpt, &m, &opt, &o);
-        o.tokenizer = tok;
-        if (st == FK_OK) {
-            // flags given again on the command line override the stored ones where it is safe
-            if (cli_was_set(opts, "--steps")) { o.steps = steps; o.optim.total_steps = steps; opt.o.total_steps = steps; }
-            if (cli_was_set(opts, "--eval-every")) o.eval_every = eval_every;
-            if (cli_was_set(opts, "--save-every")) o.save_every = save_every;
-            if (cli_was_set(opts, "--log-every")) o.log_every = log_every;
-            // the rest would change the run the checkpoint belongs to: say so rather than ignore it silently
-            const char *fixed[] = {"--lr", "--min-lr-frac", "--warmup", "--wd", "--beta1", "--beta2", "--clip", "--batch", "--seq",
-                                   "--grad-accum", "--seed", "--keep", "--eval-tokens", "--config", "--init", "--arch"};
-            for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
-                if (cli_was_set(opts, fixed[k]) && !(cli_train_resumes_itself && strcmp(fixed[k], "--init") == 0))  // (fuse and heal set --init)
-                    fprintf(stderr, "warning: %s is ignored when resuming (the checkpoint's value is used)\n", fixed[k]);
-            fprintf(stderr, "resuming from %s at step %lld\n", ckpt, (long long)opt.t);
-        }
-        free(ckpt);
-        if (st != FK_OK) goto fail;
+    free(ckpt);
+    return st;
+}
+
+// A new model's config from the shape flags (or --config).
+static fk_status train_config(const train_args *a, const train_state *s, fk_config *c) {
+    if (a->config) return fk_hf_config_read(a->config, c);
+    const train_shape *sh = &a->shape;
+    int64_t V = sh->vocab > 0 ? sh->vocab : s->tok ? fk_tok_vocab_size(s->tok) : s->tr.vocab_size;
+    if (sh->arch == SHAPE_GPT2) {
+        fk_config_gpt2(c, V, sh->d_model, sh->layers, sh->heads, sh->ctx);
+        if (sh->ffn > 0) for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = sh->ffn;
     } else {
+        int64_t f = sh->ffn > 0 ? sh->ffn : ((8 * sh->d_model / 3 + 31) / 32) * 32;
+        fk_config_llama(c, V, sh->d_model, sh->layers, sh->heads, sh->kv_heads > 0 ? sh->kv_heads : sh->heads, f, sh->ctx);
+        c->rope_theta = sh->rope_theta;
+    }
+    if (s->tok) {  // the config names the tokenizer's BOS and EOS
+        c->bos_id = fk_tok_bos(s->tok);
+        c->eos_id = fk_tok_eos(s->tok);
+    }
+    return FK_OK;
+}
+
+// A fresh run: the model (--init's weights, or new ones), checked against the tokenizer, and
+// the optimizer.
+static fk_status train_fresh(const train_args *a, train_state *s, fk_train_opts *o) {
+    char *ckpt = NULL;
+    if (fk_checkpoint_latest(a->out, &ckpt) == FK_OK) {  // a fresh run must not mix its checkpoints with an earlier run's
+        fk_status st = fk_error(FK_ERR_ARG, "%s already holds a training run (%s): pass --resume to continue it, or choose another --out",
+                                a->out, ckpt);
+        free(ckpt);
+        return st;
+    }
+    fk_status st;
+    if (a->init) st = fk_model_load(a->init, 0, &s->m, NULL);
+    else {
         fk_config c;
-        if (init) {
-            st = fk_model_load(init, 0, &m, NULL);
-        } else {
-            if (config) {
-                st = fk_hf_config_read(config, &c);
-            } else {
-                int64_t V = vocab > 0 ? vocab : tok ? fk_tok_vocab_size(tok) : tr.vocab_size;
-                if (strcmp(arch, "gpt2") == 0) {
-                    fk_config_gpt2(&c, V, d_model, layers, heads, ctx);
-                    if (ffn > 0) for (int l = 0; l < FK_MAX_LAYERS; l++) c.ffn[l] = ffn;
-                } else if (strcmp(arch, "llama") == 0) {
-                    int64_t f = ffn > 0 ? ffn : ((8 * d_model / 3 + 31) / 32) * 32;
-                    fk_config_llama(&c, V, d_model, layers, heads, kv_heads > 0 ? kv_heads : heads, f, ctx);
-                    c.rope_theta = (float)rope_theta;
-                } else {
-                    st = fk_error(FK_ERR_ARG, "--arch must be gpt2 or llama (got %s)", arch);
-                }
-            }
-            if (st == FK_OK && tok && !config) {  // the config names the tokenizer's BOS and EOS
-                c.bos_id = fk_tok_bos(tok);
-                c.eos_id = fk_tok_eos(tok);
-            }
-            if (st == FK_OK) st = fk_model_init(&m, &c);
-            if (st == FK_OK) fk_model_init_weights(&m, (uint64_t)seed);
+        st = train_config(a, s, &c);
+        if (st == FK_OK) st = fk_model_init(&s->m, &c);
+        if (st == FK_OK) fk_model_init_weights(&s->m, o->seed);
+    }
+    // the model must fit its tokenizer, a new one (--vocab) too: rows beyond the tokens only as
+    // padding (fk_vocab_check), so that what train saves loads in every other verb
+    if (st == FK_OK && s->tok && (st = fk_vocab_check(fk_tok_vocab_size(s->tok), s->m.cfg.vocab_size)) != FK_OK)
+        fk_error_context(st, "tokenizer %s, model %s", a->tokenizer ? a->tokenizer : "(the model's)", a->init ? a->init : "(new)");
+    if (st != FK_OK) return st;
+    if (o->seq <= 0 || !cli_was_set(a->rows, "--seq")) o->seq = (int)s->m.cfg.max_seq;
+    return fk_adamw_init(&s->opt, &s->m, &o->optim);
+}
+
+// --teacher: each store aligned to the target's tokens (or found cached), opened as the set
+// that feeds the fusion loss.
+static fk_status train_teachers(const train_args *a, train_state *s, fk_train_opts *o) {
+    fk_status st = FK_OK;
+    for (int i = 0; i < a->teachers.n && st == FK_OK; i++) {
+        bool built;
+        double t0 = fk_time_s();
+        const char *t = a->teachers.v[i];
+        st = fk_teacher_prepare(t, s->tok, a->data, &a->ao, &s->tpaths[i], &built);
+        if (st == FK_OK && built)
+            fprintf(stderr, "teacher %s: aligned to the target's tokens in %s (%.1f s)\n", t, s->tpaths[i], fk_time_s() - t0);
+        else if (st == FK_OK && strcmp(s->tpaths[i], t) != 0)
+            fprintf(stderr, "teacher %s: aligned store %s (cached)\n", t, s->tpaths[i]);
+    }
+    if (st == FK_OK) st = fk_teacher_set_open((const char *const *)s->tpaths, a->teachers.n, &a->fo, &s->tr, &s->tset);
+    if (st == FK_OK)
+        st = fk_teacher_set_check_model(s->tset, s->m.cfg.vocab_size, a->init ? a->init : a->resume_from ? a->resume_from : "new model");
+    if (st == FK_OK) o->teacher = fk_teacher_set_teacher(s->tset, a->lambda);
+    return st;
+}
+
+// The run itself, with metrics lines and Ctrl-C handling. Returns the exit code on a stop
+// (else 0) in *stop_rc.
+static fk_status train_run(const train_args *a, train_state *s, fk_train_opts *o, int *stop_rc) {
+    char cfg[512];
+    fk_config_describe(&s->m.cfg, cfg, sizeof cfg);
+    bool lead = fk_dp_rank() == 0;
+    if (lead)
+        fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d\n", cfg,
+                (long long)fk_model_num_params(&s->m), (long long)s->tr.n, (long long)s->va.n, fk_dp_size());
+    char *mp = fk_path_join(a->out, "metrics.jsonl");
+    fk_status st = lead ? trim_metrics(mp, s->opt.t) : FK_OK;
+    train_ui ui = {lead && st == FK_OK ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, s->opt.t, s->tset};
+    free(mp);
+    if (getenv("FK_TEST_KILL_AT")) o->fault_hook = test_fault;
+    // Ctrl-C / SIGTERM: the step in progress is finished and saved as a checkpoint
+    cli_stop_begin();
+    o->stop = &cli_stop_signal;
+    if (st == FK_OK) st = fk_train(&s->m, &s->opt, &s->tr, s->va.n > 1 ? &s->va : NULL, o, a->out, on_step, &ui);
+    if (ui.metrics) fclose(ui.metrics);
+    if (st == FK_OK && s->opt.t < o->steps) {  // stopped by a signal
+        if (lead) {
+            char name[64];
+            snprintf(name, sizeof name, "checkpoint-%lld", (long long)s->opt.t);
+            char *ck = fk_path_join(a->out, name);
+            fprintf(stderr, "fusekit train: interrupted at step %lld; checkpoint %s; run the same command%s to resume\n",
+                    (long long)s->opt.t, ck, a->resume || a->resume_from || cli_train_resumes_itself ? " again" : " with --resume");
+            free(ck);
         }
-        // the model must fit its tokenizer, a new one (--vocab) too: rows beyond the tokens only as
-        // padding (fk_vocab_check), so that what train saves loads in every other verb
-        if (st == FK_OK && tok && (st = fk_vocab_check(fk_tok_vocab_size(tok), m.cfg.vocab_size)) != FK_OK)
-            fk_error_context(st, "tokenizer %s, model %s", tokenizer ? tokenizer : "(the model's)", init ? init : resume_from ? resume_from : "(new)");
-        if (st != FK_OK) goto fail;
-        o.steps = steps;
-        o.batch = (int)batch;
-        o.seq = (int)(seq > 0 ? seq : m.cfg.max_seq);
-        o.grad_accum = (int)accum;
-        o.seed = (uint64_t)seed;
-        o.eval_every = eval_every;
-        o.eval_tokens = eval_tokens;
-        o.save_every = save_every;
-        o.keep = (int)keep;
-        o.log_every = log_every;
-        o.optim.lr = (float)lr;
-        o.optim.min_lr_frac = (float)min_lr;
-        o.optim.weight_decay = (float)wd;
-        o.optim.beta1 = (float)beta1;
-        o.optim.beta2 = (float)beta2;
-        o.optim.clip = (float)clip;
-        o.optim.warmup = warmup >= 0 ? warmup : steps / 20;
-        o.optim.total_steps = steps;
-        st = fk_adamw_init(&opt, &m, &o.optim);
-        if (st != FK_OK) goto fail;
-    }
-    st = fk_mkdir_p(out);
-    if (st != FK_OK) goto fail;
-    if (teachers.n > 0) {
-        fk_fusion_opts fo;
-        fk_fusion_defaults(&fo);
-        fo.tau = (float)tau;
-        fo.temperature = (float)ttemp;
-        fo.tail = ttail;
-        fk_align_opts ao;
-        fk_align_opts_default(&ao);
-        ao.cache_dir = cache;
-        st = fk_fusion_parse(fusion, level, &fo);
-        if (st == FK_OK) st = fk_align_parse(align, vmap, &ao);
-        if (st == FK_OK && !(lambda >= 0 && lambda <= 1)) st = fk_error(FK_ERR_ARG, "--lambda must be in [0, 1] (got %g)", lambda);
-        for (int i = 0; i < teachers.n && st == FK_OK; i++) {
-            bool built;
-            double t0 = fk_time_s();
-            st = fk_teacher_prepare(teachers.v[i], tok, data, &ao, &tpaths[i], &built);
-            if (st == FK_OK && built)
-                fprintf(stderr, "teacher %s: aligned to the target's tokens in %s (%.1f s)\n", teachers.v[i], tpaths[i], fk_time_s() - t0);
-            else if (st == FK_OK && strcmp(tpaths[i], teachers.v[i]) != 0)
-                fprintf(stderr, "teacher %s: aligned store %s (cached)\n", teachers.v[i], tpaths[i]);
-        }
-        if (st == FK_OK) st = fk_teacher_set_open((const char *const *)tpaths, teachers.n, &fo, &tr, &tset);
-        if (st == FK_OK) st = fk_teacher_set_check_model(tset, m.cfg.vocab_size, init ? init : resume_from ? resume_from : "new model");
-        if (st != FK_OK) goto fail;
-        o.teacher = fk_teacher_set_teacher(tset, (float)lambda);
-    }
-    {
-        char cfg[512];
-        fk_config_describe(&m.cfg, cfg, sizeof cfg);
-        bool lead = fk_dp_rank() == 0;
-        if (lead)
-            fprintf(stderr, "model: %s\nparameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d\n",
-                    cfg, (long long)fk_model_num_params(&m), (long long)tr.n, (long long)va.n, fk_dp_size());
-        char *mp = fk_path_join(out, "metrics.jsonl");
-        if (lead) st = trim_metrics(mp, opt.t);
-        train_ui ui = {lead && st == FK_OK ? fopen(mp, "a") : NULL, lead && isatty(2) != 0, opt.t, tset};
-        free(mp);
-        if (getenv("FK_TEST_KILL_AT")) o.fault_hook = test_fault;
-        // Ctrl-C / SIGTERM: the step in progress is finished and saved as a checkpoint
-        cli_stop_begin();
-        o.stop = &cli_stop_signal;
-        if (st == FK_OK) st = fk_train(&m, &opt, &tr, va.n > 1 ? &va : NULL, &o, out, on_step, &ui);
-        if (ui.metrics) fclose(ui.metrics);
-        if (st == FK_OK && opt.t < o.steps) {  // stopped by a signal
-            if (lead) {
-                char name[64];
-                snprintf(name, sizeof name, "checkpoint-%lld", (long long)opt.t);
-                char *ck = fk_path_join(out, name);
-                fprintf(stderr, "fusekit train: interrupted at step %lld; checkpoint %s; run the same command%s to resume\n",
-                        (long long)opt.t, ck, resume || resume_from || cli_train_resumes_itself ? " again" : " with --resume");
-                free(ck);
-            }
-            stop_rc = cli_stop_code();
-        } else if (st == FK_OK && lead) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", out, fk_peak_rss_mb());
-        cli_stop_end();
-    }
-fail:
-    fk_teacher_set_close(tset);
-    for (int i = 0; i < CLI_LIST_MAX; i++) free(tpaths[i]);
-    fk_adamw_free(&opt);
-    fk_model_free(&m);
-    fk_data_free(&all); fk_data_free(&tr); fk_data_free(&va);
-    fk_tok_free(tok);
+        *stop_rc = cli_stop_code();
+    } else if (st == FK_OK && lead) fprintf(stderr, "saved %s (peak RSS %.0f MB)\n", a->out, fk_peak_rss_mb());
+    cli_stop_end();
+    return st;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_args a;
+    cli_opt rows[TRAIN_ROWS];
+    train_args_init(&a);
+    int rc = train_parse(argc, argv, &a, rows);
+    if (rc < 0) rc = train_check(&a);
+    if (rc >= 0) return rc;
+    cli_set_threads(a.threads);
+    train_state s;
+    memset(&s, 0, sizeof s);
+    fk_train_opts o = a.o;
+    int stop_rc = 0;
+    fk_status st = train_load_data(&a, &s);
+    o.tokenizer = s.tok;
+    if (st == FK_OK) st = a.resume || a.resume_from ? train_resume(&a, &s, &o) : train_fresh(&a, &s, &o);
+    if (st == FK_OK) st = fk_mkdir_p(a.out);
+    if (st == FK_OK && a.teachers.n > 0) st = train_teachers(&a, &s, &o);
+    if (st == FK_OK) st = train_run(&a, &s, &o, &stop_rc);
+    train_state_free(&s);
     return st == FK_OK ? stop_rc : cli_fail("train", st);
 }

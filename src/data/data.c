@@ -209,32 +209,3 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
     d->path = strdup(path);
     return FK_OK;
 }
-
-// Window w holds ids [w * step, (w + 1) * step) after `lead` BOS positions (step = seq - lead);
-// its position t holds id w * step + t - lead (BOS for t < lead) and, for t < step, predicts
-// id w * step + t + 1 - lead. Every id is predicted once (the first only after BOS).
-fk_eval_windowing fk_eval_windowing_of(int64_t n_ids, int64_t max_tokens, int seq, int32_t bos) {
-    fk_eval_windowing w = {0, 0, seq, bos >= 0 ? bos : -1};
-    int lead = w.bos >= 0 ? 1 : 0, step = seq - lead;
-    int64_t cap = max_tokens > 0 && max_tokens < n_ids ? max_tokens + 1 - lead : 0;  // the ids that make max_tokens predictions
-    w.n = cap > 0 && cap < n_ids ? cap : n_ids;
-    int64_t predicted = w.n - 1 + lead;
-    w.n_windows = step > 0 && predicted > 0 ? (predicted + step - 1) / step : 0;
-    return w;
-}
-
-fk_eval_windowing fk_eval_windowing_data(const fk_token_data *d, int64_t max_tokens, int seq) {
-    return fk_eval_windowing_of(d->n, max_tokens, seq, d->bos_first ? d->bos_id : -1);
-}
-
-int fk_eval_windows(const fk_eval_windowing *w, const int32_t *ids, int64_t w0, int batch, int32_t *x, int64_t *target) {
-    int rows = (int)(w->n_windows - w0 < batch ? w->n_windows - w0 : batch), seq = w->seq, lead = w->bos >= 0 ? 1 : 0;
-    int64_t step = seq - lead;
-    for (int b = 0; b < rows; b++)
-        for (int t = 0; t < seq; t++) {
-            int64_t i = (w0 + b) * step + t - lead;  // the id at position t (t < lead: BOS)
-            x[b * seq + t] = t < lead ? w->bos : i < w->n ? ids[i] : 0;
-            if (target) target[b * seq + t] = t < step && i + 1 < w->n ? i + 1 : -1;
-        }
-    return rows;
-}

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/rowops.h"
+
 typedef struct {
     const char *domain;  // "" when absent
     const char *context;
@@ -105,11 +107,8 @@ static fk_status score_item(fk_model *m, const fk_tokenizer *tok, const item *it
         double sum = 0;
         for (int64_t t = first[k]; t < o->n; t++) {
             const float *z = logits + ((int64_t)k * T + (t - 1 - start[k])) * V;
-            float mx = z[0];
-            for (int64_t v = 1; v < V; v++) if (z[v] > mx) mx = z[v];
-            double se = 0;
-            for (int64_t v = 0; v < V; v++) se += exp((double)z[v] - mx);
-            sum += (double)z[o->ids[t]] - mx - log(se);
+            float mx = fk_row_max_exact(z, V);
+            sum += (double)z[o->ids[t]] - mx - log(fk_row_sumexp_exact(z, V, mx));  // its log-probability
         }
         score[k] = sum;
     }

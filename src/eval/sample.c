@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct { float p; int32_t id; } cand;
 
@@ -49,4 +50,61 @@ int32_t fk_sample(const fk_sampler *s, const float *logits, int64_t n, fk_rng *r
     }
     free(c);
     return pick;
+}
+
+void fk_generate_defaults(fk_generate_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->sampler = (fk_sampler){0.8f, 0, 1.0f};
+    o->max_new = 128;
+    o->seed = 1337;
+    o->stop[0] = o->stop[1] = -1;
+}
+
+// The context when it is full (of n tokens): its newest half kept and the cache rebuilt from
+// it; *n the tokens now cached.
+static fk_status slide_context(fk_model *m, int32_t *toks, int *n, float *logits) {
+    int keep = (int)(m->cfg.max_seq / 2);
+    memmove(toks, toks + *n - keep, (size_t)keep * sizeof(int32_t));
+    *n = keep;
+    return fk_model_step(m, toks, keep, 0, logits);
+}
+
+fk_status fk_generate(fk_model *m, const int32_t *prompt, int64_t n_prompt, const fk_generate_opts *o, fk_token_cb cb, void *user,
+                      fk_generate_stats *stats) {
+    int64_t V = m->cfg.vocab_size, cap = m->cfg.max_seq;
+    int32_t *toks = malloc((size_t)cap * sizeof(int32_t));
+    float *logits = malloc((size_t)V * sizeof(float));
+    if (!toks || !logits) {
+        free(toks); free(logits);
+        return fk_error(FK_ERR_NOMEM, "out of memory for a context of %lld tokens", (long long)cap);
+    }
+    int n = 0;
+    for (int64_t i = n_prompt > cap ? n_prompt - cap : 0; i < n_prompt; i++) toks[n++] = prompt[i];
+    if (n == 0) toks[n++] = m->cfg.bos_id >= 0 && m->cfg.bos_id < V ? m->cfg.bos_id : (V == 256 ? '\n' : 0);
+    fk_rng rng;
+    fk_rng_seed(&rng, o->seed);
+    double t0 = fk_time_s();
+    int64_t generated = 0;
+    fk_status st = fk_model_step(m, toks, n, 0, logits);
+    double t_first = fk_time_s() - t0;
+    bool go = true;
+    while (st == FK_OK && go && generated < o->max_new) {
+        int32_t next = fk_sample(&o->sampler, logits, V, &rng);
+        generated++;
+        go = cb(next, user) && next != m->cfg.eos_id && next != o->stop[0] && next != o->stop[1];
+        if (!go) break;
+        if (n == cap && cap == 1) {  // a context of one token: start over from the new one
+            toks[0] = next;
+            st = fk_model_step(m, toks, 1, 0, logits);
+            continue;
+        }
+        if (n == cap && (st = slide_context(m, toks, &n, logits)) != FK_OK) break;
+        toks[n] = next;
+        st = fk_model_step(m, &toks[n], 1, n, logits);
+        n++;
+    }
+    if (stats) *stats = (fk_generate_stats){generated, t_first, fk_time_s() - t0};
+    free(toks);
+    free(logits);
+    return st;
 }

@@ -1,4 +1,4 @@
-// KL probes and the dynamic threshold (fusekit/fold.h, fold.md §3).
+// The fold plan: where the budget goes, calibrated by KL probes (fusekit/fold.h, fold.md §3-4).
 #include "fusekit/fold.h"
 
 #include <cjson/cJSON.h>
@@ -6,115 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-// ---- KL probes ----
-
-// Log-softmax of each of n rows of V logits, in place, in double internally.
-// log-sum-exp of a row of logits (in float, as the log-probabilities below are kept)
-static float row_lse(const float *r, int64_t V) {
-    float mx = r[0];
-    for (int64_t v = 1; v < V; v++) mx = r[v] > mx ? r[v] : mx;
-    double s = 0;
-    for (int64_t v = 0; v < V; v++) s += exp((double)r[v] - mx);
-    return mx + (float)log(s);
-}
-
-static void log_softmax_rows(float *x, int64_t n, int64_t V) {
-    #pragma omp parallel for if (n * V > 65536)
-    for (int64_t t = 0; t < n; t++) {
-        float *r = x + t * V, lse = row_lse(r, V);
-        for (int64_t v = 0; v < V; v++) r[v] -= lse;
-    }
-}
-
-// KL(p || q) of one position: logp, the reference's log-probabilities; z, the model's logits
-// (read only: q's log-probabilities are z - lse(z), rounded as log_softmax_rows rounds them).
-static double kl_row(const float *logp, const float *z, int64_t V) {
-    float lse = row_lse(z, V);
-    double r = 0;
-    for (int64_t v = 0; v < V; v++) r += exp((double)logp[v]) * ((double)logp[v] - (double)(z[v] - lse));
-    return r;
-}
-
-fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk_kl_probe *p) {
-    memset(p, 0, sizeof *p);
-    if (B < 1 || T < 2 || T > m->cfg.max_seq) return fk_error(FK_ERR_ARG, "KL probe: %d windows of %d tokens (context %lld)", B, T, (long long)m->cfg.max_seq);
-    if (d->n < T) return fk_error(FK_ERR_ARG, "KL probe: %s has %lld tokens, fewer than one window of %d", d->path ? d->path : "the data", (long long)d->n, T);
-    if (d->vocab_size > m->cfg.vocab_size)
-        return fk_error(FK_ERR_ARG, "KL probe: the data's ids reach %lld, the model's vocabulary is %lld", (long long)d->vocab_size, (long long)m->cfg.vocab_size);
-    p->B = B; p->T = T; p->V = m->cfg.vocab_size;
-    p->tokens = malloc((size_t)B * T * sizeof *p->tokens);
-    p->logp = malloc((size_t)B * T * p->V * sizeof *p->logp);
-    if (!p->tokens || !p->logp) { fk_kl_probe_free(p); return fk_error(FK_ERR_NOMEM, "KL probe: out of memory (%d x %d x %lld)", B, T, (long long)p->V); }
-    int64_t span = d->n - T;
-    for (int b = 0; b < B; b++) {
-        int64_t off = B > 1 ? span * b / (B - 1) : 0;
-        memcpy(p->tokens + (int64_t)b * T, d->ids + off, (size_t)T * sizeof(int32_t));
-    }
-    fk_status st = fk_model_forward(m, p->tokens, NULL, B, T, false, NULL);
-    if (st != FK_OK) { fk_kl_probe_free(p); return st; }
-    memcpy(p->logp, fk_model_logits(m), (size_t)B * T * p->V * sizeof(float));
-    log_softmax_rows(p->logp, (int64_t)B * T, p->V);
-    return FK_OK;
-}
-
-fk_status fk_kl_probe_eval(fk_model *m, const fk_kl_probe *p, double *kl) {
-    if (m->cfg.vocab_size != p->V) return fk_error(FK_ERR_ARG, "KL probe: vocabulary %lld, the probe's is %lld", (long long)m->cfg.vocab_size, (long long)p->V);
-    FK_TRY(fk_model_forward(m, p->tokens, NULL, p->B, p->T, false, NULL));
-    const float *z = fk_model_logits(m);
-    int64_t n = (int64_t)p->B * p->T, V = p->V;
-    double s = 0;
-    #pragma omp parallel for reduction(+ : s) if (n * V > 65536)
-    for (int64_t t = 0; t < n; t++) s += kl_row(p->logp + t * V, z + t * V, V);
-    *kl = s / (double)n;
-    if (!isfinite(*kl)) return fk_error(FK_ERR_NUMERIC, "KL probe: the KL to the original model is not finite (the model's outputs overflow)");
-    return FK_OK;
-}
-
-fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, double *kl) {
-    *kl = NAN;
-    int64_t V = m->cfg.vocab_size;
-    if (ref->cfg.vocab_size != V) return fk_error(FK_ERR_ARG, "KL: the models' vocabularies differ (%lld, %lld)", (long long)ref->cfg.vocab_size, (long long)V);
-    if (d->n < 2) return fk_error(FK_ERR_ARG, "KL: %s has fewer than 2 tokens", d->path ? d->path : "the data");
-    if (d->vocab_size > V) return fk_error(FK_ERR_ARG, "KL: %s has vocabulary %lld, the models %lld", d->path ? d->path : "the data", (long long)d->vocab_size, (long long)V);
-    if (seq < 2 || seq > m->cfg.max_seq || seq > ref->cfg.max_seq || batch < 1) return fk_error(FK_ERR_ARG, "KL: window %d / batch %d", seq, batch);
-    if (d->bos_first && d->bos_id >= V) return fk_error(FK_ERR_ARG, "KL: the tokenizer's BOS %d is outside the vocabulary of %lld", d->bos_id, (long long)V);
-    fk_eval_windowing w = fk_eval_windowing_data(d, max_tokens, seq);  // the windows of fk_eval_data
-    int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
-    int64_t *target = malloc((size_t)batch * seq * sizeof(int64_t));
-    float *lr = malloc((size_t)batch * seq * V * sizeof(float));
-    if (!x || !target || !lr) { free(x); free(target); free(lr); return fk_error(FK_ERR_NOMEM, "KL: out of memory"); }
-    double total = 0;
-    int64_t scored = 0;
-    fk_status st = FK_OK;
-    for (int64_t w0 = 0; w0 < w.n_windows && st == FK_OK; w0 += batch) {
-        int rows = fk_eval_windows(&w, d->ids, w0, batch, x, target);
-        st = fk_model_forward(ref, x, NULL, rows, seq, false, NULL);
-        if (st != FK_OK) break;
-        int64_t N = (int64_t)rows * seq;
-        memcpy(lr, fk_model_logits(ref), (size_t)(N * V) * sizeof(float));
-        log_softmax_rows(lr, N, V);
-        st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
-        if (st != FK_OK) break;
-        const float *z = fk_model_logits(m);
-        for (int64_t i = 0; i < N; i++) {
-            if (target[i] < 0) continue;  // scored positions only (a next token exists)
-            total += kl_row(lr + i * V, z + i * V, V);
-            scored++;
-        }
-    }
-    free(target);
-    free(x); free(lr);
-    FK_TRY(st);
-    *kl = total / (double)scored;
-    if (!isfinite(*kl)) return fk_error(FK_ERR_NUMERIC, "KL: not finite (a model's outputs overflow)");
-    return FK_OK;
-}
-
-void fk_kl_probe_free(fk_kl_probe *p) {
-    free(p->tokens);
-    free(p->logp);
-    memset(p, 0, sizeof *p);
-}
+// KL probes (fk_kl_probe_*) are evaluation: fusekit/eval.h.
 
 // ---- plan ----
 

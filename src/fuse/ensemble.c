@@ -2,10 +2,13 @@
 // distributions, aligned to the first model's tokens (fusion.md §7), scored in bits per byte.
 #include "fusekit/fusion.h"
 #include "fusekit/align.h"
+#include "fusekit/eval.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "nn/rowops.h"
 
 // Per position j of the scorer's tokenization: model i's probability of the true next
 // scorer token, or -1 where model i has no distribution aligned 1:1 there.
@@ -25,23 +28,18 @@ static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const
     if (bos >= V) bos = -1;
     if (seq < (bos >= 0 ? 2 : 1)) return fk_error(FK_ERR_ARG, "window of %d tokens is too short", seq);
     fk_eval_windowing w = fk_eval_windowing_of(s->n, 0, seq, bos);
-    int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t));
-    int64_t *target = malloc((size_t)batch * seq * sizeof(int64_t));
-    if (!x || !target) { free(x); free(target); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    fk_eval_iter it;
+    FK_TRY(fk_eval_iter_init(&it, &w, batch));
     fk_status st = FK_OK;
-    for (int64_t w0 = 0; w0 < w.n_windows && st == FK_OK; w0 += batch) {
-        int rows = fk_eval_windows(&w, s->ids, w0, batch, x, target);
-        st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
+    while (st == FK_OK && fk_eval_iter_next(&it, s->ids)) {
+        st = fk_model_forward(m, it.x, NULL, it.rows, seq, false, NULL);
         if (st != FK_OK) break;
         const float *logits = fk_model_logits(m);
-        for (int64_t r = 0; r < (int64_t)rows * seq; r++) {
-            int64_t p = target[r];  // the source id predicted here; the position holds id p - 1 (BOS for p = 0)
+        for (int64_t r = 0; r < (int64_t)it.rows * seq; r++) {
+            int64_t p = it.target[r];  // the source id predicted here; the position holds id p - 1 (BOS for p = 0)
             if (p < 0) continue;
             const float *z = logits + r * V;
-            double mx = z[0], sum = 0;
-            for (int64_t v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-            for (int64_t v = 0; v < V; v++) sum += exp(z[v] - mx);
-            double lse = mx + log(sum);
+            double lse = fk_row_lse_exact(z, V);
             mem->own_nats += lse - z[s->ids[p]];
             mem->own_tokens++;
             mem->own_bytes += s->end[p] - s->begin[p];
@@ -55,7 +53,7 @@ static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const
             mem->p[j] = (float)q;
         }
     }
-    free(x); free(target);
+    fk_eval_iter_free(&it);
     return st;
 }
 

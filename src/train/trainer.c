@@ -1,4 +1,5 @@
 // The training loop, held-out evaluation and checkpoints.
+#include "fusekit/eval.h"
 #include "fusekit/hf.h"
 #include "fusekit/train.h"
 
@@ -25,7 +26,7 @@ void fk_train_defaults(fk_train_opts *o) {
     o->eval_tokens = 65536;
     o->save_every = 0;
     o->keep = 2;
-    o->log_every = 1;
+    o->log_every = 10;
 }
 
 // ------------------------------------------------------------------ batches
@@ -47,94 +48,7 @@ static void sample_batch(const fk_token_data *d, const fk_train_opts *o, int64_t
     }
 }
 
-// Runs rows x seq tokens x with targets y (-1: not scored) and adds the scored positions'
-// nats to *total and their count to *scored.
-static fk_status score_rows(fk_model *m, const int32_t *x, const int32_t *y, int rows, int seq, double *total, int64_t *scored) {
-    float loss;
-    FK_TRY(fk_model_forward(m, x, y, rows, seq, false, &loss));
-    const float *tl = fk_model_token_losses(m);
-    for (int64_t i = 0; i < (int64_t)rows * seq; i++)
-        if (y[i] >= 0) { *total += tl[i]; (*scored)++; }
-    return FK_OK;
-}
-
-// The result of `scored` positions worth `total` nats, bytes_per_token bytes each (0: no bpb).
-static void eval_result(double total, int64_t scored, double bytes_per_token, fk_eval_result *r) {
-    r->tokens = scored;
-    r->loss = total / (double)scored;
-    r->ppl = exp(r->loss);
-    if (bytes_per_token > 0) {
-        r->bytes = (int64_t)(bytes_per_token * (double)scored + 0.5);
-        r->bpb = total / log(2.0) / (bytes_per_token * (double)scored);
-    }
-}
-
-fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r) {
-    memset(r, 0, sizeof *r);
-    if (d->n < 2) return fk_error(FK_ERR_ARG, "evaluation data %s has fewer than 2 tokens", d->path ? d->path : "");
-    if (d->vocab_size > m->cfg.vocab_size)
-        return fk_error(FK_ERR_ARG, "evaluation data %s has vocabulary %lld but the model only %lld", d->path ? d->path : "",
-                        (long long)d->vocab_size, (long long)m->cfg.vocab_size);
-    if (d->bos_first && d->bos_id >= m->cfg.vocab_size)
-        return fk_error(FK_ERR_ARG, "evaluation data %s: the tokenizer's BOS %d is outside the model's vocabulary of %lld",
-                        d->path ? d->path : "", d->bos_id, (long long)m->cfg.vocab_size);
-    if (seq < (d->bos_first ? 2 : 1) || batch < 1)
-        return fk_error(FK_ERR_ARG, "evaluation: window %d / batch %d (at least %d / 1)", seq, batch, d->bos_first ? 2 : 1);
-    fk_eval_windowing w = fk_eval_windowing_data(d, max_tokens, seq);
-    int32_t *x = malloc((size_t)batch * seq * sizeof(int32_t)), *y = malloc((size_t)batch * seq * sizeof(int32_t));
-    int64_t *target = malloc((size_t)batch * seq * sizeof(int64_t));
-    if (!x || !y || !target) { free(x); free(y); free(target); return fk_error(FK_ERR_NOMEM, "out of memory"); }
-    double total = 0;
-    int64_t scored = 0;
-    fk_status st = FK_OK;
-    for (int64_t w0 = 0; w0 < w.n_windows && st == FK_OK; w0 += batch) {
-        int rows = fk_eval_windows(&w, d->ids, w0, batch, x, target);
-        for (int64_t i = 0; i < (int64_t)rows * seq; i++) y[i] = target[i] >= 0 ? d->ids[target[i]] : -1;
-        st = score_rows(m, x, y, rows, seq, &total, &scored);
-    }
-    free(x); free(y); free(target);
-    FK_TRY(st);
-    eval_result(total, scored, d->n > 0 ? (double)d->text_bytes / (double)d->n : 1.0, r);
-    return FK_OK;
-}
-
-fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ctx, int32_t bos, int batch, int64_t text_bytes,
-                            fk_eval_result *r) {
-    memset(r, 0, sizeof *r);
-    if (n_ctx < 4) return fk_error(FK_ERR_ARG, "llama-perplexity protocol: context %d is too short (at least 4)", n_ctx);
-    if (n_ctx > m->cfg.max_seq)
-        return fk_error(FK_ERR_ARG, "llama-perplexity protocol: context %d is longer than the model's %lld", n_ctx, (long long)m->cfg.max_seq);
-    if (n < 2 * (int64_t)n_ctx)  // llama-perplexity's own requirement
-        return fk_error(FK_ERR_ARG, "llama-perplexity protocol: the text has %lld tokens; a context of %d needs at least %lld", (long long)n,
-                        n_ctx, 2 * (long long)n_ctx);
-    if (batch < 1) batch = 1;
-    for (int64_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
-            return fk_error(FK_ERR_ARG, "llama-perplexity protocol: token %lld has id %d outside the model's vocabulary of %lld", (long long)i,
-                            ids[i], (long long)m->cfg.vocab_size);
-    int64_t n_chunk = n / n_ctx;
-    int first = n_ctx / 2;
-    int32_t *x = malloc((size_t)batch * (size_t)n_ctx * sizeof(int32_t)), *y = malloc((size_t)batch * (size_t)n_ctx * sizeof(int32_t));
-    if (!x || !y) { free(x); free(y); return fk_error(FK_ERR_NOMEM, "out of memory"); }
-    double total = 0;
-    int64_t scored = 0;
-    fk_status st = FK_OK;
-    for (int64_t c0 = 0; c0 < n_chunk && st == FK_OK; c0 += batch) {
-        int rows = (int)(n_chunk - c0 < batch ? n_chunk - c0 : batch);
-        for (int b = 0; b < rows; b++) {
-            const int32_t *c = ids + (c0 + b) * n_ctx;
-            for (int t = 0; t < n_ctx; t++) {
-                x[b * n_ctx + t] = t == 0 && bos >= 0 ? bos : c[t];
-                y[b * n_ctx + t] = t >= first && t + 1 < n_ctx ? c[t + 1] : -1;
-            }
-        }
-        st = score_rows(m, x, y, rows, n_ctx, &total, &scored);
-    }
-    free(x); free(y);
-    FK_TRY(st);
-    eval_result(total, scored, text_bytes > 0 ? (double)text_bytes / (double)n : 0, r);
-    return FK_OK;
-}
+// Held-out evaluation is fk_eval_data (fusekit/eval.h).
 
 // ------------------------------------------------------------------ checkpoints
 

@@ -1,0 +1,97 @@
+// fk_generate: greedy generation equals the argmax of a fresh forward over the context at every
+// step, through context slides; stop tokens, the callback's stop and max_new end it; a seed
+// gives the same sample again.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "fusekit/fusekit.h"
+#include "fusekit/sample.h"
+#include "test_util.h"
+
+typedef struct { int32_t ids[256]; int n, stop_after; } collected;
+
+static bool collect(int32_t id, void *user) {
+    collected *c = user;
+    c->ids[c->n++] = id;
+    return c->n != c->stop_after;
+}
+
+static void tiny_model(fk_model *m, int ctx) {
+    fk_config c;
+    fk_config_gpt2(&c, 64, 32, 2, 4, ctx);
+    c.eos_id = -1;
+    CHECK(fk_model_init(m, &c));
+    fk_model_init_weights(m, 7);
+}
+
+// The greedy tokens by a fresh forward each step over the context generate keeps: the newest
+// cap/2 tokens once it is full (the new token alone for a context of one).
+static void reference(fk_model *m, const int32_t *prompt, int n_prompt, int n_new, int32_t *out) {
+    int cap = (int)m->cfg.max_seq, n = 0;
+    int32_t win[64];
+    float lg[64];
+    for (int i = 0; i < n_prompt; i++) win[n++] = prompt[i];
+    for (int k = 0; k < n_new; k++) {
+        CHECK(fk_model_step(m, win, n, 0, lg));
+        int32_t best = 0;
+        for (int v = 1; v < 64; v++) if (lg[v] > lg[best]) best = v;
+        out[k] = best;
+        if (n == cap && cap == 1) { win[0] = best; continue; }
+        if (n == cap) { memmove(win, win + n - cap / 2, (size_t)(cap / 2) * sizeof(int32_t)); n = cap / 2; }
+        win[n++] = best;
+    }
+}
+
+static void test_greedy_slides(void **s) {
+    (void)s;
+    const int caps[] = {1, 2, 5, 8};
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+        fk_model m;
+        tiny_model(&m, caps[i]);
+        fk_generate_opts o;
+        fk_generate_defaults(&o);
+        o.sampler.temperature = 0;
+        o.max_new = 20;
+        const int32_t prompt[] = {3, 9, 27};
+        collected c = {.stop_after = -1};
+        fk_generate_stats st;
+        CHECK(fk_generate(&m, prompt, 3, &o, collect, &c, &st));
+        assert_int_equal(c.n, 20);
+        assert_int_equal(st.generated, 20);
+        int32_t want[20];
+        int np = caps[i] < 3 ? caps[i] : 3;  // the newest tokens of a prompt longer than the context
+        reference(&m, prompt + 3 - np, np, 20, want);
+        assert_memory_equal(c.ids, want, sizeof want);
+        fk_model_free(&m);
+    }
+}
+
+static void test_stops_and_seed(void **s) {
+    (void)s;
+    fk_model m;
+    tiny_model(&m, 16);
+    fk_generate_opts o;
+    fk_generate_defaults(&o);
+    o.max_new = 30;
+    collected a = {.stop_after = -1}, b = {.stop_after = -1}, c = {.stop_after = 4};
+    CHECK(fk_generate(&m, NULL, 0, &o, collect, &a, NULL));  // no prompt: starts from token 0
+    CHECK(fk_generate(&m, NULL, 0, &o, collect, &b, NULL));
+    assert_int_equal(a.n, 30);
+    assert_memory_equal(a.ids, b.ids, sizeof a.ids);
+    CHECK(fk_generate(&m, NULL, 0, &o, collect, &c, NULL));  // the callback stops it
+    assert_int_equal(c.n, 4);
+    collected d = {.stop_after = -1};
+    o.stop[1] = a.ids[5];  // a stop token ends it after it is passed on
+    CHECK(fk_generate(&m, NULL, 0, &o, collect, &d, NULL));
+    int first = 0;
+    while (a.ids[first] != a.ids[5]) first++;
+    assert_int_equal(d.n, first + 1);
+    fk_model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy_slides), cmocka_unit_test(test_stops_and_seed)};
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
