@@ -399,6 +399,8 @@ static void norm_backward(fk_model *m, float *dinp, const float *dout, const flo
         fk_rmsnorm_backward(dinp, m->g + w, dout, inp, m->w + w, rstd, N, c->d_model, c->norm_offset);
 }
 
+static void zero(float *x, int64_t n) { memset(x, 0, (size_t)n * sizeof(float)); }
+
 static void scale_inplace(float *x, float s, int64_t n) {
     #pragma omp parallel for if (n > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < n; i++) x[i] *= s;
@@ -699,8 +701,10 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
                             (long long)(V * (int64_t)sizeof(float)));
     } else
         fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
+    // every op's backward adds into its input gradients: each buffer is zeroed before its first use
+    zero(a->dln, N * C);
     fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);
-    memset(a->dresid, 0, (size_t)(N * C) * sizeof(float));
+    zero(a->dresid, N * C);
     norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);
     for (int64_t l = c->n_layer - 1; l >= 0; l--) {
         const fk_layer_offsets *o = &m->layer[l];
@@ -713,24 +717,29 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid)))))
         const float *dfo = a->dresid;
         if (c->post_norms) {  // tmp (free in the backward) gets the gradient of the FFN output before its norm
-            memset(a->tmp, 0, (size_t)(N * C) * sizeof(float));
+            zero(a->tmp, N * C);
             norm_backward(m, a->tmp, a->dresid, a->ffn_o + l * N * C, NULL, a->ffn_post_rstd + l * N, o->ffn_post_w, -1, N);
             dfo = a->tmp;
         }
+        zero(a->dact, N * F);
         fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
+        zero(a->dpre, N * UP);
         if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_backward(a->dpre, pre, a->dact, N, F);
         else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(a->dpre, pre, a->dact, N, F);
         else fk_gelu_backward(a->dpre, pre, a->dact, N * F);
+        zero(a->dln, N * C);
         fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);
         norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
         const float *dao = a->dresid;
         if (c->post_norms) {
-            memset(a->tmp, 0, (size_t)(N * C) * sizeof(float));
+            zero(a->tmp, N * C);
             norm_backward(m, a->tmp, a->dresid, a->attn_o + l * N * C, NULL, a->attn_post_rstd + l * N, o->attn_post_w, -1, N);
             dao = a->tmp;
         }
+        zero(a->datt, N * Dl);
         fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
+        zero(a->dqkv, N * QDl);
         if (!fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
                                    layer_window(c, l)))
             return fk_error(FK_ERR_NOMEM, "attention backward (layer %lld): out of memory for %lld bytes of scratch per thread",
@@ -744,6 +753,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + l * N * QKH * c->head_dim,
                                m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, H, c->n_kv_head,
                                c->head_dim, c->norm_offset);
+        zero(a->dln, N * C);
         fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + l * N, a->ln1_rstd + l * N, o->ln1_w, o->ln1_b, N);
     }

@@ -4,8 +4,12 @@
 // Before including, define: real (the scalar), FK_OP(name) (the instantiated name),
 // FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_EXP and FK_TANH (exp/tanh for real).
 // Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
-// on top of each op. Backward functions ADD into parameter gradients; whether they add into
-// or overwrite the input gradient is said on each one.
+// on top of each op.
+// Backward convention: every backward ADDS into the gradients it produces, of its inputs and of
+// its parameters alike (a caller zeroes a gradient buffer once, before the first op adds to it;
+// a value used twice just gets both contributions). The exceptions work in place, as their
+// forwards do: rope_apply, qknorm_backward and the cross-entropy backwards turn the gradient
+// they are given into the gradient of their input, in the same buffer.
 
 #include <math.h>
 #include <stdlib.h>
@@ -61,11 +65,11 @@ static inline void FK_OP(matmul_forward)(real *out, const real *inp, const real 
     }
 }
 
-// dout is (N,OC); dinp (N,C) is OVERWRITTEN (NULL: skipped); dw (OC,C) and db (OC) are added to.
+// dout is (N,OC); dinp (N,C) (NULL: skipped), dw (OC,C) and db (OC) are added to.
 static inline void FK_OP(matmul_backward)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
                                           const real *w, int64_t N, int64_t C, int64_t OC) {
     if (dinp)
-        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1, dout, (int)OC, w, (int)C, 0, dinp, (int)C);
+        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1, dout, (int)OC, w, (int)C, 1, dinp, (int)C);
     if (dw)
         FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1, dout, (int)OC, inp, (int)C, 1, dw, (int)C);
     if (db) {
@@ -140,7 +144,7 @@ static inline void FK_OP(layernorm_forward)(real *out, real *mean, real *rstd, c
     }
 }
 
-// dout is (N,C); dinp (N,C) is ADDED to; dw, db (C) are added to (db may be NULL).
+// dout is (N,C); dinp (N,C), dw and db (C) are added to (db may be NULL).
 static inline void FK_OP(layernorm_backward)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
                                              const real *w, const real *mean, const real *rstd, int64_t N, int64_t C) {
     #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
@@ -194,7 +198,7 @@ static inline void FK_OP(rmsnorm_forward)(real *out, real *rstd, const real *inp
     }
 }
 
-// dout is (N,C); dinp (N,C) is ADDED to; dw (C) is added to.
+// dout is (N,C); dinp (N,C) and dw (C) are added to.
 static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dout, const real *inp, const real *w,
                                            const real *rstd, int64_t N, int64_t C, real off) {
     #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
@@ -239,8 +243,8 @@ static inline void FK_OP(qknorm_forward)(real *qkv, real *pre, real *rstd, const
         }
 }
 
-// dqkv (N, QKVD) holds the gradient of the normalised q and k heads; those are OVERWRITTEN
-// with the gradient of the inputs (v heads untouched). dwq, dwk (hd) are added to.
+// In place: dqkv (N, QKVD) holds the gradient of the normalised q and k heads; those become
+// the gradient of the inputs (v heads untouched). dwq, dwk (hd) are added to.
 static inline void FK_OP(qknorm_backward)(real *dqkv, real *dwq, real *dwk, const real *pre, const real *wq,
                                           const real *wk, const real *rstd, int64_t N, int64_t H, int64_t KVH,
                                           int64_t hd, real off) {
@@ -359,7 +363,7 @@ static inline bool FK_OP(attention_forward)(real *out, real *probs, const real *
     return ok;
 }
 
-// dout is (B,T,H*hd); dqkv (B,T,QKVD) is OVERWRITTEN; qkv and probs are the forward's, and so
+// dout is (B,T,H*hd); dqkv (B,T,QKVD) is added to; qkv and probs are the forward's, and so
 // are scale, softcap and window. With a softcap the raw scores are recomputed (one more GEMM per
 // row block) for the derivative of the tanh. Returns false when a thread's scratch (a row block:
 // FK_ATT_BLK x T, twice with a softcap) could not be allocated; dqkv is then incomplete.
@@ -383,10 +387,6 @@ static inline bool FK_OP(attention_backward)(real *dqkv, const real *dout, const
                 if (!mine) continue;
                 const real *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
                 real *dk = dqkv + b * T * QKVD + D + g * hd, *dv = dk + KVH * hd;
-                for (int64_t t = 0; t < T; t++) {
-                    memset(dk + t * QKVD, 0, (size_t)hd * sizeof(real));
-                    memset(dv + t * QKVD, 0, (size_t)hd * sizeof(real));
-                }
                 for (int64_t h = g * G; h < (g + 1) * G; h++) {
                     const real *q = qkv + b * T * QKVD + h * hd, *P = probs + (b * H + h) * T * T;
                     const real *dO = dout + b * T * D + h * hd;
@@ -417,7 +417,7 @@ static inline bool FK_OP(attention_backward)(real *dqkv, const real *dout, const
                         }
                         // dQ = dS K ; dK += dS^T Q
                         FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
-                                dS + j0, (int)T, k + j0 * QKVD, (int)QKVD, 0, dq + i0 * QKVD, (int)QKVD);
+                                dS + j0, (int)T, k + j0 * QKVD, (int)QKVD, 1, dq + i0 * QKVD, (int)QKVD);
                         FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
                                 dS + j0, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk + j0 * QKVD, (int)QKVD);
                     }
@@ -440,13 +440,13 @@ static inline void FK_OP(gelu_forward)(real *out, const real *inp, int64_t N) {
     }
 }
 
-// dinp (N) is OVERWRITTEN (may alias dout).
+// dout is (N); dinp (N) is added to.
 static inline void FK_OP(gelu_backward)(real *dinp, const real *inp, const real *dout, int64_t N) {
     #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         real x = inp[i], u = (real)FK_GELU_S * (x + (real)0.044715 * x * x * x), th = FK_TANH(u);
         real du = (real)FK_GELU_S * (1 + 3 * (real)0.044715 * x * x);
-        dinp[i] = dout[i] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * du);
+        dinp[i] += dout[i] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * du);
     }
 }
 
@@ -460,7 +460,7 @@ static inline void FK_OP(swiglu_forward)(real *out, const real *inp, int64_t N, 
     }
 }
 
-// dout is (N,F); dinp (N,2F) is OVERWRITTEN.
+// dout is (N,F); dinp (N,2F) is added to.
 static inline void FK_OP(swiglu_backward)(real *dinp, const real *inp, const real *dout, int64_t N, int64_t F) {
     #pragma omp parallel for if (N * F > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
@@ -468,8 +468,8 @@ static inline void FK_OP(swiglu_backward)(real *dinp, const real *inp, const rea
         real *dg = dinp + i * 2 * F, *du = dg + F;
         for (int64_t f = 0; f < F; f++) {
             real sg = 1 / (1 + FK_EXP(-g[f])), silu = g[f] * sg;
-            du[f] = d[f] * silu;
-            dg[f] = d[f] * u[f] * sg * (1 + g[f] * (1 - sg));
+            du[f] += d[f] * silu;
+            dg[f] += d[f] * u[f] * sg * (1 + g[f] * (1 - sg));
         }
     }
 }
@@ -487,7 +487,7 @@ static inline void FK_OP(geglu_forward)(real *out, const real *inp, int64_t N, i
     }
 }
 
-// dout is (N,F); dinp (N,2F) is OVERWRITTEN.
+// dout is (N,F); dinp (N,2F) is added to.
 static inline void FK_OP(geglu_backward)(real *dinp, const real *inp, const real *dout, int64_t N, int64_t F) {
     #pragma omp parallel for if (N * F > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
@@ -496,8 +496,8 @@ static inline void FK_OP(geglu_backward)(real *dinp, const real *inp, const real
         for (int64_t f = 0; f < F; f++) {
             real x = g[f], th = FK_TANH((real)FK_GELU_S * (x + (real)0.044715 * x * x * x));
             real dth = (real)FK_GELU_S * (1 + 3 * (real)0.044715 * x * x);
-            du[f] = d[f] * (real)0.5 * x * (1 + th);
-            dg[f] = d[f] * u[f] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * dth);
+            du[f] += d[f] * (real)0.5 * x * (1 + th);
+            dg[f] += d[f] * u[f] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * dth);
         }
     }
 }
