@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/ops.h"
+#include "nn/rowops.h"
 
 // ------------------------------------------------------------------ fingerprints
 // 64-bit words mixed by multiply-rotate, in chunks of 1 MiB hashed independently (in
@@ -144,10 +144,8 @@ static int top_k(const float *z, int64_t V, int k, int32_t *idx) {
 static bool position_dist(const float *z, int64_t V, int k, int32_t label, uint8_t *count, int32_t *ids, float *logp, float *ce) {
     int n = top_k(z, V, k, ids);
     if (n < 1) return false;
-    float mx = z[ids[0]], sum = 0;
-    #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < V; j++) sum += fk_fast_expf(z[j] - mx);
-    float lse = mx + (float)log(sum);
+    float mx = z[ids[0]];  // top_k's first: the row's max
+    float lse = fk_lse_in_float(mx, fk_row_sumexp_fast(z, V, mx));  // the fast kernel: stores stay as they were
     if (!isfinite(lse)) return false;
     for (int j = 0; j < n; j++) logp[j] = z[ids[j]] - lse;
     for (int j = n; j < k; j++) { ids[j] = -1; logp[j] = -INFINITY; }

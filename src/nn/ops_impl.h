@@ -25,30 +25,7 @@
 #define FK_TAIL_MIN 1e-5
 #define FK_TAIL_FLOOR 1e-30
 
-#ifndef FK_FAST_EXPF
-#define FK_FAST_EXPF
-// exp for float that the compiler vectorizes: exp(x) = 2^k exp(r), r = x - k ln 2, |r| <= ln2/2,
-// exp(r) by its degree-6 Taylor polynomial (relative error < 2e-7). Inputs are clamped to
-// [-87, 88] so 2^k stays a normal float; exp(-87) ~ 1.6e-38 stands in for underflow.
-static inline float fk_fast_expf(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds x log2(e) to an integer k
-    float kf = x * 1.44269504088896341f + shifter;
-    int32_t kb;
-    memcpy(&kb, &kf, 4);
-    kf -= shifter;
-    int32_t k = kb - 0x4B400000;
-    float r = x - kf * 0.693359375f - kf * -2.12194440e-4f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f + r * (8.3333338e-3f + r * 1.3888889e-3f)))));
-    uint32_t bits = (uint32_t)(k + 127) << 23;  // unsigned: a NaN input gives a k whose shift would overflow an int
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
-}
-// tanh through the fast exp: 1 - 2 / (exp(2x) + 1) (absolute error ~1e-7).
-static inline float fk_fast_tanhf(float x) { return 1.0f - 2.0f / (fk_fast_expf(2.0f * x) + 1.0f); }
-#endif
+#include "nn/rowops.h"  // fk_fast_expf and the log-sum-exp row kernel
 
 // ------------------------------------------------------------------ linear
 // inp is (N,C), w is (OC,C), b is (OC) or NULL; out is (N,OC): out = inp w^T + b
@@ -515,22 +492,15 @@ static inline int64_t FK_OP(soft_crossentropy_forward)(real *losses, real *floss
     int64_t n_scored = 0;
     #pragma omp parallel for reduction(+ : n_scored) if (N * V > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
-        real *x = logits + i * V, mx = x[0], sum = 0;
+        real *x = logits + i * V, mx = fk_row_max_real(x, V);
         int32_t t = targets ? targets[i] : -1;
         real xt = t >= 0 ? x[t] : 0;  // the target's logit, before x is overwritten
         real px = 0, ps = 0;           // sum_v P(v) x_v and sum_v P(v) over the teacher row, likewise
         int64_t r0 = teacher ? teacher->row[i] : 0, r1 = teacher ? teacher->row[i + 1] : 0;
         for (int64_t e = r0; e < r1; e++) { px += (real)teacher->p[e] * x[teacher->ids[e]]; ps += (real)teacher->p[e]; }
-        #pragma omp simd reduction(max : mx)
-        for (int64_t j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-        if (to_probs) {
-            #pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < V; j++) { x[j] = FK_EXP(x[j] - mx); sum += x[j]; }
-        } else {
-            #pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < V; j++) sum += FK_EXP(x[j] - mx);
-        }
-        real lse = mx + log(sum);
+        // with to_probs, x holds exp(x - mx) from here on (normalised at the end)
+        real sum = to_probs ? fk_row_exp_real(x, V, mx) : fk_row_sumexp_real(x, V, mx);
+        real lse = (real)fk_lse_in_double(mx, sum);
         if (t >= 0) {
             losses[i] = lse - xt;
             n_scored++;
