@@ -609,18 +609,111 @@ void fk_synth_opts_default(fk_synth_opts *o) {
     o->mix_block_bytes = 1024;
 }
 
+// Fills in the defaults (zero: the default) and checks the sizes.
+static fk_status synth_opts_resolve(fk_synth_opts *o) {
+    if (o->bytes_per_domain == 0) o->bytes_per_domain = 120000;
+    if (o->heldout_bytes == 0) o->heldout_bytes = o->bytes_per_domain / 10 > 0 ? o->bytes_per_domain / 10 : 1;
+    if (o->probes_per_domain == 0) o->probes_per_domain = 250;
+    if (o->mix_block_bytes == 0) o->mix_block_bytes = 1024;
+    if (o->bytes_per_domain < 0 || o->heldout_bytes < 0 || o->probes_per_domain < 0 || o->mix_block_bytes < 0)
+        return fk_error(FK_ERR_ARG, "synth: sizes must be positive (bytes %lld, held-out %lld, probes %lld, block %lld)",
+                        (long long)o->bytes_per_domain, (long long)o->heldout_bytes, (long long)o->probes_per_domain,
+                        (long long)o->mix_block_bytes);
+    if (o->bytes_per_domain > ((int64_t)1 << 32) || o->heldout_bytes > ((int64_t)1 << 32))
+        return fk_error(FK_ERR_ARG, "synth: at most 4 GiB per split (asked %lld bytes)", (long long)o->bytes_per_domain);
+    return FK_OK;
+}
+
+// Creates the folder dir/name.
+static fk_status mkdir_in(const char *dir, const char *name) {
+    char *sub = fk_path_join(dir, name);
+    fk_status st = sub ? fk_mkdir_p(sub) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(sub);
+    return st;
+}
+
+// Writes domain d's splits (kept in text[..][d] for the mix) and probes, and adds its entry
+// to the manifest's domain list.
+static fk_status write_domain(synth *s, const char *dir, const fk_synth_opts *o, int d, sbuf text[N_SPLITS][FK_SYNTH_N_DOMAINS],
+                              cJSON *files, cJSON *doms, fk_synth_stats *stats) {
+    fk_status st = mkdir_in(dir, fk_synth_domains[d]);
+    int64_t want[N_SPLITS] = {o->bytes_per_domain, o->heldout_bytes, o->heldout_bytes};
+    for (int sp = 0; sp < N_SPLITS && st == FK_OK; sp++) {
+        split_text(s, d, sp, want[sp], &text[sp][d]);
+        char rel[64];
+        snprintf(rel, sizeof rel, "%s/%s.txt", fk_synth_domains[d], split_names[sp]);
+        st = put_file(dir, rel, &text[sp][d], files, stats);
+    }
+    stats->train_bytes += (int64_t)text[SPLIT_TRAIN][d].n;
+    sbuf pb = {0};
+    if (st == FK_OK) st = probes_text(s, d, o->probes_per_domain, &pb);
+    if (st == FK_OK) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "%s/probes.jsonl", fk_synth_domains[d]);
+        st = put_file(dir, rel, &pb, files, stats);
+        stats->probes += count_lines(&pb);
+    }
+    sb_free(&pb);
+    cJSON *dj = cJSON_CreateObject();
+    if (!dj) return fk_error(FK_ERR_NOMEM, "out of memory");
+    cJSON_AddStringToObject(dj, "name", fk_synth_domains[d]);
+    for (int sp = 0; sp < N_SPLITS; sp++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_bytes", split_names[sp]);
+        cJSON_AddNumberToObject(dj, key, (double)text[sp][d].n);
+    }
+    cJSON_AddItemToArray(doms, dj);
+    return st;
+}
+
+// Writes mix/<split>.txt: the domains' texts of each split interleaved.
+static fk_status write_mix(const char *dir, const fk_synth_opts *o, sbuf text[N_SPLITS][FK_SYNTH_N_DOMAINS], cJSON *files,
+                           fk_synth_stats *stats) {
+    FK_TRY(mkdir_in(dir, "mix"));
+    fk_status st = FK_OK;
+    for (int sp = 0; sp < N_SPLITS && st == FK_OK; sp++) {
+        fk_rng r;
+        rng_for(&r, o->seed, 4, 0, (uint64_t)sp);
+        sbuf mix = {0};
+        mix_text(text[sp], o->mix_block_bytes, &r, &mix);
+        char rel[64];
+        snprintf(rel, sizeof rel, "mix/%s.txt", split_names[sp]);
+        st = put_file(dir, rel, &mix, files, stats);
+        sb_free(&mix);
+    }
+    return st;
+}
+
+// Writes manifest.json: the options, the domains and the files; man takes doms and files.
+static fk_status write_manifest(const char *dir, const fk_synth_opts *o, cJSON *man, cJSON *doms, cJSON *files, fk_synth_stats *stats) {
+    char seed[32];  // a string: a JSON number (double) cannot hold every 64-bit seed
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    cJSON_AddStringToObject(man, "format", "fusekit-synth");
+    cJSON_AddNumberToObject(man, "version", 1);
+    cJSON_AddStringToObject(man, "seed", seed);
+    cJSON_AddNumberToObject(man, "bytes_per_domain", (double)o->bytes_per_domain);
+    cJSON_AddNumberToObject(man, "heldout_bytes", (double)o->heldout_bytes);
+    cJSON_AddNumberToObject(man, "probes_per_domain", (double)o->probes_per_domain);
+    cJSON_AddNumberToObject(man, "mix_block_bytes", (double)o->mix_block_bytes);
+    cJSON_AddItemToObject(man, "domains", doms);
+    cJSON_AddItemToObject(man, "files", files);
+    char *json = cJSON_Print(man);
+    char *path = fk_path_join(dir, "manifest.json");
+    sbuf b = {0};
+    if (json) { sb_str(&b, json); sb_str(&b, "\n"); }
+    fk_status st;
+    if (!json || !path || b.oom) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    else st = fk_write_file_atomic(path, b.p, b.n);
+    if (st == FK_OK) { stats->files++; stats->bytes += (int64_t)b.n; }
+    sb_free(&b);
+    free(json);
+    free(path);
+    return st;
+}
+
 fk_status fk_synth_write(const char *dir, const fk_synth_opts *opts, fk_synth_stats *stats_out) {
     fk_synth_opts o = *opts;
-    if (o.bytes_per_domain == 0) o.bytes_per_domain = 120000;
-    if (o.heldout_bytes == 0) o.heldout_bytes = o.bytes_per_domain / 10 > 0 ? o.bytes_per_domain / 10 : 1;
-    if (o.probes_per_domain == 0) o.probes_per_domain = 250;
-    if (o.mix_block_bytes == 0) o.mix_block_bytes = 1024;
-    if (o.bytes_per_domain < 0 || o.heldout_bytes < 0 || o.probes_per_domain < 0 || o.mix_block_bytes < 0)
-        return fk_error(FK_ERR_ARG, "synth: sizes must be positive (bytes %lld, held-out %lld, probes %lld, block %lld)",
-                        (long long)o.bytes_per_domain, (long long)o.heldout_bytes, (long long)o.probes_per_domain,
-                        (long long)o.mix_block_bytes);
-    if (o.bytes_per_domain > ((int64_t)1 << 32) || o.heldout_bytes > ((int64_t)1 << 32))
-        return fk_error(FK_ERR_ARG, "synth: at most 4 GiB per split (asked %lld bytes)", (long long)o.bytes_per_domain);
+    FK_TRY(synth_opts_resolve(&o));
     if (!dir || !*dir) return fk_error(FK_ERR_ARG, "synth: no output folder");
 
     fk_synth_stats stats = {0};
@@ -633,78 +726,11 @@ fk_status fk_synth_write(const char *dir, const fk_synth_opts *opts, fk_synth_st
         synth_init(s, o.seed);
         st = fk_mkdir_p(dir);
     }
-    for (int d = 0; d < FK_SYNTH_N_DOMAINS && st == FK_OK; d++) {
-        char *sub = fk_path_join(dir, fk_synth_domains[d]);
-        st = sub ? fk_mkdir_p(sub) : fk_error(FK_ERR_NOMEM, "out of memory");
-        free(sub);
-        int64_t want[N_SPLITS] = {o.bytes_per_domain, o.heldout_bytes, o.heldout_bytes};
-        for (int sp = 0; sp < N_SPLITS && st == FK_OK; sp++) {
-            split_text(s, d, sp, want[sp], &text[sp][d]);
-            char rel[64];
-            snprintf(rel, sizeof rel, "%s/%s.txt", fk_synth_domains[d], split_names[sp]);
-            st = put_file(dir, rel, &text[sp][d], files, &stats);
-        }
-        stats.train_bytes += (int64_t)text[SPLIT_TRAIN][d].n;
-        sbuf pb = {0};
-        if (st == FK_OK) st = probes_text(s, d, o.probes_per_domain, &pb);
-        if (st == FK_OK) {
-            char rel[64];
-            snprintf(rel, sizeof rel, "%s/probes.jsonl", fk_synth_domains[d]);
-            st = put_file(dir, rel, &pb, files, &stats);
-            stats.probes += count_lines(&pb);
-        }
-        sb_free(&pb);
-        cJSON *dj = cJSON_CreateObject();
-        if (!dj) st = fk_error(FK_ERR_NOMEM, "out of memory");
-        else {
-            cJSON_AddStringToObject(dj, "name", fk_synth_domains[d]);
-            for (int sp = 0; sp < N_SPLITS; sp++) {
-                char key[32];
-                snprintf(key, sizeof key, "%s_bytes", split_names[sp]);
-                cJSON_AddNumberToObject(dj, key, (double)text[sp][d].n);
-            }
-            cJSON_AddItemToArray(doms, dj);
-        }
-    }
+    for (int d = 0; d < FK_SYNTH_N_DOMAINS && st == FK_OK; d++) st = write_domain(s, dir, &o, d, text, files, doms, &stats);
+    if (st == FK_OK) st = write_mix(dir, &o, text, files, &stats);
     if (st == FK_OK) {
-        char *sub = fk_path_join(dir, "mix");
-        st = sub ? fk_mkdir_p(sub) : fk_error(FK_ERR_NOMEM, "out of memory");
-        free(sub);
-    }
-    for (int sp = 0; sp < N_SPLITS && st == FK_OK; sp++) {
-        fk_rng r;
-        rng_for(&r, o.seed, 4, 0, (uint64_t)sp);
-        sbuf mix = {0};
-        mix_text(text[sp], o.mix_block_bytes, &r, &mix);
-        char rel[64];
-        snprintf(rel, sizeof rel, "mix/%s.txt", split_names[sp]);
-        st = put_file(dir, rel, &mix, files, &stats);
-        sb_free(&mix);
-    }
-    if (st == FK_OK) {
-        char seed[32];  // a string: a JSON number (double) cannot hold every 64-bit seed
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)o.seed);
-        cJSON_AddStringToObject(man, "format", "fusekit-synth");
-        cJSON_AddNumberToObject(man, "version", 1);
-        cJSON_AddStringToObject(man, "seed", seed);
-        cJSON_AddNumberToObject(man, "bytes_per_domain", (double)o.bytes_per_domain);
-        cJSON_AddNumberToObject(man, "heldout_bytes", (double)o.heldout_bytes);
-        cJSON_AddNumberToObject(man, "probes_per_domain", (double)o.probes_per_domain);
-        cJSON_AddNumberToObject(man, "mix_block_bytes", (double)o.mix_block_bytes);
-        cJSON_AddItemToObject(man, "domains", doms);
-        doms = NULL;
-        cJSON_AddItemToObject(man, "files", files);
-        files = NULL;
-        char *json = cJSON_Print(man);
-        char *path = fk_path_join(dir, "manifest.json");
-        sbuf b = {0};
-        if (json) { sb_str(&b, json); sb_str(&b, "\n"); }
-        if (!json || !path || b.oom) st = fk_error(FK_ERR_NOMEM, "out of memory");
-        else st = fk_write_file_atomic(path, b.p, b.n);
-        if (st == FK_OK) { stats.files++; stats.bytes += (int64_t)b.n; }
-        sb_free(&b);
-        free(json);
-        free(path);
+        st = write_manifest(dir, &o, man, doms, files, &stats);
+        doms = files = NULL;  // man holds them
     }
     for (int sp = 0; sp < N_SPLITS; sp++)
         for (int d = 0; d < FK_SYNTH_N_DOMAINS; d++) sb_free(&text[sp][d]);

@@ -106,24 +106,12 @@ static void symmetrize(double *G, int64_t n) {
         for (int64_t j = 0; j < i; j++) G[i * n + j] = G[j * n + i];
 }
 
-fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, int max_n, fk_analysis *a) {
-    memset(a, 0, sizeof *a);
-    const fk_config *c = &m->cfg;
-    int L = (int)c->n_layer;
-    if (seq < 2 || seq > c->max_seq || batch < 1)
-        return fk_error(FK_ERR_ARG, "analyze: seq must be 2..%lld and batch positive (got %d, %d)", (long long)c->max_seq, seq, batch);
-    if (max_n < 1 || max_n > L) return fk_error(FK_ERR_ARG, "analyze: the angular distance span must be 1..%d (got %d)", L, max_n);
-    if (d->vocab_size > c->vocab_size)
-        return fk_error(FK_ERR_ARG, "analyze: %s has vocabulary %lld, the model %lld", d->path ? d->path : "data", (long long)d->vocab_size,
-                        (long long)c->vocab_size);
-    int64_t all = d->n / seq, windows = all;
-    if (max_tokens > 0 && windows > (max_tokens + seq - 1) / seq) windows = (max_tokens + seq - 1) / seq;
-    if (windows < 1) return fk_error(FK_ERR_ARG, "analyze: %s has %lld tokens, fewer than one window of %d", d->path ? d->path : "data", (long long)d->n, seq);
-    a->n_layer = L;
-    a->max_n = max_n;
-    a->n_head = (int)c->n_head;
-    a->head_dim = (int)c->head_dim;
-    int64_t D = c->n_head * c->head_dim, C = c->d_model, H = c->n_head, maxF = D;
+// The analysis's arrays for model config c (zeroed); *maxF: the widest FFN or attention
+// output, for the activation buffer.
+static bool analysis_alloc(fk_analysis *a, const fk_config *c, int max_n, int64_t *maxF) {
+    int L = a->n_layer;
+    int64_t H = c->n_head;
+    *maxF = c->n_head * c->head_dim;
     bool ok = true;
 #define A(field, count) ok = ok && (a->field = calloc((size_t)(count), sizeof *a->field)) != NULL
     A(bi, L); A(angular, L * max_n); A(cka, L); A(ffn, L); A(ffn_mean, L); A(ffn_gram, L); A(att_gram, L);
@@ -134,11 +122,19 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
         a->ffn[l] = c->ffn[l];
         if (ok) a->heads[l] = fk_config_heads(c, l);
         int64_t Dl = fk_config_heads(c, l) * c->head_dim;
-        if (c->ffn[l] > maxF) maxF = c->ffn[l];
+        if (c->ffn[l] > *maxF) *maxF = c->ffn[l];
         ok = ok && (a->ffn_mean[l] = calloc((size_t)c->ffn[l], sizeof(double))) && (a->ffn_gram[l] = calloc((size_t)(c->ffn[l] * c->ffn[l]), sizeof(double))) &&
              (a->att_gram[l] = calloc((size_t)(Dl * Dl), sizeof(double)));
     }
-    int rows = (int)(windows < batch ? windows : batch);
+    return ok;
+}
+
+// Runs the model over `windows` windows of seq tokens (of `all` in d), `rows` at a time,
+// accumulating the statistics through the layer hook. ok: analysis_alloc succeeded.
+static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, int rows, int64_t windows, int64_t all,
+                                 int64_t maxF, bool ok, fk_analysis *a) {
+    int L = a->n_layer;
+    int64_t C = m->cfg.d_model;
     hook_ctx h = {a, m, NULL, NULL, (int64_t)rows * seq, C, false};
     h.slots = ok ? malloc((size_t)((L + 1) * h.N * C) * sizeof(float)) : NULL;
     h.hbuf = ok ? malloc((size_t)(h.N * maxF) * sizeof(double)) : NULL;
@@ -162,50 +158,85 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
     m->hook = NULL;
     m->hook_user = NULL;
     free(h.slots); free(h.hbuf); free(cross); free(x);
-    if (st != FK_OK) { fk_analysis_free(a); return st; }
-    double T = (double)a->tokens;
-    for (int l = 0; l < L; l++) {
-        a->bi[l] = 1 - a->cos_sum[l] / T;
-        for (int n = 1; n <= max_n; n++) a->angular[l * max_n + n - 1] = l + n <= L ? a->ang_sum[l * max_n + n - 1] / T : NAN;
-        a->cka[l] = a->hsic_xx[l] > 0 && a->hsic_yy[l] > 0 ? a->hsic_xy[l] / sqrt(a->hsic_xx[l] * a->hsic_yy[l]) : NAN;
-        int64_t F = a->ffn[l], Hl = a->heads[l], D = Hl * a->head_dim;
-        symmetrize(a->ffn_gram[l], F);
-        symmetrize(a->att_gram[l], D);
-        for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
-        // heads through W_O (C x D): S_hg = sum_{i in h, j in g} Z_ij (W^T W)_ij
-        // W_O as f32 (decoded when the model reads it as stored)
-        const fk_param *po = fk_model_param_of(m, m->layer[l].o_w);
-        float *W = malloc((size_t)(C * D) * sizeof(float));
-        double *WtW = calloc((size_t)(D * D), sizeof(double));
-        if (!W || !WtW || !po) { free(W); free(WtW); fk_analysis_free(a); return fk_error(FK_ERR_NOMEM, "analyze: out of memory"); }
-        st = fk_model_read_rows(m, (int)(po - m->params), 0, C, W);
-        if (st != FK_OK) { free(W); free(WtW); fk_analysis_free(a); return st; }
-        for (int64_t r = 0; r < C; r++)
-            for (int64_t i = 0; i < D; i++) {
-                double wi = W[r * D + i];
-                for (int64_t j = 0; j < D; j++) WtW[i * D + j] += wi * W[r * D + j];
-            }
-        int64_t hd = a->head_dim;
-        double *S = a->head_sim + (int64_t)l * H * H;
-        for (int64_t p = 0; p < Hl; p++)
-            for (int64_t q = 0; q < Hl; q++) {
-                double s = 0;
-                for (int64_t i = p * hd; i < (p + 1) * hd; i++)
-                    for (int64_t j = q * hd; j < (q + 1) * hd; j++) s += a->att_gram[l][i * D + j] * WtW[i * D + j];
-                S[p * H + q] = s;
-            }
-        for (int64_t p = 0; p < Hl; p++) a->head_energy[l * H + p] = S[p * H + p] / T;
-        double *e = malloc((size_t)H * sizeof *e);
-        if (e) {
-            for (int64_t p = 0; p < Hl; p++) e[p] = S[p * H + p];
-            for (int64_t p = 0; p < Hl; p++)
-                for (int64_t q = 0; q < Hl; q++) S[p * H + q] = e[p] > 0 && e[q] > 0 ? S[p * H + q] / sqrt(e[p] * e[q]) : 0;
-            free(e);
+    return st;
+}
+
+// Layer l's head similarity through W_O (C x D): S_hg = sum_{i in h, j in g} Z_ij (W^T W)_ij,
+// the heads' energies (the diagonal over T tokens), then S normalised by the energies.
+static fk_status head_similarity(const fk_model *m, fk_analysis *a, int l, double T) {
+    int64_t C = m->cfg.d_model, H = a->n_head, Hl = a->heads[l], D = Hl * a->head_dim;
+    // W_O as f32 (decoded when the model reads it as stored)
+    const fk_param *po = fk_model_param_of(m, m->layer[l].o_w);
+    float *W = malloc((size_t)(C * D) * sizeof(float));
+    double *WtW = calloc((size_t)(D * D), sizeof(double));
+    fk_status st = W && WtW && po ? FK_OK : fk_error(FK_ERR_NOMEM, "analyze: out of memory");
+    if (st == FK_OK) st = fk_model_read_rows(m, (int)(po - m->params), 0, C, W);
+    if (st != FK_OK) { free(W); free(WtW); return st; }
+    for (int64_t r = 0; r < C; r++)
+        for (int64_t i = 0; i < D; i++) {
+            double wi = W[r * D + i];
+            for (int64_t j = 0; j < D; j++) WtW[i * D + j] += wi * W[r * D + j];
         }
-        free(WtW);
-        free(W);
+    int64_t hd = a->head_dim;
+    double *S = a->head_sim + (int64_t)l * H * H;
+    for (int64_t p = 0; p < Hl; p++)
+        for (int64_t q = 0; q < Hl; q++) {
+            double s = 0;
+            for (int64_t i = p * hd; i < (p + 1) * hd; i++)
+                for (int64_t j = q * hd; j < (q + 1) * hd; j++) s += a->att_gram[l][i * D + j] * WtW[i * D + j];
+            S[p * H + q] = s;
+        }
+    for (int64_t p = 0; p < Hl; p++) a->head_energy[l * H + p] = S[p * H + p] / T;
+    double *e = malloc((size_t)H * sizeof *e);
+    if (e) {
+        for (int64_t p = 0; p < Hl; p++) e[p] = S[p * H + p];
+        for (int64_t p = 0; p < Hl; p++)
+            for (int64_t q = 0; q < Hl; q++) S[p * H + q] = e[p] > 0 && e[q] > 0 ? S[p * H + q] / sqrt(e[p] * e[q]) : 0;
+        free(e);
     }
+    free(WtW);
+    free(W);
     return FK_OK;
+}
+
+// The sums over T tokens become layer l's means: block influence, angular distances, CKA,
+// the FFN means and the symmetric Gram matrices, then the head similarity.
+static fk_status finish_layer(const fk_model *m, fk_analysis *a, int l, double T) {
+    int L = a->n_layer, max_n = a->max_n;
+    a->bi[l] = 1 - a->cos_sum[l] / T;
+    for (int n = 1; n <= max_n; n++) a->angular[l * max_n + n - 1] = l + n <= L ? a->ang_sum[l * max_n + n - 1] / T : NAN;
+    a->cka[l] = a->hsic_xx[l] > 0 && a->hsic_yy[l] > 0 ? a->hsic_xy[l] / sqrt(a->hsic_xx[l] * a->hsic_yy[l]) : NAN;
+    int64_t F = a->ffn[l], D = a->heads[l] * a->head_dim;
+    symmetrize(a->ffn_gram[l], F);
+    symmetrize(a->att_gram[l], D);
+    for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
+    return head_similarity(m, a, l, T);
+}
+
+fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, int max_n, fk_analysis *a) {
+    memset(a, 0, sizeof *a);
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    if (seq < 2 || seq > c->max_seq || batch < 1)
+        return fk_error(FK_ERR_ARG, "analyze: seq must be 2..%lld and batch positive (got %d, %d)", (long long)c->max_seq, seq, batch);
+    if (max_n < 1 || max_n > L) return fk_error(FK_ERR_ARG, "analyze: the angular distance span must be 1..%d (got %d)", L, max_n);
+    if (d->vocab_size > c->vocab_size)
+        return fk_error(FK_ERR_ARG, "analyze: %s has vocabulary %lld, the model %lld", d->path ? d->path : "data", (long long)d->vocab_size,
+                        (long long)c->vocab_size);
+    int64_t all = d->n / seq, windows = all;
+    if (max_tokens > 0 && windows > (max_tokens + seq - 1) / seq) windows = (max_tokens + seq - 1) / seq;
+    if (windows < 1) return fk_error(FK_ERR_ARG, "analyze: %s has %lld tokens, fewer than one window of %d", d->path ? d->path : "data", (long long)d->n, seq);
+    a->n_layer = L;
+    a->max_n = max_n;
+    a->n_head = (int)c->n_head;
+    a->head_dim = (int)c->head_dim;
+    int64_t maxF;
+    bool ok = analysis_alloc(a, c, max_n, &maxF);
+    int rows = (int)(windows < batch ? windows : batch);
+    fk_status st = analyze_windows(m, d, seq, rows, windows, all, maxF, ok, a);
+    for (int l = 0; l < L && st == FK_OK; l++) st = finish_layer(m, a, l, (double)a->tokens);
+    if (st != FK_OK) fk_analysis_free(a);
+    return st;
 }
 
 // ------------------------------------------------------------------ analysis.html

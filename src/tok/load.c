@@ -69,6 +69,48 @@ static fk_status split_merges(const char *where, const char *const *strs, const 
     return FK_OK;
 }
 
+// What a loader gathers before fk_tok_build copies it: the spec and the arrays it points
+// to (pieces point into the file or the JSON tree), and the merges' halves while they are
+// resolved to ids.
+typedef struct {
+    fk_tok_spec s;
+    const char **pieces;
+    uint32_t *lens;
+    float *scores;
+    uint8_t *types;
+    const char **ml, **mr;  // merge r's halves and their lengths
+    uint32_t *mll, *mrl;
+    int32_t (*merges)[2];
+    char pre_buf[64];
+} tok_parts;
+
+static void tok_parts_free(tok_parts *p) {
+    free(p->pieces); free(p->lens); free(p->scores); free(p->types);
+    free(p->ml); free(p->mr); free(p->mll); free(p->mrl); free(p->merges);
+}
+
+// Room for the halves and ids of nm merges (at least one, so 0 merges is no failure).
+static fk_status tok_parts_merges(tok_parts *p, size_t nm, const char *path) {
+    size_t m = nm ? nm : 1;
+    p->ml = malloc(sizeof *p->ml * m); p->mr = malloc(sizeof *p->mr * m);
+    p->mll = malloc(sizeof *p->mll * m); p->mrl = malloc(sizeof *p->mrl * m);
+    p->merges = malloc(sizeof *p->merges * m);
+    if (!p->ml || !p->mr || !p->mll || !p->mrl || !p->merges) return fk_error(FK_ERR_NOMEM, "out of memory loading %s", path);
+    return FK_OK;
+}
+
+// Builds the tokenizer from the gathered parts; an error names the file.
+static fk_status tok_parts_build(tok_parts *p, int32_t n, const char *path, fk_tokenizer **out) {
+    p->s.n_vocab = n;
+    p->s.pieces = p->pieces;
+    p->s.piece_lens = p->lens;
+    p->s.scores = p->scores;
+    p->s.types = p->types;
+    fk_status st = fk_tok_build(&p->s, out);
+    if (st != FK_OK) fk_error_context(st, "%s", path);
+    return st;
+}
+
 // ---------------------------------------------------------------- GGUF
 // A per-token array (token_type, scores): absent (*kv NULL), or an array of n numbers;
 // integers only when `integers`. Anything else is an error naming the file and the key.
@@ -93,131 +135,141 @@ static fk_status per_token_arr(const fk_gguf *g, const char *path, const char *k
     return FK_OK;
 }
 
-fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
-    *out = NULL;
-    const char *path = g->path ? g->path : "gguf";
+// The tokenizer kind named by tokenizer.ggml.model.
+static fk_status gguf_kind(const fk_gguf *g, const char *path, fk_tok_kind *kind) {
     fk_gguf_str model;
     FK_TRY(fk_gguf_get_str(g, "tokenizer.ggml.model", &model));
-    fk_tok_spec s = {.bos = -1, .eos = -1, .unk = -1, .pad = -1};
-    if (model.n == 4 && memcmp(model.s, "gpt2", 4) == 0) s.kind = FK_TOK_BPE;
-    else if (model.n == 5 && memcmp(model.s, "llama", 5) == 0) s.kind = FK_TOK_SPM;
+    if (model.n == 4 && memcmp(model.s, "gpt2", 4) == 0) *kind = FK_TOK_BPE;
+    else if (model.n == 5 && memcmp(model.s, "llama", 5) == 0) *kind = FK_TOK_SPM;
     else
         return fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.model' is '%.*s'; fusekit reads 'gpt2' (byte-level BPE) and 'llama' (SentencePiece BPE)",
                         path, (int)model.n, model.s);
+    return FK_OK;
+}
+
+// The token strings (1..INT32_MAX of them, each at most INT32_MAX bytes).
+static fk_status gguf_tokens(const fk_gguf *g, const char *path, const fk_gguf_str **toks, uint64_t *n_tok) {
+    FK_TRY(fk_gguf_get_arr(g, "tokenizer.ggml.tokens", FK_GGUF_STRING, (const void **)toks, n_tok));
+    if (*n_tok == 0 || *n_tok > INT32_MAX)
+        return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' holds %llu tokens, expected 1..%d", path, (unsigned long long)*n_tok, INT32_MAX);
+    for (uint64_t i = 0; i < *n_tok; i++)
+        if ((*toks)[i].n > INT32_MAX)
+            return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %llu is %llu bytes long, expected at most %d", path,
+                            (unsigned long long)i, (unsigned long long)(*toks)[i].n, INT32_MAX);
+    return FK_OK;
+}
+
+// Pieces, types (1..6) and scores (finite floats) of the n tokens; absent arrays leave
+// normal types and no scores.
+static fk_status gguf_pieces(tok_parts *p, const fk_gguf_str *toks, int32_t n, const fk_gguf_kv *tt_kv, const fk_gguf_kv *sc_kv,
+                             const char *path) {
+    p->pieces = malloc(sizeof *p->pieces * (size_t)n);
+    p->lens = malloc(sizeof *p->lens * (size_t)n);
+    p->types = malloc((size_t)n);
+    if (!p->pieces || !p->lens || !p->types) return fk_error(FK_ERR_NOMEM, "out of memory loading %s", path);
+    for (int32_t i = 0; i < n; i++) {
+        p->pieces[i] = toks[i].s;
+        p->lens[i] = (uint32_t)toks[i].n;
+        p->types[i] = FK_TT_NORMAL;
+    }
+    for (int32_t i = 0; tt_kv && i < n; i++) {
+        int64_t v = fk_gguf_arr_i64(tt_kv, (uint64_t)i);
+        if (v < 1 || v > 6) return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type': token %d has type %lld, expected 1..6", path, i, (long long)v);
+        p->types[i] = (uint8_t)v;
+    }
+    if (!sc_kv) return FK_OK;
+    p->scores = malloc(sizeof *p->scores * (size_t)n);
+    if (!p->scores) return fk_error(FK_ERR_NOMEM, "out of memory loading %s", path);
+    for (int32_t i = 0; i < n; i++) {
+        double v = fk_gguf_arr_f64(sc_kv, (uint64_t)i);
+        if (v != v || (isfinite(v) && fabs(v) > FLT_MAX))  // NaN, or an f64 beyond float (the cast would be undefined)
+            return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.scores': token %d has score %g, expected a float", path, i, v);
+        p->scores[i] = (float)v;
+    }
+    return FK_OK;
+}
+
+// Byte-level BPE: the merges ("a b" strings) as id pairs, and the pre-tokenizer preset.
+static fk_status gguf_bpe(tok_parts *p, const fk_gguf *g, int32_t n, const char *path) {
+    const fk_gguf_str *ms;
+    uint64_t nm;
+    FK_TRY(fk_gguf_get_arr(g, "tokenizer.ggml.merges", FK_GGUF_STRING, (const void **)&ms, &nm));
+    if (nm > INT32_MAX) return fk_error(FK_ERR_FORMAT, "%s: too many merges", path);
+    FK_TRY(tok_parts_merges(p, nm, path));
+    size_t m = nm ? nm : 1;
+    const char **mstr = malloc(sizeof *mstr * m);
+    uint64_t *mlen = malloc(sizeof *mlen * m);
+    fk_status st = mstr && mlen ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory loading %s", path);
+    for (uint64_t r = 0; st == FK_OK && r < nm; r++) { mstr[r] = ms[r].s; mlen[r] = ms[r].n; }
+    char where[512];
+    snprintf(where, sizeof where, "%s: key 'tokenizer.ggml.merges'", path);
+    if (st == FK_OK) st = split_merges(where, mstr, mlen, (int32_t)nm, p->ml, p->mll, p->mr, p->mrl);
+    free(mstr);
+    free(mlen);
+    FK_TRY(st);
+    FK_TRY(merges_to_ids(where, p->pieces, p->lens, n, p->ml, p->mll, p->mr, p->mrl, (int32_t)nm, p->merges));
+    p->s.n_merges = (int32_t)nm;
+    p->s.merges = (const int32_t (*)[2])p->merges;
+    fk_gguf_str pre = {"default", 7};
+    if (fk_gguf_find(g, "tokenizer.ggml.pre")) FK_TRY(fk_gguf_get_str(g, "tokenizer.ggml.pre", &pre));
+    // bytes outside printable ASCII (a NUL would cut the name short) become '?': no preset has them
+    size_t pn = pre.n < 63 ? (size_t)pre.n : 63;
+    for (size_t i = 0; i < pn; i++) p->pre_buf[i] = pre.s[i] >= 0x20 && pre.s[i] < 0x7f ? pre.s[i] : '?';
+    p->pre_buf[pn] = 0;
+    if (!fk_pretok_preset(p->pre_buf))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.pre' is '%s'%s, a pre-tokenizer fusekit does not know", path, p->pre_buf,
+                        pre.n > 63 ? " (cut at 63 bytes)" : "");
+    p->s.pre = p->pre_buf;
+    p->s.ignore_merges = strcmp(p->pre_buf, "llama-bpe") == 0 || strcmp(p->pre_buf, "llama3") == 0 || strcmp(p->pre_buf, "llama-v3") == 0;
+    return FK_OK;
+}
+
+static const char *const gguf_id_keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                            "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+
+// Special ids (each inside the vocabulary of n) and the add_* flags, where the file sets them.
+static fk_status gguf_specials(fk_tok_spec *s, const fk_gguf *g, int32_t n, const char *path) {
+    int32_t *ids[4] = {&s->bos, &s->eos, &s->unk, &s->pad};
+    for (int k = 0; k < 4; k++) {
+        if (!fk_gguf_find(g, gguf_id_keys[k])) continue;
+        uint64_t v;
+        FK_TRY(fk_gguf_get_u64(g, gguf_id_keys[k], &v));
+        if (v >= (uint64_t)n) return fk_error(FK_ERR_FORMAT, "%s: key '%s' is %llu, outside the vocabulary of %d", path, gguf_id_keys[k], (unsigned long long)v, n);
+        *ids[k] = (int32_t)v;
+    }
+    static const char *const flag_keys[3] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+                                             "tokenizer.ggml.add_space_prefix"};
+    bool *flags[3] = {&s->add_bos, &s->add_eos, &s->add_space_prefix};
+    for (int k = 0; k < 3; k++)
+        if (fk_gguf_find(g, flag_keys[k])) FK_TRY(fk_gguf_get_bool(g, flag_keys[k], flags[k]));
+    return FK_OK;
+}
+
+fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
+    *out = NULL;
+    const char *path = g->path ? g->path : "gguf";
+    tok_parts p = {.s = {.bos = -1, .eos = -1, .unk = -1, .pad = -1}};
+    FK_TRY(gguf_kind(g, path, &p.s.kind));
     const fk_gguf_str *toks;
     uint64_t n_tok;
-    FK_TRY(fk_gguf_get_arr(g, "tokenizer.ggml.tokens", FK_GGUF_STRING, (const void **)&toks, &n_tok));
-    if (n_tok == 0 || n_tok > INT32_MAX)
-        return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' holds %llu tokens, expected 1..%d", path, (unsigned long long)n_tok, INT32_MAX);
-    for (uint64_t i = 0; i < n_tok; i++)
-        if (toks[i].n > INT32_MAX)
-            return fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %llu is %llu bytes long, expected at most %d", path,
-                            (unsigned long long)i, (unsigned long long)toks[i].n, INT32_MAX);
+    FK_TRY(gguf_tokens(g, path, &toks, &n_tok));
     // the per-token arrays are checked before anything is allocated
     const fk_gguf_kv *tt_kv, *sc_kv;
     FK_TRY(per_token_arr(g, path, "tokenizer.ggml.token_type", true, n_tok, &tt_kv));
     FK_TRY(per_token_arr(g, path, "tokenizer.ggml.scores", false, n_tok, &sc_kv));
     int32_t n = (int32_t)n_tok;
-    const char **pieces = malloc(sizeof *pieces * (size_t)n);
-    uint32_t *lens = malloc(sizeof *lens * (size_t)n);
-    float *scores = NULL;
-    uint8_t *types = malloc((size_t)n);
-    const char **ml = NULL, **mr = NULL;
-    uint32_t *mll = NULL, *mrl = NULL;
-    uint64_t *mlen = NULL;
-    const char **mstr = NULL;
-    int32_t (*merges)[2] = NULL;
-    char pre_buf[64] = "";
-    fk_status st = FK_OK;
-    if (!pieces || !lens || !types) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
-    for (int32_t i = 0; i < n; i++) {
-        pieces[i] = toks[i].s;
-        lens[i] = (uint32_t)toks[i].n;
-        types[i] = FK_TT_NORMAL;
+    fk_status st = gguf_pieces(&p, toks, n, tt_kv, sc_kv, path);
+    if (st == FK_OK && p.s.kind == FK_TOK_BPE) {
+        st = gguf_bpe(&p, g, n, path);
+    } else if (st == FK_OK) {
+        p.s.add_space_prefix = true;
+        p.s.byte_fallback = false;
+        for (int32_t i = 0; i < n; i++) p.s.byte_fallback |= p.types[i] == FK_TT_BYTE;
+        p.s.add_bos = true;
     }
-    const fk_gguf_kv *kv = tt_kv;
-    if (kv) {
-        for (int32_t i = 0; i < n; i++) {
-            int64_t v = fk_gguf_arr_i64(kv, (uint64_t)i);
-            if (v < 1 || v > 6) { st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type': token %d has type %lld, expected 1..6", path, i, (long long)v); goto done; }
-            types[i] = (uint8_t)v;
-        }
-    }
-    kv = sc_kv;
-    if (kv) {
-        scores = malloc(sizeof *scores * (size_t)n);
-        if (!scores) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
-        for (int32_t i = 0; i < n; i++) {
-            double v = fk_gguf_arr_f64(kv, (uint64_t)i);
-            if (v != v || (isfinite(v) && fabs(v) > FLT_MAX)) {  // NaN, or an f64 beyond float (the cast would be undefined)
-                st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.ggml.scores': token %d has score %g, expected a float", path, i, v);
-                goto done;
-            }
-            scores[i] = (float)v;
-        }
-    }
-    if (s.kind == FK_TOK_BPE) {
-        const fk_gguf_str *ms;
-        uint64_t nm;
-        if ((st = fk_gguf_get_arr(g, "tokenizer.ggml.merges", FK_GGUF_STRING, (const void **)&ms, &nm)) != FK_OK) goto done;
-        if (nm > INT32_MAX) { st = fk_error(FK_ERR_FORMAT, "%s: too many merges", path); goto done; }
-        size_t m = nm ? nm : 1;
-        ml = malloc(sizeof *ml * m); mr = malloc(sizeof *mr * m);
-        mll = malloc(sizeof *mll * m); mrl = malloc(sizeof *mrl * m);
-        mstr = malloc(sizeof *mstr * m); mlen = malloc(sizeof *mlen * m);
-        merges = malloc(sizeof *merges * m);
-        if (!ml || !mr || !mll || !mrl || !mstr || !mlen || !merges) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
-        for (uint64_t r = 0; r < nm; r++) { mstr[r] = ms[r].s; mlen[r] = ms[r].n; }
-        char where[512];
-        snprintf(where, sizeof where, "%s: key 'tokenizer.ggml.merges'", path);
-        if ((st = split_merges(where, mstr, mlen, (int32_t)nm, ml, mll, mr, mrl)) != FK_OK) goto done;
-        if ((st = merges_to_ids(where, pieces, lens, n, ml, mll, mr, mrl, (int32_t)nm, merges)) != FK_OK) goto done;
-        s.n_merges = (int32_t)nm;
-        s.merges = (const int32_t (*)[2])merges;
-        fk_gguf_str pre = {"default", 7};
-        if (fk_gguf_find(g, "tokenizer.ggml.pre") && (st = fk_gguf_get_str(g, "tokenizer.ggml.pre", &pre)) != FK_OK) goto done;
-        // bytes outside printable ASCII (a NUL would cut the name short) become '?': no preset has them
-        size_t pn = pre.n < 63 ? (size_t)pre.n : 63;
-        for (size_t i = 0; i < pn; i++) pre_buf[i] = pre.s[i] >= 0x20 && pre.s[i] < 0x7f ? pre.s[i] : '?';
-        pre_buf[pn] = 0;
-        if (!fk_pretok_preset(pre_buf)) {
-            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'tokenizer.ggml.pre' is '%s'%s, a pre-tokenizer fusekit does not know", path, pre_buf,
-                          pre.n > 63 ? " (cut at 63 bytes)" : "");
-            goto done;
-        }
-        s.pre = pre_buf;
-        s.ignore_merges = strcmp(pre_buf, "llama-bpe") == 0 || strcmp(pre_buf, "llama3") == 0 || strcmp(pre_buf, "llama-v3") == 0;
-    } else {
-        s.add_space_prefix = true;
-        s.byte_fallback = false;
-        for (int32_t i = 0; i < n; i++) s.byte_fallback |= types[i] == FK_TT_BYTE;
-        s.add_bos = true;
-    }
-    static const char *const id_keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                                           "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
-    int32_t *ids[4] = {&s.bos, &s.eos, &s.unk, &s.pad};
-    for (int k = 0; k < 4; k++) {
-        if (!fk_gguf_find(g, id_keys[k])) continue;
-        uint64_t v;
-        if ((st = fk_gguf_get_u64(g, id_keys[k], &v)) != FK_OK) goto done;
-        if (v >= n_tok) { st = fk_error(FK_ERR_FORMAT, "%s: key '%s' is %llu, outside the vocabulary of %d", path, id_keys[k], (unsigned long long)v, n); goto done; }
-        *ids[k] = (int32_t)v;
-    }
-    static const char *const flag_keys[3] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
-                                             "tokenizer.ggml.add_space_prefix"};
-    bool *flags[3] = {&s.add_bos, &s.add_eos, &s.add_space_prefix};
-    for (int k = 0; k < 3; k++)
-        if (fk_gguf_find(g, flag_keys[k]) && (st = fk_gguf_get_bool(g, flag_keys[k], flags[k])) != FK_OK) goto done;
-    s.n_vocab = n;
-    s.pieces = pieces;
-    s.piece_lens = lens;
-    s.scores = scores;
-    s.types = types;
-    st = fk_tok_build(&s, out);
-    if (st != FK_OK) fk_error_context(st, "%s", path);
-done:
-    free(pieces); free(lens); free(scores); free(types);
-    free(ml); free(mr); free(mll); free(mrl); free(mstr); free(mlen); free(merges);
+    if (st == FK_OK) st = gguf_specials(&p.s, g, n, path);
+    if (st == FK_OK) st = tok_parts_build(&p, n, path, out);
+    tok_parts_free(&p);
     return st;
 }
 
@@ -289,10 +341,8 @@ fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
         free(ms);
         free(ml);
     }
-    static const char *const id_keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                                           "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
     for (int k = 0; st == FK_OK && k < 4; k++)
-        if (ids[k] >= 0) st = fk_gguf_set_u32(w, id_keys[k], (uint32_t)ids[k]);
+        if (ids[k] >= 0) st = fk_gguf_set_u32(w, gguf_id_keys[k], (uint32_t)ids[k]);
     if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", c.add_bos);
     if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", c.add_eos);
     if (st == FK_OK && kind == FK_TOK_SPM) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", c.add_space_prefix);
@@ -418,200 +468,225 @@ static cJSON *read_json(const char *path, fk_status *st) {
     return root;
 }
 
-fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
-    *out = NULL;
-    fk_status st;
-    cJSON *root = read_json(path, &st);
-    if (!root) return st;
-    cJSON *cfg = NULL;
-    const char **pieces = NULL, **ml = NULL, **mr = NULL;
-    uint32_t *lens = NULL, *mll = NULL, *mrl = NULL;
-    uint8_t *types = NULL;
-    int32_t (*merges)[2] = NULL;
-    hf_pre h = {.path = path};
-    fk_tok_spec s = {.bos = -1, .eos = -1, .unk = -1, .pad = -1};
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const char *mtype = jstr(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *jmerges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    if (!model) { st = fk_error(FK_ERR_FORMAT, "%s: no \"model\" object", path); goto done; }
-    if (!mtype || strcmp(mtype, "BPE") != 0) {
-        st = fk_error(FK_ERR_UNSUPPORTED, "%s: model.type is '%s'; fusekit reads BPE tokenizers (byte-level or SentencePiece-style)", path, mtype ? mtype : "(missing)");
-        goto done;
-    }
-    if (!cJSON_IsObject(vocab)) { st = fk_error(FK_ERR_FORMAT, "%s: model.vocab must be an object of token: id", path); goto done; }
-    // The vocabulary size: one past the largest id in model.vocab and added_tokens.
+// The vocabulary size: one past the largest id in model.vocab and added_tokens, checked to
+// leave no gaps before anything is allocated.
+static fk_status json_vocab_size(const cJSON *vocab, const cJSON *added, const char *path, int64_t *n_out) {
     int64_t n = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= INT32_MAX || it->valuedouble != (double)(int64_t)it->valuedouble) {
-            st = fk_error(FK_ERR_FORMAT, "%s: model.vocab['%s'] must be a non-negative integer id", path, it->string);
-            goto done;
-        }
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= INT32_MAX || it->valuedouble != (double)(int64_t)it->valuedouble)
+            return fk_error(FK_ERR_FORMAT, "%s: model.vocab['%s'] must be a non-negative integer id", path, it->string);
         if ((int64_t)it->valuedouble + 1 > n) n = (int64_t)it->valuedouble + 1;
     }
     cJSON_ArrayForEach(it, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || !jstr(it, "content")) {
-            st = fk_error(FK_ERR_FORMAT, "%s: added_tokens entries need an integer \"id\" and a string \"content\"", path);
-            goto done;
-        }
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || !jstr(it, "content"))
+            return fk_error(FK_ERR_FORMAT, "%s: added_tokens entries need an integer \"id\" and a string \"content\"", path);
         if ((int64_t)id->valuedouble + 1 > n) n = (int64_t)id->valuedouble + 1;
     }
-    if (n == 0) { st = fk_error(FK_ERR_FORMAT, "%s: empty vocabulary", path); goto done; }
-    if (n > (int64_t)cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added)) {  // before allocating n of anything
-        st = fk_error(FK_ERR_FORMAT, "%s: ids run to %lld but there are only %d tokens (ids must be 0..n-1 without gaps)", path,
-                      (long long)n - 1, cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added));
-        goto done;
-    }
-    pieces = calloc((size_t)n, sizeof *pieces);
-    lens = calloc((size_t)n, sizeof *lens);
-    types = malloc((size_t)n);
-    if (!pieces || !lens || !types) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
-    memset(types, FK_TT_NORMAL, (size_t)n);
+    if (n == 0) return fk_error(FK_ERR_FORMAT, "%s: empty vocabulary", path);
+    if (n > (int64_t)cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added))
+        return fk_error(FK_ERR_FORMAT, "%s: ids run to %lld but there are only %d tokens (ids must be 0..n-1 without gaps)", path,
+                        (long long)n - 1, cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added));
+    *n_out = n;
+    return FK_OK;
+}
+
+// Pieces and types of the n tokens: model.vocab, then added_tokens (special: control, else
+// user-defined); every id from 0 to n-1 must have its token.
+static fk_status json_pieces(tok_parts *p, const cJSON *vocab, const cJSON *added, int64_t n, const char *path) {
+    p->pieces = calloc((size_t)n, sizeof *p->pieces);
+    p->lens = calloc((size_t)n, sizeof *p->lens);
+    p->types = malloc((size_t)n);
+    if (!p->pieces || !p->lens || !p->types) return fk_error(FK_ERR_NOMEM, "out of memory loading %s", path);
+    memset(p->types, FK_TT_NORMAL, (size_t)n);
+    const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         int32_t id = (int32_t)it->valuedouble;
-        if (pieces[id]) { st = fk_error(FK_ERR_FORMAT, "%s: id %d appears twice in model.vocab ('%s' and '%s')", path, id, pieces[id], it->string); goto done; }
-        pieces[id] = it->string;
-        lens[id] = (uint32_t)strlen(it->string);
+        if (p->pieces[id]) return fk_error(FK_ERR_FORMAT, "%s: id %d appears twice in model.vocab ('%s' and '%s')", path, id, p->pieces[id], it->string);
+        p->pieces[id] = it->string;
+        p->lens[id] = (uint32_t)strlen(it->string);
     }
     cJSON_ArrayForEach(it, added) {
         int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
         const char *content = jstr(it, "content");
-        if (pieces[id] && strcmp(pieces[id], content) != 0) {
-            st = fk_error(FK_ERR_FORMAT, "%s: added token %d '%s' differs from model.vocab's '%s'", path, id, content, pieces[id]);
-            goto done;
-        }
-        pieces[id] = content;
-        lens[id] = (uint32_t)strlen(content);
-        types[id] = jbool(it, "special", false) ? FK_TT_CONTROL : FK_TT_USER_DEFINED;
+        if (p->pieces[id] && strcmp(p->pieces[id], content) != 0)
+            return fk_error(FK_ERR_FORMAT, "%s: added token %d '%s' differs from model.vocab's '%s'", path, id, content, p->pieces[id]);
+        p->pieces[id] = content;
+        p->lens[id] = (uint32_t)strlen(content);
+        p->types[id] = jbool(it, "special", false) ? FK_TT_CONTROL : FK_TT_USER_DEFINED;
     }
     for (int64_t i = 0; i < n; i++)
-        if (!pieces[i]) { st = fk_error(FK_ERR_FORMAT, "%s: no token has id %lld (ids must be 0..%lld without gaps)", path, (long long)i, (long long)n - 1); goto done; }
+        if (!p->pieces[i]) return fk_error(FK_ERR_FORMAT, "%s: no token has id %lld (ids must be 0..%lld without gaps)", path, (long long)i, (long long)n - 1);
+    return FK_OK;
+}
 
-    if ((st = walk_norm(&h, cJSON_GetObjectItemCaseSensitive(root, "normalizer"))) != FK_OK) goto done;
-    if ((st = walk_pre(&h, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer")) != FK_OK) goto done;
+// Byte-level or SentencePiece-style, from the normalizer, pre-tokenizer, decoder and
+// byte_fallback (h: what the walks found); SPM: its prefix settings and byte tokens.
+static fk_status json_kind(tok_parts *p, hf_pre *h, const cJSON *root, const cJSON *model, int64_t n, const char *path) {
+    FK_TRY(walk_norm(h, cJSON_GetObjectItemCaseSensitive(root, "normalizer")));
+    FK_TRY(walk_pre(h, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer"));
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     bool byte_fallback = jbool(model, "byte_fallback", false);
-    if (h.bytelevel || (jstr(dec, "type") && strcmp(jstr(dec, "type"), "ByteLevel") == 0)) {
-        s.kind = FK_TOK_BPE;
-        if (h.metaspace || h.prepend || h.replace_space) { st = fk_error(FK_ERR_UNSUPPORTED, "%s: mixes byte-level and SentencePiece-style pieces", path); goto done; }
-    } else if (h.metaspace || h.replace_space || byte_fallback) {
-        s.kind = FK_TOK_SPM;
-        if (h.n_pats > 0) { st = fk_error(FK_ERR_UNSUPPORTED, "%s: SentencePiece-style tokenizer with regex pre-tokenizers is not supported", path); goto done; }
-        s.add_space_prefix = h.metaspace ? h.metaspace_prefix : h.prepend;
-        s.prefix_first_only = h.metaspace && h.metaspace_first;
-        s.byte_fallback = byte_fallback;
+    fk_tok_spec *s = &p->s;
+    if (h->bytelevel || (jstr(dec, "type") && strcmp(jstr(dec, "type"), "ByteLevel") == 0)) {
+        s->kind = FK_TOK_BPE;
+        if (h->metaspace || h->prepend || h->replace_space) return fk_error(FK_ERR_UNSUPPORTED, "%s: mixes byte-level and SentencePiece-style pieces", path);
+    } else if (h->metaspace || h->replace_space || byte_fallback) {
+        s->kind = FK_TOK_SPM;
+        if (h->n_pats > 0) return fk_error(FK_ERR_UNSUPPORTED, "%s: SentencePiece-style tokenizer with regex pre-tokenizers is not supported", path);
+        s->add_space_prefix = h->metaspace ? h->metaspace_prefix : h->prepend;
+        s->prefix_first_only = h->metaspace && h->metaspace_first;
+        s->byte_fallback = byte_fallback;
         for (int64_t i = 0; i < n; i++)
-            if (byte_fallback && lens[i] == 6 && memcmp(pieces[i], "<0x", 3) == 0 && pieces[i][5] == '>' && types[i] == FK_TT_NORMAL) types[i] = FK_TT_BYTE;
+            if (byte_fallback && p->lens[i] == 6 && memcmp(p->pieces[i], "<0x", 3) == 0 && p->pieces[i][5] == '>' && p->types[i] == FK_TT_NORMAL)
+                p->types[i] = FK_TT_BYTE;
     } else {
-        st = fk_error(FK_ERR_UNSUPPORTED, "%s: a BPE model that is neither byte-level (ByteLevel pre-tokenizer/decoder) nor SentencePiece-style (\"▁\", byte_fallback)", path);
-        goto done;
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: a BPE model that is neither byte-level (ByteLevel pre-tokenizer/decoder) nor SentencePiece-style (\"▁\", byte_fallback)", path);
     }
-    s.ignore_merges = jbool(model, "ignore_merges", false);
-    const char *unk = jstr(model, "unk_token");
+    s->ignore_merges = jbool(model, "ignore_merges", false);
+    return FK_OK;
+}
 
-    // Merges: "a b" strings or ["a", "b"] pairs.
+// model.merges ("a b" strings or ["a", "b"] pairs) as id pairs.
+static fk_status json_merges(tok_parts *p, const cJSON *jmerges, int64_t n, const char *path) {
     int32_t nm = cJSON_GetArraySize(jmerges);
-    size_t m1 = nm > 0 ? (size_t)nm : 1;
-    ml = malloc(sizeof *ml * m1); mr = malloc(sizeof *mr * m1);
-    mll = malloc(sizeof *mll * m1); mrl = malloc(sizeof *mrl * m1);
-    merges = malloc(sizeof *merges * m1);
-    if (!ml || !mr || !mll || !mrl || !merges) { st = fk_error(FK_ERR_NOMEM, "out of memory loading %s", path); goto done; }
+    FK_TRY(tok_parts_merges(p, nm > 0 ? (size_t)nm : 0, path));
+    char where[300];
+    snprintf(where, sizeof where, "%s: model.merges", path);
     int32_t r = 0;
+    const cJSON *it;
     cJSON_ArrayForEach(it, jmerges) {
         if (cJSON_IsString(it)) {
             const char *one = it->valuestring;
             uint64_t l = strlen(one);
-            char where[300];
-            snprintf(where, sizeof where, "%s: model.merges", path);
-            if ((st = split_merges(where, &one, &l, 1, &ml[r], &mll[r], &mr[r], &mrl[r])) != FK_OK) goto done;
+            FK_TRY(split_merges(where, &one, &l, 1, &p->ml[r], &p->mll[r], &p->mr[r], &p->mrl[r]));
         } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
-            ml[r] = cJSON_GetArrayItem(it, 0)->valuestring;
-            mr[r] = cJSON_GetArrayItem(it, 1)->valuestring;
-            mll[r] = (uint32_t)strlen(ml[r]);
-            mrl[r] = (uint32_t)strlen(mr[r]);
+            p->ml[r] = cJSON_GetArrayItem(it, 0)->valuestring;
+            p->mr[r] = cJSON_GetArrayItem(it, 1)->valuestring;
+            p->mll[r] = (uint32_t)strlen(p->ml[r]);
+            p->mrl[r] = (uint32_t)strlen(p->mr[r]);
         } else {
-            st = fk_error(FK_ERR_FORMAT, "%s: model.merges[%d] must be \"a b\" or [\"a\", \"b\"]", path, r);
-            goto done;
+            return fk_error(FK_ERR_FORMAT, "%s: model.merges[%d] must be \"a b\" or [\"a\", \"b\"]", path, r);
         }
         r++;
     }
-    {
-        char where[300];
-        snprintf(where, sizeof where, "%s: model.merges", path);
-        if ((st = merges_to_ids(where, pieces, lens, (int32_t)n, ml, mll, mr, mrl, nm, merges)) != FK_OK) goto done;
-    }
-    s.n_merges = nm;
-    s.merges = (const int32_t (*)[2])merges;
+    FK_TRY(merges_to_ids(where, p->pieces, p->lens, (int32_t)n, p->ml, p->mll, p->mr, p->mrl, nm, p->merges));
+    p->s.n_merges = nm;
+    p->s.merges = (const int32_t (*)[2])p->merges;
+    return FK_OK;
+}
 
-    // BOS/EOS: tokenizer_config.json beside, else the post-processor's template.
+// tokenizer_config.json beside path, or NULL where there is none (*st: a read error).
+static cJSON *json_config_beside(const char *path, fk_status *st) {
+    *st = FK_OK;
     char *dir = strdup(path);
-    if (!dir) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
+    if (!dir) { *st = fk_error(FK_ERR_NOMEM, "out of memory"); return NULL; }
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     char *cfg_path = fk_path_join(slash ? dir : ".", "tokenizer_config.json");
     free(dir);
-    if (cfg_path && fk_path_exists(cfg_path)) cfg = read_json(cfg_path, &st);
+    cJSON *cfg = NULL;
+    if (cfg_path && fk_path_exists(cfg_path)) cfg = read_json(cfg_path, st);
     free(cfg_path);
-    if (st != FK_OK) goto done;
-    fk_strmap map;
-    if ((st = fk_strmap_init(&map, n)) != FK_OK) goto done;
-    for (int64_t i = n - 1; i >= 0 && st == FK_OK; i--) st = fk_strmap_put(&map, pieces[i], lens[i], (int32_t)i);
-    const char *names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
-    int32_t *ids[4] = {&s.bos, &s.eos, &s.unk, &s.pad};
-    for (int k = 0; k < 4 && st == FK_OK; k++) {
-        const char *tok = cfg ? config_token(cfg, names[k]) : NULL;
-        if (k == 2 && !tok) tok = unk;
-        if (tok) *ids[k] = fk_strmap_get(&map, tok, (uint32_t)strlen(tok));
-        if (tok && *ids[k] < 0) st = fk_error(FK_ERR_FORMAT, "%s: %s '%s' is not in the vocabulary", path, names[k], tok);
-    }
-    // SentencePiece's unknown piece is an added token in tokenizer.json; its type is "unknown"
-    // (as GGUF and sentencepiece have it), so a save / load round trip keeps the fingerprint.
-    if (st == FK_OK && s.kind == FK_TOK_SPM && s.unk >= 0 && types[s.unk] == FK_TT_CONTROL) types[s.unk] = FK_TT_UNKNOWN;
-    // The post-processor's template says what an encoding starts and ends with.
+    return cfg;
+}
+
+// The post-processor's template says what an encoding starts and ends with; without one,
+// tokenizer_config.json's add_bos_token / add_eos_token.
+static fk_status json_template(fk_tok_spec *s, const cJSON *root, const cJSON *cfg, const fk_strmap *map, const char *path) {
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
-    const cJSON *single = NULL;
+    const cJSON *single = NULL, *it;
     if (jstr(pp, "type") && strcmp(jstr(pp, "type"), "TemplateProcessing") == 0) single = cJSON_GetObjectItemCaseSensitive(pp, "single");
     else if (jstr(pp, "type") && strcmp(jstr(pp, "type"), "Sequence") == 0) {
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors"))
             if (jstr(it, "type") && strcmp(jstr(it, "type"), "TemplateProcessing") == 0) single = cJSON_GetObjectItemCaseSensitive(it, "single");
     }
-    if (single && st == FK_OK) {
-        int k = 0, nsingle = cJSON_GetArraySize(single);
-        cJSON_ArrayForEach(it, single) {
-            const char *sp = jstr(cJSON_GetObjectItemCaseSensitive(it, "SpecialToken"), "id");
-            if (sp) {
-                int32_t id = fk_strmap_get(&map, sp, (uint32_t)strlen(sp));
-                if (id < 0) { st = fk_error(FK_ERR_FORMAT, "%s: post_processor names token '%s', which is not in the vocabulary", path, sp); break; }
-                if (k == 0) { s.add_bos = true; s.bos = id; }
-                else if (k == nsingle - 1) { s.add_eos = true; s.eos = id; }
-            }
-            k++;
+    if (!single) {
+        if (cfg) {
+            s->add_bos = jbool(cfg, "add_bos_token", false);
+            s->add_eos = jbool(cfg, "add_eos_token", false);
         }
-    } else if (cfg && st == FK_OK) {
-        s.add_bos = jbool(cfg, "add_bos_token", false);
-        s.add_eos = jbool(cfg, "add_eos_token", false);
+        return FK_OK;
     }
+    int k = 0, nsingle = cJSON_GetArraySize(single);
+    cJSON_ArrayForEach(it, single) {
+        const char *sp = jstr(cJSON_GetObjectItemCaseSensitive(it, "SpecialToken"), "id");
+        if (sp) {
+            int32_t id = fk_strmap_get(map, sp, (uint32_t)strlen(sp));
+            if (id < 0) return fk_error(FK_ERR_FORMAT, "%s: post_processor names token '%s', which is not in the vocabulary", path, sp);
+            if (k == 0) { s->add_bos = true; s->bos = id; }
+            else if (k == nsingle - 1) { s->add_eos = true; s->eos = id; }
+        }
+        k++;
+    }
+    return FK_OK;
+}
+
+// BOS/EOS/UNK/PAD: tokenizer_config.json beside (UNK: else model.unk_token), then the
+// post-processor's template.
+static fk_status json_specials(tok_parts *p, const cJSON *root, const cJSON *model, int64_t n, const char *path) {
+    fk_status st;
+    cJSON *cfg = json_config_beside(path, &st);
+    if (st != FK_OK) return st;
+    fk_strmap map;
+    if ((st = fk_strmap_init(&map, n)) != FK_OK) { cJSON_Delete(cfg); return st; }
+    for (int64_t i = n - 1; i >= 0 && st == FK_OK; i--) st = fk_strmap_put(&map, p->pieces[i], p->lens[i], (int32_t)i);
+    const char *names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    fk_tok_spec *s = &p->s;
+    int32_t *ids[4] = {&s->bos, &s->eos, &s->unk, &s->pad};
+    for (int k = 0; k < 4 && st == FK_OK; k++) {
+        const char *tok = cfg ? config_token(cfg, names[k]) : NULL;
+        if (k == 2 && !tok) tok = jstr(model, "unk_token");
+        if (tok) *ids[k] = fk_strmap_get(&map, tok, (uint32_t)strlen(tok));
+        if (tok && *ids[k] < 0) st = fk_error(FK_ERR_FORMAT, "%s: %s '%s' is not in the vocabulary", path, names[k], tok);
+    }
+    // SentencePiece's unknown piece is an added token in tokenizer.json; its type is "unknown"
+    // (as GGUF and sentencepiece have it), so a save / load round trip keeps the fingerprint.
+    if (st == FK_OK && s->kind == FK_TOK_SPM && s->unk >= 0 && p->types[s->unk] == FK_TT_CONTROL) p->types[s->unk] = FK_TT_UNKNOWN;
+    if (st == FK_OK) st = json_template(s, root, cfg, &map, path);
     fk_strmap_free(&map);
-    if (st != FK_OK) goto done;
-    // Named presets stay named (GGUF needs the name); anything else runs as given.
-    const char *preset = h.n_pats ? preset_of(h.pats, h.n_pats) : NULL;
-    if (s.kind == FK_TOK_BPE) {
-        if (preset) s.pre = preset;
-        else { s.patterns = h.pats; s.n_patterns = h.n_pats; }
-    }
-    s.n_vocab = (int32_t)n;
-    s.pieces = pieces;
-    s.piece_lens = lens;
-    s.types = types;
-    st = fk_tok_build(&s, out);
-    if (st != FK_OK) fk_error_context(st, "%s", path);
-done:
-    cJSON_Delete(root);
     cJSON_Delete(cfg);
-    free(pieces); free(lens); free(types); free(ml); free(mr); free(mll); free(mrl); free(merges); free(h.pats);
+    return st;
+}
+
+// The BPE model's checks, then the steps above in order.
+static fk_status json_parts(tok_parts *p, hf_pre *h, const cJSON *root, const char *path, int64_t *n) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *mtype = jstr(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (!model) return fk_error(FK_ERR_FORMAT, "%s: no \"model\" object", path);
+    if (!mtype || strcmp(mtype, "BPE") != 0)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: model.type is '%s'; fusekit reads BPE tokenizers (byte-level or SentencePiece-style)", path, mtype ? mtype : "(missing)");
+    if (!cJSON_IsObject(vocab)) return fk_error(FK_ERR_FORMAT, "%s: model.vocab must be an object of token: id", path);
+    FK_TRY(json_vocab_size(vocab, added, path, n));
+    FK_TRY(json_pieces(p, vocab, added, *n, path));
+    FK_TRY(json_kind(p, h, root, model, *n, path));
+    FK_TRY(json_merges(p, cJSON_GetObjectItemCaseSensitive(model, "merges"), *n, path));
+    FK_TRY(json_specials(p, root, model, *n, path));
+    // Named presets stay named (GGUF needs the name); anything else runs as given.
+    const char *preset = h->n_pats ? preset_of(h->pats, h->n_pats) : NULL;
+    if (p->s.kind == FK_TOK_BPE) {
+        if (preset) p->s.pre = preset;
+        else { p->s.patterns = h->pats; p->s.n_patterns = h->n_pats; }
+    }
+    return FK_OK;
+}
+
+fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
+    *out = NULL;
+    fk_status st;
+    cJSON *root = read_json(path, &st);
+    if (!root) return st;
+    hf_pre h = {.path = path};
+    tok_parts p = {.s = {.bos = -1, .eos = -1, .unk = -1, .pad = -1}};
+    int64_t n = 0;
+    st = json_parts(&p, &h, root, path, &n);
+    if (st == FK_OK) st = tok_parts_build(&p, (int32_t)n, path, out);
+    cJSON_Delete(root);
+    tok_parts_free(&p);
+    free(h.pats);
     return st;
 }
 

@@ -152,101 +152,100 @@ static bool is_nosplit(const fk_tokenizer *t, uint32_t cp) {
 
 static fk_tokenizer *tok_alloc(void) { return calloc(1, sizeof(fk_tokenizer)); }
 
-fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
-    *out = NULL;
-    if (s->n_vocab <= 0) return fk_error(FK_ERR_ARG, "tokenizer: empty vocabulary");
-    if (s->kind != FK_TOK_BPE && s->kind != FK_TOK_SPM && s->kind != FK_TOK_BYTES)
-        return fk_error(FK_ERR_ARG, "tokenizer: unknown kind %d", (int)s->kind);
-    fk_tokenizer *t = tok_alloc();
-    if (!t) return fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer");
-    fk_status st = FK_OK;
-    int32_t n = t->n_vocab = s->n_vocab;
-    t->kind = s->kind;
-    uint64_t total = 0;
-    for (int32_t i = 0; i < n; i++) total += s->piece_lens[i];
-    t->blob = malloc(total + 1);
+// Copies the pieces into one blob with their scores and types, and maps each spelling to its
+// first id; *total is the blob's length.
+static fk_status tok_copy_pieces(fk_tokenizer *t, const fk_tok_spec *s, uint64_t *total) {
+    int32_t n = t->n_vocab;
+    uint64_t sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += s->piece_lens[i];
+    t->blob = malloc(sum + 1);
     t->off = malloc(sizeof *t->off * (size_t)n);
     t->len = malloc(sizeof *t->len * (size_t)n);
     t->scores = calloc((size_t)n, sizeof *t->scores);
     t->types = malloc((size_t)n);
-    if (!t->blob || !t->off || !t->len || !t->scores || !t->types) { st = fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer"); goto fail; }
-    total = 0;
+    if (!t->blob || !t->off || !t->len || !t->scores || !t->types) return fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer");
+    sum = 0;
     for (int32_t i = 0; i < n; i++) {
-        memcpy(t->blob + total, s->pieces[i], s->piece_lens[i]);
-        t->off[i] = total;
+        memcpy(t->blob + sum, s->pieces[i], s->piece_lens[i]);
+        t->off[i] = sum;
         t->len[i] = s->piece_lens[i];
-        total += s->piece_lens[i];
+        sum += s->piece_lens[i];
         t->scores[i] = s->scores ? s->scores[i] : 0.0f;
         t->types[i] = s->types ? s->types[i] : FK_TT_NORMAL;
-        if (t->types[i] < FK_TT_NORMAL || t->types[i] > FK_TT_BYTE) {
-            st = fk_error(FK_ERR_FORMAT, "tokenizer: token %d has type %d, expected 1..6", i, t->types[i]);
-            goto fail;
-        }
+        if (t->types[i] < FK_TT_NORMAL || t->types[i] > FK_TT_BYTE)
+            return fk_error(FK_ERR_FORMAT, "tokenizer: token %d has type %d, expected 1..6", i, t->types[i]);
     }
-    if ((st = fk_strmap_init(&t->map, n)) != FK_OK) goto fail;
+    *total = sum;
+    FK_TRY(fk_strmap_init(&t->map, n));
     for (int32_t i = 0; i < n; i++)
-        if (fk_strmap_get(&t->map, piece(t, i), t->len[i]) < 0 && (st = fk_strmap_put(&t->map, piece(t, i), t->len[i], i)) != FK_OK) goto fail;
+        if (fk_strmap_get(&t->map, piece(t, i), t->len[i]) < 0) FK_TRY(fk_strmap_put(&t->map, piece(t, i), t->len[i], i));
+    return FK_OK;
+}
 
-    // Merges: the pair map gives rank and result of every mergeable pair.
-    if (s->n_merges > 0) {
-        t->n_merges = s->n_merges;
-        t->merges = malloc(sizeof *t->merges * (size_t)s->n_merges);
-        uint64_t cap = 16;
-        while (cap < (uint64_t)s->n_merges * 2) cap <<= 1;
-        t->pair_key = calloc(cap, sizeof *t->pair_key);
-        t->pair_rank = malloc(cap * sizeof *t->pair_rank);
-        t->pair_res = malloc(cap * sizeof *t->pair_res);
-        t->pair_mask = cap - 1;
-        char *tmp = NULL;
-        size_t tmp_cap = 0;
-        if (!t->merges || !t->pair_key || !t->pair_rank || !t->pair_res) { st = fk_error(FK_ERR_NOMEM, "out of memory for %d merges", s->n_merges); goto fail; }
-        for (int32_t r = 0; r < s->n_merges; r++) {
-            int32_t a = s->merges[r][0], b = s->merges[r][1];
-            if (a < 0 || a >= n || b < 0 || b >= n) { st = fk_error(FK_ERR_FORMAT, "tokenizer: merge %d refers to token %d, vocabulary has %d", r, a < 0 || a >= n ? a : b, n); break; }
-            size_t l = (size_t)t->len[a] + t->len[b];
-            if (l > tmp_cap) {
-                char *g = realloc(tmp, tmp_cap = l * 2);
-                if (!g) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
-                tmp = g;
-            }
-            memcpy(tmp, piece(t, a), t->len[a]);
-            memcpy(tmp + t->len[a], piece(t, b), t->len[b]);
-            int32_t res = fk_strmap_get(&t->map, tmp, (uint32_t)l);
-            if (res < 0) {
-                st = fk_error(FK_ERR_FORMAT, "tokenizer: merge %d ('%.*s' + '%.*s') makes '%.*s', which is not in the vocabulary", r,
-                              (int)t->len[a], piece(t, a), (int)t->len[b], piece(t, b), (int)l, tmp);
-                break;
-            }
-            t->merges[r][0] = a;
-            t->merges[r][1] = b;
-            uint64_t i = pair_slot(t, a, b);
-            if (t->pair_key[i]) continue;  // a repeated merge keeps its first rank
-            t->pair_key[i] = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
-            t->pair_rank[i] = r;
-            t->pair_res[i] = res;
+// Merges: the pair map gives rank and result of every mergeable pair.
+static fk_status tok_build_merges(fk_tokenizer *t, const fk_tok_spec *s) {
+    int32_t n = t->n_vocab;
+    fk_status st = FK_OK;
+    t->n_merges = s->n_merges;
+    t->merges = malloc(sizeof *t->merges * (size_t)s->n_merges);
+    uint64_t cap = 16;
+    while (cap < (uint64_t)s->n_merges * 2) cap <<= 1;
+    t->pair_key = calloc(cap, sizeof *t->pair_key);
+    t->pair_rank = malloc(cap * sizeof *t->pair_rank);
+    t->pair_res = malloc(cap * sizeof *t->pair_res);
+    t->pair_mask = cap - 1;
+    char *tmp = NULL;
+    size_t tmp_cap = 0;
+    if (!t->merges || !t->pair_key || !t->pair_rank || !t->pair_res) return fk_error(FK_ERR_NOMEM, "out of memory for %d merges", s->n_merges);
+    for (int32_t r = 0; r < s->n_merges; r++) {
+        int32_t a = s->merges[r][0], b = s->merges[r][1];
+        if (a < 0 || a >= n || b < 0 || b >= n) { st = fk_error(FK_ERR_FORMAT, "tokenizer: merge %d refers to token %d, vocabulary has %d", r, a < 0 || a >= n ? a : b, n); break; }
+        size_t l = (size_t)t->len[a] + t->len[b];
+        if (l > tmp_cap) {
+            char *g = realloc(tmp, tmp_cap = l * 2);
+            if (!g) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
+            tmp = g;
         }
-        free(tmp);
-        if (st != FK_OK) goto fail;
-    }
-    t->score_mode = s->kind == FK_TOK_SPM && s->n_merges == 0;
-    if (s->kind == FK_TOK_SPM) {
-        // Merged symbols are pieces, so no symbol crosses a point between a character c and a
-        // "▁" unless some piece holds "c▁": the characters that do are collected (a few at most,
-        // else no splitting).
-        t->spm_split = true;
-        for (int32_t i = 0; i < n && t->spm_split; i++) {
-            const unsigned char *p = (const unsigned char *)piece(t, i);
-            for (uint32_t k = 1; k + 2 < t->len[i]; k++) {
-                if (!(p[k] == 0xE2 && p[k + 1] == 0x96 && p[k + 2] == 0x81) || (k >= 3 && p[k - 3] == 0xE2 && p[k - 2] == 0x96 && p[k - 1] == 0x81))
-                    continue;
-                uint32_t cp = char_before(p, k);
-                if (is_nosplit(t, cp)) continue;
-                if (t->n_nosplit == SPM_MAX_NOSPLIT) { t->spm_split = false; break; }
-                t->nosplit[t->n_nosplit++] = cp;
-            }
+        memcpy(tmp, piece(t, a), t->len[a]);
+        memcpy(tmp + t->len[a], piece(t, b), t->len[b]);
+        int32_t res = fk_strmap_get(&t->map, tmp, (uint32_t)l);
+        if (res < 0) {
+            st = fk_error(FK_ERR_FORMAT, "tokenizer: merge %d ('%.*s' + '%.*s') makes '%.*s', which is not in the vocabulary", r,
+                          (int)t->len[a], piece(t, a), (int)t->len[b], piece(t, b), (int)l, tmp);
+            break;
         }
+        t->merges[r][0] = a;
+        t->merges[r][1] = b;
+        uint64_t i = pair_slot(t, a, b);
+        if (t->pair_key[i]) continue;  // a repeated merge keeps its first rank
+        t->pair_key[i] = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+        t->pair_rank[i] = r;
+        t->pair_res[i] = res;
     }
+    free(tmp);
+    return st;
+}
 
+// SPM: merged symbols are pieces, so no symbol crosses a point between a character c and a
+// "▁" unless some piece holds "c▁": the characters that do are collected (a few at most,
+// else no splitting).
+static void tok_find_nosplit(fk_tokenizer *t) {
+    t->spm_split = true;
+    for (int32_t i = 0; i < t->n_vocab && t->spm_split; i++) {
+        const unsigned char *p = (const unsigned char *)piece(t, i);
+        for (uint32_t k = 1; k + 2 < t->len[i]; k++) {
+            if (!(p[k] == 0xE2 && p[k + 1] == 0x96 && p[k + 2] == 0x81) || (k >= 3 && p[k - 3] == 0xE2 && p[k - 2] == 0x96 && p[k - 1] == 0x81))
+                continue;
+            uint32_t cp = char_before(p, k);
+            if (is_nosplit(t, cp)) continue;
+            if (t->n_nosplit == SPM_MAX_NOSPLIT) { t->spm_split = false; break; }
+            t->nosplit[t->n_nosplit++] = cp;
+        }
+    }
+}
+
+// The token of each byte (SPM: <0xNN>; BPE: the byte's mapped character) and the pre-tokenizer.
+static fk_status tok_bytes_and_pretok(fk_tokenizer *t, const fk_tok_spec *s) {
     for (int b = 0; b < 256; b++) {
         char buf[8];
         int l;
@@ -254,19 +253,19 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
         else l = fk_utf8_put(fk_byte_to_cp((uint8_t)b), buf);
         t->byte_tok[b] = s->kind == FK_TOK_BYTES ? b : fk_strmap_get(&t->map, buf, (uint32_t)l);
     }
-    if (s->kind == FK_TOK_BPE) {
-        if (s->patterns && s->n_patterns > 0) st = fk_pretok_init(&t->pre, s->pre ? s->pre : "", s->patterns, s->n_patterns);
-        else if (s->pre && *s->pre) st = fk_pretok_init(&t->pre, s->pre, NULL, 0);
-        else st = fk_pretok_init(&t->pre, "", NULL, 0);
-    } else {
-        st = fk_pretok_init(&t->pre, "", NULL, 0);
-    }
-    if (st != FK_OK) goto fail;
+    if (s->kind != FK_TOK_BPE) return fk_pretok_init(&t->pre, "", NULL, 0);
+    if (s->patterns && s->n_patterns > 0) return fk_pretok_init(&t->pre, s->pre ? s->pre : "", s->patterns, s->n_patterns);
+    if (s->pre && *s->pre) return fk_pretok_init(&t->pre, s->pre, NULL, 0);
+    return fk_pretok_init(&t->pre, "", NULL, 0);
+}
 
+// Special ids (checked against the vocabulary; negative ones become -1) and encoding flags.
+static fk_status tok_set_specials(fk_tokenizer *t, const fk_tok_spec *s) {
+    int32_t n = t->n_vocab;
     t->bos = s->bos; t->eos = s->eos; t->unk = s->unk; t->pad = s->pad;
     int32_t *ids[] = {&t->bos, &t->eos, &t->unk, &t->pad};
     for (int k = 0; k < 4; k++)
-        if (*ids[k] >= n) { st = fk_error(FK_ERR_FORMAT, "tokenizer: special token id %d outside the vocabulary of %d", *ids[k], n); goto fail; }
+        if (*ids[k] >= n) return fk_error(FK_ERR_FORMAT, "tokenizer: special token id %d outside the vocabulary of %d", *ids[k], n);
         else if (*ids[k] < 0) *ids[k] = -1;
     t->add_bos = s->add_bos && t->bos >= 0;
     t->add_eos = s->add_eos && t->eos >= 0;
@@ -274,11 +273,12 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
     t->prefix_after_added = !s->prefix_first_only;
     t->byte_fallback = s->byte_fallback;
     t->ignore_merges = s->ignore_merges;
+    return FK_OK;
+}
 
-    // Tokens matched in the raw text before anything else.
-    if ((st = build_trie(t)) != FK_OK) goto fail;
-
-    // Fingerprint of everything that decides encodings.
+// Fingerprint of everything that decides encodings (total: the blob's length); never 0.
+static uint64_t tok_fingerprint(const fk_tokenizer *t, uint64_t total) {
+    int32_t n = t->n_vocab;
     uint64_t h = fk_fnv1a64(&t->kind, sizeof t->kind, 0);
     h = fk_fnv1a64(&n, sizeof n, h);
     h = fk_fnv1a64(t->blob, total, h);
@@ -292,7 +292,29 @@ fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
     h = fk_fnv1a64(&t->bos, sizeof t->bos, h);
     h = fk_fnv1a64(&t->eos, sizeof t->eos, h);
     h = fk_fnv1a64(&t->unk, sizeof t->unk, h);
-    t->fp = h ? h : 1;
+    return h ? h : 1;
+}
+
+fk_status fk_tok_build(const fk_tok_spec *s, fk_tokenizer **out) {
+    *out = NULL;
+    if (s->n_vocab <= 0) return fk_error(FK_ERR_ARG, "tokenizer: empty vocabulary");
+    if (s->kind != FK_TOK_BPE && s->kind != FK_TOK_SPM && s->kind != FK_TOK_BYTES)
+        return fk_error(FK_ERR_ARG, "tokenizer: unknown kind %d", (int)s->kind);
+    fk_tokenizer *t = tok_alloc();
+    if (!t) return fk_error(FK_ERR_NOMEM, "out of memory building a tokenizer");
+    t->n_vocab = s->n_vocab;
+    t->kind = s->kind;
+    uint64_t total = 0;
+    fk_status st = tok_copy_pieces(t, s, &total);
+    if (st == FK_OK && s->n_merges > 0) st = tok_build_merges(t, s);
+    if (st != FK_OK) goto fail;
+    t->score_mode = s->kind == FK_TOK_SPM && s->n_merges == 0;
+    if (s->kind == FK_TOK_SPM) tok_find_nosplit(t);
+    if ((st = tok_bytes_and_pretok(t, s)) != FK_OK) goto fail;
+    if ((st = tok_set_specials(t, s)) != FK_OK) goto fail;
+    // Tokens matched in the raw text before anything else.
+    if ((st = build_trie(t)) != FK_OK) goto fail;
+    t->fp = tok_fingerprint(t, total);
     *out = t;
     return FK_OK;
 fail:

@@ -466,254 +466,311 @@ static fk_status spm_chars(const trainer *t, double coverage, char_count **out, 
     return FK_OK;
 }
 
-fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
-                       fk_tokenizer **out, fk_tok_train_stats *stats) {
-    if (out) *out = NULL;
-    if (stats) memset(stats, 0, sizeof *stats);
-    FK_TRY(check_opts(o, texts, lens, n_texts, out));
-    const bool spm = o->kind == FK_TOK_SPM;
-    const char *pre = spm ? NULL : o->pre ? o->pre : "gpt-2";
-    const int32_t n_spec = n_specials_of(o);
-    int32_t n_base = 256 + n_spec;  // SPM: and the characters
-    const int64_t min_freq = o->min_frequency > 0 ? o->min_frequency : 2;
+// ---------------------------------------------------------------- the run
+// One training run: the trainer, the vocabulary being built with its lookup maps, and the
+// merges; the steps below fill it in order.
+typedef struct {
+    const fk_tok_train_opts *o;
+    bool spm;
+    const char *pre;         // BPE: the pre-tokenizer preset
+    int32_t n_spec, n_base;  // specials; specials + byte tokens (SPM: + characters)
+    trainer t;
+    vocab v;
+    fk_strmap pieces;        // spelling -> id, every token
+    fk_strmap spec_map;      // spellings no merge may make: the specials (SPM: and byte tokens)
+    int32_t byte_id[256];
+    char_count *chars;       // SPM: the characters kept
+    int64_t n_chars;
+    float *scores;           // SPM: the pieces' scores
+    int32_t (*merges)[2];
+    int64_t cap_merges;
+    int32_t n_merges;
+    char *buf;               // the spelling of the pair being merged
+    size_t cap_buf;
+} run;
 
-    trainer t = {0};
-    vocab v = {0};
-    fk_strmap pieces = {0}, spec_map = {0};
+static fk_status run_nomem(const run *r) {
+    return fk_error(FK_ERR_NOMEM, "tokenizer training: out of memory (%lld distinct pre-tokens, %lld pairs)",
+                    (long long)r->t.n_words, (long long)r->t.n_pairs);
+}
+
+static void run_free(run *r) {
+    free(r->scores);
+    free(r->chars);
+    free(r->merges);
+    free(r->buf);
+    fk_strmap_free(&r->pieces);
+    fk_strmap_free(&r->spec_map);
+    vocab_free(&r->v);
+    trainer_free(&r->t);
+}
+
+// 1. Pre-tokenizes (SPM: normalises and splits) every text and counts the words; *bytes:
+//    the bytes read.
+static fk_status count_words(run *r, const char *const *texts, const size_t *lens, int n_texts, int64_t *bytes) {
+    trainer *t = &r->t;
     fk_pretok pt = {0};
-    int32_t (*merges)[2] = NULL;
-    int64_t cap_merges = 0;
-    int32_t n_merges = 0;
-    uint8_t *types = NULL;
-    float *scores = NULL;
-    char_count *chars = NULL;
-    int64_t n_chars = 0;
-    fk_status st = FK_OK;
-
-    // 1. pre-tokenize (SPM: normalise and split) and count words
-    double t0 = fk_time_s();
-    int64_t bytes = 0;
-    st = spm ? FK_OK : fk_pretok_init(&pt, pre, NULL, 0);
-    if (st == FK_OK) st = fk_strmap_init(&t.map, 1 << 16);
+    fk_status st = r->spm ? FK_OK : fk_pretok_init(&pt, r->pre, NULL, 0);
+    if (st == FK_OK) st = fk_strmap_init(&t->map, 1 << 16);
     for (int i = 0; st == FK_OK && i < n_texts; i++) {
         size_t n = lens ? lens[i] : strlen(texts[i]);
-        bytes += (int64_t)n;
-        if (n) st = spm ? spm_words(&t, texts[i], n, o->split_digits) : fk_pretok_split(&pt, texts[i], n, on_piece, &t);
+        *bytes += (int64_t)n;
+        if (n) st = r->spm ? spm_words(t, texts[i], n, r->o->split_digits) : fk_pretok_split(&pt, texts[i], n, on_piece, t);
     }
     fk_pretok_free(&pt);
-    fk_strmap_free(&t.map);  // the word keys stay in t.wkey
-    double t1 = fk_time_s();
-    if (stats) {
-        stats->bytes = bytes;
-        stats->words = t.n_pieces;
-        stats->unique_words = t.n_words;
-        stats->seconds_pretokenize = t1 - t0;
-    }
-    if (st != FK_OK) goto done;
+    fk_strmap_free(&t->map);  // the word keys stay in t->wkey
+    return st;
+}
 
-    // 2. base vocabulary: specials, then the byte tokens (BPE: by ascending mapped code
-    //    point; SPM: <0x00>..<0xFF>), then (SPM) the characters
-    int32_t byte_id[256];
+// 2. The base vocabulary: specials, then the byte tokens (BPE: by ascending mapped code
+//    point; SPM: <0x00>..<0xFF>).
+static fk_status base_vocab(run *r) {
+    const fk_tok_train_opts *o = r->o;
+    vocab *v = &r->v;
     uint32_t cps[256];
-    for (int b = 0; b < 256; b++) cps[b] = (spm ? (uint32_t)b : fk_byte_to_cp((uint8_t)b)) << 8 | (uint32_t)b;
+    for (int b = 0; b < 256; b++) cps[b] = (r->spm ? (uint32_t)b : fk_byte_to_cp((uint8_t)b)) << 8 | (uint32_t)b;
     for (int i = 1; i < 256; i++) {  // insertion sort: 256 entries
         uint32_t x = cps[i];
         int j = i;
         for (; j > 0 && cps[j - 1] > x; j--) cps[j] = cps[j - 1];
         cps[j] = x;
     }
-    for (int i = 0; i < n_spec; i++)
-        if (!vocab_add(&v, special_name(o, i), (uint32_t)strlen(special_name(o, i)))) goto nomem;
-    if ((st = fk_strmap_init(&pieces, o->vocab_size)) != FK_OK) goto done;
+    for (int i = 0; i < r->n_spec; i++)
+        if (!vocab_add(v, special_name(o, i), (uint32_t)strlen(special_name(o, i)))) return run_nomem(r);
+    FK_TRY(fk_strmap_init(&r->pieces, o->vocab_size));
     for (int i = 0; i < 256; i++) {
         char u[8];
-        int n = spm ? snprintf(u, sizeof u, "<0x%02X>", cps[i] & 0xFF) : fk_utf8_put(cps[i] >> 8, u);
-        byte_id[cps[i] & 0xFF] = n_spec + i;
-        if (!vocab_add(&v, u, (uint32_t)n)) goto nomem;
-        if ((st = fk_strmap_put(&pieces, v.piece[v.n - 1], (uint32_t)n, n_spec + i)) != FK_OK) goto done;
+        int n = r->spm ? snprintf(u, sizeof u, "<0x%02X>", cps[i] & 0xFF) : fk_utf8_put(cps[i] >> 8, u);
+        r->byte_id[cps[i] & 0xFF] = r->n_spec + i;
+        if (!vocab_add(v, u, (uint32_t)n)) return run_nomem(r);
+        FK_TRY(fk_strmap_put(&r->pieces, v->piece[v->n - 1], (uint32_t)n, r->n_spec + i));
     }
     // A special spelled like a byte token would take that byte's place in the vocabulary.
     // No merge may spell a special (encoding would make the control token) or, in SPM, a
     // byte token.
-    if ((st = fk_strmap_init(&spec_map, n_base)) != FK_OK) goto done;
-    for (int i = 0; i < n_spec; i++) {
-        if (fk_strmap_get(&pieces, v.piece[i], v.plen[i]) >= 0) {
-            st = fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' is spelled like the byte token of one byte", v.piece[i]);
-            goto done;
-        }
-        if ((st = fk_strmap_put(&spec_map, v.piece[i], v.plen[i], i)) != FK_OK) goto done;
+    FK_TRY(fk_strmap_init(&r->spec_map, r->n_base));
+    for (int i = 0; i < r->n_spec; i++) {
+        if (fk_strmap_get(&r->pieces, v->piece[i], v->plen[i]) >= 0)
+            return fk_error(FK_ERR_ARG, "tokenizer training: special token '%s' is spelled like the byte token of one byte", v->piece[i]);
+        FK_TRY(fk_strmap_put(&r->spec_map, v->piece[i], v->plen[i], i));
     }
-    for (int i = n_spec; spm && i < n_base; i++)
-        if ((st = fk_strmap_put(&spec_map, v.piece[i], v.plen[i], i)) != FK_OK) goto done;
-    if (spm) {
-        if ((st = spm_chars(&t, o->character_coverage, &chars, &n_chars)) != FK_OK) goto done;
-        if (n_base + n_chars > o->vocab_size) {
-            st = fk_error(FK_ERR_ARG, "tokenizer training: vocab_size %d is too small: the %d special tokens, 256 byte tokens and "
-                          "%lld characters of the text need %lld (raise vocab_size or lower character_coverage)",
-                          o->vocab_size, n_spec, (long long)n_chars, (long long)(n_base + n_chars));
-            goto done;
-        }
-        for (int64_t i = 0; i < n_chars; i++) {
-            if (fk_strmap_get(&spec_map, chars[i].k, chars[i].n) >= 0) {
-                st = fk_error(FK_ERR_ARG, "tokenizer training: special token '%.*s' is spelled like a character of the text",
-                              (int)chars[i].n, chars[i].k);
-                goto done;
-            }
-            if (!vocab_add(&v, chars[i].k, chars[i].n)) goto nomem;
-            if ((st = fk_strmap_put(&pieces, v.piece[v.n - 1], chars[i].n, (int32_t)(v.n - 1))) != FK_OK) goto done;
-        }
-        t.min_id = n_base;  // specials and byte tokens never merge
-        n_base += (int32_t)n_chars;
-        if (!(scores = calloc((size_t)o->vocab_size, sizeof *scores))) goto nomem;
-    }
-    const int32_t target = o->vocab_size - n_base;
+    for (int i = r->n_spec; r->spm && i < r->n_base; i++) FK_TRY(fk_strmap_put(&r->spec_map, v->piece[i], v->plen[i], i));
+    return FK_OK;
+}
 
-    // 3. words as symbol ids (byte tokens; SPM: characters, else byte tokens); initial pair counts
+// 2, SPM: the characters of the text (the most frequent, up to character_coverage) join
+//    the base vocabulary after the byte tokens.
+static fk_status spm_base_chars(run *r) {
+    const fk_tok_train_opts *o = r->o;
+    FK_TRY(spm_chars(&r->t, o->character_coverage, &r->chars, &r->n_chars));
+    if (r->n_base + r->n_chars > o->vocab_size)
+        return fk_error(FK_ERR_ARG, "tokenizer training: vocab_size %d is too small: the %d special tokens, 256 byte tokens and "
+                        "%lld characters of the text need %lld (raise vocab_size or lower character_coverage)",
+                        o->vocab_size, r->n_spec, (long long)r->n_chars, (long long)(r->n_base + r->n_chars));
+    for (int64_t i = 0; i < r->n_chars; i++) {
+        const char_count *ch = &r->chars[i];
+        if (fk_strmap_get(&r->spec_map, ch->k, ch->n) >= 0)
+            return fk_error(FK_ERR_ARG, "tokenizer training: special token '%.*s' is spelled like a character of the text", (int)ch->n, ch->k);
+        if (!vocab_add(&r->v, ch->k, ch->n)) return run_nomem(r);
+        FK_TRY(fk_strmap_put(&r->pieces, r->v.piece[r->v.n - 1], ch->n, (int32_t)(r->v.n - 1)));
+    }
+    r->t.min_id = r->n_base;  // specials and byte tokens never merge
+    r->n_base += (int32_t)r->n_chars;
+    if (!(r->scores = calloc((size_t)o->vocab_size, sizeof *r->scores))) return run_nomem(r);
+    return FK_OK;
+}
+
+// 3. Words as symbol ids (byte tokens; SPM: characters, else byte tokens) and the initial
+//    pair counts, with the heap over them.
+static fk_status words_to_symbols(run *r) {
+    trainer *t = &r->t;
     int64_t n_sym = 0;
-    for (int64_t w = 0; w < t.n_words; w++) n_sym += t.wklen[w];
-    t.off = malloc((size_t)(t.n_words + 1) * sizeof *t.off);
-    t.len = malloc((size_t)(t.n_words + 1) * sizeof *t.len);
-    t.stamp = calloc((size_t)(t.n_words + 1), sizeof *t.stamp);
-    t.sym = malloc((size_t)(n_sym + 1) * sizeof *t.sym);
-    if (!t.off || !t.len || !t.stamp || !t.sym || !rehash(&t, 1 << 16)) goto nomem;
+    for (int64_t w = 0; w < t->n_words; w++) n_sym += t->wklen[w];
+    t->off = malloc((size_t)(t->n_words + 1) * sizeof *t->off);
+    t->len = malloc((size_t)(t->n_words + 1) * sizeof *t->len);
+    t->stamp = calloc((size_t)(t->n_words + 1), sizeof *t->stamp);
+    t->sym = malloc((size_t)(n_sym + 1) * sizeof *t->sym);
+    if (!t->off || !t->len || !t->stamp || !t->sym || !rehash(t, 1 << 16)) return run_nomem(r);
     n_sym = 0;
-    for (int64_t w = 0; w < t.n_words; w++) {
-        const unsigned char *k = (const unsigned char *)t.wkey[w];
-        t.off[w] = n_sym;
-        for (uint32_t i = 0; i < t.wklen[w];) {
+    for (int64_t w = 0; w < t->n_words; w++) {
+        const unsigned char *k = (const unsigned char *)t->wkey[w];
+        t->off[w] = n_sym;
+        for (uint32_t i = 0; i < t->wklen[w];) {
             // SPM: a character left out (or an invalid byte) is its byte tokens
-            int cl = spm ? char_len(k + i, t.wklen[w] - i) : 0;
-            int32_t id = cl > 0 ? fk_strmap_get(&pieces, (const char *)k + i, (uint32_t)cl) : -1;
-            if (id >= t.min_id) {
-                t.sym[n_sym++] = id;
+            int cl = r->spm ? char_len(k + i, t->wklen[w] - i) : 0;
+            int32_t id = cl > 0 ? fk_strmap_get(&r->pieces, (const char *)k + i, (uint32_t)cl) : -1;
+            if (id >= t->min_id) {
+                t->sym[n_sym++] = id;
                 i += (uint32_t)cl;
             } else {
-                for (uint32_t e = i + (cl > 0 ? (uint32_t)cl : 1); i < e; i++) t.sym[n_sym++] = byte_id[k[i]];
+                for (uint32_t e = i + (cl > 0 ? (uint32_t)cl : 1); i < e; i++) t->sym[n_sym++] = r->byte_id[k[i]];
             }
         }
-        t.len[w] = (int32_t)(n_sym - t.off[w]);
-        const int32_t *s = t.sym + t.off[w];
-        for (int32_t i = 0; i + 1 < t.len[w]; i++) pair_add(&t, s[i], s[i + 1], t.freq[w], (int32_t)w, 0);
-        if (t.nomem) goto nomem;
+        t->len[w] = (int32_t)(n_sym - t->off[w]);
+        const int32_t *s = t->sym + t->off[w];
+        for (int32_t i = 0; i + 1 < t->len[w]; i++) pair_add(t, s[i], s[i + 1], t->freq[w], (int32_t)w, 0);
+        if (t->nomem) return run_nomem(r);
     }
-    free(t.wkey); t.wkey = NULL;
-    free(t.wklen); t.wklen = NULL;
-    if (!GROW(t.heap, t.cap_heap, t.n_pairs + 1)) goto nomem;
-    heap_rebuild(&t);
+    free(t->wkey); t->wkey = NULL;
+    free(t->wklen); t->wklen = NULL;
+    if (!GROW(t->heap, t->cap_heap, t->n_pairs + 1)) return run_nomem(r);
+    heap_rebuild(t);
+    return FK_OK;
+}
 
-    // 4. merges
-    char *buf = NULL;
-    size_t cap_buf = 0;
-    while (v.n < o->vocab_size) {
-        int32_t p = -1, a = 0, b = 0;
+// The next pair to merge: the heap's top, skipping stale entries and pairs that would spell
+// a special. *p: its index, or -1 when no pair is frequent enough; r->buf[0, *n) holds the
+// new token's spelling (the concatenation of *a and *b).
+static fk_status next_pair(run *r, int64_t min_freq, int32_t *p, int32_t *a, int32_t *b, size_t *n) {
+    trainer *t = &r->t;
+    const vocab *v = &r->v;
+    *p = -1;
+    while (t->n_heap > 0) {
+        heap_ent top = t->heap[0];
+        int32_t q = pair_find(t, top.key);
+        if (q < 0 || t->pcnt[q] != top.count) { heap_pop(t); continue; }  // stale: the current count has its own entry
+        if (top.count < min_freq) return FK_OK;
+        heap_pop(t);
+        *a = (int32_t)(top.key >> 32);
+        *b = (int32_t)(top.key & 0xFFFFFFFFu);
+        *n = (size_t)v->plen[*a] + v->plen[*b];
+        if (*n > UINT32_MAX) return fk_error(FK_ERR_ARG, "tokenizer training: token of %zu bytes is too long", *n);
+        if (*n > r->cap_buf) {
+            char *g = realloc(r->buf, *n);
+            if (!g) return run_nomem(r);
+            r->buf = g;
+            r->cap_buf = *n;
+        }
+        memcpy(r->buf, v->piece[*a], v->plen[*a]);
+        memcpy(r->buf + v->plen[*a], v->piece[*b], v->plen[*b]);
+        // a pair spelling a special token (SPM: or a byte token) is never merged
+        if (r->spec_map.count > 0 && fk_strmap_get(&r->spec_map, r->buf, (uint32_t)*n) >= 0) continue;
+        *p = q;
+        return FK_OK;
+    }
+    return FK_OK;
+}
+
+// Merges pair p = (a, b) into token c in every word holding it; the pairs whose counts
+// changed are pushed again.
+static fk_status apply_merge(run *r, int32_t p, int32_t a, int32_t b, int32_t c) {
+    trainer *t = &r->t;
+    // the list is detached first (pair_add may grow the tables)
+    word_list l = t->pw[p];
+    t->pw[p] = (word_list){0};
+    uint32_t merge = (uint32_t)r->n_merges;
+    t->n_dirty = 0;
+    for (int32_t i = 0; i < l.n; i++) {
+        int32_t w = l.w[i];
+        if (t->stamp[w] == merge) continue;
+        t->stamp[w] = merge;
+        merge_word(t, w, a, b, c, merge);
+    }
+    free(l.w);
+    if (t->nomem) return run_nomem(r);
+    t->pcnt[p] = 0;  // every occurrence is merged
+    for (int64_t i = 0; i < t->n_dirty; i++) {
+        int32_t q = t->dirty[i];
+        if (t->pcnt[q] > 0 && !heap_push(t, t->pcnt[q], t->pkey[q])) return run_nomem(r);
+    }
+    if (t->n_heap > 2 * t->n_pairs + (1 << 20)) heap_rebuild(t);
+    return FK_OK;
+}
+
+// 4. Merges the most frequent pair until the vocabulary is full or no pair is frequent
+//    enough; the new token is the concatenation, or the token already spelled that way.
+static fk_status merge_pairs(run *r) {
+    const fk_tok_train_opts *o = r->o;
+    const int64_t min_freq = o->min_frequency > 0 ? o->min_frequency : 2;
+    const int32_t target = o->vocab_size - r->n_base;
+    while (r->v.n < o->vocab_size) {
+        int32_t p, a = 0, b = 0;
         size_t n = 0;
-        while (t.n_heap > 0) {
-            heap_ent top = t.heap[0];
-            int32_t q = pair_find(&t, top.key);
-            if (q < 0 || t.pcnt[q] != top.count) { heap_pop(&t); continue; }  // stale: the current count has its own entry
-            if (top.count < min_freq) break;
-            heap_pop(&t);
-            // the new token: the concatenation, or the token already spelled that way
-            a = (int32_t)(top.key >> 32);
-            b = (int32_t)(top.key & 0xFFFFFFFFu);
-            n = (size_t)v.plen[a] + v.plen[b];
-            if (n > UINT32_MAX) { st = fk_error(FK_ERR_ARG, "tokenizer training: token of %zu bytes is too long", n); break; }
-            if (n > cap_buf) {
-                char *g = realloc(buf, n);
-                if (!g) { free(buf); goto nomem; }
-                buf = g;
-                cap_buf = n;
-            }
-            memcpy(buf, v.piece[a], v.plen[a]);
-            memcpy(buf + v.plen[a], v.piece[b], v.plen[b]);
-            // a pair spelling a special token (SPM: or a byte token) is never merged
-            if (spec_map.count > 0 && fk_strmap_get(&spec_map, buf, (uint32_t)n) >= 0) continue;
-            p = q;
-            break;
-        }
-        if (st != FK_OK || p < 0) break;
-        int32_t c = fk_strmap_get(&pieces, buf, (uint32_t)n);
+        FK_TRY(next_pair(r, min_freq, &p, &a, &b, &n));
+        if (p < 0) break;
+        int32_t c = fk_strmap_get(&r->pieces, r->buf, (uint32_t)n);
         if (c < 0) {
-            if (!vocab_add(&v, buf, (uint32_t)n)) { free(buf); goto nomem; }
-            c = (int32_t)(v.n - 1);
-            if ((st = fk_strmap_put(&pieces, v.piece[c], (uint32_t)n, c)) != FK_OK) break;
-            if (scores) scores[c] = -(float)n_merges;  // SentencePiece: the piece of merge r scores -r
+            if (!vocab_add(&r->v, r->buf, (uint32_t)n)) return run_nomem(r);
+            c = (int32_t)(r->v.n - 1);
+            FK_TRY(fk_strmap_put(&r->pieces, r->v.piece[c], (uint32_t)n, c));
+            if (r->scores) r->scores[c] = -(float)r->n_merges;  // SentencePiece: the piece of merge r scores -r
         }
-        if (!GROW(merges, cap_merges, n_merges + 1)) { free(buf); goto nomem; }
-        merges[n_merges][0] = a;
-        merges[n_merges][1] = b;
-        n_merges++;
-        // visit the words holding (a, b); the list is detached first (pair_add may grow the tables)
-        word_list l = t.pw[p];
-        t.pw[p] = (word_list){0};
-        uint32_t merge = (uint32_t)n_merges;
-        t.n_dirty = 0;
-        for (int32_t i = 0; i < l.n; i++) {
-            int32_t w = l.w[i];
-            if (t.stamp[w] == merge) continue;
-            t.stamp[w] = merge;
-            merge_word(&t, w, a, b, c, merge);
-        }
-        free(l.w);
-        if (t.nomem) { free(buf); goto nomem; }
-        t.pcnt[p] = 0;  // every occurrence is merged
-        for (int64_t i = 0; i < t.n_dirty; i++) {
-            int32_t q = t.dirty[i];
-            if (t.pcnt[q] > 0 && !heap_push(&t, t.pcnt[q], t.pkey[q])) { free(buf); goto nomem; }
-        }
-        if (t.n_heap > 2 * t.n_pairs + (1 << 20)) heap_rebuild(&t);
-        if (o->progress && n_merges % 100 == 0) o->progress(o->progress_ctx, n_merges, target);
+        if (!GROW(r->merges, r->cap_merges, r->n_merges + 1)) return run_nomem(r);
+        r->merges[r->n_merges][0] = a;
+        r->merges[r->n_merges][1] = b;
+        r->n_merges++;
+        FK_TRY(apply_merge(r, p, a, b, c));
+        if (o->progress && r->n_merges % 100 == 0) o->progress(o->progress_ctx, r->n_merges, target);
     }
-    free(buf);
-    if (st != FK_OK) goto done;
-    if (o->progress && n_merges % 100 != 0) o->progress(o->progress_ctx, n_merges, target);
+    if (o->progress && r->n_merges % 100 != 0) o->progress(o->progress_ctx, r->n_merges, target);
+    return FK_OK;
+}
 
-    // 5. the tokenizer
-    types = malloc((size_t)v.n);
-    if (!types) goto nomem;
-    for (int64_t i = 0; i < v.n; i++) types[i] = i < n_spec ? FK_TT_CONTROL : FK_TT_NORMAL;
+// 5. The trained tokenizer: byte-level BPE, or SPM with Llama 2's settings.
+static fk_status build_trained(run *r, fk_tokenizer **out) {
+    const int32_t n_spec = r->n_spec;
+    uint8_t *types = malloc((size_t)r->v.n);
+    if (!types) return run_nomem(r);
+    for (int64_t i = 0; i < r->v.n; i++) types[i] = i < n_spec ? FK_TT_CONTROL : FK_TT_NORMAL;
     fk_tok_spec spec = {0};
     spec.kind = FK_TOK_BPE;
-    spec.n_vocab = (int32_t)v.n;
-    spec.pieces = (const char *const *)v.piece;
-    spec.piece_lens = v.plen;
+    spec.n_vocab = (int32_t)r->v.n;
+    spec.pieces = (const char *const *)r->v.piece;
+    spec.piece_lens = r->v.plen;
     spec.types = types;
-    spec.n_merges = n_merges;
-    spec.merges = (const int32_t (*)[2])merges;
-    spec.pre = pre;
+    spec.n_merges = r->n_merges;
+    spec.merges = (const int32_t (*)[2])r->merges;
+    spec.pre = r->pre;
     spec.bos = spec.eos = n_spec > 0 ? 0 : -1;
     spec.unk = spec.pad = -1;
-    if (spm) {  // Llama 2's settings, without BOS on encoding (training texts are raw text)
+    if (r->spm) {  // Llama 2's settings, without BOS on encoding (training texts are raw text)
         types[0] = FK_TT_UNKNOWN;
         for (int32_t i = n_spec; i < n_spec + 256; i++) types[i] = FK_TT_BYTE;
-        for (int64_t i = 0; i < n_chars; i++) scores[t.min_id + i] = -(float)(n_merges + i);  // below every merge
+        for (int64_t i = 0; i < r->n_chars; i++) r->scores[r->t.min_id + i] = -(float)(r->n_merges + i);  // below every merge
         spec.kind = FK_TOK_SPM;
-        spec.scores = scores;
+        spec.scores = r->scores;
         spec.unk = 0;
         spec.bos = 1;
         spec.eos = 2;
         spec.add_space_prefix = true;
         spec.byte_fallback = true;
     }
-    st = fk_tok_build(&spec, out);
+    fk_status st = fk_tok_build(&spec, out);
     if (st != FK_OK) fk_error_context(st, "tokenizer training: building the trained tokenizer");
-    if (stats) {
-        stats->merges = n_merges;
-        stats->seconds_merge = fk_time_s() - t1;
-    }
-    goto done;
-
-nomem:
-    st = fk_error(FK_ERR_NOMEM, "tokenizer training: out of memory (%lld distinct pre-tokens, %lld pairs)",
-                  (long long)t.n_words, (long long)t.n_pairs);
-done:
     free(types);
-    free(scores);
-    free(chars);
-    free(merges);
-    fk_strmap_free(&pieces);
-    fk_strmap_free(&spec_map);
-    vocab_free(&v);
-    trainer_free(&t);
+    return st;
+}
+
+fk_status fk_tok_train(const fk_tok_train_opts *o, const char *const *texts, const size_t *lens, int n_texts,
+                       fk_tokenizer **out, fk_tok_train_stats *stats) {
+    if (out) *out = NULL;
+    if (stats) memset(stats, 0, sizeof *stats);
+    FK_TRY(check_opts(o, texts, lens, n_texts, out));
+    run r = {.o = o, .spm = o->kind == FK_TOK_SPM};
+    r.pre = r.spm ? NULL : o->pre ? o->pre : "gpt-2";
+    r.n_spec = n_specials_of(o);
+    r.n_base = 256 + r.n_spec;  // SPM: and the characters, in step 2
+    double t0 = fk_time_s();
+    int64_t bytes = 0;
+    fk_status st = count_words(&r, texts, lens, n_texts, &bytes);
+    double t1 = fk_time_s();
+    if (stats) {
+        stats->bytes = bytes;
+        stats->words = r.t.n_pieces;
+        stats->unique_words = r.t.n_words;
+        stats->seconds_pretokenize = t1 - t0;
+    }
+    if (st == FK_OK) st = base_vocab(&r);
+    if (st == FK_OK && r.spm) st = spm_base_chars(&r);
+    if (st == FK_OK) st = words_to_symbols(&r);
+    if (st == FK_OK) st = merge_pairs(&r);
+    if (st == FK_OK) {
+        st = build_trained(&r, out);
+        if (stats) {
+            stats->merges = r.n_merges;
+            stats->seconds_merge = fk_time_s() - t1;
+        }
+    }
+    run_free(&r);
     return st;
 }
