@@ -47,6 +47,10 @@ typedef struct {
 // An enum field as an OPT_CHOICE pointer (checked to be an int's size).
 #define CLI_ENUM(p) ((void)sizeof(char[sizeof *(p) == sizeof(int) ? 1 : -1]), (int *)(p))
 
+// The dtypes a model is written in, as an OPT_CHOICE over fk_dtype.
+#define CLI_DTYPES "f32|f16|bf16"
+_Static_assert(FK_DT_F32 == 0 && FK_DT_F16 == 1 && FK_DT_BF16 == 2, "CLI_DTYPES names fk_dtype's first values in order");
+
 // Shared option groups: rows that several verbs put in their tables, over the CLI structs below.
 // A verb initialises the struct (its defaults) and lists the rows it takes.
 typedef struct {

@@ -5,32 +5,35 @@
 #include <math.h>
 
 int cmd_analyze(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL;
-    int64_t seq = 0, batch = 4, max_tokens = 65536, max_n = 4, threads = 0;
-    bool force = false;
+    cli_model_opts mo = {0};
+    cli_data_opts dt = {.batch = 4, .max_tokens = 65536};
+    cli_out_opts out = {0};
+    int64_t max_n = 4, threads = 0;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
-        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
-        {"-o|--out", OPT_STR, &out, "output folder: analysis.json, analysis.html, stats.safetensors (required)", false, NULL},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
-        {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &max_tokens, "positions analysed at most, 0 = all (default 65536)", false, "[0,)"},
-        {"--max-n", OPT_INT, &max_n, "angular distance d(l, l+n) for n = 1..max-n (default 4, at most the layers)", false, "[1,256]"},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
-        {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROW_MODEL(&mo, "model folder or .gguf file (required)"),
+        CLI_ROW_DATA(&dt, "calibration text or token shard (required)"),
+        CLI_ROW_OUT(&out, "output folder: analysis.json, analysis.html, stats.safetensors (required)"),
+        CLI_ROW_TOKENIZER(&mo),
+        CLI_ROW_SEQ(&dt, "window length (default: the model's context)"),
+        CLI_ROW_BATCH(&dt, "windows per forward pass"),
+        CLI_ROW_MAX_TOKENS(&dt, "positions analysed at most, 0 = all"),
+        {"--max-n", OPT_INT, &max_n, "angular distance d(l, l+n) for n = 1..max-n, at most the layers", false, "[1,256]"},
+        CLI_ROW_THREADS(&threads),
+        CLI_ROW_FORCE(&out),
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
+    int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit analyze --model DIR|FILE.gguf --data TEXT -o OUT [options]\n\n"
                        "Per layer: Block Influence, angular distances, linear CKA to the next layer (residual stream);\n"
                        "FFN activation means and Gram matrix; attention heads' contribution energy and similarity.\n"
                        "Writes OUT/analysis.json, OUT/analysis.html (charts, opens offline) and OUT/stats.safetensors;\n"
                        "prints one JSON line per layer.");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!model || !data || !out) { fprintf(stderr, "fusekit analyze: error: --model, --data and --out are required\n"); return 2; }
+    if (rc >= 0) return rc;
+    if ((rc = cli_require("analyze", "--model, --data and --out", 3, mo.path, dt.path, out.path)) != 0) return rc;
+    const char *model = mo.path, *data = dt.path, *tokenizer = mo.tokenizer;
+    int64_t seq = dt.seq, batch = dt.batch, max_tokens = dt.max_tokens;
     const char *ins[] = {model, data, tokenizer};
-    cli_out_spec os = {"-o", out, force, false};
+    cli_out_spec os = {"-o", out.path, out.force, false};
     if ((rc = cli_check_output("analyze", &os, ins, 3)) != 0) return rc;
     cli_set_threads(threads);
     fk_model m;
@@ -46,14 +49,20 @@ int cmd_analyze(int argc, char **argv) {
     if (st == FK_OK) st = fk_analyze(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, (int)max_n, &a);
     if (st == FK_OK) {
         cli_outdir od;  // written under a temporary name, renamed when complete
-        st = cli_outdir_begin(out, &od);
+        st = cli_outdir_begin(out.path, &od);
         if (st == FK_OK) st = cli_outdir_end(&od, fk_analysis_save(&a, od.tmp));
-        for (int l = 0; st == FK_OK && l < a.n_layer; l++)
-            printf("{\"layer\":%d,\"block_influence\":%.6f,\"angular_next\":%.6f,\"cka_next\":%.6f,\"ffn\":%lld}\n", l, a.bi[l],
-                   a.angular[(int64_t)l * a.max_n], a.cka[l], (long long)a.ffn[l]);
+        for (int l = 0; st == FK_OK && l < a.n_layer; l++) {
+            cJSON *j = cJSON_CreateObject();
+            cli_json_int(j, "layer", l);
+            cli_json_num(j, "block_influence", "%.6f", a.bi[l]);
+            cli_json_num(j, "angular_next", "%.6f", a.angular[(int64_t)l * a.max_n]);
+            cli_json_num(j, "cka_next", "%.6f", a.cka[l]);
+            cli_json_int(j, "ffn", a.ffn[l]);
+            cli_json_print(j, stdout, NULL);
+        }
         if (st == FK_OK)
             fprintf(stderr, "analysed %lld positions in %.1f s; wrote %s/analysis.json, analysis.html and stats.safetensors\n", (long long)a.tokens,
-                    fk_time_s() - t0, out);
+                    fk_time_s() - t0, out.path);
         fk_analysis_free(&a);
     }
     fk_data_free(&d);

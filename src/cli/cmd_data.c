@@ -6,47 +6,45 @@
 #include <string.h>
 
 static int data_synth(int argc, char **argv) {
-    const char *out = NULL;
-    bool force = false;
+    cli_out_opts out = {0};
     fk_synth_opts o;
     fk_synth_opts_default(&o);
-    int64_t seed = (int64_t)o.seed, bytes = o.bytes_per_domain, heldout = 0, probes = o.probes_per_domain;
     cli_opt opts[] = {
-        {"-o|--out", OPT_STR, &out, "output folder (required)", false, NULL},
-        {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
-        {"--seed", OPT_INT, &seed, "random seed: the same seed and sizes give identical files (default 1)", false, "[0,)"},
-        {"--bytes", OPT_INT, &bytes, "bytes of each domain's train split (default 120000)", false, "[1,1000000000]"},
-        {"--heldout-bytes", OPT_INT, &heldout, "bytes of each valid and test split (default: --bytes / 10)", false, "[0,1000000000]"},
-        {"--probes", OPT_INT, &probes, "multiple-choice items per domain (default 250; facts at most 600)", false, "[1,100000]"},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROW_OUT(&out, "output folder (required)"),
+        CLI_ROW_FORCE(&out),
+        {"--seed", OPT_INT, (int64_t *)&o.seed, "random seed: the same seed and sizes give identical files", false, "[0,)"},
+        {"--bytes", OPT_INT, &o.bytes_per_domain, "bytes of each domain's train split", false, "[1,1000000000]"},
+        {"--heldout-bytes", OPT_INT, &o.heldout_bytes, "bytes of each valid and test split (default: --bytes / 10)", false, "[0,1000000000]"},
+        {"--probes", OPT_INT, &o.probes_per_domain, "multiple-choice items per domain (facts at most 600)", false, "[1,100000]"},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
+    int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit data synth -o DIR [--seed N] [--bytes N]\n\n"
                        "Writes four domains (arith, facts, grammar, records), each as train.txt, valid.txt,\n"
                        "test.txt and probes.jsonl (multiple-choice items from held-out material), the mixed\n"
                        "corpus mix/{train,valid,test}.txt and manifest.json. Prints one JSON line.");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!out) { fprintf(stderr, "fusekit data synth: error: -o is required\n"); return 2; }
-    if (bytes <= 0 || heldout < 0 || probes <= 0) {
-        fprintf(stderr, "fusekit data synth: error: --bytes and --probes must be positive, --heldout-bytes not negative\n");
-        return 2;
-    }
-    o.seed = (uint64_t)seed;
-    o.bytes_per_domain = bytes;
-    o.heldout_bytes = heldout;  // 0: bytes / 10
-    o.probes_per_domain = probes;
-    cli_out_spec os = {"-o", out, force, false};
+    if (rc >= 0) return rc;
+    if ((rc = cli_require("data synth", "-o", 1, out.path)) != 0) return rc;
+    cli_out_spec os = {"-o", out.path, out.force, false};
     if ((rc = cli_check_output("data synth", &os, NULL, 0)) != 0) return rc;
     fk_synth_stats s;
     double t0 = fk_time_s();
     cli_outdir od;  // written under a temporary name, renamed when complete
-    fk_status st = cli_outdir_begin(out, &od);
+    fk_status st = cli_outdir_begin(out.path, &od);
     if (st == FK_OK) st = cli_outdir_end(&od, fk_synth_write(od.tmp, &o, &s));
     if (st != FK_OK) return cli_fail("data synth", st);
-    printf("{\"dir\":\"%s\",\"seed\":%llu,\"domains\":[", out, (unsigned long long)o.seed);
-    for (int d = 0; d < FK_SYNTH_N_DOMAINS; d++) printf("%s\"%s\"", d ? "," : "", fk_synth_domains[d]);
-    printf("],\"files\":%lld,\"bytes\":%lld,\"train_bytes\":%lld,\"probes\":%lld,\"seconds\":%.2f}\n", (long long)s.files,
-           (long long)s.bytes, (long long)s.train_bytes, (long long)s.probes, fk_time_s() - t0);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "dir", out.path);
+    char seed[24];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o.seed);
+    cJSON_AddRawToObject(j, "seed", seed);
+    cJSON_AddItemToObject(j, "domains", cJSON_CreateStringArray(fk_synth_domains, FK_SYNTH_N_DOMAINS));
+    cli_json_int(j, "files", s.files);
+    cli_json_int(j, "bytes", s.bytes);
+    cli_json_int(j, "train_bytes", s.train_bytes);
+    cli_json_int(j, "probes", s.probes);
+    cli_json_num(j, "seconds", "%.2f", fk_time_s() - t0);
+    cli_json_print(j, stdout, NULL);
     return 0;
 }
 
@@ -74,10 +72,7 @@ static int data_info(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "text_bytes", (double)d.text_bytes);
         cJSON_AddStringToObject(j, "tokenizer_fingerprint", fp);
     }
-    char *s = cJSON_PrintUnformatted(j);
-    if (s) printf("%s\n", s);
-    free(s);
-    cJSON_Delete(j);
+    cli_json_print(j, stdout, NULL);
     fk_data_free(&d);
     return 0;
 }

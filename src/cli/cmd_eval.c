@@ -7,20 +7,16 @@
 #include <string.h>
 
 // --ensemble: the aligned average of several models' next-token distributions.
-static int eval_ensemble(const char *first, const cli_list *ens, const char *data, int64_t seq, int64_t batch, const char *align,
-                         const char *vmap, const char *cache) {
+static int eval_ensemble(const char *first, const cli_list *ens, const char *data, int64_t seq, int64_t batch, const fk_align_opts *ao) {
     const char *dirs[CLI_LIST_MAX + 1];
     int n = 0;
     if (first) dirs[n++] = first;
     for (int i = 0; i < ens->n && n <= CLI_LIST_MAX; i++) dirs[n++] = ens->v[i];
     fk_model *models[CLI_LIST_MAX + 1] = {0};
     fk_tokenizer *toks[CLI_LIST_MAX + 1] = {0};
-    fk_align_opts ao;
-    fk_align_opts_default(&ao);
-    ao.cache_dir = cache;
     char *text = NULL;
     size_t len = 0;
-    fk_status st = fk_align_parse(align, vmap, &ao);
+    fk_status st = FK_OK;
     for (int i = 0; i < n && st == FK_OK; i++) {
         models[i] = calloc(1, sizeof(fk_model));
         st = models[i] ? cli_load_model(dirs[i], NULL, FK_LOAD_FROZEN, models[i], &toks[i]) : fk_error(FK_ERR_NOMEM, "out of memory");
@@ -31,13 +27,22 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
     fk_ensemble_result r;
     double t0 = fk_time_s();
     if (st == FK_OK)
-        st = fk_eval_ensemble(models, toks, n, text, len, (int)(seq > 0 ? seq : models[0]->cfg.max_seq), (int)batch, &ao, &r);
+        st = fk_eval_ensemble(models, toks, n, text, len, (int)(seq > 0 ? seq : models[0]->cfg.max_seq), (int)batch, ao, &r);
     if (st == FK_OK) {
-        printf("{\"ensemble\":[");
-        for (int i = 0; i < n; i++)
-            printf("%s{\"model\":\"%s\",\"bpb\":%.6f,\"coverage\":%.4f}", i ? "," : "", dirs[i], r.member_bpb[i], r.coverage[i]);
-        printf("],\"data\":\"%s\",\"positions\":%lld,\"bytes\":%lld,\"bpb\":%.6f,\"seconds\":%.2f}\n", data, (long long)r.positions,
-               (long long)r.bytes, r.bpb, fk_time_s() - t0);
+        cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "ensemble");
+        for (int i = 0; i < n; i++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "model", dirs[i]);
+            cli_json_num(e, "bpb", "%.6f", r.member_bpb[i]);
+            cli_json_num(e, "coverage", "%.4f", r.coverage[i]);
+            cJSON_AddItemToArray(arr, e);
+        }
+        cJSON_AddStringToObject(j, "data", data);
+        cli_json_int(j, "positions", r.positions);
+        cli_json_int(j, "bytes", r.bytes);
+        cli_json_num(j, "bpb", "%.6f", r.bpb);
+        cli_json_num(j, "seconds", "%.2f", fk_time_s() - t0);
+        cli_json_print(j, stdout, NULL);
     }
     for (int i = 0; i < n; i++) {
         if (models[i]) fk_model_free(models[i]);
@@ -68,11 +73,21 @@ static int eval_llama_ppl(const char *model, const char *data, const char *token
     double t0 = fk_time_s();
     if (st == FK_OK) st = fk_eval_llama_ppl(&m, o.ids, o.n, n_ctx, bos, (int)batch, (int64_t)n, &r);
     double dt = fk_time_s() - t0;
-    if (st == FK_OK)
-        printf("{\"model\":\"%s\",\"data\":\"%s\",\"protocol\":\"llama-perplexity\",\"n_ctx\":%d,\"chunks\":%lld,\"bos\":%s,"
-               "\"tokens\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f}\n",
-               model, data, n_ctx, (long long)(o.n / n_ctx), bos >= 0 ? "true" : "false", (long long)r.tokens, r.loss, r.ppl, r.bpb,
-               (double)(o.n / n_ctx * n_ctx) / dt);
+    if (st == FK_OK) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "data", data);
+        cJSON_AddStringToObject(j, "protocol", "llama-perplexity");
+        cli_json_int(j, "n_ctx", n_ctx);
+        cli_json_int(j, "chunks", o.n / n_ctx);
+        cJSON_AddBoolToObject(j, "bos", bos >= 0);
+        cli_json_int(j, "tokens", r.tokens);
+        cli_json_num(j, "loss", "%.6f", r.loss);
+        cli_json_num(j, "ppl", "%.4f", r.ppl);
+        cli_json_num(j, "bpb", "%.6f", r.bpb);
+        cli_json_num(j, "tokens_per_s", "%.1f", (double)(o.n / n_ctx * n_ctx) / dt);
+        cli_json_print(j, stdout, NULL);
+    }
     fk_tok_out_free(&o);
     free(text);
     fk_tok_free(tok);
@@ -80,119 +95,160 @@ static int eval_llama_ppl(const char *model, const char *data, const char *token
     return st == FK_OK ? 0 : cli_fail("eval", st);
 }
 
-int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *tokenizer = NULL;
-    int64_t seq = 0, batch = 4, max_tokens = 0, threads = 0;
-    cli_list ens = {0}, probes = {0};
-    const char *align = "offsets", *vmap = "mined", *cache = NULL, *kl_to = NULL, *protocol = "fusekit";
-    cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
-        {"--data", OPT_STR, &data, "text file or token shard (required)", false, NULL},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false, NULL},
-        {"--seq", OPT_INT, &seq, "window length (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &max_tokens, "score at most this many tokens, 0 = all (default 0)", false, "[0,)"},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
-        {"--ensemble", OPT_LIST, &ens, "score the aligned average of these models' next-token distributions (with --model first)", false, NULL},
-        {"--align", OPT_STR, &align, "offsets | dtw: token alignment for the ensemble (default offsets)", false, NULL},
-        {"--vmap", OPT_STR, &vmap, "mined | exact: vocabulary map for the ensemble (default mined)", false, NULL},
-        {"--align-cache", OPT_STR, &cache, "folder for vocabulary maps (default: none, built each time)", false, NULL},
-        {"--probes", OPT_LIST, &probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false, NULL},
-        {"--protocol", OPT_STR, &protocol, "fusekit | llama-perplexity: windows (above), or llama.cpp's llama-perplexity chunks (see README) (default fusekit)", false, NULL},
-        {"--kl-to", OPT_STR, &kl_to, "also the mean KL(REF || model) per scored position to this model, a folder or .gguf (same vocabulary; e.g. before folding)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
-    };
-    int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit eval --model DIR|FILE.gguf --data FILE [options]\n\n"
-                       "Protocol: the data is cut into consecutive windows of --seq tokens; every token but the\n"
-                       "first is predicted once, from the tokens before it in its window. When the tokenizer adds\n"
-                       "BOS (Llama 2, Gemma), each window is BOS and --seq - 1 tokens, and every token is predicted\n"
-                       "once, the first after BOS alone. Prints one JSON line.\n"
-                       "With --ensemble: the first model's tokens are scored by the average of the members'\n"
-                       "distributions aligned to them (a member joins where a token of its own has the same span).");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (ens.n > 0) {
-        if (!data) { fprintf(stderr, "fusekit eval: error: --data is required\n"); return 2; }
-        cli_set_threads(threads);
-        return eval_ensemble(model, &ens, data, seq, batch, align, vmap, cache);
-    }
-    if (!model || !data) { fprintf(stderr, "fusekit eval: error: --model and --data are required\n"); return 2; }
-    cli_set_threads(threads);
-    if (strcmp(protocol, "llama-perplexity") == 0) {
-        if (probes.n || kl_to || max_tokens) {
-            fprintf(stderr, "fusekit eval: error: --protocol llama-perplexity takes no --probes, --kl-to or --max-tokens\n");
-            return 2;
-        }
-        return eval_llama_ppl(model, data, tokenizer, seq, batch);
-    }
-    if (strcmp(protocol, "fusekit") != 0) {
-        fprintf(stderr, "fusekit eval: error: --protocol must be fusekit or llama-perplexity (got '%s')\n", protocol);
-        return 2;
-    }
-    fk_model m;
-    fk_token_data d;
-    fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
-    if (st != FK_OK) return cli_fail("eval", st);
-    st = fk_data_load_tok(data, tok, &d);
-    if (st != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("eval", st); }
-    fk_eval_result r;
-    double t0 = fk_time_s();
-    st = fk_eval_data(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, &r);
-    double dt = fk_time_s() - t0, kl = NAN;
-    if (st == FK_OK && kl_to) {
-        fk_model ref;
-        st = fk_model_load(kl_to, FK_LOAD_FROZEN, &ref, NULL);
-        if (st == FK_OK) {
-            st = fk_eval_kl(&ref, &m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, &kl);
-            fk_model_free(&ref);
-        }
-    }
-    // --probes: log-likelihood multiple choice, per file and per domain over all files
-    int64_t p_items[CLI_LIST_MAX] = {0}, p_correct[CLI_LIST_MAX] = {0}, p_all = 0, p_ok = 0;
-    fk_probe_domain p_dom[FK_PROBES_MAX_DOMAINS];
-    int n_dom = 0;
-    if (st == FK_OK && probes.n > 0 && !tok) st = fk_error(FK_ERR_ARG, "--probes needs the model's tokenizer (give --tokenizer)");
-    for (int i = 0; i < probes.n && st == FK_OK; i++) {
+// --probes: log-likelihood multiple choice, per file (items[i], correct[i]) and per domain over
+// all files.
+typedef struct {
+    int64_t items[CLI_LIST_MAX], correct[CLI_LIST_MAX], all, ok;
+    fk_probe_domain dom[FK_PROBES_MAX_DOMAINS];
+    int n_dom;
+} probe_totals;
+
+static fk_status eval_probes(fk_model *m, const fk_tokenizer *tok, const cli_list *probes, probe_totals *p) {
+    memset(p, 0, sizeof *p);
+    fk_status st = probes->n > 0 && !tok ? fk_error(FK_ERR_ARG, "--probes needs the model's tokenizer (give --tokenizer)") : FK_OK;
+    for (int i = 0; i < probes->n && st == FK_OK; i++) {
         fk_probe_result pr;
-        st = fk_probes_eval(&m, tok, probes.v[i], 0, &pr);
+        st = fk_probes_eval(m, tok, probes->v[i], 0, &pr);
         if (st != FK_OK) break;
-        p_items[i] = pr.items;
-        p_correct[i] = pr.correct;
-        p_all += pr.items;
-        p_ok += pr.correct;
+        p->items[i] = pr.items;
+        p->correct[i] = pr.correct;
+        p->all += pr.items;
+        p->ok += pr.correct;
         for (int d = 0; d < pr.n_domains; d++) {
             int k = 0;
-            while (k < n_dom && strcmp(p_dom[k].name, pr.domain[d].name) != 0) k++;
-            if (k == n_dom && n_dom == FK_PROBES_MAX_DOMAINS) k--;
-            if (k == n_dom) { p_dom[n_dom++] = pr.domain[d]; continue; }
-            p_dom[k].items += pr.domain[d].items;
-            p_dom[k].correct += pr.domain[d].correct;
+            while (k < p->n_dom && strcmp(p->dom[k].name, pr.domain[d].name) != 0) k++;
+            if (k == p->n_dom && p->n_dom == FK_PROBES_MAX_DOMAINS) k--;
+            if (k == p->n_dom) { p->dom[p->n_dom++] = pr.domain[d]; continue; }
+            p->dom[k].items += pr.domain[d].items;
+            p->dom[k].correct += pr.domain[d].correct;
         }
         fk_probe_result_free(&pr);
     }
+    return st;
+}
+
+static void add_probes_json(cJSON *j, const cli_list *probes, const probe_totals *p) {
+    if (probes->n > 0) {
+        cli_json_int(j, "probes", p->all);
+        cli_json_num(j, "accuracy", "%.4f", (double)p->ok / (double)p->all);
+        cJSON *dom = cJSON_AddObjectToObject(j, "probe_domains");
+        for (int k = 0; k < p->n_dom; k++) {
+            cJSON *d = cJSON_AddObjectToObject(dom, p->dom[k].name);
+            cli_json_int(d, "items", p->dom[k].items);
+            cli_json_num(d, "accuracy", "%.4f", (double)p->dom[k].correct / (double)p->dom[k].items);
+        }
+    }
+    if (probes->n > 1) {
+        cJSON *files = cJSON_AddArrayToObject(j, "probe_files");
+        for (int i = 0; i < probes->n; i++) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "file", probes->v[i]);
+            cli_json_int(f, "items", p->items[i]);
+            cli_json_num(f, "accuracy", "%.4f", (double)p->correct[i] / (double)p->items[i]);
+            cJSON_AddItemToArray(files, f);
+        }
+    }
+}
+
+typedef enum { PROTOCOL_FUSEKIT = 0, PROTOCOL_LLAMA_PPL = 1 } eval_protocol;
+typedef struct {
+    cli_model_opts model;
+    cli_data_opts data;
+    int64_t threads;
+    cli_list ens, probes;
+    fk_align_opts ao;
+    const char *kl_to;
+    eval_protocol protocol;
+} eval_args;
+
+// The fusekit protocol: windows of --seq tokens, with --kl-to and --probes.
+static int eval_windows(const eval_args *a) {
+    fk_model m;
+    fk_token_data d;
+    fk_tokenizer *tok = NULL;
+    fk_status st = cli_load_model(a->model.path, a->model.tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    if (st != FK_OK) return cli_fail("eval", st);
+    st = fk_data_load_tok(a->data.path, tok, &d);
+    if (st != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("eval", st); }
+    fk_eval_result r;
+    int seq = (int)(a->data.seq > 0 ? a->data.seq : m.cfg.max_seq), batch = (int)a->data.batch;
+    double t0 = fk_time_s();
+    st = fk_eval_data(&m, &d, seq, batch, a->data.max_tokens, &r);
+    double dt = fk_time_s() - t0, kl = NAN;
+    if (st == FK_OK && a->kl_to) {
+        fk_model ref;
+        st = fk_model_load(a->kl_to, FK_LOAD_FROZEN, &ref, NULL);
+        if (st == FK_OK) {
+            st = fk_eval_kl(&ref, &m, &d, seq, batch, a->data.max_tokens, &kl);
+            fk_model_free(&ref);
+        }
+    }
+    probe_totals p;
+    if (st == FK_OK) st = eval_probes(&m, tok, &a->probes, &p);
     if (st == FK_OK) {
-        printf("{\"model\":\"%s\",\"data\":\"%s\",\"bos\":%s,\"tokens\":%lld,\"bytes\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"bpb\":%.6f,\"tokens_per_s\":%.1f",
-               model, data, d.bos_first ? "true" : "false", (long long)r.tokens, (long long)r.bytes, r.loss, r.ppl, r.bpb, (double)r.tokens / dt);
-        if (kl_to) printf(",\"kl_to\":\"%s\",\"kl\":%.6g", kl_to, kl);
-        if (probes.n > 0) {
-            printf(",\"probes\":%lld,\"accuracy\":%.4f,\"probe_domains\":{", (long long)p_all, (double)p_ok / (double)p_all);
-            for (int k = 0; k < n_dom; k++)
-                printf("%s\"%s\":{\"items\":%lld,\"accuracy\":%.4f}", k ? "," : "", p_dom[k].name, (long long)p_dom[k].items,
-                       (double)p_dom[k].correct / (double)p_dom[k].items);
-            printf("}");
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", a->model.path);
+        cJSON_AddStringToObject(j, "data", a->data.path);
+        cJSON_AddBoolToObject(j, "bos", d.bos_first);
+        cli_json_int(j, "tokens", r.tokens);
+        cli_json_int(j, "bytes", r.bytes);
+        cli_json_num(j, "loss", "%.6f", r.loss);
+        cli_json_num(j, "ppl", "%.4f", r.ppl);
+        cli_json_num(j, "bpb", "%.6f", r.bpb);
+        cli_json_num(j, "tokens_per_s", "%.1f", (double)r.tokens / dt);
+        if (a->kl_to) {
+            cJSON_AddStringToObject(j, "kl_to", a->kl_to);
+            cli_json_num(j, "kl", "%.6g", kl);
         }
-        if (probes.n > 1) {
-            printf(",\"probe_files\":[");
-            for (int i = 0; i < probes.n; i++)
-                printf("%s{\"file\":\"%s\",\"items\":%lld,\"accuracy\":%.4f}", i ? "," : "", probes.v[i], (long long)p_items[i],
-                       (double)p_correct[i] / (double)p_items[i]);
-            printf("]");
-        }
-        printf("}\n");
+        add_probes_json(j, &a->probes, &p);
+        cli_json_print(j, stdout, NULL);
     }
     fk_tok_free(tok);
     fk_data_free(&d);
     fk_model_free(&m);
     return st == FK_OK ? 0 : cli_fail("eval", st);
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_args a = {.data = {.batch = 4}};
+    fk_align_opts_default(&a.ao);
+    cli_opt opts[] = {
+        CLI_ROW_MODEL(&a.model, "model folder or .gguf file (required)"),
+        CLI_ROW_DATA(&a.data, "text file or token shard (required)"),
+        CLI_ROW_TOKENIZER(&a.model),
+        CLI_ROW_SEQ(&a.data, "window length (default: the model's context)"),
+        CLI_ROW_BATCH(&a.data, "windows per forward pass"),
+        CLI_ROW_MAX_TOKENS(&a.data, "score at most this many tokens, 0 = all"),
+        CLI_ROW_THREADS(&a.threads),
+        {"--ensemble", OPT_LIST, &a.ens, "score the aligned average of these models' next-token distributions (with --model first)", false, NULL},
+        {"--align", OPT_CHOICE, CLI_ENUM(&a.ao.mode), "token alignment for the ensemble", false, "offsets|dtw"},
+        {"--vmap", OPT_CHOICE, CLI_ENUM(&a.ao.vmap), "vocabulary map for the ensemble", false, "mined|exact|prefix"},
+        {"--align-cache", OPT_STR, &a.ao.cache_dir, "folder for vocabulary maps (default: none, built each time)", false, NULL},
+        {"--probes", OPT_LIST, &a.probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false, NULL},
+        {"--protocol", OPT_CHOICE, CLI_ENUM(&a.protocol), "windows (above), or llama.cpp's llama-perplexity chunks (see README)", false, "fusekit|llama-perplexity"},
+        {"--kl-to", OPT_STR, &a.kl_to, "also the mean KL(REF || model) per scored position to this model, a folder or .gguf (same vocabulary; e.g. before folding)", false, NULL},
+        CLI_ROWS_END,
+    };
+    int rc = cli_parse_verb(argc, argv, opts,
+                            "usage: fusekit eval --model DIR|FILE.gguf --data FILE [options]\n\n"
+                            "Protocol: the data is cut into consecutive windows of --seq tokens; every token but the\n"
+                            "first is predicted once, from the tokens before it in its window. When the tokenizer adds\n"
+                            "BOS (Llama 2, Gemma), each window is BOS and --seq - 1 tokens, and every token is predicted\n"
+                            "once, the first after BOS alone. Prints one JSON line.\n"
+                            "With --ensemble: the first model's tokens are scored by the average of the members'\n"
+                            "distributions aligned to them (a member joins where a token of its own has the same span).");
+    if (rc >= 0) return rc;
+    if (a.ens.n > 0) {
+        if ((rc = cli_require("eval", "--data", 1, a.data.path)) != 0) return rc;
+        cli_set_threads(a.threads);
+        return eval_ensemble(a.model.path, &a.ens, a.data.path, a.data.seq, a.data.batch, &a.ao);
+    }
+    if ((rc = cli_require("eval", "--model and --data", 2, a.model.path, a.data.path)) != 0) return rc;
+    cli_set_threads(a.threads);
+    if (a.protocol == PROTOCOL_FUSEKIT) return eval_windows(&a);
+    if (a.probes.n || a.kl_to || a.data.max_tokens) {
+        fprintf(stderr, "fusekit eval: error: --protocol llama-perplexity takes no --probes, --kl-to or --max-tokens\n");
+        return 2;
+    }
+    return eval_llama_ppl(a.model.path, a.data.path, a.model.tokenizer, a.data.seq, a.data.batch);
 }

@@ -33,52 +33,66 @@ static int print_info(const char *path) {
     if (st != FK_OK) return cli_fail("extract", st);
     const fk_store_header *h = fk_store_header_of(s);
     int64_t pos = fk_store_header_positions(h), bytes = fk_store_file_bytes(s);
-    printf("{\"path\":\"%s\",\"version\":%d,\"aligned\":%s,\"bos\":%s,\"k\":%d,\"seq\":%d,\"vocab\":%lld,\"tokens\":%lld,\"positions\":%lld,"
-           "\"sequences\":%lld,\"corpus_bytes\":%lld,\"model_fp\":\"%016llx\",\"tokenizer_fp\":\"%016llx\",\"corpus_fp\":\"%016llx\","
-           "\"bytes\":%lld,\"bytes_per_position\":%.4f}\n",
-           path, FK_STORE_VERSION, h->flags & FK_STORE_ALIGNED ? "true" : "false",
-           h->flags & FK_STORE_BOS ? "true" : "false", h->k, h->seq, (long long)h->vocab_size,
-           (long long)h->n_tokens, (long long)pos, (long long)fk_store_n_seqs(s), (long long)h->corpus_bytes,
-           (unsigned long long)h->model_fp, (unsigned long long)h->tokenizer_fp, (unsigned long long)h->corpus_fp, (long long)bytes,
-           pos > 0 ? (double)bytes / (double)pos : 0.0);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "path", path);
+    cli_json_int(j, "version", FK_STORE_VERSION);
+    cJSON_AddBoolToObject(j, "aligned", (h->flags & FK_STORE_ALIGNED) != 0);
+    cJSON_AddBoolToObject(j, "bos", (h->flags & FK_STORE_BOS) != 0);
+    cli_json_int(j, "k", h->k);
+    cli_json_int(j, "seq", h->seq);
+    cli_json_int(j, "vocab", h->vocab_size);
+    cli_json_int(j, "tokens", h->n_tokens);
+    cli_json_int(j, "positions", pos);
+    cli_json_int(j, "sequences", fk_store_n_seqs(s));
+    cli_json_int(j, "corpus_bytes", h->corpus_bytes);
+    const struct { const char *key; uint64_t fp; } fps[] = {{"model_fp", h->model_fp}, {"tokenizer_fp", h->tokenizer_fp}, {"corpus_fp", h->corpus_fp}};
+    for (int i = 0; i < 3; i++) {
+        char hex[20];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fps[i].fp);
+        cJSON_AddStringToObject(j, fps[i].key, hex);
+    }
+    cli_json_int(j, "bytes", bytes);
+    cli_json_num(j, "bytes_per_position", "%.4f", pos > 0 ? (double)bytes / (double)pos : 0.0);
+    cli_json_print(j, stdout, NULL);
     fk_store_close(s);
     return 0;
 }
 
 int cmd_extract(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL, *info = NULL;
-    int64_t k = 10, seq = 0, batch = 4, threads = 0;
+    cli_model_opts mo = {0};
+    const char *data = NULL, *info = NULL;
+    cli_out_opts out = {0};
+    int64_t threads = 0;
     bool restart = false;
+    fk_extract_opts o;
+    fk_extract_defaults(&o);
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "source model: a folder or a .gguf file (required)", false, NULL},
+        CLI_ROW_MODEL(&mo, "source model: a folder or a .gguf file (required)"),
         {"--data", OPT_STR, &data, "text file (required)", false, NULL},
-        {"-o|--out", OPT_STR, &out, "output store, e.g. SRC.fkd (required)", false, NULL},
-        {"-k", OPT_INT, &k, "entries kept per position, 1..64 (default 10)", false, "[1,64]"},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer (default: the model's: tokenizer.json, or the GGUF's metadata; bytes for vocab 256)", false, NULL},
-        {"--seq", OPT_INT, &seq, "positions per sequence (default: min(model context, 512); one less when the tokenizer adds BOS, which goes first)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &batch, "sequences per forward pass (default 4)", false, "[1,65536]"},
+        CLI_ROW_OUT(&out, "output store, e.g. SRC.fkd (required)"),
+        {"-k", OPT_I32, &o.k, "entries kept per position", false, "[1,64]"},
+        CLI_ROW_TOKENIZER(&mo),
+        {"--seq", OPT_I32, &o.seq, "positions per sequence (default: min(model context, 512); one less when the tokenizer adds BOS, which goes first)", false, "[0,1048576]"},
+        {"--batch", OPT_I32, &o.batch, "sequences per forward pass", false, "[1,65536]"},
         {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false, NULL},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        CLI_ROW_THREADS(&threads),
         {"--info", OPT_STR, &info, "print the header of a store FILE.fkd as JSON and exit", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit extract --model SRC --data TEXT -k 10 -o SRC.fkd [options]\n"
-                       "       fusekit extract --info FILE.fkd\n\n"
-                       "Runs the model over the text in sequences of --seq tokens and stores, per position, the top-k\n"
-                       "next-token log-probabilities and the cross-entropy of the true next token. An unfinished run\n"
-                       "(killed, or Ctrl-C) leaves OUT.partial and resumes from it; a complete store with the same\n"
-                       "header is left as it is. Prints one JSON line.");
-    if (rc) return rc == 1 ? 0 : 2;
+    int rc = cli_parse_verb(argc, argv, opts,
+                            "usage: fusekit extract --model SRC --data TEXT -k 10 -o SRC.fkd [options]\n"
+                            "       fusekit extract --info FILE.fkd\n\n"
+                            "Runs the model over the text in sequences of --seq tokens and stores, per position, the top-k\n"
+                            "next-token log-probabilities and the cross-entropy of the true next token. An unfinished run\n"
+                            "(killed, or Ctrl-C) leaves OUT.partial and resumes from it; a complete store with the same\n"
+                            "header is left as it is. Prints one JSON line.");
+    if (rc >= 0) return rc;
     if (info) return print_info(info);
-    if (!model || !data || !out) { fprintf(stderr, "fusekit extract: error: --model, --data and -o are required\n"); return 2; }
-    if (k < 1 || k > FK_STORE_MAX_K || seq < 0 || batch < 1) {
-        fprintf(stderr, "fusekit extract: error: -k must be 1..%d, --seq >= 0, --batch >= 1\n", FK_STORE_MAX_K);
-        return 2;
-    }
+    if ((rc = cli_require("extract", "--model, --data and -o", 3, mo.path, data, out.path)) != 0) return rc;
+    const char *model = mo.path, *tokenizer = mo.tokenizer;
     {
         const char *ins[] = {model, data, tokenizer};
-        cli_out_spec os = {"-o", out, false, true};  // an existing store resumes (or is found complete)
+        cli_out_spec os = {"-o", out.path, false, true};  // an existing store resumes (or is found complete)
         if ((rc = cli_check_output("extract", &os, ins, 3)) != 0) return rc;
     }
     cli_set_threads(threads);
@@ -92,23 +106,22 @@ int cmd_extract(int argc, char **argv) {
         return cli_fail("extract", st);
     }
     // the tokenizer as it reads back from beside the store (a GGUF's may change fingerprint)
-    if ((st = cli_store_tokenizer(out, &tok)) != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("extract", st); }
-    fk_extract_opts o = {(int)k, (int)seq, (int)batch};
+    if ((st = cli_store_tokenizer(out.path, &tok)) != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("extract", st); }
     progress_state ps = {isatty(2) != 0, 0, 0};
     cli_stop_begin();
     bool stopped = false, cached = false;
     double t0 = fk_time_s();
-    st = fk_extract_ex(&m, tok, data, &o, out, restart, on_progress, &ps, &stopped, &cached);
+    st = fk_extract_ex(&m, tok, data, &o, out.path, restart, on_progress, &ps, &stopped, &cached);
     double dt = fk_time_s() - t0;
     cli_stop_end();
     if (ps.tty && ps.last > 0) fprintf(stderr, "\n");
     fk_tok_free(tok);  // (saved beside the store before extraction: cli_store_tokenizer)
     fk_store *s = NULL;
-    if (st == FK_OK && !stopped) st = fk_store_open(out, &s);
+    if (st == FK_OK && !stopped) st = fk_store_open(out.path, &s);
     if (st != FK_OK || stopped) {
         fk_model_free(&m);
         if (st != FK_OK) return cli_fail("extract", st);
-        fprintf(stderr, "fusekit extract: interrupted; %s.partial is kept, run the same command again to resume\n", out);
+        fprintf(stderr, "fusekit extract: interrupted; %s.partial is kept, run the same command again to resume\n", out.path);
         return cli_stop_code();
     }
     // memory: the weights as the forward reads them, and the activations of one forward pass of
@@ -119,9 +132,16 @@ int cmd_extract(int argc, char **argv) {
     fk_model_free(&m);
     int64_t pos = fk_store_header_positions(hd), bytes = fk_store_file_bytes(s);
     fk_store_close(s);
-    printf("{\"store\":\"%s\",\"cached\":%s,\"positions\":%lld,\"bytes\":%lld,\"bytes_per_position\":%.4f,\"seconds\":%.3f,"
-           "\"positions_per_s\":%.1f,\"weights_mb\":%.1f,\"activations_mb\":%.1f}\n",
-           out, cached ? "true" : "false", (long long)pos, (long long)bytes, pos > 0 ? (double)bytes / (double)pos : 0.0, dt,
-           ps.rate, weights_mb, acts_mb);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "store", out.path);
+    cJSON_AddBoolToObject(j, "cached", cached);
+    cli_json_int(j, "positions", pos);
+    cli_json_int(j, "bytes", bytes);
+    cli_json_num(j, "bytes_per_position", "%.4f", pos > 0 ? (double)bytes / (double)pos : 0.0);
+    cli_json_num(j, "seconds", "%.3f", dt);
+    cli_json_num(j, "positions_per_s", "%.1f", ps.rate);
+    cli_json_num(j, "weights_mb", "%.1f", weights_mb);
+    cli_json_num(j, "activations_mb", "%.1f", acts_mb);
+    cli_json_print(j, stdout, NULL);
     return 0;
 }

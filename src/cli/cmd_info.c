@@ -5,18 +5,19 @@
 
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
-    int64_t batch = 8, seq = 0;
+    cli_data_opts sz = {.batch = 8};  // the training-memory estimate's batch and sequence
     bool json = false;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
-        {"--batch", OPT_INT, &batch, "batch for the training-memory estimate (default 8)", false, "[1,65536]"},
-        {"--seq", OPT_INT, &seq, "sequence length for the estimate (default: the context)", false, "[0,1048576]"},
+        CLI_ROW_BATCH(&sz, "batch for the training-memory estimate"),
+        CLI_ROW_SEQ(&sz, "sequence length for the estimate (default: the context)"),
         {"--json", OPT_FLAG, &json, "print one JSON object", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit info --model DIR|FILE.gguf [--json]");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!model) { fprintf(stderr, "fusekit info: error: --model is required\n"); return 2; }
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit info --model DIR|FILE.gguf [--json]");
+    if (rc >= 0) return rc;
+    if ((rc = cli_require("info", "--model", 1, model)) != 0) return rc;
+    int64_t batch = sz.batch, seq = sz.seq;
     fk_model m;
     fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m, NULL);
     if (st != FK_OK) return cli_fail("info", st);
@@ -32,10 +33,19 @@ int cmd_info(int argc, char **argv) {
     // the KV cache holds keys and values of every layer: 2 * n_layer * n_kv_head * head_dim floats per token
     int64_t kv_bytes = 2 * c->n_layer * c->n_kv_head * c->head_dim * 4;
     if (json) {
-        printf("{\"model_type\":\"%s\",\"params\":%lld,\"embedding_params\":%lld,\"ffn_params\":%lld,\"matmul_params\":%lld,\"n_layer\":%lld,"
-               "\"weights_mb_f32\":%.2f,\"kv_bytes_per_token\":%lld,\"train_mb\":%.1f,\"train_batch\":%lld,\"train_seq\":%lld}\n",
-               fk_arch_name(fk_config_arch(c)), (long long)n, (long long)emb, (long long)ffn, (long long)fk_model_num_matmul_params(&m),
-               (long long)c->n_layer, weights / 1048576.0, (long long)kv_bytes, train_bytes / 1048576.0, (long long)batch, (long long)T);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model_type", fk_arch_name(fk_config_arch(c)));
+        cli_json_int(j, "params", n);
+        cli_json_int(j, "embedding_params", emb);
+        cli_json_int(j, "ffn_params", ffn);
+        cli_json_int(j, "matmul_params", fk_model_num_matmul_params(&m));
+        cli_json_int(j, "n_layer", c->n_layer);
+        cli_json_num(j, "weights_mb_f32", "%.2f", weights / 1048576.0);
+        cli_json_int(j, "kv_bytes_per_token", kv_bytes);
+        cli_json_num(j, "train_mb", "%.1f", train_bytes / 1048576.0);
+        cli_json_int(j, "train_batch", batch);
+        cli_json_int(j, "train_seq", T);
+        cli_json_print(j, stdout, NULL);
     } else {
         printf("model:        %s (model_type %s)\n", model, fk_arch_name(fk_config_arch(c)));
         printf("config:       %s\n", desc);

@@ -69,100 +69,79 @@ static int pair_weights(int argc, char **argv, float *w, int max_models, int *n_
     return 0;
 }
 
-int cmd_merge(int argc, char **argv) {
-    const char *method_s = NULL, *out = NULL, *base = NULL, *dtype_s = "f32";
-    cli_list models = {0}, weights_l = {0};
-    double density = 1.0, lambda = 1.0, select_topk = 1.0;
-    bool normalize = false, no_normalize = false, force = false;
-    cli_opt opts[] = {
-        {"--method", OPT_STR, &method_s, "linear | task-arithmetic | ties | sce (required)", false, NULL},
-        {"-o|--out", OPT_STR, &out, "output model folder (required)", false, NULL},
-        {"--model", OPT_LIST, &models, "a model to merge, a folder or a .gguf file (repeat for each model)", false, NULL},
-        {"--weight", OPT_LIST, &weights_l, "weight of the --model just before it (1)", false, NULL},
-        {"--base", OPT_STR, &base, "base model (folder or .gguf): task vectors are differences from it (all but linear)", false, NULL},
-        {"--density", OPT_FLOAT, &density, "ties: fraction of each task vector kept by magnitude, per tensor (1)", false, "(0,1]"},
-        {"--select-topk", OPT_FLOAT, &select_topk, "sce: fraction of entries kept by variance across models, per tensor (1)", false, "(0,1]"},
-        {"--lambda", OPT_FLOAT, &lambda, "scale of the merged task vector (1)", false, "[-10,10]"},
-        {"--normalize", OPT_FLAG, &normalize, "divide by the weight sum (default for linear, ties, sce)", false, NULL},
-        {"--no-normalize", OPT_FLAG, &no_normalize, "do not (default for task-arithmetic)", false, NULL},
-        {"--dtype", OPT_STR, &dtype_s, "f32 | f16 | bf16: output weights (f32)", false, NULL},
-        {"--force", OPT_FLAG, &force, "replace an existing -o (when the merge is complete)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
-    };
-    int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit merge --method linear|task-arithmetic|ties|sce -o OUT --model A [--weight w] --model B [--weight w] ...\n"
-                       "                     [--base BASE] [--density d] [--select-topk f] [--lambda s] [--normalize|--no-normalize] [--dtype f32|f16|bf16]\n\n"
-                       "Weight-space merges of models with one architecture and tokenizer (mergekit's methods).\n"
-                       "  linear           sum_i w_i theta_i / sum_i w_i\n"
-                       "  task-arithmetic  base + lambda sum_i w_i (theta_i - base)\n"
-                       "  ties             trim each task vector to its top --density by magnitude, elect each entry's\n"
-                       "                   sign by weighted mass, average the agreeing entries: base + lambda * that\n"
-                       "  sce              keep the --select-topk entries of highest variance across the task vectors,\n"
-                       "                   weight each model by its energy, erase minority signs: base + lambda * mean");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!method_s || !out) { fprintf(stderr, "fusekit merge: error: --method and -o/--out are required\n"); return 2; }
-    if (models.n < 1) { fprintf(stderr, "fusekit merge: error: give at least one --model\n"); return 2; }
-    if (normalize && no_normalize) { fprintf(stderr, "fusekit merge: error: --normalize and --no-normalize contradict each other\n"); return 2; }
+typedef struct {
+    const char *method_s, *base;
+    cli_out_opts out;
+    cli_list models, weights;
+    bool normalize, no_normalize;
+    fk_merge_opts o;      // fk_merge_opts_default for the method given (normalize: its default unless a flag says)
+    float w[CLI_LIST_MAX];
+} merge_args;
+
+static const char merge_usage[] =
+    "usage: fusekit merge --method linear|task-arithmetic|ties|sce -o OUT --model A [--weight w] --model B [--weight w] ...\n"
+    "                     [--base BASE] [--density d] [--select-topk f] [--lambda s] [--normalize|--no-normalize] [--dtype f32|f16|bf16]\n\n"
+    "Weight-space merges of models with one architecture and tokenizer (mergekit's methods).\n"
+    "  linear           sum_i w_i theta_i / sum_i w_i\n"
+    "  task-arithmetic  base + lambda sum_i w_i (theta_i - base)\n"
+    "  ties             trim each task vector to its top --density by magnitude, elect each entry's\n"
+    "                   sign by weighted mass, average the agreeing entries: base + lambda * that\n"
+    "  sce              keep the --select-topk entries of highest variance across the task vectors,\n"
+    "                   weight each model by its energy, erase minority signs: base + lambda * mean";
+
+// What the flags say together: the method and its base, the options that apply to it, the
+// weights paired with the models. Returns -1 to go on, else the exit code (message printed).
+static int merge_check(int argc, char **argv, const cli_opt *opts, merge_args *a) {
+    if (a->models.n < 1) { fprintf(stderr, "fusekit merge: error: give at least one --model\n"); return 2; }
+    if (a->normalize && a->no_normalize) { fprintf(stderr, "fusekit merge: error: --normalize and --no-normalize contradict each other\n"); return 2; }
     fk_merge_method method;
-    fk_status st = fk_merge_method_parse(method_s, &method);
-    if (st != FK_OK) { fprintf(stderr, "fusekit merge: error: %s\n", fk_last_error()); return 2; }
-    if (fk_merge_needs_base(method) && !base) {
-        fprintf(stderr, "fusekit merge: error: --method %s needs --base DIR (task vectors are differences from the base model)\n", method_s);
+    if (fk_merge_method_parse(a->method_s, &method) != FK_OK) { fprintf(stderr, "fusekit merge: error: %s\n", fk_last_error()); return 2; }
+    if (fk_merge_needs_base(method) && !a->base) {
+        fprintf(stderr, "fusekit merge: error: --method %s needs --base DIR (task vectors are differences from the base model)\n", a->method_s);
         return 2;
     }
-    if (!fk_merge_needs_base(method) && base) {
+    if (!fk_merge_needs_base(method) && a->base) {
         fprintf(stderr, "fusekit merge: error: --method linear does not use --base (did you mean task-arithmetic?)\n");
         return 2;
     }
-    fk_merge_opts o;
-    fk_merge_opts_default(&o, method);
-    o.density = density;
-    o.select_topk = select_topk;
-    o.lambda = lambda;
-    if (normalize) o.normalize = true;
-    if (no_normalize) o.normalize = false;
-    if (strcmp(dtype_s, "f32") == 0 || strcmp(dtype_s, "F32") == 0) o.out_dtype = FK_DT_F32;
-    else if (strcmp(dtype_s, "f16") == 0 || strcmp(dtype_s, "F16") == 0) o.out_dtype = FK_DT_F16;
-    else if (strcmp(dtype_s, "bf16") == 0 || strcmp(dtype_s, "BF16") == 0) o.out_dtype = FK_DT_BF16;
-    else { fprintf(stderr, "fusekit merge: error: --dtype %s is not one of f32, f16, bf16\n", dtype_s); return 2; }
-    if (density < 0 || density > 1 || select_topk < 0 || select_topk > 1) {
-        fprintf(stderr, "fusekit merge: error: --density and --select-topk are fractions in [0, 1]\n");
-        return 2;
-    }
+    fk_merge_opts d;
+    fk_merge_opts_default(&d, method);
+    a->o.method = method;
+    a->o.normalize = a->normalize || (d.normalize && !a->no_normalize);
     if (cli_was_set(opts, "--density") && method != FK_MERGE_TIES)
-        fprintf(stderr, "fusekit merge: warning: --density applies to ties only; ignored for %s\n", method_s);
+        fprintf(stderr, "fusekit merge: warning: --density applies to ties only; ignored for %s\n", a->method_s);
     if (cli_was_set(opts, "--select-topk") && method != FK_MERGE_SCE)
-        fprintf(stderr, "fusekit merge: warning: --select-topk applies to sce only; ignored for %s\n", method_s);
+        fprintf(stderr, "fusekit merge: warning: --select-topk applies to sce only; ignored for %s\n", a->method_s);
     if (cli_was_set(opts, "--lambda") && method == FK_MERGE_LINEAR)
         fprintf(stderr, "fusekit merge: warning: --lambda scales task vectors; ignored for linear\n");
-
-    float w[CLI_LIST_MAX];
-    for (int i = 0; i < CLI_LIST_MAX; i++) w[i] = 1.0f;
-    int n_paired = 0;
-    if ((rc = pair_weights(argc, argv, w, CLI_LIST_MAX, &n_paired)) != 0) return rc;
-    if (n_paired != models.n) {  // a spelling the pairing did not follow: refuse rather than guess
-        fprintf(stderr, "fusekit merge: error: could not pair the --weight values with the %d models; give --model DIR [--weight w] for each\n", models.n);
+    for (int i = 0; i < CLI_LIST_MAX; i++) a->w[i] = 1.0f;
+    int n_paired = 0, rc = pair_weights(argc, argv, a->w, CLI_LIST_MAX, &n_paired);
+    if (rc != 0) return rc;
+    if (n_paired != a->models.n) {  // a spelling the pairing did not follow: refuse rather than guess
+        fprintf(stderr, "fusekit merge: error: could not pair the --weight values with the %d models; give --model DIR [--weight w] for each\n", a->models.n);
         return 2;
     }
-
     const char *ins[CLI_LIST_MAX + 1];
-    for (int i = 0; i < models.n; i++) ins[i] = models.v[i];
-    ins[models.n] = base;
-    cli_out_spec os = {"-o", out, force, false};
-    if ((rc = cli_check_output("merge", &os, ins, models.n + 1)) != 0) return rc;
+    for (int i = 0; i < a->models.n; i++) ins[i] = a->models.v[i];
+    ins[a->models.n] = a->base;
+    cli_out_spec os = {"-o", a->out.path, a->out.force, false};
+    rc = cli_check_output("merge", &os, ins, a->models.n + 1);
+    return rc != 0 ? rc : -1;
+}
 
-    double t0 = fk_time_s();
-    // the merge goes to OUT.tmp-XXXXXX, renamed to OUT when complete; GGUF inputs become folders
-    // inside it for the time of the merge
+// The merge goes to OUT.tmp-XXXXXX, renamed to OUT when complete; GGUF inputs become folders
+// inside it for the time of the merge.
+static fk_status merge_run(const merge_args *a) {
     cli_outdir od;
-    st = cli_outdir_begin(out, &od);
-    if (st != FK_OK) return cli_fail("merge", st);
+    fk_status st = cli_outdir_begin(a->out.path, &od);
+    if (st != FK_OK) return st;
+    int n = a->models.n;
     char *tmp = fk_path_join(od.tmp, "gguf-inputs"), *mdir = fk_path_join(od.tmp, "model");
     char *dirs[CLI_LIST_MAX + 1] = {0};
     if (!tmp || !mdir) st = fk_error(FK_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < models.n && st == FK_OK; i++) st = gguf_as_folder(models.v[i], tmp, i, &dirs[i]);
-    if (st == FK_OK && base) st = gguf_as_folder(base, tmp, models.n, &dirs[models.n]);
-    if (st == FK_OK) st = fk_merge(&o, (const char *const *)dirs, w, models.n, base ? dirs[models.n] : NULL, mdir);
+    for (int i = 0; i < n && st == FK_OK; i++) st = gguf_as_folder(a->models.v[i], tmp, i, &dirs[i]);
+    if (st == FK_OK && a->base) st = gguf_as_folder(a->base, tmp, n, &dirs[n]);
+    if (st == FK_OK) st = fk_merge(&a->o, (const char *const *)dirs, a->w, n, a->base ? dirs[n] : NULL, mdir);
     if (tmp && fk_path_exists(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     // the merged folder takes the temporary's place: OUT.tmp-XXXXXX/model -> OUT
     if (st == FK_OK) {
@@ -174,10 +153,42 @@ int cmd_merge(int argc, char **argv) {
         free(stage);
     } else cli_outdir_abort(&od);
     free(mdir);
-    for (int i = 0; i <= models.n; i++) free(dirs[i]);
+    for (int i = 0; i <= n; i++) free(dirs[i]);
     free(tmp);
+    return st;
+}
+
+int cmd_merge(int argc, char **argv) {
+    merge_args a = {0};
+    fk_merge_opts_default(&a.o, FK_MERGE_LINEAR);
+    cli_opt opts[] = {
+        {"--method", OPT_STR, &a.method_s, "linear | task-arithmetic | ties | sce (required)", false, NULL},
+        CLI_ROW_OUT(&a.out, "output model folder (required)"),
+        {"--model", OPT_LIST, &a.models, "a model to merge, a folder or a .gguf file (repeat for each model)", false, NULL},
+        {"--weight", OPT_LIST, &a.weights, "weight of the --model just before it (1)", false, NULL},
+        {"--base", OPT_STR, &a.base, "base model (folder or .gguf): task vectors are differences from it (all but linear)", false, NULL},
+        {"--density", OPT_FLOAT, &a.o.density, "ties: fraction of each task vector kept by magnitude, per tensor", false, "(0,1]"},
+        {"--select-topk", OPT_FLOAT, &a.o.select_topk, "sce: fraction of entries kept by variance across models, per tensor", false, "(0,1]"},
+        {"--lambda", OPT_FLOAT, &a.o.lambda, "scale of the merged task vector", false, "[-10,10]"},
+        {"--normalize", OPT_FLAG, &a.normalize, "divide by the weight sum (default for linear, ties, sce)", false, NULL},
+        {"--no-normalize", OPT_FLAG, &a.no_normalize, "do not (default for task-arithmetic)", false, NULL},
+        {"--dtype", OPT_CHOICE, CLI_ENUM(&a.o.out_dtype), "output weights", false, CLI_DTYPES},
+        CLI_ROW_FORCE(&a.out),
+        CLI_ROWS_END,
+    };
+    int rc = cli_parse_verb(argc, argv, opts, merge_usage);
+    if (rc >= 0) return rc;
+    if ((rc = cli_require("merge", "--method and -o/--out", 2, a.method_s, a.out.path)) != 0) return rc;
+    if ((rc = merge_check(argc, argv, opts, &a)) >= 0) return rc;
+    double t0 = fk_time_s();
+    fk_status st = merge_run(&a);
     if (st != FK_OK) return cli_fail("merge", st);
-    printf("{\"method\":\"%s\",\"models\":%d,\"out\":\"%s\",\"seconds\":%.3f,\"peak_rss_mb\":%.1f}\n", fk_merge_method_name(method),
-           models.n, out, fk_time_s() - t0, fk_peak_rss_mb());
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "method", fk_merge_method_name(a.o.method));
+    cli_json_int(j, "models", a.models.n);
+    cJSON_AddStringToObject(j, "out", a.out.path);
+    cli_json_num(j, "seconds", "%.3f", fk_time_s() - t0);
+    cli_json_num(j, "peak_rss_mb", "%.1f", fk_peak_rss_mb());
+    cli_json_print(j, stdout, NULL);
     return 0;
 }

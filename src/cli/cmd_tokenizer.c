@@ -6,12 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static void print_json(cJSON *j) {
-    char *s = cJSON_PrintUnformatted(j);
-    if (s) puts(s);
-    free(s);
-    cJSON_Delete(j);
-}
+static void print_json(cJSON *j) { cli_json_print(j, stdout, NULL); }
 
 // Reads a text file; a token shard is refused (its ids are not text to encode).
 static fk_status read_text(const char *path, char **buf, size_t *n) {
@@ -67,26 +62,27 @@ static int check_tok_dir(const char *cmd, const char *dir, bool force, const cha
 
 static int tok_train(int argc, char **argv) {
     cli_list data = {0}, specials = {0};
-    const char *out = NULL, *pre = "gpt-2", *kind = "bpe";
-    int64_t vocab = 8192, min_freq = 2, max_bytes = 0;
-    bool split_digits = false, force = false;
-    double coverage = 1.0;
+    cli_out_opts out = {0};
+    int64_t max_bytes = 0;
+    int kind = 0;  // the position in "bpe|spm"
+    // the library's options, with the command's defaults (the library has none for the vocabulary)
+    fk_tok_train_opts o = {.vocab_size = 8192, .pre = "gpt-2", .character_coverage = 1.0, .min_frequency = 2};
     cli_opt opts[] = {
         {"--data", OPT_LIST, &data, "training text file (repeat for several; required)", false, NULL},
-        {"--vocab", OPT_INT, &vocab, "vocabulary size including bytes and specials (default 8192)", false, "[256,16777216]"},
-        {"--kind", OPT_STR, &kind, "bpe (byte-level, GPT-2 style) or spm (SentencePiece-style, Llama 2 style) (default bpe)", false, NULL},
-        {"--pre", OPT_STR, &pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ... (default gpt-2)", false, NULL},
+        {"--vocab", OPT_I32, &o.vocab_size, "vocabulary size including bytes and specials", false, "[256,16777216]"},
+        {"--kind", OPT_CHOICE, &kind, "byte-level BPE (GPT-2 style) or SentencePiece-style BPE (Llama 2 style)", false, "bpe|spm"},
+        {"--pre", OPT_STR, &o.pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ...", false, NULL},
         {"--special", OPT_LIST, &specials,
          "special (control) token; repeatable (bpe: default <|endoftext|>, used as BOS and EOS; "
          "spm: extra ones after <unk> <s> </s>, which it always has)", false, NULL},
-        {"--split-digits", OPT_FLAG, &split_digits, "spm: every digit is a token of its own (as Llama)", false, NULL},
-        {"--character-coverage", OPT_FLOAT, &coverage, "spm: share of character occurrences given a token, the rest "
-         "fall back to bytes (default 1: all)", false, "(0,1]"},
-        {"--min-frequency", OPT_INT, &min_freq, "never merge a pair seen fewer times (default 2)", false, "[1,)"},
-        {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all (default 0)", false, "[0,)"},
-        {"-o|--out", OPT_STR, &out, "output folder: tokenizer.json, tokenizer_config.json (required)", false, NULL},
-        {"--force", OPT_FLAG, &force, "replace the tokenizer.json of an existing -o", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        {"--split-digits", OPT_FLAG, &o.split_digits, "spm: every digit is a token of its own (as Llama)", false, NULL},
+        {"--character-coverage", OPT_FLOAT, &o.character_coverage, "spm: share of character occurrences given a token, the rest "
+         "fall back to bytes (1: all)", false, "(0,1]"},
+        {"--min-frequency", OPT_INT, &o.min_frequency, "never merge a pair seen fewer times", false, "[1,)"},
+        {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all", false, "[0,)"},
+        CLI_ROW_OUT(&out, "output folder: tokenizer.json, tokenizer_config.json (required)"),
+        {"--force", OPT_FLAG, &out.force, "replace the tokenizer.json of an existing -o", false, NULL},
+        CLI_ROWS_END,
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit tokenizer train --data FILE [--data FILE ...] --vocab N -o DIR [options]\n\n"
@@ -94,15 +90,11 @@ static int tok_train(int argc, char **argv) {
                        "fallback (--kind spm: <unk> <s> </s>, <0x00>..<0xFF>, the characters, then merges; \"▁\" for spaces).\n"
                        "Deterministic: the same files and options give the same tokenizer.");
     if (rc) return rc == 1 ? 0 : 2;
-    if (!data.n || !out) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
-    if ((rc = check_tok_dir("tokenizer train", out, force, data.v, data.n)) != 0) return rc;
-    bool spm = strcmp(kind, "spm") == 0;
-    if (!spm && strcmp(kind, "bpe") != 0) {
-        fprintf(stderr, "fusekit tokenizer train: error: --kind must be bpe or spm, not '%s'\n", kind);
-        return 2;
-    }
+    if (!data.n || !out.path) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
+    if ((rc = check_tok_dir("tokenizer train", out.path, out.force, data.v, data.n)) != 0) return rc;
+    bool spm = kind == 1;
     const char *bpe_only = cli_was_set(opts, "--pre") ? "--pre" : NULL;
-    const char *spm_only = split_digits ? "--split-digits" : cli_was_set(opts, "--character-coverage") ? "--character-coverage" : NULL;
+    const char *spm_only = o.split_digits ? "--split-digits" : cli_was_set(opts, "--character-coverage") ? "--character-coverage" : NULL;
     if (spm ? bpe_only != NULL : spm_only != NULL) {
         fprintf(stderr, "fusekit tokenizer train: error: %s applies to --kind %s only\n", spm ? bpe_only : spm_only, spm ? "bpe" : "spm");
         return 2;
@@ -114,19 +106,21 @@ static int tok_train(int argc, char **argv) {
     if (st != FK_OK) return cli_fail("tokenizer train", st);
     for (int i = 0; i < data.n; i++)
         if (max_bytes > 0 && lens[i] > (size_t)max_bytes) lens[i] = (size_t)max_bytes;
-    fk_tok_train_opts o = {.vocab_size = (int32_t)vocab, .kind = spm ? FK_TOK_SPM : FK_TOK_BPE, .pre = spm ? NULL : pre,
-                           .specials = specials.v, .n_specials = specials.n, .split_digits = split_digits,
-                           .character_coverage = spm ? coverage : 0, .min_frequency = min_freq,
-                           .progress = isatty(2) ? train_progress : NULL};
+    o.kind = spm ? FK_TOK_SPM : FK_TOK_BPE;
+    if (spm) o.pre = NULL;
+    else o.character_coverage = 0;
+    o.specials = specials.v;
+    o.n_specials = specials.n;
+    o.progress = isatty(2) ? train_progress : NULL;
     fk_tokenizer *t = NULL;
     fk_tok_train_stats stats = {0};
     double t0 = fk_time_s();
     st = fk_tok_train(&o, (const char *const *)texts, lens, data.n, &t, &stats);
     double dt = fk_time_s() - t0;
-    if (st == FK_OK) st = fk_tok_save_hf(t, out);
+    if (st == FK_OK) st = fk_tok_save_hf(t, out.path);
     if (st == FK_OK) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "out", out);
+        cJSON_AddStringToObject(j, "out", out.path);
         cJSON_AddStringToObject(j, "kind", spm ? "spm" : "bpe");
         cJSON_AddNumberToObject(j, "vocab", fk_tok_vocab_size(t));
         cJSON_AddNumberToObject(j, "merges", fk_tok_n_merges(t));
