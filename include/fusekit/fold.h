@@ -70,6 +70,9 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
 
 // ---- The dynamic threshold (fold.md §3) ----
 typedef enum { FK_SCOPE_FFN = 0, FK_SCOPE_BLOCKS, FK_SCOPE_ALL } fk_fold_scope;
+// Parameters a scope counts: FFN units (FK_PARAMS_FFN_UNITS: the down bias does not shrink with
+// folding), everything in the layers (FK_PARAMS_BLOCKS), or the whole model (FK_PARAMS_ALL).
+int64_t fk_fold_scope_params(const fk_model *m, fk_fold_scope scope);
 typedef enum { FK_LAYER_DROP = 0, FK_LAYER_AVERAGE, FK_LAYER_LACO } fk_layer_op_kind;
 
 typedef struct {

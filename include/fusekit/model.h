@@ -199,9 +199,29 @@ void fk_model_init_weights(fk_model *m, uint64_t seed);
 fk_status fk_model_alloc_grads(fk_model *m);
 void fk_model_zero_grads(fk_model *m);
 const fk_param *fk_model_find_param(const fk_model *m, const char *name);
-int64_t fk_model_num_params(const fk_model *m);           // counts a tied head once
+// Groups of table entries by role, for fk_model_count_params (one bit each; OR them).
+enum {
+    FK_PARAMS_EMBED = 1u << 0,      // token embedding, learned position embedding
+    FK_PARAMS_ATTN = 1u << 1,       // q/k/v and output projections with their biases, QK-norm weights
+    FK_PARAMS_FFN_UNITS = 1u << 2,  // up (gate and up) weights and biases, down weights: what an FFN unit owns
+    FK_PARAMS_FFN_DOWN_B = 1u << 3, // the down projection's bias (d_model per layer, whatever the width)
+    FK_PARAMS_NORMS = 1u << 4,      // the layers' norms: ln1, ln2, post-norms
+    FK_PARAMS_FINAL = 1u << 5,      // the final norm and an untied LM head
+    FK_PARAMS_FFN = FK_PARAMS_FFN_UNITS | FK_PARAMS_FFN_DOWN_B,             // the whole FFN
+    FK_PARAMS_BLOCKS = FK_PARAMS_ATTN | FK_PARAMS_FFN | FK_PARAMS_NORMS,    // everything inside the layers
+    FK_PARAMS_ALL = FK_PARAMS_BLOCKS | FK_PARAMS_EMBED | FK_PARAMS_FINAL,
+};
+#define FK_PARAMS_ANY_LAYER (-1)
+// Elements of the table entries in the groups of `mask`, in layer `layer` (>= 0) or anywhere
+// (FK_PARAMS_ANY_LAYER: every layer and the global tensors); a tied head is counted once.
+int64_t fk_model_count_params(const fk_model *m, unsigned mask, int layer);
+// The group (FK_PARAMS_*) a table role belongs to.
+unsigned fk_param_group(fk_param_kind k);
+int64_t fk_model_num_params(const fk_model *m);           // fk_model_count_params(m, FK_PARAMS_ALL, FK_PARAMS_ANY_LAYER)
 int64_t fk_model_num_matmul_params(const fk_model *m);    // weights in matrix multiplies, head included
-int64_t fk_model_num_ffn_params(const fk_model *m);       // FFN weights and biases (up/gate, down), all layers
+// A copy of src with its own arena (weights only: no gradients, caches, hook or stored rows);
+// FK_ERR_ARG for a frozen model, whose matrices are not in its arena.
+fk_status fk_model_clone(fk_model *dst, const fk_model *src);
 
 // Makes table rows [s->row0, s->row0 + s->rows) of a matrix (token embedding, qkv, o, up,
 // down, LM head) read from s->data as stored, instead of from the arena. The rows of one

@@ -43,17 +43,6 @@ static fk_status write_text(const char *dir, const char *name, const char *text)
     return st;
 }
 
-static int64_t scope_count(const fk_model *m, fk_fold_scope scope) {
-    if (scope == FK_SCOPE_ALL) return fk_model_num_params(m);
-    int64_t s = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const fk_param *p = &m->params[i];
-        if (p->layer < 0) continue;
-        if (scope == FK_SCOPE_BLOCKS || p->kind == FK_P_UP_W || p->kind == FK_P_UP_B || p->kind == FK_P_DOWN_W) s += p->numel;
-    }
-    return s;
-}
-
 static bool parse_scope(const char *s, fk_fold_scope *out) {
     if (!s || strcmp(s, "ffn") == 0) *out = FK_SCOPE_FFN;
     else if (strcmp(s, "blocks") == 0) *out = FK_SCOPE_BLOCKS;
@@ -103,9 +92,7 @@ static fk_status fold_clusters(const fk_model *m, const fk_fold_plan *p, const f
     }
     if (st != FK_OK) { if (owned) fk_model_free(&cur); return st; }
     if (owned) { *out = cur; return FK_OK; }
-    st = fk_model_init(out, &m->cfg);
-    if (st == FK_OK) memcpy(out->w, m->w, (size_t)m->n_floats * sizeof(float));
-    return st;
+    return fk_model_clone(out, m);
 }
 
 static fk_status analyze_model(fk_model *m, const fk_token_data *d, const fold_args *fa, fk_analysis *a) {
@@ -126,7 +113,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     fk_model mid = {0}, fin = {0};
     bool have_a = false, have_mid = false;
     int seq = (int)(fa->seq > 0 ? fa->seq : x.m.cfg.max_seq);
-    int64_t before = fk_model_num_params(&x.m), scope0 = scope_count(&x.m, o.scope);
+    int64_t before = fk_model_num_params(&x.m), scope0 = fk_fold_scope_params(&x.m, o.scope);
     double t0 = fk_time_s();
     // held-out probes: the last 10% of the calibration text calibrates and judges (layer
     // operations), the first 90% gives the statistics
@@ -164,7 +151,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         // layer operations first, then fresh statistics and the widths planned again for what is left
         st = fk_fold_plan_apply_layers(&x.m, &plan, &mid);
         have_mid = st == FK_OK;
-        int64_t left = plan.budget_params - (scope0 - scope_count(&mid, o.scope));
+        int64_t left = plan.budget_params - (scope0 - fk_fold_scope_params(&mid, o.scope));
         if (st == FK_OK && left > 0) {
             fk_analysis_free(&a);
             have_a = false;
@@ -172,7 +159,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
             have_a = st == FK_OK;
             fk_fold_opts o2 = o;
             o2.layer_ops = false;
-            o2.budget = (double)left / (double)scope_count(&mid, o.scope);
+            o2.budget = (double)left / (double)fk_fold_scope_params(&mid, o.scope);
             if (st == FK_OK) st = fk_fold_plan_make(&mid, &a, &probe, &o2, &plan2);
             if (st == FK_OK) {
                 char *j2 = fk_fold_plan_json(&plan2);
@@ -187,8 +174,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     }
     if (st == FK_OK) {
         if (!wplan) {
-            st = fk_model_init(&fin, &src->cfg);
-            if (st == FK_OK) memcpy(fin.w, src->w, (size_t)src->n_floats * sizeof(float));
+            st = fk_model_clone(&fin, src);
         } else if (strcmp(fa->method, "mean-sum") == 0 || strcmp(fa->select, "medoid") == 0) {
             fk_fold_method fm = strcmp(fa->method, "mean-sum") == 0 ? FK_FOLD_MEAN_SUM : FK_FOLD_LSQ;
             // heads (if planned) by the plan, FFN units by clusters
@@ -206,7 +192,7 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     if (st == FK_OK) st = fk_kl_probe_eval(&fin, &probe, &kl);
     if (st == FK_OK) st = save_model(&fin, x.tok, out_dir);
     if (st == FK_OK) {
-        int64_t after = fk_model_num_params(&fin), removed_scope = scope0 - scope_count(&fin, o.scope);
+        int64_t after = fk_model_num_params(&fin), removed_scope = scope0 - fk_fold_scope_params(&fin, o.scope);
         *removed = removed_scope;
         char desc[256];
         fk_config_describe(&fin.cfg, desc, sizeof desc);
@@ -456,7 +442,7 @@ int cmd_fold(int argc, char **argv) {
     fk_model m0;
     fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m0, NULL);
     if (st != FK_OK) return cli_fail("fold", st);
-    int64_t scope0 = scope_count(&m0, fa.o.scope), target = (int64_t)ceil(budget * (double)scope0), done = 0;
+    int64_t scope0 = fk_fold_scope_params(&m0, fa.o.scope), target = (int64_t)ceil(budget * (double)scope0), done = 0;
     fk_model_free(&m0);
     char *cur = strdup(model);
     const char *hdata = heal_data ? heal_data : data;
@@ -471,7 +457,7 @@ int cmd_fold(int argc, char **argv) {
         fk_model mc;
         st = fk_model_load(cur, FK_LOAD_FROZEN, &mc, NULL);
         int64_t want = target * r / rounds - done;
-        double frac = st == FK_OK ? (double)want / (double)scope_count(&mc, fa.o.scope) : 0;
+        double frac = st == FK_OK ? (double)want / (double)fk_fold_scope_params(&mc, fa.o.scope) : 0;
         if (st == FK_OK) fk_model_free(&mc);
         int64_t removed = 0;
         // a round whose healing was interrupted (Ctrl-C, SIGTERM, a kill) keeps its folded model
@@ -485,7 +471,7 @@ int cmd_fold(int argc, char **argv) {
             if (st == FK_OK) {
                 st = fk_model_load(cur, FK_LOAD_FROZEN, &mc, NULL);
                 if (st == FK_OK) {
-                    removed = scope_count(&mc, fa.o.scope) - scope_count(&mf, fa.o.scope);
+                    removed = fk_fold_scope_params(&mc, fa.o.scope) - fk_fold_scope_params(&mf, fa.o.scope);
                     fk_model_free(&mc);
                 }
                 fk_model_free(&mf);
@@ -572,7 +558,7 @@ int cmd_prune(int argc, char **argv) {
     fold_args fa = {.seq = seq, .batch = batch, .max_tokens = max_tokens};
     fk_analysis a;
     fk_model pr = {0};
-    int64_t removed = 0, scope0 = scope_count(&x.m, sc);
+    int64_t removed = 0, scope0 = fk_fold_scope_params(&x.m, sc);
     st = analyze_model(&x.m, &x.d, &fa, &a);
     if (st == FK_OK) {
         st = fk_prune(&x.m, &a, pm, budget, sc, &pr, &removed);

@@ -29,7 +29,7 @@ int cmd_info(int argc, char **argv) {
     int64_t n = fk_model_num_params(&m), emb = c->vocab_size * c->d_model * (c->tied ? 1 : 2);
     char desc[512];
     fk_config_describe(c, desc, sizeof desc);
-    int64_t ffn = fk_model_num_ffn_params(&m);
+    int64_t ffn = fk_model_count_params(&m, FK_PARAMS_FFN, FK_PARAMS_ANY_LAYER);
     // the KV cache holds keys and values of every layer: 2 * n_layer * n_kv_head * head_dim floats per token
     int64_t kv_bytes = 2 * c->n_layer * c->n_kv_head * c->head_dim * 4;
     if (json) {
@@ -52,11 +52,8 @@ int cmd_info(int argc, char **argv) {
         printf("parameters:   %lld (%.2fM); embeddings and head %lld; FFN %lld; in matrix multiplies %lld\n", (long long)n, n / 1e6,
                (long long)emb, (long long)ffn, (long long)fk_model_num_matmul_params(&m));
         printf("per layer:    ");
-        for (int64_t l = 0; l < c->n_layer; l++) {
-            int64_t k = 0;
-            for (int i = 0; i < m.n_params; i++) if (m.params[i].layer == l) k += m.params[i].numel;
-            printf("%s%lld", l ? " " : "", (long long)k);
-        }
+        for (int64_t l = 0; l < c->n_layer; l++)
+            printf("%s%lld", l ? " " : "", (long long)fk_model_count_params(&m, FK_PARAMS_BLOCKS, (int)l));
         printf("\nmemory:       weights %.1f MiB (f32), %.1f MiB (bf16); training at batch %lld x %lld: %.1f MiB "
                "(weights, gradients, AdamW moments, activations)\n",
                weights / 1048576.0, weights / 2097152.0, (long long)batch, (long long)T, train_bytes / 1048576.0);

@@ -26,21 +26,9 @@ const char *fk_layer_op_name(fk_layer_op_kind k) {
     return k == FK_LAYER_DROP ? "drop" : k == FK_LAYER_AVERAGE ? "average" : "laco";
 }
 
-static int64_t layer_params(const fk_model *m, int l) {
-    int64_t s = 0;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].layer == l) s += m->params[i].numel;
-    return s;
-}
-
-static int64_t ffn_params(const fk_model *m, int l) {
-    int64_t s = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const fk_param *p = &m->params[i];
-        if (p->layer == l && (p->kind == FK_P_UP_W || p->kind == FK_P_UP_B || p->kind == FK_P_DOWN_W)) s += p->numel;
-    }
-    return s;
-}
+// A layer's parameters (all of them: what dropping it saves) and its FFN units' (what folding shrinks).
+static int64_t layer_params(const fk_model *m, int l) { return fk_model_count_params(m, FK_PARAMS_BLOCKS, l); }
+static int64_t ffn_params(const fk_model *m, int l) { return fk_model_count_params(m, FK_PARAMS_FFN_UNITS, l); }
 
 // Coefficients (fk_fold_layers) of layer operations, sorted by layer and not overlapping, on
 // an L-layer model; returns the new layer count.
@@ -162,13 +150,12 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
     if (o->round < 1 || !(o->min_width >= 0 && o->min_width <= 1)) return fk_error(FK_ERR_ARG, "fold: round %d / min width %g", o->round, o->min_width);
     if (!o->ffn_ops && !o->layer_ops && !o->head_ops) return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN, head and layer operations all off)");
     p->n_layer = L;
+    p->scope_params = fk_fold_scope_params(m, o->scope);
     for (int l = 0; l < L; l++) {
-        p->scope_params += o->scope == FK_SCOPE_FFN ? ffn_params(m, l) : layer_params(m, l);
         p->ffn_before[l] = p->ffn_after[l] = c->ffn[l];
         p->unit_params[l] = ffn_params(m, l) / c->ffn[l];
         p->foldable[l] = o->ffn_ops && (o->fold_edges || o->uniform || (l > 0 && l < L - 1));
     }
-    if (o->scope == FK_SCOPE_ALL) p->scope_params = fk_model_num_params(m);
     p->budget_params = (int64_t)ceil(o->budget * (double)p->scope_params);
     int64_t round = o->round;
     fk_status st = FK_OK;
@@ -356,9 +343,7 @@ fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const
     }
     if (owned) { *out = cur; return FK_OK; }
     // nothing to fold: a copy
-    fk_status st = fk_model_init(out, &m->cfg);
-    if (st == FK_OK) memcpy(out->w, m->w, (size_t)m->n_floats * sizeof(float));
-    return st;
+    return fk_model_clone(out, m);
 }
 
 char *fk_fold_plan_json(const fk_fold_plan *p) {

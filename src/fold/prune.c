@@ -6,21 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t count_params(const fk_model *m, int layer, bool ffn_only) {
-    int64_t s = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const fk_param *p = &m->params[i];
-        if (p->layer != layer) continue;
-        if (!ffn_only || p->kind == FK_P_UP_W || p->kind == FK_P_UP_B || p->kind == FK_P_DOWN_W) s += p->numel;
-    }
-    return s;
-}
-
-static int64_t scope_params(const fk_model *m, fk_fold_scope scope) {
-    if (scope == FK_SCOPE_ALL) return fk_model_num_params(m);
-    int64_t s = 0;
-    for (int l = 0; l < m->cfg.n_layer; l++) s += count_params(m, l, scope == FK_SCOPE_FFN);
-    return s;
+int64_t fk_fold_scope_params(const fk_model *m, fk_fold_scope scope) {
+    unsigned mask = scope == FK_SCOPE_FFN ? FK_PARAMS_FFN_UNITS : scope == FK_SCOPE_BLOCKS ? FK_PARAMS_BLOCKS : FK_PARAMS_ALL;
+    return fk_model_count_params(m, mask, FK_PARAMS_ANY_LAYER);
 }
 
 typedef struct { double s; int32_t j; } scored;
@@ -51,9 +39,7 @@ static fk_status prune_layers(const fk_model *m, const fk_analysis *a, char **ke
     }
     if (st != FK_OK) { if (owned) fk_model_free(&cur); return st; }
     if (owned) { *out = cur; return FK_OK; }
-    st = fk_model_init(out, &m->cfg);
-    if (st == FK_OK) memcpy(out->w, m->w, (size_t)m->n_floats * sizeof(float));
-    return st;
+    return fk_model_clone(out, m);
 }
 
 // Parameters removed when every layer loses ceil(frac * F_l) channels.
@@ -76,7 +62,7 @@ static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prun
     *removed = 0;
     for (int l = 0; l < L && st == FK_OK; l++) {
         int64_t F = c->ffn[l];
-        unit[l] = count_params(m, l, true) / F;
+        unit[l] = fk_model_count_params(m, FK_PARAMS_FFN_UNITS, l) / F;
         base[l] = n;
         keep[l] = malloc((size_t)F);
         if (!keep[l]) { st = fk_error(FK_ERR_NOMEM, "prune: out of memory"); break; }
@@ -162,10 +148,10 @@ fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method meth
     if (a->n_layer != L) return fk_error(FK_ERR_ARG, "prune: the analysis has %d layers, the model %d (analyse this model)", a->n_layer, L);
     for (int l = 0; l < L; l++)
         if (a->ffn[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "prune: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)m->cfg.ffn[l]);
-    int64_t target = (int64_t)ceil(budget * (double)scope_params(m, scope));
+    int64_t target = (int64_t)ceil(budget * (double)fk_fold_scope_params(m, scope));
     if (method != FK_PRUNE_SHORTGPT) {
         if (scope != FK_SCOPE_FFN) {
-            int64_t ffn = scope_params(m, FK_SCOPE_FFN);
+            int64_t ffn = fk_fold_scope_params(m, FK_SCOPE_FFN);
             if (target >= ffn) return fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) is more than the FFN channels hold (%lld)", (long long)target, (long long)ffn);
         }
         return prune_channels(m, a, method, target, out, removed);
@@ -182,7 +168,7 @@ fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method meth
         if (dropped == L - 1) break;
         drop[s[i].j] = 1;
         dropped++;
-        *removed += count_params(m, s[i].j, false);
+        *removed += fk_model_count_params(m, FK_PARAMS_BLOCKS, s[i].j);
     }
     fk_status st = FK_OK;
     if (*removed < target) st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs every layer", (long long)target);

@@ -1,6 +1,7 @@
 // GGUF model export and import (llama.cpp's llama, deci, gpt2, gemma, gemma2 and gemma3 architectures).
 #include "fusekit/gguf_model.h"
 #include "fusekit/quants.h"
+#include "arch.h"
 
 #include <float.h>
 #include <math.h>
@@ -144,7 +145,7 @@ fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
 // (w + add) * mul (Gemma: the RMSNorm offset, an attention scale folded into the queries);
 // import reads a model whose config makes them 0 and 1.
 typedef struct {
-    char name[64];
+    char name[96];
     float *w;
     int64_t rows, cols;
     bool one_d;
@@ -152,106 +153,45 @@ typedef struct {
     float add, mul;
 } gt;
 
-typedef struct { gt *t; int n, cap; bool oom; } gt_list;
+typedef struct { gt *t; int n; } gt_list;
 
-static void gt_add(gt_list *l, float *base, int64_t off, int64_t row0, int64_t rows, int64_t cols, bool one_d, int64_t rope_hd,
-                   const char *fmt, ...) __attribute__((format(printf, 9, 10)));
-static void gt_add(gt_list *l, float *base, int64_t off, int64_t row0, int64_t rows, int64_t cols, bool one_d, int64_t rope_hd,
-                   const char *fmt, ...) {
-    if (off < 0 || l->oom) return;
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        gt *t = realloc(l->t, (size_t)cap * sizeof *t);
-        if (!t) { l->oom = true; return; }
-        l->t = t;
-        l->cap = cap;
-    }
-    gt *t = &l->t[l->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->name, sizeof t->name, fmt, ap);
-    va_end(ap);
-    t->w = base + off + row0 * cols;
-    t->rows = rows;
-    t->cols = cols;
-    t->one_d = one_d;
-    t->rope_hd = rope_hd;
-    t->add = 0;
-    t->mul = 1;
-}
-
-// Sets add and mul of the tensor gt_add added last (when it added one: off >= 0).
-static void gt_set_last(gt_list *l, int64_t off, float add, float mul) {
-    if (off < 0 || l->oom || l->n == 0) return;
-    l->t[l->n - 1].add = add;
-    l->t[l->n - 1].mul = mul;
-}
-
-// The GGUF tensors of a model, pointing into its weight arena.
+// The GGUF tensors of a model under its architecture's row of the table, pointing into its
+// weight arena.
 static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
     const fk_config *c = &m->cfg;
-    float *w = m->w;
-    int64_t d = c->d_model, V = c->vocab_size, hd = c->head_dim, Dkv = c->n_kv_head * hd;
+    const arch_family *fam = arch_of_gguf(arch, strlen(arch));
+    FK_ASSERT(fam);
     memset(l, 0, sizeof *l);
-    bool gpt2 = strcmp(arch, "gpt2") == 0, gemma = gemma_arch(arch);
+    int64_t d = c->d_model, hd = c->head_dim;
+    bool gemma = fam->gguf_gemma;
     // Gemma: llama.cpp's converter stores RMSNorm weights as 1 + w, rotates query/key halves
     // (NEOX order, no permutation), and hard-codes the attention scale; another scale is folded
     // into the queries (gemma3: into the QK-norm weights, which multiply the queries).
     float noff = gemma ? c->norm_offset : 0.0f, qmul = 1.0f;
-    int64_t rope = gemma ? 0 : hd;
     if (gemma && c->attn_scale != 0)
         qmul = c->attn_scale / gemma_llama_attn_scale(arch, c->n_layer, d, c->n_head, hd);
     if (fabsf(qmul - 1.0f) <= 1e-6f) qmul = 1.0f;
-    gt_add(l, w, m->tok_emb, 0, V, d, false, 0, "token_embd.weight");
-    if (gpt2) gt_add(l, w, m->pos_emb, 0, c->max_seq, d, false, 0, "position_embd.weight");
-    for (int i = 0; i < (int)c->n_layer; i++) {
-        const fk_layer_offsets *o = &m->layer[i];
-        int64_t F = c->ffn[i], Dq = fk_config_heads(c, i) * hd;
-        gt_add(l, w, o->ln1_w, 0, d, 1, true, 0, "blk.%d.attn_norm.weight", i);
-        gt_set_last(l, o->ln1_w, noff, 1);
-        gt_add(l, w, o->ln1_b, 0, d, 1, true, 0, "blk.%d.attn_norm.bias", i);
-        if (gpt2) {
-            gt_add(l, w, o->qkv_w, 0, Dq + 2 * Dkv, d, false, 0, "blk.%d.attn_qkv.weight", i);
-            gt_add(l, w, o->qkv_b, 0, Dq + 2 * Dkv, 1, true, 0, "blk.%d.attn_qkv.bias", i);
-        } else {
-            gt_add(l, w, o->qkv_w, 0, Dq, d, false, rope, "blk.%d.attn_q.weight", i);
-            if (o->q_norm_w < 0) gt_set_last(l, o->qkv_w, 0, qmul);
-            gt_add(l, w, o->qkv_w, Dq, Dkv, d, false, rope, "blk.%d.attn_k.weight", i);
-            gt_add(l, w, o->qkv_w, Dq + Dkv, Dkv, d, false, 0, "blk.%d.attn_v.weight", i);
-            gt_add(l, w, o->qkv_b, 0, Dq, 1, true, rope, "blk.%d.attn_q.bias", i);
-            gt_add(l, w, o->qkv_b, Dq, Dkv, 1, true, rope, "blk.%d.attn_k.bias", i);
-            gt_add(l, w, o->qkv_b, Dq + Dkv, Dkv, 1, true, 0, "blk.%d.attn_v.bias", i);
-            gt_add(l, w, o->q_norm_w, 0, hd, 1, true, 0, "blk.%d.attn_q_norm.weight", i);
-            gt_set_last(l, o->q_norm_w, noff, qmul);
-            gt_add(l, w, o->k_norm_w, 0, hd, 1, true, 0, "blk.%d.attn_k_norm.weight", i);
-            gt_set_last(l, o->k_norm_w, noff, 1);
-        }
-        gt_add(l, w, o->o_w, 0, d, Dq, false, 0, "blk.%d.attn_output.weight", i);
-        gt_add(l, w, o->o_b, 0, d, 1, true, 0, "blk.%d.attn_output.bias", i);
-        gt_add(l, w, o->attn_post_w, 0, d, 1, true, 0, "blk.%d.post_attention_norm.weight", i);
-        gt_set_last(l, o->attn_post_w, noff, 1);
-        gt_add(l, w, o->ln2_w, 0, d, 1, true, 0, "blk.%d.ffn_norm.weight", i);
-        gt_set_last(l, o->ln2_w, noff, 1);
-        gt_add(l, w, o->ln2_b, 0, d, 1, true, 0, "blk.%d.ffn_norm.bias", i);
-        if (fk_config_gated(c)) {  // internal rows: gate, then up
-            gt_add(l, w, o->up_w, 0, F, d, false, 0, "blk.%d.ffn_gate.weight", i);
-            gt_add(l, w, o->up_w, F, F, d, false, 0, "blk.%d.ffn_up.weight", i);
-            gt_add(l, w, o->up_b, 0, F, 1, true, 0, "blk.%d.ffn_gate.bias", i);
-            gt_add(l, w, o->up_b, F, F, 1, true, 0, "blk.%d.ffn_up.bias", i);
-        } else {
-            gt_add(l, w, o->up_w, 0, F, d, false, 0, "blk.%d.ffn_up.weight", i);
-            gt_add(l, w, o->up_b, 0, F, 1, true, 0, "blk.%d.ffn_up.bias", i);
-        }
-        gt_add(l, w, o->down_w, 0, d, F, false, 0, "blk.%d.ffn_down.weight", i);
-        gt_add(l, w, o->down_b, 0, d, 1, true, 0, "blk.%d.ffn_down.bias", i);
-        gt_add(l, w, o->ffn_post_w, 0, d, 1, true, 0, "blk.%d.post_ffw_norm.weight", i);
-        gt_set_last(l, o->ffn_post_w, noff, 1);
+    arch_item *it;
+    int n;
+    FK_TRY(arch_items(m, fam->gguf_t, &it, &n));
+    l->t = malloc((size_t)(n > 0 ? n : 1) * sizeof *l->t);
+    if (!l->t) { free(it); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    for (int i = 0; i < n; i++) {
+        const fk_param *p = &m->params[it[i].param];
+        unsigned f = it[i].flags;
+        gt *t = &l->t[l->n++];
+        memcpy(t->name, it[i].name, sizeof t->name);
+        t->one_d = p->ndim == 1;
+        t->cols = t->one_d ? 1 : p->shape[1];
+        t->w = m->w + p->offset + it[i].row0 * t->cols;
+        t->rows = it[i].rows;
+        t->rope_hd = (f & ARCH_T_ROPE) && !gemma ? hd : 0;
+        t->add = f & ARCH_T_NORM ? noff : 0;
+        // the query scale goes on the QK-norm weight when the layer has one, else on the query rows
+        bool qscale = (f & ARCH_T_QSCALE) && (p->kind != FK_P_QKV_W || m->layer[p->layer].q_norm_w < 0);
+        t->mul = qscale ? qmul : 1;
     }
-    gt_add(l, w, m->lnf_w, 0, d, 1, true, 0, "output_norm.weight");
-    gt_set_last(l, m->lnf_w, noff, 1);
-    gt_add(l, w, m->lnf_b, 0, d, 1, true, 0, "output_norm.bias");
-    if (!c->tied) gt_add(l, w, m->lm_head, 0, V, d, false, 0, "output.weight");
-    if (l->oom) { free(l->t); memset(l, 0, sizeof *l); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    free(it);
     return FK_OK;
 }
 
@@ -817,13 +757,11 @@ fk_status fk_gguf_import_ex(const char *path, unsigned flags, fk_model *m, fk_to
     fk_status st = fk_gguf_get_str(gp, "general.architecture", &a);
     const char *arch = NULL;
     if (st == FK_OK) {
-        static const char *const archs[] = {"llama", "deci", "gpt2", "gemma", "gemma2", "gemma3"};
-        for (size_t k = 0; k < sizeof archs / sizeof archs[0] && !arch; k++)
-            if (a.n == strlen(archs[k]) && memcmp(a.s, archs[k], a.n) == 0) arch = archs[k];
-        if (!arch)
-            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'general.architecture' is \"%.*s\", which fusekit does not import (supported: llama, deci, gpt2, "
-                          "gemma, gemma2, gemma3)",
-                           path, (int)(a.n > 64 ? 64 : a.n), a.s);
+        const arch_family *fam = arch_of_gguf(a.s, a.n);
+        if (fam) arch = fam->gguf;
+        else
+            st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'general.architecture' is \"%.*s\", which fusekit does not import (supported: %s)",
+                          path, (int)(a.n > 64 ? 64 : a.n), a.s, arch_gguf_names());
     }
     fk_config c;
     if (st == FK_OK) st = import_config(gp, arch, &c);  // fk_config_validate: every size bounded before a product

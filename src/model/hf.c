@@ -1,17 +1,14 @@
 // Hugging Face folders: config.json mapping and safetensors weights with HF names.
 #include "fusekit/hf.h"
+#include "arch.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char *fk_arch_name(fk_arch a) {
-    static const char *names[] = {"gpt2", "llama", "qwen2", "mistral", "fusekit", "gemma", "gemma2", "gemma3_text"};
-    return names[a];
-}
+const char *fk_arch_name(fk_arch a) { return arch_of(a)->model_type; }
 
 static bool is_gemma(fk_arch a) { return a == FK_ARCH_GEMMA || a == FK_ARCH_GEMMA2 || a == FK_ARCH_GEMMA3; }
 
@@ -67,101 +64,28 @@ fk_arch fk_config_arch(const fk_config *c) {
 
 // ------------------------------------------------------------------ tensor names
 
-typedef struct { fk_hf_tensor *t; int n, cap; } tlist;
-
-static void tl_add(tlist *l, const fk_model *m, int64_t off, int64_t row0, int64_t rows, bool transpose, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-static void tl_add(tlist *l, const fk_model *m, int64_t off, int64_t row0, int64_t rows, bool transpose, const char *fmt, ...) {
-    if (off < 0) return;
-    int pi = -1;
-    for (int i = 0; i < m->n_params; i++) if (m->params[i].offset == off) { pi = i; break; }
-    FK_ASSERT(pi >= 0);
-    if (l->n == l->cap) { l->cap = l->cap ? 2 * l->cap : 64; l->t = realloc(l->t, (size_t)l->cap * sizeof *l->t); FK_ASSERT(l->t); }
-    fk_hf_tensor *t = &l->t[l->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->name, sizeof t->name, fmt, ap);
-    va_end(ap);
-    const fk_param *p = &m->params[pi];
-    t->param = pi;
-    t->row0 = row0;
-    t->rows = rows < 0 ? p->shape[0] : rows;
-    t->transpose = transpose;
-    t->ndim = p->ndim;
-    if (p->ndim == 1) { t->shape[0] = t->rows; t->shape[1] = 1; }
-    else if (transpose) { t->shape[0] = p->shape[1]; t->shape[1] = t->rows; }
-    else { t->shape[0] = t->rows; t->shape[1] = p->shape[1]; }
-}
-
 fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n) {
-    const fk_config *c = &m->cfg;
-    tlist l = {0};
-    int64_t Dkv = c->n_kv_head * c->head_dim;
-    if (arch == FK_ARCH_GPT2) {
-        tl_add(&l, m, m->tok_emb, 0, -1, false, "transformer.wte.weight");
-        tl_add(&l, m, m->pos_emb, 0, -1, false, "transformer.wpe.weight");
-        for (int i = 0; i < (int)c->n_layer; i++) {
-            const fk_layer_offsets *o = &m->layer[i];
-            tl_add(&l, m, o->ln1_w, 0, -1, false, "transformer.h.%d.ln_1.weight", i);
-            tl_add(&l, m, o->ln1_b, 0, -1, false, "transformer.h.%d.ln_1.bias", i);
-            tl_add(&l, m, o->qkv_w, 0, -1, true, "transformer.h.%d.attn.c_attn.weight", i);
-            tl_add(&l, m, o->qkv_b, 0, -1, false, "transformer.h.%d.attn.c_attn.bias", i);
-            tl_add(&l, m, o->o_w, 0, -1, true, "transformer.h.%d.attn.c_proj.weight", i);
-            tl_add(&l, m, o->o_b, 0, -1, false, "transformer.h.%d.attn.c_proj.bias", i);
-            tl_add(&l, m, o->ln2_w, 0, -1, false, "transformer.h.%d.ln_2.weight", i);
-            tl_add(&l, m, o->ln2_b, 0, -1, false, "transformer.h.%d.ln_2.bias", i);
-            tl_add(&l, m, o->up_w, 0, -1, true, "transformer.h.%d.mlp.c_fc.weight", i);
-            tl_add(&l, m, o->up_b, 0, -1, false, "transformer.h.%d.mlp.c_fc.bias", i);
-            tl_add(&l, m, o->down_w, 0, -1, true, "transformer.h.%d.mlp.c_proj.weight", i);
-            tl_add(&l, m, o->down_b, 0, -1, false, "transformer.h.%d.mlp.c_proj.bias", i);
-        }
-        tl_add(&l, m, m->lnf_w, 0, -1, false, "transformer.ln_f.weight");
-        tl_add(&l, m, m->lnf_b, 0, -1, false, "transformer.ln_f.bias");
-    } else {
-        tl_add(&l, m, m->tok_emb, 0, -1, false, "model.embed_tokens.weight");
-        tl_add(&l, m, m->pos_emb, 0, -1, false, "model.embed_positions.weight");
-        for (int i = 0; i < (int)c->n_layer; i++) {
-            const fk_layer_offsets *o = &m->layer[i];
-            int64_t F = c->ffn[i], Dq = fk_config_heads(c, i) * c->head_dim;
-            tl_add(&l, m, o->ln1_w, 0, -1, false, "model.layers.%d.input_layernorm.weight", i);
-            tl_add(&l, m, o->ln1_b, 0, -1, false, "model.layers.%d.input_layernorm.bias", i);
-            tl_add(&l, m, o->qkv_w, 0, Dq, false, "model.layers.%d.self_attn.q_proj.weight", i);
-            tl_add(&l, m, o->qkv_b, 0, Dq, false, "model.layers.%d.self_attn.q_proj.bias", i);
-            tl_add(&l, m, o->qkv_w, Dq, Dkv, false, "model.layers.%d.self_attn.k_proj.weight", i);
-            tl_add(&l, m, o->qkv_b, Dq, Dkv, false, "model.layers.%d.self_attn.k_proj.bias", i);
-            tl_add(&l, m, o->qkv_w, Dq + Dkv, Dkv, false, "model.layers.%d.self_attn.v_proj.weight", i);
-            tl_add(&l, m, o->qkv_b, Dq + Dkv, Dkv, false, "model.layers.%d.self_attn.v_proj.bias", i);
-            tl_add(&l, m, o->q_norm_w, 0, -1, false, "model.layers.%d.self_attn.q_norm.weight", i);
-            tl_add(&l, m, o->k_norm_w, 0, -1, false, "model.layers.%d.self_attn.k_norm.weight", i);
-            tl_add(&l, m, o->o_w, 0, -1, false, "model.layers.%d.self_attn.o_proj.weight", i);
-            tl_add(&l, m, o->o_b, 0, -1, false, "model.layers.%d.self_attn.o_proj.bias", i);
-            if (c->post_norms) {  // Gemma 2/3: post_attention_layernorm is the attention output's norm
-                tl_add(&l, m, o->attn_post_w, 0, -1, false, "model.layers.%d.post_attention_layernorm.weight", i);
-                tl_add(&l, m, o->ln2_w, 0, -1, false, "model.layers.%d.pre_feedforward_layernorm.weight", i);
-                tl_add(&l, m, o->ln2_b, 0, -1, false, "model.layers.%d.pre_feedforward_layernorm.bias", i);
-                tl_add(&l, m, o->ffn_post_w, 0, -1, false, "model.layers.%d.post_feedforward_layernorm.weight", i);
-            } else {  // Llama, Gemma 1: post_attention_layernorm is the FFN's input norm
-                tl_add(&l, m, o->ln2_w, 0, -1, false, "model.layers.%d.post_attention_layernorm.weight", i);
-                tl_add(&l, m, o->ln2_b, 0, -1, false, "model.layers.%d.post_attention_layernorm.bias", i);
-            }
-            if (fk_config_gated(c)) {
-                tl_add(&l, m, o->up_w, 0, F, false, "model.layers.%d.mlp.gate_proj.weight", i);
-                tl_add(&l, m, o->up_b, 0, F, false, "model.layers.%d.mlp.gate_proj.bias", i);
-                tl_add(&l, m, o->up_w, F, F, false, "model.layers.%d.mlp.up_proj.weight", i);
-                tl_add(&l, m, o->up_b, F, F, false, "model.layers.%d.mlp.up_proj.bias", i);
-            } else {
-                tl_add(&l, m, o->up_w, 0, -1, false, "model.layers.%d.mlp.up_proj.weight", i);
-                tl_add(&l, m, o->up_b, 0, -1, false, "model.layers.%d.mlp.up_proj.bias", i);
-            }
-            tl_add(&l, m, o->down_w, 0, -1, false, "model.layers.%d.mlp.down_proj.weight", i);
-            tl_add(&l, m, o->down_b, 0, -1, false, "model.layers.%d.mlp.down_proj.bias", i);
-        }
-        tl_add(&l, m, m->lnf_w, 0, -1, false, "model.norm.weight");
-        tl_add(&l, m, m->lnf_b, 0, -1, false, "model.norm.bias");
+    arch_item *it;
+    int k;
+    FK_TRY(arch_items(m, arch_of(arch)->hf, &it, &k));
+    fk_hf_tensor *ts = malloc((size_t)(k > 0 ? k : 1) * sizeof *ts);
+    if (!ts) { free(it); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    for (int i = 0; i < k; i++) {
+        const fk_param *p = &m->params[it[i].param];
+        fk_hf_tensor *t = &ts[i];
+        memcpy(t->name, it[i].name, sizeof t->name);
+        t->param = it[i].param;
+        t->row0 = it[i].row0;
+        t->rows = it[i].rows;
+        t->transpose = (it[i].flags & ARCH_T_TRANSPOSE) != 0;
+        t->ndim = p->ndim;
+        if (p->ndim == 1) { t->shape[0] = t->rows; t->shape[1] = 1; }
+        else if (t->transpose) { t->shape[0] = p->shape[1]; t->shape[1] = t->rows; }
+        else { t->shape[0] = t->rows; t->shape[1] = p->shape[1]; }
     }
-    if (!c->tied) tl_add(&l, m, m->lm_head, 0, -1, false, "lm_head.weight");
-    *out = l.t;
-    *n = l.n;
+    free(it);
+    *out = ts;
+    *n = k;
     return FK_OK;
 }
 
@@ -290,9 +214,7 @@ static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
 static char *config_json(const fk_config *c, fk_dtype dtype) {
     fk_arch arch = fk_config_arch(c);
     cJSON *j = cJSON_CreateObject(), *archs = cJSON_CreateArray();
-    static const char *classes[] = {"GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "FusekitForCausalLM",
-                                    "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"};
-    cJSON_AddItemToArray(archs, cJSON_CreateString(classes[arch]));
+    cJSON_AddItemToArray(archs, cJSON_CreateString(arch_of(arch)->hf_class));
     cJSON_AddItemToObject(j, "architectures", archs);
     cJSON_AddStringToObject(j, "model_type", fk_arch_name(arch));
     cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);

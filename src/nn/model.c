@@ -259,21 +259,6 @@ const fk_param *fk_model_find_param(const fk_model *m, const char *name) {
     return NULL;
 }
 
-int64_t fk_model_num_params(const fk_model *m) {
-    int64_t n = 0;
-    for (int i = 0; i < m->n_params; i++) n += m->params[i].numel;
-    return n;
-}
-
-int64_t fk_model_num_ffn_params(const fk_model *m) {
-    int64_t s = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        fk_param_kind k = m->params[i].kind;
-        if (k == FK_P_UP_W || k == FK_P_UP_B || k == FK_P_DOWN_W || k == FK_P_DOWN_B) s += m->params[i].numel;
-    }
-    return s;
-}
-
 int64_t fk_model_num_matmul_params(const fk_model *m) {
     int64_t n = 0;
     for (int i = 0; i < m->n_params; i++) {
