@@ -76,6 +76,10 @@ typedef struct {
 #define CLI_ROW_THREADS(p) {"--threads", OPT_INT, p, "threads, 0 = all cores", false, "[0,4096]"}
 #define CLI_ROW_OUT(oo, help) {"-o|--out", OPT_STR, &(oo)->path, help, false, NULL}
 #define CLI_ROW_FORCE(oo) {"--force", OPT_FLAG, &(oo)->force, "replace an existing -o (when the new one is complete)", false, NULL}
+// --align and --vmap into an fk_align_opts; `what` (a string literal) says what is aligned.
+#define CLI_ROWS_ALIGN(ao, what)                                                                                             \
+    {"--align", OPT_CHOICE, CLI_ENUM(&(ao)->mode), "token alignment for " what, false, "offsets|dtw"},                    \
+    {"--vmap", OPT_CHOICE, CLI_ENUM(&(ao)->vmap), "vocabulary map for " what, false, "mined|exact|prefix"}
 #define CLI_ROWS_END {NULL, 0, NULL, NULL, false, NULL}
 
 // Parses argv against the table (terminated by CLI_ROWS_END). Returns 0 to go on, 1 when help

@@ -98,9 +98,8 @@ static int eval_llama_ppl(const char *model, const char *data, const char *token
 // --probes: log-likelihood multiple choice, per file (items[i], correct[i]) and per domain over
 // all files.
 typedef struct {
-    int64_t items[CLI_LIST_MAX], correct[CLI_LIST_MAX], all, ok;
-    fk_probe_domain dom[FK_PROBES_MAX_DOMAINS];
-    int n_dom;
+    int64_t items[CLI_LIST_MAX], correct[CLI_LIST_MAX];
+    fk_probe_result all;  // the counts of every file (fk_probe_result_add)
 } probe_totals;
 
 static fk_status eval_probes(fk_model *m, const fk_tokenizer *tok, const cli_list *probes, probe_totals *p) {
@@ -112,16 +111,7 @@ static fk_status eval_probes(fk_model *m, const fk_tokenizer *tok, const cli_lis
         if (st != FK_OK) break;
         p->items[i] = pr.items;
         p->correct[i] = pr.correct;
-        p->all += pr.items;
-        p->ok += pr.correct;
-        for (int d = 0; d < pr.n_domains; d++) {
-            int k = 0;
-            while (k < p->n_dom && strcmp(p->dom[k].name, pr.domain[d].name) != 0) k++;
-            if (k == p->n_dom && p->n_dom == FK_PROBES_MAX_DOMAINS) k--;
-            if (k == p->n_dom) { p->dom[p->n_dom++] = pr.domain[d]; continue; }
-            p->dom[k].items += pr.domain[d].items;
-            p->dom[k].correct += pr.domain[d].correct;
-        }
+        fk_probe_result_add(&p->all, &pr);
         fk_probe_result_free(&pr);
     }
     return st;
@@ -129,13 +119,14 @@ static fk_status eval_probes(fk_model *m, const fk_tokenizer *tok, const cli_lis
 
 static void add_probes_json(cJSON *j, const cli_list *probes, const probe_totals *p) {
     if (probes->n > 0) {
-        cli_json_int(j, "probes", p->all);
-        cli_json_num(j, "accuracy", "%.4f", (double)p->ok / (double)p->all);
+        cli_json_int(j, "probes", p->all.items);
+        cli_json_num(j, "accuracy", "%.4f", p->all.accuracy);
         cJSON *dom = cJSON_AddObjectToObject(j, "probe_domains");
-        for (int k = 0; k < p->n_dom; k++) {
-            cJSON *d = cJSON_AddObjectToObject(dom, p->dom[k].name);
-            cli_json_int(d, "items", p->dom[k].items);
-            cli_json_num(d, "accuracy", "%.4f", (double)p->dom[k].correct / (double)p->dom[k].items);
+        for (int k = 0; k < p->all.n_domains; k++) {
+            const fk_probe_domain *pd = &p->all.domain[k];
+            cJSON *d = cJSON_AddObjectToObject(dom, pd->name);
+            cli_json_int(d, "items", pd->items);
+            cli_json_num(d, "accuracy", "%.4f", (double)pd->correct / (double)pd->items);
         }
     }
     if (probes->n > 1) {
@@ -221,8 +212,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_ROW_MAX_TOKENS(&a.data, "score at most this many tokens, 0 = all"),
         CLI_ROW_THREADS(&a.threads),
         {"--ensemble", OPT_LIST, &a.ens, "score the aligned average of these models' next-token distributions (with --model first)", false, NULL},
-        {"--align", OPT_CHOICE, CLI_ENUM(&a.ao.mode), "token alignment for the ensemble", false, "offsets|dtw"},
-        {"--vmap", OPT_CHOICE, CLI_ENUM(&a.ao.vmap), "vocabulary map for the ensemble", false, "mined|exact|prefix"},
+        CLI_ROWS_ALIGN(&a.ao, "the ensemble"),
         {"--align-cache", OPT_STR, &a.ao.cache_dir, "folder for vocabulary maps (default: none, built each time)", false, NULL},
         {"--probes", OPT_LIST, &a.probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false, NULL},
         {"--protocol", OPT_CHOICE, CLI_ENUM(&a.protocol), "windows (above), or llama.cpp's llama-perplexity chunks (see README)", false, "fusekit|llama-perplexity"},

@@ -58,6 +58,27 @@ static int print_info(const char *path) {
     return 0;
 }
 
+// The JSON line of a finished extraction (the store s, now complete at path).
+static void print_result(const fk_model *m, fk_store *s, const char *path, const fk_extract_opts *o, bool cached, double dt, double rate) {
+    // memory: the weights as the forward reads them, and the activations of one forward pass of
+    // the sequence length the store was made with (BOS, when the source saw it, in front)
+    const fk_store_header *hd = fk_store_header_of(s);
+    double weights_mb = (double)fk_model_weight_bytes(m) / 1048576.0;
+    double acts_mb = (double)fk_model_activation_bytes(m, o->batch, hd->seq + (hd->flags & FK_STORE_BOS ? 1 : 0), false) / 1048576.0;
+    int64_t pos = fk_store_header_positions(hd), bytes = fk_store_file_bytes(s);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "store", path);
+    cJSON_AddBoolToObject(j, "cached", cached);
+    cli_json_int(j, "positions", pos);
+    cli_json_int(j, "bytes", bytes);
+    cli_json_num(j, "bytes_per_position", "%.4f", pos > 0 ? (double)bytes / (double)pos : 0.0);
+    cli_json_num(j, "seconds", "%.3f", dt);
+    cli_json_num(j, "positions_per_s", "%.1f", rate);
+    cli_json_num(j, "weights_mb", "%.1f", weights_mb);
+    cli_json_num(j, "activations_mb", "%.1f", acts_mb);
+    cli_json_print(j, stdout, NULL);
+}
+
 int cmd_extract(int argc, char **argv) {
     cli_model_opts mo = {0};
     const char *data = NULL, *info = NULL;
@@ -124,24 +145,8 @@ int cmd_extract(int argc, char **argv) {
         fprintf(stderr, "fusekit extract: interrupted; %s.partial is kept, run the same command again to resume\n", out.path);
         return cli_stop_code();
     }
-    // memory: the weights as the forward reads them, and the activations of one forward pass of
-    // the sequence length the store was made with (BOS, when the source saw it, in front)
-    const fk_store_header *hd = fk_store_header_of(s);
-    double weights_mb = (double)fk_model_weight_bytes(&m) / 1048576.0;
-    double acts_mb = (double)fk_model_activation_bytes(&m, o.batch, hd->seq + (hd->flags & FK_STORE_BOS ? 1 : 0), false) / 1048576.0;
+    print_result(&m, s, out.path, &o, cached, dt, ps.rate);
     fk_model_free(&m);
-    int64_t pos = fk_store_header_positions(hd), bytes = fk_store_file_bytes(s);
     fk_store_close(s);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "store", out.path);
-    cJSON_AddBoolToObject(j, "cached", cached);
-    cli_json_int(j, "positions", pos);
-    cli_json_int(j, "bytes", bytes);
-    cli_json_num(j, "bytes_per_position", "%.4f", pos > 0 ? (double)bytes / (double)pos : 0.0);
-    cli_json_num(j, "seconds", "%.3f", dt);
-    cli_json_num(j, "positions_per_s", "%.1f", ps.rate);
-    cli_json_num(j, "weights_mb", "%.1f", weights_mb);
-    cli_json_num(j, "activations_mb", "%.1f", acts_mb);
-    cli_json_print(j, stdout, NULL);
     return 0;
 }

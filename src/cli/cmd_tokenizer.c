@@ -84,12 +84,12 @@ static int tok_train(int argc, char **argv) {
         {"--force", OPT_FLAG, &out.force, "replace the tokenizer.json of an existing -o", false, NULL},
         CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
+    int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit tokenizer train --data FILE [--data FILE ...] --vocab N -o DIR [options]\n\n"
                        "Trains a byte-level BPE tokenizer (--kind bpe) or a SentencePiece-style BPE tokenizer with byte\n"
                        "fallback (--kind spm: <unk> <s> </s>, <0x00>..<0xFF>, the characters, then merges; \"▁\" for spaces).\n"
                        "Deterministic: the same files and options give the same tokenizer.");
-    if (rc) return rc == 1 ? 0 : 2;
+    if (rc >= 0) return rc;
     if (!data.n || !out.path) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
     if ((rc = check_tok_dir("tokenizer train", out.path, out.force, data.v, data.n)) != 0) return rc;
     bool spm = kind == 1;
@@ -149,11 +149,11 @@ static int tok_encode(int argc, char **argv) {
         {"--parse-special", OPT_FLAG, &parse, "control tokens written in the text become their ids", false, NULL},
         {"--offsets", OPT_FLAG, &offsets, "one line per token: id, byte span, piece", false, NULL},
         {"--json", OPT_FLAG, &json, "one JSON object: ids and byte spans", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer encode --tokenizer T [--text TEXT | --file FILE] [options]\n\n"
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer encode --tokenizer T [--text TEXT | --file FILE] [options]\n\n"
                                          "Prints the token ids, space separated.");
-    if (rc) return rc == 1 ? 0 : 2;
+    if (rc >= 0) return rc;
     if (!tok) { fprintf(stderr, "fusekit tokenizer encode: error: --tokenizer is required\n"); return 2; }
     fk_tokenizer *t;
     fk_status st = fk_tok_load(tok, &t);
@@ -227,10 +227,10 @@ static int tok_decode(int argc, char **argv) {
         {"--ids", OPT_STR, &ids_s, "token ids, space or comma separated", false, NULL},
         {"--file", OPT_STR, &file, "file of token ids (default: standard input)", false, NULL},
         {"--skip-special", OPT_FLAG, &skip, "leave control tokens (BOS, EOS, ...) out", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer decode --tokenizer T [--ids IDS | --file FILE] [--skip-special]");
-    if (rc) return rc == 1 ? 0 : 2;
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer decode --tokenizer T [--ids IDS | --file FILE] [--skip-special]");
+    if (rc >= 0) return rc;
     if (!tok) { fprintf(stderr, "fusekit tokenizer decode: error: --tokenizer is required\n"); return 2; }
     fk_tokenizer *t;
     fk_status st = fk_tok_load(tok, &t);
@@ -260,10 +260,10 @@ static int tok_info(int argc, char **argv) {
     const char *tok = NULL;
     cli_opt opts[] = {
         {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer info --tokenizer T\n\nPrints one JSON object.");
-    if (rc) return rc == 1 ? 0 : 2;
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer info --tokenizer T\n\nPrints one JSON object.");
+    if (rc >= 0) return rc;
     if (!tok) { fprintf(stderr, "fusekit tokenizer info: error: --tokenizer is required\n"); return 2; }
     fk_tokenizer *t;
     fk_status st = fk_tok_load(tok, &t);
@@ -308,10 +308,10 @@ static int tok_convert(int argc, char **argv) {
         {"-o|--out", OPT_STR, &out, "write tokenizer.json, tokenizer_config.json, special_tokens_map.json here", false, NULL},
         {"--gguf", OPT_STR, &gguf, "write a GGUF file holding the tokenizer metadata", false, NULL},
         {"--force", OPT_FLAG, &force, "replace an existing --gguf, or the tokenizer.json in -o", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts, "usage: fusekit tokenizer convert --tokenizer T (-o DIR | --gguf FILE)");
-    if (rc) return rc == 1 ? 0 : 2;
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer convert --tokenizer T (-o DIR | --gguf FILE)");
+    if (rc >= 0) return rc;
     if (!tok || (!out && !gguf)) { fprintf(stderr, "fusekit tokenizer convert: error: --tokenizer and -o or --gguf are required\n"); return 2; }
     if (out && (rc = check_tok_dir("tokenizer convert", out, force, &tok, 1)) != 0) return rc;
     cli_out_spec gs = {"--gguf", gguf, force, false};
@@ -360,13 +360,13 @@ int cmd_tokenize(int argc, char **argv) {
         {"--add-special", OPT_FLAG, &add, "add BOS/EOS to each file as the tokenizer's configuration says", false, NULL},
         {"--sep-eos", OPT_FLAG, &sep, "put the EOS token after each file", false, NULL},
         {"--force", OPT_FLAG, &force, "replace an existing -o", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
+    int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit tokenize --tokenizer T --data FILE [--data FILE ...] -o OUT [options]\n\n"
                        "Writes a token shard (header with vocabulary size, text bytes and the tokenizer's fingerprint;\n"
                        "then uint16 or uint32 ids) that fusekit train, eval and extract read.");
-    if (rc) return rc == 1 ? 0 : 2;
+    if (rc >= 0) return rc;
     if (!tok || !data.n || !out) { fprintf(stderr, "fusekit tokenize: error: --tokenizer, --data and --out are required\n"); return 2; }
     {
         const char *ins[CLI_LIST_MAX + 1];

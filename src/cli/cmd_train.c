@@ -121,19 +121,8 @@ static void on_step(const fk_train_event *ev, void *user) {
         fk_teacher_set_shares(ui->teachers, sh);
         cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(sh, n));
     }
-    char *text = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    if (!text) return;
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
-    if (!line) { free(text); return; }
-    line[len] = '\n';
-    line[len + 1] = 0;
     if (ui->tty) fputs("\r\033[K", stderr);
-    fputs(line, stdout);
-    fflush(stdout);
-    if (ui->metrics) { fputs(line, ui->metrics); fflush(ui->metrics); }
-    free(line);
+    cli_json_print(j, stdout, ui->metrics);
 }
 
 // The shape of a new model: the flags used when neither --config nor --init gives one.
@@ -226,8 +215,7 @@ static int train_parse(int argc, char **argv, train_args *a, cli_opt *rows) {
         {"--tau", OPT_F32, &a->fo.tau, "AvgCE temperature on cross-entropies", false, "(0,)"},
         {"--teacher-temp", OPT_F32, &a->fo.temperature, "temperature on the teachers' log-probabilities", false, "(0,)"},
         {"--teacher-tail", OPT_FLAG, &a->fo.tail, "keep the teachers' full-softmax top-k probabilities and match the rest as a tail class (default: renormalise the top k, as FuseLLM)", false, NULL},
-        {"--align", OPT_CHOICE, CLI_ENUM(&a->ao.mode), "token alignment for teachers of another tokenizer", false, "offsets|dtw"},
-        {"--vmap", OPT_CHOICE, CLI_ENUM(&a->ao.vmap), "vocabulary map for teachers of another tokenizer", false, "mined|exact|prefix"},
+        CLI_ROWS_ALIGN(&a->ao, "teachers of another tokenizer"),
         {"--align-cache", OPT_STR, &a->ao.cache_dir, "folder for aligned stores and vocabulary maps (default: beside each store)", false, NULL},
         CLI_ROWS_END,
     };
