@@ -12,6 +12,8 @@
 // tokenization (an aligned store, fusion.md §4): a position may have fewer than k entries,
 // or none, which means a one-hot on the true next token.
 //
+// Implemented in src/format/store*.c, one concern a file (src/format/store_internal.h lists them).
+//
 // ------------------------------------------------------------------------ file format
 // All integers little-endian. Sections, in order: header, tokenization, model prior (when
 // there is at least one sequence), records, index, footer.
