@@ -42,5 +42,10 @@ typedef struct {
 // errors naming the file and line.
 fk_status fk_probes_eval(fk_model *m, const fk_tokenizer *tok, const char *jsonl_path, int64_t max_items, fk_probe_result *r);
 void fk_probe_result_free(fk_probe_result *r);
+// Adds r's counts into total: items, correct, accuracy, and the domains matched by name, a
+// domain past the table's FK_PROBES_MAX_DOMAINS counted as "other" as fk_probes_eval counts it.
+// The per-item arrays are not merged (a zeroed total keeps them NULL). Sums several files'
+// results (eval --probes A B).
+void fk_probe_result_add(fk_probe_result *total, const fk_probe_result *r);
 
 #endif

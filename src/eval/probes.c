@@ -221,3 +221,14 @@ void fk_probe_result_free(fk_probe_result *r) {
     r->score_off = NULL;
     r->score = NULL;
 }
+
+void fk_probe_result_add(fk_probe_result *total, const fk_probe_result *r) {
+    total->items += r->items;
+    total->correct += r->correct;
+    total->accuracy = total->items ? (double)total->correct / (double)total->items : 0;
+    for (int d = 0; d < r->n_domains && d < FK_PROBES_MAX_DOMAINS; d++) {
+        int k = domain_slot(total, r->domain[d].name);
+        total->domain[k].items += r->domain[d].items;
+        total->domain[k].correct += r->domain[d].correct;
+    }
+}
