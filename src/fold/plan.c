@@ -139,8 +139,8 @@ static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_
     return true;
 }
 
-fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p) {
-    memset(p, 0, sizeof *p);
+// The inputs fk_fold_plan_make refuses, with the reason.
+static fk_status plan_check(const fk_model *m, const fk_analysis *a, const fk_fold_opts *o) {
     const fk_config *c = &m->cfg;
     int L = (int)c->n_layer;
     if (a->n_layer != L) return fk_error(FK_ERR_ARG, "fold: the analysis has %d layers, the model %d (analyse this model)", a->n_layer, L);
@@ -149,107 +149,134 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
     if (!(o->budget > 0 && o->budget < 1)) return fk_error(FK_ERR_ARG, "fold: budget %g, expected a fraction in (0, 1)", o->budget);
     if (o->round < 1 || !(o->min_width >= 0 && o->min_width <= 1)) return fk_error(FK_ERR_ARG, "fold: round %d / min width %g", o->round, o->min_width);
     if (!o->ffn_ops && !o->layer_ops && !o->head_ops) return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN, head and layer operations all off)");
+    return FK_OK;
+}
+
+// The plan before anything is chosen: every layer as it is, the scope and the budget.
+static void plan_init(const fk_model *m, const fk_fold_opts *o, fk_fold_plan *p) {
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    int64_t KV = c->n_kv_head, hd = c->head_dim;
     p->n_layer = L;
     p->scope_params = fk_fold_scope_params(m, o->scope);
     for (int l = 0; l < L; l++) {
         p->ffn_before[l] = p->ffn_after[l] = c->ffn[l];
         p->unit_params[l] = ffn_params(m, l) / c->ffn[l];
         p->foldable[l] = o->ffn_ops && (o->fold_edges || o->uniform || (l > 0 && l < L - 1));
-    }
-    p->budget_params = (int64_t)ceil(o->budget * (double)p->scope_params);
-    int64_t round = o->round;
-    fk_status st = FK_OK;
-    double *resid[FK_MAX_LAYERS] = {0}, *hres[FK_MAX_LAYERS] = {0};
-    int64_t lo[FK_MAX_LAYERS], hlo[FK_MAX_LAYERS];
-    bool head_ops = o->head_ops && !o->uniform && o->scope != FK_SCOPE_FFN;
-    int64_t KV = c->n_kv_head, hd = c->head_dim;
-    for (int l = 0; l < L; l++) {
         p->group_before[l] = p->group_after[l] = fk_config_heads(c, l) / KV;
         p->head_step_params[l] = KV * (2 * hd * c->d_model + (c->bias_qkv ? hd : 0));
     }
-    // heads: elimination within KV groups and one KL probe (one head fewer per group) per layer
-    for (int l = 0; head_ops && l < L && st == FK_OK; l++) {
+    p->budget_params = (int64_t)ceil(o->budget * (double)p->scope_params);
+}
+
+// Per layer, what the choice works from: the relative residual of the FFN at each width and of
+// the attention at each number of heads per group (NULL: not folded), and the guards' floors.
+typedef struct {
+    double *resid[FK_MAX_LAYERS], *hres[FK_MAX_LAYERS];
+    int64_t lo[FK_MAX_LAYERS], hlo[FK_MAX_LAYERS];  // fewest FFN units / heads per group allowed
+} plan_curves;
+
+// Heads: elimination within KV groups and one KL probe (one head fewer per group) per layer.
+static fk_status probe_heads(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p,
+                             plan_curves *cv) {
+    int L = p->n_layer;
+    int64_t KV = m->cfg.n_kv_head;
+    for (int l = 0; l < L; l++) {
         int64_t G = p->group_before[l];
         if (G < 2 || (!o->fold_edges && (l == 0 || l == L - 1))) continue;
-        hlo[l] = (int64_t)ceil(o->min_width * (double)G);
-        if (hlo[l] < 1) hlo[l] = 1;
-        if (hlo[l] >= G) continue;
+        cv->hlo[l] = (int64_t)ceil(o->min_width * (double)G);
+        if (cv->hlo[l] < 1) cv->hlo[l] = 1;
+        if (cv->hlo[l] >= G) continue;
         p->head_order[l] = malloc((size_t)(G * KV) * sizeof(int32_t));
-        hres[l] = malloc((size_t)(G + 1) * sizeof(double));
-        if (!p->head_order[l] || !hres[l]) { st = fk_error(FK_ERR_NOMEM, "fold: out of memory"); break; }
-        st = fk_head_elimination(m, l, a->att_gram[l], o->ridge, p->head_order[l], hres[l]);
-        if (st != FK_OK) break;
+        cv->hres[l] = malloc((size_t)(G + 1) * sizeof(double));
+        if (!p->head_order[l] || !cv->hres[l]) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+        FK_TRY(fk_head_elimination(m, l, a->att_gram[l], o->ridge, p->head_order[l], cv->hres[l]));
         fk_model t;
-        st = fk_fold_heads(m, l, p->head_order[l] + KV, (int)((G - 1) * KV), a->att_gram[l], o->ridge, &t);
-        if (st != FK_OK) break;
-        st = fk_kl_probe_eval(&t, probe, &p->head_probe_kl[l]);
+        FK_TRY(fk_fold_heads(m, l, p->head_order[l] + KV, (int)((G - 1) * KV), a->att_gram[l], o->ridge, &t));
+        fk_status st = fk_kl_probe_eval(&t, probe, &p->head_probe_kl[l]);
         fk_model_free(&t);
-        double r = hres[l][G - 1] - hres[l][G];
+        FK_TRY(st);
+        double r = cv->hres[l][G - 1] - cv->hres[l][G];
         p->head_sensitivity[l] = r > 1e-12 ? p->head_probe_kl[l] / r : 0;
     }
-    // FFN: elimination order and residual curve per layer, one KL probe for its sensitivity
-    for (int l = 0; l < L && st == FK_OK; l++) {
+    return FK_OK;
+}
+
+// FFN: elimination order and residual curve per foldable layer, one KL probe for its sensitivity.
+static fk_status probe_ffn(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p,
+                           plan_curves *cv) {
+    int64_t round = o->round;
+    for (int l = 0; l < p->n_layer; l++) {
         if (!p->foldable[l]) continue;
-        int64_t F = c->ffn[l];
-        lo[l] = round_up((int64_t)ceil(o->min_width * (double)F), round);
-        if (lo[l] < round) lo[l] = round;
+        int64_t F = m->cfg.ffn[l];
+        cv->lo[l] = round_up((int64_t)ceil(o->min_width * (double)F), round);
+        if (cv->lo[l] < round) cv->lo[l] = round;
         p->order[l] = malloc((size_t)F * sizeof(int32_t));
-        resid[l] = malloc((size_t)(F + 1) * sizeof(double));
-        if (!p->order[l] || !resid[l]) { st = fk_error(FK_ERR_NOMEM, "fold: out of memory"); break; }
-        st = fk_ffn_elimination(m, l, a->ffn_gram[l], o->ridge, p->order[l], resid[l]);
-        if (st != FK_OK) break;
+        cv->resid[l] = malloc((size_t)(F + 1) * sizeof(double));
+        if (!p->order[l] || !cv->resid[l]) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+        FK_TRY(fk_ffn_elimination(m, l, a->ffn_gram[l], o->ridge, p->order[l], cv->resid[l]));
         int64_t w = round_up((int64_t)llround((1 - fmin(o->budget, 0.9)) * (double)F), round);
-        if (w >= F) w = next_width(F, lo[l], round);
-        if (w < lo[l]) w = lo[l];
+        if (w >= F) w = next_width(F, cv->lo[l], round);
+        if (w < cv->lo[l]) w = cv->lo[l];
         if (w < 1 || w >= F) { p->foldable[l] = false; continue; }
         fk_model t;
-        st = fk_fold_ffn_keep(m, l, p->order[l] + (F - w), (int)w, a->ffn_gram[l], o->ridge, &t);
-        if (st != FK_OK) break;
-        st = fk_kl_probe_eval(&t, probe, &p->probe_kl[l]);
+        FK_TRY(fk_fold_ffn_keep(m, l, p->order[l] + (F - w), (int)w, a->ffn_gram[l], o->ridge, &t));
+        fk_status st = fk_kl_probe_eval(&t, probe, &p->probe_kl[l]);
         fk_model_free(&t);
+        FK_TRY(st);
         p->probe_width[l] = w;
-        double r = resid[l][w] - resid[l][F];
+        double r = cv->resid[l][w] - cv->resid[l][F];
         p->sensitivity[l] = r > 1e-12 ? p->probe_kl[l] / r : 0;
     }
-    // layer operations: the best of drop / average / LaCo at each place
-    fk_layer_op cand[FK_MAX_LAYERS];
-    int n_cand = 0;
-    if (st == FK_OK && o->layer_ops && !o->uniform) {
-        int first = o->fold_edges ? 0 : 1, last = o->fold_edges ? L - 1 : L - 2;
-        for (int l = first; l <= last && st == FK_OK; l++) {
-            fk_layer_op best = {.kl = INFINITY};
-            fk_layer_op tries[3] = {{FK_LAYER_DROP, l, 1, 0, layer_params(m, l)}, {FK_LAYER_AVERAGE, l, 2, 0, 0}, {FK_LAYER_LACO, l, 3, 0, 0}};
-            for (int k = 0; k < 3 && st == FK_OK; k++) {
-                fk_layer_op *t = &tries[k];
-                if (l + t->span - 1 > last || L - (t->kind == FK_LAYER_DROP ? 1 : t->span - 1) < 1) continue;
-                bool same = true;
-                for (int j = 1; j < t->span; j++) same = same && c->ffn[l + j] == c->ffn[l];
-                if (!same) continue;
-                if (t->kind != FK_LAYER_DROP) {
-                    t->params = 0;
-                    for (int j = 1; j < t->span; j++) t->params += layer_params(m, l + j);
-                }
-                st = probe_layer_op(m, probe, t);
-                // per parameter, so that a LaCo merge of three competes fairly with a drop
-                if (st == FK_OK && t->kl / (double)t->params < best.kl / (double)(best.params ? best.params : 1)) best = *t;
+    return FK_OK;
+}
+
+// Layer operations: the best of drop / average / LaCo at each place (by measured KL per
+// parameter), into cand[0 .. *n_cand).
+static fk_status layer_candidates(const fk_model *m, const fk_kl_probe *probe, const fk_fold_opts *o, fk_layer_op *cand, int *n_cand) {
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer, first = o->fold_edges ? 0 : 1, last = o->fold_edges ? L - 1 : L - 2;
+    *n_cand = 0;
+    for (int l = first; l <= last; l++) {
+        fk_layer_op best = {.kl = INFINITY};
+        fk_layer_op tries[3] = {{FK_LAYER_DROP, l, 1, 0, layer_params(m, l)}, {FK_LAYER_AVERAGE, l, 2, 0, 0}, {FK_LAYER_LACO, l, 3, 0, 0}};
+        for (int k = 0; k < 3; k++) {
+            fk_layer_op *t = &tries[k];
+            if (l + t->span - 1 > last || L - (t->kind == FK_LAYER_DROP ? 1 : t->span - 1) < 1) continue;
+            bool same = true;
+            for (int j = 1; j < t->span; j++) same = same && c->ffn[l + j] == c->ffn[l];
+            if (!same) continue;
+            if (t->kind != FK_LAYER_DROP) {
+                t->params = 0;
+                for (int j = 1; j < t->span; j++) t->params += layer_params(m, l + j);
             }
-            if (st == FK_OK && isfinite(best.kl)) cand[n_cand++] = best;
+            FK_TRY(probe_layer_op(m, probe, t));
+            // per parameter, so that a LaCo merge of three competes fairly with a drop
+            if (t->kl / (double)t->params < best.kl / (double)(best.params ? best.params : 1)) best = *t;
         }
+        if (isfinite(best.kl)) cand[(*n_cand)++] = best;
     }
-    // Layer operations first (fold.md §4): an operation is taken when it, plus the FFN plan for
-    // what is left of the budget, costs less estimated KL than the FFN plan without it.
+    return FK_OK;
+}
+
+// Layer operations first (fold.md §4): an operation is taken when it, plus the FFN plan for
+// what is left of the budget, costs less estimated KL than the FFN plan without it; then the
+// widths and heads for the rest. FK_ERR_ARG when the guards stop short of the budget.
+static fk_status plan_choose(fk_fold_plan *p, const fk_fold_opts *o, const plan_curves *cv, bool head_ops, const fk_layer_op *cand,
+                             int n_cand) {
+    int L = p->n_layer;
     bool taken[FK_MAX_LAYERS] = {0}, touched[FK_MAX_LAYERS] = {0};
     int64_t removed = 0, ops_removed = 0;
-    int64_t widths[FK_MAX_LAYERS];
-    ffn_ctx fc = {p, (const double *const *)resid, lo, touched, round, o->uniform, L, head_ops ? (const double *const *)hres : NULL, hlo};
-    int64_t groups[FK_MAX_LAYERS], g2[FK_MAX_LAYERS];
+    int64_t widths[FK_MAX_LAYERS], groups[FK_MAX_LAYERS], g2[FK_MAX_LAYERS];
+    ffn_ctx fc = {p, (const double *const *)cv->resid, cv->lo, touched, o->round, o->uniform, L,
+                  head_ops ? (const double *const *)cv->hres : NULL, cv->hlo};
     double kl_now = 0;
-    bool ok_now = st == FK_OK && ffn_greedy(&fc, p->budget_params, widths, groups, &removed, &kl_now);
-    while (st == FK_OK) {
+    bool ok_now = ffn_greedy(&fc, p->budget_params, widths, groups, &removed, &kl_now);
+    for (;;) {
         int best = -1;
         double best_kl = ok_now ? kl_now : INFINITY;
         for (int k = 0; k < n_cand; k++) {
-            fk_layer_op *op = &cand[k];
+            const fk_layer_op *op = &cand[k];
             if (taken[k] || ops_removed + op->params > p->budget_params) continue;
             bool free_ = true;
             for (int j = 0; j < op->span; j++) free_ = free_ && !touched[op->layer + j];
@@ -268,35 +295,51 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
         p->ops[p->n_ops++] = cand[best];
         ok_now = ffn_greedy(&fc, p->budget_params - ops_removed, widths, groups, &removed, &kl_now);
     }
-    if (st == FK_OK) {
-        for (int l = 0; l < L; l++) { p->ffn_after[l] = widths[l]; p->group_after[l] = groups[l]; }
-        removed += ops_removed;
+    for (int l = 0; l < L; l++) { p->ffn_after[l] = widths[l]; p->group_after[l] = groups[l]; }
+    removed += ops_removed;
+    if (removed < p->budget_params)
+        return fk_error(FK_ERR_ARG,
+                        "fold: the budget (%lld parameters, %.1f%% of %lld) is more than the guards allow: at most %lld can go (each layer keeps >= %.0f%% of its "
+                        "FFN width%s; widths are multiples of %d)",
+                        (long long)p->budget_params, 100 * o->budget, (long long)p->scope_params, (long long)removed, 100 * o->min_width,
+                        o->fold_edges || o->uniform ? "" : ", the first and last layers are left alone", o->round);
+    p->removed_params = removed;
+    return FK_OK;
+}
+
+// The chosen plan's estimates (per layer and in all), its layer operations in ascending order.
+static void plan_estimates(fk_fold_plan *p, const plan_curves *cv) {
+    for (int i = 1; i < p->n_ops; i++)
+        for (int j = i; j > 0 && p->ops[j].layer < p->ops[j - 1].layer; j--) { fk_layer_op t = p->ops[j]; p->ops[j] = p->ops[j - 1]; p->ops[j - 1] = t; }
+    for (int l = 0; l < p->n_layer; l++) {
+        if (!p->order[l]) continue;
+        p->resid[l] = cv->resid[l][p->ffn_after[l]];
+        p->est_kl[l] = p->sensitivity[l] * (cv->resid[l][p->ffn_after[l]] - cv->resid[l][p->ffn_before[l]]);
+        p->est_kl_total += p->est_kl[l];
     }
-    if (st == FK_OK && removed < p->budget_params)
-        st = fk_error(FK_ERR_ARG,
-                      "fold: the budget (%lld parameters, %.1f%% of %lld) is more than the guards allow: at most %lld can go (each layer keeps >= %.0f%% of its "
-                      "FFN width%s; widths are multiples of %d)",
-                      (long long)p->budget_params, 100 * o->budget, (long long)p->scope_params, (long long)removed, 100 * o->min_width,
-                      o->fold_edges || o->uniform ? "" : ", the first and last layers are left alone", o->round);
-    if (st == FK_OK) {
-        p->removed_params = removed;
-        // layer operations in ascending order
-        for (int i = 1; i < p->n_ops; i++)
-            for (int j = i; j > 0 && p->ops[j].layer < p->ops[j - 1].layer; j--) { fk_layer_op t = p->ops[j]; p->ops[j] = p->ops[j - 1]; p->ops[j - 1] = t; }
-        for (int l = 0; l < L; l++) {
-            if (!p->order[l]) continue;
-            p->resid[l] = resid[l][p->ffn_after[l]];
-            p->est_kl[l] = p->sensitivity[l] * (resid[l][p->ffn_after[l]] - resid[l][p->ffn_before[l]]);
-            p->est_kl_total += p->est_kl[l];
-        }
-        for (int l = 0; l < L; l++) {
-            if (!hres[l]) continue;
-            p->head_est_kl[l] = p->head_sensitivity[l] * (hres[l][p->group_after[l]] - hres[l][p->group_before[l]]);
-            p->est_kl_total += p->head_est_kl[l];
-        }
-        for (int i = 0; i < p->n_ops; i++) p->est_kl_total += p->ops[i].kl;
+    for (int l = 0; l < p->n_layer; l++) {
+        if (!cv->hres[l]) continue;
+        p->head_est_kl[l] = p->head_sensitivity[l] * (cv->hres[l][p->group_after[l]] - cv->hres[l][p->group_before[l]]);
+        p->est_kl_total += p->head_est_kl[l];
     }
-    for (int l = 0; l < L; l++) { free(resid[l]); free(hres[l]); }
+    for (int i = 0; i < p->n_ops; i++) p->est_kl_total += p->ops[i].kl;
+}
+
+fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p) {
+    memset(p, 0, sizeof *p);
+    FK_TRY(plan_check(m, a, o));
+    plan_init(m, o, p);
+    plan_curves cv;
+    memset(&cv, 0, sizeof cv);
+    bool head_ops = o->head_ops && !o->uniform && o->scope != FK_SCOPE_FFN;
+    fk_layer_op cand[FK_MAX_LAYERS];
+    int n_cand = 0;
+    fk_status st = head_ops ? probe_heads(m, a, probe, o, p, &cv) : FK_OK;
+    if (st == FK_OK) st = probe_ffn(m, a, probe, o, p, &cv);
+    if (st == FK_OK && o->layer_ops && !o->uniform) st = layer_candidates(m, probe, o, cand, &n_cand);
+    if (st == FK_OK) st = plan_choose(p, o, &cv, head_ops, cand, n_cand);
+    if (st == FK_OK) plan_estimates(p, &cv);
+    for (int l = 0; l < FK_MAX_LAYERS; l++) { free(cv.resid[l]); free(cv.hres[l]); }
     if (st != FK_OK) fk_fold_plan_free(p);
     return st;
 }
