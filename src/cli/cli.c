@@ -253,7 +253,8 @@ static int add_list(const char *cmd, cli_list *l, const char *a, size_t len, boo
     return 0;
 }
 
-int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
+// cli_parse, with the arguments no row knows copied to rest (when not NULL) instead of refused.
+static int parse_rows(int argc, char **argv, cli_opt *opts, const char *usage, char **rest, int *n_rest) {
     char cmd[64];
     usage_cmd(usage, cmd, sizeof cmd);
     // every numeric option says which values it takes (checked on every run, --help included)
@@ -272,6 +273,7 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         size_t len = inline_value ? (size_t)(eq - a) : strlen(a);
         cli_opt *o = NULL;
         for (cli_opt *p = opts; p->name; p++) if (name_matches(p->name, a, len)) { o = p; break; }
+        if (!o && rest) { rest[(*n_rest)++] = argv[i]; continue; }
         if (!o) { fprintf(stderr, "fusekit %s: error: unknown option %s (see --help)\n", cmd, a); return 2; }
         o->set = true;
         if (o->type == OPT_FLAG) {
@@ -285,6 +287,13 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         if (rc) return rc;
     }
     return 0;
+}
+
+int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) { return parse_rows(argc, argv, opts, usage, NULL, NULL); }
+
+int cli_parse_rest(int argc, char **argv, cli_opt *opts, const char *usage, char **rest, int *n_rest) {
+    int rc = parse_rows(argc, argv, opts, usage, rest, n_rest);
+    return rc == 0 ? -1 : rc == 1 ? 0 : 2;
 }
 
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage) {

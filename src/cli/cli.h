@@ -88,6 +88,9 @@ typedef struct {
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage);
 // cli_parse's outcome as the verb's exit code when it should stop (help: 0, error: 2), else -1.
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage);
+// cli_parse_verb for a verb that hands the options it does not know on (fuse to train): each
+// argument no row takes is appended to rest (room for argc values), *n_rest counting.
+int cli_parse_rest(int argc, char **argv, cli_opt *opts, const char *usage, char **rest, int *n_rest);
 // One numeric value outside an option table (a pass-through option such as fuse's -k): parsed,
 // checked against range (the table's syntax). Returns 0, or 2 after printing the error.
 int cli_parse_int(const char *cmd, const char *opt, const char *v, const char *range, int64_t *out);
