@@ -376,6 +376,10 @@ fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags,
     return st;
 }
 
+fk_status cli_model_open(const cli_model_opts *mo, fk_model *m, fk_tokenizer **tok) {
+    return cli_load_model(mo->path, mo->tokenizer, mo->flags, m, tok);
+}
+
 fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok) {
     FK_TRY(fk_store_save_tokenizer(store_path, *tok));
     char *dir = fk_store_tokenizer_dir(store_path);

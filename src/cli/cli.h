@@ -55,6 +55,7 @@ _Static_assert(FK_DT_F32 == 0 && FK_DT_F16 == 1 && FK_DT_BF16 == 2, "CLI_DTYPES 
 // A verb initialises the struct (its defaults) and lists the rows it takes.
 typedef struct {
     const char *path, *tokenizer;  // --model, --tokenizer
+    unsigned flags;                // FK_LOAD_*: FK_LOAD_FROZEN to run the model, 0 to write its weights
 } cli_model_opts;
 typedef struct {
     const char *path;              // --data: a text file or a token shard
@@ -169,6 +170,9 @@ fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t v
 // NULL, its tokenizer as cli_model_tokenizer chooses it (`tok_path` first). On failure nothing
 // is left allocated.
 fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok);
+
+// cli_load_model for the model group's rows: mo->path with mo->tokenizer and mo->flags.
+fk_status cli_model_open(const cli_model_opts *mo, fk_model *m, fk_tokenizer **tok);
 
 // Gives the heap's free pages back to the system (after tokenizer JSON is parsed or written).
 void cli_trim_heap(void);

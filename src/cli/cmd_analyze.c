@@ -5,7 +5,7 @@
 #include <math.h>
 
 int cmd_analyze(int argc, char **argv) {
-    cli_model_opts mo = {0};
+    cli_model_opts mo = {.flags = FK_LOAD_FROZEN};
     cli_data_opts dt = {.batch = 4, .max_tokens = 65536};
     cli_out_opts out = {0};
     int64_t max_n = 4, threads = 0;
@@ -39,7 +39,7 @@ int cmd_analyze(int argc, char **argv) {
     fk_model m;
     fk_tokenizer *tok = NULL;
     fk_token_data d = {0};
-    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = cli_model_open(&mo, &m, &tok);
     if (st != FK_OK) return cli_fail("analyze", st);
     st = fk_data_load_tok(data, tok, &d);
     fk_tok_free(tok);

@@ -56,10 +56,10 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
 // llama.cpp's llama-perplexity protocol: the text encoded once with the tokenizer's specials,
 // chunks of --seq tokens (BOS replacing each chunk's first token when the tokenizer adds
 // one), the second half of each chunk scored.
-static int eval_llama_ppl(const char *model, const char *data, const char *tokenizer, int64_t seq, int64_t batch) {
+static int eval_llama_ppl(const cli_model_opts *mo, const char *data, int64_t seq, int64_t batch) {
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = cli_model_open(mo, &m, &tok);
     if (st != FK_OK) return cli_fail("eval", st);
     char *text = NULL;
     size_t n = 0;
@@ -75,7 +75,7 @@ static int eval_llama_ppl(const char *model, const char *data, const char *token
     double dt = fk_time_s() - t0;
     if (st == FK_OK) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "model", mo->path);
         cJSON_AddStringToObject(j, "data", data);
         cJSON_AddStringToObject(j, "protocol", "llama-perplexity");
         cli_json_int(j, "n_ctx", n_ctx);
@@ -157,7 +157,7 @@ static int eval_windows(const eval_args *a) {
     fk_model m;
     fk_token_data d;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(a->model.path, a->model.tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = cli_model_open(&a->model, &m, &tok);
     if (st != FK_OK) return cli_fail("eval", st);
     st = fk_data_load_tok(a->data.path, tok, &d);
     if (st != FK_OK) { fk_tok_free(tok); fk_model_free(&m); return cli_fail("eval", st); }
@@ -201,7 +201,7 @@ static int eval_windows(const eval_args *a) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    eval_args a = {.data = {.batch = 4}};
+    eval_args a = {.model = {.flags = FK_LOAD_FROZEN}, .data = {.batch = 4}};
     fk_align_opts_default(&a.ao);
     cli_opt opts[] = {
         CLI_ROW_MODEL(&a.model, "model folder or .gguf file (required)"),
@@ -240,5 +240,5 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "fusekit eval: error: --protocol llama-perplexity takes no --probes, --kl-to or --max-tokens\n");
         return 2;
     }
-    return eval_llama_ppl(a.model.path, a.data.path, a.model.tokenizer, a.data.seq, a.data.batch);
+    return eval_llama_ppl(&a.model, a.data.path, a.data.seq, a.data.batch);
 }

@@ -39,7 +39,7 @@ int cmd_export(int argc, char **argv) {
     double t0 = fk_time_s();
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(model, tok_path, 0, &m, no_tok ? NULL : &tok);  // written out: decoded weights
+    fk_status st = cli_model_open(&mo, &m, no_tok ? NULL : &tok);  // written out: decoded weights (flags 0)
     if (st != FK_OK) return cli_fail("export", st);
     if (!no_tok && !tok) {
         st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys; and is not a 256-token byte model): "

@@ -80,7 +80,7 @@ static void print_result(const fk_model *m, fk_store *s, const char *path, const
 }
 
 int cmd_extract(int argc, char **argv) {
-    cli_model_opts mo = {0};
+    cli_model_opts mo = {.flags = FK_LOAD_FROZEN};
     const char *data = NULL, *info = NULL;
     cli_out_opts out = {0};
     int64_t threads = 0;
@@ -119,7 +119,7 @@ int cmd_extract(int argc, char **argv) {
     cli_set_threads(threads);
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(model, tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = cli_model_open(&mo, &m, &tok);
     if (st != FK_OK) return cli_fail("extract", st);
     if (!tok) {
         st = fk_error(FK_ERR_ARG, "%s has no tokenizer (tokenizer.json, or the GGUF's tokenizer.ggml.* keys) and its vocabulary is not 256 bytes: pass --tokenizer", model);

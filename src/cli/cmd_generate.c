@@ -66,7 +66,7 @@ static fk_status prompt_tokens(const generate_args *a, const fk_tokenizer *tok, 
 }
 
 int cmd_generate(int argc, char **argv) {
-    generate_args a = {.prompt = ""};
+    generate_args a = {.model = {.flags = FK_LOAD_FROZEN}, .prompt = ""};
     fk_generate_defaults(&a.g);
     fk_sampler *s = &a.g.sampler;
     cli_opt opts[] = {
@@ -91,7 +91,7 @@ int cmd_generate(int argc, char **argv) {
     cli_set_threads(a.threads);
     fk_model m;
     fk_tokenizer *tok = NULL;
-    fk_status st = cli_load_model(a.model.path, a.model.tokenizer, FK_LOAD_FROZEN, &m, &tok);
+    fk_status st = cli_model_open(&a.model, &m, &tok);
     if (st != FK_OK) return cli_fail("generate", st);
     int32_t *ids = NULL;
     int64_t n = 0;
