@@ -125,11 +125,17 @@ static fk_status check_name(rd *r, const char *what, int64_t i) {
     return FK_OK;
 }
 
+// Reads the name of key or tensor i (what: "key" or "tensor"); later errors name it.
+static fk_status read_name(rd *r, const char *what, int64_t i, fk_gguf_str *name, const char *label) {
+    FK_TRY(check_name(r, what, i));
+    FK_TRY(get_str(r, name, label, -1));
+    r->what = what;
+    r->name = *name;
+    return FK_OK;
+}
+
 static fk_status read_kv(rd *r, int64_t i, fk_gguf_kv *kv) {
-    FK_TRY(check_name(r, "key", i));
-    FK_TRY(get_str(r, &kv->key, "key name", -1));
-    r->what = "key";
-    r->name = kv->key;
+    FK_TRY(read_name(r, "key", i, &kv->key, "key name"));
     uint32_t t;
     FK_TRY(get32(r, &t, "value type"));
     FK_TRY(check_type(r, t, "value"));
@@ -157,10 +163,7 @@ static fk_status read_kv(rd *r, int64_t i, fk_gguf_kv *kv) {
 }
 
 static fk_status read_tensor(rd *r, int64_t i, fk_gguf_tensor *t) {
-    FK_TRY(check_name(r, "tensor", i));
-    FK_TRY(get_str(r, &t->name, "tensor name", -1));
-    r->what = "tensor";
-    r->name = t->name;
+    FK_TRY(read_name(r, "tensor", i, &t->name, "tensor name"));
     FK_TRY(get32(r, &t->n_dims, "n_dims"));
     if (t->n_dims > FK_GGUF_MAX_DIMS) return bad(r, "has %u dimensions, at most %d are supported", t->n_dims, FK_GGUF_MAX_DIMS);
     uint64_t elems = 1;

@@ -6,6 +6,66 @@
 #include <stdlib.h>
 #include <string.h>
 
+// ------------------------------------------------------------------ top-k arrays
+// Positions' stored distributions: per position its count, k ids and log-probs, and ce.
+typedef struct {
+    uint8_t *count;
+    int32_t *ids;
+    float *logp, *ce;
+} topk_arrays;
+
+static void topk_free(topk_arrays *a) {
+    free(a->count); free(a->ids); free(a->logp); free(a->ce);
+    *a = (topk_arrays){0};
+}
+
+// Room for n positions (at least one) of k entries; false when out of memory.
+static bool topk_alloc(topk_arrays *a, int64_t n, int64_t k) {
+    if (n < 1) n = 1;
+    a->count = malloc((size_t)n);
+    a->ids = malloc((size_t)(n * k > 0 ? n * k : 1) * sizeof *a->ids);
+    a->logp = malloc((size_t)(n * k > 0 ? n * k : 1) * sizeof *a->logp);
+    a->ce = malloc((size_t)n * sizeof *a->ce);
+    return a->count && a->ids && a->logp && a->ce;
+}
+
+// Copies n positions of sequence q, from its position o, to a's position at.
+static void topk_put(topk_arrays *a, int64_t at, const fk_store_seq *q, int64_t o, int64_t n, int64_t k) {
+    memcpy(a->count + at, q->count + o, (size_t)n);
+    memcpy(a->ids + at * k, q->ids + o * k, (size_t)(n * k) * sizeof *a->ids);
+    memcpy(a->logp + at * k, q->logp + o * k, (size_t)(n * k) * sizeof *a->logp);
+    memcpy(a->ce + at, q->ce + o, (size_t)n * sizeof *a->ce);
+}
+
+// Decodes every sequence of store s (path names it in errors) into a, which holds all its
+// positions; sequences decode in parallel.
+static fk_status topk_decode_whole(fk_store *s, const char *path, topk_arrays *a) {
+    int64_t k = fk_store_header_of(s)->k, ns = fk_store_n_seqs(s);
+    int bad = 0;
+    int64_t bad_c = 0;
+    #pragma omp parallel
+    {
+        fk_store_seq q = {0};
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < ns; c++) {
+            if (bad) continue;
+            if (fk_store_read_seq(s, c, &q) != FK_OK) {
+                #pragma omp critical
+                { if (!bad) { bad = 1; bad_c = c; } }
+                continue;
+            }
+            topk_put(a, q.first, &q, 0, q.n, k);
+        }
+        fk_store_seq_free(&q);
+    }
+    if (!bad) return FK_OK;
+    // again on this thread, whose error message the caller reads
+    fk_store_seq q = {0};
+    fk_status st = fk_store_read_seq(s, bad_c, &q);
+    fk_store_seq_free(&q);
+    return st != FK_OK ? st : fk_error(FK_ERR_FORMAT, "%s: sequence %lld did not decode", path, (long long)bad_c);
+}
+
 // ------------------------------------------------------------------ teacher set
 
 typedef struct {
@@ -13,15 +73,9 @@ typedef struct {
     fk_store_seq seq;        // the last decoded sequence
     int64_t seq_index;       // which one (-1: none)
     char *path;
-    // the whole store decoded at open when it fits the memory budget (else NULL: per batch)
-    uint8_t *all_count;
-    int32_t *all_ids;
-    float *all_logp, *all_ce;
-    // one window's arrays, gathered from the decoded sequences
-    uint8_t *count;
-    int32_t *ids;
-    float *logp, *ce;
-    int64_t cap;
+    topk_arrays all;         // the whole store decoded at open when it fits the memory budget (else NULL: per batch)
+    topk_arrays win;         // one window's arrays, gathered from the decoded sequences
+    int64_t cap;             // positions win holds
 } teacher_src;
 
 struct fk_teacher_set {
@@ -39,8 +93,9 @@ void fk_teacher_set_close(fk_teacher_set *s) {
         teacher_src *t = &s->src[i];
         fk_store_seq_free(&t->seq);
         if (t->store) fk_store_close(t->store);
-        free(t->path); free(t->count); free(t->ids); free(t->logp); free(t->ce);
-        free(t->all_count); free(t->all_ids); free(t->all_logp); free(t->all_ce);
+        free(t->path);
+        topk_free(&t->win);
+        topk_free(&t->all);
     }
     free(s->src);
     free(s->shares);
@@ -62,24 +117,22 @@ static fk_status gather(teacher_src *t, int64_t from, int64_t n, fk_teacher_wind
     const fk_store_header *h = fk_store_header_of(t->store);
     int k = h->k;
     int64_t positions = h->n_tokens - 1;
-    if (t->all_count && from + n <= positions) {  // decoded whole: a view, no copy
-        *w = (fk_teacher_window){n, k, t->all_count + from, t->all_ids + from * k, t->all_logp + from * k, t->all_ce + from};
+    const topk_arrays *all = &t->all;
+    if (all->count && from + n <= positions) {  // decoded whole: a view, no copy
+        *w = (fk_teacher_window){n, k, all->count + from, all->ids + from * k, all->logp + from * k, all->ce + from};
         return FK_OK;
     }
+    topk_arrays *win = &t->win;
     if (n > t->cap) {
-        free(t->count); free(t->ids); free(t->logp); free(t->ce);
-        t->count = malloc((size_t)n);
-        t->ids = malloc((size_t)(n * k) * sizeof *t->ids);
-        t->logp = malloc((size_t)(n * k) * sizeof *t->logp);
-        t->ce = malloc((size_t)n * sizeof *t->ce);
-        t->cap = t->count && t->ids && t->logp && t->ce ? n : 0;
+        topk_free(win);
+        t->cap = topk_alloc(win, n, k) ? n : 0;
         if (!t->cap) return fk_error(FK_ERR_NOMEM, "out of memory");
     }
     for (int64_t j = 0; j < n;) {
         int64_t pos = from + j;
         if (pos >= positions) {
-            t->count[j] = 0;
-            t->ce[j] = 0;
+            win->count[j] = 0;
+            win->ce[j] = 0;
             j++;
             continue;
         }
@@ -91,13 +144,10 @@ static fk_status gather(teacher_src *t, int64_t from, int64_t n, fk_teacher_wind
         int64_t take = t->seq.first + t->seq.n - pos;
         if (take > n - j) take = n - j;
         int64_t o = pos - t->seq.first;
-        memcpy(t->count + j, t->seq.count + o, (size_t)take);
-        memcpy(t->ids + j * k, t->seq.ids + o * k, (size_t)(take * k) * sizeof *t->ids);
-        memcpy(t->logp + j * k, t->seq.logp + o * k, (size_t)(take * k) * sizeof *t->logp);
-        memcpy(t->ce + j, t->seq.ce + o, (size_t)take * sizeof *t->ce);
+        topk_put(win, j, &t->seq, o, take, k);
         j += take;
     }
-    *w = (fk_teacher_window){n, k, t->count, t->ids, t->logp, t->ce};
+    *w = (fk_teacher_window){n, k, win->count, win->ids, win->logp, win->ce};
     return FK_OK;
 }
 
@@ -118,6 +168,51 @@ static fk_status set_fill(void *ctx, const int64_t *off, int B, int T, const int
     return FK_OK;
 }
 
+// Opens teacher i's store at path and checks it against the training data: the same
+// tokenizer and the same tokens.
+static fk_status open_source(teacher_src *t, const char *path, const fk_token_data *train) {
+    t->seq_index = -1;
+    t->path = strdup(path);
+    FK_TRY(fk_store_open(path, &t->store));
+    const fk_store_header *h = fk_store_header_of(t->store);
+    if (train->tokenizer_fp && h->tokenizer_fp != train->tokenizer_fp)
+        return fk_error(FK_ERR_ARG,
+                        "teacher store %s holds another tokenizer's positions (fingerprint %016llx, the training data's %016llx): "
+                        "align it to the target's tokenizer first",
+                        path, (unsigned long long)h->tokenizer_fp, (unsigned long long)train->tokenizer_fp);
+    if (h->n_tokens < train->n)
+        return fk_error(FK_ERR_ARG, "teacher store %s covers %lld tokens, the training data %s %lld: not the same corpus", path,
+                        (long long)h->n_tokens, train->path ? train->path : "", (long long)train->n);
+    const int32_t *ids = fk_store_token_ids(t->store);
+    for (int64_t j = 0; j < train->n; j++)
+        if (ids[j] != train->ids[j])
+            return fk_error(FK_ERR_ARG, "teacher store %s differs from the training data %s at token %lld (%d vs %d): not the same corpus",
+                            path, train->path ? train->path : "", (long long)j, ids[j], train->ids[j]);
+    return FK_OK;
+}
+
+// Decodes the stores whole when they fit (positions x k x 9 bytes each; FK_TEACHER_MEM_MB,
+// 4096 by default), else leaves them to be read per batch.
+static fk_status decode_all(fk_teacher_set *s) {
+    int64_t need = 0;
+    for (int i = 0; i < s->S; i++) {
+        const fk_store_header *h = fk_store_header_of(s->src[i].store);
+        need += (h->n_tokens - 1) * ((int64_t)h->k * 8 + 5);
+    }
+    const char *budget_env = getenv("FK_TEACHER_MEM_MB");
+    int64_t budget = (budget_env ? atoll(budget_env) : 4096) << 20;
+    if (need > budget) return FK_OK;
+    for (int i = 0; i < s->S; i++) {
+        teacher_src *t = &s->src[i];
+        const fk_store_header *h = fk_store_header_of(t->store);
+        int64_t P = h->n_tokens - 1;
+        if (P < 1) continue;
+        if (!topk_alloc(&t->all, P, h->k)) return fk_error(FK_ERR_NOMEM, "out of memory decoding %s", t->path);
+        FK_TRY(topk_decode_whole(t->store, t->path, &t->all));
+    }
+    return FK_OK;
+}
+
 fk_status fk_teacher_set_open(const char *const *paths, int n, const fk_fusion_opts *o, const fk_token_data *train,
                               fk_teacher_set **out) {
     *out = NULL;
@@ -130,78 +225,8 @@ fk_status fk_teacher_set_open(const char *const *paths, int n, const fk_fusion_o
     s->o = *o;
     if (!s->src || !s->shares) { fk_teacher_set_close(s); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     fk_status st = FK_OK;
-    for (int i = 0; i < n && st == FK_OK; i++) {
-        teacher_src *t = &s->src[i];
-        t->seq_index = -1;
-        t->path = strdup(paths[i]);
-        st = fk_store_open(paths[i], &t->store);
-        if (st != FK_OK) break;
-        const fk_store_header *h = fk_store_header_of(t->store);
-        if (train->tokenizer_fp && h->tokenizer_fp != train->tokenizer_fp) {
-            st = fk_error(FK_ERR_ARG,
-                          "teacher store %s holds another tokenizer's positions (fingerprint %016llx, the training data's %016llx): "
-                          "align it to the target's tokenizer first",
-                          paths[i], (unsigned long long)h->tokenizer_fp, (unsigned long long)train->tokenizer_fp);
-            break;
-        }
-        if (h->n_tokens < train->n) {
-            st = fk_error(FK_ERR_ARG, "teacher store %s covers %lld tokens, the training data %s %lld: not the same corpus", paths[i],
-                          (long long)h->n_tokens, train->path ? train->path : "", (long long)train->n);
-            break;
-        }
-        const int32_t *ids = fk_store_token_ids(t->store);
-        for (int64_t j = 0; j < train->n; j++)
-            if (ids[j] != train->ids[j]) {
-                st = fk_error(FK_ERR_ARG, "teacher store %s differs from the training data %s at token %lld (%d vs %d): not the same corpus",
-                              paths[i], train->path ? train->path : "", (long long)j, ids[j], train->ids[j]);
-                break;
-            }
-    }
-    // decode the stores whole when they fit (positions x k x 9 bytes each); sequences decode in parallel
-    int64_t need = 0;
-    for (int i = 0; i < n && st == FK_OK; i++) {
-        const fk_store_header *h = fk_store_header_of(s->src[i].store);
-        need += (h->n_tokens - 1) * ((int64_t)h->k * 8 + 5);
-    }
-    const char *budget_env = getenv("FK_TEACHER_MEM_MB");
-    int64_t budget = (budget_env ? atoll(budget_env) : 4096) << 20;
-    for (int i = 0; i < n && st == FK_OK && need <= budget; i++) {
-        teacher_src *t = &s->src[i];
-        const fk_store_header *h = fk_store_header_of(t->store);
-        int64_t P = h->n_tokens - 1, k = h->k, ns = fk_store_n_seqs(t->store);
-        if (P < 1) continue;
-        t->all_count = malloc((size_t)P);
-        t->all_ids = malloc((size_t)(P * k) * sizeof *t->all_ids);
-        t->all_logp = malloc((size_t)(P * k) * sizeof *t->all_logp);
-        t->all_ce = malloc((size_t)P * sizeof *t->all_ce);
-        if (!t->all_count || !t->all_ids || !t->all_logp || !t->all_ce) { st = fk_error(FK_ERR_NOMEM, "out of memory decoding %s", t->path); break; }
-        int bad = 0;
-        int64_t bad_c = 0;
-        #pragma omp parallel
-        {
-            fk_store_seq q = {0};
-            #pragma omp for schedule(dynamic, 1)
-            for (int64_t c = 0; c < ns; c++) {
-                if (bad) continue;
-                if (fk_store_read_seq(t->store, c, &q) != FK_OK) {
-                    #pragma omp critical
-                    { if (!bad) { bad = 1; bad_c = c; } }
-                    continue;
-                }
-                memcpy(t->all_count + q.first, q.count, (size_t)q.n);
-                memcpy(t->all_ids + q.first * k, q.ids, (size_t)(q.n * k) * sizeof *t->all_ids);
-                memcpy(t->all_logp + q.first * k, q.logp, (size_t)(q.n * k) * sizeof *t->all_logp);
-                memcpy(t->all_ce + q.first, q.ce, (size_t)q.n * sizeof *t->all_ce);
-            }
-            fk_store_seq_free(&q);
-        }
-        if (bad) {  // again on this thread, whose error message the caller reads
-            fk_store_seq q = {0};
-            st = fk_store_read_seq(t->store, bad_c, &q);
-            fk_store_seq_free(&q);
-            if (st == FK_OK) st = fk_error(FK_ERR_FORMAT, "%s: sequence %lld did not decode", t->path, (long long)bad_c);
-        }
-    }
+    for (int i = 0; i < n && st == FK_OK; i++) st = open_source(&s->src[i], paths[i], train);
+    if (st == FK_OK) st = decode_all(s);
     if (st != FK_OK) { fk_teacher_set_close(s); return st; }
     s->teacher = (fk_teacher){set_fill, s, 0.9f};
     *out = s;
@@ -215,15 +240,15 @@ fk_status fk_teacher_set_check_model(const fk_teacher_set *s, int64_t vocab, con
         if (h->vocab_size <= vocab) continue;
         // a larger vocabulary is padding rows when no stored id reaches past the model's
         int64_t P = h->n_tokens - 1, k = h->k;
-        if (!t->all_ids)
+        if (!t->all.ids)
             return fk_error(FK_ERR_ARG, "teacher store %s has vocabulary %lld, the model being trained (%s) %lld: the store was extracted "
                             "from a model of another vocabulary", t->path, (long long)h->vocab_size, model, (long long)vocab);
         for (int64_t p = 0; p < P; p++)
-            for (int j = 0; j < t->all_count[p]; j++)
-                if (t->all_ids[p * k + j] >= vocab)
+            for (int j = 0; j < t->all.count[p]; j++)
+                if (t->all.ids[p * k + j] >= vocab)
                     return fk_error(FK_ERR_ARG, "teacher store %s (vocabulary %lld) has id %d at position %lld, outside the vocabulary of the "
                                     "model being trained (%s, %lld): the store was extracted from a model of another vocabulary",
-                                    t->path, (long long)h->vocab_size, t->all_ids[p * k + j], (long long)p, model, (long long)vocab);
+                                    t->path, (long long)h->vocab_size, t->all.ids[p * k + j], (long long)p, model, (long long)vocab);
     }
     return FK_OK;
 }
@@ -316,6 +341,82 @@ static fk_status write_aligned(const char *out_path, const fk_store_header *src_
     return st;
 }
 
+// Whether out holds a store already aligned from a source with header h to the tokenizer
+// of fingerprint tfp.
+static bool aligned_cache_ok(const char *out, const fk_store_header *h, uint64_t tfp) {
+    fk_store *cached = NULL;
+    if (!out || !fk_path_exists(out) || fk_store_open(out, &cached) != FK_OK) return false;
+    const fk_store_header *c = fk_store_header_of(cached);
+    bool ok = c->tokenizer_fp == tfp && c->corpus_fp == h->corpus_fp && c->model_fp == h->model_fp && (c->flags & FK_STORE_ALIGNED) &&
+              (c->flags & FK_STORE_BOS) == (h->flags & FK_STORE_BOS);
+    fk_store_close(cached);
+    return ok;
+}
+
+// Aligning a store to the target: the corpus, the source's tokenizer, the target's tokens,
+// the vocabulary map and the alignment of the two tokenizations.
+typedef struct {
+    char *text;
+    size_t len;
+    fk_tokenizer *src_tok;
+    fk_tok_out te;
+    fk_tokseq tt;
+    int64_t *tbegin;
+    int32_t *vmap;
+    fk_alignment al;
+} align_job;
+
+static void align_job_free(align_job *j) {
+    fk_alignment_free(&j->al);
+    fk_tok_out_free(&j->te);
+    free(j->tbegin); free(j->vmap); free(j->text);
+    fk_tok_free(j->src_tok);
+}
+
+// Reads the corpus (it must be the store's, as text), tokenizes it for the target, builds or
+// loads the vocabulary map (in o->cache_dir, else beside the store) and aligns the store's
+// tokens (ss) to the target's.
+static fk_status align_positions(align_job *j, fk_store *s, const fk_tokseq *ss, const char *store_path, const fk_tokenizer *tgt,
+                                 const char *corpus_path, const fk_align_opts *o) {
+    if (fk_data_is_shard(corpus_path))
+        return fk_error(FK_ERR_ARG, "%s is a token shard: aligning the teacher store %s to the target's tokens needs the corpus as text", corpus_path,
+                        store_path);
+    FK_TRY(fk_read_file(corpus_path, &j->text, &j->len));
+    if (fk_corpus_fingerprint(j->text, j->len) != fk_store_header_of(s)->corpus_fp)
+        return fk_error(FK_ERR_ARG, "%s was extracted from another corpus than %s (corpus fingerprints differ)", store_path, corpus_path);
+    FK_TRY(fk_store_tokenizer(s, &j->src_tok));
+    FK_TRY(fk_tok_encode(tgt, j->text, j->len, 0, &j->te));
+    FK_TRY(fk_tokseq_from_out(&j->te, &j->tt, &j->tbegin));
+    const char *dir = o->cache_dir;
+    char *sdir = NULL;
+    if (!dir) {
+        const char *slash = strrchr(store_path, '/');
+        sdir = slash ? strndup(store_path, (size_t)(slash - store_path)) : strdup(".");
+        dir = sdir;
+    }
+    fk_status st = fk_vmap_load_or_build(j->src_tok, tgt, o->vmap, dir, &j->vmap);
+    free(sdir);
+    FK_TRY(st);
+    return fk_align_tokens(j->src_tok, ss, tgt, &j->tt, o->mode, j->vmap, &j->al);
+}
+
+// Decodes the source's distributions whole (positions x k), carries them over the
+// alignment and writes the aligned store at out with the target's tokenizer beside it.
+static fk_status write_aligned_store(align_job *j, fk_store *s, const fk_tokseq *ss, const char *store_path, const fk_tokenizer *tgt,
+                                     const char *out) {
+    const fk_store_header *h = fk_store_header_of(s);
+    topk_arrays src = {0};
+    fk_aligned_dist ad = {0};
+    fk_status st = topk_alloc(&src, h->n_tokens - 1, h->k) ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory decoding %s", store_path);
+    if (st == FK_OK) st = topk_decode_whole(s, store_path, &src);
+    if (st == FK_OK) st = fk_align_dists(&j->al, ss, &j->tt, j->vmap, (int)h->k, src.count, src.ids, src.logp, src.ce, &ad);
+    if (st == FK_OK) st = write_aligned(out, h, tgt, &j->tt, &ad);
+    if (st == FK_OK) st = fk_store_save_tokenizer(out, tgt);
+    fk_aligned_dist_free(&ad);
+    topk_free(&src);
+    return st;
+}
+
 fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, const char *corpus_path, const fk_align_opts *o,
                              char **path, bool *built) {
     *path = NULL;
@@ -335,78 +436,14 @@ fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, co
                         store_path, (unsigned long long)h.tokenizer_fp, (unsigned long long)tfp);
     }
     char *out = aligned_path(store_path, tgt, o);
-    fk_store *cached = NULL;
-    if (out && fk_path_exists(out) && fk_store_open(out, &cached) == FK_OK) {
-        const fk_store_header *c = fk_store_header_of(cached);
-        bool ok = c->tokenizer_fp == tfp && c->corpus_fp == h.corpus_fp && c->model_fp == h.model_fp && (c->flags & FK_STORE_ALIGNED) &&
-                  (c->flags & FK_STORE_BOS) == (h.flags & FK_STORE_BOS);
-        fk_store_close(cached);
-        if (ok) { fk_store_close(s); *path = out; return FK_OK; }
-    }
-    fk_tokenizer *src_tok = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    int32_t *vmap = NULL;
-    int64_t *tbegin = NULL;
-    fk_tok_out te = {0};
-    fk_alignment al = {0};
-    fk_aligned_dist ad = {0};
-    uint8_t *cnt = NULL;
-    int32_t *ids = NULL;
-    float *logp = NULL, *ce = NULL;
-    fk_store_seq q = {0};
-    fk_status st = out ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
-    if (st == FK_OK && fk_data_is_shard(corpus_path))
-        st = fk_error(FK_ERR_ARG, "%s is a token shard: aligning the teacher store %s to the target's tokens needs the corpus as text", corpus_path,
-                      store_path);
-    if (st == FK_OK) st = fk_read_file(corpus_path, &text, &len);
-    if (st == FK_OK && fk_corpus_fingerprint(text, len) != h.corpus_fp)
-        st = fk_error(FK_ERR_ARG, "%s was extracted from another corpus than %s (corpus fingerprints differ)", store_path, corpus_path);
-    if (st == FK_OK) st = fk_store_tokenizer(s, &src_tok);
-    if (st == FK_OK) st = fk_tok_encode(tgt, text, len, 0, &te);
-    fk_tokseq tt = {0};
-    if (st == FK_OK) st = fk_tokseq_from_out(&te, &tt, &tbegin);
-    if (st == FK_OK) {
-        const char *dir = o->cache_dir;
-        char *sdir = NULL;
-        if (!dir) {
-            const char *slash = strrchr(store_path, '/');
-            sdir = slash ? strndup(store_path, (size_t)(slash - store_path)) : strdup(".");
-            dir = sdir;
-        }
-        st = fk_vmap_load_or_build(src_tok, tgt, o->vmap, dir, &vmap);
-        free(sdir);
-    }
+    if (aligned_cache_ok(out, &h, tfp)) { fk_store_close(s); *path = out; return FK_OK; }
+    align_job j = {0};
     fk_tokseq ss = {h.n_tokens, fk_store_token_ids(s), fk_store_token_begin(s)};
-    if (st == FK_OK) st = fk_align_tokens(src_tok, &ss, tgt, &tt, o->mode, vmap, &al);
-    // the source's distributions, decoded whole (positions x k)
-    int64_t P = h.n_tokens - 1, k = h.k;
-    if (st == FK_OK) {
-        cnt = malloc((size_t)(P > 0 ? P : 1));
-        ids = malloc((size_t)(P * k > 0 ? P * k : 1) * sizeof *ids);
-        logp = malloc((size_t)(P * k > 0 ? P * k : 1) * sizeof *logp);
-        ce = malloc((size_t)(P > 0 ? P : 1) * sizeof *ce);
-        if (!cnt || !ids || !logp || !ce) st = fk_error(FK_ERR_NOMEM, "out of memory decoding %s", store_path);
-    }
-    for (int64_t c = 0; c < fk_store_n_seqs(s) && st == FK_OK; c++) {
-        st = fk_store_read_seq(s, c, &q);
-        if (st != FK_OK) break;
-        memcpy(cnt + q.first, q.count, (size_t)q.n);
-        memcpy(ids + q.first * k, q.ids, (size_t)(q.n * k) * sizeof *ids);
-        memcpy(logp + q.first * k, q.logp, (size_t)(q.n * k) * sizeof *logp);
-        memcpy(ce + q.first, q.ce, (size_t)q.n * sizeof *ce);
-    }
-    if (st == FK_OK) st = fk_align_dists(&al, &ss, &tt, vmap, (int)k, cnt, ids, logp, ce, &ad);
-    if (st == FK_OK) st = write_aligned(out, &h, tgt, &tt, &ad);
-    if (st == FK_OK) st = fk_store_save_tokenizer(out, tgt);
+    fk_status st = out ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (st == FK_OK) st = align_positions(&j, s, &ss, store_path, tgt, corpus_path, o);
+    if (st == FK_OK) st = write_aligned_store(&j, s, &ss, store_path, tgt, out);
     if (st != FK_OK) fk_error_context(st, "aligning %s to the target's tokenizer", store_path);
-    fk_store_seq_free(&q);
-    free(cnt); free(ids); free(logp); free(ce);
-    fk_aligned_dist_free(&ad);
-    fk_alignment_free(&al);
-    fk_tok_out_free(&te);
-    free(tbegin); free(vmap); free(text);
-    fk_tok_free(src_tok);
+    align_job_free(&j);
     fk_store_close(s);
     if (st == FK_OK) { *path = out; if (built) *built = true; }
     else free(out);

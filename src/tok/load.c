@@ -833,18 +833,19 @@ static cJSON *template_processing(const fk_tokenizer *t, bool bos, bool eos) {
     return pp;
 }
 
-static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
-    int32_t n = fk_tok_vocab_size(t);
-    fk_tok_settings c;
-    fk_tok_settings_of(t, &c);
-    const int32_t ids[4] = {c.bos, c.eos, c.unk, c.pad};
-    bool spm = fk_tok_kind_of(t) == FK_TOK_SPM;
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "version", "1.0");
-    cJSON_AddNullToObject(root, "truncation");
-    cJSON_AddNullToObject(root, "padding");
+// A Replace step (normalizer or decoder): the string `from` becomes `to`.
+static cJSON *json_replace(const char *from, const char *to) {
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "type", "Replace");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", from);
+    cJSON_AddStringToObject(r, "content", to);
+    return r;
+}
+
+// added_tokens: the control, user-defined and unknown tokens.
+static void json_added_tokens(cJSON *root, const fk_tokenizer *t) {
     cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < fk_tok_vocab_size(t); i++) {
         int ty = fk_tok_type(t, i);
         if (ty != FK_TT_CONTROL && ty != FK_TT_USER_DEFINED && ty != FK_TT_UNKNOWN) continue;
         cJSON *o = cJSON_CreateObject();
@@ -857,7 +858,12 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON_AddBoolToObject(o, "special", ty != FK_TT_USER_DEFINED);
         cJSON_AddItemToArray(added, o);
     }
-    if (spm && c.prefix_first_only) {  // the prefix at the start only: Metaspace, prepend_scheme "first"
+}
+
+// normalizer and pre_tokenizer: SPM's "▁" prefix and spaces (Metaspace when the prefix is
+// at the start only), or byte-level BPE's regex splits then ByteLevel.
+static void json_normalizer_pre(cJSON *root, const fk_tokenizer *t, const fk_tok_settings *c, bool spm) {
+    if (spm && c->prefix_first_only) {  // the prefix at the start only: Metaspace, prepend_scheme "first"
         cJSON_AddNullToObject(root, "normalizer");
         cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
         cJSON_AddStringToObject(pre, "type", "Metaspace");
@@ -868,24 +874,20 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
         cJSON_AddStringToObject(norm, "type", "Sequence");
         cJSON *list = cJSON_AddArrayToObject(norm, "normalizers");
-        if (c.add_space_prefix) {
+        if (c->add_space_prefix) {
             cJSON *p = cJSON_CreateObject();
             cJSON_AddStringToObject(p, "type", "Prepend");
             cJSON_AddStringToObject(p, "prepend", "\xE2\x96\x81");
             cJSON_AddItemToArray(list, p);
         }
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "type", "Replace");
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", " ");
-        cJSON_AddStringToObject(r, "content", "\xE2\x96\x81");
-        cJSON_AddItemToArray(list, r);
+        cJSON_AddItemToArray(list, json_replace(" ", "\xE2\x96\x81"));
         cJSON_AddNullToObject(root, "pre_tokenizer");
     } else {
         cJSON_AddNullToObject(root, "normalizer");
         cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
         cJSON_AddStringToObject(pre, "type", "Sequence");
         cJSON *list = cJSON_AddArrayToObject(pre, "pretokenizers");
-        const fk_pretok *pt = c.pre;
+        const fk_pretok *pt = c->pre;
         for (int i = 0; fk_tok_kind_of(t) == FK_TOK_BPE && i < pt->n; i++) {
             cJSON *sp = cJSON_CreateObject();
             cJSON_AddStringToObject(sp, "type", "Split");
@@ -901,73 +903,92 @@ static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
         cJSON_AddBoolToObject(bl, "use_regex", false);
         cJSON_AddItemToArray(list, bl);
     }
-    if (c.add_bos || c.add_eos) cJSON_AddItemToObject(root, "post_processor", template_processing(t, c.add_bos, c.add_eos));
-    else cJSON_AddNullToObject(root, "post_processor");
+}
+
+// decoder: SPM's "▁" back to spaces, byte fallback, fuse and (with the prefix) one leading
+// space stripped; else ByteLevel.
+static void json_decoder(cJSON *root, const fk_tok_settings *c, bool spm) {
     cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
-    if (spm) {
-        cJSON_AddStringToObject(dec, "type", "Sequence");
-        cJSON *list = cJSON_AddArrayToObject(dec, "decoders");
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "type", "Replace");
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", "\xE2\x96\x81");
-        cJSON_AddStringToObject(r, "content", " ");
-        cJSON_AddItemToArray(list, r);
-        cJSON *bf = cJSON_CreateObject();
-        cJSON_AddStringToObject(bf, "type", "ByteFallback");
-        cJSON_AddItemToArray(list, bf);
-        cJSON *fu = cJSON_CreateObject();
-        cJSON_AddStringToObject(fu, "type", "Fuse");
-        cJSON_AddItemToArray(list, fu);
-        if (c.add_space_prefix) {
-            cJSON *s = cJSON_CreateObject();
-            cJSON_AddStringToObject(s, "type", "Strip");
-            cJSON_AddStringToObject(s, "content", " ");
-            cJSON_AddNumberToObject(s, "start", 1);
-            cJSON_AddNumberToObject(s, "stop", 0);
-            cJSON_AddItemToArray(list, s);
-        }
-    } else {
+    if (!spm) {
         cJSON_AddStringToObject(dec, "type", "ByteLevel");
         cJSON_AddBoolToObject(dec, "add_prefix_space", true);
         cJSON_AddBoolToObject(dec, "trim_offsets", true);
         cJSON_AddBoolToObject(dec, "use_regex", true);
+        return;
     }
+    cJSON_AddStringToObject(dec, "type", "Sequence");
+    cJSON *list = cJSON_AddArrayToObject(dec, "decoders");
+    cJSON_AddItemToArray(list, json_replace("\xE2\x96\x81", " "));
+    cJSON *bf = cJSON_CreateObject();
+    cJSON_AddStringToObject(bf, "type", "ByteFallback");
+    cJSON_AddItemToArray(list, bf);
+    cJSON *fu = cJSON_CreateObject();
+    cJSON_AddStringToObject(fu, "type", "Fuse");
+    cJSON_AddItemToArray(list, fu);
+    if (c->add_space_prefix) {
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "type", "Strip");
+        cJSON_AddStringToObject(s, "content", " ");
+        cJSON_AddNumberToObject(s, "start", 1);
+        cJSON_AddNumberToObject(s, "stop", 0);
+        cJSON_AddItemToArray(list, s);
+    }
+}
+
+// model: BPE with its settings, the vocabulary (a repeated token cannot be held) and the
+// merges (SPM scored without merges: the merges Hugging Face's converter derives).
+static fk_status json_model(cJSON *root, const fk_tokenizer *t, const fk_tok_settings *c, bool spm) {
     cJSON *model = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddNullToObject(model, "dropout");
-    if (ids[2] >= 0) cJSON_AddItemToObject(model, "unk_token", token_ref(t, ids[2]));
+    if (c->unk >= 0) cJSON_AddItemToObject(model, "unk_token", token_ref(t, c->unk));
     else cJSON_AddNullToObject(model, "unk_token");
     cJSON_AddNullToObject(model, "continuing_subword_prefix");
     cJSON_AddNullToObject(model, "end_of_word_suffix");
     cJSON_AddBoolToObject(model, "fuse_unk", spm);
-    cJSON_AddBoolToObject(model, "byte_fallback", spm && c.byte_fallback);
-    cJSON_AddBoolToObject(model, "ignore_merges", c.ignore_merges);
+    cJSON_AddBoolToObject(model, "byte_fallback", spm && c->byte_fallback);
+    cJSON_AddBoolToObject(model, "ignore_merges", c->ignore_merges);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < fk_tok_vocab_size(t); i++) {
         uint32_t l;
         const char *p = fk_tok_piece(t, i, &l);
-        if (fk_tok_find(t, p, l) != i) {
-            *st = fk_error(FK_ERR_UNSUPPORTED, "tokenizer: token %d '%.*s' repeats token %d; tokenizer.json cannot hold a repeated token", i, (int)l, p, fk_tok_find(t, p, l));
-            cJSON_Delete(root);
-            return NULL;
-        }
+        if (fk_tok_find(t, p, l) != i)
+            return fk_error(FK_ERR_UNSUPPORTED, "tokenizer: token %d '%.*s' repeats token %d; tokenizer.json cannot hold a repeated token", i, (int)l, p, fk_tok_find(t, p, l));
         cJSON *name = jstrn(p, l);
         cJSON_AddNumberToObject(vocab, name->valuestring, i);
         cJSON_Delete(name);
     }
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
-    if (spm && c.score_mode) {
+    if (spm && c->score_mode) {
         spm_merge *m = NULL;
         int64_t k = 0;
-        if ((*st = spm_merges(t, &m, &k)) != FK_OK) { cJSON_Delete(root); return NULL; }
+        FK_TRY(spm_merges(t, &m, &k));
         for (int64_t i = 0; i < k; i++) cJSON_AddItemToArray(merges, json_merge(t, m[i].a, m[i].b));
         free(m);
     } else {
-        const int32_t (*mg)[2] = c.merges;
+        const int32_t (*mg)[2] = c->merges;
         for (int32_t r = 0; r < fk_tok_n_merges(t); r++) cJSON_AddItemToArray(merges, json_merge(t, mg[r][0], mg[r][1]));
     }
-    *st = FK_OK;
-    return root;
+    return FK_OK;
+}
+
+static cJSON *tokenizer_json(const fk_tokenizer *t, fk_status *st) {
+    fk_tok_settings c;
+    fk_tok_settings_of(t, &c);
+    bool spm = fk_tok_kind_of(t) == FK_TOK_SPM;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    json_added_tokens(root, t);
+    json_normalizer_pre(root, t, &c, spm);
+    if (c.add_bos || c.add_eos) cJSON_AddItemToObject(root, "post_processor", template_processing(t, c.add_bos, c.add_eos));
+    else cJSON_AddNullToObject(root, "post_processor");
+    json_decoder(root, &c, spm);
+    *st = json_model(root, t, &c, spm);
+    if (*st == FK_OK) return root;
+    cJSON_Delete(root);
+    return NULL;
 }
 
 static fk_status write_json(const char *dir, const char *name, cJSON *j) {
