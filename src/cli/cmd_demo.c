@@ -202,7 +202,7 @@ static fk_status evaluate(const char *data_dir, model_row *r, int64_t ctx) {
     fk_status st = cli_model_tokenizer(r->dir, NULL, m.cfg.vocab_size, &tok);
     if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer", r->dir);
     r->params = fk_model_num_params(&m);
-    r->ffn_params = fk_model_count_params(&m, FK_PARAMS_FFN, FK_PARAMS_ANY_LAYER);
+    r->ffn_params = fk_model_num_ffn_params(&m);
     snprintf(r->arch, sizeof r->arch, "%s d%lld L%lld", m.cfg.norm == FK_NORM_RMSNORM ? "llama" : "gpt2", (long long)m.cfg.d_model,
              (long long)m.cfg.n_layer);
     if (st == FK_OK)
@@ -293,6 +293,51 @@ static void table_html(fk_sbuf *b, const model_row *rows, int n) {
     fk_sb(b, "</table>");
 }
 
+// The report's layer charts: similarity between residual streams, and block influence.
+static void report_layers(fk_sbuf *b, const fk_analysis *an) {
+    // cos-angle similarity 1 - d(i, j) between the residual streams x_i, x_j
+    if (an && an->n_layer > 0) {
+        int L = an->n_layer, n = L + 1;
+        double *sim = malloc(sizeof(double) * (size_t)(n * n));
+        if (sim) {
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++) {
+                    int lo = i < j ? i : j, dist = abs(i - j);
+                    sim[i * n + j] = dist == 0 ? 1.0 : dist <= an->max_n ? 1.0 - an->angular[lo * an->max_n + dist - 1] : NAN;
+                }
+            double mn = 1;
+            for (int i = 0; i < n * n; i++) if (isfinite(sim[i])) mn = fmin(mn, sim[i]);
+            char t[256];
+            snprintf(t, sizeof t, "Layer similarity of the fused model: 1 − angular distance between residual streams x<sub>i</sub> and "
+                                  "x<sub>j</sub> (x<sub>0</sub> the embeddings; white = %.3f, darkest = 1)", mn);
+            fk_svg_heatmap(b, t, sim, n, n, 28, mn, 1.0, "x", 0, "x", 0);
+            free(sim);
+        }
+        fk_svg_bars(b, "Block influence of each layer of the fused model (1 − cos(x<sub>l</sub>, x<sub>l+1</sub>))", an->bi, L, 0, NULL);
+    }
+}
+
+// The report's fold charts: FFN width and query heads per layer, before and after folding.
+static void report_fold(fk_sbuf *b, const fk_config *before, const fk_config *after) {
+    if (before && after) {
+        int L = (int)before->n_layer;
+        const char *lg[FK_MAX_LAYERS];
+        char lbl[FK_MAX_LAYERS][24];  // "layer " and any int
+        double w[FK_MAX_LAYERS * 2], h[FK_MAX_LAYERS * 2];
+        for (int l = 0; l < L; l++) {
+            snprintf(lbl[l], sizeof lbl[l], "layer %d", l);
+            lg[l] = lbl[l];
+            w[2 * l] = (double)before->ffn[l];
+            w[2 * l + 1] = l < after->n_layer ? (double)after->ffn[l] : NAN;
+            h[2 * l] = (double)fk_config_heads(before, l);
+            h[2 * l + 1] = l < after->n_layer ? (double)fk_config_heads(after, l) : NAN;
+        }
+        const char *ba[2] = {"fused", "folded"};
+        fk_svg_grouped_bars(b, "Fold plan: FFN width per layer before and after folding", lg, L, ba, 2, w, "%.0f");
+        fk_svg_grouped_bars(b, "Fold plan: query heads per layer before and after folding", lg, L, ba, 2, h, "%.0f");
+    }
+}
+
 static fk_status write_report(const demo *d, const model_row *rows, const curve *fused, const curve *base, const fk_analysis *an,
                               const fk_config *before, const fk_config *after, const char *teachers[], int n_teachers, double secs,
                               bool quick) {
@@ -334,44 +379,8 @@ static fk_status write_report(const demo *d, const model_row *rows, const curve 
     if (fused->n_shares == n_teachers)
         fk_svg_bars(&b, "Fusion weights: the share of positions each teacher supplied (MinCE picks the teacher with the lowest "
                         "cross-entropy on each sequence)", fused->shares, n_teachers, 1.0, teachers);
-    // layer similarity: cos-angle similarity 1 - d(i, j) between the residual streams x_i, x_j
-    if (an && an->n_layer > 0) {
-        int L = an->n_layer, n = L + 1;
-        double *sim = malloc(sizeof(double) * (size_t)(n * n));
-        if (sim) {
-            for (int i = 0; i < n; i++)
-                for (int j = 0; j < n; j++) {
-                    int lo = i < j ? i : j, dist = abs(i - j);
-                    sim[i * n + j] = dist == 0 ? 1.0 : dist <= an->max_n ? 1.0 - an->angular[lo * an->max_n + dist - 1] : NAN;
-                }
-            double mn = 1;
-            for (int i = 0; i < n * n; i++) if (isfinite(sim[i])) mn = fmin(mn, sim[i]);
-            char t[256];
-            snprintf(t, sizeof t, "Layer similarity of the fused model: 1 − angular distance between residual streams x<sub>i</sub> and "
-                                  "x<sub>j</sub> (x<sub>0</sub> the embeddings; white = %.3f, darkest = 1)", mn);
-            fk_svg_heatmap(&b, t, sim, n, n, 28, mn, 1.0, "x", 0, "x", 0);
-            free(sim);
-        }
-        fk_svg_bars(&b, "Block influence of each layer of the fused model (1 − cos(x<sub>l</sub>, x<sub>l+1</sub>))", an->bi, L, 0, NULL);
-    }
-    // fold plan
-    if (before && after) {
-        int L = (int)before->n_layer;
-        const char *lg[FK_MAX_LAYERS];
-        char lbl[FK_MAX_LAYERS][24];  // "layer " and any int
-        double w[FK_MAX_LAYERS * 2], h[FK_MAX_LAYERS * 2];
-        for (int l = 0; l < L; l++) {
-            snprintf(lbl[l], sizeof lbl[l], "layer %d", l);
-            lg[l] = lbl[l];
-            w[2 * l] = (double)before->ffn[l];
-            w[2 * l + 1] = l < after->n_layer ? (double)after->ffn[l] : NAN;
-            h[2 * l] = (double)fk_config_heads(before, l);
-            h[2 * l + 1] = l < after->n_layer ? (double)fk_config_heads(after, l) : NAN;
-        }
-        const char *ba[2] = {"fused", "folded"};
-        fk_svg_grouped_bars(&b, "Fold plan: FFN width per layer before and after folding", lg, L, ba, 2, w, "%.0f");
-        fk_svg_grouped_bars(&b, "Fold plan: query heads per layer before and after folding", lg, L, ba, 2, h, "%.0f");
-    }
+    report_layers(&b, an);
+    report_fold(&b, before, after);
     fk_sb(&b, "<p class='note'>Files: results.json (these numbers), commands.sh (every step as a fusekit command), logs/ (each "
               "step's output), models/ (Hugging Face-style folders), data/ (the corpus and probes). Directory: ");
     fk_sb_text(&b, d->dir);
@@ -424,6 +433,231 @@ static int demo_fail(const char *what, fk_status st) {
     return cli_fail("demo", st);
 }
 
+// One demo run: its settings and every path it writes (all under d.dir).
+typedef struct {
+    demo d;
+    const demo_cfg *c;
+    bool quick;
+    char seeds[32], thr[32];
+    char *logs, *models, *data, *corpus, *toks;
+    char *mix_train, *mix_valid, *fusion_text, *src_text[N_SRC], *src_dir[N_SRC];
+    char *fused_dir, *base_dir, *folded_dir;
+} demo_run;
+
+static void demo_run_free(demo_run *r) {
+    if (r->d.commands) fclose(r->d.commands);
+    char **all[] = {&r->logs, &r->models, &r->data, &r->corpus, &r->toks, &r->mix_train, &r->mix_valid, &r->fusion_text,
+                    &r->fused_dir, &r->base_dir, &r->folded_dir};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(*all[i]);
+    for (int s = 0; s < N_SRC; s++) { free(r->src_text[s]); free(r->src_dir[s]); }
+}
+
+// The paths, a clean output folder and commands.sh's first line.
+static fk_status demo_open(demo_run *r, const char *out) {
+    r->logs = pj(out, "logs");
+    r->models = pj(out, "models");
+    r->data = pj(out, "data");
+    r->corpus = pj(out, "corpus");
+    r->toks = pj(out, "tokenizers");
+    r->mix_train = pj3(r->data, "mix", "train.txt");
+    r->mix_valid = pj3(r->data, "mix", "valid.txt");
+    r->fusion_text = pj(r->corpus, "fusion.txt");
+    r->fused_dir = pj(r->models, "fused");
+    r->base_dir = pj(r->models, "baseline");
+    r->folded_dir = pj(r->models, "folded");
+    for (int s = 0; s < N_SRC; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "source-%s.txt", sources[s].name);
+        r->src_text[s] = pj(r->corpus, name);
+        r->src_dir[s] = pj(r->models, sources[s].name);
+    }
+    fk_status st = demo_clean(out);
+    if (st == FK_OK) st = fk_mkdir_p(r->logs);
+    if (st == FK_OK) st = fk_mkdir_p(r->models);
+    if (st == FK_OK) st = fk_mkdir_p(r->corpus);
+    if (st == FK_OK) st = fk_mkdir_p(r->toks);
+    char *cmdp = pj(out, "commands.sh");
+    if (st == FK_OK && !(r->d.commands = fopen(cmdp, "w"))) st = fk_error(FK_ERR_IO, "cannot create %s", cmdp);
+    free(cmdp);
+    if (st == FK_OK)
+        fprintf(r->d.commands, "# The steps of `fusekit demo%s -o %s`, as fusekit commands (run from the same folder).\n", r->quick ? " --quick" : "", out);
+    return st;
+}
+
+// Each source's own domains plus a slice of the mix, and the fusion corpus: the first bytes of the mix.
+static fk_status write_corpora(const demo_run *r) {
+    fk_status st = FK_OK;
+    for (int s = 0; s < N_SRC && st == FK_OK; s++) {
+        char *buf = NULL;
+        size_t n = 0;
+        for (int k = 0; k < 2 && sources[s].domains[k] && st == FK_OK; k++) {
+            char *f = pj3(r->data, sources[s].domains[k], "train.txt");
+            st = append_file(f, 0, &buf, &n);
+            free(f);
+        }
+        if (st == FK_OK) st = append_file(r->mix_train, r->c->mix_slice, &buf, &n);
+        if (st == FK_OK) st = fk_write_file_atomic(r->src_text[s], buf, n);
+        free(buf);
+    }
+    if (st == FK_OK) {
+        char *buf = NULL;
+        size_t n = 0;
+        st = append_file(r->mix_train, r->c->fuse_bytes, &buf, &n);
+        if (st == FK_OK) st = fk_write_file_atomic(r->fusion_text, buf, n);
+        free(buf);
+    }
+    return st;
+}
+
+// 1. the synthetic corpus, and the training corpora cut from it. Returns the exit code.
+static int step_corpus(demo_run *r) {
+    const demo_cfg *c = r->c;
+    say(&r->d, "synthetic corpus: 4 domains, %lld bytes of training text each -> %s\n", (long long)c->synth_bytes, r->data);
+    args a = {0};
+    A_(&a, "data"); A_(&a, "synth"); As(&a, "-o", r->data); As(&a, "--seed", r->seeds);
+    An(&a, "--bytes", (double)c->synth_bytes); An(&a, "--heldout-bytes", (double)c->heldout_bytes); An(&a, "--probes", (double)c->probes);
+    int rc = run(&r->d, "synth", cmd_data, a.n, a.v);
+    if (rc != 0) return rc;
+    fk_status st = write_corpora(r);
+    return st == FK_OK ? 0 : demo_fail("writing the training corpora", st);
+}
+
+// 2. source s: its tokenizer, then the model trained on its corpus. Returns the exit code.
+static int step_source(demo_run *r, int s) {
+    const demo_source *S = &sources[s];
+    const demo_cfg *c = r->c;
+    char *tdir = pj(r->toks, S->name), log[32];
+    args a = {0};
+    A_(&a, "tokenizer"); A_(&a, "train"); As(&a, "--data", r->src_text[s]); An(&a, "--vocab", S->vocab); As(&a, "--kind", S->kind);
+    if (S->pre) As(&a, "--pre", S->pre);
+    else A_(&a, "--split-digits");
+    As(&a, "-o", tdir);
+    snprintf(log, sizeof log, "tokenizer-%s", S->name);
+    int rc = run(&r->d, log, cmd_tokenizer, a.n, a.v);
+    if (rc == 0) {
+        say(&r->d, "source %s: %s, %lld steps\n", S->name, S->desc, (long long)c->src_steps);
+        args t = {0};
+        A_(&t, "train"); As(&t, "--data", r->src_text[s]); As(&t, "--tokenizer", tdir); As(&t, "--arch", S->arch);
+        An(&t, "--d-model", (double)c->d_model); An(&t, "--layers", (double)c->layers); An(&t, "--heads", (double)c->heads);
+        if (strcmp(S->arch, "llama") == 0 && s == 1) An(&t, "--kv-heads", (double)(c->heads / 2));
+        An(&t, "--ctx", (double)c->ctx); An(&t, "--batch", (double)c->batch); An(&t, "--steps", (double)c->src_steps);
+        An(&t, "--lr", S->lr); As(&t, "--seed", r->seeds); As(&t, "--threads", r->thr);
+        An(&t, "--eval-every", (double)c->src_steps); An(&t, "--log-every", 50); As(&t, "-o", r->src_dir[s]);
+        snprintf(log, sizeof log, "source-%s", S->name);
+        rc = run(&r->d, log, cmd_train, t.n, t.v);
+    }
+    free(tdir);
+    return rc;
+}
+
+// 3. fusion and 4. the baseline: the same initialisation, corpus and schedule. Returns the exit code.
+static int step_fuse(demo_run *r) {
+    const demo_cfg *c = r->c;
+    args sched = {0};
+    An(&sched, "--steps", (double)c->fuse_steps); An(&sched, "--batch", (double)c->batch); An(&sched, "--lr", c->fuse_lr);
+    As(&sched, "--val", r->mix_valid); An(&sched, "--eval-every", (double)c->eval_every); An(&sched, "--log-every", 5);
+    As(&sched, "--seed", r->seeds); As(&sched, "--threads", r->thr);
+    say(&r->d, "fusion: target initialised from B, teachers A, B, C (MinCE, lambda %.2f), %lld steps on %lld bytes of mixed text\n",
+        c->lambda, (long long)c->fuse_steps, (long long)c->fuse_bytes);
+    args a = {0};
+    A_(&a, "fuse"); As(&a, "--target", r->src_dir[1]); A_(&a, "--source"); A_(&a, r->src_dir[0]); A_(&a, r->src_dir[2]);
+    As(&a, "--data", r->fusion_text); An(&a, "--lambda", c->lambda); A_(&a, "--teacher-tail"); As(&a, "--vmap", "exact");
+    for (int i = 0; i < sched.n; i++) A_(&a, sched.v[i]);
+    As(&a, "-o", r->fused_dir);
+    int rc = run(&r->d, "fuse", cmd_fuse, a.n, a.v);
+    if (rc != 0) return rc;
+    say(&r->d, "baseline: the same initialisation, corpus, steps and schedule, CLM loss only\n");
+    args b = {0};
+    A_(&b, "train"); As(&b, "--init", r->src_dir[1]); As(&b, "--data", r->fusion_text);
+    for (int i = 0; i < sched.n; i++) A_(&b, sched.v[i]);
+    As(&b, "-o", r->base_dir);
+    return run(&r->d, "baseline", cmd_train, b.n, b.v);
+}
+
+// 5. fold and heal the fused model. Returns the exit code.
+static int step_fold(demo_run *r) {
+    const demo_cfg *c = r->c;
+    say(&r->d, "fold: %.0f%% of the fused model's FFN parameters, then %lld healing steps\n", 100 * c->budget, (long long)c->heal_steps);
+    args a = {0};
+    A_(&a, "fold"); As(&a, "--model", r->fused_dir); As(&a, "--data", r->fusion_text); An(&a, "--budget", c->budget);
+    An(&a, "--heal-steps", (double)c->heal_steps); A_(&a, "--fold-edges"); As(&a, "--threads", r->thr); As(&a, "-o", r->folded_dir);
+    A_(&a, "--"); An(&a, "--batch", (double)c->batch); As(&a, "--val", r->mix_valid); An(&a, "--eval-every", (double)c->heal_steps);
+    As(&a, "--seed", r->seeds);
+    return run(&r->d, "fold", cmd_fold, a.n, a.v);
+}
+
+// The table on stdout: every model on every domain, the fusion weights and the headline comparison.
+static void print_table(const model_row *rows, const curve *cf, const char *out, double secs) {
+    printf("\n%-9s %-26s %-13s %-8s %9s", "model", "role", "arch", "tokens", "params");
+    for (int k = 0; k < N_DOM; k++) printf(" %8s", fk_synth_domains[k]);
+    printf(" %8s %7s %8s\n", "mean bpb", "probes", "tok/s");
+    for (int i = 0; i < N_MODELS; i++) {
+        const model_row *r = &rows[i];
+        printf("%-9s %-26s %-13s %-8s %9lld", r->name, r->role, r->arch, r->tok, (long long)r->params);
+        for (int k = 0; k < N_DOM; k++) printf(" %8.3f", r->bpb[k]);
+        printf(" %8.3f %6.1f%% %8.0f\n", r->avg_bpb, 100 * r->avg_acc, r->tokens_per_s);
+    }
+    if (cf->n_shares == 3) printf("\nfusion weights (share of positions per teacher): B %.2f, A %.2f, C %.2f\n", cf->shares[0], cf->shares[1], cf->shares[2]);
+    const model_row *f = &rows[4], *bl = &rows[3];
+    printf("fused vs baseline, mean held-out bits per byte: %.4f vs %.4f (%+.2f%%); folded: %.4f with %.0f%% fewer FFN parameters\n",
+           f->avg_bpb, bl->avg_bpb, 100 * (f->avg_bpb / bl->avg_bpb - 1), rows[5].avg_bpb,
+           100 * (1 - (double)rows[5].ffn_params / (double)f->ffn_params));
+    printf("report: %s/report.html  (%.0f s)\n", out, secs);
+}
+
+// Layer similarity of the fused model on the mixed validation text, and both models' configs
+// for the report's fold charts (*loaded: fm and fo are, for the caller to free).
+static fk_status fold_figures(const demo_run *r, fk_model *fm, fk_model *fo, fk_analysis *an, bool *loaded) {
+    fk_tokenizer *tok = NULL;
+    fk_token_data td = {0};
+    FK_TRY(fk_hf_load(fm, r->fused_dir));
+    fk_status st = fk_hf_load(fo, r->folded_dir);
+    if (st != FK_OK) { fk_model_free(fm); return st; }
+    *loaded = true;
+    st = cli_model_tokenizer(r->fused_dir, NULL, fm->cfg.vocab_size, &tok);
+    if (st == FK_OK) st = fk_data_load_tok(r->mix_valid, tok, &td);
+    if (st == FK_OK) st = fk_analyze(fm, &td, (int)r->c->ctx, 4, 32768, (int)fm->cfg.n_layer, an);
+    fk_data_free(&td);
+    fk_tok_free(tok);
+    return st;
+}
+
+// 6. every model evaluated; results.json, report.html and the table. Returns the exit code.
+static int step_report(demo_run *r, const char *out) {
+    say(&r->d, "evaluation: held-out test splits and probes of every domain\n");
+    model_row rows[N_MODELS] = {
+        {.name = "A", .role = "source: arith", .dir = r->src_dir[0]},
+        {.name = "B", .role = "source: facts", .dir = r->src_dir[1]},
+        {.name = "C", .role = "source: grammar+records", .dir = r->src_dir[2]},
+        {.name = "baseline", .role = "CLM only, from B", .dir = r->base_dir},
+        {.name = "fused", .role = "fusion of A, B, C, from B", .dir = r->fused_dir},
+        {.name = "folded", .role = "fused, folded + healed", .dir = r->folded_dir},
+    };
+    fk_status st = FK_OK;
+    for (int i = 0; i < N_MODELS && st == FK_OK; i++) st = evaluate(r->data, &rows[i], r->c->ctx);
+    fk_analysis an = {0};
+    fk_model fm = {0}, fo = {0};
+    bool have_models = false;
+    if (st == FK_OK) st = fold_figures(r, &fm, &fo, &an, &have_models);
+    double secs = fk_time_s() - r->d.t0;
+    curve cf, cb;
+    char *mf = pj(r->fused_dir, "metrics.jsonl"), *mb = pj(r->base_dir, "metrics.jsonl");
+    curve_load(mf, &cf);
+    curve_load(mb, &cb);
+    free(mf);
+    free(mb);
+    const char *teachers[] = {"B (target)", "A", "C"};
+    if (st == FK_OK) st = write_results(&r->d, rows, &cf, secs, r->quick);
+    if (st == FK_OK)
+        st = write_report(&r->d, rows, &cf, &cb, &an, have_models ? &fm.cfg : NULL, have_models ? &fo.cfg : NULL, teachers, 3, secs, r->quick);
+    if (st == FK_OK) print_table(rows, &cf, out, secs);
+    curve_free(&cf);
+    curve_free(&cb);
+    fk_analysis_free(&an);
+    if (have_models) { fk_model_free(&fm); fk_model_free(&fo); }
+    return st == FK_OK ? 0 : demo_fail("evaluating", st);
+}
+
 int cmd_demo(int argc, char **argv) {
     const char *out = "demo";
     bool quick = false;
@@ -445,197 +679,18 @@ int cmd_demo(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : 2;
     cli_out_spec os = {"-o", out, false, true};  // an earlier demo's folder is cleaned below, any other refused
     if ((rc = cli_check_output("demo", &os, NULL, 0)) != 0) return rc;
-    const demo_cfg *c = quick ? &cfg_quick : &cfg_full;
     if (quick && !cli_was_set(opts, "--threads")) threads = 1;
     cli_set_threads(threads);
-    demo d = {.dir = out, .t0 = fk_time_s()};
-    char *logs = pj(out, "logs"), *models = pj(out, "models"), *data = pj(out, "data"), *corpus = pj(out, "corpus"), *toks = pj(out, "tokenizers");
-    fk_status st = demo_clean(out);
-    if (st == FK_OK) st = fk_mkdir_p(logs);
-    if (st == FK_OK) st = fk_mkdir_p(models);
-    if (st == FK_OK) st = fk_mkdir_p(corpus);
-    if (st == FK_OK) st = fk_mkdir_p(toks);
-    char *cmdp = pj(out, "commands.sh");
-    if (st == FK_OK && !(d.commands = fopen(cmdp, "w"))) st = fk_error(FK_ERR_IO, "cannot create %s", cmdp);
-    free(cmdp);
-    if (st != FK_OK) return demo_fail("creating the output folder", st);
-    fprintf(d.commands, "# The steps of `fusekit demo%s -o %s`, as fusekit commands (run from the same folder).\n", quick ? " --quick" : "", out);
-    char seeds[32], thr[32];
-    snprintf(seeds, sizeof seeds, "%lld", (long long)seed);
-    snprintf(thr, sizeof thr, "%lld", (long long)threads);
-
-    // 1. the corpus
-    say(&d, "synthetic corpus: 4 domains, %lld bytes of training text each -> %s\n", (long long)c->synth_bytes, data);
-    {
-        args a = {0};
-        A_(&a, "data"); A_(&a, "synth"); As(&a, "-o", data); As(&a, "--seed", seeds);
-        An(&a, "--bytes", (double)c->synth_bytes); An(&a, "--heldout-bytes", (double)c->heldout_bytes); An(&a, "--probes", (double)c->probes);
-        if ((rc = run(&d, "synth", cmd_data, a.n, a.v)) != 0) goto done;
-    }
-    // corpora: each source's own domains + a slice of the mix; the fusion corpus
-    char *mix_train = pj3(data, "mix", "train.txt"), *mix_valid = pj3(data, "mix", "valid.txt");
-    char *src_text[N_SRC] = {0}, *fusion_text = pj(corpus, "fusion.txt");
-    for (int s = 0; s < N_SRC && st == FK_OK; s++) {
-        char *buf = NULL;
-        size_t n = 0;
-        for (int k = 0; k < 2 && sources[s].domains[k] && st == FK_OK; k++) {
-            char *f = pj3(data, sources[s].domains[k], "train.txt");
-            st = append_file(f, 0, &buf, &n);
-            free(f);
-        }
-        if (st == FK_OK) st = append_file(mix_train, c->mix_slice, &buf, &n);
-        char name[32];
-        snprintf(name, sizeof name, "source-%s.txt", sources[s].name);
-        src_text[s] = pj(corpus, name);
-        if (st == FK_OK) st = fk_write_file_atomic(src_text[s], buf, n);
-        free(buf);
-    }
-    if (st == FK_OK) {
-        char *buf = NULL;
-        size_t n = 0;
-        st = append_file(mix_train, c->fuse_bytes, &buf, &n);
-        if (st == FK_OK) st = fk_write_file_atomic(fusion_text, buf, n);
-        free(buf);
-    }
-    if (st != FK_OK) { rc = demo_fail("writing the training corpora", st); goto done_paths; }
-
-    // 2. tokenizers and sources
-    char *src_dir[N_SRC] = {0};
-    for (int s = 0; s < N_SRC; s++) {
-        const demo_source *S = &sources[s];
-        char *tdir = pj(toks, S->name);
-        src_dir[s] = pj(models, S->name);
-        args a = {0};
-        A_(&a, "tokenizer"); A_(&a, "train"); As(&a, "--data", src_text[s]); An(&a, "--vocab", S->vocab); As(&a, "--kind", S->kind);
-        if (S->pre) As(&a, "--pre", S->pre);
-        else A_(&a, "--split-digits");
-        As(&a, "-o", tdir);
-        char log[32];
-        snprintf(log, sizeof log, "tokenizer-%s", S->name);
-        rc = run(&d, log, cmd_tokenizer, a.n, a.v);
-        if (rc == 0) {
-            say(&d, "source %s: %s, %lld steps\n", S->name, S->desc, (long long)c->src_steps);
-            args t = {0};
-            A_(&t, "train"); As(&t, "--data", src_text[s]); As(&t, "--tokenizer", tdir); As(&t, "--arch", S->arch);
-            An(&t, "--d-model", (double)c->d_model); An(&t, "--layers", (double)c->layers); An(&t, "--heads", (double)c->heads);
-            if (strcmp(S->arch, "llama") == 0 && s == 1) An(&t, "--kv-heads", (double)(c->heads / 2));
-            An(&t, "--ctx", (double)c->ctx); An(&t, "--batch", (double)c->batch); An(&t, "--steps", (double)c->src_steps);
-            An(&t, "--lr", S->lr); As(&t, "--seed", seeds); As(&t, "--threads", thr);
-            An(&t, "--eval-every", (double)c->src_steps); An(&t, "--log-every", 50); As(&t, "-o", src_dir[s]);
-            snprintf(log, sizeof log, "source-%s", S->name);
-            rc = run(&d, log, cmd_train, t.n, t.v);
-        }
-        free(tdir);
-        if (rc) goto done_src;
-    }
-
-    // 3. fusion and 4. the baseline: the same schedule
-    char *fused_dir = pj(models, "fused"), *base_dir = pj(models, "baseline"), *folded_dir = pj(models, "folded");
-    args sched = {0};
-    An(&sched, "--steps", (double)c->fuse_steps); An(&sched, "--batch", (double)c->batch); An(&sched, "--lr", c->fuse_lr);
-    As(&sched, "--val", mix_valid); An(&sched, "--eval-every", (double)c->eval_every); An(&sched, "--log-every", 5);
-    As(&sched, "--seed", seeds); As(&sched, "--threads", thr);
-    {
-        say(&d, "fusion: target initialised from B, teachers A, B, C (MinCE, lambda %.2f), %lld steps on %lld bytes of mixed text\n",
-            c->lambda, (long long)c->fuse_steps, (long long)c->fuse_bytes);
-        args a = {0};
-        A_(&a, "fuse"); As(&a, "--target", src_dir[1]); A_(&a, "--source"); A_(&a, src_dir[0]); A_(&a, src_dir[2]);
-        As(&a, "--data", fusion_text); An(&a, "--lambda", c->lambda); A_(&a, "--teacher-tail"); As(&a, "--vmap", "exact");
-        for (int i = 0; i < sched.n; i++) A_(&a, sched.v[i]);
-        As(&a, "-o", fused_dir);
-        if ((rc = run(&d, "fuse", cmd_fuse, a.n, a.v)) != 0) goto done_models;
-    }
-    {
-        say(&d, "baseline: the same initialisation, corpus, steps and schedule, CLM loss only\n");
-        args a = {0};
-        A_(&a, "train"); As(&a, "--init", src_dir[1]); As(&a, "--data", fusion_text);
-        for (int i = 0; i < sched.n; i++) A_(&a, sched.v[i]);
-        As(&a, "-o", base_dir);
-        if ((rc = run(&d, "baseline", cmd_train, a.n, a.v)) != 0) goto done_models;
-    }
-    // 5. fold and heal
-    {
-        say(&d, "fold: %.0f%% of the fused model's FFN parameters, then %lld healing steps\n", 100 * c->budget, (long long)c->heal_steps);
-        args a = {0};
-        A_(&a, "fold"); As(&a, "--model", fused_dir); As(&a, "--data", fusion_text); An(&a, "--budget", c->budget);
-        An(&a, "--heal-steps", (double)c->heal_steps); A_(&a, "--fold-edges"); As(&a, "--threads", thr); As(&a, "-o", folded_dir);
-        A_(&a, "--"); An(&a, "--batch", (double)c->batch); As(&a, "--val", mix_valid); An(&a, "--eval-every", (double)c->heal_steps);
-        As(&a, "--seed", seeds);
-        if ((rc = run(&d, "fold", cmd_fold, a.n, a.v)) != 0) goto done_models;
-    }
-    // 6. evaluation
-    say(&d, "evaluation: held-out test splits and probes of every domain\n");
-    model_row rows[N_MODELS] = {
-        {.name = "A", .role = "source: arith", .dir = src_dir[0]},
-        {.name = "B", .role = "source: facts", .dir = src_dir[1]},
-        {.name = "C", .role = "source: grammar+records", .dir = src_dir[2]},
-        {.name = "baseline", .role = "CLM only, from B", .dir = base_dir},
-        {.name = "fused", .role = "fusion of A, B, C, from B", .dir = fused_dir},
-        {.name = "folded", .role = "fused, folded + healed", .dir = folded_dir},
-    };
-    for (int i = 0; i < N_MODELS && st == FK_OK; i++) st = evaluate(data, &rows[i], c->ctx);
-    fk_analysis an = {0};
-    fk_model fm = {0}, fo = {0};
-    bool have_models = false;
-    if (st == FK_OK) {  // layer similarity of the fused model on the mixed validation text
-        fk_tokenizer *tok = NULL;
-        fk_token_data td = {0};
-        st = fk_hf_load(&fm, fused_dir);
-        if (st == FK_OK) st = fk_hf_load(&fo, folded_dir);
-        have_models = st == FK_OK;
-        if (st == FK_OK) st = cli_model_tokenizer(fused_dir, NULL, fm.cfg.vocab_size, &tok);
-        if (st == FK_OK) st = fk_data_load_tok(mix_valid, tok, &td);
-        if (st == FK_OK) st = fk_analyze(&fm, &td, (int)c->ctx, 4, 32768, (int)fm.cfg.n_layer, &an);
-        fk_data_free(&td);
-        fk_tok_free(tok);
-    }
-    double secs = fk_time_s() - d.t0;
-    curve cf, cb;
-    char *mf = pj(fused_dir, "metrics.jsonl"), *mb = pj(base_dir, "metrics.jsonl");
-    curve_load(mf, &cf);
-    curve_load(mb, &cb);
-    free(mf);
-    free(mb);
-    const char *teachers[] = {"B (target)", "A", "C"};
-    if (st == FK_OK) st = write_results(&d, rows, &cf, secs, quick);
-    if (st == FK_OK)
-        st = write_report(&d, rows, &cf, &cb, &an, have_models ? &fm.cfg : NULL, have_models ? &fo.cfg : NULL, teachers, 3, secs, quick);
-    if (st == FK_OK) {
-        printf("\n%-9s %-26s %-13s %-8s %9s", "model", "role", "arch", "tokens", "params");
-        for (int k = 0; k < N_DOM; k++) printf(" %8s", fk_synth_domains[k]);
-        printf(" %8s %7s %8s\n", "mean bpb", "probes", "tok/s");
-        for (int i = 0; i < N_MODELS; i++) {
-            const model_row *r = &rows[i];
-            printf("%-9s %-26s %-13s %-8s %9lld", r->name, r->role, r->arch, r->tok, (long long)r->params);
-            for (int k = 0; k < N_DOM; k++) printf(" %8.3f", r->bpb[k]);
-            printf(" %8.3f %6.1f%% %8.0f\n", r->avg_bpb, 100 * r->avg_acc, r->tokens_per_s);
-        }
-        if (cf.n_shares == 3) printf("\nfusion weights (share of positions per teacher): B %.2f, A %.2f, C %.2f\n", cf.shares[0], cf.shares[1], cf.shares[2]);
-        const model_row *f = &rows[4], *bl = &rows[3];
-        printf("fused vs baseline, mean held-out bits per byte: %.4f vs %.4f (%+.2f%%); folded: %.4f with %.0f%% fewer FFN parameters\n",
-               f->avg_bpb, bl->avg_bpb, 100 * (f->avg_bpb / bl->avg_bpb - 1), rows[5].avg_bpb,
-               100 * (1 - (double)rows[5].ffn_params / (double)f->ffn_params));
-        printf("report: %s/report.html  (%.0f s)\n", out, secs);
-    } else {
-        rc = demo_fail("evaluating", st);
-    }
-    curve_free(&cf);
-    curve_free(&cb);
-    fk_analysis_free(&an);
-    if (have_models) { fk_model_free(&fm); fk_model_free(&fo); }
-done_models:
-    free(fused_dir);
-    free(base_dir);
-    free(folded_dir);
-done_src:
-    for (int s = 0; s < N_SRC; s++) free(src_dir[s]);
-done_paths:
-    for (int s = 0; s < N_SRC; s++) free(src_text[s]);
-    free(fusion_text);
-    free(mix_train);
-    free(mix_valid);
-done:
-    if (d.commands) fclose(d.commands);
-    free(logs); free(models); free(data); free(corpus); free(toks);
+    demo_run r = {.d = {.dir = out, .t0 = fk_time_s()}, .c = quick ? &cfg_quick : &cfg_full, .quick = quick};
+    snprintf(r.seeds, sizeof r.seeds, "%lld", (long long)seed);
+    snprintf(r.thr, sizeof r.thr, "%lld", (long long)threads);
+    fk_status st = demo_open(&r, out);
+    if (st != FK_OK) rc = demo_fail("creating the output folder", st);
+    if (rc == 0) rc = step_corpus(&r);
+    for (int s = 0; s < N_SRC && rc == 0; s++) rc = step_source(&r, s);
+    if (rc == 0) rc = step_fuse(&r);
+    if (rc == 0) rc = step_fold(&r);
+    if (rc == 0) rc = step_report(&r, out);
+    demo_run_free(&r);
     return rc;
 }

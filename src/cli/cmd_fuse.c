@@ -79,92 +79,115 @@ static const char *fuse_usage =
     "  --store-dir DIR      where stores are kept (default OUT/stores)\n"
     "  --no-target-source   do not use the target's own distributions as a teacher\n";
 
-int cmd_fuse(int argc, char **argv) {
-    const char *target = NULL, *data = NULL, *out = NULL, *store_dir = NULL;
+// Everything fuse's flags set; pass holds the options that go on to train's training phase.
+typedef struct {
+    const char *target, *data, *out, *store_dir;
     const char *sources[CLI_LIST_MAX];
-    int n_src = 0;
-    int64_t k = 10;
-    bool no_target = false;
-    char **pass = calloc((size_t)argc + 2 * CLI_LIST_MAX + 8, sizeof *pass);
-    int np = 0;
-    pass[np++] = "train";
+    int n_src;
+    int64_t k;
+    bool no_target;
+    char **pass;  // "train" and the options fuse does not know, room for those fuse adds
+    int np;
+} fuse_cmd;
+
+// Reads fuse's own flags into c, the rest into c->pass. Returns -1 to go on, else the exit code.
+static int fuse_parse(int argc, char **argv, fuse_cmd *c) {
+    c->pass[c->np++] = "train";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_next = i + 1 < argc;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(fuse_usage, stdout); free(pass); return 0; }
-        if (strcmp(a, "--target") == 0 && has_next) target = argv[++i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(fuse_usage, stdout); return 0; }
+        if (strcmp(a, "--target") == 0 && has_next) c->target = argv[++i];
         else if (strcmp(a, "--source") == 0 && has_next) {
             while (i + 1 < argc && argv[i + 1][0] != '-') {
-                if (n_src == CLI_LIST_MAX) { fprintf(stderr, "fusekit fuse: error: more than %d sources\n", CLI_LIST_MAX); free(pass); return 2; }
-                sources[n_src++] = argv[++i];
+                if (c->n_src == CLI_LIST_MAX) { fprintf(stderr, "fusekit fuse: error: more than %d sources\n", CLI_LIST_MAX); return 2; }
+                c->sources[c->n_src++] = argv[++i];
             }
         } else if (strcmp(a, "-k") == 0 && has_next) {
-            if (cli_parse_int("fuse", "-k", argv[++i], "[1,64]", &k)) { free(pass); return 2; }
+            if (cli_parse_int("fuse", "-k", argv[++i], "[1,64]", &c->k)) return 2;
         }
-        else if (strcmp(a, "--store-dir") == 0 && has_next) store_dir = argv[++i];
-        else if (strcmp(a, "--no-target-source") == 0) no_target = true;
+        else if (strcmp(a, "--store-dir") == 0 && has_next) c->store_dir = argv[++i];
+        else if (strcmp(a, "--no-target-source") == 0) c->no_target = true;
         else {
-            if ((strcmp(a, "--data") == 0) && has_next) data = argv[i + 1];
-            if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && has_next) out = argv[i + 1];
+            if ((strcmp(a, "--data") == 0) && has_next) c->data = argv[i + 1];
+            if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && has_next) c->out = argv[i + 1];
             if (strcmp(a, "--init") == 0 || strcmp(a, "--teacher") == 0 || strcmp(a, "--tokenizer") == 0) {
                 fprintf(stderr, "fusekit fuse: error: %s is set by fuse itself (use --target / --source)\n", a);
-                free(pass);
                 return 2;
             }
-            pass[np++] = argv[i];
+            c->pass[c->np++] = argv[i];
         }
     }
-    if (!target || n_src == 0 || !data || !out) {
+    if (!c->target || c->n_src == 0 || !c->data || !c->out) {
         fprintf(stderr, "fusekit fuse: error: --target, --source, --data and --out are required (see --help)\n");
-        free(pass);
         return 2;
     }
-    {
-        // the output, and the options train gets, are checked before any extraction
-        const char *ins[CLI_LIST_MAX + 2];
-        for (int i = 0; i < n_src; i++) ins[i] = sources[i];
-        ins[n_src] = target;
-        ins[n_src + 1] = store_dir;
-        cli_out_spec os = {"-o", out, false, true};  // an existing OUT resumes (stores and checkpoints)
-        int crc = cli_check_output("fuse", &os, ins, n_src + 2);
-        if (crc == 0) {
-            pass[np] = "--init";
-            pass[np + 1] = (char *)target;
-            crc = cli_check_train_args(np + 2, pass);
-        }
-        if (crc != 0) { free(pass); return crc; }
-    }
-    char *sdir = store_dir ? strdup(store_dir) : fk_path_join(out, "stores");
-    fk_status st = fk_mkdir_p(sdir);
+    return -1;
+}
+
+// The output, and the options train gets, checked before any extraction. -1 to go on, else the exit code.
+static int fuse_check(fuse_cmd *c) {
+    const char *ins[CLI_LIST_MAX + 2];
+    for (int i = 0; i < c->n_src; i++) ins[i] = c->sources[i];
+    ins[c->n_src] = c->target;
+    ins[c->n_src + 1] = c->store_dir;
+    cli_out_spec os = {"-o", c->out, false, true};  // an existing OUT resumes (stores and checkpoints)
+    int rc = cli_check_output("fuse", &os, ins, c->n_src + 2);
+    if (rc != 0) return rc;
+    c->pass[c->np] = "--init";
+    c->pass[c->np + 1] = (char *)c->target;
+    rc = cli_check_train_args(c->np + 2, c->pass);
+    return rc != 0 ? rc : -1;
+}
+
+// Each teacher's store (the target's own first unless --no-target-source), extracted or cached.
+static fk_status fuse_extract(const fuse_cmd *c, const char *sdir, char **stores, int *ns) {
     bool tty = isatty(2) != 0;
+    fk_status st = FK_OK;
+    if (!c->no_target) st = cli_extract_store(c->target, c->data, sdir, (int)c->k, tty, &stores[(*ns)++]);
+    for (int i = 0; i < c->n_src && st == FK_OK; i++) {
+        if (!c->no_target && strcmp(c->sources[i], c->target) == 0) continue;  // already in as the target
+        st = cli_extract_store(c->sources[i], c->data, sdir, (int)c->k, tty, &stores[(*ns)++]);
+    }
+    return st;
+}
+
+// The training phase: train on the stores as teachers, resuming after an interrupt.
+static int fuse_train(fuse_cmd *c, const char *sdir, char **stores, int ns) {
+    c->pass[c->np++] = "--init";
+    c->pass[c->np++] = (char *)c->target;
+    c->pass[c->np++] = "--align-cache";
+    c->pass[c->np++] = (char *)sdir;
+    for (int i = 0; i < ns; i++) { c->pass[c->np++] = "--teacher"; c->pass[c->np++] = stores[i]; }
+    // run again after an interrupt, fuse resumes its training (extraction resumes by itself)
+    char *ck = NULL;
+    bool again = fk_checkpoint_latest(c->out, &ck) == FK_OK;
+    free(ck);
+    for (int i = 1; i < c->np; i++) again = again && strcmp(c->pass[i], "--resume") != 0 && strcmp(c->pass[i], "--resume-from") != 0;
+    if (again) c->pass[c->np++] = "--resume";
+    cli_train_resumes_itself = true;
+    int rc = cmd_train(c->np, c->pass);
+    cli_train_resumes_itself = false;
+    return rc;
+}
+
+int cmd_fuse(int argc, char **argv) {
+    fuse_cmd c = {.k = 10};
+    c.pass = calloc((size_t)argc + 2 * CLI_LIST_MAX + 8, sizeof *c.pass);
+    if (!c.pass) return 1;
+    int rc = fuse_parse(argc, argv, &c);
+    if (rc < 0) rc = fuse_check(&c);
+    if (rc >= 0) { free(c.pass); return rc; }
+    char *sdir = c.store_dir ? strdup(c.store_dir) : fk_path_join(c.out, "stores");
+    fk_status st = fk_mkdir_p(sdir);
     char *stores[CLI_LIST_MAX + 1] = {0};
     int ns = 0;
-    if (st == FK_OK && !no_target) st = cli_extract_store(target, data, sdir, (int)k, tty, &stores[ns++]);
-    for (int i = 0; i < n_src && st == FK_OK; i++) {
-        if (!no_target && strcmp(sources[i], target) == 0) continue;  // already in as the target
-        st = cli_extract_store(sources[i], data, sdir, (int)k, tty, &stores[ns++]);
-    }
-    int rc = 0;
+    if (st == FK_OK) st = fuse_extract(&c, sdir, stores, &ns);
     if (st != FK_OK && cli_stop_signal) { fprintf(stderr, "fusekit fuse: %s\n", fk_last_error()); rc = cli_stop_code(); }
     else if (st != FK_OK) rc = cli_fail("fuse", st);
-    else {
-        pass[np++] = "--init";
-        pass[np++] = (char *)target;
-        pass[np++] = "--align-cache";
-        pass[np++] = sdir;
-        for (int i = 0; i < ns; i++) { pass[np++] = "--teacher"; pass[np++] = stores[i]; }
-        // run again after an interrupt, fuse resumes its training (extraction resumes by itself)
-        char *ck = NULL;
-        bool again = fk_checkpoint_latest(out, &ck) == FK_OK;
-        free(ck);
-        for (int i = 1; i < np; i++) again = again && strcmp(pass[i], "--resume") != 0 && strcmp(pass[i], "--resume-from") != 0;
-        if (again) pass[np++] = "--resume";
-        cli_train_resumes_itself = true;
-        rc = cmd_train(np, pass);
-        cli_train_resumes_itself = false;
-    }
+    else rc = fuse_train(&c, sdir, stores, ns);
     for (int i = 0; i < ns; i++) free(stores[i]);
     free(sdir);
-    free(pass);
+    free(c.pass);
     return rc;
 }
