@@ -202,7 +202,7 @@ static fk_status evaluate(const char *data_dir, model_row *r, int64_t ctx) {
     fk_status st = cli_model_tokenizer(r->dir, NULL, m.cfg.vocab_size, &tok);
     if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer", r->dir);
     r->params = fk_model_num_params(&m);
-    r->ffn_params = fk_model_num_ffn_params(&m);
+    r->ffn_params = fk_model_count_params(&m, FK_PARAMS_FFN, FK_PARAMS_ANY_LAYER);
     snprintf(r->arch, sizeof r->arch, "%s d%lld L%lld", m.cfg.norm == FK_NORM_RMSNORM ? "llama" : "gpt2", (long long)m.cfg.d_model,
              (long long)m.cfg.n_layer);
     if (st == FK_OK)
