@@ -140,6 +140,83 @@ char *fk_fold_plan_json(const fk_fold_plan *p);
 void fk_fold_plan_free(fk_fold_plan *p);
 const char *fk_layer_op_name(fk_layer_op_kind k);
 
+// ---- The fold pipeline (src/fold/run.c): what `fusekit fold` runs in each round ----
+typedef enum {
+    FK_FOLD_SELECT_GREEDY = 0,  // the kept FFN units by the plan's greedy least-squares elimination
+    FK_FOLD_SELECT_MEDOID,      // the medoids of average-linkage clusters of 1 - |rho|
+} fk_fold_select;
+
+typedef struct {
+    fk_fold_opts plan;      // budget, scope, guards, operations, ridge (fk_fold_opts_default; budget 0.3)
+    fk_fold_method method;  // lsq (default) or mean-sum (clusters: always by medoid clusters)
+    fk_fold_select select;  // with lsq: greedy (default) or medoid
+    int seq;                // window length for statistics and probes, 0 = the model's context (default)
+    int batch;              // windows per forward pass while collecting statistics (default 4)
+    int64_t max_tokens;     // calibration positions at most, 0 = all (default 65536)
+    int probe_windows;      // windows in the KL probe that calibrates the estimates (default 8)
+    bool plan_only;         // plan and stop: no folded model
+} fk_fold_run_opts;
+void fk_fold_run_defaults(fk_fold_run_opts *o);
+
+typedef struct {
+    fk_fold_plan plan;      // the plan (layer operations and widths)
+    fk_fold_plan widths;    // after layer operations: the widths planned again (has_widths)
+    bool has_widths;
+    fk_model folded;        // the folded model (not with plan_only)
+    int64_t params_before, params_after, scope_before, scope_removed;
+    double est_kl;          // estimated KL of the plans taken, nats
+    double probe_kl;        // measured on the held-out probe (NAN with plan_only)
+} fk_fold_result;
+void fk_fold_result_free(fk_fold_result *r);
+
+// Called with each plan as it is made (widths: the second plan, after layer operations), before
+// it is applied: the CLI writes plan.json and reports. A failure stops the run.
+typedef fk_status (*fk_fold_plan_fn)(const fk_fold_plan *p, bool widths, void *user);
+
+// Folds m by o->plan.budget of its scope on the calibration tokens d: statistics from the first
+// 90% of d, KL probes on the last 10% (all of d for both when the tenth is shorter than a
+// window); the plan; its layer operations, then fresh statistics and the widths planned again
+// for what is left; the FFN folded by the plan or by clusters; the probe's KL of the result.
+// on_plan may be NULL. m's weights are not changed (its activations are used). fk_fold_result_free r.
+fk_status fk_fold_run(fk_model *m, const fk_token_data *d, const fk_fold_run_opts *o, fk_fold_plan_fn on_plan, void *user, fk_fold_result *r);
+
+// Progressive folding (fold.md): rounds of fold -> heal, each folding 1/rounds of the budget
+// (in parameters of the original's scope) and healing heal_steps / rounds steps. Round r folds
+// into OUT/round-r/folded and heals into OUT/round-r/healed (the last round into OUT); with no
+// healing (one round) the fold goes to OUT itself. A round whose healing has a checkpoint and
+// whose folded model is complete is not folded again: its healing resumes.
+typedef struct {
+    double budget;        // fraction of the original's scope to remove in all
+    fk_fold_scope scope;
+    int rounds;           // >= 1; more than one needs heal_steps
+    int64_t heal_steps;   // in all, split over the rounds; 0: no healing
+} fk_fold_rounds_opts;
+
+typedef struct {
+    int round, rounds;
+    const char *model;    // what this round folds (NULL once folded)
+    const char *folded;   // where its folded model goes
+    int64_t params;       // scope parameters this round removes
+    bool resumed;         // folded already: healing resumes
+} fk_fold_round_event;
+
+// What the rounds call back (the folding and healing themselves live where their inputs are
+// loaded and their outputs saved: fold by fk_fold_run, heal by distillation through fuse, a
+// sibling of fold that fold may not include).
+typedef struct {
+    // Folds the model at `model` by `fraction` of its own scope into dir (in_place: directly,
+    // as healing follows; else through a temporary folder renamed when complete); *removed gets
+    // the scope parameters removed.
+    fk_status (*fold)(const char *model, const char *dir, double fraction, bool in_place, int64_t *removed, void *user);
+    // Heals `model` by distillation from `teacher` (the original) into out for `steps` steps.
+    fk_status (*heal)(const char *teacher, const char *model, const char *out, int64_t steps, bool resume, const fk_fold_round_event *ev,
+                      void *user);
+    void (*report)(const fk_fold_round_event *ev, void *user);  // before each round (may be NULL)
+    void *user;
+} fk_fold_rounds_ops;
+
+fk_status fk_fold_rounds(const char *model, const char *out, const fk_fold_rounds_opts *o, const fk_fold_rounds_ops *ops);
+
 // ---- Baselines at a parameter budget (fold.md §6) ----
 typedef enum {
     FK_PRUNE_MAGNITUDE = 0,  // FFN channels with the smallest L2 norm of their weights (gate, up rows; down column), the same fraction per layer

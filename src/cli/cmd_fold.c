@@ -1,10 +1,8 @@
 // fusekit fold / heal / prune: redundancy folding by a parameter budget (fold.md), healing by
 // distillation from the model before folding, and the baselines at the same budget.
 #include "cli.h"
-#include "fusekit/cluster.h"
 #include "fusekit/fold.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,156 +57,79 @@ typedef struct {
     const char *out_name;  // the output's final name in messages (written under a temporary one)
 } fold_args;
 
-// Folding to the plan's FFN widths by clusters (average linkage on 1 - |rho|, medoids as the
-// representatives): Model Folding's mean-sum, or the least-squares refit with the medoids kept.
-static fk_status fold_clusters(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, fk_fold_method method, double ridge, fk_model *out) {
-    fk_model cur = *m;
-    bool owned = false;
-    fk_status st = FK_OK;
-    for (int l = 0; l < m->cfg.n_layer && st == FK_OK; l++) {
-        int64_t F = p->ffn_before[l];
-        int k = (int)p->ffn_after[l];
-        if (k == F) continue;
-        double *dist = malloc((size_t)(F * F) * sizeof *dist);
-        int *lab = malloc((size_t)F * sizeof *lab), *med = malloc((size_t)k * sizeof *med);
-        int32_t *l32 = malloc((size_t)F * sizeof *l32), *r32 = malloc((size_t)k * sizeof *r32);
-        fk_dendrogram dg = {0};
-        st = dist && lab && med && l32 && r32 ? FK_OK : fk_error(FK_ERR_NOMEM, "fold: out of memory");
-        if (st == FK_OK) st = fk_corr_distance(a->ffn_gram[l], a->ffn_mean[l], a->tokens, (int)F, dist);
-        if (st == FK_OK) st = fk_agglomerative(dist, (int)F, &dg);
-        if (st == FK_OK) st = fk_dendrogram_cut(&dg, k, lab);
-        if (st == FK_OK) st = fk_cluster_medoids(dist, (int)F, lab, k, med);
-        if (st == FK_OK) {
-            for (int64_t f = 0; f < F; f++) l32[f] = lab[f];
-            for (int j = 0; j < k; j++) r32[j] = med[j];
-            fk_model next;
-            st = fk_fold_ffn(&cur, l, l32, r32, k, a->ffn_gram[l], ridge, method, &next);
-            if (owned) fk_model_free(&cur);
-            owned = st == FK_OK;
-            if (st == FK_OK) cur = next;
-        }
-        fk_dendrogram_free(&dg);
-        free(dist); free(lab); free(med); free(l32); free(r32);
-    }
-    if (st != FK_OK) { if (owned) fk_model_free(&cur); return st; }
-    if (owned) { *out = cur; return FK_OK; }
-    return fk_model_clone(out, m);
-}
-
 static fk_status analyze_model(fk_model *m, const fk_token_data *d, const fold_args *fa, fk_analysis *a) {
     int seq = (int)(fa->seq > 0 ? fa->seq : m->cfg.max_seq);
     return fk_analyze(m, d, seq, (int)fa->batch, fa->max_tokens, 1, a);
 }
 
-// One fold of model_dir by `budget` (a fraction of its own scope) into out_dir; prints a
-// summary line; *removed gets the parameters removed.
+// The library's options for one fold by `budget` from the parsed flags.
+static void run_opts(const fold_args *fa, double budget, fk_fold_run_opts *ro) {
+    fk_fold_run_defaults(ro);
+    ro->plan = fa->o;
+    ro->plan.budget = budget;
+    ro->method = strcmp(fa->method, "mean-sum") == 0 ? FK_FOLD_MEAN_SUM : FK_FOLD_LSQ;
+    ro->select = strcmp(fa->select, "medoid") == 0 ? FK_FOLD_SELECT_MEDOID : FK_FOLD_SELECT_GREEDY;
+    ro->seq = (int)fa->seq;
+    ro->batch = (int)fa->batch;
+    ro->max_tokens = fa->max_tokens;
+    ro->probe_windows = (int)fa->probe_windows;
+    ro->plan_only = fa->plan_only;
+}
+
+// What fold_once's plan callback needs: where plan.json goes, and the report's wording.
+typedef struct {
+    const char *out_dir, *out_name;
+    fk_fold_scope scope;
+    double t0;
+} plan_ui;
+
+// Each plan as it is made: plan.json (or plan-widths.json, the second plan) and the summary line.
+static fk_status on_plan(const fk_fold_plan *p, bool widths, void *user) {
+    const plan_ui *ui = user;
+    char *json = fk_fold_plan_json(p);
+    fk_status st = json ? write_text(ui->out_dir, widths ? "plan-widths.json" : "plan.json", json) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(json);
+    if (st == FK_OK && !widths)
+        fprintf(stderr, "plan: remove %lld of %lld %s parameters (%.1f%%): %d layer operation(s), estimated KL %.4g nats (%.1f s); wrote %s/plan.json\n",
+                (long long)p->removed_params, (long long)p->scope_params, ui->scope == FK_SCOPE_FFN ? "FFN" : ui->scope == FK_SCOPE_BLOCKS ? "layer" : "model",
+                100.0 * (double)p->removed_params / (double)p->scope_params, p->n_ops, p->est_kl_total, fk_time_s() - ui->t0, ui->out_name);
+    return st;
+}
+
+// --plan-only: the plan's layer operations and widths as JSON lines.
+static void print_plan(const fk_fold_plan *plan) {
+    for (int i = 0; i < plan->n_ops; i++)
+        printf("{\"op\":\"%s\",\"layer\":%d,\"span\":%d,\"kl\":%.6g,\"params\":%lld}\n", fk_layer_op_name(plan->ops[i].kind), plan->ops[i].layer,
+               plan->ops[i].span, plan->ops[i].kl, (long long)plan->ops[i].params);
+    for (int l = 0; l < plan->n_layer; l++)
+        printf("{\"layer\":%d,\"ffn_before\":%lld,\"ffn_after\":%lld,\"estimated_kl\":%.6g}\n", l, (long long)plan->ffn_before[l],
+               (long long)plan->ffn_after[l], plan->est_kl[l]);
+}
+
+// One fold of model_dir by `budget` (a fraction of its own scope) into out_dir (fk_fold_run);
+// prints a summary line; *removed gets the parameters removed.
 static fk_status fold_once(const char *model_dir, const char *data, const char *out_dir, const fold_args *fa, double budget, int64_t *removed) {
     loaded x;
     FK_TRY(load_all(model_dir, fa->tokenizer, data, &x));
-    fk_fold_opts o = fa->o;
-    o.budget = budget;
-    fk_analysis a = {0};
-    fk_kl_probe probe = {0};
-    fk_fold_plan plan = {0}, plan2 = {0};
-    fk_model mid = {0}, fin = {0};
-    bool have_a = false, have_mid = false;
-    int seq = (int)(fa->seq > 0 ? fa->seq : x.m.cfg.max_seq);
-    int64_t before = fk_model_num_params(&x.m), scope0 = fk_fold_scope_params(&x.m, o.scope);
-    double t0 = fk_time_s();
-    // held-out probes: the last 10% of the calibration text calibrates and judges (layer
-    // operations), the first 90% gives the statistics
-    fk_token_data stats = x.d, held = x.d;
-    int64_t cut = x.d.n - x.d.n / 10;
-    if (x.d.n / 10 >= seq) {
-        stats.n = cut;
-        held.ids = x.d.ids + cut;
-        held.n = x.d.n - cut;
-    }
-    fk_status st = analyze_model(&x.m, &stats, fa, &a);
-    have_a = st == FK_OK;
-    if (st == FK_OK) st = fk_kl_probe_init(&x.m, &held, (int)fa->probe_windows, seq, &probe);
-    if (st == FK_OK) st = fk_fold_plan_make(&x.m, &a, &probe, &o, &plan);
-    char *json = st == FK_OK ? fk_fold_plan_json(&plan) : NULL;
-    if (st == FK_OK) st = write_text(out_dir, "plan.json", json);
-    free(json);
-    if (st == FK_OK)
-        fprintf(stderr, "plan: remove %lld of %lld %s parameters (%.1f%%): %d layer operation(s), estimated KL %.4g nats (%.1f s); wrote %s/plan.json\n",
-                (long long)plan.removed_params, (long long)plan.scope_params, o.scope == FK_SCOPE_FFN ? "FFN" : o.scope == FK_SCOPE_BLOCKS ? "layer" : "model",
-                100.0 * (double)plan.removed_params / (double)plan.scope_params, plan.n_ops, plan.est_kl_total, fk_time_s() - t0,
-                fa->out_name ? fa->out_name : out_dir);
-    if (st == FK_OK && fa->plan_only) {
-        for (int i = 0; i < plan.n_ops; i++)
-            printf("{\"op\":\"%s\",\"layer\":%d,\"span\":%d,\"kl\":%.6g,\"params\":%lld}\n", fk_layer_op_name(plan.ops[i].kind), plan.ops[i].layer, plan.ops[i].span,
-                   plan.ops[i].kl, (long long)plan.ops[i].params);
-        for (int l = 0; l < plan.n_layer; l++)
-            printf("{\"layer\":%d,\"ffn_before\":%lld,\"ffn_after\":%lld,\"estimated_kl\":%.6g}\n", l, (long long)plan.ffn_before[l], (long long)plan.ffn_after[l],
-                   plan.est_kl[l]);
-        goto done;
-    }
-    const fk_fold_plan *wplan = &plan;
-    fk_model *src = &x.m;
-    if (st == FK_OK && plan.n_ops > 0) {
-        // layer operations first, then fresh statistics and the widths planned again for what is left
-        st = fk_fold_plan_apply_layers(&x.m, &plan, &mid);
-        have_mid = st == FK_OK;
-        int64_t left = plan.budget_params - (scope0 - fk_fold_scope_params(&mid, o.scope));
-        if (st == FK_OK && left > 0) {
-            fk_analysis_free(&a);
-            have_a = false;
-            st = analyze_model(&mid, &stats, fa, &a);
-            have_a = st == FK_OK;
-            fk_fold_opts o2 = o;
-            o2.layer_ops = false;
-            o2.budget = (double)left / (double)fk_fold_scope_params(&mid, o.scope);
-            if (st == FK_OK) st = fk_fold_plan_make(&mid, &a, &probe, &o2, &plan2);
-            if (st == FK_OK) {
-                char *j2 = fk_fold_plan_json(&plan2);
-                st = write_text(out_dir, "plan-widths.json", j2);
-                free(j2);
-                wplan = &plan2;
-            }
-        } else if (st == FK_OK) {
-            wplan = NULL;  // the layer operations met the budget
-        }
-        src = &mid;
-    }
-    if (st == FK_OK) {
-        if (!wplan) {
-            st = fk_model_clone(&fin, src);
-        } else if (strcmp(fa->method, "mean-sum") == 0 || strcmp(fa->select, "medoid") == 0) {
-            fk_fold_method fm = strcmp(fa->method, "mean-sum") == 0 ? FK_FOLD_MEAN_SUM : FK_FOLD_LSQ;
-            // heads (if planned) by the plan, FFN units by clusters
-            fk_fold_plan heads_only = *wplan;
-            for (int l = 0; l < FK_MAX_LAYERS; l++) heads_only.ffn_after[l] = heads_only.ffn_before[l];
-            fk_model tmp;
-            st = fk_fold_plan_apply_ffn(src, &heads_only, &a, o.ridge, &tmp);
-            if (st == FK_OK) {
-                st = fold_clusters(&tmp, wplan, &a, fm, o.ridge, &fin);
-                fk_model_free(&tmp);
-            }
-        } else st = fk_fold_plan_apply_ffn(src, wplan, &a, o.ridge, &fin);
-    }
-    double kl = NAN;
-    if (st == FK_OK) st = fk_kl_probe_eval(&fin, &probe, &kl);
-    if (st == FK_OK) st = save_model(&fin, x.tok, out_dir);
-    if (st == FK_OK) {
-        int64_t after = fk_model_num_params(&fin), removed_scope = scope0 - fk_fold_scope_params(&fin, o.scope);
-        *removed = removed_scope;
+    fk_fold_run_opts ro;
+    run_opts(fa, budget, &ro);
+    const char *name = fa->out_name ? fa->out_name : out_dir;
+    plan_ui ui = {out_dir, name, fa->o.scope, fk_time_s()};
+    fk_fold_result r;
+    fk_status st = fk_fold_run(&x.m, &x.d, &ro, on_plan, &ui, &r);
+    if (st == FK_OK && fa->plan_only) print_plan(&r.plan);
+    if (st == FK_OK && !fa->plan_only) st = save_model(&r.folded, x.tok, out_dir);
+    if (st == FK_OK && !fa->plan_only) {
+        *removed = r.scope_removed;
         char desc[256];
-        fk_config_describe(&fin.cfg, desc, sizeof desc);
+        fk_config_describe(&r.folded.cfg, desc, sizeof desc);
         printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f,"
                "\"layer_ops\":%d,\"estimated_kl\":%.6g,\"probe_kl\":%.6g,\"seconds\":%.1f}\n",
-               fa->out_name ? fa->out_name : out_dir, fa->method, (long long)before, (long long)after, (long long)removed_scope, (double)removed_scope / (double)scope0, plan.n_ops,
-               plan.est_kl_total + (wplan == &plan2 ? plan2.est_kl_total : 0), kl, fk_time_s() - t0);
+               name, fa->method, (long long)r.params_before, (long long)r.params_after, (long long)r.scope_removed,
+               (double)r.scope_removed / (double)r.scope_before, r.plan.n_ops, r.est_kl, r.probe_kl, fk_time_s() - ui.t0);
         fprintf(stderr, "folded model: %s\n", desc);
     }
-done:
-    fk_model_free(&fin);
-    if (have_mid) fk_model_free(&mid);
-    fk_fold_plan_free(&plan);
-    fk_fold_plan_free(&plan2);
-    fk_kl_probe_free(&probe);
-    if (have_a) fk_analysis_free(&a);
+    if (st == FK_OK) fk_fold_result_free(&r);
     loaded_free(&x);
     return st;
 }
@@ -341,175 +262,174 @@ int cmd_heal(int argc, char **argv) {
     return rc;
 }
 
+// Everything fold's flags set (fold_args for each fold; the rounds and healing around them).
+typedef struct {
+    fold_args fa;
+    const char *model, *data, *out, *scope, *ops, *heal_data, *heal_lambda;
+    double budget, min_width, ridge;
+    int64_t round, rounds, heal_steps, threads;
+    bool uniform, edges, force;
+    int extra_n;     // train's options for healing: those after "--"
+    char **extra;
+} fold_cmd;
+
+static const char fold_usage[] =
+    "usage: fusekit fold --model DIR|FILE.gguf --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
+    "Folds a model's redundancy away (fold.md): collects statistics on TEXT, plans with the dynamic\n"
+    "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges;\n"
+    "statistics from the first 90% of TEXT, KL probes on the last 10%),\n"
+    "writes OUT/plan.json, then applies layer operations (drop / average / LaCo merge, whichever has the\n"
+    "lowest KL), collects statistics again, and folds FFN units (least-squares refit of the down projection).\n"
+    "The result is an ordinary model folder. With --rounds N and --heal-steps S: N rounds of fold -> heal.";
+
+// The flags (before "--") into c. Returns 0 to go on, 1 when help was printed, 2 on an error.
+static int fold_parse(int own, char **argv, fold_cmd *c) {
+    fold_args *fa = &c->fa;
+    cli_opt opts[] = {
+        {"--model", OPT_STR, &c->model, "model to fold: a folder or a .gguf file (required)", false, NULL},
+        {"--data", OPT_STR, &c->data, "calibration text or token shard (required)", false, NULL},
+        {"-o|--out", OPT_STR, &c->out, "output folder: the folded model and plan.json (required)", false, NULL},
+        {"--budget", OPT_FLOAT, &c->budget, "fraction of the scope's parameters to remove (default 0.3)", false, "(0,1)"},
+        {"--scope", OPT_STR, &c->scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
+        {"--method", OPT_STR, &fa->method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false, NULL},
+        {"--select", OPT_STR, &fa->select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false, NULL},
+        {"--ops", OPT_STR, &c->ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false, NULL},
+        {"--plan-only", OPT_FLAG, &fa->plan_only, "write plan.json and print the plan; change nothing", false, NULL},
+        {"--uniform", OPT_FLAG, &c->uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false, NULL},
+        {"--round", OPT_INT, &c->round, "FFN widths become multiples of this (default 8)", false, "[1,65536]"},
+        {"--min-width", OPT_FLOAT, &c->min_width, "keep at least this fraction of each layer's FFN width (default 0.3)", false, "[0,1]"},
+        {"--fold-edges", OPT_FLAG, &c->edges, "allow folding the first and last layer", false, NULL},
+        {"--ridge", OPT_FLOAT, &c->ridge, "least-squares ridge: lambda = ridge * mean(diag G) (default 0.01)", false, "[0,)"},
+        {"--tokenizer", OPT_STR, &fa->tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
+        {"--seq", OPT_INT, &fa->seq, "window length for statistics and probes (default: the model's context)", false, "[0,1048576]"},
+        {"--batch", OPT_INT, &fa->batch, "windows per forward pass while collecting statistics (default 4)", false, "[1,65536]"},
+        {"--max-tokens", OPT_INT, &fa->max_tokens, "calibration positions at most, 0 = all (default 65536)", false, "[0,)"},
+        {"--probe-windows", OPT_INT, &fa->probe_windows, "windows in the KL probe that calibrates the estimates (default 8)", false, "[1,65536]"},
+        {"--rounds", OPT_INT, &c->rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget (default 1)", false, "[1,64]"},
+        {"--heal-steps", OPT_INT, &c->heal_steps, "healing steps in all, split over the rounds (0: no healing; default 0)", false, "[0,)"},
+        {"--heal-data", OPT_STR, &c->heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
+        {"--heal-lambda", OPT_STR, &c->heal_lambda, "CLM weight while healing (default 0.5; 0: pure distillation)", false, NULL},
+        {"--threads", OPT_INT, &c->threads, "threads (default: all cores)", false, "[0,4096]"},
+        {"--force", OPT_FLAG, &c->force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
+        {NULL, 0, NULL, NULL, false, NULL},
+    };
+    int rc = cli_parse(own, argv, opts, fold_usage);
+    return rc == 1 ? 1 : rc ? 2 : 0;
+}
+
+// The values cli_parse does not check; the fold options filled from them. 0 or 2.
+static int fold_validate(fold_cmd *c) {
+    fold_args *fa = &c->fa;
+    const char *err = NULL;
+    char msg[512];
+    fa->o.ffn_ops = strstr(c->ops, "ffn") != NULL;
+    fa->o.layer_ops = strstr(c->ops, "layers") != NULL;
+    fa->o.head_ops = strstr(c->ops, "heads") != NULL;
+    if (!c->model || !c->data || !c->out) err = "--model, --data and --out are required";
+    else if (!parse_scope(c->scope, &fa->o.scope)) snprintf(msg, sizeof msg, "--scope must be ffn, blocks or all (got '%s')", c->scope), err = msg;
+    else if (strcmp(fa->method, "lsq") != 0 && strcmp(fa->method, "mean-sum") != 0)
+        snprintf(msg, sizeof msg, "--method must be lsq or mean-sum (got '%s')", fa->method), err = msg;
+    else if (strcmp(fa->select, "greedy") != 0 && strcmp(fa->select, "medoid") != 0)
+        snprintf(msg, sizeof msg, "--select must be greedy or medoid (got '%s')", fa->select), err = msg;
+    else if (!fa->o.ffn_ops && !fa->o.layer_ops && !fa->o.head_ops) snprintf(msg, sizeof msg, "--ops must name ffn, heads or layers (got '%s')", c->ops), err = msg;
+    else if (!(c->budget > 0 && c->budget < 1)) snprintf(msg, sizeof msg, "--budget must be a fraction in (0, 1) (got %g)", c->budget), err = msg;
+    else if (c->rounds < 1 || c->rounds > 64) snprintf(msg, sizeof msg, "--rounds must be 1 to 64 (got %lld)", (long long)c->rounds), err = msg;
+    else if (c->rounds > 1 && c->heal_steps <= 0) err = "--rounds needs --heal-steps (progressive folding heals between rounds)";
+    else if (fa->probe_windows < 1 || fa->batch < 1) err = "--probe-windows and --batch must be positive";
+    if (err) { fprintf(stderr, "fusekit fold: error: %s\n", err); return 2; }
+    double hl;
+    if (cli_parse_float("fold", "--heal-lambda", c->heal_lambda, "[0,1]", &hl)) return 2;
+    fa->o.round = (int)c->round;
+    fa->o.min_width = c->min_width;
+    fa->o.ridge = c->ridge;
+    fa->o.uniform = c->uniform;
+    fa->o.fold_edges = c->edges;
+    return 0;
+}
+
+// The output, and (with healing) train's options, checked before any folding. 0 or the exit code.
+static int fold_check(const fold_cmd *c) {
+    bool healing = c->rounds > 1 || c->heal_steps > 0;
+    const char *ins[] = {c->model, c->data, c->heal_data, c->fa.tokenizer};
+    // healing trains into OUT, and the same command run again resumes there
+    cli_out_spec os = {"-o", c->out, c->force, healing};
+    int rc = cli_check_output("fold", &os, ins, 4);
+    if (rc != 0 || !healing) return rc;
+    char **extra = calloc((size_t)c->extra_n + 3, sizeof *extra);
+    if (!extra) return 1;
+    int ne = 0;
+    extra[ne++] = "--steps";
+    extra[ne++] = "1";
+    for (int i = 0; i < c->extra_n; i++) extra[ne++] = c->extra[i];
+    rc = heal_check(c->model, c->heal_data ? c->heal_data : c->data, c->out, c->heal_lambda, ne, extra);
+    free(extra);
+    return rc;
+}
+
+// fk_fold_rounds' callbacks: each fold by fold_once, each healing by heal_run, a line per round.
+typedef struct { fold_cmd *c; int rc; } rounds_ui;
+
+static fk_status round_fold(const char *model, const char *dir, double fraction, bool in_place, int64_t *removed, void *user) {
+    rounds_ui *ui = user;
+    const char *data = ui->c->data;
+    return in_place ? fold_once(model, data, dir, &ui->c->fa, fraction, removed) : fold_to(model, data, dir, &ui->c->fa, fraction, removed);
+}
+
+static fk_status round_heal(const char *teacher, const char *model, const char *out, int64_t steps, bool resume, const fk_fold_round_event *ev,
+                            void *user) {
+    rounds_ui *ui = user;
+    const fold_cmd *c = ui->c;
+    char *sdir = fk_path_join(c->out, "stores"), n[32];
+    char **extra = calloc((size_t)c->extra_n + 4, sizeof *extra);
+    if (!sdir || !extra) { free(sdir); free(extra); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    snprintf(n, sizeof n, "%lld", (long long)steps);
+    int ne = 0;
+    extra[ne++] = "--steps";
+    extra[ne++] = n;
+    if (resume) extra[ne++] = "--resume";
+    for (int i = 0; i < c->extra_n; i++) extra[ne++] = c->extra[i];
+    ui->rc = heal_run(teacher, model, c->heal_data ? c->heal_data : c->data, out, sdir, 10, c->heal_lambda, ne, extra);
+    free(extra);
+    free(sdir);
+    if (ui->rc == 130 || ui->rc == 143)
+        fprintf(stderr, "fusekit fold: interrupted in round %d/%d; run the same fold command again to resume\n", ev->round, ev->rounds);
+    return ui->rc == 0 ? FK_OK : fk_error(FK_ERR_IO, "healing failed (reported above)");
+}
+
+static void round_report(const fk_fold_round_event *ev, void *user) {
+    (void)user;
+    if (ev->resumed) fprintf(stderr, "round %d/%d: %s is folded already; healing resumes\n", ev->round, ev->rounds, ev->folded);
+    else fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", ev->round, ev->rounds, ev->model, (long long)ev->params);
+}
+
 int cmd_fold(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *scope = "ffn", *ops = "ffn,heads,layers", *heal_data = NULL, *heal_lambda = "0.5";
-    fold_args fa = {.method = "lsq", .select = "greedy", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8};
-    fk_fold_opts_default(&fa.o);
-    double budget = 0.3, min_width = fa.o.min_width, ridge = fa.o.ridge;
-    int64_t round = 8, rounds = 1, heal_steps = 0, threads = 0;
-    bool uniform = false, edges = false, force = false;
+    fold_cmd c = {.fa = {.method = "lsq", .select = "greedy", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8},
+                  .scope = "ffn", .ops = "ffn,heads,layers", .heal_lambda = "0.5", .budget = 0.3, .round = 8, .rounds = 1};
+    fk_fold_opts_default(&c.fa.o);
+    c.min_width = c.fa.o.min_width;
+    c.ridge = c.fa.o.ridge;
     // options after "--" go to fusekit train for healing
     int own = argc;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--") == 0) { own = i; break; }
-    cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model to fold: a folder or a .gguf file (required)", false, NULL},
-        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
-        {"-o|--out", OPT_STR, &out, "output folder: the folded model and plan.json (required)", false, NULL},
-        {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false, "(0,1)"},
-        {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
-        {"--method", OPT_STR, &fa.method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false, NULL},
-        {"--select", OPT_STR, &fa.select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false, NULL},
-        {"--ops", OPT_STR, &ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false, NULL},
-        {"--plan-only", OPT_FLAG, &fa.plan_only, "write plan.json and print the plan; change nothing", false, NULL},
-        {"--uniform", OPT_FLAG, &uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false, NULL},
-        {"--round", OPT_INT, &round, "FFN widths become multiples of this (default 8)", false, "[1,65536]"},
-        {"--min-width", OPT_FLOAT, &min_width, "keep at least this fraction of each layer's FFN width (default 0.3)", false, "[0,1]"},
-        {"--fold-edges", OPT_FLAG, &edges, "allow folding the first and last layer", false, NULL},
-        {"--ridge", OPT_FLOAT, &ridge, "least-squares ridge: lambda = ridge * mean(diag G) (default 0.01)", false, "[0,)"},
-        {"--tokenizer", OPT_STR, &fa.tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
-        {"--seq", OPT_INT, &fa.seq, "window length for statistics and probes (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &fa.batch, "windows per forward pass while collecting statistics (default 4)", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &fa.max_tokens, "calibration positions at most, 0 = all (default 65536)", false, "[0,)"},
-        {"--probe-windows", OPT_INT, &fa.probe_windows, "windows in the KL probe that calibrates the estimates (default 8)", false, "[1,65536]"},
-        {"--rounds", OPT_INT, &rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget (default 1)", false, "[1,64]"},
-        {"--heal-steps", OPT_INT, &heal_steps, "healing steps in all, split over the rounds (0: no healing; default 0)", false, "[0,)"},
-        {"--heal-data", OPT_STR, &heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
-        {"--heal-lambda", OPT_STR, &heal_lambda, "CLM weight while healing (default 0.5; 0: pure distillation)", false, NULL},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
-        {"--force", OPT_FLAG, &force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
-    };
-    int rc = cli_parse(own, argv, opts,
-                       "usage: fusekit fold --model DIR|FILE.gguf --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
-                       "Folds a model's redundancy away (fold.md): collects statistics on TEXT, plans with the dynamic\n"
-                       "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges;\n"
-                       "statistics from the first 90% of TEXT, KL probes on the last 10%),\n"
-                       "writes OUT/plan.json, then applies layer operations (drop / average / LaCo merge, whichever has the\n"
-                       "lowest KL), collects statistics again, and folds FFN units (least-squares refit of the down projection).\n"
-                       "The result is an ordinary model folder. With --rounds N and --heal-steps S: N rounds of fold -> heal.");
+    c.extra = argv + own + (own < argc);
+    c.extra_n = argc - own - (own < argc);
+    int rc = fold_parse(own, argv, &c);
     if (rc) return rc == 1 ? 0 : 2;
-    if (!model || !data || !out) { fprintf(stderr, "fusekit fold: error: --model, --data and --out are required\n"); return 2; }
-    if (!parse_scope(scope, &fa.o.scope)) { fprintf(stderr, "fusekit fold: error: --scope must be ffn, blocks or all (got '%s')\n", scope); return 2; }
-    if (strcmp(fa.method, "lsq") != 0 && strcmp(fa.method, "mean-sum") != 0) {
-        fprintf(stderr, "fusekit fold: error: --method must be lsq or mean-sum (got '%s')\n", fa.method);
-        return 2;
-    }
-    if (strcmp(fa.select, "greedy") != 0 && strcmp(fa.select, "medoid") != 0) {
-        fprintf(stderr, "fusekit fold: error: --select must be greedy or medoid (got '%s')\n", fa.select);
-        return 2;
-    }
-    fa.o.ffn_ops = strstr(ops, "ffn") != NULL;
-    fa.o.layer_ops = strstr(ops, "layers") != NULL;
-    fa.o.head_ops = strstr(ops, "heads") != NULL;
-    if (!fa.o.ffn_ops && !fa.o.layer_ops && !fa.o.head_ops) { fprintf(stderr, "fusekit fold: error: --ops must name ffn, heads or layers (got '%s')\n", ops); return 2; }
-    if (!(budget > 0 && budget < 1)) { fprintf(stderr, "fusekit fold: error: --budget must be a fraction in (0, 1) (got %g)\n", budget); return 2; }
-    if (rounds < 1 || rounds > 64) { fprintf(stderr, "fusekit fold: error: --rounds must be 1 to 64 (got %lld)\n", (long long)rounds); return 2; }
-    if (rounds > 1 && heal_steps <= 0) { fprintf(stderr, "fusekit fold: error: --rounds needs --heal-steps (progressive folding heals between rounds)\n"); return 2; }
-    if (fa.probe_windows < 1 || fa.batch < 1) { fprintf(stderr, "fusekit fold: error: --probe-windows and --batch must be positive\n"); return 2; }
-    double hl;
-    if (cli_parse_float("fold", "--heal-lambda", heal_lambda, "[0,1]", &hl)) return 2;
-    bool healing = rounds > 1 || heal_steps > 0;
-    {
-        const char *ins[] = {model, data, heal_data, fa.tokenizer};
-        // healing trains into OUT, and the same command run again resumes there
-        cli_out_spec os = {"-o", out, force, healing};
-        if ((rc = cli_check_output("fold", &os, ins, 4)) != 0) return rc;
-        if (healing) {  // train's options for healing, checked before folding
-            char **extra = calloc((size_t)argc + 3, sizeof *extra);
-            if (!extra) return 1;
-            int ne = 0;
-            extra[ne++] = "--steps";
-            extra[ne++] = "1";
-            for (int i = own + 1; i < argc; i++) extra[ne++] = argv[i];
-            rc = heal_check(model, heal_data ? heal_data : data, out, heal_lambda, ne, extra);
-            free(extra);
-            if (rc != 0) return rc;
-        }
-    }
-    fa.o.round = (int)round;
-    fa.o.min_width = min_width;
-    fa.o.ridge = ridge;
-    fa.o.uniform = uniform;
-    fa.o.fold_edges = edges;
-    cli_set_threads(threads);
-    if (fa.plan_only) {
+    if ((rc = fold_validate(&c)) != 0 || (rc = fold_check(&c)) != 0) return rc;
+    cli_set_threads(c.threads);
+    fk_status st;
+    if (c.fa.plan_only) {
         int64_t removed = 0;
-        fk_status st = fold_to(model, data, out, &fa, budget, &removed);
+        st = fold_to(c.model, c.data, c.out, &c.fa, c.budget, &removed);
         return st == FK_OK ? 0 : cli_fail("fold", st);
     }
-    // the original's scope size fixes the budget in parameters for every round
-    fk_model m0;
-    fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m0, NULL);
-    if (st != FK_OK) return cli_fail("fold", st);
-    int64_t scope0 = fk_fold_scope_params(&m0, fa.o.scope), target = (int64_t)ceil(budget * (double)scope0), done = 0;
-    fk_model_free(&m0);
-    char *cur = strdup(model);
-    const char *hdata = heal_data ? heal_data : data;
-    rc = 0;
-    for (int r = 1; r <= rounds && rc == 0; r++) {
-        bool last = r == rounds;
-        char name[64];
-        snprintf(name, sizeof name, "round-%d", r);
-        char *rdir = rounds > 1 || heal_steps > 0 ? fk_path_join(out, name) : strdup(out);
-        char *fdir = rounds > 1 || heal_steps > 0 ? fk_path_join(rdir, "folded") : strdup(out);
-        // this round's share of the budget, as a fraction of the current model's scope
-        fk_model mc;
-        st = fk_model_load(cur, FK_LOAD_FROZEN, &mc, NULL);
-        int64_t want = target * r / rounds - done;
-        double frac = st == FK_OK ? (double)want / (double)fk_fold_scope_params(&mc, fa.o.scope) : 0;
-        if (st == FK_OK) fk_model_free(&mc);
-        int64_t removed = 0;
-        // a round whose healing was interrupted (Ctrl-C, SIGTERM, a kill) keeps its folded model
-        // and resumes healing from its newest checkpoint
-        char *hdir0 = heal_steps > 0 ? (last ? strdup(out) : fk_path_join(rdir, "healed")) : NULL, *ck = NULL, *fcfg = fk_path_join(fdir, "config.json");
-        bool resume = hdir0 && fk_checkpoint_latest(hdir0, &ck) == FK_OK && fk_path_exists(fcfg);
-        free(hdir0); free(ck); free(fcfg);
-        if (st == FK_OK && resume) {
-            fk_model mf;
-            st = fk_model_load(fdir, FK_LOAD_FROZEN, &mf, NULL);
-            if (st == FK_OK) {
-                st = fk_model_load(cur, FK_LOAD_FROZEN, &mc, NULL);
-                if (st == FK_OK) {
-                    removed = fk_fold_scope_params(&mc, fa.o.scope) - fk_fold_scope_params(&mf, fa.o.scope);
-                    fk_model_free(&mc);
-                }
-                fk_model_free(&mf);
-            }
-            if (st == FK_OK) fprintf(stderr, "round %d/%d: %s is folded already; healing resumes\n", r, (int)rounds, fdir);
-        } else if (st == FK_OK) {
-            fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", r, (int)rounds, cur, (long long)want);
-            st = healing ? fold_once(cur, data, fdir, &fa, frac, &removed) : fold_to(cur, data, fdir, &fa, frac, &removed);
-        }
-        if (st != FK_OK) rc = cli_fail("fold", st);
-        done += removed;
-        free(cur);
-        cur = strdup(fdir);
-        if (rc == 0 && heal_steps > 0) {
-            char *hdir = last ? strdup(out) : fk_path_join(rdir, "healed");
-            char *sdir = fk_path_join(out, "stores");
-            char steps[32];
-            snprintf(steps, sizeof steps, "%lld", (long long)(heal_steps / rounds > 0 ? heal_steps / rounds : 1));
-            int n_extra = argc - own - (own < argc ? 1 : 0);
-            char **extra = calloc((size_t)n_extra + 4, sizeof *extra);
-            int ne = 0;
-            extra[ne++] = "--steps";
-            extra[ne++] = steps;
-            if (resume) extra[ne++] = "--resume";
-            for (int i = own + 1; i < argc; i++) extra[ne++] = argv[i];
-            rc = heal_run(model, cur, hdata, hdir, sdir, 10, heal_lambda, ne, extra);
-            free(extra);
-            if (rc == 130 || rc == 143)
-                fprintf(stderr, "fusekit fold: interrupted in round %d/%d; run the same fold command again to resume\n", r, (int)rounds);
-            free(cur);
-            cur = hdir;
-            free(sdir);
-        }
-        free(rdir);
-        free(fdir);
-    }
-    free(cur);
-    return rc;
+    fk_fold_rounds_opts ro = {c.budget, c.fa.o.scope, (int)c.rounds, c.heal_steps};
+    rounds_ui ui = {&c, 0};
+    fk_fold_rounds_ops ops = {round_fold, round_heal, round_report, &ui};
+    st = fk_fold_rounds(c.model, c.out, &ro, &ops);
+    if (ui.rc != 0) return ui.rc;  // healing reported its own failure
+    return st == FK_OK ? 0 : cli_fail("fold", st);
 }
 
 int cmd_prune(int argc, char **argv) {
