@@ -57,110 +57,140 @@ static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const
     return st;
 }
 
+// How a member's tokenization feeds the scorer's: tgt_of_src[s] is the scorer position source
+// position s predicts for (-1: none), inv_row/inv_ids the source ids of each scorer id
+// (compressed rows; NULL for the scorer's own tokenizer).
+typedef struct {
+    fk_tok_out src;
+    int64_t *tgt_of_src, *inv_row, *src_begin;
+    int32_t *inv_ids, *vmap;
+    fk_alignment al;
+} member_map;
+
+static void member_map_free(member_map *mm) {
+    fk_alignment_free(&mm->al);
+    fk_tok_out_free(&mm->src);
+    free(mm->tgt_of_src); free(mm->inv_row); free(mm->inv_ids); free(mm->vmap); free(mm->src_begin);
+}
+
+// The source ids mapped to each scorer id by mm->vmap, as compressed rows.
+static fk_status map_inverse(member_map *mm, int32_t Vs, int32_t Vt) {
+    mm->inv_row = calloc((size_t)Vt + 1, sizeof *mm->inv_row);
+    mm->inv_ids = malloc((size_t)(Vs > 0 ? Vs : 1) * sizeof *mm->inv_ids);
+    int64_t *fill = malloc((size_t)(Vt > 0 ? Vt : 1) * sizeof *fill);
+    if (!mm->inv_row || !mm->inv_ids || !fill) { free(fill); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    for (int32_t v = 0; v < Vs; v++) if (mm->vmap[v] >= 0) mm->inv_row[mm->vmap[v] + 1]++;
+    for (int32_t y = 0; y < Vt; y++) mm->inv_row[y + 1] += mm->inv_row[y];
+    memcpy(fill, mm->inv_row, (size_t)Vt * sizeof *fill);
+    for (int32_t v = 0; v < Vs; v++) if (mm->vmap[v] >= 0) mm->inv_ids[fill[mm->vmap[v]]++] = v;
+    free(fill);
+    return FK_OK;
+}
+
+// A member with another tokenizer: its tokenization of the text aligned to the scorer's `tgt`
+// (begins tgt_begin, P positions); source position s feeds scorer position j when token j
+// aligns 1:1 with token s.
+static fk_status map_aligned(const fk_tokenizer *ts, const fk_tokenizer *tt, const char *text, size_t len, const fk_tok_out *tgt,
+                             int64_t *tgt_begin, int64_t P, const fk_align_opts *ao, member_map *mm) {
+    FK_TRY(fk_tok_encode(ts, text, len, 0, &mm->src));
+    FK_TRY(ao->cache_dir ? fk_vmap_load_or_build(ts, tt, ao->vmap, ao->cache_dir, &mm->vmap) : fk_vmap_build(ts, tt, ao->vmap, &mm->vmap));
+    const fk_tok_out *src = &mm->src;
+    mm->src_begin = malloc((size_t)(src->n + 1) * sizeof *mm->src_begin);
+    mm->tgt_of_src = malloc((size_t)(src->n > 0 ? src->n : 1) * sizeof *mm->tgt_of_src);
+    if (!mm->src_begin || !mm->tgt_of_src) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int64_t k = 0; k < src->n; k++) mm->src_begin[k] = src->begin[k];
+    mm->src_begin[src->n] = (int64_t)len;
+    fk_tokseq ss = {src->n, src->ids, mm->src_begin}, sq = {tgt->n, tgt->ids, tgt_begin};
+    FK_TRY(fk_align_tokens(ts, &ss, tt, &sq, ao->mode, mm->vmap, &mm->al));
+    for (int64_t k = 0; k < src->n; k++) mm->tgt_of_src[k] = -1;
+    for (int64_t j = 0; j < P; j++)
+        if (mm->al.one_to_one[j]) mm->tgt_of_src[mm->al.lo[j]] = j;
+    return map_inverse(mm, fk_tok_vocab_size(ts), fk_tok_vocab_size(tt));
+}
+
+// The scorer's shared state: its tokenization of the text, the next token at each position
+// and the tokens' begins (the text's length last).
+typedef struct {
+    fk_tok_out tgt;
+    int64_t P;
+    int32_t *next;
+    int64_t *begin;
+} scorer;
+
+// Member i (model m, tokenizer ts) scored into mem: on the scorer's tokens when it shares the
+// scorer's tokenizer t0, else on its own aligned to them.
+static fk_status score_member(fk_model *m, const fk_tokenizer *ts, const fk_tokenizer *t0, const scorer *sc, const char *text, size_t len,
+                              int seq, int batch, const fk_align_opts *ao, member *mem) {
+    if (m->cfg.vocab_size < fk_tok_vocab_size(ts))
+        return fk_error(FK_ERR_ARG, "the model's vocabulary (%lld) is smaller than its tokenizer's (%d)", (long long)m->cfg.vocab_size,
+                        fk_tok_vocab_size(ts));
+    mem->p = malloc((size_t)sc->P * sizeof(float));
+    if (!mem->p) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < sc->P; j++) mem->p[j] = -1;
+    bool identity = fk_tok_fingerprint(ts) == fk_tok_fingerprint(t0);
+    int32_t bos = fk_tok_adds_bos(ts) ? fk_tok_bos(ts) : -1;
+    member_map mm = {0};
+    fk_status st = FK_OK;
+    if (identity) {
+        mm.tgt_of_src = malloc((size_t)sc->tgt.n * sizeof *mm.tgt_of_src);
+        if (!mm.tgt_of_src) st = fk_error(FK_ERR_NOMEM, "out of memory");
+        for (int64_t j = 0; j < sc->tgt.n && st == FK_OK; j++) mm.tgt_of_src[j] = j < sc->P ? j : -1;
+    } else {
+        st = map_aligned(ts, t0, text, len, &sc->tgt, sc->begin, sc->P, ao, &mm);
+    }
+    if (st == FK_OK)
+        st = run_member(m, identity ? &sc->tgt : &mm.src, bos, mm.tgt_of_src, sc->next, mm.inv_row, mm.inv_ids, identity, seq, batch, mem);
+    member_map_free(&mm);
+    return st;
+}
+
+// The ensemble's figures from its members' probabilities of the scorer's tokens.
+static void ensemble_figures(const member *mem, int n, const scorer *sc, fk_ensemble_result *r) {
+    double nats = 0;
+    int64_t bytes = 0, P = sc->P;
+    for (int64_t j = 0; j < P; j++) {
+        double s = 0;
+        int c = 0;
+        for (int i = 0; i < n; i++)
+            if (mem[i].p[j] >= 0) { s += mem[i].p[j]; c++; r->coverage[i] += 1; }
+        double p = s / c;
+        nats += -log(p > 1e-30 ? p : 1e-30);
+        bytes += sc->tgt.end[j + 1] - sc->tgt.begin[j + 1];
+    }
+    r->positions = P;
+    r->bytes = bytes;
+    r->loss = nats / (double)P;
+    r->bpb = nats / log(2.0) / (double)(bytes > 0 ? bytes : 1);
+    for (int i = 0; i < n; i++) {
+        r->coverage[i] /= (double)P;
+        r->member_bpb[i] = mem[i].own_nats / log(2.0) / (double)(mem[i].own_bytes > 0 ? mem[i].own_bytes : 1);
+    }
+}
+
 fk_status fk_eval_ensemble(fk_model *const *models, fk_tokenizer *const *toks, int n, const char *text, size_t len, int seq,
                            int batch, const fk_align_opts *ao, fk_ensemble_result *r) {
     memset(r, 0, sizeof *r);
     if (n < 1 || n > 64) return fk_error(FK_ERR_ARG, "an ensemble takes 1 to 64 models (got %d)", n);
-    fk_tok_out tgt = {0};
-    FK_TRY(fk_tok_encode(toks[0], text, len, 0, &tgt));
-    if (tgt.n < 2) { fk_tok_out_free(&tgt); return fk_error(FK_ERR_ARG, "the evaluation text has fewer than 2 tokens for the first model"); }
-    int64_t P = tgt.n - 1;  // scorer positions
-    int32_t *next = malloc((size_t)P * sizeof *next);
-    int64_t *tgt_begin = malloc((size_t)(tgt.n + 1) * sizeof *tgt_begin);
+    scorer sc = {0};
+    FK_TRY(fk_tok_encode(toks[0], text, len, 0, &sc.tgt));
+    if (sc.tgt.n < 2) { fk_tok_out_free(&sc.tgt); return fk_error(FK_ERR_ARG, "the evaluation text has fewer than 2 tokens for the first model"); }
+    sc.P = sc.tgt.n - 1;  // scorer positions
+    sc.next = malloc((size_t)sc.P * sizeof *sc.next);
+    sc.begin = malloc((size_t)(sc.tgt.n + 1) * sizeof *sc.begin);
     member *mem = calloc((size_t)n, sizeof *mem);
-    fk_status st = next && tgt_begin && mem ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
-    for (int64_t j = 0; j < P && st == FK_OK; j++) next[j] = tgt.ids[j + 1];
+    fk_status st = sc.next && sc.begin && mem ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
     if (st == FK_OK) {
-        for (int64_t j = 0; j < tgt.n; j++) tgt_begin[j] = tgt.begin[j];
-        tgt_begin[tgt.n] = (int64_t)len;
+        for (int64_t j = 0; j < sc.P; j++) sc.next[j] = sc.tgt.ids[j + 1];
+        for (int64_t j = 0; j < sc.tgt.n; j++) sc.begin[j] = sc.tgt.begin[j];
+        sc.begin[sc.tgt.n] = (int64_t)len;
     }
-    uint64_t fp0 = fk_tok_fingerprint(toks[0]);
     for (int i = 0; i < n && st == FK_OK; i++) {
-        if (models[i]->cfg.vocab_size < fk_tok_vocab_size(toks[i])) {
-            st = fk_error(FK_ERR_ARG, "ensemble member %d: the model's vocabulary (%lld) is smaller than its tokenizer's (%d)", i + 1,
-                          (long long)models[i]->cfg.vocab_size, fk_tok_vocab_size(toks[i]));
-            break;
-        }
-        mem[i].p = malloc((size_t)P * sizeof(float));
-        if (!mem[i].p) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
-        for (int64_t j = 0; j < P; j++) mem[i].p[j] = -1;
-        bool identity = fk_tok_fingerprint(toks[i]) == fp0;
-        int32_t bos = fk_tok_adds_bos(toks[i]) ? fk_tok_bos(toks[i]) : -1;
-        fk_tok_out src = {0};
-        int64_t *tgt_of_src = NULL, *inv_row = NULL, *src_begin = NULL;
-        int32_t *inv_ids = NULL, *vmap = NULL;
-        fk_alignment al = {0};
-        if (identity) {
-            tgt_of_src = malloc((size_t)tgt.n * sizeof *tgt_of_src);
-            if (!tgt_of_src) st = fk_error(FK_ERR_NOMEM, "out of memory");
-            for (int64_t j = 0; j < tgt.n && st == FK_OK; j++) tgt_of_src[j] = j < P ? j : -1;
-            if (st == FK_OK) st = run_member(models[i], &tgt, bos, tgt_of_src, next, NULL, NULL, true, seq, batch, &mem[i]);
-        } else {
-            st = fk_tok_encode(toks[i], text, len, 0, &src);
-            if (st == FK_OK)
-                st = ao->cache_dir ? fk_vmap_load_or_build(toks[i], toks[0], ao->vmap, ao->cache_dir, &vmap)
-                                   : fk_vmap_build(toks[i], toks[0], ao->vmap, &vmap);
-            src_begin = malloc((size_t)(src.n + 1) * sizeof *src_begin);
-            if (st == FK_OK && !src_begin) st = fk_error(FK_ERR_NOMEM, "out of memory");
-            if (st == FK_OK) {
-                for (int64_t k = 0; k < src.n; k++) src_begin[k] = src.begin[k];
-                src_begin[src.n] = (int64_t)len;
-                fk_tokseq ss = {src.n, src.ids, src_begin}, tt = {tgt.n, tgt.ids, tgt_begin};
-                st = fk_align_tokens(toks[i], &ss, toks[0], &tt, ao->mode, vmap, &al);
-            }
-            if (st == FK_OK) {
-                // source position s feeds scorer position j when token j aligns 1:1 with token s
-                tgt_of_src = malloc((size_t)(src.n > 0 ? src.n : 1) * sizeof *tgt_of_src);
-                int32_t Vt = fk_tok_vocab_size(toks[0]), Vs = fk_tok_vocab_size(toks[i]);
-                inv_row = calloc((size_t)Vt + 1, sizeof *inv_row);
-                inv_ids = malloc((size_t)(Vs > 0 ? Vs : 1) * sizeof *inv_ids);
-                if (!tgt_of_src || !inv_row || !inv_ids) st = fk_error(FK_ERR_NOMEM, "out of memory");
-                else {
-                    for (int64_t k = 0; k < src.n; k++) tgt_of_src[k] = -1;
-                    for (int64_t j = 0; j < P; j++)
-                        if (al.one_to_one[j]) tgt_of_src[al.lo[j]] = j;
-                    // source ids mapped to each scorer id (compressed rows)
-                    for (int32_t v = 0; v < Vs; v++) if (vmap[v] >= 0) inv_row[vmap[v] + 1]++;
-                    for (int32_t y = 0; y < Vt; y++) inv_row[y + 1] += inv_row[y];
-                    int64_t *fill = malloc((size_t)Vt * sizeof *fill);
-                    if (!fill) st = fk_error(FK_ERR_NOMEM, "out of memory");
-                    else {
-                        memcpy(fill, inv_row, (size_t)Vt * sizeof *fill);
-                        for (int32_t v = 0; v < Vs; v++) if (vmap[v] >= 0) inv_ids[fill[vmap[v]]++] = v;
-                        free(fill);
-                    }
-                }
-            }
-            if (st == FK_OK) st = run_member(models[i], &src, bos, tgt_of_src, next, inv_row, inv_ids, false, seq, batch, &mem[i]);
-        }
+        st = score_member(models[i], toks[i], toks[0], &sc, text, len, seq, batch, ao, &mem[i]);
         if (st != FK_OK) fk_error_context(st, "ensemble member %d", i + 1);
-        fk_alignment_free(&al);
-        fk_tok_out_free(&src);
-        free(tgt_of_src); free(inv_row); free(inv_ids); free(vmap); free(src_begin);
     }
-    if (st == FK_OK) {
-        double nats = 0;
-        int64_t bytes = 0;
-        for (int64_t j = 0; j < P; j++) {
-            double s = 0;
-            int c = 0;
-            for (int i = 0; i < n; i++)
-                if (mem[i].p[j] >= 0) { s += mem[i].p[j]; c++; r->coverage[i] += 1; }
-            double p = s / c;
-            nats += -log(p > 1e-30 ? p : 1e-30);
-            bytes += tgt.end[j + 1] - tgt.begin[j + 1];
-        }
-        r->positions = P;
-        r->bytes = bytes;
-        r->loss = nats / (double)P;
-        r->bpb = nats / log(2.0) / (double)(bytes > 0 ? bytes : 1);
-        for (int i = 0; i < n; i++) {
-            r->coverage[i] /= (double)P;
-            r->member_bpb[i] = mem[i].own_nats / log(2.0) / (double)(mem[i].own_bytes > 0 ? mem[i].own_bytes : 1);
-        }
-    }
+    if (st == FK_OK) ensemble_figures(mem, n, &sc, r);
     for (int i = 0; mem && i < n; i++) free(mem[i].p);
-    free(mem); free(next); free(tgt_begin);
-    fk_tok_out_free(&tgt);
+    free(mem); free(sc.next); free(sc.begin);
+    fk_tok_out_free(&sc.tgt);
     return st;
 }
