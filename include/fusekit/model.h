@@ -76,6 +76,84 @@ typedef struct {
     float rope_high_freq;          // high_freq_factor (> low_freq_factor)
 } fk_config;
 
+// Size limits of a config (fk_config_validate): generous for real models (Llama 3.1 405B: d_model
+// 16384, FFN 53248, 128 heads, context 131072; Gemma 3: vocabulary 262144, head_dim 256) and small
+// enough that no size product of the engine can overflow int64 or size_t.
+#define FK_LIM_VOCAB ((int64_t)1 << 24)
+#define FK_LIM_DIM ((int64_t)1 << 20)     // d_model and each FFN width
+#define FK_LIM_HEADS 4096                 // query and KV heads
+#define FK_LIM_HEAD_DIM 4096
+#define FK_LIM_SEQ ((int64_t)1 << 24)     // context length, Llama 3 original context, sliding window
+
+// The config's fields, one row each: X(field, type, label, flags, lo, hi, keys)
+//   type   FK_CF_I64, FK_CF_I32, FK_CF_F32, FK_CF_BOOL, FK_CF_ENUM; FK_CF_LAYERS (int64_t per layer),
+//          FK_CF_LAYER_FLAGS (uint8_t per layer)
+//   label  how config.json names it (merge's messages)
+//   flags  FK_CF_SIZE: validate bounds it to lo..hi (hi 0: n_head), naming `keys`, the file keys it
+//          comes from; FK_CF_COMPARE: models that differ in it cannot be merged (FK_CF_IF_LEARNED,
+//          FK_CF_IF_ROPE: only with learned positions, with RoPE); FK_CF_SWITCH: a float that must be
+//          finite and >= 0, and with FK_CF_DESCRIBE a switch fk_config_describe lists when it is on
+// Rows in the order merge compares them. The fingerprint (fk_model_fingerprint) keeps its own,
+// frozen layout: it is the key of caches on disk.
+#define FK_CONFIG_FIELDS(X) \
+    X(vocab_size, FK_CF_I64, "vocab_size", FK_CF_SIZE | FK_CF_COMPARE, 1, FK_LIM_VOCAB, "config.json vocab_size, GGUF tokens") \
+    X(d_model, FK_CF_I64, "hidden_size (n_embd)", FK_CF_SIZE | FK_CF_COMPARE, 1, FK_LIM_DIM, "config.json hidden_size/n_embd, GGUF embedding_length") \
+    X(n_layer, FK_CF_I64, "num_hidden_layers (n_layer)", FK_CF_SIZE | FK_CF_COMPARE, 1, FK_MAX_LAYERS, \
+      "config.json num_hidden_layers/n_layer, GGUF block_count") \
+    X(n_head, FK_CF_I64, "num_attention_heads (n_head)", FK_CF_SIZE | FK_CF_COMPARE, 1, FK_LIM_HEADS, \
+      "config.json num_attention_heads/n_head, GGUF attention.head_count") \
+    X(n_kv_head, FK_CF_I64, "num_key_value_heads", FK_CF_SIZE | FK_CF_COMPARE, 1, 0, "config.json num_key_value_heads, GGUF attention.head_count_kv") \
+    X(head_dim, FK_CF_I64, "head_dim", FK_CF_SIZE | FK_CF_COMPARE, 1, FK_LIM_HEAD_DIM, "config.json head_dim, GGUF attention.key_length") \
+    X(ffn, FK_CF_LAYERS, "intermediate_size (n_inner)", FK_CF_COMPARE, 0, 0, "") \
+    X(heads, FK_CF_LAYERS, "fusekit_attention_heads", FK_CF_COMPARE, 0, 0, "") \
+    X(norm, FK_CF_ENUM, "norm kind (layernorm/rmsnorm)", FK_CF_COMPARE, 0, 0, "") \
+    X(pos, FK_CF_ENUM, "position kind (learned/rope/none)", FK_CF_COMPARE, 0, 0, "") \
+    X(mlp, FK_CF_ENUM, "mlp kind (gelu/swiglu)", FK_CF_COMPARE, 0, 0, "") \
+    X(bias_qkv, FK_CF_BOOL, "q/k/v bias (attention_bias)", FK_CF_COMPARE, 0, 0, "") \
+    X(bias_out, FK_CF_BOOL, "output projection bias", FK_CF_COMPARE, 0, 0, "") \
+    X(bias_mlp, FK_CF_BOOL, "mlp bias", FK_CF_COMPARE, 0, 0, "") \
+    X(bias_norm, FK_CF_BOOL, "norm bias", FK_CF_COMPARE, 0, 0, "") \
+    X(tied, FK_CF_BOOL, "tie_word_embeddings", FK_CF_COMPARE, 0, 0, "") \
+    X(max_seq, FK_CF_I64, "n_positions", FK_CF_SIZE | FK_CF_COMPARE | FK_CF_IF_LEARNED, 1, FK_LIM_SEQ, \
+      "config.json max_position_embeddings/n_positions, GGUF context_length") \
+    X(rope_theta, FK_CF_F32, "rope_theta", FK_CF_COMPARE | FK_CF_IF_ROPE, 0, 0, "") \
+    X(norm_eps, FK_CF_F32, "rms_norm_eps (layer_norm_epsilon)", FK_CF_COMPARE, 0, 0, "") \
+    X(bos_id, FK_CF_I32, "bos_token_id", 0, 0, 0, "") \
+    X(eos_id, FK_CF_I32, "eos_token_id", 0, 0, 0, "") \
+    X(emb_scale, FK_CF_F32, "embedding scale", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(norm_offset, FK_CF_F32, "RMSNorm offset (1 + w)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(post_norms, FK_CF_BOOL, "post-norms", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
+    X(qk_norm, FK_CF_BOOL, "QK-norm", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
+    X(attn_scale, FK_CF_F32, "attention scale (query_pre_attn_scalar)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(attn_softcap, FK_CF_F32, "attn_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(final_softcap, FK_CF_F32, "final_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(sliding_window, FK_CF_I64, "sliding_window", FK_CF_COMPARE, 0, 0, "") \
+    X(sliding, FK_CF_LAYER_FLAGS, "layer_types (sliding layers)", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_theta_local, FK_CF_F32, "rope_local_base_freq", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(rope_scale, FK_CF_F32, "rope_scaling factor", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
+    X(rope_orig_ctx, FK_CF_I64, "rope_scaling original_max_position_embeddings", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_low_freq, FK_CF_F32, "rope_scaling low_freq_factor", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_high_freq, FK_CF_F32, "rope_scaling high_freq_factor", FK_CF_COMPARE, 0, 0, "")
+
+typedef enum { FK_CF_I64, FK_CF_I32, FK_CF_F32, FK_CF_BOOL, FK_CF_ENUM, FK_CF_LAYERS, FK_CF_LAYER_FLAGS } fk_config_field_type;
+enum { FK_CF_SIZE = 1u << 0, FK_CF_COMPARE = 1u << 1, FK_CF_IF_LEARNED = 1u << 2, FK_CF_IF_ROPE = 1u << 3, FK_CF_SWITCH = 1u << 4,
+       FK_CF_DESCRIBE = 1u << 5 };
+// One row of FK_CONFIG_FIELDS, with the field's offset in fk_config.
+typedef struct {
+    const char *name, *label, *keys;
+    fk_config_field_type type;
+    size_t offset;
+    unsigned flags;
+    int64_t lo, hi;
+} fk_config_field;
+extern const fk_config_field fk_config_fields[];
+extern const int fk_config_n_fields;
+// A scalar field's value as a double (FK_CF_I64, I32, F32, BOOL, ENUM); layer l of a per-layer one.
+double fk_config_field_value(const fk_config *c, const fk_config_field *f, int64_t l);
+// The first field flagged FK_CF_COMPARE (in table order) on which b differs from a, and the
+// layer (-1 for a scalar); NULL when none does.
+const fk_config_field *fk_config_diff(const fk_config *a, const fk_config *b, int64_t *layer);
+
 // Presets; both leave every switch set and every FFN width equal.
 void fk_config_gpt2(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head, int64_t max_seq);
 void fk_config_llama(fk_config *c, int64_t vocab, int64_t d_model, int64_t n_layer, int64_t n_head,
@@ -199,6 +277,7 @@ void fk_model_init_weights(fk_model *m, uint64_t seed);
 fk_status fk_model_alloc_grads(fk_model *m);
 void fk_model_zero_grads(fk_model *m);
 const fk_param *fk_model_find_param(const fk_model *m, const char *name);
+
 // Groups of table entries by role, for fk_model_count_params (one bit each; OR them).
 enum {
     FK_PARAMS_EMBED = 1u << 0,      // token embedding, learned position embedding

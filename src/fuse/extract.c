@@ -57,6 +57,9 @@ static uint64_t hash_chunked(const void *data, size_t n, uint64_t seed) {
 
 uint64_t fk_corpus_fingerprint(const void *data, size_t n) { return hash_chunked(data, n, 0xC0A9A5ull); }
 
+// The config's fields in a frozen layout (not FK_CONFIG_FIELDS: these hashes key caches on disk).
+// Per-layer query heads need no field of their own: each entry's name and shape is hashed below,
+// and a layer's heads set its qkv and o shapes.
 uint64_t fk_model_fingerprint(const fk_model *m) {
     const fk_config *c = &m->cfg;
     uint64_t f[48 + FK_MAX_LAYERS];

@@ -303,52 +303,20 @@ static void shape_str(const fk_st_tensor *t, char *buf, size_t n) {
         snprintf(buf + strlen(buf), n - strlen(buf), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
 }
 
-// The first config key on which b differs from a, with both values, or false when none does.
+// The first config key on which b differs from a (the model_type, then fk_config_diff's
+// fields), with both values, or false when none does.
 static bool config_diff(const fk_config *a, const fk_config *b, char *key, char *va, char *vb, size_t n) {
-#define CMP_INT(name, fa, fb) do { if ((fa) != (fb)) { snprintf(key, n, "%s", name); \
-    snprintf(va, n, "%lld", (long long)(fa)); snprintf(vb, n, "%lld", (long long)(fb)); return true; } } while (0)
-#define CMP_NUM(name, fa, fb) do { if ((fa) != (fb)) { snprintf(key, n, "%s", name); \
-    snprintf(va, n, "%g", (double)(fa)); snprintf(vb, n, "%g", (double)(fb)); return true; } } while (0)
     fk_arch xa = fk_config_arch(a), xb = fk_config_arch(b);
     if (xa != xb) { snprintf(key, n, "model_type"); snprintf(va, n, "%s", fk_arch_name(xa)); snprintf(vb, n, "%s", fk_arch_name(xb)); return true; }
-    CMP_INT("vocab_size", a->vocab_size, b->vocab_size);
-    CMP_INT("hidden_size (n_embd)", a->d_model, b->d_model);
-    CMP_INT("num_hidden_layers (n_layer)", a->n_layer, b->n_layer);
-    CMP_INT("num_attention_heads (n_head)", a->n_head, b->n_head);
-    CMP_INT("num_key_value_heads", a->n_kv_head, b->n_kv_head);
-    CMP_INT("head_dim", a->head_dim, b->head_dim);
-    for (int64_t l = 0; l < a->n_layer; l++)
-        if (a->ffn[l] != b->ffn[l]) {
-            snprintf(key, n, "intermediate_size (n_inner) of layer %lld", (long long)l);
-            snprintf(va, n, "%lld", (long long)a->ffn[l]); snprintf(vb, n, "%lld", (long long)b->ffn[l]);
-            return true;
-        }
-    CMP_INT("norm kind (layernorm/rmsnorm)", a->norm, b->norm);
-    CMP_INT("position kind (learned/rope/none)", a->pos, b->pos);
-    CMP_INT("mlp kind (gelu/swiglu)", a->mlp, b->mlp);
-    CMP_INT("q/k/v bias (attention_bias)", a->bias_qkv, b->bias_qkv);
-    CMP_INT("output projection bias", a->bias_out, b->bias_out);
-    CMP_INT("mlp bias", a->bias_mlp, b->bias_mlp);
-    CMP_INT("norm bias", a->bias_norm, b->bias_norm);
-    CMP_INT("tie_word_embeddings", a->tied, b->tied);
-    if (a->pos == FK_POS_LEARNED) CMP_INT("n_positions", a->max_seq, b->max_seq);
-    if (a->pos == FK_POS_ROPE) CMP_NUM("rope_theta", a->rope_theta, b->rope_theta);
-    CMP_NUM("rms_norm_eps (layer_norm_epsilon)", a->norm_eps, b->norm_eps);
-    // the Gemma switches: weights under different conventions must not be averaged
-    CMP_NUM("embedding scale", a->emb_scale, b->emb_scale);
-    CMP_NUM("RMSNorm offset (1 + w)", a->norm_offset, b->norm_offset);
-    CMP_INT("post-norms", a->post_norms, b->post_norms);
-    CMP_INT("QK-norm", a->qk_norm, b->qk_norm);
-    CMP_NUM("attention scale (query_pre_attn_scalar)", a->attn_scale, b->attn_scale);
-    CMP_NUM("attn_logit_softcapping", a->attn_softcap, b->attn_softcap);
-    CMP_NUM("final_logit_softcapping", a->final_softcap, b->final_softcap);
-    CMP_INT("sliding_window", a->sliding_window, b->sliding_window);
-    for (int64_t l = 0; l < a->n_layer; l++) CMP_INT("layer_types (sliding layers)", a->sliding[l], b->sliding[l]);
-    CMP_NUM("rope_local_base_freq", a->rope_theta_local, b->rope_theta_local);
-    CMP_NUM("rope_scaling factor", a->rope_scale, b->rope_scale);
-#undef CMP_INT
-#undef CMP_NUM
-    return false;
+    int64_t l;
+    const fk_config_field *f = fk_config_diff(a, b, &l);
+    if (!f) return false;
+    if (l >= 0) snprintf(key, n, "%s of layer %lld", f->label, (long long)l);
+    else snprintf(key, n, "%s", f->label);
+    double x = fk_config_field_value(a, f, l), y = fk_config_field_value(b, f, l);
+    if (f->type == FK_CF_F32) { snprintf(va, n, "%g", x); snprintf(vb, n, "%g", y); }
+    else { snprintf(va, n, "%.0f", x); snprintf(vb, n, "%.0f", y); }  // sizes: exact in a double (validated below 2^41)
+    return true;
 }
 
 // Every input against the first: config, tensor names, shapes and kinds.

@@ -210,6 +210,33 @@ static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
     cJSON_AddNumberToObject(j, "attention_dropout", 0);
 }
 
+// The "fusekit" object of model_type fusekit: fk_config's switches, each under its own name.
+static void fusekit_switches_json(cJSON *j, const fk_config *c) {
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "norm", c->norm == FK_NORM_LAYERNORM ? "layernorm" : "rmsnorm");
+    cJSON_AddStringToObject(s, "position", c->pos == FK_POS_LEARNED ? "learned" : c->pos == FK_POS_ROPE ? "rope" : "none");
+    cJSON_AddStringToObject(s, "mlp", c->mlp == FK_MLP_GELU ? "gelu" : c->mlp == FK_MLP_GEGLU ? "geglu" : "swiglu");
+    cJSON_AddBoolToObject(s, "bias_qkv", c->bias_qkv);
+    cJSON_AddBoolToObject(s, "bias_out", c->bias_out);
+    cJSON_AddBoolToObject(s, "bias_mlp", c->bias_mlp);
+    cJSON_AddBoolToObject(s, "bias_norm", c->bias_norm);
+    // the Gemma-family switches (FK_CF_DESCRIBE rows of the field table), written only when on,
+    // under fk_config's names and meanings
+    for (int i = 0; i < fk_config_n_fields; i++) {
+        const fk_config_field *f = &fk_config_fields[i];
+        double v = fk_config_field_value(c, f, -1);
+        if (!(f->flags & FK_CF_DESCRIBE) || v == 0) continue;
+        if (f->type == FK_CF_BOOL) cJSON_AddBoolToObject(s, f->name, 1);
+        else add_float(s, f->name, (float)v);
+    }
+    if (c->rope_scale > 0 && c->rope_scale != 1 && c->rope_orig_ctx == 0) add_float(s, "rope_scale", c->rope_scale);
+    bool any = false;
+    for (int64_t l = 0; l < c->n_layer; l++) any |= c->sliding[l] != 0;
+    if (c->sliding_window > 0) cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
+    if (any) add_layer_types(s, c, true);
+    cJSON_AddItemToObject(j, "fusekit", s);
+}
+
 // config.json text; torch_dtype names the dtype the weights are saved in.
 static char *config_json(const fk_config *c, fk_dtype dtype) {
     fk_arch arch = fk_config_arch(c);
@@ -245,31 +272,7 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
         }
         if (arch == FK_ARCH_QWEN2) cJSON_AddBoolToObject(j, "use_sliding_window", 0);
         cJSON_AddNumberToObject(j, "attention_dropout", 0);
-        if (arch == FK_ARCH_FUSEKIT) {
-            cJSON *s = cJSON_CreateObject();
-            cJSON_AddStringToObject(s, "norm", c->norm == FK_NORM_LAYERNORM ? "layernorm" : "rmsnorm");
-            cJSON_AddStringToObject(s, "position", c->pos == FK_POS_LEARNED ? "learned" : c->pos == FK_POS_ROPE ? "rope" : "none");
-            cJSON_AddStringToObject(s, "mlp", c->mlp == FK_MLP_GELU ? "gelu" : c->mlp == FK_MLP_GEGLU ? "geglu" : "swiglu");
-            cJSON_AddBoolToObject(s, "bias_qkv", c->bias_qkv);
-            cJSON_AddBoolToObject(s, "bias_out", c->bias_out);
-            cJSON_AddBoolToObject(s, "bias_mlp", c->bias_mlp);
-            cJSON_AddBoolToObject(s, "bias_norm", c->bias_norm);
-            // the Gemma-family switches, written only when on (fk_config's meanings)
-            if (c->emb_scale > 0) add_float(s, "emb_scale", c->emb_scale);
-            if (c->norm_offset != 0) add_float(s, "norm_offset", c->norm_offset);
-            if (c->post_norms) cJSON_AddBoolToObject(s, "post_norms", 1);
-            if (c->qk_norm) cJSON_AddBoolToObject(s, "qk_norm", 1);
-            if (c->attn_scale > 0) add_float(s, "attn_scale", c->attn_scale);
-            if (c->attn_softcap > 0) add_float(s, "attn_softcap", c->attn_softcap);
-            if (c->final_softcap > 0) add_float(s, "final_softcap", c->final_softcap);
-            if (c->rope_theta_local > 0) add_float(s, "rope_theta_local", c->rope_theta_local);
-            if (c->rope_scale > 0 && c->rope_scale != 1 && c->rope_orig_ctx == 0) add_float(s, "rope_scale", c->rope_scale);
-            bool any = false;
-            for (int64_t l = 0; l < c->n_layer; l++) any |= c->sliding[l] != 0;
-            if (c->sliding_window > 0) cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
-            if (any) add_layer_types(s, c, true);
-            cJSON_AddItemToObject(j, "fusekit", s);
-        }
+        if (arch == FK_ARCH_FUSEKIT) fusekit_switches_json(j, c);
     }
     if (!fk_config_uniform_ffn(c)) {
         cJSON *a = cJSON_CreateArray();
@@ -490,6 +493,37 @@ static void llama_rope(cfg_reader *r, fk_config *c) {
     }
 }
 
+// The sliding window of a Gemma 2/3 config and which layers use it: layer_types, else
+// transformers' defaults (Gemma 2: the even layers; Gemma 3: all but every sliding_window_pattern-th).
+static void gemma_sliding_parse(cfg_reader *r, int gen, int64_t L, fk_config *c) {
+    const cJSON *root = r->root;
+    const char *path = r->path;
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    c->sliding_window = !sw ? 4096 : cJSON_IsNull(sw) ? 0 : get_int(r, "sliding_window", 0);
+    if (c->sliding_window < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"sliding_window\" must be positive or null", path);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+    if (lt && !cJSON_IsNull(lt)) {
+        if ((!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L) && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"layer_types\" must be a list of num_hidden_layers (%lld) entries (has %d)", path,
+                             (long long)L, cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1);
+        for (int l = 0; r->st == FK_OK && l < L && l < FK_MAX_LAYERS; l++) {
+            const cJSON *e = cJSON_GetArrayItem(lt, l);
+            const char *k = cJSON_IsString(e) ? e->valuestring : NULL;
+            if (k && strcmp(k, "sliding_attention") == 0) c->sliding[l] = 1;
+            else if (!k || strcmp(k, "full_attention") != 0)
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: layer_types[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", path, l,
+                                 k ? "\"" : "", k ? k : "not a string", k ? "\"" : "");
+        }
+    } else if (gen == 2) {  // transformers: layer l slides when l is even
+        for (int64_t l = 0; l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = l % 2 == 0;
+    } else {  // every sliding_window_pattern-th layer is global
+        const char *pk = cJSON_GetObjectItemCaseSensitive(root, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
+        int64_t p = get_int(r, pk, 6);
+        if (p < 1 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a positive integer", path, pk);
+        for (int64_t l = 0; p >= 1 && l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = (l + 1) % p != 0;
+    }
+}
+
 // The Gemma family: model_type gemma, gemma2 or gemma3_text (gen 1, 2, 3), r->root the text
 // model's config. Absent keys take transformers' defaults.
 static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
@@ -551,29 +585,106 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
     c->final_softcap = (float)get_num_or_null(r, "final_logit_softcapping", gen == 2 ? 30.0 : 0);
     // transformers' Gemma 3 never applies attn_logit_softcapping; Gemma 2 defaults to 50
     c->attn_softcap = gen == 2 ? (float)get_num_or_null(r, "attn_logit_softcapping", 50.0) : 0;
-    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-    c->sliding_window = !sw ? 4096 : cJSON_IsNull(sw) ? 0 : get_int(r, "sliding_window", 0);
-    if (c->sliding_window < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"sliding_window\" must be positive or null", path);
-    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
-    if (lt && !cJSON_IsNull(lt)) {
-        if ((!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L) && r->st == FK_OK)
-            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"layer_types\" must be a list of num_hidden_layers (%lld) entries (has %d)", path,
-                             (long long)L, cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1);
-        for (int l = 0; r->st == FK_OK && l < L && l < FK_MAX_LAYERS; l++) {
+    gemma_sliding_parse(r, gen, L, c);
+}
+
+// model_type gpt2 (transformers' GPT2Config keys).
+static void gpt2_config_parse(cfg_reader *r, fk_config *c) {
+    const cJSON *root = r->root;
+    const char *path = r->path;
+    int64_t d = get_int(r, "n_embd", -1), L = get_int(r, "n_layer", -1), H = get_int(r, "n_head", -1);
+    int64_t ctx = get_int(r, "n_positions", 0);
+    if (ctx == 0) ctx = get_int(r, "n_ctx", -1);
+    fk_config_gpt2(c, get_int(r, "vocab_size", -1), d, L, H, ctx);
+    if (H > 0 && d > 0 && d % H != 0 && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: n_embd %lld is not a multiple of n_head %lld", path, (long long)d, (long long)H);
+    int64_t inner = get_int(r, "n_inner", 4 * d);
+    for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = inner;
+    c->norm_eps = (float)get_num(r, "layer_norm_epsilon", 1e-5);
+    const char *act = get_str(root, "activation_function");
+    if (act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_fast") != 0 && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: activation_function \"%s\" is not supported (fusekit implements the tanh GELU: gelu_new)", path, act);
+    if (get_bool(r, root, "scale_attn_by_inverse_layer_idx", false) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_by_inverse_layer_idx is not supported", path);
+    if (!get_bool(r, root, "scale_attn_weights", true) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_weights=false is not supported", path);
+    c->tied = get_bool(r, root, "tie_word_embeddings", true);
+}
+
+// The "fusekit" object of model_type fusekit: fk_config's switches, each under its own name.
+static void fusekit_switches_parse(cfg_reader *r, const cJSON *s, fk_config *c) {
+    const char *path = r->path;
+    const char *norm = get_str(s, "norm"), *pos = get_str(s, "position"), *mlp = get_str(s, "mlp");
+    c->norm = norm && strcmp(norm, "layernorm") == 0 ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM;
+    c->pos = pos && strcmp(pos, "learned") == 0 ? FK_POS_LEARNED : pos && strcmp(pos, "none") == 0 ? FK_POS_NONE : FK_POS_ROPE;
+    c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : mlp && strcmp(mlp, "geglu") == 0 ? FK_MLP_GEGLU : FK_MLP_SWIGLU;
+    cfg_reader rs = {s, path, r->st};
+    for (int i = 0; i < fk_config_n_fields; i++) {  // the Gemma-family switches, as fusekit_switches_json writes them
+        const fk_config_field *f = &fk_config_fields[i];
+        char *at = (char *)c + f->offset;
+        if (!(f->flags & FK_CF_DESCRIBE)) continue;
+        if (f->type == FK_CF_BOOL) *(bool *)at = get_bool(&rs, s, f->name, false);
+        else *(float *)at = (float)get_num(&rs, f->name, 0);
+    }
+    c->rope_scale = (float)get_num(&rs, "rope_scale", c->rope_scale);
+    c->sliding_window = get_int(&rs, "sliding_window", 0);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(s, "layer_types");
+    if (cJSON_IsArray(lt)) {
+        if (cJSON_GetArraySize(lt) != c->n_layer && rs.st == FK_OK)
+            rs.st = fk_error(FK_ERR_FORMAT, "%s: fusekit.layer_types has %d entries but the model has %lld layers", path,
+                             cJSON_GetArraySize(lt), (long long)c->n_layer);
+        for (int l = 0; l < cJSON_GetArraySize(lt) && l < FK_MAX_LAYERS; l++) {
             const cJSON *e = cJSON_GetArrayItem(lt, l);
-            const char *k = cJSON_IsString(e) ? e->valuestring : NULL;
-            if (k && strcmp(k, "sliding_attention") == 0) c->sliding[l] = 1;
-            else if (!k || strcmp(k, "full_attention") != 0)
-                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: layer_types[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", path, l,
-                                 k ? "\"" : "", k ? k : "not a string", k ? "\"" : "");
+            c->sliding[l] = cJSON_IsString(e) && strcmp(e->valuestring, "sliding_attention") == 0;
         }
-    } else if (gen == 2) {  // transformers: layer l slides when l is even
-        for (int64_t l = 0; l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = l % 2 == 0;
-    } else {  // every sliding_window_pattern-th layer is global
-        const char *pk = cJSON_GetObjectItemCaseSensitive(root, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
-        int64_t p = get_int(r, pk, 6);
-        if (p < 1 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a positive integer", path, pk);
-        for (int64_t l = 0; p >= 1 && l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = (l + 1) % p != 0;
+    }
+    r->st = rs.st;
+    c->bias_qkv = get_bool(r, s, "bias_qkv", false);
+    c->bias_out = get_bool(r, s, "bias_out", false);
+    c->bias_mlp = get_bool(r, s, "bias_mlp", false);
+    c->bias_norm = get_bool(r, s, "bias_norm", false);
+    if (c->norm == FK_NORM_LAYERNORM) c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-5);
+}
+
+// model_type llama, mistral, qwen2 and fusekit (the Llama-family keys; fusekit adds its switches).
+static void llama_config_parse(cfg_reader *r, const char *type, fk_config *c) {
+    const cJSON *root = r->root;
+    const char *path = r->path;
+    int64_t d = get_int(r, "hidden_size", -1), H = get_int(r, "num_attention_heads", -1);
+    fk_config_llama(c, get_int(r, "vocab_size", -1), d, get_int(r, "num_hidden_layers", -1), H,
+                    get_int(r, "num_key_value_heads", H), get_int(r, "intermediate_size", -1),
+                    get_int(r, "max_position_embeddings", 2048));
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if (hd && !cJSON_IsNull(hd)) c->head_dim = get_int(r, "head_dim", -1);  // may differ from hidden_size / heads
+    else if (H > 0 && d > 0 && d % H != 0 && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld and key \"head_dim\" is absent",
+                        path, (long long)d, (long long)H);
+    else if (H > 0) c->head_dim = d / H;
+    c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-6);
+    llama_rope(r, c);
+    c->tied = get_bool(r, root, "tie_word_embeddings", false);
+    const char *act = get_str(root, "hidden_act");
+    if (strcmp(type, "fusekit") != 0 && act && strcmp(act, "silu") != 0 && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (expected silu)", path, act);
+    if (strcmp(type, "llama") == 0) {
+        c->bias_qkv = c->bias_out = get_bool(r, root, "attention_bias", false);
+        if (get_bool(r, root, "mlp_bias", false) && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: mlp_bias=true is not supported", path);
+    } else if (strcmp(type, "qwen2") == 0) {
+        c->bias_qkv = true;
+        if (get_bool(r, root, "use_sliding_window", false) && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: use_sliding_window=true is not supported", path);
+    } else if (strcmp(type, "mistral") == 0) {
+        // Sliding-window attention equals full attention for sequences within the window.
+        int64_t win = get_int(r, "sliding_window", 0);
+        if (win > 0 && win < c->max_seq) c->max_seq = win;
+    } else {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "fusekit");
+        if (!cJSON_IsObject(s)) {
+            if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: model_type fusekit needs the \"fusekit\" object of switches", path);
+        } else {
+            fusekit_switches_parse(r, s, c);
+        }
     }
 }
 
@@ -585,91 +696,10 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
     const char *type = get_str(root, "model_type");
     if (!type) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: missing key \"model_type\"", path); }
     if (strcmp(type, "gpt2") == 0) {
-        int64_t d = get_int(&r, "n_embd", -1), L = get_int(&r, "n_layer", -1), H = get_int(&r, "n_head", -1);
-        int64_t ctx = get_int(&r, "n_positions", 0);
-        if (ctx == 0) ctx = get_int(&r, "n_ctx", -1);
-        fk_config_gpt2(c, get_int(&r, "vocab_size", -1), d, L, H, ctx);
-        if (H > 0 && d > 0 && d % H != 0 && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_FORMAT, "%s: n_embd %lld is not a multiple of n_head %lld", path, (long long)d, (long long)H);
-        int64_t inner = get_int(&r, "n_inner", 4 * d);
-        for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = inner;
-        c->norm_eps = (float)get_num(&r, "layer_norm_epsilon", 1e-5);
-        const char *act = get_str(root, "activation_function");
-        if (act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_fast") != 0 && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: activation_function \"%s\" is not supported (fusekit implements the tanh GELU: gelu_new)", path, act);
-        if (get_bool(&r, root, "scale_attn_by_inverse_layer_idx", false) && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_by_inverse_layer_idx is not supported", path);
-        if (!get_bool(&r, root, "scale_attn_weights", true) && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_weights=false is not supported", path);
-        c->tied = get_bool(&r, root, "tie_word_embeddings", true);
+        gpt2_config_parse(&r, c);
     } else if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0 || strcmp(type, "qwen2") == 0 ||
                strcmp(type, "fusekit") == 0) {
-        int64_t d = get_int(&r, "hidden_size", -1), H = get_int(&r, "num_attention_heads", -1);
-        fk_config_llama(c, get_int(&r, "vocab_size", -1), d, get_int(&r, "num_hidden_layers", -1), H,
-                        get_int(&r, "num_key_value_heads", H), get_int(&r, "intermediate_size", -1),
-                        get_int(&r, "max_position_embeddings", 2048));
-        const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
-        if (hd && !cJSON_IsNull(hd)) c->head_dim = get_int(&r, "head_dim", -1);  // may differ from hidden_size / heads
-        else if (H > 0 && d > 0 && d % H != 0 && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld and key \"head_dim\" is absent",
-                            path, (long long)d, (long long)H);
-        else if (H > 0) c->head_dim = d / H;
-        c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-6);
-        llama_rope(&r, c);
-        c->tied = get_bool(&r, root, "tie_word_embeddings", false);
-        const char *act = get_str(root, "hidden_act");
-        if (strcmp(type, "fusekit") != 0 && act && strcmp(act, "silu") != 0 && r.st == FK_OK)
-            r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (expected silu)", path, act);
-        if (strcmp(type, "llama") == 0) {
-            c->bias_qkv = c->bias_out = get_bool(&r, root, "attention_bias", false);
-            if (get_bool(&r, root, "mlp_bias", false) && r.st == FK_OK)
-                r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: mlp_bias=true is not supported", path);
-        } else if (strcmp(type, "qwen2") == 0) {
-            c->bias_qkv = true;
-            if (get_bool(&r, root, "use_sliding_window", false) && r.st == FK_OK)
-                r.st = fk_error(FK_ERR_UNSUPPORTED, "%s: use_sliding_window=true is not supported", path);
-        } else if (strcmp(type, "mistral") == 0) {
-            // Sliding-window attention equals full attention for sequences within the window.
-            int64_t win = get_int(&r, "sliding_window", 0);
-            if (win > 0 && win < c->max_seq) c->max_seq = win;
-        } else {
-            const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "fusekit");
-            if (!cJSON_IsObject(s)) {
-                if (r.st == FK_OK) r.st = fk_error(FK_ERR_FORMAT, "%s: model_type fusekit needs the \"fusekit\" object of switches", path);
-            } else {
-                const char *norm = get_str(s, "norm"), *pos = get_str(s, "position"), *mlp = get_str(s, "mlp");
-                c->norm = norm && strcmp(norm, "layernorm") == 0 ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM;
-                c->pos = pos && strcmp(pos, "learned") == 0 ? FK_POS_LEARNED : pos && strcmp(pos, "none") == 0 ? FK_POS_NONE : FK_POS_ROPE;
-                c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : mlp && strcmp(mlp, "geglu") == 0 ? FK_MLP_GEGLU : FK_MLP_SWIGLU;
-                cfg_reader rs = {s, path, r.st};
-                c->emb_scale = (float)get_num(&rs, "emb_scale", 0);
-                c->norm_offset = (float)get_num(&rs, "norm_offset", 0);
-                c->post_norms = get_bool(&rs, s, "post_norms", false);
-                c->qk_norm = get_bool(&rs, s, "qk_norm", false);
-                c->attn_scale = (float)get_num(&rs, "attn_scale", 0);
-                c->attn_softcap = (float)get_num(&rs, "attn_softcap", 0);
-                c->final_softcap = (float)get_num(&rs, "final_softcap", 0);
-                c->rope_theta_local = (float)get_num(&rs, "rope_theta_local", 0);
-                c->rope_scale = (float)get_num(&rs, "rope_scale", c->rope_scale);
-                c->sliding_window = get_int(&rs, "sliding_window", 0);
-                const cJSON *lt = cJSON_GetObjectItemCaseSensitive(s, "layer_types");
-                if (cJSON_IsArray(lt)) {
-                    if (cJSON_GetArraySize(lt) != c->n_layer && rs.st == FK_OK)
-                        rs.st = fk_error(FK_ERR_FORMAT, "%s: fusekit.layer_types has %d entries but the model has %lld layers", path,
-                                         cJSON_GetArraySize(lt), (long long)c->n_layer);
-                    for (int l = 0; l < cJSON_GetArraySize(lt) && l < FK_MAX_LAYERS; l++) {
-                        const cJSON *e = cJSON_GetArrayItem(lt, l);
-                        c->sliding[l] = cJSON_IsString(e) && strcmp(e->valuestring, "sliding_attention") == 0;
-                    }
-                }
-                r.st = rs.st;
-                c->bias_qkv = get_bool(&r, s, "bias_qkv", false);
-                c->bias_out = get_bool(&r, s, "bias_out", false);
-                c->bias_mlp = get_bool(&r, s, "bias_mlp", false);
-                c->bias_norm = get_bool(&r, s, "bias_norm", false);
-                if (c->norm == FK_NORM_LAYERNORM) c->norm_eps = (float)get_num(&r, "rms_norm_eps", 1e-5);
-            }
-        }
+        llama_config_parse(&r, type, c);
     } else if (strcmp(type, "gemma") == 0 || strcmp(type, "gemma2") == 0 || strcmp(type, "gemma3_text") == 0) {
         gemma_config_parse(&r, type[5] == '\0' ? 1 : type[5] == '2' ? 2 : 3, c);
     } else if (strcmp(type, "gemma3") == 0) {

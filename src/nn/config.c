@@ -2,6 +2,7 @@
 #include "fusekit/model.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,16 +53,47 @@ bool fk_config_uniform_ffn(const fk_config *c) {
     return true;
 }
 
-// Size limits of a config: generous for real models (Llama 3.1 405B: d_model 16384, FFN 53248,
-// 128 heads, context 131072; Gemma 3: vocabulary 262144, head_dim 256) and small enough that no
-// size product of the engine (a matrix, a table, the KV cache, a batch's activations over the
-// context) can overflow int64 or size_t.
-#define LIM_VOCAB ((int64_t)1 << 24)
-#define LIM_DIM ((int64_t)1 << 20)     // d_model and each FFN width
-#define LIM_HEADS 4096                 // query and KV heads
-#define LIM_HEAD_DIM 4096
-#define LIM_SEQ ((int64_t)1 << 24)     // context length, Llama 3 original context, sliding window
+// The size limits are in model.h (FK_LIM_*); a size product (a matrix, a table, the KV cache, a
+// batch's activations over the context) within these cannot overflow.
+#define LIM_DIM FK_LIM_DIM
+#define LIM_SEQ FK_LIM_SEQ
 #define LIM_FLOATS ((int64_t)1 << 40)  // weights, and KV cache, in floats
+
+// ------------------------------------------------------------------ the field table
+
+#define FK_CF_ROW(field, type, label, flags, lo, hi, keys) {#field, label, keys, type, offsetof(fk_config, field), flags, lo, hi},
+const fk_config_field fk_config_fields[] = {FK_CONFIG_FIELDS(FK_CF_ROW)};
+#undef FK_CF_ROW
+const int fk_config_n_fields = (int)(sizeof fk_config_fields / sizeof fk_config_fields[0]);
+
+double fk_config_field_value(const fk_config *c, const fk_config_field *f, int64_t l) {
+    const char *p = (const char *)c + f->offset;
+    switch (f->type) {
+    case FK_CF_I64: return (double)*(const int64_t *)p;
+    case FK_CF_I32: return (double)*(const int32_t *)p;
+    case FK_CF_F32: return (double)*(const float *)p;
+    case FK_CF_BOOL: return *(const bool *)p;
+    case FK_CF_ENUM: return (double)*(const int *)p;  // the fk_*_kind enums
+    case FK_CF_LAYERS:  // heads: 0 means n_head
+        if (l < 0 || l >= FK_MAX_LAYERS) return 0;
+        return f->offset == offsetof(fk_config, heads) ? (double)fk_config_heads(c, l) : (double)((const int64_t *)p)[l];
+    case FK_CF_LAYER_FLAGS: return l < 0 || l >= FK_MAX_LAYERS ? 0 : ((const uint8_t *)p)[l];
+    }
+    return 0;
+}
+
+const fk_config_field *fk_config_diff(const fk_config *a, const fk_config *b, int64_t *layer) {
+    for (int i = 0; i < fk_config_n_fields; i++) {
+        const fk_config_field *f = &fk_config_fields[i];
+        if (!(f->flags & FK_CF_COMPARE) || ((f->flags & FK_CF_IF_LEARNED) && a->pos != FK_POS_LEARNED) ||
+            ((f->flags & FK_CF_IF_ROPE) && a->pos != FK_POS_ROPE))
+            continue;
+        bool per_layer = f->type == FK_CF_LAYERS || f->type == FK_CF_LAYER_FLAGS;
+        for (int64_t l = per_layer ? 0 : -1; l < (per_layer ? a->n_layer : 0); l++)
+            if (fk_config_field_value(a, f, l) != fk_config_field_value(b, f, l)) { *layer = l; return f; }
+    }
+    return NULL;
+}
 
 // a * b into *out; false when it overflows int64 (or an operand is negative).
 static bool mul_ok(int64_t a, int64_t b, int64_t *out) { return a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, out); }
@@ -95,18 +127,17 @@ fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
 }
 
 fk_status fk_config_validate(const fk_config *c) {
-    FK_TRY(check_range("vocab_size", "config.json vocab_size, GGUF tokens", c->vocab_size, 1, LIM_VOCAB));
-    FK_TRY(check_range("d_model", "config.json hidden_size/n_embd, GGUF embedding_length", c->d_model, 1, LIM_DIM));
-    FK_TRY(check_range("n_layer", "config.json num_hidden_layers/n_layer, GGUF block_count", c->n_layer, 1, FK_MAX_LAYERS));
-    FK_TRY(check_range("n_head", "config.json num_attention_heads/n_head, GGUF attention.head_count", c->n_head, 1, LIM_HEADS));
-    FK_TRY(check_range("n_kv_head", "config.json num_key_value_heads, GGUF attention.head_count_kv", c->n_kv_head, 1, c->n_head));
+    // the sizes of the field table, in its order
+    for (int i = 0; i < fk_config_n_fields; i++) {
+        const fk_config_field *f = &fk_config_fields[i];
+        if (f->flags & FK_CF_SIZE)
+            FK_TRY(check_range(f->name, f->keys, *(const int64_t *)((const char *)c + f->offset), f->lo, f->hi ? f->hi : c->n_head));
+    }
     if (c->n_head % c->n_kv_head != 0)
         return fk_error(FK_ERR_ARG, "config: n_head %lld must be a positive multiple of n_kv_head %lld",
                         (long long)c->n_head, (long long)c->n_kv_head);
-    FK_TRY(check_range("head_dim", "config.json head_dim, GGUF attention.key_length", c->head_dim, 1, LIM_HEAD_DIM));
     if (c->pos == FK_POS_ROPE && c->head_dim % 2 != 0)
         return fk_error(FK_ERR_ARG, "config: RoPE needs an even head_dim (got %lld)", (long long)c->head_dim);
-    FK_TRY(check_range("max_seq", "config.json max_position_embeddings/n_positions, GGUF context_length", c->max_seq, 1, LIM_SEQ));
     for (int64_t l = 0; l < c->n_layer; l++) {
         if (c->ffn[l] < 1 || c->ffn[l] > LIM_DIM)
             return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld, expected 1..%lld (config.json intermediate_size/n_inner, "
@@ -132,13 +163,12 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->norm != FK_NORM_RMSNORM && (c->post_norms || c->qk_norm || c->norm_offset != 0))
         return fk_error(FK_ERR_ARG, "config: post-norms, QK-norm and a norm offset need RMSNorm");
     // the Gemma switches: finite, not negative
-    const struct { const char *name; float v; } f[] = {
-        {"emb_scale", c->emb_scale}, {"norm_offset", c->norm_offset}, {"attn_scale", c->attn_scale},
-        {"attn_softcap", c->attn_softcap}, {"final_softcap", c->final_softcap},
-        {"rope_theta_local", c->rope_theta_local}, {"rope_scale", c->rope_scale}};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-        if (!(f[i].v >= 0) || !isfinite(f[i].v))
-            return fk_error(FK_ERR_ARG, "config: %s is %g, expected a finite value >= 0", f[i].name, (double)f[i].v);
+    for (int i = 0; i < fk_config_n_fields; i++) {
+        const fk_config_field *f = &fk_config_fields[i];
+        double v = fk_config_field_value(c, f, -1);
+        if ((f->flags & FK_CF_SWITCH) && (!(v >= 0) || !isfinite(v)))
+            return fk_error(FK_ERR_ARG, "config: %s is %g, expected a finite value >= 0", f->name, v);
+    }
     FK_TRY(check_range("sliding_window", "config.json sliding_window, GGUF attention.sliding_window", c->sliding_window, 0, LIM_SEQ));
     for (int64_t l = 0; l < c->n_layer; l++)
         if (c->sliding[l] > 1) return fk_error(FK_ERR_ARG, "config: sliding[%lld] is %d, expected 0 or 1", (long long)l, c->sliding[l]);
@@ -180,17 +210,17 @@ void fk_config_describe(const fk_config *c, char *buf, size_t n) {
     // the Gemma switches, only those that are on
     size_t k = strlen(buf);
 #define ADD(...) do { if (k < n) { snprintf(buf + k, n - k, __VA_ARGS__); k += strlen(buf + k); } } while (0)
-    if (c->emb_scale > 0) ADD(" emb_scale=%g", (double)c->emb_scale);
-    if (c->norm_offset != 0) ADD(" norm_offset=%g", (double)c->norm_offset);
-    if (c->post_norms) ADD(" post_norms=1");
-    if (c->qk_norm) ADD(" qk_norm=1");
-    if (c->attn_scale > 0) ADD(" attn_scale=%g", (double)c->attn_scale);
-    if (c->attn_softcap > 0) ADD(" attn_softcap=%g", (double)c->attn_softcap);
-    if (c->final_softcap > 0) ADD(" final_softcap=%g", (double)c->final_softcap);
     int64_t ns = 0;
     for (int64_t l = 0; l < c->n_layer; l++) ns += c->sliding[l] != 0;
-    if (c->sliding_window > 0 && ns > 0) ADD(" window=%lld on %lld/%lld layers", (long long)c->sliding_window, (long long)ns, (long long)c->n_layer);
-    if (c->rope_theta_local > 0) ADD(" rope_theta_local=%g", (double)c->rope_theta_local);
+    for (int i = 0; i < fk_config_n_fields; i++) {
+        const fk_config_field *f = &fk_config_fields[i];
+        double v = fk_config_field_value(c, f, -1);
+        if (f->offset == offsetof(fk_config, sliding_window) && v > 0 && ns > 0)  // in table order, before rope_theta_local
+            ADD(" window=%lld on %lld/%lld layers", (long long)c->sliding_window, (long long)ns, (long long)c->n_layer);
+        if (!(f->flags & FK_CF_DESCRIBE) || v == 0) continue;  // switches listed only when on
+        if (f->type == FK_CF_BOOL) ADD(" %s=1", f->name);
+        else ADD(" %s=%g", f->name, v);
+    }
     if (c->rope_orig_ctx > 0)
         ADD(" rope_llama3(factor=%g low=%g high=%g ctx=%lld)", (double)c->rope_scale, (double)c->rope_low_freq, (double)c->rope_high_freq,
             (long long)c->rope_orig_ctx);
