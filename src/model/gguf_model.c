@@ -496,6 +496,42 @@ static fk_status gemma_config(const kreader *r, fk_config *c, double rope_factor
     return FK_OK;
 }
 
+// The head size and RoPE keys of a llama-style file (h0: layer 0's heads): key_length (default
+// d / h0) equal to value_length, RoPE over whole heads, and RoPE scaling only as Gemma's linear
+// scaling (*f, 0 when none); any other is refused.
+static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_t *hd, double *f) {
+    const fk_gguf *g = r->g;
+    const char *arch = r->arch;
+    int64_t vd, rot;
+    char kl[128];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", arch);
+    if (d % h0 && !fk_gguf_find(g, kl))
+        return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld and '%s.attention.key_length' is missing",
+                        g->path, (long long)d, (long long)h0, arch);
+    FK_TRY(key_i64(r, "attention.key_length", false, d / h0, hd));
+    FK_TRY(key_i64(r, "attention.value_length", false, d / h0, &vd));
+    FK_TRY(key_i64(r, "rope.dimension_count", false, *hd, &rot));
+    if (vd != *hd)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: keys '%s.attention.key_length' and '%s.attention.value_length' differ: key_length %lld != "
+                        "value_length %lld is not supported", g->path, arch, arch, (long long)*hd, (long long)vd);
+    if (rot != *hd)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.dimension_count' is %lld but heads have %lld dimensions; partial RoPE is not supported",
+                        g->path, arch, (long long)rot, (long long)*hd);
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+    fk_gguf_str sc;
+    if (gemma_arch(arch)) {
+        FK_TRY(gemma_rope_scale(r, f));
+    } else {
+        if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is set (%.*s); RoPE scaling is not supported", g->path, k, (int)sc.n, sc.s);
+        FK_TRY(key_f64(r, "rope.scaling.factor", false, 0, f));
+        if (*f != 0 && *f != 1)
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, *f);
+    }
+    return FK_OK;
+}
+
 static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c) {
     kreader r = {g, arch};
     int64_t d, L, ctx, V;
@@ -539,34 +575,9 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
                             g->path, arch);
         int64_t KV = kv[0];
         if (KV < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.attention.head_count_kv' is 0", g->path, arch);
-        int64_t hd, vd, rot;
-        char kl[128];
-        snprintf(kl, sizeof kl, "%s.attention.key_length", arch);
-        if (d % heads[0] && !fk_gguf_find(g, kl))
-            return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld and '%s.attention.key_length' is missing",
-                            g->path, (long long)d, (long long)heads[0], arch);
-        FK_TRY(key_i64(&r, "attention.key_length", false, d / heads[0], &hd));
-        FK_TRY(key_i64(&r, "attention.value_length", false, d / heads[0], &vd));
-        FK_TRY(key_i64(&r, "rope.dimension_count", false, hd, &rot));
-        if (vd != hd)
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: keys '%s.attention.key_length' and '%s.attention.value_length' differ: key_length %lld != "
-                            "value_length %lld is not supported", g->path, arch, arch, (long long)hd, (long long)vd);
-        if (rot != hd)
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.dimension_count' is %lld but heads have %lld dimensions; partial RoPE is not supported",
-                            g->path, arch, (long long)rot, (long long)hd);
-        char k[128];
-        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
-        fk_gguf_str sc;
+        int64_t hd;
         double f;
-        if (gemma_arch(arch)) {
-            FK_TRY(gemma_rope_scale(&r, &f));
-        } else {
-            if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0))
-                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is set (%.*s); RoPE scaling is not supported", g->path, k, (int)sc.n, sc.s);
-            FK_TRY(key_f64(&r, "rope.scaling.factor", false, 0, &f));
-            if (f != 0 && f != 1)
-                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, f);
-        }
+        FK_TRY(llama_head_keys(&r, d, heads[0], &hd, &f));
         fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
         c->head_dim = hd;
         for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
@@ -652,6 +663,37 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
                         arch, (long long)c->ffn[0], arch, (long long)c->n_head, (long long)c->vocab_size, need, (long long)g->n_tensors, have);
 }
 
+// The file's tensor for t, checked: present, of t's shape, of a type fusekit dequantizes and of
+// the size that type and shape make (*row_bytes: one stored row of dims[0] elements).
+static fk_status find_tensor(const fk_gguf *g, const gt *t, const fk_gguf_tensor **out, uint64_t *row_bytes) {
+    const fk_gguf_tensor *f = fk_gguf_find_tensor(g, t->name);
+    if (!f) return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' is missing (the keys and layer 0 ask for it)", g->path, t->name);
+    uint64_t want[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
+    uint32_t nd = t->one_d ? 1 : 2;
+    if (t->one_d) want[0] = (uint64_t)t->rows;
+    if (f->n_dims != nd || f->dims[0] != want[0] || (nd == 2 && f->dims[1] != want[1])) {
+        char got[96], exp[64];
+        dims_str(got, sizeof got, f->dims, f->n_dims);
+        dims_str(exp, sizeof exp, want, nd);
+        return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has shape [%s] (ggml order) but the keys imply [%s]", g->path, t->name, got, exp);
+    }
+    // Any ggml type fusekit can dequantize; one row at a time straight into the arena.
+    uint32_t ty = f->ggml_type;
+    const fk_ggml_type_info *ti = fk_ggml_type(ty);
+    if (!ti || !ti->dequant)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u), which fusekit cannot dequantize (it reads F32, "
+                        "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL and IQ4_XS)",
+                        g->path, t->name, fk_ggml_type_name(ty), ty);
+    int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
+    *row_bytes = 0;
+    if (fk_ggml_row_bytes(ty, cols, row_bytes) != FK_OK || f->nbytes != *row_bytes * (uint64_t)rows)
+        return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has %llu bytes of %s data, expected %llu (%lld rows of %lld elements)", g->path,
+                        t->name, (unsigned long long)f->nbytes, ti->name, (unsigned long long)(*row_bytes * (uint64_t)rows),
+                        (long long)rows, (long long)cols);
+    *out = f;
+    return FK_OK;
+}
+
 // keep: matrices the engine can read as stored (fk_model_add_stored) stay in the file's mapping
 // in their own type; only their values are checked. Everything else is decoded into the arena.
 static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch, bool keep) {
@@ -662,35 +704,11 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
     int64_t cap = 0;
     for (int i = 0; i < l.n && st == FK_OK; i++) {
         const gt *t = &l.t[i];
-        const fk_gguf_tensor *f = fk_gguf_find_tensor(g, t->name);
-        if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' is missing (the keys and layer 0 ask for it)", g->path, t->name); break; }
-        uint64_t want[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
-        uint32_t nd = t->one_d ? 1 : 2;
-        if (t->one_d) want[0] = (uint64_t)t->rows;
-        if (f->n_dims != nd || f->dims[0] != want[0] || (nd == 2 && f->dims[1] != want[1])) {
-            char got[96], exp[64];
-            dims_str(got, sizeof got, f->dims, f->n_dims);
-            dims_str(exp, sizeof exp, want, nd);
-            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has shape [%s] (ggml order) but the keys imply [%s]", g->path, t->name, got, exp);
-            break;
-        }
-        // Any ggml type fusekit can dequantize; one row at a time straight into the arena.
-        uint32_t ty = f->ggml_type;
-        const fk_ggml_type_info *ti = fk_ggml_type(ty);
-        if (!ti || !ti->dequant) {
-            st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u), which fusekit cannot dequantize (it reads F32, "
-                          "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL and IQ4_XS)",
-                          g->path, t->name, fk_ggml_type_name(ty), ty);
-            break;
-        }
-        int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
+        const fk_gguf_tensor *f = NULL;
         uint64_t row_bytes = 0;
-        if (fk_ggml_row_bytes(ty, cols, &row_bytes) != FK_OK || f->nbytes != row_bytes * (uint64_t)rows) {
-            st = fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has %llu bytes of %s data, expected %llu (%lld rows of %lld elements)", g->path,
-                          t->name, (unsigned long long)f->nbytes, ti->name, (unsigned long long)(row_bytes * (uint64_t)rows),
-                          (long long)rows, (long long)cols);
-            break;
-        }
+        if ((st = find_tensor(g, t, &f, &row_bytes)) != FK_OK) break;
+        uint32_t ty = f->ggml_type;
+        int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
         // keep: a matrix stays in the file (its rows are decoded only to check them); f32 rows gain
         // nothing from staying there, so they are decoded into the arena, bit for bit the same
         const fk_param *kp = keep && ty != FK_GGML_F32 && !t->one_d && t->add == 0 && t->mul == 1 ? fk_model_param_of(m, t->w - m->w) : NULL;
