@@ -125,15 +125,16 @@ static const arch_tensor_set NONE = {NULL, 0};
 
 // In fk_arch order for the rows that have one (fk_arch_name, config.json's architectures).
 const arch_family arch_families[] = {
-    {FK_ARCH_GPT2, "gpt2", "GPT2LMHeadModel", SET(hf_gpt2), "gpt2", false, SET(gguf_gpt2)},
-    {FK_ARCH_LLAMA, "llama", "LlamaForCausalLM", SET(hf_llama), "llama", false, SET(gguf_llama)},
-    {FK_ARCH_QWEN2, "qwen2", "Qwen2ForCausalLM", SET(hf_llama), NULL, false, NONE},
-    {FK_ARCH_MISTRAL, "mistral", "MistralForCausalLM", SET(hf_llama), NULL, false, NONE},
-    {FK_ARCH_FUSEKIT, "fusekit", "FusekitForCausalLM", SET(hf_llama), NULL, false, NONE},
-    {FK_ARCH_GEMMA, "gemma", "GemmaForCausalLM", SET(hf_llama), "gemma", true, SET(gguf_llama)},
-    {FK_ARCH_GEMMA2, "gemma2", "Gemma2ForCausalLM", SET(hf_llama), "gemma2", true, SET(gguf_llama)},
-    {FK_ARCH_GEMMA3, "gemma3_text", "Gemma3ForCausalLM", SET(hf_llama), "gemma3", true, SET(gguf_llama)},
-    {-1, NULL, NULL, NONE, "deci", false, SET(gguf_llama)},  // llama with per-layer FFN widths and heads
+    {FK_ARCH_GPT2, "gpt2", NULL, ARCH_KEYS_GPT2, 0, "GPT2LMHeadModel", SET(hf_gpt2), "gpt2", false, SET(gguf_gpt2)},
+    {FK_ARCH_LLAMA, "llama", NULL, ARCH_KEYS_LLAMA, 0, "LlamaForCausalLM", SET(hf_llama), "llama", false, SET(gguf_llama)},
+    {FK_ARCH_QWEN2, "qwen2", NULL, ARCH_KEYS_LLAMA, 0, "Qwen2ForCausalLM", SET(hf_llama), NULL, false, NONE},
+    {FK_ARCH_MISTRAL, "mistral", NULL, ARCH_KEYS_LLAMA, 0, "MistralForCausalLM", SET(hf_llama), NULL, false, NONE},
+    {FK_ARCH_FUSEKIT, "fusekit", NULL, ARCH_KEYS_LLAMA, 0, "FusekitForCausalLM", SET(hf_llama), NULL, false, NONE},
+    {FK_ARCH_GEMMA, "gemma", NULL, ARCH_KEYS_GEMMA, 1, "GemmaForCausalLM", SET(hf_llama), "gemma", true, SET(gguf_llama)},
+    {FK_ARCH_GEMMA2, "gemma2", NULL, ARCH_KEYS_GEMMA, 2, "Gemma2ForCausalLM", SET(hf_llama), "gemma2", true, SET(gguf_llama)},
+    // gemma3: Gemma 3 with a vision tower, whose text model is text_config (its weights under another prefix)
+    {FK_ARCH_GEMMA3, "gemma3_text", "gemma3", ARCH_KEYS_GEMMA, 3, "Gemma3ForCausalLM", SET(hf_llama), "gemma3", true, SET(gguf_llama)},
+    {-1, NULL, NULL, ARCH_KEYS_NONE, 0, NULL, NONE, "deci", false, SET(gguf_llama)},  // llama with per-layer FFN widths and heads
 };
 const int arch_n_families = (int)(sizeof arch_families / sizeof arch_families[0]);
 
@@ -159,6 +160,27 @@ const char *arch_gguf_names(void) {
     for (int i = 0; i < arch_n_families; i++)
         if (arch_families[i].gguf && k < sizeof buf)
             k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", k ? ", " : "", arch_families[i].gguf);
+    return buf;
+}
+
+const arch_family *arch_of_model_type(const char *type, bool *alias) {
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *f = &arch_families[i];
+        *alias = f->model_type_alias && strcmp(f->model_type_alias, type) == 0;
+        if ((f->model_type && strcmp(f->model_type, type) == 0) || *alias) return f;
+    }
+    return NULL;
+}
+
+const char *arch_model_type_names(void) {
+    static char buf[256];
+    if (buf[0]) return buf;
+    size_t k = 0;
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *f = &arch_families[i];
+        if (f->model_type && k < sizeof buf) k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", k ? ", " : "", f->model_type);
+        if (f->model_type_alias && k < sizeof buf) k += (size_t)snprintf(buf + k, sizeof buf - k, ", %s", f->model_type_alias);
+    }
     return buf;
 }
 

@@ -41,9 +41,16 @@ typedef struct {
 
 // One family. A row may lack a Hugging Face side (deci: a GGUF form of per-layer widths) or a
 // GGUF side of its own (qwen2, mistral: exported as llama).
+// How config.json of a family is read (hf.c): the GPT-2 keys, the Llama-family keys (with the
+// model_type's own extras), or the Gemma keys of one generation.
+typedef enum { ARCH_KEYS_NONE, ARCH_KEYS_GPT2, ARCH_KEYS_LLAMA, ARCH_KEYS_GEMMA } arch_keys;
+
 typedef struct {
     int arch;                 // fk_arch, -1 when there is no Hugging Face model_type
     const char *model_type;   // config.json model_type, written and read
+    const char *model_type_alias;  // another model_type read as this family (NULL: none)
+    arch_keys keys;           // which config.json keys, and switches, it has
+    int gemma;                // Gemma generation (1, 2, 3: the switches the Gemma keys set), 0 for others
     const char *hf_class;     // config.json architectures[0]
     arch_tensor_set hf;       // Hugging Face tensor names
     const char *gguf;         // general.architecture, NULL when exported under another family's name
@@ -60,6 +67,10 @@ const arch_family *arch_of(fk_arch a);
 const arch_family *arch_of_gguf(const char *name, size_t n);
 // The GGUF architecture names, ", "-separated, in table order (for messages).
 const char *arch_gguf_names(void);
+// The row whose model_type (or alias, then *alias is set) is `type`; NULL when none.
+const arch_family *arch_of_model_type(const char *type, bool *alias);
+// The model_types read, aliases included, ", "-separated (for messages).
+const char *arch_model_type_names(void);
 
 // One tensor of a model under a set: rows [row0, row0 + rows) of table entry `param`.
 typedef struct {

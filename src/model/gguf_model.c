@@ -56,7 +56,8 @@ static bool gemma_default_sliding(int64_t l, int64_t n_pattern) { return n_patte
 static int64_t gemma_pattern(const char *arch) { return strcmp(arch, "gemma2") == 0 ? 2 : 6; }
 
 static bool gemma_arch(const char *arch) {
-    return strcmp(arch, "gemma") == 0 || strcmp(arch, "gemma2") == 0 || strcmp(arch, "gemma3") == 0;
+    const arch_family *f = arch_of_gguf(arch, strlen(arch));
+    return f && f->gguf_gemma;
 }
 
 // gemma (no post-norms), gemma2 (post-norms, soft-capping) or gemma3 (post-norms, QK-norm).

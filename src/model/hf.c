@@ -10,7 +10,7 @@
 
 const char *fk_arch_name(fk_arch a) { return arch_of(a)->model_type; }
 
-static bool is_gemma(fk_arch a) { return a == FK_ARCH_GEMMA || a == FK_ARCH_GEMMA2 || a == FK_ARCH_GEMMA3; }
+static bool is_gemma(fk_arch a) { return arch_of(a)->gemma > 0; }
 
 // The attention scale a config uses (attn_scale, or 1/sqrt(head_dim)).
 static float eff_attn_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
@@ -695,31 +695,32 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
     cfg_reader r = {root, path, FK_OK};
     const char *type = get_str(root, "model_type");
     if (!type) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: missing key \"model_type\"", path); }
-    if (strcmp(type, "gpt2") == 0) {
-        gpt2_config_parse(&r, c);
-    } else if (strcmp(type, "llama") == 0 || strcmp(type, "mistral") == 0 || strcmp(type, "qwen2") == 0 ||
-               strcmp(type, "fusekit") == 0) {
-        llama_config_parse(&r, type, c);
-    } else if (strcmp(type, "gemma") == 0 || strcmp(type, "gemma2") == 0 || strcmp(type, "gemma3_text") == 0) {
-        gemma_config_parse(&r, type[5] == '\0' ? 1 : type[5] == '2' ? 2 : 3, c);
-    } else if (strcmp(type, "gemma3") == 0) {
+    bool alias = false;
+    const arch_family *fam = arch_of_model_type(type, &alias);
+    if (!fam) {
+        fk_status st = fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: %s)", path, type, arch_model_type_names());
+        cJSON_Delete(root);
+        return st;
+    }
+    if (alias) {
         // Gemma 3 with a vision tower: the text model is text_config (the weights under
         // model.language_model. or language_model.model.; the vision tensors are skipped)
         const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
         if (!cJSON_IsObject(tc)) {
-            fk_status st = fk_error(FK_ERR_FORMAT, "%s: model_type gemma3 needs the object \"text_config\"", path);
+            fk_status st = fk_error(FK_ERR_FORMAT, "%s: model_type %s needs the object \"text_config\"", path, type);
             cJSON_Delete(root);
             return st;
         }
         r.root = tc;
-        gemma_config_parse(&r, 3, c);
+        gemma_config_parse(&r, fam->gemma, c);
         r.root = root;
         c->tied = get_bool(&r, root, "tie_word_embeddings", c->tied);
+    } else if (fam->keys == ARCH_KEYS_GPT2) {
+        gpt2_config_parse(&r, c);
+    } else if (fam->keys == ARCH_KEYS_LLAMA) {
+        llama_config_parse(&r, type, c);
     } else {
-        fk_status st = fk_error(FK_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: gpt2, llama, mistral, qwen2, gemma, "
-                                "gemma2, gemma3_text, gemma3)", path, type);
-        cJSON_Delete(root);
-        return st;
+        gemma_config_parse(&r, fam->gemma, c);
     }
     const cJSON *quant = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
     if (quant && !cJSON_IsNull(quant) && r.st == FK_OK) {
