@@ -1,0 +1,145 @@
+// The tables of issue 17 item 4: every family's tensor-name sets cover each model's arena once,
+// parameter counts by mask add up, fk_model_clone copies, and fk_config_diff sees every field.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "fusekit/fusekit.h"
+#include "model/arch.h"
+#include "test_util.h"
+
+// Small configs exercising every tensor kind: GPT-2, Llama with biases, per-layer widths and
+// heads, and the Gemma 3 switches (post-norms, QK-norm, GeGLU).
+static void configs(fk_config *c, int *n) {
+    fk_config_gpt2(&c[0], 50, 16, 2, 2, 8);
+    fk_config_llama(&c[1], 50, 16, 3, 4, 2, 24, 8);
+    c[1].bias_qkv = c[1].bias_out = c[1].bias_mlp = true;
+    c[1].ffn[1] = 8;
+    c[1].heads[2] = 2;
+    fk_config_llama(&c[2], 50, 16, 2, 2, 1, 24, 8);
+    c[2].mlp = FK_MLP_GEGLU;
+    c[2].post_norms = c[2].qk_norm = true;
+    c[2].tied = true;
+    *n = 3;
+}
+
+// Every float of the arena is in exactly one tensor of the set (the tied head aside).
+static void check_cover(const fk_model *m, arch_tensor_set s, const char *what) {
+    arch_item *it;
+    int n;
+    CHECK(arch_items(m, s, &it, &n));
+    uint8_t *seen = calloc((size_t)m->n_floats, 1);
+    assert_non_null(seen);
+    for (int i = 0; i < n; i++) {
+        const fk_param *p = &m->params[it[i].param];
+        int64_t cols = p->ndim == 2 ? p->shape[1] : 1;
+        for (int64_t j = it[i].row0 * cols; j < (it[i].row0 + it[i].rows) * cols; j++) seen[p->offset + j]++;
+    }
+    for (int k = 0; k < m->n_params; k++)
+        for (int64_t j = 0; j < m->params[k].numel; j++)
+            if (seen[m->params[k].offset + j] != 1)
+                fail_msg("%s: %s element %lld is in %d tensors", what, m->params[k].name, (long long)j, seen[m->params[k].offset + j]);
+    free(seen);
+    free(it);
+}
+
+static void test_tensor_sets_cover(void **s) {
+    (void)s;
+    fk_config c[3];
+    int nc;
+    configs(c, &nc);
+    for (int k = 0; k < nc; k++) {
+        fk_model m;
+        CHECK(fk_model_init(&m, &c[k]));
+        for (int f = 0; f < arch_n_families; f++) {
+            const arch_family *a = &arch_families[f];
+            // the GPT-2 sets fuse q/k/v and name no QK-norm or post-norm: they serve GPT-2 models only;
+            // the Llama-family sets serve every model
+            bool gpt2_model = c[k].pos == FK_POS_LEARNED;
+            if (a->hf.t && (a->hf.t != arch_of(FK_ARCH_GPT2)->hf.t || gpt2_model)) check_cover(&m, a->hf, a->model_type);
+            if (a->gguf_t.t && (strcmp(a->gguf, "gpt2") != 0 || gpt2_model)) check_cover(&m, a->gguf_t, a->gguf);
+        }
+        fk_model_free(&m);
+    }
+}
+
+static void test_param_masks(void **s) {
+    (void)s;
+    fk_config c[3];
+    int nc;
+    configs(c, &nc);
+    for (int k = 0; k < nc; k++) {
+        fk_model m;
+        CHECK(fk_model_init(&m, &c[k]));
+        int64_t all = 0;
+        for (int i = 0; i < m.n_params; i++) all += m.params[i].numel;
+        assert_int_equal(fk_model_num_params(&m), all);
+        assert_int_equal(fk_model_count_params(&m, FK_PARAMS_ALL, FK_PARAMS_ANY_LAYER), all);
+        int64_t parts = 0, layers = 0;
+        for (unsigned b = 1; b < FK_PARAMS_ALL; b <<= 1) parts += fk_model_count_params(&m, b, FK_PARAMS_ANY_LAYER);
+        assert_int_equal(parts, all);
+        for (int l = 0; l < (int)c[k].n_layer; l++) {
+            layers += fk_model_count_params(&m, FK_PARAMS_BLOCKS, l);
+            // what one FFN unit owns: d_model inputs per up block (gate and up when gated), a bias each, d_model outputs
+            int64_t blocks = fk_config_gated(&c[k]) ? 2 : 1, unit = blocks * (c[k].d_model + 1) + c[k].d_model;
+            if (!c[k].bias_mlp) unit -= blocks;
+            assert_int_equal(fk_model_count_params(&m, FK_PARAMS_FFN_UNITS, l), unit * c[k].ffn[l]);
+        }
+        assert_int_equal(layers, fk_model_count_params(&m, FK_PARAMS_BLOCKS, FK_PARAMS_ANY_LAYER));
+        fk_model_free(&m);
+    }
+}
+
+static void test_clone(void **s) {
+    (void)s;
+    fk_config c[3];
+    int nc;
+    configs(c, &nc);
+    fk_model a, b;
+    CHECK(fk_model_init(&a, &c[1]));
+    fk_model_init_weights(&a, 7);
+    CHECK(fk_model_clone(&b, &a));
+    assert_int_equal(a.n_floats, b.n_floats);
+    assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+    assert_ptr_not_equal(a.w, b.w);
+    assert_memory_equal(&a.cfg, &b.cfg, sizeof a.cfg);
+    fk_model_free(&a);
+    fk_model_free(&b);
+}
+
+static void test_config_diff(void **s) {
+    (void)s;
+    fk_config c[3];
+    int nc;
+    configs(c, &nc);
+    fk_config a = c[1], b = c[1];
+    int64_t l;
+    assert_null(fk_config_diff(&a, &b, &l));
+    b.heads[1] = 2;  // per-layer query heads count
+    const fk_config_field *f = fk_config_diff(&a, &b, &l);
+    assert_non_null(f);
+    assert_string_equal(f->name, "heads");
+    assert_int_equal(l, 1);
+    b = a;
+    b.heads[0] = a.n_head;  // 0 and n_head mean the same
+    assert_null(fk_config_diff(&a, &b, &l));
+    b = a;
+    b.rope_orig_ctx = 8192;
+    f = fk_config_diff(&a, &b, &l);
+    assert_non_null(f);
+    assert_string_equal(f->name, "rope_orig_ctx");
+    // each row's offset and type name the field it says
+    for (int i = 0; i < fk_config_n_fields; i++) assert_true(fk_config_fields[i].offset < sizeof(fk_config));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tensor_sets_cover),
+        cmocka_unit_test(test_param_masks),
+        cmocka_unit_test(test_clone),
+        cmocka_unit_test(test_config_diff),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
