@@ -11,6 +11,18 @@
 
 // ------------------------------------------------------------------ architecture
 
+// Whether a GGUF architecture follows llama.cpp's Gemma conventions (its row in the table).
+static bool gemma_arch(const char *arch) {
+    const arch_family *f = arch_of_gguf(arch, strlen(arch));
+    return f && f->gguf_gemma;
+}
+
+// The Gemma generation of a GGUF architecture (the table's row: 1, 2, 3), 0 for the others.
+static int gemma_gen(const char *arch) {
+    const arch_family *f = arch_of_gguf(arch, strlen(arch));
+    return f ? f->gemma : 0;
+}
+
 static bool uniform_arr(const int64_t *v, int64_t n) {
     for (int64_t i = 1; i < n; i++) if (v[i] != v[0]) return false;
     return true;
@@ -44,7 +56,7 @@ static bool any_sliding(const fk_config *c) {
 // llama.cpp's attention scale for a Gemma architecture (src/models/gemma*.cpp): 1/sqrt(head_dim),
 // except Gemma 2 27B (46 layers) and Gemma 3 27B (62 layers), which use 1/sqrt(d_model / n_head).
 static float gemma_llama_attn_scale(const char *arch, int64_t n_layer, int64_t d, int64_t n_head, int64_t hd) {
-    if ((strcmp(arch, "gemma2") == 0 && n_layer == 46) || (strcmp(arch, "gemma3") == 0 && n_layer == 62))
+    if ((gemma_gen(arch) == 2 && n_layer == 46) || (gemma_gen(arch) == 3 && n_layer == 62))
         return 1.0f / sqrtf((float)(d / n_head));
     return 1.0f / sqrtf((float)hd);
 }
@@ -53,12 +65,7 @@ static float gemma_llama_attn_scale(const char *arch, int64_t n_layer, int64_t d
 // layer l of n_pattern is sliding unless l % n_pattern == n_pattern - 1 (gemma2: 2, gemma3: 6).
 static bool gemma_default_sliding(int64_t l, int64_t n_pattern) { return n_pattern == 0 || l % n_pattern < n_pattern - 1; }
 
-static int64_t gemma_pattern(const char *arch) { return strcmp(arch, "gemma2") == 0 ? 2 : 6; }
-
-static bool gemma_arch(const char *arch) {
-    const arch_family *f = arch_of_gguf(arch, strlen(arch));
-    return f && f->gguf_gemma;
-}
+static int64_t gemma_pattern(const char *arch) { return gemma_gen(arch) == 2 ? 2 : 6; }
 
 // gemma (no post-norms), gemma2 (post-norms, soft-capping) or gemma3 (post-norms, QK-norm).
 static fk_status gemma_model_arch(const fk_config *c, const char **arch) {
@@ -238,7 +245,7 @@ static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *
 // The Gemma keys beyond llama's: sliding windows (with the layer pattern when it is not the one
 // llama.cpp hard-codes), the local RoPE base, soft-capping, linear RoPE scaling.
 static fk_status gemma_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
-    bool g2 = strcmp(arch, "gemma2") == 0, g3 = strcmp(arch, "gemma3") == 0, sliding = any_sliding(c);
+    bool g2 = gemma_gen(arch) == 2, g3 = gemma_gen(arch) == 3, sliding = any_sliding(c);
     if (g2 || (g3 && sliding)) {
         FK_TRY(set_u32(w, arch, "attention.sliding_window", c->sliding_window > 0 ? c->sliding_window : c->max_seq));
         uint8_t pat[FK_MAX_LAYERS];
@@ -441,7 +448,7 @@ static fk_status gemma_rope_scale(const kreader *r, double *f) {
 static fk_status gemma_config(const kreader *r, fk_config *c, double rope_factor) {
     const fk_gguf *g = r->g;
     const char *arch = r->arch;
-    bool g2 = strcmp(arch, "gemma2") == 0, g3 = strcmp(arch, "gemma3") == 0;
+    bool g2 = gemma_gen(arch) == 2, g3 = gemma_gen(arch) == 3;
     int64_t L = c->n_layer;
     if (!fk_config_uniform_ffn(c) || !fk_config_uniform_heads(c))
         return fk_error(FK_ERR_UNSUPPORTED, "%s: keys '%s.feed_forward_length' and '%s.attention.head_count' give per-layer values; llama.cpp's %s "
@@ -592,7 +599,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
         if (gemma_arch(arch)) FK_TRY(gemma_config(&r, c, f));
     }
-    c->tied = !has_tensor(g, "output.weight") || (gemma_arch(arch) && strcmp(arch, "gemma3") != 0);
+    c->tied = !has_tensor(g, "output.weight") || (gemma_gen(arch) == 1 || gemma_gen(arch) == 2);
     int64_t id;
     c->bos_id = fk_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
     c->eos_id = fk_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
