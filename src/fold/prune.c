@@ -49,10 +49,92 @@ static int64_t magnitude_removed(const fk_config *c, const int64_t *unit, double
     return r;
 }
 
+// Scores layer l's F channels into s (s[f].j = f): magnitude, the norm of the channel's
+// weights in and out; else its activation variance times its output weights' squared norm,
+// z-scored within the layer (FLAP) so one global threshold compares layers.
+static void score_channels(const fk_model *m, const fk_analysis *a, fk_prune_method method, int l, scored *s) {
+    const fk_config *c = &m->cfg;
+    int64_t C = c->d_model, F = c->ffn[l];
+    const float *U = m->w + m->layer[l].up_w, *D = m->w + m->layer[l].down_w;
+    int blocks = fk_config_gated(c) ? 2 : 1;
+    double mean = 0, sq = 0;
+    for (int64_t f = 0; f < F; f++) {
+        double dn = 0, v;
+        for (int64_t r = 0; r < C; r++) dn += (double)D[r * F + f] * D[r * F + f];
+        if (method == FK_PRUNE_MAGNITUDE) {
+            double un = 0;
+            for (int b = 0; b < blocks; b++)
+                for (int64_t i = 0; i < C; i++) { double w = U[((int64_t)b * F + f) * C + i]; un += w * w; }
+            v = sqrt(un + dn);
+        } else {
+            double mu = a->ffn_mean[l][f], var = a->ffn_gram[l][f * F + f] / (double)a->tokens - mu * mu;
+            v = (var > 0 ? var : 0) * dn;
+        }
+        s[f] = (scored){v, (int32_t)f};
+        mean += v;
+        sq += v * v;
+    }
+    if (method == FK_PRUNE_FLAP) {
+        mean /= (double)F;
+        double sd = sqrt(fmax(sq / (double)F - mean * mean, 0));
+        for (int64_t f = 0; f < F; f++) s[f].s = sd > 0 ? (s[f].s - mean) / sd : 0;
+    }
+}
+
+// Magnitude: one fraction for every layer, the smallest that meets the budget (bisection;
+// removed(frac) is monotone); each layer drops its lowest-scored channels (all: the scores,
+// layer l's from base[l]; unit[l]: parameters per channel).
+static fk_status drop_by_fraction(const fk_config *c, scored *all, const int64_t *base, const int64_t *unit, int64_t budget, char **keep,
+                                  int64_t *removed) {
+    double lo = 0, hi = 1;
+    for (int it = 0; it < 60; it++) {
+        double mid = 0.5 * (lo + hi);
+        if (magnitude_removed(c, unit, mid) >= budget) hi = mid; else lo = mid;
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        int64_t F = c->ffn[l], d = (int64_t)ceil(hi * (double)F - 1e-9);
+        if (d >= F) return fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs every FFN channel of layer %d", (long long)budget, l);
+        qsort(all + base[l], (size_t)F, sizeof *all, by_score);
+        for (int64_t i = 0; i < d; i++) keep[l][all[base[l] + i].j] = 0;
+        *removed += d * unit[l];
+    }
+    return FK_OK;
+}
+
+// FLAP: one global order of the standardised scores; channels go lowest first until the
+// budget is met, every layer keeping one.
+static fk_status drop_by_global_order(const fk_config *c, const scored *all, const int64_t *base, const int64_t *unit, int64_t total_units,
+                                      int64_t budget, char **keep, int64_t *removed) {
+    int L = (int)c->n_layer;
+    int32_t *layer_of = malloc((size_t)total_units * sizeof *layer_of);
+    scored *g = malloc((size_t)total_units * sizeof *g);  // indices of `all`, sorted by score
+    int64_t *left = malloc((size_t)L * sizeof *left);
+    fk_status st = layer_of && g && left ? FK_OK : fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    if (st == FK_OK) {
+        for (int l = 0; l < L; l++)
+            for (int64_t f = 0; f < c->ffn[l]; f++) layer_of[base[l] + f] = l;
+        for (int64_t i = 0; i < total_units; i++) g[i] = (scored){all[i].s, (int32_t)i};
+        qsort(g, (size_t)total_units, sizeof *g, by_score);
+        for (int l = 0; l < L; l++) left[l] = c->ffn[l];
+        for (int64_t i = 0; i < total_units && *removed < budget; i++) {
+            int l = layer_of[g[i].j];
+            if (left[l] <= 1) continue;
+            keep[l][all[g[i].j].j] = 0;
+            left[l]--;
+            *removed += unit[l];
+        }
+        if (*removed < budget) st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs more than every FFN channel but one per layer", (long long)budget);
+    }
+    free(left);
+    free(g);
+    free(layer_of);
+    return st;
+}
+
 static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prune_method method, int64_t budget, fk_model *out, int64_t *removed) {
     const fk_config *c = &m->cfg;
     int L = (int)c->n_layer;
-    int64_t C = c->d_model, total_units = 0;
+    int64_t total_units = 0;
     for (int l = 0; l < L; l++) total_units += c->ffn[l];
     char *keep[FK_MAX_LAYERS] = {0};
     scored *all = malloc((size_t)total_units * sizeof *all);
@@ -67,73 +149,11 @@ static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prun
         keep[l] = malloc((size_t)F);
         if (!keep[l]) { st = fk_error(FK_ERR_NOMEM, "prune: out of memory"); break; }
         memset(keep[l], 1, (size_t)F);
-        const float *U = m->w + m->layer[l].up_w, *D = m->w + m->layer[l].down_w;
-        int blocks = fk_config_gated(c) ? 2 : 1;
-        double mean = 0, sq = 0;
-        for (int64_t f = 0; f < F; f++) {
-            double dn = 0, s;
-            for (int64_t r = 0; r < C; r++) dn += (double)D[r * F + f] * D[r * F + f];
-            if (method == FK_PRUNE_MAGNITUDE) {
-                double un = 0;
-                for (int b = 0; b < blocks; b++)
-                    for (int64_t i = 0; i < C; i++) { double w = U[((int64_t)b * F + f) * C + i]; un += w * w; }
-                s = sqrt(un + dn);
-            } else {
-                double mu = a->ffn_mean[l][f], var = a->ffn_gram[l][f * F + f] / (double)a->tokens - mu * mu;
-                s = (var > 0 ? var : 0) * dn;
-            }
-            all[n + f] = (scored){s, (int32_t)f};
-            mean += s;
-            sq += s * s;
-        }
-        if (method == FK_PRUNE_FLAP) {  // z-score within the layer so one global threshold compares layers
-            mean /= (double)F;
-            double sd = sqrt(fmax(sq / (double)F - mean * mean, 0));
-            for (int64_t f = 0; f < F; f++) all[n + f].s = sd > 0 ? (all[n + f].s - mean) / sd : 0;
-        }
+        score_channels(m, a, method, l, all + n);
         n += F;
     }
-    if (st == FK_OK && method == FK_PRUNE_MAGNITUDE) {
-        // one fraction for every layer: the smallest that meets the budget (bisection; removed(frac) is monotone)
-        double lo = 0, hi = 1;
-        for (int it = 0; it < 60; it++) {
-            double mid = 0.5 * (lo + hi);
-            if (magnitude_removed(c, unit, mid) >= budget) hi = mid; else lo = mid;
-        }
-        for (int l = 0; l < L && st == FK_OK; l++) {
-            int64_t F = c->ffn[l], d = (int64_t)ceil(hi * (double)F - 1e-9);
-            if (d >= F) { st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs every FFN channel of layer %d", (long long)budget, l); break; }
-            qsort(all + base[l], (size_t)F, sizeof *all, by_score);
-            for (int64_t i = 0; i < d; i++) keep[l][all[base[l] + i].j] = 0;
-            *removed += d * unit[l];
-        }
-    } else if (st == FK_OK) {
-        // FLAP: one global order of the standardised scores
-        int32_t *layer_of = malloc((size_t)total_units * sizeof *layer_of);
-        if (!layer_of) st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
-        for (int l = 0; l < L && st == FK_OK; l++)
-            for (int64_t f = 0; f < c->ffn[l]; f++) layer_of[base[l] + f] = l;
-        // sort indices of `all` by score; carry the layer in the high part of j
-        scored *g = st == FK_OK ? malloc((size_t)total_units * sizeof *g) : NULL;
-        if (st == FK_OK && !g) st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
-        if (st == FK_OK) {
-            for (int64_t i = 0; i < total_units; i++) g[i] = (scored){all[i].s, (int32_t)i};
-            qsort(g, (size_t)total_units, sizeof *g, by_score);
-            int64_t *left = malloc((size_t)L * sizeof *left);
-            for (int l = 0; l < L; l++) left[l] = c->ffn[l];
-            for (int64_t i = 0; i < total_units && *removed < budget; i++) {
-                int l = layer_of[g[i].j];
-                if (left[l] <= 1) continue;
-                keep[l][all[g[i].j].j] = 0;
-                left[l]--;
-                *removed += unit[l];
-            }
-            free(left);
-            if (*removed < budget) st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs more than every FFN channel but one per layer", (long long)budget);
-        }
-        free(g);
-        free(layer_of);
-    }
+    if (st == FK_OK && method == FK_PRUNE_MAGNITUDE) st = drop_by_fraction(c, all, base, unit, budget, keep, removed);
+    else if (st == FK_OK) st = drop_by_global_order(c, all, base, unit, total_units, budget, keep, removed);
     if (st == FK_OK) st = prune_layers(m, a, keep, method == FK_PRUNE_FLAP, out);
     for (int l = 0; l < L; l++) free(keep[l]);
     free(all); free(unit); free(base);
