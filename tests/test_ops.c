@@ -204,7 +204,7 @@ static void test_rope(void **state) {
 typedef struct { double *out, *probs, *qkv, *r, scale, cap; int64_t B, T, H, KVH, hd, W; } att_ctx;
 static double att_loss(void *p) {
     att_ctx *c = p;
-    if (!d_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W)) fail_msg("attention forward: out of memory");
+    d_self_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W, NULL, 1);
     return dot(c->out, c->r, c->B * c->T * c->H * c->hd);
 }
 
@@ -246,19 +246,22 @@ static void run_attention(const char *what, double scale, double cap, int64_t W)
     fill(c.qkv, nq, 1.5); fill(c.r, no, 1);
     double *dqkv = dalloc(nq);
     att_loss(&c);
-    assert_true(d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd, c.scale, c.cap, c.W));
+    int nthr = omp_get_max_threads();  // the ops' scratch: one slice per thread
+    double *dscratch = dalloc(nthr * 2 * FK_ATT_BLK * c.T);
+    d_attention_backward(dqkv, c.r, c.qkv, c.probs, c.B, c.T, c.H, c.KVH, c.hd, c.scale, c.cap, c.W, dscratch, nthr);
     check_fd(what, c.qkv, nq, dqkv, att_loss, &c);
     // float kernel, no probs kept (inference path), against the naive reference
-    float *fq = malloc((size_t)nq * 4), *fo = malloc((size_t)no * 4);
+    float *fq = malloc((size_t)nq * 4), *fo = malloc((size_t)no * 4), *fscratch = malloc((size_t)(nthr * FK_ATT_BLK * c.T) * 4);
     for (int64_t i = 0; i < nq; i++) fq[i] = (float)c.qkv[i];
-    assert_true(fk_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W));
+    assert_non_null(fscratch);
+    fk_self_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W, fscratch, nthr);
     double *ref = dalloc(no);
     naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd, scale, cap, W);
     for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - fo[i]) < 1e-5);
     // the double kernel too (it fills probs)
     att_loss(&c);
     for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - c.out[i]) < 1e-5);
-    free(fq); free(fo); free(ref);
+    free(fq); free(fo); free(ref); free(fscratch); free(dscratch);
     free(c.out); free(c.probs); free(c.qkv); free(c.r); free(dqkv);
 }
 
@@ -475,9 +478,10 @@ static void test_final_softcap(void **state) {
     d_softcap_forward(g, mx, 4, 7, 3.0);
     for (int i = 0; i < 28; i++) assert_true(fabs(g[i] - 3.0 * tanh(c.logits[i] / 3.0)) < 1e-15);
     d_soft_crossentropy_forward(c.losses, c.flosses, g, tgt, &t, 4, 7, 1);
-    assert_true(d_softcap_crossentropy_backward(g, mx, tgt, &t, c.lambda, 4, 7, 1.0, 3.0));
+    double *scratch = dalloc(omp_get_max_threads() * 7);  // a row per thread
+    d_softcap_crossentropy_backward(g, mx, tgt, &t, c.lambda, 4, 7, 1.0, 3.0, scratch, omp_get_max_threads());
     check_fd("final soft-cap + soft CE dlogits", c.logits, 28, g, cap_loss, &c);
-    free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g);
+    free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g); free(scratch);
 }
 
 int main(void) {

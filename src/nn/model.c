@@ -2,6 +2,7 @@
 // decoder, and incremental inference with a KV cache.
 #include "fusekit/model.h"
 #include "nn/ops.h"
+#include "base/par.h"
 #include "fusekit/quants.h"
 
 #include <math.h>
@@ -274,8 +275,11 @@ int64_t fk_model_num_matmul_params(const fk_model *m) {
 struct fk_acts {
     int B, T;
     bool train;
+    int nthr;              // threads the scratch has slices for
     int64_t slots;         // layers that keep their activations (n_layer when training, else 1)
     int64_t bytes;
+    float *arena;          // every buffer below, carved from one allocation
+    int64_t slice;         // floats of scratch per thread
     int32_t *tokens, *targets, *pos;   // (BT)
     float *resid;          // train: (L+1, BT, C); inference: (BT, C), updated in place
     float *mid;            // train: (L, BT, C)
@@ -286,6 +290,7 @@ struct fk_acts {
     float *ffn_o, *ffn_post_rstd;      // post_norms: FFN output before its norm, scales
     float *lmax;                       // final_softcap: each row's largest capped logit (BT)
     float *dresid, *dln, *dqkv, *datt, *dpre, *dact;   // backward scratch, one layer's worth
+    float *scratch;                    // nthr slices: attention row blocks, the soft-capped loss's rows
     int64_t n_scored;
     fk_sparse_dist teacher; // the teacher rows of the last training forward (caller-owned)
     bool have_teacher;
@@ -296,23 +301,29 @@ struct fk_acts {
 
 static void acts_free(fk_acts *a) {
     if (!a) return;
-    float **bufs[] = {&a->resid, &a->mid, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->probs, &a->att,
-                      &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->pre, &a->act, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
-                      &a->logits, &a->losses, &a->flosses, &a->tmp, &a->dresid, &a->dln, &a->dqkv, &a->datt, &a->dpre, &a->dact,
-                      &a->qk_pre, &a->qk_rstd, &a->attn_o, &a->attn_post_rstd, &a->ffn_o, &a->ffn_post_rstd, &a->lmax};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
-    free(a->tokens); free(a->targets); free(a->pos);
+    free(a->arena);
     free(a);
 }
 
-// Lays out the activation buffers of a (B, T) batch. With dry, only a->bytes is computed.
-static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, bool dry) {
+// Floats of scratch one thread needs for a batch of sequences of T tokens: an attention row block
+// (its probabilities in an inference forward; dP and the raw scores in the backward) and, with a
+// final soft-cap, one row of probabilities in the loss's backward.
+static int64_t scratch_slice(const fk_config *c, int64_t T, bool train) {
+    int64_t att = (train ? 2 : 1) * FK_ATT_BLK * T, loss = train && c->final_softcap > 0 ? c->vocab_size : 0;
+    return att > loss ? att : loss;
+}
+
+// Lays out the activation buffers of a (B, T) batch in one arena: with base NULL, only the
+// offsets are counted (a->bytes); then again over the allocated arena.
+static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, int nthr, float *base) {
     int64_t N = (int64_t)B * T, C = c->d_model, L = c->n_layer, D = c->n_head * c->head_dim, F = max_ffn(c);
-    int64_t UP = up_stride(c), S = train ? L : 1;
-    a->B = B; a->T = T; a->train = train; a->slots = S;
-    bool ok = true;
-#define ALLOC(field, count) do { size_t nb_ = (size_t)(count) * sizeof(float); a->bytes += (int64_t)nb_; \
-        if (!dry && !(a->field = fk_calloc_aligned(nb_))) ok = false; } while (0)
+    int64_t UP = up_stride(c), S = train ? L : 1, off = 0;
+    a->B = B; a->T = T; a->train = train; a->slots = S; a->nthr = nthr;
+    a->slice = scratch_slice(c, T, train);
+    // each buffer starts 64-byte aligned (16 floats)
+#define CARVE(field, type, count) do { a->field = base ? (type *)(base + off) : NULL; off += ((count) + 15) & ~(int64_t)15; } while (0)
+#define ALLOC(field, count) CARVE(field, float, count)
+    CARVE(tokens, int32_t, N); CARVE(targets, int32_t, N); CARVE(pos, int32_t, N);
     ALLOC(resid, (train ? L + 1 : 1) * N * C);
     if (train) ALLOC(mid, L * N * C);
     ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
@@ -330,38 +341,39 @@ static bool acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
         ALLOC(dresid, N * C); ALLOC(dln, N * C); ALLOC(dqkv, N * qkv_dim(c, -1)); ALLOC(datt, N * D);
         ALLOC(dpre, N * UP); ALLOC(dact, N * F);
     }
+    ALLOC(scratch, nthr * a->slice);
 #undef ALLOC
-    a->bytes += 3 * N * (int64_t)sizeof(int32_t);
-    return ok;
+#undef CARVE
+    a->bytes = off * (int64_t)sizeof(float);
 }
 
 size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train) {
     fk_acts a = {0};
-    acts_layout(&a, &m->cfg, B, T, train, true);
+    acts_layout(&a, &m->cfg, B, T, train, omp_get_max_threads(), NULL);
     return (size_t)a.bytes;
 }
 
 static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     fk_acts *a = m->acts;
-    if (a && a->B == B && a->T == T && a->train == train) return FK_OK;
+    int nthr = omp_get_max_threads();
+    if (a && a->B == B && a->T == T && a->train == train && a->nthr >= nthr) return FK_OK;
     // An inference forward fits in any buffers laid out for at least as many tokens (it uses
-    // one layer's slot), so evaluation between training steps reallocates nothing. The
-    // buffers keep their (B, T); backward refuses until the next training forward.
-    if (a && !train && (int64_t)a->B * a->T >= (int64_t)B * T) return FK_OK;
+    // one layer's slot) and enough scratch, so evaluation between training steps reallocates
+    // nothing. The buffers keep their (B, T); backward refuses until the next training forward.
+    if (a && !train && (int64_t)a->B * a->T >= (int64_t)B * T && a->slice >= scratch_slice(&m->cfg, T, false) && a->nthr >= nthr)
+        return FK_OK;
     acts_free(a);
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
-    int64_t N = (int64_t)B * T;
-    bool ok = acts_layout(a, &m->cfg, B, T, train, false);
-    a->tokens = malloc((size_t)N * sizeof(int32_t));
-    a->targets = malloc((size_t)N * sizeof(int32_t));
-    a->pos = malloc((size_t)N * sizeof(int32_t));
-    if (!ok || !a->tokens || !a->targets || !a->pos) {
+    acts_layout(a, &m->cfg, B, T, train, nthr, NULL);
+    a->arena = fk_calloc_aligned((size_t)a->bytes);
+    if (!a->arena) {
         int64_t mb = a->bytes >> 20;
         acts_free(a);
         m->acts = NULL;
         return fk_error(FK_ERR_NOMEM, "cannot allocate %lld MiB of activations for batch %d x %d", (long long)mb, B, T);
     }
+    acts_layout(a, &m->cfg, B, T, train, nthr, a->arena);
     return FK_OK;
 }
 
@@ -531,17 +543,9 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
     return FK_OK;
 }
 
-// Token embeddings (plus learned positions) of N tokens into out (N, C).
-static fk_status embed_forward(fk_model *m, float *out, const int32_t *tokens, const int32_t *pos, int64_t N) {
-    const fk_config *c = &m->cfg;
-    int64_t C = c->d_model;
-    int te = -1;
-    for (int i = 0; i < m->n_stored && te < 0; i++)
-        if (m->params[m->stored[i].param].offset == m->tok_emb) te = i;
-    if (te < 0) {
-        fk_encoder_forward(out, tokens, pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
-        return FK_OK;
-    }
+// Embedding rows of N tokens from the stored (quantized) table, plus learned positions.
+static fk_status embed_stored(fk_model *m, float *out, const int32_t *tokens, const int32_t *pos, int64_t N) {
+    int64_t C = m->cfg.d_model;
     for (int64_t n = 0; n < N; n++) {
         const fk_stored *s = NULL;
         for (int i = 0; i < m->n_stored && !s; i++) {
@@ -558,17 +562,94 @@ static fk_status embed_forward(fk_model *m, float *out, const int32_t *tokens, c
     return FK_OK;
 }
 
-fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, bool train, float *loss) {
-    return fk_model_forward_soft(m, tokens, targets, NULL, 1.0f, B, T, train, loss, NULL);
+// Token embeddings (plus learned positions) of N tokens into out (N, C), times emb_scale when set.
+static fk_status embed_forward(fk_model *m, float *out, const int32_t *tokens, const int32_t *pos, int64_t N) {
+    const fk_config *c = &m->cfg;
+    int64_t C = c->d_model;
+    int te = -1;
+    for (int i = 0; i < m->n_stored && te < 0; i++)
+        if (m->params[m->stored[i].param].offset == m->tok_emb) te = i;
+    if (te < 0) fk_encoder_forward(out, tokens, pos, m->w + m->tok_emb, WP(m->pos_emb), N, C);
+    else FK_TRY(embed_stored(m, out, tokens, pos, N));
+    if (c->emb_scale > 0) scale_inplace(out, c->emb_scale, N * C);
+    return FK_OK;
 }
 
-fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
-                                float lambda, int B, int T, bool train, float *loss, float *fusion_loss) {
+// Where one block's forward reads and writes. A training forward gives layer l's slot of every
+// buffer (kept for the backward, probs included), an inference forward slot 0 (x, mid and out
+// the same rows, updated in place), a KV-cache step its row buffers and the layer's cache (kc,
+// vc: the n new keys and values are written at positions p0 .. p0+n-1, attention reads them
+// all). Buffers a forward does not keep may be NULL (the norms' means and scales, qk_pre, probs).
+typedef struct {
+    int64_t B, n, p0;                  // sequences, rows per sequence, position of the first row
+    const int32_t *pos;                // (B*n) positions, for RoPE
+    float *x, *mid, *out;              // block input, after the attention branch, output (B*n, C)
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *qk_pre, *qk_rstd, *probs, *att, *attn_o, *attn_post_rstd;
+    float *ln2, *ln2_mean, *ln2_rstd, *pre, *act, *ffn_o, *ffn_post_rstd, *tmp;
+    float *kc, *vc;                    // this layer's KV cache (max_seq, KVH*hd each), or NULL
+    float *scratch;                    // nthr attention row blocks of FK_ATT_BLK x (p0 + n)
+    int nthr;
+} block_io;
+
+// One transformer block, the same for training, evaluation and KV-cache steps:
+// mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x))))))),
+// out = mid + [post-norm](down(act(up(norm2(mid))))).
+static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     const fk_config *c = &m->cfg;
-    if (B < 1 || T < 1) return fk_error(FK_ERR_ARG, "forward: empty batch %d x %d", B, T);
-    if (T > c->max_seq) return fk_error(FK_ERR_ARG, "forward: sequence length %d exceeds the model's context %lld", T, (long long)c->max_seq);
-    if (train && !targets) return fk_error(FK_ERR_ARG, "forward: training needs targets");
-    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
+    const fk_layer_offsets *o = &m->layer[l];
+    int64_t N = io->B * io->n, C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
+    int64_t H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), F = c->ffn[l];
+    norm_forward(m, io->ln1, io->ln1_mean, io->ln1_rstd, io->x, o->ln1_w, o->ln1_b, N);
+    FK_TRY(mm_forward(m, io->qkv, io->ln1, o->qkv_w, WP(o->qkv_b), N, C, QD));
+    if (c->qk_norm)
+        fk_qknorm_forward(io->qkv, io->qk_pre, io->qk_rstd, m->w + o->q_norm_w, m->w + o->k_norm_w, N, H, KVH, hd, c->norm_eps,
+                          c->norm_offset);
+    if (c->pos == FK_POS_ROPE) {
+        const float *cs, *sn;
+        layer_rope(m, l, &cs, &sn);
+        fk_rope_apply(io->qkv, cs, sn, io->pos, N, H, KVH, hd, 1.0f);
+    }
+    fk_att_dims d = {.B = io->B, .n = io->n, .p0 = io->p0, .H = H, .KVH = KVH, .hd = hd, .q_stride = QD, .kv_stride = QD,
+                     .kv_seq = io->n * QD, .window = layer_window(c, l)};
+    const float *k = io->qkv + D, *v = k + KVD;
+    if (io->kc) {  // the new keys and values join the cache; attention reads the cache
+        for (int64_t i = 0; i < io->n; i++) {
+            memcpy(io->kc + (io->p0 + i) * KVD, io->qkv + i * QD + D, (size_t)KVD * sizeof(float));
+            memcpy(io->vc + (io->p0 + i) * KVD, io->qkv + i * QD + D + KVD, (size_t)KVD * sizeof(float));
+        }
+        k = io->kc; v = io->vc; d.kv_stride = KVD; d.kv_seq = 0;
+    }
+    fk_attention_forward(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->scratch, io->nthr);
+    // with post-norms the projection's output is kept (attn_o) and its norm goes to tmp
+    float *ao = c->post_norms ? io->attn_o : io->tmp;
+    FK_TRY(mm_forward(m, ao, io->att, o->o_w, WP(o->o_b), N, D, C));
+    if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
+    add_inplace(io->mid, io->x, io->tmp, N * C);
+    norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
+    FK_TRY(mm_forward(m, io->pre, io->ln2, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
+    mlp_act_forward(c, io->act, io->pre, N, F);
+    float *fo = c->post_norms ? io->ffn_o : io->tmp;
+    FK_TRY(mm_forward(m, fo, io->act, o->down_w, WP(o->down_b), N, F, C));
+    if (c->post_norms) norm_forward(m, io->tmp, NULL, io->ffn_post_rstd, fo, o->ffn_post_w, -1, N);
+    add_inplace(io->out, io->mid, io->tmp, N * C);
+    return FK_OK;
+}
+
+// Final norm, LM head and final soft-cap of N rows x (N, C) into logits (N, V); rowmax (N) keeps
+// each row's largest capped logit (NULL: not kept).
+static fk_status head_forward(fk_model *m, float *logits, float *lnf, float *mean, float *rstd, const float *x, float *rowmax,
+                              int64_t N) {
+    const fk_config *c = &m->cfg;
+    norm_forward(m, lnf, mean, rstd, x, m->lnf_w, m->lnf_b, N);
+    FK_TRY(mm_forward(m, logits, lnf, m->lm_head, NULL, N, c->d_model, c->vocab_size));
+    if (c->final_softcap > 0) fk_softcap_forward(logits, rowmax, N, c->vocab_size, c->final_softcap);
+    return FK_OK;
+}
+
+// Checks a batch's tokens, targets and teacher rows against the vocabulary.
+static fk_status check_batch(const fk_config *c, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
+                             int64_t N) {
+    int64_t V = c->vocab_size;
     for (int64_t i = 0; i < N; i++) {
         if (tokens[i] < 0 || tokens[i] >= V)
             return fk_error(FK_ERR_ARG, "forward: token %d at position %lld is outside the vocabulary (size %lld)",
@@ -586,6 +667,21 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
                     return fk_error(FK_ERR_ARG, "forward: teacher entry %lld at position %lld (id %d, p %g) is invalid for vocabulary %lld",
                                     (long long)e, (long long)i, teacher->ids[e], teacher->p[e], (long long)V);
         }
+    return FK_OK;
+}
+
+fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, bool train, float *loss) {
+    return fk_model_forward_soft(m, tokens, targets, NULL, 1.0f, B, T, train, loss, NULL);
+}
+
+fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
+                                float lambda, int B, int T, bool train, float *loss, float *fusion_loss) {
+    const fk_config *c = &m->cfg;
+    if (B < 1 || T < 1) return fk_error(FK_ERR_ARG, "forward: empty batch %d x %d", B, T);
+    if (T > c->max_seq) return fk_error(FK_ERR_ARG, "forward: sequence length %d exceeds the model's context %lld", T, (long long)c->max_seq);
+    if (train && !targets) return fk_error(FK_ERR_ARG, "forward: training needs targets");
+    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
+    FK_TRY(check_batch(c, tokens, targets, teacher, N));
     FK_TRY(acts_alloc(m, B, T, train));
     FK_TRY(rope_ensure(m, T));
     fk_acts *a = m->acts;
@@ -593,50 +689,26 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
 
     FK_TRY(embed_forward(m, a->resid, a->tokens, a->pos, N));
-    if (c->emb_scale > 0) scale_inplace(a->resid, c->emb_scale, N * C);
     if (m->hook) m->hook(m->hook_user, -1, a->resid, NULL, NULL, N);
-    float sc = att_scale(c);
-    int64_t QKH = qk_heads(c);
+    int64_t QKH = qk_heads(c), hd = c->head_dim, SQ = QKH * hd, UP = up_stride(c), MF = max_ffn(c);
     for (int64_t l = 0; l < c->n_layer; l++) {
-        const fk_layer_offsets *o = &m->layer[l];
-        int64_t s = train ? l : 0, F = c->ffn[l], UP = up_dim(c, l), H = fk_config_heads(c, l), Dl = H * c->head_dim, QDl = qkv_dim(c, l);
+        int64_t s = train ? l : 0;  // the slot: training keeps every layer's activations
         float *x = a->resid + (train ? l * N * C : 0);
-        float *mid = train ? a->mid + l * N * C : x;
-        float *out = train ? a->resid + (l + 1) * N * C : x;
-        float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
-        float *ln2 = a->ln2 + s * N * C, *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * max_ffn(c);
-        norm_forward(m, ln1, a->ln1_mean + s * N, a->ln1_rstd + s * N, x, o->ln1_w, o->ln1_b, N);
-        FK_TRY(mm_forward(m, qkv, ln1, o->qkv_w, WP(o->qkv_b), N, C, QDl));
-        if (c->qk_norm)
-            fk_qknorm_forward(qkv, a->qk_pre + s * N * QKH * c->head_dim, a->qk_rstd + s * N * QKH, m->w + o->q_norm_w,
-                              m->w + o->k_norm_w, N, H, c->n_kv_head, c->head_dim, c->norm_eps, c->norm_offset);
-        if (c->pos == FK_POS_ROPE) {
-            const float *cs, *sn;
-            layer_rope(m, l, &cs, &sn);
-            fk_rope_apply(qkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, 1.0f);
-        }
-        if (!fk_attention_forward(att, train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, qkv, B, T,
-                                  H, c->n_kv_head, c->head_dim, sc, c->attn_softcap, layer_window(c, l)))
-            return fk_error(FK_ERR_NOMEM, "attention (layer %lld): out of memory for %lld bytes of scratch per thread", (long long)l,
-                            (long long)(FK_ATT_BLK * (int64_t)T * (int64_t)sizeof(float)));
-        // with post-norms the projection's output is kept (slot s) and its norm goes to tmp
-        float *ao = c->post_norms ? a->attn_o + s * N * C : a->tmp;
-        FK_TRY(mm_forward(m, ao, att, o->o_w, WP(o->o_b), N, Dl, C));
-        if (c->post_norms) norm_forward(m, a->tmp, NULL, a->attn_post_rstd + s * N, ao, o->attn_post_w, -1, N);
-        add_inplace(mid, x, a->tmp, N * C);
-        norm_forward(m, ln2, a->ln2_mean + s * N, a->ln2_rstd + s * N, mid, o->ln2_w, o->ln2_b, N);
-        FK_TRY(mm_forward(m, pre, ln2, o->up_w, WP(o->up_b), N, C, UP));
-        mlp_act_forward(c, act, pre, N, F);
-        float *fo = c->post_norms ? a->ffn_o + s * N * C : a->tmp;
-        FK_TRY(mm_forward(m, fo, act, o->down_w, WP(o->down_b), N, F, C));
-        if (c->post_norms) norm_forward(m, a->tmp, NULL, a->ffn_post_rstd + s * N, fo, o->ffn_post_w, -1, N);
-        add_inplace(out, mid, a->tmp, N * C);
-        if (m->hook) m->hook(m->hook_user, (int)l, out, att, act, N);
+        block_io io = {.B = B, .n = T, .p0 = 0, .pos = a->pos, .x = x, .mid = train ? a->mid + l * N * C : x,
+                       .out = train ? a->resid + (l + 1) * N * C : x, .ln1 = a->ln1 + s * N * C, .ln1_mean = a->ln1_mean + s * N,
+                       .ln1_rstd = a->ln1_rstd + s * N, .qkv = a->qkv + s * N * QD,
+                       .qk_pre = c->qk_norm ? a->qk_pre + s * N * SQ : NULL, .qk_rstd = c->qk_norm ? a->qk_rstd + s * N * QKH : NULL,
+                       .probs = train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, .att = a->att + s * N * D,
+                       .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
+                       .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 + s * N * C,
+                       .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
+                       .act = a->act + s * N * MF, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
+                       .ffn_post_rstd = c->post_norms ? a->ffn_post_rstd + s * N : NULL, .tmp = a->tmp,
+                       .scratch = a->scratch, .nthr = a->nthr};
+        FK_TRY(block_forward(m, l, &io));
+        if (m->hook) m->hook(m->hook_user, (int)l, io.out, io.att, io.act, N);
     }
-    float *xL = a->resid + (train ? c->n_layer * N * C : 0);
-    norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, xL, m->lnf_w, m->lnf_b, N);
-    FK_TRY(mm_forward(m, a->logits, a->lnf, m->lm_head, NULL, N, C, V));
-    if (c->final_softcap > 0) fk_softcap_forward(a->logits, a->lmax, N, V, c->final_softcap);
+    FK_TRY(head_forward(m, a->logits, a->lnf, a->lnf_mean, a->lnf_rstd, a->resid + (train ? c->n_layer * N * C : 0), a->lmax, N));
     a->have_probs = false;
     a->have_logits = !train;
     a->have_teacher = teacher != NULL;
@@ -679,12 +751,10 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     a->have_probs = false;  // the buffer now becomes dlogits
     a->have_logits = false;
     float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
-    if (c->final_softcap > 0) {
-        if (!fk_softcap_crossentropy_backward(a->logits, a->lmax, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V,
-                                              scale, c->final_softcap))
-            return fk_error(FK_ERR_NOMEM, "backward through the final soft-cap: out of memory for %lld bytes of scratch per thread",
-                            (long long)(V * (int64_t)sizeof(float)));
-    } else
+    if (c->final_softcap > 0)
+        fk_softcap_crossentropy_backward(a->logits, a->lmax, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V,
+                                         scale, c->final_softcap, a->scratch, a->nthr);
+    else
         fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
     // every op's backward adds into its input gradients: each buffer is zeroed before its first use
     zero(a->dln, N * C);
@@ -725,10 +795,8 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         zero(a->datt, N * Dl);
         fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
         zero(a->dqkv, N * QDl);
-        if (!fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
-                                   layer_window(c, l)))
-            return fk_error(FK_ERR_NOMEM, "attention backward (layer %lld): out of memory for %lld bytes of scratch per thread",
-                            (long long)l, (long long)(2 * FK_ATT_BLK * (int64_t)T * (int64_t)sizeof(float)));
+        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
+                              layer_window(c, l), a->scratch, a->nthr);
         if (c->pos == FK_POS_ROPE) {
             const float *cs, *sn;
             layer_rope(m, l, &cs, &sn);
@@ -750,68 +818,69 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
 // ================================================================== KV-cache inference
 
 struct fk_kv_cache {
-    int64_t cap_tokens;    // rows of scratch allocated
+    int64_t cap_tokens;    // rows the row arena holds
     int64_t len;           // tokens cached
-    float *k, *v;          // (L, max_seq, KVH*hd)
-    float *x, *ln, *qkv, *att, *tmp, *pre, *act, *scores, *rstd;
+    float *k, *v;          // (L, max_seq, KVH*hd): the two halves of one cache arena
+    size_t cache_bytes;    // of the cache arena (lazily zeroed pages: a context never reached costs nothing)
+    float *rows;           // the row arena: every buffer below
+    float *x, *ln, *qkv, *att, *tmp, *pre, *act, *rstd, *scratch;
     int32_t *pos;
+    int nthr;              // threads the scratch has slices for
     int64_t bytes;
-    size_t cache_bytes;    // of k and v each (lazily zeroed pages: a context never reached costs nothing)
 };
 
 static void kv_free(fk_kv_cache *kv) {
     if (!kv) return;
-    fk_free_pages(kv->k, kv->cache_bytes); fk_free_pages(kv->v, kv->cache_bytes); free(kv->x); free(kv->ln); free(kv->qkv); free(kv->att); free(kv->tmp);
-    free(kv->pre); free(kv->act); free(kv->scores); free(kv->rstd); free(kv->pos);
+    fk_free_pages(kv->k, kv->cache_bytes);
+    free(kv->rows);
     free(kv);
 }
 
+// Lays out the row buffers of steps of up to n tokens in the row arena (base NULL: counts only);
+// returns its floats. The attention scratch is a row block over the whole context per thread.
+static int64_t kv_layout(fk_kv_cache *kv, const fk_config *c, int64_t n, float *base) {
+    int64_t C = c->d_model, off = 0, blk = n < FK_ATT_BLK ? n : FK_ATT_BLK;
+#define CARVE(field, type, count) do { kv->field = base ? (type *)(base + off) : NULL; off += ((count) + 15) & ~(int64_t)15; } while (0)
+    CARVE(x, float, n * C); CARVE(ln, float, n * C); CARVE(qkv, float, n * qkv_dim(c, -1));
+    CARVE(att, float, n * c->n_head * c->head_dim); CARVE(tmp, float, n * C); CARVE(pre, float, n * up_stride(c));
+    CARVE(act, float, n * max_ffn(c)); CARVE(rstd, float, n); CARVE(pos, int32_t, n);
+    CARVE(scratch, float, kv->nthr * blk * c->max_seq);
+#undef CARVE
+    return off;
+}
+
+// Makes room for steps of n tokens: the cache arena once, the row arena (re)laid out for n rows.
 static fk_status kv_alloc(fk_model *m, int64_t n) {
     const fk_config *c = &m->cfg;
     fk_kv_cache *kv = m->kv;
-    if (kv && kv->cap_tokens >= n) return FK_OK;
-    int64_t len = kv ? kv->len : 0;
-    float *k = kv ? kv->k : NULL, *v = kv ? kv->v : NULL;
-    int64_t KVD = c->n_kv_head * c->head_dim, C = c->d_model, MF = max_ffn(c);
-    size_t cache = (size_t)(c->n_layer * c->max_seq * KVD) * sizeof(float);
-    if (kv) { kv->k = kv->v = NULL; kv_free(kv); }
-    m->kv = kv = calloc(1, sizeof *kv);
-    if (!kv) { fk_free_pages(k, cache); fk_free_pages(v, cache); return fk_error(FK_ERR_NOMEM, "out of memory"); }
-    kv->cache_bytes = cache;
-    kv->k = k ? k : fk_alloc_pages(cache);
-    kv->v = v ? v : fk_alloc_pages(cache);
-    kv->len = len;
-    kv->cap_tokens = n;
-    kv->x = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
-    kv->ln = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
-    kv->qkv = fk_calloc_aligned((size_t)(n * qkv_dim(c, -1)) * sizeof(float));
-    kv->att = fk_calloc_aligned((size_t)(n * c->n_head * c->head_dim) * sizeof(float));
-    kv->tmp = fk_calloc_aligned((size_t)(n * C) * sizeof(float));
-    kv->pre = fk_calloc_aligned((size_t)(n * up_stride(c)) * sizeof(float));
-    kv->act = fk_calloc_aligned((size_t)(n * MF) * sizeof(float));
-    kv->scores = fk_calloc_aligned((size_t)(n * c->n_head * c->max_seq) * sizeof(float));
-    kv->rstd = fk_calloc_aligned((size_t)n * sizeof(float));
-    kv->pos = malloc((size_t)n * sizeof(int32_t));
-    kv->bytes = (int64_t)(2 * cache) + n * (int64_t)sizeof(float) * (3 * C + qkv_dim(c, -1) + c->n_head * c->head_dim +
-                                                                     up_stride(c) + MF + c->n_head * c->max_seq + 1);
-    if (!kv->k || !kv->v || !kv->x || !kv->ln || !kv->qkv || !kv->att || !kv->tmp || !kv->pre || !kv->act ||
-        !kv->scores || !kv->rstd || !kv->pos) {
+    int nthr = omp_get_max_threads();
+    if (kv && kv->cap_tokens >= n && kv->nthr >= nthr) return FK_OK;
+    if (!kv) {
+        m->kv = kv = calloc(1, sizeof *kv);
+        if (!kv) return fk_error(FK_ERR_NOMEM, "out of memory");
+        size_t half = (size_t)(c->n_layer * c->max_seq * c->n_kv_head * c->head_dim) * sizeof(float);
+        kv->cache_bytes = 2 * half;
+        kv->k = fk_alloc_pages(kv->cache_bytes);
+        if (!kv->k) {
+            kv_free(kv); m->kv = NULL;
+            return fk_error(FK_ERR_NOMEM, "cannot allocate the KV cache (%zu MiB)", 2 * half >> 20);
+        }
+        kv->v = kv->k + half / sizeof(float);
+    }
+    if (n < kv->cap_tokens) n = kv->cap_tokens;
+    free(kv->rows);
+    kv->nthr = nthr;
+    int64_t floats = kv_layout(kv, c, n, NULL);
+    kv->rows = fk_calloc_aligned((size_t)floats * sizeof(float));
+    if (!kv->rows) {
         kv_free(kv); m->kv = NULL;
-        return fk_error(FK_ERR_NOMEM, "cannot allocate the KV cache (%zu MiB)", 2 * cache >> 20);
+        return fk_error(FK_ERR_NOMEM, "cannot allocate the KV-cache step's buffers for %lld tokens (%lld MiB)", (long long)n,
+                        (long long)(floats * 4 >> 20));
     }
+    kv_layout(kv, c, n, kv->rows);
+    kv->cap_tokens = n;
+    kv->bytes = (int64_t)kv->cache_bytes + floats * (int64_t)sizeof(float);
     return FK_OK;
-}
-
-// x += the branch output in kv->tmp (n rows), through its post-norm (weights at post_w) when the
-// model has post-norms.
-static void kv_residual(fk_model *m, int64_t post_w, int64_t n) {
-    fk_kv_cache *kv = m->kv;
-    const float *branch = kv->tmp;
-    if (m->cfg.post_norms) {
-        norm_forward(m, kv->ln, NULL, kv->rstd, kv->tmp, post_w, -1, n);
-        branch = kv->ln;
-    }
-    add_inplace(kv->x, kv->x, branch, n * m->cfg.d_model);
 }
 
 fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits) {
@@ -829,64 +898,20 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
             return fk_error(FK_ERR_ARG, "step: token %d is outside the vocabulary (size %lld)", tokens[i], (long long)c->vocab_size);
         kv->pos[i] = pos + i;
     }
-    int64_t C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
-    int64_t S = c->max_seq, total = pos + n;
-    float scale = att_scale(c), cap = c->attn_softcap;
+    int64_t C = c->d_model, KVD = c->n_kv_head * c->head_dim, S = c->max_seq, total = pos + n;
     FK_TRY(embed_forward(m, kv->x, tokens, kv->pos, n));
-    if (c->emb_scale > 0) scale_inplace(kv->x, c->emb_scale, n * C);
     for (int64_t l = 0; l < c->n_layer; l++) {
-        const fk_layer_offsets *o = &m->layer[l];
-        int64_t F = c->ffn[l], H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), G = H / KVH, W = layer_window(c, l);
-        float *kc = kv->k + l * S * KVD, *vc = kv->v + l * S * KVD;
-        norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln1_w, o->ln1_b, n);
-        FK_TRY(mm_forward(m, kv->qkv, kv->ln, o->qkv_w, WP(o->qkv_b), n, C, QD));
-        if (c->qk_norm)
-            fk_qknorm_forward(kv->qkv, NULL, NULL, m->w + o->q_norm_w, m->w + o->k_norm_w, n, H, KVH, hd, c->norm_eps, c->norm_offset);
-        if (c->pos == FK_POS_ROPE) {
-            const float *cs, *sn;
-            layer_rope(m, l, &cs, &sn);
-            fk_rope_apply(kv->qkv, cs, sn, kv->pos, n, H, KVH, hd, 1.0f);
-        }
-        for (int64_t i = 0; i < n; i++) {
-            memcpy(kc + (pos + i) * KVD, kv->qkv + i * QD + D, (size_t)KVD * sizeof(float));
-            memcpy(vc + (pos + i) * KVD, kv->qkv + i * QD + D + KVD, (size_t)KVD * sizeof(float));
-        }
-        #pragma omp parallel for collapse(2) schedule(static) if (n * H * total > 4096)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t h = 0; h < H; h++) {
-                const float *q = kv->qkv + i * QD + h * hd;
-                float *sc = kv->scores + (i * H + h) * S, *out = kv->att + i * D + h * hd, mx = -INFINITY, sum = 0;
-                int64_t last = pos + i, kvh = h / G, first = W > 0 && last - W + 1 > 0 ? last - W + 1 : 0;
-                for (int64_t j = first; j <= last; j++) {
-                    const float *kr = kc + j * KVD + kvh * hd;
-                    float d = 0;
-                    for (int64_t e = 0; e < hd; e++) d += q[e] * kr[e];
-                    sc[j] = d * scale;
-                    if (cap > 0) sc[j] = cap * fk_fast_tanhf(sc[j] / cap);
-                    mx = sc[j] > mx ? sc[j] : mx;
-                }
-                for (int64_t j = first; j <= last; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
-                memset(out, 0, (size_t)hd * sizeof(float));
-                for (int64_t j = first; j <= last; j++) {
-                    const float *vr = vc + j * KVD + kvh * hd;
-                    float p = sc[j] / sum;
-                    for (int64_t e = 0; e < hd; e++) out[e] += p * vr[e];
-                }
-            }
-        FK_TRY(mm_forward(m, kv->tmp, kv->att, o->o_w, WP(o->o_b), n, D, C));
-        kv_residual(m, o->attn_post_w, n);
-        norm_forward(m, kv->ln, NULL, kv->rstd, kv->x, o->ln2_w, o->ln2_b, n);
-        FK_TRY(mm_forward(m, kv->pre, kv->ln, o->up_w, WP(o->up_b), n, C, up_dim(c, l)));
-        mlp_act_forward(c, kv->act, kv->pre, n, F);
-        FK_TRY(mm_forward(m, kv->tmp, kv->act, o->down_w, WP(o->down_b), n, F, C));
-        kv_residual(m, o->ffn_post_w, n);
+        // rows updated in place; ln doubles as the projections' outputs before their post-norms
+        block_io io = {.B = 1, .n = n, .p0 = pos, .pos = kv->pos, .x = kv->x, .mid = kv->x, .out = kv->x, .ln1 = kv->ln,
+                       .ln1_rstd = kv->rstd, .qkv = kv->qkv, .att = kv->att, .attn_o = kv->ln, .attn_post_rstd = kv->rstd,
+                       .ln2 = kv->ln, .ln2_rstd = kv->rstd, .pre = kv->pre, .act = kv->act, .ffn_o = kv->ln,
+                       .ffn_post_rstd = kv->rstd, .tmp = kv->tmp, .kc = kv->k + l * S * KVD, .vc = kv->v + l * S * KVD,
+                       .scratch = kv->scratch, .nthr = kv->nthr};
+        FK_TRY(block_forward(m, l, &io));
     }
     kv->len = total;
-    const float *last = kv->x + (int64_t)(n - 1) * C;
     float rstd;
-    norm_forward(m, kv->ln, NULL, &rstd, last, m->lnf_w, m->lnf_b, 1);
-    FK_TRY(mm_forward(m, logits, kv->ln, m->lm_head, NULL, 1, C, c->vocab_size));
-    if (c->final_softcap > 0) fk_softcap_forward(logits, NULL, 1, c->vocab_size, c->final_softcap);
+    FK_TRY(head_forward(m, logits, kv->ln, NULL, &rstd, kv->x + (int64_t)(n - 1) * C, NULL, 1));
     for (int64_t v = 0; v < c->vocab_size; v++)
         if (!isfinite(logits[v])) return fk_error(FK_ERR_NUMERIC, "step: logit %lld is not finite at position %lld", (long long)v, (long long)(total - 1));
     return FK_OK;

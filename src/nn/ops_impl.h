@@ -273,51 +273,58 @@ static inline void FK_OP(rope_apply)(real *qkv, const float *cos_t, const float 
 }
 
 // ------------------------------------------------------------------ causal attention
-// qkv is (B,T,QKVD): q heads (H*hd), k heads (KVH*hd), v heads (KVH*hd); head h reads kv head
-// h / (H/KVH). out is (B,T,H*hd). Scores are s = scale * q.k; with softcap > 0 they become
-// softcap * tanh(s / softcap) (Gemma 2) before the mask. Query i sees keys j <= i, and with
-// window > 0 only those with i - j < window (sliding-window layers). probs is (B,H,T,T), the
-// softmax rows (entries outside the visible keys, inside the row block's columns, are zero);
-// NULL keeps one row block of them in thread scratch (inference: FK_ATT_BLK x T reals per
-// thread). Rows are processed in blocks of FK_ATT_BLK so the masked upper triangle (and, with a
-// window, the columns before it) is mostly never computed. Returns false when a thread's scratch
-// could not be allocated (out is then incomplete).
+// One implementation for every caller: B sequences of n new query rows at positions p0 .. p0+n-1,
+// over the keys and values at positions 0 .. p0+n-1. A training or evaluation forward has p0 = 0
+// and reads q, k and v from its own qkv rows; a KV-cache step has the new rows' q and reads k
+// and v from the cache (the new rows' keys already written there). Head h reads kv head
+// h / (H/KVH). Scores are s = scale * q.k; with softcap > 0 they become softcap * tanh(s / softcap)
+// (Gemma 2) before the mask. Query at position i sees keys j <= i, and with window > 0 only
+// those with i - j < window (sliding-window layers).
+#ifndef FK_ATT_DIMS
+#define FK_ATT_DIMS
+typedef struct {
+    int64_t B, n, p0;      // sequences, new rows per sequence, position of the first new row
+    int64_t H, KVH, hd;    // query heads, key/value heads, head size
+    int64_t q_stride;      // between query rows: q of row i of sequence b, head h at q + (b*n + i)*q_stride + h*hd
+    int64_t kv_stride;     // between key rows (values likewise): key j of sequence b at k + b*kv_seq + j*kv_stride
+    int64_t kv_seq;        // between the sequences' keys
+    int64_t window;        // 0: full causal attention
+} fk_att_dims;
+#endif
 #ifndef FK_ATT_BLK
 #define FK_ATT_BLK 64
 #endif
-// First key column a block of rows starting at i0 needs.
+// First key column a block of rows starting at position i0 needs.
 static inline int64_t FK_OP(att_first_col)(int64_t i0, int64_t window) { return window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0; }
 
-static inline bool FK_OP(attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T,
-                                            int64_t H, int64_t KVH, int64_t hd, real scale, real softcap,
-                                            int64_t window) {
-    int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
-    bool ok = true;
-    #pragma omp parallel
+// out is (B,n,H*hd). probs (B,H,n,n), only with p0 = 0, keeps the softmax rows for the backward
+// (entries outside the visible keys, inside the row block's columns, are zero); NULL keeps one
+// row block of them in scratch. Rows are processed in blocks of FK_ATT_BLK so the masked upper
+// triangle (and, with a window, the columns before it) is mostly never computed. scratch holds
+// nthr slices of min(n, FK_ATT_BLK) x (p0+n) reals (unused with probs); the loop runs on at most
+// nthr threads.
+static inline void FK_OP(attention_forward)(real *out, real *probs, const real *q, const real *k, const real *v,
+                                            const fk_att_dims *d, real scale, real softcap, real *scratch, int nthr) {
+    int64_t B = d->B, n = d->n, p0 = d->p0, H = d->H, hd = d->hd, D = H * hd, G = H / d->KVH, Tk = p0 + n;
+    int64_t qs = d->q_stride, ks = d->kv_stride, window = d->window;
+    #pragma omp parallel num_threads(nthr)
     {
-        // without probs, a row block's probabilities live in FK_ATT_BLK x T of thread scratch
-        real *scratch = probs ? NULL : (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real));
-        if (!probs && !scratch) {
-            #pragma omp atomic write
-            ok = false;
-        }
+        real *mine = probs ? NULL : scratch + (int64_t)omp_get_thread_num() * (n < FK_ATT_BLK ? n : FK_ATT_BLK) * Tk;
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
-                if (!probs && !scratch) continue;
-                const real *q = qkv + b * T * QKVD + h * hd;
-                const real *k = qkv + b * T * QKVD + D + (h / G) * hd;
-                const real *v = k + KVH * hd;
-                real *o = out + b * T * D + h * hd;
-                for (int64_t i0 = 0; i0 < T; i0 += FK_ATT_BLK) {
-                    int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
-                    int64_t j0 = FK_OP(att_first_col)(i0, window), cols = i1 - j0;
-                    real *P = probs ? probs + (b * H + h) * T * T + i0 * T : scratch;  // row i0 of the block
+                const real *qb = q + b * n * qs + h * hd;
+                const real *kb = k + b * d->kv_seq + (h / G) * hd, *vb = v + b * d->kv_seq + (h / G) * hd;
+                real *o = out + b * n * D + h * hd;
+                for (int64_t i0 = 0; i0 < n; i0 += FK_ATT_BLK) {
+                    int64_t i1 = i0 + FK_ATT_BLK < n ? i0 + FK_ATT_BLK : n, rows = i1 - i0, a1 = p0 + i1;
+                    int64_t j0 = FK_OP(att_first_col)(p0 + i0, window), cols = a1 - j0;
+                    real *P = probs ? probs + (b * H + h) * n * Tk + i0 * Tk : mine;  // row i0 of the block
                     FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
-                            q + i0 * QKVD, (int)QKVD, k + j0 * QKVD, (int)QKVD, 0, P + j0, (int)T);
-                    for (int64_t i = i0; i < i1; i++) {
+                            qb + i0 * qs, (int)qs, kb + j0 * ks, (int)ks, 0, P + j0, (int)Tk);
+                    for (int64_t i = p0 + i0; i < a1; i++) {
                         int64_t lo = FK_OP(att_first_col)(i, window);
-                        real *p = P + (i - i0) * T, mx, sum = 0;
+                        real *p = P + (i - p0 - i0) * Tk, mx, sum = 0;
                         if (softcap > 0)
                             for (int64_t j = lo; j <= i; j++) p[j] = softcap * FK_TANH(p[j] / softcap);
                         mx = p[lo];
@@ -329,39 +336,41 @@ static inline bool FK_OP(attention_forward)(real *out, real *probs, const real *
                         #pragma omp simd
                         for (int64_t j = lo; j <= i; j++) p[j] *= inv;
                         for (int64_t j = j0; j < lo; j++) p[j] = 0;
-                        for (int64_t j = i + 1; j < i1; j++) p[j] = 0;
+                        for (int64_t j = i + 1; j < a1; j++) p[j] = 0;
                     }
                     FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
-                            P + j0, (int)T, v + j0 * QKVD, (int)QKVD, 0, o + i0 * D, (int)D);
+                            P + j0, (int)Tk, vb + j0 * ks, (int)ks, 0, o + i0 * D, (int)D);
                 }
             }
-        free(scratch);
     }
-    return ok;
+}
+
+// Self-attention over the rows' own q, k, v (p0 = 0): qkv is (B,T,QKVD), q heads (H*hd), k heads
+// (KVH*hd), v heads (KVH*hd).
+static inline void FK_OP(self_attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T, int64_t H,
+                                                 int64_t KVH, int64_t hd, real scale, real softcap, int64_t window,
+                                                 real *scratch, int nthr) {
+    int64_t QKVD = (H + 2 * KVH) * hd;
+    fk_att_dims d = {.B = B, .n = T, .p0 = 0, .H = H, .KVH = KVH, .hd = hd, .q_stride = QKVD, .kv_stride = QKVD,
+                     .kv_seq = T * QKVD, .window = window};
+    FK_OP(attention_forward)(out, probs, qkv, qkv + H * hd, qkv + (H + KVH) * hd, &d, scale, softcap, scratch, nthr);
 }
 
 // dout is (B,T,H*hd); dqkv (B,T,QKVD) is added to; qkv and probs are the forward's, and so
 // are scale, softcap and window. With a softcap the raw scores are recomputed (one more GEMM per
-// row block) for the derivative of the tanh. Returns false when a thread's scratch (a row block:
-// FK_ATT_BLK x T, twice with a softcap) could not be allocated; dqkv is then incomplete.
-static inline bool FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
+// row block) for the derivative of the tanh. scratch holds nthr slices of 2 x FK_ATT_BLK x T
+// reals (a row block's dP and, with a softcap, its raw scores); the loop runs on at most nthr threads.
+static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
                                              int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd,
-                                             real scale, real softcap, int64_t window) {
+                                             real scale, real softcap, int64_t window, real *scratch, int nthr) {
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH;
-    bool ok = true;
-    #pragma omp parallel
+    #pragma omp parallel num_threads(nthr)
     {
-        real *dS = (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real));  // the row block's dP, then dS
-        real *S = softcap > 0 ? (real *)malloc((size_t)(FK_ATT_BLK * T) * sizeof(real)) : NULL;
-        bool mine = dS && (softcap <= 0 || S);
-        if (!mine) {
-            #pragma omp atomic write
-            ok = false;
-        }
+        real *dS = scratch + (int64_t)omp_get_thread_num() * 2 * FK_ATT_BLK * T;  // the row block's dP, then dS
+        real *S = softcap > 0 ? dS + FK_ATT_BLK * T : NULL;
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
             for (int64_t g = 0; g < KVH; g++) {
-                if (!mine) continue;
                 const real *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
                 real *dk = dqkv + b * T * QKVD + D + g * hd, *dv = dk + KVH * hd;
                 for (int64_t h = g * G; h < (g + 1) * G; h++) {
@@ -400,10 +409,7 @@ static inline bool FK_OP(attention_backward)(real *dqkv, const real *dout, const
                     }
                 }
             }
-        free(dS);
-        free(S);
     }
-    return ok;
 }
 
 // ------------------------------------------------------------------ activations
@@ -579,23 +585,17 @@ static inline void FK_OP(softcap_forward)(real *x, real *rowmax, int64_t N, int6
 // soft_crossentropy_backward through the soft-cap: probs (N,V) are the softmax of the capped
 // logits z; they become the gradient with respect to the logits before capping, in place:
 // dx = dz * (1 - (z / cap)^2). z is recovered from the probabilities: z_j = max_i + log(p_j / p_max),
-// with max_i from softcap_forward (p_max belongs to it). A thread keeps V reals of scratch;
-// returns false when one could not be allocated (the gradient is then incomplete).
-static inline bool FK_OP(softcap_crossentropy_backward)(real *probs, const real *rowmax, const int32_t *targets,
+// with max_i from softcap_forward (p_max belongs to it). scratch holds nthr slices of V reals
+// (a row's probabilities kept); the loop runs on at most nthr threads.
+static inline void FK_OP(softcap_crossentropy_backward)(real *probs, const real *rowmax, const int32_t *targets,
                                                         const fk_sparse_dist *teacher, real lambda, int64_t N, int64_t V,
-                                                        real scale, real cap) {
-    bool ok = true;
-    #pragma omp parallel
+                                                        real scale, real cap, real *scratch, int nthr) {
+    #pragma omp parallel num_threads(nthr)
     {
-        real *keep = (real *)malloc((size_t)V * sizeof(real));
-        if (!keep) {
-            #pragma omp atomic write
-            ok = false;
-        }
+        real *keep = scratch + (int64_t)omp_get_thread_num() * V;
         #pragma omp for
         for (int64_t i = 0; i < N; i++) {
             real *p = probs + i * V, pmax = 0;
-            if (!keep) continue;
             if (targets[i] < 0) { FK_OP(soft_crossentropy_backward_row)(p, i, targets, teacher, lambda, V, scale); continue; }
             memcpy(keep, p, (size_t)V * sizeof(real));
             for (int64_t j = 0; j < V; j++) pmax = keep[j] > pmax ? keep[j] : pmax;
@@ -607,9 +607,7 @@ static inline bool FK_OP(softcap_crossentropy_backward)(real *probs, const real 
                 p[j] *= 1 - t * t;
             }
         }
-        free(keep);
     }
-    return ok;
 }
 
 // probs (N,V) from crossentropy_forward(to_probs) become dlogits in place:
