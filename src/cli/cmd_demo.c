@@ -663,20 +663,20 @@ int cmd_demo(int argc, char **argv) {
     bool quick = false;
     int64_t seed = 1, threads = 0;
     cli_opt opts[] = {
-        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/ (default demo)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/", false, NULL},
         {"--quick", OPT_FLAG, &quick, "smaller corpus, models and schedules: about a minute on 2 cores (the test suite runs it)", false, NULL},
-        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run (default 1)", false, "[0,)"},
+        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run", false, "[0,)"},
         {"--threads", OPT_INT, &threads, "threads (default: all cores; 1 with --quick, which runs beside other tests)", false, "[0,4096]"},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
+    int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit demo [-o DIR] [--quick]\n\n"
                        "Knowledge fusion and folding end to end on the embedded synthetic corpus (about 5 minutes on 2 cores;\n"
                        "--quick about one): three sources with different tokenizers (byte-level BPE, SentencePiece-style BPE)\n"
                        "and architectures (GPT-2, Llama) each learn mostly one domain; they are fused into a target initialised\n"
                        "from one of them, against a CLM-only baseline with the same data and steps; the fused model is folded\n"
                        "by an FFN budget and healed. Prints a table and writes DIR/report.html (open it in a browser).");
-    if (rc) return rc == 1 ? 0 : 2;
+    if (rc >= 0) return rc;
     cli_out_spec os = {"-o", out, false, true};  // an earlier demo's folder is cleaned below, any other refused
     if ((rc = cli_check_output("demo", &os, NULL, 0)) != 0) return rc;
     if (quick && !cli_was_set(opts, "--threads")) threads = 1;

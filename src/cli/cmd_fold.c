@@ -98,12 +98,36 @@ static fk_status on_plan(const fk_fold_plan *p, bool widths, void *user) {
 
 // --plan-only: the plan's layer operations and widths as JSON lines.
 static void print_plan(const fk_fold_plan *plan) {
-    for (int i = 0; i < plan->n_ops; i++)
-        printf("{\"op\":\"%s\",\"layer\":%d,\"span\":%d,\"kl\":%.6g,\"params\":%lld}\n", fk_layer_op_name(plan->ops[i].kind), plan->ops[i].layer,
-               plan->ops[i].span, plan->ops[i].kl, (long long)plan->ops[i].params);
-    for (int l = 0; l < plan->n_layer; l++)
-        printf("{\"layer\":%d,\"ffn_before\":%lld,\"ffn_after\":%lld,\"estimated_kl\":%.6g}\n", l, (long long)plan->ffn_before[l],
-               (long long)plan->ffn_after[l], plan->est_kl[l]);
+    for (int i = 0; i < plan->n_ops; i++) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "op", fk_layer_op_name(plan->ops[i].kind));
+        cli_json_int(j, "layer", plan->ops[i].layer);
+        cli_json_int(j, "span", plan->ops[i].span);
+        cli_json_num(j, "kl", "%.6g", plan->ops[i].kl);
+        cli_json_int(j, "params", plan->ops[i].params);
+        cli_json_print(j, stdout, NULL);
+    }
+    for (int l = 0; l < plan->n_layer; l++) {
+        cJSON *j = cJSON_CreateObject();
+        cli_json_int(j, "layer", l);
+        cli_json_int(j, "ffn_before", plan->ffn_before[l]);
+        cli_json_int(j, "ffn_after", plan->ffn_after[l]);
+        cli_json_num(j, "estimated_kl", "%.6g", plan->est_kl[l]);
+        cli_json_print(j, stdout, NULL);
+    }
+}
+
+// The summary line fold and prune print: the model written, the method, the parameters before
+// and after, those removed from the scope and their fraction of it.
+static cJSON *summary_json(const char *model, const char *method, int64_t before, int64_t after, int64_t removed, double fraction) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", model);
+    cJSON_AddStringToObject(j, "method", method);
+    cli_json_int(j, "params_before", before);
+    cli_json_int(j, "params_after", after);
+    cli_json_int(j, "scope_removed", removed);
+    cli_json_num(j, "scope_removed_fraction", "%.4f", fraction);
+    return j;
 }
 
 // One fold of model_dir by `budget` (a fraction of its own scope) into out_dir (fk_fold_run);
@@ -123,10 +147,13 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         *removed = r.scope_removed;
         char desc[256];
         fk_config_describe(&r.folded.cfg, desc, sizeof desc);
-        printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f,"
-               "\"layer_ops\":%d,\"estimated_kl\":%.6g,\"probe_kl\":%.6g,\"seconds\":%.1f}\n",
-               name, fa->method, (long long)r.params_before, (long long)r.params_after, (long long)r.scope_removed,
-               (double)r.scope_removed / (double)r.scope_before, r.plan.n_ops, r.est_kl, r.probe_kl, fk_time_s() - ui.t0);
+        cJSON *j = summary_json(name, fa->method, r.params_before, r.params_after, r.scope_removed,
+                                (double)r.scope_removed / (double)r.scope_before);
+        cli_json_int(j, "layer_ops", r.plan.n_ops);
+        cli_json_num(j, "estimated_kl", "%.6g", r.est_kl);
+        cli_json_num(j, "probe_kl", "%.6g", r.probe_kl);
+        cli_json_num(j, "seconds", "%.1f", fk_time_s() - ui.t0);
+        cli_json_print(j, stdout, NULL);
         fprintf(stderr, "folded model: %s\n", desc);
     }
     if (st == FK_OK) fk_fold_result_free(&r);
@@ -151,17 +178,8 @@ static const char *heal_usage =
     "(OUT/stores, cached, resumable); FOLDED is trained on lambda * CLM + (1 - lambda) * soft\n"
     "cross-entropy to them: the teacher's top-k probabilities under its full softmax, and the rest of\n"
     "its mass as a tail class (exact KL between the distributions coarsened to the top k plus the rest).\n"
-    "Every fusekit train option is accepted (--steps, --lr, --batch, --val, ...).\n\n"
-    "options:\n"
-    "  --teacher DIR        the model before folding, a folder or .gguf (its tokenizer must be the folded model's)\n"
-    "  --model DIR          the folded model (a folder or .gguf)\n"
-    "  --data TEXT          healing text\n"
-    "  -o, --out DIR        the healed model\n"
-    "  -k N                 entries per position in the store (default 10)\n"
-    "  --store-dir DIR      where the store is kept (default OUT/stores)\n"
-    "  --lambda X           weight of the CLM loss (default 0.5; 0: pure distillation)\n"
-    "  --lr X               peak learning rate (default 1e-4: a gentle fine-tune; heal on the original's\n"
-    "                       own training text, a small text is soon overfitted)\n";
+    "Every fusekit train option is accepted (--steps, --lr, --batch, --val, ...); --lr defaults to 1e-4\n"
+    "(a gentle fine-tune: heal on the original's own training text, a small text is soon overfitted).";
 
 // The options healing hands to fusekit train, checked before any work (train's ranges).
 static int heal_check(const char *model, const char *data, const char *out, const char *lambda, int extra_n, char **extra) {
@@ -222,34 +240,29 @@ static int heal_run(const char *teacher, const char *model, const char *data, co
 int cmd_heal(int argc, char **argv) {
     const char *teacher = NULL, *model = NULL, *data = NULL, *out = NULL, *store_dir = NULL, *lambda = "0.5";
     int k = 10;
+    cli_opt opts[] = {
+        {"--teacher", OPT_STR, &teacher, "the model before folding, a folder or .gguf (its tokenizer must be the folded model's; required)", false, NULL},
+        {"--model", OPT_STR, &model, "the folded model, a folder or .gguf (required)", false, NULL},
+        {"--data", OPT_STR, &data, "healing text (required)", false, NULL},
+        {"-o|--out", OPT_STR, &out, "the healed model (required)", false, NULL},
+        {"-k", OPT_I32, &k, "entries per position in the store", false, "[1,64]"},
+        {"--store-dir", OPT_STR, &store_dir, "where the store is kept (default OUT/stores)", false, NULL},
+        {"--lambda", OPT_STR, &lambda, "weight of the CLM loss, 0: pure distillation (checked as train's --lambda)", false, NULL},
+        CLI_ROWS_END,
+    };
     char **pass = calloc((size_t)argc + 1, sizeof *pass);
     int np = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool nx = i + 1 < argc;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(heal_usage, stdout); free(pass); return 0; }
-        if (strcmp(a, "--teacher") == 0 && nx) teacher = argv[++i];
-        else if (strcmp(a, "--model") == 0 && nx) model = argv[++i];
-        else if (strcmp(a, "--data") == 0 && nx) data = argv[++i];
-        else if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && nx) out = argv[++i];
-        else if (strcmp(a, "--store-dir") == 0 && nx) store_dir = argv[++i];
-        else if (strcmp(a, "--lambda") == 0 && nx) lambda = argv[++i];
-        else if (strcmp(a, "-k") == 0 && nx) {
-            int64_t kk;
-            if (cli_parse_int("heal", "-k", argv[++i], "[1,64]", &kk)) { free(pass); return 2; }
-            k = (int)kk;
+    int rc = pass ? cli_parse_rest(argc, argv, opts, heal_usage, pass, &np) : 1;
+    for (int i = 0; rc < 0 && i < np; i++)
+        if (strcmp(pass[i], "--init") == 0 || strcmp(pass[i], "--resume") == 0 || strcmp(pass[i], "--resume-from") == 0) {
+            fprintf(stderr, "fusekit heal: error: %s is set by heal itself (use --model)\n", pass[i]);
+            rc = 2;
         }
-        else if (strcmp(a, "--init") == 0 || strcmp(a, "--resume") == 0 || strcmp(a, "--resume-from") == 0) {
-            fprintf(stderr, "fusekit heal: error: %s is set by heal itself (use --model)\n", a);
-            free(pass);
-            return 2;
-        } else pass[np++] = argv[i];
-    }
-    if (!teacher || !model || !data || !out) {
+    if (rc < 0 && (!teacher || !model || !data || !out)) {
         fprintf(stderr, "fusekit heal: error: --teacher, --model, --data and --out are required (see --help)\n");
-        free(pass);
-        return 2;
+        rc = 2;
     }
+    if (rc >= 0) { free(pass); return rc; }
     {
         const char *ins[] = {teacher, model, data, store_dir};
         cli_out_spec os = {"-o", out, false, true};  // an existing OUT resumes
@@ -257,7 +270,7 @@ int cmd_heal(int argc, char **argv) {
         if (crc == 0) crc = heal_check(model, data, out, lambda, np, pass);
         if (crc != 0) { free(pass); return crc; }
     }
-    int rc = heal_run(teacher, model, data, out, store_dir, k, lambda, np, pass);
+    rc = heal_run(teacher, model, data, out, store_dir, k, lambda, np, pass);
     free(pass);
     return rc;
 }
@@ -289,29 +302,29 @@ static int fold_parse(int own, char **argv, fold_cmd *c) {
         {"--model", OPT_STR, &c->model, "model to fold: a folder or a .gguf file (required)", false, NULL},
         {"--data", OPT_STR, &c->data, "calibration text or token shard (required)", false, NULL},
         {"-o|--out", OPT_STR, &c->out, "output folder: the folded model and plan.json (required)", false, NULL},
-        {"--budget", OPT_FLOAT, &c->budget, "fraction of the scope's parameters to remove (default 0.3)", false, "(0,1)"},
+        {"--budget", OPT_FLOAT, &c->budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
         {"--scope", OPT_STR, &c->scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
         {"--method", OPT_STR, &fa->method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false, NULL},
         {"--select", OPT_STR, &fa->select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false, NULL},
         {"--ops", OPT_STR, &c->ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false, NULL},
         {"--plan-only", OPT_FLAG, &fa->plan_only, "write plan.json and print the plan; change nothing", false, NULL},
         {"--uniform", OPT_FLAG, &c->uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false, NULL},
-        {"--round", OPT_INT, &c->round, "FFN widths become multiples of this (default 8)", false, "[1,65536]"},
-        {"--min-width", OPT_FLOAT, &c->min_width, "keep at least this fraction of each layer's FFN width (default 0.3)", false, "[0,1]"},
+        {"--round", OPT_INT, &c->round, "FFN widths become multiples of this", false, "[1,65536]"},
+        {"--min-width", OPT_FLOAT, &c->min_width, "keep at least this fraction of each layer's FFN width", false, "[0,1]"},
         {"--fold-edges", OPT_FLAG, &c->edges, "allow folding the first and last layer", false, NULL},
-        {"--ridge", OPT_FLOAT, &c->ridge, "least-squares ridge: lambda = ridge * mean(diag G) (default 0.01)", false, "[0,)"},
+        {"--ridge", OPT_FLOAT, &c->ridge, "least-squares ridge: lambda = ridge * mean(diag G)", false, "[0,)"},
         {"--tokenizer", OPT_STR, &fa->tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
         {"--seq", OPT_INT, &fa->seq, "window length for statistics and probes (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &fa->batch, "windows per forward pass while collecting statistics (default 4)", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &fa->max_tokens, "calibration positions at most, 0 = all (default 65536)", false, "[0,)"},
-        {"--probe-windows", OPT_INT, &fa->probe_windows, "windows in the KL probe that calibrates the estimates (default 8)", false, "[1,65536]"},
-        {"--rounds", OPT_INT, &c->rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget (default 1)", false, "[1,64]"},
-        {"--heal-steps", OPT_INT, &c->heal_steps, "healing steps in all, split over the rounds (0: no healing; default 0)", false, "[0,)"},
+        {"--batch", OPT_INT, &fa->batch, "windows per forward pass while collecting statistics", false, "[1,65536]"},
+        {"--max-tokens", OPT_INT, &fa->max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
+        {"--probe-windows", OPT_INT, &fa->probe_windows, "windows in the KL probe that calibrates the estimates", false, "[1,65536]"},
+        {"--rounds", OPT_INT, &c->rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget", false, "[1,64]"},
+        {"--heal-steps", OPT_INT, &c->heal_steps, "healing steps in all, split over the rounds, 0: no healing", false, "[0,)"},
         {"--heal-data", OPT_STR, &c->heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
         {"--heal-lambda", OPT_STR, &c->heal_lambda, "CLM weight while healing (default 0.5; 0: pure distillation)", false, NULL},
-        {"--threads", OPT_INT, &c->threads, "threads (default: all cores)", false, "[0,4096]"},
+        {"--threads", OPT_INT, &c->threads, "threads, 0 = all cores", false, "[0,4096]"},
         {"--force", OPT_FLAG, &c->force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
     int rc = cli_parse(own, argv, opts, fold_usage);
     return rc == 1 ? 1 : rc ? 2 : 0;
@@ -442,15 +455,15 @@ int cmd_prune(int argc, char **argv) {
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
         {"-o|--out", OPT_STR, &out, "output folder for the pruned model (required)", false, NULL},
         {"--method", OPT_STR, &method, "magnitude | flap | shortgpt (required)", false, NULL},
-        {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove (default 0.3)", false, "(0,1)"},
+        {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
         {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
         {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
         {"--seq", OPT_INT, &seq, "window length for statistics (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &batch, "windows per forward pass (default 4)", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &max_tokens, "calibration positions at most, 0 = all (default 65536)", false, "[0,)"},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores)", false, "[0,4096]"},
+        {"--batch", OPT_INT, &batch, "windows per forward pass", false, "[1,65536]"},
+        {"--max-tokens", OPT_INT, &max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
+        {"--threads", OPT_INT, &threads, "threads, 0 = all cores", false, "[0,4096]"},
         {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
-        {NULL, 0, NULL, NULL, false, NULL},
+        CLI_ROWS_END,
     };
     int rc = cli_parse(argc, argv, opts,
                        "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
@@ -490,8 +503,8 @@ int cmd_prune(int argc, char **argv) {
         if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x.tok, od.tmp));
     }
     if (st == FK_OK)
-        printf("{\"model\":\"%s\",\"method\":\"%s\",\"params_before\":%lld,\"params_after\":%lld,\"scope_removed\":%lld,\"scope_removed_fraction\":%.4f}\n", out,
-               method, (long long)fk_model_num_params(&x.m), (long long)fk_model_num_params(&pr), (long long)removed, (double)removed / (double)scope0);
+        cli_json_print(summary_json(out, method, fk_model_num_params(&x.m), fk_model_num_params(&pr), removed, (double)removed / (double)scope0),
+                       stdout, NULL);
     fk_model_free(&pr);
     loaded_free(&x);
     return st == FK_OK ? 0 : cli_fail("prune", st);

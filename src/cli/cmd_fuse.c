@@ -68,16 +68,8 @@ static const char *fuse_usage =
     "     the target counts as a source too unless --no-target-source;\n"
     "  2. align: each store to the target's tokens and vocabulary (cached beside the stores);\n"
     "  3. train: the target (--init T) on TEXT with lambda * CLM + (1 - lambda) * fused teachers.\n"
-    "Every fusekit train option is accepted (--steps, --lr, --lambda, --fusion, --fusion-level, --val, ...).\n\n"
-    "options:\n"
-    "  --target DIR         the model to train: a fusekit / Hugging Face folder with tokenizer.json, or a .gguf file\n"
-    "                       (trained in F32; the fused model is written as a folder)\n"
-    "  --source DIR         a source model, a folder or a .gguf file (repeat, or list several)\n"
-    "  --data TEXT          the fusion corpus (a text file)\n"
-    "  -o, --out DIR        the fused model and its checkpoints\n"
-    "  -k N                 entries per position in the stores (default 10)\n"
-    "  --store-dir DIR      where stores are kept (default OUT/stores)\n"
-    "  --no-target-source   do not use the target's own distributions as a teacher\n";
+    "--data (the fusion corpus, a text file) and -o (the fused model and its checkpoints) are train's too.\n"
+    "Every fusekit train option is accepted (--steps, --lr, --lambda, --fusion, --fusion-level, --val, ...).";
 
 // Everything fuse's flags set; pass holds the options that go on to train's training phase.
 typedef struct {
@@ -92,32 +84,32 @@ typedef struct {
 
 // Reads fuse's own flags into c, the rest into c->pass. Returns -1 to go on, else the exit code.
 static int fuse_parse(int argc, char **argv, fuse_cmd *c) {
+    cli_list src = {0};
+    cli_opt opts[] = {
+        {"--target", OPT_STR, &c->target, "the model to train: a fusekit / Hugging Face folder with tokenizer.json, or a .gguf file "
+         "(trained in F32; the fused model is written as a folder)", false, NULL},
+        {"--source", OPT_LIST, &src, "a source model, a folder or a .gguf file (repeat, or list several)", false, NULL},
+        {"-k", OPT_INT, &c->k, "entries per position in the stores", false, "[1,64]"},
+        {"--store-dir", OPT_STR, &c->store_dir, "where stores are kept (default OUT/stores)", false, NULL},
+        {"--no-target-source", OPT_FLAG, &c->no_target, "do not use the target's own distributions as a teacher", false, NULL},
+        CLI_ROWS_END,
+    };
     c->pass[c->np++] = "train";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_next = i + 1 < argc;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(fuse_usage, stdout); return 0; }
-        if (strcmp(a, "--target") == 0 && has_next) c->target = argv[++i];
-        else if (strcmp(a, "--source") == 0 && has_next) {
-            while (i + 1 < argc && argv[i + 1][0] != '-') {
-                if (c->n_src == CLI_LIST_MAX) { fprintf(stderr, "fusekit fuse: error: more than %d sources\n", CLI_LIST_MAX); return 2; }
-                c->sources[c->n_src++] = argv[++i];
-            }
-        } else if (strcmp(a, "-k") == 0 && has_next) {
-            if (cli_parse_int("fuse", "-k", argv[++i], "[1,64]", &c->k)) return 2;
-        }
-        else if (strcmp(a, "--store-dir") == 0 && has_next) c->store_dir = argv[++i];
-        else if (strcmp(a, "--no-target-source") == 0) c->no_target = true;
-        else {
-            if ((strcmp(a, "--data") == 0) && has_next) c->data = argv[i + 1];
-            if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && has_next) c->out = argv[i + 1];
-            if (strcmp(a, "--init") == 0 || strcmp(a, "--teacher") == 0 || strcmp(a, "--tokenizer") == 0) {
-                fprintf(stderr, "fusekit fuse: error: %s is set by fuse itself (use --target / --source)\n", a);
-                return 2;
-            }
-            c->pass[c->np++] = argv[i];
+    int n = 0, rc = cli_parse_rest(argc, argv, opts, fuse_usage, c->pass + c->np, &n);
+    if (rc >= 0) return rc;
+    // --data and -o go on to train, and fuse reads them too
+    for (int i = c->np; i < c->np + n; i++) {
+        const char *a = c->pass[i];
+        bool has_next = i + 1 < c->np + n;
+        if (strcmp(a, "--data") == 0 && has_next) c->data = c->pass[i + 1];
+        if ((strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) && has_next) c->out = c->pass[i + 1];
+        if (strcmp(a, "--init") == 0 || strcmp(a, "--teacher") == 0 || strcmp(a, "--tokenizer") == 0) {
+            fprintf(stderr, "fusekit fuse: error: %s is set by fuse itself (use --target / --source)\n", a);
+            return 2;
         }
     }
+    c->np += n;
+    for (int i = 0; i < src.n; i++) c->sources[c->n_src++] = src.v[i];
     if (!c->target || c->n_src == 0 || !c->data || !c->out) {
         fprintf(stderr, "fusekit fuse: error: --target, --source, --data and --out are required (see --help)\n");
         return 2;
