@@ -416,11 +416,19 @@ static void round_report(const fk_fold_round_event *ev, void *user) {
 }
 
 int cmd_fold(int argc, char **argv) {
-    fold_cmd c = {.fa = {.method = "lsq", .select = "greedy", .seq = 0, .batch = 4, .max_tokens = 65536, .probe_windows = 8},
-                  .scope = "ffn", .ops = "ffn,heads,layers", .heal_lambda = "0.5", .budget = 0.3, .round = 8, .rounds = 1};
-    fk_fold_opts_default(&c.fa.o);
-    c.min_width = c.fa.o.min_width;
-    c.ridge = c.fa.o.ridge;
+    fold_cmd c = {.fa = {.method = "lsq", .select = "greedy"}, .scope = "ffn", .ops = "ffn,heads,layers", .heal_lambda = "0.5", .rounds = 1};
+    // the rows' defaults are the library's (fk_fold_run_defaults, fk_fold_opts_default)
+    fk_fold_run_opts rd;
+    fk_fold_run_defaults(&rd);
+    c.fa.o = rd.plan;
+    c.budget = rd.plan.budget;
+    c.round = rd.plan.round;
+    c.min_width = rd.plan.min_width;
+    c.ridge = rd.plan.ridge;
+    c.fa.seq = rd.seq;
+    c.fa.batch = rd.batch;
+    c.fa.max_tokens = rd.max_tokens;
+    c.fa.probe_windows = rd.probe_windows;
     // options after "--" go to fusekit train for healing
     int own = argc;
     for (int i = 1; i < argc; i++)
