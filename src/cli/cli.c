@@ -113,12 +113,16 @@ static int range_error(const char *cmd, const char *opt, int opt_len, const rang
     return 2;
 }
 
+// The option's range parsed into g; false (after saying so) when the table's text is not one.
+static bool option_range(const char *cmd, const char *opt, int opt_len, const char *range, range_t *g) {
+    if (parse_range(range, g)) return true;
+    fprintf(stderr, "fusekit %s: internal error: option %.*s has no valid range ('%s')\n", cmd, opt_len, opt, range ? range : "");
+    return false;
+}
+
 static int parse_int_value(const char *cmd, const char *opt, int opt_len, const char *v, const char *range, int64_t *out) {
     range_t g;
-    if (!parse_range(range, &g)) {
-        fprintf(stderr, "fusekit %s: internal error: option %.*s has no valid range ('%s')\n", cmd, opt_len, opt, range ? range : "");
-        return 2;
-    }
+    if (!option_range(cmd, opt, opt_len, range, &g)) return 2;
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
@@ -133,10 +137,7 @@ static int parse_int_value(const char *cmd, const char *opt, int opt_len, const 
 
 static int parse_float_value(const char *cmd, const char *opt, int opt_len, const char *v, const char *range, double *out) {
     range_t g;
-    if (!parse_range(range, &g)) {
-        fprintf(stderr, "fusekit %s: internal error: option %.*s has no valid range ('%s')\n", cmd, opt_len, opt, range ? range : "");
-        return 2;
-    }
+    if (!option_range(cmd, opt, opt_len, range, &g)) return 2;
     char *end;
     errno = 0;
     double x = strtod(v, &end);
