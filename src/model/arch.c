@@ -121,7 +121,7 @@ static const arch_tensor gguf_llama[] = {
 
 // ------------------------------------------------------------------ families
 
-static const arch_tensor_set NONE = {NULL, 0};
+#define NONE {NULL, 0}  // a family without this naming (a macro: clang takes no const object as an initializer)
 
 // In fk_arch order for the rows that have one (fk_arch_name, config.json's architectures).
 const arch_family arch_families[] = {
