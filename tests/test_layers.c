@@ -211,25 +211,26 @@ static int each_library_file(file_fn fn, int with_headers, int *found, char *rep
     return files;
 }
 
-static void test_library_never_prints_or_exits(void **state) {
-    (void)state;
+// Runs fn over the library's files (and the public headers when with_headers); fails with what
+// and the report when it finds anything, or when fewer than min_files were read.
+static void check_library(file_fn fn, int with_headers, int min_files, const char *what) {
     static char report[1 << 16];
     report[0] = 0;
-    int found = 0, files = each_library_file(prints_or_exits, 0, &found, report, sizeof report);
-    print_message("  %d library files read\n", files);
-    assert_true(files > 30);
-    if (found) fail_msg("the library prints or exits (%d calls; return a status with fk_error instead):\n%s", found, report);
+    int found = 0, files = each_library_file(fn, with_headers, &found, report, sizeof report);
+    print_message("  %d files read\n", files);
+    assert_true(files > min_files);
+    if (found) fail_msg("%s (%d):\n%s", what, found, report);
+}
+
+static void test_library_never_prints_or_exits(void **state) {
+    (void)state;
+    check_library(prints_or_exits, 0, 30, "the library prints or exits (return a status with fk_error instead)");
 }
 
 static void test_includes_point_downward(void **state) {
     (void)state;
-    static char report[1 << 16];
-    report[0] = 0;
-    int found = 0, files = each_library_file(includes_upward, 1, &found, report, sizeof report);
-    print_message("  %d files read\n", files);
-    assert_true(files > 60);
-    if (found) fail_msg("includes that do not point downward (%d; layers: base -> format -> tok, nn -> model, data -> eval "
-                        "-> train -> fuse, fold -> cli):\n%s", found, report);
+    check_library(includes_upward, 1, 60, "includes that do not point downward (layers: base -> format -> tok, nn -> model, "
+                                          "data -> eval -> train -> fuse, fold -> cli)");
 }
 
 // The include checker itself: downward and own-module includes pass, sideways and upward ones
