@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void make_config(const char *name, fk_config *c, int *B, int *T) {
     *B = 8;
@@ -16,6 +17,10 @@ static void make_config(const char *name, fk_config *c, int *B, int *T) {
 }
 
 int main(int argc, char **argv) {
+    // As the fusekit binary does: OpenBLAS's kernels for the CPU when its release does not know
+    // the CPU and would run generic SSE3 ones (the variable is read when OpenBLAS loads).
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : fk_blas_better_core();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);  // returns only on failure
     const char *config = "S", *mode = "train";
     int steps = 0;
     double peak = 0;

@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 // Random blocks of the type with small finite half-float scales (|d| ~ 1e-3..1e-2): the
 // speed does not depend on the values, only on the layout.
@@ -43,6 +44,10 @@ static uint32_t type_id(const char *name) {
 }
 
 int main(int argc, char **argv) {
+    // As the fusekit binary does: OpenBLAS's kernels for the CPU when its release does not know
+    // the CPU and would run generic SSE3 ones (the variable is read when OpenBLAS loads).
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : fk_blas_better_core();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);  // returns only on failure
     const char *types = "Q4_1,Q8_0,Q4_K,Q5_0,Q6_K", *shapes = "576x1536,640x2048,2048x640,640x262144", *ns = "512,1";
     int reps = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
