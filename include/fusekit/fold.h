@@ -219,10 +219,22 @@ fk_status fk_fold_rounds(const char *model, const char *out, const fk_fold_round
 
 // ---- Baselines at a parameter budget (fold.md §6) ----
 typedef enum {
+    FK_PRUNE_NONE = -1,      // none chosen (fk_prune_defaults)
     FK_PRUNE_MAGNITUDE = 0,  // FFN channels with the smallest L2 norm of their weights (gate, up rows; down column), the same fraction per layer
     FK_PRUNE_FLAP,           // FLAP: fluctuation Var(h_j) |D_:,j|^2, z-scored per layer, one global threshold, bias compensation
     FK_PRUNE_SHORTGPT,       // ShortGPT: whole layers in order of Block Influence, lowest first
 } fk_prune_method;
+// What fusekit prune runs: the method (required: FK_PRUNE_NONE until chosen), the budget and
+// its scope, and the statistics' windows (seq 0: the model's context; max_tokens 0: all).
+typedef struct {
+    fk_prune_method method;
+    double budget;
+    fk_fold_scope scope;
+    int64_t seq, batch, max_tokens;
+} fk_prune_opts;
+// method none, budget 0.3, scope ffn, seq 0, batch 4, max_tokens 65536.
+void fk_prune_defaults(fk_prune_opts *o);
+
 // Removes at least budget * (the scope's parameters) (fk_fold_opts' scopes) by the method;
 // *removed gets the parameters removed. Channel methods keep >= 1 unit per layer; ShortGPT
 // never removes the last remaining layer. a must be of m (FLAP needs the FFN means and

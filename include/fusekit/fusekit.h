@@ -9,6 +9,7 @@
 #include "fusekit/eval.h"
 #include "fusekit/fold.h"
 #include "fusekit/fusion.h"
+#include "fusekit/job.h"
 #include "fusekit/gguf.h"
 #include "fusekit/gguf_model.h"
 #include "fusekit/hf.h"

@@ -179,19 +179,22 @@ static void row_default(const cli_opt *o, char *out, size_t n) {
         break;
     case OPT_CHOICE: {
         int k = *(const int *)o->ptr;
+        if (k < 0) break;  // none chosen yet (a required choice)
         const char *c = o->range;
         for (; k > 0 && c; k--) c = strchr(c, '|') ? strchr(c, '|') + 1 : NULL;
         if (c) snprintf(out, n, "%.*s", (int)strcspn(c, "|"), c);
         break;
     }
     case OPT_FLAG:
-    case OPT_LIST: break;
+    case OPT_LIST:
+    case OPT_GROUP: break;
     }
 }
 
 static void print_help(const cli_opt *opts, const char *usage) {
     printf("%s\n\noptions:\n", usage);
     for (const cli_opt *o = opts; o->name; o++) {
+        if (o->type == OPT_GROUP) { printf("\n%s:\n", o->help); continue; }
         const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_LIST ? " TEXT..." : o->type == OPT_CHOICE ? " NAME"
                          : o->type == OPT_INT || o->type == OPT_I32 ? " N" : o->type == OPT_FLAG ? "" : " X";
         char left[64], w[200] = "", def[96], d[128] = "";
@@ -237,7 +240,8 @@ static int set_value(const char *cmd, cli_opt *o, const char *a, size_t len, con
         *(float *)o->ptr = (float)x;
         return 0;
     case OPT_FLAG:
-    case OPT_LIST: return 0;
+    case OPT_LIST:
+    case OPT_GROUP: return 0;
     }
     return 0;
 }
@@ -261,6 +265,7 @@ static int parse_rows(int argc, char **argv, cli_opt *opts, const char *usage, c
     // every numeric option says which values it takes (checked on every run, --help included)
     for (const cli_opt *o = opts; o->name; o++) {
         range_t g;
+        if (o->type == OPT_GROUP) continue;
         if ((is_numeric(o->type) && !parse_range(o->range, &g)) || (o->type == OPT_CHOICE && !o->range)) {
             fprintf(stderr, "fusekit %s: internal error: option %s has no valid range ('%s')\n", cmd, o->name, o->range ? o->range : "");
             return 2;
@@ -273,18 +278,22 @@ static int parse_rows(int argc, char **argv, cli_opt *opts, const char *usage, c
         bool inline_value = eq && a[0] == '-';
         size_t len = inline_value ? (size_t)(eq - a) : strlen(a);
         cli_opt *o = NULL;
-        for (cli_opt *p = opts; p->name; p++) if (name_matches(p->name, a, len)) { o = p; break; }
+        const char *verb = cmd;  // errors name the verb whose row it is (CLI_ROW_GROUP)
+        for (cli_opt *p = opts; p->name && !o; p++) {
+            if (p->type == OPT_GROUP) verb = p->name;
+            else if (name_matches(p->name, a, len)) o = p;
+        }
         if (!o && rest) { rest[(*n_rest)++] = argv[i]; continue; }
         if (!o) { fprintf(stderr, "fusekit %s: error: unknown option %s (see --help)\n", cmd, a); return 2; }
         o->set = true;
         if (o->type == OPT_FLAG) {
-            if (inline_value) { fprintf(stderr, "fusekit %s: error: option %.*s takes no value\n", cmd, (int)len, a); return 2; }
+            if (inline_value) { fprintf(stderr, "fusekit %s: error: option %.*s takes no value\n", verb, (int)len, a); return 2; }
             *(bool *)o->ptr = true;
             continue;
         }
         const char *v = inline_value ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) { fprintf(stderr, "fusekit %s: error: option %.*s needs a value\n", cmd, (int)len, a); return 2; }
-        int rc = o->type == OPT_LIST ? add_list(cmd, o->ptr, a, len, inline_value, v, argc, argv, &i) : set_value(cmd, o, a, len, v);
+        if (!v) { fprintf(stderr, "fusekit %s: error: option %.*s needs a value\n", verb, (int)len, a); return 2; }
+        int rc = o->type == OPT_LIST ? add_list(verb, o->ptr, a, len, inline_value, v, argc, argv, &i) : set_value(verb, o, a, len, v);
         if (rc) return rc;
     }
     return 0;
@@ -315,7 +324,7 @@ int cli_require(const char *cmd, const char *what, int n, ...) {
 
 bool cli_was_set(const cli_opt *opts, const char *name) {
     for (const cli_opt *o = opts; o->name; o++)
-        if (name_matches(o->name, name, strlen(name))) return o->set;
+        if (o->type != OPT_GROUP && name_matches(o->name, name, strlen(name))) return o->set;
     return false;
 }
 

@@ -23,14 +23,14 @@ typedef enum {
     OPT_F32,     // float *
     OPT_CHOICE,  // int * (CLI_ENUM(p) for an enum): the position of the name given among those in
                  // range, "mince|avgce" (matched ignoring case); the enum's values are those positions
+    OPT_GROUP,   // no value (ptr NULL): a heading, CLI_ROW_GROUP; the rows after it are another verb's
+                 // (fuse takes train's): --help prints the heading, their errors name that verb
 } opt_type;
 
-// A repeatable option's values, in order (OPT_LIST; ptr points to a cli_list).
-#define CLI_LIST_MAX 64
-typedef struct {
-    const char *v[CLI_LIST_MAX];
-    int n;
-} cli_list;
+// A repeatable option's values, in order (OPT_LIST; ptr points to a cli_list): the library's
+// list of paths, so that a row fills a job's list (fk_train_job.teachers) directly.
+#define CLI_LIST_MAX FK_PATH_LIST_MAX
+typedef fk_path_list cli_list;
 
 typedef struct {
     const char *name;     // "--steps"; a second spelling may follow after '|': "-o|--out"
@@ -82,6 +82,8 @@ typedef struct {
     {"--align", OPT_CHOICE, CLI_ENUM(&(ao)->mode), "token alignment for " what, false, "offsets|dtw"},                    \
     {"--vmap", OPT_CHOICE, CLI_ENUM(&(ao)->vmap), "vocabulary map for " what, false, "mined|exact|prefix"}
 #define CLI_ROWS_END {NULL, 0, NULL, NULL, false, NULL}
+// The heading before another verb's rows in a table: verb is its name ("train").
+#define CLI_ROW_GROUP(verb) {verb, OPT_GROUP, NULL, "fusekit " verb " options", false, NULL}
 
 // Parses argv against the table (terminated by CLI_ROWS_END). Returns 0 to go on, 1 when help
 // was printed, 2 on a bad argument (message printed: "fusekit <cmd>: error: --lr must be > 0 and
@@ -155,6 +157,75 @@ int cmd_data(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+
+// ---- The verbs that run a job (fusekit/job.h), callable with their options struct (the demo
+// runs them so). Each has cli_X_args (its options: the library's job and what only the command
+// line has), cli_X_args_init (every default), cli_X_rows (fills the option table over the
+// struct, CLI_ROWS_END included, room CLI_X_ROWS; returns the row count without the end) and
+// cli_X_exec (checks the output and the job, runs it, prints; returns the exit code). cmd_X is
+// init, rows, cli_parse_verb, the required options, the given bits, exec. A caller that fills a
+// struct itself sets job.given (FK_GIVEN_*) for what a resume must take from it.
+
+// fusekit train
+typedef struct {
+    fk_train_job job;
+    int64_t threads;
+} cli_train_args;
+#define CLI_TRAIN_ROWS 50
+void cli_train_args_init(cli_train_args *a);
+int cli_train_rows(cli_train_args *a, cli_opt *rows);
+int cli_train_exec(cli_train_args *a);
+// job->given from the rows set by cli_parse (fk_train_given_bit of each).
+void cli_train_given(const cli_opt *rows, fk_train_job *job);
+// Train's rows over job and threads into rows, leaving out the options named in except
+// (NULL-terminated, or NULL), CLI_ROWS_END included; returns the row count without the end.
+int cli_train_job_rows(fk_train_job *job, int64_t *threads, const char *const *except, cli_opt *rows);
+// The train options heal sets itself (left out of its table and of fold's healing options).
+extern const char *const cli_heal_sets[];
+// Runs a job through run (an adapter of fk_train_job_run, fk_fuse_run or fk_heal_run) with the
+// program's hooks: notes and the tty progress to stderr, metrics lines to stdout, Ctrl-C and
+// SIGTERM to stop and save. Prints what the job refused ("fusekit <verb>: error: ...", 2), a
+// failure (1), or where it was interrupted and how to resume (again: "run the same command
+// again"; else "... with --resume"; 130 / 143). Returns the exit code.
+typedef fk_status (*cli_job_run)(const void *job, const fk_job_hooks *h, fk_train_job_result *r);
+int cli_job_exec(const char *verb, cli_job_run run, const void *job, int64_t threads, bool again);
+
+// fusekit fuse: fuse's rows, then train's (CLI_ROW_GROUP("train")) without those fuse sets
+// itself (--init, --teacher, --tokenizer, --align-cache).
+typedef struct {
+    fk_fuse_job job;
+    int64_t threads;
+} cli_fuse_args;
+#define CLI_FUSE_ROWS 56
+void cli_fuse_args_init(cli_fuse_args *a);
+int cli_fuse_rows(cli_fuse_args *a, cli_opt *rows);
+int cli_fuse_exec(cli_fuse_args *a);
+
+// fusekit heal: heal's rows, then train's without those heal sets itself (--init, --teacher,
+// --tokenizer, --align-cache, --resume, --resume-from); lambda 0.5 and lr 1e-4 by default.
+typedef struct {
+    fk_heal_job job;
+    int64_t threads;
+} cli_heal_args;
+#define CLI_HEAL_ROWS 56
+void cli_heal_args_init(cli_heal_args *a);
+int cli_heal_rows(cli_heal_args *a, cli_opt *rows);
+int cli_heal_exec(cli_heal_args *a);
+
+// fusekit fold: fold's own rows; the options after "--" are train's rows over heal (healing
+// with --rounds / --heal-steps; heal.job has heal's defaults, --heal-lambda sets its lambda).
+typedef struct {
+    const char *model, *data, *out, *tokenizer, *heal_data;
+    const char *scope, *method, *select, *ops;  // the names as given (checked by exec)
+    double budget, min_width, ridge;
+    int64_t round, rounds, heal_steps, seq, batch, max_tokens, probe_windows, threads;
+    bool plan_only, uniform, edges, force;
+    cli_train_args heal;
+} cli_fold_args;
+#define CLI_FOLD_ROWS 28
+void cli_fold_args_init(cli_fold_args *a);
+int cli_fold_rows(cli_fold_args *a, cli_opt *rows);
+int cli_fold_exec(cli_fold_args *a);
 
 // Extracts (or finds cached) the top-k store of a model folder on a text into store_dir, named
 // after the folder and the model's fingerprint, with its tokenizer beside it; *path gets the

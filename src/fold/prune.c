@@ -11,6 +11,10 @@ int64_t fk_fold_scope_params(const fk_model *m, fk_fold_scope scope) {
     return fk_model_count_params(m, mask, FK_PARAMS_ANY_LAYER);
 }
 
+void fk_prune_defaults(fk_prune_opts *o) {
+    *o = (fk_prune_opts){FK_PRUNE_NONE, 0.3, FK_SCOPE_FFN, 0, 4, 65536};
+}
+
 typedef struct { double s; int32_t j; } scored;
 static int by_score(const void *a, const void *b) {
     const scored *x = a, *y = b;
