@@ -51,5 +51,10 @@ typedef struct {
 
 // Writes tensors atomically. metadata_json: a JSON object of string values, or NULL.
 fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const char *metadata_json);
+// The start of such a file, for a writer that streams the tensors' bytes itself (fk_merge):
+// the 8-byte length, then the JSON header ("__metadata__" first when given; data_offsets in
+// the entries' order; entries' data unused) padded with spaces to a multiple of 8. *out is
+// malloc'd, *len bytes.
+fk_status fk_st_header(const fk_st_entry *entries, int n, const char *metadata_json, char **out, size_t *len);
 
 #endif

@@ -180,7 +180,15 @@ fk_status fk_st_to_f32(const fk_st_tensor *t, float *out) {
     return FK_OK;
 }
 
-fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const char *metadata_json) {
+static size_t entry_bytes(const fk_st_entry *e) {
+    int64_t numel = 1;
+    for (int d = 0; d < e->ndim; d++) numel *= e->shape[d];
+    return (size_t)numel * fk_dtype_size(e->dtype);
+}
+
+fk_status fk_st_header(const fk_st_entry *entries, int n, const char *metadata_json, char **out, size_t *len) {
+    *out = NULL;
+    *len = 0;
     cJSON *root = cJSON_CreateObject();
     if (metadata_json) {
         cJSON *meta = cJSON_Parse(metadata_json);
@@ -190,11 +198,10 @@ fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const fk_st_entry *e = &entries[i];
-        int64_t numel = 1;
+        size_t nb = entry_bytes(e);
         cJSON *t = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
         cJSON_AddStringToObject(t, "dtype", fk_dtype_name(e->dtype));
-        for (int d = 0; d < e->ndim; d++) { cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[d])); numel *= e->shape[d]; }
-        size_t nb = (size_t)numel * fk_dtype_size(e->dtype);
+        for (int d = 0; d < e->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[d]));
         cJSON_AddItemToObject(t, "shape", shape);
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + nb)));
@@ -202,24 +209,30 @@ fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const
         cJSON_AddItemToObject(root, e->name, t);
         off += nb;
     }
-    char *hdr = cJSON_PrintUnformatted(root);
+    char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    if (!hdr) return fk_error(FK_ERR_NOMEM, "out of memory");
-    size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    size_t hl = json ? strlen(json) : 0, padded = (hl + 7) & ~(size_t)7;
+    char *h = json ? malloc(8 + padded) : NULL;
+    if (!h) { free(json); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    for (int i = 0; i < 8; i++) h[i] = (char)(unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(h + 8, json, hl);
+    memset(h + 8 + hl, ' ', padded - hl);
+    free(json);
+    *out = h;
+    *len = 8 + padded;
+    return FK_OK;
+}
+
+fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const char *metadata_json) {
+    char *hdr;
+    size_t hlen;
+    FK_TRY(fk_st_header(entries, n, metadata_json, &hdr, &hlen));
     fk_afile f;
     fk_status rc = fk_afile_open(&f, path);
     if (rc != FK_OK) { free(hdr); return rc; }
-    fk_afile_write(&f, len8, 8);
-    fk_afile_write(&f, hdr, hl);
-    for (size_t i = hl; i < padded; i++) fk_afile_write(&f, " ", 1);
+    fk_afile_write(&f, hdr, hlen);
     free(hdr);
-    for (int i = 0; i < n; i++) {
-        int64_t numel = 1;
-        for (int d = 0; d < entries[i].ndim; d++) numel *= entries[i].shape[d];
-        fk_afile_write(&f, entries[i].data, (size_t)numel * fk_dtype_size(entries[i].dtype));
-    }
+    for (int i = 0; i < n; i++) fk_afile_write(&f, entries[i].data, entry_bytes(&entries[i]));
     if (f.failed) { fk_afile_abort(&f); return FK_ERR_IO; }
     return fk_afile_commit(&f);
 }

@@ -411,11 +411,11 @@ static fk_status check_out_dir(const char *out_dir, const char *const *dirs, int
 
 // ------------------------------------------------------------------ streaming writer
 
-// The safetensors header for the output: float tensors in out_dtype, others as they are, in
-// the first input's order. Returns the malloc'd JSON text padded with spaces to a multiple of 8.
-static char *output_header(const merge_input *a, const fk_merge_opts *o, const char *const *dirs, int n,
-                           const char *base_dir, size_t *len) {
-    cJSON *root = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+// The start of the output file (fk_st_header): float tensors in out_dtype, others as they are,
+// in the first input's order; the metadata names the method, the base and the models.
+static fk_status output_header(const merge_input *a, const fk_merge_opts *o, const char *const *dirs, int n,
+                               const char *base_dir, char **hdr, size_t *len) {
+    cJSON *meta = cJSON_CreateObject();
     cJSON_AddStringToObject(meta, "format", "pt");
     cJSON_AddStringToObject(meta, "fusekit_merge", fk_merge_method_name(o->method));
     if (base_dir) cJSON_AddStringToObject(meta, "fusekit_merge_base", base_dir);
@@ -425,33 +425,24 @@ static char *output_header(const merge_input *a, const fk_merge_opts *o, const c
     cJSON_Delete(models);
     if (models_txt) cJSON_AddStringToObject(meta, "fusekit_merge_models", models_txt);  // metadata values are strings
     free(models_txt);
-    cJSON_AddItemToObject(root, "__metadata__", meta);
-    size_t off = 0;
-    for (int s = 0; s < a->n; s++)
-        for (int i = 0; i < a->st[s].n_tensors; i++) {
+    char *meta_txt = cJSON_PrintUnformatted(meta);
+    cJSON_Delete(meta);
+    int count = 0;
+    for (int s = 0; s < a->n; s++) count += a->st[s].n_tensors;
+    fk_st_entry *e = calloc((size_t)count + 1, sizeof *e);
+    fk_status st = meta_txt && e ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int s = 0, k = 0; s < a->n && st == FK_OK; s++)
+        for (int i = 0; i < a->st[s].n_tensors; i++, k++) {
             const fk_st_tensor *t = &a->st[s].tensors[i];
-            fk_dtype dt = is_float(t->dtype) ? o->out_dtype : t->dtype;
-            size_t nb = (size_t)t->numel * fk_dtype_size(dt);
-            cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
-            cJSON_AddStringToObject(e, "dtype", fk_dtype_name(dt));
-            for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
-            cJSON_AddItemToObject(e, "shape", shape);
-            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
-            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + nb)));
-            cJSON_AddItemToObject(e, "data_offsets", offs);
-            cJSON_AddItemToObject(root, t->name, e);
-            off += nb;
+            e[k].name = t->name;
+            e[k].dtype = is_float(t->dtype) ? o->out_dtype : t->dtype;
+            e[k].ndim = t->ndim;
+            memcpy(e[k].shape, t->shape, sizeof e[k].shape);
         }
-    char *txt = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!txt) return NULL;
-    size_t hl = strlen(txt), padded = (hl + 7) & ~(size_t)7;
-    char *p = realloc(txt, padded + 1);
-    if (!p) { free(txt); return NULL; }
-    memset(p + hl, ' ', padded - hl);
-    p[padded] = 0;
-    *len = padded;
-    return p;
+    if (st == FK_OK) st = fk_st_header(e, count, meta_txt, hdr, len);
+    free(e);
+    free(meta_txt);
+    return st;
 }
 
 // Drops the pages of a tensor from this process's resident set (they stay in the page cache),
@@ -559,8 +550,8 @@ fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const 
     if (st == FK_OK) st = check_out_dir(out_dir, dirs, m);
 
     size_t hlen = 0;
-    char *hdr = st == FK_OK ? output_header(&in[0], o, model_dirs, n, base_dir, &hlen) : NULL;
-    if (st == FK_OK && !hdr) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    char *hdr = NULL;
+    if (st == FK_OK) st = output_header(&in[0], o, model_dirs, n, base_dir, &hdr, &hlen);
     char *path = fk_path_join(out_dir, "model.safetensors");
     float *out = NULL;
     int64_t out_cap = 0;
@@ -570,12 +561,7 @@ fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const 
         st = fk_afile_open(&f, path);
         file_open = st == FK_OK;
     }
-    if (st == FK_OK) {
-        unsigned char len8[8];
-        for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-        fk_afile_write(&f, len8, 8);
-        st = fk_afile_write(&f, hdr, hlen);
-    }
+    if (st == FK_OK) st = fk_afile_write(&f, hdr, hlen);
     // One tensor at a time: the inputs' copies (mapped or converted), the result, its bytes.
     for (int s = 0; s < in[0].n && st == FK_OK; s++)
         for (int i = 0; i < in[0].st[s].n_tensors && st == FK_OK; i++) {
