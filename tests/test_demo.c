@@ -2,7 +2,8 @@
 // tokenizers (byte-level BPE 384 and 768, SentencePiece-style 512) and architectures (Llama,
 // GPT-2) are trained on their domains, fused, compared with the CLM-only baseline, folded and
 // healed. The fused model must beat the baseline and every source on mean held-out bits per
-// byte; the folded model must have fewer parameters; the report must be a self-contained page.
+// byte; the folded model must have fewer parameters; the report must be a self-contained page;
+// commands.sh must hold commands that fusekit runs to the same files.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,6 +31,18 @@ static double num(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItem(o, key);
     if (!cJSON_IsNumber(v)) fail_msg("results.json: %s is not a number", key);
     return v->valuedouble;
+}
+
+// Reruns the line of demo/commands.sh commented "# log", its -o pointed at <tmpdir>/to, with the
+// fusekit program on PATH: what it writes must be the demo's folder `from`, file for file.
+static void rerun_step(const char *log, const char *from, const char *to) {
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s", FK_CLI);
+    *strrchr(bin, '/') = 0;
+    const char *script = tpath("rerun.sh");
+    RUN_OK("grep -- '  # %s$' '%s' | sed \"s|'-o' '[^']*'|'-o' '%s'|\" > '%s' && test \"$(wc -l < '%s')\" = 1 && "
+           "PATH='%s':\"$PATH\" sh -e '%s' && diff -r '%s' '%s'",
+           log, tpath("demo/commands.sh"), tpath(to), script, script, bin, script, tpath(from), tpath(to));
 }
 
 static void test_demo_quick(void **s) {
@@ -107,6 +120,9 @@ static void test_demo_quick(void **s) {
     assert_non_null(strstr(cmds, "'fold'"));
     assert_non_null(strstr(cmds, "'--kind' 'spm'"));
     free(cmds);
+    // and fusekit accepts them: the corpus and a tokenizer rerun from their lines are the demo's
+    rerun_step("synth", "demo/data", "rerun-data");
+    rerun_step("tokenizer-B", "demo/tokenizers/B", "rerun-tok-B");
     assert_true(fk_path_exists(tpath("demo/logs/08-fuse.log")));
     assert_true(fk_path_exists(tpath("demo/models/fused/config.json")));
 }

@@ -278,4 +278,43 @@ void cli_json_int(cJSON *o, const char *key, int64_t v);
 // Prints o on one line to f (and to f2 unless NULL), then deletes it.
 void cli_json_print(cJSON *o, FILE *f, FILE *f2);
 
+// ---- Option rows rendered back into a command line (src/cli/render.c: the demo's commands.sh),
+// and two more verbs callable with their options struct, split as the job verbs above are.
+
+// Writes s as one shell word: in single quotes, a quote inside written '\''.
+void cli_render_word(FILE *f, const char *s);
+// Writes " 'name' 'value'" (the name's first spelling) for each row whose value differs from the
+// same row of defaults, a table the same rows function built over a default-initialised struct:
+// a list each of its values, a set flag its name, a choice its name from the range, a number
+// the shortest text that parses back to it; a heading (OPT_GROUP) nothing. cli_parse of what is
+// written gives the same values (a flag cleared from a set default has no spelling: left out).
+void cli_render_rows(FILE *f, const cli_opt *rows, const cli_opt *defaults);
+// "fusekit 'data' 'synth'" (each word of verb quoted) and the rows as cli_render_rows writes
+// them: one command line, without its newline.
+void cli_render(FILE *f, const char *verb, const cli_opt *rows, const cli_opt *defaults);
+
+// fusekit data synth
+typedef struct {
+    fk_synth_opts o;
+    cli_out_opts out;
+} cli_synth_args;
+#define CLI_SYNTH_ROWS 7
+void cli_synth_args_init(cli_synth_args *a);
+int cli_synth_rows(cli_synth_args *a, cli_opt *rows);
+int cli_synth_exec(cli_synth_args *a);
+
+// fusekit tokenizer train
+typedef struct {
+    fk_tok_train_opts o;           // kind, pre, specials and progress are set by exec from the fields below
+    cli_list data, specials;
+    cli_out_opts out;
+    int64_t max_bytes;
+    int kind;                      // the position in "bpe|spm"
+    bool pre_given, coverage_given;  // --pre, --character-coverage given: each applies to one kind
+} cli_tok_train_args;
+#define CLI_TOK_TRAIN_ROWS 12
+void cli_tok_train_args_init(cli_tok_train_args *a);
+int cli_tok_train_rows(cli_tok_train_args *a, cli_opt *rows);
+int cli_tok_train_exec(cli_tok_train_args *a);
+
 #endif

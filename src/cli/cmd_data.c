@@ -5,38 +5,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int data_synth(int argc, char **argv) {
-    cli_out_opts out = {0};
-    fk_synth_opts o;
-    fk_synth_opts_default(&o);
-    cli_opt opts[] = {
-        CLI_ROW_OUT(&out, "output folder (required)"),
-        CLI_ROW_FORCE(&out),
-        {"--seed", OPT_INT, (int64_t *)&o.seed, "random seed: the same seed and sizes give identical files", false, "[0,)"},
-        {"--bytes", OPT_INT, &o.bytes_per_domain, "bytes of each domain's train split", false, "[1,1000000000]"},
-        {"--heldout-bytes", OPT_INT, &o.heldout_bytes, "bytes of each valid and test split (default: --bytes / 10)", false, "[0,1000000000]"},
-        {"--probes", OPT_INT, &o.probes_per_domain, "multiple-choice items per domain (facts at most 600)", false, "[1,100000]"},
+void cli_synth_args_init(cli_synth_args *a) {
+    memset(a, 0, sizeof *a);
+    fk_synth_opts_default(&a->o);
+}
+
+int cli_synth_rows(cli_synth_args *a, cli_opt *rows) {
+    const cli_opt r[] = {
+        CLI_ROW_OUT(&a->out, "output folder (required)"),
+        CLI_ROW_FORCE(&a->out),
+        {"--seed", OPT_INT, (int64_t *)&a->o.seed, "random seed: the same seed and sizes give identical files", false, "[0,)"},
+        {"--bytes", OPT_INT, &a->o.bytes_per_domain, "bytes of each domain's train split", false, "[1,1000000000]"},
+        {"--heldout-bytes", OPT_INT, &a->o.heldout_bytes, "bytes of each valid and test split (default: --bytes / 10)", false, "[0,1000000000]"},
+        {"--probes", OPT_INT, &a->o.probes_per_domain, "multiple-choice items per domain (facts at most 600)", false, "[1,100000]"},
         CLI_ROWS_END,
     };
-    int rc = cli_parse_verb(argc, argv, opts,
-                       "usage: fusekit data synth -o DIR [--seed N] [--bytes N]\n\n"
-                       "Writes four domains (arith, facts, grammar, records), each as train.txt, valid.txt,\n"
-                       "test.txt and probes.jsonl (multiple-choice items from held-out material), the mixed\n"
-                       "corpus mix/{train,valid,test}.txt and manifest.json. Prints one JSON line.");
-    if (rc >= 0) return rc;
-    if ((rc = cli_require("data synth", "-o", 1, out.path)) != 0) return rc;
-    cli_out_spec os = {"-o", out.path, out.force, false};
+    _Static_assert(sizeof r / sizeof *r <= CLI_SYNTH_ROWS, "CLI_SYNTH_ROWS holds the table");
+    memcpy(rows, r, sizeof r);
+    return (int)(sizeof r / sizeof *r) - 1;
+}
+
+int cli_synth_exec(cli_synth_args *a) {
+    int rc;
+    if ((rc = cli_require("data synth", "-o", 1, a->out.path)) != 0) return rc;
+    cli_out_spec os = {"-o", a->out.path, a->out.force, false};
     if ((rc = cli_check_output("data synth", &os, NULL, 0)) != 0) return rc;
     fk_synth_stats s;
     double t0 = fk_time_s();
     cli_outdir od;  // written under a temporary name, renamed when complete
-    fk_status st = cli_outdir_begin(out.path, &od);
-    if (st == FK_OK) st = cli_outdir_end(&od, fk_synth_write(od.tmp, &o, &s));
+    fk_status st = cli_outdir_begin(a->out.path, &od);
+    if (st == FK_OK) st = cli_outdir_end(&od, fk_synth_write(od.tmp, &a->o, &s));
     if (st != FK_OK) return cli_fail("data synth", st);
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "dir", out.path);
+    cJSON_AddStringToObject(j, "dir", a->out.path);
     char seed[24];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o.seed);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->o.seed);
     cJSON_AddRawToObject(j, "seed", seed);
     cJSON_AddItemToObject(j, "domains", cJSON_CreateStringArray(fk_synth_domains, FK_SYNTH_N_DOMAINS));
     cli_json_int(j, "files", s.files);
@@ -46,6 +49,19 @@ static int data_synth(int argc, char **argv) {
     cli_json_num(j, "seconds", "%.2f", fk_time_s() - t0);
     cli_json_print(j, stdout, NULL);
     return 0;
+}
+
+static int data_synth(int argc, char **argv) {
+    cli_synth_args a;
+    cli_synth_args_init(&a);
+    cli_opt rows[CLI_SYNTH_ROWS];
+    cli_synth_rows(&a, rows);
+    int rc = cli_parse_verb(argc, argv, rows,
+                       "usage: fusekit data synth -o DIR [--seed N] [--bytes N]\n\n"
+                       "Writes four domains (arith, facts, grammar, records), each as train.txt, valid.txt,\n"
+                       "test.txt and probes.jsonl (multiple-choice items from held-out material), the mixed\n"
+                       "corpus mix/{train,valid,test}.txt and manifest.json. Prints one JSON line.");
+    return rc >= 0 ? rc : cli_synth_exec(&a);
 }
 
 // fusekit data info FILE: a token shard's header (the tokenizer fingerprint as 16 hex digits,

@@ -71,47 +71,86 @@ static void say(demo *d, const char *fmt, ...) {
     fflush(stderr);
 }
 
-// Runs one fusekit command in this process with stdout and stderr going to DIR/logs/<log>.log,
-// after writing it to commands.sh. Returns its exit code.
-static int run(demo *d, const char *log, int (*fn)(int, char **), int argc, char **argv) {
-    fprintf(d->commands, "fusekit");
-    for (int i = 0; i < argc; i++) fprintf(d->commands, " '%s'", argv[i]);
+// One step's command: its option rows, written into commands.sh as those differing from defs
+// (the same rows over a default-initialised struct), and rest (NULL: none) after "--" (fold's
+// healing options) against rest_defs: a line a user can rerun.
+typedef struct {
+    const char *verb;
+    const cli_opt *rows, *defs, *rest, *rest_defs;
+} step_cmd;
+// A step's stdout and stderr sent to DIR/logs/NN-<log>.log while it runs in this process.
+typedef struct {
+    const char *log;
+    char *path;
+    int so, se;  // the demo's own stdout and stderr
+} step_io;
+static int step_redirect(demo *d, const char *log, step_io *io);
+
+// Writes the step's command line and sends stdout and stderr to its log. Returns 0, or the exit
+// code after the error.
+static int step_begin(demo *d, const char *log, const step_cmd *cmd, step_io *io) {
+    cli_render(d->commands, cmd->verb, cmd->rows, cmd->defs);
+    if (cmd->rest) {
+        fputs(" '--'", d->commands);
+        cli_render_rows(d->commands, cmd->rest, cmd->rest_defs);
+    }
     fprintf(d->commands, "  # %s\n", log);
     fflush(d->commands);
+    return step_redirect(d, log, io);
+}
+
+static int step_redirect(demo *d, const char *log, step_io *io) {
     char name[128];
     snprintf(name, sizeof name, "logs/%02d-%s.log", ++d->step, log);
-    char *path = fk_path_join(d->dir, name);
+    *io = (step_io){.log = log, .path = fk_path_join(d->dir, name)};
     fflush(stdout);
     fflush(stderr);
-    int fd = path ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+    int fd = io->path ? open(io->path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
     if (fd < 0) {
-        fprintf(stderr, "fusekit demo: error: cannot create %s\n", path ? path : name);
-        free(path);
+        fprintf(stderr, "fusekit demo: error: cannot create %s\n", io->path ? io->path : name);
+        free(io->path);
         return 1;
     }
-    int so = dup(1), se = dup(2);
+    io->so = dup(1);
+    io->se = dup(2);
     dup2(fd, 1);
     dup2(fd, 2);
     close(fd);
-    int rc = fn(argc, argv);
+    return 0;
+}
+
+// Puts stdout and stderr back after the step ran with exit code rc; a failed step's last output
+// is shown. Returns rc.
+static int step_end(step_io *io, int rc) {
     fflush(stdout);
     fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
+    dup2(io->so, 1);
+    dup2(io->se, 2);
+    close(io->so);
+    close(io->se);
     if (rc != 0) {
-        fprintf(stderr, "fusekit demo: error: step '%s' failed (exit %d); its output:\n", log, rc);
+        fprintf(stderr, "fusekit demo: error: step '%s' failed (exit %d); its output:\n", io->log, rc);
         char *text = NULL;
         size_t n = 0;
-        if (fk_read_file(path, &text, &n) == FK_OK) {
+        if (fk_read_file(io->path, &text, &n) == FK_OK) {
             size_t from = n > 3000 ? n - 3000 : 0;
             fwrite(text + from, 1, n - from, stderr);
         }
         free(text);
     }
-    free(path);
+    free(io->path);
     return rc;
+}
+
+// Runs one fusekit command given as argv (the verbs not yet called through their options struct).
+static int run(demo *d, const char *log, int (*fn)(int, char **), int argc, char **argv) {
+    fprintf(d->commands, "fusekit");
+    for (int i = 0; i < argc; i++) fprintf(d->commands, " '%s'", argv[i]);
+    fprintf(d->commands, "  # %s\n", log);
+    fflush(d->commands);
+    step_io io;
+    int rc = step_redirect(d, log, &io);
+    return rc != 0 ? rc : step_end(&io, fn(argc, argv));
 }
 
 // An argv under construction; numbers are formatted into owned strings.
@@ -438,6 +477,7 @@ typedef struct {
     demo d;
     const demo_cfg *c;
     bool quick;
+    int64_t seed, threads;
     char seeds[32], thr[32];
     char *logs, *models, *data, *corpus, *toks;
     char *mix_train, *mix_valid, *fusion_text, *src_text[N_SRC], *src_dir[N_SRC];
@@ -513,10 +553,20 @@ static fk_status write_corpora(const demo_run *r) {
 static int step_corpus(demo_run *r) {
     const demo_cfg *c = r->c;
     say(&r->d, "synthetic corpus: 4 domains, %lld bytes of training text each -> %s\n", (long long)c->synth_bytes, r->data);
-    args a = {0};
-    A_(&a, "data"); A_(&a, "synth"); As(&a, "-o", r->data); As(&a, "--seed", r->seeds);
-    An(&a, "--bytes", (double)c->synth_bytes); An(&a, "--heldout-bytes", (double)c->heldout_bytes); An(&a, "--probes", (double)c->probes);
-    int rc = run(&r->d, "synth", cmd_data, a.n, a.v);
+    cli_synth_args a, a0;
+    cli_synth_args_init(&a);
+    cli_synth_args_init(&a0);
+    a.out.path = r->data;
+    a.o.seed = (uint64_t)r->seed;
+    a.o.bytes_per_domain = c->synth_bytes;
+    a.o.heldout_bytes = c->heldout_bytes;
+    a.o.probes_per_domain = c->probes;
+    cli_opt rows[CLI_SYNTH_ROWS], defs[CLI_SYNTH_ROWS];
+    cli_synth_rows(&a, rows);
+    cli_synth_rows(&a0, defs);
+    step_io io;
+    int rc = step_begin(&r->d, "synth", &(step_cmd){"data synth", rows, defs, NULL, NULL}, &io);
+    if (rc == 0) rc = step_end(&io, cli_synth_exec(&a));
     if (rc != 0) return rc;
     fk_status st = write_corpora(r);
     return st == FK_OK ? 0 : demo_fail("writing the training corpora", st);
@@ -527,13 +577,23 @@ static int step_source(demo_run *r, int s) {
     const demo_source *S = &sources[s];
     const demo_cfg *c = r->c;
     char *tdir = pj(r->toks, S->name), log[32];
-    args a = {0};
-    A_(&a, "tokenizer"); A_(&a, "train"); As(&a, "--data", r->src_text[s]); An(&a, "--vocab", S->vocab); As(&a, "--kind", S->kind);
-    if (S->pre) As(&a, "--pre", S->pre);
-    else A_(&a, "--split-digits");
-    As(&a, "-o", tdir);
+    cli_tok_train_args a, a0;
+    cli_tok_train_args_init(&a);
+    cli_tok_train_args_init(&a0);
+    a.data.v[a.data.n++] = r->src_text[s];
+    a.o.vocab_size = S->vocab;
+    a.kind = strcmp(S->kind, "spm") == 0;
+    if (S->pre) a.o.pre = S->pre;
+    else a.o.split_digits = true;
+    a.pre_given = S->pre != NULL;
+    a.out.path = tdir;
+    cli_opt rows[CLI_TOK_TRAIN_ROWS], defs[CLI_TOK_TRAIN_ROWS];
+    cli_tok_train_rows(&a, rows);
+    cli_tok_train_rows(&a0, defs);
     snprintf(log, sizeof log, "tokenizer-%s", S->name);
-    int rc = run(&r->d, log, cmd_tokenizer, a.n, a.v);
+    step_io io;
+    int rc = step_begin(&r->d, log, &(step_cmd){"tokenizer train", rows, defs, NULL, NULL}, &io);
+    if (rc == 0) rc = step_end(&io, cli_tok_train_exec(&a));
     if (rc == 0) {
         say(&r->d, "source %s: %s, %lld steps\n", S->name, S->desc, (long long)c->src_steps);
         args t = {0};
@@ -681,7 +741,7 @@ int cmd_demo(int argc, char **argv) {
     if ((rc = cli_check_output("demo", &os, NULL, 0)) != 0) return rc;
     if (quick && !cli_was_set(opts, "--threads")) threads = 1;
     cli_set_threads(threads);
-    demo_run r = {.d = {.dir = out, .t0 = fk_time_s()}, .c = quick ? &cfg_quick : &cfg_full, .quick = quick};
+    demo_run r = {.d = {.dir = out, .t0 = fk_time_s()}, .c = quick ? &cfg_quick : &cfg_full, .quick = quick, .seed = seed, .threads = threads};
     snprintf(r.seeds, sizeof r.seeds, "%lld", (long long)seed);
     snprintf(r.thr, sizeof r.thr, "%lld", (long long)threads);
     fk_status st = demo_open(&r, out);

@@ -60,52 +60,55 @@ static int check_tok_dir(const char *cmd, const char *dir, bool force, const cha
     return rc;
 }
 
-static int tok_train(int argc, char **argv) {
-    cli_list data = {0}, specials = {0};
-    cli_out_opts out = {0};
-    int64_t max_bytes = 0;
-    int kind = 0;  // the position in "bpe|spm"
+void cli_tok_train_args_init(cli_tok_train_args *a) {
     // the library's options, with the command's defaults (the library has none for the vocabulary)
-    fk_tok_train_opts o = {.vocab_size = 8192, .pre = "gpt-2", .character_coverage = 1.0, .min_frequency = 2};
-    cli_opt opts[] = {
-        {"--data", OPT_LIST, &data, "training text file (repeat for several; required)", false, NULL},
-        {"--vocab", OPT_I32, &o.vocab_size, "vocabulary size including bytes and specials", false, "[256,16777216]"},
-        {"--kind", OPT_CHOICE, &kind, "byte-level BPE (GPT-2 style) or SentencePiece-style BPE (Llama 2 style)", false, "bpe|spm"},
-        {"--pre", OPT_STR, &o.pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ...", false, NULL},
-        {"--special", OPT_LIST, &specials,
+    *a = (cli_tok_train_args){.o = {.vocab_size = 8192, .pre = "gpt-2", .character_coverage = 1.0, .min_frequency = 2}};
+}
+
+int cli_tok_train_rows(cli_tok_train_args *a, cli_opt *rows) {
+    const cli_opt r[] = {
+        {"--data", OPT_LIST, &a->data, "training text file (repeat for several; required)", false, NULL},
+        {"--vocab", OPT_I32, &a->o.vocab_size, "vocabulary size including bytes and specials", false, "[256,16777216]"},
+        {"--kind", OPT_CHOICE, &a->kind, "byte-level BPE (GPT-2 style) or SentencePiece-style BPE (Llama 2 style)", false, "bpe|spm"},
+        {"--pre", OPT_STR, &a->o.pre, "bpe: pre-tokenizer preset: gpt-2, llama-bpe, qwen2, starcoder, ...", false, NULL},
+        {"--special", OPT_LIST, &a->specials,
          "special (control) token; repeatable (bpe: default <|endoftext|>, used as BOS and EOS; "
          "spm: extra ones after <unk> <s> </s>, which it always has)", false, NULL},
-        {"--split-digits", OPT_FLAG, &o.split_digits, "spm: every digit is a token of its own (as Llama)", false, NULL},
-        {"--character-coverage", OPT_FLOAT, &o.character_coverage, "spm: share of character occurrences given a token, the rest "
+        {"--split-digits", OPT_FLAG, &a->o.split_digits, "spm: every digit is a token of its own (as Llama)", false, NULL},
+        {"--character-coverage", OPT_FLOAT, &a->o.character_coverage, "spm: share of character occurrences given a token, the rest "
          "fall back to bytes (1: all)", false, "(0,1]"},
-        {"--min-frequency", OPT_INT, &o.min_frequency, "never merge a pair seen fewer times", false, "[1,)"},
-        {"--max-bytes", OPT_INT, &max_bytes, "use at most this many bytes of each file, 0 = all", false, "[0,)"},
-        CLI_ROW_OUT(&out, "output folder: tokenizer.json, tokenizer_config.json (required)"),
-        {"--force", OPT_FLAG, &out.force, "replace the tokenizer.json of an existing -o", false, NULL},
+        {"--min-frequency", OPT_INT, &a->o.min_frequency, "never merge a pair seen fewer times", false, "[1,)"},
+        {"--max-bytes", OPT_INT, &a->max_bytes, "use at most this many bytes of each file, 0 = all", false, "[0,)"},
+        CLI_ROW_OUT(&a->out, "output folder: tokenizer.json, tokenizer_config.json (required)"),
+        {"--force", OPT_FLAG, &a->out.force, "replace the tokenizer.json of an existing -o", false, NULL},
         CLI_ROWS_END,
     };
-    int rc = cli_parse_verb(argc, argv, opts,
-                       "usage: fusekit tokenizer train --data FILE [--data FILE ...] --vocab N -o DIR [options]\n\n"
-                       "Trains a byte-level BPE tokenizer (--kind bpe) or a SentencePiece-style BPE tokenizer with byte\n"
-                       "fallback (--kind spm: <unk> <s> </s>, <0x00>..<0xFF>, the characters, then merges; \"▁\" for spaces).\n"
-                       "Deterministic: the same files and options give the same tokenizer.");
-    if (rc >= 0) return rc;
-    if (!data.n || !out.path) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
-    if ((rc = check_tok_dir("tokenizer train", out.path, out.force, data.v, data.n)) != 0) return rc;
-    bool spm = kind == 1;
-    const char *bpe_only = cli_was_set(opts, "--pre") ? "--pre" : NULL;
-    const char *spm_only = o.split_digits ? "--split-digits" : cli_was_set(opts, "--character-coverage") ? "--character-coverage" : NULL;
+    _Static_assert(sizeof r / sizeof *r <= CLI_TOK_TRAIN_ROWS, "CLI_TOK_TRAIN_ROWS holds the table");
+    memcpy(rows, r, sizeof r);
+    return (int)(sizeof r / sizeof *r) - 1;
+}
+
+// The tokenizer trained on the files and written to -o, with one JSON line. *a is left as given.
+int cli_tok_train_exec(cli_tok_train_args *a) {
+    if (!a->data.n || !a->out.path) { fprintf(stderr, "fusekit tokenizer train: error: --data and --out are required\n"); return 2; }
+    int rc = check_tok_dir("tokenizer train", a->out.path, a->out.force, a->data.v, a->data.n);
+    if (rc != 0) return rc;
+    bool spm = a->kind == 1;
+    const char *bpe_only = a->pre_given ? "--pre" : NULL;
+    const char *spm_only = a->o.split_digits ? "--split-digits" : a->coverage_given ? "--character-coverage" : NULL;
     if (spm ? bpe_only != NULL : spm_only != NULL) {
         fprintf(stderr, "fusekit tokenizer train: error: %s applies to --kind %s only\n", spm ? bpe_only : spm_only, spm ? "bpe" : "spm");
         return 2;
     }
+    cli_list specials = a->specials;
     if (!specials.n && !spm) specials.v[specials.n++] = "<|endoftext|>";
     char *texts[CLI_LIST_MAX];
     size_t lens[CLI_LIST_MAX];
-    fk_status st = read_texts(&data, texts, lens);
+    fk_status st = read_texts(&a->data, texts, lens);
     if (st != FK_OK) return cli_fail("tokenizer train", st);
-    for (int i = 0; i < data.n; i++)
-        if (max_bytes > 0 && lens[i] > (size_t)max_bytes) lens[i] = (size_t)max_bytes;
+    for (int i = 0; i < a->data.n; i++)
+        if (a->max_bytes > 0 && lens[i] > (size_t)a->max_bytes) lens[i] = (size_t)a->max_bytes;
+    fk_tok_train_opts o = a->o;
     o.kind = spm ? FK_TOK_SPM : FK_TOK_BPE;
     if (spm) o.pre = NULL;
     else o.character_coverage = 0;
@@ -115,12 +118,12 @@ static int tok_train(int argc, char **argv) {
     fk_tokenizer *t = NULL;
     fk_tok_train_stats stats = {0};
     double t0 = fk_time_s();
-    st = fk_tok_train(&o, (const char *const *)texts, lens, data.n, &t, &stats);
+    st = fk_tok_train(&o, (const char *const *)texts, lens, a->data.n, &t, &stats);
     double dt = fk_time_s() - t0;
-    if (st == FK_OK) st = fk_tok_save_hf(t, out.path);
+    if (st == FK_OK) st = fk_tok_save_hf(t, a->out.path);
     if (st == FK_OK) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "out", out.path);
+        cJSON_AddStringToObject(j, "out", a->out.path);
         cJSON_AddStringToObject(j, "kind", spm ? "spm" : "bpe");
         cJSON_AddNumberToObject(j, "vocab", fk_tok_vocab_size(t));
         cJSON_AddNumberToObject(j, "merges", fk_tok_n_merges(t));
@@ -133,9 +136,25 @@ static int tok_train(int argc, char **argv) {
         cJSON_AddStringToObject(j, "fingerprint", fp);
         print_json(j);
     }
-    for (int i = 0; i < data.n; i++) free(texts[i]);
+    for (int i = 0; i < a->data.n; i++) free(texts[i]);
     fk_tok_free(t);
     return st == FK_OK ? 0 : cli_fail("tokenizer train", st);
+}
+
+static int tok_train(int argc, char **argv) {
+    cli_tok_train_args a;
+    cli_tok_train_args_init(&a);
+    cli_opt rows[CLI_TOK_TRAIN_ROWS];
+    cli_tok_train_rows(&a, rows);
+    int rc = cli_parse_verb(argc, argv, rows,
+                       "usage: fusekit tokenizer train --data FILE [--data FILE ...] --vocab N -o DIR [options]\n\n"
+                       "Trains a byte-level BPE tokenizer (--kind bpe) or a SentencePiece-style BPE tokenizer with byte\n"
+                       "fallback (--kind spm: <unk> <s> </s>, <0x00>..<0xFF>, the characters, then merges; \"▁\" for spaces).\n"
+                       "Deterministic: the same files and options give the same tokenizer.");
+    if (rc >= 0) return rc;
+    a.pre_given = cli_was_set(rows, "--pre");
+    a.coverage_given = cli_was_set(rows, "--character-coverage");
+    return cli_tok_train_exec(&a);
 }
 
 static int tok_encode(int argc, char **argv) {
