@@ -102,6 +102,8 @@ fk_status fk_mkdir_p(const char *path);
 char *fk_path_join(const char *dir, const char *name);
 // fsync a directory so a rename inside it is durable.
 void fk_fsync_dir(const char *dir);
+// fsync the folder that holds `path` (a file or a folder), so a rename to `path` is durable.
+void fk_fsync_parent(const char *path);
 
 // ---------------------------------------------------------------- time and memory
 double fk_time_s(void);          // monotonic seconds

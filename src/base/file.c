@@ -54,6 +54,15 @@ void fk_fsync_dir(const char *dir) {
     if (fd >= 0) { fsync(fd); close(fd); }
 }
 
+void fk_fsync_parent(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    while (n > 0 && path[n - 1] != '/') n--;
+    char *parent = n == 0 ? strdup(".") : strndup(path, n);
+    if (parent) fk_fsync_dir(parent);
+    free(parent);
+}
+
 fk_status fk_afile_commit(fk_afile *f) {
     if (f->failed) { fk_afile_abort(f); return FK_ERR_IO; }
     if (fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0) {
@@ -68,11 +77,7 @@ fk_status fk_afile_commit(fk_afile *f) {
         fk_afile_abort(f);
         return st;
     }
-    char *dir = strdup(f->path), *slash = dir ? strrchr(dir, '/') : NULL;
-    if (dir) {
-        if (slash) { *slash = 0; fk_fsync_dir(*dir ? dir : "/"); } else fk_fsync_dir(".");
-        free(dir);
-    }
+    fk_fsync_parent(f->path);
     afile_free(f);
     return FK_OK;
 }

@@ -210,13 +210,7 @@ fk_status fk_store_writer_finish(fk_store_writer *w) {
     }
     if (st == FK_OK && rename(w->partial, w->path) != 0)
         st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", w->partial, w->path, strerror(errno));
-    if (st == FK_OK) {
-        char *dir = strdup(w->path), *slash = dir ? strrchr(dir, '/') : NULL;
-        if (dir) {
-            if (slash) { *slash = 0; fk_fsync_dir(*dir ? dir : "/"); } else fk_fsync_dir(".");
-            free(dir);
-        }
-    }
+    if (st == FK_OK) fk_fsync_parent(w->path);
     writer_free(w);
     return st;
 }

@@ -143,16 +143,6 @@ static char *path_suffix(const char *path, const char *suffix) {
     return p;
 }
 
-// fsyncs the folder that holds `path`, so a rename of `path` is durable.
-static void fsync_parent(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    while (n > 0 && path[n - 1] != '/') n--;
-    char *parent = n == 0 ? strdup(".") : strndup(path, n);
-    if (parent) fk_fsync_dir(parent);
-    free(parent);
-}
-
 // Renames the complete temporary folder tmp to dir; an older folder at dir goes aside as
 // "<dir>.old" first (a folder cannot be renamed over a non-empty one) and is removed after.
 static fk_status commit_dir(const char *tmp, const char *dir) {
@@ -168,7 +158,7 @@ static fk_status commit_dir(const char *tmp, const char *dir) {
         if (had) rename(old, dir);  // put the old one back
     }
     if (st == FK_OK) {
-        fsync_parent(dir);
+        fk_fsync_parent(dir);
         if (had) remove_dir(old);
     }
     free(old);
@@ -382,7 +372,7 @@ static void clean_stale(const char *out_dir) {
             char *p = fk_path_join(out_dir, names[i]), *sp = p ? fk_path_join(p, "trainer_state.json") : NULL;
             char *fin = p ? strndup(p, strlen(p) - 4) : NULL;
             bool del = p && strcmp(p + strlen(p) - 4, ".del") == 0;
-            if (!del && fin && sp && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fsync_parent(fin);
+            if (!del && fin && sp && fk_path_exists(sp) && !fk_path_exists(fin) && rename(p, fin) == 0) fk_fsync_parent(fin);
             else if (p) remove_dir(p);
             free(p); free(sp); free(fin);
         }
