@@ -124,6 +124,9 @@ fk_status fk_tok_out_push(fk_tok_out *o, int32_t id, int64_t begin, int64_t end)
 // become the unknown token; Falcon: encoding such a byte is an error naming it) cannot
 // round-trip those bytes.
 fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out);
+// Encodes the file at `path` as fk_tok_encode does (an error names the file). *n_bytes gets
+// its size; *text, when text is not NULL, its bytes (free them; untouched on error).
+fk_status fk_tok_encode_file(const fk_tokenizer *t, const char *path, unsigned flags, fk_tok_out *out, size_t *n_bytes, char **text);
 
 enum {
     FK_DEC_SKIP_SPECIAL = 1,  // leave control tokens (BOS, EOS, ...) out

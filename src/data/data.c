@@ -189,13 +189,10 @@ fk_status fk_data_load_tok(const char *path, const fk_tokenizer *t, fk_token_dat
         data_bos(t, d);
         return FK_OK;
     }
-    char *buf;
     size_t n;
-    FK_TRY(fk_read_file(path, &buf, &n));
     fk_tok_out o = {0};
-    fk_status st = fk_tok_encode(t, buf, n, 0, &o);
-    free(buf);
-    if (st != FK_OK) { fk_tok_out_free(&o); return fk_error_context(st, "%s", path); }
+    fk_status st = fk_tok_encode_file(t, path, 0, &o, &n, NULL);
+    if (st != FK_OK) { fk_tok_out_free(&o); return st; }
     d->ids = o.ids;  // the id buffer is handed over; spans are not kept
     d->n = o.n;
     o.ids = NULL;

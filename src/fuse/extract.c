@@ -174,13 +174,12 @@ static fk_status load_corpus(const fk_tokenizer *t, const char *path, int32_t **
                         "align teachers); pass the text file the shard was made from", path);
     char *buf;
     size_t len;
-    FK_TRY(fk_read_file(path, &buf, &len));
+    fk_tok_out o = {0};
+    fk_status st = fk_tok_encode_file(t, path, 0, &o, &len, &buf);
+    if (st != FK_OK) { fk_tok_out_free(&o); return st; }
     *fp = fk_corpus_fingerprint(buf, len);
     *bytes = (int64_t)len;
-    fk_tok_out o = {0};
-    fk_status st = fk_tok_encode(t, buf, len, 0, &o);
     free(buf);
-    if (st != FK_OK) { fk_tok_out_free(&o); return fk_error_context(st, "%s", path); }
     *n = o.n;
     *ids = o.ids ? o.ids : malloc(sizeof(int32_t));
     o.ids = NULL;

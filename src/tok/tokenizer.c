@@ -798,6 +798,18 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
     return st;
 }
 
+fk_status fk_tok_encode_file(const fk_tokenizer *t, const char *path, unsigned flags, fk_tok_out *out, size_t *n_bytes, char **text) {
+    char *buf;
+    size_t n;
+    FK_TRY(fk_read_file(path, &buf, &n));
+    fk_status st = fk_tok_encode(t, buf, n, flags, out);
+    if (st != FK_OK || !text) free(buf);
+    else *text = buf;
+    if (st != FK_OK) return fk_error_context(st, "%s", path);
+    if (n_bytes) *n_bytes = n;
+    return FK_OK;
+}
+
 // ---------------------------------------------------------------- decode
 static int hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
