@@ -739,6 +739,17 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
 const float *fk_model_logits(const fk_model *m) { return m->acts && m->acts->have_logits ? m->acts->logits : NULL; }
 const float *fk_model_token_losses(const fk_model *m) { return m->acts ? m->acts->losses : NULL; }
 
+// The gradient of layer l's branch output before its post-norm (Gemma 2/3) from the residual's,
+// in a->tmp (free in the backward); without post-norms, the residual's gradient itself. out and
+// rstd: the branch's saved outputs and scales for all layers (NULL without post-norms).
+static const float *post_norm_backward(fk_model *m, fk_acts *a, const float *out, const float *rstd, int64_t w, int64_t l, int64_t N) {
+    if (!m->cfg.post_norms) return a->dresid;
+    int64_t C = m->cfg.d_model;
+    zero(a->tmp, N * C);
+    norm_backward(m, a->tmp, a->dresid, out + l * N * C, NULL, rstd + l * N, w, -1, N);
+    return a->tmp;
+}
+
 fk_status fk_model_backward(fk_model *m, float grad_scale) {
     fk_acts *a = m->acts;
     if (!a || !a->train || !a->have_probs) return fk_error(FK_ERR_ARG, "backward: no training forward with targets to differentiate");
@@ -770,12 +781,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         float *pre = a->pre + l * N * up_stride(c), *act = a->act + l * N * MF;
         float *probs = a->probs + l * (int64_t)B * c->n_head * T * T;
         // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid)))))
-        const float *dfo = a->dresid;
-        if (c->post_norms) {  // tmp (free in the backward) gets the gradient of the FFN output before its norm
-            zero(a->tmp, N * C);
-            norm_backward(m, a->tmp, a->dresid, a->ffn_o + l * N * C, NULL, a->ffn_post_rstd + l * N, o->ffn_post_w, -1, N);
-            dfo = a->tmp;
-        }
+        const float *dfo = post_norm_backward(m, a, a->ffn_o, a->ffn_post_rstd, o->ffn_post_w, l, N);
         zero(a->dact, N * F);
         fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
         zero(a->dpre, N * UP);
@@ -786,12 +792,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);
         norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
-        const float *dao = a->dresid;
-        if (c->post_norms) {
-            zero(a->tmp, N * C);
-            norm_backward(m, a->tmp, a->dresid, a->attn_o + l * N * C, NULL, a->attn_post_rstd + l * N, o->attn_post_w, -1, N);
-            dao = a->tmp;
-        }
+        const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
         zero(a->datt, N * Dl);
         fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
         zero(a->dqkv, N * QDl);
