@@ -46,6 +46,40 @@ static fk_status lsq_down(const float *D, int64_t C, int64_t F, const double *G,
     return st;
 }
 
+// The parameter-table index of (layer, kind), -1 when absent.
+static int param_index(const fk_model *m, int layer, fk_param_kind kind) {
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].layer == layer && m->params[i].kind == kind) return i;
+    return -1;
+}
+
+#define KIND(k) (1u << (k))
+
+// Whether parameter p is one of layer `layer`'s of the kinds in `mask`: one a fold rewrites.
+static bool rewritten(const fk_param *p, int layer, unsigned mask) { return p->layer == layer && (KIND(p->kind) & mask); }
+
+// m's values of out's parameter i (same layer and kind), NULL when m has none.
+static const float *source_of(const fk_model *m, const fk_model *out, int i) {
+    const fk_param *q = &out->params[i];
+    int pi = i < m->n_params && m->params[i].layer == q->layer && m->params[i].kind == q->kind ? i : param_index(m, q->layer, q->kind);
+    return pi < 0 ? NULL : m->w + m->params[pi].offset;
+}
+
+// The model copy of every fold and prune: `out` becomes a model of config nc holding m's
+// parameters, all but the rewritten ones (layer `layer`, kinds in `mask`), which the caller
+// writes; a parameter m lacks (a bias nc adds) is zero.
+static fk_status init_copy_except(const fk_model *m, const fk_config *nc, int layer, unsigned mask, fk_model *out) {
+    FK_TRY(fk_model_init(out, nc));
+    for (int i = 0; i < out->n_params; i++) {
+        const fk_param *q = &out->params[i];
+        const float *src = source_of(m, out, i);
+        float *dst = out->w + q->offset;
+        if (!src) memset(dst, 0, (size_t)q->numel * sizeof(float));
+        else if (!rewritten(q, layer, mask)) memcpy(dst, src, (size_t)q->numel * sizeof(float));
+    }
+    return FK_OK;
+}
+
 fk_status fk_fold_ffn(const fk_model *m, int layer, const int32_t *labels, const int32_t *rep, int k, const double *gram, double ridge,
                       fk_fold_method method, fk_model *out) {
     memset(out, 0, sizeof *out);
@@ -67,18 +101,16 @@ fk_status fk_fold_ffn(const fk_model *m, int layer, const int32_t *labels, const
         }
     fk_config nc = *c;
     nc.ffn[layer] = k;
-    fk_status st = fk_model_init(out, &nc);
+    const unsigned mask = KIND(FK_P_UP_W) | KIND(FK_P_UP_B) | KIND(FK_P_DOWN_W);
+    fk_status st = init_copy_except(m, &nc, layer, mask, out);
     if (st != FK_OK) { free(size); return st; }
     bool swiglu = fk_config_gated(c);
     int blocks = swiglu ? 2 : 1;  // gate rows then up rows
-    for (int i = 0; i < m->n_params && st == FK_OK; i++) {
-        const fk_param *p = &m->params[i], *q = &out->params[i];
-        const float *src = m->w + p->offset;
-        float *dst = out->w + q->offset;
-        if (p->layer != layer || (p->kind != FK_P_UP_W && p->kind != FK_P_UP_B && p->kind != FK_P_DOWN_W)) {
-            memcpy(dst, src, (size_t)p->numel * sizeof(float));
-            continue;
-        }
+    for (int i = 0; i < out->n_params && st == FK_OK; i++) {
+        const fk_param *p = &out->params[i];
+        if (!rewritten(p, layer, mask)) continue;
+        const float *src = source_of(m, out, i);
+        float *dst = out->w + p->offset;
         int64_t row = p->kind == FK_P_UP_W ? C : 1;  // floats per producing unit
         if (p->kind == FK_P_UP_W || p->kind == FK_P_UP_B) {
             for (int b = 0; b < blocks; b++)
@@ -107,13 +139,6 @@ fk_status fk_fold_ffn(const fk_model *m, int layer, const int32_t *labels, const
 
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
-
-// The parameter-table index of (layer, kind), -1 when absent.
-static int param_index(const fk_model *m, int layer, fk_param_kind kind) {
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].layer == layer && m->params[i].kind == kind) return i;
-    return -1;
-}
 
 fk_status fk_ffn_elimination(const fk_model *m, int layer, const double *G, double ridge, int32_t *order, double *resid) {
     if (layer < 0 || layer >= m->cfg.n_layer) return fk_error(FK_ERR_ARG, "fold: layer %d does not exist", layer);
@@ -229,19 +254,15 @@ fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k,
     fk_config nc = *c;
     nc.ffn[layer] = k;
     if (mean) nc.bias_mlp = true;
-    fk_status st = fk_model_init(out, &nc);
+    const unsigned mask = KIND(FK_P_UP_W) | KIND(FK_P_UP_B) | KIND(FK_P_DOWN_W) | KIND(FK_P_DOWN_B);
+    fk_status st = init_copy_except(m, &nc, layer, mask, out);
     if (st != FK_OK) { free(kept); return st; }
     int blocks = fk_config_gated(c) ? 2 : 1;
     for (int i = 0; i < out->n_params; i++) {
         const fk_param *q = &out->params[i];
+        const float *src = source_of(m, out, i);
         float *dst = out->w + q->offset;
-        int pi = param_index(m, q->layer, q->kind);
-        if (pi < 0) { memset(dst, 0, (size_t)q->numel * sizeof(float)); continue; }  // a bias the original lacks
-        const float *src = m->w + m->params[pi].offset;
-        if (q->layer != layer || (q->kind != FK_P_UP_W && q->kind != FK_P_UP_B && q->kind != FK_P_DOWN_W && q->kind != FK_P_DOWN_B)) {
-            memcpy(dst, src, (size_t)q->numel * sizeof(float));
-            continue;
-        }
+        if (!src || !rewritten(q, layer, mask)) continue;  // copied, or a bias the original lacks (zero)
         if (q->kind == FK_P_UP_W || q->kind == FK_P_UP_B) {
             int64_t row = q->kind == FK_P_UP_W ? C : 1;
             for (int b = 0; b < blocks; b++)
@@ -417,16 +438,14 @@ fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k
                           (long long)grp, (long long)per[grp], (long long)g2);
     fk_config nc = *c;
     nc.heads[layer] = k;
-    if (st == FK_OK) st = fk_model_init(out, &nc);
+    const unsigned mask = KIND(FK_P_QKV_W) | KIND(FK_P_QKV_B) | KIND(FK_P_O_W);
+    if (st == FK_OK) st = init_copy_except(m, &nc, layer, mask, out);
     int nd = st == FK_OK ? head_dims(kept, H, hd, dims) : 0;
-    for (int i = 0; st == FK_OK && i < m->n_params; i++) {
-        const fk_param *p = &m->params[i], *q = &out->params[i];
-        const float *src = m->w + p->offset;
-        float *dst = out->w + q->offset;
-        if (p->layer != layer || (p->kind != FK_P_QKV_W && p->kind != FK_P_QKV_B && p->kind != FK_P_O_W)) {
-            memcpy(dst, src, (size_t)p->numel * sizeof(float));
-            continue;
-        }
+    for (int i = 0; st == FK_OK && i < out->n_params; i++) {
+        const fk_param *p = &out->params[i];
+        if (!rewritten(p, layer, mask)) continue;
+        const float *src = source_of(m, out, i);
+        float *dst = out->w + p->offset;
         if (p->kind == FK_P_O_W) { st = lsq_down(src, C, D, Z, dims, nd, ridge, dst); continue; }
         int64_t row = p->kind == FK_P_QKV_W ? C : 1, r = 0;
         for (int64_t h = 0; h < H; h++)  // kept query heads in order (groups stay contiguous)
