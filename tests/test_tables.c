@@ -1,10 +1,15 @@
 // The tables of issue 17 item 4: every family's tensor-name sets cover each model's arena once,
-// parameter counts by mask add up, fk_model_clone copies, and fk_config_diff sees every field.
+// every row of the architecture table is unique and round-trips a config it fits through
+// config.json and GGUF, parameter counts by mask add up, fk_model_clone copies, and
+// fk_config_diff sees every field.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "fusekit/fusekit.h"
 #include "model/arch.h"
@@ -62,6 +67,108 @@ static void test_tensor_sets_cover(void **s) {
             if (a->gguf_t.t && (strcmp(a->gguf, "gpt2") != 0 || gpt2_model)) check_cover(&m, a->gguf_t, a->gguf);
         }
         fk_model_free(&m);
+    }
+}
+
+// Names are unique across rows: model_type (aliases included) and general.architecture.
+static void test_arch_rows_unique(void **s) {
+    (void)s;
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *a = &arch_families[i];
+        const char *names[] = {a->model_type, a->model_type_alias};
+        for (int j = 0; j < arch_n_families; j++) {
+            const arch_family *b = &arch_families[j];
+            for (int k = 0; k < 2; k++) {
+                if (!names[k]) continue;
+                if (j != i || k == 1) assert_false(b->model_type && strcmp(names[k], b->model_type) == 0);
+                if (j != i || k == 0) assert_false(b->model_type_alias && strcmp(names[k], b->model_type_alias) == 0);
+            }
+            if (j != i) assert_false(a->gguf && b->gguf && strcmp(a->gguf, b->gguf) == 0);
+        }
+        if (a->arch >= 0) {
+            assert_ptr_equal(arch_of((fk_arch)a->arch), a);
+            // the reader needs these fields under the row's own names
+            arch_field need[] = {ARCH_F_D_MODEL, ARCH_F_N_LAYER, ARCH_F_N_HEAD, ARCH_F_FFN, ARCH_F_MAX_SEQ, ARCH_F_NORM_EPS};
+            for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) assert_non_null(arch_key_of(a, need[k]));
+        }
+        if (a->gguf) {
+            assert_ptr_equal(arch_of_gguf(a->gguf, strlen(a->gguf)), a);
+            assert_true(a->gguf_claims && a->gguf_fits && a->gguf_t.t);
+        }
+    }
+}
+
+// A small config with row f's switches, in the form its files read back: gguf selects llama.cpp's
+// conventions (Gemma's norm weights stored as 1 + w, its attention scale always set, gemma2's
+// sliding window and local base always written).
+static void row_config(const arch_family *f, bool gguf, fk_config *c) {
+    fk_config_llama(c, 50, 16, 2, 4, f->sw.pos == FK_POS_LEARNED ? 4 : 2, 24, 8);
+    arch_apply_switches(&f->sw, c);
+    if (!gguf) c->bos_id = 1;  // GGUF keeps token ids with the tokenizer (none here)
+    if (f->sw.gemma_scales) {
+        c->norm_offset = gguf ? 0 : 1;
+        c->tied = true;
+        c->attn_scale = gguf || f->gemma > 1 ? 1 / sqrtf((float)c->head_dim) : 0;
+    }
+    if (f->gemma == 2) {
+        c->attn_softcap = 50;
+        c->final_softcap = 30;
+        if (gguf) {
+            c->sliding_window = c->max_seq;
+            c->sliding[0] = 1;
+            c->rope_theta_local = c->rope_theta;
+        }
+    }
+    if (f->gemma == 3 && !gguf) c->rope_theta_local = 10000;
+    if (f->gguf_claims && !f->gguf_claims(f, c)) c->ffn[1] = 8;  // deci: per-layer widths
+}
+
+static void expect_same(const fk_config *want, const fk_config *got, const char *what) {
+    int64_t l;
+    const fk_config_field *f = fk_config_diff(want, got, &l);
+    if (f) fail_msg("%s: %s differs (layer %lld)", what, f->name, (long long)l);
+    for (size_t k = 0; k < sizeof *want; k++)
+        if (((const unsigned char *)want)[k] != ((const unsigned char *)got)[k]) fail_msg("%s: the configs differ at byte %zu", what, k);
+}
+
+// Each row writes a config it fits and reads it back unchanged: config.json, and GGUF for the
+// rows with a llama.cpp architecture of their own. At most one row fits any of these configs.
+static void test_arch_rows_round_trip(void **s) {
+    (void)s;
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *f = &arch_families[i];
+        fk_config c, r;
+        if (f->hf_fits || f->arch == FK_ARCH_FUSEKIT) {
+            row_config(f, false, &c);
+            if (f->arch == FK_ARCH_FUSEKIT) c.post_norms = true;  // no other model_type has post-norms with SwiGLU
+            assert_int_equal(fk_config_arch(&c), f->arch);
+            int fit = 0;
+            for (int j = 0; j < arch_n_families; j++) fit += arch_families[j].hf_fits && arch_families[j].hf_fits(&arch_families[j], &c);
+            assert_true(fit <= 1);
+            char *json = fk_hf_config_json(&c);
+            CHECK(fk_hf_config_parse(json, f->model_type, &r));
+            free(json);
+            expect_same(&c, &r, f->model_type);
+        }
+        if (f->gguf) {
+            row_config(f, true, &c);
+            const char *arch;
+            CHECK(fk_gguf_model_arch(&c, &arch));
+            assert_string_equal(arch, f->gguf);
+            int claims = 0;
+            for (int j = 0; j < arch_n_families; j++)
+                claims += arch_families[j].gguf_claims && arch_families[j].gguf_claims(&arch_families[j], &c);
+            assert_int_equal(claims, 1);
+            fk_model m, g;
+            CHECK(fk_model_init(&m, &c));
+            fk_model_init_weights(&m, 3);
+            char *path = tpath("row.gguf");
+            CHECK(fk_gguf_export(&m, NULL, path, FK_DT_F32, "row", NULL));
+            CHECK(fk_gguf_import(path, &g, NULL));
+            expect_same(&c, &g.cfg, f->gguf);
+            fk_model_free(&m);
+            fk_model_free(&g);
+        }
     }
 }
 
@@ -137,6 +244,8 @@ static void test_config_diff(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_sets_cover),
+        cmocka_unit_test(test_arch_rows_unique),
+        cmocka_unit_test(test_arch_rows_round_trip),
         cmocka_unit_test(test_param_masks),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_config_diff),

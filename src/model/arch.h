@@ -39,25 +39,102 @@ typedef struct {
     int n;
 } arch_tensor_set;
 
-// One family. A row may lack a Hugging Face side (deci: a GGUF form of per-layer widths) or a
-// GGUF side of its own (qwen2, mistral: exported as llama).
-// How config.json of a family is read (hf.c): the GPT-2 keys, the Llama-family keys (with the
-// model_type's own extras), or the Gemma keys of one generation.
-typedef enum { ARCH_KEYS_NONE, ARCH_KEYS_GPT2, ARCH_KEYS_LLAMA, ARCH_KEYS_GEMMA } arch_keys;
+// The switches a family sets on fk_config when its files are read, and that a config must have
+// to be written as that family (with the row's own conditions, `hf_fits` / `gguf_fits`).
+typedef struct {
+    fk_norm_kind norm;
+    fk_pos_kind pos;
+    fk_mlp_kind mlp;
+    bool bias_qkv, bias_out, bias_mlp, bias_norm;
+    bool post_norms, qk_norm;
+    bool gemma_scales;  // Gemma's embedding scale sqrt(d_model) and RMSNorm scale 1 + w (HF: norm_offset 1)
+} arch_switches;
+
+// What a config.json key of the common fields holds (arch_key.field).
+typedef enum {
+    ARCH_F_D_MODEL, ARCH_F_N_LAYER, ARCH_F_N_HEAD, ARCH_F_N_KV_HEAD, ARCH_F_HEAD_DIM, ARCH_F_FFN, ARCH_F_MAX_SEQ,
+    ARCH_F_NORM_EPS, ARCH_F_ROPE_THETA,
+    ARCH_F_ACT,       // the activation's name: the row's acts[0] written, any of acts read
+    ARCH_F_SCALARS,   // (the fields above are read first, and make the config; those below then refine it)
+    ARCH_F_FLAG,      // a boolean key fusekit implements only at `def`: written so, refused when it differs
+    ARCH_F_ZERO,      // a number written as `def` and not read (dropout rates)
+    ARCH_F_ATTN_BIAS, // a boolean that sets bias_qkv and bias_out together (attention_bias)
+    ARCH_F_ROPE_SCALING, // the Llama family's rope_scaling / rope_parameters (def 1: a linear scale written
+                         // here; 0: the fusekit type keeps it among its switches)
+    ARCH_F_WINDOW_CAP,   // Mistral's sliding_window, read as a cap on the context (never written)
+    ARCH_F_GEMMA,        // the Gemma keys of the row's generation: RoPE (global and local), the query scale,
+                         // sliding layers, soft-caps
+    ARCH_F_SWITCHES,     // the "fusekit" object: every switch under fk_config's names
+} arch_field;
+
+// How a reader fills a field whose key is absent (or null).
+typedef enum {
+    ARCH_D_REQUIRED,  // an error naming the key
+    ARCH_D_VALUE,     // the key's `def`
+    ARCH_D_N_HEAD,    // the number of attention heads (num_key_value_heads)
+    ARCH_D_4D,        // 4 * d_model (GPT-2's n_inner)
+    ARCH_D_SPLIT,     // d_model / n_head, which must divide (head_dim)
+    ARCH_D_NEXT,      // the next key of the same field (GPT-2's n_positions, then n_ctx); an absent or 0 value falls through
+    ARCH_D_READ_ONLY, // never written; read (in preference to the next key of the same field: Gemma 1's
+                      // hidden_activation before hidden_act)
+} arch_default;
+
+// One config.json key: written in the row's order, read by field.
+typedef struct {
+    arch_field field;
+    const char *key;
+    arch_default how;
+    double def;
+} arch_key;
 
 typedef struct {
+    const arch_key *k;
+    int n;
+} arch_key_set;
+
+// The GGUF hyperparameter keys a family writes and reads beyond the common ones
+// (<arch>.vocab_size, context_length, embedding_length, block_count, feed_forward_length,
+// attention.head_count).
+enum {
+    ARCH_GK_LAYERNORM = 1u << 0,  // attention.layer_norm_epsilon (GPT-2: MHA, one FFN width)
+    ARCH_GK_LLAMA = 1u << 1,      // attention.head_count_kv, rope.freq_base, rope.dimension_count,
+                                  // attention.layer_norm_rms_epsilon, key/value_length when head_dim differs
+    ARCH_GK_HEAD_LENGTHS = 1u << 2, // attention.key_length / value_length always (Gemma)
+    ARCH_GK_GEMMA = 1u << 3,      // sliding windows, the local RoPE base, soft-caps, linear RoPE scaling
+};
+
+typedef struct arch_family arch_family;
+
+// One family: a row of the architecture table. A row may lack a Hugging Face side (deci: a
+// GGUF form of per-layer widths) or a GGUF side of its own (qwen2, mistral: exported as llama).
+struct arch_family {
     int arch;                 // fk_arch, -1 when there is no Hugging Face model_type
     const char *model_type;   // config.json model_type, written and read
-    const char *model_type_alias;  // another model_type read as this family (NULL: none)
-    arch_keys keys;           // which config.json keys, and switches, it has
-    int gemma;                // Gemma generation (1, 2, 3: the switches the Gemma keys set), 0 for others
+    const char *model_type_alias;  // another model_type read as this family: a multimodal wrapper whose
+                                   // text_config is the family's config (NULL: none)
+    int gemma;                // Gemma generation (1, 2, 3), 0 for others
+    arch_switches sw;         // the switches its files imply
+    // ---- Hugging Face
     const char *hf_class;     // config.json architectures[0]
     arch_tensor_set hf;       // Hugging Face tensor names
+    arch_key_set keys;        // its config.json keys of the common fields, in the order written
+    const char *const *acts;  // activation names read (acts[0] written; NULL-ended); NULL: none checked
+    bool tied;                // tie_word_embeddings when absent
+    const char *hf_optional_prefix;  // a prefix of its tensor names some checkpoints omit (GPT-2's "transformer.")
+    // whether the model_type describes c exactly (NULL: never written, e.g. mistral, read only;
+    // fk_config_arch falls back to fusekit, whose config.json carries every switch)
+    bool (*hf_fits)(const arch_family *f, const fk_config *c);
+    // ---- GGUF
     const char *gguf;         // general.architecture, NULL when exported under another family's name
     bool gguf_gemma;          // llama.cpp's Gemma conventions (norm weights 1 + w, NEOX RoPE order,
                               // a hard-coded attention scale)
     arch_tensor_set gguf_t;   // GGUF tensor names
-} arch_family;
+    unsigned gguf_keys;       // ARCH_GK_*
+    // whether c has the switches that make it this row's kind (at most one row claims a config)
+    bool (*gguf_claims)(const arch_family *f, const fk_config *c);
+    // FK_OK when llama.cpp's architecture represents c, else FK_ERR_UNSUPPORTED with the reason
+    fk_status (*gguf_fits)(const arch_family *f, const fk_config *c);
+};
 
 extern const arch_family arch_families[];
 extern const int arch_n_families;
@@ -71,6 +148,31 @@ const char *arch_gguf_names(void);
 const arch_family *arch_of_model_type(const char *type, bool *alias);
 // The model_types read, aliases included, ", "-separated (for messages).
 const char *arch_model_type_names(void);
+
+// The first tensor of set s with role k and rows `rows` (-1: any); NULL when none.
+const arch_tensor *arch_tensor_of(arch_tensor_set s, fk_param_kind k, int rows);
+
+// Sets the switches s on c (Gemma's scales from c->d_model, with Hugging Face's norm offset 1).
+void arch_apply_switches(const arch_switches *s, fk_config *c);
+
+// The row's key of a field (the first when several), NULL when it has none.
+const arch_key *arch_key_of(const arch_family *f, arch_field field);
+
+// Conventions the rows' predicates share with the readers and writers.
+// The attention scale a config uses (attn_scale, or 1/sqrt(head_dim)).
+float arch_attn_scale(const fk_config *c);
+// Hugging Face's integer query_pre_attn_scalar q with (float)q^-0.5 == the attention scale; 0 when none.
+int64_t arch_query_pre_attn_scalar(const fk_config *c);
+// True when layer l attends through a sliding window; when any layer does.
+bool arch_slides(const fk_config *c, int64_t l);
+bool arch_any_sliding(const fk_config *c);
+// Linear RoPE scaling other than 1 (rope_scale), not Llama 3's.
+bool arch_rope_scaled(const fk_config *c);
+// FK_ERR_UNSUPPORTED for what row f's llama.cpp architecture (f NULL: none) cannot represent
+// whatever its other conditions: Llama 3 RoPE scaling (llama.cpp keeps it as a rope_freqs tensor,
+// which fusekit does not write), and outside the Gemma rows the first Gemma-family switch c sets
+// that f's own switches lack.
+fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c);
 
 // One tensor of a model under a set: rows [row0, row0 + rows) of table entry `param`.
 typedef struct {

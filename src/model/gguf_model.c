@@ -5,7 +5,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,27 +31,6 @@ static void layer_heads(const fk_config *c, int64_t *h) {
     for (int64_t l = 0; l < c->n_layer; l++) h[l] = fk_config_heads(c, l);
 }
 
-// The first Gemma switch a config sets, or NULL (llama, deci and gpt2 express none of them).
-static const char *gemma_switch(const fk_config *c) {
-    if (c->emb_scale != 0) return "an embedding scale";
-    if (c->norm_offset != 0) return "an RMSNorm weight offset (1 + w)";
-    if (c->post_norms) return "post-norms";
-    if (c->qk_norm) return "QK-norm";
-    if (c->attn_scale != 0 && fabsf(c->attn_scale * sqrtf((float)c->head_dim) - 1.0f) > 1e-6f) return "an attention scale other than 1/sqrt(head_dim)";
-    if (c->attn_softcap != 0) return "attention-logit soft-capping";
-    if (c->final_softcap != 0) return "final-logit soft-capping";
-    for (int64_t l = 0; l < c->n_layer && c->sliding_window > 0; l++)
-        if (c->sliding[l]) return "sliding-window attention";
-    if (c->rope_scale != 0 && c->rope_scale != 1) return "RoPE scaling";
-    return NULL;
-}
-
-static bool any_sliding(const fk_config *c) {
-    for (int64_t l = 0; l < c->n_layer && c->sliding_window > 0; l++)
-        if (c->sliding[l]) return true;
-    return false;
-}
-
 // llama.cpp's attention scale for a Gemma architecture (src/models/gemma*.cpp): 1/sqrt(head_dim),
 // except Gemma 2 27B (46 layers) and Gemma 3 27B (62 layers), which use 1/sqrt(d_model / n_head).
 static float gemma_llama_attn_scale(const char *arch, int64_t n_layer, int64_t d, int64_t n_head, int64_t hd) {
@@ -67,71 +45,18 @@ static bool gemma_default_sliding(int64_t l, int64_t n_pattern) { return n_patte
 
 static int64_t gemma_pattern(const char *arch) { return gemma_gen(arch) == 2 ? 2 : 6; }
 
-// gemma (no post-norms), gemma2 (post-norms, soft-capping) or gemma3 (post-norms, QK-norm).
-static fk_status gemma_model_arch(const fk_config *c, const char **arch) {
-    const char *a = c->qk_norm ? "gemma3" : c->post_norms ? "gemma2" : "gemma";
-    float root = sqrtf((float)c->d_model);
-    const char *miss = c->norm != FK_NORM_RMSNORM || c->bias_norm ? "a GeGLU model without RMSNorm (no bias)"
-                     : c->pos != FK_POS_ROPE ? "a GeGLU model without RoPE"
-                     : c->bias_qkv || c->bias_out || c->bias_mlp ? "linear biases"
-                     : !fk_config_uniform_ffn(c) || !fk_config_uniform_heads(c) ? "per-layer FFN widths or head counts (llama.cpp's Gemma architectures read one of each)"
-                     : fabsf(c->emb_scale - root) > 1e-6f * root ? "an embedding scale other than sqrt(d_model) (llama.cpp scales Gemma's embeddings by sqrt(n_embd))"
-                     : c->qk_norm && !c->post_norms ? "QK-norm without post-norms (gemma3 has both)"
-                     : !c->tied && strcmp(a, "gemma3") != 0 ? "an untied LM head without QK-norm (llama.cpp's gemma and gemma2 reuse token_embd)"
-                     : NULL;
-    if (!miss && strcmp(a, "gemma3") == 0 && c->attn_softcap != 0) miss = "attention-logit soft-capping with QK-norm (gemma3 has none)";
-    if (!miss && strcmp(a, "gemma2") == 0 && (c->attn_softcap <= 0 || c->final_softcap <= 0))
-        miss = "post-norms without both soft-caps (llama.cpp's gemma2 always caps attention and final logits)";
-    if (!miss && strcmp(a, "gemma2") == 0 && any_sliding(c) && c->rope_scale != 0 && c->rope_scale != 1)
-        miss = "RoPE scaling with sliding layers in gemma2 (llama.cpp scales its sliding layers too)";
-    if (!miss && strcmp(a, "gemma") == 0 && (c->attn_softcap != 0 || c->final_softcap != 0 || any_sliding(c)))
-        miss = "soft-capping or sliding windows without post-norms (llama.cpp's gemma has neither)";
-    if (miss)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: a Gemma-style model (GeGLU) with %s has no llama.cpp architecture (gemma, gemma2 "
-                        "and gemma3 need RMSNorm, RoPE, no biases, one FFN width and head count, embeddings scaled by sqrt(d_model))", miss);
-    *arch = a;
-    return FK_OK;
-}
-
+// The row that claims c (its defining switches) and represents it; when none claims it, what
+// no architecture represents, or which switches no architecture combines.
 fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
     *arch = NULL;
-    if (c->rope_orig_ctx > 0)  // llama.cpp keeps it as a rope_freqs tensor, which fusekit does not write
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit does not export to GGUF");
-    if (c->mlp == FK_MLP_GEGLU) return gemma_model_arch(c, arch);
-    const char *sw = gemma_switch(c);
-    if (sw)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's llama, deci and gpt2 architectures do not "
-                        "express (only its Gemma architectures do, with a GeGLU MLP)", sw);
-    bool std_heads = c->head_dim * c->n_head == c->d_model;
-    if (c->norm == FK_NORM_LAYERNORM && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU) {
-        const char *miss = !c->bias_norm ? "LayerNorm without bias"
-                         : !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a GPT-2-style model without every linear bias"
-                         : c->n_kv_head != c->n_head || !fk_config_uniform_heads(c) ? "grouped-query or per-layer attention heads with learned positions"
-                         : !std_heads ? "head_dim * n_head != d_model with learned positions"
-                         : !fk_config_uniform_ffn(c) ? "per-layer FFN widths with learned positions (llama.cpp's gpt2 reads one width)"
-                         : NULL;
-        if (miss)
-            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: %s has no llama.cpp architecture (gpt2 needs LayerNorm with bias, "
-                            "learned positions, GELU, biases on every linear map, n_head * head_dim == d_model and one FFN width)", miss);
-        *arch = "gpt2";
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *f = &arch_families[i];
+        if (!f->gguf_claims || !f->gguf_claims(f, c)) continue;
+        FK_TRY(f->gguf_fits(f, c));
+        *arch = f->gguf;
         return FK_OK;
     }
-    if (c->norm == FK_NORM_RMSNORM && c->pos == FK_POS_ROPE && c->mlp == FK_MLP_SWIGLU && !c->bias_norm) {
-        int64_t h[FK_MAX_LAYERS];
-        layer_heads(c, h);
-        bool uniform = fk_config_uniform_ffn(c) && uniform_arr(h, c->n_layer);
-        if (c->bias_qkv)
-            for (int64_t l = 0; l < c->n_layer; l++)
-                if (h[l] * c->head_dim != c->d_model)
-                    return fk_error(FK_ERR_UNSUPPORTED, "gguf export: q/k/v biases with %lld query heads of %lld in layer %lld: llama.cpp "
-                                    "expects a q bias of d_model (%lld) values", (long long)h[l], (long long)c->head_dim, (long long)l,
-                                    (long long)c->d_model);
-        if (!uniform && c->bias_mlp)
-            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: MLP biases (e.g. from FLAP pruning) with per-layer FFN widths or head counts: "
-                            "llama.cpp's deci architecture, the one that reads per-layer widths, has no FFN biases");
-        *arch = uniform ? "llama" : "deci";
-        return FK_OK;
-    }
+    FK_TRY(arch_gguf_refuse(NULL, c));
     char what[160] = "";
     if (c->norm == FK_NORM_RMSNORM && c->bias_norm) strcat(what, "RMSNorm with bias, ");
     if (c->pos == FK_POS_NONE) strcat(what, "no position encoding, ");
@@ -245,7 +170,7 @@ static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *
 // The Gemma keys beyond llama's: sliding windows (with the layer pattern when it is not the one
 // llama.cpp hard-codes), the local RoPE base, soft-capping, linear RoPE scaling.
 static fk_status gemma_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
-    bool g2 = gemma_gen(arch) == 2, g3 = gemma_gen(arch) == 3, sliding = any_sliding(c);
+    bool g2 = gemma_gen(arch) == 2, g3 = gemma_gen(arch) == 3, sliding = arch_any_sliding(c);
     if (g2 || (g3 && sliding)) {
         FK_TRY(set_u32(w, arch, "attention.sliding_window", c->sliding_window > 0 ? c->sliding_window : c->max_seq));
         uint8_t pat[FK_MAX_LAYERS];
@@ -285,17 +210,20 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
     layer_heads(c, h);
     FK_TRY(set_per_layer(w, arch, "feed_forward_length", c->ffn, c->n_layer));
     FK_TRY(set_per_layer(w, arch, "attention.head_count", h, c->n_layer));
-    if (strcmp(arch, "gpt2") == 0) return set_f32(w, arch, "attention.layer_norm_epsilon", c->norm_eps);
-    FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
-    FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
-    FK_TRY(set_u32(w, arch, "rope.dimension_count", c->head_dim));
-    FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
+    unsigned keys = arch_of_gguf(arch, strlen(arch))->gguf_keys;
+    if (keys & ARCH_GK_LAYERNORM) FK_TRY(set_f32(w, arch, "attention.layer_norm_epsilon", c->norm_eps));
+    if (keys & ARCH_GK_LLAMA) {
+        FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
+        FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
+        FK_TRY(set_u32(w, arch, "rope.dimension_count", c->head_dim));
+        FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
+    }
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
-    if (c->head_dim * h[0] != c->d_model || gemma_arch(arch)) {
+    if ((keys & ARCH_GK_LLAMA) && (c->head_dim * h[0] != c->d_model || (keys & ARCH_GK_HEAD_LENGTHS))) {
         FK_TRY(set_u32(w, arch, "attention.key_length", c->head_dim));
         FK_TRY(set_u32(w, arch, "attention.value_length", c->head_dim));
     }
-    return gemma_arch(arch) ? gemma_keys(w, c, arch) : FK_OK;
+    return keys & ARCH_GK_GEMMA ? gemma_keys(w, c, arch) : FK_OK;
 }
 
 fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
@@ -496,7 +424,7 @@ static fk_status gemma_config(const kreader *r, fk_config *c, double rope_factor
         c->rope_theta_local = (float)v;
     }
     if (rope_factor != 0) {
-        if (g2 && any_sliding(c))
+        if (g2 && arch_any_sliding(c))
             return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g: llama.cpp's gemma2 scales its sliding layers too, "
                             "fusekit only the global ones", g->path, arch, rope_factor);
         c->rope_scale = (float)rope_factor;
@@ -566,9 +494,9 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
                             "are not supported", g->path, arch, (long long)l, (long long)ffn[l]);
         H = heads[l] > H ? heads[l] : H;
     }
-    if (strcmp(arch, "gpt2") == 0) {
+    if (arch_of_gguf(arch, strlen(arch))->gguf_keys & ARCH_GK_LAYERNORM) {
         if (!uniform_arr(heads, L) || !uniform_arr(ffn, L))
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: per-layer head counts or FFN widths are not supported for gpt2", g->path);
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: per-layer head counts or FFN widths are not supported for %s", g->path, arch);
         if (d % H) return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld", g->path, (long long)d, (long long)H);
         fk_config_gpt2(c, V, d, L, H, ctx);
         for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = ffn[0];
@@ -616,12 +544,9 @@ static void dims_str(char *buf, size_t n, const uint64_t *dims, uint32_t nd) {
 
 typedef struct { char name[64]; uint64_t d0, d1; } shape_want;
 
-static void want_set(shape_want *w, int64_t d0, int64_t d1, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void want_set(shape_want *w, int64_t d0, int64_t d1, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->name, sizeof w->name, fmt, ap);
-    va_end(ap);
+// Tensor t of the row's set (layer l of a per-layer one) should be [d0, d1].
+static void want_set(shape_want *w, int64_t d0, int64_t d1, const arch_tensor *t, int64_t l) {
+    snprintf(w->name, sizeof w->name, t->name, (int)l);
     w->d0 = (uint64_t)d0;
     w->d1 = (uint64_t)d1;
 }
@@ -643,17 +568,19 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
     }
     if (!(need > have)) return FK_OK;
     // name the tensor whose shape disagrees with the keys, when one of the telling ones does
-    bool gpt2 = strcmp(arch, "gpt2") == 0;
+    arch_tensor_set set = arch_of_gguf(arch, strlen(arch))->gguf_t;
+    const arch_tensor *qkv = arch_tensor_of(set, FK_P_QKV_W, -1);  // fused (all rows) or the queries
+    const arch_tensor *up = arch_tensor_of(set, FK_P_UP_W, fk_config_gated(c) ? ARCH_ROWS_GATE : ARCH_ROWS_UP);
+    int64_t fused = qkv->rows == ARCH_ROWS_ALL ? 3 : 1;
     for (int64_t l = -1; l < c->n_layer; l++) {
         shape_want want[2];
         int nw = 0;
         if (l < 0) {
-            want_set(&want[nw++], c->d_model, c->vocab_size, "token_embd.weight");
-            if (gpt2) want_set(&want[nw++], c->d_model, c->max_seq, "position_embd.weight");
+            want_set(&want[nw++], c->d_model, c->vocab_size, arch_tensor_of(set, FK_P_TOK_EMB, -1), l);
+            if (c->pos == FK_POS_LEARNED) want_set(&want[nw++], c->d_model, c->max_seq, arch_tensor_of(set, FK_P_POS_EMB, -1), l);
         } else {
-            want_set(&want[nw++], c->d_model, (gpt2 ? 3 : 1) * fk_config_heads(c, l) * c->head_dim, "blk.%lld.%s.weight", (long long)l,
-                     gpt2 ? "attn_qkv" : "attn_q");
-            want_set(&want[nw++], c->d_model, c->ffn[l], "blk.%lld.%s.weight", (long long)l, fk_config_gated(c) ? "ffn_gate" : "ffn_up");
+            want_set(&want[nw++], c->d_model, fused * fk_config_heads(c, l) * c->head_dim, qkv, l);
+            want_set(&want[nw++], c->d_model, c->ffn[l], up, l);
         }
         for (int k = 0; k < nw; k++) {
             const fk_gguf_tensor *t = fk_gguf_find_tensor(g, want[k].name);

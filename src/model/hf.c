@@ -10,54 +10,11 @@
 
 const char *fk_arch_name(fk_arch a) { return arch_of(a)->model_type; }
 
-static bool is_gemma(fk_arch a) { return arch_of(a)->gemma > 0; }
-
-// The attention scale a config uses (attn_scale, or 1/sqrt(head_dim)).
-static float eff_attn_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
-
-// Hugging Face's integer query_pre_attn_scalar q with (float)q^-0.5 == the config's attention
-// scale; 0 when there is none.
-static int64_t query_pre_attn_scalar(const fk_config *c) {
-    double s = eff_attn_scale(c), q = nearbyint(1 / (s * s));
-    return q >= 1 && q < 1e9 && (float)pow(q, -0.5) == (float)s ? (int64_t)q : 0;
-}
-
-// True when layer l attends through a sliding window.
-static bool slides(const fk_config *c, int64_t l) { return c->sliding[l] && c->sliding_window > 0; }
-
-// The Gemma model_type that describes c exactly (FK_ARCH_FUSEKIT when none does).
-static fk_arch gemma_arch(const fk_config *c) {
-    if (c->rope_orig_ctx > 0) return FK_ARCH_FUSEKIT;  // Llama 3 RoPE scaling: no Gemma type has it
-    if (c->norm != FK_NORM_RMSNORM || c->pos != FK_POS_ROPE || c->mlp != FK_MLP_GEGLU || c->bias_mlp || c->bias_norm ||
-        c->bias_qkv != c->bias_out || c->emb_scale != (float)sqrt((double)c->d_model) || (c->norm_offset != 0 && c->norm_offset != 1))
-        return FK_ARCH_FUSEKIT;
-    bool any_sliding = false, any_local = false, scaled = c->rope_scale > 0 && c->rope_scale != 1;
-    for (int64_t l = 0; l < c->n_layer; l++) { any_sliding |= slides(c, l); any_local |= c->sliding[l] != 0; }
-    float theta_local = c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta;
-    // local layers without a window but with their own RoPE table: no Hugging Face layer type says that
-    if (any_local && c->sliding_window == 0 && (theta_local != c->rope_theta || scaled)) return FK_ARCH_FUSEKIT;
-    if (!c->post_norms && !c->qk_norm)
-        return eff_attn_scale(c) == (float)(1 / sqrt((double)c->head_dim)) && c->attn_softcap == 0 && c->final_softcap == 0 &&
-               !any_sliding && !scaled ? FK_ARCH_GEMMA : FK_ARCH_FUSEKIT;
-    if (!c->post_norms || query_pre_attn_scalar(c) == 0) return FK_ARCH_FUSEKIT;
-    if (!c->qk_norm) return theta_local == c->rope_theta && !scaled ? FK_ARCH_GEMMA2 : FK_ARCH_FUSEKIT;
-    return c->attn_softcap == 0 ? FK_ARCH_GEMMA3 : FK_ARCH_FUSEKIT;  // transformers' Gemma 3 has no attention soft-cap
-}
-
+// The first row whose model_type describes c exactly; fusekit (every switch in config.json) when none does.
 fk_arch fk_config_arch(const fk_config *c) {
-    if (c->mlp == FK_MLP_GEGLU || c->emb_scale > 0 || c->norm_offset != 0 || c->post_norms || c->qk_norm) return gemma_arch(c);
-    bool gemma_only = c->attn_scale > 0 || c->attn_softcap > 0 || c->final_softcap > 0 || c->rope_theta_local > 0;
-    for (int64_t l = 0; l < c->n_layer; l++) gemma_only |= slides(c, l);
-    if (gemma_only) return FK_ARCH_FUSEKIT;
-    // linear and Llama 3 RoPE scaling: rope_scaling of the Llama-family types
-    bool scaled = (c->rope_scale > 0 && c->rope_scale != 1) || c->rope_orig_ctx > 0;
-    bool std_heads = c->head_dim * c->n_head == c->d_model;
-    if (!scaled && c->norm == FK_NORM_LAYERNORM && c->bias_norm && c->pos == FK_POS_LEARNED && c->mlp == FK_MLP_GELU &&
-        c->bias_qkv && c->bias_out && c->bias_mlp && c->n_kv_head == c->n_head && std_heads && fk_config_uniform_ffn(c))
-        return FK_ARCH_GPT2;
-    if (c->norm == FK_NORM_RMSNORM && c->pos == FK_POS_ROPE && c->mlp == FK_MLP_SWIGLU && !c->bias_mlp) {
-        if (c->bias_qkv && !c->bias_out) return FK_ARCH_QWEN2;
-        if (c->bias_qkv == c->bias_out) return FK_ARCH_LLAMA;
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *f = &arch_families[i];
+        if (f->hf_fits && f->hf_fits(f, c)) return (fk_arch)f->arch;
     }
     return FK_ARCH_FUSEKIT;
 }
@@ -139,25 +96,8 @@ static void add_float_or_null(cJSON *j, const char *key, float v) {
 static void add_layer_types(cJSON *j, const fk_config *c, bool flags) {
     cJSON *a = cJSON_CreateArray();
     for (int64_t l = 0; l < c->n_layer; l++)
-        cJSON_AddItemToArray(a, cJSON_CreateString((flags ? c->sliding[l] != 0 : slides(c, l)) ? "sliding_attention" : "full_attention"));
+        cJSON_AddItemToArray(a, cJSON_CreateString((flags ? c->sliding[l] != 0 : arch_slides(c, l)) ? "sliding_attention" : "full_attention"));
     cJSON_AddItemToObject(j, "layer_types", a);
-}
-
-// The keys of a Gemma config.json (model_type gemma, gemma2, gemma3_text) as transformers
-// writes and reads them; the RoPE keys in the form transformers 4.x reads and 5.x converts.
-// The sizes of a Llama-style config.json (the widest layer's FFN as intermediate_size) and
-// rms_norm_eps, shared by the Llama-family and Gemma configs.
-static void add_llama_sizes(cJSON *j, const fk_config *c) {
-    int64_t F = 0;
-    for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
-    cJSON_AddNumberToObject(j, "hidden_size", (double)c->d_model);
-    cJSON_AddNumberToObject(j, "intermediate_size", (double)F);
-    cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->n_layer);
-    cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
-    cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_kv_head);
-    cJSON_AddNumberToObject(j, "head_dim", (double)c->head_dim);
-    cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->max_seq);
-    add_float(j, "rms_norm_eps", c->norm_eps);
 }
 
 // "rope_scaling" in transformers 4.x's form (5.x reads it too): llama3, linear (when `linear`:
@@ -180,34 +120,30 @@ static void add_rope_scaling(cJSON *j, const fk_config *c, bool linear) {
     else cJSON_AddNullToObject(j, "rope_scaling");
 }
 
-static void gemma_config_json(cJSON *j, const fk_config *c, fk_arch arch) {
-    add_llama_sizes(j, c);
-    cJSON_AddStringToObject(j, arch == FK_ARCH_GEMMA ? "hidden_act" : "hidden_activation", "gelu_pytorch_tanh");
-    add_float(j, "rope_theta", c->rope_theta);
-    if (arch == FK_ARCH_GEMMA3) {
+// The Gemma keys of generation gen (model_type gemma, gemma2, gemma3_text) beyond the sizes, as
+// transformers writes and reads them; the RoPE keys in the form transformers 4.x reads and 5.x converts.
+static void gemma_config_json(cJSON *j, const fk_config *c, int gen) {
+    if (gen == 3) {
         add_float(j, "rope_local_base_freq", c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta);
         add_rope_scaling(j, c, true);
     } else {
         cJSON_AddNullToObject(j, "rope_scaling");
     }
-    if (arch != FK_ARCH_GEMMA) {
-        cJSON_AddNumberToObject(j, "query_pre_attn_scalar", (double)query_pre_attn_scalar(c));
-        if (c->sliding_window > 0) cJSON_AddNumberToObject(j, "sliding_window", (double)c->sliding_window);
-        else cJSON_AddNullToObject(j, "sliding_window");
-        add_layer_types(j, c, false);
-        if (arch == FK_ARCH_GEMMA3) {
-            // transformers before layer_types: layer l is global when (l + 1) % pattern == 0
-            int64_t p = c->n_layer + 1;
-            for (int64_t l = 0; l < c->n_layer && p == c->n_layer + 1; l++) if (!slides(c, l)) p = l + 1;
-            bool fits = true;
-            for (int64_t l = 0; l < c->n_layer; l++) fits &= slides(c, l) == ((l + 1) % p != 0);
-            if (fits) cJSON_AddNumberToObject(j, "sliding_window_pattern", (double)p);
-        }
-        add_float_or_null(j, "attn_logit_softcapping", c->attn_softcap);
-        add_float_or_null(j, "final_logit_softcapping", c->final_softcap);
+    if (gen == 1) return;
+    cJSON_AddNumberToObject(j, "query_pre_attn_scalar", (double)arch_query_pre_attn_scalar(c));
+    if (c->sliding_window > 0) cJSON_AddNumberToObject(j, "sliding_window", (double)c->sliding_window);
+    else cJSON_AddNullToObject(j, "sliding_window");
+    add_layer_types(j, c, false);
+    if (gen == 3) {
+        // transformers before layer_types: layer l is global when (l + 1) % pattern == 0
+        int64_t p = c->n_layer + 1;
+        for (int64_t l = 0; l < c->n_layer && p == c->n_layer + 1; l++) if (!arch_slides(c, l)) p = l + 1;
+        bool fits = true;
+        for (int64_t l = 0; l < c->n_layer; l++) fits &= arch_slides(c, l) == ((l + 1) % p != 0);
+        if (fits) cJSON_AddNumberToObject(j, "sliding_window_pattern", (double)p);
     }
-    cJSON_AddBoolToObject(j, "attention_bias", c->bias_qkv);
-    cJSON_AddNumberToObject(j, "attention_dropout", 0);
+    add_float_or_null(j, "attn_logit_softcapping", c->attn_softcap);
+    add_float_or_null(j, "final_logit_softcapping", c->final_softcap);
 }
 
 // The "fusekit" object of model_type fusekit: fk_config's switches, each under its own name.
@@ -237,6 +173,35 @@ static void fusekit_switches_json(cJSON *j, const fk_config *c) {
     cJSON_AddItemToObject(j, "fusekit", s);
 }
 
+// The row's keys in its order: the sizes under the family's names, its constants and its groups.
+static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
+    int64_t F = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
+    for (int i = 0; i < f->keys.n; i++) {
+        const arch_key *k = &f->keys.k[i];
+        if (k->how == ARCH_D_READ_ONLY) continue;
+        switch (k->field) {
+        case ARCH_F_D_MODEL: cJSON_AddNumberToObject(j, k->key, (double)c->d_model); break;
+        case ARCH_F_N_LAYER: cJSON_AddNumberToObject(j, k->key, (double)c->n_layer); break;
+        case ARCH_F_N_HEAD: cJSON_AddNumberToObject(j, k->key, (double)c->n_head); break;
+        case ARCH_F_N_KV_HEAD: cJSON_AddNumberToObject(j, k->key, (double)c->n_kv_head); break;
+        case ARCH_F_HEAD_DIM: cJSON_AddNumberToObject(j, k->key, (double)c->head_dim); break;
+        case ARCH_F_FFN: cJSON_AddNumberToObject(j, k->key, (double)F); break;
+        case ARCH_F_MAX_SEQ: cJSON_AddNumberToObject(j, k->key, (double)c->max_seq); break;
+        case ARCH_F_NORM_EPS: add_float(j, k->key, c->norm_eps); break;
+        case ARCH_F_ROPE_THETA: add_float(j, k->key, c->rope_theta); break;
+        case ARCH_F_ACT: cJSON_AddStringToObject(j, k->key, f->acts ? f->acts[0] : c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh"); break;
+        case ARCH_F_FLAG: cJSON_AddBoolToObject(j, k->key, k->def != 0); break;
+        case ARCH_F_ZERO: cJSON_AddNumberToObject(j, k->key, k->def); break;
+        case ARCH_F_ATTN_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
+        case ARCH_F_ROPE_SCALING: add_rope_scaling(j, c, k->def != 0); break;
+        case ARCH_F_GEMMA: gemma_config_json(j, c, f->gemma); break;
+        case ARCH_F_SWITCHES: fusekit_switches_json(j, c); break;
+        case ARCH_F_WINDOW_CAP: case ARCH_F_SCALARS: break;
+        }
+    }
+}
+
 // config.json text; torch_dtype names the dtype the weights are saved in.
 static char *config_json(const fk_config *c, fk_dtype dtype) {
     fk_arch arch = fk_config_arch(c);
@@ -245,35 +210,7 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
     cJSON_AddItemToObject(j, "architectures", archs);
     cJSON_AddStringToObject(j, "model_type", fk_arch_name(arch));
     cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);
-    if (arch == FK_ARCH_GPT2) {
-        cJSON_AddNumberToObject(j, "n_embd", (double)c->d_model);
-        cJSON_AddNumberToObject(j, "n_layer", (double)c->n_layer);
-        cJSON_AddNumberToObject(j, "n_head", (double)c->n_head);
-        cJSON_AddNumberToObject(j, "n_positions", (double)c->max_seq);
-        cJSON_AddNumberToObject(j, "n_ctx", (double)c->max_seq);
-        cJSON_AddNumberToObject(j, "n_inner", (double)c->ffn[0]);
-        cJSON_AddStringToObject(j, "activation_function", "gelu_new");
-        add_float(j, "layer_norm_epsilon", c->norm_eps);
-        cJSON_AddNumberToObject(j, "resid_pdrop", 0);
-        cJSON_AddNumberToObject(j, "embd_pdrop", 0);
-        cJSON_AddNumberToObject(j, "attn_pdrop", 0);
-        cJSON_AddBoolToObject(j, "scale_attn_weights", 1);
-    } else if (is_gemma(arch)) {
-        gemma_config_json(j, c, arch);
-    } else {
-        add_llama_sizes(j, c);
-        add_float(j, "rope_theta", c->rope_theta);
-        cJSON_AddStringToObject(j, "hidden_act", c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh");
-        // the fusekit type keeps a linear scale among its switches (global layers only, as Gemma 3)
-        add_rope_scaling(j, c, arch != FK_ARCH_FUSEKIT);
-        if (arch == FK_ARCH_LLAMA) {
-            cJSON_AddBoolToObject(j, "attention_bias", c->bias_qkv);
-            cJSON_AddBoolToObject(j, "mlp_bias", 0);
-        }
-        if (arch == FK_ARCH_QWEN2) cJSON_AddBoolToObject(j, "use_sliding_window", 0);
-        cJSON_AddNumberToObject(j, "attention_dropout", 0);
-        if (arch == FK_ARCH_FUSEKIT) fusekit_switches_json(j, c);
-    }
+    write_keys(j, c, arch_of(arch));
     if (!fk_config_uniform_ffn(c)) {
         cJSON *a = cJSON_CreateArray();
         for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)c->ffn[l]));
@@ -430,14 +367,13 @@ static double rope_num(cfg_reader *r, const cJSON *o, const char *key, const cha
     return 0;
 }
 
-// RoPE of a Llama-family config (llama, mistral, qwen2, fusekit): rope_theta and rope_scaling as
+// RoPE of a Llama-family config (llama, mistral, qwen2, fusekit) beyond rope_theta: rope_scaling as
 // transformers 4.x writes them, or rope_parameters as 5.x does (which wins when both are there,
 // as in transformers). rope_type default, linear (rope_scale) and llama3 (rope_orig_ctx, ...) are
 // implemented; any other type, per-layer-type parameters, partial rotary factors and keys
 // fusekit does not know are refused, naming the key: none may be ignored.
 static void llama_rope(cfg_reader *r, fk_config *c) {
     const cJSON *root = r->root;
-    c->rope_theta = (float)get_num(r, "rope_theta", 10000.0);
     const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
     if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1) && r->st == FK_OK)
         r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"partial_rotary_factor\" is set; fusekit rotates whole heads only", r->path);
@@ -524,36 +460,17 @@ static void gemma_sliding_parse(cfg_reader *r, int gen, int64_t L, fk_config *c)
     }
 }
 
-// The Gemma family: model_type gemma, gemma2 or gemma3_text (gen 1, 2, 3), r->root the text
-// model's config. Absent keys take transformers' defaults.
+// The keys of Gemma generation gen (model_type gemma, gemma2, gemma3_text) beyond the sizes, the
+// activation and rope_theta, r->root the text model's config. Absent keys take transformers' defaults.
 static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
     const cJSON *root = r->root;
     const char *path = r->path;
-    int64_t d = get_int(r, "hidden_size", -1), H = get_int(r, "num_attention_heads", -1), L = get_int(r, "num_hidden_layers", -1);
-    fk_config_llama(c, get_int(r, "vocab_size", -1), d, L, H, get_int(r, "num_key_value_heads", H), get_int(r, "intermediate_size", -1),
-                    get_int(r, "max_position_embeddings", gen == 3 ? 131072 : 8192));
-    c->head_dim = get_int(r, "head_dim", 256);
-    c->mlp = FK_MLP_GEGLU;
-    c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-6);
-    c->emb_scale = d > 0 ? (float)sqrt((double)d) : 0;  // transformers: hidden_size**0.5 as a float32 tensor
-    c->norm_offset = 1;                                 // Gemma's RMSNorm scales by 1 + w
-    c->tied = get_bool(r, root, "tie_word_embeddings", true);
-    c->bias_qkv = c->bias_out = get_bool(r, root, "attention_bias", false);
-    if (get_bool(r, root, "use_bidirectional_attention", false) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"use_bidirectional_attention\" is true; fusekit runs causal attention only", path);
-    // the GeGLU gate: transformers' gelu_pytorch_tanh (Gemma 1 reads hidden_act, where "gelu" means the same)
-    const char *act_key = gen == 1 && !get_str(root, "hidden_activation") ? "hidden_act" : "hidden_activation";
-    const char *act = get_str(root, act_key);
-    if (act && strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_fast") != 0 &&
-        !(gen == 1 && strcmp(act, "gelu") == 0) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is \"%s\"; fusekit implements the tanh GELU (gelu_pytorch_tanh)", path, act_key, act);
     // RoPE: the keys transformers 4.x writes (rope_theta, rope_local_base_freq, rope_scaling), then
     // 5.x's rope_parameters (flat, or per layer type for gemma3_text)
-    float theta = gen == 3 ? 1e6f : 1e4f, theta_local = 1e4f, factor = 1;
+    float theta = c->rope_theta, theta_local = 1e4f, factor = 1;
     const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
     if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1) && r->st == FK_OK)
         r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"partial_rotary_factor\" is set; fusekit rotates whole heads only", path);
-    theta = (float)get_num(r, "rope_theta", theta);
     if (gen == 3) theta_local = (float)get_num(r, "rope_local_base_freq", theta_local);
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (rs && !cJSON_IsNull(rs)) gemma_rope(r, rs, "rope_scaling", gen == 3, NULL, &factor);
@@ -580,35 +497,10 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
     double q = get_num(r, "query_pre_attn_scalar", 256);
     if (!(q > 0) && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"query_pre_attn_scalar\" must be positive (got %g)", path, q);
     c->attn_scale = q > 0 ? (float)pow(q, -0.5) : 0;
-    c->post_norms = true;
-    c->qk_norm = gen == 3;
     c->final_softcap = (float)get_num_or_null(r, "final_logit_softcapping", gen == 2 ? 30.0 : 0);
     // transformers' Gemma 3 never applies attn_logit_softcapping; Gemma 2 defaults to 50
     c->attn_softcap = gen == 2 ? (float)get_num_or_null(r, "attn_logit_softcapping", 50.0) : 0;
-    gemma_sliding_parse(r, gen, L, c);
-}
-
-// model_type gpt2 (transformers' GPT2Config keys).
-static void gpt2_config_parse(cfg_reader *r, fk_config *c) {
-    const cJSON *root = r->root;
-    const char *path = r->path;
-    int64_t d = get_int(r, "n_embd", -1), L = get_int(r, "n_layer", -1), H = get_int(r, "n_head", -1);
-    int64_t ctx = get_int(r, "n_positions", 0);
-    if (ctx == 0) ctx = get_int(r, "n_ctx", -1);
-    fk_config_gpt2(c, get_int(r, "vocab_size", -1), d, L, H, ctx);
-    if (H > 0 && d > 0 && d % H != 0 && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_FORMAT, "%s: n_embd %lld is not a multiple of n_head %lld", path, (long long)d, (long long)H);
-    int64_t inner = get_int(r, "n_inner", 4 * d);
-    for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = inner;
-    c->norm_eps = (float)get_num(r, "layer_norm_epsilon", 1e-5);
-    const char *act = get_str(root, "activation_function");
-    if (act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0 && strcmp(act, "gelu_fast") != 0 && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: activation_function \"%s\" is not supported (fusekit implements the tanh GELU: gelu_new)", path, act);
-    if (get_bool(r, root, "scale_attn_by_inverse_layer_idx", false) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_by_inverse_layer_idx is not supported", path);
-    if (!get_bool(r, root, "scale_attn_weights", true) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: scale_attn_weights=false is not supported", path);
-    c->tied = get_bool(r, root, "tie_word_embeddings", true);
+    gemma_sliding_parse(r, gen, c->n_layer, c);
 }
 
 // The "fusekit" object of model_type fusekit: fk_config's switches, each under its own name.
@@ -646,44 +538,95 @@ static void fusekit_switches_parse(cfg_reader *r, const cJSON *s, fk_config *c) 
     if (c->norm == FK_NORM_LAYERNORM) c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-5);
 }
 
-// model_type llama, mistral, qwen2 and fusekit (the Llama-family keys; fusekit adds its switches).
-static void llama_config_parse(cfg_reader *r, const char *type, fk_config *c) {
-    const cJSON *root = r->root;
-    const char *path = r->path;
-    int64_t d = get_int(r, "hidden_size", -1), H = get_int(r, "num_attention_heads", -1);
-    fk_config_llama(c, get_int(r, "vocab_size", -1), d, get_int(r, "num_hidden_layers", -1), H,
-                    get_int(r, "num_key_value_heads", H), get_int(r, "intermediate_size", -1),
-                    get_int(r, "max_position_embeddings", 2048));
-    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
-    if (hd && !cJSON_IsNull(hd)) c->head_dim = get_int(r, "head_dim", -1);  // may differ from hidden_size / heads
-    else if (H > 0 && d > 0 && d % H != 0 && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld and key \"head_dim\" is absent",
-                        path, (long long)d, (long long)H);
-    else if (H > 0) c->head_dim = d / H;
-    c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-6);
-    llama_rope(r, c);
-    c->tied = get_bool(r, root, "tie_word_embeddings", false);
-    const char *act = get_str(root, "hidden_act");
-    if (strcmp(type, "fusekit") != 0 && act && strcmp(act, "silu") != 0 && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (expected silu)", path, act);
-    if (strcmp(type, "llama") == 0) {
-        c->bias_qkv = c->bias_out = get_bool(r, root, "attention_bias", false);
-        if (get_bool(r, root, "mlp_bias", false) && r->st == FK_OK)
-            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: mlp_bias=true is not supported", path);
-    } else if (strcmp(type, "qwen2") == 0) {
-        c->bias_qkv = true;
-        if (get_bool(r, root, "use_sliding_window", false) && r->st == FK_OK)
-            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: use_sliding_window=true is not supported", path);
-    } else if (strcmp(type, "mistral") == 0) {
-        // Sliding-window attention equals full attention for sequences within the window.
-        int64_t win = get_int(r, "sliding_window", 0);
-        if (win > 0 && win < c->max_seq) c->max_seq = win;
-    } else {
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "fusekit");
-        if (!cJSON_IsObject(s)) {
-            if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: model_type fusekit needs the \"fusekit\" object of switches", path);
-        } else {
-            fusekit_switches_parse(r, s, c);
+// head_dim from d_model / n_head when no key gives it: an error unless n_head divides d_model.
+static int64_t split_heads(cfg_reader *r, const arch_family *f, int64_t d, int64_t H, int64_t hd) {
+    if (H > 0 && d > 0 && d % H != 0) {
+        if (r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: %s %lld is not a multiple of %s %lld%s", r->path, arch_key_of(f, ARCH_F_D_MODEL)->key,
+                             (long long)d, arch_key_of(f, ARCH_F_N_HEAD)->key, (long long)H,
+                             arch_key_of(f, ARCH_F_HEAD_DIM) ? " and key \"head_dim\" is absent" : "");
+        return hd;
+    }
+    return H > 0 ? d / H : hd;
+}
+
+// The scalar fields under the row's keys (the first present key of a field, else the last one's
+// default), into a config with the row's switches; *act_key: the activation key to check.
+static void read_scalars(cfg_reader *r, const arch_family *f, fk_config *c, const char **act_key) {
+    int64_t v[ARCH_F_SCALARS] = {0};
+    double x[ARCH_F_SCALARS] = {0};
+    bool done[ARCH_F_SCALARS] = {false};
+    int64_t V = get_int(r, "vocab_size", -1);
+    for (int i = 0; i < f->keys.n; i++) {
+        const arch_key *k = &f->keys.k[i];
+        if (k->field >= ARCH_F_SCALARS || done[k->field]) continue;
+        bool last = true;
+        for (int j = i + 1; j < f->keys.n; j++) last &= f->keys.k[j].field != k->field;
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(r->root, k->key);
+        bool present = o && !cJSON_IsNull(o);
+        if (!present && !last) continue;
+        done[k->field] = true;
+        int64_t def = k->how == ARCH_D_VALUE ? (int64_t)k->def : k->how == ARCH_D_N_HEAD ? v[ARCH_F_N_HEAD]
+                    : k->how == ARCH_D_4D ? 4 * v[ARCH_F_D_MODEL] : k->how == ARCH_D_NEXT ? 0 : -1;
+        if (k->field == ARCH_F_NORM_EPS || k->field == ARCH_F_ROPE_THETA) x[k->field] = get_num(r, k->key, k->def);
+        else if (k->field == ARCH_F_ACT) *act_key = k->key;
+        else if (k->field == ARCH_F_HEAD_DIM && k->how == ARCH_D_SPLIT && !present) done[k->field] = false;  // from the sizes, below
+        else v[k->field] = get_int(r, k->key, def);
+        if (k->how == ARCH_D_NEXT && v[k->field] == 0) done[k->field] = false;  // absent or 0: the next key
+    }
+    int64_t d = v[ARCH_F_D_MODEL], H = v[ARCH_F_N_HEAD];
+    fk_config_llama(c, V, d, v[ARCH_F_N_LAYER], H, done[ARCH_F_N_KV_HEAD] ? v[ARCH_F_N_KV_HEAD] : H, v[ARCH_F_FFN], v[ARCH_F_MAX_SEQ]);
+    c->head_dim = done[ARCH_F_HEAD_DIM] ? v[ARCH_F_HEAD_DIM] : split_heads(r, f, d, H, c->head_dim);  // may differ from d / H
+    c->norm_eps = (float)x[ARCH_F_NORM_EPS];
+    if (done[ARCH_F_ROPE_THETA]) c->rope_theta = (float)x[ARCH_F_ROPE_THETA];
+    arch_apply_switches(&f->sw, c);
+    c->tied = get_bool(r, r->root, "tie_word_embeddings", f->tied);
+}
+
+// The activation under key must be one the row's family computes as fusekit does.
+static void check_act(cfg_reader *r, const arch_family *f, const char *key) {
+    const char *act = get_str(r->root, key);
+    if (!f->acts || !act || r->st != FK_OK) return;
+    char list[160] = "";
+    for (int i = 0; f->acts[i]; i++) {
+        if (strcmp(act, f->acts[i]) == 0) return;
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", f->acts[i]);
+    }
+    r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is \"%s\", which fusekit does not implement for model_type %s (it reads: %s)", r->path,
+                     key, act, f->model_type, list);
+}
+
+// A family's config.json: the scalar fields, then in the row's order the keys that refine them.
+static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
+    const char *act_key = NULL;
+    read_scalars(r, f, c, &act_key);
+    for (int i = 0; i < f->keys.n; i++) {
+        const arch_key *k = &f->keys.k[i];
+        switch (k->field) {
+        case ARCH_F_ACT:
+            if (k->key == act_key) check_act(r, f, k->key);
+            break;
+        case ARCH_F_FLAG:
+            if (get_bool(r, r->root, k->key, k->def != 0) != (k->def != 0) && r->st == FK_OK)
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; fusekit implements only %s", r->path, k->key,
+                                 k->def != 0 ? "false" : "true", k->def != 0 ? "true" : "false");
+            break;
+        case ARCH_F_ATTN_BIAS: c->bias_qkv = c->bias_out = get_bool(r, r->root, k->key, false); break;
+        case ARCH_F_ROPE_SCALING: llama_rope(r, c); break;
+        case ARCH_F_WINDOW_CAP: {
+            int64_t win = get_int(r, k->key, 0);
+            if (win > 0 && win < c->max_seq) c->max_seq = win;
+            break;
+        }
+        case ARCH_F_GEMMA: gemma_config_parse(r, f->gemma, c); break;
+        case ARCH_F_SWITCHES: {
+            const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, k->key);
+            if (cJSON_IsObject(s)) fusekit_switches_parse(r, s, c);
+            else if (r->st == FK_OK)
+                r->st = fk_error(FK_ERR_FORMAT, "%s: model_type %s needs the \"%s\" object of switches", r->path, f->model_type, k->key);
+            break;
+        }
+        default: break;
         }
     }
 }
@@ -712,15 +655,11 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
             return st;
         }
         r.root = tc;
-        gemma_config_parse(&r, fam->gemma, c);
+        read_family(&r, fam, c);
         r.root = root;
         c->tied = get_bool(&r, root, "tie_word_embeddings", c->tied);
-    } else if (fam->keys == ARCH_KEYS_GPT2) {
-        gpt2_config_parse(&r, c);
-    } else if (fam->keys == ARCH_KEYS_LLAMA) {
-        llama_config_parse(&r, type, c);
     } else {
-        gemma_config_parse(&r, fam->gemma, c);
+        read_family(&r, fam, c);
     }
     const cJSON *quant = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
     if (quant && !cJSON_IsNull(quant) && r.st == FK_OK) {
@@ -757,7 +696,7 @@ static bool is_norm_kind(fk_param_kind k) {
 
 // What a Gemma folder's norm weights differ by from the model's: HF stores w with the scale 1 + w,
 // the model scales by norm_offset + w, so HF = w + norm_offset - 1 (0 for other types).
-static float norm_shift(const fk_model *m, fk_arch arch) { return is_gemma(arch) ? m->cfg.norm_offset - 1 : 0; }
+static float norm_shift(const fk_model *m, fk_arch arch) { return arch_of(arch)->sw.gemma_scales ? m->cfg.norm_offset - 1 : 0; }
 
 fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
     if (fk_model_is_frozen(m))
@@ -910,14 +849,17 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
     int layout = 0;
     const char *p0 = NULL;
     char nbuf[160];
-    if (arch == FK_ARCH_GEMMA3 && !shards_find(&s, "model.embed_tokens.weight", &p0))
+    const arch_family *fam = arch_of(arch);
+    const char *pre = fam->hf_optional_prefix;
+    size_t npre = pre ? strlen(pre) : 0;
+    if (fam->model_type_alias && !shards_find(&s, "model.embed_tokens.weight", &p0))
         layout = shards_find(&s, "model.language_model.embed_tokens.weight", &p0) ? 1
                : shards_find(&s, "language_model.model.embed_tokens.weight", &p0) ? 2 : 0;
     for (int i = 0; i < n && st == FK_OK; i++) {
         const fk_hf_tensor *t = &ts[i];
         const char *path = NULL;
         const fk_st_tensor *f = shards_find(&s, text_model_name(t->name, layout, nbuf, sizeof nbuf), &path);
-        if (!f && arch == FK_ARCH_GPT2 && strncmp(t->name, "transformer.", 12) == 0) f = shards_find(&s, t->name + 12, &path);
+        if (!f && pre && strncmp(t->name, pre, npre) == 0) f = shards_find(&s, t->name + npre, &path);
         if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (config.json asks for it)", dir, t->name); break; }
         int64_t want = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
         bool shape_ok = f->ndim == t->ndim && f->shape[0] == t->shape[0] && (t->ndim == 1 || f->shape[1] == t->shape[1]);
@@ -964,7 +906,7 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
                          (layout && vision_tensor(nm));
             for (int k = 0; k < n && !known; k++)
                 known = strcmp(text_model_name(ts[k].name, layout, nbuf, sizeof nbuf), nm) == 0 ||
-                        (arch == FK_ARCH_GPT2 && strcmp(ts[k].name + 12, nm) == 0);
+                        (pre && strncmp(ts[k].name, pre, npre) == 0 && strcmp(ts[k].name + npre, nm) == 0);
             if (!known) st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is not part of the model config.json describes (%s with %lld layers)",
                                       s.st[i].path, nm, fk_arch_name(arch), (long long)m->cfg.n_layer);
         }
