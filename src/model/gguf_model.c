@@ -515,6 +515,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         double f;
         FK_TRY(llama_head_keys(&r, d, heads[0], &hd, &f));
         fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
+        arch_apply_switches(&arch_of_gguf(arch, strlen(arch))->sw, c);  // the row's; biases and Gemma's below
         c->head_dim = hd;
         for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
         double eps, theta;
