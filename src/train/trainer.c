@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,29 +53,52 @@ static void sample_batch(const fk_token_data *d, const fk_train_opts *o, int64_t
 
 // ------------------------------------------------------------------ checkpoints
 
+// The options a checkpoint records (trainer_state.json's "options"), one row a key in the
+// order written: the field, its kind and the range a read accepts. The seed is a string (a
+// JSON number, a double, cannot hold every 64-bit seed).
+typedef enum { OPT_I64, OPT_INT, OPT_F32, OPT_SEED } opt_kind;
+typedef struct { const char *key; opt_kind kind; size_t off; double lo, hi; } opt_row;
+#define JSON_INT_MAX 9007199254740992.0  // 2^53: what a JSON number holds exactly
+#define ROW(key, kind, field, lo, hi) {key, kind, offsetof(fk_train_opts, field), lo, hi}
+static const opt_row opt_rows[] = {
+    ROW("steps", OPT_I64, steps, 0, JSON_INT_MAX),
+    ROW("batch", OPT_INT, batch, 1, INT32_MAX),
+    ROW("seq", OPT_INT, seq, 1, INT32_MAX),
+    ROW("grad_accum", OPT_INT, grad_accum, 1, INT32_MAX),
+    ROW("seed", OPT_SEED, seed, 0, 0),
+    ROW("eval_every", OPT_I64, eval_every, 0, JSON_INT_MAX),
+    ROW("eval_tokens", OPT_I64, eval_tokens, 0, JSON_INT_MAX),
+    ROW("save_every", OPT_I64, save_every, 0, JSON_INT_MAX),
+    ROW("keep", OPT_INT, keep, 0, INT32_MAX),
+    ROW("log_every", OPT_I64, log_every, 0, JSON_INT_MAX),
+    ROW("lr", OPT_F32, optim.lr, 0, 1e3),
+    ROW("min_lr_frac", OPT_F32, optim.min_lr_frac, 0, 1),
+    ROW("beta1", OPT_F32, optim.beta1, 0, 1),
+    ROW("beta2", OPT_F32, optim.beta2, 0, 1),
+    ROW("eps", OPT_F32, optim.eps, 0, 1),
+    ROW("weight_decay", OPT_F32, optim.weight_decay, 0, 1e3),
+    ROW("clip", OPT_F32, optim.clip, 0, 1e30),
+    ROW("warmup", OPT_I64, optim.warmup, 0, JSON_INT_MAX),
+    ROW("schedule_steps", OPT_I64, optim.total_steps, 0, JSON_INT_MAX),  // absent: steps
+};
+#undef ROW
+
 static cJSON *opts_to_json(const fk_train_opts *o) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
-    cJSON_AddNumberToObject(j, "batch", o->batch);
-    cJSON_AddNumberToObject(j, "seq", o->seq);
-    cJSON_AddNumberToObject(j, "grad_accum", o->grad_accum);
-    char seed[32];  // a string: a JSON number (double) cannot hold every 64-bit seed
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
-    cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
-    cJSON_AddNumberToObject(j, "eval_tokens", (double)o->eval_tokens);
-    cJSON_AddNumberToObject(j, "save_every", (double)o->save_every);
-    cJSON_AddNumberToObject(j, "keep", o->keep);
-    cJSON_AddNumberToObject(j, "log_every", (double)o->log_every);
-    cJSON_AddNumberToObject(j, "lr", o->optim.lr);
-    cJSON_AddNumberToObject(j, "min_lr_frac", o->optim.min_lr_frac);
-    cJSON_AddNumberToObject(j, "beta1", o->optim.beta1);
-    cJSON_AddNumberToObject(j, "beta2", o->optim.beta2);
-    cJSON_AddNumberToObject(j, "eps", o->optim.eps);
-    cJSON_AddNumberToObject(j, "weight_decay", o->optim.weight_decay);
-    cJSON_AddNumberToObject(j, "clip", o->optim.clip);
-    cJSON_AddNumberToObject(j, "warmup", (double)o->optim.warmup);
-    cJSON_AddNumberToObject(j, "schedule_steps", (double)o->optim.total_steps);
+    for (size_t i = 0; i < sizeof opt_rows / sizeof opt_rows[0]; i++) {
+        const opt_row *r = &opt_rows[i];
+        const char *f = (const char *)o + r->off;
+        char seed[32];
+        switch (r->kind) {
+        case OPT_I64: cJSON_AddNumberToObject(j, r->key, (double)*(const int64_t *)f); break;
+        case OPT_INT: cJSON_AddNumberToObject(j, r->key, *(const int *)f); break;
+        case OPT_F32: cJSON_AddNumberToObject(j, r->key, *(const float *)f); break;
+        case OPT_SEED:
+            snprintf(seed, sizeof seed, "%llu", (unsigned long long)*(const uint64_t *)f);
+            cJSON_AddStringToObject(j, r->key, seed);
+            break;
+        }
+    }
     return j;
 }
 
@@ -89,47 +113,32 @@ static fk_status jint(const cJSON *j, const char *path, const char *k, int64_t l
     return FK_OK;
 }
 
-static fk_status jint32(const cJSON *j, const char *path, const char *k, int lo, int *v) {
-    int64_t x = *v;
-    FK_TRY(jint(j, path, k, lo, INT32_MAX, &x));
-    *v = (int)x;
-    return FK_OK;
-}
-
-// A key of the options object, when there: a finite number in [lo, hi].
-static fk_status jfloat(const cJSON *j, const char *path, const char *k, double lo, double hi, float *v) {
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, k);
+// One row's key of the options object, when there, range-checked into its field.
+static fk_status opt_from_json(const cJSON *j, const char *path, const opt_row *r, fk_train_opts *o) {
+    char *f = (char *)o + r->off;
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, r->key);
     if (!x) return FK_OK;
-    double d = cJSON_IsNumber(x) ? x->valuedouble : NAN;
-    if (!(d >= lo && d <= hi)) return fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a number in [%g, %g]", path, k, lo, hi);
-    *v = (float)d;
+    if (r->kind == OPT_SEED) {
+        if (cJSON_IsString(x)) *(uint64_t *)f = strtoull(x->valuestring, NULL, 10);
+        return FK_OK;
+    }
+    if (r->kind == OPT_F32) {
+        double d = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+        if (!(d >= r->lo && d <= r->hi)) return fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a number in [%g, %g]", path, r->key, r->lo, r->hi);
+        *(float *)f = (float)d;
+        return FK_OK;
+    }
+    int64_t v = r->kind == OPT_INT ? *(int *)f : *(int64_t *)f;
+    FK_TRY(jint(j, path, r->key, (int64_t)r->lo, (int64_t)r->hi, &v));
+    if (r->kind == OPT_INT) *(int *)f = (int)v;
+    else *(int64_t *)f = v;
     return FK_OK;
 }
 
 // The options a checkpoint was made with (trainer_state.json's "options"); every value range-checked.
 static fk_status opts_from_json(const cJSON *j, const char *path, fk_train_opts *o) {
-    const int64_t BIG = (int64_t)1 << 53;  // what a JSON number holds exactly
-    FK_TRY(jint(j, path, "steps", 0, BIG, &o->steps));
-    FK_TRY(jint32(j, path, "batch", 1, &o->batch));
-    FK_TRY(jint32(j, path, "seq", 1, &o->seq));
-    FK_TRY(jint32(j, path, "grad_accum", 1, &o->grad_accum));
-    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
-    if (cJSON_IsString(seed)) o->seed = strtoull(seed->valuestring, NULL, 10);
-    FK_TRY(jint(j, path, "eval_every", 0, BIG, &o->eval_every));
-    FK_TRY(jint(j, path, "eval_tokens", 0, BIG, &o->eval_tokens));
-    FK_TRY(jint(j, path, "save_every", 0, BIG, &o->save_every));
-    FK_TRY(jint32(j, path, "keep", 0, &o->keep));
-    FK_TRY(jint(j, path, "log_every", 0, BIG, &o->log_every));
-    FK_TRY(jfloat(j, path, "lr", 0, 1e3, &o->optim.lr));
-    FK_TRY(jfloat(j, path, "min_lr_frac", 0, 1, &o->optim.min_lr_frac));
-    FK_TRY(jfloat(j, path, "beta1", 0, 1, &o->optim.beta1));
-    FK_TRY(jfloat(j, path, "beta2", 0, 1, &o->optim.beta2));
-    FK_TRY(jfloat(j, path, "eps", 0, 1, &o->optim.eps));
-    FK_TRY(jfloat(j, path, "weight_decay", 0, 1e3, &o->optim.weight_decay));
-    FK_TRY(jfloat(j, path, "clip", 0, 1e30, &o->optim.clip));
-    FK_TRY(jint(j, path, "warmup", 0, BIG, &o->optim.warmup));
-    o->optim.total_steps = o->steps;
-    FK_TRY(jint(j, path, "schedule_steps", 0, BIG, &o->optim.total_steps));
+    for (size_t i = 0; i < sizeof opt_rows / sizeof opt_rows[0]; i++) FK_TRY(opt_from_json(j, path, &opt_rows[i], o));
+    if (!cJSON_GetObjectItemCaseSensitive(j, "schedule_steps")) o->optim.total_steps = o->steps;
     return FK_OK;
 }
 
