@@ -1,6 +1,5 @@
 // Option parsing and error printing for the CLI.
 #include "cli.h"
-#include "fusekit/fusion.h"
 
 #include <cblas.h>
 #include <dirent.h>
@@ -8,9 +7,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <math.h>
 #include "base/par.h"
 #include <signal.h>
@@ -258,8 +254,7 @@ static int add_list(const char *cmd, cli_list *l, const char *a, size_t len, boo
     return 0;
 }
 
-// cli_parse, with the arguments no row knows copied to rest (when not NULL) instead of refused.
-static int parse_rows(int argc, char **argv, cli_opt *opts, const char *usage, char **rest, int *n_rest) {
+int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
     char cmd[64];
     usage_cmd(usage, cmd, sizeof cmd);
     // every numeric option says which values it takes (checked on every run, --help included)
@@ -283,7 +278,6 @@ static int parse_rows(int argc, char **argv, cli_opt *opts, const char *usage, c
             if (p->type == OPT_GROUP) verb = p->name;
             else if (name_matches(p->name, a, len)) o = p;
         }
-        if (!o && rest) { rest[(*n_rest)++] = argv[i]; continue; }
         if (!o) { fprintf(stderr, "fusekit %s: error: unknown option %s (see --help)\n", cmd, a); return 2; }
         o->set = true;
         if (o->type == OPT_FLAG) {
@@ -297,13 +291,6 @@ static int parse_rows(int argc, char **argv, cli_opt *opts, const char *usage, c
         if (rc) return rc;
     }
     return 0;
-}
-
-int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) { return parse_rows(argc, argv, opts, usage, NULL, NULL); }
-
-int cli_parse_rest(int argc, char **argv, cli_opt *opts, const char *usage, char **rest, int *n_rest) {
-    int rc = parse_rows(argc, argv, opts, usage, rest, n_rest);
-    return rc == 0 ? -1 : rc == 1 ? 0 : 2;
 }
 
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage) {
@@ -339,90 +326,26 @@ void cli_set_threads(int64_t threads) {
     openblas_set_num_threads((int)threads);
 }
 
-// A tokenizer must cover the model's vocabulary, up to padding rows (fk_vocab_check).
-static fk_status check_vocab(fk_tokenizer **t, int64_t vocab) {
-    if (!*t || vocab <= 0) return FK_OK;
-    fk_status st = fk_vocab_check(fk_tok_vocab_size(*t), vocab);
-    if (st == FK_OK) return FK_OK;
-    fk_tok_free(*t);
-    *t = NULL;
-    return st;
-}
-
+// The loading helpers the verbs share are the library's (fusekit/job.h).
 fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t) {
-    *t = NULL;
-    fk_status st = path ? fk_tok_load(path, t) : model_dir ? fk_model_load_tokenizer(model_dir, t) : FK_OK;
-    if (st == FK_OK && !*t && !path && vocab == 256) st = fk_tok_new_bytes(t);
-    if (st != FK_OK) return st;
-    st = check_vocab(t, vocab);
-    if (st != FK_OK && (path || model_dir))
-        st = fk_error_context(st, "tokenizer %s, model %s", path ? path : model_dir, model_dir ? model_dir : "(given)");
-    return st;
+    return fk_model_tokenizer(model_dir, path, vocab, t);
 }
 
-// Loading a tokenizer parses (and saving one builds) JSON trees of tens of MB, freed at once
-// but left in the heap under smaller blocks allocated after them: their pages go back to the
-// system before the model's activations take their own (Gemma-3-270M extraction: -67 MB RSS).
-void cli_trim_heap(void) {
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
-}
+void cli_trim_heap(void) { fk_heap_trim(); }
 
 fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok) {
-    if (!tok) {
-        FK_TRY(fk_model_load(path, flags, m, NULL));
-        cli_trim_heap();
-        return FK_OK;
-    }
-    *tok = NULL;
-    FK_TRY(fk_model_load(path, flags, m, tok_path ? NULL : tok));
-    fk_status st = FK_OK;
-    if (tok_path) st = fk_tok_load(tok_path, tok);
-    else if (!*tok && m->cfg.vocab_size == 256) st = fk_tok_new_bytes(tok);
-    if (st == FK_OK) st = check_vocab(tok, m->cfg.vocab_size);
-    if (st != FK_OK) { fk_tok_free(*tok); *tok = NULL; fk_model_free(m); }
-    cli_trim_heap();
-    return st;
+    return fk_model_load_tok(path, tok_path, flags, m, tok);
 }
 
 fk_status cli_model_open(const cli_model_opts *mo, fk_model *m, fk_tokenizer **tok) {
-    return cli_load_model(mo->path, mo->tokenizer, mo->flags, m, tok);
+    return fk_model_load_tok(mo->path, mo->tokenizer, mo->flags, m, tok);
 }
 
-fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok) {
-    FK_TRY(fk_store_save_tokenizer(store_path, *tok));
-    char *dir = fk_store_tokenizer_dir(store_path);
-    if (!dir) return fk_error(FK_ERR_NOMEM, "out of memory");
-    fk_tokenizer *back = NULL;
-    fk_status st = fk_tok_load(dir, &back);
-    free(dir);
-    if (st != FK_OK) return st;
-    if (fk_tok_fingerprint(back) == fk_tok_fingerprint(*tok)) fk_tok_free(back);
-    else { fk_tok_free(*tok); *tok = back; }
-    cli_trim_heap();
-    return FK_OK;
-}
+fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok) { return fk_store_keep_tokenizer(store_path, tok); }
 
-void cli_model_name(const char *path, char *out, size_t n) {
-    size_t len = strlen(path);
-    while (len > 1 && path[len - 1] == '/') len--;
-    size_t b = len;
-    while (b > 0 && path[b - 1] != '/') b--;
-    if (len - b > 5 && strncmp(path + len - 5, ".gguf", 5) == 0) len -= 5;
-    snprintf(out, n, "%.*s", (int)(len - b), path + b);
-}
+void cli_model_name(const char *path, char *out, size_t n) { fk_model_name(path, out, n); }
 
 // ---------------------------------------------------------------- outputs
-
-bool cli_check_only = false;
-
-int cli_check_train_args(int argc, char **argv) {
-    cli_check_only = true;
-    int rc = cmd_train(argc, argv);
-    cli_check_only = false;
-    return rc;
-}
 
 // path without trailing '/' (a malloc'd copy; "/" stays "/").
 static char *strip_slashes(const char *path) {

@@ -91,9 +91,6 @@ typedef struct {
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage);
 // cli_parse's outcome as the verb's exit code when it should stop (help: 0, error: 2), else -1.
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage);
-// cli_parse_verb for a verb that hands the options it does not know on (fuse to train): each
-// argument no row takes is appended to rest (room for argc values), *n_rest counting.
-int cli_parse_rest(int argc, char **argv, cli_opt *opts, const char *usage, char **rest, int *n_rest);
 // One numeric value outside an option table (a pass-through option such as fuse's -k): parsed,
 // checked against range (the table's syntax). Returns 0, or 2 after printing the error.
 int cli_parse_int(const char *cmd, const char *opt, const char *v, const char *range, int64_t *out);
@@ -124,11 +121,6 @@ fk_status cli_outdir_commit(cli_outdir *d);
 void cli_outdir_abort(cli_outdir *d);  // removes the temporary folder and all in it
 // Commits when st is FK_OK, else aborts (nothing when begin failed); returns the outcome.
 fk_status cli_outdir_end(cli_outdir *d, fk_status st);
-// Set by verbs that hand options to fusekit train later (fuse, heal, fold --heal-steps): cmd_train
-// checks its options and output, then returns 0 without doing anything.
-extern bool cli_check_only;
-// Runs cmd_train with cli_check_only set: train's options are checked before any other work.
-int cli_check_train_args(int argc, char **argv);
 
 // Removes a file or a folder tree; FK_OK when it was absent.
 fk_status cli_remove_tree(const char *path);
@@ -180,15 +172,21 @@ void cli_train_given(const cli_opt *rows, fk_train_job *job);
 // Train's rows over job and threads into rows, leaving out the options named in except
 // (NULL-terminated, or NULL), CLI_ROWS_END included; returns the row count without the end.
 int cli_train_job_rows(fk_train_job *job, int64_t *threads, const char *const *except, cli_opt *rows);
+// A verb's own n rows, then CLI_ROW_GROUP("train") and train's rows (cli_train_job_rows) into
+// rows; returns the row count without the end.
+int cli_rows_then_train(const cli_opt *own, int n, fk_train_job *job, int64_t *threads, const char *const *except, cli_opt *rows);
 // The train options heal sets itself (left out of its table and of fold's healing options).
 extern const char *const cli_heal_sets[];
 // Runs a job through run (an adapter of fk_train_job_run, fk_fuse_run or fk_heal_run) with the
 // program's hooks: notes and the tty progress to stderr, metrics lines to stdout, Ctrl-C and
 // SIGTERM to stop and save. Prints what the job refused ("fusekit <verb>: error: ...", 2), a
-// failure (1), or where it was interrupted and how to resume (again: "run the same command
-// again"; else "... with --resume"; 130 / 143). Returns the exit code.
+// failure (1), or where it was interrupted (the checkpoint under out) and how to resume (again:
+// "run the same command again"; else "... with --resume"; 130 / 143). Returns the exit code.
+// Test-only (tests/test_faults.c): with FK_TEST_KILL_AT=checkpoint-write[:STEP] set, the run
+// kills itself with SIGKILL while a checkpoint (of STEP, or any) is half written.
+void cli_test_faults(fk_train_job *j);
 typedef fk_status (*cli_job_run)(const void *job, const fk_job_hooks *h, fk_train_job_result *r);
-int cli_job_exec(const char *verb, cli_job_run run, const void *job, int64_t threads, bool again);
+int cli_job_exec(const char *verb, cli_job_run run, const void *job, const char *out, int64_t threads, bool again);
 
 // fusekit fuse: fuse's rows, then train's (CLI_ROW_GROUP("train")) without those fuse sets
 // itself (--init, --teacher, --tokenizer, --align-cache).
@@ -227,49 +225,29 @@ void cli_fold_args_init(cli_fold_args *a);
 int cli_fold_rows(cli_fold_args *a, cli_opt *rows);
 int cli_fold_exec(cli_fold_args *a);
 
-// Extracts (or finds cached) the top-k store of a model folder on a text into store_dir, named
-// after the folder and the model's fingerprint, with its tokenizer beside it; *path gets the
-// file (free it). tty: show progress.
-fk_status cli_extract_store(const char *model_dir, const char *data, const char *store_dir, int k, bool tty, char **path);
-
-// The tokenizer a model (a folder or a .gguf file) uses: `path` when given, else the model's own
-// (the folder's tokenizer.json, the GGUF's tokenizer.ggml.* keys), else the byte tokenizer when
-// the vocabulary has 256 tokens, else NULL (ids only). vocab < 0: not checked against the model.
+// Model loading as the library does it (fusekit/job.h), under the names the verbs use:
+// cli_model_tokenizer is fk_model_tokenizer, cli_load_model fk_model_load_tok (on failure
+// nothing is left allocated), cli_trim_heap fk_heap_trim, cli_store_tokenizer
+// fk_store_keep_tokenizer, cli_model_name fk_model_name.
 fk_status cli_model_tokenizer(const char *model_dir, const char *path, int64_t vocab, fk_tokenizer **t);
-
-// Loads a model from a folder or a .gguf file (fk_model_load; flags FK_LOAD_*) and, unless tok is
-// NULL, its tokenizer as cli_model_tokenizer chooses it (`tok_path` first). On failure nothing
-// is left allocated.
 fk_status cli_load_model(const char *path, const char *tok_path, unsigned flags, fk_model *m, fk_tokenizer **tok);
-
 // cli_load_model for the model group's rows: mo->path with mo->tokenizer and mo->flags.
 fk_status cli_model_open(const cli_model_opts *mo, fk_model *m, fk_tokenizer **tok);
-
-// Gives the heap's free pages back to the system (after tokenizer JSON is parsed or written).
 void cli_trim_heap(void);
-// Writes *tok beside a store (fk_store_save_tokenizer) and makes *tok the tokenizer as it reads
-// back from there. A tokenizer from GGUF metadata can read back from tokenizer.json with another
-// fingerprint (SentencePiece pieces merge by rank there, by score in GGUF; the same ids), and a
-// store must record the fingerprint of the tokenizer kept beside it.
 fk_status cli_store_tokenizer(const char *store_path, fk_tokenizer **tok);
-
-// The name a model path goes by in file names: its last component without a trailing '/' or
-// ".gguf" (written into out, n bytes).
 void cli_model_name(const char *path, char *out, size_t n);
 
 // Ctrl-C and SIGTERM in the verbs that run long and resume (train, extract, fuse, heal, fold
 // --rounds; src/cli/cmd_train.c): the first signal sets cli_stop_signal, which the running loop
-// polls to finish its step, save and return; a second exits at once with 128 + signal (what is
-// saved is complete under its final name: files and checkpoints are renamed into place).
+// polls (the job hooks' stop) to finish its step, save and return; a second exits at once with
+// 128 + signal (what is saved is complete under its final name: files and checkpoints are
+// renamed into place).
 // cli_stop_begin installs the handlers (nested calls count; the outermost clears the flag),
 // cli_stop_end restores the previous ones; cli_stop_code is 130 (SIGINT) or 143 (SIGTERM).
 extern volatile sig_atomic_t cli_stop_signal;
 void cli_stop_begin(void);
 void cli_stop_end(void);
 int cli_stop_code(void);
-// Set by the verbs that resume by themselves when run again (fuse, heal, fold): train's hint at
-// an interrupt then says to run the same command again rather than to add --resume.
-extern bool cli_train_resumes_itself;
 
 // JSON output (one line per object, built through cJSON: strings escaped). Numbers keep the
 // printf formats the outputs have always had ("%.6f"); a number that is not finite is null.

@@ -21,7 +21,7 @@ static void loaded_free(loaded *x) {
 
 static fk_status load_all(const char *model, const char *tokenizer, const char *data, loaded *x) {
     memset(x, 0, sizeof *x);
-    fk_status st = cli_load_model(model, tokenizer, 0, &x->m, &x->tok);
+    fk_status st = fk_model_load_tok(model, tokenizer, 0, &x->m, &x->tok);
     if (st == FK_OK) st = fk_data_load_tok(data, x->tok, &x->d);
     if (st != FK_OK) loaded_free(x);
     return st;
@@ -181,110 +181,52 @@ static const char *heal_usage =
     "Every fusekit train option is accepted (--steps, --lr, --batch, --val, ...); --lr defaults to 1e-4\n"
     "(a gentle fine-tune: heal on the original's own training text, a small text is soon overfitted).";
 
-// The options healing hands to fusekit train, checked before any work (train's ranges).
-static int heal_check(const char *model, const char *data, const char *out, const char *lambda, int extra_n, char **extra) {
-    char **argv = calloc((size_t)extra_n + 12, sizeof *argv);
-    if (!argv) return 1;
-    int n = 0;
-    argv[n++] = "train";
-    argv[n++] = "--init"; argv[n++] = (char *)model;
-    argv[n++] = "--data"; argv[n++] = (char *)data;
-    argv[n++] = "-o"; argv[n++] = (char *)out;
-    argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
-    for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
-    int rc = cli_check_train_args(n, argv);
-    free(argv);
-    return rc;
+void cli_heal_args_init(cli_heal_args *a) {
+    memset(a, 0, sizeof *a);
+    fk_heal_job_defaults(&a->job);
 }
 
-static int heal_run(const char *teacher, const char *model, const char *data, const char *out, const char *store_dir, int k, const char *lambda,
-                    int extra_n, char **extra) {
-    char *sdir = store_dir ? strdup(store_dir) : fk_path_join(out, "stores");
-    fk_status st = fk_mkdir_p(sdir);
-    char *store = NULL;
-    if (st == FK_OK) st = cli_extract_store(teacher, data, sdir, k, isatty(2) != 0, &store);
-    int rc;
-    if (st != FK_OK && cli_stop_signal) { fprintf(stderr, "fusekit heal: %s\n", fk_last_error()); rc = cli_stop_code(); }
-    else if (st != FK_OK) rc = cli_fail("heal", st);
-    else {
-        char **argv = calloc((size_t)extra_n + 24, sizeof *argv);
-        int n = 0;
-        argv[n++] = "train";
-        argv[n++] = "--init"; argv[n++] = (char *)model;
-        argv[n++] = "--data"; argv[n++] = (char *)data;
-        argv[n++] = "-o"; argv[n++] = (char *)out;
-        argv[n++] = "--teacher"; argv[n++] = store;
-        argv[n++] = "--lambda"; argv[n++] = (char *)lambda;
-        argv[n++] = "--align-cache"; argv[n++] = sdir;
-        argv[n++] = "--teacher-tail";
-        // run again after an interrupt, healing resumes from the newest checkpoint in out
-        char *ck = NULL;
-        bool again = fk_checkpoint_latest(out, &ck) == FK_OK;
-        free(ck);
-        for (int i = 0; i < extra_n; i++) again = again && strcmp(extra[i], "--resume") != 0;
-        if (again) argv[n++] = "--resume";
-        bool lr = false;
-        for (int i = 0; i < extra_n; i++) lr = lr || strcmp(extra[i], "--lr") == 0;
-        if (!lr) { argv[n++] = "--lr"; argv[n++] = "1e-4"; }  // fine-tuning, not training from scratch
-        for (int i = 0; i < extra_n; i++) argv[n++] = extra[i];
-        cli_train_resumes_itself = true;
-        rc = cmd_train(n, argv);
-        cli_train_resumes_itself = false;
-        free(argv);
-    }
-    free(store);
-    free(sdir);
-    return rc;
+const char *const cli_heal_sets[] = {"--init", "--teacher", "--tokenizer", "--align-cache", "--resume", "--resume-from", NULL};
+
+int cli_heal_rows(cli_heal_args *a, cli_opt *rows) {
+    fk_heal_job *j = &a->job;
+    const cli_opt own[] = {
+        {"--teacher", OPT_STR, &j->teacher, "the model before folding, a folder or .gguf (its tokenizer must be the folded model's; required)", false, NULL},
+        {"--model", OPT_STR, &j->model, "the folded model, a folder or .gguf (required)", false, NULL},
+        {"-k", OPT_I32, &j->k, "entries per position in the store", false, "[1,64]"},
+        {"--store-dir", OPT_STR, &j->store_dir, "where the store is kept (default OUT/stores)", false, NULL},
+    };
+    return cli_rows_then_train(own, (int)(sizeof own / sizeof own[0]), &j->train, &a->threads, cli_heal_sets, rows);
+}
+
+static fk_status run_heal(const void *job, const fk_job_hooks *h, fk_train_job_result *r) { return fk_heal_run(job, h, r); }
+
+int cli_heal_exec(cli_heal_args *a) {
+    const fk_heal_job *j = &a->job;
+    const char *ins[] = {j->teacher, j->model, j->train.data, j->train.val, j->train.config, j->store_dir};
+    cli_out_spec os = {"-o", j->train.out, false, true};  // an existing OUT resumes
+    int rc = cli_check_output("heal", &os, ins, 6);
+    if (rc != 0) return rc;
+    cli_test_faults(&a->job.train);
+    return cli_job_exec("heal", run_heal, j, j->train.out, a->threads, true);
 }
 
 int cmd_heal(int argc, char **argv) {
-    const char *teacher = NULL, *model = NULL, *data = NULL, *out = NULL, *store_dir = NULL, *lambda = "0.5";
-    int k = 10;
-    cli_opt opts[] = {
-        {"--teacher", OPT_STR, &teacher, "the model before folding, a folder or .gguf (its tokenizer must be the folded model's; required)", false, NULL},
-        {"--model", OPT_STR, &model, "the folded model, a folder or .gguf (required)", false, NULL},
-        {"--data", OPT_STR, &data, "healing text (required)", false, NULL},
-        {"-o|--out", OPT_STR, &out, "the healed model (required)", false, NULL},
-        {"-k", OPT_I32, &k, "entries per position in the store", false, "[1,64]"},
-        {"--store-dir", OPT_STR, &store_dir, "where the store is kept (default OUT/stores)", false, NULL},
-        {"--lambda", OPT_STR, &lambda, "weight of the CLM loss, 0: pure distillation (checked as train's --lambda)", false, NULL},
-        CLI_ROWS_END,
-    };
-    char **pass = calloc((size_t)argc + 1, sizeof *pass);
-    int np = 0;
-    int rc = pass ? cli_parse_rest(argc, argv, opts, heal_usage, pass, &np) : 1;
-    for (int i = 0; rc < 0 && i < np; i++)
-        if (strcmp(pass[i], "--init") == 0 || strcmp(pass[i], "--resume") == 0 || strcmp(pass[i], "--resume-from") == 0) {
-            fprintf(stderr, "fusekit heal: error: %s is set by heal itself (use --model)\n", pass[i]);
-            rc = 2;
-        }
-    if (rc < 0 && (!teacher || !model || !data || !out)) {
+    cli_heal_args a;
+    cli_opt rows[CLI_HEAL_ROWS];
+    cli_heal_args_init(&a);
+    cli_heal_rows(&a, rows);
+    int rc = cli_parse_verb(argc, argv, rows, heal_usage);
+    if (rc >= 0) return rc;
+    if (!a.job.teacher || !a.job.model || !a.job.train.data || !a.job.train.out) {
         fprintf(stderr, "fusekit heal: error: --teacher, --model, --data and --out are required (see --help)\n");
-        rc = 2;
+        return 2;
     }
-    if (rc >= 0) { free(pass); return rc; }
-    {
-        const char *ins[] = {teacher, model, data, store_dir};
-        cli_out_spec os = {"-o", out, false, true};  // an existing OUT resumes
-        int crc = cli_check_output("heal", &os, ins, 4);
-        if (crc == 0) crc = heal_check(model, data, out, lambda, np, pass);
-        if (crc != 0) { free(pass); return crc; }
-    }
-    rc = heal_run(teacher, model, data, out, store_dir, k, lambda, np, pass);
-    free(pass);
-    return rc;
+    cli_train_given(rows, &a.job.train);
+    return cli_heal_exec(&a);
 }
 
-// Everything fold's flags set (fold_args for each fold; the rounds and healing around them).
-typedef struct {
-    fold_args fa;
-    const char *model, *data, *out, *scope, *ops, *heal_data, *heal_lambda;
-    double budget, min_width, ridge;
-    int64_t round, rounds, heal_steps, threads;
-    bool uniform, edges, force;
-    int extra_n;     // train's options for healing: those after "--"
-    char **extra;
-} fold_cmd;
+// ---------------------------------------------------------------- fold
 
 static const char fold_usage[] =
     "usage: fusekit fold --model DIR|FILE.gguf --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
@@ -295,44 +237,70 @@ static const char fold_usage[] =
     "lowest KL), collects statistics again, and folds FFN units (least-squares refit of the down projection).\n"
     "The result is an ordinary model folder. With --rounds N and --heal-steps S: N rounds of fold -> heal.";
 
-// The flags (before "--") into c. Returns 0 to go on, 1 when help was printed, 2 on an error.
-static int fold_parse(int own, char **argv, fold_cmd *c) {
-    fold_args *fa = &c->fa;
-    cli_opt opts[] = {
-        {"--model", OPT_STR, &c->model, "model to fold: a folder or a .gguf file (required)", false, NULL},
-        {"--data", OPT_STR, &c->data, "calibration text or token shard (required)", false, NULL},
-        {"-o|--out", OPT_STR, &c->out, "output folder: the folded model and plan.json (required)", false, NULL},
-        {"--budget", OPT_FLOAT, &c->budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
-        {"--scope", OPT_STR, &c->scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
-        {"--method", OPT_STR, &fa->method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false, NULL},
-        {"--select", OPT_STR, &fa->select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false, NULL},
-        {"--ops", OPT_STR, &c->ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false, NULL},
-        {"--plan-only", OPT_FLAG, &fa->plan_only, "write plan.json and print the plan; change nothing", false, NULL},
-        {"--uniform", OPT_FLAG, &c->uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false, NULL},
-        {"--round", OPT_INT, &c->round, "FFN widths become multiples of this", false, "[1,65536]"},
-        {"--min-width", OPT_FLOAT, &c->min_width, "keep at least this fraction of each layer's FFN width", false, "[0,1]"},
-        {"--fold-edges", OPT_FLAG, &c->edges, "allow folding the first and last layer", false, NULL},
-        {"--ridge", OPT_FLOAT, &c->ridge, "least-squares ridge: lambda = ridge * mean(diag G)", false, "[0,)"},
-        {"--tokenizer", OPT_STR, &fa->tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
-        {"--seq", OPT_INT, &fa->seq, "window length for statistics and probes (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &fa->batch, "windows per forward pass while collecting statistics", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &fa->max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
-        {"--probe-windows", OPT_INT, &fa->probe_windows, "windows in the KL probe that calibrates the estimates", false, "[1,65536]"},
-        {"--rounds", OPT_INT, &c->rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget", false, "[1,64]"},
-        {"--heal-steps", OPT_INT, &c->heal_steps, "healing steps in all, split over the rounds, 0: no healing", false, "[0,)"},
-        {"--heal-data", OPT_STR, &c->heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
-        {"--heal-lambda", OPT_STR, &c->heal_lambda, "CLM weight while healing (default 0.5; 0: pure distillation)", false, NULL},
-        {"--threads", OPT_INT, &c->threads, "threads, 0 = all cores", false, "[0,4096]"},
-        {"--force", OPT_FLAG, &c->force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
-        CLI_ROWS_END,
-    };
-    int rc = cli_parse(own, argv, opts, fold_usage);
-    return rc == 1 ? 1 : rc ? 2 : 0;
+void cli_fold_args_init(cli_fold_args *a) {
+    memset(a, 0, sizeof *a);
+    // the rows' defaults are the library's (fk_fold_run_defaults, fk_fold_opts_default)
+    fk_fold_run_opts rd;
+    fk_fold_run_defaults(&rd);
+    a->budget = rd.plan.budget;
+    a->round = rd.plan.round;
+    a->min_width = rd.plan.min_width;
+    a->ridge = rd.plan.ridge;
+    a->seq = rd.seq;
+    a->batch = rd.batch;
+    a->max_tokens = rd.max_tokens;
+    a->probe_windows = rd.probe_windows;
+    a->scope = "ffn";
+    a->method = "lsq";
+    a->select = "greedy";
+    a->ops = "ffn,heads,layers";
+    a->rounds = 1;
+    // healing: heal's defaults (lambda 0.5, lr 1e-4)
+    cli_train_args_init(&a->heal);
+    fk_heal_job hd;
+    fk_heal_job_defaults(&hd);
+    a->heal.job = hd.train;
 }
 
-// The values cli_parse does not check; the fold options filled from them. 0 or 2.
-static int fold_validate(fold_cmd *c) {
-    fold_args *fa = &c->fa;
+int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
+    const cli_opt t[] = {
+        {"--model", OPT_STR, &a->model, "model to fold: a folder or a .gguf file (required)", false, NULL},
+        {"--data", OPT_STR, &a->data, "calibration text or token shard (required)", false, NULL},
+        {"-o|--out", OPT_STR, &a->out, "output folder: the folded model and plan.json (required)", false, NULL},
+        {"--budget", OPT_FLOAT, &a->budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
+        {"--scope", OPT_STR, &a->scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
+        {"--method", OPT_STR, &a->method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false, NULL},
+        {"--select", OPT_STR, &a->select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false, NULL},
+        {"--ops", OPT_STR, &a->ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false, NULL},
+        {"--plan-only", OPT_FLAG, &a->plan_only, "write plan.json and print the plan; change nothing", false, NULL},
+        {"--uniform", OPT_FLAG, &a->uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false, NULL},
+        {"--round", OPT_INT, &a->round, "FFN widths become multiples of this", false, "[1,65536]"},
+        {"--min-width", OPT_FLOAT, &a->min_width, "keep at least this fraction of each layer's FFN width", false, "[0,1]"},
+        {"--fold-edges", OPT_FLAG, &a->edges, "allow folding the first and last layer", false, NULL},
+        {"--ridge", OPT_FLOAT, &a->ridge, "least-squares ridge: lambda = ridge * mean(diag G)", false, "[0,)"},
+        {"--tokenizer", OPT_STR, &a->tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
+        {"--seq", OPT_INT, &a->seq, "window length for statistics and probes (default: the model's context)", false, "[0,1048576]"},
+        {"--batch", OPT_INT, &a->batch, "windows per forward pass while collecting statistics", false, "[1,65536]"},
+        {"--max-tokens", OPT_INT, &a->max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
+        {"--probe-windows", OPT_INT, &a->probe_windows, "windows in the KL probe that calibrates the estimates", false, "[1,65536]"},
+        {"--rounds", OPT_INT, &a->rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget", false, "[1,64]"},
+        {"--heal-steps", OPT_INT, &a->heal_steps, "healing steps in all, split over the rounds, 0: no healing", false, "[0,)"},
+        {"--heal-data", OPT_STR, &a->heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
+        {"--heal-lambda", OPT_F32, &a->heal.job.lambda, "CLM weight while healing, 0: pure distillation", false, "[0,1]"},
+        CLI_ROW_THREADS(&a->threads),
+        {"--force", OPT_FLAG, &a->force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
+    };
+    int n = (int)(sizeof t / sizeof t[0]);
+    memcpy(rows, t, sizeof t);
+    rows[n] = (cli_opt)CLI_ROWS_END;
+    return n;
+}
+
+// The values the rows do not check; fold_args filled from them. 0 or 2.
+static int fold_validate(const cli_fold_args *c, fold_args *fa) {
+    fk_fold_run_opts rd;
+    fk_fold_run_defaults(&rd);
+    *fa = (fold_args){c->tokenizer, c->method, c->select, rd.plan, c->seq, c->batch, c->max_tokens, c->probe_windows, c->plan_only, NULL};
     const char *err = NULL;
     char msg[512];
     fa->o.ffn_ops = strstr(c->ops, "ffn") != NULL;
@@ -350,8 +318,7 @@ static int fold_validate(fold_cmd *c) {
     else if (c->rounds > 1 && c->heal_steps <= 0) err = "--rounds needs --heal-steps (progressive folding heals between rounds)";
     else if (fa->probe_windows < 1 || fa->batch < 1) err = "--probe-windows and --batch must be positive";
     if (err) { fprintf(stderr, "fusekit fold: error: %s\n", err); return 2; }
-    double hl;
-    if (cli_parse_float("fold", "--heal-lambda", c->heal_lambda, "[0,1]", &hl)) return 2;
+    fa->o.budget = c->budget;
     fa->o.round = (int)c->round;
     fa->o.min_width = c->min_width;
     fa->o.ridge = c->ridge;
@@ -360,49 +327,34 @@ static int fold_validate(fold_cmd *c) {
     return 0;
 }
 
-// The output, and (with healing) train's options, checked before any folding. 0 or the exit code.
-static int fold_check(const fold_cmd *c) {
-    bool healing = c->rounds > 1 || c->heal_steps > 0;
-    const char *ins[] = {c->model, c->data, c->heal_data, c->fa.tokenizer};
-    // healing trains into OUT, and the same command run again resumes there
-    cli_out_spec os = {"-o", c->out, c->force, healing};
-    int rc = cli_check_output("fold", &os, ins, 4);
-    if (rc != 0 || !healing) return rc;
-    char **extra = calloc((size_t)c->extra_n + 3, sizeof *extra);
-    if (!extra) return 1;
-    int ne = 0;
-    extra[ne++] = "--steps";
-    extra[ne++] = "1";
-    for (int i = 0; i < c->extra_n; i++) extra[ne++] = c->extra[i];
-    rc = heal_check(c->model, c->heal_data ? c->heal_data : c->data, c->out, c->heal_lambda, ne, extra);
-    free(extra);
-    return rc;
-}
-
-// fk_fold_rounds' callbacks: each fold by fold_once, each healing by heal_run, a line per round.
-typedef struct { fold_cmd *c; int rc; } rounds_ui;
+// fk_fold_rounds' callbacks: each fold by fold_once, each healing by cli_heal_exec, a line per round.
+typedef struct { const cli_fold_args *c; fold_args *fa; int rc; } rounds_ui;
 
 static fk_status round_fold(const char *model, const char *dir, double fraction, bool in_place, int64_t *removed, void *user) {
     rounds_ui *ui = user;
     const char *data = ui->c->data;
-    return in_place ? fold_once(model, data, dir, &ui->c->fa, fraction, removed) : fold_to(model, data, dir, &ui->c->fa, fraction, removed);
+    return in_place ? fold_once(model, data, dir, ui->fa, fraction, removed) : fold_to(model, data, dir, ui->fa, fraction, removed);
 }
 
 static fk_status round_heal(const char *teacher, const char *model, const char *out, int64_t steps, bool resume, const fk_fold_round_event *ev,
                             void *user) {
     rounds_ui *ui = user;
-    const fold_cmd *c = ui->c;
-    char *sdir = fk_path_join(c->out, "stores"), n[32];
-    char **extra = calloc((size_t)c->extra_n + 4, sizeof *extra);
-    if (!sdir || !extra) { free(sdir); free(extra); return fk_error(FK_ERR_NOMEM, "out of memory"); }
-    snprintf(n, sizeof n, "%lld", (long long)steps);
-    int ne = 0;
-    extra[ne++] = "--steps";
-    extra[ne++] = n;
-    if (resume) extra[ne++] = "--resume";
-    for (int i = 0; i < c->extra_n; i++) extra[ne++] = c->extra[i];
-    ui->rc = heal_run(teacher, model, c->heal_data ? c->heal_data : c->data, out, sdir, 10, c->heal_lambda, ne, extra);
-    free(extra);
+    const cli_fold_args *c = ui->c;
+    cli_heal_args h;
+    cli_heal_args_init(&h);
+    char *sdir = fk_path_join(c->out, "stores");
+    if (!sdir) return fk_error(FK_ERR_NOMEM, "out of memory");
+    h.job.teacher = teacher;
+    h.job.model = model;
+    h.job.store_dir = sdir;
+    h.job.train = c->heal.job;  // the options after "--"
+    h.job.train.data = c->heal_data ? c->heal_data : c->data;
+    h.job.train.out = out;
+    if (!(h.job.train.given & FK_GIVEN_STEPS)) h.job.train.o.steps = steps;  // (--steps after "--" wins, as it always did)
+    h.job.train.given |= FK_GIVEN_STEPS;
+    h.job.train.resume = h.job.train.resume || resume;
+    h.threads = c->heal.threads;
+    ui->rc = cli_heal_exec(&h);
     free(sdir);
     if (ui->rc == 130 || ui->rc == 143)
         fprintf(stderr, "fusekit fold: interrupted in round %d/%d; run the same fold command again to resume\n", ev->round, ev->rounds);
@@ -415,105 +367,117 @@ static void round_report(const fk_fold_round_event *ev, void *user) {
     else fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", ev->round, ev->rounds, ev->model, (long long)ev->params);
 }
 
-int cmd_fold(int argc, char **argv) {
-    fold_cmd c = {.fa = {.method = "lsq", .select = "greedy"}, .scope = "ffn", .ops = "ffn,heads,layers", .heal_lambda = "0.5", .rounds = 1};
-    // the rows' defaults are the library's (fk_fold_run_defaults, fk_fold_opts_default)
-    fk_fold_run_opts rd;
-    fk_fold_run_defaults(&rd);
-    c.fa.o = rd.plan;
-    c.budget = rd.plan.budget;
-    c.round = rd.plan.round;
-    c.min_width = rd.plan.min_width;
-    c.ridge = rd.plan.ridge;
-    c.fa.seq = rd.seq;
-    c.fa.batch = rd.batch;
-    c.fa.max_tokens = rd.max_tokens;
-    c.fa.probe_windows = rd.probe_windows;
-    // options after "--" go to fusekit train for healing
-    int own = argc;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--") == 0) { own = i; break; }
-    c.extra = argv + own + (own < argc);
-    c.extra_n = argc - own - (own < argc);
-    int rc = fold_parse(own, argv, &c);
-    if (rc) return rc == 1 ? 0 : 2;
-    if ((rc = fold_validate(&c)) != 0 || (rc = fold_check(&c)) != 0) return rc;
-    cli_set_threads(c.threads);
+int cli_fold_exec(cli_fold_args *a) {
+    fold_args fa;
+    int rc = fold_validate(a, &fa);
+    if (rc != 0) return rc;
+    bool healing = a->rounds > 1 || a->heal_steps > 0;
+    const char *ins[] = {a->model, a->data, a->heal_data, a->tokenizer};
+    // healing trains into OUT, and the same command run again resumes there
+    cli_out_spec os = {"-o", a->out, a->force, healing};
+    if ((rc = cli_check_output("fold", &os, ins, 4)) != 0) return rc;
+    cli_set_threads(a->threads);
     fk_status st;
-    if (c.fa.plan_only) {
+    if (fa.plan_only) {
         int64_t removed = 0;
-        st = fold_to(c.model, c.data, c.out, &c.fa, c.budget, &removed);
+        st = fold_to(a->model, a->data, a->out, &fa, a->budget, &removed);
         return st == FK_OK ? 0 : cli_fail("fold", st);
     }
-    fk_fold_rounds_opts ro = {c.budget, c.fa.o.scope, (int)c.rounds, c.heal_steps};
-    rounds_ui ui = {&c, 0};
+    fk_fold_rounds_opts ro = {a->budget, fa.o.scope, (int)a->rounds, a->heal_steps};
+    rounds_ui ui = {a, &fa, 0};
     fk_fold_rounds_ops ops = {round_fold, round_heal, round_report, &ui};
-    st = fk_fold_rounds(c.model, c.out, &ro, &ops);
+    st = fk_fold_rounds(a->model, a->out, &ro, &ops);
     if (ui.rc != 0) return ui.rc;  // healing reported its own failure
     return st == FK_OK ? 0 : cli_fail("fold", st);
 }
 
+int cmd_fold(int argc, char **argv) {
+    cli_fold_args a;
+    cli_opt rows[CLI_FOLD_ROWS], heal_rows[CLI_TRAIN_ROWS + 1];
+    cli_fold_args_init(&a);
+    cli_fold_rows(&a, rows);
+    // the options after "--" are train's, for healing (errors named "fusekit train")
+    cli_rows_then_train(NULL, 0, &a.heal.job, &a.heal.threads, cli_heal_sets, heal_rows);
+    int own = argc;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--") == 0) { own = i; break; }
+    int rc = cli_parse_verb(own, argv, rows, fold_usage);
+    if (rc < 0 && own < argc) rc = cli_parse_verb(argc - own, argv + own, heal_rows, fold_usage);
+    if (rc >= 0) return rc;
+    cli_train_given(heal_rows, &a.heal.job);
+    return cli_fold_exec(&a);
+}
+
+// ---------------------------------------------------------------- prune
+
+static const char prune_usage[] =
+    "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
+    "The baselines folding is compared against, at a parameter budget:\n"
+    "  magnitude  FFN channels with the smallest L2 norm of their weights, the same fraction in every layer;\n"
+    "  flap       FLAP: fluctuation Var(h_j) * |W_down[:, j]|^2, z-scored per layer, one global threshold,\n"
+    "             the removed channels' mean output added to the down projection's bias;\n"
+    "  shortgpt   ShortGPT: whole layers, lowest Block Influence first.";
+
+// Prunes x's model by p into out (a temporary folder renamed when complete); prints the summary line.
+static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
+    fold_args fa = {.seq = p->seq, .batch = p->batch, .max_tokens = p->max_tokens};
+    fk_analysis a;
+    fk_model pr = {0};
+    int64_t removed = 0, scope0 = fk_fold_scope_params(&x->m, p->scope);
+    fk_status st = analyze_model(&x->m, &x->d, &fa, &a);
+    if (st == FK_OK) {
+        st = fk_prune(&x->m, &a, p->method, p->budget, p->scope, &pr, &removed);
+        fk_analysis_free(&a);
+    }
+    if (st == FK_OK) {
+        cli_outdir od;
+        st = cli_outdir_begin(out, &od);
+        if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x->tok, od.tmp));
+    }
+    static const char *const names[] = {"magnitude", "flap", "shortgpt"};
+    if (st == FK_OK)
+        cli_json_print(summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed, (double)removed / (double)scope0),
+                       stdout, NULL);
+    fk_model_free(&pr);
+    return st;
+}
+
 int cmd_prune(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *method = NULL, *scope = "ffn", *tokenizer = NULL;
-    double budget = 0.3;
-    int64_t seq = 0, batch = 4, max_tokens = 65536, threads = 0;
+    const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL;
+    fk_prune_opts p;
+    fk_prune_defaults(&p);
+    int64_t threads = 0;
     bool force = false;
     cli_opt opts[] = {
         {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
         {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
         {"-o|--out", OPT_STR, &out, "output folder for the pruned model (required)", false, NULL},
-        {"--method", OPT_STR, &method, "magnitude | flap | shortgpt (required)", false, NULL},
-        {"--budget", OPT_FLOAT, &budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
-        {"--scope", OPT_STR, &scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
+        {"--method", OPT_CHOICE, CLI_ENUM(&p.method), "the baseline (required)", false, "magnitude|flap|shortgpt"},
+        {"--budget", OPT_FLOAT, &p.budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
+        {"--scope", OPT_CHOICE, CLI_ENUM(&p.scope), "what --budget is a fraction of", false, "ffn|blocks|all"},
         {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
-        {"--seq", OPT_INT, &seq, "window length for statistics (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &batch, "windows per forward pass", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
-        {"--threads", OPT_INT, &threads, "threads, 0 = all cores", false, "[0,4096]"},
+        {"--seq", OPT_INT, &p.seq, "window length for statistics (default: the model's context)", false, "[0,1048576]"},
+        {"--batch", OPT_INT, &p.batch, "windows per forward pass", false, "[1,65536]"},
+        {"--max-tokens", OPT_INT, &p.max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
+        CLI_ROW_THREADS(&threads),
         {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
         CLI_ROWS_END,
     };
-    int rc = cli_parse(argc, argv, opts,
-                       "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
-                       "The baselines folding is compared against, at a parameter budget:\n"
-                       "  magnitude  FFN channels with the smallest L2 norm of their weights, the same fraction in every layer;\n"
-                       "  flap       FLAP: fluctuation Var(h_j) * |W_down[:, j]|^2, z-scored per layer, one global threshold,\n"
-                       "             the removed channels' mean output added to the down projection's bias;\n"
-                       "  shortgpt   ShortGPT: whole layers, lowest Block Influence first.");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (!model || !data || !out || !method) { fprintf(stderr, "fusekit prune: error: --model, --data, --method and --out are required\n"); return 2; }
-    fk_prune_method pm;
-    if (strcmp(method, "magnitude") == 0) pm = FK_PRUNE_MAGNITUDE;
-    else if (strcmp(method, "flap") == 0) pm = FK_PRUNE_FLAP;
-    else if (strcmp(method, "shortgpt") == 0) pm = FK_PRUNE_SHORTGPT;
-    else { fprintf(stderr, "fusekit prune: error: --method must be magnitude, flap or shortgpt (got '%s')\n", method); return 2; }
-    fk_fold_scope sc;
-    if (!parse_scope(scope, &sc)) { fprintf(stderr, "fusekit prune: error: --scope must be ffn, blocks or all (got '%s')\n", scope); return 2; }
+    int rc = cli_parse_verb(argc, argv, opts, prune_usage);
+    if (rc >= 0) return rc;
+    if (!model || !data || !out || p.method == FK_PRUNE_NONE) {
+        fprintf(stderr, "fusekit prune: error: --model, --data, --method and --out are required\n");
+        return 2;
+    }
     const char *ins[] = {model, data, tokenizer};
     cli_out_spec os = {"-o", out, force, false};
     if ((rc = cli_check_output("prune", &os, ins, 3)) != 0) return rc;
     cli_set_threads(threads);
     loaded x;
     fk_status st = load_all(model, tokenizer, data, &x);
-    if (st != FK_OK) return cli_fail("prune", st);
-    fold_args fa = {.seq = seq, .batch = batch, .max_tokens = max_tokens};
-    fk_analysis a;
-    fk_model pr = {0};
-    int64_t removed = 0, scope0 = fk_fold_scope_params(&x.m, sc);
-    st = analyze_model(&x.m, &x.d, &fa, &a);
     if (st == FK_OK) {
-        st = fk_prune(&x.m, &a, pm, budget, sc, &pr, &removed);
-        fk_analysis_free(&a);
+        st = prune_to(&x, &p, out);
+        loaded_free(&x);
     }
-    if (st == FK_OK) {
-        cli_outdir od;
-        st = cli_outdir_begin(out, &od);
-        if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x.tok, od.tmp));
-    }
-    if (st == FK_OK)
-        cli_json_print(summary_json(out, method, fk_model_num_params(&x.m), fk_model_num_params(&pr), removed, (double)removed / (double)scope0),
-                       stdout, NULL);
-    fk_model_free(&pr);
-    loaded_free(&x);
     return st == FK_OK ? 0 : cli_fail("prune", st);
 }
