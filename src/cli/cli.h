@@ -175,6 +175,9 @@ int cli_train_job_rows(fk_train_job *job, int64_t *threads, const char *const *e
 // A verb's own n rows, then CLI_ROW_GROUP("train") and train's rows (cli_train_job_rows) into
 // rows; returns the row count without the end.
 int cli_rows_then_train(const cli_opt *own, int n, fk_train_job *job, int64_t *threads, const char *const *except, cli_opt *rows);
+// "fusekit <verb>: error: --init is set by <verb> itself (<hint>)" (2) when argv gives one of
+// the train options the verb sets itself (sets, NULL-terminated); else 0.
+int cli_refuse_set(const char *verb, int argc, char **argv, const char *const *sets, const char *hint);
 // The train options heal sets itself (left out of its table and of fold's healing options).
 extern const char *const cli_heal_sets[];
 // Runs a job through run (an adapter of fk_train_job_run, fk_fuse_run or fk_heal_run) with the

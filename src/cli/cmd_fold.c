@@ -216,6 +216,9 @@ int cmd_heal(int argc, char **argv) {
     cli_opt rows[CLI_HEAL_ROWS];
     cli_heal_args_init(&a);
     cli_heal_rows(&a, rows);
+    // (--teacher is heal's own: the model before folding)
+    static const char *const refused[] = {"--init", "--resume", "--resume-from", "--tokenizer", "--align-cache", NULL};
+    if (cli_refuse_set("heal", argc, argv, refused, "use --model")) return 2;
     int rc = cli_parse_verb(argc, argv, rows, heal_usage);
     if (rc >= 0) return rc;
     if (!a.job.teacher || !a.job.model || !a.job.train.data || !a.job.train.out) {

@@ -62,6 +62,7 @@ int cmd_fuse(int argc, char **argv) {
     cli_opt rows[CLI_FUSE_ROWS];
     cli_fuse_args_init(&a);
     cli_fuse_rows(&a, rows);
+    if (cli_refuse_set("fuse", argc, argv, fuse_sets, "use --target / --source")) return 2;
     int rc = cli_parse_verb(argc, argv, rows, fuse_usage);
     if (rc >= 0) return rc;
     if (!a.job.target || a.job.sources.n == 0 || !a.job.train.data || !a.job.train.out) {

@@ -211,6 +211,18 @@ int cli_rows_then_train(const cli_opt *own, int n, fk_train_job *job, int64_t *t
     return n + cli_train_job_rows(job, threads, except, rows + n);
 }
 
+int cli_refuse_set(const char *verb, int argc, char **argv, const char *const *sets, const char *hint) {
+    for (int i = 1; i < argc; i++)
+        for (const char *const *s = sets; *s; s++) {
+            size_t n = strlen(*s);
+            if (strncmp(argv[i], *s, n) == 0 && (argv[i][n] == 0 || argv[i][n] == '=')) {
+                fprintf(stderr, "fusekit %s: error: %s is set by %s itself (%s)\n", verb, *s, verb, hint);
+                return 2;
+            }
+        }
+    return 0;
+}
+
 int cli_train_rows(cli_train_args *a, cli_opt *rows) { return cli_train_job_rows(&a->job, &a->threads, NULL, rows); }
 
 void cli_train_given(const cli_opt *rows, fk_train_job *job) {
