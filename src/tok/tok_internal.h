@@ -47,6 +47,35 @@ int fk_utf8_put(uint32_t cp, char *out);
 // Length of the valid UTF-8 sequence starting at s[0] (of at most n bytes), 0 if invalid.
 int fk_utf8_valid_len(const unsigned char *s, size_t n);
 
+// ---------------------------------------------------------------- binary heap
+// The sift steps of a binary heap of T whose first out is the least by `before` (a strict
+// order), written once for the encoder's merge queue and the trainer's pair queue.
+// name##_sift_up(h, i, e): puts e in the hole at i, moving the parents that e comes before down.
+// name##_sift_down(h, n, i, e): puts e in the hole at i of a heap of n, moving up the least
+// child while it comes before e (on a tie between children, the left one).
+#define FK_HEAP_DEFINE(name, T, before)                                      \
+    static inline void name##_sift_up(T *h, int64_t i, T e) {                \
+        while (i > 0) {                                                      \
+            int64_t p = (i - 1) / 2;                                         \
+            if (!before(&e, &h[p])) break;                                   \
+            h[i] = h[p];                                                     \
+            i = p;                                                           \
+        }                                                                    \
+        h[i] = e;                                                            \
+    }                                                                        \
+    static inline void name##_sift_down(T *h, int64_t n, int64_t i, T e) {   \
+        for (;;) {                                                           \
+            int64_t l = 2 * i + 1, r = l + 1, s = i;                         \
+            const T *best = &e;                                              \
+            if (l < n && before(&h[l], best)) { s = l; best = &h[l]; }       \
+            if (r < n && before(&h[r], best)) s = r;                         \
+            if (s == i) break;                                               \
+            h[i] = h[s];                                                     \
+            i = s;                                                           \
+        }                                                                    \
+        h[i] = e;                                                            \
+    }
+
 // ---------------------------------------------------------------- string hash map
 // Open-addressing map from byte strings (owned by the caller, must outlive the map) to int32.
 typedef struct {

@@ -414,6 +414,7 @@ typedef struct {
 static bool cand_less(const cand *a, const cand *b) {
     return a->prio < b->prio || (a->prio == b->prio && a->left < b->left);
 }
+FK_HEAP_DEFINE(cand_heap, cand, cand_less)
 
 static fk_status heap_push(merger *m, cand c) {
     if (m->nh == m->caph) {
@@ -423,30 +424,13 @@ static fk_status heap_push(merger *m, cand c) {
         m->heap = h;
         m->caph = cap;
     }
-    int64_t i = m->nh++;
-    while (i > 0) {
-        int64_t p = (i - 1) / 2;
-        if (!cand_less(&c, &m->heap[p])) break;
-        m->heap[i] = m->heap[p];
-        i = p;
-    }
-    m->heap[i] = c;
+    cand_heap_sift_up(m->heap, m->nh++, c);
     return FK_OK;
 }
 
 static cand heap_pop(merger *m) {
     cand top = m->heap[0], last = m->heap[--m->nh];
-    int64_t i = 0;
-    for (;;) {
-        int64_t l = 2 * i + 1, r = l + 1, s = i;
-        const cand *best = &last;
-        if (l < m->nh && cand_less(&m->heap[l], best)) { s = l; best = &m->heap[l]; }
-        if (r < m->nh && cand_less(&m->heap[r], best)) s = r;
-        if (s == i) break;
-        m->heap[i] = m->heap[s];
-        i = s;
-    }
-    if (m->nh > 0) m->heap[i] = last;
+    if (m->nh > 0) cand_heap_sift_down(m->heap, m->nh, 0, last);
     return top;
 }
 

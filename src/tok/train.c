@@ -253,36 +253,17 @@ static bool heap_before(const heap_ent *a, const heap_ent *b) {
     return a->count != b->count ? a->count > b->count : a->key < b->key;
 }
 
-static void sift_down(heap_ent *h, int64_t n, int64_t i) {
-    heap_ent e = h[i];
-    for (;;) {
-        int64_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && heap_before(&h[c + 1], &h[c])) c++;
-        if (!heap_before(&h[c], &e)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = e;
-}
+FK_HEAP_DEFINE(pair_heap, heap_ent, heap_before)
 
 static bool heap_push(trainer *t, int64_t count, uint64_t key) {
     if (!GROW(t->heap, t->cap_heap, t->n_heap + 1)) return false;
-    heap_ent e = {count, key};
-    int64_t i = t->n_heap++;
-    while (i > 0) {
-        int64_t up = (i - 1) / 2;
-        if (!heap_before(&e, &t->heap[up])) break;
-        t->heap[i] = t->heap[up];
-        i = up;
-    }
-    t->heap[i] = e;
+    pair_heap_sift_up(t->heap, t->n_heap++, (heap_ent){count, key});
     return true;
 }
 
 static void heap_pop(trainer *t) {
-    t->heap[0] = t->heap[--t->n_heap];
-    if (t->n_heap > 0) sift_down(t->heap, t->n_heap, 0);
+    t->n_heap--;
+    if (t->n_heap > 0) pair_heap_sift_down(t->heap, t->n_heap, 0, t->heap[t->n_heap]);
 }
 
 // One entry per pair with a positive count (drops the stale ones).
@@ -290,7 +271,7 @@ static void heap_rebuild(trainer *t) {
     t->n_heap = 0;
     for (int64_t p = 0; p < t->n_pairs; p++)
         if (t->pcnt[p] > 0) t->heap[t->n_heap++] = (heap_ent){t->pcnt[p], t->pkey[p]};
-    for (int64_t i = t->n_heap / 2 - 1; i >= 0; i--) sift_down(t->heap, t->n_heap, i);
+    for (int64_t i = t->n_heap / 2 - 1; i >= 0; i--) pair_heap_sift_down(t->heap, t->n_heap, i, t->heap[i]);
 }
 
 // ---------------------------------------------------------------- merging
