@@ -196,6 +196,7 @@ int cli_heal_rows(cli_heal_args *a, cli_opt *rows) {
         {"-k", OPT_I32, &j->k, "entries per position in the store", false, "[1,64]"},
         {"--store-dir", OPT_STR, &j->store_dir, "where the store is kept (default OUT/stores)", false, NULL},
     };
+    _Static_assert(sizeof own / sizeof own[0] + 1 + CLI_TRAIN_ROWS <= CLI_HEAL_ROWS, "CLI_HEAL_ROWS holds the own rows, the heading and train's");
     return cli_rows_then_train(own, (int)(sizeof own / sizeof own[0]), &j->train, &a->threads, cli_heal_sets, rows);
 }
 
@@ -293,6 +294,7 @@ int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
         CLI_ROW_THREADS(&a->threads),
         {"--force", OPT_FLAG, &a->force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
     };
+    _Static_assert(sizeof t / sizeof t[0] < CLI_FOLD_ROWS, "CLI_FOLD_ROWS holds fold's rows and the end");
     int n = (int)(sizeof t / sizeof t[0]);
     memcpy(rows, t, sizeof t);
     rows[n] = (cli_opt)CLI_ROWS_END;

@@ -198,6 +198,7 @@ int cli_train_job_rows(fk_train_job *j, int64_t *threads, const char *const *exc
         CLI_ROWS_ALIGN(&j->ao, "teachers of another tokenizer"),
         {"--align-cache", OPT_STR, &j->ao.cache_dir, "folder for aligned stores and vocabulary maps (default: beside each store)", false, NULL},
     };
+    _Static_assert(sizeof t / sizeof t[0] < CLI_TRAIN_ROWS, "CLI_TRAIN_ROWS holds train's rows and the end");
     int n = 0;
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (!excepted(t[i].name, except)) rows[n++] = t[i];
