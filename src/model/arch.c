@@ -1,5 +1,6 @@
-// The architecture table: model families and their tensor names in Hugging Face folders and
-// GGUF files (see arch.h). The sets list the tensors in the order the files hold them.
+// The architecture table: model families, their tensor names in Hugging Face folders and GGUF
+// files, their config.json keys and the predicates that choose a family for a config (see
+// arch.h). The sets list the tensors in the order the files hold them.
 #include "arch.h"
 
 #include <math.h>
@@ -397,10 +398,11 @@ const arch_family arch_families[] = {
     {FK_ARCH_GEMMA, "gemma", NULL, 1, SW_GEMMA(false, false), HF("GemmaForCausalLM", hf_llama, keys_gemma, acts_gemma1, true, hf_fits_gemma),
      GGUF("gemma", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma)},
     {FK_ARCH_GEMMA2, "gemma2", NULL, 2, SW_GEMMA(true, false), HF("Gemma2ForCausalLM", hf_llama, keys_gemma2, acts_gemma, true, hf_fits_gemma),
-     GGUF("gemma2", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma)},
+     GGUF("gemma2", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma), .gguf_swa_pattern = 2},
     // gemma3: Gemma 3 with a vision tower, whose text model is text_config (its weights under another prefix)
     {FK_ARCH_GEMMA3, "gemma3_text", "gemma3", 3, SW_GEMMA(true, true),
-     HF("Gemma3ForCausalLM", hf_llama, keys_gemma3, acts_gemma, true, hf_fits_gemma), GGUF("gemma3", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma)},
+     HF("Gemma3ForCausalLM", hf_llama, keys_gemma3, acts_gemma, true, hf_fits_gemma), GGUF("gemma3", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma),
+     .gguf_swa_pattern = 6},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };

@@ -1,7 +1,9 @@
 // The architecture table (internal to src/model): one row per model family with its Hugging
-// Face model_type and class, its llama.cpp general.architecture, and the tensor-name patterns
-// of both file formats. hf.c and gguf_model.c load, save, import and export through it, so a
-// family whose layers the engine already computes is one row here (plus its config keys).
+// Face model_type and class, its llama.cpp general.architecture, the switches its files imply,
+// its config.json keys and accepted activations, its GGUF key groups, the tensor-name patterns
+// of both file formats, and the predicates that say whether each format represents a config.
+// hf.c and gguf_model.c load, save, import and export through it and never branch on a
+// family's name, so a family whose layers the engine already computes is one row here.
 #ifndef FUSEKIT_MODEL_ARCH_H
 #define FUSEKIT_MODEL_ARCH_H
 
@@ -130,6 +132,8 @@ struct arch_family {
                               // a hard-coded attention scale)
     arch_tensor_set gguf_t;   // GGUF tensor names
     unsigned gguf_keys;       // ARCH_GK_*
+    int gguf_swa_pattern;     // llama.cpp's sliding layers when no sliding_window_pattern key says otherwise:
+                              // layer l slides unless l % n == n - 1 (gemma2 2, gemma3 6; 0: none)
     // whether c has the switches that make it this row's kind (at most one row claims a config)
     bool (*gguf_claims)(const arch_family *f, const fk_config *c);
     // FK_OK when llama.cpp's architecture represents c, else FK_ERR_UNSUPPORTED with the reason

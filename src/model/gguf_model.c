@@ -43,7 +43,7 @@ static float gemma_llama_attn_scale(const char *arch, int64_t n_layer, int64_t d
 // layer l of n_pattern is sliding unless l % n_pattern == n_pattern - 1 (gemma2: 2, gemma3: 6).
 static bool gemma_default_sliding(int64_t l, int64_t n_pattern) { return n_pattern == 0 || l % n_pattern < n_pattern - 1; }
 
-static int64_t gemma_pattern(const char *arch) { return gemma_gen(arch) == 2 ? 2 : 6; }
+static int64_t gemma_pattern(const char *arch) { return arch_of_gguf(arch, strlen(arch))->gguf_swa_pattern; }
 
 // The row that claims c (its defining switches) and represents it; when none claims it, what
 // no architecture represents, or which switches no architecture combines.
