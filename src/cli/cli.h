@@ -273,6 +273,9 @@ void cli_render_rows(FILE *f, const cli_opt *rows, const cli_opt *defaults);
 // "fusekit 'data' 'synth'" (each word of verb quoted) and the rows as cli_render_rows writes
 // them: one command line, without its newline.
 void cli_render(FILE *f, const char *verb, const cli_opt *rows, const cli_opt *defaults);
+// Sets each row's `set` as cli_parse would on the line cli_render_rows writes: the rows whose
+// values differ from defaults (a caller that fills a struct itself, then cli_train_given).
+void cli_rows_mark_set(cli_opt *rows, const cli_opt *defaults);
 
 // fusekit data synth
 typedef struct {

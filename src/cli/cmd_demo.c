@@ -11,8 +11,9 @@
 //   5. fold      the fused model folded by an FFN budget and healed by distillation (fusekit fold)
 //   6. eval      every model on every domain's held-out test split and probes; report.html
 //
-// Each step is an ordinary fusekit command run in this process with its output in DIR/logs;
-// DIR/commands.sh lists them, so every number can be reproduced one command at a time.
+// Each step fills a verb's options struct and calls its entry point (cli_X_exec) in this process,
+// with its output in DIR/logs; DIR/commands.sh holds each step as the fusekit command those
+// options render to (cli_render), so every number can be reproduced one command at a time.
 #include "cli.h"
 
 #include <cjson/cJSON.h>
@@ -78,13 +79,13 @@ typedef struct {
     const char *verb;
     const cli_opt *rows, *defs, *rest, *rest_defs;
 } step_cmd;
+
 // A step's stdout and stderr sent to DIR/logs/NN-<log>.log while it runs in this process.
 typedef struct {
     const char *log;
     char *path;
     int so, se;  // the demo's own stdout and stderr
 } step_io;
-static int step_redirect(demo *d, const char *log, step_io *io);
 
 // Writes the step's command line and sends stdout and stderr to its log. Returns 0, or the exit
 // code after the error.
@@ -96,10 +97,6 @@ static int step_begin(demo *d, const char *log, const step_cmd *cmd, step_io *io
     }
     fprintf(d->commands, "  # %s\n", log);
     fflush(d->commands);
-    return step_redirect(d, log, io);
-}
-
-static int step_redirect(demo *d, const char *log, step_io *io) {
     char name[128];
     snprintf(name, sizeof name, "logs/%02d-%s.log", ++d->step, log);
     *io = (step_io){.log = log, .path = fk_path_join(d->dir, name)};
@@ -142,29 +139,19 @@ static int step_end(step_io *io, int rc) {
     return rc;
 }
 
-// Runs one fusekit command given as argv (the verbs not yet called through their options struct).
-static int run(demo *d, const char *log, int (*fn)(int, char **), int argc, char **argv) {
-    fprintf(d->commands, "fusekit");
-    for (int i = 0; i < argc; i++) fprintf(d->commands, " '%s'", argv[i]);
-    fprintf(d->commands, "  # %s\n", log);
-    fflush(d->commands);
+// Trains with t's options (fusekit train), its line in commands.sh and its output in the log.
+static int run_train(demo *d, const char *log, cli_train_args *t) {
+    cli_train_args t0;
+    cli_train_args_init(&t0);
+    cli_opt rows[CLI_TRAIN_ROWS], defs[CLI_TRAIN_ROWS];
+    cli_train_rows(t, rows);
+    cli_train_rows(&t0, defs);
+    cli_rows_mark_set(rows, defs);
+    cli_train_given(rows, &t->job);
     step_io io;
-    int rc = step_redirect(d, log, &io);
-    return rc != 0 ? rc : step_end(&io, fn(argc, argv));
+    int rc = step_begin(d, log, &(step_cmd){"train", rows, defs, NULL, NULL}, &io);
+    return rc != 0 ? rc : step_end(&io, cli_train_exec(t));
 }
-
-// An argv under construction; numbers are formatted into owned strings.
-typedef struct { char *v[96]; char own[96][48]; int n; } args;
-static void A_(args *a, const char *s) { if (a->n < 95) a->v[a->n++] = (char *)s; }
-static void An(args *a, const char *opt, double x) {
-    A_(a, opt);
-    if (a->n >= 95) return;
-    if (x == floor(x) && fabs(x) < 1e15) snprintf(a->own[a->n], 48, "%lld", (long long)x);
-    else snprintf(a->own[a->n], 48, "%g", x);
-    a->v[a->n] = a->own[a->n];
-    a->n++;
-}
-static void As(args *a, const char *opt, const char *s) { A_(a, opt); A_(a, s); }
 
 static char *pj(const char *a, const char *b) { return fk_path_join(a, b); }
 static char *pj3(const char *a, const char *b, const char *c) {
@@ -478,7 +465,6 @@ typedef struct {
     const demo_cfg *c;
     bool quick;
     int64_t seed, threads;
-    char seeds[32], thr[32];
     char *logs, *models, *data, *corpus, *toks;
     char *mix_train, *mix_valid, *fusion_text, *src_text[N_SRC], *src_dir[N_SRC];
     char *fused_dir, *base_dir, *folded_dir;
@@ -568,6 +554,8 @@ static int step_corpus(demo_run *r) {
     int rc = step_begin(&r->d, "synth", &(step_cmd){"data synth", rows, defs, NULL, NULL}, &io);
     if (rc == 0) rc = step_end(&io, cli_synth_exec(&a));
     if (rc != 0) return rc;
+    fprintf(r->d.commands, "# corpus/ is cut from data/ by the demo itself: source-X.txt is X's domains' train.txt and the first %lld bytes of "
+            "mix/train.txt, fusion.txt the first %lld bytes of mix/train.txt (whole lines)\n", (long long)c->mix_slice, (long long)c->fuse_bytes);
     fk_status st = write_corpora(r);
     return st == FK_OK ? 0 : demo_fail("writing the training corpora", st);
 }
@@ -596,54 +584,111 @@ static int step_source(demo_run *r, int s) {
     if (rc == 0) rc = step_end(&io, cli_tok_train_exec(&a));
     if (rc == 0) {
         say(&r->d, "source %s: %s, %lld steps\n", S->name, S->desc, (long long)c->src_steps);
-        args t = {0};
-        A_(&t, "train"); As(&t, "--data", r->src_text[s]); As(&t, "--tokenizer", tdir); As(&t, "--arch", S->arch);
-        An(&t, "--d-model", (double)c->d_model); An(&t, "--layers", (double)c->layers); An(&t, "--heads", (double)c->heads);
-        if (strcmp(S->arch, "llama") == 0 && s == 1) An(&t, "--kv-heads", (double)(c->heads / 2));
-        An(&t, "--ctx", (double)c->ctx); An(&t, "--batch", (double)c->batch); An(&t, "--steps", (double)c->src_steps);
-        An(&t, "--lr", S->lr); As(&t, "--seed", r->seeds); As(&t, "--threads", r->thr);
-        An(&t, "--eval-every", (double)c->src_steps); An(&t, "--log-every", 50); As(&t, "-o", r->src_dir[s]);
+        cli_train_args t;
+        cli_train_args_init(&t);
+        fk_train_job *j = &t.job;
+        j->data = r->src_text[s];
+        j->tokenizer = tdir;
+        j->shape.arch = strcmp(S->arch, "llama") == 0 ? FK_SHAPE_LLAMA : FK_SHAPE_GPT2;
+        j->shape.d_model = c->d_model;
+        j->shape.layers = c->layers;
+        j->shape.heads = c->heads;
+        if (j->shape.arch == FK_SHAPE_LLAMA && s == 1) j->shape.kv_heads = c->heads / 2;
+        j->shape.ctx = c->ctx;
+        j->o.batch = (int)c->batch;
+        j->o.steps = c->src_steps;
+        j->o.optim.lr = (float)S->lr;
+        j->o.seed = (uint64_t)r->seed;
+        t.threads = r->threads;
+        j->o.eval_every = c->src_steps;
+        j->o.log_every = 50;
+        j->out = r->src_dir[s];
         snprintf(log, sizeof log, "source-%s", S->name);
-        rc = run(&r->d, log, cmd_train, t.n, t.v);
+        rc = run_train(&r->d, log, &t);
     }
     free(tdir);
     return rc;
 }
 
+// Fusion's and the baseline's schedule: the same steps, batch, learning rate, evaluation and seed.
+static void fuse_schedule(const demo_run *r, fk_train_job *j) {
+    const demo_cfg *c = r->c;
+    j->o.steps = c->fuse_steps;
+    j->o.batch = (int)c->batch;
+    j->o.optim.lr = (float)c->fuse_lr;
+    j->val = r->mix_valid;
+    j->o.eval_every = c->eval_every;
+    j->o.log_every = 5;
+    j->o.seed = (uint64_t)r->seed;
+}
+
 // 3. fusion and 4. the baseline: the same initialisation, corpus and schedule. Returns the exit code.
 static int step_fuse(demo_run *r) {
     const demo_cfg *c = r->c;
-    args sched = {0};
-    An(&sched, "--steps", (double)c->fuse_steps); An(&sched, "--batch", (double)c->batch); An(&sched, "--lr", c->fuse_lr);
-    As(&sched, "--val", r->mix_valid); An(&sched, "--eval-every", (double)c->eval_every); An(&sched, "--log-every", 5);
-    As(&sched, "--seed", r->seeds); As(&sched, "--threads", r->thr);
     say(&r->d, "fusion: target initialised from B, teachers A, B, C (MinCE, lambda %.2f), %lld steps on %lld bytes of mixed text\n",
         c->lambda, (long long)c->fuse_steps, (long long)c->fuse_bytes);
-    args a = {0};
-    A_(&a, "fuse"); As(&a, "--target", r->src_dir[1]); A_(&a, "--source"); A_(&a, r->src_dir[0]); A_(&a, r->src_dir[2]);
-    As(&a, "--data", r->fusion_text); An(&a, "--lambda", c->lambda); A_(&a, "--teacher-tail"); As(&a, "--vmap", "exact");
-    for (int i = 0; i < sched.n; i++) A_(&a, sched.v[i]);
-    As(&a, "-o", r->fused_dir);
-    int rc = run(&r->d, "fuse", cmd_fuse, a.n, a.v);
+    cli_fuse_args a, a0;
+    cli_fuse_args_init(&a);
+    cli_fuse_args_init(&a0);
+    a.job.target = r->src_dir[1];
+    a.job.sources = (fk_path_list){{r->src_dir[0], r->src_dir[2]}, 2};
+    fk_train_job *j = &a.job.train;
+    j->data = r->fusion_text;
+    j->lambda = (float)c->lambda;
+    j->fo.tail = true;
+    j->ao.vmap = FK_VMAP_EXACT;
+    fuse_schedule(r, j);
+    a.threads = r->threads;
+    j->out = r->fused_dir;
+    cli_opt rows[CLI_FUSE_ROWS], defs[CLI_FUSE_ROWS];
+    cli_fuse_rows(&a, rows);
+    cli_fuse_rows(&a0, defs);
+    cli_rows_mark_set(rows, defs);
+    cli_train_given(rows, j);
+    step_io io;
+    int rc = step_begin(&r->d, "fuse", &(step_cmd){"fuse", rows, defs, NULL, NULL}, &io);
+    if (rc == 0) rc = step_end(&io, cli_fuse_exec(&a));
     if (rc != 0) return rc;
     say(&r->d, "baseline: the same initialisation, corpus, steps and schedule, CLM loss only\n");
-    args b = {0};
-    A_(&b, "train"); As(&b, "--init", r->src_dir[1]); As(&b, "--data", r->fusion_text);
-    for (int i = 0; i < sched.n; i++) A_(&b, sched.v[i]);
-    As(&b, "-o", r->base_dir);
-    return run(&r->d, "baseline", cmd_train, b.n, b.v);
+    cli_train_args b;
+    cli_train_args_init(&b);
+    b.job.init = r->src_dir[1];
+    b.job.data = r->fusion_text;
+    fuse_schedule(r, &b.job);
+    b.threads = r->threads;
+    b.job.out = r->base_dir;
+    return run_train(&r->d, "baseline", &b);
 }
 
 // 5. fold and heal the fused model. Returns the exit code.
 static int step_fold(demo_run *r) {
     const demo_cfg *c = r->c;
     say(&r->d, "fold: %.0f%% of the fused model's FFN parameters, then %lld healing steps\n", 100 * c->budget, (long long)c->heal_steps);
-    args a = {0};
-    A_(&a, "fold"); As(&a, "--model", r->fused_dir); As(&a, "--data", r->fusion_text); An(&a, "--budget", c->budget);
-    An(&a, "--heal-steps", (double)c->heal_steps); A_(&a, "--fold-edges"); As(&a, "--threads", r->thr); As(&a, "-o", r->folded_dir);
-    A_(&a, "--"); An(&a, "--batch", (double)c->batch); As(&a, "--val", r->mix_valid); An(&a, "--eval-every", (double)c->heal_steps);
-    As(&a, "--seed", r->seeds);
-    return run(&r->d, "fold", cmd_fold, a.n, a.v);
+    cli_fold_args a, a0;
+    cli_fold_args_init(&a);
+    cli_fold_args_init(&a0);
+    a.model = r->fused_dir;
+    a.data = r->fusion_text;
+    a.budget = c->budget;
+    a.heal_steps = c->heal_steps;
+    a.edges = true;
+    a.threads = r->threads;
+    a.out = r->folded_dir;
+    a.heal.job.o.batch = (int)c->batch;
+    a.heal.job.val = r->mix_valid;
+    a.heal.job.o.eval_every = c->heal_steps;
+    a.heal.job.o.seed = (uint64_t)r->seed;
+    cli_opt rows[CLI_FOLD_ROWS], defs[CLI_FOLD_ROWS], heal[CLI_TRAIN_ROWS], heal0[CLI_TRAIN_ROWS];
+    cli_fold_rows(&a, rows);
+    cli_fold_rows(&a0, defs);
+    // the healing options after "--": train's rows without those heal sets itself, as fold parses them
+    cli_train_job_rows(&a.heal.job, &a.heal.threads, cli_heal_sets, heal);
+    cli_train_job_rows(&a0.heal.job, &a0.heal.threads, cli_heal_sets, heal0);
+    cli_rows_mark_set(heal, heal0);
+    cli_train_given(heal, &a.heal.job);
+    step_io io;
+    int rc = step_begin(&r->d, "fold", &(step_cmd){"fold", rows, defs, heal, heal0}, &io);
+    return rc != 0 ? rc : step_end(&io, cli_fold_exec(&a));
 }
 
 // The table on stdout: every model on every domain, the fusion weights and the headline comparison.
@@ -742,8 +787,6 @@ int cmd_demo(int argc, char **argv) {
     if (quick && !cli_was_set(opts, "--threads")) threads = 1;
     cli_set_threads(threads);
     demo_run r = {.d = {.dir = out, .t0 = fk_time_s()}, .c = quick ? &cfg_quick : &cfg_full, .quick = quick, .seed = seed, .threads = threads};
-    snprintf(r.seeds, sizeof r.seeds, "%lld", (long long)seed);
-    snprintf(r.thr, sizeof r.thr, "%lld", (long long)threads);
     fk_status st = demo_open(&r, out);
     if (st != FK_OK) rc = demo_fail("creating the output folder", st);
     if (rc == 0) rc = step_corpus(&r);

@@ -130,3 +130,11 @@ void cli_render(FILE *f, const char *verb, const cli_opt *rows, const cli_opt *d
     }
     cli_render_rows(f, rows, defaults);
 }
+
+void cli_rows_mark_set(cli_opt *rows, const cli_opt *defaults) {
+    const cli_opt *d = defaults;
+    for (cli_opt *o = rows; o->name; o++) {
+        o->set = !(d->name && at_default(o, d)) && o->type != OPT_GROUP;
+        if (d->name) d++;
+    }
+}
