@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "fusekit/fusekit.h"
 #include "model/arch.h"
 #include "test_util.h"
@@ -172,6 +174,44 @@ static void test_arch_rows_round_trip(void **s) {
     }
 }
 
+// The config.json of row f's config with key set to the JSON text value (malloc'd).
+static char *row_json_with(const arch_family *f, const char *key, const char *value) {
+    fk_config c;
+    row_config(f, false, &c);
+    char *json = fk_hf_config_json(&c);
+    cJSON *j = cJSON_Parse(json);
+    free(json);
+    assert_non_null(j);
+    cJSON_DeleteItemFromObjectCaseSensitive(j, key);
+    cJSON_AddItemToObject(j, key, cJSON_Parse(value));
+    json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return json;
+}
+
+static void expect_refused(char *json, const char *model_type, const char *key) {
+    fk_config r;
+    fk_status st = fk_hf_config_parse(json, "row/config.json", &r);
+    free(json);
+    if (st != FK_ERR_UNSUPPORTED || !strstr(fk_last_error(), key))
+        fail_msg("%s: status %d, message '%s' (expected one naming %s)", model_type, st, fk_last_error(), key);
+}
+
+// Every row refuses what it does not implement, naming the key: a flag at the other value, an
+// activation it does not list.
+static void test_arch_rows_refuse(void **s) {
+    (void)s;
+    for (int i = 0; i < arch_n_families; i++) {
+        const arch_family *f = &arch_families[i];
+        if (!f->hf_fits) continue;
+        for (int k = 0; k < f->keys.n; k++) {
+            const arch_key *key = &f->keys.k[k];
+            if (key->field == ARCH_F_FLAG) expect_refused(row_json_with(f, key->key, key->def != 0 ? "false" : "true"), f->model_type, key->key);
+            if (key->field == ARCH_F_ACT && f->acts) expect_refused(row_json_with(f, key->key, "\"relu\""), f->model_type, key->key);
+        }
+    }
+}
+
 static void test_param_masks(void **s) {
     (void)s;
     fk_config c[3];
@@ -246,6 +286,7 @@ int main(void) {
         cmocka_unit_test(test_tensor_sets_cover),
         cmocka_unit_test(test_arch_rows_unique),
         cmocka_unit_test(test_arch_rows_round_trip),
+        cmocka_unit_test(test_arch_rows_refuse),
         cmocka_unit_test(test_param_masks),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_config_diff),

@@ -608,8 +608,8 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
             break;
         case ARCH_F_FLAG:
             if (get_bool(r, r->root, k->key, k->def != 0) != (k->def != 0) && r->st == FK_OK)
-                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; fusekit implements only %s", r->path, k->key,
-                                 k->def != 0 ? "false" : "true", k->def != 0 ? "true" : "false");
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; fusekit implements model_type %s only with \"%s\": %s", r->path,
+                                 k->key, k->def != 0 ? "false" : "true", f->model_type, k->key, k->def != 0 ? "true" : "false");
             break;
         case ARCH_F_ATTN_BIAS: c->bias_qkv = c->bias_out = get_bool(r, r->root, k->key, false); break;
         case ARCH_F_ROPE_SCALING: llama_rope(r, c); break;
