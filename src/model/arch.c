@@ -380,8 +380,8 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 // The Hugging Face columns, and the GGUF columns of a row with llama.cpp's Llama tensor names.
 #define HF(cls_, set_, keys_, acts_, tied_, fits_) \
     .hf_class = cls_, .hf = SET(set_), .keys = SET(keys_), .acts = acts_, .tied = tied_, .hf_fits = fits_
-#define GGUF(name_, gemma_, keys_, claims_, fits_) \
-    .gguf = name_, .gguf_gemma = gemma_, .gguf_t = SET(gguf_llama), .gguf_keys = keys_, .gguf_claims = claims_, .gguf_fits = fits_
+#define GGUF(name_, gemma_, neox_, keys_, claims_, fits_) \
+    .gguf = name_, .gguf_gemma = gemma_, .gguf_neox = neox_, .gguf_t = SET(gguf_llama), .gguf_keys = keys_, .gguf_claims = claims_, .gguf_fits = fits_
 #define GK_GEMMA (ARCH_GK_LLAMA | ARCH_GK_HEAD_LENGTHS | ARCH_GK_GEMMA)
 
 // In fk_arch order for the rows that have one (fk_arch_name, config.json's architectures).
@@ -390,21 +390,21 @@ const arch_family arch_families[] = {
      .hf_optional_prefix = "transformer.",
      .gguf = "gpt2", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_kind, .gguf_fits = gguf_fits_gpt2},
     {FK_ARCH_LLAMA, "llama", NULL, 0, SW_LLAMA, HF("LlamaForCausalLM", hf_llama, keys_llama, acts_silu, false, hf_fits_llama),
-     GGUF("llama", false, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
+     GGUF("llama", false, false, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
     {FK_ARCH_QWEN2, "qwen2", NULL, 0, SW_QWEN2, HF("Qwen2ForCausalLM", hf_llama, keys_qwen2, acts_silu, false, hf_fits_llama)},
     {FK_ARCH_MISTRAL, "mistral", NULL, 0, SW_LLAMA, HF("MistralForCausalLM", hf_llama, keys_mistral, acts_silu, false, NULL)},
     // every switch in its config.json: what no other model_type describes (fk_config_arch's fallback)
     {FK_ARCH_FUSEKIT, "fusekit", NULL, 0, SW_LLAMA, HF("FusekitForCausalLM", hf_llama, keys_fusekit, NULL, false, NULL)},
     {FK_ARCH_GEMMA, "gemma", NULL, 1, SW_GEMMA(false, false), HF("GemmaForCausalLM", hf_llama, keys_gemma, acts_gemma1, true, hf_fits_gemma),
-     GGUF("gemma", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma)},
+     GGUF("gemma", true, true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma)},
     {FK_ARCH_GEMMA2, "gemma2", NULL, 2, SW_GEMMA(true, false), HF("Gemma2ForCausalLM", hf_llama, keys_gemma2, acts_gemma, true, hf_fits_gemma),
-     GGUF("gemma2", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma), .gguf_swa_pattern = 2},
+     GGUF("gemma2", true, true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma), .gguf_swa_pattern = 2},
     // gemma3: Gemma 3 with a vision tower, whose text model is text_config (its weights under another prefix)
     {FK_ARCH_GEMMA3, "gemma3_text", "gemma3", 3, SW_GEMMA(true, true),
-     HF("Gemma3ForCausalLM", hf_llama, keys_gemma3, acts_gemma, true, hf_fits_gemma), GGUF("gemma3", true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma),
-     .gguf_swa_pattern = 6},
+     HF("Gemma3ForCausalLM", hf_llama, keys_gemma3, acts_gemma, true, hf_fits_gemma),
+     GGUF("gemma3", true, true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma), .gguf_swa_pattern = 6},
     // llama with per-layer FFN widths and heads
-    {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
+    {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };
 const int arch_n_families = (int)(sizeof arch_families / sizeof arch_families[0]);
 

@@ -22,7 +22,7 @@ enum {
     ARCH_T_POST = 1u << 0,      // only with post-norms (cfg.post_norms)
     ARCH_T_NO_POST = 1u << 1,   // only without post-norms
     ARCH_T_TRANSPOSE = 1u << 2, // stored transposed (GPT-2's Conv1D weights)
-    ARCH_T_ROPE = 1u << 3,      // GGUF: llama.cpp's interleaved RoPE row order within each head (not for Gemma)
+    ARCH_T_ROPE = 1u << 3,      // GGUF: llama.cpp's interleaved RoPE row order within each head (not in a gguf_neox row)
     ARCH_T_NORM = 1u << 4,      // GGUF: an RMSNorm weight, stored plus the norm offset (Gemma)
     ARCH_T_QSCALE = 1u << 5,    // GGUF: carries an attention scale folded into the queries (Gemma): the
                                 // QK-norm weight when the layer has one, else the query rows
@@ -128,8 +128,9 @@ struct arch_family {
     bool (*hf_fits)(const arch_family *f, const fk_config *c);
     // ---- GGUF
     const char *gguf;         // general.architecture, NULL when exported under another family's name
-    bool gguf_gemma;          // llama.cpp's Gemma conventions (norm weights 1 + w, NEOX RoPE order,
-                              // a hard-coded attention scale)
+    bool gguf_gemma;          // llama.cpp's Gemma conventions (norm weights 1 + w, a hard-coded attention scale)
+    bool gguf_neox;           // llama.cpp rotates query/key halves (NEOX order), as Hugging Face does: the rows are
+                              // stored as they are; else in its interleaved order (ARCH_T_ROPE rows permuted)
     arch_tensor_set gguf_t;   // GGUF tensor names
     unsigned gguf_keys;       // ARCH_GK_*
     int gguf_swa_pattern;     // llama.cpp's sliding layers when no sliding_window_pattern key says otherwise:

@@ -97,9 +97,9 @@ static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
     memset(l, 0, sizeof *l);
     int64_t d = c->d_model, hd = c->head_dim;
     bool gemma = fam->gguf_gemma;
-    // Gemma: llama.cpp's converter stores RMSNorm weights as 1 + w, rotates query/key halves
-    // (NEOX order, no permutation), and hard-codes the attention scale; another scale is folded
-    // into the queries (gemma3: into the QK-norm weights, which multiply the queries).
+    // Gemma: llama.cpp's converter stores RMSNorm weights as 1 + w and hard-codes the attention
+    // scale; another scale is folded into the queries (gemma3: into the QK-norm weights, which
+    // multiply the queries). NEOX order (Gemma): query and key rows as they are, no permutation.
     float noff = gemma ? c->norm_offset : 0.0f, qmul = 1.0f;
     if (gemma && c->attn_scale != 0)
         qmul = c->attn_scale / gemma_llama_attn_scale(arch, c->n_layer, d, c->n_head, hd);
@@ -118,7 +118,7 @@ static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
         t->cols = t->one_d ? 1 : p->shape[1];
         t->w = m->w + p->offset + it[i].row0 * t->cols;
         t->rows = it[i].rows;
-        t->rope_hd = (f & ARCH_T_ROPE) && !gemma ? hd : 0;
+        t->rope_hd = (f & ARCH_T_ROPE) && !fam->gguf_neox ? hd : 0;
         t->add = f & ARCH_T_NORM ? noff : 0;
         // the query scale goes on the QK-norm weight when the layer has one, else on the query rows
         bool qscale = (f & ARCH_T_QSCALE) && (p->kind != FK_P_QKV_W || m->layer[p->layer].q_norm_w < 0);
