@@ -174,6 +174,58 @@ static void test_arch_rows_round_trip(void **s) {
     }
 }
 
+// Change k of a config (k < N_CHANGES): one switch or size moved away from a row's config.
+#define N_CHANGES 24
+static void change(fk_config *c, int k) {
+    switch (k) {
+    case 0: c->norm = c->norm == FK_NORM_RMSNORM ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM; break;
+    case 1: c->pos = FK_POS_LEARNED; break;
+    case 2: c->pos = FK_POS_ROPE; break;
+    case 3: c->pos = FK_POS_NONE; break;
+    case 4: c->mlp = FK_MLP_GELU; break;
+    case 5: c->mlp = FK_MLP_SWIGLU; break;
+    case 6: c->mlp = FK_MLP_GEGLU; break;
+    case 7: c->bias_qkv = !c->bias_qkv; break;
+    case 8: c->bias_out = !c->bias_out; break;
+    case 9: c->bias_mlp = !c->bias_mlp; break;
+    case 10: c->bias_norm = !c->bias_norm; break;
+    case 11: c->post_norms = !c->post_norms; break;
+    case 12: c->qk_norm = !c->qk_norm; break;
+    case 13: c->tied = !c->tied; break;
+    case 14: c->emb_scale = c->emb_scale > 0 ? 0 : sqrtf((float)c->d_model); break;
+    case 15: c->norm_offset = c->norm_offset > 0 ? 0 : 1; break;
+    case 16: c->attn_scale = c->attn_scale > 0 ? 0 : 0.3f; break;
+    case 17: c->attn_softcap = c->attn_softcap > 0 ? 0 : 50; break;
+    case 18: c->final_softcap = c->final_softcap > 0 ? 0 : 30; break;
+    case 19: c->sliding_window = 4; c->sliding[0] = 1; break;
+    case 20: c->rope_scale = 8; break;
+    case 21: c->rope_orig_ctx = 16; c->rope_scale = 8; c->rope_low_freq = 1; c->rope_high_freq = 4; break;
+    case 22: c->ffn[1] = 8; break;
+    default: c->n_kv_head = c->n_kv_head == c->n_head ? 2 : c->n_head; break;
+    }
+}
+
+// No two rows fit or claim the same config, over each row's config with up to two changes: the
+// first row that fits would otherwise hide the other (fk_config_arch, fk_gguf_model_arch).
+static void test_arch_rows_disjoint(void **s) {
+    (void)s;
+    for (int i = 0; i < arch_n_families; i++)
+        for (int a = -1; a < N_CHANGES; a++)
+            for (int b = a; b < N_CHANGES; b++) {
+                fk_config c;
+                row_config(&arch_families[i], false, &c);
+                if (a >= 0) change(&c, a);
+                if (b > a) change(&c, b);
+                int fit = 0, claims = 0;
+                for (int j = 0; j < arch_n_families; j++) {
+                    const arch_family *f = &arch_families[j];
+                    fit += f->hf_fits && f->hf_fits(f, &c);
+                    claims += f->gguf_claims && f->gguf_claims(f, &c);
+                }
+                if (fit > 1 || claims > 1) fail_msg("row %d, changes %d and %d: %d rows fit, %d claim", i, a, b, fit, claims);
+            }
+}
+
 // The config.json of row f's config with key set to the JSON text value (malloc'd).
 static char *row_json_with(const arch_family *f, const char *key, const char *value) {
     fk_config c;
@@ -287,6 +339,7 @@ int main(void) {
         cmocka_unit_test(test_arch_rows_unique),
         cmocka_unit_test(test_arch_rows_round_trip),
         cmocka_unit_test(test_arch_rows_refuse),
+        cmocka_unit_test(test_arch_rows_disjoint),
         cmocka_unit_test(test_param_masks),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_config_diff),
