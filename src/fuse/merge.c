@@ -510,8 +510,9 @@ static fk_status write_config(const char *from_dir, const char *to_dir, fk_dtype
 
 // ------------------------------------------------------------------ driver
 
-fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const float *weights, int n,
-                   const char *base_dir, const char *out_dir) {
+// The arguments fk_merge refuses before it opens anything, with the reason.
+static fk_status check_args(const fk_merge_opts *o, const char *const *model_dirs, const float *weights, int n,
+                            const char *base_dir, const char *out_dir) {
     FK_TRY(check_opts(o));
     if (n < 1 || !model_dirs) return fk_error(FK_ERR_ARG, "merge: needs at least one --model");
     if (!out_dir) return fk_error(FK_ERR_ARG, "merge: needs an output folder");
@@ -525,17 +526,60 @@ fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const 
         for (int i = 0; i < n; i++) ws += weights ? weights[i] : 1.0;
         if (fabs(ws) < 1e-12) return fk_error(FK_ERR_ARG, "merge: the weights sum to 0, so they cannot be normalised (use --no-normalize)");
     }
-    int m = n + (base_dir ? 1 : 0);  // inputs: the models, then the base
-    const char **dirs = calloc((size_t)m, sizeof *dirs);
-    merge_input *in = calloc((size_t)m, sizeof *in);
+    return FK_OK;
+}
+
+// Streams the merged tensors into f, one at a time in the first input's order: the inputs'
+// copies (mapped or converted), the result, its bytes. in: the n models, then the base when
+// has_base (m inputs in all).
+static fk_status write_tensors(const fk_merge_opts *o, const merge_input *in, int m, int n, bool has_base, const float *weights,
+                               fk_afile *f) {
     const float **x = calloc((size_t)m, sizeof *x);
     const fk_st_tensor **tk = calloc((size_t)m, sizeof *tk);
     float **bufs = calloc((size_t)m, sizeof *bufs);
     int64_t *caps = calloc((size_t)m, sizeof *caps);
-    if (!dirs || !in || !x || !tk || !bufs || !caps) {
-        free(dirs); free(in); free(x); free(tk); free(bufs); free(caps);
-        return fk_error(FK_ERR_NOMEM, "out of memory");
-    }
+    float *out = NULL;
+    int64_t out_cap = 0;
+    fk_status st = x && tk && bufs && caps ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int s = 0; s < in[0].n && st == FK_OK; s++)
+        for (int i = 0; i < in[0].st[s].n_tensors && st == FK_OK; i++) {
+            const fk_st_tensor *t0 = &in[0].st[s].tensors[i];
+            for (int k = 0; k < m; k++) tk[k] = k == 0 ? t0 : input_find(&in[k], t0->name);
+            if (!is_float(t0->dtype)) {  // buffers: copied from the base, or the first model
+                const fk_st_tensor *src = tk[has_base ? n : 0];
+                st = fk_afile_write(f, src->data, src->nbytes);
+            } else {
+                for (int k = 0; k < m && st == FK_OK; k++) st = tensor_f32(&in[k], tk[k], &bufs[k], &caps[k], &x[k]);
+                if (st == FK_OK && t0->numel > out_cap) {
+                    float *g = realloc(out, (size_t)t0->numel * sizeof *out);
+                    if (!g) st = fk_error(FK_ERR_NOMEM, "out of memory for tensor %s (%lld values)", t0->name, (long long)t0->numel);
+                    else { out = g; out_cap = t0->numel; }
+                }
+                if (st == FK_OK) {
+                    st = fk_merge_tensor(o, x, has_base ? x[n] : NULL, weights, n, t0->numel, out);
+                    if (st != FK_OK) fk_error_context(st, "tensor %s", t0->name);
+                }
+                if (st == FK_OK && o->out_dtype != FK_DT_F32) {
+                    uint16_t *h = (uint16_t *)out;  // in place: element j is written after it is read
+                    for (int64_t j = 0; j < t0->numel; j++)
+                        h[j] = o->out_dtype == FK_DT_F16 ? fk_f32_to_f16(out[j]) : fk_f32_to_bf16(out[j]);
+                }
+                if (st == FK_OK) st = fk_afile_write(f, out, (size_t)t0->numel * fk_dtype_size(o->out_dtype));
+            }
+            for (int k = 0; k < m; k++) if (tk[k]) release_pages(tk[k]);
+        }
+    for (int k = 0; bufs && k < m; k++) free(bufs[k]);
+    free(out); free(x); free(tk); free(bufs); free(caps);
+    return st;
+}
+
+fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const float *weights, int n,
+                   const char *base_dir, const char *out_dir) {
+    FK_TRY(check_args(o, model_dirs, weights, n, base_dir, out_dir));
+    int m = n + (base_dir ? 1 : 0);  // inputs: the models, then the base
+    const char **dirs = calloc((size_t)m, sizeof *dirs);
+    merge_input *in = calloc((size_t)m, sizeof *in);
+    if (!dirs || !in) { free(dirs); free(in); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     for (int k = 0; k < n; k++) dirs[k] = model_dirs[k];
     if (base_dir) dirs[n] = base_dir;
     fk_status st = FK_OK;
@@ -553,8 +597,6 @@ fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const 
     char *hdr = NULL;
     if (st == FK_OK) st = output_header(&in[0], o, model_dirs, n, base_dir, &hdr, &hlen);
     char *path = fk_path_join(out_dir, "model.safetensors");
-    float *out = NULL;
-    int64_t out_cap = 0;
     fk_afile f;
     bool file_open = false;
     if (st == FK_OK) {
@@ -562,34 +604,7 @@ fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const 
         file_open = st == FK_OK;
     }
     if (st == FK_OK) st = fk_afile_write(&f, hdr, hlen);
-    // One tensor at a time: the inputs' copies (mapped or converted), the result, its bytes.
-    for (int s = 0; s < in[0].n && st == FK_OK; s++)
-        for (int i = 0; i < in[0].st[s].n_tensors && st == FK_OK; i++) {
-            const fk_st_tensor *t0 = &in[0].st[s].tensors[i];
-            for (int k = 0; k < m; k++) tk[k] = k == 0 ? t0 : input_find(&in[k], t0->name);
-            if (!is_float(t0->dtype)) {  // buffers: copied from the base, or the first model
-                const fk_st_tensor *src = tk[base_dir ? n : 0];
-                st = fk_afile_write(&f, src->data, src->nbytes);
-            } else {
-                for (int k = 0; k < m && st == FK_OK; k++) st = tensor_f32(&in[k], tk[k], &bufs[k], &caps[k], &x[k]);
-                if (st == FK_OK && t0->numel > out_cap) {
-                    float *g = realloc(out, (size_t)t0->numel * sizeof *out);
-                    if (!g) st = fk_error(FK_ERR_NOMEM, "out of memory for tensor %s (%lld values)", t0->name, (long long)t0->numel);
-                    else { out = g; out_cap = t0->numel; }
-                }
-                if (st == FK_OK) {
-                    st = fk_merge_tensor(o, x, base_dir ? x[n] : NULL, weights, n, t0->numel, out);
-                    if (st != FK_OK) fk_error_context(st, "tensor %s", t0->name);
-                }
-                if (st == FK_OK && o->out_dtype != FK_DT_F32) {
-                    uint16_t *h = (uint16_t *)out;  // in place: element j is written after it is read
-                    for (int64_t j = 0; j < t0->numel; j++)
-                        h[j] = o->out_dtype == FK_DT_F16 ? fk_f32_to_f16(out[j]) : fk_f32_to_bf16(out[j]);
-                }
-                if (st == FK_OK) st = fk_afile_write(&f, out, (size_t)t0->numel * fk_dtype_size(o->out_dtype));
-            }
-            for (int k = 0; k < m; k++) if (tk[k]) release_pages(tk[k]);
-        }
+    if (st == FK_OK) st = write_tensors(o, in, m, n, base_dir != NULL, weights, &f);
     if (file_open) {
         if (st == FK_OK) st = fk_afile_commit(&f);
         else fk_afile_abort(&f);
@@ -599,8 +614,7 @@ fk_status fk_merge(const fk_merge_opts *o, const char *const *model_dirs, const 
     for (size_t e = 0; e < sizeof extra / sizeof extra[0] && st == FK_OK; e++) st = copy_if_present(model_dirs[0], out_dir, extra[e]);
 
     for (int k = 0; k < opened; k++) input_close(&in[k]);
-    for (int k = 0; k < m; k++) free(bufs[k]);
-    free(out); free(hdr); free(path);
-    free(dirs); free(in); free(x); free(tk); free(bufs); free(caps);
+    free(hdr); free(path);
+    free(dirs); free(in);
     return st;
 }
