@@ -198,32 +198,144 @@ static fk_status load_corpus(const fk_tokenizer *t, const char *path, int32_t **
     return FK_OK;
 }
 
+// The options with their defaults, checked against the model and the tokenizer. A tokenizer
+// that adds BOS (Llama 2, Gemma, ...): every sequence is computed after BOS, as the model was
+// trained to see text; BOS is context only, the positions stay the text's. *bos: that id, or
+// -1; *lead: 1 with it.
+static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk_extract_opts *opts, fk_extract_opts *o,
+                              int32_t *bos, int *lead) {
+    fk_extract_defaults(o);
+    if (opts) {
+        if (opts->k > 0) o->k = opts->k;
+        if (opts->seq > 0) o->seq = opts->seq;
+        if (opts->batch > 0) o->batch = opts->batch;
+    }
+    int64_t V = m->cfg.vocab_size;
+    if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
+    *bos = fk_tok_adds_bos(t) ? fk_tok_bos(t) : -1;
+    if (*bos >= V) *bos = -1;
+    *lead = *bos >= 0 ? 1 : 0;
+    if (o->seq <= 0) o->seq = (int)(m->cfg.max_seq - *lead < 512 ? m->cfg.max_seq - *lead : 512);
+    if (o->k < 1 || o->k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o->k);
+    if ((int64_t)o->seq + *lead > m->cfg.max_seq)
+        return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o->seq, *lead ? " (+ BOS)" : "",
+                        (long long)m->cfg.max_seq);
+    if (fk_tok_vocab_size(t) > V)
+        return fk_error(FK_ERR_ARG, "extract: the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(t), (long long)V);
+    return FK_OK;
+}
+
+// A file already at out_path: *same when it is a complete store of this extraction (header h);
+// another store, or no valid store, is refused unless restart (which replaces it).
+static fk_status check_existing(const char *out_path, const fk_store_header *h, bool restart, bool *same) {
+    *same = false;
+    if (!fk_path_exists(out_path)) return FK_OK;
+    fk_store *s = NULL;
+    fk_status st = fk_store_open(out_path, &s);
+    const char *diff = st == FK_OK ? fk_store_header_diff(fk_store_header_of(s), h) : NULL;
+    fk_store_close(s);
+    if (st == FK_OK && !diff) { *same = true; return FK_OK; }
+    if (restart) return FK_OK;
+    if (st != FK_OK) return fk_error_context(st, "%s is there but is not a valid store; restart (fusekit extract --restart) replaces it", out_path);
+    return fk_error(FK_ERR_ARG, "%s holds another extraction (its %s differs); restart (fusekit extract --restart) replaces it", out_path, diff);
+}
+
+// One batch of the extraction: the corpus ids, the shapes, and the rows' buffers.
+typedef struct {
+    fk_model *m;
+    const int32_t *ids;
+    int64_t n_tokens, positions, V;
+    int T, T1, lead, k;  // T1: the forward's length (BOS first)
+    int32_t bos;
+    int32_t *x;          // (B, T1) input ids
+    fk_store_seq *q;     // B sequences
+} extract_batch;
+
+// Sequences c0 .. c0 + rows - 1 through the model: each position's top-k and cross-entropy into
+// e->q[b], for the rows from done_seqs on (those before are on disk already).
+static fk_status batch_dists(const extract_batch *e, int64_t c0, int rows, int64_t done_seqs) {
+    int T = e->T, T1 = e->T1, lead = e->lead, k = e->k;
+    int64_t V = e->V;
+    fk_store_seq *q = e->q;
+    for (int b = 0; b < rows; b++) {
+        int64_t off = (c0 + b) * T;
+        if (lead) e->x[b * T1] = e->bos;
+        for (int i = 0; i < T; i++) e->x[b * T1 + lead + i] = off + i < e->n_tokens ? e->ids[off + i] : 0;
+        q[b].first = off;
+        q[b].n = e->positions - off < T ? e->positions - off : T;
+    }
+    FK_TRY(fk_model_forward(e->m, e->x, NULL, rows, T1, false, NULL));
+    const float *logits = fk_model_logits(e->m);
+    int64_t bad = -1;
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < (int64_t)rows * T; i++) {
+        int b = (int)(i / T), tt = (int)(i % T);
+        if (c0 + b < done_seqs || tt >= q[b].n) continue;
+        int64_t p = q[b].first + tt;
+        if (!position_dist(logits + ((int64_t)b * T1 + lead + tt) * V, V, k, e->ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
+                           q[b].logp + (int64_t)tt * k, &q[b].ce[tt])) {
+            #pragma omp critical
+            if (bad < 0 || p < bad) bad = p;
+        }
+    }
+    if (bad >= 0) return fk_error(FK_ERR_NUMERIC, "extract: the logits at position %lld (token %lld) are not finite", (long long)bad, (long long)bad);
+    for (int b = done_seqs > c0 ? (int)(done_seqs - c0) : 0; b < rows; b++) {
+        double s = 0;
+        for (int64_t tt = 0; tt < q[b].n; tt++) s += q[b].ce[tt];
+        q[b].mean_ce = q[b].n > 0 ? s / (double)q[b].n : 0;
+    }
+    return FK_OK;
+}
+
+// Progress reporting: the callback, and the run's start and positions so far.
+typedef struct {
+    fk_extract_cb cb;
+    void *user;
+    double t0;
+    int64_t pos_run;
+} extract_progress;
+
+// Encodes the batch's rows b0 .. rows - 1 (sequences c0 + b) in parallel, then appends them in
+// order; sequence 0 goes alone first (the others' encoding starts from the model prior it
+// writes). *stop: the callback asked to stop (FK_OK).
+static fk_status write_rows(fk_store_writer *w, fk_store_seq *q, fk_store_buf *rec, int b0, int rows, int64_t c0, int64_t n_seqs,
+                            extract_progress *pg, bool *stop) {
+    fk_status st = FK_OK;
+    for (int lo = b0, hi; lo < rows && st == FK_OK; lo = hi) {
+        hi = fk_store_writer_next(w) == 0 ? lo + 1 : rows;
+        int failed = -1;  // the first row whose encoding failed (its message is per thread: encoded again below)
+        #pragma omp parallel for schedule(dynamic, 1)
+        for (int b = lo; b < hi; b++)
+            if (fk_store_encode_seq(w, &q[b], &rec[b]) != FK_OK) {
+                #pragma omp critical
+                if (failed < 0 || b < failed) failed = b;
+            }
+        if (failed >= 0) {
+            st = fk_store_encode_seq(w, &q[failed], &rec[failed]);
+            return st == FK_OK ? fk_error(FK_ERR_NOMEM, "out of memory") : st;
+        }
+        for (int b = lo; b < hi; b++) {
+            if ((st = fk_store_write_encoded(w, &rec[b])) != FK_OK) break;
+            pg->pos_run += q[b].n;
+            if (pg->cb) {
+                double el = fk_time_s() - pg->t0;
+                fk_extract_progress pr = {c0 + b + 1, n_seqs, q[b].first + q[b].n, el, el > 0 ? (double)pg->pos_run / el : 0};
+                if (!pg->cb(&pr, pg->user)) { *stop = true; return FK_OK; }
+            }
+        }
+    }
+    return st;
+}
+
 fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_path, const fk_extract_opts *opts,
                         const char *out_path, bool restart, fk_extract_cb cb, void *user, bool *stopped, bool *cached) {
     if (stopped) *stopped = false;
     if (cached) *cached = false;
     fk_extract_opts o;
-    fk_extract_defaults(&o);
-    if (opts) {
-        if (opts->k > 0) o.k = opts->k;
-        if (opts->seq > 0) o.seq = opts->seq;
-        if (opts->batch > 0) o.batch = opts->batch;
-    }
+    int32_t bos = -1;
+    int lead = 0;
+    FK_TRY(extract_opts(m, t, opts, &o, &bos, &lead));
     int64_t V = m->cfg.vocab_size;
-    if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
-    // A tokenizer that adds BOS (Llama 2, Gemma, ...): every sequence is computed after BOS, as the
-    // model was trained to see text; BOS is context only, the positions stay the text's.
-    int32_t bos = fk_tok_adds_bos(t) ? fk_tok_bos(t) : -1;
-    if (bos >= V) bos = -1;
-    int lead = bos >= 0 ? 1 : 0;
-    if (o.seq <= 0) o.seq = (int)(m->cfg.max_seq - lead < 512 ? m->cfg.max_seq - lead : 512);
-    if (o.k < 1 || o.k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o.k);
-    if ((int64_t)o.seq + lead > m->cfg.max_seq)
-        return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o.seq, lead ? " (+ BOS)" : "",
-                        (long long)m->cfg.max_seq);
-    if (fk_tok_vocab_size(t) > V)
-        return fk_error(FK_ERR_ARG, "extract: the tokenizer has %d tokens but the model's vocabulary only %lld", fk_tok_vocab_size(t), (long long)V);
-
     fk_store_header h = {0};
     int32_t *ids = NULL;
     int64_t *begin = NULL;
@@ -235,100 +347,39 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     h.model_fp = fk_model_fingerprint(m);
     h.tokenizer_fp = fk_tok_fingerprint(t);
 
-    fk_status st = FK_OK;
     fk_store_writer *w = NULL;
     int32_t *x = NULL;
     fk_store_seq *q = NULL;
     fk_store_buf *rec = NULL;
-    int B = o.batch, T = o.seq, k = o.k, T1 = T + lead;  // T1: the forward's length (BOS first)
-    if (fk_path_exists(out_path)) {
-        fk_store *s = NULL;
-        st = fk_store_open(out_path, &s);
-        const char *diff = st == FK_OK ? fk_store_header_diff(fk_store_header_of(s), &h) : NULL;
-        fk_store_close(s);
-        if (st == FK_OK && !diff) {
-            if (cached) *cached = true;
-            goto done;
-        }
-        if (!restart) {
-            if (st != FK_OK) st = fk_error_context(st, "%s is there but is not a valid store; restart (fusekit extract --restart) replaces it", out_path);
-            else st = fk_error(FK_ERR_ARG, "%s holds another extraction (its %s differs); restart (fusekit extract --restart) replaces it", out_path, diff);
-            goto done;
-        }
-        st = FK_OK;
+    int B = o.batch, T = o.seq, k = o.k, T1 = T + lead;
+    bool same = false;
+    fk_status st = check_existing(out_path, &h, restart, &same);
+    if (st != FK_OK || same) {
+        if (same && cached) *cached = true;
+        goto done;
     }
     int64_t done_seqs = 0;
     if ((st = fk_store_writer_open(out_path, &h, ids, begin, restart, &w, &done_seqs)) != FK_OK) goto done;
     free(begin);
     begin = NULL;
-    int64_t n_seqs = fk_store_header_n_seqs(&h), positions = fk_store_header_positions(&h);
+    int64_t n_seqs = fk_store_header_n_seqs(&h);
     x = malloc((size_t)B * T1 * sizeof(int32_t));
     q = calloc((size_t)B, sizeof *q);
     rec = calloc((size_t)B, sizeof *rec);
     if (!x || !q || !rec) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
     for (int b = 0; b < B && st == FK_OK; b++) st = fk_store_seq_reserve(&q[b], T, k);
-    double t0 = fk_time_s();
-    int64_t pos_run = 0;
+    extract_batch eb = {m, ids, h.n_tokens, fk_store_header_positions(&h), V, T, T1, lead, k, bos, x, q};
+    extract_progress pg = {cb, user, fk_time_s(), 0};
+    bool stop = false;
     // Batches start where an uninterrupted run's would, so each sequence is computed in the
     // same batch as there (bit-identical output); sequences already on disk are skipped.
     for (int64_t c0 = done_seqs / B * B; c0 < n_seqs && st == FK_OK; c0 += B) {
         int rows = (int)(n_seqs - c0 < B ? n_seqs - c0 : B);
-        for (int b = 0; b < rows; b++) {
-            int64_t off = (c0 + b) * T;
-            if (lead) x[b * T1] = bos;
-            for (int i = 0; i < T; i++) x[b * T1 + lead + i] = off + i < h.n_tokens ? ids[off + i] : 0;
-            q[b].first = off;
-            q[b].n = positions - off < T ? positions - off : T;
-        }
-        if ((st = fk_model_forward(m, x, NULL, rows, T1, false, NULL)) != FK_OK) break;
-        const float *logits = fk_model_logits(m);
-        int64_t bad = -1;
-        #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < (int64_t)rows * T; i++) {
-            int b = (int)(i / T), tt = (int)(i % T);
-            if (c0 + b < done_seqs || tt >= q[b].n) continue;
-            int64_t p = q[b].first + tt;
-            if (!position_dist(logits + ((int64_t)b * T1 + lead + tt) * V, V, k, ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
-                               q[b].logp + (int64_t)tt * k, &q[b].ce[tt])) {
-                #pragma omp critical
-                if (bad < 0 || p < bad) bad = p;
-            }
-        }
-        if (bad >= 0) { st = fk_error(FK_ERR_NUMERIC, "extract: the logits at position %lld (token %lld) are not finite", (long long)bad, (long long)bad); break; }
-        int b0 = done_seqs > c0 ? (int)(done_seqs - c0) : 0;
-        for (int b = b0; b < rows; b++) {
-            double s = 0;
-            for (int64_t tt = 0; tt < q[b].n; tt++) s += q[b].ce[tt];
-            q[b].mean_ce = q[b].n > 0 ? s / (double)q[b].n : 0;
-        }
-        // Rows are encoded in parallel, then appended in order; sequence 0 goes alone first
-        // (the others' encoding starts from the model prior it writes).
-        for (int lo = b0, hi; lo < rows && st == FK_OK; lo = hi) {
-            hi = fk_store_writer_next(w) == 0 ? lo + 1 : rows;
-            int failed = -1;  // the first row whose encoding failed (its message is per thread: encoded again below)
-            #pragma omp parallel for schedule(dynamic, 1)
-            for (int b = lo; b < hi; b++)
-                if (fk_store_encode_seq(w, &q[b], &rec[b]) != FK_OK) {
-                    #pragma omp critical
-                    if (failed < 0 || b < failed) failed = b;
-                }
-            if (failed >= 0) {
-                st = fk_store_encode_seq(w, &q[failed], &rec[failed]);
-                if (st == FK_OK) st = fk_error(FK_ERR_NOMEM, "out of memory");
-                break;
-            }
-            for (int b = lo; b < hi; b++) {
-                if ((st = fk_store_write_encoded(w, &rec[b])) != FK_OK) break;
-                pos_run += q[b].n;
-                if (cb) {
-                    double el = fk_time_s() - t0;
-                    fk_extract_progress pr = {c0 + b + 1, n_seqs, q[b].first + q[b].n, el, el > 0 ? (double)pos_run / el : 0};
-                    if (!cb(&pr, user)) {
-                        if (stopped) *stopped = true;
-                        goto done;
-                    }
-                }
-            }
+        if ((st = batch_dists(&eb, c0, rows, done_seqs)) != FK_OK) break;
+        st = write_rows(w, q, rec, done_seqs > c0 ? (int)(done_seqs - c0) : 0, rows, c0, n_seqs, &pg, &stop);
+        if (stop) {
+            if (stopped) *stopped = true;
+            goto done;
         }
     }
     if (st == FK_OK) {
