@@ -459,8 +459,8 @@ static void dp_average(fk_model *m, double *loss_sum, int size) {
 
 // ------------------------------------------------------------------ the loop
 
-fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
-                   const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+// The options and data fk_train refuses, with the reason.
+static fk_status check_train_args(const fk_model *m, const fk_token_data *train, const fk_train_opts *o) {
     if (o->batch < 1 || o->seq < 1 || o->grad_accum < 1 || o->steps < 0)
         return fk_error(FK_ERR_ARG, "train: batch, seq and grad_accum must be positive");
     if (o->seq > m->cfg.max_seq)
@@ -471,6 +471,53 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     if (train->vocab_size > m->cfg.vocab_size)
         return fk_error(FK_ERR_ARG, "train: data vocabulary %lld exceeds the model's %lld", (long long)train->vocab_size,
                         (long long)m->cfg.vocab_size);
+    return FK_OK;
+}
+
+// A step's sums over its micro-batches: loss, CLM loss and fusion loss.
+typedef struct { double loss, clm, fus; } step_sums;
+
+// The gradient of one step: its grad_accum micro-batches (this rank's), forward and backward,
+// adding into the gradients, the step's sums and the tokens seen.
+static fk_status step_gradient(fk_model *m, const fk_token_data *train, const fk_train_opts *o, int64_t step, int rank, int size,
+                               int32_t *x, int32_t *y, int64_t *offs, step_sums *sum, int64_t *tokens) {
+    fk_status st = FK_OK;
+    for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
+        sample_batch(train, o, step, rank * o->grad_accum + mb, x, y, offs);
+        float loss, fus = NAN;
+        fk_sparse_dist teach;
+        if (o->teacher) {
+            st = o->teacher->fill(o->teacher->ctx, offs, o->batch, o->seq, y, &teach);
+            if (st != FK_OK) return fk_error_context(st, "step %lld: teacher", (long long)step + 1);
+        }
+        st = fk_model_forward_soft(m, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f, o->batch,
+                                   o->seq, true, &loss, &fus);
+        if (st != FK_OK) return fk_error_context(st, "step %lld", (long long)step + 1);
+        st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
+        sum->loss += loss;
+        double clm = 0;
+        const float *tl = fk_model_token_losses(m);
+        for (int64_t i = 0; i < (int64_t)o->batch * o->seq; i++) clm += tl[i];
+        sum->clm += clm / ((double)o->batch * o->seq);
+        sum->fus += fus;
+        *tokens += (int64_t)o->batch * o->seq * size;
+    }
+    return st;
+}
+
+// The first gradient entry that is not finite, as the error naming it (FK_OK when none is).
+static fk_status check_gradient(const fk_model *m, int64_t step) {
+    for (int i = 0; i < m->n_params; i++)
+        for (int64_t j = 0; j < m->params[i].numel; j++)
+            if (!isfinite(m->g[m->params[i].offset + j]))
+                return fk_error(FK_ERR_NUMERIC, "step %lld: gradient of %s[%lld] is not finite", (long long)step + 1, m->params[i].name,
+                                (long long)j);
+    return FK_OK;
+}
+
+fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
+                   const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+    FK_TRY(check_train_args(m, train, o));
     FK_TRY(fk_model_alloc_grads(m));
     int rank0, size0;
     dp_query(&rank0, &size0);
@@ -486,40 +533,13 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     dp_query(&rank, &size);
     for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
         fk_model_zero_grads(m);
-        double loss_sum = 0, clm_sum = 0, fus_sum = 0;
-        for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
-            sample_batch(train, o, step, rank * o->grad_accum + mb, x, y, offs);
-            float loss, fus = NAN;
-            fk_sparse_dist teach;
-            if (o->teacher) {
-                st = o->teacher->fill(o->teacher->ctx, offs, o->batch, o->seq, y, &teach);
-                if (st != FK_OK) { fk_error_context(st, "step %lld: teacher", (long long)step + 1); break; }
-            }
-            st = fk_model_forward_soft(m, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f, o->batch,
-                                       o->seq, true, &loss, &fus);
-            if (st != FK_OK) { fk_error_context(st, "step %lld", (long long)step + 1); break; }
-            st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
-            loss_sum += loss;
-            double clm = 0;
-            const float *tl = fk_model_token_losses(m);
-            for (int64_t i = 0; i < (int64_t)o->batch * o->seq; i++) clm += tl[i];
-            clm_sum += clm / ((double)o->batch * o->seq);
-            fus_sum += fus;
-            tokens += (int64_t)o->batch * o->seq * size;
-        }
+        step_sums sum = {0, 0, 0};
+        st = step_gradient(m, train, o, step, rank, size, x, y, offs, &sum, &tokens);
         st = dp_agree(st, size);
         if (st != FK_OK) break;
-        dp_average(m, &loss_sum, size);
+        dp_average(m, &sum.loss, size);
         double gn = fk_grad_norm(m);
-        if (!isfinite(gn)) {
-            for (int i = 0; i < m->n_params; i++)
-                for (int64_t j = 0; j < m->params[i].numel; j++)
-                    if (!isfinite(m->g[m->params[i].offset + j])) {
-                        st = fk_error(FK_ERR_NUMERIC, "step %lld: gradient of %s[%lld] is not finite", (long long)step + 1,
-                                      m->params[i].name, (long long)j);
-                        goto done;
-                    }
-        }
+        if (!isfinite(gn) && (st = check_gradient(m, step)) != FK_OK) break;
         float scale = o->optim.clip > 0 && gn > o->optim.clip ? (float)(o->optim.clip / (gn + 1e-6)) : 1.0f;
         float lr = fk_lr_at(&opt->o, step);
         fk_adamw_update(opt, m, lr, scale);
@@ -528,9 +548,9 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
         fk_train_event ev = {0};
         ev.step = done_steps;
         ev.steps = o->steps;
-        ev.loss = (float)(loss_sum / o->grad_accum);
-        ev.clm_loss = (float)(clm_sum / o->grad_accum);
-        ev.fusion_loss = o->teacher ? (float)(fus_sum / o->grad_accum) : NAN;
+        ev.loss = (float)(sum.loss / o->grad_accum);
+        ev.clm_loss = (float)(sum.clm / o->grad_accum);
+        ev.fusion_loss = o->teacher ? (float)(sum.fus / o->grad_accum) : NAN;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
         ev.elapsed_s = fk_time_s() - t0;
@@ -567,7 +587,6 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     bool finished = opt->t >= o->steps;  // not stopped early
     if (st == FK_OK && finished && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
     if (st == FK_OK && finished && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
-done:
     free(x); free(y); free(offs);
     return st;
 }
