@@ -38,6 +38,17 @@ typedef struct {
 fk_status fk_st_open(fk_safetensors *st, const char *path);
 void fk_st_close(fk_safetensors *st);
 const fk_st_tensor *fk_st_find(const fk_safetensors *st, const char *name);
+// The safetensors files of a model folder: model.safetensors, else the shards that
+// model.safetensors.index.json's weight_map names (each file once; a name must be a file
+// inside the folder). Neither there: FK_ERR_IO naming DIR/model.safetensors.
+typedef struct {
+    int n;
+    fk_safetensors *st;
+} fk_st_set;
+fk_status fk_st_set_open(fk_st_set *s, const char *dir);
+void fk_st_set_close(fk_st_set *s);
+// The tensor called name in any file of the set (NULL if none); *path (may be NULL) gets its file.
+const fk_st_tensor *fk_st_set_find(const fk_st_set *s, const char *name, const char **path);
 // Converts a tensor of any float dtype to f32 into `out` (t->numel values).
 fk_status fk_st_to_f32(const fk_st_tensor *t, float *out);
 

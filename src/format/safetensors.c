@@ -236,3 +236,70 @@ fk_status fk_st_write(const char *path, const fk_st_entry *entries, int n, const
     if (f.failed) { fk_afile_abort(&f); return FK_ERR_IO; }
     return fk_afile_commit(&f);
 }
+
+// ------------------------------------------------------------------ a model folder's files
+
+void fk_st_set_close(fk_st_set *s) {
+    for (int i = 0; i < s->n; i++) fk_st_close(&s->st[i]);
+    free(s->st);
+    s->n = 0;
+    s->st = NULL;
+}
+
+// Opens each file the index's weight_map names, once (s->st has room for every entry).
+static fk_status set_open_shards(fk_st_set *s, const char *dir, const char *index, const cJSON *map) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, map) {
+        if (!cJSON_IsString(it) || strstr(it->valuestring, "..") || strchr(it->valuestring, '/'))
+            return fk_error(FK_ERR_FORMAT, "%s: weight_map entry %s is not a file name inside the folder", index, it->string);
+        char *p = fk_path_join(dir, it->valuestring);
+        if (!p) return fk_error(FK_ERR_NOMEM, "out of memory");
+        bool seen = false;
+        for (int i = 0; i < s->n && !seen; i++) seen = strcmp(s->st[i].path, p) == 0;
+        fk_status st = seen ? FK_OK : fk_st_open(&s->st[s->n], p);
+        free(p);
+        if (st != FK_OK) return fk_error_context(st, "%s: weight_map puts %s in %s", index, it->string, it->valuestring);
+        if (!seen) s->n++;
+    }
+    return FK_OK;
+}
+
+fk_status fk_st_set_open(fk_st_set *s, const char *dir) {
+    memset(s, 0, sizeof *s);
+    char *single = fk_path_join(dir, "model.safetensors"), *index = fk_path_join(dir, "model.safetensors.index.json");
+    fk_status st = single && index ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (st == FK_OK && fk_path_exists(single)) {
+        s->st = calloc(1, sizeof *s->st);
+        st = s->st ? fk_st_open(&s->st[0], single) : fk_error(FK_ERR_NOMEM, "out of memory");
+        if (st == FK_OK) s->n = 1;
+    } else if (st == FK_OK && fk_path_exists(index)) {
+        char *json = NULL;
+        cJSON *root = NULL;
+        st = fk_read_file(index, &json, NULL);
+        if (st == FK_OK) st = fk_json_parse(index, json, strlen(json), &root);
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+        if (st == FK_OK && !cJSON_IsObject(map)) st = fk_error(FK_ERR_FORMAT, "%s: missing object \"weight_map\"", index);
+        if (st == FK_OK && !(s->st = calloc((size_t)cJSON_GetArraySize(map) + 1, sizeof *s->st)))
+            st = fk_error(FK_ERR_NOMEM, "out of memory");
+        if (st == FK_OK) st = set_open_shards(s, dir, index, map);
+        cJSON_Delete(root);
+        free(json);
+    } else if (st == FK_OK) {
+        st = fk_error(FK_ERR_IO, "%s: no such file, and no model.safetensors.index.json beside it", single);
+    }
+    free(single);
+    free(index);
+    if (st != FK_OK) fk_st_set_close(s);
+    return st;
+}
+
+const fk_st_tensor *fk_st_set_find(const fk_st_set *s, const char *name, const char **path) {
+    for (int i = 0; i < s->n; i++) {
+        const fk_st_tensor *t = fk_st_find(&s->st[i], name);
+        if (t) {
+            if (path) *path = s->st[i].path;
+            return t;
+        }
+    }
+    return NULL;
+}

@@ -227,73 +227,28 @@ fk_status fk_merge_tensor(const fk_merge_opts *o, const float *const *inputs, co
 
 // ------------------------------------------------------------------ model folders
 
-// The safetensors files of one model folder (one file, or the shards of an index).
+// One model folder: its config and its safetensors files (one file, or the shards of an index).
 typedef struct {
     const char *dir;
-    int n;
-    fk_safetensors *st;
+    fk_st_set f;
     fk_config cfg;
 } merge_input;
 
-static void input_close(merge_input *in) {
-    for (int i = 0; i < in->n; i++) fk_st_close(&in->st[i]);
-    free(in->st);
-    in->st = NULL;
-    in->n = 0;
-}
+static void input_close(merge_input *in) { fk_st_set_close(&in->f); }
 
 static fk_status input_open(merge_input *in, const char *dir) {
     memset(in, 0, sizeof *in);
     in->dir = dir;
-    char *cfg = fk_path_join(dir, "config.json"), *single = fk_path_join(dir, "model.safetensors"),
-         *index = fk_path_join(dir, "model.safetensors.index.json");
-    fk_status st = cfg && single && index ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    char *cfg = fk_path_join(dir, "config.json");
+    fk_status st = cfg ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
     if (st == FK_OK && !fk_path_exists(cfg)) st = fk_error(FK_ERR_IO, "%s: no config.json (not a model folder)", dir);
     if (st == FK_OK) st = fk_hf_config_read(cfg, &in->cfg);
-    if (st == FK_OK && fk_path_exists(single)) {
-        in->st = calloc(1, sizeof *in->st);
-        st = in->st ? fk_st_open(&in->st[0], single) : fk_error(FK_ERR_NOMEM, "out of memory");
-        if (st == FK_OK) in->n = 1;
-    } else if (st == FK_OK && fk_path_exists(index)) {
-        char *json = NULL;
-        st = fk_read_file(index, &json, NULL);
-        cJSON *root = NULL;
-        if (st == FK_OK) st = fk_json_parse(index, json, strlen(json), &root);
-        const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map"), *it;
-        if (st == FK_OK && !cJSON_IsObject(map)) st = fk_error(FK_ERR_FORMAT, "%s: missing object \"weight_map\"", index);
-        if (st == FK_OK) {
-            in->st = calloc((size_t)cJSON_GetArraySize(map) + 1, sizeof *in->st);
-            if (!in->st) st = fk_error(FK_ERR_NOMEM, "out of memory");
-        }
-        if (st == FK_OK) cJSON_ArrayForEach(it, map) {
-            if (!cJSON_IsString(it) || strstr(it->valuestring, "..") || strchr(it->valuestring, '/')) {
-                st = fk_error(FK_ERR_FORMAT, "%s: weight_map entry %s is not a file name inside the folder", index, it->string);
-                break;
-            }
-            char *p = fk_path_join(dir, it->valuestring);
-            bool seen = false;
-            for (int i = 0; i < in->n && !seen; i++) seen = strcmp(in->st[i].path, p) == 0;
-            if (!seen) { st = fk_st_open(&in->st[in->n], p); if (st == FK_OK) in->n++; }
-            free(p);
-            if (st != FK_OK) break;
-        }
-        cJSON_Delete(root);
-        free(json);
-    } else if (st == FK_OK) {
-        st = fk_error(FK_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json is there", dir);
-    }
-    free(cfg); free(single); free(index);
-    if (st != FK_OK) input_close(in);
+    if (st == FK_OK) st = fk_st_set_open(&in->f, dir);
+    free(cfg);
     return st;
 }
 
-static const fk_st_tensor *input_find(const merge_input *in, const char *name) {
-    for (int i = 0; i < in->n; i++) {
-        const fk_st_tensor *t = fk_st_find(&in->st[i], name);
-        if (t) return t;
-    }
-    return NULL;
-}
+static const fk_st_tensor *input_find(const merge_input *in, const char *name) { return fk_st_set_find(&in->f, name, NULL); }
 
 static bool is_float(fk_dtype d) { return d == FK_DT_F32 || d == FK_DT_F16 || d == FK_DT_BF16 || d == FK_DT_F64; }
 
@@ -324,15 +279,15 @@ static fk_status check_compatible(const merge_input *in, int m) {
     char key[96], va[96], vb[96], sa[96], sb[96];
     const merge_input *a = &in[0];
     int64_t na = 0;
-    for (int s = 0; s < a->n; s++) na += a->st[s].n_tensors;
+    for (int s = 0; s < a->f.n; s++) na += a->f.st[s].n_tensors;
     for (int k = 1; k < m; k++) {
         const merge_input *b = &in[k];
         if (config_diff(&a->cfg, &b->cfg, key, va, vb, sizeof key))
             return fk_error(FK_ERR_FORMAT, "%s: config.json %s is %s but %s has %s; merged models must share one architecture and shape",
                             b->dir, key, vb, a->dir, va);
-        for (int s = 0; s < a->n; s++)
-            for (int i = 0; i < a->st[s].n_tensors; i++) {
-                const fk_st_tensor *ta = &a->st[s].tensors[i], *tb = input_find(b, ta->name);
+        for (int s = 0; s < a->f.n; s++)
+            for (int i = 0; i < a->f.st[s].n_tensors; i++) {
+                const fk_st_tensor *ta = &a->f.st[s].tensors[i], *tb = input_find(b, ta->name);
                 if (!tb) return fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (%s has it)", b->dir, ta->name, a->dir);
                 shape_str(ta, sa, sizeof sa);
                 shape_str(tb, sb, sizeof sb);
@@ -343,12 +298,12 @@ static fk_status check_compatible(const merge_input *in, int m) {
                                     fk_dtype_name(tb->dtype), a->dir, fk_dtype_name(ta->dtype));
             }
         int64_t nb = 0;
-        for (int s = 0; s < b->n; s++) nb += b->st[s].n_tensors;
+        for (int s = 0; s < b->f.n; s++) nb += b->f.st[s].n_tensors;
         if (nb != na)
-            for (int s = 0; s < b->n; s++)
-                for (int i = 0; i < b->st[s].n_tensors; i++)
-                    if (!input_find(a, b->st[s].tensors[i].name))
-                        return fk_error(FK_ERR_FORMAT, "%s: tensor %s is not in %s", b->dir, b->st[s].tensors[i].name, a->dir);
+            for (int s = 0; s < b->f.n; s++)
+                for (int i = 0; i < b->f.st[s].n_tensors; i++)
+                    if (!input_find(a, b->f.st[s].tensors[i].name))
+                        return fk_error(FK_ERR_FORMAT, "%s: tensor %s is not in %s", b->dir, b->f.st[s].tensors[i].name, a->dir);
     }
     return FK_OK;
 }
@@ -428,12 +383,12 @@ static fk_status output_header(const merge_input *a, const fk_merge_opts *o, con
     char *meta_txt = cJSON_PrintUnformatted(meta);
     cJSON_Delete(meta);
     int count = 0;
-    for (int s = 0; s < a->n; s++) count += a->st[s].n_tensors;
+    for (int s = 0; s < a->f.n; s++) count += a->f.st[s].n_tensors;
     fk_st_entry *e = calloc((size_t)count + 1, sizeof *e);
     fk_status st = meta_txt && e ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
-    for (int s = 0, k = 0; s < a->n && st == FK_OK; s++)
-        for (int i = 0; i < a->st[s].n_tensors; i++, k++) {
-            const fk_st_tensor *t = &a->st[s].tensors[i];
+    for (int s = 0, k = 0; s < a->f.n && st == FK_OK; s++)
+        for (int i = 0; i < a->f.st[s].n_tensors; i++, k++) {
+            const fk_st_tensor *t = &a->f.st[s].tensors[i];
             e[k].name = t->name;
             e[k].dtype = is_float(t->dtype) ? o->out_dtype : t->dtype;
             e[k].ndim = t->ndim;
@@ -541,9 +496,9 @@ static fk_status write_tensors(const fk_merge_opts *o, const merge_input *in, in
     float *out = NULL;
     int64_t out_cap = 0;
     fk_status st = x && tk && bufs && caps ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
-    for (int s = 0; s < in[0].n && st == FK_OK; s++)
-        for (int i = 0; i < in[0].st[s].n_tensors && st == FK_OK; i++) {
-            const fk_st_tensor *t0 = &in[0].st[s].tensors[i];
+    for (int s = 0; s < in[0].f.n && st == FK_OK; s++)
+        for (int i = 0; i < in[0].f.st[s].n_tensors && st == FK_OK; i++) {
+            const fk_st_tensor *t0 = &in[0].f.st[s].tensors[i];
             for (int k = 0; k < m; k++) tk[k] = k == 0 ? t0 : input_find(&in[k], t0->name);
             if (!is_float(t0->dtype)) {  // buffers: copied from the base, or the first model
                 const fk_st_tensor *src = tk[has_base ? n : 0];

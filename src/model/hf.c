@@ -746,66 +746,6 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
     return st;
 }
 
-// The shards of a model folder, opened.
-typedef struct { int n; fk_safetensors *st; } shard_set;
-
-static void shards_close(shard_set *s) {
-    for (int i = 0; i < s->n; i++) fk_st_close(&s->st[i]);
-    free(s->st);
-    s->n = 0; s->st = NULL;
-}
-
-static fk_status shards_open(shard_set *s, const char *dir) {
-    memset(s, 0, sizeof *s);
-    char *single = fk_path_join(dir, "model.safetensors"), *index = fk_path_join(dir, "model.safetensors.index.json");
-    fk_status st = FK_OK;
-    if (fk_path_exists(single) || !fk_path_exists(index)) {
-        s->st = calloc(1, sizeof *s->st);
-        st = s->st ? fk_st_open(&s->st[0], single) : fk_error(FK_ERR_NOMEM, "out of memory");
-        if (st == FK_OK) s->n = 1;
-    } else {
-        char *json = NULL;
-        st = fk_read_file(index, &json, NULL);
-        cJSON *root = NULL;
-        if (st == FK_OK) st = fk_json_parse(index, json, strlen(json), &root);
-        const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-        if (st == FK_OK && !cJSON_IsObject(map)) st = fk_error(FK_ERR_FORMAT, "%s: missing object \"weight_map\"", index);
-        const cJSON *it;
-        int cap = cJSON_GetArraySize(map);
-        s->st = calloc((size_t)cap + 1, sizeof *s->st);
-        if (!s->st && st == FK_OK) st = fk_error(FK_ERR_NOMEM, "out of memory");
-        if (st == FK_OK) cJSON_ArrayForEach(it, map) {
-            if (!cJSON_IsString(it) || strstr(it->valuestring, "..") || it->valuestring[0] == '/') {
-                st = fk_error(FK_ERR_FORMAT, "%s: weight_map entry %s is not a file name inside the folder", index, it->string);
-                break;
-            }
-            char *p = fk_path_join(dir, it->valuestring);
-            bool seen = false;
-            for (int i = 0; i < s->n; i++) if (strcmp(s->st[i].path, p) == 0) seen = true;
-            if (!seen) {
-                st = fk_st_open(&s->st[s->n], p);
-                if (st == FK_OK) s->n++;
-                else fk_error_context(st, "%s: weight_map puts %s in %s", index, it->string, it->valuestring);
-            }
-            free(p);
-            if (st != FK_OK) break;
-        }
-        cJSON_Delete(root);
-        free(json);
-    }
-    free(single); free(index);
-    if (st != FK_OK) shards_close(s);
-    return st;
-}
-
-static const fk_st_tensor *shards_find(const shard_set *s, const char *name, const char **path) {
-    for (int i = 0; i < s->n; i++) {
-        const fk_st_tensor *t = fk_st_find(&s->st[i], name);
-        if (t) { *path = s->st[i].path; return t; }
-    }
-    return NULL;
-}
-
 // A Gemma 3 folder with a vision tower (model_type gemma3) keeps the text model under another
 // prefix: transformers 5 writes model.language_model.*, 4.x language_model.model.* (and
 // language_model.lm_head.weight). Returns the name of HF tensor `name` in such a folder in buf,
@@ -836,8 +776,8 @@ static bool ignorable(const char *name) {
 }
 
 fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
-    shard_set s;
-    FK_TRY(shards_open(&s, dir));
+    fk_st_set s;
+    FK_TRY(fk_st_set_open(&s, dir));
     fk_hf_tensor *ts;
     int n;
     fk_arch arch = fk_config_arch(&m->cfg);
@@ -852,14 +792,14 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
     const arch_family *fam = arch_of(arch);
     const char *pre = fam->hf_optional_prefix;
     size_t npre = pre ? strlen(pre) : 0;
-    if (fam->model_type_alias && !shards_find(&s, "model.embed_tokens.weight", &p0))
-        layout = shards_find(&s, "model.language_model.embed_tokens.weight", &p0) ? 1
-               : shards_find(&s, "language_model.model.embed_tokens.weight", &p0) ? 2 : 0;
+    if (fam->model_type_alias && !fk_st_set_find(&s, "model.embed_tokens.weight", &p0))
+        layout = fk_st_set_find(&s, "model.language_model.embed_tokens.weight", &p0) ? 1
+               : fk_st_set_find(&s, "language_model.model.embed_tokens.weight", &p0) ? 2 : 0;
     for (int i = 0; i < n && st == FK_OK; i++) {
         const fk_hf_tensor *t = &ts[i];
         const char *path = NULL;
-        const fk_st_tensor *f = shards_find(&s, text_model_name(t->name, layout, nbuf, sizeof nbuf), &path);
-        if (!f && pre && strncmp(t->name, pre, npre) == 0) f = shards_find(&s, t->name + npre, &path);
+        const fk_st_tensor *f = fk_st_set_find(&s, text_model_name(t->name, layout, nbuf, sizeof nbuf), &path);
+        if (!f && pre && strncmp(t->name, pre, npre) == 0) f = fk_st_set_find(&s, t->name + npre, &path);
         if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (config.json asks for it)", dir, t->name); break; }
         int64_t want = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
         bool shape_ok = f->ndim == t->ndim && f->shape[0] == t->shape[0] && (t->ndim == 1 || f->shape[1] == t->shape[1]);
@@ -911,7 +851,7 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
                                       s.st[i].path, nm, fk_arch_name(arch), (long long)m->cfg.n_layer);
         }
     free(ts);
-    shards_close(&s);
+    fk_st_set_close(&s);
     return st;
 }
 
