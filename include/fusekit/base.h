@@ -104,6 +104,14 @@ char *fk_path_join(const char *dir, const char *name);
 void fk_fsync_dir(const char *dir);
 // fsync the folder that holds `path` (a file or a folder), so a rename to `path` is durable.
 void fk_fsync_parent(const char *path);
+// Removes a file or a folder tree (links not followed); FK_OK when it was absent.
+fk_status fk_remove_tree(const char *path);
+// Puts the complete folder tmp in the place of dir, durably: tmp is fsynced, an existing dir
+// (a folder cannot be renamed over a non-empty one) is renamed to `old` (whatever was there
+// removed first), tmp is renamed to dir, dir's parent fsynced, then old removed. remove_old
+// removes a folder (fk_remove_tree when NULL; a caller may remove its files in an order of its
+// own). On failure the old folder is back at dir and tmp is left for the caller to remove.
+fk_status fk_dir_replace(const char *tmp, const char *dir, const char *old, void (*remove_old)(const char *path));
 
 // ---------------------------------------------------------------- time and memory
 double fk_time_s(void);          // monotonic seconds

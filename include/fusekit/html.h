@@ -18,6 +18,8 @@ void fk_sb(fk_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 void fk_sb_text(fk_sbuf *b, const char *s);
 // Writes the buffer to path atomically and frees it.
 fk_status fk_sb_write(fk_sbuf *b, const char *path);
+// fk_sb_write to dir/name (the buffer freed either way).
+fk_status fk_sb_write_in(fk_sbuf *b, const char *dir, const char *name);
 void fk_sb_free(fk_sbuf *b);
 
 // The i-th colour of a fixed qualitative palette ("#rrggbb").

@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -61,6 +62,38 @@ void fk_fsync_parent(const char *path) {
     char *parent = n == 0 ? strdup(".") : strndup(path, n);
     if (parent) fk_fsync_dir(parent);
     free(parent);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+fk_status fk_remove_tree(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return FK_OK;
+    if (!S_ISDIR(sb.st_mode)) return remove(path) == 0 ? FK_OK : fk_error(FK_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) return fk_error(FK_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
+    return FK_OK;
+}
+
+static void remove_tree_quietly(const char *path) { fk_remove_tree(path); }
+
+fk_status fk_dir_replace(const char *tmp, const char *dir, const char *old, void (*remove_old)(const char *path)) {
+    if (!remove_old) remove_old = remove_tree_quietly;
+    fk_fsync_dir(tmp);
+    struct stat sb;
+    bool had = lstat(dir, &sb) == 0;
+    remove_old(old);  // a stale one from a killed run
+    if (had && rename(dir, old) != 0) return fk_error(FK_ERR_IO, "cannot move %s aside to replace it: %s", dir, strerror(errno));
+    if (rename(tmp, dir) != 0) {
+        fk_status st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+        if (had) rename(old, dir);  // the old folder back in place
+        return st;
+    }
+    fk_fsync_parent(dir);
+    if (had) remove_old(old);
+    return FK_OK;
 }
 
 fk_status fk_afile_commit(fk_afile *f) {

@@ -49,6 +49,14 @@ fk_status fk_sb_write(fk_sbuf *b, const char *path) {
     return st;
 }
 
+fk_status fk_sb_write_in(fk_sbuf *b, const char *dir, const char *name) {
+    char *p = fk_path_join(dir, name);
+    if (!p) { fk_sb_free(b); return fk_error(FK_ERR_NOMEM, "out of memory"); }
+    fk_status st = fk_sb_write(b, p);
+    free(p);
+    return st;
+}
+
 const char *fk_svg_color(int i) {
     static const char *const pal[] = {"#4a78b0", "#d9823b", "#5a9e4b", "#b0493f", "#7c5fa8", "#8c6d4f", "#c96bb0", "#6f6f6f"};
     return pal[(i % 8 + 8) % 8];

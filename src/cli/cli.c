@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include "base/par.h"
@@ -422,7 +421,7 @@ static void recover_stale(const char *path) {
         if (!full) continue;
         struct stat sb;
         if (old && stat(p, &sb) != 0) rename(full, p);  // nothing replaced it: the output back in place
-        else cli_remove_tree(full);
+        else fk_remove_tree(full);
         free(full);
     }
     if (d) closedir(d);
@@ -481,19 +480,6 @@ int cli_check_output(const char *cmd, const cli_out_spec *o, const char *const *
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-fk_status cli_remove_tree(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return FK_OK;
-    if (!S_ISDIR(sb.st_mode)) return remove(path) == 0 ? FK_OK : fk_error(FK_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
-    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) return fk_error(FK_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
-    return FK_OK;
-}
-
 fk_status cli_outdir_begin(const char *path, cli_outdir *d) {
     d->path = strip_slashes(path);
     size_t n = d->path ? strlen(d->path) + 40 : 0;
@@ -519,38 +505,20 @@ static void outdir_free(cli_outdir *d) {
 }
 
 fk_status cli_outdir_commit(cli_outdir *d) {
-    fk_status st = FK_OK;
-    struct stat sb;
-    char *old = NULL;
-    if (lstat(d->path, &sb) == 0) {  // --force: the old output is moved aside, then removed
-        size_t n = strlen(d->path) + 32;
-        old = malloc(n);
-        if (!old) st = fk_error(FK_ERR_NOMEM, "out of memory");
-        else {
-            snprintf(old, n, "%s.old-%ld", d->path, (long)getpid());
-            cli_remove_tree(old);
-            if (rename(d->path, old) != 0) st = fk_error(FK_ERR_IO, "cannot move %s aside to replace it: %s", d->path, strerror(errno));
-        }
-    }
-    if (st == FK_OK && rename(d->tmp, d->path) != 0) {
-        st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", d->tmp, d->path, strerror(errno));
-        if (old) rename(old, d->path);  // the old output back in place
-    } else if (st == FK_OK && old) {
-        cli_remove_tree(old);
-    }
-    if (st != FK_OK) cli_remove_tree(d->tmp);
-    else {
-        char *dir = parent_dir(d->path);
-        if (dir) fk_fsync_dir(dir);
-        free(dir);
-    }
+    // --force: the old output is moved aside (OUT.old-PID: recover_stale), then removed
+    size_t n = strlen(d->path) + 32;
+    char *old = malloc(n);
+    fk_status st = old ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (old) snprintf(old, n, "%s.old-%ld", d->path, (long)getpid());
+    if (st == FK_OK) st = fk_dir_replace(d->tmp, d->path, old, NULL);
+    if (st != FK_OK) fk_remove_tree(d->tmp);
     free(old);
     outdir_free(d);
     return st;
 }
 
 void cli_outdir_abort(cli_outdir *d) {
-    if (d->tmp) cli_remove_tree(d->tmp);
+    if (d->tmp) fk_remove_tree(d->tmp);
     outdir_free(d);
 }
 

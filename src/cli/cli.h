@@ -122,8 +122,6 @@ void cli_outdir_abort(cli_outdir *d);  // removes the temporary folder and all i
 // Commits when st is FK_OK, else aborts (nothing when begin failed); returns the outcome.
 fk_status cli_outdir_end(cli_outdir *d, fk_status st);
 
-// Removes a file or a folder tree; FK_OK when it was absent.
-fk_status cli_remove_tree(const char *path);
 bool cli_was_set(const cli_opt *opts, const char *name);
 // "fusekit <cmd>: error: <what> is required" (2) unless every one of n paths is given; what
 // names them ("--model and --data").

@@ -19,7 +19,6 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -181,11 +180,6 @@ static fk_status append_file(const char *src, int64_t max, char **buf, size_t *n
 
 // A rerun starts afresh: the folders an earlier demo wrote are removed, but only in a folder
 // that an earlier demo made (commands.sh is there) or an empty one.
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 static fk_status demo_clean(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return FK_OK;  // created below
@@ -200,7 +194,7 @@ static fk_status demo_clean(const char *dir) {
     const char *sub[] = {"logs", "models", "tokenizers", "corpus", "data", "report.html", "results.json", "commands.sh"};
     for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
         char *p = fk_path_join(dir, sub[i]);
-        if (p && fk_path_exists(p) && nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+        if (p && fk_remove_tree(p) != FK_OK) {
             fk_status st = fk_error(FK_ERR_IO, "cannot remove %s from an earlier demo", p);
             free(p);
             return st;
@@ -411,11 +405,7 @@ static fk_status write_report(const demo *d, const model_row *rows, const curve 
               "step's output), models/ (Hugging Face-style folders), data/ (the corpus and probes). Directory: ");
     fk_sb_text(&b, d->dir);
     fk_sb(&b, "</p></body></html>\n");
-    char *p = pj(d->dir, "report.html");
-    fk_status st = p ? fk_sb_write(&b, p) : fk_error(FK_ERR_NOMEM, "out of memory");
-    if (!p) fk_sb_free(&b);
-    free(p);
-    return st;
+    return fk_sb_write_in(&b, d->dir, "report.html");
 }
 
 static fk_status write_results(const demo *d, const model_row *rows, const curve *fused, double secs, bool quick) {

@@ -4,15 +4,9 @@
 
 #include "fusekit/merge.h"
 
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
 
 // A .gguf input is merged through a folder: imported (F32, with its tokenizer) into
 // <tmp>/<i>; *dir gets the folder to merge (the path itself when it is a folder already).
@@ -142,14 +136,14 @@ static fk_status merge_run(const merge_args *a) {
     for (int i = 0; i < n && st == FK_OK; i++) st = gguf_as_folder(a->models.v[i], tmp, i, &dirs[i]);
     if (st == FK_OK && a->base) st = gguf_as_folder(a->base, tmp, n, &dirs[n]);
     if (st == FK_OK) st = fk_merge(&a->o, (const char *const *)dirs, a->w, n, a->base ? dirs[n] : NULL, mdir);
-    if (tmp && fk_path_exists(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (tmp) fk_remove_tree(tmp);
     // the merged folder takes the temporary's place: OUT.tmp-XXXXXX/model -> OUT
     if (st == FK_OK) {
         char *stage = od.tmp;
         od.tmp = mdir;
         mdir = NULL;
         st = cli_outdir_commit(&od);
-        cli_remove_tree(stage);
+        fk_remove_tree(stage);
         free(stage);
     } else cli_outdir_abort(&od);
     free(mdir);

@@ -302,11 +302,7 @@ static fk_status write_html(const fk_analysis *a, const char *dir) {
         fk_sb(&b, "</div>");
     }
     fk_sb(&b, "</body></html>\n");
-    char *p = fk_path_join(dir, "analysis.html");
-    fk_status st = p ? fk_sb_write(&b, p) : fk_error(FK_ERR_NOMEM, "out of memory");
-    if (!p) fk_sb_free(&b);
-    free(p);
-    return st;
+    return fk_sb_write_in(&b, dir, "analysis.html");
 }
 
 static cJSON *num_array(const double *v, int64_t n) {

@@ -153,23 +153,11 @@ static char *path_suffix(const char *path, const char *suffix) {
 }
 
 // Renames the complete temporary folder tmp to dir; an older folder at dir goes aside as
-// "<dir>.old" first (a folder cannot be renamed over a non-empty one) and is removed after.
+// "<dir>.old" first and is removed after (remove_dir: trainer_state.json first).
 static fk_status commit_dir(const char *tmp, const char *dir) {
-    fk_fsync_dir(tmp);
     char *old = path_suffix(dir, ".old");
     if (!old) return fk_error(FK_ERR_NOMEM, "out of memory");
-    fk_status st = FK_OK;
-    remove_dir(old);
-    bool had = fk_path_exists(dir);
-    if (had && rename(dir, old) != 0) st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", dir, old, strerror(errno));
-    if (st == FK_OK && rename(tmp, dir) != 0) {
-        st = fk_error(FK_ERR_IO, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
-        if (had) rename(old, dir);  // put the old one back
-    }
-    if (st == FK_OK) {
-        fk_fsync_parent(dir);
-        if (had) remove_dir(old);
-    }
+    fk_status st = fk_dir_replace(tmp, dir, old, remove_dir);
     free(old);
     return st;
 }
