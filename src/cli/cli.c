@@ -56,6 +56,18 @@ typedef struct {
     int lo_n, hi_n;
 } range_t;
 
+// One bound of a range, the n characters at s: none when n is 0, else a number into *v.
+static bool parse_bound(const char *s, int n, double *v, bool *has) {
+    if (n <= 0) return true;
+    char buf[64], *end;
+    if (n >= (int)sizeof buf) return false;
+    snprintf(buf, sizeof buf, "%.*s", n, s);
+    *v = strtod(buf, &end);
+    if (*end) return false;
+    *has = true;
+    return true;
+}
+
 static bool parse_range(const char *r, range_t *g) {
     memset(g, 0, sizeof *g);
     size_t n = r ? strlen(r) : 0;
@@ -68,22 +80,7 @@ static bool parse_range(const char *r, range_t *g) {
     g->lo_n = (int)(comma - r - 1);
     g->hi_s = comma + 1;
     g->hi_n = (int)(r + n - 1 - comma - 1);
-    char buf[64], *end;
-    if (g->lo_n > 0) {
-        if (g->lo_n >= (int)sizeof buf) return false;
-        snprintf(buf, sizeof buf, "%.*s", g->lo_n, g->lo_s);
-        g->lo = strtod(buf, &end);
-        if (*end) return false;
-        g->has_lo = true;
-    }
-    if (g->hi_n > 0) {
-        if (g->hi_n >= (int)sizeof buf) return false;
-        snprintf(buf, sizeof buf, "%.*s", g->hi_n, g->hi_s);
-        g->hi = strtod(buf, &end);
-        if (*end) return false;
-        g->has_hi = true;
-    }
-    return true;
+    return parse_bound(g->lo_s, g->lo_n, &g->lo, &g->has_lo) && parse_bound(g->hi_s, g->hi_n, &g->hi, &g->has_hi);
 }
 
 static bool in_range(const range_t *g, double v) {
@@ -295,6 +292,23 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage) {
     int rc = cli_parse(argc, argv, opts, usage);
     return rc == 0 ? -1 : rc == 1 ? 0 : 2;
+}
+
+const cli_sub *cli_find_sub(const cli_sub *subs, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, subs[i].name) == 0) return &subs[i];
+    return NULL;
+}
+
+int cli_subcommand(const char *verb, const char *intro, const cli_sub *subs, int n, int argc, char **argv) {
+    const cli_sub *s = argc >= 2 ? cli_find_sub(subs, n, argv[1]) : NULL;
+    if (s) return s->fn(argc - 1, argv + 1);
+    bool help = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
+    if (argc >= 2 && !help) fprintf(stderr, "fusekit %s: unknown subcommand '%s'\n", verb, argv[1]);
+    FILE *f = help ? stdout : stderr;
+    fprintf(f, "usage: fusekit %s <subcommand> [options]\n\n%ssubcommands:\n", verb, intro);
+    for (int i = 0; i < n; i++) fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].help);
+    return help ? 0 : 2;
 }
 
 int cli_require(const char *cmd, const char *what, int n, ...) {

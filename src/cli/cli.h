@@ -130,6 +130,21 @@ int cli_require(const char *cmd, const char *what, int n, ...);
 int cli_fail(const char *cmd, fk_status st);
 void cli_set_threads(int64_t threads);
 
+// A command or subcommand: its name, its function (argv[0] is its name) and its help line. The
+// program's commands (fusekit.c) and the verbs with subcommands (tokenizer, data) are tables of these.
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} cli_sub;
+// The row of subs (n rows) named name, or NULL.
+const cli_sub *cli_find_sub(const cli_sub *subs, int n, const char *name);
+// A verb with subcommands: runs the one argv[1] names; else prints "usage: fusekit <verb>
+// <subcommand> [options]\n\n<intro>subcommands:\n" and a line each (to stdout for -h / --help,
+// returning 0; else to stderr after "fusekit <verb>: unknown subcommand 'x'" when one was given,
+// returning 2). intro is "" or paragraphs ending in "\n\n".
+int cli_subcommand(const char *verb, const char *intro, const cli_sub *subs, int n, int argc, char **argv);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

@@ -94,17 +94,9 @@ static int data_info(int argc, char **argv) {
 }
 
 int cmd_data(int argc, char **argv) {
-    static const struct { const char *name; int (*fn)(int, char **); const char *help; } subs[] = {
+    static const cli_sub subs[] = {
         {"synth", data_synth, "write the synthetic multi-domain corpus with held-out splits and task probes"},
         {"info", data_info, "a token shard's header (vocabulary, tokens, text bytes, tokenizer fingerprint)"},
     };
-    if (argc >= 2)
-        for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-            if (strcmp(argv[1], subs[i].name) == 0) return subs[i].fn(argc - 1, argv + 1);
-    bool help = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
-    if (argc >= 2 && !help) fprintf(stderr, "fusekit data: unknown subcommand '%s'\n", argv[1]);
-    FILE *f = help ? stdout : stderr;
-    fprintf(f, "usage: fusekit data <subcommand> [options]\n\nsubcommands:\n");
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].help);
-    return help ? 0 : 2;
+    return cli_subcommand("data", "", subs, (int)(sizeof subs / sizeof subs[0]), argc, argv);
 }

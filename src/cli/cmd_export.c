@@ -10,6 +10,30 @@ static long long file_size(const char *path) {
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
+// What export and import print: one JSON line.
+typedef struct {
+    const char *path;                  // what was written
+    const char *arch_key, *arch;       // "arch" (export) or "model_type" (import), and its value
+    const char *type;                  // the dtype written (export), or NULL
+    int64_t tensors;
+    long long bytes;                   // the GGUF file's size
+    bool tokenizer;
+    double t0;                         // when the verb started
+} conversion;
+
+static int print_conversion(const conversion *c) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "path", c->path);
+    cJSON_AddStringToObject(j, c->arch_key, c->arch);
+    if (c->type) cJSON_AddStringToObject(j, "type", c->type);
+    cli_json_int(j, "tensors", c->tensors);
+    cli_json_int(j, "bytes", c->bytes);
+    cJSON_AddBoolToObject(j, "tokenizer", c->tokenizer);
+    cli_json_num(j, "seconds", "%.3f", fk_time_s() - c->t0);
+    cli_json_print(j, stdout, NULL);
+    return 0;
+}
+
 int cmd_export(int argc, char **argv) {
     cli_model_opts mo = {0};
     cli_out_opts out = {0};
@@ -56,16 +80,8 @@ int cmd_export(int argc, char **argv) {
     fk_tok_free(tok);
     fk_model_free(&m);
     if (st != FK_OK) return cli_fail("export", st);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "path", out.path);
-    cJSON_AddStringToObject(j, "arch", s.arch);
-    cJSON_AddStringToObject(j, "type", fk_dtype_name(type));
-    cli_json_int(j, "tensors", s.n_tensors);
-    cli_json_int(j, "bytes", file_size(out.path));
-    cJSON_AddBoolToObject(j, "tokenizer", has_tok);
-    cli_json_num(j, "seconds", "%.3f", fk_time_s() - t0);
-    cli_json_print(j, stdout, NULL);
-    return 0;
+    conversion c = {out.path, "arch", s.arch, fk_dtype_name(type), s.n_tensors, file_size(out.path), has_tok, t0};
+    return print_conversion(&c);
 }
 
 int cmd_import(int argc, char **argv) {
@@ -108,13 +124,6 @@ int cmd_import(int argc, char **argv) {
     fk_tok_free(tok);
     fk_model_free(&m);
     if (st != FK_OK) return cli_fail("import", st);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "path", out.path);
-    cJSON_AddStringToObject(j, "model_type", arch);
-    cli_json_int(j, "tensors", n_tensors);
-    cli_json_int(j, "bytes", file_size(in));
-    cJSON_AddBoolToObject(j, "tokenizer", has_tok);
-    cli_json_num(j, "seconds", "%.3f", fk_time_s() - t0);
-    cli_json_print(j, stdout, NULL);
-    return 0;
+    conversion c = {out.path, "model_type", arch, NULL, n_tensors, file_size(in), has_tok, t0};
+    return print_conversion(&c);
 }

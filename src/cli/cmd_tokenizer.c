@@ -157,11 +157,23 @@ static int tok_train(int argc, char **argv) {
     return cli_tok_train_exec(&a);
 }
 
+// The --tokenizer row of the subcommands that read a tokenizer.
+#define TOK_ROW(p) {"--tokenizer", OPT_STR, p, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL}
+
+// --tokenizer (required) loaded for the subcommand cmd. Returns 0, or the exit code after
+// printing the error.
+static int open_tok(const char *cmd, const char *path, fk_tokenizer **t) {
+    int rc = cli_require(cmd, "--tokenizer", 1, path);
+    if (rc != 0) return rc;
+    fk_status st = fk_tok_load(path, t);
+    return st == FK_OK ? 0 : cli_fail(cmd, st);
+}
+
 static int tok_encode(int argc, char **argv) {
     const char *tok = NULL, *text = NULL, *file = NULL;
     bool add = false, parse = false, offsets = false, json = false;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        TOK_ROW(&tok),
         {"--text", OPT_STR, &text, "text to encode", false, NULL},
         {"--file", OPT_STR, &file, "file to encode (default: standard input)", false, NULL},
         {"--add-special", OPT_FLAG, &add, "add BOS/EOS as the tokenizer's configuration says", false, NULL},
@@ -173,10 +185,9 @@ static int tok_encode(int argc, char **argv) {
     int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer encode --tokenizer T [--text TEXT | --file FILE] [options]\n\n"
                                          "Prints the token ids, space separated.");
     if (rc >= 0) return rc;
-    if (!tok) { fprintf(stderr, "fusekit tokenizer encode: error: --tokenizer is required\n"); return 2; }
     fk_tokenizer *t;
-    fk_status st = fk_tok_load(tok, &t);
-    if (st != FK_OK) return cli_fail("tokenizer encode", st);
+    if ((rc = open_tok("tokenizer encode", tok, &t)) != 0) return rc;
+    fk_status st = FK_OK;
     char *buf = NULL;
     size_t n = 0;
     if (text) {
@@ -242,7 +253,7 @@ static int tok_decode(int argc, char **argv) {
     const char *tok = NULL, *ids_s = NULL, *file = NULL;
     bool skip = false;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        TOK_ROW(&tok),
         {"--ids", OPT_STR, &ids_s, "token ids, space or comma separated", false, NULL},
         {"--file", OPT_STR, &file, "file of token ids (default: standard input)", false, NULL},
         {"--skip-special", OPT_FLAG, &skip, "leave control tokens (BOS, EOS, ...) out", false, NULL},
@@ -250,10 +261,9 @@ static int tok_decode(int argc, char **argv) {
     };
     int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer decode --tokenizer T [--ids IDS | --file FILE] [--skip-special]");
     if (rc >= 0) return rc;
-    if (!tok) { fprintf(stderr, "fusekit tokenizer decode: error: --tokenizer is required\n"); return 2; }
     fk_tokenizer *t;
-    fk_status st = fk_tok_load(tok, &t);
-    if (st != FK_OK) return cli_fail("tokenizer decode", st);
+    if ((rc = open_tok("tokenizer decode", tok, &t)) != 0) return rc;
+    fk_status st = FK_OK;
     char *buf = NULL;
     size_t n = 0;
     if (!ids_s) {
@@ -278,15 +288,13 @@ static const char *kind_name(fk_tok_kind k) { return k == FK_TOK_BPE ? "byte-lev
 static int tok_info(int argc, char **argv) {
     const char *tok = NULL;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        TOK_ROW(&tok),
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit tokenizer info --tokenizer T\n\nPrints one JSON object.");
     if (rc >= 0) return rc;
-    if (!tok) { fprintf(stderr, "fusekit tokenizer info: error: --tokenizer is required\n"); return 2; }
     fk_tokenizer *t;
-    fk_status st = fk_tok_load(tok, &t);
-    if (st != FK_OK) return cli_fail("tokenizer info", st);
+    if ((rc = open_tok("tokenizer info", tok, &t)) != 0) return rc;
     static const char *const type_names[] = {"", "normal", "unknown", "control", "user_defined", "unused", "byte"};
     int64_t counts[7] = {0};
     for (int32_t i = 0; i < fk_tok_vocab_size(t); i++) counts[fk_tok_type(t, i)]++;
@@ -323,7 +331,7 @@ static int tok_convert(int argc, char **argv) {
     const char *tok = NULL, *out = NULL, *gguf = NULL;
     bool force = false;
     cli_opt opts[] = {
-        {"--tokenizer", OPT_STR, &tok, "a .gguf file, tokenizer.json, or a folder holding one (required)", false, NULL},
+        TOK_ROW(&tok),
         {"-o|--out", OPT_STR, &out, "write tokenizer.json, tokenizer_config.json, special_tokens_map.json here", false, NULL},
         {"--gguf", OPT_STR, &gguf, "write a GGUF file holding the tokenizer metadata", false, NULL},
         {"--force", OPT_FLAG, &force, "replace an existing --gguf, or the tokenizer.json in -o", false, NULL},
@@ -336,9 +344,8 @@ static int tok_convert(int argc, char **argv) {
     cli_out_spec gs = {"--gguf", gguf, force, false};
     if (gguf && (rc = cli_check_output("tokenizer convert", &gs, &tok, 1)) != 0) return rc;
     fk_tokenizer *t;
-    fk_status st = fk_tok_load(tok, &t);
-    if (st != FK_OK) return cli_fail("tokenizer convert", st);
-    if (out) st = fk_tok_save_hf(t, out);
+    if ((rc = open_tok("tokenizer convert", tok, &t)) != 0) return rc;
+    fk_status st = out ? fk_tok_save_hf(t, out) : FK_OK;
     if (st == FK_OK && gguf) {
         fk_gguf_writer *w = fk_gguf_writer_new();
         st = w ? fk_tok_to_gguf(t, w) : fk_error(FK_ERR_NOMEM, "out of memory");
@@ -350,22 +357,15 @@ static int tok_convert(int argc, char **argv) {
 }
 
 int cmd_tokenizer(int argc, char **argv) {
-    static const struct { const char *name; int (*fn)(int, char **); const char *help; } subs[] = {
+    static const cli_sub subs[] = {
         {"train", tok_train, "train a byte-level or SentencePiece-style BPE tokenizer on text files"},
         {"encode", tok_encode, "text to token ids (with byte spans on request)"},
         {"decode", tok_decode, "token ids to text"},
         {"info", tok_info, "kind, vocabulary, merges, special tokens, fingerprint"},
         {"convert", tok_convert, "save a tokenizer as tokenizer.json or GGUF metadata"},
     };
-    if (argc >= 2)
-        for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-            if (strcmp(argv[1], subs[i].name) == 0) return subs[i].fn(argc - 1, argv + 1);
-    bool help = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
-    if (argc >= 2 && !help) fprintf(stderr, "fusekit tokenizer: unknown subcommand '%s'\n", argv[1]);
-    FILE *f = help ? stdout : stderr;
-    fprintf(f, "usage: fusekit tokenizer <subcommand> [options]\n\nTokenizers load from a .gguf file, a tokenizer.json, or a folder holding tokenizer.json.\n\nsubcommands:\n");
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].help);
-    return help ? 0 : 2;
+    return cli_subcommand("tokenizer", "Tokenizers load from a .gguf file, a tokenizer.json, or a folder holding tokenizer.json.\n\n", subs,
+                          (int)(sizeof subs / sizeof subs[0]), argc, argv);
 }
 
 int cmd_tokenize(int argc, char **argv) {

@@ -8,7 +8,7 @@
 #include <mpi.h>
 #endif
 
-static const struct { const char *name; int (*fn)(int, char **); const char *help; } commands[] = {
+static const cli_sub commands[] = {
     {"train", cmd_train, "train a model (from scratch, from a model folder, or resuming a checkpoint)"},
     {"eval", cmd_eval, "loss, perplexity and bits per byte of a model on a text or token shard"},
     {"generate", cmd_generate, "generate text with a KV cache (greedy, temperature, top-k, top-p)"},
@@ -44,20 +44,20 @@ int main(int argc, char **argv) {
     // the CPU runs (the variable is read when OpenBLAS loads). A user's own setting is kept.
     const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : fk_blas_better_core();
     if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);  // returns only on failure
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) {
+    const cli_sub *c = cli_find_sub(commands, (int)(sizeof commands / sizeof commands[0]), argv[1]);
+    if (c) {
 #ifdef FK_WITH_MPI
-            // Only the main thread calls MPI; OpenMP threads run inside each rank.
-            int provided;
-            MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-            int rc = commands[i].fn(argc - 1, argv + 1);
-            if (rc != 0) MPI_Abort(MPI_COMM_WORLD, rc);
-            MPI_Finalize();
-            return rc;
+        // Only the main thread calls MPI; OpenMP threads run inside each rank.
+        int provided;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        int rc = c->fn(argc - 1, argv + 1);
+        if (rc != 0) MPI_Abort(MPI_COMM_WORLD, rc);
+        MPI_Finalize();
+        return rc;
 #else
-            return commands[i].fn(argc - 1, argv + 1);
+        return c->fn(argc - 1, argv + 1);
 #endif
-        }
+    }
     fprintf(stderr, "fusekit: unknown command '%s' (see fusekit --help)\n", argv[1]);
     return 2;
 }
