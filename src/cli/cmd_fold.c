@@ -13,6 +13,11 @@ typedef struct {
     fk_token_data d;
 } loaded;
 
+// The rows fold and prune share: the calibration data, and the tokenizer for it when a text.
+#define CALIB_ROW(p) {"--data", OPT_STR, p, "calibration text or token shard (required)", false, NULL}
+#define TEXT_TOK_ROW(p) \
+    {"--tokenizer", OPT_STR, p, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL}
+
 static void loaded_free(loaded *x) {
     fk_model_free(&x->m);
     fk_tok_free(x->tok);
@@ -269,7 +274,7 @@ void cli_fold_args_init(cli_fold_args *a) {
 int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
     const cli_opt t[] = {
         {"--model", OPT_STR, &a->model, "model to fold: a folder or a .gguf file (required)", false, NULL},
-        {"--data", OPT_STR, &a->data, "calibration text or token shard (required)", false, NULL},
+        CALIB_ROW(&a->data),
         {"-o|--out", OPT_STR, &a->out, "output folder: the folded model and plan.json (required)", false, NULL},
         {"--budget", OPT_FLOAT, &a->budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
         {"--scope", OPT_STR, &a->scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
@@ -282,10 +287,10 @@ int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
         {"--min-width", OPT_FLOAT, &a->min_width, "keep at least this fraction of each layer's FFN width", false, "[0,1]"},
         {"--fold-edges", OPT_FLAG, &a->edges, "allow folding the first and last layer", false, NULL},
         {"--ridge", OPT_FLOAT, &a->ridge, "least-squares ridge: lambda = ridge * mean(diag G)", false, "[0,)"},
-        {"--tokenizer", OPT_STR, &a->tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
-        {"--seq", OPT_INT, &a->seq, "window length for statistics and probes (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &a->batch, "windows per forward pass while collecting statistics", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &a->max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
+        TEXT_TOK_ROW(&a->tokenizer),
+        CLI_ROW_SEQ(a, "window length for statistics and probes (default: the model's context)"),
+        CLI_ROW_BATCH(a, "windows per forward pass while collecting statistics"),
+        CLI_ROW_MAX_TOKENS(a, "calibration positions at most, 0 = all"),
         {"--probe-windows", OPT_INT, &a->probe_windows, "windows in the KL probe that calibrates the estimates", false, "[1,65536]"},
         {"--rounds", OPT_INT, &a->rounds, "progressive folding: N rounds of fold -> heal, each with 1/N of the budget", false, "[1,64]"},
         {"--heal-steps", OPT_INT, &a->heal_steps, "healing steps in all, split over the rounds, 0: no healing", false, "[0,)"},
@@ -448,40 +453,41 @@ static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
 }
 
 int cmd_prune(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *tokenizer = NULL;
+    cli_model_opts mo = {0};
+    const char *data = NULL;
+    cli_out_opts out = {0};
     fk_prune_opts p;
     fk_prune_defaults(&p);
     int64_t threads = 0;
-    bool force = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
-        {"--data", OPT_STR, &data, "calibration text or token shard (required)", false, NULL},
-        {"-o|--out", OPT_STR, &out, "output folder for the pruned model (required)", false, NULL},
+        CLI_ROW_MODEL(&mo, "model folder or .gguf file (required)"),
+        CALIB_ROW(&data),
+        CLI_ROW_OUT(&out, "output folder for the pruned model (required)"),
         {"--method", OPT_CHOICE, CLI_ENUM(&p.method), "the baseline (required)", false, "magnitude|flap|shortgpt"},
         {"--budget", OPT_FLOAT, &p.budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
         {"--scope", OPT_CHOICE, CLI_ENUM(&p.scope), "what --budget is a fraction of", false, "ffn|blocks|all"},
-        {"--tokenizer", OPT_STR, &tokenizer, "tokenizer for text (default: the model's own: tokenizer.json or the GGUF's metadata)", false, NULL},
-        {"--seq", OPT_INT, &p.seq, "window length for statistics (default: the model's context)", false, "[0,1048576]"},
-        {"--batch", OPT_INT, &p.batch, "windows per forward pass", false, "[1,65536]"},
-        {"--max-tokens", OPT_INT, &p.max_tokens, "calibration positions at most, 0 = all", false, "[0,)"},
+        TEXT_TOK_ROW(&mo.tokenizer),
+        CLI_ROW_SEQ(&p, "window length for statistics (default: the model's context)"),
+        CLI_ROW_BATCH(&p, "windows per forward pass"),
+        CLI_ROW_MAX_TOKENS(&p, "calibration positions at most, 0 = all"),
         CLI_ROW_THREADS(&threads),
-        {"--force", OPT_FLAG, &force, "replace an existing -o (when the new one is complete)", false, NULL},
+        CLI_ROW_FORCE(&out),
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts, prune_usage);
     if (rc >= 0) return rc;
-    if (!model || !data || !out || p.method == FK_PRUNE_NONE) {
+    if (!mo.path || !data || !out.path || p.method == FK_PRUNE_NONE) {
         fprintf(stderr, "fusekit prune: error: --model, --data, --method and --out are required\n");
         return 2;
     }
-    const char *ins[] = {model, data, tokenizer};
-    cli_out_spec os = {"-o", out, force, false};
+    const char *ins[] = {mo.path, data, mo.tokenizer};
+    cli_out_spec os = {"-o", out.path, out.force, false};
     if ((rc = cli_check_output("prune", &os, ins, 3)) != 0) return rc;
     cli_set_threads(threads);
     loaded x;
-    fk_status st = load_all(model, tokenizer, data, &x);
+    fk_status st = load_all(mo.path, mo.tokenizer, data, &x);
     if (st == FK_OK) {
-        st = prune_to(&x, &p, out);
+        st = prune_to(&x, &p, out.path);
         loaded_free(&x);
     }
     return st == FK_OK ? 0 : cli_fail("prune", st);
