@@ -193,16 +193,26 @@ int cli_rows_then_train(const cli_opt *own, int n, fk_train_job *job, int64_t *t
 int cli_refuse_set(const char *verb, int argc, char **argv, const char *const *sets, const char *hint);
 // The train options heal sets itself (left out of its table and of fold's healing options).
 extern const char *const cli_heal_sets[];
-// Runs a job through run (an adapter of fk_train_job_run, fk_fuse_run or fk_heal_run) with the
-// program's hooks: notes and the tty progress to stderr, metrics lines to stdout, Ctrl-C and
+// What a verb that runs a job (train, fuse, heal) hands cli_job_exec.
+typedef fk_status (*cli_job_run)(const void *job, const fk_job_hooks *h, fk_train_job_result *r);
+typedef struct {
+    const char *verb;              // "fuse"
+    cli_job_run run;               // an adapter of fk_train_job_run, fk_fuse_run or fk_heal_run
+    const void *job;               // what run takes
+    fk_train_job *train;           // the job's training part: its -o, and the test faults' hook
+    const char *const *inputs;     // the paths -o must not overwrite (NULLs skipped)
+    int n_inputs;
+    int64_t threads;
+    bool again;                    // an interrupted run resumes by running the same command again (else --resume)
+} cli_job_spec;
+// Checks -o (an existing one resumes: cli_check_output with exists_ok), then runs the job with
+// the program's hooks: notes and the tty progress to stderr, metrics lines to stdout, Ctrl-C and
 // SIGTERM to stop and save. Prints what the job refused ("fusekit <verb>: error: ...", 2), a
-// failure (1), or where it was interrupted (the checkpoint under out) and how to resume (again:
-// "run the same command again"; else "... with --resume"; 130 / 143). Returns the exit code.
+// failure (1), or where it was interrupted (the checkpoint under -o) and how to resume ("run
+// the same command again", or "... with --resume"; 130 / 143). Returns the exit code.
 // Test-only (tests/test_faults.c): with FK_TEST_KILL_AT=checkpoint-write[:STEP] set, the run
 // kills itself with SIGKILL while a checkpoint (of STEP, or any) is half written.
-void cli_test_faults(fk_train_job *j);
-typedef fk_status (*cli_job_run)(const void *job, const fk_job_hooks *h, fk_train_job_result *r);
-int cli_job_exec(const char *verb, cli_job_run run, const void *job, const char *out, int64_t threads, bool again);
+int cli_job_exec(const cli_job_spec *s);
 
 // fusekit fuse: fuse's rows, then train's (CLI_ROW_GROUP("train")) without those fuse sets
 // itself (--init, --teacher, --tokenizer, --align-cache).

@@ -210,11 +210,8 @@ static fk_status run_heal(const void *job, const fk_job_hooks *h, fk_train_job_r
 int cli_heal_exec(cli_heal_args *a) {
     const fk_heal_job *j = &a->job;
     const char *ins[] = {j->teacher, j->model, j->train.data, j->train.val, j->train.config, j->store_dir};
-    cli_out_spec os = {"-o", j->train.out, false, true};  // an existing OUT resumes
-    int rc = cli_check_output("heal", &os, ins, 6);
-    if (rc != 0) return rc;
-    cli_test_faults(&a->job.train);
-    return cli_job_exec("heal", run_heal, j, j->train.out, a->threads, true);
+    // an existing -o resumes
+    return cli_job_exec(&(cli_job_spec){"heal", run_heal, j, &a->job.train, ins, 6, a->threads, true});
 }
 
 int cmd_heal(int argc, char **argv) {

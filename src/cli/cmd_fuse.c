@@ -51,11 +51,8 @@ int cli_fuse_exec(cli_fuse_args *a) {
     ins[n++] = j->train.val;
     ins[n++] = j->train.config;
     ins[n++] = j->train.resume_from;
-    cli_out_spec os = {"-o", j->train.out, false, true};  // an existing OUT resumes (stores and checkpoints)
-    int rc = cli_check_output("fuse", &os, ins, n);
-    if (rc != 0) return rc;
-    cli_test_faults(&a->job.train);
-    return cli_job_exec("fuse", run_fuse, j, j->train.out, a->threads, true);
+    // an existing -o resumes (stores and checkpoints)
+    return cli_job_exec(&(cli_job_spec){"fuse", run_fuse, j, &a->job.train, ins, n, a->threads, true});
 }
 
 int cmd_fuse(int argc, char **argv) {

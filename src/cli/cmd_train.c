@@ -52,9 +52,6 @@ static void test_fault(const char *point, int64_t step, void *ctx) {
     if (want[n] == 0 || (want[n] == ':' && strtoll(want + n + 1, NULL, 10) == step)) raise(SIGKILL);
 }
 
-void cli_test_faults(fk_train_job *j) {
-    if (getenv("FK_TEST_KILL_AT")) j->o.fault_hook = test_fault;
-}
 
 // ------------------------------------------------------------------ running a job (cli.h)
 
@@ -95,7 +92,8 @@ static bool on_extract(const fk_extract_progress *p, const char *model, void *us
     return true;  // Ctrl-C / SIGTERM: the hooks' stop flag
 }
 
-int cli_job_exec(const char *verb, cli_job_run run, const void *job, const char *out, int64_t threads, bool again) {
+// The job run with the hooks that print; -o already checked.
+static int run_job(const char *verb, cli_job_run run, const void *job, const char *out, int64_t threads, bool again) {
     cli_set_threads(threads);
     job_ui ui = {isatty(2) != 0, 0, false};
     fk_job_hooks h = {on_note, on_step, on_extract, &cli_stop_signal, &ui};
@@ -125,6 +123,14 @@ int cli_job_exec(const char *verb, cli_job_run run, const void *job, const char 
     }
     cli_stop_end();
     return rc;
+}
+
+int cli_job_exec(const cli_job_spec *s) {
+    cli_out_spec os = {"-o", s->train->out, false, true};
+    int rc = cli_check_output(s->verb, &os, s->inputs, s->n_inputs);
+    if (rc != 0) return rc;
+    if (getenv("FK_TEST_KILL_AT")) s->train->o.fault_hook = test_fault;
+    return run_job(s->verb, s->run, s->job, s->train->out, s->threads, s->again);
 }
 
 // ------------------------------------------------------------------ fusekit train
@@ -236,11 +242,8 @@ static fk_status run_train(const void *job, const fk_job_hooks *h, fk_train_job_
 int cli_train_exec(cli_train_args *a) {
     fk_train_job *j = &a->job;
     const char *ins[] = {j->data, j->val, j->init, j->config, j->tokenizer, j->resume_from};
-    cli_out_spec os = {"-o", j->out, false, true};  // an existing run is resumed, or refused by the job's checks
-    int rc = cli_check_output("train", &os, ins, 6);
-    if (rc != 0) return rc;
-    cli_test_faults(j);
-    return cli_job_exec("train", run_train, j, j->out, a->threads, j->resume || j->resume_from || j->resumes_itself);
+    // an existing -o is resumed, or refused by the job's checks
+    return cli_job_exec(&(cli_job_spec){"train", run_train, j, j, ins, 6, a->threads, j->resume || j->resume_from || j->resumes_itself});
 }
 
 int cmd_train(int argc, char **argv) {
