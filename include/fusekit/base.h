@@ -82,6 +82,8 @@ fk_status fk_afile_write(fk_afile *f, const void *data, size_t n);
 fk_status fk_afile_commit(fk_afile *f);  // fsync + rename; frees f
 void fk_afile_abort(fk_afile *f);        // removes the temporary; frees f
 fk_status fk_write_file_atomic(const char *path, const void *data, size_t n);
+// fk_write_file_atomic to dir/name.
+fk_status fk_write_file_in(const char *dir, const char *name, const void *data, size_t n);
 // Reads a whole file into a NUL-terminated malloc'd buffer.
 fk_status fk_read_file(const char *path, char **data, size_t *n);
 // Memory-maps a file read-only. It and fk_read_file refuse at once, naming the file, what is
@@ -96,6 +98,8 @@ void fk_mmap_close(fk_mmap *m);
 struct cJSON;
 fk_status fk_json_parse(const char *path, const char *text, size_t n, struct cJSON **out);
 fk_status fk_json_read(const char *path, struct cJSON **out);
+// j written to dir/name atomically, indented (cJSON_Print), then deleted.
+fk_status fk_json_write_in(const char *dir, const char *name, struct cJSON *j);
 bool fk_path_exists(const char *path);
 fk_status fk_mkdir_p(const char *path);
 // "dir/name" in a malloc'd string.

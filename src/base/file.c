@@ -122,6 +122,22 @@ fk_status fk_write_file_atomic(const char *path, const void *data, size_t n) {
     return fk_afile_commit(&f);
 }
 
+fk_status fk_write_file_in(const char *dir, const char *name, const void *data, size_t n) {
+    char *path = fk_path_join(dir, name);
+    if (!path) return fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status st = fk_write_file_atomic(path, data, n);
+    free(path);
+    return st;
+}
+
+fk_status fk_json_write_in(const char *dir, const char *name, cJSON *j) {
+    char *text = j ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    fk_status st = text ? fk_write_file_in(dir, name, text, strlen(text)) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(text);
+    return st;
+}
+
 // Opens path for reading without blocking (a FIFO would wait for a writer) and refuses
 // anything but a regular file (a FIFO, a directory, a device such as /dev/zero). Returns the
 // descriptor (blocking again) and the size, or -1 with the error recorded.

@@ -434,13 +434,7 @@ static fk_status write_results(const demo *d, const model_row *rows, const curve
         cJSON_AddItemToArray(arr, o);
     }
     if (fused->n_shares > 0) cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(fused->shares, fused->n_shares));
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    char *p = pj(d->dir, "results.json");
-    fk_status st = s && p ? fk_write_file_atomic(p, s, strlen(s)) : fk_error(FK_ERR_NOMEM, "out of memory");
-    free(s);
-    free(p);
-    return st;
+    return fk_json_write_in(d->dir, "results.json", j);
 }
 
 // ---------------------------------------------------------------- the pipeline

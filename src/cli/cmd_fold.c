@@ -40,10 +40,7 @@ static fk_status save_model(const fk_model *m, const fk_tokenizer *tok, const ch
 
 static fk_status write_text(const char *dir, const char *name, const char *text) {
     FK_TRY(fk_mkdir_p(dir));
-    char *path = fk_path_join(dir, name);
-    fk_status st = fk_write_file_atomic(path, text, strlen(text));
-    free(path);
-    return st;
+    return fk_write_file_in(dir, name, text, strlen(text));
 }
 
 static bool parse_scope(const char *s, fk_fold_scope *out) {

@@ -342,13 +342,7 @@ fk_status fk_analysis_save(const fk_analysis *a, const char *dir) {
         cJSON_AddItemToObject(o, "attention_head_similarity", num_array(a->head_sim + (int64_t)l * H * H, H * H));
         cJSON_AddItemToArray(layers, o);
     }
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    char *jp = fk_path_join(dir, "analysis.json");
-    fk_status st = text && jp ? fk_write_file_atomic(jp, text, strlen(text)) : fk_error(FK_ERR_NOMEM, "out of memory");
-    free(text);
-    free(jp);
-    if (st != FK_OK) return st;
+    FK_TRY(fk_json_write_in(dir, "analysis.json", j));
     // the matrices, for clustering and folding
     fk_st_entry *e = calloc((size_t)(4 * L), sizeof *e);
     char (*names)[48] = calloc((size_t)(4 * L), sizeof *names);
@@ -372,7 +366,7 @@ fk_status fk_analysis_save(const fk_analysis *a, const char *dir) {
     char meta[96];
     snprintf(meta, sizeof meta, "{\"tokens\":\"%lld\",\"format\":\"fusekit-analysis-1\"}", (long long)a->tokens);
     char *sp = fk_path_join(dir, "stats.safetensors");
-    st = sp ? fk_st_write(sp, e, n, meta) : fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status st = sp ? fk_st_write(sp, e, n, meta) : fk_error(FK_ERR_NOMEM, "out of memory");
     free(sp); free(e); free(names);
     if (st == FK_OK) st = write_html(a, dir);
     return st;
