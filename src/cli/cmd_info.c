@@ -4,11 +4,11 @@
 #include <stdlib.h>
 
 int cmd_info(int argc, char **argv) {
-    const char *model = NULL;
+    cli_model_opts mo = {0};
     cli_data_opts sz = {.batch = 8};  // the training-memory estimate's batch and sequence
     bool json = false;
     cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "model folder or .gguf file (required)", false, NULL},
+        CLI_ROW_MODEL(&mo, "model folder or .gguf file (required)"),
         CLI_ROW_BATCH(&sz, "batch for the training-memory estimate"),
         CLI_ROW_SEQ(&sz, "sequence length for the estimate (default: the context)"),
         {"--json", OPT_FLAG, &json, "print one JSON object", false, NULL},
@@ -16,7 +16,8 @@ int cmd_info(int argc, char **argv) {
     };
     int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit info --model DIR|FILE.gguf [--json]");
     if (rc >= 0) return rc;
-    if ((rc = cli_require("info", "--model", 1, model)) != 0) return rc;
+    if ((rc = cli_require("info", "--model", 1, mo.path)) != 0) return rc;
+    const char *model = mo.path;
     int64_t batch = sz.batch, seq = sz.seq;
     fk_model m;
     fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m, NULL);
