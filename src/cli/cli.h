@@ -168,8 +168,9 @@ int cmd_import(int argc, char **argv);
 // line has), cli_X_args_init (every default), cli_X_rows (fills the option table over the
 // struct, CLI_ROWS_END included, room CLI_X_ROWS; returns the row count without the end) and
 // cli_X_exec (checks the output and the job, runs it, prints; returns the exit code). cmd_X is
-// init, rows, cli_parse_verb, the required options, the given bits, exec. A caller that fills a
-// struct itself sets job.given (FK_GIVEN_*) for what a resume must take from it.
+// init, rows, the parse (cli_parse_job for the training verbs: it sets the given bits), the
+// required options, exec. A caller that fills a struct itself sets job.given (FK_GIVEN_*) for
+// what a resume must take from it.
 
 // fusekit train
 typedef struct {
@@ -191,6 +192,12 @@ int cli_rows_then_train(const cli_opt *own, int n, fk_train_job *job, int64_t *t
 // "fusekit <verb>: error: --init is set by <verb> itself (<hint>)" (2) when argv gives one of
 // the train options the verb sets itself (sets, NULL-terminated); else 0.
 int cli_refuse_set(const char *verb, int argc, char **argv, const char *const *sets, const char *hint);
+// The parse of a verb that runs a training job (train, fuse, heal): refuses the train options
+// the verb sets itself (sets, NULL-terminated, or NULL; hint as cli_refuse_set), parses argv
+// against rows (cli_parse_verb), and sets train->given from the rows given. Returns -1 to go
+// on, else the exit code. The verb then checks its required options and calls its exec.
+int cli_parse_job(const char *verb, int argc, char **argv, cli_opt *rows, const char *usage, const char *const *sets, const char *hint,
+                  fk_train_job *train);
 // The train options heal sets itself (left out of its table and of fold's healing options).
 extern const char *const cli_heal_sets[];
 // What a verb that runs a job (train, fuse, heal) hands cli_job_exec.

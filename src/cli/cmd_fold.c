@@ -218,14 +218,12 @@ int cmd_heal(int argc, char **argv) {
     cli_heal_rows(&a, rows);
     // (--teacher is heal's own: the model before folding)
     static const char *const refused[] = {"--init", "--resume", "--resume-from", "--tokenizer", "--align-cache", NULL};
-    if (cli_refuse_set("heal", argc, argv, refused, "use --model")) return 2;
-    int rc = cli_parse_verb(argc, argv, rows, heal_usage);
+    int rc = cli_parse_job("heal", argc, argv, rows, heal_usage, refused, "use --model", &a.job.train);
     if (rc >= 0) return rc;
     if (!a.job.teacher || !a.job.model || !a.job.train.data || !a.job.train.out) {
         fprintf(stderr, "fusekit heal: error: --teacher, --model, --data and --out are required (see --help)\n");
         return 2;
     }
-    cli_train_given(rows, &a.job.train);
     return cli_heal_exec(&a);
 }
 

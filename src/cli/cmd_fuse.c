@@ -60,13 +60,11 @@ int cmd_fuse(int argc, char **argv) {
     cli_opt rows[CLI_FUSE_ROWS];
     cli_fuse_args_init(&a);
     cli_fuse_rows(&a, rows);
-    if (cli_refuse_set("fuse", argc, argv, fuse_sets, "use --target / --source")) return 2;
-    int rc = cli_parse_verb(argc, argv, rows, fuse_usage);
+    int rc = cli_parse_job("fuse", argc, argv, rows, fuse_usage, fuse_sets, "use --target / --source", &a.job.train);
     if (rc >= 0) return rc;
     if (!a.job.target || a.job.sources.n == 0 || !a.job.train.data || !a.job.train.out) {
         fprintf(stderr, "fusekit fuse: error: --target, --source, --data and --out are required (see --help)\n");
         return 2;
     }
-    cli_train_given(rows, &a.job.train);
     return cli_fuse_exec(&a);
 }

@@ -230,6 +230,14 @@ int cli_refuse_set(const char *verb, int argc, char **argv, const char *const *s
     return 0;
 }
 
+int cli_parse_job(const char *verb, int argc, char **argv, cli_opt *rows, const char *usage, const char *const *sets, const char *hint,
+                  fk_train_job *train) {
+    if (sets && cli_refuse_set(verb, argc, argv, sets, hint)) return 2;
+    int rc = cli_parse_verb(argc, argv, rows, usage);
+    if (rc < 0) cli_train_given(rows, train);
+    return rc;
+}
+
 int cli_train_rows(cli_train_args *a, cli_opt *rows) { return cli_train_job_rows(&a->job, &a->threads, NULL, rows); }
 
 void cli_train_given(const cli_opt *rows, fk_train_job *job) {
@@ -251,9 +259,8 @@ int cmd_train(int argc, char **argv) {
     cli_opt rows[CLI_TRAIN_ROWS];
     cli_train_args_init(&a);
     cli_train_rows(&a, rows);
-    int rc = cli_parse_verb(argc, argv, rows, train_usage);
+    int rc = cli_parse_job("train", argc, argv, rows, train_usage, NULL, NULL, &a.job);
     if (rc >= 0) return rc;
     if (!a.job.data || !a.job.out) { fprintf(stderr, "fusekit train: error: --data and --out are required\n"); return 2; }
-    cli_train_given(rows, &a.job);
     return cli_train_exec(&a);
 }
