@@ -43,10 +43,14 @@ int main(int argc, char **argv) {
     fk_job_hooks hooks = {.note = on_note, .step = on_step, .stop = &stop};
     fk_train_job_result r;
     fk_status st = fk_fuse_run(&job, &hooks, &r);
+    if (r.stopped) {  // while extracting (st says what is kept), before training, or after a step
+        fprintf(stderr, "stopped at step %lld%s%s; run again to resume\n", (long long)r.step, st != FK_OK ? ": " : "",
+                st != FK_OK ? fk_last_error() : "");
+        return 130;
+    }
     if (st != FK_OK) {
         fprintf(stderr, "error: %s\n", fk_last_error());
         return r.refused ? 2 : 1;
     }
-    if (r.stopped) fprintf(stderr, "stopped at step %lld; run again to resume\n", (long long)r.step);
-    return r.stopped ? 130 : 0;
+    return 0;
 }

@@ -119,6 +119,12 @@ static void test_fold_heal_prune(void **s) {
     RUN_FAILS(1, "guards", "%s fold --model %s --data %s --budget 0.9 -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
     RUN_FAILS(1, "nowhere", "%s fold --model %s --data %s -o %s", F, tpath("nowhere"), tpath("train.txt"), tpath("x"));
     RUN_FAILS(2, NULL, "%s prune --model %s --data %s --method random -o %s", F, tpath("orig"), tpath("train.txt"), tpath("x"));
+    // healing's checks come before any folding: an -o holding a model but no run is refused first
+    RUN_FAILS(2, "no training run", "%s fold --model %s --data %s --budget 0.3 --heal-steps 2 -o %s", F, tpath("orig"), tpath("train.txt"),
+              tpath("folded"));
+    assert_false(fk_path_exists(tpath("folded/round-1")));
+    RUN_FAILS(2, "--resume is set by fold itself", "%s fold --model %s --data %s --budget 0.3 --heal-steps 2 -o %s -- --resume", F,
+              tpath("orig"), tpath("train.txt"), tpath("x"));
 }
 
 int main(void) {

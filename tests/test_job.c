@@ -132,6 +132,30 @@ static void test_stop_and_resume(void **st) {
     assert_non_null(strstr(fk_last_error(), "already holds a training run"));
 }
 
+// A stop requested before the first step (while loading): nothing saved, and the same job run
+// again starts afresh (it is not refused as a run over a run).
+static void test_stop_before_training(void **st) {
+    (void)st;
+    fk_train_job j;
+    fk_train_job_result r;
+    hooks_seen s = {0};
+    s.stop = SIGINT;
+    tiny_job(&j, tpath("early"));
+    CHECK(run_job(&j, &s, &r));
+    assert_true(r.stopped);
+    assert_true(r.before_training);
+    assert_int_equal(r.step, 0);
+    assert_int_equal(s.lines, 0);
+    assert_false(fk_path_exists(tpath("early/checkpoint-1")));
+    assert_false(fk_path_exists(tpath("early/model.safetensors")));
+    memset(&s, 0, sizeof s);
+    CHECK(run_job(&j, &s, &r));
+    assert_false(r.stopped);
+    assert_false(r.before_training);
+    assert_int_equal(r.step, STEPS);
+    assert_true(fk_path_exists(tpath("early/model.safetensors")));
+}
+
 static void test_checks(void **st) {
     (void)st;
     fk_train_job j;
@@ -170,6 +194,7 @@ static void test_checks(void **st) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_stop_and_resume), cmocka_unit_test(test_checks)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_stop_and_resume), cmocka_unit_test(test_stop_before_training),
+                                       cmocka_unit_test(test_checks)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

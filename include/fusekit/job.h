@@ -100,7 +100,10 @@ typedef struct {
 
 typedef struct {
     bool refused;            // the job's checks refused it before any work (FK_ERR_ARG; fusekit exits 2)
-    bool stopped;            // the stop request ended the run early
+    bool stopped;            // the stop request ended the job early: during extraction (the error
+                             // says the store's .partial is kept), before training (FK_OK,
+                             // before_training), or after a step (FK_OK, its checkpoint saved)
+    bool before_training;    // stopped while loading or aligning: no step ran, nothing new saved
     int64_t step;            // steps completed (the checkpoint's step when stopped)
     int64_t steps;           // the run's length
 } fk_train_job_result;
@@ -109,7 +112,9 @@ typedef struct {
 // resumes from a checkpoint or starts fresh (a fresh run refuses an out holding a run),
 // creates out, prepares the teachers (aligned stores cached in ao.cache_dir), trims
 // metrics.jsonl to the steps before the start and appends each logged step to it, then trains.
-// A stopped run returns FK_OK with r->stopped set and checkpoint-<r->step> under out.
+// A run stopped after a step returns FK_OK with r->stopped set and checkpoint-<r->step> under
+// out; one stopped before its first step (the stop flag is polled between loading, resuming and
+// aligning) returns FK_OK with r->stopped and r->before_training, having saved nothing.
 fk_status fk_train_job_run(const fk_train_job *j, const fk_job_hooks *h, fk_train_job_result *r);
 
 // ---- Models with their tokenizers, as the jobs and the program's verbs load them (here, not in
@@ -135,8 +140,9 @@ void fk_heap_trim(void);
 // Loads a model for extraction (frozen) with its own tokenizer, saves the tokenizer beside the
 // store and extracts (or finds cached, or resumes) its top-k store on the text `data` into
 // store_dir, named "<model name>-<fingerprint>.fkd"; *path gets the store's path (free it).
-// Stopped by the hooks: FK_ERR_IO saying the .partial is kept.
-fk_status fk_extract_model_store(const char *model, const char *data, const char *store_dir, int k, const fk_job_hooks *h, char **path);
+// Stopped by the hooks: FK_ERR_IO saying the .partial is kept, and *stopped (may be NULL) set.
+fk_status fk_extract_model_store(const char *model, const char *data, const char *store_dir, int k, const fk_job_hooks *h, char **path,
+                                 bool *stopped);
 
 // Writes *tok beside a store (fk_store_save_tokenizer) and makes *tok the tokenizer as it reads
 // back from there. A tokenizer from GGUF metadata can read back from tokenizer.json with another

@@ -338,24 +338,44 @@ static fk_status round_fold(const char *model, const char *dir, double fraction,
     return in_place ? fold_once(model, data, dir, ui->fa, fraction, removed) : fold_to(model, data, dir, ui->fa, fraction, removed);
 }
 
+// The healing job of a round: the options after "--" over heal's defaults, into out.
+static void heal_job(const cli_fold_args *c, const char *teacher, const char *model, const char *out, int64_t steps, bool resume,
+                     const char *store_dir, cli_heal_args *h) {
+    cli_heal_args_init(h);
+    h->job.teacher = teacher;
+    h->job.model = model;
+    h->job.store_dir = store_dir;
+    h->job.train = c->heal.job;  // the options after "--"
+    h->job.train.data = c->heal_data ? c->heal_data : c->data;
+    h->job.train.out = out;
+    h->job.train.force = h->job.train.force || c->force;
+    if (!(h->job.train.given & FK_GIVEN_STEPS)) h->job.train.o.steps = steps;  // (--steps after "--" wins, as it always did)
+    h->job.train.given |= FK_GIVEN_STEPS;
+    h->job.train.resume = h->job.train.resume || resume;
+    h->threads = c->heal.threads;
+}
+
+// Healing's checks before any folding (as the healing job makes them once it starts).
+static int heal_precheck(const cli_fold_args *c) {
+    cli_heal_args h;
+    heal_job(c, c->model, c->model, c->out, 1, false, NULL, &h);
+    fk_train_job tj = h.job.train;
+    tj.init = c->model;
+    tj.teachers.v[tj.teachers.n++] = c->model;  // standing in for its store: a teacher needs text data
+    fk_status st = fk_train_job_check(&tj);
+    if (st == FK_OK) return 0;
+    fprintf(stderr, "fusekit fold: error: healing: %s\n", fk_last_error());
+    return 2;
+}
+
 static fk_status round_heal(const char *teacher, const char *model, const char *out, int64_t steps, bool resume, const fk_fold_round_event *ev,
                             void *user) {
     rounds_ui *ui = user;
     const cli_fold_args *c = ui->c;
-    cli_heal_args h;
-    cli_heal_args_init(&h);
     char *sdir = fk_path_join(c->out, "stores");
     if (!sdir) return fk_error(FK_ERR_NOMEM, "out of memory");
-    h.job.teacher = teacher;
-    h.job.model = model;
-    h.job.store_dir = sdir;
-    h.job.train = c->heal.job;  // the options after "--"
-    h.job.train.data = c->heal_data ? c->heal_data : c->data;
-    h.job.train.out = out;
-    if (!(h.job.train.given & FK_GIVEN_STEPS)) h.job.train.o.steps = steps;  // (--steps after "--" wins, as it always did)
-    h.job.train.given |= FK_GIVEN_STEPS;
-    h.job.train.resume = h.job.train.resume || resume;
-    h.threads = c->heal.threads;
+    cli_heal_args h;
+    heal_job(c, teacher, model, out, steps, resume, sdir, &h);
     ui->rc = cli_heal_exec(&h);
     free(sdir);
     if (ui->rc == 130 || ui->rc == 143)
@@ -378,6 +398,7 @@ int cli_fold_exec(cli_fold_args *a) {
     // healing trains into OUT, and the same command run again resumes there
     cli_out_spec os = {"-o", a->out, a->force, healing};
     if ((rc = cli_check_output("fold", &os, ins, 4)) != 0) return rc;
+    if (healing && !fa.plan_only && (rc = heal_precheck(a)) != 0) return rc;
     cli_set_threads(a->threads);
     fk_status st;
     if (fa.plan_only) {
@@ -404,6 +425,7 @@ int cmd_fold(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--") == 0) { own = i; break; }
     int rc = cli_parse_verb(own, argv, rows, fold_usage);
+    if (rc < 0 && own < argc && cli_refuse_set("fold", argc - own, argv + own, cli_heal_sets, "use --model") != 0) rc = 2;
     if (rc < 0 && own < argc) rc = cli_parse_verb(argc - own, argv + own, heal_rows, fold_usage);
     if (rc >= 0) return rc;
     cli_train_given(heal_rows, &a.heal.job);

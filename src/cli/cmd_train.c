@@ -110,6 +110,10 @@ static int run_job(const char *verb, cli_job_run run, const void *job, const cha
         rc = cli_stop_code();
     } else if (st != FK_OK) {
         rc = cli_fail(verb, st);
+    } else if (r.stopped && r.before_training) {
+        if (fk_dp_rank() == 0)
+            fprintf(stderr, "fusekit %s: interrupted before training began; nothing new was saved; run the same command again to start\n", verb);
+        rc = cli_stop_code();
     } else if (r.stopped) {
         if (fk_dp_rank() == 0) {
             char name[64];

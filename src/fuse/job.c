@@ -13,12 +13,17 @@
 
 void fk_job_note(const fk_job_hooks *h, const char *fmt, ...) {
     if (!h->note) return;
-    char line[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);  // the whole line, however long its paths
+    va_end(ap);
+    char *line = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!line) return;
+    va_start(ap, fmt);
+    vsnprintf(line, (size_t)n + 1, fmt, ap);
     va_end(ap);
     h->note(line, h->user);
+    free(line);
 }
 
 bool fk_job_has_checkpoint(const char *dir) {
@@ -333,19 +338,23 @@ fk_status fk_train_job_run(const fk_train_job *j, const fk_job_hooks *h, fk_trai
     if (o.optim.warmup < 0) o.optim.warmup = o.steps / 20;
     job_state s;
     memset(&s, 0, sizeof s);
+    // a stop request while loading, resuming or aligning ends the job before its first step
+#define STOPPED() (h->stop && *h->stop)
     st = load_data(j, h, &s);
     o.tokenizer = s.tok;
-    if (st == FK_OK) st = resuming(j) ? resume_run(j, h, &s, &o) : fresh_run(j, &s, &o);
-    if (st == FK_OK) st = fk_mkdir_p(j->out);
-    if (st == FK_OK && j->teachers.n > 0) st = open_teachers(j, h, &s, &o);
+    if (st == FK_OK && !STOPPED()) st = resuming(j) ? resume_run(j, h, &s, &o) : fresh_run(j, &s, &o);
+    if (st == FK_OK && !STOPPED()) st = fk_mkdir_p(j->out);
+    if (st == FK_OK && !STOPPED() && j->teachers.n > 0) st = open_teachers(j, h, &s, &o);
+    r->before_training = st == FK_OK && STOPPED();
+#undef STOPPED
     // not part of a checkpoint's options: the stop request and the test hook, as the job gives them
     o.stop = h->stop;
     o.fault_hook = j->o.fault_hook;
     o.fault_ctx = j->o.fault_ctx;
-    if (st == FK_OK) st = train_with_metrics(j, h, &s, &o);
+    if (st == FK_OK && !r->before_training) st = train_with_metrics(j, h, &s, &o);
     r->step = s.opt.t;
     r->steps = o.steps;
-    r->stopped = st == FK_OK && s.opt.t < o.steps;
+    r->stopped = st == FK_OK && (r->before_training || s.opt.t < o.steps);
     job_state_free(&s);
     return st;
 }

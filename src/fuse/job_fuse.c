@@ -36,10 +36,12 @@ static char *store_path(const char *model, const fk_model *m, const char *store_
     return fk_path_join(store_dir, name);
 }
 
-fk_status fk_extract_model_store(const char *model, const char *data, const char *store_dir, int k, const fk_job_hooks *h, char **path) {
+fk_status fk_extract_model_store(const char *model, const char *data, const char *store_dir, int k, const fk_job_hooks *h, char **path,
+                                 bool *stopped_out) {
     static const fk_job_hooks none;
     if (!h) h = &none;
     *path = NULL;
+    if (stopped_out) *stopped_out = false;
     fk_model m = {0};
     fk_tokenizer *tok = NULL;
     fk_status st = fk_model_load_tok(model, NULL, FK_LOAD_FROZEN, &m, &tok);
@@ -55,6 +57,7 @@ fk_status fk_extract_model_store(const char *model, const char *data, const char
         double t0 = fk_time_s();
         bool stopped = false, cached = false;
         st = fk_extract_ex(&m, tok, data, &eo, *path, false, on_extract, &c, &stopped, &cached);  // (tokenizer saved above)
+        if (st == FK_OK && stopped && stopped_out) *stopped_out = true;
         if (st == FK_OK && stopped)
             st = fk_error(FK_ERR_IO, "interrupted while extracting %s; %s.partial is kept, run the same command again to resume", model, *path);
         else if (st == FK_OK && cached) fk_job_note(h, "store %s (cached)", *path);
@@ -77,14 +80,17 @@ static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const 
     if (!h) h = &none;
     memset(r, 0, sizeof *r);
     if (n > FK_PATH_LIST_MAX) { r->refused = true; return fk_error(FK_ERR_ARG, "at most %d teachers", FK_PATH_LIST_MAX); }
+    // checked before any extraction, with the models standing in for their stores (a teacher needs text data)
+    tj->teachers.n = n;
+    for (int i = 0; i < n; i++) tj->teachers.v[i] = models[i];
+    fk_status st = fk_train_job_check(tj);
     tj->teachers.n = 0;
-    fk_status st = fk_train_job_check(tj);  // before any extraction (the teachers come later)
     if (st != FK_OK) { r->refused = true; return st; }
     char *sdir = store_dir ? strdup(store_dir) : fk_path_join(tj->out, "stores");
     st = sdir ? fk_mkdir_p(sdir) : fk_error(FK_ERR_NOMEM, "out of memory");
     char *stores[FK_PATH_LIST_MAX] = {0};
     for (int i = 0; i < n && st == FK_OK; i++) {
-        st = fk_extract_model_store(models[i], tj->data, sdir, k, h, &stores[i]);
+        st = fk_extract_model_store(models[i], tj->data, sdir, k, h, &stores[i], &r->stopped);
         tj->teachers.v[tj->teachers.n++] = stores[i];
     }
     tj->ao.cache_dir = sdir;
