@@ -343,6 +343,7 @@ static void cfg_ln_rope(fk_config *c) { cfg_llama(c); c->norm = FK_NORM_LAYERNOR
 static void cfg_gelu_rope(fk_config *c) { cfg_llama(c); c->mlp = FK_MLP_GELU; }
 static void cfg_gpt2_gqa(fk_config *c) { cfg_gpt2(c); c->n_kv_head = 2; }
 static void cfg_gpt2_nobias(fk_config *c) { cfg_gpt2(c); c->bias_mlp = false; }
+static void cfg_gpt2_gelu_exact(fk_config *c) { cfg_gpt2(c); c->gelu_exact = true; }
 static void cfg_bias_headdim(fk_config *c) { cfg_folded(c); c->bias_qkv = true; }
 
 static void test_unsupported_export(void **s) {
@@ -351,6 +352,7 @@ static void test_unsupported_export(void **s) {
     expect_export_error(cfg_gelu_rope, FK_ERR_UNSUPPORTED, "GELU MLP with RoPE");
     expect_export_error(cfg_gpt2_gqa, FK_ERR_UNSUPPORTED, "grouped-query");
     expect_export_error(cfg_gpt2_nobias, FK_ERR_UNSUPPORTED, "without every linear bias");
+    expect_export_error(cfg_gpt2_gelu_exact, FK_ERR_UNSUPPORTED, "exact GELU");  // llama.cpp's gpt2 has the tanh GELU
     expect_export_error(cfg_bias_headdim, FK_ERR_UNSUPPORTED, "q/k/v biases");
     // a tokenizer larger than the vocabulary
     fk_config c;

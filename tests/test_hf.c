@@ -34,21 +34,23 @@ typedef struct {
     int64_t n_head, n_kv_head, head_dim, ffn, max_seq;
     double rope_theta;  // 0: learned positions
     double norm_eps;
+    bool gelu_exact;    // activation_function "gelu" (exact erf GELU)
 } golden_spec;
 
 static const golden_spec goldens[] = {
-    {"gpt2", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5},
-    {"llama", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
-    {"qwen2", FK_ARCH_QWEN2, FK_DT_F32, false, 4, 2, 8, 40, 64, 1e6, 1e-6},
+    {"gpt2", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5, false},
+    {"llama", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6, false},
+    {"qwen2", FK_ARCH_QWEN2, FK_DT_F32, false, 4, 2, 8, 40, 64, 1e6, 1e-6, false},
     // sliding_window 16 < max_position_embeddings 64: the context becomes the window
-    {"mistral", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 1, 8, 64, 16, 1e4, 1e-5},
-    {"llama3", FK_ARCH_LLAMA, FK_DT_F32, true, 6, 2, 8, 64, 128, 5e5, 1e-5},
-    {"llama_bias", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 4, 8, 48, 64, 1e4, 1e-6},
-    {"llama_bf16", FK_ARCH_LLAMA, FK_DT_BF16, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
-    {"llama_f16", FK_ARCH_LLAMA, FK_DT_F16, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
-    {"llama_sharded", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6},
-    {"qwen2_tied", FK_ARCH_QWEN2, FK_DT_F32, true, 4, 2, 8, 40, 64, 1e6, 1e-6},
-    {"gpt2_bf16", FK_ARCH_GPT2, FK_DT_BF16, true, 4, 4, 8, 96, 32, 0, 1e-5},
+    {"mistral", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 1, 8, 64, 16, 1e4, 1e-5, false},
+    {"llama3", FK_ARCH_LLAMA, FK_DT_F32, true, 6, 2, 8, 64, 128, 5e5, 1e-5, false},
+    {"llama_bias", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 4, 8, 48, 64, 1e4, 1e-6, false},
+    {"llama_bf16", FK_ARCH_LLAMA, FK_DT_BF16, false, 4, 2, 8, 48, 64, 1e4, 1e-6, false},
+    {"llama_f16", FK_ARCH_LLAMA, FK_DT_F16, false, 4, 2, 8, 48, 64, 1e4, 1e-6, false},
+    {"llama_sharded", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6, false},
+    {"qwen2_tied", FK_ARCH_QWEN2, FK_DT_F32, true, 4, 2, 8, 40, 64, 1e6, 1e-6, false},
+    {"gpt2_bf16", FK_ARCH_GPT2, FK_DT_BF16, true, 4, 4, 8, 96, 32, 0, 1e-5, false},
+    {"gpt2_gelu", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5, true},
 };
 #define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
 
@@ -120,6 +122,7 @@ static void test_golden_logits(void **s) {
         assert_int_equal(c->ffn[1], gs->ffn);
         assert_int_equal(c->max_seq, gs->max_seq);
         assert_true(fabs(c->norm_eps - gs->norm_eps) <= 1e-7 * gs->norm_eps);
+        assert_int_equal(c->gelu_exact, gs->gelu_exact);
         if (gs->rope_theta > 0) {
             assert_int_equal(c->pos, FK_POS_ROPE);
             assert_true(c->rope_theta == (float)gs->rope_theta);
@@ -209,7 +212,7 @@ static const char *class_default(const char *key, const char *model_type) {
     static const char *d[][2] = {
         {"pretraining_tp", "1"}, {"scale_attn_by_inverse_layer_idx", "false"}, {"reorder_and_upcast_attn", "false"},
         {"rope_scaling", "null"}, {"attention_bias", "false"}, {"mlp_bias", "false"}, {"use_sliding_window", "false"},
-        {"bos_token_id", "null"}, {"eos_token_id", "null"}, {NULL, NULL}};
+        {"bos_token_id", "null"}, {"eos_token_id", "null"}, {"pad_token_id", "null"}, {"add_cross_attention", "false"}, {NULL, NULL}};
     if (strcmp(key, "tie_word_embeddings") == 0) return strcmp(model_type, "gpt2") == 0 ? "true" : "false";
     for (int i = 0; d[i][0]; i++) if (strcmp(key, d[i][0]) == 0) return d[i][1];
     return NULL;
@@ -244,7 +247,8 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
         const char *k = it->string;
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(out, k);
         if (bookkeeping(k, ref)) continue;
-        if (strcmp(k, "torch_dtype") == 0) {
+        if (strcmp(k, "torch_dtype") == 0 || strcmp(k, "dtype") == 0) {  // transformers 5 names it dtype
+            o = cJSON_GetObjectItemCaseSensitive(out, "torch_dtype");
             if (!cJSON_IsString(o) || strcmp(o->valuestring, dtype_torch(dtype)) != 0) fail_msg("%s: torch_dtype is not %s", p2, dtype_torch(dtype));
             continue;
         }
@@ -274,6 +278,7 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
     cJSON_ArrayForEach(it, out) {
         const char *k = it->string;
         if (cJSON_GetObjectItemCaseSensitive(ref, k) || strcmp(k, "fusekit_version") == 0) continue;
+        if (strcmp(k, "torch_dtype") == 0 && cJSON_GetObjectItemCaseSensitive(ref, "dtype")) continue;
         if (strcmp(k, "head_dim") == 0) { assert_true(it->valuedouble == num(ref, "hidden_size") / num(ref, "num_attention_heads")); continue; }
         if (strcmp(k, "n_ctx") == 0) { assert_true(it->valuedouble == num(ref, "n_positions")); continue; }
         const char *def = class_default(k, ref_type);
@@ -383,6 +388,40 @@ static char *variant(const char *golden, const char *dst, const char *key, const
     return dir;
 }
 
+// Exact GELU: "gelu_python" reads as "gelu" does and is saved as "gelu"; a GELU model with RoPE
+// (model_type fusekit) keeps the switch in its "fusekit" object; an exact-GELU GeGLU is no model.
+static void test_gelu_exact(void **s) {
+    (void)s;
+    fk_model m;
+    CHECK(fk_hf_load(&m, variant("gpt2_gelu", "gpy", "activation_function", "\"gelu_python\"")));
+    assert_true(m.cfg.gelu_exact);
+    double err = golden_logits_error(&m, golden_dir("gpt2_gelu"));
+    if (!(err < TOL_LOGITS)) fail_msg("gelu_python: logits differ from the reference by %.3g", err);
+    CHECK(fk_hf_save(&m, tpath("gpy_saved"), FK_DT_F32));
+    cJSON *j = read_json(tpath("gpy_saved/config.json"));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "activation_function")->valuestring, "gelu");
+    cJSON_Delete(j);
+    char desc[512];
+    fk_config_describe(&m.cfg, desc, sizeof desc);
+    assert_non_null(strstr(desc, "gelu_exact=1"));
+    fk_model_free(&m);
+    fk_config c, b;
+    fk_config_llama(&c, 40, 32, 2, 4, 2, 24, 16);
+    c.mlp = FK_MLP_GELU;
+    char *text = fk_hf_config_json(&c);
+    assert_null(strstr(text, "gelu_exact"));  // off: not written
+    free(text);
+    c.gelu_exact = true;
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_FUSEKIT);
+    text = fk_hf_config_json(&c);
+    assert_non_null(strstr(text, "\"gelu_exact\""));
+    CHECK(fk_hf_config_parse(text, "fusekit.json", &b));
+    free(text);
+    assert_true(b.gelu_exact);
+    c.mlp = FK_MLP_GEGLU;
+    expect_error(fk_config_validate(&c), FK_ERR_ARG, "gelu_exact", NULL);
+}
+
 static void test_bad_configs(void **s) {
     (void)s;
     fk_model m;
@@ -399,6 +438,9 @@ static void test_bad_configs(void **s) {
     expect_error(fk_hf_load(&m, variant("llama", "act", "hidden_act", "\"gelu\"")), FK_ERR_UNSUPPORTED, "act/config.json", "hidden_act");
     expect_error(fk_hf_load(&m, variant("gpt2", "gact", "activation_function", "\"relu\"")), FK_ERR_UNSUPPORTED, "gact/config.json",
                  "activation_function");
+    assert_non_null(strstr(fk_last_error(), "gelu (exact)"));  // the exact-GELU names are listed
+    expect_error(fk_hf_load(&m, variant("gpt2", "gact10", "activation_function", "\"gelu_10\"")), FK_ERR_UNSUPPORTED, "gact10/config.json",
+                 "\"gelu_10\"");
     expect_error(fk_hf_load(&m, variant("gpt2", "sil", "scale_attn_by_inverse_layer_idx", "true")), FK_ERR_UNSUPPORTED, "sil/config.json",
                  "scale_attn_by_inverse_layer_idx");
     expect_error(fk_hf_load(&m, variant("qwen2", "usw", "use_sliding_window", "true")), FK_ERR_UNSUPPORTED, "usw/config.json", "use_sliding_window");
@@ -530,7 +572,7 @@ static void test_bad_weights(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
-        cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),
+        cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -303,6 +303,15 @@ static void test_fd_gpt2(void **s) {
     whole_model_fd(&c);
 }
 
+// exact GELU (transformers' "gelu")
+static void test_fd_gpt2_gelu_exact(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_gpt2(&c, 11, 8, 2, 2, 16);
+    c.gelu_exact = true;
+    whole_model_fd(&c);
+}
+
 static void test_fd_llama(void **s) {
     (void)s;
     fk_config c;
@@ -407,7 +416,7 @@ int main(void) {
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
         cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),
         cmocka_unit_test(test_fd_gemma2),    cmocka_unit_test(test_fd_gemma3),
-        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
+        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
         cmocka_unit_test(test_llama_ppl_protocol),
     };

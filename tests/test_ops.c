@@ -14,6 +14,7 @@
 #define FK_GEMV cblas_dgemv
 #define FK_EXP exp
 #define FK_TANH tanh
+#define FK_ERF erf
 #include "nn/ops_impl.h"
 #undef real
 #undef FK_OP
@@ -21,6 +22,7 @@
 #undef FK_EXP
 #undef FK_GEMV
 #undef FK_TANH
+#undef FK_ERF
 #include "nn/ops.h"
 #include "fusekit/base.h"
 
@@ -276,10 +278,11 @@ static void test_attention(void **state) {
 }
 
 // ------------------------------------------------------------------ activations
-typedef struct { double *out, *inp, *r; int64_t N, F; int swiglu; } act_ctx;  // swiglu 2: GeGLU
+typedef struct { double *out, *inp, *r; int64_t N, F; int swiglu; } act_ctx;  // swiglu 2: GeGLU; -1: exact GELU
 static double act_loss(void *p) {
     act_ctx *c = p;
-    if (c->swiglu == 2) d_geglu_forward(c->out, c->inp, c->N, c->F);
+    if (c->swiglu == -1) d_gelu_exact_forward(c->out, c->inp, c->N * c->F);
+    else if (c->swiglu == 2) d_geglu_forward(c->out, c->inp, c->N, c->F);
     else if (c->swiglu) d_swiglu_forward(c->out, c->inp, c->N, c->F);
     else d_gelu_forward(c->out, c->inp, c->N * c->F);
     return dot(c->out, c->r, c->N * c->F);
@@ -287,14 +290,16 @@ static double act_loss(void *p) {
 
 static void run_act(int swiglu) {
     act_ctx c = {.N = 3, .F = 8, .swiglu = swiglu};
-    int64_t ni = swiglu ? 2 * c.N * c.F : c.N * c.F;
+    int64_t ni = swiglu > 0 ? 2 * c.N * c.F : c.N * c.F;
     c.out = dalloc(c.N * c.F); c.inp = dalloc(ni); c.r = dalloc(c.N * c.F);
     fill(c.inp, ni, 2); fill(c.r, c.N * c.F, 1);
     double *g = dalloc(ni);
-    if (swiglu == 2) d_geglu_backward(g, c.inp, c.r, c.N, c.F);
+    if (swiglu == -1) d_gelu_exact_backward(g, c.inp, c.r, c.N * c.F);
+    else if (swiglu == 2) d_geglu_backward(g, c.inp, c.r, c.N, c.F);
     else if (swiglu) d_swiglu_backward(g, c.inp, c.r, c.N, c.F);
     else d_gelu_backward(g, c.inp, c.r, c.N * c.F);
-    check_fd(swiglu == 2 ? "geglu dinp" : swiglu ? "swiglu dinp" : "gelu (tanh) dinp", c.inp, ni, g, act_loss, &c);
+    const char *what = swiglu == -1 ? "gelu (exact) dinp" : swiglu == 2 ? "geglu dinp" : swiglu ? "swiglu dinp" : "gelu (tanh) dinp";
+    check_fd(what, c.inp, ni, g, act_loss, &c);
     free(c.out); free(c.inp); free(c.r); free(g);
 }
 static void test_gelu(void **state) {
@@ -304,6 +309,25 @@ static void test_gelu(void **state) {
     double x[3] = {-1.5, 0.3, 2.0}, y[3], want[3] = {-0.10042842301976707, 0.18537092354275922, 1.954597694087775};
     d_gelu_forward(y, x, 3);
     for (int i = 0; i < 3; i++) assert_true(fabs(y[i] - want[i]) < 1e-12);
+}
+static void test_gelu_exact(void **state) {
+    (void)state;
+    run_act(-1);
+    // transformers' "gelu" at a few points, values from Python math: 0.5x(1+erf(x/sqrt(2)))
+    double x[4] = {-1.5, 0.3, 2.0, -6.0}, y[4], want[4] = {-0.10021080190328713, 0.18537342665668577, 1.9544997361036416,
+                                                           -5.919525869479969e-09};
+    d_gelu_exact_forward(y, x, 4);
+    for (int i = 0; i < 4; i++) assert_true(fabs(y[i] - want[i]) < 1e-12);
+    float fx[4], fy[4];
+    for (int i = 0; i < 4; i++) fx[i] = (float)x[i];
+    fk_gelu_exact_forward(fy, fx, 4);
+    for (int i = 0; i < 4; i++) assert_true(fabs(fy[i] - want[i]) < 1e-6);
+    // the float backward against the double one
+    double dy[4] = {0}, r[4] = {1, -0.5, 2, 1};
+    float fdy[4] = {0}, fr[4] = {1, -0.5f, 2, 1};
+    d_gelu_exact_backward(dy, x, r, 4);
+    fk_gelu_exact_backward(fdy, fx, fr, 4);
+    for (int i = 0; i < 4; i++) assert_true(fabs(fdy[i] - dy[i]) < 1e-6);
 }
 static void test_swiglu(void **state) { (void)state; run_act(1); }
 static void test_geglu(void **state) {
@@ -489,7 +513,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),     cmocka_unit_test(test_encoder), cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),    cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_gelu),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
+        cmocka_unit_test(test_gelu),       cmocka_unit_test(test_gelu_exact),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
         cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap),
     };

@@ -175,7 +175,7 @@ static void test_arch_rows_round_trip(void **s) {
 }
 
 // Change k of a config (k < N_CHANGES): one switch or size moved away from a row's config.
-#define N_CHANGES 24
+#define N_CHANGES 25
 static void change(fk_config *c, int k) {
     switch (k) {
     case 0: c->norm = c->norm == FK_NORM_RMSNORM ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM; break;
@@ -201,6 +201,7 @@ static void change(fk_config *c, int k) {
     case 20: c->rope_scale = 8; break;
     case 21: c->rope_orig_ctx = 16; c->rope_scale = 8; c->rope_low_freq = 1; c->rope_high_freq = 4; break;
     case 22: c->ffn[1] = 8; break;
+    case 23: c->gelu_exact = !c->gelu_exact; break;
     default: c->n_kv_head = c->n_kv_head == c->n_head ? 2 : c->n_head; break;
     }
 }

@@ -28,7 +28,9 @@ typedef struct {
     float norm_eps;
     fk_pos_kind pos;
     float rope_theta;
-    fk_mlp_kind mlp;               // GELU (tanh approximation) or SwiGLU
+    fk_mlp_kind mlp;               // GELU (tanh approximation unless gelu_exact), SwiGLU or GeGLU
+    bool gelu_exact;               // FK_MLP_GELU only: exact GELU 0.5 x (1 + erf(x / sqrt 2)) (transformers'
+                                   // "gelu"); false: the tanh approximation (gelu_new)
     bool bias_qkv;                 // q/k/v projection biases (GPT-2, Qwen2)
     bool bias_out;                 // attention output projection bias
     bool bias_mlp;                 // MLP biases
@@ -109,6 +111,7 @@ typedef struct {
     X(norm, FK_CF_ENUM, "norm kind (layernorm/rmsnorm)", FK_CF_COMPARE, 0, 0, "") \
     X(pos, FK_CF_ENUM, "position kind (learned/rope/none)", FK_CF_COMPARE, 0, 0, "") \
     X(mlp, FK_CF_ENUM, "mlp kind (gelu/swiglu)", FK_CF_COMPARE, 0, 0, "") \
+    X(gelu_exact, FK_CF_BOOL, "exact GELU (activation_function gelu)", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(bias_qkv, FK_CF_BOOL, "q/k/v bias (attention_bias)", FK_CF_COMPARE, 0, 0, "") \
     X(bias_out, FK_CF_BOOL, "output projection bias", FK_CF_COMPARE, 0, 0, "") \
     X(bias_mlp, FK_CF_BOOL, "mlp bias", FK_CF_COMPARE, 0, 0, "") \

@@ -93,6 +93,7 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
         f[n++] = (uint64_t)c->post_norms | (uint64_t)c->qk_norm << 1;
         for (size_t k = 0; k < sizeof slide / sizeof slide[0]; k++) f[n++] = slide[k];
     }
+    if (c->gelu_exact) f[n++] = 0xE6E1u;  // exact GELU (tanh-GELU models keep their fingerprints)
     uint64_t h = hash_bytes(f, (size_t)n * sizeof(uint64_t), 0x30DE1ull);
     for (int i = 0; i < m->n_params; i++) {
         const fk_param *p = &m->params[i];

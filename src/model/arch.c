@@ -178,7 +178,7 @@ static bool switches_match(const arch_family *f, const fk_config *c) {
     bool attn_key = arch_key_of(f, ARCH_F_ATTN_BIAS) != NULL;
     return c->norm == s->norm && c->pos == s->pos && c->mlp == s->mlp && c->bias_mlp == s->bias_mlp && c->bias_norm == s->bias_norm &&
            (attn_key ? c->bias_qkv == c->bias_out : c->bias_qkv == s->bias_qkv && c->bias_out == s->bias_out) &&
-           c->post_norms == s->post_norms && c->qk_norm == s->qk_norm;
+           c->post_norms == s->post_norms && c->qk_norm == s->qk_norm && (!c->gelu_exact || f->acts_exact);
 }
 
 // None of the Gemma family's scales, soft-caps, query scale, local RoPE base or sliding layers.
@@ -258,6 +258,9 @@ static bool gguf_claims_gemma(const arch_family *f, const fk_config *c) {
 
 static fk_status gguf_fits_gpt2(const arch_family *f, const fk_config *c) {
     FK_TRY(arch_gguf_refuse(f, c));
+    if (c->gelu_exact)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (activation_function \"gelu\"); llama.cpp's gpt2 "
+                        "architecture computes the tanh approximation (gelu_new), so the export would be a different model");
     const char *miss = !c->bias_norm ? "LayerNorm without bias"
                      : !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a GPT-2-style model without every linear bias"
                      : c->n_kv_head != c->n_head || !fk_config_uniform_heads(c) ? "grouped-query or per-layer attention heads with learned positions"
@@ -366,6 +369,8 @@ static const arch_key keys_gemma3[] = {LLAMA_SIZES(131072, ARCH_D_VALUE, 256), {
 
 // The activations each family's modelling code computes as fusekit does (the first is written).
 static const char *const acts_gelu_tanh[] = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast", NULL};
+// transformers' exact (erf) GELU: "gelu" (torch's gelu) and "gelu_python" (the same formula in Python)
+static const char *const acts_gelu_exact[] = {"gelu", "gelu_python", NULL};
 static const char *const acts_silu[] = {"silu", NULL};
 static const char *const acts_gemma[] = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast", NULL};
 // Gemma 1's hidden_act "gelu" is the tanh GELU in transformers
@@ -387,7 +392,7 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 // In fk_arch order for the rows that have one (fk_arch_name, config.json's architectures).
 const arch_family arch_families[] = {
     {FK_ARCH_GPT2, "gpt2", NULL, 0, SW_GPT2, HF("GPT2LMHeadModel", hf_gpt2, keys_gpt2, acts_gelu_tanh, true, hf_fits_gpt2),
-     .hf_optional_prefix = "transformer.",
+     .acts_exact = acts_gelu_exact, .hf_optional_prefix = "transformer.",
      .gguf = "gpt2", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_kind, .gguf_fits = gguf_fits_gpt2},
     {FK_ARCH_LLAMA, "llama", NULL, 0, SW_LLAMA, HF("LlamaForCausalLM", hf_llama, keys_llama, acts_silu, false, hf_fits_llama),
      GGUF("llama", false, false, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},

@@ -121,6 +121,7 @@ struct arch_family {
     arch_tensor_set hf;       // Hugging Face tensor names
     arch_key_set keys;        // its config.json keys of the common fields, in the order written
     const char *const *acts;  // activation names read (acts[0] written; NULL-ended); NULL: none checked
+    const char *const *acts_exact;  // names read as exact GELU (sets gelu_exact; acts_exact[0] written); NULL: none
     bool tied;                // tie_word_embeddings when absent
     const char *hf_optional_prefix;  // a prefix of its tensor names some checkpoints omit (GPT-2's "transformer.")
     // whether the model_type describes c exactly (NULL: never written, e.g. mistral, read only;

@@ -173,6 +173,12 @@ static void fusekit_switches_json(cJSON *j, const fk_config *c) {
     cJSON_AddItemToObject(j, "fusekit", s);
 }
 
+// The activation name written: the row's exact-GELU name or its first name.
+static const char *act_name(const arch_family *f, const fk_config *c) {
+    if (c->gelu_exact && f->acts_exact) return f->acts_exact[0];
+    return f->acts ? f->acts[0] : c->mlp == FK_MLP_SWIGLU ? "silu" : c->gelu_exact ? "gelu" : "gelu_pytorch_tanh";
+}
+
 // The row's keys in its order: the sizes under the family's names, its constants and its groups.
 static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
     int64_t F = 0;
@@ -190,7 +196,7 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_MAX_SEQ: cJSON_AddNumberToObject(j, k->key, (double)c->max_seq); break;
         case ARCH_F_NORM_EPS: add_float(j, k->key, c->norm_eps); break;
         case ARCH_F_ROPE_THETA: add_float(j, k->key, c->rope_theta); break;
-        case ARCH_F_ACT: cJSON_AddStringToObject(j, k->key, f->acts ? f->acts[0] : c->mlp == FK_MLP_SWIGLU ? "silu" : "gelu_pytorch_tanh"); break;
+        case ARCH_F_ACT: cJSON_AddStringToObject(j, k->key, act_name(f, c)); break;
         case ARCH_F_FLAG: cJSON_AddBoolToObject(j, k->key, k->def != 0); break;
         case ARCH_F_ZERO: cJSON_AddNumberToObject(j, k->key, k->def); break;
         case ARCH_F_ATTN_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
@@ -583,14 +589,19 @@ static void read_scalars(cfg_reader *r, const arch_family *f, fk_config *c, cons
     c->tied = get_bool(r, r->root, "tie_word_embeddings", f->tied);
 }
 
-// The activation under key must be one the row's family computes as fusekit does.
-static void check_act(cfg_reader *r, const arch_family *f, const char *key) {
+// The activation under key must be one the row's family computes as fusekit does (an exact-GELU
+// name sets c->gelu_exact).
+static void check_act(cfg_reader *r, const arch_family *f, const char *key, fk_config *c) {
     const char *act = get_str(r->root, key);
     if (!f->acts || !act || r->st != FK_OK) return;
     char list[160] = "";
     for (int i = 0; f->acts[i]; i++) {
         if (strcmp(act, f->acts[i]) == 0) return;
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", f->acts[i]);
+    }
+    for (int i = 0; f->acts_exact && f->acts_exact[i]; i++) {  // exact GELU
+        if (strcmp(act, f->acts_exact[i]) == 0) { c->gelu_exact = true; return; }
+        snprintf(list + strlen(list), sizeof list - strlen(list), ", %s (exact)", f->acts_exact[i]);
     }
     r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is \"%s\", which fusekit does not implement for model_type %s (it reads: %s)", r->path,
                      key, act, f->model_type, list);
@@ -604,7 +615,7 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
         const arch_key *k = &f->keys.k[i];
         switch (k->field) {
         case ARCH_F_ACT:
-            if (k->key == act_key) check_act(r, f, k->key);
+            if (k->key == act_key) check_act(r, f, k->key, c);
             break;
         case ARCH_F_FLAG:
             if (get_bool(r, r->root, k->key, k->def != 0) != (k->def != 0) && r->st == FK_OK)

@@ -160,6 +160,7 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->norm == FK_NORM_RMSNORM && c->bias_norm) return fk_error(FK_ERR_ARG, "config: RMSNorm has no bias");
     if (c->mlp != FK_MLP_GELU && c->mlp != FK_MLP_SWIGLU && c->mlp != FK_MLP_GEGLU)
         return fk_error(FK_ERR_ARG, "config: unknown MLP kind %d", (int)c->mlp);
+    if (c->gelu_exact && c->mlp != FK_MLP_GELU) return fk_error(FK_ERR_ARG, "config: gelu_exact (exact GELU) needs the GELU MLP");
     if (c->norm != FK_NORM_RMSNORM && (c->post_norms || c->qk_norm || c->norm_offset != 0))
         return fk_error(FK_ERR_ARG, "config: post-norms, QK-norm and a norm offset need RMSNorm");
     // the Gemma switches: finite, not negative

@@ -406,6 +406,7 @@ static void scale_inplace(float *x, float s, int64_t n) {
 static void mlp_act_forward(const fk_config *c, float *act, const float *pre, int64_t N, int64_t F) {
     if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(act, pre, N, F);
     else if (c->mlp == FK_MLP_GEGLU) fk_geglu_forward(act, pre, N, F);
+    else if (c->gelu_exact) fk_gelu_exact_forward(act, pre, N * F);
     else fk_gelu_forward(act, pre, N * F);
 }
 
@@ -787,6 +788,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         zero(a->dpre, N * UP);
         if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_backward(a->dpre, pre, a->dact, N, F);
         else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(a->dpre, pre, a->dact, N, F);
+        else if (c->gelu_exact) fk_gelu_exact_backward(a->dpre, pre, a->dact, N * F);
         else fk_gelu_backward(a->dpre, pre, a->dact, N * F);
         zero(a->dln, N * C);
         fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);

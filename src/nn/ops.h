@@ -8,6 +8,7 @@
 #define FK_GEMV cblas_sgemv
 #define FK_EXP fk_fast_expf
 #define FK_TANH fk_fast_tanhf
+#define FK_ERF erff
 #include "nn/ops_impl.h"
 #undef real
 #undef FK_OP
@@ -15,4 +16,5 @@
 #undef FK_EXP
 #undef FK_GEMV
 #undef FK_TANH
+#undef FK_ERF
 #endif

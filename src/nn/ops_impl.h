@@ -2,7 +2,8 @@
 // Instantiated for float by ops.c (the library) and for double by the tests, whose
 // finite-difference checks run in double precision against the same code.
 // Before including, define: real (the scalar), FK_OP(name) (the instantiated name),
-// FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_EXP and FK_TANH (exp/tanh for real).
+// FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_EXP, FK_TANH and FK_ERF
+// (exp/tanh/erf for real).
 // Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
 // on top of each op.
 // Backward convention: every backward ADDS into the gradients it produces, of its inputs and of
@@ -430,6 +431,23 @@ static inline void FK_OP(gelu_backward)(real *dinp, const real *inp, const real 
         real x = inp[i], u = (real)FK_GELU_S * (x + (real)0.044715 * x * x * x), th = FK_TANH(u);
         real du = (real)FK_GELU_S * (1 + 3 * (real)0.044715 * x * x);
         dinp[i] += dout[i] * ((real)0.5 * (1 + th) + (real)0.5 * x * (1 - th * th) * du);
+    }
+}
+
+#define FK_GELU_R2 0.7071067811865476   // 1/sqrt(2)
+#define FK_GELU_R2PI 0.3989422804014327 // 1/sqrt(2 pi)
+// inp is (N); out is (N): exact GELU x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (transformers' "gelu")
+static inline void FK_OP(gelu_exact_forward)(real *out, const real *inp, int64_t N) {
+    #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) out[i] = (real)0.5 * inp[i] * (1 + FK_ERF(inp[i] * (real)FK_GELU_R2));
+}
+
+// dout is (N); dinp (N) is added to: d/dx = Phi(x) + x phi(x).
+static inline void FK_OP(gelu_exact_backward)(real *dinp, const real *inp, const real *dout, int64_t N) {
+    #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        real x = inp[i], cdf = (real)0.5 * (1 + FK_ERF(x * (real)FK_GELU_R2)), pdf = (real)FK_GELU_R2PI * FK_EXP((real)-0.5 * x * x);
+        dinp[i] += dout[i] * (cdf + x * pdf);
     }
 }
 

@@ -18,7 +18,7 @@ Face folders (other model types, config keys, bf16/f16 weights, shards):
 config.json + the weights as save_pretrained writes them, and a golden.safetensors
 with just tokens, logits and loss (see FORWARD_SPECS).
 
-Run:  tools/ref/.venv/bin/python tools/ref/make_golden.py
+Run:  tools/ref/.venv/bin/python tools/ref/make_golden.py [--only NAME ...]
 """
 
 import argparse
@@ -170,6 +170,8 @@ def forward_specs():
         "qwen2_tied": (Qwen2ForCausalLM, config(Qwen2Config, QWEN2_BASE, vocab_size=80, tie_word_embeddings=True), 1017, 2017, f32, None),
         # GPT-2 Conv1D layout in bf16, with an explicit n_inner
         "gpt2_bf16": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE, vocab_size=72, n_inner=96), 1018, 2018, torch.bfloat16, None),
+        # GPT-2 with exact (erf) GELU: activation_function "gelu"
+        "gpt2_gelu": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE, activation_function="gelu"), 1019, 2019, f32, None),
     }
 
 
@@ -644,6 +646,12 @@ def main():
         metavar=("DIR", "NAME"),
         help="instead of generating: load DIR with transformers and compare its logits with golden NAME (repeatable)",
     )
+    ap.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="generate only this reference folder (repeatable); the others are left as they are",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(1)  # reproducible summation order
@@ -654,11 +662,17 @@ def main():
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}")
     if args.check_saved:
         sys.exit(0 if check_saved(args.check_saved, args.out) else 1)
+    wanted = set(args.only or [])
+    unknown = wanted - set(model_specs()) - set(forward_specs())
+    if unknown:
+        sys.exit(f"--only: no reference named {', '.join(sorted(unknown))}")
     report = {}
     for name, (cls, config, wseed, tseed) in model_specs().items():
-        report[name] = build_one(name, cls, config, wseed, tseed, args.out)
+        if not wanted or name in wanted:
+            report[name] = build_one(name, cls, config, wseed, tseed, args.out)
     for name, (cls, config, wseed, tseed, dtype, shard) in forward_specs().items():
-        report[name] = build_forward(name, cls, config, wseed, tseed, dtype, shard, args.out)
+        if not wanted or name in wanted:
+            report[name] = build_forward(name, cls, config, wseed, tseed, dtype, shard, args.out)
     if args.report:
         with open(args.report, "w") as f:
             json.dump(report, f, indent=1)
