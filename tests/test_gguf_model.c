@@ -146,11 +146,18 @@ static void cfg_folded(fk_config *c) {
 }
 static void cfg_headdim(fk_config *c) { cfg_llama(c); c->head_dim = 16; c->bias_out = true; }
 static void cfg_mlp_bias(fk_config *c) { cfg_llama(c); c->bias_mlp = true; }
+// Qwen3: QK-norm over each head (plain RMSNorm weight), head_dim 16 != 32 / 4
+static void cfg_qwen3(fk_config *c) {
+    cfg_llama(c);
+    c->qk_norm = true;
+    c->head_dim = 16;
+    c->rope_theta = 1e6f;
+}
 
 static const struct { const char *name, *arch; void (*cfg)(fk_config *); } CASES[] = {
     {"llama", "llama", cfg_llama},   {"gpt2", "gpt2", cfg_gpt2},         {"gpt2_untied", "gpt2", cfg_gpt2_untied},
     {"qwen2", "llama", cfg_qwen2},   {"folded", "deci", cfg_folded},     {"headdim", "llama", cfg_headdim},
-    {"mlp_bias", "llama", cfg_mlp_bias},
+    {"mlp_bias", "llama", cfg_mlp_bias}, {"qwen3", "qwen3", cfg_qwen3},
 };
 #define N_CASES (int)(sizeof CASES / sizeof CASES[0])
 
@@ -175,6 +182,8 @@ static void assert_same_config(const fk_config *a, const fk_config *b) {
     assert_int_equal(a->bias_mlp, b->bias_mlp);
     assert_int_equal(a->bias_norm, b->bias_norm);
     assert_int_equal(a->tied, b->tied);
+    assert_int_equal(a->qk_norm, b->qk_norm);
+    assert_true(a->norm_offset == b->norm_offset);
 }
 
 // ------------------------------------------------------------------ round trips
@@ -211,6 +220,7 @@ static void test_roundtrip_f32(void **s) {
         assert_int_equal(fk_gguf_find(&g, key)->type, FK_GGUF_U32);
         assert_int_equal(g.n_tensors, st.n_tensors);
         assert_int_equal(fk_gguf_find_tensor(&g, "output.weight") != NULL, !c.tied);
+        assert_int_equal(fk_gguf_find_tensor(&g, "blk.0.attn_k_norm.weight") != NULL, c.qk_norm);  // llama.cpp's qwen3 names
         fk_gguf_close(&g);
         free(la); free(lb);
         fk_tok_free(t2);

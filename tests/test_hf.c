@@ -51,6 +51,8 @@ static const golden_spec goldens[] = {
     {"qwen2_tied", FK_ARCH_QWEN2, FK_DT_F32, true, 4, 2, 8, 40, 64, 1e6, 1e-6, false},
     {"gpt2_bf16", FK_ARCH_GPT2, FK_DT_BF16, true, 4, 4, 8, 96, 32, 0, 1e-5, false},
     {"gpt2_gelu", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5, true},
+    // QK-norm over each head, head_dim 32 != hidden 64 / 4 heads, no q/k/v bias
+    {"qwen3", FK_ARCH_QWEN3, FK_DT_F32, false, 4, 2, 32, 96, 64, 1e6, 1e-6, false},
 };
 #define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
 
@@ -196,13 +198,16 @@ static cJSON *read_json(const char *path) {
 static bool json_equal(const cJSON *a, const cJSON *b) { return cJSON_Compare(a, b, true); }
 
 // Keys transformers writes that do not change the causal LM (bookkeeping, other heads' options,
-// a sliding window that use_sliding_window=false turns off).
+// a sliding window and layer types that use_sliding_window=false turns off).
 static bool bookkeeping(const char *key, const cJSON *ref) {
     static const char *k[] = {"transformers_version", "initializer_range", "use_cache", "summary_type", "summary_use_proj",
                               "summary_activation", "summary_proj_to_labels", "summary_first_dropout", NULL};
     for (int i = 0; k[i]; i++) if (strcmp(key, k[i]) == 0) return true;
     const cJSON *usw = cJSON_GetObjectItemCaseSensitive(ref, "use_sliding_window");
-    if (cJSON_IsFalse(usw) && (strcmp(key, "sliding_window") == 0 || strcmp(key, "max_window_layers") == 0)) return true;
+    // qwen3's layer_types: with use_sliding_window false transformers sets sliding_window to None,
+    // so every layer is full attention whatever it names
+    if (cJSON_IsFalse(usw) && (strcmp(key, "sliding_window") == 0 || strcmp(key, "max_window_layers") == 0 ||
+                               strcmp(key, "layer_types") == 0)) return true;
     return false;
 }
 
@@ -233,6 +238,15 @@ static double num(const cJSON *o, const char *key) {
 
 static const char *dtype_torch(fk_dtype dt) { return dt == FK_DT_BF16 ? "bfloat16" : dt == FK_DT_F16 ? "float16" : "float32"; }
 
+// transformers 5's rope_parameters {"rope_type": "default", "rope_theta": x} is what fusekit's
+// transformers-4 layout, rope_theta x (and no rope_scaling), says.
+static bool rope_layouts_agree(const cJSON *rp, const cJSON *out) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rp, "rope_type"), *theta = cJSON_GetObjectItemCaseSensitive(rp, "rope_theta");
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(out, "rope_theta"), *rs = cJSON_GetObjectItemCaseSensitive(out, "rope_scaling");
+    return cJSON_IsObject(rp) && cJSON_GetArraySize(rp) == 2 && cJSON_IsString(type) && strcmp(type->valuestring, "default") == 0 &&
+           cJSON_IsNumber(theta) && cJSON_IsNumber(o) && theta->valuedouble == o->valuedouble && (!rs || cJSON_IsNull(rs));
+}
+
 // fusekit's config.json says what the reference's does, key by key, in the reference's spelling.
 static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype) {
     char p1[600], p2[600];
@@ -260,6 +274,7 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
             if (strcmp(k, "sliding_window") == 0) continue;
             if (strcmp(k, "max_position_embeddings") == 0) { assert_true(num(out, k) == num(ref, "sliding_window")); continue; }
         }
+        if (strcmp(k, "rope_parameters") == 0 && !o && rope_layouts_agree(it, out)) continue;
         if (strcmp(k, "n_inner") == 0 && cJSON_IsNull(it)) {  // null: 4 * n_embd
             assert_true(num(out, k) == 4 * num(ref, "n_embd"));
             continue;
@@ -281,6 +296,7 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
         if (strcmp(k, "torch_dtype") == 0 && cJSON_GetObjectItemCaseSensitive(ref, "dtype")) continue;
         if (strcmp(k, "head_dim") == 0) { assert_true(it->valuedouble == num(ref, "hidden_size") / num(ref, "num_attention_heads")); continue; }
         if (strcmp(k, "n_ctx") == 0) { assert_true(it->valuedouble == num(ref, "n_positions")); continue; }
+        if (strcmp(k, "rope_theta") == 0 && rope_layouts_agree(cJSON_GetObjectItemCaseSensitive(ref, "rope_parameters"), out)) continue;
         const char *def = class_default(k, ref_type);
         if (mistral && strcmp(k, "attention_bias") == 0) def = "false";
         if (!def || !equals_text(it, def)) {

@@ -322,6 +322,17 @@ static void test_fd_llama(void **s) {
     whole_model_fd(&c);
 }
 
+// Qwen3: QK-norm with the plain RMSNorm weight (norm_offset 0), head_dim 4 != 8 / 4 heads
+static void test_fd_qwen3(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 11, 8, 2, 4, 2, 12, 16);
+    c.qk_norm = true;
+    c.head_dim = 4;
+    c.rope_theta = 1e6f;
+    whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // QK-norm over 4 values curves the loss: a smaller step
+}
+
 // ------------------------------------------------------------------ overfit one batch
 static void overfit(fk_config *c) {
     fk_model m;
@@ -416,7 +427,7 @@ int main(void) {
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
         cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),
         cmocka_unit_test(test_fd_gemma2),    cmocka_unit_test(test_fd_gemma3),
-        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
+        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama), cmocka_unit_test(test_fd_qwen3),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
         cmocka_unit_test(test_llama_ppl_protocol),
     };

@@ -353,6 +353,11 @@ static const arch_key keys_llama[] = {
 static const arch_key keys_qwen2[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_FLAG, "use_sliding_window", ARCH_D_VALUE, 0}, DROPOUT,
 };
+// qwen3: qwen2 with QK-norm (weight w), no q/k/v bias by default and an explicit head_dim
+static const arch_key keys_qwen3[] = {
+    LLAMA_SIZES(32768, ARCH_D_VALUE, 128), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0},
+    {ARCH_F_FLAG, "use_sliding_window", ARCH_D_VALUE, 0}, DROPOUT,
+};
 // sliding-window attention equals full attention within the window: the window caps the context
 static const arch_key keys_mistral[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_WINDOW_CAP, "sliding_window", ARCH_D_READ_ONLY, 0}, DROPOUT,
@@ -380,6 +385,7 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 #define SW_GPT2  {FK_NORM_LAYERNORM, FK_POS_LEARNED, FK_MLP_GELU,   true,  true,  true,  true,  false, false, false}
 #define SW_LLAMA {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, false, false, false, false, false, false, false}
 #define SW_QWEN2 {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, true,  false, false, false, false, false, false}
+#define SW_QWEN3 {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, false, false, false, false, false, true,  false}
 #define SW_GEMMA(post, qk) {FK_NORM_RMSNORM, FK_POS_ROPE, FK_MLP_GEGLU, false, false, false, false, post, qk, true}
 
 // The Hugging Face columns, and the GGUF columns of a row with llama.cpp's Llama tensor names.
@@ -408,6 +414,9 @@ const arch_family arch_families[] = {
     {FK_ARCH_GEMMA3, "gemma3_text", "gemma3", 3, SW_GEMMA(true, true),
      HF("Gemma3ForCausalLM", hf_llama, keys_gemma3, acts_gemma, true, hf_fits_gemma),
      GGUF("gemma3", true, true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma), .gguf_swa_pattern = 6},
+    // qwen3: llama.cpp rotates it in NEOX order, as Hugging Face stores q and k
+    {FK_ARCH_QWEN3, "qwen3", NULL, 0, SW_QWEN3, HF("Qwen3ForCausalLM", hf_llama, keys_qwen3, acts_silu, false, hf_fits_llama),
+     GGUF("qwen3", false, true, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };

@@ -45,6 +45,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 # ----------------------------------------------------------------------------
@@ -172,6 +174,13 @@ def forward_specs():
         "gpt2_bf16": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE, vocab_size=72, n_inner=96), 1018, 2018, torch.bfloat16, None),
         # GPT-2 with exact (erf) GELU: activation_function "gelu"
         "gpt2_gelu": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE, activation_function="gelu"), 1019, 2019, f32, None),
+        # Qwen3: QK-norm (RMSNorm over each q/k head), no q/k/v bias, head_dim 32 != hidden/heads 16
+        "qwen3": (
+            Qwen3ForCausalLM,
+            config(Qwen3Config, QWEN2_BASE, vocab_size=88, hidden_size=64, intermediate_size=96, head_dim=32,
+                   attention_bias=False),
+            1020, 2020, f32, None,
+        ),
     }
 
 
@@ -238,7 +247,12 @@ def to_float64(model):
         if name.endswith("RMSNorm"):
             mod.forward = _rmsnorm_forward_native.__get__(mod)
         if name.endswith("RotaryEmbedding"):
-            dim, base = mod.dim, mod.base
+            if hasattr(mod, "dim"):
+                dim, base = mod.dim, mod.base
+            else:  # transformers 5 (Qwen3): dim and base from the config
+                cfg = mod.config
+                dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+                base = cfg.rope_parameters["rope_theta"]
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
             mod.register_buffer("inv_freq", inv_freq, persistent=False)
             if hasattr(mod, "_set_cos_sin_cache"):  # Qwen2: cached cos/sin table
