@@ -160,6 +160,10 @@ static void test_golden_qwen2(void **s) { (void)s; run_golden("qwen2"); }
 static void test_golden_gemma(void **s) { (void)s; run_golden("gemma"); }
 static void test_golden_gemma2(void **s) { (void)s; run_golden("gemma2"); }
 static void test_golden_gemma3(void **s) { (void)s; run_golden("gemma3"); }
+// MPT (tools/ref/make_golden.py, MptForCausalLM): ALiBi over 6 heads (MPT's slopes for a head
+// count that is not a power of two) with clip_qkv 0.5; 8 heads, softmax_scale 0.3, an untied head.
+static void test_golden_mpt(void **s) { (void)s; run_golden("mpt"); }
+static void test_golden_mpt_8h(void **s) { (void)s; run_golden("mpt_8h"); }
 
 // ------------------------------------------------------------------ finite differences, whole model
 // float32 model: central differences with h (1e-2) and h/2, extrapolated, on a model with
@@ -323,6 +327,19 @@ static void test_fd_llama(void **s) {
 }
 
 // Qwen3: QK-norm with the plain RMSNorm weight (norm_offset 0), head_dim 4 != 8 / 4 heads
+// MPT: ALiBi over 6 heads, q/k/v clamped to [-0.8, 0.8] (a part of them is), no biases, exact GELU
+static void test_fd_mpt(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_gpt2(&c, 11, 12, 2, 6, 16);
+    c.pos = FK_POS_NONE;
+    c.alibi_bias_max = 8;
+    c.clip_qkv = 0.8f;
+    c.bias_qkv = c.bias_out = c.bias_mlp = c.bias_norm = false;
+    c.gelu_exact = true;
+    whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // a small step seldom moves a value across the clamp's edges
+}
+
 static void test_fd_qwen3(void **s) {
     (void)s;
     fk_config c;
@@ -331,6 +348,75 @@ static void test_fd_qwen3(void **s) {
     c.head_dim = 4;
     c.rope_theta = 1e6f;
     whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // QK-norm over 4 values curves the loss: a smaller step
+}
+
+// StarCoder2: LayerNorm with bias, RoPE, a GELU (tanh) MLP, biases on every linear map, GQA 4/2,
+// a window of 4 < T = 9 on every layer (Mistral's and Phi-3's windows are the same mask)
+static void test_fd_starcoder2(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 11, 8, 2, 4, 2, 12, 16);
+    c.norm = FK_NORM_LAYERNORM;
+    c.mlp = FK_MLP_GELU;
+    c.bias_qkv = c.bias_out = c.bias_mlp = c.bias_norm = true;
+    c.sliding_window = 4;
+    c.sliding[0] = c.sliding[1] = 1;
+    whole_model_fd(&c);
+}
+
+// Partial rotary (GPT-NeoX, Phi-2, StableLM): 2 of head_dim 4 rotated, with GQA and per-layer
+// heads; gradients by finite differences and KV-cache steps against the full forward.
+static void check_steps_match_forward(const fk_config *c);
+static void test_fd_partial_rotary(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 11, 8, 2, 2, 1, 12, 16);
+    c.rotary_dim = 2;
+    c.heads[1] = 1;
+    whole_model_fd(&c);
+    check_steps_match_forward(&c);
+}
+
+// KV-cache steps (one token, then a block of 3) give the full forward's logits, within 1e-5.
+static void check_steps_match_forward(const fk_config *c) {
+    fk_model m;
+    CHECK(fk_model_init(&m, c));
+    fk_model_init_weights(&m, 5);
+    for (int64_t i = 0; i < m.n_floats; i++) m.w[i] += 0.05f * (float)((i * 37) % 11 - 5);  // biases and norms not trivial
+    int32_t x[7] = {1, 4, 9, 2, 7, 3, 10};
+    CHECK(fk_model_forward(&m, x, NULL, 1, 7, false, NULL));
+    const float *want = fk_model_logits(&m);
+    float lg[64];
+    assert_true(c->vocab_size <= 64);
+    double err = 0;
+    for (int i = 0; i < 4; i++) {
+        CHECK(fk_model_step(&m, &x[i], 1, i, lg));
+        for (int64_t v = 0; v < c->vocab_size; v++) err = fmax(err, fabs(lg[v] - want[i * c->vocab_size + v]));
+    }
+    CHECK(fk_model_step(&m, &x[4], 3, 4, lg));
+    for (int64_t v = 0; v < c->vocab_size; v++) err = fmax(err, fabs(lg[v] - want[6 * c->vocab_size + v]));
+    assert_true(err < 1e-5);
+    fk_model_free(&m);
+}
+
+// Parallel attention and MLP (GPT-NeoX use_parallel_residual: two norms; Phi-2: one shared
+// norm), with an LM-head bias (Phi-2): gradients by finite differences, KV-cache steps.
+static void test_fd_parallel(void **s) {
+    (void)s;
+    for (int shared = 0; shared < 2; shared++) {
+        fk_config c;
+        fk_config_gpt2(&c, 11, 8, 2, 2, 16);
+        c.pos = FK_POS_ROPE;
+        c.residual = shared ? FK_RESID_PARALLEL_SHARED : FK_RESID_PARALLEL;
+        c.bias_lm_head = shared;
+        c.tied = !shared;
+        whole_model_fd(&c);
+        check_steps_match_forward(&c);
+        c.bias_lm_head = !shared;  // the LM-head bias on a sequential model too
+        c.residual = FK_RESID_SEQUENTIAL;
+        c.tied = false;
+        whole_model_fd(&c);
+    }
 }
 
 // ------------------------------------------------------------------ overfit one batch
@@ -426,8 +512,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
         cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),
+        cmocka_unit_test(test_golden_mpt),   cmocka_unit_test(test_golden_mpt_8h),  cmocka_unit_test(test_fd_mpt),
         cmocka_unit_test(test_fd_gemma2),    cmocka_unit_test(test_fd_gemma3),
-        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama), cmocka_unit_test(test_fd_qwen3),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
+        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama), cmocka_unit_test(test_fd_qwen3), cmocka_unit_test(test_fd_starcoder2), cmocka_unit_test(test_fd_partial_rotary), cmocka_unit_test(test_fd_parallel),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
         cmocka_unit_test(test_llama_ppl_protocol),
     };

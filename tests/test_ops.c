@@ -170,29 +170,38 @@ static void test_qknorm(void **state) {
 }
 
 // ------------------------------------------------------------------ rope
-typedef struct { double *x, *y, *r; float *cs, *sn; int32_t *pos; int64_t N, H, KVH, hd; } rope_ctx;
+typedef struct { double *x, *y, *r; float *cs, *sn; int32_t *pos; int64_t N, H, KVH, hd, rd; } rope_ctx;
 static double rope_loss(void *p) {
     rope_ctx *c = p;
     int64_t n = c->N * (c->H + 2 * c->KVH) * c->hd;
     memcpy(c->y, c->x, (size_t)n * sizeof(double));
-    d_rope_apply(c->y, c->cs, c->sn, c->pos, c->N, c->H, c->KVH, c->hd, 1);
+    d_rope_apply(c->y, c->cs, c->sn, c->pos, c->N, c->H, c->KVH, c->hd, c->rd, 1);
     return dot(c->y, c->r, n);
+}
+
+// The context's buffers and a table of P positions, angle t * 10000^(-2d/rd), random x and r.
+static void rope_setup(rope_ctx *c, int P) {
+    int64_t n = c->N * (c->H + 2 * c->KVH) * c->hd, half = c->rd / 2;
+    c->x = dalloc(n); c->y = dalloc(n); c->r = dalloc(n);
+    c->cs = malloc((size_t)(P * half) * sizeof(float)); c->sn = malloc((size_t)(P * half) * sizeof(float));
+    for (int t = 0; t < P; t++)
+        for (int64_t d = 0; d < half; d++) {
+            double a = t * pow(10000.0, -2.0 * (double)d / (double)c->rd);
+            c->cs[t * half + d] = (float)cos(a); c->sn[t * half + d] = (float)sin(a);
+        }
+    fill(c->x, n, 1); fill(c->r, n, 1);
 }
 
 static void test_rope(void **state) {
     (void)state;
-    rope_ctx c = {.N = 5, .H = 2, .KVH = 1, .hd = 6};
-    int64_t n = c.N * 4 * c.hd, half = 3;
+    rope_ctx c = {.N = 5, .H = 2, .KVH = 1, .hd = 6, .rd = 6};
+    int64_t n = c.N * 4 * c.hd;
     int32_t pos[5] = {0, 1, 2, 7, 3};
     c.pos = pos;
-    c.x = dalloc(n); c.y = dalloc(n); c.r = dalloc(n);
-    c.cs = malloc(8 * half * sizeof(float)); c.sn = malloc(8 * half * sizeof(float));
-    for (int t = 0; t < 8; t++)
-        for (int d = 0; d < half; d++) { double a = t * pow(10000.0, -2.0 * d / 6); c.cs[t * half + d] = (float)cos(a); c.sn[t * half + d] = (float)sin(a); }
-    fill(c.x, n, 1); fill(c.r, n, 1);
+    rope_setup(&c, 8);
     double *g = dalloc(n);
     memcpy(g, c.r, (size_t)n * sizeof(double));
-    d_rope_apply(g, c.cs, c.sn, pos, c.N, c.H, c.KVH, c.hd, -1);
+    d_rope_apply(g, c.cs, c.sn, pos, c.N, c.H, c.KVH, c.hd, c.hd, -1);
     check_fd("rope dqkv (v untouched)", c.x, n, g, rope_loss, &c);
     // position 0 is the identity; the v heads are never rotated
     rope_loss(&c);
@@ -202,19 +211,52 @@ static void test_rope(void **state) {
     free(c.x); free(c.y); free(c.r); free(c.cs); free(c.sn); free(g);
 }
 
+// Partial rotary (GPT-NeoX, Phi-2): heads of 8 dims, the first 4 rotated in rotate_half layout
+// over them (pairs d, d + 2) by theta^(-2d/4), dims 4..7 untouched; forward against the formula
+// written out, backward by finite differences.
+static void test_rope_partial(void **state) {
+    (void)state;
+    rope_ctx c = {.N = 4, .H = 2, .KVH = 1, .hd = 8, .rd = 4};
+    int64_t QKVD = 4 * c.hd, n = c.N * QKVD, half = 2;
+    int32_t pos[4] = {3, 0, 5, 1};
+    c.pos = pos;
+    rope_setup(&c, 6);
+    rope_loss(&c);
+    double err = 0;
+    for (int64_t i = 0; i < c.N; i++)
+        for (int64_t h = 0; h < 4; h++)
+            for (int64_t e = 0; e < c.hd; e++) {
+                const double *x = c.x + i * QKVD + h * c.hd;
+                double want = x[e];  // v heads (h = 3) and dims >= rd unchanged
+                if (h < 3 && e < c.rd) {
+                    int64_t d = e % half;
+                    double a = pos[i] * pow(10000.0, -2.0 * d / 4), cs = (float)cos(a), sn = (float)sin(a);
+                    want = e < half ? x[d] * cs - x[d + half] * sn : x[d + half] * cs + x[d] * sn;
+                }
+                err = fmax(err, fabs(c.y[i * QKVD + h * c.hd + e] - want));
+            }
+    print_message("  rope partial forward vs formula, max abs error %.2e\n", err);
+    assert_true(err < 1e-12);
+    double *g = dalloc(n);
+    memcpy(g, c.r, (size_t)n * sizeof(double));
+    d_rope_apply(g, c.cs, c.sn, pos, c.N, c.H, c.KVH, c.hd, c.rd, -1);
+    check_fd("rope partial dqkv", c.x, n, g, rope_loss, &c);
+    free(c.x); free(c.y); free(c.r); free(c.cs); free(c.sn); free(g);
+}
+
 // ------------------------------------------------------------------ attention
-typedef struct { double *out, *probs, *qkv, *r, scale, cap; int64_t B, T, H, KVH, hd, W; } att_ctx;
+typedef struct { double *out, *probs, *qkv, *r, scale, cap; int64_t B, T, H, KVH, hd, W; const float *alibi; } att_ctx;
 static double att_loss(void *p) {
     att_ctx *c = p;
-    d_self_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W, NULL, 1);
+    d_self_attention_forward(c->out, c->probs, c->qkv, c->B, c->T, c->H, c->KVH, c->hd, c->scale, c->cap, c->W, c->alibi, NULL, 1);
     return dot(c->out, c->r, c->B * c->T * c->H * c->hd);
 }
 
-// Naive causal attention in double: full scores (scaled, soft-capped when cap > 0), the causal
-// mask and, with W > 0, the window j > i - W (transformers' sliding_window_overlay), softmax,
-// weighted sum.
+// Naive causal attention in double: full scores (scaled, soft-capped when cap > 0, plus
+// alibi[h] * (j - i) when alibi is given), the causal mask and, with W > 0, the window j > i - W
+// (transformers' sliding_window_overlay), softmax, weighted sum.
 static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd,
-                            double scale, double cap, int64_t W) {
+                            double scale, double cap, int64_t W, const float *alibi) {
     int64_t QD = (H + 2 * KVH) * hd, D = H * hd;
     double *s = malloc((size_t)T * sizeof(double));
     for (int64_t b = 0; b < B; b++)
@@ -228,6 +270,7 @@ static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T,
                     for (int64_t e = 0; e < hd; e++) d += (double)q[e] * k[e];
                     s[j] = d * scale;
                     if (cap > 0) s[j] = cap * tanh(s[j] / cap);
+                    if (alibi) s[j] += alibi[h] * (double)(j - i);
                     if (W > 0 && !(j > i - W)) s[j] = -INFINITY;
                     if (s[j] > mx) mx = s[j];
                 }
@@ -241,8 +284,8 @@ static void naive_attention(double *out, const float *qkv, int64_t B, int64_t T,
     free(s);
 }
 
-static void run_attention(const char *what, double scale, double cap, int64_t W) {
-    att_ctx c = {.B = 2, .T = 19, .H = 4, .KVH = 2, .hd = 3, .scale = scale, .cap = cap, .W = W};  // 19 tokens = 3 row blocks of 8
+static void run_attention_h(const char *what, int64_t H, int64_t KVH, double scale, double cap, int64_t W, const float *alibi) {
+    att_ctx c = {.B = 2, .T = 19, .H = H, .KVH = KVH, .hd = 3, .scale = scale, .cap = cap, .W = W, .alibi = alibi};  // 19 tokens = 3 row blocks of 8
     int64_t QD = (c.H + 2 * c.KVH) * c.hd, nq = c.B * c.T * QD, no = c.B * c.T * c.H * c.hd;
     c.out = dalloc(no); c.probs = dalloc(c.B * c.H * c.T * c.T); c.qkv = dalloc(nq); c.r = dalloc(no);
     fill(c.qkv, nq, 1.5); fill(c.r, no, 1);
@@ -256,9 +299,9 @@ static void run_attention(const char *what, double scale, double cap, int64_t W)
     float *fq = malloc((size_t)nq * 4), *fo = malloc((size_t)no * 4), *fscratch = malloc((size_t)(nthr * FK_ATT_BLK * c.T) * 4);
     for (int64_t i = 0; i < nq; i++) fq[i] = (float)c.qkv[i];
     assert_non_null(fscratch);
-    fk_self_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W, fscratch, nthr);
+    fk_self_attention_forward(fo, NULL, fq, c.B, c.T, c.H, c.KVH, c.hd, (float)scale, (float)cap, W, alibi, fscratch, nthr);
     double *ref = dalloc(no);
-    naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd, scale, cap, W);
+    naive_attention(ref, fq, c.B, c.T, c.H, c.KVH, c.hd, scale, cap, W, alibi);
     for (int64_t i = 0; i < no; i++) assert_true(fabs(ref[i] - fo[i]) < 1e-5);
     // the double kernel too (it fills probs)
     att_loss(&c);
@@ -266,6 +309,8 @@ static void run_attention(const char *what, double scale, double cap, int64_t W)
     free(fq); free(fo); free(ref); free(fscratch); free(dscratch);
     free(c.out); free(c.probs); free(c.qkv); free(c.r); free(dqkv);
 }
+
+static void run_attention(const char *what, double scale, double cap, int64_t W) { run_attention_h(what, 4, 2, scale, cap, W, NULL); }
 
 static void test_attention(void **state) {
     (void)state;
@@ -275,6 +320,61 @@ static void test_attention(void **state) {
     run_attention("attention, window 5", 1 / sqrt(3.0), 0, 5);
     run_attention("attention, softcap 2, window 11", 0.45, 2.0, 11);
     run_attention("attention, window 1 (self only)", 0.5, 0, 1);
+}
+
+// ALiBi slopes against transformers 5.25's build_mpt_alibi_tensor (MPT, float32; the values
+// printed by Python) and the attention with them: FD of the backward (which the constant biases
+// leave unchanged), the float and double kernels against the naive reference (1e-5).
+static void test_alibi(void **state) {
+    (void)state;
+    float s[12];
+    // 6 heads, alibi_bias_max 8: the slopes 2^-1 .. 2^-8 of 8 heads, even positions then odd ones
+    const double mpt6[6] = {0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125};
+    fk_alibi_slopes(s, 6, 8);
+    for (int h = 0; h < 6; h++) assert_true(s[h] == (float)mpt6[h]);
+    // 12 heads at 8 and 5 heads at alibi_bias_max 4: within 1e-7 relative (torch rounds in float32)
+    const double mpt12[12] = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625, 0.7071067690849304, 0.3535533845424652,
+                              0.1767766922712326, 0.0883883461356163};
+    fk_alibi_slopes(s, 12, 8);
+    for (int h = 0; h < 12; h++) assert_true(fabs(s[h] - mpt12[h]) <= 1e-7 * mpt12[h]);
+    const double mpt5[5] = {0.5, 0.25, 0.125, 0.0625, 0.7071067690849304};
+    fk_alibi_slopes(s, 5, 4);
+    for (int h = 0; h < 5; h++) assert_true(fabs(s[h] - mpt5[h]) <= 1e-7 * mpt5[h]);
+    fk_alibi_slopes(s, 4, 8);
+    run_attention_h("attention, ALiBi 4 heads", 4, 2, 1 / sqrt(3.0), 0, 0, s);
+    fk_alibi_slopes(s, 6, 8);
+    run_attention_h("attention, ALiBi 6 heads, MQA", 6, 1, 0.4, 0, 0, s);
+    run_attention_h("attention, ALiBi, window 5", 6, 2, 0.4, 0, 5, s);
+    run_attention_h("attention, ALiBi, softcap 2", 6, 3, 0.4, 2.0, 0, s);
+}
+
+// ------------------------------------------------------------------ clamp
+typedef struct { double *x, *y, *r, c; int64_t N; } clamp_ctx;
+static double clamp_loss(void *p) {
+    clamp_ctx *c = p;
+    memcpy(c->y, c->x, (size_t)c->N * sizeof(double));
+    d_clamp_forward(c->y, c->N, c->c);
+    return dot(c->y, c->r, c->N);
+}
+// clip_qkv: values inside [-c, c] pass with their gradient, values outside become +-c with none.
+static void test_clamp(void **state) {
+    (void)state;
+    clamp_ctx c = {.N = 40, .c = 1.0};
+    c.x = dalloc(c.N); c.y = dalloc(c.N); c.r = dalloc(c.N);
+    fill(c.x, c.N, 2); fill(c.r, c.N, 1);
+    int outside = 0;
+    for (int64_t i = 0; i < c.N; i++) {
+        if (fabs(fabs(c.x[i]) - c.c) < 1e-3) c.x[i] *= 1.1;  // keep the FD steps off the edges
+        outside += fabs(c.x[i]) > c.c;
+    }
+    assert_true(outside > 3 && outside < c.N - 3);
+    double *g = dalloc(c.N);
+    clamp_loss(&c);
+    memcpy(g, c.r, (size_t)c.N * sizeof(double));
+    d_clamp_backward(g, c.y, c.N, c.c);
+    check_fd("clamp dx", c.x, c.N, g, clamp_loss, &c);
+    for (int64_t i = 0; i < c.N; i++) assert_true(c.y[i] == (fabs(c.x[i]) > c.c ? copysign(c.c, c.x[i]) : c.x[i]));
+    free(c.x); free(c.y); free(c.r); free(g);
 }
 
 // ------------------------------------------------------------------ activations
@@ -512,7 +612,8 @@ int main(void) {
     fk_rng_seed(&rng, 42);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),     cmocka_unit_test(test_encoder), cmocka_unit_test(test_layernorm),
-        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope),    cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_rope), cmocka_unit_test(test_rope_partial),    cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_alibi),      cmocka_unit_test(test_clamp),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_gelu_exact),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
         cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap),

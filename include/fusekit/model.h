@@ -12,6 +12,8 @@ typedef enum { FK_NORM_LAYERNORM, FK_NORM_RMSNORM } fk_norm_kind;
 typedef enum { FK_POS_LEARNED, FK_POS_ROPE, FK_POS_NONE } fk_pos_kind;
 // GELU: act(up x); SWIGLU: silu(gate x) * (up x); GEGLU: gelu_tanh(gate x) * (up x) (Gemma).
 typedef enum { FK_MLP_GELU, FK_MLP_SWIGLU, FK_MLP_GEGLU } fk_mlp_kind;
+// Where a block's two branches read and add (see fk_config.residual).
+typedef enum { FK_RESID_SEQUENTIAL, FK_RESID_PARALLEL, FK_RESID_PARALLEL_SHARED } fk_residual_kind;
 
 typedef struct {
     int64_t vocab_size;
@@ -28,6 +30,10 @@ typedef struct {
     float norm_eps;
     fk_pos_kind pos;
     float rope_theta;
+    int64_t rotary_dim;            // RoPE turns the first rotary_dim dims of each query and key head, in Hugging
+                                   // Face's rotate_half layout over them (pairs d, d + rotary_dim/2), and leaves
+                                   // the rest as they are; 0 = head_dim. Even, <= head_dim (partial_rotary_factor,
+                                   // rotary_pct; GGUF rope.dimension_count). fk_config_rotary_dim reads it.
     fk_mlp_kind mlp;               // GELU (tanh approximation unless gelu_exact), SwiGLU or GeGLU
     bool gelu_exact;               // FK_MLP_GELU only: exact GELU 0.5 x (1 + erf(x / sqrt 2)) (transformers'
                                    // "gelu"); false: the tanh approximation (gelu_new)
@@ -36,6 +42,11 @@ typedef struct {
     bool bias_mlp;                 // MLP biases
     bool bias_norm;                // LayerNorm has a bias
     bool tied;                     // LM head shares the token embedding
+    bool bias_lm_head;             // the LM head has a bias (vocab_size; Phi-2)
+    fk_residual_kind residual;     // SEQUENTIAL: mid = x + attn(ln1(x)), out = mid + mlp(ln2(mid));
+                                   // PARALLEL: out = x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX use_parallel_residual);
+                                   // PARALLEL_SHARED: out = x + attn(ln1(x)) + mlp(ln1(x)), no ln2 (Phi-2, Falcon-7B).
+                                   // The parallel kinds have no post-norms.
     int32_t bos_id, eos_id;        // -1 when none
     // ---- Gemma family switches (all zero / false: off; the presets leave them off). A layer is:
     //   x = emb_scale * embedding                                  (no scale when 0)
@@ -59,6 +70,12 @@ typedef struct {
     float attn_softcap;            // scores = cap * tanh(scores / cap) after the scale, before the mask; 0 = none
                                    // (Gemma 2; transformers' Gemma 3 ignores attn_logit_softcapping)
     float final_softcap;           // logits = cap * tanh(logits / cap), also what fk_model_step returns; 0 = none
+    // ALiBi and MPT's clamp (MPT, Falcon with alibi; zero: off)
+    float alibi_bias_max;          // > 0: ALiBi: head h adds slope_h * (j - i) to the score of query i and key j
+                                   // (after the scale and any soft-cap, before the mask), the slopes of MPT's
+                                   // alibi_bias_max / llama.cpp's max_alibi_bias (fk_alibi_slopes); needs pos none
+    float clip_qkv;                // > 0: the q/k/v projection's output is clamped to [-clip_qkv, clip_qkv] (MPT's
+                                   // attn_config.clip_qkv; llama.cpp's clamp_kqv); needs no RoPE and no QK-norm
     int64_t sliding_window;        // W: on a layer with sliding[l] = 1, query i sees the keys j with i - W < j <= i
                                    // (W keys, itself included; transformers' sliding_window); 0 = no window anywhere
     uint8_t sliding[FK_MAX_LAYERS];// 1: layer l is a local layer: the window above, and the local RoPE table;
@@ -117,9 +134,13 @@ typedef struct {
     X(bias_mlp, FK_CF_BOOL, "mlp bias", FK_CF_COMPARE, 0, 0, "") \
     X(bias_norm, FK_CF_BOOL, "norm bias", FK_CF_COMPARE, 0, 0, "") \
     X(tied, FK_CF_BOOL, "tie_word_embeddings", FK_CF_COMPARE, 0, 0, "") \
+    X(bias_lm_head, FK_CF_BOOL, "LM-head bias", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
+    X(residual, FK_CF_ENUM, "residual placement (1 parallel, 2 parallel with one norm; use_parallel_residual)", \
+      FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(max_seq, FK_CF_I64, "n_positions", FK_CF_SIZE | FK_CF_COMPARE | FK_CF_IF_LEARNED, 1, FK_LIM_SEQ, \
       "config.json max_position_embeddings/n_positions, GGUF context_length") \
     X(rope_theta, FK_CF_F32, "rope_theta", FK_CF_COMPARE | FK_CF_IF_ROPE, 0, 0, "") \
+    X(rotary_dim, FK_CF_I64, "rotary dims (partial_rotary_factor)", FK_CF_COMPARE | FK_CF_IF_ROPE, 0, 0, "") \
     X(norm_eps, FK_CF_F32, "rms_norm_eps (layer_norm_epsilon)", FK_CF_COMPARE, 0, 0, "") \
     X(bos_id, FK_CF_I32, "bos_token_id", 0, 0, 0, "") \
     X(eos_id, FK_CF_I32, "eos_token_id", 0, 0, 0, "") \
@@ -130,6 +151,8 @@ typedef struct {
     X(attn_scale, FK_CF_F32, "attention scale (query_pre_attn_scalar)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(attn_softcap, FK_CF_F32, "attn_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(final_softcap, FK_CF_F32, "final_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(alibi_bias_max, FK_CF_F32, "alibi_bias_max (ALiBi)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
+    X(clip_qkv, FK_CF_F32, "clip_qkv", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(sliding_window, FK_CF_I64, "sliding_window", FK_CF_COMPARE, 0, 0, "") \
     X(sliding, FK_CF_LAYER_FLAGS, "layer_types (sliding layers)", FK_CF_COMPARE, 0, 0, "") \
     X(rope_theta_local, FK_CF_F32, "rope_local_base_freq", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
@@ -174,6 +197,8 @@ bool fk_config_gated(const fk_config *c);
 // Query heads of layer l (heads[l], or n_head when 0); true when every layer has n_head.
 int64_t fk_config_heads(const fk_config *c, int64_t l);
 bool fk_config_uniform_heads(const fk_config *c);
+// Dims RoPE turns in each head: rotary_dim, or head_dim when it is 0.
+int64_t fk_config_rotary_dim(const fk_config *c);
 // The OpenBLAS core type (OPENBLAS_CORETYPE) this CPU should use when the loaded OpenBLAS did
 // not recognise it and fell back to generic SSE kernels ("SkylakeX" with AVX-512, "Haswell"
 // with AVX2 + FMA), or NULL when its choice is fine. OpenBLAS reads the variable once, when it
@@ -190,6 +215,7 @@ typedef enum {
     FK_P_LNF_W, FK_P_LNF_B, FK_P_LM_HEAD,
     FK_P_ATTN_POST_W, FK_P_FFN_POST_W,   // post-norms (cfg.post_norms), d_model each
     FK_P_Q_NORM_W, FK_P_K_NORM_W,        // QK-norm (cfg.qk_norm), head_dim each
+    FK_P_LM_HEAD_B,                      // LM-head bias (cfg.bias_lm_head), vocab_size
     FK_P_COUNT
 } fk_param_kind;
 
@@ -239,6 +265,7 @@ typedef struct {
     float *w;                      // weights arena
     float *g;                      // gradient arena (NULL until fk_model_alloc_grads)
     int64_t tok_emb, pos_emb, lnf_w, lnf_b, lm_head;   // offsets (-1: absent; lm_head == tok_emb when tied)
+    int64_t lm_head_b;             // LM-head bias offset (-1: absent)
     fk_layer_offsets *layer;
     int64_t rope_len;              // positions of the RoPE tables filled so far (lazily, up to max_seq)
     int64_t rope_cap;              // positions the tables have room for (grown with rope_len, never sized
@@ -262,6 +289,9 @@ typedef struct {
     void (*stored_release)(void *owner);  // called by fk_model_free
     float *stored_tmp;                    // scratch of the stored matmuls
     int64_t stored_tmp_n;
+    // Padded vocabularies: the tokens of the model's tokenizer (fk_model_set_vocab_real); rows
+    // vocab_real .. vocab_size-1 of the embedding and LM head are padding. 0: every row is a token.
+    int64_t vocab_real;
 } fk_model;
 
 // Builds the table and allocates zeroed weights, after checking that they fit the memory
@@ -323,6 +353,14 @@ void fk_model_set_stored_owner(fk_model *m, void *owner, void (*release)(void *o
 fk_status fk_model_read_rows(const fk_model *m, int param, int64_t row0, int64_t rows, float *out);
 // Whether any weight is read as stored (the model is frozen: inference only).
 bool fk_model_is_frozen(const fk_model *m);
+// Padded vocabularies (Qwen2.5: 151936 rows for 151665 tokens; Phi-3: 32064 for 32011): the
+// model's tokenizer has n_tokens <= vocab_size tokens; the logits of rows n_tokens.. become
+// FK_LOGIT_MASKED in every forward and their gradient zero, so losses, extraction, evaluation
+// and sampling are over the real tokens, as with the rows cut; the rows themselves stay (saving
+// writes vocab_size back). n_tokens 0 or vocab_size: none (the default). FK_ERR_ARG outside that.
+fk_status fk_model_set_vocab_real(fk_model *m, int64_t n_tokens);
+// The rows that are tokens: vocab_real, or vocab_size when there is no padding.
+int64_t fk_model_vocab_real(const fk_model *m);
 // Bytes of weights the model reads: the arena's entries that are not stored, plus the stored
 // rows' bytes.
 size_t fk_model_weight_bytes(const fk_model *m);

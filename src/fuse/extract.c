@@ -94,6 +94,17 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
         for (size_t k = 0; k < sizeof slide / sizeof slide[0]; k++) f[n++] = slide[k];
     }
     if (c->gelu_exact) f[n++] = 0xE6E1u;  // exact GELU (tanh-GELU models keep their fingerprints)
+    if (c->alibi_bias_max > 0 || c->clip_qkv > 0) {  // ALiBi, clip_qkv (MPT)
+        uint32_t ab, cq;
+        memcpy(&ab, &c->alibi_bias_max, 4);
+        memcpy(&cq, &c->clip_qkv, 4);
+        f[n++] = 0xA11B1ull << 32 | ab;
+        f[n++] = cq;
+    }
+    if (c->pos == FK_POS_ROPE && fk_config_rotary_dim(c) != c->head_dim)  // partial rotary (whole-head RoPE models keep theirs)
+        f[n++] = 0x20DA0000u | (uint64_t)c->rotary_dim;
+    if (c->residual != FK_RESID_SEQUENTIAL || c->bias_lm_head) f[n++] = 0x9A7A0u | (uint64_t)c->residual << 1 | c->bias_lm_head;
+    if (m->vocab_real > 0) f[n++] = 0x9ADull << 40 | (uint64_t)m->vocab_real;  // padding rows masked (unpadded models keep theirs)
     uint64_t h = hash_bytes(f, (size_t)n * sizeof(uint64_t), 0x30DE1ull);
     for (int i = 0; i < m->n_params; i++) {
         const fk_param *p = &m->params[i];
@@ -256,7 +267,7 @@ typedef struct {
 // e->q[b], for the rows from done_seqs on (those before are on disk already).
 static fk_status batch_dists(const extract_batch *e, int64_t c0, int rows, int64_t done_seqs) {
     int T = e->T, T1 = e->T1, lead = e->lead, k = e->k;
-    int64_t V = e->V;
+    int64_t V = e->V, Vr = fk_model_vocab_real(e->m);  // rows Vr.. are padding: never a stored id, no mass
     fk_store_seq *q = e->q;
     for (int b = 0; b < rows; b++) {
         int64_t off = (c0 + b) * T;
@@ -273,7 +284,7 @@ static fk_status batch_dists(const extract_batch *e, int64_t c0, int rows, int64
         int b = (int)(i / T), tt = (int)(i % T);
         if (c0 + b < done_seqs || tt >= q[b].n) continue;
         int64_t p = q[b].first + tt;
-        if (!position_dist(logits + ((int64_t)b * T1 + lead + tt) * V, V, k, e->ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
+        if (!position_dist(logits + ((int64_t)b * T1 + lead + tt) * V, Vr, k, e->ids[p + 1], &q[b].count[tt], q[b].ids + (int64_t)tt * k,
                            q[b].logp + (int64_t)tt * k, &q[b].ce[tt])) {
             #pragma omp critical
             if (bad < 0 || p < bad) bad = p;

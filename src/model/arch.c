@@ -66,9 +66,108 @@ static const arch_tensor hf_llama[] = {
     {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "model.norm.weight"},
     {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "model.norm.bias"},
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
+    {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "lm_head.bias"},
 };
 
-// llama.cpp's gpt2: fused q/k/v in the internal (untransposed) layout.
+// StarCoder2 (Starcoder2ForCausalLM): Llama's attention names, LayerNorms with biases, a plain
+// MLP mlp.c_fc / mlp.c_proj (nn.Linear, not GPT-2's Conv1D).
+static const arch_tensor hf_starcoder2[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "model.embed_tokens.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, 0, "model.layers.%d.input_layernorm.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, 0, "model.layers.%d.input_layernorm.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_Q, 0, "model.layers.%d.self_attn.q_proj.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_Q, 0, "model.layers.%d.self_attn.q_proj.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_K, 0, "model.layers.%d.self_attn.k_proj.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_K, 0, "model.layers.%d.self_attn.k_proj.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.bias"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.o_proj.weight"},
+    {FK_P_O_B, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.o_proj.bias"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, 0, "model.layers.%d.post_attention_layernorm.weight"},
+    {FK_P_LN2_B, ARCH_ROWS_ALL, 0, "model.layers.%d.post_attention_layernorm.bias"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.c_fc.weight"},
+    {FK_P_UP_B, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.c_fc.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.c_proj.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.c_proj.bias"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "model.norm.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "model.norm.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
+};
+
+// Phi-3 (Phi3ForCausalLM): q, k and v rows in one qkv_proj, gate then up rows in one gate_up_proj
+// (transformers chunks it gate first), as fusekit's qkv and up entries hold them.
+static const arch_tensor hf_phi3[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "model.embed_tokens.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, 0, "model.layers.%d.input_layernorm.weight"},
+    {FK_P_QKV_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.qkv_proj.weight"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.o_proj.weight"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, 0, "model.layers.%d.post_attention_layernorm.weight"},
+    {FK_P_UP_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.gate_up_proj.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.down_proj.weight"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "model.norm.weight"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
+};
+
+// MPT (transformers' MptForCausalLM): fused Wqkv (q, k, v rows), LayerNorms and linear maps
+// without biases (no_bias), the LM head tied to wte unless tie_word_embeddings is false.
+static const arch_tensor hf_mpt[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "transformer.wte.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, 0, "transformer.blocks.%d.norm_1.weight"},
+    {FK_P_QKV_W, ARCH_ROWS_ALL, 0, "transformer.blocks.%d.attn.Wqkv.weight"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "transformer.blocks.%d.attn.out_proj.weight"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, 0, "transformer.blocks.%d.norm_2.weight"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "transformer.blocks.%d.ffn.up_proj.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "transformer.blocks.%d.ffn.down_proj.weight"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "transformer.norm_f.weight"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
+};
+
+// GPT-NeoX / Pythia (GPTNeoXForCausalLM): query_key_value fuses q, k and v per head ([q_h; k_h; v_h]);
+// the LM head is embed_out, as checkpoints and transformers 5's save_pretrained name it.
+static const arch_tensor hf_gpt_neox[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "gpt_neox.embed_in.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.input_layernorm.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.input_layernorm.bias"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.post_attention_layernorm.weight"},
+    {FK_P_LN2_B, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.post_attention_layernorm.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_ALL, ARCH_T_QKV_HEADS, "gpt_neox.layers.%d.attention.query_key_value.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_ALL, ARCH_T_QKV_HEADS, "gpt_neox.layers.%d.attention.query_key_value.bias"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.attention.dense.weight"},
+    {FK_P_O_B, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.attention.dense.bias"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight"},
+    {FK_P_UP_B, ARCH_ROWS_UP, 0, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "gpt_neox.final_layer_norm.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "gpt_neox.final_layer_norm.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "embed_out.weight"},
+};
+
+// Phi-2 (PhiForCausalLM): one input_layernorm for the parallel attention and MLP, biases on every
+// linear map, the LM head's included.
+static const arch_tensor hf_phi[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "model.embed_tokens.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, 0, "model.layers.%d.input_layernorm.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, 0, "model.layers.%d.input_layernorm.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_Q, 0, "model.layers.%d.self_attn.q_proj.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_Q, 0, "model.layers.%d.self_attn.q_proj.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_K, 0, "model.layers.%d.self_attn.k_proj.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_K, 0, "model.layers.%d.self_attn.k_proj.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.bias"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.dense.weight"},
+    {FK_P_O_B, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.dense.bias"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.fc1.weight"},
+    {FK_P_UP_B, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.fc1.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.fc2.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.fc2.bias"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "model.final_layernorm.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "model.final_layernorm.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
+    {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "lm_head.bias"},
+};
+
+// llama.cpp's gpt2 (and mpt, without position_embd): fused q/k/v in the internal (untransposed) layout.
 static const arch_tensor gguf_gpt2[] = {
     {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
     {FK_P_POS_EMB, ARCH_ROWS_ALL, 0, "position_embd.weight"},
@@ -121,6 +220,20 @@ static const arch_tensor gguf_llama[] = {
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
 };
 
+// llama.cpp's phi3: fused attn_qkv (q, k, v rows) and ffn_up (gate, then up rows: its SwiGLU
+// splits the product in halves, the first through SiLU), NEOX rotation.
+static const arch_tensor gguf_phi3[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.attn_norm.weight"},
+    {FK_P_QKV_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_qkv.weight"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.weight"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.ffn_norm.weight"},
+    {FK_P_UP_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_up.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.weight"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, ARCH_T_NORM, "output_norm.weight"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
+};
+
 // ------------------------------------------------------------------ shared conventions
 
 float arch_attn_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
@@ -162,6 +275,8 @@ void arch_apply_switches(const arch_switches *s, fk_config *c) {
     c->bias_norm = s->bias_norm;
     c->post_norms = s->post_norms;
     c->qk_norm = s->qk_norm;
+    c->residual = s->residual;
+    c->bias_lm_head = s->bias_lm_head;
     if (s->gemma_scales) {
         c->emb_scale = c->d_model > 0 ? (float)sqrt((double)c->d_model) : 0;  // transformers: hidden_size**0.5 as a float32 tensor
         c->norm_offset = 1;                                                 // Gemma's RMSNorm scales by 1 + w
@@ -175,16 +290,35 @@ static bool uniform_layers(const fk_config *c) { return fk_config_uniform_ffn(c)
 // The row's switches, exactly (biases through an attention_bias key: q/k/v and output alike).
 static bool switches_match(const arch_family *f, const fk_config *c) {
     const arch_switches *s = &f->sw;
-    bool attn_key = arch_key_of(f, ARCH_F_ATTN_BIAS) != NULL;
-    return c->norm == s->norm && c->pos == s->pos && c->mlp == s->mlp && c->bias_mlp == s->bias_mlp && c->bias_norm == s->bias_norm &&
-           (attn_key ? c->bias_qkv == c->bias_out : c->bias_qkv == s->bias_qkv && c->bias_out == s->bias_out) &&
-           c->post_norms == s->post_norms && c->qk_norm == s->qk_norm && (!c->gelu_exact || f->acts_exact);
+    bool attn_key = arch_key_of(f, ARCH_F_ATTN_BIAS) != NULL, all_key = arch_key_of(f, ARCH_F_USE_BIAS) != NULL;
+    bool biases = all_key ? c->bias_qkv == c->bias_out && c->bias_out == c->bias_mlp
+                : c->bias_mlp == s->bias_mlp && (attn_key ? c->bias_qkv == c->bias_out : c->bias_qkv == s->bias_qkv && c->bias_out == s->bias_out);
+    return c->norm == s->norm && c->pos == s->pos && c->mlp == s->mlp && c->bias_norm == s->bias_norm && biases &&
+           c->post_norms == s->post_norms && c->qk_norm == s->qk_norm && (!c->gelu_exact || f->acts_exact) &&
+           (c->alibi_bias_max > 0) == f->alibi && (!(c->clip_qkv > 0) || f->alibi) && c->bias_lm_head == s->bias_lm_head &&
+           // use_parallel_residual (gpt_neox) says parallel with two norms or sequential
+           (arch_key_of(f, ARCH_F_PARALLEL) ? c->residual != FK_RESID_PARALLEL_SHARED : c->residual == s->residual);
 }
 
-// None of the Gemma family's scales, soft-caps, query scale, local RoPE base or sliding layers.
-static bool no_gemma_switch(const fk_config *c) {
+// None of the Gemma family's scales, soft-caps, query scale or local RoPE base.
+static bool no_gemma_scale(const fk_config *c) {
     return !(c->emb_scale > 0) && c->norm_offset == 0 && !(c->attn_scale > 0) && !(c->attn_softcap > 0) && !(c->final_softcap > 0) &&
-           !(c->rope_theta_local > 0) && !arch_any_sliding(c);
+           !(c->rope_theta_local > 0);
+}
+
+// ... nor sliding layers.
+static bool no_gemma_switch(const fk_config *c) { return no_gemma_scale(c) && !arch_any_sliding(c); }
+
+// The windows a sliding_window key says (some: Qwen's, on any layers; else on every layer or
+// none): below the context, with the global RoPE unscaled (fusekit's sliding layers would
+// otherwise take an unscaled table of their own, hf.c's set_window).
+static bool window_fits(const fk_config *c, bool some) {
+    bool any = false, all = true;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        any |= arch_slides(c, l);
+        all &= arch_slides(c, l);
+    }
+    return !any || ((all || some) && c->sliding_window < c->max_seq && !arch_rope_scaled(c) && c->rope_orig_ctx == 0);
 }
 
 // gpt2: no RoPE scaling, multi-head attention over d_model, one FFN width.
@@ -193,12 +327,53 @@ static bool hf_fits_gpt2(const arch_family *f, const fk_config *c) {
            c->head_dim * c->n_head == c->d_model && fk_config_uniform_ffn(c);
 }
 
+// RoPE over whole heads (rows whose files have no partial-rotary key).
+static bool whole_rotary(const fk_config *c) { return fk_config_rotary_dim(c) == c->head_dim; }
+
 // llama, qwen2: their switches (rope_scaling holds linear and Llama 3 scaling).
-static bool hf_fits_llama(const arch_family *f, const fk_config *c) { return switches_match(f, c) && no_gemma_switch(c); }
+static bool hf_fits_llama(const arch_family *f, const fk_config *c) { return switches_match(f, c) && no_gemma_switch(c) && whole_rotary(c); }
+
+// qwen2, qwen3: llama's, with sliding windows on any layers (use_sliding_window).
+static bool hf_fits_qwen(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && no_gemma_scale(c) && whole_rotary(c) && window_fits(c, true);
+}
+
+// mistral: llama with a window on every layer (without one it is llama, the row before it).
+static bool hf_fits_mistral(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && no_gemma_scale(c) && whole_rotary(c) && arch_any_sliding(c) && window_fits(c, false);
+}
+
+// starcoder2: no head_dim key (d_model / n_head), one FFN width, a window on every layer or none.
+static bool hf_fits_starcoder2(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && no_gemma_scale(c) && whole_rotary(c) && window_fits(c, false) && c->head_dim * c->n_head == c->d_model &&
+           uniform_layers(c);
+}
+
+// phi3: what llama and mistral do not say, partial rotary (Phi-4-mini), with transformers' head_dim
+// d_model / n_head and one FFN width and head count (qkv_proj and gate_up_proj are split by them).
+static bool hf_fits_phi3(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && no_gemma_scale(c) && !whole_rotary(c) && window_fits(c, false) && c->head_dim * c->n_head == c->d_model &&
+           uniform_layers(c);
+}
+
+// mpt: ALiBi, MptMLP's exact GELU, multi-head attention over d_model, one FFN width that is a
+// whole multiple of d_model (expansion_ratio), a softmax_scale but none of Gemma's other switches.
+static bool hf_fits_mpt(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && c->gelu_exact && !(c->emb_scale > 0) && !(c->attn_softcap > 0) && !(c->final_softcap > 0) &&
+           !arch_any_sliding(c) && c->n_kv_head == c->n_head && c->head_dim * c->n_head == c->d_model && uniform_layers(c) &&
+           c->ffn[0] % c->d_model == 0 && c->alibi_bias_max == floorf(c->alibi_bias_max);  // MptAttentionConfig: an int
+}
+
+// gpt_neox (multi-head only) and phi: no scaled RoPE, no sliding windows, heads over d_model, one
+// FFN width and head count; any rotary share.
+static bool hf_fits_neox_phi(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_scaled(c) && c->rope_orig_ctx == 0 &&
+           (c->n_kv_head == c->n_head || arch_key_of(f, ARCH_F_N_KV_HEAD)) && c->head_dim * c->n_head == c->d_model && uniform_layers(c);
+}
 
 // gemma, gemma2, gemma3_text: the generation's switches and what its keys can say.
 static bool hf_fits_gemma(const arch_family *f, const fk_config *c) {
-    if (!switches_match(f, c) || c->rope_orig_ctx > 0) return false;  // no Gemma type has Llama 3 scaling
+    if (!switches_match(f, c) || c->rope_orig_ctx > 0 || !whole_rotary(c)) return false;  // no Gemma type has Llama 3 scaling
     if (c->emb_scale != (float)sqrt((double)c->d_model) || (c->norm_offset != 0 && c->norm_offset != 1)) return false;
     bool any_local = false, scaled = arch_rope_scaled(c), sliding = arch_any_sliding(c);
     for (int64_t l = 0; l < c->n_layer; l++) any_local |= c->sliding[l] != 0;
@@ -216,8 +391,15 @@ static bool hf_fits_gemma(const arch_family *f, const fk_config *c) {
 // ------------------------------------------------------------------ GGUF: which llama.cpp architecture represents a config
 
 fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
+    if (c->pos == FK_POS_ROPE && !whole_rotary(c) && !(f && f->gguf_rotary_part && f->gguf_neox))  // (interleaved rows permute whole heads)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model rotates %lld of its %lld head dims (partial rotary), which llama.cpp's "
+                        "%s graph does not (it requires rope.dimension_count to equal the head size)", (long long)c->rotary_dim,
+                        (long long)c->head_dim, f && f->gguf ? f->gguf : "llama");
     if (c->rope_orig_ctx > 0)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit does not export to GGUF");
+    if ((c->alibi_bias_max > 0 || c->clip_qkv > 0) && !(f && f->alibi))
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which of llama.cpp's architectures fusekit writes only mpt "
+                        "expresses (LayerNorm, ALiBi, a GELU MLP)", c->alibi_bias_max > 0 ? "ALiBi" : "clip_qkv");
     if (f && f->sw.gemma_scales) return FK_OK;
     bool post = f && f->sw.post_norms, qk = f && f->sw.qk_norm;  // what the row's own switches include
     const char *sw = c->emb_scale != 0 ? "an embedding scale"
@@ -227,7 +409,8 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
                    : c->attn_scale != 0 && fabsf(c->attn_scale * sqrtf((float)c->head_dim) - 1.0f) > 1e-6f ? "an attention scale other than 1/sqrt(head_dim)"
                    : c->attn_softcap != 0 ? "attention-logit soft-capping"
                    : c->final_softcap != 0 ? "final-logit soft-capping"
-                   : arch_any_sliding(c) ? "sliding-window attention"
+                   : arch_any_sliding(c) && (c->rope_theta_local > 0 || !window_fits(c, true))
+                       ? "sliding layers with a RoPE table of their own (a local base, or unscaled under RoPE scaling)"
                    : c->rope_scale != 0 && c->rope_scale != 1 ? "RoPE scaling"
                    : NULL;
     if (sw)
@@ -239,12 +422,12 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
 // The row's norm, position and MLP kinds, post-norms and QK-norm (gpt2).
 static bool gguf_claims_kind(const arch_family *f, const fk_config *c) {
     return c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->post_norms == f->sw.post_norms &&
-           c->qk_norm == f->sw.qk_norm;
+           c->qk_norm == f->sw.qk_norm && c->residual == f->sw.residual && c->bias_lm_head == f->sw.bias_lm_head;
 }
 
-// llama reads one FFN width and head count; deci one per layer.
+// llama reads one FFN width and head count (and rotates whole heads: phi3 claims the rest); deci one per layer.
 static bool gguf_claims_llama(const arch_family *f, const fk_config *c) {
-    return gguf_claims_kind(f, c) && !c->bias_norm && uniform_layers(c);
+    return gguf_claims_kind(f, c) && !c->bias_norm && uniform_layers(c) && whole_rotary(c);
 }
 
 static bool gguf_claims_deci(const arch_family *f, const fk_config *c) {
@@ -288,6 +471,49 @@ static fk_status gguf_fits_deci(const arch_family *f, const fk_config *c) {
     if (c->bias_mlp)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: MLP biases (e.g. from FLAP pruning) with per-layer FFN widths or head counts: "
                         "llama.cpp's deci architecture, the one that reads per-layer widths, has no FFN biases");
+    return FK_OK;
+}
+
+// mpt: ALiBi (LayerNorm, no positions, a GELU MLP: the row's switches), one FFN width and head count.
+static bool gguf_claims_mpt(const arch_family *f, const fk_config *c) { return gguf_claims_kind(f, c) && c->alibi_bias_max > 0; }
+
+// llama.cpp's mpt computes the tanh GELU and the scale 1/sqrt(head_dim); its biases are each optional.
+static fk_status gguf_fits_mpt(const arch_family *f, const fk_config *c) {
+    FK_TRY(arch_gguf_refuse(f, c));
+    if (c->gelu_exact)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (MPT's MptMLP); llama.cpp's mpt architecture computes the "
+                        "tanh approximation (as it does for every MPT its converter writes), so the export would be a different model");
+    if (!uniform_layers(c) || c->bias_qkv != c->bias_out || c->bias_qkv != c->bias_mlp)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: an ALiBi model with %s: llama.cpp's mpt reads one FFN width and head count",
+                        uniform_layers(c) ? "some linear biases but not all (fusekit writes all or none for mpt)" : "per-layer FFN widths or head counts");
+    return FK_OK;
+}
+
+// starcoder2: LayerNorm with bias, RoPE and a plain GELU MLP, one FFN width and head count.
+static bool gguf_claims_starcoder2(const arch_family *f, const fk_config *c) {
+    return gguf_claims_kind(f, c) && c->bias_norm && uniform_layers(c);
+}
+
+// llama.cpp's starcoder2 computes the tanh GELU; its biases are each optional.
+static fk_status gguf_fits_starcoder2(const arch_family *f, const fk_config *c) {
+    FK_TRY(gguf_fits_llama(f, c));
+    if (c->gelu_exact)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (hidden_act \"gelu\"); llama.cpp's starcoder2 architecture "
+                        "computes the tanh approximation (gelu_pytorch_tanh), so the export would be a different model");
+    return FK_OK;
+}
+
+// phi3: llama's switches with what llama's GGUF does not say, partial rotary (Phi-4-mini).
+static bool gguf_claims_phi3(const arch_family *f, const fk_config *c) {
+    return gguf_claims_kind(f, c) && !c->bias_norm && uniform_layers(c) && !whole_rotary(c);
+}
+
+// llama.cpp's phi3 has no biases.
+static fk_status gguf_fits_phi3(const arch_family *f, const fk_config *c) {
+    FK_TRY(arch_gguf_refuse(f, c));
+    if (c->bias_qkv || c->bias_out || c->bias_mlp)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: linear biases in a partial-rotary Llama-style model: llama.cpp's phi3 architecture "
+                        "has none");
     return FK_OK;
 }
 
@@ -350,17 +576,61 @@ static const arch_key keys_llama[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0},
     {ARCH_F_FLAG, "mlp_bias", ARCH_D_VALUE, 0}, DROPOUT,
 };
+// Qwen's window keys (use_sliding_window, sliding_window, max_window_layers 28 by default, layer_types)
+#define QWEN_WINDOW {ARCH_F_QWEN_WINDOW, "use_sliding_window", ARCH_D_VALUE, 28}
 static const arch_key keys_qwen2[] = {
-    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_FLAG, "use_sliding_window", ARCH_D_VALUE, 0}, DROPOUT,
+    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), QWEN_WINDOW, DROPOUT,
 };
 // qwen3: qwen2 with QK-norm (weight w), no q/k/v bias by default and an explicit head_dim
 static const arch_key keys_qwen3[] = {
     LLAMA_SIZES(32768, ARCH_D_VALUE, 128), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0},
-    {ARCH_F_FLAG, "use_sliding_window", ARCH_D_VALUE, 0}, DROPOUT,
+    QWEN_WINDOW, DROPOUT,
 };
-// sliding-window attention equals full attention within the window: the window caps the context
+// mistral: a window on every layer, 4096 when the key is absent (transformers' MistralConfig, whose
+// context is 4096 * 32 by default)
 static const arch_key keys_mistral[] = {
-    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_WINDOW_CAP, "sliding_window", ARCH_D_READ_ONLY, 0}, DROPOUT,
+    LLAMA_SIZES(131072, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 4096}, DROPOUT,
+};
+// The sizes of a config.json without head_dim (d_model / n_head), with transformers' defaults.
+#define PLAIN_SIZES(kv_how, kv, ctx, eps_key, eps) \
+    {ARCH_F_D_MODEL, "hidden_size", ARCH_D_REQUIRED, 0}, {ARCH_F_FFN, "intermediate_size", ARCH_D_REQUIRED, 0}, \
+    {ARCH_F_N_LAYER, "num_hidden_layers", ARCH_D_REQUIRED, 0}, {ARCH_F_N_HEAD, "num_attention_heads", ARCH_D_REQUIRED, 0}, \
+    {ARCH_F_N_KV_HEAD, "num_key_value_heads", kv_how, kv}, {ARCH_F_MAX_SEQ, "max_position_embeddings", ARCH_D_VALUE, ctx}, \
+    {ARCH_F_NORM_EPS, eps_key, ARCH_D_VALUE, eps}
+// starcoder2: use_bias on every linear map, no window by default, its own dropout names
+static const arch_key keys_starcoder2[] = {
+    PLAIN_SIZES(ARCH_D_VALUE, 2, 4096, "norm_epsilon", 1e-5), LLAMA_ROPE(1), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
+    {ARCH_F_USE_BIAS, "use_bias", ARCH_D_VALUE, 1}, DROPOUT, {ARCH_F_ZERO, "residual_dropout", ARCH_D_VALUE, 0},
+    {ARCH_F_ZERO, "embedding_dropout", ARCH_D_VALUE, 0},
+};
+// phi3: no window by default, GPT-2's dropout names
+static const arch_key keys_phi3[] = {
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), LLAMA_ROPE(1), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
+    {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0}, DROPOUT,
+};
+// mpt: the sizes under MPT's names, the rest (expansion_ratio, attn_config, ...) as one group
+static const arch_key keys_mpt[] = {
+    {ARCH_F_D_MODEL, "d_model", ARCH_D_REQUIRED, 0}, {ARCH_F_N_HEAD, "n_heads", ARCH_D_REQUIRED, 0},
+    {ARCH_F_N_LAYER, "n_layers", ARCH_D_REQUIRED, 0}, {ARCH_F_MAX_SEQ, "max_seq_len", ARCH_D_VALUE, 2048},
+    {ARCH_F_NORM_EPS, "layer_norm_epsilon", ARCH_D_VALUE, 1e-5}, {ARCH_F_MPT, "attn_config", ARCH_D_VALUE, 0},
+    {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "emb_pdrop", ARCH_D_VALUE, 0},
+};
+// gpt_neox: transformers 4's keys, which 5 still reads (rotary_pct and rotary_emb_base go to
+// rope_parameters, read too); absent hidden_act is the exact GELU (`def` 1)
+static const arch_key keys_gpt_neox[] = {
+    {ARCH_F_D_MODEL, "hidden_size", ARCH_D_REQUIRED, 0}, {ARCH_F_FFN, "intermediate_size", ARCH_D_REQUIRED, 0},
+    {ARCH_F_N_LAYER, "num_hidden_layers", ARCH_D_REQUIRED, 0}, {ARCH_F_N_HEAD, "num_attention_heads", ARCH_D_REQUIRED, 0},
+    {ARCH_F_MAX_SEQ, "max_position_embeddings", ARCH_D_VALUE, 2048}, {ARCH_F_NORM_EPS, "layer_norm_eps", ARCH_D_VALUE, 1e-5},
+    {ARCH_F_ROPE_THETA, "rotary_emb_base", ARCH_D_VALUE, 1e4}, {ARCH_F_ACT, "hidden_act", ARCH_D_VALUE, 1},
+    {ARCH_F_ROTARY, "rotary_pct", ARCH_D_VALUE, 0.25}, {ARCH_F_PARALLEL, "use_parallel_residual", ARCH_D_VALUE, 1},
+    {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 1}, DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
+};
+// phi: partial_rotary_factor 0.5 when absent; qk_layernorm (LayerNorms on q and k) is refused
+static const arch_key keys_phi[] = {
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 2048, "layer_norm_eps", 1e-5), {ARCH_F_ROPE_THETA, "rope_theta", ARCH_D_VALUE, 1e4},
+    {ARCH_F_ACT, "hidden_act", ARCH_D_VALUE, 0}, {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 0.5},
+    {ARCH_F_FLAG, "qk_layernorm", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0},
+    DROPOUT,
 };
 static const arch_key keys_fusekit[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(0), DROPOUT, {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0},
@@ -386,7 +656,11 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 #define SW_LLAMA {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, false, false, false, false, false, false, false}
 #define SW_QWEN2 {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, true,  false, false, false, false, false, false}
 #define SW_QWEN3 {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, false, false, false, false, false, true,  false}
+#define SW_STARCODER2 {FK_NORM_LAYERNORM, FK_POS_ROPE, FK_MLP_GELU, true, true,  true,  true,  false, false, false}
 #define SW_GEMMA(post, qk) {FK_NORM_RMSNORM, FK_POS_ROPE, FK_MLP_GEGLU, false, false, false, false, post, qk, true}
+#define SW_MPT   {FK_NORM_LAYERNORM, FK_POS_NONE,    FK_MLP_GELU,   false, false, false, false, false, false, false}
+#define SW_NEOX_PHI(resid, lm_bias) {.norm = FK_NORM_LAYERNORM, .pos = FK_POS_ROPE, .mlp = FK_MLP_GELU, .bias_qkv = true, .bias_out = true, \
+                                     .bias_mlp = true, .bias_norm = true, .residual = resid, .bias_lm_head = lm_bias}
 
 // The Hugging Face columns, and the GGUF columns of a row with llama.cpp's Llama tensor names.
 #define HF(cls_, set_, keys_, acts_, tied_, fits_) \
@@ -402,8 +676,8 @@ const arch_family arch_families[] = {
      .gguf = "gpt2", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_kind, .gguf_fits = gguf_fits_gpt2},
     {FK_ARCH_LLAMA, "llama", NULL, 0, SW_LLAMA, HF("LlamaForCausalLM", hf_llama, keys_llama, acts_silu, false, hf_fits_llama),
      GGUF("llama", false, false, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
-    {FK_ARCH_QWEN2, "qwen2", NULL, 0, SW_QWEN2, HF("Qwen2ForCausalLM", hf_llama, keys_qwen2, acts_silu, false, hf_fits_llama)},
-    {FK_ARCH_MISTRAL, "mistral", NULL, 0, SW_LLAMA, HF("MistralForCausalLM", hf_llama, keys_mistral, acts_silu, false, NULL)},
+    {FK_ARCH_QWEN2, "qwen2", NULL, 0, SW_QWEN2, HF("Qwen2ForCausalLM", hf_llama, keys_qwen2, acts_silu, false, hf_fits_qwen)},
+    {FK_ARCH_MISTRAL, "mistral", NULL, 0, SW_LLAMA, HF("MistralForCausalLM", hf_llama, keys_mistral, acts_silu, false, hf_fits_mistral)},
     // every switch in its config.json: what no other model_type describes (fk_config_arch's fallback)
     {FK_ARCH_FUSEKIT, "fusekit", NULL, 0, SW_LLAMA, HF("FusekitForCausalLM", hf_llama, keys_fusekit, NULL, false, NULL)},
     {FK_ARCH_GEMMA, "gemma", NULL, 1, SW_GEMMA(false, false), HF("GemmaForCausalLM", hf_llama, keys_gemma, acts_gemma1, true, hf_fits_gemma),
@@ -415,8 +689,26 @@ const arch_family arch_families[] = {
      HF("Gemma3ForCausalLM", hf_llama, keys_gemma3, acts_gemma, true, hf_fits_gemma),
      GGUF("gemma3", true, true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma), .gguf_swa_pattern = 6},
     // qwen3: llama.cpp rotates it in NEOX order, as Hugging Face stores q and k
-    {FK_ARCH_QWEN3, "qwen3", NULL, 0, SW_QWEN3, HF("Qwen3ForCausalLM", hf_llama, keys_qwen3, acts_silu, false, hf_fits_llama),
+    {FK_ARCH_QWEN3, "qwen3", NULL, 0, SW_QWEN3, HF("Qwen3ForCausalLM", hf_llama, keys_qwen3, acts_silu, false, hf_fits_qwen),
      GGUF("qwen3", false, true, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
+    // starcoder2: llama.cpp rotates it in NEOX order; its tensors are llama's names with LayerNorm and linear biases
+    {FK_ARCH_STARCODER2, "starcoder2", NULL, 0, SW_STARCODER2,
+     HF("Starcoder2ForCausalLM", hf_starcoder2, keys_starcoder2, acts_gemma, true, hf_fits_starcoder2), .acts_exact = acts_gelu_exact,
+     GGUF("starcoder2", false, true, ARCH_GK_LLAMA | ARCH_GK_LAYERNORM, gguf_claims_starcoder2, gguf_fits_starcoder2)},
+    // phi3: llama's computation with fused tensors; llama.cpp rotates it in NEOX order, also partially
+    {FK_ARCH_PHI3, "phi3", NULL, 0, SW_LLAMA, HF("Phi3ForCausalLM", hf_phi3, keys_phi3, acts_silu, false, hf_fits_phi3),
+     .gguf = "phi3", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_phi3), .gguf_keys = ARCH_GK_LLAMA,
+     .gguf_claims = gguf_claims_phi3, .gguf_fits = gguf_fits_phi3},
+    // mpt: ALiBi, clip_qkv, exact GELU (llama.cpp: the tanh GELU), no biases (no_bias), tied by default
+    {FK_ARCH_MPT, "mpt", NULL, 0, SW_MPT, HF("MptForCausalLM", hf_mpt, keys_mpt, NULL, true, hf_fits_mpt), .acts_exact = acts_gelu_exact, .alibi = true,
+     .gguf = "mpt", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM | ARCH_GK_ALIBI, .gguf_claims = gguf_claims_mpt,
+     .gguf_fits = gguf_fits_mpt},
+    // gpt_neox (Pythia): per-head fused q/k/v, parallel (two norms) or sequential, partial rotary in NEOX order
+    {FK_ARCH_GPTNEOX, "gpt_neox", NULL, 0, SW_NEOX_PHI(FK_RESID_PARALLEL, false),
+     HF("GPTNeoXForCausalLM", hf_gpt_neox, keys_gpt_neox, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact},
+    // phi (Phi-2): attention and MLP in parallel from one LayerNorm, an LM-head bias, partial rotary
+    {FK_ARCH_PHI, "phi", NULL, 0, SW_NEOX_PHI(FK_RESID_PARALLEL_SHARED, true),
+     HF("PhiForCausalLM", hf_phi, keys_phi, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };
@@ -479,6 +771,7 @@ static int64_t kind_offset(const fk_model *m, fk_param_kind k, int l) {
     case FK_P_LNF_W: return m->lnf_w;
     case FK_P_LNF_B: return m->lnf_b;
     case FK_P_LM_HEAD: return m->cfg.tied ? -1 : m->lm_head;
+    case FK_P_LM_HEAD_B: return m->lm_head_b;
     case FK_P_LN1_W: return o->ln1_w;
     case FK_P_LN1_B: return o->ln1_b;
     case FK_P_QKV_W: return o->qkv_w;
@@ -501,7 +794,7 @@ static int64_t kind_offset(const fk_model *m, fk_param_kind k, int l) {
 }
 
 static bool per_layer(fk_param_kind k) {
-    return k != FK_P_TOK_EMB && k != FK_P_POS_EMB && k != FK_P_LNF_W && k != FK_P_LNF_B && k != FK_P_LM_HEAD;
+    return k != FK_P_TOK_EMB && k != FK_P_POS_EMB && k != FK_P_LNF_W && k != FK_P_LNF_B && k != FK_P_LM_HEAD && k != FK_P_LM_HEAD_B;
 }
 
 // Rows [*row0, *row0 + *rows) of entry p that tensor row r of layer l holds; false when the

@@ -26,6 +26,8 @@ enum {
     ARCH_T_NORM = 1u << 4,      // GGUF: an RMSNorm weight, stored plus the norm offset (Gemma)
     ARCH_T_QSCALE = 1u << 5,    // GGUF: carries an attention scale folded into the queries (Gemma): the
                                 // QK-norm weight when the layer has one, else the query rows
+    ARCH_T_QKV_HEADS = 1u << 6, // Hugging Face: a whole qkv entry with its rows interleaved per head, [q_h; k_h; v_h]
+                                // for each head h (GPT-NeoX's query_key_value; multi-head attention only)
 };
 
 // One file tensor: `name` is a printf pattern, with %d for the layer of a per-layer entry.
@@ -50,6 +52,8 @@ typedef struct {
     bool bias_qkv, bias_out, bias_mlp, bias_norm;
     bool post_norms, qk_norm;
     bool gemma_scales;  // Gemma's embedding scale sqrt(d_model) and RMSNorm scale 1 + w (HF: norm_offset 1)
+    fk_residual_kind residual;  // parallel attention and MLP (gpt_neox: either, through use_parallel_residual; phi)
+    bool bias_lm_head;          // an LM-head bias (phi)
 } arch_switches;
 
 // What a config.json key of the common fields holds (arch_key.field).
@@ -63,10 +67,19 @@ typedef enum {
     ARCH_F_ATTN_BIAS, // a boolean that sets bias_qkv and bias_out together (attention_bias)
     ARCH_F_ROPE_SCALING, // the Llama family's rope_scaling / rope_parameters (def 1: a linear scale written
                          // here; 0: the fusekit type keeps it among its switches)
-    ARCH_F_WINDOW_CAP,   // Mistral's sliding_window, read as a cap on the context (never written)
+    ARCH_F_WINDOW,       // sliding_window on every layer (mistral, starcoder2, phi3; `def`: the window when the
+                         // key is absent, 0: none); a window at least the context is no window
+    ARCH_F_QWEN_WINDOW,  // Qwen's use_sliding_window with sliding_window, max_window_layers (`def` when absent)
+                         // and layer_types: the sliding layers
+    ARCH_F_USE_BIAS,     // a boolean that sets bias_qkv, bias_out and bias_mlp together (StarCoder2's use_bias)
     ARCH_F_GEMMA,        // the Gemma keys of the row's generation: RoPE (global and local), the query scale,
                          // sliding layers, soft-caps
     ARCH_F_SWITCHES,     // the "fusekit" object: every switch under fk_config's names
+    ARCH_F_MPT,          // MPT's keys beyond the sizes: expansion_ratio, attn_config (alibi, alibi_bias_max, clip_qkv,
+                         // softmax_scale, the options refused), no_bias, learned_pos_emb, norm_type, logit_scale
+    ARCH_F_ROTARY,       // the share of each head RoPE turns (key: rotary_pct, partial_rotary_factor; `def` when absent)
+                         // and transformers 5's rope_parameters {rope_type default, rope_theta, partial_rotary_factor}
+    ARCH_F_PARALLEL,     // use_parallel_residual: parallel (two norms) or sequential (`def` when absent)
 } arch_field;
 
 // How a reader fills a field whose key is absent (or null).
@@ -103,6 +116,7 @@ enum {
                                   // attention.layer_norm_rms_epsilon, key/value_length when head_dim differs
     ARCH_GK_HEAD_LENGTHS = 1u << 2, // attention.key_length / value_length always (Gemma)
     ARCH_GK_GEMMA = 1u << 3,      // sliding windows, the local RoPE base, soft-caps, linear RoPE scaling
+    ARCH_GK_ALIBI = 1u << 4,      // attention.max_alibi_bias, attention.clamp_kqv (when clipping), head_count_kv (mpt)
 };
 
 typedef struct arch_family arch_family;
@@ -124,6 +138,8 @@ struct arch_family {
     const char *const *acts_exact;  // names read as exact GELU (sets gelu_exact; acts_exact[0] written); NULL: none
     bool tied;                // tie_word_embeddings when absent
     const char *hf_optional_prefix;  // a prefix of its tensor names some checkpoints omit (GPT-2's "transformer.")
+    bool alibi;               // its files say ALiBi (alibi_bias_max > 0, position kind none) and clip_qkv (MPT);
+                              // a row without never fits a config with either
     // whether the model_type describes c exactly (NULL: never written, e.g. mistral, read only;
     // fk_config_arch falls back to fusekit, whose config.json carries every switch)
     bool (*hf_fits)(const arch_family *f, const fk_config *c);
@@ -132,6 +148,9 @@ struct arch_family {
     bool gguf_gemma;          // llama.cpp's Gemma conventions (norm weights 1 + w, a hard-coded attention scale)
     bool gguf_neox;           // llama.cpp rotates query/key halves (NEOX order), as Hugging Face does: the rows are
                               // stored as they are; else in its interleaved order (ARCH_T_ROPE rows permuted)
+    bool gguf_rotary_part;    // llama.cpp's graph rotates the first rope.dimension_count dims of a head (partial
+                              // rotary: gptneox, phi2, stablelm); false: it asserts they are the whole head
+                              // (llama, qwen3, gemma: n_embd_head == n_rot), so a partial-rotary config is refused
     arch_tensor_set gguf_t;   // GGUF tensor names
     unsigned gguf_keys;       // ARCH_GK_*
     int gguf_swa_pattern;     // llama.cpp's sliding layers when no sliding_window_pattern key says otherwise:
@@ -175,7 +194,7 @@ bool arch_any_sliding(const fk_config *c);
 // Linear RoPE scaling other than 1 (rope_scale), not Llama 3's.
 bool arch_rope_scaled(const fk_config *c);
 // FK_ERR_UNSUPPORTED for what row f's llama.cpp architecture (f NULL: none) cannot represent
-// whatever its other conditions: Llama 3 RoPE scaling (llama.cpp keeps it as a rope_freqs tensor,
+// whatever its other conditions: partial rotary without gguf_rotary_part, Llama 3 RoPE scaling (llama.cpp keeps it as a rope_freqs tensor,
 // which fusekit does not write), and outside the Gemma rows the first Gemma-family switch c sets
 // that f's own switches lack.
 fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c);

@@ -203,7 +203,10 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
     FK_TRY(fk_gguf_set_str(w, "general.name", name, strlen(name)));
     FK_TRY(fk_gguf_set_u32(w, "general.file_type", type == FK_DT_F32 ? 0 : type == FK_DT_F16 ? 1 : 32));
     FK_TRY(set_u32(w, arch, "vocab_size", c->vocab_size));
-    FK_TRY(set_u32(w, arch, "context_length", c->max_seq));
+    // llama.cpp's non-Gemma graphs have no sliding windows (phi3's key is read and switched off):
+    // within the window full attention is the same, so the window is exported as the context
+    bool gemma_row = arch_of_gguf(arch, strlen(arch))->gguf_keys & ARCH_GK_GEMMA;
+    FK_TRY(set_u32(w, arch, "context_length", !gemma_row && arch_any_sliding(c) ? c->sliding_window : c->max_seq));
     FK_TRY(set_u32(w, arch, "embedding_length", c->d_model));
     FK_TRY(set_u32(w, arch, "block_count", c->n_layer));
     int64_t h[FK_MAX_LAYERS];
@@ -215,13 +218,18 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
     if (keys & ARCH_GK_LLAMA) {
         FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
         FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
-        FK_TRY(set_u32(w, arch, "rope.dimension_count", c->head_dim));
-        FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
+        FK_TRY(set_u32(w, arch, "rope.dimension_count", fk_config_rotary_dim(c)));
+        if (!(keys & ARCH_GK_LAYERNORM)) FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
     }
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
     if ((keys & ARCH_GK_LLAMA) && (c->head_dim * h[0] != c->d_model || (keys & ARCH_GK_HEAD_LENGTHS))) {
         FK_TRY(set_u32(w, arch, "attention.key_length", c->head_dim));
         FK_TRY(set_u32(w, arch, "attention.value_length", c->head_dim));
+    }
+    if (keys & ARCH_GK_ALIBI) {  // mpt: llama.cpp's names for alibi_bias_max and clip_qkv
+        FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
+        FK_TRY(set_f32(w, arch, "attention.max_alibi_bias", c->alibi_bias_max));
+        if (c->clip_qkv > 0) FK_TRY(set_f32(w, arch, "attention.clamp_kqv", c->clip_qkv));
     }
     return keys & ARCH_GK_GEMMA ? gemma_keys(w, c, arch) : FK_OK;
 }
@@ -432,13 +440,25 @@ static fk_status gemma_config(const kreader *r, fk_config *c, double rope_factor
     return FK_OK;
 }
 
+// A window of a non-Gemma file (phi3's converter writes Phi-3's, which llama.cpp switches off):
+// every layer slides, as in Hugging Face's model; one at least the context is none.
+static fk_status window_config(const kreader *r, fk_config *c) {
+    int64_t w;
+    FK_TRY(key_i64(r, "attention.sliding_window", false, 0, &w));
+    if (w <= 0 || w >= c->max_seq) return FK_OK;
+    c->sliding_window = w;
+    for (int64_t l = 0; l < c->n_layer; l++) c->sliding[l] = 1;
+    return FK_OK;
+}
+
 // The head size and RoPE keys of a llama-style file (h0: layer 0's heads): key_length (default
-// d / h0) equal to value_length, RoPE over whole heads, and RoPE scaling only as Gemma's linear
+// d / h0) equal to value_length, RoPE over whole heads unless the row's graph rotates part of
+// them (*rot: the rotated dims, rope.dimension_count), and RoPE scaling only as Gemma's linear
 // scaling (*f, 0 when none); any other is refused.
-static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_t *hd, double *f) {
+static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_t *hd, int64_t *rot, double *f) {
     const fk_gguf *g = r->g;
     const char *arch = r->arch;
-    int64_t vd, rot;
+    int64_t vd;
     char kl[128];
     snprintf(kl, sizeof kl, "%s.attention.key_length", arch);
     if (d % h0 && !fk_gguf_find(g, kl))
@@ -446,13 +466,16 @@ static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_
                         g->path, (long long)d, (long long)h0, arch);
     FK_TRY(key_i64(r, "attention.key_length", false, d / h0, hd));
     FK_TRY(key_i64(r, "attention.value_length", false, d / h0, &vd));
-    FK_TRY(key_i64(r, "rope.dimension_count", false, *hd, &rot));
+    FK_TRY(key_i64(r, "rope.dimension_count", false, *hd, rot));
     if (vd != *hd)
         return fk_error(FK_ERR_UNSUPPORTED, "%s: keys '%s.attention.key_length' and '%s.attention.value_length' differ: key_length %lld != "
                         "value_length %lld is not supported", g->path, arch, arch, (long long)*hd, (long long)vd);
-    if (rot != *hd)
-        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.dimension_count' is %lld but heads have %lld dimensions; partial RoPE is not supported",
-                        g->path, arch, (long long)rot, (long long)*hd);
+    const arch_family *row = arch_of_gguf(arch, strlen(arch));
+    bool part = row && row->gguf_rotary_part && row->gguf_neox;  // llama.cpp's graph rotates the first *rot dims
+    if (*rot != *hd && !(part && *rot > 0 && *rot < *hd && *rot % 2 == 0))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.dimension_count' is %lld but heads have %lld dimensions; %s", g->path, arch,
+                        (long long)*rot, (long long)*hd,
+                        part ? "expected an even number of dims up to the head size" : "llama.cpp's graph for it rotates whole heads only");
     char k[128];
     snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
     fk_gguf_str sc;
@@ -465,6 +488,30 @@ static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_
         if (*f != 0 && *f != 1)
             return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, *f);
     }
+    return FK_OK;
+}
+
+// mpt: the row's switches (ALiBi, no positions; GELU, which llama.cpp computes with the tanh
+// approximation, so gelu_exact stays off), the biases its tensors have, the KV heads,
+// max_alibi_bias (> 0: without ALiBi llama.cpp's mpt would have no positions) and clamp_kqv.
+static fk_status alibi_config(const kreader *r, fk_config *c) {
+    const fk_gguf *g = r->g;
+    arch_apply_switches(&arch_of_gguf(r->arch, strlen(r->arch))->sw, c);
+    c->bias_norm = has_tensor(g, "blk.0.attn_norm.bias");
+    c->bias_qkv = has_tensor(g, "blk.0.attn_qkv.bias");
+    c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
+    c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
+    double bmax, clip;
+    FK_TRY(key_i64(r, "attention.head_count_kv", false, c->n_head, &c->n_kv_head));
+    FK_TRY(key_f64(r, "attention.max_alibi_bias", true, 0, &bmax));
+    FK_TRY(key_f64(r, "attention.clamp_kqv", false, 0, &clip));
+    if (!(bmax > 0 && bmax < 1e6))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.max_alibi_bias' is %g; an mpt model without ALiBi (a positive maximum "
+                        "bias) has no positions and is not supported", g->path, r->arch, bmax);
+    if (!(clip >= 0 && clip < 1e30))
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.attention.clamp_kqv' is %g, expected a number >= 0", g->path, r->arch, clip);
+    c->alibi_bias_max = (float)bmax;
+    c->clip_qkv = (float)clip;
     return FK_OK;
 }
 
@@ -494,7 +541,8 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
                             "are not supported", g->path, arch, (long long)l, (long long)ffn[l]);
         H = heads[l] > H ? heads[l] : H;
     }
-    if (arch_of_gguf(arch, strlen(arch))->gguf_keys & ARCH_GK_LAYERNORM) {
+    unsigned keys = arch_of_gguf(arch, strlen(arch))->gguf_keys;
+    if ((keys & ARCH_GK_LAYERNORM) && !(keys & ARCH_GK_LLAMA)) {
         if (!uniform_arr(heads, L) || !uniform_arr(ffn, L))
             return fk_error(FK_ERR_UNSUPPORTED, "%s: per-layer head counts or FFN widths are not supported for %s", g->path, arch);
         if (d % H) return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld", g->path, (long long)d, (long long)H);
@@ -503,6 +551,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         double eps;
         FK_TRY(key_f64(&r, "attention.layer_norm_epsilon", true, 0, &eps));
         c->norm_eps = (float)eps;
+        if (keys & ARCH_GK_ALIBI) FK_TRY(alibi_config(&r, c));
     } else {
         FK_TRY(key_per_layer(&r, "attention.head_count_kv", false, L, kv, &present));
         if (!present) memcpy(kv, heads, sizeof(int64_t) * (size_t)L);
@@ -511,15 +560,16 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
                             g->path, arch);
         int64_t KV = kv[0];
         if (KV < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.attention.head_count_kv' is 0", g->path, arch);
-        int64_t hd;
+        int64_t hd, rot;
         double f;
-        FK_TRY(llama_head_keys(&r, d, heads[0], &hd, &f));
+        FK_TRY(llama_head_keys(&r, d, heads[0], &hd, &rot, &f));
         fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
         arch_apply_switches(&arch_of_gguf(arch, strlen(arch))->sw, c);  // the row's; biases and Gemma's below
         c->head_dim = hd;
+        c->rotary_dim = rot == hd ? 0 : rot;
         for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
         double eps, theta;
-        FK_TRY(key_f64(&r, "attention.layer_norm_rms_epsilon", true, 0, &eps));
+        FK_TRY(key_f64(&r, keys & ARCH_GK_LAYERNORM ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", true, 0, &eps));
         FK_TRY(key_f64(&r, "rope.freq_base", false, 10000.0, &theta));
         c->norm_eps = (float)eps;
         c->rope_theta = (float)theta;
@@ -527,6 +577,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
         if (gemma_arch(arch)) FK_TRY(gemma_config(&r, c, f));
+        else FK_TRY(window_config(&r, c));
     }
     c->tied = !has_tensor(g, "output.weight") || (gemma_gen(arch) == 1 || gemma_gen(arch) == 2);
     int64_t id;

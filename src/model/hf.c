@@ -35,6 +35,7 @@ fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int
         t->row0 = it[i].row0;
         t->rows = it[i].rows;
         t->transpose = (it[i].flags & ARCH_T_TRANSPOSE) != 0;
+        t->head_rows = it[i].flags & ARCH_T_QKV_HEADS ? m->cfg.head_dim : 0;
         t->ndim = p->ndim;
         if (p->ndim == 1) { t->shape[0] = t->rows; t->shape[1] = 1; }
         else if (t->transpose) { t->shape[0] = p->shape[1]; t->shape[1] = t->rows; }
@@ -51,9 +52,20 @@ static int64_t tensor_cols(const fk_model *m, const fk_hf_tensor *t) {
     return p->ndim == 2 ? p->shape[1] : 1;
 }
 
+// The entry row that file row r of a per-head interleaved qkv tensor holds: file row
+// (h * 3 + s) * hd + j is row s * rows/3 + h * hd + j of q (s 0), k (1) or v (2).
+static int64_t qkv_head_row(const fk_hf_tensor *t, int64_t r) {
+    int64_t hd = t->head_rows, h = r / (3 * hd), s = r / hd % 3;
+    return s * (t->rows / 3) + h * hd + r % hd;
+}
+
 void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out) {
     int64_t cols = tensor_cols(m, t);
     const float *src = arena + m->params[t->param].offset + t->row0 * cols;
+    if (t->head_rows > 0) {
+        for (int64_t r = 0; r < t->rows; r++) memcpy(out + r * cols, src + qkv_head_row(t, r) * cols, (size_t)cols * sizeof(float));
+        return;
+    }
     if (!t->transpose) { memcpy(out, src, (size_t)(t->rows * cols) * sizeof(float)); return; }
     for (int64_t r = 0; r < t->rows; r++)
         for (int64_t c = 0; c < cols; c++) out[c * t->rows + r] = src[r * cols + c];
@@ -62,6 +74,10 @@ void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, 
 void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in) {
     int64_t cols = tensor_cols(m, t);
     float *dst = arena + m->params[t->param].offset + t->row0 * cols;
+    if (t->head_rows > 0) {
+        for (int64_t r = 0; r < t->rows; r++) memcpy(dst + qkv_head_row(t, r) * cols, in + r * cols, (size_t)cols * sizeof(float));
+        return;
+    }
     if (!t->transpose) { memcpy(dst, in, (size_t)(t->rows * cols) * sizeof(float)); return; }
     for (int64_t r = 0; r < t->rows; r++)
         for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = in[c * t->rows + r];
@@ -166,6 +182,7 @@ static void fusekit_switches_json(cJSON *j, const fk_config *c) {
         else add_float(s, f->name, (float)v);
     }
     if (c->rope_scale > 0 && c->rope_scale != 1 && c->rope_orig_ctx == 0) add_float(s, "rope_scale", c->rope_scale);
+    if (c->pos == FK_POS_ROPE && fk_config_rotary_dim(c) != c->head_dim) cJSON_AddNumberToObject(s, "rotary_dim", (double)c->rotary_dim);
     bool any = false;
     for (int64_t l = 0; l < c->n_layer; l++) any |= c->sliding[l] != 0;
     if (c->sliding_window > 0) cJSON_AddNumberToObject(s, "sliding_window", (double)c->sliding_window);
@@ -173,10 +190,60 @@ static void fusekit_switches_json(cJSON *j, const fk_config *c) {
     cJSON_AddItemToObject(j, "fusekit", s);
 }
 
+// sliding_window: the window when a layer slides, else null.
+static void add_window(cJSON *j, const char *key, const fk_config *c) {
+    if (arch_any_sliding(c)) cJSON_AddNumberToObject(j, key, (double)c->sliding_window);
+    else cJSON_AddNullToObject(j, key);
+}
+
+// Qwen's window keys (k->key is use_sliding_window, k->def the default max_window_layers): with
+// windows, layer_types as transformers 5 writes it, and max_window_layers for transformers 4 (the
+// first of the last layers that all slide: exact when no layer before them does).
+static void qwen_window_json(cJSON *j, const arch_key *k, const fk_config *c) {
+    bool any = arch_any_sliding(c);
+    int64_t first = c->n_layer;
+    for (int64_t l = c->n_layer - 1; l >= 0 && arch_slides(c, l); l--) first = l;
+    cJSON_AddBoolToObject(j, k->key, any);
+    add_window(j, "sliding_window", c);
+    cJSON_AddNumberToObject(j, "max_window_layers", any ? (double)first : k->def);
+    if (any) add_layer_types(j, c, false);
+}
+
+// The share of each head RoPE turns, as the shortest decimal whose int(head_dim * share) is rotary_dim.
+static void rotary_json(cJSON *j, const char *key, const fk_config *c) {
+    double hd = (double)c->head_dim, share = (double)fk_config_rotary_dim(c) / hd;
+    while ((int64_t)(hd * share) < fk_config_rotary_dim(c)) share = nextafter(share, 2.0);
+    cJSON_AddNumberToObject(j, key, share);
+}
+
 // The activation name written: the row's exact-GELU name or its first name.
 static const char *act_name(const arch_family *f, const fk_config *c) {
     if (c->gelu_exact && f->acts_exact) return f->acts_exact[0];
     return f->acts ? f->acts[0] : c->mlp == FK_MLP_SWIGLU ? "silu" : c->gelu_exact ? "gelu" : "gelu_pytorch_tanh";
+}
+
+// MPT's keys beyond the sizes (ARCH_F_MPT) as transformers' MptConfig writes them (integers where
+// its strict dataclass wants them: expansion_ratio, alibi_bias_max, attn_pdrop).
+static void mpt_config_json(cJSON *j, const fk_config *c) {
+    cJSON_AddNumberToObject(j, "expansion_ratio", (double)(c->ffn[0] / c->d_model));
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddBoolToObject(a, "alibi", 1);
+    cJSON_AddNumberToObject(a, "alibi_bias_max", (double)c->alibi_bias_max);
+    cJSON_AddStringToObject(a, "attn_impl", "torch");
+    cJSON_AddNumberToObject(a, "attn_pdrop", 0);
+    cJSON_AddStringToObject(a, "attn_type", "multihead_attention");
+    cJSON_AddBoolToObject(a, "attn_uses_sequence_id", 0);
+    add_float_or_null(a, "clip_qkv", c->clip_qkv);
+    cJSON_AddBoolToObject(a, "prefix_lm", 0);
+    cJSON_AddBoolToObject(a, "qk_ln", 0);
+    add_float_or_null(a, "softmax_scale", c->attn_scale);
+    cJSON_AddItemToObject(j, "attn_config", a);
+    cJSON_AddBoolToObject(j, "no_bias", 1);
+    cJSON_AddBoolToObject(j, "learned_pos_emb", 0);
+    cJSON_AddNullToObject(j, "logit_scale");
+    cJSON_AddStringToObject(j, "norm_type", "low_precision_layernorm");
+    cJSON_AddStringToObject(j, "init_device", "cpu");
+    add_float(j, "embedding_fraction", 1);
 }
 
 // The row's keys in its order: the sizes under the family's names, its constants and its groups.
@@ -200,10 +267,16 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_FLAG: cJSON_AddBoolToObject(j, k->key, k->def != 0); break;
         case ARCH_F_ZERO: cJSON_AddNumberToObject(j, k->key, k->def); break;
         case ARCH_F_ATTN_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
+        case ARCH_F_ROTARY: rotary_json(j, k->key, c); break;
+        case ARCH_F_PARALLEL: cJSON_AddBoolToObject(j, k->key, c->residual == FK_RESID_PARALLEL); break;
+        case ARCH_F_USE_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
+        case ARCH_F_WINDOW: add_window(j, k->key, c); break;
+        case ARCH_F_QWEN_WINDOW: qwen_window_json(j, k, c); break;
         case ARCH_F_ROPE_SCALING: add_rope_scaling(j, c, k->def != 0); break;
         case ARCH_F_GEMMA: gemma_config_json(j, c, f->gemma); break;
         case ARCH_F_SWITCHES: fusekit_switches_json(j, c); break;
-        case ARCH_F_WINDOW_CAP: case ARCH_F_SCALARS: break;
+        case ARCH_F_MPT: mpt_config_json(j, c); break;
+        case ARCH_F_SCALARS: break;
         }
     }
 }
@@ -373,6 +446,14 @@ static double rope_num(cfg_reader *r, const cJSON *o, const char *key, const cha
     return 0;
 }
 
+// A partial_rotary_factor v (under key) other than 1 is refused: the Llama and Gemma families'
+// transformers code rotates whole heads (its apply_rotary_pos_emb has no pass-through part).
+static void whole_heads_only(cfg_reader *r, const cJSON *v, const char *key) {
+    if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 1) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; this model_type's transformers code rotates whole heads only", r->path, key,
+                         cJSON_IsNumber(v) ? "set below 1" : "not a number");
+}
+
 // RoPE of a Llama-family config (llama, mistral, qwen2, fusekit) beyond rope_theta: rope_scaling as
 // transformers 4.x writes them, or rope_parameters as 5.x does (which wins when both are there,
 // as in transformers). rope_type default, linear (rope_scale) and llama3 (rope_orig_ctx, ...) are
@@ -380,9 +461,7 @@ static double rope_num(cfg_reader *r, const cJSON *o, const char *key, const cha
 // fusekit does not know are refused, naming the key: none may be ignored.
 static void llama_rope(cfg_reader *r, fk_config *c) {
     const cJSON *root = r->root;
-    const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
-    if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"partial_rotary_factor\" is set; fusekit rotates whole heads only", r->path);
+    whole_heads_only(r, cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor"), "partial_rotary_factor");
     const char *key = "rope_parameters";
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(root, key = "rope_scaling");
@@ -409,10 +488,8 @@ static void llama_rope(cfg_reader *r, fk_config *c) {
                              key, it->string, kind);
             return;
         }
-        if (k == 3 && !(cJSON_IsNumber(it) && it->valuedouble == 1)) {
-            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".partial_rotary_factor is set; fusekit rotates whole heads only", r->path, key);
-            return;
-        }
+        if (k == 3) whole_heads_only(r, it, strcmp(key, "rope_scaling") == 0 ? "rope_scaling.partial_rotary_factor" : "rope_parameters.partial_rotary_factor");
+        if (r->st != FK_OK) return;
     }
     if (cJSON_GetObjectItemCaseSensitive(o, "rope_theta")) c->rope_theta = (float)rope_num(r, o, key, "rope_theta", 1e30);
     if (linear) c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
@@ -435,6 +512,58 @@ static void llama_rope(cfg_reader *r, fk_config *c) {
     }
 }
 
+// layer_types, when the config has it (true): sliding[l] for each "sliding_attention" entry.
+static bool layer_types_parse(cfg_reader *r, int64_t L, fk_config *c) {
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(r->root, "layer_types");
+    if (!lt || cJSON_IsNull(lt)) return false;
+    if ((!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"layer_types\" must be a list of num_hidden_layers (%lld) entries (has %d)", r->path,
+                         (long long)L, cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1);
+    for (int l = 0; r->st == FK_OK && l < L && l < FK_MAX_LAYERS; l++) {
+        const cJSON *e = cJSON_GetArrayItem(lt, l);
+        const char *k = cJSON_IsString(e) ? e->valuestring : NULL;
+        if (k && strcmp(k, "sliding_attention") == 0) c->sliding[l] = 1;
+        else if (!k || strcmp(k, "full_attention") != 0)
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: layer_types[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", r->path, l,
+                             k ? "\"" : "", k ? k : "not a string", k ? "\"" : "");
+    }
+    return true;
+}
+
+// A window key's value: absent gives def, null 0 (none); else a positive integer.
+static int64_t window_value(cfg_reader *r, const char *key, int64_t def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v) return def;
+    if (cJSON_IsNull(v)) return 0;
+    int64_t w = get_int(r, key, 0);
+    if (w < 1 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" is %lld; expected a positive window or null", r->path, key, (long long)w);
+    return w;
+}
+
+// Window w on the layers sliding[] flags (w 0, or at least the context: no window, since every
+// query then sees all its keys). These families rotate every layer with the same (scaled) RoPE,
+// while fusekit's sliding layers switch to an unscaled table when the global one is scaled
+// (Gemma 3's local layers): that combination is refused.
+static void set_window(cfg_reader *r, const arch_family *f, const char *key, int64_t w, fk_config *c) {
+    c->sliding_window = w > 0 && w < c->max_seq ? w : 0;
+    if (!c->sliding_window) memset(c->sliding, 0, sizeof c->sliding);
+    if (arch_any_sliding(c) && (arch_rope_scaled(c) || c->rope_orig_ctx > 0) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %lld with RoPE scaling: %s scales the RoPE of its sliding layers too, "
+                         "which fusekit does not (its sliding layers keep an unscaled table)", r->path, key, (long long)w, f->model_type);
+}
+
+// Qwen's windows: none unless use_sliding_window (transformers then sets sliding_window to None);
+// else the layers layer_types names, or those from max_window_layers (k->def when absent) on.
+static void qwen_window_parse(cfg_reader *r, const arch_family *f, const arch_key *k, fk_config *c) {
+    if (!get_bool(r, r->root, k->key, false)) return;
+    int64_t w = window_value(r, "sliding_window", 4096);
+    if (!layer_types_parse(r, c->n_layer, c)) {
+        int64_t first = get_int(r, "max_window_layers", (int64_t)k->def);
+        for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++) c->sliding[l] = l >= first;
+    }
+    set_window(r, f, "sliding_window", w, c);
+}
+
 // The sliding window of a Gemma 2/3 config and which layers use it: layer_types, else
 // transformers' defaults (Gemma 2: the even layers; Gemma 3: all but every sliding_window_pattern-th).
 static void gemma_sliding_parse(cfg_reader *r, int gen, int64_t L, fk_config *c) {
@@ -443,19 +572,7 @@ static void gemma_sliding_parse(cfg_reader *r, int gen, int64_t L, fk_config *c)
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
     c->sliding_window = !sw ? 4096 : cJSON_IsNull(sw) ? 0 : get_int(r, "sliding_window", 0);
     if (c->sliding_window < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"sliding_window\" must be positive or null", path);
-    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
-    if (lt && !cJSON_IsNull(lt)) {
-        if ((!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L) && r->st == FK_OK)
-            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"layer_types\" must be a list of num_hidden_layers (%lld) entries (has %d)", path,
-                             (long long)L, cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1);
-        for (int l = 0; r->st == FK_OK && l < L && l < FK_MAX_LAYERS; l++) {
-            const cJSON *e = cJSON_GetArrayItem(lt, l);
-            const char *k = cJSON_IsString(e) ? e->valuestring : NULL;
-            if (k && strcmp(k, "sliding_attention") == 0) c->sliding[l] = 1;
-            else if (!k || strcmp(k, "full_attention") != 0)
-                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: layer_types[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", path, l,
-                                 k ? "\"" : "", k ? k : "not a string", k ? "\"" : "");
-        }
+    if (layer_types_parse(r, L, c)) {
     } else if (gen == 2) {  // transformers: layer l slides when l is even
         for (int64_t l = 0; l < L && l < FK_MAX_LAYERS; l++) c->sliding[l] = l % 2 == 0;
     } else {  // every sliding_window_pattern-th layer is global
@@ -474,9 +591,7 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
     // RoPE: the keys transformers 4.x writes (rope_theta, rope_local_base_freq, rope_scaling), then
     // 5.x's rope_parameters (flat, or per layer type for gemma3_text)
     float theta = c->rope_theta, theta_local = 1e4f, factor = 1;
-    const cJSON *prf = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
-    if (prf && !cJSON_IsNull(prf) && !(cJSON_IsNumber(prf) && prf->valuedouble == 1) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"partial_rotary_factor\" is set; fusekit rotates whole heads only", path);
+    whole_heads_only(r, cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor"), "partial_rotary_factor");
     if (gen == 3) theta_local = (float)get_num(r, "rope_local_base_freq", theta_local);
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (rs && !cJSON_IsNull(rs)) gemma_rope(r, rs, "rope_scaling", gen == 3, NULL, &factor);
@@ -522,9 +637,11 @@ static void fusekit_switches_parse(cfg_reader *r, const cJSON *s, fk_config *c) 
         char *at = (char *)c + f->offset;
         if (!(f->flags & FK_CF_DESCRIBE)) continue;
         if (f->type == FK_CF_BOOL) *(bool *)at = get_bool(&rs, s, f->name, false);
+        else if (f->type == FK_CF_ENUM) *(int *)at = (int)get_num(&rs, f->name, 0);  // residual
         else *(float *)at = (float)get_num(&rs, f->name, 0);
     }
     c->rope_scale = (float)get_num(&rs, "rope_scale", c->rope_scale);
+    c->rotary_dim = get_int(&rs, "rotary_dim", 0);
     c->sliding_window = get_int(&rs, "sliding_window", 0);
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(s, "layer_types");
     if (cJSON_IsArray(lt)) {
@@ -607,6 +724,92 @@ static void check_act(cfg_reader *r, const arch_family *f, const char *key, fk_c
                      key, act, f->model_type, list);
 }
 
+// The share of each head RoPE turns (ARCH_F_ROTARY: rotary_pct or partial_rotary_factor, k->def when
+// absent), then transformers 5's rope_parameters (or rope_scaling), which carries it with rope_theta.
+// rotary_dim is int(head_dim * share), as transformers computes it; other RoPE types and keys are
+// refused, naming them.
+static void rotary_parse(cfg_reader *r, const arch_key *k, fk_config *c) {
+    double share = get_num(r, k->key, k->def);
+    const char *key = "rope_parameters";
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(r->root, key), *it;
+    if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(r->root, key = "rope_scaling");
+    if (o && !cJSON_IsNull(o) && r->st == FK_OK) {
+        if (!cJSON_IsObject(o)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key); return; }
+        cJSON_ArrayForEach(it, o) {
+            const char *n = it->string;
+            bool type = strcmp(n, "rope_type") == 0 || strcmp(n, "type") == 0;
+            if (type && !(cJSON_IsString(it) && strcmp(it->valuestring, "default") == 0) && r->st == FK_OK)
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".%s is %s; fusekit implements this model_type's default RoPE only", r->path,
+                                 key, n, cJSON_IsString(it) ? it->valuestring : "not a string");
+            else if (!type && strcmp(n, "rope_theta") != 0 && strcmp(n, "partial_rotary_factor") != 0 && r->st == FK_OK)
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".%s is not supported (fusekit would ignore it)", r->path, key, n);
+        }
+        if (cJSON_GetObjectItemCaseSensitive(o, "rope_theta")) c->rope_theta = (float)rope_num(r, o, key, "rope_theta", 1e30);
+        if (cJSON_GetObjectItemCaseSensitive(o, "partial_rotary_factor")) share = rope_num(r, o, key, "partial_rotary_factor", 1.5);
+    }
+    int64_t dims = (int64_t)((double)c->head_dim * share);
+    if (!(share <= 1) || dims < 2) {
+        if (r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" (or partial_rotary_factor) is %g: it turns %lld of the %lld dims of a head, expected 2..%lld",
+                             r->path, k->key, share, (long long)dims, (long long)c->head_dim, (long long)c->head_dim);
+        return;
+    }
+    c->rotary_dim = dims == c->head_dim ? 0 : dims;
+}
+
+// An error naming key (in object `in`, "" for the top level) when it is set other than to `want`.
+static void mpt_refuse(cfg_reader *r, const char *in, const char *key, const char *want) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v) || r->st != FK_OK) return;
+    char *text = cJSON_PrintUnformatted(v);
+    bool ok = text && strcmp(text, want) == 0;
+    if (!ok)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s%s%s\" is %s; fusekit implements model_type mpt only with %s (transformers' "
+                         "MptForCausalLM computes that, whatever the key says)", r->path, in, *in ? "." : "", key, text ? text : "?", want);
+    free(text);
+}
+
+// MPT's keys beyond the sizes (ARCH_F_MPT): the FFN width d_model * expansion_ratio, exact GELU,
+// attn_config's ALiBi, clip_qkv and softmax_scale; what transformers' MptForCausalLM does not
+// compute (biases, other norms or FFNs, logit_scale, QK-LayerNorm, prefix LM, ...) is refused.
+// learned_pos_emb is read as transformers does (not at all): a wpe tensor is refused as extra.
+static void mpt_config_parse(cfg_reader *r, fk_config *c) {
+    double ratio = get_num(r, "expansion_ratio", 4), F = ratio * (double)c->d_model;
+    if (!(F >= 1 && F <= (double)FK_LIM_DIM) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"expansion_ratio\" is %g, which with d_model %lld gives no FFN width in 1..%lld", r->path,
+                         ratio, (long long)c->d_model, (long long)FK_LIM_DIM);
+    for (int64_t l = 0; l < FK_MAX_LAYERS && r->st == FK_OK; l++) c->ffn[l] = (int64_t)F;  // llm-foundry: int(ratio * d_model)
+    c->gelu_exact = true;  // MptMLP: nn.GELU(approximate="none")
+    mpt_refuse(r, "", "no_bias", "true");
+    mpt_refuse(r, "", "logit_scale", "null");
+    const char *norm = get_str(r->root, "norm_type");
+    if (norm && strcmp(norm, "low_precision_layernorm") != 0 && strcmp(norm, "layernorm") != 0) mpt_refuse(r, "", "norm_type", "\"low_precision_layernorm\"");
+    const cJSON *ffn = cJSON_GetObjectItemCaseSensitive(r->root, "ffn_config");
+    if (ffn && !cJSON_IsNull(ffn)) {
+        cfg_reader fr = {ffn, r->path, r->st};
+        mpt_refuse(&fr, "ffn_config", "ffn_type", "\"mptmlp\"");
+        mpt_refuse(&fr, "ffn_config", "ffn_act_fn", "null");
+        r->st = fr.st;
+    }
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(r->root, "attn_config");
+    c->alibi_bias_max = 8;  // MptAttentionConfig's defaults when attn_config is absent
+    if (!a || cJSON_IsNull(a) || r->st != FK_OK) return;
+    if (!cJSON_IsObject(a)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"attn_config\" must be an object", r->path); return; }
+    cfg_reader ar = {a, r->path, r->st};
+    mpt_refuse(&ar, "attn_config", "alibi", "true");
+    static const char *const off[] = {"qk_ln", "qk_gn", "prefix_lm", "attn_uses_sequence_id", "rope"};
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) mpt_refuse(&ar, "attn_config", off[i], "false");
+    mpt_refuse(&ar, "attn_config", "attn_type", "\"multihead_attention\"");
+    mpt_refuse(&ar, "attn_config", "sliding_window_size", "-1");
+    double bmax = get_num(&ar, "alibi_bias_max", 8), clip = get_num_or_null(&ar, "clip_qkv", 0), sc = get_num_or_null(&ar, "softmax_scale", 0);
+    if (!(bmax > 0 && bmax < 1e6) && ar.st == FK_OK)
+        ar.st = fk_error(FK_ERR_FORMAT, "%s: key \"attn_config.alibi_bias_max\" is %g, expected a number in (0, 1e6)", r->path, bmax);
+    c->alibi_bias_max = (float)bmax;
+    c->clip_qkv = (float)clip;
+    c->attn_scale = (float)sc;
+    r->st = ar.st;
+}
+
 // A family's config.json: the scalar fields, then in the row's order the keys that refine them.
 static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
     const char *act_key = NULL;
@@ -616,20 +819,25 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
         switch (k->field) {
         case ARCH_F_ACT:
             if (k->key == act_key) check_act(r, f, k->key, c);
+            if (k->def == 1 && f->acts_exact && !get_str(r->root, k->key)) c->gelu_exact = true;  // absent: exact GELU (gpt_neox)
             break;
         case ARCH_F_FLAG:
             if (get_bool(r, r->root, k->key, k->def != 0) != (k->def != 0) && r->st == FK_OK)
                 r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; fusekit implements model_type %s only with \"%s\": %s", r->path,
                                  k->key, k->def != 0 ? "false" : "true", f->model_type, k->key, k->def != 0 ? "true" : "false");
             break;
-        case ARCH_F_ATTN_BIAS: c->bias_qkv = c->bias_out = get_bool(r, r->root, k->key, false); break;
+        case ARCH_F_ATTN_BIAS: c->bias_qkv = c->bias_out = get_bool(r, r->root, k->key, k->def != 0); break;
+        case ARCH_F_ROTARY: rotary_parse(r, k, c); break;
+        case ARCH_F_PARALLEL: c->residual = get_bool(r, r->root, k->key, k->def != 0) ? FK_RESID_PARALLEL : FK_RESID_SEQUENTIAL; break;
         case ARCH_F_ROPE_SCALING: llama_rope(r, c); break;
-        case ARCH_F_WINDOW_CAP: {
-            int64_t win = get_int(r, k->key, 0);
-            if (win > 0 && win < c->max_seq) c->max_seq = win;
+        case ARCH_F_USE_BIAS: c->bias_qkv = c->bias_out = c->bias_mlp = get_bool(r, r->root, k->key, f->sw.bias_qkv); break;
+        case ARCH_F_WINDOW:
+            for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++) c->sliding[l] = 1;
+            set_window(r, f, k->key, window_value(r, k->key, (int64_t)k->def), c);
             break;
-        }
+        case ARCH_F_QWEN_WINDOW: qwen_window_parse(r, f, k, c); break;
         case ARCH_F_GEMMA: gemma_config_parse(r, f->gemma, c); break;
+        case ARCH_F_MPT: mpt_config_parse(r, c); break;
         case ARCH_F_SWITCHES: {
             const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, k->key);
             if (cJSON_IsObject(s)) fusekit_switches_parse(r, s, c);
@@ -732,7 +940,7 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype) {
         e[i].shape[0] = t->shape[0];
         e[i].shape[1] = t->shape[1];
         bool shifted = shift != 0 && is_norm_kind(m->params[t->param].kind);
-        if (!t->transpose && dtype == FK_DT_F32 && !shifted) { e[i].data = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t); continue; }
+        if (!t->transpose && !t->head_rows && dtype == FK_DT_F32 && !shifted) { e[i].data = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t); continue; }
         float *tmp = malloc((size_t)numel * sizeof(float));
         bufs[i] = tmp;
         if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
@@ -786,12 +994,30 @@ static bool ignorable(const char *name) {
     return false;
 }
 
+// The row whose tensor names a folder's weights have: its config.json's model_type (a model whose
+// computation another row writes, phi3 without partial rotary as mistral, keeps its file's names);
+// the row that writes the config when config.json names no type of the table.
+static fk_arch folder_arch(const char *dir, const fk_config *c) {
+    fk_arch a = fk_config_arch(c);
+    char *path = fk_path_join(dir, "config.json"), *json = NULL;
+    cJSON *root = NULL;
+    if (path && fk_read_file(path, &json, NULL) == FK_OK) root = cJSON_Parse(json);
+    const char *type = root ? get_str(root, "model_type") : NULL;
+    bool alias;
+    const arch_family *f = type ? arch_of_model_type(type, &alias) : NULL;
+    if (f && f->arch >= 0) a = (fk_arch)f->arch;
+    cJSON_Delete(root);
+    free(json);
+    free(path);
+    return a;
+}
+
 fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
     fk_st_set s;
     FK_TRY(fk_st_set_open(&s, dir));
     fk_hf_tensor *ts;
     int n;
-    fk_arch arch = fk_config_arch(&m->cfg);
+    fk_arch arch = folder_arch(dir, &m->cfg);
     float shift = norm_shift(m, arch);
     fk_status st = fk_hf_tensors(m, arch, &ts, &n);
     float *tmp = NULL;

@@ -69,7 +69,8 @@ const int fk_config_n_fields = (int)(sizeof fk_config_fields / sizeof fk_config_
 double fk_config_field_value(const fk_config *c, const fk_config_field *f, int64_t l) {
     const char *p = (const char *)c + f->offset;
     switch (f->type) {
-    case FK_CF_I64: return (double)*(const int64_t *)p;
+    case FK_CF_I64:  // rotary_dim: 0 means head_dim
+        return f->offset == offsetof(fk_config, rotary_dim) ? (double)fk_config_rotary_dim(c) : (double)*(const int64_t *)p;
     case FK_CF_I32: return (double)*(const int32_t *)p;
     case FK_CF_F32: return (double)*(const float *)p;
     case FK_CF_BOOL: return *(const bool *)p;
@@ -114,6 +115,7 @@ static bool table_floats(int64_t d0, int64_t d1, int64_t *acc) {
 fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
     int64_t C = c->d_model, hd = c->head_dim, t = 0;
     bool ok = table_floats(c->vocab_size, C, &t) && (c->tied || table_floats(c->vocab_size, C, &t)) &&
+              (!c->bias_lm_head || table_floats(c->vocab_size, 1, &t)) &&
               (c->pos != FK_POS_LEARNED || table_floats(c->max_seq, C, &t)) && table_floats(2, C, &t);
     for (int64_t l = 0; ok && l < c->n_layer; l++) {
         int64_t q = fk_config_heads(c, l), qkv, up = fk_config_gated(c) ? 2 * c->ffn[l] : c->ffn[l];
@@ -138,6 +140,11 @@ fk_status fk_config_validate(const fk_config *c) {
                         (long long)c->n_head, (long long)c->n_kv_head);
     if (c->pos == FK_POS_ROPE && c->head_dim % 2 != 0)
         return fk_error(FK_ERR_ARG, "config: RoPE needs an even head_dim (got %lld)", (long long)c->head_dim);
+    if (c->rotary_dim < 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2 != 0)
+        return fk_error(FK_ERR_ARG, "config: rotary_dim is %lld, expected an even number of dims 0..head_dim %lld (config.json "
+                        "partial_rotary_factor/rotary_pct times head_dim, GGUF rope.dimension_count)", (long long)c->rotary_dim, (long long)c->head_dim);
+    if (c->pos != FK_POS_ROPE && c->rotary_dim != 0)
+        return fk_error(FK_ERR_ARG, "config: rotary_dim is %lld without RoPE", (long long)c->rotary_dim);
     for (int64_t l = 0; l < c->n_layer; l++) {
         if (c->ffn[l] < 1 || c->ffn[l] > LIM_DIM)
             return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld, expected 1..%lld (config.json intermediate_size/n_inner, "
@@ -161,6 +168,12 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->mlp != FK_MLP_GELU && c->mlp != FK_MLP_SWIGLU && c->mlp != FK_MLP_GEGLU)
         return fk_error(FK_ERR_ARG, "config: unknown MLP kind %d", (int)c->mlp);
     if (c->gelu_exact && c->mlp != FK_MLP_GELU) return fk_error(FK_ERR_ARG, "config: gelu_exact (exact GELU) needs the GELU MLP");
+    if (c->residual != FK_RESID_SEQUENTIAL && c->residual != FK_RESID_PARALLEL && c->residual != FK_RESID_PARALLEL_SHARED)
+        return fk_error(FK_ERR_ARG, "config: unknown residual placement %d (0 sequential, 1 parallel, 2 parallel with one norm)",
+                        (int)c->residual);
+    if (c->residual != FK_RESID_SEQUENTIAL && c->post_norms)
+        return fk_error(FK_ERR_ARG, "config: parallel attention and MLP (residual %d) with post-norms is not a model fusekit computes",
+                        (int)c->residual);
     if (c->norm != FK_NORM_RMSNORM && (c->post_norms || c->qk_norm || c->norm_offset != 0))
         return fk_error(FK_ERR_ARG, "config: post-norms, QK-norm and a norm offset need RMSNorm");
     // the Gemma switches: finite, not negative
@@ -173,6 +186,16 @@ fk_status fk_config_validate(const fk_config *c) {
     FK_TRY(check_range("sliding_window", "config.json sliding_window, GGUF attention.sliding_window", c->sliding_window, 0, LIM_SEQ));
     for (int64_t l = 0; l < c->n_layer; l++)
         if (c->sliding[l] > 1) return fk_error(FK_ERR_ARG, "config: sliding[%lld] is %d, expected 0 or 1", (long long)l, c->sliding[l]);
+    // ALiBi and clip_qkv (MPT): the combinations the engine computes
+    if (c->alibi_bias_max > 0 && c->pos != FK_POS_NONE)
+        return fk_error(FK_ERR_ARG, "config: ALiBi (alibi_bias_max %g) needs position kind none, not %s", (double)c->alibi_bias_max,
+                        c->pos == FK_POS_ROPE ? "rope" : "learned");
+    if (c->alibi_bias_max > 0 && !fk_config_uniform_heads(c))
+        return fk_error(FK_ERR_ARG, "config: ALiBi with per-layer query head counts (folded heads) is not implemented: a head's slope "
+                        "depends on its index among n_head");
+    if (c->clip_qkv > 0 && (c->pos == FK_POS_ROPE || c->qk_norm))
+        return fk_error(FK_ERR_ARG, "config: clip_qkv %g with %s is not implemented (MPT clamps q, k and v without either)", (double)c->clip_qkv,
+                        c->qk_norm ? "QK-norm" : "RoPE");
     // Llama 3 RoPE scaling
     if (c->rope_orig_ctx != 0) {
         FK_TRY(check_range("rope_orig_ctx", "config.json rope_scaling.original_max_position_embeddings", c->rope_orig_ctx, 1, LIM_SEQ));
@@ -189,6 +212,8 @@ fk_status fk_config_validate(const fk_config *c) {
 }
 
 int64_t fk_config_heads(const fk_config *c, int64_t l) { return c->heads[l] > 0 ? c->heads[l] : c->n_head; }
+
+int64_t fk_config_rotary_dim(const fk_config *c) { return c->rotary_dim > 0 ? c->rotary_dim : c->head_dim; }
 
 bool fk_config_uniform_heads(const fk_config *c) {
     for (int64_t l = 0; l < c->n_layer; l++)
@@ -222,6 +247,7 @@ void fk_config_describe(const fk_config *c, char *buf, size_t n) {
         if (f->type == FK_CF_BOOL) ADD(" %s=1", f->name);
         else ADD(" %s=%g", f->name, v);
     }
+    if (c->pos == FK_POS_ROPE && fk_config_rotary_dim(c) != c->head_dim) ADD(" rotary_dim=%lld", (long long)c->rotary_dim);
     if (c->rope_orig_ctx > 0)
         ADD(" rope_llama3(factor=%g low=%g high=%g ctx=%lld)", (double)c->rope_scale, (double)c->rope_low_freq, (double)c->rope_high_freq,
             (long long)c->rope_orig_ctx);

@@ -26,6 +26,12 @@ static int64_t up_stride(const fk_config *c) { return fk_config_gated(c) ? 2 * m
 static int64_t qk_heads(const fk_config *c) { return c->n_head + c->n_kv_head; }
 // Attention window of layer l (0: full causal attention).
 static int64_t layer_window(const fk_config *c, int64_t l) { return c->sliding[l] ? c->sliding_window : 0; }
+// ALiBi slopes of the n_head heads into buf (FK_LIM_HEADS floats), or NULL without ALiBi.
+static const float *alibi_slopes(const fk_config *c, float *buf) {
+    if (!(c->alibi_bias_max > 0)) return NULL;
+    fk_alibi_slopes(buf, c->n_head, c->alibi_bias_max);
+    return buf;
+}
 // Attention score scale: attn_scale, or 1/sqrt(head_dim).
 static float att_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
 
@@ -77,8 +83,8 @@ static void build_table(fk_model *m) {
         P(o_w, "attn.o.weight", FK_P_O_W, C, D);
         if (c->bias_out) P(o_b, "attn.o.bias", FK_P_O_B, C, 0); else o->o_b = -1;
         if (c->post_norms) P(attn_post_w, "attn_post.weight", FK_P_ATTN_POST_W, C, 0);
-        P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0);
-        if (c->bias_norm) P(ln2_b, "ln2.bias", FK_P_LN2_B, C, 0); else o->ln2_b = -1;
+        if (c->residual != FK_RESID_PARALLEL_SHARED) P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0); else o->ln2_w = -1;  // shared: ln1
+        if (c->bias_norm && o->ln2_w >= 0) P(ln2_b, "ln2.bias", FK_P_LN2_B, C, 0); else o->ln2_b = -1;
         P(up_w, "mlp.up.weight", FK_P_UP_W, up_dim(c, l), C);
         if (c->bias_mlp) P(up_b, "mlp.up.bias", FK_P_UP_B, up_dim(c, l), 0); else o->up_b = -1;
         P(down_w, "mlp.down.weight", FK_P_DOWN_W, C, c->ffn[l]);
@@ -89,20 +95,21 @@ static void build_table(fk_model *m) {
     m->lnf_w = add_param(m, &n, &cur, "lnf.weight", FK_P_LNF_W, -1, C, 0);
     m->lnf_b = c->bias_norm && ln ? add_param(m, &n, &cur, "lnf.bias", FK_P_LNF_B, -1, C, 0) : -1;
     m->lm_head = c->tied ? m->tok_emb : add_param(m, &n, &cur, "lm_head.weight", FK_P_LM_HEAD, -1, c->vocab_size, C);
+    m->lm_head_b = c->bias_lm_head ? add_param(m, &n, &cur, "lm_head.bias", FK_P_LM_HEAD_B, -1, c->vocab_size, 0) : -1;
     m->n_params = n;
     m->n_floats = cur;
 }
 
-// RoPE tables (positions, head_dim/2) of cos and sin: the global one (rope_theta, positions
+// RoPE tables (positions, rotary_dim/2) of cos and sin: the global one (rope_theta, positions
 // divided by rope_scale, or Llama 3 scaling) and, when sliding layers differ, the local one
 // (rope_theta_local, unscaled). They hold the positions used so far (rope_ensure grows them
 // geometrically up to max_seq), so a model declaring a long context costs only what it runs.
 //
-// Inverse frequency d of a table as Hugging Face computes it (float32): theta^-(2d/head_dim), then
+// Inverse frequency d of a table as Hugging Face computes it (float32): theta^-(2d/rotary_dim), then
 // linear scaling (divided by scale) or, with llama3, Llama 3's scaling (transformers'
 // rope_type "llama3": long wavelengths divided by the factor, short ones kept, a blend between).
 static float rope_inv_freq(const fk_config *cfg, float theta, float scale, bool llama3, int64_t d) {
-    float inv = 1.0f / powf(theta, (float)(2 * d) / (float)cfg->head_dim);
+    float inv = 1.0f / powf(theta, (float)(2 * d) / (float)fk_config_rotary_dim(cfg));
     if (llama3) {
         // the wavelength limits and hi - lo in double (Python floats), the rest in float32
         float factor = cfg->rope_scale, lo = cfg->rope_low_freq, hi = cfg->rope_high_freq, old = (float)cfg->rope_orig_ctx;
@@ -119,7 +126,7 @@ static float rope_inv_freq(const fk_config *cfg, float theta, float scale, bool 
 }
 
 static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, float theta, float scale, bool llama3, int64_t t0, int64_t t1) {
-    int64_t half = cfg->head_dim / 2;
+    int64_t half = fk_config_rotary_dim(cfg) / 2;
     for (int64_t d = 0; d < half; d++) {
         float inv = rope_inv_freq(cfg, theta, scale, llama3, d);  // the angle in double
         for (int64_t t = t0; t < t1; t++) {
@@ -144,7 +151,7 @@ static fk_status rope_ensure(fk_model *m, int64_t n) {
     if (cfg->pos != FK_POS_ROPE || n <= m->rope_len) return FK_OK;
     if (n > cfg->max_seq) n = cfg->max_seq;
     if (n > m->rope_cap) {  // max_seq is at most 2^24 and head_dim 4096 (fk_config_validate)
-        int64_t cap = m->rope_cap * 2 > n ? m->rope_cap * 2 : n, half = cfg->head_dim / 2;
+        int64_t cap = m->rope_cap * 2 > n ? m->rope_cap * 2 : n, half = fk_config_rotary_dim(cfg) / 2;
         if (cap > cfg->max_seq) cap = cfg->max_seq;
         if (!rope_grow(&m->rope_cos, cap, half) || !rope_grow(&m->rope_sin, cap, half) || !rope_grow(&m->rope_cos_local, cap, half) ||
             !rope_grow(&m->rope_sin_local, cap, half))
@@ -200,7 +207,7 @@ fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags) {
         bool scaled = (cfg->rope_scale > 0 && cfg->rope_scale != 1) || cfg->rope_orig_ctx > 0, any_sliding = false;
         for (int64_t l = 0; l < cfg->n_layer; l++) any_sliding |= cfg->sliding[l] != 0;
         m->rope_cap = cfg->max_seq < 64 ? cfg->max_seq : 64;
-        size_t rb = (size_t)m->rope_cap * (size_t)(cfg->head_dim / 2) * sizeof(float);
+        size_t rb = (size_t)m->rope_cap * (size_t)(fk_config_rotary_dim(cfg) / 2) * sizeof(float);
         m->rope_cos = malloc(rb);
         m->rope_sin = malloc(rb);
         bool ok = m->rope_cos && m->rope_sin;
@@ -594,24 +601,30 @@ typedef struct {
 
 // One transformer block, the same for training, evaluation and KV-cache steps:
 // mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x))))))),
-// out = mid + [post-norm](down(act(up(norm2(mid))))).
+// out = mid + [post-norm](down(act(up(norm2(mid))))); with a parallel residual the MLP reads
+// norm2(x) (taken before mid overwrites x in place), or norm1(x) itself when the norm is shared.
 static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     const fk_config *c = &m->cfg;
     const fk_layer_offsets *o = &m->layer[l];
     int64_t N = io->B * io->n, C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
     int64_t H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), F = c->ffn[l];
     norm_forward(m, io->ln1, io->ln1_mean, io->ln1_rstd, io->x, o->ln1_w, o->ln1_b, N);
+    if (c->residual == FK_RESID_PARALLEL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->x, o->ln2_w, o->ln2_b, N);
+    const float *mlp_in = c->residual == FK_RESID_PARALLEL_SHARED ? io->ln1 : io->ln2;
     FK_TRY(mm_forward(m, io->qkv, io->ln1, o->qkv_w, WP(o->qkv_b), N, C, QD));
+    if (c->clip_qkv > 0) fk_clamp_forward(io->qkv, N * QD, c->clip_qkv);  // MPT's clip_qkv
     if (c->qk_norm)
         fk_qknorm_forward(io->qkv, io->qk_pre, io->qk_rstd, m->w + o->q_norm_w, m->w + o->k_norm_w, N, H, KVH, hd, c->norm_eps,
                           c->norm_offset);
     if (c->pos == FK_POS_ROPE) {
         const float *cs, *sn;
         layer_rope(m, l, &cs, &sn);
-        fk_rope_apply(io->qkv, cs, sn, io->pos, N, H, KVH, hd, 1.0f);
+        fk_rope_apply(io->qkv, cs, sn, io->pos, N, H, KVH, hd, fk_config_rotary_dim(c), 1.0f);
     }
     fk_att_dims d = {.B = io->B, .n = io->n, .p0 = io->p0, .H = H, .KVH = KVH, .hd = hd, .q_stride = QD, .kv_stride = QD,
                      .kv_seq = io->n * QD, .window = layer_window(c, l)};
+    float slopes[FK_LIM_HEADS];
+    d.alibi = alibi_slopes(c, slopes);
     const float *k = io->qkv + D, *v = k + KVD;
     if (io->kc) {  // the new keys and values join the cache; attention reads the cache
         for (int64_t i = 0; i < io->n; i++) {
@@ -626,8 +639,8 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     FK_TRY(mm_forward(m, ao, io->att, o->o_w, WP(o->o_b), N, D, C));
     if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
     add_inplace(io->mid, io->x, io->tmp, N * C);
-    norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
-    FK_TRY(mm_forward(m, io->pre, io->ln2, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
+    if (c->residual == FK_RESID_SEQUENTIAL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
+    FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
     mlp_act_forward(c, io->act, io->pre, N, F);
     float *fo = c->post_norms ? io->ffn_o : io->tmp;
     FK_TRY(mm_forward(m, fo, io->act, o->down_w, WP(o->down_b), N, F, C));
@@ -642,8 +655,9 @@ static fk_status head_forward(fk_model *m, float *logits, float *lnf, float *mea
                               int64_t N) {
     const fk_config *c = &m->cfg;
     norm_forward(m, lnf, mean, rstd, x, m->lnf_w, m->lnf_b, N);
-    FK_TRY(mm_forward(m, logits, lnf, m->lm_head, NULL, N, c->d_model, c->vocab_size));
+    FK_TRY(mm_forward(m, logits, lnf, m->lm_head, WP(m->lm_head_b), N, c->d_model, c->vocab_size));
     if (c->final_softcap > 0) fk_softcap_forward(logits, rowmax, N, c->vocab_size, c->final_softcap);
+    if (m->vocab_real > 0) fk_vocab_mask_forward(logits, rowmax, N, c->vocab_size, m->vocab_real);  // padding rows
     return FK_OK;
 }
 
@@ -768,9 +782,10 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
                                          scale, c->final_softcap, a->scratch, a->nthr);
     else
         fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
+    if (m->vocab_real > 0) fk_vocab_mask_backward(a->logits, N, V, m->vocab_real);
     // every op's backward adds into its input gradients: each buffer is zeroed before its first use
     zero(a->dln, N * C);
-    fk_matmul_backward(a->dln, m->g + m->lm_head, NULL, a->logits, a->lnf, m->w + m->lm_head, N, C, V);
+    fk_matmul_backward(a->dln, m->g + m->lm_head, GP(m->lm_head_b), a->logits, a->lnf, m->w + m->lm_head, N, C, V);
     zero(a->dresid, N * C);
     norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);
     for (int64_t l = c->n_layer - 1; l >= 0; l--) {
@@ -781,7 +796,11 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         float *ln2 = a->ln2 + l * N * C;
         float *pre = a->pre + l * N * up_stride(c), *act = a->act + l * N * MF;
         float *probs = a->probs + l * (int64_t)B * c->n_head * T * T;
-        // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid)))))
+        // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid))))); with a parallel residual the
+        // MLP's input gradient waits in tmp (no post-norms then) until the attention branch has read
+        // dresid as its output's gradient, and goes to norm2(x) or, shared, joins norm1's
+        bool parallel = c->residual != FK_RESID_SEQUENTIAL;
+        float *dmlp_in = parallel ? a->tmp : a->dln;
         const float *dfo = post_norm_backward(m, a, a->ffn_o, a->ffn_post_rstd, o->ffn_post_w, l, N);
         zero(a->dact, N * F);
         fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
@@ -790,9 +809,10 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(a->dpre, pre, a->dact, N, F);
         else if (c->gelu_exact) fk_gelu_exact_backward(a->dpre, pre, a->dact, N * F);
         else fk_gelu_backward(a->dpre, pre, a->dact, N * F);
-        zero(a->dln, N * C);
-        fk_matmul_backward(a->dln, m->g + o->up_w, GP(o->up_b), a->dpre, ln2, m->w + o->up_w, N, C, UP);
-        norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
+        zero(dmlp_in, N * C);
+        fk_matmul_backward(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
+                           m->w + o->up_w, N, C, UP);
+        if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
         const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
         zero(a->datt, N * Dl);
@@ -803,15 +823,19 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         if (c->pos == FK_POS_ROPE) {
             const float *cs, *sn;
             layer_rope(m, l, &cs, &sn);
-            fk_rope_apply(a->dqkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, -1.0f);
+            fk_rope_apply(a->dqkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, fk_config_rotary_dim(c), -1.0f);
         }
         if (c->qk_norm)
             fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + l * N * QKH * c->head_dim,
                                m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, H, c->n_kv_head,
                                c->head_dim, c->norm_offset);
         zero(a->dln, N * C);
+        if (c->clip_qkv > 0) fk_clamp_backward(a->dqkv, qkv, N * QDl, c->clip_qkv);  // qkv: clamped, neither rotated nor normed
         fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);
+        if (c->residual == FK_RESID_PARALLEL_SHARED) add_inplace(a->dln, a->dln, a->tmp, N * C);
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + l * N, a->ln1_rstd + l * N, o->ln1_w, o->ln1_b, N);
+        if (c->residual == FK_RESID_PARALLEL)
+            norm_backward(m, a->dresid, a->tmp, x, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
     }
     if (c->emb_scale > 0) scale_inplace(a->dresid, c->emb_scale, N * C);
     fk_encoder_backward(m->g + m->tok_emb, GP(m->pos_emb), a->dresid, a->tokens, a->pos, N, C);
@@ -826,7 +850,7 @@ struct fk_kv_cache {
     float *k, *v;          // (L, max_seq, KVH*hd): the two halves of one cache arena
     size_t cache_bytes;    // of the cache arena (lazily zeroed pages: a context never reached costs nothing)
     float *rows;           // the row arena: every buffer below
-    float *x, *ln, *qkv, *att, *tmp, *pre, *act, *rstd, *scratch;
+    float *x, *ln, *ln2, *qkv, *att, *tmp, *pre, *act, *rstd, *scratch;   // ln2: the parallel residual's MLP norm
     int32_t *pos;
     int nthr;              // threads the scratch has slices for
     int64_t bytes;
@@ -844,7 +868,8 @@ static void kv_free(fk_kv_cache *kv) {
 static int64_t kv_layout(fk_kv_cache *kv, const fk_config *c, int64_t n, float *base) {
     int64_t C = c->d_model, off = 0, blk = n < FK_ATT_BLK ? n : FK_ATT_BLK;
 #define CARVE(field, type, count) do { kv->field = base ? (type *)(base + off) : NULL; off += ((count) + 15) & ~(int64_t)15; } while (0)
-    CARVE(x, float, n * C); CARVE(ln, float, n * C); CARVE(qkv, float, n * qkv_dim(c, -1));
+    CARVE(x, float, n * C); CARVE(ln, float, n * C); CARVE(ln2, float, c->residual == FK_RESID_PARALLEL ? n * C : 0);
+    CARVE(qkv, float, n * qkv_dim(c, -1));
     CARVE(att, float, n * c->n_head * c->head_dim); CARVE(tmp, float, n * C); CARVE(pre, float, n * up_stride(c));
     CARVE(act, float, n * max_ffn(c)); CARVE(rstd, float, n); CARVE(pos, int32_t, n);
     CARVE(scratch, float, kv->nthr * blk * c->max_seq);
@@ -907,7 +932,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
         // rows updated in place; ln doubles as the projections' outputs before their post-norms
         block_io io = {.B = 1, .n = n, .p0 = pos, .pos = kv->pos, .x = kv->x, .mid = kv->x, .out = kv->x, .ln1 = kv->ln,
                        .ln1_rstd = kv->rstd, .qkv = kv->qkv, .att = kv->att, .attn_o = kv->ln, .attn_post_rstd = kv->rstd,
-                       .ln2 = kv->ln, .ln2_rstd = kv->rstd, .pre = kv->pre, .act = kv->act, .ffn_o = kv->ln,
+                       .ln2 = c->residual == FK_RESID_PARALLEL ? kv->ln2 : kv->ln, .ln2_rstd = kv->rstd, .pre = kv->pre, .act = kv->act, .ffn_o = kv->ln,
                        .ffn_post_rstd = kv->rstd, .tmp = kv->tmp, .kc = kv->k + l * S * KVD, .vc = kv->v + l * S * KVD,
                        .scratch = kv->scratch, .nthr = kv->nthr};
         FK_TRY(block_forward(m, l, &io));

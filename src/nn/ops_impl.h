@@ -252,13 +252,14 @@ static inline void FK_OP(qknorm_backward)(real *dqkv, real *dwq, real *dwk, cons
 }
 
 // ------------------------------------------------------------------ rotary positions
-// qkv is (N, QKVD) with QKVD = (H + 2*KVH)*hd; rotates the q and k heads of row i in place by
-// position pos[i], Hugging Face "rotate half" convention: for d < hd/2 the pair (x[d], x[d+hd/2])
-// turns by angle pos*theta^(-2d/hd). cos and sin are (P, hd/2). sign = +1 forward, -1 backward
-// (the inverse rotation carries the gradient back).
+// qkv is (N, QKVD) with QKVD = (H + 2*KVH)*hd; rotates the first rd dims (even, <= hd) of the
+// q and k heads of row i in place by position pos[i], Hugging Face "rotate half" convention
+// over them: for d < rd/2 the pair (x[d], x[d+rd/2]) turns by the angle of table column d;
+// dims rd .. hd-1 pass unchanged (partial rotary: GPT-NeoX, Phi-2, StableLM). cos and sin are
+// (P, rd/2). sign = +1 forward, -1 backward (the inverse rotation carries the gradient back).
 static inline void FK_OP(rope_apply)(real *qkv, const float *cos_t, const float *sin_t, const int32_t *pos,
-                                     int64_t N, int64_t H, int64_t KVH, int64_t hd, real sign) {
-    int64_t QKVD = (H + 2 * KVH) * hd, half = hd / 2;
+                                     int64_t N, int64_t H, int64_t KVH, int64_t hd, int64_t rd, real sign) {
+    int64_t QKVD = (H + 2 * KVH) * hd, half = rd / 2;
     #pragma omp parallel for if (N * QKVD > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++) {
         const float *cs = cos_t + (int64_t)pos[i] * half, *sn = sin_t + (int64_t)pos[i] * half;
@@ -279,8 +280,9 @@ static inline void FK_OP(rope_apply)(real *qkv, const float *cos_t, const float 
 // and reads q, k and v from its own qkv rows; a KV-cache step has the new rows' q and reads k
 // and v from the cache (the new rows' keys already written there). Head h reads kv head
 // h / (H/KVH). Scores are s = scale * q.k; with softcap > 0 they become softcap * tanh(s / softcap)
-// (Gemma 2) before the mask. Query at position i sees keys j <= i, and with window > 0 only
-// those with i - j < window (sliding-window layers).
+// (Gemma 2) before the mask. With ALiBi, head h then adds slope_h * (j - i), a constant per
+// score: the backward (through the kept probabilities) is unchanged. Query at position i sees
+// keys j <= i, and with window > 0 only those with i - j < window (sliding-window layers).
 #ifndef FK_ATT_DIMS
 #define FK_ATT_DIMS
 typedef struct {
@@ -290,7 +292,20 @@ typedef struct {
     int64_t kv_stride;     // between key rows (values likewise): key j of sequence b at k + b*kv_seq + j*kv_stride
     int64_t kv_seq;        // between the sequences' keys
     int64_t window;        // 0: full causal attention
+    const float *alibi;    // (H) ALiBi slopes of the query heads, or NULL (fk_alibi_slopes)
 } fk_att_dims;
+
+// out is (H): the ALiBi slopes of H heads with maximum bias m, as llama.cpp's max_alibi_bias and
+// MPT's build_mpt_alibi_tensor(alibi_bias_max) compute them. With n = 2^floor(log2 H), head h < n
+// has 2^(-m (h+1) / n) and head h >= n has 2^(-m (2 (h-n) + 1) / (2n)): MPT's interleaving of the
+// next power of two's slopes is this same sequence, and with m = 8 so is BLOOM's/Falcon's
+// build_alibi_tensor. Computed in double, rounded to float.
+static inline void fk_alibi_slopes(float *out, int64_t H, double m) {
+    int64_t n = 1;
+    while (2 * n <= H) n *= 2;
+    for (int64_t h = 0; h < H; h++)
+        out[h] = (float)(h < n ? exp2(-m * (double)(h + 1) / (double)n) : exp2(-m * (double)(2 * (h - n) + 1) / (double)(2 * n)));
+}
 #endif
 #ifndef FK_ATT_BLK
 #define FK_ATT_BLK 64
@@ -328,6 +343,8 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
                         real *p = P + (i - p0 - i0) * Tk, mx, sum = 0;
                         if (softcap > 0)
                             for (int64_t j = lo; j <= i; j++) p[j] = softcap * FK_TANH(p[j] / softcap);
+                        if (d->alibi)
+                            for (int64_t j = lo; j <= i; j++) p[j] += (real)d->alibi[h] * (real)(j - i);
                         mx = p[lo];
                         #pragma omp simd reduction(max : mx)
                         for (int64_t j = lo + 1; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
@@ -347,18 +364,18 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
 }
 
 // Self-attention over the rows' own q, k, v (p0 = 0): qkv is (B,T,QKVD), q heads (H*hd), k heads
-// (KVH*hd), v heads (KVH*hd).
+// (KVH*hd), v heads (KVH*hd); alibi (H) slopes or NULL.
 static inline void FK_OP(self_attention_forward)(real *out, real *probs, const real *qkv, int64_t B, int64_t T, int64_t H,
                                                  int64_t KVH, int64_t hd, real scale, real softcap, int64_t window,
-                                                 real *scratch, int nthr) {
+                                                 const float *alibi, real *scratch, int nthr) {
     int64_t QKVD = (H + 2 * KVH) * hd;
     fk_att_dims d = {.B = B, .n = T, .p0 = 0, .H = H, .KVH = KVH, .hd = hd, .q_stride = QKVD, .kv_stride = QKVD,
-                     .kv_seq = T * QKVD, .window = window};
+                     .kv_seq = T * QKVD, .window = window, .alibi = alibi};
     FK_OP(attention_forward)(out, probs, qkv, qkv + H * hd, qkv + (H + KVH) * hd, &d, scale, softcap, scratch, nthr);
 }
 
 // dout is (B,T,H*hd); dqkv (B,T,QKVD) is added to; qkv and probs are the forward's, and so
-// are scale, softcap and window. With a softcap the raw scores are recomputed (one more GEMM per
+// are scale, softcap and window (ALiBi's constant biases need nothing here). With a softcap the raw scores are recomputed (one more GEMM per
 // row block) for the derivative of the tanh. scratch holds nthr slices of 2 x FK_ATT_BLK x T
 // reals (a row block's dP and, with a softcap, its raw scores); the loop runs on at most nthr threads.
 static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *probs,
@@ -411,6 +428,21 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                 }
             }
     }
+}
+
+// ------------------------------------------------------------------ clamp (MPT's clip_qkv)
+// x is (N), clamped in place to [-c, c].
+static inline void FK_OP(clamp_forward)(real *x, int64_t N, real c) {
+    #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) x[i] = x[i] > c ? c : x[i] < -c ? -c : x[i];
+}
+
+// dx (N) is zeroed where the forward clamped: out (N) is the clamped output, |out| = c there
+// (torch's clamp passes the gradient at x = +-c exactly; a value landing on c is measure zero).
+static inline void FK_OP(clamp_backward)(real *dx, const real *out, int64_t N, real c) {
+    #pragma omp parallel for if (N > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++)
+        if (out[i] >= c || out[i] <= -c) dx[i] = 0;
 }
 
 // ------------------------------------------------------------------ activations
@@ -632,4 +664,25 @@ static inline void FK_OP(softcap_crossentropy_backward)(real *probs, const real 
 // dlogits = scale * (probs - onehot(target)); ignored rows become zero.
 static inline void FK_OP(crossentropy_backward)(real *probs, const int32_t *targets, int64_t N, int64_t V, real scale) {
     FK_OP(soft_crossentropy_backward)(probs, targets, NULL, 1, N, V, scale);
+}
+
+// ------------------------------------------------------------------ padded vocabularies
+// x is (N,V), in place: columns n_real .. V-1 (LM-head rows that are no token of the tokenizer,
+// Qwen2.5's and Phi-3's padding) become FK_LOGIT_MASKED, so that every softmax over a row is
+// one over the real tokens. rowmax (N, NULL: not kept), softcap_forward's, becomes the real
+// columns' largest value, the one the soft-cap backward reads.
+static inline void FK_OP(vocab_mask_forward)(real *x, real *rowmax, int64_t N, int64_t V, int64_t n_real) {
+    #pragma omp parallel for if (N * V > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        real *r = x + i * V, mx = r[0];
+        for (int64_t j = n_real; j < V; j++) r[j] = (real)FK_LOGIT_MASKED;
+        if (!rowmax) continue;
+        for (int64_t j = 1; j < n_real; j++) mx = r[j] > mx ? r[j] : mx;
+        rowmax[i] = mx;
+    }
+}
+
+// The masked columns are constants: their gradient dx (N,V) is zero, in place.
+static inline void FK_OP(vocab_mask_backward)(real *dx, int64_t N, int64_t V, int64_t n_real) {
+    for (int64_t i = 0; i < N; i++) memset(dx + i * V + n_real, 0, (size_t)(V - n_real) * sizeof(real));
 }
