@@ -52,6 +52,9 @@ typedef struct {
     const int32_t *ids;
     const float *p;
 } fk_sparse_dist;
+// The logit of a padding row of the LM head (a row no token of the tokenizer has: Qwen2.5,
+// Phi-3): finite, and far enough below any real logit that its softmax probability is 0.
+#define FK_LOGIT_MASKED (-1e30f)
 
 typedef struct { uint64_t s[4]; } fk_rng;
 void fk_rng_seed(fk_rng *r, uint64_t seed);

@@ -61,12 +61,14 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
 // first token is replaced by BOS; in each chunk the positions n_ctx/2 .. n_ctx-2 are scored,
 // each predicting the token after it from the chunk's tokens up to it. r->ppl = exp(mean
 // nats); r->bytes and r->bpb count text_bytes / n bytes per token (0: bpb not reported).
+// As in llama.cpp, the softmax is over every row of the LM head: a padded model's padding rows
+// (fk_model_set_vocab_real) are not masked here, unlike in every other figure.
 fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ctx, int32_t bos, int batch, int64_t text_bytes,
                             fk_eval_result *r);
 
 // ------------------------------------------------------------------ KL to a reference
 // Mean KL(p_ref || p_m) in nats over the positions fk_eval_data scores (its windows), for two
-// models of one vocabulary.
+// models of one vocabulary; both distributions over m's real tokens (fk_model_vocab_real).
 fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, double *kl);
 
 // KL probes (fold.md §3: calibrating fold's cost estimates against the real model): B windows

@@ -142,6 +142,8 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
     double total = 0;
     int64_t scored = 0;
     fk_status st = FK_OK;
+    int64_t vocab_real = m->vocab_real;
+    m->vocab_real = 0;  // llama.cpp's softmax is over every row of the LM head, padding included
     for (int64_t c0 = 0; c0 < n_chunk && st == FK_OK; c0 += batch) {
         int rows = (int)(n_chunk - c0 < batch ? n_chunk - c0 : batch);
         for (int b = 0; b < rows; b++) {
@@ -153,6 +155,7 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
         }
         st = score_rows(m, x, y, rows, n_ctx, &total, &scored);
     }
+    m->vocab_real = vocab_real;
     free(x); free(y);
     FK_TRY(st);
     eval_result(total, scored, text_bytes > 0 ? (double)text_bytes / (double)n : 0, r);
@@ -161,10 +164,11 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
 
 // ------------------------------------------------------------------ KL to a reference
 
-// Log-softmax of each of n rows of V logits, in place (the row kernel's float rounding).
-static void log_softmax_rows(float *x, int64_t n, int64_t V) {
+// Log-softmax of the first Vr of each of n rows of V logits, in place (the row kernel's float
+// rounding); Vr < V: the rest are padding rows.
+static void log_softmax_rows(float *x, int64_t n, int64_t V, int64_t Vr) {
     #pragma omp parallel for if (n * V > 65536)
-    for (int64_t t = 0; t < n; t++) fk_row_log_softmax_exact(x + t * V, V);
+    for (int64_t t = 0; t < n; t++) fk_row_log_softmax_exact(x + t * V, Vr);
 }
 
 // KL(p || q) of one position: logp, the reference's log-probabilities; z, the model's logits
@@ -194,7 +198,7 @@ fk_status fk_kl_probe_init(fk_model *m, const fk_token_data *d, int B, int T, fk
     fk_status st = fk_model_forward(m, p->tokens, NULL, B, T, false, NULL);
     if (st != FK_OK) { fk_kl_probe_free(p); return st; }
     memcpy(p->logp, fk_model_logits(m), (size_t)B * T * p->V * sizeof(float));
-    log_softmax_rows(p->logp, (int64_t)B * T, p->V);
+    log_softmax_rows(p->logp, (int64_t)B * T, p->V, p->V);
     return FK_OK;
 }
 
@@ -231,7 +235,7 @@ static fk_status eval_kl_check(const fk_model *ref, const fk_model *m, const fk_
 fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, double *kl) {
     *kl = NAN;
     FK_TRY(eval_kl_check(ref, m, d, seq, batch));
-    int64_t V = m->cfg.vocab_size;
+    int64_t V = m->cfg.vocab_size, Vr = fk_model_vocab_real(m);  // over m's tokens: its padding rows are no token
     fk_eval_windowing w = fk_eval_windowing_data(d, max_tokens, seq);  // the windows of fk_eval_data
     fk_eval_iter it;
     FK_TRY(fk_eval_iter_init(&it, &w, batch));
@@ -244,13 +248,13 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
         if (st != FK_OK) break;
         int64_t N = (int64_t)it.rows * seq;
         memcpy(lr, fk_model_logits(ref), (size_t)(N * V) * sizeof(float));
-        log_softmax_rows(lr, N, V);
+        log_softmax_rows(lr, N, V, Vr);
         st = fk_model_forward(m, it.x, NULL, it.rows, seq, false, NULL);
         if (st != FK_OK) break;
         const float *z = fk_model_logits(m);
         for (int64_t i = 0; i < N; i++) {
             if (it.target[i] < 0) continue;  // scored positions only (a next token exists)
-            total += kl_row(lr + i * V, z + i * V, V);
+            total += kl_row(lr + i * V, z + i * V, Vr);
             scored++;
         }
     }

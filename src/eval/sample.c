@@ -89,7 +89,7 @@ fk_status fk_generate(fk_model *m, const int32_t *prompt, int64_t n_prompt, cons
     double t_first = fk_time_s() - t0;
     bool go = true;
     while (st == FK_OK && go && generated < o->max_new) {
-        int32_t next = fk_sample(&o->sampler, logits, V, &rng);
+        int32_t next = fk_sample(&o->sampler, logits, fk_model_vocab_real(m), &rng);  // never a padding row
         generated++;
         go = cb(next, user) && next != m->cfg.eos_id && next != o->stop[0] && next != o->stop[1];
         if (!go) break;

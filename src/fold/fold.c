@@ -70,6 +70,7 @@ static const float *source_of(const fk_model *m, const fk_model *out, int i) {
 // writes; a parameter m lacks (a bias nc adds) is zero.
 static fk_status init_copy_except(const fk_model *m, const fk_config *nc, int layer, unsigned mask, fk_model *out) {
     FK_TRY(fk_model_init(out, nc));
+    out->vocab_real = m->vocab_real;  // the same vocabulary rows: the same padding
     for (int i = 0; i < out->n_params; i++) {
         const fk_param *q = &out->params[i];
         const float *src = source_of(m, out, i);
@@ -312,6 +313,7 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
     }
     for (int i = n_new; i < FK_MAX_LAYERS; i++) nc.ffn[i] = 0;
     FK_TRY(fk_model_init(out, &nc));
+    out->vocab_real = m->vocab_real;
     for (int i = 0; i < out->n_params; i++) {
         const fk_param *q = &out->params[i];
         float *dst = out->w + q->offset;

@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <string.h>
 
-// A tokenizer must cover the model's vocabulary, up to padding rows (fk_vocab_check).
-static fk_status check_vocab(fk_tokenizer **t, int64_t vocab) {
+// A tokenizer must cover the model's vocabulary, up to padding rows (fk_vocab_check); m (NULL:
+// none) then knows which rows are padding.
+static fk_status check_vocab(fk_tokenizer **t, int64_t vocab, fk_model *m) {
     if (!*t || vocab <= 0) return FK_OK;
     fk_status st = fk_vocab_check(fk_tok_vocab_size(*t), vocab);
+    if (st == FK_OK && m) st = fk_model_set_vocab_real(m, fk_tok_vocab_size(*t));
     if (st == FK_OK) return FK_OK;
     fk_tok_free(*t);
     *t = NULL;
@@ -23,7 +25,7 @@ fk_status fk_model_tokenizer(const char *model, const char *path, int64_t vocab,
     fk_status st = path ? fk_tok_load(path, t) : model ? fk_model_load_tokenizer(model, t) : FK_OK;
     if (st == FK_OK && !*t && !path && vocab == 256) st = fk_tok_new_bytes(t);
     if (st != FK_OK) return st;
-    st = check_vocab(t, vocab);
+    st = check_vocab(t, vocab, NULL);
     if (st != FK_OK && (path || model))
         st = fk_error_context(st, "tokenizer %s, model %s", path ? path : model, model ? model : "(given)");
     return st;
@@ -49,7 +51,7 @@ fk_status fk_model_load_tok(const char *path, const char *tok_path, unsigned fla
     fk_status st = FK_OK;
     if (tok_path) st = fk_tok_load(tok_path, tok);
     else if (!*tok && m->cfg.vocab_size == 256) st = fk_tok_new_bytes(tok);
-    if (st == FK_OK) st = check_vocab(tok, m->cfg.vocab_size);
+    if (st == FK_OK) st = check_vocab(tok, m->cfg.vocab_size, m);
     if (st != FK_OK) { fk_tok_free(*tok); *tok = NULL; fk_model_free(m); }
     fk_heap_trim();
     return st;

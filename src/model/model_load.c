@@ -47,23 +47,28 @@ static fk_status folder_tokenizer(const char *dir, fk_tokenizer **tok) {
     return st;
 }
 
+// The model's tokenizer knows which vocabulary rows are tokens: the rest are padding.
+static fk_status join_tokenizer(fk_model *m, fk_tokenizer **tok, fk_status st) {
+    if (st == FK_OK && tok && *tok) st = fk_model_set_vocab_real(m, fk_tok_vocab_size(*tok));
+    if (st != FK_OK && tok) { fk_tok_free(*tok); *tok = NULL; }
+    if (st != FK_OK) fk_model_free(m);
+    return st;
+}
+
 fk_status fk_model_load(const char *path, unsigned flags, fk_model *m, fk_tokenizer **tok) {
     memset(m, 0, sizeof *m);
     if (tok) *tok = NULL;
     if (!path || !*path) return fk_error(FK_ERR_ARG, "no model path given");
-    if (fk_model_path_is_gguf(path)) return fk_gguf_import_ex(path, flags & FK_LOAD_FROZEN ? FK_GGUF_KEEP_STORED : 0, m, tok);
+    if (fk_model_path_is_gguf(path))
+        return join_tokenizer(m, tok, fk_gguf_import_ex(path, flags & FK_LOAD_FROZEN ? FK_GGUF_KEEP_STORED : 0, m, tok));
     FK_TRY(check_not_other_file(path));
     FK_TRY(fk_hf_load(m, path));
     if (!tok) return FK_OK;
     fk_status st = folder_tokenizer(path, tok);
-    if (st == FK_OK && *tok && fk_tok_vocab_size(*tok) > m->cfg.vocab_size) {
+    if (st == FK_OK && *tok && fk_tok_vocab_size(*tok) > m->cfg.vocab_size)
         st = fk_error(FK_ERR_FORMAT, "%s: tokenizer.json has %d tokens but the model's vocabulary only %lld", path, fk_tok_vocab_size(*tok),
                       (long long)m->cfg.vocab_size);
-        fk_tok_free(*tok);
-        *tok = NULL;
-    }
-    if (st != FK_OK) fk_model_free(m);
-    return st;
+    return join_tokenizer(m, tok, st);
 }
 
 fk_status fk_model_load_tokenizer(const char *path, fk_tokenizer **tok) {
