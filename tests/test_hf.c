@@ -41,8 +41,8 @@ static const golden_spec goldens[] = {
     {"gpt2", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5, false},
     {"llama", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-6, false},
     {"qwen2", FK_ARCH_QWEN2, FK_DT_F32, false, 4, 2, 8, 40, 64, 1e6, 1e-6, false},
-    // sliding_window 16 < max_position_embeddings 64: the context becomes the window
-    {"mistral", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 1, 8, 64, 16, 1e4, 1e-5, false},
+    // sliding_window 16 < max_position_embeddings 64 on every layer (T = 16: the window covers it)
+    {"mistral", FK_ARCH_MISTRAL, FK_DT_F32, false, 4, 1, 8, 64, 64, 1e4, 1e-5, false},
     {"llama3", FK_ARCH_LLAMA, FK_DT_F32, true, 6, 2, 8, 64, 128, 5e5, 1e-5, false},
     {"llama_bias", FK_ARCH_LLAMA, FK_DT_F32, false, 4, 4, 8, 48, 64, 1e4, 1e-6, false},
     {"llama_bf16", FK_ARCH_LLAMA, FK_DT_BF16, false, 4, 2, 8, 48, 64, 1e4, 1e-6, false},
@@ -53,6 +53,23 @@ static const golden_spec goldens[] = {
     {"gpt2_gelu", FK_ARCH_GPT2, FK_DT_F32, true, 4, 4, 8, 128, 32, 0, 1e-5, true},
     // QK-norm over each head, head_dim 32 != hidden 64 / 4 heads, no q/k/v bias
     {"qwen3", FK_ARCH_QWEN3, FK_DT_F32, false, 4, 2, 32, 96, 64, 1e6, 1e-6, false},
+    // MPT: ALiBi (no positions), fused Wqkv, no biases, exact GELU; 6 heads with clip_qkv, 8 heads with softmax_scale
+    {"mpt", FK_ARCH_MPT, FK_DT_F32, true, 6, 6, 8, 192, 64, 0, 1e-5, true},
+    {"mpt_8h", FK_ARCH_MPT, FK_DT_F32, false, 8, 8, 4, 128, 64, 0, 1e-5, true},
+    // sliding windows of 8 keys over 16 tokens: every layer (mistral), layer 1 (qwen2, qwen3: max_window_layers 1)
+    {"mistral_swa", FK_ARCH_MISTRAL, FK_DT_F32, false, 4, 1, 8, 48, 64, 1e4, 1e-6, false},
+    {"qwen2_swa", FK_ARCH_QWEN2, FK_DT_F32, false, 4, 2, 8, 40, 64, 1e6, 1e-6, false},
+    {"qwen3_swa", FK_ARCH_QWEN3, FK_DT_F32, false, 4, 2, 16, 40, 64, 1e6, 1e-6, false},
+    // LayerNorm with bias, GELU MLP c_fc/c_proj, use_bias, tied, window 8
+    {"starcoder2", FK_ARCH_STARCODER2, FK_DT_F32, true, 4, 2, 8, 64, 64, 1e4, 1e-5, false},
+    // fused qkv_proj and gate_up_proj, window 8: Mistral's computation, saved as mistral
+    {"phi3", FK_ARCH_MISTRAL, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-5, false},
+    // GPT-NeoX: per-head fused query_key_value, rotary_pct 0.25 of head_dim 16, exact GELU; parallel
+    // residual with two norms (gpt_neox), sequential with gelu_new and base 500 (gpt_neox_seq)
+    {"gpt_neox", FK_ARCH_GPTNEOX, FK_DT_F32, false, 4, 4, 16, 96, 64, 1e4, 1e-5, true},
+    {"gpt_neox_seq", FK_ARCH_GPTNEOX, FK_DT_F32, false, 4, 4, 16, 96, 64, 500, 1e-5, false},
+    // Phi-2: attention and MLP from one LayerNorm, LM-head bias, partial_rotary_factor 0.4 of head_dim 10
+    {"phi", FK_ARCH_PHI, FK_DT_F32, false, 4, 2, 10, 64, 64, 1e4, 1e-5, false},
 };
 #define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
 
@@ -76,6 +93,12 @@ static void expect_error(fk_status st, fk_status want, const char *needle1, cons
 // ------------------------------------------------------------------ logits
 
 // Runs the golden tokens through m; returns the max abs logit error (and checks the loss).
+static bool arch_any_window(const fk_config *c) {
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (c->sliding[l] && c->sliding_window > 0) return true;
+    return false;
+}
+
 static double golden_logits_error(fk_model *m, const char *dir) {
     char path[600];
     snprintf(path, sizeof path, "%s/golden.safetensors", dir);
@@ -129,7 +152,7 @@ static void test_golden_logits(void **s) {
             assert_int_equal(c->pos, FK_POS_ROPE);
             assert_true(c->rope_theta == (float)gs->rope_theta);
         } else {
-            assert_int_equal(c->pos, FK_POS_LEARNED);
+            assert_int_equal(c->pos, c->alibi_bias_max > 0 ? FK_POS_NONE : FK_POS_LEARNED);  // MPT: ALiBi
         }
         double err = golden_logits_error(&m, golden_dir(gs->name));
         print_message("  %-14s %-6s %-5s logits max abs error %.2e\n", gs->name, fk_arch_name(gs->arch), fk_dtype_name(gs->dtype), err);
@@ -201,7 +224,8 @@ static bool json_equal(const cJSON *a, const cJSON *b) { return cJSON_Compare(a,
 // a sliding window and layer types that use_sliding_window=false turns off).
 static bool bookkeeping(const char *key, const cJSON *ref) {
     static const char *k[] = {"transformers_version", "initializer_range", "use_cache", "summary_type", "summary_use_proj",
-                              "summary_activation", "summary_proj_to_labels", "summary_first_dropout", NULL};
+                              "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "classifier_dropout",
+                              "is_decoder", NULL};
     for (int i = 0; k[i]; i++) if (strcmp(key, k[i]) == 0) return true;
     const cJSON *usw = cJSON_GetObjectItemCaseSensitive(ref, "use_sliding_window");
     // qwen3's layer_types: with use_sliding_window false transformers sets sliding_window to None,
@@ -240,11 +264,42 @@ static const char *dtype_torch(fk_dtype dt) { return dt == FK_DT_BF16 ? "bfloat1
 
 // transformers 5's rope_parameters {"rope_type": "default", "rope_theta": x} is what fusekit's
 // transformers-4 layout, rope_theta x (and no rope_scaling), says.
+// A partial_rotary_factor in it is the top-level partial_rotary_factor or rotary_pct (gpt_neox, whose
+// base is rotary_emb_base).
 static bool rope_layouts_agree(const cJSON *rp, const cJSON *out) {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rp, "rope_type"), *theta = cJSON_GetObjectItemCaseSensitive(rp, "rope_theta");
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(out, "rope_theta"), *rs = cJSON_GetObjectItemCaseSensitive(out, "rope_scaling");
-    return cJSON_IsObject(rp) && cJSON_GetArraySize(rp) == 2 && cJSON_IsString(type) && strcmp(type->valuestring, "default") == 0 &&
-           cJSON_IsNumber(theta) && cJSON_IsNumber(o) && theta->valuedouble == o->valuedouble && (!rs || cJSON_IsNull(rs));
+    const cJSON *prf = cJSON_GetObjectItemCaseSensitive(rp, "partial_rotary_factor"), *share = cJSON_GetObjectItemCaseSensitive(out, "rotary_pct");
+    if (!o) o = cJSON_GetObjectItemCaseSensitive(out, "rotary_emb_base");
+    if (!share) share = cJSON_GetObjectItemCaseSensitive(out, "partial_rotary_factor");
+    bool part = !prf || (cJSON_IsNumber(share) && share->valuedouble == prf->valuedouble);
+    return cJSON_IsObject(rp) && cJSON_GetArraySize(rp) == 2 + (prf != NULL) && part && cJSON_IsString(type) &&
+           strcmp(type->valuestring, "default") == 0 && cJSON_IsNumber(theta) && cJSON_IsNumber(o) && theta->valuedouble == o->valuedouble &&
+           (!rs || cJSON_IsNull(rs));
+}
+
+// The model_type of golden folder `name`.
+static const char *golden_type(const char *name) {
+    static char type[64];
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", golden_dir(name));
+    cJSON *j = read_json(path);
+    snprintf(type, sizeof type, "%s", cJSON_GetObjectItemCaseSensitive(j, "model_type")->valuestring);
+    cJSON_Delete(j);
+    return type;
+}
+
+// MPT's attn_config: transformers 5 writes it as a sub-config with PretrainedConfig's own keys
+// (id2label, return_dict, ...); its attention keys must be what fusekit writes, the rest is bookkeeping.
+static bool attn_config_agrees(const cJSON *ref, const cJSON *out) {
+    static const char *const keys[] = {"alibi", "alibi_bias_max", "attn_impl", "attn_pdrop", "attn_type", "attn_uses_sequence_id",
+                                       "clip_qkv", "prefix_lm", "qk_ln", "softmax_scale"};
+    const int n = (int)(sizeof keys / sizeof keys[0]);
+    for (int i = 0; i < n; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(ref, keys[i]), *b = cJSON_GetObjectItemCaseSensitive(out, keys[i]);
+        if (!a || !b || !json_equal(a, b)) return false;
+    }
+    return cJSON_GetArraySize(out) == n;
 }
 
 // fusekit's config.json says what the reference's does, key by key, in the reference's spelling.
@@ -254,7 +309,6 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
     snprintf(p2, sizeof p2, "%s/config.json", dir);
     cJSON *ref = read_json(p1), *out = read_json(p2);
     const char *ref_type = cJSON_GetObjectItemCaseSensitive(ref, "model_type")->valuestring;
-    bool mistral = strcmp(ref_type, "mistral") == 0;
     const cJSON *it;
     // every key of the reference
     cJSON_ArrayForEach(it, ref) {
@@ -266,15 +320,8 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
             if (!cJSON_IsString(o) || strcmp(o->valuestring, dtype_torch(dtype)) != 0) fail_msg("%s: torch_dtype is not %s", p2, dtype_torch(dtype));
             continue;
         }
-        if (mistral) {
-            // saved as Llama (the same tensors and, within the window, the same computation) with
-            // the window as its context
-            if (strcmp(k, "model_type") == 0) { assert_string_equal(o->valuestring, "llama"); continue; }
-            if (strcmp(k, "architectures") == 0) { assert_string_equal(cJSON_GetArrayItem(o, 0)->valuestring, "LlamaForCausalLM"); continue; }
-            if (strcmp(k, "sliding_window") == 0) continue;
-            if (strcmp(k, "max_position_embeddings") == 0) { assert_true(num(out, k) == num(ref, "sliding_window")); continue; }
-        }
         if (strcmp(k, "rope_parameters") == 0 && !o && rope_layouts_agree(it, out)) continue;
+        if (strcmp(k, "attn_config") == 0 && o && attn_config_agrees(it, o)) continue;
         if (strcmp(k, "n_inner") == 0 && cJSON_IsNull(it)) {  // null: 4 * n_embd
             assert_true(num(out, k) == 4 * num(ref, "n_embd"));
             continue;
@@ -296,9 +343,10 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
         if (strcmp(k, "torch_dtype") == 0 && cJSON_GetObjectItemCaseSensitive(ref, "dtype")) continue;
         if (strcmp(k, "head_dim") == 0) { assert_true(it->valuedouble == num(ref, "hidden_size") / num(ref, "num_attention_heads")); continue; }
         if (strcmp(k, "n_ctx") == 0) { assert_true(it->valuedouble == num(ref, "n_positions")); continue; }
-        if (strcmp(k, "rope_theta") == 0 && rope_layouts_agree(cJSON_GetObjectItemCaseSensitive(ref, "rope_parameters"), out)) continue;
+        bool rope_key = strcmp(k, "rope_theta") == 0 || strcmp(k, "rotary_emb_base") == 0 || strcmp(k, "rotary_pct") == 0 ||
+                        strcmp(k, "partial_rotary_factor") == 0;
+        if (rope_key && rope_layouts_agree(cJSON_GetObjectItemCaseSensitive(ref, "rope_parameters"), out)) continue;
         const char *def = class_default(k, ref_type);
-        if (mistral && strcmp(k, "attention_bias") == 0) def = "false";
         if (!def || !equals_text(it, def)) {
             char *b = cJSON_PrintUnformatted(it);
             fail_msg("%s: writes %s = %s, which the reference does not have", p2, k, b);
@@ -321,8 +369,12 @@ static void test_save_like_reference(void **s) {
             snprintf(name, sizeof name, "save_%s_%s", gs->name, fk_dtype_name(dts[k]));
             char *dir = tpath(name);
             CHECK(fk_hf_save(&m, dir, dts[k]));
-            compare_weights(ref_dir, dir, dts[k], dts[k] == gs->dtype);
-            compare_config(ref_dir, dir, dts[k]);
+            // a reference whose model is another type's exactly (phi3 without partial rotary: mistral's)
+            // is saved as that type: its tensors and keys are that type's, and it loads back the same
+            if (strcmp(golden_type(gs->name), fk_arch_name(gs->arch)) == 0) {
+                compare_weights(ref_dir, dir, dts[k], dts[k] == gs->dtype);
+                compare_config(ref_dir, dir, dts[k]);
+            }
             // and it loads back to the same weights (exactly: they were representable)
             fk_model b;
             CHECK(fk_hf_load(&b, dir));
@@ -443,11 +495,11 @@ static void test_bad_configs(void **s) {
     fk_model m;
     // model types and features fusekit does not implement: refused, naming file and key
     expect_error(fk_hf_load(&m, variant("llama", "falcon", "model_type", "\"falcon\"")), FK_ERR_UNSUPPORTED, "falcon/config.json", "model_type \"falcon\"");
-    // RoPE scaling types fusekit does not implement (linear and llama3 it does: test_hostile_config)
-    expect_error(fk_hf_load(&m, variant("llama", "rs", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 2.0}")), FK_ERR_UNSUPPORTED,
+    // RoPE keys of another type (linear, llama3: test_hostile_config; yarn, dynamic, longrope: test_rope)
+    expect_error(fk_hf_load(&m, variant("llama", "rs", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 2.0, \"low_freq_factor\": 1.0}")), FK_ERR_UNSUPPORTED,
                  "rs/config.json", "rope_scaling");
     assert_non_null(strstr(fk_last_error(), "yarn"));
-    expect_error(fk_hf_load(&m, variant("llama3", "rs3", "rope_parameters", "{\"rope_type\": \"dynamic\", \"factor\": 8.0}")), FK_ERR_UNSUPPORTED,
+    expect_error(fk_hf_load(&m, variant("llama3", "rs3", "rope_parameters", "{\"rope_type\": \"dynamic\", \"factor\": 8.0, \"high_freq_factor\": 4.0}")), FK_ERR_UNSUPPORTED,
                  "rs3/config.json", "rope_parameters");
     assert_non_null(strstr(fk_last_error(), "dynamic"));
     expect_error(fk_hf_load(&m, variant("llama", "mlpb", "mlp_bias", "true")), FK_ERR_UNSUPPORTED, "mlpb/config.json", "mlp_bias");
@@ -459,7 +511,10 @@ static void test_bad_configs(void **s) {
                  "\"gelu_10\"");
     expect_error(fk_hf_load(&m, variant("gpt2", "sil", "scale_attn_by_inverse_layer_idx", "true")), FK_ERR_UNSUPPORTED, "sil/config.json",
                  "scale_attn_by_inverse_layer_idx");
-    expect_error(fk_hf_load(&m, variant("qwen2", "usw", "use_sliding_window", "true")), FK_ERR_UNSUPPORTED, "usw/config.json", "use_sliding_window");
+    // Qwen2's window 4096 with use_sliding_window is at least the context (64): no window
+    CHECK(fk_hf_load(&m, variant("qwen2", "usw", "use_sliding_window", "true")));
+    assert_false(arch_any_window(&m.cfg));
+    fk_model_free(&m);
     expect_error(fk_hf_load(&m, variant("llama", "quant", "quantization_config", "{\"quant_method\": \"gptq\", \"bits\": 4}")), FK_ERR_UNSUPPORTED,
                  "quant/config.json", "quantization_config");
     // hidden_size not a multiple of num_attention_heads without head_dim
@@ -471,21 +526,41 @@ static void test_bad_configs(void **s) {
                  "implies [64, 32]");
     // untied config over a tied checkpoint: the head is missing
     expect_error(fk_hf_load(&m, variant("qwen2_tied", "untied", "tie_word_embeddings", "false")), FK_ERR_FORMAT, "lm_head.weight", "missing");
-    // Mistral's sliding window: none, or one at least the context, is full attention; a smaller
-    // one becomes the context (attention within the window is full attention), and longer inputs
-    // are refused
+    // Mistral's sliding window: none, or one at least the context, is full attention (no window);
+    // a smaller one masks every layer (the context stays max_position_embeddings), so a window of 8
+    // over the golden's 16 tokens changes the logits
     CHECK(fk_hf_load(&m, variant("mistral", "sw_null", "sliding_window", "null")));
     assert_int_equal(m.cfg.max_seq, 64);
+    assert_false(arch_any_window(&m.cfg));
     assert_true(golden_logits_error(&m, golden_dir("mistral")) < TOL_LOGITS);
     fk_model_free(&m);
     CHECK(fk_hf_load(&m, variant("mistral", "sw_big", "sliding_window", "4096")));
     assert_int_equal(m.cfg.max_seq, 64);
+    assert_false(arch_any_window(&m.cfg));
+    fk_model_free(&m);
+    CHECK(fk_hf_load(&m, variant("mistral", "sw_absent", "sliding_window", NULL)));  // transformers' 4096
+    assert_false(arch_any_window(&m.cfg));
     fk_model_free(&m);
     CHECK(fk_hf_load(&m, variant("mistral", "sw_small", "sliding_window", "8")));
-    assert_int_equal(m.cfg.max_seq, 8);
-    int32_t ids[16] = {0};
-    expect_error(fk_model_forward(&m, ids, NULL, 1, 16, false, NULL), FK_ERR_ARG, "sequence length 16", "context 8");
+    assert_int_equal(m.cfg.max_seq, 64);
+    assert_int_equal(m.cfg.sliding_window, 8);
+    assert_int_equal(m.cfg.sliding[0] + m.cfg.sliding[1], 2);
+    fk_model full;
+    CHECK(fk_hf_load(&full, golden_dir("mistral")));
+    int32_t ids[16];
+    for (int i = 0; i < 16; i++) ids[i] = (7 * i + 3) % 96;
+    CHECK(fk_model_forward(&m, ids, NULL, 1, 16, false, NULL));
+    CHECK(fk_model_forward(&full, ids, NULL, 1, 16, false, NULL));
+    const float *a = fk_model_logits(&m), *b = fk_model_logits(&full);
+    double d_in = 0, d_out = 0;  // positions 0..7 see at most 8 keys: the same; later ones do not
+    for (int64_t i = 0; i < 16 * 96; i++) *(i < 8 * 96 ? &d_in : &d_out) = fmax(*(i < 8 * 96 ? &d_in : &d_out), fabs(a[i] - b[i]));
+    assert_true(d_in == 0 && d_out > 1e-3);
+    fk_model_free(&full);
     fk_model_free(&m);
+    expect_error(fk_hf_load(&m, variant("mistral", "sw_zero", "sliding_window", "0")), FK_ERR_FORMAT, "sw_zero/config.json", "sliding_window");
+    // a window with RoPE scaling: Mistral scales its sliding layers' RoPE, fusekit's sliding layers would not
+    expect_error(fk_hf_load(&m, variant("mistral_swa", "sw_scaled", "rope_parameters", "{\"rope_type\": \"linear\", \"factor\": 2.0}")),
+                 FK_ERR_UNSUPPORTED, "sw_scaled/config.json", "sliding_window");
 }
 
 // ------------------------------------------------------------------ broken weight files

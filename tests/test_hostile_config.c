@@ -17,6 +17,7 @@
 #include "fusekit/model.h"
 #include "fusekit/train.h"
 #include "fusekit/safetensors.h"
+#include "test_golden.h"
 #include "test_util.h"
 
 #define TOL_LOGITS 1e-4
@@ -251,27 +252,8 @@ static void test_json_numbers(void **s) {
 
 // Runs golden/<name>'s tokens through m: the max abs logit error (the loss checked too).
 static double golden_error(fk_model *m, const char *name) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/golden.safetensors", golden_dir(name));
-    fk_safetensors g;
-    CHECK(fk_st_open(&g, path));
-    const fk_st_tensor *tok = fk_st_find(&g, "tokens"), *lg = fk_st_find(&g, "logits"), *ls = fk_st_find(&g, "loss");
-    assert_non_null(tok); assert_non_null(lg); assert_non_null(ls);
-    int B = (int)tok->shape[0], T = (int)tok->shape[1] - 1;
-    assert_int_equal(lg->numel, (int64_t)B * T * m->cfg.vocab_size);
-    int32_t *x = malloc((size_t)(B * T) * sizeof(int32_t)), *y = malloc((size_t)(B * T) * sizeof(int32_t));
-    const int32_t *t = tok->data;
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T; i++) { x[b * T + i] = t[b * (T + 1) + i]; y[b * T + i] = t[b * (T + 1) + i + 1]; }
-    float loss;
-    CHECK(fk_model_forward(m, x, y, B, T, false, &loss));
-    const float *got = fk_model_logits(m), *want = lg->data;
-    double err = 0;
-    for (int64_t i = 0; i < lg->numel; i++) err = fmax(err, fabs((double)got[i] - want[i]));
-    float ref = ((const float *)ls->data)[0];
-    if (err < TOL_LOGITS && fabs(loss - ref) > TOL_LOSS_REL * fabs(ref)) fail_msg("%s: loss %.7f, reference %.7f", name, loss, ref);
-    free(x); free(y);
-    fk_st_close(&g);
+    double loss_rel, err = golden_run(m, golden_dir(name), &loss_rel);
+    if (err < TOL_LOGITS && loss_rel > TOL_LOSS_REL) fail_msg("%s: loss off by %.3g relative", name, loss_rel);
     return err;
 }
 
@@ -357,9 +339,12 @@ static void test_rope_layouts(void **s) {
 static void test_rope_refused(void **s) {
     (void)s;
     const struct { const char *key, *value; fk_status st; const char *n2, *n3; } bad[] = {
-        {"rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 10000.0, \"factor\": 4.0}", FK_ERR_UNSUPPORTED, "rope_parameters", "\"yarn\""},
-        {"rope_scaling", "{\"rope_type\": \"dynamic\", \"factor\": 2.0}", FK_ERR_UNSUPPORTED, "rope_scaling", "\"dynamic\""},
-        {"rope_scaling", "{\"type\": \"longrope\", \"short_factor\": [1.0], \"long_factor\": [1.0]}", FK_ERR_UNSUPPORTED, "rope_scaling", "\"longrope\""},
+        // (yarn, dynamic and longrope are implemented since issue 18: refused with a key of another type)
+        {"rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 10000.0, \"factor\": 4.0, \"low_freq_factor\": 1.0}", FK_ERR_UNSUPPORTED,
+         "rope_parameters", "\"yarn\""},
+        {"rope_scaling", "{\"rope_type\": \"dynamic\", \"factor\": 2.0, \"low_freq_factor\": 1.0}", FK_ERR_UNSUPPORTED, "rope_scaling", "\"dynamic\""},
+        {"rope_scaling", "{\"type\": \"longrope\", \"short_factor\": [1.0], \"long_factor\": [1.0], \"low_freq_factor\": 1.0}", FK_ERR_UNSUPPORTED,
+         "rope_scaling", "\"longrope\""},
         {"rope_parameters", "{\"rope_type\": \"su\", \"rope_theta\": 10000.0}", FK_ERR_UNSUPPORTED, "rope_parameters", "\"su\""},
         // keys that change the computation in a type fusekit knows
         {"rope_parameters", "{\"rope_type\": \"linear\", \"factor\": 2.0, \"attention_factor\": 0.5}", FK_ERR_UNSUPPORTED, "rope_parameters",

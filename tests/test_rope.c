@@ -7,11 +7,15 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fusekit/fusekit.h"
+#include "model/arch.h"
+#include "test_golden.h"
 #include "test_util.h"
 
 // A tiny Llama with head_dim 8 of which rd are rotated.
@@ -112,16 +116,17 @@ static void test_rotary_dim_hf(void **s) {
     free(j);
 }
 
-// GGUF: llama.cpp's llama graph asserts rope.dimension_count == head size, so a partial-rotary
-// config is refused with the reason; a whole-head one writes dimension_count = head_dim.
+// GGUF: llama.cpp's llama graph asserts rope.dimension_count == head size, so the llama row
+// refuses a partial-rotary config with the reason; a whole-head one writes dimension_count = head_dim.
 static void test_rotary_dim_gguf(void **s) {
     (void)s;
     fk_config c;
     cfg_partial(&c, 4);
-    const char *arch;
-    assert_int_equal(fk_gguf_model_arch(&c, &arch), FK_ERR_UNSUPPORTED);
+    assert_int_equal(arch_gguf_refuse(arch_of(FK_ARCH_LLAMA), &c), FK_ERR_UNSUPPORTED);
     assert_non_null(strstr(fk_last_error(), "partial rotary"));
     assert_non_null(strstr(fk_last_error(), "rope.dimension_count"));
+    const char *arch;  // a row whose llama.cpp graph rotates part of a head takes it, or none does
+    if (fk_gguf_model_arch(&c, &arch) == FK_OK) assert_true(arch_of_gguf(arch, strlen(arch))->gguf_rotary_part);
     cfg_partial(&c, 0);
     fk_model m;
     CHECK(fk_model_init(&m, &c));
@@ -136,12 +141,166 @@ static void test_rotary_dim_gguf(void **s) {
     fk_model_free(&m);
 }
 
+// ------------------------------------------------------------------ RoPE scaling against transformers
+
+// Max abs logit error of model m on golden/<name>'s tokens (transformers 5.25's LlamaForCausalLM,
+// make_golden.py --only <name>); *dloss the loss's relative error.
+static double golden_err(fk_model *m, const char *name, double *dloss) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, name);
+    return golden_run(m, dir, dloss);
+}
+
+// Loads dir, checks its logits against golden <name> within 1e-4 (loss within 1e-5 relative)
+// and returns its config.
+static void check_folder(const char *dir, const char *name, fk_config *c) {
+    fk_model m;
+    CHECK(fk_hf_load(&m, dir));
+    double dl, err = golden_err(&m, name, &dl);
+    print_message("  %-34s logits max abs error %.2e, loss rel %.1e\n", dir + strlen(dir) - (strlen(dir) > 34 ? 34 : strlen(dir)), err, dl);
+    if (!(err < 1e-4) || !(dl < 1e-5)) fail_msg("%s: logits differ from transformers' by %.3g (loss %.3g)", dir, err, dl);
+    *c = m.cfg;
+    fk_model_free(&m);
+}
+
+// config.json of golden <name> in transformers 4's layout: rope_theta at the top, the rest of
+// rope_parameters as rope_scaling with "type" (the older spelling) instead of rope_type.
+static char *v4_layout(const char *name) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/%s/config.json", FK_TEST_DATA, name);
+    char *text = slurp(path, NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cJSON *rp = cJSON_DetachItemFromObject(j, "rope_parameters");
+    cJSON *theta = cJSON_DetachItemFromObject(rp, "rope_theta"), *type = cJSON_DetachItemFromObject(rp, "rope_type");
+    cJSON_AddItemToObject(j, "rope_theta", theta);
+    cJSON_AddItemToObject(rp, "type", type);
+    cJSON_AddItemToObject(j, "rope_scaling", rp);
+    char *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    return out;
+}
+
+// A folder <tmp>/<dir> with golden <name>'s weights and the given config.json text.
+static const char *folder_with(const char *dir, const char *name, const char *config) {
+    char *d = tpath(dir), src[600], dst[700];
+    assert_int_equal(fk_mkdir_p(d), FK_OK);
+    snprintf(src, sizeof src, "%s/golden/%s/model.safetensors", FK_TEST_DATA, name);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", d);
+    assert_int_equal(symlink(src, dst), 0);
+    snprintf(dst, sizeof dst, "%s/config.json", d);
+    spit(dst, config, strlen(config));
+    return d;
+}
+
+// Each type from transformers 5's rope_parameters and from 4's rope_scaling gives transformers'
+// logits (1e-4) and one config; saved and loaded back, the same config and logits; without the
+// scaling the logits are far off (so the check tells them apart).
+static void test_rope_scaling_goldens(void **s) {
+    (void)s;
+    static const char *const names[] = {"rope_yarn", "rope_dynamic", "rope_longrope_short", "rope_longrope_long"};
+    static const int kinds[] = {FK_ROPE_EXT_YARN, FK_ROPE_EXT_DYNAMIC, FK_ROPE_EXT_LONGROPE, FK_ROPE_EXT_LONGROPE};
+    for (int i = 0; i < 4; i++) {
+        char dir[600], sub[80];
+        snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, names[i]);
+        fk_config c5, c4, cs;
+        check_folder(dir, names[i], &c5);
+        assert_int_equal(c5.rope_ext, kinds[i]);
+        assert_int_equal(fk_config_arch(&c5), FK_ARCH_LLAMA);
+        char *v4 = v4_layout(names[i]);
+        snprintf(sub, sizeof sub, "%s_v4", names[i]);
+        check_folder(folder_with(sub, names[i], v4), names[i], &c4);
+        free(v4);
+        assert_memory_equal(&c4, &c5, sizeof c4);
+        fk_model m;
+        CHECK(fk_hf_load(&m, dir));
+        snprintf(sub, sizeof sub, "%s_saved", names[i]);
+        CHECK(fk_hf_save(&m, tpath(sub), FK_DT_F32));
+        fk_model_free(&m);
+        check_folder(tpath(sub), names[i], &cs);
+        assert_memory_equal(&cs, &c5, sizeof cs);
+        // the same weights without the scaling: far from transformers' logits
+        fk_config plain = c5;
+        plain.rope_ext = FK_ROPE_EXT_NONE;
+        plain.rope_ext_factor = plain.rope_attn_factor = plain.rope_beta_fast = plain.rope_beta_slow = 0;
+        plain.rope_ext_ctx = 0;
+        plain.rope_n_factors = 0;
+        CHECK(fk_model_init(&m, &plain));
+        CHECK(fk_hf_load_weights(&m, dir));
+        double dl, far = golden_err(&m, names[i], &dl);
+        print_message("  %-34s without the scaling: %.2e\n", names[i], far);
+        assert_true(far > 1e-2);
+        fk_model_free(&m);
+    }
+}
+
+// Fields as transformers derives them: YaRN's attention factor 0.1 ln 4 + 1 and betas 32/1;
+// dynamic's threshold max_position_embeddings 8 with a context of factor times it; LongRoPE's
+// attention factor sqrt(1 + ln(256/64) / ln 64) and its lists.
+static void test_rope_scaling_fields(void **s) {
+    (void)s;
+    fk_config c;
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/rope_yarn/config.json", FK_TEST_DATA);
+    CHECK(fk_hf_config_read(path, &c));
+    assert_true(c.rope_ext_factor == 4.0f && c.rope_ext_ctx == 64 && c.rope_beta_fast == 32 && c.rope_beta_slow == 1 && !c.rope_yarn_no_trunc);
+    assert_true(c.rope_attn_factor == (float)(0.1 * log(4.0) + 1));
+    snprintf(path, sizeof path, "%s/golden/rope_dynamic/config.json", FK_TEST_DATA);
+    CHECK(fk_hf_config_read(path, &c));
+    assert_true(c.rope_ext_factor == 2.0f && c.rope_ext_ctx == 8 && c.max_seq == 16);
+    snprintf(path, sizeof path, "%s/golden/rope_longrope_short/config.json", FK_TEST_DATA);
+    CHECK(fk_hf_config_read(path, &c));
+    assert_true(c.rope_ext_ctx == 64 && c.rope_n_factors == 4 && c.rope_short[2] == 3.0f && c.rope_long[3] == 30.0f);
+    assert_true(c.rope_attn_factor == (float)sqrt(1 + log(4.0) / log(64.0)));
+    char buf[1024];
+    fk_config_describe(&c, buf, sizeof buf);
+    assert_non_null(strstr(buf, "rope_longrope(ctx=64"));
+}
+
+// Golden <name>'s config.json with rope_parameters.<key> (or the top-level key when top) set to the
+// JSON text val, parsed: the status, and the message must hold w.
+static void refused_json(const char *name, bool top, const char *key, const char *val, fk_status want, const char *w) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/%s/config.json", FK_TEST_DATA, name);
+    char *text = slurp(path, NULL);
+    cJSON *j = cJSON_Parse(text), *o = top ? j : cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
+    free(text);
+    cJSON_DeleteItemFromObject(o, key);
+    cJSON_AddItemToObject(o, key, cJSON_Parse(val));
+    char *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    fk_config c;
+    fk_status st = fk_hf_config_parse(out, "config.json", &c);
+    free(out);
+    if (st != want || !strstr(fk_last_error(), w)) fail_msg("%s.%s = %s: status %d, message: %s", name, key, val, st, fk_last_error());
+    print_message("  refused as expected: %s\n", fk_last_error());
+}
+
+// Unknown types, keys fusekit would ignore, lists of the wrong length, contradicting keys:
+// refused naming the key and the value.
+static void test_rope_scaling_refused(void **s) {
+    (void)s;
+    refused_json("rope_yarn", false, "rope_type", "\"su\"", FK_ERR_UNSUPPORTED, "rope_type \"su\"");
+    refused_json("rope_yarn", false, "type", "\"linear\"", FK_ERR_FORMAT, "rope_type \"yarn\" but type \"linear\"");
+    refused_json("rope_yarn", false, "low_freq_factor", "1.0", FK_ERR_UNSUPPORTED, "low_freq_factor is not supported with rope_type \"yarn\"");
+    refused_json("rope_yarn", false, "factor", "0.5", FK_ERR_ARG, "factor in 1..1e6");
+    refused_json("rope_yarn", true, "original_max_position_embeddings", "32", FK_ERR_FORMAT, "original_max_position_embeddings is 64 but the top-level key is 32");
+    refused_json("rope_yarn", false, "truncate", "\"yes\"", FK_ERR_FORMAT, "truncate");
+    refused_json("rope_dynamic", false, "original_max_position_embeddings", "4", FK_ERR_UNSUPPORTED, "not supported with rope_type \"dynamic\"");
+    refused_json("rope_longrope_short", false, "short_factor", "[1.0, 2.0, 3.0]", FK_ERR_FORMAT, "short_factor must be a list of 4 numbers");
+    refused_json("rope_longrope_short", false, "long_factor", "[1.0, 2.0, -3.0, 4.0]", FK_ERR_FORMAT, "long_factor[2] must be a positive number");
+    refused_json("rope_longrope_short", false, "long_factor", "null", FK_ERR_FORMAT, "long_factor must be a list of 4 numbers");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotary_dim_config),
         cmocka_unit_test(test_rotary_dim_tables),
         cmocka_unit_test(test_rotary_dim_hf),
         cmocka_unit_test(test_rotary_dim_gguf),
+        cmocka_unit_test(test_rope_scaling_goldens),
+        cmocka_unit_test(test_rope_scaling_fields),
+        cmocka_unit_test(test_rope_scaling_refused),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -10,6 +10,9 @@
 
 typedef enum { FK_NORM_LAYERNORM, FK_NORM_RMSNORM } fk_norm_kind;
 typedef enum { FK_POS_LEARNED, FK_POS_ROPE, FK_POS_NONE } fk_pos_kind;
+// RoPE scaling types beyond linear and llama3 (fk_config.rope_ext).
+typedef enum { FK_ROPE_EXT_NONE, FK_ROPE_EXT_DYNAMIC, FK_ROPE_EXT_YARN, FK_ROPE_EXT_LONGROPE } fk_rope_ext;
+#define FK_MAX_ROPE_FACTORS 512  // LongRoPE factors per list (rotary dims / 2)
 // GELU: act(up x); SWIGLU: silu(gate x) * (up x); GEGLU: gelu_tanh(gate x) * (up x) (Gemma).
 typedef enum { FK_MLP_GELU, FK_MLP_SWIGLU, FK_MLP_GEGLU } fk_mlp_kind;
 // Where a block's two branches read and add (see fk_config.residual).
@@ -93,6 +96,25 @@ typedef struct {
     int64_t rope_orig_ctx;         // original_max_position_embeddings; 0 = no Llama 3 scaling
     float rope_low_freq;           // low_freq_factor
     float rope_high_freq;          // high_freq_factor (> low_freq_factor)
+    // RoPE scaling of transformers' rope_type dynamic, yarn and longrope (rope_ext; FK_ROPE_EXT_NONE: none of
+    // them: rope_scale and rope_orig_ctx above say linear or llama3, and must be off with them). Tables are
+    // computed as transformers computes them (float32 inverse frequencies of the rotary_dim dims, rd), for
+    // the length n a forward reaches (T; a KV-cache step: its last position + 1):
+    //   DYNAMIC  n <= rope_ext_ctx (transformers' max_position_embeddings): plain; beyond, the base
+    //            theta * (factor * n / rope_ext_ctx - (factor - 1))^(rd / (rd - 2)); max_seq may exceed it
+    //   YARN     inv_d = interp_d (1 - e_d) + extrap_d e_d, e_d = 1 - clamp((d - low) / (high - low), 0, 1), low and
+    //            high from beta_fast, beta_slow and rope_ext_ctx (floored/ceiled unless rope_yarn_no_trunc)
+    //   LONGROPE inv_d = theta^(-2d/rd) / short[d] while n <= rope_ext_ctx, / long[d] beyond
+    // YARN and LONGROPE multiply cos and sin by rope_attn_factor. A KV-cache step rotates its new rows with
+    // the table of its n; cached keys keep theirs (as transformers' generate does).
+    int rope_ext;                  // fk_rope_ext
+    float rope_ext_factor;         // factor (DYNAMIC, YARN)
+    int64_t rope_ext_ctx;          // original_max_position_embeddings (YARN, LONGROPE); max_position_embeddings (DYNAMIC)
+    float rope_attn_factor;        // YARN, LONGROPE: attention_factor, as transformers derives it when absent (> 0)
+    float rope_beta_fast, rope_beta_slow;  // YARN (transformers' defaults 32, 1)
+    bool rope_yarn_no_trunc;       // YARN: transformers' truncate false
+    int32_t rope_n_factors;        // LONGROPE: rd/2 short and long factors
+    float rope_short[FK_MAX_ROPE_FACTORS], rope_long[FK_MAX_ROPE_FACTORS];
 } fk_config;
 
 // Size limits of a config (fk_config_validate): generous for real models (Llama 3.1 405B: d_model
@@ -159,7 +181,15 @@ typedef struct {
     X(rope_scale, FK_CF_F32, "rope_scaling factor", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
     X(rope_orig_ctx, FK_CF_I64, "rope_scaling original_max_position_embeddings", FK_CF_COMPARE, 0, 0, "") \
     X(rope_low_freq, FK_CF_F32, "rope_scaling low_freq_factor", FK_CF_COMPARE, 0, 0, "") \
-    X(rope_high_freq, FK_CF_F32, "rope_scaling high_freq_factor", FK_CF_COMPARE, 0, 0, "")
+    X(rope_high_freq, FK_CF_F32, "rope_scaling high_freq_factor", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_ext, FK_CF_ENUM, "rope_scaling rope_type (dynamic/yarn/longrope)", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_ext_factor, FK_CF_F32, "rope_scaling factor (dynamic/yarn)", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
+    X(rope_ext_ctx, FK_CF_I64, "rope_scaling original_max_position_embeddings (yarn/longrope)", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_attn_factor, FK_CF_F32, "rope_scaling attention_factor", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
+    X(rope_beta_fast, FK_CF_F32, "rope_scaling beta_fast", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
+    X(rope_beta_slow, FK_CF_F32, "rope_scaling beta_slow", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
+    X(rope_yarn_no_trunc, FK_CF_BOOL, "rope_scaling truncate false", FK_CF_COMPARE, 0, 0, "") \
+    X(rope_n_factors, FK_CF_I32, "rope_scaling short/long_factor length", FK_CF_COMPARE, 0, 0, "")
 
 typedef enum { FK_CF_I64, FK_CF_I32, FK_CF_F32, FK_CF_BOOL, FK_CF_ENUM, FK_CF_LAYERS, FK_CF_LAYER_FLAGS } fk_config_field_type;
 enum { FK_CF_SIZE = 1u << 0, FK_CF_COMPARE = 1u << 1, FK_CF_IF_LEARNED = 1u << 2, FK_CF_IF_ROPE = 1u << 3, FK_CF_SWITCH = 1u << 4,
@@ -268,6 +298,7 @@ typedef struct {
     int64_t lm_head_b;             // LM-head bias offset (-1: absent)
     fk_layer_offsets *layer;
     int64_t rope_len;              // positions of the RoPE tables filled so far (lazily, up to max_seq)
+    int64_t rope_regime;           // which tables those are when they depend on the length (cfg.rope_ext)
     int64_t rope_cap;              // positions the tables have room for (grown with rope_len, never sized
                                    // from the declared context up front)
     float *rope_cos, *rope_sin;    // (rope_cap, head_dim/2): rope_theta, positions / rope_scale

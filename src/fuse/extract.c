@@ -103,6 +103,14 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
     }
     if (c->pos == FK_POS_ROPE && fk_config_rotary_dim(c) != c->head_dim)  // partial rotary (whole-head RoPE models keep theirs)
         f[n++] = 0x20DA0000u | (uint64_t)c->rotary_dim;
+    if (c->rope_ext != FK_ROPE_EXT_NONE) {  // dynamic/yarn/longrope (other models keep theirs): its fields and factors
+        float v[] = {c->rope_ext_factor, c->rope_attn_factor, c->rope_beta_fast, c->rope_beta_slow};
+        uint64_t h = hash_bytes(v, sizeof v, 6) ^ hash_bytes(c->rope_short, (size_t)c->rope_n_factors * sizeof(float), 7) ^
+                     fk_hash64(hash_bytes(c->rope_long, (size_t)c->rope_n_factors * sizeof(float), 8));
+        f[n++] = 0x20E0000ull << 32 | (uint64_t)c->rope_ext << 8 | (uint64_t)c->rope_yarn_no_trunc;
+        f[n++] = (uint64_t)c->rope_ext_ctx;
+        f[n++] = h;
+    }
     if (c->residual != FK_RESID_SEQUENTIAL || c->bias_lm_head) f[n++] = 0x9A7A0u | (uint64_t)c->residual << 1 | c->bias_lm_head;
     if (m->vocab_real > 0) f[n++] = 0x9ADull << 40 | (uint64_t)m->vocab_real;  // padding rows masked (unpadded models keep theirs)
     uint64_t h = hash_bytes(f, (size_t)n * sizeof(uint64_t), 0x30DE1ull);

@@ -265,7 +265,8 @@ const arch_key *arch_key_of(const arch_family *f, arch_field field) {
     return NULL;
 }
 
-void arch_apply_switches(const arch_switches *s, fk_config *c) {
+void arch_apply_switches(const arch_family *f, fk_config *c) {
+    const arch_switches *s = &f->sw;
     c->norm = s->norm;
     c->pos = s->pos;
     c->mlp = s->mlp;
@@ -275,8 +276,8 @@ void arch_apply_switches(const arch_switches *s, fk_config *c) {
     c->bias_norm = s->bias_norm;
     c->post_norms = s->post_norms;
     c->qk_norm = s->qk_norm;
-    c->residual = s->residual;
-    c->bias_lm_head = s->bias_lm_head;
+    c->residual = f->residual;
+    c->bias_lm_head = f->bias_lm_head;
     if (s->gemma_scales) {
         c->emb_scale = c->d_model > 0 ? (float)sqrt((double)c->d_model) : 0;  // transformers: hidden_size**0.5 as a float32 tensor
         c->norm_offset = 1;                                                 // Gemma's RMSNorm scales by 1 + w
@@ -295,9 +296,9 @@ static bool switches_match(const arch_family *f, const fk_config *c) {
                 : c->bias_mlp == s->bias_mlp && (attn_key ? c->bias_qkv == c->bias_out : c->bias_qkv == s->bias_qkv && c->bias_out == s->bias_out);
     return c->norm == s->norm && c->pos == s->pos && c->mlp == s->mlp && c->bias_norm == s->bias_norm && biases &&
            c->post_norms == s->post_norms && c->qk_norm == s->qk_norm && (!c->gelu_exact || f->acts_exact) &&
-           (c->alibi_bias_max > 0) == f->alibi && (!(c->clip_qkv > 0) || f->alibi) && c->bias_lm_head == s->bias_lm_head &&
+           (c->alibi_bias_max > 0) == f->alibi && (!(c->clip_qkv > 0) || f->alibi) && c->bias_lm_head == f->bias_lm_head &&
            // use_parallel_residual (gpt_neox) says parallel with two norms or sequential
-           (arch_key_of(f, ARCH_F_PARALLEL) ? c->residual != FK_RESID_PARALLEL_SHARED : c->residual == s->residual);
+           (arch_key_of(f, ARCH_F_PARALLEL) ? c->residual != FK_RESID_PARALLEL_SHARED : c->residual == f->residual);
 }
 
 // None of the Gemma family's scales, soft-caps, query scale or local RoPE base.
@@ -365,15 +366,17 @@ static bool hf_fits_mpt(const arch_family *f, const fk_config *c) {
 }
 
 // gpt_neox (multi-head only) and phi: no scaled RoPE, no sliding windows, heads over d_model, one
-// FFN width and head count; any rotary share.
+// FFN width and head count; any rotary share. A sequential gpt_neox turning whole heads with
+// attention biases is starcoder2's computation, and written as starcoder2.
 static bool hf_fits_neox_phi(const arch_family *f, const fk_config *c) {
     return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_scaled(c) && c->rope_orig_ctx == 0 &&
-           (c->n_kv_head == c->n_head || arch_key_of(f, ARCH_F_N_KV_HEAD)) && c->head_dim * c->n_head == c->d_model && uniform_layers(c);
+           (c->n_kv_head == c->n_head || arch_key_of(f, ARCH_F_N_KV_HEAD)) && c->head_dim * c->n_head == c->d_model && uniform_layers(c) &&
+           (c->residual != FK_RESID_SEQUENTIAL || !whole_rotary(c) || !c->bias_qkv);
 }
 
 // gemma, gemma2, gemma3_text: the generation's switches and what its keys can say.
 static bool hf_fits_gemma(const arch_family *f, const fk_config *c) {
-    if (!switches_match(f, c) || c->rope_orig_ctx > 0 || !whole_rotary(c)) return false;  // no Gemma type has Llama 3 scaling
+    if (!switches_match(f, c) || c->rope_orig_ctx > 0 || c->rope_ext || !whole_rotary(c)) return false;  // Gemma: default/linear RoPE only
     if (c->emb_scale != (float)sqrt((double)c->d_model) || (c->norm_offset != 0 && c->norm_offset != 1)) return false;
     bool any_local = false, scaled = arch_rope_scaled(c), sliding = arch_any_sliding(c);
     for (int64_t l = 0; l < c->n_layer; l++) any_local |= c->sliding[l] != 0;
@@ -397,6 +400,9 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
                         (long long)c->head_dim, f && f->gguf ? f->gguf : "llama");
     if (c->rope_orig_ctx > 0)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit does not export to GGUF");
+    if (c->rope_ext != FK_ROPE_EXT_NONE)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s RoPE scaling, which fusekit does not export to GGUF yet",
+                        c->rope_ext == FK_ROPE_EXT_DYNAMIC ? "dynamic (NTK)" : c->rope_ext == FK_ROPE_EXT_YARN ? "YaRN" : "LongRoPE");
     if ((c->alibi_bias_max > 0 || c->clip_qkv > 0) && !(f && f->alibi))
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which of llama.cpp's architectures fusekit writes only mpt "
                         "expresses (LayerNorm, ALiBi, a GELU MLP)", c->alibi_bias_max > 0 ? "ALiBi" : "clip_qkv");
@@ -422,7 +428,7 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
 // The row's norm, position and MLP kinds, post-norms and QK-norm (gpt2).
 static bool gguf_claims_kind(const arch_family *f, const fk_config *c) {
     return c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->post_norms == f->sw.post_norms &&
-           c->qk_norm == f->sw.qk_norm && c->residual == f->sw.residual && c->bias_lm_head == f->sw.bias_lm_head;
+           c->qk_norm == f->sw.qk_norm && c->residual == f->residual && c->bias_lm_head == f->bias_lm_head;
 }
 
 // llama reads one FFN width and head count (and rotates whole heads: phi3 claims the rest); deci one per layer.
@@ -659,8 +665,7 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 #define SW_STARCODER2 {FK_NORM_LAYERNORM, FK_POS_ROPE, FK_MLP_GELU, true, true,  true,  true,  false, false, false}
 #define SW_GEMMA(post, qk) {FK_NORM_RMSNORM, FK_POS_ROPE, FK_MLP_GEGLU, false, false, false, false, post, qk, true}
 #define SW_MPT   {FK_NORM_LAYERNORM, FK_POS_NONE,    FK_MLP_GELU,   false, false, false, false, false, false, false}
-#define SW_NEOX_PHI(resid, lm_bias) {.norm = FK_NORM_LAYERNORM, .pos = FK_POS_ROPE, .mlp = FK_MLP_GELU, .bias_qkv = true, .bias_out = true, \
-                                     .bias_mlp = true, .bias_norm = true, .residual = resid, .bias_lm_head = lm_bias}
+#define SW_NEOX_PHI {FK_NORM_LAYERNORM, FK_POS_ROPE,   FK_MLP_GELU,   true,  true,  true,  true,  false, false, false}
 
 // The Hugging Face columns, and the GGUF columns of a row with llama.cpp's Llama tensor names.
 #define HF(cls_, set_, keys_, acts_, tied_, fits_) \
@@ -704,10 +709,11 @@ const arch_family arch_families[] = {
      .gguf = "mpt", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM | ARCH_GK_ALIBI, .gguf_claims = gguf_claims_mpt,
      .gguf_fits = gguf_fits_mpt},
     // gpt_neox (Pythia): per-head fused q/k/v, parallel (two norms) or sequential, partial rotary in NEOX order
-    {FK_ARCH_GPTNEOX, "gpt_neox", NULL, 0, SW_NEOX_PHI(FK_RESID_PARALLEL, false),
+    {FK_ARCH_GPTNEOX, "gpt_neox", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL,
      HF("GPTNeoXForCausalLM", hf_gpt_neox, keys_gpt_neox, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact},
     // phi (Phi-2): attention and MLP in parallel from one LayerNorm, an LM-head bias, partial rotary
-    {FK_ARCH_PHI, "phi", NULL, 0, SW_NEOX_PHI(FK_RESID_PARALLEL_SHARED, true),
+    {FK_ARCH_PHI, "phi", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL_SHARED,
+     .bias_lm_head = true,
      HF("PhiForCausalLM", hf_phi, keys_phi, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},

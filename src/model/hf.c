@@ -87,7 +87,7 @@ void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const
 
 // A float config value written as the shortest decimal that reads back to the same float
 // (1e-06, not 9.9999999747524271e-07; integers as 10000.0), as transformers writes it.
-static void add_float(cJSON *j, const char *key, float v) {
+static cJSON *float_json(float v) {
     char buf[48];
     if (v == floorf(v) && fabsf(v) < 1e15f) snprintf(buf, sizeof buf, "%.1f", (double)v);  // 10000.0
     else
@@ -95,8 +95,10 @@ static void add_float(cJSON *j, const char *key, float v) {
             snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
             if ((float)strtod(buf, NULL) == v) break;
         }
-    cJSON_AddRawToObject(j, key, buf);
+    return cJSON_CreateRaw(buf);
 }
+
+static void add_float(cJSON *j, const char *key, float v) { cJSON_AddItemToObject(j, key, float_json(v)); }
 
 static const char *torch_dtype_name(fk_dtype dt) {
     return dt == FK_DT_BF16 ? "bfloat16" : dt == FK_DT_F16 ? "float16" : "float32";
@@ -118,6 +120,29 @@ static void add_layer_types(cJSON *j, const fk_config *c, bool flags) {
 
 // "rope_scaling" in transformers 4.x's form (5.x reads it too): llama3, linear (when `linear`:
 // the fusekit type keeps its linear scale among its switches instead), or null.
+// rope_type dynamic, yarn or longrope as transformers reads them (the attention factor explicit).
+static cJSON *rope_ext_json(const fk_config *c) {
+    static const char *const names[] = {"", "dynamic", "yarn", "longrope"};
+    cJSON *rs = cJSON_CreateObject();
+    cJSON_AddStringToObject(rs, "rope_type", names[c->rope_ext]);
+    if (c->rope_ext != FK_ROPE_EXT_LONGROPE) add_float(rs, "factor", c->rope_ext_factor);
+    if (c->rope_ext == FK_ROPE_EXT_DYNAMIC) return rs;  // its length is max_position_embeddings
+    cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)c->rope_ext_ctx);
+    add_float(rs, "attention_factor", c->rope_attn_factor);
+    if (c->rope_ext == FK_ROPE_EXT_YARN) {
+        add_float(rs, "beta_fast", c->rope_beta_fast);
+        add_float(rs, "beta_slow", c->rope_beta_slow);
+        if (c->rope_yarn_no_trunc) cJSON_AddFalseToObject(rs, "truncate");
+        return rs;
+    }
+    cJSON *sh = cJSON_AddArrayToObject(rs, "short_factor"), *lo = cJSON_AddArrayToObject(rs, "long_factor");
+    for (int32_t d = 0; d < c->rope_n_factors; d++) {
+        cJSON_AddItemToArray(sh, float_json(c->rope_short[d]));
+        cJSON_AddItemToArray(lo, float_json(c->rope_long[d]));
+    }
+    return rs;
+}
+
 static void add_rope_scaling(cJSON *j, const fk_config *c, bool linear) {
     cJSON *rs = NULL;
     if (c->rope_orig_ctx > 0) {
@@ -131,6 +156,8 @@ static void add_rope_scaling(cJSON *j, const fk_config *c, bool linear) {
         rs = cJSON_CreateObject();
         cJSON_AddStringToObject(rs, "rope_type", "linear");
         add_float(rs, "factor", c->rope_scale);
+    } else if (c->rope_ext != FK_ROPE_EXT_NONE) {
+        rs = rope_ext_json(c);
     }
     if (rs) cJSON_AddItemToObject(j, "rope_scaling", rs);
     else cJSON_AddNullToObject(j, "rope_scaling");
@@ -260,7 +287,9 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_N_KV_HEAD: cJSON_AddNumberToObject(j, k->key, (double)c->n_kv_head); break;
         case ARCH_F_HEAD_DIM: cJSON_AddNumberToObject(j, k->key, (double)c->head_dim); break;
         case ARCH_F_FFN: cJSON_AddNumberToObject(j, k->key, (double)F); break;
-        case ARCH_F_MAX_SEQ: cJSON_AddNumberToObject(j, k->key, (double)c->max_seq); break;
+        case ARCH_F_MAX_SEQ:  // dynamic RoPE: the length it scales beyond (fusekit's context is factor times it)
+            cJSON_AddNumberToObject(j, k->key, (double)(c->rope_ext == FK_ROPE_EXT_DYNAMIC ? c->rope_ext_ctx : c->max_seq));
+            break;
         case ARCH_F_NORM_EPS: add_float(j, k->key, c->norm_eps); break;
         case ARCH_F_ROPE_THETA: add_float(j, k->key, c->rope_theta); break;
         case ARCH_F_ACT: cJSON_AddStringToObject(j, k->key, act_name(f, c)); break;
@@ -454,11 +483,115 @@ static void whole_heads_only(cfg_reader *r, const cJSON *v, const char *key) {
                          cJSON_IsNumber(v) ? "set below 1" : "not a number");
 }
 
+// original_max_position_embeddings of RoPE object o (key its name): transformers 5 takes the
+// top-level key when there is one (Phi-3's), else the object's, else max_position_embeddings; a
+// config whose two keys differ is refused (one of them would be ignored).
+static int64_t rope_orig_ctx(cfg_reader *r, const cJSON *o, const char *key, int64_t max_pos) {
+    cfg_reader sub = {o, r->path, r->st};
+    int64_t in = get_int(&sub, "original_max_position_embeddings", 0), top = get_int(r, "original_max_position_embeddings", 0);
+    if (r->st == FK_OK) r->st = sub.st;
+    if (in != 0 && top != 0 && in != top && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".original_max_position_embeddings is %lld but the top-level key is %lld", r->path, key,
+                         (long long)in, (long long)top);
+    int64_t v = top ? top : in ? in : max_pos;
+    if (v < 1 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".original_max_position_embeddings must be positive (got %lld)", r->path, key, (long long)v);
+    return v;
+}
+
+// A list of n positive factors under key.name into out (n is checked before anything is stored).
+static void rope_factors(cfg_reader *r, const cJSON *o, const char *key, const char *name, int64_t n, float *out) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (r->st != FK_OK) return;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n || n > FK_MAX_ROPE_FACTORS) {
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".%s must be a list of %lld numbers (rotary dims / 2; at most %d)%s", r->path, key, name,
+                         (long long)n, FK_MAX_ROPE_FACTORS, cJSON_IsArray(a) ? "" : " (it is missing or not a list)");
+        return;
+    }
+    int i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble < 1e30)) {
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".%s[%d] must be a positive number", r->path, key, name, i);
+            return;
+        }
+        out[i++] = (float)v->valuedouble;
+    }
+}
+
+// YaRN's mscale: 0.1 * mscale * ln(factor) + 1 (1 for factor <= 1), as transformers' yarn_get_mscale.
+static double yarn_mscale(double factor, double mscale) { return factor <= 1 ? 1.0 : 0.1 * mscale * log(factor) + 1.0; }
+
+// An optional positive number key.name (def when absent or null; transformers' `or` treats 0 as absent
+// for beta_fast/beta_slow, which zero_default says).
+static double rope_opt(cfg_reader *r, const cJSON *o, const char *key, const char *name, double def, bool zero_default) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v || cJSON_IsNull(v) || (zero_default && cJSON_IsNumber(v) && v->valuedouble == 0)) return def;
+    return rope_num(r, o, key, name, 1e30);
+}
+
+// rope_type dynamic, yarn and longrope of object o (c->max_seq is max_position_embeddings), with
+// the attention factor as transformers 5 derives it when the object has none.
+static void rope_ext_parse(cfg_reader *r, const cJSON *o, const char *key, int kind, fk_config *c) {
+    c->rope_ext = kind;
+    if (kind == FK_ROPE_EXT_DYNAMIC) {  // scales beyond max_position_embeddings, up to factor times it
+        c->rope_ext_factor = (float)rope_num(r, o, key, "factor", 1e6);
+        c->rope_ext_ctx = c->max_seq;
+        double ext = floor((double)c->max_seq * c->rope_ext_factor);
+        if (ext > (double)c->max_seq) c->max_seq = ext < (double)FK_LIM_SEQ ? (int64_t)ext : FK_LIM_SEQ;
+        return;
+    }
+    c->rope_ext_ctx = rope_orig_ctx(r, o, key, c->max_seq);
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
+    double factor = f && !cJSON_IsNull(f) ? rope_num(r, o, key, "factor", 1e6) : (double)c->max_seq / (double)c->rope_ext_ctx;
+    double af = rope_opt(r, o, key, "attention_factor", 0, false);
+    if (kind == FK_ROPE_EXT_YARN) {
+        c->rope_ext_factor = (float)factor;
+        double ms = rope_opt(r, o, key, "mscale", 0, false), msa = rope_opt(r, o, key, "mscale_all_dim", 0, false);
+        if (af == 0) af = ms != 0 && msa != 0 ? yarn_mscale(factor, ms) / yarn_mscale(factor, msa) : yarn_mscale(factor, 1);
+        c->rope_beta_fast = (float)rope_opt(r, o, key, "beta_fast", 32, true);
+        c->rope_beta_slow = (float)rope_opt(r, o, key, "beta_slow", 1, true);
+        cfg_reader sub = {o, r->path, r->st};
+        c->rope_yarn_no_trunc = !get_bool(&sub, o, "truncate", true);
+        r->st = sub.st;
+    } else {  // longrope: rotary dims / 2 factors each
+        int64_t half = fk_config_rotary_dim(c) / 2;
+        rope_factors(r, o, key, "short_factor", half, c->rope_short);
+        rope_factors(r, o, key, "long_factor", half, c->rope_long);
+        c->rope_n_factors = (int32_t)half;
+        if (af == 0) af = factor <= 1 ? 1.0 : sqrt(1 + log(factor) / log((double)c->rope_ext_ctx));
+    }
+    c->rope_attn_factor = (float)af;
+}
+
+// rope_type llama3 of object o.
+static void rope_llama3_parse(cfg_reader *r, const cJSON *o, const char *key, fk_config *c) {
+    c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
+    c->rope_low_freq = (float)rope_num(r, o, key, "low_freq_factor", 1e6);
+    c->rope_high_freq = (float)rope_num(r, o, key, "high_freq_factor", 1e6);
+    c->rope_orig_ctx = rope_orig_ctx(r, o, key, c->max_seq);
+    if (r->st == FK_OK && !(c->rope_high_freq > c->rope_low_freq))
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" has high_freq_factor %g <= low_freq_factor %g", r->path, key, (double)c->rope_high_freq,
+                         (double)c->rope_low_freq);
+}
+
+// The RoPE types a Llama-family config names, with the keys each reads beyond rope_type, type,
+// rope_theta and partial_rotary_factor (transformers' _validate_*_rope_parameters).
+static const struct { const char *name; int ext; const char *keys[8]; } rope_types[] = {
+    {"default", 0, {NULL}},
+    {"linear", 0, {"factor", NULL}},
+    {"llama3", 0, {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", NULL}},
+    {"dynamic", FK_ROPE_EXT_DYNAMIC, {"factor", NULL}},
+    {"yarn", FK_ROPE_EXT_YARN, {"factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
+                                "mscale_all_dim", "truncate"}},
+    {"longrope", FK_ROPE_EXT_LONGROPE, {"short_factor", "long_factor", "original_max_position_embeddings", "attention_factor", "factor", NULL}},
+};
+
 // RoPE of a Llama-family config (llama, mistral, qwen2, fusekit) beyond rope_theta: rope_scaling as
 // transformers 4.x writes them, or rope_parameters as 5.x does (which wins when both are there,
-// as in transformers). rope_type default, linear (rope_scale) and llama3 (rope_orig_ctx, ...) are
-// implemented; any other type, per-layer-type parameters, partial rotary factors and keys
-// fusekit does not know are refused, naming the key: none may be ignored.
+// as in transformers). rope_type default, linear (rope_scale), llama3 (rope_orig_ctx, ...),
+// dynamic, yarn and longrope (rope_ext) are implemented; any other type, per-layer-type
+// parameters, partial rotary factors (which transformers' Llama-family code cannot apply) and
+// keys fusekit does not know are refused, naming the key: none may be ignored.
 static void llama_rope(cfg_reader *r, fk_config *c) {
     const cJSON *root = r->root;
     whole_heads_only(r, cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor"), "partial_rotary_factor");
@@ -467,49 +600,38 @@ static void llama_rope(cfg_reader *r, fk_config *c) {
     if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(root, key = "rope_scaling");
     if (!o || cJSON_IsNull(o) || r->st != FK_OK) return;
     if (!cJSON_IsObject(o)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key); return; }
-    const char *kind = get_str(o, "rope_type");
-    if (!kind) kind = get_str(o, "type");
-    if (!kind) kind = "default";
-    bool linear = strcmp(kind, "linear") == 0, llama3 = strcmp(kind, "llama3") == 0;
-    if (!linear && !llama3 && strcmp(kind, "default") != 0) {
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" has rope_type \"%s\"; fusekit implements default, linear and llama3 RoPE", r->path,
-                         key, kind);
+    const char *kind = get_str(o, "rope_type"), *old = get_str(o, "type");
+    if (kind && old && strcmp(kind, old) != 0) {
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" has rope_type \"%s\" but type \"%s\"", r->path, key, kind, old);
+        return;
+    }
+    if (!kind) kind = old ? old : "default";
+    size_t t = 0, nt = sizeof rope_types / sizeof rope_types[0];
+    while (t < nt && strcmp(kind, rope_types[t].name) != 0) t++;
+    if (t == nt) {
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" has rope_type \"%s\"; fusekit implements default, linear, llama3, dynamic, yarn "
+                         "and longrope RoPE", r->path, key, kind);
         return;
     }
     // every key of the object must be one fusekit applies
-    static const char *const known[] = {"rope_type", "type", "rope_theta", "partial_rotary_factor", "factor", "low_freq_factor",
-                                        "high_freq_factor", "original_max_position_embeddings"};
     const cJSON *it;
     cJSON_ArrayForEach(it, o) {
-        size_t k = 0, n = linear ? 5 : llama3 ? 8 : 4;
-        while (k < n && strcmp(it->string, known[k]) != 0) k++;
-        if (k == n) {
+        const char *k = it->string;
+        bool known = strcmp(k, "rope_type") == 0 || strcmp(k, "type") == 0 || strcmp(k, "rope_theta") == 0 || strcmp(k, "partial_rotary_factor") == 0;
+        for (int i = 0; i < 8 && rope_types[t].keys[i] && !known; i++) known = strcmp(k, rope_types[t].keys[i]) == 0;
+        if (!known) {
             r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".%s is not supported with rope_type \"%s\" (fusekit would ignore it)", r->path,
-                             key, it->string, kind);
+                             key, k, kind);
             return;
         }
-        if (k == 3) whole_heads_only(r, it, strcmp(key, "rope_scaling") == 0 ? "rope_scaling.partial_rotary_factor" : "rope_parameters.partial_rotary_factor");
+        if (strcmp(k, "partial_rotary_factor") == 0)
+            whole_heads_only(r, it, strcmp(key, "rope_scaling") == 0 ? "rope_scaling.partial_rotary_factor" : "rope_parameters.partial_rotary_factor");
         if (r->st != FK_OK) return;
     }
     if (cJSON_GetObjectItemCaseSensitive(o, "rope_theta")) c->rope_theta = (float)rope_num(r, o, key, "rope_theta", 1e30);
-    if (linear) c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
-    if (llama3) {
-        c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
-        c->rope_low_freq = (float)rope_num(r, o, key, "low_freq_factor", 1e6);
-        c->rope_high_freq = (float)rope_num(r, o, key, "high_freq_factor", 1e6);
-        // transformers: the object's original_max_position_embeddings, else the top-level key, else
-        // max_position_embeddings
-        const char *ok = cJSON_GetObjectItemCaseSensitive(o, "original_max_position_embeddings") ? "original_max_position_embeddings" : NULL;
-        cfg_reader sub = {o, r->path, r->st};
-        int64_t orig = ok ? get_int(&sub, ok, -1) : get_int(r, "original_max_position_embeddings", c->max_seq);
-        if (r->st == FK_OK) r->st = sub.st;
-        if (orig < 1 && r->st == FK_OK)
-            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".original_max_position_embeddings must be positive", r->path, key);
-        c->rope_orig_ctx = orig;
-        if (r->st == FK_OK && !(c->rope_high_freq > c->rope_low_freq))
-            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" has high_freq_factor %g <= low_freq_factor %g", r->path, key, (double)c->rope_high_freq,
-                             (double)c->rope_low_freq);
-    }
+    if (strcmp(kind, "linear") == 0) c->rope_scale = (float)rope_num(r, o, key, "factor", 1e6);
+    if (strcmp(kind, "llama3") == 0) rope_llama3_parse(r, o, key, c);
+    if (rope_types[t].ext) rope_ext_parse(r, o, key, rope_types[t].ext, c);
 }
 
 // layer_types, when the config has it (true): sliding[l] for each "sliding_attention" entry.
@@ -702,7 +824,7 @@ static void read_scalars(cfg_reader *r, const arch_family *f, fk_config *c, cons
     c->head_dim = done[ARCH_F_HEAD_DIM] ? v[ARCH_F_HEAD_DIM] : split_heads(r, f, d, H, c->head_dim);  // may differ from d / H
     c->norm_eps = (float)x[ARCH_F_NORM_EPS];
     if (done[ARCH_F_ROPE_THETA]) c->rope_theta = (float)x[ARCH_F_ROPE_THETA];
-    arch_apply_switches(&f->sw, c);
+    arch_apply_switches(f, c);
     c->tied = get_bool(r, r->root, "tie_word_embeddings", f->tied);
 }
 

@@ -128,6 +128,50 @@ fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
     return FK_OK;
 }
 
+// RoPE scaling dynamic, yarn, longrope (rope_ext): alone, with its own fields only, in range.
+static fk_status check_rope_ext(const fk_config *c) {
+    static const char *const names[] = {"none", "dynamic", "yarn", "longrope"};
+    int k = c->rope_ext;
+    if (k < FK_ROPE_EXT_NONE || k > FK_ROPE_EXT_LONGROPE) return fk_error(FK_ERR_ARG, "config: unknown RoPE scaling kind rope_ext %d", k);
+    bool yarn = k == FK_ROPE_EXT_YARN, lr = k == FK_ROPE_EXT_LONGROPE;
+    if (k == FK_ROPE_EXT_NONE) {
+        if (c->rope_ext_factor != 0 || c->rope_ext_ctx != 0 || c->rope_attn_factor != 0 || c->rope_beta_fast != 0 || c->rope_beta_slow != 0 ||
+            c->rope_yarn_no_trunc || c->rope_n_factors != 0)
+            return fk_error(FK_ERR_ARG, "config: dynamic/yarn/longrope RoPE parameters set without their rope_type (rope_ext none)");
+        return FK_OK;
+    }
+    const char *name = names[k];
+    if (c->pos != FK_POS_ROPE) return fk_error(FK_ERR_ARG, "config: rope_type %s without RoPE", name);
+    if (c->rope_orig_ctx != 0 || (c->rope_scale != 0 && c->rope_scale != 1))
+        return fk_error(FK_ERR_ARG, "config: rope_type %s with linear or llama3 scaling (rope_scale %g, rope_orig_ctx %lld): one type at a time", name,
+                        (double)c->rope_scale, (long long)c->rope_orig_ctx);
+    if (!lr && !(c->rope_ext_factor >= 1 && c->rope_ext_factor < 1e6))
+        return fk_error(FK_ERR_ARG, "config: rope_type %s needs a factor in 1..1e6 (config.json rope_scaling.factor, got %g)", name,
+                        (double)c->rope_ext_factor);
+    if (lr && c->rope_ext_factor != 0) return fk_error(FK_ERR_ARG, "config: rope_type longrope keeps its factor in rope_attn_factor (rope_ext_factor %g)",
+                                                     (double)c->rope_ext_factor);
+    FK_TRY(check_range("rope_ext_ctx", lr || yarn ? "config.json rope_scaling.original_max_position_embeddings, GGUF rope.scaling.original_context_length"
+                                                  : "config.json max_position_embeddings of a dynamic RoPE model", c->rope_ext_ctx, 1, LIM_SEQ));
+    if ((yarn || lr) && !(c->rope_attn_factor > 0 && c->rope_attn_factor < 1e6))
+        return fk_error(FK_ERR_ARG, "config: rope_type %s needs an attention_factor in (0, 1e6) (got %g)", name, (double)c->rope_attn_factor);
+    if (!yarn && !lr && c->rope_attn_factor != 0) return fk_error(FK_ERR_ARG, "config: rope_type dynamic has no attention_factor");
+    if (yarn && (!(c->rope_beta_fast > 0 && c->rope_beta_fast < 1e6) || !(c->rope_beta_slow > 0 && c->rope_beta_slow < 1e6)))
+        return fk_error(FK_ERR_ARG, "config: rope_type yarn needs beta_fast and beta_slow in (0, 1e6) (got %g, %g)", (double)c->rope_beta_fast,
+                        (double)c->rope_beta_slow);
+    if (!yarn && (c->rope_beta_fast != 0 || c->rope_beta_slow != 0 || c->rope_yarn_no_trunc))
+        return fk_error(FK_ERR_ARG, "config: beta_fast/beta_slow/truncate set with rope_type %s (they are yarn's)", name);
+    int64_t half = fk_config_rotary_dim(c) / 2;
+    if (k == FK_ROPE_EXT_DYNAMIC && half < 2) return fk_error(FK_ERR_ARG, "config: rope_type dynamic needs at least 4 rotary dims");
+    if (lr != (c->rope_n_factors != 0) || (lr && c->rope_n_factors != half) || c->rope_n_factors > FK_MAX_ROPE_FACTORS)
+        return fk_error(FK_ERR_ARG, "config: rope_type %s has %d short/long factors, expected %lld (rotary dims / 2)", name, (int)c->rope_n_factors,
+                        lr ? (long long)half : 0LL);
+    for (int32_t d = 0; d < c->rope_n_factors; d++)
+        if (!(c->rope_short[d] > 0 && c->rope_short[d] < 1e30) || !(c->rope_long[d] > 0 && c->rope_long[d] < 1e30))
+            return fk_error(FK_ERR_ARG, "config: longrope factor %d is %g (short) / %g (long), expected finite values > 0", (int)d,
+                            (double)c->rope_short[d], (double)c->rope_long[d]);
+    return FK_OK;
+}
+
 fk_status fk_config_validate(const fk_config *c) {
     // the sizes of the field table, in its order
     for (int i = 0; i < fk_config_n_fields; i++) {
@@ -208,7 +252,7 @@ fk_status fk_config_validate(const fk_config *c) {
     } else if (c->rope_low_freq != 0 || c->rope_high_freq != 0) {
         return fk_error(FK_ERR_ARG, "config: low/high_freq_factor set without Llama 3 RoPE scaling (rope_orig_ctx 0)");
     }
-    return FK_OK;
+    return check_rope_ext(c);
 }
 
 int64_t fk_config_heads(const fk_config *c, int64_t l) { return c->heads[l] > 0 ? c->heads[l] : c->n_head; }
@@ -252,5 +296,11 @@ void fk_config_describe(const fk_config *c, char *buf, size_t n) {
         ADD(" rope_llama3(factor=%g low=%g high=%g ctx=%lld)", (double)c->rope_scale, (double)c->rope_low_freq, (double)c->rope_high_freq,
             (long long)c->rope_orig_ctx);
     else if (c->rope_scale > 0 && c->rope_scale != 1) ADD(" rope_scale=%g", (double)c->rope_scale);
+    if (c->rope_ext == FK_ROPE_EXT_DYNAMIC) ADD(" rope_dynamic(factor=%g)", (double)c->rope_ext_factor);
+    if (c->rope_ext == FK_ROPE_EXT_YARN)
+        ADD(" rope_yarn(factor=%g ctx=%lld attn=%g beta=%g/%g%s)", (double)c->rope_ext_factor, (long long)c->rope_ext_ctx, (double)c->rope_attn_factor,
+            (double)c->rope_beta_fast, (double)c->rope_beta_slow, c->rope_yarn_no_trunc ? " untruncated" : "");
+    if (c->rope_ext == FK_ROPE_EXT_LONGROPE)
+        ADD(" rope_longrope(ctx=%lld attn=%g factors=%d)", (long long)c->rope_ext_ctx, (double)c->rope_attn_factor, (int)c->rope_n_factors);
 #undef ADD
 }

@@ -101,9 +101,11 @@ static void build_table(fk_model *m) {
 }
 
 // RoPE tables (positions, rotary_dim/2) of cos and sin: the global one (rope_theta, positions
-// divided by rope_scale, or Llama 3 scaling) and, when sliding layers differ, the local one
-// (rope_theta_local, unscaled). They hold the positions used so far (rope_ensure grows them
-// geometrically up to max_seq), so a model declaring a long context costs only what it runs.
+// divided by rope_scale, Llama 3 scaling, or cfg.rope_ext's dynamic/yarn/longrope) and, when
+// sliding layers differ, the local one (rope_theta_local, unscaled). They hold the positions used
+// so far (rope_ensure grows them geometrically up to max_seq), so a model declaring a long context
+// costs only what it runs; dynamic and longrope tables depend on the length a forward reaches and
+// are refilled when its regime (rope_regime) changes.
 //
 // Inverse frequency d of a table as Hugging Face computes it (float32): theta^-(2d/rotary_dim), then
 // linear scaling (divided by scale) or, with llama3, Llama 3's scaling (transformers'
@@ -125,16 +127,55 @@ static float rope_inv_freq(const fk_config *cfg, float theta, float scale, bool 
     return scale != 1 ? inv / scale : inv;
 }
 
-static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, float theta, float scale, bool llama3, int64_t t0, int64_t t1) {
-    int64_t half = fk_config_rotary_dim(cfg) / 2;
-    for (int64_t d = 0; d < half; d++) {
-        float inv = rope_inv_freq(cfg, theta, scale, llama3, d);  // the angle in double
-        for (int64_t t = t0; t < t1; t++) {
-            double a = (double)t * (double)inv;
-            cos_t[t * half + d] = (float)cos(a);
-            sin_t[t * half + d] = (float)sin(a);
-        }
+// The regime of cfg.rope_ext's tables for a forward reaching length n: dynamic, the length
+// its base is computed for (rope_ext_ctx up to there); longrope, 1 for the long factors; else 0.
+static int64_t rope_regime(const fk_config *cfg, int64_t n) {
+    if (cfg->rope_ext == FK_ROPE_EXT_DYNAMIC) return n > cfg->rope_ext_ctx ? n : cfg->rope_ext_ctx;
+    if (cfg->rope_ext == FK_ROPE_EXT_LONGROPE) return n > cfg->rope_ext_ctx;
+    return 0;
+}
+
+// YaRN's correction dim of num_rot rotations (transformers' find_correction_dim, in double).
+static double yarn_dim(double num_rot, double rd, double base, double ctx) { return rd * log(ctx / (num_rot * 2 * M_PI)) / (2 * log(base)); }
+
+// Inverse frequency d of cfg.rope_ext at regime g, in transformers' float32 steps
+// (_compute_dynamic_ntk_parameters, _compute_yarn_parameters, _compute_longrope_parameters).
+static float rope_ext_inv_freq(const fk_config *cfg, int64_t g, int64_t d) {
+    int64_t rd = fk_config_rotary_dim(cfg);
+    float e = (float)(2 * d) / (float)rd, theta = cfg->rope_theta, f = cfg->rope_ext_factor;
+    switch (cfg->rope_ext) {
+    case FK_ROPE_EXT_DYNAMIC: {
+        if (g > cfg->rope_ext_ctx)  // base * ((factor * n / ctx) - (factor - 1)) ** (rd / (rd - 2)), a float32 tensor
+            theta = theta * powf(f * (float)g / (float)cfg->rope_ext_ctx - (float)((double)f - 1), (float)((double)rd / (double)(rd - 2)));
+        return 1.0f / powf(theta, e);
     }
+    case FK_ROPE_EXT_YARN: {
+        float pos = powf(theta, e), extrap = 1.0f / pos, interp = 1.0f / (f * pos);
+        double lo = yarn_dim(cfg->rope_beta_fast, (double)rd, theta, (double)cfg->rope_ext_ctx);
+        double hi = yarn_dim(cfg->rope_beta_slow, (double)rd, theta, (double)cfg->rope_ext_ctx);
+        if (!cfg->rope_yarn_no_trunc) { lo = floor(lo); hi = ceil(hi); }
+        lo = lo > 0 ? lo : 0;
+        hi = hi < (double)(rd - 1) ? hi : (double)(rd - 1);
+        if (lo == hi) hi += 0.001;  // transformers: "prevent singularity"
+        float ramp = ((float)d - (float)lo) / (float)(hi - lo);
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        float ext = 1 - ramp;
+        return interp * (1 - ext) + extrap * ext;
+    }
+    case FK_ROPE_EXT_LONGROPE: return 1.0f / ((g ? cfg->rope_long[d] : cfg->rope_short[d]) * powf(theta, e));
+    }
+    return 1.0f / powf(theta, e);
+}
+
+// Positions t0..t1-1 of a table: angle t * inv_d in double, cos and sin times mul (float32).
+static void rope_fill(float *cos_t, float *sin_t, const fk_config *cfg, const float *inv, float mul, int64_t t0, int64_t t1) {
+    int64_t half = fk_config_rotary_dim(cfg) / 2;
+    for (int64_t d = 0; d < half; d++)
+        for (int64_t t = t0; t < t1; t++) {
+            double a = (double)t * (double)inv[d];
+            cos_t[t * half + d] = mul != 1 ? (float)cos(a) * mul : (float)cos(a);
+            sin_t[t * half + d] = mul != 1 ? (float)sin(a) * mul : (float)sin(a);
+        }
 }
 
 // Grows table *p (when there is one) to `want` positions.
@@ -146,23 +187,33 @@ static bool rope_grow(float **p, int64_t want, int64_t half) {
     return true;
 }
 
+// The tables hold positions 0..n-1 for a forward reaching length n.
 static fk_status rope_ensure(fk_model *m, int64_t n) {
     const fk_config *cfg = &m->cfg;
-    if (cfg->pos != FK_POS_ROPE || n <= m->rope_len) return FK_OK;
+    if (cfg->pos != FK_POS_ROPE) return FK_OK;
     if (n > cfg->max_seq) n = cfg->max_seq;
+    int64_t g = rope_regime(cfg, n);
+    if (g != m->rope_regime) { m->rope_len = 0; m->rope_regime = g; }  // another length regime: refill
+    if (n <= m->rope_len) return FK_OK;
+    int64_t half = fk_config_rotary_dim(cfg) / 2;
     if (n > m->rope_cap) {  // max_seq is at most 2^24 and head_dim 4096 (fk_config_validate)
-        int64_t cap = m->rope_cap * 2 > n ? m->rope_cap * 2 : n, half = fk_config_rotary_dim(cfg) / 2;
+        int64_t cap = m->rope_cap * 2 > n ? m->rope_cap * 2 : n;
         if (cap > cfg->max_seq) cap = cfg->max_seq;
         if (!rope_grow(&m->rope_cos, cap, half) || !rope_grow(&m->rope_sin, cap, half) || !rope_grow(&m->rope_cos_local, cap, half) ||
             !rope_grow(&m->rope_sin_local, cap, half))
             return fk_error(FK_ERR_NOMEM, "out of memory for the RoPE tables of %lld positions", (long long)cap);
         m->rope_cap = cap;
     }
+    float inv[FK_LIM_HEAD_DIM / 2], mul = 1;
     bool scaled = cfg->rope_scale > 0 && cfg->rope_scale != 1, llama3 = cfg->rope_orig_ctx > 0;
-    rope_fill(m->rope_cos, m->rope_sin, cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1, llama3, m->rope_len, n);
-    if (m->rope_cos_local)
-        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta, 1, false,
-                  m->rope_len, n);
+    for (int64_t d = 0; d < half; d++)
+        inv[d] = cfg->rope_ext ? rope_ext_inv_freq(cfg, g, d) : rope_inv_freq(cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1, llama3, d);
+    if (cfg->rope_ext == FK_ROPE_EXT_YARN || cfg->rope_ext == FK_ROPE_EXT_LONGROPE) mul = cfg->rope_attn_factor;
+    rope_fill(m->rope_cos, m->rope_sin, cfg, inv, mul, m->rope_len, n);
+    if (m->rope_cos_local) {
+        for (int64_t d = 0; d < half; d++) inv[d] = rope_inv_freq(cfg, cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta, 1, false, d);
+        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, inv, 1, m->rope_len, n);
+    }
     m->rope_len = n;
     return FK_OK;
 }
@@ -204,7 +255,7 @@ fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags) {
     }
     if (cfg->pos == FK_POS_ROPE) {  // room for the first positions; rope_ensure grows them
         float local_theta = cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta;
-        bool scaled = (cfg->rope_scale > 0 && cfg->rope_scale != 1) || cfg->rope_orig_ctx > 0, any_sliding = false;
+        bool scaled = (cfg->rope_scale > 0 && cfg->rope_scale != 1) || cfg->rope_orig_ctx > 0 || cfg->rope_ext, any_sliding = false;
         for (int64_t l = 0; l < cfg->n_layer; l++) any_sliding |= cfg->sliding[l] != 0;
         m->rope_cap = cfg->max_seq < 64 ? cfg->max_seq : 64;
         size_t rb = (size_t)m->rope_cap * (size_t)(fk_config_rotary_dim(cfg) / 2) * sizeof(float);

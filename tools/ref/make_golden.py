@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import sys
+import types
 
 import torch
 import torch.nn.functional as F
@@ -43,16 +44,27 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MptConfig,
+    MptForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
 )
 
 # ----------------------------------------------------------------------------
 # Fixed settings (changing any of these changes the golden files)
 # ----------------------------------------------------------------------------
 B, T = 2, 16
+SWA = 8  # the sliding windows of the *_swa, starcoder2 and phi3 folders: half of T
 TRAIN_STEPS = 5
 LR = 1e-3
 BETAS = (0.9, 0.95)
@@ -110,6 +122,47 @@ QWEN2_BASE = dict(
     attn_implementation="eager",
 )
 
+# MPT: transformers' MptConfig keys (no_bias, expansion_ratio 4; its attention always has ALiBi
+# with alibi_bias_max 8 and ignores learned_pos_emb)
+MPT_ATTN = dict(alibi=True, alibi_bias_max=8, attn_pdrop=0, clip_qkv=None, softmax_scale=None)
+MPT_BASE = dict(
+    vocab_size=64,
+    d_model=48,
+    n_heads=6,
+    n_layers=2,
+    expansion_ratio=4,
+    max_seq_len=64,
+    layer_norm_epsilon=1e-5,
+    learned_pos_emb=False,
+    no_bias=True,
+    attn_config=MPT_ATTN,
+    attn_implementation="eager",
+)
+
+# GPT-NeoX (Pythia) in transformers 4's keys, which transformers 5 still reads (rotary_pct,
+# rotary_emb_base become rope_parameters)
+NEOX_BASE = dict(
+    vocab_size=70,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    layer_norm_eps=1e-5,
+    hidden_act="gelu",
+    rotary_pct=0.25,
+    rotary_emb_base=10000,
+    use_parallel_residual=True,
+    attention_bias=True,
+    tie_word_embeddings=False,
+    attention_dropout=0.0,
+    hidden_dropout=0.0,
+    attn_implementation="eager",
+)
+
+# parameter name -> the name save_pretrained writes it under, where they differ
+SAVED_AS = {"lm_head.weight": "embed_out.weight"}
+
 
 def config(cls, base, **changes):
     """cls(**base) with some keys changed."""
@@ -122,6 +175,16 @@ def model_specs():
         "gpt2": (GPT2LMHeadModel, config(GPT2Config, GPT2_BASE), 1001, 2001),
         "llama": (LlamaForCausalLM, config(LlamaConfig, LLAMA_BASE), 1002, 2002),
         "qwen2": (Qwen2ForCausalLM, config(Qwen2Config, QWEN2_BASE), 1003, 2003),
+        # MPT (MptForCausalLM): ALiBi with 6 heads (not a power of two: MPT's interleaved slopes),
+        # clip_qkv 0.5 (a good part of q/k/v clamped), no biases, exact GELU, tied embeddings
+        "mpt": (MptForCausalLM, config(MptConfig, MPT_BASE, attn_config=dict(MPT_ATTN, clip_qkv=0.5)), 1004, 2004),
+        # MPT with 8 heads (power of two), no clip, softmax_scale 0.3, an untied LM head
+        "mpt_8h": (
+            MptForCausalLM,
+            config(MptConfig, MPT_BASE, d_model=32, n_heads=8, vocab_size=72, tie_word_embeddings=False,
+                   attn_config=dict(MPT_ATTN, softmax_scale=0.3)),
+            1005, 2005,
+        ),
     }
 
 
@@ -180,6 +243,98 @@ def forward_specs():
             config(Qwen3Config, QWEN2_BASE, vocab_size=88, hidden_size=64, intermediate_size=96, head_dim=32,
                    attention_bias=False),
             1020, 2020, f32, None,
+        ),
+        # sliding windows of 8 keys over T = 16 tokens: Mistral on every layer; Qwen2 and Qwen3
+        # (use_sliding_window) on the layers from max_window_layers 1 on
+        "mistral_swa": (
+            MistralForCausalLM,
+            config(MistralConfig, LLAMA_BASE, vocab_size=72, num_key_value_heads=1, sliding_window=SWA),
+            1021, 2021, f32, None,
+        ),
+        "qwen2_swa": (
+            Qwen2ForCausalLM,
+            config(Qwen2Config, QWEN2_BASE, vocab_size=76, use_sliding_window=True, sliding_window=SWA, max_window_layers=1),
+            1022, 2022, f32, None,
+        ),
+        "qwen3_swa": (
+            Qwen3ForCausalLM,
+            config(Qwen3Config, QWEN2_BASE, vocab_size=84, head_dim=16, attention_bias=False, use_sliding_window=True,
+                   sliding_window=SWA, max_window_layers=1),
+            1023, 2023, f32, None,
+        ),
+        # StarCoder2: LayerNorm with bias, GELU (tanh) MLP c_fc/c_proj, use_bias, GQA 4/2, tied, window 8
+        "starcoder2": (
+            Starcoder2ForCausalLM,
+            Starcoder2Config(vocab_size=68, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, max_position_embeddings=64, norm_epsilon=1e-5, rope_theta=10000.0,
+                             sliding_window=SWA, use_bias=True, attention_dropout=0.0, residual_dropout=0.0,
+                             embedding_dropout=0.0, attn_implementation="eager"),
+            1024, 2024, f32, None,
+        ),
+        # Phi-3 mini-like: fused qkv_proj and gate_up_proj, RMSNorm, SwiGLU, no biases, GQA 4/2, window 8
+        "phi3": (
+            Phi3ForCausalLM,
+            Phi3Config(vocab_size=70, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=64,
+                       rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=SWA, resid_pdrop=0.0, embd_pdrop=0.0,
+                       attention_dropout=0.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=None,
+                       attn_implementation="eager"),
+            1025, 2025, f32, None,
+        ),
+        # GPT-NeoX / Pythia: fused per-head [q, k, v] query_key_value, LayerNorm with bias, exact GELU,
+        # rotary_pct 0.25 (head_dim 16: 4 dims turn), parallel residual with two norms; and sequential
+        "gpt_neox": (
+            GPTNeoXForCausalLM,
+            GPTNeoXConfig(**NEOX_BASE),
+            1026, 2026, f32, None,
+        ),
+        "gpt_neox_seq": (
+            GPTNeoXForCausalLM,
+            GPTNeoXConfig(**{**NEOX_BASE, "vocab_size": 74, "use_parallel_residual": False, "hidden_act": "gelu_new",
+                             "rotary_emb_base": 500.0}),
+            1027, 2027, f32, None,
+        ),
+        # Phi-2: one LayerNorm feeding attention and MLP in parallel, q/k/v/dense/fc biases, gelu_new,
+        # partial_rotary_factor 0.4 (head_dim 10: 4 dims turn), an LM-head bias, GQA 4/2
+        "phi": (
+            PhiForCausalLM,
+            PhiConfig(vocab_size=66, hidden_size=40, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, layer_norm_eps=1e-5, hidden_act="gelu_new",
+                      rope_theta=10000.0, partial_rotary_factor=0.4, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
+                      tie_word_embeddings=False, qk_layernorm=False, attn_implementation="eager"),
+            1028, 2028, f32, None,
+        ),
+        # RoPE scaling types (Llama, head_dim 8, T = 16), as transformers 5 computes them:
+        # YaRN factor 4 over an original context of 64 (truncated correction range 0..3: dim 0
+        # extrapolated, 1 and 2 blended, 3 interpolated), attention factor 0.1 ln 4 + 1 from the factor
+        "rope_yarn": (
+            LlamaForCausalLM,
+            config(LlamaConfig, LLAMA_BASE, vocab_size=60, max_position_embeddings=256,
+                   rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64)),
+            1060, 2060, f32, None,
+        ),
+        # dynamic NTK, factor 2, max_position_embeddings 8 < T: the base grows to cover 16 positions
+        "rope_dynamic": (
+            LlamaForCausalLM,
+            config(LlamaConfig, LLAMA_BASE, vocab_size=62, max_position_embeddings=8,
+                   rope_parameters=dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0)),
+            1061, 2061, f32, None,
+        ),
+        # LongRoPE (Phi-3 128k's kind): T = 16 within the original 64 (short factors), and beyond 8
+        # (long factors); attention factor sqrt(1 + ln(max/orig) / ln(orig))
+        "rope_longrope_short": (
+            LlamaForCausalLM,
+            config(LlamaConfig, LLAMA_BASE, vocab_size=66, max_position_embeddings=256,
+                   rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=64,
+                                        short_factor=[1.0, 1.5, 3.0, 7.0], long_factor=[1.2, 4.0, 11.0, 30.0])),
+            1062, 2062, f32, None,
+        ),
+        "rope_longrope_long": (
+            LlamaForCausalLM,
+            config(LlamaConfig, LLAMA_BASE, vocab_size=68, max_position_embeddings=64,
+                   rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=8,
+                                        short_factor=[1.0, 1.5, 3.0, 7.0], long_factor=[1.2, 4.0, 11.0, 30.0])),
+            1063, 2063, f32, None,
         ),
     }
 
@@ -240,10 +395,35 @@ def _make_llama_rope_forward_f64(module):
     return forward
 
 
+def _mpt_alibi_f64(num_heads, sequence_length, alibi_bias_max=8, device=None):
+    """transformers' build_mpt_alibi_tensor with its slopes in float64 (it computes them in float32)."""
+    n2 = 2 ** math.ceil(math.log2(num_heads))
+    slopes = 1.0 / torch.pow(2.0, torch.arange(1, n2 + 1, dtype=torch.float64) * (alibi_bias_max / n2))
+    if n2 != num_heads:
+        slopes = torch.cat([slopes[1::2], slopes[::2]])[:num_heads]
+    pos = torch.arange(1 - sequence_length, 1, dtype=torch.float64)
+    return (slopes.view(num_heads, 1, 1) * pos.view(1, 1, sequence_length)).to(device)
+
+
+def _forward_keep_float64(self, *args, **kwargs):
+    """The module's own forward with Tensor.float() a no-op on float64 tensors (MptAttention's
+    softmax(scores.float())); bound with MethodType so that deepcopy rebinds it to the copy."""
+    orig = torch.Tensor.float
+    torch.Tensor.float = lambda t, *a, **k: t if t.dtype == torch.float64 else orig(t, *a, **k)
+    try:
+        return type(self).forward(self, *args, **kwargs)
+    finally:
+        torch.Tensor.float = orig
+
+
 def to_float64(model):
     m = copy.deepcopy(model).double()
     for mod in m.modules():
         name = type(mod).__name__
+        if name == "MptModel":
+            mod.build_mpt_alibi_tensor = _mpt_alibi_f64
+        if name == "MptAttention":
+            mod.forward = types.MethodType(_forward_keep_float64, mod)
         if name.endswith("RMSNorm"):
             mod.forward = _rmsnorm_forward_native.__get__(mod)
         if name.endswith("RotaryEmbedding"):
@@ -252,6 +432,7 @@ def to_float64(model):
             else:  # transformers 5 (Qwen3): dim and base from the config
                 cfg = mod.config
                 dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+                dim = int(dim * cfg.rope_parameters.get("partial_rotary_factor", 1.0))  # NeoX, Phi: partial rotary
                 base = cfg.rope_parameters["rope_theta"]
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
             mod.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -436,6 +617,8 @@ def save_folder(name, model, out_dir, dtype=torch.float32, max_shard_size=None):
                 saved[k] = f.get_tensor(k)
     assert weight_map is None or sorted(weight_map) == sorted(saved_names), f"{name}: index.json lists other tensors"
     pnames = param_names(model)
+    # transformers 5 saves GPTNeoXForCausalLM's lm_head under its checkpoints' name, embed_out
+    pnames = {SAVED_AS.get(k, k) if SAVED_AS.get(k) in saved else k: p for k, p in pnames.items()}
     extra = sorted(set(saved_names) - set(pnames))
     missing = sorted(set(pnames) - set(saved_names))
     assert not missing, f"{name}: parameters not written by save_pretrained: {missing}"
