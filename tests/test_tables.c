@@ -52,6 +52,15 @@ static void check_cover(const fk_model *m, arch_tensor_set s, const char *what) 
     free(it);
 }
 
+// The Llama-family sets serve every model; a row's own set (GPT-2's, StarCoder2's, Phi-3's: fused
+// tensors, other names, no QK-norm or post-norm) the models with the row's switches.
+static bool llama_set(arch_tensor_set s) { return s.t == arch_of(FK_ARCH_LLAMA)->hf.t || s.t == arch_of(FK_ARCH_LLAMA)->gguf_t.t; }
+
+static void check_row_sets(const fk_model *m, const arch_family *a, bool all) {
+    if (a->hf.t && (all || llama_set(a->hf))) check_cover(m, a->hf, a->model_type);
+    if (a->gguf_t.t && (all || llama_set(a->gguf_t))) check_cover(m, a->gguf_t, a->gguf);
+}
+
 static void test_tensor_sets_cover(void **s) {
     (void)s;
     fk_config c[3];
@@ -60,14 +69,16 @@ static void test_tensor_sets_cover(void **s) {
     for (int k = 0; k < nc; k++) {
         fk_model m;
         CHECK(fk_model_init(&m, &c[k]));
-        for (int f = 0; f < arch_n_families; f++) {
-            const arch_family *a = &arch_families[f];
-            // the GPT-2 sets fuse q/k/v and name no QK-norm or post-norm: they serve GPT-2 models only;
-            // the Llama-family sets serve every model
-            bool gpt2_model = c[k].pos == FK_POS_LEARNED;
-            if (a->hf.t && (a->hf.t != arch_of(FK_ARCH_GPT2)->hf.t || gpt2_model)) check_cover(&m, a->hf, a->model_type);
-            if (a->gguf_t.t && (strcmp(a->gguf, "gpt2") != 0 || gpt2_model)) check_cover(&m, a->gguf_t, a->gguf);
-        }
+        for (int f = 0; f < arch_n_families; f++) check_row_sets(&m, &arch_families[f], false);
+        fk_model_free(&m);
+    }
+    for (int f = 0; f < arch_n_families; f++) {  // each row's sets over a model with its switches
+        fk_config rc;
+        fk_config_llama(&rc, 50, 16, 2, 4, 2, 24, 8);
+        arch_apply_switches(&arch_families[f], &rc);
+        fk_model m;
+        CHECK(fk_model_init(&m, &rc));
+        check_row_sets(&m, &arch_families[f], true);
         fk_model_free(&m);
     }
 }
@@ -103,9 +114,15 @@ static void test_arch_rows_unique(void **s) {
 // A small config with row f's switches, in the form its files read back: gguf selects llama.cpp's
 // conventions (Gemma's norm weights stored as 1 + w, its attention scale always set, gemma2's
 // sliding window and local base always written).
+// Whether row f writes c (to GGUF: claims it; to config.json: fits it, or has no HF side but claims it).
+static bool row_takes(const arch_family *f, bool gguf, const fk_config *c) {
+    if (gguf || !f->hf_fits) return !f->gguf_claims || f->gguf_claims(f, c);
+    return f->hf_fits(f, c);
+}
+
 static void row_config(const arch_family *f, bool gguf, fk_config *c) {
     fk_config_llama(c, 50, 16, 2, 4, f->sw.pos == FK_POS_LEARNED ? 4 : 2, 24, 8);
-    arch_apply_switches(&f->sw, c);
+    arch_apply_switches(f, c);
     if (!gguf) c->bos_id = 1;  // GGUF keeps token ids with the tokenizer (none here)
     if (f->sw.gemma_scales) {
         c->norm_offset = gguf ? 0 : 1;
@@ -122,7 +139,19 @@ static void row_config(const arch_family *f, bool gguf, fk_config *c) {
         }
     }
     if (f->gemma == 3 && !gguf) c->rope_theta_local = 10000;
-    if (f->gguf_claims && !f->gguf_claims(f, c)) c->ffn[1] = 8;  // deci: per-layer widths
+    // what the row's kind needs beyond its switches: a window on every layer (mistral), partial
+    // rotary (phi3), per-layer widths (deci), multi-head attention (gpt_neox)
+    fk_config base = *c;
+    for (int k = 0; k < 4 && !row_takes(f, gguf, c); k++) {
+        *c = base;
+        if (k == 0) {
+            c->sliding_window = 4;
+            for (int64_t l = 0; l < c->n_layer; l++) c->sliding[l] = 1;
+        }
+        if (k == 1) c->rotary_dim = c->head_dim / 2;
+        if (k == 2) c->ffn[1] = 8;
+        if (k == 3) c->n_kv_head = c->n_head;
+    }
 }
 
 static void expect_same(const fk_config *want, const fk_config *got, const char *what) {

@@ -417,7 +417,7 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
                    : c->final_softcap != 0 ? "final-logit soft-capping"
                    : arch_any_sliding(c) && (c->rope_theta_local > 0 || !window_fits(c, true))
                        ? "sliding layers with a RoPE table of their own (a local base, or unscaled under RoPE scaling)"
-                   : c->rope_scale != 0 && c->rope_scale != 1 ? "RoPE scaling"
+                   : c->pos != FK_POS_ROPE && c->rope_scale != 0 && c->rope_scale != 1 ? "RoPE scaling without RoPE"  // linear: rope.scaling.*
                    : NULL;
     if (sw)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's llama, deci and gpt2 architectures do not "
@@ -611,7 +611,7 @@ static const arch_key keys_starcoder2[] = {
 };
 // phi3: no window by default, GPT-2's dropout names
 static const arch_key keys_phi3[] = {
-    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), LLAMA_ROPE(1), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), LLAMA_ROPE(1 | ARCH_ROPE_PHI3_NAMES), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0}, DROPOUT,
 };
 // mpt: the sizes under MPT's names, the rest (expansion_ratio, attn_config, ...) as one group

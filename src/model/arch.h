@@ -52,8 +52,6 @@ typedef struct {
     bool bias_qkv, bias_out, bias_mlp, bias_norm;
     bool post_norms, qk_norm;
     bool gemma_scales;  // Gemma's embedding scale sqrt(d_model) and RMSNorm scale 1 + w (HF: norm_offset 1)
-    fk_residual_kind residual;  // parallel attention and MLP (gpt_neox: either, through use_parallel_residual; phi)
-    bool bias_lm_head;          // an LM-head bias (phi)
 } arch_switches;
 
 // What a config.json key of the common fields holds (arch_key.field).
@@ -65,8 +63,9 @@ typedef enum {
     ARCH_F_FLAG,      // a boolean key fusekit implements only at `def`: written so, refused when it differs
     ARCH_F_ZERO,      // a number written as `def` and not read (dropout rates)
     ARCH_F_ATTN_BIAS, // a boolean that sets bias_qkv and bias_out together (attention_bias)
-    ARCH_F_ROPE_SCALING, // the Llama family's rope_scaling / rope_parameters (def 1: a linear scale written
-                         // here; 0: the fusekit type keeps it among its switches)
+    ARCH_F_ROPE_SCALING, // the Llama family's rope_scaling / rope_parameters (def bit 1: a linear scale written
+                         // here, else the fusekit type keeps it among its switches; ARCH_ROPE_PHI3_NAMES: rope_type
+                         // "su" and "yarn" read as longrope, as Phi3Config does)
     ARCH_F_WINDOW,       // sliding_window on every layer (mistral, starcoder2, phi3; `def`: the window when the
                          // key is absent, 0: none); a window at least the context is no window
     ARCH_F_QWEN_WINDOW,  // Qwen's use_sliding_window with sliding_window, max_window_layers (`def` when absent)
@@ -95,6 +94,9 @@ typedef enum {
 } arch_default;
 
 // One config.json key: written in the row's order, read by field.
+// ARCH_F_ROPE_SCALING's def bit: rope_type "su" and "yarn" are longrope (Phi3Config's older names).
+#define ARCH_ROPE_PHI3_NAMES 2
+
 typedef struct {
     arch_field field;
     const char *key;
@@ -130,6 +132,8 @@ struct arch_family {
                                    // text_config is the family's config (NULL: none)
     int gemma;                // Gemma generation (1, 2, 3), 0 for others
     arch_switches sw;         // the switches its files imply
+    fk_residual_kind residual;  // and these two: parallel attention and MLP (gpt_neox: either, through
+    bool bias_lm_head;          // use_parallel_residual; phi: one norm), an LM-head bias (phi)
     // ---- Hugging Face
     const char *hf_class;     // config.json architectures[0]
     arch_tensor_set hf;       // Hugging Face tensor names
@@ -177,8 +181,8 @@ const char *arch_model_type_names(void);
 // The first tensor of set s with role k and rows `rows` (-1: any); NULL when none.
 const arch_tensor *arch_tensor_of(arch_tensor_set s, fk_param_kind k, int rows);
 
-// Sets the switches s on c (Gemma's scales from c->d_model, with Hugging Face's norm offset 1).
-void arch_apply_switches(const arch_switches *s, fk_config *c);
+// Sets row f's switches on c (Gemma's scales from c->d_model, with Hugging Face's norm offset 1).
+void arch_apply_switches(const arch_family *f, fk_config *c);
 
 // The row's key of a field (the first when several), NULL when it has none.
 const arch_key *arch_key_of(const arch_family *f, arch_field field);

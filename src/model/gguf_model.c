@@ -167,6 +167,14 @@ static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *
     return fk_gguf_set_arr(w, k, FK_GGUF_I32, a, (uint64_t)L);
 }
 
+// Linear RoPE scaling (llama.cpp divides the positions by the factor, as transformers' "linear").
+static fk_status linear_scaling_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+    FK_TRY(fk_gguf_set_str(w, k, "linear", 6));
+    return set_f32(w, arch, "rope.scaling.factor", c->rope_scale);
+}
+
 // The Gemma keys beyond llama's: sliding windows (with the layer pattern when it is not the one
 // llama.cpp hard-codes), the local RoPE base, soft-capping, linear RoPE scaling.
 static fk_status gemma_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
@@ -189,12 +197,7 @@ static fk_status gemma_keys(fk_gguf_writer *w, const fk_config *c, const char *a
     }
     if (g2) FK_TRY(set_f32(w, arch, "attn_logit_softcapping", c->attn_softcap));
     if (g2 || c->final_softcap > 0) FK_TRY(set_f32(w, arch, "final_logit_softcapping", c->final_softcap));
-    if (c->rope_scale != 0 && c->rope_scale != 1) {
-        char k[128];
-        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
-        FK_TRY(fk_gguf_set_str(w, k, "linear", 6));
-        FK_TRY(set_f32(w, arch, "rope.scaling.factor", c->rope_scale));
-    }
+    if (c->rope_scale != 0 && c->rope_scale != 1) FK_TRY(linear_scaling_keys(w, c, arch));
     return FK_OK;
 }
 
@@ -219,6 +222,7 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
         FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
         FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
         FK_TRY(set_u32(w, arch, "rope.dimension_count", fk_config_rotary_dim(c)));
+        if (!(keys & ARCH_GK_GEMMA) && c->rope_scale != 0 && c->rope_scale != 1) FK_TRY(linear_scaling_keys(w, c, arch));
         if (!(keys & ARCH_GK_LAYERNORM)) FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
     }
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
@@ -232,6 +236,31 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
         if (c->clip_qkv > 0) FK_TRY(set_f32(w, arch, "attention.clamp_kqv", c->clip_qkv));
     }
     return keys & ARCH_GK_GEMMA ? gemma_keys(w, c, arch) : FK_OK;
+}
+
+// A padded model (more rows than tokens): the tokenizer's arrays get an entry per padding row,
+// "[PAD<id>]" of type UNUSED (score -1000 where scores are kept), as llama.cpp's converter writes
+// them: llama.cpp reads as many tokens as the embedding has rows.
+static fk_status pad_tokens(fk_gguf_writer *w, const fk_tokenizer *tok, int64_t rows) {
+    int64_t n = fk_tok_vocab_size(tok), np = rows - n;
+    if (np <= 0) return FK_OK;
+    char (*names)[24] = malloc((size_t)np * sizeof *names);
+    const char **strs = malloc((size_t)np * sizeof *strs);
+    uint64_t *lens = malloc((size_t)np * sizeof *lens);
+    int32_t *types = malloc((size_t)np * sizeof *types);
+    float *scores = malloc((size_t)np * sizeof *scores);
+    fk_status st = names && strs && lens && types && scores ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory for padding tokens");
+    for (int64_t i = 0; st == FK_OK && i < np; i++) {
+        lens[i] = (uint64_t)snprintf(names[i], sizeof names[i], "[PAD%lld]", (long long)(n + i));
+        strs[i] = names[i];
+        types[i] = FK_TT_UNUSED;
+        scores[i] = -1000.0f;
+    }
+    if (st == FK_OK) st = fk_gguf_append_arr(w, "tokenizer.ggml.tokens", NULL, strs, lens, (uint64_t)np);
+    if (st == FK_OK) st = fk_gguf_append_arr(w, "tokenizer.ggml.token_type", types, NULL, NULL, (uint64_t)np);
+    if (st == FK_OK && fk_tok_kind_of(tok) == FK_TOK_SPM) st = fk_gguf_append_arr(w, "tokenizer.ggml.scores", scores, NULL, NULL, (uint64_t)np);
+    free(names); free(strs); free(lens); free(types); free(scores);
+    return st;
 }
 
 fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
@@ -255,6 +284,7 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
     if (st == FK_OK) st = export_keys(w, &m->cfg, arch, type, name ? name : "fusekit");
     if (st == FK_OK && tok) {
         st = fk_tok_to_gguf(tok, w);
+        if (st == FK_OK) st = pad_tokens(w, tok, m->cfg.vocab_size);
         if (st != FK_OK) fk_error_context(st, "%s", path);
     }
     uint64_t total = 0;
@@ -482,11 +512,17 @@ static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_
     if (gemma_arch(arch)) {
         FK_TRY(gemma_rope_scale(r, f));
     } else {
-        if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0))
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is set (%.*s); RoPE scaling is not supported", g->path, k, (int)sc.n, sc.s);
+        // linear (positions / factor) or none; llama.cpp's yarn and longrope are not imported
+        bool linear = false;
+        if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0)) {
+            linear = sc.n == 6 && memcmp(sc.s, "linear", 6) == 0;
+            if (!linear)
+                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is %.*s; fusekit imports RoPE scaling none and linear", g->path, k, (int)sc.n, sc.s);
+        }
         FK_TRY(key_f64(r, "rope.scaling.factor", false, 0, f));
-        if (*f != 0 && *f != 1)
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g; RoPE scaling is not supported", g->path, arch, *f);
+        if (*f != 0 && *f != 1 && !(linear && *f > 0 && *f < 1e6))
+            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g%s", g->path, arch, *f,
+                            linear ? ", expected a factor in (0, 1e6)" : " without rope.scaling.type linear; RoPE scaling is not supported");
     }
     return FK_OK;
 }
@@ -496,7 +532,7 @@ static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_
 // max_alibi_bias (> 0: without ALiBi llama.cpp's mpt would have no positions) and clamp_kqv.
 static fk_status alibi_config(const kreader *r, fk_config *c) {
     const fk_gguf *g = r->g;
-    arch_apply_switches(&arch_of_gguf(r->arch, strlen(r->arch))->sw, c);
+    arch_apply_switches(arch_of_gguf(r->arch, strlen(r->arch)), c);
     c->bias_norm = has_tensor(g, "blk.0.attn_norm.bias");
     c->bias_qkv = has_tensor(g, "blk.0.attn_qkv.bias");
     c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
@@ -564,7 +600,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         double f;
         FK_TRY(llama_head_keys(&r, d, heads[0], &hd, &rot, &f));
         fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
-        arch_apply_switches(&arch_of_gguf(arch, strlen(arch))->sw, c);  // the row's; biases and Gemma's below
+        arch_apply_switches(arch_of_gguf(arch, strlen(arch)), c);  // the row's; biases and Gemma's below
         c->head_dim = hd;
         c->rotary_dim = rot == hd ? 0 : rot;
         for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
@@ -577,6 +613,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
         if (gemma_arch(arch)) FK_TRY(gemma_config(&r, c, f));
+        else if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
         else FK_TRY(window_config(&r, c));
     }
     c->tied = !has_tensor(g, "output.weight") || (gemma_gen(arch) == 1 || gemma_gen(arch) == 2);

@@ -301,7 +301,7 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_USE_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
         case ARCH_F_WINDOW: add_window(j, k->key, c); break;
         case ARCH_F_QWEN_WINDOW: qwen_window_json(j, k, c); break;
-        case ARCH_F_ROPE_SCALING: add_rope_scaling(j, c, k->def != 0); break;
+        case ARCH_F_ROPE_SCALING: add_rope_scaling(j, c, ((int)k->def & 1) != 0); break;
         case ARCH_F_GEMMA: gemma_config_json(j, c, f->gemma); break;
         case ARCH_F_SWITCHES: fusekit_switches_json(j, c); break;
         case ARCH_F_MPT: mpt_config_json(j, c); break;
@@ -589,10 +589,11 @@ static const struct { const char *name; int ext; const char *keys[8]; } rope_typ
 // RoPE of a Llama-family config (llama, mistral, qwen2, fusekit) beyond rope_theta: rope_scaling as
 // transformers 4.x writes them, or rope_parameters as 5.x does (which wins when both are there,
 // as in transformers). rope_type default, linear (rope_scale), llama3 (rope_orig_ctx, ...),
-// dynamic, yarn and longrope (rope_ext) are implemented; any other type, per-layer-type
+// dynamic, yarn and longrope (rope_ext) are implemented (phi3_names: "su" and "yarn" are longrope,
+// as Phi3Config reads them); any other type, per-layer-type
 // parameters, partial rotary factors (which transformers' Llama-family code cannot apply) and
 // keys fusekit does not know are refused, naming the key: none may be ignored.
-static void llama_rope(cfg_reader *r, fk_config *c) {
+static void llama_rope(cfg_reader *r, fk_config *c, bool phi3_names) {
     const cJSON *root = r->root;
     whole_heads_only(r, cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor"), "partial_rotary_factor");
     const char *key = "rope_parameters";
@@ -606,6 +607,7 @@ static void llama_rope(cfg_reader *r, fk_config *c) {
         return;
     }
     if (!kind) kind = old ? old : "default";
+    if (phi3_names && (strcmp(kind, "su") == 0 || strcmp(kind, "yarn") == 0)) kind = "longrope";  // Phi3Config's older names
     size_t t = 0, nt = sizeof rope_types / sizeof rope_types[0];
     while (t < nt && strcmp(kind, rope_types[t].name) != 0) t++;
     if (t == nt) {
@@ -951,7 +953,7 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
         case ARCH_F_ATTN_BIAS: c->bias_qkv = c->bias_out = get_bool(r, r->root, k->key, k->def != 0); break;
         case ARCH_F_ROTARY: rotary_parse(r, k, c); break;
         case ARCH_F_PARALLEL: c->residual = get_bool(r, r->root, k->key, k->def != 0) ? FK_RESID_PARALLEL : FK_RESID_SEQUENTIAL; break;
-        case ARCH_F_ROPE_SCALING: llama_rope(r, c); break;
+        case ARCH_F_ROPE_SCALING: llama_rope(r, c, ((int)k->def & ARCH_ROPE_PHI3_NAMES) != 0); break;
         case ARCH_F_USE_BIAS: c->bias_qkv = c->bias_out = c->bias_mlp = get_bool(r, r->root, k->key, f->sw.bias_qkv); break;
         case ARCH_F_WINDOW:
             for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++) c->sliding[l] = 1;
