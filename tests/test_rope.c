@@ -292,6 +292,88 @@ static void test_rope_scaling_refused(void **s) {
     refused_json("rope_longrope_short", false, "long_factor", "null", FK_ERR_FORMAT, "long_factor must be a list of 4 numbers");
 }
 
+// GGUF: linear scaling as llama.cpp's rope.scaling.type/factor, read back to the same config;
+// dynamic, yarn and longrope are refused with the reason, as is an imported type fusekit lacks.
+static void test_rope_scaling_gguf(void **s) {
+    (void)s;
+    fk_config c;
+    cfg_partial(&c, 0);
+    c.rope_scale = 4;
+    fk_model m, g;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 2);
+    CHECK(fk_gguf_export(&m, NULL, tpath("linear.gguf"), FK_DT_F32, NULL, NULL));
+    fk_gguf f;
+    CHECK(fk_gguf_open(tpath("linear.gguf"), &f));
+    fk_gguf_str t;
+    CHECK(fk_gguf_get_str(&f, "llama.rope.scaling.type", &t));
+    assert_true(t.n == 6 && memcmp(t.s, "linear", 6) == 0);
+    fk_gguf_close(&f);
+    CHECK(fk_gguf_import(tpath("linear.gguf"), &g, NULL));
+    int64_t layer;
+    assert_null(fk_config_diff(&c, &g.cfg, &layer));
+    assert_true(g.cfg.rope_scale == 4.0f);
+    fk_model_free(&g);
+    fk_model_free(&m);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/golden/rope_yarn", FK_TEST_DATA);
+    CHECK(fk_hf_load(&m, dir));
+    assert_int_equal(fk_gguf_export(&m, NULL, tpath("yarn.gguf"), FK_DT_F32, NULL, NULL), FK_ERR_UNSUPPORTED);
+    assert_non_null(strstr(fk_last_error(), "YaRN"));
+    fk_model_free(&m);
+}
+
+// Phi-3 128k's form: rope_scaling {"type": "su" (or "yarn"), short/long factors} is longrope in
+// Phi3Config, with the top-level original_max_position_embeddings; llama reads "yarn" as YaRN.
+static void test_rope_phi3_names(void **s) {
+    (void)s;
+    const char *fmt = "{\"model_type\": \"phi3\", \"vocab_size\": 64, \"hidden_size\": 32, \"intermediate_size\": 48, "
+                      "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"max_position_embeddings\": 256, "
+                      "\"original_max_position_embeddings\": 64, \"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"%s\", "
+                      "\"short_factor\": [1.0, 1.5, 3.0, 7.0], \"long_factor\": [1.2, 4.0, 11.0, 30.0]}}";
+    const char *names[] = {"su", "yarn", "longrope"};
+    for (int i = 0; i < 3; i++) {
+        char json[1024];
+        snprintf(json, sizeof json, fmt, names[i]);
+        fk_config c;
+        CHECK(fk_hf_config_parse(json, "phi3/config.json", &c));
+        assert_int_equal(c.rope_ext, FK_ROPE_EXT_LONGROPE);
+        assert_true(c.rope_ext_ctx == 64 && c.rope_long[2] == 11.0f && c.rope_attn_factor == (float)sqrt(1 + log(4.0) / log(64.0)));
+    }
+}
+
+// Length regimes (longrope beyond its original context of 8, dynamic beyond 8): KV-cache steps
+// within the threshold give the full forward's logits (1e-5); a forward after steps past it
+// gives the same logits as a fresh model's (the tables are refilled for the shorter length).
+static void test_rope_regimes(void **s) {
+    (void)s;
+    static const char *const names[] = {"rope_longrope_long", "rope_dynamic"};
+    for (int i = 0; i < 2; i++) {
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, names[i]);
+        fk_model m;
+        CHECK(fk_hf_load(&m, dir));
+        int64_t V = m.cfg.vocab_size;
+        int32_t x[16];
+        for (int t = 0; t < 16; t++) x[t] = (int32_t)((t * 7 + 3) % V);
+        float *want = malloc((size_t)(16 * V) * sizeof(float)), *lg = malloc((size_t)V * sizeof(float));
+        CHECK(fk_model_forward(&m, x, NULL, 1, 8, false, NULL));
+        memcpy(want, fk_model_logits(&m), (size_t)(8 * V) * sizeof(float));
+        double err = 0;
+        for (int t = 0; t < 16; t++) {
+            CHECK(fk_model_step(&m, &x[t], 1, t, lg));
+            for (int64_t v = 0; t < 8 && v < V; v++) err = fmax(err, fabs(lg[v] - want[t * V + v]));
+        }
+        CHECK(fk_model_forward(&m, x, NULL, 1, 8, false, NULL));
+        const float *again = fk_model_logits(&m);
+        for (int64_t k = 0; k < 8 * V; k++) err = fmax(err, fabs(again[k] - want[k]));
+        print_message("  %-20s steps within the threshold and a forward after steps past it: max abs error %.2e\n", names[i], err);
+        assert_true(err < 1e-5);
+        free(want); free(lg);
+        fk_model_free(&m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotary_dim_config),
@@ -301,6 +383,9 @@ int main(void) {
         cmocka_unit_test(test_rope_scaling_goldens),
         cmocka_unit_test(test_rope_scaling_fields),
         cmocka_unit_test(test_rope_scaling_refused),
+        cmocka_unit_test(test_rope_scaling_gguf),
+        cmocka_unit_test(test_rope_phi3_names),
+        cmocka_unit_test(test_rope_regimes),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -234,6 +234,50 @@ static const arch_tensor gguf_phi3[] = {
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
 };
 
+// llama.cpp's gptneox: attn_qkv as [q; k; v] (its converter undoes Hugging Face's per-head
+// interleave), every bias, NEOX rotation of the first rope.dimension_count dims.
+static const arch_tensor gguf_gptneox[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.attn_norm.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_norm.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_qkv.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_qkv.bias"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.weight"},
+    {FK_P_O_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.bias"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.ffn_norm.weight"},
+    {FK_P_LN2_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_norm.bias"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.weight"},
+    {FK_P_UP_B, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.bias"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, ARCH_T_NORM, "output_norm.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "output_norm.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
+};
+
+// llama.cpp's phi2: separate attn_q/k/v as its converter writes them, one attn_norm, output.bias.
+static const arch_tensor gguf_phi2[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.attn_norm.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_norm.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_Q, 0, "blk.%d.attn_q.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_Q, 0, "blk.%d.attn_q.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_K, 0, "blk.%d.attn_k.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_K, 0, "blk.%d.attn_k.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_V, 0, "blk.%d.attn_v.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_V, 0, "blk.%d.attn_v.bias"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.weight"},
+    {FK_P_O_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.bias"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.weight"},
+    {FK_P_UP_B, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.bias"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, ARCH_T_NORM, "output_norm.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "output_norm.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
+    {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "output.bias"},
+};
+
 // ------------------------------------------------------------------ shared conventions
 
 float arch_attn_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
@@ -509,6 +553,27 @@ static fk_status gguf_fits_starcoder2(const arch_family *f, const fk_config *c) 
     return FK_OK;
 }
 
+// gptneox (parallel with two norms) and phi2 (one shared norm, LM-head bias): LayerNorm with bias, one
+// FFN width and head count. A sequential NeoX is starcoder2's kind in llama.cpp.
+static bool gguf_claims_neox_phi(const arch_family *f, const fk_config *c) {
+    return gguf_claims_kind(f, c) && c->bias_norm && uniform_layers(c);
+}
+
+// llama.cpp's gptneox and phi2 graphs: every bias, heads spanning the embedding (q is the first
+// n_embd rows of the fused product), the tanh GELU.
+static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
+    FK_TRY(arch_gguf_refuse(f, c));
+    const char *miss = c->gelu_exact ? "exact GELU (hidden_act \"gelu\"), where llama.cpp computes the tanh approximation"
+                     : !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a linear map without bias, where llama.cpp requires every bias"
+                     : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model"
+                     : arch_any_sliding(c) || c->rope_scale != 0 || c->rope_orig_ctx != 0 ? "sliding windows or RoPE scaling"
+                     : NULL;
+    if (miss)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s: llama.cpp's %s architecture would compute a different model",
+                        miss, f->gguf);
+    return FK_OK;
+}
+
 // phi3: llama's switches with what llama's GGUF does not say, partial rotary (Phi-4-mini).
 static bool gguf_claims_phi3(const arch_family *f, const fk_config *c) {
     return gguf_claims_kind(f, c) && !c->bias_norm && uniform_layers(c) && !whole_rotary(c);
@@ -614,11 +679,12 @@ static const arch_key keys_phi3[] = {
     PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), LLAMA_ROPE(1 | ARCH_ROPE_PHI3_NAMES), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0}, DROPOUT,
 };
-// mpt: the sizes under MPT's names, the rest (expansion_ratio, attn_config, ...) as one group
+// mpt: the sizes under MPT's names (the FFN width as expansion_ratio * d_model), the rest (attn_config, ...) as one group
 static const arch_key keys_mpt[] = {
     {ARCH_F_D_MODEL, "d_model", ARCH_D_REQUIRED, 0}, {ARCH_F_N_HEAD, "n_heads", ARCH_D_REQUIRED, 0},
     {ARCH_F_N_LAYER, "n_layers", ARCH_D_REQUIRED, 0}, {ARCH_F_MAX_SEQ, "max_seq_len", ARCH_D_VALUE, 2048},
-    {ARCH_F_NORM_EPS, "layer_norm_epsilon", ARCH_D_VALUE, 1e-5}, {ARCH_F_MPT, "attn_config", ARCH_D_VALUE, 0},
+    {ARCH_F_NORM_EPS, "layer_norm_epsilon", ARCH_D_VALUE, 1e-5}, {ARCH_F_FFN, "expansion_ratio", ARCH_D_RATIO, 4},
+    {ARCH_F_MPT, "attn_config", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "emb_pdrop", ARCH_D_VALUE, 0},
 };
 // gpt_neox: transformers 4's keys, which 5 still reads (rotary_pct and rotary_emb_base go to
@@ -710,11 +776,15 @@ const arch_family arch_families[] = {
      .gguf_fits = gguf_fits_mpt},
     // gpt_neox (Pythia): per-head fused q/k/v, parallel (two norms) or sequential, partial rotary in NEOX order
     {FK_ARCH_GPTNEOX, "gpt_neox", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL,
-     HF("GPTNeoXForCausalLM", hf_gpt_neox, keys_gpt_neox, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact},
+     HF("GPTNeoXForCausalLM", hf_gpt_neox, keys_gpt_neox, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact,
+     .gguf = "gptneox", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_gptneox),
+     .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM | ARCH_GK_PARALLEL, .gguf_claims = gguf_claims_neox_phi, .gguf_fits = gguf_fits_neox_phi},
     // phi (Phi-2): attention and MLP in parallel from one LayerNorm, an LM-head bias, partial rotary
     {FK_ARCH_PHI, "phi", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL_SHARED,
      .bias_lm_head = true,
-     HF("PhiForCausalLM", hf_phi, keys_phi, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact},
+     HF("PhiForCausalLM", hf_phi, keys_phi, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact,
+     .gguf = "phi2", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_phi2), .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM,
+     .gguf_claims = gguf_claims_neox_phi, .gguf_fits = gguf_fits_neox_phi},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };

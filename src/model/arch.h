@@ -91,6 +91,8 @@ typedef enum {
     ARCH_D_NEXT,      // the next key of the same field (GPT-2's n_positions, then n_ctx); an absent or 0 value falls through
     ARCH_D_READ_ONLY, // never written; read (in preference to the next key of the same field: Gemma 1's
                       // hidden_activation before hidden_act)
+    ARCH_D_RATIO,     // the key holds the FFN width / d_model (MPT's expansion_ratio, an integer; `def` when
+                      // absent); d_model's key comes before it
 } arch_default;
 
 // One config.json key: written in the row's order, read by field.
@@ -119,6 +121,7 @@ enum {
     ARCH_GK_HEAD_LENGTHS = 1u << 2, // attention.key_length / value_length always (Gemma)
     ARCH_GK_GEMMA = 1u << 3,      // sliding windows, the local RoPE base, soft-caps, linear RoPE scaling
     ARCH_GK_ALIBI = 1u << 4,      // attention.max_alibi_bias, attention.clamp_kqv (when clipping), head_count_kv (mpt)
+    ARCH_GK_PARALLEL = 1u << 5,   // use_parallel_residual (gptneox; true when absent)
 };
 
 typedef struct arch_family arch_family;

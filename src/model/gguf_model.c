@@ -156,6 +156,12 @@ static fk_status set_f32(fk_gguf_writer *w, const char *arch, const char *key, f
     return fk_gguf_set_f32(w, k, v);
 }
 
+static fk_status set_bool(fk_gguf_writer *w, const char *arch, const char *key, bool v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return fk_gguf_set_bool(w, k, v);
+}
+
 // A scalar u32 when every layer has the same value, else an i32 array (what llama.cpp's
 // get_key_or_arr reads).
 static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *key, const int64_t *v, int64_t L) {
@@ -230,6 +236,7 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
         FK_TRY(set_u32(w, arch, "attention.key_length", c->head_dim));
         FK_TRY(set_u32(w, arch, "attention.value_length", c->head_dim));
     }
+    if (keys & ARCH_GK_PARALLEL) FK_TRY(set_bool(w, arch, "use_parallel_residual", c->residual == FK_RESID_PARALLEL));
     if (keys & ARCH_GK_ALIBI) {  // mpt: llama.cpp's names for alibi_bias_max and clip_qkv
         FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
         FK_TRY(set_f32(w, arch, "attention.max_alibi_bias", c->alibi_bias_max));
@@ -551,6 +558,17 @@ static fk_status alibi_config(const kreader *r, fk_config *c) {
     return FK_OK;
 }
 
+// gptneox's use_parallel_residual (llama.cpp: parallel when absent): two norms in parallel, or sequential.
+static fk_status parallel_key(const kreader *r, fk_config *c) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.use_parallel_residual", r->arch);
+    bool par = true;
+    if (fk_gguf_find(r->g, k) && fk_gguf_get_bool(r->g, k, &par) != FK_OK)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s' is not a boolean", r->g->path, k);
+    c->residual = par ? FK_RESID_PARALLEL : FK_RESID_SEQUENTIAL;
+    return FK_OK;
+}
+
 static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c) {
     kreader r = {g, arch};
     int64_t d, L, ctx, V;
@@ -609,7 +627,8 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         FK_TRY(key_f64(&r, "rope.freq_base", false, 10000.0, &theta));
         c->norm_eps = (float)eps;
         c->rope_theta = (float)theta;
-        c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias");
+        c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias") || has_tensor(g, "blk.0.attn_qkv.bias");
+        if (keys & ARCH_GK_PARALLEL) FK_TRY(parallel_key(&r, c));
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
         if (gemma_arch(arch)) FK_TRY(gemma_config(&r, c, f));

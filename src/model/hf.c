@@ -252,7 +252,6 @@ static const char *act_name(const arch_family *f, const fk_config *c) {
 // MPT's keys beyond the sizes (ARCH_F_MPT) as transformers' MptConfig writes them (integers where
 // its strict dataclass wants them: expansion_ratio, alibi_bias_max, attn_pdrop).
 static void mpt_config_json(cJSON *j, const fk_config *c) {
-    cJSON_AddNumberToObject(j, "expansion_ratio", (double)(c->ffn[0] / c->d_model));
     cJSON *a = cJSON_CreateObject();
     cJSON_AddBoolToObject(a, "alibi", 1);
     cJSON_AddNumberToObject(a, "alibi_bias_max", (double)c->alibi_bias_max);
@@ -286,7 +285,7 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_N_HEAD: cJSON_AddNumberToObject(j, k->key, (double)c->n_head); break;
         case ARCH_F_N_KV_HEAD: cJSON_AddNumberToObject(j, k->key, (double)c->n_kv_head); break;
         case ARCH_F_HEAD_DIM: cJSON_AddNumberToObject(j, k->key, (double)c->head_dim); break;
-        case ARCH_F_FFN: cJSON_AddNumberToObject(j, k->key, (double)F); break;
+        case ARCH_F_FFN: cJSON_AddNumberToObject(j, k->key, (double)(k->how == ARCH_D_RATIO ? F / c->d_model : F)); break;
         case ARCH_F_MAX_SEQ:  // dynamic RoPE: the length it scales beyond (fusekit's context is factor times it)
             cJSON_AddNumberToObject(j, k->key, (double)(c->rope_ext == FK_ROPE_EXT_DYNAMIC ? c->rope_ext_ctx : c->max_seq));
             break;
@@ -813,13 +812,19 @@ static void read_scalars(cfg_reader *r, const arch_family *f, fk_config *c, cons
         bool present = o && !cJSON_IsNull(o);
         if (!present && !last) continue;
         done[k->field] = true;
-        int64_t def = k->how == ARCH_D_VALUE ? (int64_t)k->def : k->how == ARCH_D_N_HEAD ? v[ARCH_F_N_HEAD]
+        int64_t def = k->how == ARCH_D_VALUE || k->how == ARCH_D_RATIO ? (int64_t)k->def : k->how == ARCH_D_N_HEAD ? v[ARCH_F_N_HEAD]
                     : k->how == ARCH_D_4D ? 4 * v[ARCH_F_D_MODEL] : k->how == ARCH_D_NEXT ? 0 : -1;
         if (k->field == ARCH_F_NORM_EPS || k->field == ARCH_F_ROPE_THETA) x[k->field] = get_num(r, k->key, k->def);
         else if (k->field == ARCH_F_ACT) *act_key = k->key;
         else if (k->field == ARCH_F_HEAD_DIM && k->how == ARCH_D_SPLIT && !present) done[k->field] = false;  // from the sizes, below
         else v[k->field] = get_int(r, k->key, def);
         if (k->how == ARCH_D_NEXT && v[k->field] == 0) done[k->field] = false;  // absent or 0: the next key
+        if (k->how == ARCH_D_RATIO) {  // the width is the ratio times d_model
+            if (!(v[k->field] >= 1 && v[k->field] <= FK_LIM_DIM) && r->st == FK_OK)
+                r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" is %lld, expected 1..%lld", r->path, k->key, (long long)v[k->field],
+                                 (long long)FK_LIM_DIM);
+            v[k->field] *= v[ARCH_F_D_MODEL] >= 1 && v[ARCH_F_D_MODEL] <= FK_LIM_DIM ? v[ARCH_F_D_MODEL] : 0;
+        }
     }
     int64_t d = v[ARCH_F_D_MODEL], H = v[ARCH_F_N_HEAD];
     fk_config_llama(c, V, d, v[ARCH_F_N_LAYER], H, done[ARCH_F_N_KV_HEAD] ? v[ARCH_F_N_KV_HEAD] : H, v[ARCH_F_FFN], v[ARCH_F_MAX_SEQ]);
@@ -893,16 +898,10 @@ static void mpt_refuse(cfg_reader *r, const char *in, const char *key, const cha
     free(text);
 }
 
-// MPT's keys beyond the sizes (ARCH_F_MPT): the FFN width d_model * expansion_ratio, exact GELU,
-// attn_config's ALiBi, clip_qkv and softmax_scale; what transformers' MptForCausalLM does not
+// MPT's keys beyond the sizes (ARCH_F_MPT): exact GELU, attn_config's ALiBi, clip_qkv and softmax_scale; what transformers' MptForCausalLM does not
 // compute (biases, other norms or FFNs, logit_scale, QK-LayerNorm, prefix LM, ...) is refused.
 // learned_pos_emb is read as transformers does (not at all): a wpe tensor is refused as extra.
 static void mpt_config_parse(cfg_reader *r, fk_config *c) {
-    double ratio = get_num(r, "expansion_ratio", 4), F = ratio * (double)c->d_model;
-    if (!(F >= 1 && F <= (double)FK_LIM_DIM) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"expansion_ratio\" is %g, which with d_model %lld gives no FFN width in 1..%lld", r->path,
-                         ratio, (long long)c->d_model, (long long)FK_LIM_DIM);
-    for (int64_t l = 0; l < FK_MAX_LAYERS && r->st == FK_OK; l++) c->ffn[l] = (int64_t)F;  // llm-foundry: int(ratio * d_model)
     c->gelu_exact = true;  // MptMLP: nn.GELU(approximate="none")
     mpt_refuse(r, "", "no_bias", "true");
     mpt_refuse(r, "", "logit_scale", "null");
