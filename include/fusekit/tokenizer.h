@@ -61,6 +61,8 @@ typedef struct {
     bool prefix_first_only;        // ...unless this is set (Metaspace prepend_scheme "first")
     bool byte_fallback;            // SPM: unknown characters become <0xNN> tokens
     bool ignore_merges;            // BPE: a pre-token that is itself a token is not split (Llama 3)
+    bool nfc;                      // BPE: Unicode NFC first (tokenizer.json's NFC normalizer:
+                                   // Qwen2, GPT-NeoX); GGUF has no such key, llama.cpp never does it
 } fk_tok_spec;
 
 fk_status fk_tok_build(const fk_tok_spec *spec, fk_tokenizer **out);

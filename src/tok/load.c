@@ -9,28 +9,36 @@
 
 
 // The GPT-2 pattern as Hugging Face's ByteLevel pre-tokenizer applies it (use_regex).
-static const char *const hf_bytelevel_re = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+#define HF_BYTELEVEL_RE "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
+static const char *const hf_bytelevel_re = HF_BYTELEVEL_RE;
 
-// Hugging Face's spellings of presets whose llama.cpp form differs.
-static const struct { const char *name, *pattern; } hf_aliases[] = {
-    {"llama-bpe", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-    {"qwen2", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+// Hugging Face's spellings of presets whose llama.cpp form differs; they run as the preset.
+// Llama 3's and Qwen2's are the same regexes spelled otherwise. Falcon's tokenizer.json runs
+// Digits and the three-digit split after ByteLevel, on the byte-mapped text; llama.cpp's falcon
+// preset leaves Digits out and runs on the text: the same tokens with Falcon's vocabulary (the
+// corpora and llama.cpp's vectors against the tokenizers package, tests/real/test_real_tok.c).
+static const char *const hf_falcon[] = {"[\\p{P}\\$\\+<=>\\^~\\|`]+", HF_BYTELEVEL_RE, "\\p{N}+", "[0-9][0-9][0-9]", NULL};
+static const char *const hf_llama3[] = {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", NULL};
+static const char *const hf_qwen2[] = {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", NULL};
+static const struct { const char *name; const char *const *patterns; } hf_aliases[] = {
+    {"llama-bpe", hf_llama3}, {"qwen2", hf_qwen2}, {"falcon", hf_falcon},
 };
+
+static bool same_patterns(const char *const *p, const char *const *pats, int n) {
+    int m = 0;
+    while (p[m]) m++;
+    if (m != n) return false;
+    for (int i = 0; i < n; i++)
+        if (strcmp(p[i], pats[i]) != 0) return false;
+    return true;
+}
 
 // The preset whose patterns equal these, or NULL.
 static const char *preset_of(const char *const *pats, int n) {
-    for (int k = 0; fk_tok_pre_names[k]; k++) {
-        const char *const *p = fk_pretok_preset(fk_tok_pre_names[k]);
-        int m = 0;
-        while (p[m]) m++;
-        if (m != n) continue;
-        int i = 0;
-        while (i < n && strcmp(p[i], pats[i]) == 0) i++;
-        if (i == n) return fk_tok_pre_names[k];
-    }
-    if (n == 1)
-        for (size_t k = 0; k < sizeof hf_aliases / sizeof hf_aliases[0]; k++)
-            if (strcmp(pats[0], hf_aliases[k].pattern) == 0) return hf_aliases[k].name;
+    for (int k = 0; fk_tok_pre_names[k]; k++)
+        if (same_patterns(fk_pretok_preset(fk_tok_pre_names[k]), pats, n)) return fk_tok_pre_names[k];
+    for (size_t k = 0; k < sizeof hf_aliases / sizeof hf_aliases[0]; k++)
+        if (same_patterns(hf_aliases[k].patterns, pats, n)) return hf_aliases[k].name;
     return NULL;
 }
 
@@ -286,7 +294,10 @@ fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
     const char *pre_out = kind == FK_TOK_SPM ? "default" : *pre ? pre : "gpt-2";
     if (kind == FK_TOK_BYTES) pre_out = "gpt-2";  // no merges: any regex gives the same bytes
     if (strcmp(pre_out, "gpt2") == 0) pre_out = "gpt-2";
-    if (strcmp(pre_out, "llama3") == 0) pre_out = "llama-bpe";
+    if (strcmp(pre_out, "llama3") == 0 || strcmp(pre_out, "llama-v3") == 0) pre_out = "llama-bpe";
+    // llama.cpp ignores merges for "llama-bpe" and not for "dbrx", the same regex (OLMo 2)
+    if (strcmp(pre_out, "llama-bpe") == 0 && !c.ignore_merges) pre_out = "dbrx";
+    if (strcmp(pre_out, "dbrx") == 0 && c.ignore_merges) pre_out = "llama-bpe";
     FK_TRY(fk_gguf_set_str(w, "tokenizer.ggml.pre", pre_out, strlen(pre_out)));
     const char **pieces = malloc(sizeof *pieces * (size_t)n);
     uint64_t *lens = malloc(sizeof *lens * (size_t)n);
@@ -355,7 +366,7 @@ typedef struct {
     const char *path;
     const char **pats;
     int n_pats, cap_pats;
-    bool bytelevel, metaspace, prepend, replace_space, metaspace_prefix, metaspace_first;
+    bool bytelevel, metaspace, prepend, replace_space, metaspace_prefix, metaspace_first, nfc;
 } hf_pre;
 
 static fk_status add_pat(hf_pre *h, const char *p) {
@@ -409,6 +420,13 @@ static fk_status walk_pre(hf_pre *h, const cJSON *node, const char *where) {
                             behavior ? behavior : "(none)", jbool(node, "invert", false) ? " and invert" : "");
         return add_pat(h, re);
     }
+    // Hugging Face's is_punc: ASCII punctuation (symbols included) and Unicode's P classes
+    if (strcmp(type, "Punctuation") == 0) {
+        const char *behavior = jstr(node, "behavior");
+        if (behavior && strcmp(behavior, "Contiguous") == 0) return add_pat(h, "[\\p{P}\\$\\+<=>\\^~\\|`]+");
+        if (!behavior || strcmp(behavior, "Isolated") == 0) return add_pat(h, "[\\p{P}\\$\\+<=>\\^~\\|`]");
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Punctuation with behavior '%s' is not supported (Isolated or Contiguous)", h->path, where, behavior);
+    }
     if (strcmp(type, "Digits") == 0) return add_pat(h, jbool(node, "individual_digits", false) ? "\\p{N}" : "\\p{N}+");
     if (strcmp(type, "Metaspace") == 0) {
         h->metaspace = true;
@@ -435,6 +453,10 @@ static fk_status walk_norm(hf_pre *h, const cJSON *node) {
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(node, "normalizers")) FK_TRY(walk_norm(h, it));
         return FK_OK;
     }
+    if (strcmp(type, "NFC") == 0) {
+        h->nfc = true;
+        return FK_OK;
+    }
     if (strcmp(type, "Prepend") == 0 && jstr(node, "prepend") && strcmp(jstr(node, "prepend"), "\xE2\x96\x81") == 0) {
         h->prepend = true;
         return FK_OK;
@@ -446,7 +468,7 @@ static fk_status walk_norm(hf_pre *h, const cJSON *node) {
             return FK_OK;
         }
     }
-    return fk_error(FK_ERR_UNSUPPORTED, "%s: normalizer '%s' is not supported (fusekit handles the SentencePiece \"▁\" Prepend/Replace only)",
+    return fk_error(FK_ERR_UNSUPPORTED, "%s: normalizer '%s' is not supported (fusekit handles NFC and the SentencePiece \"▁\" Prepend/Replace only)",
                     h->path, type);
 }
 
@@ -532,9 +554,11 @@ static fk_status json_kind(tok_parts *p, hf_pre *h, const cJSON *root, const cJS
     if (h->bytelevel || (jstr(dec, "type") && strcmp(jstr(dec, "type"), "ByteLevel") == 0)) {
         s->kind = FK_TOK_BPE;
         if (h->metaspace || h->prepend || h->replace_space) return fk_error(FK_ERR_UNSUPPORTED, "%s: mixes byte-level and SentencePiece-style pieces", path);
+        s->nfc = h->nfc;
     } else if (h->metaspace || h->replace_space || byte_fallback) {
         s->kind = FK_TOK_SPM;
         if (h->n_pats > 0) return fk_error(FK_ERR_UNSUPPORTED, "%s: SentencePiece-style tokenizer with regex pre-tokenizers is not supported", path);
+        if (h->nfc) return fk_error(FK_ERR_UNSUPPORTED, "%s: normalizer 'NFC' with a SentencePiece-style tokenizer is not supported (byte-level BPE only)", path);
         s->add_space_prefix = h->metaspace ? h->metaspace_prefix : h->prepend;
         s->prefix_first_only = h->metaspace && h->metaspace_first;
         s->byte_fallback = byte_fallback;
@@ -883,7 +907,8 @@ static void json_normalizer_pre(cJSON *root, const fk_tokenizer *t, const fk_tok
         cJSON_AddItemToArray(list, json_replace(" ", "\xE2\x96\x81"));
         cJSON_AddNullToObject(root, "pre_tokenizer");
     } else {
-        cJSON_AddNullToObject(root, "normalizer");
+        if (c->nfc) cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "normalizer"), "type", "NFC");
+        else cJSON_AddNullToObject(root, "normalizer");
         cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
         cJSON_AddStringToObject(pre, "type", "Sequence");
         cJSON *list = cJSON_AddArrayToObject(pre, "pretokenizers");

@@ -45,10 +45,14 @@ static const struct {
     {"smollm", pre_starcoder}, {"falcon", pre_falcon},       {"deepseek-llm", pre_deepseek_llm},
     {"deepseek-coder", pre_deepseek_coder}, {"llama-bpe", pre_llama3}, {"llama3", pre_llama3},
     {"llama-v3", pre_llama3},  {"default", pre_default},   {"qwen2", pre_qwen2},         {"none", pre_none},
+    // llama.cpp's names for the same regexes: OLMo 2 ("dbrx": Llama 3's regex, merges not
+    // ignored), Phi-2 / CodeGen (GPT-2's), StableLM 2 (Qwen2's)
+    {"dbrx", pre_llama3},      {"phi-2", pre_gpt2},          {"stablelm2", pre_qwen2},
 };
 
 const char *const fk_tok_pre_names[] = {"gpt-2", "mpt", "olmo", "starcoder", "refact", "smollm", "falcon",
-                                        "deepseek-llm", "deepseek-coder", "llama-bpe", "default", "qwen2", NULL};
+                                        "deepseek-llm", "deepseek-coder", "llama-bpe", "default", "qwen2", "dbrx",
+                                        "phi-2", "stablelm2", NULL};
 
 const char *const *fk_pretok_preset(const char *name) {
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)

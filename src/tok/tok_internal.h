@@ -26,6 +26,12 @@ void fk_pretok_free(fk_pretok *p);
 typedef fk_status (*fk_piece_fn)(void *ctx, const char *text, size_t begin, size_t end);
 fk_status fk_pretok_split(const fk_pretok *p, const char *text, size_t n, fk_piece_fn fn, void *ctx);
 
+// ---------------------------------------------------------------- normalizer
+// Unicode NFC of text[0, n) (ICU). Where it differs from the text: *out (malloc'd, *len bytes)
+// and src[j], the source offset of output byte j (src[*len] = n; every byte of a rewritten
+// chunk maps to the chunk's start); else *out = NULL. Invalid UTF-8 is left as it is.
+fk_status fk_nfc(const char *text, size_t n, char **out, int64_t **src, size_t *len);
+
 // ---------------------------------------------------------------- a built tokenizer's settings
 // What the savers (tokenizer.json, GGUF) and the tests read back from a tokenizer.
 typedef struct {
@@ -33,6 +39,7 @@ typedef struct {
     bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges;
     bool prefix_first_only;      // SPM: the dummy prefix only at the text's start
     bool score_mode;             // SPM merging by score (no merges list)
+    bool nfc;                    // Unicode NFC before anything else
     const int32_t (*merges)[2];  // fk_tok_n_merges of them, in rank order
     const fk_pretok *pre;
 } fk_tok_settings;

@@ -25,6 +25,7 @@ struct fk_tokenizer {
     fk_pretok pre;
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges, score_mode;
+    bool nfc;                // Unicode NFC before anything else
     bool prefix_after_added; // SPM: the dummy prefix also follows each added token (else only the text's start)
     bool spm_split;          // SPM: merges never cross a point before a "▁" that follows a character
                              // other than ▁ and other than the nosplit ones
@@ -273,6 +274,7 @@ static fk_status tok_set_specials(fk_tokenizer *t, const fk_tok_spec *s) {
     t->prefix_after_added = !s->prefix_first_only;
     t->byte_fallback = s->byte_fallback;
     t->ignore_merges = s->ignore_merges;
+    t->nfc = s->nfc;
     return FK_OK;
 }
 
@@ -292,6 +294,7 @@ static uint64_t tok_fingerprint(const fk_tokenizer *t, uint64_t total) {
     h = fk_fnv1a64(&t->bos, sizeof t->bos, h);
     h = fk_fnv1a64(&t->eos, sizeof t->eos, h);
     h = fk_fnv1a64(&t->unk, sizeof t->unk, h);
+    if (t->nfc) h = fk_fnv1a64("nfc", 3, h);  // only when set: the fingerprints before it stay
     return h ? h : 1;
 }
 
@@ -358,7 +361,7 @@ int32_t fk_tok_find(const fk_tokenizer *t, const char *p, size_t len) { return f
 
 void fk_tok_settings_of(const fk_tokenizer *t, fk_tok_settings *s) {
     *s = (fk_tok_settings){t->bos, t->eos, t->unk, t->pad, t->add_bos, t->add_eos, t->add_space_prefix, t->byte_fallback,
-                           t->ignore_merges, !t->prefix_after_added, t->score_mode, (const int32_t (*)[2])t->merges, &t->pre};
+                           t->ignore_merges, !t->prefix_after_added, t->score_mode, t->nfc, (const int32_t (*)[2])t->merges, &t->pre};
 }
 
 // ---------------------------------------------------------------- output buffer
@@ -733,9 +736,8 @@ static int32_t match_added(const fk_tokenizer *t, const char *text, size_t n, si
     return best;
 }
 
-fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
-    bool add = flags & FK_ENC_ADD_SPECIAL, specials = flags & FK_ENC_PARSE_SPECIAL;
-    if (add && t->add_bos) FK_TRY(fk_tok_out_push(out, t->bos, 0, 0));
+// The tokens of text[0, n) (no BOS/EOS) appended to out.
+static fk_status encode_text(const fk_tokenizer *t, const char *text, size_t n, bool specials, fk_tok_out *out) {
     fk_status st = FK_OK;
     if (t->kind == FK_TOK_BYTES) {
         for (size_t i = 0; i < n && st == FK_OK; i++) st = fk_tok_out_push(out, (unsigned char)text[i], (int64_t)i, (int64_t)i + 1);
@@ -778,6 +780,28 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
         free(sb.buf);
         free(sb.src);
     }
+    return st;
+}
+
+fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
+    bool add = flags & FK_ENC_ADD_SPECIAL, specials = flags & FK_ENC_PARSE_SPECIAL;
+    if (add && t->add_bos) FK_TRY(fk_tok_out_push(out, t->bos, 0, 0));
+    char *norm = NULL;
+    int64_t *src = NULL;
+    size_t nn = 0;
+    fk_status st = t->nfc ? fk_nfc(text, n, &norm, &src, &nn) : FK_OK;
+    if (st == FK_OK && norm) {  // spans in the normalized text, mapped back to the caller's
+        int64_t k0 = out->n;
+        st = encode_text(t, norm, nn, specials, out);
+        for (int64_t k = k0; st == FK_OK && k < out->n; k++) {
+            out->begin[k] = src[out->begin[k]];
+            out->end[k] = src[out->end[k]];
+        }
+    } else if (st == FK_OK) {
+        st = encode_text(t, text, n, specials, out);
+    }
+    free(norm);
+    free(src);
     if (st == FK_OK && add && t->add_eos) st = fk_tok_out_push(out, t->eos, (int64_t)n, (int64_t)n);
     return st;
 }
