@@ -119,6 +119,10 @@ fk_status fk_gguf_set_str(fk_gguf_writer *w, const char *key, const char *s, uin
 fk_status fk_gguf_set_arr(fk_gguf_writer *w, const char *key, fk_gguf_type elem, const void *data, uint64_t count);
 fk_status fk_gguf_set_arr_str(fk_gguf_writer *w, const char *key, const char *const *strs, const uint64_t *lens,
                               uint64_t count);
+// Appends count elements to the array already set at key: strs/lens for an array of strings,
+// else data, count packed elements of the array's type. FK_ERR_ARG when key holds no array.
+fk_status fk_gguf_append_arr(fk_gguf_writer *w, const char *key, const void *data, const char *const *strs, const uint64_t *lens,
+                             uint64_t count);
 // Adds a tensor; `data` (nbytes) is referenced, not copied, and must stay valid until
 // fk_gguf_writer_write returns. dims are in ggml order (dims[0] fastest).
 fk_status fk_gguf_add_tensor(fk_gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,

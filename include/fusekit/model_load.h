@@ -27,8 +27,15 @@ bool fk_model_path_is_gguf(const char *path);
 // model's own tokenizer — the GGUF's tokenizer.ggml.* keys, or the folder's tokenizer.json
 // (tokenizer_config.json beside it) — or NULL when it has none. flags: FK_LOAD_*. Errors name
 // the file (and the key or tensor inside it); a file that is neither GGUF nor a folder is
-// refused as such.
+// refused as such. With tok, the model knows which of its vocabulary rows are padding
+// (fk_model_set_vocab_real with fk_model_tokens_of).
 fk_status fk_model_load(const char *path, unsigned flags, fk_model *m, fk_tokenizer **tok);
+
+// The tokens of t that stand for text: all, less a trailing run of padding entries
+// ("[PAD<n>]" of type UNUSED), which llama.cpp's converter and fusekit's GGUF export append to
+// a tokenizer up to a padded model's rows (fk_gguf_export). A model's rows from there on are
+// padding (Qwen2.5: 151665 tokens, 151936 rows).
+int32_t fk_model_tokens_of(const fk_tokenizer *t);
 
 // The model's own tokenizer alone (as fk_model_load gives it), without loading the weights:
 // *tok is NULL when the GGUF file has no tokenizer keys or the folder no tokenizer.json.

@@ -588,6 +588,34 @@ fk_status fk_gguf_set_arr_str(fk_gguf_writer *w, const char *key, const char *co
     return set_kv(w, key, FK_GGUF_ARRAY, b, total);
 }
 
+fk_status fk_gguf_append_arr(fk_gguf_writer *w, const char *key, const void *data, const char *const *strs, const uint64_t *lens,
+                             uint64_t count) {
+    size_t kn = strlen(key);
+    wkv *kv = NULL;
+    for (int64_t i = 0; i < w->n_kv && !kv; i++)
+        if (w->kvs[i].key_n == kn && memcmp(w->kvs[i].key, key, kn) == 0) kv = &w->kvs[i];
+    if (!kv || kv->type != FK_GGUF_ARRAY) return fk_error(FK_ERR_ARG, "gguf: key '%s': no array to append to", key);
+    fk_gguf_type elem = (fk_gguf_type)rd32(kv->val);
+    bool str = elem == FK_GGUF_STRING;
+    if (str ? !strs || !lens : !data || !is_num(elem))
+        return fk_error(FK_ERR_ARG, "gguf: key '%s': elements of type %s cannot be appended as given", key, fk_gguf_type_name(elem));
+    size_t add = str ? 0 : (size_t)count * type_sizes[elem];
+    for (uint64_t i = 0; str && i < count; i++) add += 8 + (size_t)lens[i];
+    unsigned char *v = realloc(kv->val, kv->val_n + add);
+    if (!v) return fk_error(FK_ERR_NOMEM, "gguf: out of memory for key '%s'", key);
+    kv->val = v;
+    unsigned char *p = v + kv->val_n;
+    if (!str) memcpy(p, data, add);
+    for (uint64_t i = 0; str && i < count; i++) {
+        wr64(p, lens[i]);
+        if (lens[i]) memcpy(p + 8, strs[i], (size_t)lens[i]);
+        p += 8 + (size_t)lens[i];
+    }
+    kv->val_n += add;
+    wr64(v + 4, rd64(v + 4) + count);
+    return FK_OK;
+}
+
 fk_status fk_gguf_add_tensor(fk_gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims, const uint64_t *dims,
                              const void *data, uint64_t nbytes) {
     const char *nm = name ? name : "(null)";

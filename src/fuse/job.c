@@ -344,7 +344,7 @@ fk_status fk_train_job_run(const fk_train_job *j, const fk_job_hooks *h, fk_trai
     o.tokenizer = s.tok;
     if (st == FK_OK && !STOPPED()) st = resuming(j) ? resume_run(j, h, &s, &o) : fresh_run(j, &s, &o);
     if (st == FK_OK && s.tok && s.m.n_params > 0)  // a model loaded: its rows past the tokens are padding
-        st = fk_model_set_vocab_real(&s.m, fk_tok_vocab_size(s.tok));
+        st = fk_model_set_vocab_real(&s.m, fk_model_tokens_of(s.tok));
     if (st == FK_OK && !STOPPED()) st = fk_mkdir_p(j->out);
     if (st == FK_OK && !STOPPED() && j->teachers.n > 0) st = open_teachers(j, h, &s, &o);
     r->before_training = st == FK_OK && STOPPED();

@@ -13,7 +13,7 @@
 static fk_status check_vocab(fk_tokenizer **t, int64_t vocab, fk_model *m) {
     if (!*t || vocab <= 0) return FK_OK;
     fk_status st = fk_vocab_check(fk_tok_vocab_size(*t), vocab);
-    if (st == FK_OK && m) st = fk_model_set_vocab_real(m, fk_tok_vocab_size(*t));
+    if (st == FK_OK && m) st = fk_model_set_vocab_real(m, fk_model_tokens_of(*t));
     if (st == FK_OK) return FK_OK;
     fk_tok_free(*t);
     *t = NULL;

@@ -47,9 +47,25 @@ static fk_status folder_tokenizer(const char *dir, fk_tokenizer **tok) {
     return st;
 }
 
+// Whether token id of t is a padding entry, "[PAD<digits>]" of type UNUSED.
+static bool pad_entry(const fk_tokenizer *t, int32_t id) {
+    uint32_t len;
+    const char *p = fk_tok_piece(t, id, &len);
+    if (fk_tok_type(t, id) != FK_TT_UNUSED || len < 6 || memcmp(p, "[PAD", 4) != 0 || p[len - 1] != ']') return false;
+    for (uint32_t i = 4; i + 1 < len; i++)
+        if (p[i] < '0' || p[i] > '9') return false;
+    return true;
+}
+
+int32_t fk_model_tokens_of(const fk_tokenizer *t) {
+    int32_t n = fk_tok_vocab_size(t);
+    while (n > 0 && pad_entry(t, n - 1)) n--;
+    return n;
+}
+
 // The model's tokenizer knows which vocabulary rows are tokens: the rest are padding.
 static fk_status join_tokenizer(fk_model *m, fk_tokenizer **tok, fk_status st) {
-    if (st == FK_OK && tok && *tok) st = fk_model_set_vocab_real(m, fk_tok_vocab_size(*tok));
+    if (st == FK_OK && tok && *tok) st = fk_model_set_vocab_real(m, fk_model_tokens_of(*tok));
     if (st != FK_OK && tok) { fk_tok_free(*tok); *tok = NULL; }
     if (st != FK_OK) fk_model_free(m);
     return st;
