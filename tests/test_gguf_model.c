@@ -154,10 +154,46 @@ static void cfg_qwen3(fk_config *c) {
     c->rope_theta = 1e6f;
 }
 
+// MPT as llama.cpp's mpt computes it: ALiBi over 6 heads, clamp_kqv, no biases, the tanh GELU
+static void cfg_mpt(fk_config *c) {
+    fk_config_gpt2(c, 272, 48, 2, 6, 16);
+    c->pos = FK_POS_NONE;
+    c->alibi_bias_max = 8;
+    c->clip_qkv = 0.6f;
+    c->bias_qkv = c->bias_out = c->bias_mlp = c->bias_norm = false;
+}
+// ... with every bias (llama.cpp's optional ones), an untied head, alibi_bias_max 4, no clamp
+static void cfg_mpt_bias(fk_config *c) {
+    fk_config_gpt2(c, 272, 32, 2, 4, 16);
+    c->pos = FK_POS_NONE;
+    c->alibi_bias_max = 4;
+    c->tied = false;
+}
+
+// GPT-NeoX as llama.cpp's gptneox computes it: attention and MLP in parallel from two LayerNorms,
+// 4 of 8 head dims rotated, every bias, the tanh GELU
+static void cfg_gptneox(fk_config *c) {
+    fk_config_gpt2(c, 272, 32, 2, 4, 16);
+    c->pos = FK_POS_ROPE;
+    c->residual = FK_RESID_PARALLEL;
+    c->rotary_dim = 4;
+    c->tied = false;
+}
+// Phi-2: parallel from one LayerNorm, an LM-head bias, head_dim 10 with 4 dims rotated
+static void cfg_phi2(fk_config *c) {
+    cfg_gptneox(c);
+    c->d_model = 40;
+    c->head_dim = 10;
+    c->residual = FK_RESID_PARALLEL_SHARED;
+    c->bias_lm_head = true;
+}
+
 static const struct { const char *name, *arch; void (*cfg)(fk_config *); } CASES[] = {
     {"llama", "llama", cfg_llama},   {"gpt2", "gpt2", cfg_gpt2},         {"gpt2_untied", "gpt2", cfg_gpt2_untied},
     {"qwen2", "llama", cfg_qwen2},   {"folded", "deci", cfg_folded},     {"headdim", "llama", cfg_headdim},
     {"mlp_bias", "llama", cfg_mlp_bias}, {"qwen3", "qwen3", cfg_qwen3},
+    {"mpt", "mpt", cfg_mpt},         {"mpt_bias", "mpt", cfg_mpt_bias},
+    {"gptneox", "gptneox", cfg_gptneox}, {"phi2", "phi2", cfg_phi2},
 };
 #define N_CASES (int)(sizeof CASES / sizeof CASES[0])
 
@@ -184,6 +220,11 @@ static void assert_same_config(const fk_config *a, const fk_config *b) {
     assert_int_equal(a->tied, b->tied);
     assert_int_equal(a->qk_norm, b->qk_norm);
     assert_true(a->norm_offset == b->norm_offset);
+    assert_true(a->alibi_bias_max == b->alibi_bias_max);
+    assert_true(a->clip_qkv == b->clip_qkv);
+    assert_int_equal(a->residual, b->residual);
+    assert_int_equal(a->bias_lm_head, b->bias_lm_head);
+    assert_int_equal(a->rotary_dim, b->rotary_dim);
 }
 
 // ------------------------------------------------------------------ round trips
@@ -355,6 +396,9 @@ static void cfg_gpt2_gqa(fk_config *c) { cfg_gpt2(c); c->n_kv_head = 2; }
 static void cfg_gpt2_nobias(fk_config *c) { cfg_gpt2(c); c->bias_mlp = false; }
 static void cfg_gpt2_gelu_exact(fk_config *c) { cfg_gpt2(c); c->gelu_exact = true; }
 static void cfg_bias_headdim(fk_config *c) { cfg_folded(c); c->bias_qkv = true; }
+static void cfg_mpt_gelu_exact(fk_config *c) { cfg_mpt(c); c->gelu_exact = true; }
+static void cfg_alibi_rms(fk_config *c) { cfg_mpt(c); c->norm = FK_NORM_RMSNORM; }
+static void cfg_gpt2_clip(fk_config *c) { cfg_gpt2(c); c->clip_qkv = 1; }
 
 static void test_unsupported_export(void **s) {
     expect_export_error(cfg_flap, FK_ERR_UNSUPPORTED, "MLP biases");
@@ -364,6 +408,9 @@ static void test_unsupported_export(void **s) {
     expect_export_error(cfg_gpt2_nobias, FK_ERR_UNSUPPORTED, "without every linear bias");
     expect_export_error(cfg_gpt2_gelu_exact, FK_ERR_UNSUPPORTED, "exact GELU");  // llama.cpp's gpt2 has the tanh GELU
     expect_export_error(cfg_bias_headdim, FK_ERR_UNSUPPORTED, "q/k/v biases");
+    expect_export_error(cfg_mpt_gelu_exact, FK_ERR_UNSUPPORTED, "exact GELU");  // llama.cpp's mpt has the tanh GELU
+    expect_export_error(cfg_alibi_rms, FK_ERR_UNSUPPORTED, "ALiBi");            // no architecture has ALiBi with RMSNorm
+    expect_export_error(cfg_gpt2_clip, FK_ERR_UNSUPPORTED, "clip_qkv");         // only mpt clamps q/k/v
     // a tokenizer larger than the vocabulary
     fk_config c;
     fk_config_llama(&c, 100, 32, 1, 4, 2, 48, 16);
@@ -609,8 +656,9 @@ static void test_broken_files(void **s) {
     expect_import_error(p, FK_ERR_UNSUPPORTED, "blk.0.ffn_down.weight", "I32");
 
     p = tpath("extra.gguf");
-    rewrite(good, p, &(mutation){.tensor = "rope_freqs.weight", .change = 3});
-    expect_import_error(p, FK_ERR_UNSUPPORTED, "rope_freqs.weight", NULL);
+    // (rope_freqs.weight is Llama 3's RoPE since issue 18, test_rope; LongRoPE's tensors are not read)
+    rewrite(good, p, &(mutation){.tensor = "rope_factors_long.weight", .change = 3});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "rope_factors_long.weight", NULL);
 
     p = tpath("nok.gguf");
     rewrite(good, p, &(mutation){.tensor = "blk.1.attn_k.weight", .change = 0, .drop_key = NULL});

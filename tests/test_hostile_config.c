@@ -387,10 +387,14 @@ static void test_rope_refused(void **s) {
     CHECK(fk_hf_config_parse(gj, "g/config.json", &c));
     assert_true(c.rope_scale == 8.0f && c.rope_theta == 1e6f);
     free(gj);
-    // Llama 3 scaling has no GGUF form fusekit writes (llama.cpp's rope_freqs tensor): refused
+    // Llama 3 scaling goes to GGUF as llama.cpp's llama with its rope_freqs tensor (issue 18,
+    // test_rope's test_rope_llama3_gguf); no other architecture takes it
     char *json = with_key(BASE_JSON, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}");
     CHECK(fk_hf_config_parse(json, "r/config.json", &c));
     const char *arch;
+    CHECK(fk_gguf_model_arch(&c, &arch));
+    assert_string_equal(arch, "llama");
+    c.qk_norm = true;  // qwen3's kind
     expect_error(fk_gguf_model_arch(&c, &arch), FK_ERR_UNSUPPORTED, "Llama 3 RoPE scaling", NULL, NULL);
     free(json);
 }

@@ -374,6 +374,32 @@ static void test_rope_regimes(void **s) {
     }
 }
 
+// Llama 3 scaling to GGUF: llama.cpp's rope_freqs tensor (its converter's factors); imported as
+// LongRoPE with that one factor set and attention factor 1: transformers' logits within 1e-4
+// (golden rope_llama3, tools/ref/make_rope_golden.py), and saved again as llama.
+static void test_rope_llama3_gguf(void **s) {
+    (void)s;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/golden/rope_llama3", FK_TEST_DATA);
+    fk_model m, g;
+    CHECK(fk_hf_load(&m, dir));
+    CHECK(fk_gguf_export(&m, NULL, tpath("llama3.gguf"), FK_DT_F32, NULL, NULL));
+    fk_model_free(&m);
+    CHECK(fk_gguf_import(tpath("llama3.gguf"), &g, NULL));
+    assert_int_equal(g.cfg.rope_ext, FK_ROPE_EXT_LONGROPE);
+    assert_true(g.cfg.rope_attn_factor == 1 && g.cfg.rope_orig_ctx == 0);
+    double dl, err = golden_err(&g, "rope_llama3", &dl);
+    print_message("  rope_llama3 through GGUF (rope_freqs): logits max abs error %.2e, loss rel %.1e\n", err, dl);
+    assert_true(err < 1e-4 && dl < 1e-5);
+    assert_int_equal(fk_config_arch(&g.cfg), FK_ARCH_LLAMA);
+    fk_gguf f;  // and it exports again, with the same factors
+    CHECK(fk_gguf_export(&g, NULL, tpath("llama3b.gguf"), FK_DT_F32, NULL, NULL));
+    CHECK(fk_gguf_open(tpath("llama3b.gguf"), &f));
+    assert_non_null(fk_gguf_find_tensor(&f, "rope_freqs.weight"));
+    fk_gguf_close(&f);
+    fk_model_free(&g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotary_dim_config),
@@ -386,6 +412,7 @@ int main(void) {
         cmocka_unit_test(test_rope_scaling_gguf),
         cmocka_unit_test(test_rope_phi3_names),
         cmocka_unit_test(test_rope_regimes),
+        cmocka_unit_test(test_rope_llama3_gguf),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -442,11 +442,18 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model rotates %lld of its %lld head dims (partial rotary), which llama.cpp's "
                         "%s graph does not (it requires rope.dimension_count to equal the head size)", (long long)c->rotary_dim,
                         (long long)c->head_dim, f && f->gguf ? f->gguf : "llama");
-    if (c->rope_orig_ctx > 0)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit does not export to GGUF");
-    if (c->rope_ext != FK_ROPE_EXT_NONE)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s RoPE scaling, which fusekit does not export to GGUF yet",
-                        c->rope_ext == FK_ROPE_EXT_DYNAMIC ? "dynamic (NTK)" : c->rope_ext == FK_ROPE_EXT_YARN ? "YaRN" : "LongRoPE");
+    // Llama 3 and single-set LongRoPE go to llama.cpp's rope_freqs tensor, which its llama graph reads
+    bool llama = f && f->gguf && strcmp(f->gguf, "llama") == 0;
+    bool one_set = c->rope_ext == FK_ROPE_EXT_LONGROPE && c->rope_attn_factor == 1 &&
+                   memcmp(c->rope_short, c->rope_long, (size_t)c->rope_n_factors * sizeof(float)) == 0;
+    if (c->rope_orig_ctx > 0 && !llama)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit exports only as llama.cpp's llama "
+                        "(its rope_freqs tensor)");
+    if (c->rope_ext != FK_ROPE_EXT_NONE && !(one_set && llama))
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s RoPE scaling, which fusekit does not export to GGUF yet%s",
+                        c->rope_ext == FK_ROPE_EXT_DYNAMIC ? "dynamic (NTK)" : c->rope_ext == FK_ROPE_EXT_YARN ? "YaRN" : "LongRoPE",
+                        c->rope_ext == FK_ROPE_EXT_DYNAMIC ? " (llama.cpp has no dynamic NTK scaling)"
+                        : c->rope_ext == FK_ROPE_EXT_LONGROPE ? " (only one factor set with attention factor 1, as llama's rope_freqs)" : "");
     if ((c->alibi_bias_max > 0 || c->clip_qkv > 0) && !(f && f->alibi))
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which of llama.cpp's architectures fusekit writes only mpt "
                         "expresses (LayerNorm, ALiBi, a GELU MLP)", c->alibi_bias_max > 0 ? "ALiBi" : "clip_qkv");
@@ -674,9 +681,11 @@ static const arch_key keys_starcoder2[] = {
     {ARCH_F_USE_BIAS, "use_bias", ARCH_D_VALUE, 1}, DROPOUT, {ARCH_F_ZERO, "residual_dropout", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "embedding_dropout", ARCH_D_VALUE, 0},
 };
-// phi3: no window by default, GPT-2's dropout names
+// phi3: partial rotary (Phi-4-mini: 0.75) read before rope_scaling (LongRoPE has a factor per rotated
+// pair), no window by default, GPT-2's dropout names
 static const arch_key keys_phi3[] = {
-    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), LLAMA_ROPE(1 | ARCH_ROPE_PHI3_NAMES), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 1},
+    LLAMA_ROPE(1 | ARCH_ROPE_PHI3_NAMES), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0}, DROPOUT,
 };
 // mpt: the sizes under MPT's names (the FFN width as expansion_ratio * d_model), the rest (attn_config, ...) as one group

@@ -173,6 +173,27 @@ static fk_status set_per_layer(fk_gguf_writer *w, const char *arch, const char *
     return fk_gguf_set_arr(w, k, FK_GGUF_I32, a, (uint64_t)L);
 }
 
+// llama.cpp's rope_freqs tensor (a divisor of each inverse frequency) for what it expresses so:
+// Llama 3 scaling (the factors its converter computes: 1 for short wavelengths, the factor for
+// long ones, 1 / ((1 - s) / factor + s) between) and LongRoPE whose long and short factors are one
+// set with attention factor 1. The count written to f (rotary dims / 2), or 0 for none.
+static int64_t rope_freq_factors(const fk_config *c, float *f) {
+    int64_t rd = fk_config_rotary_dim(c), half = rd / 2;
+    if (c->rope_ext == FK_ROPE_EXT_LONGROPE) {
+        if (c->rope_attn_factor != 1 || memcmp(c->rope_short, c->rope_long, (size_t)half * sizeof(float)) != 0) return 0;
+        memcpy(f, c->rope_short, (size_t)half * sizeof(float));
+        return half;
+    }
+    if (c->rope_orig_ctx <= 0) return 0;
+    double lo_wave = (double)c->rope_orig_ctx / c->rope_low_freq, hi_wave = (double)c->rope_orig_ctx / c->rope_high_freq;
+    for (int64_t d = 0; d < half; d++) {
+        double wave = 2 * M_PI * pow(c->rope_theta, (double)(2 * d) / (double)rd), s = ((double)c->rope_orig_ctx / wave - c->rope_low_freq) /
+                                                                                    ((double)c->rope_high_freq - c->rope_low_freq);
+        f[d] = wave < hi_wave ? 1.0f : wave > lo_wave ? c->rope_scale : (float)(1 / ((1 - s) / c->rope_scale + s));
+    }
+    return half;
+}
+
 // Linear RoPE scaling (llama.cpp divides the positions by the factor, as transformers' "linear").
 static fk_status linear_scaling_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
     char k[128];
@@ -228,7 +249,7 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
         FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
         FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
         FK_TRY(set_u32(w, arch, "rope.dimension_count", fk_config_rotary_dim(c)));
-        if (!(keys & ARCH_GK_GEMMA) && c->rope_scale != 0 && c->rope_scale != 1) FK_TRY(linear_scaling_keys(w, c, arch));
+        if (!(keys & ARCH_GK_GEMMA) && arch_rope_scaled(c) && c->rope_orig_ctx == 0) FK_TRY(linear_scaling_keys(w, c, arch));  // not Llama 3's factor
         if (!(keys & ARCH_GK_LAYERNORM)) FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
     }
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
@@ -295,6 +316,13 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
         if (st != FK_OK) fk_error_context(st, "%s", path);
     }
     uint64_t total = 0;
+    float freqs[FK_LIM_HEAD_DIM / 2];
+    int64_t nf = rope_freq_factors(&m->cfg, freqs);
+    if (st == FK_OK && nf > 0) {  // per-dim frequency divisors (Llama 3, single-set LongRoPE), llama.cpp's rope_freqs
+        uint64_t dims[1] = {(uint64_t)nf};
+        st = fk_gguf_add_tensor(w, "rope_freqs.weight", FK_GGML_F32, 1, dims, freqs, (uint64_t)nf * 4);
+        total += (uint64_t)nf * 4;
+    }
     for (int i = 0; i < l.n && st == FK_OK; i++) {
         const gt *t = &l.t[i];
         int64_t numel = t->rows * t->cols;
@@ -534,6 +562,32 @@ static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_
     return FK_OK;
 }
 
+// A rope_freqs tensor (llama.cpp's Llama 3 form: each inverse frequency divided by its entry)
+// becomes LongRoPE with one factor set, attention factor 1 and the context as its original
+// length: the same frequencies, which transformers' longrope computes alike.
+static fk_status rope_freqs_config(const fk_gguf *g, fk_config *c) {
+    const fk_gguf_tensor *t = fk_gguf_find_tensor(g, "rope_freqs.weight");
+    if (!t) return FK_OK;
+    int64_t half = fk_config_rotary_dim(c) / 2;
+    if (t->ggml_type != FK_GGML_F32 || t->n_dims != 1 || t->dims[0] != (uint64_t)half || half > FK_MAX_ROPE_FACTORS)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor 'rope_freqs.weight' must be F32 with %lld entries (rotary dims / 2, at most %d)", g->path,
+                        (long long)half, FK_MAX_ROPE_FACTORS);
+    if (c->rope_scale != 0 && c->rope_scale != 1)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor 'rope_freqs.weight' with linear RoPE scaling %g is not supported", g->path, (double)c->rope_scale);
+    for (int64_t d = 0; d < half; d++) {
+        float v;
+        memcpy(&v, (const char *)t->data + 4 * d, 4);
+        if (!(v > 0 && v < 1e30f))
+            return fk_error(FK_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' entry %lld is %g, expected a finite value > 0", g->path, (long long)d, (double)v);
+        c->rope_short[d] = c->rope_long[d] = v;
+    }
+    c->rope_ext = FK_ROPE_EXT_LONGROPE;
+    c->rope_n_factors = (int32_t)half;
+    c->rope_ext_ctx = c->max_seq;
+    c->rope_attn_factor = 1;
+    return FK_OK;
+}
+
 // mpt: the row's switches (ALiBi, no positions; GELU, which llama.cpp computes with the tanh
 // approximation, so gelu_exact stays off), the biases its tensors have, the KV heads,
 // max_alibi_bias (> 0: without ALiBi llama.cpp's mpt would have no positions) and clamp_kqv.
@@ -631,9 +685,13 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         if (keys & ARCH_GK_PARALLEL) FK_TRY(parallel_key(&r, c));
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
-        if (gemma_arch(arch)) FK_TRY(gemma_config(&r, c, f));
-        else if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
-        else FK_TRY(window_config(&r, c));
+        if (gemma_arch(arch)) {
+            FK_TRY(gemma_config(&r, c, f));
+        } else {
+            if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
+            FK_TRY(window_config(&r, c));
+            FK_TRY(rope_freqs_config(g, c));
+        }
     }
     c->tied = !has_tensor(g, "output.weight") || (gemma_gen(arch) == 1 || gemma_gen(arch) == 2);
     int64_t id;
@@ -790,6 +848,7 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
         const fk_gguf_str *nm = &g->tensors[j].name;
         bool known = false;
         for (int i = 0; i < l.n && !known; i++) known = strlen(l.t[i].name) == nm->n && memcmp(l.t[i].name, nm->s, nm->n) == 0;
+        known |= m->cfg.rope_ext == FK_ROPE_EXT_LONGROPE && nm->n == 17 && memcmp(nm->s, "rope_freqs.weight", 17) == 0;  // read as config
         if (!known)
             st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%.*s' is not part of the model the keys describe (%s, %lld layers) or is not "
                           "supported by fusekit", g->path, (int)(nm->n > 200 ? 200 : nm->n), nm->s, arch, (long long)m->cfg.n_layer);
