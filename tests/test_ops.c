@@ -608,6 +608,57 @@ static void test_final_softcap(void **state) {
     free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g); free(scratch);
 }
 
+// ------------------------------------------------------------------ padded vocabularies
+// Columns 5 and 6 of 7 are padding: the loss of the masked (and soft-capped, cap > 0) logits
+// does not depend on them, and its gradient through vocab_mask is the one over the first 5.
+typedef struct { sce_ctx c; double cap; } mask_ctx;
+static double mask_loss(void *p) {
+    mask_ctx *m = p;
+    sce_ctx *c = &m->c;
+    memcpy(c->work, c->logits, (size_t)(c->N * c->V) * sizeof(double));
+    if (m->cap > 0) d_softcap_forward(c->work, NULL, c->N, c->V, m->cap);
+    d_vocab_mask_forward(c->work, NULL, c->N, c->V, 5);
+    d_soft_crossentropy_forward(c->losses, c->flosses, c->work, c->tgt, c->t, c->N, c->V, 0);
+    double s = 0;
+    for (int64_t i = 0; i < c->N; i++) s += c->lambda * c->losses[i] + (1 - c->lambda) * c->flosses[i];
+    return s;
+}
+
+static void run_vocab_mask(double cap) {
+    int32_t tgt[4] = {2, -1, 0, 4};
+    int64_t row[5] = {0, 2, 2, 2, 3};
+    int32_t ids[3] = {2, 4, 1};
+    float p[3] = {0.5f, 0.3f, 0.9f};
+    fk_sparse_dist t = {row, ids, p};
+    mask_ctx m = {{.N = 4, .V = 7, .tgt = tgt, .t = &t, .lambda = 0.4}, cap};
+    sce_ctx *c = &m.c;
+    c->logits = dalloc(28); c->work = dalloc(28); c->losses = dalloc(4); c->flosses = dalloc(4);
+    fill(c->logits, 28, 4);
+    for (int i = 0; i < 4; i++) c->logits[i * 7 + 5] = 50;  // padding logits far above the rest
+    double *g = dalloc(28), mx[4], *scratch = dalloc(omp_get_max_threads() * 7);
+    memcpy(g, c->logits, sizeof(double) * 28);
+    if (cap > 0) d_softcap_forward(g, mx, 4, 7, cap);
+    d_vocab_mask_forward(g, cap > 0 ? mx : NULL, 4, 7, 5);
+    for (int i = 0; i < 4; i++) {
+        double want = -INFINITY;
+        for (int j = 0; j < 5; j++) want = fmax(want, g[i * 7 + j]);
+        assert_true(g[i * 7 + 5] == FK_LOGIT_MASKED && g[i * 7 + 6] == FK_LOGIT_MASKED);
+        if (cap > 0) assert_true(mx[i] == want);  // the real columns' largest, which the soft-cap backward reads
+    }
+    d_soft_crossentropy_forward(c->losses, c->flosses, g, tgt, &t, 4, 7, 1);
+    if (cap > 0) d_softcap_crossentropy_backward(g, mx, tgt, &t, c->lambda, 4, 7, 1.0, cap, scratch, omp_get_max_threads());
+    else d_soft_crossentropy_backward(g, tgt, &t, c->lambda, 4, 7, 1.0);
+    d_vocab_mask_backward(g, 4, 7, 5);
+    check_fd(cap > 0 ? "vocab mask + soft-cap dlogits" : "vocab mask dlogits", c->logits, 28, g, mask_loss, &m);
+    free(c->logits); free(c->work); free(c->losses); free(c->flosses); free(g); free(scratch);
+}
+
+static void test_vocab_mask(void **state) {
+    (void)state;
+    run_vocab_mask(0);
+    run_vocab_mask(3.0);
+}
+
 int main(void) {
     fk_rng_seed(&rng, 42);
     const struct CMUnitTest tests[] = {
@@ -616,7 +667,7 @@ int main(void) {
         cmocka_unit_test(test_alibi),      cmocka_unit_test(test_clamp),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_gelu_exact),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
-        cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap),
+        cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap), cmocka_unit_test(test_vocab_mask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
