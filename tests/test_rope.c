@@ -198,9 +198,9 @@ static const char *folder_with(const char *dir, const char *name, const char *co
 // scaling the logits are far off (so the check tells them apart).
 static void test_rope_scaling_goldens(void **s) {
     (void)s;
-    static const char *const names[] = {"rope_yarn", "rope_dynamic", "rope_longrope_short", "rope_longrope_long"};
-    static const int kinds[] = {FK_ROPE_EXT_YARN, FK_ROPE_EXT_DYNAMIC, FK_ROPE_EXT_LONGROPE, FK_ROPE_EXT_LONGROPE};
-    for (int i = 0; i < 4; i++) {
+    static const char *const names[] = {"rope_yarn", "rope_yarn_mscale", "rope_dynamic", "rope_longrope_short", "rope_longrope_long"};
+    static const int kinds[] = {FK_ROPE_EXT_YARN, FK_ROPE_EXT_YARN, FK_ROPE_EXT_DYNAMIC, FK_ROPE_EXT_LONGROPE, FK_ROPE_EXT_LONGROPE};
+    for (int i = 0; i < 5; i++) {
         char dir[600], sub[80];
         snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, names[i]);
         fk_config c5, c4, cs;
@@ -225,6 +225,7 @@ static void test_rope_scaling_goldens(void **s) {
         plain.rope_ext_factor = plain.rope_attn_factor = plain.rope_beta_fast = plain.rope_beta_slow = 0;
         plain.rope_ext_ctx = 0;
         plain.rope_n_factors = 0;
+        plain.rope_yarn_no_trunc = false;
         CHECK(fk_model_init(&m, &plain));
         CHECK(fk_hf_load_weights(&m, dir));
         double dl, far = golden_err(&m, names[i], &dl);
@@ -245,6 +246,18 @@ static void test_rope_scaling_fields(void **s) {
     CHECK(fk_hf_config_read(path, &c));
     assert_true(c.rope_ext_factor == 4.0f && c.rope_ext_ctx == 64 && c.rope_beta_fast == 32 && c.rope_beta_slow == 1 && !c.rope_yarn_no_trunc);
     assert_true(c.rope_attn_factor == (float)(0.1 * log(4.0) + 1));
+    snprintf(path, sizeof path, "%s/golden/rope_yarn_mscale/config.json", FK_TEST_DATA);
+    CHECK(fk_hf_config_read(path, &c));
+    assert_true(c.rope_ext_factor == 8.0f && c.rope_beta_fast == 8 && c.rope_beta_slow == 2 && c.rope_yarn_no_trunc);
+    assert_true(c.rope_attn_factor == (float)((0.2 * log(8.0) + 1) / (0.1 * log(8.0) + 1)));
+    // Llama 3.1's own numbers in transformers 5's layout
+    const char *l31 = "{\"model_type\": \"llama\", \"vocab_size\": 64, \"hidden_size\": 32, \"intermediate_size\": 48, "
+                      "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"max_position_embeddings\": 131072, "
+                      "\"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                      "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}}";
+    CHECK(fk_hf_config_parse(l31, "llama31/config.json", &c));
+    assert_true(c.rope_theta == 500000.0f && c.rope_scale == 8.0f && c.rope_low_freq == 1.0f && c.rope_high_freq == 4.0f &&
+                c.rope_orig_ctx == 8192 && c.max_seq == 131072 && c.rope_ext == FK_ROPE_EXT_NONE);
     snprintf(path, sizeof path, "%s/golden/rope_dynamic/config.json", FK_TEST_DATA);
     CHECK(fk_hf_config_read(path, &c));
     assert_true(c.rope_ext_factor == 2.0f && c.rope_ext_ctx == 8 && c.max_seq == 16);
@@ -285,7 +298,7 @@ static void test_rope_scaling_refused(void **s) {
     refused_json("rope_yarn", false, "low_freq_factor", "1.0", FK_ERR_UNSUPPORTED, "low_freq_factor is not supported with rope_type \"yarn\"");
     refused_json("rope_yarn", false, "factor", "0.5", FK_ERR_ARG, "factor in 1..1e6");
     refused_json("rope_yarn", true, "original_max_position_embeddings", "32", FK_ERR_FORMAT, "original_max_position_embeddings is 64 but the top-level key is 32");
-    refused_json("rope_yarn", false, "truncate", "\"yes\"", FK_ERR_FORMAT, "truncate");
+    refused_json("rope_yarn", false, "truncate", "\"yes\"", FK_ERR_FORMAT, "\"rope_parameters\".truncate must be true or false");
     refused_json("rope_dynamic", false, "original_max_position_embeddings", "4", FK_ERR_UNSUPPORTED, "not supported with rope_type \"dynamic\"");
     refused_json("rope_longrope_short", false, "short_factor", "[1.0, 2.0, 3.0]", FK_ERR_FORMAT, "short_factor must be a list of 4 numbers");
     refused_json("rope_longrope_short", false, "long_factor", "[1.0, 2.0, -3.0, 4.0]", FK_ERR_FORMAT, "long_factor[2] must be a positive number");

@@ -298,6 +298,7 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_ROTARY: rotary_json(j, k->key, c); break;
         case ARCH_F_PARALLEL: cJSON_AddBoolToObject(j, k->key, c->residual == FK_RESID_PARALLEL); break;
         case ARCH_F_USE_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
+        case ARCH_F_NULL: cJSON_AddNullToObject(j, k->key); break;
         case ARCH_F_WINDOW: add_window(j, k->key, c); break;
         case ARCH_F_QWEN_WINDOW: qwen_window_json(j, k, c); break;
         case ARCH_F_ROPE_SCALING: add_rope_scaling(j, c, ((int)k->def & 1) != 0); break;
@@ -340,7 +341,14 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
 
 char *fk_hf_config_json(const fk_config *c) { return config_json(c, FK_DT_F32); }
 
-typedef struct { const cJSON *root; const char *path; fk_status st; } cfg_reader;
+// fam: the row read (read_family sets it), for keys whose meaning depends on the row's other keys
+typedef struct { const cJSON *root; const char *path; fk_status st; const arch_family *fam; } cfg_reader;
+
+// Whether the row read has both a partial-rotary key and Llama's RoPE scaling keys (phi3): then
+// each reader leaves the other's keys to it.
+static bool rotary_and_scaling(const cfg_reader *r) {
+    return r->fam && arch_key_of(r->fam, ARCH_F_ROTARY) && arch_key_of(r->fam, ARCH_F_ROPE_SCALING);
+}
 
 // A JSON number as an integer in lo..hi, range-checked before the cast (a cast of 1e300 to an
 // integer is undefined behaviour); false when it is not an integer or out of range.
@@ -477,6 +485,7 @@ static double rope_num(cfg_reader *r, const cJSON *o, const char *key, const cha
 // A partial_rotary_factor v (under key) other than 1 is refused: the Llama and Gemma families'
 // transformers code rotates whole heads (its apply_rotary_pos_emb has no pass-through part).
 static void whole_heads_only(cfg_reader *r, const cJSON *v, const char *key) {
+    if (rotary_and_scaling(r)) return;  // the row's partial-rotary key reads it
     if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 1) && r->st == FK_OK)
         r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; this model_type's transformers code rotates whole heads only", r->path, key,
                          cJSON_IsNumber(v) ? "set below 1" : "not a number");
@@ -486,7 +495,7 @@ static void whole_heads_only(cfg_reader *r, const cJSON *v, const char *key) {
 // top-level key when there is one (Phi-3's), else the object's, else max_position_embeddings; a
 // config whose two keys differ is refused (one of them would be ignored).
 static int64_t rope_orig_ctx(cfg_reader *r, const cJSON *o, const char *key, int64_t max_pos) {
-    cfg_reader sub = {o, r->path, r->st};
+    cfg_reader sub = {o, r->path, r->st, r->fam};
     int64_t in = get_int(&sub, "original_max_position_embeddings", 0), top = get_int(r, "original_max_position_embeddings", 0);
     if (r->st == FK_OK) r->st = sub.st;
     if (in != 0 && top != 0 && in != top && r->st == FK_OK)
@@ -549,9 +558,10 @@ static void rope_ext_parse(cfg_reader *r, const cJSON *o, const char *key, int k
         if (af == 0) af = ms != 0 && msa != 0 ? yarn_mscale(factor, ms) / yarn_mscale(factor, msa) : yarn_mscale(factor, 1);
         c->rope_beta_fast = (float)rope_opt(r, o, key, "beta_fast", 32, true);
         c->rope_beta_slow = (float)rope_opt(r, o, key, "beta_slow", 1, true);
-        cfg_reader sub = {o, r->path, r->st};
-        c->rope_yarn_no_trunc = !get_bool(&sub, o, "truncate", true);
-        r->st = sub.st;
+        const cJSON *tr = cJSON_GetObjectItemCaseSensitive(o, "truncate");
+        if (tr && !cJSON_IsNull(tr) && !cJSON_IsBool(tr) && r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\".truncate must be true or false", r->path, key);
+        c->rope_yarn_no_trunc = cJSON_IsFalse(tr);
     } else {  // longrope: rotary dims / 2 factors each
         int64_t half = fk_config_rotary_dim(c) / 2;
         rope_factors(r, o, key, "short_factor", half, c->rope_short);
@@ -754,7 +764,7 @@ static void fusekit_switches_parse(cfg_reader *r, const cJSON *s, fk_config *c) 
     c->norm = norm && strcmp(norm, "layernorm") == 0 ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM;
     c->pos = pos && strcmp(pos, "learned") == 0 ? FK_POS_LEARNED : pos && strcmp(pos, "none") == 0 ? FK_POS_NONE : FK_POS_ROPE;
     c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : mlp && strcmp(mlp, "geglu") == 0 ? FK_MLP_GEGLU : FK_MLP_SWIGLU;
-    cfg_reader rs = {s, path, r->st};
+    cfg_reader rs = {s, path, r->st, r->fam};
     for (int i = 0; i < fk_config_n_fields; i++) {  // the Gemma-family switches, as fusekit_switches_json writes them
         const fk_config_field *f = &fk_config_fields[i];
         char *at = (char *)c + f->offset;
@@ -864,6 +874,7 @@ static void rotary_parse(cfg_reader *r, const arch_key *k, fk_config *c) {
     if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(r->root, key = "rope_scaling");
     if (o && !cJSON_IsNull(o) && r->st == FK_OK) {
         if (!cJSON_IsObject(o)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key); return; }
+        if (!rotary_and_scaling(r))  // (else the row's RoPE scaling key checks the object)
         cJSON_ArrayForEach(it, o) {
             const char *n = it->string;
             bool type = strcmp(n, "rope_type") == 0 || strcmp(n, "type") == 0;
@@ -909,7 +920,7 @@ static void mpt_config_parse(cfg_reader *r, fk_config *c) {
     if (norm && strcmp(norm, "low_precision_layernorm") != 0 && strcmp(norm, "layernorm") != 0) mpt_refuse(r, "", "norm_type", "\"low_precision_layernorm\"");
     const cJSON *ffn = cJSON_GetObjectItemCaseSensitive(r->root, "ffn_config");
     if (ffn && !cJSON_IsNull(ffn)) {
-        cfg_reader fr = {ffn, r->path, r->st};
+        cfg_reader fr = {ffn, r->path, r->st, r->fam};
         mpt_refuse(&fr, "ffn_config", "ffn_type", "\"mptmlp\"");
         mpt_refuse(&fr, "ffn_config", "ffn_act_fn", "null");
         r->st = fr.st;
@@ -918,7 +929,7 @@ static void mpt_config_parse(cfg_reader *r, fk_config *c) {
     c->alibi_bias_max = 8;  // MptAttentionConfig's defaults when attn_config is absent
     if (!a || cJSON_IsNull(a) || r->st != FK_OK) return;
     if (!cJSON_IsObject(a)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"attn_config\" must be an object", r->path); return; }
-    cfg_reader ar = {a, r->path, r->st};
+    cfg_reader ar = {a, r->path, r->st, r->fam};
     mpt_refuse(&ar, "attn_config", "alibi", "true");
     static const char *const off[] = {"qk_ln", "qk_gn", "prefix_lm", "attn_uses_sequence_id", "rope"};
     for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) mpt_refuse(&ar, "attn_config", off[i], "false");
@@ -936,6 +947,7 @@ static void mpt_config_parse(cfg_reader *r, fk_config *c) {
 // A family's config.json: the scalar fields, then in the row's order the keys that refine them.
 static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
     const char *act_key = NULL;
+    r->fam = f;
     read_scalars(r, f, c, &act_key);
     for (int i = 0; i < f->keys.n; i++) {
         const arch_key *k = &f->keys.k[i];
@@ -977,7 +989,7 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
     cJSON *root = NULL;
     FK_TRY(fk_json_parse(path, json, strlen(json), &root));
     if (!cJSON_IsObject(root)) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: not a JSON object", path); }
-    cfg_reader r = {root, path, FK_OK};
+    cfg_reader r = {root, path, FK_OK, NULL};
     const char *type = get_str(root, "model_type");
     if (!type) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: missing key \"model_type\"", path); }
     bool alias = false;

@@ -281,6 +281,16 @@ def forward_specs():
                        attn_implementation="eager"),
             1025, 2025, f32, None,
         ),
+        # Phi-4-mini-like: partial_rotary_factor 0.75 (6 of head_dim 8 turn), tied, no window
+        "phi3_partial": (
+            Phi3ForCausalLM,
+            Phi3Config(vocab_size=74, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=64,
+                       rms_norm_eps=1e-5, rope_theta=10000.0, partial_rotary_factor=0.75, resid_pdrop=0.0, embd_pdrop=0.0,
+                       attention_dropout=0.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=None,
+                       attn_implementation="eager"),
+            1026, 2026, f32, None,
+        ),
         # GPT-NeoX / Pythia: fused per-head [q, k, v] query_key_value, LayerNorm with bias, exact GELU,
         # rotary_pct 0.25 (head_dim 16: 4 dims turn), parallel residual with two norms; and sequential
         "gpt_neox": (
@@ -312,6 +322,15 @@ def forward_specs():
             config(LlamaConfig, LLAMA_BASE, vocab_size=60, max_position_embeddings=256,
                    rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64)),
             1060, 2060, f32, None,
+        ),
+        # YaRN with transformers 5's other keys: truncate false (a fractional correction range),
+        # beta_fast 8 / beta_slow 2, attention factor from mscale 2 / mscale_all_dim 1
+        "rope_yarn_mscale": (
+            LlamaForCausalLM,
+            config(LlamaConfig, LLAMA_BASE, vocab_size=58, max_position_embeddings=256,
+                   rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=8.0, original_max_position_embeddings=64,
+                                        beta_fast=8.0, beta_slow=2.0, mscale=2.0, mscale_all_dim=1.0, truncate=False)),
+            1064, 2064, f32, None,
         ),
         # dynamic NTK, factor 2, max_position_embeddings 8 < T: the base grows to cover 16 positions
         "rope_dynamic": (
