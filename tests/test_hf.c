@@ -64,6 +64,8 @@ static const golden_spec goldens[] = {
     {"starcoder2", FK_ARCH_STARCODER2, FK_DT_F32, true, 4, 2, 8, 64, 64, 1e4, 1e-5, false},
     // fused qkv_proj and gate_up_proj, window 8: Mistral's computation, saved as mistral
     {"phi3", FK_ARCH_MISTRAL, FK_DT_F32, false, 4, 2, 8, 48, 64, 1e4, 1e-5, false},
+    // partial_rotary_factor 0.75 (Phi-4-mini), tied, no window: saved as phi3 with the fused tensors
+    {"phi3_partial", FK_ARCH_PHI3, FK_DT_F32, true, 4, 2, 8, 48, 64, 1e4, 1e-5, false},
     // GPT-NeoX: per-head fused query_key_value, rotary_pct 0.25 of head_dim 16, exact GELU; parallel
     // residual with two norms (gpt_neox), sequential with gelu_new and base 500 (gpt_neox_seq)
     {"gpt_neox", FK_ARCH_GPTNEOX, FK_DT_F32, false, 4, 4, 16, 96, 64, 1e4, 1e-5, true},
@@ -227,6 +229,9 @@ static bool bookkeeping(const char *key, const cJSON *ref) {
                               "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "classifier_dropout",
                               "is_decoder", NULL};
     for (int i = 0; k[i]; i++) if (strcmp(key, k[i]) == 0) return true;
+    // Phi-3's original context, used only by LongRoPE
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(ref, "rope_parameters"), *rt = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
+    if (strcmp(key, "original_max_position_embeddings") == 0 && cJSON_IsString(rt) && strcmp(rt->valuestring, "default") == 0) return true;
     const cJSON *usw = cJSON_GetObjectItemCaseSensitive(ref, "use_sliding_window");
     // qwen3's layer_types: with use_sliding_window false transformers sets sliding_window to None,
     // so every layer is full attention whatever it names

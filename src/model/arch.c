@@ -167,7 +167,8 @@ static const arch_tensor hf_phi[] = {
     {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "lm_head.bias"},
 };
 
-// llama.cpp's gpt2 (and mpt, without position_embd): fused q/k/v in the internal (untransposed) layout.
+// llama.cpp's gpt2 (and mpt and gptneox, without position_embd: NeoX's converter undoes Hugging Face's per-head
+// q/k/v interleave): fused q/k/v in the internal (untransposed) layout.
 static const arch_tensor gguf_gpt2[] = {
     {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
     {FK_P_POS_EMB, ARCH_ROWS_ALL, 0, "position_embd.weight"},
@@ -234,27 +235,6 @@ static const arch_tensor gguf_phi3[] = {
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
 };
 
-// llama.cpp's gptneox: attn_qkv as [q; k; v] (its converter undoes Hugging Face's per-head
-// interleave), every bias, NEOX rotation of the first rope.dimension_count dims.
-static const arch_tensor gguf_gptneox[] = {
-    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
-    {FK_P_LN1_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.attn_norm.weight"},
-    {FK_P_LN1_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_norm.bias"},
-    {FK_P_QKV_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_qkv.weight"},
-    {FK_P_QKV_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_qkv.bias"},
-    {FK_P_O_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.weight"},
-    {FK_P_O_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.bias"},
-    {FK_P_LN2_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.ffn_norm.weight"},
-    {FK_P_LN2_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_norm.bias"},
-    {FK_P_UP_W, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.weight"},
-    {FK_P_UP_B, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.bias"},
-    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.weight"},
-    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.bias"},
-    {FK_P_LNF_W, ARCH_ROWS_ALL, ARCH_T_NORM, "output_norm.weight"},
-    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "output_norm.bias"},
-    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
-};
-
 // llama.cpp's phi2: separate attn_q/k/v as its converter writes them, one attn_norm, output.bias.
 static const arch_tensor gguf_phi2[] = {
     {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
@@ -297,6 +277,8 @@ bool arch_any_sliding(const fk_config *c) {
 
 bool arch_rope_scaled(const fk_config *c) { return c->rope_scale > 0 && c->rope_scale != 1; }
 
+bool arch_rope_any_scaling(const fk_config *c) { return arch_rope_scaled(c) || c->rope_orig_ctx > 0 || c->rope_ext != FK_ROPE_EXT_NONE; }
+
 const arch_tensor *arch_tensor_of(arch_tensor_set s, fk_param_kind k, int rows) {
     for (int i = 0; i < s.n; i++)
         if (s.t[i].kind == k && (rows < 0 || (int)s.t[i].rows == rows)) return &s.t[i];
@@ -322,6 +304,7 @@ void arch_apply_switches(const arch_family *f, fk_config *c) {
     c->qk_norm = s->qk_norm;
     c->residual = f->residual;
     c->bias_lm_head = f->bias_lm_head;
+    if (f->alibi) c->alibi_bias_max = 8;  // MPT's default alibi_bias_max (its readers then read the key)
     if (s->gemma_scales) {
         c->emb_scale = c->d_model > 0 ? (float)sqrt((double)c->d_model) : 0;  // transformers: hidden_size**0.5 as a float32 tensor
         c->norm_offset = 1;                                                 // Gemma's RMSNorm scales by 1 + w
@@ -363,7 +346,7 @@ static bool window_fits(const fk_config *c, bool some) {
         any |= arch_slides(c, l);
         all &= arch_slides(c, l);
     }
-    return !any || ((all || some) && c->sliding_window < c->max_seq && !arch_rope_scaled(c) && c->rope_orig_ctx == 0);
+    return !any || ((all || some) && c->sliding_window < c->max_seq && !arch_rope_any_scaling(c));
 }
 
 // gpt2: no RoPE scaling, multi-head attention over d_model, one FFN width.
@@ -687,6 +670,7 @@ static const arch_key keys_phi3[] = {
     PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 1},
     LLAMA_ROPE(1 | ARCH_ROPE_PHI3_NAMES), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0}, DROPOUT,
+    {ARCH_F_NULL, "pad_token_id", ARCH_D_VALUE, 0},
 };
 // mpt: the sizes under MPT's names (the FFN width as expansion_ratio * d_model), the rest (attn_config, ...) as one group
 static const arch_key keys_mpt[] = {
@@ -786,7 +770,7 @@ const arch_family arch_families[] = {
     // gpt_neox (Pythia): per-head fused q/k/v, parallel (two norms) or sequential, partial rotary in NEOX order
     {FK_ARCH_GPTNEOX, "gpt_neox", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL,
      HF("GPTNeoXForCausalLM", hf_gpt_neox, keys_gpt_neox, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact,
-     .gguf = "gptneox", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_gptneox),
+     .gguf = "gptneox", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_gpt2),
      .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM | ARCH_GK_PARALLEL, .gguf_claims = gguf_claims_neox_phi, .gguf_fits = gguf_fits_neox_phi},
     // phi (Phi-2): attention and MLP in parallel from one LayerNorm, an LM-head bias, partial rotary
     {FK_ARCH_PHI, "phi", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL_SHARED,

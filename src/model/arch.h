@@ -71,6 +71,8 @@ typedef enum {
     ARCH_F_QWEN_WINDOW,  // Qwen's use_sliding_window with sliding_window, max_window_layers (`def` when absent)
                          // and layer_types: the sliding layers
     ARCH_F_USE_BIAS,     // a boolean that sets bias_qkv, bias_out and bias_mlp together (StarCoder2's use_bias)
+    ARCH_F_NULL,         // a key written as null and not read (Phi-3's pad_token_id, whose class default 32000 is
+                         // a row only of Phi-3's own vocabulary)
     ARCH_F_GEMMA,        // the Gemma keys of the row's generation: RoPE (global and local), the query scale,
                          // sliding layers, soft-caps
     ARCH_F_SWITCHES,     // the "fusekit" object: every switch under fk_config's names
@@ -200,6 +202,8 @@ bool arch_slides(const fk_config *c, int64_t l);
 bool arch_any_sliding(const fk_config *c);
 // Linear RoPE scaling other than 1 (rope_scale), not Llama 3's.
 bool arch_rope_scaled(const fk_config *c);
+// Any RoPE scaling: linear, Llama 3's, dynamic, YaRN, LongRoPE.
+bool arch_rope_any_scaling(const fk_config *c);
 // FK_ERR_UNSUPPORTED for what row f's llama.cpp architecture (f NULL: none) cannot represent
 // whatever its other conditions: partial rotary without gguf_rotary_part, Llama 3 RoPE scaling (llama.cpp keeps it as a rope_freqs tensor,
 // which fusekit does not write), and outside the Gemma rows the first Gemma-family switch c sets

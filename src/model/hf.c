@@ -680,7 +680,7 @@ static int64_t window_value(cfg_reader *r, const char *key, int64_t def) {
 static void set_window(cfg_reader *r, const arch_family *f, const char *key, int64_t w, fk_config *c) {
     c->sliding_window = w > 0 && w < c->max_seq ? w : 0;
     if (!c->sliding_window) memset(c->sliding, 0, sizeof c->sliding);
-    if (arch_any_sliding(c) && (arch_rope_scaled(c) || c->rope_orig_ctx > 0) && r->st == FK_OK)
+    if (arch_any_sliding(c) && arch_rope_any_scaling(c) && r->st == FK_OK)
         r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %lld with RoPE scaling: %s scales the RoPE of its sliding layers too, "
                          "which fusekit does not (its sliding layers keep an unscaled table)", r->path, key, (long long)w, f->model_type);
 }
