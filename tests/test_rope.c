@@ -116,6 +116,16 @@ static void test_rotary_dim_hf(void **s) {
     free(j);
 }
 
+// A model of config c with seeded weights exported to <tmp>/name (F32), opened as *g.
+static void export_open(const fk_config *c, const char *name, fk_gguf *g) {
+    fk_model m;
+    CHECK(fk_model_init(&m, c));
+    fk_model_init_weights(&m, 1);
+    CHECK(fk_gguf_export(&m, NULL, tpath(name), FK_DT_F32, NULL, NULL));
+    fk_model_free(&m);
+    CHECK(fk_gguf_open(tpath(name), g));
+}
+
 // GGUF: llama.cpp's llama graph asserts rope.dimension_count == head size, so the llama row
 // refuses a partial-rotary config with the reason; a whole-head one writes dimension_count = head_dim.
 static void test_rotary_dim_gguf(void **s) {
@@ -128,17 +138,12 @@ static void test_rotary_dim_gguf(void **s) {
     const char *arch;  // a row whose llama.cpp graph rotates part of a head takes it, or none does
     if (fk_gguf_model_arch(&c, &arch) == FK_OK) assert_true(arch_of_gguf(arch, strlen(arch))->gguf_rotary_part);
     cfg_partial(&c, 0);
-    fk_model m;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 1);
-    CHECK(fk_gguf_export(&m, NULL, tpath("whole.gguf"), FK_DT_F32, NULL, NULL));
     fk_gguf g;
-    CHECK(fk_gguf_open(tpath("whole.gguf"), &g));
+    export_open(&c, "whole.gguf", &g);
     int64_t rot;
     CHECK(fk_gguf_get_i64(&g, "llama.rope.dimension_count", &rot));
     assert_int_equal(rot, 8);
     fk_gguf_close(&g);
-    fk_model_free(&m);
 }
 
 // ------------------------------------------------------------------ RoPE scaling against transformers
@@ -313,11 +318,8 @@ static void test_rope_scaling_gguf(void **s) {
     cfg_partial(&c, 0);
     c.rope_scale = 4;
     fk_model m, g;
-    CHECK(fk_model_init(&m, &c));
-    fk_model_init_weights(&m, 2);
-    CHECK(fk_gguf_export(&m, NULL, tpath("linear.gguf"), FK_DT_F32, NULL, NULL));
     fk_gguf f;
-    CHECK(fk_gguf_open(tpath("linear.gguf"), &f));
+    export_open(&c, "linear.gguf", &f);
     fk_gguf_str t;
     CHECK(fk_gguf_get_str(&f, "llama.rope.scaling.type", &t));
     assert_true(t.n == 6 && memcmp(t.s, "linear", 6) == 0);
@@ -327,7 +329,6 @@ static void test_rope_scaling_gguf(void **s) {
     assert_null(fk_config_diff(&c, &g.cfg, &layer));
     assert_true(g.cfg.rope_scale == 4.0f);
     fk_model_free(&g);
-    fk_model_free(&m);
     char dir[600];
     snprintf(dir, sizeof dir, "%s/golden/rope_yarn", FK_TEST_DATA);
     CHECK(fk_hf_load(&m, dir));
