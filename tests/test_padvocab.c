@@ -33,18 +33,23 @@ static const char *text_file(void) {
     return p;
 }
 
-// A tiny random Llama with V rows (untied LM head).
-static void tiny(fk_model *m, int64_t V) {
+// A tiny random Llama with V rows: untied LM head, else tied (Qwen2.5-0.5B) and with Gemma 2's
+// final soft-cap when softcap > 0.
+static void tiny_ex(fk_model *m, int64_t V, bool tied, float softcap) {
     fk_config c;
     fk_config_llama(&c, V, 32, 2, 4, 2, 64, 64);
-    c.tied = false;
+    c.tied = tied;
+    c.final_softcap = softcap;
     CHECK(fk_model_init(m, &c));
     fk_model_init_weights(m, 7);
 }
 
+static void tiny(fk_model *m, int64_t V) { tiny_ex(m, V, false, 0); }
+
 static bool vocab_rows(fk_param_kind k) { return k == FK_P_TOK_EMB || k == FK_P_LM_HEAD; }
 
-// p: t with VP - VR padding rows added (embedding rows small, LM-head rows large), masked when mask.
+// p: t with VP - VR padding rows added (embedding rows small, LM-head rows large, both large when
+// tied), masked when mask.
 static void padded_of(const fk_model *t, fk_model *p, bool mask) {
     fk_config c = t->cfg;
     c.vocab_size = VP;
@@ -56,7 +61,7 @@ static void padded_of(const fk_model *t, fk_model *p, bool mask) {
         assert_int_equal(q->kind, s->kind);
         memcpy(p->w + q->offset, t->w + s->offset, (size_t)s->numel * sizeof(float));
         if (!vocab_rows(q->kind)) continue;
-        float scale = q->kind == FK_P_LM_HEAD ? PAD_SCALE : 0.02f;
+        float scale = q->kind == FK_P_LM_HEAD || t->cfg.tied ? PAD_SCALE : 0.02f;
         for (int64_t j = s->numel; j < q->numel; j++) p->w[q->offset + j] = scale * (float)(2 * fk_rng_uniform(&rng) - 1);
     }
     if (mask) CHECK(fk_model_set_vocab_real(p, VR));
@@ -107,11 +112,11 @@ static void test_eval(void **st) {
 }
 
 // One training step with hard targets and a sparse teacher: the same loss and gradients on the
-// real rows as the truncated model, exactly zero gradient on the padding rows.
-static void test_train_step(void **st) {
-    (void)st;
+// real rows as the truncated model (relative 1e-4 of the largest), exactly zero gradient on the
+// padding rows; untied, tied, and with a final soft-cap of 30.
+static void train_step(bool tied, float softcap) {
     fk_model t, p;
-    tiny(&t, VR);
+    tiny_ex(&t, VR, tied, softcap);
     padded_of(&t, &p, true);
     enum { B = 2, T = 16, N = B * T };
     int32_t x[N], y[N], ids[2 * N];
@@ -147,10 +152,17 @@ static void test_train_step(void **st) {
             dmax = fmax(dmax, fabs(p.g[q->offset + j] - t.g[s->offset + j]));
         }
         if (dmax > 1e-4 * gmax + 1e-9) fail_msg("%s: gradient differs by %g (largest %g)", q->name, dmax, gmax);
-        if (q->kind == FK_P_LM_HEAD)
+        if (vocab_rows(q->kind))
             for (int64_t j = s->numel; j < q->numel; j++) assert_true(p.g[q->offset + j] == 0.0f);
     }
     fk_model_free(&t); fk_model_free(&p);
+}
+
+static void test_train_step(void **st) {
+    (void)st;
+    train_step(false, 0);
+    train_step(true, 0);
+    train_step(false, 30.0f);
 }
 
 static int64_t count_ids_from(const char *store, int32_t from, double *kl_to, const char *other) {
@@ -264,6 +276,45 @@ static void test_save_load(void **st) {
     fk_model_free(&t); fk_model_free(&p);
 }
 
+// GGUF: the export lists a "[PAD<id>]" entry of type UNUSED per padding row (as llama.cpp's
+// converter does, so llama.cpp reads 258 tokens for 258 rows); the import knows them as
+// padding: the same loss as the truncated model.
+static void test_gguf(void **st) {
+    (void)st;
+    fk_model t, p, m;
+    fk_tokenizer *tok, *lt;
+    fk_token_data d;
+    tiny(&t, VR);
+    padded_of(&t, &p, true);
+    load_bytes(&tok, &d);
+    CHECK(fk_gguf_export(&p, tok, tpath("p.gguf"), FK_DT_F32, "padded", NULL));
+    fk_gguf g;
+    CHECK(fk_gguf_open(tpath("p.gguf"), &g));
+    const void *types;
+    uint64_t n;
+    CHECK(fk_gguf_get_arr(&g, "tokenizer.ggml.token_type", FK_GGUF_I32, &types, &n));
+    assert_int_equal(n, VP);
+    assert_int_equal(((const int32_t *)types)[VP - 1], FK_TT_UNUSED);
+    fk_gguf_close(&g);
+    CHECK(fk_model_load(tpath("p.gguf"), 0, &m, &lt));
+    assert_int_equal(m.cfg.vocab_size, VP);
+    assert_int_equal(fk_tok_vocab_size(lt), VP);
+    assert_int_equal(fk_model_tokens_of(lt), VR);
+    uint32_t len;
+    const char *piece = fk_tok_piece(lt, VP - 1, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(piece, "[PAD257]", 8);
+    assert_int_equal(fk_model_vocab_real(&m), VR);
+    fk_eval_result rt, rm;
+    CHECK(fk_eval_data(&t, &d, 32, 4, 0, &rt));
+    CHECK(fk_eval_data(&m, &d, 32, 4, 0, &rm));
+    assert_rel(rm.loss, rt.loss, TOL);
+    fk_model_free(&m); fk_tok_free(lt);
+    fk_data_free(&d);
+    fk_tok_free(tok);
+    fk_model_free(&t); fk_model_free(&p);
+}
+
 // The final loss of metrics.jsonl's last line.
 static double last_loss(const char *out) {
     char path[600];
@@ -326,7 +377,8 @@ static void test_fuse(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval),     cmocka_unit_test(test_train_step), cmocka_unit_test(test_extract),
-        cmocka_unit_test(test_generate), cmocka_unit_test(test_save_load),  cmocka_unit_test(test_fuse),
+        cmocka_unit_test(test_generate), cmocka_unit_test(test_save_load),  cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_fuse),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
