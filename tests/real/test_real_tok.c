@@ -20,7 +20,8 @@
 //   json  a tokenizer.json made of tests/data/tok/NAME.shape.json (the reference's own
 //         tokenizer.json without vocab and merges: normalizer, pre-tokenizer, added tokens,
 //         model options as Hugging Face wrote them) and the vocabulary and merges of the GGUF.
-// Spans must tile each text; decoding the ids gives the text back (gguf route).
+// Spans must tile each text; decoding the ids gives the text back (gguf route). Where the
+// folder has llama.cpp's test vectors for the vocabulary, both routes must give them exactly.
 // Exit code 77 (ctest: skipped) when FK_REAL_VOCABS is not set; set to a folder without the
 // files, it fails.
 #include <setjmp.h>
@@ -120,6 +121,46 @@ static fk_tokenizer *json_route(const fk_tokenizer *t, const char *name, bool *n
     return u;
 }
 
+// llama.cpp's test vectors for the vocabulary (NAME.gguf.inp / .out beside it, made with the
+// family's published tokenizer; no specials added or parsed), where the folder has them.
+static void check_vectors(const fk_tokenizer *t, const char *name, const char *route) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf.inp", vocabs, name);
+    if (!fk_path_exists(path)) return;
+    size_t ni, no;
+    char *inp = read_text(path, &ni);
+    snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf.out", vocabs, name);
+    char *outp = read_text(path, &no);
+    const char *sep = "\n__ggml_vocab_test__\n";
+    char *s = inp, *line = outp, *e;
+    int cases = 0;
+    fk_tok_out o = {0};
+    while ((e = strstr(s, sep)) != NULL) {
+        char *eol = strchr(line, '\n');
+        if (!eol) fail_msg("%s: fewer lines than cases", path);
+        *eol = 0;
+        fk_tok_out_clear(&o);
+        CHECK(fk_tok_encode(t, s, (size_t)(e - s), 0, &o));
+        int64_t k = 0;
+        for (char *p = line; *p;) {
+            char *q;
+            long id = strtol(p, &q, 10);
+            if (q == p) break;
+            if (k >= o.n || o.ids[k] != id) fail_msg("%s (%s) vector %d '%.*s': token %lld is %d, expected %ld", name, route, cases, (int)(e - s), s, (long long)k, k < o.n ? o.ids[k] : -1, id);
+            k++;
+            p = q;
+        }
+        if (k != o.n) fail_msg("%s (%s) vector %d: %lld tokens, expected %lld", name, route, cases, (long long)o.n, (long long)k);
+        cases++;
+        s = e + strlen(sep);
+        line = eol + 1;
+    }
+    print_message("%-10s llama.cpp vectors      %-4s %8d cases  exact\n", name, route, cases);
+    fk_tok_out_free(&o);
+    free(inp);
+    free(outp);
+}
+
 static void run_vocab(const char *name, const golden *gs, int ng) {
     char path[512];
     snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf", vocabs, name);
@@ -127,6 +168,8 @@ static void run_vocab(const char *name, const golden *gs, int ng) {
     CHECK(fk_tok_load(path, &t));
     bool nfc;
     u = json_route(t, name, &nfc);
+    check_vectors(u, name, "json");
+    check_vectors(t, name, "gguf");
     bool no_pre = strcmp(name, "gpt-neox") == 0;  // see the top of the file
     for (int k = 0; k < ng; k++) {
         const golden *g = &gs[k];
