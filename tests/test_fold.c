@@ -110,6 +110,51 @@ static void test_fold_copies(void **s) {
     fk_model_free(&m);
 }
 
+// Parallel attention and MLP (GPT-NeoX: two norms; Phi-2: one, with an LM-head bias): the FFN
+// activations analyze sees are those the layer adds, so folding an exact duplicate unit (unit 9 =
+// unit 4 in layer 1) leaves the logits unchanged; the folded model (per-layer widths: model_type
+// fusekit) saves and loads back the same.
+static void test_fold_parallel(void **s) {
+    (void)s;
+    for (int shared = 0; shared < 2; shared++) {
+        fk_config c;
+        cfg_parallel(&c, 30, 16, shared);
+        c.ffn[0] = c.ffn[1] = 12;
+        fk_model m;
+        CHECK(fk_model_init(&m, &c));
+        fk_model_init_weights(&m, 6);
+        for (int64_t i = 0; i < m.n_floats; i++) m.w[i] = m.w[i] * 5 + 0.01f * (float)(i % 7);
+        const fk_layer_offsets *o = &m.layer[1];
+        memcpy(m.w + o->up_w + 9 * c.d_model, m.w + o->up_w + 4 * c.d_model, (size_t)c.d_model * sizeof(float));
+        m.w[o->up_b + 9] = m.w[o->up_b + 4];
+        fk_token_data d, test;
+        random_tokens(&d, 2000, 30, 1);
+        random_tokens(&test, 64, 30, 2);
+        fk_analysis a;
+        CHECK(fk_analyze(&m, &d, 16, 4, 0, 1, &a));
+        int32_t labels[12], rep[11];
+        for (int f = 0, j = 0; f < 12; f++) {
+            if (f == 9) { labels[f] = labels[4]; continue; }
+            rep[j] = f;
+            labels[f] = j++;
+        }
+        fk_model lsq, back;
+        CHECK(fk_fold_ffn(&m, 1, labels, rep, 11, a.ffn_gram[1], 1e-10, FK_FOLD_LSQ, &lsq));
+        double e = logit_error(&m, &lsq, &test);
+        print_message("  %s: duplicate unit folded, relative logit error %.2e\n", shared ? "phi" : "gpt_neox", e);
+        assert_true(e < 1e-10);
+        CHECK(fk_hf_save(&lsq, tpath("folded_par"), FK_DT_F32));
+        CHECK(fk_hf_load(&back, tpath("folded_par")));
+        assert_int_equal(back.cfg.residual, c.residual);
+        assert_true(logit_error(&lsq, &back, &test) == 0);
+        fk_model_free(&back);
+        fk_model_free(&lsq);
+        fk_analysis_free(&a);
+        fk_data_free(&d); fk_data_free(&test);
+        fk_model_free(&m);
+    }
+}
+
 // GELU layer of 16 units made of 8 pairs of correlated neurons (the second of each pair is the
 // first plus small noise): folding each pair to one unit, least squares loses less than mean-sum.
 static void test_lsq_beats_mean_sum(void **s) {
@@ -589,7 +634,7 @@ static void test_fold_heads(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fold_copies),
+        cmocka_unit_test(test_fold_parallel), cmocka_unit_test(test_fold_copies),
         cmocka_unit_test(test_lsq_beats_mean_sum),
         cmocka_unit_test(test_elimination),
         cmocka_unit_test(test_plan),

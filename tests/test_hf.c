@@ -665,8 +665,50 @@ static void test_bad_weights(void **s) {
     expect_error(fk_hf_load(&m, dir), FK_ERR_IO, "w_shard/model.safetensors", NULL);
 }
 
+// Golden folder name's config.json with key set to the JSON text value (NULL: removed), parsed.
+static fk_status parse_golden_with(const char *name, const char *key, const char *value, fk_config *c) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", golden_dir(name));
+    cJSON *j = read_json(path);
+    cJSON_DeleteItemFromObjectCaseSensitive(j, key);
+    if (value) cJSON_AddItemToObject(j, key, cJSON_Parse(value));
+    char *text = cJSON_PrintUnformatted(j);
+    fk_status st = fk_hf_config_parse(text, path, c);
+    free(text);
+    cJSON_Delete(j);
+    return st;
+}
+
+// gpt_neox and phi keys: transformers' defaults when absent (exact GELU, parallel residual, rotary
+// share 0.25 / 0.5) and refusals naming the key (a share turning no pair or an odd number of dims,
+// another RoPE type, qk_layernorm).
+static void test_neox_phi_keys(void **s) {
+    (void)s;
+    fk_config c;
+    CHECK(parse_golden_with("gpt_neox_seq", "hidden_act", NULL, &c));
+    assert_true(c.gelu_exact);
+    CHECK(parse_golden_with("gpt_neox_seq", "use_parallel_residual", NULL, &c));
+    assert_int_equal(c.residual, FK_RESID_PARALLEL);
+    CHECK(parse_golden_with("gpt_neox", "rope_parameters", NULL, &c));  // no key at all: rotary_pct 0.25 of 16
+    assert_int_equal(c.rotary_dim, 4);
+    assert_true(c.rope_theta == 10000.0f);
+    CHECK(parse_golden_with("gpt_neox", "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 500.0}", &c));
+    assert_int_equal(c.rotary_dim, 4);
+    assert_true(c.rope_theta == 500.0f);
+    // phi's default share 0.5 of head_dim 10 turns 5 dims: refused (transformers' tables would not fit either)
+    expect_error(parse_golden_with("phi", "rope_parameters", NULL, &c), FK_ERR_ARG, "rotary_dim is 5", NULL);
+    expect_error(parse_golden_with("gpt_neox", "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": 0.01}", &c),
+                 FK_ERR_FORMAT, "rotary_pct", "0 of the 16");
+    expect_error(parse_golden_with("phi", "rope_parameters", "{\"rope_type\": \"yarn\", \"factor\": 2.0}", &c), FK_ERR_UNSUPPORTED,
+                 "rope_parameters", "yarn");
+    expect_error(parse_golden_with("phi", "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": 0.3}", &c),
+                 FK_ERR_ARG, "rotary_dim is 3", "partial_rotary_factor");
+    expect_error(parse_golden_with("phi", "qk_layernorm", "true", &c), FK_ERR_UNSUPPORTED, "qk_layernorm", NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_neox_phi_keys),
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
         cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),
     };

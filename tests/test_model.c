@@ -405,10 +405,7 @@ static void test_fd_parallel(void **s) {
     (void)s;
     for (int shared = 0; shared < 2; shared++) {
         fk_config c;
-        fk_config_gpt2(&c, 11, 8, 2, 2, 16);
-        c.pos = FK_POS_ROPE;
-        c.residual = shared ? FK_RESID_PARALLEL_SHARED : FK_RESID_PARALLEL;
-        c.bias_lm_head = shared;
+        cfg_parallel(&c, 11, 8, shared);
         c.tied = !shared;
         whole_model_fd(&c);
         check_steps_match_forward(&c);

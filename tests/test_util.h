@@ -101,6 +101,17 @@ static inline void assert_same_pieces(const fk_tokenizer *a, const fk_tokenizer 
 }
 #endif
 
+#ifdef FUSEKIT_MODEL_H
+// A small GPT-2-style model with RoPE whose attention and MLP run in parallel: from two norms
+// (GPT-NeoX), or shared from one with an LM-head bias (Phi-2).
+static inline void cfg_parallel(fk_config *c, int64_t vocab, int64_t d_model, bool shared) {
+    fk_config_gpt2(c, vocab, d_model, 2, 2, 16);
+    c->pos = FK_POS_ROPE;
+    c->residual = shared ? FK_RESID_PARALLEL_SHARED : FK_RESID_PARALLEL;
+    c->bias_lm_head = shared;
+}
+#endif
+
 #ifdef FUSEKIT_DATA_H
 // n random token ids below V (deterministic for a seed), as a dataset of n bytes.
 static inline void random_tokens(fk_token_data *d, int64_t n, int64_t V, uint64_t seed) {
