@@ -311,7 +311,7 @@ static void test_rope_scaling_refused(void **s) {
 }
 
 // GGUF: linear scaling as llama.cpp's rope.scaling.type/factor, read back to the same config;
-// dynamic, yarn and longrope are refused with the reason, as is an imported type fusekit lacks.
+// YaRN as llama.cpp's yarn keys; dynamic refused with the reason.
 static void test_rope_scaling_gguf(void **s) {
     (void)s;
     fk_config c;
@@ -329,11 +329,27 @@ static void test_rope_scaling_gguf(void **s) {
     assert_null(fk_config_diff(&c, &g.cfg, &layer));
     assert_true(g.cfg.rope_scale == 4.0f);
     fk_model_free(&g);
+    // YaRN: llama.cpp's keys (attn_factor over its own 1 + 0.1 ln factor); read back, the
+    // transformers logits of golden rope_yarn within 1e-4; other betas or truncate false refused
     char dir[600];
     snprintf(dir, sizeof dir, "%s/golden/rope_yarn", FK_TEST_DATA);
     CHECK(fk_hf_load(&m, dir));
-    assert_int_equal(fk_gguf_export(&m, NULL, tpath("yarn.gguf"), FK_DT_F32, NULL, NULL), FK_ERR_UNSUPPORTED);
-    assert_non_null(strstr(fk_last_error(), "YaRN"));
+    CHECK(fk_gguf_export(&m, NULL, tpath("yarn.gguf"), FK_DT_F32, NULL, NULL));
+    fk_model_free(&m);
+    CHECK(fk_gguf_import(tpath("yarn.gguf"), &g, NULL));
+    double dl, err = golden_err(&g, "rope_yarn", &dl);
+    print_message("  rope_yarn through GGUF: logits max abs error %.2e, loss rel %.1e\n", err, dl);
+    assert_true(err < 1e-4 && dl < 1e-5 && g.cfg.rope_ext == FK_ROPE_EXT_YARN && g.cfg.rope_ext_ctx == 64);
+    fk_model_free(&g);
+    snprintf(dir, sizeof dir, "%s/golden/rope_yarn_mscale", FK_TEST_DATA);
+    CHECK(fk_hf_load(&m, dir));
+    assert_int_equal(fk_gguf_export(&m, NULL, tpath("yarn2.gguf"), FK_DT_F32, NULL, NULL), FK_ERR_UNSUPPORTED);
+    assert_non_null(strstr(fk_last_error(), "beta_fast 8"));
+    fk_model_free(&m);
+    snprintf(dir, sizeof dir, "%s/golden/rope_dynamic", FK_TEST_DATA);
+    CHECK(fk_hf_load(&m, dir));
+    assert_int_equal(fk_gguf_export(&m, NULL, tpath("dyn.gguf"), FK_DT_F32, NULL, NULL), FK_ERR_UNSUPPORTED);
+    assert_non_null(strstr(fk_last_error(), "no dynamic NTK"));
     fk_model_free(&m);
 }
 

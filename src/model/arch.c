@@ -432,7 +432,12 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
     if (c->rope_orig_ctx > 0 && !llama)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has Llama 3 RoPE scaling, which fusekit exports only as llama.cpp's llama "
                         "(its rope_freqs tensor)");
-    if (c->rope_ext != FK_ROPE_EXT_NONE && !(one_set && llama))
+    bool yarn = c->rope_ext == FK_ROPE_EXT_YARN;  // llama.cpp reads no betas or truncate key: 32/1, truncated
+    if (yarn && (c->rope_beta_fast != 32 || c->rope_beta_slow != 1 || c->rope_yarn_no_trunc))
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has YaRN with beta_fast %g, beta_slow %g%s; llama.cpp reads no such keys "
+                        "and computes beta_fast 32, beta_slow 1 with a truncated correction range", (double)c->rope_beta_fast,
+                        (double)c->rope_beta_slow, c->rope_yarn_no_trunc ? ", truncate false" : "");
+    if (c->rope_ext != FK_ROPE_EXT_NONE && !(one_set && llama) && !yarn)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s RoPE scaling, which fusekit does not export to GGUF yet%s",
                         c->rope_ext == FK_ROPE_EXT_DYNAMIC ? "dynamic (NTK)" : c->rope_ext == FK_ROPE_EXT_YARN ? "YaRN" : "LongRoPE",
                         c->rope_ext == FK_ROPE_EXT_DYNAMIC ? " (llama.cpp has no dynamic NTK scaling)"

@@ -194,6 +194,18 @@ static int64_t rope_freq_factors(const fk_config *c, float *f) {
     return half;
 }
 
+// YaRN as llama.cpp reads it: attn_factor is transformers' attention factor over llama.cpp's own
+// 1 + 0.1 ln factor (yarn_config's inverse); betas 32/1 and truncation are llama.cpp's fixed ones.
+static fk_status yarn_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+    FK_TRY(fk_gguf_set_str(w, k, "yarn", 4));
+    FK_TRY(set_f32(w, arch, "rope.scaling.factor", c->rope_ext_factor));
+    FK_TRY(set_u32(w, arch, "rope.scaling.original_context_length", c->rope_ext_ctx));
+    float own = c->rope_ext_factor > 1 ? 1.0f + 0.1f * logf(c->rope_ext_factor) : 1.0f;
+    return set_f32(w, arch, "rope.scaling.attn_factor", c->rope_attn_factor / own);
+}
+
 // Linear RoPE scaling (llama.cpp divides the positions by the factor, as transformers' "linear").
 static fk_status linear_scaling_keys(fk_gguf_writer *w, const fk_config *c, const char *arch) {
     char k[128];
@@ -250,6 +262,7 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
         FK_TRY(set_f32(w, arch, "rope.freq_base", c->rope_theta));
         FK_TRY(set_u32(w, arch, "rope.dimension_count", fk_config_rotary_dim(c)));
         if (!(keys & ARCH_GK_GEMMA) && arch_rope_scaled(c) && c->rope_orig_ctx == 0) FK_TRY(linear_scaling_keys(w, c, arch));  // not Llama 3's factor
+        if (c->rope_ext == FK_ROPE_EXT_YARN) FK_TRY(yarn_keys(w, c, arch));
         if (!(keys & ARCH_GK_LAYERNORM)) FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
     }
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
@@ -547,18 +560,46 @@ static fk_status llama_head_keys(const kreader *r, int64_t d, int64_t h0, int64_
     if (gemma_arch(arch)) {
         FK_TRY(gemma_rope_scale(r, f));
     } else {
-        // linear (positions / factor) or none; llama.cpp's yarn and longrope are not imported
+        // linear (positions / factor), yarn (yarn_config reads it) or none
         bool linear = false;
         if (fk_gguf_find(g, k) && fk_gguf_get_str(g, k, &sc) == FK_OK && !(sc.n == 4 && memcmp(sc.s, "none", 4) == 0)) {
             linear = sc.n == 6 && memcmp(sc.s, "linear", 6) == 0;
+            if (sc.n == 4 && memcmp(sc.s, "yarn", 4) == 0) { *f = 0; return FK_OK; }  // its factor is YaRN's, not linear
             if (!linear)
-                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is %.*s; fusekit imports RoPE scaling none and linear", g->path, k, (int)sc.n, sc.s);
+                return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s' is %.*s; fusekit imports RoPE scaling none, linear and yarn", g->path, k,
+                                (int)sc.n, sc.s);
         }
         FK_TRY(key_f64(r, "rope.scaling.factor", false, 0, f));
         if (*f != 0 && *f != 1 && !(linear && *f > 0 && *f < 1e6))
             return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.rope.scaling.factor' is %g%s", g->path, arch, *f,
                             linear ? ", expected a factor in (0, 1e6)" : " without rope.scaling.type linear; RoPE scaling is not supported");
     }
+    return FK_OK;
+}
+
+// llama.cpp's YaRN (rope.scaling.type yarn): its factor, original_context_length and attn_factor;
+// llama.cpp multiplies cos and sin by attn_factor * (1 + 0.1 ln factor), which is transformers'
+// attention_factor, and takes beta_fast 32, beta_slow 1 and a truncated correction range.
+static fk_status yarn_config(const kreader *r, fk_config *c) {
+    char k[128];
+    fk_gguf_str sc;
+    snprintf(k, sizeof k, "%s.rope.scaling.type", r->arch);
+    if (!fk_gguf_find(r->g, k) || fk_gguf_get_str(r->g, k, &sc) != FK_OK || !(sc.n == 4 && memcmp(sc.s, "yarn", 4) == 0)) return FK_OK;
+    double f, af, lm;
+    int64_t orig;
+    FK_TRY(key_f64(r, "rope.scaling.factor", true, 0, &f));
+    FK_TRY(key_i64(r, "rope.scaling.original_context_length", false, c->max_seq, &orig));
+    FK_TRY(key_f64(r, "rope.scaling.attn_factor", false, 1, &af));
+    FK_TRY(key_f64(r, "rope.scaling.yarn_log_multiplier", false, 0, &lm));
+    if (!(f >= 1 && f < 1e6) || !(af > 0 && af < 1e6) || lm != 0)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: YaRN with factor %g, attn_factor %g, yarn_log_multiplier %g: fusekit imports a factor >= 1, a "
+                        "positive attn_factor and no log multiplier", r->g->path, f, af, lm);
+    c->rope_ext = FK_ROPE_EXT_YARN;
+    c->rope_ext_factor = (float)f;
+    c->rope_ext_ctx = orig;
+    c->rope_attn_factor = (float)af * (f > 1 ? 1.0f + 0.1f * logf((float)f) : 1.0f);
+    c->rope_beta_fast = 32;
+    c->rope_beta_slow = 1;
     return FK_OK;
 }
 
@@ -691,6 +732,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
             if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
             FK_TRY(window_config(&r, c));
             FK_TRY(rope_freqs_config(g, c));
+            FK_TRY(yarn_config(&r, c));
         }
     }
     c->tied = !has_tensor(g, "output.weight") || (gemma_gen(arch) == 1 || gemma_gen(arch) == 2);
