@@ -212,6 +212,35 @@ static void test_gguf_phi3(void **s) {
     fk_model_free(&b);
 }
 
+// Qwen's windows on layers max_window_layers cannot say (layer 0 of 2) are written as layer_types
+// and read back; a window of 0 on qwen2 and an unknown layer type are refused naming the key.
+static void test_qwen_layer_types(void **s) {
+    (void)s;
+    fk_config c, r;
+    fk_config_llama(&c, 40, 32, 2, 4, 2, 24, 64);
+    c.bias_qkv = true;
+    c.sliding_window = 8;
+    c.sliding[0] = 1;
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_QWEN2);
+    char *json = fk_hf_config_json(&c);
+    assert_non_null(strstr(json, "\"sliding_attention\", \"full_attention\""));
+    CHECK(fk_hf_config_parse(json, "q/config.json", &r));
+    assert_memory_equal(&c, &r, sizeof c);
+    free(json);
+    static const char *bad[][2] = {
+        {"{\"model_type\": \"qwen2\", \"vocab_size\": 40, \"hidden_size\": 32, \"intermediate_size\": 24, \"num_hidden_layers\": 2, "
+         "\"num_attention_heads\": 4, \"use_sliding_window\": true, \"sliding_window\": 0}", "sliding_window"},
+        {"{\"model_type\": \"qwen2\", \"vocab_size\": 40, \"hidden_size\": 32, \"intermediate_size\": 24, \"num_hidden_layers\": 2, "
+         "\"num_attention_heads\": 4, \"use_sliding_window\": true, \"sliding_window\": 8, \"layer_types\": [\"full_attention\", \"chunked\"]}",
+         "layer_types[1]"},
+    };
+    for (int k = 0; k < 2; k++) {
+        assert_int_not_equal(fk_hf_config_parse(bad[k][0], "q/config.json", &r), FK_OK);
+        assert_non_null(strstr(fk_last_error(), bad[k][1]));
+        assert_non_null(strstr(fk_last_error(), "q/config.json"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kv_cache_past_window),
@@ -219,6 +248,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_round_trip),
         cmocka_unit_test(test_gguf_starcoder2_config),
         cmocka_unit_test(test_gguf_phi3),
+        cmocka_unit_test(test_qwen_layer_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
