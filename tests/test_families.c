@@ -59,6 +59,18 @@ static double max_diff(const float *a, const float *b, int64_t n) {
     return e;
 }
 
+// Max abs error of m's logits on golden `name`'s first row against transformers', over its first
+// n tokens (0: all of them).
+static double golden_error(fk_model *m, const char *name, int n) {
+    golden g;
+    golden_open(&g, name);
+    if (n == 0) n = g.T;
+    CHECK(fk_model_forward(m, g.tokens, NULL, 1, n, false, NULL));
+    double e = max_diff(fk_model_logits(m), g.logits, n * m->cfg.vocab_size);
+    fk_st_close(&g.st);
+    return e;
+}
+
 // Windowed golden k: its model and golden tokens and logits.
 static void open_windowed(int k, fk_model *m, golden *g) {
     CHECK(fk_hf_load(m, golden_dir(WINDOWED[k])));
@@ -134,14 +146,9 @@ static void test_gguf_round_trip(void **s) {
         CHECK(fk_gguf_import(path, &b, NULL));
         assert_int_equal(b.cfg.max_seq, m.cfg.sliding_window);
         assert_int_equal(b.cfg.sliding_window, 0);
-        golden g;
-        golden_open(&g, cases[k].name);
-        int W = (int)m.cfg.sliding_window;
-        CHECK(fk_model_forward(&b, g.tokens, NULL, 1, W, false, NULL));
-        double e = max_diff(fk_model_logits(&b), g.logits, W * b.cfg.vocab_size);
+        double e = golden_error(&b, cases[k].name, (int)m.cfg.sliding_window);
         print_message("  %-12s as GGUF %s (context %lld): logits vs transformers %.2e\n", cases[k].name, st.arch, (long long)b.cfg.max_seq, e);
         assert_true(e < TOL_LOGITS);
-        fk_st_close(&g.st);
         fk_model_free(&m);
         fk_model_free(&b);
     }
@@ -203,11 +210,7 @@ static void test_gguf_phi3(void **s) {
     CHECK(fk_gguf_get_i64(&g, "phi3.rope.dimension_count", &rot));
     assert_int_equal(rot, 6);
     fk_gguf_close(&g);
-    golden gd;
-    golden_open(&gd, "phi3_partial");
-    CHECK(fk_model_forward(&b, gd.tokens, NULL, 1, gd.T, false, NULL));
-    assert_true(max_diff(fk_model_logits(&b), gd.logits, gd.T * b.cfg.vocab_size) < TOL_LOGITS);
-    fk_st_close(&gd.st);
+    assert_true(golden_error(&b, "phi3_partial", 0) < TOL_LOGITS);
     fk_model_free(&m);
     fk_model_free(&b);
 }
