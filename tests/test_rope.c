@@ -402,6 +402,17 @@ static void test_rope_regimes(void **s) {
         free(want); free(lg);
         fk_model_free(&m);
     }
+    // with sliding layers (Mistral, Phi-3 windows) these types turn every layer alike: no local table
+    fk_config c;
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/rope_yarn/config.json", FK_TEST_DATA);
+    CHECK(fk_hf_config_read(path, &c));
+    c.sliding_window = 4;
+    for (int64_t l = 0; l < c.n_layer; l++) c.sliding[l] = 1;
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    assert_null(m.rope_cos_local);
+    fk_model_free(&m);
 }
 
 // Llama 3 scaling to GGUF: llama.cpp's rope_freqs tensor (its converter's factors); imported as
@@ -430,6 +441,41 @@ static void test_rope_llama3_gguf(void **s) {
     fk_model_free(&g);
 }
 
+// Phi-4-mini's LongRoPE (partial rotary) to GGUF as llama.cpp's phi3 converter writes it
+// (rope_factors_long/short, rope.scaling.original_context_length, attn_factor) and back to the
+// same config.
+static void test_rope_phi3_gguf(void **s) {
+    (void)s;
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/phi3/config.json", FK_TEST_DATA);
+    fk_config c;
+    CHECK(fk_hf_config_read(path, &c));
+    c.rotary_dim = c.head_dim / 2;  // Phi-4-mini's partial rotary: the phi3 row's GGUF kind
+    c.sliding_window = 0;            // (and no window, as Phi-4-mini)
+    memset(c.sliding, 0, sizeof c.sliding);
+    int64_t half = fk_config_rotary_dim(&c) / 2;
+    c.rope_ext = FK_ROPE_EXT_LONGROPE;
+    c.rope_ext_ctx = 16;
+    c.rope_attn_factor = 1.25f;
+    c.rope_n_factors = (int32_t)half;
+    for (int64_t d = 0; d < half; d++) { c.rope_short[d] = 1.0f + (float)d / 8; c.rope_long[d] = 2.0f + (float)d; }
+    const char *arch;
+    CHECK(fk_gguf_model_arch(&c, &arch));
+    assert_string_equal(arch, "phi3");
+    fk_gguf f;
+    export_open(&c, "phi3.gguf", &f);
+    assert_non_null(fk_gguf_find_tensor(&f, "rope_factors_long.weight"));
+    fk_gguf_close(&f);
+    fk_model g;
+    CHECK(fk_gguf_import(tpath("phi3.gguf"), &g, NULL));
+    int64_t layer;
+    const fk_config_field *df = fk_config_diff(&c, &g.cfg, &layer);
+    if (df) fail_msg("phi3 GGUF round trip: %s differs", df->name);
+    assert_memory_equal(g.cfg.rope_long, c.rope_long, (size_t)half * sizeof(float));
+    assert_memory_equal(g.cfg.rope_short, c.rope_short, (size_t)half * sizeof(float));
+    fk_model_free(&g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotary_dim_config),
@@ -443,6 +489,7 @@ int main(void) {
         cmocka_unit_test(test_rope_phi3_names),
         cmocka_unit_test(test_rope_regimes),
         cmocka_unit_test(test_rope_llama3_gguf),
+        cmocka_unit_test(test_rope_phi3_gguf),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -437,7 +437,8 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has YaRN with beta_fast %g, beta_slow %g%s; llama.cpp reads no such keys "
                         "and computes beta_fast 32, beta_slow 1 with a truncated correction range", (double)c->rope_beta_fast,
                         (double)c->rope_beta_slow, c->rope_yarn_no_trunc ? ", truncate false" : "");
-    if (c->rope_ext != FK_ROPE_EXT_NONE && !(one_set && llama) && !yarn)
+    bool phi3 = f && f->gguf && strcmp(f->gguf, "phi3") == 0 && c->rope_ext == FK_ROPE_EXT_LONGROPE;  // rope_factors_long/short
+    if (c->rope_ext != FK_ROPE_EXT_NONE && !(one_set && llama) && !yarn && !phi3)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s RoPE scaling, which fusekit does not export to GGUF yet%s",
                         c->rope_ext == FK_ROPE_EXT_DYNAMIC ? "dynamic (NTK)" : c->rope_ext == FK_ROPE_EXT_YARN ? "YaRN" : "LongRoPE",
                         c->rope_ext == FK_ROPE_EXT_DYNAMIC ? " (llama.cpp has no dynamic NTK scaling)"

@@ -263,6 +263,10 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
         FK_TRY(set_u32(w, arch, "rope.dimension_count", fk_config_rotary_dim(c)));
         if (!(keys & ARCH_GK_GEMMA) && arch_rope_scaled(c) && c->rope_orig_ctx == 0) FK_TRY(linear_scaling_keys(w, c, arch));  // not Llama 3's factor
         if (c->rope_ext == FK_ROPE_EXT_YARN) FK_TRY(yarn_keys(w, c, arch));
+        if (c->rope_ext == FK_ROPE_EXT_LONGROPE && strcmp(arch, "phi3") == 0) {  // llama.cpp: long factors when n_ctx > it
+            FK_TRY(set_u32(w, arch, "rope.scaling.original_context_length", c->rope_ext_ctx));
+            FK_TRY(set_f32(w, arch, "rope.scaling.attn_factor", c->rope_attn_factor));
+        }
         if (!(keys & ARCH_GK_LAYERNORM)) FK_TRY(set_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps));
     }
     // llama.cpp's default head size is embedding_length / head_count (of layer 0)
@@ -330,11 +334,15 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
     }
     uint64_t total = 0;
     float freqs[FK_LIM_HEAD_DIM / 2];
-    int64_t nf = rope_freq_factors(&m->cfg, freqs);
-    if (st == FK_OK && nf > 0) {  // per-dim frequency divisors (Llama 3, single-set LongRoPE), llama.cpp's rope_freqs
-        uint64_t dims[1] = {(uint64_t)nf};
-        st = fk_gguf_add_tensor(w, "rope_freqs.weight", FK_GGML_F32, 1, dims, freqs, (uint64_t)nf * 4);
-        total += (uint64_t)nf * 4;
+    const fk_config *c = &m->cfg;
+    uint64_t nf = c->rope_n_factors;
+    if (st == FK_OK && strcmp(arch, "phi3") == 0 && c->rope_ext == FK_ROPE_EXT_LONGROPE) {  // phi3: both factor sets
+        st = fk_gguf_add_tensor(w, "rope_factors_long.weight", FK_GGML_F32, 1, &nf, c->rope_long, nf * 4);
+        if (st == FK_OK) st = fk_gguf_add_tensor(w, "rope_factors_short.weight", FK_GGML_F32, 1, &nf, c->rope_short, nf * 4);
+        total += 2 * nf * 4;
+    } else if (st == FK_OK && (nf = (uint64_t)rope_freq_factors(c, freqs)) > 0) {  // Llama 3, single-set LongRoPE: rope_freqs
+        st = fk_gguf_add_tensor(w, "rope_freqs.weight", FK_GGML_F32, 1, &nf, freqs, nf * 4);
+        total += nf * 4;
     }
     for (int i = 0; i < l.n && st == FK_OK; i++) {
         const gt *t = &l.t[i];
@@ -603,25 +611,55 @@ static fk_status yarn_config(const kreader *r, fk_config *c) {
     return FK_OK;
 }
 
+// The n positive F32 entries of factor tensor t (name in errors) into out.
+static fk_status factor_tensor(const fk_gguf *g, const fk_gguf_tensor *t, const char *name, int64_t n, float *out) {
+    if (t->ggml_type != FK_GGML_F32 || t->n_dims != 1 || t->dims[0] != (uint64_t)n || n > FK_MAX_ROPE_FACTORS)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' must be F32 with %lld entries (rotary dims / 2, at most %d)", g->path, name,
+                        (long long)n, FK_MAX_ROPE_FACTORS);
+    for (int64_t d = 0; d < n; d++) {
+        memcpy(&out[d], (const char *)t->data + 4 * d, 4);
+        if (!(out[d] > 0 && out[d] < 1e30f))
+            return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' entry %lld is %g, expected a finite value > 0", g->path, name, (long long)d, (double)out[d]);
+    }
+    return FK_OK;
+}
+
+// phi3's LongRoPE: rope_factors_long/short, rope.scaling.original_context_length and attn_factor
+// (transformers' longrope; llama.cpp picks the set by its context size, transformers by length).
+static fk_status phi3_factors_config(const kreader *r, fk_config *c) {
+    const fk_gguf_tensor *lo = fk_gguf_find_tensor(r->g, "rope_factors_long.weight"), *sh = fk_gguf_find_tensor(r->g, "rope_factors_short.weight");
+    if (!lo && !sh) return FK_OK;
+    if (!lo || !sh || strcmp(r->arch, "phi3") != 0)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' is read only with rope_factors_%s.weight in a phi3 file (llama.cpp's LongRoPE)",
+                        r->g->path, lo ? "rope_factors_long.weight" : "rope_factors_short.weight", lo ? "short" : "long");
+    int64_t half = fk_config_rotary_dim(c) / 2;
+    FK_TRY(factor_tensor(r->g, lo, "rope_factors_long.weight", half, c->rope_long));
+    FK_TRY(factor_tensor(r->g, sh, "rope_factors_short.weight", half, c->rope_short));
+    double af;
+    FK_TRY(key_i64(r, "rope.scaling.original_context_length", false, c->max_seq, &c->rope_ext_ctx));
+    FK_TRY(key_f64(r, "rope.scaling.attn_factor", false, 1, &af));
+    if (!(af > 0 && af < 1e6)) return fk_error(FK_ERR_FORMAT, "%s: key '%s.rope.scaling.attn_factor' is %g, expected > 0", r->g->path, r->arch, af);
+    c->rope_attn_factor = (float)af;
+    c->rope_ext = FK_ROPE_EXT_LONGROPE;
+    c->rope_n_factors = (int32_t)half;
+    return FK_OK;
+}
+
 // A rope_freqs tensor (llama.cpp's Llama 3 form: each inverse frequency divided by its entry)
 // becomes LongRoPE with one factor set, attention factor 1 and the context as its original
 // length: the same frequencies, which transformers' longrope computes alike.
-static fk_status rope_freqs_config(const fk_gguf *g, fk_config *c) {
+static fk_status rope_freqs_config(const kreader *r, fk_config *c) {
+    const fk_gguf *g = r->g;
     const fk_gguf_tensor *t = fk_gguf_find_tensor(g, "rope_freqs.weight");
-    if (!t) return FK_OK;
+    if (!t) return phi3_factors_config(r, c);
     int64_t half = fk_config_rotary_dim(c) / 2;
     if (t->ggml_type != FK_GGML_F32 || t->n_dims != 1 || t->dims[0] != (uint64_t)half || half > FK_MAX_ROPE_FACTORS)
         return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor 'rope_freqs.weight' must be F32 with %lld entries (rotary dims / 2, at most %d)", g->path,
                         (long long)half, FK_MAX_ROPE_FACTORS);
     if (c->rope_scale != 0 && c->rope_scale != 1)
         return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor 'rope_freqs.weight' with linear RoPE scaling %g is not supported", g->path, (double)c->rope_scale);
-    for (int64_t d = 0; d < half; d++) {
-        float v;
-        memcpy(&v, (const char *)t->data + 4 * d, 4);
-        if (!(v > 0 && v < 1e30f))
-            return fk_error(FK_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' entry %lld is %g, expected a finite value > 0", g->path, (long long)d, (double)v);
-        c->rope_short[d] = c->rope_long[d] = v;
-    }
+    FK_TRY(factor_tensor(g, t, "rope_freqs.weight", half, c->rope_short));
+    memcpy(c->rope_long, c->rope_short, (size_t)half * sizeof(float));
     c->rope_ext = FK_ROPE_EXT_LONGROPE;
     c->rope_n_factors = (int32_t)half;
     c->rope_ext_ctx = c->max_seq;
@@ -731,7 +769,7 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         } else {
             if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
             FK_TRY(window_config(&r, c));
-            FK_TRY(rope_freqs_config(g, c));
+            FK_TRY(rope_freqs_config(&r, c));
             FK_TRY(yarn_config(&r, c));
         }
     }
@@ -890,7 +928,9 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
         const fk_gguf_str *nm = &g->tensors[j].name;
         bool known = false;
         for (int i = 0; i < l.n && !known; i++) known = strlen(l.t[i].name) == nm->n && memcmp(l.t[i].name, nm->s, nm->n) == 0;
-        known |= m->cfg.rope_ext == FK_ROPE_EXT_LONGROPE && nm->n == 17 && memcmp(nm->s, "rope_freqs.weight", 17) == 0;  // read as config
+        known |= m->cfg.rope_ext == FK_ROPE_EXT_LONGROPE && ((nm->n == 17 && memcmp(nm->s, "rope_freqs.weight", 17) == 0) ||
+                                                             (nm->n == 24 && memcmp(nm->s, "rope_factors_long.weight", 24) == 0) ||
+                                                             (nm->n == 25 && memcmp(nm->s, "rope_factors_short.weight", 25) == 0));  // config
         if (!known)
             st = fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%.*s' is not part of the model the keys describe (%s, %lld layers) or is not "
                           "supported by fusekit", g->path, (int)(nm->n > 200 ? 200 : nm->n), nm->s, arch, (long long)m->cfg.n_layer);

@@ -72,18 +72,19 @@ static void build_table(fk_model *m) {
         int64_t D = fk_config_heads(c, l) * c->head_dim;
 #define P(field, suffix, kind, d0, d1) \
         (snprintf(nm, sizeof nm, "layers.%d.%s", l, suffix), o->field = add_param(m, &n, &cur, nm, kind, l, d0, d1))
-        P(ln1_w, "ln1.weight", FK_P_LN1_W, C, 0);
-        if (c->bias_norm) P(ln1_b, "ln1.bias", FK_P_LN1_B, C, 0); else o->ln1_b = -1;
+        if (!c->no_pre_norms) P(ln1_w, "ln1.weight", FK_P_LN1_W, C, 0); else o->ln1_w = -1;  // OLMo 2: none
+        if (c->bias_norm && o->ln1_w >= 0) P(ln1_b, "ln1.bias", FK_P_LN1_B, C, 0); else o->ln1_b = -1;
         P(qkv_w, "attn.qkv.weight", FK_P_QKV_W, qkv_dim(c, l), C);
         if (c->bias_qkv) P(qkv_b, "attn.qkv.bias", FK_P_QKV_B, qkv_dim(c, l), 0); else o->qkv_b = -1;
         if (c->qk_norm) {
-            P(q_norm_w, "attn.q_norm.weight", FK_P_Q_NORM_W, c->head_dim, 0);
-            P(k_norm_w, "attn.k_norm.weight", FK_P_K_NORM_W, c->head_dim, 0);
+            P(q_norm_w, "attn.q_norm.weight", FK_P_Q_NORM_W, c->qk_norm_whole ? D : c->head_dim, 0);
+            P(k_norm_w, "attn.k_norm.weight", FK_P_K_NORM_W, c->qk_norm_whole ? c->n_kv_head * c->head_dim : c->head_dim, 0);
         }
         P(o_w, "attn.o.weight", FK_P_O_W, C, D);
         if (c->bias_out) P(o_b, "attn.o.bias", FK_P_O_B, C, 0); else o->o_b = -1;
         if (c->post_norms) P(attn_post_w, "attn_post.weight", FK_P_ATTN_POST_W, C, 0);
-        if (c->residual != FK_RESID_PARALLEL_SHARED) P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0); else o->ln2_w = -1;  // shared: ln1
+        if (c->residual != FK_RESID_PARALLEL_SHARED && !c->no_pre_norms) P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0);
+        else o->ln2_w = -1;  // shared: ln1; OLMo 2: none
         if (c->bias_norm && o->ln2_w >= 0) P(ln2_b, "ln2.bias", FK_P_LN2_B, C, 0); else o->ln2_b = -1;
         P(up_w, "mlp.up.weight", FK_P_UP_W, up_dim(c, l), C);
         if (c->bias_mlp) P(up_b, "mlp.up.bias", FK_P_UP_B, up_dim(c, l), 0); else o->up_b = -1;
@@ -255,7 +256,8 @@ fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags) {
     }
     if (cfg->pos == FK_POS_ROPE) {  // room for the first positions; rope_ensure grows them
         float local_theta = cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta;
-        bool scaled = (cfg->rope_scale > 0 && cfg->rope_scale != 1) || cfg->rope_orig_ctx > 0 || cfg->rope_ext, any_sliding = false;
+        // (dynamic/yarn/longrope turn every layer alike: no local table for them)
+        bool scaled = (cfg->rope_scale > 0 && cfg->rope_scale != 1) || cfg->rope_orig_ctx > 0, any_sliding = false;
         for (int64_t l = 0; l < cfg->n_layer; l++) any_sliding |= cfg->sliding[l] != 0;
         m->rope_cap = cfg->max_seq < 64 ? cfg->max_seq : 64;
         size_t rb = (size_t)m->rope_cap * (size_t)(fk_config_rotary_dim(cfg) / 2) * sizeof(float);
