@@ -121,7 +121,7 @@ static bool row_takes(const arch_family *f, bool gguf, const fk_config *c) {
 }
 
 static void row_config(const arch_family *f, bool gguf, fk_config *c) {
-    fk_config_llama(c, 50, 16, 2, 4, f->sw.pos == FK_POS_LEARNED ? 4 : 2, 24, 8);
+    fk_config_llama(c, 50, 16, 2, 4, f->sw.pos != FK_POS_ROPE ? 4 : 2, 24, 8);  // without RoPE: multi-head (gpt2, mpt)
     arch_apply_switches(f, c);
     if (!gguf) c->bos_id = 1;  // GGUF keeps token ids with the tokenizer (none here)
     if (f->sw.gemma_scales) {
@@ -140,9 +140,10 @@ static void row_config(const arch_family *f, bool gguf, fk_config *c) {
     }
     if (f->gemma == 3 && !gguf) c->rope_theta_local = 10000;
     // what the row's kind needs beyond its switches: a window on every layer (mistral), partial
-    // rotary (phi3), per-layer widths (deci), multi-head attention (gpt_neox)
+    // rotary (phi3), per-layer widths (deci), multi-head attention (gpt_neox), exact GELU and a
+    // width that is a multiple of d_model (mpt's Hugging Face files; its GGUF has the tanh GELU)
     fk_config base = *c;
-    for (int k = 0; k < 4 && !row_takes(f, gguf, c); k++) {
+    for (int k = 0; k < 5 && !row_takes(f, gguf, c); k++) {
         *c = base;
         if (k == 0) {
             c->sliding_window = 4;
@@ -151,6 +152,10 @@ static void row_config(const arch_family *f, bool gguf, fk_config *c) {
         if (k == 1) c->rotary_dim = c->head_dim / 2;
         if (k == 2) c->ffn[1] = 8;
         if (k == 3) c->n_kv_head = c->n_head;
+        if (k == 4) {
+            c->gelu_exact = true;
+            for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = 2 * c->d_model;
+        }
     }
 }
 
