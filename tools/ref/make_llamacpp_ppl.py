@@ -50,6 +50,15 @@ FAMILIES = {
     "gemma": ("gemma", ("spm", None), {}, False),
     "gemma2": ("gemma2", ("spm", None), {}, False),
     "gemma3": ("gemma3", ("spm", None), {}, False),
+    # llama.cpp's starcoder2 graph has no window: fusekit exports a windowed model with
+    # context_length = window, so the window is the evaluation context here (32)
+    "starcoder2": ("starcoder2", ("bpe", "starcoder"), {"sliding_window": N_CTX}, False),
+    # llama.cpp sets Phi-3's token attributes by general.name ("phi3": the folder's name) and
+    # then needs Phi-3's <|endoftext|>
+    "phi3": ("phi3_partial", ("spm", None, "<|endoftext|>"), {}, False),
+    # llama.cpp's gptneox graph computes the tanh GELU (exact GELU is refused on export)
+    "gptneox": ("gpt_neox", ("bpe", "gpt-2"), {"hidden_act": "gelu_new", "hidden_size": 32, "intermediate_size": 64}, False),
+    "phi2": ("phi", ("bpe", "gpt-2"), {}, False),
 }
 
 
@@ -70,11 +79,11 @@ def texts(tmp):
     return train
 
 
-def tokenizer(build, tmp, train, kind, pre):
-    d = os.path.join(tmp, "tok-%s-%s" % (kind, pre))
+def tokenizer(build, tmp, train, kind, pre, special=None):
+    d = os.path.join(tmp, "tok-%s-%s-%s" % (kind, pre, special))
     if not os.path.isdir(d):
         cmd = [build + "/fusekit", "tokenizer", "train", "--kind", kind, "--vocab", str(VOCAB), "--data", train, "-o", d]
-        run(*(cmd + (["--pre", pre] if pre else [])))
+        run(*(cmd + (["--pre", pre] if pre else []) + (["--special", special] if special else [])))
     return d
 
 
@@ -127,10 +136,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         train_txt = texts(tmp)
         for fam in a.only or FAMILIES:
-            golden, (kind, pre), changes, fold = FAMILIES[fam]
+            golden, tok_kind, changes, fold = FAMILIES[fam]
             dst = os.path.join(OUT, fam)
             if a.stage != "measure":
-                tok = tokenizer(build, tmp, train_txt, kind, pre)
+                tok = tokenizer(build, tmp, train_txt, *tok_kind)
                 init = os.path.join(tmp, fam + "-init")
                 init_folder(golden, changes, tok, init)
                 shutil.rmtree(dst, ignore_errors=True)
