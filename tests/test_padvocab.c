@@ -315,6 +315,21 @@ static void test_gguf(void **st) {
     fk_model_free(&t); fk_model_free(&p);
 }
 
+// The padding rule (fk_vocab_check) on tokenizer and row counts of published models (Qwen2.5
+// 0.5B and 7B, Phi-3, Phi-2, MPT-7B, Llama 3), and what it refuses.
+static void test_vocab_rule(void **st) {
+    (void)st;
+    const int64_t ok[][2] = {{151665, 151936}, {151665, 152064}, {32011, 32064}, {50295, 51200},
+                             {50277, 50432}, {128256, 128256}, {256, 258}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) CHECK(fk_vocab_check(ok[i][0], ok[i][1]));
+    assert_int_equal(fk_vocab_check(257, 256), FK_ERR_ARG);            // more tokens than rows
+    assert_int_equal(fk_vocab_check(256, 300), FK_ERR_ARG);            // 44 rows, 15%
+    assert_int_equal(fk_vocab_check(256, 320), FK_ERR_ARG);            // a multiple of 64, but 20%
+    assert_int_equal(fk_vocab_check(50295, 51201), FK_ERR_ARG);        // 1.8%, not a multiple of 64
+    assert_int_equal(fk_vocab_check(100000, 101120), FK_ERR_ARG);      // 1120 rows > 1024
+    assert_non_null(strstr(fk_last_error(), "1120 rows would have no token"));
+}
+
 // The final loss of metrics.jsonl's last line.
 static double last_loss(const char *out) {
     char path[600];
@@ -377,7 +392,7 @@ static void test_fuse(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval),     cmocka_unit_test(test_train_step), cmocka_unit_test(test_extract),
-        cmocka_unit_test(test_generate), cmocka_unit_test(test_save_load),  cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_generate), cmocka_unit_test(test_save_load),  cmocka_unit_test(test_gguf),         cmocka_unit_test(test_vocab_rule),
         cmocka_unit_test(test_fuse),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

@@ -155,10 +155,12 @@ fk_status fk_vocab_check(int64_t n_tokens, int64_t rows) {
     int64_t gap = rows - n_tokens;
     if (n_tokens > rows)
         return fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary only %lld", (long long)n_tokens, (long long)rows);
-    if (gap > FK_VOCAB_PAD_MAX || gap * 100 > rows)
+    bool round = rows % FK_VOCAB_PAD_ALIGN == 0;  // padded to a round size: up to 2%
+    if (gap > FK_VOCAB_PAD_MAX || gap * 100 > rows * (round ? 2 : 1))
         return fk_error(FK_ERR_ARG, "the tokenizer has %lld tokens but the model's vocabulary %lld: %lld rows would have no token; "
-                        "a smaller tokenizer is accepted only as padding (at most %d rows and at most 1%% of the vocabulary) "
-                        "- is it the model's own tokenizer?", (long long)n_tokens, (long long)rows, (long long)gap, FK_VOCAB_PAD_MAX);
+                        "a smaller tokenizer is accepted only as padding (at most %d rows and at most 1%% of the vocabulary, 2%% "
+                        "when the rows are a multiple of %d) - is it the model's own tokenizer?", (long long)n_tokens, (long long)rows,
+                        (long long)gap, FK_VOCAB_PAD_MAX, FK_VOCAB_PAD_ALIGN);
     return FK_OK;
 }
 
