@@ -244,6 +244,30 @@ static void test_qwen_layer_types(void **s) {
     }
 }
 
+// Phi-4-mini's RoPE through the phi3 row: partial rotary 0.75 (in rope_parameters) with LongRoPE,
+// 16 tokens beyond the original 8 (long factors): transformers' logits; saved as phi3 (with the
+// top-level original_max_position_embeddings, which Phi3Config would otherwise default to 4096:
+// make_golden.py --check-saved reloads it with identical logits) and read back the same.
+static void test_phi3_longrope(void **s) {
+    (void)s;
+    fk_model m, b;
+    CHECK(fk_hf_load(&m, golden_dir("phi3_longrope")));
+    assert_int_equal(m.cfg.rotary_dim, 6);
+    assert_int_equal(m.cfg.rope_ext, FK_ROPE_EXT_LONGROPE);
+    assert_int_equal(m.cfg.rope_ext_ctx, 8);
+    double e = golden_error(&m, "phi3_longrope", 0);
+    print_message("  phi3_longrope: logits vs transformers %.2e\n", e);
+    assert_true(e < TOL_LOGITS);
+    assert_int_equal(fk_config_arch(&m.cfg), FK_ARCH_PHI3);
+    char *dir = tpath("phi3_longrope");
+    CHECK(fk_hf_save(&m, dir, FK_DT_F32));
+    CHECK(fk_hf_load(&b, dir));
+    assert_memory_equal(&m.cfg, &b.cfg, sizeof m.cfg);
+    assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+    fk_model_free(&m);
+    fk_model_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kv_cache_past_window),
@@ -252,6 +276,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_starcoder2_config),
         cmocka_unit_test(test_gguf_phi3),
         cmocka_unit_test(test_qwen_layer_types),
+        cmocka_unit_test(test_phi3_longrope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
