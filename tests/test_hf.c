@@ -72,6 +72,12 @@ static const golden_spec goldens[] = {
     {"gpt_neox_seq", FK_ARCH_GPTNEOX, FK_DT_F32, false, 4, 4, 16, 96, 64, 500, 1e-5, false},
     // Phi-2: attention and MLP from one LayerNorm, LM-head bias, partial_rotary_factor 0.4 of head_dim 10
     {"phi", FK_ARCH_PHI, FK_DT_F32, false, 4, 2, 10, 64, 64, 1e4, 1e-5, false},
+    // OLMo 2: post-norms only, QK-norm over the whole q and k projections
+    {"olmo2", FK_ARCH_OLMO2, FK_DT_F32, false, 4, 4, 8, 48, 64, 1e4, 1e-6, false},
+    // StableLM: LayerNorm with bias, SwiGLU, q/k/v biases only, partial_rotary_factor 0.25 of head_dim 16;
+    // sequential (stablelm), parallel from one norm with base 500 (stablelm_par)
+    {"stablelm", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 1e4, 1e-5, false},
+    {"stablelm_par", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 500, 1e-5, false},
 };
 #define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
 
@@ -495,6 +501,39 @@ static void test_gelu_exact(void **s) {
     expect_error(fk_config_validate(&c), FK_ERR_ARG, "gelu_exact", NULL);
 }
 
+// MPT's keys: what transformers' MptForCausalLM does not compute is refused naming the key and
+// value; alibi_bias_max and softmax_scale are read (MosaicML's and llama.cpp's meaning).
+static void test_mpt_keys(void **s) {
+    (void)s;
+    fk_model m;
+    const char *attn = "{\"alibi\": true, \"alibi_bias_max\": 4, \"clip_qkv\": null, \"softmax_scale\": 0.25}";
+    CHECK(fk_hf_load(&m, variant("mpt", "mpt_b4", "attn_config", attn)));
+    assert_true(m.cfg.alibi_bias_max == 4 && m.cfg.clip_qkv == 0 && m.cfg.attn_scale == 0.25f && m.cfg.pos == FK_POS_NONE);
+    fk_model_free(&m);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_nb", "no_bias", "false")), FK_ERR_UNSUPPORTED, "mpt_nb/config.json", "\"no_bias\" is false");
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_ls", "logit_scale", "2.0")), FK_ERR_UNSUPPORTED, "logit_scale", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_nt", "norm_type", "\"rmsnorm\"")), FK_ERR_UNSUPPORTED, "norm_type", "rmsnorm");
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_er", "expansion_ratio", "0")), FK_ERR_FORMAT, "expansion_ratio", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_na", "attn_config", "{\"alibi\": false}")), FK_ERR_UNSUPPORTED, "attn_config.alibi",
+                 "false");
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_qk", "attn_config", "{\"qk_ln\": true}")), FK_ERR_UNSUPPORTED, "attn_config.qk_ln", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_mq", "attn_config", "{\"attn_type\": \"multiquery_attention\"}")), FK_ERR_UNSUPPORTED,
+                 "attn_config.attn_type", "multiquery_attention");
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_pl", "attn_config", "{\"prefix_lm\": true}")), FK_ERR_UNSUPPORTED, "prefix_lm", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_cq", "attn_config", "{\"clip_qkv\": -1}")), FK_ERR_FORMAT, "clip_qkv", NULL);
+    // a model saved as mpt loads as transformers computes it: an ALiBi model with the tanh GELU is not mpt
+    fk_config c;
+    CHECK(fk_hf_load(&m, golden_dir("mpt")));
+    c = m.cfg;
+    fk_model_free(&m);
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_MPT);
+    c.gelu_exact = false;
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_FUSEKIT);
+    c.gelu_exact = true;
+    c.alibi_bias_max = 2.5f;  // MptAttentionConfig's alibi_bias_max is an int
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_FUSEKIT);
+}
+
 static void test_bad_configs(void **s) {
     (void)s;
     fk_model m;
@@ -709,6 +748,7 @@ static void test_neox_phi_keys(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_neox_phi_keys),
+        cmocka_unit_test(test_mpt_keys),
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
         cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),
     };

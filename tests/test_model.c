@@ -416,6 +416,16 @@ static void test_fd_parallel(void **s) {
     }
 }
 
+// OLMo 2: no pre-norms, post-norms on both branches, QK-norm over the whole q and k projections.
+static void test_fd_olmo2(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 11, 8, 2, 4, 4, 12, 16);
+    c.post_norms = c.qk_norm = c.qk_norm_whole = c.no_pre_norms = true;
+    whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // the norms curve the loss: a smaller step
+    check_steps_match_forward(&c);
+}
+
 // ------------------------------------------------------------------ overfit one batch
 static void overfit(fk_config *c) {
     fk_model m;
@@ -511,7 +521,7 @@ int main(void) {
         cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),
         cmocka_unit_test(test_golden_mpt),   cmocka_unit_test(test_golden_mpt_8h),  cmocka_unit_test(test_fd_mpt),
         cmocka_unit_test(test_fd_gemma2),    cmocka_unit_test(test_fd_gemma3),
-        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama), cmocka_unit_test(test_fd_qwen3), cmocka_unit_test(test_fd_starcoder2), cmocka_unit_test(test_fd_partial_rotary), cmocka_unit_test(test_fd_parallel),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
+        cmocka_unit_test(test_fd_gpt2),      cmocka_unit_test(test_fd_gpt2_gelu_exact),      cmocka_unit_test(test_fd_llama), cmocka_unit_test(test_fd_qwen3), cmocka_unit_test(test_fd_starcoder2), cmocka_unit_test(test_fd_partial_rotary), cmocka_unit_test(test_fd_parallel), cmocka_unit_test(test_fd_olmo2),     cmocka_unit_test(test_fd_llama_fusion),     cmocka_unit_test(test_overfit_gpt2),
         cmocka_unit_test(test_overfit_llama),
         cmocka_unit_test(test_llama_ppl_protocol),
     };

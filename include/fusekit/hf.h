@@ -12,7 +12,7 @@
 // norm weight and loads back with norm_offset 1 (the same function).
 typedef enum { FK_ARCH_GPT2, FK_ARCH_LLAMA, FK_ARCH_QWEN2, FK_ARCH_MISTRAL, FK_ARCH_FUSEKIT,
                FK_ARCH_GEMMA, FK_ARCH_GEMMA2, FK_ARCH_GEMMA3, FK_ARCH_QWEN3, FK_ARCH_STARCODER2, FK_ARCH_PHI3,
-               FK_ARCH_MPT, FK_ARCH_GPTNEOX, FK_ARCH_PHI } fk_arch;
+               FK_ARCH_MPT, FK_ARCH_GPTNEOX, FK_ARCH_PHI, FK_ARCH_STABLELM, FK_ARCH_OLMO2 } fk_arch;
 const char *fk_arch_name(fk_arch a);
 // The HF model_type that represents this config exactly (FK_ARCH_FUSEKIT when none does:
 // then config.json carries every switch and only fusekit loads it).

@@ -68,6 +68,9 @@ typedef struct {
     bool qk_norm;                  // RMSNorm over head_dim of each query head (FK_P_Q_NORM_W) and each key head
                                    // (FK_P_K_NORM_W), weights shared across heads, after the projection and
                                    // before RoPE (Gemma 3, Qwen3)
+    bool qk_norm_whole;            // qk_norm over each token's whole query projection and whole key projection (weights
+                                   // n_head*head_dim and n_kv_head*head_dim; OLMo 2); multi-head attention only
+    bool no_pre_norms;             // no ln1/ln2: the branches read the residual stream itself, with post-norms (OLMo 2)
     float attn_scale;              // attention scores are (q.k) * attn_scale; 0 = 1/sqrt(head_dim)
                                    // (Gemma 2/3: query_pre_attn_scalar^-0.5 rounded to float32)
     float attn_softcap;            // scores = cap * tanh(scores / cap) after the scale, before the mask; 0 = none
@@ -170,6 +173,8 @@ typedef struct {
     X(norm_offset, FK_CF_F32, "RMSNorm offset (1 + w)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(post_norms, FK_CF_BOOL, "post-norms", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(qk_norm, FK_CF_BOOL, "QK-norm", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
+    X(qk_norm_whole, FK_CF_BOOL, "QK-norm over whole projections", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
+    X(no_pre_norms, FK_CF_BOOL, "no pre-norms (post-norms only)", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(attn_scale, FK_CF_F32, "attention scale (query_pre_attn_scalar)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(attn_softcap, FK_CF_F32, "attn_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(final_softcap, FK_CF_F32, "final_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
@@ -189,7 +194,7 @@ typedef struct {
     X(rope_beta_fast, FK_CF_F32, "rope_scaling beta_fast", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
     X(rope_beta_slow, FK_CF_F32, "rope_scaling beta_slow", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
     X(rope_yarn_no_trunc, FK_CF_BOOL, "rope_scaling truncate false", FK_CF_COMPARE, 0, 0, "") \
-    X(rope_n_factors, FK_CF_I32, "rope_scaling short/long_factor length", FK_CF_COMPARE, 0, 0, "")
+    X(rope_n_factors, FK_CF_I32, "rope_scaling short_factor/long_factor", FK_CF_COMPARE, 0, 0, "")
 
 typedef enum { FK_CF_I64, FK_CF_I32, FK_CF_F32, FK_CF_BOOL, FK_CF_ENUM, FK_CF_LAYERS, FK_CF_LAYER_FLAGS } fk_config_field_type;
 enum { FK_CF_SIZE = 1u << 0, FK_CF_COMPARE = 1u << 1, FK_CF_IF_LEARNED = 1u << 2, FK_CF_IF_ROPE = 1u << 3, FK_CF_SWITCH = 1u << 4,

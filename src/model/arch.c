@@ -304,6 +304,8 @@ void arch_apply_switches(const arch_family *f, fk_config *c) {
     c->qk_norm = s->qk_norm;
     c->residual = f->residual;
     c->bias_lm_head = f->bias_lm_head;
+    c->no_pre_norms = f->no_pre_norms;
+    c->qk_norm_whole = f->qk_norm_whole;
     if (f->alibi) c->alibi_bias_max = 8;  // MPT's default alibi_bias_max (its readers then read the key)
     if (s->gemma_scales) {
         c->emb_scale = c->d_model > 0 ? (float)sqrt((double)c->d_model) : 0;  // transformers: hidden_size**0.5 as a float32 tensor
@@ -319,13 +321,16 @@ static bool uniform_layers(const fk_config *c) { return fk_config_uniform_ffn(c)
 static bool switches_match(const arch_family *f, const fk_config *c) {
     const arch_switches *s = &f->sw;
     bool attn_key = arch_key_of(f, ARCH_F_ATTN_BIAS) != NULL, all_key = arch_key_of(f, ARCH_F_USE_BIAS) != NULL;
+    bool qkv_key = arch_key_of(f, ARCH_F_QKV_BIAS) != NULL;  // q/k/v biases alone (use_qkv_bias)
     bool biases = all_key ? c->bias_qkv == c->bias_out && c->bias_out == c->bias_mlp
-                : c->bias_mlp == s->bias_mlp && (attn_key ? c->bias_qkv == c->bias_out : c->bias_qkv == s->bias_qkv && c->bias_out == s->bias_out);
+                : c->bias_mlp == s->bias_mlp &&
+                      (attn_key ? c->bias_qkv == c->bias_out : (qkv_key || c->bias_qkv == s->bias_qkv) && c->bias_out == s->bias_out);
     return c->norm == s->norm && c->pos == s->pos && c->mlp == s->mlp && c->bias_norm == s->bias_norm && biases &&
            c->post_norms == s->post_norms && c->qk_norm == s->qk_norm && (!c->gelu_exact || f->acts_exact) &&
            (c->alibi_bias_max > 0) == f->alibi && (!(c->clip_qkv > 0) || f->alibi) && c->bias_lm_head == f->bias_lm_head &&
-           // use_parallel_residual (gpt_neox) says parallel with two norms or sequential
-           (arch_key_of(f, ARCH_F_PARALLEL) ? c->residual != FK_RESID_PARALLEL_SHARED : c->residual == f->residual);
+           c->no_pre_norms == f->no_pre_norms && c->qk_norm_whole == f->qk_norm_whole &&
+           // use_parallel_residual (gpt_neox, stablelm) says the row's parallel form or sequential
+           (c->residual == f->residual || (arch_key_of(f, ARCH_F_PARALLEL) && c->residual == FK_RESID_SEQUENTIAL));
 }
 
 // None of the Gemma family's scales, soft-caps, query scale or local RoPE base.
@@ -360,6 +365,9 @@ static bool whole_rotary(const fk_config *c) { return fk_config_rotary_dim(c) ==
 
 // llama, qwen2: their switches (rope_scaling holds linear and Llama 3 scaling).
 static bool hf_fits_llama(const arch_family *f, const fk_config *c) { return switches_match(f, c) && no_gemma_switch(c) && whole_rotary(c); }
+
+// olmo2: llama's conditions, multi-head (fusekit's whole-projection QK-norm; OLMo 2 32B's GQA is refused)
+static bool hf_fits_olmo2(const arch_family *f, const fk_config *c) { return hf_fits_llama(f, c) && c->n_kv_head == c->n_head; }
 
 // qwen2, qwen3: llama's, with sliding windows on any layers (use_sliding_window).
 static bool hf_fits_qwen(const arch_family *f, const fk_config *c) {
@@ -399,6 +407,13 @@ static bool hf_fits_neox_phi(const arch_family *f, const fk_config *c) {
     return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_scaled(c) && c->rope_orig_ctx == 0 &&
            (c->n_kv_head == c->n_head || arch_key_of(f, ARCH_F_N_KV_HEAD)) && c->head_dim * c->n_head == c->d_model && uniform_layers(c) &&
            (c->residual != FK_RESID_SEQUENTIAL || !whole_rotary(c) || !c->bias_qkv);
+}
+
+// stablelm: any rotary share of unscaled RoPE, no windows, heads over d_model (no head_dim key), one
+// FFN width and head count.
+static bool hf_fits_stablelm(const arch_family *f, const fk_config *c) {
+    return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_any_scaling(c) && c->head_dim * c->n_head == c->d_model &&
+           uniform_layers(c);
 }
 
 // gemma, gemma2, gemma3_text: the generation's switches and what its keys can say.
@@ -468,7 +483,8 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
 // The row's norm, position and MLP kinds, post-norms and QK-norm (gpt2).
 static bool gguf_claims_kind(const arch_family *f, const fk_config *c) {
     return c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->post_norms == f->sw.post_norms &&
-           c->qk_norm == f->sw.qk_norm && c->residual == f->residual && c->bias_lm_head == f->bias_lm_head;
+           c->qk_norm == f->sw.qk_norm && c->residual == f->residual && c->bias_lm_head == f->bias_lm_head &&
+           c->no_pre_norms == f->no_pre_norms && c->qk_norm_whole == f->qk_norm_whole;
 }
 
 // llama reads one FFN width and head count (and rotates whole heads: phi3 claims the rest); deci one per layer.
@@ -567,6 +583,27 @@ static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
     if (miss)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s: llama.cpp's %s architecture would compute a different model",
                         miss, f->gguf);
+    return FK_OK;
+}
+
+// stablelm: LayerNorm with bias, RoPE and SwiGLU, sequential or parallel from one norm, one FFN width
+// and head count.
+static bool gguf_claims_stablelm(const arch_family *f, const fk_config *c) {
+    return c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->bias_norm && !c->post_norms && !c->bias_lm_head &&
+           (c->residual == f->residual || c->residual == FK_RESID_SEQUENTIAL) && uniform_layers(c);
+}
+
+// llama.cpp's stablelm: q/k/v biases only (each optional), heads spanning the embedding (attn_output is
+// n_embd square), an output tensor (its loader requires one), unscaled RoPE; parallel when the file
+// has no ffn_norm.
+static fk_status gguf_fits_stablelm(const arch_family *f, const fk_config *c) {
+    FK_TRY(arch_gguf_refuse(f, c));
+    const char *miss = c->bias_out || c->bias_mlp ? "output-projection or MLP biases (its graph has q/k/v biases only)"
+                     : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model"
+                     : c->tied ? "a tied LM head (its loader requires output.weight)"
+                     : arch_any_sliding(c) || arch_rope_any_scaling(c) ? "sliding windows or RoPE scaling"
+                     : NULL;
+    if (miss) return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's stablelm architecture does not express", miss);
     return FK_OK;
 }
 
@@ -673,7 +710,8 @@ static const arch_key keys_starcoder2[] = {
 // phi3: partial rotary (Phi-4-mini: 0.75) read before rope_scaling (LongRoPE has a factor per rotated
 // pair), no window by default, GPT-2's dropout names
 static const arch_key keys_phi3[] = {
-    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 1},
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), {ARCH_F_ORIG_CTX, "original_max_position_embeddings", ARCH_D_VALUE, 0},
+    {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 1},
     LLAMA_ROPE(1 | ARCH_ROPE_PHI3_NAMES), {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
     {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0}, DROPOUT,
     {ARCH_F_NULL, "pad_token_id", ARCH_D_VALUE, 0},
@@ -703,6 +741,19 @@ static const arch_key keys_phi[] = {
     {ARCH_F_FLAG, "qk_layernorm", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "resid_pdrop", ARCH_D_VALUE, 0}, {ARCH_F_ZERO, "embd_pdrop", ARCH_D_VALUE, 0},
     DROPOUT,
 };
+// stablelm: partial_rotary_factor 0.25 when absent (transformers 5: in rope_parameters with rope_theta),
+// use_qkv_bias, use_parallel_residual (one shared norm); qk_layernorm (per-head LayerNorms, StableLM 2
+// 12B) is refused
+static const arch_key keys_stablelm[] = {
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "layer_norm_eps", 1e-5), {ARCH_F_ROPE_THETA, "rope_theta", ARCH_D_VALUE, 1e4},
+    {ARCH_F_ACT, "hidden_act", ARCH_D_VALUE, 0}, {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 0.25},
+    {ARCH_F_QKV_BIAS, "use_qkv_bias", ARCH_D_VALUE, 0}, {ARCH_F_PARALLEL, "use_parallel_residual", ARCH_D_VALUE, 0},
+    {ARCH_F_FLAG, "qk_layernorm", ARCH_D_VALUE, 0}, DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
+};
+// olmo2: Llama's keys (no head_dim: d_model / n_head), rms_norm_eps 1e-5 by default
+static const arch_key keys_olmo2[] = {
+    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0}, DROPOUT,
+};
 static const arch_key keys_fusekit[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(0), DROPOUT, {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0},
 };
@@ -729,8 +780,10 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 #define SW_QWEN3 {FK_NORM_RMSNORM,   FK_POS_ROPE,    FK_MLP_SWIGLU, false, false, false, false, false, true,  false}
 #define SW_STARCODER2 {FK_NORM_LAYERNORM, FK_POS_ROPE, FK_MLP_GELU, true, true,  true,  true,  false, false, false}
 #define SW_GEMMA(post, qk) {FK_NORM_RMSNORM, FK_POS_ROPE, FK_MLP_GEGLU, false, false, false, false, post, qk, true}
+#define SW_OLMO2 {FK_NORM_RMSNORM, FK_POS_ROPE, FK_MLP_SWIGLU, false, false, false, false, true, true, false}
 #define SW_MPT   {FK_NORM_LAYERNORM, FK_POS_NONE,    FK_MLP_GELU,   false, false, false, false, false, false, false}
 #define SW_NEOX_PHI {FK_NORM_LAYERNORM, FK_POS_ROPE,   FK_MLP_GELU,   true,  true,  true,  true,  false, false, false}
+#define SW_STABLELM {FK_NORM_LAYERNORM, FK_POS_ROPE,   FK_MLP_SWIGLU, false, false, false, true,  false, false, false}
 
 // The Hugging Face columns, and the GGUF columns of a row with llama.cpp's Llama tensor names.
 #define HF(cls_, set_, keys_, acts_, tied_, fits_) \
@@ -784,6 +837,16 @@ const arch_family arch_families[] = {
      HF("PhiForCausalLM", hf_phi, keys_phi, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact,
      .gguf = "phi2", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_phi2), .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM,
      .gguf_claims = gguf_claims_neox_phi, .gguf_fits = gguf_fits_neox_phi},
+    // stablelm (StableLM 3B, StableLM 2): LayerNorm with bias, SwiGLU, q/k/v biases alone, partial rotary in
+    // NEOX order, sequential or parallel from one norm (llama.cpp: parallel when the file has no ffn_norm)
+    {FK_ARCH_STABLELM, "stablelm", NULL, 0, SW_STABLELM, .residual = FK_RESID_PARALLEL_SHARED,
+     HF("StableLmForCausalLM", hf_llama, keys_stablelm, acts_silu, false, hf_fits_stablelm),
+     .gguf = "stablelm", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_llama),
+     .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_stablelm, .gguf_fits = gguf_fits_stablelm},
+    // olmo2 (OLMo 2): post-norms only (post_attention_layernorm, post_feedforward_layernorm), q_norm/k_norm
+    // over the whole projections; Llama's tensor names (no GGUF side yet: export refused)
+    {FK_ARCH_OLMO2, "olmo2", NULL, 0, SW_OLMO2, .no_pre_norms = true, .qk_norm_whole = true,
+     HF("Olmo2ForCausalLM", hf_llama, keys_olmo2, acts_silu, false, hf_fits_olmo2)},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };

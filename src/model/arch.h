@@ -71,6 +71,9 @@ typedef enum {
     ARCH_F_QWEN_WINDOW,  // Qwen's use_sliding_window with sliding_window, max_window_layers (`def` when absent)
                          // and layer_types: the sliding layers
     ARCH_F_USE_BIAS,     // a boolean that sets bias_qkv, bias_out and bias_mlp together (StarCoder2's use_bias)
+    ARCH_F_ORIG_CTX,     // original_max_position_embeddings written at the top level (Phi-3, whose class default 4096
+                         // there overrides the RoPE object's): the scaling's original context, else max_seq; read
+                         // by the RoPE scaling reader
     ARCH_F_NULL,         // a key written as null and not read (Phi-3's pad_token_id, whose class default 32000 is
                          // a row only of Phi-3's own vocabulary)
     ARCH_F_GEMMA,        // the Gemma keys of the row's generation: RoPE (global and local), the query scale,
@@ -80,7 +83,9 @@ typedef enum {
                          // softmax_scale, the options refused), no_bias, learned_pos_emb, norm_type, logit_scale
     ARCH_F_ROTARY,       // the share of each head RoPE turns (key: rotary_pct, partial_rotary_factor; `def` when absent)
                          // and transformers 5's rope_parameters {rope_type default, rope_theta, partial_rotary_factor}
-    ARCH_F_PARALLEL,     // use_parallel_residual: parallel (two norms) or sequential (`def` when absent)
+    ARCH_F_PARALLEL,     // use_parallel_residual: the row's parallel form (gpt_neox: two norms; stablelm: one) or
+                         // sequential (`def` when absent)
+    ARCH_F_QKV_BIAS,     // a boolean that sets bias_qkv alone (StableLM's use_qkv_bias; o_proj has none)
 } arch_field;
 
 // How a reader fills a field whose key is absent (or null).
@@ -139,6 +144,7 @@ struct arch_family {
     arch_switches sw;         // the switches its files imply
     fk_residual_kind residual;  // and these two: parallel attention and MLP (gpt_neox: either, through
     bool bias_lm_head;          // use_parallel_residual; phi: one norm), an LM-head bias (phi)
+    bool no_pre_norms, qk_norm_whole;  // olmo2: post-norms only, QK-norm over the whole q and k projections
     // ---- Hugging Face
     const char *hf_class;     // config.json architectures[0]
     arch_tensor_set hf;       // Hugging Face tensor names

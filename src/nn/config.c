@@ -92,6 +92,13 @@ const fk_config_field *fk_config_diff(const fk_config *a, const fk_config *b, in
         bool per_layer = f->type == FK_CF_LAYERS || f->type == FK_CF_LAYER_FLAGS;
         for (int64_t l = per_layer ? 0 : -1; l < (per_layer ? a->n_layer : 0); l++)
             if (fk_config_field_value(a, f, l) != fk_config_field_value(b, f, l)) { *layer = l; return f; }
+        // LongRoPE's lists, under their count's row (the table has no list type)
+        if (f->offset == offsetof(fk_config, rope_n_factors) && a->rope_n_factors > 0 && a->rope_n_factors <= FK_MAX_ROPE_FACTORS &&
+            (memcmp(a->rope_short, b->rope_short, (size_t)a->rope_n_factors * sizeof(float)) != 0 ||
+             memcmp(a->rope_long, b->rope_long, (size_t)a->rope_n_factors * sizeof(float)) != 0)) {
+            *layer = -1;
+            return f;
+        }
     }
     return NULL;
 }
@@ -121,7 +128,7 @@ fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
         int64_t q = fk_config_heads(c, l), qkv, up = fk_config_gated(c) ? 2 * c->ffn[l] : c->ffn[l];
         ok = add_ok(q, 2 * c->n_kv_head, &qkv) && mul_ok(qkv, hd, &qkv) && table_floats(qkv, C, &t) && table_floats(qkv, 1, &t) &&
              table_floats(C, q * hd, &t) && table_floats(up, C, &t) && table_floats(up, 1, &t) && table_floats(C, c->ffn[l], &t) &&
-             table_floats(6, C, &t) && table_floats(2, hd, &t);
+             table_floats(6, C, &t) && table_floats(2, c->qk_norm_whole ? q * hd : hd, &t);
     }
     *floats = t;
     if (!ok) return fk_error(FK_ERR_ARG, "config: the weights' size overflows");
@@ -215,6 +222,11 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->residual != FK_RESID_SEQUENTIAL && c->residual != FK_RESID_PARALLEL && c->residual != FK_RESID_PARALLEL_SHARED)
         return fk_error(FK_ERR_ARG, "config: unknown residual placement %d (0 sequential, 1 parallel, 2 parallel with one norm)",
                         (int)c->residual);
+    if (c->qk_norm_whole && (!c->qk_norm || c->n_kv_head != c->n_head || !fk_config_uniform_heads(c)))
+        return fk_error(FK_ERR_ARG, "config: QK-norm over whole projections needs qk_norm and multi-head attention (n_kv_head %lld, n_head %lld)",
+                        (long long)c->n_kv_head, (long long)c->n_head);
+    if (c->no_pre_norms && (!c->post_norms || c->residual != FK_RESID_SEQUENTIAL))
+        return fk_error(FK_ERR_ARG, "config: a model without pre-norms needs post-norms and the sequential residual");
     if (c->residual != FK_RESID_SEQUENTIAL && c->post_norms)
         return fk_error(FK_ERR_ARG, "config: parallel attention and MLP (residual %d) with post-norms is not a model fusekit computes",
                         (int)c->residual);

@@ -439,9 +439,11 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
 
 // ================================================================== forward / backward
 
+// A norm with weight offset w (< 0: an absent pre-norm, no_pre_norms: out is a copy of inp).
 static void norm_forward(const fk_model *m, float *out, float *mean, float *rstd, const float *inp, int64_t w, int64_t b, int64_t N) {
     const fk_config *c = &m->cfg;
-    if (c->norm == FK_NORM_LAYERNORM)
+    if (w < 0) memcpy(out, inp, (size_t)(N * c->d_model) * sizeof(float));
+    else if (c->norm == FK_NORM_LAYERNORM)
         fk_layernorm_forward(out, mean, rstd, inp, m->w + w, b >= 0 ? m->w + b : NULL, N, c->d_model, c->norm_eps);
     else
         fk_rmsnorm_forward(out, rstd, inp, m->w + w, N, c->d_model, c->norm_eps, c->norm_offset);
@@ -450,7 +452,10 @@ static void norm_forward(const fk_model *m, float *out, float *mean, float *rstd
 static void norm_backward(fk_model *m, float *dinp, const float *dout, const float *inp, const float *mean,
                           const float *rstd, int64_t w, int64_t b, int64_t N) {
     const fk_config *c = &m->cfg;
-    if (c->norm == FK_NORM_LAYERNORM)
+    if (w < 0) {  // the identity of an absent pre-norm
+        #pragma omp parallel for if (N * c->d_model > FK_OMP_MIN_WORK)
+        for (int64_t i = 0; i < N * c->d_model; i++) dinp[i] += dout[i];
+    } else if (c->norm == FK_NORM_LAYERNORM)
         fk_layernorm_backward(dinp, m->g + w, b >= 0 ? m->g + b : NULL, dout, inp, m->w + w, mean, rstd, N, c->d_model);
     else
         fk_rmsnorm_backward(dinp, m->g + w, dout, inp, m->w + w, rstd, N, c->d_model, c->norm_offset);
@@ -666,9 +671,9 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     const float *mlp_in = c->residual == FK_RESID_PARALLEL_SHARED ? io->ln1 : io->ln2;
     FK_TRY(mm_forward(m, io->qkv, io->ln1, o->qkv_w, WP(o->qkv_b), N, C, QD));
     if (c->clip_qkv > 0) fk_clamp_forward(io->qkv, N * QD, c->clip_qkv);  // MPT's clip_qkv
-    if (c->qk_norm)
-        fk_qknorm_forward(io->qkv, io->qk_pre, io->qk_rstd, m->w + o->q_norm_w, m->w + o->k_norm_w, N, H, KVH, hd, c->norm_eps,
-                          c->norm_offset);
+    if (c->qk_norm)  // whole projections (MHA): one "head" of D dims each for q and k
+        fk_qknorm_forward(io->qkv, io->qk_pre, io->qk_rstd, m->w + o->q_norm_w, m->w + o->k_norm_w, N, c->qk_norm_whole ? 1 : H,
+                          c->qk_norm_whole ? 1 : KVH, c->qk_norm_whole ? D : hd, c->norm_eps, c->norm_offset);
     if (c->pos == FK_POS_ROPE) {
         const float *cs, *sn;
         layer_rope(m, l, &cs, &sn);
@@ -880,8 +885,8 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         }
         if (c->qk_norm)
             fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + l * N * QKH * c->head_dim,
-                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, H, c->n_kv_head,
-                               c->head_dim, c->norm_offset);
+                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, c->qk_norm_whole ? 1 : H,
+                               c->qk_norm_whole ? 1 : c->n_kv_head, c->qk_norm_whole ? Dl : c->head_dim, c->norm_offset);
         zero(a->dln, N * C);
         if (c->clip_qkv > 0) fk_clamp_backward(a->dqkv, qkv, N * QDl, c->clip_qkv);  // qkv: clamped, neither rotated nor normed
         fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);

@@ -54,10 +54,14 @@ from transformers import (
     GPTNeoXForCausalLM,
     PhiConfig,
     PhiForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
     Starcoder2Config,
     Starcoder2ForCausalLM,
+    StableLmConfig,
+    StableLmForCausalLM,
 )
 
 # ----------------------------------------------------------------------------
@@ -154,6 +158,27 @@ NEOX_BASE = dict(
     rotary_emb_base=10000,
     use_parallel_residual=True,
     attention_bias=True,
+    tie_word_embeddings=False,
+    attention_dropout=0.0,
+    hidden_dropout=0.0,
+    attn_implementation="eager",
+)
+
+# StableLM (StableLmConfig's keys; partial_rotary_factor goes to rope_parameters)
+STABLELM_BASE = dict(
+    vocab_size=78,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    layer_norm_eps=1e-5,
+    hidden_act="silu",
+    rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25),
+    use_qkv_bias=True,
+    qk_layernorm=False,
+    use_parallel_residual=False,
     tie_word_embeddings=False,
     attention_dropout=0.0,
     hidden_dropout=0.0,
@@ -291,6 +316,18 @@ def forward_specs():
                        attn_implementation="eager"),
             1026, 2026, f32, None,
         ),
+        # Phi-4-mini's RoPE: partial_rotary_factor 0.75 with LongRoPE (3 factors per list: 6 rotated dims),
+        # T = 16 beyond the original 8 (long factors)
+        "phi3_longrope": (
+            Phi3ForCausalLM,
+            Phi3Config(vocab_size=78, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=8,
+                       rms_norm_eps=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, tie_word_embeddings=True,
+                       rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.75,
+                                            short_factor=[1.0, 2.0, 5.0], long_factor=[1.5, 6.0, 20.0]),
+                       bos_token_id=1, eos_token_id=2, pad_token_id=None, attn_implementation="eager"),
+            1031, 2031, f32, None,
+        ),
         # GPT-NeoX / Pythia: fused per-head [q, k, v] query_key_value, LayerNorm with bias, exact GELU,
         # rotary_pct 0.25 (head_dim 16: 4 dims turn), parallel residual with two norms; and sequential
         "gpt_neox": (
@@ -313,6 +350,29 @@ def forward_specs():
                       rope_theta=10000.0, partial_rotary_factor=0.4, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
                       tie_word_embeddings=False, qk_layernorm=False, attn_implementation="eager"),
             1028, 2028, f32, None,
+        ),
+        # OLMo 2: post-norms only, q_norm/k_norm over the whole q and k projections, multi-head
+        "olmo2": (
+            Olmo2ForCausalLM,
+            Olmo2Config(vocab_size=68, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=4, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0,
+                        attention_bias=False, attention_dropout=0.0, tie_word_embeddings=False, pad_token_id=None,
+                        bos_token_id=1, eos_token_id=2, attn_implementation="eager"),
+            1029, 2029, f32, None,
+        ),
+        # StableLM (3B / StableLM 2): LayerNorm with bias, SwiGLU, q/k/v biases (use_qkv_bias) and no
+        # o_proj bias, partial_rotary_factor 0.25 (head_dim 16: 4 dims turn), GQA 4/2, sequential;
+        # stablelm_par: use_parallel_residual (attention and MLP from input_layernorm alone), base 500
+        "stablelm": (
+            StableLmForCausalLM,
+            StableLmConfig(**STABLELM_BASE),
+            1029, 2029, f32, None,
+        ),
+        "stablelm_par": (
+            StableLmForCausalLM,
+            StableLmConfig(**{**STABLELM_BASE, "vocab_size": 82, "use_parallel_residual": True,
+                              "rope_parameters": dict(rope_type="default", rope_theta=500.0, partial_rotary_factor=0.25)}),
+            1030, 2030, f32, None,
         ),
         # RoPE scaling types (Llama, head_dim 8, T = 16), as transformers 5 computes them:
         # YaRN factor 4 over an original context of 64 (truncated correction range 0..3: dim 0
