@@ -390,7 +390,8 @@ static void expect_export_error(void (*cfg)(fk_config *), fk_status want, const 
 }
 
 static void cfg_flap(fk_config *c) { cfg_folded(c); c->bias_mlp = true; }
-static void cfg_ln_rope(fk_config *c) { cfg_llama(c); c->norm = FK_NORM_LAYERNORM; c->bias_norm = true; }
+// LayerNorm without bias (with bias, a SwiGLU model with RoPE is llama.cpp's stablelm: test_stablelm.c)
+static void cfg_ln_rope(fk_config *c) { cfg_llama(c); c->norm = FK_NORM_LAYERNORM; c->bias_norm = false; }
 static void cfg_gelu_rope(fk_config *c) { cfg_llama(c); c->mlp = FK_MLP_GELU; }
 static void cfg_gpt2_gqa(fk_config *c) { cfg_gpt2(c); c->n_kv_head = 2; }
 static void cfg_gpt2_nobias(fk_config *c) { cfg_gpt2(c); c->bias_mlp = false; }

@@ -745,9 +745,29 @@ static void test_neox_phi_keys(void **s) {
     expect_error(parse_golden_with("phi", "qk_layernorm", "true", &c), FK_ERR_UNSUPPORTED, "qk_layernorm", NULL);
 }
 
+// stablelm keys: StableLmConfig's defaults when absent (rotary share 0.25, no q/k/v bias, sequential)
+// and refusals naming the key (qk_layernorm: StableLM 2 12B's per-head LayerNorms; other RoPE types).
+static void test_stablelm_keys(void **s) {
+    (void)s;
+    fk_config c;
+    CHECK(parse_golden_with("stablelm_par", "rope_parameters", NULL, &c));
+    assert_int_equal(c.rotary_dim, 4);
+    assert_true(c.rope_theta == 10000.0f);
+    CHECK(parse_golden_with("stablelm_par", "use_parallel_residual", NULL, &c));
+    assert_int_equal(c.residual, FK_RESID_SEQUENTIAL);
+    CHECK(parse_golden_with("stablelm", "use_qkv_bias", NULL, &c));
+    assert_false(c.bias_qkv || c.bias_out || c.bias_mlp);
+    assert_true(c.bias_norm && c.mlp == FK_MLP_SWIGLU && c.norm == FK_NORM_LAYERNORM);
+    expect_error(parse_golden_with("stablelm", "qk_layernorm", "true", &c), FK_ERR_UNSUPPORTED, "qk_layernorm", "stablelm");
+    expect_error(parse_golden_with("stablelm", "rope_parameters", "{\"rope_type\": \"linear\", \"factor\": 2.0}", &c), FK_ERR_UNSUPPORTED,
+                 "rope_parameters", "linear");
+    expect_error(parse_golden_with("stablelm", "hidden_act", "\"gelu\"", &c), FK_ERR_UNSUPPORTED, "hidden_act", "gelu");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_neox_phi_keys),
+        cmocka_unit_test(test_stablelm_keys),
         cmocka_unit_test(test_mpt_keys),
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
         cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),

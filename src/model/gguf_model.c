@@ -762,6 +762,10 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         c->rope_theta = (float)theta;
         c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias") || has_tensor(g, "blk.0.attn_qkv.bias");
         if (keys & ARCH_GK_PARALLEL) FK_TRY(parallel_key(&r, c));
+        // stablelm: llama.cpp's graph feeds the MLP the attention's norm when the file has no ffn_norm
+        const arch_family *row = arch_of_gguf(arch, strlen(arch));
+        if (row->residual == FK_RESID_PARALLEL_SHARED && arch_tensor_of(row->gguf_t, FK_P_LN2_W, -1) && has_tensor(g, "blk.0.ffn_norm.weight"))
+            c->residual = FK_RESID_SEQUENTIAL;
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
         if (gemma_arch(arch)) {

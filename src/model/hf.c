@@ -294,11 +294,16 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_ACT: cJSON_AddStringToObject(j, k->key, act_name(f, c)); break;
         case ARCH_F_FLAG: cJSON_AddBoolToObject(j, k->key, k->def != 0); break;
         case ARCH_F_ZERO: cJSON_AddNumberToObject(j, k->key, k->def); break;
-        case ARCH_F_ATTN_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
+        case ARCH_F_ATTN_BIAS:
+        case ARCH_F_QKV_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
         case ARCH_F_ROTARY: rotary_json(j, k->key, c); break;
-        case ARCH_F_PARALLEL: cJSON_AddBoolToObject(j, k->key, c->residual == FK_RESID_PARALLEL); break;
+        case ARCH_F_PARALLEL: cJSON_AddBoolToObject(j, k->key, c->residual == f->residual); break;
         case ARCH_F_USE_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
         case ARCH_F_NULL: cJSON_AddNullToObject(j, k->key); break;
+        case ARCH_F_ORIG_CTX:
+            cJSON_AddNumberToObject(j, k->key, (double)(c->rope_ext_ctx > 0 && c->rope_ext != FK_ROPE_EXT_DYNAMIC ? c->rope_ext_ctx
+                                                        : c->rope_orig_ctx > 0 ? c->rope_orig_ctx : c->max_seq));
+            break;
         case ARCH_F_WINDOW: add_window(j, k->key, c); break;
         case ARCH_F_QWEN_WINDOW: qwen_window_json(j, k, c); break;
         case ARCH_F_ROPE_SCALING: add_rope_scaling(j, c, ((int)k->def & 1) != 0); break;
@@ -963,7 +968,8 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
             break;
         case ARCH_F_ATTN_BIAS: c->bias_qkv = c->bias_out = get_bool(r, r->root, k->key, k->def != 0); break;
         case ARCH_F_ROTARY: rotary_parse(r, k, c); break;
-        case ARCH_F_PARALLEL: c->residual = get_bool(r, r->root, k->key, k->def != 0) ? FK_RESID_PARALLEL : FK_RESID_SEQUENTIAL; break;
+        case ARCH_F_PARALLEL: c->residual = get_bool(r, r->root, k->key, k->def != 0) ? f->residual : FK_RESID_SEQUENTIAL; break;
+        case ARCH_F_QKV_BIAS: c->bias_qkv = get_bool(r, r->root, k->key, k->def != 0); break;
         case ARCH_F_ROPE_SCALING: llama_rope(r, c, ((int)k->def & ARCH_ROPE_PHI3_NAMES) != 0); break;
         case ARCH_F_USE_BIAS: c->bias_qkv = c->bias_out = c->bias_mlp = get_bool(r, r->root, k->key, f->sw.bias_qkv); break;
         case ARCH_F_WINDOW:
