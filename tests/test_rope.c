@@ -269,6 +269,12 @@ static void test_rope_scaling_fields(void **s) {
     snprintf(path, sizeof path, "%s/golden/rope_longrope_short/config.json", FK_TEST_DATA);
     CHECK(fk_hf_config_read(path, &c));
     assert_true(c.rope_ext_ctx == 64 && c.rope_n_factors == 4 && c.rope_short[2] == 3.0f && c.rope_long[3] == 30.0f);
+    fk_config other = c;  // models whose factors differ are different models (merge refuses them)
+    other.rope_long[1] = 4.5f;
+    int64_t layer;
+    const fk_config_field *df = fk_config_diff(&c, &other, &layer);
+    assert_non_null(df);
+    assert_string_equal(df->name, "rope_n_factors");
     assert_true(c.rope_attn_factor == (float)sqrt(1 + log(4.0) / log(64.0)));
     char buf[1024];
     fk_config_describe(&c, buf, sizeof buf);
