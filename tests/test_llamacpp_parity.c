@@ -30,11 +30,15 @@
 #define REL_LLAMA_CPP 1e-4
 #define REL_ROUND_TRIP 1e-6
 
-// The protocol on one model and its tokenizer, over eval.txt; *chunks gets the chunk count.
+// The protocol on one model and its tokenizer, over eval.txt less its final newline (as
+// llama.cpp reads -f and `fusekit eval` follows); *chunks gets the chunk count.
 static double llama_ppl(fk_model *m, const fk_tokenizer *tok, int n_ctx, int64_t *chunks) {
     fk_tok_out o = {0};
     size_t n = 0;
-    CHECK(fk_tok_encode_file(tok, PPL_DIR "/eval.txt", FK_ENC_ADD_SPECIAL, &o, &n, NULL));
+    char *text = slurp(PPL_DIR "/eval.txt", &n);
+    if (n > 0 && text[n - 1] == '\n') n--;
+    CHECK(fk_tok_encode(tok, text, n, FK_ENC_ADD_SPECIAL, &o));
+    free(text);
     int32_t bos = fk_tok_adds_bos(tok) ? fk_tok_bos(tok) : -1;
     fk_eval_result r;
     CHECK(fk_eval_llama_ppl(m, o.ids, o.n, n_ctx, bos, 4, (int64_t)n, &r));

@@ -53,7 +53,8 @@ static int eval_ensemble(const char *first, const cli_list *ens, const char *dat
     return st == FK_OK ? 0 : cli_fail("eval", st);
 }
 
-// llama.cpp's llama-perplexity protocol: the text encoded once with the tokenizer's specials,
+// llama.cpp's llama-perplexity protocol: the text (less one final newline, as llama.cpp reads
+// -f) encoded once with the tokenizer's specials,
 // chunks of --seq tokens (BOS replacing each chunk's first token when the tokenizer adds
 // one), the second half of each chunk scored.
 static int eval_llama_ppl(const cli_model_opts *mo, const char *data, int64_t seq, int64_t batch) {
@@ -66,6 +67,7 @@ static int eval_llama_ppl(const cli_model_opts *mo, const char *data, int64_t se
     fk_tok_out o = {0};
     if (!tok) st = fk_error(FK_ERR_ARG, "--protocol llama-perplexity needs the model's tokenizer (give --tokenizer)");
     if (st == FK_OK) st = fk_read_file(data, &text, &n);
+    if (st == FK_OK && n > 0 && text[n - 1] == '\n') n--;  // llama.cpp's -f drops the file's last newline
     if (st == FK_OK) st = fk_tok_encode(tok, text, n, FK_ENC_ADD_SPECIAL, &o);
     fk_eval_result r;
     int n_ctx = (int)(seq > 0 ? seq : m.cfg.max_seq);

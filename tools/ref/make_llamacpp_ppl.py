@@ -59,6 +59,8 @@ FAMILIES = {
     # llama.cpp's gptneox graph computes the tanh GELU (exact GELU is refused on export)
     "gptneox": ("gpt_neox", ("bpe", "gpt-2"), {"hidden_act": "gelu_new", "hidden_size": 32, "intermediate_size": 64}, False),
     "phi2": ("phi", ("bpe", "gpt-2"), {}, False),
+    # a padded vocabulary: 320 embedding rows for 318 tokens (export writes [PAD318], [PAD319])
+    "llama_padded": ("llama", ("spm", None, None, VOCAB - 2), {}, False),
 }
 
 
@@ -79,10 +81,10 @@ def texts(tmp):
     return train
 
 
-def tokenizer(build, tmp, train, kind, pre, special=None):
-    d = os.path.join(tmp, "tok-%s-%s-%s" % (kind, pre, special))
+def tokenizer(build, tmp, train, kind, pre, special=None, vocab=VOCAB):
+    d = os.path.join(tmp, "tok-%s-%s-%s-%d" % (kind, pre, special, vocab))
     if not os.path.isdir(d):
-        cmd = [build + "/fusekit", "tokenizer", "train", "--kind", kind, "--vocab", str(VOCAB), "--data", train, "-o", d]
+        cmd = [build + "/fusekit", "tokenizer", "train", "--kind", kind, "--vocab", str(vocab), "--data", train, "-o", d]
         run(*(cmd + (["--pre", pre] if pre else []) + (["--special", special] if special else [])))
     return d
 
