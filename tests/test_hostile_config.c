@@ -321,11 +321,18 @@ static void test_rope_layouts(void **s) {
     CHECK(fk_hf_config_parse(json, "t/config.json", &c));
     assert_true(c.rope_theta == 500000.0f && c.rope_scale == 0 && c.rope_orig_ctx == 0);
     free(json);
-    // rope_parameters wins over the 4.x keys, as in transformers
+    // with both, a non-empty rope_scaling wins and rope_parameters (its rope_theta included) is not
+    // read, as transformers 5.25's convert_rope_params_to_dict (`rope_scaling or rope_parameters`)
     json = with_key(BASE_JSON, "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}");
     char *t = with_key(json, "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 1000.0}");
     CHECK(fk_hf_config_parse(t, "t/config.json", &c));
-    assert_true(c.rope_theta == 1000.0f && c.rope_scale == 0);
+    assert_true(c.rope_theta == 10000.0f && c.rope_scale == 2.0f);  // transformers 5.25: theta 10000, linear 2
+    free(json); free(t);
+    // an empty rope_scaling is not set: rope_parameters is read
+    json = with_key(BASE_JSON, "rope_scaling", "{}");
+    t = with_key(json, "rope_parameters", "{\"rope_type\": \"linear\", \"factor\": 4.0, \"rope_theta\": 1000.0}");
+    CHECK(fk_hf_config_parse(t, "t/config.json", &c));
+    assert_true(c.rope_theta == 1000.0f && c.rope_scale == 4.0f);
     free(json); free(t);
     // llama3 without original_max_position_embeddings: max_position_embeddings, as transformers
     json = with_key(BASE_JSON, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}");

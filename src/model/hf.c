@@ -355,6 +355,18 @@ static bool rotary_and_scaling(const cfg_reader *r) {
     return r->fam && arch_key_of(r->fam, ARCH_F_ROTARY) && arch_key_of(r->fam, ARCH_F_ROPE_SCALING);
 }
 
+// The RoPE object transformers 5 applies and its key: rope_scaling when it is set and not empty (it
+// wins over rope_parameters, as PreTrainedConfig.convert_rope_params_to_dict's
+// `rope_scaling or rope_parameters`), else rope_parameters, else rope_scaling (NULL when neither).
+static const cJSON *rope_object(const cJSON *root, const char **key) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    bool rs_set = rs && !cJSON_IsNull(rs) && !(cJSON_IsObject(rs) && !rs->child);
+    if (!rs_set && rp && !cJSON_IsNull(rp)) { *key = "rope_parameters"; return rp; }
+    *key = "rope_scaling";
+    return rs && !cJSON_IsNull(rs) ? rs : NULL;
+}
+
 // A JSON number as an integer in lo..hi, range-checked before the cast (a cast of 1e300 to an
 // integer is undefined behaviour); false when it is not an integer or out of range.
 static bool json_int(const cJSON *v, double lo, double hi, int64_t *out) {
@@ -601,8 +613,8 @@ static const struct { const char *name; int ext; const char *keys[8]; } rope_typ
 };
 
 // RoPE of a Llama-family config (llama, mistral, qwen2, fusekit) beyond rope_theta: rope_scaling as
-// transformers 4.x writes them, or rope_parameters as 5.x does (which wins when both are there,
-// as in transformers). rope_type default, linear (rope_scale), llama3 (rope_orig_ctx, ...),
+// transformers 4.x writes them, or rope_parameters as 5.x does (rope_object: a non-empty
+// rope_scaling wins when both are there, as in transformers 5). rope_type default, linear (rope_scale), llama3 (rope_orig_ctx, ...),
 // dynamic, yarn and longrope (rope_ext) are implemented (phi3_names: "su" and "yarn" are longrope,
 // as Phi3Config reads them); any other type, per-layer-type
 // parameters, partial rotary factors (which transformers' Llama-family code cannot apply) and
@@ -610,10 +622,9 @@ static const struct { const char *name; int ext; const char *keys[8]; } rope_typ
 static void llama_rope(cfg_reader *r, fk_config *c, bool phi3_names) {
     const cJSON *root = r->root;
     whole_heads_only(r, cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor"), "partial_rotary_factor");
-    const char *key = "rope_parameters";
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(root, key = "rope_scaling");
-    if (!o || cJSON_IsNull(o) || r->st != FK_OK) return;
+    const char *key;
+    const cJSON *o = rope_object(root, &key);
+    if (!o || r->st != FK_OK) return;
     if (!cJSON_IsObject(o)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key); return; }
     const char *kind = get_str(o, "rope_type"), *old = get_str(o, "type");
     if (kind && old && strcmp(kind, old) != 0) {
@@ -874,10 +885,9 @@ static void check_act(cfg_reader *r, const arch_family *f, const char *key, fk_c
 // refused, naming them.
 static void rotary_parse(cfg_reader *r, const arch_key *k, fk_config *c) {
     double share = get_num(r, k->key, k->def);
-    const char *key = "rope_parameters";
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(r->root, key), *it;
-    if (!o || cJSON_IsNull(o)) o = cJSON_GetObjectItemCaseSensitive(r->root, key = "rope_scaling");
-    if (o && !cJSON_IsNull(o) && r->st == FK_OK) {
+    const char *key;
+    const cJSON *o = rope_object(r->root, &key), *it;
+    if (o && r->st == FK_OK) {
         if (!cJSON_IsObject(o)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an object or null", r->path, key); return; }
         if (!rotary_and_scaling(r))  // (else the row's RoPE scaling key checks the object)
         cJSON_ArrayForEach(it, o) {
