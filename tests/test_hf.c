@@ -78,6 +78,10 @@ static const golden_spec goldens[] = {
     // sequential (stablelm), parallel from one norm with base 500 (stablelm_par)
     {"stablelm", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 1e4, 1e-5, false},
     {"stablelm_par", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 500, 1e-5, false},
+    // Falcon 7B's form: multi-query, parallel from one norm (falcon); the new decoder with two norms,
+    // query_key_value grouped per KV head, biases, base 500 (falcon_40b)
+    {"falcon", FK_ARCH_FALCON, FK_DT_F32, true, 4, 1, 16, 96, 64, 1e4, 1e-5, true},
+    {"falcon_40b", FK_ARCH_FALCON, FK_DT_F32, false, 4, 2, 16, 96, 64, 500, 1e-5, true},
 };
 #define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
 
@@ -538,7 +542,8 @@ static void test_bad_configs(void **s) {
     (void)s;
     fk_model m;
     // model types and features fusekit does not implement: refused, naming file and key
-    expect_error(fk_hf_load(&m, variant("llama", "falcon", "model_type", "\"falcon\"")), FK_ERR_UNSUPPORTED, "falcon/config.json", "model_type \"falcon\"");
+    // (falcon was the example until it became a row: issue 18)
+    expect_error(fk_hf_load(&m, variant("llama", "rwkv", "model_type", "\"rwkv\"")), FK_ERR_UNSUPPORTED, "rwkv/config.json", "model_type \"rwkv\"");
     // RoPE keys of another type (linear, llama3: test_hostile_config; yarn, dynamic, longrope: test_rope)
     expect_error(fk_hf_load(&m, variant("llama", "rs", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 2.0, \"low_freq_factor\": 1.0}")), FK_ERR_UNSUPPORTED,
                  "rs/config.json", "rope_scaling");

@@ -12,7 +12,8 @@
 // norm weight and loads back with norm_offset 1 (the same function).
 typedef enum { FK_ARCH_GPT2, FK_ARCH_LLAMA, FK_ARCH_QWEN2, FK_ARCH_MISTRAL, FK_ARCH_FUSEKIT,
                FK_ARCH_GEMMA, FK_ARCH_GEMMA2, FK_ARCH_GEMMA3, FK_ARCH_QWEN3, FK_ARCH_STARCODER2, FK_ARCH_PHI3,
-               FK_ARCH_MPT, FK_ARCH_GPTNEOX, FK_ARCH_PHI, FK_ARCH_STABLELM, FK_ARCH_OLMO2 } fk_arch;
+               FK_ARCH_MPT, FK_ARCH_GPTNEOX, FK_ARCH_PHI, FK_ARCH_STABLELM, FK_ARCH_OLMO2,
+               FK_ARCH_FALCON } fk_arch;
 const char *fk_arch_name(fk_arch a);
 // The HF model_type that represents this config exactly (FK_ARCH_FUSEKIT when none does:
 // then config.json carries every switch and only fusekit loads it).
@@ -27,8 +28,8 @@ typedef struct {
     bool transpose;
     int ndim;
     int64_t shape[2];   // the HF shape
-    int64_t head_rows;  // > 0: a whole qkv entry whose file rows are interleaved per head, [q_h; k_h; v_h] of
-                        // head_rows each (GPT-NeoX's query_key_value); 0: the entry's rows in order
+    int64_t head_rows;  // > 0: a whole qkv entry whose file rows are grouped per KV head, [q of the group's heads;
+                        // k_g; v_g] of head_rows each (GPT-NeoX's and Falcon's query_key_value); 0: the rows in order
 } fk_hf_tensor;
 
 // Lists the HF tensors of a model (malloc'd array in *out, count returned in *n).

@@ -143,6 +143,31 @@ static const arch_tensor hf_gpt_neox[] = {
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "embed_out.weight"},
 };
 
+// Falcon (FalconForCausalLM): query_key_value grouped per KV head (multi-query: [all q; k; v]; new
+// decoder: [q x G; k_g; v_g] per group; otherwise [q_h; k_h; v_h]), input_layernorm (shared, or
+// with post_attention_layernorm when sequential) or ln_attn and ln_mlp (parallel from two norms);
+// every linear map with or without biases (bias); the LM head tied by default.
+#define FALCON_LN(kind_w, kind_b, flag, name) \
+    {kind_w, ARCH_ROWS_ALL, flag, "transformer.h.%d." name ".weight"}, {kind_b, ARCH_ROWS_ALL, flag, "transformer.h.%d." name ".bias"}
+static const arch_tensor hf_falcon[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "transformer.word_embeddings.weight"},
+    FALCON_LN(FK_P_LN1_W, FK_P_LN1_B, ARCH_T_ONE_NORM, "input_layernorm"),
+    FALCON_LN(FK_P_LN1_W, FK_P_LN1_B, ARCH_T_TWO_NORMS, "ln_attn"),
+    FALCON_LN(FK_P_LN2_W, FK_P_LN2_B, ARCH_T_ONE_NORM, "post_attention_layernorm"),
+    FALCON_LN(FK_P_LN2_W, FK_P_LN2_B, ARCH_T_TWO_NORMS, "ln_mlp"),
+    {FK_P_QKV_W, ARCH_ROWS_ALL, ARCH_T_QKV_HEADS, "transformer.h.%d.self_attention.query_key_value.weight"},
+    {FK_P_QKV_B, ARCH_ROWS_ALL, ARCH_T_QKV_HEADS, "transformer.h.%d.self_attention.query_key_value.bias"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "transformer.h.%d.self_attention.dense.weight"},
+    {FK_P_O_B, ARCH_ROWS_ALL, 0, "transformer.h.%d.self_attention.dense.bias"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "transformer.h.%d.mlp.dense_h_to_4h.weight"},
+    {FK_P_UP_B, ARCH_ROWS_UP, 0, "transformer.h.%d.mlp.dense_h_to_4h.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "transformer.h.%d.mlp.dense_4h_to_h.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "transformer.h.%d.mlp.dense_4h_to_h.bias"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "transformer.ln_f.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "transformer.ln_f.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
+};
+
 // Phi-2 (PhiForCausalLM): one input_layernorm for the parallel attention and MLP, biases on every
 // linear map, the LM head's included.
 static const arch_tensor hf_phi[] = {
@@ -414,6 +439,17 @@ static bool hf_fits_neox_phi(const arch_family *f, const fk_config *c) {
 static bool hf_fits_stablelm(const arch_family *f, const fk_config *c) {
     return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_any_scaling(c) && c->head_dim * c->n_head == c->d_model &&
            uniform_layers(c);
+}
+
+// falcon: the row's switches in parallel from one norm or two, RoPE over whole heads over d_model,
+// one FFN width and head count. What Falcon's files also say is written as the row that computes
+// the same: sequential is starcoder2's computation, two norms with biases and multi-head gpt_neox's.
+static bool hf_fits_falcon(const arch_family *f, const fk_config *c) {
+    fk_config t = *c;
+    t.residual = f->residual;
+    bool neox = c->residual == FK_RESID_PARALLEL && c->bias_qkv && c->n_kv_head == c->n_head;
+    return c->residual != FK_RESID_SEQUENTIAL && !neox && switches_match(f, &t) && no_gemma_switch(c) && whole_rotary(c) &&
+           c->head_dim * c->n_head == c->d_model && uniform_layers(c) && c->n_kv_head > 0 && c->n_head % c->n_kv_head == 0;
 }
 
 // gemma, gemma2, gemma3_text: the generation's switches and what its keys can say.
@@ -754,6 +790,16 @@ static const arch_key keys_stablelm[] = {
 static const arch_key keys_olmo2[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0}, DROPOUT,
 };
+// falcon: its own size names (ffn_hidden_size 4 * d_model when absent), the RoPE of transformers 5
+// (rope_parameters), activation "gelu" (exact) by default, bias on every linear map, the layout group
+static const arch_key keys_falcon[] = {
+    {ARCH_F_D_MODEL, "hidden_size", ARCH_D_REQUIRED, 0}, {ARCH_F_N_LAYER, "num_hidden_layers", ARCH_D_REQUIRED, 0},
+    {ARCH_F_N_HEAD, "num_attention_heads", ARCH_D_REQUIRED, 0}, {ARCH_F_FFN, "ffn_hidden_size", ARCH_D_4D, 0},
+    {ARCH_F_MAX_SEQ, "max_position_embeddings", ARCH_D_VALUE, 2048}, {ARCH_F_NORM_EPS, "layer_norm_epsilon", ARCH_D_VALUE, 1e-5},
+    {ARCH_F_ROPE_THETA, "rope_theta", ARCH_D_VALUE, 1e4}, {ARCH_F_ROPE_SCALING, "rope_scaling", ARCH_D_VALUE, 1},
+    {ARCH_F_ACT, "activation", ARCH_D_VALUE, 1}, {ARCH_F_USE_BIAS, "bias", ARCH_D_VALUE, 0}, {ARCH_F_FALCON, "", ARCH_D_VALUE, 0},
+    DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
+};
 static const arch_key keys_fusekit[] = {
     LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(0), DROPOUT, {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0},
 };
@@ -784,6 +830,7 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 #define SW_MPT   {FK_NORM_LAYERNORM, FK_POS_NONE,    FK_MLP_GELU,   false, false, false, false, false, false, false}
 #define SW_NEOX_PHI {FK_NORM_LAYERNORM, FK_POS_ROPE,   FK_MLP_GELU,   true,  true,  true,  true,  false, false, false}
 #define SW_STABLELM {FK_NORM_LAYERNORM, FK_POS_ROPE,   FK_MLP_SWIGLU, false, false, false, true,  false, false, false}
+#define SW_FALCON {FK_NORM_LAYERNORM,  FK_POS_ROPE,   FK_MLP_GELU,   false, false, false, true,  false, false, false}
 
 // The Hugging Face columns, and the GGUF columns of a row with llama.cpp's Llama tensor names.
 #define HF(cls_, set_, keys_, acts_, tied_, fits_) \
@@ -799,7 +846,10 @@ const arch_family arch_families[] = {
      .gguf = "gpt2", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_kind, .gguf_fits = gguf_fits_gpt2},
     {FK_ARCH_LLAMA, "llama", NULL, 0, SW_LLAMA, HF("LlamaForCausalLM", hf_llama, keys_llama, acts_silu, false, hf_fits_llama),
      GGUF("llama", false, false, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
-    {FK_ARCH_QWEN2, "qwen2", NULL, 0, SW_QWEN2, HF("Qwen2ForCausalLM", hf_llama, keys_qwen2, acts_silu, false, hf_fits_qwen)},
+    // qwen2: GGUF import only (llama.cpp's qwen2: llama's names and keys, q/k/v biases, NEOX order as Hugging
+    // Face stores q and k); export keeps writing Qwen2-style models as llama (permuted Q/K)
+    {FK_ARCH_QWEN2, "qwen2", NULL, 0, SW_QWEN2, HF("Qwen2ForCausalLM", hf_llama, keys_qwen2, acts_silu, false, hf_fits_qwen),
+     .gguf_import = "qwen2", .gguf_neox = true, .gguf_t = SET(gguf_llama), .gguf_keys = ARCH_GK_LLAMA},
     {FK_ARCH_MISTRAL, "mistral", NULL, 0, SW_LLAMA, HF("MistralForCausalLM", hf_llama, keys_mistral, acts_silu, false, hf_fits_mistral)},
     // every switch in its config.json: what no other model_type describes (fk_config_arch's fallback)
     {FK_ARCH_FUSEKIT, "fusekit", NULL, 0, SW_LLAMA, HF("FusekitForCausalLM", hf_llama, keys_fusekit, NULL, false, NULL)},
@@ -847,6 +897,10 @@ const arch_family arch_families[] = {
     // over the whole projections; Llama's tensor names (no GGUF side yet: export refused)
     {FK_ARCH_OLMO2, "olmo2", NULL, 0, SW_OLMO2, .no_pre_norms = true, .qk_norm_whole = true,
      HF("Olmo2ForCausalLM", hf_llama, keys_olmo2, acts_silu, false, hf_fits_olmo2)},
+    // falcon (Falcon 7B/40B/180B, Falcon 2): fused q/k/v grouped per KV head, parallel from one norm (7B) or two
+    // (new_decoder_architecture), or sequential; exact GELU by default; ALiBi refused (no GGUF side yet: export refused)
+    {FK_ARCH_FALCON, "falcon", NULL, 0, SW_FALCON, .residual = FK_RESID_PARALLEL_SHARED,
+     HF("FalconForCausalLM", hf_falcon, keys_falcon, acts_gelu_tanh, true, hf_fits_falcon), .acts_exact = acts_gelu_exact},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };
@@ -859,11 +913,12 @@ const arch_family *arch_of(fk_arch a) {
     return NULL;
 }
 
+static bool same_name(const char *g, const char *name, size_t n) { return g && strlen(g) == n && memcmp(g, name, n) == 0; }
+
+// (a row's gguf_import too: qwen2)
 const arch_family *arch_of_gguf(const char *name, size_t n) {
-    for (int i = 0; i < arch_n_families; i++) {
-        const char *g = arch_families[i].gguf;
-        if (g && strlen(g) == n && memcmp(g, name, n) == 0) return &arch_families[i];
-    }
+    for (int i = 0; i < arch_n_families; i++)
+        if (same_name(arch_families[i].gguf, name, n) || same_name(arch_families[i].gguf_import, name, n)) return &arch_families[i];
     return NULL;
 }
 
@@ -871,9 +926,10 @@ const char *arch_gguf_names(void) {
     static char buf[256];
     if (buf[0]) return buf;
     size_t k = 0;
-    for (int i = 0; i < arch_n_families; i++)
-        if (arch_families[i].gguf && k < sizeof buf)
-            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", k ? ", " : "", arch_families[i].gguf);
+    for (int i = 0; i < arch_n_families; i++) {
+        const char *g = arch_families[i].gguf ? arch_families[i].gguf : arch_families[i].gguf_import;
+        if (g && k < sizeof buf) k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", k ? ", " : "", g);
+    }
     return buf;
 }
 
@@ -939,6 +995,8 @@ static bool per_layer(fk_param_kind k) {
 // tensor does not exist for this config.
 static bool item_rows(const fk_config *c, const arch_tensor *r, int l, const fk_param *p, int64_t *row0, int64_t *rows) {
     if (((r->flags & ARCH_T_POST) && !c->post_norms) || ((r->flags & ARCH_T_NO_POST) && c->post_norms)) return false;
+    bool two_norms = c->residual == FK_RESID_PARALLEL;
+    if (((r->flags & ARCH_T_TWO_NORMS) && !two_norms) || ((r->flags & ARCH_T_ONE_NORM) && two_norms)) return false;
     int64_t Dq = l >= 0 ? fk_config_heads(c, l) * c->head_dim : 0, Dkv = c->n_kv_head * c->head_dim, F = l >= 0 ? c->ffn[l] : 0;
     bool gated = fk_config_gated(c);
     *row0 = 0;

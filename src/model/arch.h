@@ -26,8 +26,11 @@ enum {
     ARCH_T_NORM = 1u << 4,      // GGUF: an RMSNorm weight, stored plus the norm offset (Gemma)
     ARCH_T_QSCALE = 1u << 5,    // GGUF: carries an attention scale folded into the queries (Gemma): the
                                 // QK-norm weight when the layer has one, else the query rows
-    ARCH_T_QKV_HEADS = 1u << 6, // Hugging Face: a whole qkv entry with its rows interleaved per head, [q_h; k_h; v_h]
-                                // for each head h (GPT-NeoX's query_key_value; multi-head attention only)
+    ARCH_T_QKV_HEADS = 1u << 6, // Hugging Face: a whole qkv entry with its rows grouped per KV head, [q of the group's
+                                // heads; k_g; v_g] for each KV head g (GPT-NeoX's query_key_value: [q_h; k_h; v_h] per
+                                // head; Falcon's: one group when multi-query, n_kv_head groups in its new decoder)
+    ARCH_T_TWO_NORMS = 1u << 7, // only when attention and MLP run in parallel from two norms (FK_RESID_PARALLEL)
+    ARCH_T_ONE_NORM = 1u << 8,  // only otherwise (Falcon: input_layernorm, post_attention_layernorm vs ln_attn, ln_mlp)
 };
 
 // One file tensor: `name` is a printf pattern, with %d for the layer of a per-layer entry.
@@ -86,6 +89,8 @@ typedef enum {
     ARCH_F_PARALLEL,     // use_parallel_residual: the row's parallel form (gpt_neox: two norms; stablelm: one) or
                          // sequential (`def` when absent)
     ARCH_F_QKV_BIAS,     // a boolean that sets bias_qkv alone (StableLM's use_qkv_bias; o_proj has none)
+    ARCH_F_FALCON,       // Falcon's attention layout keys: multi_query, new_decoder_architecture, parallel_attn,
+                         // num_kv_heads, num_ln_in_parallel_attn (n_kv_head and the residual kind), alibi (refused)
 } arch_field;
 
 // How a reader fills a field whose key is absent (or null).
@@ -160,6 +165,8 @@ struct arch_family {
     bool (*hf_fits)(const arch_family *f, const fk_config *c);
     // ---- GGUF
     const char *gguf;         // general.architecture, NULL when exported under another family's name
+    const char *gguf_import;  // a general.architecture read as this row but never written (gguf NULL; the
+                              // gguf_* fields below describe it): qwen2, whose models export as llama
     bool gguf_gemma;          // llama.cpp's Gemma conventions (norm weights 1 + w, a hard-coded attention scale)
     bool gguf_neox;           // llama.cpp rotates query/key halves (NEOX order), as Hugging Face does: the rows are
                               // stored as they are; else in its interleaved order (ARCH_T_ROPE rows permuted)

@@ -52,18 +52,21 @@ static int64_t tensor_cols(const fk_model *m, const fk_hf_tensor *t) {
     return p->ndim == 2 ? p->shape[1] : 1;
 }
 
-// The entry row that file row r of a per-head interleaved qkv tensor holds: file row
-// (h * 3 + s) * hd + j is row s * rows/3 + h * hd + j of q (s 0), k (1) or v (2).
-static int64_t qkv_head_row(const fk_hf_tensor *t, int64_t r) {
-    int64_t hd = t->head_rows, h = r / (3 * hd), s = r / hd % 3;
-    return s * (t->rows / 3) + h * hd + r % hd;
+// The entry row that file row r of a qkv tensor grouped per KV head holds: with G query heads per
+// KV head, file row (g * (G + 2) + s) * hd + j is query head g * G + s (s < G), key head g (s G) or
+// value head g (s G + 1), row j (G 1: GPT-NeoX's [q_h; k_h; v_h]).
+static int64_t qkv_head_row(const fk_model *m, const fk_hf_tensor *t, int64_t r) {
+    int64_t hd = t->head_rows, G = m->cfg.n_head / m->cfg.n_kv_head, kv = t->rows / ((G + 2) * hd);
+    int64_t g = r / ((G + 2) * hd), s = r / hd % (G + 2), j = r % hd;
+    if (s < G) return (g * G + s) * hd + j;
+    return kv * G * hd + (s - G) * kv * hd + g * hd + j;
 }
 
 void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out) {
     int64_t cols = tensor_cols(m, t);
     const float *src = arena + m->params[t->param].offset + t->row0 * cols;
     if (t->head_rows > 0) {
-        for (int64_t r = 0; r < t->rows; r++) memcpy(out + r * cols, src + qkv_head_row(t, r) * cols, (size_t)cols * sizeof(float));
+        for (int64_t r = 0; r < t->rows; r++) memcpy(out + r * cols, src + qkv_head_row(m, t, r) * cols, (size_t)cols * sizeof(float));
         return;
     }
     if (!t->transpose) { memcpy(out, src, (size_t)(t->rows * cols) * sizeof(float)); return; }
@@ -75,7 +78,7 @@ void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const
     int64_t cols = tensor_cols(m, t);
     float *dst = arena + m->params[t->param].offset + t->row0 * cols;
     if (t->head_rows > 0) {
-        for (int64_t r = 0; r < t->rows; r++) memcpy(dst + qkv_head_row(t, r) * cols, in + r * cols, (size_t)cols * sizeof(float));
+        for (int64_t r = 0; r < t->rows; r++) memcpy(dst + qkv_head_row(m, t, r) * cols, in + r * cols, (size_t)cols * sizeof(float));
         return;
     }
     if (!t->transpose) { memcpy(dst, in, (size_t)(t->rows * cols) * sizeof(float)); return; }
@@ -272,6 +275,23 @@ static void mpt_config_json(cJSON *j, const fk_config *c) {
     add_float(j, "embedding_fraction", 1);
 }
 
+// Falcon's layout keys (ARCH_F_FALCON) in the form that loads as c: two norms are the new decoder;
+// one shared norm the 7B form when multi-query or multi-head, else the new decoder with one norm.
+static void falcon_config_json(cJSON *j, const fk_config *c) {
+    bool two = c->residual == FK_RESID_PARALLEL, mq = c->n_kv_head == 1;
+    bool nda = two || (c->residual == FK_RESID_PARALLEL_SHARED && !mq && c->n_kv_head != c->n_head);
+    cJSON_AddBoolToObject(j, "new_decoder_architecture", nda);
+    cJSON_AddBoolToObject(j, "multi_query", nda || mq);  // (the new decoder ignores it: the class default)
+    cJSON_AddBoolToObject(j, "parallel_attn", c->residual != FK_RESID_SEQUENTIAL);
+    // num_kv_heads is read by the new decoder only (FalconConfig: num_attention_heads when absent);
+    // num_key_value_heads is the count FalconConfig derives and saves
+    cJSON_AddNumberToObject(j, "num_kv_heads", (double)(nda ? c->n_kv_head : c->n_head));
+    cJSON_AddNumberToObject(j, "num_key_value_heads", (double)c->n_kv_head);
+    if (nda) cJSON_AddNumberToObject(j, "num_ln_in_parallel_attn", two ? 2 : 1);
+    else cJSON_AddNullToObject(j, "num_ln_in_parallel_attn");
+    cJSON_AddBoolToObject(j, "alibi", 0);
+}
+
 // The row's keys in its order: the sizes under the family's names, its constants and its groups.
 static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
     int64_t F = 0;
@@ -310,6 +330,7 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_GEMMA: gemma_config_json(j, c, f->gemma); break;
         case ARCH_F_SWITCHES: fusekit_switches_json(j, c); break;
         case ARCH_F_MPT: mpt_config_json(j, c); break;
+        case ARCH_F_FALCON: falcon_config_json(j, c); break;
         case ARCH_F_SCALARS: break;
         }
     }
@@ -959,6 +980,39 @@ static void mpt_config_parse(cfg_reader *r, fk_config *c) {
     r->st = ar.st;
 }
 
+// Falcon's layout keys (ARCH_F_FALCON) as FalconAttention and FalconDecoderLayer read them: the KV heads
+// (multi_query: one; the new decoder: num_kv_heads; else every head) and the residual kind; alibi and
+// the combinations transformers cannot build are refused naming the key.
+static void falcon_config_parse(cfg_reader *r, fk_config *c) {
+    if (get_bool(r, r->root, "alibi", false) && r->st == FK_OK) {
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"alibi\" is true; fusekit implements model_type falcon only with RoPE (transformers' "
+                         "Falcon ALiBi rounds to bfloat16 and scales differently from MPT's)", r->path);
+        return;
+    }
+    bool nda = get_bool(r, r->root, "new_decoder_architecture", false), mq = get_bool(r, r->root, "multi_query", true);
+    bool par = get_bool(r, r->root, "parallel_attn", true);
+    double kv = get_num_or_null(r, "num_kv_heads", 0), ln = get_num_or_null(r, "num_ln_in_parallel_attn", 0);
+    if (kv == 0) kv = (double)c->n_head;  // FalconConfig: num_attention_heads when absent
+    if (r->st != FK_OK) return;
+    if (nda && !par)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"parallel_attn\" is false with new_decoder_architecture true; transformers' "
+                         "FalconDecoderLayer then has no ln_attn/ln_mlp to run", r->path);
+    else if (ln != 0 && ln != 1 && ln != 2)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"num_ln_in_parallel_attn\" is %g, expected 1, 2 or null", r->path, ln);
+    else if (!nda && ln == 2 && par)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"num_ln_in_parallel_attn\" is 2 without new_decoder_architecture; transformers' "
+                         "FalconDecoderLayer then makes ln_attn/ln_mlp but runs input_layernorm", r->path);
+    else if (nda && (kv < 1 || kv != floor(kv) || c->n_head % (int64_t)kv != 0))
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"num_kv_heads\" is %g, expected a divisor of num_attention_heads %lld", r->path, kv,
+                         (long long)c->n_head);
+    else if (!nda && !mq && kv != (double)c->n_head)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"num_kv_heads\" is %g with multi_query false; transformers' Falcon then splits %lld "
+                         "key heads from query_key_value but groups queries by %g", r->path, kv, (long long)c->n_head, kv);
+    if (r->st != FK_OK) return;
+    c->n_kv_head = nda ? (int64_t)kv : mq ? 1 : c->n_head;
+    c->residual = nda ? (ln == 1 ? FK_RESID_PARALLEL_SHARED : FK_RESID_PARALLEL) : par ? FK_RESID_PARALLEL_SHARED : FK_RESID_SEQUENTIAL;
+}
+
 // A family's config.json: the scalar fields, then in the row's order the keys that refine them.
 static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
     const char *act_key = NULL;
@@ -989,6 +1043,7 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
         case ARCH_F_QWEN_WINDOW: qwen_window_parse(r, f, k, c); break;
         case ARCH_F_GEMMA: gemma_config_parse(r, f->gemma, c); break;
         case ARCH_F_MPT: mpt_config_parse(r, c); break;
+        case ARCH_F_FALCON: falcon_config_parse(r, c); break;
         case ARCH_F_SWITCHES: {
             const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, k->key);
             if (cJSON_IsObject(s)) fusekit_switches_parse(r, s, c);

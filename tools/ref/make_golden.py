@@ -62,6 +62,8 @@ from transformers import (
     Starcoder2ForCausalLM,
     StableLmConfig,
     StableLmForCausalLM,
+    FalconConfig,
+    FalconForCausalLM,
 )
 
 # ----------------------------------------------------------------------------
@@ -145,6 +147,27 @@ MPT_BASE = dict(
 
 # GPT-NeoX (Pythia) in transformers 4's keys, which transformers 5 still reads (rotary_pct,
 # rotary_emb_base become rope_parameters)
+FALCON_BASE = dict(
+    vocab_size=72,
+    hidden_size=64,
+    ffn_hidden_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    layer_norm_epsilon=1e-5,
+    multi_query=True,
+    parallel_attn=True,
+    new_decoder_architecture=False,
+    bias=False,
+    alibi=False,
+    activation="gelu",
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+    attn_implementation="eager",
+)
 NEOX_BASE = dict(
     vocab_size=70,
     hidden_size=64,
@@ -373,6 +396,21 @@ def forward_specs():
             StableLmConfig(**{**STABLELM_BASE, "vocab_size": 82, "use_parallel_residual": True,
                               "rope_parameters": dict(rope_type="default", rope_theta=500.0, partial_rotary_factor=0.25)}),
             1030, 2030, f32, None,
+        ),
+        # Falcon 7B's form: multi-query (query_key_value [all q; k; v]), attention and MLP in parallel from
+        # input_layernorm alone, no biases, exact GELU, tied; falcon_40b: the new decoder (ln_attn and
+        # ln_mlp, query_key_value grouped per KV head [q x 2; k; v], num_kv_heads 2), biases, base 500, untied
+        "falcon": (
+            FalconForCausalLM,
+            FalconConfig(**FALCON_BASE),
+            1070, 2070, f32, None,
+        ),
+        "falcon_40b": (
+            FalconForCausalLM,
+            FalconConfig(**{**FALCON_BASE, "vocab_size": 76, "new_decoder_architecture": True, "num_kv_heads": 2,
+                            "bias": True, "tie_word_embeddings": False,
+                            "rope_parameters": dict(rope_type="default", rope_theta=500.0)}),
+            1071, 2071, f32, None,
         ),
         # RoPE scaling types (Llama, head_dim 8, T = 16), as transformers 5 computes them:
         # YaRN factor 4 over an original context of 64 (truncated correction range 0..3: dim 0
