@@ -769,10 +769,38 @@ static void test_stablelm_keys(void **s) {
     expect_error(parse_golden_with("stablelm", "hidden_act", "\"gelu\"", &c), FK_ERR_UNSUPPORTED, "hidden_act", "gelu");
 }
 
+// falcon keys: the layouts transformers builds (sequential: written as starcoder2, the same computation),
+// ALiBi and the layouts it cannot build refused naming the key; GGUF export refused naming llama.cpp's falcon.
+static void test_falcon_keys(void **s) {
+    (void)s;
+    fk_config c;
+    CHECK(parse_golden_with("falcon", "parallel_attn", "false", &c));
+    assert_int_equal(c.residual, FK_RESID_SEQUENTIAL);
+    assert_int_equal(c.n_kv_head, 1);
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_STARCODER2);
+    CHECK(parse_golden_with("falcon", "multi_query", "false", &c));
+    assert_int_equal(c.n_kv_head, 4);
+    assert_int_equal(c.residual, FK_RESID_PARALLEL_SHARED);
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_FALCON);
+    CHECK(parse_golden_with("falcon_40b", "num_ln_in_parallel_attn", "1", &c));
+    assert_int_equal(c.residual, FK_RESID_PARALLEL_SHARED);
+    assert_int_equal(c.n_kv_head, 2);
+    CHECK(parse_golden_with("falcon", "activation", NULL, &c));
+    assert_true(c.gelu_exact);
+    expect_error(parse_golden_with("falcon", "alibi", "true", &c), FK_ERR_UNSUPPORTED, "\"alibi\"", "falcon");
+    expect_error(parse_golden_with("falcon_40b", "parallel_attn", "false", &c), FK_ERR_UNSUPPORTED, "parallel_attn", "new_decoder_architecture");
+    expect_error(parse_golden_with("falcon_40b", "num_kv_heads", "3", &c), FK_ERR_FORMAT, "num_kv_heads", "3");
+    expect_error(parse_golden_with("falcon", "num_ln_in_parallel_attn", "2", &c), FK_ERR_UNSUPPORTED, "num_ln_in_parallel_attn", "2");
+    const char *arch;
+    CHECK(parse_golden_with("falcon", "bias", NULL, &c));
+    expect_error(fk_gguf_model_arch(&c, &arch), FK_ERR_UNSUPPORTED, "llama.cpp's falcon", "exact GELU");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_neox_phi_keys),
         cmocka_unit_test(test_stablelm_keys),
+        cmocka_unit_test(test_falcon_keys),
         cmocka_unit_test(test_mpt_keys),
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
         cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),

@@ -622,6 +622,18 @@ static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
     return FK_OK;
 }
 
+// falcon: attention and MLP in parallel from one LayerNorm without an LM-head bias (phi2 has one;
+// gptneox takes two norms) is llama.cpp's falcon architecture, which fusekit does not write yet.
+static bool gguf_claims_falcon(const arch_family *f, const fk_config *c) { return gguf_claims_kind(f, c) && c->bias_norm; }
+
+static fk_status gguf_fits_falcon(const arch_family *f, const fk_config *c) {
+    (void)f;
+    return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model runs attention and MLP in parallel from one LayerNorm without an LM-head "
+                    "bias (Falcon 7B's form), which is llama.cpp's falcon architecture; fusekit does not export it yet (llama.cpp's falcon "
+                    "computes the tanh GELU, Falcon the exact one unless its activation says otherwise)%s",
+                    c->gelu_exact ? ": this model has the exact GELU" : "");
+}
+
 // stablelm: LayerNorm with bias, RoPE and SwiGLU, sequential or parallel from one norm, one FFN width
 // and head count.
 static bool gguf_claims_stablelm(const arch_family *f, const fk_config *c) {
@@ -898,9 +910,11 @@ const arch_family arch_families[] = {
     {FK_ARCH_OLMO2, "olmo2", NULL, 0, SW_OLMO2, .no_pre_norms = true, .qk_norm_whole = true,
      HF("Olmo2ForCausalLM", hf_llama, keys_olmo2, acts_silu, false, hf_fits_olmo2)},
     // falcon (Falcon 7B/40B/180B, Falcon 2): fused q/k/v grouped per KV head, parallel from one norm (7B) or two
-    // (new_decoder_architecture), or sequential; exact GELU by default; ALiBi refused (no GGUF side yet: export refused)
+    // (new_decoder_architecture), or sequential; exact GELU by default; ALiBi refused (no GGUF side yet: Falcon 7B's form refused
+    // on export naming llama.cpp's falcon; the new decoder's is gptneox's claim)
     {FK_ARCH_FALCON, "falcon", NULL, 0, SW_FALCON, .residual = FK_RESID_PARALLEL_SHARED,
-     HF("FalconForCausalLM", hf_falcon, keys_falcon, acts_gelu_tanh, true, hf_fits_falcon), .acts_exact = acts_gelu_exact},
+     HF("FalconForCausalLM", hf_falcon, keys_falcon, acts_gelu_tanh, true, hf_fits_falcon), .acts_exact = acts_gelu_exact,
+     .gguf_claims = gguf_claims_falcon, .gguf_fits = gguf_fits_falcon},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };
