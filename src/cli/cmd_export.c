@@ -98,7 +98,7 @@ int cmd_import(int argc, char **argv) {
     };
     int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit import --gguf IN.gguf -o DIR [--dtype f32|f16|bf16]\n\n"
-                       "Reads a llama, deci, gpt2, gemma, gemma2, gemma3, qwen3, starcoder2, phi3, gptneox, phi2, stablelm or mpt GGUF file into a model\n"
+                       "Reads a llama, deci, gpt2, gemma, gemma2, gemma3, qwen2, qwen3, starcoder2, phi3, gptneox, phi2, stablelm or mpt GGUF file into a model\n"
                        "folder, decoding its tensors (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q8_K, IQ4_NL,\n"
                        "IQ4_XS) to --dtype (config.json, model.safetensors, tokenizer.json when the file has a tokenizer).");
     if (rc >= 0) return rc;

@@ -766,6 +766,13 @@ static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c)
         const arch_family *row = arch_of_gguf(arch, strlen(arch));
         if (row->residual == FK_RESID_PARALLEL_SHARED && arch_tensor_of(row->gguf_t, FK_P_LN2_W, -1) && has_tensor(g, "blk.0.ffn_norm.weight"))
             c->residual = FK_RESID_SEQUENTIAL;
+        // falcon: the new decoder's two norms when the file has the attention's own norm (attn_norm_2)
+        for (int i = 0; i < row->gguf_t.n; i++)
+            if (row->gguf_t.t[i].kind == FK_P_LN1_W && (row->gguf_t.t[i].flags & ARCH_T_TWO_NORMS)) {
+                char name[96];
+                snprintf(name, sizeof name, row->gguf_t.t[i].name, 0);
+                if (has_tensor(g, name)) c->residual = FK_RESID_PARALLEL;
+            }
         c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
         c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
         if (gemma_arch(arch)) {
@@ -964,7 +971,7 @@ fk_status fk_gguf_import_ex(const char *path, unsigned flags, fk_model *m, fk_to
     const char *arch = NULL;
     if (st == FK_OK) {
         const arch_family *fam = arch_of_gguf(a.s, a.n);
-        if (fam) arch = fam->gguf;
+        if (fam) arch = fam->gguf ? fam->gguf : fam->gguf_import;
         else
             st = fk_error(FK_ERR_UNSUPPORTED, "%s: key 'general.architecture' is \"%.*s\", which fusekit does not import (supported: %s)",
                           path, (int)(a.n > 64 ? 64 : a.n), a.s, arch_gguf_names());
