@@ -796,11 +796,52 @@ static void test_falcon_keys(void **s) {
     expect_error(fk_gguf_model_arch(&c, &arch), FK_ERR_UNSUPPORTED, "llama.cpp's falcon", "exact GELU");
 }
 
+// falcon as llama.cpp's falcon GGUF: Falcon 7B's form with the tanh GELU (llama.cpp's; the golden's exact
+// GELU is refused above) exports and imports back to the same config and weights; attn_qkv holds the
+// rows of transformers' multi-query query_key_value ([all q; k; v]) unchanged, as llama.cpp's converter
+// writes them; one attn_norm, no biases, the tied head as token_embd.
+static void test_falcon_gguf(void **s) {
+    (void)s;
+    fk_model m, b;
+    char *dir = golden_dir("falcon"), path[700];
+    CHECK(fk_hf_load(&m, dir));
+    m.cfg.gelu_exact = false;
+    m.cfg.bos_id = m.cfg.eos_id = -1;  // (the GGUF carries no tokenizer ids here)
+    char *out = tpath("falcon.gguf");
+    fk_gguf_export_stats st;
+    CHECK(fk_gguf_export(&m, NULL, out, FK_DT_F32, "falcon", &st));
+    assert_string_equal(st.arch, "falcon");
+    fk_gguf g;
+    CHECK(fk_gguf_open(out, &g));
+    assert_null(fk_gguf_find_tensor(&g, "blk.0.attn_norm_2.weight"));
+    assert_null(fk_gguf_find_tensor(&g, "output.weight"));
+    assert_non_null(fk_gguf_find_tensor(&g, "blk.1.attn_norm.bias"));
+    const fk_gguf_tensor *qkv = fk_gguf_find_tensor(&g, "blk.1.attn_qkv.weight");
+    assert_non_null(qkv);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    fk_safetensors st_ref;
+    CHECK(fk_st_open(&st_ref, path));
+    const fk_st_tensor *ref = fk_st_find(&st_ref, "transformer.h.1.self_attention.query_key_value.weight");
+    assert_non_null(ref);
+    assert_int_equal(qkv->nbytes, (uint64_t)ref->numel * sizeof(float));
+    assert_memory_equal(qkv->data, ref->data, (size_t)qkv->nbytes);
+    fk_st_close(&st_ref);
+    fk_gguf_close(&g);
+    CHECK(fk_gguf_import(out, &b, NULL));
+    assert_memory_equal(&m.cfg, &b.cfg, sizeof m.cfg);
+    assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+    assert_int_equal(fk_config_arch(&b.cfg), FK_ARCH_FALCON);
+    print_message("  falcon (tanh GELU) as GGUF falcon and back: config and weights exact, attn_qkv = query_key_value\n");
+    fk_model_free(&m);
+    fk_model_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_neox_phi_keys),
         cmocka_unit_test(test_stablelm_keys),
         cmocka_unit_test(test_falcon_keys),
+        cmocka_unit_test(test_falcon_gguf),
         cmocka_unit_test(test_mpt_keys),
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
         cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),

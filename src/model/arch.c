@@ -283,6 +283,26 @@ static const arch_tensor gguf_phi2[] = {
     {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "output.bias"},
 };
 
+// llama.cpp's falcon: the fused attn_qkv as its converter writes it (all queries, then keys, then
+// values: fusekit's order), no biases; Falcon 7B's one attn_norm, or the new decoder's attn_norm_2
+// (ln_attn, the attention's) with attn_norm (ln_mlp: its graph feeds the FFN attn_norm).
+static const arch_tensor gguf_falcon[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, ARCH_T_ONE_NORM, "blk.%d.attn_norm.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, ARCH_T_ONE_NORM, "blk.%d.attn_norm.bias"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, ARCH_T_TWO_NORMS, "blk.%d.attn_norm_2.weight"},
+    {FK_P_LN1_B, ARCH_ROWS_ALL, ARCH_T_TWO_NORMS, "blk.%d.attn_norm_2.bias"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, ARCH_T_TWO_NORMS, "blk.%d.attn_norm.weight"},
+    {FK_P_LN2_B, ARCH_ROWS_ALL, ARCH_T_TWO_NORMS, "blk.%d.attn_norm.bias"},
+    {FK_P_QKV_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_qkv.weight"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.weight"},
+    {FK_P_UP_W, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.weight"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "output_norm.weight"},
+    {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "output_norm.bias"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
+};
+
 // ------------------------------------------------------------------ shared conventions
 
 float arch_attn_scale(const fk_config *c) { return c->attn_scale > 0 ? c->attn_scale : (float)(1 / sqrt((double)c->head_dim)); }
@@ -622,16 +642,23 @@ static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
     return FK_OK;
 }
 
-// falcon: attention and MLP in parallel from one LayerNorm without an LM-head bias (phi2 has one;
-// gptneox takes two norms) is llama.cpp's falcon architecture, which fusekit does not write yet.
+// falcon: attention and MLP in parallel from one LayerNorm without an LM-head bias (Falcon 7B's form;
+// phi2 has the bias, and two norms are gptneox's claim).
 static bool gguf_claims_falcon(const arch_family *f, const fk_config *c) { return gguf_claims_kind(f, c) && c->bias_norm; }
 
+// llama.cpp's falcon graph: no linear biases, the tanh GELU, heads spanning the embedding (attn_output
+// is n_embd square), unscaled RoPE over whole heads.
 static fk_status gguf_fits_falcon(const arch_family *f, const fk_config *c) {
-    (void)f;
-    return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model runs attention and MLP in parallel from one LayerNorm without an LM-head "
-                    "bias (Falcon 7B's form), which is llama.cpp's falcon architecture; fusekit does not export it yet (llama.cpp's falcon "
-                    "computes the tanh GELU, Falcon the exact one unless its activation says otherwise)%s",
-                    c->gelu_exact ? ": this model has the exact GELU" : "");
+    FK_TRY(arch_gguf_refuse(f, c));
+    const char *miss = c->gelu_exact ? "exact GELU (Falcon's activation \"gelu\"), where llama.cpp computes the tanh approximation"
+                     : c->bias_qkv || c->bias_out || c->bias_mlp ? "linear biases, which llama.cpp's falcon graph has none of"
+                     : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model"
+                     : arch_any_sliding(c) || c->rope_scale != 0 || c->rope_orig_ctx != 0 ? "sliding windows or RoPE scaling"
+                     : NULL;
+    if (miss)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model (attention and MLP in parallel from one LayerNorm: llama.cpp's falcon "
+                        "architecture) has %s: llama.cpp would compute a different model", miss);
+    return FK_OK;
 }
 
 // stablelm: LayerNorm with bias, RoPE and SwiGLU, sequential or parallel from one norm, one FFN width
@@ -910,10 +937,11 @@ const arch_family arch_families[] = {
     {FK_ARCH_OLMO2, "olmo2", NULL, 0, SW_OLMO2, .no_pre_norms = true, .qk_norm_whole = true,
      HF("Olmo2ForCausalLM", hf_llama, keys_olmo2, acts_silu, false, hf_fits_olmo2)},
     // falcon (Falcon 7B/40B/180B, Falcon 2): fused q/k/v grouped per KV head, parallel from one norm (7B) or two
-    // (new_decoder_architecture), or sequential; exact GELU by default; ALiBi refused (no GGUF side yet: Falcon 7B's form refused
-    // on export naming llama.cpp's falcon; the new decoder's is gptneox's claim)
+    // (new_decoder_architecture), or sequential; exact GELU by default; ALiBi refused; GGUF falcon: Falcon 7B's form exported
+    // and imported (NEOX order), the new decoder's two norms imported (exported: gptneox's claim, which wants biases)
     {FK_ARCH_FALCON, "falcon", NULL, 0, SW_FALCON, .residual = FK_RESID_PARALLEL_SHARED,
      HF("FalconForCausalLM", hf_falcon, keys_falcon, acts_gelu_tanh, true, hf_fits_falcon), .acts_exact = acts_gelu_exact,
+     .gguf = "falcon", .gguf_neox = true, .gguf_t = SET(gguf_falcon), .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM,
      .gguf_claims = gguf_claims_falcon, .gguf_fits = gguf_fits_falcon},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
