@@ -54,7 +54,7 @@ int cmd_export(int argc, char **argv) {
                        "usage: fusekit export --model DIR --gguf OUT.gguf [--type f32|f16|bf16] [--no-tokenizer]\n\n"
                        "Writes a model (a folder or a .gguf file) as a GGUF v3 file for llama.cpp (architecture llama, deci\n"
                        "for per-layer widths, gpt2, gemma/gemma2/gemma3, qwen3, starcoder2, phi3,\n"
-                       "gptneox, phi2, stablelm or mpt), with the tokenizer's tokenizer.ggml.* keys.");
+                       "gptneox, phi2, stablelm, mpt or falcon), with the tokenizer's tokenizer.ggml.* keys.");
     if (rc >= 0) return rc;
     if ((rc = cli_require("export", "--model and --gguf", 2, mo.path, out.path)) != 0) return rc;
     const char *model = mo.path, *tok_path = mo.tokenizer;
@@ -98,7 +98,7 @@ int cmd_import(int argc, char **argv) {
     };
     int rc = cli_parse_verb(argc, argv, opts,
                        "usage: fusekit import --gguf IN.gguf -o DIR [--dtype f32|f16|bf16]\n\n"
-                       "Reads a llama, deci, gpt2, gemma, gemma2, gemma3, qwen2, qwen3, starcoder2, phi3, gptneox, phi2, stablelm or mpt GGUF file into a model\n"
+                       "Reads a llama, deci, gpt2, gemma, gemma2, gemma3, qwen2, qwen3, starcoder2, phi3, gptneox, phi2, stablelm, mpt or falcon GGUF file into a model\n"
                        "folder, decoding its tensors (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q8_K, IQ4_NL,\n"
                        "IQ4_XS) to --dtype (config.json, model.safetensors, tokenizer.json when the file has a tokenizer).");
     if (rc >= 0) return rc;
