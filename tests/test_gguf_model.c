@@ -539,6 +539,8 @@ typedef struct {
     const char *arch;          // replaces general.architecture
     const char *tensor;        // the tensor to change
     int change;                // 1: one more row; 2: type I32; 3: add an extra tensor named `tensor`
+    const char *add_key;       // a u32 key to add, with value add_u32
+    uint32_t add_u32;
 } mutation;
 
 // Rewrites a GGUF file with one change.
@@ -591,6 +593,7 @@ static void rewrite(const char *src, const char *dst, const mutation *mu) {
             CHECK(fk_gguf_add_tensor(w, name, t->ggml_type, t->n_dims, dims, t->data, t->nbytes));
         }
     }
+    if (mu->add_key) CHECK(fk_gguf_set_u32(w, mu->add_key, mu->add_u32));
     static const float freqs[4] = {1, 1, 1, 1};
     if (mu->change == 3) CHECK(fk_gguf_add_tensor(w, mu->tensor, FK_GGML_F32, 1, (const uint64_t[]){4}, freqs, 16));
     CHECK(fk_gguf_writer_write(w, dst));
@@ -667,9 +670,46 @@ static void test_broken_files(void **s) {
     CHECK(fk_gguf_import(p, &ok, NULL));  // an unchanged rewrite still loads
     fk_model_free(&ok);
 
+    // a window with linear RoPE scaling: llama.cpp turns every layer with the scaled table, which
+    // fusekit's sliding layers would not (they keep an unscaled one): refused; without the scaling it loads
+    fk_config cs;
+    cfg_llama(&cs);
+    cs.rope_scale = 4;
+    fk_model ms;
+    make_model(&ms, &cs, 4);
+    char scaled[512];
+    snprintf(scaled, sizeof scaled, "%s", tpath("scaled.gguf"));
+    CHECK(fk_gguf_export(&ms, tok, scaled, FK_DT_F32, NULL, NULL));
+    fk_model_free(&ms);
+    p = tpath("swa_linear.gguf");
+    rewrite(scaled, p, &(mutation){.add_key = "llama.attention.sliding_window", .add_u32 = 4});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "llama.attention.sliding_window", "linear");
+    p = tpath("swa.gguf");
+    rewrite(good, p, &(mutation){.add_key = "llama.attention.sliding_window", .add_u32 = 4});
+    CHECK(fk_gguf_import(p, &ms, NULL));
+    assert_int_equal(ms.cfg.sliding_window, 4);
+    fk_model_free(&ms);
+
     expect_import_error(tpath("absent.gguf"), FK_ERR_IO, "absent.gguf", NULL);
     fk_tok_free(tok);
     fk_model_free(&m);
+}
+
+// llama.cpp's gptneox and phi2 loaders require output.weight (its llama-perplexity on a tied phi2
+// export: "tensor 'output.weight' not found"): a tied LM head is refused on export, naming it.
+static void test_tied_neox_phi_refused(void **s) {
+    (void)s;
+    void (*const cfgs[])(fk_config *) = {cfg_gptneox, cfg_phi2};
+    for (int k = 0; k < 2; k++) {
+        fk_config c;
+        cfgs[k](&c);
+        const char *arch = NULL;
+        CHECK(fk_gguf_model_arch(&c, &arch));
+        c.tied = true;
+        assert_int_equal(fk_gguf_model_arch(&c, &arch), FK_ERR_UNSUPPORTED);
+        assert_non_null(strstr(fk_last_error(), "tied LM head"));
+        assert_non_null(strstr(fk_last_error(), "output.weight"));
+    }
 }
 
 // ------------------------------------------------------------------ CLI
@@ -783,7 +823,7 @@ int main(void) {
         cmocka_unit_test(test_sha256),         cmocka_unit_test(test_roundtrip_f32),      cmocka_unit_test(test_roundtrip_half),
         cmocka_unit_test(test_qk_permutation), cmocka_unit_test(test_per_layer_keys),     cmocka_unit_test(test_unsupported_export),
         cmocka_unit_test(test_golden),         cmocka_unit_test(test_broken_files),       cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_llamacpp_converter),
+        cmocka_unit_test(test_llamacpp_converter), cmocka_unit_test(test_tied_neox_phi_refused),
     };
     if (getenv("FK_GGUF_GOLDEN_OUT")) cmocka_set_test_filter("test_golden");
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

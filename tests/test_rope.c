@@ -482,6 +482,50 @@ static void test_rope_phi3_gguf(void **s) {
     fk_model_free(&g);
 }
 
+// ------------------------------------------------------------------ config.json kinds
+
+// Golden <name>'s config (YaRN added when yarn; layer 1's FFN 8 narrower when folded, as a fold
+// leaves it) written as config.json and read back: the same config. Returns the model_type written.
+static fk_arch hf_round_trip(const char *name, bool yarn, bool folded) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/golden/%s/config.json", FK_TEST_DATA, name);
+    fk_config c, back;
+    CHECK(fk_hf_config_read(path, &c));
+    if (yarn) {  // transformers' defaults for factor 4: attention factor 0.1 ln 4 + 1, betas 32/1
+        c.rope_ext = FK_ROPE_EXT_YARN;
+        c.rope_ext_factor = 4;
+        c.rope_ext_ctx = c.max_seq;
+        c.rope_attn_factor = 1 + 0.1f * logf(4);
+        c.rope_beta_fast = 32;
+        c.rope_beta_slow = 1;
+    }
+    if (folded) c.ffn[1] -= 8;
+    CHECK(fk_config_validate(&c));
+    char *j = fk_hf_config_json(&c);
+    if (fk_hf_config_parse(j, "config.json", &back) != FK_OK) fail_msg("%s%s%s: its config.json does not load: %s", name, yarn ? " + yarn" : "",
+                                                                      folded ? " folded" : "", fk_last_error());
+    int64_t layer;
+    const fk_config_field *df = fk_config_diff(&c, &back, &layer);
+    if (df) fail_msg("%s%s%s: %s differs after save and load", name, yarn ? " + yarn" : "", folded ? " folded" : "", df->name);
+    free(j);
+    return fk_config_arch(&c);
+}
+
+// A model_type whose keys cannot say the model is not written: gpt_neox and phi (no RoPE scaling
+// in their keys) and phi3 (Phi3Config takes default and longrope only) with YaRN are written as
+// fusekit; a folded Phi-4-mini (partial rotary with LongRoPE, per-layer FFN widths) is fusekit with
+// LongRoPE's lists of rotary dims / 2, which the "fusekit" object's rotary_dim sizes.
+static void test_rope_hf_kinds(void **s) {
+    (void)s;
+    static const char *const yarn_fusekit[] = {"gpt_neox", "gpt_neox_seq", "phi", "phi3_partial"};
+    for (size_t i = 0; i < sizeof yarn_fusekit / sizeof yarn_fusekit[0]; i++) {
+        assert_int_not_equal(hf_round_trip(yarn_fusekit[i], false, false), FK_ARCH_FUSEKIT);
+        assert_int_equal(hf_round_trip(yarn_fusekit[i], true, false), FK_ARCH_FUSEKIT);
+    }
+    assert_int_equal(hf_round_trip("phi3_longrope", false, false), FK_ARCH_PHI3);
+    assert_int_equal(hf_round_trip("phi3_longrope", false, true), FK_ARCH_FUSEKIT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotary_dim_config),
@@ -496,6 +540,7 @@ int main(void) {
         cmocka_unit_test(test_rope_regimes),
         cmocka_unit_test(test_rope_llama3_gguf),
         cmocka_unit_test(test_rope_phi3_gguf),
+        cmocka_unit_test(test_rope_hf_kinds),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

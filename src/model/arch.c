@@ -431,10 +431,12 @@ static bool hf_fits_starcoder2(const arch_family *f, const fk_config *c) {
 }
 
 // phi3: what llama and mistral do not say, partial rotary (Phi-4-mini), with transformers' head_dim
-// d_model / n_head and one FFN width and head count (qkv_proj and gate_up_proj are split by them).
+// d_model / n_head and one FFN width and head count (qkv_proj and gate_up_proj are split by them);
+// default or longrope RoPE only (Phi3Config raises on any other type; it reads "yarn" as longrope).
 static bool hf_fits_phi3(const arch_family *f, const fk_config *c) {
     return switches_match(f, c) && no_gemma_scale(c) && !whole_rotary(c) && window_fits(c, false) && c->head_dim * c->n_head == c->d_model &&
-           uniform_layers(c);
+           uniform_layers(c) && !arch_rope_scaled(c) && c->rope_orig_ctx == 0 &&
+           (c->rope_ext == FK_ROPE_EXT_NONE || c->rope_ext == FK_ROPE_EXT_LONGROPE);
 }
 
 // mpt: ALiBi, MptMLP's exact GELU, multi-head attention over d_model, one FFN width that is a
@@ -445,11 +447,12 @@ static bool hf_fits_mpt(const arch_family *f, const fk_config *c) {
            c->ffn[0] % c->d_model == 0 && c->alibi_bias_max == floorf(c->alibi_bias_max);  // MptAttentionConfig: an int
 }
 
-// gpt_neox (multi-head only) and phi: no scaled RoPE, no sliding windows, heads over d_model, one
-// FFN width and head count; any rotary share. A sequential gpt_neox turning whole heads with
-// attention biases is starcoder2's computation, and written as starcoder2.
+// gpt_neox (multi-head only) and phi: no RoPE scaling of any type (their keys, as fusekit reads
+// them, carry none), no sliding windows, heads over d_model, one FFN width and head count; any
+// rotary share. A sequential gpt_neox turning whole heads with attention biases is starcoder2's
+// computation, and written as starcoder2.
 static bool hf_fits_neox_phi(const arch_family *f, const fk_config *c) {
-    return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_scaled(c) && c->rope_orig_ctx == 0 &&
+    return switches_match(f, c) && no_gemma_switch(c) && !arch_rope_any_scaling(c) &&
            (c->n_kv_head == c->n_head || arch_key_of(f, ARCH_F_N_KV_HEAD)) && c->head_dim * c->n_head == c->d_model && uniform_layers(c) &&
            (c->residual != FK_RESID_SEQUENTIAL || !whole_rotary(c) || !c->bias_qkv);
 }
@@ -636,6 +639,9 @@ static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
                      : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model"
                      : arch_any_sliding(c) || c->rope_scale != 0 || c->rope_orig_ctx != 0 ? "sliding windows or RoPE scaling"
                      : NULL;
+    if (!miss && c->tied)  // (llama.cpp's llama-perplexity on a tied phi2 export: "tensor 'output.weight' not found")
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has a tied LM head; llama.cpp's %s loader requires output.weight",
+                        f->gguf);
     if (miss)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s: llama.cpp's %s architecture would compute a different model",
                         miss, f->gguf);
@@ -839,8 +845,9 @@ static const arch_key keys_falcon[] = {
     {ARCH_F_ACT, "activation", ARCH_D_VALUE, 1}, {ARCH_F_USE_BIAS, "bias", ARCH_D_VALUE, 0}, {ARCH_F_FALCON, "", ARCH_D_VALUE, 0},
     DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
 };
+// fusekit: the switches before rope_scaling, whose LongRoPE lists have rotary_dim / 2 entries
 static const arch_key keys_fusekit[] = {
-    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(0), DROPOUT, {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0},
+    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0}, LLAMA_ROPE(0), DROPOUT,
 };
 static const arch_key keys_gemma[] = {
     LLAMA_SIZES(8192, ARCH_D_VALUE, 256), {ARCH_F_ACT, "hidden_activation", ARCH_D_READ_ONLY, 0},

@@ -532,6 +532,10 @@ static fk_status window_config(const kreader *r, fk_config *c) {
     int64_t w;
     FK_TRY(key_i64(r, "attention.sliding_window", false, 0, &w));
     if (w <= 0 || w >= c->max_seq) return FK_OK;
+    if (arch_rope_scaled(c))  // llama.cpp scales every layer; fusekit's sliding layers keep an unscaled table
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.sliding_window' is %lld with linear RoPE scaling (factor %g); fusekit's "
+                        "sliding layers would turn unscaled, where llama.cpp scales every layer", r->g->path, r->arch, (long long)w,
+                        (double)c->rope_scale);
     c->sliding_window = w;
     for (int64_t l = 0; l < c->n_layer; l++) c->sliding[l] = 1;
     return FK_OK;
