@@ -748,6 +748,14 @@ static void test_neox_phi_keys(void **s) {
     expect_error(parse_golden_with("phi", "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": 0.3}", &c),
                  FK_ERR_ARG, "rotary_dim is 3", "partial_rotary_factor");
     expect_error(parse_golden_with("phi", "qk_layernorm", "true", &c), FK_ERR_UNSUPPORTED, "qk_layernorm", NULL);
+    // shares outside (0, 1] name the value and the range (was: "must be a number in (0, 1.5)"); a huge
+    // one is not cast to an integer
+    expect_error(parse_golden_with("gpt_neox", "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": 1.2}", &c),
+                 FK_ERR_FORMAT, "is 1.2", "(0, 1]");
+    expect_error(parse_golden_with("gpt_neox", "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": -1}", &c),
+                 FK_ERR_FORMAT, "partial_rotary_factor", NULL);
+    expect_error(parse_golden_with("gpt_neox", "rope_parameters", "{\"rope_type\": \"default\", \"partial_rotary_factor\": 1e29}", &c),
+                 FK_ERR_FORMAT, "(0, 1]", NULL);
 }
 
 // stablelm keys: StableLmConfig's defaults when absent (rotary share 0.25, no q/k/v bias, sequential)

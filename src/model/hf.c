@@ -921,13 +921,14 @@ static void rotary_parse(cfg_reader *r, const arch_key *k, fk_config *c) {
                 r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\".%s is not supported (fusekit would ignore it)", r->path, key, n);
         }
         if (cJSON_GetObjectItemCaseSensitive(o, "rope_theta")) c->rope_theta = (float)rope_num(r, o, key, "rope_theta", 1e30);
-        if (cJSON_GetObjectItemCaseSensitive(o, "partial_rotary_factor")) share = rope_num(r, o, key, "partial_rotary_factor", 1.5);
+        if (cJSON_GetObjectItemCaseSensitive(o, "partial_rotary_factor")) share = rope_num(r, o, key, "partial_rotary_factor", 1e30);
     }
-    int64_t dims = (int64_t)((double)c->head_dim * share);
+    // range-checked before the cast (a float to integer cast out of range is undefined; NaN fails)
+    int64_t dims = share > 0 && share < 1e6 ? (int64_t)((double)c->head_dim * share) : 0;
     if (!(share <= 1) || dims < 2) {
         if (r->st == FK_OK)
-            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" (or partial_rotary_factor) is %g: it turns %lld of the %lld dims of a head, expected 2..%lld",
-                             r->path, k->key, share, (long long)dims, (long long)c->head_dim, (long long)c->head_dim);
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" (or partial_rotary_factor) is %g: it turns %lld of the %lld dims of a head, expected "
+                             "a share in (0, 1] giving 2..%lld", r->path, k->key, share, (long long)dims, (long long)c->head_dim, (long long)c->head_dim);
         return;
     }
     c->rotary_dim = dims == c->head_dim ? 0 : dims;
