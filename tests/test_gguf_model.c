@@ -690,6 +690,16 @@ static void test_broken_files(void **s) {
     assert_int_equal(ms.cfg.sliding_window, 4);
     fk_model_free(&ms);
 
+    // rope_freqs.weight (Llama 3's factors) is read for llama and deci only, as llama.cpp reads it
+    fk_config cq;
+    cfg_qwen3(&cq);
+    make_model(&ms, &cq, 5);
+    CHECK(fk_gguf_export(&ms, tok, scaled, FK_DT_F32, NULL, NULL));
+    fk_model_free(&ms);
+    p = tpath("qwen3_freqs.gguf");
+    rewrite(scaled, p, &(mutation){.tensor = "rope_freqs.weight", .change = 3});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "rope_freqs.weight", "qwen3 file");
+
     expect_import_error(tpath("absent.gguf"), FK_ERR_IO, "absent.gguf", NULL);
     fk_tok_free(tok);
     fk_model_free(&m);

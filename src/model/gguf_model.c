@@ -656,6 +656,9 @@ static fk_status rope_freqs_config(const kreader *r, fk_config *c) {
     const fk_gguf *g = r->g;
     const fk_gguf_tensor *t = fk_gguf_find_tensor(g, "rope_freqs.weight");
     if (!t) return phi3_factors_config(r, c);
+    if (strcmp(r->arch, "llama") != 0 && strcmp(r->arch, "deci") != 0)  // llama.cpp refuses such a file (an extra tensor)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor 'rope_freqs.weight' in a %s file: llama.cpp reads it only for llama and deci", g->path,
+                        r->arch);
     int64_t half = fk_config_rotary_dim(c) / 2;
     if (t->ggml_type != FK_GGML_F32 || t->n_dims != 1 || t->dims[0] != (uint64_t)half || half > FK_MAX_ROPE_FACTORS)
         return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor 'rope_freqs.weight' must be F32 with %lld entries (rotary dims / 2, at most %d)", g->path,
