@@ -118,6 +118,24 @@ typedef struct {
     bool rope_yarn_no_trunc;       // YARN: transformers' truncate false
     int32_t rope_n_factors;        // LONGROPE: rd/2 short and long factors
     float rope_short[FK_MAX_ROPE_FACTORS], rope_long[FK_MAX_ROPE_FACTORS];
+    // ---- Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE; n_expert 0: none). On a layer with moe[l] = 1
+    // the FFN branch of input x (the norm's output) is
+    //   p = softmax(router x) over the layer's E = experts[l] experts (float32, as transformers);
+    //   the K = n_expert_used largest p_e are chosen (ties: the lower index); w_e = p_e, divided by their sum
+    //   when expert_norm; y = sum over the chosen of w_e expert_e(x) + g dense(x)
+    // where expert_e is an FFN of the model's mlp kind (act(up x) or act(gate x) * up x, then down), expert_ffn
+    // wide, without biases; dense(x) is the layer's ordinary FFN, ffn[l] wide (0: none, as Mixtral): Qwen2-MoE's
+    // shared expert; g = sigmoid(shared_gate . x) with shared_gate, else 1. Layers with moe[l] = 0 are dense
+    // (Qwen2-MoE's mlp_only_layers and decoder_sparse_step). The top-k choice has no gradient (as in every
+    // MoE trainer); the chosen weights, the experts, the router and the shared gate do.
+    int64_t n_expert;              // experts per MoE layer as declared (num_local_experts, num_experts); 0: no MoE
+    int64_t n_expert_used;         // K (num_experts_per_tok): 1..experts of every MoE layer
+    int64_t expert_ffn;            // each expert's FFN width (Mixtral intermediate_size, Qwen-MoE/OLMoE moe_intermediate_size
+                                   // or intermediate_size)
+    bool expert_norm;              // renormalise the K chosen probabilities to sum 1 (Mixtral always; norm_topk_prob)
+    bool shared_gate;              // scale the MoE layers' dense FFN by sigmoid(shared_gate . x) (Qwen2-MoE shared_expert_gate)
+    uint8_t moe[FK_MAX_LAYERS];    // 1: layer l is an MoE layer
+    int64_t experts[FK_MAX_LAYERS];// experts of layer l; 0 = n_expert (folded models may keep fewer per layer)
 } fk_config;
 
 // Size limits of a config (fk_config_validate): generous for real models (Llama 3.1 405B: d_model
@@ -128,6 +146,7 @@ typedef struct {
 #define FK_LIM_HEADS 4096                 // query and KV heads
 #define FK_LIM_HEAD_DIM 4096
 #define FK_LIM_SEQ ((int64_t)1 << 24)     // context length, Llama 3 original context, sliding window
+#define FK_LIM_EXPERTS 1024               // experts per MoE layer (Qwen3-MoE 128, DeepSeek-V3 256)
 
 // The config's fields, one row each: X(field, type, label, flags, lo, hi, keys)
 //   type   FK_CF_I64, FK_CF_I32, FK_CF_F32, FK_CF_BOOL, FK_CF_ENUM; FK_CF_LAYERS (int64_t per layer),
@@ -194,7 +213,15 @@ typedef struct {
     X(rope_beta_fast, FK_CF_F32, "rope_scaling beta_fast", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
     X(rope_beta_slow, FK_CF_F32, "rope_scaling beta_slow", FK_CF_COMPARE | FK_CF_SWITCH, 0, 0, "") \
     X(rope_yarn_no_trunc, FK_CF_BOOL, "rope_scaling truncate false", FK_CF_COMPARE, 0, 0, "") \
-    X(rope_n_factors, FK_CF_I32, "rope_scaling short_factor/long_factor", FK_CF_COMPARE, 0, 0, "")
+    X(rope_n_factors, FK_CF_I32, "rope_scaling short_factor/long_factor", FK_CF_COMPARE, 0, 0, "") \
+    X(n_expert, FK_CF_I64, "num_local_experts (num_experts)", FK_CF_SIZE | FK_CF_COMPARE, 0, FK_LIM_EXPERTS, \
+      "config.json num_local_experts/num_experts, GGUF expert_count") \
+    X(n_expert_used, FK_CF_I64, "num_experts_per_tok", FK_CF_COMPARE, 0, 0, "") \
+    X(expert_ffn, FK_CF_I64, "moe_intermediate_size (expert FFN width)", FK_CF_COMPARE, 0, 0, "") \
+    X(expert_norm, FK_CF_BOOL, "norm_topk_prob", FK_CF_COMPARE, 0, 0, "") \
+    X(shared_gate, FK_CF_BOOL, "shared_expert_gate", FK_CF_COMPARE, 0, 0, "") \
+    X(moe, FK_CF_LAYER_FLAGS, "MoE layers (decoder_sparse_step, mlp_only_layers)", FK_CF_COMPARE, 0, 0, "") \
+    X(experts, FK_CF_LAYERS, "fusekit_experts (experts per layer)", FK_CF_COMPARE, 0, 0, "")
 
 typedef enum { FK_CF_I64, FK_CF_I32, FK_CF_F32, FK_CF_BOOL, FK_CF_ENUM, FK_CF_LAYERS, FK_CF_LAYER_FLAGS } fk_config_field_type;
 enum { FK_CF_SIZE = 1u << 0, FK_CF_COMPARE = 1u << 1, FK_CF_IF_LEARNED = 1u << 2, FK_CF_IF_ROPE = 1u << 3, FK_CF_SWITCH = 1u << 4,
@@ -232,6 +259,8 @@ bool fk_config_gated(const fk_config *c);
 // Query heads of layer l (heads[l], or n_head when 0); true when every layer has n_head.
 int64_t fk_config_heads(const fk_config *c, int64_t l);
 bool fk_config_uniform_heads(const fk_config *c);
+// Experts of layer l: 0 on a dense layer, experts[l] (or n_expert when 0) on an MoE layer.
+int64_t fk_config_experts(const fk_config *c, int64_t l);
 // Dims RoPE turns in each head: rotary_dim, or head_dim when it is 0.
 int64_t fk_config_rotary_dim(const fk_config *c);
 // The OpenBLAS core type (OPENBLAS_CORETYPE) this CPU should use when the loaded OpenBLAS did
@@ -251,6 +280,9 @@ typedef enum {
     FK_P_ATTN_POST_W, FK_P_FFN_POST_W,   // post-norms (cfg.post_norms), d_model each
     FK_P_Q_NORM_W, FK_P_K_NORM_W,        // QK-norm (cfg.qk_norm), head_dim each
     FK_P_LM_HEAD_B,                      // LM-head bias (cfg.bias_lm_head), vocab_size
+    FK_P_ROUTER_W,                       // MoE router (experts[l], d_model)
+    FK_P_EXP_UP_W, FK_P_EXP_DOWN_W,      // one MoE expert's up (gated: gate rows, then up rows) and down, as FK_P_UP_W/DOWN_W
+    FK_P_SHARED_GATE_W,                  // the shared expert's gate (1, d_model) (cfg.shared_gate)
     FK_P_COUNT
 } fk_param_kind;
 
@@ -262,6 +294,7 @@ typedef struct {
     char name[64];
     fk_param_kind kind;
     int layer;          // -1 for global tensors
+    int expert;         // FK_P_EXP_UP_W / FK_P_EXP_DOWN_W: the expert's index in its layer; -1 otherwise
     int ndim;
     int64_t shape[2];
     int64_t numel;
@@ -272,6 +305,11 @@ typedef struct {
 typedef struct {
     int64_t ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;  // -1: absent
     int64_t attn_post_w, ffn_post_w, q_norm_w, k_norm_w;                                       // -1: absent
+    // MoE layers (cfg.moe[l]; -1 elsewhere): the router, the shared gate, and expert 0's up and down; the
+    // layer's experts follow in the arena, expert e's up at exp_up_w + e * exp_up_stride and down at
+    // exp_down_w + e * exp_down_stride (table entries "layers.L.mlp.experts.E.up.weight" / ".down.weight").
+    // up_w/down_w (and their biases) are -1 on an MoE layer with ffn[l] == 0.
+    int64_t router_w, shared_gate_w, exp_up_w, exp_down_w, exp_up_stride, exp_down_stride;
 } fk_layer_offsets;
 
 // A weight matrix of a frozen model read where its file stores it (quantized, f16, bf16 or
@@ -355,7 +393,8 @@ enum {
     FK_PARAMS_FFN_DOWN_B = 1u << 3, // the down projection's bias (d_model per layer, whatever the width)
     FK_PARAMS_NORMS = 1u << 4,      // the layers' norms: ln1, ln2, post-norms
     FK_PARAMS_FINAL = 1u << 5,      // the final norm and an untied LM head
-    FK_PARAMS_FFN = FK_PARAMS_FFN_UNITS | FK_PARAMS_FFN_DOWN_B,             // the whole FFN
+    FK_PARAMS_EXPERTS = 1u << 6,    // MoE: routers, experts, shared-expert gates
+    FK_PARAMS_FFN = FK_PARAMS_FFN_UNITS | FK_PARAMS_FFN_DOWN_B | FK_PARAMS_EXPERTS,  // the whole FFN
     FK_PARAMS_BLOCKS = FK_PARAMS_ATTN | FK_PARAMS_FFN | FK_PARAMS_NORMS,    // everything inside the layers
     FK_PARAMS_ALL = FK_PARAMS_BLOCKS | FK_PARAMS_EMBED | FK_PARAMS_FINAL,
 };

@@ -112,6 +112,7 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
         f[n++] = h;
     }
     if (c->residual != FK_RESID_SEQUENTIAL || c->bias_lm_head) f[n++] = 0x9A7A0u | (uint64_t)c->residual << 1 | c->bias_lm_head;
+    if (c->n_expert > 0) f[n++] = 0x30E0ull << 40 | (uint64_t)c->n_expert_used << 2 | (uint64_t)c->expert_norm << 1 | c->shared_gate;  // MoE
     if (m->vocab_real > 0) f[n++] = 0x9ADull << 40 | (uint64_t)m->vocab_real;  // padding rows masked (unpadded models keep theirs)
     uint64_t h = hash_bytes(f, (size_t)n * sizeof(uint64_t), 0x30DE1ull);
     for (int i = 0; i < m->n_params; i++) {

@@ -1031,6 +1031,9 @@ static int64_t kind_offset(const fk_model *m, fk_param_kind k, int l) {
     case FK_P_FFN_POST_W: return o->ffn_post_w;
     case FK_P_Q_NORM_W: return o->q_norm_w;
     case FK_P_K_NORM_W: return o->k_norm_w;
+    case FK_P_ROUTER_W: return o->router_w;
+    case FK_P_SHARED_GATE_W: return o->shared_gate_w;
+    case FK_P_EXP_UP_W: case FK_P_EXP_DOWN_W: break;  // one entry per expert: not a layer role
     case FK_P_COUNT: break;
     }
     return -1;

@@ -77,6 +77,7 @@ double fk_config_field_value(const fk_config *c, const fk_config_field *f, int64
     case FK_CF_ENUM: return (double)*(const int *)p;  // the fk_*_kind enums
     case FK_CF_LAYERS:  // heads: 0 means n_head
         if (l < 0 || l >= FK_MAX_LAYERS) return 0;
+        if (f->offset == offsetof(fk_config, experts)) return (double)fk_config_experts(c, l);  // experts: 0 means n_expert
         return f->offset == offsetof(fk_config, heads) ? (double)fk_config_heads(c, l) : (double)((const int64_t *)p)[l];
     case FK_CF_LAYER_FLAGS: return l < 0 || l >= FK_MAX_LAYERS ? 0 : ((const uint8_t *)p)[l];
     }
@@ -128,7 +129,11 @@ fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
         int64_t q = fk_config_heads(c, l), qkv, up = fk_config_gated(c) ? 2 * c->ffn[l] : c->ffn[l];
         ok = add_ok(q, 2 * c->n_kv_head, &qkv) && mul_ok(qkv, hd, &qkv) && table_floats(qkv, C, &t) && table_floats(qkv, 1, &t) &&
              table_floats(C, q * hd, &t) && table_floats(up, C, &t) && table_floats(up, 1, &t) && table_floats(C, c->ffn[l], &t) &&
-             table_floats(6, C, &t) && table_floats(2, c->qk_norm_whole ? q * hd : hd, &t);
+             table_floats(6, C, &t) &&
+             (c->qk_norm_whole ? table_floats(1, q * hd, &t) && table_floats(1, c->n_kv_head * hd, &t) : table_floats(2, hd, &t));
+        int64_t E = fk_config_experts(c, l), F = c->expert_ffn, eup = fk_config_gated(c) ? 2 * F : F;
+        for (int64_t e = 0; ok && e < E; e++) ok = table_floats(eup, C, &t) && table_floats(C, F, &t);
+        ok = ok && (E == 0 || (table_floats(E, C, &t) && table_floats(1, C, &t)));
     }
     *floats = t;
     if (!ok) return fk_error(FK_ERR_ARG, "config: the weights' size overflows");
@@ -179,6 +184,40 @@ static fk_status check_rope_ext(const fk_config *c) {
     return FK_OK;
 }
 
+// Mixture of experts: sizes in range (before the weights are counted), MoE layers only with experts,
+// and the combinations the engine computes.
+static fk_status check_moe(const fk_config *c) {
+    int64_t n_moe = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        if (c->moe[l] > 1) return fk_error(FK_ERR_ARG, "config: moe[%lld] is %d, expected 0 or 1", (long long)l, c->moe[l]);
+        if (!c->moe[l] && c->experts[l] != 0)
+            return fk_error(FK_ERR_ARG, "config: dense layer %lld has experts[%lld] = %lld", (long long)l, (long long)l, (long long)c->experts[l]);
+        n_moe += c->moe[l];
+    }
+    if (c->n_expert == 0) {
+        if (n_moe > 0 || c->n_expert_used != 0 || c->expert_ffn != 0 || c->expert_norm || c->shared_gate)
+            return fk_error(FK_ERR_ARG, "config: MoE fields set without experts (n_expert 0)");
+        return FK_OK;
+    }
+    if (n_moe == 0) return fk_error(FK_ERR_ARG, "config: %lld experts but no MoE layer", (long long)c->n_expert);
+    FK_TRY(check_range("expert_ffn", "config.json moe_intermediate_size/intermediate_size, GGUF expert_feed_forward_length", c->expert_ffn, 1,
+                       LIM_DIM));
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        if (!c->moe[l]) continue;
+        int64_t E = fk_config_experts(c, l);
+        if (c->experts[l] < 0 || E > c->n_expert || c->n_expert_used < 1 || c->n_expert_used > E)
+            return fk_error(FK_ERR_ARG, "config: MoE layer %lld has %lld experts and routes to %lld, expected 1 <= num_experts_per_tok <= "
+                            "experts <= %lld (config.json num_experts_per_tok, GGUF expert_used_count)", (long long)l, (long long)E,
+                            (long long)c->n_expert_used, (long long)c->n_expert);
+        if (c->shared_gate && c->ffn[l] == 0)
+            return fk_error(FK_ERR_ARG, "config: MoE layer %lld has a shared-expert gate but no shared expert (FFN width 0)", (long long)l);
+    }
+    if (c->bias_mlp) return fk_error(FK_ERR_ARG, "config: MoE with MLP biases is not implemented (no supported family has them)");
+    if (c->residual != FK_RESID_SEQUENTIAL || c->post_norms)
+        return fk_error(FK_ERR_ARG, "config: MoE with a parallel residual or post-norms is not implemented");
+    return FK_OK;
+}
+
 fk_status fk_config_validate(const fk_config *c) {
     // the sizes of the field table, in its order
     for (int i = 0; i < fk_config_n_fields; i++) {
@@ -196,8 +235,9 @@ fk_status fk_config_validate(const fk_config *c) {
                         "partial_rotary_factor/rotary_pct times head_dim, GGUF rope.dimension_count)", (long long)c->rotary_dim, (long long)c->head_dim);
     if (c->pos != FK_POS_ROPE && c->rotary_dim != 0)
         return fk_error(FK_ERR_ARG, "config: rotary_dim is %lld without RoPE", (long long)c->rotary_dim);
+    FK_TRY(check_moe(c));
     for (int64_t l = 0; l < c->n_layer; l++) {
-        if (c->ffn[l] < 1 || c->ffn[l] > LIM_DIM)
+        if ((c->ffn[l] < 1 && !(c->ffn[l] == 0 && c->moe[l])) || c->ffn[l] > LIM_DIM)
             return fk_error(FK_ERR_ARG, "config: layer %lld has FFN width %lld, expected 1..%lld (config.json intermediate_size/n_inner, "
                             "GGUF feed_forward_length)", (long long)l, (long long)c->ffn[l], (long long)LIM_DIM);
         int64_t h = fk_config_heads(c, l);
@@ -222,9 +262,8 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->residual != FK_RESID_SEQUENTIAL && c->residual != FK_RESID_PARALLEL && c->residual != FK_RESID_PARALLEL_SHARED)
         return fk_error(FK_ERR_ARG, "config: unknown residual placement %d (0 sequential, 1 parallel, 2 parallel with one norm)",
                         (int)c->residual);
-    if (c->qk_norm_whole && (!c->qk_norm || c->n_kv_head != c->n_head || !fk_config_uniform_heads(c)))
-        return fk_error(FK_ERR_ARG, "config: QK-norm over whole projections needs qk_norm and multi-head attention (n_kv_head %lld, n_head %lld)",
-                        (long long)c->n_kv_head, (long long)c->n_head);
+    if (c->qk_norm_whole && (!c->qk_norm || !fk_config_uniform_heads(c)))
+        return fk_error(FK_ERR_ARG, "config: QK-norm over whole projections needs qk_norm and one head count for every layer");
     if (c->no_pre_norms && (!c->post_norms || c->residual != FK_RESID_SEQUENTIAL))
         return fk_error(FK_ERR_ARG, "config: a model without pre-norms needs post-norms and the sequential residual");
     if (c->residual != FK_RESID_SEQUENTIAL && c->post_norms)
@@ -269,6 +308,7 @@ fk_status fk_config_validate(const fk_config *c) {
 
 int64_t fk_config_heads(const fk_config *c, int64_t l) { return c->heads[l] > 0 ? c->heads[l] : c->n_head; }
 
+int64_t fk_config_experts(const fk_config *c, int64_t l) { return !c->moe[l] ? 0 : c->experts[l] > 0 ? c->experts[l] : c->n_expert; }
 int64_t fk_config_rotary_dim(const fk_config *c) { return c->rotary_dim > 0 ? c->rotary_dim : c->head_dim; }
 
 bool fk_config_uniform_heads(const fk_config *c) {
@@ -308,6 +348,13 @@ void fk_config_describe(const fk_config *c, char *buf, size_t n) {
         ADD(" rope_llama3(factor=%g low=%g high=%g ctx=%lld)", (double)c->rope_scale, (double)c->rope_low_freq, (double)c->rope_high_freq,
             (long long)c->rope_orig_ctx);
     else if (c->rope_scale > 0 && c->rope_scale != 1) ADD(" rope_scale=%g", (double)c->rope_scale);
+    if (c->n_expert > 0) {
+        int64_t nm = 0;
+        for (int64_t l = 0; l < c->n_layer; l++) nm += c->moe[l];
+        ADD(" moe(experts=%lld top%lld ffn=%lld%s%s on %lld/%lld layers)", (long long)c->n_expert, (long long)c->n_expert_used,
+            (long long)c->expert_ffn, c->expert_norm ? " renormalised" : "", c->shared_gate ? " shared-gate" : "", (long long)nm,
+            (long long)c->n_layer);
+    }
     if (c->rope_ext == FK_ROPE_EXT_DYNAMIC) ADD(" rope_dynamic(factor=%g)", (double)c->rope_ext_factor);
     if (c->rope_ext == FK_ROPE_EXT_YARN)
         ADD(" rope_yarn(factor=%g ctx=%lld attn=%g beta=%g/%g%s)", (double)c->rope_ext_factor, (long long)c->rope_ext_ctx, (double)c->rope_attn_factor,

@@ -24,6 +24,12 @@ static int64_t max_ffn(const fk_config *c) {
 static int64_t up_stride(const fk_config *c) { return fk_config_gated(c) ? 2 * max_ffn(c) : max_ffn(c); }
 // Query plus key heads of the widest layer (QK-norm buffers).
 static int64_t qk_heads(const fk_config *c) { return c->n_head + c->n_kv_head; }
+// The groups QK-norm normalises in a layer of H query heads: each head, or (OLMo 2) the whole
+// query projection and the whole key projection.
+static fk_qk_groups qk_groups(const fk_config *c, int64_t H) {
+    int64_t hd = c->head_dim, KVH = c->n_kv_head;
+    return c->qk_norm_whole ? (fk_qk_groups){1, H * hd, 1, KVH * hd} : (fk_qk_groups){H, hd, KVH, hd};
+}
 // Attention window of layer l (0: full causal attention).
 static int64_t layer_window(const fk_config *c, int64_t l) { return c->sliding[l] ? c->sliding_window : 0; }
 // ALiBi slopes of the n_head heads into buf (FK_LIM_HEADS floats), or NULL without ALiBi.
@@ -45,6 +51,7 @@ static int64_t add_param(fk_model *m, int *n, int64_t *cursor, const char *name,
         snprintf(p->name, sizeof p->name, "%s", name);
         p->kind = kind;
         p->layer = layer;
+        p->expert = -1;
         p->ndim = d1 > 0 ? 2 : 1;
         p->shape[0] = d0;
         p->shape[1] = d1 > 0 ? d1 : 1;
@@ -55,6 +62,33 @@ static int64_t add_param(fk_model *m, int *n, int64_t *cursor, const char *name,
     (*n)++;
     *cursor = off + ((numel + 15) & ~(int64_t)15);
     return off;
+}
+
+// An MoE layer's router, shared-expert gate and experts (every up, then every down; see
+// fk_layer_offsets); -1 offsets on a dense layer.
+static void build_experts(fk_model *m, int *n, int64_t *cur, int l) {
+    const fk_config *c = &m->cfg;
+    fk_layer_offsets *o = &m->layer[l];
+    int64_t E = fk_config_experts(c, l), C = c->d_model, F = c->expert_ffn, UP = fk_config_gated(c) ? 2 * F : F;
+    o->router_w = o->shared_gate_w = o->exp_up_w = o->exp_down_w = -1;
+    o->exp_up_stride = (UP * C + 15) & ~(int64_t)15;
+    o->exp_down_stride = (C * F + 15) & ~(int64_t)15;
+    if (E == 0) return;
+    char nm[64];
+    snprintf(nm, sizeof nm, "layers.%d.mlp.router.weight", l);
+    o->router_w = add_param(m, n, cur, nm, FK_P_ROUTER_W, l, E, C);
+    if (c->shared_gate) {
+        snprintf(nm, sizeof nm, "layers.%d.mlp.shared_gate.weight", l);
+        o->shared_gate_w = add_param(m, n, cur, nm, FK_P_SHARED_GATE_W, l, 1, C);
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t e = 0; e < E; e++) {
+            snprintf(nm, sizeof nm, "layers.%d.mlp.experts.%lld.%s.weight", l, (long long)e, pass ? "down" : "up");
+            int idx = *n;
+            int64_t off = pass ? add_param(m, n, cur, nm, FK_P_EXP_DOWN_W, l, C, F) : add_param(m, n, cur, nm, FK_P_EXP_UP_W, l, UP, C);
+            if (m->params) m->params[idx].expert = (int)e;
+            if (e == 0) *(pass ? &o->exp_down_w : &o->exp_up_w) = off;
+        }
 }
 
 // Declares every tensor, in a fixed order. Called twice: to count, then to fill.
@@ -86,10 +120,14 @@ static void build_table(fk_model *m) {
         if (c->residual != FK_RESID_PARALLEL_SHARED && !c->no_pre_norms) P(ln2_w, "ln2.weight", FK_P_LN2_W, C, 0);
         else o->ln2_w = -1;  // shared: ln1; OLMo 2: none
         if (c->bias_norm && o->ln2_w >= 0) P(ln2_b, "ln2.bias", FK_P_LN2_B, C, 0); else o->ln2_b = -1;
-        P(up_w, "mlp.up.weight", FK_P_UP_W, up_dim(c, l), C);
-        if (c->bias_mlp) P(up_b, "mlp.up.bias", FK_P_UP_B, up_dim(c, l), 0); else o->up_b = -1;
-        P(down_w, "mlp.down.weight", FK_P_DOWN_W, C, c->ffn[l]);
-        if (c->bias_mlp) P(down_b, "mlp.down.bias", FK_P_DOWN_B, C, 0); else o->down_b = -1;
+        o->up_w = o->up_b = o->down_w = o->down_b = -1;
+        if (c->ffn[l] > 0) {  // an MoE layer may have no dense FFN (Mixtral)
+            P(up_w, "mlp.up.weight", FK_P_UP_W, up_dim(c, l), C);
+            if (c->bias_mlp) P(up_b, "mlp.up.bias", FK_P_UP_B, up_dim(c, l), 0);
+            P(down_w, "mlp.down.weight", FK_P_DOWN_W, C, c->ffn[l]);
+            if (c->bias_mlp) P(down_b, "mlp.down.bias", FK_P_DOWN_B, C, 0);
+        }
+        build_experts(m, &n, &cur, l);
         if (c->post_norms) P(ffn_post_w, "ffn_post.weight", FK_P_FFN_POST_W, C, 0);
 #undef P
     }
@@ -287,10 +325,11 @@ void fk_model_init_weights(fk_model *m, uint64_t seed) {
         case FK_P_Q_NORM_W: case FK_P_K_NORM_W:
             for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f - c->norm_offset;  // the identity scale
             break;
-        case FK_P_TOK_EMB: case FK_P_POS_EMB: case FK_P_QKV_W: case FK_P_UP_W: case FK_P_LM_HEAD:
+        case FK_P_TOK_EMB: case FK_P_POS_EMB: case FK_P_QKV_W: case FK_P_UP_W: case FK_P_LM_HEAD: case FK_P_ROUTER_W:
+        case FK_P_EXP_UP_W: case FK_P_SHARED_GATE_W:
             for (int64_t j = 0; j < p->numel; j++) w[j] = 0.02f * fk_rng_normal(&r);
             break;
-        case FK_P_O_W: case FK_P_DOWN_W:
+        case FK_P_O_W: case FK_P_DOWN_W: case FK_P_EXP_DOWN_W:
             for (int64_t j = 0; j < p->numel; j++) w[j] = proj_std * fk_rng_normal(&r);
             break;
         default:
@@ -499,7 +538,8 @@ static int64_t stored_row(const fk_stored *s, int64_t r) {
 }
 
 bool fk_param_storable(fk_param_kind k) {
-    return k == FK_P_TOK_EMB || k == FK_P_QKV_W || k == FK_P_O_W || k == FK_P_UP_W || k == FK_P_DOWN_W || k == FK_P_LM_HEAD;
+    return k == FK_P_TOK_EMB || k == FK_P_QKV_W || k == FK_P_O_W || k == FK_P_UP_W || k == FK_P_DOWN_W || k == FK_P_LM_HEAD ||
+           k == FK_P_EXP_UP_W || k == FK_P_EXP_DOWN_W;
 }
 
 fk_status fk_model_add_stored(fk_model *m, const fk_stored *s) {
@@ -671,9 +711,10 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     const float *mlp_in = c->residual == FK_RESID_PARALLEL_SHARED ? io->ln1 : io->ln2;
     FK_TRY(mm_forward(m, io->qkv, io->ln1, o->qkv_w, WP(o->qkv_b), N, C, QD));
     if (c->clip_qkv > 0) fk_clamp_forward(io->qkv, N * QD, c->clip_qkv);  // MPT's clip_qkv
-    if (c->qk_norm)  // whole projections (MHA): one "head" of D dims each for q and k
-        fk_qknorm_forward(io->qkv, io->qk_pre, io->qk_rstd, m->w + o->q_norm_w, m->w + o->k_norm_w, N, c->qk_norm_whole ? 1 : H,
-                          c->qk_norm_whole ? 1 : KVH, c->qk_norm_whole ? D : hd, c->norm_eps, c->norm_offset);
+    if (c->qk_norm) {
+        fk_qk_groups G = qk_groups(c, H);
+        fk_qknorm_forward(io->qkv, io->qk_pre, io->qk_rstd, m->w + o->q_norm_w, m->w + o->k_norm_w, N, &G, c->norm_eps, c->norm_offset);
+    }
     if (c->pos == FK_POS_ROPE) {
         const float *cs, *sn;
         layer_rope(m, l, &cs, &sn);
@@ -883,10 +924,11 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             layer_rope(m, l, &cs, &sn);
             fk_rope_apply(a->dqkv, cs, sn, a->pos, N, H, c->n_kv_head, c->head_dim, fk_config_rotary_dim(c), -1.0f);
         }
-        if (c->qk_norm)
+        if (c->qk_norm) {
+            fk_qk_groups G = qk_groups(c, H);
             fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + l * N * QKH * c->head_dim,
-                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, c->qk_norm_whole ? 1 : H,
-                               c->qk_norm_whole ? 1 : c->n_kv_head, c->qk_norm_whole ? Dl : c->head_dim, c->norm_offset);
+                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, &G, c->norm_offset);
+        }
         zero(a->dln, N * C);
         if (c->clip_qkv > 0) fk_clamp_backward(a->dqkv, qkv, N * QDl, c->clip_qkv);  // qkv: clamped, neither rotated nor normed
         fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);

@@ -10,6 +10,7 @@ unsigned fk_param_group(fk_param_kind k) {
     case FK_P_DOWN_B: return FK_PARAMS_FFN_DOWN_B;
     case FK_P_LN1_W: case FK_P_LN1_B: case FK_P_LN2_W: case FK_P_LN2_B: case FK_P_ATTN_POST_W: case FK_P_FFN_POST_W: return FK_PARAMS_NORMS;
     case FK_P_LNF_W: case FK_P_LNF_B: case FK_P_LM_HEAD: case FK_P_LM_HEAD_B: return FK_PARAMS_FINAL;
+    case FK_P_ROUTER_W: case FK_P_EXP_UP_W: case FK_P_EXP_DOWN_W: case FK_P_SHARED_GATE_W: return FK_PARAMS_EXPERTS;
     case FK_P_COUNT: break;
     }
     return 0;
