@@ -416,14 +416,17 @@ static void test_fd_parallel(void **s) {
     }
 }
 
-// OLMo 2: no pre-norms, post-norms on both branches, QK-norm over the whole q and k projections.
+// OLMo 2: no pre-norms, post-norms on both branches, QK-norm over the whole q and k projections;
+// multi-head (4 KV heads) and grouped (2: k normed over its 2 x 2 values, q over 4 x 2).
 static void test_fd_olmo2(void **s) {
     (void)s;
-    fk_config c;
-    fk_config_llama(&c, 11, 8, 2, 4, 4, 12, 16);
-    c.post_norms = c.qk_norm = c.qk_norm_whole = c.no_pre_norms = true;
-    whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // the norms curve the loss: a smaller step
-    check_steps_match_forward(&c);
+    for (int64_t kv = 4; kv >= 2; kv -= 2) {
+        fk_config c;
+        fk_config_llama(&c, 11, 8, 2, 4, kv, 12, 16);
+        c.post_norms = c.qk_norm = c.qk_norm_whole = c.no_pre_norms = true;
+        whole_model_fd_h(&c, NULL, 1.0f, 2e-3f);  // the norms curve the loss: a smaller step
+        check_steps_match_forward(&c);
+    }
 }
 
 // ------------------------------------------------------------------ overfit one batch

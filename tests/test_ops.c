@@ -138,33 +138,47 @@ static void test_rmsnorm(void **state) {
 }
 
 // ------------------------------------------------------------------ QK-norm
-typedef struct { double *qkv, *work, *pre, *rstd, *wq, *wk, *r, off; int64_t N, H, KVH, hd; } qkn_ctx;
+typedef struct { double *qkv, *work, *pre, *rstd, *wq, *wk, *r, off; int64_t N; fk_qk_groups G; } qkn_ctx;
+static int64_t qkn_row(const fk_qk_groups *G) { return G->nq * G->dq + 2 * G->nk * G->dk; }
 static double qkn_loss(void *p) {
     qkn_ctx *c = p;
-    int64_t n = c->N * (c->H + 2 * c->KVH) * c->hd;
+    int64_t n = c->N * qkn_row(&c->G);
     memcpy(c->work, c->qkv, (size_t)n * sizeof(double));
-    d_qknorm_forward(c->work, c->pre, c->rstd, c->wq, c->wk, c->N, c->H, c->KVH, c->hd, 1e-6, c->off);
+    d_qknorm_forward(c->work, c->pre, c->rstd, c->wq, c->wk, c->N, &c->G, 1e-6, c->off);
     return dot(c->work, c->r, n);
 }
 
+// Per head (H 4, KVH 2, hd 6; weights plain and Gemma's 1 + w) and over the whole projections with
+// grouped KV heads (OLMo 2: q over 4 heads x 6 = 24 values, k over 2 x 6 = 12).
 static void test_qknorm(void **state) {
     (void)state;
-    for (int k = 0; k < 2; k++) {
-        qkn_ctx c = {.N = 3, .H = 4, .KVH = 2, .hd = 6, .off = k};
-        int64_t n = c.N * 8 * c.hd, NH = 6;
-        c.qkv = dalloc(n); c.work = dalloc(n); c.pre = dalloc(c.N * NH * c.hd); c.rstd = dalloc(c.N * NH);
-        c.wq = dalloc(c.hd); c.wk = dalloc(c.hd); c.r = dalloc(n);
-        fill(c.qkv, n, 2); fill(c.wq, c.hd, 1); fill(c.wk, c.hd, 1); fill(c.r, n, 1);
-        double *g = dalloc(n), *dwq = dalloc(c.hd), *dwk = dalloc(c.hd);
+    const fk_qk_groups groups[3] = {{4, 6, 2, 6}, {4, 6, 2, 6}, {1, 24, 1, 12}};
+    for (int k = 0; k < 3; k++) {
+        qkn_ctx c = {.N = 3, .G = groups[k], .off = k == 1};
+        const fk_qk_groups *G = &c.G;
+        int64_t R = qkn_row(G), n = c.N * R, PD = G->nq * G->dq + G->nk * G->dk;
+        c.qkv = dalloc(n); c.work = dalloc(n); c.pre = dalloc(c.N * PD); c.rstd = dalloc(c.N * (G->nq + G->nk));
+        c.wq = dalloc(G->dq); c.wk = dalloc(G->dk); c.r = dalloc(n);
+        fill(c.qkv, n, 2); fill(c.wq, G->dq, 1); fill(c.wk, G->dk, 1); fill(c.r, n, 1);
+        double *g = dalloc(n), *dwq = dalloc(G->dq), *dwk = dalloc(G->dk);
         qkn_loss(&c);
-        // v heads pass through untouched
+        // v passes through untouched
         for (int64_t i = 0; i < c.N; i++)
-            for (int64_t j = NH * c.hd; j < 8 * c.hd; j++) assert_true(c.work[i * 8 * c.hd + j] == c.qkv[i * 8 * c.hd + j]);
+            for (int64_t j = PD; j < R; j++) assert_true(c.work[i * R + j] == c.qkv[i * R + j]);
+        if (k == 2) {  // the definition: row 0's keys divided by their RMS over all 12 values, times wk
+            double ss = 0;
+            for (int64_t e = 0; e < G->dk; e++) ss += c.qkv[G->dq + e] * c.qkv[G->dq + e];
+            for (int64_t e = 0; e < G->dk; e++)
+                assert_true(fabs(c.work[G->dq + e] - c.qkv[G->dq + e] / sqrt(ss / 12 + 1e-6) * c.wk[e]) < 1e-12);
+        }
         memcpy(g, c.r, (size_t)n * sizeof(double));
-        d_qknorm_backward(g, dwq, dwk, c.pre, c.wq, c.wk, c.rstd, c.N, c.H, c.KVH, c.hd, c.off);
-        check_fd(k ? "qk-norm (1 + w) dqkv" : "qk-norm dqkv", c.qkv, n, g, qkn_loss, &c);
-        check_fd(k ? "qk-norm (1 + w) dwq" : "qk-norm dwq", c.wq, c.hd, dwq, qkn_loss, &c);
-        check_fd(k ? "qk-norm (1 + w) dwk" : "qk-norm dwk", c.wk, c.hd, dwk, qkn_loss, &c);
+        d_qknorm_backward(g, dwq, dwk, c.pre, c.wq, c.wk, c.rstd, c.N, G, c.off);
+        const char *names[3][3] = {{"qk-norm dqkv", "qk-norm dwq", "qk-norm dwk"},
+                                   {"qk-norm (1 + w) dqkv", "qk-norm (1 + w) dwq", "qk-norm (1 + w) dwk"},
+                                   {"qk-norm whole GQA dqkv", "qk-norm whole GQA dwq", "qk-norm whole GQA dwk"}};
+        check_fd(names[k][0], c.qkv, n, g, qkn_loss, &c);
+        check_fd(names[k][1], c.wq, G->dq, dwq, qkn_loss, &c);
+        check_fd(names[k][2], c.wk, G->dk, dwk, qkn_loss, &c);
         free(c.qkv); free(c.work); free(c.pre); free(c.rstd); free(c.wq); free(c.wk); free(c.r); free(g); free(dwq); free(dwk);
     }
 }

@@ -200,54 +200,67 @@ static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dou
 }
 
 // ------------------------------------------------------------------ QK-norm
-// qkv is (N, QKVD) with QKVD = (H + 2*KVH)*hd. Each of the H query heads and KVH key heads of
-// every row is RMS-normalised in place over its hd values and multiplied by (off + wq) for
-// query heads, (off + wk) for key heads (wq, wk are (hd), shared across heads); v heads are
-// untouched. pre (N, H+KVH, hd) keeps the inputs and rstd (N, H+KVH) the scales for the
-// backward; either may be NULL (inference).
-static inline void FK_OP(qknorm_forward)(real *qkv, real *pre, real *rstd, const real *wq, const real *wk,
-                                         int64_t N, int64_t H, int64_t KVH, int64_t hd, real eps, real off) {
-    int64_t QKVD = (H + 2 * KVH) * hd, NH = H + KVH;
-    #pragma omp parallel for if (N * NH * hd > FK_OMP_MIN_WORK)
+// qkv is (N, QKVD) with QKVD = nq*dq + 2*nk*dk: nq query groups of dq values, nk key groups of dk
+// values, then the values. Each group of every row is RMS-normalised in place over its values and
+// multiplied by (off + wq) for query groups, (off + wk) for key groups (wq is (dq), wk (dk), shared
+// across groups); values untouched. Per head (Gemma 3, Qwen3): nq = H, nk = KVH, dq = dk = hd.
+// Whole projections (OLMo 2): nq = nk = 1, dq = H*hd, dk = KVH*hd. pre (N, nq*dq + nk*dk) keeps
+// the inputs and rstd (N, nq+nk) the scales for the backward; either may be NULL (inference).
+#ifndef FK_QK_GROUPS
+#define FK_QK_GROUPS
+typedef struct { int64_t nq, dq, nk, dk; } fk_qk_groups;
+// Group g of a row: its offset in the row (qkv and pre alike) and its width.
+static inline int64_t fk_qk_group(const fk_qk_groups *G, int64_t g, int64_t *width) {
+    *width = g < G->nq ? G->dq : G->dk;
+    return g < G->nq ? g * G->dq : G->nq * G->dq + (g - G->nq) * G->dk;
+}
+#endif
+
+static inline void FK_OP(qknorm_forward)(real *qkv, real *pre, real *rstd, const real *wq, const real *wk, int64_t N,
+                                         const fk_qk_groups *G, real eps, real off) {
+    int64_t QKVD = G->nq * G->dq + 2 * G->nk * G->dk, PD = G->nq * G->dq + G->nk * G->dk, NG = G->nq + G->nk;
+    #pragma omp parallel for if (N * PD > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++)
-        for (int64_t h = 0; h < NH; h++) {
-            real *x = qkv + i * QKVD + h * hd, ss = 0;
-            const real *w = h < H ? wq : wk;
-            if (pre) memcpy(pre + (i * NH + h) * hd, x, (size_t)hd * sizeof(real));
-            for (int64_t e = 0; e < hd; e++) ss += x[e] * x[e];
-            real s = 1 / sqrt(ss / (real)hd + eps);
-            for (int64_t e = 0; e < hd; e++) x[e] = x[e] * s * (off + w[e]);
-            if (rstd) rstd[i * NH + h] = s;
+        for (int64_t h = 0; h < NG; h++) {
+            int64_t n, at = fk_qk_group(G, h, &n);
+            real *x = qkv + i * QKVD + at, ss = 0;
+            const real *w = h < G->nq ? wq : wk;
+            if (pre) memcpy(pre + i * PD + at, x, (size_t)n * sizeof(real));
+            for (int64_t e = 0; e < n; e++) ss += x[e] * x[e];
+            real s = 1 / sqrt(ss / (real)n + eps);
+            for (int64_t e = 0; e < n; e++) x[e] = x[e] * s * (off + w[e]);
+            if (rstd) rstd[i * NG + h] = s;
         }
 }
 
-// In place: dqkv (N, QKVD) holds the gradient of the normalised q and k heads; those become
-// the gradient of the inputs (v heads untouched). dwq, dwk (hd) are added to.
+// In place: dqkv (N, QKVD) holds the gradient of the normalised q and k groups; those become
+// the gradient of the inputs (values untouched). dwq (dq), dwk (dk) are added to.
 static inline void FK_OP(qknorm_backward)(real *dqkv, real *dwq, real *dwk, const real *pre, const real *wq,
-                                          const real *wk, const real *rstd, int64_t N, int64_t H, int64_t KVH,
-                                          int64_t hd, real off) {
-    int64_t QKVD = (H + 2 * KVH) * hd, NH = H + KVH;
+                                          const real *wk, const real *rstd, int64_t N, const fk_qk_groups *G, real off) {
+    int64_t QKVD = G->nq * G->dq + 2 * G->nk * G->dk, PD = G->nq * G->dq + G->nk * G->dk, NG = G->nq + G->nk;
     // weight gradients first (they read dqkv before it is overwritten): columns across threads,
-    // rows and heads summed in order (deterministic)
-    #pragma omp parallel for if (N * NH * hd > FK_OMP_MIN_WORK)
-    for (int64_t e = 0; e < hd; e++) {
-        real aq = 0, ak = 0;
+    // rows and groups summed in order (deterministic); q's columns, then k's
+    #pragma omp parallel for if (N * PD > FK_OMP_MIN_WORK)
+    for (int64_t c = 0; c < G->dq + G->dk; c++) {
+        bool k = c >= G->dq;
+        int64_t e = k ? c - G->dq : c, h0 = k ? G->nq : 0, h1 = k ? NG : G->nq;
+        real a = 0;
         for (int64_t i = 0; i < N; i++)
-            for (int64_t h = 0; h < NH; h++) {
-                real v = dqkv[i * QKVD + h * hd + e] * pre[(i * NH + h) * hd + e] * rstd[i * NH + h];
-                if (h < H) aq += v; else ak += v;
+            for (int64_t h = h0; h < h1; h++) {
+                int64_t n, at = fk_qk_group(G, h, &n);
+                a += dqkv[i * QKVD + at + e] * pre[i * PD + at + e] * rstd[i * NG + h];
             }
-        dwq[e] += aq;
-        dwk[e] += ak;
+        if (k) dwk[e] += a; else dwq[e] += a;
     }
-    #pragma omp parallel for if (N * NH * hd > FK_OMP_MIN_WORK)
+    #pragma omp parallel for if (N * PD > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++)
-        for (int64_t h = 0; h < NH; h++) {
-            real *d = dqkv + i * QKVD + h * hd, s = rstd[i * NH + h], dot = 0;
-            const real *x = pre + (i * NH + h) * hd, *w = h < H ? wq : wk;
-            for (int64_t e = 0; e < hd; e++) dot += d[e] * (off + w[e]) * x[e];
-            real k = dot * s * s * s / (real)hd;
-            for (int64_t e = 0; e < hd; e++) d[e] = d[e] * (off + w[e]) * s - x[e] * k;
+        for (int64_t h = 0; h < NG; h++) {
+            int64_t n, at = fk_qk_group(G, h, &n);
+            real *d = dqkv + i * QKVD + at, s = rstd[i * NG + h], dot = 0;
+            const real *x = pre + i * PD + at, *w = h < G->nq ? wq : wk;
+            for (int64_t e = 0; e < n; e++) dot += d[e] * (off + w[e]) * x[e];
+            real k = dot * s * s * s / (real)n;
+            for (int64_t e = 0; e < n; e++) d[e] = d[e] * (off + w[e]) * s - x[e] * k;
         }
 }
 
