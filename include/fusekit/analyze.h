@@ -31,6 +31,15 @@ typedef struct {
     double **att_gram;          // per layer, D_l^2 values, D_l = heads[l] * head_dim (sum over tokens)
     double *head_energy;        // n_layer * n_head: mean ||W_O,h z_h||^2 (0 past heads[l])
     double *head_sim;           // n_layer * n_head^2: cosine of the heads' contributions (0 past heads[l])
+    // Mixture of experts (cfg.moe layers; 0 / NULL on dense layers). x is the layer's FFN input,
+    // norm2(x_l + W_O z + b_O), recomputed from the layer's input and heads' outputs (the hook's
+    // arguments); the routing is the engine's (softmax, top-K, renormalised when expert_norm).
+    int64_t *experts;           // n_layer: experts of the layer (fk_config_experts)
+    double **expert_load;       // per MoE layer, E: share of the tokens' K routing choices that chose e (sums to 1)
+    double **expert_usage;      // per MoE layer, E: mean over tokens of e's routing weight (0 where not chosen):
+                                // how much of the layer's output e makes
+    double **expert_gram;       // per MoE layer, E x E: sum_t y_e(x_t) . y_f(x_t), every expert on every token
+    double **expert_sim;        // per MoE layer, E x E: cosine of the experts' outputs (from expert_gram)
     // accumulators (internal)
     double *cos_sum, *ang_sum, *hsic_xy, *hsic_xx, *hsic_yy;
 } fk_analysis;
@@ -41,11 +50,12 @@ typedef struct {
 // angular distance (1..n_layer).
 fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, int max_n, fk_analysis *a);
 void fk_analysis_free(fk_analysis *a);
-// Writes dir/analysis.json (per-layer summaries) and dir/stats.safetensors (the Gram
-// matrices, means and head similarities as f64 tensors: ffn_gram.<l>, ffn_mean.<l>,
-// att_gram.<l>, head_sim.<l>) and dir/analysis.html (inline SVG charts: block influence, CKA,
-// the angular-distance heatmap, FFN |correlation| histograms, head-similarity heatmaps; no
-// scripts, no network), atomically.
+// Writes dir/analysis.json (per-layer summaries; MoE layers: expert load, usage and output
+// similarity) and dir/stats.safetensors (the Gram matrices, means and head similarities as f64
+// tensors: ffn_gram.<l>, ffn_mean.<l>, att_gram.<l>, head_sim.<l>; MoE layers expert_gram.<l>,
+// expert_usage.<l>) and dir/analysis.html (inline SVG charts: block influence, CKA, the
+// angular-distance heatmap, FFN |correlation| histograms, head-similarity heatmaps, expert load
+// bars and expert-similarity heatmaps; no scripts, no network), atomically.
 fk_status fk_analysis_save(const fk_analysis *a, const char *dir);
 
 #endif

@@ -66,12 +66,37 @@ fk_status fk_prune_ffn(const fk_model *m, int layer, const int32_t *keep, int k,
 // merge (theta_l + sum_k (theta_{l+k} - theta_l): 1 - n, 1, ..., 1) are all of this form.
 fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_model *out);
 
+// Mixture of experts (fold.md §4): experts of an MoE layer merged or dropped (experts[layer] shrinks;
+// n_expert_used must stay <= the experts left).
+// fk_expert_groups: the layer's experts in k groups, by average-linkage clustering of 1 - the
+// cosine of their outputs on the calibration tokens (a->expert_sim; HC-SMoE's rule), cut at k.
+// labels gets experts[layer] values in 0..k-1.
+fk_status fk_expert_groups(const fk_analysis *a, int layer, int k, int32_t *labels);
+// The relative residual of merging the layer's experts as labels says, from the outputs' Gram
+// matrix: sum_e u_e |y_e - ybar_g(e)|^2 / sum_e u_e |y_e|^2 with u = a->expert_usage and ybar_g the
+// usage-weighted mean output of e's group (0: nothing merged, every expert alone).
+double fk_expert_merge_residual(const fk_analysis *a, int layer, const int32_t *labels, int k);
+// Merges the experts of MoE layer `layer` into k: labels (experts[layer] values in 0..k-1) give
+// each expert's group. Merged expert j is the average of its group's up and down weights weighted
+// by usage (experts[layer] values, e.g. a->expert_load: the share of the routing choices; equal
+// weights where a group has none), and takes the router row of the group's most used member
+// (ties: the lower index): the tokens routed to that member, most of the group's, keep their
+// routing (an averaged row lowers the group's logits where members disagree). out is a new model
+// (fk_model_free it); m is not changed.
+fk_status fk_fold_experts(const fk_model *m, int layer, const int32_t *labels, int k, const double *usage, fk_model *out);
+// Parameters one expert of c holds with its router row (what removing it saves).
+int64_t fk_expert_params(const fk_config *c);
+// Expert pruning (the baseline): keeps the k experts in keep, in that order, with their router
+// rows; the router's softmax then runs over the kept experts (renormalising as the router does).
+fk_status fk_prune_experts(const fk_model *m, int layer, const int32_t *keep, int k, fk_model *out);
+
 // KL probes (fk_kl_probe, fold.md §3) and fk_eval_kl are evaluation: fusekit/eval.h.
 
 // ---- The dynamic threshold (fold.md §3) ----
 typedef enum { FK_SCOPE_FFN = 0, FK_SCOPE_BLOCKS, FK_SCOPE_ALL } fk_fold_scope;
-// Parameters a scope counts: FFN units (FK_PARAMS_FFN_UNITS: the down bias does not shrink with
-// folding), everything in the layers (FK_PARAMS_BLOCKS), or the whole model (FK_PARAMS_ALL).
+// Parameters a scope counts: FFN units and experts (FK_PARAMS_FFN_UNITS | FK_PARAMS_EXPERTS: the
+// down bias does not shrink with folding), everything in the layers (FK_PARAMS_BLOCKS), or the
+// whole model (FK_PARAMS_ALL).
 int64_t fk_fold_scope_params(const fk_model *m, fk_fold_scope scope);
 typedef enum { FK_LAYER_DROP = 0, FK_LAYER_AVERAGE, FK_LAYER_LACO } fk_layer_op_kind;
 
@@ -86,6 +111,7 @@ typedef struct {
     bool layer_ops;       // consider layer operations: drop, average with the next, LaCo merge (default true)
     bool head_ops;        // consider folding attention heads within KV groups (default true; never with
                           // scope FFN, whose budget heads do not count towards, nor with uniform)
+    bool expert_ops;      // consider merging the experts of MoE layers (default true)
     double ridge;         // lambda = ridge * mean(diag G) (default 1e-2)
 } fk_fold_opts;
 void fk_fold_opts_default(fk_fold_opts *o);
@@ -114,12 +140,19 @@ typedef struct {
     int64_t head_step_params[FK_MAX_LAYERS];  // parameters one head fewer per group saves
     double head_sensitivity[FK_MAX_LAYERS], head_probe_kl[FK_MAX_LAYERS], head_est_kl[FK_MAX_LAYERS];
     int32_t *head_order[FK_MAX_LAYERS];  // fk_head_elimination's order, NULL where heads are not folded
+    int64_t experts_before[FK_MAX_LAYERS], experts_after[FK_MAX_LAYERS];  // MoE layers' experts (0: dense)
+    int64_t expert_step_params[FK_MAX_LAYERS];  // parameters one expert fewer saves (its weights, its router row)
+    bool expert_foldable[FK_MAX_LAYERS];
+    int64_t expert_probe[FK_MAX_LAYERS];        // experts at the probe
+    double expert_sensitivity[FK_MAX_LAYERS], expert_probe_kl[FK_MAX_LAYERS], expert_est_kl[FK_MAX_LAYERS];
     int n_ops;
     fk_layer_op ops[FK_MAX_LAYERS];      // the layer operations taken, in ascending layer order
     double est_kl_total;
 } fk_fold_plan;
 
-// Spends the budget where it costs least estimated KL. FFN steps of `round` units per layer
+// Spends the budget where it costs least estimated KL. FFN steps of `round` units per layer,
+// expert steps (one expert fewer in an MoE layer: fk_expert_groups' next cut, its relative
+// residual fk_expert_merge_residual; at least max(n_expert_used, min_width of the experts) kept)
 // and head steps (one query head fewer in every KV group of a layer) are ranked by estimated
 // KL per parameter saved (estimated KL = sensitivity * relative
 // residual, the sensitivity from one KL probe per layer) and taken until budget_params is met.
@@ -131,7 +164,8 @@ typedef struct {
 // must be of m.
 fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *plan);
 // Applies the plan's layer operations (first; then re-collect statistics and plan the widths
-// again with ffn_ops only) or its FFN widths (each layer folded to its planned kept set).
+// again with ffn_ops only) or its FFN widths (each layer folded to its planned kept set), heads
+// and experts (merged by fk_expert_groups at the planned count, weighted by a->expert_load).
 fk_status fk_fold_plan_apply_layers(const fk_model *m, const fk_fold_plan *p, fk_model *out);
 fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, double ridge, fk_model *out);
 // The plan as JSON (budget, per-layer widths, residuals, sensitivities, estimates, layer
@@ -223,6 +257,7 @@ typedef enum {
     FK_PRUNE_MAGNITUDE = 0,  // FFN channels with the smallest L2 norm of their weights (gate, up rows; down column), the same fraction per layer
     FK_PRUNE_FLAP,           // FLAP: fluctuation Var(h_j) |D_:,j|^2, z-scored per layer, one global threshold, bias compensation
     FK_PRUNE_SHORTGPT,       // ShortGPT: whole layers in order of Block Influence, lowest first
+    FK_PRUNE_EXPERTS,        // MoE: the least used experts (expert_load, one global order), >= n_expert_used kept per layer
 } fk_prune_method;
 // What fusekit prune runs: the method (required: FK_PRUNE_NONE until chosen), the budget and
 // its scope, and the statistics' windows (seq 0: the model's context; max_tokens 0: all).

@@ -4,6 +4,25 @@
 
 #include <math.h>
 
+// An MoE layer's line: its experts' load range and its most similar pair of experts.
+static void add_experts(cJSON *j, const fk_analysis *a, int l) {
+    int64_t E = a->experts[l], bi = 0, bj = 1;
+    double lo = 1, hi = 0;
+    for (int64_t e = 0; e < E; e++) { lo = fmin(lo, a->expert_load[l][e]); hi = fmax(hi, a->expert_load[l][e]); }
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t f = e + 1; f < E; f++)
+            if (a->expert_sim[l][e * E + f] > a->expert_sim[l][bi * E + bj]) { bi = e; bj = f; }
+    cli_json_int(j, "experts", E);
+    cli_json_num(j, "expert_load_min", "%.4f", lo);
+    cli_json_num(j, "expert_load_max", "%.4f", hi);
+    if (E > 1) {
+        cJSON *pair = cJSON_AddArrayToObject(j, "most_similar_experts");
+        cJSON_AddItemToArray(pair, cJSON_CreateNumber((double)bi));
+        cJSON_AddItemToArray(pair, cJSON_CreateNumber((double)bj));
+        cli_json_num(j, "most_similar_cosine", "%.4f", a->expert_sim[l][bi * E + bj]);
+    }
+}
+
 int cmd_analyze(int argc, char **argv) {
     cli_model_opts mo = {.flags = FK_LOAD_FROZEN};
     cli_data_opts dt = {.batch = 4, .max_tokens = 65536};
@@ -58,6 +77,7 @@ int cmd_analyze(int argc, char **argv) {
             cli_json_num(j, "angular_next", "%.6f", a.angular[(int64_t)l * a.max_n]);
             cli_json_num(j, "cka_next", "%.6f", a.cka[l]);
             cli_json_int(j, "ffn", a.ffn[l]);
+            if (a.experts && a.experts[l] > 0) add_experts(j, &a, l);
             cli_json_print(j, stdout, NULL);
         }
         if (st == FK_OK)

@@ -114,7 +114,11 @@ static void print_plan(const fk_fold_plan *plan) {
         cli_json_int(j, "layer", l);
         cli_json_int(j, "ffn_before", plan->ffn_before[l]);
         cli_json_int(j, "ffn_after", plan->ffn_after[l]);
-        cli_json_num(j, "estimated_kl", "%.6g", plan->est_kl[l]);
+        if (plan->experts_before[l] > 0) {
+            cli_json_int(j, "experts_before", plan->experts_before[l]);
+            cli_json_int(j, "experts_after", plan->experts_after[l]);
+        }
+        cli_json_num(j, "estimated_kl", "%.6g", plan->est_kl[l] + plan->expert_est_kl[l]);
         cli_json_print(j, stdout, NULL);
     }
 }
@@ -254,7 +258,7 @@ void cli_fold_args_init(cli_fold_args *a) {
     a->scope = "ffn";
     a->method = "lsq";
     a->select = "greedy";
-    a->ops = "ffn,heads,layers";
+    a->ops = "ffn,heads,layers,experts";
     a->rounds = 1;
     // healing: heal's defaults (lambda 0.5, lr 1e-4)
     cli_train_args_init(&a->heal);
@@ -272,7 +276,7 @@ int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
         {"--scope", OPT_STR, &a->scope, "ffn | blocks | all: what --budget is a fraction of (default ffn)", false, NULL},
         {"--method", OPT_STR, &a->method, "lsq | mean-sum: least-squares refit of kept units, or Model Folding's cluster mean/sum (default lsq)", false, NULL},
         {"--select", OPT_STR, &a->select, "greedy | medoid: with lsq, the kept units by greedy least-squares elimination, or the medoids of average-linkage clusters of 1 - |rho| (default greedy)", false, NULL},
-        {"--ops", OPT_STR, &a->ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers (default ffn,heads,layers)", false, NULL},
+        {"--ops", OPT_STR, &a->ops, "operations allowed, comma separated: ffn, heads (not with --scope ffn), layers, experts (MoE layers' experts merged; default all four)", false, NULL},
         {"--plan-only", OPT_FLAG, &a->plan_only, "write plan.json and print the plan; change nothing", false, NULL},
         {"--uniform", OPT_FLAG, &a->uniform, "one FFN width for every layer (tools that need uniform widths load the result)", false, NULL},
         {"--round", OPT_INT, &a->round, "FFN widths become multiples of this", false, "[1,65536]"},
@@ -308,13 +312,15 @@ static int fold_validate(const cli_fold_args *c, fold_args *fa) {
     fa->o.ffn_ops = strstr(c->ops, "ffn") != NULL;
     fa->o.layer_ops = strstr(c->ops, "layers") != NULL;
     fa->o.head_ops = strstr(c->ops, "heads") != NULL;
+    fa->o.expert_ops = strstr(c->ops, "experts") != NULL;
     if (!c->model || !c->data || !c->out) err = "--model, --data and --out are required";
     else if (!parse_scope(c->scope, &fa->o.scope)) snprintf(msg, sizeof msg, "--scope must be ffn, blocks or all (got '%s')", c->scope), err = msg;
     else if (strcmp(fa->method, "lsq") != 0 && strcmp(fa->method, "mean-sum") != 0)
         snprintf(msg, sizeof msg, "--method must be lsq or mean-sum (got '%s')", fa->method), err = msg;
     else if (strcmp(fa->select, "greedy") != 0 && strcmp(fa->select, "medoid") != 0)
         snprintf(msg, sizeof msg, "--select must be greedy or medoid (got '%s')", fa->select), err = msg;
-    else if (!fa->o.ffn_ops && !fa->o.layer_ops && !fa->o.head_ops) snprintf(msg, sizeof msg, "--ops must name ffn, heads or layers (got '%s')", c->ops), err = msg;
+    else if (!fa->o.ffn_ops && !fa->o.layer_ops && !fa->o.head_ops && !fa->o.expert_ops)
+        snprintf(msg, sizeof msg, "--ops must name ffn, heads, layers or experts (got '%s')", c->ops), err = msg;
     else if (!(c->budget > 0 && c->budget < 1)) snprintf(msg, sizeof msg, "--budget must be a fraction in (0, 1) (got %g)", c->budget), err = msg;
     else if (c->rounds < 1 || c->rounds > 64) snprintf(msg, sizeof msg, "--rounds must be 1 to 64 (got %lld)", (long long)c->rounds), err = msg;
     else if (c->rounds > 1 && c->heal_steps <= 0) err = "--rounds needs --heal-steps (progressive folding heals between rounds)";
@@ -435,12 +441,15 @@ int cmd_fold(int argc, char **argv) {
 // ---------------------------------------------------------------- prune
 
 static const char prune_usage[] =
-    "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt --budget FRACTION -o OUT\n\n"
+    "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt|experts --budget FRACTION -o OUT\n\n"
     "The baselines folding is compared against, at a parameter budget:\n"
     "  magnitude  FFN channels with the smallest L2 norm of their weights, the same fraction in every layer;\n"
     "  flap       FLAP: fluctuation Var(h_j) * |W_down[:, j]|^2, z-scored per layer, one global threshold,\n"
     "             the removed channels' mean output added to the down projection's bias;\n"
-    "  shortgpt   ShortGPT: whole layers, lowest Block Influence first.";
+    "  shortgpt   ShortGPT: whole layers, lowest Block Influence first;\n"
+    "  experts    mixture-of-experts models: the least used experts (share of the routing choices on TEXT),\n"
+    "             one order over all MoE layers, each keeping the experts a token is routed to; the router's\n"
+    "             softmax then runs over the kept experts.";
 
 // Prunes x's model by p into out (a temporary folder renamed when complete); prints the summary line.
 static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
@@ -458,7 +467,7 @@ static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
         st = cli_outdir_begin(out, &od);
         if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x->tok, od.tmp));
     }
-    static const char *const names[] = {"magnitude", "flap", "shortgpt"};
+    static const char *const names[] = {"magnitude", "flap", "shortgpt", "experts"};
     if (st == FK_OK)
         cli_json_print(summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed, (double)removed / (double)scope0),
                        stdout, NULL);
@@ -477,7 +486,7 @@ int cmd_prune(int argc, char **argv) {
         CLI_ROW_MODEL(&mo, "model folder or .gguf file (required)"),
         CALIB_ROW(&data),
         CLI_ROW_OUT(&out, "output folder for the pruned model (required)"),
-        {"--method", OPT_CHOICE, CLI_ENUM(&p.method), "the baseline (required)", false, "magnitude|flap|shortgpt"},
+        {"--method", OPT_CHOICE, CLI_ENUM(&p.method), "the baseline (required)", false, "magnitude|flap|shortgpt|experts"},
         {"--budget", OPT_FLOAT, &p.budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
         {"--scope", OPT_CHOICE, CLI_ENUM(&p.scope), "what --budget is a fraction of", false, "ffn|blocks|all"},
         TEXT_TOK_ROW(&mo.tokenizer),

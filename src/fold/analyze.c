@@ -1,5 +1,6 @@
 // Streaming redundancy statistics over a calibration text (fusekit/analyze.h, fold.md §1).
 #include "fusekit/analyze.h"
+#include "fold/moe.h"
 #include "fusekit/html.h"
 #include "fusekit/safetensors.h"
 
@@ -17,6 +18,7 @@ typedef struct {
     double *hbuf;      // N x max(F, D) activations in double
     int64_t N, C;
     bool oom;
+    fk_status st;      // the first failure inside the hook (MoE statistics)
 } hook_ctx;
 
 // G += h^T h (n x n, upper triangle), mean += column sums, over N rows of h (float).
@@ -34,7 +36,9 @@ static void on_layer(void *user, int layer, const float *resid, const float *att
     if (N != h->N || h->oom) return;
     memcpy(h->slots + (int64_t)(layer + 1) * N * h->C, resid, (size_t)(N * h->C) * sizeof(float));
     if (layer < 0) return;
-    gram_add(a->ffn_gram[layer], a->ffn_mean[layer], h->hbuf, act, N, a->ffn[layer]);
+    if (a->experts && a->experts[layer] > 0 && h->st == FK_OK)  // x_l: the snapshot of the previous call
+        h->st = fk_moe_stats_add(h->m, layer, h->slots + (int64_t)layer * N * h->C, att, N, a);
+    if (act && a->ffn[layer] > 0) gram_add(a->ffn_gram[layer], a->ffn_mean[layer], h->hbuf, act, N, a->ffn[layer]);
     gram_add(a->att_gram[layer], NULL, h->hbuf, att, N, a->heads[layer] * a->head_dim);
 }
 
@@ -98,6 +102,7 @@ void fk_analysis_free(fk_analysis *a) {
     free(a->ffn_mean); free(a->ffn_gram); free(a->att_gram); free(a->ffn); free(a->heads);
     free(a->bi); free(a->angular); free(a->cka); free(a->head_energy); free(a->head_sim);
     free(a->cos_sum); free(a->ang_sum); free(a->hsic_xy); free(a->hsic_xx); free(a->hsic_yy);
+    fk_moe_stats_free(a);
     memset(a, 0, sizeof *a);
 }
 
@@ -123,10 +128,11 @@ static bool analysis_alloc(fk_analysis *a, const fk_config *c, int max_n, int64_
         if (ok) a->heads[l] = fk_config_heads(c, l);
         int64_t Dl = fk_config_heads(c, l) * c->head_dim;
         if (c->ffn[l] > *maxF) *maxF = c->ffn[l];
-        ok = ok && (a->ffn_mean[l] = calloc((size_t)c->ffn[l], sizeof(double))) && (a->ffn_gram[l] = calloc((size_t)(c->ffn[l] * c->ffn[l]), sizeof(double))) &&
+        int64_t F1 = c->ffn[l] > 0 ? c->ffn[l] : 1;  // (an MoE layer may have no dense FFN)
+        ok = ok && (a->ffn_mean[l] = calloc((size_t)F1, sizeof(double))) && (a->ffn_gram[l] = calloc((size_t)(F1 * F1), sizeof(double))) &&
              (a->att_gram[l] = calloc((size_t)(Dl * Dl), sizeof(double)));
     }
-    return ok;
+    return ok && fk_moe_stats_alloc(a, c);
 }
 
 // Runs the model over `windows` windows of seq tokens (of `all` in d), `rows` at a time,
@@ -135,7 +141,7 @@ static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, i
                                  int64_t maxF, bool ok, fk_analysis *a) {
     int L = a->n_layer;
     int64_t C = m->cfg.d_model;
-    hook_ctx h = {a, m, NULL, NULL, (int64_t)rows * seq, C, false};
+    hook_ctx h = {a, m, NULL, NULL, (int64_t)rows * seq, C, false, FK_OK};
     h.slots = ok ? malloc((size_t)((L + 1) * h.N * C) * sizeof(float)) : NULL;
     h.hbuf = ok ? malloc((size_t)(h.N * maxF) * sizeof(double)) : NULL;
     float *cross = malloc((size_t)(C * C) * sizeof(float));
@@ -152,6 +158,7 @@ static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, i
             memcpy(x + (int64_t)r * seq, d->ids + w * seq, (size_t)seq * sizeof(int32_t));
         }
         st = fk_model_forward(m, x, NULL, rows, seq, false, NULL);
+        if (st == FK_OK) st = h.st;
         if (st == FK_OK) st = residual_stats(&h, cross);
         a->tokens += h.N;
     }
@@ -210,6 +217,7 @@ static fk_status finish_layer(const fk_model *m, fk_analysis *a, int l, double T
     symmetrize(a->ffn_gram[l], F);
     symmetrize(a->att_gram[l], D);
     for (int64_t j = 0; j < F; j++) a->ffn_mean[l][j] /= T;
+    fk_moe_stats_finish(a, l, m->cfg.n_expert_used);
     return head_similarity(m, a, l, T);
 }
 
@@ -243,6 +251,26 @@ fk_status fk_analyze(fk_model *m, const fk_token_data *d, int seq, int batch, in
 // A self-contained page (inline SVG, no scripts, no network): block influence and CKA per
 // layer, the angular-distance heatmap, per-layer histograms of the FFN neurons' |correlation|,
 // and each layer's head-similarity heatmap.
+
+// MoE layers: each layer's expert load (share of the routing choices) and the cosine similarity
+// of its experts' outputs (candidates to merge).
+static void write_html_experts(fk_sbuf *b, const fk_analysis *a) {
+    if (!a->experts) return;
+    fk_sb(b, "<h3>Experts: load (share of the routing choices) and cosine similarity of their outputs, per MoE layer</h3>");
+    for (int l = 0; l < a->n_layer; l++) {
+        int64_t E = a->experts[l];
+        if (E == 0) continue;
+        double mx = 0;
+        for (int64_t e = 0; e < E; e++) mx = fmax(mx, a->expert_load[l][e]);
+        char t[48];
+        snprintf(t, sizeof t, "layer %d: expert load", l);
+        fk_sb(b, "<div class='l'>");
+        fk_svg_bars(b, t, a->expert_load[l], (int)E, mx, NULL);
+        snprintf(t, sizeof t, "layer %d: expert similarity", l);
+        fk_svg_heatmap(b, t, a->expert_sim[l], (int)E, (int)E, E <= 16 ? 14 : E <= 64 ? 6 : 3, 0, 1, "expert", 0, "expert", 0);
+        fk_sb(b, "</div>");
+    }
+}
 
 static fk_status write_html(const fk_analysis *a, const char *dir) {
     fk_sbuf b = {0};
@@ -301,6 +329,7 @@ static fk_status write_html(const fk_analysis *a, const char *dir) {
         fk_svg_heatmap(&b, tt, a->head_sim + (int64_t)l * H * H, H, H, cell, 0, 1, "head", 0, "head", 0);
         fk_sb(&b, "</div>");
     }
+    write_html_experts(&b, a);
     fk_sb(&b, "</body></html>\n");
     return fk_sb_write_in(&b, dir, "analysis.html");
 }
@@ -335,25 +364,35 @@ fk_status fk_analysis_save(const fk_analysis *a, const char *dir) {
         }
         cJSON *ffn = cJSON_AddObjectToObject(o, "ffn");
         cJSON_AddNumberToObject(ffn, "width", (double)F);
-        cJSON_AddNumberToObject(ffn, "mean_energy", e_sum / (double)F);
+        cJSON_AddNumberToObject(ffn, "mean_energy", F > 0 ? e_sum / (double)F : 0);
         cJSON_AddNumberToObject(ffn, "constant_neurons", dead);
         cJSON *att = cJSON_AddObjectToObject(o, "attention");
         cJSON_AddItemToObject(att, "head_energy", num_array(a->head_energy + (int64_t)l * H, H));
         cJSON_AddItemToObject(o, "attention_head_similarity", num_array(a->head_sim + (int64_t)l * H * H, H * H));
+        if (a->experts && a->experts[l] > 0) {
+            int64_t E = a->experts[l];
+            cJSON *moe = cJSON_AddObjectToObject(o, "experts");
+            cJSON_AddNumberToObject(moe, "count", (double)E);
+            cJSON_AddItemToObject(moe, "load", num_array(a->expert_load[l], E));
+            cJSON_AddItemToObject(moe, "usage", num_array(a->expert_usage[l], E));
+            cJSON_AddItemToObject(moe, "similarity", num_array(a->expert_sim[l], E * E));
+        }
         cJSON_AddItemToArray(layers, o);
     }
     FK_TRY(fk_json_write_in(dir, "analysis.json", j));
     // the matrices, for clustering and folding
-    fk_st_entry *e = calloc((size_t)(4 * L), sizeof *e);
-    char (*names)[48] = calloc((size_t)(4 * L), sizeof *names);
+    fk_st_entry *e = calloc((size_t)(6 * L), sizeof *e);
+    char (*names)[48] = calloc((size_t)(6 * L), sizeof *names);
     if (!e || !names) { free(e); free(names); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     int n = 0;
     for (int l = 0; l < L; l++) {
-        int64_t F = a->ffn[l];
-        const struct { const char *name; const double *data; int ndim; int64_t d0, d1; } t[4] = {
+        int64_t F = a->ffn[l], E = a->experts ? a->experts[l] : 0;
+        const struct { const char *name; const double *data; int ndim; int64_t d0, d1; } t[6] = {
             {"ffn_gram", a->ffn_gram[l], 2, F, F}, {"ffn_mean", a->ffn_mean[l], 1, F, 0},
-            {"att_gram", a->att_gram[l], 2, a->heads[l] * a->head_dim, a->heads[l] * a->head_dim}, {"head_sim", a->head_sim + (int64_t)l * H * H, 2, H, H}};
-        for (int k = 0; k < 4; k++, n++) {
+            {"att_gram", a->att_gram[l], 2, a->heads[l] * a->head_dim, a->heads[l] * a->head_dim}, {"head_sim", a->head_sim + (int64_t)l * H * H, 2, H, H},
+            {"expert_gram", E ? a->expert_gram[l] : NULL, 2, E, E}, {"expert_usage", E ? a->expert_usage[l] : NULL, 1, E, 0}};
+        for (int k = 0; k < 6; k++, n++) {
+            if (t[k].d0 == 0) { n--; continue; }  // no dense FFN (an MoE layer), no experts (a dense layer)
             snprintf(names[n], sizeof names[0], "%s.%d", t[k].name, l);
             e[n].name = names[n];
             e[n].dtype = FK_DT_F64;

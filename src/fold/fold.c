@@ -46,10 +46,10 @@ static fk_status lsq_down(const float *D, int64_t C, int64_t F, const double *G,
     return st;
 }
 
-// The parameter-table index of (layer, kind), -1 when absent.
-static int param_index(const fk_model *m, int layer, fk_param_kind kind) {
+// The parameter-table index of (layer, kind, expert), -1 when absent (expert -1: not an expert's).
+static int param_index(const fk_model *m, int layer, fk_param_kind kind, int expert) {
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].layer == layer && m->params[i].kind == kind) return i;
+        if (m->params[i].layer == layer && m->params[i].kind == kind && m->params[i].expert == expert) return i;
     return -1;
 }
 
@@ -61,7 +61,9 @@ static bool rewritten(const fk_param *p, int layer, unsigned mask) { return p->l
 // m's values of out's parameter i (same layer and kind), NULL when m has none.
 static const float *source_of(const fk_model *m, const fk_model *out, int i) {
     const fk_param *q = &out->params[i];
-    int pi = i < m->n_params && m->params[i].layer == q->layer && m->params[i].kind == q->kind ? i : param_index(m, q->layer, q->kind);
+    int pi = i < m->n_params && m->params[i].layer == q->layer && m->params[i].kind == q->kind && m->params[i].expert == q->expert
+                 ? i
+                 : param_index(m, q->layer, q->kind, q->expert);
     return pi < 0 ? NULL : m->w + m->params[pi].offset;
 }
 
@@ -306,19 +308,24 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
             else if (c->ffn[j] != c->ffn[first])
                 return fk_error(FK_ERR_ARG, "fold: new layer %d combines layers %d and %d, whose FFN widths differ (%lld, %lld)", i, first, j,
                                 (long long)c->ffn[first], (long long)c->ffn[j]);
+            else if (fk_config_experts(c, j) != fk_config_experts(c, first))
+                return fk_error(FK_ERR_ARG, "fold: new layer %d combines layers %d and %d, whose experts differ (%lld, %lld; 0: dense)", i, first, j,
+                                (long long)fk_config_experts(c, first), (long long)fk_config_experts(c, j));
         }
         if (first < 0) return fk_error(FK_ERR_ARG, "fold: new layer %d has no source layer", i);
         nc.ffn[i] = c->ffn[first];
+        nc.moe[i] = c->moe[first];  // MoE layers stay MoE layers, with their experts
+        nc.experts[i] = c->experts[first];
         nc.sliding[i] = c->sliding[first];  // the attention kind (sliding window or global) of its first source
     }
-    for (int i = n_new; i < FK_MAX_LAYERS; i++) nc.ffn[i] = 0;
+    for (int i = n_new; i < FK_MAX_LAYERS; i++) { nc.ffn[i] = 0; nc.moe[i] = 0; nc.experts[i] = 0; }
     FK_TRY(fk_model_init(out, &nc));
     out->vocab_real = m->vocab_real;
     for (int i = 0; i < out->n_params; i++) {
         const fk_param *q = &out->params[i];
         float *dst = out->w + q->offset;
         if (q->layer < 0) {
-            int pi = param_index(m, -1, q->kind);
+            int pi = param_index(m, -1, q->kind, -1);
             memcpy(dst, m->w + m->params[pi].offset, (size_t)q->numel * sizeof(float));
             continue;
         }
@@ -326,7 +333,7 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
         for (int j = 0; j < L; j++) {
             double a = coef[q->layer * L + j];
             if (a == 0) continue;
-            const float *src = m->w + m->params[param_index(m, j, q->kind)].offset;
+            const float *src = m->w + m->params[param_index(m, j, q->kind, q->expert)].offset;
             for (int64_t e = 0; e < q->numel; e++) dst[e] += (float)(a * src[e]);
         }
     }
@@ -456,5 +463,82 @@ fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k
     }
     free(kept); free(per); free(dims);
     if (st != FK_OK) fk_model_free(out);
+    return st;
+}
+
+// ---- mixture of experts ----
+
+// Layer `layer` of m with its experts regrouped into k: expert j of out is the average of the
+// experts e with labels[e] == j (-1: dropped), weighted by usage (NULL or a group without usage:
+// equally), and takes the router row of its most used member (ties: the lower index).
+static fk_status rebuild_experts(const fk_model *m, int layer, const int32_t *labels, int k, const double *usage, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    const fk_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layer) return fk_error(FK_ERR_ARG, "fold: layer %d does not exist (the model has %lld)", layer, (long long)c->n_layer);
+    int64_t E = fk_config_experts(c, layer), C = c->d_model;
+    if (E == 0) return fk_error(FK_ERR_ARG, "fold: layer %d is not a mixture-of-experts layer", layer);
+    if (k < c->n_expert_used || k > E)
+        return fk_error(FK_ERR_ARG, "fold: layer %d: %d experts to keep, expected %lld (num_experts_per_tok, the experts each token uses) to %lld",
+                        layer, k, (long long)c->n_expert_used, (long long)E);
+    int64_t *size = calloc((size_t)k, sizeof *size);
+    if (!size) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+    fk_status st = FK_OK;
+    for (int64_t e = 0; e < E && st == FK_OK; e++)
+        if (labels[e] < -1 || labels[e] >= k) st = fk_error(FK_ERR_ARG, "fold: layer %d: expert %lld has group %d, expected -1..%d", layer, (long long)e, labels[e], k - 1);
+        else if (labels[e] >= 0) size[labels[e]]++;
+    for (int j = 0; j < k && st == FK_OK; j++)
+        if (size[j] == 0) st = fk_error(FK_ERR_ARG, "fold: layer %d: expert group %d has no member", layer, j);
+    free(size);
+    fk_config nc = *c;
+    nc.experts[layer] = k;
+    const unsigned mask = KIND(FK_P_ROUTER_W) | KIND(FK_P_EXP_UP_W) | KIND(FK_P_EXP_DOWN_W);
+    if (st == FK_OK) st = init_copy_except(m, &nc, layer, mask, out);
+    if (st != FK_OK) return st;
+    const fk_layer_offsets *si = &m->layer[layer], *so = &out->layer[layer];
+    int64_t nup = (fk_config_gated(c) ? 2 : 1) * c->expert_ffn * C, ndown = C * c->expert_ffn;
+    for (int j = 0; j < k; j++) {
+        double total = 0;
+        int64_t dom = -1, n = 0;
+        for (int64_t e = 0; e < E; e++) {
+            if (labels[e] != j) continue;
+            double u = usage ? fmax(usage[e], 0) : 0;
+            total += u;
+            n++;
+            if (dom < 0 || (usage && u > fmax(usage[dom], 0))) dom = e;
+        }
+        memcpy(out->w + so->router_w + j * C, m->w + si->router_w + dom * C, (size_t)C * sizeof(float));
+        float *up = out->w + so->exp_up_w + j * so->exp_up_stride, *down = out->w + so->exp_down_w + j * so->exp_down_stride;
+        memset(up, 0, (size_t)nup * sizeof(float));
+        memset(down, 0, (size_t)ndown * sizeof(float));
+        for (int64_t e = 0; e < E; e++) {
+            if (labels[e] != j) continue;
+            float a = (float)(total > 0 ? fmax(usage[e], 0) / total : 1.0 / (double)n);
+            const float *su = m->w + si->exp_up_w + e * si->exp_up_stride, *sd = m->w + si->exp_down_w + e * si->exp_down_stride;
+            for (int64_t i = 0; i < nup; i++) up[i] += a * su[i];
+            for (int64_t i = 0; i < ndown; i++) down[i] += a * sd[i];
+        }
+    }
+    return FK_OK;
+}
+
+fk_status fk_fold_experts(const fk_model *m, int layer, const int32_t *labels, int k, const double *usage, fk_model *out) {
+    if (layer >= 0 && layer < m->cfg.n_layer)
+        for (int64_t e = 0; e < fk_config_experts(&m->cfg, layer); e++)
+            if (labels[e] < 0) { memset(out, 0, sizeof *out); return fk_error(FK_ERR_ARG, "fold: layer %d: expert %lld has no group", layer, (long long)e); }
+    return rebuild_experts(m, layer, labels, k, usage, out);
+}
+
+fk_status fk_prune_experts(const fk_model *m, int layer, const int32_t *keep, int k, fk_model *out) {
+    memset(out, 0, sizeof *out);
+    int64_t E = layer >= 0 && layer < m->cfg.n_layer ? fk_config_experts(&m->cfg, layer) : 0;
+    int32_t *labels = malloc((size_t)(E > 0 ? E : 1) * sizeof *labels);
+    if (!labels) return fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    for (int64_t e = 0; e < E; e++) labels[e] = -1;
+    fk_status st = FK_OK;
+    for (int j = 0; j < k && st == FK_OK && E > 0; j++)
+        if (keep[j] < 0 || keep[j] >= E || labels[keep[j]] >= 0) st = fk_error(FK_ERR_ARG, "prune: layer %d: kept expert %d is out of range or repeated", layer, keep[j]);
+        else labels[keep[j]] = j;
+    if (st == FK_OK) st = rebuild_experts(m, layer, labels, k, NULL, out);
+    free(labels);
     return st;
 }

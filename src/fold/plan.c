@@ -19,6 +19,7 @@ void fk_fold_opts_default(fk_fold_opts *o) {
     o->ffn_ops = true;
     o->layer_ops = true;
     o->head_ops = true;
+    o->expert_ops = true;
     o->ridge = 1e-2;
 }
 
@@ -84,17 +85,33 @@ typedef struct {
     int L;
     const double *const *hres;  // per layer: relative residual with g heads per group (g = 0..G), NULL: no head steps
     const int64_t *hlo;         // fewest heads per group allowed
+    const double *const *eres;  // per MoE layer: relative residual with k experts (k = 0..E), NULL: no expert steps
+    const int64_t *elo;         // fewest experts allowed
 } ffn_ctx;
 
+// The cheapest expert step (one expert fewer in an MoE layer) by estimated KL per parameter, if
+// it beats *best: its layer, else -1.
+static int expert_step(const ffn_ctx *c, const int64_t *experts, double *best) {
+    const fk_fold_plan *p = c->p;
+    int el = -1;
+    for (int l = 0; l < c->L; l++) {
+        if (!c->eres || !c->eres[l] || c->excluded[l] || experts[l] - 1 < c->elo[l]) continue;
+        double cost = p->expert_sensitivity[l] * (c->eres[l][experts[l] - 1] - c->eres[l][experts[l]]) / (double)p->expert_step_params[l];
+        if (cost < *best) { *best = cost; el = l; }
+    }
+    return el;
+}
+
 // The width part of a plan: greedy by estimated KL per parameter over FFN steps of `round`
-// units and head steps (one query head fewer per KV group), until `budget` parameters are
-// removed. widths and groups get every layer's FFN width and heads per group, *removed and *kl
-// the parameters removed and the estimated KL; false when the guards stop it short of the budget.
-static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_t *groups, int64_t *removed, double *kl) {
+// units, head steps (one query head fewer per KV group) and expert steps (one expert fewer),
+// until `budget` parameters are removed. widths, groups and experts get every layer's FFN width,
+// heads per group and experts, *removed and *kl the parameters removed and the estimated KL;
+// false when the guards stop it short of the budget.
+static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_t *groups, int64_t *experts, int64_t *removed, double *kl) {
     const fk_fold_plan *p = c->p;
     *removed = 0;
     *kl = 0;
-    for (int l = 0; l < c->L; l++) { widths[l] = p->ffn_before[l]; groups[l] = p->group_before[l]; }
+    for (int l = 0; l < c->L; l++) { widths[l] = p->ffn_before[l]; groups[l] = p->group_before[l]; experts[l] = p->experts_before[l]; }
     while (*removed < budget) {
         if (c->uniform) {  // one width for every layer: step all foldable layers together
             bool can = true;
@@ -124,6 +141,13 @@ static bool ffn_greedy(const ffn_ctx *c, int64_t budget, int64_t *widths, int64_
             double cost = p->head_sensitivity[l] * (c->hres[l][groups[l] - 1] - c->hres[l][groups[l]]) / (double)p->head_step_params[l];
             if (cost < best) { best = cost; hl = l; }
         }
+        int el = expert_step(c, experts, &best);
+        if (el >= 0) {
+            *removed += p->expert_step_params[el];
+            *kl += p->expert_sensitivity[el] * (c->eres[el][experts[el] - 1] - c->eres[el][experts[el]]);
+            experts[el]--;
+            continue;
+        }
         if (hl >= 0) {
             *removed += p->head_step_params[hl];
             *kl += p->head_sensitivity[hl] * (c->hres[hl][groups[hl] - 1] - c->hres[hl][groups[hl]]);
@@ -148,7 +172,16 @@ static fk_status plan_check(const fk_model *m, const fk_analysis *a, const fk_fo
         if (a->ffn[l] != c->ffn[l]) return fk_error(FK_ERR_ARG, "fold: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)c->ffn[l]);
     if (!(o->budget > 0 && o->budget < 1)) return fk_error(FK_ERR_ARG, "fold: budget %g, expected a fraction in (0, 1)", o->budget);
     if (o->round < 1 || !(o->min_width >= 0 && o->min_width <= 1)) return fk_error(FK_ERR_ARG, "fold: round %d / min width %g", o->round, o->min_width);
-    if (!o->ffn_ops && !o->layer_ops && !o->head_ops) return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN, head and layer operations all off)");
+    if (!o->ffn_ops && !o->layer_ops && !o->head_ops && !o->expert_ops)
+        return fk_error(FK_ERR_ARG, "fold: no operation allowed (FFN, head, expert and layer operations all off)");
+    if (c->n_expert > 0) {
+        if (o->uniform)
+            return fk_error(FK_ERR_ARG, "fold: --uniform is not implemented for mixture-of-experts models (their MoE layers have no one FFN width)");
+        for (int l = 0; l < L; l++)
+            if ((a->experts ? a->experts[l] : 0) != fk_config_experts(c, l))
+                return fk_error(FK_ERR_ARG, "fold: the analysis has %lld experts in layer %d, the model %lld (analyse this model)",
+                                (long long)(a->experts ? a->experts[l] : 0), l, (long long)fk_config_experts(c, l));
+    }
     return FK_OK;
 }
 
@@ -161,8 +194,12 @@ static void plan_init(const fk_model *m, const fk_fold_opts *o, fk_fold_plan *p)
     p->scope_params = fk_fold_scope_params(m, o->scope);
     for (int l = 0; l < L; l++) {
         p->ffn_before[l] = p->ffn_after[l] = c->ffn[l];
-        p->unit_params[l] = ffn_params(m, l) / c->ffn[l];
-        p->foldable[l] = o->ffn_ops && (o->fold_edges || o->uniform || (l > 0 && l < L - 1));
+        p->unit_params[l] = c->ffn[l] > 0 ? ffn_params(m, l) / c->ffn[l] : 0;  // (an MoE layer may have no dense FFN)
+        p->foldable[l] = o->ffn_ops && c->ffn[l] > 0 && (o->fold_edges || o->uniform || (l > 0 && l < L - 1));
+        int64_t E = fk_config_experts(c, l);
+        p->experts_before[l] = p->experts_after[l] = E;
+        p->expert_step_params[l] = fk_expert_params(c);
+        p->expert_foldable[l] = o->expert_ops && E > c->n_expert_used && (o->fold_edges || (l > 0 && l < L - 1));
         p->group_before[l] = p->group_after[l] = fk_config_heads(c, l) / KV;
         p->head_step_params[l] = KV * (2 * hd * c->d_model + (c->bias_qkv ? hd : 0));
     }
@@ -172,9 +209,50 @@ static void plan_init(const fk_model *m, const fk_fold_opts *o, fk_fold_plan *p)
 // Per layer, what the choice works from: the relative residual of the FFN at each width and of
 // the attention at each number of heads per group (NULL: not folded), and the guards' floors.
 typedef struct {
-    double *resid[FK_MAX_LAYERS], *hres[FK_MAX_LAYERS];
-    int64_t lo[FK_MAX_LAYERS], hlo[FK_MAX_LAYERS];  // fewest FFN units / heads per group allowed
+    double *resid[FK_MAX_LAYERS], *hres[FK_MAX_LAYERS], *eres[FK_MAX_LAYERS];
+    int64_t lo[FK_MAX_LAYERS], hlo[FK_MAX_LAYERS], elo[FK_MAX_LAYERS];  // fewest FFN units / heads per group / experts allowed
 } plan_curves;
+
+// Experts: the relative residual of merging each MoE layer's experts to every count down to the
+// guard, and one KL probe per layer (merged to the probe count) for its sensitivity.
+static fk_status probe_experts(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p,
+                               plan_curves *cv) {
+    for (int l = 0; l < p->n_layer; l++) {
+        int64_t E = p->experts_before[l], K = m->cfg.n_expert_used;
+        if (!p->expert_foldable[l]) continue;
+        cv->elo[l] = (int64_t)ceil(o->min_width * (double)E);
+        if (cv->elo[l] < K) cv->elo[l] = K;
+        if (cv->elo[l] >= E) { p->expert_foldable[l] = false; continue; }
+        int32_t *labels = malloc((size_t)E * sizeof *labels);
+        if (!labels || !(cv->eres[l] = calloc((size_t)(E + 1), sizeof(double)))) { free(labels); return fk_error(FK_ERR_NOMEM, "fold: out of memory"); }
+        fk_status st = FK_OK;
+        for (int64_t k = E - 1; k >= cv->elo[l] && st == FK_OK; k--) {
+            st = fk_expert_groups(a, l, (int)k, labels);
+            if (st == FK_OK) cv->eres[l][k] = fmax(fk_expert_merge_residual(a, l, labels, (int)k), cv->eres[l][k + 1]);  // (kept monotone)
+        }
+        int64_t k = (int64_t)llround((1 - fmin(o->budget, 0.9)) * (double)E);
+        if (k >= E) k = E - 1;
+        if (k < cv->elo[l]) k = cv->elo[l];
+        while (k > cv->elo[l] && !(cv->eres[l][k] > 1e-12)) k--;  // a free merge (duplicates) measures no sensitivity: probe past it
+        fk_model t;
+        if (st == FK_OK) st = fk_expert_groups(a, l, (int)k, labels);
+        if (st == FK_OK) st = fk_fold_experts(m, l, labels, (int)k, a->expert_load[l], &t);
+        free(labels);
+        FK_TRY(st);
+        st = fk_kl_probe_eval(&t, probe, &p->expert_probe_kl[l]);
+        fk_model_free(&t);
+        FK_TRY(st);
+        p->expert_probe[l] = k;
+        double r = cv->eres[l][k] - cv->eres[l][E];
+        if (r > 1e-12) {
+            p->expert_sensitivity[l] = p->expert_probe_kl[l] / r;
+        } else if (p->expert_probe_kl[l] > 1e-9) {  // the residual saw no cost the probe measured: count steps instead
+            for (int64_t j = cv->elo[l]; j <= E; j++) cv->eres[l][j] = (double)(E - j) / (double)(E - k);
+            p->expert_sensitivity[l] = p->expert_probe_kl[l];
+        }
+    }
+    return FK_OK;
+}
 
 // Heads: elimination within KV groups and one KL probe (one head fewer per group) per layer.
 static fk_status probe_heads(fk_model *m, const fk_analysis *a, const fk_kl_probe *probe, const fk_fold_opts *o, fk_fold_plan *p,
@@ -244,7 +322,7 @@ static fk_status layer_candidates(const fk_model *m, const fk_kl_probe *probe, c
             fk_layer_op *t = &tries[k];
             if (l + t->span - 1 > last || L - (t->kind == FK_LAYER_DROP ? 1 : t->span - 1) < 1) continue;
             bool same = true;
-            for (int j = 1; j < t->span; j++) same = same && c->ffn[l + j] == c->ffn[l];
+            for (int j = 1; j < t->span; j++) same = same && c->ffn[l + j] == c->ffn[l] && fk_config_experts(c, l + j) == fk_config_experts(c, l);
             if (!same) continue;
             if (t->kind != FK_LAYER_DROP) {
                 t->params = 0;
@@ -267,11 +345,11 @@ static fk_status plan_choose(fk_fold_plan *p, const fk_fold_opts *o, const plan_
     int L = p->n_layer;
     bool taken[FK_MAX_LAYERS] = {0}, touched[FK_MAX_LAYERS] = {0};
     int64_t removed = 0, ops_removed = 0;
-    int64_t widths[FK_MAX_LAYERS], groups[FK_MAX_LAYERS], g2[FK_MAX_LAYERS];
+    int64_t widths[FK_MAX_LAYERS], groups[FK_MAX_LAYERS], g2[FK_MAX_LAYERS], experts[FK_MAX_LAYERS], e2[FK_MAX_LAYERS];
     ffn_ctx fc = {p, (const double *const *)cv->resid, cv->lo, touched, o->round, o->uniform, L,
-                  head_ops ? (const double *const *)cv->hres : NULL, cv->hlo};
+                  head_ops ? (const double *const *)cv->hres : NULL, cv->hlo, (const double *const *)cv->eres, cv->elo};
     double kl_now = 0;
-    bool ok_now = ffn_greedy(&fc, p->budget_params, widths, groups, &removed, &kl_now);
+    bool ok_now = ffn_greedy(&fc, p->budget_params, widths, groups, experts, &removed, &kl_now);
     for (;;) {
         int best = -1;
         double best_kl = ok_now ? kl_now : INFINITY;
@@ -284,7 +362,7 @@ static fk_status plan_choose(fk_fold_plan *p, const fk_fold_opts *o, const plan_
             for (int j = 0; j < op->span; j++) touched[op->layer + j] = true;
             int64_t w2[FK_MAX_LAYERS], r2;
             double kl2;
-            bool ok2 = ffn_greedy(&fc, p->budget_params - ops_removed - op->params, w2, g2, &r2, &kl2);
+            bool ok2 = ffn_greedy(&fc, p->budget_params - ops_removed - op->params, w2, g2, e2, &r2, &kl2);
             for (int j = 0; j < op->span; j++) touched[op->layer + j] = false;
             if (ok2 && kl2 + op->kl < best_kl) { best_kl = kl2 + op->kl; best = k; }
         }
@@ -293,14 +371,14 @@ static fk_status plan_choose(fk_fold_plan *p, const fk_fold_opts *o, const plan_
         for (int j = 0; j < cand[best].span; j++) touched[cand[best].layer + j] = true;
         ops_removed += cand[best].params;
         p->ops[p->n_ops++] = cand[best];
-        ok_now = ffn_greedy(&fc, p->budget_params - ops_removed, widths, groups, &removed, &kl_now);
+        ok_now = ffn_greedy(&fc, p->budget_params - ops_removed, widths, groups, experts, &removed, &kl_now);
     }
-    for (int l = 0; l < L; l++) { p->ffn_after[l] = widths[l]; p->group_after[l] = groups[l]; }
+    for (int l = 0; l < L; l++) { p->ffn_after[l] = widths[l]; p->group_after[l] = groups[l]; p->experts_after[l] = experts[l]; }
     removed += ops_removed;
     if (removed < p->budget_params)
         return fk_error(FK_ERR_ARG,
                         "fold: the budget (%lld parameters, %.1f%% of %lld) is more than the guards allow: at most %lld can go (each layer keeps >= %.0f%% of its "
-                        "FFN width%s; widths are multiples of %d)",
+                        "FFN width and experts%s; widths are multiples of %d)",
                         (long long)p->budget_params, 100 * o->budget, (long long)p->scope_params, (long long)removed, 100 * o->min_width,
                         o->fold_edges || o->uniform ? "" : ", the first and last layers are left alone", o->round);
     p->removed_params = removed;
@@ -316,6 +394,11 @@ static void plan_estimates(fk_fold_plan *p, const plan_curves *cv) {
         p->resid[l] = cv->resid[l][p->ffn_after[l]];
         p->est_kl[l] = p->sensitivity[l] * (cv->resid[l][p->ffn_after[l]] - cv->resid[l][p->ffn_before[l]]);
         p->est_kl_total += p->est_kl[l];
+    }
+    for (int l = 0; l < p->n_layer; l++) {
+        if (!cv->eres[l]) continue;
+        p->expert_est_kl[l] = p->expert_sensitivity[l] * (cv->eres[l][p->experts_after[l]] - cv->eres[l][p->experts_before[l]]);
+        p->est_kl_total += p->expert_est_kl[l];
     }
     for (int l = 0; l < p->n_layer; l++) {
         if (!cv->hres[l]) continue;
@@ -336,10 +419,11 @@ fk_status fk_fold_plan_make(fk_model *m, const fk_analysis *a, const fk_kl_probe
     int n_cand = 0;
     fk_status st = head_ops ? probe_heads(m, a, probe, o, p, &cv) : FK_OK;
     if (st == FK_OK) st = probe_ffn(m, a, probe, o, p, &cv);
+    if (st == FK_OK) st = probe_experts(m, a, probe, o, p, &cv);
     if (st == FK_OK && o->layer_ops && !o->uniform) st = layer_candidates(m, probe, o, cand, &n_cand);
     if (st == FK_OK) st = plan_choose(p, o, &cv, head_ops, cand, n_cand);
     if (st == FK_OK) plan_estimates(p, &cv);
-    for (int l = 0; l < FK_MAX_LAYERS; l++) { free(cv.resid[l]); free(cv.hres[l]); }
+    for (int l = 0; l < FK_MAX_LAYERS; l++) { free(cv.resid[l]); free(cv.hres[l]); free(cv.eres[l]); }
     if (st != FK_OK) fk_fold_plan_free(p);
     return st;
 }
@@ -355,6 +439,16 @@ fk_status fk_fold_plan_apply_layers(const fk_model *m, const fk_fold_plan *p, fk
     return st;
 }
 
+// Merges MoE layer l's experts into k groups (fk_expert_groups), weighted by their load.
+static fk_status fold_layer_experts(const fk_model *m, int l, int k, const fk_analysis *a, fk_model *out) {
+    int32_t *labels = malloc((size_t)a->experts[l] * sizeof *labels);
+    if (!labels) return fk_error(FK_ERR_NOMEM, "fold: out of memory");
+    fk_status st = fk_expert_groups(a, l, k, labels);
+    if (st == FK_OK) st = fk_fold_experts(m, l, labels, k, a->expert_load[l], out);
+    free(labels);
+    return st;
+}
+
 fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const fk_analysis *a, double ridge, fk_model *out) {
     memset(out, 0, sizeof *out);
     int L = (int)m->cfg.n_layer;
@@ -363,10 +457,15 @@ fk_status fk_fold_plan_apply_ffn(const fk_model *m, const fk_fold_plan *p, const
     bool owned = false;
     int64_t KV = m->cfg.n_kv_head;
     for (int l = 0; l < L; l++) {
-        for (int kind = 0; kind < 2; kind++) {  // FFN units, then heads
+        for (int kind = 0; kind < 3; kind++) {  // FFN units, heads, experts
             fk_model next;
             fk_status st;
-            if (kind == 0) {
+            if (kind == 2) {
+                if (p->experts_after[l] == p->experts_before[l]) continue;
+                if (p->experts_before[l] != fk_config_experts(&m->cfg, l) || !a->experts || a->experts[l] != p->experts_before[l])
+                    return fk_error(FK_ERR_ARG, "fold: the plan's layer %d does not match the model's experts", l);
+                st = fold_layer_experts(&cur, l, (int)p->experts_after[l], a, &next);
+            } else if (kind == 0) {
                 if (p->ffn_after[l] == p->ffn_before[l]) continue;
                 if (!p->order[l] || p->ffn_before[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "fold: the plan's layer %d does not match the model", l);
                 int64_t F = p->ffn_before[l], w = p->ffn_after[l];
@@ -415,6 +514,16 @@ char *fk_fold_plan_json(const fk_fold_plan *p) {
         cJSON_AddBoolToObject(o, "foldable", p->foldable[l]);
         cJSON_AddNumberToObject(o, "heads_per_group_before", (double)p->group_before[l]);
         cJSON_AddNumberToObject(o, "heads_per_group_after", (double)p->group_after[l]);
+        if (p->experts_before[l] > 0) {
+            cJSON_AddNumberToObject(o, "experts_before", (double)p->experts_before[l]);
+            cJSON_AddNumberToObject(o, "experts_after", (double)p->experts_after[l]);
+        }
+        if (p->expert_probe[l] > 0) {
+            cJSON_AddNumberToObject(o, "expert_probe", (double)p->expert_probe[l]);
+            cJSON_AddNumberToObject(o, "expert_probe_kl", p->expert_probe_kl[l]);
+            cJSON_AddNumberToObject(o, "expert_sensitivity", p->expert_sensitivity[l]);
+            cJSON_AddNumberToObject(o, "expert_estimated_kl", p->expert_est_kl[l]);
+        }
         if (p->head_order[l]) {
             cJSON_AddNumberToObject(o, "head_probe_kl", p->head_probe_kl[l]);
             cJSON_AddNumberToObject(o, "head_sensitivity", p->head_sensitivity[l]);

@@ -1,5 +1,6 @@
 // Baselines at a parameter budget (fusekit/fold.h, fold.md §6): magnitude pruning of FFN
 // channels, FLAP's fluctuation pruning with bias compensation, ShortGPT's layer drop.
+#include "fold/chain.h"
 #include "fusekit/fold.h"
 
 #include <math.h>
@@ -7,7 +8,7 @@
 #include <string.h>
 
 int64_t fk_fold_scope_params(const fk_model *m, fk_fold_scope scope) {
-    unsigned mask = scope == FK_SCOPE_FFN ? FK_PARAMS_FFN_UNITS : scope == FK_SCOPE_BLOCKS ? FK_PARAMS_BLOCKS : FK_PARAMS_ALL;
+    unsigned mask = scope == FK_SCOPE_FFN ? FK_PARAMS_FFN_UNITS | FK_PARAMS_EXPERTS : scope == FK_SCOPE_BLOCKS ? FK_PARAMS_BLOCKS : FK_PARAMS_ALL;
     return fk_model_count_params(m, mask, FK_PARAMS_ANY_LAYER);
 }
 
@@ -164,6 +165,67 @@ static fk_status prune_channels(const fk_model *m, const fk_analysis *a, fk_prun
     return st;
 }
 
+// Keeps in every MoE layer the experts flagged in keep[l] (in index order).
+static fk_status keep_experts(const fk_model *m, char **keep, fk_model *out) {
+    fk_model cur = *m;
+    bool owned = false;
+    fk_status st = FK_OK;
+    for (int l = 0; l < m->cfg.n_layer && st == FK_OK; l++) {
+        int64_t E = fk_config_experts(&m->cfg, l);
+        int32_t idx[FK_LIM_EXPERTS];
+        int k = 0;
+        for (int64_t e = 0; e < E; e++)
+            if (keep[l][e]) idx[k++] = (int32_t)e;
+        if (k == E) continue;
+        fk_model next;
+        st = fk_chain_step(&cur, &owned, fk_prune_experts(&cur, l, idx, k, &next), &next);
+    }
+    return fk_chain_end(m, &cur, owned, st, out);
+}
+
+// Expert pruning: the least used experts (a->expert_load, one global order: each layer's loads
+// sum to 1) go first until the budget is met, every MoE layer keeping n_expert_used.
+static fk_status prune_experts(const fk_model *m, const fk_analysis *a, int64_t budget, fk_model *out, int64_t *removed) {
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    if (c->n_expert == 0 || !a->experts) return fk_error(FK_ERR_ARG, "prune: expert pruning needs a mixture-of-experts model");
+    int64_t n = 0, step = fk_expert_params(c), left[FK_MAX_LAYERS];
+    for (int l = 0; l < L; l++) n += a->experts[l];
+    scored *s = malloc((size_t)n * sizeof *s);
+    int32_t *layer_of = malloc((size_t)n * sizeof *layer_of);
+    char *keep[FK_MAX_LAYERS] = {0};
+    fk_status st = s && layer_of ? FK_OK : fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    int64_t i = 0;
+    for (int l = 0; l < L && st == FK_OK; l++) {
+        left[l] = a->experts[l];
+        if (!(keep[l] = malloc((size_t)(left[l] + 1)))) st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
+        for (int64_t e = 0; st == FK_OK && e < left[l]; e++, i++) {
+            keep[l][e] = 1;
+            s[i] = (scored){a->expert_load[l][e], (int32_t)e};
+            layer_of[i] = l;
+        }
+    }
+    // one order: by load, then layer, then expert (qsort over indices into s)
+    scored *g = st == FK_OK ? malloc((size_t)n * sizeof *g) : NULL;
+    if (st == FK_OK && !g) st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    for (int64_t j = 0; st == FK_OK && j < n; j++) g[j] = (scored){s[j].s, (int32_t)j};
+    if (st == FK_OK) qsort(g, (size_t)n, sizeof *g, by_score);
+    for (int64_t j = 0; st == FK_OK && j < n && *removed < budget; j++) {
+        int l = layer_of[g[j].j];
+        if (left[l] <= c->n_expert_used) continue;
+        keep[l][s[g[j].j].j] = 0;
+        left[l]--;
+        *removed += step;
+    }
+    if (st == FK_OK && *removed < budget)
+        st = fk_error(FK_ERR_ARG, "prune: the budget (%lld parameters) needs more experts than the %lld each token is routed to can spare "
+                      "(at most %lld parameters)", (long long)budget, (long long)c->n_expert_used, (long long)*removed);
+    if (st == FK_OK) st = keep_experts(m, keep, out);
+    for (int l = 0; l < L; l++) free(keep[l]);
+    free(s); free(g); free(layer_of);
+    return st;
+}
+
 fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method method, double budget, fk_fold_scope scope, fk_model *out, int64_t *removed) {
     memset(out, 0, sizeof *out);
     *removed = 0;
@@ -173,6 +235,10 @@ fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method meth
     for (int l = 0; l < L; l++)
         if (a->ffn[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "prune: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)m->cfg.ffn[l]);
     int64_t target = (int64_t)ceil(budget * (double)fk_fold_scope_params(m, scope));
+    if (method == FK_PRUNE_EXPERTS) return prune_experts(m, a, target, out, removed);
+    if (method != FK_PRUNE_SHORTGPT && m->cfg.n_expert > 0)
+        return fk_error(FK_ERR_ARG, "prune: %s pruning of FFN channels is not implemented for mixture-of-experts models (prune experts: method experts)",
+                        method == FK_PRUNE_MAGNITUDE ? "magnitude" : "FLAP");
     if (method != FK_PRUNE_SHORTGPT) {
         if (scope != FK_SCOPE_FFN) {
             int64_t ffn = fk_fold_scope_params(m, FK_SCOPE_FFN);

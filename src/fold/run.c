@@ -2,6 +2,7 @@
 // the dynamic-threshold plan, layer operations first and then the widths planned again for what
 // is left, and the FFN folded by the plan (greedy elimination) or by clusters (medoids). This is
 // what `fusekit fold` runs for each round; the CLI loads, saves and prints.
+#include "fold/chain.h"
 #include "fusekit/cluster.h"
 #include "fusekit/fold.h"
 #include "fusekit/model_load.h"
@@ -61,14 +62,9 @@ static fk_status fold_clusters(const fk_model *m, const fk_fold_plan *p, const f
     for (int l = 0; l < m->cfg.n_layer && st == FK_OK; l++) {
         if (p->ffn_after[l] == p->ffn_before[l]) continue;
         fk_model next;
-        st = fold_layer_clusters(&cur, l, p->ffn_before[l], (int)p->ffn_after[l], a, method, ridge, &next);
-        if (owned) fk_model_free(&cur);
-        owned = st == FK_OK;
-        if (st == FK_OK) cur = next;
+        st = fk_chain_step(&cur, &owned, fold_layer_clusters(&cur, l, p->ffn_before[l], (int)p->ffn_after[l], a, method, ridge, &next), &next);
     }
-    if (st != FK_OK) return st;
-    if (owned) { *out = cur; return FK_OK; }
-    return fk_model_clone(out, m);
+    return fk_chain_end(m, &cur, owned, st, out);
 }
 
 static fk_status analyze(fk_model *m, const fk_token_data *d, const fk_fold_run_opts *o, fk_analysis *a) {
