@@ -64,6 +64,14 @@ from transformers import (
     StableLmForCausalLM,
     FalconConfig,
     FalconForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
 )
 
 # ----------------------------------------------------------------------------
@@ -81,6 +89,7 @@ CLIP_NORM = 1.0
 STD_MATRIX = 0.1  # every Linear/Conv1D weight and every embedding
 STD_BIAS = 0.05  # every bias (incl. LayerNorm bias)
 STD_NORM = 0.1  # norm weights = 1 + N(0, STD_NORM^2)
+ROUTER_SCALE = 4.0  # MoE router weights: STD_MATRIX times this (top-k margins well above float32 rounding)
 
 
 # The tiny configurations every reference starts from; each folder changes a few keys.
@@ -236,6 +245,57 @@ def model_specs():
     }
 
 
+# Saved with save_original_format=False (transformers 5's in-memory names: stacked experts).
+STACKED = {"mixtral_stacked", "qwen2_moe_stacked"}
+
+
+def moe_forward_specs():
+    """Mixture of experts (4 experts, top 2, SwiGLU experts 16 wide) from each family's own class, for
+    forward_specs."""
+    f32 = torch.float32
+    return {
+        # Mixtral: renormalised top-k, no shared expert, GQA 4/2, base 1e6
+        "mixtral": (
+            MixtralForCausalLM,
+            MixtralConfig(vocab_size=80, hidden_size=32, intermediate_size=16, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, num_local_experts=4,
+                          num_experts_per_tok=2, tie_word_embeddings=False, attention_dropout=0.0, bos_token_id=1,
+                          eos_token_id=2, attn_implementation="eager", experts_implementation="eager"),
+            1090, 2090, f32, None,
+        ),
+        # Qwen2-MoE: a shared expert (24 wide) with its sigmoid gate, top-k not renormalised, q/k/v biases,
+        # layer 1 dense (mlp_only_layers, intermediate_size 40) of 3
+        "qwen2_moe": (
+            Qwen2MoeForCausalLM,
+            Qwen2MoeConfig(vocab_size=72, hidden_size=32, intermediate_size=40, moe_intermediate_size=16,
+                           shared_expert_intermediate_size=24, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=64, rms_norm_eps=1e-6, num_experts=4, num_experts_per_tok=2,
+                           norm_topk_prob=False, mlp_only_layers=[1], tie_word_embeddings=False, attention_dropout=0.0,
+                           attn_implementation="eager", experts_implementation="eager"),
+            1091, 2091, f32, None,
+        ),
+        # Qwen3-MoE: QK-norm per head, head_dim 16 != 32 / 4, norm_topk_prob true, no shared expert
+        "qwen3_moe": (
+            Qwen3MoeForCausalLM,
+            Qwen3MoeConfig(vocab_size=76, hidden_size=32, intermediate_size=40, moe_intermediate_size=16, head_dim=16,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                           rms_norm_eps=1e-6, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+                           tie_word_embeddings=False, attention_dropout=0.0, attn_implementation="eager", experts_implementation="eager"),
+            1092, 2092, f32, None,
+        ),
+        # OLMoE: QK-norm over the whole q and k projections with GQA 4/2 (k_norm over 2 x 8), top-k not
+        # renormalised, experts intermediate_size wide
+        "olmoe": (
+            OlmoeForCausalLM,
+            OlmoeConfig(vocab_size=68, hidden_size=32, intermediate_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, num_experts=4,
+                        num_experts_per_tok=2, norm_topk_prob=False, tie_word_embeddings=False, attention_dropout=0.0,
+                        pad_token_id=None, bos_token_id=1, eos_token_id=2, attn_implementation="eager", experts_implementation="eager"),
+            1093, 2093, f32, None,
+        ),
+    }
+
+
 def forward_specs():
     """Forward-only reference folders for loading Hugging Face checkpoints.
 
@@ -383,6 +443,16 @@ def forward_specs():
                         bos_token_id=1, eos_token_id=2, attn_implementation="eager"),
             1029, 2029, f32, None,
         ),
+        # OLMo 2 with grouped KV heads (OLMo 2 32B's form): q_norm over 4 x 8 values, k_norm over 2 x 8;
+        # rms_norm_eps 1e-5 (Olmo2Config's default), base 500
+        "olmo2_gqa": (
+            Olmo2ForCausalLM,
+            Olmo2Config(vocab_size=70, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0,
+                        attention_bias=False, attention_dropout=0.0, tie_word_embeddings=False, pad_token_id=None,
+                        bos_token_id=1, eos_token_id=2, attn_implementation="eager"),
+            1033, 2033, f32, None,
+        ),
         # StableLM (3B / StableLM 2): LayerNorm with bias, SwiGLU, q/k/v biases (use_qkv_bias) and no
         # o_proj bias, partial_rotary_factor 0.25 (head_dim 16: 4 dims turn), GQA 4/2, sequential;
         # stablelm_par: use_parallel_residual (attention and MLP from input_layernorm alone), base 500
@@ -396,6 +466,14 @@ def forward_specs():
             StableLmConfig(**{**STABLELM_BASE, "vocab_size": 82, "use_parallel_residual": True,
                               "rope_parameters": dict(rope_type="default", rope_theta=500.0, partial_rotary_factor=0.25)}),
             1030, 2030, f32, None,
+        ),
+        # StableLM 2 12B's form: qk_layernorm (StableLmLayerNormPerHead: a LayerNorm without bias over each of the
+        # 4 query and 2 key heads, each head its own weights), parallel from input_layernorm, no q/k/v bias
+        "stablelm_qkln": (
+            StableLmForCausalLM,
+            StableLmConfig(**{**STABLELM_BASE, "vocab_size": 86, "qk_layernorm": True, "use_parallel_residual": True,
+                              "use_qkv_bias": False}),
+            1100, 2100, f32, None,
         ),
         # Falcon 7B's form: multi-query (query_key_value [all q; k; v]), attention and MLP in parallel from
         # input_layernorm alone, no biases, exact GELU, tied; falcon_40b: the new decoder (ln_attn and
@@ -411,6 +489,28 @@ def forward_specs():
                             "bias": True, "tie_word_embeddings": False,
                             "rope_parameters": dict(rope_type="default", rope_theta=500.0)}),
             1071, 2071, f32, None,
+        ),
+        # Falcon's other layouts, at width 32 (ffn 64): falcon_40b_tanh is Falcon 40B as released (no biases)
+        # with the tanh GELU (gelu_new) llama.cpp's falcon computes; falcon2 the new decoder from one shared norm
+        # (num_ln_in_parallel_attn 1: Falcon 2 11B), num_kv_heads 2, tied; falcon_seq sequential
+        # (parallel_attn false: input_layernorm, post_attention_layernorm), multi-head [q_h; k_h; v_h], biases
+        "falcon_40b_tanh": (
+            FalconForCausalLM,
+            FalconConfig(**{**FALCON_BASE, "vocab_size": 80, "hidden_size": 32, "ffn_hidden_size": 64, "new_decoder_architecture": True,
+                            "num_kv_heads": 2, "activation": "gelu_new", "tie_word_embeddings": False}),
+            1072, 2072, f32, None,
+        ),
+        "falcon2": (
+            FalconForCausalLM,
+            FalconConfig(**{**FALCON_BASE, "vocab_size": 84, "hidden_size": 32, "ffn_hidden_size": 64, "new_decoder_architecture": True,
+                            "num_ln_in_parallel_attn": 1, "num_kv_heads": 2, "activation": "gelu_new"}),
+            1073, 2073, f32, None,
+        ),
+        "falcon_seq": (
+            FalconForCausalLM,
+            FalconConfig(**{**FALCON_BASE, "vocab_size": 88, "hidden_size": 32, "ffn_hidden_size": 64, "parallel_attn": False,
+                            "multi_query": False, "bias": True, "tie_word_embeddings": False}),
+            1074, 2074, f32, None,
         ),
         # RoPE scaling types (Llama, head_dim 8, T = 16), as transformers 5 computes them:
         # YaRN factor 4 over an original context of 64 (truncated correction range 0..3: dim 0
@@ -453,7 +553,67 @@ def forward_specs():
                                         short_factor=[1.0, 1.5, 3.0, 7.0], long_factor=[1.2, 4.0, 11.0, 30.0])),
             1063, 2063, f32, None,
         ),
+        # sliding windows (8 keys over T = 16) with RoPE scaling: transformers turns every layer, sliding
+        # or not, with the one scaled table. Qwen2 with YaRN (factor 4 over 64) and a window on layer 1;
+        # Mistral with dynamic NTK (factor 2 beyond max_position_embeddings 8) and a window on every layer
+        "qwen2_swa_yarn": (
+            Qwen2ForCausalLM,
+            config(Qwen2Config, QWEN2_BASE, vocab_size=70, use_sliding_window=True, sliding_window=SWA, max_window_layers=1,
+                   max_position_embeddings=256,
+                   rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64)),
+            1080, 2080, f32, None,
+        ),
+        **moe_forward_specs(),
+        # the same two models as transformers 5 holds them, saved with save_original_format=False: every layer's
+        # experts in one stacked mlp.experts.gate_up_proj / down_proj (Mixtral: mlp.gate for block_sparse_moe.gate)
+        "mixtral_stacked": moe_forward_specs()["mixtral"],
+        "qwen2_moe_stacked": moe_forward_specs()["qwen2_moe"],
+        "mistral_swa_dynamic": (
+            MistralForCausalLM,
+            config(MistralConfig, LLAMA_BASE, vocab_size=74, num_key_value_heads=1, sliding_window=SWA, max_position_embeddings=8,
+                   rope_parameters=dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0)),
+            1081, 2081, f32, None,
+        ),
     }
+
+
+# Gradient references of the forward-only families: each is the forward folder's model class and
+# config shrunk to vocab 32 and width 16 (so that the weights, gradients and AdamW finals stay small),
+# with every switch of that folder kept; written by build_one like the full references above.
+SHRINK = dict(vocab_size=32, hidden_size=16, intermediate_size=32)
+GRAD_OF = {
+    "qwen3_swa": dict(head_dim=8),  # QK-norm, head_dim 8 != 16 / 4, a window of 8 on layer 1
+    "mistral_swa": dict(head_dim=4),  # GQA 4/1, a window of 8 on every layer
+    "starcoder2": {},  # LayerNorm and linear biases, tanh GELU, GQA 4/2, window 8, tied
+    "phi3_partial": dict(num_attention_heads=2, num_key_value_heads=1),  # fused qkv/gate_up, 6 of head_dim 8 turn
+    "gpt_neox": dict(num_attention_heads=2),  # parallel from two norms, exact GELU, 2 of head_dim 8 turn
+    "phi": dict(hidden_size=20, num_attention_heads=2, num_key_value_heads=1),  # one shared norm, LM-head bias, 4 of 10 turn
+    "olmo2": {},  # post-norms only, QK-norm over the whole projections
+    "stablelm": dict(num_attention_heads=2, num_key_value_heads=1),  # q/k/v biases, 2 of head_dim 8 turn, sequential
+    "stablelm_par": dict(num_attention_heads=2, num_key_value_heads=1),  # parallel from input_layernorm
+    "falcon": dict(ffn_hidden_size=32),  # multi-query [all q; k; v], parallel from one norm, tied
+    "falcon_40b": dict(ffn_hidden_size=32),  # new decoder: ln_attn / ln_mlp, [q x 2; k; v] per KV head, biases
+    "gpt2_gelu": dict(n_embd=16, n_inner=32),  # exact GELU
+    "rope_yarn": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=8),  # YaRN's attention factor on cos/sin
+    # mixtures of experts: the router's gradient through the chosen weights, the experts', the shared gate's
+    "mixtral": dict(intermediate_size=8),  # renormalised top 2 of 4, experts 8 wide
+    "qwen2_moe": dict(intermediate_size=24, moe_intermediate_size=8, shared_expert_intermediate_size=12),  # shared expert, dense layer 1
+    "qwen3_moe": dict(head_dim=8, moe_intermediate_size=8),  # per-head QK-norm, renormalised
+    "olmoe": dict(intermediate_size=8),  # whole-projection QK-norm with GQA 4/2, not renormalised
+}
+
+
+def grad_specs():
+    """<forward name>_grad -> (model class, config, weight seed, token seed), for build_one."""
+    fwd = forward_specs()
+    specs = {}
+    for name, changes in GRAD_OF.items():
+        cls, cfg, wseed, tseed = fwd[name][:4]
+        d = cfg.to_dict()
+        d.update({k: v for k, v in SHRINK.items() if k in d}, **changes)
+        moe = {"experts_implementation": "eager"} if "num_experts_per_tok" in d else {}  # (the experts' loop, in float64 too)
+        specs[name + "_grad"] = (cls, type(cfg).from_dict(d, attn_implementation="eager", **moe), wseed + 5000, tseed + 5000)
+    return specs
 
 
 # ----------------------------------------------------------------------------
@@ -482,7 +642,7 @@ def reinit(model, seed):
                     raise RuntimeError(f"unexpected norm parameter {pname}")
             elif pname == "bias":
                 p.copy_(STD_BIAS * torch.randn_like(p))
-            elif pname == "weight":
+            elif pname in ("weight", "gate_up_proj", "down_proj"):  # (MoE: every expert of a layer stacked)
                 p.copy_(STD_MATRIX * torch.randn_like(p))
             else:
                 raise RuntimeError(f"unexpected parameter {_mname}.{pname}")
@@ -507,7 +667,8 @@ def _make_llama_rope_forward_f64(module):
         inv_freq = module.inv_freq.to(torch.float64)
         freqs = position_ids.to(torch.float64)[:, :, None] * inv_freq[None, None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        scale = getattr(module, "attention_scaling", 1.0)  # YaRN's attention factor (1 for default RoPE)
+        return (emb.cos() * scale).to(x.dtype), (emb.sin() * scale).to(x.dtype)
 
     return forward
 
@@ -539,7 +700,7 @@ def to_float64(model):
         name = type(mod).__name__
         if name == "MptModel":
             mod.build_mpt_alibi_tensor = _mpt_alibi_f64
-        if name == "MptAttention":
+        if name == "MptAttention" or name.endswith("TopKRouter"):  # (Mixtral: softmax(router_logits.float()))
             mod.forward = types.MethodType(_forward_keep_float64, mod)
         if name.endswith("RMSNorm"):
             mod.forward = _rmsnorm_forward_native.__get__(mod)
@@ -552,6 +713,8 @@ def to_float64(model):
                 dim = int(dim * cfg.rope_parameters.get("partial_rotary_factor", 1.0))  # NeoX, Phi: partial rotary
                 base = cfg.rope_parameters["rope_theta"]
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            if getattr(mod, "rope_type", "default") == "yarn":  # its own (static) table, widened from float32
+                inv_freq = mod.inv_freq
             mod.register_buffer("inv_freq", inv_freq, persistent=False)
             if hasattr(mod, "_set_cos_sin_cache"):  # Qwen2: cached cos/sin table
                 mod._set_cos_sin_cache(
@@ -686,7 +849,31 @@ def build_model(cls, config, wseed):
     model = cls(config)
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
     reinit(model, wseed)
+    with torch.no_grad():  # MoE routers: wider top-k margins (no choice near a tie in float32)
+        for mname, mod in model.named_modules():
+            if type(mod).__name__.endswith("TopKRouter"):
+                mod.weight.mul_(ROUTER_SCALE)
     return model.float()
+
+
+def router_margins(model, inputs):
+    """The smallest gap, over every token of every MoE layer, between the K-th and (K+1)-th largest router
+    probabilities: the float32 rounding margin of the top-k choice."""
+    gaps, hooks = [], []
+
+    def hook(mod, args, out):
+        probs = torch.softmax(out[0].double(), dim=-1)
+        top = torch.topk(probs, mod.top_k + 1, dim=-1).values
+        gaps.append((top[:, -2] - top[:, -1]).min().item())
+
+    for mod in model.modules():
+        if type(mod).__name__.endswith("TopKRouter"):
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        model(input_ids=inputs)
+    for h in hooks:
+        h.remove()
+    return min(gaps) if gaps else None
 
 
 def make_tokens(vocab_size, tseed):
@@ -704,12 +891,49 @@ def fresh_dir(out_root, name):
     return out_dir
 
 
+def as_saved(by_param, saved):
+    """{parameter name: x} keyed by the names save_pretrained wrote (`saved`): transformers 5 saves
+    GPTNeoXForCausalLM's lm_head under its checkpoints' name, embed_out."""
+    return split_experts({SAVED_AS.get(k, k) if SAVED_AS.get(k) in saved else k: x for k, x in by_param.items()}, saved)
+
+
+def split_experts(by_param, saved):
+    """transformers 5 holds an MoE layer's experts stacked (mlp.experts.gate_up_proj [E, 2F, C]: gate rows,
+    then up rows; down_proj [E, C, F]) and save_pretrained writes one tensor per expert as the hub's checkpoints
+    name them (Mixtral: block_sparse_moe.experts.E.w1 / w3 / w2 and block_sparse_moe.gate; the others
+    mlp.experts.E.gate_proj / up_proj / down_proj): {in-memory name: x} keyed by the names in `saved`."""
+    out = {}
+    for k, x in by_param.items():
+        pre, _, leaf = k.rpartition(".experts.")
+        if k in saved:  # (saved as held: save_original_format=False)
+            out[k] = x
+            continue
+        mix = pre.replace(".mlp", ".block_sparse_moe")
+        mixtral = f"{mix}.experts.0.w1.weight" in saved
+        if leaf == "gate_up_proj":
+            F = x.shape[1] // 2
+            for e in range(x.shape[0]):
+                g, u = (f"{mix}.experts.{e}.w1.weight", f"{mix}.experts.{e}.w3.weight") if mixtral else (
+                    f"{pre}.experts.{e}.gate_proj.weight", f"{pre}.experts.{e}.up_proj.weight")
+                out[g], out[u] = x[e, :F], x[e, F:]
+        elif leaf == "down_proj" and pre:
+            for e in range(x.shape[0]):
+                out[f"{mix}.experts.{e}.w2.weight" if mixtral else f"{pre}.experts.{e}.down_proj.weight"] = x[e]
+        elif k.endswith(".mlp.gate.weight") and k.replace(".mlp.", ".block_sparse_moe.") in saved:
+            out[k.replace(".mlp.", ".block_sparse_moe.")] = x
+        else:
+            out[k] = x
+    return out
+
+
 def save_folder(name, model, out_dir, dtype=torch.float32, max_shard_size=None):
     """save_pretrained(safe_serialization=True) of the float32 `model`, its weights
     stored as `dtype`; with max_shard_size, in shards with model.safetensors.index.json.
     The model's parameters must already be exactly representable in `dtype`.
     Returns (tensor names in file order, {name: tensor as stored}) over all files."""
     kwargs = {"safe_serialization": True}
+    if name in STACKED:
+        kwargs["save_original_format"] = False
     if max_shard_size is not None:
         kwargs["max_shard_size"] = max_shard_size
     to_save = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
@@ -734,8 +958,7 @@ def save_folder(name, model, out_dir, dtype=torch.float32, max_shard_size=None):
                 saved[k] = f.get_tensor(k)
     assert weight_map is None or sorted(weight_map) == sorted(saved_names), f"{name}: index.json lists other tensors"
     pnames = param_names(model)
-    # transformers 5 saves GPTNeoXForCausalLM's lm_head under its checkpoints' name, embed_out
-    pnames = {SAVED_AS.get(k, k) if SAVED_AS.get(k) in saved else k: p for k, p in pnames.items()}
+    pnames = as_saved(pnames, saved)
     extra = sorted(set(saved_names) - set(pnames))
     missing = sorted(set(pnames) - set(saved_names))
     assert not missing, f"{name}: parameters not written by save_pretrained: {missing}"
@@ -767,7 +990,9 @@ def write_golden(golden, out_dir, name):
 
 def check_reload(name, cls, out_dir, inputs, logits):
     """from_pretrained(<dir>) (float32) gives bit-identical logits."""
-    reloaded = cls.from_pretrained(out_dir, attn_implementation="eager")
+    with open(os.path.join(out_dir, "config.json")) as f:  # MoE: the experts' loop, not grouped_mm
+        moe = {"experts_implementation": "eager"} if "num_experts_per_tok" in json.load(f) else {}
+    reloaded = cls.from_pretrained(out_dir, attn_implementation="eager", **moe)
     reloaded.train()
     with torch.no_grad():
         rl = reloaded(input_ids=inputs).logits
@@ -781,6 +1006,8 @@ def build_one(name, cls, config, wseed, tseed, out_root):
 
     # ---- HF folder (initial weights, float32) ----
     saved_names, saved = save_folder(name, model, out_dir)
+    margin = router_margins(model, inputs)
+    assert margin is None or margin > 1e-4, f"{name}: a top-k choice within {margin:.2e} of a tie"
 
     # ---- float32 golden (library code unmodified) ----
     init_state = copy.deepcopy(model.state_dict())
@@ -800,6 +1027,8 @@ def build_one(name, cls, config, wseed, tseed, out_root):
         r64 = run_reference(m64, inputs, targets, use_full_model=False)
     assert not det.hits, f"{name}: float32 ops leaked into the float64 run: {sorted(det.hits)}"
     assert r64["logits"].dtype == torch.float64
+    for r in (r32, r64):
+        r["grads"], r["final"] = as_saved(r["grads"], saved), as_saved(r["final"], saved)
 
     # ---- golden.safetensors ----
     golden = {
@@ -915,10 +1144,12 @@ def build_forward(name, cls, config, wseed, tseed, dtype, max_shard_size, out_ro
     files = sorted(os.listdir(out_dir))
     folder_bytes = sum(os.path.getsize(os.path.join(out_dir, fn)) for fn in files)
     dev = max_abs(logits, logits64)
+    margin = router_margins(model, inputs)
+    assert margin is None or margin > 1e-4, f"{name}: a top-k choice within {margin:.2e} of a tie"
     print(
         f"[{name}] {len(saved_names)} tensors in {str(dtype).split('.')[1]}, "
         f"{sum(v.numel() for v in saved.values())} params, files {files} ({folder_bytes} bytes); "
-        f"loss={loss.item():.6f}; logits f32 vs f64 {dev:.2e}"
+        f"loss={loss.item():.6f}; logits f32 vs f64 {dev:.2e}" + (f"; top-k margin {margin:.2e}" if margin is not None else "")
     )
     return {
         "names": [(k, list(saved[k].shape), str(saved[k].dtype)) for k in saved_names],
@@ -977,11 +1208,12 @@ def main():
     if args.check_saved:
         sys.exit(0 if check_saved(args.check_saved, args.out) else 1)
     wanted = set(args.only or [])
-    unknown = wanted - set(model_specs()) - set(forward_specs())
+    full_specs = {**model_specs(), **grad_specs()}
+    unknown = wanted - set(full_specs) - set(forward_specs())
     if unknown:
         sys.exit(f"--only: no reference named {', '.join(sorted(unknown))}")
     report = {}
-    for name, (cls, config, wseed, tseed) in model_specs().items():
+    for name, (cls, config, wseed, tseed) in full_specs.items():
         if not wanted or name in wanted:
             report[name] = build_one(name, cls, config, wseed, tseed, args.out)
     for name, (cls, config, wseed, tseed, dtype, shard) in forward_specs().items():
