@@ -148,19 +148,22 @@ static double qkn_loss(void *p) {
     return dot(c->work, c->r, n);
 }
 
-// Per head (H 4, KVH 2, hd 6; weights plain and Gemma's 1 + w) and over the whole projections with
-// grouped KV heads (OLMo 2: q over 4 heads x 6 = 24 values, k over 2 x 6 = 12).
+// Per head (H 4, KVH 2, hd 6; weights plain and Gemma's 1 + w), over the whole projections with
+// grouped KV heads (OLMo 2: q over 4 heads x 6 = 24 values, k over 2 x 6 = 12), and StableLM 2 12B's
+// LayerNorm per head with each head's own weights (q 4 x 6, k 2 x 6).
 static void test_qknorm(void **state) {
     (void)state;
-    const fk_qk_groups groups[3] = {{4, 6, 2, 6}, {4, 6, 2, 6}, {1, 24, 1, 12}};
-    for (int k = 0; k < 3; k++) {
+    const fk_qk_groups head = {.nq = 4, .dq = 6, .nk = 2, .dk = 6}, whole = {.nq = 1, .dq = 24, .nk = 1, .dk = 12},
+                       ln = {.nq = 4, .dq = 6, .nk = 2, .dk = 6, .ln = true, .own = true}, groups[4] = {head, head, whole, ln};
+    for (int k = 0; k < 4; k++) {
         qkn_ctx c = {.N = 3, .G = groups[k], .off = k == 1};
         const fk_qk_groups *G = &c.G;
         int64_t R = qkn_row(G), n = c.N * R, PD = G->nq * G->dq + G->nk * G->dk;
+        int64_t WQ = G->own ? G->nq * G->dq : G->dq, WK = G->own ? G->nk * G->dk : G->dk;
         c.qkv = dalloc(n); c.work = dalloc(n); c.pre = dalloc(c.N * PD); c.rstd = dalloc(c.N * (G->nq + G->nk));
-        c.wq = dalloc(G->dq); c.wk = dalloc(G->dk); c.r = dalloc(n);
-        fill(c.qkv, n, 2); fill(c.wq, G->dq, 1); fill(c.wk, G->dk, 1); fill(c.r, n, 1);
-        double *g = dalloc(n), *dwq = dalloc(G->dq), *dwk = dalloc(G->dk);
+        c.wq = dalloc(WQ); c.wk = dalloc(WK); c.r = dalloc(n);
+        fill(c.qkv, n, 2); fill(c.wq, WQ, 1); fill(c.wk, WK, 1); fill(c.r, n, 1);
+        double *g = dalloc(n), *dwq = dalloc(WQ), *dwk = dalloc(WK);
         qkn_loss(&c);
         // v passes through untouched
         for (int64_t i = 0; i < c.N; i++)
@@ -171,14 +174,22 @@ static void test_qknorm(void **state) {
             for (int64_t e = 0; e < G->dk; e++)
                 assert_true(fabs(c.work[G->dq + e] - c.qkv[G->dq + e] / sqrt(ss / 12 + 1e-6) * c.wk[e]) < 1e-12);
         }
+        if (k == 3) {  // the definition: row 1's second key head less its mean, over its standard deviation, times its weights
+            const double *x = c.qkv + R + 24 + 6, *y = c.work + R + 24 + 6;
+            double mu = 0, var = 0;
+            for (int e = 0; e < 6; e++) mu += x[e] / 6;
+            for (int e = 0; e < 6; e++) var += (x[e] - mu) * (x[e] - mu) / 6;
+            for (int e = 0; e < 6; e++) assert_true(fabs(y[e] - (x[e] - mu) / sqrt(var + 1e-6) * c.wk[6 + e]) < 1e-12);
+        }
         memcpy(g, c.r, (size_t)n * sizeof(double));
         d_qknorm_backward(g, dwq, dwk, c.pre, c.wq, c.wk, c.rstd, c.N, G, c.off);
-        const char *names[3][3] = {{"qk-norm dqkv", "qk-norm dwq", "qk-norm dwk"},
+        const char *names[4][3] = {{"qk-norm dqkv", "qk-norm dwq", "qk-norm dwk"},
                                    {"qk-norm (1 + w) dqkv", "qk-norm (1 + w) dwq", "qk-norm (1 + w) dwk"},
-                                   {"qk-norm whole GQA dqkv", "qk-norm whole GQA dwq", "qk-norm whole GQA dwk"}};
+                                   {"qk-norm whole GQA dqkv", "qk-norm whole GQA dwq", "qk-norm whole GQA dwk"},
+                                   {"qk-norm LayerNorm per head dqkv", "qk-norm LayerNorm per head dwq", "qk-norm LayerNorm per head dwk"}};
         check_fd(names[k][0], c.qkv, n, g, qkn_loss, &c);
-        check_fd(names[k][1], c.wq, G->dq, dwq, qkn_loss, &c);
-        check_fd(names[k][2], c.wk, G->dk, dwk, qkn_loss, &c);
+        check_fd(names[k][1], c.wq, WQ, dwq, qkn_loss, &c);
+        check_fd(names[k][2], c.wk, WK, dwk, qkn_loss, &c);
         free(c.qkv); free(c.work); free(c.pre); free(c.rstd); free(c.wq); free(c.wk); free(c.r); free(g); free(dwq); free(dwk);
     }
 }
@@ -673,6 +684,99 @@ static void test_vocab_mask(void **state) {
     run_vocab_mask(3.0);
 }
 
+// ------------------------------------------------------------------ mixture of experts
+// The routing weights as a function of the router logits (softmax, top-k, renormalised or not):
+// the backward against finite differences at logits whose top-k margins exceed the step; the
+// choice against its definition (the K largest, ties to the lower index).
+typedef struct { double *z, *p, *w, *r; int32_t *idx; int64_t N, E, K; int norm; } route_ctx;
+static double route_loss(void *q) {
+    route_ctx *c = q;
+    d_moe_route_forward(c->p, c->idx, c->w, c->z, c->N, c->E, c->K, c->norm);
+    return dot(c->w, c->r, c->N * c->K);
+}
+
+static void test_moe_route(void **state) {
+    (void)state;
+    for (int v = 0; v < 3; v++) {
+        route_ctx c = {.N = 4, .E = 6, .K = v == 2 ? 1 : 3, .norm = v != 1};
+        c.z = dalloc(c.N * c.E); c.p = dalloc(c.N * c.E); c.w = dalloc(c.N * c.K); c.r = dalloc(c.N * c.K);
+        c.idx = calloc((size_t)(c.N * c.K), sizeof(int32_t));
+        for (int64_t i = 0; i < c.N * c.E; i++) c.z[i] = 0.5 * (double)((i * 7) % 13) + 0.01 * fk_rng_normal(&rng);  // margins >= 0.4
+        fill(c.r, c.N * c.K, 1);
+        route_loss(&c);
+        for (int64_t i = 0; i < c.N; i++) {
+            double s = 0, sum = 0;
+            for (int64_t e = 0; e < c.E; e++) s += exp(c.z[i * c.E + e]);
+            for (int64_t k = 0; k < c.K; k++) sum += exp(c.z[i * c.E + c.idx[i * c.K + k]]) / s;
+            for (int64_t k = 0; k < c.K; k++) {
+                int32_t e = c.idx[i * c.K + k];
+                int64_t above = 0;  // experts ranked above e: larger, or equal with a lower index
+                for (int64_t j = 0; j < c.E; j++) above += c.z[i * c.E + j] > c.z[i * c.E + e] || (c.z[i * c.E + j] == c.z[i * c.E + e] && j < e);
+                assert_int_equal(above, k);
+                double p = exp(c.z[i * c.E + e]) / s;
+                assert_true(fabs(c.w[i * c.K + k] - (c.norm ? p / sum : p)) < 1e-14);
+            }
+        }
+        double *dz = dalloc(c.N * c.E);
+        d_moe_route_backward(dz, c.p, c.idx, c.w, c.r, c.N, c.E, c.K, c.norm);
+        check_fd(v == 0 ? "moe route top-3 renormalised" : v == 1 ? "moe route top-3" : "moe route top-1 renormalised", c.z, c.N * c.E, dz,
+                 route_loss, &c);
+        free(c.z); free(c.p); free(c.w); free(c.r); free(c.idx); free(dz);
+    }
+    // ties: equal probabilities go to the lower index first
+    double z[4] = {1, 2, 2, 1}, p[4], w[3];
+    int32_t idx[3];
+    d_moe_route_forward(p, idx, w, z, 1, 4, 3, 0);
+    assert_int_equal(idx[0], 1); assert_int_equal(idx[1], 2); assert_int_equal(idx[2], 0);
+}
+
+// Grouping pairs by expert, the gather and its backward, the weighted combine and its backward,
+// the shared expert's sigmoid gate: against their definitions and finite differences.
+typedef struct { double *ye, *w, *out, *r, *gl, *dense, *sig; int32_t *row_of; int64_t N, K, C; } comb_ctx;
+static double comb_loss(void *q) {
+    comb_ctx *c = q;
+    memset(c->out, 0, (size_t)(c->N * c->C) * sizeof(double));
+    d_moe_combine_forward(c->out, c->ye, c->w, c->row_of, c->N, c->K, c->C);
+    return dot(c->out, c->r, c->N * c->C);
+}
+static double gate_loss(void *q) {
+    comb_ctx *c = q;
+    d_sigmoid_gate_forward(c->out, c->sig, c->gl, c->dense, c->N, c->C);
+    return dot(c->out, c->r, c->N * c->C);
+}
+
+static void test_moe_group(void **state) {
+    (void)state;
+    enum { N = 5, K = 2, E = 4, C = 3 };
+    int32_t idx[N * K] = {2, 0, 0, 3, 2, 3, 0, 2, 3, 0}, order[N * K], start[E + 1], row_of[N * K];
+    d_moe_sort(order, start, row_of, idx, N, K, E);
+    const int32_t want_start[E + 1] = {0, 4, 4, 7, 10}, want_order[N * K] = {1, 2, 6, 9, 0, 4, 7, 3, 5, 8};
+    for (int e = 0; e <= E; e++) assert_int_equal(start[e], want_start[e]);
+    for (int r = 0; r < N * K; r++) { assert_int_equal(order[r], want_order[r]); assert_int_equal(row_of[order[r]], r); }
+    double x[N * C], xg[N * K * C], dx[N * C] = {0}, dxg[N * K * C];
+    fill(x, N * C, 1);
+    fill(dxg, N * K * C, 1);
+    d_moe_gather(xg, x, order, N * K, K, C);
+    for (int r = 0; r < N * K; r++)
+        for (int j = 0; j < C; j++) assert_true(xg[r * C + j] == x[(order[r] / K) * C + j]);
+    d_moe_gather_backward(dx, dxg, row_of, N, K, C);  // the transpose: <dx, x> = <dxg, xg>
+    assert_true(fabs(dot(dx, x, N * C) - dot(dxg, xg, N * K * C)) < 1e-12);
+    comb_ctx c = {.N = N, .K = K, .C = C, .row_of = row_of};
+    c.ye = dalloc(N * K * C); c.w = dalloc(N * K); c.out = dalloc(N * C); c.r = dalloc(N * C);
+    c.gl = dalloc(N); c.dense = dalloc(N * C); c.sig = dalloc(N);
+    fill(c.ye, N * K * C, 1); fill(c.w, N * K, 1); fill(c.r, N * C, 1); fill(c.gl, N, 2); fill(c.dense, N * C, 1);
+    double *dye = dalloc(N * K * C), *dw = dalloc(N * K), *dgl = dalloc(N), *ddense = dalloc(N * C);
+    d_moe_combine_backward(dye, dw, c.r, c.ye, c.w, row_of, N, K, C);
+    check_fd("moe combine dye", c.ye, N * K * C, dye, comb_loss, &c);
+    check_fd("moe combine dwts", c.w, N * K, dw, comb_loss, &c);
+    gate_loss(&c);
+    d_sigmoid_gate_backward(ddense, dgl, c.r, c.sig, c.dense, N, C);
+    check_fd("sigmoid gate ddense", c.dense, N * C, ddense, gate_loss, &c);
+    check_fd("sigmoid gate dlogit", c.gl, N, dgl, gate_loss, &c);
+    free(c.ye); free(c.w); free(c.out); free(c.r); free(c.gl); free(c.dense); free(c.sig);
+    free(dye); free(dw); free(dgl); free(ddense);
+}
+
 int main(void) {
     fk_rng_seed(&rng, 42);
     const struct CMUnitTest tests[] = {
@@ -681,7 +785,7 @@ int main(void) {
         cmocka_unit_test(test_alibi),      cmocka_unit_test(test_clamp),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_gelu_exact),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
-        cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap), cmocka_unit_test(test_vocab_mask),
+        cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap), cmocka_unit_test(test_vocab_mask), cmocka_unit_test(test_moe_route), cmocka_unit_test(test_moe_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

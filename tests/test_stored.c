@@ -21,23 +21,7 @@ enum { TY_F16 = 1, TY_Q8_0 = 8 };
 
 // Encodes row w (n floats, n % 32 == 0) as Q8_0 blocks into dst and writes the decoded values
 // back into w.
-static void q8_0_row(float *w, int64_t n, unsigned char *dst) {
-    for (int64_t b = 0; b < n / 32; b++) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(w[b * 32 + j]));
-        uint16_t dh = fk_f32_to_f16(amax / 127.0f);
-        float d = fk_f16_to_f32(dh);
-        unsigned char *blk = dst + b * 34;
-        blk[0] = (unsigned char)(dh & 0xff);
-        blk[1] = (unsigned char)(dh >> 8);
-        for (int j = 0; j < 32; j++) {
-            int q = d > 0 ? (int)lrintf(w[b * 32 + j] / d) : 0;
-            q = q > 127 ? 127 : q < -128 ? -128 : q;
-            blk[2 + j] = (unsigned char)(int8_t)q;
-            w[b * 32 + j] = (float)q * d;
-        }
-    }
-}
+static void q8_0_row(float *w, int64_t n, unsigned char *dst) { test_q8_0_row(w, n, dst, w); }
 
 static void f16_row(float *w, int64_t n, unsigned char *dst) {
     for (int64_t j = 0; j < n; j++) {
@@ -102,10 +86,10 @@ static void make_pair(const fk_config *c, fk_model *ref, fk_model *st) {
             store_rows(ref, st, ow, i, H * hd, KV * hd, TY_F16, hd);
             store_rows(ref, st, ow, i, (H + KV) * hd, KV * hd, TY_Q8_0, 0);
             break;
-        case FK_P_TOK_EMB: case FK_P_DOWN_W:
+        case FK_P_TOK_EMB: case FK_P_DOWN_W: case FK_P_EXP_DOWN_W:
             store_rows(ref, st, ow, i, 0, p->shape[0], TY_Q8_0, 0);
             break;
-        case FK_P_O_W: case FK_P_UP_W: case FK_P_LM_HEAD:
+        case FK_P_O_W: case FK_P_UP_W: case FK_P_LM_HEAD: case FK_P_EXP_UP_W:
             store_rows(ref, st, ow, i, 0, p->shape[0], TY_F16, 0);
             break;
         default:
@@ -176,6 +160,17 @@ static void test_stored_gemma_like(void **s) {
     c.sliding[0] = c.sliding[1] = 1;
     c.rope_theta_local = 10000.0f;
     c.rope_theta = 1e6f;
+    compare_models(&c);
+}
+
+// Mixture of experts: each expert's up (F16) and down (Q8_0) read as stored, found by its own
+// table entry; Mixtral-like (no dense FFN) and Qwen2-MoE-like (a stored shared expert and a dense layer).
+static void test_stored_moe(void **s) {
+    (void)s;
+    fk_config c;
+    cfg_moe(&c, CFG_MOE_MIXTRAL, 96, 64, 32, 2);
+    compare_models(&c);
+    cfg_moe(&c, CFG_MOE_QWEN2, 96, 64, 32, 2);
     compare_models(&c);
 }
 
@@ -255,7 +250,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stored_llama),
         cmocka_unit_test(test_stored_gemma_like),
-        cmocka_unit_test(test_stored_bad),
+        cmocka_unit_test(test_stored_moe), cmocka_unit_test(test_stored_bad),
         cmocka_unit_test(test_stored_gguf),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

@@ -1,6 +1,7 @@
 // Shared by the test programs: a temporary folder per program, removed at the end.
 #ifndef FK_TEST_UTIL_H
 #define FK_TEST_UTIL_H
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +110,51 @@ static inline void cfg_parallel(fk_config *c, int64_t vocab, int64_t d_model, bo
     c->pos = FK_POS_ROPE;
     c->residual = shared ? FK_RESID_PARALLEL_SHARED : FK_RESID_PARALLEL;
     c->bias_lm_head = shared;
+}
+
+// Encodes row w (n % 32 == 0) as ggml's Q8_0 blocks into dst (32 int8 with one half-float scale:
+// x = q * d); decoded (may be w itself, or NULL) gets the values the blocks decode to.
+static inline void test_q8_0_row(const float *w, int64_t n, unsigned char *dst, float *decoded) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(w[b * 32 + j]));
+        uint16_t dh = fk_f32_to_f16(amax / 127.0f);
+        float d = fk_f16_to_f32(dh);
+        unsigned char *blk = dst + b * 34;
+        blk[0] = (unsigned char)(dh & 0xff);
+        blk[1] = (unsigned char)(dh >> 8);
+        for (int j = 0; j < 32; j++) {
+            int q = d > 0 ? (int)lrintf(w[b * 32 + j] / d) : 0;
+            q = q > 127 ? 127 : q < -128 ? -128 : q;
+            blk[2 + j] = (unsigned char)(int8_t)q;
+            if (decoded) decoded[b * 32 + j] = (float)q * d;
+        }
+    }
+}
+
+// Small mixture-of-experts models (E experts of width F, no biases):
+//   CFG_MOE_MIXTRAL  Llama-style SwiGLU, 2 MoE layers, E 4, top-2 renormalised, no dense FFN;
+//   CFG_MOE_QWEN2    Qwen2-MoE: 3 layers, the middle one dense (width 2F), the others MoE with E 4,
+//                    top-k unnormalised and a shared expert of width F behind a sigmoid gate;
+//   CFG_MOE_GELU     GPT-2-style (LayerNorm, learned positions, tanh GELU), 2 MoE layers, top-2 of
+//                    E 3 unnormalised, layer 1 keeping 2 experts (as a folded model may).
+enum { CFG_MOE_MIXTRAL, CFG_MOE_QWEN2, CFG_MOE_GELU };
+static inline void cfg_moe(fk_config *c, int kind, int64_t vocab, int64_t d_model, int64_t F, int64_t k) {
+    if (kind == CFG_MOE_GELU) {
+        fk_config_gpt2(c, vocab, d_model, 2, 2, 16);
+        c->bias_mlp = false;
+        c->experts[1] = 2;
+    } else
+        fk_config_llama(c, vocab, d_model, kind == CFG_MOE_QWEN2 ? 3 : 2, 4, 2, 2 * F, 16);
+    c->n_expert = kind == CFG_MOE_GELU ? 3 : 4;
+    c->n_expert_used = k;
+    c->expert_ffn = F;
+    c->expert_norm = kind == CFG_MOE_MIXTRAL;
+    c->shared_gate = kind == CFG_MOE_QWEN2;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        c->moe[l] = kind != CFG_MOE_QWEN2 || l != 1;
+        if (c->moe[l]) c->ffn[l] = kind == CFG_MOE_QWEN2 ? F : 0;
+    }
 }
 #endif
 

@@ -69,7 +69,10 @@ typedef struct {
                                    // (FK_P_K_NORM_W), weights shared across heads, after the projection and
                                    // before RoPE (Gemma 3, Qwen3)
     bool qk_norm_whole;            // qk_norm over each token's whole query projection and whole key projection (weights
-                                   // n_head*head_dim and n_kv_head*head_dim; OLMo 2); multi-head attention only
+                                   // n_head*head_dim and n_kv_head*head_dim; OLMo 2, grouped KV heads included)
+    bool qk_norm_ln;               // qk_norm as StableLM 2 12B's (StableLmLayerNormPerHead, qk_layernorm): a LayerNorm
+                                   // without bias (mean removed, norm_eps) over each head, every query and key head with
+                                   // its own head_dim weights (FK_P_Q_NORM_W heads[l]*head_dim, FK_P_K_NORM_W n_kv_head*head_dim)
     bool no_pre_norms;             // no ln1/ln2: the branches read the residual stream itself, with post-norms (OLMo 2)
     float attn_scale;              // attention scores are (q.k) * attn_scale; 0 = 1/sqrt(head_dim)
                                    // (Gemma 2/3: query_pre_attn_scalar^-0.5 rounded to float32)
@@ -193,6 +196,7 @@ typedef struct {
     X(post_norms, FK_CF_BOOL, "post-norms", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(qk_norm, FK_CF_BOOL, "QK-norm", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(qk_norm_whole, FK_CF_BOOL, "QK-norm over whole projections", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
+    X(qk_norm_ln, FK_CF_BOOL, "QK-norm as a LayerNorm per head (qk_layernorm)", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(no_pre_norms, FK_CF_BOOL, "no pre-norms (post-norms only)", FK_CF_COMPARE | FK_CF_DESCRIBE, 0, 0, "") \
     X(attn_scale, FK_CF_F32, "attention scale (query_pre_attn_scalar)", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
     X(attn_softcap, FK_CF_F32, "attn_logit_softcapping", FK_CF_COMPARE | FK_CF_SWITCH | FK_CF_DESCRIBE, 0, 0, "") \
@@ -278,7 +282,7 @@ typedef enum {
     FK_P_LN2_W, FK_P_LN2_B, FK_P_UP_W, FK_P_UP_B, FK_P_DOWN_W, FK_P_DOWN_B,
     FK_P_LNF_W, FK_P_LNF_B, FK_P_LM_HEAD,
     FK_P_ATTN_POST_W, FK_P_FFN_POST_W,   // post-norms (cfg.post_norms), d_model each
-    FK_P_Q_NORM_W, FK_P_K_NORM_W,        // QK-norm (cfg.qk_norm), head_dim each
+    FK_P_Q_NORM_W, FK_P_K_NORM_W,        // QK-norm (cfg.qk_norm), head_dim each (qk_norm_whole, qk_norm_ln: more)
     FK_P_LM_HEAD_B,                      // LM-head bias (cfg.bias_lm_head), vocab_size
     FK_P_ROUTER_W,                       // MoE router (experts[l], d_model)
     FK_P_EXP_UP_W, FK_P_EXP_DOWN_W,      // one MoE expert's up (gated: gate rows, then up rows) and down, as FK_P_UP_W/DOWN_W
@@ -352,7 +356,8 @@ typedef struct {
     // Optional observer of forward passes (analysis): called after the embedding with layer -1
     // (resid = x_0; att, act NULL) and after each layer l with resid = x_{l+1}, att = the
     // heads' outputs before the output projection (N, n_head * head_dim) and act = the FFN
-    // activations (N, ffn[l]); N = B*T rows, row-major. NULL: none.
+    // activations (N, ffn[l]); N = B*T rows, row-major. On an MoE layer act is the dense (shared)
+    // FFN's activations, NULL when it has none (ffn[l] == 0); the experts' are not passed. NULL: none.
     void (*hook)(void *user, int layer, const float *resid, const float *att, const float *act, int64_t N);
     void *hook_user;
     // Frozen models (fk_model_add_stored): matrices read in place; their arena rows stay
@@ -405,7 +410,10 @@ int64_t fk_model_count_params(const fk_model *m, unsigned mask, int layer);
 // The group (FK_PARAMS_*) a table role belongs to.
 unsigned fk_param_group(fk_param_kind k);
 int64_t fk_model_num_params(const fk_model *m);           // fk_model_count_params(m, FK_PARAMS_ALL, FK_PARAMS_ANY_LAYER)
-int64_t fk_model_num_matmul_params(const fk_model *m);    // weights in matrix multiplies, head included
+// Weights in the matrix multiplies of one token, head included: the compute per token (FLOPs about 2x
+// this). MoE layers count their router, shared gate and the n_expert_used experts a token runs, not
+// all experts (fk_model_num_params and fk_model_count_params count every expert).
+int64_t fk_model_num_matmul_params(const fk_model *m);
 // A copy of src with its own arena (weights only: no gradients, caches, hook or stored rows);
 // FK_ERR_ARG for a frozen model, whose matrices are not in its arena.
 fk_status fk_model_clone(fk_model *dst, const fk_model *src);

@@ -130,7 +130,8 @@ fk_status fk_config_weight_floats(const fk_config *c, int64_t *floats) {
         ok = add_ok(q, 2 * c->n_kv_head, &qkv) && mul_ok(qkv, hd, &qkv) && table_floats(qkv, C, &t) && table_floats(qkv, 1, &t) &&
              table_floats(C, q * hd, &t) && table_floats(up, C, &t) && table_floats(up, 1, &t) && table_floats(C, c->ffn[l], &t) &&
              table_floats(6, C, &t) &&
-             (c->qk_norm_whole ? table_floats(1, q * hd, &t) && table_floats(1, c->n_kv_head * hd, &t) : table_floats(2, hd, &t));
+             (c->qk_norm_whole || c->qk_norm_ln ? table_floats(1, q * hd, &t) && table_floats(1, c->n_kv_head * hd, &t)
+                                                : table_floats(2, hd, &t));
         int64_t E = fk_config_experts(c, l), F = c->expert_ffn, eup = fk_config_gated(c) ? 2 * F : F;
         for (int64_t e = 0; ok && e < E; e++) ok = table_floats(eup, C, &t) && table_floats(C, F, &t);
         ok = ok && (E == 0 || (table_floats(E, C, &t) && table_floats(1, C, &t)));
@@ -269,8 +270,10 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->residual != FK_RESID_SEQUENTIAL && c->post_norms)
         return fk_error(FK_ERR_ARG, "config: parallel attention and MLP (residual %d) with post-norms is not a model fusekit computes",
                         (int)c->residual);
-    if (c->norm != FK_NORM_RMSNORM && (c->post_norms || c->qk_norm || c->norm_offset != 0))
-        return fk_error(FK_ERR_ARG, "config: post-norms, QK-norm and a norm offset need RMSNorm");
+    if (c->qk_norm_ln && (!c->qk_norm || c->qk_norm_whole))
+        return fk_error(FK_ERR_ARG, "config: QK-norm as a LayerNorm per head (qk_norm_ln) needs qk_norm, not over whole projections");
+    if (c->norm != FK_NORM_RMSNORM && (c->post_norms || (c->qk_norm && !c->qk_norm_ln) || c->norm_offset != 0))
+        return fk_error(FK_ERR_ARG, "config: post-norms, QK-norm (but StableLM's LayerNorm per head) and a norm offset need RMSNorm");
     // the Gemma switches: finite, not negative
     for (int i = 0; i < fk_config_n_fields; i++) {
         const fk_config_field *f = &fk_config_fields[i];

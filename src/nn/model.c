@@ -2,6 +2,7 @@
 // decoder, and incremental inference with a KV cache.
 #include "fusekit/model.h"
 #include "nn/ops.h"
+#include "nn/moe.h"
 #include "base/par.h"
 #include "fusekit/quants.h"
 
@@ -25,10 +26,11 @@ static int64_t up_stride(const fk_config *c) { return fk_config_gated(c) ? 2 * m
 // Query plus key heads of the widest layer (QK-norm buffers).
 static int64_t qk_heads(const fk_config *c) { return c->n_head + c->n_kv_head; }
 // The groups QK-norm normalises in a layer of H query heads: each head, or (OLMo 2) the whole
-// query projection and the whole key projection.
+// query projection and the whole key projection; StableLM 2 12B: each head by a LayerNorm of its own.
 static fk_qk_groups qk_groups(const fk_config *c, int64_t H) {
     int64_t hd = c->head_dim, KVH = c->n_kv_head;
-    return c->qk_norm_whole ? (fk_qk_groups){1, H * hd, 1, KVH * hd} : (fk_qk_groups){H, hd, KVH, hd};
+    if (c->qk_norm_whole) return (fk_qk_groups){.nq = 1, .dq = H * hd, .nk = 1, .dk = KVH * hd};
+    return (fk_qk_groups){.nq = H, .dq = hd, .nk = KVH, .dk = hd, .ln = c->qk_norm_ln, .own = c->qk_norm_ln};
 }
 // Attention window of layer l (0: full causal attention).
 static int64_t layer_window(const fk_config *c, int64_t l) { return c->sliding[l] ? c->sliding_window : 0; }
@@ -111,8 +113,9 @@ static void build_table(fk_model *m) {
         P(qkv_w, "attn.qkv.weight", FK_P_QKV_W, qkv_dim(c, l), C);
         if (c->bias_qkv) P(qkv_b, "attn.qkv.bias", FK_P_QKV_B, qkv_dim(c, l), 0); else o->qkv_b = -1;
         if (c->qk_norm) {
-            P(q_norm_w, "attn.q_norm.weight", FK_P_Q_NORM_W, c->qk_norm_whole ? D : c->head_dim, 0);
-            P(k_norm_w, "attn.k_norm.weight", FK_P_K_NORM_W, c->qk_norm_whole ? c->n_kv_head * c->head_dim : c->head_dim, 0);
+            bool heads = c->qk_norm_whole || c->qk_norm_ln;  // weights over every head (whole, or one set per head)
+            P(q_norm_w, "attn.q_norm.weight", FK_P_Q_NORM_W, heads ? D : c->head_dim, 0);
+            P(k_norm_w, "attn.k_norm.weight", FK_P_K_NORM_W, heads ? c->n_kv_head * c->head_dim : c->head_dim, 0);
         }
         P(o_w, "attn.o.weight", FK_P_O_W, C, D);
         if (c->bias_out) P(o_b, "attn.o.bias", FK_P_O_B, C, 0); else o->o_b = -1;
@@ -144,7 +147,8 @@ static void build_table(fk_model *m) {
 // sliding layers differ, the local one (rope_theta_local, unscaled). They hold the positions used
 // so far (rope_ensure grows them geometrically up to max_seq), so a model declaring a long context
 // costs only what it runs; dynamic and longrope tables depend on the length a forward reaches and
-// are refilled when its regime (rope_regime) changes.
+// are refilled when its regime (rope_regime) changes, except that a KV-cache step under dynamic NTK
+// past the original context fills only its own positions (each such length has its own base).
 //
 // Inverse frequency d of a table as Hugging Face computes it (float32): theta^-(2d/rotary_dim), then
 // linear scaling (divided by scale) or, with llama3, Llama 3's scaling (transformers'
@@ -226,8 +230,9 @@ static bool rope_grow(float **p, int64_t want, int64_t half) {
     return true;
 }
 
-// The tables hold positions 0..n-1 for a forward reaching length n.
-static fk_status rope_ensure(fk_model *m, int64_t n) {
+// The tables hold positions from..n-1 (at least) for a forward (from 0) or a KV-cache step (from its
+// first position) reaching length n.
+static fk_status rope_ensure(fk_model *m, int64_t from, int64_t n) {
     const fk_config *cfg = &m->cfg;
     if (cfg->pos != FK_POS_ROPE) return FK_OK;
     if (n > cfg->max_seq) n = cfg->max_seq;
@@ -248,12 +253,16 @@ static fk_status rope_ensure(fk_model *m, int64_t n) {
     for (int64_t d = 0; d < half; d++)
         inv[d] = cfg->rope_ext ? rope_ext_inv_freq(cfg, g, d) : rope_inv_freq(cfg, cfg->rope_theta, scaled ? cfg->rope_scale : 1, llama3, d);
     if (cfg->rope_ext == FK_ROPE_EXT_YARN || cfg->rope_ext == FK_ROPE_EXT_LONGROPE) mul = cfg->rope_attn_factor;
-    rope_fill(m->rope_cos, m->rope_sin, cfg, inv, mul, m->rope_len, n);
+    // dynamic past the original context: the base is this length's alone, so a step fills its own rows
+    // (each row is computed on its own: the same values a full refill gives) and leaves no valid prefix
+    bool own_rows = cfg->rope_ext == FK_ROPE_EXT_DYNAMIC && g > cfg->rope_ext_ctx && from > m->rope_len;
+    int64_t t0 = own_rows ? from : m->rope_len;
+    rope_fill(m->rope_cos, m->rope_sin, cfg, inv, mul, t0, n);
     if (m->rope_cos_local) {
         for (int64_t d = 0; d < half; d++) inv[d] = rope_inv_freq(cfg, cfg->rope_theta_local > 0 ? cfg->rope_theta_local : cfg->rope_theta, 1, false, d);
-        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, inv, 1, m->rope_len, n);
+        rope_fill(m->rope_cos_local, m->rope_sin_local, cfg, inv, 1, t0, n);
     }
-    m->rope_len = n;
+    m->rope_len = own_rows ? 0 : n;
     return FK_OK;
 }
 
@@ -363,9 +372,15 @@ int64_t fk_model_num_matmul_params(const fk_model *m) {
     int64_t n = 0;
     for (int i = 0; i < m->n_params; i++) {
         fk_param_kind k = m->params[i].kind;
-        if (k == FK_P_QKV_W || k == FK_P_O_W || k == FK_P_UP_W || k == FK_P_DOWN_W || k == FK_P_LM_HEAD) n += m->params[i].numel;
+        if (k == FK_P_QKV_W || k == FK_P_O_W || k == FK_P_UP_W || k == FK_P_DOWN_W || k == FK_P_LM_HEAD || k == FK_P_ROUTER_W ||
+            k == FK_P_SHARED_GATE_W)
+            n += m->params[i].numel;
     }
     if (m->cfg.tied) n += m->cfg.vocab_size * m->cfg.d_model;
+    // MoE layers: the K experts each token runs, not all of them (compute per token)
+    const fk_config *c = &m->cfg;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (c->moe[l]) n += c->n_expert_used * (fk_config_gated(c) ? 3 : 2) * c->expert_ffn * c->d_model;
     return n;
 }
 
@@ -390,6 +405,7 @@ struct fk_acts {
     float *lmax;                       // final_softcap: each row's largest capped logit (BT)
     float *dresid, *dln, *dqkv, *datt, *dpre, *dact;   // backward scratch, one layer's worth
     float *scratch;                    // nthr slices: attention row blocks, the soft-capped loss's rows
+    fk_moe_bufs moe;                   // MoE layers (cfg.n_expert > 0): S slots, backward scratch
     int64_t n_scored;
     fk_sparse_dist teacher; // the teacher rows of the last training forward (caller-owned)
     bool have_teacher;
@@ -441,6 +457,7 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
         ALLOC(dpre, N * UP); ALLOC(dact, N * F);
     }
     ALLOC(scratch, nthr * a->slice);
+    off = fk_moe_layout(&a->moe, c, S, N, train, base, off);
 #undef ALLOC
 #undef CARVE
     a->bytes = off * (int64_t)sizeof(float);
@@ -512,6 +529,18 @@ static void mlp_act_forward(const fk_config *c, float *act, const float *pre, in
     else if (c->mlp == FK_MLP_GEGLU) fk_geglu_forward(act, pre, N, F);
     else if (c->gelu_exact) fk_gelu_exact_forward(act, pre, N * F);
     else fk_gelu_forward(act, pre, N * F);
+}
+
+static void mlp_act_backward(const fk_config *c, float *dpre, const float *pre, const float *dact, int64_t N, int64_t F) {
+    if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_backward(dpre, pre, dact, N, F);
+    else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(dpre, pre, dact, N, F);
+    else if (c->gelu_exact) fk_gelu_exact_backward(dpre, pre, dact, N * F);
+    else fk_gelu_backward(dpre, pre, dact, N * F);
+}
+
+void fk_nn_act_forward(const fk_config *c, float *act, const float *pre, int64_t N, int64_t F) { mlp_act_forward(c, act, pre, N, F); }
+void fk_nn_act_backward(const fk_config *c, float *dpre, const float *pre, const float *dact, int64_t N, int64_t F) {
+    mlp_act_backward(c, dpre, pre, dact, N, F);
 }
 
 #define WP(off) ((off) >= 0 ? m->w + (off) : NULL)
@@ -649,6 +678,10 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
     return FK_OK;
 }
 
+fk_status fk_nn_mm_forward(fk_model *m, float *out, const float *inp, int64_t woff, const float *bias, int64_t N, int64_t C, int64_t OC) {
+    return mm_forward(m, out, inp, woff, bias, N, C, OC);
+}
+
 // Embedding rows of N tokens from the stored (quantized) table, plus learned positions.
 static fk_status embed_stored(fk_model *m, float *out, const int32_t *tokens, const int32_t *pos, int64_t N) {
     int64_t C = m->cfg.d_model;
@@ -693,6 +726,7 @@ typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *qk_pre, *qk_rstd, *probs, *att, *attn_o, *attn_post_rstd;
     float *ln2, *ln2_mean, *ln2_rstd, *pre, *act, *ffn_o, *ffn_post_rstd, *tmp;
     float *kc, *vc;                    // this layer's KV cache (max_seq, KVH*hd each), or NULL
+    fk_moe_slot moe;                   // MoE layers: the layer's slot of the MoE buffers
     float *scratch;                    // nthr attention row blocks of FK_ATT_BLK x (p0 + n)
     int nthr;
 } block_io;
@@ -739,10 +773,13 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
     add_inplace(io->mid, io->x, io->tmp, N * C);
     if (c->residual == FK_RESID_SEQUENTIAL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
-    FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
-    mlp_act_forward(c, io->act, io->pre, N, F);
     float *fo = c->post_norms ? io->ffn_o : io->tmp;
-    FK_TRY(mm_forward(m, fo, io->act, o->down_w, WP(o->down_b), N, F, C));
+    if (c->moe[l]) FK_TRY(fk_moe_forward(m, l, &io->moe, mlp_in, io->pre, io->act, fo, N));  // sequential, no post-norms
+    else {
+        FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
+        mlp_act_forward(c, io->act, io->pre, N, F);
+        FK_TRY(mm_forward(m, fo, io->act, o->down_w, WP(o->down_b), N, F, C));
+    }
     if (c->post_norms) norm_forward(m, io->tmp, NULL, io->ffn_post_rstd, fo, o->ffn_post_w, -1, N);
     add_inplace(io->out, io->mid, io->tmp, N * C);
     return FK_OK;
@@ -797,7 +834,7 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
     FK_TRY(check_batch(c, tokens, targets, teacher, N));
     FK_TRY(acts_alloc(m, B, T, train));
-    FK_TRY(rope_ensure(m, T));
+    FK_TRY(rope_ensure(m, 0, T));
     fk_acts *a = m->acts;
     memcpy(a->tokens, tokens, (size_t)N * sizeof(int32_t));
     for (int64_t i = 0; i < N; i++) { a->pos[i] = (int32_t)(i % T); a->targets[i] = targets ? targets[i] : -1; }
@@ -818,9 +855,9 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
                        .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
                        .act = a->act + s * N * MF, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
                        .ffn_post_rstd = c->post_norms ? a->ffn_post_rstd + s * N : NULL, .tmp = a->tmp,
-                       .scratch = a->scratch, .nthr = a->nthr};
+                       .moe = fk_moe_slot_at(&a->moe, s), .scratch = a->scratch, .nthr = a->nthr};
         FK_TRY(block_forward(m, l, &io));
-        if (m->hook) m->hook(m->hook_user, (int)l, io.out, io.att, io.act, N);
+        if (m->hook) m->hook(m->hook_user, (int)l, io.out, io.att, c->ffn[l] > 0 ? io.act : NULL, N);
     }
     FK_TRY(head_forward(m, a->logits, a->lnf, a->lnf_mean, a->lnf_rstd, a->resid + (train ? c->n_layer * N * C : 0), a->lmax, N));
     a->have_probs = false;
@@ -901,16 +938,20 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         bool parallel = c->residual != FK_RESID_SEQUENTIAL;
         float *dmlp_in = parallel ? a->tmp : a->dln;
         const float *dfo = post_norm_backward(m, a, a->ffn_o, a->ffn_post_rstd, o->ffn_post_w, l, N);
-        zero(a->dact, N * F);
-        fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
-        zero(a->dpre, N * UP);
-        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_backward(a->dpre, pre, a->dact, N, F);
-        else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(a->dpre, pre, a->dact, N, F);
-        else if (c->gelu_exact) fk_gelu_exact_backward(a->dpre, pre, a->dact, N * F);
-        else fk_gelu_backward(a->dpre, pre, a->dact, N * F);
-        zero(dmlp_in, N * C);
-        fk_matmul_backward(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
-                           m->w + o->up_w, N, C, UP);
+        if (c->moe[l]) {  // experts, router, shared gate (sequential, no post-norms: tmp is free); dfo becomes the dense FFN's
+            zero(dmlp_in, N * C);
+            fk_moe_slot ms = fk_moe_slot_at(&a->moe, l);
+            dfo = fk_moe_backward(m, l, &ms, &a->moe, dfo, ln2, dmlp_in, a->tmp, N);
+        }
+        if (F > 0) {
+            zero(a->dact, N * F);
+            fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
+            zero(a->dpre, N * UP);
+            mlp_act_backward(c, a->dpre, pre, a->dact, N, F);
+            if (!c->moe[l]) zero(dmlp_in, N * C);
+            fk_matmul_backward(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
+                               m->w + o->up_w, N, C, UP);
+        }
         if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
         const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
@@ -952,6 +993,7 @@ struct fk_kv_cache {
     float *rows;           // the row arena: every buffer below
     float *x, *ln, *ln2, *qkv, *att, *tmp, *pre, *act, *rstd, *scratch;   // ln2: the parallel residual's MLP norm
     int32_t *pos;
+    fk_moe_bufs moe;       // MoE layers: one slot
     int nthr;              // threads the scratch has slices for
     int64_t bytes;
 };
@@ -974,7 +1016,7 @@ static int64_t kv_layout(fk_kv_cache *kv, const fk_config *c, int64_t n, float *
     CARVE(act, float, n * max_ffn(c)); CARVE(rstd, float, n); CARVE(pos, int32_t, n);
     CARVE(scratch, float, kv->nthr * blk * c->max_seq);
 #undef CARVE
-    return off;
+    return fk_moe_layout(&kv->moe, c, 1, n, false, base, off);
 }
 
 // Makes room for steps of n tokens: the cache arena once, the row arena (re)laid out for n rows.
@@ -1017,7 +1059,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     if ((int64_t)pos + n > c->max_seq)
         return fk_error(FK_ERR_ARG, "step: position %d + %d tokens exceeds the model's context %lld", pos, n, (long long)c->max_seq);
     FK_TRY(kv_alloc(m, n));
-    FK_TRY(rope_ensure(m, (int64_t)pos + n));
+    FK_TRY(rope_ensure(m, pos, (int64_t)pos + n));
     fk_kv_cache *kv = m->kv;
     if (pos != 0 && pos != kv->len)
         return fk_error(FK_ERR_ARG, "step: position %d but the cache holds %lld tokens", pos, (long long)kv->len);
@@ -1034,7 +1076,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
                        .ln1_rstd = kv->rstd, .qkv = kv->qkv, .att = kv->att, .attn_o = kv->ln, .attn_post_rstd = kv->rstd,
                        .ln2 = c->residual == FK_RESID_PARALLEL ? kv->ln2 : kv->ln, .ln2_rstd = kv->rstd, .pre = kv->pre, .act = kv->act, .ffn_o = kv->ln,
                        .ffn_post_rstd = kv->rstd, .tmp = kv->tmp, .kc = kv->k + l * S * KVD, .vc = kv->v + l * S * KVD,
-                       .scratch = kv->scratch, .nthr = kv->nthr};
+                       .moe = kv->moe.at0, .scratch = kv->scratch, .nthr = kv->nthr};
         FK_TRY(block_forward(m, l, &io));
     }
     kv->len = total;

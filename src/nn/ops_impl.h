@@ -204,15 +204,22 @@ static inline void FK_OP(rmsnorm_backward)(real *dinp, real *dw, const real *dou
 // values, then the values. Each group of every row is RMS-normalised in place over its values and
 // multiplied by (off + wq) for query groups, (off + wk) for key groups (wq is (dq), wk (dk), shared
 // across groups); values untouched. Per head (Gemma 3, Qwen3): nq = H, nk = KVH, dq = dk = hd.
-// Whole projections (OLMo 2): nq = nk = 1, dq = H*hd, dk = KVH*hd. pre (N, nq*dq + nk*dk) keeps
-// the inputs and rstd (N, nq+nk) the scales for the backward; either may be NULL (inference).
+// Whole projections (OLMo 2): nq = nk = 1, dq = H*hd, dk = KVH*hd. ln (StableLM 2 12B's per-head
+// LayerNorm): each group's mean is removed first (a LayerNorm without bias); own: every group has its
+// own weights, wq (nq*dq) and wk (nk*dk), group g's at its offset among its kind's. pre (N, nq*dq + nk*dk)
+// keeps the inputs (less their means when ln) and rstd (N, nq+nk) the scales for the backward; either
+// may be NULL (inference).
 #ifndef FK_QK_GROUPS
 #define FK_QK_GROUPS
-typedef struct { int64_t nq, dq, nk, dk; } fk_qk_groups;
+typedef struct { int64_t nq, dq, nk, dk; bool ln, own; } fk_qk_groups;
 // Group g of a row: its offset in the row (qkv and pre alike) and its width.
 static inline int64_t fk_qk_group(const fk_qk_groups *G, int64_t g, int64_t *width) {
     *width = g < G->nq ? G->dq : G->dk;
     return g < G->nq ? g * G->dq : G->nq * G->dq + (g - G->nq) * G->dk;
+}
+// Offset of group g's weights in wq (query groups) or wk: 0 when the groups share them.
+static inline int64_t fk_qk_weight(const fk_qk_groups *G, int64_t g) {
+    return !G->own ? 0 : g < G->nq ? g * G->dq : (g - G->nq) * G->dk;
 }
 #endif
 
@@ -223,8 +230,10 @@ static inline void FK_OP(qknorm_forward)(real *qkv, real *pre, real *rstd, const
     for (int64_t i = 0; i < N; i++)
         for (int64_t h = 0; h < NG; h++) {
             int64_t n, at = fk_qk_group(G, h, &n);
-            real *x = qkv + i * QKVD + at, ss = 0;
-            const real *w = h < G->nq ? wq : wk;
+            real *x = qkv + i * QKVD + at, ss = 0, mean = 0;
+            const real *w = (h < G->nq ? wq : wk) + fk_qk_weight(G, h);
+            for (int64_t e = 0; G->ln && e < n; e++) mean += x[e];
+            for (int64_t e = 0; G->ln && e < n; e++) x[e] -= mean / (real)n;
             if (pre) memcpy(pre + i * PD + at, x, (size_t)n * sizeof(real));
             for (int64_t e = 0; e < n; e++) ss += x[e] * x[e];
             real s = 1 / sqrt(ss / (real)n + eps);
@@ -234,33 +243,37 @@ static inline void FK_OP(qknorm_forward)(real *qkv, real *pre, real *rstd, const
 }
 
 // In place: dqkv (N, QKVD) holds the gradient of the normalised q and k groups; those become
-// the gradient of the inputs (values untouched). dwq (dq), dwk (dk) are added to.
+// the gradient of the inputs (values untouched). dwq (dq; own: nq*dq), dwk (dk; own: nk*dk) are added to.
 static inline void FK_OP(qknorm_backward)(real *dqkv, real *dwq, real *dwk, const real *pre, const real *wq,
                                           const real *wk, const real *rstd, int64_t N, const fk_qk_groups *G, real off) {
     int64_t QKVD = G->nq * G->dq + 2 * G->nk * G->dk, PD = G->nq * G->dq + G->nk * G->dk, NG = G->nq + G->nk;
     // weight gradients first (they read dqkv before it is overwritten): columns across threads,
-    // rows and groups summed in order (deterministic); q's columns, then k's
+    // rows and groups summed in order (deterministic); q's columns, then k's (own weights: a
+    // column is one group's)
+    int64_t WQ = G->own ? G->nq * G->dq : G->dq, WK = G->own ? G->nk * G->dk : G->dk;
     #pragma omp parallel for if (N * PD > FK_OMP_MIN_WORK)
-    for (int64_t c = 0; c < G->dq + G->dk; c++) {
-        bool k = c >= G->dq;
-        int64_t e = k ? c - G->dq : c, h0 = k ? G->nq : 0, h1 = k ? NG : G->nq;
+    for (int64_t c = 0; c < WQ + WK; c++) {
+        bool k = c >= WQ;
+        int64_t j = k ? c - WQ : c, e = j, h0 = k ? G->nq : 0, h1 = k ? NG : G->nq, d = k ? G->dk : G->dq;
+        if (G->own) { h0 += j / d; h1 = h0 + 1; e = j % d; }
         real a = 0;
         for (int64_t i = 0; i < N; i++)
             for (int64_t h = h0; h < h1; h++) {
                 int64_t n, at = fk_qk_group(G, h, &n);
                 a += dqkv[i * QKVD + at + e] * pre[i * PD + at + e] * rstd[i * NG + h];
             }
-        if (k) dwk[e] += a; else dwq[e] += a;
+        if (k) dwk[j] += a; else dwq[j] += a;
     }
     #pragma omp parallel for if (N * PD > FK_OMP_MIN_WORK)
     for (int64_t i = 0; i < N; i++)
         for (int64_t h = 0; h < NG; h++) {
             int64_t n, at = fk_qk_group(G, h, &n);
-            real *d = dqkv + i * QKVD + at, s = rstd[i * NG + h], dot = 0;
-            const real *x = pre + i * PD + at, *w = h < G->nq ? wq : wk;
+            real *d = dqkv + i * QKVD + at, s = rstd[i * NG + h], dot = 0, sum = 0;
+            const real *x = pre + i * PD + at, *w = (h < G->nq ? wq : wk) + fk_qk_weight(G, h);
             for (int64_t e = 0; e < n; e++) dot += d[e] * (off + w[e]) * x[e];
-            real k = dot * s * s * s / (real)n;
-            for (int64_t e = 0; e < n; e++) d[e] = d[e] * (off + w[e]) * s - x[e] * k;
+            for (int64_t e = 0; G->ln && e < n; e++) sum += d[e] * (off + w[e]);  // LayerNorm: the mean's path
+            real k = dot * s * s * s / (real)n, m = sum * s / (real)n;
+            for (int64_t e = 0; e < n; e++) d[e] = d[e] * (off + w[e]) * s - x[e] * k - m;
         }
 }
 
@@ -698,4 +711,135 @@ static inline void FK_OP(vocab_mask_forward)(real *x, real *rowmax, int64_t N, i
 // The masked columns are constants: their gradient dx (N,V) is zero, in place.
 static inline void FK_OP(vocab_mask_backward)(real *dx, int64_t N, int64_t V, int64_t n_real) {
     for (int64_t i = 0; i < N; i++) memset(dx + i * V + n_real, 0, (size_t)(V - n_real) * sizeof(real));
+}
+
+// ------------------------------------------------------------------ mixture of experts
+// Routing: logits (N,E) of the router; probs (N,E) = softmax over each row (in real: float32 as
+// transformers computes it); idx (N,K) the K largest probabilities of each row, largest first
+// (ties: the lower index first); wts (N,K) their probabilities, divided by their sum when norm
+// (Mixtral; norm_topk_prob). K <= E.
+static inline void FK_OP(moe_route_forward)(real *probs, int32_t *idx, real *wts, const real *logits, int64_t N, int64_t E,
+                                            int64_t K, int norm) {
+    #pragma omp parallel for if (N * E > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *z = logits + i * E;
+        real *p = probs + i * E, mx = z[0], s = 0;
+        for (int64_t e = 1; e < E; e++) mx = z[e] > mx ? z[e] : mx;
+        for (int64_t e = 0; e < E; e++) { p[e] = FK_EXP(z[e] - mx); s += p[e]; }
+        for (int64_t e = 0; e < E; e++) p[e] /= s;
+        // insertion into the sorted top K (strictly larger moves up: ties keep the lower index first)
+        int32_t *ix = idx + i * K;
+        int64_t n = 0;
+        for (int64_t e = 0; e < E; e++) {
+            if (n == K && !(p[e] > p[ix[K - 1]])) continue;
+            int64_t j = n < K ? n++ : K - 1;
+            for (; j > 0 && p[e] > p[ix[j - 1]]; j--) ix[j] = ix[j - 1];
+            ix[j] = (int32_t)e;
+        }
+        real *w = wts + i * K, sum = 0;
+        for (int64_t k = 0; k < K; k++) { w[k] = p[ix[k]]; sum += w[k]; }
+        if (norm)
+            for (int64_t k = 0; k < K; k++) w[k] /= sum;
+    }
+}
+
+// dwts (N,K) is the gradient of the routing weights; dlogits (N,E) is added to. The choice itself
+// has no gradient: with norm, dp_j = (dw_j - sum_k w_k dw_k) / sum_k p_k on the chosen, else
+// dp_j = dw_j; 0 on the others; then through the softmax, dz = p (dp - p . dp).
+static inline void FK_OP(moe_route_backward)(real *dlogits, const real *probs, const int32_t *idx, const real *wts,
+                                             const real *dwts, int64_t N, int64_t E, int64_t K, int norm) {
+    #pragma omp parallel for if (N * E > FK_OMP_MIN_WORK)
+    for (int64_t i = 0; i < N; i++) {
+        const real *p = probs + i * E, *w = wts + i * K, *dw = dwts + i * K;
+        const int32_t *ix = idx + i * K;
+        real wdw = 0, psum = 0, pdp = 0;
+        for (int64_t k = 0; k < K; k++) { wdw += w[k] * dw[k]; psum += p[ix[k]]; }
+#define FK_MOE_DP(k) (norm ? (dw[k] - wdw) / psum : dw[k])
+        for (int64_t k = 0; k < K; k++) pdp += p[ix[k]] * FK_MOE_DP(k);
+        real *dz = dlogits + i * E;
+        for (int64_t e = 0; e < E; e++) dz[e] -= p[e] * pdp;
+        for (int64_t k = 0; k < K; k++) dz[ix[k]] += p[ix[k]] * FK_MOE_DP(k);
+#undef FK_MOE_DP
+    }
+}
+
+// Groups the N*K (token, slot) pairs of idx (N,K) by expert (a counting sort, stable: within an
+// expert, pairs in token order): expert e's pairs are order[start[e] .. start[e+1]-1], each the
+// pair's index t*K + k; row_of (N*K) is the inverse (pair -> its row in the grouped order).
+static inline void FK_OP(moe_sort)(int32_t *order, int32_t *start, int32_t *row_of, const int32_t *idx, int64_t N, int64_t K,
+                                   int64_t E) {
+    memset(start, 0, (size_t)(E + 1) * sizeof(int32_t));
+    for (int64_t j = 0; j < N * K; j++) start[idx[j] + 1]++;
+    for (int64_t e = 0; e < E; e++) start[e + 1] += start[e];
+    for (int64_t j = 0; j < N * K; j++) {  // start[e] is expert e's next free row while this runs
+        int32_t r = start[idx[j]]++;
+        order[r] = (int32_t)j;
+        row_of[j] = r;
+    }
+    for (int64_t e = E; e > 0; e--) start[e] = start[e - 1];  // each now its expert's end: shift back
+    start[0] = 0;
+}
+
+// xg (N*K, C): row r is row order[r] / K of x (N, C), the input of the pair's expert.
+static inline void FK_OP(moe_gather)(real *xg, const real *x, const int32_t *order, int64_t NK, int64_t K, int64_t C) {
+    #pragma omp parallel for if (NK * C > FK_OMP_MIN_WORK)
+    for (int64_t r = 0; r < NK; r++) memcpy(xg + r * C, x + (order[r] / K) * C, (size_t)C * sizeof(real));
+}
+
+// The gather's backward: dx (N, C) row t is added the rows of dxg (N*K, C) of its K pairs.
+static inline void FK_OP(moe_gather_backward)(real *dx, const real *dxg, const int32_t *row_of, int64_t N, int64_t K, int64_t C) {
+    #pragma omp parallel for if (N * K * C > FK_OMP_MIN_WORK)
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t k = 0; k < K; k++) {
+            const real *g = dxg + (int64_t)row_of[t * K + k] * C;
+            for (int64_t c = 0; c < C; c++) dx[t * C + c] += g[c];
+        }
+}
+
+// The experts' outputs ye (N*K, C), in grouped order, weighted and summed per token: out (N, C)
+// row t is added sum_k wts[t,k] ye[row_of[t*K+k]] (slots in order: deterministic).
+static inline void FK_OP(moe_combine_forward)(real *out, const real *ye, const real *wts, const int32_t *row_of, int64_t N,
+                                              int64_t K, int64_t C) {
+    #pragma omp parallel for if (N * K * C > FK_OMP_MIN_WORK)
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t k = 0; k < K; k++) {
+            const real *y = ye + (int64_t)row_of[t * K + k] * C, w = wts[t * K + k];
+            for (int64_t c = 0; c < C; c++) out[t * C + c] += w * y[c];
+        }
+}
+
+// dout (N, C); dye (N*K, C) and dwts (N,K) are added to: dye[row] += w dout_t, dwts[t,k] += dout_t . ye[row].
+static inline void FK_OP(moe_combine_backward)(real *dye, real *dwts, const real *dout, const real *ye, const real *wts,
+                                               const int32_t *row_of, int64_t N, int64_t K, int64_t C) {
+    #pragma omp parallel for if (N * K * C > FK_OMP_MIN_WORK)
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t k = 0; k < K; k++) {
+            int64_t r = row_of[t * K + k];
+            const real *y = ye + r * C, *d = dout + t * C, w = wts[t * K + k];
+            real *dy = dye + r * C, s = 0;
+            for (int64_t c = 0; c < C; c++) { dy[c] += w * d[c]; s += d[c] * y[c]; }
+            dwts[t * K + k] += s;
+        }
+}
+
+// The shared expert's gate (Qwen2-MoE): out (N, C) row t = sigmoid(glogit[t]) * dense[t]; sig (N)
+// keeps the sigmoids (NULL: not kept).
+static inline void FK_OP(sigmoid_gate_forward)(real *out, real *sig, const real *glogit, const real *dense, int64_t N, int64_t C) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t t = 0; t < N; t++) {
+        real s = 1 / (1 + FK_EXP(-glogit[t]));
+        if (sig) sig[t] = s;
+        for (int64_t c = 0; c < C; c++) out[t * C + c] = s * dense[t * C + c];
+    }
+}
+
+// dout (N, C); ddense (N, C) and dglogit (N) are added to: ddense = s dout, dglogit = (dout . dense) s (1 - s).
+static inline void FK_OP(sigmoid_gate_backward)(real *ddense, real *dglogit, const real *dout, const real *sig, const real *dense,
+                                                int64_t N, int64_t C) {
+    #pragma omp parallel for if (N * C > FK_OMP_MIN_WORK)
+    for (int64_t t = 0; t < N; t++) {
+        real s = sig[t], dot = 0;
+        for (int64_t c = 0; c < C; c++) { ddense[t * C + c] += s * dout[t * C + c]; dot += dout[t * C + c] * dense[t * C + c]; }
+        dglogit[t] += dot * s * (1 - s);
+    }
 }
