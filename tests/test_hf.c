@@ -74,14 +74,24 @@ static const golden_spec goldens[] = {
     {"phi", FK_ARCH_PHI, FK_DT_F32, false, 4, 2, 10, 64, 64, 1e4, 1e-5, false},
     // OLMo 2: post-norms only, QK-norm over the whole q and k projections
     {"olmo2", FK_ARCH_OLMO2, FK_DT_F32, false, 4, 4, 8, 48, 64, 1e4, 1e-6, false},
+    // OLMo 2 with grouped KV heads (32B's form): k_norm over the 2 KV heads' 16 values, base 500
+    {"olmo2_gqa", FK_ARCH_OLMO2, FK_DT_F32, false, 4, 2, 8, 40, 64, 500, 1e-5, false},
     // StableLM: LayerNorm with bias, SwiGLU, q/k/v biases only, partial_rotary_factor 0.25 of head_dim 16;
     // sequential (stablelm), parallel from one norm with base 500 (stablelm_par)
     {"stablelm", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 1e4, 1e-5, false},
     {"stablelm_par", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 500, 1e-5, false},
+    // StableLM 2 12B's form: qk_layernorm (a LayerNorm per q and k head, each its own weights), parallel
+    {"stablelm_qkln", FK_ARCH_STABLELM, FK_DT_F32, false, 4, 2, 16, 96, 64, 1e4, 1e-5, false},
     // Falcon 7B's form: multi-query, parallel from one norm (falcon); the new decoder with two norms,
     // query_key_value grouped per KV head, biases, base 500 (falcon_40b)
     {"falcon", FK_ARCH_FALCON, FK_DT_F32, true, 4, 1, 16, 96, 64, 1e4, 1e-5, true},
     {"falcon_40b", FK_ARCH_FALCON, FK_DT_F32, false, 4, 2, 16, 96, 64, 500, 1e-5, true},
+    // Falcon 40B as released (no biases) with the tanh GELU; Falcon 2's new decoder from one shared norm
+    // (num_ln_in_parallel_attn 1), tied; sequential multi-head with biases (parallel_attn false: the computation
+    // of StarCoder2 with exact GELU, saved as starcoder2)
+    {"falcon_40b_tanh", FK_ARCH_FALCON, FK_DT_F32, false, 4, 2, 8, 64, 64, 1e4, 1e-5, false},
+    {"falcon2", FK_ARCH_FALCON, FK_DT_F32, true, 4, 2, 8, 64, 64, 1e4, 1e-5, false},
+    {"falcon_seq", FK_ARCH_STARCODER2, FK_DT_F32, false, 4, 4, 8, 64, 64, 1e4, 1e-5, true},
 };
 #define N_GOLDENS (int)(sizeof goldens / sizeof goldens[0])
 
@@ -242,6 +252,11 @@ static bool bookkeeping(const char *key, const cJSON *ref) {
     // Phi-3's original context, used only by LongRoPE
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(ref, "rope_parameters"), *rt = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
     if (strcmp(key, "original_max_position_embeddings") == 0 && cJSON_IsString(rt) && strcmp(rt->valuestring, "default") == 0) return true;
+    // Qwen-MoE's dense width when every layer is MoE (no mlp_only_layers, decoder_sparse_step 1): no layer reads it
+    const cJSON *mol = cJSON_GetObjectItemCaseSensitive(ref, "mlp_only_layers"), *step = cJSON_GetObjectItemCaseSensitive(ref, "decoder_sparse_step");
+    if (strcmp(key, "intermediate_size") == 0 && cJSON_GetObjectItemCaseSensitive(ref, "moe_intermediate_size") && cJSON_GetArraySize(mol) == 0 &&
+        cJSON_IsNumber(step) && step->valuedouble == 1)
+        return true;
     const cJSON *usw = cJSON_GetObjectItemCaseSensitive(ref, "use_sliding_window");
     // qwen3's layer_types: with use_sliding_window false transformers sets sliding_window to None,
     // so every layer is full attention whatever it names
@@ -317,6 +332,12 @@ static bool attn_config_agrees(const cJSON *ref, const cJSON *out) {
     return cJSON_GetArraySize(out) == n;
 }
 
+// The other spelling transformers' attribute_map reads for an MoE config's expert count (Qwen3-MoE: 5 writes
+// num_local_experts, the hub's checkpoints and fusekit num_experts, which both versions read); NULL for other keys.
+static const char *count_alias(const char *key) {
+    return strcmp(key, "num_local_experts") == 0 ? "num_experts" : strcmp(key, "num_experts") == 0 ? "num_local_experts" : NULL;
+}
+
 // fusekit's config.json says what the reference's does, key by key, in the reference's spelling.
 static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype) {
     char p1[600], p2[600];
@@ -336,6 +357,9 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
             continue;
         }
         if (strcmp(k, "rope_parameters") == 0 && !o && rope_layouts_agree(it, out)) continue;
+        if (!o && count_alias(k)) o = cJSON_GetObjectItemCaseSensitive(out, count_alias(k));
+        if (strcmp(k, "head_dim") == 0 && cJSON_IsNull(it) && o && o->valuedouble == num(ref, "hidden_size") / num(ref, "num_attention_heads"))
+            continue;  // (MixtralConfig: null is hidden_size / num_attention_heads)
         if (strcmp(k, "attn_config") == 0 && o && attn_config_agrees(it, o)) continue;
         if (strcmp(k, "n_inner") == 0 && cJSON_IsNull(it)) {  // null: 4 * n_embd
             assert_true(num(out, k) == 4 * num(ref, "n_embd"));
@@ -355,6 +379,7 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
     cJSON_ArrayForEach(it, out) {
         const char *k = it->string;
         if (cJSON_GetObjectItemCaseSensitive(ref, k) || strcmp(k, "fusekit_version") == 0) continue;
+        if (count_alias(k) && cJSON_GetObjectItemCaseSensitive(ref, count_alias(k))) continue;  // (compared above)
         if (strcmp(k, "torch_dtype") == 0 && cJSON_GetObjectItemCaseSensitive(ref, "dtype")) continue;
         if (strcmp(k, "head_dim") == 0) { assert_true(it->valuedouble == num(ref, "hidden_size") / num(ref, "num_attention_heads")); continue; }
         if (strcmp(k, "n_ctx") == 0) { assert_true(it->valuedouble == num(ref, "n_positions")); continue; }
@@ -371,36 +396,38 @@ static void compare_config(const char *ref_dir, const char *dir, fk_dtype dtype)
     cJSON_Delete(out);
 }
 
+// Golden folder `gname` (weights in `dtype`, of type `arch` for fusekit) saved as F32 and as dtype.
+static void save_like_reference(const char *gname, fk_arch arch, fk_dtype dtype) {
+    const char *ref_dir = golden_dir(gname);
+    fk_model m;
+    CHECK(fk_hf_load(&m, ref_dir));
+    fk_dtype dts[2] = {FK_DT_F32, dtype};
+    for (int k = 0; k < (dtype == FK_DT_F32 ? 1 : 2); k++) {
+        char name[128];
+        snprintf(name, sizeof name, "save_%s_%s", gname, fk_dtype_name(dts[k]));
+        char *dir = tpath(name);
+        CHECK(fk_hf_save(&m, dir, dts[k]));
+        // a reference whose model is another type's exactly (phi3 without partial rotary: mistral's)
+        // is saved as that type: its tensors and keys are that type's, and it loads back the same
+        if (strcmp(golden_type(gname), fk_arch_name(arch)) == 0) {
+            compare_weights(ref_dir, dir, dts[k], dts[k] == dtype);
+            compare_config(ref_dir, dir, dts[k]);
+        }
+        // and it loads back to the same weights (exactly: they were representable)
+        fk_model b;
+        CHECK(fk_hf_load(&b, dir));
+        assert_memory_equal(&m.cfg, &b.cfg, sizeof m.cfg);
+        assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+        fk_model_free(&b);
+    }
+    print_message("  %-14s saved as F32%s%s: tensors and config.json match the reference\n", gname,
+                  dtype == FK_DT_F32 ? "" : " and ", dtype == FK_DT_F32 ? "" : fk_dtype_name(dtype));
+    fk_model_free(&m);
+}
+
 static void test_save_like_reference(void **s) {
     (void)s;
-    for (int i = 0; i < N_GOLDENS; i++) {
-        const golden_spec *gs = &goldens[i];
-        const char *ref_dir = golden_dir(gs->name);
-        fk_model m;
-        CHECK(fk_hf_load(&m, ref_dir));
-        fk_dtype dts[2] = {FK_DT_F32, gs->dtype};
-        for (int k = 0; k < (gs->dtype == FK_DT_F32 ? 1 : 2); k++) {
-            char name[128];
-            snprintf(name, sizeof name, "save_%s_%s", gs->name, fk_dtype_name(dts[k]));
-            char *dir = tpath(name);
-            CHECK(fk_hf_save(&m, dir, dts[k]));
-            // a reference whose model is another type's exactly (phi3 without partial rotary: mistral's)
-            // is saved as that type: its tensors and keys are that type's, and it loads back the same
-            if (strcmp(golden_type(gs->name), fk_arch_name(gs->arch)) == 0) {
-                compare_weights(ref_dir, dir, dts[k], dts[k] == gs->dtype);
-                compare_config(ref_dir, dir, dts[k]);
-            }
-            // and it loads back to the same weights (exactly: they were representable)
-            fk_model b;
-            CHECK(fk_hf_load(&b, dir));
-            assert_memory_equal(&m.cfg, &b.cfg, sizeof m.cfg);
-            assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
-            fk_model_free(&b);
-        }
-        print_message("  %-14s saved as F32%s%s: tensors and config.json match the reference\n", gs->name,
-                      gs->dtype == FK_DT_F32 ? "" : " and ", gs->dtype == FK_DT_F32 ? "" : fk_dtype_name(gs->dtype));
-        fk_model_free(&m);
-    }
+    for (int i = 0; i < N_GOLDENS; i++) save_like_reference(goldens[i].name, goldens[i].arch, goldens[i].dtype);
 }
 
 // head_dim other than hidden_size / num_attention_heads (Mistral-Nemo, Qwen3-like): written,
@@ -505,6 +532,21 @@ static void test_gelu_exact(void **s) {
     expect_error(fk_config_validate(&c), FK_ERR_ARG, "gelu_exact", NULL);
 }
 
+// OLMo 2's keys as Olmo2Config reads them: rms_norm_eps absent is 1e-5 (not Llama's 1e-6), head_dim
+// absent is hidden_size / num_attention_heads; grouped KV heads are olmo2 (k_norm over n_kv_head * head_dim).
+static void test_olmo2_keys(void **s) {
+    (void)s;
+    fk_model m;
+    CHECK(fk_hf_load(&m, variant("olmo2", "olmo2_eps", "rms_norm_eps", NULL)));
+    assert_true(m.cfg.norm_eps == 1e-5f && m.cfg.head_dim == 8);
+    fk_model_free(&m);
+    CHECK(fk_hf_load(&m, variant("olmo2_gqa", "olmo2_hd", "head_dim", NULL)));
+    assert_true(m.cfg.n_kv_head == 2 && m.cfg.head_dim == 8 && m.cfg.qk_norm_whole && m.cfg.no_pre_norms);
+    assert_int_equal(fk_model_find_param(&m, "layers.0.attn.k_norm.weight")->numel, 16);
+    assert_int_equal(fk_config_arch(&m.cfg), FK_ARCH_OLMO2);
+    fk_model_free(&m);
+}
+
 // MPT's keys: what transformers' MptForCausalLM does not compute is refused naming the key and
 // value; alibi_bias_max and softmax_scale are read (MosaicML's and llama.cpp's meaning).
 static void test_mpt_keys(void **s) {
@@ -525,6 +567,17 @@ static void test_mpt_keys(void **s) {
                  "attn_config.attn_type", "multiquery_attention");
     expect_error(fk_hf_load(&m, variant("mpt", "mpt_pl", "attn_config", "{\"prefix_lm\": true}")), FK_ERR_UNSUPPORTED, "prefix_lm", NULL);
     expect_error(fk_hf_load(&m, variant("mpt", "mpt_cq", "attn_config", "{\"clip_qkv\": -1}")), FK_ERR_FORMAT, "clip_qkv", NULL);
+    // keys of attn_config and ffn_config are named by their path in config.json
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_cq2", "attn_config", "{\"clip_qkv\": -1}")), FK_ERR_FORMAT, "\"attn_config.clip_qkv\" is -1",
+                 NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_cq3", "attn_config", "{\"clip_qkv\": \"x\"}")), FK_ERR_FORMAT,
+                 "\"attn_config.clip_qkv\" must be a number", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_ss", "attn_config", "{\"softmax_scale\": true}")), FK_ERR_FORMAT,
+                 "\"attn_config.softmax_scale\" must be a number", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_bm", "attn_config", "{\"alibi_bias_max\": [8]}")), FK_ERR_FORMAT,
+                 "\"attn_config.alibi_bias_max\" must be a number", NULL);
+    expect_error(fk_hf_load(&m, variant("mpt", "mpt_ft", "ffn_config", "{\"ffn_type\": \"te_ln_mlp\"}")), FK_ERR_UNSUPPORTED,
+                 "\"ffn_config.ffn_type\" is \"te_ln_mlp\"", NULL);
     // a model saved as mpt loads as transformers computes it: an ALiBi model with the tanh GELU is not mpt
     fk_config c;
     CHECK(fk_hf_load(&m, golden_dir("mpt")));
@@ -758,8 +811,9 @@ static void test_neox_phi_keys(void **s) {
                  FK_ERR_FORMAT, "(0, 1]", NULL);
 }
 
-// stablelm keys: StableLmConfig's defaults when absent (rotary share 0.25, no q/k/v bias, sequential)
-// and refusals naming the key (qk_layernorm: StableLM 2 12B's per-head LayerNorms; other RoPE types).
+// stablelm keys: StableLmConfig's defaults when absent (rotary share 0.25, no q/k/v bias, sequential,
+// no QK-norm), qk_layernorm true as StableLM 2 12B's per-head LayerNorms, and refusals naming the key
+// (other RoPE types, activations).
 static void test_stablelm_keys(void **s) {
     (void)s;
     fk_config c;
@@ -771,7 +825,12 @@ static void test_stablelm_keys(void **s) {
     CHECK(parse_golden_with("stablelm", "use_qkv_bias", NULL, &c));
     assert_false(c.bias_qkv || c.bias_out || c.bias_mlp);
     assert_true(c.bias_norm && c.mlp == FK_MLP_SWIGLU && c.norm == FK_NORM_LAYERNORM);
-    expect_error(parse_golden_with("stablelm", "qk_layernorm", "true", &c), FK_ERR_UNSUPPORTED, "qk_layernorm", "stablelm");
+    CHECK(parse_golden_with("stablelm", "qk_layernorm", "true", &c));  // (refused before StableLM 2 12B's form was computed)
+    assert_true(c.qk_norm && c.qk_norm_ln && !c.qk_norm_whole);
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_STABLELM);
+    CHECK(parse_golden_with("stablelm_qkln", "qk_layernorm", NULL, &c));
+    assert_false(c.qk_norm || c.qk_norm_ln);
+    expect_error(parse_golden_with("stablelm", "qk_layernorm", "1.5", &c), FK_ERR_FORMAT, "qk_layernorm", NULL);
     expect_error(parse_golden_with("stablelm", "rope_parameters", "{\"rope_type\": \"linear\", \"factor\": 2.0}", &c), FK_ERR_UNSUPPORTED,
                  "rope_parameters", "linear");
     expect_error(parse_golden_with("stablelm", "hidden_act", "\"gelu\"", &c), FK_ERR_UNSUPPORTED, "hidden_act", "gelu");
@@ -844,13 +903,201 @@ static void test_falcon_gguf(void **s) {
     fk_model_free(&b);
 }
 
+// ------------------------------------------------------------------ mixture of experts
+
+// The MoE references (make_golden.py, each family's transformers class): 4 experts, top 2, experts 16 wide.
+typedef struct {
+    const char *name;
+    fk_arch arch;
+    bool norm;             // norm_topk_prob (Mixtral: always)
+    int64_t shared;        // the shared expert's width (Qwen2-MoE), 0: none
+    const char *dense;     // per layer: '1' dense (mlp_only_layers), '0' MoE
+    int64_t dense_ffn;     // the dense layers' width
+    int64_t head_dim;
+    bool qk_norm, qk_whole, bias_qkv;
+} moe_spec;
+
+static const moe_spec moe_goldens[] = {
+    {"mixtral", FK_ARCH_MIXTRAL, true, 0, "00", 0, 8, false, false, false},
+    {"qwen2_moe", FK_ARCH_QWEN2_MOE, false, 24, "010", 40, 8, false, false, true},
+    {"qwen3_moe", FK_ARCH_QWEN3_MOE, true, 0, "00", 0, 16, true, false, false},
+    {"olmoe", FK_ARCH_OLMOE, false, 0, "00", 0, 8, true, true, false},
+};
+#define N_MOE (int)(sizeof moe_goldens / sizeof moe_goldens[0])
+
+// config.json of each reference read as its class reads it: experts, top-k, their width, renormalisation, the
+// MoE layers and their shared expert (gate), the attention switches; written back as the same model_type.
+static void check_moe_config(const moe_spec *ms, const fk_config *c) {
+    assert_int_equal(fk_config_arch(c), ms->arch);
+    assert_true(c->n_expert == 4 && c->n_expert_used == 2 && c->expert_ffn == 16 && c->expert_norm == ms->norm);
+    assert_int_equal(c->shared_gate, ms->shared > 0);
+    assert_int_equal(c->n_layer, (int64_t)strlen(ms->dense));
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        bool dense = ms->dense[l] == '1';
+        assert_int_equal(c->moe[l], !dense);
+        assert_int_equal(fk_config_experts(c, l), dense ? 0 : 4);
+        assert_int_equal(c->ffn[l], dense ? ms->dense_ffn : ms->shared);
+    }
+    assert_true(c->head_dim == ms->head_dim && c->qk_norm == ms->qk_norm && c->qk_norm_whole == ms->qk_whole && c->bias_qkv == ms->bias_qkv);
+    assert_true(!c->bias_out && !c->bias_mlp && c->mlp == FK_MLP_SWIGLU && c->norm == FK_NORM_RMSNORM && !c->tied);
+}
+
+static void test_moe_load_save(void **s) {
+    (void)s;
+    for (int i = 0; i < N_MOE; i++) {
+        fk_model m;
+        CHECK(fk_hf_load(&m, golden_dir(moe_goldens[i].name)));
+        check_moe_config(&moe_goldens[i], &m.cfg);
+        double err = golden_logits_error(&m, golden_dir(moe_goldens[i].name));
+        print_message("  %-14s logits max abs error %.2e\n", moe_goldens[i].name, err);
+        if (!(err < TOL_LOGITS)) fail_msg("%s: logits differ from the reference by %.3g", moe_goldens[i].name, err);
+        fk_model_free(&m);
+        save_like_reference(moe_goldens[i].name, moe_goldens[i].arch, FK_DT_F32);
+    }
+}
+
+// transformers 5's in-memory form, saved with save_original_format=False: each layer's experts stacked in
+// mlp.experts.gate_up_proj [E, 2F, C] and down_proj [E, C, F] (Mixtral: mlp.gate for block_sparse_moe.gate),
+// loads to the same weights as the per-expert checkpoint of the same model; saved per expert.
+static void test_moe_stacked(void **s) {
+    (void)s;
+    const char *pairs[][2] = {{"mixtral_stacked", "mixtral"}, {"qwen2_moe_stacked", "qwen2_moe"}};
+    for (int i = 0; i < 2; i++) {
+        fk_model a, b;
+        CHECK(fk_hf_load(&a, golden_dir(pairs[i][0])));
+        CHECK(fk_hf_load(&b, golden_dir(pairs[i][1])));
+        assert_memory_equal(&a.cfg, &b.cfg, sizeof a.cfg);
+        assert_int_equal(a.n_floats, b.n_floats);
+        assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+        char *dir = tpath(pairs[i][0]);
+        CHECK(fk_hf_save(&a, dir, FK_DT_F32));
+        compare_weights(golden_dir(pairs[i][1]), dir, FK_DT_F32, true);
+        print_message("  %s: the stacked experts load as %s's per-expert tensors, bit for bit\n", pairs[i][0], pairs[i][1]);
+        fk_model_free(&a);
+        fk_model_free(&b);
+    }
+}
+
+// MoE keys as transformers reads them, and refusals naming the key: what fusekit does not compute
+// (OLMoE's clip_qkv after its QK-norm, Qwen-MoE sliding windows), counts out of range, layer lists.
+static void test_moe_keys(void **s) {
+    (void)s;
+    fk_config c;
+    // decoder_sparse_step 3: layer 2 is MoE (layer l when (l + 1) % 3 == 0), layer 1 also by mlp_only_layers
+    CHECK(parse_golden_with("qwen2_moe", "decoder_sparse_step", "3", &c));
+    assert_true(!c.moe[0] && !c.moe[1] && c.moe[2] && c.ffn[0] == 40 && c.ffn[2] == 24);
+    expect_error(parse_golden_with("qwen2_moe", "decoder_sparse_step", "2", &c), FK_ERR_FORMAT, "\"decoder_sparse_step\" (2)", "mlp_only_layers");
+    expect_error(parse_golden_with("qwen2_moe", "decoder_sparse_step", "0", &c), FK_ERR_FORMAT, "decoder_sparse_step", "0");
+    expect_error(parse_golden_with("qwen2_moe", "mlp_only_layers", "[3]", &c), FK_ERR_FORMAT, "mlp_only_layers", "0..2");
+    // num_experts 0: transformers' Qwen2-MoE makes every layer dense (intermediate_size): qwen2's computation
+    CHECK(parse_golden_with("qwen2_moe", "num_experts", "0", &c));
+    assert_true(c.n_expert == 0 && !c.moe[0] && c.ffn[0] == 40 && c.ffn[2] == 40);
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_QWEN2);
+    expect_error(parse_golden_with("mixtral", "num_local_experts", "0", &c), FK_ERR_FORMAT, "num_local_experts", "1..");
+    expect_error(parse_golden_with("mixtral", "num_experts_per_tok", "5", &c), FK_ERR_FORMAT, "num_experts_per_tok", "1..4");
+    CHECK(parse_golden_with("mixtral", "num_local_experts", NULL, &c));  // MixtralConfig's default: 8
+    assert_int_equal(c.n_expert, 8);
+    CHECK(parse_golden_with("mixtral", "num_experts", "4", &c));  // attribute_map's other spelling, the same count
+    expect_error(parse_golden_with("mixtral", "num_experts", "6", &c), FK_ERR_FORMAT, "num_local_experts", "differ");
+    // training-time keys: router_jitter_noise and the load-balancing loss change no forward computation
+    CHECK(parse_golden_with("mixtral", "router_jitter_noise", "0.1", &c));
+    CHECK(parse_golden_with("olmoe", "output_router_logits", "true", &c));
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_OLMOE);
+    expect_error(parse_golden_with("olmoe", "clip_qkv", "8.0", &c), FK_ERR_UNSUPPORTED, "clip_qkv", "null");
+    expect_error(parse_golden_with("qwen3_moe", "use_sliding_window", "true", &c), FK_ERR_UNSUPPORTED, "use_sliding_window", "false");
+    expect_error(parse_golden_with("qwen2_moe", "use_sliding_window", "true", &c), FK_ERR_UNSUPPORTED, "use_sliding_window", "false");
+    // a Mixtral with a window on every layer (Mistral's key) is mixtral
+    CHECK(parse_golden_with("mixtral", "sliding_window", "8", &c));
+    assert_true(c.sliding_window == 8 && c.sliding[1] && fk_config_arch(&c) == FK_ARCH_MIXTRAL);
+    // experts per layer (a folded model): model_type fusekit with fusekit_experts, read back the same
+    CHECK(parse_golden_with("qwen2_moe", "use_cache", "true", &c));
+    c.experts[2] = 3;
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_FUSEKIT);
+    char *json = fk_hf_config_json(&c);
+    assert_non_null(strstr(json, "\"fusekit_experts\""));
+    fk_config r;
+    CHECK(fk_hf_config_parse(json, "fusekit", &r));
+    free(json);
+    assert_memory_equal(&c, &r, sizeof c);
+}
+
+// Falcon 40B as released (two norms, no biases; tanh GELU here) and Falcon 2's new decoder from one
+// norm, both with 2 KV heads, as llama.cpp's falcon: attn_qkv is convert_hf_to_gguf.py's regrouping of
+// query_key_value (per KV head [q x G; k; v] into all queries, all keys, all values), head_count_kv 2,
+// ln_attn as attn_norm_2 and ln_mlp as attn_norm (its graph feeds the FFN attn_norm); imported back
+// with config and weights exact and the golden's logits (1e-4).
+static void test_falcon_new_decoder_gguf(void **s) {
+    (void)s;
+    static const char *const names[] = {"falcon_40b_tanh", "falcon2"};
+    for (int k = 0; k < 2; k++) {
+        fk_model m, b;
+        char *dir = golden_dir(names[k]), path[700];
+        CHECK(fk_hf_load(&m, dir));
+        char *out = tpath("falcon_nd.gguf");
+        fk_gguf_export_stats st;
+        CHECK(fk_gguf_export(&m, NULL, out, FK_DT_F32, names[k], &st));
+        assert_string_equal(st.arch, "falcon");
+        fk_gguf g;
+        CHECK(fk_gguf_open(out, &g));
+        bool two = m.cfg.residual == FK_RESID_PARALLEL;
+        assert_int_equal(fk_gguf_find_tensor(&g, "blk.1.attn_norm_2.weight") != NULL, two);
+        assert_int_equal(fk_gguf_find_tensor(&g, "output.weight") != NULL, !m.cfg.tied);
+        int64_t kv;
+        CHECK(fk_gguf_get_i64(&g, "falcon.attention.head_count_kv", &kv));
+        assert_int_equal(kv, 2);
+        // the converter's regrouping of transformers' query_key_value, row by row
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        fk_safetensors ref;
+        CHECK(fk_st_open(&ref, path));
+        const fk_st_tensor *hf = fk_st_find(&ref, "transformer.h.1.self_attention.query_key_value.weight");
+        const fk_gguf_tensor *qkv = fk_gguf_find_tensor(&g, "blk.1.attn_qkv.weight");
+        assert_non_null(hf);
+        assert_non_null(qkv);
+        assert_int_equal(qkv->nbytes, (uint64_t)hf->numel * sizeof(float));
+        int64_t H = m.cfg.n_head, KV = m.cfg.n_kv_head, G = H / KV, hd = m.cfg.head_dim, C = m.cfg.d_model;
+        const float *from = hf->data, *to = qkv->data;
+        for (int64_t gi = 0; gi < KV; gi++)
+            for (int64_t j = 0; j < G + 2; j++) {  // head j of group gi: a query, then the key, then the value
+                int64_t dst = j < G ? gi * G + j : j == G ? H + gi : H + KV + gi;
+                assert_memory_equal(to + dst * hd * C, from + (gi * (G + 2) + j) * hd * C, (size_t)(hd * C) * sizeof(float));
+            }
+        fk_st_close(&ref);
+        fk_gguf_close(&g);
+        CHECK(fk_gguf_import(out, &b, NULL));
+        m.cfg.bos_id = m.cfg.eos_id = -1;  // (the GGUF carries no tokenizer ids here)
+        assert_memory_equal(&m.cfg, &b.cfg, sizeof m.cfg);
+        assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+        double err = golden_logits_error(&b, dir);
+        print_message("  %-15s as GGUF falcon (%s) and back: config and weights exact, logits vs transformers %.2e\n", names[k],
+                      two ? "attn_norm_2" : "one norm", err);
+        assert_true(err < TOL_LOGITS);
+        fk_model_free(&m);
+        fk_model_free(&b);
+    }
+    // with biases, two norms are gptneox's claim (which has every bias); without them and with exact GELU, refused
+    fk_model m;
+    CHECK(fk_hf_load(&m, golden_dir("falcon_40b_tanh")));
+    m.cfg.gelu_exact = true;
+    expect_error(fk_gguf_export(&m, NULL, tpath("f.gguf"), FK_DT_F32, "f", NULL), FK_ERR_UNSUPPORTED, "falcon", "GELU");
+    fk_model_free(&m);
+    CHECK(fk_hf_load(&m, golden_dir("falcon_40b")));
+    m.cfg.gelu_exact = false;
+    fk_gguf_export_stats st;
+    CHECK(fk_gguf_export(&m, NULL, tpath("f.gguf"), FK_DT_F32, "f", &st));
+    assert_string_equal(st.arch, "gptneox");
+    fk_model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_moe_load_save), cmocka_unit_test(test_moe_stacked), cmocka_unit_test(test_moe_keys),
         cmocka_unit_test(test_neox_phi_keys),
         cmocka_unit_test(test_stablelm_keys),
         cmocka_unit_test(test_falcon_keys),
         cmocka_unit_test(test_falcon_gguf),
+        cmocka_unit_test(test_falcon_new_decoder_gguf),
         cmocka_unit_test(test_mpt_keys),
+        cmocka_unit_test(test_olmo2_keys),
         cmocka_unit_test(test_golden_logits), cmocka_unit_test(test_save_like_reference), cmocka_unit_test(test_head_dim),
         cmocka_unit_test(test_gelu_exact),    cmocka_unit_test(test_bad_configs),   cmocka_unit_test(test_bad_weights),
     };

@@ -40,9 +40,11 @@ static void check_cover(const fk_model *m, arch_tensor_set s, const char *what) 
     uint8_t *seen = calloc((size_t)m->n_floats, 1);
     assert_non_null(seen);
     for (int i = 0; i < n; i++) {
+        if (it[i].flags & ARCH_T_ALT) continue;  // (another form of the same tensors, read only)
         const fk_param *p = &m->params[it[i].param];
         int64_t cols = p->ndim == 2 ? p->shape[1] : 1;
-        for (int64_t j = it[i].row0 * cols; j < (it[i].row0 + it[i].rows) * cols; j++) seen[p->offset + j]++;
+        for (int64_t e = 0; e < (it[i].n_exp > 0 ? it[i].n_exp : 1); e++)  // (stacked experts: each expert's rows)
+            for (int64_t j = it[i].row0 * cols; j < (it[i].row0 + it[i].rows) * cols; j++) seen[p->offset + e * it[i].exp_stride + j]++;
     }
     for (int k = 0; k < m->n_params; k++)
         for (int64_t j = 0; j < m->params[k].numel; j++)
@@ -50,6 +52,21 @@ static void check_cover(const fk_model *m, arch_tensor_set s, const char *what) 
                 fail_msg("%s: %s element %lld is in %d tensors", what, m->params[k].name, (long long)j, seen[m->params[k].offset + j]);
     free(seen);
     free(it);
+}
+
+// Row f's experts on every layer of c, as its keys describe them (4 experts, top 2, 8 wide; Qwen2-MoE's shared
+// expert 24 wide with its gate, no dense FFN otherwise); nothing for a row without experts.
+static void row_experts(const arch_family *f, fk_config *c) {
+    if (!f->moe || f->moe->per_layer) return;
+    c->n_expert = 4;
+    c->n_expert_used = 2;
+    c->expert_ffn = 8;
+    c->expert_norm = !f->moe->norm_key;
+    c->shared_gate = f->moe->shared_key != NULL;
+    for (int l = 0; l < FK_MAX_LAYERS; l++) {
+        c->moe[l] = l < c->n_layer;
+        c->ffn[l] = c->shared_gate && l < c->n_layer ? 24 : 0;
+    }
 }
 
 // The Llama-family sets serve every model; a row's own set (GPT-2's, StarCoder2's, Phi-3's: fused
@@ -76,7 +93,7 @@ static void test_tensor_sets_cover(void **s) {
         fk_config rc;
         fk_config_llama(&rc, 50, 16, 2, 4, 2, 24, 8);
         arch_apply_switches(&arch_families[f], &rc);
-        if (rc.qk_norm_whole) rc.n_kv_head = rc.n_head;  // multi-head only (olmo2)
+        row_experts(&arch_families[f], &rc);
         fk_model m;
         CHECK(fk_model_init(&m, &rc));
         check_row_sets(&m, &arch_families[f], true);
@@ -124,6 +141,9 @@ static bool row_takes(const arch_family *f, bool gguf, const fk_config *c) {
 static void row_config(const arch_family *f, bool gguf, fk_config *c) {
     fk_config_llama(c, 50, 16, 2, 4, f->sw.pos != FK_POS_ROPE ? 4 : 2, 24, 8);  // without RoPE: multi-head (gpt2, mpt)
     arch_apply_switches(f, c);
+    row_experts(f, c);
+    if (gguf && c->n_expert > 0) c->expert_norm = (f->gguf_keys & ARCH_GK_MOE_NORM) != 0;  // llama.cpp's graph's own choice
+    if (gguf && c->qk_norm_whole) c->n_kv_head = c->n_head;  // llama.cpp's olmoe: attn_k_norm n_embd wide
     if (!gguf) c->bos_id = 1;  // GGUF keeps token ids with the tokenizer (none here)
     if (f->sw.gemma_scales) {
         c->norm_offset = gguf ? 0 : 1;

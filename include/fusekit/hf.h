@@ -13,7 +13,7 @@
 typedef enum { FK_ARCH_GPT2, FK_ARCH_LLAMA, FK_ARCH_QWEN2, FK_ARCH_MISTRAL, FK_ARCH_FUSEKIT,
                FK_ARCH_GEMMA, FK_ARCH_GEMMA2, FK_ARCH_GEMMA3, FK_ARCH_QWEN3, FK_ARCH_STARCODER2, FK_ARCH_PHI3,
                FK_ARCH_MPT, FK_ARCH_GPTNEOX, FK_ARCH_PHI, FK_ARCH_STABLELM, FK_ARCH_OLMO2,
-               FK_ARCH_FALCON } fk_arch;
+               FK_ARCH_FALCON, FK_ARCH_MIXTRAL, FK_ARCH_QWEN2_MOE, FK_ARCH_QWEN3_MOE, FK_ARCH_OLMOE } fk_arch;
 const char *fk_arch_name(fk_arch a);
 // The HF model_type that represents this config exactly (FK_ARCH_FUSEKIT when none does:
 // then config.json carries every switch and only fusekit loads it).
@@ -27,9 +27,11 @@ typedef struct {
     int64_t row0, rows;
     bool transpose;
     int ndim;
-    int64_t shape[2];   // the HF shape
+    int64_t shape[3];   // the HF shape (ndim 3: [experts, rows, cols], n_exp > 0)
     int64_t head_rows;  // > 0: a whole qkv entry whose file rows are grouped per KV head, [q of the group's heads;
                         // k_g; v_g] of head_rows each (GPT-NeoX's and Falcon's query_key_value); 0: the rows in order
+    int64_t n_exp, exp_stride;  // > 0: the same rows of a layer's n_exp experts stacked (transformers 5's in-memory
+                                // experts.gate_up_proj / down_proj, read only), expert e exp_stride floats after `param`
 } fk_hf_tensor;
 
 // Lists the HF tensors of a model (malloc'd array in *out, count returned in *n).
@@ -45,6 +47,9 @@ char *fk_hf_config_json(const fk_config *c);
 // Parses config.json text; `path` names the file in errors.
 fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c);
 fk_status fk_hf_config_read(const char *path, fk_config *c);
+// The model_type dir/config.json names, into buf ("" when it names none; it may differ from
+// fk_config_arch's, which the folder is read as and saved as); errors name the file.
+fk_status fk_hf_model_type(const char *dir, char *buf, size_t n);
 
 // Writes dir/config.json (torch_dtype naming dtype) and dir/model.safetensors (dtype F32, F16
 // or BF16), each atomically.

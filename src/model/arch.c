@@ -47,8 +47,10 @@ static const arch_tensor hf_llama[] = {
     {FK_P_QKV_B, ARCH_ROWS_K, 0, "model.layers.%d.self_attn.k_proj.bias"},
     {FK_P_QKV_W, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.weight"},
     {FK_P_QKV_B, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.bias"},
-    {FK_P_Q_NORM_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.q_norm.weight"},
-    {FK_P_K_NORM_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.k_norm.weight"},
+    {FK_P_Q_NORM_W, ARCH_ROWS_ALL, ARCH_T_NO_QK_LN, "model.layers.%d.self_attn.q_norm.weight"},
+    {FK_P_K_NORM_W, ARCH_ROWS_ALL, ARCH_T_NO_QK_LN, "model.layers.%d.self_attn.k_norm.weight"},
+    {FK_P_Q_NORM_W, ARCH_ROWS_ALL, ARCH_T_QK_LN, "model.layers.%d.self_attn.q_layernorm.norms.%d.weight"},  // StableLM 2 12B
+    {FK_P_K_NORM_W, ARCH_ROWS_ALL, ARCH_T_QK_LN, "model.layers.%d.self_attn.k_layernorm.norms.%d.weight"},
     {FK_P_O_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.o_proj.weight"},
     {FK_P_O_B, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.o_proj.bias"},
     {FK_P_ATTN_POST_W, ARCH_ROWS_ALL, ARCH_T_POST, "model.layers.%d.post_attention_layernorm.weight"},
@@ -57,16 +59,52 @@ static const arch_tensor hf_llama[] = {
     {FK_P_FFN_POST_W, ARCH_ROWS_ALL, ARCH_T_POST, "model.layers.%d.post_feedforward_layernorm.weight"},
     {FK_P_LN2_W, ARCH_ROWS_ALL, ARCH_T_NO_POST, "model.layers.%d.post_attention_layernorm.weight"},
     {FK_P_LN2_B, ARCH_ROWS_ALL, ARCH_T_NO_POST, "model.layers.%d.post_attention_layernorm.bias"},
-    {FK_P_UP_W, ARCH_ROWS_GATE, 0, "model.layers.%d.mlp.gate_proj.weight"},
+    {FK_P_UP_W, ARCH_ROWS_GATE, ARCH_T_DENSE, "model.layers.%d.mlp.gate_proj.weight"},
     {FK_P_UP_B, ARCH_ROWS_GATE, 0, "model.layers.%d.mlp.gate_proj.bias"},
-    {FK_P_UP_W, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.up_proj.weight"},
+    {FK_P_UP_W, ARCH_ROWS_UP, ARCH_T_DENSE, "model.layers.%d.mlp.up_proj.weight"},
     {FK_P_UP_B, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.up_proj.bias"},
-    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.down_proj.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, ARCH_T_DENSE, "model.layers.%d.mlp.down_proj.weight"},
     {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.down_proj.bias"},
+    // mixture of experts (qwen2_moe, qwen3_moe, olmoe, fusekit): the router, the experts one tensor each (as the
+    // hub's checkpoints and transformers' save_pretrained write them; transformers 5 holds each layer's experts
+    // stacked, gate_up_proj [E, 2F, C] and down_proj [E, C, F], as save_original_format=False writes them: read
+    // too), Qwen2-MoE's shared expert and its gate
+    {FK_P_ROUTER_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.gate.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_GATE, 0, "model.layers.%d.mlp.experts.%d.gate_proj.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_UP, 0, "model.layers.%d.mlp.experts.%d.up_proj.weight"},
+    {FK_P_EXP_DOWN_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.experts.%d.down_proj.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_ALL, ARCH_T_EXPERTS | ARCH_T_ALT, "model.layers.%d.mlp.experts.gate_up_proj"},
+    {FK_P_EXP_DOWN_W, ARCH_ROWS_ALL, ARCH_T_EXPERTS | ARCH_T_ALT, "model.layers.%d.mlp.experts.down_proj"},
+    {FK_P_UP_W, ARCH_ROWS_GATE, ARCH_T_MOE, "model.layers.%d.mlp.shared_expert.gate_proj.weight"},
+    {FK_P_UP_W, ARCH_ROWS_UP, ARCH_T_MOE, "model.layers.%d.mlp.shared_expert.up_proj.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, ARCH_T_MOE, "model.layers.%d.mlp.shared_expert.down_proj.weight"},
+    {FK_P_SHARED_GATE_W, ARCH_ROWS_ALL, 0, "model.layers.%d.mlp.shared_expert_gate.weight"},
     {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "model.norm.weight"},
     {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "model.norm.bias"},
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
     {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "lm_head.bias"},
+};
+
+// Mixtral (MixtralForCausalLM): Llama's attention, block_sparse_moe's router and experts w1 (gate), w3 (up)
+// and w2 (down), one tensor each as the hub's checkpoints and save_pretrained write them; transformers 5's
+// in-memory form (mlp.gate, mlp.experts.gate_up_proj / down_proj stacked: save_original_format=False) is read too.
+static const arch_tensor hf_mixtral[] = {
+    {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "model.embed_tokens.weight"},
+    {FK_P_LN1_W, ARCH_ROWS_ALL, 0, "model.layers.%d.input_layernorm.weight"},
+    {FK_P_QKV_W, ARCH_ROWS_Q, 0, "model.layers.%d.self_attn.q_proj.weight"},
+    {FK_P_QKV_W, ARCH_ROWS_K, 0, "model.layers.%d.self_attn.k_proj.weight"},
+    {FK_P_QKV_W, ARCH_ROWS_V, 0, "model.layers.%d.self_attn.v_proj.weight"},
+    {FK_P_O_W, ARCH_ROWS_ALL, 0, "model.layers.%d.self_attn.o_proj.weight"},
+    {FK_P_LN2_W, ARCH_ROWS_ALL, 0, "model.layers.%d.post_attention_layernorm.weight"},
+    {FK_P_ROUTER_W, ARCH_ROWS_ALL, 0, "model.layers.%d.block_sparse_moe.gate.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_GATE, 0, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_UP, 0, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight"},
+    {FK_P_EXP_DOWN_W, ARCH_ROWS_ALL, 0, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight"},
+    {FK_P_ROUTER_W, ARCH_ROWS_ALL, ARCH_T_ALT, "model.layers.%d.mlp.gate.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_ALL, ARCH_T_EXPERTS | ARCH_T_ALT, "model.layers.%d.mlp.experts.gate_up_proj"},
+    {FK_P_EXP_DOWN_W, ARCH_ROWS_ALL, ARCH_T_EXPERTS | ARCH_T_ALT, "model.layers.%d.mlp.experts.down_proj"},
+    {FK_P_LNF_W, ARCH_ROWS_ALL, 0, "model.norm.weight"},
+    {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "lm_head.weight"},
 };
 
 // StarCoder2 (Starcoder2ForCausalLM): Llama's attention names, LayerNorms with biases, a plain
@@ -193,7 +231,7 @@ static const arch_tensor hf_phi[] = {
 };
 
 // llama.cpp's gpt2 (and mpt and gptneox, without position_embd: NeoX's converter undoes Hugging Face's per-head
-// q/k/v interleave): fused q/k/v in the internal (untransposed) layout.
+// q/k/v interleave; and phi2 as older converters wrote it): fused q/k/v in the internal (untransposed) layout.
 static const arch_tensor gguf_gpt2[] = {
     {FK_P_TOK_EMB, ARCH_ROWS_ALL, 0, "token_embd.weight"},
     {FK_P_POS_EMB, ARCH_ROWS_ALL, 0, "position_embd.weight"},
@@ -212,6 +250,7 @@ static const arch_tensor gguf_gpt2[] = {
     {FK_P_LNF_W, ARCH_ROWS_ALL, ARCH_T_NORM, "output_norm.weight"},
     {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "output_norm.bias"},
     {FK_P_LM_HEAD, ARCH_ROWS_ALL, 0, "output.weight"},
+    {FK_P_LM_HEAD_B, ARCH_ROWS_ALL, 0, "output.bias"},  // (phi2's older fused form: an LM-head bias)
 };
 
 // llama.cpp's llama, deci and gemma*: separate q/k/v (queries and keys in its interleaved RoPE
@@ -227,19 +266,32 @@ static const arch_tensor gguf_llama[] = {
     {FK_P_QKV_B, ARCH_ROWS_Q, ARCH_T_ROPE, "blk.%d.attn_q.bias"},
     {FK_P_QKV_B, ARCH_ROWS_K, ARCH_T_ROPE, "blk.%d.attn_k.bias"},
     {FK_P_QKV_B, ARCH_ROWS_V, 0, "blk.%d.attn_v.bias"},
-    {FK_P_Q_NORM_W, ARCH_ROWS_ALL, ARCH_T_NORM | ARCH_T_QSCALE, "blk.%d.attn_q_norm.weight"},
-    {FK_P_K_NORM_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.attn_k_norm.weight"},
+    {FK_P_Q_NORM_W, ARCH_ROWS_ALL, ARCH_T_NORM | ARCH_T_QSCALE | ARCH_T_HEAD_ROWS, "blk.%d.attn_q_norm.weight"},
+    {FK_P_K_NORM_W, ARCH_ROWS_ALL, ARCH_T_NORM | ARCH_T_HEAD_ROWS, "blk.%d.attn_k_norm.weight"},
     {FK_P_O_W, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.weight"},
     {FK_P_O_B, ARCH_ROWS_ALL, 0, "blk.%d.attn_output.bias"},
     {FK_P_ATTN_POST_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.post_attention_norm.weight"},
     {FK_P_LN2_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.ffn_norm.weight"},
     {FK_P_LN2_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_norm.bias"},
-    {FK_P_UP_W, ARCH_ROWS_GATE, 0, "blk.%d.ffn_gate.weight"},
-    {FK_P_UP_W, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.weight"},
-    {FK_P_UP_B, ARCH_ROWS_GATE, 0, "blk.%d.ffn_gate.bias"},
-    {FK_P_UP_B, ARCH_ROWS_UP, 0, "blk.%d.ffn_up.bias"},
-    {FK_P_DOWN_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.weight"},
-    {FK_P_DOWN_B, ARCH_ROWS_ALL, 0, "blk.%d.ffn_down.bias"},
+    {FK_P_UP_W, ARCH_ROWS_GATE, ARCH_T_DENSE, "blk.%d.ffn_gate.weight"},
+    {FK_P_UP_W, ARCH_ROWS_UP, ARCH_T_DENSE, "blk.%d.ffn_up.weight"},
+    {FK_P_UP_B, ARCH_ROWS_GATE, ARCH_T_DENSE, "blk.%d.ffn_gate.bias"},
+    {FK_P_UP_B, ARCH_ROWS_UP, ARCH_T_DENSE, "blk.%d.ffn_up.bias"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, ARCH_T_DENSE, "blk.%d.ffn_down.weight"},
+    {FK_P_DOWN_B, ARCH_ROWS_ALL, ARCH_T_DENSE, "blk.%d.ffn_down.bias"},
+    // mixture of experts (llama's Mixtral, qwen2moe, qwen3moe, olmoe): the router, the experts stacked
+    // (older Mixtral files: one tensor per expert), Qwen2-MoE's shared expert and its gate
+    {FK_P_ROUTER_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_gate_inp.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_GATE, ARCH_T_EXPERTS, "blk.%d.ffn_gate_exps.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_UP, ARCH_T_EXPERTS, "blk.%d.ffn_up_exps.weight"},
+    {FK_P_EXP_DOWN_W, ARCH_ROWS_ALL, ARCH_T_EXPERTS, "blk.%d.ffn_down_exps.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_GATE, ARCH_T_ALT, "blk.%d.ffn_gate.%d.weight"},
+    {FK_P_EXP_UP_W, ARCH_ROWS_UP, ARCH_T_ALT, "blk.%d.ffn_up.%d.weight"},
+    {FK_P_EXP_DOWN_W, ARCH_ROWS_ALL, ARCH_T_ALT, "blk.%d.ffn_down.%d.weight"},
+    {FK_P_SHARED_GATE_W, ARCH_ROWS_ALL, 0, "blk.%d.ffn_gate_inp_shexp.weight"},
+    {FK_P_UP_W, ARCH_ROWS_GATE, ARCH_T_MOE, "blk.%d.ffn_gate_shexp.weight"},
+    {FK_P_UP_W, ARCH_ROWS_UP, ARCH_T_MOE, "blk.%d.ffn_up_shexp.weight"},
+    {FK_P_DOWN_W, ARCH_ROWS_ALL, ARCH_T_MOE, "blk.%d.ffn_down_shexp.weight"},
     {FK_P_FFN_POST_W, ARCH_ROWS_ALL, ARCH_T_NORM, "blk.%d.post_ffw_norm.weight"},
     {FK_P_LNF_W, ARCH_ROWS_ALL, ARCH_T_NORM, "output_norm.weight"},
     {FK_P_LNF_B, ARCH_ROWS_ALL, 0, "output_norm.bias"},
@@ -324,6 +376,8 @@ bool arch_rope_scaled(const fk_config *c) { return c->rope_scale > 0 && c->rope_
 
 bool arch_rope_any_scaling(const fk_config *c) { return arch_rope_scaled(c) || c->rope_orig_ctx > 0 || c->rope_ext != FK_ROPE_EXT_NONE; }
 
+bool arch_rope_local_unscaled(const fk_config *c) { return arch_rope_scaled(c) || c->rope_orig_ctx > 0; }  // fk_model_init's rule
+
 const arch_tensor *arch_tensor_of(arch_tensor_set s, fk_param_kind k, int rows) {
     for (int i = 0; i < s.n; i++)
         if (s.t[i].kind == k && (rows < 0 || (int)s.t[i].rows == rows)) return &s.t[i];
@@ -371,9 +425,10 @@ static bool switches_match(const arch_family *f, const fk_config *c) {
                 : c->bias_mlp == s->bias_mlp &&
                       (attn_key ? c->bias_qkv == c->bias_out : (qkv_key || c->bias_qkv == s->bias_qkv) && c->bias_out == s->bias_out);
     return c->norm == s->norm && c->pos == s->pos && c->mlp == s->mlp && c->bias_norm == s->bias_norm && biases &&
-           c->post_norms == s->post_norms && c->qk_norm == s->qk_norm && (!c->gelu_exact || f->acts_exact) &&
+           c->post_norms == s->post_norms && (f->qk_norm_ln ? c->qk_norm == c->qk_norm_ln : c->qk_norm == s->qk_norm && !c->qk_norm_ln) &&
+           (!c->gelu_exact || f->acts_exact) &&
            (c->alibi_bias_max > 0) == f->alibi && (!(c->clip_qkv > 0) || f->alibi) && c->bias_lm_head == f->bias_lm_head &&
-           c->no_pre_norms == f->no_pre_norms && c->qk_norm_whole == f->qk_norm_whole &&
+           c->no_pre_norms == f->no_pre_norms && c->qk_norm_whole == f->qk_norm_whole && (c->n_expert == 0 || f->moe) &&
            // use_parallel_residual (gpt_neox, stablelm) says the row's parallel form or sequential
            (c->residual == f->residual || (arch_key_of(f, ARCH_F_PARALLEL) && c->residual == FK_RESID_SEQUENTIAL));
 }
@@ -388,15 +443,16 @@ static bool no_gemma_scale(const fk_config *c) {
 static bool no_gemma_switch(const fk_config *c) { return no_gemma_scale(c) && !arch_any_sliding(c); }
 
 // The windows a sliding_window key says (some: Qwen's, on any layers; else on every layer or
-// none): below the context, with the global RoPE unscaled (fusekit's sliding layers would
-// otherwise take an unscaled table of their own, hf.c's set_window).
+// none): below the context, with no linear or Llama 3 RoPE scaling (fusekit's sliding layers would
+// then take an unscaled table of their own, hf.c's set_window; dynamic, YaRN and LongRoPE turn
+// them with the global table, as transformers' Mistral, Qwen2 and Phi3 turn every layer).
 static bool window_fits(const fk_config *c, bool some) {
     bool any = false, all = true;
     for (int64_t l = 0; l < c->n_layer; l++) {
         any |= arch_slides(c, l);
         all &= arch_slides(c, l);
     }
-    return !any || ((all || some) && c->sliding_window < c->max_seq && !arch_rope_any_scaling(c));
+    return !any || ((all || some) && c->sliding_window < c->max_seq && !arch_rope_local_unscaled(c));
 }
 
 // gpt2: no RoPE scaling, multi-head attention over d_model, one FFN width.
@@ -410,9 +466,6 @@ static bool whole_rotary(const fk_config *c) { return fk_config_rotary_dim(c) ==
 
 // llama, qwen2: their switches (rope_scaling holds linear and Llama 3 scaling).
 static bool hf_fits_llama(const arch_family *f, const fk_config *c) { return switches_match(f, c) && no_gemma_switch(c) && whole_rotary(c); }
-
-// olmo2: llama's conditions, multi-head (fusekit's whole-projection QK-norm; OLMo 2 32B's GQA is refused)
-static bool hf_fits_olmo2(const arch_family *f, const fk_config *c) { return hf_fits_llama(f, c) && c->n_kv_head == c->n_head; }
 
 // qwen2, qwen3: llama's, with sliding windows on any layers (use_sliding_window).
 static bool hf_fits_qwen(const arch_family *f, const fk_config *c) {
@@ -475,6 +528,29 @@ static bool hf_fits_falcon(const arch_family *f, const fk_config *c) {
            c->head_dim * c->n_head == c->d_model && uniform_layers(c) && c->n_kv_head > 0 && c->n_head % c->n_kv_head == 0;
 }
 
+// What a row's MoE keys say (arch_moe): one expert count, the MoE layers (all, or all but the dense ones
+// decoder_sparse_step / mlp_only_layers name), the shared expert's width and gate or none, one dense width,
+// renormalisation where the row has no norm_topk_prob.
+static bool moe_layout_fits(const arch_moe *mo, const fk_config *c) {
+    int64_t dense = -1, shared = -1;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        int64_t *w = c->moe[l] ? &shared : &dense;
+        if ((c->moe[l] && fk_config_experts(c, l) != c->n_expert) || (!c->moe[l] && !mo->sparse_keys) || (*w >= 0 && c->ffn[l] != *w))
+            return false;
+        *w = c->ffn[l];
+    }
+    return (mo->shared_key ? shared > 0 && c->shared_gate : shared == 0 && !c->shared_gate) && (mo->norm_key || c->expert_norm);
+}
+
+// mixtral, qwen2_moe, qwen3_moe, olmoe: the row's switches with experts laid out as its keys say, one head
+// count, whole-head RoPE, a window on every layer where the row has the key (mixtral), heads spanning
+// d_model where the row has no head_dim key (olmoe: its q_norm is hidden_size wide).
+static bool hf_fits_moe(const arch_family *f, const fk_config *c) {
+    return c->n_expert > 0 && switches_match(f, c) && moe_layout_fits(f->moe, c) && no_gemma_scale(c) && whole_rotary(c) &&
+           fk_config_uniform_heads(c) && window_fits(c, false) && (arch_key_of(f, ARCH_F_WINDOW) || !arch_any_sliding(c)) &&
+           (arch_key_of(f, ARCH_F_HEAD_DIM) || c->head_dim * c->n_head == c->d_model);
+}
+
 // gemma, gemma2, gemma3_text: the generation's switches and what its keys can say.
 static bool hf_fits_gemma(const arch_family *f, const fk_config *c) {
     if (!switches_match(f, c) || c->rope_orig_ctx > 0 || c->rope_ext || !whole_rotary(c)) return false;  // Gemma: default/linear RoPE only
@@ -494,7 +570,53 @@ static bool hf_fits_gemma(const arch_family *f, const fk_config *c) {
 
 // ------------------------------------------------------------------ GGUF: which llama.cpp architecture represents a config
 
+bool arch_moe_shared(const fk_config *c) {
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (c->moe[l] && c->ffn[l] > 0) return true;
+    return false;
+}
+
+// What llama.cpp's MoE graphs compute (src/models/{llama,qwen2moe,qwen3moe,olmoe}.cpp, build_moe_ffn): every
+// layer MoE with one expert count, SiLU-gated experts, the row's renormalisation (hard-coded: llama.cpp reads
+// no norm_topk_prob), and the row's shared expert with its sigmoid gate on every layer, or none.
+static fk_status gguf_moe_refuse(const arch_family *f, const fk_config *c) {
+    unsigned k = f ? f->gguf_keys : 0;
+    if (!(k & (ARCH_GK_EXPERTS | ARCH_GK_MOE)))
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model is a mixture of experts (%lld experts, top %lld)%s%s; fusekit exports "
+                        "one as llama.cpp's llama (Mixtral: RMSNorm, RoPE, SwiGLU experts renormalised, no shared expert), qwen2moe "
+                        "(a shared expert with a sigmoid gate, not renormalised), qwen3moe (per-head QK-norm, renormalised) or olmoe "
+                        "(QK-norm over whole projections, not renormalised)", (long long)c->n_expert, (long long)c->n_expert_used,
+                        f && f->gguf ? ", which llama.cpp's " : "", f && f->gguf ? f->gguf : "");
+    const char *arch = f->gguf ? f->gguf : "llama";
+    bool norm = k & ARCH_GK_MOE_NORM, shared = k & ARCH_GK_MOE_SHARED;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        if (!c->moe[l])
+            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: layer %lld is dense (mlp_only_layers / decoder_sparse_step); llama.cpp's %s "
+                            "makes every layer a mixture of experts", (long long)l, arch);
+        if (fk_config_experts(c, l) != fk_config_experts(c, 0))
+            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: layer %lld has %lld experts and layer 0 %lld; llama.cpp's %s.expert_count is "
+                            "one count for every layer", (long long)l, (long long)fk_config_experts(c, l), (long long)fk_config_experts(c, 0), arch);
+        if (shared ? c->ffn[l] != c->ffn[0] || !c->shared_gate : c->ffn[l] != 0)
+            return fk_error(FK_ERR_UNSUPPORTED, "gguf export: layer %lld %s; llama.cpp's %s has %s", (long long)l,
+                            c->ffn[l] ? "has a shared expert (a dense FFN beside the experts)" : "has no shared expert", arch,
+                            shared ? "one shared expert width and a sigmoid gate on every layer" : "no shared expert");
+    }
+    if (c->mlp != FK_MLP_SWIGLU)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the experts are not SwiGLU; llama.cpp's %s computes SiLU-gated experts", arch);
+    if (c->expert_norm != norm)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the chosen experts' weights are %srenormalised (norm_topk_prob %s); llama.cpp's %s "
+                        "graph %s them (it reads no such key)", c->expert_norm ? "" : "not ", c->expert_norm ? "true" : "false", arch,
+                        norm ? "always renormalises" : "never renormalises");
+    return FK_OK;
+}
+
 fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
+    // llama.cpp 0.3.36's GELU graphs (gpt2, mpt, gptneox, phi2, starcoder2, falcon) all build ggml_gelu, the tanh form
+    if (c->gelu_exact)
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (erf); llama.cpp's %s graph computes the tanh "
+                        "approximation (ggml_gelu), so the export would be a different model (fusekit export --gelu-approx writes "
+                        "the tanh form and reports the largest logit change it makes)", f && f->gguf ? f->gguf : "GELU");
+    if (c->n_expert > 0) FK_TRY(gguf_moe_refuse(f, c));
     if (c->pos == FK_POS_ROPE && !whole_rotary(c) && !(f && f->gguf_rotary_part && f->gguf_neox))  // (interleaved rows permute whole heads)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model rotates %lld of its %lld head dims (partial rotary), which llama.cpp's "
                         "%s graph does not (it requires rope.dimension_count to equal the head size)", (long long)c->rotary_dim,
@@ -520,8 +642,11 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
     if ((c->alibi_bias_max > 0 || c->clip_qkv > 0) && !(f && f->alibi))
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which of llama.cpp's architectures fusekit writes only mpt "
                         "expresses (LayerNorm, ALiBi, a GELU MLP)", c->alibi_bias_max > 0 ? "ALiBi" : "clip_qkv");
+    if (c->qk_norm_ln && !(f && f->qk_norm_ln))
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has QK-norm as a LayerNorm per head (StableLM 2 12B's qk_layernorm), "
+                        "which of llama.cpp's architectures only stablelm expresses (LayerNorm, RoPE, SwiGLU)");
     if (f && f->sw.gemma_scales) return FK_OK;
-    bool post = f && f->sw.post_norms, qk = f && f->sw.qk_norm;  // what the row's own switches include
+    bool post = f && f->sw.post_norms, qk = f && (f->sw.qk_norm || c->qk_norm_ln);  // what the row's own switches include
     const char *sw = c->emb_scale != 0 ? "an embedding scale"
                    : c->norm_offset != 0 ? "an RMSNorm weight offset (1 + w)"
                    : c->post_norms && !post ? "post-norms"
@@ -539,9 +664,17 @@ fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c) {
     return FK_OK;
 }
 
-// The row's norm, position and MLP kinds, post-norms and QK-norm (gpt2).
+// Dense models go to the rows that allow them (not qwen2moe, qwen3moe, olmoe), MoE models to the rows
+// with experts whose shared expert they have or lack (qwen2moe's or the others').
+static bool gguf_claims_moe(const arch_family *f, const fk_config *c) {
+    unsigned k = f->gguf_keys;
+    if (c->n_expert == 0) return !(k & ARCH_GK_MOE);
+    return (k & (ARCH_GK_EXPERTS | ARCH_GK_MOE)) && arch_moe_shared(c) == ((k & ARCH_GK_MOE_SHARED) != 0);
+}
+
+// The row's norm, position and MLP kinds, post-norms and QK-norm (gpt2), and its experts.
 static bool gguf_claims_kind(const arch_family *f, const fk_config *c) {
-    return c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->post_norms == f->sw.post_norms &&
+    return gguf_claims_moe(f, c) && c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->post_norms == f->sw.post_norms &&
            c->qk_norm == f->sw.qk_norm && c->residual == f->residual && c->bias_lm_head == f->bias_lm_head &&
            c->no_pre_norms == f->no_pre_norms && c->qk_norm_whole == f->qk_norm_whole;
 }
@@ -557,14 +690,11 @@ static bool gguf_claims_deci(const arch_family *f, const fk_config *c) {
 
 // A GeGLU model's generation: gemma3 with QK-norm, gemma2 with post-norms, else gemma.
 static bool gguf_claims_gemma(const arch_family *f, const fk_config *c) {
-    return c->mlp == f->sw.mlp && (c->qk_norm ? 3 : c->post_norms ? 2 : 1) == f->gemma;
+    return gguf_claims_moe(f, c) && c->mlp == f->sw.mlp && (c->qk_norm ? 3 : c->post_norms ? 2 : 1) == f->gemma;
 }
 
 static fk_status gguf_fits_gpt2(const arch_family *f, const fk_config *c) {
     FK_TRY(arch_gguf_refuse(f, c));
-    if (c->gelu_exact)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (activation_function \"gelu\"); llama.cpp's gpt2 "
-                        "architecture computes the tanh approximation (gelu_new), so the export would be a different model");
     const char *miss = !c->bias_norm ? "LayerNorm without bias"
                      : !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a GPT-2-style model without every linear bias"
                      : c->n_kv_head != c->n_head || !fk_config_uniform_heads(c) ? "grouped-query or per-layer attention heads with learned positions"
@@ -601,9 +731,6 @@ static bool gguf_claims_mpt(const arch_family *f, const fk_config *c) { return g
 // llama.cpp's mpt computes the tanh GELU and the scale 1/sqrt(head_dim); its biases are each optional.
 static fk_status gguf_fits_mpt(const arch_family *f, const fk_config *c) {
     FK_TRY(arch_gguf_refuse(f, c));
-    if (c->gelu_exact)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (MPT's MptMLP); llama.cpp's mpt architecture computes the "
-                        "tanh approximation (as it does for every MPT its converter writes), so the export would be a different model");
     if (!uniform_layers(c) || c->bias_qkv != c->bias_out || c->bias_qkv != c->bias_mlp)
         return fk_error(FK_ERR_UNSUPPORTED, "gguf export: an ALiBi model with %s: llama.cpp's mpt reads one FFN width and head count",
                         uniform_layers(c) ? "some linear biases but not all (fusekit writes all or none for mpt)" : "per-layer FFN widths or head counts");
@@ -615,27 +742,24 @@ static bool gguf_claims_starcoder2(const arch_family *f, const fk_config *c) {
     return gguf_claims_kind(f, c) && c->bias_norm && uniform_layers(c);
 }
 
-// llama.cpp's starcoder2 computes the tanh GELU; its biases are each optional.
-static fk_status gguf_fits_starcoder2(const arch_family *f, const fk_config *c) {
-    FK_TRY(gguf_fits_llama(f, c));
-    if (c->gelu_exact)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has exact GELU (hidden_act \"gelu\"); llama.cpp's starcoder2 architecture "
-                        "computes the tanh approximation (gelu_pytorch_tanh), so the export would be a different model");
-    return FK_OK;
-}
+// llama.cpp's starcoder2 computes the tanh GELU (arch_gguf_refuse); its biases are each optional.
+static fk_status gguf_fits_starcoder2(const arch_family *f, const fk_config *c) { return gguf_fits_llama(f, c); }
 
-// gptneox (parallel with two norms) and phi2 (one shared norm, LM-head bias): LayerNorm with bias, one
-// FFN width and head count. A sequential NeoX is starcoder2's kind in llama.cpp.
+// Linear biases (q/k/v, output, MLP): llama.cpp's gptneox wants every one, its falcon none.
+static bool any_linear_bias(const fk_config *c) { return c->bias_qkv || c->bias_out || c->bias_mlp; }
+
+// gptneox (parallel with two norms, linear biases: without them it is falcon's new decoder) and phi2
+// (one shared norm, LM-head bias): LayerNorm with bias, one FFN width and head count. A sequential
+// NeoX is starcoder2's kind in llama.cpp.
 static bool gguf_claims_neox_phi(const arch_family *f, const fk_config *c) {
-    return gguf_claims_kind(f, c) && c->bias_norm && uniform_layers(c);
+    return gguf_claims_kind(f, c) && c->bias_norm && uniform_layers(c) && (f->residual != FK_RESID_PARALLEL || any_linear_bias(c));
 }
 
 // llama.cpp's gptneox and phi2 graphs: every bias, heads spanning the embedding (q is the first
 // n_embd rows of the fused product), the tanh GELU.
 static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
     FK_TRY(arch_gguf_refuse(f, c));
-    const char *miss = c->gelu_exact ? "exact GELU (hidden_act \"gelu\"), where llama.cpp computes the tanh approximation"
-                     : !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a linear map without bias, where llama.cpp requires every bias"
+    const char *miss = !c->bias_qkv || !c->bias_out || !c->bias_mlp ? "a linear map without bias, where llama.cpp requires every bias"
                      : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model"
                      : arch_any_sliding(c) || c->rope_scale != 0 || c->rope_orig_ctx != 0 ? "sliding windows or RoPE scaling"
                      : NULL;
@@ -649,29 +773,34 @@ static fk_status gguf_fits_neox_phi(const arch_family *f, const fk_config *c) {
 }
 
 // falcon: attention and MLP in parallel from one LayerNorm without an LM-head bias (Falcon 7B's form;
-// phi2 has the bias, and two norms are gptneox's claim).
-static bool gguf_claims_falcon(const arch_family *f, const fk_config *c) { return gguf_claims_kind(f, c) && c->bias_norm; }
+// phi2 has the bias), or from two without linear biases (Falcon 40B's new decoder, its ln_attn written
+// as attn_norm_2; with biases, two norms are gptneox's claim).
+static bool gguf_claims_falcon(const arch_family *f, const fk_config *c) {
+    fk_config t = *c;
+    if (c->residual == FK_RESID_PARALLEL && !any_linear_bias(c)) t.residual = f->residual;
+    return gguf_claims_kind(f, &t) && c->bias_norm;
+}
 
 // llama.cpp's falcon graph: no linear biases, the tanh GELU, heads spanning the embedding (attn_output
 // is n_embd square), unscaled RoPE over whole heads.
 static fk_status gguf_fits_falcon(const arch_family *f, const fk_config *c) {
     FK_TRY(arch_gguf_refuse(f, c));
-    const char *miss = c->gelu_exact ? "exact GELU (Falcon's activation \"gelu\"), where llama.cpp computes the tanh approximation"
-                     : c->bias_qkv || c->bias_out || c->bias_mlp ? "linear biases, which llama.cpp's falcon graph has none of"
+    const char *miss = any_linear_bias(c) ? "linear biases, which llama.cpp's falcon graph has none of"
                      : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model"
                      : arch_any_sliding(c) || c->rope_scale != 0 || c->rope_orig_ctx != 0 ? "sliding windows or RoPE scaling"
                      : NULL;
     if (miss)
-        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model (attention and MLP in parallel from one LayerNorm: llama.cpp's falcon "
-                        "architecture) has %s: llama.cpp would compute a different model", miss);
+        return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model (attention and MLP in parallel from %s LayerNorm%s: llama.cpp's falcon "
+                        "architecture) has %s: llama.cpp would compute a different model", c->residual == FK_RESID_PARALLEL ? "two" : "one",
+                        c->residual == FK_RESID_PARALLEL ? "s" : "", miss);
     return FK_OK;
 }
 
 // stablelm: LayerNorm with bias, RoPE and SwiGLU, sequential or parallel from one norm, one FFN width
 // and head count.
 static bool gguf_claims_stablelm(const arch_family *f, const fk_config *c) {
-    return c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->bias_norm && !c->post_norms && !c->bias_lm_head &&
-           (c->residual == f->residual || c->residual == FK_RESID_SEQUENTIAL) && uniform_layers(c);
+    return gguf_claims_moe(f, c) && c->norm == f->sw.norm && c->pos == f->sw.pos && c->mlp == f->sw.mlp && c->bias_norm && !c->post_norms &&
+           !c->bias_lm_head && (c->residual == f->residual || c->residual == FK_RESID_SEQUENTIAL) && uniform_layers(c);
 }
 
 // llama.cpp's stablelm: q/k/v biases only (each optional), heads spanning the embedding (attn_output is
@@ -685,6 +814,30 @@ static fk_status gguf_fits_stablelm(const arch_family *f, const fk_config *c) {
                      : arch_any_sliding(c) || arch_rope_any_scaling(c) ? "sliding windows or RoPE scaling"
                      : NULL;
     if (miss) return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's stablelm architecture does not express", miss);
+    return FK_OK;
+}
+
+// llama.cpp's olmo2: q/k/v biases only (each optional), attn_output and attn_q_norm n_embd wide (attn_k_norm
+// n_head_kv * head size: grouped KV heads fit), an output tensor (its loader requires one), whole-head RoPE.
+static fk_status gguf_fits_olmo2(const arch_family *f, const fk_config *c) {
+    FK_TRY(gguf_fits_llama(f, c));
+    const char *miss = c->bias_out || c->bias_mlp ? "output-projection or MLP biases (its graph has q/k/v biases only)"
+                     : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model (its attn_output and attn_q_norm are n_embd wide)"
+                     : c->tied ? "a tied LM head (its loader requires output.weight)"
+                     : NULL;
+    if (miss) return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's olmo2 architecture does not express", miss);
+    return FK_OK;
+}
+
+// qwen2moe and olmoe: llama.cpp's loaders require output.weight and n_embd-square attention projections
+// (olmoe's attn_k_norm is n_embd wide too: multi-head only).
+static fk_status gguf_fits_moe_untied(const arch_family *f, const fk_config *c) {
+    FK_TRY(gguf_fits_llama(f, c));
+    const char *miss = c->tied ? "a tied LM head (its loader requires output.weight)"
+                     : c->head_dim * c->n_head != c->d_model ? "head_dim * n_head != d_model (its attention projections are n_embd square)"
+                     : f->qk_norm_whole && c->n_kv_head != c->n_head ? "grouped-query attention (its attn_k_norm is n_embd wide)"
+                     : NULL;
+    if (miss) return fk_error(FK_ERR_UNSUPPORTED, "gguf export: the model has %s, which llama.cpp's %s architecture does not express", miss, f->gguf);
     return FK_OK;
 }
 
@@ -823,17 +976,18 @@ static const arch_key keys_phi[] = {
     DROPOUT,
 };
 // stablelm: partial_rotary_factor 0.25 when absent (transformers 5: in rope_parameters with rope_theta),
-// use_qkv_bias, use_parallel_residual (one shared norm); qk_layernorm (per-head LayerNorms, StableLM 2
-// 12B) is refused
+// use_qkv_bias, use_parallel_residual (one shared norm), qk_layernorm (a LayerNorm per head, StableLM 2 12B)
 static const arch_key keys_stablelm[] = {
     PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "layer_norm_eps", 1e-5), {ARCH_F_ROPE_THETA, "rope_theta", ARCH_D_VALUE, 1e4},
     {ARCH_F_ACT, "hidden_act", ARCH_D_VALUE, 0}, {ARCH_F_ROTARY, "partial_rotary_factor", ARCH_D_VALUE, 0.25},
     {ARCH_F_QKV_BIAS, "use_qkv_bias", ARCH_D_VALUE, 0}, {ARCH_F_PARALLEL, "use_parallel_residual", ARCH_D_VALUE, 0},
-    {ARCH_F_FLAG, "qk_layernorm", ARCH_D_VALUE, 0}, DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
+    {ARCH_F_QK_LN, "qk_layernorm", ARCH_D_VALUE, 0}, DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
 };
-// olmo2: Llama's keys (no head_dim: d_model / n_head), rms_norm_eps 1e-5 by default
+// olmo2: Llama's keys (head_dim d_model / n_head when absent; Olmo2Attention reads it when present),
+// rms_norm_eps 1e-5 when absent (Olmo2Config's default)
 static const arch_key keys_olmo2[] = {
-    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0}, DROPOUT,
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 2048, "rms_norm_eps", 1e-5), {ARCH_F_HEAD_DIM, "head_dim", ARCH_D_SPLIT, 0}, LLAMA_ROPE(1),
+    {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0}, DROPOUT,
 };
 // falcon: its own size names (ffn_hidden_size 4 * d_model when absent), the RoPE of transformers 5
 // (rope_parameters), activation "gelu" (exact) by default, bias on every linear map, the layout group
@@ -845,9 +999,48 @@ static const arch_key keys_falcon[] = {
     {ARCH_F_ACT, "activation", ARCH_D_VALUE, 1}, {ARCH_F_USE_BIAS, "bias", ARCH_D_VALUE, 0}, {ARCH_F_FALCON, "", ARCH_D_VALUE, 0},
     DROPOUT, {ARCH_F_ZERO, "hidden_dropout", ARCH_D_VALUE, 0},
 };
+// Mixture of experts. The keys of transformers' classes beyond the expert count (router_aux_loss_coef and
+// output_router_logits false are written as the class writes them; fusekit adds no load-balancing loss)
+static const arch_moe moe_mixtral = {.count_alias = "num_experts", .used_def = 2, .jitter_key = true, .aux_coef = 0.001};
+static const arch_moe moe_qwen2 = {.used_def = 4, .ffn_key = "moe_intermediate_size", .ffn_def = 1408,
+                                   .shared_key = "shared_expert_intermediate_size", .shared_def = 5632, .norm_key = true,
+                                   .sparse_keys = true, .aux_coef = 0.001};
+static const arch_moe moe_qwen3 = {.count_alias = "num_local_experts", .used_def = 8, .ffn_key = "moe_intermediate_size", .ffn_def = 768,
+                                   .norm_key = true, .sparse_keys = true, .aux_coef = 0.001};
+static const arch_moe moe_olmoe = {.count_alias = "num_local_experts", .used_def = 8, .norm_key = true, .aux_coef = 0.01};
+// model_type fusekit: every MoE switch, the experts per layer included (a folded model)
+static const arch_moe moe_fusekit = {.ffn_key = "moe_intermediate_size", .norm_key = true, .sparse_keys = true, .per_layer = true};
+// mixtral: Mistral's keys (a window on every layer, none by default), base 1e6, 8 KV heads by default; its
+// experts are intermediate_size wide
+static const arch_key keys_mixtral[] = {
+    PLAIN_SIZES(ARCH_D_VALUE, 8, 131072, "rms_norm_eps", 1e-5), {ARCH_F_HEAD_DIM, "head_dim", ARCH_D_SPLIT, 0},
+    {ARCH_F_ROPE_THETA, "rope_theta", ARCH_D_VALUE, 1e6}, {ARCH_F_ACT, "hidden_act", ARCH_D_VALUE, 0},
+    {ARCH_F_ROPE_SCALING, "rope_scaling", ARCH_D_VALUE, 1}, {ARCH_F_WINDOW, "sliding_window", ARCH_D_VALUE, 0},
+    {ARCH_F_MOE, "num_local_experts", ARCH_D_VALUE, 8}, DROPOUT,
+};
+// qwen2_moe: qkv_bias (transformers 5; 4 always has q/k/v biases), windows refused (transformers 4 and 5 slide
+// different layers), 60 experts, the dense layers intermediate_size wide
+static const arch_key keys_qwen2_moe[] = {
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 32768, "rms_norm_eps", 1e-6), {ARCH_F_HEAD_DIM, "head_dim", ARCH_D_SPLIT, 0}, LLAMA_ROPE(1),
+    {ARCH_F_QKV_BIAS, "qkv_bias", ARCH_D_VALUE, 1}, {ARCH_F_FLAG, "use_sliding_window", ARCH_D_VALUE, 0},
+    {ARCH_F_MOE, "num_experts", ARCH_D_VALUE, 60}, DROPOUT,
+};
+// qwen3_moe: QK-norm per head, 4 KV heads and 128 experts by default, no window
+static const arch_key keys_qwen3_moe[] = {
+    PLAIN_SIZES(ARCH_D_VALUE, 4, 32768, "rms_norm_eps", 1e-6), {ARCH_F_HEAD_DIM, "head_dim", ARCH_D_SPLIT, 0}, LLAMA_ROPE(1),
+    {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0}, {ARCH_F_FLAG, "use_sliding_window", ARCH_D_VALUE, 0},
+    {ARCH_F_MOE, "num_experts", ARCH_D_VALUE, 128}, DROPOUT,
+};
+// olmoe: QK-norm over the whole projections, no head_dim key (d_model / n_head), clip_qkv refused (OLMoE clamps
+// after its QK-norm, fusekit before), 64 experts intermediate_size wide
+static const arch_key keys_olmoe[] = {
+    PLAIN_SIZES(ARCH_D_N_HEAD, 0, 4096, "rms_norm_eps", 1e-5), LLAMA_ROPE(1), {ARCH_F_ATTN_BIAS, "attention_bias", ARCH_D_VALUE, 0},
+    {ARCH_F_NULL_ONLY, "clip_qkv", ARCH_D_VALUE, 0}, {ARCH_F_MOE, "num_experts", ARCH_D_VALUE, 64}, DROPOUT,
+};
 // fusekit: the switches before rope_scaling, whose LongRoPE lists have rotary_dim / 2 entries
 static const arch_key keys_fusekit[] = {
-    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0}, LLAMA_ROPE(0), DROPOUT,
+    LLAMA_SIZES(2048, ARCH_D_SPLIT, 0), {ARCH_F_SWITCHES, "fusekit", ARCH_D_REQUIRED, 0}, {ARCH_F_MOE, "num_experts", ARCH_D_VALUE, 0},
+    LLAMA_ROPE(0), DROPOUT,
 };
 static const arch_key keys_gemma[] = {
     LLAMA_SIZES(8192, ARCH_D_VALUE, 256), {ARCH_F_ACT, "hidden_activation", ARCH_D_READ_ONLY, 0},
@@ -884,6 +1077,7 @@ static const char *const acts_gemma1[] = {"gelu_pytorch_tanh", "gelu_new", "gelu
 #define GGUF(name_, gemma_, neox_, keys_, claims_, fits_) \
     .gguf = name_, .gguf_gemma = gemma_, .gguf_neox = neox_, .gguf_t = SET(gguf_llama), .gguf_keys = keys_, .gguf_claims = claims_, .gguf_fits = fits_
 #define GK_GEMMA (ARCH_GK_LLAMA | ARCH_GK_HEAD_LENGTHS | ARCH_GK_GEMMA)
+#define GK_MOE (ARCH_GK_LLAMA | ARCH_GK_MOE)  // llama.cpp's MoE-only architectures (qwen2moe, qwen3moe, olmoe)
 
 // In fk_arch order for the rows that have one (fk_arch_name, config.json's architectures).
 const arch_family arch_families[] = {
@@ -891,14 +1085,14 @@ const arch_family arch_families[] = {
      .acts_exact = acts_gelu_exact, .hf_optional_prefix = "transformer.",
      .gguf = "gpt2", .gguf_t = SET(gguf_gpt2), .gguf_keys = ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_kind, .gguf_fits = gguf_fits_gpt2},
     {FK_ARCH_LLAMA, "llama", NULL, 0, SW_LLAMA, HF("LlamaForCausalLM", hf_llama, keys_llama, acts_silu, false, hf_fits_llama),
-     GGUF("llama", false, false, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_llama)},
+     GGUF("llama", false, false, ARCH_GK_LLAMA | ARCH_GK_EXPERTS | ARCH_GK_MOE_NORM, gguf_claims_llama, gguf_fits_llama)},  // (Mixtral: experts)
     // qwen2: GGUF import only (llama.cpp's qwen2: llama's names and keys, q/k/v biases, NEOX order as Hugging
     // Face stores q and k); export keeps writing Qwen2-style models as llama (permuted Q/K)
     {FK_ARCH_QWEN2, "qwen2", NULL, 0, SW_QWEN2, HF("Qwen2ForCausalLM", hf_llama, keys_qwen2, acts_silu, false, hf_fits_qwen),
      .gguf_import = "qwen2", .gguf_neox = true, .gguf_t = SET(gguf_llama), .gguf_keys = ARCH_GK_LLAMA},
     {FK_ARCH_MISTRAL, "mistral", NULL, 0, SW_LLAMA, HF("MistralForCausalLM", hf_llama, keys_mistral, acts_silu, false, hf_fits_mistral)},
     // every switch in its config.json: what no other model_type describes (fk_config_arch's fallback)
-    {FK_ARCH_FUSEKIT, "fusekit", NULL, 0, SW_LLAMA, HF("FusekitForCausalLM", hf_llama, keys_fusekit, NULL, false, NULL)},
+    {FK_ARCH_FUSEKIT, "fusekit", NULL, 0, SW_LLAMA, HF("FusekitForCausalLM", hf_llama, keys_fusekit, NULL, false, NULL), .moe = &moe_fusekit},
     {FK_ARCH_GEMMA, "gemma", NULL, 1, SW_GEMMA(false, false), HF("GemmaForCausalLM", hf_llama, keys_gemma, acts_gemma1, true, hf_fits_gemma),
      GGUF("gemma", true, true, GK_GEMMA, gguf_claims_gemma, gguf_fits_gemma)},
     {FK_ARCH_GEMMA2, "gemma2", NULL, 2, SW_GEMMA(true, false), HF("Gemma2ForCausalLM", hf_llama, keys_gemma2, acts_gemma, true, hf_fits_gemma),
@@ -931,25 +1125,40 @@ const arch_family arch_families[] = {
     {FK_ARCH_PHI, "phi", NULL, 0, SW_NEOX_PHI, .residual = FK_RESID_PARALLEL_SHARED,
      .bias_lm_head = true,
      HF("PhiForCausalLM", hf_phi, keys_phi, acts_gelu_tanh, false, hf_fits_neox_phi), .acts_exact = acts_gelu_exact,
-     .gguf = "phi2", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_phi2), .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM,
+     .gguf = "phi2", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_phi2), .gguf_t_fused = SET(gguf_gpt2),
+     .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM,
      .gguf_claims = gguf_claims_neox_phi, .gguf_fits = gguf_fits_neox_phi},
     // stablelm (StableLM 3B, StableLM 2): LayerNorm with bias, SwiGLU, q/k/v biases alone, partial rotary in
-    // NEOX order, sequential or parallel from one norm (llama.cpp: parallel when the file has no ffn_norm)
-    {FK_ARCH_STABLELM, "stablelm", NULL, 0, SW_STABLELM, .residual = FK_RESID_PARALLEL_SHARED,
+    // NEOX order, sequential or parallel from one norm (llama.cpp: parallel when the file has no ffn_norm),
+    // QK-norm as a LayerNorm per head when qk_layernorm (StableLM 2 12B; llama.cpp: attn_q_norm/attn_k_norm)
+    {FK_ARCH_STABLELM, "stablelm", NULL, 0, SW_STABLELM, .residual = FK_RESID_PARALLEL_SHARED, .qk_norm_ln = true,
      HF("StableLmForCausalLM", hf_llama, keys_stablelm, acts_silu, false, hf_fits_stablelm),
      .gguf = "stablelm", .gguf_neox = true, .gguf_rotary_part = true, .gguf_t = SET(gguf_llama),
      .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM, .gguf_claims = gguf_claims_stablelm, .gguf_fits = gguf_fits_stablelm},
     // olmo2 (OLMo 2): post-norms only (post_attention_layernorm, post_feedforward_layernorm), q_norm/k_norm
-    // over the whole projections; Llama's tensor names (no GGUF side yet: export refused)
+    // over the whole projections; Llama's tensor names; GGUF olmo2 in NEOX order (no attn_norm/ffn_norm; a
+    // window there is OLMo 3's: 3 of every 4 layers slide, refused on import)
     {FK_ARCH_OLMO2, "olmo2", NULL, 0, SW_OLMO2, .no_pre_norms = true, .qk_norm_whole = true,
-     HF("Olmo2ForCausalLM", hf_llama, keys_olmo2, acts_silu, false, hf_fits_olmo2)},
+     HF("Olmo2ForCausalLM", hf_llama, keys_olmo2, acts_silu, false, hf_fits_llama),
+     GGUF("olmo2", false, true, ARCH_GK_LLAMA, gguf_claims_llama, gguf_fits_olmo2), .gguf_swa_pattern = 4},
     // falcon (Falcon 7B/40B/180B, Falcon 2): fused q/k/v grouped per KV head, parallel from one norm (7B) or two
     // (new_decoder_architecture), or sequential; exact GELU by default; ALiBi refused; GGUF falcon: Falcon 7B's form exported
-    // and imported (NEOX order), the new decoder's two norms imported (exported: gptneox's claim, which wants biases)
+    // and imported (NEOX order), the new decoder's two norms too (attn_norm_2; with biases gptneox's claim)
     {FK_ARCH_FALCON, "falcon", NULL, 0, SW_FALCON, .residual = FK_RESID_PARALLEL_SHARED,
      HF("FalconForCausalLM", hf_falcon, keys_falcon, acts_gelu_tanh, true, hf_fits_falcon), .acts_exact = acts_gelu_exact,
      .gguf = "falcon", .gguf_neox = true, .gguf_t = SET(gguf_falcon), .gguf_keys = ARCH_GK_LLAMA | ARCH_GK_LAYERNORM,
      .gguf_claims = gguf_claims_falcon, .gguf_fits = gguf_fits_falcon},
+    // mixture of experts: mixtral (Mixtral 8x7B / 8x22B: renormalised top-k, no shared expert), qwen2_moe (Qwen1.5-MoE,
+    // Qwen2-57B-A14B: a shared expert with a sigmoid gate, dense layers by mlp_only_layers), qwen3_moe (QK-norm per head),
+    // olmoe (OLMoE: QK-norm over the whole projections)
+    {FK_ARCH_MIXTRAL, "mixtral", NULL, 0, SW_LLAMA, HF("MixtralForCausalLM", hf_mixtral, keys_mixtral, acts_silu, false, hf_fits_moe),
+     .moe = &moe_mixtral},
+    {FK_ARCH_QWEN2_MOE, "qwen2_moe", NULL, 0, SW_QWEN2, HF("Qwen2MoeForCausalLM", hf_llama, keys_qwen2_moe, acts_silu, false, hf_fits_moe),
+     .moe = &moe_qwen2, GGUF("qwen2moe", false, true, GK_MOE | ARCH_GK_MOE_SHARED | ARCH_GK_EXPERT_FFN, gguf_claims_llama, gguf_fits_moe_untied)},
+    {FK_ARCH_QWEN3_MOE, "qwen3_moe", NULL, 0, SW_QWEN3, HF("Qwen3MoeForCausalLM", hf_llama, keys_qwen3_moe, acts_silu, false, hf_fits_moe),
+     .moe = &moe_qwen3, GGUF("qwen3moe", false, true, GK_MOE | ARCH_GK_MOE_NORM | ARCH_GK_EXPERT_FFN, gguf_claims_llama, gguf_fits_llama)},
+    {FK_ARCH_OLMOE, "olmoe", NULL, 0, SW_QWEN3, .qk_norm_whole = true, HF("OlmoeForCausalLM", hf_llama, keys_olmoe, acts_silu, false, hf_fits_moe),
+     .moe = &moe_olmoe, GGUF("olmoe", false, true, GK_MOE, gguf_claims_llama, gguf_fits_moe_untied)},
     // llama with per-layer FFN widths and heads
     {-1, NULL, NULL, 0, SW_LLAMA, GGUF("deci", false, false, ARCH_GK_LLAMA, gguf_claims_deci, gguf_fits_deci)},
 };
@@ -1049,7 +1258,11 @@ static bool item_rows(const fk_config *c, const arch_tensor *r, int l, const fk_
     if (((r->flags & ARCH_T_POST) && !c->post_norms) || ((r->flags & ARCH_T_NO_POST) && c->post_norms)) return false;
     bool two_norms = c->residual == FK_RESID_PARALLEL;
     if (((r->flags & ARCH_T_TWO_NORMS) && !two_norms) || ((r->flags & ARCH_T_ONE_NORM) && two_norms)) return false;
+    if (((r->flags & ARCH_T_QK_LN) && !c->qk_norm_ln) || ((r->flags & ARCH_T_NO_QK_LN) && c->qk_norm_ln)) return false;
+    bool moe = l >= 0 && c->moe[l], expert = r->kind == FK_P_EXP_UP_W || r->kind == FK_P_EXP_DOWN_W;
+    if (((r->flags & ARCH_T_MOE) && !moe) || ((r->flags & ARCH_T_DENSE) && moe)) return false;
     int64_t Dq = l >= 0 ? fk_config_heads(c, l) * c->head_dim : 0, Dkv = c->n_kv_head * c->head_dim, F = l >= 0 ? c->ffn[l] : 0;
+    if (expert) F = c->expert_ffn;
     bool gated = fk_config_gated(c);
     *row0 = 0;
     *rows = p->shape[0];
@@ -1066,15 +1279,54 @@ static bool item_rows(const fk_config *c, const arch_tensor *r, int l, const fk_
 
 typedef struct { arch_item *t; int n, cap; } item_list;
 
+static fk_status push_item(item_list *L, const arch_item *it);
+
+// Item `it` of layer l as one tensor per head of hd rows, head h named by the pattern's second %d
+// (StableLM's q_layernorm.norms.%d).
+static fk_status add_head_items(item_list *L, const arch_item *it, const char *pattern, int l, int64_t hd) {
+    for (int64_t h = 0; h < it->rows / hd; h++) {
+        arch_item ih = *it;
+        ih.row0 = it->row0 + h * hd;
+        ih.rows = hd;
+        snprintf(ih.name, sizeof ih.name, pattern, l, (int)h);
+        FK_TRY(push_item(L, &ih));
+    }
+    return FK_OK;
+}
+
+// An expert role's tensors of MoE layer l: one stacking every expert (ARCH_T_EXPERTS), or one per
+// expert (the name's second %d); none on a dense layer.
+static fk_status add_expert_items(item_list *L, const fk_model *m, const arch_tensor *r, int l) {
+    const fk_layer_offsets *o = &m->layer[l];
+    int64_t E = fk_config_experts(&m->cfg, l);
+    bool up = r->kind == FK_P_EXP_UP_W, stacked = r->flags & ARCH_T_EXPERTS;
+    int64_t off0 = up ? o->exp_up_w : o->exp_down_w, stride = up ? o->exp_up_stride : o->exp_down_stride;
+    for (int64_t e = 0; off0 >= 0 && e < (stacked ? 1 : E); e++) {
+        const fk_param *p = fk_model_param_of(m, off0 + e * stride);
+        FK_ASSERT(p && p->offset == off0 + e * stride && p->expert == (int)e);
+        arch_item it = {.param = (int)(p - m->params), .flags = r->flags, .n_exp = stacked ? E : 0, .exp_stride = stacked ? stride : 0};
+        if (!item_rows(&m->cfg, r, l, p, &it.row0, &it.rows)) return FK_OK;
+        snprintf(it.name, sizeof it.name, r->name, l, (int)e);
+        FK_TRY(push_item(L, &it));
+    }
+    return FK_OK;
+}
+
 // Appends tensor row r of layer l (-1: a global tensor) when the model has it.
 static fk_status add_item(item_list *L, const fk_model *m, const arch_tensor *r, int l) {
+    if (r->kind == FK_P_EXP_UP_W || r->kind == FK_P_EXP_DOWN_W) return add_expert_items(L, m, r, l);
     int64_t off = kind_offset(m, r->kind, l);
     if (off < 0) return FK_OK;
     const fk_param *p = fk_model_param_of(m, off);
     FK_ASSERT(p && p->offset == off);
     arch_item it = {.param = (int)(p - m->params), .flags = r->flags};
     if (!item_rows(&m->cfg, r, l, p, &it.row0, &it.rows)) return FK_OK;
+    if (r->flags & ARCH_T_QK_LN) return add_head_items(L, &it, r->name, l, m->cfg.head_dim);
     snprintf(it.name, sizeof it.name, r->name, l);
+    return push_item(L, &it);
+}
+
+static fk_status push_item(item_list *L, const arch_item *it) {
     if (L->n == L->cap) {
         int cap = L->cap ? 2 * L->cap : 64;
         arch_item *t = realloc(L->t, (size_t)cap * sizeof *t);
@@ -1082,7 +1334,7 @@ static fk_status add_item(item_list *L, const fk_model *m, const arch_tensor *r,
         L->t = t;
         L->cap = cap;
     }
-    L->t[L->n++] = it;
+    L->t[L->n++] = *it;
     return FK_OK;
 }
 

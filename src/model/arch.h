@@ -31,6 +31,19 @@ enum {
                                 // head; Falcon's: one group when multi-query, n_kv_head groups in its new decoder)
     ARCH_T_TWO_NORMS = 1u << 7, // only when attention and MLP run in parallel from two norms (FK_RESID_PARALLEL)
     ARCH_T_ONE_NORM = 1u << 8,  // only otherwise (Falcon: input_layernorm, post_attention_layernorm vs ln_attn, ln_mlp)
+    // QK-norm as a LayerNorm per head with each head's own weights (cfg.qk_norm_ln, StableLM 2 12B)
+    ARCH_T_QK_LN = 1u << 13,    // only with it; one tensor per head, the name's second %d (q_layernorm.norms.%d)
+    ARCH_T_NO_QK_LN = 1u << 14, // only without it
+    ARCH_T_HEAD_ROWS = 1u << 15,// GGUF: with it, the heads' weights as one (heads, head_dim) matrix, kept F32 (llama.cpp's
+                                // stablelm attn_q_norm {n_embd_head, n_head}, which its converter stacks)
+    // Mixture of experts. An expert role's tensor (FK_P_EXP_UP_W / FK_P_EXP_DOWN_W) holds one expert, its name
+    // a pattern with a second %d for the expert, unless ARCH_T_EXPERTS says it stacks the layer's experts.
+    ARCH_T_EXPERTS = 1u << 9,   // every expert of the layer in one tensor, expert-major (GGUF ffn_*_exps: ggml [cols, rows, E])
+    ARCH_T_MOE = 1u << 10,      // only on MoE layers (cfg.moe[l]: the shared expert's names, Qwen2-MoE's ffn_*_shexp)
+    ARCH_T_DENSE = 1u << 11,    // only on dense layers (the ordinary FFN's names, where an MoE layer's shared expert differs)
+    ARCH_T_ALT = 1u << 12,      // another form of the set's expert rows (stacked for per-expert ones or the other way round),
+                                // read in their place when the file has it and never written (older GGUF Mixtrals: one 2-D
+                                // tensor per expert, blk.L.ffn_gate.E.weight; transformers 5's stacked experts.gate_up_proj)
 };
 
 // One file tensor: `name` is a printf pattern, with %d for the layer of a per-layer entry.
@@ -89,8 +102,13 @@ typedef enum {
     ARCH_F_PARALLEL,     // use_parallel_residual: the row's parallel form (gpt_neox: two norms; stablelm: one) or
                          // sequential (`def` when absent)
     ARCH_F_QKV_BIAS,     // a boolean that sets bias_qkv alone (StableLM's use_qkv_bias; o_proj has none)
+    ARCH_F_QK_LN,        // a boolean that sets qk_norm with qk_norm_ln (StableLM's qk_layernorm)
     ARCH_F_FALCON,       // Falcon's attention layout keys: multi_query, new_decoder_architecture, parallel_attn,
                          // num_kv_heads, num_ln_in_parallel_attn (n_kv_head and the residual kind), alibi (refused)
+    ARCH_F_MOE,          // the mixture-of-experts keys the row's `moe` names (the key: the expert count, `def` when
+                         // absent; 0 for a row whose models may be dense)
+    ARCH_F_NULL_ONLY,    // a key fusekit implements only as null (absent): written null, refused otherwise (OLMoE's
+                         // clip_qkv, which clamps after its QK-norm)
 } arch_field;
 
 // How a reader fills a field whose key is absent (or null).
@@ -134,7 +152,31 @@ enum {
     ARCH_GK_GEMMA = 1u << 3,      // sliding windows, the local RoPE base, soft-caps, linear RoPE scaling
     ARCH_GK_ALIBI = 1u << 4,      // attention.max_alibi_bias, attention.clamp_kqv (when clipping), head_count_kv (mpt)
     ARCH_GK_PARALLEL = 1u << 5,   // use_parallel_residual (gptneox; true when absent)
+    // Mixture of experts as llama.cpp's graphs compute it (softmax router, top expert_used_count of expert_count,
+    // SwiGLU experts, every layer MoE): the keys expert_count and expert_used_count
+    ARCH_GK_EXPERTS = 1u << 6,    // experts optional: MoE when expert_count > 0 (llama: Mixtral)
+    ARCH_GK_MOE = 1u << 7,        // experts required (qwen2moe, qwen3moe, olmoe: llama.cpp throws without)
+    ARCH_GK_MOE_NORM = 1u << 8,   // the graph renormalises the chosen weights (llama, qwen3moe; not qwen2moe, olmoe)
+    ARCH_GK_MOE_SHARED = 1u << 9, // a shared expert with a sigmoid gate on every layer, expert_shared_feed_forward_length (qwen2moe)
+    ARCH_GK_EXPERT_FFN = 1u << 10,// the experts' width is expert_feed_forward_length (qwen2moe, qwen3moe); else feed_forward_length
 };
+
+// A family's mixture-of-experts keys beyond the expert count (arch_family.moe; config.json, transformers' classes).
+typedef struct {
+    const char *count_alias; // the expert count's other spelling, read when the row's key is absent (transformers'
+                             // attribute_map: num_experts / num_local_experts); NULL: none (Qwen2-MoE)
+    int64_t used_def;        // num_experts_per_tok when absent
+    const char *ffn_key;     // the experts' width (moe_intermediate_size, ffn_def when absent); NULL: intermediate_size
+    int64_t ffn_def;         // is (Mixtral, OLMoE), and every layer is MoE without a dense FFN
+    const char *shared_key;  // a shared expert with a sigmoid gate on every MoE layer, this wide (Qwen2-MoE's
+    int64_t shared_def;      // shared_expert_intermediate_size); NULL: none (MoE layers have no dense FFN)
+    bool norm_key;           // norm_topk_prob (false when absent); else the chosen weights are always renormalised
+    bool sparse_keys;        // decoder_sparse_step and mlp_only_layers say the dense layers (intermediate_size wide)
+    bool jitter_key;         // router_jitter_noise: training-time noise fusekit does not add (written 0, read as any)
+    double aux_coef;         // router_aux_loss_coef written (fusekit adds no load-balancing loss; output_router_logits false)
+    bool per_layer;          // model_type fusekit: shared_expert_gate and fusekit_experts (experts per layer) too, and the
+                             // MoE layers' dense FFN (the shared expert) as intermediate_size / fusekit_intermediate_sizes say
+} arch_moe;
 
 typedef struct arch_family arch_family;
 
@@ -150,6 +192,8 @@ struct arch_family {
     fk_residual_kind residual;  // and these two: parallel attention and MLP (gpt_neox: either, through
     bool bias_lm_head;          // use_parallel_residual; phi: one norm), an LM-head bias (phi)
     bool no_pre_norms, qk_norm_whole;  // olmo2: post-norms only, QK-norm over the whole q and k projections
+    bool qk_norm_ln;          // stablelm: QK-norm, when its files have one, is a LayerNorm per head (qk_layernorm;
+                              // GGUF attn_q_norm/attn_k_norm of {head_dim, heads})
     // ---- Hugging Face
     const char *hf_class;     // config.json architectures[0]
     arch_tensor_set hf;       // Hugging Face tensor names
@@ -160,6 +204,7 @@ struct arch_family {
     const char *hf_optional_prefix;  // a prefix of its tensor names some checkpoints omit (GPT-2's "transformer.")
     bool alibi;               // its files say ALiBi (alibi_bias_max > 0, position kind none) and clip_qkv (MPT);
                               // a row without never fits a config with either
+    const arch_moe *moe;      // its mixture-of-experts keys (NULL: none; a row without never fits an MoE config)
     // whether the model_type describes c exactly (NULL: never written, e.g. mistral, read only;
     // fk_config_arch falls back to fusekit, whose config.json carries every switch)
     bool (*hf_fits)(const arch_family *f, const fk_config *c);
@@ -174,9 +219,12 @@ struct arch_family {
                               // rotary: gptneox, phi2, stablelm); false: it asserts they are the whole head
                               // (llama, qwen3, gemma: n_embd_head == n_rot), so a partial-rotary config is refused
     arch_tensor_set gguf_t;   // GGUF tensor names
+    arch_tensor_set gguf_t_fused;  // older converters' form, read (never written) when the file has its fused
+                                   // attn_qkv.weight (phi2: llama.cpp's create_tensor_qkv takes attn_qkv or attn_q/k/v)
     unsigned gguf_keys;       // ARCH_GK_*
     int gguf_swa_pattern;     // llama.cpp's sliding layers when no sliding_window_pattern key says otherwise:
-                              // layer l slides unless l % n == n - 1 (gemma2 2, gemma3 6; 0: none)
+                              // layer l slides unless l % n == n - 1 (gemma2 2, gemma3 6; olmo2 4, OLMo 3's
+                              // form, which fusekit refuses on import; 0: none)
     // whether c has the switches that make it this row's kind (at most one row claims a config)
     bool (*gguf_claims)(const arch_family *f, const fk_config *c);
     // FK_OK when llama.cpp's architecture represents c, else FK_ERR_UNSUPPORTED with the reason
@@ -217,21 +265,30 @@ bool arch_any_sliding(const fk_config *c);
 bool arch_rope_scaled(const fk_config *c);
 // Any RoPE scaling: linear, Llama 3's, dynamic, YaRN, LongRoPE.
 bool arch_rope_any_scaling(const fk_config *c);
+// Linear or Llama 3 scaling, under which fusekit's sliding layers take an unscaled table of their own
+// (Gemma 3's local layers); dynamic, YaRN and LongRoPE turn every layer with the one table.
+bool arch_rope_local_unscaled(const fk_config *c);
+// A mixture of experts with a shared expert (a dense FFN beside the experts on an MoE layer: Qwen2-MoE).
+bool arch_moe_shared(const fk_config *c);
 // FK_ERR_UNSUPPORTED for what row f's llama.cpp architecture (f NULL: none) cannot represent
 // whatever its other conditions: partial rotary without gguf_rotary_part, Llama 3 RoPE scaling (llama.cpp keeps it as a rope_freqs tensor,
 // which fusekit does not write), and outside the Gemma rows the first Gemma-family switch c sets
-// that f's own switches lack.
+// that f's own switches lack; a mixture of experts other than f's graph computes (ARCH_GK_EXPERTS, ARCH_GK_MOE*).
 fk_status arch_gguf_refuse(const arch_family *f, const fk_config *c);
 
 // One tensor of a model under a set: rows [row0, row0 + rows) of table entry `param`.
+// An ARCH_T_EXPERTS tensor: the same rows of each of the layer's n_exp experts, `param` being expert 0's
+// entry and expert e's rows exp_stride floats further in the arena (n_exp 0 for any other tensor).
 typedef struct {
     char name[96];
     int param;
     int64_t row0, rows;
     unsigned flags;   // the set row's ARCH_T_* flags
+    int64_t n_exp, exp_stride;
 } arch_item;
 
-// The tensors of model m under set s, in the set's order, layer by layer (malloc'd array).
+// The tensors of model m under set s, in the set's order, layer by layer (malloc'd array); an expert
+// role's per-expert tensors expert by expert.
 fk_status arch_items(const fk_model *m, arch_tensor_set s, arch_item **out, int *n);
 
 #endif

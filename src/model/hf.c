@@ -21,31 +21,54 @@ fk_arch fk_config_arch(const fk_config *c) {
 
 // ------------------------------------------------------------------ tensor names
 
-fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n) {
+// Whether the set has ARCH_T_ALT rows of role k (another form of its tensors: transformers 5's stacked experts).
+static bool has_alt(arch_tensor_set s, fk_param_kind k) {
+    for (int i = 0; i < s.n; i++)
+        if (s.t[i].kind == k && (s.t[i].flags & ARCH_T_ALT)) return true;
+    return false;
+}
+
+// The HF tensors of a model in the row's written form, or (alt) with the ARCH_T_ALT rows in place of the
+// written ones of their roles.
+static fk_status hf_tensors_form(const fk_model *m, fk_arch arch, bool alt, fk_hf_tensor **out, int *n) {
     arch_item *it;
-    int k;
-    FK_TRY(arch_items(m, arch_of(arch)->hf, &it, &k));
+    int k, kept = 0;
+    arch_tensor_set set = arch_of(arch)->hf;
+    FK_TRY(arch_items(m, set, &it, &k));
     fk_hf_tensor *ts = malloc((size_t)(k > 0 ? k : 1) * sizeof *ts);
     if (!ts) { free(it); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     for (int i = 0; i < k; i++) {
         const fk_param *p = &m->params[it[i].param];
-        fk_hf_tensor *t = &ts[i];
+        bool is_alt = it[i].flags & ARCH_T_ALT;
+        if (alt ? !is_alt && has_alt(set, p->kind) : is_alt) continue;
+        fk_hf_tensor *t = &ts[kept++];
         memcpy(t->name, it[i].name, sizeof t->name);
+        t->n_exp = it[i].n_exp;
+        t->exp_stride = it[i].exp_stride;
         t->param = it[i].param;
         t->row0 = it[i].row0;
         t->rows = it[i].rows;
         t->transpose = (it[i].flags & ARCH_T_TRANSPOSE) != 0;
         t->head_rows = it[i].flags & ARCH_T_QKV_HEADS ? m->cfg.head_dim : 0;
         t->ndim = p->ndim;
+        t->shape[2] = 1;
         if (p->ndim == 1) { t->shape[0] = t->rows; t->shape[1] = 1; }
         else if (t->transpose) { t->shape[0] = p->shape[1]; t->shape[1] = t->rows; }
         else { t->shape[0] = t->rows; t->shape[1] = p->shape[1]; }
+        if (t->n_exp > 0) {  // [experts, rows, cols]
+            t->ndim = 3;
+            t->shape[2] = t->shape[1];
+            t->shape[1] = t->shape[0];
+            t->shape[0] = t->n_exp;
+        }
     }
     free(it);
     *out = ts;
-    *n = k;
+    *n = kept;
     return FK_OK;
 }
+
+fk_status fk_hf_tensors(const fk_model *m, fk_arch arch, fk_hf_tensor **out, int *n) { return hf_tensors_form(m, arch, false, out, n); }
 
 static int64_t tensor_cols(const fk_model *m, const fk_hf_tensor *t) {
     const fk_param *p = &m->params[t->param];
@@ -62,7 +85,8 @@ static int64_t qkv_head_row(const fk_model *m, const fk_hf_tensor *t, int64_t r)
     return kv * G * hd + (s - G) * kv * hd + g * hd + j;
 }
 
-void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out) {
+// One expert's (or a plain tensor's) rows.
+static void gather_one(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out) {
     int64_t cols = tensor_cols(m, t);
     const float *src = arena + m->params[t->param].offset + t->row0 * cols;
     if (t->head_rows > 0) {
@@ -74,7 +98,7 @@ void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, 
         for (int64_t c = 0; c < cols; c++) out[c * t->rows + r] = src[r * cols + c];
 }
 
-void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in) {
+static void scatter_one(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in) {
     int64_t cols = tensor_cols(m, t);
     float *dst = arena + m->params[t->param].offset + t->row0 * cols;
     if (t->head_rows > 0) {
@@ -84,6 +108,17 @@ void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const
     if (!t->transpose) { memcpy(dst, in, (size_t)(t->rows * cols) * sizeof(float)); return; }
     for (int64_t r = 0; r < t->rows; r++)
         for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = in[c * t->rows + r];
+}
+
+// Stacked experts: expert e's rows at arena + e * exp_stride, the file's slice e.
+void fk_hf_gather(const fk_model *m, const float *arena, const fk_hf_tensor *t, float *out) {
+    int64_t size = t->rows * tensor_cols(m, t);
+    for (int64_t e = 0; e < (t->n_exp > 0 ? t->n_exp : 1); e++) gather_one(m, arena + e * t->exp_stride, t, out + e * size);
+}
+
+void fk_hf_scatter(const fk_model *m, float *arena, const fk_hf_tensor *t, const float *in) {
+    int64_t size = t->rows * tensor_cols(m, t);
+    for (int64_t e = 0; e < (t->n_exp > 0 ? t->n_exp : 1); e++) scatter_one(m, arena + e * t->exp_stride, t, in + e * size);
 }
 
 // ------------------------------------------------------------------ config.json
@@ -292,10 +327,58 @@ static void falcon_config_json(cJSON *j, const fk_config *c) {
     cJSON_AddBoolToObject(j, "alibi", 0);
 }
 
+// The dense layers of an MoE config (mlp_only_layers), ascending.
+static cJSON *dense_layers_json(const fk_config *c) {
+    cJSON *a = cJSON_CreateArray();
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (!c->moe[l]) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)l));
+    return a;
+}
+
+// The row's MoE keys (ARCH_F_MOE, k->key the expert count) as its transformers class writes them;
+// nothing for a dense model (model_type fusekit).
+static void moe_config_json(cJSON *j, const fk_config *c, const arch_family *f, const arch_key *k) {
+    const arch_moe *mo = f->moe;
+    if (c->n_expert == 0) return;
+    cJSON_AddNumberToObject(j, k->key, (double)c->n_expert);
+    cJSON_AddNumberToObject(j, "num_experts_per_tok", (double)c->n_expert_used);
+    if (mo->ffn_key) cJSON_AddNumberToObject(j, mo->ffn_key, (double)c->expert_ffn);
+    int64_t shared = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) shared = c->moe[l] && c->ffn[l] > shared ? c->ffn[l] : shared;
+    if (mo->shared_key) cJSON_AddNumberToObject(j, mo->shared_key, (double)shared);
+    if (mo->norm_key) cJSON_AddBoolToObject(j, "norm_topk_prob", c->expert_norm);
+    if (mo->sparse_keys) {
+        cJSON_AddNumberToObject(j, "decoder_sparse_step", 1);
+        cJSON_AddItemToObject(j, "mlp_only_layers", dense_layers_json(c));
+    }
+    if (mo->per_layer) {
+        cJSON_AddBoolToObject(j, "shared_expert_gate", c->shared_gate);
+        bool uniform = true;
+        for (int64_t l = 0; l < c->n_layer; l++) uniform &= !c->moe[l] || fk_config_experts(c, l) == c->n_expert;
+        if (!uniform) {
+            cJSON *a = cJSON_CreateArray();
+            for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)fk_config_experts(c, l)));
+            cJSON_AddItemToObject(j, "fusekit_experts", a);
+        }
+        return;
+    }
+    if (mo->jitter_key) add_float(j, "router_jitter_noise", 0);
+    cJSON_AddBoolToObject(j, "output_router_logits", 0);
+    cJSON_AddNumberToObject(j, "router_aux_loss_coef", mo->aux_coef);
+}
+
+// The width intermediate_size says: the widest layer's; in an MoE row's config the dense layers' (the
+// experts' where it has no dense layer: Mixtral's and OLMoE's experts are intermediate_size wide).
+static int64_t ffn_key_width(const fk_config *c, const arch_family *f) {
+    bool moe = c->n_expert > 0 && f->moe && !f->moe->per_layer;
+    int64_t F = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F && !(moe && c->moe[l]) ? c->ffn[l] : F;
+    return moe && F == 0 ? c->expert_ffn : F;
+}
+
 // The row's keys in its order: the sizes under the family's names, its constants and its groups.
 static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
-    int64_t F = 0;
-    for (int64_t l = 0; l < c->n_layer; l++) F = c->ffn[l] > F ? c->ffn[l] : F;
+    int64_t F = ffn_key_width(c, f);
     for (int i = 0; i < f->keys.n; i++) {
         const arch_key *k = &f->keys.k[i];
         if (k->how == ARCH_D_READ_ONLY) continue;
@@ -316,6 +399,7 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_ZERO: cJSON_AddNumberToObject(j, k->key, k->def); break;
         case ARCH_F_ATTN_BIAS:
         case ARCH_F_QKV_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
+        case ARCH_F_QK_LN: cJSON_AddBoolToObject(j, k->key, c->qk_norm_ln); break;
         case ARCH_F_ROTARY: rotary_json(j, k->key, c); break;
         case ARCH_F_PARALLEL: cJSON_AddBoolToObject(j, k->key, c->residual == f->residual); break;
         case ARCH_F_USE_BIAS: cJSON_AddBoolToObject(j, k->key, c->bias_qkv); break;
@@ -331,6 +415,8 @@ static void write_keys(cJSON *j, const fk_config *c, const arch_family *f) {
         case ARCH_F_SWITCHES: fusekit_switches_json(j, c); break;
         case ARCH_F_MPT: mpt_config_json(j, c); break;
         case ARCH_F_FALCON: falcon_config_json(j, c); break;
+        case ARCH_F_MOE: moe_config_json(j, c, f, k); break;
+        case ARCH_F_NULL_ONLY: cJSON_AddNullToObject(j, k->key); break;
         case ARCH_F_SCALARS: break;
         }
     }
@@ -345,7 +431,8 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
     cJSON_AddStringToObject(j, "model_type", fk_arch_name(arch));
     cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);
     write_keys(j, c, arch_of(arch));
-    if (!fk_config_uniform_ffn(c)) {
+    const arch_moe *mo = arch_of(arch)->moe;
+    if (!fk_config_uniform_ffn(c) && !(mo && !mo->per_layer)) {  // (an MoE row's keys say its widths: hf_fits_moe)
         cJSON *a = cJSON_CreateArray();
         for (int64_t l = 0; l < c->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)c->ffn[l]));
         cJSON_AddItemToObject(j, "fusekit_intermediate_sizes", a);
@@ -368,7 +455,15 @@ static char *config_json(const fk_config *c, fk_dtype dtype) {
 char *fk_hf_config_json(const fk_config *c) { return config_json(c, FK_DT_F32); }
 
 // fam: the row read (read_family sets it), for keys whose meaning depends on the row's other keys
-typedef struct { const cJSON *root; const char *path; fk_status st; const arch_family *fam; } cfg_reader;
+// root: the object read (in: its key path for messages, NULL at the top level, e.g. "attn_config").
+typedef struct { const cJSON *root; const char *path; fk_status st; const arch_family *fam; const char *in; } cfg_reader;
+
+// The path of key of r's object as messages name it: "attn_config.clip_qkv" in a nested object.
+static const char *key_path(const cfg_reader *r, const char *key, char *buf, size_t n) {
+    if (!r->in) return key;
+    snprintf(buf, n, "%s.%s", r->in, key);
+    return buf;
+}
 
 // Whether the row read has both a partial-rotary key and Llama's RoPE scaling keys (phi3): then
 // each reader leaves the other's keys to it.
@@ -405,15 +500,16 @@ static bool json_int(const cJSON *v, double lo, double hi, int64_t *out) {
 // Reads an integer key; `def` < 0 with the key absent is an error.
 static int64_t get_int(cfg_reader *r, const char *key, int64_t def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    char kp[128];
     if (!v || cJSON_IsNull(v)) {
-        if (def < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: missing key \"%s\"", r->path, key);
+        if (def < 0 && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: missing key \"%s\"", r->path, key_path(r, key, kp, sizeof kp));
         return def;
     }
     int64_t x;
     if (!json_int(v, -INT_KEY_MAX, INT_KEY_MAX, &x)) {
         if (r->st == FK_OK)
-            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an integer within int64 range (got %g)", r->path, key,
-                             cJSON_IsNumber(v) ? v->valuedouble : NAN);
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be an integer within int64 range (got %g)", r->path,
+                             key_path(r, key, kp, sizeof kp), cJSON_IsNumber(v) ? v->valuedouble : NAN);
         return def;
     }
     return x;
@@ -423,7 +519,8 @@ static double get_num(cfg_reader *r, const char *key, double def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
     if (!v || cJSON_IsNull(v)) return def;
     if (!cJSON_IsNumber(v)) {
-        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a number", r->path, key);
+        char kp[128];
+        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a number", r->path, key_path(r, key, kp, sizeof kp));
         return def;
     }
     return v->valuedouble;
@@ -433,7 +530,8 @@ static bool get_bool(cfg_reader *r, const cJSON *obj, const char *key, bool def)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v)) return def;
     if (!cJSON_IsBool(v)) {
-        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be true or false", r->path, key);
+        char kp[128];
+        if (r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be true or false", r->path, key_path(r, key, kp, sizeof kp));
         return def;
     }
     return cJSON_IsTrue(v);
@@ -470,7 +568,9 @@ static double get_num_or_null(cfg_reader *r, const char *key, double def) {
     if (!v) return def;
     if (cJSON_IsNull(v)) return 0;
     double x = get_num(r, key, def);
-    if (!(x >= 0) && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" is %g, expected a positive number or null", r->path, key, x);
+    char kp[128];
+    if (!(x >= 0) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" is %g, expected a positive number or null", r->path, key_path(r, key, kp, sizeof kp), x);
     return x >= 0 ? x : 0;
 }
 
@@ -533,7 +633,7 @@ static void whole_heads_only(cfg_reader *r, const cJSON *v, const char *key) {
 // top-level key when there is one (Phi-3's), else the object's, else max_position_embeddings; a
 // config whose two keys differ is refused (one of them would be ignored).
 static int64_t rope_orig_ctx(cfg_reader *r, const cJSON *o, const char *key, int64_t max_pos) {
-    cfg_reader sub = {o, r->path, r->st, r->fam};
+    cfg_reader sub = {o, r->path, r->st, r->fam, key};
     int64_t in = get_int(&sub, "original_max_position_embeddings", 0), top = get_int(r, "original_max_position_embeddings", 0);
     if (r->st == FK_OK) r->st = sub.st;
     if (in != 0 && top != 0 && in != top && r->st == FK_OK)
@@ -567,8 +667,8 @@ static void rope_factors(cfg_reader *r, const cJSON *o, const char *key, const c
 // YaRN's mscale: 0.1 * mscale * ln(factor) + 1 (1 for factor <= 1), as transformers' yarn_get_mscale.
 static double yarn_mscale(double factor, double mscale) { return factor <= 1 ? 1.0 : 0.1 * mscale * log(factor) + 1.0; }
 
-// An optional positive number key.name (def when absent or null; transformers' `or` treats 0 as absent
-// for beta_fast/beta_slow, which zero_default says).
+// An optional positive number key.name (def when absent or null; transformers' `or` and `if` treat 0
+// as absent for beta_fast/beta_slow and mscale/mscale_all_dim, which zero_default says).
 static double rope_opt(cfg_reader *r, const cJSON *o, const char *key, const char *name, double def, bool zero_default) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!v || cJSON_IsNull(v) || (zero_default && cJSON_IsNumber(v) && v->valuedouble == 0)) return def;
@@ -592,7 +692,8 @@ static void rope_ext_parse(cfg_reader *r, const cJSON *o, const char *key, int k
     double af = rope_opt(r, o, key, "attention_factor", 0, false);
     if (kind == FK_ROPE_EXT_YARN) {
         c->rope_ext_factor = (float)factor;
-        double ms = rope_opt(r, o, key, "mscale", 0, false), msa = rope_opt(r, o, key, "mscale_all_dim", 0, false);
+        // transformers' `if mscale and mscale_all_dim`: 0 (or null) is absent, as for the betas
+        double ms = rope_opt(r, o, key, "mscale", 0, true), msa = rope_opt(r, o, key, "mscale_all_dim", 0, true);
         if (af == 0) af = ms != 0 && msa != 0 ? yarn_mscale(factor, ms) / yarn_mscale(factor, msa) : yarn_mscale(factor, 1);
         c->rope_beta_fast = (float)rope_opt(r, o, key, "beta_fast", 32, true);
         c->rope_beta_slow = (float)rope_opt(r, o, key, "beta_slow", 1, true);
@@ -682,19 +783,22 @@ static void llama_rope(cfg_reader *r, fk_config *c, bool phi3_names) {
     if (rope_types[t].ext) rope_ext_parse(r, o, key, rope_types[t].ext, c);
 }
 
-// layer_types, when the config has it (true): sliding[l] for each "sliding_attention" entry.
+// layer_types of r's object, when it has it (true): sliding[l] for each "sliding_attention" entry, 0
+// for each "full_attention"; any other entry is refused (never read as full attention).
 static bool layer_types_parse(cfg_reader *r, int64_t L, fk_config *c) {
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(r->root, "layer_types");
     if (!lt || cJSON_IsNull(lt)) return false;
+    char kp[128];
+    const char *key = key_path(r, "layer_types", kp, sizeof kp);
     if ((!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"layer_types\" must be a list of num_hidden_layers (%lld) entries (has %d)", r->path,
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" must be a list of num_hidden_layers (%lld) entries (has %d)", r->path, key,
                          (long long)L, cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : -1);
     for (int l = 0; r->st == FK_OK && l < L && l < FK_MAX_LAYERS; l++) {
         const cJSON *e = cJSON_GetArrayItem(lt, l);
         const char *k = cJSON_IsString(e) ? e->valuestring : NULL;
-        if (k && strcmp(k, "sliding_attention") == 0) c->sliding[l] = 1;
-        else if (!k || strcmp(k, "full_attention") != 0)
-            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: layer_types[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", r->path, l,
+        c->sliding[l] = k && strcmp(k, "sliding_attention") == 0;
+        if (!c->sliding[l] && (!k || strcmp(k, "full_attention") != 0))
+            r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: %s[%d] is %s%s%s; expected \"sliding_attention\" or \"full_attention\"", r->path, key, l,
                              k ? "\"" : "", k ? k : "not a string", k ? "\"" : "");
     }
     return true;
@@ -711,15 +815,16 @@ static int64_t window_value(cfg_reader *r, const char *key, int64_t def) {
 }
 
 // Window w on the layers sliding[] flags (w 0, or at least the context: no window, since every
-// query then sees all its keys). These families rotate every layer with the same (scaled) RoPE,
-// while fusekit's sliding layers switch to an unscaled table when the global one is scaled
-// (Gemma 3's local layers): that combination is refused.
+// query then sees all its keys). These families rotate every layer with the same (scaled) RoPE;
+// so do fusekit's sliding layers under dynamic, YaRN and LongRoPE, while under linear or Llama 3
+// scaling they switch to an unscaled table (Gemma 3's local layers): that combination is refused.
 static void set_window(cfg_reader *r, const arch_family *f, const char *key, int64_t w, fk_config *c) {
     c->sliding_window = w > 0 && w < c->max_seq ? w : 0;
     if (!c->sliding_window) memset(c->sliding, 0, sizeof c->sliding);
-    if (arch_any_sliding(c) && arch_rope_any_scaling(c) && r->st == FK_OK)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %lld with RoPE scaling: %s scales the RoPE of its sliding layers too, "
-                         "which fusekit does not (its sliding layers keep an unscaled table)", r->path, key, (long long)w, f->model_type);
+    if (arch_any_sliding(c) && arch_rope_local_unscaled(c) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %lld with %s RoPE scaling: %s scales the RoPE of its sliding layers too, "
+                         "which fusekit does not under that type (its sliding layers keep an unscaled table)", r->path, key, (long long)w,
+                         c->rope_orig_ctx > 0 ? "llama3" : "linear", f->model_type);
 }
 
 // Qwen's windows: none unless use_sliding_window (transformers then sets sliding_window to None);
@@ -794,14 +899,29 @@ static void gemma_config_parse(cfg_reader *r, int gen, fk_config *c) {
     gemma_sliding_parse(r, gen, c->n_layer, c);
 }
 
+// The index in names (NULL-ended) of string key of r's object; def when absent; another value is refused.
+static int kind_name(cfg_reader *r, const char *key, const char *const *names, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v)) return def;
+    char list[96] = "", kp[128];
+    for (int i = 0; names[i]; i++) {
+        if (cJSON_IsString(v) && strcmp(v->valuestring, names[i]) == 0) return i;
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", i ? ", " : "", names[i]);
+    }
+    if (r->st == FK_OK)
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s%.64s%s; expected one of %s", r->path, key_path(r, key, kp, sizeof kp),
+                         cJSON_IsString(v) ? "\"" : "", cJSON_IsString(v) ? v->valuestring : "not a string", cJSON_IsString(v) ? "\"" : "", list);
+    return def;
+}
+
 // The "fusekit" object of model_type fusekit: fk_config's switches, each under its own name.
 static void fusekit_switches_parse(cfg_reader *r, const cJSON *s, fk_config *c) {
-    const char *path = r->path;
-    const char *norm = get_str(s, "norm"), *pos = get_str(s, "position"), *mlp = get_str(s, "mlp");
-    c->norm = norm && strcmp(norm, "layernorm") == 0 ? FK_NORM_LAYERNORM : FK_NORM_RMSNORM;
-    c->pos = pos && strcmp(pos, "learned") == 0 ? FK_POS_LEARNED : pos && strcmp(pos, "none") == 0 ? FK_POS_NONE : FK_POS_ROPE;
-    c->mlp = mlp && strcmp(mlp, "gelu") == 0 ? FK_MLP_GELU : mlp && strcmp(mlp, "geglu") == 0 ? FK_MLP_GEGLU : FK_MLP_SWIGLU;
-    cfg_reader rs = {s, path, r->st, r->fam};
+    cfg_reader rs = {s, r->path, r->st, r->fam, "fusekit"};
+    static const char *const norms[] = {"layernorm", "rmsnorm", NULL}, *const poss[] = {"learned", "rope", "none", NULL},
+                             *const mlps[] = {"gelu", "swiglu", "geglu", NULL};  // in fk_*_kind order
+    c->norm = (fk_norm_kind)kind_name(&rs, "norm", norms, FK_NORM_RMSNORM);
+    c->pos = (fk_pos_kind)kind_name(&rs, "position", poss, FK_POS_ROPE);
+    c->mlp = (fk_mlp_kind)kind_name(&rs, "mlp", mlps, FK_MLP_SWIGLU);
     for (int i = 0; i < fk_config_n_fields; i++) {  // the Gemma-family switches, as fusekit_switches_json writes them
         const fk_config_field *f = &fk_config_fields[i];
         char *at = (char *)c + f->offset;
@@ -813,21 +933,12 @@ static void fusekit_switches_parse(cfg_reader *r, const cJSON *s, fk_config *c) 
     c->rope_scale = (float)get_num(&rs, "rope_scale", c->rope_scale);
     c->rotary_dim = get_int(&rs, "rotary_dim", 0);
     c->sliding_window = get_int(&rs, "sliding_window", 0);
-    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(s, "layer_types");
-    if (cJSON_IsArray(lt)) {
-        if (cJSON_GetArraySize(lt) != c->n_layer && rs.st == FK_OK)
-            rs.st = fk_error(FK_ERR_FORMAT, "%s: fusekit.layer_types has %d entries but the model has %lld layers", path,
-                             cJSON_GetArraySize(lt), (long long)c->n_layer);
-        for (int l = 0; l < cJSON_GetArraySize(lt) && l < FK_MAX_LAYERS; l++) {
-            const cJSON *e = cJSON_GetArrayItem(lt, l);
-            c->sliding[l] = cJSON_IsString(e) && strcmp(e->valuestring, "sliding_attention") == 0;
-        }
-    }
+    layer_types_parse(&rs, c->n_layer, c);
+    c->bias_qkv = get_bool(&rs, s, "bias_qkv", false);
+    c->bias_out = get_bool(&rs, s, "bias_out", false);
+    c->bias_mlp = get_bool(&rs, s, "bias_mlp", false);
+    c->bias_norm = get_bool(&rs, s, "bias_norm", false);
     r->st = rs.st;
-    c->bias_qkv = get_bool(r, s, "bias_qkv", false);
-    c->bias_out = get_bool(r, s, "bias_out", false);
-    c->bias_mlp = get_bool(r, s, "bias_mlp", false);
-    c->bias_norm = get_bool(r, s, "bias_norm", false);
     if (c->norm == FK_NORM_LAYERNORM) c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-5);
 }
 
@@ -934,15 +1045,15 @@ static void rotary_parse(cfg_reader *r, const arch_key *k, fk_config *c) {
     c->rotary_dim = dims == c->head_dim ? 0 : dims;
 }
 
-// An error naming key (in object `in`, "" for the top level) when it is set other than to `want`.
-static void mpt_refuse(cfg_reader *r, const char *in, const char *key, const char *want) {
+// An error naming key (of r's object) when it is set other than to `want`.
+static void mpt_refuse(cfg_reader *r, const char *key, const char *want) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
     if (!v || cJSON_IsNull(v) || r->st != FK_OK) return;
-    char *text = cJSON_PrintUnformatted(v);
+    char *text = cJSON_PrintUnformatted(v), kp[128];
     bool ok = text && strcmp(text, want) == 0;
     if (!ok)
-        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s%s%s\" is %s; fusekit implements model_type mpt only with %s (transformers' "
-                         "MptForCausalLM computes that, whatever the key says)", r->path, in, *in ? "." : "", key, text ? text : "?", want);
+        r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; fusekit implements model_type mpt only with %s (transformers' "
+                         "MptForCausalLM computes that, whatever the key says)", r->path, key_path(r, key, kp, sizeof kp), text ? text : "?", want);
     free(text);
 }
 
@@ -951,27 +1062,27 @@ static void mpt_refuse(cfg_reader *r, const char *in, const char *key, const cha
 // learned_pos_emb is read as transformers does (not at all): a wpe tensor is refused as extra.
 static void mpt_config_parse(cfg_reader *r, fk_config *c) {
     c->gelu_exact = true;  // MptMLP: nn.GELU(approximate="none")
-    mpt_refuse(r, "", "no_bias", "true");
-    mpt_refuse(r, "", "logit_scale", "null");
+    mpt_refuse(r, "no_bias", "true");
+    mpt_refuse(r, "logit_scale", "null");
     const char *norm = get_str(r->root, "norm_type");
-    if (norm && strcmp(norm, "low_precision_layernorm") != 0 && strcmp(norm, "layernorm") != 0) mpt_refuse(r, "", "norm_type", "\"low_precision_layernorm\"");
+    if (norm && strcmp(norm, "low_precision_layernorm") != 0 && strcmp(norm, "layernorm") != 0) mpt_refuse(r, "norm_type", "\"low_precision_layernorm\"");
     const cJSON *ffn = cJSON_GetObjectItemCaseSensitive(r->root, "ffn_config");
     if (ffn && !cJSON_IsNull(ffn)) {
-        cfg_reader fr = {ffn, r->path, r->st, r->fam};
-        mpt_refuse(&fr, "ffn_config", "ffn_type", "\"mptmlp\"");
-        mpt_refuse(&fr, "ffn_config", "ffn_act_fn", "null");
+        cfg_reader fr = {ffn, r->path, r->st, r->fam, "ffn_config"};
+        mpt_refuse(&fr, "ffn_type", "\"mptmlp\"");
+        mpt_refuse(&fr, "ffn_act_fn", "null");
         r->st = fr.st;
     }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(r->root, "attn_config");
     c->alibi_bias_max = 8;  // MptAttentionConfig's defaults when attn_config is absent
     if (!a || cJSON_IsNull(a) || r->st != FK_OK) return;
     if (!cJSON_IsObject(a)) { r->st = fk_error(FK_ERR_FORMAT, "%s: key \"attn_config\" must be an object", r->path); return; }
-    cfg_reader ar = {a, r->path, r->st, r->fam};
-    mpt_refuse(&ar, "attn_config", "alibi", "true");
+    cfg_reader ar = {a, r->path, r->st, r->fam, "attn_config"};
+    mpt_refuse(&ar, "alibi", "true");
     static const char *const off[] = {"qk_ln", "qk_gn", "prefix_lm", "attn_uses_sequence_id", "rope"};
-    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) mpt_refuse(&ar, "attn_config", off[i], "false");
-    mpt_refuse(&ar, "attn_config", "attn_type", "\"multihead_attention\"");
-    mpt_refuse(&ar, "attn_config", "sliding_window_size", "-1");
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) mpt_refuse(&ar, off[i], "false");
+    mpt_refuse(&ar, "attn_type", "\"multihead_attention\"");
+    mpt_refuse(&ar, "sliding_window_size", "-1");
     double bmax = get_num(&ar, "alibi_bias_max", 8), clip = get_num_or_null(&ar, "clip_qkv", 0), sc = get_num_or_null(&ar, "softmax_scale", 0);
     if (!(bmax > 0 && bmax < 1e6) && ar.st == FK_OK)
         ar.st = fk_error(FK_ERR_FORMAT, "%s: key \"attn_config.alibi_bias_max\" is %g, expected a number in (0, 1e6)", r->path, bmax);
@@ -1014,6 +1125,71 @@ static void falcon_config_parse(cfg_reader *r, fk_config *c) {
     c->residual = nda ? (ln == 1 ? FK_RESID_PARALLEL_SHARED : FK_RESID_PARALLEL) : par ? FK_RESID_PARALLEL_SHARED : FK_RESID_SEQUENTIAL;
 }
 
+// A count key of an MoE config: an integer in lo..hi (def when absent), else an error naming it.
+static int64_t moe_int(cfg_reader *r, const char *key, int64_t def, int64_t lo, int64_t hi) {
+    int64_t v = get_int(r, key, def);
+    if ((v < lo || v > hi) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: key \"%s\" is %lld, expected %lld..%lld", r->path, key, (long long)v, (long long)lo, (long long)hi);
+    return v;
+}
+
+// Which layers are MoE: every one, but for the layers mlp_only_layers lists and those decoder_sparse_step
+// skips (layer l is MoE when (l + 1) % step == 0), as transformers' Qwen2-MoE / Qwen3-MoE decoder layers decide.
+static void moe_layers_parse(cfg_reader *r, const arch_moe *mo, fk_config *c) {
+    int64_t L = c->n_layer < FK_MAX_LAYERS ? c->n_layer : FK_MAX_LAYERS, step = 1;
+    for (int64_t l = 0; l < L; l++) c->moe[l] = 1;
+    if (!mo->sparse_keys) return;
+    step = moe_int(r, "decoder_sparse_step", 1, 1, FK_MAX_LAYERS);
+    for (int64_t l = 0; l < L && step >= 1; l++) c->moe[l] = (l + 1) % step == 0;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(r->root, "mlp_only_layers"), *v;
+    if (!a || cJSON_IsNull(a)) return;
+    if (!cJSON_IsArray(a) && r->st == FK_OK) r->st = fk_error(FK_ERR_FORMAT, "%s: key \"mlp_only_layers\" must be a list of layer indices", r->path);
+    int i = 0;
+    cJSON_ArrayForEach(v, a) {
+        int64_t l;
+        if (json_int(v, 0, (double)L - 1, &l)) c->moe[l] = 0;
+        else if (r->st == FK_OK)
+            r->st = fk_error(FK_ERR_FORMAT, "%s: key \"mlp_only_layers\"[%d] must be a layer index 0..%lld", r->path, i, (long long)L - 1);
+        i++;
+    }
+    int64_t n = 0;
+    for (int64_t l = 0; l < L; l++) n += c->moe[l];
+    if (n == 0 && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: keys \"decoder_sparse_step\" (%lld) and \"mlp_only_layers\" leave none of the %lld layers a "
+                         "mixture of experts", r->path, (long long)step, (long long)L);
+}
+
+// The MoE keys of row f (ARCH_F_MOE; k->key the expert count, k->def when absent): experts, top-k, their
+// width, renormalisation, the MoE layers and their shared expert. A count of 0 is a dense model where the row
+// may have dense layers (transformers' Qwen2-MoE: num_experts > 0 makes the MoE layers). router_jitter_noise
+// (training-time input noise), output_router_logits and router_aux_loss_coef (the load-balancing loss) change
+// no forward computation: read as any value; fusekit trains without either.
+static void moe_config_parse(cfg_reader *r, const arch_family *f, const arch_key *k, fk_config *c) {
+    const arch_moe *mo = f->moe;
+    const char *ck = k->key, *alias = mo->count_alias;
+    const cJSON *kv = cJSON_GetObjectItemCaseSensitive(r->root, ck), *av = alias ? cJSON_GetObjectItemCaseSensitive(r->root, alias) : NULL;
+    if ((!kv || cJSON_IsNull(kv)) && av && !cJSON_IsNull(av)) ck = alias;
+    else if (av && !cJSON_IsNull(av) && kv && !cJSON_IsNull(kv) && get_int(r, alias, 0) != get_int(r, ck, 0) && r->st == FK_OK)
+        r->st = fk_error(FK_ERR_FORMAT, "%s: keys \"%s\" and \"%s\" (the same count in transformers) differ", r->path, ck, alias);
+    int64_t E = moe_int(r, ck, (int64_t)k->def, mo->sparse_keys ? 0 : 1, FK_LIM_EXPERTS);
+    if (E == 0 || r->st != FK_OK) return;
+    c->n_expert = E;
+    c->n_expert_used = moe_int(r, "num_experts_per_tok", mo->used_def, 1, E);
+    c->expert_ffn = mo->ffn_key ? moe_int(r, mo->ffn_key, mo->ffn_def, 1, FK_LIM_DIM) : c->ffn[0];
+    c->expert_norm = mo->norm_key ? get_bool(r, r->root, "norm_topk_prob", false) : true;
+    int64_t shared = mo->shared_key ? moe_int(r, mo->shared_key, mo->shared_def, 1, FK_LIM_DIM) : 0;
+    c->shared_gate = mo->shared_key || (mo->per_layer && get_bool(r, r->root, "shared_expert_gate", false));
+    moe_layers_parse(r, mo, c);
+    for (int64_t l = 0; l < FK_MAX_LAYERS; l++)  // (past n_layer: 0, whatever the unused intermediate_size said)
+        if ((c->moe[l] && !mo->per_layer) || l >= c->n_layer) c->ffn[l] = c->moe[l] ? shared : 0;  // the shared expert, or no dense FFN
+    if (mo->per_layer) get_int_list(r, "fusekit_experts", c->n_layer, c->experts);
+    for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++)
+        if (c->experts[l] == E) c->experts[l] = 0;  // (0: n_expert)
+    get_num(r, "router_jitter_noise", 0);  // (type checks only)
+    get_bool(r, r->root, "output_router_logits", false);
+    get_num(r, "router_aux_loss_coef", 0);
+}
+
 // A family's config.json: the scalar fields, then in the row's order the keys that refine them.
 static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
     const char *act_key = NULL;
@@ -1035,6 +1211,7 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
         case ARCH_F_ROTARY: rotary_parse(r, k, c); break;
         case ARCH_F_PARALLEL: c->residual = get_bool(r, r->root, k->key, k->def != 0) ? f->residual : FK_RESID_SEQUENTIAL; break;
         case ARCH_F_QKV_BIAS: c->bias_qkv = get_bool(r, r->root, k->key, k->def != 0); break;
+        case ARCH_F_QK_LN: c->qk_norm = c->qk_norm_ln = get_bool(r, r->root, k->key, k->def != 0); break;
         case ARCH_F_ROPE_SCALING: llama_rope(r, c, ((int)k->def & ARCH_ROPE_PHI3_NAMES) != 0); break;
         case ARCH_F_USE_BIAS: c->bias_qkv = c->bias_out = c->bias_mlp = get_bool(r, r->root, k->key, f->sw.bias_qkv); break;
         case ARCH_F_WINDOW:
@@ -1045,6 +1222,14 @@ static void read_family(cfg_reader *r, const arch_family *f, fk_config *c) {
         case ARCH_F_GEMMA: gemma_config_parse(r, f->gemma, c); break;
         case ARCH_F_MPT: mpt_config_parse(r, c); break;
         case ARCH_F_FALCON: falcon_config_parse(r, c); break;
+        case ARCH_F_MOE: moe_config_parse(r, f, k, c); break;
+        case ARCH_F_NULL_ONLY: {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, k->key);
+            if (v && !cJSON_IsNull(v) && r->st == FK_OK)
+                r->st = fk_error(FK_ERR_UNSUPPORTED, "%s: key \"%s\" is set; fusekit implements model_type %s only with \"%s\": null",
+                                 r->path, k->key, f->model_type, k->key);
+            break;
+        }
         case ARCH_F_SWITCHES: {
             const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->root, k->key);
             if (cJSON_IsObject(s)) fusekit_switches_parse(r, s, c);
@@ -1061,7 +1246,7 @@ fk_status fk_hf_config_parse(const char *json, const char *path, fk_config *c) {
     cJSON *root = NULL;
     FK_TRY(fk_json_parse(path, json, strlen(json), &root));
     if (!cJSON_IsObject(root)) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: not a JSON object", path); }
-    cfg_reader r = {root, path, FK_OK, NULL};
+    cfg_reader r = {root, path, FK_OK, NULL, NULL};
     const char *type = get_str(root, "model_type");
     if (!type) { cJSON_Delete(root); return fk_error(FK_ERR_FORMAT, "%s: missing key \"model_type\"", path); }
     bool alias = false;
@@ -1206,17 +1391,44 @@ static bool ignorable(const char *name) {
 // the row that writes the config when config.json names no type of the table.
 static fk_arch folder_arch(const char *dir, const fk_config *c) {
     fk_arch a = fk_config_arch(c);
-    char *path = fk_path_join(dir, "config.json"), *json = NULL;
-    cJSON *root = NULL;
-    if (path && fk_read_file(path, &json, NULL) == FK_OK) root = cJSON_Parse(json);
-    const char *type = root ? get_str(root, "model_type") : NULL;
+    char type[64];
     bool alias;
-    const arch_family *f = type ? arch_of_model_type(type, &alias) : NULL;
+    const arch_family *f = fk_hf_model_type(dir, type, sizeof type) == FK_OK && type[0] ? arch_of_model_type(type, &alias) : NULL;
     if (f && f->arch >= 0) a = (fk_arch)f->arch;
+    return a;
+}
+
+fk_status fk_hf_model_type(const char *dir, char *buf, size_t n) {
+    buf[0] = 0;
+    char *path = fk_path_join(dir, "config.json"), *json = NULL;
+    if (!path) return fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_status st = fk_read_file(path, &json, NULL);
+    cJSON *root = st == FK_OK ? cJSON_Parse(json) : NULL;
+    if (st == FK_OK && !root) st = fk_error(FK_ERR_FORMAT, "%s: not valid JSON", path);
+    const char *type = root ? get_str(root, "model_type") : NULL;
+    if (type) snprintf(buf, n, "%s", type);
     cJSON_Delete(root);
     free(json);
     free(path);
-    return a;
+    return st;
+}
+
+// The form of a folder's tensors: the row's written one, or its ARCH_T_ALT form (transformers 5's stacked
+// experts) when the first tensor of a role with one is missing and the other form's is there.
+static fk_status folder_form(const fk_model *m, fk_arch arch, const fk_st_set *s, fk_hf_tensor **ts, int *n) {
+    arch_tensor_set set = arch_of(arch)->hf;
+    int i = 0;
+    while (i < *n && !has_alt(set, m->params[(*ts)[i].param].kind)) i++;
+    if (i == *n || fk_st_set_find(s, (*ts)[i].name, NULL)) return FK_OK;
+    fk_hf_tensor *alt;
+    int na, j = 0;
+    FK_TRY(hf_tensors_form(m, arch, true, &alt, &na));
+    while (j < na && !has_alt(set, m->params[alt[j].param].kind)) j++;
+    if (j == na || !fk_st_set_find(s, alt[j].name, NULL)) { free(alt); return FK_OK; }  // neither: the written form's error
+    free(*ts);
+    *ts = alt;
+    *n = na;
+    return FK_OK;
 }
 
 fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
@@ -1227,6 +1439,7 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
     fk_arch arch = folder_arch(dir, &m->cfg);
     float shift = norm_shift(m, arch);
     fk_status st = fk_hf_tensors(m, arch, &ts, &n);
+    if (st == FK_OK) st = folder_form(m, arch, &s, &ts, &n);
     float *tmp = NULL;
     int64_t tmp_cap = 0;
     // a Gemma 3 folder with a vision tower: the text model's prefix
@@ -1245,13 +1458,13 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
         const fk_st_tensor *f = fk_st_set_find(&s, text_model_name(t->name, layout, nbuf, sizeof nbuf), &path);
         if (!f && pre && strncmp(t->name, pre, npre) == 0) f = fk_st_set_find(&s, t->name + npre, &path);
         if (!f) { st = fk_error(FK_ERR_FORMAT, "%s: tensor %s is missing (config.json asks for it)", dir, t->name); break; }
-        int64_t want = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
-        bool shape_ok = f->ndim == t->ndim && f->shape[0] == t->shape[0] && (t->ndim == 1 || f->shape[1] == t->shape[1]);
+        int64_t want = t->shape[0] * t->shape[1] * t->shape[2];
+        bool shape_ok = f->ndim == t->ndim;
+        for (int d = 0; d < t->ndim && shape_ok; d++) shape_ok = f->shape[d] == t->shape[d];
         if (!shape_ok) {
-            char got[96] = "", exp[64];
+            char got[96] = "", exp[96] = "";
             for (int d = 0; d < f->ndim; d++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)f->shape[d]);
-            if (t->ndim == 1) snprintf(exp, sizeof exp, "%lld", (long long)t->shape[0]);
-            else snprintf(exp, sizeof exp, "%lld, %lld", (long long)t->shape[0], (long long)t->shape[1]);
+            for (int d = 0; d < t->ndim; d++) snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
             st = fk_error(FK_ERR_FORMAT, "%s: tensor %s has shape [%s] but config.json implies [%s]", path, t->name, got, exp);
             break;
         }
@@ -1273,11 +1486,9 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
             src = tmp;
         }
         fk_hf_scatter(m, m->w, t, src);
-        // the tensor's rows of the arena, in fusekit's layout (contiguous either way)
-        const float *dst = m->w + m->params[t->param].offset + t->row0 * tensor_cols(m, t);
         for (int64_t j = 0; j < want && st == FK_OK; j++)
-            if (!isfinite(dst[j]))
-                st = fk_error(FK_ERR_NUMERIC, "%s: tensor %s holds a non-finite value (%g)", path, t->name, (double)dst[j]);
+            if (!isfinite(src[j]))
+                st = fk_error(FK_ERR_NUMERIC, "%s: tensor %s holds a non-finite value (%g)", path, t->name, (double)src[j]);
         if (shift != 0 && is_norm_kind(m->params[t->param].kind))
             for (int64_t j = 0; j < want; j++) m->w[m->params[t->param].offset + t->row0 * tensor_cols(m, t) + j] -= shift;
     }
