@@ -188,12 +188,26 @@ static void cfg_phi2(fk_config *c) {
     c->bias_lm_head = true;
 }
 
+// OLMo 2 as llama.cpp's olmo2 computes it: no pre-norms, post-norms, QK-norm over the whole q and k
+// projections; multi-head, and grouped KV heads with q/k/v biases (its loader reads them) and base 500
+static void cfg_olmo2(fk_config *c) {
+    fk_config_llama(c, 272, 32, 2, 4, 4, 48, 16);
+    c->post_norms = c->qk_norm = c->qk_norm_whole = c->no_pre_norms = true;
+}
+static void cfg_olmo2_gqa(fk_config *c) {
+    cfg_olmo2(c);
+    c->n_kv_head = 2;
+    c->bias_qkv = true;
+    c->rope_theta = 500;
+}
+
 static const struct { const char *name, *arch; void (*cfg)(fk_config *); } CASES[] = {
     {"llama", "llama", cfg_llama},   {"gpt2", "gpt2", cfg_gpt2},         {"gpt2_untied", "gpt2", cfg_gpt2_untied},
     {"qwen2", "llama", cfg_qwen2},   {"folded", "deci", cfg_folded},     {"headdim", "llama", cfg_headdim},
     {"mlp_bias", "llama", cfg_mlp_bias}, {"qwen3", "qwen3", cfg_qwen3},
     {"mpt", "mpt", cfg_mpt},         {"mpt_bias", "mpt", cfg_mpt_bias},
     {"gptneox", "gptneox", cfg_gptneox}, {"phi2", "phi2", cfg_phi2},
+    {"olmo2", "olmo2", cfg_olmo2},   {"olmo2_gqa", "olmo2", cfg_olmo2_gqa},
 };
 #define N_CASES (int)(sizeof CASES / sizeof CASES[0])
 
@@ -225,6 +239,9 @@ static void assert_same_config(const fk_config *a, const fk_config *b) {
     assert_int_equal(a->residual, b->residual);
     assert_int_equal(a->bias_lm_head, b->bias_lm_head);
     assert_int_equal(a->rotary_dim, b->rotary_dim);
+    assert_int_equal(a->post_norms, b->post_norms);
+    assert_int_equal(a->no_pre_norms, b->no_pre_norms);
+    assert_int_equal(a->qk_norm_whole, b->qk_norm_whole);
 }
 
 // ------------------------------------------------------------------ round trips
@@ -538,17 +555,41 @@ typedef struct {
     const char *drop_key;
     const char *arch;          // replaces general.architecture
     const char *tensor;        // the tensor to change
-    int change;                // 1: one more row; 2: type I32; 3: add an extra tensor named `tensor`
+    int change;                // 1: one more row; 2: type I32; 3: add an extra tensor named `tensor`;
+                               // 4: every layer's attn_q/k/v (weights, biases) fused into attn_qkv (older converters)
     const char *add_key;       // a u32 key to add, with value add_u32
     uint32_t add_u32;
 } mutation;
+
+// change 4: tensor i of g, blk.N.attn_q.* with its attn_k and attn_v beside it, written as blk.N.attn_qkv.*
+// (rows q, then k, then v: the fused tensor's row order in llama.cpp's build_qkv); *buf gets the data.
+static void add_fused_qkv(fk_gguf_writer *w, const fk_gguf *g, const fk_gguf_tensor *q, void **buf) {
+    char name[256], part[256];
+    snprintf(name, sizeof name, "%.*s", (int)q->name.n, q->name.s);
+    char *at = strstr(name, ".attn_q.");
+    const fk_gguf_tensor *kv[2];
+    for (int j = 0; j < 2; j++) {
+        snprintf(part, sizeof part, "%.*s.attn_%c.%s", (int)(at - name), name, j ? 'v' : 'k', at + 8);
+        kv[j] = fk_gguf_find_tensor(g, part);
+        assert_non_null(kv[j]);
+        assert_int_equal(kv[j]->ggml_type, q->ggml_type);
+    }
+    uint64_t n = q->nbytes + kv[0]->nbytes + kv[1]->nbytes, dims[4] = {q->dims[0], q->dims[1], q->dims[2], q->dims[3]};
+    dims[q->n_dims - 1] += kv[0]->dims[q->n_dims - 1] + kv[1]->dims[q->n_dims - 1];
+    char *d = *buf = malloc((size_t)n);
+    memcpy(d, q->data, q->nbytes);
+    memcpy(d + q->nbytes, kv[0]->data, kv[0]->nbytes);
+    memcpy(d + q->nbytes + kv[0]->nbytes, kv[1]->data, kv[1]->nbytes);
+    snprintf(part, sizeof part, "%.*s.attn_qkv.%s", (int)(at - name), name, at + 8);
+    CHECK(fk_gguf_add_tensor(w, part, q->ggml_type, q->n_dims, dims, d, n));
+}
 
 // Rewrites a GGUF file with one change.
 static void rewrite(const char *src, const char *dst, const mutation *mu) {
     fk_gguf g;
     CHECK(fk_gguf_open(src, &g));
     fk_gguf_writer *w = fk_gguf_writer_new();
-    void *extra = NULL;
+    void *extra = NULL, **fused = calloc((size_t)g.n_tensors + 1, sizeof *fused);
     for (int64_t i = 0; i < g.n_kv; i++) {
         const fk_gguf_kv *kv = &g.kvs[i];
         char key[256];
@@ -581,7 +622,10 @@ static void rewrite(const char *src, const char *dst, const mutation *mu) {
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.s);
         uint64_t dims[4] = {t->dims[0], t->dims[1], t->dims[2], t->dims[3]};
-        if (mu->tensor && strcmp(name, mu->tensor) == 0 && mu->change == 1) {
+        if (mu->change == 4 && (strstr(name, ".attn_k.") || strstr(name, ".attn_v."))) continue;  // (with attn_q's)
+        if (mu->change == 4 && strstr(name, ".attn_q.")) {
+            add_fused_qkv(w, &g, t, &fused[i]);
+        } else if (mu->tensor && strcmp(name, mu->tensor) == 0 && mu->change == 1) {
             dims[t->n_dims - 1]++;
             extra = calloc(1, (size_t)(t->nbytes + t->nbytes / t->dims[t->n_dims - 1]));
             CHECK(fk_gguf_add_tensor(w, name, t->ggml_type, t->n_dims, dims, extra, t->nbytes + t->nbytes / t->dims[t->n_dims - 1]));
@@ -599,7 +643,22 @@ static void rewrite(const char *src, const char *dst, const mutation *mu) {
     CHECK(fk_gguf_writer_write(w, dst));
     fk_gguf_writer_free(w);
     free(extra);
+    for (int64_t i = 0; i < g.n_tensors; i++) free(fused[i]);
+    free(fused);
     fk_gguf_close(&g);
+}
+
+// Files a and b import to the same config and weights; a has no window (a key llama.cpp's graph for
+// the file ignores).
+static void same_import(const char *a, const char *b) {
+    fk_model ma, mb;
+    CHECK(fk_gguf_import(a, &ma, NULL));
+    CHECK(fk_gguf_import(b, &mb, NULL));
+    assert_int_equal(ma.cfg.sliding_window, 0);
+    assert_memory_equal(&ma.cfg, &mb.cfg, sizeof ma.cfg);
+    assert_memory_equal(ma.w, mb.w, (size_t)ma.n_floats * sizeof(float));
+    fk_model_free(&ma);
+    fk_model_free(&mb);
 }
 
 static void expect_import_error(const char *path, fk_status want, const char *n1, const char *n2) {
@@ -670,8 +729,8 @@ static void test_broken_files(void **s) {
     CHECK(fk_gguf_import(p, &ok, NULL));  // an unchanged rewrite still loads
     fk_model_free(&ok);
 
-    // a window with linear RoPE scaling: llama.cpp turns every layer with the scaled table, which
-    // fusekit's sliding layers would not (they keep an unscaled one): refused; without the scaling it loads
+    // attention.sliding_window in a llama file, with and without linear RoPE scaling: llama.cpp's llama
+    // graph never reads the key (src/models/llama.cpp), so the file is the model without it: no window
     fk_config cs;
     cfg_llama(&cs);
     cs.rope_scale = 4;
@@ -683,12 +742,10 @@ static void test_broken_files(void **s) {
     fk_model_free(&ms);
     p = tpath("swa_linear.gguf");
     rewrite(scaled, p, &(mutation){.add_key = "llama.attention.sliding_window", .add_u32 = 4});
-    expect_import_error(p, FK_ERR_UNSUPPORTED, "llama.attention.sliding_window", "linear");
+    same_import(p, scaled);
     p = tpath("swa.gguf");
     rewrite(good, p, &(mutation){.add_key = "llama.attention.sliding_window", .add_u32 = 4});
-    CHECK(fk_gguf_import(p, &ms, NULL));
-    assert_int_equal(ms.cfg.sliding_window, 4);
-    fk_model_free(&ms);
+    same_import(p, good);
 
     // rope_freqs.weight (Llama 3's factors) is read for llama and deci only, as llama.cpp reads it
     fk_config cq;
@@ -699,6 +756,9 @@ static void test_broken_files(void **s) {
     p = tpath("qwen3_freqs.gguf");
     rewrite(scaled, p, &(mutation){.tensor = "rope_freqs.weight", .change = 3});
     expect_import_error(p, FK_ERR_UNSUPPORTED, "rope_freqs.weight", "qwen3 file");
+    p = tpath("qwen3_swa.gguf");  // llama.cpp's qwen3 graph ignores the key too (src/models/qwen3.cpp)
+    rewrite(scaled, p, &(mutation){.add_key = "qwen3.attention.sliding_window", .add_u32 = 4});
+    same_import(p, scaled);
 
     expect_import_error(tpath("absent.gguf"), FK_ERR_IO, "absent.gguf", NULL);
     fk_tok_free(tok);
@@ -720,6 +780,104 @@ static void test_tied_neox_phi_refused(void **s) {
         assert_non_null(strstr(fk_last_error(), "tied LM head"));
         assert_non_null(strstr(fk_last_error(), "output.weight"));
     }
+}
+
+// Phi-2 GGUFs from older converters have one attn_qkv (weight and bias) where today's have attn_q/k/v;
+// llama.cpp's phi2 loader takes either (create_tensor_qkv). The phi golden (GQA: 4 query heads over 2 KV
+// heads) exported in today's form and rewritten in the fused one imports to the same weights and logits.
+static void test_phi2_fused_qkv(void **s) {
+    (void)s;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/golden/phi", FK_TEST_DATA);
+    fk_model m, a, b;
+    CHECK(fk_hf_load(&m, dir));
+    char *split = tpath("phi2_split.gguf"), *fused = tpath("phi2_fused.gguf");
+    CHECK(fk_gguf_export(&m, NULL, split, FK_DT_F32, "phi", NULL));
+    rewrite(split, fused, &(mutation){.change = 4});
+    fk_gguf g;
+    CHECK(fk_gguf_open(fused, &g));
+    const fk_gguf_tensor *qkv = fk_gguf_find_tensor(&g, "blk.1.attn_qkv.weight");
+    assert_non_null(qkv);
+    assert_int_equal(qkv->dims[1], m.cfg.d_model + 2 * m.cfg.n_kv_head * m.cfg.head_dim);  // 40 + 2 * 20 rows
+    assert_non_null(fk_gguf_find_tensor(&g, "blk.0.attn_qkv.bias"));
+    assert_null(fk_gguf_find_tensor(&g, "blk.0.attn_q.weight"));
+    fk_gguf_close(&g);
+    CHECK(fk_gguf_import(split, &a, NULL));
+    CHECK(fk_gguf_import(fused, &b, NULL));
+    assert_int_equal(b.cfg.n_kv_head, 2);
+    assert_true(b.cfg.bias_qkv && b.cfg.bias_lm_head);
+    assert_int_equal(a.n_floats, b.n_floats);
+    assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
+    assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+    float *la = logits_of(&a), *lb = logits_of(&b);
+    assert_memory_equal(la, lb, (size_t)(TB * TT * m.cfg.vocab_size) * sizeof(float));
+    // an attn_qkv of the wrong height is named
+    char *bad = tpath("phi2_fused_bad.gguf");
+    rewrite(fused, bad, &(mutation){.tensor = "blk.0.attn_qkv.weight", .change = 1});
+    expect_import_error(bad, FK_ERR_FORMAT, "blk.0.attn_qkv.weight", "shape");
+    free(la); free(lb);
+    fk_model_free(&a);
+    fk_model_free(&b);
+    fk_model_free(&m);
+}
+
+// OLMo 2 (llama.cpp's olmo2, src/models/olmo2.cpp): the olmo2_gqa golden (transformers' Olmo2ForCausalLM,
+// 4 query heads over 2 KV heads) exports with the names and shapes llama.cpp's loader creates (no
+// attn_norm/ffn_norm; attn_q_norm n_embd, attn_k_norm n_head_kv * head size; q/k rows as Hugging Face
+// orders them: NEOX) and imports to the same config and weights; what its graph cannot compute is refused
+// on export, and a window (OLMo 3's sliding layers) on import.
+static void test_olmo2(void **s) {
+    (void)s;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/golden/olmo2_gqa", FK_TEST_DATA);
+    fk_model m, b;
+    CHECK(fk_hf_load(&m, dir));
+    char path[512];
+    snprintf(path, sizeof path, "%s", tpath("olmo2.gguf"));
+    CHECK(fk_gguf_export(&m, NULL, path, FK_DT_F32, "olmo2", NULL));
+    fk_gguf g;
+    CHECK(fk_gguf_open(path, &g));
+    fk_gguf_str arch;
+    CHECK(fk_gguf_get_str(&g, "general.architecture", &arch));
+    assert_true(arch.n == 5 && memcmp(arch.s, "olmo2", 5) == 0);
+    assert_null(fk_gguf_find_tensor(&g, "blk.0.attn_norm.weight"));
+    assert_null(fk_gguf_find_tensor(&g, "blk.0.ffn_norm.weight"));
+    assert_non_null(fk_gguf_find_tensor(&g, "blk.1.post_attention_norm.weight"));
+    assert_non_null(fk_gguf_find_tensor(&g, "blk.1.post_ffw_norm.weight"));
+    assert_int_equal(fk_gguf_find_tensor(&g, "blk.0.attn_q_norm.weight")->dims[0], 32);
+    assert_int_equal(fk_gguf_find_tensor(&g, "blk.0.attn_k_norm.weight")->dims[0], 16);
+    const fk_gguf_tensor *k = fk_gguf_find_tensor(&g, "blk.0.attn_k.weight");
+    const fk_param *qkv = fk_model_find_param(&m, "layers.0.attn.qkv.weight");
+    assert_memory_equal(k->data, m.w + qkv->offset + 32 * 32, 16 * 32 * sizeof(float));  // rows as stored: NEOX order
+    uint64_t v;
+    CHECK(fk_gguf_get_u64(&g, "olmo2.attention.head_count_kv", &v));
+    assert_int_equal(v, 2);
+    fk_gguf_close(&g);
+    CHECK(fk_gguf_import(path, &b, NULL));
+    assert_same_config(&m.cfg, &b.cfg);
+    assert_int_equal(fk_config_arch(&b.cfg), FK_ARCH_OLMO2);
+    assert_int_equal(m.n_floats, b.n_floats);
+    assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+    fk_model_free(&b);
+    // OLMo 3's window: llama.cpp slides 3 of every 4 layers with their own RoPE
+    char *p = tpath("olmo3.gguf");
+    rewrite(path, p, &(mutation){.add_key = "olmo2.attention.sliding_window", .add_u32 = 4});
+    expect_import_error(p, FK_ERR_UNSUPPORTED, "olmo2.attention.sliding_window", "OLMo 3");
+    // llama.cpp's olmo2 has no attn_output or FFN bias, n_embd-wide attention and requires output.weight
+    const char *arch_name = NULL;
+    fk_config c = m.cfg;
+    c.tied = true;
+    assert_int_equal(fk_gguf_model_arch(&c, &arch_name), FK_ERR_UNSUPPORTED);
+    assert_non_null(strstr(fk_last_error(), "output.weight"));
+    c = m.cfg;
+    c.bias_out = true;
+    assert_int_equal(fk_gguf_model_arch(&c, &arch_name), FK_ERR_UNSUPPORTED);
+    assert_non_null(strstr(fk_last_error(), "olmo2"));
+    c = m.cfg;
+    c.head_dim = 16;
+    assert_int_equal(fk_gguf_model_arch(&c, &arch_name), FK_ERR_UNSUPPORTED);
+    assert_non_null(strstr(fk_last_error(), "head_dim * n_head != d_model"));
+    fk_model_free(&m);
 }
 
 // ------------------------------------------------------------------ CLI
@@ -766,6 +924,61 @@ static void test_cli(void **s) {
     fk_tok_free(tok);
     fk_model_free(&b);
     fk_model_free(&m);
+}
+
+// The number after "key": in a JSON line.
+static double json_number(const char *line, const char *key) {
+    char k[96];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *at = strstr(line, k);
+    if (!at) fail_msg("no %s in: %s", key, line);
+    return strtod(at + strlen(k), NULL);
+}
+
+// Exact-GELU models (the gpt_neox and mpt goldens, transformers' "gelu") against llama.cpp's tanh GELU
+// (ggml_gelu in its gptneox and mpt graphs): export refuses them naming --gelu-approx; with it the file
+// holds the same weights, imports as the tanh-GELU model, and the reported change is the library's
+// measurement on its probe, small (< 1e-2: tanh and erf GELU differ by < 1e-3 per activation) but not zero.
+static void test_gelu_approx(void **s) {
+    (void)s;
+    const char *names[] = {"gpt_neox", "mpt"}, *archs[] = {"gptneox", "mpt"};
+    for (int k = 0; k < 2; k++) {
+        char dir[512], *out;
+        snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, names[k]);
+        char *path = tpath("gelu_approx.gguf");
+        int rc = run(&out, "%s export --model %s --gguf %s --no-tokenizer --force", FK_CLI, dir, path);
+        assert_int_equal(rc, 1);
+        if (!strstr(out, "exact GELU") || !strstr(out, "--gelu-approx") || !strstr(out, archs[k])) fail_msg("%s", out);
+        free(out);
+        rc = run(&out, "%s export --model %s --gguf %s --no-tokenizer --force --gelu-approx", FK_CLI, dir, path);
+        if (rc) fail_msg("%s", out);
+        double reported = json_number(out, "gelu_approx_max_logit_diff");
+        free(out);
+        fk_model m, b;
+        CHECK(fk_hf_load(&m, dir));
+        assert_true(m.cfg.gelu_exact);
+        float *exact = logits_of(&m);
+        double d;
+        CHECK(fk_model_gelu_to_tanh(&m, 64, &d));
+        assert_false(m.cfg.gelu_exact);
+        // what the CLI printed (3 digits) is the library's figure on the same probe, to 1% (thread counts change the sums' order)
+        if (!(fabs(reported - d) <= 1e-2 * d)) fail_msg("CLI %g, library %g", reported, d);
+        assert_true(d > 0 && d < 1e-2);
+        CHECK(fk_gguf_import(path, &b, NULL));
+        assert_false(b.cfg.gelu_exact);
+        assert_memory_equal(m.w, b.w, (size_t)m.n_floats * sizeof(float));
+        float *tanh_m = logits_of(&m), *tanh_b = logits_of(&b);
+        int64_t n = TB * TT * m.cfg.vocab_size;
+        assert_memory_equal(tanh_m, tanh_b, (size_t)n * sizeof(float));
+        double diff = 0;  // this batch's change: the same kind of figure
+        for (int64_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)exact[i] - tanh_b[i]));
+        assert_true(diff > 0 && diff < 1e-2);
+        CHECK(fk_model_gelu_to_tanh(&m, 64, &d));  // a tanh model: unchanged, 0
+        assert_true(d == 0);
+        free(exact); free(tanh_m); free(tanh_b);
+        fk_model_free(&m);
+        fk_model_free(&b);
+    }
 }
 
 // llama.cpp's own converter (convert_hf_to_gguf.py, tools/ref/make_llamacpp_gguf.sh) made
@@ -834,6 +1047,8 @@ int main(void) {
         cmocka_unit_test(test_qk_permutation), cmocka_unit_test(test_per_layer_keys),     cmocka_unit_test(test_unsupported_export),
         cmocka_unit_test(test_golden),         cmocka_unit_test(test_broken_files),       cmocka_unit_test(test_cli),
         cmocka_unit_test(test_llamacpp_converter), cmocka_unit_test(test_tied_neox_phi_refused),
+        cmocka_unit_test(test_phi2_fused_qkv), cmocka_unit_test(test_gelu_approx),
+        cmocka_unit_test(test_olmo2),
     };
     if (getenv("FK_GGUF_GOLDEN_OUT")) cmocka_set_test_filter("test_golden");
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

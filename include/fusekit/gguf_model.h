@@ -53,6 +53,13 @@ fk_status fk_gguf_model_arch(const fk_config *c, const char **arch);
 fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char *path, fk_dtype type, const char *name,
                          fk_gguf_export_stats *stats);
 
+// llama.cpp computes the tanh GELU wherever these models have GELU (ggml_gelu in every GELU graph),
+// so fk_gguf_export refuses an exact-GELU model (cfg.gelu_exact). This makes such a model that form
+// in place (gelu_exact false; a tanh-GELU model is left as it is, *max_diff 0) and sets *max_diff to
+// the largest |logit| change it makes on a probe of min(T, max_seq) token ids (drawn from a fixed
+// seed), so that a caller exporting it can say how far the file is from the model.
+fk_status fk_model_gelu_to_tanh(fk_model *m, int T, double *max_diff);
+
 // Reads a llama, deci, gpt2, gemma, gemma2 or gemma3 GGUF file into a new model (free it
 // with fk_model_free). tok may be NULL; otherwise *tok gets the file's tokenizer, or NULL when
 // the file has none (no tokenizer.ggml.model). Errors name the file and the key or tensor.

@@ -447,7 +447,8 @@ fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k
                           (long long)grp, (long long)per[grp], (long long)g2);
     fk_config nc = *c;
     nc.heads[layer] = k;
-    const unsigned mask = KIND(FK_P_QKV_W) | KIND(FK_P_QKV_B) | KIND(FK_P_O_W);
+    // (StableLM 2 12B's QK-norm has weights per query head: the kept heads' go with them)
+    const unsigned mask = KIND(FK_P_QKV_W) | KIND(FK_P_QKV_B) | KIND(FK_P_O_W) | (c->qk_norm_ln ? KIND(FK_P_Q_NORM_W) : 0);
     if (st == FK_OK) st = init_copy_except(m, &nc, layer, mask, out);
     int nd = st == FK_OK ? head_dims(kept, H, hd, dims) : 0;
     for (int i = 0; st == FK_OK && i < out->n_params; i++) {
@@ -459,7 +460,8 @@ fk_status fk_fold_heads(const fk_model *m, int layer, const int32_t *keep, int k
         int64_t row = p->kind == FK_P_QKV_W ? C : 1, r = 0;
         for (int64_t h = 0; h < H; h++)  // kept query heads in order (groups stay contiguous)
             if (kept[h]) { memcpy(dst + r * row, src + h * hd * row, (size_t)(hd * row) * sizeof(float)); r += hd; }
-        memcpy(dst + r * row, src + D * row, (size_t)(2 * KV * hd * row) * sizeof(float));  // keys and values unchanged
+        if (p->kind != FK_P_Q_NORM_W)
+            memcpy(dst + r * row, src + D * row, (size_t)(2 * KV * hd * row) * sizeof(float));  // keys and values unchanged
     }
     free(kept); free(per); free(dims);
     if (st != FK_OK) fk_model_free(out);

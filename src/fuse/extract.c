@@ -94,6 +94,7 @@ uint64_t fk_model_fingerprint(const fk_model *m) {
         for (size_t k = 0; k < sizeof slide / sizeof slide[0]; k++) f[n++] = slide[k];
     }
     if (c->gelu_exact) f[n++] = 0xE6E1u;  // exact GELU (tanh-GELU models keep their fingerprints)
+    if (c->qk_norm_ln) f[n++] = 0x9C1Bu;  // QK-norm as a LayerNorm per head (StableLM 2 12B)
     if (c->alibi_bias_max > 0 || c->clip_qkv > 0) {  // ALiBi, clip_qkv (MPT)
         uint32_t ab, cq;
         memcpy(&ab, &c->alibi_bias_max, 4);

@@ -76,21 +76,24 @@ fk_status fk_gguf_model_arch(const fk_config *c, const char **arch) {
 // One GGUF tensor: `rows` rows of `cols` floats at `w` inside the model's arena (1-D when
 // one_d); rope_hd > 0: rows are permuted per head of rope_hd rows. Export writes
 // (w + add) * mul (Gemma: the RMSNorm offset, an attention scale folded into the queries);
-// import reads a model whose config makes them 0 and 1.
+// import reads a model whose config makes them 0 and 1. n_exp > 0: a 3-D tensor [cols, rows,
+// n_exp] of the layer's experts, expert e's rows at w + e * exp_stride. f32: kept F32 in a
+// half-precision export (MoE routers, as llama.cpp's converter and quantizer keep them).
 typedef struct {
     char name[96];
     float *w;
     int64_t rows, cols;
-    bool one_d;
+    bool one_d, f32;
     int64_t rope_hd;
     float add, mul;
+    int64_t n_exp, exp_stride;
 } gt;
 
 typedef struct { gt *t; int n; } gt_list;
 
-// The GGUF tensors of a model under its architecture's row of the table, pointing into its
-// weight arena.
-static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
+// The GGUF tensors of a model under tensor set `set` of its architecture's row of the table,
+// pointing into its weight arena; the experts in the set's ARCH_T_ALT form when alt (older files).
+static fk_status gguf_tensors(const fk_model *m, const char *arch, arch_tensor_set set, bool alt, gt_list *l) {
     const fk_config *c = &m->cfg;
     const arch_family *fam = arch_of_gguf(arch, strlen(arch));
     FK_ASSERT(fam);
@@ -106,18 +109,29 @@ static fk_status gguf_tensors(const fk_model *m, const char *arch, gt_list *l) {
     if (fabsf(qmul - 1.0f) <= 1e-6f) qmul = 1.0f;
     arch_item *it;
     int n;
-    FK_TRY(arch_items(m, fam->gguf_t, &it, &n));
+    FK_TRY(arch_items(m, set, &it, &n));
     l->t = malloc((size_t)(n > 0 ? n : 1) * sizeof *l->t);
     if (!l->t) { free(it); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     for (int i = 0; i < n; i++) {
         const fk_param *p = &m->params[it[i].param];
         unsigned f = it[i].flags;
+        bool expert = p->kind == FK_P_EXP_UP_W || p->kind == FK_P_EXP_DOWN_W;
+        if (expert && alt != ((f & ARCH_T_ALT) != 0)) continue;  // the other form of the experts
         gt *t = &l->t[l->n++];
         memcpy(t->name, it[i].name, sizeof t->name);
+        t->n_exp = it[i].n_exp;
+        t->exp_stride = it[i].exp_stride;
+        t->f32 = p->kind == FK_P_ROUTER_W || p->kind == FK_P_SHARED_GATE_W;
         t->one_d = p->ndim == 1;
         t->cols = t->one_d ? 1 : p->shape[1];
         t->w = m->w + p->offset + it[i].row0 * t->cols;
         t->rows = it[i].rows;
+        if ((f & ARCH_T_HEAD_ROWS) && c->qk_norm_ln) {  // stablelm: the heads' QK-norm weights as (heads, head_dim), F32
+            t->one_d = false;
+            t->f32 = true;
+            t->cols = hd;
+            t->rows /= hd;
+        }
         t->rope_hd = (f & ARCH_T_ROPE) && !fam->gguf_neox ? hd : 0;
         t->add = f & ARCH_T_NORM ? noff : 0;
         // the query scale goes on the QK-norm weight when the layer has one, else on the query rows
@@ -240,6 +254,16 @@ static fk_status gemma_keys(fk_gguf_writer *w, const fk_config *c, const char *a
     return FK_OK;
 }
 
+// The experts as llama.cpp reads them: expert_count (one for every layer: gguf_fits checked), expert_used_count,
+// and for qwen2moe and qwen3moe the experts' width and the shared expert's beside feed_forward_length.
+static fk_status moe_keys(fk_gguf_writer *w, const fk_config *c, const char *arch, unsigned keys) {
+    FK_TRY(set_u32(w, arch, "expert_count", fk_config_experts(c, 0)));
+    FK_TRY(set_u32(w, arch, "expert_used_count", c->n_expert_used));
+    if (keys & ARCH_GK_EXPERT_FFN) FK_TRY(set_u32(w, arch, "expert_feed_forward_length", c->expert_ffn));
+    if (keys & ARCH_GK_MOE_SHARED) FK_TRY(set_u32(w, arch, "expert_shared_feed_forward_length", c->ffn[0]));
+    return FK_OK;
+}
+
 static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *arch, fk_dtype type, const char *name) {
     FK_TRY(fk_gguf_set_str(w, "general.architecture", arch, strlen(arch)));
     FK_TRY(fk_gguf_set_str(w, "general.name", name, strlen(name)));
@@ -251,11 +275,14 @@ static fk_status export_keys(fk_gguf_writer *w, const fk_config *c, const char *
     FK_TRY(set_u32(w, arch, "context_length", !gemma_row && arch_any_sliding(c) ? c->sliding_window : c->max_seq));
     FK_TRY(set_u32(w, arch, "embedding_length", c->d_model));
     FK_TRY(set_u32(w, arch, "block_count", c->n_layer));
-    int64_t h[FK_MAX_LAYERS];
+    int64_t h[FK_MAX_LAYERS], eff[FK_MAX_LAYERS];
     layer_heads(c, h);
-    FK_TRY(set_per_layer(w, arch, "feed_forward_length", c->ffn, c->n_layer));
+    for (int64_t l = 0; l < c->n_layer; l++) eff[l] = c->expert_ffn;  // MoE without a shared expert: llama.cpp's experts' n_ff
+    bool moe_ffn = c->n_expert > 0 && !arch_moe_shared(c);
+    FK_TRY(set_per_layer(w, arch, "feed_forward_length", moe_ffn ? eff : c->ffn, c->n_layer));
     FK_TRY(set_per_layer(w, arch, "attention.head_count", h, c->n_layer));
     unsigned keys = arch_of_gguf(arch, strlen(arch))->gguf_keys;
+    if (c->n_expert > 0) FK_TRY(moe_keys(w, c, arch, keys));
     if (keys & ARCH_GK_LAYERNORM) FK_TRY(set_f32(w, arch, "attention.layer_norm_epsilon", c->norm_eps));
     if (keys & ARCH_GK_LLAMA) {
         FK_TRY(set_u32(w, arch, "attention.head_count_kv", c->n_kv_head));
@@ -322,7 +349,7 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
         return fk_error(FK_ERR_ARG, "%s: the tokenizer has %d tokens but the model's vocabulary only %lld", path, fk_tok_vocab_size(tok),
                         (long long)m->cfg.vocab_size);
     gt_list l;
-    FK_TRY(gguf_tensors(m, arch, &l));
+    FK_TRY(gguf_tensors(m, arch, arch_of_gguf(arch, strlen(arch))->gguf_t, false, &l));
     fk_gguf_writer *w = fk_gguf_writer_new();
     void **bufs = calloc((size_t)l.n + 1, sizeof *bufs);
     st = w && bufs ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
@@ -346,15 +373,16 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
     }
     for (int i = 0; i < l.n && st == FK_OK; i++) {
         const gt *t = &l.t[i];
-        int64_t numel = t->rows * t->cols;
-        bool half = type != FK_DT_F32 && !t->one_d;
+        int64_t ne = t->n_exp ? t->n_exp : 1, numel = t->rows * t->cols * ne;
+        bool half = type != FK_DT_F32 && !t->one_d && !t->f32;
         const void *data = t->w;
-        if (t->rope_hd || half || t->add != 0 || t->mul != 1) {
+        if (t->rope_hd || half || t->add != 0 || t->mul != 1 || t->n_exp) {
             float *tmp = malloc((size_t)numel * sizeof(float));
             bufs[i] = tmp;
             if (!tmp) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
             if (t->rope_hd) rope_permute(tmp, t->w, t->rows, t->cols, t->rope_hd, false);
-            else memcpy(tmp, t->w, (size_t)numel * sizeof(float));
+            else  // the experts' slices one after another (expert-major)
+                for (int64_t e = 0, sz = t->rows * t->cols; e < ne; e++) memcpy(tmp + e * sz, t->w + e * t->exp_stride, (size_t)sz * sizeof(float));
             if (t->add != 0 || t->mul != 1)
                 for (int64_t j = 0; j < numel; j++) tmp[j] = (tmp[j] + t->add) * t->mul;
             if (half) {
@@ -363,11 +391,11 @@ fk_status fk_gguf_export(const fk_model *m, const fk_tokenizer *tok, const char 
             }
             data = tmp;
         }
-        uint64_t dims[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
+        uint64_t dims[3] = {(uint64_t)t->cols, (uint64_t)t->rows, (uint64_t)ne};
         if (t->one_d) dims[0] = (uint64_t)t->rows;
         uint32_t gtype = !half ? FK_GGML_F32 : type == FK_DT_F16 ? FK_GGML_F16 : FK_GGML_BF16;
         uint64_t nbytes = (uint64_t)numel * (half ? 2 : 4);
-        st = fk_gguf_add_tensor(w, t->name, gtype, t->one_d ? 1 : 2, dims, data, nbytes);
+        st = fk_gguf_add_tensor(w, t->name, gtype, t->one_d ? 1 : t->n_exp ? 3 : 2, dims, data, nbytes);
         total += nbytes;
     }
     if (st == FK_OK) {
@@ -440,6 +468,16 @@ static fk_status key_per_layer(const kreader *r, const char *key, bool required,
 }
 
 static bool has_tensor(const fk_gguf *g, const char *name) { return fk_gguf_find_tensor(g, name) != NULL; }
+
+// The tensor set a file of architecture `arch` is read with: its row's, or the row's older converters'
+// fused form when the file has that form's layer-0 attn_qkv.weight (phi2).
+static arch_tensor_set import_set(const fk_gguf *g, const char *arch) {
+    const arch_family *f = arch_of_gguf(arch, strlen(arch));
+    const arch_tensor *qkv = f->gguf_t_fused.n ? arch_tensor_of(f->gguf_t_fused, FK_P_QKV_W, ARCH_ROWS_ALL) : NULL;
+    char name[96] = "";
+    if (qkv) snprintf(name, sizeof name, qkv->name, 0);
+    return qkv && has_tensor(g, name) ? f->gguf_t_fused : f->gguf_t;
+}
 
 // Linear RoPE scaling of a Gemma file: rope.scaling.type none or linear (llama.cpp's default
 // when absent), rope.scaling.factor (or the older rope.scale_linear); *f = 0 when none.
@@ -526,19 +564,21 @@ static fk_status gemma_config(const kreader *r, fk_config *c, double rope_factor
     return FK_OK;
 }
 
-// A window of a non-Gemma file (phi3's converter writes Phi-3's, which llama.cpp switches off):
-// every layer slides, as in Hugging Face's model; one at least the context is none.
+// A window of a non-Gemma file, as llama.cpp computes it (src/models/*.cpp of llama-cpp-python
+// 0.3.36's llama.cpp): a row with a sliding pattern (olmo2, whose graph reads the key) is handled
+// below; the others' graphs never read attention.sliding_window (llama, qwen2, qwen3, starcoder2,
+// phi2, stablelm, ...) or read it and set swa_type NONE (phi3, whose converter writes Phi-3's
+// window), so the key is ignored: no window. One at least the context is none.
 static fk_status window_config(const kreader *r, fk_config *c) {
     int64_t w;
     FK_TRY(key_i64(r, "attention.sliding_window", false, 0, &w));
     if (w <= 0 || w >= c->max_seq) return FK_OK;
-    if (arch_rope_scaled(c))  // llama.cpp scales every layer; fusekit's sliding layers keep an unscaled table
-        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.sliding_window' is %lld with linear RoPE scaling (factor %g); fusekit's "
-                        "sliding layers would turn unscaled, where llama.cpp scales every layer", r->g->path, r->arch, (long long)w,
-                        (double)c->rope_scale);
-    c->sliding_window = w;
-    for (int64_t l = 0; l < c->n_layer; l++) c->sliding[l] = 1;
-    return FK_OK;
+    int64_t n = gemma_pattern(r->arch);
+    if (n > 0)  // olmo2: OLMo 3's layout (sliding layers by a pattern, with RoPE of their own)
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.sliding_window' is %lld: llama.cpp's %s then slides the layers "
+                        "sliding_window_pattern names (by default %lld of every %lld) with unscaled RoPE (OLMo 3), which fusekit does "
+                        "not import", r->g->path, r->arch, (long long)w, r->arch, (long long)(n - 1), (long long)n);
+    return FK_OK;  // no window, as llama.cpp's graph for the file
 }
 
 // The head size and RoPE keys of a llama-style file (h0: layer 0's heads): key_length (default
@@ -709,88 +749,165 @@ static fk_status parallel_key(const kreader *r, fk_config *c) {
     return FK_OK;
 }
 
-static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c) {
-    kreader r = {g, arch};
-    int64_t d, L, ctx, V;
-    FK_TRY(key_i64(&r, "embedding_length", true, 0, &d));
-    FK_TRY(key_i64(&r, "block_count", true, 0, &L));
-    FK_TRY(key_i64(&r, "context_length", true, 0, &ctx));
-    if (L < 1 || L > FK_MAX_LAYERS)
-        return fk_error(FK_ERR_FORMAT, "%s: key '%s.block_count' is %lld, expected 1..%d", g->path, arch, (long long)L, FK_MAX_LAYERS);
-    if (d < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.embedding_length' is 0", g->path, arch);
+// A per-layer key (llama.cpp's get_key_or_arr: a scalar or L entries) that must give every layer one count.
+static fk_status key_uniform(const kreader *r, const char *key, bool required, int64_t L, int64_t def, int64_t *v) {
+    int64_t a[FK_MAX_LAYERS];
+    bool present;
+    FK_TRY(key_per_layer(r, key, required, L, a, &present));
+    if (present && !uniform_arr(a, L))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.%s' differs between layers; fusekit has one for every layer", r->g->path, r->arch, key);
+    *v = present ? a[0] : def;
+    return FK_OK;
+}
+
+// The experts of a file whose architecture has them (ARCH_GK_EXPERTS, ARCH_GK_MOE), as llama.cpp's graph
+// computes them: expert_count experts on every layer, top expert_used_count, the row's renormalisation;
+// their width expert_feed_forward_length (default n_ff / expert_used_count, as llama.cpp) or the file's
+// feed_forward_length n_ff; the shared expert (qwen2moe) expert_shared_feed_forward_length wide (default n_ff).
+static fk_status moe_config(const kreader *r, fk_config *c, int64_t n_ff) {
+    unsigned k = arch_of_gguf(r->arch, strlen(r->arch))->gguf_keys;
+    if (!(k & (ARCH_GK_EXPERTS | ARCH_GK_MOE))) return FK_OK;
+    const char *path = r->g->path, *arch = r->arch;
+    int64_t E, K = 0, F, S;  // (K: set by key_uniform; initialised for gcc's -Wmaybe-uninitialized)
+    FK_TRY(key_i64(r, "expert_count", (k & ARCH_GK_MOE) != 0, 0, &E));
+    if (E == 0 && !(k & ARCH_GK_MOE)) return FK_OK;  // a dense llama
+    if (E < 1 || E > FK_LIM_EXPERTS)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.expert_count' is %lld, expected 1..%d experts", path, arch, (long long)E, FK_LIM_EXPERTS);
+    FK_TRY(key_uniform(r, "expert_used_count", true, c->n_layer, 0, &K));
+    if (K < 1 || K > E)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.expert_used_count' is %lld, expected 1..%lld (expert_count)", path, arch, (long long)K,
+                        (long long)E);
+    F = n_ff;
+    if (k & ARCH_GK_EXPERT_FFN) FK_TRY(key_uniform(r, "expert_feed_forward_length", false, c->n_layer, n_ff / K, &F));
+    S = n_ff;
+    if (k & ARCH_GK_MOE_SHARED) FK_TRY(key_i64(r, "expert_shared_feed_forward_length", false, n_ff, &S));
+    if (F < 1 || ((k & ARCH_GK_MOE_SHARED) && S < 1))
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.%s' gives the %s experts width %lld", path, arch, F < 1 ? "expert_feed_forward_length" :
+                        "expert_shared_feed_forward_length", F < 1 ? "routed" : "shared", (long long)(F < 1 ? F : S));
+    c->n_expert = E;
+    c->n_expert_used = K;
+    c->expert_ffn = F;
+    c->expert_norm = k & ARCH_GK_MOE_NORM;
+    c->shared_gate = k & ARCH_GK_MOE_SHARED;
+    for (int64_t l = 0; l < FK_MAX_LAYERS; l++) {  // (the entries past the last layer as the config.json reader leaves them)
+        c->moe[l] = l < c->n_layer;
+        c->experts[l] = 0;
+        c->ffn[l] = c->shared_gate && l < c->n_layer ? S : 0;
+    }
+    return FK_OK;
+}
+
+// The sizes every architecture's keys give: width, layers, context, vocabulary (vocab_size, else
+// token_embd's rows), each layer's FFN width and head count (H the most), all positive.
+typedef struct { int64_t d, L, ctx, V, H, ffn[FK_MAX_LAYERS], heads[FK_MAX_LAYERS]; } gguf_sizes;
+
+static fk_status read_sizes(const kreader *r, gguf_sizes *z) {
+    const fk_gguf *g = r->g;
+    const char *arch = r->arch;
+    FK_TRY(key_i64(r, "embedding_length", true, 0, &z->d));
+    FK_TRY(key_i64(r, "block_count", true, 0, &z->L));
+    FK_TRY(key_i64(r, "context_length", true, 0, &z->ctx));
+    if (z->L < 1 || z->L > FK_MAX_LAYERS)
+        return fk_error(FK_ERR_FORMAT, "%s: key '%s.block_count' is %lld, expected 1..%d", g->path, arch, (long long)z->L, FK_MAX_LAYERS);
+    if (z->d < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.embedding_length' is 0", g->path, arch);
     const fk_gguf_tensor *emb = fk_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return fk_error(FK_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", g->path);
-    FK_TRY(key_i64(&r, "vocab_size", false, emb->n_dims == 2 ? (int64_t)emb->dims[1] : 0, &V));
-    int64_t ffn[FK_MAX_LAYERS], heads[FK_MAX_LAYERS], kv[FK_MAX_LAYERS];
+    FK_TRY(key_i64(r, "vocab_size", false, emb->n_dims == 2 ? (int64_t)emb->dims[1] : 0, &z->V));
     bool present;
-    FK_TRY(key_per_layer(&r, "feed_forward_length", true, L, ffn, &present));
-    FK_TRY(key_per_layer(&r, "attention.head_count", true, L, heads, &present));
-    int64_t H = 0;
-    for (int64_t l = 0; l < L; l++) {
-        if (heads[l] < 1)
+    FK_TRY(key_per_layer(r, "feed_forward_length", true, z->L, z->ffn, &present));
+    FK_TRY(key_per_layer(r, "attention.head_count", true, z->L, z->heads, &present));
+    z->H = 0;
+    for (int64_t l = 0; l < z->L; l++) {
+        if (z->heads[l] < 1)
             return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.head_count' gives layer %lld %lld heads; layers without attention "
-                            "are not supported", g->path, arch, (long long)l, (long long)heads[l]);
-        if (ffn[l] < 1)
+                            "are not supported", g->path, arch, (long long)l, (long long)z->heads[l]);
+        if (z->ffn[l] < 1)
             return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.feed_forward_length' gives layer %lld width %lld; layers without an FFN "
-                            "are not supported", g->path, arch, (long long)l, (long long)ffn[l]);
-        H = heads[l] > H ? heads[l] : H;
+                            "are not supported", g->path, arch, (long long)l, (long long)z->ffn[l]);
+        z->H = z->heads[l] > z->H ? z->heads[l] : z->H;
     }
-    unsigned keys = arch_of_gguf(arch, strlen(arch))->gguf_keys;
-    if ((keys & ARCH_GK_LAYERNORM) && !(keys & ARCH_GK_LLAMA)) {
-        if (!uniform_arr(heads, L) || !uniform_arr(ffn, L))
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: per-layer head counts or FFN widths are not supported for %s", g->path, arch);
-        if (d % H) return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld", g->path, (long long)d, (long long)H);
-        fk_config_gpt2(c, V, d, L, H, ctx);
-        for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = ffn[0];
-        double eps;
-        FK_TRY(key_f64(&r, "attention.layer_norm_epsilon", true, 0, &eps));
-        c->norm_eps = (float)eps;
-        if (keys & ARCH_GK_ALIBI) FK_TRY(alibi_config(&r, c));
-    } else {
-        FK_TRY(key_per_layer(&r, "attention.head_count_kv", false, L, kv, &present));
-        if (!present) memcpy(kv, heads, sizeof(int64_t) * (size_t)L);
-        if (!uniform_arr(kv, L))
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.head_count_kv' differs between layers; fusekit has one KV head count",
-                            g->path, arch);
-        int64_t KV = kv[0];
-        if (KV < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.attention.head_count_kv' is 0", g->path, arch);
-        int64_t hd, rot;
-        double f;
-        FK_TRY(llama_head_keys(&r, d, heads[0], &hd, &rot, &f));
-        fk_config_llama(c, V, d, L, H, KV, ffn[0], ctx);
-        arch_apply_switches(arch_of_gguf(arch, strlen(arch)), c);  // the row's; biases and Gemma's below
-        c->head_dim = hd;
-        c->rotary_dim = rot == hd ? 0 : rot;
-        for (int64_t l = 0; l < L; l++) { c->ffn[l] = ffn[l]; c->heads[l] = heads[l] == H ? 0 : heads[l]; }
-        double eps, theta;
-        FK_TRY(key_f64(&r, keys & ARCH_GK_LAYERNORM ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", true, 0, &eps));
-        FK_TRY(key_f64(&r, "rope.freq_base", false, 10000.0, &theta));
-        c->norm_eps = (float)eps;
-        c->rope_theta = (float)theta;
-        c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias") || has_tensor(g, "blk.0.attn_qkv.bias");
-        if (keys & ARCH_GK_PARALLEL) FK_TRY(parallel_key(&r, c));
-        // stablelm: llama.cpp's graph feeds the MLP the attention's norm when the file has no ffn_norm
-        const arch_family *row = arch_of_gguf(arch, strlen(arch));
-        if (row->residual == FK_RESID_PARALLEL_SHARED && arch_tensor_of(row->gguf_t, FK_P_LN2_W, -1) && has_tensor(g, "blk.0.ffn_norm.weight"))
-            c->residual = FK_RESID_SEQUENTIAL;
-        // falcon: the new decoder's two norms when the file has the attention's own norm (attn_norm_2)
-        for (int i = 0; i < row->gguf_t.n; i++)
-            if (row->gguf_t.t[i].kind == FK_P_LN1_W && (row->gguf_t.t[i].flags & ARCH_T_TWO_NORMS)) {
-                char name[96];
-                snprintf(name, sizeof name, row->gguf_t.t[i].name, 0);
-                if (has_tensor(g, name)) c->residual = FK_RESID_PARALLEL;
-            }
-        c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
-        c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
-        if (gemma_arch(arch)) {
-            FK_TRY(gemma_config(&r, c, f));
-        } else {
-            if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
-            FK_TRY(window_config(&r, c));
-            FK_TRY(rope_freqs_config(&r, c));
-            FK_TRY(yarn_config(&r, c));
+    return FK_OK;
+}
+
+// gpt2, mpt (LayerNorm keys alone): one head count and FFN width, the LayerNorm epsilon, ALiBi's keys.
+static fk_status layernorm_config(const kreader *r, const gguf_sizes *z, unsigned keys, fk_config *c) {
+    const fk_gguf *g = r->g;
+    const char *arch = r->arch;
+    if (!uniform_arr(z->heads, z->L) || !uniform_arr(z->ffn, z->L))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: per-layer head counts or FFN widths are not supported for %s", g->path, arch);
+    if (z->d % z->H) return fk_error(FK_ERR_FORMAT, "%s: embedding_length %lld is not a multiple of head_count %lld", g->path, (long long)z->d, (long long)z->H);
+    fk_config_gpt2(c, z->V, z->d, z->L, z->H, z->ctx);
+    for (int l = 0; l < FK_MAX_LAYERS; l++) c->ffn[l] = z->ffn[0];
+    double eps;
+    FK_TRY(key_f64(r, "attention.layer_norm_epsilon", true, 0, &eps));
+    c->norm_eps = (float)eps;
+    if (keys & ARCH_GK_ALIBI) FK_TRY(alibi_config(r, c));
+    return FK_OK;
+}
+
+// llama-style files (llama.cpp's Llama keys): one KV head count, head size and RoPE keys, norm epsilon
+// and base, the switches the tensors present say, MoE, then Gemma's or the others' RoPE scaling.
+static fk_status llama_style_config(const kreader *r, const gguf_sizes *z, unsigned keys, fk_config *c) {
+    const fk_gguf *g = r->g;
+    const char *arch = r->arch;
+    int64_t L = z->L, H = z->H, kv[FK_MAX_LAYERS];
+    bool present;
+    FK_TRY(key_per_layer(r, "attention.head_count_kv", false, L, kv, &present));
+    if (!present) memcpy(kv, z->heads, sizeof(int64_t) * (size_t)L);
+    if (!uniform_arr(kv, L))
+        return fk_error(FK_ERR_UNSUPPORTED, "%s: key '%s.attention.head_count_kv' differs between layers; fusekit has one KV head count",
+                        g->path, arch);
+    int64_t KV = kv[0];
+    if (KV < 1) return fk_error(FK_ERR_FORMAT, "%s: key '%s.attention.head_count_kv' is 0", g->path, arch);
+    int64_t hd, rot;
+    double f;
+    FK_TRY(llama_head_keys(r, z->d, z->heads[0], &hd, &rot, &f));
+    fk_config_llama(c, z->V, z->d, L, H, KV, z->ffn[0], z->ctx);
+    arch_apply_switches(arch_of_gguf(arch, strlen(arch)), c);  // the row's; biases and Gemma's below
+    c->head_dim = hd;
+    c->rotary_dim = rot == hd ? 0 : rot;
+    for (int64_t l = 0; l < L; l++) { c->ffn[l] = z->ffn[l]; c->heads[l] = z->heads[l] == H ? 0 : z->heads[l]; }
+    double eps, theta;
+    FK_TRY(key_f64(r, keys & ARCH_GK_LAYERNORM ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", true, 0, &eps));
+    FK_TRY(key_f64(r, "rope.freq_base", false, 10000.0, &theta));
+    c->norm_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    c->bias_qkv = has_tensor(g, "blk.0.attn_q.bias") || has_tensor(g, "blk.0.attn_qkv.bias");
+    if (keys & ARCH_GK_PARALLEL) FK_TRY(parallel_key(r, c));
+    // stablelm: llama.cpp's graph feeds the MLP the attention's norm when the file has no ffn_norm
+    const arch_family *row = arch_of_gguf(arch, strlen(arch));
+    if (row->residual == FK_RESID_PARALLEL_SHARED && arch_tensor_of(row->gguf_t, FK_P_LN2_W, -1) && has_tensor(g, "blk.0.ffn_norm.weight"))
+        c->residual = FK_RESID_SEQUENTIAL;
+    // falcon: the new decoder's two norms when the file has the attention's own norm (attn_norm_2)
+    for (int i = 0; i < row->gguf_t.n; i++)
+        if (row->gguf_t.t[i].kind == FK_P_LN1_W && (row->gguf_t.t[i].flags & ARCH_T_TWO_NORMS)) {
+            char name[96];
+            snprintf(name, sizeof name, row->gguf_t.t[i].name, 0);
+            if (has_tensor(g, name)) c->residual = FK_RESID_PARALLEL;
         }
+    c->bias_out = has_tensor(g, "blk.0.attn_output.bias");
+    c->bias_mlp = has_tensor(g, "blk.0.ffn_up.bias");
+    if (row->qk_norm_ln && has_tensor(g, "blk.0.attn_q_norm.weight")) c->qk_norm = c->qk_norm_ln = true;  // StableLM 2 12B
+    FK_TRY(moe_config(r, c, z->ffn[0]));
+    if (gemma_arch(arch)) {
+        FK_TRY(gemma_config(r, c, f));
+    } else {
+        if (f != 0 && f != 1) c->rope_scale = (float)f;  // linear scaling
+        FK_TRY(window_config(r, c));
+        FK_TRY(rope_freqs_config(r, c));
+        FK_TRY(yarn_config(r, c));
     }
+    return FK_OK;
+}
+
+static fk_status import_config(const fk_gguf *g, const char *arch, fk_config *c) {
+    kreader r = {g, arch};
+    gguf_sizes z;
+    FK_TRY(read_sizes(&r, &z));
+    unsigned keys = arch_of_gguf(arch, strlen(arch))->gguf_keys;
+    if ((keys & ARCH_GK_LAYERNORM) && !(keys & ARCH_GK_LLAMA)) FK_TRY(layernorm_config(&r, &z, keys, c));
+    else FK_TRY(llama_style_config(&r, &z, keys, c));
+    int64_t V = z.V;
     c->tied = !has_tensor(g, "output.weight") || (gemma_gen(arch) == 1 || gemma_gen(arch) == 2);
     int64_t id;
     c->bos_id = fk_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id) == FK_OK && id >= 0 && id < V ? (int32_t)id : -1;
@@ -822,8 +939,9 @@ static void want_set(shape_want *w, int64_t d0, int64_t d1, const arch_tensor *t
 static fk_status check_declared_size(const fk_gguf *g, const char *arch, const fk_config *c) {
     double d = (double)c->d_model, hd = (double)c->head_dim, kvd = (double)c->n_kv_head * hd;
     double need = (double)c->vocab_size * d + (c->pos == FK_POS_LEARNED ? (double)c->max_seq * d : 0);
-    for (int64_t l = 0; l < c->n_layer; l++)
-        need += (2 * (double)fk_config_heads(c, l) * hd + 2 * kvd) * d + (fk_config_gated(c) ? 3 : 2) * (double)c->ffn[l] * d;
+    for (int64_t l = 0; l < c->n_layer; l++)  // (MoE: the experts and the router)
+        need += (2 * (double)fk_config_heads(c, l) * hd + 2 * kvd) * d + (fk_config_gated(c) ? 3 : 2) * (double)c->ffn[l] * d +
+                (double)fk_config_experts(c, l) * ((fk_config_gated(c) ? 3 : 2) * (double)c->expert_ffn + 1) * d;
     double have = 0;
     for (int64_t i = 0; i < g->n_tensors; i++) {
         double e = 1;
@@ -832,7 +950,7 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
     }
     if (!(need > have)) return FK_OK;
     // name the tensor whose shape disagrees with the keys, when one of the telling ones does
-    arch_tensor_set set = arch_of_gguf(arch, strlen(arch))->gguf_t;
+    arch_tensor_set set = import_set(g, arch);
     const arch_tensor *qkv = arch_tensor_of(set, FK_P_QKV_W, -1);  // fused (all rows) or the queries
     const arch_tensor *up = arch_tensor_of(set, FK_P_UP_W, fk_config_gated(c) ? ARCH_ROWS_GATE : ARCH_ROWS_UP);
     int64_t fused = qkv->rows == ARCH_ROWS_ALL ? 3 : 1;
@@ -856,6 +974,11 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
             }
         }
     }
+    if (c->n_expert > 0)
+        return fk_error(FK_ERR_FORMAT, "%s: keys '%s.expert_count' (%lld), the experts' width (%lld), '%s.embedding_length' (%lld) and "
+                        "'%s.block_count' (%lld) describe a model of at least %.0f weights, but the file's tensors (%lld) hold only %.0f "
+                        "elements", g->path, arch, (long long)c->n_expert, (long long)c->expert_ffn, arch, (long long)c->d_model, arch,
+                        (long long)c->n_layer, need, (long long)g->n_tensors, have);
     return fk_error(FK_ERR_FORMAT, "%s: keys '%s.embedding_length' (%lld), '%s.block_count' (%lld), '%s.feed_forward_length' (%lld), "
                         "'%s.attention.head_count' (%lld) and the vocabulary (%lld) describe a model of at least %.0f weights, but the "
                         "file's tensors (%lld) hold only %.0f elements", g->path, arch, (long long)c->d_model, arch, (long long)c->n_layer,
@@ -867,10 +990,10 @@ static fk_status check_declared_size(const fk_gguf *g, const char *arch, const f
 static fk_status find_tensor(const fk_gguf *g, const gt *t, const fk_gguf_tensor **out, uint64_t *row_bytes) {
     const fk_gguf_tensor *f = fk_gguf_find_tensor(g, t->name);
     if (!f) return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' is missing (the keys and layer 0 ask for it)", g->path, t->name);
-    uint64_t want[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
-    uint32_t nd = t->one_d ? 1 : 2;
+    uint64_t want[3] = {(uint64_t)t->cols, (uint64_t)t->rows, (uint64_t)t->n_exp};
+    uint32_t nd = t->one_d ? 1 : t->n_exp ? 3 : 2;
     if (t->one_d) want[0] = (uint64_t)t->rows;
-    if (f->n_dims != nd || f->dims[0] != want[0] || (nd == 2 && f->dims[1] != want[1])) {
+    if (f->n_dims != nd || f->dims[0] != want[0] || (nd >= 2 && f->dims[1] != want[1]) || (nd == 3 && f->dims[2] != want[2])) {
         char got[96], exp[64];
         dims_str(got, sizeof got, f->dims, f->n_dims);
         dims_str(exp, sizeof exp, want, nd);
@@ -883,7 +1006,7 @@ static fk_status find_tensor(const fk_gguf *g, const gt *t, const fk_gguf_tensor
         return fk_error(FK_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u), which fusekit cannot dequantize (it reads F32, "
                         "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL and IQ4_XS)",
                         g->path, t->name, fk_ggml_type_name(ty), ty);
-    int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
+    int64_t rows = (t->one_d ? 1 : t->rows) * (t->n_exp ? t->n_exp : 1), cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
     *row_bytes = 0;
     if (fk_ggml_row_bytes(ty, cols, row_bytes) != FK_OK || f->nbytes != *row_bytes * (uint64_t)rows)
         return fk_error(FK_ERR_FORMAT, "%s: tensor '%s' has %llu bytes of %s data, expected %llu (%lld rows of %lld elements)", g->path,
@@ -893,11 +1016,65 @@ static fk_status find_tensor(const fk_gguf *g, const gt *t, const fk_gguf_tensor
     return FK_OK;
 }
 
-// keep: matrices the engine can read as stored (fk_model_add_stored) stay in the file's mapping
-// in their own type; only their values are checked. Everything else is decoded into the arena.
+// A row buffer of at least n floats (*buf grown as needed).
+static fk_status row_buffer(float **buf, int64_t *cap, int64_t n) {
+    if (n <= *cap) return FK_OK;
+    float *grown = realloc(*buf, (size_t)n * sizeof(float));
+    if (!grown) return fk_error(FK_ERR_NOMEM, "out of memory");
+    *buf = grown;
+    *cap = n;
+    return FK_OK;
+}
+
+// Expert e's slice of tensor t (e 0 for any other tensor) from file tensor f (rows of row_bytes). keep: a
+// matrix the engine can read as stored (fk_model_add_stored) stays in the file's mapping in its own type,
+// its rows decoded only to check them; everything else is decoded into the arena.
+static fk_status import_slice(const fk_gguf *g, fk_model *m, const gt *t, const fk_gguf_tensor *f, uint64_t row_bytes, int64_t e, bool keep,
+                              float **tmp, int64_t *cap) {
+    uint32_t ty = f->ggml_type;
+    int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
+    float *w = t->w + e * t->exp_stride;
+    const unsigned char *p = (const unsigned char *)f->data + (uint64_t)(e * rows) * row_bytes;
+    // f32 rows gain nothing from staying in the file, so they are decoded into the arena, bit for bit the same
+    const fk_param *kp = keep && ty != FK_GGML_F32 && !t->one_d && t->add == 0 && t->mul == 1 ? fk_model_param_of(m, w - m->w) : NULL;
+    if (kp && !fk_param_storable(kp->kind)) kp = NULL;
+    bool via_tmp = kp || (t->one_d && t->rope_hd);  // decoded rows that do not go to the arena: a small buffer
+    if (via_tmp) FK_TRY(row_buffer(tmp, cap, cols));
+    int64_t hd = t->rope_hd, half = hd / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        // file row r is llama.cpp's interleaved row 2j+s of its head: fusekit's row s*hd/2+j
+        int64_t dr = hd && !t->one_d ? r / hd * hd + (r % hd) % 2 * half + (r % hd) / 2 : r;
+        float *dst = via_tmp ? *tmp : w + dr * cols;
+        fk_dequantize_row(ty, p + (uint64_t)r * row_bytes, dst, cols);
+        for (int64_t c = 0; c < cols; c++)
+            if (!isfinite(dst[c]))
+                return fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name,
+                                (long long)((e * rows + r) * cols + c));
+    }
+    if (kp) {
+        fk_stored s = {.param = (int)(kp - m->params), .row0 = (w - m->w - kp->offset) / kp->shape[1], .rows = rows, .type = ty,
+                       .data = p, .row_bytes = row_bytes, .rope_hd = t->rope_hd};
+        return fk_model_add_stored(m, &s);
+    }
+    if (t->one_d && hd) rope_permute(t->w, *tmp, t->rows, 1, hd, true);
+    return FK_OK;
+}
+
+// Whether the file holds the experts in the set's ARCH_T_ALT form (layer 0's first such tensor, expert 0).
+static bool alt_experts(const fk_gguf *g, arch_tensor_set set) {
+    for (int i = 0; i < set.n; i++)
+        if (set.t[i].flags & ARCH_T_ALT) {
+            char name[96];
+            snprintf(name, sizeof name, set.t[i].name, 0, 0);
+            return has_tensor(g, name);
+        }
+    return false;
+}
+
 static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch, bool keep) {
     gt_list l;
-    FK_TRY(gguf_tensors(m, arch, &l));
+    arch_tensor_set set = import_set(g, arch);
+    FK_TRY(gguf_tensors(m, arch, set, alt_experts(g, set), &l));
     fk_status st = FK_OK;
     float *tmp = NULL;
     int64_t cap = 0;
@@ -905,41 +1082,8 @@ static fk_status import_tensors(const fk_gguf *g, fk_model *m, const char *arch,
         const gt *t = &l.t[i];
         const fk_gguf_tensor *f = NULL;
         uint64_t row_bytes = 0;
-        if ((st = find_tensor(g, t, &f, &row_bytes)) != FK_OK) break;
-        uint32_t ty = f->ggml_type;
-        int64_t rows = t->one_d ? 1 : t->rows, cols = t->one_d ? t->rows : t->cols;  // as stored: rows of dims[0]
-        // keep: a matrix stays in the file (its rows are decoded only to check them); f32 rows gain
-        // nothing from staying there, so they are decoded into the arena, bit for bit the same
-        const fk_param *kp = keep && ty != FK_GGML_F32 && !t->one_d && t->add == 0 && t->mul == 1 ? fk_model_param_of(m, t->w - m->w) : NULL;
-        if (kp && !fk_param_storable(kp->kind)) kp = NULL;
-        bool via_tmp = kp || (t->one_d && t->rope_hd);  // decoded rows that do not go to the arena: a small buffer
-        if (via_tmp && cols > cap) {
-            float *grown = realloc(tmp, (size_t)cols * sizeof(float));
-            if (!grown) { st = fk_error(FK_ERR_NOMEM, "out of memory"); break; }
-            tmp = grown;
-            cap = cols;
-        }
-        const unsigned char *p = f->data;
-        int64_t hd = t->rope_hd, half = hd / 2;
-        for (int64_t r = 0; r < rows && st == FK_OK; r++) {
-            // file row r is llama.cpp's interleaved row 2j+s of its head: fusekit's row s*hd/2+j
-            int64_t dr = hd && !t->one_d ? r / hd * hd + (r % hd) % 2 * half + (r % hd) / 2 : r;
-            float *dst = via_tmp ? tmp : t->w + dr * cols;
-            fk_dequantize_row(ty, p + (uint64_t)r * row_bytes, dst, cols);
-            for (int64_t c = 0; c < cols; c++)
-                if (!isfinite(dst[c])) {
-                    st = fk_error(FK_ERR_NUMERIC, "%s: tensor '%s' element %lld is not finite", g->path, t->name, (long long)(r * cols + c));
-                    break;
-                }
-        }
-        if (st != FK_OK) break;
-        if (kp) {
-            fk_stored s = {.param = (int)(kp - m->params), .row0 = (t->w - m->w - kp->offset) / kp->shape[1], .rows = rows, .type = ty,
-                           .data = f->data, .row_bytes = row_bytes, .rope_hd = t->rope_hd};
-            if ((st = fk_model_add_stored(m, &s)) != FK_OK) break;
-        } else if (t->one_d && hd) {
-            rope_permute(t->w, tmp, t->rows, 1, hd, true);
-        }
+        st = find_tensor(g, t, &f, &row_bytes);
+        for (int64_t e = 0; st == FK_OK && e < (t->n_exp ? t->n_exp : 1); e++) st = import_slice(g, m, t, f, row_bytes, e, keep, &tmp, &cap);
     }
     // Every tensor in the file must be used: an extra one is something fusekit would drop.
     for (int64_t j = 0; j < g->n_tensors && st == FK_OK; j++) {

@@ -59,6 +59,20 @@ FAMILIES = {
     # llama.cpp's gptneox graph computes the tanh GELU (exact GELU is refused on export)
     "gptneox": ("gpt_neox", ("bpe", "gpt-2"), {"hidden_act": "gelu_new", "hidden_size": 32, "intermediate_size": 64}, False),
     "phi2": ("phi", ("bpe", "gpt-2"), {}, False),
+    # StableLM 2 12B's form: qk_layernorm (attn_q_norm / attn_k_norm {head_dim, heads}), parallel from one norm
+    "stablelm_qkln": ("stablelm_qkln", ("bpe", "gpt-2"), {}, False),
+    # Falcon 7B's form (multi-query, one norm) and Falcon 40B's (two norms as attn_norm_2 / attn_norm, 2 KV
+    # heads), no biases, with the tanh GELU llama.cpp's falcon computes
+    "falcon": ("falcon", ("bpe", "gpt-2"), {"activation": "gelu_new", "hidden_size": 32, "ffn_hidden_size": 64}, False),
+    "falcon40b": ("falcon_40b_tanh", ("bpe", "gpt-2"), {}, False),
+    # OLMo 2 with grouped KV heads (the olmo2_gqa golden) and OLMo 2's pre-tokenizer (llama.cpp's dbrx)
+    "olmo2": ("olmo2_gqa", ("bpe", "dbrx"), {}, False),
+    # mixtures of experts (4 experts, top 2): Mixtral as llama.cpp's llama; Qwen2-MoE without dense layers
+    # (llama.cpp's qwen2moe makes every layer MoE); OLMoE multi-head (llama.cpp's olmoe: attn_k_norm n_embd wide)
+    "mixtral": ("mixtral", ("spm", None), {}, False),
+    "qwen2moe": ("qwen2_moe", ("bpe", "qwen2"), {"mlp_only_layers": []}, False),
+    "qwen3moe": ("qwen3_moe", ("bpe", "qwen2"), {}, False),
+    "olmoe": ("olmoe", ("bpe", "dbrx"), {"num_key_value_heads": 4}, False),
     # a padded vocabulary: 320 embedding rows for 318 tokens (export writes [PAD318], [PAD319])
     "llama_padded": ("llama", ("spm", None, None, VOCAB - 2), {}, False),
 }
