@@ -68,9 +68,12 @@ fk_status fk_fold_layers(const fk_model *m, int n_new, const double *coef, fk_mo
 
 // Mixture of experts (fold.md §4): experts of an MoE layer merged or dropped (experts[layer] shrinks;
 // n_expert_used must stay <= the experts left).
-// fk_expert_groups: the layer's experts in k groups, by average-linkage clustering of 1 - the
-// cosine of their outputs on the calibration tokens (a->expert_sim; HC-SMoE's rule), cut at k.
-// labels gets experts[layer] values in 0..k-1.
+// fk_expert_groups: the layer's experts in k groups by greedy merges of their outputs on the
+// calibration tokens (a->expert_gram) weighted by their usage (a->expert_usage): each step joins
+// the two groups whose merge adds least to the residual of fk_expert_merge_residual (Ward's
+// criterion u_A u_B / (u_A + u_B) |ybar_A - ybar_B|^2; ties: the lowest pair), so that a rarely
+// used expert joins the expert it is most like, and duplicates merge at no cost. labels gets
+// experts[layer] values in 0..k-1, numbered by first appearance.
 fk_status fk_expert_groups(const fk_analysis *a, int layer, int k, int32_t *labels);
 // The relative residual of merging the layer's experts as labels says, from the outputs' Gram
 // matrix: sum_e u_e |y_e - ybar_g(e)|^2 / sum_e u_e |y_e|^2 with u = a->expert_usage and ybar_g the

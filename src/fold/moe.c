@@ -2,7 +2,6 @@
 // routing (which experts the tokens choose and with what weight) and the similarity of every
 // expert's output on the same tokens, accumulated batch by batch through the forward hook.
 #include "fold/moe.h"
-#include "fusekit/cluster.h"
 #include "fusekit/fold.h"
 #include "nn/ops.h"
 
@@ -187,27 +186,61 @@ void fk_moe_stats_finish(fk_analysis *a, int l, int64_t n_expert_used) {
 
 int64_t fk_expert_params(const fk_config *c) { return ((fk_config_gated(c) ? 3 : 2) * c->expert_ffn + 1) * c->d_model; }
 
+// The cost of merging groups i and j (usages ui, uj; M the inner products of the groups' mean
+// outputs): Ward's criterion ui uj / (ui + uj) |ybar_i - ybar_j|^2, the residual the merge adds.
+static double ward(const double *M, int64_t E, const double *u, int64_t i, int64_t j) {
+    return u[i] * u[j] / (u[i] + u[j]) * fmax(0, M[i * E + i] + M[j * E + j] - 2 * M[i * E + j]);
+}
+
+// Greedy merges: each step joins the two groups whose merge adds least to the usage-weighted
+// residual (ward; ties: the lowest pair), until k groups are left. M and u are updated in place
+// (group i's mean output and usage after j joins it); lab[e] gets each expert's group (an expert index).
+static void ward_merges(double *M, double *u, int64_t E, int64_t k, int32_t *lab) {
+    for (int64_t e = 0; e < E; e++) lab[e] = (int32_t)e;
+    char *alive = malloc((size_t)E);
+    if (!alive) return;  // (no merges: every expert alone)
+    memset(alive, 1, (size_t)E);
+    for (int64_t n = E; n > k; n--) {
+        int64_t bi = -1, bj = -1;
+        double best = INFINITY;
+        for (int64_t i = 0; i < E; i++)
+            for (int64_t j = i + 1; alive[i] && j < E; j++)
+                if (alive[j] && ward(M, E, u, i, j) < best) { best = ward(M, E, u, i, j); bi = i; bj = j; }
+        double ui = u[bi], uj = u[bj], w = ui + uj;
+        double mii = (ui * ui * M[bi * E + bi] + 2 * ui * uj * M[bi * E + bj] + uj * uj * M[bj * E + bj]) / (w * w);
+        for (int64_t x = 0; x < E; x++)
+            if (alive[x] && x != bi && x != bj) M[bi * E + x] = M[x * E + bi] = (ui * M[bi * E + x] + uj * M[bj * E + x]) / w;
+        M[bi * E + bi] = mii;
+        u[bi] = w;
+        alive[bj] = 0;
+        for (int64_t e = 0; e < E; e++)
+            if (lab[e] == bj) lab[e] = (int32_t)bi;
+    }
+    free(alive);
+}
+
 fk_status fk_expert_groups(const fk_analysis *a, int layer, int k, int32_t *labels) {
     int64_t E = layer >= 0 && layer < a->n_layer && a->experts ? a->experts[layer] : 0;
     if (E == 0) return fk_error(FK_ERR_ARG, "fold: layer %d has no experts in the analysis", layer);
     if (k < 1 || k > E) return fk_error(FK_ERR_ARG, "fold: layer %d: %d expert groups, expected 1..%lld", layer, k, (long long)E);
-    double *dist = malloc((size_t)(E * E) * sizeof *dist);
-    int *lab = malloc((size_t)E * sizeof *lab);
-    fk_dendrogram dg = {0};
-    fk_status st = dist && lab ? FK_OK : fk_error(FK_ERR_NOMEM, "fold: out of memory");
-    for (int64_t i = 0; st == FK_OK && i < E; i++)
-        for (int64_t j = 0; j < E; j++) {
-            // 1 - cosine, symmetric from the upper triangle, in [0, 2]
-            double sim = a->expert_sim[layer][i < j ? i * E + j : j * E + i];
-            dist[i * E + j] = i == j ? 0 : fmin(2, fmax(0, 1 - sim));
-        }
-    if (st == FK_OK) st = fk_agglomerative(dist, (int)E, &dg);
-    if (st == FK_OK) st = fk_dendrogram_cut(&dg, k, lab);
-    for (int64_t e = 0; st == FK_OK && e < E; e++) labels[e] = lab[e];
-    fk_dendrogram_free(&dg);
-    free(dist);
-    free(lab);
-    return st;
+    double *M = malloc((size_t)(E * E) * sizeof *M), *u = malloc((size_t)E * sizeof *u);
+    int32_t *lab = malloc((size_t)E * sizeof *lab), *id = malloc((size_t)E * sizeof *id);
+    if (!M || !u || !lab || !id) { free(M); free(u); free(lab); free(id); return fk_error(FK_ERR_NOMEM, "fold: out of memory"); }
+    double total = 0;
+    for (int64_t e = 0; e < E; e++) total += fmax(0, a->expert_usage[layer][e]);
+    // an unused expert weighs a little, so that it still joins the expert it is most like
+    for (int64_t e = 0; e < E; e++) u[e] = total > 0 ? fmax(a->expert_usage[layer][e], 1e-6 * total / (double)E) : 1;
+    memcpy(M, a->expert_gram[layer], (size_t)(E * E) * sizeof *M);
+    ward_merges(M, u, E, k, lab);
+    // groups numbered by first appearance
+    int32_t n = 0;
+    for (int64_t e = 0; e < E; e++) id[e] = -1;
+    for (int64_t e = 0; e < E; e++) {
+        if (id[lab[e]] < 0) id[lab[e]] = n++;
+        labels[e] = id[lab[e]];
+    }
+    free(M); free(u); free(lab); free(id);
+    return FK_OK;
 }
 
 double fk_expert_merge_residual(const fk_analysis *a, int layer, const int32_t *labels, int k) {
