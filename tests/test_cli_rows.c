@@ -74,6 +74,19 @@ static void test_json_escaped(void **s) {
     free(out);
 }
 
+// info names the file's own type and the model_type fusekit saves the model as: the phi3 golden
+// (fused qkv/gate_up, a window, whole-head RoPE: Mistral's computation) is model_type phi3 saved as
+// mistral; a GGUF file gives its general.architecture (JSON: the model_type fusekit reads it as).
+static void test_info_types(void **s) {
+    (void)s;
+    free(expect(0, "%s info --json --model %s", FK_TEST_DATA "/golden/phi3", "\"model_type\":\"phi3\",", "\"saved_as\":\"mistral\"", NULL));
+    free(expect(0, "%s info --model %s", FK_TEST_DATA "/golden/phi3", "(model_type phi3; saved as model_type mistral", NULL));
+    free(expect(0, "%s info --model %s", GPT2, "(model_type gpt2)\n", NULL));
+    const char *g3 = FK_TEST_DATA "/gguf/gemma/gemma3/model.gguf";
+    free(expect(0, "%s info --json --model %s", g3, "\"model_type\":\"gemma3_text\",", "\"saved_as\":\"gemma3_text\"", NULL));
+    free(expect(0, "%s info --model %s", g3, "(GGUF architecture gemma3; saved as model_type gemma3_text)", NULL));
+}
+
 // ---- cli_render: option rows written back as a command line that parses into the same values.
 
 // Every kind of row over one struct.
@@ -217,6 +230,6 @@ static void test_render_verb_rows(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_help_defaults), cmocka_unit_test(test_choices), cmocka_unit_test(test_json_escaped),
-                                       cmocka_unit_test(test_render_round_trip), cmocka_unit_test(test_render_verb_rows)};
+                                       cmocka_unit_test(test_info_types), cmocka_unit_test(test_render_round_trip), cmocka_unit_test(test_render_verb_rows)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

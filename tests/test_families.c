@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,6 +245,44 @@ static void test_qwen_layer_types(void **s) {
     }
 }
 
+// model_type fusekit (a window on layer 0 alone, which no family's keys say): its "fusekit" object's
+// layer_types read back; an entry other than sliding_attention / full_attention, and a norm, position
+// or MLP name fusekit does not know, are refused naming the key path, index and value (they were
+// read as full attention and as the defaults).
+static void test_fusekit_layer_types(void **s) {
+    (void)s;
+    fk_config c, r;
+    fk_config_llama(&c, 40, 32, 2, 4, 2, 24, 64);
+    c.sliding_window = 8;
+    c.sliding[0] = 1;
+    assert_int_equal(fk_config_arch(&c), FK_ARCH_FUSEKIT);
+    char *json = fk_hf_config_json(&c);
+    CHECK(fk_hf_config_parse(json, "f/config.json", &r));
+    assert_memory_equal(&c, &r, sizeof c);
+    static const struct { const char *key, *value, *want; } bad[] = {
+        {"layer_types", "[\"full_attention\", \"chunked_attention\"]", "fusekit.layer_types[1] is \"chunked_attention\""},
+        {"layer_types", "[\"sliding_attention\", 3]", "fusekit.layer_types[1] is not a string"},
+        {"layer_types", "[\"sliding_attention\"]", "\"fusekit.layer_types\" must be a list of num_hidden_layers (2) entries (has 1)"},
+        {"norm", "\"groupnorm\"", "\"fusekit.norm\" is \"groupnorm\""},
+        {"position", "\"alibi\"", "\"fusekit.position\" is \"alibi\""},
+        {"mlp", "\"reglu\"", "\"fusekit.mlp\" is \"reglu\""},
+        {"bias_qkv", "1", "\"fusekit.bias_qkv\" must be true or false"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        cJSON *j = cJSON_Parse(json), *f = cJSON_GetObjectItemCaseSensitive(j, "fusekit");
+        assert_non_null(f);
+        cJSON_DeleteItemFromObjectCaseSensitive(f, bad[k].key);
+        cJSON_AddItemToObject(f, bad[k].key, cJSON_Parse(bad[k].value));
+        char *text = cJSON_Print(j);
+        fk_status st = fk_hf_config_parse(text, "f/config.json", &r);
+        if (st == FK_OK || !strstr(fk_last_error(), bad[k].want) || !strstr(fk_last_error(), "f/config.json"))
+            fail_msg("fusekit.%s = %s: status %d, message: %s", bad[k].key, bad[k].value, st, fk_last_error());
+        print_message("  refused as expected: %s\n", fk_last_error());
+        free(text);
+        cJSON_Delete(j);
+    }
+    free(json);
+}
 // Phi-4-mini's RoPE through the phi3 row: partial rotary 0.75 (in rope_parameters) with LongRoPE,
 // 16 tokens beyond the original 8 (long factors): transformers' logits; saved as phi3 (with the
 // top-level original_max_position_embeddings, which Phi3Config would otherwise default to 4096:
@@ -276,6 +315,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_starcoder2_config),
         cmocka_unit_test(test_gguf_phi3),
         cmocka_unit_test(test_qwen_layer_types),
+        cmocka_unit_test(test_fusekit_layer_types),
         cmocka_unit_test(test_phi3_longrope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -198,6 +198,48 @@ static const char *folder_with(const char *dir, const char *name, const char *co
     return d;
 }
 
+// Golden <name> (folder dir) from transformers 5's config.json and in transformers 4's layout, and
+// saved by fusekit and loaded back: transformers' logits each time (check_folder) and one config, *c.
+static void check_layouts(const char *dir, const char *name, fk_config *c) {
+    char sub[80];
+    fk_config c4, cs;
+    check_folder(dir, name, c);
+    char *v4 = v4_layout(name);
+    snprintf(sub, sizeof sub, "%s_v4", name);
+    check_folder(folder_with(sub, name, v4), name, &c4);
+    free(v4);
+    assert_memory_equal(&c4, c, sizeof c4);
+    fk_model m;
+    CHECK(fk_hf_load(&m, dir));
+    snprintf(sub, sizeof sub, "%s_saved", name);
+    CHECK(fk_hf_save(&m, tpath(sub), FK_DT_F32));
+    fk_model_free(&m);
+    check_folder(tpath(sub), name, &cs);
+    assert_memory_equal(&cs, c, sizeof cs);
+}
+
+// Max abs logit error on golden <name> (folder dir) of its weights under config c without its
+// dynamic/yarn/longrope scaling (scaling) or without its sliding window.
+static double error_without(const fk_config *c, const char *dir, const char *name, bool scaling) {
+    fk_config plain = *c;
+    if (scaling) {
+        plain.rope_ext = FK_ROPE_EXT_NONE;
+        plain.rope_ext_factor = plain.rope_attn_factor = plain.rope_beta_fast = plain.rope_beta_slow = 0;
+        plain.rope_ext_ctx = 0;
+        plain.rope_n_factors = 0;
+        plain.rope_yarn_no_trunc = false;
+    } else {
+        plain.sliding_window = 0;
+    }
+    fk_model m;
+    CHECK(fk_model_init(&m, &plain));
+    CHECK(fk_hf_load_weights(&m, dir));
+    double dl, far = golden_err(&m, name, &dl);
+    print_message("  %-34s without the %s: %.2e\n", name, scaling ? "scaling" : "window", far);
+    fk_model_free(&m);
+    return far;
+}
+
 // Each type from transformers 5's rope_parameters and from 4's rope_scaling gives transformers'
 // logits (1e-4) and one config; saved and loaded back, the same config and logits; without the
 // scaling the logits are far off (so the check tells them apart).
@@ -206,37 +248,57 @@ static void test_rope_scaling_goldens(void **s) {
     static const char *const names[] = {"rope_yarn", "rope_yarn_mscale", "rope_dynamic", "rope_longrope_short", "rope_longrope_long"};
     static const int kinds[] = {FK_ROPE_EXT_YARN, FK_ROPE_EXT_YARN, FK_ROPE_EXT_DYNAMIC, FK_ROPE_EXT_LONGROPE, FK_ROPE_EXT_LONGROPE};
     for (int i = 0; i < 5; i++) {
-        char dir[600], sub[80];
+        char dir[600];
         snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, names[i]);
-        fk_config c5, c4, cs;
-        check_folder(dir, names[i], &c5);
+        fk_config c5;
+        check_layouts(dir, names[i], &c5);
         assert_int_equal(c5.rope_ext, kinds[i]);
         assert_int_equal(fk_config_arch(&c5), FK_ARCH_LLAMA);
-        char *v4 = v4_layout(names[i]);
-        snprintf(sub, sizeof sub, "%s_v4", names[i]);
-        check_folder(folder_with(sub, names[i], v4), names[i], &c4);
-        free(v4);
-        assert_memory_equal(&c4, &c5, sizeof c4);
+        // the same weights without the scaling: far from transformers' logits
+        assert_true(error_without(&c5, dir, names[i], true) > 1e-2);
+    }
+}
+
+// Sliding windows with YaRN and dynamic NTK (goldens qwen2_swa_yarn: a window of 8 on layer 1,
+// mistral_swa_dynamic: on both layers, 16 tokens): transformers' Qwen2 and Mistral turn every layer,
+// sliding or not, with the one scaled table, as fusekit's sliding layers do under these types.
+// transformers' logits within 1e-4 from both config layouts; saved as the model_type it is and read
+// back the same; without the window or the scaling the logits are far off; KV-cache steps give the
+// full forward's logits (1e-5; dynamic: a forward of its original context of 8, whose base is fixed).
+static void test_rope_scaling_windows(void **s) {
+    (void)s;
+    static const struct { const char *name; fk_arch arch; int kind; int same; } cases[] = {
+        {"qwen2_swa_yarn", FK_ARCH_QWEN2, FK_ROPE_EXT_YARN, 16}, {"mistral_swa_dynamic", FK_ARCH_MISTRAL, FK_ROPE_EXT_DYNAMIC, 8}};
+    for (int i = 0; i < 2; i++) {
+        const char *name = cases[i].name;
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, name);
+        fk_config c5;
+        check_layouts(dir, name, &c5);
+        assert_int_equal(c5.rope_ext, cases[i].kind);
+        assert_true(c5.sliding_window == 8 && c5.sliding[1] && c5.max_seq > 8);
+        assert_int_equal(fk_config_arch(&c5), cases[i].arch);
         fk_model m;
         CHECK(fk_hf_load(&m, dir));
-        snprintf(sub, sizeof sub, "%s_saved", names[i]);
-        CHECK(fk_hf_save(&m, tpath(sub), FK_DT_F32));
+        // KV-cache steps against the full forward
+        int64_t V = m.cfg.vocab_size;
+        int32_t x[16];
+        for (int t = 0; t < 16; t++) x[t] = (int32_t)((t * 7 + 3) % V);
+        float *want = malloc((size_t)(16 * V) * sizeof(float)), *lg = malloc((size_t)V * sizeof(float));
+        int n = cases[i].same;
+        CHECK(fk_model_forward(&m, x, NULL, 1, n, false, NULL));
+        memcpy(want, fk_model_logits(&m), (size_t)(n * V) * sizeof(float));
+        double err = 0;
+        for (int t = 0; t < 16; t++) {
+            CHECK(fk_model_step(&m, &x[t], 1, t, lg));
+            for (int64_t v = 0; t < n && v < V; v++) err = fmax(err, fabs(lg[v] - want[t * V + v]));
+        }
+        free(want); free(lg);
         fk_model_free(&m);
-        check_folder(tpath(sub), names[i], &cs);
-        assert_memory_equal(&cs, &c5, sizeof cs);
-        // the same weights without the scaling: far from transformers' logits
-        fk_config plain = c5;
-        plain.rope_ext = FK_ROPE_EXT_NONE;
-        plain.rope_ext_factor = plain.rope_attn_factor = plain.rope_beta_fast = plain.rope_beta_slow = 0;
-        plain.rope_ext_ctx = 0;
-        plain.rope_n_factors = 0;
-        plain.rope_yarn_no_trunc = false;
-        CHECK(fk_model_init(&m, &plain));
-        CHECK(fk_hf_load_weights(&m, dir));
-        double dl, far = golden_err(&m, names[i], &dl);
-        print_message("  %-34s without the scaling: %.2e\n", names[i], far);
-        assert_true(far > 1e-2);
-        fk_model_free(&m);
+        double no_window = error_without(&c5, dir, name, false), no_scaling = error_without(&c5, dir, name, true);
+        print_message("  %-20s KV cache vs forward %.2e; without the window %.2e, without the scaling %.2e\n", name, err, no_window, no_scaling);
+        assert_true(err < 1e-5);
+        assert_true(no_window > 1e-3 && no_scaling > 1e-3);
     }
 }
 
@@ -282,8 +344,8 @@ static void test_rope_scaling_fields(void **s) {
 }
 
 // Golden <name>'s config.json with rope_parameters.<key> (or the top-level key when top) set to the
-// JSON text val, parsed: the status, and the message must hold w.
-static void refused_json(const char *name, bool top, const char *key, const char *val, fk_status want, const char *w) {
+// JSON text val, parsed into *c: the status.
+static fk_status parse_changed(const char *name, bool top, const char *key, const char *val, fk_config *c) {
     char path[600];
     snprintf(path, sizeof path, "%s/golden/%s/config.json", FK_TEST_DATA, name);
     char *text = slurp(path, NULL);
@@ -293,9 +355,15 @@ static void refused_json(const char *name, bool top, const char *key, const char
     cJSON_AddItemToObject(o, key, cJSON_Parse(val));
     char *out = cJSON_Print(j);
     cJSON_Delete(j);
-    fk_config c;
-    fk_status st = fk_hf_config_parse(out, "config.json", &c);
+    fk_status st = fk_hf_config_parse(out, "config.json", c);
     free(out);
+    return st;
+}
+
+// ... refused: the status must be want and the message hold w.
+static void refused_json(const char *name, bool top, const char *key, const char *val, fk_status want, const char *w) {
+    fk_config c;
+    fk_status st = parse_changed(name, top, key, val, &c);
     if (st != want || !strstr(fk_last_error(), w)) fail_msg("%s.%s = %s: status %d, message: %s", name, key, val, st, fk_last_error());
     print_message("  refused as expected: %s\n", fk_last_error());
 }
@@ -314,6 +382,23 @@ static void test_rope_scaling_refused(void **s) {
     refused_json("rope_longrope_short", false, "short_factor", "[1.0, 2.0, 3.0]", FK_ERR_FORMAT, "short_factor must be a list of 4 numbers");
     refused_json("rope_longrope_short", false, "long_factor", "[1.0, 2.0, -3.0, 4.0]", FK_ERR_FORMAT, "long_factor[2] must be a positive number");
     refused_json("rope_longrope_short", false, "long_factor", "null", FK_ERR_FORMAT, "long_factor must be a list of 4 numbers");
+}
+
+// YaRN's mscale / mscale_all_dim 0 read as absent, as transformers 5.25's `if mscale and
+// mscale_all_dim`: the attention factor from the factor alone, 0.1 ln 8 + 1 (its
+// _compute_yarn_parameters gives 1.2079441541679836 for each of these configs of rope_yarn_mscale);
+// a negative one is still refused.
+static void test_rope_yarn_mscale_zero(void **s) {
+    (void)s;
+    static const char *const keys[] = {"mscale", "mscale_all_dim"};
+    for (int i = 0; i < 2; i++) {
+        fk_config c;
+        CHECK(parse_changed("rope_yarn_mscale", false, keys[i], "0", &c));
+        print_message("  %s 0: attention factor %.9g\n", keys[i], (double)c.rope_attn_factor);
+        assert_true(c.rope_attn_factor == (float)(0.1 * log(8.0) + 1));
+        assert_true(c.rope_ext == FK_ROPE_EXT_YARN && c.rope_ext_factor == 8.0f);
+    }
+    refused_json("rope_yarn_mscale", false, "mscale", "-1", FK_ERR_FORMAT, "\"rope_parameters\".mscale must be a number in (0, 1e+30)");
 }
 
 // GGUF: linear scaling as llama.cpp's rope.scaling.type/factor, read back to the same config;
@@ -419,6 +504,36 @@ static void test_rope_regimes(void **s) {
     CHECK(fk_model_init(&m, &c));
     assert_null(m.rope_cos_local);
     fk_model_free(&m);
+}
+
+// Dynamic NTK through the KV cache past its original context of 8 (golden rope_dynamic): each step
+// turns its own position with the base of its own length, as transformers' generate does. A step
+// fills only its own rows of the table; a model whose whole table is refilled for that length before
+// each step (by a full forward of it) gives bit-identical step logits.
+static void test_rope_dynamic_steps(void **s) {
+    (void)s;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/golden/rope_dynamic", FK_TEST_DATA);
+    fk_model a, b;
+    CHECK(fk_hf_load(&a, dir));
+    CHECK(fk_hf_load(&b, dir));
+    int64_t V = a.cfg.vocab_size, T = a.cfg.max_seq;
+    assert_true(a.cfg.rope_ext == FK_ROPE_EXT_DYNAMIC && a.cfg.rope_ext_ctx == 8 && T == 16);
+    int32_t x[16];
+    for (int t = 0; t < T; t++) x[t] = (int32_t)((t * 5 + 1) % V);
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    double err = 0;
+    for (int t = 0; t < T; t++) {
+        CHECK(fk_model_step(&a, &x[t], 1, t, la));
+        CHECK(fk_model_forward(&b, x, NULL, 1, t + 1, false, NULL));  // the table of length t + 1, whole
+        CHECK(fk_model_step(&b, &x[t], 1, t, lb));
+        for (int64_t v = 0; v < V; v++) err = fmax(err, fabs(la[v] - lb[v]));
+    }
+    print_message("  rope_dynamic steps past the original context, own rows vs whole table: max abs difference %.2e\n", err);
+    assert_true(err == 0);
+    free(la); free(lb);
+    fk_model_free(&a);
+    fk_model_free(&b);
 }
 
 // Llama 3 scaling to GGUF: llama.cpp's rope_freqs tensor (its converter's factors); imported as
@@ -533,11 +648,14 @@ int main(void) {
         cmocka_unit_test(test_rotary_dim_hf),
         cmocka_unit_test(test_rotary_dim_gguf),
         cmocka_unit_test(test_rope_scaling_goldens),
+        cmocka_unit_test(test_rope_scaling_windows),
         cmocka_unit_test(test_rope_scaling_fields),
         cmocka_unit_test(test_rope_scaling_refused),
+        cmocka_unit_test(test_rope_yarn_mscale_zero),
         cmocka_unit_test(test_rope_scaling_gguf),
         cmocka_unit_test(test_rope_phi3_names),
         cmocka_unit_test(test_rope_regimes),
+        cmocka_unit_test(test_rope_dynamic_steps),
         cmocka_unit_test(test_rope_llama3_gguf),
         cmocka_unit_test(test_rope_phi3_gguf),
         cmocka_unit_test(test_rope_hf_kinds),

@@ -31,6 +31,10 @@ bool fk_model_path_is_gguf(const char *path);
 // (fk_model_set_vocab_real with fk_model_tokens_of).
 fk_status fk_model_load(const char *path, unsigned flags, fk_model *m, fk_tokenizer **tok);
 
+// The architecture a model path's own file names, into buf: a GGUF file's general.architecture
+// (*gguf true) or a folder's config.json model_type ("" when it names none).
+fk_status fk_model_file_type(const char *path, char *buf, size_t n, bool *gguf);
+
 // The tokens of t that stand for text: all, less a trailing run of padding entries
 // ("[PAD<n>]" of type UNUSED), which llama.cpp's converter and fusekit's GGUF export append to
 // a tokenizer up to a padded model's rows (fk_gguf_export). A model's rows from there on are

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int cmd_info(int argc, char **argv) {
     cli_model_opts mo = {0};
@@ -23,6 +24,12 @@ int cmd_info(int argc, char **argv) {
     fk_status st = fk_model_load(model, FK_LOAD_FROZEN, &m, NULL);
     if (st != FK_OK) return cli_fail("info", st);
     const fk_config *c = &m.cfg;
+    // the file's own type (config.json model_type, GGUF general.architecture) and the model_type fusekit
+    // saves the model as (fk_config_arch: another row's when that row computes it, or fusekit)
+    char own[64];
+    bool gguf;
+    if ((st = fk_model_file_type(model, own, sizeof own, &gguf)) != FK_OK) { fk_model_free(&m); return cli_fail("info", st); }
+    const char *saved = fk_arch_name(fk_config_arch(c));
     int64_t T = seq > 0 ? seq : c->max_seq;
     // weights + gradients + two AdamW moments + activations of one training micro-batch
     size_t weights = (size_t)m.n_floats * 4;
@@ -35,7 +42,9 @@ int cmd_info(int argc, char **argv) {
     int64_t kv_bytes = 2 * c->n_layer * c->n_kv_head * c->head_dim * 4;
     if (json) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model_type", fk_arch_name(fk_config_arch(c)));
+        // a GGUF file has no model_type: the one fusekit reads it as (its text line names the architecture),
+        // so that a folder and its export print the same object
+        cJSON_AddStringToObject(j, "model_type", gguf ? saved : own);
         cli_json_int(j, "params", n);
         cli_json_int(j, "embedding_params", emb);
         cli_json_int(j, "ffn_params", ffn);
@@ -46,9 +55,12 @@ int cmd_info(int argc, char **argv) {
         cli_json_num(j, "train_mb", "%.1f", train_bytes / 1048576.0);
         cli_json_int(j, "train_batch", batch);
         cli_json_int(j, "train_seq", T);
+        cJSON_AddStringToObject(j, "saved_as", saved);  // the model_type fusekit writes it as
         cli_json_print(j, stdout, NULL);
     } else {
-        printf("model:        %s (model_type %s)\n", model, fk_arch_name(fk_config_arch(c)));
+        if (gguf) printf("model:        %s (GGUF architecture %s; saved as model_type %s)\n", model, own, saved);
+        else if (strcmp(own, saved) != 0) printf("model:        %s (model_type %s; saved as model_type %s, which computes it)\n", model, own, saved);
+        else printf("model:        %s (model_type %s)\n", model, own);
         printf("config:       %s\n", desc);
         printf("parameters:   %lld (%.2fM); embeddings and head %lld; FFN %lld; in matrix multiplies %lld\n", (long long)n, n / 1e6,
                (long long)emb, (long long)ffn, (long long)fk_model_num_matmul_params(&m));

@@ -87,6 +87,23 @@ fk_status fk_model_load(const char *path, unsigned flags, fk_model *m, fk_tokeni
     return join_tokenizer(m, tok, st);
 }
 
+fk_status fk_model_file_type(const char *path, char *buf, size_t n, bool *gguf) {
+    buf[0] = 0;
+    *gguf = path && fk_model_path_is_gguf(path);
+    if (!path || !*path) return fk_error(FK_ERR_ARG, "no model path given");
+    if (!*gguf) {
+        FK_TRY(check_not_other_file(path));
+        return fk_hf_model_type(path, buf, n);
+    }
+    fk_gguf g;
+    FK_TRY(fk_gguf_open(path, &g));
+    fk_gguf_str a;
+    fk_status st = fk_gguf_get_str(&g, "general.architecture", &a);
+    if (st == FK_OK) snprintf(buf, n, "%.*s", (int)a.n, a.s);
+    fk_gguf_close(&g);
+    return st;
+}
+
 fk_status fk_model_load_tokenizer(const char *path, fk_tokenizer **tok) {
     *tok = NULL;
     if (!path || !*path) return fk_error(FK_ERR_ARG, "no model path given");

@@ -219,7 +219,9 @@ static fk_status check_moe(const fk_config *c) {
     return FK_OK;
 }
 
-fk_status fk_config_validate(const fk_config *c) {
+// Sizes: the field table's, heads and rotary dims, MoE, each layer's FFN width and heads, and the
+// weights and KV cache they make (bounded, so no size product overflows).
+static fk_status check_sizes(const fk_config *c) {
     // the sizes of the field table, in its order
     for (int i = 0; i < fk_config_n_fields; i++) {
         const fk_config_field *f = &fk_config_fields[i];
@@ -253,6 +255,12 @@ fk_status fk_config_validate(const fk_config *c) {
     if (!mul_ok(c->n_layer, c->max_seq, &kv) || !mul_ok(kv, c->n_kv_head * c->head_dim, &kv) || kv > LIM_FLOATS)
         return fk_error(FK_ERR_ARG, "config: max_seq %lld makes a KV cache of %.4g floats, expected at most 2^40", (long long)c->max_seq,
                         (double)c->n_layer * (double)c->max_seq * (double)(c->n_kv_head * c->head_dim));
+    return FK_OK;
+}
+
+// The switches of a block: norms, MLP and residual kinds, QK-norm and post-norm combinations, the
+// Gemma switches, sliding windows, ALiBi and clip_qkv: the combinations the engine computes.
+static fk_status check_switches(const fk_config *c) {
     if (!(c->norm_eps > 0) || !isfinite(c->norm_eps)) return fk_error(FK_ERR_ARG, "config: norm epsilon is %g, expected a finite value > 0", (double)c->norm_eps);
     if (c->pos == FK_POS_ROPE && (!(c->rope_theta > 0) || !isfinite(c->rope_theta)))
         return fk_error(FK_ERR_ARG, "config: rope_theta is %g, expected a finite value > 0", (double)c->rope_theta);
@@ -294,7 +302,11 @@ fk_status fk_config_validate(const fk_config *c) {
     if (c->clip_qkv > 0 && (c->pos == FK_POS_ROPE || c->qk_norm))
         return fk_error(FK_ERR_ARG, "config: clip_qkv %g with %s is not implemented (MPT clamps q, k and v without either)", (double)c->clip_qkv,
                         c->qk_norm ? "QK-norm" : "RoPE");
-    // Llama 3 RoPE scaling
+    return FK_OK;
+}
+
+// Llama 3 RoPE scaling: its factor, frequency factors and original context, or none of them.
+static fk_status check_llama3(const fk_config *c) {
     if (c->rope_orig_ctx != 0) {
         FK_TRY(check_range("rope_orig_ctx", "config.json rope_scaling.original_max_position_embeddings", c->rope_orig_ctx, 1, LIM_SEQ));
         if (c->pos != FK_POS_ROPE) return fk_error(FK_ERR_ARG, "config: Llama 3 RoPE scaling without RoPE");
@@ -306,6 +318,13 @@ fk_status fk_config_validate(const fk_config *c) {
     } else if (c->rope_low_freq != 0 || c->rope_high_freq != 0) {
         return fk_error(FK_ERR_ARG, "config: low/high_freq_factor set without Llama 3 RoPE scaling (rope_orig_ctx 0)");
     }
+    return FK_OK;
+}
+
+fk_status fk_config_validate(const fk_config *c) {
+    FK_TRY(check_sizes(c));
+    FK_TRY(check_switches(c));
+    FK_TRY(check_llama3(c));
     return check_rope_ext(c);
 }
 
