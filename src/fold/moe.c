@@ -81,31 +81,16 @@ static fk_status ffn_input(const fk_model *m, int l, const float *xl, const floa
     return FK_OK;
 }
 
-// The routing of N tokens from their router logits (N, E), as the engine routes (model.h):
-// softmax, the K largest (ties: the lower index), renormalised when expert_norm. Each choice
-// adds 1 to load[e] and its weight to usage[e]. p: E floats of scratch.
-static void route(const fk_config *c, const float *logits, int64_t N, int64_t E, float *p, double *load, double *usage) {
+// The routing of N tokens from their router logits (N, E), by the engine's own op (model.h:
+// softmax, the K largest, ties to the lower index, renormalised when expert_norm). Each choice
+// adds 1 to load[e] and its weight to usage[e]. probs (N, E), idx and wts (N, K): scratch.
+static void route(const fk_config *c, const float *logits, int64_t N, int64_t E, float *probs, int32_t *idx, float *wts, double *load,
+                  double *usage) {
     int64_t K = c->n_expert_used;
-    for (int64_t t = 0; t < N; t++) {
-        const float *z = logits + t * E;
-        float mx = z[0], s = 0, chosen = 0;
-        for (int64_t e = 1; e < E; e++) mx = z[e] > mx ? z[e] : mx;
-        for (int64_t e = 0; e < E; e++) s += p[e] = expf(z[e] - mx);
-        for (int64_t e = 0; e < E; e++) p[e] /= s;
-        int64_t pick[FK_LIM_EXPERTS];
-        for (int64_t k = 0; k < K; k++) {
-            int64_t b = -1;
-            for (int64_t e = 0; e < E; e++)
-                if (p[e] >= 0 && (b < 0 || p[e] > p[b])) b = e;
-            pick[k] = b;
-            chosen += p[b];
-            usage[b] += c->expert_norm ? 0 : p[b];
-            p[b] = -1 - p[b];  // taken (its value kept for the renormalisation below)
-        }
-        for (int64_t k = 0; k < K; k++) {
-            load[pick[k]] += 1;
-            if (c->expert_norm) usage[pick[k]] += (-1 - p[pick[k]]) / chosen;
-        }
+    fk_moe_route_forward(probs, idx, wts, logits, N, E, K, c->expert_norm);
+    for (int64_t i = 0; i < N * K; i++) {
+        load[idx[i]] += 1;
+        usage[idx[i]] += wts[i];
     }
 }
 
@@ -155,12 +140,16 @@ fk_status fk_moe_stats_add(const fk_model *m, int l, const float *xl, const floa
     if (nb > N) nb = N;
     float *x = malloc((size_t)(N * C) * sizeof(float)), *mid = malloc((size_t)(N * C) * sizeof(float));
     float *mean = malloc((size_t)N * sizeof(float)), *rstd = malloc((size_t)N * sizeof(float));
-    float *logits = malloc((size_t)(N * E) * sizeof(float)), *p = malloc((size_t)E * sizeof(float));
-    fk_status st = x && mid && mean && rstd && logits && p ? FK_OK : fk_error(FK_ERR_NOMEM, "analyze: out of memory (layer %d's routing)", l);
+    int64_t K = c->n_expert_used;
+    float *logits = malloc((size_t)(N * E) * sizeof(float)), *p = malloc((size_t)(N * E) * sizeof(float));
+    float *wts = malloc((size_t)(N * K) * sizeof(float));
+    int32_t *idx = malloc((size_t)(N * K) * sizeof(int32_t));
+    fk_status st = x && mid && mean && rstd && logits && p && wts && idx ? FK_OK
+                                                                         : fk_error(FK_ERR_NOMEM, "analyze: out of memory (layer %d's routing)", l);
     if (st == FK_OK) st = ffn_input(m, l, xl, att, N, x, mid, mean, rstd);
     if (st == FK_OK) st = entry_matmul(m, m->layer[l].router_w, x, N, C, E, logits);
-    if (st == FK_OK) route(c, logits, N, E, p, a->expert_load[l], a->expert_usage[l]);
-    free(mid); free(mean); free(rstd); free(logits); free(p);
+    if (st == FK_OK) route(c, logits, N, E, p, idx, wts, a->expert_load[l], a->expert_usage[l]);
+    free(mid); free(mean); free(rstd); free(logits); free(p); free(wts); free(idx);
     if (st == FK_OK) st = output_gram(m, l, x, N, nb, a);
     free(x);
     return st;
