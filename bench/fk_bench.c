@@ -1,6 +1,6 @@
 // fusekit speed benchmark: training and inference tokens/s, achieved GFLOP/s, MFU and peak
 // RSS for the configs S, M and M-llama. Prints one JSON line per run. Never pass/fail.
-// usage: fk_bench --config S|M|M-llama --mode train|infer|decode [--steps N] [--peak-gflops X]
+// usage: fk_bench --config S|M|M-llama|M-moe|M-moe-active|M-moe-total --mode train|infer|decode [--steps N] [--peak-gflops X]
 // decode: one sequence generated token by token with the KV cache over the whole context.
 #include "fusekit/fusekit.h"
 
@@ -13,7 +13,17 @@ static void make_config(const char *name, fk_config *c, int *B, int *T) {
     if (strcmp(name, "S") == 0) { fk_config_gpt2(c, 8192, 256, 4, 4, 256); *T = 256; }
     else if (strcmp(name, "M") == 0) { fk_config_gpt2(c, 8192, 512, 8, 8, 512); *T = 512; }
     else if (strcmp(name, "M-llama") == 0) { fk_config_llama(c, 8192, 512, 8, 8, 8, 1376, 512); *T = 512; }
-    else { fprintf(stderr, "unknown config %s (S, M, M-llama)\n", name); exit(2); }
+    // Mixtral's shape at M-llama's size: 8 experts of M-llama's FFN width, 2 active, no dense FFN;
+    // and the dense models with its active (2 FFNs wide) and its total (8 wide) FFN parameters
+    else if (strcmp(name, "M-moe") == 0) {
+        fk_config_llama(c, 8192, 512, 8, 8, 8, 0, 512);
+        c->n_expert = 8; c->n_expert_used = 2; c->expert_ffn = 1376; c->expert_norm = true;
+        for (int l = 0; l < 8; l++) c->moe[l] = 1;
+        *T = 512;
+    }
+    else if (strcmp(name, "M-moe-active") == 0) { fk_config_llama(c, 8192, 512, 8, 8, 8, 2 * 1376, 512); *T = 512; }
+    else if (strcmp(name, "M-moe-total") == 0) { fk_config_llama(c, 8192, 512, 8, 8, 8, 8 * 1376, 512); *T = 512; }
+    else { fprintf(stderr, "unknown config %s (S, M, M-llama, M-moe, M-moe-active, M-moe-total)\n", name); exit(2); }
 }
 
 int main(int argc, char **argv) {
