@@ -3,6 +3,7 @@
 // expert's output on the same tokens, accumulated batch by batch through the forward hook.
 #include "fold/moe.h"
 #include "fusekit/fold.h"
+#include "nn/moe.h"
 #include "nn/ops.h"
 
 #include <cblas.h>
@@ -102,10 +103,7 @@ static fk_status expert_outputs(const fk_model *m, int l, const float *x, int64_
     int64_t E = fk_config_experts(c, l), C = c->d_model, F = c->expert_ffn, UP = fk_config_gated(c) ? 2 * F : F;
     for (int64_t e = 0; e < E; e++) {
         FK_TRY(entry_matmul(m, o->exp_up_w + e * o->exp_up_stride, x, n, C, UP, pre));
-        if (c->mlp == FK_MLP_SWIGLU) fk_swiglu_forward(act, pre, n, F);  // the model's FFN activation (as the engine's)
-        else if (c->mlp == FK_MLP_GEGLU) fk_geglu_forward(act, pre, n, F);
-        else if (c->gelu_exact) fk_gelu_exact_forward(act, pre, n * F);
-        else fk_gelu_forward(act, pre, n * F);
+        fk_nn_act_forward(c, act, pre, n, F);  // the engine's own FFN activation dispatch
         FK_TRY(entry_matmul(m, o->exp_down_w + e * o->exp_down_stride, act, n, F, C, Y + e * n * C));
     }
     return FK_OK;

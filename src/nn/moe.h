@@ -1,4 +1,5 @@
-// Internal to src/nn: the mixture-of-experts FFN (moe.c) and what model.c shares with it.
+// Internal to src/nn: the mixture-of-experts FFN (moe.c) and what model.c shares with it
+// (the fold's expert analysis, src/fold/moe.c, calls fk_nn_act_forward too: one activation dispatch).
 #ifndef FK_NN_MOE_H
 #define FK_NN_MOE_H
 #include "fusekit/model.h"
