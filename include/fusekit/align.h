@@ -32,6 +32,18 @@
 //   the same bytes; after another FK_ALIGN_DTW_WINDOW tokens without one it cuts anyway), and
 //   runs the DTW on each window (one of more than FK_ALIGN_MAX_CELLS token pairs aligns by
 //   byte overlap, as above).
+// - FK_ALIGN_FUSELLM (FuseLLM-faithful, "--align fusellm"): the DTW mode's windows and DTW, on
+//   FuseLLM's own token strings: each token's vocabulary string as transformers'
+//   convert_ids_to_tokens gives it (fk_tok_piece: byte-level BPE in GPT-2's byte-to-unicode
+//   form, "Ġ" a space, "Ċ" a newline, "ĉ" a tab; SentencePiece "▁" and "<0x0A>" byte tokens;
+//   special tokens their text), every word marker of the token's kind removed ("▁" for
+//   SentencePiece, "Ġ" for byte-level BPE and the byte tokenizer, where FuseLLM keys it by
+//   tokenizer class), edit distances over code points (as its editdistance.eval on str).
+//   one_to_one is FuseLLM's test (transform_step_logits) exactly: hi - lo == 1 and the source
+//   string with its marker replaced by the target's equals the target string (at the
+//   sequence's first target token a byte-level source string gets the target's marker when
+//   the target string has one: its special case "for mpt"), or vmap[source id] == target id
+//   (its "soft" mode).
 //
 // one_to_one[j] is 1 when target token j and source token lo[j] align one to one and agree:
 // - offsets mode: identical byte spans (then hi - lo == 1 and no other target token's range
@@ -63,7 +75,7 @@ typedef struct {
 // frees it) is filled from o's spans, which must tile a text.
 fk_status fk_tokseq_from_out(const fk_tok_out *o, fk_tokseq *seq, int64_t **begin);
 
-typedef enum { FK_ALIGN_OFFSETS = 0, FK_ALIGN_DTW = 1 } fk_align_mode;
+typedef enum { FK_ALIGN_OFFSETS = 0, FK_ALIGN_DTW = 1, FK_ALIGN_FUSELLM = 2 } fk_align_mode;
 
 #define FK_ALIGN_DTW_WINDOW 512
 #define FK_ALIGN_MAX_CELLS ((int64_t)1 << 22)
@@ -80,8 +92,9 @@ typedef struct {
 fk_status fk_align_tokens(const fk_tokenizer *src_tok, const fk_tokseq *src, const fk_tokenizer *tgt_tok, const fk_tokseq *tgt,
                           fk_align_mode mode, const int32_t *vmap, fk_alignment *out);
 void fk_alignment_free(fk_alignment *a);
-// "offsets" / "dtw".
+// "offsets" / "dtw" / "fusellm".
 fk_status fk_align_parse_mode(const char *name, fk_align_mode *mode);
+const char *fk_align_mode_name(fk_align_mode mode);
 
 // Levenshtein distance between two byte strings (bit-parallel, Myers/Hyyrö, when the
 // shorter one has at most 64 bytes; dynamic programming otherwise).
@@ -104,7 +117,17 @@ int64_t fk_edit_distance(const void *a, size_t na, const void *b, size_t nb);
 // - FK_VMAP_PREFIX (fusekit's own): after an exact miss, the longest target token whose bytes
 //   start the source token's bytes (normal before byte before user-defined, as above) — the
 //   token the target would predict first when the source predicts v — else MinED.
-typedef enum { FK_VMAP_MINED = 0, FK_VMAP_EXACT = 1, FK_VMAP_PREFIX = 2 } fk_vmap_mode;
+// - FK_VMAP_FUSELLM ("fusellm", FuseLLM-faithful: vocab_mapping.py's "default" map, used by
+//   its "soft" alignment): over token strings as FK_ALIGN_FUSELLM forms them, the source
+//   string with its word marker replaced by the target's; the target token with that string,
+//   else the target token (any type: FuseLLM searches the whole vocabulary, special tokens
+//   included, and maps BOS/EOS like any other token) at minimum edit distance over code
+//   points, ties to the lowest id (FuseLLM's min() keeps the first in get_vocab() order: id
+//   order for the slow LlamaTokenizer it loads, a hash order that varies between runs for
+//   fast tokenizers).
+// - FK_VMAP_FUSELLM_EXACT ("fusellm-exact", its "hard" mode): the exact string match only, -1
+//   for every other source token.
+typedef enum { FK_VMAP_MINED = 0, FK_VMAP_EXACT = 1, FK_VMAP_PREFIX = 2, FK_VMAP_FUSELLM = 3, FK_VMAP_FUSELLM_EXACT = 4 } fk_vmap_mode;
 
 // *map is malloc'd with fk_tok_vocab_size(src) entries.
 fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, int32_t **map);
@@ -116,7 +139,7 @@ fk_status fk_vmap_load_or_build(const fk_tokenizer *src, const fk_tokenizer *tgt
                                 int32_t **map);
 // "<cache_dir>/vmap-<src fingerprint>-<tgt fingerprint>-<mode>.bin" (malloc'd; NULL when out of memory).
 char *fk_vmap_cache_path(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, const char *cache_dir);
-// "mined" / "exact" / "prefix".
+// "mined" / "exact" / "prefix" / "fusellm" / "fusellm-exact".
 fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode);
 const char *fk_vmap_mode_name(fk_vmap_mode mode);
 

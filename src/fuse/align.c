@@ -8,29 +8,7 @@
 #include <string.h>
 
 // ---------------------------------------------------------------- edit distance
-// Two-row dynamic programming, for strings the bit vectors cannot hold.
-static int64_t edit_dp(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
-    if (na < nb) { const uint8_t *t = a; a = b; b = t; size_t tn = na; na = nb; nb = tn; }
-    if (nb == 0) return (int64_t)na;
-    int64_t *row = malloc((nb + 1) * sizeof *row);
-    if (!row) return -1;
-    for (size_t j = 0; j <= nb; j++) row[j] = (int64_t)j;
-    for (size_t i = 1; i <= na; i++) {
-        int64_t diag = row[0];
-        row[0] = (int64_t)i;
-        for (size_t j = 1; j <= nb; j++) {
-            int64_t up = row[j];
-            int64_t v = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < v) v = up + 1;
-            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
-            row[j] = v;
-            diag = up;
-        }
-    }
-    int64_t d = row[nb];
-    free(row);
-    return d;
-}
+FK_EDIT_DP(edit_dp, uint8_t)
 
 int64_t fk_edit_distance(const void *a, size_t na, const void *b, size_t nb) {
     const uint8_t *pa = a, *pb = b;
@@ -45,8 +23,13 @@ int64_t fk_edit_distance(const void *a, size_t na, const void *b, size_t nb) {
 fk_status fk_align_parse_mode(const char *name, fk_align_mode *mode) {
     if (strcmp(name, "offsets") == 0) *mode = FK_ALIGN_OFFSETS;
     else if (strcmp(name, "dtw") == 0) *mode = FK_ALIGN_DTW;
-    else return fk_error(FK_ERR_ARG, "token alignment must be offsets or dtw (got \"%s\")", name);
+    else if (strcmp(name, "fusellm") == 0) *mode = FK_ALIGN_FUSELLM;
+    else return fk_error(FK_ERR_ARG, "token alignment must be offsets, dtw or fusellm (got \"%s\")", name);
     return FK_OK;
+}
+
+const char *fk_align_mode_name(fk_align_mode mode) {
+    return mode == FK_ALIGN_DTW ? "dtw" : mode == FK_ALIGN_FUSELLM ? "fusellm" : "offsets";
 }
 
 fk_status fk_tokseq_from_out(const fk_tok_out *o, fk_tokseq *seq, int64_t **begin) {
@@ -132,6 +115,18 @@ static fk_status strtab_add(strtab *s, const fk_tokenizer *t, int32_t id, bool s
     return FK_OK;
 }
 
+// Appends token id's FuseLLM string (fk_fusellm_token: code points, 4 bytes each).
+static fk_status strtab_add_fusellm(strtab *s, const fk_tokenizer *t, int32_t id) {
+    size_t k = fk_fusellm_token(t, id, NULL, 0);
+    FK_TRY(strtab_reserve(s, 4 * k));
+    FK_TRY(strtab_add(s, t, -1, false));  // an empty entry (fk_tok_token_bytes of -1 is empty), then filled in
+    if (s->len + 4 * k > UINT32_MAX) return fk_error(FK_ERR_UNSUPPORTED, "token strings of one alignment region exceed 4 GB");
+    fk_fusellm_token(t, id, (uint32_t *)(void *)(s->buf + s->len), k);
+    s->len += 4 * k;
+    s->off[s->n] = (uint32_t)s->len;
+    return FK_OK;
+}
+
 // ---------------------------------------------------------------- alignment context
 typedef struct {
     const fk_tokenizer *st, *tt;
@@ -142,12 +137,14 @@ typedef struct {
     int64_t *D;          // DTW matrix of the current region
     size_t d_cap;
     uint64_t peq[256];   // zero between uses
+    fk_cpeq *cq;         // FK_ALIGN_FUSELLM: code-point match vectors, zero between uses
 } actx;
 
 static void actx_free(actx *c) {
     strtab_free(&c->S);
     strtab_free(&c->T);
     free(c->D);
+    free(c->cq);
 }
 
 // Each target token of [j0, j1) to the source tokens of [i0, i1) overlapping its bytes (an
@@ -171,6 +168,34 @@ static void align_overlap(actx *c, int64_t i0, int64_t i1, int64_t j0, int64_t j
     }
 }
 
+// D[i, j] = cost + min(D[i-1, j-1], D[i-1, j], D[i, j-1]) given the costs so far (prev NULL:
+// row 0, row[-1] unused in column 0).
+static inline int64_t dtw_cell(const int64_t *row, const int64_t *prev, int64_t j, int64_t cost) {
+    int64_t best;
+    if (!prev) best = j == 0 ? 0 : row[j - 1];
+    else if (j == 0) best = prev[j];
+    else {
+        best = prev[j - 1];
+        if (prev[j] < best) best = prev[j];
+        if (row[j - 1] < best) best = row[j - 1];
+    }
+    return cost + best;
+}
+
+// A row of the DTW for FK_ALIGN_FUSELLM: source string a (na code points) against the
+// current region's target strings, distances over code points.
+static fk_status dtw_row_fusellm(actx *c, int64_t *row, const int64_t *prev, const uint32_t *a, size_t na) {
+    bool bits = fk_cpeq_set(c->cq, a, na);
+    for (int64_t j = 0; j < c->T.n; j++) {
+        const uint32_t *b = (const uint32_t *)(const void *)(c->T.buf + c->T.off[j]);
+        int64_t cost = fk_cp_distance(bits ? c->cq : NULL, a, na, b, (c->T.off[j + 1] - c->T.off[j]) / 4, INT64_MAX - 1);
+        if (cost < 0) return fk_error(FK_ERR_NOMEM, "out of memory computing an edit distance");
+        row[j] = dtw_cell(row, prev, j, cost);
+    }
+    if (bits) fk_cpeq_clear(c->cq, a, na);
+    return FK_OK;
+}
+
 // FuseLLM's DTW on source tokens [i0, i1) (rows) and target tokens [j0, j1) (columns).
 static fk_status align_dtw(actx *c, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     int64_t ns = i1 - i0, nt = j1 - j0;
@@ -191,8 +216,10 @@ static fk_status align_dtw(actx *c, int64_t i0, int64_t i1, int64_t j0, int64_t 
         return FK_OK;
     }
     c->S.n = c->T.n = 0;
-    for (int64_t i = i0; i < i1; i++) FK_TRY(strtab_add(&c->S, c->st, c->s->ids[i], true));
-    for (int64_t j = j0; j < j1; j++) FK_TRY(strtab_add(&c->T, c->tt, c->t->ids[j], true));
+    for (int64_t i = i0; i < i1; i++)
+        FK_TRY(c->cq ? strtab_add_fusellm(&c->S, c->st, c->s->ids[i]) : strtab_add(&c->S, c->st, c->s->ids[i], true));
+    for (int64_t j = j0; j < j1; j++)
+        FK_TRY(c->cq ? strtab_add_fusellm(&c->T, c->tt, c->t->ids[j]) : strtab_add(&c->T, c->tt, c->t->ids[j], true));
     size_t cells = (size_t)(ns * nt);
     if (cells > c->d_cap) {
         int64_t *d = realloc(c->D, cells * sizeof *d);
@@ -206,6 +233,10 @@ static fk_status align_dtw(actx *c, int64_t i0, int64_t i1, int64_t j0, int64_t 
     for (int64_t i = 0; i < ns; i++) {
         const uint8_t *a = sbuf + so[i];
         size_t na = so[i + 1] - so[i];
+        if (c->cq) {  // FK_ALIGN_FUSELLM: code points
+            FK_TRY(dtw_row_fusellm(c, D + i * nt, i > 0 ? D + (i - 1) * nt : NULL, (const uint32_t *)(const void *)a, na / 4));
+            continue;
+        }
         bool bits = na <= 64;
         if (bits) peq_set(c->peq, a, na);
         int64_t *row = D + i * nt, *prev = i > 0 ? row - nt : row;  // (prev unused in row 0)
@@ -217,16 +248,7 @@ static fk_status align_dtw(actx *c, int64_t i0, int64_t i1, int64_t j0, int64_t 
                 if (bits) peq_clear(c->peq, a, na);
                 return fk_error(FK_ERR_NOMEM, "out of memory computing an edit distance");
             }
-            int64_t best;
-            if (i == 0 && j == 0) best = 0;
-            else if (i == 0) best = row[j - 1];
-            else if (j == 0) best = prev[j];
-            else {
-                best = prev[j - 1];
-                if (prev[j] < best) best = prev[j];
-                if (row[j - 1] < best) best = row[j - 1];
-            }
-            row[j] = cost + best;
+            row[j] = dtw_cell(row, i > 0 ? prev : NULL, j, cost);
         }
         if (bits) peq_clear(c->peq, a, na);
     }
@@ -362,7 +384,9 @@ static fk_status align_dtw_windows(actx *c) {
     // One to one as the reference decides it: a single source token, agreeing with the target
     // token (that source token may also be aligned to a neighbouring target token).
     fk_alignment *o = c->out;
-    for (int64_t j = 0; j < nt; j++) o->one_to_one[j] = o->hi[j] - o->lo[j] == 1 && tokens_agree(c, o->lo[j], j);
+    for (int64_t j = 0; j < nt; j++)
+        o->one_to_one[j] = o->hi[j] - o->lo[j] == 1 &&
+                           (c->cq ? fk_fusellm_agree(c->st, c->s->ids[o->lo[j]], c->tt, c->t->ids[j], j == 0, c->vmap) : tokens_agree(c, o->lo[j], j));
     return FK_OK;
 }
 
@@ -385,7 +409,8 @@ fk_status fk_align_tokens(const fk_tokenizer *src_tok, const fk_tokseq *src, con
                           fk_align_mode mode, const int32_t *vmap, fk_alignment *out) {
     memset(out, 0, sizeof *out);
     if (!src_tok || !tgt_tok) return fk_error(FK_ERR_ARG, "alignment: a tokenizer is missing");
-    if (mode != FK_ALIGN_OFFSETS && mode != FK_ALIGN_DTW) return fk_error(FK_ERR_ARG, "alignment: unknown mode %d", (int)mode);
+    if (mode != FK_ALIGN_OFFSETS && mode != FK_ALIGN_DTW && mode != FK_ALIGN_FUSELLM)
+        return fk_error(FK_ERR_ARG, "alignment: unknown mode %d", (int)mode);
     FK_TRY(check_seq(src_tok, src, "source"));
     FK_TRY(check_seq(tgt_tok, tgt, "target"));
     if (src->begin[0] != tgt->begin[0] || src->begin[src->n] != tgt->begin[tgt->n])
@@ -402,7 +427,9 @@ fk_status fk_align_tokens(const fk_tokenizer *src_tok, const fk_tokseq *src, con
         return fk_error(FK_ERR_NOMEM, "out of memory aligning %lld target tokens", (long long)tgt->n);
     }
     actx c = {.st = src_tok, .tt = tgt_tok, .s = src, .t = tgt, .vmap = vmap, .out = out};
-    fk_status st = mode == FK_ALIGN_OFFSETS ? align_offsets(&c) : align_dtw_windows(&c);
+    fk_status st = FK_OK;
+    if (mode == FK_ALIGN_FUSELLM && !(c.cq = calloc(1, sizeof *c.cq))) st = fk_error(FK_ERR_NOMEM, "out of memory for an alignment");
+    if (st == FK_OK) st = mode == FK_ALIGN_OFFSETS ? align_offsets(&c) : align_dtw_windows(&c);
     actx_free(&c);
     if (st != FK_OK) fk_alignment_free(out);
     return st;

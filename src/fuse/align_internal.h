@@ -5,32 +5,66 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+#include "fusekit/tokenizer.h"
 
 // Bit-parallel Levenshtein distance (Myers 1999, in Hyyrö's formulation for the global
 // distance): the pattern's columns of the DP matrix are held as bit vectors of vertical
 // deltas, one text byte per step. peq[c] has bit k set where pattern[k] == c; m <= 64.
 // Stops early, returning a value > bound, once the distance must exceed bound.
+// One text symbol's step: eq is the pattern's match vector for the symbol; returns the change
+// of the last row's score (+1, 0, -1).
+static inline int myers_step(uint64_t eq, uint64_t *pv, uint64_t *mv, uint64_t last) {
+    uint64_t xv = eq | *mv;
+    uint64_t xh = (((eq & *pv) + *pv) ^ *pv) | eq;
+    uint64_t ph = *mv | ~(xh | *pv);
+    uint64_t mh = *pv & xh;
+    int d = (ph & last) ? 1 : (mh & last) ? -1 : 0;
+    ph = (ph << 1) | 1;  // row 0 of the matrix is 0, 1, 2, ...: +1 per column
+    mh <<= 1;
+    *pv = mh | ~(xv | ph);
+    *mv = ph & xv;
+    return d;
+}
+
 static inline int64_t myers_bounded(const uint64_t *peq, size_t m, const uint8_t *t, size_t n, int64_t bound) {
     if (m == 0) return (int64_t)n;
     uint64_t pv = ~(uint64_t)0, mv = 0, last = (uint64_t)1 << (m - 1);
     int64_t score = (int64_t)m;
     for (size_t j = 0; j < n; j++) {
-        uint64_t eq = peq[t[j]];
-        uint64_t xv = eq | mv;
-        uint64_t xh = (((eq & pv) + pv) ^ pv) | eq;
-        uint64_t ph = mv | ~(xh | pv);
-        uint64_t mh = pv & xh;
-        if (ph & last) score++;
-        else if (mh & last) score--;
-        ph = (ph << 1) | 1;  // row 0 of the matrix is 0, 1, 2, ...: +1 per column
-        mh <<= 1;
-        pv = mh | ~(xv | ph);
-        mv = ph & xv;
+        score += myers_step(peq[t[j]], &pv, &mv, last);
         // the last row can fall by at most one per remaining column
         if (score - (int64_t)(n - 1 - j) > bound) return bound + 1;
     }
     return score;
 }
+
+// Two-row dynamic programming over strings of T, for strings the bit vectors cannot hold:
+// defines `static int64_t name(a, na, b, nb)`, -1 when out of memory.
+#define FK_EDIT_DP(name, T)                                                                      \
+    static int64_t name(const T *a, size_t na, const T *b, size_t nb) {                          \
+        if (na < nb) { const T *t = a; a = b; b = t; size_t tn = na; na = nb; nb = tn; }          \
+        if (nb == 0) return (int64_t)na;                                                         \
+        int64_t *row = malloc((nb + 1) * sizeof *row);                                           \
+        if (!row) return -1;                                                                     \
+        for (size_t j = 0; j <= nb; j++) row[j] = (int64_t)j;                                    \
+        for (size_t i = 1; i <= na; i++) {                                                       \
+            int64_t diag = row[0];                                                               \
+            row[0] = (int64_t)i;                                                                 \
+            for (size_t j = 1; j <= nb; j++) {                                                   \
+                int64_t up = row[j];                                                             \
+                int64_t v = diag + (a[i - 1] != b[j - 1]);                                       \
+                if (up + 1 < v) v = up + 1;                                                      \
+                if (row[j - 1] + 1 < v) v = row[j - 1] + 1;                                      \
+                row[j] = v;                                                                      \
+                diag = up;                                                                       \
+            }                                                                                    \
+        }                                                                                        \
+        int64_t d = row[nb];                                                                     \
+        free(row);                                                                               \
+        return d;                                                                                \
+    }
 
 static inline void peq_set(uint64_t *peq, const uint8_t *p, size_t m) {
     for (size_t k = 0; k < m; k++) peq[p[k]] |= (uint64_t)1 << k;
@@ -38,5 +72,37 @@ static inline void peq_set(uint64_t *peq, const uint8_t *p, size_t m) {
 static inline void peq_clear(uint64_t *peq, const uint8_t *p, size_t m) {
     for (size_t k = 0; k < m; k++) peq[p[k]] = 0;
 }
+
+
+// ---------------------------------------------------------------- FuseLLM's token strings
+// (align_fusellm.c; FK_ALIGN_FUSELLM and FK_VMAP_FUSELLM*, fusion.md §2-3.)
+// The code points of token id's vocabulary string (what transformers' convert_ids_to_tokens
+// gives) with every word marker of its tokenizer's kind removed: the strings FuseLLM's dtw
+// compares. Writes at most cap; returns the count.
+size_t fk_fusellm_token(const fk_tokenizer *t, int32_t id, uint32_t *buf, size_t cap);
+// Match vectors of a pattern of code points, for the bit-parallel distance: code points below
+// 512 in a table, the others hashed. Zero it once; set and clear a pattern around its uses.
+typedef struct {
+    uint64_t lo[512];
+    uint32_t key[128];
+    uint64_t val[128];
+} fk_cpeq;
+// Loads pattern p (m code points); false (nothing loaded) when m > 64.
+bool fk_cpeq_set(fk_cpeq *q, const uint32_t *p, size_t m);
+void fk_cpeq_clear(fk_cpeq *q, const uint32_t *p, size_t m);
+// Levenshtein distance over code points, a (na) against b (nb): with q holding a (fk_cpeq_set
+// returned true) bit-parallel, stopping at a value > bound once it must exceed bound;
+// otherwise (q NULL) dynamic programming, -1 when out of memory.
+int64_t fk_cp_distance(const fk_cpeq *q, const uint32_t *a, size_t na, const uint32_t *b, size_t nb, int64_t bound);
+// FuseLLM's test for using the source's distribution at a target token aligned to exactly one
+// source token (transform_step_logits): the source string, its marker replaced by the
+// target's, equals the target string (first: the sequence's first target token, where a
+// byte-level source gets the target's marker added when the target token has one and it has
+// not), or vmap (FuseLLM's "soft" mode; may be NULL) maps it to the target token.
+bool fk_fusellm_agree(const fk_tokenizer *st, int32_t sid, const fk_tokenizer *tt, int32_t tid, bool first, const int32_t *vmap);
+// FuseLLM's vocabulary map over token strings (vocab_mapping.py): every source token whose
+// string, marker replaced, is a target token's string maps to it; with mined, the others to
+// the target token at minimum edit distance over code points (ties: lowest id); else -1.
+fk_status fk_vmap_build_fusellm(const fk_tokenizer *src, const fk_tokenizer *tgt, bool mined, int32_t **map);
 
 #endif

@@ -20,13 +20,20 @@
 #define VMAP_VERSION 1u  // bump when the mapping rules change: old cache files are then rebuilt
 #define VMAP_HEADER 48
 
-const char *fk_vmap_mode_name(fk_vmap_mode mode) { return mode == FK_VMAP_EXACT ? "exact" : mode == FK_VMAP_PREFIX ? "prefix" : "mined"; }
+const char *fk_vmap_mode_name(fk_vmap_mode mode) {
+    static const char *names[] = {"mined", "exact", "prefix", "fusellm", "fusellm-exact"};
+    return mode >= FK_VMAP_MINED && mode <= FK_VMAP_FUSELLM_EXACT ? names[mode] : "mined";
+}
+
+static bool vmap_mode_valid(fk_vmap_mode mode) { return mode >= FK_VMAP_MINED && mode <= FK_VMAP_FUSELLM_EXACT; }
 
 fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode) {
     if (strcmp(name, "mined") == 0) *mode = FK_VMAP_MINED;
     else if (strcmp(name, "exact") == 0) *mode = FK_VMAP_EXACT;
     else if (strcmp(name, "prefix") == 0) *mode = FK_VMAP_PREFIX;
-    else return fk_error(FK_ERR_ARG, "vocabulary map must be mined or exact (got \"%s\")", name);
+    else if (strcmp(name, "fusellm") == 0) *mode = FK_VMAP_FUSELLM;
+    else if (strcmp(name, "fusellm-exact") == 0) *mode = FK_VMAP_FUSELLM_EXACT;
+    else return fk_error(FK_ERR_ARG, "vocabulary map must be mined, exact, prefix, fusellm or fusellm-exact (got \"%s\")", name);
     return FK_OK;
 }
 
@@ -221,8 +228,8 @@ static int cmp_pref(const void *x, const void *y, void *ctx) {
 fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, int32_t **map) {
     *map = NULL;
     if (!src || !tgt) return fk_error(FK_ERR_ARG, "vocabulary map: a tokenizer is missing");
-    if (mode != FK_VMAP_MINED && mode != FK_VMAP_EXACT && mode != FK_VMAP_PREFIX)
-        return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
+    if (!vmap_mode_valid(mode)) return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
+    if (mode == FK_VMAP_FUSELLM || mode == FK_VMAP_FUSELLM_EXACT) return fk_vmap_build_fusellm(src, tgt, mode == FK_VMAP_FUSELLM, map);
     fk_status st = FK_OK;
     vbytes sv = {0}, tv = {0};
     bytemap bm = {0};
@@ -353,8 +360,7 @@ fk_status fk_vmap_load_or_build(const fk_tokenizer *src, const fk_tokenizer *tgt
                                 int32_t **map) {
     *map = NULL;
     if (!src || !tgt || !cache_dir) return fk_error(FK_ERR_ARG, "vocabulary map: a tokenizer or the cache folder is missing");
-    if (mode != FK_VMAP_MINED && mode != FK_VMAP_EXACT && mode != FK_VMAP_PREFIX)
-        return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
+    if (!vmap_mode_valid(mode)) return fk_error(FK_ERR_ARG, "vocabulary map: unknown mode %d", (int)mode);
     char *path = fk_vmap_cache_path(src, tgt, mode, cache_dir);
     if (!path) return fk_error(FK_ERR_NOMEM, "out of memory");
     if ((*map = vmap_read(path, src, tgt, mode))) {
