@@ -567,6 +567,74 @@ static void test_prune(void **s) {
 }
 
 
+// Pruning to a parameter count (fk_prune_to_params) on a 4-layer SwiGLU model without biases
+// (a channel holds 3 C = 48 parameters): magnitude at 8 channels is the uniform fraction's model
+// bit for bit, at 7 the layers differ by one channel; FLAP adds its biases (2 per kept channel,
+// C per layer: P + 256 - 50 n parameters after n channels); ShortGPT drops the identity layer
+// whole, then magnitude takes the rest; a count between two steps gives the one below.
+static void test_prune_to_params(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 30, 16, 4, 2, 2, 24, 16);
+    fk_model m, p, q;
+    scaled_model(&m, &c, 21, 5);
+    memset(m.w + m.layer[2].o_w, 0, 16 * 16 * sizeof(float));    // layer 2 := identity
+    memset(m.w + m.layer[2].down_w, 0, 16 * 24 * sizeof(float));
+    fk_token_data d, test;
+    random_tokens(&d, 1000, 30, 8);
+    random_tokens(&test, 64, 30, 9);
+    fk_analysis a;
+    CHECK(fk_analyze(&m, &d, 16, 4, 0, 1, &a));
+    int64_t P = fk_model_num_params(&m), removed, unit = 48, block = fk_model_count_params(&m, FK_PARAMS_BLOCKS, 2);
+    // magnitude, 8 channels: fk_prune's uniform fraction (ceil(0.08 * 4608) = 369 -> 2 per layer)
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_MAGNITUDE, P - 8 * unit, &p, &removed));
+    CHECK(fk_prune(&m, &a, FK_PRUNE_MAGNITUDE, 0.08, FK_SCOPE_FFN, &q, &removed));
+    assert_int_equal(fk_model_num_params(&p), P - 8 * unit);
+    assert_int_equal(p.n_floats, q.n_floats);
+    assert_memory_equal(p.w, q.w, (size_t)p.n_floats * sizeof(float));
+    fk_model_free(&p); fk_model_free(&q);
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_MAGNITUDE, P - 7 * unit, &p, &removed));
+    assert_int_equal(removed, 7 * unit);
+    assert_int_equal(fk_model_num_params(&p), P - 7 * unit);
+    for (int l = 0; l < 4; l++) assert_true(p.cfg.ffn[l] == 22 || p.cfg.ffn[l] == 23);
+    fk_model_free(&p);
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_MAGNITUDE, P - 7 * unit - 5, &p, &removed));  // not reachable: the next below
+    assert_int_equal(fk_model_num_params(&p), P - 8 * unit);
+    fk_model_free(&p);
+    // FLAP, 10 channels: P + 256 - 500
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_FLAP, P - 244, &p, &removed));
+    assert_int_equal(fk_model_num_params(&p), P - 244);
+    assert_true(p.cfg.bias_mlp);
+    assert_int_equal(p.cfg.ffn[0] + p.cfg.ffn[1] + p.cfg.ffn[2] + p.cfg.ffn[3], 86);
+    fk_model_free(&p);
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_FLAP, P - 245, &p, &removed));  // 11 channels
+    assert_int_equal(fk_model_num_params(&p), P - 294);
+    assert_int_equal(removed, 294);
+    fk_model_free(&p);
+    assert_int_equal(fk_prune_to_params(&m, &a, FK_PRUNE_MAGNITUDE, 4 * unit, &p, &removed), FK_ERR_ARG);  // below one channel per layer
+    // ShortGPT: one whole layer, the identity (outputs unchanged); then one layer and 3 channels
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_SHORTGPT, P - block, &p, &removed));
+    assert_int_equal(p.cfg.n_layer, 3);
+    assert_true(logit_error(&m, &p, &test) < 1e-12);
+    fk_model_free(&p);
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_SHORTGPT, P - block - 3 * unit, &p, &removed));
+    assert_int_equal(fk_model_num_params(&p), P - block - 3 * unit);
+    assert_int_equal(p.cfg.n_layer, 3);
+    assert_int_equal(p.cfg.ffn[0] + p.cfg.ffn[1] + p.cfg.ffn[2], 69);
+    assert_memory_equal(p.w + p.layer[2].o_w, m.w + m.layer[3].o_w, 16 * 16 * sizeof(float));  // layers 0, 1, 3 kept
+    fk_model_free(&p);
+    // less than a layer: channels only
+    CHECK(fk_prune_to_params(&m, &a, FK_PRUNE_SHORTGPT, P - 5 * unit, &p, &removed));
+    assert_int_equal(p.cfg.n_layer, 4);
+    assert_int_equal(fk_model_num_params(&p), P - 5 * unit);
+    fk_model_free(&p);
+    assert_int_equal(fk_prune_to_params(&m, &a, FK_PRUNE_SHORTGPT, P, &p, &removed), FK_ERR_ARG);
+    assert_int_equal(fk_prune_to_params(&m, &a, FK_PRUNE_EXPERTS, P - unit, &p, &removed), FK_ERR_ARG);
+    fk_analysis_free(&a);
+    fk_data_free(&d); fk_data_free(&test);
+    fk_model_free(&m);
+}
+
 // Heads within KV groups: with 4 query heads over 2 KV heads, head 1 copies head 0 and head 3
 // copies head 2 (same query rows, so the same outputs): folding to one head per group is exact,
 // the elimination takes a copy from each group first, and the folded model (per-layer heads)
@@ -640,6 +708,7 @@ int main(void) {
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_layers),
         cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_prune_to_params),
         cmocka_unit_test(test_fold_heads),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

@@ -269,8 +269,9 @@ typedef struct {
     double budget;
     fk_fold_scope scope;
     int64_t seq, batch, max_tokens;
+    int64_t params;  // > 0: the pruned model's parameter count instead of the budget (fk_prune_to_params)
 } fk_prune_opts;
-// method none, budget 0.3, scope ffn, seq 0, batch 4, max_tokens 65536.
+// method none, budget 0.3, scope ffn, seq 0, batch 4, max_tokens 65536, params 0.
 void fk_prune_defaults(fk_prune_opts *o);
 
 // Removes at least budget * (the scope's parameters) (fk_fold_opts' scopes) by the method;
@@ -279,5 +280,15 @@ void fk_prune_defaults(fk_prune_opts *o);
 // variances, ShortGPT the Block Influence).
 fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method method, double budget, fk_fold_scope scope, fk_model *out,
                    int64_t *removed);
+// Prunes to `params` parameters, the largest model of at most that many the method reaches:
+// exactly `params` where its steps allow (e.g. a folded model's count, to compare at equal
+// size). Magnitude and FLAP remove the shortest prefix of their channel order that reaches it
+// (magnitude's layers then differ by one channel at most; whole channels: exact when the
+// parameters to remove are a multiple of a channel's; FLAP's compensation biases, 2 per kept
+// channel and d_model per layer on a model without MLP biases, are counted, so its steps are
+// a channel and its 2 biases); ShortGPT drops whole layers, lowest Block Influence first, while
+// they fit, then prunes the remaining layers' FFN channels by magnitude for the rest. Dense
+// models only. *removed gets the parameters removed (all of them, not a scope's).
+fk_status fk_prune_to_params(const fk_model *m, const fk_analysis *a, fk_prune_method method, int64_t params, fk_model *out, int64_t *removed);
 
 #endif

@@ -449,7 +449,11 @@ static const char prune_usage[] =
     "  shortgpt   ShortGPT: whole layers, lowest Block Influence first;\n"
     "  experts    mixture-of-experts models: the least used experts (share of the routing choices on TEXT),\n"
     "             one order over all MoE layers, each keeping the experts a token is routed to; the router's\n"
-    "             softmax then runs over the kept experts.";
+    "             softmax then runs over the kept experts.\n"
+    "With --params N the pruned model has the most parameters up to N that the method reaches: exactly N when\n"
+    "N is the model's count less whole FFN channels (e.g. a folded model's); FLAP's compensation adds biases\n"
+    "(2 per kept channel and d_model per layer where the model has none), so its count may fall short by less\n"
+    "than a channel. scope_removed is then of all parameters.";
 
 // Prunes x's model by p into out (a temporary folder renamed when complete); prints the summary line.
 static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
@@ -459,7 +463,8 @@ static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
     int64_t removed = 0, scope0 = fk_fold_scope_params(&x->m, p->scope);
     fk_status st = analyze_model(&x->m, &x->d, &fa, &a);
     if (st == FK_OK) {
-        st = fk_prune(&x->m, &a, p->method, p->budget, p->scope, &pr, &removed);
+        st = p->params > 0 ? fk_prune_to_params(&x->m, &a, p->method, p->params, &pr, &removed)
+                           : fk_prune(&x->m, &a, p->method, p->budget, p->scope, &pr, &removed);
         fk_analysis_free(&a);
     }
     if (st == FK_OK) {
@@ -469,8 +474,8 @@ static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
     }
     static const char *const names[] = {"magnitude", "flap", "shortgpt", "experts"};
     if (st == FK_OK)
-        cli_json_print(summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed, (double)removed / (double)scope0),
-                       stdout, NULL);
+        cli_json_print(summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed,
+                                    (double)removed / (double)(p->params > 0 ? fk_model_num_params(&x->m) : scope0)), stdout, NULL);
     fk_model_free(&pr);
     return st;
 }
@@ -489,6 +494,8 @@ int cmd_prune(int argc, char **argv) {
         {"--method", OPT_CHOICE, CLI_ENUM(&p.method), "the baseline (required)", false, "magnitude|flap|shortgpt|experts"},
         {"--budget", OPT_FLOAT, &p.budget, "fraction of the scope's parameters to remove", false, "(0,1)"},
         {"--scope", OPT_CHOICE, CLI_ENUM(&p.scope), "what --budget is a fraction of", false, "ffn|blocks|all"},
+        {"--params", OPT_INT, &p.params, "the pruned model's parameter count, at most and exactly where whole channels allow, instead of --budget (e.g. a folded model's; "
+                                         "shortgpt: the whole layers that fit, then FFN channels by magnitude), 0 = use --budget", false, "[0,)"},
         TEXT_TOK_ROW(&mo.tokenizer),
         CLI_ROW_SEQ(&p, "window length for statistics (default: the model's context)"),
         CLI_ROW_BATCH(&p, "windows per forward pass"),

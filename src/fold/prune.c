@@ -13,7 +13,7 @@ int64_t fk_fold_scope_params(const fk_model *m, fk_fold_scope scope) {
 }
 
 void fk_prune_defaults(fk_prune_opts *o) {
-    *o = (fk_prune_opts){FK_PRUNE_NONE, 0.3, FK_SCOPE_FFN, 0, 4, 65536};
+    *o = (fk_prune_opts){FK_PRUNE_NONE, 0.3, FK_SCOPE_FFN, 0, 4, 65536, 0};
 }
 
 typedef struct { double s; int32_t j; } scored;
@@ -226,14 +226,21 @@ static fk_status prune_experts(const fk_model *m, const fk_analysis *a, int64_t 
     return st;
 }
 
+// a must describe m's layers and FFN widths.
+static fk_status check_analysis(const fk_model *m, const fk_analysis *a) {
+    int L = (int)m->cfg.n_layer;
+    if (a->n_layer != L) return fk_error(FK_ERR_ARG, "prune: the analysis has %d layers, the model %d (analyse this model)", a->n_layer, L);
+    for (int l = 0; l < L; l++)
+        if (a->ffn[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "prune: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)m->cfg.ffn[l]);
+    return FK_OK;
+}
+
 fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method method, double budget, fk_fold_scope scope, fk_model *out, int64_t *removed) {
     memset(out, 0, sizeof *out);
     *removed = 0;
     int L = (int)m->cfg.n_layer;
     if (!(budget > 0 && budget < 1)) return fk_error(FK_ERR_ARG, "prune: budget %g, expected a fraction in (0, 1)", budget);
-    if (a->n_layer != L) return fk_error(FK_ERR_ARG, "prune: the analysis has %d layers, the model %d (analyse this model)", a->n_layer, L);
-    for (int l = 0; l < L; l++)
-        if (a->ffn[l] != m->cfg.ffn[l]) return fk_error(FK_ERR_ARG, "prune: the analysis has FFN width %lld in layer %d, the model %lld", (long long)a->ffn[l], l, (long long)m->cfg.ffn[l]);
+    FK_TRY(check_analysis(m, a));
     int64_t target = (int64_t)ceil(budget * (double)fk_fold_scope_params(m, scope));
     if (method == FK_PRUNE_EXPERTS) return prune_experts(m, a, target, out, removed);
     if (method != FK_PRUNE_SHORTGPT && m->cfg.n_expert > 0)
@@ -268,5 +275,141 @@ fk_status fk_prune(const fk_model *m, const fk_analysis *a, fk_prune_method meth
     if (st == FK_OK) st = fk_fold_layers(m, n, coef, out);
     free(s);
     free(coef);
+    return st;
+}
+
+// ---- Parameter counts (fk_prune_to_params)
+
+// The order a channel method removes channels in: order[i] is a channel's layer-major index
+// (base[l] + f; layer_of gives l), n entries. FLAP: its one order of standardised scores, one
+// channel kept per layer. Magnitude: each layer's channels lowest first, layer l's i-th taken at
+// fraction i / F_l (ties: the lower layer), so every uniform fraction of drop_by_fraction is a
+// prefix and between two of them the layers differ by one channel at most.
+typedef struct {
+    int64_t *order, *base, n;
+    int32_t *layer_of;
+} chan_order;
+
+static void chan_order_free(chan_order *o) {
+    free(o->order); free(o->base); free(o->layer_of);
+}
+
+static fk_status chan_order_build(const fk_model *m, const fk_analysis *a, fk_prune_method method, chan_order *o) {
+    const fk_config *c = &m->cfg;
+    int L = (int)c->n_layer;
+    int64_t total = 0, left[FK_MAX_LAYERS];
+    for (int l = 0; l < L; l++) total += c->ffn[l];
+    *o = (chan_order){malloc((size_t)total * sizeof *o->order), malloc((size_t)L * sizeof *o->base), 0, malloc((size_t)total * sizeof *o->layer_of)};
+    scored *all = malloc((size_t)total * sizeof *all), *g = malloc((size_t)total * sizeof *g);
+    fk_status st = all && g && o->order && o->base && o->layer_of ? FK_OK : fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    for (int l = 0, n = 0; l < L && st == FK_OK; n += (int)c->ffn[l], l++) {
+        o->base[l] = n;
+        left[l] = c->ffn[l];
+        score_channels(m, a, method, l, all + n);
+        if (method == FK_PRUNE_MAGNITUDE) qsort(all + n, (size_t)c->ffn[l], sizeof *all, by_score);
+        for (int64_t i = 0; i < c->ffn[l]; i++) {
+            o->layer_of[n + i] = l;
+            g[n + i] = (scored){method == FK_PRUNE_MAGNITUDE ? (double)i / (double)c->ffn[l] : all[n + i].s, (int32_t)(n + i)};
+        }
+    }
+    if (st == FK_OK) qsort(g, (size_t)total, sizeof *g, by_score);
+    for (int64_t i = 0; st == FK_OK && i < total; i++) {
+        int l = o->layer_of[g[i].j];
+        if (left[l] <= 1) continue;
+        left[l]--;
+        o->order[o->n++] = o->base[l] + all[g[i].j].j;
+    }
+    free(all); free(g);
+    if (st != FK_OK) chan_order_free(o);
+    return st;
+}
+
+// m without the first n channels of o (FLAP: with its bias compensation).
+static fk_status prune_prefix(const fk_model *m, const fk_analysis *a, const chan_order *o, int64_t n, bool compensate, fk_model *out) {
+    int L = (int)m->cfg.n_layer;
+    char *keep[FK_MAX_LAYERS] = {0};
+    fk_status st = FK_OK;
+    for (int l = 0; l < L && st == FK_OK; l++)
+        if ((keep[l] = malloc((size_t)m->cfg.ffn[l]))) memset(keep[l], 1, (size_t)m->cfg.ffn[l]);
+        else st = fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    for (int64_t i = 0; i < n && st == FK_OK; i++) {
+        int l = o->layer_of[o->order[i]];
+        keep[l][o->order[i] - o->base[l]] = 0;
+    }
+    if (st == FK_OK) st = prune_layers(m, a, keep, compensate, out);
+    for (int l = 0; l < L; l++) free(keep[l]);
+    return st;
+}
+
+// The shortest prefix of the method's channel order whose pruned model has at most `params`
+// parameters, found by bisection on the count (it falls as the prefix grows; FLAP's compensation
+// biases, added once, are counted).
+static fk_status prune_channels_exact(const fk_model *m, const fk_analysis *a, fk_prune_method method, int64_t params, fk_model *out) {
+    static const char *const names[] = {"magnitude", "FLAP"};
+    chan_order o;
+    FK_TRY(chan_order_build(m, a, method, &o));
+    bool comp = method == FK_PRUNE_FLAP;
+    int64_t lo = 0, hi = o.n, n_hi = 0;
+    fk_model at_hi;
+    fk_status st = prune_prefix(m, a, &o, hi, comp, &at_hi);
+    if (st == FK_OK && (n_hi = fk_model_num_params(&at_hi)) > params) {
+        st = fk_error(FK_ERR_ARG, "prune: %s pruning leaves at least %lld parameters (one FFN channel per layer), %lld asked", names[method], (long long)n_hi,
+                      (long long)params);
+        fk_model_free(&at_hi);
+    }
+    while (st == FK_OK && hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2, n_mid;
+        fk_model t;
+        if ((st = prune_prefix(m, a, &o, mid, comp, &t)) != FK_OK) { fk_model_free(&at_hi); break; }
+        if ((n_mid = fk_model_num_params(&t)) > params) { lo = mid; fk_model_free(&t); continue; }
+        fk_model_free(&at_hi);
+        at_hi = t; hi = mid; n_hi = n_mid;
+    }
+    if (st == FK_OK) *out = at_hi;
+    chan_order_free(&o);
+    return st;
+}
+
+// ShortGPT at a parameter count: whole layers in order of Block Influence, lowest first, while they
+// fit within the parameters to remove (the last layer always stays), then the rest by magnitude
+// pruning of the remaining layers' FFN channels.
+static fk_status shortgpt_exact(const fk_model *m, const fk_analysis *a, int64_t params, fk_model *out) {
+    int L = (int)m->cfg.n_layer, dropped = 0, n = 0;
+    int64_t cut = fk_model_num_params(m) - params, removed = 0;
+    scored s[FK_MAX_LAYERS];
+    char drop[FK_MAX_LAYERS] = {0};
+    for (int l = 0; l < L; l++) s[l] = (scored){a->bi[l], l};
+    qsort(s, (size_t)L, sizeof *s, by_score);
+    for (int i = 0; i < L - 1; i++) {
+        int64_t b = fk_model_count_params(m, FK_PARAMS_BLOCKS, s[i].j);
+        if (removed + b > cut) break;
+        drop[s[i].j] = 1;
+        removed += b;
+        dropped++;
+    }
+    double *coef = calloc((size_t)L * L, sizeof *coef);
+    if (!coef) return fk_error(FK_ERR_NOMEM, "prune: out of memory");
+    for (int l = 0; l < L; l++)
+        if (!drop[l]) coef[n++ * L + l] = 1;
+    fk_model kept;
+    fk_status st = fk_fold_layers(m, L - dropped, coef, &kept);
+    free(coef);
+    if (st != FK_OK) return st;
+    if (fk_model_num_params(&kept) == params) { *out = kept; return FK_OK; }
+    st = prune_channels_exact(&kept, NULL, FK_PRUNE_MAGNITUDE, params, out);
+    fk_model_free(&kept);
+    return st;
+}
+
+fk_status fk_prune_to_params(const fk_model *m, const fk_analysis *a, fk_prune_method method, int64_t params, fk_model *out, int64_t *removed) {
+    memset(out, 0, sizeof *out);
+    *removed = 0;
+    int64_t total = fk_model_num_params(m);
+    if (!(params > 0 && params < total)) return fk_error(FK_ERR_ARG, "prune: %lld parameters asked, expected from 1 to fewer than the model's %lld", (long long)params, (long long)total);
+    if (m->cfg.n_expert > 0 || method == FK_PRUNE_EXPERTS || method == FK_PRUNE_NONE)
+        return fk_error(FK_ERR_ARG, "prune: a parameter count (--params) is implemented for magnitude, FLAP and ShortGPT pruning of dense models");
+    FK_TRY(check_analysis(m, a));
+    fk_status st = method == FK_PRUNE_SHORTGPT ? shortgpt_exact(m, a, params, out) : prune_channels_exact(m, a, method, params, out);
+    if (st == FK_OK) *removed = total - fk_model_num_params(out);
     return st;
 }
