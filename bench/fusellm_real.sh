@@ -10,7 +10,11 @@
 # sources' top-k distributions, aligned to SmolLM2's tokens), beside CLM-only continual training
 # of the same target on the same tokens (same seeds, so the same batches), and each source alone.
 # The learning rate (CLM-only runs) and then lambda (fused runs) are chosen on the last 20% of
-# wikitext-2 valid.txt; the chosen settings then run with every seed. Held-out figures on
+# wikitext-2 valid.txt; the chosen settings then run with every seed. Tuning budget: CLM-only gets
+# one run per learning rate of LRS, fused one per lambda of LAMBDAS at that rate (equal when the
+# grids are, as in SIZE=full: 2 and 2); fused is not given its own rate, which can only favour
+# the baseline. The fused - CLM-only difference is paired by seed with its 95% t interval
+# (bench/stats.py). Held-out figures on
 # wikitext-2 test.txt and linux test.txt (their first TEST_BYTES), read once, at the end, with
 # llama.cpp's perplexity protocol (chunks of SEQ tokens, BOS where the tokenizer adds one, the
 # second half of each chunk scored): bits per byte, mean ± sd over the seeds. Then the fused model
@@ -182,9 +186,11 @@ ev folded "$W/runs/folded"
 ev pruned "$W/runs/pruned"
 
 # ---- results.json and the table
-python3 - "$W" "$SIZE" "$SEQ" "$BATCH" "$STEPS" "$SEEDS" "$best_lr" "$best_l" "$LRS" "$LAMBDAS" "$HEAL_STEPS" "$K" "$MIX_BYTES" "$TEST_BYTES" <<'PY'
+python3 - "$W" "$SIZE" "$SEQ" "$BATCH" "$STEPS" "$SEEDS" "$best_lr" "$best_l" "$LRS" "$LAMBDAS" "$HEAL_STEPS" "$K" "$MIX_BYTES" "$TEST_BYTES" "$(pwd)/bench" <<'PY'
 import json, statistics, sys, glob, os
 W, size, seq, batch, steps, seeds, lr, lam, lrs, lams, heal, k, mix_bytes, test_bytes = sys.argv[1:15]
+sys.path.insert(0, sys.argv[15])
+from stats import paired
 seq, batch, steps, heal = int(seq), int(batch), int(steps), int(heal)
 seeds = seeds.split()
 rows = [json.loads(l) for l in open(f"{W}/results.jsonl")]
@@ -212,6 +218,8 @@ for m in ["smollm2", "gemma3", "folded", "pruned"]:
 for m in ["clm", "fused"]:
     res["models"][m] = {d: agg(m, d) for d in doms}
     res["models"][m]["params"] = params[f"{m}-s{seeds[0]}"]; res["models"][m]["ffn_params"] = ffn[f"{m}-s{seeds[0]}"]
+# fused - CLM-only, paired by seed (the same seed gives both the same batches), 95% t interval
+res["fused_minus_clm"] = {d: paired(res["models"]["fused"][d]["values"], res["models"]["clm"][d]["values"]) for d in doms}
 for s in res["stores"]:
     i = s["info"]
     s["positions_per_s"] = round(i["positions"] / s["extract_seconds"], 1) if s.get("extract_seconds") else None
@@ -226,6 +234,11 @@ for m in ["smollm2", "gemma3", "clm", "fused", "folded", "pruned"]:
     r = res["models"][m]
     cell = lambda d: f"{r[d]['mean']:.4f} ± {r[d]['sd']:.4f}" if r[d]["n"] > 1 else f"{r[d]['mean']:.4f}"
     L.append(f"| {m} | {role[m]} | {r['params']:,} | {cell('wiki')} | {cell('linux')} |")
+L.append("")
+for d in doms:
+    p = res["fused_minus_clm"][d]
+    if p: L.append(f"fused − CLM-only on {d} (bits/byte, paired by seed, n {p['n']}): {p['mean']:+.4f}, 95% interval [{p['lo']:+.4f}, {p['hi']:+.4f}]; "
+                   f"per seed: fused {', '.join(f'{x:.4f}' for x in res['models']['fused'][d]['values'])}, CLM-only {', '.join(f'{x:.4f}' for x in res['models']['clm'][d]['values'])}")
 L.append("")
 for s in res["stores"]:
     i = s["info"]
