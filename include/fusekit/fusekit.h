@@ -21,6 +21,7 @@
 #include "fusekit/quants.h"
 #include "fusekit/safetensors.h"
 #include "fusekit/sample.h"
+#include "fusekit/stats.h"
 #include "fusekit/store.h"
 #include "fusekit/extract.h"
 #include "fusekit/synth.h"
