@@ -598,6 +598,152 @@ static void test_soft_crossentropy_tail(void **state) {
     free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g);
 }
 
+// ------------------------------------------------------------------ ULD (sorted-probability L1)
+// The selection: the k largest of a vector with ties, against a full sort by (value
+// decreasing, index increasing), for k = 1, a middle k and k = V.
+static void test_uld_topk(void **state) {
+    (void)state;
+    fk_rng r;
+    fk_rng_seed(&r, 1902);
+    enum { V = 300 };
+    double x[V];
+    int64_t idx[V], ref[V];
+    for (int j = 0; j < V; j++) x[j] = floor(fk_rng_normal(&r) * 8) / 8;  // many ties
+    for (int j = 0; j < V; j++) ref[j] = j;
+    for (int a = 1; a < V; a++)  // insertion sort: the reference order
+        for (int b = a; b > 0 && (x[ref[b - 1]] < x[ref[b]] || (x[ref[b - 1]] == x[ref[b]] && ref[b - 1] > ref[b])); b--) {
+            int64_t t = ref[b]; ref[b] = ref[b - 1]; ref[b - 1] = t;
+        }
+    const int64_t ks[3] = {1, 37, V};
+    for (int c = 0; c < 3; c++) {
+        d_uld_topk(idx, x, V, ks[c]);
+        for (int64_t i = 0; i < ks[c]; i++) assert_int_equal(idx[i], ref[i]);
+    }
+}
+
+// lambda * CE + (1 - lambda) * ULD summed over rows, from the logits (uld_forward's logits path).
+typedef struct { double *logits, *work, *losses, *flosses, lambda; int32_t *tgt; const fk_sparse_dist *t; int64_t N, V, kmax; } uld_ctx;
+static double uld_loss(void *p) {
+    uld_ctx *c = p;
+    int64_t iscr[16];
+    double rscr[16];
+    memcpy(c->work, c->logits, (size_t)(c->N * c->V) * sizeof(double));
+    d_soft_crossentropy_forward(c->losses, NULL, c->work, c->tgt, NULL, c->N, c->V, 0);
+    d_uld_forward(c->flosses, c->work, c->tgt, c->t, c->N, c->V, 0, iscr, rscr, c->kmax, 1);
+    double s = 0;
+    for (int64_t i = 0; i < c->N; i++) s += c->lambda * c->losses[i] + (1 - c->lambda) * c->flosses[i];
+    return s;
+}
+
+// The ULD gradient w.r.t. the logits against central differences. Rows: 3 entries summing to 1,
+// an empty row (the one-hot [1]), an ignored position, a tail row (mass 0.7), a row of 9 entries
+// (more than V = 7: the student is padded with zeros). Ids are not read: some lie outside the
+// vocabulary. Ties are kept away by construction: the logits are spread 0.9 apart in a shuffled
+// order, and every |s_(i) - t_(i)| and |R - r| is checked to be at least 1e-3 (the finite
+// difference step 1e-5 moves a probability by less than 1e-5).
+static void test_uld(void **state) {
+    (void)state;
+    enum { N = 5, V = 7 };
+    int32_t tgt[N] = {2, 4, -1, 6, 1};
+    int64_t row[N + 1] = {0, 3, 3, 5, 8, 17};
+    int32_t ids[17] = {2, 900, 5, 1, 3, 4, 0, 77, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+    float p[17] = {0.5f, 0.3f, 0.2f, 0.6f, 0.4f, 0.45f, 0.05f, 0.2f,
+                   0.2f, 0.03f, 0.17f, 0.11f, 0.07f, 0.09f, 0.13f, 0.15f, 0.05f};
+    fk_sparse_dist t = {row, ids, p};
+    uld_ctx c = {.N = N, .V = V, .tgt = tgt, .t = &t, .lambda = 0.3, .kmax = 9};
+    c.logits = dalloc(N * V); c.work = dalloc(N * V); c.losses = dalloc(N); c.flosses = dalloc(N);
+    const int perm[N][V] = {{3, 0, 6, 1, 5, 2, 4}, {6, 2, 0, 4, 1, 3, 5}, {0, 1, 2, 3, 4, 5, 6}, {2, 5, 1, 6, 0, 4, 3}, {4, 6, 3, 0, 2, 1, 5}};
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < V; j++) c.logits[i * V + j] = 0.9 * perm[i][j] - 2.0 + 0.1 * i;
+    // the margins (rows 0, 1, 3, 4; row 2 is ignored), from the definition
+    for (int i = 0; i < N; i++) {
+        if (tgt[i] < 0) continue;
+        double lse = row_lse(c.logits + i * V, V), s[V], ts[9] = {1}, S = 0, ps = 0;
+        int k = row[i + 1] > row[i] ? (int)(row[i + 1] - row[i]) : 1;
+        for (int j = 0; j < V; j++) s[j] = exp(c.logits[i * V + j] - lse);
+        for (int j = 0; j < V; j++)  // sorted decreasing (the perm's values are distinct)
+            for (int b = j; b > 0 && s[b - 1] < s[b]; b--) { double u = s[b]; s[b] = s[b - 1]; s[b - 1] = u; }
+        for (int e = 0; e < k && row[i + 1] > row[i]; e++) ts[e] = p[row[i] + e];
+        for (int e = 0; e < k; e++)
+            for (int b = e; b > 0 && ts[b - 1] < ts[b]; b--) { double u = ts[b]; ts[b] = ts[b - 1]; ts[b - 1] = u; }
+        for (int e = 0; e < k; e++) ps += ts[e];
+        for (int e = 0; e < k && e < V; e++) { S += s[e]; assert_true(fabs(s[e] - ts[e]) > 1e-3); }
+        double rest = 1 - ps > 1e-5 ? 1 - ps : 0;
+        if (k < V) assert_true(fabs(1 - S - rest) > 1e-3);
+        double want = 0;  // and the value: padded L1 (+ the lumped rest for the tail row)
+        for (int e = 0; e < (k > V ? k : V); e++) want += fabs((e < V ? s[e] : 0) - (e < k ? ts[e] : 0));
+        if (rest > 0) want += fabs(1 - S - rest) - (1 - S);
+        uld_loss(&c);
+        assert_true(fabs(c.flosses[i] - want) < 1e-12);
+    }
+    double *g = dalloc(N * V);
+    int64_t iscr[16];
+    double rscr[16], fl[N];
+    memcpy(g, c.logits, sizeof(double) * N * V);
+    d_soft_crossentropy_forward(c.losses, NULL, g, tgt, NULL, N, V, 1);
+    d_uld_forward(fl, g, tgt, &t, N, V, 1, iscr, rscr, c.kmax, 1);  // the probabilities path = the logits path
+    for (int i = 0; i < N; i++) assert_true(fabs(fl[i] - c.flosses[i]) < 1e-12);
+    d_uld_backward(g, tgt, &t, c.lambda, N, V, 1.0, iscr, rscr, c.kmax, 1);
+    check_fd("ULD dlogits", c.logits, N * V, g, uld_loss, &c);
+    // lambda 1 is plain cross-entropy
+    memcpy(g, c.logits, sizeof(double) * N * V);
+    double *g2 = dalloc(N * V);
+    memcpy(g2, c.logits, sizeof(double) * N * V);
+    d_soft_crossentropy_forward(c.losses, NULL, g, tgt, NULL, N, V, 1);
+    d_uld_backward(g, tgt, &t, 1.0, N, V, 1.0, iscr, rscr, c.kmax, 1);
+    d_crossentropy_forward(c.losses, g2, tgt, N, V, 1);
+    d_crossentropy_backward(g2, tgt, N, V, 1.0);
+    for (int i = 0; i < N * V; i++) assert_true(fabs(g[i] - g2[i]) < 1e-15);
+    free(c.logits); free(c.work); free(c.losses); free(c.flosses); free(g); free(g2);
+}
+
+// ULD values against tools/ref/make_uld_golden.py (torch, float64: softmax, both sorted
+// decreasing, the teacher padded with zeros, L1; tail rows with the lumped rest), for the double
+// ops and the library's float ops (logits and probabilities paths). Tolerances: 1e-6 in double
+// (the teacher's p are stored as float), 2e-5 in float.
+static void test_uld_golden(void **state) {
+    (void)state;
+    FILE *f = fopen(FK_TEST_DATA "/uld/golden.txt", "r");
+    assert_non_null(f);
+    int N, V;
+    assert_int_equal(fscanf(f, "%d %d", &N, &V), 2);
+    double *x = dalloc((int64_t)N * V), *want = dalloc(N), *got = dalloc(N);
+    float *xf = calloc((size_t)N * V, sizeof(float)), *gotf = calloc((size_t)N, sizeof(float)), *lf = calloc((size_t)N, sizeof(float));
+    int32_t *tgt = calloc((size_t)N, sizeof(int32_t)), ids[256];
+    float p[256];
+    int64_t *row = calloc((size_t)N + 1, sizeof(int64_t)), kmax = 1;
+    assert_true(xf && gotf && lf && tgt && row);
+    for (int i = 0; i < N; i++) {
+        int k;
+        assert_int_equal(fscanf(f, "%d %d", &tgt[i], &k), 2);
+        row[i + 1] = row[i] + k;
+        assert_true(row[i + 1] <= 256);
+        kmax = k > kmax ? k : kmax;
+        for (int e = 0; e < k; e++) assert_int_equal(fscanf(f, "%d %f", &ids[row[i] + e], &p[row[i] + e]), 2);
+        for (int j = 0; j < V; j++) { assert_int_equal(fscanf(f, "%lf", &x[i * V + j]), 1); xf[i * V + j] = (float)x[i * V + j]; }
+        assert_int_equal(fscanf(f, "%lf", &want[i]), 1);
+    }
+    fclose(f);
+    fk_sparse_dist t = {row, ids, p};
+    int64_t *iscr = calloc((size_t)kmax, sizeof(int64_t));
+    double *rscr = dalloc(kmax);
+    float *rscf = calloc((size_t)kmax, sizeof(float));
+    d_uld_forward(got, x, tgt, &t, N, V, 0, iscr, rscr, kmax, 1);
+    fk_uld_forward(gotf, xf, tgt, &t, N, V, 0, iscr, rscf, kmax, 1);
+    double worst = 0, worstf = 0;
+    for (int i = 0; i < N; i++) {
+        worst = fmax(worst, fabs(got[i] - want[i]));
+        worstf = fmax(worstf, fabs(gotf[i] - want[i]));
+    }
+    fk_crossentropy_forward(lf, xf, tgt, N, V, 1);  // xf becomes probabilities
+    fk_uld_forward(gotf, xf, tgt, &t, N, V, 1, iscr, rscf, kmax, 1);
+    for (int i = 0; i < N; i++) worstf = fmax(worstf, fabs(gotf[i] - want[i]));
+    print_message("  ULD golden: %d rows, worst |error| double %.2e, float %.2e\n", N, worst, worstf);
+    assert_true(worst < 1e-6);
+    assert_true(worstf < 2e-5);
+    free(x); free(want); free(got); free(xf); free(gotf); free(lf); free(tgt); free(row); free(iscr); free(rscr); free(rscf);
+}
+
 // ------------------------------------------------------------------ final-logit soft-capping
 // The loss is lambda * CE + (1 - lambda) * soft CE of cap * tanh(x / cap); the gradient comes
 // from the probabilities of the capped logits and each row's largest capped value.
@@ -785,6 +931,7 @@ int main(void) {
         cmocka_unit_test(test_alibi),      cmocka_unit_test(test_clamp),
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_gelu_exact),       cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_soft_crossentropy), cmocka_unit_test(test_soft_crossentropy_tail),
+        cmocka_unit_test(test_uld_topk), cmocka_unit_test(test_uld), cmocka_unit_test(test_uld_golden),
         cmocka_unit_test(test_qknorm),     cmocka_unit_test(test_geglu),   cmocka_unit_test(test_final_softcap), cmocka_unit_test(test_vocab_mask), cmocka_unit_test(test_moe_route), cmocka_unit_test(test_moe_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

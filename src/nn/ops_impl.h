@@ -843,3 +843,6 @@ static inline void FK_OP(sigmoid_gate_backward)(real *ddense, real *dglogit, con
         dglogit[t] += dot * s * (1 - s);
     }
 }
+
+// ULD, the sorted-probability fusion objective (its own file)
+#include "nn/uld_impl.h"
