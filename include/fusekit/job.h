@@ -106,6 +106,11 @@ typedef struct {
     bool before_training;    // stopped while loading or aligning: no step ran, nothing new saved
     int64_t step;            // steps completed (the checkpoint's step when stopped)
     int64_t steps;           // the run's length
+    // Compute (fk_model_flops_per_token), for replay controls at equal FLOPs (fk_replay_steps):
+    double train_flops_per_token;  // of the model trained, over windows of its training seq (0: no model loaded)
+    int64_t tokens_per_step;       // batch x seq x grad_accum x data-parallel ranks
+    double extraction_flops;       // fuse, heal: the forward passes extracting the teachers' stores (whether
+                                   // extracted now or found cached): per model, forward FLOPs per token x tokens
 } fk_train_job_result;
 
 // Runs the training job: checks it (fk_train_job_check; r->refused), loads the tokenizer and the data,

@@ -414,6 +414,14 @@ int64_t fk_model_num_params(const fk_model *m);           // fk_model_count_para
 // this). MoE layers count their router, shared gate and the n_expert_used experts a token runs, not
 // all experts (fk_model_num_params and fk_model_count_params count every expert).
 int64_t fk_model_num_matmul_params(const fk_model *m);
+// Compute per token of a run over windows of ctx tokens, in FLOPs (PaLM's count, Chowdhery et al.
+// 2022, appendix B): *fwd = 2 x fk_model_num_matmul_params (a multiply-add is 2 FLOPs; MoE: the
+// active experts only) + per layer 2 x 2 x ctx_l x heads_l x head_dim (q.k scores and the weighted
+// sum of values, each query against ctx_l keys with ctx_l = min(ctx, sliding window) on a local
+// layer; no halving for the causal mask), and *train = 3 x *fwd (the backward pass twice the
+// forward's). Norms, activations, softmax, RoPE and the embedding lookup, O(d_model) per token,
+// are not counted. Either output may be NULL.
+void fk_model_flops_per_token(const fk_model *m, int ctx, double *fwd, double *train);
 // A copy of src with its own arena (weights only: no gradients, caches, hook or stored rows);
 // FK_ERR_ARG for a frozen model, whose matrices are not in its arena.
 fk_status fk_model_clone(fk_model *dst, const fk_model *src);
@@ -462,8 +470,27 @@ const float *fk_model_logits(const fk_model *m);
 // teacher NULL is fk_model_forward (fusion_loss then gets the CE).
 fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
                                 float lambda, int B, int T, bool train, float *loss, float *fusion_loss);
+// How a forward learns from its teacher rows (the fusion objective; docs/fusion.md §6):
+// FK_OBJECTIVE_CE, the soft cross-entropy above; FK_OBJECTIVE_ULD, Universal Logit Distillation:
+// sum_{i<k} |s_(i) - t_(i)| + |R - r| between the row's k probabilities sorted decreasing (t) and
+// the model's k largest (s), R and r the masses each leaves (r > 0 only for rows summing to less
+// than 1). ULD does not read the rows' ids: they need not be in the model's vocabulary.
+// FK_OBJECTIVE_SPAN (chunk likelihoods, fusion.md §6) is not a forward's: fk_train computes it through
+// fk_teacher.span and fk_model_weight_rows; a forward given it computes CE.
+typedef enum { FK_OBJECTIVE_CE = 0, FK_OBJECTIVE_ULD = 1, FK_OBJECTIVE_SPAN = 2 } fk_objective;
+// fk_model_forward_soft with the fusion term given by `objective` (CE: the same call). ULD is
+// refused on models with final-logit soft-capping.
+fk_status fk_model_forward_objective(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
+                                     float lambda, fk_objective objective, int B, int T, bool train, float *loss,
+                                     float *fusion_loss);
 // Backward of the last training forward; adds grad_scale * d(loss)/d(params) into m->g.
 fk_status fk_model_backward(fk_model *m, float grad_scale);
+// Weights the rows of the next fk_model_backward, after a training forward without a teacher:
+// it then adds grad_scale * sum_i w[i] * d(loss_i)/d(params), loss_i the cross-entropy of
+// position i (fk_model_token_losses), instead of the mean's gradient. w (B*T finite values)
+// is copied. A loss that is any function of the positions' cross-entropies (the span objective,
+// fusion.md §6) is differentiated by passing its derivatives with respect to them as w.
+fk_status fk_model_weight_rows(fk_model *m, const float *w);
 // Per-position cross-entropy of the last forward with targets (B*T values; 0 where ignored).
 const float *fk_model_token_losses(const fk_model *m);
 

@@ -41,11 +41,20 @@ void fk_adamw_update(fk_adamw *a, fk_model *m, float lr, float grad_scale);
 
 // A teacher for fused training and distillation: fills sparse next-token targets for a
 // micro-batch whose row b holds positions off[b] .. off[b]+T-1 of the training data
-// (labels: the true next tokens, B*T). The loss is lambda * CE + (1 - lambda) * soft CE.
+// (labels: the true next tokens, B*T). The loss is lambda * CE + (1 - lambda) * the fusion term
+// (objective: soft CE, the default, or ULD; fk_model_forward_objective).
 typedef struct {
     fk_status (*fill)(void *ctx, const int64_t *off, int B, int T, const int32_t *labels, fk_sparse_dist *out);
     void *ctx;
     float lambda;
+    fk_objective objective;
+    // FK_OBJECTIVE_SPAN (fusion.md §6): called after a forward without teacher rows with the
+    // student's nats on the labels (nll, B*T, fk_model_token_losses); sets *w to B*T weights
+    // (the teacher's buffer) such that the step's loss lambda * CE + (1 - lambda) * L_span has
+    // the gradient sum_i w[i] * d nll[i] (fk_model_weight_rows), *loss to that loss and *fusion
+    // to L_span. NULL for the other objectives.
+    fk_status (*span)(void *ctx, const int64_t *off, int B, int T, const int32_t *labels, const float *nll, const float **w,
+                      float *loss, float *fusion);
 } fk_teacher;
 
 typedef struct {
@@ -123,5 +132,13 @@ fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_tra
 // The newest complete checkpoint-<step> under out_dir (malloc'd path), FK_ERR_IO when none.
 // Temporaries (checkpoint-<step>.tmp, .old) are never taken for checkpoints.
 fk_status fk_checkpoint_latest(const char *out_dir, char **path);
+
+// The replay control's length at equal compute: a CLM-only run of steps steps given the extra
+// FLOPs a fused run spent besides training (the teachers' extraction; the fusion loss's own
+// cost, a sparse row of at most S*k entries per position, is O(k) per token against the
+// model's millions: not counted) as more steps of the same size:
+//   steps + ceil(extra_flops / (train_flops_per_token x tokens_per_step)).
+// steps when extra_flops <= 0 or the step's cost is not positive.
+int64_t fk_replay_steps(int64_t steps, double extra_flops, double train_flops_per_token, int64_t tokens_per_step);
 
 #endif

@@ -79,8 +79,11 @@ typedef struct {
 #define CLI_ROW_FORCE(oo) {"--force", OPT_FLAG, &(oo)->force, "replace an existing -o (when the new one is complete)", false, NULL}
 // --align and --vmap into an fk_align_opts; `what` (a string literal) says what is aligned.
 #define CLI_ROWS_ALIGN(ao, what)                                                                                             \
-    {"--align", OPT_CHOICE, CLI_ENUM(&(ao)->mode), "token alignment for " what, false, "offsets|dtw"},                    \
-    {"--vmap", OPT_CHOICE, CLI_ENUM(&(ao)->vmap), "vocabulary map for " what, false, "mined|exact|prefix"}
+    {"--align", OPT_CHOICE, CLI_ENUM(&(ao)->mode),                                                                         \
+     "token alignment for " what " (fusellm: FuseLLM's dtw on its token strings, Ġ/Ċ and ▁ forms)", false, "offsets|dtw|fusellm"}, \
+    {"--vmap", OPT_CHOICE, CLI_ENUM(&(ao)->vmap),                                                                          \
+     "vocabulary map for " what " (fusellm / fusellm-exact: FuseLLM's MinED / exact match on its token strings)", false,     \
+     "mined|exact|prefix|fusellm|fusellm-exact"}
 #define CLI_ROWS_END {NULL, 0, NULL, NULL, false, NULL}
 // The heading before another verb's rows in a table: verb is its name ("train").
 #define CLI_ROW_GROUP(verb) {verb, OPT_GROUP, NULL, "fusekit " verb " options", false, NULL}
@@ -154,6 +157,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_fuse(int argc, char **argv);
+int cmd_align(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 int cmd_fold(int argc, char **argv);
 int cmd_heal(int argc, char **argv);
@@ -177,7 +181,7 @@ typedef struct {
     fk_train_job job;
     int64_t threads;
 } cli_train_args;
-#define CLI_TRAIN_ROWS 50
+#define CLI_TRAIN_ROWS 56
 void cli_train_args_init(cli_train_args *a);
 int cli_train_rows(cli_train_args *a, cli_opt *rows);
 int cli_train_exec(cli_train_args *a);
@@ -227,7 +231,7 @@ typedef struct {
     fk_fuse_job job;
     int64_t threads;
 } cli_fuse_args;
-#define CLI_FUSE_ROWS 56
+#define CLI_FUSE_ROWS 62
 void cli_fuse_args_init(cli_fuse_args *a);
 int cli_fuse_rows(cli_fuse_args *a, cli_opt *rows);
 int cli_fuse_exec(cli_fuse_args *a);
@@ -238,7 +242,7 @@ typedef struct {
     fk_heal_job job;
     int64_t threads;
 } cli_heal_args;
-#define CLI_HEAL_ROWS 56
+#define CLI_HEAL_ROWS 62
 void cli_heal_args_init(cli_heal_args *a);
 int cli_heal_rows(cli_heal_args *a, cli_opt *rows);
 int cli_heal_exec(cli_heal_args *a);

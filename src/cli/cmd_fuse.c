@@ -7,12 +7,13 @@
 #include <string.h>
 
 static const char *fuse_usage =
-    "usage: fusekit fuse --target T --source A [--source B ...] --data TEXT -o OUT [options] [fusekit train options]\n\n"
+    "usage: fusekit fuse --target T [--source A --source B ...] --data TEXT -o OUT [options] [fusekit train options]\n\n"
     "Knowledge fusion (FuseLLM) across tokenizers and architectures, in one command:\n"
     "  1. extract: each source's top-k next-token distributions on TEXT (OUT/stores/*.fkd, cached, resumable);\n"
     "     the target counts as a source too unless --no-target-source;\n"
     "  2. align: each store to the target's tokens and vocabulary (cached beside the stores);\n"
     "  3. train: the target (--init T) on TEXT with lambda * CLM + (1 - lambda) * fused teachers.\n"
+    "no --source: self-distillation, the target's initial model is the only teacher (a control for fusion).\n"
     "--data (the fusion corpus, a text file) and -o (the fused model and its checkpoints) are train's too.\n"
     "Every fusekit train option is accepted (--steps, --lr, --lambda, --fusion, --fusion-level, --val, ...).";
 
@@ -62,8 +63,8 @@ int cmd_fuse(int argc, char **argv) {
     cli_fuse_rows(&a, rows);
     int rc = cli_parse_job("fuse", argc, argv, rows, fuse_usage, fuse_sets, "use --target / --source", &a.job.train);
     if (rc >= 0) return rc;
-    if (!a.job.target || a.job.sources.n == 0 || !a.job.train.data || !a.job.train.out) {
-        fprintf(stderr, "fusekit fuse: error: --target, --source, --data and --out are required (see --help)\n");
+    if (!a.job.target || !a.job.train.data || !a.job.train.out) {
+        fprintf(stderr, "fusekit fuse: error: --target, --data and --out are required (see --help)\n");
         return 2;
     }
     return cli_fuse_exec(&a);

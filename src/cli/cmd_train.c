@@ -201,10 +201,17 @@ int cli_train_job_rows(fk_train_job *j, int64_t *threads, const char *const *exc
         {"--teacher", OPT_LIST, &j->teachers, "distribution store (.fkd, from fusekit extract) of a teacher on --data; repeat for fusion", false, NULL},
         {"--fusion", OPT_CHOICE, CLI_ENUM(&j->fo.kind), "how teachers are fused", false, "mince|avgce"},
         {"--fusion-level", OPT_CHOICE, CLI_ENUM(&j->fo.level), "the span MinCE/AvgCE compare teachers on", false, "sequence|token"},
+        {"--objective", OPT_CHOICE, CLI_ENUM(&j->fo.objective), "how the target learns from the fused rows: ce (soft cross-entropy) "
+         "or uld (L1 between sorted probabilities, Universal Logit Distillation; no soft-capped models); span: the teachers' and "
+         "the target's likelihoods of chunks cut where every tokenization has a boundary, matched as ALM does", false, "ce|uld|span"},
+        {"--span-temp", OPT_F32, &j->fo.span_temp, "--objective span: temperature on chunk log-likelihoods (default 100)", false, "(0,)"},
         {"--lambda", OPT_F32, &j->lambda, "weight of the CLM loss; 1 - lambda goes to the fusion loss", false, "[0,1]"},
         {"--tau", OPT_F32, &j->fo.tau, "AvgCE temperature on cross-entropies", false, "(0,)"},
         {"--teacher-temp", OPT_F32, &j->fo.temperature, "temperature on the teachers' log-probabilities", false, "(0,)"},
         {"--teacher-tail", OPT_FLAG, &j->fo.tail, "keep the teachers' full-softmax top-k probabilities and match the rest as a tail class (default: renormalise the top k, as FuseLLM)", false, NULL},
+        {"--shuffle-teachers", OPT_INT, (int64_t *)&j->fo.shuffle_seed, "control: read the teachers' rows at a fixed pseudo-random "
+         "permutation of the corpus positions drawn from seed N (p -> (a p + b) mod n), destroying their alignment with the text; "
+         "0 = off", false, "[0,)"},
         CLI_ROWS_ALIGN(&j->ao, "teachers of another tokenizer"),
         {"--align-cache", OPT_STR, &j->ao.cache_dir, "folder for aligned stores and vocabulary maps (default: beside each store)", false, NULL},
     };

@@ -12,6 +12,9 @@ void fk_fusion_defaults(fk_fusion_opts *o) {
     o->tau = 1.0f;
     o->temperature = 1.0f;
     o->tail = false;
+    o->objective = FK_OBJECTIVE_CE;
+    o->span_temp = 100.0f;
+    o->shuffle_seed = 0;
 }
 
 fk_status fk_fusion_parse(const char *kind, const char *level, fk_fusion_opts *o) {
@@ -87,6 +90,19 @@ static void add_teacher(const fk_teacher_window *t, int64_t j, int32_t label, fl
     }
 }
 
+void fk_fusion_weights(const fk_fusion_opts *o, const double *ce, int S, double *w) {
+    if (o->kind == FK_FUSE_MINCE) {
+        int best = 0;
+        for (int s = 1; s < S; s++) if (ce[s] < ce[best]) best = s;
+        for (int s = 0; s < S; s++) w[s] = s == best;
+        return;
+    }
+    double mn = ce[0], z = 0, tau = o->tau > 0 ? o->tau : 1.0f;
+    for (int s = 1; s < S; s++) mn = ce[s] < mn ? ce[s] : mn;
+    for (int s = 0; s < S; s++) { w[s] = exp(-(ce[s] - mn) / tau); z += w[s]; }
+    for (int s = 0; s < S; s++) w[s] /= z;
+}
+
 fk_status fk_fuse_window(const fk_fusion_opts *o, const fk_teacher_window *t, int S, const int32_t *labels, int64_t n,
                          fk_fused_rows *out, double *weights) {
     if (S < 1 || S > 64) return fk_error(FK_ERR_ARG, "fusion: %d teachers (1 to 64 are supported)", S);
@@ -100,7 +116,7 @@ fk_status fk_fuse_window(const fk_fusion_opts *o, const fk_teacher_window *t, in
     }
     FK_TRY(rows_reserve(out, n, n * kmax));
     double w[64], seq_ce[64];
-    float temp = o->temperature > 0 ? o->temperature : 1.0f, tau = o->tau > 0 ? o->tau : 1.0f;
+    float temp = o->temperature > 0 ? o->temperature : 1.0f;
     for (int s = 0; s < S; s++) {
         double sum = 0;
         for (int64_t j = 0; j < n; j++) sum += t[s].ce[j];
@@ -114,16 +130,7 @@ fk_status fk_fuse_window(const fk_fusion_opts *o, const fk_teacher_window *t, in
         // the span's cross-entropy per teacher: the window's mean or this position's
         double ce[64];
         for (int s = 0; s < S; s++) ce[s] = o->level == FK_FUSE_SEQUENCE ? seq_ce[s] : t[s].ce[j];
-        if (o->kind == FK_FUSE_MINCE) {
-            int best = 0;
-            for (int s = 1; s < S; s++) if (ce[s] < ce[best]) best = s;
-            for (int s = 0; s < S; s++) w[s] = s == best;
-        } else {
-            double mn = ce[0], z = 0;
-            for (int s = 1; s < S; s++) mn = ce[s] < mn ? ce[s] : mn;
-            for (int s = 0; s < S; s++) { w[s] = exp(-(ce[s] - mn) / tau); z += w[s]; }
-            for (int s = 0; s < S; s++) w[s] /= z;
-        }
+        fk_fusion_weights(o, ce, S, w);
         int m = 0;
         for (int s = 0; s < S; s++)
             if (w[s] > 0) {

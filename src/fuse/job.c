@@ -84,6 +84,8 @@ fk_status fk_train_job_check(const fk_train_job *j) {
         return fk_error(FK_ERR_ARG, "--d-model %lld is not a multiple of --heads %lld", (long long)sh->d_model, (long long)sh->heads);
     if (j->teachers.n > 0 && fk_data_is_shard(j->data))
         return fk_error(FK_ERR_ARG, "--teacher needs --data as the text the stores were extracted from, not a token shard");
+    if (j->fo.shuffle_seed && j->teachers.n == 0)
+        return fk_error(FK_ERR_ARG, "--shuffle-teachers %llu needs teachers (--teacher; fuse: its sources)", (unsigned long long)j->fo.shuffle_seed);
     return FK_OK;
 }
 
@@ -356,6 +358,10 @@ fk_status fk_train_job_run(const fk_train_job *j, const fk_job_hooks *h, fk_trai
     if (st == FK_OK && !r->before_training) st = train_with_metrics(j, h, &s, &o);
     r->step = s.opt.t;
     r->steps = o.steps;
+    if (s.m.n_params > 0) {
+        fk_model_flops_per_token(&s.m, o.seq, NULL, &r->train_flops_per_token);
+        r->tokens_per_step = (int64_t)o.batch * o.seq * o.grad_accum * fk_dp_size();
+    }
     r->stopped = st == FK_OK && (r->before_training || s.opt.t < o.steps);
     job_state_free(&s);
     return st;

@@ -3,6 +3,7 @@
 #include "fusekit/fusion.h"
 #include "fusekit/extract.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,7 @@ typedef struct {
     char *path;
     topk_arrays all;         // the whole store decoded at open when it fits the memory budget (else NULL: per batch)
     topk_arrays win;         // one window's arrays, gathered from the decoded sequences
+    uint8_t *ends;           // objective span: per token, whether it ends on a boundary the source shares (NULL: every one)
     int64_t cap;             // positions win holds
 } teacher_src;
 
@@ -85,6 +87,14 @@ struct fk_teacher_set {
     fk_fused_rows rows;
     fk_teacher teacher;
     double *shares;          // summed weights per teacher
+    // objective span: a micro-batch's weights and chunk-loss derivatives (B*T), a window's
+    // shared ends (T+1), chunks (T) and teachers' chunk log-likelihoods (T); span_n positions
+    float *span_w, *span_g;
+    uint8_t *span_ends;
+    int32_t *span_chunk;
+    double *span_tl;
+    int64_t span_n;
+    fk_shuffle shuffle;      // the shuffled-teachers control (n 0: off)
 };
 
 void fk_teacher_set_close(fk_teacher_set *s) {
@@ -96,9 +106,11 @@ void fk_teacher_set_close(fk_teacher_set *s) {
         free(t->path);
         topk_free(&t->win);
         topk_free(&t->all);
+        free(t->ends);
     }
     free(s->src);
     free(s->shares);
+    free(s->span_w); free(s->span_g); free(s->span_ends); free(s->span_chunk); free(s->span_tl);
     fk_fused_rows_free(&s->rows);
     free(s);
 }
@@ -151,20 +163,166 @@ static fk_status gather(teacher_src *t, int64_t from, int64_t n, fk_teacher_wind
     return FK_OK;
 }
 
+// ------------------------------------------------------------------ shuffled teachers
+
+// (x * y) mod n for x, y < n, without overflow.
+static uint64_t mulmod(uint64_t x, uint64_t y, uint64_t n) {
+    if (n <= (1ull << 32)) return x * y % n;
+    uint64_t r = 0;
+    for (; y; y >>= 1) {
+        if (y & 1) r = r >= n - x ? r - (n - x) : r + x;
+        x = x >= n - x ? x - (n - x) : x + x;
+    }
+    return r;
+}
+
+static uint64_t gcd_u64(uint64_t x, uint64_t y) {
+    while (y) { uint64_t t = x % y; x = y; y = t; }
+    return x;
+}
+
+void fk_shuffle_init(fk_shuffle *sh, uint64_t seed, int64_t n) {
+    *sh = (fk_shuffle){n > 0 ? n : 0, 1, 0};
+    if (n < 1) return;
+    fk_rng r;
+    fk_rng_seed(&r, seed);
+    uint64_t a = 1;
+    if (n >= 4) {
+        a = (uint64_t)n / 4 + fk_rng_below(&r, (uint64_t)n / 2);
+        while (gcd_u64(a, (uint64_t)n) != 1) a = a + 1 < (uint64_t)n ? a + 1 : 1;  // n - 1 is coprime: always ends
+    }
+    sh->a = (int64_t)a;
+    sh->b = (int64_t)fk_rng_below(&r, (uint64_t)n);
+}
+
+int64_t fk_shuffle_at(const fk_shuffle *sh, int64_t p) {
+    if (p < 0 || p >= sh->n) return p;
+    uint64_t n = (uint64_t)sh->n;
+    return (int64_t)((mulmod((uint64_t)sh->a, (uint64_t)p, n) + (uint64_t)sh->b) % n);
+}
+
+// gather with the shuffle: position from + j's row is the one stored at fk_shuffle_at(from + j),
+// copied one position at a time (from the whole decoded store, else from its sequence, decoded
+// when it is not the last one read: slow for stores read per batch, one sequence per position).
+static fk_status gather_shuffled(teacher_src *t, const fk_shuffle *sh, int64_t from, int64_t n, fk_teacher_window *w) {
+    const fk_store_header *h = fk_store_header_of(t->store);
+    int k = h->k;
+    int64_t positions = h->n_tokens - 1;
+    topk_arrays *win = &t->win;
+    if (n > t->cap) {
+        topk_free(win);
+        t->cap = topk_alloc(win, n, k) ? n : 0;
+        if (!t->cap) return fk_error(FK_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t j = 0; j < n; j++) {
+        int64_t pos = fk_shuffle_at(sh, from + j);
+        if (pos >= positions) {
+            win->count[j] = 0;
+            win->ce[j] = 0;
+        } else if (t->all.count) {
+            const topk_arrays *all = &t->all;
+            fk_store_seq q = {.count = all->count, .ids = all->ids, .logp = all->logp, .ce = all->ce};
+            topk_put(win, j, &q, pos, 1, k);
+        } else {
+            int64_t c = pos / h->seq;
+            if (c != t->seq_index) {
+                FK_TRY(fk_store_read_seq(t->store, c, &t->seq));
+                t->seq_index = c;
+            }
+            topk_put(win, j, &t->seq, pos - t->seq.first, 1, k);
+        }
+    }
+    *w = (fk_teacher_window){n, k, win->count, win->ids, win->logp, win->ce};
+    return FK_OK;
+}
+
+// Teacher i's window at positions [from, from + n): shuffled when the control is on.
+static fk_status gather_rows(fk_teacher_set *s, int i, int64_t from, int64_t n, fk_teacher_window *w) {
+    fk_status st = s->shuffle.n > 0 ? gather_shuffled(&s->src[i], &s->shuffle, from, n, w) : gather(&s->src[i], from, n, w);
+    return st != FK_OK ? fk_error_context(st, "%s", s->src[i].path) : FK_OK;
+}
+
 static fk_status set_fill(void *ctx, const int64_t *off, int B, int T, const int32_t *labels, fk_sparse_dist *out) {
     fk_teacher_set *s = ctx;
     fk_fused_rows_clear(&s->rows);
     fk_teacher_window w[64];
     double wt[64];
     for (int b = 0; b < B; b++) {
-        for (int i = 0; i < s->S; i++) {
-            fk_status st = gather(&s->src[i], off[b], T, &w[i]);
-            if (st != FK_OK) return fk_error_context(st, "%s", s->src[i].path);
-        }
+        for (int i = 0; i < s->S; i++) FK_TRY(gather_rows(s, i, off[b], T, &w[i]));
         FK_TRY(fk_fuse_window(&s->o, w, s->S, labels + (int64_t)b * T, T, &s->rows, wt));
         for (int i = 0; i < s->S; i++) s->shares[i] += wt[i];
     }
     *out = fk_fused_rows_dist(&s->rows);
+    return FK_OK;
+}
+
+// ------------------------------------------------------------------ the span objective
+
+// Reads the boundary file of every aligned store (a store in the target's tokenization shares
+// every boundary).
+static fk_status span_open(fk_teacher_set *s) {
+    for (int i = 0; i < s->S; i++) {
+        teacher_src *t = &s->src[i];
+        const fk_store_header *h = fk_store_header_of(t->store);
+        if (!(h->flags & FK_STORE_ALIGNED)) continue;
+        char *bp = fk_span_bounds_path(t->path);
+        fk_status st = bp ? fk_span_bounds_read(bp, h->n_tokens, h->tokenizer_fp, h->corpus_fp, &t->ends)
+                          : fk_error(FK_ERR_NOMEM, "out of memory");
+        free(bp);
+        FK_TRY(st);
+    }
+    return FK_OK;
+}
+
+// Buffers for micro-batches of B rows of T positions.
+static fk_status span_reserve(fk_teacher_set *s, int B, int T) {
+    int64_t n = (int64_t)B * T;
+    if (n <= s->span_n) return FK_OK;
+    free(s->span_w); free(s->span_g); free(s->span_ends); free(s->span_chunk); free(s->span_tl);
+    s->span_w = malloc((size_t)n * sizeof *s->span_w);
+    s->span_g = malloc((size_t)n * sizeof *s->span_g);
+    s->span_ends = malloc((size_t)n + 1);
+    s->span_chunk = malloc((size_t)n * sizeof *s->span_chunk);
+    s->span_tl = malloc((size_t)n * sizeof *s->span_tl);
+    bool ok = s->span_w && s->span_g && s->span_ends && s->span_chunk && s->span_tl;
+    s->span_n = ok ? n : 0;
+    return ok ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+}
+
+// The span loss of a micro-batch (fk_teacher.span): per row, the chunks every teacher's
+// boundaries allow, the fused teacher chunk log-likelihoods and the chunks' losses; the
+// weights are lambda / (scored positions) + (1 - lambda) dL_c/dnll / (chunks).
+static fk_status set_span(void *ctx, const int64_t *off, int B, int T, const int32_t *labels, const float *nll, const float **w,
+                          float *loss, float *fusion) {
+    fk_teacher_set *s = ctx;
+    FK_TRY(span_reserve(s, B, T));
+    int64_t chunks = 0, scored = 0, N = (int64_t)B * T;
+    double lsum = 0, clm = 0;
+    for (int b = 0; b < B; b++) {
+        fk_teacher_window win[64];
+        memset(s->span_ends, 1, (size_t)T + 1);
+        for (int i = 0; i < s->S; i++) {
+            FK_TRY(gather_rows(s, i, off[b], T, &win[i]));
+            if (s->src[i].ends)  // tokens off[b] .. off[b] + T, the first one's end starting the window's first chunk
+                for (int j = 0; j <= T; j++) s->span_ends[j] &= s->src[i].ends[off[b] + j];
+        }
+        int32_t *chunk = s->span_chunk;
+        int64_t nc = fk_span_chunks(s->span_ends, T, chunk);
+        fk_span_teacher_logp(&s->o, win, s->S, chunk, T, s->span_tl, s->shares);
+        lsum += fk_span_window(chunk, T, nll + (int64_t)b * T, s->span_tl, nc, s->o.span_temp, s->span_g + (int64_t)b * T);
+        chunks += nc;
+    }
+    if (!isfinite(lsum)) return fk_error(FK_ERR_NUMERIC, "span objective: the loss is not finite (out of memory or a bad temperature %g)",
+                                         s->o.span_temp);
+    for (int64_t i = 0; i < N; i++)
+        if (labels[i] >= 0) { scored++; clm += nll[i]; }
+    float lambda = s->teacher.lambda;
+    for (int64_t i = 0; i < N; i++)
+        s->span_w[i] = labels[i] < 0 ? 0.0f
+                                     : lambda / (float)scored + (chunks > 0 ? (1 - lambda) * s->span_g[i] / (float)chunks : 0.0f);
+    *w = s->span_w;
+    *fusion = chunks > 0 ? (float)(lsum / (double)chunks) : 0.0f;
+    *loss = (float)(lambda * (scored > 0 ? clm / (double)scored : 0) + (1 - lambda) * *fusion);
     return FK_OK;
 }
 
@@ -227,8 +385,10 @@ fk_status fk_teacher_set_open(const char *const *paths, int n, const fk_fusion_o
     fk_status st = FK_OK;
     for (int i = 0; i < n && st == FK_OK; i++) st = open_source(&s->src[i], paths[i], train);
     if (st == FK_OK) st = decode_all(s);
+    if (o->shuffle_seed) fk_shuffle_init(&s->shuffle, o->shuffle_seed, train->n - 1);
     if (st != FK_OK) { fk_teacher_set_close(s); return st; }
-    s->teacher = (fk_teacher){set_fill, s, 0.9f};
+    if (o->objective == FK_OBJECTIVE_SPAN && (st = span_open(s)) != FK_OK) { fk_teacher_set_close(s); return st; }
+    s->teacher = (fk_teacher){set_fill, s, 0.9f, o->objective, o->objective == FK_OBJECTIVE_SPAN ? set_span : NULL};
     *out = s;
     return FK_OK;
 }
@@ -303,7 +463,7 @@ static char *aligned_path(const char *src_path, const fk_tokenizer *tgt, const f
     if (bl > 4 && strcmp(base + bl - 4, ".fkd") == 0) bl -= 4;
     char name[700];
     snprintf(name, sizeof name, "%.*s.to-%016llx-%s-%s.fkd", (int)bl, base, (unsigned long long)fk_tok_fingerprint(tgt),
-             o->mode == FK_ALIGN_DTW ? "dtw" : "offsets", fk_vmap_mode_name(o->vmap));
+             fk_align_mode_name(o->mode), fk_vmap_mode_name(o->vmap));
     if (o->cache_dir) return fk_path_join(o->cache_dir, name);
     if (!slash) return strdup(name);
     char *dir = strndup(src_path, (size_t)(slash - src_path));
@@ -417,6 +577,31 @@ static fk_status write_aligned_store(align_job *j, fk_store *s, const fk_tokseq 
     return st;
 }
 
+// Writes the boundary file of the aligned store at path (fk_span_bounds_path: its tokens'
+// ends shared with the source store src's tokens, for the span objective) when `fresh` or
+// when the file is missing or does not fit the store.
+static fk_status write_bounds(const char *path, fk_store *src, bool fresh) {
+    fk_store *a;
+    FK_TRY(fk_store_open(path, &a));
+    const fk_store_header *h = fk_store_header_of(a);
+    char *bp = fk_span_bounds_path(path);
+    uint8_t *ends = NULL;
+    fk_status st = bp ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (st == FK_OK && (fresh || fk_span_bounds_read(bp, h->n_tokens, h->tokenizer_fp, h->corpus_fp, &ends) != FK_OK)) {
+        free(ends);
+        ends = malloc((size_t)(h->n_tokens > 0 ? h->n_tokens : 1));
+        if (!ends) st = fk_error(FK_ERR_NOMEM, "out of memory");
+        if (st == FK_OK) {
+            fk_span_shared_ends(fk_store_token_begin(src), fk_store_header_of(src)->n_tokens, fk_store_token_begin(a), h->n_tokens, ends);
+            st = fk_span_bounds_write(bp, ends, h->n_tokens, h->tokenizer_fp, h->corpus_fp);
+        }
+    }
+    free(ends);
+    free(bp);
+    fk_store_close(a);
+    return st;
+}
+
 fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, const char *corpus_path, const fk_align_opts *o,
                              char **path, bool *built) {
     *path = NULL;
@@ -436,12 +621,19 @@ fk_status fk_teacher_prepare(const char *store_path, const fk_tokenizer *tgt, co
                         store_path, (unsigned long long)h.tokenizer_fp, (unsigned long long)tfp);
     }
     char *out = aligned_path(store_path, tgt, o);
-    if (aligned_cache_ok(out, &h, tfp)) { fk_store_close(s); *path = out; return FK_OK; }
+    if (aligned_cache_ok(out, &h, tfp)) {
+        fk_status bst = write_bounds(out, s, false);
+        fk_store_close(s);
+        if (bst != FK_OK) { free(out); return bst; }
+        *path = out;
+        return FK_OK;
+    }
     align_job j = {0};
     fk_tokseq ss = {h.n_tokens, fk_store_token_ids(s), fk_store_token_begin(s)};
     fk_status st = out ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
     if (st == FK_OK) st = align_positions(&j, s, &ss, store_path, tgt, corpus_path, o);
     if (st == FK_OK) st = write_aligned_store(&j, s, &ss, store_path, tgt, out);
+    if (st == FK_OK) st = write_bounds(out, s, true);
     if (st != FK_OK) fk_error_context(st, "aligning %s to the target's tokenizer", store_path);
     align_job_free(&j);
     fk_store_close(s);

@@ -26,3 +26,15 @@ int64_t fk_model_count_params(const fk_model *m, unsigned mask, int layer) {
 }
 
 int64_t fk_model_num_params(const fk_model *m) { return fk_model_count_params(m, FK_PARAMS_ALL, FK_PARAMS_ANY_LAYER); }
+
+void fk_model_flops_per_token(const fk_model *m, int ctx, double *fwd, double *train) {
+    const fk_config *c = &m->cfg;
+    double f = 2.0 * (double)fk_model_num_matmul_params(m);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        int64_t keys = ctx, heads = c->heads[l] ? c->heads[l] : c->n_head;
+        if (c->sliding_window > 0 && c->sliding[l] && c->sliding_window < keys) keys = c->sliding_window;
+        f += 4.0 * (double)keys * (double)(heads * c->head_dim);
+    }
+    if (fwd) *fwd = f;
+    if (train) *train = 3 * f;
+}
