@@ -410,6 +410,13 @@ struct fk_acts {
     fk_sparse_dist teacher; // the teacher rows of the last training forward (caller-owned)
     bool have_teacher;
     float lambda;
+    fk_objective objective;    // the fusion term of the last forward with a teacher
+    int64_t *uld_idx;          // ULD scratch: nthr slices of uld_k entries each, grown on demand
+    float *uld_t;
+    int64_t uld_k;
+    float *row_w;              // fk_model_weight_rows: per-row weights of the next backward (row_w_n values)
+    int64_t row_w_n;
+    bool have_row_w;
     bool have_probs;       // logits hold softmax probabilities (training forward with targets)
     bool have_logits;      // logits hold the logits of the last forward
 };
@@ -417,6 +424,9 @@ struct fk_acts {
 static void acts_free(fk_acts *a) {
     if (!a) return;
     free(a->arena);
+    free(a->uld_idx);
+    free(a->uld_t);
+    free(a->row_w);
     free(a);
 }
 
@@ -798,8 +808,9 @@ static fk_status head_forward(fk_model *m, float *logits, float *lnf, float *mea
 }
 
 // Checks a batch's tokens, targets and teacher rows against the vocabulary.
+// ids_used: the teacher's ids must be in the vocabulary (not for ULD, which reads only the p).
 static fk_status check_batch(const fk_config *c, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
-                             int64_t N) {
+                             bool ids_used, int64_t N) {
     int64_t V = c->vocab_size;
     for (int64_t i = 0; i < N; i++) {
         if (tokens[i] < 0 || tokens[i] >= V)
@@ -814,7 +825,7 @@ static fk_status check_batch(const fk_config *c, const int32_t *tokens, const in
             if (teacher->row[i + 1] < teacher->row[i])
                 return fk_error(FK_ERR_ARG, "forward: teacher rows are not increasing at position %lld", (long long)i);
             for (int64_t e = teacher->row[i]; e < teacher->row[i + 1]; e++)
-                if (teacher->ids[e] < 0 || teacher->ids[e] >= V || !(teacher->p[e] >= 0))
+                if ((ids_used && (teacher->ids[e] < 0 || teacher->ids[e] >= V)) || !(teacher->p[e] >= 0))
                     return fk_error(FK_ERR_ARG, "forward: teacher entry %lld at position %lld (id %d, p %g) is invalid for vocabulary %lld",
                                     (long long)e, (long long)i, teacher->ids[e], teacher->p[e], (long long)V);
         }
@@ -827,12 +838,34 @@ fk_status fk_model_forward(fk_model *m, const int32_t *tokens, const int32_t *ta
 
 fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
                                 float lambda, int B, int T, bool train, float *loss, float *fusion_loss) {
+    return fk_model_forward_objective(m, tokens, targets, teacher, lambda, FK_OBJECTIVE_CE, B, T, train, loss, fusion_loss);
+}
+
+// The ULD scratch for the batch's longest teacher row (at least 1: an empty row is a one-hot).
+static fk_status uld_scratch(fk_acts *a, const fk_sparse_dist *t, int64_t N) {
+    int64_t k = 1;
+    for (int64_t i = 0; i < N; i++) k = t->row[i + 1] - t->row[i] > k ? t->row[i + 1] - t->row[i] : k;
+    if (k <= a->uld_k) return FK_OK;
+    free(a->uld_idx);
+    free(a->uld_t);
+    a->uld_idx = malloc((size_t)(a->nthr * k) * sizeof *a->uld_idx);
+    a->uld_t = malloc((size_t)(a->nthr * k) * sizeof *a->uld_t);
+    a->uld_k = a->uld_idx && a->uld_t ? k : 0;
+    return a->uld_k ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory (ULD scratch for teacher rows of %lld entries)", (long long)k);
+}
+
+fk_status fk_model_forward_objective(fk_model *m, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
+                                     float lambda, fk_objective objective, int B, int T, bool train, float *loss,
+                                     float *fusion_loss) {
     const fk_config *c = &m->cfg;
     if (B < 1 || T < 1) return fk_error(FK_ERR_ARG, "forward: empty batch %d x %d", B, T);
     if (T > c->max_seq) return fk_error(FK_ERR_ARG, "forward: sequence length %d exceeds the model's context %lld", T, (long long)c->max_seq);
     if (train && !targets) return fk_error(FK_ERR_ARG, "forward: training needs targets");
+    bool uld = teacher && objective == FK_OBJECTIVE_ULD;
+    if (uld && c->final_softcap > 0)
+        return fk_error(FK_ERR_ARG, "forward: objective uld on a model with final-logit soft-capping (%g) is not supported", c->final_softcap);
     int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
-    FK_TRY(check_batch(c, tokens, targets, teacher, N));
+    FK_TRY(check_batch(c, tokens, targets, teacher, !uld, N));
     FK_TRY(acts_alloc(m, B, T, train));
     FK_TRY(rope_ensure(m, 0, T));
     fk_acts *a = m->acts;
@@ -863,9 +896,15 @@ fk_status fk_model_forward_soft(fk_model *m, const int32_t *tokens, const int32_
     a->have_probs = false;
     a->have_logits = !train;
     a->have_teacher = teacher != NULL;
-    if (teacher) { a->teacher = *teacher; a->lambda = lambda; }
+    a->have_row_w = false;
+    if (teacher) { a->teacher = *teacher; a->lambda = lambda; a->objective = objective; }
     if (targets) {
-        a->n_scored = fk_soft_crossentropy_forward(a->losses, teacher ? a->flosses : NULL, a->logits, a->targets, teacher, N, V, train);
+        a->n_scored = fk_soft_crossentropy_forward(a->losses, teacher && !uld ? a->flosses : NULL, a->logits, a->targets,
+                                                   uld ? NULL : teacher, N, V, train);
+        if (uld) {  // on the probabilities (train) or the logits
+            FK_TRY(uld_scratch(a, teacher, N));
+            fk_uld_forward(a->flosses, a->logits, a->targets, teacher, N, V, train, a->uld_idx, a->uld_t, a->uld_k, a->nthr);
+        }
         a->have_probs = train;
         double sum = 0, fsum = 0;
         for (int64_t i = 0; i < N; i++) sum += a->losses[i];
@@ -901,6 +940,25 @@ static const float *post_norm_backward(fk_model *m, fk_acts *a, const float *out
     return a->tmp;
 }
 
+fk_status fk_model_weight_rows(fk_model *m, const float *w) {
+    fk_acts *a = m->acts;
+    if (!a || !a->train || !a->have_probs || a->have_teacher)
+        return fk_error(FK_ERR_ARG, "weighting rows: no training forward without a teacher to differentiate");
+    int64_t N = (int64_t)a->B * a->T;
+    if (a->row_w_n < N) {
+        float *p = realloc(a->row_w, (size_t)N * sizeof *p);
+        if (!p) return fk_error(FK_ERR_NOMEM, "out of memory");
+        a->row_w = p;
+        a->row_w_n = N;
+    }
+    for (int64_t i = 0; i < N; i++)
+        if (!isfinite(w[i])) return fk_error(FK_ERR_NUMERIC, "weighting rows: weight %g at row %lld is not finite", w[i], (long long)i);
+    memcpy(a->row_w, w, (size_t)N * sizeof *w);
+    a->have_row_w = true;
+    return FK_OK;
+}
+
+// Over 80 lines: the loss's gradient, then every layer's in reverse order, in one pass as the forward.
 fk_status fk_model_backward(fk_model *m, float grad_scale) {
     fk_acts *a = m->acts;
     if (!a || !a->train || !a->have_probs) return fk_error(FK_ERR_ARG, "backward: no training forward with targets to differentiate");
@@ -912,12 +970,18 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     float sc = att_scale(c);
     a->have_probs = false;  // the buffer now becomes dlogits
     a->have_logits = false;
-    float scale = a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
-    if (c->final_softcap > 0)
+    float scale = a->have_row_w ? grad_scale : a->n_scored > 0 ? grad_scale / (float)a->n_scored : 0.0f;
+    if (a->have_teacher && a->objective == FK_OBJECTIVE_ULD)
+        fk_uld_backward(a->logits, a->targets, &a->teacher, a->lambda, N, V, scale, a->uld_idx, a->uld_t, a->uld_k, a->nthr);
+    else if (c->final_softcap > 0)
         fk_softcap_crossentropy_backward(a->logits, a->lmax, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V,
                                          scale, c->final_softcap, a->scratch, a->nthr);
     else
         fk_soft_crossentropy_backward(a->logits, a->targets, a->have_teacher ? &a->teacher : NULL, a->lambda, N, V, scale);
+    if (a->have_row_w)  // the rows' gradients are linear in their loss: weighted after the fact
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j = 0; j < V; j++) a->logits[i * V + j] *= a->row_w[i];
+    a->have_row_w = false;
     if (m->vocab_real > 0) fk_vocab_mask_backward(a->logits, N, V, m->vocab_real);
     // every op's backward adds into its input gradients: each buffer is zeroed before its first use
     zero(a->dln, N * C);

@@ -465,6 +465,18 @@ static fk_status check_train_args(const fk_model *m, const fk_token_data *train,
 // A step's sums over its micro-batches: loss, CLM loss and fusion loss.
 typedef struct { double loss, clm, fus; } step_sums;
 
+// A micro-batch's forward under the span objective (fk_teacher.span): the forward without
+// teacher rows, then its rows weighted by the derivatives of lambda * CE + (1 - lambda) * L_span
+// with respect to each position's cross-entropy, which the teacher computes.
+static fk_status span_forward(fk_model *m, const fk_train_opts *o, const int32_t *x, const int32_t *y, const int64_t *offs, float *loss,
+                              float *fus) {
+    FK_TRY(fk_model_forward(m, x, y, o->batch, o->seq, true, loss));
+    const float *w;
+    fk_status st = o->teacher->span(o->teacher->ctx, offs, o->batch, o->seq, y, fk_model_token_losses(m), &w, loss, fus);
+    if (st != FK_OK) return fk_error_context(st, "teacher");
+    return fk_model_weight_rows(m, w);
+}
+
 // The gradient of one step: its grad_accum micro-batches (this rank's), forward and backward,
 // adding into the gradients, the step's sums and the tokens seen.
 static fk_status step_gradient(fk_model *m, const fk_token_data *train, const fk_train_opts *o, int64_t step, int rank, int size,
@@ -474,12 +486,14 @@ static fk_status step_gradient(fk_model *m, const fk_token_data *train, const fk
         sample_batch(train, o, step, rank * o->grad_accum + mb, x, y, offs);
         float loss, fus = NAN;
         fk_sparse_dist teach;
-        if (o->teacher) {
+        bool span = o->teacher && o->teacher->span;
+        if (o->teacher && !span) {
             st = o->teacher->fill(o->teacher->ctx, offs, o->batch, o->seq, y, &teach);
             if (st != FK_OK) return fk_error_context(st, "step %lld: teacher", (long long)step + 1);
         }
-        st = fk_model_forward_soft(m, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f, o->batch,
-                                   o->seq, true, &loss, &fus);
+        st = span ? span_forward(m, o, x, y, offs, &loss, &fus)
+                  : fk_model_forward_objective(m, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f,
+                                               o->teacher ? o->teacher->objective : FK_OBJECTIVE_CE, o->batch, o->seq, true, &loss, &fus);
         if (st != FK_OK) return fk_error_context(st, "step %lld", (long long)step + 1);
         st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
         sum->loss += loss;
