@@ -595,6 +595,9 @@ GRAD_OF = {
     "falcon_40b": dict(ffn_hidden_size=32),  # new decoder: ln_attn / ln_mlp, [q x 2; k; v] per KV head, biases
     "gpt2_gelu": dict(n_embd=16, n_inner=32),  # exact GELU
     "rope_yarn": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=8),  # YaRN's attention factor on cos/sin
+    "stablelm_qkln": dict(num_attention_heads=2, num_key_value_heads=1),  # per-head LayerNorm on q and k, parallel
+    "falcon2": dict(ffn_hidden_size=32),  # new decoder from one shared norm (num_ln_in_parallel_attn 1), 2 KV heads, tied
+    "falcon_seq": dict(ffn_hidden_size=32),  # sequential (two norms), multi-head [q_h; k_h; v_h], biases
     # mixtures of experts: the router's gradient through the chosen weights, the experts', the shared gate's
     "mixtral": dict(intermediate_size=8),  # renormalised top 2 of 4, experts 8 wide
     "qwen2_moe": dict(intermediate_size=24, moe_intermediate_size=8, shared_expert_intermediate_size=12),  # shared expert, dense layer 1
