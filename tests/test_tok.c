@@ -319,6 +319,10 @@ static void test_malformed(void **state) {
          "[{\"type\": \"Punctuation\", \"behavior\": \"Removed\"}, {\"type\": \"ByteLevel\"}]}}", FK_ERR_UNSUPPORTED, "Punctuation with behavior 'Removed'"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"byte_fallback\": true}, \"normalizer\": {\"type\": \"NFC\"}}",
          FK_ERR_UNSUPPORTED, "'NFC' with a SentencePiece-style tokenizer"},
+        // Removed with invert drops the text between matches: read only for regexes matching every character
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+         "{\"Regex\": \"[a-z]+\"}, \"behavior\": \"Removed\", \"invert\": true}, \"decoder\": {\"type\": \"ByteLevel\"}}",
+         FK_ERR_UNSUPPORTED, "Split with behavior 'Removed' and invert is not supported"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         snprintf(p, sizeof p, "%s/bad%zu.json", tmpdir, k);

