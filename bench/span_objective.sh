@@ -7,12 +7,12 @@
 # arms, each with its own grid of the same size: span (--span-temp 100, tokenkit's default) and
 # span1 (--span-temp 1: chunk probabilities as they are).
 #
-# usage: bench/span_objective.sh DEMO OUT [FUSEKIT] [SEEDS]
+# usage: [LAMBDAS='0.5 0.9'] bench/span_objective.sh DEMO OUT [FUSEKIT] [SEEDS]
 #   DEMO: a `fusekit demo --quick` folder (models/B the target; models/fused/stores/ the
 #   sources' stores on corpus/fusion.txt; data/mix/{valid,test}.txt). OUT gets runs/, tune.tsv,
 #   test.tsv and summary.txt. One thread per run (about 10 s each on the quick setting).
 set -euo pipefail
-DEMO=$1 OUT=$2 FK=${3:-fusekit} SEEDS=${4:-5}
+DEMO=$1 OUT=$2 FK=${3:-fusekit} SEEDS=${4:-5} LAMBDAS=${LAMBDAS:-0.5 0.9}
 mkdir -p "$OUT/runs" "$OUT/cache"
 stores=()
 for s in "$DEMO"/models/fused/stores/*.fkd; do
@@ -35,7 +35,7 @@ run() {
 
 : >"$OUT/tune.tsv"
 for lr in 0.001 0.002 0.004; do
-  for lam in 0.5 0.9; do
+  for lam in $LAMBDAS; do
     for arm in ce span span1; do
       printf '%s\t%s\t%s\t%s\n' "$arm" "$lam" "$lr" "$(run "tune-$arm-$lam-$lr" 1 "${fused[@]}" $(objective "$arm") --lambda "$lam" --lr "$lr")" >>"$OUT/tune.tsv"
     done
