@@ -3,7 +3,8 @@
 // GPT-2) are trained on their domains, fused, compared with the CLM-only baseline, folded and
 // healed. The fused model must beat the baseline and every source on mean held-out bits per
 // byte; the folded model must have fewer parameters; the report must be a self-contained page;
-// commands.sh must hold commands that fusekit runs to the same files.
+// commands.sh must hold commands that fusekit runs to the same files. test_demo_protocol runs
+// the tuning / replication / controls protocol on a tiny schedule and checks its structure.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,6 +46,52 @@ static void rerun_step(const char *log, const char *from, const char *to) {
            log, tpath("demo/commands.sh"), tpath(to), script, script, bin, script, tpath(from), tpath(to));
 }
 
+// The JSON file at tpath(rel), parsed (for cJSON_Delete).
+static cJSON *read_json(const char *rel) {
+    size_t n;
+    char *text = slurp(tpath(rel), &n);
+    cJSON *r = cJSON_Parse(text);
+    free(text);
+    assert_non_null(r);
+    return r;
+}
+
+// The tuning in results.json: every arm has exactly trials_per_arm trials, and its chosen trial
+// is the argmin of the recorded validation scores (the first on ties). Returns the arm count.
+static int check_tuning(const cJSON *r, int trials) {
+    const cJSON *tu = cJSON_GetObjectItem(r, "tuning");
+    assert_int_equal((int)num(tu, "trials_per_arm"), trials);
+    const cJSON *arms = cJSON_GetObjectItem(tu, "arms"), *a;
+    cJSON_ArrayForEach(a, arms) {
+        const cJSON *tr = cJSON_GetObjectItem(a, "trials"), *t;
+        assert_int_equal(cJSON_GetArraySize(tr), trials);
+        int i = 0, best = -1;
+        double bv = INFINITY;
+        cJSON_ArrayForEach(t, tr) {
+            double v = num(t, "valid_bpb");
+            assert_true(isfinite(v) && v > 0);
+            if (v < bv) { bv = v; best = i; }
+            i++;
+        }
+        if ((int)num(a, "chosen") != best)
+            fail_msg("arm %s: chosen %d, argmin %d", cJSON_GetObjectItem(a, "name")->valuestring, (int)num(a, "chosen"), best);
+    }
+    return cJSON_GetArraySize(arms);
+}
+
+// Each model's mean and sd are those of its per-seed figures (fk_stats_mean_sd), n seeds each;
+// *per gets model name's per-seed mean bpb.
+static void seed_points(const cJSON *models, const char *name, int n, double *per) {
+    const cJSON *m = model_named(models, name), *sd = cJSON_GetObjectItem(m, "seeds"), *e;
+    assert_int_equal(cJSON_GetArraySize(sd), n);
+    int i = 0;
+    cJSON_ArrayForEach(e, sd) per[i++] = num(e, "mean_bpb");
+    double mean, dev;
+    fk_stats_mean_sd(per, n, &mean, &dev);
+    assert_true(fabs(mean - num(m, "mean_bpb")) < 1e-12);
+    assert_true(fabs(dev - num(m, "mean_bpb_sd")) < 1e-12);
+}
+
 static void test_demo_quick(void **s) {
     (void)s;
     char *out;
@@ -57,10 +104,7 @@ static void test_demo_quick(void **s) {
     free(out);
 
     size_t n;
-    char *text = slurp(tpath("demo/results.json"), &n);
-    cJSON *r = cJSON_Parse(text);
-    free(text);
-    assert_non_null(r);
+    cJSON *r = read_json("demo/results.json");
     const cJSON *models = cJSON_GetObjectItem(r, "models");
     assert_int_equal(cJSON_GetArraySize(models), 6);
     double mean[6];
@@ -125,6 +169,65 @@ static void test_demo_quick(void **s) {
     rerun_step("tokenizer-B", "demo/tokenizers/B", "rerun-tok-B");
     assert_true(fk_path_exists(tpath("demo/logs/08-fuse.log")));
     assert_true(fk_path_exists(tpath("demo/models/fused/config.json")));
+    // the protocol: fused, baseline and folded tuned with 4 trials each on the validation splits
+    r = read_json("demo/results.json");
+    assert_int_equal(check_tuning(r, 4), 3);
+    cJSON_Delete(r);
+}
+
+// The protocol on a tiny schedule (numbers meaningless): two seeds, the controls, every arm
+// tuned with the same number of trials, the choices the argmin of the validation scores, means,
+// sds and paired intervals recomputed from the per-seed figures with fusekit/stats.h.
+static void test_demo_protocol(void **s) {
+    (void)s;
+    char *out;
+    int rc = run(&out, "%s demo --tiny --seeds 2 --controls -o %s", FK_CLI, tpath("proto"));
+    if (rc != 0) fail_msg("demo --tiny --seeds 2 --controls failed:\n%s", out);
+    assert_non_null(strstr(out, "fused - baseline"));
+    assert_non_null(strstr(out, "folded - healed"));
+    free(out);
+    size_t n;
+    cJSON *r = read_json("proto/results.json");
+    const char *arms[] = {"baseline", "fused", "folded", "self", "B+A", "B+C", "shuffled", "replay", "healed"};
+    assert_int_equal(check_tuning(r, 2), 9);
+    const cJSON *models = cJSON_GetObjectItem(r, "models");
+    assert_int_equal(cJSON_GetArraySize(models), 12);
+    double per[9][2];
+    for (int i = 0; i < 9; i++) seed_points(models, arms[i], 2, per[i]);
+    // every paired interval is fk_stats_paired_ci of the per-seed figures
+    const cJSON *pairs = cJSON_GetObjectItem(r, "paired"), *p;
+    assert_int_equal(cJSON_GetArraySize(pairs), 7);  // fused - 6 others, folded - healed
+    cJSON_ArrayForEach(p, pairs) {
+        int a = -1, b = -1;
+        for (int i = 0; i < 9; i++) {
+            if (strcmp(cJSON_GetObjectItem(p, "a")->valuestring, arms[i]) == 0) a = i;
+            if (strcmp(cJSON_GetObjectItem(p, "b")->valuestring, arms[i]) == 0) b = i;
+        }
+        assert_true(a >= 0 && b >= 0);
+        double d, lo, hi;
+        CHECK(fk_stats_paired_ci(per[a], per[b], 2, 0.95, &d, &lo, &hi));
+        assert_true(fabs(d - num(p, "mean_diff")) < 1e-12 && fabs(lo - num(p, "lo")) < 1e-12 && fabs(hi - num(p, "hi")) < 1e-12);
+        assert_int_equal((int)num(p, "n"), 2);
+    }
+    // replay: the baseline's steps plus the extraction's FLOPs as steps
+    const cJSON *rp = cJSON_GetObjectItem(r, "replay");
+    assert_true(num(rp, "steps") > num(rp, "fused_steps") && num(rp, "extraction_flops") > 0);
+    cJSON_Delete(r);
+    // the second seed's models are trained once each, with the chosen settings; the first's are the chosen trials
+    char *cmds = slurp(tpath("proto/commands.sh"), &n);
+    int mv = 0;
+    for (const char *q = cmds; (q = strstr(q, "\nmv ")); q++) mv++;
+    assert_int_equal(mv, 9);
+    assert_non_null(strstr(cmds, "  # seed-2/fuse\n"));
+    assert_non_null(strstr(cmds, "  # seed-2/healed\n"));
+    free(cmds);
+    assert_true(fk_path_exists(tpath("proto/seeds/2/models/shuffled/config.json")));
+    assert_true(fk_path_exists(tpath("proto/models/self/config.json")));
+    char *html = slurp(tpath("proto/report.html"), &n);
+    const char *charts[] = {"Paired differences per seed", "one dot per seed", "Tuning trials", "95% t interval"};
+    for (size_t i = 0; i < sizeof charts / sizeof *charts; i++)
+        if (!strstr(html, charts[i])) fail_msg("report.html lacks '%s'", charts[i]);
+    free(html);
 }
 
 // A folder that is not a demo's is never cleaned: the demo refuses it.
@@ -150,6 +253,11 @@ static void test_demo_bad_args(void **s) {
     assert_int_not_equal(run(&out, "%s demo --quick -o %s/sub", FK_CLI, tpath("file")), 0);
     assert_non_null(strstr(out, "error"));
     free(out);
+    // --seeds out of range, before any work
+    assert_int_not_equal(run(&out, "%s demo --quick --seeds 0 -o %s", FK_CLI, tpath("s0")), 0);
+    assert_non_null(strstr(out, "--seeds"));
+    free(out);
+    assert_false(fk_path_exists(tpath("s0/commands.sh")));
 }
 
 int main(void) {
@@ -157,6 +265,7 @@ int main(void) {
         cmocka_unit_test(test_demo_bad_args),
         cmocka_unit_test(test_demo_foreign_folder),
         cmocka_unit_test(test_demo_quick),
+        cmocka_unit_test(test_demo_protocol),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

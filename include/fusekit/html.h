@@ -38,5 +38,11 @@ void fk_svg_heatmap(fk_sbuf *b, const char *title, const double *v, int rows, in
 // Line chart: series s has n[s] points (x[s][i], y[s][i]); non-finite points are skipped.
 void fk_svg_lines(fk_sbuf *b, const char *title, const char *const *names, int n_series, const double *const *x,
                   const double *const *y, const int *n, const char *xlabel, const char *ylabel);
+// Dot plot: one column per category c, its points pts[c][0..n[c]) (e.g. one per seed) as
+// dots, its mean[c] as a bar across the column and, when lo and hi are given (else NULL), a
+// whisker from lo[c] to hi[c] (an interval); a dashed line at 0 when the range holds it.
+// Non-finite values are left out. ylabel names the axis and its unit.
+void fk_svg_dots(fk_sbuf *b, const char *title, const char *const *cats, int n_cats, const double *const *pts, const int *n,
+                 const double *mean, const double *lo, const double *hi, const char *ylabel);
 
 #endif

@@ -226,3 +226,76 @@ void fk_svg_lines(fk_sbuf *b, const char *title, const char *const *names, int n
     }
     fk_sb(b, "</svg>");
 }
+
+// The y range of a dot plot: every finite point, mean and interval end, padded by 8%.
+static void dots_range(int n_cats, const double *const *pts, const int *n, const double *mean, const double *lo, const double *hi,
+                       double *y0, double *y1) {
+    *y0 = INFINITY;
+    *y1 = -INFINITY;
+    for (int c = 0; c < n_cats; c++) {
+        double v[3] = {mean[c], lo ? lo[c] : NAN, hi ? hi[c] : NAN};
+        for (int i = 0; i < 3 + n[c]; i++) {
+            double y = i < 3 ? v[i] : pts[c][i - 3];
+            if (isfinite(y)) { *y0 = fmin(*y0, y); *y1 = fmax(*y1, y); }
+        }
+    }
+    if (!(*y1 >= *y0)) { *y0 = 0; *y1 = 1; }
+    if (*y1 == *y0) { *y0 -= 0.5; *y1 += 0.5; }
+    double pad = 0.08 * (*y1 - *y0);
+    *y0 -= pad;
+    *y1 += pad;
+}
+
+void fk_svg_dots(fk_sbuf *b, const char *title, const char *const *cats, int n_cats, const double *const *pts, const int *n,
+                 const double *mean, const double *lo, const double *hi, const char *ylabel) {
+    int cw = 30;
+    for (int c = 0; c < n_cats; c++) {
+        int w = 7 * (int)strlen(cats[c]) + 8;
+        if (w > cw) cw = w;
+    }
+    const int L = 60, T = 30, H = 260, B = 36, W = L + 10 + cw * n_cats;
+    double y0, y1;
+    dots_range(n_cats, pts, n, mean, lo, hi, &y0, &y1);
+#define DOTS_Y(v) (H - B - (H - T - B) * ((v) - y0) / (y1 - y0))
+    fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>", title, W, H);
+    fk_sb(b, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#999'/>", L, T, W - L - 5, H - T - B);
+    for (int k = 0; k <= 4; k++) {
+        double yv = y0 + (y1 - y0) * k / 4;
+        char t[32];
+        tick(t, sizeof t, yv);
+        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#eee'/><text x='4' y='%.1f' font-size='10'>%s</text>", L, DOTS_Y(yv),
+              W - 5, DOTS_Y(yv), DOTS_Y(yv) + 3, t);
+    }
+    if (y0 < 0 && y1 > 0)
+        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#555' stroke-dasharray='4 3'/>", L, DOTS_Y(0.0), W - 5, DOTS_Y(0.0));
+    fk_sb(b, "<text x='4' y='%d' font-size='11'>", T - 10);
+    fk_sb_text(b, ylabel);
+    fk_sb(b, "</text>");
+    for (int c = 0; c < n_cats; c++) {
+        double cx = L + 5 + cw * (c + 0.5);
+        const char *col = fk_svg_color(c);
+        if (lo && hi && isfinite(lo[c]) && isfinite(hi[c])) {
+            fk_sb(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#222' stroke-width='1.5'><title>", cx + 6, DOTS_Y(lo[c]),
+                  cx + 6, DOTS_Y(hi[c]));
+            fk_sb_text(b, cats[c]);
+            fk_sb(b, ": interval %.5g to %.5g</title></line>", lo[c], hi[c]);
+        }
+        if (isfinite(mean[c])) {
+            fk_sb(b, "<rect x='%.1f' y='%.1f' width='20' height='3' fill='#222'><title>", cx - 4, DOTS_Y(mean[c]) - 1.5);
+            fk_sb_text(b, cats[c]);
+            fk_sb(b, ": mean %.5g</title></rect>", mean[c]);
+        }
+        for (int i = 0; i < n[c]; i++) {
+            if (!isfinite(pts[c][i])) continue;
+            fk_sb(b, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='%s' fill-opacity='0.75'><title>", cx - 6 + (i % 3) * 3.0,
+                  DOTS_Y(pts[c][i]), col);
+            fk_sb_text(b, cats[c]);
+            fk_sb(b, " #%d: %.5g</title></circle>", i + 1, pts[c][i]);
+        }
+        fk_sb(b, "<text x='%.1f' y='%d' font-size='10' text-anchor='middle'>", cx, H - B + 14);
+        fk_sb_text(b, cats[c]);
+        fk_sb(b, "</text>");
+    }
+#undef DOTS_Y
+    fk_sb(b, "</svg>");
+}

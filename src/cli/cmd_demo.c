@@ -1,22 +1,39 @@
-// fusekit demo: the whole system on the embedded synthetic corpus, end to end, in minutes.
+// fusekit demo: the whole system on the embedded synthetic corpus, end to end, with a fixed
+// protocol (docs in README, "The demo").
 //
-//   1. data      fusekit data synth: four domains (arith, facts, grammar, records) with splits and probes
+//   1. data      fusekit data synth: four domains (arith, facts, grammar, records) with train,
+//                valid and test splits and probes
 //   2. sources   three specialists with their own tokenizers and architectures:
 //                  A  Llama style, byte-level BPE (digits split), mostly arithmetic
 //                  B  Llama style with grouped-query attention, SentencePiece-style BPE, mostly facts
 //                  C  GPT-2 style, byte-level BPE (GPT-2 pre-tokenizer), mostly grammar and records
-//   3. fusion    the target, initialised from B, trained on a small mixed corpus with
-//                lambda * CLM + (1 - lambda) * fused teacher distributions (A, B and C: fusekit fuse)
-//   4. baseline  the same initialisation, corpus, steps and schedule with the CLM loss only
-//   5. fold      the fused model folded by an FFN budget and healed by distillation (fusekit fold)
-//   6. eval      every model on every domain's held-out test split and probes; report.html
+//   3. arms      from B, on a small mixed corpus, with the same steps, batch and schedule:
+//                  fused     lambda * CLM + (1 - lambda) * fused teacher distributions of B, A, C
+//                            (fusekit fuse: the target B counts as a teacher, as in FuseLLM)
+//                  baseline  the CLM loss only (fusekit train)
+//                  folded    the fused model folded by an FFN budget and healed (fusekit fold)
+//                and with --controls:
+//                  self      B's initial model the only teacher (self-distillation: fuse with no --source)
+//                  B+A, B+C  the target and one source as teachers
+//                  shuffled  A, B, C with their rows read at permuted positions (--shuffle-teachers)
+//                  replay    the baseline with the fused run's extra FLOPs (extraction) as extra steps
+//                  healed    the fused model healed with the folded model's steps, without folding
+//   4. tuning    on the first seed only, every arm gets the same number of trials (the tuning
+//                budget, demo_cfg.trials: full 8, quick 4): fuse arms lambda x lr x vocabulary map,
+//                CLM arms the lr, heal arms the healing lr (demo_grid); each trial is scored by the
+//                mean bits per byte over the domains' valid.txt, and the arm keeps the lowest
+//                (the first on ties). The trial's model is that seed's model (renamed, in
+//                commands.sh as mv); later seeds train each arm once with the chosen settings.
+//   5. seeds     --seeds N reruns 1-3 (corpus, tokenizers, sources, arms) with seeds seed..seed+N-1.
+//   6. eval      after every seed has trained, each model on each domain's test split and probes,
+//                read once; mean +- sd over seeds, paired differences (fused - each control,
+//                folded - healed) with 95% t intervals; results.json, report.html, the table.
 //
 // Each step fills a verb's options struct and calls its entry point (cli_X_exec) in this process,
-// with its output in DIR/logs; DIR/commands.sh holds each step as the fusekit command those
-// options render to (cli_render), so every number can be reproduced one command at a time.
-#include "cli.h"
+// with its output in logs/; commands.sh holds each step as the fusekit command those options
+// render to (cli_render), so every number can be reproduced one command at a time.
+#include "demo.h"
 
-#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
@@ -25,10 +42,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define N_DOM FK_SYNTH_N_DOMAINS
-#define N_SRC 3
-#define N_MODELS 6  // A, B, C, baseline, fused, folded
 
 typedef struct {
     const char *name, *desc, *arch, *kind, *pre;
@@ -43,32 +56,46 @@ static const demo_source sources[N_SRC] = {
     {"C", "GPT-2 style, byte-level BPE 768, grammar and records", "gpt2", "bpe", "gpt-2", 768, {"grammar", "records"}, 5e-3},
 };
 
-typedef struct {
-    int64_t synth_bytes, heldout_bytes, probes;
-    int64_t d_model, layers, heads, ctx, batch, src_steps;
-    int64_t mix_slice;       // bytes of the mixed corpus each source also sees
-    int64_t fuse_bytes;      // the fusion corpus: the first bytes of mix/train.txt
-    int64_t fuse_steps, eval_every, heal_steps;
-    double fuse_lr, lambda, budget;
-} demo_cfg;
+// The tuning grids: the same number of trials (cfg.trials) for every arm. Fuse arms vary lambda,
+// the learning rate and the vocabulary map (mined, exact); CLM arms the learning rate over as
+// many values; heal arms the healing learning rate (healing's lambda stays fold's 0.5).
+static const demo_cfg cfg_quick = {"quick", 60000, 8000, 100, 64, 2, 4, 64, 16, 600, 20000, 40000, 150, 25, 80, 0.25, 4,
+                                   {2, 1, 2, {0.5, 0.8}, {2e-3}, {FK_VMAP_MINED, FK_VMAP_EXACT},
+                                    {5e-4, 1e-3, 2e-3, 4e-3}, {1e-4, 3e-4, 1e-3, 3e-3}}};
+static const demo_cfg cfg_full = {"full", 120000, 12000, 250, 96, 3, 4, 128, 16, 600, 30000, 80000, 300, 25, 150, 0.25, 8,
+                                  {2, 2, 2, {0.5, 0.8}, {2e-3, 4e-3}, {FK_VMAP_MINED, FK_VMAP_EXACT},
+                                   {5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3}, {3e-5, 1e-4, 2e-4, 4e-4, 1e-3, 2e-3, 4e-3, 8e-3}}};
+// For the test suite: the protocol's structure in seconds; its numbers mean nothing.
+static const demo_cfg cfg_tiny = {"tiny", 16000, 3000, 20, 32, 1, 2, 32, 8, 60, 4000, 8000, 16, 8, 8, 0.25, 2,
+                                  {2, 1, 1, {0.5, 0.8}, {4e-3}, {FK_VMAP_MINED}, {2e-3, 4e-3}, {1e-4, 1e-3}}};
 
-static const demo_cfg cfg_quick = {60000, 8000, 100, 64, 2, 4, 64, 16, 600, 20000, 40000, 150, 25, 80, 2e-3, 0.5, 0.25};
-static const demo_cfg cfg_full = {120000, 12000, 250, 96, 3, 4, 128, 16, 600, 30000, 80000, 300, 25, 150, 2e-3, 0.7, 0.25};
+// The arms in the table's order; the fused arm runs first (the folded, healed and replay arms use it).
+static const demo_arm arm_table[] = {
+    {"baseline", "CLM only, from B", ARM_CLM, 0, false, false, false, false},
+    {"fused", "fusion of A, B, C, from B", ARM_FUSE, 5, false, false, false, false},
+    {"folded", "fused, folded + healed", ARM_HEAL, 0, false, false, true, false},
+    {"self", "self-distillation of B", ARM_FUSE, 0, false, false, false, true},
+    {"B+A", "fusion of A and B, from B", ARM_FUSE, 1, false, false, false, true},
+    {"B+C", "fusion of C and B, from B", ARM_FUSE, 4, false, false, false, true},
+    {"shuffled", "A, B, C, shuffled teachers", ARM_FUSE, 5, true, false, false, true},
+    {"replay", "CLM only, + fusion's FLOPs", ARM_CLM, 0, false, true, false, true},
+    {"healed", "fused, healed, not folded", ARM_HEAL, 0, false, false, false, true},
+};
+#define N_ARM_TABLE ((int)(sizeof arm_table / sizeof *arm_table))
 
-typedef struct {
-    const char *dir;
-    double t0;
-    FILE *commands;
-    int step;
-} demo;
-
-static void say(demo *d, const char *fmt, ...) {
+void demo_say(demo *d, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "[%5.1fs] ", fk_time_s() - d->t0);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fflush(stderr);
+}
+
+int demo_arm_index(const demo_results *R, const char *name) {
+    for (int i = 0; i < R->n_arms; i++)
+        if (strcmp(R->arms[i]->name, name) == 0) return i;
+    return -1;
 }
 
 // One step's command: its option rows, written into commands.sh as those differing from defs
@@ -79,26 +106,36 @@ typedef struct {
     const cli_opt *rows, *defs, *rest, *rest_defs;
 } step_cmd;
 
-// A step's stdout and stderr sent to DIR/logs/NN-<log>.log while it runs in this process.
+// A step's stdout and stderr sent to <logs>/NN-<log>.log while it runs in this process.
 typedef struct {
     const char *log;
     char *path;
     int so, se;  // the demo's own stdout and stderr
 } step_io;
 
+// Where the steps of one seed (or of its tuning trials) write: their logs, numbered from 1, and
+// the tag before each command's comment in commands.sh ("" for the first seed, "seed-2/").
+typedef struct {
+    demo *d;
+    const char *logs;
+    int step;
+    char tag[32];
+} step_place;
+
 // Writes the step's command line and sends stdout and stderr to its log. Returns 0, or the exit
 // code after the error.
-static int step_begin(demo *d, const char *log, const step_cmd *cmd, step_io *io) {
-    cli_render(d->commands, cmd->verb, cmd->rows, cmd->defs);
+static int step_begin(step_place *p, const char *log, const step_cmd *cmd, step_io *io) {
+    FILE *f = p->d->commands;
+    cli_render(f, cmd->verb, cmd->rows, cmd->defs);
     if (cmd->rest) {
-        fputs(" '--'", d->commands);
-        cli_render_rows(d->commands, cmd->rest, cmd->rest_defs);
+        fputs(" '--'", f);
+        cli_render_rows(f, cmd->rest, cmd->rest_defs);
     }
-    fprintf(d->commands, "  # %s\n", log);
-    fflush(d->commands);
+    fprintf(f, "  # %s%s\n", p->tag, log);
+    fflush(f);
     char name[128];
-    snprintf(name, sizeof name, "logs/%02d-%s.log", ++d->step, log);
-    *io = (step_io){.log = log, .path = fk_path_join(d->dir, name)};
+    snprintf(name, sizeof name, "%02d-%s.log", ++p->step, log);
+    *io = (step_io){.log = log, .path = fk_path_join(p->logs, name)};
     fflush(stdout);
     fflush(stderr);
     int fd = io->path ? open(io->path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
@@ -116,8 +153,8 @@ static int step_begin(demo *d, const char *log, const step_cmd *cmd, step_io *io
 }
 
 // Puts stdout and stderr back after the step ran with exit code rc; a failed step's last output
-// is shown. Returns rc.
-static int step_end(step_io *io, int rc) {
+// is shown. Returns rc; *log (may be NULL) gets the log's path (else it is freed).
+static int step_end(step_io *io, int rc, char **log) {
     fflush(stdout);
     fflush(stderr);
     dup2(io->so, 1);
@@ -134,12 +171,28 @@ static int step_end(step_io *io, int rc) {
         }
         free(text);
     }
-    free(io->path);
+    if (log) *log = io->path;
+    else free(io->path);
     return rc;
 }
 
+// Runs one step: its line in commands.sh, exec with its output in the log (*log as step_end).
+typedef int (*step_exec)(void *args);
+static int run_step(step_place *p, const char *log, const step_cmd *cmd, step_exec exec, void *args, char **log_path) {
+    step_io io;
+    int rc = step_begin(p, log, cmd, &io);
+    return rc != 0 ? rc : step_end(&io, exec(args), log_path);
+}
+
+static int exec_train(void *a) { return cli_train_exec(a); }
+static int exec_fuse(void *a) { return cli_fuse_exec(a); }
+static int exec_fold(void *a) { return cli_fold_exec(a); }
+static int exec_heal(void *a) { return cli_heal_exec(a); }
+static int exec_synth(void *a) { return cli_synth_exec(a); }
+static int exec_tok(void *a) { return cli_tok_train_exec(a); }
+
 // Trains with t's options (fusekit train), its line in commands.sh and its output in the log.
-static int run_train(demo *d, const char *log, cli_train_args *t) {
+static int run_train(step_place *p, const char *log, cli_train_args *t, char **log_path) {
     cli_train_args t0;
     cli_train_args_init(&t0);
     cli_opt rows[CLI_TRAIN_ROWS], defs[CLI_TRAIN_ROWS];
@@ -147,9 +200,7 @@ static int run_train(demo *d, const char *log, cli_train_args *t) {
     cli_train_rows(&t0, defs);
     cli_rows_mark_set(rows, defs);
     cli_train_given(rows, &t->job);
-    step_io io;
-    int rc = step_begin(d, log, &(step_cmd){"train", rows, defs, NULL, NULL}, &io);
-    return rc != 0 ? rc : step_end(&io, cli_train_exec(t));
+    return run_step(p, log, &(step_cmd){"train", rows, defs, NULL, NULL}, exec_train, t, log_path);
 }
 
 static char *pj(const char *a, const char *b) { return fk_path_join(a, b); }
@@ -191,7 +242,7 @@ static fk_status demo_clean(const char *dir) {
     free(marker);
     if (entries == 0) return FK_OK;
     if (!ours) return fk_error(FK_ERR_ARG, "%s exists and is not a fusekit demo folder (no commands.sh): choose another -o", dir);
-    const char *sub[] = {"logs", "models", "tokenizers", "corpus", "data", "report.html", "results.json", "commands.sh"};
+    const char *sub[] = {"logs", "models", "tokenizers", "corpus", "data", "tune", "seeds", "report.html", "results.json", "commands.sh"};
     for (size_t i = 0; i < sizeof sub / sizeof *sub; i++) {
         char *p = fk_path_join(dir, sub[i]);
         if (p && fk_remove_tree(p) != FK_OK) {
@@ -204,355 +255,132 @@ static fk_status demo_clean(const char *dir) {
     return FK_OK;
 }
 
-// ---------------------------------------------------------------- evaluation
-typedef struct {
-    const char *name, *role;
-    char *dir;
-    char arch[64], tok[64];
-    int64_t params, ffn_params;
-    double bpb[N_DOM], avg_bpb;
-    double acc[N_DOM], avg_acc;
-    double tokens_per_s;
-} model_row;
-
-static fk_status evaluate(const char *data_dir, model_row *r, int64_t ctx) {
-    fk_model m;
-    FK_TRY(fk_hf_load(&m, r->dir));
-    fk_tokenizer *tok = NULL;
-    fk_status st = cli_model_tokenizer(r->dir, NULL, m.cfg.vocab_size, &tok);
-    if (st == FK_OK && !tok) st = fk_error(FK_ERR_ARG, "%s has no tokenizer", r->dir);
-    r->params = fk_model_num_params(&m);
-    r->ffn_params = fk_model_count_params(&m, FK_PARAMS_FFN, FK_PARAMS_ANY_LAYER);
-    snprintf(r->arch, sizeof r->arch, "%s d%lld L%lld", m.cfg.norm == FK_NORM_RMSNORM ? "llama" : "gpt2", (long long)m.cfg.d_model,
-             (long long)m.cfg.n_layer);
-    if (st == FK_OK)
-        snprintf(r->tok, sizeof r->tok, "%s %d", fk_tok_kind_of(tok) == FK_TOK_SPM ? "spm" : "bpe", (int)fk_tok_vocab_size(tok));
-    double tokens = 0, secs = 0;
-    r->avg_bpb = r->avg_acc = 0;
-    for (int k = 0; k < N_DOM && st == FK_OK; k++) {
-        char *dd = pj(data_dir, fk_synth_domains[k]);
-        char *test = dd ? pj(dd, "test.txt") : NULL, *probes = dd ? pj(dd, "probes.jsonl") : NULL;
-        fk_token_data d;
-        st = test && probes ? fk_data_load_tok(test, tok, &d) : fk_error(FK_ERR_NOMEM, "out of memory");
-        if (st == FK_OK) {
-            fk_eval_result er;
-            double t0 = fk_time_s();
-            st = fk_eval_data(&m, &d, (int)ctx, 8, 0, &er);
-            secs += fk_time_s() - t0;
-            tokens += (double)er.tokens;
-            r->bpb[k] = er.bpb;
-            fk_data_free(&d);
-        }
-        if (st == FK_OK) {
-            fk_probe_result pr;
-            st = fk_probes_eval(&m, tok, probes, 0, &pr);
-            if (st == FK_OK) r->acc[k] = pr.accuracy;
-            fk_probe_result_free(&pr);
-        }
-        free(test);
-        free(probes);
-        free(dd);
-        r->avg_bpb += r->bpb[k] / N_DOM;
-        r->avg_acc += r->acc[k] / N_DOM;
-    }
-    r->tokens_per_s = secs > 0 ? tokens / secs : 0;
-    fk_tok_free(tok);
-    fk_model_free(&m);
-    if (st != FK_OK) fk_error_context(st, "evaluating %s", r->dir);
-    return st;
-}
-
-// ---------------------------------------------------------------- training curves
-typedef struct { double *step, *val, *loss, *lstep; int n_val, n_loss; double shares[8]; int n_shares; } curve;
-
-static void curve_free(curve *c) {
-    free(c->step); free(c->val); free(c->loss); free(c->lstep);
-    memset(c, 0, sizeof *c);
-}
-
-static void curve_load(const char *metrics, curve *c) {
-    memset(c, 0, sizeof *c);
-    char *t = NULL;
-    size_t n = 0;
-    if (fk_read_file(metrics, &t, &n) != FK_OK) return;
-    int lines = 1;
-    for (size_t i = 0; i < n; i++) lines += t[i] == '\n';
-    c->step = calloc((size_t)lines, sizeof(double));
-    c->val = calloc((size_t)lines, sizeof(double));
-    c->loss = calloc((size_t)lines, sizeof(double));
-    c->lstep = calloc((size_t)lines, sizeof(double));
-    for (char *line = strtok(t, "\n"); line && c->step && c->val && c->loss && c->lstep; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        if (!j) continue;
-        cJSON *s = cJSON_GetObjectItem(j, "step"), *v = cJSON_GetObjectItem(j, "val_bpb"), *l = cJSON_GetObjectItem(j, "loss");
-        cJSON *sh = cJSON_GetObjectItem(j, "teacher_shares");
-        if (cJSON_IsNumber(s) && cJSON_IsNumber(v)) { c->step[c->n_val] = s->valuedouble; c->val[c->n_val++] = v->valuedouble; }
-        if (cJSON_IsNumber(s) && cJSON_IsNumber(l)) { c->lstep[c->n_loss] = s->valuedouble; c->loss[c->n_loss++] = l->valuedouble; }
-        if (cJSON_IsArray(sh)) {
-            c->n_shares = 0;
-            cJSON *e;
-            cJSON_ArrayForEach(e, sh) if (c->n_shares < 8) c->shares[c->n_shares++] = e->valuedouble;
-        }
-        cJSON_Delete(j);
-    }
-    free(t);
-}
-
-// ---------------------------------------------------------------- the report
-static void table_html(fk_sbuf *b, const model_row *rows, int n) {
-    fk_sb(b, "<table><tr><th>model</th><th>role</th><th>architecture</th><th>tokenizer</th><th>parameters</th>");
-    for (int k = 0; k < N_DOM; k++) fk_sb(b, "<th>%s bpb</th>", fk_synth_domains[k]);
-    fk_sb(b, "<th>mean bpb</th><th>probe accuracy</th><th>tokens/s</th></tr>");
-    for (int i = 0; i < n; i++) {
-        const model_row *r = &rows[i];
-        fk_sb(b, "<tr><td><b>%s</b></td><td>%s</td><td>%s</td><td>%s</td><td>%lld</td>", r->name, r->role, r->arch, r->tok,
-              (long long)r->params);
-        for (int k = 0; k < N_DOM; k++) fk_sb(b, "<td>%.3f</td>", r->bpb[k]);
-        fk_sb(b, "<td><b>%.3f</b></td><td>%.1f%%</td><td>%.0f</td></tr>", r->avg_bpb, 100 * r->avg_acc, r->tokens_per_s);
-    }
-    fk_sb(b, "</table>");
-}
-
-// The report's layer charts: similarity between residual streams, and block influence.
-static void report_layers(fk_sbuf *b, const fk_analysis *an) {
-    // cos-angle similarity 1 - d(i, j) between the residual streams x_i, x_j
-    if (an && an->n_layer > 0) {
-        int L = an->n_layer, n = L + 1;
-        double *sim = malloc(sizeof(double) * (size_t)(n * n));
-        if (sim) {
-            for (int i = 0; i < n; i++)
-                for (int j = 0; j < n; j++) {
-                    int lo = i < j ? i : j, dist = abs(i - j);
-                    sim[i * n + j] = dist == 0 ? 1.0 : dist <= an->max_n ? 1.0 - an->angular[lo * an->max_n + dist - 1] : NAN;
-                }
-            double mn = 1;
-            for (int i = 0; i < n * n; i++) if (isfinite(sim[i])) mn = fmin(mn, sim[i]);
-            char t[256];
-            snprintf(t, sizeof t, "Layer similarity of the fused model: 1 − angular distance between residual streams x<sub>i</sub> and "
-                                  "x<sub>j</sub> (x<sub>0</sub> the embeddings; white = %.3f, darkest = 1)", mn);
-            fk_svg_heatmap(b, t, sim, n, n, 28, mn, 1.0, "x", 0, "x", 0);
-            free(sim);
-        }
-        fk_svg_bars(b, "Block influence of each layer of the fused model (1 − cos(x<sub>l</sub>, x<sub>l+1</sub>))", an->bi, L, 0, NULL);
-    }
-}
-
-// The report's fold charts: FFN width and query heads per layer, before and after folding.
-static void report_fold(fk_sbuf *b, const fk_config *before, const fk_config *after) {
-    if (before && after) {
-        int L = (int)before->n_layer;
-        const char *lg[FK_MAX_LAYERS];
-        char lbl[FK_MAX_LAYERS][24];  // "layer " and any int
-        double w[FK_MAX_LAYERS * 2], h[FK_MAX_LAYERS * 2];
-        for (int l = 0; l < L; l++) {
-            snprintf(lbl[l], sizeof lbl[l], "layer %d", l);
-            lg[l] = lbl[l];
-            w[2 * l] = (double)before->ffn[l];
-            w[2 * l + 1] = l < after->n_layer ? (double)after->ffn[l] : NAN;
-            h[2 * l] = (double)fk_config_heads(before, l);
-            h[2 * l + 1] = l < after->n_layer ? (double)fk_config_heads(after, l) : NAN;
-        }
-        const char *ba[2] = {"fused", "folded"};
-        fk_svg_grouped_bars(b, "Fold plan: FFN width per layer before and after folding", lg, L, ba, 2, w, "%.0f");
-        fk_svg_grouped_bars(b, "Fold plan: query heads per layer before and after folding", lg, L, ba, 2, h, "%.0f");
-    }
-}
-
-static fk_status write_report(const demo *d, const model_row *rows, const curve *fused, const curve *base, const fk_analysis *an,
-                              const fk_config *before, const fk_config *after, const char *teachers[], int n_teachers, double secs,
-                              bool quick) {
-    fk_sbuf b = {0};
-    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusekit demo</title><style>"
-              "body{font-family:sans-serif;margin:24px;max-width:1100px;color:#222}h3{margin:22px 0 4px}"
-              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-              "td:first-child,th:first-child,td:nth-child(2),td:nth-child(3),td:nth-child(4){text-align:left}"
-              "p.note{color:#555;font-size:13px}</style></head><body>");
-    fk_sb(&b, "<h1>fusekit demo%s</h1><p>Three small source models, each trained mostly on its own domain of a synthetic corpus, "
-              "with different tokenizers and architectures, are fused into one target (initialised from B) by continual training "
-              "on a small mixed corpus. The CLM-only baseline has the same initialisation, corpus, steps and schedule. The fused model "
-              "is then folded by a parameter budget and healed. Everything below is measured on held-out test splits "
-              "(bits per byte, lower is better) and multiple-choice probes (accuracy; chance is 50%% for grammar, 25%% for the rest). The arithmetic test problems are sums "
-              "no model saw; models this small do not learn to add in minutes, so arith stays near chance for every model "
-              "and differences there are small. Total time %.0f s.</p>",
-          quick ? " (quick)" : "", secs);
-    table_html(&b, rows, N_MODELS);
-    const char *groups[N_DOM + 1], *series[N_MODELS];
-    double v[(N_DOM + 1) * N_MODELS], acc[(N_DOM + 1) * N_MODELS];
-    for (int k = 0; k <= N_DOM; k++) groups[k] = k < N_DOM ? fk_synth_domains[k] : "mean";
-    for (int i = 0; i < N_MODELS; i++) {
-        series[i] = rows[i].name;
-        for (int k = 0; k <= N_DOM; k++) {
-            v[k * N_MODELS + i] = k < N_DOM ? rows[i].bpb[k] : rows[i].avg_bpb;
-            acc[k * N_MODELS + i] = 100 * (k < N_DOM ? rows[i].acc[k] : rows[i].avg_acc);
-        }
-    }
-    fk_svg_grouped_bars(&b, "Held-out bits per byte per domain (lower is better)", groups, N_DOM + 1, series, N_MODELS, v, "%.3f");
-    fk_svg_grouped_bars(&b, "Probe accuracy per domain, % (higher is better; chance 50% for grammar, 25% for the rest)", groups, N_DOM + 1, series, N_MODELS, acc, "%.0f");
-    // training curves
-    const char *names[2] = {"fused", "baseline (CLM only)"};
-    const double *xs[2] = {fused->step, base->step}, *ys[2] = {fused->val, base->val};
-    int ns[2] = {fused->n_val, base->n_val};
-    fk_svg_lines(&b, "Training: held-out bits per byte on the mixed validation text", names, 2, xs, ys, ns, "step", "bpb");
-    const double *lx[2] = {fused->lstep, base->lstep}, *ly[2] = {fused->loss, base->loss};
-    int ln[2] = {fused->n_loss, base->n_loss};
-    fk_svg_lines(&b, "Training loss (fused: lambda * CLM + (1 - lambda) * fusion; baseline: CLM)", names, 2, lx, ly, ln, "step", "nats");
-    if (fused->n_shares == n_teachers)
-        fk_svg_bars(&b, "Fusion weights: the share of positions each teacher supplied (MinCE picks the teacher with the lowest "
-                        "cross-entropy on each sequence)", fused->shares, n_teachers, 1.0, teachers);
-    report_layers(&b, an);
-    report_fold(&b, before, after);
-    fk_sb(&b, "<p class='note'>Files: results.json (these numbers), commands.sh (every step as a fusekit command), logs/ (each "
-              "step's output), models/ (Hugging Face-style folders), data/ (the corpus and probes). Directory: ");
-    fk_sb_text(&b, d->dir);
-    fk_sb(&b, "</p></body></html>\n");
-    return fk_sb_write_in(&b, d->dir, "report.html");
-}
-
-static fk_status write_results(const demo *d, const model_row *rows, const curve *fused, double secs, bool quick) {
-    cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "models");
-    cJSON_AddBoolToObject(j, "quick", quick);
-    cJSON_AddNumberToObject(j, "seconds", round(secs * 10) / 10);
-    cJSON_AddItemToObject(j, "domains", cJSON_CreateStringArray(fk_synth_domains, N_DOM));
-    for (int i = 0; i < N_MODELS; i++) {
-        const model_row *r = &rows[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", r->name);
-        cJSON_AddStringToObject(o, "role", r->role);
-        cJSON_AddStringToObject(o, "dir", r->dir);
-        cJSON_AddStringToObject(o, "arch", r->arch);
-        cJSON_AddStringToObject(o, "tokenizer", r->tok);
-        cJSON_AddNumberToObject(o, "params", (double)r->params);
-        cJSON_AddNumberToObject(o, "ffn_params", (double)r->ffn_params);
-        cJSON *bpb = cJSON_AddObjectToObject(o, "bpb"), *acc = cJSON_AddObjectToObject(o, "accuracy");
-        for (int k = 0; k < N_DOM; k++) {
-            cJSON_AddNumberToObject(bpb, fk_synth_domains[k], r->bpb[k]);
-            cJSON_AddNumberToObject(acc, fk_synth_domains[k], r->acc[k]);
-        }
-        cJSON_AddNumberToObject(o, "mean_bpb", r->avg_bpb);
-        cJSON_AddNumberToObject(o, "mean_accuracy", r->avg_acc);
-        cJSON_AddNumberToObject(o, "tokens_per_s", round(r->tokens_per_s));
-        cJSON_AddItemToArray(arr, o);
-    }
-    if (fused->n_shares > 0) cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(fused->shares, fused->n_shares));
-    return fk_json_write_in(d->dir, "results.json", j);
-}
-
-// ---------------------------------------------------------------- the pipeline
 static int demo_fail(const char *what, fk_status st) {
     if (st != FK_OK) fk_error_context(st, "%s", what);
     return cli_fail("demo", st);
 }
 
-// One demo run: its settings and every path it writes (all under d.dir).
+// ---------------------------------------------------------------- one seed's folders
+// Every path one seed writes: the first seed's under the demo's folder, seed k's under
+// seeds/<k>/ (the same layout).
+typedef struct {
+    int64_t seed;
+    step_place place;
+    char *root, *logs, *models, *data, *corpus, *toks, *stores, *tune;
+    char *mix_train, *mix_valid, *fusion_text, *src_text[N_SRC], *src_dir[N_SRC];
+    char *arm_dir[DEMO_MAX_ARMS];
+} seed_run;
+
+// The protocol's state: the settings, the runner, the results.
 typedef struct {
     demo d;
-    const demo_cfg *c;
-    bool quick;
-    int64_t seed, threads;
-    char *logs, *models, *data, *corpus, *toks;
-    char *mix_train, *mix_valid, *fusion_text, *src_text[N_SRC], *src_dir[N_SRC];
-    char *fused_dir, *base_dir, *folded_dir;
-} demo_run;
+    demo_results R;
+    int64_t threads;
+    seed_run seeds[DEMO_MAX_SEEDS];
+} demo_ctx;
 
-static void demo_run_free(demo_run *r) {
-    if (r->d.commands) fclose(r->d.commands);
-    char **all[] = {&r->logs, &r->models, &r->data, &r->corpus, &r->toks, &r->mix_train, &r->mix_valid, &r->fusion_text,
-                    &r->fused_dir, &r->base_dir, &r->folded_dir};
+static void seed_free(seed_run *s) {
+    char **all[] = {&s->root, &s->logs, &s->models, &s->data, &s->corpus, &s->toks, &s->stores, &s->tune,
+                    &s->mix_train, &s->mix_valid, &s->fusion_text};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(*all[i]);
-    for (int s = 0; s < N_SRC; s++) { free(r->src_text[s]); free(r->src_dir[s]); }
+    for (int k = 0; k < N_SRC; k++) { free(s->src_text[k]); free(s->src_dir[k]); }
+    for (int a = 0; a < DEMO_MAX_ARMS; a++) free(s->arm_dir[a]);
 }
 
-// The paths, a clean output folder and commands.sh's first line.
-static fk_status demo_open(demo_run *r, const char *out) {
-    r->logs = pj(out, "logs");
-    r->models = pj(out, "models");
-    r->data = pj(out, "data");
-    r->corpus = pj(out, "corpus");
-    r->toks = pj(out, "tokenizers");
-    r->mix_train = pj3(r->data, "mix", "train.txt");
-    r->mix_valid = pj3(r->data, "mix", "valid.txt");
-    r->fusion_text = pj(r->corpus, "fusion.txt");
-    r->fused_dir = pj(r->models, "fused");
-    r->base_dir = pj(r->models, "baseline");
-    r->folded_dir = pj(r->models, "folded");
-    for (int s = 0; s < N_SRC; s++) {
+// The paths of seed index i and its folders.
+static fk_status seed_open(demo_ctx *x, int i) {
+    seed_run *s = &x->seeds[i];
+    s->seed = x->R.seeds[i];
+    char sub[48];
+    snprintf(sub, sizeof sub, "seeds/%lld", (long long)s->seed);
+    s->root = i == 0 ? strdup(x->d.dir) : pj(x->d.dir, sub);
+    if (!s->root) return fk_error(FK_ERR_NOMEM, "out of memory");
+    s->logs = pj(s->root, "logs");
+    s->models = pj(s->root, "models");
+    s->data = pj(s->root, "data");
+    s->corpus = pj(s->root, "corpus");
+    s->toks = pj(s->root, "tokenizers");
+    s->stores = pj(s->models, "stores");
+    s->tune = pj(s->root, "tune");
+    s->mix_train = pj3(s->data, "mix", "train.txt");
+    s->mix_valid = pj3(s->data, "mix", "valid.txt");
+    s->fusion_text = pj(s->corpus, "fusion.txt");
+    for (int k = 0; k < N_SRC; k++) {
         char name[32];
-        snprintf(name, sizeof name, "source-%s.txt", sources[s].name);
-        r->src_text[s] = pj(r->corpus, name);
-        r->src_dir[s] = pj(r->models, sources[s].name);
+        snprintf(name, sizeof name, "source-%s.txt", sources[k].name);
+        s->src_text[k] = pj(s->corpus, name);
+        s->src_dir[k] = pj(s->models, sources[k].name);
     }
-    fk_status st = demo_clean(out);
-    if (st == FK_OK) st = fk_mkdir_p(r->logs);
-    if (st == FK_OK) st = fk_mkdir_p(r->models);
-    if (st == FK_OK) st = fk_mkdir_p(r->corpus);
-    if (st == FK_OK) st = fk_mkdir_p(r->toks);
-    char *cmdp = pj(out, "commands.sh");
-    if (st == FK_OK && !(r->d.commands = fopen(cmdp, "w"))) st = fk_error(FK_ERR_IO, "cannot create %s", cmdp);
-    free(cmdp);
-    if (st == FK_OK)
-        fprintf(r->d.commands, "# The steps of `fusekit demo%s -o %s`, as fusekit commands (run from the same folder).\n", r->quick ? " --quick" : "", out);
-    return st;
+    for (int a = 0; a < x->R.n_arms; a++) s->arm_dir[a] = pj(s->models, x->R.arms[a]->name);
+    s->place = (step_place){.d = &x->d, .logs = s->logs};
+    if (i > 0) snprintf(s->place.tag, sizeof s->place.tag, "seed-%lld/", (long long)s->seed);
+    if (!s->fusion_text || !s->src_dir[N_SRC - 1] || !s->stores || !s->tune) return fk_error(FK_ERR_NOMEM, "out of memory");
+    FK_TRY(fk_mkdir_p(s->logs));
+    FK_TRY(fk_mkdir_p(s->models));
+    FK_TRY(fk_mkdir_p(s->corpus));
+    return fk_mkdir_p(s->toks);
 }
 
+// ---------------------------------------------------------------- corpus and sources
 // Each source's own domains plus a slice of the mix, and the fusion corpus: the first bytes of the mix.
-static fk_status write_corpora(const demo_run *r) {
+static fk_status write_corpora(const seed_run *s, const demo_cfg *c) {
     fk_status st = FK_OK;
-    for (int s = 0; s < N_SRC && st == FK_OK; s++) {
+    for (int k = 0; k < N_SRC && st == FK_OK; k++) {
         char *buf = NULL;
         size_t n = 0;
-        for (int k = 0; k < 2 && sources[s].domains[k] && st == FK_OK; k++) {
-            char *f = pj3(r->data, sources[s].domains[k], "train.txt");
+        for (int j = 0; j < 2 && sources[k].domains[j] && st == FK_OK; j++) {
+            char *f = pj3(s->data, sources[k].domains[j], "train.txt");
             st = append_file(f, 0, &buf, &n);
             free(f);
         }
-        if (st == FK_OK) st = append_file(r->mix_train, r->c->mix_slice, &buf, &n);
-        if (st == FK_OK) st = fk_write_file_atomic(r->src_text[s], buf, n);
+        if (st == FK_OK) st = append_file(s->mix_train, c->mix_slice, &buf, &n);
+        if (st == FK_OK) st = fk_write_file_atomic(s->src_text[k], buf, n);
         free(buf);
     }
     if (st == FK_OK) {
         char *buf = NULL;
         size_t n = 0;
-        st = append_file(r->mix_train, r->c->fuse_bytes, &buf, &n);
-        if (st == FK_OK) st = fk_write_file_atomic(r->fusion_text, buf, n);
+        st = append_file(s->mix_train, c->fuse_bytes, &buf, &n);
+        if (st == FK_OK) st = fk_write_file_atomic(s->fusion_text, buf, n);
         free(buf);
     }
     return st;
 }
 
 // 1. the synthetic corpus, and the training corpora cut from it. Returns the exit code.
-static int step_corpus(demo_run *r) {
-    const demo_cfg *c = r->c;
-    say(&r->d, "synthetic corpus: 4 domains, %lld bytes of training text each -> %s\n", (long long)c->synth_bytes, r->data);
+static int step_corpus(demo_ctx *x, seed_run *s) {
+    const demo_cfg *c = x->R.c;
+    demo_say(&x->d, "seed %lld: synthetic corpus, 4 domains, %lld bytes of training text each -> %s\n", (long long)s->seed,
+             (long long)c->synth_bytes, s->data);
     cli_synth_args a, a0;
     cli_synth_args_init(&a);
     cli_synth_args_init(&a0);
-    a.out.path = r->data;
-    a.o.seed = (uint64_t)r->seed;
+    a.out.path = s->data;
+    a.o.seed = (uint64_t)s->seed;
     a.o.bytes_per_domain = c->synth_bytes;
     a.o.heldout_bytes = c->heldout_bytes;
     a.o.probes_per_domain = c->probes;
     cli_opt rows[CLI_SYNTH_ROWS], defs[CLI_SYNTH_ROWS];
     cli_synth_rows(&a, rows);
     cli_synth_rows(&a0, defs);
-    step_io io;
-    int rc = step_begin(&r->d, "synth", &(step_cmd){"data synth", rows, defs, NULL, NULL}, &io);
-    if (rc == 0) rc = step_end(&io, cli_synth_exec(&a));
+    int rc = run_step(&s->place, "synth", &(step_cmd){"data synth", rows, defs, NULL, NULL}, exec_synth, &a, NULL);
     if (rc != 0) return rc;
-    fprintf(r->d.commands, "# corpus/ is cut from data/ by the demo itself: source-X.txt is X's domains' train.txt and the first %lld bytes of "
-            "mix/train.txt, fusion.txt the first %lld bytes of mix/train.txt (whole lines)\n", (long long)c->mix_slice, (long long)c->fuse_bytes);
-    fk_status st = write_corpora(r);
+    fprintf(x->d.commands, "# %s: corpus/ is cut from data/ by the demo itself: source-X.txt is X's domains' train.txt and the first "
+            "%lld bytes of mix/train.txt, fusion.txt the first %lld bytes of mix/train.txt (whole lines)\n", s->root,
+            (long long)c->mix_slice, (long long)c->fuse_bytes);
+    fk_status st = write_corpora(s, c);
     return st == FK_OK ? 0 : demo_fail("writing the training corpora", st);
 }
 
-// 2. source s: its tokenizer, then the model trained on its corpus. Returns the exit code.
-static int step_source(demo_run *r, int s) {
-    const demo_source *S = &sources[s];
-    const demo_cfg *c = r->c;
-    char *tdir = pj(r->toks, S->name), log[32];
+// 2. source k: its tokenizer, then the model trained on its corpus. Returns the exit code.
+static int step_source(demo_ctx *x, seed_run *s, int k) {
+    const demo_source *S = &sources[k];
+    const demo_cfg *c = x->R.c;
+    char *tdir = pj(s->toks, S->name), log[32];
     cli_tok_train_args a, a0;
     cli_tok_train_args_init(&a);
     cli_tok_train_args_init(&a0);
-    a.data.v[a.data.n++] = r->src_text[s];
+    a.data.v[a.data.n++] = s->src_text[k];
     a.o.vocab_size = S->vocab;
     a.kind = strcmp(S->kind, "spm") == 0;
     if (S->pre) a.o.pre = S->pre;
@@ -563,105 +391,113 @@ static int step_source(demo_run *r, int s) {
     cli_tok_train_rows(&a, rows);
     cli_tok_train_rows(&a0, defs);
     snprintf(log, sizeof log, "tokenizer-%s", S->name);
-    step_io io;
-    int rc = step_begin(&r->d, log, &(step_cmd){"tokenizer train", rows, defs, NULL, NULL}, &io);
-    if (rc == 0) rc = step_end(&io, cli_tok_train_exec(&a));
+    int rc = run_step(&s->place, log, &(step_cmd){"tokenizer train", rows, defs, NULL, NULL}, exec_tok, &a, NULL);
     if (rc == 0) {
-        say(&r->d, "source %s: %s, %lld steps\n", S->name, S->desc, (long long)c->src_steps);
+        demo_say(&x->d, "seed %lld: source %s: %s, %lld steps\n", (long long)s->seed, S->name, S->desc, (long long)c->src_steps);
         cli_train_args t;
         cli_train_args_init(&t);
         fk_train_job *j = &t.job;
-        j->data = r->src_text[s];
+        j->data = s->src_text[k];
         j->tokenizer = tdir;
         j->shape.arch = strcmp(S->arch, "llama") == 0 ? FK_SHAPE_LLAMA : FK_SHAPE_GPT2;
         j->shape.d_model = c->d_model;
         j->shape.layers = c->layers;
         j->shape.heads = c->heads;
-        if (j->shape.arch == FK_SHAPE_LLAMA && s == 1) j->shape.kv_heads = c->heads / 2;
+        if (j->shape.arch == FK_SHAPE_LLAMA && k == 1) j->shape.kv_heads = c->heads / 2;
         j->shape.ctx = c->ctx;
         j->o.batch = (int)c->batch;
         j->o.steps = c->src_steps;
         j->o.optim.lr = (float)S->lr;
-        j->o.seed = (uint64_t)r->seed;
-        t.threads = r->threads;
+        j->o.seed = (uint64_t)s->seed;
+        t.threads = x->threads;
         j->o.eval_every = c->src_steps;
         j->o.log_every = 50;
-        j->out = r->src_dir[s];
+        j->out = s->src_dir[k];
         snprintf(log, sizeof log, "source-%s", S->name);
-        rc = run_train(&r->d, log, &t);
+        rc = run_train(&s->place, log, &t, NULL);
     }
     free(tdir);
     return rc;
 }
 
-// Fusion's and the baseline's schedule: the same steps, batch, learning rate, evaluation and seed.
-static void fuse_schedule(const demo_run *r, fk_train_job *j) {
-    const demo_cfg *c = r->c;
-    j->o.steps = c->fuse_steps;
+// ---------------------------------------------------------------- the arms
+// The fused/CLM schedule: the same steps, batch, evaluation and seed for every fuse and CLM arm.
+static void arm_schedule(const demo_cfg *c, const seed_run *s, fk_train_job *j, double lr, int64_t steps) {
+    j->o.steps = steps;
     j->o.batch = (int)c->batch;
-    j->o.optim.lr = (float)c->fuse_lr;
-    j->val = r->mix_valid;
+    j->o.optim.lr = (float)lr;
+    j->val = s->mix_valid;
     j->o.eval_every = c->eval_every;
     j->o.log_every = 5;
-    j->o.seed = (uint64_t)r->seed;
+    j->o.seed = (uint64_t)s->seed;
 }
 
-// 3. fusion and 4. the baseline: the same initialisation, corpus and schedule. Returns the exit code.
-static int step_fuse(demo_run *r) {
-    const demo_cfg *c = r->c;
-    say(&r->d, "fusion: target initialised from B, teachers A, B, C (MinCE, lambda %.2f), %lld steps on %lld bytes of mixed text\n",
-        c->lambda, (long long)c->fuse_steps, (long long)c->fuse_bytes);
+// A fuse arm: target B, its sources, lambda, lr and vocabulary map t; the stores and alignments
+// are shared by every fuse arm of the seed (extracted once, cached).
+static int run_fuse_arm(demo_ctx *x, seed_run *s, step_place *p, const demo_arm *A, const trial_set *t, const char *out, const char *log,
+                        char **log_path) {
     cli_fuse_args a, a0;
     cli_fuse_args_init(&a);
     cli_fuse_args_init(&a0);
-    a.job.target = r->src_dir[1];
-    a.job.sources = (fk_path_list){{r->src_dir[0], r->src_dir[2]}, 2};
+    a.job.target = s->src_dir[1];
+    for (int k = 0; k < N_SRC; k++)
+        if (A->sources & (1u << k)) a.job.sources.v[a.job.sources.n++] = s->src_dir[k];
+    a.job.store_dir = s->stores;
     fk_train_job *j = &a.job.train;
-    j->data = r->fusion_text;
-    j->lambda = (float)c->lambda;
+    j->data = s->fusion_text;
+    j->lambda = (float)t->lambda;
     j->fo.tail = true;
-    j->ao.vmap = FK_VMAP_EXACT;
-    fuse_schedule(r, j);
-    a.threads = r->threads;
-    j->out = r->fused_dir;
+    j->ao.vmap = (fk_vmap_mode)t->vmap;
+    if (A->shuffle) j->fo.shuffle_seed = (uint64_t)s->seed + 1;  // (0 is off)
+    arm_schedule(x->R.c, s, j, t->lr, x->R.c->fuse_steps);
+    a.threads = x->threads;
+    j->out = out;
     cli_opt rows[CLI_FUSE_ROWS], defs[CLI_FUSE_ROWS];
     cli_fuse_rows(&a, rows);
     cli_fuse_rows(&a0, defs);
     cli_rows_mark_set(rows, defs);
     cli_train_given(rows, j);
-    step_io io;
-    int rc = step_begin(&r->d, "fuse", &(step_cmd){"fuse", rows, defs, NULL, NULL}, &io);
-    if (rc == 0) rc = step_end(&io, cli_fuse_exec(&a));
-    if (rc != 0) return rc;
-    say(&r->d, "baseline: the same initialisation, corpus, steps and schedule, CLM loss only\n");
-    cli_train_args b;
-    cli_train_args_init(&b);
-    b.job.init = r->src_dir[1];
-    b.job.data = r->fusion_text;
-    fuse_schedule(r, &b.job);
-    b.threads = r->threads;
-    b.job.out = r->base_dir;
-    return run_train(&r->d, "baseline", &b);
+    return run_step(p, log, &(step_cmd){"fuse", rows, defs, NULL, NULL}, exec_fuse, &a, log_path);
 }
 
-// 5. fold and heal the fused model. Returns the exit code.
-static int step_fold(demo_run *r) {
-    const demo_cfg *c = r->c;
-    say(&r->d, "fold: %.0f%% of the fused model's FFN parameters, then %lld healing steps\n", 100 * c->budget, (long long)c->heal_steps);
+// A CLM arm: the baseline's initialisation and corpus, lr t->lr; replay runs replay_steps.
+static int run_clm_arm(demo_ctx *x, seed_run *s, step_place *p, const demo_arm *A, const trial_set *t, const char *out, const char *log,
+                       char **log_path) {
+    cli_train_args b;
+    cli_train_args_init(&b);
+    b.job.init = s->src_dir[1];
+    b.job.data = s->fusion_text;
+    arm_schedule(x->R.c, s, &b.job, t->lr, A->replay ? x->R.replay_steps : x->R.c->fuse_steps);
+    b.threads = x->threads;
+    b.job.out = out;
+    return run_train(p, log, &b, log_path);
+}
+
+// The healing options both heal arms share: the fold's heal defaults (lambda 0.5), the demo's
+// batch, validation text and seed, heal_steps, and the lr t->lr.
+static void heal_schedule(const demo_cfg *c, const seed_run *s, fk_train_job *j, double lr) {
+    j->o.batch = (int)c->batch;
+    j->val = s->mix_valid;
+    j->o.eval_every = c->heal_steps;
+    j->o.seed = (uint64_t)s->seed;
+    j->o.optim.lr = (float)lr;
+}
+
+// The folded arm: the fused model folded by the budget and healed heal_steps steps at lr t->lr.
+static int run_fold_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fused, const trial_set *t, const char *out, const char *log,
+                        char **log_path) {
+    const demo_cfg *c = x->R.c;
     cli_fold_args a, a0;
     cli_fold_args_init(&a);
     cli_fold_args_init(&a0);
-    a.model = r->fused_dir;
-    a.data = r->fusion_text;
+    a.model = fused;
+    a.data = s->fusion_text;
     a.budget = c->budget;
     a.heal_steps = c->heal_steps;
     a.edges = true;
-    a.threads = r->threads;
-    a.out = r->folded_dir;
-    a.heal.job.o.batch = (int)c->batch;
-    a.heal.job.val = r->mix_valid;
-    a.heal.job.o.eval_every = c->heal_steps;
-    a.heal.job.o.seed = (uint64_t)r->seed;
+    a.threads = x->threads;
+    a.out = out;
+    heal_schedule(c, s, &a.heal.job, t->lr);
     cli_opt rows[CLI_FOLD_ROWS], defs[CLI_FOLD_ROWS], heal[CLI_TRAIN_ROWS], heal0[CLI_TRAIN_ROWS];
     cli_fold_rows(&a, rows);
     cli_fold_rows(&a0, defs);
@@ -670,114 +506,284 @@ static int step_fold(demo_run *r) {
     cli_train_job_rows(&a0.heal.job, &a0.heal.threads, cli_heal_sets, heal0);
     cli_rows_mark_set(heal, heal0);
     cli_train_given(heal, &a.heal.job);
-    step_io io;
-    int rc = step_begin(&r->d, "fold", &(step_cmd){"fold", rows, defs, heal, heal0}, &io);
-    return rc != 0 ? rc : step_end(&io, cli_fold_exec(&a));
+    return run_step(p, log, &(step_cmd){"fold", rows, defs, heal, heal0}, exec_fold, &a, log_path);
 }
 
-// The table on stdout: every model on every domain, the fusion weights and the headline comparison.
-static void print_table(const model_row *rows, const curve *cf, const char *out, double secs) {
-    printf("\n%-9s %-26s %-13s %-8s %9s", "model", "role", "arch", "tokens", "params");
-    for (int k = 0; k < N_DOM; k++) printf(" %8s", fk_synth_domains[k]);
-    printf(" %8s %7s %8s\n", "mean bpb", "probes", "tok/s");
-    for (int i = 0; i < N_MODELS; i++) {
-        const model_row *r = &rows[i];
-        printf("%-9s %-26s %-13s %-8s %9lld", r->name, r->role, r->arch, r->tok, (long long)r->params);
-        for (int k = 0; k < N_DOM; k++) printf(" %8.3f", r->bpb[k]);
-        printf(" %8.3f %6.1f%% %8.0f\n", r->avg_bpb, 100 * r->avg_acc, r->tokens_per_s);
+// The healed original: the fused model healed as the folded arm heals (fusekit heal, the same
+// teacher, objective, data and steps), without folding.
+static int run_heal_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fused, const trial_set *t, const char *out, const char *log,
+                        char **log_path) {
+    const demo_cfg *c = x->R.c;
+    cli_heal_args h, h0;
+    cli_heal_args_init(&h);
+    cli_heal_args_init(&h0);
+    h.job.teacher = fused;
+    h.job.model = fused;
+    h.job.train.data = s->fusion_text;
+    h.job.train.o.steps = c->heal_steps;
+    heal_schedule(c, s, &h.job.train, t->lr);
+    h.job.train.out = out;
+    h.threads = x->threads;
+    cli_opt rows[CLI_HEAL_ROWS], defs[CLI_HEAL_ROWS];
+    cli_heal_rows(&h, rows);
+    cli_heal_rows(&h0, defs);
+    cli_rows_mark_set(rows, defs);
+    cli_train_given(rows, &h.job.train);
+    return run_step(p, log, &(step_cmd){"heal", rows, defs, NULL, NULL}, exec_heal, &h, log_path);
+}
+
+// Arm a of seed s with settings t into out. Returns the exit code.
+static int run_arm(demo_ctx *x, seed_run *s, step_place *p, int a, const trial_set *t, const char *out, const char *log, char **log_path) {
+    const demo_arm *A = x->R.arms[a];
+    const char *fused = s->arm_dir[demo_arm_index(&x->R, "fused")];
+    switch (A->kind) {
+    case ARM_FUSE: return run_fuse_arm(x, s, p, A, t, out, log, log_path);
+    case ARM_CLM: return run_clm_arm(x, s, p, A, t, out, log, log_path);
+    default: return A->fold ? run_fold_arm(x, s, p, fused, t, out, log, log_path) : run_heal_arm(x, s, p, fused, t, out, log, log_path);
     }
-    if (cf->n_shares == 3) printf("\nfusion weights (share of positions per teacher): B %.2f, A %.2f, C %.2f\n", cf->shares[0], cf->shares[1], cf->shares[2]);
-    const model_row *f = &rows[4], *bl = &rows[3];
-    printf("fused vs baseline, mean held-out bits per byte: %.4f vs %.4f (%+.2f%%); folded: %.4f with %.0f%% fewer FFN parameters\n",
-           f->avg_bpb, bl->avg_bpb, 100 * (f->avg_bpb / bl->avg_bpb - 1), rows[5].avg_bpb,
-           100 * (1 - (double)rows[5].ffn_params / (double)f->ffn_params));
-    printf("report: %s/report.html  (%.0f s)\n", out, secs);
 }
 
-// Layer similarity of the fused model on the mixed validation text, and both models' configs
-// for the report's fold charts (*loaded: fm and fo are, for the caller to free).
-static fk_status fold_figures(const demo_run *r, fk_model *fm, fk_model *fo, fk_analysis *an, bool *loaded) {
-    fk_tokenizer *tok = NULL;
-    fk_token_data td = {0};
-    FK_TRY(fk_hf_load(fm, r->fused_dir));
-    fk_status st = fk_hf_load(fo, r->folded_dir);
-    if (st != FK_OK) { fk_model_free(fm); return st; }
-    *loaded = true;
-    st = cli_model_tokenizer(r->fused_dir, NULL, fm->cfg.vocab_size, &tok);
-    if (st == FK_OK) st = fk_data_load_tok(r->mix_valid, tok, &td);
-    if (st == FK_OK) st = fk_analyze(fm, &td, (int)r->c->ctx, 4, 32768, (int)fm->cfg.n_layer, an);
-    fk_data_free(&td);
-    fk_tok_free(tok);
+// The log name of arm A's step: "fuse" and "fold" as before the protocol, else its name.
+static const char *arm_log(const demo_arm *A) {
+    return strcmp(A->name, "fused") == 0 ? "fuse" : strcmp(A->name, "folded") == 0 ? "fold" : A->name;
+}
+
+// ---------------------------------------------------------------- tuning
+// The trials of an arm of kind k: cfg.trials settings of the grid (lambda slowest, map fastest).
+static int grid_trials(const demo_cfg *c, arm_kind k, trial_set *t) {
+    const demo_grid *g = &c->grid;
+    int n = 0;
+    if (k == ARM_FUSE) {
+        for (int i = 0; i < g->n_lambda; i++)
+            for (int j = 0; j < g->n_lr; j++)
+                for (int v = 0; v < g->n_vmap; v++) t[n++] = (trial_set){g->lambda[i], g->fuse_lr[j], g->vmap[v]};
+    } else {
+        for (int i = 0; i < c->trials; i++) t[n++] = (trial_set){k == ARM_CLM ? 0.0 : 0.5, k == ARM_CLM ? g->clm_lr[i] : g->heal_lr[i], -1};
+    }
+    return n;
+}
+
+// The mean bits per byte over the domains' valid.txt of the model in dir: the tuning's score.
+static fk_status valid_score(const seed_run *s, const char *dir, int64_t ctx, double *score) {
+    model_row v = {.dir = (char *)dir};
+    FK_TRY(demo_evaluate(s->data, "valid", false, &v, ctx));
+    *score = v.avg_bpb;
+    return FK_OK;
+}
+
+// Copies the text file from to to (the chosen trial's log into the seed's logs).
+static fk_status copy_file(const char *from, const char *to) {
+    char *t = NULL;
+    size_t n = 0;
+    FK_TRY(fk_read_file(from, &t, &n));
+    fk_status st = fk_write_file_atomic(to, t, n);
+    free(t);
     return st;
 }
 
-// 6. every model evaluated; results.json, report.html and the table. Returns the exit code.
-static int step_report(demo_run *r, const char *out) {
-    say(&r->d, "evaluation: held-out test splits and probes of every domain\n");
-    model_row rows[N_MODELS] = {
-        {.name = "A", .role = "source: arith", .dir = r->src_dir[0]},
-        {.name = "B", .role = "source: facts", .dir = r->src_dir[1]},
-        {.name = "C", .role = "source: grammar+records", .dir = r->src_dir[2]},
-        {.name = "baseline", .role = "CLM only, from B", .dir = r->base_dir},
-        {.name = "fused", .role = "fusion of A, B, C, from B", .dir = r->fused_dir},
-        {.name = "folded", .role = "fused, folded + healed", .dir = r->folded_dir},
-    };
-    fk_status st = FK_OK;
-    for (int i = 0; i < N_MODELS && st == FK_OK; i++) st = evaluate(r->data, &rows[i], r->c->ctx);
-    fk_analysis an = {0};
-    fk_model fm = {0}, fo = {0};
-    bool have_models = false;
-    if (st == FK_OK) st = fold_figures(r, &fm, &fo, &an, &have_models);
-    double secs = fk_time_s() - r->d.t0;
-    curve cf, cb;
-    char *mf = pj(r->fused_dir, "metrics.jsonl"), *mb = pj(r->base_dir, "metrics.jsonl");
-    curve_load(mf, &cf);
-    curve_load(mb, &cb);
-    free(mf);
-    free(mb);
-    const char *teachers[] = {"B (target)", "A", "C"};
-    if (st == FK_OK) st = write_results(&r->d, rows, &cf, secs, r->quick);
-    if (st == FK_OK)
-        st = write_report(&r->d, rows, &cf, &cb, &an, have_models ? &fm.cfg : NULL, have_models ? &fo.cfg : NULL, teachers, 3, secs, r->quick);
-    if (st == FK_OK) print_table(rows, &cf, out, secs);
-    curve_free(&cf);
-    curve_free(&cb);
-    fk_analysis_free(&an);
-    if (have_models) { fk_model_free(&fm); fk_model_free(&fo); }
-    return st == FK_OK ? 0 : demo_fail("evaluating", st);
+// The chosen trial becomes the seed's model of the arm: its folder renamed (a mv line in
+// commands.sh) and its log copied into the seed's logs under the arm's step number.
+static fk_status keep_trial(demo_ctx *x, seed_run *s, int a, const char *trial_dir, const char *trial_log) {
+    const char *dst = s->arm_dir[a];
+    fprintf(x->d.commands, "mv ");
+    cli_render_word(x->d.commands, trial_dir);
+    fputc(' ', x->d.commands);
+    cli_render_word(x->d.commands, dst);
+    fprintf(x->d.commands, "  # %s: the trial with the lowest validation bits per byte\n", x->R.arms[a]->name);
+    fflush(x->d.commands);
+    if (rename(trial_dir, dst) != 0) return fk_error(FK_ERR_IO, "cannot rename %s to %s", trial_dir, dst);
+    char name[128];
+    snprintf(name, sizeof name, "%02d-%s.log", ++s->place.step, arm_log(x->R.arms[a]));
+    char *to = pj(s->logs, name);
+    fk_status st = to ? copy_file(trial_log, to) : fk_error(FK_ERR_NOMEM, "out of memory");
+    free(to);
+    return st;
+}
+
+// Tunes arm a on the first seed: each trial trained into tune/<arm>/tN and scored on the
+// validation splits; the lowest score's trial is kept. Returns the exit code.
+static int tune_arm(demo_ctx *x, seed_run *s, step_place *tp, int a) {
+    const demo_arm *A = x->R.arms[a];
+    arm_tuning *tu = &x->R.tune[a];
+    tu->n_trials = grid_trials(x->R.c, A->kind, tu->set);
+    demo_say(&x->d, "tuning %s: %d trials on the validation splits\n", A->name, tu->n_trials);
+    char *dirs[DEMO_MAX_TRIALS] = {0}, *logs[DEMO_MAX_TRIALS] = {0};
+    char *adir = pj(s->tune, A->name);
+    int rc = adir ? 0 : demo_fail("tuning", fk_error(FK_ERR_NOMEM, "out of memory"));
+    for (int i = 0; i < tu->n_trials && rc == 0; i++) {
+        char tn[16], log[64];
+        snprintf(tn, sizeof tn, "t%d", i + 1);
+        snprintf(log, sizeof log, "%s-t%d", A->name, i + 1);
+        dirs[i] = pj(adir, tn);
+        rc = run_arm(x, s, tp, a, &tu->set[i], dirs[i], log, &logs[i]);
+        fk_status st = rc == 0 ? valid_score(s, dirs[i], x->R.c->ctx, &tu->valid[i]) : FK_OK;
+        if (st != FK_OK) rc = demo_fail("scoring a tuning trial", st);
+    }
+    if (rc == 0) {
+        tu->chosen = 0;
+        for (int i = 1; i < tu->n_trials; i++)
+            if (tu->valid[i] < tu->valid[tu->chosen]) tu->chosen = i;
+        fk_status st = keep_trial(x, s, a, dirs[tu->chosen], logs[tu->chosen]);
+        if (st != FK_OK) rc = demo_fail("keeping the chosen trial", st);
+    }
+    for (int i = 0; i < DEMO_MAX_TRIALS; i++) { free(dirs[i]); free(logs[i]); }
+    free(adir);
+    return rc;
+}
+
+// ---------------------------------------------------------------- replay's budget
+// The replay control's steps: the fused run's extraction FLOPs (each teacher's forward FLOPs per
+// token times its tokens of the fusion text) turned into extra CLM steps of the target; counted
+// on the first seed and kept for the others, like the tuned settings.
+static fk_status replay_budget(demo_ctx *x, const seed_run *s) {
+    const demo_cfg *c = x->R.c;
+    const char *teachers[N_SRC] = {s->src_dir[1], s->src_dir[0], s->src_dir[2]};  // B (the target) first, as fuse
+    double extract = 0, tgt_train = 0;
+    for (int k = 0; k < N_SRC; k++) {
+        fk_model m;
+        FK_TRY(fk_hf_load(&m, teachers[k]));
+        fk_tokenizer *tok = NULL;
+        fk_token_data d = {0};
+        fk_status st = cli_model_tokenizer(teachers[k], NULL, m.cfg.vocab_size, &tok);
+        if (st == FK_OK) st = fk_data_load_tok(s->fusion_text, tok, &d);
+        double fwd = 0, train = 0;
+        if (st == FK_OK) fk_model_flops_per_token(&m, (int)c->ctx, &fwd, &train);
+        if (st == FK_OK) extract += fwd * (double)d.n;
+        if (st == FK_OK && k == 0) tgt_train = train;
+        fk_data_free(&d);
+        fk_tok_free(tok);
+        fk_model_free(&m);
+        FK_TRY(st);
+    }
+    x->R.extract_flops = extract;
+    x->R.train_flops = tgt_train * (double)(c->fuse_steps * c->batch * c->ctx);
+    x->R.replay_steps = fk_replay_steps(c->fuse_steps, extract, tgt_train, c->batch * c->ctx);
+    return FK_OK;
+}
+
+// ---------------------------------------------------------------- one seed
+// The arms in run order: the fused arm first (the others use its model or its FLOPs).
+static int run_order(const demo_results *R, int k) {
+    int f = demo_arm_index(R, "fused");
+    return k == 0 ? f : k <= f ? k - 1 : k;
+}
+
+// Trains seed i: corpus, sources, then each arm (tuned on the first seed, else once with the
+// chosen settings). Returns the exit code.
+static int run_seed(demo_ctx *x, int i) {
+    seed_run *s = &x->seeds[i];
+    fk_status st = seed_open(x, i);
+    if (st != FK_OK) return demo_fail("creating the output folders", st);
+    int rc = step_corpus(x, s);
+    for (int k = 0; k < N_SRC && rc == 0; k++) rc = step_source(x, s, k);
+    step_place tp = {.d = &x->d};
+    char *tlogs = pj(s->tune, "logs");
+    if (rc == 0 && i == 0 && (!tlogs || fk_mkdir_p(tlogs) != FK_OK))
+        rc = demo_fail("creating tune/logs", fk_error(FK_ERR_IO, "cannot create %s", tlogs));
+    tp.logs = tlogs;
+    for (int k = 0; k < x->R.n_arms && rc == 0; k++) {
+        int a = run_order(&x->R, k);
+        const demo_arm *A = x->R.arms[a];
+        if (A->replay && i == 0 && (st = replay_budget(x, s)) != FK_OK) rc = demo_fail("counting the fused run's FLOPs", st);
+        if (rc != 0) break;
+        if (i == 0) {
+            rc = tune_arm(x, s, &tp, a);
+        } else {
+            demo_say(&x->d, "seed %lld: %s\n", (long long)s->seed, A->name);
+            const arm_tuning *tu = &x->R.tune[a];
+            rc = run_arm(x, s, &s->place, a, &tu->set[tu->chosen], s->arm_dir[a], arm_log(A), NULL);
+        }
+    }
+    free(tlogs);
+    return rc;
+}
+
+// Every seed's models on the test splits and probes, read once, after all training.
+static int evaluate_all(demo_ctx *x) {
+    demo_results *R = &x->R;
+    demo_say(&x->d, "evaluation: held-out test splits and probes of every domain, %d seed%s\n", R->n_seeds, R->n_seeds > 1 ? "s" : "");
+    static const char *const src_roles[N_SRC] = {"source: arith", "source: facts", "source: grammar+records"};
+    for (int i = 0; i < R->n_seeds; i++) {
+        seed_run *s = &x->seeds[i];
+        for (int r = 0; r < R->n_rows; r++) {
+            model_row *row = &R->rows[i][r];
+            bool src = r < N_SRC;
+            *row = (model_row){.name = src ? sources[r].name : R->arms[r - N_SRC]->name,
+                               .role = src ? src_roles[r] : R->arms[r - N_SRC]->role,
+                               .dir = src ? s->src_dir[r] : s->arm_dir[r - N_SRC]};
+            fk_status st = demo_evaluate(s->data, "test", true, row, R->c->ctx);
+            if (st != FK_OK) return demo_fail("evaluating", st);
+        }
+    }
+    return 0;
 }
 
 int cmd_demo(int argc, char **argv) {
     const char *out = "demo";
-    bool quick = false;
-    int64_t seed = 1, threads = 0;
+    bool quick = false, tiny = false, controls = false;
+    int64_t seed = 1, n_seeds = 1, threads = 0;
     cli_opt opts[] = {
-        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/", false, NULL},
-        {"--quick", OPT_FLAG, &quick, "smaller corpus, models and schedules: about a minute on 2 cores (the test suite runs it)", false, NULL},
-        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run", false, "[0,)"},
+        {"-o|--out", OPT_STR, &out, "output folder: report.html, results.json, commands.sh, logs/, models/, data/, tune/, seeds/", false,
+         NULL},
+        {"--quick", OPT_FLAG, &quick, "smaller corpus, models, schedules and tuning grid (4 trials per arm, else 8): the test suite runs it",
+         false, NULL},
+        {"--seeds", OPT_INT, &n_seeds, "replicates N: the whole pipeline with seeds SEED..SEED+N-1 (tuned on the first)", false, "[1,16]"},
+        {"--controls", OPT_FLAG, &controls, "adds the controls: self-distillation, B+A, B+C, shuffled teachers, replay, healed original", false,
+         NULL},
+        {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run (the first seed with --seeds)", false, "[0,)"},
         {"--threads", OPT_INT, &threads, "threads (default: all cores; 1 with --quick, which runs beside other tests)", false, "[0,4096]"},
+        {"--tiny", OPT_FLAG, &tiny, "for tests: the protocol on a tiny corpus and schedule in seconds (numbers meaningless)", false, NULL},
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts,
-                       "usage: fusekit demo [-o DIR] [--quick]\n\n"
-                       "Knowledge fusion and folding end to end on the embedded synthetic corpus (about 5 minutes on 2 cores;\n"
-                       "--quick about one): three sources with different tokenizers (byte-level BPE, SentencePiece-style BPE)\n"
-                       "and architectures (GPT-2, Llama) each learn mostly one domain; they are fused into a target initialised\n"
-                       "from one of them, against a CLM-only baseline with the same data and steps; the fused model is folded\n"
-                       "by an FFN budget and healed. Prints a table and writes DIR/report.html (open it in a browser).");
+                       "usage: fusekit demo [-o DIR] [--quick] [--seeds N] [--controls]\n\n"
+                       "Knowledge fusion and folding end to end on the embedded synthetic corpus: three sources with different\n"
+                       "tokenizers (byte-level BPE, SentencePiece-style BPE) and architectures (GPT-2, Llama) each learn mostly\n"
+                       "one domain; they are fused into a target initialised from one of them, beside a CLM-only baseline with\n"
+                       "the same data and steps; the fused model is folded by an FFN budget and healed. Every arm's settings are\n"
+                       "tuned with the same number of trials on the validation splits (first seed); the test splits are read once,\n"
+                       "at the end. Prints a table (mean +- sd over seeds, paired differences with 95% t intervals) and writes\n"
+                       "DIR/report.html (open it in a browser) and DIR/results.json.");
     if (rc >= 0) return rc;
     cli_out_spec os = {"-o", out, false, true};  // an earlier demo's folder is cleaned below, any other refused
     if ((rc = cli_check_output("demo", &os, NULL, 0)) != 0) return rc;
-    if (quick && !cli_was_set(opts, "--threads")) threads = 1;
+    if ((quick || tiny) && !cli_was_set(opts, "--threads")) threads = 1;
     cli_set_threads(threads);
-    demo_run r = {.d = {.dir = out, .t0 = fk_time_s()}, .c = quick ? &cfg_quick : &cfg_full, .quick = quick, .seed = seed, .threads = threads};
-    fk_status st = demo_open(&r, out);
+    demo_ctx *x = calloc(1, sizeof *x);
+    if (!x) return demo_fail("starting", fk_error(FK_ERR_NOMEM, "out of memory"));
+    x->d = (demo){.dir = out, .t0 = fk_time_s()};
+    x->threads = threads;
+    demo_results *R = &x->R;
+    R->c = tiny ? &cfg_tiny : quick ? &cfg_quick : &cfg_full;
+    R->quick = quick || tiny;
+    R->controls = controls;
+    R->n_seeds = (int)n_seeds;
+    for (int i = 0; i < R->n_seeds; i++) R->seeds[i] = seed + i;
+    for (int a = 0; a < N_ARM_TABLE; a++)
+        if (controls || !arm_table[a].control) R->arms[R->n_arms++] = &arm_table[a];
+    R->n_rows = N_SRC + R->n_arms;
+    fk_status st = demo_clean(out);
+    char *cmdp = pj(out, "commands.sh");
+    if (st == FK_OK) st = fk_mkdir_p(out);
+    if (st == FK_OK && !(x->d.commands = fopen(cmdp, "w"))) st = fk_error(FK_ERR_IO, "cannot create %s", cmdp);
+    free(cmdp);
     if (st != FK_OK) rc = demo_fail("creating the output folder", st);
-    if (rc == 0) rc = step_corpus(&r);
-    for (int s = 0; s < N_SRC && rc == 0; s++) rc = step_source(&r, s);
-    if (rc == 0) rc = step_fuse(&r);
-    if (rc == 0) rc = step_fold(&r);
-    if (rc == 0) rc = step_report(&r, out);
-    demo_run_free(&r);
+    if (rc == 0)
+        fprintf(x->d.commands, "# The steps of `fusekit demo%s%s --seeds %d -o %s`, as fusekit commands (run from the same folder).\n",
+                tiny ? " --tiny" : quick ? " --quick" : "", controls ? " --controls" : "", R->n_seeds, out);
+    for (int i = 0; i < R->n_seeds && rc == 0; i++) rc = run_seed(x, i);
+    if (rc == 0) rc = evaluate_all(x);
+    if (rc == 0) {
+        R->fused_dir = x->seeds[0].arm_dir[demo_arm_index(R, "fused")];
+        R->base_dir = x->seeds[0].arm_dir[demo_arm_index(R, "baseline")];
+        R->folded_dir = x->seeds[0].arm_dir[demo_arm_index(R, "folded")];
+        R->mix_valid = x->seeds[0].mix_valid;
+        R->secs = fk_time_s() - x->d.t0;
+        st = demo_outputs(&x->d, R);
+        if (st != FK_OK) rc = demo_fail("writing the report", st);
+    }
+    if (x->d.commands) fclose(x->d.commands);
+    for (int i = 0; i < R->n_seeds; i++) seed_free(&x->seeds[i]);
+    free(x);
     return rc;
 }
