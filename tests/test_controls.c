@@ -257,16 +257,17 @@ static void fuse_job(fk_fuse_job *j, const char *target, const char *out) {
     j->train.given = FK_GIVEN_STEPS;
 }
 
-static double file_num(const char *dir, const char *file, const char *key) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    size_t n;
+
+// In the file at path, the number after key on the line that starts with prefix (NaN: none).
+static double line_num(const char *path, const char *prefix, const char *key) {
     char *s = NULL;
+    size_t n;
     CHECK(fk_read_file(path, &s, &n));
-    char k[64];
-    snprintf(k, sizeof k, "\"%s\":", key);
-    const char *at = strstr(s, k);
-    double v = at ? atof(at + strlen(k)) : NAN;
+    double v = NAN;
+    for (char *line = s; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        char *end = strchr(line, '\n'), *at = strstr(line, key);
+        if (strncmp(line, prefix, strlen(prefix)) == 0 && at && (!end || at < end)) { v = atof(at + strlen(key)); break; }
+    }
     free(s);
     return v;
 }
@@ -312,11 +313,11 @@ static void test_self_distillation(void **s) {
     // training 3 x 73728 per token (windows of 32) x 2 x 32 tokens per step
     size_t bytes_n;
     free(slurp(corpus(), &bytes_n));
-    assert_true(file_num(tpath("self"), "flops.json", "extraction_flops") == 81920.0 * (double)bytes_n);
-    assert_true(file_num(tpath("self"), "flops.json", "train_flops_per_token") == 3 * 73728.0);
-    assert_true(file_num(tpath("self"), "flops.json", "tokens_per_step") == 64);
-    assert_true(file_num(tpath("self"), "flops.json", "training_flops") == 4 * 64 * 3 * 73728.0);
-    assert_true(file_num(tpath("self"), "flops.json", "replay_steps") ==
+    assert_true(line_num(tpath("self/flops.json"), "{", "\"extraction_flops\":") == 81920.0 * (double)bytes_n);
+    assert_true(line_num(tpath("self/flops.json"), "{", "\"train_flops_per_token\":") == 3 * 73728.0);
+    assert_true(line_num(tpath("self/flops.json"), "{", "\"tokens_per_step\":") == 64);
+    assert_true(line_num(tpath("self/flops.json"), "{", "\"training_flops\":") == 4 * 64 * 3 * 73728.0);
+    assert_true(line_num(tpath("self/flops.json"), "{", "\"replay_steps\":") ==
                 (double)fk_replay_steps(4, 81920.0 * (double)bytes_n, 3 * 73728.0, 64));
     assert_true(r.extraction_flops == 81920.0 * (double)bytes_n && r.train_flops_per_token == 3 * 73728.0 && r.tokens_per_step == 64);
     // shuffled teachers: the same run, another fusion loss
@@ -324,11 +325,51 @@ static void test_self_distillation(void **s) {
     j.train.fo.shuffle_seed = 3;
     CHECK(fk_fuse_run(&j, NULL, &r));
     assert_int_equal(r.step, 4);
-    double fl_self = file_num(tpath("self"), "metrics.jsonl", "fusion_loss");  // step 1's
-    double fl_shuf = file_num(tpath("shuffled"), "metrics.jsonl", "fusion_loss");
+    double fl_self = line_num(tpath("self/metrics.jsonl"), "{\"step\":1,", "\"fusion_loss\":");  // step 1's
+    double fl_shuf = line_num(tpath("shuffled/metrics.jsonl"), "{\"step\":1,", "\"fusion_loss\":");
     assert_true(isfinite(fl_shuf) && fl_shuf != fl_self);
     fk_tok_free(bytes);
     fk_model_free(&m);
+}
+
+
+// The healed-original control: fold --heal-only --heal-steps S heals the unfolded model exactly as
+// a fold's round heals its folded model (the original its teacher, heal's defaults and the options
+// after "--"), so its run is step for step the run of heal --teacher M --model M with the same
+// options; without --heal-steps (or with --rounds 2, or --plan) it is refused before any work.
+static void test_healed_original(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 256, 32, 2, 4, 2, 64, 64);
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 8);
+    fk_tokenizer *bytes;
+    CHECK(fk_tok_new_bytes(&bytes));
+    CHECK(fk_hf_save(&m, tpath("orig"), FK_DT_F32));
+    CHECK(fk_tok_save_hf(bytes, tpath("orig")));
+    fk_tok_free(bytes);
+    fk_model_free(&m);
+    const char *opts = "--seq 32 --batch 2 --eval-every 0 --log-every 1 --threads 1";
+    RUN_OK("%s fold --model %s --data %s --budget 0.25 --heal-only --heal-steps 3 -o %s --threads 1 -- %s", FK_CLI, tpath("orig"), corpus(), tpath("f0"), opts);
+    RUN_OK("%s heal --teacher %s --model %s --data %s --steps 3 -o %s %s", FK_CLI, tpath("orig"), tpath("orig"), corpus(), tpath("h0"), opts);
+    // the same losses, fusion losses, learning rates and gradient norms, step for step (bit for bit:
+    // one thread, the same seed); the lines differ in their timings only
+    const char *keys[] = {"\"loss\":", "\"fusion_loss\":", "\"lr\":", "\"grad_norm\":"};
+    for (int step = 1; step <= 3; step++)
+        for (int k = 0; k < 4; k++) {
+            char sk[32], key[32];
+            snprintf(sk, sizeof sk, "{\"step\":%d,", step);
+            snprintf(key, sizeof key, "%s", keys[k]);
+            double va = line_num(tpath("f0/metrics.jsonl"), sk, key), vb = line_num(tpath("h0/metrics.jsonl"), sk, key);
+            if (!(va == vb && isfinite(va))) fail_msg("step %d %s: fold --heal-only %.17g, heal %.17g", step, key, va, vb);
+        }
+    assert_true(fk_path_exists(tpath("f0/model.safetensors")));
+    RUN_FAILS(2, "--heal-only is the healed-original control", "%s fold --model %s --data %s --budget 0.25 --heal-only -o %s", FK_CLI, tpath("orig"), corpus(),
+              tpath("f1"));
+    RUN_FAILS(2, "one round", "%s fold --model %s --data %s --budget 0.25 --heal-only --heal-steps 2 --rounds 2 -o %s", FK_CLI, tpath("orig"), corpus(),
+              tpath("f1"));
+    assert_false(fk_path_exists(tpath("f1")));
 }
 
 int main(void) {
@@ -339,6 +380,7 @@ int main(void) {
         cmocka_unit_test(test_flops_hand),
         cmocka_unit_test(test_replay_steps),
         cmocka_unit_test(test_self_distillation),
+        cmocka_unit_test(test_healed_original),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

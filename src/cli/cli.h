@@ -255,6 +255,7 @@ typedef struct {
     double budget, min_width, ridge;
     int64_t round, rounds, heal_steps, seq, batch, max_tokens, probe_windows, threads;
     bool plan_only, uniform, edges, force;
+    bool heal_only;          // --heal-only: the healed-original control (no folding, the same healing)
     cli_train_args heal;
 } cli_fold_args;
 #define CLI_FOLD_ROWS 28

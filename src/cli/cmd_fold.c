@@ -292,6 +292,8 @@ int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
         {"--heal-steps", OPT_INT, &a->heal_steps, "healing steps in all, split over the rounds, 0: no healing", false, "[0,)"},
         {"--heal-data", OPT_STR, &a->heal_data, "healing text (default --data); options after -- go to fusekit train", false, NULL},
         {"--heal-lambda", OPT_F32, &a->heal.job.lambda, "CLM weight while healing, 0: pure distillation", false, "[0,1]"},
+        {"--heal-only", OPT_FLAG, &a->heal_only, "the healed-original control: fold nothing, heal the model as this fold would heal "
+         "its folded model (the same teacher, steps and options; needs --heal-steps, one round)", false, NULL},
         CLI_ROW_THREADS(&a->threads),
         {"--force", OPT_FLAG, &a->force, "replace an existing -o when the new one is complete (with healing, an existing -o resumes)", false, NULL},
     };
@@ -322,6 +324,8 @@ static int fold_validate(const cli_fold_args *c, fold_args *fa) {
     else if (!fa->o.ffn_ops && !fa->o.layer_ops && !fa->o.head_ops && !fa->o.expert_ops)
         snprintf(msg, sizeof msg, "--ops must name ffn, heads, layers or experts (got '%s')", c->ops), err = msg;
     else if (!(c->budget > 0 && c->budget < 1)) snprintf(msg, sizeof msg, "--budget must be a fraction in (0, 1) (got %g)", c->budget), err = msg;
+    else if (c->heal_only && (c->heal_steps <= 0 || c->rounds > 1 || c->plan_only))
+        err = "--heal-only is the healed-original control: it needs --heal-steps, one round and no --plan-only";
     else if (c->rounds < 1 || c->rounds > 64) snprintf(msg, sizeof msg, "--rounds must be 1 to 64 (got %lld)", (long long)c->rounds), err = msg;
     else if (c->rounds > 1 && c->heal_steps <= 0) err = "--rounds needs --heal-steps (progressive folding heals between rounds)";
     else if (fa->probe_windows < 1 || fa->batch < 1) err = "--probe-windows and --batch must be positive";
@@ -406,6 +410,14 @@ int cli_fold_exec(cli_fold_args *a) {
     if ((rc = cli_check_output("fold", &os, ins, 4)) != 0) return rc;
     if (healing && !fa.plan_only && (rc = heal_precheck(a)) != 0) return rc;
     cli_set_threads(a->threads);
+    if (a->heal_only) {  // the healed-original control: round 1's healing with the unfolded model in the folded one's place
+        char *sdir = fk_path_join(a->out, "stores");
+        cli_heal_args h;
+        heal_job(a, a->model, a->model, a->out, a->heal_steps, false, sdir, &h);
+        rc = sdir ? cli_heal_exec(&h) : cli_fail("fold", fk_error(FK_ERR_NOMEM, "out of memory"));
+        free(sdir);
+        return rc;
+    }
     fk_status st;
     if (fa.plan_only) {
         int64_t removed = 0;
