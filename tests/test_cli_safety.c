@@ -102,7 +102,7 @@ static void test_ranges(void **s) {
     // every verb's table gives each numeric option a range (checked on every run): --help runs
     const char *verbs[] = {"train", "eval", "generate", "info", "tokenizer train", "tokenizer encode", "tokenizer decode", "tokenizer info",
                            "tokenizer convert", "tokenize", "extract", "fuse", "analyze", "fold", "heal", "prune", "merge", "demo", "export",
-                           "import", "data synth"};
+                           "import", "data synth", "align"};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         snprintf(c, sizeof c, "%s %s --help", FK_CLI, verbs[i]);
         expect(0, c, "usage: fusekit", NULL);

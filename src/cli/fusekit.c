@@ -16,6 +16,7 @@ static const cli_sub commands[] = {
     {"tokenizer", cmd_tokenizer, "train, inspect and run tokenizers (train | encode | decode | info | convert)"},
     {"tokenize", cmd_tokenize, "encode text files into a token shard for train, eval and extract"},
     {"extract", cmd_extract, "a source model's top-k next-token distributions over a text, into a store (.fkd)"},
+    {"align", cmd_align, "alignment report of sources against a target on a text: tokens aligned 1:1, vocabulary map coverage, mismatches"},
     {"fuse", cmd_fuse, "knowledge fusion in one command: extract sources, align to the target, fused training"},
     {"analyze", cmd_analyze, "redundancy statistics per layer (block influence, CKA, FFN and head Gram matrices)"},
     {"fold", cmd_fold, "fold redundancy away by a parameter budget (plan, FFN least-squares folding, layer ops; --rounds with healing)"},
