@@ -102,12 +102,10 @@ int64_t fk_cp_distance(const fk_cpeq *q, const uint32_t *a, size_t na, const uin
 }
 
 // ---------------------------------------------------------------- agreement test
-// The bytes of p with every occurrence of marker `from` written as `to` into buf (cap bytes,
-// after `pre` when not NULL); returns the length (more than cap: not all written).
-static size_t replace_marker(const char *p, size_t n, const char *from, const char *to, const char *pre, char *buf, size_t cap) {
+// The bytes of p with every occurrence of marker `from` written as `to` into buf (cap bytes);
+// returns the length (more than cap: not all written).
+static size_t replace_marker(const char *p, size_t n, const char *from, const char *to, char *buf, size_t cap) {
     size_t k = 0, fl = strlen(from), tl = strlen(to);
-    for (const char *s = pre; s && *s; s++, k++)
-        if (k < cap) buf[k] = *s;
     for (size_t i = 0; i < n;) {
         bool m = i + fl <= n && memcmp(p + i, from, fl) == 0;
         const char *w = m ? to : p + i;
@@ -127,13 +125,13 @@ bool fk_fusellm_agree(const fk_tokenizer *st, int32_t sid, const fk_tokenizer *t
     const char *sm = marker_utf8(st), *tm = marker_utf8(tt);
     size_t tml = strlen(tm);
     char small[1024], *buf = small;
-    size_t n = replace_marker(sp, sl, sm, tm, NULL, buf, sizeof small);
+    size_t n = replace_marker(sp, sl, sm, tm, buf, sizeof small);
     if (n > sizeof small && !(buf = malloc(n + tml))) return false;
-    if (buf != small) replace_marker(sp, sl, sm, tm, NULL, buf, n);
+    if (buf != small) replace_marker(sp, sl, sm, tm, buf, n);
     // others.py's special case ("for mpt"): a byte-level source's first token lacks the
     // marker a SentencePiece target's dummy prefix gives the first target token
     bool pre = first && byte_level(st) && tl >= tml && memcmp(tp, tm, tml) == 0 && !(n >= tml && memcmp(buf, tm, tml) == 0);
-    bool eq = n + (pre ? tml : 0) == tl && (!pre || memcmp(tp, tm, tml) == 0) && memcmp(buf, tp + (pre ? tml : 0), n) == 0;
+    bool eq = n + (pre ? tml : 0) == tl && memcmp(buf, tp + (pre ? tml : 0), n) == 0;
     if (buf != small) free(buf);
     if (eq || !vmap) return eq;
     // soft: the mapping of the (prefixed) source string
@@ -155,11 +153,22 @@ typedef struct {
     uint32_t *cp;       // every target string's code points, back to back
     uint64_t *off;      // target id v: cp[off[v] .. off[v + 1])
     int32_t *ids;       // target ids sorted by (length, id)
+    uint8_t *counts;    // FK_N_CLASS class counts per entry of ids (for bag_bound)
     int64_t *at;        // ids of length L: ids[at[L] .. at[L + 1])
     int64_t max_len;
 } cp_vocab;
 
+// Code points hashed into FK_N_CLASS classes, counted (saturating) for the bag bound.
+static void cp_counts(const uint32_t *p, size_t n, uint8_t *cnt) {
+    memset(cnt, 0, FK_N_CLASS);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t k = (uint8_t)((p[i] * 2654435761u) >> 27);
+        if (cnt[k] < 255) cnt[k]++;
+    }
+}
+
 static void cp_vocab_free(cp_vocab *v) {
+    free(v->counts);
     free(v->cp);
     free(v->off);
     free(v->ids);
@@ -198,6 +207,11 @@ static fk_status cp_vocab_load(const fk_tokenizer *t, cp_vocab *v) {
     memcpy(fill, v->at, sizeof *fill * ((size_t)v->max_len + 1));
     for (int32_t i = 0; i < n; i++) v->ids[fill[v->off[i + 1] - v->off[i]]++] = i;  // ids ascending within each length
     free(fill);
+    if (!(v->counts = malloc((size_t)FK_N_CLASS * (size_t)(n > 0 ? n : 1)))) return fk_error(FK_ERR_NOMEM, "out of memory for a vocabulary map");
+    for (int32_t x = 0; x < n; x++) {
+        int32_t id = v->ids[x];
+        cp_counts(v->cp + v->off[id], v->off[id + 1] - v->off[id], v->counts + (size_t)x * FK_N_CLASS);
+    }
     return FK_OK;
 }
 
@@ -206,6 +220,8 @@ static fk_status cp_vocab_load(const fk_tokenizer *t, cp_vocab *v) {
 static int32_t cp_mined(const cp_vocab *v, const uint32_t *a, size_t na, fk_cpeq *q) {
     int64_t best = INT64_MAX;
     int32_t best_id = INT32_MAX;
+    uint8_t ca[FK_N_CLASS];
+    cp_counts(a, na, ca);
     bool bits = fk_cpeq_set(q, a, na);
     for (int64_t delta = 0; delta <= best; delta++) {
         int64_t lens[2] = {(int64_t)na - delta, (int64_t)na + delta};
@@ -220,6 +236,7 @@ static int32_t cp_mined(const cp_vocab *v, const uint32_t *a, size_t na, fk_cpeq
                     if (id > best_id) break;  // so are all the rest of this bucket
                     continue;
                 }
+                if (bag_bound(ca, v->counts + (size_t)x * FK_N_CLASS) > thr) continue;
                 int64_t d = fk_cp_distance(bits ? q : NULL, a, na, v->cp + v->off[id], (size_t)L, thr);
                 if (d >= 0 && d <= thr) {
                     best = d;
@@ -253,7 +270,7 @@ fk_status fk_vmap_build_fusellm(const fk_tokenizer *src, const fk_tokenizer *tgt
             if (!ok) continue;
             uint32_t len;
             const char *p = fk_tok_piece(src, s, &len);
-            size_t n = replace_marker(p, len, sm, tm, NULL, buf, cap);
+            size_t n = replace_marker(p, len, sm, tm, buf, cap);
             if (n > cap) {
                 cap = 2 * n;
                 char *b = realloc(buf, cap);
@@ -261,7 +278,7 @@ fk_status fk_vmap_build_fusellm(const fk_tokenizer *src, const fk_tokenizer *tgt
                 uint32_t *c = b ? realloc(cps, sizeof *cps * cap) : NULL;
                 if (c) cps = c;
                 if (!(ok = b && c)) continue;
-                replace_marker(p, len, sm, tm, NULL, buf, cap);
+                replace_marker(p, len, sm, tm, buf, cap);
             }
             int32_t r = fk_tok_find(tgt, buf, n);
             if (r < 0 && mined) r = cp_mined(&v, cps, to_cps((const uint8_t *)buf, n, UINT32_MAX, UINT32_MAX, 0, cps, cap), q);

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 
 #include "fusekit/tokenizer.h"
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 // Bit-parallel Levenshtein distance (Myers 1999, in Hyyrö's formulation for the global
 // distance): the pattern's columns of the DP matrix are held as bit vectors of vertical
@@ -65,6 +68,28 @@ static inline int64_t myers_bounded(const uint64_t *peq, size_t m, const uint8_t
         free(row);                                                                               \
         return d;                                                                                \
     }
+
+// A lower bound of the edit distance: the larger of the two one-sided excesses of two strings'
+// counts of symbol classes (FK_N_CLASS classes, counts saturating at 255; mapping symbols to
+// classes can only shorten the distance, and a distance is at least the bag distance).
+#define FK_N_CLASS 32
+static inline int64_t bag_bound(const uint8_t *a, const uint8_t *b) {
+#ifdef __SSE2__
+    __m128i z = _mm_setzero_si128();
+    __m128i a0 = _mm_loadu_si128((const __m128i *)a), a1 = _mm_loadu_si128((const __m128i *)(a + 16));
+    __m128i b0 = _mm_loadu_si128((const __m128i *)b), b1 = _mm_loadu_si128((const __m128i *)(b + 16));
+    __m128i p = _mm_add_epi64(_mm_sad_epu8(_mm_subs_epu8(a0, b0), z), _mm_sad_epu8(_mm_subs_epu8(a1, b1), z));
+    __m128i q = _mm_add_epi64(_mm_sad_epu8(_mm_subs_epu8(b0, a0), z), _mm_sad_epu8(_mm_subs_epu8(b1, a1), z));
+    int64_t pos = _mm_cvtsi128_si32(p) + _mm_extract_epi16(p, 4), neg = _mm_cvtsi128_si32(q) + _mm_extract_epi16(q, 4);
+#else
+    int64_t pos = 0, neg = 0;
+    for (int k = 0; k < FK_N_CLASS; k++) {
+        if (a[k] > b[k]) pos += a[k] - b[k];
+        else neg += b[k] - a[k];
+    }
+#endif
+    return pos > neg ? pos : neg;
+}
 
 static inline void peq_set(uint64_t *peq, const uint8_t *p, size_t m) {
     for (size_t k = 0; k < m; k++) peq[p[k]] |= (uint64_t)1 << k;

@@ -12,9 +12,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #define VMAP_MAGIC "FKVOCMAP"
 #define VMAP_VERSION 1u  // bump when the mapping rules change: old cache files are then rebuilt
@@ -95,7 +92,6 @@ static int32_t first_of_type(const fk_tokenizer *t, int type) {
 // of the two one-sided excesses of their class counts). 32 classes: 13 for lower-case
 // letters, 5 upper case, digits, space, 2 other ASCII, 8 for UTF-8 continuation bytes and 2
 // for lead bytes, so tokens in different scripts are told apart at once.
-#define N_CLASS 32
 static uint8_t byte_class(uint8_t c) {
     if (c >= 'a' && c <= 'z') return (uint8_t)((c - 'a') % 13);
     if (c >= 'A' && c <= 'Z') return (uint8_t)(13 + (c - 'A') % 5);
@@ -107,30 +103,13 @@ static uint8_t byte_class(uint8_t c) {
 }
 
 static void class_counts(const uint8_t *p, size_t n, uint8_t *cnt) {
-    memset(cnt, 0, N_CLASS);
+    memset(cnt, 0, FK_N_CLASS);
     for (size_t i = 0; i < n; i++) {
         uint8_t k = byte_class(p[i]);
         if (cnt[k] < 255) cnt[k]++;  // saturated counts only weaken the bound
     }
 }
 
-static inline int64_t bag_bound(const uint8_t *a, const uint8_t *b) {
-#ifdef __SSE2__
-    __m128i z = _mm_setzero_si128();
-    __m128i a0 = _mm_loadu_si128((const __m128i *)a), a1 = _mm_loadu_si128((const __m128i *)(a + 16));
-    __m128i b0 = _mm_loadu_si128((const __m128i *)b), b1 = _mm_loadu_si128((const __m128i *)(b + 16));
-    __m128i p = _mm_add_epi64(_mm_sad_epu8(_mm_subs_epu8(a0, b0), z), _mm_sad_epu8(_mm_subs_epu8(a1, b1), z));
-    __m128i q = _mm_add_epi64(_mm_sad_epu8(_mm_subs_epu8(b0, a0), z), _mm_sad_epu8(_mm_subs_epu8(b1, a1), z));
-    int64_t pos = _mm_cvtsi128_si32(p) + _mm_extract_epi16(p, 4), neg = _mm_cvtsi128_si32(q) + _mm_extract_epi16(q, 4);
-#else
-    int64_t pos = 0, neg = 0;
-    for (int k = 0; k < N_CLASS; k++) {
-        if (a[k] > b[k]) pos += a[k] - b[k];
-        else neg += b[k] - a[k];
-    }
-#endif
-    return pos > neg ? pos : neg;
-}
 
 // ---------------------------------------------------------------- exact lookup
 typedef struct {
@@ -163,7 +142,7 @@ static void bytemap_put_first(bytemap *m, int32_t id) {
 typedef struct {
     const vbytes *v;
     int32_t *ids;       // candidates sorted by (length, id)
-    uint8_t *counts;    // N_CLASS class counts per entry of ids
+    uint8_t *counts;    // FK_N_CLASS class counts per entry of ids
     int64_t *at;        // candidates of length L: ids[at[L] .. at[L + 1])
     int64_t max_len;
 } cands;
@@ -173,7 +152,7 @@ typedef struct {
 static int32_t mined_search(const cands *c, const uint8_t *a, size_t na, uint64_t *peq) {
     int64_t best = INT64_MAX;
     int32_t best_id = INT32_MAX;
-    uint8_t ca[N_CLASS];
+    uint8_t ca[FK_N_CLASS];
     class_counts(a, na, ca);
     bool bits = na <= 64;
     if (bits) peq_set(peq, a, na);
@@ -190,7 +169,7 @@ static int32_t mined_search(const cands *c, const uint8_t *a, size_t na, uint64_
                     if (id > best_id) break;  // so are all the rest of this bucket
                     continue;
                 }
-                if (bag_bound(ca, c->counts + (size_t)q * N_CLASS) > thr) continue;
+                if (bag_bound(ca, c->counts + (size_t)q * FK_N_CLASS) > thr) continue;
                 const uint8_t *b = vptr(c->v, id);
                 int64_t d;
                 if (bits) {
@@ -258,11 +237,11 @@ fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vma
         c.v = &tv;
         c.ids = order;
         c.max_len = nc ? (int64_t)vlen(&tv, order[nc - 1]) : -1;
-        c.counts = malloc((size_t)N_CLASS * (size_t)(nc ? nc : 1));
+        c.counts = malloc((size_t)FK_N_CLASS * (size_t)(nc ? nc : 1));
         c.at = calloc((size_t)(c.max_len + 2), sizeof *c.at);
         if (!c.counts || !c.at) { st = fk_error(FK_ERR_NOMEM, "out of memory for a vocabulary map"); goto done; }
         for (int32_t q = 0; q < nc; q++) {
-            class_counts(vptr(&tv, order[q]), vlen(&tv, order[q]), c.counts + (size_t)q * N_CLASS);
+            class_counts(vptr(&tv, order[q]), vlen(&tv, order[q]), c.counts + (size_t)q * FK_N_CLASS);
             c.at[vlen(&tv, order[q]) + 1]++;
         }
         for (int64_t L = 0; L <= c.max_len; L++) c.at[L + 1] += c.at[L];
