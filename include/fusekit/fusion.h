@@ -109,12 +109,12 @@ int fk_teacher_set_size(const fk_teacher_set *s);
 
 // ------------------------------------------------------------------ aligning stores to a target
 typedef struct {
-    fk_align_mode mode;      // offsets (default) or dtw (the reference's)
+    fk_align_mode mode;      // offsets (default), dtw (the reference's DTW on bytes) or fusellm (FuseLLM-faithful)
     fk_vmap_mode vmap;       // mined (default) or exact
     const char *cache_dir;   // aligned stores and vocabulary maps (NULL: beside each store)
 } fk_align_opts;
 void fk_align_opts_default(fk_align_opts *o);
-// Parses "offsets"/"dtw" and "mined"/"exact" (either may be NULL).
+// Parses fk_align_parse_mode's and fk_vmap_parse_mode's names (either may be NULL).
 fk_status fk_align_parse(const char *mode, const char *vmap, fk_align_opts *o);
 
 typedef struct fk_store fk_store;
