@@ -17,7 +17,7 @@
 //                  B+A, B+C  the target and one source as teachers
 //                  shuffled  A, B, C with their rows read at permuted positions (--shuffle-teachers)
 //                  replay    the baseline with the fused run's extra FLOPs (extraction) as extra steps
-//                  healed    the fused model healed with the folded model's steps, without folding
+//                  healed    the fused model healed as the fold heals, without folding (fold --heal-only)
 //   4. tuning    on the first seed only, every arm gets the same number of trials (the tuning
 //                budget, demo_cfg.trials: full 8, quick 4): fuse arms lambda x lr x vocabulary map,
 //                CLM arms the lr, heal arms the healing lr (demo_grid); each trial is scored by the
@@ -187,7 +187,6 @@ static int run_step(step_place *p, const char *log, const step_cmd *cmd, step_ex
 static int exec_train(void *a) { return cli_train_exec(a); }
 static int exec_fuse(void *a) { return cli_fuse_exec(a); }
 static int exec_fold(void *a) { return cli_fold_exec(a); }
-static int exec_heal(void *a) { return cli_heal_exec(a); }
 static int exec_synth(void *a) { return cli_synth_exec(a); }
 static int exec_tok(void *a) { return cli_tok_train_exec(a); }
 
@@ -473,8 +472,8 @@ static int run_clm_arm(demo_ctx *x, seed_run *s, step_place *p, const demo_arm *
     return run_train(p, log, &b, log_path);
 }
 
-// The healing options both heal arms share: the fold's heal defaults (lambda 0.5), the demo's
-// batch, validation text and seed, heal_steps, and the lr t->lr.
+// The healing options of both heal arms (after fold's "--"): the fold's heal defaults (lambda
+// 0.5), the demo's batch, validation text and seed, and the lr; fold sets the steps.
 static void heal_schedule(const demo_cfg *c, const seed_run *s, fk_train_job *j, double lr) {
     j->o.batch = (int)c->batch;
     j->val = s->mix_valid;
@@ -483,9 +482,10 @@ static void heal_schedule(const demo_cfg *c, const seed_run *s, fk_train_job *j,
     j->o.optim.lr = (float)lr;
 }
 
-// The folded arm: the fused model folded by the budget and healed heal_steps steps at lr t->lr.
-static int run_fold_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fused, const trial_set *t, const char *out, const char *log,
-                        char **log_path) {
+// The folded arm: the fused model folded by the budget and healed heal_steps steps at lr t->lr;
+// heal_only: the healed original (fold --heal-only: nothing folded, the same healing job).
+static int run_fold_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fused, const trial_set *t, bool heal_only, const char *out,
+                        const char *log, char **log_path) {
     const demo_cfg *c = x->R.c;
     cli_fold_args a, a0;
     cli_fold_args_init(&a);
@@ -495,6 +495,7 @@ static int run_fold_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fus
     a.budget = c->budget;
     a.heal_steps = c->heal_steps;
     a.edges = true;
+    a.heal_only = heal_only;
     a.threads = x->threads;
     a.out = out;
     heal_schedule(c, s, &a.heal.job, t->lr);
@@ -509,29 +510,6 @@ static int run_fold_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fus
     return run_step(p, log, &(step_cmd){"fold", rows, defs, heal, heal0}, exec_fold, &a, log_path);
 }
 
-// The healed original: the fused model healed as the folded arm heals (fusekit heal, the same
-// teacher, objective, data and steps), without folding.
-static int run_heal_arm(demo_ctx *x, seed_run *s, step_place *p, const char *fused, const trial_set *t, const char *out, const char *log,
-                        char **log_path) {
-    const demo_cfg *c = x->R.c;
-    cli_heal_args h, h0;
-    cli_heal_args_init(&h);
-    cli_heal_args_init(&h0);
-    h.job.teacher = fused;
-    h.job.model = fused;
-    h.job.train.data = s->fusion_text;
-    h.job.train.o.steps = c->heal_steps;
-    heal_schedule(c, s, &h.job.train, t->lr);
-    h.job.train.out = out;
-    h.threads = x->threads;
-    cli_opt rows[CLI_HEAL_ROWS], defs[CLI_HEAL_ROWS];
-    cli_heal_rows(&h, rows);
-    cli_heal_rows(&h0, defs);
-    cli_rows_mark_set(rows, defs);
-    cli_train_given(rows, &h.job.train);
-    return run_step(p, log, &(step_cmd){"heal", rows, defs, NULL, NULL}, exec_heal, &h, log_path);
-}
-
 // Arm a of seed s with settings t into out. Returns the exit code.
 static int run_arm(demo_ctx *x, seed_run *s, step_place *p, int a, const trial_set *t, const char *out, const char *log, char **log_path) {
     const demo_arm *A = x->R.arms[a];
@@ -539,7 +517,7 @@ static int run_arm(demo_ctx *x, seed_run *s, step_place *p, int a, const trial_s
     switch (A->kind) {
     case ARM_FUSE: return run_fuse_arm(x, s, p, A, t, out, log, log_path);
     case ARM_CLM: return run_clm_arm(x, s, p, A, t, out, log, log_path);
-    default: return A->fold ? run_fold_arm(x, s, p, fused, t, out, log, log_path) : run_heal_arm(x, s, p, fused, t, out, log, log_path);
+    default: return run_fold_arm(x, s, p, fused, t, !A->fold, out, log, log_path);
     }
 }
 

@@ -18,7 +18,7 @@
 typedef enum {
     ARM_FUSE,  // fusekit fuse from B: lambda x learning rate x vocabulary map
     ARM_CLM,   // fusekit train from B (CLM only): the learning rate
-    ARM_HEAL,  // fold + heal, or heal alone, of the fused model: the healing learning rate
+    ARM_HEAL,  // fold + heal, or the same healing alone (fold --heal-only), of the fused model: the healing learning rate
 } arm_kind;
 
 // One model the protocol trains and compares: the fused model, the baseline, the folded model
