@@ -19,7 +19,8 @@
 //                  replay    the baseline with the fused run's extra FLOPs (extraction) as extra steps
 //                  healed    the fused model healed as the fold heals, without folding (fold --heal-only)
 //   4. tuning    on the first seed only, every arm gets the same number of trials (the tuning
-//                budget, demo_cfg.trials: full 8, quick 4): fuse arms lambda x lr x vocabulary map,
+//                budget, demo_cfg.trials: full 8, quick 4): fuse arms lambda x lr x vocabulary map
+//                (self-distillation, whose map is the identity, lambda x more lrs instead),
 //                CLM arms the lr, heal arms the healing lr (demo_grid); each trial is scored by the
 //                mean bits per byte over the domains' valid.txt, and the arm keeps the lowest
 //                (the first on ties). The trial's model is that seed's model (renamed, in
@@ -61,13 +62,14 @@ static const demo_source sources[N_SRC] = {
 // many values; heal arms the healing learning rate (healing's lambda stays fold's 0.5).
 static const demo_cfg cfg_quick = {"quick", 60000, 8000, 100, 64, 2, 4, 64, 16, 600, 20000, 40000, 150, 25, 80, 0.25, 4,
                                    {2, 1, 2, {0.5, 0.8}, {2e-3}, {FK_VMAP_MINED, FK_VMAP_EXACT},
-                                    {5e-4, 1e-3, 2e-3, 4e-3}, {1e-4, 3e-4, 1e-3, 3e-3}}};
+                                    {5e-4, 1e-3, 2e-3, 4e-3}, {1e-4, 3e-4, 1e-3, 3e-3}, {2e-3, 4e-3}}};
 static const demo_cfg cfg_full = {"full", 120000, 12000, 250, 96, 3, 4, 128, 16, 600, 30000, 80000, 300, 25, 150, 0.25, 8,
                                   {2, 2, 2, {0.5, 0.8}, {2e-3, 4e-3}, {FK_VMAP_MINED, FK_VMAP_EXACT},
-                                   {5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3}, {3e-5, 1e-4, 2e-4, 4e-4, 1e-3, 2e-3, 4e-3, 8e-3}}};
+                                   {5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3}, {3e-5, 1e-4, 2e-4, 4e-4, 1e-3, 2e-3, 4e-3, 8e-3},
+                                   {1e-3, 2e-3, 4e-3, 8e-3}}};
 // For the test suite: the protocol's structure in seconds; its numbers mean nothing.
 static const demo_cfg cfg_tiny = {"tiny", 16000, 3000, 20, 32, 1, 2, 32, 8, 60, 4000, 8000, 16, 8, 8, 0.25, 2,
-                                  {2, 1, 1, {0.5, 0.8}, {4e-3}, {FK_VMAP_MINED}, {2e-3, 4e-3}, {1e-4, 1e-3}}};
+                                  {2, 1, 1, {0.5, 0.8}, {4e-3}, {FK_VMAP_MINED}, {2e-3, 4e-3}, {1e-4, 1e-3}, {4e-3}}};
 
 // The arms in the table's order; the fused arm runs first (the folded, healed and replay arms use it).
 static const demo_arm arm_table[] = {
@@ -527,11 +529,16 @@ static const char *arm_log(const demo_arm *A) {
 }
 
 // ---------------------------------------------------------------- tuning
-// The trials of an arm of kind k: cfg.trials settings of the grid (lambda slowest, map fastest).
-static int grid_trials(const demo_cfg *c, arm_kind k, trial_set *t) {
+// The trials of arm A: cfg.trials settings of the grid (lambda slowest, map fastest); the
+// self-distillation arm, whose map is the identity whatever its mode, varies the lr instead.
+static int grid_trials(const demo_cfg *c, const demo_arm *A, trial_set *t) {
     const demo_grid *g = &c->grid;
+    arm_kind k = A->kind;
     int n = 0;
-    if (k == ARM_FUSE) {
+    if (k == ARM_FUSE && A->sources == 0) {
+        for (int i = 0; i < g->n_lambda; i++)
+            for (int j = 0; j < g->n_lr * g->n_vmap; j++) t[n++] = (trial_set){g->lambda[i], g->self_lr[j], g->vmap[0]};
+    } else if (k == ARM_FUSE) {
         for (int i = 0; i < g->n_lambda; i++)
             for (int j = 0; j < g->n_lr; j++)
                 for (int v = 0; v < g->n_vmap; v++) t[n++] = (trial_set){g->lambda[i], g->fuse_lr[j], g->vmap[v]};
@@ -583,7 +590,7 @@ static fk_status keep_trial(demo_ctx *x, seed_run *s, int a, const char *trial_d
 static int tune_arm(demo_ctx *x, seed_run *s, step_place *tp, int a) {
     const demo_arm *A = x->R.arms[a];
     arm_tuning *tu = &x->R.tune[a];
-    tu->n_trials = grid_trials(x->R.c, A->kind, tu->set);
+    tu->n_trials = grid_trials(x->R.c, A, tu->set);
     demo_say(&x->d, "tuning %s: %d trials on the validation splits\n", A->name, tu->n_trials);
     char *dirs[DEMO_MAX_TRIALS] = {0}, *logs[DEMO_MAX_TRIALS] = {0};
     char *adir = pj(s->tune, A->name);

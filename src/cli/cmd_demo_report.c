@@ -444,7 +444,7 @@ static cJSON *tuning_json(const demo_results *R) {
         const demo_arm *A = R->arms[a];
         cJSON *o = cJSON_CreateObject(), *tr = NULL;
         cJSON_AddStringToObject(o, "name", A->name);
-        cJSON_AddStringToObject(o, "varies", A->kind == ARM_FUSE ? "lambda, lr, vmap" : A->kind == ARM_CLM ? "lr" : "healing lr");
+        cJSON_AddStringToObject(o, "varies", A->kind == ARM_FUSE ? (A->sources ? "lambda, lr, vmap" : "lambda, lr") : A->kind == ARM_CLM ? "lr" : "healing lr");
         cJSON_AddNumberToObject(o, "chosen", tu->chosen);
         tr = cJSON_AddArrayToObject(o, "trials");
         for (int i = 0; i < tu->n_trials; i++) {

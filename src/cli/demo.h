@@ -45,6 +45,9 @@ typedef struct {
     double lambda[3], fuse_lr[3];
     int vmap[2];
     double clm_lr[DEMO_MAX_TRIALS], heal_lr[DEMO_MAX_TRIALS];  // ARM_CLM and ARM_HEAL trials
+    // Self-distillation (no source beside B: every map is the identity, so the map cannot vary):
+    // lambda x these n_lr * n_vmap learning rates, the same number of distinct trials.
+    double self_lr[DEMO_MAX_TRIALS];
 } demo_grid;
 
 typedef struct {
