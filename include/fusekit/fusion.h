@@ -36,7 +36,7 @@ typedef struct {
     float temperature;  // on the teachers' log-probabilities (1)
     bool tail;          // keep the full-softmax probabilities and the rest as a tail class (false)
     fk_objective objective;  // how the target learns from the fused rows: soft CE (default) or ULD (fk_teacher.objective)
-    float span_temp;    // FK_OBJECTIVE_SPAN: the binarisation temperature tau on chunk log-likelihoods (100, as ALM's code)
+    float span_temp;    // FK_OBJECTIVE_SPAN: the binarisation temperature tau on chunk log-likelihoods (1, chosen on validation; ALM's code: 100)
     uint64_t shuffle_seed;  // shuffled-teachers control: 0 off; else every teacher's rows read at fk_shuffle_at's positions
 } fk_fusion_opts;
 

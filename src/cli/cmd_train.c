@@ -204,7 +204,7 @@ int cli_train_job_rows(fk_train_job *j, int64_t *threads, const char *const *exc
         {"--objective", OPT_CHOICE, CLI_ENUM(&j->fo.objective), "how the target learns from the fused rows: ce (soft cross-entropy) "
          "or uld (L1 between sorted probabilities, Universal Logit Distillation; no soft-capped models); span: the teachers' and "
          "the target's likelihoods of chunks cut where every tokenization has a boundary, matched as ALM does", false, "ce|uld|span"},
-        {"--span-temp", OPT_F32, &j->fo.span_temp, "--objective span: temperature on chunk log-likelihoods (default 100)", false, "(0,)"},
+        {"--span-temp", OPT_F32, &j->fo.span_temp, "--objective span: temperature on chunk log-likelihoods (default 1; ALM's code uses 100)", false, "(0,)"},
         {"--lambda", OPT_F32, &j->lambda, "weight of the CLM loss; 1 - lambda goes to the fusion loss", false, "[0,1]"},
         {"--tau", OPT_F32, &j->fo.tau, "AvgCE temperature on cross-entropies", false, "(0,)"},
         {"--teacher-temp", OPT_F32, &j->fo.temperature, "temperature on the teachers' log-probabilities", false, "(0,)"},
