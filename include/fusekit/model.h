@@ -272,6 +272,23 @@ int64_t fk_config_rotary_dim(const fk_config *c);
 // with AVX2 + FMA), or NULL when its choice is fine. OpenBLAS reads the variable once, when it
 // is loaded, so a program that wants the fix sets it and restarts itself (the CLI does).
 const char *fk_blas_better_core(void);
+
+// ---- Matrix-product precision (process-wide; set it before work starts, not during).
+// FP32: OpenBLAS sgemm. BF16: both operands of every model GEMM rounded to bf16 (round to nearest
+// even), products accumulated and written in fp32: oneDNN's matmul where the library was built
+// with oneDNN and the CPU has AVX512-BF16, otherwise emulated (the rounded operands through fp32
+// sgemm, the same products in another addition order). FUSEKIT_BF16_EMULATE=1 in the environment
+// or fk_matmul_force_emulation(true) forces the emulation. Element-wise ops stay fp32.
+typedef enum { FK_PRECISION_FP32, FK_PRECISION_BF16 } fk_precision;
+void fk_matmul_set_precision(fk_precision p);
+fk_precision fk_matmul_precision(void);
+void fk_matmul_force_emulation(bool on);
+// "fp32" or "bf16" -> *out; anything else FK_ERR_ARG naming --precision and the value.
+fk_status fk_precision_parse(const char *s, fk_precision *out);
+// The path products take now, in words ("bf16 (oneDNN, AVX512-BF16)", ...).
+const char *fk_matmul_backend(void);
+bool fk_cpu_has_bf16(void);  // the CPU has AVX512-BF16
+float fk_bf16_round(float f);  // f rounded to bf16 (nearest even), as a float
 // Describes a config in one line ("llama-style d=512 L=8 H=8/8 ffn=1376 ...").
 void fk_config_describe(const fk_config *c, char *buf, size_t n);
 

@@ -2,10 +2,11 @@
 #ifndef FK_NN_OPS_H
 #define FK_NN_OPS_H
 #include <stdint.h>
+#include "nn/gemm.h"
 #define real float
 #define FK_OP(name) fk_##name
-#define FK_GEMM cblas_sgemm
-#define FK_GEMV cblas_sgemv
+#define FK_GEMM fk_sgemm  // fp32 or bf16 products (nn/gemm.h)
+#define FK_GEMV fk_sgemv
 #define FK_EXP fk_fast_expf
 #define FK_TANH fk_fast_tanhf
 #define FK_ERF erff

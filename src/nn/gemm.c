@@ -1,0 +1,225 @@
+// The library's matrix products: fp32 through OpenBLAS, or bf16 inputs with fp32 accumulation
+// (fk_matmul_set_precision). bf16 runs oneDNN's matmul primitive where the CPU has AVX512-BF16
+// and the library was built with oneDNN; elsewhere (or when forced) it emulates: both inputs
+// rounded to bf16 (round to nearest even), then OpenBLAS's sgemm on the rounded values. A
+// product of two bf16 numbers is exact in fp32, so the two paths differ only in the order of
+// the fp32 additions: their results agree within fp32 accumulation error, on any machine.
+#include "nn/gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef FK_HAVE_DNNL
+#include <dnnl.h>
+#include <pthread.h>
+#endif
+
+static fk_precision g_precision = FK_PRECISION_FP32;
+static int g_emulate = -1;  // -1: not decided yet (FUSEKIT_BF16_EMULATE is read on first use)
+
+void fk_matmul_set_precision(fk_precision p) { g_precision = p; }
+fk_precision fk_matmul_precision(void) { return g_precision; }
+void fk_matmul_force_emulation(bool on) { g_emulate = on; }
+
+fk_status fk_precision_parse(const char *s, fk_precision *out) {
+    if (s && strcmp(s, "fp32") == 0) *out = FK_PRECISION_FP32;
+    else if (s && strcmp(s, "bf16") == 0) *out = FK_PRECISION_BF16;
+    else return fk_error(FK_ERR_ARG, "--precision: '%s' is not fp32 or bf16", s ? s : "(none)");
+    return FK_OK;
+}
+
+bool fk_cpu_has_bf16(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
+// True when bf16 products go to oneDNN: built with it, the CPU has AVX512-BF16, not forced off.
+static bool use_dnnl(void) {
+#ifdef FK_HAVE_DNNL
+    if (g_emulate < 0) {
+        const char *e = getenv("FUSEKIT_BF16_EMULATE");
+        g_emulate = e && *e && strcmp(e, "0") != 0;
+    }
+    return !g_emulate && fk_cpu_has_bf16();
+#else
+    return false;
+#endif
+}
+
+const char *fk_matmul_backend(void) {
+    if (g_precision == FK_PRECISION_FP32) return "fp32 (OpenBLAS)";
+    return use_dnnl() ? "bf16 (oneDNN, AVX512-BF16)" : "bf16 emulated (inputs rounded to bf16, OpenBLAS fp32 sgemm)";
+}
+
+float fk_bf16_round(float f) { return fk_bf16_to_f32(fk_f32_to_bf16(f)); }
+
+// Per-thread scratch that only grows (GEMMs run inside parallel regions too): NULL when out of memory.
+static void *scratch(int which, size_t bytes) {
+    static _Thread_local void *buf[2];
+    static _Thread_local size_t cap[2];
+    if (cap[which] < bytes) {
+        free(buf[which]);
+        buf[which] = malloc(bytes);
+        cap[which] = buf[which] ? bytes : 0;
+    }
+    return buf[which];
+}
+
+// The rows x cols matrix at src (row stride ld) rounded to bf16, packed (row stride cols), as floats.
+static void round_rows_f32(float *dst, const float *src, int rows, int cols, int ld) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = fk_bf16_round(src[(size_t)r * ld + c]);
+}
+
+static void emulated_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                          int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    int ar = ta == CblasNoTrans ? M : K, ac = ta == CblasNoTrans ? K : M;  // A as stored
+    int br = tb == CblasNoTrans ? K : N, bc = tb == CblasNoTrans ? N : K;
+    float *a = scratch(0, (size_t)ar * ac * sizeof(float)), *b = scratch(1, (size_t)br * bc * sizeof(float));
+    FK_ASSERT(a && b);  // out of memory for a copy of an operand the caller already holds
+    round_rows_f32(a, A, ar, ac, lda);
+    round_rows_f32(b, B, br, bc, ldb);
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+}
+
+#ifdef FK_HAVE_DNNL
+// ------------------------------------------------------------------ oneDNN
+// Primitives for recent shapes, created once each (creating one costs far more than a small
+// product); one lock around creation and execution keeps concurrent callers apart.
+#define FK_DNNL_CACHE 64
+typedef struct {
+    int M, N, K, ta, tb, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+} onednn_entry;
+static struct {
+    pthread_mutex_t lock;
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    onednn_entry e[FK_DNNL_CACHE];
+    int n, next;
+    bool failed;
+} g_onednn = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = fk_f32_to_bf16(src[(size_t)r * ld + c]);
+}
+
+// The 2-D descriptor of an operand of logical shape rows x cols, stored packed as given or transposed.
+static void md2(dnnl_memory_desc_t *md, int rows, int cols, bool trans, dnnl_data_type_t dt, int ld) {
+    dnnl_dims_t dims = {rows, cols}, strides = {trans ? 1 : ld, trans ? ld : 1};
+    dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
+}
+
+// A primitive for (M,N,K,ta,tb,alpha,beta) with packed bf16 operands and C's row stride ldc; NULL on failure.
+static dnnl_primitive_t onednn_prim(int M, int N, int K, bool ta, bool tb, float alpha, float beta, int ldc) {
+    for (int i = 0; i < g_onednn.n; i++) {
+        onednn_entry *e = &g_onednn.e[i];
+        if (e->M == M && e->N == N && e->K == K && e->ta == ta && e->tb == tb && e->ldc == ldc && e->alpha == alpha && e->beta == beta)
+            return e->prim;
+    }
+    dnnl_memory_desc_t a, b, c;
+    md2(&a, M, K, ta, dnnl_bf16, ta ? M : K);
+    md2(&b, K, N, tb, dnnl_bf16, tb ? K : N);
+    md2(&c, M, N, false, dnnl_f32, ldc);
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    bool ok = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) == dnnl_success &&
+              dnnl_primitive_attr_create(&attr) == dnnl_success;
+    if (ok && alpha != 1.0f) ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) == dnnl_success;
+    if (ok && beta != 0.0f)
+        ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, beta) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    ok = ok && dnnl_primitive_desc_create(&pd, &desc, attr, g_onednn.engine, NULL) == dnnl_success &&
+         dnnl_primitive_create(&prim, pd) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (!ok) return NULL;
+    onednn_entry *e = &g_onednn.e[g_onednn.next];
+    if (g_onednn.n == FK_DNNL_CACHE) dnnl_primitive_destroy(e->prim);
+    else g_onednn.n++;
+    *e = (onednn_entry){M, N, K, ta, tb, ldc, alpha, beta, prim};
+    g_onednn.next = (g_onednn.next + 1) % FK_DNNL_CACHE;
+    return prim;
+}
+
+// C = alpha op(A) op(B) + beta C through oneDNN; false when oneDNN could not run it (the caller emulates).
+static bool onednn_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc) {
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    uint16_t *a = scratch(0, (size_t)ar * ac * 2), *b = scratch(1, (size_t)br * bc * 2);
+    if (!a || !b) return false;
+    rows_to_bf16(a, A, ar, ac, lda);
+    rows_to_bf16(b, B, br, bc, ldb);
+    pthread_mutex_lock(&g_onednn.lock);
+    bool ok = !g_onednn.failed;
+    if (ok && !g_onednn.engine)
+        ok = dnnl_engine_create(&g_onednn.engine, dnnl_cpu, 0) == dnnl_success &&
+             dnnl_stream_create(&g_onednn.stream, g_onednn.engine, dnnl_stream_default_flags) == dnnl_success;
+    g_onednn.failed = !ok;
+    dnnl_primitive_t prim = ok ? onednn_prim(M, N, K, ta, tb, alpha, beta, ldc) : NULL;
+    dnnl_memory_desc_t amd, bmd, cmd;
+    md2(&amd, M, K, ta, dnnl_bf16, ta ? M : K);
+    md2(&bmd, K, N, tb, dnnl_bf16, tb ? K : N);
+    md2(&cmd, M, N, false, dnnl_f32, ldc);
+    dnnl_memory_t am = NULL, bm = NULL, cm = NULL;
+    ok = prim && dnnl_memory_create(&am, &amd, g_onednn.engine, a) == dnnl_success &&
+         dnnl_memory_create(&bm, &bmd, g_onednn.engine, b) == dnnl_success &&
+         dnnl_memory_create(&cm, &cmd, g_onednn.engine, C) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+        ok = dnnl_primitive_execute(prim, g_onednn.stream, 3, args) == dnnl_success &&
+             dnnl_stream_wait(g_onednn.stream) == dnnl_success;
+    }
+    if (am) dnnl_memory_destroy(am);
+    if (bm) dnnl_memory_destroy(bm);
+    if (cm) dnnl_memory_destroy(cm);
+    pthread_mutex_unlock(&g_onednn.lock);
+    return ok;
+}
+#endif
+
+// Products below this many multiply-adds stay on the emulated path under bf16: oneDNN's per-call
+// cost (operand descriptors, execution) outweighs them.
+#define FK_DNNL_MIN_WORK (1 << 18)
+
+void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    FK_ASSERT(order == CblasRowMajor);
+    if (g_precision == FK_PRECISION_FP32 || M == 0 || N == 0) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#ifdef FK_HAVE_DNNL
+    bool nested = false;
+#ifdef _OPENMP
+    nested = omp_in_parallel();  // inside a parallel region: oneDNN would run on one thread behind the lock
+#endif
+    if (K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK && use_dnnl() &&
+        onednn_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return;
+#endif
+    emulated_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void fk_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int M, int N, float alpha, const float *A, int lda,
+              const float *x, int incx, float beta, float *y, int incy) {
+    FK_ASSERT(order == CblasRowMajor);
+    if (g_precision == FK_PRECISION_FP32 || incx != 1 || incy != 1 || ta != CblasNoTrans) {
+        cblas_sgemv(CblasRowMajor, ta, M, N, alpha, A, lda, x, incx, beta, y, incy);
+        return;
+    }
+    // y (M) = A (M x N) x: the product with a one-row matrix, so one token's logits equal a batch's
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, M, N, alpha, x, N, A, lda, beta, y, M);
+}

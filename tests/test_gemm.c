@@ -1,0 +1,274 @@
+// bf16 matrix products (src/nn/gemm.c) on both paths: oneDNN (where the CPU has AVX512-BF16 and
+// the build has oneDNN) and the emulation every machine runs (FUSEKIT_BF16_EMULATE=1 /
+// fk_matmul_force_emulation). References: a double-precision product of the bf16-rounded operands,
+// with the error bound of fp32 accumulation; exact hand-checked roundings; and model logits under
+// bf16 against fp32 (transformers' goldens, a larger random model).
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fusekit/fusekit.h"
+#include "nn/gemm.h"
+#include "test_golden.h"
+#include "test_util.h"
+
+#define U32 (1.0 / 16777216.0)  // fp32 unit roundoff 2^-24
+
+enum { PATH_EMULATED, PATH_AUTO, N_PATHS };
+
+// Selects bf16 on a path; false when that path is not this machine's (the auto path without oneDNN).
+static bool bf16_path(int path) {
+    fk_matmul_set_precision(FK_PRECISION_BF16);
+    fk_matmul_force_emulation(path == PATH_EMULATED);
+    return path == PATH_EMULATED || strstr(fk_matmul_backend(), "oneDNN");
+}
+
+static void fp32_path(void) {
+    fk_matmul_set_precision(FK_PRECISION_FP32);
+    fk_matmul_force_emulation(false);
+}
+
+static int teardown_fp32(void **s) {
+    (void)s;
+    fp32_path();
+    return 0;
+}
+
+typedef struct {
+    int M, N, K;
+    bool ta, tb;
+    int pad_a, pad_b, pad_c;  // leading dimensions beyond the packed ones (a submatrix's strides)
+    float alpha, beta;
+} gemm_case;
+
+// Element (i, j) of op(X) for X stored row-major with leading dimension ld.
+static float at(const float *X, int ld, bool trans, int i, int j) { return trans ? X[(size_t)j * ld + i] : X[(size_t)i * ld + j]; }
+
+// Runs c on the current path and checks every element against the double product of the rounded
+// operands: |C - ref| <= (K + 2) u (|alpha| sum_k |a b| + |beta c0|), u = 2^-24, the bound of fp32
+// summation in any order (products of bf16 numbers are exact in fp32) plus the scale and the add.
+// Returns the largest error in units of that bound.
+static double run_case(const gemm_case *c, fk_rng *r) {
+    int ar = c->ta ? c->K : c->M, ac = c->ta ? c->M : c->K, br = c->tb ? c->N : c->K, bc = c->tb ? c->K : c->N;
+    int lda = ac + c->pad_a, ldb = bc + c->pad_b, ldc = c->N + c->pad_c;
+    float *A = malloc(sizeof(float) * ar * lda), *B = malloc(sizeof(float) * br * ldb);
+    float *C = malloc(sizeof(float) * c->M * ldc), *C0 = malloc(sizeof(float) * c->M * ldc);
+    for (int i = 0; i < ar * lda; i++) A[i] = fk_rng_normal(r);
+    for (int i = 0; i < br * ldb; i++) B[i] = fk_rng_normal(r);
+    // beta 0 must ignore C's contents, NaN included (BLAS's rule)
+    for (int i = 0; i < c->M * ldc; i++) C0[i] = C[i] = c->beta == 0 ? NAN : fk_rng_normal(r);
+    fk_sgemm(CblasRowMajor, c->ta ? CblasTrans : CblasNoTrans, c->tb ? CblasTrans : CblasNoTrans, c->M, c->N, c->K,
+             c->alpha, A, lda, B, ldb, c->beta, C, ldc);
+    double worst = 0;
+    for (int i = 0; i < c->M; i++)
+        for (int j = 0; j < c->N; j++) {
+            double ref = 0, mag = 0;
+            for (int k = 0; k < c->K; k++) {
+                double p = (double)fk_bf16_round(at(A, lda, c->ta, i, k)) * fk_bf16_round(at(B, ldb, c->tb, k, j));
+                ref += p, mag += fabs(p);
+            }
+            ref *= c->alpha, mag *= fabs(c->alpha);
+            if (c->beta != 0) ref += (double)c->beta * C0[(size_t)i * ldc + j], mag += fabs(c->beta * C0[(size_t)i * ldc + j]);
+            double bound = (c->K + 2) * U32 * mag + 1e-30, got = C[(size_t)i * ldc + j];
+            if (!(fabs(got - ref) <= bound))
+                fail_msg("%s: M %d N %d K %d ta %d tb %d: C[%d][%d] = %.9g, reference %.9g, bound %.3g",
+                         fk_matmul_backend(), c->M, c->N, c->K, c->ta, c->tb, i, j, got, ref, bound);
+            worst = fmax(worst, fabs(got - ref) / bound);
+        }
+    // the padding columns of C are left alone
+    for (int i = 0; i < c->M; i++)
+        for (int j = c->N; j < ldc; j++) assert_memory_equal(&C[(size_t)i * ldc + j], &C0[(size_t)i * ldc + j], sizeof(float));
+    free(A), free(B), free(C), free(C0);
+    return worst;
+}
+
+// The engine's forms (x W^T forward, dY W and dY^T X backward, attention's scaled Q K^T and the
+// accumulating beta 1), odd sizes, padded strides, small products (below oneDNN's threshold: the
+// emulation on either path) and large ones, on both paths.
+static void test_gemm_bound(void **s) {
+    (void)s;
+    const gemm_case cases[] = {
+        {37, 129, 515, false, true, 0, 0, 0, 1, 0},   {37, 129, 515, false, false, 3, 1, 5, 1, 1},
+        {129, 37, 515, true, false, 2, 0, 1, 1, 1},   {64, 80, 72, true, true, 0, 7, 0, 1, 0},
+        {61, 200, 33, false, true, 5, 3, 2, 0.125f, 0}, {300, 17, 64, false, false, 0, 0, 0, -2, 0.5f},
+        {5, 3, 7, false, true, 1, 1, 1, 1, 0},        {1, 1000, 777, false, true, 0, 0, 0, 1, 0},
+        {512, 512, 1, false, true, 0, 0, 0, 1, 0},
+    };
+    for (int path = 0; path < N_PATHS; path++) {
+        if (!bf16_path(path)) {
+            print_message("  no oneDNN bf16 path here (%s): the emulation only\n", fk_matmul_backend());
+            continue;
+        }
+        fk_rng r;
+        fk_rng_seed(&r, 7);
+        double worst = 0;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) worst = fmax(worst, run_case(&cases[i], &r));
+        print_message("  %s: largest error %.3f of the bound\n", fk_matmul_backend(), worst);
+    }
+}
+
+// Exact roundings through a product with K = 1 (512 x 512: large enough for oneDNN): a column of
+// values times a row of ones gives each value rounded to bf16, nearest with ties to even.
+static void test_gemm_rounding(void **s) {
+    (void)s;
+    const float in[6] = {1 + 0x1p-10f, 1 + 0x1p-8f, 1 + 3 * 0x1p-8f, 1 + 0x1p-7f, -(1 + 0x1.8p-8f), 3e-3f};
+    const float want[6] = {1, 1, 1 + 0x1p-6f, 1 + 0x1p-7f, -(1 + 0x1p-7f), fk_bf16_to_f32(fk_f32_to_bf16(3e-3f))};
+    int n = 512;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n), *c = malloc(sizeof(float) * n * n);
+    for (int i = 0; i < n; i++) a[i] = in[i % 6], b[i] = 1;
+    for (int path = 0; path < N_PATHS; path++) {
+        if (!bf16_path(path)) continue;
+        fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, 1, 1, a, 1, b, n, 0, c, n);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j += 97)
+                if (c[(size_t)i * n + j] != want[i % 6])
+                    fail_msg("%s: %.9g rounded to %.9g, want %.9g", fk_matmul_backend(), in[i % 6], c[(size_t)i * n + j], want[i % 6]);
+    }
+    // fp32 keeps every bit: the product is OpenBLAS's own
+    fp32_path();
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, 1, 1, a, 1, b, n, 0, c, n);
+    for (int i = 0; i < n; i++) assert_true(c[(size_t)i * n] == in[i % 6]);
+    free(a), free(b), free(c);
+}
+
+// Under fp32 fk_sgemm and fk_sgemv are OpenBLAS's, bit for bit.
+static void test_fp32_unchanged(void **s) {
+    (void)s;
+    fp32_path();
+    int M = 33, N = 70, K = 45;
+    fk_rng r;
+    fk_rng_seed(&r, 3);
+    float A[33 * 45], B[70 * 45], C1[33 * 70], C2[33 * 70], y1[70], y2[70];
+    for (int i = 0; i < M * K; i++) A[i] = fk_rng_normal(&r);
+    for (int i = 0; i < N * K; i++) B[i] = fk_rng_normal(&r);
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 0.5f, A, K, B, K, 0, C1, N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 0.5f, A, K, B, K, 0, C2, N);
+    assert_memory_equal(C1, C2, sizeof C1);
+    fk_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, B, K, A, 1, 0, y1, 1);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, B, K, A, 1, 0, y2, 1);
+    assert_memory_equal(y1, y2, sizeof y1);
+}
+
+// bf16 fk_sgemv is the one-row product: within the bound of the rounded operands' product.
+static void test_gemv_bf16(void **s) {
+    (void)s;
+    for (int path = 0; path < N_PATHS; path++) {
+        if (!bf16_path(path)) continue;
+        int N = 1000, K = 600;  // 600,000 multiply-adds: oneDNN on the auto path
+        fk_rng r;
+        fk_rng_seed(&r, 11);
+        float *W = malloc(sizeof(float) * N * K), x[600], y[1000];
+        for (int i = 0; i < N * K; i++) W[i] = fk_rng_normal(&r);
+        for (int k = 0; k < K; k++) x[k] = fk_rng_normal(&r);
+        fk_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, W, K, x, 1, 0, y, 1);
+        for (int j = 0; j < N; j++) {
+            double ref = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)fk_bf16_round(W[(size_t)j * K + k]) * fk_bf16_round(x[k]);
+                ref += p, mag += fabs(p);
+            }
+            assert_true(fabs(y[j] - ref) <= (K + 2) * U32 * mag);
+        }
+        free(W);
+    }
+}
+
+static void test_precision_parse(void **s) {
+    (void)s;
+    fk_precision p;
+    CHECK(fk_precision_parse("bf16", &p));
+    assert_int_equal(p, FK_PRECISION_BF16);
+    CHECK(fk_precision_parse("fp32", &p));
+    assert_int_equal(p, FK_PRECISION_FP32);
+    assert_int_equal(fk_precision_parse("fp16", &p), FK_ERR_ARG);
+    assert_non_null(strstr(fk_last_error(), "--precision"));
+    assert_non_null(strstr(fk_last_error(), "fp16"));
+}
+
+// ------------------------------------------------------------------ models under bf16
+// Transformers' fp32 goldens (tests/data/golden, B 2 x T 16): logits and loss under bf16 on both
+// paths. Their products are small (the emulation on either path). bf16 operands move the logits of
+// these random models (max |logit| 1.1 to 2.1) by up to 0.022 and the loss by up to 2.8e-4 relative
+// (measured); tolerances 0.05 absolute and 1e-3 relative, against ~1e-5 at fp32 (test_hf). The
+// error must also exceed 1e-4: the precision reaches the model's products.
+#define TOL_BF16_LOGITS 5e-2
+#define TOL_BF16_LOSS_REL 1e-3
+static void test_golden_models_bf16(void **s) {
+    (void)s;
+    const char *names[] = {"llama", "gpt2", "qwen2", "mistral", "gemma2"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/golden/%s", FK_TEST_DATA, names[i]);
+        fk_model m;
+        CHECK(fk_hf_load(&m, dir));
+        for (int path = 0; path < N_PATHS; path++) {
+            if (!bf16_path(path)) continue;
+            double loss_rel, err = golden_run(&m, dir, &loss_rel);
+            print_message("  %-8s %-22.22s logits max abs error %.2e, loss relative %.2e\n", names[i], fk_matmul_backend(), err, loss_rel);
+            if (!(err < TOL_BF16_LOGITS && loss_rel < TOL_BF16_LOSS_REL && err > 1e-4))
+                fail_msg("%s under %s: logits error %.3g, loss relative error %.3g", names[i], fk_matmul_backend(), err, loss_rel);
+        }
+        fp32_path();
+        fk_model_free(&m);
+    }
+}
+
+// A random Llama large enough for oneDNN (d 256, SwiGLU 688, vocab 2048, 128 tokens a pass):
+// logits under bf16 on each path against fp32, relative to fp32's largest |logit|; and the two
+// bf16 paths against each other (the same rounded products in another addition order, where
+// only a value rounded to bf16 again on the other side of a tie can differ by more).
+static void test_random_model_bf16(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 2048, 256, 2, 4, 2, 688, 64);
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 5);
+    int B = 2, T = 64;
+    int32_t x[128], y[128];
+    fk_rng r;
+    fk_rng_seed(&r, 9);
+    for (int i = 0; i < B * T; i++) x[i] = (int32_t)(fk_rng_u64(&r) % 2048), y[i] = (int32_t)(fk_rng_u64(&r) % 2048);
+    size_t n = (size_t)B * T * 2048;
+    float *lg[3], loss[3];
+    for (int k = 0; k < 3; k++) {  // fp32, bf16 emulated, bf16 auto
+        if (k == 0) fp32_path();
+        else if (!bf16_path(k - 1)) { lg[k] = NULL; continue; }
+        CHECK(fk_model_forward(&m, x, y, B, T, false, &loss[k]));
+        lg[k] = malloc(n * sizeof(float));
+        memcpy(lg[k], fk_model_logits(&m), n * sizeof(float));
+    }
+    double scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(lg[0][i]));
+    for (int k = 1; k < 3; k++) {
+        if (!lg[k]) continue;
+        double e = 0, ep = 0;
+        for (size_t i = 0; i < n; i++) e = fmax(e, fabs(lg[k][i] - lg[0][i])), ep = fmax(ep, lg[1] ? fabs(lg[k][i] - lg[1][i]) : 0);
+        print_message("  %s: logits max |bf16 - fp32| %.3f%% of max |logit| %.3f, vs emulated %.3f%%, loss %.6f vs %.6f\n",
+                      k == 1 ? "emulated" : "auto", 100 * e / scale, scale, 100 * ep / scale, loss[k], loss[0]);
+        assert_true(e < 0.02 * scale && e > 1e-4 * scale);     // 2% of the largest logit, and rounded at all
+        assert_true(fabs(loss[k] - loss[0]) < 1e-3 * loss[0]);  // 0.1% of the loss
+        assert_true(ep < 0.02 * scale);
+    }
+    for (int k = 0; k < 3; k++) free(lg[k]);
+    fp32_path();
+    fk_model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_gemm_bound, teardown_fp32),
+        cmocka_unit_test_teardown(test_gemm_rounding, teardown_fp32),
+        cmocka_unit_test_teardown(test_fp32_unchanged, teardown_fp32),
+        cmocka_unit_test_teardown(test_gemv_bf16, teardown_fp32),
+        cmocka_unit_test(test_precision_parse),
+        cmocka_unit_test_teardown(test_golden_models_bf16, teardown_fp32),
+        cmocka_unit_test_teardown(test_random_model_bf16, teardown_fp32),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
