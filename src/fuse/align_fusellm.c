@@ -215,38 +215,22 @@ static fk_status cp_vocab_load(const fk_tokenizer *t, cp_vocab *v) {
     return FK_OK;
 }
 
-// The target id nearest to a (na code points; ties: lowest id), searched by growing length
-// difference, which bounds the distance from below. q holds a when na <= 64.
+static int64_t cp_dist(const fk_mined_cands *c, const fk_mined_query *q, int32_t id, size_t len, int64_t bound) {
+    const cp_vocab *v = c->strings;
+    return fk_cp_distance(q->match, q->a, q->na, v->cp + v->off[id], len, bound);
+}
+
+// The target id nearest to a (na code points; ties: lowest id; fk_mined_search). A target
+// string may equal a's (no assumption on the exact lookup), so the least distance is 0. q
+// holds a when na <= 64.
 static int32_t cp_mined(const cp_vocab *v, const uint32_t *a, size_t na, fk_cpeq *q) {
-    int64_t best = INT64_MAX;
-    int32_t best_id = INT32_MAX;
     uint8_t ca[FK_N_CLASS];
     cp_counts(a, na, ca);
     bool bits = fk_cpeq_set(q, a, na);
-    for (int64_t delta = 0; delta <= best; delta++) {
-        int64_t lens[2] = {(int64_t)na - delta, (int64_t)na + delta};
-        if (lens[0] < 0 && lens[1] > v->max_len) break;
-        for (int s = 0; s < (delta ? 2 : 1); s++) {
-            int64_t L = lens[s];
-            if (L < 0 || L > v->max_len) continue;
-            for (int64_t x = v->at[L]; x < v->at[L + 1]; x++) {
-                int32_t id = v->ids[x];
-                int64_t thr = id < best_id ? best : best - 1;  // a higher id must be strictly nearer
-                if (delta > thr) {
-                    if (id > best_id) break;  // so are all the rest of this bucket
-                    continue;
-                }
-                if (bag_bound(ca, v->counts + (size_t)x * FK_N_CLASS) > thr) continue;
-                int64_t d = fk_cp_distance(bits ? q : NULL, a, na, v->cp + v->off[id], (size_t)L, thr);
-                if (d >= 0 && d <= thr) {
-                    best = d;
-                    best_id = id;
-                }
-            }
-        }
-    }
+    fk_mined_cands c = {v->ids, v->counts, v->at, v->max_len, 0, v};
+    int32_t r = fk_mined_search(&c, &(fk_mined_query){a, na, bits ? q : NULL}, ca, cp_dist);
     if (bits) fk_cpeq_clear(q, a, na);
-    return best_id == INT32_MAX ? -1 : best_id;
+    return r;
 }
 
 fk_status fk_vmap_build_fusellm(const fk_tokenizer *src, const fk_tokenizer *tgt, bool mined, int32_t **map) {

@@ -91,6 +91,58 @@ static inline int64_t bag_bound(const uint8_t *a, const uint8_t *b) {
     return pos > neg ? pos : neg;
 }
 
+// ---------------------------------------------------------------- MinED candidate search
+// The one search behind both MinED maps, over any element type (bytes in align_vmap.c, code
+// points in align_fusellm.c): the caller describes its candidates and gives the distance.
+typedef struct {
+    const int32_t *ids;     // candidate ids sorted by (length, id)
+    const uint8_t *counts;  // FK_N_CLASS class counts per entry of ids (for bag_bound)
+    const int64_t *at;      // candidates of length L: ids[at[L] .. at[L + 1])
+    int64_t max_len;
+    int64_t min_dist;       // least possible distance to a query (1 where no candidate equals it)
+    const void *strings;    // the caller's candidate strings, for its distance
+} fk_mined_cands;
+typedef struct {
+    const void *a;      // the query's elements
+    size_t na;
+    const void *match;  // its match vectors for the bit-parallel distance, NULL when na > 64
+} fk_mined_query;
+// Distance from query q to candidate id (len elements): > bound once it must exceed bound,
+// -1 when out of memory (that candidate is then passed over).
+typedef int64_t (*fk_mined_dist)(const fk_mined_cands *c, const fk_mined_query *q, int32_t id, size_t len, int64_t bound);
+
+// The candidate nearest to q (class counts ca; ties: lowest id), or -1 when there is none.
+// Buckets are visited by growing length difference, a lower bound of the distance, so the
+// search stops once it exceeds the best distance found. Static inline so that each caller's
+// distance is inlined.
+static inline int32_t fk_mined_search(const fk_mined_cands *c, const fk_mined_query *q, const uint8_t *ca, fk_mined_dist dist) {
+    int64_t best = INT64_MAX;
+    int32_t best_id = INT32_MAX;
+    for (int64_t delta = 0; delta <= best; delta++) {
+        int64_t lens[2] = {(int64_t)q->na - delta, (int64_t)q->na + delta};
+        if (lens[0] < 0 && lens[1] > c->max_len) break;
+        for (int s = 0; s < (delta ? 2 : 1); s++) {
+            int64_t L = lens[s];
+            if (L < 0 || L > c->max_len) continue;
+            for (int64_t x = c->at[L]; x < c->at[L + 1]; x++) {
+                int32_t id = c->ids[x];
+                int64_t thr = id < best_id ? best : best - 1;  // a higher id must be strictly nearer
+                if ((delta > c->min_dist ? delta : c->min_dist) > thr) {
+                    if (id > best_id) break;  // so are all the rest of this bucket
+                    continue;
+                }
+                if (bag_bound(ca, c->counts + (size_t)x * FK_N_CLASS) > thr) continue;
+                int64_t d = dist(c, q, id, (size_t)L, thr);
+                if (d >= 0 && d <= thr) {
+                    best = d;
+                    best_id = id;
+                }
+            }
+        }
+    }
+    return best_id == INT32_MAX ? -1 : best_id;
+}
+
 static inline void peq_set(uint64_t *peq, const uint8_t *p, size_t m) {
     for (size_t k = 0; k < m; k++) peq[p[k]] |= (uint64_t)1 << k;
 }
