@@ -250,6 +250,38 @@ static int add_list(const char *cmd, cli_list *l, const char *a, size_t len, boo
     return 0;
 }
 
+int (*cli_parse_hook)(const cli_opt *opts, const char *cmd);
+
+int cli_name_distance(const char *a, const char *b) {
+    a += strspn(a, "-");
+    b += strspn(b, "-");
+    return (int)fk_edit_distance(a, strcspn(a, "=|"), b, strcspn(b, "=|"));
+}
+
+int cli_near_limit(const char *word) {
+    size_t n = strcspn(word + strspn(word, "-"), "=");
+    return n < 3 ? 1 : n < 9 ? 2 : 3;  // a swap of two letters is two edits
+}
+
+// "fusekit <cmd>: error: unknown option --lamda (did you mean --lambda?) (see --help)": the
+// nearest spelling in the table within cli_near_limit edits.
+static int unknown_option(const cli_opt *opts, const char *cmd, const char *a) {
+    const char *near = NULL;
+    int best = cli_near_limit(a) + 1;
+    size_t near_n = 0;
+    for (const cli_opt *o = opts; o->name; o++) {
+        if (o->type == OPT_GROUP) continue;
+        for (const char *s = o->name; s; s = strchr(s, '|') ? strchr(s, '|') + 1 : NULL) {
+            int d = cli_name_distance(a, s);
+            if (d < best) { best = d; near = s; near_n = strcspn(s, "|"); }
+        }
+    }
+    char hint[96] = "";
+    if (near) snprintf(hint, sizeof hint, " (did you mean %.*s?)", (int)near_n, near);
+    fprintf(stderr, "fusekit %s: error: unknown option %s%s (see --help)\n", cmd, a, hint);
+    return 2;
+}
+
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
     char cmd[64];
     usage_cmd(usage, cmd, sizeof cmd);
@@ -274,7 +306,7 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
             if (p->type == OPT_GROUP) verb = p->name;
             else if (name_matches(p->name, a, len)) o = p;
         }
-        if (!o) { fprintf(stderr, "fusekit %s: error: unknown option %s (see --help)\n", cmd, a); return 2; }
+        if (!o) return unknown_option(opts, cmd, a);
         o->set = true;
         if (o->type == OPT_FLAG) {
             if (inline_value) { fprintf(stderr, "fusekit %s: error: option %.*s takes no value\n", verb, (int)len, a); return 2; }
@@ -286,7 +318,7 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         int rc = o->type == OPT_LIST ? add_list(verb, o->ptr, a, len, inline_value, v, argc, argv, &i) : set_value(verb, o, a, len, v);
         if (rc) return rc;
     }
-    return 0;
+    return cli_parse_hook ? cli_parse_hook(opts, cmd) : 0;
 }
 
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage) {
@@ -337,6 +369,13 @@ void cli_set_threads(int64_t threads) {
     if (threads <= 0) return;
     omp_set_num_threads((int)threads);
     openblas_set_num_threads((int)threads);
+}
+
+void cli_set_precision(const char *cmd, fk_precision p) {
+    fk_matmul_set_precision(p);
+    if (p != FK_PRECISION_FP32)
+        fprintf(stderr, "fusekit %s: matrix products in %s%s\n", cmd, fk_matmul_backend(),
+                fk_cpu_has_bf16() ? "" : " (this CPU has no AVX512-BF16: slower than fp32, same results within fp32 rounding)");
 }
 
 // The loading helpers the verbs share are the library's (fusekit/job.h).

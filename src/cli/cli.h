@@ -75,6 +75,12 @@ typedef struct {
 #define CLI_ROW_BATCH(dt, help) {"--batch", OPT_INT, &(dt)->batch, help, false, "[1,65536]"}
 #define CLI_ROW_MAX_TOKENS(dt, help) {"--max-tokens", OPT_INT, &(dt)->max_tokens, help, false, "[0,)"}
 #define CLI_ROW_THREADS(p) {"--threads", OPT_INT, p, "threads, 0 = all cores", false, "[0,4096]"}
+// --precision over an fk_precision (OPT_CHOICE: the names in the enum's order)
+#define CLI_ROW_PRECISION(p)                                                                                      \
+    {"--precision", OPT_CHOICE, CLI_ENUM(p),                                                                      \
+     "matrix products: fp32, or bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512-BF16, emulated " \
+     "and slower elsewhere)", false, "fp32|bf16"}
+_Static_assert(FK_PRECISION_FP32 == 0 && FK_PRECISION_BF16 == 1, "CLI_ROW_PRECISION names fk_precision in order");
 #define CLI_ROW_OUT(oo, help) {"-o|--out", OPT_STR, &(oo)->path, help, false, NULL}
 #define CLI_ROW_FORCE(oo) {"--force", OPT_FLAG, &(oo)->force, "replace an existing -o (when the new one is complete)", false, NULL}
 // --align and --vmap into an fk_align_opts; `what` (a string literal) says what is aligned.
@@ -82,8 +88,8 @@ typedef struct {
     {"--align", OPT_CHOICE, CLI_ENUM(&(ao)->mode),                                                                         \
      "token alignment for " what " (fusellm: FuseLLM's dtw on its token strings, Ġ/Ċ and ▁ forms)", false, "offsets|dtw|fusellm"}, \
     {"--vmap", OPT_CHOICE, CLI_ENUM(&(ao)->vmap),                                                                          \
-     "vocabulary map for " what " (fusellm / fusellm-exact: FuseLLM's MinED / exact match on its token strings)", false,     \
-     "mined|exact|prefix|fusellm|fusellm-exact"}
+     "vocabulary map for " what " (fusellm / fusellm-exact: FuseLLM's MinED / exact match on its token strings; approx: the " \
+     "first token of the target's encoding of the source token)", false, "mined|exact|prefix|fusellm|fusellm-exact|approx"}
 #define CLI_ROWS_END {NULL, 0, NULL, NULL, false, NULL}
 // The heading before another verb's rows in a table: verb is its name ("train").
 #define CLI_ROW_GROUP(verb) {verb, OPT_GROUP, NULL, "fusekit " verb " options", false, NULL}
@@ -92,6 +98,14 @@ typedef struct {
 // was printed, 2 on a bad argument (message printed: "fusekit <cmd>: error: --lr must be > 0 and
 // <= 1 (got -1)", the command taken from the usage line).
 int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage);
+// fusekit run (src/cli/cmd_run.c) validates a recipe's steps through the verbs' own parses:
+// while cli_parse_hook is set, a parse that succeeds returns what the hook returns (1: the verb
+// stops as after --help, nothing run), the hook given the parsed rows.
+extern int (*cli_parse_hook)(const cli_opt *opts, const char *cmd);
+// Edit distance of two option names, their leading '-'s and anything from '=' or '|' left out;
+// and the largest distance "did you mean" suggests for a word (1 up to 2 letters, 2 up to 8, else 3).
+int cli_name_distance(const char *a, const char *b);
+int cli_near_limit(const char *word);
 // cli_parse's outcome as the verb's exit code when it should stop (help: 0, error: 2), else -1.
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage);
 // One numeric value outside an option table (a pass-through option such as fuse's -k): parsed,
@@ -132,6 +146,8 @@ int cli_require(const char *cmd, const char *what, int n, ...);
 // Prints "fusekit <cmd>: error: <message>" and returns the exit code 1.
 int cli_fail(const char *cmd, fk_status st);
 void cli_set_threads(int64_t threads);
+// Sets the matrix-product precision; under bf16 says on stderr which path runs ("fusekit <cmd>: ...").
+void cli_set_precision(const char *cmd, fk_precision p);
 
 // A command or subcommand: its name, its function (argv[0] is its name) and its help line. The
 // program's commands (fusekit.c) and the verbs with subcommands (tokenizer, data) are tables of these.
@@ -311,6 +327,10 @@ void cli_render(FILE *f, const char *verb, const cli_opt *rows, const cli_opt *d
 // Sets each row's `set` as cli_parse would on the line cli_render_rows writes: the rows whose
 // values differ from defaults (a caller that fills a struct itself, then cli_train_given).
 void cli_rows_mark_set(cli_opt *rows, const cli_opt *defaults);
+// A numeric or choice row's value as cli_render_rows writes it ("" for other kinds).
+void cli_row_value_text(const cli_opt *o, char *out, size_t n);
+// fusekit run RECIPE (src/cli/cmd_run.c: recipe files)
+int cmd_run(int argc, char **argv);
 
 // fusekit data synth
 typedef struct {

@@ -26,6 +26,7 @@ static const cli_sub commands[] = {
     {"demo", cmd_demo, "fusion and folding end to end on the embedded synthetic corpus, with report.html (--quick: a minute)"},
     {"export", cmd_export, "a model as a GGUF file for llama.cpp (llama, deci, gpt2, gemma, gemma2, gemma3, qwen3, starcoder2, phi3, gptneox, phi2, stablelm, mpt, falcon, olmo2; f32, f16 or bf16)"},
     {"import", cmd_import, "a GGUF file (llama, deci, gpt2, gemma, gemma2, gemma3, qwen2, qwen3, starcoder2, phi3, gptneox, phi2, stablelm, mpt, falcon, olmo2; F32/F16/BF16 or quantized tensors) as a model folder"},
+    {"run", cmd_run, "run a recipe file (YAML or JSON: a pipeline of verbs with their options; or a mergekit merge config)"},
     {"data", cmd_data, "synthetic multi-domain corpus with held-out splits and task probes (data synth)"},
 };
 

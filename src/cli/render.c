@@ -41,6 +41,8 @@ static void value_text(const cli_opt *o, char *out, size_t n) {
     }
 }
 
+void cli_row_value_text(const cli_opt *o, char *out, size_t n) { value_text(o, out, n); }
+
 static bool str_equal(const char *a, const char *b) { return a == b || (a && b && strcmp(a, b) == 0); }
 
 static bool lists_equal(const cli_list *a, const cli_list *b) {
