@@ -2,8 +2,10 @@
 // (fk_eval_data on the same tokens, same seq and batch, in the same run), bytes per position
 // by section, and the KL divergence the quantisation introduces (fusekit/store.h says how it
 // is measured). Prints JSON lines; never passes or fails on time.
+// Both quantisation presets (fine, compact) are extracted in every round, alternated with plain
+// inference, and measured.
 // usage: fk_store_bench --model DIR --data TEXT [-k 10] [--seq N] [--batch 4] [--max-bytes N]
-//                       [--repeat 2] [--out FILE.fkd]
+//                       [--repeat 2] [--out FILE.fkd]   (the compact store: FILE.fkd.compact.fkd)
 #include "fusekit/fusekit.h"
 #include "fusekit/store.h"
 
@@ -44,6 +46,91 @@ static void exact_topk(const float *z, int64_t V, int k, int32_t *ids, float *lo
     }
     for (int j = 0; j < n; j++) logp[j] = (float)((double)z[ids[j]] - lse);
     *lse_out = lse;
+}
+
+// Size by section, decode speed and the quantisation error of the store at store_path (preset
+// `grid`) against an independent double-precision top-k of the same forward.
+static int measure_store(const char *store_path, const char *grid, fk_model *m, const fk_token_data *d, int k, int seq) {
+    // ---- size, by section (offsets from the documented header and footer)
+    fk_store *s;
+    if (fk_store_open(store_path, &s) != FK_OK) return die(store_path);
+    {
+        char *raw;
+        size_t n;
+        if (fk_read_file(store_path, &raw, &n) != FK_OK) return die(store_path);
+        const uint8_t *b = (const uint8_t *)raw;
+        uint64_t tok_bytes = rd64(b + 88), index_off = rd64(b + n - 32);
+        double pos = (double)fk_store_header_positions(fk_store_header_of(s));
+        printf("{\"bench\":\"size\",\"grid\":\"%s\",\"bytes\":%zu,\"bytes_per_position\":%.4f,\"header_per_position\":%.5f,\"tokenization_per_position\":%.4f,"
+               "\"records_per_position\":%.4f,\"index_per_position\":%.5f,\"tokens\":%lld}\n",
+               grid, n, (double)n / pos, 128 / pos, (double)tok_bytes / pos, (double)(index_off - 128 - tok_bytes) / pos,
+               (double)(n - index_off) / pos, (long long)d->n);
+        free(raw);
+    }
+
+    // ---- decode speed
+    fk_store_seq q = {0};
+    double t0 = fk_time_s();
+    for (int64_t c = 0; c < fk_store_n_seqs(s); c++)
+        if (fk_store_read_seq(s, c, &q) != FK_OK) return die("read");
+    double dec_s = fk_time_s() - t0;
+    printf("{\"bench\":\"decode\",\"grid\":\"%s\",\"positions_per_s\":%.1f}\n", grid, (double)(d->n - 1) / dec_s);
+
+    // ---- quantisation error against an independent double-precision top-k of the same forward
+    int64_t V = m->cfg.vocab_size, n_pos = 0, hits = 0, top1_same = 0, ids_same = 0;
+    double kl_sum = 0, kl_max = 0, ce_err_max = 0, lp_err_max = 0, lp_err_over_bound = 0, dce_sum = 0;
+    int32_t *x = malloc((size_t)seq * sizeof(int32_t));
+    fk_store_seq p = {0};
+    fk_store_seq_reserve(&p, seq, k);
+    double *kl = malloc((size_t)seq * sizeof(double));
+    const int32_t *ids = fk_store_token_ids(s);
+    for (int64_t c = 0; c < fk_store_n_seqs(s); c++) {
+        if (fk_store_read_seq(s, c, &q) != FK_OK) return die("read");
+        int64_t off = c * seq;
+        for (int i = 0; i < seq; i++) x[i] = off + i < d->n ? ids[off + i] : 0;
+        if (fk_model_forward(m, x, NULL, 1, seq, false, NULL) != FK_OK) return die("forward");
+        const float *lg = fk_model_logits(m);
+        p.first = q.first;
+        p.n = q.n;
+        for (int64_t t = 0; t < q.n; t++) {
+            double lse;
+            exact_topk(lg + t * V, V, k, p.ids + t * k, p.logp + t * k, &lse);
+            p.count[t] = (uint8_t)(k < V ? k : V);
+            int32_t y = ids[off + t + 1];
+            double ce = lse - lg[t * V + y];
+            double e = fabs(ce - q.ce[t]);
+            ce_err_max = e > ce_err_max ? e : ce_err_max;
+            dce_sum += q.ce[t] - ce;
+            bool same = q.count[t] == p.count[t];
+            for (int j = 0; same && j < p.count[t]; j++) same = q.ids[t * k + j] == p.ids[t * k + j];
+            ids_same += same;
+            top1_same += q.ids[t * k] == p.ids[t * k];
+            for (int j = 0; j < p.count[t]; j++) {
+                if (p.ids[t * k + j] == y) hits++;
+                if (same) {
+                    double err = fabs((double)q.logp[t * k + j] - p.logp[t * k + j]);
+                    double bound = fk_store_logp_error_bound(s, (double)p.logp[t * k] - p.logp[t * k + j]);
+                    lp_err_max = err > lp_err_max ? err : lp_err_max;
+                    lp_err_over_bound = err / bound > lp_err_over_bound ? err / bound : lp_err_over_bound;
+                }
+            }
+        }
+        fk_store_seq_kl(&p, &q, kl);
+        for (int64_t t = 0; t < q.n; t++) {
+            kl_sum += kl[t];
+            kl_max = kl[t] > kl_max ? kl[t] : kl_max;
+        }
+        n_pos += q.n;
+    }
+    printf("{\"bench\":\"quantisation\",\"grid\":\"%s\",\"positions\":%lld,\"kl_mean\":%.3e,\"kl_max\":%.3e,\"logp_err_max\":%.4f,"
+           "\"logp_err_max_over_bound\":%.3f,\"ce_err_max\":%.5f,\"ce_bias\":%.2e,\"same_ids\":%.5f,\"same_top1\":%.5f,\"label_in_topk\":%.4f}\n",
+           grid, (long long)n_pos, kl_sum / (double)n_pos, kl_max, lp_err_max, lp_err_over_bound, ce_err_max, dce_sum / (double)n_pos,
+           (double)ids_same / (double)n_pos, (double)top1_same / (double)n_pos, (double)hits / (double)n_pos);
+    free(x); free(kl);
+    fk_store_seq_free(&p);
+    fk_store_seq_free(&q);
+    fk_store_close(s);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -91,8 +178,10 @@ int main(int argc, char **argv) {
     // ---- plain inference and extraction, alternating, best of `repeat`
     fk_token_data d;
     if (fk_data_load_tok(text_path, tok, &d) != FK_OK) return die("data");
-    double best_inf = 0, best_ext = 0, best_ext_total = 0, best_inf_total = 0;
-    fk_extract_opts o = {k, seq, batch};
+    double best_inf = 0, best_inf_total = 0, best_ext[2] = {0}, best_ext_total[2] = {0};
+    const char *grid_name[2] = {"fine", "compact"};
+    char paths[2][300];
+    for (int g = 0; g < 2; g++) snprintf(paths[g], sizeof paths[g], "%s%s", store_path, g ? ".compact.fkd" : "");
     for (int r = 0; r < repeat; r++) {
         double t0 = fk_time_s();
         fk_token_data d2;
@@ -105,105 +194,32 @@ int main(int argc, char **argv) {
         double inf = (double)er.tokens / (t2 - t1), inf_total = (double)er.tokens / (t2 - t0);
         best_inf = inf > best_inf ? inf : best_inf;
         best_inf_total = inf_total > best_inf_total ? inf_total : best_inf_total;
-        unlink(store_path);
-        cb_state cs = {0};
-        t0 = fk_time_s();
-        if (fk_extract(&m, tok, text_path, &o, store_path, true, on_progress, &cs) != FK_OK) return die("extract");
-        t1 = fk_time_s();
-        double pos = (double)(d.n - 1);
-        double ext = pos / cs.loop_s, ext_total = pos / (t1 - t0);
-        best_ext = ext > best_ext ? ext : best_ext;
-        best_ext_total = ext_total > best_ext_total ? ext_total : best_ext_total;
-    }
-    printf("{\"bench\":\"extract\",\"model\":\"%s\",\"vocab\":%lld,\"threads\":%d,\"k\":%d,\"seq\":%d,\"batch\":%d,\"positions\":%lld,"
-           "\"inference_tokens_per_s\":%.1f,\"extract_positions_per_s\":%.1f,\"ratio\":%.3f,"
-           "\"inference_with_load_tokens_per_s\":%.1f,\"extract_with_load_positions_per_s\":%.1f,\"ratio_with_load\":%.3f}\n",
-           model, (long long)m.cfg.vocab_size, threads, k, seq, batch, (long long)(d.n - 1), best_inf, best_ext, best_ext / best_inf,
-           best_inf_total, best_ext_total, best_ext_total / best_inf_total);
-
-    // ---- size, by section (offsets from the documented header and footer)
-    fk_store *s;
-    if (fk_store_open(store_path, &s) != FK_OK) return die(store_path);
-    {
-        char *raw;
-        size_t n;
-        if (fk_read_file(store_path, &raw, &n) != FK_OK) return die(store_path);
-        const uint8_t *b = (const uint8_t *)raw;
-        uint64_t tok_bytes = rd64(b + 88), index_off = rd64(b + n - 32);
-        double pos = (double)fk_store_header_positions(fk_store_header_of(s));
-        printf("{\"bench\":\"size\",\"bytes\":%zu,\"bytes_per_position\":%.4f,\"header_per_position\":%.5f,\"tokenization_per_position\":%.4f,"
-               "\"records_per_position\":%.4f,\"index_per_position\":%.5f,\"tokens\":%lld}\n",
-               n, (double)n / pos, 128 / pos, (double)tok_bytes / pos, (double)(index_off - 128 - tok_bytes) / pos,
-               (double)(n - index_off) / pos, (long long)d.n);
-        free(raw);
-    }
-
-    // ---- decode speed
-    fk_store_seq q = {0};
-    double t0 = fk_time_s();
-    for (int64_t c = 0; c < fk_store_n_seqs(s); c++)
-        if (fk_store_read_seq(s, c, &q) != FK_OK) return die("read");
-    double dec_s = fk_time_s() - t0;
-    printf("{\"bench\":\"decode\",\"positions_per_s\":%.1f}\n", (double)(d.n - 1) / dec_s);
-
-    // ---- quantisation error against an independent double-precision top-k of the same forward
-    int64_t V = m.cfg.vocab_size, n_pos = 0, hits = 0, top1_same = 0, ids_same = 0;
-    double kl_sum = 0, kl_max = 0, ce_err_max = 0, lp_err_max = 0, lp_err_over_bound = 0, dce_sum = 0;
-    int32_t *x = malloc((size_t)seq * sizeof(int32_t));
-    fk_store_seq p = {0};
-    fk_store_seq_reserve(&p, seq, k);
-    double *kl = malloc((size_t)seq * sizeof(double));
-    const int32_t *ids = fk_store_token_ids(s);
-    for (int64_t c = 0; c < fk_store_n_seqs(s); c++) {
-        if (fk_store_read_seq(s, c, &q) != FK_OK) return die("read");
-        int64_t off = c * seq;
-        for (int i = 0; i < seq; i++) x[i] = off + i < d.n ? ids[off + i] : 0;
-        if (fk_model_forward(&m, x, NULL, 1, seq, false, NULL) != FK_OK) return die("forward");
-        const float *lg = fk_model_logits(&m);
-        p.first = q.first;
-        p.n = q.n;
-        for (int64_t t = 0; t < q.n; t++) {
-            double lse;
-            exact_topk(lg + t * V, V, k, p.ids + t * k, p.logp + t * k, &lse);
-            p.count[t] = (uint8_t)(k < V ? k : V);
-            int32_t y = ids[off + t + 1];
-            double ce = lse - lg[t * V + y];
-            double e = fabs(ce - q.ce[t]);
-            ce_err_max = e > ce_err_max ? e : ce_err_max;
-            dce_sum += q.ce[t] - ce;
-            bool same = q.count[t] == p.count[t];
-            for (int j = 0; same && j < p.count[t]; j++) same = q.ids[t * k + j] == p.ids[t * k + j];
-            ids_same += same;
-            top1_same += q.ids[t * k] == p.ids[t * k];
-            for (int j = 0; j < p.count[t]; j++) {
-                if (p.ids[t * k + j] == y) hits++;
-                if (same) {
-                    double err = fabs((double)q.logp[t * k + j] - p.logp[t * k + j]);
-                    double bound = fk_store_logp_error_bound(s, (double)p.logp[t * k] - p.logp[t * k + j]);
-                    lp_err_max = err > lp_err_max ? err : lp_err_max;
-                    lp_err_over_bound = err / bound > lp_err_over_bound ? err / bound : lp_err_over_bound;
-                }
-            }
+        for (int g = 0; g < 2; g++) {  // both presets, alternated with inference in every round
+            fk_extract_opts o = {k, seq, batch, g ? FK_STORE_GRID_COMPACT : FK_STORE_GRID_FINE};
+            unlink(paths[g]);
+            cb_state cs = {0};
+            t0 = fk_time_s();
+            if (fk_extract(&m, tok, text_path, &o, paths[g], true, on_progress, &cs) != FK_OK) return die("extract");
+            t1 = fk_time_s();
+            double pos = (double)(d.n - 1);
+            double ext = pos / cs.loop_s, ext_total = pos / (t1 - t0);
+            best_ext[g] = ext > best_ext[g] ? ext : best_ext[g];
+            best_ext_total[g] = ext_total > best_ext_total[g] ? ext_total : best_ext_total[g];
         }
-        fk_store_seq_kl(&p, &q, kl);
-        for (int64_t t = 0; t < q.n; t++) {
-            kl_sum += kl[t];
-            kl_max = kl[t] > kl_max ? kl[t] : kl_max;
-        }
-        n_pos += q.n;
     }
-    printf("{\"bench\":\"quantisation\",\"positions\":%lld,\"kl_mean\":%.3e,\"kl_max\":%.3e,\"logp_err_max\":%.4f,"
-           "\"logp_err_max_over_bound\":%.3f,\"ce_err_max\":%.5f,\"ce_bias\":%.2e,\"same_ids\":%.5f,\"same_top1\":%.5f,\"label_in_topk\":%.4f}\n",
-           (long long)n_pos, kl_sum / (double)n_pos, kl_max, lp_err_max, lp_err_over_bound, ce_err_max, dce_sum / (double)n_pos,
-           (double)ids_same / (double)n_pos, (double)top1_same / (double)n_pos, (double)hits / (double)n_pos);
-    free(x); free(kl);
-    fk_store_seq_free(&p);
-    fk_store_seq_free(&q);
-    fk_store_close(s);
+    for (int g = 0; g < 2; g++)
+        printf("{\"bench\":\"extract\",\"grid\":\"%s\",\"model\":\"%s\",\"vocab\":%lld,\"threads\":%d,\"k\":%d,\"seq\":%d,\"batch\":%d,\"positions\":%lld,"
+               "\"inference_tokens_per_s\":%.1f,\"extract_positions_per_s\":%.1f,\"ratio\":%.3f,"
+               "\"inference_with_load_tokens_per_s\":%.1f,\"extract_with_load_positions_per_s\":%.1f,\"ratio_with_load\":%.3f}\n",
+               grid_name[g], model, (long long)m.cfg.vocab_size, threads, k, seq, batch, (long long)(d.n - 1), best_inf, best_ext[g],
+               best_ext[g] / best_inf, best_inf_total, best_ext_total[g], best_ext_total[g] / best_inf_total);
+    for (int g = 0; g < 2; g++)
+        if (measure_store(paths[g], grid_name[g], &m, &d, k, seq) != 0) return 1;
     fk_data_free(&d);
     fk_tok_free(tok);
     fk_model_free(&m);
     unlink(text_path);
-    if (!out) unlink(store_path);
+    for (int g = 0; g < 2; g++)
+        if (!out) unlink(paths[g]);
     return 0;
 }

@@ -17,7 +17,7 @@ static int store(const char *dir, const char *name, int64_t n, int64_t V, int k,
     int64_t *begin = malloc((size_t)(n + 1) * sizeof *begin);
     begin[0] = 0;
     for (int64_t i = 0; i < n; i++) { ids[i] = (int32_t)(next() % (uint32_t)V); begin[i + 1] = begin[i] + 1 + next() % 3; }
-    fk_store_header h = {flags, k, seq, V, n, begin[n], 1, 2, 3};
+    fk_store_header h = {flags, k, seq, V, n, begin[n], 1, 2, 3, FK_STORE_GRID_FINE};
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     fk_store_writer *w;

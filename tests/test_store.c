@@ -60,7 +60,7 @@ static void corpus_make(corpus *c, fk_rng *r, int64_t n, int64_t V, int k, int s
         c->ids[i] = (int32_t)((double)V * u * u * u);
         c->begin[i + 1] = c->begin[i] + (int64_t)fk_rng_below(r, 5);
     }
-    c->h = (fk_store_header){flags, k, seq, V, n, c->begin[n], 0x1111, 0x2222, 0x3333};
+    c->h = (fk_store_header){flags, k, seq, V, n, c->begin[n], 0x1111, 0x2222, 0x3333, FK_STORE_GRID_FINE};
 }
 
 static void corpus_free(corpus *c) { free(c->ids); free(c->begin); }
@@ -284,6 +284,153 @@ static void test_kl_bound(void **state) {
         fk_store_close(s);
         free_seqs(qs, fk_store_header_n_seqs(&c.h));
         corpus_free(&c);
+    }
+}
+
+// ------------------------------------------------------------------ the compact preset
+
+// Probability errors of the stored rows against the exact ones, as fusekit/store.h states them:
+// with b_j = fk_store_logp_error_bound and e_j = fk_store_offset_error_bound at entry j's offset,
+//   full-softmax p_j: |p^_j - p_j| <= p_j (exp(b_j) - 1); tail mass 1 - sum p_j: within sum_j p_j (exp(b_j) - 1);
+//   renormalised P_j: |log Q_j - log P_j| <= e_j + E, E = log sum_i P_i exp(e_i), so |Q_j - P_j| <= P_j (exp(e_j + E) - 1);
+//   the soft cross-entropy -sum_j P_j log s_j of a student row s: within sum_j |Q_j - P_j| |log s_j|.
+// Returns the largest |log Q_j - log P_j| seen, the mean KL(P||Q) and the mean |delta loss| in out[0..2].
+static void check_prob_errors(const char *path, const fk_store_seq *qs, fk_rng *r, double *out) {
+    fk_store *s;
+    CHECK(fk_store_open(path, &s));
+    int k = fk_store_header_of(s)->k;
+    fk_store_seq q = {0};
+    double worst = 0, kl_sum = 0, dl_sum = 0, *kl = malloc((size_t)fk_store_header_of(s)->seq * sizeof(double));
+    int64_t n = 0;
+    for (int64_t i = 0; i < fk_store_n_seqs(s); i++) {
+        const fk_store_seq *p = &qs[i];
+        CHECK(fk_store_read_seq(s, i, &q));
+        CHECK(fk_store_seq_kl(p, &q, kl));
+        for (int64_t t = 0; t < q.n; t++, n++) {
+            int cnt = p->count[t];
+            const float *pl = p->logp + t * k, *ql = q.logp + t * k;
+            double zp = 0, zq = 0, sp = 0, sq = 0, tail_bound = 0, E = 0;
+            for (int j = 0; j < cnt; j++) {
+                double pj = exp((double)pl[j]), qj = exp((double)ql[j]), b = fk_store_logp_error_bound(s, (double)pl[0] - pl[j]);
+                if (fabs(qj - pj) > pj * expm1(b) * (1 + 1e-9) + 1e-12) fail_msg("%s: p %g stored as %g (bound %g)", path, pj, qj, pj * expm1(b));
+                tail_bound += pj * expm1(b);
+                sp += pj; sq += qj;
+                zp += exp((double)pl[j] - pl[0]);
+                zq += exp((double)ql[j] - ql[0]);
+            }
+            if (fabs((1 - sq) - (1 - sp)) > tail_bound * (1 + 1e-9) + 1e-12) fail_msg("%s: tail mass %g stored as %g (bound %g)", path, 1 - sp, 1 - sq, tail_bound);
+            for (int j = 0; j < cnt; j++) E += exp((double)pl[j] - pl[0]) / zp * exp(fk_store_offset_error_bound(s, (double)pl[0] - pl[j]));
+            E = log(E);
+            double loss_p = 0, loss_q = 0, loss_bound = 0;
+            for (int j = 0; j < cnt; j++) {
+                double lP = (double)pl[j] - pl[0] - log(zp), lQ = (double)ql[j] - ql[0] - log(zq);
+                double e = fk_store_offset_error_bound(s, (double)pl[0] - pl[j]) + E;
+                if (fabs(lQ - lP) > e * (1 + 1e-6) + 1e-7) fail_msg("%s: renormalised log-prob %g stored as %g (bound %g)", path, lP, lQ, e);
+                worst = fabs(lQ - lP) > worst ? fabs(lQ - lP) : worst;
+                double ls = log(0.02 + fk_rng_uniform(r));  // a student's log-probability, up to a constant
+                loss_p -= exp(lP) * ls;
+                loss_q -= exp(lQ) * ls;
+                loss_bound += fabs(exp(lQ) - exp(lP)) * fabs(ls);
+            }
+            if (fabs(loss_q - loss_p) > loss_bound * (1 + 1e-9) + 1e-12) fail_msg("%s: soft cross-entropy %g vs %g (bound %g)", path, loss_p, loss_q, loss_bound);
+            dl_sum += fabs(loss_q - loss_p);
+            kl_sum += kl[t];
+        }
+    }
+    out[0] = worst;
+    out[1] = kl_sum / (double)n;
+    out[2] = dl_sum / (double)n;
+    free(kl);
+    fk_store_seq_free(&q);
+    fk_store_close(s);
+}
+
+// FK_STORE_GRID_COMPACT round trips within its stated bounds on flat, random and peaked rows
+// (ids, counts and order exact; log-probs, probabilities, tail mass, renormalised rows, KL and
+// a soft cross-entropy within their bounds); the fine preset's store of the same rows is larger.
+static void test_compact_grid(void **state) {
+    (void)state;
+    const double scales[] = {0.3, 2.0, 8.0};
+    const char *names[] = {"flat", "random", "peaked"};
+    for (int sc = 0; sc < 3; sc++) {
+        int64_t bytes[2];
+        for (int g = 0; g < 2; g++) {
+            fk_rng r;
+            fk_rng_seed(&r, 50 + sc);
+            corpus c;
+            corpus_make(&c, &r, 3000, 500, 10, 128, 0);
+            c.h.grid = g ? FK_STORE_GRID_COMPACT : FK_STORE_GRID_FINE;
+            fk_store_seq *qs = write_store(tpath("cg.fkd"), &c, 60 + sc, scales[sc]);
+            check_store(tpath("cg.fkd"), &c, qs);
+            fk_store *s;
+            CHECK(fk_store_open(tpath("cg.fkd"), &s));
+            assert_int_equal(fk_store_header_of(s)->grid, c.h.grid);
+            bytes[g] = fk_store_file_bytes(s);
+            if (g) {  // the stated bounds of the compact preset
+                assert_true(fabs(fk_store_offset_error_bound(s, 1.0) - 0.125) < 1e-5);
+                assert_true(fabs(fk_store_offset_error_bound(s, 3.0) - 0.25) < 1e-5);
+                assert_true(fabs(fk_store_logp_error_bound(s, 0.5) - 0.1875) < 1e-5);
+                assert_true(fabs(fk_store_ce_error_bound(s) - 0.0625) < 1e-4);
+            }
+            fk_store_close(s);
+            double e[3];
+            check_prob_errors(tpath("cg.fkd"), qs, &r, e);
+            print_message("%s rows, %s: %lld bytes, max |log Q - log P| %.4f, KL mean %.3e, mean |delta soft CE| %.3e\n", names[sc],
+                          g ? "compact" : "fine", (long long)bytes[g], e[0], e[1], e[2]);
+            assert_true(e[1] > 0);
+            assert_true(e[1] <= (g ? 4e-3 : 1e-3));  // the mean KL each preset is documented to stay under on these rows
+            free_seqs(qs, fk_store_header_n_seqs(&c.h));
+            corpus_free(&c);
+        }
+        assert_true(bytes[1] < bytes[0]);
+    }
+    // a preset that does not exist is refused, naming it
+    fk_rng r;
+    fk_rng_seed(&r, 70);
+    corpus c;
+    corpus_make(&c, &r, 50, 100, 4, 64, 0);
+    c.h.grid = 7;
+    fk_store_writer *w = NULL;
+    int64_t done;
+    assert_int_equal(fk_store_writer_open(tpath("bad.fkd"), &c.h, c.ids, c.begin, true, &w, &done), FK_ERR_ARG);
+    assert_non_null(strstr(fk_last_error(), "quantisation preset 7"));
+    corpus_free(&c);
+}
+
+// Stores written before the presets existed (the fuzz corpus's seeds, committed) decode to
+// exactly what they decoded to then: FNV-1a of every decoded id, span, count, log-prob and ce.
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static void test_old_stores_unchanged(void **state) {
+    (void)state;
+    const char *names[] = {"aligned.fkd", "one.fkd", "small.fkd"};
+    const uint64_t want[] = {0x381fd264743d8795ull, 0x56deda2153807739ull, 0xff022cf69f8e616aull};
+    for (int f = 0; f < 3; f++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/../../fuzz/corpus/store/%s", FK_TEST_DATA, names[f]);
+        fk_store *s;
+        CHECK(fk_store_open(path, &s));
+        const fk_store_header *h = fk_store_header_of(s);
+        assert_int_equal(h->grid, FK_STORE_GRID_FINE);
+        uint64_t x = 1469598103934665603ull;
+        x = fnv(x, fk_store_token_ids(s), 4 * (size_t)h->n_tokens);
+        x = fnv(x, fk_store_token_begin(s), 8 * (size_t)(h->n_tokens + 1));
+        fk_store_seq q = {0};
+        for (int64_t c = 0; c < fk_store_n_seqs(s); c++) {
+            CHECK(fk_store_read_seq(s, c, &q));
+            x = fnv(x, q.count, (size_t)q.n);
+            x = fnv(x, q.ids, 4 * (size_t)(q.n * q.k));
+            x = fnv(x, q.logp, 4 * (size_t)(q.n * q.k));
+            x = fnv(x, q.ce, 4 * (size_t)q.n);
+            x = fnv(x, &q.mean_ce, 8);
+        }
+        if (x != want[f]) fail_msg("%s decodes to %016llx, before the presets %016llx", names[f], (unsigned long long)x, (unsigned long long)want[f]);
+        fk_store_seq_free(&q);
+        fk_store_close(s);
     }
 }
 
@@ -533,7 +680,7 @@ static bool stop_cb(const fk_extract_progress *p, void *user) {
 
 static void test_extract_resume(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE};
     const char *a = tpath("a.fkd"), *b = tpath("b.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, true, NULL, NULL));
     // stopped after 5 sequences (inside a batch of 3), then after 13, then to the end
@@ -560,7 +707,7 @@ static void test_extract_resume(void **state) {
     assert_int_equal(s1.st_ino, s2.st_ino);
     assert_true(s1.st_mtim.tv_sec == s2.st_mtim.tv_sec && s1.st_mtim.tv_nsec == s2.st_mtim.tv_nsec);
     // another extraction into the same file needs restart
-    fk_extract_opts o5 = {5, 32, 3};
+    fk_extract_opts o5 = {5, 32, 3, FK_STORE_GRID_FINE};
     assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o5, b, false, NULL, NULL), FK_ERR_ARG);
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o5, b, true, NULL, NULL));
     fk_store *s;
@@ -583,7 +730,7 @@ static void test_extract_bos(void **state) {
     int32_t bos = fk_tok_bos(gt);
     assert_true(bos >= 0);
     enum { T = 12 };
-    fk_extract_opts o = {4, T, 2};
+    fk_extract_opts o = {4, T, 2, FK_STORE_GRID_FINE};
     const char *a = tpath("bos.fkd");
     CHECK(fk_extract(&g, gt, text_path, &o, a, true, NULL, NULL));
     fk_store *s;
@@ -623,7 +770,7 @@ static void test_extract_bos(void **state) {
 
 static void test_extract_matches_forward(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE};
     const char *a = tpath("m.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, false, NULL, NULL));
     fk_store *s;
@@ -694,6 +841,8 @@ int main(void) {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_roundtrip_aligned),
         cmocka_unit_test(test_kl_bound),
+        cmocka_unit_test(test_compact_grid),
+        cmocka_unit_test(test_old_stores_unchanged),
         cmocka_unit_test(test_fingerprints),
         cmocka_unit_test(test_truncated_and_corrupt),
         cmocka_unit_test(test_torn_partial),

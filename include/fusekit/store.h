@@ -108,6 +108,24 @@
 // Q_j is P_j e^(x_j) renormalised with |x_j| <= e(o_j), KL(P||Q) <= 1/2 sum_j P_j e(o_j)^2
 // exp(e(o_j)) at every position (tests check this bound). Measured on trained Shakespeare
 // models (bench): mean 2.2e-4, max 7e-4 nats.
+//
+// Presets (fk_store_header.grid; fusekit extract --store-grid): the parameters above are the
+// header's, so both presets are this version's format and every reader takes either.
+//   fine (FK_STORE_GRID_FINE, the default): the defaults above.
+//   compact (FK_STORE_GRID_COMPACT): q_lp 5, base 8, n_bands 1, band_w 4, q_top 3, q_ce 3:
+//     offsets on steps of 1/4 nat up to 2 nats below the top-1, then 1/2 nat; e(o) = 1/8 nat
+//     below 2 nats, 1/4 beyond; top-1 within 1/16 nat, ce within 1/16 nat.
+// What these bounds give for probabilities (b_j = fk_store_logp_error_bound, e_j =
+// fk_store_offset_error_bound at entry j's offset; tests/test_store.c checks each one):
+//   full-softmax p_j = exp(logp[j]): |p^_j - p_j| <= p_j (exp(b_j) - 1): relative error at most
+//     fine 3.2% for the top-1, 8.1% within 3 nats of it, 13.3% within 6, 24.4% beyond; compact
+//     6.5% for the top-1, 20.6% within 2 nats, 36.7% beyond; so absolute error at most 0.032 /
+//     0.065 for the top-1 and, since p_j <= 1/2 for the others, 0.041 (fine) / 0.103 (compact);
+//   the tail mass 1 - sum_j p_j: within sum_j p_j (exp(b_j) - 1);
+//   renormalised top-k P_j: |log Q_j - log P_j| <= e_j + log sum_i P_i exp(e_i) <= e_j + max_i e_i;
+//   a soft cross-entropy -sum_j P_j log s_j: within sum_j |Q_j - P_j| |log s_j|.
+// Measured on a trained BPE-2048 Shakespeare model (bench/fk_store_bench runs both presets):
+// see docs/fusion.md §1 for bytes per position and KL of each.
 #ifndef FUSEKIT_STORE_H
 #define FUSEKIT_STORE_H
 
@@ -132,6 +150,13 @@ enum {
     FK_STORE_BOS = 2,      // the source saw its tokenizer's BOS token before each sequence (not stored: positions are unchanged)
 };
 
+// Quantisation presets (the grids under "precision" below); both are this version's format.
+enum {
+    FK_STORE_GRID_FINE = 0,     // the default: offsets on a 3/32-nat grid, top-1 1/16, ce 1/32
+    FK_STORE_GRID_COMPACT = 1,  // smaller: offsets 1/4 nat (1/2 beyond 2 nats), top-1 and ce 1/8
+    FK_STORE_GRID_OTHER = 2,    // read only: a file with other parameters
+};
+
 typedef struct {
     uint32_t flags;
     int32_t k;               // max entries per position (1..64)
@@ -140,6 +165,8 @@ typedef struct {
     int64_t n_tokens;        // tokens of the stored tokenization; positions = n_tokens - 1 (position i predicts token i+1)
     int64_t corpus_bytes;
     uint64_t model_fp, tokenizer_fp, corpus_fp;
+    uint32_t grid;           // quantisation preset (FK_STORE_GRID_*): writing, the one used; reading, the one the file's
+                             // parameters match (FK_STORE_GRID_OTHER if none). Not compared by fk_store_header_diff.
 } fk_store_header;
 
 typedef struct fk_store fk_store;

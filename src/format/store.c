@@ -67,6 +67,7 @@ fk_status store_header_unpack(const uint8_t *b, size_t size, const char *path, f
     h->tokenizer_fp = get_u64(b + 56);
     h->corpus_fp = get_u64(b + 64);
     *p = (store_params){b[72], b[78], b[73], b[74], b[75], b[76], b[77]};
+    h->grid = store_params_grid(p);
     FK_TRY(store_header_check(h, path));
     FK_TRY(store_params_check(p, path));
     *tok_bytes = get_u64(b + 88);
@@ -241,7 +242,7 @@ double fk_store_offset_error_bound(const fk_store *s, double offset) {
     if (offset <= 0) return 1e-6;
     if (offset >= MAX_OFFSET_NATS) return INFINITY;
     double d = ldexp((double)p->base, -p->q_lp), D = d * p->band_w * (double)(1 << p->n_bands);
-    int b = (int)(offset / D) + 1;  // the next band's step covers rounding at a band's edge
+    int b = (int)(offset / D);  // band edges are levels, so an offset is never farther than its own band's half step
     if (b > p->n_bands) b = p->n_bands;
     return 0.5 * d * (double)(1 << b) + 1e-6 * (1 + offset);
 }

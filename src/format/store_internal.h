@@ -32,6 +32,14 @@
 #define DEF_Q_TOP 4
 #define DEF_Q_CE 5
 #define DEF_SUCC_LOG2 24
+// The compact preset (FK_STORE_GRID_COMPACT): offset steps of 8 units (1/4 nat) below
+// 4 * 8 * 2 units (2 nats), 1/2 nat beyond; top-1 and cross-entropy on 1/8-nat grids.
+#define CMP_Q_LP 5
+#define CMP_BASE 8
+#define CMP_N_BANDS 1
+#define CMP_BAND_W 4
+#define CMP_Q_TOP 3
+#define CMP_Q_CE 3
 
 // ------------------------------------------------------------------ little-endian bytes
 
@@ -54,6 +62,10 @@ bool store_buf_reserve(fk_store_buf *b, size_t more);
 typedef struct {
     uint8_t q_lp, base, n_bands, band_w, q_top, q_ce, succ_log2;
 } store_params;
+
+// The parameters of a preset (FK_STORE_GRID_FINE or _COMPACT), and the preset that p matches.
+store_params store_params_preset(uint32_t grid);
+uint32_t store_params_grid(const store_params *p);
 
 // A record's adaptive bit models (defined in store_record.c; the prior is one, malloc'd).
 typedef struct rec_ctx rec_ctx;

@@ -21,6 +21,19 @@ fk_status store_params_check(const store_params *p, const char *path) {
     return FK_OK;
 }
 
+store_params store_params_preset(uint32_t grid) {
+    if (grid == FK_STORE_GRID_COMPACT) return (store_params){CMP_Q_LP, CMP_BASE, CMP_N_BANDS, CMP_BAND_W, CMP_Q_TOP, CMP_Q_CE, DEF_SUCC_LOG2};
+    return (store_params){DEF_Q_LP, DEF_BASE, DEF_N_BANDS, DEF_BAND_W, DEF_Q_TOP, DEF_Q_CE, DEF_SUCC_LOG2};
+}
+
+uint32_t store_params_grid(const store_params *p) {
+    for (uint32_t g = FK_STORE_GRID_FINE; g <= FK_STORE_GRID_COMPACT; g++) {
+        store_params q = store_params_preset(g);
+        if (memcmp(&q, p, sizeof q) == 0) return g;
+    }
+    return FK_STORE_GRID_OTHER;
+}
+
 // ------------------------------------------------------------------ offset grid
 
 // The offset grid, in units of 2^-q_lp nats: band b < n_bands spans band_w * base * 2^n_bands

@@ -83,6 +83,8 @@ fk_status fk_store_writer_open(const char *path, const fk_store_header *h, const
     *out = NULL;
     *done = 0;
     FK_TRY(store_header_check(h, path));
+    if (h->grid != FK_STORE_GRID_FINE && h->grid != FK_STORE_GRID_COMPACT)
+        return fk_error(FK_ERR_ARG, "%s: unknown quantisation preset %u (fine %d, compact %d)", path, h->grid, FK_STORE_GRID_FINE, FK_STORE_GRID_COMPACT);
     int64_t n = h->n_tokens;
     for (int64_t i = 0; i < n; i++)
         if (tok_ids[i] < 0 || tok_ids[i] >= h->vocab_size)
@@ -101,7 +103,7 @@ fk_status fk_store_writer_open(const char *path, const fk_store_header *h, const
     w->path = strdup(path);
     w->partial = malloc(pl + 9);
     w->c.h = *h;
-    w->c.p = (store_params){DEF_Q_LP, DEF_BASE, DEF_N_BANDS, DEF_BAND_W, DEF_Q_TOP, DEF_Q_CE, DEF_SUCC_LOG2};
+    w->c.p = store_params_preset(h->grid);
     w->c.tok = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     w->c.begin = malloc((size_t)(n + 1) * sizeof(int64_t));
     w->n_seqs = fk_store_header_n_seqs(h);

@@ -185,6 +185,7 @@ void fk_extract_defaults(fk_extract_opts *o) {
     o->k = 10;
     o->seq = 0;
     o->batch = 4;
+    o->grid = FK_STORE_GRID_FINE;
 }
 
 // Reads and encodes the corpus: ids and n+1 span starts.
@@ -231,6 +232,7 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
         if (opts->k > 0) o->k = opts->k;
         if (opts->seq > 0) o->seq = opts->seq;
         if (opts->batch > 0) o->batch = opts->batch;
+        o->grid = opts->grid;
     }
     int64_t V = m->cfg.vocab_size;
     if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
@@ -239,6 +241,8 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
     *lead = *bos >= 0 ? 1 : 0;
     if (o->seq <= 0) o->seq = (int)(m->cfg.max_seq - *lead < 512 ? m->cfg.max_seq - *lead : 512);
     if (o->k < 1 || o->k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o->k);
+    if (o->grid != FK_STORE_GRID_FINE && o->grid != FK_STORE_GRID_COMPACT)
+        return fk_error(FK_ERR_ARG, "extract: store grid must be %d (fine) or %d (compact), got %d", FK_STORE_GRID_FINE, FK_STORE_GRID_COMPACT, o->grid);
     if ((int64_t)o->seq + *lead > m->cfg.max_seq)
         return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o->seq, *lead ? " (+ BOS)" : "",
                         (long long)m->cfg.max_seq);
@@ -368,6 +372,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     h.vocab_size = V;
     h.model_fp = fk_model_fingerprint(m);
     h.tokenizer_fp = fk_tok_fingerprint(t);
+    h.grid = (uint32_t)o.grid;
 
     fk_store_writer *w = NULL;
     int32_t *x = NULL;
