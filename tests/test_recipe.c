@@ -196,6 +196,9 @@ static void test_mergekit(void **s) {
              base, arith, facts, base);
     snprintf(hand, sizeof hand, "--method ties --base %s --model %s --weight 0.6 --model %s --weight 0.4 --density 0.5 --normalize --dtype f32", base, arith, facts);
     check_mergekit("ties", cfg, hand);
+    RUN_OK("%s merge --config %s -o %s", FK_CLI, tpath("ties.yml"), tpath("ties-config"));  // merge --config: the same
+    assert_true(same_file(tpath("ties-config/model.safetensors"), tpath("ties-hand/model.safetensors")));
+    RUN_FAILS(2, "--method and --config", "%s merge --config %s --method ties -o %s", FK_CLI, tpath("ties.yml"), tpath("ties-x"));
     snprintf(cfg, sizeof cfg, "models:\n  - model: %s\n    parameters:\n      weight: 1.0\n  - model: %s\n    parameters:\n      weight: 0.5\nmerge_method: linear\ndtype: float16\n", arith, facts);
     snprintf(hand, sizeof hand, "--method linear --model %s --weight 1.0 --model %s --weight 0.5 --dtype f16", arith, facts);
     check_mergekit("linear", cfg, hand);

@@ -65,6 +65,7 @@ static int pair_weights(int argc, char **argv, float *w, int max_models, int *n_
 
 typedef struct {
     const char *method_s, *base;
+    const char *config;   // --config: a mergekit YAML merge config (run through fusekit run)
     cli_out_opts out;
     cli_list models, weights;
     bool normalize, no_normalize;
@@ -74,7 +75,8 @@ typedef struct {
 
 static const char merge_usage[] =
     "usage: fusekit merge --method linear|task-arithmetic|ties|sce -o OUT --model A [--weight w] --model B [--weight w] ...\n"
-    "                     [--base BASE] [--density d] [--select-topk f] [--lambda s] [--normalize|--no-normalize] [--dtype f32|f16|bf16]\n\n"
+    "                     [--base BASE] [--density d] [--select-topk f] [--lambda s] [--normalize|--no-normalize] [--dtype f32|f16|bf16]\n"
+    "       fusekit merge --config MERGEKIT.yml -o OUT [--force]   (a mergekit merge config: docs/recipes.md)\n\n"
     "Weight-space merges of models with one architecture and tokenizer (mergekit's methods).\n"
     "  linear           sum_i w_i theta_i / sum_i w_i\n"
     "  task-arithmetic  base + lambda sum_i w_i (theta_i - base)\n"
@@ -82,6 +84,19 @@ static const char merge_usage[] =
     "                   sign by weighted mass, average the agreeing entries: base + lambda * that\n"
     "  sce              keep the --select-topk entries of highest variance across the task vectors,\n"
     "                   weight each model by its energy, erase minority signs: base + lambda * mean";
+
+// merge --config FILE -o OUT [--force]: the config as `fusekit run FILE -o OUT`, which maps it
+// onto these options (src/cli/recipe_mergekit.c); the merge's own options are then refused.
+static int merge_config(const cli_opt *opts, const merge_args *a) {
+    for (const cli_opt *o = opts; o->name; o++)
+        if (o->set && strcmp(o->name, "--config") != 0 && strcmp(o->name, "-o|--out") != 0 && strcmp(o->name, "--force") != 0) {
+            fprintf(stderr, "fusekit merge: error: %s and --config: the config says the merge (give -o and --force only)\n", o->name);
+            return 2;
+        }
+    if (!a->out.path) { fprintf(stderr, "fusekit merge: error: --config needs -o DIR\n"); return 2; }
+    char *run_argv[] = {"run", (char *)a->config, "-o", (char *)a->out.path, a->out.force ? "--force" : NULL, NULL};
+    return cmd_run(a->out.force ? 5 : 4, run_argv);
+}
 
 // What the flags say together: the method and its base, the options that apply to it, the
 // weights paired with the models. Returns -1 to go on, else the exit code (message printed).
@@ -168,10 +183,12 @@ int cmd_merge(int argc, char **argv) {
         {"--no-normalize", OPT_FLAG, &a.no_normalize, "do not (default for task-arithmetic)", false, NULL},
         {"--dtype", OPT_CHOICE, CLI_ENUM(&a.o.out_dtype), "output weights", false, CLI_DTYPES},
         CLI_ROW_FORCE(&a.out),
+        {"--config", OPT_STR, &a.config, "a mergekit merge config (YAML: merge_method, models, base_model, parameters, dtype) instead of the options above", false, NULL},
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts, merge_usage);
     if (rc >= 0) return rc;
+    if (a.config) return merge_config(opts, &a);
     if ((rc = cli_require("merge", "--method and -o/--out", 2, a.method_s, a.out.path)) != 0) return rc;
     if ((rc = merge_check(argc, argv, opts, &a)) >= 0) return rc;
     double t0 = fk_time_s();
