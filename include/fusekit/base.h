@@ -41,6 +41,11 @@ void *fk_calloc_aligned(size_t bytes);
 // Free with fk_free_pages and the same byte count. (Under AddressSanitizer: calloc, so that
 // ASan checks accesses, 16-byte aligned, for blocks up to the machine's memory size.)
 void *fk_alloc_pages(size_t bytes);
+// The same for a block most of which is never written (a frozen model's arena, whose stored
+// matrices' rows stay untouched): MAP_NORESERVE, so that under Linux's default overcommit
+// heuristic a 7B model's 27 GB f32 arena is not refused on a 24 GB machine; only the pages
+// written are ever backed. Free with fk_free_pages.
+void *fk_alloc_pages_sparse(size_t bytes);
 void fk_free_pages(void *p, size_t bytes);
 
 // ---------------------------------------------------------------- random numbers

@@ -61,5 +61,16 @@ fk_status fk_hf_save(const fk_model *m, const char *dir, fk_dtype dtype);
 fk_status fk_hf_load_weights(fk_model *m, const char *dir);
 // Reads config.json, builds the model and loads its weights.
 fk_status fk_hf_load(fk_model *m, const char *dir);
+// Flags of fk_hf_load_ex.
+enum {
+    // A frozen model for inference: F16/BF16 weight matrices stay in the files' mapping in their
+    // stored type and the forward multiplies by them (fk_model_add_stored: tiles decoded on the
+    // fly); norms, biases, and matrices in F32 or a layout the engine cannot read in place (GPT-2's
+    // transposed Conv1D, per-head-grouped qkv, stacked experts) are copied as f32. When every matrix
+    // in the files is F16/BF16 the memory check counts only the copied tensors.
+    FK_HF_KEEP_STORED = 1u << 0,
+};
+// fk_hf_load with flags (FK_HF_*).
+fk_status fk_hf_load_ex(fk_model *m, const char *dir, unsigned flags);
 
 #endif

@@ -13,8 +13,8 @@
 enum {
     // The model will only be read (eval, generate, extract, a fusion source, a teacher): a GGUF
     // file's weight matrices stay mapped in their stored type (quantized, f16, bf16) and the
-    // forward computes from them (FK_GGUF_KEEP_STORED); the model is frozen (no backward).
-    // Folders are loaded to f32 either way.
+    // forward computes from them (FK_GGUF_KEEP_STORED), and so do a folder's F16/BF16 matrices
+    // (FK_HF_KEEP_STORED; F32 ones are copied); the model is frozen (no backward).
     FK_LOAD_FROZEN = 1u << 0,
 };
 

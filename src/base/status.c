@@ -85,12 +85,16 @@ static bool pages_from_calloc(size_t bytes) {
 #endif
 }
 
-void *fk_alloc_pages(size_t bytes) {
+// Anonymous zeroed pages; extra: more mmap flags (MAP_NORESERVE).
+static void *map_pages(size_t bytes, int extra) {
     if (bytes == 0) bytes = 1;
     if (pages_from_calloc(bytes)) return calloc(1, bytes);
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
+
+void *fk_alloc_pages(size_t bytes) { return map_pages(bytes, 0); }
+void *fk_alloc_pages_sparse(size_t bytes) { return map_pages(bytes, MAP_NORESERVE); }
 
 void fk_free_pages(void *p, size_t bytes) {
     if (!p) return;

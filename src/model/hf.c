@@ -1,5 +1,6 @@
 // Hugging Face folders: config.json mapping and safetensors weights with HF names.
 #include "fusekit/hf.h"
+#include "fusekit/gguf.h"
 #include "arch.h"
 
 #include <cjson/cJSON.h>
@@ -1431,9 +1432,52 @@ static fk_status folder_form(const fk_model *m, fk_arch arch, const fk_st_set *s
     return FK_OK;
 }
 
-fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
-    fk_st_set s;
-    FK_TRY(fk_st_set_open(&s, dir));
+// ------------------------------------------------------------------ frozen: matrices read in place
+
+// Whether the n 16-bit floats (dtype F16 or BF16) at p are all finite: no exponent of all ones.
+static bool halves_finite(const void *p, int64_t n, fk_dtype dt) {
+    const unsigned char *b = p;
+    unsigned mask = dt == FK_DT_BF16 ? 0x7f80u : 0x7c00u, bad = 0;
+    #pragma omp parallel for reduction(| : bad) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; i++) bad |= ((b[2 * i] | (unsigned)b[2 * i + 1] << 8) & mask) == mask;
+    return !bad;
+}
+
+// Whether a frozen load reads file tensor f in place: F16/BF16 rows of a matrix the engine can
+// read as stored, in the table's row order and width (not transposed as GPT-2's Conv1D, not
+// regrouped per KV head, not stacked experts), at an even address.
+static bool in_place(const fk_model *m, const fk_hf_tensor *t, const fk_st_tensor *f) {
+    return (f->dtype == FK_DT_F16 || f->dtype == FK_DT_BF16) && !t->transpose && t->head_rows == 0 && t->n_exp == 0 && t->ndim == 2 &&
+           fk_param_storable(m->params[t->param].kind) && t->shape[1] == tensor_cols(m, t) && (uintptr_t)f->data % 2 == 0;
+}
+
+// Makes HF tensor t's rows read from file tensor f where it is mapped (fk_model_add_stored), after
+// checking its values are finite; the arena's rows stay untouched.
+static fk_status store_in_place(fk_model *m, const fk_hf_tensor *t, const fk_st_tensor *f, const char *path) {
+    if (!halves_finite(f->data, f->numel, f->dtype))
+        return fk_error(FK_ERR_NUMERIC, "%s: tensor %s holds a non-finite value", path, t->name);
+    fk_stored s = {.param = t->param, .row0 = t->row0, .rows = t->shape[0], .type = f->dtype == FK_DT_BF16 ? FK_GGML_BF16 : FK_GGML_F16,
+                   .data = f->data, .row_bytes = (size_t)t->shape[1] * 2};
+    fk_status st = fk_model_add_stored(m, &s);
+    return st == FK_OK ? st : fk_error_context(st, "%s: tensor %s", path, t->name);
+}
+
+// Whether every matrix (2-D or more) in the files is F16 or BF16: a frozen load then keeps them
+// in place, and the memory check counts only the rest.
+static bool set_all_half(const fk_st_set *s) {
+    for (int i = 0; i < s->n; i++)
+        for (int j = 0; j < s->st[i].n_tensors; j++) {
+            const fk_st_tensor *t = &s->st[i].tensors[j];
+            if (t->ndim >= 2 && t->dtype != FK_DT_F16 && t->dtype != FK_DT_BF16) return false;
+        }
+    return true;
+}
+
+// The weights of dir from its open files s into m: copied into the arena, or with keep the
+// tensors in_place allows read where s maps them (s must then outlive m).
+// (over 80 lines: one pass over the tensors with its per-tensor checks; split, they would pass a dozen locals)
+static fk_status load_weights_from(fk_model *m, const char *dir, const fk_st_set *sp, bool keep) {
+    const fk_st_set s = *sp;  // a view: the caller owns and closes the files
     fk_hf_tensor *ts;
     int n;
     fk_arch arch = folder_arch(dir, &m->cfg);
@@ -1467,6 +1511,10 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
             for (int d = 0; d < t->ndim; d++) snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
             st = fk_error(FK_ERR_FORMAT, "%s: tensor %s has shape [%s] but config.json implies [%s]", path, t->name, got, exp);
             break;
+        }
+        if (keep && in_place(m, t, f)) {
+            st = store_in_place(m, t, f, path);
+            continue;
         }
         // The files are mmapped (fk_st_open); the model's weights are one arena, so each tensor
         // is copied once out of the mapping: F32 straight into the arena (transposed for GPT-2's
@@ -1506,19 +1554,40 @@ fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
                                       s.st[i].path, nm, fk_arch_name(arch), (long long)m->cfg.n_layer);
         }
     free(ts);
+    return st;
+}
+
+fk_status fk_hf_load_weights(fk_model *m, const char *dir) {
+    fk_st_set s;
+    FK_TRY(fk_st_set_open(&s, dir));
+    fk_status st = load_weights_from(m, dir, &s, false);
     fk_st_set_close(&s);
     return st;
 }
 
-fk_status fk_hf_load(fk_model *m, const char *dir) {
+static void set_release(void *p) {
+    fk_st_set_close(p);
+    free(p);
+}
+
+fk_status fk_hf_load(fk_model *m, const char *dir) { return fk_hf_load_ex(m, dir, 0); }
+
+fk_status fk_hf_load_ex(fk_model *m, const char *dir, unsigned flags) {
     fk_config c;
     char *cpath = fk_path_join(dir, "config.json");
     fk_status st = fk_hf_config_read(cpath, &c);
     free(cpath);
     FK_TRY(st);
-    st = fk_model_init(m, &c);
-    if (st != FK_OK) return fk_error_context(st, "%s/config.json", dir);
-    st = fk_hf_load_weights(m, dir);
-    if (st != FK_OK) fk_model_free(m);
+    fk_st_set *s = calloc(1, sizeof *s);
+    if (!s) return fk_error(FK_ERR_NOMEM, "out of memory");
+    st = fk_st_set_open(s, dir);
+    bool keep = flags & FK_HF_KEEP_STORED;
+    if (st == FK_OK) {
+        st = fk_model_init_ex(m, &c, keep && set_all_half(s) ? FK_MODEL_INIT_STORED : 0);
+        if (st != FK_OK) fk_error_context(st, "%s/config.json", dir);
+        else if ((st = load_weights_from(m, dir, s, keep)) != FK_OK) fk_model_free(m);  // before the files its stored rows point into
+    }
+    if (st == FK_OK && m->n_stored > 0) fk_model_set_stored_owner(m, s, set_release);
+    else set_release(s);
     return st;
 }

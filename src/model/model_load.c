@@ -78,7 +78,7 @@ fk_status fk_model_load(const char *path, unsigned flags, fk_model *m, fk_tokeni
     if (fk_model_path_is_gguf(path))
         return join_tokenizer(m, tok, fk_gguf_import_ex(path, flags & FK_LOAD_FROZEN ? FK_GGUF_KEEP_STORED : 0, m, tok));
     FK_TRY(check_not_other_file(path));
-    FK_TRY(fk_hf_load(m, path));
+    FK_TRY(fk_hf_load_ex(m, path, flags & FK_LOAD_FROZEN ? FK_HF_KEEP_STORED : 0));
     if (!tok) return FK_OK;
     fk_status st = folder_tokenizer(path, tok);
     if (st == FK_OK && *tok && fk_tok_vocab_size(*tok) > m->cfg.vocab_size)

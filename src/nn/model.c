@@ -295,7 +295,9 @@ fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags) {
     snprintf(what, sizeof what, "the model (%.3g parameters, f32)", (double)m->n_floats);
     fk_status st = fk_mem_check(what, (double)need * sizeof(float));
     if (st != FK_OK) { fk_model_free(m); return st; }
-    m->w = fk_alloc_pages((size_t)m->n_floats * sizeof(float));
+    // a frozen model's arena: the stored matrices' rows are never written, so they need no commit
+    m->w = flags & FK_MODEL_INIT_STORED ? fk_alloc_pages_sparse((size_t)m->n_floats * sizeof(float))
+                                        : fk_alloc_pages((size_t)m->n_floats * sizeof(float));
     if (!m->w) {
         size_t mb = (size_t)m->n_floats * 4 >> 20;
         fk_model_free(m);
