@@ -1,6 +1,7 @@
 // fusekit speed benchmark: training and inference tokens/s, achieved GFLOP/s, MFU and peak
 // RSS for the configs S, M and M-llama. Prints one JSON line per run. Never pass/fail.
 // usage: fk_bench --config S|M|M-llama|M-moe|M-moe-active|M-moe-total --mode train|infer|decode [--steps N] [--peak-gflops X]
+//                 [--precision fp32|bf16]  (matrix products: fk_matmul_set_precision; printed as "precision")
 // decode: one sequence generated token by token with the KV cache over the whole context.
 #include "fusekit/fusekit.h"
 
@@ -39,7 +40,11 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--mode") == 0) mode = argv[i + 1];
         else if (strcmp(argv[i], "--steps") == 0) steps = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--peak-gflops") == 0) peak = atof(argv[i + 1]);
-        else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
+        else if (strcmp(argv[i], "--precision") == 0) {
+            fk_precision p;
+            if (fk_precision_parse(argv[i + 1], &p) != FK_OK) { fprintf(stderr, "%s\n", fk_last_error()); return 2; }
+            fk_matmul_set_precision(p);
+        } else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     bool train = strcmp(mode, "train") == 0;
     if (strcmp(mode, "decode") == 0) {
@@ -104,8 +109,8 @@ int main(int argc, char **argv) {
     printf("{\"impl\":\"fusekit\",\"config\":\"%s\",\"mode\":\"%s\",\"batch\":%d,\"ctx\":%d,\"tokens_per_s\":%.1f,"
            "\"gflops\":%.2f,", config, mode, B, T, tps, gflops);
     if (peak > 0) printf("\"mfu\":%.4f,", gflops / peak);
-    printf("\"peak_rss_mb\":%.1f,\"steps\":%d,\"seconds\":%.3f,\"params\":%lld}\n", fk_peak_rss_mb(), steps, dt,
-           (long long)fk_model_num_params(&m));
+    printf("\"peak_rss_mb\":%.1f,\"steps\":%d,\"seconds\":%.3f,\"params\":%lld,\"precision\":\"%s\"}\n", fk_peak_rss_mb(),
+           steps, dt, (long long)fk_model_num_params(&m), fk_matmul_backend());
     if (train) fk_adamw_free(&opt);
     fk_model_free(&m);
     free(x); free(y);

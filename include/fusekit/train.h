@@ -68,6 +68,10 @@ typedef struct {
     int64_t save_every;   // steps between checkpoints (0: only at the end)
     int keep;             // checkpoints kept
     int64_t log_every;    // steps between metric events
+    // Matrix products while training, evaluation included (fk_matmul_set_precision for the run,
+    // the caller's setting restored after): FP32, or BF16 operands with fp32 accumulation into fp32
+    // master weights and gradients (AdamW stays fp32). Saved in trainer_state.json when not FP32.
+    fk_precision precision;
     // Written (tokenizer.json, tokenizer_config.json) beside every checkpoint and the final
     // model so that each folder is complete; NULL for none. Not part of the saved options.
     const fk_tokenizer *tokenizer;

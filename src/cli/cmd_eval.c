@@ -148,6 +148,7 @@ typedef struct {
     cli_model_opts model;
     cli_data_opts data;
     int64_t threads;
+    fk_precision precision;  // --precision
     cli_list ens, probes;
     fk_align_opts ao;
     const char *kl_to;
@@ -213,6 +214,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_ROW_BATCH(&a.data, "windows per forward pass"),
         CLI_ROW_MAX_TOKENS(&a.data, "score at most this many tokens, 0 = all"),
         CLI_ROW_THREADS(&a.threads),
+        CLI_ROW_PRECISION(&a.precision),
         {"--ensemble", OPT_LIST, &a.ens, "score the aligned average of these models' next-token distributions (with --model first)", false, NULL},
         CLI_ROWS_ALIGN(&a.ao, "the ensemble"),
         {"--align-cache", OPT_STR, &a.ao.cache_dir, "folder for vocabulary maps (default: none, built each time)", false, NULL},
@@ -233,10 +235,12 @@ int cmd_eval(int argc, char **argv) {
     if (a.ens.n > 0) {
         if ((rc = cli_require("eval", "--data", 1, a.data.path)) != 0) return rc;
         cli_set_threads(a.threads);
+        cli_set_precision("eval", a.precision);
         return eval_ensemble(a.model.path, &a.ens, a.data.path, a.data.seq, a.data.batch, &a.ao);
     }
     if ((rc = cli_require("eval", "--model and --data", 2, a.model.path, a.data.path)) != 0) return rc;
     cli_set_threads(a.threads);
+    cli_set_precision("eval", a.precision);
     if (a.protocol == PROTOCOL_FUSEKIT) return eval_windows(&a);
     if (a.probes.n || a.kl_to || a.data.max_tokens) {
         fprintf(stderr, "fusekit eval: error: --protocol llama-perplexity takes no --probes, --kl-to or --max-tokens\n");

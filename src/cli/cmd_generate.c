@@ -42,6 +42,7 @@ typedef struct {
     const char *prompt, *prompt_ids;
     bool greedy, ids_out;
     int64_t threads;
+    fk_precision precision;  // --precision
     fk_generate_opts g;
 } generate_args;
 
@@ -82,6 +83,7 @@ int cmd_generate(int argc, char **argv) {
         {"--seed", OPT_INT, (int64_t *)&a.g.seed, "sampling seed", false, "[0,)"},
         {"--ids", OPT_FLAG, &a.ids_out, "print token ids instead of text", false, NULL},
         CLI_ROW_THREADS(&a.threads),
+        CLI_ROW_PRECISION(&a.precision),
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-ids IDS] [options]");
@@ -89,6 +91,7 @@ int cmd_generate(int argc, char **argv) {
     if ((rc = cli_require("generate", "--model", 1, a.model.path)) != 0) return rc;
     if (a.greedy) s->temperature = 0;
     cli_set_threads(a.threads);
+    cli_set_precision("generate", a.precision);
     fk_model m;
     fk_tokenizer *tok = NULL;
     fk_status st = cli_model_open(&a.model, &m, &tok);

@@ -198,6 +198,7 @@ int cli_train_job_rows(fk_train_job *j, int64_t *threads, const char *const *exc
         {"--resume-from", OPT_STR, &j->resume_from, "continue from this checkpoint folder", false, NULL},
         {"--force", OPT_FLAG, &j->force, "write into an --out that holds a model but no training run (it is overwritten)", false, NULL},
         CLI_ROW_THREADS(threads),
+        CLI_ROW_PRECISION(&o->precision),
         {"--teacher", OPT_LIST, &j->teachers, "distribution store (.fkd, from fusekit extract) of a teacher on --data; repeat for fusion", false, NULL},
         {"--fusion", OPT_CHOICE, CLI_ENUM(&j->fo.kind), "how teachers are fused", false, "mince|avgce"},
         {"--fusion-level", OPT_CHOICE, CLI_ENUM(&j->fo.level), "the span MinCE/AvgCE compare teachers on", false, "sequence|token"},

@@ -43,7 +43,7 @@ static const struct { const char *name; unsigned bit; } given_names[] = {
     {"--beta2", FK_GIVEN_BETA2},       {"--clip", FK_GIVEN_CLIP},             {"--batch", FK_GIVEN_BATCH},
     {"--seq", FK_GIVEN_SEQ},           {"--grad-accum", FK_GIVEN_GRAD_ACCUM}, {"--seed", FK_GIVEN_SEED},
     {"--keep", FK_GIVEN_KEEP},         {"--eval-tokens", FK_GIVEN_EVAL_TOKENS}, {"--config", FK_GIVEN_CONFIG},
-    {"--init", FK_GIVEN_INIT},         {"--arch", FK_GIVEN_ARCH},
+    {"--init", FK_GIVEN_INIT},         {"--arch", FK_GIVEN_ARCH},             {"--precision", FK_GIVEN_PRECISION},
 };
 #define N_GIVEN (sizeof given_names / sizeof given_names[0])
 #define GIVEN_OVERRIDES (FK_GIVEN_STEPS | FK_GIVEN_EVAL_EVERY | FK_GIVEN_SAVE_EVERY | FK_GIVEN_LOG_EVERY)
@@ -318,6 +318,12 @@ static fk_status train_with_metrics(const fk_train_job *j, const fk_job_hooks *h
         fk_job_note(h, "model: %s", cfg);
         fk_job_note(h, "parameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d",
                     (long long)fk_model_num_params(&s->m), (long long)s->tr.n, (long long)s->va.n, fk_dp_size());
+        if (o->precision != FK_PRECISION_FP32) {  // which path bf16 takes here (fk_train sets it for the run)
+            fk_precision before = fk_matmul_precision();
+            fk_matmul_set_precision(o->precision);
+            fk_job_note(h, "matrix products: %s", fk_matmul_backend());
+            fk_matmul_set_precision(before);
+        }
     }
     char *mp = fk_path_join(j->out, "metrics.jsonl");
     fk_status st = !mp ? fk_error(FK_ERR_NOMEM, "out of memory") : lead ? trim_metrics(mp, s->opt.t) : FK_OK;

@@ -8,9 +8,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "base/par.h"
 #ifdef FK_HAVE_DNNL
 #include <dnnl.h>
 #include <pthread.h>
@@ -57,7 +56,22 @@ const char *fk_matmul_backend(void) {
     return use_dnnl() ? "bf16 (oneDNN, AVX512-BF16)" : "bf16 emulated (inputs rounded to bf16, OpenBLAS fp32 sgemm)";
 }
 
-float fk_bf16_round(float f) { return fk_bf16_to_f32(fk_f32_to_bf16(f)); }
+// fk_f32_to_bf16 (round to nearest even, NaN kept quiet) inlined and branch-free, so that the
+// conversion loops below vectorize: a call per element costs more than the products it feeds.
+static inline uint32_t bf16_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1)) >> 16, nan = (x >> 16) | 0x40u;
+    return (x & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+
+static inline float bf16_float(float f) {
+    uint32_t x = bf16_bits(f) << 16;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+float fk_bf16_round(float f) { return bf16_float(f); }
 
 // Per-thread scratch that only grows (GEMMs run inside parallel regions too): NULL when out of memory.
 static void *scratch(int which, size_t bytes) {
@@ -74,7 +88,7 @@ static void *scratch(int which, size_t bytes) {
 // The rows x cols matrix at src (row stride ld) rounded to bf16, packed (row stride cols), as floats.
 static void round_rows_f32(float *dst, const float *src, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = fk_bf16_round(src[(size_t)r * ld + c]);
+        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = bf16_float(src[(size_t)r * ld + c]);
 }
 
 static void emulated_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
@@ -109,7 +123,7 @@ static struct {
 
 static void rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = fk_f32_to_bf16(src[(size_t)r * ld + c]);
+        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = (uint16_t)bf16_bits(src[(size_t)r * ld + c]);
 }
 
 // The 2-D descriptor of an operand of logical shape rows x cols, stored packed as given or transposed.

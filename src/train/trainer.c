@@ -85,6 +85,8 @@ static const opt_row opt_rows[] = {
 
 static cJSON *opts_to_json(const fk_train_opts *o) {
     cJSON *j = cJSON_CreateObject();
+    // the precision only when it is not fp32: an fp32 run's trainer_state.json is as it was
+    if (o->precision == FK_PRECISION_BF16) cJSON_AddStringToObject(j, "precision", "bf16");
     for (size_t i = 0; i < sizeof opt_rows / sizeof opt_rows[0]; i++) {
         const opt_row *r = &opt_rows[i];
         const char *f = (const char *)o + r->off;
@@ -139,6 +141,10 @@ static fk_status opt_from_json(const cJSON *j, const char *path, const opt_row *
 static fk_status opts_from_json(const cJSON *j, const char *path, fk_train_opts *o) {
     for (size_t i = 0; i < sizeof opt_rows / sizeof opt_rows[0]; i++) FK_TRY(opt_from_json(j, path, &opt_rows[i], o));
     if (!cJSON_GetObjectItemCaseSensitive(j, "schedule_steps")) o->optim.total_steps = o->steps;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "precision");  // absent: fp32
+    o->precision = FK_PRECISION_FP32;
+    if (p && !(cJSON_IsString(p) && fk_precision_parse(p->valuestring, &o->precision) == FK_OK))
+        return fk_error(FK_ERR_FORMAT, "%s: key \"precision\" must be \"fp32\" or \"bf16\"", path);
     return FK_OK;
 }
 
@@ -517,8 +523,8 @@ static fk_status check_gradient(const fk_model *m, int64_t step) {
     return FK_OK;
 }
 
-fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
-                   const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
+                             const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
     FK_TRY(check_train_args(m, train, o));
     FK_TRY(fk_model_alloc_grads(m));
     int rank0, size0;
@@ -590,5 +596,15 @@ fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const
     if (st == FK_OK && finished && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
     if (st == FK_OK && finished && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
     free(x); free(y); free(offs);
+    return st;
+}
+
+// The run under its precision (o->precision), the caller's restored after.
+fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
+                   const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+    fk_precision before = fk_matmul_precision();
+    fk_matmul_set_precision(o->precision);
+    fk_status st = train_steps(m, opt, train, val, o, out_dir, cb, user);
+    fk_matmul_set_precision(before);
     return st;
 }
