@@ -25,13 +25,7 @@ fused=("${stores[@]}" --align-cache "$OUT/cache" --vmap exact --teacher-tail)
 # the options of a fusion arm
 objective() { case $1 in ce) echo --objective ce ;; span) echo --objective span ;; span1) echo --objective span --span-temp 1 ;; esac; }
 
-# run NAME SEED ARGS...: trains OUT/runs/NAME (kept when complete) and prints its final val_bpb
-run() {
-  local name=$1 seed=$2; shift 2
-  local dir="$OUT/runs/$name"
-  [ -f "$dir/model.safetensors" ] || nice "$FK" train "${common[@]}" -o "$dir" --seed "$seed" "$@" >"$OUT/runs/$name.log" 2>&1
-  grep -o '"val_bpb":[0-9.]*' "$dir/metrics.jsonl" | tail -1 | cut -d: -f2
-}
+. "$(dirname "$0")/train_run.sh"  # run NAME SEED ARGS...: trains OUT/runs/NAME, prints its val_bpb
 
 : >"$OUT/tune.tsv"
 for lr in 0.001 0.002 0.004; do

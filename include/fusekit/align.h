@@ -127,7 +127,19 @@ int64_t fk_edit_distance(const void *a, size_t na, const void *b, size_t nb);
 //   fast tokenizers).
 // - FK_VMAP_FUSELLM_EXACT ("fusellm-exact", its "hard" mode): the exact string match only, -1
 //   for every other source token.
-typedef enum { FK_VMAP_MINED = 0, FK_VMAP_EXACT = 1, FK_VMAP_PREFIX = 2, FK_VMAP_FUSELLM = 3, FK_VMAP_FUSELLM_EXACT = 4 } fk_vmap_mode;
+// - FK_VMAP_APPROX ("approx", from the tokenizers alone, as token-level ensembles such as GaC
+//   and UniTE project one vocabulary onto another): the source token's bytes re-tokenized by
+//   the target tokenizer, context-free (fk_tok_encode with FK_ENC_NO_PREFIX: no BOS/EOS, no
+//   SentencePiece dummy prefix, control tokens' text not parsed), and the FIRST target token of
+//   that encoding: the target's next token when the source's next token is v, so v's probability
+//   goes where the target would put it (many-to-one: the fusion adds the probabilities of the
+//   source ids that share a target id). BOS, EOS and unknown map as above; other control and
+//   unused source tokens, and tokens whose encoding fails, is empty or starts with the target's
+//   unknown token, map to -1. No exact-match step: the tokenizer's own first token wins even
+//   where a target token has the same bytes (BPE may never produce that token).
+typedef enum {
+    FK_VMAP_MINED = 0, FK_VMAP_EXACT = 1, FK_VMAP_PREFIX = 2, FK_VMAP_FUSELLM = 3, FK_VMAP_FUSELLM_EXACT = 4, FK_VMAP_APPROX = 5
+} fk_vmap_mode;
 
 // *map is malloc'd with fk_tok_vocab_size(src) entries.
 fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, int32_t **map);
@@ -139,7 +151,7 @@ fk_status fk_vmap_load_or_build(const fk_tokenizer *src, const fk_tokenizer *tgt
                                 int32_t **map);
 // "<cache_dir>/vmap-<src fingerprint>-<tgt fingerprint>-<mode>.bin" (malloc'd; NULL when out of memory).
 char *fk_vmap_cache_path(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, const char *cache_dir);
-// "mined" / "exact" / "prefix" / "fusellm" / "fusellm-exact".
+// "mined" / "exact" / "prefix" / "fusellm" / "fusellm-exact" / "approx".
 fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode);
 const char *fk_vmap_mode_name(fk_vmap_mode mode);
 

@@ -105,6 +105,7 @@ size_t fk_tok_token_bytes(const fk_tokenizer *t, int32_t id, char *buf, size_t c
 enum {
     FK_ENC_ADD_SPECIAL = 1,    // BOS/EOS as the tokenizer's configuration says
     FK_ENC_PARSE_SPECIAL = 2,  // control tokens written in the text become their ids
+    FK_ENC_NO_PREFIX = 4,      // SPM: no dummy-prefix "▁" (the text continues a word: fk_vmap_build's approx map)
 };
 
 // Growable output of encode; zero-initialise, reuse across calls, free with fk_tok_out_free.

@@ -1,5 +1,6 @@
 // Vocabulary maps (MinED, fusion.md §3): every source token to the target token with the
-// same bytes, or the nearest one by edit distance; and their cache files. See fusekit/align.h.
+// same bytes, or the nearest one by edit distance, or (approx) the first token of the target's
+// encoding of its bytes; and their cache files. See fusekit/align.h.
 //
 // Speed: the search for one source token visits the target tokens bucketed by length in
 // order of length difference (the distance is at least the difference, so it stops once the
@@ -18,11 +19,11 @@
 #define VMAP_HEADER 48
 
 const char *fk_vmap_mode_name(fk_vmap_mode mode) {
-    static const char *names[] = {"mined", "exact", "prefix", "fusellm", "fusellm-exact"};
-    return mode >= FK_VMAP_MINED && mode <= FK_VMAP_FUSELLM_EXACT ? names[mode] : "mined";
+    static const char *names[] = {"mined", "exact", "prefix", "fusellm", "fusellm-exact", "approx"};
+    return mode >= FK_VMAP_MINED && mode <= FK_VMAP_APPROX ? names[mode] : "mined";
 }
 
-static bool vmap_mode_valid(fk_vmap_mode mode) { return mode >= FK_VMAP_MINED && mode <= FK_VMAP_FUSELLM_EXACT; }
+static bool vmap_mode_valid(fk_vmap_mode mode) { return mode >= FK_VMAP_MINED && mode <= FK_VMAP_APPROX; }
 
 fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode) {
     if (strcmp(name, "mined") == 0) *mode = FK_VMAP_MINED;
@@ -30,7 +31,8 @@ fk_status fk_vmap_parse_mode(const char *name, fk_vmap_mode *mode) {
     else if (strcmp(name, "prefix") == 0) *mode = FK_VMAP_PREFIX;
     else if (strcmp(name, "fusellm") == 0) *mode = FK_VMAP_FUSELLM;
     else if (strcmp(name, "fusellm-exact") == 0) *mode = FK_VMAP_FUSELLM_EXACT;
-    else return fk_error(FK_ERR_ARG, "vocabulary map must be mined, exact, prefix, fusellm or fusellm-exact (got \"%s\")", name);
+    else if (strcmp(name, "approx") == 0) *mode = FK_VMAP_APPROX;
+    else return fk_error(FK_ERR_ARG, "vocabulary map must be mined, exact, prefix, fusellm, fusellm-exact or approx (got \"%s\")", name);
     return FK_OK;
 }
 
@@ -147,45 +149,38 @@ typedef struct {
     int64_t max_len;
 } cands;
 
-// The candidate nearest to a (ties: lowest id), or -1 when there are none. No candidate has
-// a's bytes (the exact lookup came first).
+static int64_t byte_dist(const fk_mined_cands *c, const fk_mined_query *q, int32_t id, size_t len, int64_t bound) {
+    const uint8_t *b = vptr(c->strings, id);
+    return q->match ? myers_bounded(q->match, q->na, b, len, bound) : fk_edit_distance(q->a, q->na, b, len);
+}
+
+// The candidate nearest to a (ties: lowest id; fk_mined_search), or -1 when there are none.
+// No candidate has a's bytes (the exact lookup came first), so the least distance is 1.
 static int32_t mined_search(const cands *c, const uint8_t *a, size_t na, uint64_t *peq) {
-    int64_t best = INT64_MAX;
-    int32_t best_id = INT32_MAX;
     uint8_t ca[FK_N_CLASS];
     class_counts(a, na, ca);
     bool bits = na <= 64;
     if (bits) peq_set(peq, a, na);
-    for (int64_t delta = 0; delta <= best; delta++) {
-        int64_t lens[2] = {(int64_t)na - delta, (int64_t)na + delta};
-        if (lens[0] < 0 && lens[1] > c->max_len) break;
-        for (int s = 0; s < (delta ? 2 : 1); s++) {
-            int64_t L = lens[s];
-            if (L < 0 || L > c->max_len) continue;
-            for (int64_t q = c->at[L]; q < c->at[L + 1]; q++) {
-                int32_t id = c->ids[q];
-                int64_t thr = id < best_id ? best : best - 1;  // a higher id must be strictly nearer
-                if ((delta > 0 ? delta : 1) > thr) {  // (no candidate has a's bytes: the distance is >= 1)
-                    if (id > best_id) break;  // so are all the rest of this bucket
-                    continue;
-                }
-                if (bag_bound(ca, c->counts + (size_t)q * FK_N_CLASS) > thr) continue;
-                const uint8_t *b = vptr(c->v, id);
-                int64_t d;
-                if (bits) {
-                    d = myers_bounded(peq, na, b, (size_t)L, thr);
-                } else {
-                    d = fk_edit_distance(a, na, b, (size_t)L);
-                }
-                if (d <= thr) {
-                    best = d;
-                    best_id = id;
-                }
-            }
-        }
-    }
+    fk_mined_cands mc = {c->ids, c->counts, c->at, c->max_len, 1, c->v};
+    int32_t r = fk_mined_search(&mc, &(fk_mined_query){a, na, bits ? peq : NULL}, ca, byte_dist);
     if (bits) peq_clear(peq, a, na);
-    return best_id == INT32_MAX ? -1 : best_id;
+    return r;
+}
+
+// approx (align.h): the first target token, covering input, of the target's context-free
+// encoding of source token v's bytes p[0 .. n); -1 for control, unused and unknown source
+// tokens, and when the encoding fails, is empty or starts with an unknown token. *nomem is set
+// when the encoder ran out of memory (any other encoding error only unmaps v).
+static int32_t approx_first(const fk_tokenizer *src, int32_t v, const fk_tokenizer *tgt, const uint8_t *p, size_t n, fk_tok_out *o,
+                            bool *nomem) {
+    int type = fk_tok_type(src, v);
+    if (n == 0 || type == FK_TT_CONTROL || type == FK_TT_UNUSED || type == FK_TT_UNKNOWN) return -1;
+    fk_tok_out_clear(o);
+    fk_status st = fk_tok_encode(tgt, (const char *)p, n, FK_ENC_NO_PREFIX, o);
+    if (st == FK_ERR_NOMEM) *nomem = true;
+    for (int64_t k = 0; st == FK_OK && k < o->n; k++)
+        if (o->end[k] > o->begin[k]) return fk_tok_type(tgt, o->ids[k]) == FK_TT_UNKNOWN ? -1 : o->ids[k];
+    return -1;
 }
 
 static int cmp_cand(const void *x, const void *y, void *ctx) {
@@ -204,6 +199,7 @@ static int cmp_pref(const void *x, const void *y, void *ctx) {
     return a < b ? -1 : a > b;
 }
 
+// Long: the tables every byte-based mode reads and its one parallel pass over the source ids.
 fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vmap_mode mode, int32_t **map) {
     *map = NULL;
     if (!src || !tgt) return fk_error(FK_ERR_ARG, "vocabulary map: a tokenizer is missing");
@@ -229,7 +225,7 @@ fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vma
     qsort_r(order, (size_t)nt, sizeof *order, cmp_pref, (void *)tgt);
     for (int32_t i = 0; i < nt; i++) bytemap_put_first(&bm, order[i]);
 
-    if (mode != FK_VMAP_EXACT) {
+    if (mode != FK_VMAP_EXACT && mode != FK_VMAP_APPROX) {
         int32_t nc = 0;
         for (int32_t i = 0; i < nt; i++)
             if (type_rank(fk_tok_type(tgt, i)) < 3) order[nc++] = i;
@@ -250,22 +246,32 @@ fk_status fk_vmap_build(const fk_tokenizer *src, const fk_tokenizer *tgt, fk_vma
     int32_t specials[3][2] = {{fk_tok_bos(src), fk_tok_bos(tgt)},
                               {fk_tok_eos(src), fk_tok_eos(tgt)},
                               {first_of_type(src, FK_TT_UNKNOWN), first_of_type(tgt, FK_TT_UNKNOWN)}};
+    bool nomem = false;
     #pragma omp parallel
     {
         uint64_t peq[256] = {0};
+        fk_tok_out enc = {0};
+        bool oom = false;
         #pragma omp for schedule(dynamic, 64)
         for (int32_t v = 0; v < ns; v++) {
             int32_t r = -2;
             for (int k = 0; k < 3 && r == -2; k++)
                 if (v == specials[k][0] && specials[k][1] >= 0) r = specials[k][1];
+            if (r == -2 && mode == FK_VMAP_APPROX) r = approx_first(src, v, tgt, vptr(&sv, v), vlen(&sv, v), &enc, &oom);
             if (r == -2) r = bytemap_get(&bm, vptr(&sv, v), vlen(&sv, v));
             // prefix: the longest target token that starts the source token's bytes (what the
             // target's next token is when the source's next token is v), else MinED
             for (size_t L = vlen(&sv, v); r < 0 && mode == FK_VMAP_PREFIX && L-- > 1;) r = bytemap_get(&bm, vptr(&sv, v), L);
-            if (r < 0 && mode != FK_VMAP_EXACT) r = mined_search(&c, vptr(&sv, v), vlen(&sv, v), peq);
+            if (r < 0 && mode != FK_VMAP_EXACT && mode != FK_VMAP_APPROX) r = mined_search(&c, vptr(&sv, v), vlen(&sv, v), peq);
             m[v] = r;
         }
+        fk_tok_out_free(&enc);
+        if (oom) {
+            #pragma omp atomic write
+            nomem = true;
+        }
     }
+    if (nomem) { st = fk_error(FK_ERR_NOMEM, "out of memory re-tokenizing the source vocabulary"); goto done; }
     *map = m;
     m = NULL;
 done:

@@ -737,8 +737,9 @@ static int32_t match_added(const fk_tokenizer *t, const char *text, size_t n, si
 }
 
 // The tokens of text[0, n) (no BOS/EOS) appended to out.
-static fk_status encode_text(const fk_tokenizer *t, const char *text, size_t n, bool specials, fk_tok_out *out) {
+static fk_status encode_text(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
     fk_status st = FK_OK;
+    bool specials = flags & FK_ENC_PARSE_SPECIAL, space_prefix = t->add_space_prefix && !(flags & FK_ENC_NO_PREFIX);
     if (t->kind == FK_TOK_BYTES) {
         for (size_t i = 0; i < n && st == FK_OK; i++) st = fk_tok_out_push(out, (unsigned char)text[i], (int64_t)i, (int64_t)i + 1);
     } else {
@@ -762,7 +763,7 @@ static fk_status encode_text(const fk_tokenizer *t, const char *text, size_t n, 
                     bc.base = (int64_t)seg;
                     st = fk_pretok_split(&t->pre, text + seg, i - seg, bpe_piece, &bc);
                 }
-                else st = spm_fragment(&bc, &sb, text, seg, i, t->add_space_prefix && prev_special && (seg == 0 || t->prefix_after_added));
+                else st = spm_fragment(&bc, &sb, text, seg, i, space_prefix && prev_special && (seg == 0 || t->prefix_after_added));
                 prev_special = false;
             }
             if (st == FK_OK && id >= 0) {
@@ -784,7 +785,7 @@ static fk_status encode_text(const fk_tokenizer *t, const char *text, size_t n, 
 }
 
 fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsigned flags, fk_tok_out *out) {
-    bool add = flags & FK_ENC_ADD_SPECIAL, specials = flags & FK_ENC_PARSE_SPECIAL;
+    bool add = flags & FK_ENC_ADD_SPECIAL;
     if (add && t->add_bos) FK_TRY(fk_tok_out_push(out, t->bos, 0, 0));
     char *norm = NULL;
     int64_t *src = NULL;
@@ -792,13 +793,13 @@ fk_status fk_tok_encode(const fk_tokenizer *t, const char *text, size_t n, unsig
     fk_status st = t->nfc ? fk_nfc(text, n, &norm, &src, &nn) : FK_OK;
     if (st == FK_OK && norm) {  // spans in the normalized text, mapped back to the caller's
         int64_t k0 = out->n;
-        st = encode_text(t, norm, nn, specials, out);
+        st = encode_text(t, norm, nn, flags, out);
         for (int64_t k = k0; st == FK_OK && k < out->n; k++) {
             out->begin[k] = src[out->begin[k]];
             out->end[k] = src[out->end[k]];
         }
     } else if (st == FK_OK) {
-        st = encode_text(t, text, n, specials, out);
+        st = encode_text(t, text, n, flags, out);
     }
     free(norm);
     free(src);
