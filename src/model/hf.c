@@ -1578,14 +1578,21 @@ fk_status fk_hf_load_ex(fk_model *m, const char *dir, unsigned flags) {
     fk_status st = fk_hf_config_read(cpath, &c);
     free(cpath);
     FK_TRY(st);
+    bool keep = flags & FK_HF_KEEP_STORED;
+    if (!keep) {  // the memory check (from config.json alone) before any file is opened
+        st = fk_model_init(m, &c);
+        if (st != FK_OK) return fk_error_context(st, "%s/config.json", dir);
+        st = fk_hf_load_weights(m, dir);
+        if (st != FK_OK) fk_model_free(m);
+        return st;
+    }
     fk_st_set *s = calloc(1, sizeof *s);
     if (!s) return fk_error(FK_ERR_NOMEM, "out of memory");
-    st = fk_st_set_open(s, dir);
-    bool keep = flags & FK_HF_KEEP_STORED;
+    st = fk_st_set_open(s, dir);  // first: whether every matrix stays in the files decides the memory check
     if (st == FK_OK) {
-        st = fk_model_init_ex(m, &c, keep && set_all_half(s) ? FK_MODEL_INIT_STORED : 0);
-        if (st != FK_OK) fk_error_context(st, "%s/config.json", dir);
-        else if ((st = load_weights_from(m, dir, s, keep)) != FK_OK) fk_model_free(m);  // before the files its stored rows point into
+        st = fk_model_init_ex(m, &c, set_all_half(s) ? FK_MODEL_INIT_STORED : 0);
+        if (st != FK_OK) st = fk_error_context(st, "%s/config.json", dir);
+        else if ((st = load_weights_from(m, dir, s, true)) != FK_OK) fk_model_free(m);  // before the files its stored rows point into
     }
     if (st == FK_OK && m->n_stored > 0) fk_model_set_stored_owner(m, s, set_release);
     else set_release(s);
