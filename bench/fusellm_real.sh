@@ -14,7 +14,12 @@
 # one run per learning rate of LRS, fused one per lambda of LAMBDAS at that rate (equal when the
 # grids are, as in SIZE=full: 2 and 2); fused is not given its own rate, which can only favour
 # the baseline. The fused - CLM-only difference is paired by seed with its 95% t interval
-# (bench/stats.py). Held-out figures on
+# (bench/stats.py). OBJECTIVES (default "ce") lists the fused arms, each trained with the same
+# teachers, stores and batches: ce (MinCE's soft cross-entropy, the FuseLLM arm above), uld
+# (Universal Logit Distillation on the same fused rows), span (ALM's chunk likelihoods, --span-temp
+# at fuse's default); OBJ+VMAP runs an objective with fuse --vmap VMAP. Every arm gets the MinCE
+# arm's tuning (lambda from LAMBDAS at the CLM-chosen rate, on val.txt), then every seed, and is
+# paired by seed against MinCE and against CLM-only. Held-out figures on
 # wikitext-2 test.txt and linux test.txt (their first TEST_BYTES), read once, at the end, with
 # llama.cpp's perplexity protocol (chunks of SEQ tokens, BOS where the tokenizer adds one, the
 # second half of each chunk scored): bits per byte, mean ± sd over the seeds. Then the fused model
@@ -24,7 +29,8 @@
 # usage: bench/fusellm_real.sh [BUILD_DIR] [WORK_DIR]     (stages are cached in WORK_DIR)
 #   SIZE=short (default) runs in minutes; SIZE=full took 23 minutes on 2 shared cores.
 #   Every size knob can be set alone: SEQ BATCH STEPS SEEDS LRS LAMBDAS HEAL_STEPS K MIX_BYTES
-#   VAL_BYTES TEST_BYTES CAL_TOKENS THREADS. The models come from bench/real_models.sh (pip,
+#   VAL_BYTES TEST_BYTES CAL_TOKENS THREADS; OBJECTIVES picks the fused arms (must include ce);
+#   FOLD=0 skips folding and pruning (a later FOLD=1 run adds them to the cached runs). The models come from bench/real_models.sh (pip,
 #   FK_REAL_CACHE), or FK_REAL_SMOLLM2 / FK_REAL_GEMMA3 when set.
 # Writes WORK_DIR/results.json, WORK_DIR/results.md (the table) and WORK_DIR/results.jsonl (one
 # line per evaluation); logs in WORK_DIR/logs.
@@ -50,7 +56,15 @@ elif [ "$SIZE" = short ]; then
 else
   echo "fusellm_real: SIZE must be short or full (got $SIZE)" >&2; exit 2
 fi
-: "${SEEDS:=1 2 3}" "${K:=10}" "${THREADS:=0}"
+: "${SEEDS:=1 2 3}" "${K:=10}" "${THREADS:=0}" "${OBJECTIVES:=ce}" "${FOLD:=1}"
+case "$FOLD" in 0|1) ;; *) echo "fusellm_real: FOLD must be 0 or 1 (got '$FOLD')" >&2; exit 2 ;; esac
+# the fused arms, checked before any work: OBJ or OBJ+VMAP, OBJ one of fuse's --objective choices
+VMAPS_OK=$("$F" fuse --help 2>&1 | grep -o -- '--vmap NAME .*' | grep -o '\[[a-z|-]*\]' | tr -d '[]' || true)
+case " $OBJECTIVES " in *" ce "*) ;; *) echo "fusellm_real: OBJECTIVES must include ce, the MinCE arm the others are paired with (got '$OBJECTIVES')" >&2; exit 2 ;; esac
+for a in $OBJECTIVES; do
+  case "${a%%+*}" in ce|uld|span) ;; *) echo "fusellm_real: OBJECTIVES: objective '${a%%+*}' of '$a' is not ce, uld or span" >&2; exit 2 ;; esac
+  case "$a" in *+*) case "|$VMAPS_OK|" in *"|${a#*+}|"*) ;; *) echo "fusellm_real: OBJECTIVES: vocabulary map '${a#*+}' of '$a' is not one of fuse's --vmap choices ($VMAPS_OK)" >&2; exit 2 ;; esac ;; esac
+done
 # the mixture: about 4 bytes per token, what the runs read plus room (windows are drawn at random)
 : "${MIX_BYTES:=$((STEPS * BATCH * SEQ * 4 * 2 + 4 * SEQ * 4))}"
 TH="--threads $THREADS"
@@ -109,10 +123,17 @@ clm_run() {  # lr seed
   local o=$W/runs/clm-lr$1-s$2
   done_run "$o" || { rm -rf "$o"; say "CLM-only lr $1 seed $2"; "$F" train --init "$SMOL" --data "$MIX" --lr "$1" --seed "$2" $T -o "$o" > "$W/logs/$(basename "$o").log" 2>&1; trim "$o"; }
 }
-fuse_run() {  # lr lambda seed
-  local o=$W/runs/fused-lr$1-l$2-s$3
-  done_run "$o" || { rm -rf "$o"; say "fused lr $1 lambda $2 seed $3"; "$F" fuse --target "$SMOL" --source "$SMOL" "$GEMMA" --data "$MIX" -k "$K" \
-    --store-dir "$W/stores" --lambda "$2" --lr "$1" --seed "$3" $T -o "$o" > "$W/logs/$(basename "$o").log" 2>&1; trim "$o"; }
+# a fused arm's name: fused for MinCE (the run folders of the one-objective script), else fused-OBJ[-VMAP]
+arm_name() { if [ "$1" = ce ]; then echo fused; else echo "fused-${1//+/-}"; fi; }
+arm_opts() {  # fuse's options for an arm (none for ce: the MinCE command as before)
+  local o=${1%%+*}
+  [ "$o" = ce ] || echo "--objective $o"
+  case "$1" in *+*) echo "--vmap ${1#*+}" ;; esac
+}
+fuse_run() {  # arm lr lambda seed
+  local o=$W/runs/$(arm_name "$1")-lr$2-l$3-s$4
+  done_run "$o" || { rm -rf "$o"; say "fused ($1) lr $2 lambda $3 seed $4"; "$F" fuse --target "$SMOL" --source "$SMOL" "$GEMMA" --data "$MIX" -k "$K" \
+    --store-dir "$W/stores" $(arm_opts "$1") --lambda "$3" --lr "$2" --seed "$4" $T -o "$o" > "$W/logs/$(basename "$o").log" 2>&1; trim "$o"; }
 }
 
 # ---- hyper-parameters on val.txt: the learning rate by CLM-only, then lambda for fusion
@@ -125,15 +146,20 @@ for lr in $LRS; do
   say "  CLM-only lr $lr: val $v bits/byte"
   if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $v < $best else 1)"; then best=$v; best_lr=$lr; fi
 done
-best_l="" best=""
-for l in $LAMBDAS; do
-  fuse_run "$best_lr" "$l" "$S1"
-  v=$(val_bpb "$W/runs/fused-lr$best_lr-l$l-s$S1")
-  say "  fused lr $best_lr lambda $l: val $v bits/byte"
-  if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $v < $best else 1)"; then best=$v; best_l=$l; fi
+declare -A LAM  # each fused arm's lambda, chosen alone with the same trials
+for a in $OBJECTIVES; do
+  best_l="" best=""
+  for l in $LAMBDAS; do
+    fuse_run "$a" "$best_lr" "$l" "$S1"
+    v=$(val_bpb "$W/runs/$(arm_name "$a")-lr$best_lr-l$l-s$S1")
+    say "  fused ($a) lr $best_lr lambda $l: val $v bits/byte"
+    if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $v < $best else 1)"; then best=$v; best_l=$l; fi
+  done
+  LAM[$a]=$best_l
+  say "chosen on val.txt: lr $best_lr, lambda $best_l ($a)"
 done
-say "chosen on val.txt: lr $best_lr, lambda $best_l"
-for s in $SEEDS; do clm_run "$best_lr" "$s"; fuse_run "$best_lr" "$best_l" "$s"; done
+best_l=${LAM[ce]}
+for s in $SEEDS; do clm_run "$best_lr" "$s"; for a in $OBJECTIVES; do fuse_run "$a" "$best_lr" "${LAM[$a]}" "$s"; done; done
 FUSED=$W/runs/fused-lr$best_lr-l$best_l-s$S1
 
 # ---- the stores: bytes per position, extraction speed (from the first fused run's log)
@@ -147,13 +173,13 @@ done
 
 # ---- folding the fused model by 20% of FFN parameters with healing, beside magnitude pruning
 HEAL="--batch $BATCH --seq $SEQ --lr $best_lr --seed $S1 --val $VAL --eval-every $HEAL_STEPS --eval-tokens 0 --save-every 0 $TH"
-if ! done_run "$W/runs/folded"; then
+if [ "$FOLD" = 1 ] && ! done_run "$W/runs/folded"; then
   rm -rf "$W/runs/folded"; say "fold the fused model by 20% FFN, heal $HEAL_STEPS steps"
   "$F" fold --model "$FUSED" --data "$MIX" --budget 0.2 --scope ffn --ops ffn --seq "$SEQ" --max-tokens "$CAL_TOKENS" --probe-windows 2 $TH \
     --heal-steps "$HEAL_STEPS" -o "$W/runs/folded" -- $HEAL > "$W/logs/folded.log" 2>&1
   trim "$W/runs/folded"
 fi
-if ! done_run "$W/runs/pruned"; then
+if [ "$FOLD" = 1 ] && ! done_run "$W/runs/pruned"; then
   rm -rf "$W/runs/pruned" "$W/runs/pruned-raw"; say "magnitude pruning of the fused model by 20% FFN, heal $HEAL_STEPS steps"
   "$F" prune --model "$FUSED" --data "$MIX" --method magnitude --budget 0.2 --scope ffn --seq "$SEQ" --max-tokens "$CAL_TOKENS" $TH \
     -o "$W/runs/pruned-raw" > "$W/logs/pruned.log" 2>&1
@@ -180,17 +206,19 @@ ev smollm2 "$SMOL"
 ev gemma3 "$GEMMA"
 for s in $SEEDS; do
   ev "clm-s$s" "$W/runs/clm-lr$best_lr-s$s"
-  ev "fused-s$s" "$W/runs/fused-lr$best_lr-l$best_l-s$s"
+  for a in $OBJECTIVES; do ev "$(arm_name "$a")-s$s" "$W/runs/$(arm_name "$a")-lr$best_lr-l${LAM[$a]}-s$s"; done
 done
-ev folded "$W/runs/folded"
-ev pruned "$W/runs/pruned"
+if [ "$FOLD" = 1 ]; then ev folded "$W/runs/folded"; ev pruned "$W/runs/pruned"; fi
 
 # ---- results.json and the table
-python3 - "$W" "$SIZE" "$SEQ" "$BATCH" "$STEPS" "$SEEDS" "$best_lr" "$best_l" "$LRS" "$LAMBDAS" "$HEAL_STEPS" "$K" "$MIX_BYTES" "$TEST_BYTES" "$(pwd)/bench" <<'PY'
+python3 - "$W" "$SIZE" "$SEQ" "$BATCH" "$STEPS" "$SEEDS" "$best_lr" "$best_l" "$LRS" "$LAMBDAS" "$HEAL_STEPS" "$K" "$MIX_BYTES" "$TEST_BYTES" "$(pwd)/bench" \
+  "$(for a in $OBJECTIVES; do printf '%s=%s ' "$a" "${LAM[$a]}"; done)" <<'PY'
 import json, statistics, sys, glob, os
 W, size, seq, batch, steps, seeds, lr, lam, lrs, lams, heal, k, mix_bytes, test_bytes = sys.argv[1:15]
 sys.path.insert(0, sys.argv[15])
 from stats import paired
+# the fused arms: (arm, model name, lambda); ce is MinCE, named fused as before
+arms = [(a, "fused" if a == "ce" else "fused-" + a.replace("+", "-"), l) for a, l in (x.split("=") for x in sys.argv[16].split())]
 seq, batch, steps, heal = int(seq), int(batch), int(steps), int(heal)
 seeds = seeds.split()
 rows = [json.loads(l) for l in open(f"{W}/results.jsonl")]
@@ -208,18 +236,23 @@ res = {"bench": "fusellm_real", "size": size,
        "config": {"seq": seq, "batch": batch, "steps": steps, "training_tokens_per_run": steps * batch * seq, "seeds": seeds, "k": int(k),
                   "mixture_bytes": int(mix_bytes), "test_bytes": int(test_bytes), "heal_steps": heal,
                   "lr_grid": lrs.split(), "lambda_grid": lams.split(), "lr": float(lr), "lambda": float(lam),
+                  "objectives": [a for a, _, _ in arms], "lambdas": {a: float(l) for a, _, l in arms},
                   "protocol": f"llama-perplexity, n_ctx {seq}"},
        "tuning_val_bpb": {"clm": {l: val(f"clm-lr{l}-s{seeds[0]}") for l in lrs.split()},
-                          "fused": {m: val(f"fused-lr{lr}-l{m}-s{seeds[0]}") for m in lams.split()}},
+                          **{n: {m: val(f"{n}-lr{lr}-l{m}-s{seeds[0]}") for m in lams.split()} for _, n, _ in arms}},
        "models": {}, "stores": [json.loads(l) for l in open(f"{W}/stores.jsonl")]}
-for m in ["smollm2", "gemma3", "folded", "pruned"]:
+for m in [m for m in ["smollm2", "gemma3", "folded", "pruned"] if (m, "wiki") in bpb]:  # folded, pruned: unless FOLD=0
     res["models"][m] = {d: {"mean": bpb[(m, d)], "sd": None, "n": 1} for d in doms}
     res["models"][m]["params"] = params[m]; res["models"][m]["ffn_params"] = ffn[m]
-for m in ["clm", "fused"]:
+for m in ["clm"] + [n for _, n, _ in arms]:
     res["models"][m] = {d: agg(m, d) for d in doms}
     res["models"][m]["params"] = params[f"{m}-s{seeds[0]}"]; res["models"][m]["ffn_params"] = ffn[f"{m}-s{seeds[0]}"]
 # fused - CLM-only, paired by seed (the same seed gives both the same batches), 95% t interval
-res["fused_minus_clm"] = {d: paired(res["models"]["fused"][d]["values"], res["models"]["clm"][d]["values"]) for d in doms}
+def diff(a, b): return {d: paired(res["models"][a][d]["values"], res["models"][b][d]["values"]) for d in doms}
+res["fused_minus_clm"] = diff("fused", "clm")
+# every arm against CLM-only and (but MinCE itself) against MinCE, paired by seed the same way
+res["arms"] = {a: {"model": n, "lambda": float(l), "minus_clm": diff(n, "clm"), **({"minus_mince": diff(n, "fused")} if a != "ce" else {})}
+               for a, n, l in arms}
 for s in res["stores"]:
     i = s["info"]
     s["positions_per_s"] = round(i["positions"] / s["extract_seconds"], 1) if s.get("extract_seconds") else None
@@ -227,18 +260,24 @@ json.dump(res, open(f"{W}/results.json", "w"), indent=1)
 role = {"smollm2": "source and target before training: SmolLM2-135M-Instruct Q4_1", "gemma3": "source: Gemma-3-270M Q4_K_M",
         "clm": f"CLM-only continual training of SmolLM2 (lr {lr})", "fused": f"FuseLLM: SmolLM2 + Gemma-3 into SmolLM2 (lr {lr}, lambda {lam})",
         "folded": "fused, 20% of FFN folded + healed", "pruned": "fused, 20% of FFN magnitude-pruned + healed"}
+what = {"uld": "ULD (sorted-probability L1) on the fused rows", "span": "span: chunk likelihoods (ALM)", "ce": "MinCE soft cross-entropy"}
+for a, n, l in arms:
+    if a != "ce": role[n] = what[a.split("+")[0]] + (f", --vmap {a.split('+')[1]}" if "+" in a else "") + f" (lr {lr}, lambda {l})"
 L = [f"FuseLLM in miniature ({size} run): {steps} steps x {batch} x {seq} = {steps * batch * seq} training tokens per run, "
      f"seeds {' '.join(seeds)}; held-out bits per byte (llama.cpp perplexity protocol, n_ctx {seq}), first {test_bytes} bytes of each test file.", "",
      "| model | | params | wikitext-2 test | linux test |", "|---|---|---:|---:|---:|"]
-for m in ["smollm2", "gemma3", "clm", "fused", "folded", "pruned"]:
+for m in ["smollm2", "gemma3", "clm"] + [n for _, n, _ in arms] + [m for m in ["folded", "pruned"] if m in res["models"]]:
     r = res["models"][m]
     cell = lambda d: f"{r[d]['mean']:.4f} ± {r[d]['sd']:.4f}" if r[d]["n"] > 1 else f"{r[d]['mean']:.4f}"
     L.append(f"| {m} | {role[m]} | {r['params']:,} | {cell('wiki')} | {cell('linux')} |")
 L.append("")
-for d in doms:
-    p = res["fused_minus_clm"][d]
-    if p: L.append(f"fused − CLM-only on {d} (bits/byte, paired by seed, n {p['n']}): {p['mean']:+.4f}, 95% interval [{p['lo']:+.4f}, {p['hi']:+.4f}]; "
-                   f"per seed: fused {', '.join(f'{x:.4f}' for x in res['models']['fused'][d]['values'])}, CLM-only {', '.join(f'{x:.4f}' for x in res['models']['clm'][d]['values'])}")
+def line(a, b, label_b, p, d):
+    if p: L.append(f"{a} − {label_b} on {d} (bits/byte, paired by seed, n {p['n']}): {p['mean']:+.4f}, 95% interval [{p['lo']:+.4f}, {p['hi']:+.4f}]; "
+                   f"per seed: {a} {', '.join(f'{x:.4f}' for x in res['models'][a][d]['values'])}, {label_b} {', '.join(f'{x:.4f}' for x in res['models'][b][d]['values'])}")
+for a, n, _ in arms:
+    for d in doms:
+        line(n, "clm", "CLM-only", res["arms"][a]["minus_clm"][d], d)
+        if a != "ce": line(n, "fused", "MinCE", res["arms"][a]["minus_mince"][d], d)
 L.append("")
 for s in res["stores"]:
     i = s["info"]
