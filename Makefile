@@ -6,7 +6,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev \
-                libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev
+                libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev groff-base
 # make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
 CLANG_DEB_PACKAGES := clang libclang-rt-14-dev libomp-dev
 # Tests ctest leaves out: make test the real-model one; the sanitizer job also the slow_san ones
@@ -17,7 +17,10 @@ FUZZ_JOBS ?= $(JOBS)
 SAN_CMAKE := -DFK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps configure build demo test test-fast test-noomp test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang
+# make install: under PREFIX (default /usr/local; DESTDIR= for staging): bin/fusekit, lib/libfusekit.a,
+# include/fusekit/, lib/pkgconfig/fusekit.pc, share/man/man1/fusekit.1, bash and zsh completion.
+PREFIX ?= /usr/local
+.PHONY: all deps configure build demo test test-fast test-noomp test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang install
 
 all: build
 
@@ -29,6 +32,9 @@ configure: deps
 
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
+
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 demo: build
 	@sh tools/demo.sh $(BUILD)/fusekit

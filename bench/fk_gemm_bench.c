@@ -55,6 +55,22 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+// The CPU's model name (/proc/cpuinfo), for the JSON lines: the bf16 ratio depends on it (AMX or not).
+static void cpu_name(char *out, size_t n) {
+    snprintf(out, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || !c) continue;
+        c += strspn(c + 1, " \t") + 1;
+        c[strcspn(c, "\n\"\\")] = 0;
+        snprintf(out, n, "%s", c);
+        break;
+    }
+    if (f) fclose(f);
+}
+
 int main(int argc, char **argv) {
     // As the fusekit binary does: OpenBLAS's kernels for this CPU (without it OpenBLAS may run
     // AVX2 kernels on an AVX-512 CPU it does not know, and fp32 would read about 5x too slow).
@@ -88,6 +104,8 @@ int main(int argc, char **argv) {
                 g[(s * N_PATHS + p) * rounds + k] = measure(&shapes[s], A, B, C, seconds);
             }
     const char *omp = getenv("OMP_NUM_THREADS");
+    char cpu[128];
+    cpu_name(cpu, sizeof cpu);
     for (size_t s = 0; s < N_SHAPES; s++) {
         double med[N_PATHS];
         for (int p = 0; p < N_PATHS; p++) {
@@ -99,10 +117,10 @@ int main(int argc, char **argv) {
             set_path(p);
             printf("{\"shape\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, \"trans_a\": %s, \"trans_b\": %s, "
                    "\"path\": \"%s\", \"backend\": \"%s\", \"gflops_median\": %.1f, \"ratio_to_fp32\": %.3f, "
-                   "\"rounds\": %d, \"threads\": \"%s\"}\n",
+                   "\"rounds\": %d, \"threads\": \"%s\", \"cpu\": \"%s\"}\n",
                    shapes[s].name, shapes[s].M, shapes[s].N, shapes[s].K, shapes[s].ta ? "true" : "false",
                    shapes[s].tb ? "true" : "false", path_name[p], fk_matmul_backend(), med[p], med[p] / med[P_FP32],
-                   rounds, omp ? omp : "default");
+                   rounds, omp ? omp : "default", cpu);
         }
     }
     free(A), free(B), free(C), free(g);

@@ -345,6 +345,15 @@ def run_worker(args):
     n_params = sum(p.numel() for p in model.parameters())
     steps = args.steps or DEFAULT_STEPS[(args.config, args.mode)]
 
+    # --autocast bf16: torch.autocast on the CPU (bf16 matmuls, fp32 weights and optimizer), the
+    # counterpart of fusekit's --precision bf16; none (default): fp32 throughout.
+    import contextlib
+
+    def autocast():
+        if args.autocast == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     # A few random (B, T+1) token batches, made up front and cycled:
     # inputs are [:, :-1], next-token targets are [:, 1:].
     gen = torch.Generator().manual_seed(1234)
@@ -361,8 +370,9 @@ def run_worker(args):
             tok = batches[i % len(batches)]
             x, y = tok[:, :-1], tok[:, 1:]
             opt.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+            with autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
             opt.step()
@@ -372,7 +382,7 @@ def run_worker(args):
 
         def step(i):
             tok = batches[i % len(batches)]
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 logits = model(tok[:, :-1])
             return float(logits[0, 0, 0])
 
@@ -418,6 +428,7 @@ def run_worker(args):
         # the timed steps; above a few percent the figure is disturbed.
         "other_cpu_frac": round(foreign, 3),
         "attn_chunks": args.attn_chunks,
+        "autocast": args.autocast,
         "cpu_capability": cpu_capability(torch),
         "blas": loaded_blas(),
     }
@@ -488,7 +499,8 @@ def run_driver(args):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker",
                    "--config", config, "--mode", mode,
                    "--threads", str(args.threads),
-                   "--attn-chunks", str(args.attn_chunks)]
+                   "--attn-chunks", str(args.attn_chunks),
+                   "--autocast", args.autocast]
             if args.steps:
                 cmd += ["--steps", str(args.steps)]
             if not args.foreach:
@@ -529,6 +541,8 @@ def main():
                     help=argparse.SUPPRESS)
     ap.add_argument("--attn-chunks", type=int, default=4,
                     help=argparse.SUPPRESS)  # 1 = plain full-matrix attention
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16"],
+                    help="bf16: torch.autocast on the CPU (bf16 matmuls, fp32 master weights)")
     ap.add_argument("--no-foreach", dest="foreach", action="store_false",
                     help=argparse.SUPPRESS)
     ap.add_argument("--no-blas-path", action="store_true",

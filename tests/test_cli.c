@@ -85,6 +85,60 @@ static void test_train_eval_generate(void **s) {
     free(out);
 }
 
+// --precision on the program: train's default is auto (bf16 exactly where fk_bf16_fast, the same
+// library in this process, says oneDNN runs it on AMX tiles), recorded in the checkpoint as what
+// it ran; fp32 and bf16 as asked; eval's default stays fp32; a bad value names the choices.
+static bool state_has_precision(const char *run) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s/checkpoint-3/trainer_state.json", tmpdir, run);
+    size_t n;
+    char *st = slurp(p, &n);
+    bool has = strstr(st, "\"precision\":\t\"bf16\"") || strstr(st, "\"precision\": \"bf16\"") ||
+               strstr(st, "\"precision\":\"bf16\"");
+    free(st);
+    return has;
+}
+
+static void test_precision(void **s) {
+    (void)s;
+    char *out, text[300];
+    snprintf(text, sizeof text, "%s/ptext.txt", tmpdir);
+    FILE *f = fopen(text, "w");
+    for (int i = 0; i < 200; i++) fprintf(f, "row %d: the dog ran.\n", i % 11);
+    fclose(f);
+    const char *common = "--steps 3 --save-every 3 --batch 2 --ctx 32 --d-model 32 --layers 1 --heads 2";
+    bool fast = fk_bf16_fast();
+    int rc = run(&out, "%s train --data %s -o %s/p_auto %s", FK_CLI, text, tmpdir, common);
+    if (rc != 0) fail_msg("train failed: %s", out);
+    // the run names the path auto took
+    assert_non_null(strstr(out, fast ? "matrix products: bf16 (oneDNN, AMX" : "matrix products: fp32 (OpenBLAS) (--precision auto)"));
+    free(out);
+    assert_int_equal(state_has_precision("p_auto"), fast);
+    rc = run(&out, "%s train --data %s -o %s/p_fp32 %s --precision fp32", FK_CLI, text, tmpdir, common);
+    if (rc != 0) fail_msg("train --precision fp32 failed: %s", out);
+    assert_null(strstr(out, "matrix products"));
+    free(out);
+    assert_false(state_has_precision("p_fp32"));
+    rc = run(&out, "%s train --data %s -o %s/p_bf16 %s --precision bf16", FK_CLI, text, tmpdir, common);
+    if (rc != 0) fail_msg("train --precision bf16 failed: %s", out);
+    assert_non_null(strstr(out, "matrix products: bf16"));
+    free(out);
+    assert_true(state_has_precision("p_bf16"));
+    rc = run(&out, "%s eval --model %s/p_fp32 --data %s", FK_CLI, tmpdir, text);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(out, "matrix products"));  // eval: fp32 unless asked
+    free(out);
+    rc = run(&out, "%s eval --model %s/p_fp32 --data %s --precision auto", FK_CLI, tmpdir, text);
+    assert_int_equal(rc, 0);
+    assert_int_equal(strstr(out, "matrix products in bf16") != NULL, fast);
+    free(out);
+    rc = run(&out, "%s train --data %s -o %s/p_bad %s --precision fp16", FK_CLI, text, tmpdir, common);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "--precision"));
+    assert_non_null(strstr(out, "auto"));
+    free(out);
+}
+
 static void test_cli_errors(void **s) {
     (void)s;
     char *out;
@@ -194,7 +248,7 @@ static void test_tokenizer_pipeline(void **s) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_cli_errors),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_cli_errors), cmocka_unit_test(test_precision),
                                        cmocka_unit_test(test_tokenizer_pipeline)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -208,6 +208,64 @@ static void test_precision_parse(void **s) {
     assert_non_null(strstr(fk_last_error(), "fp16"));
 }
 
+// --precision auto: bf16 exactly where oneDNN runs it on AMX tiles. Independent checks: the
+// kernel's own CPU flags (/proc/cpuinfo: amx_bf16 and avx512_bf16 must be there when auto picks
+// bf16), the cap ONEDNN_MAX_CPU_ISA (test_gemm_noamx runs this file under AVX512_CORE_BF16:
+// auto must then be fp32), and forced emulation (never fast). The job defaults are auto.
+static bool cpuinfo_flag(const char *flag) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return false;
+    char line[8192];
+    bool found = false;
+    size_t n = strlen(flag);
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        for (char *p = strstr(line, flag); p && !found; p = strstr(p + 1, flag))
+            found = p[-1] == ' ' && (p[n] == ' ' || p[n] == '\n' || p[n] == 0);
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+static void test_precision_auto(void **s) {
+    (void)s;
+    fk_precision p;
+    CHECK(fk_precision_parse("auto", &p));
+    assert_int_equal(p, FK_PRECISION_AUTO);
+    for (int k = 0; k < 3; k++) {
+        CHECK(fk_precision_parse(fk_precision_name((fk_precision)k), &p));
+        assert_int_equal(p, k);
+    }
+    assert_int_equal(fk_precision_resolve(FK_PRECISION_FP32), FK_PRECISION_FP32);
+    assert_int_equal(fk_precision_resolve(FK_PRECISION_BF16), FK_PRECISION_BF16);
+    bool fast = fk_bf16_fast();
+    assert_int_equal(fk_precision_resolve(FK_PRECISION_AUTO), fast ? FK_PRECISION_BF16 : FK_PRECISION_FP32);
+    fk_matmul_set_precision(FK_PRECISION_AUTO);
+    assert_int_equal(fk_matmul_precision(), fast ? FK_PRECISION_BF16 : FK_PRECISION_FP32);  // never AUTO
+    if (fast) {
+        assert_true(fk_cpu_has_bf16());
+        assert_true(cpuinfo_flag("amx_bf16") && cpuinfo_flag("avx512_bf16"));
+        assert_non_null(strstr(fk_matmul_backend(), "AMX"));
+    }
+    const char *cap = getenv("ONEDNN_MAX_CPU_ISA");
+    if (cap && !strstr(cap, "AMX")) assert_false(fast);
+    print_message("  auto -> %s (%s; cpuinfo amx_bf16 %d avx512_bf16 %d, ONEDNN_MAX_CPU_ISA %s)\n",
+                  fk_precision_name(fk_matmul_precision()), fk_matmul_backend(), cpuinfo_flag("amx_bf16"),
+                  cpuinfo_flag("avx512_bf16"), cap ? cap : "unset");
+    fk_matmul_force_emulation(true);
+    assert_false(fk_bf16_fast());
+    assert_int_equal(fk_precision_resolve(FK_PRECISION_AUTO), FK_PRECISION_FP32);
+    fk_matmul_force_emulation(false);
+    assert_int_equal(fk_bf16_fast(), fast);
+    fk_train_job j;
+    fk_train_job_defaults(&j);
+    assert_int_equal(j.o.precision, FK_PRECISION_AUTO);
+    fk_train_opts o;
+    fk_train_defaults(&o);
+    assert_int_equal(o.precision, FK_PRECISION_FP32);  // the library's own default stays fp32
+}
+
 // ------------------------------------------------------------------ models under bf16
 // Transformers' fp32 goldens (tests/data/golden, B 2 x T 16): logits and loss under bf16 on both
 // paths. Their products are small (the emulation on either path). bf16 operands move the logits of
@@ -393,8 +451,9 @@ static void test_fk_train_precision(void **s) {
     fk_rng_seed(&r, 21);
     for (int i = 0; i < 4096; i++) ids[i] = i % 7 == 0 ? (int32_t)fk_rng_below(&r, 256) : (ids[i > 0 ? i - 1 : 0] * 5 + 3) % 256;
     fk_token_data d = {.ids = ids, .n = 4096, .vocab_size = 256, .text_bytes = 4096};
-    float last[2];
-    for (int k = 0; k < 2; k++) {
+    float last[3];
+    const fk_precision run[3] = {FK_PRECISION_FP32, FK_PRECISION_BF16, FK_PRECISION_AUTO};
+    for (int k = 0; k < 3; k++) {
         fk_model m;
         CHECK(fk_model_init(&m, &c));
         fk_model_init_weights(&m, 4);
@@ -402,10 +461,11 @@ static void test_fk_train_precision(void **s) {
         fk_train_opts o;
         fk_train_defaults(&o);
         o.steps = 20, o.batch = 4, o.seq = 64, o.eval_every = 0, o.optim.lr = 3e-3f, o.optim.total_steps = 20;
-        o.precision = k ? FK_PRECISION_BF16 : FK_PRECISION_FP32;
+        o.precision = run[k];
+        bool bf16 = fk_precision_resolve(run[k]) == FK_PRECISION_BF16;
         fk_adamw opt;
         CHECK(fk_adamw_init(&opt, &m, &o.optim));
-        const char *out = tpath(k ? "run_bf16" : "run_fp32");
+        const char *out = tpath(k == 2 ? "run_auto" : k ? "run_bf16" : "run_fp32");
         fp32_path();
         CHECK(fk_train(&m, &opt, &d, NULL, &o, out, last_loss_cb, &last[k]));
         assert_int_equal(fk_matmul_precision(), FK_PRECISION_FP32);  // restored
@@ -413,7 +473,7 @@ static void test_fk_train_precision(void **s) {
         snprintf(st_path, sizeof st_path, "%s/checkpoint-20/trainer_state.json", out);
         size_t n;
         char *state = slurp(st_path, &n);
-        assert_int_equal(strstr(state, "\"precision\":") != NULL, k == 1);
+        assert_int_equal(strstr(state, "\"precision\":") != NULL, bf16);  // auto recorded as what it ran
         free(state);
         fk_train_opts back;
         fk_train_defaults(&back);
@@ -421,11 +481,12 @@ static void test_fk_train_precision(void **s) {
         fk_adamw opt2;
         snprintf(st_path, sizeof st_path, "%s/checkpoint-20", out);
         CHECK(fk_checkpoint_load(st_path, &m2, &opt2, &back));
-        assert_int_equal(back.precision, o.precision);
+        assert_int_equal(back.precision, bf16 ? FK_PRECISION_BF16 : FK_PRECISION_FP32);
         fk_adamw_free(&opt2), fk_model_free(&m2), fk_adamw_free(&opt), fk_model_free(&m);
     }
-    print_message("  fk_train 20 steps: last loss fp32 %.5f, bf16 %.5f\n", last[0], last[1]);
+    print_message("  fk_train 20 steps: last loss fp32 %.5f, bf16 %.5f, auto %.5f\n", last[0], last[1], last[2]);
     assert_true(last[0] != last[1] && fabs(last[1] - last[0]) < 5e-3 * last[0]);
+    assert_true(last[2] == last[fk_precision_resolve(FK_PRECISION_AUTO) == FK_PRECISION_BF16 ? 1 : 0]);  // auto is one of the two, run for run
 }
 
 int main(void) {
@@ -436,6 +497,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_fp32_unchanged, teardown_fp32),
         cmocka_unit_test_teardown(test_gemv_bf16, teardown_fp32),
         cmocka_unit_test(test_precision_parse),
+        cmocka_unit_test_teardown(test_precision_auto, teardown_fp32),
         cmocka_unit_test_teardown(test_golden_models_bf16, teardown_fp32),
         cmocka_unit_test_teardown(test_random_model_bf16, teardown_fp32),
         cmocka_unit_test_teardown(test_golden_training_bf16, teardown_fp32),

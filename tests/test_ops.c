@@ -11,6 +11,7 @@
 #define real double
 #define FK_OP(name) d_##name
 #define FK_GEMM cblas_dgemm
+#define FK_GEMM_ATTN cblas_dgemm
 #define FK_GEMV cblas_dgemv
 #define FK_EXP exp
 #define FK_TANH tanh
@@ -19,6 +20,7 @@
 #undef real
 #undef FK_OP
 #undef FK_GEMM
+#undef FK_GEMM_ATTN
 #undef FK_EXP
 #undef FK_GEMV
 #undef FK_TANH

@@ -279,13 +279,22 @@ const char *fk_blas_better_core(void);
 // with oneDNN and the CPU has AVX512-BF16, otherwise emulated (the rounded operands through fp32
 // sgemm, the same products in another addition order). FUSEKIT_BF16_EMULATE=1 in the environment
 // or fk_matmul_force_emulation(true) forces the emulation. Element-wise ops stay fp32.
-typedef enum { FK_PRECISION_FP32, FK_PRECISION_BF16 } fk_precision;
+// AUTO: BF16 where it is faster than fp32 (fk_bf16_fast), FP32 elsewhere; fk_precision_resolve
+// turns it into one of the two, and fk_matmul_set_precision(AUTO) sets what it resolves to.
+typedef enum { FK_PRECISION_FP32, FK_PRECISION_BF16, FK_PRECISION_AUTO } fk_precision;
 void fk_matmul_set_precision(fk_precision p);
-fk_precision fk_matmul_precision(void);
+fk_precision fk_matmul_precision(void);  // FP32 or BF16, never AUTO
 void fk_matmul_force_emulation(bool on);
-// "fp32" or "bf16" -> *out; anything else FK_ERR_ARG naming --precision and the value.
+// "fp32", "bf16" or "auto" -> *out; anything else FK_ERR_ARG naming --precision and the value.
 fk_status fk_precision_parse(const char *s, fk_precision *out);
-// The path products take now, in words ("bf16 (oneDNN, AVX512-BF16)", ...).
+const char *fk_precision_name(fk_precision p);  // "fp32", "bf16", "auto"
+// AUTO -> BF16 when fk_bf16_fast(), else FP32; FP32 and BF16 unchanged.
+fk_precision fk_precision_resolve(fk_precision p);
+// True when bf16 products run on oneDNN's AMX-BF16 tile kernels (built with oneDNN, the CPU and the
+// kernel allow AMX, emulation not forced): measured 2.4-3.7x fp32 OpenBLAS there, one thread
+// (bench/fk_gemm_bench), while oneDNN's AVX512-BF16 kernels without AMX ran 0.49-0.58x fp32.
+bool fk_bf16_fast(void);
+// The path products take now, in words ("bf16 (oneDNN, AMX-BF16 tiles)", ...).
 const char *fk_matmul_backend(void);
 bool fk_cpu_has_bf16(void);  // the CPU has AVX512-BF16
 float fk_bf16_round(float f);  // f rounded to bf16 (nearest even), as a float

@@ -374,8 +374,10 @@ void cli_set_threads(int64_t threads) {
 void cli_set_precision(const char *cmd, fk_precision p) {
     fk_matmul_set_precision(p);
     if (p != FK_PRECISION_FP32)
-        fprintf(stderr, "fusekit %s: matrix products in %s%s\n", cmd, fk_matmul_backend(),
-                fk_cpu_has_bf16() ? "" : " (this CPU has no AVX512-BF16: slower than fp32, same results within fp32 rounding)");
+        fprintf(stderr, "fusekit %s: matrix products in %s%s%s\n", cmd, fk_matmul_backend(),
+                p == FK_PRECISION_AUTO ? " (--precision auto)" : "",
+                fk_cpu_has_bf16() || fk_matmul_precision() == FK_PRECISION_FP32
+                    ? "" : " (this CPU has no AVX512-BF16: slower than fp32, same results within fp32 rounding)");
 }
 
 // The loading helpers the verbs share are the library's (fusekit/job.h).

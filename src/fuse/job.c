@@ -62,6 +62,7 @@ void fk_train_job_defaults(fk_train_job *j) {
     j->shape = (fk_train_shape){FK_SHAPE_GPT2, 0, 128, 4, 4, 0, 0, 256, 10000.0f};
     j->lambda = 0.9f;
     fk_train_defaults(&j->o);
+    j->o.precision = FK_PRECISION_AUTO;  // bf16 where it is the faster path (fk_bf16_fast), else fp32
     j->o.seq = 0;             // the model's context
     j->o.optim.warmup = -1;   // steps / 20
     fk_fusion_defaults(&j->fo);
@@ -318,10 +319,11 @@ static fk_status train_with_metrics(const fk_train_job *j, const fk_job_hooks *h
         fk_job_note(h, "model: %s", cfg);
         fk_job_note(h, "parameters: %lld; training tokens: %lld; held-out tokens: %lld; data-parallel ranks: %d",
                     (long long)fk_model_num_params(&s->m), (long long)s->tr.n, (long long)s->va.n, fk_dp_size());
-        if (o->precision != FK_PRECISION_FP32) {  // which path bf16 takes here (fk_train sets it for the run)
+        if (o->precision != FK_PRECISION_FP32) {  // which path bf16 or auto takes here (fk_train sets it for the run)
             fk_precision before = fk_matmul_precision();
             fk_matmul_set_precision(o->precision);
-            fk_job_note(h, "matrix products: %s", fk_matmul_backend());
+            fk_job_note(h, "matrix products: %s%s", fk_matmul_backend(),
+                        o->precision == FK_PRECISION_AUTO ? " (--precision auto)" : "");
             fk_matmul_set_precision(before);
         }
     }

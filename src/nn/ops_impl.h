@@ -2,8 +2,9 @@
 // Instantiated for float by ops.c (the library) and for double by the tests, whose
 // finite-difference checks run in double precision against the same code.
 // Before including, define: real (the scalar), FK_OP(name) (the instantiated name),
-// FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_EXP, FK_TANH and FK_ERF
-// (exp/tanh/erf for real).
+// FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_GEMM_ATTN (attention's
+// score and value products: cblas_sgemm or cblas_dgemm, full precision under bf16 too), FK_EXP,
+// FK_TANH and FK_ERF (exp/tanh/erf for real).
 // Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
 // on top of each op.
 // Backward convention: every backward ADDS into the gradients it produces, of its inputs and of
@@ -362,7 +363,7 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
                     int64_t i1 = i0 + FK_ATT_BLK < n ? i0 + FK_ATT_BLK : n, rows = i1 - i0, a1 = p0 + i1;
                     int64_t j0 = FK_OP(att_first_col)(p0 + i0, window), cols = a1 - j0;
                     real *P = probs ? probs + (b * H + h) * n * Tk + i0 * Tk : mine;  // row i0 of the block
-                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
+                    FK_GEMM_ATTN(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
                             qb + i0 * qs, (int)qs, kb + j0 * ks, (int)ks, 0, P + j0, (int)Tk);
                     for (int64_t i = p0 + i0; i < a1; i++) {
                         int64_t lo = FK_OP(att_first_col)(i, window);
@@ -382,7 +383,7 @@ static inline void FK_OP(attention_forward)(real *out, real *probs, const real *
                         for (int64_t j = j0; j < lo; j++) p[j] = 0;
                         for (int64_t j = i + 1; j < a1; j++) p[j] = 0;
                     }
-                    FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
+                    FK_GEMM_ATTN(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
                             P + j0, (int)Tk, vb + j0 * ks, (int)ks, 0, o + i0 * D, (int)D);
                 }
             }
@@ -425,12 +426,12 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                         int64_t i1 = i0 + FK_ATT_BLK < T ? i0 + FK_ATT_BLK : T, rows = i1 - i0;
                         int64_t j0 = FK_OP(att_first_col)(i0, window), cols = i1 - j0;
                         // dP = dO V^T ; dV += P^T dO  (dS row i - i0 holds row i of the block)
-                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, 1,
+                        FK_GEMM_ATTN(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, 1,
                                 dO + i0 * D, (int)D, v + j0 * QKVD, (int)QKVD, 0, dS + j0, (int)T);
-                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
+                        FK_GEMM_ATTN(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
                                 P + i0 * T + j0, (int)T, dO + i0 * D, (int)D, 1, dv + j0 * QKVD, (int)QKVD);
                         if (S)  // the raw scores of the block, as the forward computed them
-                            FK_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
+                            FK_GEMM_ATTN(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)hd, scale,
                                     q + i0 * QKVD, (int)QKVD, k + j0 * QKVD, (int)QKVD, 0, S, (int)cols);
                         // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
                         for (int64_t i = i0; i < i1; i++) {
@@ -446,9 +447,9 @@ static inline void FK_OP(attention_backward)(real *dqkv, const real *dout, const
                             for (int64_t j = i + 1; j < i1; j++) d[j] = 0;
                         }
                         // dQ = dS K ; dK += dS^T Q
-                        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
+                        FK_GEMM_ATTN(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)cols, 1,
                                 dS + j0, (int)T, k + j0 * QKVD, (int)QKVD, 1, dq + i0 * QKVD, (int)QKVD);
-                        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
+                        FK_GEMM_ATTN(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)hd, (int)rows, 1,
                                 dS + j0, (int)T, q + i0 * QKVD, (int)QKVD, 1, dk + j0 * QKVD, (int)QKVD);
                     }
                 }

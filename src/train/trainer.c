@@ -86,7 +86,7 @@ static const opt_row opt_rows[] = {
 static cJSON *opts_to_json(const fk_train_opts *o) {
     cJSON *j = cJSON_CreateObject();
     // the precision only when it is not fp32: an fp32 run's trainer_state.json is as it was
-    if (o->precision == FK_PRECISION_BF16) cJSON_AddStringToObject(j, "precision", "bf16");
+    if (fk_precision_resolve(o->precision) == FK_PRECISION_BF16) cJSON_AddStringToObject(j, "precision", "bf16");
     for (size_t i = 0; i < sizeof opt_rows / sizeof opt_rows[0]; i++) {
         const opt_row *r = &opt_rows[i];
         const char *f = (const char *)o + r->off;
@@ -599,7 +599,7 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
     return st;
 }
 
-// The run under its precision (o->precision), the caller's restored after.
+// The run under its precision (o->precision, AUTO resolved here), the caller's restored after.
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
                    const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
     fk_precision before = fk_matmul_precision();
