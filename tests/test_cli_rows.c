@@ -39,7 +39,7 @@ static void test_help_defaults(void **s) {
     snprintf(steps, sizeof steps, "optimizer steps (default %lld)", (long long)o.steps);
     snprintf(log, sizeof log, "steps between metric lines (default %lld)", (long long)o.log_every);
     snprintf(keep, sizeof keep, "checkpoints kept (default %d)", o.keep);
-    free(expect(0, "%s train --help", "", steps, log, keep, "--lr X", "(default 0.0003) [> 0 and <= 1]",
+    free(expect(0, "%s train --help", "", steps, log, keep, "--lr FLOAT", "(default 0.0003) [> 0 and <= 1]",
                 "--fusion NAME", "(default mince) [mince|avgce]", NULL));
     free(expect(0, "%s merge --help", "", "--dtype NAME", "(default f32) [f32|f16|bf16]", "(default 1) [>= -10 and <= 10]", NULL));
     free(expect(0, "%s generate --help", "", "tokens to generate (default 128)", "(default 0.8)", NULL));

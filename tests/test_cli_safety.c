@@ -108,7 +108,7 @@ static void test_ranges(void **s) {
         expect(0, c, "usage: fusekit", NULL);
     }
     snprintf(c, sizeof c, "%s train --help", FK_CLI);
-    expect(0, c, "--lr X", "[> 0 and <= 1]", NULL);
+    expect(0, c, "--lr FLOAT", "[> 0 and <= 1]", NULL);
 }
 
 static void test_existing_outputs(void **s) {

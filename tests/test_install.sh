@@ -79,6 +79,8 @@ expect "train encode decode info convert" fusekit tokenizer ''
 expect "bpe spm" fusekit tokenizer train --kind ''
 expect "fp32 bf16 auto" fusekit train --precision ''
 expect "" fusekit train --steps ''
+expect "" fusekit train --lr ''
+expect "" fusekit generate --prompt ''
 expect "approx" fusekit fuse --vmap a
 mkdir -p "$2/dir" && : > "$2/dir/model.gguf"
 expect "$2/dir/model.gguf" fusekit eval --model "$2/dir/mo"
@@ -104,6 +106,8 @@ expect "bpe spm" fusekit tokenizer train --kind ''
 expect "fp32 bf16 auto" fusekit train --precision ''
 expect "" fusekit train --steps ''
 expect "FILES" fusekit eval --model ''
+expect "FILES" fusekit run --set X=1 -o ''
+expect "" fusekit generate --prompt ''
 expect "*--method*" fusekit prune --
 SH
   zsh -f "$T/comp.zsh" "$P" || fail "zsh completion"

@@ -183,14 +183,35 @@ static void row_default(const cli_opt *o, char *out, size_t n) {
     }
 }
 
+// The metavariable help shows after a string option: what kind of value it takes, by the
+// option's name (the last spelling): a model (a folder or a .gguf file), a file, a folder, a
+// tokenizer; an -o is a folder unless its help says it writes a file. TEXT for the rest.
+static const char *string_meta(const cli_opt *o) {
+    static const struct { const char *name, *meta; } names[] = {
+        {"--model", "MODEL"}, {"--target", "MODEL"}, {"--source", "MODEL"}, {"--init", "MODEL"}, {"--base", "MODEL"},
+        {"--kl-to", "MODEL"}, {"--ensemble", "MODEL"}, {"--data", "FILE"}, {"--val", "FILE"}, {"--heal-data", "FILE"},
+        {"--file", "FILE"}, {"--config", "FILE"}, {"--gguf", "FILE"}, {"--info", "FILE"}, {"--probes", "FILE"},
+        {"--prompt-file", "FILE"}, {"--store-dir", "DIR"}, {"--align-cache", "DIR"}, {"--resume-from", "DIR"},
+        {"--tokenizer", "TOKENIZER"}, {"--ids", "IDS"}, {"--prompt-ids", "IDS"}, {"--set", "NAME=VALUE"},
+        {"--weight", "FLOAT"}, {"--special", "TOKEN"}, {"--method", "NAME"}, {"--scope", "NAME"}, {"--select", "NAME"},
+        {"--pre", "NAME"}, {"--ops", "LIST"}};
+    const char *bar = strrchr(o->name, '|'), *name = bar ? bar + 1 : o->name;
+    if (strcmp(name, "--teacher") == 0) return o->type == OPT_LIST ? "FILE" : "MODEL";  // stores, or a model
+    if (strcmp(name, "--out") == 0)
+        return strstr(o->help, "folder") || strstr(o->help, "root") || strstr(o->help, "DIR") ? "DIR" : "FILE";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i].name) == 0) return names[i].meta;
+    return "TEXT";
+}
+
 static void print_help(const cli_opt *opts, const char *usage) {
     printf("%s\n\noptions:\n", usage);
     for (const cli_opt *o = opts; o->name; o++) {
         if (o->type == OPT_GROUP) { printf("\n%s:\n", o->help); continue; }
-        const char *meta = o->type == OPT_STR ? " TEXT" : o->type == OPT_LIST ? " TEXT..." : o->type == OPT_CHOICE ? " NAME"
-                         : o->type == OPT_INT || o->type == OPT_I32 ? " N" : o->type == OPT_FLAG ? "" : " X";
+        const char *meta = o->type == OPT_STR || o->type == OPT_LIST ? string_meta(o) : o->type == OPT_CHOICE ? "NAME"
+                         : o->type == OPT_INT || o->type == OPT_I32 ? "N" : o->type == OPT_FLAG ? "" : "FLOAT";
         char left[64], w[200] = "", def[96], d[128] = "";
-        snprintf(left, sizeof left, "%s%s", o->name, meta);
+        snprintf(left, sizeof left, "%s%s%s%s", o->name, *meta ? " " : "", meta, o->type == OPT_LIST ? "..." : "");
         range_t g;
         if (is_numeric(o->type) && parse_range(o->range, &g)) {
             char r[160];

@@ -6,7 +6,7 @@
 #include <string.h>
 
 static const char *align_usage =
-    "usage: fusekit align --target T --source A [--source B ...] --data TEXT [--align MODE] [--vmap MODE] [-o REPORT_DIR]\n\n"
+    "usage: fusekit align --target T --source A [--source B ...] --data FILE [--align MODE] [--vmap MODE] [-o REPORT_DIR]\n\n"
     "How well each source's tokens and vocabulary fit the target's on TEXT, with the alignment fuse uses\n"
     "(no model runs; T and A may be model folders, .gguf files or tokenizer.json files):\n"
     "  - the target's tokens aligned one to one with a source token (fused training uses the source there),\n"

@@ -42,7 +42,7 @@ int cmd_analyze(int argc, char **argv) {
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts,
-                       "usage: fusekit analyze --model DIR|FILE.gguf --data TEXT -o OUT [options]\n\n"
+                       "usage: fusekit analyze --model DIR|FILE.gguf --data FILE -o OUT [options]\n\n"
                        "Per layer: Block Influence, angular distances, linear CKA to the next layer (residual stream);\n"
                        "FFN activation means and Gram matrix; attention heads' contribution energy and similarity.\n"
                        "Writes OUT/analysis.json, OUT/analysis.html (charts, opens offline) and OUT/stats.safetensors;\n"

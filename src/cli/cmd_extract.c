@@ -104,7 +104,7 @@ int cmd_extract(int argc, char **argv) {
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts,
-                            "usage: fusekit extract --model SRC --data TEXT -k 10 -o SRC.fkd [options]\n"
+                            "usage: fusekit extract --model SRC --data FILE -k 10 -o SRC.fkd [options]\n"
                             "       fusekit extract --info FILE.fkd\n\n"
                             "Runs the model over the text in sequences of --seq tokens and stores, per position, the top-k\n"
                             "next-token log-probabilities and the cross-entropy of the true next token. An unfinished run\n"

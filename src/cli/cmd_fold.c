@@ -178,7 +178,7 @@ static fk_status fold_to(const char *model_dir, const char *data, const char *ou
 }
 
 static const char *heal_usage =
-    "usage: fusekit heal --teacher ORIGINAL --model FOLDED --data TEXT -o OUT [fusekit train options]\n\n"
+    "usage: fusekit heal --teacher ORIGINAL --model FOLDED --data FILE -o OUT [fusekit train options]\n\n"
     "Heals a folded (or pruned) model by distillation from the model before folding, through the\n"
     "fusion code path: ORIGINAL's top-k next-token distributions on TEXT go into a store\n"
     "(OUT/stores, cached, resumable); FOLDED is trained on lambda * CLM + (1 - lambda) * soft\n"
@@ -234,7 +234,7 @@ int cmd_heal(int argc, char **argv) {
 // ---------------------------------------------------------------- fold
 
 static const char fold_usage[] =
-    "usage: fusekit fold --model DIR|FILE.gguf --data TEXT --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
+    "usage: fusekit fold --model DIR|FILE.gguf --data FILE --budget FRACTION -o OUT [options] [-- fusekit train options for healing]\n\n"
     "Folds a model's redundancy away (fold.md): collects statistics on TEXT, plans with the dynamic\n"
     "threshold (every candidate ranked by estimated KL per parameter saved, guards on width and edges;\n"
     "statistics from the first 90% of TEXT, KL probes on the last 10%),\n"
@@ -453,7 +453,7 @@ int cmd_fold(int argc, char **argv) {
 // ---------------------------------------------------------------- prune
 
 static const char prune_usage[] =
-    "usage: fusekit prune --model DIR|FILE.gguf --data TEXT --method magnitude|flap|shortgpt|experts --budget FRACTION -o OUT\n\n"
+    "usage: fusekit prune --model DIR|FILE.gguf --data FILE --method magnitude|flap|shortgpt|experts --budget FRACTION -o OUT\n\n"
     "The baselines folding is compared against, at a parameter budget:\n"
     "  magnitude  FFN channels with the smallest L2 norm of their weights, the same fraction in every layer;\n"
     "  flap       FLAP: fluctuation Var(h_j) * |W_down[:, j]|^2, z-scored per layer, one global threshold,\n"

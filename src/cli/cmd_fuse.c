@@ -7,7 +7,7 @@
 #include <string.h>
 
 static const char *fuse_usage =
-    "usage: fusekit fuse --target T [--source A --source B ...] --data TEXT -o OUT [options] [fusekit train options]\n\n"
+    "usage: fusekit fuse --target T [--source A --source B ...] --data FILE -o OUT [options] [fusekit train options]\n\n"
     "Knowledge fusion (FuseLLM) across tokenizers and architectures, in one command:\n"
     "  1. extract: each source's top-k next-token distributions on TEXT (OUT/stores/*.fkd, cached, resumable);\n"
     "     the target counts as a source too unless --no-target-source;\n"

@@ -28,11 +28,11 @@ _fusekit() {
     if [[ $prev == -* ]]; then
         row=$(_fusekit_row "$prev" <<<"$help")
         meta=$(awk '{ print $2 }' <<<"$row")
-        if [[ $meta =~ ^[A-Z][A-Z0-9_]*(\.\.\.)?$ ]]; then  # the option takes a value
+        if [[ $meta =~ ^[A-Z][A-Z0-9_=]*(\.\.\.)?$ ]]; then  # the option takes a value
             choices=$(grep -o '\[[a-z0-9_.+-]*\(|[a-z0-9_.+-]*\)\+\]$' <<<"$row" | tr -d '[]' | tr '|' ' ')
             if [[ -n $choices ]]; then
                 COMPREPLY=($(compgen -W "$choices" -- "$cur"))
-            elif [[ $meta != N && $meta != X ]]; then
+            elif [[ ${meta%...} =~ ^(FILE|DIR|MODEL|TOKENIZER)$ ]]; then  # a path
                 compopt -o filenames 2>/dev/null
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
