@@ -61,6 +61,10 @@ threads when \-\-threads is 0 or not given (default: all cores).
 caps the instruction set oneDNN may use; AVX512_CORE_BF16 keeps it off AMX tiles, and
 \-\-precision auto then computes in fp32.
 .TP
+.B FUSEKIT_PARSE_ONLY
+1: a command reads and checks its options (names, values, ranges, the required ones) and exits 0
+without doing anything; 2 and the error otherwise.
+.TP
 .B OPENBLAS_CORETYPE
 OpenBLAS's kernels; when unset, fusekit selects the ones for the CPU itself.
 .SH FILES

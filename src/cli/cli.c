@@ -204,6 +204,57 @@ static const char *string_meta(const cli_opt *o) {
     return "TEXT";
 }
 
+// Two examples per command, printed at the end of its help; tests/test_help_examples.sh checks
+// that every one parses (FUSEKIT_PARSE_ONLY=1: the options are read and checked, nothing runs).
+static const struct { const char *cmd, *lines; } examples[] = {
+    {"train", "fusekit train --data shakespeare.txt -o out/shk --arch llama --d-model 256 --layers 6 --heads 8 --steps 2000 --lr 1e-3\n"
+              "fusekit train --data more.txt --init out/shk -o out/shk2 --steps 500 --lr 3e-4 --precision bf16"},
+    {"eval", "fusekit eval --model out/shk --data test.txt\n"
+             "fusekit eval --model SmolLM2-135M-Instruct.Q4_1.gguf --data wiki.test.raw --protocol llama-perplexity --seq 512"},
+    {"generate", "fusekit generate --model out/shk --prompt \"ROMEO:\" -n 200 --temperature 0.8 --top-k 40\n"
+                 "fusekit generate --model model.gguf --prompt \"The capital of France is\" -n 20 --greedy"},
+    {"info", "fusekit info --model out/shk\n"
+             "fusekit info --model model.gguf --json"},
+    {"tokenize", "fusekit tokenize --tokenizer out/tok --data train.txt -o train.fktok\n"
+                 "fusekit tokenize --tokenizer model.gguf --data a.txt --data b.txt -o ab.fktok"},
+    {"extract", "fusekit extract --model gemma-3-270m-q4_k_m.gguf --data mix.txt -k 10 -o gemma.fkd\n"
+                "fusekit extract --info gemma.fkd"},
+    {"align", "fusekit align --target smollm2.gguf --source gemma3.gguf --data mix.txt\n"
+              "fusekit align --target out/B --source out/A --source out/C --data mix.txt --vmap approx -o out/align"},
+    {"fuse", "fusekit fuse --target smollm2.gguf --source smollm2.gguf gemma3.gguf --data mix.txt -o out/fused --steps 100 --lr 3e-5\n"
+             "fusekit fuse --target out/B --source out/A out/C --data mix.txt -o out/fused --lambda 0.5 --teacher-tail --vmap approx"},
+    {"analyze", "fusekit analyze --model out/fused --data calib.txt -o out/analysis\n"
+                "fusekit analyze --model model.gguf --data calib.txt -o out/analysis --max-tokens 16384"},
+    {"fold", "fusekit fold --model out/fused --data calib.txt --budget 0.25 -o out/folded --heal-steps 200\n"
+             "fusekit fold --model out/fused --data calib.txt --budget 0.25 -o out/plan --plan-only"},
+    {"heal", "fusekit heal --teacher out/fused --model out/folded --data calib.txt -o out/healed --steps 200\n"
+             "fusekit heal --teacher out/fused --model out/folded --data calib.txt -o out/healed --steps 200 --lr 3e-5 --lambda 0.5"},
+    {"prune", "fusekit prune --model out/fused --data calib.txt --method flap --budget 0.25 -o out/flap\n"
+              "fusekit prune --model out/fused --data calib.txt --method magnitude --params 1099904 -o out/magnitude"},
+    {"merge", "fusekit merge --method ties --base base/ --model a/ --weight 0.5 --model b/ --weight 0.5 -o out/merged\n"
+              "fusekit merge --config ties.yml -o out/merged"},
+    {"demo", "fusekit demo\n"
+             "fusekit demo --quick --seeds 3 --controls -o out/study"},
+    {"export", "fusekit export --model out/fused --gguf fused.gguf --type f16\n"
+               "fusekit export --model out/neox --gguf neox.gguf --gelu-approx"},
+    {"import", "fusekit import --gguf model.gguf -o out/model\n"
+               "fusekit import --gguf model.gguf -o out/model --dtype bf16"},
+    {"run", "fusekit run examples/fold_heal.yaml -o out/run\n"
+            "fusekit run out/run/folded/recipe.resolved.yaml -o out/rerun --set steps=20"},
+    {"tokenizer train", "fusekit tokenizer train --data input.txt --vocab 2048 -o out/tok\n"
+                        "fusekit tokenizer train --data input.txt --vocab 4096 --kind spm --split-digits -o out/spm"},
+    {"tokenizer encode", "fusekit tokenizer encode --tokenizer out/tok --text \"Hello world\"\n"
+                         "fusekit tokenizer encode --tokenizer model.gguf --file input.txt"},
+    {"tokenizer decode", "fusekit tokenizer decode --tokenizer out/tok --ids \"15496 995\"\n"
+                         "fusekit tokenizer decode --tokenizer model.gguf --file ids.txt --skip-special"},
+    {"tokenizer info", "fusekit tokenizer info --tokenizer out/tok\n"
+                       "fusekit tokenizer info --tokenizer model.gguf"},
+    {"tokenizer convert", "fusekit tokenizer convert --tokenizer model.gguf -o out/tok\n"
+                          "fusekit tokenizer convert --tokenizer out/tok --gguf tok.gguf"},
+    {"data synth", "fusekit data synth -o out/corpus\n"
+                   "fusekit data synth -o out/corpus --seed 2 --bytes 200000"},
+};
+
 static void print_help(const cli_opt *opts, const char *usage) {
     printf("%s\n\noptions:\n", usage);
     for (const cli_opt *o = opts; o->name; o++) {
@@ -223,6 +274,17 @@ static void print_help(const cli_opt *opts, const char *usage) {
         printf("  %-28s %s%s%s\n", left, o->help, d, w);
     }
     printf("  %-28s %s\n", "-h|--help", "show this help");
+    char cmd[64];
+    usage_cmd(usage, cmd, sizeof cmd);
+    for (size_t i = 0; i < sizeof examples / sizeof examples[0]; i++)
+        if (strcmp(examples[i].cmd, cmd) == 0) {
+            printf("\nexamples:\n");
+            for (const char *l = examples[i].lines; *l;) {
+                size_t n = strcspn(l, "\n");
+                printf("  %.*s\n", (int)n, l);
+                l += n + (l[n] == '\n');
+            }
+        }
 }
 
 // One value of a row that takes one (not a flag, not a list) into its pointer; 0, or 2 after
@@ -339,7 +401,19 @@ int cli_parse(int argc, char **argv, cli_opt *opts, const char *usage) {
         int rc = o->type == OPT_LIST ? add_list(verb, o->ptr, a, len, inline_value, v, argc, argv, &i) : set_value(verb, o, a, len, v);
         if (rc) return rc;
     }
-    return cli_parse_hook ? cli_parse_hook(opts, cmd) : 0;
+    if (cli_parse_hook) return cli_parse_hook(opts, cmd);
+    // FUSEKIT_PARSE_ONLY=1: the command line is read and checked, then the verb stops as after
+    // --help (exit 0), nothing run (for scripts checking a command, and the help examples' test)
+    const char *po = getenv("FUSEKIT_PARSE_ONLY");
+    if (!po || !*po || strcmp(po, "0") == 0) return 0;
+    for (const cli_opt *o = opts; o->name; o++)  // a mode that does its one thing and exits needs nothing else
+        if (o->set && strstr(o->help, "and exit")) return 1;
+    for (const cli_opt *o = opts; o->name; o++)  // and the rows whose help says required are given
+        if (o->type != OPT_GROUP && !o->set && strstr(o->help, "(required") && !strstr(o->help, "(required unless")) {
+            fprintf(stderr, "fusekit %s: error: %s is required\n", cmd, o->name);
+            return 2;
+        }
+    return 1;
 }
 
 int cli_parse_verb(int argc, char **argv, cli_opt *opts, const char *usage) {

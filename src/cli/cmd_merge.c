@@ -171,7 +171,7 @@ int cmd_merge(int argc, char **argv) {
     merge_args a = {0};
     fk_merge_opts_default(&a.o, FK_MERGE_LINEAR);
     cli_opt opts[] = {
-        {"--method", OPT_STR, &a.method_s, "linear | task-arithmetic | ties | sce (required)", false, NULL},
+        {"--method", OPT_STR, &a.method_s, "linear | task-arithmetic | ties | sce (required unless --config)", false, NULL},
         CLI_ROW_OUT(&a.out, "output model folder (required)"),
         {"--model", OPT_LIST, &a.models, "a model to merge, a folder or a .gguf file (repeat for each model)", false, NULL},
         {"--weight", OPT_LIST, &a.weights, "weight of the --model just before it (1)", false, NULL},
