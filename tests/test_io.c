@@ -201,8 +201,13 @@ static void fresh_model(fk_model *m, fk_adamw *opt, const fk_config *c, const fk
     CHECK(fk_adamw_init(opt, m, &o->optim));
 }
 
-static void test_resume_equality(void **s) {
-    (void)s;
+// A run stopped and resumed from its checkpoint ends bit for bit where the uninterrupted run does,
+// with f32 moments and with bf16 ones (stochastic rounding keyed by step and element, stored as
+// BF16 in optimizer.safetensors: half the bytes).
+static void resume_equality(fk_moments mom, const char *tag) {
+    char ra[64], rb[64], path[160], opath[600];
+    snprintf(ra, sizeof ra, "run_a%s", tag);
+    snprintf(rb, sizeof rb, "run_b%s", tag);
     make_text(tpath("resume.txt"), 4000);
     fk_token_data d;
     CHECK(fk_data_load(tpath("resume.txt"), &d));
@@ -213,39 +218,74 @@ static void test_resume_equality(void **s) {
     fk_model a;
     fk_adamw oa;
     train_opts(&o, 8);
+    o.optim.moments = mom;
     fresh_model(&a, &oa, &c, &o, 9);
-    CHECK(fk_train(&a, &oa, &d, &d, &o, tpath("run_a"), NULL, NULL));
+    assert_int_equal(oa.m16 != NULL, mom == FK_MOMENTS_BF16);
+    assert_int_equal(oa.m != NULL, mom == FK_MOMENTS_F32);
+    CHECK(fk_train(&a, &oa, &d, &d, &o, tpath(ra), NULL, NULL));
     // interrupted: a run that stops after 4 (checkpoint every 2), then resumes from the newest checkpoint
     fk_model b;
     fk_adamw ob;
     train_opts(&o, 8);
+    o.optim.moments = mom;
     o.save_every = 2;
     fresh_model(&b, &ob, &c, &o, 9);
     fk_train_opts first = o;
     first.steps = 4;  // same schedule (total_steps 8), stopped early
-    CHECK(fk_train(&b, &ob, &d, &d, &first, tpath("run_b"), NULL, NULL));
+    CHECK(fk_train(&b, &ob, &d, &d, &first, tpath(rb), NULL, NULL));
     fk_model_free(&b);
     fk_adamw_free(&ob);
     char *ck;
-    CHECK(fk_checkpoint_latest(tpath("run_b"), &ck));
+    CHECK(fk_checkpoint_latest(tpath(rb), &ck));
     assert_non_null(strstr(ck, "checkpoint-4"));
     fk_train_opts ro;
     fk_train_defaults(&ro);
     CHECK(fk_checkpoint_load(ck, &b, &ob, &ro));
+    assert_int_equal(ro.optim.moments, mom);  // from trainer_state.json's optim_state
+    assert_int_equal(ob.m16 != NULL, mom == FK_MOMENTS_BF16);
+    snprintf(opath, sizeof opath, "%s/optimizer.safetensors", ck);
+    fk_safetensors sf;
+    CHECK(fk_st_open(&sf, opath));
+    assert_true(sf.n_tensors > 0);
+    for (int i = 0; i < sf.n_tensors; i++) assert_int_equal(sf.tensors[i].dtype, mom == FK_MOMENTS_BF16 ? FK_DT_BF16 : FK_DT_F32);
+    fk_st_close(&sf);
     free(ck);
     assert_true(ro.seed == 0xFFFFFFFFFFFFFFF1ull);
     assert_int_equal(ob.t, 4);
     ro.steps = 8;
-    CHECK(fk_train(&b, &ob, &d, &d, &ro, tpath("run_b"), NULL, NULL));
+    CHECK(fk_train(&b, &ob, &d, &d, &ro, tpath(rb), NULL, NULL));
     assert_int_equal(a.n_floats, b.n_floats);
     assert_memory_equal(a.w, b.w, (size_t)a.n_floats * sizeof(float));
-    assert_true(file_equal(tpath("run_a/model.safetensors"), tpath("run_b/model.safetensors")));
+    snprintf(path, sizeof path, "%s/model.safetensors", ra);
+    char pb[160];
+    snprintf(pb, sizeof pb, "%s/model.safetensors", rb);
+    assert_true(file_equal(tpath(path), tpath(pb)));
     // only the newest `keep` checkpoints remain
-    assert_false(fk_path_exists(tpath("run_b/checkpoint-2")));
-    assert_true(fk_path_exists(tpath("run_b/checkpoint-8/trainer_state.json")));
+    snprintf(path, sizeof path, "%s/checkpoint-2", rb);
+    assert_false(fk_path_exists(tpath(path)));
+    snprintf(path, sizeof path, "%s/checkpoint-8/trainer_state.json", rb);
+    assert_true(fk_path_exists(tpath(path)));
     fk_model_free(&a); fk_model_free(&b);
     fk_adamw_free(&oa); fk_adamw_free(&ob);
     fk_data_free(&d);
+}
+
+static void test_resume_equality(void **s) {
+    (void)s;
+    resume_equality(FK_MOMENTS_F32, "");
+}
+
+static void test_resume_equality_bf16_moments(void **s) {
+    (void)s;
+    resume_equality(FK_MOMENTS_BF16, "_bf16m");
+    // the BF16 optimizer file is half the f32 one (the tensors; the header is a few hundred bytes)
+    long fa = 0, fb = 0;
+    FILE *f = fopen(tpath("run_b/checkpoint-8/optimizer.safetensors"), "rb");
+    if (f) { fseek(f, 0, SEEK_END); fa = ftell(f); fclose(f); }
+    f = fopen(tpath("run_b_bf16m/checkpoint-8/optimizer.safetensors"), "rb");
+    if (f) { fseek(f, 0, SEEK_END); fb = ftell(f); fclose(f); }
+    print_message("  optimizer.safetensors: f32 moments %ld bytes, bf16 %ld\n", fa, fb);
+    assert_true(fa > 0 && fb > 0 && fb < 0.55 * fa);
 }
 
 // ------------------------------------------------------------------ bad inputs
@@ -433,6 +473,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_safetensors_values),
         cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_resume_equality),
+        cmocka_unit_test(test_resume_equality_bf16_moments),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_eval_windows),
         cmocka_unit_test(test_checkpoint_state_ranges),
     };

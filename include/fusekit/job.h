@@ -44,7 +44,7 @@ enum {
     FK_GIVEN_BETA1 = 1u << 8, FK_GIVEN_BETA2 = 1u << 9, FK_GIVEN_CLIP = 1u << 10, FK_GIVEN_BATCH = 1u << 11,
     FK_GIVEN_SEQ = 1u << 12, FK_GIVEN_GRAD_ACCUM = 1u << 13, FK_GIVEN_SEED = 1u << 14, FK_GIVEN_KEEP = 1u << 15,
     FK_GIVEN_EVAL_TOKENS = 1u << 16, FK_GIVEN_CONFIG = 1u << 17, FK_GIVEN_INIT = 1u << 18, FK_GIVEN_ARCH = 1u << 19,
-    FK_GIVEN_PRECISION = 1u << 20,
+    FK_GIVEN_PRECISION = 1u << 20, FK_GIVEN_OPTIM_STATE = 1u << 21,
 };
 // The FK_GIVEN_* bit of a train option ("--lr"), 0 for an option that has none.
 unsigned fk_train_given_bit(const char *option);

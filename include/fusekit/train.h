@@ -19,7 +19,18 @@ typedef struct {
     float clip;           // global gradient-norm clip; <= 0 disables
     int64_t warmup;       // linear warmup steps
     int64_t total_steps;  // length of the schedule
+    // How the two AdamW moments are stored: F32, or BF16 (half the optimizer's memory: 4 bytes per
+    // weight instead of 8), each update computed in f32 from the stored values and rounded back
+    // stochastically (unbiased; the random bits a hash of the step and the element, so runs and
+    // resumes repeat exactly) — rounding to nearest would drop updates smaller than half a bf16
+    // step (beta2 close to 1).
+    int moments;          // fk_moments
 } fk_optim_opts;
+typedef enum { FK_MOMENTS_F32 = 0, FK_MOMENTS_BF16 = 1 } fk_moments;
+// "f32" or "bf16" -> *out; else FK_ERR_ARG naming --optim-state and the value.
+fk_status fk_moments_parse(const char *s, fk_moments *out);
+// x rounded to bf16 stochastically with 16 random bits r: up with probability (x's low 16 bits)/2^16.
+uint16_t fk_bf16_round_stochastic(float x, uint32_t r);
 
 void fk_optim_defaults(fk_optim_opts *o);
 // Learning rate at `step` (0-based): lr*(step+1)/warmup during warmup, then cosine to lr*min_lr_frac.
@@ -27,7 +38,8 @@ float fk_lr_at(const fk_optim_opts *o, int64_t step);
 
 typedef struct {
     fk_optim_opts o;
-    float *m, *v;         // moments over the model's arena layout
+    float *m, *v;         // moments over the model's arena layout (FK_MOMENTS_F32; else NULL)
+    uint16_t *m16, *v16;  // the same as bf16 bit patterns (FK_MOMENTS_BF16; else NULL)
     int64_t n;
     int64_t t;            // updates done (bias correction)
 } fk_adamw;

@@ -44,6 +44,7 @@ static const struct { const char *name; unsigned bit; } given_names[] = {
     {"--seq", FK_GIVEN_SEQ},           {"--grad-accum", FK_GIVEN_GRAD_ACCUM}, {"--seed", FK_GIVEN_SEED},
     {"--keep", FK_GIVEN_KEEP},         {"--eval-tokens", FK_GIVEN_EVAL_TOKENS}, {"--config", FK_GIVEN_CONFIG},
     {"--init", FK_GIVEN_INIT},         {"--arch", FK_GIVEN_ARCH},             {"--precision", FK_GIVEN_PRECISION},
+    {"--optim-state", FK_GIVEN_OPTIM_STATE},
 };
 #define N_GIVEN (sizeof given_names / sizeof given_names[0])
 #define GIVEN_OVERRIDES (FK_GIVEN_STEPS | FK_GIVEN_EVAL_EVERY | FK_GIVEN_SAVE_EVERY | FK_GIVEN_LOG_EVERY)

@@ -15,6 +15,23 @@ void fk_optim_defaults(fk_optim_opts *o) {
     o->clip = 1.0f;
     o->warmup = 0;
     o->total_steps = 0;
+    o->moments = FK_MOMENTS_F32;
+}
+
+fk_status fk_moments_parse(const char *s, fk_moments *out) {
+    if (s && strcmp(s, "f32") == 0) *out = FK_MOMENTS_F32;
+    else if (s && strcmp(s, "bf16") == 0) *out = FK_MOMENTS_BF16;
+    else return fk_error(FK_ERR_ARG, "--optim-state: '%s' is not f32 or bf16", s ? s : "(none)");
+    return FK_OK;
+}
+
+uint16_t fk_bf16_round_stochastic(float x, uint32_t r) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if ((b & 0x7f800000u) == 0x7f800000u) return (uint16_t)((b >> 16) | ((b & 0xffffu) ? 0x40u : 0));  // inf / NaN kept
+    uint32_t up = b + (r & 0xffffu);  // carries into the kept bits with probability low/2^16
+    if ((up & 0x7f800000u) == 0x7f800000u) up = b;  // never rounds a finite value to infinity
+    return (uint16_t)(up >> 16);
 }
 
 float fk_lr_at(const fk_optim_opts *o, int64_t step) {
@@ -30,16 +47,22 @@ fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o) 
     memset(a, 0, sizeof *a);
     a->o = *o;
     a->n = m->n_floats;
+    if (o->moments != FK_MOMENTS_F32 && o->moments != FK_MOMENTS_BF16)
+        return fk_error(FK_ERR_ARG, "AdamW moments: unknown storage %d", o->moments);
+    bool half = o->moments == FK_MOMENTS_BF16;
+    size_t each = half ? sizeof(uint16_t) : sizeof(float);
     // checked before allocating, as the weights and gradients are (the moments are touched at once)
-    FK_TRY(fk_mem_check("the AdamW state (two f32 moments per weight)", 2.0 * (double)a->n * sizeof(float)));
-    a->m = fk_calloc_aligned((size_t)a->n * sizeof(float));
-    a->v = fk_calloc_aligned((size_t)a->n * sizeof(float));
-    if (!a->m || !a->v) { fk_adamw_free(a); return fk_error(FK_ERR_NOMEM, "cannot allocate optimizer state"); }
+    FK_TRY(fk_mem_check(half ? "the AdamW state (two bf16 moments per weight)" : "the AdamW state (two f32 moments per weight)",
+                        2.0 * (double)a->n * (double)each));
+    void *m1 = fk_calloc_aligned((size_t)a->n * each), *m2 = fk_calloc_aligned((size_t)a->n * each);
+    if (half) a->m16 = m1, a->v16 = m2;  // bf16 zero is the bit pattern 0
+    else a->m = m1, a->v = m2;
+    if (!m1 || !m2) { free(m1); free(m2); memset(a, 0, sizeof *a); return fk_error(FK_ERR_NOMEM, "cannot allocate optimizer state"); }
     return FK_OK;
 }
 
 void fk_adamw_free(fk_adamw *a) {
-    free(a->m); free(a->v);
+    free(a->m); free(a->v); free(a->m16); free(a->v16);
     memset(a, 0, sizeof *a);
 }
 
@@ -72,7 +95,24 @@ void fk_adamw_update(fk_adamw *a, fk_model *m, float lr, float grad_scale) {
     for (int i = 0; i < m->n_params; i++) {
         const fk_param *p = &m->params[i];
         float decay = p->decay ? 1.0f - lr * o->weight_decay : 1.0f;
-        float *w = m->w + p->offset, *g = m->g + p->offset, *mm = a->m + p->offset, *vv = a->v + p->offset;
+        float *w = m->w + p->offset, *g = m->g + p->offset;
+        if (a->m16) {  // bf16 moments: f32 arithmetic on the stored values, stochastic rounding back
+            uint16_t *mm = a->m16 + p->offset, *vv = a->v16 + p->offset;
+            uint64_t key = fk_hash64((uint64_t)a->t * 0x9e3779b97f4a7c15ull + (uint64_t)p->offset);
+            #pragma omp parallel for schedule(static) if (p->numel > 65536)
+            for (int64_t j = 0; j < p->numel; j++) {
+                float gj = g[j] * grad_scale;
+                float mj = b1 * fk_bf16_to_f32(mm[j]) + (1.0f - b1) * gj;
+                float vj = b2 * fk_bf16_to_f32(vv[j]) + (1.0f - b2) * gj * gj;
+                uint64_t r = fk_hash64(key + (uint64_t)j);  // 32 random bits for each moment
+                mm[j] = fk_bf16_round_stochastic(mj, (uint32_t)r);
+                vv[j] = fk_bf16_round_stochastic(vj, (uint32_t)(r >> 32));
+                float denom = sqrtf(vj) / bc2_sqrt + o->eps;
+                w[j] = w[j] * decay - step_size * mj / denom;
+            }
+            continue;
+        }
+        float *mm = a->m + p->offset, *vv = a->v + p->offset;
         #pragma omp parallel for schedule(static) if (p->numel > 65536)
         for (int64_t j = 0; j < p->numel; j++) {
             float gj = g[j] * grad_scale;

@@ -87,6 +87,7 @@ static cJSON *opts_to_json(const fk_train_opts *o) {
     cJSON *j = cJSON_CreateObject();
     // the precision only when it is not fp32: an fp32 run's trainer_state.json is as it was
     if (fk_precision_resolve(o->precision) == FK_PRECISION_BF16) cJSON_AddStringToObject(j, "precision", "bf16");
+    if (o->optim.moments == FK_MOMENTS_BF16) cJSON_AddStringToObject(j, "optim_state", "bf16");  // absent: f32
     for (size_t i = 0; i < sizeof opt_rows / sizeof opt_rows[0]; i++) {
         const opt_row *r = &opt_rows[i];
         const char *f = (const char *)o + r->off;
@@ -145,6 +146,11 @@ static fk_status opts_from_json(const cJSON *j, const char *path, fk_train_opts 
     o->precision = FK_PRECISION_FP32;
     if (p && !(cJSON_IsString(p) && fk_precision_parse(p->valuestring, &o->precision) == FK_OK))
         return fk_error(FK_ERR_FORMAT, "%s: key \"precision\" must be \"fp32\" or \"bf16\"", path);
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "optim_state");  // absent: f32
+    fk_moments mo = FK_MOMENTS_F32;
+    if (ms && !(cJSON_IsString(ms) && fk_moments_parse(ms->valuestring, &mo) == FK_OK))
+        return fk_error(FK_ERR_FORMAT, "%s: key \"optim_state\" must be \"f32\" or \"bf16\"", path);
+    o->optim.moments = mo;
     return FK_OK;
 }
 
@@ -188,11 +194,12 @@ fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw 
                 fk_st_entry *x = &e[2 * i + k];
                 snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
                 x->name = names[2 * i + k];
-                x->dtype = FK_DT_F32;
+                x->dtype = opt->m16 ? FK_DT_BF16 : FK_DT_F32;  // as the run keeps them
                 x->ndim = p->ndim;
                 x->shape[0] = p->shape[0];
                 x->shape[1] = p->shape[1];
-                x->data = (k ? opt->v : opt->m) + p->offset;
+                if (opt->m16) x->data = (k ? opt->v16 : opt->m16) + p->offset;
+                else x->data = (k ? opt->v : opt->m) + p->offset;
             }
         }
         char *opath = fk_path_join(dir, "optimizer.safetensors");
@@ -247,8 +254,11 @@ fk_status fk_checkpoint_load(const char *dir, fk_model *m, fk_adamw *opt, fk_tra
             char name[80];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
             const fk_st_tensor *x = fk_st_find(&sf, name);
-            if (!x || x->numel != p->numel || x->dtype != FK_DT_F32)
-                st = fk_error(FK_ERR_FORMAT, "%s: optimizer tensor %s is missing or has the wrong shape", sf.path, name);
+            fk_dtype want = opt->m16 ? FK_DT_BF16 : FK_DT_F32;  // trainer_state.json's optim_state
+            if (!x || x->numel != p->numel || x->dtype != want)
+                st = fk_error(FK_ERR_FORMAT, "%s: optimizer tensor %s is missing, has the wrong shape or is not %s as "
+                              "trainer_state.json's optim_state says", sf.path, name, opt->m16 ? "BF16" : "F32");
+            else if (opt->m16) memcpy((k ? opt->v16 : opt->m16) + p->offset, x->data, (size_t)p->numel * sizeof(uint16_t));
             else memcpy((k ? opt->v : opt->m) + p->offset, x->data, (size_t)p->numel * sizeof(float));
         }
     }
