@@ -139,6 +139,31 @@ static void test_precision(void **s) {
     free(out);
 }
 
+// eval's progress line: on a terminal (script(1) gives the program one) it shows units done, the
+// rate and an ETA, then clears itself; not with --quiet, not when stderr is a pipe. Uses the
+// model test_train_eval_generate trained.
+static void test_progress(void **s) {
+    (void)s;
+    char *out, text[300];
+    snprintf(text, sizeof text, "%s/text.txt", tmpdir);
+    if (system("command -v script > /dev/null 2>&1") != 0) { print_message("  skipped: no script(1) (util-linux)\n"); return; }
+    int rc = run(&out, "script -qec '%s eval --model %s/m --data %s --batch 1' /dev/null", FK_CLI, tmpdir, text);
+    if (rc != 0) fail_msg("eval on a terminal failed: %s", out);
+    assert_non_null(strstr(out, "fusekit eval: "));
+    assert_non_null(strstr(out, " windows ("));
+    assert_non_null(strstr(out, "tok/s, ETA "));
+    assert_non_null(strstr(out, "\"bpb\""));  // the result line as ever
+    free(out);
+    rc = run(&out, "script -qec '%s eval --model %s/m --data %s --batch 1 --quiet' /dev/null", FK_CLI, tmpdir, text);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(out, "ETA"));
+    free(out);
+    rc = run(&out, "%s eval --model %s/m --data %s --batch 1", FK_CLI, tmpdir, text);  // stderr not a terminal
+    assert_int_equal(rc, 0);
+    assert_null(strstr(out, "ETA"));
+    free(out);
+}
+
 static void test_cli_errors(void **s) {
     (void)s;
     char *out;
@@ -248,7 +273,7 @@ static void test_tokenizer_pipeline(void **s) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_cli_errors), cmocka_unit_test(test_precision),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_train_eval_generate), cmocka_unit_test(test_progress), cmocka_unit_test(test_cli_errors), cmocka_unit_test(test_precision),
                                        cmocka_unit_test(test_tokenizer_pipeline)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -55,6 +55,13 @@ typedef struct { double loss; double bpb; double ppl; int64_t tokens; int64_t by
 // byte from d's text bytes per id.
 fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, int64_t max_tokens, fk_eval_result *r);
 
+// Progress of the evaluations here (fk_eval_data, fk_eval_llama_ppl, fk_eval_kl): fn, when set, is
+// called after every batch with the units (windows or chunks) done and in all, and the positions
+// scored so far; process-wide (set it before an evaluation starts, NULL to stop). The library
+// reports, the program prints.
+typedef void (*fk_eval_progress_fn)(int64_t done, int64_t total, int64_t tokens, void *user);
+void fk_eval_set_progress(fk_eval_progress_fn fn, void *user);
+
 // llama.cpp's llama-perplexity protocol (its default, no stride): ids are the whole text
 // encoded once with the tokenizer's specials (BOS first when it adds one); they are cut into
 // floor(n / n_ctx) chunks of n_ctx tokens (the rest is left out); when bos >= 0 each chunk's

@@ -66,6 +66,13 @@ void fk_eval_iter_free(fk_eval_iter *it) {
 
 // Runs rows x seq tokens x with targets y (-1: not scored) and adds the scored positions'
 // nats to *total and their count to *scored.
+static fk_eval_progress_fn g_progress;
+static void *g_progress_user;
+void fk_eval_set_progress(fk_eval_progress_fn fn, void *user) { g_progress = fn, g_progress_user = user; }
+static void progress(int64_t done, int64_t total, int64_t tokens) {
+    if (g_progress) g_progress(done, total, tokens, g_progress_user);
+}
+
 static fk_status score_rows(fk_model *m, const int32_t *x, const int32_t *y, int rows, int seq, double *total, int64_t *scored) {
     float loss;
     FK_TRY(fk_model_forward(m, x, y, rows, seq, false, &loss));
@@ -107,6 +114,7 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
     while (st == FK_OK && fk_eval_iter_next(&it, d->ids)) {
         for (int64_t i = 0; i < (int64_t)it.rows * seq; i++) y[i] = it.target[i] >= 0 ? d->ids[it.target[i]] : -1;
         st = score_rows(m, it.x, y, it.rows, seq, &total, &scored);
+        progress(it.w0 < w.n_windows ? it.w0 : w.n_windows, w.n_windows, scored);
     }
     free(y);
     fk_eval_iter_free(&it);
@@ -154,6 +162,7 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
             }
         }
         st = score_rows(m, x, y, rows, n_ctx, &total, &scored);
+        progress(c0 + rows, n_chunk, scored);
     }
     m->vocab_real = vocab_real;
     free(x); free(y);
@@ -257,6 +266,7 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
             total += kl_row(lr + i * V, z + i * V, Vr);
             scored++;
         }
+        progress(it.w0 < w.n_windows ? it.w0 : w.n_windows, w.n_windows, scored);
     }
     free(lr);
     fk_eval_iter_free(&it);
