@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -288,6 +289,32 @@ static void test_resume_equality_bf16_moments(void **s) {
     assert_true(fa > 0 && fb > 0 && fb < 0.55 * fa);
 }
 
+// fk_physical_cores against an independent count: the distinct thread_siblings_list strings of
+// the CPUs this process may use (one list per physical core, SMT siblings share it).
+static void test_physical_cores(void **s) {
+    (void)s;
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = fk_physical_cores(), cpus = CPU_COUNT(&set);
+    assert_true(n >= 1 && n <= cpus);
+    static char lists[CPU_SETSIZE][64];
+    int distinct = 0;
+    bool readable = true;
+    for (int c = 0; c < CPU_SETSIZE && readable; c++) {
+        if (!CPU_ISSET(c, &set)) continue;
+        char path[96], buf[64] = "";
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", c);
+        FILE *f = fopen(path, "r");
+        if (!f || !fgets(buf, sizeof buf, f)) readable = false;
+        if (f) fclose(f);
+        bool dup = false;
+        for (int k = 0; k < distinct && !dup; k++) dup = strcmp(lists[k], buf) == 0;
+        if (!dup) snprintf(lists[distinct++], sizeof lists[0], "%s", buf);
+    }
+    print_message("  physical cores %d (CPUs in the affinity mask %d, sibling lists %d%s)\n", n, cpus, distinct, readable ? "" : ", unreadable");
+    if (readable) assert_int_equal(n, distinct);
+}
+
 // ------------------------------------------------------------------ bad inputs
 
 static void expect_error(fk_status st, fk_status want, const char *needle1, const char *needle2) {
@@ -474,6 +501,7 @@ int main(void) {
         cmocka_unit_test(test_half_floats),       cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_resume_equality),
         cmocka_unit_test(test_resume_equality_bf16_moments),
+        cmocka_unit_test(test_physical_cores),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_eval_windows),
         cmocka_unit_test(test_checkpoint_state_ranges),
     };

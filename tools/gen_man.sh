@@ -52,7 +52,7 @@ cat <<'TAIL'
 .SH ENVIRONMENT
 .TP
 .B OMP_NUM_THREADS
-threads when \-\-threads is 0 or not given (default: all cores).
+threads when \-\-threads is 0 or not given; unset: one per physical core.
 .TP
 .B FUSEKIT_BF16_EMULATE
 1: bf16 matrix products emulated (rounded operands through fp32 sgemm) instead of oneDNN.

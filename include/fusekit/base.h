@@ -128,6 +128,10 @@ fk_status fk_dir_replace(const char *tmp, const char *dir, const char *old, void
 // ---------------------------------------------------------------- time and memory
 double fk_time_s(void);          // monotonic seconds
 double fk_peak_rss_mb(void);     // peak resident set size of this process
+// Physical cores this process may run on: the CPUs of its affinity mask counted once per
+// (package, core) pair (/sys/devices/system/cpu/cpuN/topology), so SMT siblings count once;
+// the CPUs of the mask when the topology is not readable; at least 1.
+int fk_physical_cores(void);
 // Bytes this process may still allocate: FK_MEM_LIMIT_MB (MiB) when set, else MemAvailable
 // from /proc/meminfo, else the free physical pages; 0 when unknown.
 uint64_t fk_mem_available_bytes(void);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -295,4 +296,38 @@ double fk_peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / 1024.0;
+}
+
+// One of a CPU's topology numbers (/sys/devices/system/cpu/cpuN/topology/NAME), -1 when unreadable.
+static long cpu_topology(int cpu, const char *name) {
+    char path[128], buf[32];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/%s", cpu, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long v = fgets(buf, sizeof buf, f) ? strtol(buf, NULL, 10) : -1;
+    fclose(f);
+    return v;
+}
+
+int fk_physical_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+    enum { MAXC = CPU_SETSIZE };
+    long seen[MAXC][2];  // (package, core) pairs met so far
+    int n_cpu = 0, n_core = 0;
+    bool topo = true;
+    for (int c = 0; c < MAXC; c++) {
+        if (!CPU_ISSET(c, &set)) continue;
+        n_cpu++;
+        long pkg = cpu_topology(c, "physical_package_id"), core = cpu_topology(c, "core_id");
+        if (pkg < 0 || core < 0) { topo = false; continue; }
+        bool dup = false;
+        for (int k = 0; k < n_core && !dup; k++) dup = seen[k][0] == pkg && seen[k][1] == core;
+        if (!dup) seen[n_core][0] = pkg, seen[n_core][1] = core, n_core++;
+    }
+    int n = topo && n_core > 0 ? n_core : n_cpu;
+    return n > 0 ? n : 1;
 }

@@ -461,7 +461,11 @@ int cli_fail(const char *cmd, fk_status st) {
 }
 
 void cli_set_threads(int64_t threads) {
-    if (threads <= 0) return;
+    if (threads <= 0) {  // the default: OMP_NUM_THREADS when set, else one thread per physical core
+        const char *env = getenv("OMP_NUM_THREADS");
+        if (env && *env) return;
+        threads = fk_physical_cores();
+    }
     omp_set_num_threads((int)threads);
     openblas_set_num_threads((int)threads);
 }

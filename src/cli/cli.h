@@ -74,7 +74,8 @@ typedef struct {
 #define CLI_ROW_SEQ(dt, help) {"--seq", OPT_INT, &(dt)->seq, help, false, "[0,1048576]"}
 #define CLI_ROW_BATCH(dt, help) {"--batch", OPT_INT, &(dt)->batch, help, false, "[1,65536]"}
 #define CLI_ROW_MAX_TOKENS(dt, help) {"--max-tokens", OPT_INT, &(dt)->max_tokens, help, false, "[0,)"}
-#define CLI_ROW_THREADS(p) {"--threads", OPT_INT, p, "threads, 0 = all cores", false, "[0,4096]"}
+#define CLI_ROW_THREADS(p) \
+    {"--threads", OPT_INT, p, "threads, 0 = OMP_NUM_THREADS when set, else one per physical core", false, "[0,4096]"}
 // --precision over an fk_precision (OPT_CHOICE: the names in the enum's order)
 #define CLI_ROW_PRECISION(p)                                                                                       \
     {"--precision", OPT_CHOICE, CLI_ENUM(p),                                                                       \

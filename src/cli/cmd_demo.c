@@ -716,7 +716,7 @@ int cmd_demo(int argc, char **argv) {
         {"--controls", OPT_FLAG, &controls, "adds the controls: self-distillation, B+A, B+C, shuffled teachers, replay, healed original", false,
          NULL},
         {"--seed", OPT_INT, &seed, "seed of the corpus and of every training run (the first seed with --seeds)", false, "[0,)"},
-        {"--threads", OPT_INT, &threads, "threads (default: all cores; 1 with --quick, which runs beside other tests)", false, "[0,4096]"},
+        {"--threads", OPT_INT, &threads, "threads (default: one per physical core; 1 with --quick, which runs beside other tests)", false, "[0,4096]"},
         {"--tiny", OPT_FLAG, &tiny, "for tests: the protocol on a tiny corpus and schedule in seconds (numbers meaningless)", false, NULL},
         CLI_ROWS_END,
     };
