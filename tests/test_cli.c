@@ -63,9 +63,34 @@ static void test_train_eval_generate(void **s) {
     assert_int_equal(nl1 - g1, nl2 - g2);
     assert_memory_equal(g1, g2, (size_t)(nl1 - g1));
     assert_true(strncmp(g1, "line 3", 6) == 0);
-    free(g1); free(g2);
+    free(g2);
     assert_int_equal(run(&out, "%s generate --model %s/m --prompt 'th' -n 20 --temperature 1.0 --top-k 5 --top-p 0.9", FK_CLI, tmpdir), 0);
     free(out);
+    // --stop: the text up to the stop string, not the string, and generation ends there
+    char *g3;
+    assert_int_equal(run(&g3, "%s generate --model %s/m --prompt 'line 3' -n 40 --greedy --stop 'on the' 2>&1", FK_CLI, tmpdir), 0);
+    char *cut = strstr(g1, "on the");
+    assert_non_null(cut);  // the unstopped text has it
+    assert_memory_equal(g3, g1, (size_t)(cut - g1));  // the same text up to it
+    assert_non_null(strstr(g3, "stopped at a --stop string"));
+    assert_null(strstr(g3, "on the"));
+    free(g3);
+    // --prompt-file, from a file and from standard input: the same text as --prompt
+    char pf[300];
+    snprintf(pf, sizeof pf, "%s/prompt.txt", tmpdir);
+    f = fopen(pf, "w");
+    fputs("line 3", f);
+    fclose(f);
+    assert_int_equal(run(&g3, "%s generate --model %s/m --prompt-file %s -n 40 --greedy", FK_CLI, tmpdir, pf), 0);
+    assert_memory_equal(g3, g1, (size_t)(nl1 - g1));
+    free(g3);
+    assert_int_equal(run(&g3, "printf 'line 3' | %s generate --model %s/m --prompt-file - -n 40 --greedy", FK_CLI, tmpdir), 0);
+    assert_memory_equal(g3, g1, (size_t)(nl1 - g1));
+    free(g3);
+    assert_int_equal(run(&g3, "%s generate --model %s/m --prompt x --prompt-file %s", FK_CLI, tmpdir, pf), 2);
+    assert_non_null(strstr(g3, "one of --prompt"));
+    free(g3);
+    free(g1);
     // the shape from a Hugging Face config.json (Llama with grouped-query attention)
     char cfg[300];
     snprintf(cfg, sizeof cfg, "%s/llama_config.json", tmpdir);

@@ -91,7 +91,44 @@ static void test_stops_and_seed(void **s) {
     fk_model_free(&m);
 }
 
+// The repetition penalty as llama.cpp defines it, worked by hand: each distinct recent id once,
+// positive logits divided, negative multiplied; out-of-range ids ignored. Through fk_generate:
+// greedy with the penalty equals the reference whose logits are penalised over the last N tokens
+// of its window, step for step.
+static void test_repeat_penalty(void **s) {
+    (void)s;
+    float lg[5] = {2.0f, -2.0f, 1.0f, 0.5f, -0.25f};
+    const int32_t recent[] = {0, 1, 0, 4, 9, -1};
+    fk_repeat_penalty(lg, 5, recent, 6, 2.0f);
+    const float want[5] = {1.0f, -4.0f, 1.0f, 0.5f, -0.5f};
+    for (int i = 0; i < 5; i++) assert_true(lg[i] == want[i]);
+    fk_model m;
+    tiny_model(&m, 64);
+    const int32_t prompt[3] = {5, 9, 5};
+    fk_generate_opts o;
+    fk_generate_defaults(&o);
+    assert_true(o.repeat_penalty == 1.0f && o.repeat_last_n == 64);
+    o.sampler.temperature = 0, o.max_new = 20, o.repeat_penalty = 3.0f, o.repeat_last_n = 4;
+    collected c = {.stop_after = -1};
+    CHECK(fk_generate(&m, prompt, 3, &o, collect, &c, NULL));
+    assert_int_equal(c.n, 20);
+    int32_t win[64];
+    int n = 0;
+    for (int i = 0; i < 3; i++) win[n++] = prompt[i];
+    float z[64];
+    for (int k = 0; k < 20; k++) {  // the context never fills here (3 + 20 < 64)
+        CHECK(fk_model_step(&m, win, n, 0, z));
+        fk_repeat_penalty(z, 64, win + (n > 4 ? n - 4 : 0), n > 4 ? 4 : n, 3.0f);
+        int32_t best = 0;
+        for (int v = 1; v < 64; v++) if (z[v] > z[best]) best = v;
+        assert_int_equal(c.ids[k], best);
+        win[n++] = best;
+    }
+    fk_model_free(&m);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy_slides), cmocka_unit_test(test_stops_and_seed)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy_slides), cmocka_unit_test(test_stops_and_seed),
+                                       cmocka_unit_test(test_repeat_penalty)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -21,10 +21,18 @@ typedef struct {
     uint64_t seed;        // the sampler's
     int32_t stop[2];      // tokens that end generation after they are passed on (-1: none); the
                           // model's eos_id always does
+    float repeat_penalty; // llama.cpp's repetition penalty over the last repeat_last_n tokens of the
+                          // context (prompt included): 1 = off
+    int repeat_last_n;    // 0: none; -1: the whole context
 } fk_generate_opts;
 
-// temperature 0.8, top-k off, top-p off, 128 new tokens, seed 1337, no stop tokens but EOS.
+// temperature 0.8, top-k off, top-p off, 128 new tokens, seed 1337, no stop tokens but EOS,
+// repetition penalty off (1, last 64 tokens).
 void fk_generate_defaults(fk_generate_opts *o);
+
+// The repetition penalty as llama.cpp applies it: every distinct id among recent[0..n) has its
+// logit divided by penalty when positive, multiplied by it otherwise (ids outside [0, V) ignored).
+void fk_repeat_penalty(float *logits, int64_t V, const int32_t *recent, int64_t n, float penalty);
 
 // Called with each generated token; return false to stop after it.
 typedef bool (*fk_token_cb)(int32_t id, void *user);

@@ -7,7 +7,31 @@
 typedef struct {
     const fk_tokenizer *tok;  // NULL: ids are printed
     int64_t printed;
+    // --stop strings: the generated text is held back while its end could begin one of them; when
+    // one appears the text before it is printed and generation stops (the stop string itself is
+    // not printed, as llama.cpp's server does)
+    const cli_list *stops;
+    size_t longest;           // the longest stop string
+    char *text;               // the generated text so far
+    size_t len, cap, out;     // its bytes, capacity, bytes printed
+    bool stopped;
 } print_state;
+
+// Prints what can no longer be part of a stop string; true when a stop string has appeared.
+static bool flush_text(print_state *p, bool final) {
+    size_t cut = p->len;  // the earliest stop match, if any, in what is not printed yet
+    size_t from = p->out;
+    for (int i = 0; p->stops && i < p->stops->n; i++) {
+        const char *s = p->stops->v[i];
+        size_t k = strlen(s);
+        for (size_t at = from; k && at + k <= p->len; at++)
+            if (memcmp(p->text + at, s, k) == 0) { if (at < cut) cut = at; break; }
+    }
+    bool hit = cut < p->len;
+    size_t safe = hit || final ? cut : (p->len >= p->longest ? p->len - (p->longest ? p->longest - 1 : 0) : 0);
+    if (safe > p->out) { fwrite(p->text + p->out, 1, safe - p->out, stdout); p->out = safe; }
+    return hit;
+}
 
 static bool print_token(int32_t id, void *user) {
     print_state *p = user;
@@ -15,12 +39,41 @@ static bool print_token(int32_t id, void *user) {
         if (fk_tok_type(p->tok, id) != FK_TT_CONTROL) {  // EOS and the like are not text
             char piece[256];
             size_t k = fk_tok_token_bytes(p->tok, id, piece, sizeof piece);
-            fwrite(piece, 1, k < sizeof piece ? k : sizeof piece, stdout);
+            if (k > sizeof piece) k = sizeof piece;
+            if (p->len + k + 1 > p->cap) {
+                size_t cap = (p->cap ? 2 * p->cap : 4096) + k;
+                char *t = realloc(p->text, cap);
+                if (!t) { fwrite(piece, 1, k, stdout); return false; }  // out of memory: stop here
+                p->text = t, p->cap = cap;
+            }
+            memcpy(p->text + p->len, piece, k);
+            p->len += k;
+            if (flush_text(p, false)) p->stopped = true;
         }
     } else printf("%s%d", p->printed ? " " : "", id);
     p->printed++;
     fflush(stdout);
-    return true;
+    return !p->stopped;
+}
+
+// --prompt-file: the prompt from a file, or standard input for '-' (at most 64 MiB).
+static fk_status read_prompt_file(const char *path, char **out) {
+    if (strcmp(path, "-") != 0) return fk_read_file(path, out, NULL);
+    size_t n = 0, cap = 1 << 16;
+    char *b = malloc(cap);
+    for (size_t r; b && (r = fread(b + n, 1, cap - n - 1, stdin)) > 0;) {
+        n += r;
+        if (n + 1 == cap) {
+            if (cap >= (size_t)64 << 20) { free(b); return fk_error(FK_ERR_ARG, "--prompt-file -: standard input holds more than 64 MiB"); }
+            char *t = realloc(b, 2 * cap);
+            if (!t) break;
+            b = t, cap *= 2;
+        }
+    }
+    if (!b) return fk_error(FK_ERR_NOMEM, "out of memory reading standard input");
+    b[n] = 0;
+    *out = b;
+    return FK_OK;
 }
 
 // --prompt-ids: space- (or comma-) separated ids below V into ids (room for strlen(s) values).
@@ -39,7 +92,8 @@ static fk_status parse_ids(const char *s, int64_t V, int32_t *ids, int64_t *n) {
 
 typedef struct {
     cli_model_opts model;
-    const char *prompt, *prompt_ids;
+    const char *prompt, *prompt_ids, *prompt_file;
+    cli_list stops;
     bool greedy, ids_out;
     int64_t threads;
     fk_precision precision;  // --precision
@@ -75,6 +129,10 @@ int cmd_generate(int argc, char **argv) {
         {"--prompt", OPT_STR, &a.prompt, "prompt text", false, NULL},
         CLI_ROW_TOKENIZER(&a.model),
         {"--prompt-ids", OPT_STR, &a.prompt_ids, "prompt as space-separated token ids", false, NULL},
+        {"--prompt-file", OPT_STR, &a.prompt_file, "prompt text from a file, - for standard input", false, NULL},
+        {"--stop", OPT_LIST, &a.stops, "stop when the text reaches this string (not printed); repeatable", false, NULL},
+        {"--repeat-penalty", OPT_F32, &a.g.repeat_penalty, "llama.cpp's repetition penalty on the last --repeat-last-n tokens, 1 = off", false, "(0,100]"},
+        {"--repeat-last-n", OPT_I32, &a.g.repeat_last_n, "tokens the repetition penalty looks back on, -1 = the whole context", false, "[-1,1048576]"},
         {"-n|--max-new", OPT_INT, &a.g.max_new, "tokens to generate", false, "[0,1048576]"},
         {"--temperature", OPT_F32, &s->temperature, "sampling temperature, 0 = greedy", false, "[0,100]"},
         {"--greedy", OPT_FLAG, &a.greedy, "always take the most likely token", false, NULL},
@@ -86,10 +144,20 @@ int cmd_generate(int argc, char **argv) {
         CLI_ROW_PRECISION(&a.precision),
         CLI_ROWS_END,
     };
-    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-ids IDS] [options]");
+    int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-file FILE | --prompt-ids IDS] [options]");
     if (rc >= 0) return rc;
     if ((rc = cli_require("generate", "--model", 1, a.model.path)) != 0) return rc;
     if (a.greedy) s->temperature = 0;
+    if ((a.prompt_file != NULL) + (a.prompt_ids != NULL) + (cli_was_set(opts, "--prompt")) > 1) {
+        fprintf(stderr, "fusekit generate: error: give one of --prompt, --prompt-file and --prompt-ids\n");
+        return 2;
+    }
+    char *file_prompt = NULL;
+    if (a.prompt_file) {
+        fk_status fs = read_prompt_file(a.prompt_file, &file_prompt);
+        if (fs != FK_OK) return cli_fail("generate", fs);
+        a.prompt = file_prompt;
+    }
     cli_set_threads(a.threads);
     cli_set_precision("generate", a.precision);
     fk_model m;
@@ -99,17 +167,24 @@ int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     int64_t n = 0;
     st = prompt_tokens(&a, tok, m.cfg.vocab_size, &ids, &n);
-    print_state ps = {tok && !a.ids_out ? tok : NULL, 0};
+    print_state ps = {tok && !a.ids_out ? tok : NULL, 0, &a.stops, 0, NULL, 0, 0, 0, false};
+    for (int i = 0; i < a.stops.n; i++) if (strlen(a.stops.v[i]) > ps.longest) ps.longest = strlen(a.stops.v[i]);
+    if (a.stops.n && !ps.tok && st == FK_OK)
+        st = fk_error(FK_ERR_ARG, "--stop needs text output (a tokenizer, and no --ids)");
     if (tok) a.g.stop[0] = fk_tok_eos(tok);
     if (ps.tok && st == FK_OK && !a.prompt_ids) fwrite(a.prompt, 1, strlen(a.prompt), stdout);
     fk_generate_stats gs = {0};
     if (st == FK_OK) st = fk_generate(&m, ids, n, &a.g, print_token, &ps, &gs);
+    if (ps.tok) flush_text(&ps, true);  // what was held back for a stop string that never came
     printf("\n");
     fflush(stdout);
     if (st == FK_OK)
         fprintf(stderr, "generated %lld tokens: prompt %.1f ms, %.1f tokens/s after it\n", (long long)gs.generated, 1e3 * gs.prompt_s,
                 gs.generated > 1 ? (double)(gs.generated - 1) / (gs.total_s - gs.prompt_s) : 0.0);
+    if (st == FK_OK && ps.stopped) fprintf(stderr, "stopped at a --stop string\n");
     free(ids);
+    free(ps.text);
+    free(file_prompt);
     fk_tok_free(tok);
     fk_model_free(&m);
     return st == FK_OK ? 0 : cli_fail("generate", st);

@@ -58,6 +58,19 @@ void fk_generate_defaults(fk_generate_opts *o) {
     o->max_new = 128;
     o->seed = 1337;
     o->stop[0] = o->stop[1] = -1;
+    o->repeat_penalty = 1.0f;
+    o->repeat_last_n = 64;
+}
+
+void fk_repeat_penalty(float *logits, int64_t V, const int32_t *recent, int64_t n, float penalty) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t id = recent[i];
+        if (id < 0 || id >= V) continue;
+        bool seen = false;  // each id once, however often it occurs
+        for (int64_t j = 0; j < i && !seen; j++) seen = recent[j] == id;
+        if (seen) continue;
+        logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
+    }
 }
 
 // The context when it is full (of n tokens): its newest half kept and the cache rebuilt from
@@ -89,6 +102,10 @@ fk_status fk_generate(fk_model *m, const int32_t *prompt, int64_t n_prompt, cons
     double t_first = fk_time_s() - t0;
     bool go = true;
     while (st == FK_OK && go && generated < o->max_new) {
+        if (o->repeat_penalty != 1.0f && o->repeat_last_n != 0) {
+            int64_t k = o->repeat_last_n < 0 || o->repeat_last_n > n ? n : o->repeat_last_n;
+            fk_repeat_penalty(logits, V, toks + n - k, k, o->repeat_penalty);
+        }
         int32_t next = fk_sample(&o->sampler, logits, fk_model_vocab_real(m), &rng);  // never a padding row
         generated++;
         go = cb(next, user) && next != m->cfg.eos_id && next != o->stop[0] && next != o->stop[1];
