@@ -633,8 +633,105 @@ static void test_overfit_moe(void **s) {
     }
 }
 
+// Activation checkpointing (fk_model_set_checkpointing): the same loss and gradients bit for bit
+// as keeping every layer's activations, with less activation memory, on a Llama (GQA), a GPT-2,
+// a Gemma-3-like model (post-norms, QK-norm, sliding layers, per-layer widths), a parallel
+// residual, a Mixtral-like MoE, and through the fusion loss's teacher rows; and fk_train with
+// checkpoint_activations ends on the same weights.
+static void ckpt_compare(fk_config *c, const char *what, const fk_sparse_dist *teacher) {
+    fk_model m;
+    CHECK(fk_model_init(&m, c));
+    fk_model_init_weights(&m, 21);
+    CHECK(fk_model_alloc_grads(&m));
+    int B = 2, T = 9;
+    int32_t tok[18], tgt[18];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 5 + 3) % c->vocab_size), tgt[i] = (int32_t)((i * 7 + 1) % c->vocab_size);
+    float loss[2];
+    float *g[2];
+    size_t bytes[2];
+    for (int k = 0; k < 2; k++) {
+        fk_model_set_checkpointing(&m, k == 1);
+        bytes[k] = fk_model_activation_bytes(&m, B, T, true);
+        memset(m.g, 0, (size_t)m.n_floats * sizeof(float));
+        float fl;
+        if (teacher) CHECK(fk_model_forward_soft(&m, tok, tgt, teacher, 0.5f, B, T, true, &loss[k], &fl));
+        else CHECK(fk_model_forward(&m, tok, tgt, B, T, true, &loss[k]));
+        CHECK(fk_model_backward(&m, 1.0f));
+        g[k] = malloc((size_t)m.n_floats * sizeof(float));
+        memcpy(g[k], m.g, (size_t)m.n_floats * sizeof(float));
+    }
+    print_message("  %-10s activations %zu -> %zu bytes with checkpointing; loss %.6f\n", what, bytes[0], bytes[1], (double)loss[0]);
+    assert_true(loss[0] == loss[1]);
+    assert_memory_equal(g[0], g[1], (size_t)m.n_floats * sizeof(float));
+    if (c->n_layer > 1) assert_true(bytes[1] < bytes[0]);
+    free(g[0]); free(g[1]);
+    fk_model_free(&m);
+}
+
+static void test_checkpointing(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 50, 16, 3, 4, 2, 40, 32);
+    ckpt_compare(&c, "llama", NULL);
+    fk_config_gpt2(&c, 50, 16, 3, 2, 32);
+    ckpt_compare(&c, "gpt2", NULL);
+    gemma_tiny(&c);
+    c.post_norms = c.qk_norm = true;
+    c.attn_softcap = 1.5f, c.final_softcap = 2.0f;
+    c.sliding_window = 3;
+    c.sliding[0] = c.sliding[1] = 1;
+    c.ffn[1] = 7;
+    ckpt_compare(&c, "gemma3ish", NULL);
+    fk_config_llama(&c, 50, 16, 3, 4, 4, 40, 32);
+    c.residual = FK_RESID_PARALLEL;
+    ckpt_compare(&c, "parallel", NULL);
+    fk_config_llama(&c, 50, 16, 2, 4, 2, 16, 32);
+    c.n_expert = 4, c.n_expert_used = 2, c.expert_ffn = 16, c.expert_norm = true;
+    for (int64_t l = 0; l < c.n_layer; l++) c.moe[l] = 1, c.ffn[l] = 0;
+    ckpt_compare(&c, "moe", NULL);
+    int64_t row[19];
+    int32_t ids[36];
+    float p[36];
+    int64_t n = 0;
+    for (int i = 0; i < 18; i++) {
+        row[i] = n;
+        ids[n] = (int32_t)(i % 11); p[n++] = 0.7f;
+        ids[n] = (int32_t)((i * 3 + 1) % 11); p[n++] = 0.3f;
+    }
+    row[18] = n;
+    fk_sparse_dist t = {row, ids, p};
+    fk_config_llama(&c, 50, 16, 3, 4, 2, 40, 32);
+    ckpt_compare(&c, "teacher", &t);
+    // fk_train with checkpoint_activations: the same weights after 6 steps, the model's setting back
+    int32_t data[1024];
+    for (int i = 0; i < 1024; i++) data[i] = (int32_t)((i * 13 + i / 7) % 50);
+    fk_token_data d = {.ids = data, .n = 1024, .vocab_size = 50, .text_bytes = 1024};
+    float *w[2];
+    int64_t nf = 0;
+    for (int k = 0; k < 2; k++) {
+        fk_model m;
+        CHECK(fk_model_init(&m, &c));
+        fk_model_init_weights(&m, 5);
+        CHECK(fk_model_alloc_grads(&m));
+        fk_train_opts o;
+        fk_train_defaults(&o);
+        o.steps = 6, o.batch = 2, o.seq = 16, o.eval_every = 0, o.optim.total_steps = 6, o.checkpoint_activations = k == 1;
+        fk_adamw opt;
+        CHECK(fk_adamw_init(&opt, &m, &o.optim));
+        CHECK(fk_train(&m, &opt, &d, NULL, &o, NULL, NULL, NULL));
+        assert_false(m.checkpoint_acts);  // restored
+        nf = m.n_floats;
+        w[k] = malloc((size_t)nf * sizeof(float));
+        memcpy(w[k], m.w, (size_t)nf * sizeof(float));
+        fk_adamw_free(&opt), fk_model_free(&m);
+    }
+    assert_memory_equal(w[0], w[1], (size_t)nf * sizeof(float));
+    free(w[0]); free(w[1]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checkpointing),
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
         cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),
         cmocka_unit_test(test_golden_mpt),   cmocka_unit_test(test_golden_mpt_8h),  cmocka_unit_test(test_fd_mpt),

@@ -397,6 +397,10 @@ typedef struct {
     // Padded vocabularies: the tokens of the model's tokenizer (fk_model_set_vocab_real); rows
     // vocab_real .. vocab_size-1 of the embedding and LM head are padding. 0: every row is a token.
     int64_t vocab_real;
+    // Activation checkpointing (fk_model_set_checkpointing): a training forward keeps only each
+    // layer's input and mid-block residual; the backward recomputes a layer's other activations
+    // just before differentiating it (one more forward's work, the same gradients bit for bit).
+    bool checkpoint_acts;
 } fk_model;
 
 // Builds the table and allocates zeroed weights, after checking that they fit the memory
@@ -526,6 +530,9 @@ const float *fk_model_token_losses(const fk_model *m);
 fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits);
 // Bytes the activations of a (B, T) forward would take (train: what backward needs too).
 size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train);
+// Activation checkpointing for the training forwards from now on (m->checkpoint_acts): fk_model_
+// activation_bytes and the next training forward then count and keep only what it needs.
+void fk_model_set_checkpointing(fk_model *m, bool on);
 // Bytes held by weights, gradients, activations and caches right now.
 size_t fk_model_memory_bytes(const fk_model *m);
 

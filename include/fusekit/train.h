@@ -84,6 +84,10 @@ typedef struct {
     // the caller's setting restored after): FP32, or BF16 operands with fp32 accumulation into fp32
     // master weights and gradients (AdamW stays fp32). Saved in trainer_state.json when not FP32.
     fk_precision precision;
+    // Activation checkpointing for the run (fk_model_set_checkpointing, the model's setting restored
+    // after): less memory per sequence, one more forward's work per step, the same gradients. Not
+    // part of the saved options (it does not change the run's numbers).
+    bool checkpoint_activations;
     // Written (tokenizer.json, tokenizer_config.json) beside every checkpoint and the final
     // model so that each folder is complete; NULL for none. Not part of the saved options.
     const fk_tokenizer *tokenizer;

@@ -200,7 +200,7 @@ typedef struct {
     fk_train_job job;
     int64_t threads;
 } cli_train_args;
-#define CLI_TRAIN_ROWS 57
+#define CLI_TRAIN_ROWS 58
 void cli_train_args_init(cli_train_args *a);
 int cli_train_rows(cli_train_args *a, cli_opt *rows);
 int cli_train_exec(cli_train_args *a);
@@ -250,7 +250,7 @@ typedef struct {
     fk_fuse_job job;
     int64_t threads;
 } cli_fuse_args;
-#define CLI_FUSE_ROWS 63
+#define CLI_FUSE_ROWS 64
 void cli_fuse_args_init(cli_fuse_args *a);
 int cli_fuse_rows(cli_fuse_args *a, cli_opt *rows);
 int cli_fuse_exec(cli_fuse_args *a);
@@ -261,7 +261,7 @@ typedef struct {
     fk_heal_job job;
     int64_t threads;
 } cli_heal_args;
-#define CLI_HEAL_ROWS 63
+#define CLI_HEAL_ROWS 64
 void cli_heal_args_init(cli_heal_args *a);
 int cli_heal_rows(cli_heal_args *a, cli_opt *rows);
 int cli_heal_exec(cli_heal_args *a);

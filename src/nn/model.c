@@ -392,7 +392,8 @@ struct fk_acts {
     int B, T;
     bool train;
     int nthr;              // threads the scratch has slices for
-    int64_t slots;         // layers that keep their activations (n_layer when training, else 1)
+    int64_t slots;         // layers that keep their activations (n_layer when training, else 1; 1 with checkpointing)
+    bool ckpt;             // laid out for activation checkpointing
     int64_t bytes;
     float *arena;          // every buffer below, carved from one allocation
     int64_t slice;         // floats of scratch per thread
@@ -442,10 +443,11 @@ static int64_t scratch_slice(const fk_config *c, int64_t T, bool train) {
 
 // Lays out the activation buffers of a (B, T) batch in one arena: with base NULL, only the
 // offsets are counted (a->bytes); then again over the allocated arena.
-static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, int nthr, float *base) {
+static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, bool ckpt, int nthr, float *base) {
     int64_t N = (int64_t)B * T, C = c->d_model, L = c->n_layer, D = c->n_head * c->head_dim, F = max_ffn(c);
-    int64_t UP = up_stride(c), S = train ? L : 1, off = 0;
-    a->B = B; a->T = T; a->train = train; a->slots = S; a->nthr = nthr;
+    ckpt = ckpt && train;
+    int64_t UP = up_stride(c), S = train && !ckpt ? L : 1, off = 0;
+    a->B = B; a->T = T; a->train = train; a->slots = S; a->nthr = nthr; a->ckpt = ckpt;
     a->slice = scratch_slice(c, T, train);
     // each buffer starts 64-byte aligned (16 floats)
 #define CARVE(field, type, count) do { a->field = base ? (type *)(base + off) : NULL; off += ((count) + 15) & ~(int64_t)15; } while (0)
@@ -455,7 +457,7 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     if (train) ALLOC(mid, L * N * C);
     ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
     ALLOC(qkv, S * N * qkv_dim(c, -1));
-    if (train) ALLOC(probs, L * (int64_t)B * c->n_head * T * T);
+    if (train) ALLOC(probs, S * (int64_t)B * c->n_head * T * T);
     ALLOC(att, S * N * D);
     ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
     ALLOC(pre, S * N * UP); ALLOC(act, S * N * F);
@@ -477,14 +479,20 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
 
 size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train) {
     fk_acts a = {0};
-    acts_layout(&a, &m->cfg, B, T, train, omp_get_max_threads(), NULL);
+    acts_layout(&a, &m->cfg, B, T, train, m->checkpoint_acts, omp_get_max_threads(), NULL);
     return (size_t)a.bytes;
 }
+
+void fk_model_set_checkpointing(fk_model *m, bool on) { m->checkpoint_acts = on; }
+
+// The slot of layer l's activations: its own when training keeps every layer's, else the one slot.
+static int64_t slot_of(const fk_acts *a, int64_t l) { return a->slots > 1 ? l : 0; }
 
 static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     fk_acts *a = m->acts;
     int nthr = omp_get_max_threads();
-    if (a && a->B == B && a->T == T && a->train == train && a->nthr >= nthr) return FK_OK;
+    bool ckpt = train && m->checkpoint_acts;
+    if (a && a->B == B && a->T == T && a->train == train && a->ckpt == ckpt && a->nthr >= nthr) return FK_OK;
     // An inference forward fits in any buffers laid out for at least as many tokens (it uses
     // one layer's slot) and enough scratch, so evaluation between training steps reallocates
     // nothing. The buffers keep their (B, T); backward refuses until the next training forward.
@@ -493,7 +501,7 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     acts_free(a);
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
-    acts_layout(a, &m->cfg, B, T, train, nthr, NULL);
+    acts_layout(a, &m->cfg, B, T, train, ckpt, nthr, NULL);
     a->arena = fk_calloc_aligned((size_t)a->bytes);
     if (!a->arena) {
         int64_t mb = a->bytes >> 20;
@@ -501,7 +509,7 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
         m->acts = NULL;
         return fk_error(FK_ERR_NOMEM, "cannot allocate %lld MiB of activations for batch %d x %d", (long long)mb, B, T);
     }
-    acts_layout(a, &m->cfg, B, T, train, nthr, a->arena);
+    acts_layout(a, &m->cfg, B, T, train, ckpt, nthr, a->arena);
     return FK_OK;
 }
 
@@ -797,6 +805,29 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     return FK_OK;
 }
 
+// The buffers of layer l in the activations of a whole-sequence forward: training keeps each
+// layer's input x_l and mid-block residual, and its other activations in its slot (its own, or the
+// one slot with checkpointing or in inference, where the residual is updated in place).
+static block_io acts_io(fk_model *m, int64_t l, int B, int T, bool train) {
+    const fk_config *c = &m->cfg;
+    fk_acts *a = m->acts;
+    int64_t N = (int64_t)B * T, C = c->d_model, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
+    int64_t QKH = qk_heads(c), hd = c->head_dim, SQ = QKH * hd, UP = up_stride(c), MF = max_ffn(c);
+    int64_t s = train ? slot_of(a, l) : 0;  // an inference forward may run in a training layout: slot 0
+    float *x = a->resid + (train ? l * N * C : 0);
+    return (block_io){.B = B, .n = T, .p0 = 0, .pos = a->pos, .x = x, .mid = train ? a->mid + l * N * C : x,
+                      .out = train ? a->resid + (l + 1) * N * C : x, .ln1 = a->ln1 + s * N * C, .ln1_mean = a->ln1_mean + s * N,
+                      .ln1_rstd = a->ln1_rstd + s * N, .qkv = a->qkv + s * N * QD,
+                      .qk_pre = c->qk_norm ? a->qk_pre + s * N * SQ : NULL, .qk_rstd = c->qk_norm ? a->qk_rstd + s * N * QKH : NULL,
+                      .probs = train ? a->probs + s * (int64_t)B * c->n_head * T * T : NULL, .att = a->att + s * N * D,
+                      .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
+                      .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 + s * N * C,
+                      .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
+                      .act = a->act + s * N * MF, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
+                      .ffn_post_rstd = c->post_norms ? a->ffn_post_rstd + s * N : NULL, .tmp = a->tmp,
+                      .moe = fk_moe_slot_at(&a->moe, s), .scratch = a->scratch, .nthr = a->nthr};
+}
+
 // Final norm, LM head and final soft-cap of N rows x (N, C) into logits (N, V); rowmax (N) keeps
 // each row's largest capped logit (NULL: not kept).
 static fk_status head_forward(fk_model *m, float *logits, float *lnf, float *mean, float *rstd, const float *x, float *rowmax,
@@ -866,7 +897,7 @@ fk_status fk_model_forward_objective(fk_model *m, const int32_t *tokens, const i
     bool uld = teacher && objective == FK_OBJECTIVE_ULD;
     if (uld && c->final_softcap > 0)
         return fk_error(FK_ERR_ARG, "forward: objective uld on a model with final-logit soft-capping (%g) is not supported", c->final_softcap);
-    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size, D = c->n_head * c->head_dim, QD = qkv_dim(c, -1);
+    int64_t N = (int64_t)B * T, C = c->d_model, V = c->vocab_size;
     FK_TRY(check_batch(c, tokens, targets, teacher, !uld, N));
     FK_TRY(acts_alloc(m, B, T, train));
     FK_TRY(rope_ensure(m, 0, T));
@@ -876,21 +907,8 @@ fk_status fk_model_forward_objective(fk_model *m, const int32_t *tokens, const i
 
     FK_TRY(embed_forward(m, a->resid, a->tokens, a->pos, N));
     if (m->hook) m->hook(m->hook_user, -1, a->resid, NULL, NULL, N);
-    int64_t QKH = qk_heads(c), hd = c->head_dim, SQ = QKH * hd, UP = up_stride(c), MF = max_ffn(c);
     for (int64_t l = 0; l < c->n_layer; l++) {
-        int64_t s = train ? l : 0;  // the slot: training keeps every layer's activations
-        float *x = a->resid + (train ? l * N * C : 0);
-        block_io io = {.B = B, .n = T, .p0 = 0, .pos = a->pos, .x = x, .mid = train ? a->mid + l * N * C : x,
-                       .out = train ? a->resid + (l + 1) * N * C : x, .ln1 = a->ln1 + s * N * C, .ln1_mean = a->ln1_mean + s * N,
-                       .ln1_rstd = a->ln1_rstd + s * N, .qkv = a->qkv + s * N * QD,
-                       .qk_pre = c->qk_norm ? a->qk_pre + s * N * SQ : NULL, .qk_rstd = c->qk_norm ? a->qk_rstd + s * N * QKH : NULL,
-                       .probs = train ? a->probs + l * (int64_t)B * c->n_head * T * T : NULL, .att = a->att + s * N * D,
-                       .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
-                       .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 + s * N * C,
-                       .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
-                       .act = a->act + s * N * MF, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
-                       .ffn_post_rstd = c->post_norms ? a->ffn_post_rstd + s * N : NULL, .tmp = a->tmp,
-                       .moe = fk_moe_slot_at(&a->moe, s), .scratch = a->scratch, .nthr = a->nthr};
+        block_io io = acts_io(m, l, B, T, train);
         FK_TRY(block_forward(m, l, &io));
         if (m->hook) m->hook(m->hook_user, (int)l, io.out, io.att, c->ffn[l] > 0 ? io.act : NULL, N);
     }
@@ -936,9 +954,9 @@ const float *fk_model_token_losses(const fk_model *m) { return m->acts ? m->acts
 // rstd: the branch's saved outputs and scales for all layers (NULL without post-norms).
 static const float *post_norm_backward(fk_model *m, fk_acts *a, const float *out, const float *rstd, int64_t w, int64_t l, int64_t N) {
     if (!m->cfg.post_norms) return a->dresid;
-    int64_t C = m->cfg.d_model;
+    int64_t C = m->cfg.d_model, s = slot_of(a, l);
     zero(a->tmp, N * C);
-    norm_backward(m, a->tmp, a->dresid, out + l * N * C, NULL, rstd + l * N, w, -1, N);
+    norm_backward(m, a->tmp, a->dresid, out + s * N * C, NULL, rstd + s * N, w, -1, N);
     return a->tmp;
 }
 
@@ -993,11 +1011,16 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
     for (int64_t l = c->n_layer - 1; l >= 0; l--) {
         const fk_layer_offsets *o = &m->layer[l];
         int64_t F = c->ffn[l], UP = up_dim(c, l), H = fk_config_heads(c, l), Dl = H * c->head_dim, QDl = qkv_dim(c, l);
+        if (a->ckpt) {  // the layer's activations again, from its kept input (tmp and scratch are free here)
+            block_io io = acts_io(m, l, B, T, true);
+            FK_TRY(block_forward(m, l, &io));
+        }
+        int64_t s = slot_of(a, l);
         float *x = a->resid + l * N * C, *mid = a->mid + l * N * C;
-        float *ln1 = a->ln1 + l * N * C, *qkv = a->qkv + l * N * QD, *att = a->att + l * N * D;
-        float *ln2 = a->ln2 + l * N * C;
-        float *pre = a->pre + l * N * up_stride(c), *act = a->act + l * N * MF;
-        float *probs = a->probs + l * (int64_t)B * c->n_head * T * T;
+        float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
+        float *ln2 = a->ln2 + s * N * C;
+        float *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * MF;
+        float *probs = a->probs + s * (int64_t)B * c->n_head * T * T;
         // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid))))); with a parallel residual the
         // MLP's input gradient waits in tmp (no post-norms then) until the attention branch has read
         // dresid as its output's gradient, and goes to norm2(x) or, shared, joins norm1's
@@ -1006,7 +1029,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         const float *dfo = post_norm_backward(m, a, a->ffn_o, a->ffn_post_rstd, o->ffn_post_w, l, N);
         if (c->moe[l]) {  // experts, router, shared gate (sequential, no post-norms: tmp is free); dfo becomes the dense FFN's
             zero(dmlp_in, N * C);
-            fk_moe_slot ms = fk_moe_slot_at(&a->moe, l);
+            fk_moe_slot ms = fk_moe_slot_at(&a->moe, s);
             dfo = fk_moe_backward(m, l, &ms, &a->moe, dfo, ln2, dmlp_in, a->tmp, N);
         }
         if (F > 0) {
@@ -1018,7 +1041,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             fk_matmul_backward(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
                                m->w + o->up_w, N, C, UP);
         }
-        if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
+        if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + s * N, a->ln2_rstd + s * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
         const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
         zero(a->datt, N * Dl);
@@ -1033,16 +1056,16 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         }
         if (c->qk_norm) {
             fk_qk_groups G = qk_groups(c, H);
-            fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + l * N * QKH * c->head_dim,
-                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + l * N * QKH, N, &G, c->norm_offset);
+            fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + s * N * QKH * c->head_dim,
+                               m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + s * N * QKH, N, &G, c->norm_offset);
         }
         zero(a->dln, N * C);
         if (c->clip_qkv > 0) fk_clamp_backward(a->dqkv, qkv, N * QDl, c->clip_qkv);  // qkv: clamped, neither rotated nor normed
         fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);
         if (c->residual == FK_RESID_PARALLEL_SHARED) add_inplace(a->dln, a->dln, a->tmp, N * C);
-        norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + l * N, a->ln1_rstd + l * N, o->ln1_w, o->ln1_b, N);
+        norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + s * N, a->ln1_rstd + s * N, o->ln1_w, o->ln1_b, N);
         if (c->residual == FK_RESID_PARALLEL)
-            norm_backward(m, a->dresid, a->tmp, x, a->ln2_mean + l * N, a->ln2_rstd + l * N, o->ln2_w, o->ln2_b, N);
+            norm_backward(m, a->dresid, a->tmp, x, a->ln2_mean + s * N, a->ln2_rstd + s * N, o->ln2_w, o->ln2_b, N);
     }
     if (c->emb_scale > 0) scale_inplace(a->dresid, c->emb_scale, N * C);
     fk_encoder_backward(m->g + m->tok_emb, GP(m->pos_emb), a->dresid, a->tokens, a->pos, N, C);

@@ -613,8 +613,11 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
                    const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
     fk_precision before = fk_matmul_precision();
+    bool ckpt_before = m->checkpoint_acts;
     fk_matmul_set_precision(o->precision);
+    if (o->checkpoint_activations) fk_model_set_checkpointing(m, true);
     fk_status st = train_steps(m, opt, train, val, o, out_dir, cb, user);
+    fk_model_set_checkpointing(m, ckpt_before);
     fk_matmul_set_precision(before);
     return st;
 }
