@@ -485,6 +485,12 @@ static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
         if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x->tok, od.tmp));
     }
     static const char *const names[] = {"magnitude", "flap", "shortgpt", "experts"};
+    double frac = p->params > 0 || scope0 <= 0 ? 0 : (double)removed / (double)scope0;
+    if (st == FK_OK && frac > 1.1 * p->budget)  // whole units overshoot: say so rather than hide it in the JSON
+        fprintf(stderr, "fusekit prune: warning: %s removed %.1f%% of the %s scope against --budget %g: it removes whole %s; "
+                "for an exact parameter count give --params N\n", names[p->method], 100 * frac,
+                p->scope == FK_SCOPE_FFN ? "ffn" : p->scope == FK_SCOPE_BLOCKS ? "blocks" : "all", p->budget,
+                p->method == FK_PRUNE_SHORTGPT ? "layers" : "units");
     if (st == FK_OK)
         cli_json_print(summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed,
                                     (double)removed / (double)(p->params > 0 ? fk_model_num_params(&x->m) : scope0)), stdout, NULL);
