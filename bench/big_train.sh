@@ -1,8 +1,9 @@
 #!/bin/sh
 # Training memory of a 1.1B model at ctx 512 (issue 20, item 2): a TinyLlama-1.1B-shape Llama
 # (d 2048, 22 layers, 32 heads / 4 KV heads, FFN 5632) with SmolLM2's tokenizer (49,152 tokens:
-# 1.17B parameters), random weights from a config.json, 2 steps of batch 1 x 512 tokens, with f32
-# and with bf16 AdamW moments; peak RSS from /usr/bin/time -v (GNU time; Debian: time). Needs
+# 1.17B parameters), random weights from a config.json, 2 steps of 512-token sequences: batch 1
+# with f32 and with bf16 AdamW moments, batch 4 with bf16 moments and --checkpoint-activations;
+# peak RSS from /usr/bin/time -v (GNU time; Debian: time). Needs
 # about 21 GB of memory and 15 GB of disk for the checkpoint, removed after each run.
 # Usage: sh bench/big_train.sh [BUILD_DIR] [WORK_DIR]   (THREADS, default 1; the tokenizer from
 # bench/real_models.sh or FK_REAL_SMOLLM2)
@@ -20,13 +21,17 @@ cat > "$W/config.json" <<'JSON'
  "tie_word_embeddings": false}
 JSON
 head -c 200000 "${FK_CORPORA:-../shared/data/corpora}/shakespeare/input.txt" > "$W/text.txt"
-for mo in f32 bf16; do
+# moments:batch:checkpointing
+for run in f32:1:no bf16:1:no bf16:4:yes; do
+  mo=${run%%:*} rest=${run#*:} b=${rest%%:*} ck=${rest#*:} tag=$(echo "$run" | tr ':' '-')
+  flag=""
+  [ "$ck" = yes ] && flag=--checkpoint-activations
   rm -rf "$W/out"
   /usr/bin/time -v "$BUILD/fusekit" train --config "$W/config.json" --tokenizer "$FK_REAL_SMOLLM2" --data "$W/text.txt" -o "$W/out" \
-    --batch 1 --seq 512 --steps 2 --eval-every 0 --log-every 1 --optim-state "$mo" --threads "$THREADS" > "$W/train-$mo.log" 2> "$W/time-$mo.log" ||
-    { echo "big_train: the run with $mo moments failed (see $W/time-$mo.log)" >&2; exit 1; }
-  rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$W/time-$mo.log")
-  tps=$(grep -o '"tokens_per_s":[0-9.]*' "$W/train-$mo.log" | tail -1 | cut -d: -f2)
-  echo "{\"bench\": \"big_train\", \"params\": $(grep -o 'parameters: [0-9]*' "$W/time-$mo.log" | cut -d' ' -f2), \"moments\": \"$mo\", \"batch\": 1, \"seq\": 512, \"peak_rss_gb\": $(awk -v k="$rss" 'BEGIN { printf "%.2f", k * 1024 / 1e9 }'), \"tokens_per_s\": $tps, \"threads\": $THREADS}"
+    --batch "$b" --seq 512 --steps 2 --eval-every 0 --log-every 1 --optim-state "$mo" $flag --threads "$THREADS" \
+    > "$W/train-$tag.log" 2> "$W/time-$tag.log" || { echo "big_train: run $run failed (see $W/time-$tag.log)" >&2; exit 1; }
+  rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$W/time-$tag.log")
+  tps=$(grep -o '"tokens_per_s":[0-9.]*' "$W/train-$tag.log" | tail -1 | cut -d: -f2)
+  echo "{\"bench\": \"big_train\", \"params\": $(grep -o 'parameters: [0-9]*' "$W/time-$tag.log" | cut -d' ' -f2), \"moments\": \"$mo\", \"batch\": $b, \"seq\": 512, \"checkpoint_activations\": \"$ck\", \"peak_rss_gb\": $(awk -v k="$rss" 'BEGIN { printf "%.2f", k * 1024 / 1e9 }'), \"tokens_per_s\": $tps, \"threads\": $THREADS}"
   rm -rf "$W/out"
 done
