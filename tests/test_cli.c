@@ -87,6 +87,17 @@ static void test_train_eval_generate(void **s) {
     assert_int_equal(run(&g3, "printf 'line 3' | %s generate --model %s/m --prompt-file - -n 40 --greedy", FK_CLI, tmpdir), 0);
     assert_memory_equal(g3, g1, (size_t)(nl1 - g1));
     free(g3);
+    char big[300];  // a prompt file over 64 MiB (sparse) is refused before it is read, naming the file
+    snprintf(big, sizeof big, "%s/big_prompt.txt", tmpdir);
+    f = fopen(big, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(truncate(big, (off_t)65 << 20), 0);
+    assert_int_not_equal(run(&g3, "%s generate --model %s/m --prompt-file %s -n 1", FK_CLI, tmpdir, big), 0);
+    assert_non_null(strstr(g3, "big_prompt.txt"));
+    assert_non_null(strstr(g3, "64 MiB"));
+    free(g3);
+    unlink(big);
     assert_int_equal(run(&g3, "%s generate --model %s/m --prompt x --prompt-file %s", FK_CLI, tmpdir, pf), 2);
     assert_non_null(strstr(g3, "one of --prompt"));
     free(g3);

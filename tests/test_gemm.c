@@ -447,9 +447,7 @@ static void test_fk_train_precision(void **s) {
     fk_config c;
     fk_config_llama(&c, 256, 64, 2, 4, 2, 176, 64);
     int32_t ids[4096];
-    fk_rng r;
-    fk_rng_seed(&r, 21);
-    for (int i = 0; i < 4096; i++) ids[i] = i % 7 == 0 ? (int32_t)fk_rng_below(&r, 256) : (ids[i > 0 ? i - 1 : 0] * 5 + 3) % 256;
+    structured_ids(ids, 4096, 256, 21, 7, 5, 3);
     fk_token_data d = {.ids = ids, .n = 4096, .vocab_size = 256, .text_bytes = 4096};
     float last[3];
     const fk_precision run[3] = {FK_PRECISION_FP32, FK_PRECISION_BF16, FK_PRECISION_AUTO};

@@ -97,9 +97,7 @@ static void test_training_bf16_moments(void **s) {
     fk_config c;
     fk_config_llama(&c, 256, 64, 2, 4, 2, 176, 64);
     int32_t ids[4096];
-    fk_rng r;
-    fk_rng_seed(&r, 5);
-    for (int i = 0; i < 4096; i++) ids[i] = i % 9 == 0 ? (int32_t)fk_rng_below(&r, 256) : (ids[i > 0 ? i - 1 : 0] * 7 + 11) % 256;
+    structured_ids(ids, 4096, 256, 5, 9, 7, 11);
     fk_token_data d = {.ids = ids, .n = 4096, .vocab_size = 256, .text_bytes = 4096};
     for (g_k = 0; g_k < 2; g_k++) {
         fk_model m;

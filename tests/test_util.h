@@ -15,6 +15,14 @@ static char tmpdir[256];
 // Fails the running cmocka test with the library's message when a call does not return FK_OK.
 #define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
 
+// n token ids below vocab with structure a small model learns: every period-th id drawn at random
+// (seed), the others the previous id times mul plus add, mod vocab.
+static inline void structured_ids(int32_t *ids, int n, int vocab, uint64_t seed, int period, int mul, int add) {
+    fk_rng r;
+    fk_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) ids[i] = i % period == 0 ? (int32_t)fk_rng_below(&r, (uint64_t)vocab) : (ids[i > 0 ? i - 1 : 0] * mul + add) % vocab;
+}
+
 // "<tmpdir>/<name>"; the last eight results stay valid.
 static inline char *tpath(const char *name) {
     static char buf[8][512];

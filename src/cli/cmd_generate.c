@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     const fk_tokenizer *tok;  // NULL: ids are printed
@@ -58,7 +59,12 @@ static bool print_token(int32_t id, void *user) {
 
 // --prompt-file: the prompt from a file, or standard input for '-' (at most 64 MiB).
 static fk_status read_prompt_file(const char *path, char **out) {
-    if (strcmp(path, "-") != 0) return fk_read_file(path, out, NULL);
+    if (strcmp(path, "-") != 0) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && sb.st_size > ((off_t)64 << 20))
+            return fk_error(FK_ERR_ARG, "--prompt-file %s: %lld bytes, more than the 64 MiB a prompt may have", path, (long long)sb.st_size);
+        return fk_read_file(path, out, NULL);  // refuses what is not a regular file, naming it
+    }
     size_t n = 0, cap = 1 << 16;
     char *b = malloc(cap);
     for (size_t r; b && (r = fread(b + n, 1, cap - n - 1, stdin)) > 0;) {
