@@ -680,7 +680,7 @@ static bool stop_cb(const fk_extract_progress *p, void *user) {
 
 static void test_extract_resume(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
     const char *a = tpath("a.fkd"), *b = tpath("b.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, true, NULL, NULL));
     // stopped after 5 sequences (inside a batch of 3), then after 13, then to the end
@@ -707,13 +707,60 @@ static void test_extract_resume(void **state) {
     assert_int_equal(s1.st_ino, s2.st_ino);
     assert_true(s1.st_mtim.tv_sec == s2.st_mtim.tv_sec && s1.st_mtim.tv_nsec == s2.st_mtim.tv_nsec);
     // another extraction into the same file needs restart
-    fk_extract_opts o5 = {5, 32, 3, FK_STORE_GRID_FINE};
+    fk_extract_opts o5 = {5, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
     assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o5, b, false, NULL, NULL), FK_ERR_ARG);
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o5, b, true, NULL, NULL));
     fk_store *s;
     CHECK(fk_store_open(b, &s));
     assert_int_equal(fk_store_header_of(s)->k, 5);
     fk_store_close(s);
+}
+
+// An extraction in bf16 (emulated: every machine takes one path) says so in the store's flags,
+// is not taken for the fp32 store at the same path (a different header: restart needed), keeps
+// the fp32 store's top-1 at almost every position and its cross-entropies within bf16's error,
+// and leaves the products in fp32 afterwards.
+static void test_extract_precision(void **state) {
+    (void)state;
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+    const char *a = tpath("p32.fkd"), *b = tpath("p16.fkd");
+    CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, true, NULL, NULL));
+    fk_matmul_force_emulation(true);
+    o.precision = FK_PRECISION_BF16;
+    assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o, a, false, NULL, NULL), FK_ERR_ARG);
+    CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, b, true, NULL, NULL));
+    fk_matmul_force_emulation(false);
+    assert_int_equal(fk_matmul_precision(), FK_PRECISION_FP32);
+    o.precision = (fk_precision)7;
+    assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o, tpath("p7.fkd"), true, NULL, NULL), FK_ERR_ARG);
+    fk_store *sa, *sb;
+    CHECK(fk_store_open(a, &sa));
+    CHECK(fk_store_open(b, &sb));
+    assert_false(fk_store_header_of(sa)->flags & FK_STORE_BF16);
+    assert_true(fk_store_header_of(sb)->flags & FK_STORE_BF16);
+    fk_store_seq qa = {0}, qb = {0};
+    int64_t positions = 0, same_top1 = 0;
+    double worst_ce = 0, sum_ce = 0;
+    for (int64_t c = 0; c < fk_store_n_seqs(sa); c++) {
+        CHECK(fk_store_read_seq(sa, c, &qa));
+        CHECK(fk_store_read_seq(sb, c, &qb));
+        assert_int_equal(qa.n, qb.n);
+        for (int64_t t = 0; t < qa.n; t++) {
+            same_top1 += qa.ids[t * qa.k] == qb.ids[t * qb.k];
+            double d = fabs(qa.ce[t] - qb.ce[t]);
+            worst_ce = fmax(worst_ce, d);
+            sum_ce += d;
+            positions++;
+        }
+    }
+    assert_true(positions > 100);
+    if (!(same_top1 >= positions * 95 / 100 && worst_ce < 0.1 && sum_ce / (double)positions < 0.02 && sum_ce > 0))
+        fail_msg("bf16 vs fp32 stores: top-1 equal at %lld of %lld positions, cross-entropy differs by %g at most, %g on average",
+                 (long long)same_top1, (long long)positions, worst_ce, sum_ce / (double)positions);
+    fk_store_seq_free(&qa);
+    fk_store_seq_free(&qb);
+    fk_store_close(sa);
+    fk_store_close(sb);
 }
 
 // The stored top-k and cross-entropy are those of a direct forward over the same window.
@@ -730,7 +777,7 @@ static void test_extract_bos(void **state) {
     int32_t bos = fk_tok_bos(gt);
     assert_true(bos >= 0);
     enum { T = 12 };
-    fk_extract_opts o = {4, T, 2, FK_STORE_GRID_FINE};
+    fk_extract_opts o = {4, T, 2, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
     const char *a = tpath("bos.fkd");
     CHECK(fk_extract(&g, gt, text_path, &o, a, true, NULL, NULL));
     fk_store *s;
@@ -770,7 +817,7 @@ static void test_extract_bos(void **state) {
 
 static void test_extract_matches_forward(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
     const char *a = tpath("m.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, false, NULL, NULL));
     fk_store *s;
@@ -851,6 +898,7 @@ int main(void) {
         cmocka_unit_test(test_extract_resume),
         cmocka_unit_test(test_extract_matches_forward),
         cmocka_unit_test(test_extract_bos),
+        cmocka_unit_test(test_extract_precision),
     };
     int failed = cmocka_run_group_tests_name("store", store_tests, tmpdir_setup, tmpdir_teardown);
     failed += cmocka_run_group_tests_name("extract", extract_tests, extract_setup, extract_teardown);

@@ -239,6 +239,28 @@ static void test_stored_gguf(void **s) {
     double maxa = 0;
     for (int64_t i = 0; i < T * d.cfg.vocab_size; i++) maxa = fmax(maxa, fabs((double)a[i]));
     for (int64_t i = 0; i < T * d.cfg.vocab_size; i++) assert_float_equal(a[i], b[i], 1e-5 * fmax(1.0, maxa));
+    // under bf16 products the stored matrices' tiles go through the same bf16 GEMM as the decoded
+    // model's matrices (emulated, so that every machine takes one path): the two agree again, and
+    // both moved away from the fp32 logits by bf16's rounding
+    float *fp32 = malloc((size_t)(T * d.cfg.vocab_size) * sizeof(float));
+    assert_non_null(fp32);
+    memcpy(fp32, a, (size_t)(T * d.cfg.vocab_size) * sizeof(float));
+    fk_matmul_force_emulation(true);
+    fk_matmul_set_precision(FK_PRECISION_BF16);
+    CHECK(fk_model_forward(&d, tok, NULL, 1, T, false, NULL));
+    CHECK(fk_model_forward(&f, tok, NULL, 1, T, false, NULL));
+    fk_matmul_set_precision(FK_PRECISION_FP32);
+    fk_matmul_force_emulation(false);
+    a = fk_model_logits(&d);
+    b = fk_model_logits(&f);
+    double moved = 0;
+    for (int64_t i = 0; i < T * d.cfg.vocab_size; i++) {
+        assert_float_equal(a[i], b[i], 1e-5 * fmax(1.0, maxa));
+        moved = fmax(moved, fabs((double)b[i] - fp32[i]));
+    }
+    if (!(moved > 1e-4 * fmax(1.0, maxa) && moved < 0.05 * fmax(1.0, maxa)))
+        fail_msg("bf16 moved the frozen model's logits by %g (largest logit %g): expected bf16 rounding's size", moved, maxa);
+    free(fp32);
     // saving or exporting a frozen model is refused (its arena does not hold the matrices)
     assert_int_not_equal(fk_hf_save(&f, tpath("frozen"), FK_DT_F32), FK_OK);
     assert_int_not_equal(fk_gguf_export(&f, NULL, tpath("frozen.gguf"), FK_DT_F32, NULL, NULL), FK_OK);

@@ -61,6 +61,13 @@ void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 // 2 MB each) are kept for the next call.
 fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
                              int64_t C, int64_t OC);
+// The same product with each dequantized tile multiplied by gemm instead of cblas_sgemm:
+// out (N x rows, row stride ldo) = inp (N x C) tile^T, tile (rows x C) row-major. The nn layer
+// passes its own product, which follows the matrix-product precision (bf16 on AMX tiles where
+// chosen). One token (N = 1) stays the exact row-by-row path whatever gemm is.
+typedef void (*fk_tile_gemm_fn)(int N, int rows, int C, const float *inp, const float *tile, float *out, int ldo);
+fk_status fk_qmatmul_forward_gemm(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
+                                  int64_t C, int64_t OC, fk_tile_gemm_fn gemm);
 
 // The same product with the activations quantized to 8 bits (llama.cpp's approach): each
 // 32 elements of a row of inp become int8 codes q = round(x / d), d = max|x| / 127, and every

@@ -38,6 +38,7 @@ static int print_info(const char *path) {
     cli_json_int(j, "version", FK_STORE_VERSION);
     cJSON_AddBoolToObject(j, "aligned", (h->flags & FK_STORE_ALIGNED) != 0);
     cJSON_AddBoolToObject(j, "bos", (h->flags & FK_STORE_BOS) != 0);
+    cJSON_AddStringToObject(j, "precision", (h->flags & FK_STORE_BF16) ? "bf16" : "fp32");
     const char *grids[] = {"fine", "compact", "other"};
     cJSON_AddStringToObject(j, "grid", grids[h->grid <= FK_STORE_GRID_OTHER ? h->grid : FK_STORE_GRID_OTHER]);
     cli_json_int(j, "k", h->k);
@@ -99,6 +100,7 @@ int cmd_extract(int argc, char **argv) {
         {"--batch", OPT_I32, &o.batch, "sequences per forward pass", false, "[1,65536]"},
         {"--store-grid", OPT_CHOICE, CLI_ENUM(&o.grid), "quantisation of the stored log-probabilities: fine (offsets below the top-1 on a 3/32-nat grid, top-1 1/16, ce 1/32) or compact (1/4 nat, 1/2 beyond 2 nats, top-1 and ce 1/8; about 13% smaller); include/fusekit/store.h states each one's error bounds", false, "fine|compact"},
         {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false, NULL},
+        CLI_ROW_PRECISION(&o.precision),
         CLI_ROW_THREADS(&threads),
         {"--info", OPT_STR, &info, "print the header of a store FILE.fkd as JSON and exit", false, NULL},
         CLI_ROWS_END,

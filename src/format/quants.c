@@ -451,6 +451,16 @@ static fk_status qmatmul_dims(const type_entry *t, uint32_t ggml_type, int64_t N
 
 fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
                              int64_t C, int64_t OC) {
+    return fk_qmatmul_forward_gemm(out, inp, w, ggml_type, bias, N, C, OC, NULL);
+}
+
+static void blas_tile(int N, int rows, int C, const float *inp, const float *tile, float *out, int ldo) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, C, 1.0f, inp, C, tile, C, 0.0f, out, ldo);
+}
+
+fk_status fk_qmatmul_forward_gemm(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
+                                  int64_t C, int64_t OC, fk_tile_gemm_fn gemm) {
+    if (!gemm) gemm = blas_tile;
     if (ggml_type >= FK_GGML_TYPE_COUNT || !types[ggml_type].deq)
         return fk_error(FK_ERR_ARG, "qmatmul: ggml type %s (%u) cannot be dequantized", fk_ggml_type_name(ggml_type), ggml_type);
     const type_entry *t = &types[ggml_type];
@@ -476,8 +486,7 @@ fk_status fk_qmatmul_forward(float *out, const float *inp, const void *w, uint32
             continue;
         }
         for (int64_t r = 0; r < rows; r++) fk_dequantize_row(ggml_type, wb + (uint64_t)(o0 + r) * row_bytes, buf + r * C, C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)rows, (int)C, 1.0f, inp, (int)C, buf, (int)C, 0.0f,
-                    out + o0, (int)OC);
+        gemm((int)N, (int)rows, (int)C, inp, buf, out + o0, (int)OC);
         if (bias)
             for (int64_t i = 0; i < N; i++)
                 for (int64_t r = 0; r < rows; r++) out[i * OC + o0 + r] += bias[o0 + r];

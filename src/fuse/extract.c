@@ -186,6 +186,7 @@ void fk_extract_defaults(fk_extract_opts *o) {
     o->seq = 0;
     o->batch = 4;
     o->grid = FK_STORE_GRID_FINE;
+    o->precision = FK_PRECISION_FP32;
 }
 
 // Reads and encodes the corpus: ids and n+1 span starts.
@@ -233,6 +234,7 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
         if (opts->seq > 0) o->seq = opts->seq;
         if (opts->batch > 0) o->batch = opts->batch;
         o->grid = opts->grid;
+        o->precision = opts->precision;
     }
     int64_t V = m->cfg.vocab_size;
     if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
@@ -243,6 +245,8 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
     if (o->k < 1 || o->k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o->k);
     if (o->grid != FK_STORE_GRID_FINE && o->grid != FK_STORE_GRID_COMPACT)
         return fk_error(FK_ERR_ARG, "extract: store grid must be %d (fine) or %d (compact), got %d", FK_STORE_GRID_FINE, FK_STORE_GRID_COMPACT, o->grid);
+    if (o->precision != FK_PRECISION_FP32 && o->precision != FK_PRECISION_BF16 && o->precision != FK_PRECISION_AUTO)
+        return fk_error(FK_ERR_ARG, "extract: precision must be fp32, bf16 or auto (got %d)", (int)o->precision);
     if ((int64_t)o->seq + *lead > m->cfg.max_seq)
         return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o->seq, *lead ? " (+ BOS)" : "",
                         (long long)m->cfg.max_seq);
@@ -366,7 +370,10 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     int32_t *ids = NULL;
     int64_t *begin = NULL;
     FK_TRY(load_corpus(t, corpus_path, &ids, &begin, &h.n_tokens, &h.corpus_bytes, &h.corpus_fp));
-    h.flags = lead ? FK_STORE_BOS : 0;
+    // the products run in the chosen precision for this extraction only (restored at done)
+    fk_precision before = fk_matmul_precision();
+    fk_matmul_set_precision(o.precision);
+    h.flags = (lead ? FK_STORE_BOS : 0) | (fk_matmul_precision() == FK_PRECISION_BF16 ? FK_STORE_BF16 : 0);
     h.k = o.k;
     h.seq = o.seq;
     h.vocab_size = V;
@@ -414,6 +421,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
         w = NULL;
     }
 done:
+    fk_matmul_set_precision(before);
     if (w) fk_store_writer_close(w);
     for (int b = 0; q && b < B; b++) { fk_store_seq_free(&q[b]); fk_store_buf_free(&rec[b]); }
     free(q); free(rec); free(x); free(ids); free(begin);

@@ -51,9 +51,9 @@ static fk_status store_flops(const fk_model *m, const char *path, double *flops)
     return FK_OK;
 }
 
-// fk_extract_model_store, and *flops (may be NULL) += the extraction's forward FLOPs (store_flops).
-static fk_status extract_store(const char *model, const char *data, const char *store_dir, int k, const fk_job_hooks *h, char **path,
-                               bool *stopped_out, double *flops) {
+// fk_extract_model_store in the given matrix-product precision (fuse: its --precision), and *flops (may be NULL) += the extraction's forward FLOPs (store_flops).
+static fk_status extract_store(const char *model, const char *data, const char *store_dir, int k, fk_precision precision,
+                               const fk_job_hooks *h, char **path, bool *stopped_out, double *flops) {
     static const fk_job_hooks none;
     if (!h) h = &none;
     *path = NULL;
@@ -69,6 +69,7 @@ static fk_status extract_store(const char *model, const char *data, const char *
         fk_extract_opts eo;
         fk_extract_defaults(&eo);
         eo.k = k;
+        eo.precision = precision;
         extract_ctx c = {h, model};
         double t0 = fk_time_s();
         bool stopped = false, cached = false;
@@ -89,7 +90,7 @@ static fk_status extract_store(const char *model, const char *data, const char *
 
 fk_status fk_extract_model_store(const char *model, const char *data, const char *store_dir, int k, const fk_job_hooks *h, char **path,
                                  bool *stopped_out) {
-    return extract_store(model, data, store_dir, k, h, path, stopped_out, NULL);
+    return extract_store(model, data, store_dir, k, FK_PRECISION_FP32, h, path, stopped_out, NULL);
 }
 
 // ------------------------------------------------------------------ a training job on stores
@@ -176,7 +177,7 @@ static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const 
     char *stores[FK_PATH_LIST_MAX] = {0};
     double extraction = 0;
     for (int i = 0; i < n && st == FK_OK; i++) {
-        st = extract_store(models[i], tj->data, sdir, k, h, &stores[i], &r->stopped, &extraction);
+        st = extract_store(models[i], tj->data, sdir, k, tj->o.precision, h, &stores[i], &r->stopped, &extraction);
         tj->teachers.v[tj->teachers.n++] = stores[i];
     }
     tj->ao.cache_dir = sdir;

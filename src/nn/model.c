@@ -2,6 +2,7 @@
 // decoder, and incremental inference with a KV cache.
 #include "fusekit/model.h"
 #include "nn/ops.h"
+#include "nn/gemm.h"
 #include "nn/moe.h"
 #include "base/par.h"
 #include "fusekit/quants.h"
@@ -662,6 +663,11 @@ size_t fk_model_weight_bytes(const fk_model *m) {
 }
 
 
+// A dequantized tile's product through the library's GEMM (the matrix-product precision).
+static void precision_tile(int N, int rows, int C, const float *inp, const float *tile, float *out, int ldo) {
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, C, 1.0f, inp, C, tile, C, 0.0f, out, ldo);
+}
+
 // out (N,OC) = inp (N,C) W^T + b for the matrix at arena offset woff: from the arena, or from
 // its stored segments (each multiplied in its own type, then scattered into out's columns).
 static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t woff, const float *bias, int64_t N, int64_t C,
@@ -674,14 +680,14 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
         const fk_stored *s = &m->stored[i];
         if (s->param != pi) continue;
         if (s->row0 == 0 && s->rows == OC && s->rope_hd == 0)  // the whole matrix in table order: straight into out
-            return fk_qmatmul_forward(out, inp, s->data, s->type, bias, N, C, OC);
+            return fk_qmatmul_forward_gemm(out, inp, s->data, s->type, bias, N, C, OC, precision_tile);
         if (N * s->rows > m->stored_tmp_n) {
             float *t = realloc(m->stored_tmp, (size_t)(N * s->rows) * sizeof(float));
             if (!t) return fk_error(FK_ERR_NOMEM, "out of memory (%lld x %lld scratch for '%s')", (long long)N, (long long)s->rows, p->name);
             m->stored_tmp = t;
             m->stored_tmp_n = N * s->rows;
         }
-        FK_TRY(fk_qmatmul_forward(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows));
+        FK_TRY(fk_qmatmul_forward_gemm(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows, precision_tile));
         const float *t = m->stored_tmp;
         int64_t R = s->rows;
         #pragma omp parallel for if (N * R > FK_OMP_MIN_WORK)
