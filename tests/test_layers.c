@@ -88,7 +88,7 @@ static const struct { const char *header, *module; } owners[] = {
     {"synth.h", "data"},       {"eval.h", "eval"},          {"probes.h", "eval"},        {"sample.h", "eval"},
     {"train.h", "train"},      {"align.h", "fuse"},         {"fusion.h", "fuse"},        {"merge.h", "fuse"},
     {"extract.h", "fuse"},     {"analyze.h", "fold"},       {"cluster.h", "fold"},       {"fold.h", "fold"},
-    {"job.h", "fuse"},         {"stats.h", "eval"},
+    {"job.h", "fuse"},         {"stats.h", "eval"},         {"chat.h", "tok"},
     {"fusekit.h", "cli"},
 };
 

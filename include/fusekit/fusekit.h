@@ -4,6 +4,7 @@
 #include "fusekit/base.h"
 #include "fusekit/cluster.h"
 #include "fusekit/align.h"
+#include "fusekit/chat.h"
 #include "fusekit/analyze.h"
 #include "fusekit/data.h"
 #include "fusekit/eval.h"

@@ -212,7 +212,9 @@ static const struct { const char *cmd, *lines; } examples[] = {
     {"eval", "fusekit eval --model out/shk --data test.txt\n"
              "fusekit eval --model SmolLM2-135M-Instruct.Q4_1.gguf --data wiki.test.raw --protocol llama-perplexity --seq 512"},
     {"generate", "fusekit generate --model out/shk --prompt \"ROMEO:\" -n 200 --temperature 0.8 --top-k 40\n"
-                 "fusekit generate --model model.gguf --prompt-file prompt.txt -n 200 --stop \"</s>\" --repeat-penalty 1.1"},
+                 "fusekit generate --model SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt \"What is the capital of France?\" --greedy"},
+    {"chat", "fusekit chat --model SmolLM2-135M-Instruct.Q4_1.gguf --system \"Answer in one sentence.\"\n"
+             "fusekit chat --model out/fused --chat-template chat_template.jinja --temperature 0.7 --top-p 0.9"},
     {"info", "fusekit info --model out/shk\n"
              "fusekit info --model model.gguf --json"},
     {"tokenize", "fusekit tokenize --tokenizer out/tok --data train.txt -o train.fktok\n"

@@ -11,7 +11,8 @@
 static const cli_sub commands[] = {
     {"train", cmd_train, "train a model (from scratch, from a model folder, or resuming a checkpoint)"},
     {"eval", cmd_eval, "loss, perplexity and bits per byte of a model on a text or token shard"},
-    {"generate", cmd_generate, "generate text with a KV cache (greedy, temperature, top-k, top-p)"},
+    {"generate", cmd_generate, "generate text with a KV cache (greedy, temperature, top-k, top-p; --chat: through the chat template)"},
+    {"chat", cmd_chat, "talk with an instruct model through its chat template (SmolLM2, Llama 3, Qwen, Gemma, Phi, Mistral ...)"},
     {"info", cmd_info, "a model's config, parameter counts and memory"},
     {"tokenizer", cmd_tokenizer, "train, inspect and run tokenizers (train | encode | decode | info | convert)"},
     {"tokenize", cmd_tokenize, "encode text files into a token shard for train, eval and extract"},
