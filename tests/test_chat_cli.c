@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "fusekit/fusekit.h"
 #include "test_util.h"
 
@@ -33,16 +35,18 @@ static int setup(void **s) {
                  FK_CLI, text, tmpdir);
     if (rc != 0) { fprintf(stderr, "%s\n", out); free(out); return -1; }
     free(out);
+    // the template beside the tokenizer travels with it: train saves it into the model's
+    // tokenizer_config.json, export into the GGUF (test_saved_template)
+    snprintf(tmpl, sizeof tmpl, "%s/tok/chat_template.jinja", tmpdir);
+    size_t n;
+    char *t = slurp(FK_TEST_DATA "/chat/SmolLM2-135M-Instruct.jinja", &n);
+    spit(tmpl, t, n);
+    free(t);
     snprintf(model, sizeof model, "%s/m", tmpdir);
     rc = run(&out, "%s train --data %s --tokenizer %s/tok -o %s --steps 30 --batch 4 --ctx 160 --d-model 32 --layers 2 --heads 2 --lr 1e-2",
              FK_CLI, text, tmpdir, model);
     if (rc != 0) { fprintf(stderr, "%s\n", out); free(out); return -1; }
     free(out);
-    snprintf(tmpl, sizeof tmpl, "%s/chat_template.jinja", model);
-    size_t n;
-    char *t = slurp(FK_TEST_DATA "/chat/SmolLM2-135M-Instruct.jinja", &n);
-    spit(tmpl, t, n);
-    free(t);
     return 0;
 }
 
@@ -162,8 +166,23 @@ static void test_errors(void **s) {
     (void)s;
     char dir[400], cmd[1200];
     snprintf(dir, sizeof dir, "%s/plain", tmpdir);
-    snprintf(cmd, sizeof cmd, "cp -r %s %s && rm %s/chat_template.jinja", model, dir, dir);
+    // the model's tokenizer_config.json without its chat_template
+    snprintf(cmd, sizeof cmd, "cp -r %s %s", model, dir);
     assert_int_equal(system(cmd), 0);
+    char cfgp[500];
+    snprintf(cfgp, sizeof cfgp, "%s/tokenizer_config.json", dir);
+    size_t n;
+    char *cfg = slurp(cfgp, &n);
+    {
+        cJSON *j = cJSON_Parse(cfg);
+        assert_non_null(cJSON_GetObjectItem(j, "chat_template"));
+        cJSON_DeleteItemFromObject(j, "chat_template");
+        char *o = cJSON_Print(j);
+        spit(cfgp, o, strlen(o));
+        free(o);
+        cJSON_Delete(j);
+    }
+    free(cfg);
     RUN_FAILS(1, "has no chat template", "%s chat --model %s < /dev/null", FK_CLI, dir);
     RUN_FAILS(1, "--chat-template FILE", "%s generate --model %s --chat --prompt hi", FK_CLI, dir);
     RUN_OK("%s generate --model %s --chat --chat-template %s --prompt hi -n 2 2>/dev/null", FK_CLI, dir, tmpl);
@@ -174,6 +193,40 @@ static void test_errors(void **s) {
     snprintf(bad, sizeof bad, "%s/bad.jinja", tmpdir);
     spit(bad, "{{ raise_exception('System role not supported') }}", 50);
     RUN_FAILS(1, "System role not supported", "%s generate --model %s --chat --chat-template %s --prompt hi", FK_CLI, model, bad);
+}
+
+// The template travels with the tokenizer: in the trained model's tokenizer_config.json, and
+// in a GGUF export (tokenizer.chat_template), where chat finds it.
+static void test_saved_template(void **s) {
+    (void)s;
+    char p[500];
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", model);
+    size_t n;
+    char *cfg = slurp(p, &n), *t = slurp(tmpl, &n);
+    cJSON *j = cJSON_Parse(cfg);
+    const cJSON *ct = cJSON_GetObjectItem(j, "chat_template");
+    assert_true(cJSON_IsString(ct));
+    assert_string_equal(ct->valuestring, t);
+    cJSON_Delete(j);
+    free(cfg);
+    RUN_OK("%s export --model %s --gguf %s/m.gguf", FK_CLI, model, tmpdir);
+    fk_gguf g;
+    snprintf(p, sizeof p, "%s/m.gguf", tmpdir);
+    CHECK(fk_gguf_open(p, &g));
+    fk_gguf_str v;
+    CHECK(fk_gguf_get_str(&g, "tokenizer.chat_template", &v));
+    assert_int_equal(v.n, strlen(t));
+    assert_memory_equal(v.s, t, v.n);
+    fk_gguf_close(&g);
+    free(t);
+    char *a, *b, in[400];
+    snprintf(in, sizeof in, "%s/in1.txt", tmpdir);
+    spit(in, "Say hello.\n", 11);
+    assert_int_equal(run(&a, "{ %s chat --model %s --greedy -n 6 < %s 2>/dev/null; }", FK_CLI, model, in), 0);
+    assert_int_equal(run(&b, "{ %s chat --model %s/m.gguf --greedy -n 6 < %s 2>/dev/null; }", FK_CLI, tmpdir, in), 0);
+    assert_string_equal(a, b);  // the same template, tokenizer and weights (f32 export)
+    free(a);
+    free(b);
 }
 
 // A line of the screen that is the chat's empty "> " prompt (tmux trims the trailing space), after from.
@@ -230,6 +283,7 @@ static void test_tmux(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_chat), cmocka_unit_test(test_conversation), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_saved_template),
         cmocka_unit_test(test_tmux),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);

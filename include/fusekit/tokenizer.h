@@ -84,6 +84,11 @@ extern const char *const fk_tok_pre_names[];
 fk_tok_kind fk_tok_kind_of(const fk_tokenizer *t);
 int32_t fk_tok_vocab_size(const fk_tokenizer *t);
 const char *fk_tok_pre(const fk_tokenizer *t);  // preset name, "" for custom patterns or none
+// The chat template the tokenizer's files carry (GGUF tokenizer.chat_template; beside a
+// tokenizer.json: chat_template.jinja, tokenizer_config.json's chat_template, chat_template.json),
+// NULL when none; saved with it (tokenizer_config.json, GGUF). Not part of the fingerprint.
+const char *fk_tok_chat_template(const fk_tokenizer *t);
+fk_status fk_tok_set_chat_template(fk_tokenizer *t, const char *tmpl);  // a copy; NULL removes it
 int32_t fk_tok_bos(const fk_tokenizer *t);
 bool fk_tok_adds_bos(const fk_tokenizer *t);   // encoding with FK_ENC_ADD_SPECIAL puts BOS first
 int32_t fk_tok_eos(const fk_tokenizer *t);

@@ -116,16 +116,19 @@ typedef struct {
     char bos[128], eos[128];
 } chat_setup;
 
-// The template: --chat-template FILE, else the model's own (its folder or GGUF, else the
-// --tokenizer's folder); an error naming both places when there is none.
+// The template: --chat-template FILE, else the one the tokenizer's files carry (the model's GGUF
+// or folder, or --tokenizer's); an error saying how to give one when there is none.
 static fk_status chat_open(const cli_model_opts *mo, const char *tmpl_file, const fk_tokenizer *tok, chat_setup *c) {
     memset(c, 0, sizeof *c);
     if (!tok) return fk_error(FK_ERR_ARG, "%s has no tokenizer: a chat needs one (give --tokenizer)", mo->path);
-    FK_TRY(fk_chat_template_find(mo->path, tmpl_file, &c->tmpl, &c->where));
-    if (!c->tmpl && mo->tokenizer) FK_TRY(fk_chat_template_find(mo->tokenizer, NULL, &c->tmpl, &c->where));
-    if (!c->tmpl)
+    if (tmpl_file) FK_TRY(fk_chat_template_find(NULL, tmpl_file, &c->tmpl, &c->where));
+    else if (fk_tok_chat_template(tok)) {
+        c->tmpl = strdup(fk_tok_chat_template(tok));
+        c->where = strdup(mo->tokenizer ? mo->tokenizer : mo->path);
+        if (!c->tmpl || !c->where) return fk_error(FK_ERR_NOMEM, "out of memory");
+    } else
         return fk_error(FK_ERR_ARG, "%s has no chat template (tokenizer_config.json's chat_template, chat_template.jinja, or the GGUF's "
-                        "tokenizer.chat_template): give one with --chat-template FILE", mo->path);
+                        "tokenizer.chat_template): give one with --chat-template FILE", mo->tokenizer ? mo->tokenizer : mo->path);
     special_text(tok, fk_tok_bos(tok), c->bos, sizeof c->bos);
     special_text(tok, fk_tok_eos(tok), c->eos, sizeof c->eos);
     return FK_OK;

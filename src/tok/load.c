@@ -1,5 +1,6 @@
 // Tokenizer files: GGUF metadata and Hugging Face tokenizer.json / tokenizer_config.json.
 #include "tok/tok_internal.h"
+#include "fusekit/chat.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -278,6 +279,17 @@ fk_status fk_tok_load_gguf(const fk_gguf *g, fk_tokenizer **out) {
     if (st == FK_OK) st = gguf_specials(&p.s, g, n, path);
     if (st == FK_OK) st = tok_parts_build(&p, n, path, out);
     tok_parts_free(&p);
+    if (st == FK_OK && fk_gguf_find(g, "tokenizer.chat_template")) {
+        fk_gguf_str ct;
+        char *c = NULL;
+        st = fk_gguf_get_str(g, "tokenizer.chat_template", &ct);
+        if (st == FK_OK && ct.n > FK_CHAT_MAX_TEMPLATE)
+            st = fk_error(FK_ERR_FORMAT, "%s: key 'tokenizer.chat_template' is %llu bytes, more than %d", path, (unsigned long long)ct.n, FK_CHAT_MAX_TEMPLATE);
+        if (st == FK_OK && !(c = strndup(ct.s, (size_t)ct.n))) st = fk_error(FK_ERR_NOMEM, "out of memory");
+        if (st == FK_OK) st = fk_tok_set_chat_template(*out, c);
+        free(c);
+        if (st != FK_OK) { fk_tok_free(*out); *out = NULL; }
+    }
     return st;
 }
 
@@ -357,6 +369,8 @@ fk_status fk_tok_to_gguf(const fk_tokenizer *t, fk_gguf_writer *w) {
     if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", c.add_bos);
     if (st == FK_OK) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", c.add_eos);
     if (st == FK_OK && kind == FK_TOK_SPM) st = fk_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", c.add_space_prefix);
+    const char *ct = fk_tok_chat_template(t);
+    if (st == FK_OK && ct) st = fk_gguf_set_str(w, "tokenizer.chat_template", ct, strlen(ct));
     free(pieces); free(lens); free(scores); free(types);
     return st;
 }
@@ -718,6 +732,11 @@ fk_status fk_tok_load_json(const char *path, fk_tokenizer **out) {
     cJSON_Delete(root);
     tok_parts_free(&p);
     free(h.pats);
+    char *tmpl = NULL;
+    if (st == FK_OK) st = fk_chat_template_find(path, NULL, &tmpl, NULL);  // the files beside tokenizer.json
+    if (st == FK_OK && tmpl) st = fk_tok_set_chat_template(*out, tmpl);
+    free(tmpl);
+    if (st != FK_OK && *out) { fk_tok_free(*out); *out = NULL; }
     return st;
 }
 
@@ -1055,6 +1074,7 @@ fk_status fk_tok_save_hf(const fk_tokenizer *t, const char *dir) {
     cJSON_AddBoolToObject(cfg, "clean_up_tokenization_spaces", false);
     cJSON_AddNumberToObject(cfg, "model_max_length", 1e30);
     cJSON_AddStringToObject(cfg, "tokenizer_class", "PreTrainedTokenizerFast");
+    if (fk_tok_chat_template(t)) cJSON_AddStringToObject(cfg, "chat_template", fk_tok_chat_template(t));
     st = write_json(dir, "tokenizer_config.json", cfg);
     if (st == FK_OK) st = write_json(dir, "special_tokens_map.json", map);
     cJSON_Delete(cfg);

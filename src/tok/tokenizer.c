@@ -26,6 +26,7 @@ struct fk_tokenizer {
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, byte_fallback, ignore_merges, score_mode;
     bool nfc;                // Unicode NFC before anything else
+    char *chat_template;     // the model's chat template (chat.h), NULL when none: not part of the fingerprint
     bool prefix_after_added; // SPM: the dummy prefix also follows each added token (else only the text's start)
     bool spm_split;          // SPM: merges never cross a point before a "▁" that follows a character
                              // other than ▁ and other than the nosplit ones
@@ -47,6 +48,7 @@ static const char *piece(const fk_tokenizer *t, int32_t id) { return t->blob + t
 
 void fk_tok_free(fk_tokenizer *t) {
     if (!t) return;
+    free(t->chat_template);
     free(t->blob);
     free(t->off);
     free(t->len);
@@ -899,5 +901,15 @@ fk_status fk_tok_decode(const fk_tokenizer *t, const int32_t *ids, int64_t n, un
     buf[o] = 0;
     *text = buf;
     *len = o;
+    return FK_OK;
+}
+
+const char *fk_tok_chat_template(const fk_tokenizer *t) { return t ? t->chat_template : NULL; }
+
+fk_status fk_tok_set_chat_template(fk_tokenizer *t, const char *tmpl) {
+    char *c = NULL;
+    if (tmpl && !(c = strdup(tmpl))) return fk_error(FK_ERR_NOMEM, "out of memory");
+    free(t->chat_template);
+    t->chat_template = c;
     return FK_OK;
 }

@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "fusekit/fusekit.h"
 
 #define CHECK(st) do { fk_status st_ = (st); if (st_ != FK_OK) fail_msg("%s", fk_last_error()); } while (0)
@@ -155,7 +157,73 @@ static void run_model(const real_model *rm) {
     fk_tok_free(tok);
 }
 
-static void test_smollm2(void **s) { (void)s; run_model(&models[0]); }
+// A chat turn as transformers runs it on the same GGUF (tools/ref/make_chat_real_golden.py,
+// tests/real/data/smollm2_chat.jsonl): the template carried by the file's tokenizer, rendered
+// and encoded with its control tokens, gives transformers' prompt ids; the greedy reply up to
+// the end-of-turn token is transformers' reply, id for id.
+static void chat_turns(const char *path, const char *golden) {
+    fk_model m;
+    fk_tokenizer *tok;
+    CHECK(fk_model_load(path, FK_LOAD_FROZEN, &m, &tok));
+    const char *tmpl = fk_tok_chat_template(tok);
+    if (!tmpl) fail_msg("%s: no chat template read from the file", path);
+    char bos[64] = "", eos[64] = "";
+    size_t k = fk_tok_token_bytes(tok, fk_tok_bos(tok), bos, sizeof bos - 1);
+    bos[k < sizeof bos ? k : 0] = 0;
+    k = fk_tok_token_bytes(tok, fk_tok_eos(tok), eos, sizeof eos - 1);
+    eos[k < sizeof eos ? k : 0] = 0;
+    size_t len;
+    char *lines = read_text(golden, &len);
+    int turns = 0;
+    int64_t V = m.cfg.vocab_size;
+    float *logits = malloc((size_t)V * sizeof(float));
+    for (char *line = strtok(lines, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        fk_chat_msg msg = {"user", cJSON_GetObjectItem(j, "message")->valuestring};
+        fk_chat_opts o = {true, bos, eos, NULL, 0};
+        char *text;
+        CHECK(fk_chat_render(tmpl, &msg, 1, &o, &text));
+        fk_tok_out po = {0};
+        CHECK(fk_tok_encode(tok, text, strlen(text), FK_ENC_PARSE_SPECIAL, &po));
+        const cJSON *pi = cJSON_GetObjectItem(j, "prompt_ids"), *ri = cJSON_GetObjectItem(j, "reply_ids");
+        assert_int_equal(po.n, cJSON_GetArraySize(pi));
+        for (int64_t i = 0; i < po.n; i++) assert_int_equal(po.ids[i], cJSON_GetArrayItem(pi, (int)i)->valueint);
+        int n_reply = cJSON_GetArraySize(ri);
+        int32_t *ids = malloc((size_t)(po.n + n_reply) * sizeof(int32_t));
+        memcpy(ids, po.ids, (size_t)po.n * sizeof(int32_t));
+        int64_t n = po.n;
+        CHECK(fk_model_step(&m, ids, n, 0, logits));
+        for (int i = 0; i < n_reply; i++) {
+            int32_t best = 0;
+            for (int64_t v = 1; v < V; v++) if (logits[v] > logits[best]) best = (int32_t)v;
+            if (best != cJSON_GetArrayItem(ri, i)->valueint)
+                fail_msg("\"%s\": reply token %d is %d, transformers %d", msg.content, i, best, cJSON_GetArrayItem(ri, i)->valueint);
+            ids[n] = best;
+            if (fk_tok_type(tok, best) == FK_TT_CONTROL) break;  // the end of the turn
+            CHECK(fk_model_step(&m, &ids[n], 1, n, logits));
+            n++;
+        }
+        print_message("  chat: \"%s\" -> %d reply tokens equal to transformers' (\"%.40s...\")\n", msg.content, n_reply,
+                      cJSON_GetObjectItem(j, "reply")->valuestring);
+        free(ids);
+        fk_tok_out_free(&po);
+        free(text);
+        cJSON_Delete(j);
+        turns++;
+    }
+    assert_true(turns >= 2);
+    free(logits);
+    free(lines);
+    fk_tok_free(tok);
+    fk_model_free(&m);
+}
+
+static void test_smollm2(void **s) {
+    (void)s;
+    run_model(&models[0]);
+    chat_turns(getenv(models[0].env), FK_REAL_DATA "/smollm2_chat.jsonl");
+}
 static void test_gemma3(void **s) { (void)s; run_model(&models[1]); }
 
 int main(void) {
