@@ -307,6 +307,7 @@ static void test_self_distillation(void **s) {
     size_t n;
     char *metrics = slurp(tpath("self/metrics.jsonl"), &n);
     assert_non_null(strstr(metrics, "\"teacher_shares\":[1]"));
+    assert_non_null(strstr(metrics, "\"teachers\":[\"target\"]"));  // labelled by the store's model name
     assert_non_null(strstr(metrics, "fusion_loss"));
     free(metrics);
     // compute: extraction over windows of 64 (the context) of the corpus's bytes, forward 81920 per token;

@@ -380,6 +380,25 @@ static void test_plan(void **s) {
             }
             fk_fold_plan_free(&p);
         }
+    // fk_fold_run's estimate counts what it applied: with a layer operation, that operation's
+    // measured KL plus the widths planned again after it (the first plan's widths, never applied,
+    // do not count), so it stays near the probe KL measured on the folded model
+    {
+        fk_fold_run_opts ro;
+        fk_fold_run_defaults(&ro);
+        ro.plan.budget = 0.3;
+        ro.plan.layer_ops = true;
+        ro.seq = 32;
+        fk_fold_result r;
+        CHECK(fk_fold_run(&m, &d, &ro, NULL, NULL, &r));
+        assert_true(r.has_widths && r.plan.n_ops > 0);
+        double want = r.widths.est_kl_total;
+        for (int i = 0; i < r.plan.n_ops; i++) want += r.plan.ops[i].kl;
+        assert_true(fabs(r.est_kl - want) <= 1e-12 * (1 + want));
+        print_message("  fold run with a layer operation: estimated KL %.3g (the first plan alone %.3g), probe KL %.3g\n", r.est_kl,
+                      r.plan.est_kl_total, r.probe_kl);
+        fk_fold_result_free(&r);
+    }
     // scope "blocks" with head operations: heads fold within KV groups too, and applying the plan
     // removes exactly the planned parameters
     {

@@ -112,6 +112,19 @@ static void test_fold_heal_prune(void **s) {
     rc = run(&out, "%s fold --model %s --data %s --budget 0.3 --rounds 2 --heal-steps 60 -o %s -- --batch 16 --lr 3e-4 --eval-every 0 --log-every 1000 --val-frac 0",
              F, tpath("orig"), tpath("train.txt"), tpath("progressive"));
     if (rc != 0) fail_msg("fold --rounds failed:\n%s", out);
+    {
+        // the last JSON line sums up the run: both rounds' removals against the original's scope,
+        // each round's KL to its own input
+        const char *last = strstr(out, "\"rounds\":2");
+        if (!last) fail_msg("no summary of the rounds:\n%s", out);
+        const char *line = last;
+        while (line > out && line[-1] != '\n') line--;
+        double frac = json_num(line, "scope_removed_fraction");
+        assert_true(frac >= 0.3 && frac < 0.45);
+        assert_non_null(strstr(line, "\"round_probe_kl\":["));
+        assert_non_null(strstr(out, "fold: 2 rounds removed"));
+        assert_true(json_num(line, "params_after") < json_num(line, "params_before"));
+    }
     free(out);
     assert_true(fk_path_exists(tpath("progressive/round-1/folded/config.json")));
     assert_true(fk_path_exists(tpath("progressive/round-1/healed/config.json")));

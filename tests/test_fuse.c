@@ -80,6 +80,7 @@ static void test_fused_beats_clm(void **s) {
                  tpath("srcA"), tpath("srcB"), tpath("mix.txt"), tpath("fused"), tr);
     if (rc != 0) fail_msg("fuse failed:\n%s", out);
     assert_non_null(strstr(out, "teacher_shares"));
+    assert_non_null(strstr(out, "\"teachers\":[\"srcA\",\"srcB\"]"));  // the shares' labels, in order
     free(out);
     RUN_OK("%s train --init %s --data %s -o %s %s", F, tpath("T0"), tpath("mix.txt"), tpath("clm"), tr);
     double a = eval_bpb(tpath("srcA"), tpath("val.txt")), b = eval_bpb(tpath("srcB"), tpath("val.txt"));

@@ -201,8 +201,9 @@ typedef struct {
     bool has_widths;
     fk_model folded;        // the folded model (not with plan_only)
     int64_t params_before, params_after, scope_before, scope_removed;
-    double est_kl;          // estimated KL of the plans taken, nats
-    double probe_kl;        // measured on the held-out probe (NAN with plan_only)
+    double est_kl;          // estimated KL of what was applied, nats: the plan's, or with layer operations
+                            // their measured KL plus the widths planned again after them
+    double probe_kl;        // KL(original || folded) measured on the held-out probe text (NAN with plan_only)
 } fk_fold_result;
 void fk_fold_result_free(fk_fold_result *r);
 

@@ -57,7 +57,16 @@ typedef struct {
     int64_t seq, batch, max_tokens, probe_windows;
     bool plan_only;
     const char *out_name;  // the output's final name in messages (written under a temporary one)
+    struct fold_tally *tally;  // --rounds: what each fold did, for the run's summary (NULL: not kept)
 } fold_args;
+
+// The folds of a --rounds run, as fold_once made them (rounds already folded by an earlier,
+// interrupted run are not in it).
+typedef struct fold_tally {
+    int folds;
+    int64_t params_before, scope_before, params_after, removed;
+    double probe_kl[64], est_kl[64];
+} fold_tally;
 
 static fk_status analyze_model(fk_model *m, const fk_token_data *d, const fold_args *fa, fk_analysis *a) {
     int seq = (int)(fa->seq > 0 ? fa->seq : m->cfg.max_seq);
@@ -91,10 +100,19 @@ static fk_status on_plan(const fk_fold_plan *p, bool widths, void *user) {
     char *json = fk_fold_plan_json(p);
     fk_status st = json ? write_text(ui->out_dir, widths ? "plan-widths.json" : "plan.json", json) : fk_error(FK_ERR_NOMEM, "out of memory");
     free(json);
-    if (st == FK_OK && !widths)
-        fprintf(stderr, "plan: remove %lld of %lld %s parameters (%.1f%%): %d layer operation(s), estimated KL %.4g nats (%.1f s); wrote %s/plan.json\n",
-                (long long)p->removed_params, (long long)p->scope_params, ui->scope == FK_SCOPE_FFN ? "FFN" : ui->scope == FK_SCOPE_BLOCKS ? "layer" : "model",
-                100.0 * (double)p->removed_params / (double)p->scope_params, p->n_ops, p->est_kl_total, fk_time_s() - ui->t0, ui->out_name);
+    const char *scope = ui->scope == FK_SCOPE_FFN ? "FFN" : ui->scope == FK_SCOPE_BLOCKS ? "layer" : "model";
+    double ops_kl = 0;
+    for (int i = 0; i < p->n_ops; i++) ops_kl += p->ops[i].kl;
+    if (st == FK_OK && !widths && p->n_ops == 0)
+        fprintf(stderr, "plan: remove %lld of %lld %s parameters (%.1f%%), no layer operation; estimated KL to the original %.4g nats "
+                "(%.1f s); wrote %s/plan.json\n", (long long)p->removed_params, (long long)p->scope_params, scope,
+                100.0 * (double)p->removed_params / (double)p->scope_params, p->est_kl_total, fk_time_s() - ui->t0, ui->out_name);
+    else if (st == FK_OK && !widths)
+        fprintf(stderr, "plan: %d layer operation(s) (KL measured on the probe %.4g nats), then the widths planned again after them; "
+                "wrote %s/plan.json\n", p->n_ops, ops_kl, ui->out_name);
+    else if (st == FK_OK)
+        fprintf(stderr, "plan after the layer operations: widths remove %lld more %s parameters, estimated KL %.4g nats (%.1f s); "
+                "wrote %s/plan-widths.json\n", (long long)p->removed_params, scope, p->est_kl_total, fk_time_s() - ui->t0, ui->out_name);
     return st;
 }
 
@@ -160,7 +178,17 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         cli_json_num(j, "probe_kl", "%.6g", r.probe_kl);
         cli_json_num(j, "seconds", "%.1f", fk_time_s() - ui.t0);
         cli_json_print(j, stdout, NULL);
-        fprintf(stderr, "folded model: %s\n", desc);
+        fprintf(stderr, "folded model: %s\nKL(original || folded) on the held-out probe text: %.4g nats measured, %.4g estimated by the plan\n",
+                desc, r.probe_kl, r.est_kl);
+        fold_tally *t = fa->tally;
+        if (t && t->folds < 64) {
+            if (t->folds == 0) t->params_before = r.params_before, t->scope_before = r.scope_before;
+            t->params_after = r.params_after;
+            t->removed += r.scope_removed;
+            t->probe_kl[t->folds] = r.probe_kl;
+            t->est_kl[t->folds] = r.est_kl;
+            t->folds++;
+        }
     }
     if (st == FK_OK) fk_fold_result_free(&r);
     loaded_free(&x);
@@ -308,7 +336,7 @@ int cli_fold_rows(cli_fold_args *a, cli_opt *rows) {
 static int fold_validate(const cli_fold_args *c, fold_args *fa) {
     fk_fold_run_opts rd;
     fk_fold_run_defaults(&rd);
-    *fa = (fold_args){c->tokenizer, c->method, c->select, rd.plan, c->seq, c->batch, c->max_tokens, c->probe_windows, c->plan_only, NULL};
+    *fa = (fold_args){c->tokenizer, c->method, c->select, rd.plan, c->seq, c->batch, c->max_tokens, c->probe_windows, c->plan_only, NULL, NULL};
     const char *err = NULL;
     char msg[512];
     fa->o.ffn_ops = strstr(c->ops, "ffn") != NULL;
@@ -427,8 +455,29 @@ int cli_fold_exec(cli_fold_args *a) {
     fk_fold_rounds_opts ro = {a->budget, fa.o.scope, (int)a->rounds, a->heal_steps};
     rounds_ui ui = {a, &fa, 0};
     fk_fold_rounds_ops ops = {round_fold, round_heal, round_report, &ui};
+    fold_tally tally = {0};
+    fa.tally = &tally;
     st = fk_fold_rounds(a->model, a->out, &ro, &ops);
     if (ui.rc != 0) return ui.rc;  // healing reported its own failure
+    if (st == FK_OK && a->rounds > 1 && tally.folds > 0) {
+        // the run as a whole: each round's line above describes that round's fold only
+        cJSON *j = summary_json(a->out, fa.method, tally.params_before, tally.params_after, tally.removed,
+                                (double)tally.removed / (double)tally.scope_before);
+        cli_json_int(j, "rounds", a->rounds);
+        if (tally.folds < a->rounds) cli_json_int(j, "rounds_folded_in_this_run", tally.folds);
+        cli_json_int(j, "heal_steps", a->heal_steps);
+        cJSON *pk = cJSON_AddArrayToObject(j, "round_probe_kl"), *ek = cJSON_AddArrayToObject(j, "round_estimated_kl");
+        for (int i = 0; i < tally.folds; i++) {
+            cJSON_AddItemToArray(pk, cJSON_CreateNumber(tally.probe_kl[i]));
+            cJSON_AddItemToArray(ek, cJSON_CreateNumber(tally.est_kl[i]));
+        }
+        cli_json_print(j, stdout, NULL);
+        fprintf(stderr, "fold: %lld rounds removed %lld of %lld %s parameters (%.1f%%), %lld -> %lld parameters, %lld healing steps in all "
+                "(each round's KL is to that round's input model)\n", (long long)a->rounds, (long long)tally.removed, (long long)tally.scope_before,
+                fa.o.scope == FK_SCOPE_FFN ? "FFN" : fa.o.scope == FK_SCOPE_BLOCKS ? "layer" : "model",
+                100.0 * (double)tally.removed / (double)tally.scope_before, (long long)tally.params_before, (long long)tally.params_after,
+                (long long)a->heal_steps);
+    }
     return st == FK_OK ? 0 : cli_fail("fold", st);
 }
 

@@ -143,7 +143,13 @@ fk_status fk_fold_run(fk_model *m, const fk_token_data *d, const fk_fold_run_opt
     fk_status st = analyze(m, &stats, o, &a);
     if (st == FK_OK) st = fk_kl_probe_init(m, &held, o->probe_windows, seq, &probe);
     if (st == FK_OK) st = fold_planned(m, &stats, &probe, &a, o, on_plan, user, r);
-    r->est_kl = r->plan.est_kl_total + (r->has_widths ? r->widths.est_kl_total : 0);
+    // what was done: the first plan alone, or its layer operations and the widths planned again
+    // after them (the first plan's widths were never applied, so their estimate does not count)
+    r->est_kl = r->plan.est_kl_total;
+    if (r->has_widths) {
+        r->est_kl = r->widths.est_kl_total;
+        for (int i = 0; i < r->plan.n_ops; i++) r->est_kl += r->plan.ops[i].kl;
+    }
     r->probe_kl = NAN;
     if (st == FK_OK && !o->plan_only) {
         st = fk_kl_probe_eval(&r->folded, &probe, &r->probe_kl);

@@ -264,7 +264,7 @@ static fk_status trim_metrics(const char *path, int64_t step) {
 
 // A step's metrics line (cJSON builds it: numbers formatted, the checkpoint path escaped);
 // malloc'd, NULL when out of memory.
-static char *step_line(const fk_train_event *ev, const fk_teacher_set *teachers) {
+static char *step_line(const fk_train_event *ev, const fk_teacher_set *teachers, const fk_path_list *names) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "step", (double)ev->step);
     cJSON_AddNumberToObject(j, "loss", ev->loss);
@@ -286,6 +286,19 @@ static char *step_line(const fk_train_event *ev, const fk_teacher_set *teachers)
         int n = fk_teacher_set_size(teachers);
         fk_teacher_set_shares(teachers, sh);
         cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(sh, n));
+        // the teachers in the same order, by their store's name up to the first '.' or its
+        // fingerprint ("A-11efe70783e5ad5d.fkd": "A")
+        cJSON *tn = cJSON_AddArrayToObject(j, "teachers");
+        for (int i = 0; names && i < n && i < names->n; i++) {
+            const char *b = strrchr(names->v[i], '/');
+            b = b ? b + 1 : names->v[i];
+            size_t len = strcspn(b, ".");
+            const char *dash = strrchr(b, '-');
+            if (dash && (size_t)(dash - b) < len && strspn(dash + 1, "0123456789abcdef") == 16) len = (size_t)(dash - b);
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), b);
+            cJSON_AddItemToArray(tn, cJSON_CreateString(name));
+        }
     }
     char *line = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
@@ -296,12 +309,13 @@ typedef struct {
     FILE *metrics;
     const fk_job_hooks *h;
     const fk_teacher_set *teachers;
+    const fk_path_list *names;  // the teachers' stores, for the labels
 } step_ctx;
 
 static void on_step(const fk_train_event *ev, void *user) {
     step_ctx *c = user;
     if (fk_dp_rank() != 0) return;  // under MPI, rank 0 speaks for all
-    char *line = ev->log ? step_line(ev, c->teachers) : NULL;
+    char *line = ev->log ? step_line(ev, c->teachers, c->names) : NULL;
     if (line && c->metrics) {
         fwrite(line, 1, strlen(line), c->metrics);
         fwrite("\n", 1, 1, c->metrics);
@@ -330,7 +344,7 @@ static fk_status train_with_metrics(const fk_train_job *j, const fk_job_hooks *h
     }
     char *mp = fk_path_join(j->out, "metrics.jsonl");
     fk_status st = !mp ? fk_error(FK_ERR_NOMEM, "out of memory") : lead ? trim_metrics(mp, s->opt.t) : FK_OK;
-    step_ctx c = {lead && st == FK_OK ? fopen(mp, "a") : NULL, h, s->tset};
+    step_ctx c = {lead && st == FK_OK ? fopen(mp, "a") : NULL, h, s->tset, &j->teachers};
     free(mp);
     if (st == FK_OK) st = fk_train(&s->m, &s->opt, &s->tr, s->va.n > 1 ? &s->va : NULL, o, j->out, on_step, &c);
     if (c.metrics) fclose(c.metrics);
