@@ -198,11 +198,35 @@ static void test_progress(void **s) {
     assert_int_equal(rc, 0);
     assert_null(strstr(out, "ETA"));
     free(out);
+    // analyze's and fold's statistics report the same way
+    rc = run(&out, "script -qec '%s analyze --model %s/m --data %s --batch 1 -o %s/an' /dev/null", FK_CLI, tmpdir, text, tmpdir);
+    if (rc != 0) fail_msg("analyze on a terminal failed: %s", out);
+    assert_non_null(strstr(out, "fusekit analyze: "));
+    assert_non_null(strstr(out, " windows ("));
+    assert_non_null(strstr(out, "\"block_influence\""));
+    free(out);
+    rc = run(&out, "script -qec '%s analyze --model %s/m --data %s --batch 1 -o %s/an2 --quiet' /dev/null", FK_CLI, tmpdir, text, tmpdir);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(out, "ETA"));
+    free(out);
+    rc = run(&out, "script -qec '%s fold --model %s/m --data %s --budget 0.2 --fold-edges -o %s/fo' /dev/null", FK_CLI, tmpdir, text, tmpdir);
+    if (rc != 0) fail_msg("fold on a terminal failed: %s", out);
+    assert_non_null(strstr(out, "fusekit fold: "));
+    assert_non_null(strstr(out, "ETA"));
+    assert_non_null(strstr(out, "KL(original || folded)"));
+    free(out);
 }
 
 static void test_cli_errors(void **s) {
     (void)s;
     char *out;
+    // fuse checks every source before the first extraction: a bad second one leaves nothing behind
+    assert_int_equal(run(&out, "%s fuse --target %s/m --source %s/m %s/nosource --data %s/text.txt -o %s/fz --steps 2", FK_CLI, tmpdir, tmpdir,
+                         tmpdir, tmpdir, tmpdir), 1);
+    assert_non_null(strstr(out, "nosource/config.json"));
+    assert_null(strstr(out, "store "));
+    free(out);
+    assert_false(fk_path_exists(tpath("fz")));
     assert_int_equal(run(&out, "%s train -o %s/x", FK_CLI, tmpdir), 2);
     assert_non_null(strstr(out, "--data"));
     free(out);

@@ -61,6 +61,9 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
 // reports, the program prints.
 typedef void (*fk_eval_progress_fn)(int64_t done, int64_t total, int64_t tokens, void *user);
 void fk_eval_set_progress(fk_eval_progress_fn fn, void *user);
+// Reports through the same hook from the library's other long loops over windows (analyze's and
+// fold's statistics); nothing when no hook is set.
+void fk_eval_progress_report(int64_t done, int64_t total, int64_t tokens);
 
 // llama.cpp's llama-perplexity protocol (its default, no stride): ids are the whole text
 // encoded once with the tokenizer's specials (BOS first when it adds one); they are cut into

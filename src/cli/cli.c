@@ -472,6 +472,37 @@ void cli_set_threads(int64_t threads) {
     openblas_set_num_threads((int)threads);
 }
 
+typedef struct { const char *cmd, *what; double t0, last; bool shown; } progress_line;
+static progress_line g_progress;
+
+static void on_progress(int64_t done, int64_t total, int64_t tokens, void *user) {
+    progress_line *p = user;
+    double now = fk_time_s(), el = now - p->t0;
+    if (now - p->last < 0.25 && done < total) return;
+    p->last = now;
+    double rate = el > 0 ? (double)tokens / el : 0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
+    fprintf(stderr, "\r\033[Kfusekit %s: %lld/%lld %s (%.0f%%), %.0f tok/s, ETA %d:%02d", p->cmd, (long long)done, (long long)total, p->what,
+            total > 0 ? 100.0 * (double)done / (double)total : 100.0, rate, (int)eta / 60, (int)eta % 60);
+    p->shown = true;
+}
+
+void cli_progress_begin(const char *cmd, bool quiet, const char *what) {
+    g_progress = (progress_line){cmd, what, fk_time_s(), 0, false};
+    if (!quiet && isatty(2)) fk_eval_set_progress(on_progress, &g_progress);
+}
+
+void cli_progress_clear(void) {
+    if (g_progress.shown) fprintf(stderr, "\r\033[K");
+    g_progress.shown = false;
+    g_progress.last = 0;
+}
+
+void cli_progress_end(void) {
+    fk_eval_set_progress(NULL, NULL);
+    if (g_progress.shown) fprintf(stderr, "\r\033[K");
+    g_progress.shown = false;
+}
+
 void cli_set_precision(const char *cmd, fk_precision p) {
     fk_matmul_set_precision(p);
     if (p != FK_PRECISION_FP32)

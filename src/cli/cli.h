@@ -151,6 +151,12 @@ int cli_fail(const char *cmd, fk_status st);
 void cli_set_threads(int64_t threads);
 // Sets the matrix-product precision; under bf16 says on stderr which path runs ("fusekit <cmd>: ...").
 void cli_set_precision(const char *cmd, fk_precision p);
+// The progress line of a long loop over windows, on a terminal only (and not with quiet):
+// "fusekit <cmd>: 120/480 <what> (25%), 3,210 tok/s, ETA 0:42", redrawn at most 4 times a second
+// through fk_eval_set_progress; cli_progress_end clears it.
+void cli_progress_begin(const char *cmd, bool quiet, const char *what);
+void cli_progress_end(void);
+void cli_progress_clear(void);  // clears the line (if shown) before other output; it is redrawn on the next report
 
 // A command or subcommand: its name, its function (argv[0] is its name) and its help line. The
 // program's commands (fusekit.c) and the verbs with subcommands (tokenizer, data) are tables of these.

@@ -28,6 +28,7 @@ int cmd_analyze(int argc, char **argv) {
     cli_data_opts dt = {.batch = 4, .max_tokens = 65536};
     cli_out_opts out = {0};
     int64_t max_n = 4, threads = 0;
+    bool quiet = false;
     cli_opt opts[] = {
         CLI_ROW_MODEL(&mo, "model folder or .gguf file (required)"),
         CLI_ROW_DATA(&dt, "calibration text or token shard (required)"),
@@ -38,6 +39,7 @@ int cmd_analyze(int argc, char **argv) {
         CLI_ROW_MAX_TOKENS(&dt, "positions analysed at most, 0 = all"),
         {"--max-n", OPT_INT, &max_n, "angular distance d(l, l+n) for n = 1..max-n, at most the layers", false, "[1,256]"},
         CLI_ROW_THREADS(&threads),
+        {"--quiet", OPT_FLAG, &quiet, "no progress line on stderr (there is none when stderr is not a terminal)", false, NULL},
         CLI_ROW_FORCE(&out),
         CLI_ROWS_END,
     };
@@ -65,7 +67,9 @@ int cmd_analyze(int argc, char **argv) {
     fk_analysis a;
     if (max_n > m.cfg.n_layer) max_n = m.cfg.n_layer;
     double t0 = fk_time_s();
+    cli_progress_begin("analyze", quiet, "windows");
     if (st == FK_OK) st = fk_analyze(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, (int)max_n, &a);
+    cli_progress_end();
     if (st == FK_OK) {
         cli_outdir od;  // written under a temporary name, renamed when complete
         st = cli_outdir_begin(out.path, &od);

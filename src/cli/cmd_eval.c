@@ -7,30 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-// The progress line on a terminal: "fusekit eval: 120/480 windows (25%), 3,210 tok/s, ETA 0:42",
-// redrawn at most 4 times a second; cleared when the evaluation ends.
-typedef struct { const char *what; double t0, last; bool shown; } eval_progress;
-static void on_eval_progress(int64_t done, int64_t total, int64_t tokens, void *user) {
-    eval_progress *p = user;
-    double now = fk_time_s(), el = now - p->t0;
-    if (now - p->last < 0.25 && done < total) return;
-    p->last = now;
-    double rate = el > 0 ? (double)tokens / el : 0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\r\033[Kfusekit eval: %lld/%lld %s (%.0f%%), %.0f tok/s, ETA %d:%02d", (long long)done, (long long)total, p->what,
-            total > 0 ? 100.0 * (double)done / (double)total : 100.0, rate, (int)eta / 60, (int)eta % 60);
-    p->shown = true;
-}
-static eval_progress g_ep;
-static void progress_begin(bool quiet, const char *what) {
-    g_ep = (eval_progress){what, fk_time_s(), 0, false};
-    if (!quiet && isatty(2)) fk_eval_set_progress(on_eval_progress, &g_ep);
-}
-static void progress_end(void) {
-    fk_eval_set_progress(NULL, NULL);
-    if (g_ep.shown) fprintf(stderr, "\r\033[K");
-    g_ep.shown = false;
-}
-
 // --ensemble: the aligned average of several models' next-token distributions.
 static int eval_ensemble(const char *first, const cli_list *ens, const char *data, int64_t seq, int64_t batch, const fk_align_opts *ao) {
     const char *dirs[CLI_LIST_MAX + 1];
@@ -98,9 +74,9 @@ static int eval_llama_ppl(const cli_model_opts *mo, const char *data, int64_t se
     int n_ctx = (int)(seq > 0 ? seq : m.cfg.max_seq);
     int32_t bos = tok && fk_tok_adds_bos(tok) ? fk_tok_bos(tok) : -1;
     double t0 = fk_time_s();
-    progress_begin(quiet, "chunks");
+    cli_progress_begin("eval", quiet, "chunks");
     if (st == FK_OK) st = fk_eval_llama_ppl(&m, o.ids, o.n, n_ctx, bos, (int)batch, (int64_t)n, &r);
-    progress_end();
+    cli_progress_end();
     double dt = fk_time_s() - t0;
     if (st == FK_OK) {
         cJSON *j = cJSON_CreateObject();
@@ -197,17 +173,17 @@ static int eval_windows(const eval_args *a) {
     fk_eval_result r;
     int seq = (int)(a->data.seq > 0 ? a->data.seq : m.cfg.max_seq), batch = (int)a->data.batch;
     double t0 = fk_time_s();
-    progress_begin(a->quiet, "windows");
+    cli_progress_begin("eval", a->quiet, "windows");
     st = fk_eval_data(&m, &d, seq, batch, a->data.max_tokens, &r);
-    progress_end();
+    cli_progress_end();
     double dt = fk_time_s() - t0, kl = NAN;
     if (st == FK_OK && a->kl_to) {
         fk_model ref;
         st = fk_model_load(a->kl_to, FK_LOAD_FROZEN, &ref, NULL);
         if (st == FK_OK) {
-            progress_begin(a->quiet, "windows (KL)");
+            cli_progress_begin("eval", a->quiet, "windows (KL)");
             st = fk_eval_kl(&ref, &m, &d, seq, batch, a->data.max_tokens, &kl);
-            progress_end();
+            cli_progress_end();
             fk_model_free(&ref);
         }
     }

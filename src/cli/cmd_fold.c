@@ -97,6 +97,7 @@ typedef struct {
 // Each plan as it is made: plan.json (or plan-widths.json, the second plan) and the summary line.
 static fk_status on_plan(const fk_fold_plan *p, bool widths, void *user) {
     const plan_ui *ui = user;
+    cli_progress_clear();
     char *json = fk_fold_plan_json(p);
     fk_status st = json ? write_text(ui->out_dir, widths ? "plan-widths.json" : "plan.json", json) : fk_error(FK_ERR_NOMEM, "out of memory");
     free(json);
@@ -164,7 +165,9 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     const char *name = fa->out_name ? fa->out_name : out_dir;
     plan_ui ui = {out_dir, name, fa->o.scope, fk_time_s()};
     fk_fold_result r;
+    cli_progress_begin("fold", false, "windows");  // the statistics' and probes' windows, on a terminal
     fk_status st = fk_fold_run(&x.m, &x.d, &ro, on_plan, &ui, &r);
+    cli_progress_end();
     if (st == FK_OK && fa->plan_only) print_plan(&r.plan);
     if (st == FK_OK && !fa->plan_only) st = save_model(&r.folded, x.tok, out_dir);
     if (st == FK_OK && !fa->plan_only) {

@@ -69,6 +69,9 @@ void fk_eval_iter_free(fk_eval_iter *it) {
 static fk_eval_progress_fn g_progress;
 static void *g_progress_user;
 void fk_eval_set_progress(fk_eval_progress_fn fn, void *user) { g_progress = fn, g_progress_user = user; }
+void fk_eval_progress_report(int64_t done, int64_t total, int64_t tokens) {
+    if (g_progress) g_progress(done, total, tokens, g_progress_user);
+}
 static void progress(int64_t done, int64_t total, int64_t tokens) {
     if (g_progress) g_progress(done, total, tokens, g_progress_user);
 }

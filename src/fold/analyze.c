@@ -1,5 +1,6 @@
 // Streaming redundancy statistics over a calibration text (fusekit/analyze.h, fold.md §1).
 #include "fusekit/analyze.h"
+#include "fusekit/eval.h"
 #include "fold/moe.h"
 #include "fusekit/html.h"
 #include "fusekit/safetensors.h"
@@ -161,6 +162,7 @@ static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, i
         if (st == FK_OK) st = h.st;
         if (st == FK_OK) st = residual_stats(&h, cross);
         a->tokens += h.N;
+        fk_eval_progress_report((b + 1) * rows, batches * rows, a->tokens);
     }
     m->hook = NULL;
     m->hook_user = NULL;

@@ -1,6 +1,8 @@
 // The fusion and healing jobs (fusekit/job.h): a store per teacher model (extracted, cached or
 // resumed), then the training job with those stores as its teachers.
 #include "fusekit/job.h"
+#include "fusekit/gguf.h"
+#include "fusekit/hf.h"
 #include "job_internal.h"
 
 #include <stdlib.h>
@@ -157,6 +159,29 @@ static fk_status write_flops(const char *out, const fk_train_job_result *r, cons
 
 // What fuse and heal share: the stores' folder (given, else <out>/stores), the stores of the
 // models extracted into it, then the training job tj with them as its teachers, resuming when
+// Each source as far as it can be checked without loading its weights: a GGUF's header and
+// metadata, or a folder's config.json, and a tokenizer for it (fusion needs every model's), so a
+// bad second source is refused before the first one's extraction (which may take hours).
+static fk_status check_source(const char *model) {
+    size_t l = strlen(model);
+    if (l >= 5 && strcmp(model + l - 5, ".gguf") == 0) {
+        fk_gguf g;
+        FK_TRY(fk_gguf_open(model, &g));
+        bool tok = fk_gguf_find(&g, "tokenizer.ggml.model") != NULL;
+        fk_gguf_close(&g);
+        return tok ? FK_OK : fk_error(FK_ERR_ARG, "%s has no tokenizer (the GGUF's tokenizer.ggml.* keys): fusion needs every model's tokenizer", model);
+    }
+    char *cfg = fk_path_join(model, "config.json"), *tj = fk_path_join(model, "tokenizer.json");
+    fk_status st = cfg && tj ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    fk_config c;
+    if (st == FK_OK) st = fk_hf_config_read(cfg, &c);
+    if (st == FK_OK && !fk_path_exists(tj) && c.vocab_size != 256)  // (a 256-token model reads bytes without one)
+        st = fk_error(FK_ERR_ARG, "%s has no tokenizer.json: fusion needs every model's tokenizer", model);
+    free(cfg);
+    free(tj);
+    return st;
+}
+
 // out already holds a checkpoint. tj is the caller's (init and options set).
 // With `report`, fuse's alignment report first (fuse_report).
 static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const char *const *models, int n, int k, bool report,
@@ -171,6 +196,8 @@ static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const 
     fk_status st = fk_train_job_check(tj);
     tj->teachers.n = 0;
     if (st != FK_OK) { r->refused = true; return st; }
+    for (int i = 0; i < n && st == FK_OK; i++) st = check_source(models[i]);  // a file error (exit 1), not a refused option
+    if (st != FK_OK) return st;
     char *sdir = store_dir ? strdup(store_dir) : fk_path_join(tj->out, "stores");
     st = sdir ? fk_mkdir_p(sdir) : fk_error(FK_ERR_NOMEM, "out of memory");
     if (st == FK_OK && report) st = fuse_report(tj, models, n, sdir, h);
