@@ -6,7 +6,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev \
-                libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev groff-base tmux
+                libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev groff-base tmux libxml2-utils chromium
 # make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
 CLANG_DEB_PACKAGES := clang libclang-rt-14-dev libomp-dev
 # Tests ctest leaves out: make test the real-model one; the sanitizer job also the slow_san ones

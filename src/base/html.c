@@ -63,7 +63,36 @@ const char *fk_svg_color(int i) {
 }
 
 // A value for a tick label: 3 significant digits.
-static void tick(char *out, size_t cap, double v) { snprintf(out, cap, "%.3g", v); }
+static void tick(char *out, size_t cap, double v) { snprintf(out, cap, "%.3g", fabs(v) < 1e-12 ? 0.0 : v); }
+
+// Round tick positions for [lo, hi]: a step of 1, 2 or 5 times a power of ten giving about 5
+// intervals, the range widened to whole steps. Sets *t0 (first tick), *step and returns the count.
+static int nice_ticks(double *lo, double *hi, double *t0, double *step) {
+    double span = *hi - *lo;
+    if (!(span > 0)) span = fabs(*hi) > 0 ? fabs(*hi) : 1;
+    double raw = span / 5, p = pow(10, floor(log10(raw))), f = raw / p;
+    *step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+    *lo = floor(*lo / *step + 1e-9) * *step;
+    *hi = ceil(*hi / *step - 1e-9) * *step;
+    if (*hi <= *lo) *hi = *lo + *step;
+    *t0 = *lo;
+    return (int)floor((*hi - *lo) / *step + 0.5) + 1;
+}
+
+// The y axis of a bar chart from 0 to vmax (rounded up to a tick): gridlines and labels at the
+// round ticks, plot area y from top (vmax) to base (0), x from x0 to x1. Returns the rounded vmax.
+static double bar_axis(fk_sbuf *b, double vmax, int x0, int x1, double top, double base) {
+    double lo = 0, hi = vmax, t0, step;
+    int n = nice_ticks(&lo, &hi, &t0, &step);
+    for (int k = 0; k < n; k++) {
+        double v = t0 + k * step, y = base - (base - top) * (v - lo) / (hi - lo);
+        char t[32];
+        tick(t, sizeof t, v);
+        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='%s'/><text x='%d' y='%.1f' font-size='9' text-anchor='end'>%s</text>", x0, y,
+              x1, y, k == 0 ? "#999" : "#eee", x0 - 3, y + 3, t);
+    }
+    return hi;
+}
 
 void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double vmax, const char *const *labels) {
     int bw = 18;
@@ -77,7 +106,8 @@ void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double v
         for (int i = 0; i < n; i++) if (isfinite(v[i])) vmax = fmax(vmax, v[i]);
         if (!(vmax > 0)) vmax = 1;
     }
-    fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg'>", title, w, h + 20);
+    fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>", title, w, h + 20);
+    vmax = bar_axis(b, vmax, 28, w - 2, 20, h);
     for (int i = 0; i < n; i++) {
         double x = isfinite(v[i]) ? v[i] : 0, bh = (h - 20) * (x / vmax);
         if (bh < 0) bh = 0;
@@ -91,9 +121,7 @@ void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double v
         else fk_sb(b, "%d", i);
         fk_sb(b, "</text>");
     }
-    char t[32];
-    tick(t, sizeof t, vmax);
-    fk_sb(b, "<text x='0' y='12' font-size='10'>%s</text></svg>", t);
+    fk_sb(b, "</svg>");
 }
 
 void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *groups, int n_groups, const char *const *series,
@@ -114,7 +142,7 @@ void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *group
         fk_sb(b, "</text>");
         lx += 36 + 7 * (int)strlen(series[s]);
     }
-    fk_sb(b, "<line x1='40' y1='%d' x2='%d' y2='%d' stroke='#999'/>", top + h, w - 5, top + h);
+    vmax = bar_axis(b, vmax, 40, w - 5, top, top + h);
     for (int g = 0; g < n_groups; g++) {
         int gx = 45 + g * gw;
         for (int s = 0; s < n_series; s++) {
@@ -137,9 +165,7 @@ void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *group
         fk_sb_text(b, groups[g]);
         fk_sb(b, "</text>");
     }
-    char t[32];
-    tick(t, sizeof t, vmax);
-    fk_sb(b, "<text x='2' y='%d' font-size='10'>%s</text><text x='2' y='%d' font-size='10'>0</text></svg>", top + 4, t, top + h);
+    fk_sb(b, "</svg>");
 }
 
 // white (lo) to dark blue (hi)
@@ -183,20 +209,22 @@ void fk_svg_lines(fk_sbuf *b, const char *title, const char *const *names, int n
     if (!(x1 >= x0)) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
     if (x1 == x0) x1 = x0 + 1;
     if (y1 == y0) { y0 -= 0.5; y1 += 0.5; }
-    double pad = 0.05 * (y1 - y0);
-    y0 -= pad;
-    y1 += pad;
+    double yt0, ystep, xt0, xstep;
+    int ny = nice_ticks(&y0, &y1, &yt0, &ystep), nx = nice_ticks(&x0, &x1, &xt0, &xstep);
     fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>", title, W, H);
     fk_sb(b, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#999'/>", L, T, W - L - R, H - T - B);
-    for (int k = 0; k <= 4; k++) {
-        double yv = y0 + (y1 - y0) * k / 4, py = H - B - (double)(H - T - B) * k / 4;
-        double xv = x0 + (x1 - x0) * k / 4, px = L + (double)(W - L - R) * k / 4;
-        char ty[32], tx[32];
+    for (int k = 0; k < ny; k++) {
+        double yv = yt0 + k * ystep, py = H - B - (double)(H - T - B) * (yv - y0) / (y1 - y0);
+        char ty[32];
         tick(ty, sizeof ty, yv);
+        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#eee'/><text x='%d' y='%.1f' font-size='10' text-anchor='end'>%s</text>", L, py,
+              W - R, py, L - 4, py + 3, ty);
+    }
+    for (int k = 0; k < nx; k++) {
+        double xv = xt0 + k * xstep, px = L + (double)(W - L - R) * (xv - x0) / (x1 - x0);
+        char tx[32];
         tick(tx, sizeof tx, xv);
-        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#eee'/><text x='4' y='%.1f' font-size='10'>%s</text>", L, py, W - R, py,
-              py + 3, ty);
-        fk_sb(b, "<text x='%.1f' y='%d' font-size='10'>%s</text>", px - 8, H - B + 14, tx);
+        fk_sb(b, "<text x='%.1f' y='%d' font-size='10' text-anchor='middle'>%s</text>", px, H - B + 14, tx);
     }
     fk_sb(b, "<text x='%d' y='%d' font-size='11'>", W / 2 - 20, H - 6);
     fk_sb_text(b, xlabel);

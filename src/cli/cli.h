@@ -251,6 +251,14 @@ typedef struct {
 // kills itself with SIGKILL while a checkpoint (of STEP, or any) is half written.
 int cli_job_exec(const cli_job_spec *s);
 
+// report.html in dir (src/cli/report.c): the command line (cli_set_command_line, from main), the
+// inputs with their size and SHA-256, the summary's fields, the FFN widths per layer of before
+// and after (fold, prune; may be NULL), and dir/metrics.jsonl's curves and the newest
+// checkpoint's trainer options where they exist. Written atomically.
+void cli_set_command_line(int argc, char **argv);
+fk_status cli_report_write(const char *dir, const char *verb, const char *const *inputs, int n_inputs, const cJSON *summary,
+                           const fk_model *before, const fk_model *after);
+
 // fusekit fuse: fuse's rows, then train's (CLI_ROW_GROUP("train")) without those fuse sets
 // itself (--init, --teacher, --tokenizer, --align-cache).
 typedef struct {

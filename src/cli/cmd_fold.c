@@ -180,6 +180,8 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         cli_json_num(j, "estimated_kl", "%.6g", r.est_kl);
         cli_json_num(j, "probe_kl", "%.6g", r.probe_kl);
         cli_json_num(j, "seconds", "%.1f", fk_time_s() - ui.t0);
+        const char *ins[] = {model_dir, data, fa->tokenizer};
+        st = cli_report_write(out_dir, "fold", ins, 3, j, &x.m, &r.folded);
         cli_json_print(j, stdout, NULL);
         fprintf(stderr, "folded model: %s\nKL(original || folded) on the held-out probe text: %.4g nats measured, %.4g estimated by the plan\n",
                 desc, r.probe_kl, r.est_kl);
@@ -520,7 +522,7 @@ static const char prune_usage[] =
     "than a channel. scope_removed is then of all parameters.";
 
 // Prunes x's model by p into out (a temporary folder renamed when complete); prints the summary line.
-static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
+static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out, const char *const *ins, int n_ins) {
     fold_args fa = {.seq = p->seq, .batch = p->batch, .max_tokens = p->max_tokens};
     fk_analysis a;
     fk_model pr = {0};
@@ -531,21 +533,25 @@ static fk_status prune_to(loaded *x, const fk_prune_opts *p, const char *out) {
                            : fk_prune(&x->m, &a, p->method, p->budget, p->scope, &pr, &removed);
         fk_analysis_free(&a);
     }
+    static const char *const names[] = {"magnitude", "flap", "shortgpt", "experts"};
+    cJSON *summary = NULL;
     if (st == FK_OK) {
+        summary = summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed,
+                               (double)removed / (double)(p->params > 0 ? fk_model_num_params(&x->m) : scope0));
         cli_outdir od;
         st = cli_outdir_begin(out, &od);
-        if (st == FK_OK) st = cli_outdir_end(&od, save_model(&pr, x->tok, od.tmp));
+        fk_status ss = st == FK_OK ? save_model(&pr, x->tok, od.tmp) : st;
+        if (ss == FK_OK) ss = cli_report_write(od.tmp, "prune", ins, n_ins, summary, &x->m, &pr);
+        if (st == FK_OK) st = cli_outdir_end(&od, ss);
     }
-    static const char *const names[] = {"magnitude", "flap", "shortgpt", "experts"};
     double frac = p->params > 0 || scope0 <= 0 ? 0 : (double)removed / (double)scope0;
     if (st == FK_OK && frac > 1.1 * p->budget)  // whole units overshoot: say so rather than hide it in the JSON
         fprintf(stderr, "fusekit prune: warning: %s removed %.1f%% of the %s scope against --budget %g: it removes whole %s; "
                 "for an exact parameter count give --params N\n", names[p->method], 100 * frac,
                 p->scope == FK_SCOPE_FFN ? "ffn" : p->scope == FK_SCOPE_BLOCKS ? "blocks" : "all", p->budget,
                 p->method == FK_PRUNE_SHORTGPT ? "layers" : "units");
-    if (st == FK_OK)
-        cli_json_print(summary_json(out, names[p->method], fk_model_num_params(&x->m), fk_model_num_params(&pr), removed,
-                                    (double)removed / (double)(p->params > 0 ? fk_model_num_params(&x->m) : scope0)), stdout, NULL);
+    if (st == FK_OK) cli_json_print(summary, stdout, NULL);
+    else cJSON_Delete(summary);
     fk_model_free(&pr);
     return st;
 }
@@ -587,7 +593,7 @@ int cmd_prune(int argc, char **argv) {
     loaded x;
     fk_status st = load_all(mo.path, mo.tokenizer, data, &x);
     if (st == FK_OK) {
-        st = prune_to(&x, &p, out.path);
+        st = prune_to(&x, &p, out.path, ins, 3);
         loaded_free(&x);
     }
     return st == FK_OK ? 0 : cli_fail("prune", st);

@@ -307,7 +307,7 @@ static fk_status conv_add(conversation *c, const char *role, const char *content
 
 static void conv_drop(conversation *c, int from, int k) {  // removes messages [from, from + k)
     for (int i = from; i < from + k; i++) { free((char *)c->v[i].role); free((char *)c->v[i].content); }
-    memmove(c->v + from, c->v + from + k, (size_t)(c->n - from - k) * sizeof *c->v);
+    if (k > 0) memmove(c->v + from, c->v + from + k, (size_t)(c->n - from - k) * sizeof *c->v);
     c->n -= k;
 }
 

@@ -200,6 +200,13 @@ int cmd_merge(int argc, char **argv) {
     cJSON_AddStringToObject(j, "out", a.out.path);
     cli_json_num(j, "seconds", "%.3f", fk_time_s() - t0);
     cli_json_num(j, "peak_rss_mb", "%.1f", fk_peak_rss_mb());
+    cJSON *w = cJSON_AddArrayToObject(j, "weights");
+    for (int i = 0; i < a.weights.n; i++) cJSON_AddItemToArray(w, cJSON_CreateString(a.weights.v[i]));
+    const char *ins[CLI_LIST_MAX + 1];
+    int n = 0;
+    for (int i = 0; i < a.models.n && n < CLI_LIST_MAX; i++) ins[n++] = a.models.v[i];
+    if (a.base) ins[n++] = a.base;
+    st = cli_report_write(a.out.path, "merge", ins, n, j, NULL, NULL);
     cli_json_print(j, stdout, NULL);
-    return 0;
+    return st == FK_OK ? 0 : cli_fail("merge", st);
 }

@@ -134,7 +134,12 @@ int cli_job_exec(const cli_job_spec *s) {
     int rc = cli_check_output(s->verb, &os, s->inputs, s->n_inputs);
     if (rc != 0) return rc;
     if (getenv("FK_TEST_KILL_AT")) s->train->o.fault_hook = test_fault;
-    return run_job(s->verb, s->run, s->job, s->train->out, s->threads, s->again);
+    rc = run_job(s->verb, s->run, s->job, s->train->out, s->threads, s->again);
+    if (rc == 0 && fk_dp_rank() == 0 && fk_path_exists(s->train->out)) {  // the finished run's page beside its model
+        fk_status st = cli_report_write(s->train->out, s->verb, s->inputs, s->n_inputs, NULL, NULL, NULL);
+        if (st != FK_OK) rc = cli_fail(s->verb, st);
+    }
+    return rc;
 }
 
 // ------------------------------------------------------------------ fusekit train

@@ -43,6 +43,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) { printf("fusekit %s\n", FK_VERSION); return 0; }
+    cli_set_command_line(argc, argv);  // for the runs' report.html
     // OpenBLAS chose generic kernels for a CPU it does not know: restart once with the kernels
     // the CPU runs (the variable is read when OpenBLAS loads). A user's own setting is kept.
     const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : fk_blas_better_core();
