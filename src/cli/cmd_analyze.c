@@ -71,6 +71,8 @@ int cmd_analyze(int argc, char **argv) {
     if (st == FK_OK) st = fk_analyze(&m, &d, (int)(seq > 0 ? seq : m.cfg.max_seq), (int)batch, max_tokens, (int)max_n, &a);
     cli_progress_end();
     if (st == FK_OK) {
+        a.model_path = model;
+        a.data_path = data;
         cli_outdir od;  // written under a temporary name, renamed when complete
         st = cli_outdir_begin(out.path, &od);
         if (st == FK_OK) st = cli_outdir_end(&od, fk_analysis_save(&a, od.tmp));

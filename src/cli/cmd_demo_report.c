@@ -84,7 +84,9 @@ static void curve_load(const char *metrics, curve *c) {
     for (char *line = strtok(t, "\n"); line && c->step && c->val && c->loss && c->lstep; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         if (!j) continue;
-        cJSON *s = cJSON_GetObjectItem(j, "step"), *v = cJSON_GetObjectItem(j, "val_bpb"), *l = cJSON_GetObjectItem(j, "loss");
+        // the CLM part where a run has teachers, so that fused and baseline plot the same objective
+        cJSON *s = cJSON_GetObjectItem(j, "step"), *v = cJSON_GetObjectItem(j, "val_bpb"), *l = cJSON_GetObjectItem(j, "clm_loss");
+        if (!cJSON_IsNumber(l)) l = cJSON_GetObjectItem(j, "loss");
         cJSON *sh = cJSON_GetObjectItem(j, "teacher_shares");
         if (cJSON_IsNumber(s) && cJSON_IsNumber(v)) { c->step[c->n_val] = s->valuedouble; c->val[c->n_val++] = v->valuedouble; }
         if (cJSON_IsNumber(s) && cJSON_IsNumber(l)) { c->lstep[c->n_loss] = s->valuedouble; c->loss[c->n_loss++] = l->valuedouble; }
@@ -360,7 +362,8 @@ static void report_curves(fk_sbuf *b, const curve *fused, const curve *base) {
     fk_svg_lines(b, "Training: held-out bits per byte on the mixed validation text (first seed)", names, 2, xs, ys, ns, "step", "bpb");
     const double *lx[2] = {fused->lstep, base->lstep}, *ly[2] = {fused->loss, base->loss};
     int ln[2] = {fused->n_loss, base->n_loss};
-    fk_svg_lines(b, "Training loss (fused: lambda * CLM + (1 - lambda) * fusion; baseline: CLM)", names, 2, lx, ly, ln, "step", "nats");
+    fk_svg_lines(b, "Training CLM loss, next-token cross-entropy on the training batches (the fused run's CLM part of its objective)",
+                 names, 2, lx, ly, ln, "step", "nats");
     const char *teachers[] = {"B (target)", "A", "C"};
     if (fused->n_shares == 3)
         fk_svg_bars(b, "Fusion weights: the share of positions each teacher supplied (MinCE picks the teacher with the lowest "

@@ -277,13 +277,20 @@ static void write_html_experts(fk_sbuf *b, const fk_analysis *a) {
 static fk_status write_html(const fk_analysis *a, const char *dir) {
     fk_sbuf b = {0};
     int L = a->n_layer, H = a->n_head;
-    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusekit analyze</title>"
+    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'/><title>fusekit analyze</title>"
            "<style>body{font-family:sans-serif;margin:20px;max-width:1100px}h3{margin:18px 0 4px}"
            "div.l{display:inline-block;margin-right:16px;vertical-align:top}</style></head><body>");
     fk_sb(&b, "<h1>Redundancy analysis</h1><p>%d layers, %lld positions. Hover a cell or bar for its value. Low block influence, "
            "small angular distance and CKA near 1 mark layers that change the residual stream little (candidates to drop or "
            "merge); FFN neurons with high |correlation| and heads with similar contributions are candidates to fold.</p>",
        L, (long long)a->tokens);
+    if (a->model_path || a->data_path) {
+        fk_sb(&b, "<p>Model <code>");
+        fk_sb_text(&b, a->model_path ? a->model_path : "(not given)");
+        fk_sb(&b, "</code>, calibration text <code>");
+        fk_sb_text(&b, a->data_path ? a->data_path : "(not given)");
+        fk_sb(&b, "</code>.</p>");
+    }
     double mx = 0;
     for (int l = 0; l < L; l++) mx = fmax(mx, a->bi[l]);
     fk_svg_bars(&b, "Block influence 1 − cos(x<sub>l</sub>, x<sub>l+1</sub>) per layer", a->bi, L, mx, NULL);
@@ -313,13 +320,17 @@ static fk_status write_html(const fk_analysis *a, const char *dir) {
             }
         double hm = 0;
         for (int k = 0; k < 20; k++) hm = fmax(hm, hist[k]);
-        fk_sb(&b, "<div class='l'><svg width='130' height='80' xmlns='http://www.w3.org/2000/svg'>");
+        fk_sb(&b, "<div class='l'><svg width='150' height='104' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>");
+        // axes: |r| from 0 to 1 along x, pairs up to the tallest bar's count along y
+        fk_sb(&b, "<line x1='4' y1='65' x2='126' y2='65' stroke='#999'/><text x='2' y='76' font-size='8'>0</text>"
+                  "<text x='62' y='76' font-size='8'>0.5</text><text x='120' y='76' font-size='8'>1</text>"
+                  "<text x='128' y='68' font-size='8'>|r|</text><text x='4' y='3' font-size='8' dominant-baseline='hanging'>%.0f pairs</text>", hm);
         for (int k = 0; k < 20; k++) {
             double bh = hm > 0 ? 60 * hist[k] / hm : 0;
             fk_sb(&b, "<rect x='%d' y='%.1f' width='5' height='%.1f' fill='#b0604a'><title>|r| %.2f-%.2f: %.0f pairs</title></rect>", 5 + 6 * k,
                65 - bh, bh, k / 20.0, (k + 1) / 20.0, hist[k]);
         }
-        fk_sb(&b, "<text x='5' y='78' font-size='10'>layer %d (%lld neurons)</text></svg></div>", l, (long long)F);
+        fk_sb(&b, "<text x='5' y='96' font-size='10'>layer %d (%lld neurons)</text></svg></div>", l, (long long)F);
         (void)total;
     }
     fk_sb(&b, "<h3>Attention heads: cosine similarity of their contributions through W<sub>O</sub>, per layer</h3>");

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Data-parallel training under Open MPI (issue 22, first part): `mpirun -np 2 fusekit train` with
+# --grad-accum 1 against one process with --grad-accum 2 on the same data, seed and schedule —
+# the same micro-batches summed in another order — must give the same loss at every logged step
+# and the same held-out bits per byte to 1e-5 relative (float summation order; bench runs show
+# them equal to all printed digits); rank 0 alone writes metrics.jsonl (one line per logged step)
+# and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang.
+#
+# usage: sh tests/test_mpi.sh BUILD/fusekit   (a build with -DFK_MPI=ON; make test-mpi runs it)
+set -eu
+F=$1
+command -v mpirun > /dev/null 2>&1 || { echo "test_mpi: no mpirun (Debian: openmpi-bin)" >&2; exit 1; }
+D=$(mktemp -d)
+trap 'rm -rf "$D"' EXIT
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN="timeout 300 mpirun -np 2 --oversubscribe"
+awk 'BEGIN { for (i = 0; i < 1200; i++) printf "line %d: the cat sat on the mat, the dog ran to the %s.\n", i % 23, (i % 2 ? "door" : "tree") }' > "$D/text.txt"
+ARGS="--data $D/text.txt --steps 30 --batch 4 --ctx 32 --d-model 32 --layers 2 --heads 2 --log-every 5 --eval-every 10 --precision fp32 --seed 7"
+$MPIRUN "$F" train $ARGS -o "$D/r2" > "$D/r2.out" 2> "$D/r2.err" || { cat "$D/r2.err" >&2; exit 1; }
+"$F" train $ARGS --grad-accum 2 -o "$D/r1" > "$D/r1.out" 2> "$D/r1.err" || { cat "$D/r1.err" >&2; exit 1; }
+grep -q "data-parallel ranks: 2" "$D/r2.err" || { echo "test_mpi: the run did not see 2 ranks" >&2; cat "$D/r2.err" >&2; exit 1; }
+# every logged step's loss, side by side
+num() { grep -o "\"$1\":[-0-9.e+]*" "$2" | cut -d: -f2; }
+num loss "$D/r1/metrics.jsonl" > "$D/l1"
+num loss "$D/r2/metrics.jsonl" > "$D/l2"
+n1=$(wc -l < "$D/l1"); n2=$(wc -l < "$D/l2")
+[ "$n1" -ge 6 ] && [ "$n2" -eq "$n1" ] || { echo "test_mpi: $n1 and $n2 metric lines, the same number expected (rank 0 alone writes)" >&2; exit 1; }
+paste "$D/l1" "$D/l2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1) { print "test_mpi: loss " $1 " (1 process) vs " $2 " (2 ranks)" > "/dev/stderr"; bad = 1 } } END { exit bad }'
+b1=$("$F" eval --model "$D/r1" --data "$D/text.txt" | grep -o '"bpb":[-0-9.e+]*' | cut -d: -f2)
+b2=$("$F" eval --model "$D/r2" --data "$D/text.txt" | grep -o '"bpb":[-0-9.e+]*' | cut -d: -f2)
+awk -v a="$b1" -v b="$b2" 'BEGIN { d = a - b; if (d < 0) d = -d; if (d > 1e-5 * a) { print "test_mpi: bits per byte " a " vs " b > "/dev/stderr"; exit 1 } }'
+# an error on the ranks ends the run (exit status non-zero, the message printed), within the timeout
+if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.out" 2> "$D/bad.err"; then
+    echo "test_mpi: a run on a missing file succeeded" >&2; exit 1
+fi
+grep -q "missing.txt" "$D/bad.err" || { echo "test_mpi: no message naming the missing file" >&2; cat "$D/bad.err" >&2; exit 1; }
+[ ! -e "$D/bad" ] || { echo "test_mpi: the failed run left $D/bad" >&2; exit 1; }
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); errors end all ranks"
