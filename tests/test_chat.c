@@ -121,7 +121,7 @@ static void test_errors(void **s) {
     expect_error("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(b=1) }}", FK_ERR_ARG, "macro 'm' has no parameter 'b'");
     expect_error("{{ x | wordwrap }}", FK_ERR_UNSUPPORTED, "the filter 'wordwrap'");
     expect_error("{{ 'a'.zfill(3) }}", FK_ERR_UNSUPPORTED, "zfill");
-    expect_error("{{ 1 + 'a' }}", FK_ERR_ARG, "'+' between a integer and a string");
+    expect_error("{{ 1 + 'a' }}", FK_ERR_ARG, "'+' between an integer and a string");
     expect_error("{{ undefined_thing.attr }}", FK_ERR_ARG, "'attr' of an undefined value");
     expect_error("{{ 1 // 0 }}", FK_ERR_ARG, "division by zero");
     expect_error("{% for x in range(2000000) %}{% endfor %}", FK_ERR_ARG, "10^6");

@@ -172,6 +172,18 @@ typedef struct {
     const char *system, *chat_template;
 } generate_args;
 
+// The sampling rows generate and chat share, over a generate_args a (its sampler, seed, penalty).
+#define SAMPLING_ROWS(a)                                                                                                             \
+    {"--temperature", OPT_F32, &(a).g.sampler.temperature, "sampling temperature, 0 = greedy", false, "[0,100]"},                  \
+    {"--greedy", OPT_FLAG, &(a).greedy, "always take the most likely token", false, NULL},                                        \
+    {"--top-k", OPT_I32, &(a).g.sampler.top_k, "sample among the k most likely tokens, 0 = off", false, "[0,)"},                  \
+    {"--top-p", OPT_F32, &(a).g.sampler.top_p, "nucleus sampling mass, 1 = off", false, "(0,1]"},                                 \
+    {"--seed", OPT_INT, (int64_t *)&(a).g.seed, "sampling seed", false, "[0,)"},                                                  \
+    {"--repeat-penalty", OPT_F32, &(a).g.repeat_penalty, "llama.cpp's repetition penalty on the last --repeat-last-n tokens, "     \
+     "1 = off", false, "(0,100]"},                                                                                               \
+    {"--repeat-last-n", OPT_I32, &(a).g.repeat_last_n, "tokens the repetition penalty looks back on, -1 = the whole context",     \
+     false, "[-1,1048576]"}
+
 // The prompt's ids (malloc'd into *ids): --prompt-ids, or --prompt encoded with the tokenizer.
 static fk_status prompt_tokens(const generate_args *a, const fk_tokenizer *tok, int64_t V, int32_t **ids, int64_t *n) {
     *n = 0;
@@ -203,14 +215,8 @@ int cmd_generate(int argc, char **argv) {
         {"--prompt-ids", OPT_STR, &a.prompt_ids, "prompt as space-separated token ids", false, NULL},
         {"--prompt-file", OPT_STR, &a.prompt_file, "prompt text from a file, - for standard input", false, NULL},
         {"--stop", OPT_LIST, &a.stops, "stop when the text reaches this string (not printed); repeatable", false, NULL},
-        {"--repeat-penalty", OPT_F32, &a.g.repeat_penalty, "llama.cpp's repetition penalty on the last --repeat-last-n tokens, 1 = off", false, "(0,100]"},
-        {"--repeat-last-n", OPT_I32, &a.g.repeat_last_n, "tokens the repetition penalty looks back on, -1 = the whole context", false, "[-1,1048576]"},
         {"-n|--max-new", OPT_INT, &a.g.max_new, "tokens to generate", false, "[0,1048576]"},
-        {"--temperature", OPT_F32, &s->temperature, "sampling temperature, 0 = greedy", false, "[0,100]"},
-        {"--greedy", OPT_FLAG, &a.greedy, "always take the most likely token", false, NULL},
-        {"--top-k", OPT_I32, &s->top_k, "sample among the k most likely tokens, 0 = off", false, "[0,)"},
-        {"--top-p", OPT_F32, &s->top_p, "nucleus sampling mass, 1 = off", false, "(0,1]"},
-        {"--seed", OPT_INT, (int64_t *)&a.g.seed, "sampling seed", false, "[0,)"},
+        SAMPLING_ROWS(a),
         {"--ids", OPT_FLAG, &a.ids_out, "print token ids instead of text", false, NULL},
         {"--chat", OPT_FLAG, &a.chat, "the prompt is a user message: the model's chat template around it, the reply ends at its end-of-turn token", false, NULL},
         {"--system", OPT_STR, &a.system, "with --chat: a system message before the prompt", false, NULL},
@@ -323,13 +329,7 @@ int cmd_chat(int argc, char **argv) {
         {"--chat-template", OPT_STR, &a.chat_template, "a Jinja chat template FILE instead of the model's own", false, NULL},
         {"--show-prompt", OPT_FLAG, &a.show_prompt, "print each rendered prompt on standard error", false, NULL},
         {"-n|--max-new", OPT_INT, &a.g.max_new, "tokens per reply at most", false, "[1,1048576]"},
-        {"--temperature", OPT_F32, &s->temperature, "sampling temperature, 0 = greedy", false, "[0,100]"},
-        {"--greedy", OPT_FLAG, &a.greedy, "always take the most likely token", false, NULL},
-        {"--top-k", OPT_I32, &s->top_k, "sample among the k most likely tokens, 0 = off", false, "[0,)"},
-        {"--top-p", OPT_F32, &s->top_p, "nucleus sampling mass, 1 = off", false, "(0,1]"},
-        {"--seed", OPT_INT, (int64_t *)&a.g.seed, "sampling seed", false, "[0,)"},
-        {"--repeat-penalty", OPT_F32, &a.g.repeat_penalty, "llama.cpp's repetition penalty on the last --repeat-last-n tokens, 1 = off", false, "(0,100]"},
-        {"--repeat-last-n", OPT_I32, &a.g.repeat_last_n, "tokens the repetition penalty looks back on, -1 = the whole context", false, "[-1,1048576]"},
+        SAMPLING_ROWS(a),
         CLI_ROW_THREADS(&a.threads),
         CLI_ROW_PRECISION(&a.precision),
         CLI_ROWS_END,

@@ -960,8 +960,10 @@ static bool truthy(val v) {
     }
 }
 
-static const char *kind_name(val v) {
-    static const char *const names[] = {"undefined", "none", "boolean", "integer", "float", "string", "list", "dict", "function"};
+// A value's kind with its article, for messages ("an integer", "a string").
+static const char *kind_a(val v) {
+    static const char *const names[] = {"an undefined value", "None", "a boolean", "an integer", "a float", "a string", "a list", "a dict",
+                                        "a function"};
     return names[v.k];
 }
 
@@ -1138,7 +1140,7 @@ static val contains(ctx *C, val hay, val x) {
     }
     if (hay.k == V_DICT && x.k == V_STR) return vbool(dict_get(hay.u.d, x.u.s).k != V_UNDEF);
     if (hay.k == V_UNDEF) return vbool(false);  // Jinja's Undefined is an empty container
-    return E_FAIL(C, FK_ERR_ARG, "chat template line %d: 'in' over a %s", C->line, kind_name(hay));
+    return E_FAIL(C, FK_ERR_ARG, "chat template line %d: 'in' over %s", C->line, kind_a(hay));
 }
 
 static int cmp_num(val a, val b, bool *ok) {
@@ -1168,7 +1170,7 @@ static val binop(ctx *C, str op, val a, val b) {
     if (op.s[0] == '<' || op.s[0] == '>') {
         bool ok;
         int c = cmp_num(a, b, &ok);
-        if (!ok) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: '%.*s' between a %s and a %s", C->line, (int)op.n, op.s, kind_name(a), kind_name(b));
+        if (!ok) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: '%.*s' between %s and %s", C->line, (int)op.n, op.s, kind_a(a), kind_a(b));
         return vbool(str_is(op, "<") ? c < 0 : str_is(op, ">") ? c > 0 : str_is(op, "<=") ? c <= 0 : c >= 0);
     }
     if (str_is(op, "+") && a.k == V_STR && b.k == V_STR) {
@@ -1193,7 +1195,7 @@ static val binop(ctx *C, str op, val a, val b) {
     }
     bool num_a = a.k == V_INT || a.k == V_FLOAT || a.k == V_BOOL, num_b = b.k == V_INT || b.k == V_FLOAT || b.k == V_BOOL;
     if (!num_a || !num_b)
-        return E_FAIL(C, FK_ERR_ARG, "chat template line %d: '%.*s' between a %s and a %s", C->line, (int)op.n, op.s, kind_name(a), kind_name(b));
+        return E_FAIL(C, FK_ERR_ARG, "chat template line %d: '%.*s' between %s and %s", C->line, (int)op.n, op.s, kind_a(a), kind_a(b));
     bool fl = a.k == V_FLOAT || b.k == V_FLOAT || str_is(op, "/");
     if (fl) {
         double x = a.k == V_INT ? (double)a.u.i : a.k == V_FLOAT ? a.u.f : a.u.b, y = b.k == V_INT ? (double)b.u.i : b.k == V_FLOAT ? b.u.f : b.u.b;
@@ -1241,7 +1243,7 @@ static val item(ctx *C, val o, val k) {
 
 static val slice(ctx *C, val o, val lo, val hi, val step) {
     int64_t n = seq_len(o);
-    if (n < 0 || o.k == V_DICT) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: slicing a %s", C->line, kind_name(o));
+    if (n < 0 || o.k == V_DICT) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: slicing %s", C->line, kind_a(o));
     int64_t st = step.k == V_INT ? step.u.i : 1;
     if (st == 0) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: slice step 0", C->line);
     int64_t a, b;
@@ -1419,7 +1421,7 @@ static val call_method(ctx *C, val self, const char *m, const val *a, const str 
         if (!strcmp(m, "keys")) return dict_items(C, self.u.d, 1);
         if (!strcmp(m, "values")) return dict_items(C, self.u.d, 2);
     }
-    return E_FAIL(C, FK_ERR_UNSUPPORTED, "chat template line %d: the method %s() of a %s is not supported", C->line, m, kind_name(self));
+    return E_FAIL(C, FK_ERR_UNSUPPORTED, "chat template line %d: the method %s() of %s is not supported", C->line, m, kind_a(self));
 }
 
 static int exec(ctx *C, const nlist *body);
@@ -1466,7 +1468,7 @@ static val call_macro(ctx *C, const node *m, const val *a, const str *kw, int na
 }
 
 static val call(ctx *C, val f, const val *a, const str *kw, int na) {
-    if (f.k != V_FUNC) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: calling a %s", C->line, kind_name(f));
+    if (f.k != V_FUNC) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: calling %s", C->line, kind_a(f));
     if (f.u.fn.id == F_MACRO) return call_macro(C, f.u.fn.macro, a, kw, na);
     if (f.u.fn.id == F_METHOD) return call_method(C, *f.u.fn.self, f.u.fn.name, a, kw, na);
     if (f.u.fn.id == F_RAISE) {
@@ -1530,7 +1532,7 @@ static bool test(ctx *C, const char *t, val x, const val *a, const str *kw, int 
     if (!strcmp(t, "sequence")) return x.k == V_STR || x.k == V_LIST || x.k == V_DICT;
     if (!strcmp(t, "callable")) return x.k == V_FUNC;
     if (!strcmp(t, "odd") || !strcmp(t, "even")) {
-        if (x.k != V_INT) { *ok = false; C->st = fk_error(FK_ERR_ARG, "chat template line %d: '%s' of a %s", C->line, t, kind_name(x)); return false; }
+        if (x.k != V_INT) { *ok = false; C->st = fk_error(FK_ERR_ARG, "chat template line %d: '%s' of %s", C->line, t, kind_a(x)); return false; }
         return (x.u.i % 2 != 0) == (t[0] == 'o');
     }
     if (!strcmp(t, "divisibleby")) {
@@ -1554,7 +1556,7 @@ static val list_of(ctx *C, val x) {
         val v = {V_LIST, {.l = l}};
         return v;
     }
-    return E_FAIL(C, FK_ERR_ARG, "chat template line %d: iterating over a %s", C->line, kind_name(x));
+    return E_FAIL(C, FK_ERR_ARG, "chat template line %d: iterating over %s", C->line, kind_a(x));
 }
 
 static val filter(ctx *C, const char *f, val x, const val *a, const str *kw, int na) {
@@ -1565,7 +1567,7 @@ static val filter(ctx *C, const char *f, val x, const val *a, const str *kw, int
     }
     if (!strcmp(f, "length") || !strcmp(f, "count")) {
         int64_t n = x.k == V_UNDEF ? 0 : seq_len(x);
-        if (n < 0) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: the length of a %s", C->line, kind_name(x));
+        if (n < 0) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: the length of %s", C->line, kind_a(x));
         return vint(n);
     }
     if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "capitalize") || !strcmp(f, "title")) {
@@ -1618,11 +1620,11 @@ static val filter(ctx *C, const char *f, val x, const val *a, const str *kw, int
         return l.k == V_LIST ? slice(C, l, UNDEF, UNDEF, vint(-1)) : UNDEF;
     }
     if (!strcmp(f, "items")) {
-        if (x.k != V_DICT) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: items of a %s", C->line, kind_name(x));
+        if (x.k != V_DICT) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: items of %s", C->line, kind_a(x));
         return dict_items(C, x.u.d, 0);
     }
     if (!strcmp(f, "dictsort")) {
-        if (x.k != V_DICT) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: dictsort of a %s", C->line, kind_name(x));
+        if (x.k != V_DICT) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: dictsort of %s", C->line, kind_a(x));
         val it = dict_items(C, x.u.d, 0);
         if (it.k != V_LIST) return UNDEF;
         vlist *l = it.u.l;
@@ -1759,7 +1761,7 @@ static val eval(ctx *C, const node *n) {
         a = eval(C, n->a);
         if (a.k == V_INT) return vint(-a.u.i);
         if (a.k == V_FLOAT) return vfloat(-a.u.f);
-        return C->st == FK_OK ? E_FAIL(C, FK_ERR_ARG, "chat template line %d: negating a %s", n->line, kind_name(a)) : UNDEF;
+        return C->st == FK_OK ? E_FAIL(C, FK_ERR_ARG, "chat template line %d: negating %s", n->line, kind_a(a)) : UNDEF;
     case N_AND: a = eval(C, n->a); return truthy(a) ? eval(C, n->b) : a;
     case N_OR: a = eval(C, n->a); return truthy(a) ? a : eval(C, n->b);
     case N_COND: a = eval(C, n->b); return truthy(a) ? eval(C, n->a) : n->c ? eval(C, n->c) : UNDEF;
@@ -1837,7 +1839,7 @@ static int exec_for(ctx *C, const node *n) {
         val x = items->v[i];
         bool ok;
         if (n->name2.n) {  // for a, b in pairs
-            if (x.k != V_LIST || x.u.l->n != 2) { C->top = f.up; C->st = fk_error(FK_ERR_ARG, "chat template line %d: cannot unpack a %s into two names", n->line, kind_name(x)); return CTL_NONE; }
+            if (x.k != V_LIST || x.u.l->n != 2) { C->top = f.up; C->st = fk_error(FK_ERR_ARG, "chat template line %d: cannot unpack %s into two names", n->line, kind_a(x)); return CTL_NONE; }
             ok = bind(C, &f, n->name, x.u.l->v[0]) && bind(C, &f, n->name2, x.u.l->v[1]);
         } else ok = bind(C, &f, n->name, x);
         ok = ok && bind(C, &f, (str){"loop", 4}, loop_info(C, items, i));
