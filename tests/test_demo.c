@@ -157,7 +157,11 @@ static void test_demo_quick(void **s) {
     int svgs = 0;
     for (const char *p = html; (p = strstr(p, "<svg")); p++) svgs++;
     assert_true(svgs >= 8);
+    assert_non_null(strstr(html, "Δ mean bpb vs baseline"));  // the delta column
+    assert_non_null(strstr(html, "stroke-dasharray='4 3'><title>chance"));  // chance lines on the probe accuracies
     free(html);
+    // well-formed (every tag closed), as test_reports checks the verbs' pages
+    if (system("command -v xmllint > /dev/null 2>&1") == 0) RUN_OK("xmllint --noout %s", tpath("demo/report.html"));
     // every step is a command a user can rerun, and each left its log
     char *cmds = slurp(tpath("demo/commands.sh"), &n);
     assert_non_null(strstr(cmds, "'fuse'"));

@@ -108,6 +108,17 @@ static void test_reports(void **s) {
     RUN_OK("%s heal --teacher %s/base --model %s/folded --data %s -o %s/healed --steps 20 --eval-every 10 --log-every 5", F, tmpdir, tmpdir, text,
            tmpdir);
     check_report(tpath("healed"), "heal", 4, blank);
+    // analyze's page: well-formed, names its model and text, renders
+    RUN_OK("%s analyze --model %s/base --data %s -o %s/an", F, tmpdir, text, tmpdir);
+    {
+        char ap[400];
+        snprintf(ap, sizeof ap, "%s/an/analysis.html", tmpdir);
+        size_t an;
+        char *ah = slurp(ap, &an);
+        assert_non_null(strstr(ah, text));
+        free(ah);
+        if (system("command -v xmllint > /dev/null 2>&1") == 0) RUN_OK("xmllint --noout %s", ap);
+    }
     // merge's inputs are models: its report gives their hashes (the text is not among them)
     RUN_OK("%s merge --method linear --model %s/base --model %s/fused -o %s/merged", F, tmpdir, tmpdir, tmpdir);
     char p[400], *out;

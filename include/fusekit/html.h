@@ -31,6 +31,10 @@ void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double v
 // value printed above each bar with `fmt` (e.g. "%.3f"). Non-finite values are left out.
 void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *groups, int n_groups, const char *const *series,
                          int n_series, const double *v, const char *fmt);
+// The same with a reference value per group (e.g. chance) drawn as a dashed line across the group,
+// named ref_label in the legend and the line's tooltip; non-finite ref[g]: none for that group.
+void fk_svg_grouped_bars_ref(fk_sbuf *b, const char *title, const char *const *groups, int n_groups, const char *const *series,
+                             int n_series, const double *v, const char *fmt, const double *ref, const char *ref_label);
 // Heatmap of v[rows * cols] scaled to [lo, hi] (white to dark blue; NaN grey). Row i is
 // labelled rl + (i + row0), column j cl + (j + col0).
 void fk_svg_heatmap(fk_sbuf *b, const char *title, const double *v, int rows, int cols, int cell, double lo, double hi,

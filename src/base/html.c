@@ -126,12 +126,19 @@ void fk_svg_bars(fk_sbuf *b, const char *title, const double *v, int n, double v
 
 void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *groups, int n_groups, const char *const *series,
                          int n_series, const double *v, const char *fmt) {
+    fk_svg_grouped_bars_ref(b, title, groups, n_groups, series, n_series, v, fmt, NULL, NULL);
+}
+
+void fk_svg_grouped_bars_ref(fk_sbuf *b, const char *title, const char *const *groups, int n_groups, const char *const *series,
+                             int n_series, const double *v, const char *fmt, const double *ref, const char *ref_label) {
     int bw = 16, gap = 18, gw = n_series * bw + gap, h = 200, top = 56, w = 50 + gw * n_groups;
     double vmax = 0;
     for (int i = 0; i < n_groups * n_series; i++) if (isfinite(v[i])) vmax = fmax(vmax, v[i]);
+    for (int g = 0; ref && g < n_groups; g++) if (isfinite(ref[g])) vmax = fmax(vmax, ref[g]);
     if (!(vmax > 0)) vmax = 1;
     int legend_w = 0;
     for (int s = 0; s < n_series; s++) legend_w += 36 + 7 * (int)strlen(series[s]);
+    if (ref && ref_label) legend_w += 36 + 7 * (int)strlen(ref_label);
     if (legend_w + 50 > w) w = legend_w + 50;
     fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>", title, w,
           top + h + 40);
@@ -141,6 +148,12 @@ void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *group
         fk_sb_text(b, series[s]);
         fk_sb(b, "</text>");
         lx += 36 + 7 * (int)strlen(series[s]);
+    }
+    if (ref && ref_label) {
+        fk_sb(b, "<line x1='%d' y1='10' x2='%d' y2='10' stroke='#333' stroke-dasharray='4 3'/><text x='%d' y='14' font-size='11'>", lx, lx + 12,
+              lx + 16);
+        fk_sb_text(b, ref_label);
+        fk_sb(b, "</text>");
     }
     vmax = bar_axis(b, vmax, 40, w - 5, top, top + h);
     for (int g = 0; g < n_groups; g++) {
@@ -164,6 +177,16 @@ void fk_svg_grouped_bars(fk_sbuf *b, const char *title, const char *const *group
         fk_sb(b, "<text x='%d' y='%d' font-size='11'>", gx, top + h + 16);
         fk_sb_text(b, groups[g]);
         fk_sb(b, "</text>");
+        if (ref && isfinite(ref[g])) {
+            double y = top + h - h * (ref[g] / vmax);
+            fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#333' stroke-dasharray='4 3'><title>", gx - 2, y, gx + n_series * bw, y);
+            fk_sb_text(b, ref_label ? ref_label : "reference");
+            fk_sb(b, ", ");
+            fk_sb_text(b, groups[g]);
+            char val[32];
+            snprintf(val, sizeof val, fmt, ref[g]);
+            fk_sb(b, ": %s</title></line>", val);
+        }
     }
     fk_sb(b, "</svg>");
 }
@@ -284,15 +307,17 @@ void fk_svg_dots(fk_sbuf *b, const char *title, const char *const *cats, int n_c
     const int L = 60, T = 30, H = 260, B = 36, W = L + 10 + cw * n_cats;
     double y0, y1;
     dots_range(n_cats, pts, n, mean, lo, hi, &y0, &y1);
+    double yt0, ystep;
+    int ny = nice_ticks(&y0, &y1, &yt0, &ystep);
 #define DOTS_Y(v) (H - B - (H - T - B) * ((v) - y0) / (y1 - y0))
     fk_sb(b, "<h3>%s</h3><svg width='%d' height='%d' xmlns='http://www.w3.org/2000/svg' font-family='sans-serif'>", title, W, H);
     fk_sb(b, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#999'/>", L, T, W - L - 5, H - T - B);
-    for (int k = 0; k <= 4; k++) {
-        double yv = y0 + (y1 - y0) * k / 4;
+    for (int k = 0; k < ny; k++) {
+        double yv = yt0 + k * ystep;
         char t[32];
         tick(t, sizeof t, yv);
-        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#eee'/><text x='4' y='%.1f' font-size='10'>%s</text>", L, DOTS_Y(yv),
-              W - 5, DOTS_Y(yv), DOTS_Y(yv) + 3, t);
+        fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#eee'/><text x='%d' y='%.1f' font-size='10' text-anchor='end'>%s</text>", L,
+              DOTS_Y(yv), W - 5, DOTS_Y(yv), L - 4, DOTS_Y(yv) + 3, t);
     }
     if (y0 < 0 && y1 > 0)
         fk_sb(b, "<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#555' stroke-dasharray='4 3'/>", L, DOTS_Y(0.0), W - 5, DOTS_Y(0.0));

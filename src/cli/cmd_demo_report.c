@@ -227,7 +227,11 @@ static const char *vmap_name(int v) { return v < 0 ? "-" : fk_vmap_mode_name((fk
 static void table_html(fk_sbuf *b, const summary *S, int n_rows, int n_seeds) {
     fk_sb(b, "<table><tr><th>model</th><th>role</th><th>architecture</th><th>tokenizer</th><th>parameters</th>");
     for (int k = 0; k < N_DOM; k++) fk_sb(b, "<th>%s bpb</th>", fk_synth_domains[k]);
-    fk_sb(b, "<th>mean bpb</th>%s<th>probe accuracy</th><th>tokens/s</th></tr>", n_seeds > 1 ? "<th>sd</th><th>95% interval</th>" : "");
+    int base = -1;  // the CLM-only baseline: each row's mean against it
+    for (int i = 0; i < n_rows; i++)
+        if (strncmp(S->mean[i].name, "baseline", 8) == 0) { base = i; break; }
+    fk_sb(b, "<th>mean bpb</th>%s%s<th>probe accuracy</th><th>tokens/s</th></tr>", n_seeds > 1 ? "<th>sd</th><th>95% interval</th>" : "",
+          base >= 0 ? "<th>Δ mean bpb vs baseline</th>" : "");
     for (int i = 0; i < n_rows; i++) {
         const model_row *r = &S->mean[i];
         fk_sb(b, "<tr><td><b>%s</b></td><td>%s</td><td>%s</td><td>%s</td><td>%lld</td>", r->name, r->role, r->arch, r->tok,
@@ -235,6 +239,11 @@ static void table_html(fk_sbuf *b, const summary *S, int n_rows, int n_seeds) {
         for (int k = 0; k < N_DOM; k++) fk_sb(b, "<td>%.3f</td>", r->bpb[k]);
         fk_sb(b, "<td><b>%.4f</b></td>", r->avg_bpb);
         if (n_seeds > 1) fk_sb(b, "<td>%.4f</td><td>%.4f … %.4f</td>", S->sd[i], S->lo[i], S->hi[i]);
+        if (base >= 0) {
+            double d = r->avg_bpb - S->mean[base].avg_bpb;
+            if (i == base) fk_sb(b, "<td>—</td>");
+            else fk_sb(b, "<td>%+.4f (%+.2f%%)</td>", d, 100 * d / S->mean[base].avg_bpb);
+        }
         fk_sb(b, "<td>%.1f%%</td><td>%.0f</td></tr>", 100 * r->avg_acc, r->tokens_per_s);
     }
     fk_sb(b, "</table>");
@@ -350,8 +359,12 @@ static void report_domains(fk_sbuf *b, const demo_results *R, const summary *S) 
     }
     fk_svg_grouped_bars(b, "Held-out bits per byte per domain (lower is better; mean over seeds)", groups, N_DOM + 1, series, nr, v,
                         "%.3f");
-    fk_svg_grouped_bars(b, "Probe accuracy per domain, % (higher is better; chance 50% for grammar, 25% for the rest)", groups, N_DOM + 1,
-                        series, nr, acc, "%.0f");
+    // chance per domain: 25% for the four-way probes, 50% for grammar's two-way, their mean for "mean"
+    double chance[N_DOM + 1], cm = 0;
+    for (int k = 0; k < N_DOM; k++) cm += chance[k] = strcmp(fk_synth_domains[k], "grammar") == 0 ? 50 : 25;
+    chance[N_DOM] = cm / N_DOM;
+    fk_svg_grouped_bars_ref(b, "Probe accuracy per domain, % (higher is better; dashed: chance)", groups, N_DOM + 1, series, nr, acc, "%.0f",
+                            chance, "chance");
 }
 
 // The training curves of the first seed's fused model and baseline, and the fusion weights.
@@ -373,7 +386,7 @@ static void report_curves(fk_sbuf *b, const curve *fused, const curve *base) {
 static fk_status write_report(const demo *d, const demo_results *R, const summary *S, const curve *fused, const curve *base,
                               const fk_analysis *an, const fk_config *before, const fk_config *after) {
     fk_sbuf b = {0};
-    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusekit demo</title><style>"
+    fk_sb(&b, "<!DOCTYPE html><html><head><meta charset='utf-8'/><title>fusekit demo</title><style>"
               "body{font-family:sans-serif;margin:24px;max-width:1100px;color:#222}h3{margin:22px 0 4px}"
               "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
               "td:first-child,th:first-child,td:nth-child(2),td:nth-child(3),td:nth-child(4){text-align:left}"
