@@ -293,8 +293,8 @@ static char *step_line(const fk_train_event *ev, const fk_teacher_set *teachers,
             const char *b = strrchr(names->v[i], '/');
             b = b ? b + 1 : names->v[i];
             size_t len = strcspn(b, ".");
-            const char *dash = strrchr(b, '-');
-            if (dash && (size_t)(dash - b) < len && strspn(dash + 1, "0123456789abcdef") == 16) len = (size_t)(dash - b);
+            const char *dash = memrchr(b, '-', len);  // the last '-' before the first '.'
+            if (dash && len - (size_t)(dash - b) == 17 && strspn(dash + 1, "0123456789abcdef") == 16) len = (size_t)(dash - b);
             char name[256];
             snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), b);
             cJSON_AddItemToArray(tn, cJSON_CreateString(name));
