@@ -6,7 +6,10 @@ BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev \
-                libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev groff-base tmux libxml2-utils chromium
+                libpcre2-dev libicu-dev libcmocka-dev libyaml-dev libssl-dev libdnnl-dev groff-base
+# make test's too: a terminal for the chat test (tmux), the reports' well-formedness (xmllint) and
+# rendering (headless chromium)
+TEST_DEB_PACKAGES := tmux libxml2-utils chromium
 # make test-mpi only (Open MPI and its launcher)
 MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin
 # make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
@@ -42,10 +45,12 @@ demo: build
 	@sh tools/demo.sh $(BUILD)/fusekit
 
 test: build
+	@sh tools/install-deps.sh $(TEST_DEB_PACKAGES)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE '$(CTEST_EXCLUDE)'
 
 # The fast tier only (ctest label fast: under a minute on two cores), for the edit-build-test loop.
 test-fast: build
+	@sh tools/install-deps.sh $(TEST_DEB_PACKAGES)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L fast
 
 # The fast tier of a build without OpenMP (-DFK_OPENMP=OFF: every loop on one thread), in build-noomp.
