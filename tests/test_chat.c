@@ -185,6 +185,16 @@ static void test_find(void **s) {
     CHECK(fk_chat_template_find(FK_TEST_DATA "/quants/tiny_llama_quant.gguf", NULL, &t, NULL));
     assert_null(t);
     assert_int_not_equal(fk_chat_template_find(NULL, tpath("absent.jinja"), &t, NULL), FK_OK);
+    // a template file over 1 MiB is refused by its size, before it is read (a sparse 2 MiB file)
+    snprintf(p, sizeof p, "%s/big.jinja", dir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 2 << 20, SEEK_SET), 0);
+    fputc('x', f);
+    fclose(f);
+    assert_int_equal(fk_chat_template_find(NULL, p, &t, NULL), FK_ERR_FORMAT);
+    assert_non_null(strstr(fk_last_error(), "big.jinja"));
+    assert_null(t);
 }
 
 int main(void) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 // ------------------------------------------------------------------ arena
@@ -1985,12 +1986,21 @@ static fk_status dup_out(const char *s, size_t n, char **tmpl) {
     return FK_OK;
 }
 
+// A template file (or a JSON file holding one) read whole, its size bounded before it is read:
+// a template of at most FK_CHAT_MAX_TEMPLATE, a JSON file of at most 64 MiB.
+static fk_status read_bounded(const char *path, size_t max, char **text, size_t *n) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && sb.st_size > (off_t)max)
+        return fk_error(FK_ERR_FORMAT, "%s: %lld bytes, more than the %zu a chat template's file may have", path, (long long)sb.st_size, max);
+    return fk_read_file(path, text, n);  // refuses what is not a regular file, naming it
+}
+
 // tokenizer_config.json's (or chat_template.json's) "chat_template": a string, or a list of
 // {"name", "template"} ("default" taken).
 static fk_status json_template(const char *path, char **tmpl) {
     char *text = NULL;
     size_t n = 0;
-    FK_TRY(fk_read_file(path, &text, &n));
+    FK_TRY(read_bounded(path, (size_t)64 << 20, &text, &n));
     cJSON *root = cJSON_ParseWithLength(text, n);
     free(text);
     if (!root) return fk_error(FK_ERR_FORMAT, "%s: not valid JSON", path);
@@ -2025,8 +2035,7 @@ fk_status fk_chat_template_find(const char *model_path, const char *tmpl_path, c
     char *joined = NULL;
     if (tmpl_path) {
         size_t n = 0;
-        FK_TRY(fk_read_file(tmpl_path, tmpl, &n));
-        if (n > FK_CHAT_MAX_TEMPLATE) { free(*tmpl); *tmpl = NULL; return fk_error(FK_ERR_ARG, "%s: %zu bytes, more than a chat template may have", tmpl_path, n); }
+        FK_TRY(read_bounded(tmpl_path, FK_CHAT_MAX_TEMPLATE, tmpl, &n));
         from = tmpl_path;
     } else if (model_path && ends_with(model_path, ".gguf")) {
         fk_gguf g;
@@ -2051,8 +2060,7 @@ fk_status fk_chat_template_find(const char *model_path, const char *tmpl_path, c
             if (!fk_path_exists(joined)) continue;
             if (i == 0) {
                 size_t n = 0;
-                st = fk_read_file(joined, tmpl, &n);
-                if (st == FK_OK && n > FK_CHAT_MAX_TEMPLATE) { free(*tmpl); *tmpl = NULL; st = fk_error(FK_ERR_FORMAT, "%s: %zu bytes, more than a chat template may have", joined, n); }
+                st = read_bounded(joined, FK_CHAT_MAX_TEMPLATE, tmpl, &n);
             } else st = json_template(joined, tmpl);
             if (*tmpl) from = joined;
         }
