@@ -24,7 +24,8 @@
 # llama.cpp's perplexity protocol (chunks of SEQ tokens, BOS where the tokenizer adds one, the
 # second half of each chunk scored): bits per byte, mean ± sd over the seeds. Then the fused model
 # (first seed) is folded by 20% of its FFN parameters and healed, beside magnitude pruning of the
-# same budget healed the same way.
+# same budget healed the same way and the fused model healed the same way without folding (the
+# healed-original control: folded - healed is what folding itself costs).
 #
 # usage: bench/fusellm_real.sh [BUILD_DIR] [WORK_DIR]     (stages are cached in WORK_DIR)
 #   SIZE=short (default) runs in minutes; SIZE=full took 23 minutes on 2 shared cores.
@@ -179,6 +180,14 @@ if [ "$FOLD" = 1 ] && ! done_run "$W/runs/folded"; then
     --heal-steps "$HEAL_STEPS" -o "$W/runs/folded" -- $HEAL > "$W/logs/folded.log" 2>&1
   trim "$W/runs/folded"
 fi
+# the healed-original control: the fused model healed exactly as the fold heals (same steps, rate,
+# seed, teacher), nothing folded (fold --heal-only), so folded - healed is what folding itself costs
+if [ "$FOLD" = 1 ] && ! done_run "$W/runs/healed"; then
+  rm -rf "$W/runs/healed"; say "heal the fused model (nothing folded) $HEAL_STEPS steps: the healed-original control"
+  "$F" fold --model "$FUSED" --data "$MIX" --budget 0.2 --scope ffn --ops ffn --seq "$SEQ" --max-tokens "$CAL_TOKENS" --probe-windows 2 $TH \
+    --heal-steps "$HEAL_STEPS" --heal-only -o "$W/runs/healed" -- $HEAL > "$W/logs/healed.log" 2>&1
+  trim "$W/runs/healed"
+fi
 if [ "$FOLD" = 1 ] && ! done_run "$W/runs/pruned"; then
   rm -rf "$W/runs/pruned" "$W/runs/pruned-raw"; say "magnitude pruning of the fused model by 20% FFN, heal $HEAL_STEPS steps"
   "$F" prune --model "$FUSED" --data "$MIX" --method magnitude --budget 0.2 --scope ffn --seq "$SEQ" --max-tokens "$CAL_TOKENS" $TH \
@@ -208,7 +217,7 @@ for s in $SEEDS; do
   ev "clm-s$s" "$W/runs/clm-lr$best_lr-s$s"
   for a in $OBJECTIVES; do ev "$(arm_name "$a")-s$s" "$W/runs/$(arm_name "$a")-lr$best_lr-l${LAM[$a]}-s$s"; done
 done
-if [ "$FOLD" = 1 ]; then ev folded "$W/runs/folded"; ev pruned "$W/runs/pruned"; fi
+if [ "$FOLD" = 1 ]; then ev healed "$W/runs/healed"; ev folded "$W/runs/folded"; ev pruned "$W/runs/pruned"; fi
 
 # ---- results.json and the table
 python3 - "$W" "$SIZE" "$SEQ" "$BATCH" "$STEPS" "$SEEDS" "$best_lr" "$best_l" "$LRS" "$LAMBDAS" "$HEAL_STEPS" "$K" "$MIX_BYTES" "$TEST_BYTES" "$(pwd)/bench" \
@@ -241,7 +250,7 @@ res = {"bench": "fusellm_real", "size": size,
        "tuning_val_bpb": {"clm": {l: val(f"clm-lr{l}-s{seeds[0]}") for l in lrs.split()},
                           **{n: {m: val(f"{n}-lr{lr}-l{m}-s{seeds[0]}") for m in lams.split()} for _, n, _ in arms}},
        "models": {}, "stores": [json.loads(l) for l in open(f"{W}/stores.jsonl")]}
-for m in [m for m in ["smollm2", "gemma3", "folded", "pruned"] if (m, "wiki") in bpb]:  # folded, pruned: unless FOLD=0
+for m in [m for m in ["smollm2", "gemma3", "healed", "folded", "pruned"] if (m, "wiki") in bpb]:  # healed, folded, pruned: unless FOLD=0
     res["models"][m] = {d: {"mean": bpb[(m, d)], "sd": None, "n": 1} for d in doms}
     res["models"][m]["params"] = params[m]; res["models"][m]["ffn_params"] = ffn[m]
 for m in ["clm"] + [n for _, n, _ in arms]:
@@ -259,6 +268,7 @@ for s in res["stores"]:
 json.dump(res, open(f"{W}/results.json", "w"), indent=1)
 role = {"smollm2": "source and target before training: SmolLM2-135M-Instruct Q4_1", "gemma3": "source: Gemma-3-270M Q4_K_M",
         "clm": f"CLM-only continual training of SmolLM2 (lr {lr})", "fused": f"FuseLLM: SmolLM2 + Gemma-3 into SmolLM2 (lr {lr}, lambda {lam})",
+        "healed": "fused, healed as the fold heals, nothing folded (control)",
         "folded": "fused, 20% of FFN folded + healed", "pruned": "fused, 20% of FFN magnitude-pruned + healed"}
 what = {"uld": "ULD (sorted-probability L1) on the fused rows", "span": "span: chunk likelihoods (ALM)", "ce": "MinCE soft cross-entropy"}
 for a, n, l in arms:
@@ -266,7 +276,7 @@ for a, n, l in arms:
 L = [f"FuseLLM in miniature ({size} run): {steps} steps x {batch} x {seq} = {steps * batch * seq} training tokens per run, "
      f"seeds {' '.join(seeds)}; held-out bits per byte (llama.cpp perplexity protocol, n_ctx {seq}), first {test_bytes} bytes of each test file.", "",
      "| model | | params | wikitext-2 test | linux test |", "|---|---|---:|---:|---:|"]
-for m in ["smollm2", "gemma3", "clm"] + [n for _, n, _ in arms] + [m for m in ["folded", "pruned"] if m in res["models"]]:
+for m in ["smollm2", "gemma3", "clm"] + [n for _, n, _ in arms] + [m for m in ["healed", "folded", "pruned"] if m in res["models"]]:
     r = res["models"][m]
     cell = lambda d: f"{r[d]['mean']:.4f} ± {r[d]['sd']:.4f}" if r[d]["n"] > 1 else f"{r[d]['mean']:.4f}"
     L.append(f"| {m} | {role[m]} | {r['params']:,} | {cell('wiki')} | {cell('linux')} |")
@@ -278,6 +288,9 @@ for a, n, _ in arms:
     for d in doms:
         line(n, "clm", "CLM-only", res["arms"][a]["minus_clm"][d], d)
         if a != "ce": line(n, "fused", "MinCE", res["arms"][a]["minus_mince"][d], d)
+if "healed" in res["models"] and "folded" in res["models"]:
+    L.append("folding's own cost, folded − healed (seed 1, the same healing): " + ", ".join(
+        f"{d} {res['models']['folded'][d]['mean'] - res['models']['healed'][d]['mean']:+.4f}" for d in doms) + " bits/byte")
 L.append("")
 for s in res["stores"]:
     i = s["info"]
