@@ -196,6 +196,80 @@ static void test_gemv_bf16(void **s) {
     }
 }
 
+// fk_sgemm_fused, C = beta C + ep(A B^T + bias): on oneDNN's bf16 path each element against the
+// double product of the rounded operands plus the bias, through GELU's tanh form in double, plus
+// beta C (bound: fp32 summation's, GELU's slope <= 1.13 times it, 2e-6 (1 + |x|) for oneDNN's
+// GELU and one rounding of the sum); anywhere else it must decline and leave C alone. Then a
+// GPT-2 (biases, GELU): an inference forward (where the model takes the fused products) and a
+// training forward (separate steps) give the same loss within 1e-5 relative, exactly at fp32.
+static void test_gemm_fused(void **s) {
+    (void)s;
+    const int M = 70, N = 96, K = 80;  // 537,600 multiply-adds: above oneDNN's threshold
+    fk_rng r;
+    fk_rng_seed(&r, 11);
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * N * K), *bias = malloc(sizeof(float) * N);
+    float *C = malloc(sizeof(float) * M * N), *C0 = malloc(sizeof(float) * M * N);
+    for (int i = 0; i < M * K; i++) A[i] = 0.3f * fk_rng_normal(&r);
+    for (int i = 0; i < N * K; i++) B[i] = 0.3f * fk_rng_normal(&r);
+    for (int i = 0; i < N; i++) bias[i] = fk_rng_normal(&r);
+    struct { bool bias; float beta; fk_epilogue ep; } cases[] = {
+        {true, 0, FK_EP_NONE}, {true, 0, FK_EP_GELU_TANH}, {true, 1, FK_EP_NONE}, {false, 1, FK_EP_NONE}, {false, 0, FK_EP_GELU_TANH}};
+    for (int path = 0; path < N_PATHS + 1; path++) {
+        bool dnnl = path < N_PATHS && bf16_path(path) && strstr(fk_matmul_backend(), "oneDNN");
+        if (path == N_PATHS) fp32_path();
+        for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+            for (int i = 0; i < M * N; i++) C0[i] = C[i] = fk_rng_normal(&r);
+            bool done = fk_sgemm_fused(M, N, K, A, K, B, K, cases[t].bias ? bias : NULL, cases[t].beta, cases[t].ep, C, N);
+            assert_true(done == dnnl);
+            if (!done) {
+                assert_memory_equal(C, C0, sizeof(float) * M * N);
+                continue;
+            }
+            double worst = 0;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double x = cases[t].bias ? bias[j] : 0, mag = fabs(x);
+                    for (int k = 0; k < K; k++) {
+                        double p = (double)ref_round(A[i * K + k]) * ref_round(B[j * K + k]);
+                        x += p, mag += fabs(p);
+                    }
+                    double bound = (K + 2) * U32 * mag, y = x;
+                    if (cases[t].ep == FK_EP_GELU_TANH) {
+                        y = 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+                        bound = 1.13 * bound + 2e-6 * (1 + fabs(x));
+                    }
+                    y += cases[t].beta * C0[i * N + j];
+                    bound += 2 * U32 * (fabs(y) + fabs(cases[t].beta * C0[i * N + j])) + 1e-30;
+                    double got = C[i * N + j];
+                    if (!(fabs(got - y) <= bound))
+                        fail_msg("fused case %zu: C[%d][%d] = %.9g, reference %.9g, bound %.3g", t, i, j, got, y, bound);
+                    worst = fmax(worst, fabs(got - y) / bound);
+                }
+            print_message("  fused case %zu (%s): largest error %.3f of the bound\n", t, fk_matmul_backend(), worst);
+        }
+    }
+    free(A), free(B), free(bias), free(C), free(C0);
+    // the model: inference (fused where it can) against training (separate) forwards
+    fk_config c;
+    fk_config_gpt2(&c, 2048, 256, 2, 4, 64);
+    fk_model m;
+    CHECK(fk_model_init(&m, &c));
+    fk_model_init_weights(&m, 3);
+    int32_t x[128], y[128];
+    for (int i = 0; i < 128; i++) x[i] = (int32_t)(fk_rng_u64(&r) % 2048), y[i] = (int32_t)(fk_rng_u64(&r) % 2048);
+    for (int path = 0; path < N_PATHS + 1; path++) {
+        if (path < N_PATHS && !bf16_path(path)) continue;
+        if (path == N_PATHS) fp32_path();
+        float li, lt;
+        CHECK(fk_model_forward(&m, x, y, 2, 64, false, &li));
+        CHECK(fk_model_forward(&m, x, y, 2, 64, true, &lt));
+        print_message("  gpt2 %s: inference loss %.8f, training loss %.8f\n", fk_matmul_backend(), li, lt);
+        if (path == N_PATHS) assert_true(li == lt);
+        else assert_true(fabs(li - lt) <= 1e-5 * fabs(lt));
+    }
+    fk_model_free(&m);
+}
+
 static void test_precision_parse(void **s) {
     (void)s;
     fk_precision p;
@@ -494,6 +568,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_gemm_rounding, teardown_fp32),
         cmocka_unit_test_teardown(test_fp32_unchanged, teardown_fp32),
         cmocka_unit_test_teardown(test_gemv_bf16, teardown_fp32),
+        cmocka_unit_test_teardown(test_gemm_fused, teardown_fp32),
         cmocka_unit_test(test_precision_parse),
         cmocka_unit_test_teardown(test_precision_auto, teardown_fp32),
         cmocka_unit_test_teardown(test_golden_models_bf16, teardown_fp32),

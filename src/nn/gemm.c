@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "base/par.h"
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
 #ifdef FK_HAVE_DNNL
 #include <dnnl.h>
 #include <pthread.h>
@@ -112,8 +115,13 @@ static void *scratch(int which, size_t bytes) {
     return buf[which];
 }
 
+// Conversions of an operand run on the calling thread inside a parallel region, across the
+// threads outside one when the operand is this large.
+#define FK_CONVERT_PAR (1 << 16)
+
 // The rows x cols matrix at src (row stride ld) rounded to bf16, packed (row stride cols), as floats.
 static void round_rows_f32(float *dst, const float *src, int rows, int cols, int ld) {
+    #pragma omp parallel for if ((int64_t)rows * cols >= FK_CONVERT_PAR && !omp_in_parallel())
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = bf16_float(src[(size_t)r * ld + c]);
 }
@@ -135,7 +143,7 @@ static void emulated_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, 
 // product); one lock around creation and execution keeps concurrent callers apart.
 #define FK_DNNL_CACHE 64
 typedef struct {
-    int M, N, K, ta, tb, ldc;
+    int M, N, K, ta, tb, ldc, bias, ep;
     float alpha, beta;
     dnnl_primitive_t prim;
 } onednn_entry;
@@ -148,9 +156,24 @@ static struct {
     bool failed;
 } g_onednn = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+// The rows x cols matrix at src (row stride ld) as packed bf16 (round to nearest even). With
+// AVX512-BF16 (the CPU oneDNN's path needs) sixteen at a time by the conversion instruction,
+// which rounds the same way and keeps NaNs quiet, but reads subnormal inputs as zero (they are
+// below bf16's precision relative to any normal product term).
 static void rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = (uint16_t)bf16_bits(src[(size_t)r * ld + c]);
+    #pragma omp parallel for if ((int64_t)rows * cols >= FK_CONVERT_PAR)
+    for (int r = 0; r < rows; r++) {
+        const float *s = src + (size_t)r * ld;
+        uint16_t *d = dst + (size_t)r * cols;
+        int c = 0;
+#ifdef __AVX512BF16__
+        for (; c + 16 <= cols; c += 16) {
+            __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + c));
+            memcpy(d + c, &v, sizeof v);
+        }
+#endif
+        for (; c < cols; c++) d[c] = (uint16_t)bf16_bits(s[c]);
+    }
 }
 
 // The 2-D descriptor of an operand of logical shape rows x cols, stored packed as given or transposed.
@@ -159,28 +182,37 @@ static void md2(dnnl_memory_desc_t *md, int rows, int cols, bool trans, dnnl_dat
     dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
 }
 
-// A primitive for (M,N,K,ta,tb,alpha,beta) with packed bf16 operands and C's row stride ldc; NULL on failure.
-static dnnl_primitive_t onednn_prim(int M, int N, int K, bool ta, bool tb, float alpha, float beta, int ldc) {
+// A primitive for C = beta C + ep(alpha op(A) op(B) [+ bias]) with packed bf16 operands and C's
+// row stride ldc, bias an f32 row of N added to every row of the product (only with alpha 1);
+// NULL on failure.
+static dnnl_primitive_t onednn_prim(int M, int N, int K, bool ta, bool tb, float alpha, float beta, int ldc, bool bias,
+                                    fk_epilogue ep) {
     for (int i = 0; i < g_onednn.n; i++) {
         onednn_entry *e = &g_onednn.e[i];
-        if (e->M == M && e->N == N && e->K == K && e->ta == ta && e->tb == tb && e->ldc == ldc && e->alpha == alpha && e->beta == beta)
+        if (e->M == M && e->N == N && e->K == K && e->ta == ta && e->tb == tb && e->ldc == ldc && e->alpha == alpha &&
+            e->beta == beta && e->bias == bias && e->ep == (int)ep)
             return e->prim;
     }
-    dnnl_memory_desc_t a, b, c;
+    dnnl_memory_desc_t a, b, c, bmd;
     md2(&a, M, K, ta, dnnl_bf16, ta ? M : K);
     md2(&b, K, N, tb, dnnl_bf16, tb ? K : N);
     md2(&c, M, N, false, dnnl_f32, ldc);
+    md2(&bmd, 1, N, false, dnnl_f32, N);
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    bool ok = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) == dnnl_success &&
+    bool ok = dnnl_matmul_desc_init(&desc, &a, &b, bias ? &bmd : NULL, &c) == dnnl_success &&
               dnnl_primitive_attr_create(&attr) == dnnl_success;
     if (ok && alpha != 1.0f) ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) == dnnl_success;
-    if (ok && beta != 0.0f)
-        ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, beta) == dnnl_success &&
-             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    if (ok && (beta != 0.0f || ep != FK_EP_NONE)) {
+        // the element-wise epilogue on the product (plus bias), then the sum with C's old values
+        ok = dnnl_post_ops_create(&po) == dnnl_success;
+        if (ok && ep == FK_EP_GELU_TANH) ok = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f) == dnnl_success;
+        if (ok && beta != 0.0f) ok = dnnl_post_ops_append_sum(po, beta) == dnnl_success;
+        ok = ok && dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    }
     ok = ok && dnnl_primitive_desc_create(&pd, &desc, attr, g_onednn.engine, NULL) == dnnl_success &&
          dnnl_primitive_create(&prim, pd) == dnnl_success;
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -190,14 +222,15 @@ static dnnl_primitive_t onednn_prim(int M, int N, int K, bool ta, bool tb, float
     onednn_entry *e = &g_onednn.e[g_onednn.next];
     if (g_onednn.n == FK_DNNL_CACHE) dnnl_primitive_destroy(e->prim);
     else g_onednn.n++;
-    *e = (onednn_entry){M, N, K, ta, tb, ldc, alpha, beta, prim};
+    *e = (onednn_entry){M, N, K, ta, tb, ldc, bias, (int)ep, alpha, beta, prim};
     g_onednn.next = (g_onednn.next + 1) % FK_DNNL_CACHE;
     return prim;
 }
 
-// C = alpha op(A) op(B) + beta C through oneDNN; false when oneDNN could not run it (the caller emulates).
+// C = beta C + ep(alpha op(A) op(B) [+ bias]) (bias a row of N, only with alpha 1) through
+// oneDNN; false when oneDNN could not run it (the caller emulates).
 static bool onednn_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                      int ldb, float beta, float *C, int ldc) {
+                      int ldb, float beta, float *C, int ldc, const float *bias, fk_epilogue ep) {
     int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     uint16_t *a = scratch(0, (size_t)ar * ac * 2), *b = scratch(1, (size_t)br * bc * 2);
     if (!a || !b) return false;
@@ -209,23 +242,26 @@ static bool onednn_gemm(bool ta, bool tb, int M, int N, int K, float alpha, cons
         ok = dnnl_engine_create(&g_onednn.engine, dnnl_cpu, 0) == dnnl_success &&
              dnnl_stream_create(&g_onednn.stream, g_onednn.engine, dnnl_stream_default_flags) == dnnl_success;
     g_onednn.failed = !ok;
-    dnnl_primitive_t prim = ok ? onednn_prim(M, N, K, ta, tb, alpha, beta, ldc) : NULL;
-    dnnl_memory_desc_t amd, bmd, cmd;
+    dnnl_primitive_t prim = ok ? onednn_prim(M, N, K, ta, tb, alpha, beta, ldc, bias != NULL, ep) : NULL;
+    dnnl_memory_desc_t amd, bmd, cmd, biasmd;
     md2(&amd, M, K, ta, dnnl_bf16, ta ? M : K);
     md2(&bmd, K, N, tb, dnnl_bf16, tb ? K : N);
     md2(&cmd, M, N, false, dnnl_f32, ldc);
-    dnnl_memory_t am = NULL, bm = NULL, cm = NULL;
+    md2(&biasmd, 1, N, false, dnnl_f32, N);
+    dnnl_memory_t am = NULL, bm = NULL, cm = NULL, biasm = NULL;
     ok = prim && dnnl_memory_create(&am, &amd, g_onednn.engine, a) == dnnl_success &&
          dnnl_memory_create(&bm, &bmd, g_onednn.engine, b) == dnnl_success &&
-         dnnl_memory_create(&cm, &cmd, g_onednn.engine, C) == dnnl_success;
+         dnnl_memory_create(&cm, &cmd, g_onednn.engine, C) == dnnl_success &&
+         (!bias || dnnl_memory_create(&biasm, &biasmd, g_onednn.engine, (void *)bias) == dnnl_success);
     if (ok) {
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-        ok = dnnl_primitive_execute(prim, g_onednn.stream, 3, args) == dnnl_success &&
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_BIAS, biasm}};
+        ok = dnnl_primitive_execute(prim, g_onednn.stream, bias ? 4 : 3, args) == dnnl_success &&
              dnnl_stream_wait(g_onednn.stream) == dnnl_success;
     }
     if (am) dnnl_memory_destroy(am);
     if (bm) dnnl_memory_destroy(bm);
     if (cm) dnnl_memory_destroy(cm);
+    if (biasm) dnnl_memory_destroy(biasm);
     pthread_mutex_unlock(&g_onednn.lock);
     return ok;
 }
@@ -248,10 +284,34 @@ void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, 
     nested = omp_in_parallel();  // inside a parallel region: oneDNN would run on one thread behind the lock
 #endif
     if (K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK && use_dnnl() &&
-        onednn_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        onednn_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, FK_EP_NONE))
         return;
 #endif
     emulated_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool fk_sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float beta,
+                    fk_epilogue ep, float *C, int ldc) {
+#ifdef FK_HAVE_DNNL
+    bool nested = false;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+    return g_precision != FK_PRECISION_FP32 && M > 0 && N > 0 && K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK &&
+           use_dnnl() && onednn_gemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc, bias, ep);
+#else
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)bias, (void)beta, (void)ep, (void)C, (void)ldc;
+    return false;
+#endif
+}
+
+void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float *C, int ldc) {
+    // under bf16 on oneDNN the bias is added where the product is stored: no pass of its own
+    if (fk_sgemm_fused(M, N, K, A, lda, B, ldb, bias, 0.0f, FK_EP_NONE, C, ldc)) return;
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, lda, B, ldb, 0, C, ldc);
+    #pragma omp parallel for if ((int64_t)M * N > FK_CONVERT_PAR && !omp_in_parallel())
+    for (int i = 0; i < M; i++)
+        for (int o = 0; o < N; o++) C[(size_t)i * ldc + o] += bias[o];
 }
 
 void fk_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int M, int N, float alpha, const float *A, int lda,

@@ -8,6 +8,17 @@
 
 void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+// C (M x N, row stride ldc) = beta C + ep(A (M x K) B^T + bias), B (N x K), bias a row of N added
+// to every row (or NULL), ep FK_EP_GELU_TANH GPT-2's tanh GELU (0.5 x (1 + tanh(sqrt(2/pi) (x +
+// 0.044715 x^3)))) or none, in one oneDNN primitive: the bias, the activation and a residual
+// added where the product is stored, with no pass over C of their own. Only on the oneDNN bf16
+// path; false, with nothing done, anywhere else (the caller takes its separate steps there).
+typedef enum { FK_EP_NONE, FK_EP_GELU_TANH } fk_epilogue;
+bool fk_sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float beta,
+                    fk_epilogue ep, float *C, int ldc);
+// C (M x N, row stride ldc) = A (M x K) B^T + bias, B (N x K), bias a row of N added to every
+// row: a layer's forward. Under bf16 on oneDNN the bias joins the product's store.
+void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float *C, int ldc);
 // Under bf16, y = A x with A not transposed and unit strides is fk_sgemm's one-row product (the same
 // result as that row inside a batch); any other form stays fp32 (the library uses none).
 void fk_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int M, int N, float alpha, const float *A, int lda,

@@ -793,17 +793,33 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
         k = io->kc; v = io->vc; d.kv_stride = KVD; d.kv_seq = 0;
     }
     fk_attention_forward(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->scratch, io->nthr);
-    // with post-norms the projection's output is kept (attn_o) and its norm goes to tmp
-    float *ao = c->post_norms ? io->attn_o : io->tmp;
-    FK_TRY(mm_forward(m, ao, io->att, o->o_w, WP(o->o_b), N, D, C));
-    if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
-    add_inplace(io->mid, io->x, io->tmp, N * C);
+    // An inference forward (the residual updated in place, nothing kept for a backward) of an
+    // arena model without post-norms lets the GEMM add the bias and the residual, and apply
+    // GELU, where it stores the product (fk_sgemm_fused: oneDNN's bf16 path; false elsewhere,
+    // where the separate steps below run). The residual's sum is the same either way.
+    bool fuse = io->mid == io->x && io->out == io->x && !c->post_norms && m->n_stored == 0;
+    if (!(fuse && fk_sgemm_fused((int)N, (int)C, (int)D, io->att, (int)D, m->w + o->o_w, (int)D, WP(o->o_b), 1.0f, FK_EP_NONE,
+                                 io->mid, (int)C))) {
+        // with post-norms the projection's output is kept (attn_o) and its norm goes to tmp
+        float *ao = c->post_norms ? io->attn_o : io->tmp;
+        FK_TRY(mm_forward(m, ao, io->att, o->o_w, WP(o->o_b), N, D, C));
+        if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
+        add_inplace(io->mid, io->x, io->tmp, N * C);
+    }
     if (c->residual == FK_RESID_SEQUENTIAL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
     float *fo = c->post_norms ? io->ffn_o : io->tmp;
     if (c->moe[l]) FK_TRY(fk_moe_forward(m, l, &io->moe, mlp_in, io->pre, io->act, fo, N));  // sequential, no post-norms
     else {
-        FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
-        mlp_act_forward(c, io->act, io->pre, N, F);
+        // (pre, GELU's input, is kept only for a backward)
+        if (!(fuse && c->mlp == FK_MLP_GELU && !c->gelu_exact &&
+              fk_sgemm_fused((int)N, (int)F, (int)C, mlp_in, (int)C, m->w + o->up_w, (int)C, WP(o->up_b), 0.0f, FK_EP_GELU_TANH,
+                             io->act, (int)F))) {
+            FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
+            mlp_act_forward(c, io->act, io->pre, N, F);
+        }
+        if (fuse && fk_sgemm_fused((int)N, (int)C, (int)F, io->act, (int)F, m->w + o->down_w, (int)F, WP(o->down_b), 1.0f,
+                                   FK_EP_NONE, io->out, (int)C))
+            return FK_OK;
         FK_TRY(mm_forward(m, fo, io->act, o->down_w, WP(o->down_b), N, F, C));
     }
     if (c->post_norms) norm_forward(m, io->tmp, NULL, io->ffn_post_rstd, fo, o->ffn_post_w, -1, N);

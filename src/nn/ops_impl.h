@@ -33,6 +33,12 @@
 // inp is (N,C), w is (OC,C), b is (OC) or NULL; out is (N,OC): out = inp w^T + b
 static inline void FK_OP(matmul_forward)(real *out, const real *inp, const real *w, const real *b,
                                          int64_t N, int64_t C, int64_t OC) {
+#ifdef FK_GEMM_BIAS
+    if (N > 1 && b) {  // the bias added as the product is stored, where the GEMM can
+        FK_GEMM_BIAS((int)N, (int)OC, (int)C, inp, (int)C, w, (int)C, b, out, (int)OC);
+        return;
+    }
+#endif
     if (N == 1)  // one token (generation): a matrix-vector product, without GEMM's packing
         FK_GEMV(CblasRowMajor, CblasNoTrans, (int)OC, (int)C, 1, w, (int)C, inp, 1, 0, out, 1);
     else
