@@ -76,11 +76,13 @@ static void test_fused_beats_clm(void **s) {
     const char *F = FK_CLI;
     const char *tr = "--steps 150 --batch 16 --lr 2e-3 --eval-every 0 --log-every 1000 --val-frac 0";
     char *out;
+    // source B under a name with dots (as "SmolLM2-135M-Instruct.Q4_1" or "run-l0.8-s1" have)
+    RUN_OK("ln -sfn %s %s", tpath("srcB"), tpath("srcB.v0.8"));
     int rc = run(&out, "%s fuse --target %s --source %s %s --no-target-source --data %s -o %s --lambda 0.7 %s", F, tpath("T0"),
-                 tpath("srcA"), tpath("srcB"), tpath("mix.txt"), tpath("fused"), tr);
+                 tpath("srcA"), tpath("srcB.v0.8"), tpath("mix.txt"), tpath("fused"), tr);
     if (rc != 0) fail_msg("fuse failed:\n%s", out);
     assert_non_null(strstr(out, "teacher_shares"));
-    assert_non_null(strstr(out, "\"teachers\":[\"srcA\",\"srcB\"]"));  // the shares' labels, in order
+    assert_non_null(strstr(out, "\"teachers\":[\"srcA\",\"srcB.v0.8\"]"));  // the shares' labels, in order
     free(out);
     RUN_OK("%s train --init %s --data %s -o %s %s", F, tpath("T0"), tpath("mix.txt"), tpath("clm"), tr);
     double a = eval_bpb(tpath("srcA"), tpath("val.txt")), b = eval_bpb(tpath("srcB"), tpath("val.txt"));
@@ -91,7 +93,7 @@ static void test_fused_beats_clm(void **s) {
     assert_true(fused < clm);
     // a second fuse reuses the stores and their alignments (cached)
     rc = run(&out, "%s fuse --target %s --source %s %s --no-target-source --data %s -o %s --store-dir %s --lambda 0.7 %s --steps 1", F,
-             tpath("T0"), tpath("srcA"), tpath("srcB"), tpath("mix.txt"), tpath("fused2"), tpath("fused/stores"), tr);
+             tpath("T0"), tpath("srcA"), tpath("srcB.v0.8"), tpath("mix.txt"), tpath("fused2"), tpath("fused/stores"), tr);
     if (rc != 0) fail_msg("fuse failed:\n%s", out);
     assert_non_null(strstr(out, "(cached)"));
     assert_null(strstr(out, "aligned to the target's tokens in"));

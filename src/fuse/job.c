@@ -286,15 +286,17 @@ static char *step_line(const fk_train_event *ev, const fk_teacher_set *teachers,
         int n = fk_teacher_set_size(teachers);
         fk_teacher_set_shares(teachers, sh);
         cJSON_AddItemToObject(j, "teacher_shares", cJSON_CreateDoubleArray(sh, n));
-        // the teachers in the same order, by their store's name up to the first '.' or its
-        // fingerprint ("A-11efe70783e5ad5d.fkd": "A")
+        // the teachers in the same order, by their store's file name without its extension and
+        // fingerprint ("m.Q4_1-11efe70783e5ad5d.fkd": "m.Q4_1"; a model's name may hold dots)
         cJSON *tn = cJSON_AddArrayToObject(j, "teachers");
         for (int i = 0; names && i < n && i < names->n; i++) {
             const char *b = strrchr(names->v[i], '/');
             b = b ? b + 1 : names->v[i];
-            size_t len = strcspn(b, ".");
-            const char *dash = memrchr(b, '-', len);  // the last '-' before the first '.'
-            if (dash && len - (size_t)(dash - b) == 17 && strspn(dash + 1, "0123456789abcdef") == 16) len = (size_t)(dash - b);
+            size_t len = strlen(b);
+            const char *dot = memrchr(b, '.', len);
+            if (dot && dot != b) len = (size_t)(dot - b);  // the extension
+            const char *dash = memrchr(b, '-', len);
+            if (dash && len - (size_t)(dash - b) == 17 && strspn(dash + 1, "0123456789abcdef") >= 16) len = (size_t)(dash - b);
             char name[256];
             snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), b);
             cJSON_AddItemToArray(tn, cJSON_CreateString(name));
