@@ -24,7 +24,7 @@
 # Stages whose output exists are skipped (delete WORK_DIR to start over). Writes WORK_DIR/
 # results.jsonl (one line per model), results.json (the summary) and results.md (the tables).
 # Environment: THREADS (default 2), STEPS (base training, 2000), HEAL_STEPS (300), BUDGET (0.3),
-# SEEDS ("1 2 3"), HEAL_LRS ("3e-5 1e-4 3e-4"), PROGRESSIVE (1: also fold -> heal in 3 rounds,
+# SEEDS ("1 2 3"), HEAL_LRS ("3e-5 1e-4 3e-4 1e-3"), PROGRESSIVE (1: also fold -> heal in 3 rounds,
 # first seed, folded's rate), the model's size D_MODEL (256) LAYERS (6) HEADS (8) KV_HEADS (2)
 # FFN (704) CTX (256) BATCH (8) VOCAB (4096), CAL_BLOCKS (80: calibration text, 3 x 4 kB each),
 # HEAL_BLOCKS (0: heal on the whole training text), HELD_BYTES (100000: test text per domain),
@@ -40,7 +40,7 @@ STEPS=${STEPS:-2000}
 HEAL_STEPS=${HEAL_STEPS:-300}
 BUDGET=${BUDGET:-0.3}
 SEEDS=${SEEDS:-1 2 3}
-HEAL_LRS=${HEAL_LRS:-3e-5 1e-4 3e-4}
+HEAL_LRS=${HEAL_LRS:-3e-5 1e-4 3e-4 1e-3}
 PROGRESSIVE=${PROGRESSIVE:-1}
 CAL_BLOCKS=${CAL_BLOCKS:-80}
 HEAL_BLOCKS=${HEAL_BLOCKS:-0}
