@@ -4,7 +4,10 @@
 # the same micro-batches summed in another order — must give the same loss at every logged step
 # and the same held-out bits per byte to 1e-5 relative (float summation order; bench runs show
 # them equal to all printed digits); rank 0 alone writes metrics.jsonl (one line per logged step)
-# and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang.
+# and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang;
+# ranks started with other options or another binary are refused at the start; a rank killed
+# mid-run ends the run with an error naming it, leaves no model under the final name, and
+# --resume on the same ranks finishes the run.
 #
 # usage: sh tests/test_mpi.sh BUILD/fusekit   (a build with -DFK_MPI=ON; make test-mpi runs it)
 set -eu
@@ -35,4 +38,39 @@ if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.ou
 fi
 grep -q "missing.txt" "$D/bad.err" || { echo "test_mpi: no message naming the missing file" >&2; cat "$D/bad.err" >&2; exit 1; }
 [ ! -e "$D/bad" ] || { echo "test_mpi: the failed run left $D/bad" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); errors end all ranks"
+# ranks started unlike each other (MPMD launches): another option, another binary (the same
+# program with one byte more); refused before any work, on every rank, naming the rank and how
+MPI1="timeout 300 mpirun --oversubscribe -np 1"
+if $MPI1 "$F" train $ARGS -o "$D/mm" : -np 1 "$F" train $ARGS --lr 2e-3 -o "$D/mm" > "$D/mm.out" 2> "$D/mm.err"; then
+    echo "test_mpi: ranks with different options ran" >&2; exit 1
+fi
+grep -q "MPI rank 1 was started as 'fusekit train .*--lr 2e-3.*', rank 0 as 'fusekit train" "$D/mm.err" ||
+    { echo "test_mpi: no message naming rank 1's other command line" >&2; cat "$D/mm.err" >&2; exit 1; }
+cp "$F" "$D/fusekit2" && printf x >> "$D/fusekit2"
+if $MPI1 "$F" train $ARGS -o "$D/mm" : -np 1 "$D/fusekit2" train $ARGS -o "$D/mm" > "$D/mm.out" 2> "$D/mm.err"; then
+    echo "test_mpi: ranks running different binaries ran" >&2; exit 1
+fi
+grep -q "MPI rank 1 runs another fusekit binary than rank 0" "$D/mm.err" ||
+    { echo "test_mpi: no message naming rank 1's other binary" >&2; cat "$D/mm.err" >&2; exit 1; }
+[ ! -e "$D/mm" ] || { echo "test_mpi: a refused start left $D/mm" >&2; exit 1; }
+# a rank killed mid-run: the run ends with an error naming the rank, not a hang; no model under the
+# final name, only whole checkpoints; --resume on 2 ranks finishes it
+LONG="--data $D/text.txt --steps 3000 --batch 4 --ctx 32 --d-model 32 --layers 2 --heads 2 --log-every 10 --eval-every 0 --save-every 10 --precision fp32 --seed 7"
+$MPIRUN "$F" train $LONG -o "$D/k" > "$D/k.out" 2> "$D/k.err" &
+mp=$!
+i=0
+while [ -z "$(ls -d "$D"/k/checkpoint-* 2> /dev/null)" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+victim=""
+for p in $(pgrep -f -- "-o $D/k\$" || true); do
+    tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+done
+[ -n "$victim" ] || { echo "test_mpi: rank 1 of the long run not found (a checkpoint after $i waits)" >&2; kill $mp; exit 1; }
+kill -9 "$victim"
+if wait $mp; then echo "test_mpi: the run survived a killed rank" >&2; exit 1; fi
+grep -q "rank 1" "$D/k.err" || { echo "test_mpi: the killed rank is not named" >&2; cat "$D/k.err" >&2; exit 1; }
+[ ! -e "$D/k/model.safetensors" ] || { echo "test_mpi: a killed run left a model under its final name" >&2; exit 1; }
+$MPIRUN "$F" train $LONG --resume -o "$D/k" > "$D/k2.out" 2> "$D/k2.err" || { cat "$D/k2.err" >&2; exit 1; }
+grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it resumed" >&2; cat "$D/k2.err" >&2; exit 1; }
+[ -f "$D/k/model.safetensors" ] || { echo "test_mpi: the resumed run wrote no model" >&2; exit 1; }
+grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); errors end all ranks; unlike ranks refused; a killed rank named, resumed"

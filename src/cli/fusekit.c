@@ -1,6 +1,8 @@
 // fusekit: the command-line program. It parses arguments and prints; the library does the work.
 #include "cli.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,6 +33,63 @@ static const cli_sub commands[] = {
     {"data", cmd_data, "synthetic multi-domain corpus with held-out splits and task probes (data synth)"},
 };
 
+#ifdef FK_WITH_MPI
+// FNV-1a, 64 bits, continued from h.
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// The running executable's bytes hashed (its version string where it cannot be read).
+static uint64_t exe_fingerprint(void) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    FILE *f = fopen("/proc/self/exe", "rb");
+    if (!f) return fnv1a(h, FK_VERSION, strlen(FK_VERSION));
+    char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = fnv1a(h, buf, n);
+    fclose(f);
+    return h;
+}
+
+// Every rank must run the same build with the same command line, as torchrun and DeepSpeed
+// launch them (a rank with other options or another binary would train something else, or
+// hang in a collective the others never reach). Rank 0's fingerprints (the executable's bytes;
+// the arguments after the program's name) and command line are broadcast before any work; a
+// rank that differs says how. Returns 0 when every rank agrees, 2 on every rank otherwise.
+static int mpi_same_start(int argc, char **argv) {
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size == 1) return 0;
+    char line[4096];
+    size_t len = 0;
+    uint64_t mine[2] = {exe_fingerprint(), 0xcbf29ce484222325ull}, root[2];
+    for (int i = 1; i < argc; i++) {
+        mine[1] = fnv1a(mine[1], argv[i], strlen(argv[i]) + 1);  // the terminating NUL separates
+        int w = snprintf(line + len, sizeof line - len, "%s%s", i > 1 ? " " : "", argv[i]);
+        if (w > 0) len = len + (size_t)w < sizeof line ? len + (size_t)w : sizeof line - 1;
+    }
+    char root_line[sizeof line];
+    memcpy(root, mine, sizeof root);
+    memcpy(root_line, line, sizeof line);
+    MPI_Bcast(root, 2, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    MPI_Bcast(root_line, (int)sizeof root_line, MPI_CHAR, 0, MPI_COMM_WORLD);
+    int bad = 1;
+    if (mine[0] != root[0])
+        fprintf(stderr, "fusekit: error: MPI rank %d runs another fusekit binary than rank 0 (content hash %016llx, rank 0's "
+                        "%016llx): every rank must run the same build\n", rank, (unsigned long long)mine[0], (unsigned long long)root[0]);
+    else if (mine[1] != root[1])
+        fprintf(stderr, "fusekit: error: MPI rank %d was started as 'fusekit %s', rank 0 as 'fusekit %s': every rank must "
+                        "get the same command line\n", rank, line, root_line);
+    else bad = 0;
+    int any = 0;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return any ? 2 : 0;
+}
+#endif
+
 static void usage(void) {
     printf("fusekit %s — knowledge fusion and redundancy folding for causal language models\n\n"
            "usage: fusekit <command> [options]   (fusekit <command> --help for its options)\n\ncommands:\n", FK_VERSION);
@@ -54,6 +113,10 @@ int main(int argc, char **argv) {
         // Only the main thread calls MPI; OpenMP threads run inside each rank.
         int provided;
         MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        if (mpi_same_start(argc, argv) != 0) {  // every rank knows: none waits in a collective
+            MPI_Finalize();
+            return 2;
+        }
         int rc = c->fn(argc - 1, argv + 1);
         if (rc != 0) MPI_Abort(MPI_COMM_WORLD, rc);
         MPI_Finalize();
