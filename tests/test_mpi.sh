@@ -5,6 +5,7 @@
 # and the same held-out bits per byte to 1e-5 relative (float summation order; bench runs show
 # them equal to all printed digits); rank 0 alone writes metrics.jsonl (one line per logged step)
 # and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang;
+# eval (windows, --kl-to, llama-perplexity) on 2 ranks prints once the figures of one process;
 # ranks started with other options or another binary are refused at the start; a rank killed
 # mid-run ends the run with an error naming it, leaves no model under the final name, and
 # --resume on the same ranks finishes the run.
@@ -32,6 +33,16 @@ paste "$D/l1" "$D/l2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1
 b1=$("$F" eval --model "$D/r1" --data "$D/text.txt" | grep -o '"bpb":[-0-9.e+]*' | cut -d: -f2)
 b2=$("$F" eval --model "$D/r2" --data "$D/text.txt" | grep -o '"bpb":[-0-9.e+]*' | cut -d: -f2)
 awk -v a="$b1" -v b="$b2" 'BEGIN { d = a - b; if (d < 0) d = -d; if (d > 1e-5 * a) { print "test_mpi: bits per byte " a " vs " b > "/dev/stderr"; exit 1 } }'
+# evaluation on 2 ranks (each a contiguous half of the windows or chunks, sums reduced): the same
+# figures as one process to every printed digit (a double sum in another order), printed once
+fig() { grep -o '"\(tokens\|bytes\|loss\|ppl\|bpb\|kl\)":[-0-9.e+]*' "$1" | tr '\n' ' '; }
+for proto in "" "--kl-to $D/r1" "--protocol llama-perplexity"; do
+    "$F" eval --model "$D/r2" --data "$D/text.txt" --seq 32 $proto > "$D/e1" 2> "$D/e1.err" || { cat "$D/e1.err" >&2; exit 1; }
+    $MPIRUN "$F" eval --model "$D/r2" --data "$D/text.txt" --seq 32 $proto > "$D/e2" 2> "$D/e2.err" || { cat "$D/e2.err" >&2; exit 1; }
+    [ "$(wc -l < "$D/e2")" -eq 1 ] || { echo "test_mpi: eval $proto printed $(wc -l < "$D/e2") lines on 2 ranks, 1 expected" >&2; exit 1; }
+    [ -n "$(fig "$D/e1")" ] && [ "$(fig "$D/e1")" = "$(fig "$D/e2")" ] ||
+        { echo "test_mpi: eval $proto: 1 process $(fig "$D/e1"), 2 ranks $(fig "$D/e2")" >&2; exit 1; }
+done
 # an error on the ranks ends the run (exit status non-zero, the message printed), within the timeout
 if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.out" 2> "$D/bad.err"; then
     echo "test_mpi: a run on a missing file succeeded" >&2; exit 1
@@ -73,4 +84,4 @@ $MPIRUN "$F" train $LONG --resume -o "$D/k" > "$D/k2.out" 2> "$D/k2.err" || { ca
 grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it resumed" >&2; cat "$D/k2.err" >&2; exit 1; }
 [ -f "$D/k/model.safetensors" ] || { echo "test_mpi: the resumed run wrote no model" >&2; exit 1; }
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); errors end all ranks; unlike ranks refused; a killed rank named, resumed"
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; errors end all ranks; unlike ranks refused; a killed rank named, resumed"

@@ -31,7 +31,9 @@ fk_eval_windowing fk_eval_windowing_data(const fk_token_data *d, int64_t max_tok
 // returns how many windows it copied.
 int fk_eval_windows(const fk_eval_windowing *w, const int32_t *ids, int64_t w0, int batch, int32_t *x, int64_t *target);
 
-// The iterator every evaluation loop runs on: batches of up to `batch` windows of w.
+// The iterator every evaluation loop runs on: batches of up to `batch` windows of w, from window
+// w0 up to (not including) w_end: all of them after init. Under mpirun the library's evaluations
+// give each rank a contiguous share of the windows and sum the results over the ranks.
 //   fk_eval_iter it;
 //   FK_TRY(fk_eval_iter_init(&it, &w, batch));
 //   while (fk_eval_iter_next(&it, ids)) { forward it.x (it.rows x w.seq); it.target[i]: the id predicted at i }
@@ -40,6 +42,7 @@ typedef struct {
     fk_eval_windowing w;
     int batch;
     int64_t w0;         // the next window
+    int64_t w_end;      // the end of the windows this iterator runs (w.n_windows after init)
     int rows;           // windows in the current batch
     int32_t *x;         // batch * seq ids
     int64_t *target;    // batch * seq: the index in ids each position predicts, -1 none

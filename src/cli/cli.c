@@ -488,7 +488,7 @@ static void on_progress(int64_t done, int64_t total, int64_t tokens, void *user)
 
 void cli_progress_begin(const char *cmd, bool quiet, const char *what) {
     g_progress = (progress_line){cmd, what, fk_time_s(), 0, false};
-    if (!quiet && isatty(2)) fk_eval_set_progress(on_progress, &g_progress);
+    if (!quiet && isatty(2) && fk_dp_rank() == 0) fk_eval_set_progress(on_progress, &g_progress);
 }
 
 void cli_progress_clear(void) {
@@ -731,6 +731,10 @@ void cli_json_int(cJSON *o, const char *key, int64_t v) {
 }
 
 void cli_json_print(cJSON *o, FILE *f, FILE *f2) {
+    if (fk_dp_rank() != 0) {  // under mpirun rank 0 alone prints and writes results
+        cJSON_Delete(o);
+        return;
+    }
     char *s = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     if (!s) return;

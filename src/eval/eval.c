@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/dist.h"
 #include "nn/rowops.h"
 
 // ------------------------------------------------------------------ windows
@@ -42,6 +43,7 @@ fk_status fk_eval_iter_init(fk_eval_iter *it, const fk_eval_windowing *w, int ba
     memset(it, 0, sizeof *it);
     it->w = *w;
     it->batch = batch;
+    it->w_end = w->n_windows;
     it->x = malloc((size_t)batch * w->seq * sizeof *it->x);
     it->target = malloc((size_t)batch * w->seq * sizeof *it->target);
     if (!it->x || !it->target) { fk_eval_iter_free(it); return fk_error(FK_ERR_NOMEM, "evaluation: out of memory (%d windows of %d)", batch, w->seq); }
@@ -49,8 +51,9 @@ fk_status fk_eval_iter_init(fk_eval_iter *it, const fk_eval_windowing *w, int ba
 }
 
 bool fk_eval_iter_next(fk_eval_iter *it, const int32_t *ids) {
-    if (it->w0 >= it->w.n_windows) { it->rows = 0; return false; }
-    it->rows = fk_eval_windows(&it->w, ids, it->w0, it->batch, it->x, it->target);
+    int64_t end = it->w_end < it->w.n_windows ? it->w_end : it->w.n_windows;
+    if (it->w0 >= end) { it->rows = 0; return false; }
+    it->rows = fk_eval_windows(&it->w, ids, it->w0, (int)(end - it->w0 < it->batch ? end - it->w0 : it->batch), it->x, it->target);
     it->w0 += it->batch;
     return true;
 }
@@ -74,6 +77,19 @@ void fk_eval_progress_report(int64_t done, int64_t total, int64_t tokens) {
 }
 static void progress(int64_t done, int64_t total, int64_t tokens) {
     if (g_progress) g_progress(done, total, tokens, g_progress_user);
+}
+
+// The iterator restricted to this rank's share of the windows (all of them with one rank).
+static void iter_share(fk_eval_iter *it) { fk_dist_range(it->w.n_windows, &it->w0, &it->w_end); }
+
+// A loop's outcome agreed by the ranks, then its sums (nats or KL, positions) summed over them.
+static fk_status dist_totals(fk_status st, double *total, int64_t *scored) {
+    st = fk_dist_agree(st);
+    if (st == FK_OK) {
+        fk_dist_sum_f64(total, 1);
+        fk_dist_sum_i64(scored, 1);
+    }
+    return st;
 }
 
 static fk_status score_rows(fk_model *m, const int32_t *x, const int32_t *y, int rows, int seq, double *total, int64_t *scored) {
@@ -113,15 +129,17 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
     int32_t *y = malloc((size_t)batch * seq * sizeof(int32_t));
     fk_status st = y ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
     double total = 0;
-    int64_t scored = 0;
+    int64_t scored = 0, lo;
+    iter_share(&it);
+    lo = it.w0;
     while (st == FK_OK && fk_eval_iter_next(&it, d->ids)) {
         for (int64_t i = 0; i < (int64_t)it.rows * seq; i++) y[i] = it.target[i] >= 0 ? d->ids[it.target[i]] : -1;
         st = score_rows(m, it.x, y, it.rows, seq, &total, &scored);
-        progress(it.w0 < w.n_windows ? it.w0 : w.n_windows, w.n_windows, scored);
+        progress((it.w0 < it.w_end ? it.w0 : it.w_end) - lo, it.w_end - lo, scored);  // this rank's share
     }
     free(y);
     fk_eval_iter_free(&it);
-    FK_TRY(st);
+    FK_TRY(dist_totals(st, &total, &scored));
     eval_result(total, scored, d->n > 0 ? (double)d->text_bytes / (double)d->n : 1.0, r);
     return FK_OK;
 }
@@ -155,8 +173,10 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
     fk_status st = FK_OK;
     int64_t vocab_real = m->vocab_real;
     m->vocab_real = 0;  // llama.cpp's softmax is over every row of the LM head, padding included
-    for (int64_t c0 = 0; c0 < n_chunk && st == FK_OK; c0 += batch) {
-        int rows = (int)(n_chunk - c0 < batch ? n_chunk - c0 : batch);
+    int64_t lo, hi;  // this rank's chunks
+    fk_dist_range(n_chunk, &lo, &hi);
+    for (int64_t c0 = lo; c0 < hi && st == FK_OK; c0 += batch) {
+        int rows = (int)(hi - c0 < batch ? hi - c0 : batch);
         for (int b = 0; b < rows; b++) {
             const int32_t *c = ids + (c0 + b) * n_ctx;
             for (int t = 0; t < n_ctx; t++) {
@@ -165,11 +185,11 @@ fk_status fk_eval_llama_ppl(fk_model *m, const int32_t *ids, int64_t n, int n_ct
             }
         }
         st = score_rows(m, x, y, rows, n_ctx, &total, &scored);
-        progress(c0 + rows, n_chunk, scored);
+        progress(c0 + rows - lo, hi - lo, scored);
     }
     m->vocab_real = vocab_real;
     free(x); free(y);
-    FK_TRY(st);
+    FK_TRY(dist_totals(st, &total, &scored));
     eval_result(total, scored, text_bytes > 0 ? (double)text_bytes / (double)n : 0, r);
     return FK_OK;
 }
@@ -254,7 +274,9 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
     float *lr = malloc((size_t)batch * seq * V * sizeof(float));
     fk_status st = lr ? FK_OK : fk_error(FK_ERR_NOMEM, "KL: out of memory");
     double total = 0;
-    int64_t scored = 0;
+    int64_t scored = 0, lo;
+    iter_share(&it);
+    lo = it.w0;
     while (st == FK_OK && fk_eval_iter_next(&it, d->ids)) {
         st = fk_model_forward(ref, it.x, NULL, it.rows, seq, false, NULL);
         if (st != FK_OK) break;
@@ -269,11 +291,11 @@ fk_status fk_eval_kl(fk_model *ref, fk_model *m, const fk_token_data *d, int seq
             total += kl_row(lr + i * V, z + i * V, Vr);
             scored++;
         }
-        progress(it.w0 < w.n_windows ? it.w0 : w.n_windows, w.n_windows, scored);
+        progress((it.w0 < it.w_end ? it.w0 : it.w_end) - lo, it.w_end - lo, scored);
     }
     free(lr);
     fk_eval_iter_free(&it);
-    FK_TRY(st);
+    FK_TRY(dist_totals(st, &total, &scored));
     *kl = total / (double)scored;
     if (!isfinite(*kl)) return fk_error(FK_ERR_NUMERIC, "KL: not finite (a model's outputs overflow)");
     return FK_OK;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "base/dist.h"
 #ifdef FK_WITH_MPI
 #include <mpi.h>
 #endif
@@ -398,36 +399,17 @@ static void clean_stale(const char *out_dir) {
 // gradients are averaged with an all-reduce, so every rank holds the same weights; rank 0
 // alone writes files. Without MPI (or without MPI_Init) this is one rank.
 
+int fk_dp_rank(void) { return fk_dist_rank(); }
+int fk_dp_size(void) { return fk_dist_size(); }
+
 // This process's rank and the number of ranks; 0 and 1 without MPI or before MPI_Init.
 static void dp_query(int *rank, int *size) {
-    *rank = 0;
-    *size = 1;
-#ifdef FK_WITH_MPI
-    int init = 0;
-    MPI_Initialized(&init);
-    if (init) {
-        MPI_Comm_rank(MPI_COMM_WORLD, rank);
-        MPI_Comm_size(MPI_COMM_WORLD, size);
-    }
-#endif
+    *rank = fk_dist_rank();
+    *size = fk_dist_size();
 }
-
-int fk_dp_rank(void) { int r, n; dp_query(&r, &n); return r; }
-int fk_dp_size(void) { int r, n; dp_query(&r, &n); return n; }
 
 // All ranks learn whether any failed, so none waits forever in a collective.
-static fk_status dp_agree(fk_status st, int size) {
-#ifdef FK_WITH_MPI
-    if (size > 1) {
-        int bad = st != FK_OK, any = 0;
-        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        if (any && st == FK_OK) st = fk_error(FK_ERR_IO, "another MPI rank failed");
-    }
-#else
-    (void)size;
-#endif
-    return st;
-}
+static fk_status dp_agree(fk_status st, int size) { return size > 1 ? fk_dist_agree(st) : st; }
 
 // True on every rank when it is true on any.
 static bool dp_any(bool x, int size) {

@@ -1,0 +1,20 @@
+// Internal: the ranks of an MPI run (mpirun; a build with -DFK_MPI=ON) as the library's loops
+// see them. Without MPI, or before MPI_Init, there is one rank and every call here is a no-op.
+// Collectives must be reached by every rank in the same order: a loop that may fail on one rank
+// calls fk_dist_agree before its next collective, so no rank waits for one that gave up.
+#ifndef FK_BASE_DIST_H
+#define FK_BASE_DIST_H
+#include <stdint.h>
+
+#include "fusekit/base.h"
+
+int fk_dist_rank(void);
+int fk_dist_size(void);
+// This rank's share [*lo, *hi) of n items: contiguous, in rank order, sizes differing by at most one.
+void fk_dist_range(int64_t n, int64_t *lo, int64_t *hi);
+// x (n values) summed over the ranks, in place, on every rank.
+void fk_dist_sum_f64(double *x, int n);
+void fk_dist_sum_i64(int64_t *x, int n);
+// st on a rank that failed; on the others, an error saying that another rank failed when any did.
+fk_status fk_dist_agree(fk_status st);
+#endif
