@@ -6,6 +6,7 @@
 # them equal to all printed digits); rank 0 alone writes metrics.jsonl (one line per logged step)
 # and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang;
 # eval (windows, --kl-to, llama-perplexity) on 2 ranks prints once the figures of one process;
+# extract on 2 and 3 ranks, and a .partial resumed on 2, write the one-process store byte for byte;
 # ranks started with other options or another binary are refused at the start; a rank killed
 # mid-run ends the run with an error naming it, leaves no model under the final name, and
 # --resume on the same ranks finishes the run.
@@ -43,6 +44,19 @@ for proto in "" "--kl-to $D/r1" "--protocol llama-perplexity"; do
     [ -n "$(fig "$D/e1")" ] && [ "$(fig "$D/e1")" = "$(fig "$D/e2")" ] ||
         { echo "test_mpi: eval $proto: 1 process $(fig "$D/e1"), 2 ranks $(fig "$D/e2")" >&2; exit 1; }
 done
+# extraction on 2 and 3 ranks (rank r computes the r-th batch of each round, rank 0 writes every
+# row in order): the one-process store byte for byte; a .partial (the store cut in the middle of
+# a record) resumed on 2 ranks gives it too
+"$F" extract --model "$D/r2" --data "$D/text.txt" --seq 32 -o "$D/one.fkd" > "$D/x1" 2>&1 || { cat "$D/x1" >&2; exit 1; }
+for np in 2 3; do
+    timeout 300 mpirun --oversubscribe -np $np "$F" extract --model "$D/r2" --data "$D/text.txt" --seq 32 -o "$D/n$np.fkd" > "$D/x$np" 2>&1 ||
+        { cat "$D/x$np" >&2; exit 1; }
+    cmp "$D/one.fkd" "$D/n$np.fkd" || { echo "test_mpi: the store extracted on $np ranks differs from one process's" >&2; exit 1; }
+done
+cp "$D/one.fkd" "$D/res.fkd.partial"
+truncate -s $(( $(wc -c < "$D/one.fkd") / 2 )) "$D/res.fkd.partial"
+$MPIRUN "$F" extract --model "$D/r2" --data "$D/text.txt" --seq 32 -o "$D/res.fkd" > "$D/xr" 2>&1 || { cat "$D/xr" >&2; exit 1; }
+cmp "$D/one.fkd" "$D/res.fkd" || { echo "test_mpi: a .partial resumed on 2 ranks differs from one process's store" >&2; exit 1; }
 # an error on the ranks ends the run (exit status non-zero, the message printed), within the timeout
 if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.out" 2> "$D/bad.err"; then
     echo "test_mpi: a run on a missing file succeeded" >&2; exit 1
@@ -84,4 +98,4 @@ $MPIRUN "$F" train $LONG --resume -o "$D/k" > "$D/k2.out" 2> "$D/k2.err" || { ca
 grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it resumed" >&2; cat "$D/k2.err" >&2; exit 1; }
 [ -f "$D/k/model.safetensors" ] || { echo "test_mpi: the resumed run wrote no model" >&2; exit 1; }
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; errors end all ranks; unlike ranks refused; a killed rank named, resumed"
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; errors end all ranks; unlike ranks refused; a killed rank named, resumed"

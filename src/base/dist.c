@@ -45,6 +45,41 @@ void fk_dist_sum_i64(int64_t *x, int n) {
 #endif
 }
 
+void fk_dist_bcast_i64(int64_t *x, int n) {
+#ifdef FK_WITH_MPI
+    if (fk_dist_size() > 1) MPI_Bcast(x, n, MPI_INT64_T, 0, MPI_COMM_WORLD);
+#else
+    (void)x, (void)n;
+#endif
+}
+
+bool fk_dist_any(bool x) {
+#ifdef FK_WITH_MPI
+    if (fk_dist_size() > 1) {
+        int v = x, any = 0;
+        MPI_Allreduce(&v, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        return any != 0;
+    }
+#endif
+    return x;
+}
+
+void fk_dist_send(int to, const void *buf, size_t n) {
+#ifdef FK_WITH_MPI
+    MPI_Send(buf, (int)n, MPI_BYTE, to, 0, MPI_COMM_WORLD);
+#else
+    (void)to, (void)buf, (void)n;
+#endif
+}
+
+void fk_dist_recv(int from, void *buf, size_t n) {
+#ifdef FK_WITH_MPI
+    MPI_Recv(buf, (int)n, MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+#else
+    (void)from, (void)buf, (void)n;
+#endif
+}
+
 fk_status fk_dist_agree(fk_status st) {
 #ifdef FK_WITH_MPI
     if (fk_dist_size() > 1) {

@@ -4,6 +4,8 @@
 // calls fk_dist_agree before its next collective, so no rank waits for one that gave up.
 #ifndef FK_BASE_DIST_H
 #define FK_BASE_DIST_H
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fusekit/base.h"
@@ -15,6 +17,13 @@ void fk_dist_range(int64_t n, int64_t *lo, int64_t *hi);
 // x (n values) summed over the ranks, in place, on every rank.
 void fk_dist_sum_f64(double *x, int n);
 void fk_dist_sum_i64(int64_t *x, int n);
+// x (n values) from rank 0 to every rank.
+void fk_dist_bcast_i64(int64_t *x, int n);
+// True on every rank when x is true on any.
+bool fk_dist_any(bool x);
+// n bytes from this rank to rank `to` / into buf from rank `from` (blocking, in order; n < 2^31).
+void fk_dist_send(int to, const void *buf, size_t n);
+void fk_dist_recv(int from, void *buf, size_t n);
 // st on a rank that failed; on the others, an error saying that another rank failed when any did.
 fk_status fk_dist_agree(fk_status st);
 #endif

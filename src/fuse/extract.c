@@ -4,6 +4,8 @@
 #include "fusekit/data.h"
 #include "fusekit/extract.h"
 
+#include "base/dist.h"
+
 #include <math.h>
 #include "base/par.h"
 #include <stdlib.h>
@@ -357,6 +359,50 @@ static fk_status write_rows(fk_store_writer *w, fk_store_seq *q, fk_store_buf *r
     return st;
 }
 
+// ------------------------------------------------------------------ ranks (mpirun)
+// Under mpirun the ranks take the batches of a round in turn (rank r the r-th batch of R), and
+// send the finished rows to rank 0, which writes every row in order: the same batches as one
+// process, so the same store byte for byte. A row crosses as first, n (int64), mean_ce (double),
+// count (n), ids (n k), logp (n k), ce (n).
+static size_t row_bytes(int64_t n, int k) { return 24 + (size_t)n * (1 + 8 * (size_t)k + 4); }
+
+static void pack_rows(uint8_t *p, const fk_store_seq *q, int b0, int rows, int k) {
+    for (int b = b0; b < rows; b++) {
+        size_t n = (size_t)q[b].n;
+        memcpy(p, &q[b].first, 8); memcpy(p + 8, &q[b].n, 8); memcpy(p + 16, &q[b].mean_ce, 8);
+        p += 24;
+        memcpy(p, q[b].count, n); p += n;
+        memcpy(p, q[b].ids, n * k * 4); p += n * k * 4;
+        memcpy(p, q[b].logp, n * k * 4); p += n * k * 4;
+        memcpy(p, q[b].ce, n * 4); p += n * 4;
+    }
+}
+
+// Rows b0 .. rows - 1 from len bytes of another rank; each holds at most cap positions.
+static fk_status unpack_rows(const uint8_t *p, size_t len, fk_store_seq *q, int b0, int rows, int k, int64_t cap) {
+    const uint8_t *end = p + len;
+    for (int b = b0; b < rows; b++) {
+        if ((size_t)(end - p) < 24) return fk_error(FK_ERR_IO, "extract: a rank's rows are cut short");
+        memcpy(&q[b].first, p, 8); memcpy(&q[b].n, p + 8, 8); memcpy(&q[b].mean_ce, p + 16, 8);
+        p += 24;
+        size_t n = (size_t)q[b].n;
+        if (q[b].n < 0 || q[b].n > cap || (size_t)(end - p) < row_bytes(q[b].n, k) - 24)
+            return fk_error(FK_ERR_IO, "extract: a rank sent a row of %lld positions (at most %lld)", (long long)q[b].n, (long long)cap);
+        memcpy(q[b].count, p, n); p += n;
+        memcpy(q[b].ids, p, n * k * 4); p += n * k * 4;
+        memcpy(q[b].logp, p, n * k * 4); p += n * k * 4;
+        memcpy(q[b].ce, p, n * 4); p += n * 4;
+    }
+    return p == end ? FK_OK : fk_error(FK_ERR_IO, "extract: a rank sent %zu bytes more than its rows", (size_t)(end - p));
+}
+
+// Rows of batch c (B sequences from c, of n_seqs) and the first of them not on disk yet.
+static int batch_rows(int64_t c, int B, int64_t n_seqs, int64_t done_seqs, int *b0) {
+    int rows = c < n_seqs ? (int)(n_seqs - c < B ? n_seqs - c : B) : 0;
+    *b0 = done_seqs > c ? (int)(done_seqs - c < rows ? done_seqs - c : rows) : 0;
+    return rows;
+}
+
 fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_path, const fk_extract_opts *opts,
                         const char *out_path, bool restart, fk_extract_cb cb, void *user, bool *stopped, bool *cached) {
     if (stopped) *stopped = false;
@@ -385,46 +431,86 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     int32_t *x = NULL;
     fk_store_seq *q = NULL;
     fk_store_buf *rec = NULL;
-    int B = o.batch, T = o.seq, k = o.k, T1 = T + lead;
+    uint8_t *pk = NULL;
+    int B = o.batch, T = o.seq, k = o.k, T1 = T + lead, R = fk_dist_size(), me = fk_dist_rank();
     bool same = false;
-    fk_status st = check_existing(out_path, &h, restart, &same);
+    int64_t done_seqs = 0;
+    fk_status st = FK_OK;
+    if (me == 0) {  // rank 0 alone reads and writes the store
+        st = check_existing(out_path, &h, restart, &same);
+        if (st == FK_OK && !same) st = fk_store_writer_open(out_path, &h, ids, begin, restart, &w, &done_seqs);
+    }
+    st = fk_dist_agree(st);
+    int64_t shared[2] = {same, done_seqs};
+    fk_dist_bcast_i64(shared, 2);
+    same = shared[0] != 0, done_seqs = shared[1];
     if (st != FK_OK || same) {
         if (same && cached) *cached = true;
         goto done;
     }
-    int64_t done_seqs = 0;
-    if ((st = fk_store_writer_open(out_path, &h, ids, begin, restart, &w, &done_seqs)) != FK_OK) goto done;
     free(begin);
     begin = NULL;
     int64_t n_seqs = fk_store_header_n_seqs(&h);
+    int nq = me == 0 ? R * B : B;  // rank 0 holds every rank's batch of a round
+    size_t pk_cap = (size_t)B * row_bytes(T, k);
     x = malloc((size_t)B * T1 * sizeof(int32_t));
-    q = calloc((size_t)B, sizeof *q);
+    q = calloc((size_t)nq, sizeof *q);
     rec = calloc((size_t)B, sizeof *rec);
-    if (!x || !q || !rec) { st = fk_error(FK_ERR_NOMEM, "out of memory"); goto done; }
-    for (int b = 0; b < B && st == FK_OK; b++) st = fk_store_seq_reserve(&q[b], T, k);
+    pk = R > 1 ? malloc(pk_cap) : NULL;
+    if (!x || !q || !rec || (R > 1 && !pk)) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int b = 0; b < nq && st == FK_OK; b++) st = fk_store_seq_reserve(&q[b], T, k);
+    if ((st = fk_dist_agree(st)) != FK_OK) goto done;
     extract_batch eb = {m, ids, h.n_tokens, fk_store_header_positions(&h), V, T, T1, lead, k, bos, x, q};
     extract_progress pg = {cb, user, fk_time_s(), 0};
     bool stop = false;
     // Batches start where an uninterrupted run's would, so each sequence is computed in the
-    // same batch as there (bit-identical output); sequences already on disk are skipped.
-    for (int64_t c0 = done_seqs / B * B; c0 < n_seqs && st == FK_OK; c0 += B) {
-        int rows = (int)(n_seqs - c0 < B ? n_seqs - c0 : B);
-        if ((st = batch_dists(&eb, c0, rows, done_seqs)) != FK_OK) break;
-        st = write_rows(w, q, rec, done_seqs > c0 ? (int)(done_seqs - c0) : 0, rows, c0, n_seqs, &pg, &stop);
-        if (stop) {
+    // same batch as there (bit-identical output); sequences already on disk are skipped. A
+    // round is R batches, rank r computing the r-th.
+    for (int64_t g = done_seqs / B * B; g < n_seqs && st == FK_OK; g += (int64_t)R * B) {
+        int b0, rows = batch_rows(g + (int64_t)me * B, B, n_seqs, done_seqs, &b0);
+        if (rows > 0) st = batch_dists(&eb, g + (int64_t)me * B, rows, done_seqs);
+        if ((st = fk_dist_agree(st)) != FK_OK) break;
+        if (me != 0 && rows > b0) {
+            int64_t len = 0;
+            for (int b = b0; b < rows; b++) len += (int64_t)row_bytes(q[b].n, k);
+            pack_rows(pk, q, b0, rows, k);
+            fk_dist_send(0, &len, sizeof len);
+            fk_dist_send(0, pk, (size_t)len);
+        }
+        if (me == 0) {
+            for (int r = 1; r < R && st == FK_OK; r++) {  // every rank's rows first: none waits on a send
+                int bb, rr = batch_rows(g + (int64_t)r * B, B, n_seqs, done_seqs, &bb);
+                if (rr <= bb) continue;
+                int64_t len;
+                fk_dist_recv(r, &len, sizeof len);
+                if (len < 0 || (size_t)len > pk_cap) st = fk_error(FK_ERR_IO, "extract: rank %d sends %lld bytes of rows (at most %zu)", r, (long long)len, pk_cap);
+                else {
+                    fk_dist_recv(r, pk, (size_t)len);
+                    st = unpack_rows(pk, (size_t)len, q + (size_t)r * B, bb, rr, k, T);
+                }
+            }
+            for (int r = 0; r < R && st == FK_OK && !stop; r++) {
+                int bb, rr = batch_rows(g + (int64_t)r * B, B, n_seqs, done_seqs, &bb);
+                if (rr > bb) st = write_rows(w, q + (size_t)r * B, rec, bb, rr, g + (int64_t)r * B, n_seqs, &pg, &stop);
+            }
+        }
+        st = fk_dist_agree(st);
+        if (fk_dist_any(stop)) {
             if (stopped) *stopped = true;
             goto done;
         }
     }
-    if (st == FK_OK) {
+    if (st == FK_OK && me == 0) {
         st = fk_store_writer_finish(w);
         w = NULL;
     }
+    st = fk_dist_agree(st);  // the store is complete (or not) for every rank when this returns
 done:
     fk_matmul_set_precision(before);
     if (w) fk_store_writer_close(w);
-    for (int b = 0; q && b < B; b++) { fk_store_seq_free(&q[b]); fk_store_buf_free(&rec[b]); }
-    free(q); free(rec); free(x); free(ids); free(begin);
+    for (int b = 0; rec && b < B; b++) fk_store_buf_free(&rec[b]);
+    for (int b = 0; q && b < (me == 0 ? R * B : B); b++) fk_store_seq_free(&q[b]);
+    free(q); free(rec); free(x); free(ids); free(begin); free(pk);
     return st;
 }
 

@@ -412,18 +412,7 @@ static void dp_query(int *rank, int *size) {
 static fk_status dp_agree(fk_status st, int size) { return size > 1 ? fk_dist_agree(st) : st; }
 
 // True on every rank when it is true on any.
-static bool dp_any(bool x, int size) {
-#ifdef FK_WITH_MPI
-    if (size > 1) {
-        int v = x, any = 0;
-        MPI_Allreduce(&v, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        return any != 0;
-    }
-#else
-    (void)size;
-#endif
-    return x;
-}
+static bool dp_any(bool x, int size) { return size > 1 ? fk_dist_any(x) : x; }
 
 // Averages gradients and the step's loss over ranks.
 static void dp_average(fk_model *m, double *loss_sum, int size) {
