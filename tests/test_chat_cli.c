@@ -135,6 +135,19 @@ static void test_conversation(void **s) {
     assert_true(strncmp(p1, p0, strlen(p0)) == 0);
     assert_non_null(strstr(p1, "Name a colour."));
     assert_true(t1 > t0);
+    // the second turn runs only what follows the prefix it shares with the cached context (the
+    // first turn's prompt and reply): all but the new tokens are reused
+    const char *r0 = strstr(out, " prompt tokens run, "), *r1 = r0 ? strstr(r0 + 1, " prompt tokens run, ") : NULL;
+    assert_non_null(r1);
+    long run0 = 0, reused0 = -1, run1 = 0, reused1 = -1;
+    while (r0 > out && r0[-1] != '(') r0--;
+    while (r1 > out && r1[-1] != '(') r1--;
+    assert_int_equal(sscanf(r0, "%ld prompt tokens run, %ld reused", &run0, &reused0), 2);
+    assert_int_equal(sscanf(r1, "%ld prompt tokens run, %ld reused", &run1, &reused1), 2);
+    assert_int_equal(reused0, 0);
+    assert_int_equal(run0, t0);
+    assert_int_equal(run1 + reused1, t1);
+    assert_true(reused1 >= t0 && run1 < t1 - t0);
     assert_null(strstr(p2, "two plus two"));
     assert_non_null(strstr(p2, "<|im_start|>system\nS.<|im_end|>"));
     assert_non_null(strstr(out, "(conversation reset)"));

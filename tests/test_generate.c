@@ -127,8 +127,55 @@ static void test_repeat_penalty(void **s) {
     fk_model_free(&m);
 }
 
+// A conversation's next turn (fk_generate_opts.reuse): the first call returns its context; a
+// second prompt that extends it (context + 5 new tokens) run with reuse = the shared prefix gives
+// the same greedy tokens as the same prompt run whole (the reference: a fresh forward each step),
+// runs only the new tokens, and returns the longer context; reuse beyond the prompt keeps one
+// token to run, with the same tokens again.
+static void test_reuse_context(void **s) {
+    (void)s;
+    fk_model m;
+    tiny_model(&m, 64);
+    fk_generate_opts o;
+    fk_generate_defaults(&o);
+    o.sampler.temperature = 0;
+    o.max_new = 8;
+    int32_t ctx[64], ctx2[64];
+    o.context = ctx;
+    const int32_t prompt[] = {3, 9, 27, 17};
+    collected a = {.stop_after = -1};
+    fk_generate_stats st;
+    CHECK(fk_generate(&m, prompt, 4, &o, collect, &a, &st));
+    assert_int_equal(st.reused, 0);
+    assert_int_equal(st.n_context, 4 + 8);  // max_new reached: every token was run (a stop token is not)
+    assert_memory_equal(ctx, prompt, sizeof prompt);
+    assert_memory_equal(ctx + 4, a.ids, 8 * sizeof(int32_t));
+    int32_t p2[32];
+    int n2 = 0;
+    for (int i = 0; i < st.n_context; i++) p2[n2++] = ctx[i];
+    const int32_t more[] = {5, 11, 2, 60, 33};
+    for (int i = 0; i < 5; i++) p2[n2++] = more[i];
+    collected b = {.stop_after = -1};
+    o.reuse = st.n_context;
+    o.context = ctx2;
+    CHECK(fk_generate(&m, p2, n2, &o, collect, &b, &st));
+    assert_int_equal(st.reused, n2 - 5);
+    assert_int_equal(st.n_context, n2 + 8);
+    int32_t want[8];
+    reference(&m, p2, n2, 8, want);
+    assert_memory_equal(b.ids, want, sizeof want);
+    // reuse of the whole prompt (or more): its last token is run again, for the logits after it
+    collected c = {.stop_after = -1};
+    o.reuse = 1000;
+    o.context = NULL;
+    CHECK(fk_generate(&m, p2, n2, &o, collect, &c, &st));
+    assert_int_equal(st.reused, n2 - 1);
+    assert_memory_equal(c.ids, want, sizeof want);
+    fk_model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy_slides), cmocka_unit_test(test_stops_and_seed),
-                                       cmocka_unit_test(test_repeat_penalty)};
+                                       cmocka_unit_test(test_repeat_penalty), cmocka_unit_test(test_reuse_context)};
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

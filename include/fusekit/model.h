@@ -524,9 +524,11 @@ fk_status fk_model_weight_rows(fk_model *m, const float *w);
 // Per-position cross-entropy of the last forward with targets (B*T values; 0 where ignored).
 const float *fk_model_token_losses(const fk_model *m);
 
-// Incremental inference with a KV cache: feeds n tokens at positions pos..pos+n-1 (pos must
-// equal the number of tokens already cached; 0 resets) and writes the logits of the last
-// one to `logits` (vocab_size floats). Cost per token is linear in the context length.
+// Incremental inference with a KV cache: feeds n tokens at positions pos..pos+n-1 and writes the
+// logits of the last one to `logits` (vocab_size floats). pos is how many of the cached tokens
+// stay (at most all of them; 0 resets): those after it are dropped, as when a conversation's
+// next prompt shares only a prefix with the cached context. Cost per token is linear in the
+// context length.
 fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits);
 // Bytes the activations of a (B, T) forward would take (train: what backward needs too).
 size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train);

@@ -24,6 +24,14 @@ typedef struct {
     float repeat_penalty; // llama.cpp's repetition penalty over the last repeat_last_n tokens of the
                           // context (prompt included): 1 = off
     int repeat_last_n;    // 0: none; -1: the whole context
+    // Continuing a conversation (llama.cpp's prompt cache): the first `reuse` prompt tokens are
+    // already in the model's KV cache at positions 0 .. reuse-1, left there by the previous
+    // fk_generate on this model (the caller vouches: they are a prefix of that call's context,
+    // as `context` returned it); only the rest of the prompt is run. 0: all of it.
+    int64_t reuse;
+    // When not NULL (room for the model's context, max_seq ids): the tokens in the KV cache after
+    // the call, in order (what a next call may reuse a prefix of), their number in stats->n_context.
+    int32_t *context;
 } fk_generate_opts;
 
 // temperature 0.8, top-k off, top-p off, 128 new tokens, seed 1337, no stop tokens but EOS,
@@ -40,6 +48,8 @@ typedef struct {
     int64_t generated;
     double prompt_s;      // seconds to the first token's logits (the prompt's forward)
     double total_s;
+    int64_t reused;       // prompt tokens not run again (opts.reuse, as far as it applied)
+    int64_t n_context;    // tokens in the KV cache at the end (see opts.context)
 } fk_generate_stats;
 
 // Generates after prompt (n tokens; when longer than the context its newest tokens are kept;

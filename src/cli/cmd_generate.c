@@ -363,7 +363,12 @@ int cmd_chat(int argc, char **argv) {
                 tty ? "type a message, /reset to start over, /exit or Ctrl-D to end" : "one message per input line");
     char *line = NULL;
     size_t line_cap = 0;
-    int64_t ctx = m.cfg.max_seq;
+    int64_t ctx = m.cfg.max_seq, n_cached = 0;
+    // the tokens in the model's KV cache after the last reply: a turn runs only what follows the
+    // prefix its prompt shares with them (the conversation so far, as llama.cpp's prompt cache)
+    int32_t *cached = malloc((size_t)ctx * sizeof(int32_t));
+    if (!cached && st == FK_OK) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    a.g.context = cached;
     while (st == FK_OK) {
         if (tty) { printf("> "); fflush(stdout); }
         ssize_t got = getline(&line, &line_cap, stdin);
@@ -388,7 +393,13 @@ int cmd_chat(int argc, char **argv) {
         if (st == FK_OK && a.show_prompt) fprintf(stderr, "prompt (%lld tokens):\n%s\n", (long long)n, text);
         print_state ps = {tok, 0, NULL, 0, NULL, 0, 0, 0, false, true};
         fk_generate_stats gs = {0};
+        a.g.reuse = 0;
+        while (a.g.reuse < n && a.g.reuse < n_cached && ids[a.g.reuse] == cached[a.g.reuse]) a.g.reuse++;
+        n_cached = 0;  // until this turn's context is known
         if (st == FK_OK) st = fk_generate(&m, ids, n, &a.g, print_token, &ps, &gs);
+        if (st == FK_OK) n_cached = gs.n_context;
+        if (st == FK_OK && a.show_prompt)
+            fprintf(stderr, "(%lld prompt tokens run, %lld reused from the previous turn)\n", (long long)(n - gs.reused), (long long)gs.reused);
         flush_text(&ps, true);
         printf("\n%s", tty ? "" : "\n");
         fflush(stdout);
@@ -399,6 +410,7 @@ int cmd_chat(int argc, char **argv) {
         free(text);
     }
     free(line);
+    free(cached);
     conv_drop(&conv, 0, conv.n);
     free(conv.v);
     chat_close(&cs);

@@ -94,11 +94,14 @@ fk_status fk_generate(fk_model *m, const int32_t *prompt, int64_t n_prompt, cons
     int n = 0;
     for (int64_t i = n_prompt > cap ? n_prompt - cap : 0; i < n_prompt; i++) toks[n++] = prompt[i];
     if (n == 0) toks[n++] = m->cfg.bos_id >= 0 && m->cfg.bos_id < V ? m->cfg.bos_id : (V == 256 ? '\n' : 0);
+    // the cached prefix holds when the prompt was not cut at its front; one token at least is
+    // run again, for the logits after the prompt
+    int64_t reuse = n_prompt <= cap && n_prompt > 0 && o->reuse > 0 ? (o->reuse < n ? o->reuse : n - 1) : 0;
     fk_rng rng;
     fk_rng_seed(&rng, o->seed);
     double t0 = fk_time_s();
     int64_t generated = 0;
-    fk_status st = fk_model_step(m, toks, n, 0, logits);
+    fk_status st = fk_model_step(m, toks + reuse, (int)(n - reuse), (int)reuse, logits);
     double t_first = fk_time_s() - t0;
     bool go = true;
     while (st == FK_OK && go && generated < o->max_new) {
@@ -120,7 +123,8 @@ fk_status fk_generate(fk_model *m, const int32_t *prompt, int64_t n_prompt, cons
         st = fk_model_step(m, &toks[n], 1, n, logits);
         n++;
     }
-    if (stats) *stats = (fk_generate_stats){generated, t_first, fk_time_s() - t0};
+    if (stats) *stats = (fk_generate_stats){generated, t_first, fk_time_s() - t0, reuse, st == FK_OK ? n : 0};
+    if (o->context && st == FK_OK) memcpy(o->context, toks, (size_t)n * sizeof(int32_t));
     free(toks);
     free(logits);
     return st;

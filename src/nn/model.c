@@ -1172,7 +1172,7 @@ fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, floa
     FK_TRY(kv_alloc(m, n));
     FK_TRY(rope_ensure(m, pos, (int64_t)pos + n));
     fk_kv_cache *kv = m->kv;
-    if (pos != 0 && pos != kv->len)
+    if (pos > kv->len)  // earlier positions keep their keys and values; later ones are dropped
         return fk_error(FK_ERR_ARG, "step: position %d but the cache holds %lld tokens", pos, (long long)kv->len);
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
