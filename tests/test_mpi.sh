@@ -9,7 +9,7 @@
 # extract on 2 and 3 ranks, and a .partial resumed on 2, write the one-process store byte for byte;
 # ranks started with other options or another binary are refused at the start; a rank killed
 # mid-run ends the run with an error naming it, leaves no model under the final name, and
-# --resume on the same ranks finishes the run.
+# --resume finishes the run on 3 ranks, then continues it in one process.
 #
 # usage: sh tests/test_mpi.sh BUILD/fusekit   (a build with -DFK_MPI=ON; make test-mpi runs it)
 set -eu
@@ -94,8 +94,12 @@ kill -9 "$victim"
 if wait $mp; then echo "test_mpi: the run survived a killed rank" >&2; exit 1; fi
 grep -q "rank 1" "$D/k.err" || { echo "test_mpi: the killed rank is not named" >&2; cat "$D/k.err" >&2; exit 1; }
 [ ! -e "$D/k/model.safetensors" ] || { echo "test_mpi: a killed run left a model under its final name" >&2; exit 1; }
-$MPIRUN "$F" train $LONG --resume -o "$D/k" > "$D/k2.out" 2> "$D/k2.err" || { cat "$D/k2.err" >&2; exit 1; }
+# resumed on another number of ranks (3: the checkpoint holds the weights, moments and step, not
+# the rank count), then once more in one process past the end
+timeout 300 mpirun --oversubscribe -np 3 "$F" train $LONG --resume -o "$D/k" > "$D/k2.out" 2> "$D/k2.err" || { cat "$D/k2.err" >&2; exit 1; }
 grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it resumed" >&2; cat "$D/k2.err" >&2; exit 1; }
 [ -f "$D/k/model.safetensors" ] || { echo "test_mpi: the resumed run wrote no model" >&2; exit 1; }
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; errors end all ranks; unlike ranks refused; a killed rank named, resumed"
+"$F" train $(echo "$LONG" | sed 's/--steps 3000/--steps 3020/') --resume -o "$D/k" > "$D/k3.out" 2> "$D/k3.err" || { cat "$D/k3.err" >&2; exit 1; }
+grep -q '"step":3020' "$D/k/metrics.jsonl" || { echo "test_mpi: the run resumed in one process did not reach step 3020" >&2; exit 1; }
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"
