@@ -7,6 +7,7 @@
 # and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang;
 # eval (windows, --kl-to, llama-perplexity) on 2 ranks prints once the figures of one process;
 # extract on 2 and 3 ranks, and a .partial resumed on 2, write the one-process store byte for byte;
+# analyze on 2 ranks prints the same figures and fold writes the same model;
 # ranks started with other options or another binary are refused at the start; a rank killed
 # mid-run ends the run with an error naming it, leaves no model under the final name, and
 # --resume finishes the run on 3 ranks, then continues it in one process.
@@ -57,6 +58,24 @@ cp "$D/one.fkd" "$D/res.fkd.partial"
 truncate -s $(( $(wc -c < "$D/one.fkd") / 2 )) "$D/res.fkd.partial"
 $MPIRUN "$F" extract --model "$D/r2" --data "$D/text.txt" --seq 32 -o "$D/res.fkd" > "$D/xr" 2>&1 || { cat "$D/xr" >&2; exit 1; }
 cmp "$D/one.fkd" "$D/res.fkd" || { echo "test_mpi: a .partial resumed on 2 ranks differs from one process's store" >&2; exit 1; }
+# analyze and fold on 2 ranks (each a share of the statistics' batches, the sums reduced): the
+# same per-layer figures as one process, and the same folded model (its plan and least-squares
+# refits are read from the reduced sums); rank 0 alone writes and prints
+"$F" train --data "$D/text.txt" --steps 60 --batch 4 --ctx 32 --d-model 64 --layers 4 --heads 2 --eval-every 0 --precision fp32 -o "$D/m4" > /dev/null 2>&1
+"$F" analyze --model "$D/m4" --data "$D/text.txt" --seq 32 -o "$D/an1" > "$D/an1.out" 2> "$D/an1.err" || { cat "$D/an1.err" >&2; exit 1; }
+$MPIRUN "$F" analyze --model "$D/m4" --data "$D/text.txt" --seq 32 -o "$D/an2" > "$D/an2.out" 2> "$D/an2.err" || { cat "$D/an2.err" >&2; exit 1; }
+cmp "$D/an1.out" "$D/an2.out" || { echo "test_mpi: analyze's per-layer lines differ on 2 ranks" >&2; exit 1; }
+[ -f "$D/an2/stats.safetensors" ] && [ "$(grep -c analysed "$D/an2.err")" -eq 1 ] || { echo "test_mpi: analyze on 2 ranks: no stats, or not one summary line" >&2; exit 1; }
+"$F" fold --model "$D/m4" --data "$D/text.txt" --budget 0.2 --seq 32 -o "$D/f1" > "$D/f1.out" 2> "$D/f1.err" || { cat "$D/f1.err" >&2; exit 1; }
+$MPIRUN "$F" fold --model "$D/m4" --data "$D/text.txt" --budget 0.2 --seq 32 -o "$D/f2" > "$D/f2.out" 2> "$D/f2.err" || { cat "$D/f2.err" >&2; exit 1; }
+# (byte-identical here; the statistics' sums are added in another order, so on another CPU a
+# refitted weight may round the other way: then the two models must still evaluate alike)
+if ! cmp -s "$D/f1/model.safetensors" "$D/f2/model.safetensors"; then
+    e1=$("$F" eval --model "$D/f1" --data "$D/text.txt" --seq 32 | grep -o '"bpb":[-0-9.e+]*')
+    e2=$("$F" eval --model "$D/f2" --data "$D/text.txt" --seq 32 | grep -o '"bpb":[-0-9.e+]*')
+    [ -n "$e1" ] && [ "$e1" = "$e2" ] || { echo "test_mpi: the model folded on 2 ranks evaluates $e2, one process's $e1" >&2; exit 1; }
+fi
+[ "$(grep -c '^folded model' "$D/f2.err")" -eq 1 ] || { echo "test_mpi: fold on 2 ranks did not print once" >&2; cat "$D/f2.err" >&2; exit 1; }
 # an error on the ranks ends the run (exit status non-zero, the message printed), within the timeout
 if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.out" 2> "$D/bad.err"; then
     echo "test_mpi: a run on a missing file succeeded" >&2; exit 1
@@ -102,4 +121,4 @@ grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it r
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
 "$F" train $(echo "$LONG" | sed 's/--steps 3000/--steps 3020/') --resume -o "$D/k" > "$D/k3.out" 2> "$D/k3.err" || { cat "$D/k3.err" >&2; exit 1; }
 grep -q '"step":3020' "$D/k/metrics.jsonl" || { echo "test_mpi: the run resumed in one process did not reach step 3020" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"

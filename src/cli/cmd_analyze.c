@@ -73,9 +73,10 @@ int cmd_analyze(int argc, char **argv) {
     if (st == FK_OK) {
         a.model_path = model;
         a.data_path = data;
-        cli_outdir od;  // written under a temporary name, renamed when complete
-        st = cli_outdir_begin(out.path, &od);
-        if (st == FK_OK) st = cli_outdir_end(&od, fk_analysis_save(&a, od.tmp));
+        cli_outdir od;  // written under a temporary name, renamed when complete; under mpirun by rank 0
+        bool lead = fk_dp_rank() == 0;
+        if (lead) st = cli_outdir_begin(out.path, &od);
+        if (lead && st == FK_OK) st = cli_outdir_end(&od, fk_analysis_save(&a, od.tmp));
         for (int l = 0; st == FK_OK && l < a.n_layer; l++) {
             cJSON *j = cJSON_CreateObject();
             cli_json_int(j, "layer", l);
@@ -86,7 +87,7 @@ int cmd_analyze(int argc, char **argv) {
             if (a.experts && a.experts[l] > 0) add_experts(j, &a, l);
             cli_json_print(j, stdout, NULL);
         }
-        if (st == FK_OK)
+        if (st == FK_OK && lead)
             fprintf(stderr, "analysed %lld positions in %.1f s; wrote %s/analysis.json, analysis.html and stats.safetensors\n", (long long)a.tokens,
                     fk_time_s() - t0, out.path);
         fk_analysis_free(&a);

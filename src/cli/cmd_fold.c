@@ -97,6 +97,7 @@ typedef struct {
 // Each plan as it is made: plan.json (or plan-widths.json, the second plan) and the summary line.
 static fk_status on_plan(const fk_fold_plan *p, bool widths, void *user) {
     const plan_ui *ui = user;
+    if (!ui->out_dir) return FK_OK;  // a rank other than 0 of an MPI run: rank 0 writes and prints
     cli_progress_clear();
     char *json = fk_fold_plan_json(p);
     fk_status st = json ? write_text(ui->out_dir, widths ? "plan-widths.json" : "plan.json", json) : fk_error(FK_ERR_NOMEM, "out of memory");
@@ -168,8 +169,9 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
     cli_progress_begin("fold", false, "windows");  // the statistics' and probes' windows, on a terminal
     fk_status st = fk_fold_run(&x.m, &x.d, &ro, on_plan, &ui, &r);
     cli_progress_end();
-    if (st == FK_OK && fa->plan_only) print_plan(&r.plan);
-    if (st == FK_OK && !fa->plan_only) st = save_model(&r.folded, x.tok, out_dir);
+    bool lead = out_dir != NULL;  // NULL: a rank other than 0 of an MPI run, which writes nothing
+    if (st == FK_OK && fa->plan_only && lead) print_plan(&r.plan);
+    if (st == FK_OK && !fa->plan_only && lead) st = save_model(&r.folded, x.tok, out_dir);
     if (st == FK_OK && !fa->plan_only) {
         *removed = r.scope_removed;
         char desc[256];
@@ -181,10 +183,11 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
         cli_json_num(j, "probe_kl", "%.6g", r.probe_kl);
         cli_json_num(j, "seconds", "%.1f", fk_time_s() - ui.t0);
         const char *ins[] = {model_dir, data, fa->tokenizer};
-        st = cli_report_write(out_dir, "fold", ins, 3, j, &x.m, &r.folded);
+        if (lead) st = cli_report_write(out_dir, "fold", ins, 3, j, &x.m, &r.folded);
         cli_json_print(j, stdout, NULL);
-        fprintf(stderr, "folded model: %s\nKL(original || folded) on the held-out probe text: %.4g nats measured, %.4g estimated by the plan\n",
-                desc, r.probe_kl, r.est_kl);
+        if (lead)
+            fprintf(stderr, "folded model: %s\nKL(original || folded) on the held-out probe text: %.4g nats measured, %.4g estimated by the plan\n",
+                    desc, r.probe_kl, r.est_kl);
         fold_tally *t = fa->tally;
         if (t && t->folds < 64) {
             if (t->folds == 0) t->params_before = r.params_before, t->scope_before = r.scope_before;
@@ -202,6 +205,12 @@ static fk_status fold_once(const char *model_dir, const char *data, const char *
 
 // fold_once into out through a temporary folder renamed when complete.
 static fk_status fold_to(const char *model_dir, const char *data, const char *out, fold_args *fa, double budget, int64_t *removed) {
+    if (fk_dp_rank() != 0) {  // under mpirun every rank computes (the statistics are shared out), rank 0 writes
+        fa->out_name = out;
+        fk_status st = fold_once(model_dir, data, NULL, fa, budget, removed);
+        fa->out_name = NULL;
+        return st;
+    }
     cli_outdir od;
     FK_TRY(cli_outdir_begin(out, &od));
     fa->out_name = out;
@@ -361,6 +370,8 @@ static int fold_validate(const cli_fold_args *c, fold_args *fa) {
         err = "--heal-only is the healed-original control: it needs --heal-steps, one round and no --plan-only";
     else if (c->rounds < 1 || c->rounds > 64) snprintf(msg, sizeof msg, "--rounds must be 1 to 64 (got %lld)", (long long)c->rounds), err = msg;
     else if (c->rounds > 1 && c->heal_steps <= 0) err = "--rounds needs --heal-steps (progressive folding heals between rounds)";
+    else if (fk_dp_size() > 1 && c->heal_steps > 0)
+        err = "--heal-steps and --rounds do not run under mpirun yet: fold under mpirun, then heal the folded model";
     else if (fa->probe_windows < 1 || fa->batch < 1) err = "--probe-windows and --batch must be positive";
     if (err) { fprintf(stderr, "fusekit fold: error: %s\n", err); return 2; }
     fa->o.budget = c->budget;
@@ -428,6 +439,7 @@ static fk_status round_heal(const char *teacher, const char *model, const char *
 
 static void round_report(const fk_fold_round_event *ev, void *user) {
     (void)user;
+    if (fk_dp_rank() != 0) return;  // under mpirun rank 0 speaks for all
     if (ev->resumed) fprintf(stderr, "round %d/%d: %s is folded already; healing resumes\n", ev->round, ev->rounds, ev->folded);
     else fprintf(stderr, "round %d/%d: fold %s by %lld parameters\n", ev->round, ev->rounds, ev->model, (long long)ev->params);
 }

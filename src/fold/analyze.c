@@ -1,5 +1,6 @@
 // Streaming redundancy statistics over a calibration text (fusekit/analyze.h, fold.md §1).
 #include "fusekit/analyze.h"
+#include "base/dist.h"
 #include "fusekit/eval.h"
 #include "fold/moe.h"
 #include "fusekit/html.h"
@@ -136,6 +137,29 @@ static bool analysis_alloc(fk_analysis *a, const fk_config *c, int max_n, int64_
     return ok && fk_moe_stats_alloc(a, c);
 }
 
+// Every sum the batches add to, summed over the ranks of an MPI run (in place, on every rank).
+static void sum_over_ranks(fk_analysis *a, int L) {
+    int max_n = a->max_n;
+    fk_dist_sum_i64(&a->tokens, 1);
+    fk_dist_sum_f64(a->cos_sum, L);
+    fk_dist_sum_f64(a->ang_sum, L * max_n);
+    fk_dist_sum_f64(a->hsic_xy, L);
+    fk_dist_sum_f64(a->hsic_xx, L);
+    fk_dist_sum_f64(a->hsic_yy, L);
+    for (int l = 0; l < L; l++) {
+        int64_t F = a->ffn[l] > 0 ? a->ffn[l] : 1, D = a->heads[l] * a->head_dim;
+        fk_dist_sum_f64(a->ffn_mean[l], (int)F);
+        fk_dist_sum_f64(a->ffn_gram[l], (int)(F * F));
+        fk_dist_sum_f64(a->att_gram[l], (int)(D * D));
+        if (a->experts && a->experts[l] > 0) {
+            int64_t E = a->experts[l];
+            fk_dist_sum_f64(a->expert_load[l], (int)E);
+            fk_dist_sum_f64(a->expert_usage[l], (int)E);
+            fk_dist_sum_f64(a->expert_gram[l], (int)(E * E));
+        }
+    }
+}
+
 // Runs the model over `windows` windows of seq tokens (of `all` in d), `rows` at a time,
 // accumulating the statistics through the layer hook. ok: analysis_alloc succeeded.
 static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, int rows, int64_t windows, int64_t all,
@@ -150,9 +174,11 @@ static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, i
     fk_status st = ok && h.slots && h.hbuf && cross && x ? FK_OK : fk_error(FK_ERR_NOMEM, "analyze: out of memory");
     m->hook = on_layer;
     m->hook_user = &h;
-    // whole batches of `rows` windows only, so every forward has the same shape
-    int64_t batches = windows / rows;
-    for (int64_t b = 0; b < batches && st == FK_OK; b++) {
+    // whole batches of `rows` windows only, so every forward has the same shape; under mpirun
+    // each rank a contiguous share of them, the sums added over the ranks at the end
+    int64_t batches = windows / rows, lo, hi;
+    fk_dist_range(batches, &lo, &hi);
+    for (int64_t b = lo; b < hi && st == FK_OK; b++) {
         // windows spread evenly over the whole text, so a limit still sees all of it
         for (int r = 0; r < rows; r++) {
             int64_t w = (b * rows + r) * all / (batches * rows);
@@ -162,11 +188,13 @@ static fk_status analyze_windows(fk_model *m, const fk_token_data *d, int seq, i
         if (st == FK_OK) st = h.st;
         if (st == FK_OK) st = residual_stats(&h, cross);
         a->tokens += h.N;
-        fk_eval_progress_report((b + 1) * rows, batches * rows, a->tokens);
+        fk_eval_progress_report((b + 1 - lo) * rows, (hi - lo) * rows, a->tokens);  // this rank's share
     }
     m->hook = NULL;
     m->hook_user = NULL;
     free(h.slots); free(h.hbuf); free(cross); free(x);
+    st = fk_dist_agree(st);
+    if (st == FK_OK && fk_dist_size() > 1) sum_over_ranks(a, L);
     return st;
 }
 
