@@ -5,6 +5,7 @@
 # and the same held-out bits per byte to 1e-5 relative (float summation order; bench runs show
 # them equal to all printed digits); rank 0 alone writes metrics.jsonl (one line per logged step)
 # and the model; an error on the ranks (a missing data file) ends the run with an error, not a hang;
+# --zero1 changes no byte of the model or the optimizer file;
 # eval (windows, --kl-to, llama-perplexity) on 2 ranks prints once the figures of one process;
 # extract on 2 and 3 ranks, and a .partial resumed on 2, write the one-process store byte for byte;
 # analyze on 2 ranks prints the same figures and fold writes the same model;
@@ -35,6 +36,20 @@ paste "$D/l1" "$D/l2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1
 b1=$("$F" eval --model "$D/r1" --data "$D/text.txt" | grep -o '"bpb":[-0-9.e+]*' | cut -d: -f2)
 b2=$("$F" eval --model "$D/r2" --data "$D/text.txt" | grep -o '"bpb":[-0-9.e+]*' | cut -d: -f2)
 awk -v a="$b1" -v b="$b2" 'BEGIN { d = a - b; if (d < 0) d = -d; if (d > 1e-5 * a) { print "test_mpi: bits per byte " a " vs " b > "/dev/stderr"; exit 1 } }'
+# ZeRO-1 (--zero1: each rank the moments of its half of the weights, the updated halves
+# exchanged, checkpoints streamed to rank 0): the same model and the same optimizer file byte for
+# byte as without it, bf16 moments too; its checkpoint resumed on 3 ranks with --zero1
+Z="--data $D/text.txt --steps 20 --batch 4 --ctx 32 --d-model 32 --layers 2 --heads 2 --log-every 5 --eval-every 0 --save-every 10 --precision fp32 --seed 7"
+for ms in f32 bf16; do
+    $MPIRUN "$F" train $Z --optim-state $ms -o "$D/z0$ms" > /dev/null 2> "$D/z0.err" || { cat "$D/z0.err" >&2; exit 1; }
+    $MPIRUN "$F" train $Z --optim-state $ms --zero1 -o "$D/z1$ms" > /dev/null 2> "$D/z1.err" || { cat "$D/z1.err" >&2; exit 1; }
+    for f in model.safetensors checkpoint-20/optimizer.safetensors; do
+        cmp "$D/z0$ms/$f" "$D/z1$ms/$f" || { echo "test_mpi: --zero1 ($ms moments) changed $f" >&2; exit 1; }
+    done
+done
+rm -rf "$D/z1f32/checkpoint-20" "$D/z1f32/model.safetensors"
+timeout 300 mpirun --oversubscribe -np 3 "$F" train $Z --zero1 --resume -o "$D/z1f32" > /dev/null 2> "$D/z2.err" || { cat "$D/z2.err" >&2; exit 1; }
+[ -f "$D/z1f32/model.safetensors" ] || { echo "test_mpi: a --zero1 checkpoint did not resume on 3 ranks" >&2; exit 1; }
 # evaluation on 2 ranks (each a contiguous half of the windows or chunks, sums reduced): the same
 # figures as one process to every printed digit (a double sum in another order), printed once
 fig() { grep -o '"\(tokens\|bytes\|loss\|ppl\|bpb\|kl\)":[-0-9.e+]*' "$1" | tr '\n' ' '; }
@@ -121,4 +136,4 @@ grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it r
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
 "$F" train $(echo "$LONG" | sed 's/--steps 3000/--steps 3020/') --resume -o "$D/k" > "$D/k3.out" 2> "$D/k3.err" || { cat "$D/k3.err" >&2; exit 1; }
 grep -q '"step":3020' "$D/k/metrics.jsonl" || { echo "test_mpi: the run resumed in one process did not reach step 3020" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); --zero1 byte-identical, resumed on 3 ranks; eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"

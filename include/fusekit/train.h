@@ -38,14 +38,20 @@ float fk_lr_at(const fk_optim_opts *o, int64_t step);
 
 typedef struct {
     fk_optim_opts o;
-    float *m, *v;         // moments over the model's arena layout (FK_MOMENTS_F32; else NULL)
+    float *m, *v;         // moments of the arena entries lo .. hi-1 (FK_MOMENTS_F32; else NULL):
+                          // entry i of the arena at m[i - lo]
     uint16_t *m16, *v16;  // the same as bf16 bit patterns (FK_MOMENTS_BF16; else NULL)
-    int64_t n;
+    int64_t n;            // the arena's entries
+    int64_t lo, hi;       // the entries this optimizer updates: all (0, n), or a ZeRO-1 shard
     int64_t t;            // updates done (bias correction)
 } fk_adamw;
 
 fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o);
 void fk_adamw_free(fk_adamw *a);
+// Keeps the moments of arena entries [lo, hi) only (within those held now): fk_adamw_update then
+// updates those weights alone (ZeRO-1: each rank of a data-parallel run one share, the weights
+// exchanged after). FK_ERR_NOMEM leaves a as it was.
+fk_status fk_adamw_shard(fk_adamw *a, int64_t lo, int64_t hi);
 // Global L2 norm of the gradients (accumulated in double).
 double fk_grad_norm(const fk_model *m);
 // One update with learning rate lr; gradients are multiplied by grad_scale first (clipping).
@@ -88,6 +94,11 @@ typedef struct {
     // after): less memory per sequence, one more forward's work per step, the same gradients. Not
     // part of the saved options (it does not change the run's numbers).
     bool checkpoint_activations;
+    // ZeRO-1 under mpirun: each rank keeps the AdamW moments of its 1/R share of the weights and
+    // updates that share, then the ranks exchange the updated weights; optimizer memory per rank
+    // falls as 1/R, the numbers are the same (every update is element-wise). Checkpoints gather
+    // the moments to rank 0, so they are the same files as without. Not part of the saved options.
+    bool zero1;
     // Written (tokenizer.json, tokenizer_config.json) beside every checkpoint and the final
     // model so that each folder is complete; NULL for none. Not part of the saved options.
     const fk_tokenizer *tokenizer;

@@ -22,11 +22,23 @@ static void query(int *rank, int *size) {
 int fk_dist_rank(void) { int r, n; query(&r, &n); return r; }
 int fk_dist_size(void) { int r, n; query(&r, &n); return n; }
 
-void fk_dist_range(int64_t n, int64_t *lo, int64_t *hi) {
-    int r, R;
-    query(&r, &R);
+void fk_dist_range_of(int64_t n, int r, int64_t *lo, int64_t *hi) {
+    int R = fk_dist_size();
     *lo = n / R * r + (r < n % R ? r : n % R);
     *hi = *lo + n / R + (r < n % R);
+}
+
+void fk_dist_range(int64_t n, int64_t *lo, int64_t *hi) { fk_dist_range_of(n, fk_dist_rank(), lo, hi); }
+
+#define PIECE ((size_t)1 << 30)  // MPI counts are int: bytes go in pieces of 1 GiB
+
+void fk_dist_bcast_bytes(void *buf, size_t n, int root) {
+#ifdef FK_WITH_MPI
+    if (fk_dist_size() > 1)
+        for (size_t o = 0; o < n; o += PIECE) MPI_Bcast((char *)buf + o, (int)(n - o < PIECE ? n - o : PIECE), MPI_BYTE, root, MPI_COMM_WORLD);
+#else
+    (void)buf, (void)n, (void)root;
+#endif
 }
 
 void fk_dist_sum_f64(double *x, int n) {
@@ -66,7 +78,7 @@ bool fk_dist_any(bool x) {
 
 void fk_dist_send(int to, const void *buf, size_t n) {
 #ifdef FK_WITH_MPI
-    MPI_Send(buf, (int)n, MPI_BYTE, to, 0, MPI_COMM_WORLD);
+    for (size_t o = 0; o < n; o += PIECE) MPI_Send((const char *)buf + o, (int)(n - o < PIECE ? n - o : PIECE), MPI_BYTE, to, 0, MPI_COMM_WORLD);
 #else
     (void)to, (void)buf, (void)n;
 #endif
@@ -74,7 +86,8 @@ void fk_dist_send(int to, const void *buf, size_t n) {
 
 void fk_dist_recv(int from, void *buf, size_t n) {
 #ifdef FK_WITH_MPI
-    MPI_Recv(buf, (int)n, MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    for (size_t o = 0; o < n; o += PIECE)
+        MPI_Recv((char *)buf + o, (int)(n - o < PIECE ? n - o : PIECE), MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 #else
     (void)from, (void)buf, (void)n;
 #endif

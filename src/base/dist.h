@@ -21,7 +21,12 @@ void fk_dist_sum_i64(int64_t *x, int n);
 void fk_dist_bcast_i64(int64_t *x, int n);
 // True on every rank when x is true on any.
 bool fk_dist_any(bool x);
-// n bytes from this rank to rank `to` / into buf from rank `from` (blocking, in order; n < 2^31).
+// Rank r's share [*lo, *hi) of n items (fk_dist_range on rank r).
+void fk_dist_range_of(int64_t n, int r, int64_t *lo, int64_t *hi);
+// n bytes from rank root to every rank (any size: sent in pieces).
+void fk_dist_bcast_bytes(void *buf, size_t n, int root);
+// n bytes from this rank to rank `to` / into buf from rank `from` (blocking, in order; any size:
+// sent in pieces).
 void fk_dist_send(int to, const void *buf, size_t n);
 void fk_dist_recv(int from, void *buf, size_t n);
 // st on a rank that failed; on the others, an error saying that another rank failed when any did.

@@ -195,6 +195,8 @@ int cli_train_job_rows(fk_train_job *j, int64_t *threads, const char *const *exc
         {"--clip", OPT_F32, &o->optim.clip, "global gradient-norm clip, 0 = off", false, "[0,)"},
         {"--checkpoint-activations", OPT_FLAG, &o->checkpoint_activations, "keep only each layer's input in the forward and "
          "recompute the rest in the backward: less memory per sequence, about a third more compute, the same gradients", false, NULL},
+        {"--zero1", OPT_FLAG, &o->zero1, "under mpirun: each rank keeps the AdamW moments of its 1/R share of the weights "
+         "and updates that share, the updated weights exchanged (optimizer memory per rank / R, the same numbers)", false, NULL},
         {"--optim-state", OPT_CHOICE, CLI_ENUM(&o->optim.moments), "AdamW's two moments stored in f32, or bf16 (half the "
          "optimizer's memory; updates in f32, stochastic rounding back)", false, "f32|bf16"},
         {"--seed", OPT_INT, (int64_t *)&o->seed, "seed for initialisation and batches", false, "[0,)"},

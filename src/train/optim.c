@@ -47,6 +47,7 @@ fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o) 
     memset(a, 0, sizeof *a);
     a->o = *o;
     a->n = m->n_floats;
+    a->lo = 0, a->hi = a->n;
     if (o->moments != FK_MOMENTS_F32 && o->moments != FK_MOMENTS_BF16)
         return fk_error(FK_ERR_ARG, "AdamW moments: unknown storage %d", o->moments);
     bool half = o->moments == FK_MOMENTS_BF16;
@@ -54,15 +55,48 @@ fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o) 
     // checked before allocating, as the weights and gradients are (the moments are touched at once)
     FK_TRY(fk_mem_check(half ? "the AdamW state (two bf16 moments per weight)" : "the AdamW state (two f32 moments per weight)",
                         2.0 * (double)a->n * (double)each));
-    void *m1 = fk_calloc_aligned((size_t)a->n * each), *m2 = fk_calloc_aligned((size_t)a->n * each);
+    // lazily zeroed pages: nothing is resident until an update (or a loaded checkpoint) writes
+    // them, so a ZeRO-1 run that keeps only its share never holds the whole
+    void *m1 = fk_alloc_pages((size_t)a->n * each), *m2 = fk_alloc_pages((size_t)a->n * each);
     if (half) a->m16 = m1, a->v16 = m2;  // bf16 zero is the bit pattern 0
     else a->m = m1, a->v = m2;
-    if (!m1 || !m2) { free(m1); free(m2); memset(a, 0, sizeof *a); return fk_error(FK_ERR_NOMEM, "cannot allocate optimizer state"); }
+    if (!m1 || !m2) {
+        fk_free_pages(m1, (size_t)a->n * each); fk_free_pages(m2, (size_t)a->n * each);
+        memset(a, 0, sizeof *a);
+        return fk_error(FK_ERR_NOMEM, "cannot allocate optimizer state");
+    }
+    return FK_OK;
+}
+
+// The moment arrays (pages of (hi - lo) entries each), NULL after.
+static void fk_adamw_free_moments(fk_adamw *a) {
+    size_t bytes = (size_t)(a->hi - a->lo) * (a->m16 ? sizeof(uint16_t) : sizeof(float));
+    fk_free_pages(a->m, bytes); fk_free_pages(a->v, bytes); fk_free_pages(a->m16, bytes); fk_free_pages(a->v16, bytes);
+    a->m = a->v = NULL, a->m16 = a->v16 = NULL;
+}
+
+fk_status fk_adamw_shard(fk_adamw *a, int64_t lo, int64_t hi) {
+    if (lo < a->lo || hi > a->hi || lo > hi) return fk_error(FK_ERR_ARG, "AdamW shard [%lld, %lld) outside [%lld, %lld)", (long long)lo,
+                                                           (long long)hi, (long long)a->lo, (long long)a->hi);
+    bool half = a->m16 != NULL;
+    size_t each = half ? sizeof(uint16_t) : sizeof(float), k = (size_t)(hi - lo);
+    char *m1 = fk_alloc_pages(k * each), *m2 = fk_alloc_pages(k * each);
+    if (!m1 || !m2) {
+        fk_free_pages(m1, k * each); fk_free_pages(m2, k * each);
+        return fk_error(FK_ERR_NOMEM, "cannot allocate the AdamW shard (%lld entries)", (long long)(hi - lo));
+    }
+    const char *o1 = half ? (const char *)a->m16 : (const char *)a->m, *o2 = half ? (const char *)a->v16 : (const char *)a->v;
+    memcpy(m1, o1 + (size_t)(lo - a->lo) * each, k * each);
+    memcpy(m2, o2 + (size_t)(lo - a->lo) * each, k * each);
+    fk_adamw_free_moments(a);
+    if (half) a->m16 = (uint16_t *)m1, a->v16 = (uint16_t *)m2;
+    else a->m = (float *)m1, a->v = (float *)m2;
+    a->lo = lo, a->hi = hi;
     return FK_OK;
 }
 
 void fk_adamw_free(fk_adamw *a) {
-    free(a->m); free(a->v); free(a->m16); free(a->v16);
+    fk_adamw_free_moments(a);
     memset(a, 0, sizeof *a);
 }
 
@@ -96,30 +130,33 @@ void fk_adamw_update(fk_adamw *a, fk_model *m, float lr, float grad_scale) {
         const fk_param *p = &m->params[i];
         float decay = p->decay ? 1.0f - lr * o->weight_decay : 1.0f;
         float *w = m->w + p->offset, *g = m->g + p->offset;
+        // the entries j0 .. j1-1 of this parameter in the optimizer's share (all without ZeRO-1)
+        int64_t j0 = a->lo > p->offset ? a->lo - p->offset : 0, j1 = a->hi - p->offset < p->numel ? a->hi - p->offset : p->numel;
+        if (j1 <= j0) continue;
         if (a->m16) {  // bf16 moments: f32 arithmetic on the stored values, stochastic rounding back
-            uint16_t *mm = a->m16 + p->offset, *vv = a->v16 + p->offset;
+            uint16_t *mm = a->m16 + (p->offset + j0 - a->lo), *vv = a->v16 + (p->offset + j0 - a->lo);  // entry j0
             uint64_t key = fk_hash64((uint64_t)a->t * 0x9e3779b97f4a7c15ull + (uint64_t)p->offset);
-            #pragma omp parallel for schedule(static) if (p->numel > 65536)
-            for (int64_t j = 0; j < p->numel; j++) {
+            #pragma omp parallel for schedule(static) if (j1 - j0 > 65536)
+            for (int64_t j = j0; j < j1; j++) {
                 float gj = g[j] * grad_scale;
-                float mj = b1 * fk_bf16_to_f32(mm[j]) + (1.0f - b1) * gj;
-                float vj = b2 * fk_bf16_to_f32(vv[j]) + (1.0f - b2) * gj * gj;
+                float mj = b1 * fk_bf16_to_f32(mm[j - j0]) + (1.0f - b1) * gj;
+                float vj = b2 * fk_bf16_to_f32(vv[j - j0]) + (1.0f - b2) * gj * gj;
                 uint64_t r = fk_hash64(key + (uint64_t)j);  // 32 random bits for each moment
-                mm[j] = fk_bf16_round_stochastic(mj, (uint32_t)r);
-                vv[j] = fk_bf16_round_stochastic(vj, (uint32_t)(r >> 32));
+                mm[j - j0] = fk_bf16_round_stochastic(mj, (uint32_t)r);
+                vv[j - j0] = fk_bf16_round_stochastic(vj, (uint32_t)(r >> 32));
                 float denom = sqrtf(vj) / bc2_sqrt + o->eps;
                 w[j] = w[j] * decay - step_size * mj / denom;
             }
             continue;
         }
-        float *mm = a->m + p->offset, *vv = a->v + p->offset;
-        #pragma omp parallel for schedule(static) if (p->numel > 65536)
-        for (int64_t j = 0; j < p->numel; j++) {
+        float *mm = a->m + (p->offset + j0 - a->lo), *vv = a->v + (p->offset + j0 - a->lo);  // entry j0
+        #pragma omp parallel for schedule(static) if (j1 - j0 > 65536)
+        for (int64_t j = j0; j < j1; j++) {
             float gj = g[j] * grad_scale;
-            mm[j] = b1 * mm[j] + (1.0f - b1) * gj;
-            vv[j] = b2 * vv[j] + (1.0f - b2) * gj * gj;
-            float denom = sqrtf(vv[j]) / bc2_sqrt + o->eps;
-            w[j] = w[j] * decay - step_size * mm[j] / denom;
+            mm[j - j0] = b1 * mm[j - j0] + (1.0f - b1) * gj;
+            vv[j - j0] = b2 * vv[j - j0] + (1.0f - b2) * gj * gj;
+            float denom = sqrtf(vv[j - j0]) / bc2_sqrt + o->eps;
+            w[j] = w[j] * decay - step_size * mm[j - j0] / denom;
         }
     }
 }

@@ -175,7 +175,42 @@ static fk_status commit_dir(const char *tmp, const char *dir) {
     return st;
 }
 
+// optimizer.safetensors's entries: exp_avg.<name> and exp_avg_sq.<name> of every parameter, in
+// the moments' dtype; data pointers into opt when it holds every moment (else NULL). e and
+// names hold 2 n_params entries.
+static void moment_entries(const fk_model *m, const fk_adamw *opt, fk_st_entry *e, char (*names)[80]) {
+    bool all = opt->lo == 0 && opt->hi == opt->n;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        for (int k = 0; k < 2; k++) {
+            fk_st_entry *x = &e[2 * i + k];
+            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+            x->name = names[2 * i + k];
+            x->dtype = opt->m16 ? FK_DT_BF16 : FK_DT_F32;  // as the run keeps them
+            x->ndim = p->ndim;
+            x->shape[0] = p->shape[0];
+            x->shape[1] = p->shape[1];
+            if (!all) x->data = NULL;
+            else if (opt->m16) x->data = (k ? opt->v16 : opt->m16) + p->offset;
+            else x->data = (k ? opt->v : opt->m) + p->offset;
+        }
+    }
+}
+
+// Writes optimizer.safetensors at path (a ZeRO-1 run's rank 0 streams it from the ranks).
+typedef fk_status (*opt_file_fn)(const char *path, void *ctx);
+
+static fk_status checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o, opt_file_fn opt_file,
+                                 void *ctx);
+
 fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o) {
+    if (opt->lo != 0 || opt->hi != opt->n)
+        return fk_error(FK_ERR_ARG, "checkpoint %s: the optimizer holds a share of the moments (ZeRO-1), not all of them", dir);
+    return checkpoint_save(dir, m, opt, o, NULL, NULL);
+}
+
+static fk_status checkpoint_save(const char *dir, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o, opt_file_fn opt_file,
+                                 void *ctx) {
     char *final_dir = strdup(dir), *tmp = path_suffix(dir, ".tmp");
     if (!final_dir || !tmp) { free(final_dir); free(tmp); return fk_error(FK_ERR_NOMEM, "out of memory"); }
     dir = tmp;  // everything below is written into the temporary folder
@@ -187,25 +222,18 @@ fk_status fk_checkpoint_save(const char *dir, const fk_model *m, const fk_adamw 
     if (st == FK_OK && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, dir);
     if (st == FK_OK && o->fault_hook) o->fault_hook("checkpoint-write", opt->t, o->fault_ctx);
     if (st == FK_OK) {
-        fk_st_entry *e = calloc((size_t)(2 * m->n_params), sizeof *e);
-        char (*names)[80] = calloc((size_t)(2 * m->n_params), sizeof *names);
-        for (int i = 0; i < m->n_params; i++) {
-            const fk_param *p = &m->params[i];
-            for (int k = 0; k < 2; k++) {
-                fk_st_entry *x = &e[2 * i + k];
-                snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
-                x->name = names[2 * i + k];
-                x->dtype = opt->m16 ? FK_DT_BF16 : FK_DT_F32;  // as the run keeps them
-                x->ndim = p->ndim;
-                x->shape[0] = p->shape[0];
-                x->shape[1] = p->shape[1];
-                if (opt->m16) x->data = (k ? opt->v16 : opt->m16) + p->offset;
-                else x->data = (k ? opt->v : opt->m) + p->offset;
-            }
-        }
         char *opath = fk_path_join(dir, "optimizer.safetensors");
-        st = fk_st_write(opath, e, 2 * m->n_params, NULL);
-        free(opath); free(e); free(names);
+        if (opt_file) st = opath ? opt_file(opath, ctx) : fk_error(FK_ERR_NOMEM, "out of memory");
+        else {
+            fk_st_entry *e = calloc((size_t)(2 * m->n_params), sizeof *e);
+            char (*names)[80] = calloc((size_t)(2 * m->n_params), sizeof *names);
+            if (e && names && opath) {
+                moment_entries(m, opt, e, names);
+                st = fk_st_write(opath, e, 2 * m->n_params, NULL);
+            } else st = fk_error(FK_ERR_NOMEM, "out of memory");
+            free(e); free(names);
+        }
+        free(opath);
     }
     if (st == FK_OK) {
         cJSON *j = cJSON_CreateObject();
@@ -432,6 +460,92 @@ static void dp_average(fk_model *m, double *loss_sum, int size) {
 #endif
 }
 
+// ZeRO-1: whether opt holds one rank's share of the moments.
+static bool sharded(const fk_adamw *opt) { return opt->lo != 0 || opt->hi != opt->n; }
+
+// After the update of each rank's share of the weights, every rank's share to every rank.
+static void zero1_exchange(fk_model *m, int size) {
+    for (int r = 0; r < size; r++) {
+        int64_t lo, hi;
+        fk_dist_range_of(m->n_floats, r, &lo, &hi);
+        fk_dist_bcast_bytes(m->w + lo, (size_t)(hi - lo) * sizeof(float), r);
+    }
+}
+
+// ZeRO-1's optimizer file: rank 0 writes the header, then every moment tensor in the file's order
+// as the ranks holding its entries send them, in pieces of at most Z1_PIECE bytes, so no rank
+// holds more than its share and one piece. Every rank calls zero1_stream (f and buf on rank 0
+// only); rank 0 keeps receiving after a write error, so no rank waits for ever.
+#define Z1_PIECE ((size_t)64 << 20)
+static fk_status zero1_stream(const fk_model *m, const fk_adamw *opt, int rank, int size, FILE *f, char *buf) {
+    bool half = opt->m16 != NULL, ok = true;
+    size_t each = half ? sizeof(uint16_t) : sizeof(float);
+    for (int i = 0; i < m->n_params; i++)
+        for (int k = 0; k < 2; k++) {
+            const fk_param *p = &m->params[i];
+            const char *mine = k ? (half ? (const char *)opt->v16 : (const char *)opt->v) : (half ? (const char *)opt->m16 : (const char *)opt->m);
+            for (int r = 0; r < size; r++) {
+                int64_t lo, hi;
+                fk_dist_range_of(opt->n, r, &lo, &hi);
+                int64_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+                if (a >= b) continue;
+                size_t bytes = (size_t)(b - a) * each;
+                const char *src = r == rank ? mine + (size_t)(a - opt->lo) * each : NULL;
+                for (size_t o = 0; o < bytes; o += Z1_PIECE) {
+                    size_t n = bytes - o < Z1_PIECE ? bytes - o : Z1_PIECE;
+                    if (rank == 0) {
+                        if (!src) fk_dist_recv(r, buf, n);
+                        if (ok && (!f || fwrite(src ? src + o : buf, 1, n, f) != n)) ok = false;
+                    } else if (rank == r) fk_dist_send(0, src + o, n);
+                }
+            }
+        }
+    return ok ? FK_OK : fk_error(FK_ERR_IO, "cannot write the optimizer's moments (disk full?)");
+}
+
+// Rank 0's optimizer file under ZeRO-1 (checkpoint_save's opt_file): it tells the others to
+// send (or, failing to start, not to) by a broadcast.
+typedef struct { const fk_model *m; const fk_adamw *opt; int size; bool called; } zero1_file_ctx;
+static fk_status zero1_file(const char *path, void *ctx) {
+    zero1_file_ctx *z = ctx;
+    z->called = true;
+    int n = 2 * z->m->n_params;
+    fk_st_entry *e = calloc((size_t)n, sizeof *e);
+    char (*names)[80] = calloc((size_t)n, sizeof *names), *hdr = NULL, *buf = malloc(Z1_PIECE);
+    size_t len = 0;
+    fk_status st = e && names && buf ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    if (st == FK_OK) {
+        moment_entries(z->m, z->opt, e, names);
+        st = fk_st_header(e, n, NULL, &hdr, &len);
+    }
+    FILE *f = st == FK_OK ? fopen(path, "wb") : NULL;
+    if (st == FK_OK && !f) st = fk_error(FK_ERR_IO, "cannot create %s", path);
+    if (st == FK_OK && fwrite(hdr, 1, len, f) != len) st = fk_error(FK_ERR_IO, "cannot write %s", path);
+    int64_t go = st == FK_OK;
+    fk_dist_bcast_i64(&go, 1);
+    if (go) st = zero1_stream(z->m, z->opt, 0, z->size, f, buf);
+    if (f && (fflush(f) != 0 || fsync(fileno(f)) != 0) && st == FK_OK) st = fk_error(FK_ERR_IO, "cannot write %s", path);
+    if (f && fclose(f) != 0 && st == FK_OK) st = fk_error(FK_ERR_IO, "cannot write %s", path);
+    free(e); free(names); free(hdr); free(buf);
+    return st == FK_OK ? FK_OK : fk_error_context(st, "%s", path);
+}
+
+// A checkpoint of a ZeRO-1 run: rank 0 writes it, the moments streamed from every rank. Collective.
+static fk_status zero1_checkpoint(const char *ck, const fk_model *m, const fk_adamw *opt, const fk_train_opts *o, int rank, int size) {
+    if (rank == 0) {
+        zero1_file_ctx z = {m, opt, size, false};
+        fk_status st = checkpoint_save(ck, m, opt, o, zero1_file, &z);
+        if (!z.called) {  // it failed before the optimizer file: the others must not send
+            int64_t go = 0;
+            fk_dist_bcast_i64(&go, 1);
+        }
+        return st;
+    }
+    int64_t go = 0;
+    fk_dist_bcast_i64(&go, 1);
+    return go ? zero1_stream(m, opt, rank, size, NULL, NULL) : FK_OK;
+}
+
 // ------------------------------------------------------------------ the loop
 
 // The options and data fk_train refuses, with the reason.
@@ -520,6 +634,11 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
     int64_t tokens = 0, first = opt->t;
     int rank, size;
     dp_query(&rank, &size);
+    if (o->zero1 && size > 1 && !sharded(opt)) {  // each rank keeps its share of the moments
+        int64_t lo, hi;
+        fk_dist_range(opt->n, &lo, &hi);
+        st = dp_agree(fk_adamw_shard(opt, lo, hi), size);
+    }
     for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
         fk_model_zero_grads(m);
         step_sums sum = {0, 0, 0};
@@ -532,6 +651,7 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
         float scale = o->optim.clip > 0 && gn > o->optim.clip ? (float)(o->optim.clip / (gn + 1e-6)) : 1.0f;
         float lr = fk_lr_at(&opt->o, step);
         fk_adamw_update(opt, m, lr, scale);
+        if (sharded(opt)) zero1_exchange(m, size);
 
         int64_t done_steps = step + 1;
         fk_train_event ev = {0};
@@ -560,10 +680,9 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
         char *ck = NULL;
         if (out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop)) {
             ck = checkpoint_path(out_dir, done_steps);
-            if (rank == 0) {
-                st = fk_checkpoint_save(ck, m, opt, o);
-                if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1, done_steps);
-            }
+            if (sharded(opt)) st = zero1_checkpoint(ck, m, opt, o, rank, size);  // the moments streamed to rank 0
+            else if (rank == 0) st = fk_checkpoint_save(ck, m, opt, o);
+            if (rank == 0 && st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1, done_steps);
             st = dp_agree(st, size);
             ev.checkpoint = ck;
         }
