@@ -729,8 +729,63 @@ static void test_checkpointing(void **s) {
     free(w[0]); free(w[1]);
 }
 
+// The backward's gradient hook (what MPI's gradient buckets start from): called once per layer,
+// from the last to the first, when that layer's gradients are final (equal to those after the
+// whole backward); fk_model_layer_range gives each layer one disjoint run holding exactly its
+// "layers.<l>." entries, for a GPT-2 and a Llama.
+typedef struct { fk_model *m; int calls, order_ok; float *snap; } grad_seen;
+static void seen_layer(void *user, int l) {
+    grad_seen *g = user;
+    if (l != (int)g->m->cfg.n_layer - 1 - g->calls) g->order_ok = 0;
+    g->calls++;
+    int64_t lo, hi;
+    if (fk_model_layer_range(g->m, l, &lo, &hi)) memcpy(g->snap + lo, g->m->g + lo, (size_t)(hi - lo) * sizeof(float));
+}
+
+static void test_grad_hook(void **s) {
+    (void)s;
+    for (int arch = 0; arch < 2; arch++) {
+        fk_config c;
+        if (arch == 0) fk_config_gpt2(&c, 64, 32, 3, 4, 16);
+        else fk_config_llama(&c, 64, 32, 3, 4, 2, 88, 16);
+        fk_model m;
+        CHECK(fk_model_init(&m, &c));
+        fk_model_init_weights(&m, 5);
+        int64_t prev_hi = -1, covered = 0;
+        for (int l = 0; l < 3; l++) {
+            int64_t lo, hi;
+            assert_true(fk_model_layer_range(&m, l, &lo, &hi));
+            assert_true(lo >= prev_hi && hi > lo);  // disjoint, in layer order
+            prev_hi = hi;
+            covered += hi - lo;
+        }
+        int64_t in_layers = 0;
+        for (int i = 0; i < m.n_params; i++)
+            if (strncmp(m.params[i].name, "layers.", 7) == 0) in_layers += m.params[i].numel;
+        assert_int_equal(covered, in_layers);
+        assert_false(fk_model_layer_range(&m, 3, &(int64_t){0}, &(int64_t){0}));
+        int32_t x[32], y[32];
+        for (int i = 0; i < 32; i++) x[i] = (i * 7) % 64, y[i] = (i * 11 + 3) % 64;
+        grad_seen g = {&m, 0, 1, calloc((size_t)m.n_floats, sizeof(float))};
+        fk_model_zero_grads(&m);
+        float loss;
+        CHECK(fk_model_forward(&m, x, y, 2, 16, true, &loss));
+        m.grad_hook = seen_layer, m.grad_hook_user = &g;
+        CHECK(fk_model_backward(&m, 1.0f));
+        m.grad_hook = NULL;
+        assert_int_equal(g.calls, 3);
+        assert_true(g.order_ok);
+        int64_t lo, hi, hi2, lo2;
+        assert_true(fk_model_layer_range(&m, 0, &lo, &hi) && fk_model_layer_range(&m, 2, &lo2, &hi2));
+        assert_memory_equal(g.snap + lo, m.g + lo, (size_t)(hi2 - lo) * sizeof(float));  // final when the hook saw them
+        free(g.snap);
+        fk_model_free(&m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_hook),
         cmocka_unit_test(test_checkpointing),
         cmocka_unit_test(test_golden_gpt2),  cmocka_unit_test(test_golden_llama), cmocka_unit_test(test_golden_qwen2),
         cmocka_unit_test(test_golden_gemma), cmocka_unit_test(test_golden_gemma2), cmocka_unit_test(test_golden_gemma3),

@@ -386,6 +386,10 @@ typedef struct {
     // FFN's activations, NULL when it has none (ffn[l] == 0); the experts' are not passed. NULL: none.
     void (*hook)(void *user, int layer, const float *resid, const float *att, const float *act, int64_t N);
     void *hook_user;
+    // Optional observer of the backward: called when layer l's weight gradients are complete (the
+    // layers from the last to the first), e.g. to start reducing them while the rest runs. NULL: none.
+    void (*grad_hook)(void *user, int layer);
+    void *grad_hook_user;
     // Frozen models (fk_model_add_stored): matrices read in place; their arena rows stay
     // untouched (the arena is lazily zeroed pages, so they cost no memory). NULL / 0: none.
     fk_stored *stored;
@@ -523,6 +527,9 @@ fk_status fk_model_backward(fk_model *m, float grad_scale);
 fk_status fk_model_weight_rows(fk_model *m, const float *w);
 // Per-position cross-entropy of the last forward with targets (B*T values; 0 where ignored).
 const float *fk_model_token_losses(const fk_model *m);
+// The arena entries [*lo, *hi) that hold layer l's weights ("layers.<l>." in the table), when they
+// are one run holding nothing else; false otherwise.
+bool fk_model_layer_range(const fk_model *m, int l, int64_t *lo, int64_t *hi);
 
 // Incremental inference with a KV cache: feeds n tokens at positions pos..pos+n-1 and writes the
 // logits of the last one to `logits` (vocab_size floats). pos is how many of the cached tokens

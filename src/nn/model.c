@@ -1088,10 +1088,34 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + s * N, a->ln1_rstd + s * N, o->ln1_w, o->ln1_b, N);
         if (c->residual == FK_RESID_PARALLEL)
             norm_backward(m, a->dresid, a->tmp, x, a->ln2_mean + s * N, a->ln2_rstd + s * N, o->ln2_w, o->ln2_b, N);
+        if (m->grad_hook) m->grad_hook(m->grad_hook_user, (int)l);  // layer l's weight gradients are final
     }
     if (c->emb_scale > 0) scale_inplace(a->dresid, c->emb_scale, N * C);
     fk_encoder_backward(m->g + m->tok_emb, GP(m->pos_emb), a->dresid, a->tokens, a->pos, N, C);
     return FK_OK;
+}
+
+bool fk_model_layer_range(const fk_model *m, int l, int64_t *lo, int64_t *hi) {
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "layers.%d.", l);
+    int64_t a = -1, b = -1;
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        if (strncmp(p->name, prefix, (size_t)n) != 0) continue;
+        if (a < 0 || p->offset < a) a = p->offset;
+        if (p->offset + p->numel > b) b = p->offset + p->numel;
+    }
+    if (a < 0) return false;
+    int64_t held = 0;  // one run: the layer's entries fill [a, b), and no other table entry lies in it
+    for (int i = 0; i < m->n_params; i++) {
+        const fk_param *p = &m->params[i];
+        bool mine = strncmp(p->name, prefix, (size_t)n) == 0;
+        if (mine) held += p->numel;
+        else if (p->offset < b && p->offset + p->numel > a) return false;
+    }
+    if (held != b - a) return false;
+    *lo = a, *hi = b;
+    return true;
 }
 
 // ================================================================== KV-cache inference

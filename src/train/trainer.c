@@ -443,20 +443,97 @@ static fk_status dp_agree(fk_status st, int size) { return size > 1 ? fk_dist_ag
 static bool dp_any(bool x, int size) { return size > 1 ? fk_dist_any(x) : x; }
 
 // Averages gradients and the step's loss over ranks.
-static void dp_average(fk_model *m, double *loss_sum, int size) {
+// Gradient buckets: during the backward of a step's last micro-batch, each layer's gradients
+// (one run of the arena, fk_model_layer_range) start their all-reduce as soon as the layer is
+// done (MPI_Iallreduce on a communicator of their own, progressed at every later layer), so the
+// reduction overlaps the backward of the layers below; dp_average reduces the rest (embeddings,
+// final norm, head) and waits for the buckets. FUSEKIT_MPI_BUCKETS=0: one reduction after the
+// backward, as before (for comparison).
+typedef struct {
+    fk_model *m;
+#ifdef FK_WITH_MPI
+    MPI_Comm comm;
+    MPI_Request *req;
+#endif
+    int64_t *lo, *hi;
+    int n, cap;
+} dp_buckets;
+
+#ifdef FK_WITH_MPI
+static void on_layer_grads(void *user, int l) {
+    dp_buckets *b = user;
+    int64_t lo, hi;
+    if (b->n == b->cap || !fk_model_layer_range(b->m, l, &lo, &hi) || hi - lo > (1 << 30)) return;  // reduced with the rest
+    MPI_Iallreduce(MPI_IN_PLACE, b->m->g + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, b->comm, &b->req[b->n]);
+    b->lo[b->n] = lo, b->hi[b->n] = hi;
+    b->n++;
+    int done;
+    MPI_Testall(b->n, b->req, &done, MPI_STATUSES_IGNORE);  // moves the started reductions along
+}
+#endif
+
+// Ready for a run of `size` ranks (no buckets with one rank, or FUSEKIT_MPI_BUCKETS=0, or out of
+// memory: then one reduction after the backward). Collective.
+static void dp_buckets_init(dp_buckets *b, fk_model *m, int size) {
+    memset(b, 0, sizeof *b);
+    b->m = m;
+#ifdef FK_WITH_MPI
+    const char *e = getenv("FUSEKIT_MPI_BUCKETS");
+    if (size < 2 || (e && strcmp(e, "0") == 0)) return;
+    b->cap = (int)m->cfg.n_layer;
+    b->req = malloc((size_t)b->cap * sizeof *b->req);
+    b->lo = malloc((size_t)b->cap * sizeof *b->lo);
+    b->hi = malloc((size_t)b->cap * sizeof *b->hi);
+    if (!b->req || !b->lo || !b->hi) { free(b->req); free(b->lo); free(b->hi); memset(b, 0, sizeof *b); b->m = m; }  // one reduction then
+    MPI_Comm_dup(MPI_COMM_WORLD, &b->comm);
+#else
+    (void)size;
+#endif
+}
+
+static void dp_buckets_free(dp_buckets *b) {
+#ifdef FK_WITH_MPI
+    if (b->comm != MPI_COMM_NULL && b->comm != 0) MPI_Comm_free(&b->comm);
+    free(b->req);
+#endif
+    free(b->lo); free(b->hi);
+    memset(b, 0, sizeof *b);
+}
+
+#ifdef FK_WITH_MPI
+// Reduces the arena entries [a, z) in pieces (MPI counts are int).
+static void dp_reduce_range(float *g, int64_t a, int64_t z) {
+    for (int64_t off = a; off < z; off += 1 << 30) {
+        int64_t cnt = z - off < (1 << 30) ? z - off : (1 << 30);
+        MPI_Allreduce(MPI_IN_PLACE, g + off, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    }
+}
+#endif
+
+static void dp_average(fk_model *m, double *loss_sum, int size, dp_buckets *b) {
 #ifdef FK_WITH_MPI
     if (size > 1) {
-        for (int64_t off = 0; off < m->n_floats; off += 1 << 30) {  // MPI counts are int
-            int64_t cnt = m->n_floats - off < (1 << 30) ? m->n_floats - off : (1 << 30);
-            MPI_Allreduce(MPI_IN_PLACE, m->g + off, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        // what no bucket holds, in arena order (the buckets sorted by position; layer ranges are disjoint)
+        for (int i = 1; i < b->n; i++)
+            for (int j = i; j > 0 && b->lo[j] < b->lo[j - 1]; j--) {
+                int64_t t = b->lo[j]; b->lo[j] = b->lo[j - 1]; b->lo[j - 1] = t;
+                t = b->hi[j]; b->hi[j] = b->hi[j - 1]; b->hi[j - 1] = t;
+            }
+        int64_t at = 0;
+        for (int k = 0; k <= b->n; k++) {
+            int64_t lo = k < b->n ? b->lo[k] : m->n_floats, hi = k < b->n ? b->hi[k] : m->n_floats;
+            dp_reduce_range(m->g, at, lo);
+            at = hi;
         }
+        if (b->n > 0) MPI_Waitall(b->n, b->req, MPI_STATUSES_IGNORE);
+        b->n = 0;
         MPI_Allreduce(MPI_IN_PLACE, loss_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         float inv = 1.0f / (float)size;
         for (int64_t i = 0; i < m->n_floats; i++) m->g[i] *= inv;
         *loss_sum /= size;
     }
 #else
-    (void)m; (void)loss_sum; (void)size;
+    (void)m; (void)loss_sum; (void)size; (void)b;
 #endif
 }
 
@@ -581,7 +658,7 @@ static fk_status span_forward(fk_model *m, const fk_train_opts *o, const int32_t
 // The gradient of one step: its grad_accum micro-batches (this rank's), forward and backward,
 // adding into the gradients, the step's sums and the tokens seen.
 static fk_status step_gradient(fk_model *m, const fk_token_data *train, const fk_train_opts *o, int64_t step, int rank, int size,
-                               int32_t *x, int32_t *y, int64_t *offs, step_sums *sum, int64_t *tokens) {
+                               dp_buckets *bk, int32_t *x, int32_t *y, int64_t *offs, step_sums *sum, int64_t *tokens) {
     fk_status st = FK_OK;
     for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
         sample_batch(train, o, step, rank * o->grad_accum + mb, x, y, offs);
@@ -596,7 +673,11 @@ static fk_status step_gradient(fk_model *m, const fk_token_data *train, const fk
                   : fk_model_forward_objective(m, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f,
                                                o->teacher ? o->teacher->objective : FK_OBJECTIVE_CE, o->batch, o->seq, true, &loss, &fus);
         if (st != FK_OK) return fk_error_context(st, "step %lld", (long long)step + 1);
+#ifdef FK_WITH_MPI
+        if (bk->cap > 0 && mb == o->grad_accum - 1) m->grad_hook = on_layer_grads, m->grad_hook_user = bk;  // the last micro-batch
+#endif
         st = fk_model_backward(m, 1.0f / (float)o->grad_accum);
+        m->grad_hook = NULL, m->grad_hook_user = NULL;
         sum->loss += loss;
         double clm = 0;
         const float *tl = fk_model_token_losses(m);
@@ -634,6 +715,8 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
     int64_t tokens = 0, first = opt->t;
     int rank, size;
     dp_query(&rank, &size);
+    dp_buckets bk;
+    dp_buckets_init(&bk, m, size);
     if (o->zero1 && size > 1 && !sharded(opt)) {  // each rank keeps its share of the moments
         int64_t lo, hi;
         fk_dist_range(opt->n, &lo, &hi);
@@ -642,10 +725,10 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
     for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
         fk_model_zero_grads(m);
         step_sums sum = {0, 0, 0};
-        st = step_gradient(m, train, o, step, rank, size, x, y, offs, &sum, &tokens);
+        st = step_gradient(m, train, o, step, rank, size, &bk, x, y, offs, &sum, &tokens);
         st = dp_agree(st, size);
         if (st != FK_OK) break;
-        dp_average(m, &sum.loss, size);
+        dp_average(m, &sum.loss, size, &bk);
         double gn = fk_grad_norm(m);
         if (!isfinite(gn) && (st = check_gradient(m, step)) != FK_OK) break;
         float scale = o->optim.clip > 0 && gn > o->optim.clip ? (float)(o->optim.clip / (gn + 1e-6)) : 1.0f;
@@ -696,6 +779,7 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
     if (st == FK_OK && finished && out_dir && rank == 0) st = fk_hf_save(m, out_dir, FK_DT_F32);
     if (st == FK_OK && finished && out_dir && rank == 0 && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
     free(x); free(y); free(offs);
+    dp_buckets_free(&bk);
     return st;
 }
 
