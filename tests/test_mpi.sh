@@ -9,7 +9,7 @@
 # eval (windows, --kl-to, llama-perplexity) on 2 ranks prints once the figures of one process;
 # extract on 2 and 3 ranks, and a .partial resumed on 2, write the one-process store byte for byte;
 # analyze on 2 ranks prints the same figures and fold writes the same model; fuse on 2 ranks
-# writes the same stores and trains as one process with --grad-accum 2;
+# writes the same stores and trains as one process with --grad-accum 2, and so does heal;
 # ranks started with other options or another binary are refused at the start; a rank killed
 # mid-run ends the run with an error naming it, leaves no model under the final name, and
 # --resume finishes the run on 3 ranks, then continues it in one process.
@@ -108,6 +108,14 @@ num loss "$D/fu1/metrics.jsonl" > "$D/fl1"
 num loss "$D/fu2/metrics.jsonl" > "$D/fl2"
 [ "$(wc -l < "$D/fl1")" -ge 4 ] && [ "$(wc -l < "$D/fl1")" -eq "$(wc -l < "$D/fl2")" ] || { echo "test_mpi: fuse's metric lines differ in number" >&2; exit 1; }
 paste "$D/fl1" "$D/fl2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1) { print "test_mpi: fuse loss " $1 " (1 process) vs " $2 " (2 ranks)" > "/dev/stderr"; bad = 1 } } END { exit bad }'
+# heal on 2 ranks (the folded model distilled from the model before folding) likewise
+HE="--teacher $D/m4 --model $D/f2 --data $D/text.txt --steps 10 --batch 4 --seq 32 --log-every 5 --eval-every 0 --precision fp32 --seed 3"
+"$F" heal $HE --grad-accum 2 -o "$D/he1" > /dev/null 2> "$D/he1.err" || { cat "$D/he1.err" >&2; exit 1; }
+$MPIRUN "$F" heal $HE -o "$D/he2" > /dev/null 2> "$D/he2.err" || { cat "$D/he2.err" >&2; exit 1; }
+num loss "$D/he1/metrics.jsonl" > "$D/hl1"
+num loss "$D/he2/metrics.jsonl" > "$D/hl2"
+[ "$(wc -l < "$D/hl1")" -ge 2 ] && [ "$(wc -l < "$D/hl1")" -eq "$(wc -l < "$D/hl2")" ] || { echo "test_mpi: heal's metric lines differ in number" >&2; exit 1; }
+paste "$D/hl1" "$D/hl2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1) { print "test_mpi: heal loss " $1 " (1 process) vs " $2 " (2 ranks)" > "/dev/stderr"; bad = 1 } } END { exit bad }'
 # an error on the ranks ends the run (exit status non-zero, the message printed), within the timeout
 if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.out" 2> "$D/bad.err"; then
     echo "test_mpi: a run on a missing file succeeded" >&2; exit 1
@@ -153,4 +161,4 @@ grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it r
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
 "$F" train $(echo "$LONG" | sed 's/--steps 3000/--steps 3020/') --resume -o "$D/k" > "$D/k3.out" 2> "$D/k3.err" || { cat "$D/k3.err" >&2; exit 1; }
 grep -q '"step":3020' "$D/k/metrics.jsonl" || { echo "test_mpi: the run resumed in one process did not reach step 3020" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); --zero1 and the gradient buckets byte-identical, resumed on 3 ranks; eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; fuse on 2 ranks = 1 process with --grad-accum 2 (stores byte-identical); errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); --zero1 and the gradient buckets byte-identical, resumed on 3 ranks; eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; fuse and heal on 2 ranks = 1 process with --grad-accum 2 (stores byte-identical); errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"
