@@ -442,7 +442,6 @@ static fk_status dp_agree(fk_status st, int size) { return size > 1 ? fk_dist_ag
 // True on every rank when it is true on any.
 static bool dp_any(bool x, int size) { return size > 1 ? fk_dist_any(x) : x; }
 
-// Averages gradients and the step's loss over ranks.
 // Gradient buckets: during the backward of a step's last micro-batch, each layer's gradients
 // (one run of the arena, fk_model_layer_range) start their all-reduce as soon as the layer is
 // done (MPI_Iallreduce on a communicator of their own, progressed at every later layer), so the
@@ -510,6 +509,8 @@ static void dp_reduce_range(float *g, int64_t a, int64_t z) {
 }
 #endif
 
+// Averages gradients and the step's loss over ranks: what no bucket holds reduced now, then the
+// buckets waited for.
 static void dp_average(fk_model *m, double *loss_sum, int size, dp_buckets *b) {
 #ifdef FK_WITH_MPI
     if (size > 1) {
