@@ -454,15 +454,16 @@ typedef struct {
     MPI_Comm comm;
     MPI_Request *req;
 #endif
-    int64_t *lo, *hi;
+    int64_t *lo, *hi;      // the buckets started this step, n of them
+    int64_t *layer;        // 2 per layer: its arena run [lo, hi), found once (lo -1: not one run)
     int n, cap;
 } dp_buckets;
 
 #ifdef FK_WITH_MPI
 static void on_layer_grads(void *user, int l) {
     dp_buckets *b = user;
-    int64_t lo, hi;
-    if (b->n == b->cap || !fk_model_layer_range(b->m, l, &lo, &hi) || hi - lo > (1 << 30)) return;  // reduced with the rest
+    int64_t lo = b->layer[2 * l], hi = b->layer[2 * l + 1];
+    if (b->n == b->cap || lo < 0 || hi - lo > (1 << 30)) return;  // reduced with the rest
     MPI_Iallreduce(MPI_IN_PLACE, b->m->g + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, b->comm, &b->req[b->n]);
     b->lo[b->n] = lo, b->hi[b->n] = hi;
     b->n++;
@@ -483,7 +484,14 @@ static void dp_buckets_init(dp_buckets *b, fk_model *m, int size) {
     b->req = malloc((size_t)b->cap * sizeof *b->req);
     b->lo = malloc((size_t)b->cap * sizeof *b->lo);
     b->hi = malloc((size_t)b->cap * sizeof *b->hi);
-    if (!b->req || !b->lo || !b->hi) { free(b->req); free(b->lo); free(b->hi); memset(b, 0, sizeof *b); b->m = m; }  // one reduction then
+    b->layer = malloc(2 * (size_t)b->cap * sizeof *b->layer);
+    if (!b->req || !b->lo || !b->hi || !b->layer) {  // one reduction after the backward then
+        free(b->req); free(b->lo); free(b->hi); free(b->layer);
+        memset(b, 0, sizeof *b);
+        b->m = m;
+    }
+    for (int l = 0; l < b->cap; l++)
+        if (!fk_model_layer_range(m, l, &b->layer[2 * l], &b->layer[2 * l + 1])) b->layer[2 * l] = -1;
     MPI_Comm_dup(MPI_COMM_WORLD, &b->comm);
 #else
     (void)size;
@@ -495,7 +503,7 @@ static void dp_buckets_free(dp_buckets *b) {
     if (b->comm != MPI_COMM_NULL && b->comm != 0) MPI_Comm_free(&b->comm);
     free(b->req);
 #endif
-    free(b->lo); free(b->hi);
+    free(b->lo); free(b->hi); free(b->layer);
     memset(b, 0, sizeof *b);
 }
 
