@@ -76,7 +76,7 @@ static int scan(const char *rel, char *s, size_t n, char *report, size_t cap) {
 
 // The layers, lowest first. Modules on one layer may not include each other.
 static const struct { const char *module; int layer; } layers[] = {
-    {"base", 0}, {"format", 1}, {"tok", 2}, {"nn", 2}, {"model", 3}, {"data", 3}, {"eval", 4},
+    {"base", 0}, {"format", 1}, {"tok", 2}, {"nn", 2}, {"model", 3}, {"data", 3}, {"gpu", 3}, {"eval", 4},
     {"train", 5}, {"fuse", 6}, {"fold", 6}, {"cli", 7},
 };
 
@@ -88,7 +88,7 @@ static const struct { const char *header, *module; } owners[] = {
     {"synth.h", "data"},       {"eval.h", "eval"},          {"probes.h", "eval"},        {"sample.h", "eval"},
     {"train.h", "train"},      {"align.h", "fuse"},         {"fusion.h", "fuse"},        {"merge.h", "fuse"},
     {"extract.h", "fuse"},     {"analyze.h", "fold"},       {"cluster.h", "fold"},       {"fold.h", "fold"},
-    {"job.h", "fuse"},         {"stats.h", "eval"},         {"chat.h", "tok"},
+    {"job.h", "fuse"},         {"stats.h", "eval"},         {"chat.h", "tok"},       {"gpu.h", "gpu"},
     {"fusekit.h", "cli"},
 };
 
@@ -155,7 +155,8 @@ static int each_file(const char *dir, const char *prefix, const char *module, fi
     int files = 0;
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
         size_t l = strlen(e->d_name);
-        if (l < 3 || (strcmp(e->d_name + l - 2, ".c") != 0 && strcmp(e->d_name + l - 2, ".h") != 0)) continue;
+        if (l < 3 || (strcmp(e->d_name + l - 2, ".c") != 0 && strcmp(e->d_name + l - 2, ".h") != 0 &&
+                       strcmp(e->d_name + l - 3, ".cu") != 0)) continue;
         char path[2048], rel[600];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         snprintf(rel, sizeof rel, "%s%s", prefix, e->d_name);

@@ -13,6 +13,7 @@
 #include "fusekit/job.h"
 #include "fusekit/gguf.h"
 #include "fusekit/gguf_model.h"
+#include "fusekit/gpu.h"
 #include "fusekit/hf.h"
 #include "fusekit/html.h"
 #include "fusekit/merge.h"

@@ -537,6 +537,11 @@ bool fk_model_layer_range(const fk_model *m, int l, int64_t *lo, int64_t *hi);
 // next prompt shares only a prefix with the cached context. Cost per token is linear in the
 // context length.
 fk_status fk_model_step(fk_model *m, const int32_t *tokens, int n, int pos, float *logits);
+// The RoPE tables of a forward reaching length n (positions 0..n-1, rotary_dim/2 columns each), filled
+// as the forward fills them: *cos/*sin the global layers', *cos_local/*sin_local the sliding layers'
+// when they differ (else NULL). Valid until the next forward or step. FK_ERR_ARG without RoPE.
+fk_status fk_model_rope_tables(fk_model *m, int64_t n, const float **cos, const float **sin, const float **cos_local,
+                               const float **sin_local);
 // Bytes the activations of a (B, T) forward would take (train: what backward needs too).
 size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train);
 // Activation checkpointing for the training forwards from now on (m->checkpoint_acts): fk_model_

@@ -274,6 +274,16 @@ static void layer_rope(const fk_model *m, int64_t l, const float **cs, const flo
     *sn = local ? m->rope_sin_local : m->rope_sin;
 }
 
+fk_status fk_model_rope_tables(fk_model *m, int64_t n, const float **cos, const float **sin, const float **cos_local,
+                               const float **sin_local) {
+    if (m->cfg.pos != FK_POS_ROPE) return fk_error(FK_ERR_ARG, "the model has no RoPE tables (its positions are not rotary)");
+    if (n < 1) return fk_error(FK_ERR_ARG, "RoPE tables: length %lld", (long long)n);
+    FK_TRY(rope_ensure(m, 0, n));
+    *cos = m->rope_cos, *sin = m->rope_sin;
+    *cos_local = m->rope_cos_local, *sin_local = m->rope_sin_local;
+    return FK_OK;
+}
+
 fk_status fk_model_init(fk_model *m, const fk_config *cfg) { return fk_model_init_ex(m, cfg, 0); }
 
 fk_status fk_model_init_ex(fk_model *m, const fk_config *cfg, unsigned flags) {
