@@ -99,6 +99,10 @@ typedef struct {
     // falls as 1/R, the numbers are the same (every update is element-wise). Checkpoints gather
     // the moments to rank 0, so they are the same files as without. Not part of the saved options.
     bool zero1;
+    // Where the steps run: FK_DEVICE_CPU, or FK_DEVICE_CUDA (the CUDA engine, include/fusekit/gpu.h:
+    // weights, gradients, moments and activations on the GPU; checkpoints, evaluations and the final
+    // model go through the host model, so a run can be resumed on either). Not part of the saved options.
+    int device;
     // Written (tokenizer.json, tokenizer_config.json) beside every checkpoint and the final
     // model so that each folder is complete; NULL for none. Not part of the saved options.
     const fk_tokenizer *tokenizer;

@@ -197,6 +197,8 @@ int cli_train_job_rows(fk_train_job *j, int64_t *threads, const char *const *exc
          "recompute the rest in the backward: less memory per sequence, about a third more compute, the same gradients", false, NULL},
         {"--zero1", OPT_FLAG, &o->zero1, "under mpirun: each rank keeps the AdamW moments of its 1/R share of the weights "
          "and updates that share, the updated weights exchanged (optimizer memory per rank / R, the same numbers)", false, NULL},
+        {"--device", OPT_CHOICE, CLI_ENUM(&o->device), "where the steps run: cpu, or cuda (the CUDA engine of a "
+         "-DFK_CUDA=ON build: bf16 products, one GPU; checkpoints resume on either)", false, "cpu|cuda"},
         {"--optim-state", OPT_CHOICE, CLI_ENUM(&o->optim.moments), "AdamW's two moments stored in f32, or bf16 (half the "
          "optimizer's memory; updates in f32, stochastic rounding back)", false, "f32|bf16"},
         {"--seed", OPT_INT, (int64_t *)&o->seed, "seed for initialisation and batches", false, "[0,)"},

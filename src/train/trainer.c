@@ -2,6 +2,7 @@
 #include "fusekit/eval.h"
 #include "fusekit/hf.h"
 #include "fusekit/train.h"
+#include "fusekit/gpu.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -708,8 +709,116 @@ static fk_status check_gradient(const fk_model *m, int64_t step) {
     return FK_OK;
 }
 
+// ------------------------------------------------------------------ the steps on a GPU
+// The same loop on the CUDA engine: each micro-batch's forward and backward on the device, the
+// gradient norm and AdamW there too; the host model and optimizer receive the weights and moments
+// when a checkpoint, an evaluation or the end needs them. One process: NCCL data parallelism is not
+// wired yet, so mpirun with more than one rank is refused, as are the objectives and options the
+// CUDA engine does not implement.
+static fk_status gpu_sync_host(fk_gpu *g, fk_model *m, fk_adamw *opt) {
+    FK_TRY(fk_gpu_get_weights(g, m->w));
+    return opt->m ? fk_gpu_get_moments(g, opt->m, opt->v) : FK_OK;
+}
+
+static fk_status train_steps_gpu(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
+                                 const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+    FK_TRY(check_train_args(m, train, o));
+    int rank, size;
+    dp_query(&rank, &size);
+    if (size > 1) return fk_error(FK_ERR_UNSUPPORTED, "--device cuda runs in one process: data parallelism over GPUs (NCCL) is not implemented yet");
+    if (o->teacher && (o->teacher->span || o->teacher->objective != FK_OBJECTIVE_CE))
+        return fk_error(FK_ERR_UNSUPPORTED, "--device cuda implements the ce objective only (not uld or span)");
+    if (!opt->m || opt->m16) return fk_error(FK_ERR_UNSUPPORTED, "--device cuda keeps AdamW's moments in f32 (not --optim-state bf16)");
+    if (opt->lo != 0 || opt->hi != opt->n) return fk_error(FK_ERR_UNSUPPORTED, "--device cuda: the optimizer state is sharded (--zero1)");
+    fk_gpu *g;
+    FK_TRY(fk_gpu_open(&g, m, o->batch, o->seq, true));
+    fk_status st = opt->t > 0 ? fk_gpu_set_moments(g, opt->m, opt->v) : FK_OK;  // a resumed run's moments
+    if (out_dir) clean_stale(out_dir);
+    size_t nb = (size_t)o->batch * o->seq * sizeof(int32_t);
+    int32_t *x = malloc(nb), *y = malloc(nb);
+    int64_t *offs = malloc((size_t)o->batch * sizeof(int64_t));
+    if (!x || !y || !offs) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    double t0 = fk_time_s();
+    int64_t tokens = 0, first = opt->t;
+    for (int64_t step = opt->t; step < o->steps && st == FK_OK; step++) {
+        fk_gpu_zero_grads(g);
+        double sl = 0, sf = 0;
+        for (int mb = 0; mb < o->grad_accum && st == FK_OK; mb++) {
+            sample_batch(train, o, step, mb, x, y, offs);
+            fk_sparse_dist teach;
+            if (o->teacher && (st = o->teacher->fill(o->teacher->ctx, offs, o->batch, o->seq, y, &teach)) != FK_OK) {
+                st = fk_error_context(st, "step %lld: teacher", (long long)step + 1);
+                break;
+            }
+            float loss, fus = NAN;
+            st = fk_gpu_train_step(g, x, y, o->teacher ? &teach : NULL, o->teacher ? o->teacher->lambda : 1.0f, o->batch, o->seq,
+                                   1.0f / (float)o->grad_accum, &loss, &fus);
+            if (st != FK_OK) { st = fk_error_context(st, "step %lld", (long long)step + 1); break; }
+            sl += loss;
+            sf += fus;
+            tokens += (int64_t)o->batch * o->seq;
+        }
+        if (st != FK_OK) break;
+        double gn;
+        if ((st = fk_gpu_grad_norm(g, &gn)) != FK_OK) break;
+        if (!isfinite(gn)) {  // name the first entry that is not finite, from the host copy
+            if ((st = fk_model_alloc_grads(m)) == FK_OK && (st = fk_gpu_get_grads(g, m->g)) == FK_OK) st = check_gradient(m, step);
+            if (st == FK_OK) st = fk_error(FK_ERR_NUMERIC, "step %lld: the gradient norm is not finite", (long long)step + 1);
+            break;
+        }
+        float scale = o->optim.clip > 0 && gn > o->optim.clip ? (float)(o->optim.clip / (gn + 1e-6)) : 1.0f;
+        float lr = fk_lr_at(&opt->o, step);
+        opt->t++;
+        if ((st = fk_gpu_adamw(g, opt->t, lr, opt->o.beta1, opt->o.beta2, opt->o.eps, opt->o.weight_decay, scale)) != FK_OK) break;
+        int64_t done_steps = step + 1;
+        fk_train_event ev = {0};
+        ev.step = done_steps;
+        ev.steps = o->steps;
+        ev.loss = (float)(sl / o->grad_accum);
+        ev.clm_loss = o->teacher ? NAN : ev.loss;  // the engine returns the mixed loss and the teacher term
+        ev.fusion_loss = o->teacher ? (float)(sf / o->grad_accum) : NAN;
+        ev.lr = lr;
+        ev.grad_norm = (float)gn;
+        ev.elapsed_s = fk_time_s() - t0;
+        ev.tokens_per_s = (double)tokens / (ev.elapsed_s > 0 ? ev.elapsed_s : 1e-9);
+        ev.val_loss = NAN;
+        ev.val_bpb = NAN;
+        bool last = done_steps == o->steps;
+        bool want_val = val && ((o->eval_every > 0 && done_steps % o->eval_every == 0) || last);
+        bool stop = !last && o->stop && *o->stop;
+        bool ckpt = out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop);
+        if ((want_val || ckpt) && (st = gpu_sync_host(g, m, opt)) != FK_OK) break;
+        if (want_val) {
+            fk_eval_result r;
+            if ((st = fk_eval_data(m, val, o->seq, o->batch, o->eval_tokens, &r)) != FK_OK) break;
+            ev.val_loss = (float)r.loss;
+            ev.val_bpb = (float)r.bpb;
+        }
+        char *ck = NULL;
+        if (ckpt) {
+            ck = checkpoint_path(out_dir, done_steps);
+            st = fk_checkpoint_save(ck, m, opt, o);
+            if (st == FK_OK) prune_checkpoints(out_dir, o->keep > 0 ? o->keep : 1, done_steps);
+            ev.checkpoint = ck;
+        }
+        ev.stopped = stop;
+        ev.log = last || stop || isfinite(ev.val_loss) || ck || o->log_every <= 1 || done_steps % o->log_every == 0 || step == first;
+        if (cb && st == FK_OK) cb(&ev, user);
+        free(ck);
+        if (stop) break;
+    }
+    if (st == FK_OK) st = gpu_sync_host(g, m, opt);
+    fk_gpu_close(g);
+    bool finished = opt->t >= o->steps;
+    if (st == FK_OK && finished && out_dir) st = fk_hf_save(m, out_dir, FK_DT_F32);
+    if (st == FK_OK && finished && out_dir && o->tokenizer) st = fk_tok_save_hf(o->tokenizer, out_dir);
+    free(x); free(y); free(offs);
+    return st;
+}
+
 static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
                              const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
+    if (o->device == FK_DEVICE_CUDA) return train_steps_gpu(m, opt, train, val, o, out_dir, cb, user);
     FK_TRY(check_train_args(m, train, o));
     FK_TRY(fk_model_alloc_grads(m));
     int rank0, size0;
