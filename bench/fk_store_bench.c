@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
         best_inf = inf > best_inf ? inf : best_inf;
         best_inf_total = inf_total > best_inf_total ? inf_total : best_inf_total;
         for (int g = 0; g < 2; g++) {  // both presets, alternated with inference in every round
-            fk_extract_opts o = {k, seq, batch, g ? FK_STORE_GRID_COMPACT : FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+            fk_extract_opts o = {k, seq, batch, g ? FK_STORE_GRID_COMPACT : FK_STORE_GRID_FINE, FK_PRECISION_FP32, 0};
             unlink(paths[g]);
             cb_state cs = {0};
             t0 = fk_time_s();

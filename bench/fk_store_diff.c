@@ -3,8 +3,10 @@
 // positions compared, the share whose top-1 id agrees, the mean and largest |ce_A - ce_B| of the
 // true next token (nats), the mean cross-entropy of each (bits per token are ce / ln 2), and the
 // mean over positions of KL(A || B) on A's kept entries (B's log-probabilities for ids it did not
-// keep are taken at its last kept entry's, a lower bound on their gap), in nats.
+// keep are taken at its last kept entry's, a lower bound on their gap), in nats; and the shares of
+// positions whose kept ids are the same set (topk_set_agree) and the same list in order (topk_seq_agree).
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,7 +28,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     fk_store_seq qa = {0}, qb = {0};
-    int64_t n = 0, top1 = 0;
+    int64_t n = 0, top1 = 0, kset = 0, kseq = 0;
     double sum_d = 0, max_d = 0, ce_a = 0, ce_b = 0, kl = 0;
     for (int64_t c = 0; c < fk_store_n_seqs(a); c++) {
         if (fk_store_read_seq(a, c, &qa) != FK_OK || fk_store_read_seq(b, c, &qb) != FK_OK || qa.n != qb.n) {
@@ -37,6 +39,15 @@ int main(int argc, char **argv) {
             const int32_t *ia = qa.ids + t * qa.k, *ib = qb.ids + t * qb.k;
             const float *la = qa.logp + t * qa.k, *lb = qb.logp + t * qb.k;
             top1 += qa.count[t] > 0 && qb.count[t] > 0 && ia[0] == ib[0];
+            bool same_set = qa.count[t] == qb.count[t], same_seq = same_set;
+            for (int j = 0; j < qa.count[t] && same_set; j++) {
+                bool found = false;
+                for (int i = 0; i < qb.count[t] && !found; i++) found = ib[i] == ia[j];
+                same_set = found;
+                same_seq = same_seq && ia[j] == ib[j];
+            }
+            kset += same_set;
+            kseq += same_set && same_seq;
             double d = fabs((double)qa.ce[t] - qb.ce[t]);
             sum_d += d;
             max_d = d > max_d ? d : max_d;
@@ -54,8 +65,10 @@ int main(int argc, char **argv) {
     }
     double dn = n > 0 ? (double)n : 1;
     printf("{\"bench\":\"store_diff\",\"a\":\"%s\",\"b\":\"%s\",\"positions\":%lld,\"top1_agree\":%.5f,\"ce_absdiff_mean\":%.6f,"
-           "\"ce_absdiff_max\":%.5f,\"ce_mean_a\":%.6f,\"ce_mean_b\":%.6f,\"kl_kept_mean\":%.6f}\n",
-           argv[1], argv[2], (long long)n, (double)top1 / dn, sum_d / dn, max_d, ce_a / dn, ce_b / dn, kl / dn);
+           "\"ce_absdiff_max\":%.5f,\"ce_mean_a\":%.6f,\"ce_mean_b\":%.6f,\"kl_kept_mean\":%.6f,\"topk_set_agree\":%.5f,"
+           "\"topk_seq_agree\":%.5f}\n",
+           argv[1], argv[2], (long long)n, (double)top1 / dn, sum_d / dn, max_d, ce_a / dn, ce_b / dn, kl / dn, (double)kset / dn,
+           (double)kseq / dn);
     fk_store_seq_free(&qa);
     fk_store_seq_free(&qb);
     fk_store_close(a);

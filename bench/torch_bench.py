@@ -9,6 +9,14 @@ FLOP accounting, which the fusekit benchmark uses too.
     python3 bench/torch_bench.py [--config S|M|M-llama|all]
                                  [--mode train|infer|all] [--steps N]
 
+GPU mode (--device cuda) times the two full-size shapes that fusekit's CUDA
+engine is measured on (bench/fk_gpu_bench.c), in this process, with
+scaled_dot_product_attention, optionally bf16 autocast and torch.compile:
+
+    python3 bench/torch_bench.py --device cuda [--config gpt2-124m|llama-1b|all]
+                                 [--mode train|infer|all] [--steps N]
+                                 [--autocast bf16] [--compile]
+
 The driver runs every (config, mode) pair in its own subprocess, so that the
 peak RSS reported for a run belongs to that run alone, and gives each child
 PyTorch's fastest setting found on the reference machine (child_env below:
@@ -29,8 +37,9 @@ OPENBLAS_OPENMP_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 DEFAULT_THREADS = 2
 
 # name -> model shape.  "llama" variants use RMSNorm, RoPE, SwiGLU, no biases
-# and an untied LM head; "gpt2" variants use LayerNorm with bias, learned
-# positions, a 4*d tanh-GELU MLP, biases everywhere and a tied LM head.
+# and an untied LM head (tied with tied=True); "gpt2" variants use LayerNorm
+# with bias, learned positions, a 4*d tanh-GELU MLP, biases everywhere and a
+# tied LM head.  head_dim is d_model / n_head throughout.
 CONFIGS = {
     "S": dict(arch="gpt2", vocab=8192, ctx=256, d_model=256, n_layer=4,
               n_head=4, batch=8),
@@ -39,8 +48,21 @@ CONFIGS = {
     "M-llama": dict(arch="llama", vocab=8192, ctx=512, d_model=512, n_layer=8,
                     n_head=8, n_kv_head=8, ffn_hidden=1376, batch=8,
                     rope_theta=10000.0),
+    # GPU shapes (--device cuda; the same ones as bench/fk_gpu_bench.c).
+    # GPT-2 small: 768 wide, 12 layers, 12 heads of 64, MLP 3072, tied.
+    "gpt2-124m": dict(arch="gpt2", vocab=50257, ctx=1024, d_model=768,
+                      n_layer=12, n_head=12, batch=16),
+    # Llama 3.2 1B: 2048 wide, 16 layers, 32 heads of 64, 8 KV heads,
+    # SwiGLU 8192, RoPE theta 500000 (without the llama3 long-context
+    # frequency rescaling, which does not change the cost), tied LM head.
+    "llama-1b": dict(arch="llama", vocab=128256, ctx=1024, d_model=2048,
+                     n_layer=16, n_head=32, n_kv_head=8, ffn_hidden=8192,
+                     batch=8, rope_theta=500000.0, tied=True),
 }
+# "all" on the CPU (the default device) runs CONFIG_ORDER only; "all" with
+# --device cuda runs GPU_CONFIG_ORDER.
 CONFIG_ORDER = ["S", "M", "M-llama"]
+GPU_CONFIG_ORDER = ["gpt2-124m", "llama-1b"]
 MODE_ORDER = ["train", "infer"]
 
 # Timed steps per run (after 2 untimed warm-up steps), picked so that each
@@ -49,8 +71,19 @@ DEFAULT_STEPS = {
     ("S", "train"): 50, ("S", "infer"): 160,
     ("M", "train"): 6, ("M", "infer"): 16,
     ("M-llama", "train"): 5, ("M-llama", "infer"): 16,
+    # The GPU shapes on the CPU take minutes per step; a token run only.
+    ("gpt2-124m", "train"): 2, ("gpt2-124m", "infer"): 2,
+    ("llama-1b", "train"): 2, ("llama-1b", "infer"): 2,
 }
 WARMUP_STEPS = 2
+# --device cuda: timed steps per run unless --steps, and untimed warm-up
+# steps (one more than on the CPU: cuBLAS/cuDNN handles, allocator growth and,
+# with --compile, compilation of the forward and the backward).
+CUDA_DEFAULT_STEPS = {"train": 20, "infer": 50}
+CUDA_WARMUP_STEPS = 3
+# Dense bf16 peak of an H100/H200 SXM (datasheet, TFLOP/s), the MFU
+# denominator; the same default as bench/fk_gpu_bench.c --peak.
+PEAK_TFLOPS = 989.0
 
 LR = 3e-4
 WEIGHT_DECAY = 0.1
@@ -93,7 +126,23 @@ def flops_per_token(cfg, mode):
 # Models (imported lazily so the driver does not need torch)
 # --------------------------------------------------------------------------
 
-def build_model(cfg, attn_chunks):
+def palm_flops_per_token(cfg, mode):
+    """Model FLOPs per token for MFU, the PaLM paper's formula (appendix B):
+    training 6*N + 12*L*H*Q*T, with N the matmul weights (matmul_weights,
+    LM head included), L layers, H*Q = heads * head_dim (= d_model here) and
+    T the context; the attention term counts the full, not causal, T x T
+    scores.  Forward only (infer) is a third of it: 2*N + 4*L*H*Q*T.
+    fusekit's fk_model_flops_per_token computes the same numbers."""
+    fwd = (2 * matmul_weights(cfg)
+           + 4 * cfg["n_layer"] * cfg["d_model"] * cfg["ctx"])
+    return 3 * fwd if mode == "train" else fwd
+
+
+def build_model(cfg, attn_chunks, sdpa=False):
+    """sdpa=True (--device cuda): attention is
+    F.scaled_dot_product_attention(is_causal=True), i.e. whatever fused
+    kernel (flash, cuDNN, memory-efficient) PyTorch picks; otherwise the
+    explicit CPU formulation below."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -112,6 +161,9 @@ def build_model(cfg, attn_chunks):
         fastest variant measured (see README).
         """
         B, H, _, hd = q.shape
+        if sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return y.transpose(1, 2).reshape(B, T, H * hd)
         q = q.reshape(B * H, T, hd)
         k = k.reshape(B * H, T, hd)
         v = v.reshape(B * H, T, hd)
@@ -228,7 +280,7 @@ def build_model(cfg, attn_chunks):
             v = v.view(B, T_, Hkv, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
-            if Hkv != H:  # grouped-query attention (not used by M-llama)
+            if Hkv != H:  # grouped-query attention (llama-1b, not M-llama)
                 k = k.repeat_interleave(H // Hkv, dim=1)
                 v = v.repeat_interleave(H // Hkv, dim=1)
             return self.o_proj(causal_attention(q, k, v))
@@ -267,8 +319,10 @@ def build_model(cfg, attn_chunks):
             self.layers = nn.ModuleList(LlamaBlock(c)
                                         for _ in range(c["n_layer"]))
             self.norm = RMSNorm(d, NORM_EPS)
-            self.lm_head = nn.Linear(d, c["vocab"], bias=False)  # untied
+            self.lm_head = nn.Linear(d, c["vocab"], bias=False)
             init_weights(self)
+            if c.get("tied"):  # llama-1b; untied otherwise (M-llama)
+                self.lm_head.weight = self.embed_tokens.weight
             # RoPE tables, rotate-half convention: angle(t, i) = t * theta^(-2i/hd)
             inv_freq = 1.0 / (c["rope_theta"] **
                               (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
@@ -334,31 +388,60 @@ def cpu_capability(torch):
 
 
 def run_worker(args):
+    """One (config, mode) measurement in this process.  On the CPU it is the
+    driver's subprocess; with --device cuda run_cuda calls it directly."""
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    if not cuda:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = CONFIGS[args.config]
     B, T, V = cfg["batch"], cfg["ctx"], cfg["vocab"]
-    model = build_model(cfg, args.attn_chunks)
+    if cuda:
+        # Parameters (and the RoPE tables) made and initialised on the GPU.
+        with torch.device("cuda"):
+            model = build_model(cfg, args.attn_chunks, sdpa=True)
+    else:
+        model = build_model(cfg, args.attn_chunks)
     n_params = sum(p.numel() for p in model.parameters())
-    steps = args.steps or DEFAULT_STEPS[(args.config, args.mode)]
+    if args.steps:
+        steps = args.steps
+    elif cuda:
+        steps = CUDA_DEFAULT_STEPS[args.mode]
+    else:
+        steps = DEFAULT_STEPS[(args.config, args.mode)]
+    warmup = CUDA_WARMUP_STEPS if cuda else WARMUP_STEPS
 
     # --autocast bf16: torch.autocast on the CPU (bf16 matmuls, fp32 weights and optimizer), the
-    # counterpart of fusekit's --precision bf16; none (default): fp32 throughout.
+    # counterpart of fusekit's --precision bf16; none (default): fp32 throughout.  On the GPU the
+    # same with torch.autocast("cuda", dtype=torch.bfloat16).
     import contextlib
 
     def autocast():
         if args.autocast == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(args.device, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    # --compile: torch.compile (default mode) of the model; compilation
+    # happens on the first call, inside the warm-up steps below, which fall
+    # back to the eager model if it raises.  `fwd` is what the steps call.
+    fwd = model
+    compiled = False
+    if args.compile:
+        import torch._dynamo
+        torch._dynamo.reset()  # nothing cached from an earlier in-process run
+        fwd = torch.compile(model)
+        compiled = True
 
     # A few random (B, T+1) token batches, made up front and cycled:
     # inputs are [:, :-1], next-token targets are [:, 1:].
     gen = torch.Generator().manual_seed(1234)
     batches = [torch.randint(0, V, (B, T + 1), generator=gen)
                for _ in range(4)]
+    if cuda:
+        batches = [b.to("cuda") for b in batches]
 
     if args.mode == "train":
         model.train()
@@ -371,29 +454,76 @@ def run_worker(args):
             x, y = tok[:, :-1], tok[:, 1:]
             opt.zero_grad(set_to_none=True)
             with autocast():
-                logits = model(x)
+                logits = fwd(x)
                 loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
             opt.step()
-            return loss.item()
+            # On the GPU no .item() (a host sync) inside the timed loop.
+            return loss.detach() if cuda else loss.item()
     else:
         model.eval()
 
         def step(i):
             tok = batches[i % len(batches)]
             with torch.no_grad(), autocast():
-                logits = model(tok[:, :-1])
-            return float(logits[0, 0, 0])
+                logits = fwd(tok[:, :-1])
+            return logits[0, 0, 0].detach() if cuda else float(logits[0, 0, 0])
 
-    for i in range(WARMUP_STEPS):
-        last = step(i)
+    compile_error = None
+    if compiled:
+        try:
+            for i in range(warmup):
+                last = step(i)
+            if cuda:
+                torch.cuda.synchronize()
+        except Exception as e:  # compilation (or its first run) failed
+            compile_error = f"{type(e).__name__}: {e}"
+            print(json.dumps({
+                "impl": "pytorch", "config": args.config, "mode": args.mode,
+                "device": args.device, "compile": False,
+                "compile_error": compile_error[:4000],
+                "note": "torch.compile failed; timing the eager model"}),
+                flush=True)
+            import torch._dynamo
+            torch._dynamo.reset()
+            fwd = model
+            compiled = False
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+    if not compiled:
+        for i in range(warmup):
+            last = step(i)
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        events = [(torch.cuda.Event(enable_timing=True),
+                   torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            events[i][0].record()
+            last = step(warmup + i)
+            events[i][1].record()
+        torch.cuda.synchronize()  # all queued GPU work done before the clock
+        seconds = time.perf_counter() - t0
+        last = float(last)
+        step_times = sorted(a.elapsed_time(b) / 1e3 for a, b in events)
+        result = cuda_result(args, torch, cfg, model, n_params, steps, warmup,
+                             seconds, step_times, compiled, compile_error)
+        print(f"[{args.config}/{args.mode}] last loss/logit {last:.4f}",
+              file=sys.stderr)
+        print(json.dumps(result), flush=True)
+        return
+
     step_times = []
     busy0, self0 = cpu_seconds()
     t0 = time.perf_counter()
     for i in range(steps):
         ts = time.perf_counter()
-        last = step(WARMUP_STEPS + i)
+        last = step(warmup + i)
         step_times.append(time.perf_counter() - ts)
     seconds = time.perf_counter() - t0
     busy1, self1 = cpu_seconds()
@@ -432,9 +562,109 @@ def run_worker(args):
         "cpu_capability": cpu_capability(torch),
         "blas": loaded_blas(),
     }
+    if args.compile:  # the default CPU line stays exactly as it was
+        result["device"] = args.device
+        result["compile"] = compiled
+        if compile_error is not None:
+            result["compile_error"] = compile_error[:4000]
     print(f"[{args.config}/{args.mode}] last loss/logit {last:.4f}",
           file=sys.stderr)
     print(json.dumps(result), flush=True)
+
+
+def cuda_result(args, torch, cfg, model, n_params, steps, warmup, seconds,
+                step_times, compiled, compile_error):
+    """The JSON line of a --device cuda run: the CPU line's fields that mean
+    something on a GPU, plus device, compile, gpu and mfu."""
+    B, T = cfg["batch"], cfg["ctx"]
+    tokens_per_s = B * T * steps / seconds
+    fpt = flops_per_token(cfg, args.mode)
+    # MFU: PaLM model FLOPs (train 6*N + 12*L*d*T per token, infer
+    # 2*N + 4*L*d*T; see palm_flops_per_token) times tokens/s over the dense
+    # bf16 peak (989 TFLOP/s for H100/H200 SXM), also for --autocast none.
+    palm = palm_flops_per_token(cfg, args.mode)
+    result = {
+        "impl": "pytorch",
+        "config": args.config,
+        "mode": args.mode,
+        "batch": B,
+        "ctx": T,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "gflops": round(tokens_per_s * fpt / 1e9, 2),
+        "peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "torch": torch.__version__,
+        "params": n_params,
+        "n_mm": matmul_weights(cfg),
+        "flops_per_token": fpt,
+        # GPU time per step from CUDA events around each step.
+        "step_s_min": round(step_times[0], 4),
+        "step_s_median": round(step_times[len(step_times) // 2], 4),
+        "autocast": args.autocast,
+        "device": args.device,
+        "compile": compiled,
+        "gpu": torch.cuda.get_device_name(),
+        "cuda": torch.version.cuda,
+        "attn": "sdpa",
+        "warmup_steps": warmup,
+        "palm_flops_per_token": palm,
+        "tflops": round(tokens_per_s * palm / 1e12, 2),
+        "peak_tflops": args.peak,
+        "mfu": round(tokens_per_s * palm / (args.peak * 1e12), 4),
+        "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "gpu_reserved_mb": round(torch.cuda.memory_reserved() / 2**20, 1),
+    }
+    if compile_error is not None:
+        result["compile_error"] = compile_error[:4000]
+    return result
+
+
+def run_cuda(args):
+    """--device cuda: every (config, mode) in this process, one after the
+    other (no subprocesses, no thread or allocator settings)."""
+    try:
+        import torch
+    except ImportError as e:
+        print(json.dumps({"impl": "pytorch", "device": "cuda",
+                          "error": f"cannot import torch: {e}"}), flush=True)
+        return 2
+    if not torch.cuda.is_available():
+        print(json.dumps({
+            "impl": "pytorch", "device": "cuda", "torch": torch.__version__,
+            "error": "--device cuda, but torch.cuda.is_available() is False "
+                     f"(torch {torch.__version__}, built for CUDA "
+                     f"{torch.version.cuda}): no usable NVIDIA GPU/driver"}),
+            flush=True)
+        return 2
+    configs = GPU_CONFIG_ORDER if args.config == "all" else [args.config]
+    modes = MODE_ORDER if args.mode == "all" else [args.mode]
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}"
+          f", CUDA {torch.version.cuda}", file=sys.stderr)
+    import gc
+    t_start = time.perf_counter()
+    failed = 0
+    for config in configs:
+        for mode in modes:
+            run_args = argparse.Namespace(**vars(args))
+            run_args.config, run_args.mode = config, mode
+            t0 = time.perf_counter()
+            try:
+                run_worker(run_args)
+            except Exception as e:  # e.g. out of memory; go on with the next
+                failed += 1
+                print(json.dumps({"impl": "pytorch", "config": config,
+                                  "mode": mode, "device": "cuda",
+                                  "error": f"{type(e).__name__}: {e}"[:4000]}),
+                      flush=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+            print(f"[{config}/{mode}] wall {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr)
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s",
+          file=sys.stderr)
+    return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------
@@ -505,6 +735,8 @@ def run_driver(args):
                 cmd += ["--steps", str(args.steps)]
             if not args.foreach:
                 cmd += ["--no-foreach"]
+            if args.compile:
+                cmd += ["--compile"]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE,
                                   text=True)
@@ -533,16 +765,30 @@ def run_driver(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="all", choices=CONFIG_ORDER + ["all"])
+    ap.add_argument("--config", default="all",
+                    choices=CONFIG_ORDER + GPU_CONFIG_ORDER + ["all"],
+                    help="all: %s on the CPU, %s with --device cuda"
+                    % (",".join(CONFIG_ORDER), ",".join(GPU_CONFIG_ORDER)))
     ap.add_argument("--mode", default="all", choices=MODE_ORDER + ["all"])
     ap.add_argument("--steps", type=int, default=0,
-                    help="timed steps per run (default: per-config table)")
+                    help="timed steps per run (default: per-config table; "
+                    "cuda: %d train, %d infer)" % (CUDA_DEFAULT_STEPS["train"],
+                                                  CUDA_DEFAULT_STEPS["infer"]))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: model and data on the GPU, "
+                    "scaled_dot_product_attention, all runs in this process")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (default mode); falls back "
+                    "to eager, with a JSON line saying so, if it fails")
+    ap.add_argument("--peak", type=float, default=PEAK_TFLOPS,
+                    help="cuda: peak TFLOP/s for mfu (default %(default)g, "
+                    "dense bf16 H100/H200 SXM)")
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                     help=argparse.SUPPRESS)
     ap.add_argument("--attn-chunks", type=int, default=4,
                     help=argparse.SUPPRESS)  # 1 = plain full-matrix attention
     ap.add_argument("--autocast", default="none", choices=["none", "bf16"],
-                    help="bf16: torch.autocast on the CPU (bf16 matmuls, fp32 master weights)")
+                    help="bf16: torch.autocast on the device (bf16 matmuls, fp32 master weights)")
     ap.add_argument("--no-foreach", dest="foreach", action="store_false",
                     help=argparse.SUPPRESS)
     ap.add_argument("--no-blas-path", action="store_true",
@@ -553,6 +799,8 @@ def main():
                     help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.device == "cuda":
+        return run_cuda(args)
     if args.worker:
         if args.config == "all" or args.mode == "all":
             ap.error("--worker needs one --config and one --mode")

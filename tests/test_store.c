@@ -680,7 +680,7 @@ static bool stop_cb(const fk_extract_progress *p, void *user) {
 
 static void test_extract_resume(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32, 0};
     const char *a = tpath("a.fkd"), *b = tpath("b.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, true, NULL, NULL));
     // stopped after 5 sequences (inside a batch of 3), then after 13, then to the end
@@ -707,7 +707,7 @@ static void test_extract_resume(void **state) {
     assert_int_equal(s1.st_ino, s2.st_ino);
     assert_true(s1.st_mtim.tv_sec == s2.st_mtim.tv_sec && s1.st_mtim.tv_nsec == s2.st_mtim.tv_nsec);
     // another extraction into the same file needs restart
-    fk_extract_opts o5 = {5, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+    fk_extract_opts o5 = {5, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32, 0};
     assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o5, b, false, NULL, NULL), FK_ERR_ARG);
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o5, b, true, NULL, NULL));
     fk_store *s;
@@ -722,7 +722,7 @@ static void test_extract_resume(void **state) {
 // and leaves the products in fp32 afterwards.
 static void test_extract_precision(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32, 0};
     const char *a = tpath("p32.fkd"), *b = tpath("p16.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, true, NULL, NULL));
     fk_matmul_force_emulation(true);
@@ -777,7 +777,7 @@ static void test_extract_bos(void **state) {
     int32_t bos = fk_tok_bos(gt);
     assert_true(bos >= 0);
     enum { T = 12 };
-    fk_extract_opts o = {4, T, 2, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+    fk_extract_opts o = {4, T, 2, FK_STORE_GRID_FINE, FK_PRECISION_FP32, 0};
     const char *a = tpath("bos.fkd");
     CHECK(fk_extract(&g, gt, text_path, &o, a, true, NULL, NULL));
     fk_store *s;
@@ -817,7 +817,7 @@ static void test_extract_bos(void **state) {
 
 static void test_extract_matches_forward(void **state) {
     (void)state;
-    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32};
+    fk_extract_opts o = {10, 32, 3, FK_STORE_GRID_FINE, FK_PRECISION_FP32, 0};
     const char *a = tpath("m.fkd");
     CHECK(fk_extract(&tiny, bytes_tok, text_path, &o, a, false, NULL, NULL));
     fk_store *s;

@@ -23,6 +23,10 @@ if [ "$WHAT" != bench ]; then
     FUSEKIT_CUDA_SYNC=1 timeout 120 "$P/test_gpu" > "$O/test_gpu_sync.log" 2>&1
     tail -20 "$O/test_gpu_sync.log"
   fi
+  echo "== test_gpu_cli"
+  timeout 300 sh tests/test_gpu_cli.sh "$P/fusekit" "$P/fk_store_diff" > "$O/test_gpu_cli.log" 2>&1; rc=$?
+  tail -25 "$O/test_gpu_cli.log"
+  echo "test_gpu_cli rc=$rc"
 fi
 if [ "$WHAT" != tests ]; then
   echo "== fusekit GPU bench"

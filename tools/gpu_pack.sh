@@ -6,10 +6,10 @@
 set -eu
 B=${1:-build-cuda}
 rm -rf .devcarry && mkdir -p .devcarry/pack/lib
-cp "$B/tests/test_gpu" "$B/fk_gpu_bench" "$B/fusekit" .devcarry/pack/ 2>/dev/null || cp "$B/tests/test_gpu" "$B/fk_gpu_bench" .devcarry/pack/
+cp "$B/tests/test_gpu" "$B/fk_gpu_bench" "$B/fusekit" "$B/fk_store_diff" .devcarry/pack/
 for p in .devcarry/pack/*; do
   [ -f "$p" ] || continue
-  ldd "$p" | awk '/=> \// {print $3}' | grep -v -e cuda -e 'libc\.so' -e 'libm\.so' -e libpthread -e 'librt\.' -e 'libdl\.' -e libstdc -e libgcc_s \
+  ldd "$p" | awk '/=> \// {print $3}' | grep -v -e '/cuda' -e 'libc\.so' -e 'libm\.so' -e libpthread -e 'librt\.' -e 'libdl\.' -e libstdc -e libgcc_s \
     | while read -r l; do cp -L "$l" .devcarry/pack/lib/; done
 done
 tar -C .devcarry -cJf .devcarry/pack.tar.xz pack

@@ -63,6 +63,11 @@ fk_status fk_eval_data(fk_model *m, const fk_token_data *d, int seq, int batch, 
 // scored so far; process-wide (set it before an evaluation starts, NULL to stop). The library
 // reports, the program prints.
 typedef void (*fk_eval_progress_fn)(int64_t done, int64_t total, int64_t tokens, void *user);
+// Runs the window forwards of fk_eval_data (loss, bits per byte) on the CUDA engine's copy g of the
+// model passed to it (include/fusekit/gpu.h; opened for batches at least as large), until called
+// again with NULL. Process-wide, like the progress callback.
+typedef struct fk_gpu fk_gpu;
+void fk_eval_set_gpu(fk_gpu *g);
 void fk_eval_set_progress(fk_eval_progress_fn fn, void *user);
 // Reports through the same hook from the library's other long loops over windows (analyze's and
 // fold's statistics); nothing when no hook is set.

@@ -12,7 +12,9 @@
 // first), batch 4, grid FK_STORE_GRID_FINE (store.h: the quantisation presets), precision FP32
 // (the matrix products for this extraction; what it resolves to is kept in the store's flags,
 // FK_STORE_BF16, so a store made in one precision is not taken for the other's)
-typedef struct { int k; int seq; int batch; int grid; fk_precision precision; } fk_extract_opts;
+// device: FK_DEVICE_CPU (0), or FK_DEVICE_CUDA: the forwards and each position's top-k on the CUDA
+// engine (include/fusekit/gpu.h; bf16 products, so the store is marked bf16 whatever precision says).
+typedef struct { int k; int seq; int batch; int grid; fk_precision precision; int device; } fk_extract_opts;
 typedef struct { int64_t seqs_done, seqs_total, positions_done; double elapsed_s, positions_per_s; } fk_extract_progress;
 // Called after every sequence written; return false to stop early (the .partial stays, resumable).
 typedef bool (*fk_extract_cb)(const fk_extract_progress *p, void *user);

@@ -59,6 +59,13 @@ fk_status fk_gpu_forward(fk_gpu *g, const int32_t *tokens, const int32_t *target
 // loss, *fusion_loss (may be NULL) the teacher term's mean (the CE without a teacher).
 fk_status fk_gpu_train_step(fk_gpu *g, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher,
                             float lambda, int B, int T, float grad_scale, float *loss, float *fusion_loss);
+// A forward's top-k per position, as extraction stores it: for each of the B*T positions the k
+// largest logits among the real vocabulary rows (largest first, equal values lower id first) as ids
+// and log-softmax values (ids -1 and logp -inf past the vocabulary), and ce the cross-entropy of
+// labels[i] (NaN where labels[i] < 0). Computed on the device: only B*T*k entries come back.
+// k at most 255. FK_ERR_NUMERIC naming the first position whose logits are not finite.
+fk_status fk_gpu_topk(fk_gpu *g, const int32_t *tokens, const int32_t *labels, int B, int T, int k, int32_t *ids, float *logp,
+                      float *ce);
 void fk_gpu_zero_grads(fk_gpu *g);
 // The gradient's Euclidean norm over the whole arena, in double.
 fk_status fk_gpu_grad_norm(fk_gpu *g, double *norm);

@@ -157,6 +157,7 @@ typedef struct {
     const char *kl_to;
     eval_protocol protocol;
     bool quiet;  // --quiet: no progress line
+    fk_device device;  // --device
 } eval_args;
 
 
@@ -173,9 +174,16 @@ static int eval_windows(const eval_args *a) {
     fk_eval_result r;
     int seq = (int)(a->data.seq > 0 ? a->data.seq : m.cfg.max_seq), batch = (int)a->data.batch;
     double t0 = fk_time_s();
+    fk_gpu *g = NULL;
+    if (a->device == FK_DEVICE_CUDA) {  // the windows on the GPU; --kl-to and --probes stay on the CPU
+        st = fk_gpu_open(&g, &m, batch, seq, false);
+        fk_eval_set_gpu(g);
+    }
     cli_progress_begin("eval", a->quiet, "windows");
-    st = fk_eval_data(&m, &d, seq, batch, a->data.max_tokens, &r);
+    if (st == FK_OK) st = fk_eval_data(&m, &d, seq, batch, a->data.max_tokens, &r);
     cli_progress_end();
+    fk_eval_set_gpu(NULL);
+    fk_gpu_close(g);
     double dt = fk_time_s() - t0, kl = NAN;
     if (st == FK_OK && a->kl_to) {
         fk_model ref;
@@ -231,6 +239,8 @@ int cmd_eval(int argc, char **argv) {
         {"--probes", OPT_LIST, &a.probes, "also score these multiple-choice probe files (JSON lines, e.g. from data synth)", false, NULL},
         {"--protocol", OPT_CHOICE, CLI_ENUM(&a.protocol), "windows (above), or llama.cpp's llama-perplexity chunks (see README)", false, "fusekit|llama-perplexity"},
         {"--kl-to", OPT_STR, &a.kl_to, "also the mean KL(REF || model) per scored position to this model, a folder or .gguf (same vocabulary; e.g. before folding)", false, NULL},
+        {"--device", OPT_CHOICE, CLI_ENUM(&a.device), "where the windows' forwards run: cpu, or cuda (the CUDA engine: bf16 "
+         "products; --kl-to and --probes stay on the CPU; not with --ensemble or --protocol llama-perplexity)", false, "cpu|cuda"},
         {"--quiet", OPT_FLAG, &a.quiet, "no progress line on stderr (there is none when stderr is not a terminal)", false, NULL},
         CLI_ROWS_END,
     };
@@ -243,6 +253,10 @@ int cmd_eval(int argc, char **argv) {
                             "With --ensemble: the first model's tokens are scored by the average of the members'\n"
                             "distributions aligned to them (a member joins where a token of its own has the same span).");
     if (rc >= 0) return rc;
+    if (a.device == FK_DEVICE_CUDA && (a.ens.n > 0 || a.protocol != PROTOCOL_FUSEKIT)) {
+        fprintf(stderr, "fusekit eval: error: --device cuda runs the fusekit protocol's windows only (not --ensemble or --protocol llama-perplexity yet)\n");
+        return 2;
+    }
     if (a.ens.n > 0) {
         if ((rc = cli_require("eval", "--data", 1, a.data.path)) != 0) return rc;
         cli_set_threads(a.threads);

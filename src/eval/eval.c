@@ -1,5 +1,6 @@
 // Evaluation (fusekit/eval.h): the window iterator and the figures computed on it.
 #include "fusekit/eval.h"
+#include "fusekit/gpu.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -92,12 +93,25 @@ static fk_status dist_totals(fk_status st, double *total, int64_t *scored) {
     return st;
 }
 
+static fk_gpu *g_gpu;
+void fk_eval_set_gpu(fk_gpu *g) { g_gpu = g; }
+
 static fk_status score_rows(fk_model *m, const int32_t *x, const int32_t *y, int rows, int seq, double *total, int64_t *scored) {
     float loss;
-    FK_TRY(fk_model_forward(m, x, y, rows, seq, false, &loss));
-    const float *tl = fk_model_token_losses(m);
+    const float *tl;
+    float *gl = NULL;
+    if (g_gpu) {
+        if (!(gl = malloc((size_t)rows * seq * sizeof(float)))) return fk_error(FK_ERR_NOMEM, "out of memory");
+        fk_status st = fk_gpu_forward(g_gpu, x, y, rows, seq, &loss, gl, NULL);
+        if (st != FK_OK) { free(gl); return st; }
+        tl = gl;
+    } else {
+        FK_TRY(fk_model_forward(m, x, y, rows, seq, false, &loss));
+        tl = fk_model_token_losses(m);
+    }
     for (int64_t i = 0; i < (int64_t)rows * seq; i++)
         if (y[i] >= 0) { *total += tl[i]; (*scored)++; }
+    free(gl);
     return FK_OK;
 }
 

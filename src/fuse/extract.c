@@ -3,6 +3,7 @@
 // that stores record.
 #include "fusekit/data.h"
 #include "fusekit/extract.h"
+#include "fusekit/gpu.h"
 
 #include "base/dist.h"
 
@@ -189,6 +190,7 @@ void fk_extract_defaults(fk_extract_opts *o) {
     o->batch = 4;
     o->grid = FK_STORE_GRID_FINE;
     o->precision = FK_PRECISION_FP32;
+    o->device = FK_DEVICE_CPU;
 }
 
 // Reads and encodes the corpus: ids and n+1 span starts.
@@ -237,6 +239,7 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
         if (opts->batch > 0) o->batch = opts->batch;
         o->grid = opts->grid;
         o->precision = opts->precision;
+        o->device = opts->device;
     }
     int64_t V = m->cfg.vocab_size;
     if (!t) return fk_error(FK_ERR_ARG, "extract: a tokenizer is required");
@@ -281,7 +284,44 @@ typedef struct {
     int32_t bos;
     int32_t *x;          // (B, T1) input ids
     fk_store_seq *q;     // B sequences
+    fk_gpu *gpu;         // the CUDA engine's copy of m, or NULL
+    int32_t *glab, *gids;  // with gpu: (B, T1) labels, (B, T1, k) ids, logp and (B, T1) cross-entropies
+    float *glogp, *gce;
 } extract_batch;
+
+// The sequences' mean cross-entropies, from the rows computed in this call.
+static void mean_ces(const extract_batch *e, int64_t c0, int rows, int64_t done_seqs) {
+    for (int b = done_seqs > c0 ? (int)(done_seqs - c0) : 0; b < rows; b++) {
+        double s = 0;
+        for (int64_t tt = 0; tt < e->q[b].n; tt++) s += e->q[b].ce[tt];
+        e->q[b].mean_ce = e->q[b].n > 0 ? s / (double)e->q[b].n : 0;
+    }
+}
+
+// batch_dists on the CUDA engine (e->x filled): the top-k computed on the device, copied into the rows.
+static fk_status batch_dists_gpu(const extract_batch *e, int64_t c0, int rows, int64_t done_seqs) {
+    int T1 = e->T1, lead = e->lead, k = e->k;
+    fk_store_seq *q = e->q;
+    for (int64_t i = 0; i < (int64_t)rows * T1; i++) e->glab[i] = -1;
+    for (int b = 0; b < rows; b++)
+        for (int tt = 0; tt < q[b].n; tt++) e->glab[(int64_t)b * T1 + lead + tt] = e->ids[q[b].first + tt + 1];
+    fk_status st = fk_gpu_topk(e->gpu, e->x, e->glab, rows, T1, k, e->gids, e->glogp, e->gce);
+    if (st != FK_OK) return fk_error_context(st, "extract: sequences %lld..%lld", (long long)c0, (long long)(c0 + rows - 1));
+    for (int b = done_seqs > c0 ? (int)(done_seqs - c0) : 0; b < rows; b++)
+        for (int tt = 0; tt < q[b].n; tt++) {
+            int64_t r = (int64_t)b * T1 + lead + tt;
+            int n = 0;
+            for (int j = 0; j < k; j++) {
+                q[b].ids[(int64_t)tt * k + j] = e->gids[r * k + j];
+                q[b].logp[(int64_t)tt * k + j] = e->glogp[r * k + j];
+                n += e->gids[r * k + j] >= 0;
+            }
+            q[b].count[tt] = (uint8_t)n;
+            q[b].ce[tt] = e->gce[r];
+        }
+    mean_ces(e, c0, rows, done_seqs);
+    return FK_OK;
+}
 
 // Sequences c0 .. c0 + rows - 1 through the model: each position's top-k and cross-entropy into
 // e->q[b], for the rows from done_seqs on (those before are on disk already).
@@ -296,6 +336,7 @@ static fk_status batch_dists(const extract_batch *e, int64_t c0, int rows, int64
         q[b].first = off;
         q[b].n = e->positions - off < T ? e->positions - off : T;
     }
+    if (e->gpu) return batch_dists_gpu(e, c0, rows, done_seqs);
     FK_TRY(fk_model_forward(e->m, e->x, NULL, rows, T1, false, NULL));
     const float *logits = fk_model_logits(e->m);
     int64_t bad = -1;
@@ -311,11 +352,7 @@ static fk_status batch_dists(const extract_batch *e, int64_t c0, int rows, int64
         }
     }
     if (bad >= 0) return fk_error(FK_ERR_NUMERIC, "extract: the logits at position %lld (token %lld) are not finite", (long long)bad, (long long)bad);
-    for (int b = done_seqs > c0 ? (int)(done_seqs - c0) : 0; b < rows; b++) {
-        double s = 0;
-        for (int64_t tt = 0; tt < q[b].n; tt++) s += q[b].ce[tt];
-        q[b].mean_ce = q[b].n > 0 ? s / (double)q[b].n : 0;
-    }
+    mean_ces(e, c0, rows, done_seqs);
     return FK_OK;
 }
 
@@ -419,7 +456,8 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     // the products run in the chosen precision for this extraction only (restored at done)
     fk_precision before = fk_matmul_precision();
     fk_matmul_set_precision(o.precision);
-    h.flags = (lead ? FK_STORE_BOS : 0) | (fk_matmul_precision() == FK_PRECISION_BF16 ? FK_STORE_BF16 : 0);
+    bool gpu = o.device == FK_DEVICE_CUDA;
+    h.flags = (lead ? FK_STORE_BOS : 0) | (gpu || fk_matmul_precision() == FK_PRECISION_BF16 ? FK_STORE_BF16 : 0);
     h.k = o.k;
     h.seq = o.seq;
     h.vocab_size = V;
@@ -433,6 +471,7 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     fk_store_buf *rec = NULL;
     uint8_t *pk = NULL;
     int B = o.batch, T = o.seq, k = o.k, T1 = T + lead, R = fk_dist_size(), me = fk_dist_rank();
+    extract_batch eb = {0};
     bool same = false;
     int64_t done_seqs = 0;
     fk_status st = FK_OK;
@@ -460,7 +499,16 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     if (!x || !q || !rec || (R > 1 && !pk)) st = fk_error(FK_ERR_NOMEM, "out of memory");
     for (int b = 0; b < nq && st == FK_OK; b++) st = fk_store_seq_reserve(&q[b], T, k);
     if ((st = fk_dist_agree(st)) != FK_OK) goto done;
-    extract_batch eb = {m, ids, h.n_tokens, fk_store_header_positions(&h), V, T, T1, lead, k, bos, x, q};
+    eb = (extract_batch){m, ids, h.n_tokens, fk_store_header_positions(&h), V, T, T1, lead, k, bos, x, q, NULL, NULL, NULL, NULL, NULL};
+    if (gpu) {
+        if (R > 1) st = fk_error(FK_ERR_UNSUPPORTED, "extract --device cuda runs in one process (not under mpirun with %d ranks)", R);
+        if (st == FK_OK) st = fk_gpu_open(&eb.gpu, m, B, T1, false);
+        eb.glab = malloc((size_t)B * T1 * sizeof(int32_t));
+        eb.gids = malloc((size_t)B * T1 * k * sizeof(int32_t));
+        eb.glogp = malloc((size_t)B * T1 * k * sizeof(float));
+        eb.gce = malloc((size_t)B * T1 * sizeof(float));
+        if (st == FK_OK && (!eb.glab || !eb.gids || !eb.glogp || !eb.gce)) st = fk_error(FK_ERR_NOMEM, "out of memory");
+    }
     extract_progress pg = {cb, user, fk_time_s(), 0};
     bool stop = false;
     // Batches start where an uninterrupted run's would, so each sequence is computed in the
@@ -504,9 +552,12 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
         st = fk_store_writer_finish(w);
         w = NULL;
     }
+
     st = fk_dist_agree(st);  // the store is complete (or not) for every rank when this returns
 done:
     fk_matmul_set_precision(before);
+    fk_gpu_close(eb.gpu);
+    free(eb.glab); free(eb.gids); free(eb.glogp); free(eb.gce);
     if (w) fk_store_writer_close(w);
     for (int b = 0; rec && b < B; b++) fk_store_buf_free(&rec[b]);
     for (int b = 0; q && b < (me == 0 ? R * B : B); b++) fk_store_seq_free(&q[b]);

@@ -425,6 +425,69 @@ __global__ void k_mask_pad(float *z, int64_t R, int64_t V, int64_t Vr) {
         if (i % V >= Vr) z[i] = FK_LOGIT_MASKED;
 }
 
+
+// One block per row of logits: k rounds of a block argmax, each over the entries that come after
+// the previous pick in the order (value descending, id ascending), so the ids come out exactly in
+// the CPU's top-k order; NaNs are never picked. lse over the Vr real rows. ok[r] = 0 when the row
+// holds no finite maximum or a non-finite lse.
+__global__ void k_topk(const float *z, int64_t V, int64_t Vr, int k, const int32_t *labels, int32_t *ids, float *logp, float *ce,
+                       int *ok) {
+    int64_t r = blockIdx.x;
+    const float *x = z + r * V;
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    __shared__ float pv_s;
+    __shared__ int pi_s;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < Vr; j += blockDim.x) mx = fmaxf(mx, x[j]);  // fmaxf skips NaN
+    mx = block_reduce(mx, true);
+    float s = 0;
+    for (int64_t j = threadIdx.x; j < Vr; j += blockDim.x) s += expf(x[j] - mx);
+    s = block_reduce(s, false);
+    float lse = mx + logf(s);
+    float pv = INFINITY;
+    int pi = -1;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int round = 0; round < k; round++) {
+        float bv = -INFINITY;
+        int bi = -1;
+        for (int64_t j = threadIdx.x; j < Vr; j += blockDim.x) {
+            float v = x[j];
+            bool after = v < pv || (v == pv && (int)j > pi);
+            if (after && (v > bv || (v == bv && bi >= 0 && (int)j < bi) || bi < 0) && v == v) { bv = v; bi = (int)j; }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) { bv = ov; bi = oi; }
+        }
+        if (lane == 0) { sv[w] = bv; si[w] = bi; }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float b2 = -INFINITY;
+            int i2 = -1;
+            for (int q = 0; q < nw; q++)
+                if (si[q] >= 0 && (i2 < 0 || sv[q] > b2 || (sv[q] == b2 && si[q] < i2))) { b2 = sv[q]; i2 = si[q]; }
+            ids[r * k + round] = i2;
+            logp[r * k + round] = i2 >= 0 ? b2 - lse : -INFINITY;
+            pv_s = b2;
+            pi_s = i2;
+        }
+        __syncthreads();
+        pv = pv_s;
+        pi = pi_s;
+        if (pi < 0) {  // fewer than k values: pad
+            for (int q = round + 1 + (int)threadIdx.x; q < k; q += blockDim.x) { ids[r * k + q] = -1; logp[r * k + q] = -INFINITY; }
+            break;
+        }
+    }
+    if (threadIdx.x == 0) {
+        int t = labels[r];
+        ce[r] = t >= 0 ? lse - x[t] : NAN;
+        ok[r] = isfinite(lse) && ids[r * k] >= 0 && (t < 0 || isfinite(ce[r]));
+    }
+}
+
 // ------------------------------------------------------------------ optimizer
 __global__ void k_adamw(float *w, bf16 *w16, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
                         float eps, float decay, float step_size, float bc2_sqrt, float gs) {
@@ -1085,6 +1148,47 @@ extern "C" fk_status fk_gpu_train_step(fk_gpu *g, const int32_t *tokens, const i
            (int64_t)T, C, c->emb_scale);
     CK(cudaDeviceSynchronize(), "training step");
     return read_losses(g, N, ns, teacher != NULL, lambda, loss, fusion_loss, NULL);
+}
+
+
+extern "C" fk_status fk_gpu_topk(fk_gpu *g, const int32_t *tokens, const int32_t *labels, int B, int T, int k, int32_t *ids, float *logp,
+                                 float *ce) {
+    if (k < 1 || k > 255) return fk_error(FK_ERR_ARG, "CUDA: top-k of %d (1..255)", k);
+    int64_t ns = 0, N = (int64_t)B * T;
+    FK_TRY(upload_batch(g, tokens, labels, NULL, B, T, &ns));
+    const fk_config *c = &g->c;
+    int64_t C = c->d_model, V = c->vocab_size, Vr = fk_model_vocab_real(g->m), R = head_rows(c, g->B * (int64_t)g->T);
+    if (N * k > g->t_cap) {
+        int64_t cap = N * k;
+        FK_TRY(galloc(g, (void **)&g->tid, (size_t)cap * 4, "top-k ids"));
+        FK_TRY(galloc(g, (void **)&g->tp, (size_t)cap * 4, "top-k values"));
+        g->t_cap = cap;
+    }
+    int *ok = (int *)g->flosses;  // N ints: the rows' checks (the losses buffer is not used here)
+    bool tr = g->train;
+    g->train = false;
+    float *xL;
+    fk_status st = layers_forward(g, B, T, &xL);
+    g->train = tr;
+    FK_TRY(st);
+    fk_model *m = g->m;
+    FK_TRY(norm_fwd(g, g->lnf, g->lnfm, g->lnfr, xL, m->lnf_w, m->lnf_b, N));
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+        int64_t rows = r0 + R < N ? R : N - r0;
+        FK_TRY(lin_fwd(g, g->logits, g->lnf + r0 * C, m->lm_head, rows, C, V, 0));
+        if (m->lm_head_b >= 0) FK_TRY(bias_add(g->logits, g->w + m->lm_head_b, rows, V));
+        LAUNCH("top-k", k_topk, (unsigned)rows, 1024, g->logits, V, Vr, k, g->tgt + r0, g->tid + r0 * k, g->tp + r0 * k, g->losses + r0,
+               ok + r0);
+    }
+    CK(cudaDeviceSynchronize(), "top-k");
+    CK(cudaMemcpy(ids, g->tid, (size_t)(N * k) * 4, cudaMemcpyDeviceToHost), "downloading top-k ids");
+    CK(cudaMemcpy(logp, g->tp, (size_t)(N * k) * 4, cudaMemcpyDeviceToHost), "downloading top-k values");
+    CK(cudaMemcpy(ce, g->losses, (size_t)N * 4, cudaMemcpyDeviceToHost), "downloading cross-entropies");
+    int *hok = (int *)g->host_losses;
+    CK(cudaMemcpy(hok, ok, (size_t)N * 4, cudaMemcpyDeviceToHost), "downloading checks");
+    for (int64_t i = 0; i < N; i++)
+        if (!hok[i]) return fk_error(FK_ERR_NUMERIC, "CUDA: the logits at row %lld of the batch are not finite", (long long)i);
+    return FK_OK;
 }
 
 extern "C" void fk_gpu_zero_grads(fk_gpu *g) {

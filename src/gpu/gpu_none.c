@@ -21,6 +21,8 @@ fk_status fk_gpu_forward(fk_gpu *g, const int32_t *tokens, const int32_t *target
                          float *logits) { return NONE; }
 fk_status fk_gpu_train_step(fk_gpu *g, const int32_t *tokens, const int32_t *targets, const fk_sparse_dist *teacher, float lambda,
                             int B, int T, float grad_scale, float *loss, float *fusion_loss) { return NONE; }
+fk_status fk_gpu_topk(fk_gpu *g, const int32_t *tokens, const int32_t *labels, int B, int T, int k, int32_t *ids, float *logp,
+                      float *ce) { return NONE; }
 void fk_gpu_zero_grads(fk_gpu *g) { (void)g; }
 fk_status fk_gpu_grad_norm(fk_gpu *g, double *norm) { return NONE; }
 fk_status fk_gpu_adamw(fk_gpu *g, int64_t t, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale) {

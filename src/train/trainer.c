@@ -787,10 +787,13 @@ static fk_status train_steps_gpu(fk_model *m, fk_adamw *opt, const fk_token_data
         bool want_val = val && ((o->eval_every > 0 && done_steps % o->eval_every == 0) || last);
         bool stop = !last && o->stop && *o->stop;
         bool ckpt = out_dir && ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop);
-        if ((want_val || ckpt) && (st = gpu_sync_host(g, m, opt)) != FK_OK) break;
-        if (want_val) {
+        if (ckpt && (st = gpu_sync_host(g, m, opt)) != FK_OK) break;
+        if (want_val) {  // on the GPU, from its weights
             fk_eval_result r;
-            if ((st = fk_eval_data(m, val, o->seq, o->batch, o->eval_tokens, &r)) != FK_OK) break;
+            fk_eval_set_gpu(g);
+            st = fk_eval_data(m, val, o->seq, o->batch, o->eval_tokens, &r);
+            fk_eval_set_gpu(NULL);
+            if (st != FK_OK) break;
             ev.val_loss = (float)r.loss;
             ev.val_bpb = (float)r.bpb;
         }
