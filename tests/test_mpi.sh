@@ -55,10 +55,11 @@ cmp "$D/z0f32/model.safetensors" "$D/nob/model.safetensors" || { echo "test_mpi:
 rm -rf "$D/z1f32/checkpoint-20" "$D/z1f32/model.safetensors"
 timeout 300 mpirun --oversubscribe -np 3 "$F" train $Z --zero1 --resume -o "$D/z1f32" > /dev/null 2> "$D/z2.err" || { cat "$D/z2.err" >&2; exit 1; }
 [ -f "$D/z1f32/model.safetensors" ] || { echo "test_mpi: a --zero1 checkpoint did not resume on 3 ranks" >&2; exit 1; }
-# evaluation on 2 ranks (each a contiguous half of the windows or chunks, sums reduced): the same
+# evaluation on 2 ranks (each a contiguous half of the windows or chunks, sums reduced; an ensemble's
+# members each run that way, each position's probability from the rank that computed it): the same
 # figures as one process to every printed digit (a double sum in another order), printed once
 fig() { grep -o '"\(tokens\|bytes\|loss\|ppl\|bpb\|kl\)":[-0-9.e+]*' "$1" | tr '\n' ' '; }
-for proto in "" "--kl-to $D/r1" "--protocol llama-perplexity"; do
+for proto in "" "--kl-to $D/r1" "--protocol llama-perplexity" "--ensemble $D/r1"; do
     "$F" eval --model "$D/r2" --data "$D/text.txt" --seq 32 $proto > "$D/e1" 2> "$D/e1.err" || { cat "$D/e1.err" >&2; exit 1; }
     $MPIRUN "$F" eval --model "$D/r2" --data "$D/text.txt" --seq 32 $proto > "$D/e2" 2> "$D/e2.err" || { cat "$D/e2.err" >&2; exit 1; }
     [ "$(wc -l < "$D/e2")" -eq 1 ] || { echo "test_mpi: eval $proto printed $(wc -l < "$D/e2") lines on 2 ranks, 1 expected" >&2; exit 1; }
@@ -116,6 +117,22 @@ num loss "$D/he1/metrics.jsonl" > "$D/hl1"
 num loss "$D/he2/metrics.jsonl" > "$D/hl2"
 [ "$(wc -l < "$D/hl1")" -ge 2 ] && [ "$(wc -l < "$D/hl1")" -eq "$(wc -l < "$D/hl2")" ] || { echo "test_mpi: heal's metric lines differ in number" >&2; exit 1; }
 paste "$D/hl1" "$D/hl2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1) { print "test_mpi: heal loss " $1 " (1 process) vs " $2 " (2 ranks)" > "/dev/stderr"; bad = 1 } } END { exit bad }'
+# fold --rounds 2 --heal-steps 20 on 2 ranks (each round's statistics shared out, rank 0 writing its
+# folded and healed models, the healing data-parallel) against one process healing with --grad-accum 2:
+# round 1's healing logs the same losses (within 1e-5); round 2 folds a model healed on 2 ranks, whose
+# weights differ from the one process's in the last bits, so its losses agree within 1e-3
+FR="--model $D/m4 --data $D/text.txt --budget 0.2 --seq 32 --rounds 2 --heal-steps 20"
+FT="--batch 4 --seq 32 --log-every 5 --eval-every 0 --precision fp32 --seed 3"
+"$F" fold $FR -o "$D/fr1" -- $FT --grad-accum 2 > /dev/null 2> "$D/fr1.err" || { cat "$D/fr1.err" >&2; exit 1; }
+$MPIRUN "$F" fold $FR -o "$D/fr2" -- $FT > /dev/null 2> "$D/fr2.err" || { cat "$D/fr2.err" >&2; exit 1; }
+[ "$(grep -c '^round ' "$D/fr2.err")" -eq 2 ] || { echo "test_mpi: fold --rounds 2 on 2 ranks did not report each round once" >&2; exit 1; }
+for r in "round-1/healed 1e-5" ". 1e-3"; do
+    set -- $r
+    num loss "$D/fr1/$1/metrics.jsonl" > "$D/rl1"
+    num loss "$D/fr2/$1/metrics.jsonl" > "$D/rl2"
+    [ "$(wc -l < "$D/rl1")" -ge 2 ] && [ "$(wc -l < "$D/rl1")" -eq "$(wc -l < "$D/rl2")" ] || { echo "test_mpi: fold --rounds: metric lines of $1 differ in number" >&2; exit 1; }
+    paste "$D/rl1" "$D/rl2" | awk -v tol="$2" '{ d = $1 - $2; if (d < 0) d = -d; if (d > tol * $1) { print "test_mpi: fold --rounds loss " $1 " (1 process) vs " $2 " (2 ranks)" > "/dev/stderr"; bad = 1 } } END { exit bad }'
+done
 # an error on the ranks ends the run (exit status non-zero, the message printed), within the timeout
 if $MPIRUN "$F" train --data "$D/missing.txt" -o "$D/bad" --steps 2 > "$D/bad.out" 2> "$D/bad.err"; then
     echo "test_mpi: a run on a missing file succeeded" >&2; exit 1
@@ -161,4 +178,4 @@ grep -q "resum" "$D/k2.err" || { echo "test_mpi: the second run did not say it r
 grep -q '"step":3000' "$D/k/metrics.jsonl" || { echo "test_mpi: the resumed run did not reach step 3000" >&2; exit 1; }
 "$F" train $(echo "$LONG" | sed 's/--steps 3000/--steps 3020/') --resume -o "$D/k" > "$D/k3.out" 2> "$D/k3.err" || { cat "$D/k3.err" >&2; exit 1; }
 grep -q '"step":3020' "$D/k/metrics.jsonl" || { echo "test_mpi: the run resumed in one process did not reach step 3020" >&2; exit 1; }
-echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); --zero1 and the gradient buckets byte-identical, resumed on 3 ranks; eval, --kl-to and llama-perplexity equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; fuse and heal on 2 ranks = 1 process with --grad-accum 2 (stores byte-identical); errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"
+echo "test_mpi: 2 ranks = 1 process with --grad-accum 2 (loss at $n1 logged steps within 1e-5; bpb $b2 vs $b1); --zero1 and the gradient buckets byte-identical, resumed on 3 ranks; eval, --kl-to, llama-perplexity and --ensemble equal on 2 ranks; stores extracted on 2 and 3 ranks and resumed on 2 byte-identical; analyze and fold equal on 2 ranks; fuse, heal and fold --rounds with healing on 2 ranks = 1 process with --grad-accum 2 (stores byte-identical); errors end all ranks; unlike ranks refused; a killed rank named, resumed on 3 ranks and then on 1"

@@ -1,6 +1,7 @@
 // fusekit fold / heal / prune: redundancy folding by a parameter budget (fold.md), healing by
 // distillation from the model before folding, and the baselines at the same budget.
 #include "cli.h"
+#include "base/dist.h"
 #include "fusekit/fold.h"
 
 #include <stdlib.h>
@@ -370,8 +371,6 @@ static int fold_validate(const cli_fold_args *c, fold_args *fa) {
         err = "--heal-only is the healed-original control: it needs --heal-steps, one round and no --plan-only";
     else if (c->rounds < 1 || c->rounds > 64) snprintf(msg, sizeof msg, "--rounds must be 1 to 64 (got %lld)", (long long)c->rounds), err = msg;
     else if (c->rounds > 1 && c->heal_steps <= 0) err = "--rounds needs --heal-steps (progressive folding heals between rounds)";
-    else if (fk_dp_size() > 1 && c->heal_steps > 0)
-        err = "--heal-steps and --rounds do not run under mpirun yet: fold under mpirun, then heal the folded model";
     else if (fa->probe_windows < 1 || fa->batch < 1) err = "--probe-windows and --batch must be positive";
     if (err) { fprintf(stderr, "fusekit fold: error: %s\n", err); return 2; }
     fa->o.budget = c->budget;
@@ -386,10 +385,20 @@ static int fold_validate(const cli_fold_args *c, fold_args *fa) {
 // fk_fold_rounds' callbacks: each fold by fold_once, each healing by cli_heal_exec, a line per round.
 typedef struct { const cli_fold_args *c; fold_args *fa; int rc; } rounds_ui;
 
+// Under mpirun every rank computes the fold and rank 0 writes it; the ranks then agree on the outcome,
+// so that none reads the folded model (healing) before rank 0 has written it.
 static fk_status round_fold(const char *model, const char *dir, double fraction, bool in_place, int64_t *removed, void *user) {
     rounds_ui *ui = user;
     const char *data = ui->c->data;
-    return in_place ? fold_once(model, data, dir, ui->fa, fraction, removed) : fold_to(model, data, dir, ui->fa, fraction, removed);
+    fk_status st;
+    if (in_place && fk_dp_rank() != 0) {
+        ui->fa->out_name = dir;
+        st = fold_once(model, data, NULL, ui->fa, fraction, removed);
+        ui->fa->out_name = NULL;
+    } else {
+        st = in_place ? fold_once(model, data, dir, ui->fa, fraction, removed) : fold_to(model, data, dir, ui->fa, fraction, removed);
+    }
+    return fk_dist_agree(st);
 }
 
 // The healing job of a round: the options after "--" over heal's defaults, into out.
@@ -434,7 +443,8 @@ static fk_status round_heal(const char *teacher, const char *model, const char *
     free(sdir);
     if (ui->rc == 130 || ui->rc == 143)
         fprintf(stderr, "fusekit fold: interrupted in round %d/%d; run the same fold command again to resume\n", ev->round, ev->rounds);
-    return ui->rc == 0 ? FK_OK : fk_error(FK_ERR_IO, "healing failed (reported above)");
+    // (under mpirun rank 0 writes the healed model: the next round reads it once every rank is here)
+    return fk_dist_agree(ui->rc == 0 ? FK_OK : fk_error(FK_ERR_IO, "healing failed (reported above)"));
 }
 
 static void round_report(const fk_fold_round_event *ev, void *user) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/dist.h"
 #include "nn/rowops.h"
 
 // Per position j of the scorer's tokenization: model i's probability of the true next
@@ -20,9 +21,26 @@ typedef struct {
 
 // Runs model m over its tokenization `s` in windows of seq tokens (the fk_eval_data protocol,
 // after bos when >= 0) and fills mem->p[j] for the scorer positions j whose 1:1 source position
-// it computes.
+// it computes. Under mpirun each rank runs a contiguous share of the windows and the ranks'
+// figures are combined (each position is filled by the one window that predicts it).
+// The ranks' shares of one member summed: the sums, and each position's probability from the rank
+// that filled it (the others hold -1 there), as doubles (p + 1, or 0) summed over the ranks.
+static fk_status combine_ranks(member *mem, int64_t P) {
+    double *d = malloc((size_t)(P > 0 ? P : 1) * sizeof *d);
+    if (!d) return fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < P; j++) d[j] = mem->p[j] >= 0 ? (double)mem->p[j] + 1 : 0;
+    for (int64_t j0 = 0; j0 < P; j0 += (int64_t)1 << 28) fk_dist_sum_f64(d + j0, (int)(P - j0 < ((int64_t)1 << 28) ? P - j0 : (int64_t)1 << 28));
+    for (int64_t j = 0; j < P; j++) mem->p[j] = d[j] > 0 ? (float)(d[j] - 1) : -1;
+    free(d);
+    fk_dist_sum_f64(&mem->own_nats, 1);
+    int64_t c[2] = {mem->own_tokens, mem->own_bytes};
+    fk_dist_sum_i64(c, 2);
+    mem->own_tokens = c[0], mem->own_bytes = c[1];
+    return FK_OK;
+}
+
 static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const int64_t *tgt_of_src, const int32_t *next_tgt,
-                            const int64_t *inv_row, const int32_t *inv_ids, bool identity, int seq, int batch, member *mem) {
+                            const int64_t *inv_row, const int32_t *inv_ids, bool identity, int64_t P, int seq, int batch, member *mem) {
     int64_t V = m->cfg.vocab_size;
     if (seq > m->cfg.max_seq) seq = (int)m->cfg.max_seq;
     if (bos >= V) bos = -1;
@@ -30,6 +48,7 @@ static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const
     fk_eval_windowing w = fk_eval_windowing_of(s->n, 0, seq, bos);
     fk_eval_iter it;
     FK_TRY(fk_eval_iter_init(&it, &w, batch));
+    fk_dist_range(w.n_windows, &it.w0, &it.w_end);  // this rank's windows (all of them in one process)
     fk_status st = FK_OK;
     while (st == FK_OK && fk_eval_iter_next(&it, s->ids)) {
         st = fk_model_forward(m, it.x, NULL, it.rows, seq, false, NULL);
@@ -54,6 +73,8 @@ static fk_status run_member(fk_model *m, const fk_tok_out *s, int32_t bos, const
         }
     }
     fk_eval_iter_free(&it);
+    st = fk_dist_agree(st);
+    if (st == FK_OK && fk_dist_size() > 1) st = combine_ranks(mem, P);
     return st;
 }
 
@@ -139,7 +160,8 @@ static fk_status score_member(fk_model *m, const fk_tokenizer *ts, const fk_toke
         st = map_aligned(ts, t0, text, len, &sc->tgt, sc->begin, sc->P, ao, &mm);
     }
     if (st == FK_OK)
-        st = run_member(m, identity ? &sc->tgt : &mm.src, bos, mm.tgt_of_src, sc->next, mm.inv_row, mm.inv_ids, identity, seq, batch, mem);
+        st = run_member(m, identity ? &sc->tgt : &mm.src, bos, mm.tgt_of_src, sc->next, mm.inv_row, mm.inv_ids, identity, sc->P, seq, batch,
+                        mem);
     member_map_free(&mm);
     return st;
 }
