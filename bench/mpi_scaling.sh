@@ -5,7 +5,12 @@
 # Measured: `fusekit train` of two shapes (byte vocabulary: the text needs no tokenizer) on 1 and 2 ranks (one thread each, no --oversubscribe:
 # one rank per core), the same per-rank micro-batch, so 2 ranks train twice the tokens per step;
 # training tokens/s from the last metrics line, and the scaling efficiency
-# E = tokens/s(2 ranks) / (2 x tokens/s(1 rank)); the same with --zero1.
+# E = tokens/s(2 ranks) / (2 x tokens/s(1 rank)); the same with --zero1; and one process with two
+# threads (OMP_NUM_THREADS=2), the alternative to two ranks on this machine (speedup_vs_2threads).
+# Bytes communicated per rank and step, by the ring all-reduce's count (what each rank sends):
+# 2 (R-1)/R x 4P, and with --zero1 another (R-1)/R x 4P (tests/test_mpi_netns.sh counts the bytes
+# crossing a real veth). Extraction: `fusekit extract` of the S model over the text on 1 and 2
+# ranks (one thread each) and one process with two threads, positions/s from wall-clock time.
 #
 # Modelled (no network here): the step time of R ranks is the one-rank compute time t1 plus the
 # gradient all-reduce, not overlapped with the backward (fusekit reduces after it), as a ring
@@ -14,6 +19,7 @@
 # updated weights, (R-1)/R x 4P / B + (R-1) x a. E(R) = t1 / (t1 + communication). t1 comes from
 # the one-rank tokens/s measured here (or given: TPS_* below) and the per-rank tokens per step.
 #
+# (--bind-to none: Open MPI would bind a lone process to one core, and its two threads would share it.)
 # usage: sh bench/mpi_scaling.sh [BUILD_MPI] [WORK]    (BUILD_MPI: a -DFK_MPI=ON build, make test-mpi makes build-mpi)
 # Prints JSON lines: {"bench":"mpi_scaling",...} measured, {"bench":"mpi_model",...} modelled.
 set -eu
@@ -34,20 +40,39 @@ M-llama|--arch llama --d-model 512 --layers 8 --heads 8 --kv-heads 8 --ffn 1376 
 tps() { grep -o '"tokens_per_s":[0-9.e+]*' "$1/metrics.jsonl" | tail -1 | cut -d: -f2; }
 params() { grep -o 'parameters: [0-9]*' "$1" | head -1 | cut -d' ' -f2; }
 echo "$SHAPES" | while IFS='|' read -r name shape mb; do
-    for run in "1 " "2 " "2 --zero1"; do
+    for run in "1 " "2 " "2 --zero1" "t2 "; do
         set -- $run
         np=$1; shift
         o="$W/$name-np$np${1:-}"
         rm -rf "$o"
-        mpirun -np "$np" "$F" train --data "$W/text.txt" $shape --batch "$mb" --steps "$STEPS" --log-every "$STEPS" --eval-every 0 --precision fp32 --seed 1 ${1:-} -o "$o" < /dev/null > "$o.out" 2> "$o.err" ||
+        th=1
+        if [ "$np" = t2 ]; then th=2; np=1; fi  # one process, two threads
+        OMP_NUM_THREADS=$th mpirun --bind-to none -x OMP_NUM_THREADS -np "$np" "$F" train --data "$W/text.txt" $shape --batch "$mb" --steps "$STEPS" --log-every "$STEPS" --eval-every 0 --precision fp32 --seed 1 ${1:-} -o "$o" < /dev/null > "$o.out" 2> "$o.err" ||
             { cat "$o.err" >&2; exit 1; }
+        [ $th = 2 ] && np=t2
         echo "$name $np ${1:-none} $(tps "$o") $(params "$o.err")"
     done
 done > "$W/measured.txt"
 awk '{ t[$1 " " $2 " " $3] = $4; p[$1] = $5 }
-     END { for (k in t) { split(k, a, " "); base = t[a[1] " 1 none"];
-             printf "{\"bench\":\"mpi_scaling\",\"shape\":\"%s\",\"params\":%d,\"ranks\":%d,\"zero1\":%s,\"tokens_per_s\":%s,\"efficiency\":%.3f,\"threads_per_rank\":1}\n",
-                    a[1], p[a[1]], a[2], a[3] == "--zero1" ? "true" : "false", t[k], t[k] / (a[2] * base) } }' "$W/measured.txt" | sort
+     END { for (k in t) { split(k, a, " "); if (a[2] == "t2") continue; base = t[a[1] " 1 none"]; two = t[a[1] " t2 none"]; P = p[a[1]];
+             bytes = a[2] > 1 ? 2 * (a[2] - 1) / a[2] * 4 * P + (a[3] == "--zero1" ? (a[2] - 1) / a[2] * 4 * P : 0) : 0;
+             printf "{\"bench\":\"mpi_scaling\",\"verb\":\"train\",\"shape\":\"%s\",\"params\":%d,\"ranks\":%d,\"zero1\":%s,\"tokens_per_s\":%s,\"efficiency\":%.3f,\"threads_per_rank\":1,\"tokens_per_s_1proc_2threads\":%s,\"speedup_vs_2threads\":%.3f,\"bytes_per_rank_step\":%d}\n",
+                    a[1], P, a[2], a[3] == "--zero1" ? "true" : "false", t[k], t[k] / (a[2] * base), two, t[k] / two, bytes } }' "$W/measured.txt" | sort
+# extraction of the S model (trained above on one rank) on 1 and 2 ranks and one process with 2 threads
+for run in "1 1" "2 1" "1 2"; do
+    set -- $run
+    rm -f "$W/x$1$2.fkd"
+    t0=$(date +%s.%N)
+    OMP_NUM_THREADS=$2 mpirun --bind-to none -x OMP_NUM_THREADS -np "$1" "$F" extract --model "$W/S-np1" --data "$W/text.txt" --seq 255 --batch 4 --precision fp32 \
+        -o "$W/x$1$2.fkd" < /dev/null > /dev/null 2> "$W/x$1$2.err" || { cat "$W/x$1$2.err" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    echo "$1 $2 $(echo "$t1 - $t0" | bc)"
+done > "$W/extract.txt"
+cmp -s "$W/x11.fkd" "$W/x21.fkd" || { echo "mpi_scaling: the store extracted on 2 ranks differs" >&2; exit 1; }
+N=$(wc -c < "$W/text.txt")
+awk -v n="$N" '{ s[$1 " " $2] = $3 } END { for (k in s) { split(k, a, " ");
+    printf "{\"bench\":\"mpi_scaling\",\"verb\":\"extract\",\"shape\":\"S\",\"ranks\":%d,\"threads_per_rank\":%d,\"seconds\":%.2f,\"positions_per_s\":%.0f,\"speedup_vs_1rank\":%.3f}\n",
+           a[1], a[2], s[k], n / s[k], s["1 1"] / s[k] } }' "$W/extract.txt" | sort
 # the model: one-rank tokens/s per shape (measured above for S and M-llama, fp32, one thread;
 # SmolLM2-135M and the 1.1B Llama from README's runs on this machine: 20 and 26 tokens/s) and
 # the per-rank tokens per step
