@@ -128,6 +128,11 @@ static void test_reports(void **s) {
     char *html = slurp(p, &n);
     assert_non_null(strstr(html, "<h1>fusekit merge</h1>"));
     assert_non_null(strstr(html, "linear"));
+    // the distance chart: a bar per input and layer (the average lies between them: neither is 0)
+    assert_non_null(strstr(html, "Distance to each input per layer"));
+    assert_non_null(strstr(html, "<title>base, 0: "));
+    assert_non_null(strstr(html, "<title>fused, emb+head: "));
+    assert_null(strstr(html, "<title>base, 0: 0.000<"));
     free(html);
     if (system("command -v xmllint > /dev/null 2>&1") == 0) RUN_OK("xmllint --noout %s", p);
     (void)out;

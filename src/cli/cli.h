@@ -258,6 +258,9 @@ int cli_job_exec(const cli_job_spec *s);
 void cli_set_command_line(int argc, char **argv);
 fk_status cli_report_write(const char *dir, const char *verb, const char *const *inputs, int n_inputs, const cJSON *summary,
                            const fk_model *before, const fk_model *after);
+// cli_report_write with a section of the caller's own (HTML, after the widths; NULL: none).
+fk_status cli_report_write_ex(const char *dir, const char *verb, const char *const *inputs, int n_inputs, const cJSON *summary,
+                              const fk_model *before, const fk_model *after, const char *extra_html);
 
 // fusekit fuse: fuse's rows, then train's (CLI_ROW_GROUP("train")) without those fuse sets
 // itself (--init, --teacher, --tokenizer, --align-cache).

@@ -3,7 +3,9 @@
 #include "cli.h"
 
 #include "fusekit/merge.h"
+#include "fusekit/html.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -167,6 +169,61 @@ static fk_status merge_run(const merge_args *a) {
     return st;
 }
 
+// The report's chart: per layer, how far the merged weights lie from each input's, ||merged - input|| /
+// ||input|| over the layer's tensors (the embeddings, final norm and head as one more group). The
+// models are read frozen (matrices mapped where their files allow), a table entry at a time.
+static fk_status merge_distances(const char *merged, const cli_list *models, fk_sbuf *html) {
+    fk_model mm;
+    FK_TRY(fk_model_load(merged, FK_LOAD_FROZEN, &mm, NULL));
+    int L = (int)mm.cfg.n_layer, n = models->n, G = L + 1;
+    double *num = calloc((size_t)G * n, sizeof *num), *den = calloc((size_t)G * n, sizeof *den), *v = malloc((size_t)G * n * sizeof *v);
+    int64_t maxn = 0;
+    for (int i = 0; i < mm.n_params; i++) maxn = mm.params[i].numel > maxn ? mm.params[i].numel : maxn;
+    float *a = malloc((size_t)maxn * sizeof *a), *b = malloc((size_t)maxn * sizeof *b);
+    fk_status st = num && den && v && a && b ? FK_OK : fk_error(FK_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < n && st == FK_OK; k++) {
+        fk_model mi;
+        if ((st = fk_model_load(models->v[k], FK_LOAD_FROZEN, &mi, NULL)) != FK_OK) break;
+        if (mi.n_params != mm.n_params) st = fk_error(FK_ERR_ARG, "%s: another parameter table than the merged model's", models->v[k]);
+        for (int i = 0; i < mm.n_params && st == FK_OK; i++) {
+            const fk_param *p = &mm.params[i];
+            if (mi.params[i].numel != p->numel) { st = fk_error(FK_ERR_ARG, "%s: %s has another shape", models->v[k], p->name); break; }
+            int64_t rows = p->ndim == 2 ? p->shape[0] : 1;
+            if ((st = fk_model_read_rows(&mm, i, 0, rows, a)) != FK_OK || (st = fk_model_read_rows(&mi, i, 0, rows, b)) != FK_OK) break;
+            int g = p->layer >= 0 && p->layer < L ? p->layer : L;
+            double s = 0, t = 0;
+            for (int64_t j = 0; j < p->numel; j++) { double d = (double)a[j] - b[j]; s += d * d; t += (double)b[j] * b[j]; }
+            num[g * n + k] += s;
+            den[g * n + k] += t;
+        }
+        fk_model_free(&mi);
+    }
+    if (st == FK_OK) {
+        char (*lab)[16] = malloc((size_t)G * sizeof *lab);
+        const char **lg = malloc((size_t)G * sizeof *lg), **names = malloc((size_t)n * sizeof *names);
+        if (lab && lg && names) {
+            for (int g = 0; g < G; g++) {
+                snprintf(lab[g], sizeof lab[g], g < L ? "%d" : "emb+head", g);
+                lg[g] = lab[g];
+                for (int k = 0; k < n; k++) v[g * n + k] = den[g * n + k] > 0 ? sqrt(num[g * n + k] / den[g * n + k]) : NAN;
+            }
+            for (int k = 0; k < n; k++) {
+                const char *sl = strrchr(models->v[k], '/');
+                names[k] = sl && sl[1] ? sl + 1 : models->v[k];
+            }
+            fk_sb(html, "<h2>Distance to each input per layer</h2><p>||merged - input|| / ||input|| over each layer's tensors "
+                        "(the embeddings, final norm and LM head as the last group): 0 where the merge kept that input's weights.</p>");
+            fk_svg_grouped_bars(html, "Relative distance of the merged weights to each input, per layer", lg, G, names, n, v, "%.3f");
+        }
+        free(lab);
+        free(lg);
+        free(names);
+    }
+    free(num); free(den); free(v); free(a); free(b);
+    fk_model_free(&mm);
+    return st;
+}
+
 int cmd_merge(int argc, char **argv) {
     merge_args a = {0};
     fk_merge_opts_default(&a.o, FK_MERGE_LINEAR);
@@ -206,7 +263,14 @@ int cmd_merge(int argc, char **argv) {
     int n = 0;
     for (int i = 0; i < a.models.n && n < CLI_LIST_MAX; i++) ins[n++] = a.models.v[i];
     if (a.base) ins[n++] = a.base;
-    st = cli_report_write(a.out.path, "merge", ins, n, j, NULL, NULL);
+    fk_sbuf chart = {0};
+    if (merge_distances(a.out.path, &a.models, &chart) != FK_OK) {  // the merge stands; its report goes without the chart
+        fprintf(stderr, "fusekit merge: note: report.html has no distance chart: %s\n", fk_last_error());
+        free(chart.buf);
+        chart = (fk_sbuf){0};
+    }
+    st = cli_report_write_ex(a.out.path, "merge", ins, n, j, NULL, NULL, chart.oom ? NULL : chart.buf);
+    free(chart.buf);
     cli_json_print(j, stdout, NULL);
     return st == FK_OK ? 0 : cli_fail("merge", st);
 }

@@ -213,6 +213,11 @@ static void widths_section(fk_sbuf *b, const fk_model *before, const fk_model *a
 
 fk_status cli_report_write(const char *dir, const char *verb, const char *const *inputs, int n_inputs, const cJSON *summary,
                            const fk_model *before, const fk_model *after) {
+    return cli_report_write_ex(dir, verb, inputs, n_inputs, summary, before, after, NULL);
+}
+
+fk_status cli_report_write_ex(const char *dir, const char *verb, const char *const *inputs, int n_inputs, const cJSON *summary,
+                              const fk_model *before, const fk_model *after, const char *extra_html) {
     fk_sbuf b = {0};
     time_t now = time(NULL);
     char when[64];
@@ -240,6 +245,7 @@ fk_status cli_report_write(const char *dir, const char *verb, const char *const 
         fk_sb(&b, "</table>");
     }
     if (before && after) widths_section(&b, before, after);
+    if (extra_html) fk_sb(&b, "%s", extra_html);
     metrics_section(&b, dir);
     trainer_options(&b, dir);
     fk_sb(&b, "</body></html>\n");
