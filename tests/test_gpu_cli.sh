@@ -1,7 +1,7 @@
 #!/bin/sh
 # fusekit's verbs on the CUDA engine, end to end, against the same runs on the CPU: train and its
 # held-out loss, a kill -9 mid-run resumed on the GPU, a SIGINT's checkpoint, a GPU checkpoint
-# resumed on the CPU, eval, and extract (the stores compared with fk_store_diff, also against a CPU
+# resumed on the CPU, eval, fuse, and extract (the stores compared with fk_store_diff, also against a CPU
 # extraction with bf16 products; the test asserts the same top-1 id at >= 99% of positions, the
 # figures printed say the rest). Run by tools/gpu_check.sh on a machine with a GPU; exits 77
 # (skipped) when the binary has no CUDA engine or no GPU answers.
@@ -63,7 +63,19 @@ lc=$(sed 's/.*"loss":\([0-9.e+-]*\).*/\1/' "$D/e_cpu.json"); lg=$(sed 's/.*"loss
 echo "eval: loss cpu $lc cuda $lg"
 awk -v a="$lc" -v b="$lg" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.005 * a) }' || fail "eval losses differ"
 
-# 5. extract on each device: the same top-k ids
+# 5. fuse on each device (extraction, alignment-free same-tokenizer teacher, fused training): the
+# held-out loss within 2%
+for dev in cpu cuda; do
+  dv=$dev; [ $dev = cuda ] && dv=$G
+  "$FK" fuse --target "$D/t_cpu" --source "$D/t_cpu" --data "$D/data.txt" --steps 60 --batch 8 --seq 128 --eval-every 0 \
+      --eval-tokens 8192 --seed 3 --device $dv -o "$D/f_$dev" > "$D/f_$dev.log" 2>&1 || { cat "$D/f_$dev.log"; fail "fuse --device $dev"; }
+done
+fc=$(last_val "$D/f_cpu"); fg=$(last_val "$D/f_cuda")
+echo "fuse 60 steps: held-out loss cpu $fc cuda $fg"
+awk -v a="$fc" -v b="$fg" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.02 * a) }' || fail "fused held-out losses differ: $fc vs $fg"
+grep -q '"clm_loss":[0-9]' "$D/f_cuda/metrics.jsonl" || fail "fuse --device cuda logged no CLM part"
+
+# 6. extract on each device: the same top-k ids
 for dev in cpu cuda; do
   dv=$dev; [ $dev = cuda ] && dv=$G
   "$FK" extract --model "$D/t_cpu" --data "$D/data.txt" --seq 127 --batch 8 --device $dv -o "$D/x_$dev.fkd" > "$D/x_$dev.log" 2>&1 || { cat "$D/x_$dev.log"; fail "extract --device $dev"; }

@@ -775,7 +775,9 @@ static fk_status train_steps_gpu(fk_model *m, fk_adamw *opt, const fk_token_data
         ev.step = done_steps;
         ev.steps = o->steps;
         ev.loss = (float)(sl / o->grad_accum);
-        ev.clm_loss = o->teacher ? NAN : ev.loss;  // the engine returns the mixed loss and the teacher term
+        // the engine returns the mixed loss and the teacher term: the CLM part is what the mix leaves
+        float lam = o->teacher ? o->teacher->lambda : 1.0f;
+        ev.clm_loss = lam > 0 ? (ev.loss - (1 - lam) * (float)(sf / o->grad_accum)) / lam : NAN;
         ev.fusion_loss = o->teacher ? (float)(sf / o->grad_accum) : NAN;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
