@@ -20,25 +20,10 @@ A=fkb$$a B=fkb$$b
 D=$(mktemp -d)
 cleanup() { ip netns del "$A" 2> /dev/null || true; ip netns del "$B" 2> /dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
-ip netns add "$B"
-ip link add "${A}v" type veth peer name "${B}v"
-ip link set "${A}v" netns "$A"
-ip link set "${B}v" netns "$B"
-for n in "$A" "$B"; do
-    i=$([ "$n" = "$A" ] && echo 1 || echo 2)
-    ip netns exec "$n" sh -c "ip link set lo up && ip addr del 127.0.0.1/8 dev lo && ip addr add 127.0.0.1/32 dev lo &&
-        sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.${n}v.route_localnet=1 &&
-        ip addr add 127.0.99.$i/24 dev ${n}v && ip link set ${n}v up &&
-        tc qdisc add dev ${n}v root tbf rate $RATE burst 1mb latency 400ms"
-done
-cat > "$D/agent.sh" << AGENT
-#!/bin/sh
-h=\$1; shift
-case "\$h" in 127.0.99.2) exec ip netns exec $B sh -c "\$*" ;; *) exec ip netns exec $A sh -c "\$*" ;; esac
-AGENT
-chmod +x "$D/agent.sh"
+. "$(cd "$(dirname "$0")/.." && pwd)/tools/netns_pair.sh"
+netns_pair "$A" "$B" "$D" "$RATE"
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-NET="ip netns exec $A mpirun -np 2 --host 127.0.99.1,127.0.99.2 --mca plm_rsh_agent $D/agent.sh --mca btl tcp,self --mca btl_tcp_if_include 127.0.99.0/24 --mca oob_tcp_if_include 127.0.99.0/24 -x FUSEKIT_MPI_BUCKETS -x OMP_NUM_THREADS ${MPI_EXTRA:-}"
+NET="$(netns_mpirun "$A" "$D") -x FUSEKIT_MPI_BUCKETS -x OMP_NUM_THREADS ${MPI_EXTRA:-}"
 C=$(cd "$(dirname "$0")/.." && pwd)/../shared/data/corpora/wikitext2/valid.txt
 if [ -f "$C" ]; then cp "$C" "$D/text.txt"
 else awk 'BEGIN { for (i = 0; i < 40000; i++) printf "line %d: the cat sat on the mat, the dog ran to the %s.\n", i % 97, (i % 2 ? "door" : "tree") }' > "$D/text.txt"; fi

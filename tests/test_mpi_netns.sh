@@ -21,27 +21,10 @@ fi
 D=$(mktemp -d)
 cleanup() { ip netns del "$A" 2> /dev/null || true; ip netns del "$B" 2> /dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
-ip netns add "$B"
-ip link add "${A}v" type veth peer name "${B}v"
-ip link set "${A}v" netns "$A"
-ip link set "${B}v" netns "$B"
-# 127.0.99.0/24 on the veth: lo keeps 127.0.0.1 alone, so the range routes over the link
-# (route_localnet lets loopback-range packets use a real interface)
-for n in "$A" "$B"; do
-    i=$([ "$n" = "$A" ] && echo 1 || echo 2)
-    ip netns exec "$n" sh -c "ip link set lo up && ip addr del 127.0.0.1/8 dev lo && ip addr add 127.0.0.1/32 dev lo &&
-        sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.${n}v.route_localnet=1 &&
-        ip addr add 127.0.99.$i/24 dev ${n}v && ip link set ${n}v up"
-done
-cat > "$D/agent.sh" << AGENT
-#!/bin/sh
-# Open MPI's rsh agent: "host command ..." runs the command inside that host's namespace
-h=\$1; shift
-case "\$h" in 127.0.99.2) exec ip netns exec $B sh -c "\$*" ;; *) exec ip netns exec $A sh -c "\$*" ;; esac
-AGENT
-chmod +x "$D/agent.sh"
+. "$(cd "$(dirname "$0")/.." && pwd)/tools/netns_pair.sh"
+netns_pair "$A" "$B" "$D"
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-NET="timeout 300 ip netns exec $A mpirun -np 2 --host 127.0.99.1,127.0.99.2 --mca plm_rsh_agent $D/agent.sh --mca btl tcp,self --mca btl_tcp_if_include 127.0.99.0/24 --mca oob_tcp_if_include 127.0.99.0/24"
+NET="timeout 300 $(netns_mpirun "$A" "$D")"
 awk 'BEGIN { for (i = 0; i < 1200; i++) printf "line %d: the cat sat on the mat, the dog ran to the %s.\n", i % 23, (i % 2 ? "door" : "tree") }' > "$D/text.txt"
 ARGS="--data $D/text.txt --steps 30 --batch 4 --ctx 32 --d-model 32 --layers 2 --heads 2 --log-every 5 --eval-every 10 --precision fp32 --seed 7"
 rx0=$(ip netns exec "$B" cat "/sys/class/net/${B}v/statistics/rx_bytes")

@@ -709,6 +709,25 @@ static fk_status check_gradient(const fk_model *m, int64_t step) {
     return FK_OK;
 }
 
+// A finished step's event, its evaluation and checkpoint fields left empty (val_* NaN); the losses
+// are the step's sums over its micro-batches.
+static fk_train_event step_event(const fk_train_opts *o, int64_t done_steps, double loss, double clm, double fus, float lr, double gn,
+                                 double t0, int64_t tokens) {
+    fk_train_event ev = {0};
+    ev.step = done_steps;
+    ev.steps = o->steps;
+    ev.loss = (float)(loss / o->grad_accum);
+    ev.clm_loss = (float)(clm / o->grad_accum);
+    ev.fusion_loss = o->teacher ? (float)(fus / o->grad_accum) : NAN;
+    ev.lr = lr;
+    ev.grad_norm = (float)gn;
+    ev.elapsed_s = fk_time_s() - t0;
+    ev.tokens_per_s = (double)tokens / (ev.elapsed_s > 0 ? ev.elapsed_s : 1e-9);
+    ev.val_loss = NAN;
+    ev.val_bpb = NAN;
+    return ev;
+}
+
 // ------------------------------------------------------------------ the steps on a GPU
 // The same loop on the CUDA engine: each micro-batch's forward and backward on the device, the
 // gradient norm and AdamW there too; the host model and optimizer receive the weights and moments
@@ -771,20 +790,10 @@ static fk_status train_steps_gpu(fk_model *m, fk_adamw *opt, const fk_token_data
         opt->t++;
         if ((st = fk_gpu_adamw(g, opt->t, lr, opt->o.beta1, opt->o.beta2, opt->o.eps, opt->o.weight_decay, scale)) != FK_OK) break;
         int64_t done_steps = step + 1;
-        fk_train_event ev = {0};
-        ev.step = done_steps;
-        ev.steps = o->steps;
-        ev.loss = (float)(sl / o->grad_accum);
         // the engine returns the mixed loss and the teacher term: the CLM part is what the mix leaves
         float lam = o->teacher ? o->teacher->lambda : 1.0f;
-        ev.clm_loss = lam > 0 ? (ev.loss - (1 - lam) * (float)(sf / o->grad_accum)) / lam : NAN;
-        ev.fusion_loss = o->teacher ? (float)(sf / o->grad_accum) : NAN;
-        ev.lr = lr;
-        ev.grad_norm = (float)gn;
-        ev.elapsed_s = fk_time_s() - t0;
-        ev.tokens_per_s = (double)tokens / (ev.elapsed_s > 0 ? ev.elapsed_s : 1e-9);
-        ev.val_loss = NAN;
-        ev.val_bpb = NAN;
+        double clm = lam > 0 ? (sl - (1 - lam) * sf) / lam : NAN;
+        fk_train_event ev = step_event(o, done_steps, sl, clm, sf, lr, gn, t0, tokens);
         bool last = done_steps == o->steps;
         bool want_val = val && ((o->eval_every > 0 && done_steps % o->eval_every == 0) || last);
         bool stop = !last && o->stop && *o->stop;
@@ -860,18 +869,7 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
         if (sharded(opt)) zero1_exchange(m, size);
 
         int64_t done_steps = step + 1;
-        fk_train_event ev = {0};
-        ev.step = done_steps;
-        ev.steps = o->steps;
-        ev.loss = (float)(sum.loss / o->grad_accum);
-        ev.clm_loss = (float)(sum.clm / o->grad_accum);
-        ev.fusion_loss = o->teacher ? (float)(sum.fus / o->grad_accum) : NAN;
-        ev.lr = lr;
-        ev.grad_norm = (float)gn;
-        ev.elapsed_s = fk_time_s() - t0;
-        ev.tokens_per_s = (double)tokens / (ev.elapsed_s > 0 ? ev.elapsed_s : 1e-9);
-        ev.val_loss = NAN;
-        ev.val_bpb = NAN;
+        fk_train_event ev = step_event(o, done_steps, sum.loss, sum.clm, sum.fus, lr, gn, t0, tokens);
         bool last = done_steps == o->steps;
         if (val && ((o->eval_every > 0 && done_steps % o->eval_every == 0) || last)) {
             fk_eval_result r;
