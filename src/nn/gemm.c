@@ -7,6 +7,7 @@
 // oneDNN uses AMX tiles where the CPU, the kernel and ONEDNN_MAX_CPU_ISA allow them: the one path
 // measured faster than fp32 (fk_bf16_fast; FK_PRECISION_AUTO resolves to bf16 there only).
 #include "nn/gemm.h"
+#include "nn/attn_amx.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -83,17 +84,11 @@ fk_precision fk_precision_resolve(fk_precision p) {
 const char *fk_matmul_backend(void) {
     if (g_precision == FK_PRECISION_FP32) return "fp32 (OpenBLAS)";
     if (!use_dnnl()) return "bf16 emulated (inputs rounded to bf16, OpenBLAS fp32 sgemm)";
-    return dnnl_amx() ? "bf16 (oneDNN, AMX-BF16 tiles)" : "bf16 (oneDNN, AVX512-BF16)";
+    if (!dnnl_amx()) return "bf16 (oneDNN, AVX512-BF16)";
+    return fk_attn_amx_on() ? "bf16 (oneDNN, AMX-BF16 tiles; attention on AMX tiles)" : "bf16 (oneDNN, AMX-BF16 tiles)";
 }
 
-// fk_f32_to_bf16 (round to nearest even, NaN kept quiet) inlined and branch-free, so that the
-// conversion loops below vectorize: a call per element costs more than the products it feeds.
-static inline uint32_t bf16_bits(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1)) >> 16, nan = (x >> 16) | 0x40u;
-    return (x & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
-}
+#define bf16_bits fk_bf16_rne
 
 static inline float bf16_float(float f) {
     uint32_t x = bf16_bits(f) << 16;

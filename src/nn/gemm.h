@@ -4,7 +4,19 @@
 #define FK_NN_GEMM_H
 #include <cblas.h>
 
+#include <stdint.h>
+#include <string.h>
+
 #include "fusekit/model.h"
+
+// fk_f32_to_bf16 (round to nearest even, NaN kept quiet) inlined and branch-free, so that
+// conversion loops vectorize: a call per element costs more than the products it feeds.
+static inline uint32_t fk_bf16_rne(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1)) >> 16, nan = (x >> 16) | 0x40u;
+    return (x & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
 
 void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);

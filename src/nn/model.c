@@ -3,6 +3,7 @@
 #include "fusekit/model.h"
 #include "nn/ops.h"
 #include "nn/gemm.h"
+#include "nn/attn_amx.h"
 #include "nn/moe.h"
 #include "base/par.h"
 #include "fusekit/quants.h"
@@ -802,7 +803,9 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
         }
         k = io->kc; v = io->vc; d.kv_stride = KVD; d.kv_seq = 0;
     }
-    fk_attention_forward(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->scratch, io->nthr);
+    // under bf16 on AMX tiles, blocks of queries take the tiles (one query, a KV-cache step, stays fp32)
+    if (!(io->n >= 16 && fk_attention_forward_amx(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr)))
+        fk_attention_forward(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->scratch, io->nthr);
     // An inference forward (the residual updated in place, nothing kept for a backward) of an
     // arena model without post-norms lets the GEMM add the bias and the residual, and apply
     // GELU, where it stores the product (fk_sgemm_fused: oneDNN's bf16 path; false elsewhere,
@@ -1079,8 +1082,10 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         zero(a->datt, N * Dl);
         fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
         zero(a->dqkv, N * QDl);
-        fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
-                              layer_window(c, l), a->scratch, a->nthr);
+        if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
+                                       layer_window(c, l), a->nthr))
+            fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
+                                  layer_window(c, l), a->scratch, a->nthr);
         if (c->pos == FK_POS_ROPE) {
             const float *cs, *sn;
             layer_rope(m, l, &cs, &sn);

@@ -1,0 +1,29 @@
+// Internal: causal attention with its products on AMX tiles (bf16 operands, fp32 accumulation),
+// taken under bf16 precision where the matrix products run on AMX tiles too (see attn_amx.c).
+#ifndef FK_NN_ATTN_AMX_H
+#define FK_NN_ATTN_AMX_H
+#include <stdbool.h>
+
+#include "nn/ops.h"
+
+// True when attention's products take the tiles now: the matrix-product precision is bf16 on
+// oneDNN's AMX-BF16 kernels (fk_bf16_fast), the CPU has AMX-BF16 and AVX512-BF16, the kernel
+// granted this process the tile data, and FUSEKIT_ATTN_AMX is not "0" (the switch that keeps
+// attention in fp32 under bf16, as before, to compare the two).
+bool fk_attn_amx_on(void);
+
+// fk_attention_forward's contract (ops_impl.h: out (B,n,H*hd), probs (B,H,n,n) kept only with
+// p0 = 0, zero outside the visible keys within each FK_ATT_BLK row block's columns), with
+// q, k, v and the probabilities rounded to bf16 for the two products; scores, soft-cap, ALiBi,
+// mask and softmax in fp32. False (nothing written) when the tiles are not usable or its
+// buffers could not be allocated: the caller then runs the fp32 kernel.
+bool fk_attention_forward_amx(float *out, float *probs, const float *q, const float *k, const float *v,
+                              const fk_att_dims *d, float scale, float softcap, int nthr);
+
+// fk_attention_backward's contract (adds into dqkv; probs the forward's), its four products on
+// the tiles with bf16 operands (dO, q, k, v, P and dS rounded) and fp32 accumulation. False,
+// nothing added, when the tiles are not usable or its buffers could not be allocated.
+bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, int64_t B,
+                               int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale, float softcap,
+                               int64_t window, int nthr);
+#endif
