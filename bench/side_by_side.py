@@ -39,7 +39,7 @@ def main(argv):
     for (c, m, who), rs in runs.items():
         tps = statistics.median(r["tokens_per_s"] for r in rs)
         gf = statistics.median(r["gflops"] for r in rs)
-        peak = peaks.get(who.split()[-1])
+        peak = peaks.get("bf16" if "bf16" in who else "fp32")
         row = {"summary": "median", "config": c, "mode": m, "contender": who, "runs": len(rs),
                "tokens_per_s": round(tps, 1), "per_round": [round(r["tokens_per_s"], 1) for r in rs],
                "gflops": round(gf, 1), "mfu": round(gf / peak, 3) if peak else None,

@@ -270,6 +270,48 @@ static void test_gemm_fused(void **s) {
     fk_model_free(&m);
 }
 
+// fk_sgemm_backward (dout rounded once for both products) gives the two fk_sgemm calls it
+// replaces bit for bit, on every path (fp32, the emulation, oneDNN), adding to what is there
+// (and with dinp_beta 0 the same as adding to zeros, up to the sign of a zero);
+// shapes above and below oneDNN's minimum, rows not a multiple of anything.
+static void test_gemm_backward_pair(void **s) {
+    (void)s;
+    static const int shapes[][3] = {{300, 96, 160}, {257, 64, 8192}, {7, 5, 3}, {129, 256, 33}};
+    fk_rng r;
+    fk_rng_seed(&r, 5);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int N = shapes[t][0], C = shapes[t][1], OC = shapes[t][2];
+        float *dout = malloc((size_t)N * OC * 4), *inp = malloc((size_t)N * C * 4), *w = malloc((size_t)OC * C * 4);
+        float *dx0 = malloc((size_t)N * C * 4), *dw0 = malloc((size_t)OC * C * 4), *dx1 = malloc((size_t)N * C * 4),
+              *dw1 = malloc((size_t)OC * C * 4);
+        for (int i = 0; i < N * OC; i++) dout[i] = fk_rng_normal(&r);
+        for (int i = 0; i < N * C; i++) inp[i] = fk_rng_normal(&r), dx0[i] = dx1[i] = fk_rng_normal(&r);
+        for (int i = 0; i < OC * C; i++) w[i] = fk_rng_normal(&r), dw0[i] = dw1[i] = fk_rng_normal(&r);
+        float *x0 = malloc((size_t)N * C * 4), *g0 = malloc((size_t)OC * C * 4);
+        memcpy(x0, dx0, (size_t)N * C * 4);
+        memcpy(g0, dw0, (size_t)OC * C * 4);
+        for (int path = 0; path <= N_PATHS; path++) {
+            if (path < N_PATHS && !bf16_path(path)) continue;
+            if (path == N_PATHS) fp32_path();
+            memcpy(dx0, x0, (size_t)N * C * 4); memcpy(dx1, x0, (size_t)N * C * 4);
+            memcpy(dw0, g0, (size_t)OC * C * 4); memcpy(dw1, g0, (size_t)OC * C * 4);
+            fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, 1, dx0, C);
+            fk_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1, dout, OC, inp, C, 1, dw0, C);
+            fk_sgemm_backward(N, C, OC, dout, inp, w, 1, dx1, dw1);
+            assert_memory_equal(dx0, dx1, (size_t)N * C * 4);
+            assert_memory_equal(dw0, dw1, (size_t)OC * C * 4);
+            assert_memory_not_equal(dx1, x0, (size_t)N * C * 4);  // it did add
+            // dinp_beta 0 overwrites (whatever dinp held, NaN too): the product into zeros
+            for (int i = 0; i < N * C; i++) dx0[i] = 0, dx1[i] = NAN;
+            fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, 1, dx0, C);
+            fk_sgemm_backward(N, C, OC, dout, inp, w, 0, dx1, dw1);
+            for (int i = 0; i < N * C; i++) assert_true(dx0[i] == dx1[i]);
+        }
+        print_message("  %d x %d x %d: equal bit for bit on every path\n", N, C, OC);
+        free(dout); free(inp); free(w); free(dx0); free(dw0); free(dx1); free(dw1); free(x0); free(g0);
+    }
+}
+
 static void test_precision_parse(void **s) {
     (void)s;
     fk_precision p;
@@ -569,6 +611,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_fp32_unchanged, teardown_fp32),
         cmocka_unit_test_teardown(test_gemv_bf16, teardown_fp32),
         cmocka_unit_test_teardown(test_gemm_fused, teardown_fp32),
+        cmocka_unit_test_teardown(test_gemm_backward_pair, teardown_fp32),
         cmocka_unit_test(test_precision_parse),
         cmocka_unit_test_teardown(test_precision_auto, teardown_fp32),
         cmocka_unit_test_teardown(test_golden_models_bf16, teardown_fp32),

@@ -28,6 +28,11 @@ void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, 
 typedef enum { FK_EP_NONE, FK_EP_GELU_TANH } fk_epilogue;
 bool fk_sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float beta,
                     fk_epilogue ep, float *C, int ldc);
+// A layer's two backward products, dinp (N x C) = dinp_beta dinp + dout (N x OC) w (OC x C) and
+// dw (OC x C) += dout^T inp (inp N x C), all packed: fk_sgemm's results, with dout rounded to
+// bf16 once for both where bf16 runs on oneDNN (the same rounding each product would make of it).
+void fk_sgemm_backward(int N, int C, int OC, const float *dout, const float *inp, const float *w, float dinp_beta, float *dinp,
+                       float *dw);
 // C (M x N, row stride ldc) = A (M x K) B^T + bias, B (N x K), bias a row of N added to every
 // row: a layer's forward. Under bf16 on oneDNN the bias joins the product's store.
 void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float *C, int ldc);

@@ -1038,9 +1038,9 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             for (int64_t j = 0; j < V; j++) a->logits[i * V + j] *= a->row_w[i];
     a->have_row_w = false;
     if (m->vocab_real > 0) fk_vocab_mask_backward(a->logits, N, V, m->vocab_real);
-    // every op's backward adds into its input gradients: each buffer is zeroed before its first use
-    zero(a->dln, N * C);
-    fk_matmul_backward(a->dln, m->g + m->lm_head, GP(m->lm_head_b), a->logits, a->lnf, m->w + m->lm_head, N, C, V);
+    // every op's backward adds into its input gradients: each buffer is zeroed before its first use,
+    // or its first writer overwrites it (the products' dinp_beta 0)
+    fk_matmul_backward_beta(a->dln, m->g + m->lm_head, GP(m->lm_head_b), a->logits, a->lnf, m->w + m->lm_head, N, C, V, 0);
     zero(a->dresid, N * C);
     norm_backward(m, a->dresid, a->dln, a->resid + c->n_layer * N * C, a->lnf_mean, a->lnf_rstd, m->lnf_w, m->lnf_b, N);
     for (int64_t l = c->n_layer - 1; l >= 0; l--) {
@@ -1068,19 +1068,17 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             dfo = fk_moe_backward(m, l, &ms, &a->moe, dfo, ln2, dmlp_in, a->tmp, N);
         }
         if (F > 0) {
-            zero(a->dact, N * F);
-            fk_matmul_backward(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C);
+            fk_matmul_backward_beta(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C, 0);
             zero(a->dpre, N * UP);
             mlp_act_backward(c, a->dpre, pre, a->dact, N, F);
-            if (!c->moe[l]) zero(dmlp_in, N * C);
-            fk_matmul_backward(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
-                               m->w + o->up_w, N, C, UP);
+            // (a MoE layer's experts have started dmlp_in: added to; else overwritten)
+            fk_matmul_backward_beta(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
+                                    m->w + o->up_w, N, C, UP, c->moe[l] ? 1 : 0);
         }
         if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + s * N, a->ln2_rstd + s * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
         const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
-        zero(a->datt, N * Dl);
-        fk_matmul_backward(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C);
+        fk_matmul_backward_beta(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C, 0);
         zero(a->dqkv, N * QDl);
         if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
                                        layer_window(c, l), a->nthr))
@@ -1096,9 +1094,8 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             fk_qknorm_backward(a->dqkv, m->g + o->q_norm_w, m->g + o->k_norm_w, a->qk_pre + s * N * QKH * c->head_dim,
                                m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + s * N * QKH, N, &G, c->norm_offset);
         }
-        zero(a->dln, N * C);
         if (c->clip_qkv > 0) fk_clamp_backward(a->dqkv, qkv, N * QDl, c->clip_qkv);  // qkv: clamped, neither rotated nor normed
-        fk_matmul_backward(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl);
+        fk_matmul_backward_beta(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl, 0);
         if (c->residual == FK_RESID_PARALLEL_SHARED) add_inplace(a->dln, a->dln, a->tmp, N * C);
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + s * N, a->ln1_rstd + s * N, o->ln1_w, o->ln1_b, N);
         if (c->residual == FK_RESID_PARALLEL)

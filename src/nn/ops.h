@@ -8,6 +8,7 @@
 #define FK_GEMM fk_sgemm  // fp32 or bf16 products (nn/gemm.h)
 #define FK_GEMV fk_sgemv
 #define FK_GEMM_BIAS fk_sgemm_bias
+#define FK_GEMM_BACKWARD fk_sgemm_backward
 // Attention's products (q k^T, p v and their gradients) stay fp32 under bf16: row blocks of a few
 // dozen rows, too small for oneDNN to gain on (its per-call cost and AVX-512 kernels made them the
 // slowest part of a bf16 run), and never weights.
@@ -23,6 +24,7 @@
 #undef FK_EXP
 #undef FK_GEMV
 #undef FK_GEMM_BIAS
+#undef FK_GEMM_BACKWARD
 #undef FK_TANH
 #undef FK_ERF
 #endif

@@ -4,7 +4,8 @@
 // Before including, define: real (the scalar), FK_OP(name) (the instantiated name),
 // FK_GEMM and FK_GEMV (cblas_sgemm/sgemv or cblas_dgemm/dgemv), FK_GEMM_ATTN (attention's
 // score and value products: cblas_sgemm or cblas_dgemm, full precision under bf16 too), FK_EXP,
-// FK_TANH and FK_ERF (exp/tanh/erf for real).
+// FK_TANH and FK_ERF (exp/tanh/erf for real); optionally FK_GEMM_BIAS (a product with its bias
+// added where it is stored) and FK_GEMM_BACKWARD (a layer's two backward products at once).
 // Conventions: outputs first, then inputs, then weights, then dimensions; a shape comment
 // on top of each op.
 // Backward convention: every backward ADDS into the gradients it produces, of its inputs and of
@@ -50,13 +51,23 @@ static inline void FK_OP(matmul_forward)(real *out, const real *inp, const real 
     }
 }
 
-// dout is (N,OC); dinp (N,C) (NULL: skipped), dw (OC,C) and db (OC) are added to.
-static inline void FK_OP(matmul_backward)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
-                                          const real *w, int64_t N, int64_t C, int64_t OC) {
-    if (dinp)
-        FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1, dout, (int)OC, w, (int)C, 1, dinp, (int)C);
-    if (dw)
-        FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1, dout, (int)OC, inp, (int)C, 1, dw, (int)C);
+// dout is (N,OC); dinp (N,C) (NULL: skipped) is dinp_beta dinp + dout w (dinp_beta 1 adds, as
+// every backward does; 0 overwrites, so a caller need not zero it first), dw (OC,C) and db (OC)
+// are added to.
+static inline void FK_OP(matmul_backward_beta)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
+                                               const real *w, int64_t N, int64_t C, int64_t OC, real dinp_beta) {
+#ifdef FK_GEMM_BACKWARD
+    if (dinp && dw)  // both products at once (the library rounds dout once for both under bf16)
+        FK_GEMM_BACKWARD((int)N, (int)C, (int)OC, dout, inp, w, dinp_beta, dinp, dw);
+    else
+#endif
+    {
+        if (dinp)
+            FK_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1, dout, (int)OC, w, (int)C, dinp_beta, dinp,
+                    (int)C);
+        if (dw)
+            FK_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1, dout, (int)OC, inp, (int)C, 1, dw, (int)C);
+    }
     if (db) {
         // columns split across threads, rows summed in order: deterministic and vectorized
         #pragma omp parallel for if (N * OC > FK_OMP_MIN_WORK)
@@ -68,6 +79,12 @@ static inline void FK_OP(matmul_backward)(real *dinp, real *dw, real *db, const 
             for (int64_t o = o0; o < o1; o++) db[o] += acc[o - o0];
         }
     }
+}
+
+// dout is (N,OC); dinp (N,C) (NULL: skipped), dw (OC,C) and db (OC) are added to.
+static inline void FK_OP(matmul_backward)(real *dinp, real *dw, real *db, const real *dout, const real *inp,
+                                          const real *w, int64_t N, int64_t C, int64_t OC) {
+    FK_OP(matmul_backward_beta)(dinp, dw, db, dout, inp, w, N, C, OC, 1);
 }
 
 // ------------------------------------------------------------------ embeddings
