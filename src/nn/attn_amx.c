@@ -319,38 +319,68 @@ bool fk_attention_forward_amx(float *out, float *probs, const float *q, const fl
     return true;
 }
 
-// One thread's buffers for the backward, per (sequence, kv head): keys and values packed, the
-// keys' and values' gradients summed over the group's heads; per row block: the block's
+// One thread's buffers for the backward, per (sequence, kv head): keys and values packed, and
+// the keys' and values' gradients summed over the group's heads, transposed (hd x keys: the
+// products that make them take the block's 32 rows as their summed dimension, so only the
+// block's small dO and q are transposed, never its rows of T probabilities); per row block: its
 // gradient rows, queries, probabilities and score gradients in the layouts their products take.
 typedef struct {
     uint32_t *vt, *kv, *kt;   // V^T pairs along hd (dP = dO V^T), K pairs along keys (dQ = dS K), K^T (soft-cap)
-    uint32_t *dov, *qv;       // the block's dO and q in pairs along its rows (dV += P^T dO, dK += dS^T q)
-    uint16_t *dob, *qb;       // the block's dO and q, bf16 rows
-    uint16_t *dsb, *dst, *pt; // dS rows (QB x Tp), dS^T and P^T (Tp x QB)
+    uint32_t *pp, *dsp;       // P and dS in pairs along the block's rows (QB/2 x Tp)
+    uint16_t *dob, *qb;       // the block's dO and q, bf16 rows (QB x hdp)
+    uint16_t *dot, *qt;       // the same transposed (hdp x QB)
+    uint16_t *pb, *dsb;       // P and dS, bf16 rows (QB x Tp)
     float *dp, *s, *dq;       // dP and raw scores (QB x Tp), dQ (QB x hdp)
-    float *dk, *dv;           // (Tp x hdp)
+    float *dkt, *dvt;         // dK^T, dV^T (hdp x Tp)
 } bwd_bufs;
 
 static size_t bwd_floats(int64_t Tp, int64_t hdp) {
-    return (size_t)(3 * Tp * hdp / 2 + 2 * (QB / 2) * hdp + QB * hdp + 3 * QB * Tp / 2 + 2 * QB * Tp + QB * hdp +
+    return (size_t)(3 * Tp * hdp / 2 + 2 * (QB / 2) * Tp + 2 * QB * hdp + QB * Tp + 2 * QB * Tp + QB * hdp +
                     2 * Tp * hdp + 64);
 }
 
 static void bwd_carve(bwd_bufs *f, float *base, int64_t Tp, int64_t hdp) {
 #define CARVE(field, type, count) do { f->field = (type *)base; base += (count); } while (0)
     CARVE(vt, uint32_t, hdp / 2 * Tp); CARVE(kv, uint32_t, Tp / 2 * hdp); CARVE(kt, uint32_t, hdp / 2 * Tp);
-    CARVE(dov, uint32_t, QB / 2 * hdp); CARVE(qv, uint32_t, QB / 2 * hdp);
+    CARVE(pp, uint32_t, QB / 2 * Tp); CARVE(dsp, uint32_t, QB / 2 * Tp);
     CARVE(dob, uint16_t, QB * hdp / 2); CARVE(qb, uint16_t, QB * hdp / 2);
-    CARVE(dsb, uint16_t, QB * Tp / 2); CARVE(dst, uint16_t, Tp * QB / 2); CARVE(pt, uint16_t, Tp * QB / 2);
+    CARVE(dot, uint16_t, hdp * QB / 2); CARVE(qt, uint16_t, hdp * QB / 2);
+    CARVE(pb, uint16_t, QB * Tp / 2); CARVE(dsb, uint16_t, QB * Tp / 2);
     CARVE(dp, float, QB * Tp); CARVE(s, float, QB * Tp); CARVE(dq, float, QB * hdp);
-    CARVE(dk, float, Tp * hdp); CARVE(dv, float, Tp * hdp);
+    CARVE(dkt, float, hdp * Tp); CARVE(dvt, float, hdp * Tp);
 #undef CARVE
 }
 
-// C (rows r0..r1 of A, 32 at a time) += A (bf16 rows of 32, the block's rows as the summed
-// dimension) B (QB/2 pair rows of hdp): the keys' gradients from one row block.
-AMX_TARGET static void key_rows_product(float *C, const uint16_t *A, const uint32_t *B, int64_t r0, int64_t r1, int64_t hdp) {
-    for (int64_t r = r0; r < r1; r += 32) tile_product(C + r * hdp, hdp, A + r * QB, QB, B, hdp, 0, QB, 0, hdp, true);
+// dst (hdp x QB) = src (QB x hdp) transposed, bf16.
+static void transpose_block(uint16_t *dst, const uint16_t *src, int64_t hdp) {
+    for (int64_t e = 0; e < hdp; e++)
+        for (int64_t i = 0; i < QB; i++) dst[e * QB + i] = src[i * hdp + e];
+}
+
+// pairs (QB/2 x ld) from bf16 rows (QB x ld), columns [j0, j1) (multiples of 32):
+// pairs[r][j] = (rows[2r][j], rows[2r+1][j]).
+AMX_TARGET static void pair_rows(uint32_t *pairs, const uint16_t *rows, int64_t ld, int64_t j0, int64_t j1) {
+    // interleave a's 32 halves (the low words) with b's (the high ones): two 16-pair results
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5,
+                                        36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23, 54, 22,
+                                        53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
+    for (int64_t r = 0; r < QB / 2; r++) {
+        const uint16_t *a = rows + 2 * r * ld, *b = a + ld;
+        uint32_t *o = pairs + r * ld;
+        for (int64_t j = j0; j < j1; j += 32) {
+            __m512i va = _mm512_loadu_si512(a + j), vb = _mm512_loadu_si512(b + j);
+            _mm512_storeu_si512(o + j, _mm512_permutex2var_epi16(va, lo, vb));
+            _mm512_storeu_si512(o + j + 16, _mm512_permutex2var_epi16(va, hi, vb));
+        }
+    }
+}
+
+// C^T (hdp x Tp, fp32) += At (hdp x QB bf16) B (QB/2 pair rows, columns [j0, j1)): a key gradient's
+// transpose from one row block, 32 of its hd rows at a time.
+AMX_TARGET static void key_grad_product(float *Ct, const uint16_t *At, const uint32_t *B, int64_t Tp, int64_t hdp, int64_t j0,
+                                        int64_t j1) {
+    for (int64_t e = 0; e < hdp; e += 32) tile_product(Ct + e * Tp, Tp, At + e * QB, QB, B, Tp, 0, QB, j0, j1, true);
 }
 
 // The work of a backward's team: its arguments, then each thread's part.
@@ -379,29 +409,28 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                 pack_pairs_t(f.vt, v, QKVD, T, hd, Tp, hdp);
                 pack_pairs(f.kv, k, QKVD, T, hd, Tp, hdp);
                 if (softcap > 0) pack_pairs_t(f.kt, k, QKVD, T, hd, Tp, hdp);
-                memset(f.dk, 0, (size_t)(Tp * hdp) * sizeof(float));
-                memset(f.dv, 0, (size_t)(Tp * hdp) * sizeof(float));
+                memset(f.dkt, 0, (size_t)(Tp * hdp) * sizeof(float));
+                memset(f.dvt, 0, (size_t)(Tp * hdp) * sizeof(float));
                 for (int64_t h = g * G; h < (g + 1) * G; h++) {
                     const float *q = qkv + b * T * QKVD + h * hd, *P = probs + (b * H + h) * T * T, *dO = dout + b * T * D + h * hd;
                     for (int64_t i0 = 0; i0 < T; i0 += QB) {
                         int64_t rows = T - i0 < QB ? T - i0 : QB, jt0 = fk_att_first_col(i0, window) & ~(int64_t)31;
                         int64_t jt1 = up32(i0 + rows);
                         rows_bf16(f.dob, hdp, dO + i0 * D, D, rows, hd);
-                        pack_pairs(f.dov, dO + i0 * D, D, rows, hd, QB, hdp);
-                        pack_pairs(f.qv, q + i0 * QKVD, QKVD, rows, hd, QB, hdp);
+                        rows_bf16(f.qb, hdp, q + i0 * QKVD, QKVD, rows, hd);
+                        transpose_block(f.dot, f.dob, hdp);
+                        transpose_block(f.qt, f.qb, hdp);
                         tile_product(f.dp, Tp, f.dob, hdp, f.vt, Tp, 0, hdp, jt0, jt1, false);  // dP = dO V^T
-                        if (softcap > 0) {  // the raw products q.k again, for the tanh's derivative
-                            rows_bf16(f.qb, hdp, q + i0 * QKVD, QKVD, rows, hd);
+                        if (softcap > 0)  // the raw products q.k again, for the tanh's derivative
                             tile_product(f.s, Tp, f.qb, hdp, f.kt, Tp, 0, hdp, jt0, jt1, false);
-                        }
-                        for (int64_t j = jt0; j < jt1; j++) {
-                            memset(f.dst + j * QB, 0, QB * 2);
-                            memset(f.pt + j * QB, 0, QB * 2);
-                        }
                         // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
                         for (int64_t ii = 0; ii < QB; ii++) {
-                            uint16_t *dsr = f.dsb + ii * Tp;
-                            if (ii >= rows) { memset(dsr + jt0, 0, (size_t)(jt1 - jt0) * 2); continue; }
+                            uint16_t *dsr = f.dsb + ii * Tp, *pr = f.pb + ii * Tp;
+                            if (ii >= rows) {
+                                memset(dsr + jt0, 0, (size_t)(jt1 - jt0) * 2);
+                                memset(pr + jt0, 0, (size_t)(jt1 - jt0) * 2);
+                                continue;
+                            }
                             int64_t i = i0 + ii, lo = fk_att_first_col(i, window);
                             const float *p = P + i * T;
                             float *dp = f.dp + ii * Tp, dot = 0;
@@ -413,17 +442,15 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                                 const float *sr = f.s + ii * Tp;
                                 for (int64_t j = lo; j <= i; j++) { float t = fk_fast_tanhf(sr[j] * scale / softcap); dp[j] *= 1 - t * t; }
                             }
-                            for (int64_t j = jt0; j < lo; j++) dsr[j] = 0;
-                            for (int64_t j = lo; j <= i; j++) {
-                                uint16_t ds = bf(dp[j]);
-                                dsr[j] = ds;
-                                f.dst[j * QB + ii] = ds;
-                                f.pt[j * QB + ii] = bf(p[j]);
-                            }
-                            for (int64_t j = i + 1; j < jt1; j++) dsr[j] = 0;
+                            for (int64_t j = jt0; j < lo; j++) dsr[j] = pr[j] = 0;
+                            #pragma omp simd
+                            for (int64_t j = lo; j <= i; j++) { dsr[j] = bf(dp[j]); pr[j] = bf(p[j]); }
+                            for (int64_t j = i + 1; j < jt1; j++) dsr[j] = pr[j] = 0;
                         }
-                        key_rows_product(f.dv, f.pt, f.dov, jt0, jt1, hdp);  // dV += P^T dO
-                        key_rows_product(f.dk, f.dst, f.qv, jt0, jt1, hdp);  // dK += dS^T q
+                        pair_rows(f.pp, f.pb, Tp, jt0, jt1);
+                        pair_rows(f.dsp, f.dsb, Tp, jt0, jt1);
+                        key_grad_product(f.dvt, f.dot, f.pp, Tp, hdp, jt0, jt1);   // dV^T += dO^T P
+                        key_grad_product(f.dkt, f.qt, f.dsp, Tp, hdp, jt0, jt1);   // dK^T += q^T dS
                         tile_product(f.dq, hdp, f.dsb, Tp, f.kv, hdp, jt0, jt1, 0, hdp, false);  // dQ = dS K
                         for (int64_t ii = 0; ii < rows; ii++) {
                             float *dq = dqkv + (b * T + i0 + ii) * QKVD + h * hd;
@@ -435,9 +462,7 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                 }
                 for (int64_t j = 0; j < T; j++) {
                     float *dk = dqkv + (b * T + j) * QKVD + D + g * hd, *dv = dk + KVH * hd;
-                    const float *sk = f.dk + j * hdp, *sv = f.dv + j * hdp;
-                    #pragma omp simd
-                    for (int64_t e = 0; e < hd; e++) { dk[e] += sk[e]; dv[e] += sv[e]; }
+                    for (int64_t e = 0; e < hd; e++) { dk[e] += f.dkt[e * Tp + j]; dv[e] += f.dvt[e * Tp + j]; }
                 }
             }
         _tile_release();
