@@ -6,7 +6,9 @@
 //    precision, and measurably further from it than from the rounded reference, so the test
 //    sees the rounding the kernel documents;
 //  - the probabilities the forward keeps: the rounded reference's, and exactly zero outside the
-//    visible keys within each FK_ATT_BLK row block's columns (the fp32 backward reads them).
+//    visible keys within each FK_ATT_BLK row block's columns (the fp32 backward reads them); the
+//    rows' log-sum-exp it keeps instead for training; the backward both from kept probabilities
+//    and from the log-sum-exp (recomputing them, ALiBi's slopes included).
 // Shapes cover GQA and MQA, head sizes padded to 32 (80) or not (32, 64, 128, 256), rows and keys
 // not multiples of 32, sliding windows, soft-capping, ALiBi, a KV cache (p0 > 0, its own key
 // stride). On a CPU without AMX-BF16 (or with the tiles off) the kernels must decline: the
@@ -55,7 +57,7 @@ static int64_t first_col(int64_t i, int64_t w) { return w > 0 && i - w + 1 > 0 ?
 // Row i (position p) of head h: probabilities p[lo..p] in double from q and keys k (row stride
 // ks), the operands rounded when round is set; returns lo.
 static int64_t ref_probs(double *pr, const float *q, const float *k, int64_t ks, int64_t hd, int64_t p, double scale,
-                         const shape *s, double slope, bool round) {
+                         const shape *s, double slope, bool round, double *lse) {
     int64_t lo = first_col(p, s->window);
     double mx = -INFINITY, sum = 0;
     for (int64_t j = lo; j <= p; j++) {
@@ -69,6 +71,7 @@ static int64_t ref_probs(double *pr, const float *q, const float *k, int64_t ks,
     }
     for (int64_t j = lo; j <= p; j++) sum += (pr[j] = exp(pr[j] - mx));
     for (int64_t j = lo; j <= p; j++) pr[j] /= sum;
+    if (lse) *lse = mx + log(sum);
     return lo;
 }
 
@@ -78,7 +81,8 @@ static void test_forward(void **state) {
     if (!fk_attn_amx_on()) {
         float o = 0;
         fk_att_dims d = {.B = 1, .n = 1, .H = 1, .KVH = 1, .hd = 32, .q_stride = 96, .kv_stride = 96, .kv_seq = 96};
-        assert_false(fk_attention_forward_amx(&o, NULL, &o, &o, &o, &d, 1, 0, 1));
+        assert_false(fk_attention_forward_amx(&o, NULL, NULL, &o, &o, &o, &d, 1, 0, 1));
+        assert_false(fk_attention_backward_amx(&o, &o, &o, &o, NULL, NULL, 1, 1, 1, 1, 32, 1, 0, 0, 1));
         print_message("  attention on AMX tiles is not available here (%s): the kernels decline, checked; nothing else to run\n",
                       fk_matmul_backend());
         fk_matmul_set_precision(FK_PRECISION_FP32);
@@ -103,10 +107,11 @@ static void test_forward(void **state) {
         float *out = malloc((size_t)(B * n * D) * sizeof(float)), *out2 = malloc((size_t)(B * n * D) * sizeof(float));
         float *probs = p0 == 0 ? malloc((size_t)(B * H * n * n) * sizeof(float)) : NULL;
         if (probs) for (int64_t i = 0; i < B * H * n * n; i++) probs[i] = NAN;  // every entry the contract names is written
-        assert_true(fk_attention_forward_amx(out, probs, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
-        assert_true(fk_attention_forward_amx(out2, NULL, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        float *lse = p0 == 0 ? malloc((size_t)(B * H * n) * sizeof(float)) : NULL;
+        assert_true(fk_attention_forward_amx(out, probs, lse, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        assert_true(fk_attention_forward_amx(out2, NULL, NULL, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
         double *pr = malloc((size_t)Tk * sizeof(double)), *pu = malloc((size_t)Tk * sizeof(double));
-        double err_r = 0, err_u = 0, err_p = 0, vmax = 0, ss_r = 0, ss_u = 0;
+        double err_r = 0, err_u = 0, err_p = 0, vmax = 0, ss_r = 0, ss_u = 0, err_lse = 0;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
                 int64_t g = h / (H / KVH);
@@ -114,8 +119,10 @@ static void test_forward(void **state) {
                 for (int64_t i = 0; i < n; i++) {
                     int64_t p = p0 + i;
                     const float *qi = q + (b * n + i) * qs + h * hd;
-                    int64_t lo = ref_probs(pr, qi, kb, ks, hd, p, scale, s, slopes[h], true);
-                    ref_probs(pu, qi, kb, ks, hd, p, scale, s, slopes[h], false);
+                    double want_lse;
+                    int64_t lo = ref_probs(pr, qi, kb, ks, hd, p, scale, s, slopes[h], true, &want_lse);
+                    ref_probs(pu, qi, kb, ks, hd, p, scale, s, slopes[h], false, NULL);
+                    if (lse) err_lse = fmax(err_lse, fabs(lse[(b * H + h) * n + i] - want_lse));
                     if (probs) {
                         const float *row = probs + ((b * H + h) * n + i) * n;
                         int64_t bi = i / FK_ATT_BLK * FK_ATT_BLK, bi1 = bi + FK_ATT_BLK < n ? bi + FK_ATT_BLK : n;
@@ -149,7 +156,11 @@ static void test_forward(void **state) {
         assert_true(err_u < 3e-2 * vmax);       // bf16's precision against plain attention
         assert_true(ss_r < 0.01 * ss_u);        // and far closer to the rounded arithmetic than to plain
         if (probs) assert_true(err_p < 2e-5);
-        free(q); free(kvbuf); free(out); free(out2); free(probs); free(pr); free(pu);
+        if (lse) {
+            print_message("  %-28s log-sum-exp max error %.2e\n", s->name, err_lse);
+            assert_true(err_lse < 1e-5);
+        }
+        free(q); free(kvbuf); free(out); free(out2); free(probs); free(lse); free(pr); free(pu);
     }
     fk_matmul_set_precision(FK_PRECISION_FP32);
     assert_false(fk_attn_amx_on());  // only under bf16
@@ -171,11 +182,13 @@ static void test_backward(void **state) {
     int nthr = omp_get_max_threads();
     for (size_t c = 0; c < sizeof SHAPES / sizeof SHAPES[0]; c++) {
         const shape *s = &SHAPES[c];
-        if (s->p0 > 0) continue;  // the backward is training's (ALiBi's constant biases change nothing in it: slope 0 here)
+        if (s->p0 > 0) continue;  // the backward is training's
         int64_t B = s->B, T = s->n, H = s->H, KVH = s->KVH, hd = s->hd, D = H * hd, QD = D + 2 * KVH * hd, G = H / KVH;
         double scale = 1 / sqrt((double)hd);
         float *qkv = randn(&r, B * T * QD, 1.5f), *dout = randn(&r, B * T * D, 1.0f);
-        float *probs = calloc((size_t)(B * H * T * T), sizeof(float));
+        float *probs = calloc((size_t)(B * H * T * T), sizeof(float)), *lse = malloc((size_t)(B * H * T) * sizeof(float));
+        float slopes[8];
+        for (int64_t h = 0; h < H; h++) slopes[h] = s->alibi ? (float)pow(2.0, -8.0 * (double)(h + 1) / (double)H) : 0;
         double *ds = malloc((size_t)T * sizeof(double)), *dq = calloc((size_t)(B * T * QD), sizeof(double));
         assert_non_null(probs); assert_non_null(dq);
         // the forward's probabilities (rounded q, k) and the reference gradients
@@ -186,7 +199,9 @@ static void test_backward(void **state) {
                 for (int64_t i = 0; i < T; i++) {
                     const float *qi = qkv + (b * T + i) * QD + h * hd, *dO = dout + (b * T + i) * D + h * hd;
                     float *P = probs + ((b * H + h) * T + i) * T;
-                    int64_t lo = ref_probs(ds, qi, kb, QD, hd, i, scale, s, 0, true);
+                    double l;
+                    int64_t lo = ref_probs(ds, qi, kb, QD, hd, i, scale, s, slopes[h], true, &l);
+                    lse[(b * H + h) * T + i] = (float)l;
                     for (int64_t j = lo; j <= i; j++) P[j] = (float)ds[j];
                     double dot = 0;
                     for (int64_t j = lo; j <= i; j++) {
@@ -213,20 +228,25 @@ static void test_backward(void **state) {
                 }
             }
         float *got = malloc((size_t)(B * T * QD) * sizeof(float));
-        for (int64_t i = 0; i < B * T * QD; i++) got[i] = 0.25f;  // the kernel adds to what is there
-        assert_true(fk_attention_backward_amx(got, dout, qkv, probs, B, T, H, KVH, hd, (float)scale, (float)s->softcap,
-                                              s->window, nthr));
-        double num = 0, den = 0, worst = 0, gmax = 0;
-        for (int64_t i = 0; i < B * T * QD; i++) {
-            double e = (double)got[i] - 0.25 - dq[i];
-            num += e * e; den += dq[i] * dq[i];
-            worst = fmax(worst, fabs(e)); gmax = fmax(gmax, fabs(dq[i]));
+        // with the kept probabilities, and with them recomputed from the log-sum-exp (ALiBi's
+        // slopes then matter: the recomputed scores need them)
+        for (int from_lse = 0; from_lse < 2; from_lse++) {
+            for (int64_t i = 0; i < B * T * QD; i++) got[i] = 0.25f;  // the kernel adds to what is there
+            assert_true(fk_attention_backward_amx(got, dout, qkv, from_lse ? NULL : probs, from_lse ? lse : NULL,
+                                                  s->alibi ? slopes : NULL, B, T, H, KVH, hd, (float)scale, (float)s->softcap,
+                                                  s->window, nthr));
+            double num = 0, den = 0, worst = 0, gmax = 0;
+            for (int64_t i = 0; i < B * T * QD; i++) {
+                double e = (double)got[i] - 0.25 - dq[i];
+                num += e * e; den += dq[i] * dq[i];
+                worst = fmax(worst, fabs(e)); gmax = fmax(gmax, fabs(dq[i]));
+            }
+            print_message("  %-28s dqkv (%s): relative L2 error %.2e, max |error| %.2e of max |grad| %.2f\n", s->name,
+                          from_lse ? "P from lse" : "kept P", sqrt(num / den), worst, gmax);
+            assert_true(sqrt(num / den) < 2e-3);
+            assert_true(worst < 1e-2 * gmax);
         }
-        print_message("  %-28s dqkv: relative L2 error %.2e, max |error| %.2e of max |grad| %.2f\n", s->name, sqrt(num / den),
-                      worst, gmax);
-        assert_true(sqrt(num / den) < 2e-3);
-        assert_true(worst < 1e-2 * gmax);
-        free(qkv); free(dout); free(probs); free(ds); free(dq); free(got);
+        free(qkv); free(dout); free(probs); free(lse); free(ds); free(dq); free(got);
     }
     fk_matmul_set_precision(FK_PRECISION_FP32);
 }

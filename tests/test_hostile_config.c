@@ -118,6 +118,27 @@ static void test_huge_sizes(void **s) {
             expect_error(fk_hf_load(&m, folder("huge", json, NULL)), FK_ERR_ARG, "huge/config.json", keys[i].key, NULL);
             free(json);
         }
+    // too many layers in families whose windows walk the layers while the config is read (before
+    // n_layer is checked): refused, nothing read past the layer table (fuzz_hf_config's find;
+    // the sanitizer runs of this test see any such read)
+    const char *windowed[] = {
+        "{\"model_type\": \"mistral\", \"sliding_window\": 16}",
+        "{\"model_type\": \"gemma2\", \"sliding_window\": 16, \"query_pre_attn_scalar\": 16}",
+        "{\"model_type\": \"qwen2\", \"use_sliding_window\": true, \"sliding_window\": 16, \"max_window_layers\": 1}",
+    };
+    for (size_t i = 0; i < sizeof windowed / sizeof windowed[0]; i++) {
+        cJSON *base = cJSON_Parse(BASE_JSON), *extra = cJSON_Parse(windowed[i]);
+        assert_non_null(base); assert_non_null(extra);
+        for (cJSON *e = extra->child; e; e = e->next) {
+            cJSON_DeleteItemFromObjectCaseSensitive(base, e->string);
+            cJSON_AddItemToObject(base, e->string, cJSON_Duplicate(e, true));
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(base, "num_hidden_layers");
+        cJSON_AddNumberToObject(base, "num_hidden_layers", 296);
+        char *j = cJSON_PrintUnformatted(base);
+        expect_error(fk_hf_config_parse(j, "w/config.json", &c), FK_ERR_ARG, "w/config.json", "num_hidden_layers", NULL);
+        free(j); cJSON_Delete(base); cJSON_Delete(extra);
+    }
     // the products: within every per-key limit, a KV cache over 2^40 floats
     char *json = with_key(BASE_JSON, "max_position_embeddings", "16777216"), *t = with_key(json, "head_dim", "4096");
     char *u = with_key(t, "num_key_value_heads", "2"), *w = with_key(u, "num_hidden_layers", "256");

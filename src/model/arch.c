@@ -364,10 +364,11 @@ int64_t arch_query_pre_attn_scalar(const fk_config *c) {
     return q >= 1 && q < 1e9 && (float)pow(q, -0.5) == (float)s ? (int64_t)q : 0;
 }
 
-bool arch_slides(const fk_config *c, int64_t l) { return c->sliding[l] && c->sliding_window > 0; }
+// (l within the layer table: a config being read may not have had n_layer checked yet)
+bool arch_slides(const fk_config *c, int64_t l) { return l >= 0 && l < FK_MAX_LAYERS && c->sliding[l] && c->sliding_window > 0; }
 
 bool arch_any_sliding(const fk_config *c) {
-    for (int64_t l = 0; l < c->n_layer; l++)
+    for (int64_t l = 0; l < c->n_layer && l < FK_MAX_LAYERS; l++)
         if (arch_slides(c, l)) return true;
     return false;
 }

@@ -16,7 +16,9 @@
 // runs 2 x 2 output tiles (tiles 0-3), two A tiles (4, 5) and two B tiles (6, 7).
 //
 // Everything between the products stays fp32 as in the fp32 kernel (ops_impl.h): the scale, the
-// soft-cap, ALiBi, the mask, the softmax; the probabilities kept for a backward are fp32. The
+// soft-cap, ALiBi, the mask, the softmax; probabilities kept for a backward are fp32. Training
+// keeps instead each row's log-sum-exp (B x H x T floats, not B x H x T x T), and the backward
+// recomputes the probabilities from the scores on the tiles (the flash-attention backward). The
 // result is that of the fp32 kernel with q, k, v and the probabilities rounded to bf16 (nearest
 // even) before their products, up to the order of the fp32 additions.
 //
@@ -45,7 +47,7 @@
 #endif
 
 #define QB 32          // query rows per block: two row tiles
-#define AMX_MAX_HD 256  // larger heads stay on the fp32 kernel
+#define AMX_MAX_HD FK_ATTN_AMX_MAX_HD
 
 #ifdef FK_AMX_BUILD
 #include <cpuid.h>
@@ -219,9 +221,9 @@ static void fwd_carve(fwd_bufs *f, float *base, int64_t Tkp, int64_t hdp) {
 
 // Softmax of one query row at position pi, from its raw products sr (columns lo..pi read), into
 // pr (bf16, the strip [jt0, jt1) written, zero outside lo..pi) and, with prow, fp32 probabilities
-// (lo..pi; zero in [z0, lo) and (pi, z1)).
-AMX_TARGET static void softmax_row(uint16_t *pr, float *prow, float *sr, int64_t lo, int64_t pi, int64_t jt0, int64_t jt1, int64_t z0,
-                        int64_t z1, float scale, float softcap, const float *alibi_h) {
+// (lo..pi; zero in [z0, lo) and (pi, z1)); with lse, the row's log-sum-exp of its final scores.
+AMX_TARGET static void softmax_row(uint16_t *pr, float *prow, float *lse, float *sr, int64_t lo, int64_t pi, int64_t jt0,
+                                   int64_t jt1, int64_t z0, int64_t z1, float scale, float softcap, const float *alibi_h) {
     float mx, sum = 0;
     if (softcap > 0)
         for (int64_t j = lo; j <= pi; j++) sr[j] = softcap * fk_fast_tanhf(sr[j] * scale / softcap);
@@ -239,6 +241,7 @@ AMX_TARGET static void softmax_row(uint16_t *pr, float *prow, float *sr, int64_t
     #pragma omp simd reduction(+ : sum)
     for (int64_t j = lo; j <= pi; j++) { sr[j] = fk_fast_expf(sr[j] - mx); sum += sr[j]; }
     float inv = 1 / sum;
+    if (lse) *lse = mx + logf(sum);
     for (int64_t j = jt0; j < lo; j++) pr[j] = 0;
     #pragma omp simd
     for (int64_t j = lo; j <= pi; j++) { sr[j] *= inv; pr[j] = bf(sr[j]); }
@@ -252,7 +255,7 @@ AMX_TARGET static void softmax_row(uint16_t *pr, float *prow, float *sr, int64_t
 
 // The work of a forward's team: its arguments, then each thread's part.
 typedef struct {
-    float *out, *probs;
+    float *out, *probs, *lse;
     const float *q, *k, *v;
     const fk_att_dims *d;
     float scale, softcap;
@@ -266,7 +269,7 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
     const fk_att_dims *d = job->d;
     int64_t B = d->B, n = d->n, p0 = d->p0, H = d->H, hd = d->hd, D = H * hd, G = H / d->KVH, Tk = p0 + n;
     int64_t qs = d->q_stride, ks = d->kv_stride, window = d->window, Tkp = up32(Tk), hdp = up32(hd);
-    float *out = job->out, *probs = job->probs, scale = job->scale, softcap = job->softcap;
+    float *out = job->out, *probs = job->probs, *lse = job->lse, scale = job->scale, softcap = job->softcap;
     const float *q = job->q, *k = job->k, *v = job->v;
     {
         fwd_bufs f;
@@ -293,8 +296,8 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
                         // the fp32 kernel's row block of FK_ATT_BLK rows: its columns hold zeros
                         int64_t bi = i / FK_ATT_BLK * FK_ATT_BLK, bi1 = bi + FK_ATT_BLK < n ? bi + FK_ATT_BLK : n;
                         float *prow = probs ? probs + ((b * H + h) * n + i) * Tk : NULL;
-                        softmax_row(f.pb + ii * Tkp, prow, f.s + ii * Tkp, lo, pi, jt0, jt1, fk_att_first_col(p0 + bi, window),
-                                    p0 + bi1, scale, softcap, alibi_h);
+                        softmax_row(f.pb + ii * Tkp, prow, lse ? lse + (b * H + h) * n + i : NULL, f.s + ii * Tkp, lo, pi, jt0, jt1,
+                                    fk_att_first_col(p0 + bi, window), p0 + bi1, scale, softcap, alibi_h);
                     }
                     for (int64_t ii = rows; ii < QB; ii++) memset(f.pb + ii * Tkp + jt0, 0, (size_t)(jt1 - jt0) * 2);
                     tile_product(f.o, hdp, f.pb, Tkp, f.vv, hdp, jt0, jt1, 0, hdp, false);  // O = P V
@@ -306,12 +309,12 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
     }
 }
 
-bool fk_attention_forward_amx(float *out, float *probs, const float *q, const float *k, const float *v,
+bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
                               const fk_att_dims *d, float scale, float softcap, int nthr) {
-    if (!fk_attn_amx_on() || d->hd > AMX_MAX_HD) return false;
+    if (!fk_attn_amx_on() || d->hd > FK_ATTN_AMX_MAX_HD) return false;
     if (nthr < 1) nthr = 1;
     size_t per = (fwd_floats(up32(d->p0 + d->n), up32(d->hd)) + 15) & ~(size_t)15;
-    fwd_job job = {out, probs, q, k, v, d, scale, softcap, aligned_alloc(64, per * (size_t)nthr * sizeof(float)), per};
+    fwd_job job = {out, probs, lse, q, k, v, d, scale, softcap, aligned_alloc(64, per * (size_t)nthr * sizeof(float)), per};
     if (!job.arena) return false;
     #pragma omp parallel num_threads(nthr)
     fwd_thread(&job);
@@ -331,11 +334,12 @@ typedef struct {
     uint16_t *dot, *qt;       // the same transposed (hdp x QB)
     uint16_t *pb, *dsb;       // P and dS, bf16 rows (QB x Tp)
     float *dp, *s, *dq;       // dP and raw scores (QB x Tp), dQ (QB x hdp)
+    float *pf;                // P recomputed from the saved log-sum-exp (QB x Tp)
     float *dkt, *dvt;         // dK^T, dV^T (hdp x Tp)
 } bwd_bufs;
 
 static size_t bwd_floats(int64_t Tp, int64_t hdp) {
-    return (size_t)(3 * Tp * hdp / 2 + 2 * (QB / 2) * Tp + 2 * QB * hdp + QB * Tp + 2 * QB * Tp + QB * hdp +
+    return (size_t)(3 * Tp * hdp / 2 + 2 * (QB / 2) * Tp + 2 * QB * hdp + QB * Tp + 3 * QB * Tp + QB * hdp +
                     2 * Tp * hdp + 64);
 }
 
@@ -346,7 +350,7 @@ static void bwd_carve(bwd_bufs *f, float *base, int64_t Tp, int64_t hdp) {
     CARVE(dob, uint16_t, QB * hdp / 2); CARVE(qb, uint16_t, QB * hdp / 2);
     CARVE(dot, uint16_t, hdp * QB / 2); CARVE(qt, uint16_t, hdp * QB / 2);
     CARVE(pb, uint16_t, QB * Tp / 2); CARVE(dsb, uint16_t, QB * Tp / 2);
-    CARVE(dp, float, QB * Tp); CARVE(s, float, QB * Tp); CARVE(dq, float, QB * hdp);
+    CARVE(dp, float, QB * Tp); CARVE(s, float, QB * Tp); CARVE(dq, float, QB * hdp); CARVE(pf, float, QB * Tp);
     CARVE(dkt, float, hdp * Tp); CARVE(dvt, float, hdp * Tp);
 #undef CARVE
 }
@@ -386,7 +390,7 @@ AMX_TARGET static void key_grad_product(float *Ct, const uint16_t *At, const uin
 // The work of a backward's team: its arguments, then each thread's part.
 typedef struct {
     float *dqkv;
-    const float *dout, *qkv, *probs;
+    const float *dout, *qkv, *probs, *lse, *alibi;
     int64_t B, T, H, KVH, hd, window;
     float scale, softcap;
     float *arena;  // per floats for each thread
@@ -397,7 +401,7 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
     int64_t B = job->B, T = job->T, H = job->H, KVH = job->KVH, hd = job->hd, window = job->window;
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH, Tp = up32(T), hdp = up32(hd);
     float *dqkv = job->dqkv, scale = job->scale, softcap = job->softcap;
-    const float *dout = job->dout, *qkv = job->qkv, *probs = job->probs;
+    const float *dout = job->dout, *qkv = job->qkv, *probs = job->probs, *lse = job->lse, *alibi = job->alibi;
     {
         bwd_bufs f;
         bwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tp, hdp);
@@ -408,11 +412,12 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                 const float *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
                 pack_pairs_t(f.vt, v, QKVD, T, hd, Tp, hdp);
                 pack_pairs(f.kv, k, QKVD, T, hd, Tp, hdp);
-                if (softcap > 0) pack_pairs_t(f.kt, k, QKVD, T, hd, Tp, hdp);
+                if (softcap > 0 || !probs) pack_pairs_t(f.kt, k, QKVD, T, hd, Tp, hdp);
                 memset(f.dkt, 0, (size_t)(Tp * hdp) * sizeof(float));
                 memset(f.dvt, 0, (size_t)(Tp * hdp) * sizeof(float));
                 for (int64_t h = g * G; h < (g + 1) * G; h++) {
-                    const float *q = qkv + b * T * QKVD + h * hd, *P = probs + (b * H + h) * T * T, *dO = dout + b * T * D + h * hd;
+                    const float *q = qkv + b * T * QKVD + h * hd, *dO = dout + b * T * D + h * hd;
+                    const float *P = probs ? probs + (b * H + h) * T * T : NULL, *lse_h = probs ? NULL : lse + (b * H + h) * T;
                     for (int64_t i0 = 0; i0 < T; i0 += QB) {
                         int64_t rows = T - i0 < QB ? T - i0 : QB, jt0 = fk_att_first_col(i0, window) & ~(int64_t)31;
                         int64_t jt1 = up32(i0 + rows);
@@ -421,7 +426,7 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                         transpose_block(f.dot, f.dob, hdp);
                         transpose_block(f.qt, f.qb, hdp);
                         tile_product(f.dp, Tp, f.dob, hdp, f.vt, Tp, 0, hdp, jt0, jt1, false);  // dP = dO V^T
-                        if (softcap > 0)  // the raw products q.k again, for the tanh's derivative
+                        if (softcap > 0 || !P)  // the raw products q.k again: the tanh's derivative, or P itself
                             tile_product(f.s, Tp, f.qb, hdp, f.kt, Tp, 0, hdp, jt0, jt1, false);
                         // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
                         for (int64_t ii = 0; ii < QB; ii++) {
@@ -432,7 +437,17 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                                 continue;
                             }
                             int64_t i = i0 + ii, lo = fk_att_first_col(i, window);
-                            const float *p = P + i * T;
+                            const float *p = P ? P + i * T : f.pf + ii * Tp;
+                            if (!P) {  // P = exp(final score - log-sum-exp), the forward's arithmetic
+                                const float *sr = f.s + ii * Tp;
+                                float *pr = f.pf + ii * Tp, l = lse_h[i];
+                                for (int64_t j = lo; j <= i; j++) {
+                                    float x = sr[j] * scale;
+                                    if (softcap > 0) x = softcap * fk_fast_tanhf(x / softcap);
+                                    if (alibi) x += alibi[h] * (float)(j - i);
+                                    pr[j] = fk_fast_expf(x - l);
+                                }
+                            }
                             float *dp = f.dp + ii * Tp, dot = 0;
                             #pragma omp simd reduction(+ : dot)
                             for (int64_t j = lo; j <= i; j++) dot += p[j] * dp[j];
@@ -469,13 +484,13 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
     }
 }
 
-bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, int64_t B,
-                               int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale, float softcap,
-                               int64_t window, int nthr) {
-    if (!fk_attn_amx_on() || hd > AMX_MAX_HD) return false;
+bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, const float *lse,
+                               const float *alibi, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale,
+                               float softcap, int64_t window, int nthr) {
+    if (!fk_attn_amx_on() || hd > FK_ATTN_AMX_MAX_HD || (!probs && !lse)) return false;
     if (nthr < 1) nthr = 1;
     size_t per = (bwd_floats(up32(T), up32(hd)) + 15) & ~(size_t)15;
-    bwd_job job = {dqkv, dout, qkv, probs, B, T, H, KVH, hd, window, scale, softcap,
+    bwd_job job = {dqkv, dout, qkv, probs, lse, alibi, B, T, H, KVH, hd, window, scale, softcap,
                    aligned_alloc(64, per * (size_t)nthr * sizeof(float)), per};
     if (!job.arena) return false;
     #pragma omp parallel num_threads(nthr)
@@ -488,16 +503,16 @@ bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv,
 
 bool fk_attn_amx_on(void) { return false; }
 
-bool fk_attention_forward_amx(float *out, float *probs, const float *q, const float *k, const float *v,
+bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
                               const fk_att_dims *d, float scale, float softcap, int nthr) {
-    (void)out; (void)probs; (void)q; (void)k; (void)v; (void)d; (void)scale; (void)softcap; (void)nthr;
+    (void)out; (void)probs; (void)lse; (void)q; (void)k; (void)v; (void)d; (void)scale; (void)softcap; (void)nthr;
     return false;
 }
 
-bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, int64_t B,
-                               int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale, float softcap,
-                               int64_t window, int nthr) {
-    (void)dqkv; (void)dout; (void)qkv; (void)probs; (void)B; (void)T; (void)H; (void)KVH; (void)hd; (void)scale;
+bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, const float *lse,
+                               const float *alibi, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale,
+                               float softcap, int64_t window, int nthr) {
+    (void)dqkv; (void)dout; (void)qkv; (void)probs; (void)lse; (void)alibi; (void)B; (void)T; (void)H; (void)KVH; (void)hd; (void)scale;
     (void)softcap; (void)window; (void)nthr;
     return false;
 }

@@ -12,18 +12,26 @@
 // attention in fp32 under bf16, as before, to compare the two).
 bool fk_attn_amx_on(void);
 
+// Heads larger than this stay on the fp32 kernel.
+#define FK_ATTN_AMX_MAX_HD 256
+
 // fk_attention_forward's contract (ops_impl.h: out (B,n,H*hd), probs (B,H,n,n) kept only with
 // p0 = 0, zero outside the visible keys within each FK_ATT_BLK row block's columns), with
 // q, k, v and the probabilities rounded to bf16 for the two products; scores, soft-cap, ALiBi,
-// mask and softmax in fp32. False (nothing written) when the tiles are not usable or its
-// buffers could not be allocated: the caller then runs the fp32 kernel.
-bool fk_attention_forward_amx(float *out, float *probs, const float *q, const float *k, const float *v,
+// mask and softmax in fp32. lse (B,H,n), when given (p0 = 0), receives each row's log-sum-exp of
+// its final scores: what the backward needs instead of probs. False (nothing written) when the
+// tiles are not usable, the head is larger than FK_ATTN_AMX_MAX_HD or its buffers could not be
+// allocated: the caller then runs the fp32 kernel.
+bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
                               const fk_att_dims *d, float scale, float softcap, int nthr);
 
-// fk_attention_backward's contract (adds into dqkv; probs the forward's), its four products on
-// the tiles with bf16 operands (dO, q, k, v, P and dS rounded) and fp32 accumulation. False,
-// nothing added, when the tiles are not usable or its buffers could not be allocated.
-bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, int64_t B,
-                               int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale, float softcap,
-                               int64_t window, int nthr);
+// fk_attention_backward's contract (adds into dqkv), its four products on the tiles with bf16
+// operands (dO, q, k, v, P and dS rounded) and fp32 accumulation. The probabilities come from
+// probs (the forward's) or, when probs is NULL, are recomputed from the scores on the tiles and
+// the forward's lse (alibi: the heads' ALiBi slopes or NULL, as the forward had them), so no
+// B x H x T x T buffer need be kept. False, nothing added, when the tiles are not usable, the
+// head is too large or its buffers could not be allocated.
+bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, const float *lse,
+                               const float *alibi, int64_t B, int64_t T, int64_t H, int64_t KVH, int64_t hd, float scale,
+                               float softcap, int64_t window, int nthr);
 #endif

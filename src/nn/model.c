@@ -413,6 +413,8 @@ struct fk_acts {
     float *resid;          // train: (L+1, BT, C); inference: (BT, C), updated in place
     float *mid;            // train: (L, BT, C)
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
+    float *lse;            // att_lse: (S, B, n_head, T) each attention row's log-sum-exp, kept instead of probs
+    bool att_lse;          // training's attention on AMX tiles: the backward recomputes the probabilities
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *flosses, *tmp;
     float *qk_pre, *qk_rstd;           // qk_norm: (S, BT, n_head + n_kv_head, hd) inputs and (S, BT, heads) scales
     float *attn_o, *attn_post_rstd;    // post_norms: attention output before its norm (S, BT, C), scales (S, BT)
@@ -453,6 +455,10 @@ static int64_t scratch_slice(const fk_config *c, int64_t T, bool train) {
     return att > loss ? att : loss;
 }
 
+// Whether a training layout keeps attention's log-sum-exp instead of its probabilities: where the
+// AMX kernels take training's attention (fk_attention_backward_amx recomputes them).
+static bool att_lse_mode(const fk_config *c, bool train) { return train && c->head_dim <= FK_ATTN_AMX_MAX_HD && fk_attn_amx_on(); }
+
 // Lays out the activation buffers of a (B, T) batch in one arena: with base NULL, only the
 // offsets are counted (a->bytes); then again over the allocated arena.
 static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, bool ckpt, int nthr, float *base) {
@@ -469,7 +475,10 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     if (train) ALLOC(mid, L * N * C);
     ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
     ALLOC(qkv, S * N * qkv_dim(c, -1));
-    if (train) ALLOC(probs, S * (int64_t)B * c->n_head * T * T);
+    // attention on AMX tiles keeps each row's log-sum-exp, not its B x H x T x T probabilities
+    a->att_lse = att_lse_mode(c, train);
+    if (train && a->att_lse) ALLOC(lse, S * (int64_t)B * c->n_head * T);
+    else if (train) ALLOC(probs, S * (int64_t)B * c->n_head * T * T);
     ALLOC(att, S * N * D);
     ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
     ALLOC(pre, S * N * UP); ALLOC(act, S * N * F);
@@ -504,7 +513,9 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     fk_acts *a = m->acts;
     int nthr = omp_get_max_threads();
     bool ckpt = train && m->checkpoint_acts;
-    if (a && a->B == B && a->T == T && a->train == train && a->ckpt == ckpt && a->nthr >= nthr) return FK_OK;
+    if (a && a->B == B && a->T == T && a->train == train && a->ckpt == ckpt && a->nthr >= nthr &&
+        a->att_lse == att_lse_mode(&m->cfg, train))
+        return FK_OK;
     // An inference forward fits in any buffers laid out for at least as many tokens (it uses
     // one layer's slot) and enough scratch, so evaluation between training steps reallocates
     // nothing. The buffers keep their (B, T); backward refuses until the next training forward.
@@ -761,6 +772,7 @@ typedef struct {
     const int32_t *pos;                // (B*n) positions, for RoPE
     float *x, *mid, *out;              // block input, after the attention branch, output (B*n, C)
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *qk_pre, *qk_rstd, *probs, *att, *attn_o, *attn_post_rstd;
+    float *lse;                        // training on AMX tiles: each attention row's log-sum-exp instead of probs
     float *ln2, *ln2_mean, *ln2_rstd, *pre, *act, *ffn_o, *ffn_post_rstd, *tmp;
     float *kc, *vc;                    // this layer's KV cache (max_seq, KVH*hd each), or NULL
     fk_moe_slot moe;                   // MoE layers: the layer's slot of the MoE buffers
@@ -803,8 +815,13 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
         }
         k = io->kc; v = io->vc; d.kv_stride = KVD; d.kv_seq = 0;
     }
-    // under bf16 on AMX tiles, blocks of queries take the tiles (one query, a KV-cache step, stays fp32)
-    if (!(io->n >= 16 && fk_attention_forward_amx(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr)))
+    // under bf16 on AMX tiles, blocks of queries take the tiles (one query, a KV-cache step, stays fp32);
+    // a training layout for them keeps only each row's log-sum-exp, so there they must run
+    if (io->lse) {
+        if (!fk_attention_forward_amx(io->att, NULL, io->lse, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr))
+            return fk_error(FK_ERR_NOMEM, "out of memory for attention's buffers on AMX tiles (layer %lld)", (long long)l);
+    } else if (!(io->n >= 16 &&
+                 fk_attention_forward_amx(io->att, io->probs, NULL, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr)))
         fk_attention_forward(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->scratch, io->nthr);
     // An inference forward (the residual updated in place, nothing kept for a backward) of an
     // arena model without post-norms lets the GEMM add the bias and the residual, and apply
@@ -854,7 +871,8 @@ static block_io acts_io(fk_model *m, int64_t l, int B, int T, bool train) {
                       .out = train ? a->resid + (l + 1) * N * C : x, .ln1 = a->ln1 + s * N * C, .ln1_mean = a->ln1_mean + s * N,
                       .ln1_rstd = a->ln1_rstd + s * N, .qkv = a->qkv + s * N * QD,
                       .qk_pre = c->qk_norm ? a->qk_pre + s * N * SQ : NULL, .qk_rstd = c->qk_norm ? a->qk_rstd + s * N * QKH : NULL,
-                      .probs = train ? a->probs + s * (int64_t)B * c->n_head * T * T : NULL, .att = a->att + s * N * D,
+                      .probs = train && !a->att_lse ? a->probs + s * (int64_t)B * c->n_head * T * T : NULL,
+                      .lse = train && a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL, .att = a->att + s * N * D,
                       .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
                       .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 + s * N * C,
                       .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
@@ -1055,7 +1073,8 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
         float *ln2 = a->ln2 + s * N * C;
         float *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * MF;
-        float *probs = a->probs + s * (int64_t)B * c->n_head * T * T;
+        float *probs = a->att_lse ? NULL : a->probs + s * (int64_t)B * c->n_head * T * T;
+        const float *lse = a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL;
         // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid))))); with a parallel residual the
         // MLP's input gradient waits in tmp (no post-norms then) until the attention branch has read
         // dresid as its output's gradient, and goes to norm2(x) or, shared, joins norm1's
@@ -1080,8 +1099,13 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
         fk_matmul_backward_beta(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C, 0);
         zero(a->dqkv, N * QDl);
-        if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
-                                       layer_window(c, l), a->nthr))
+        float slopes[FK_LIM_HEADS];
+        if (lse) {  // the probabilities again from the forward's log-sum-exp, on the tiles
+            if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, NULL, lse, alibi_slopes(c, slopes), B, T, H, c->n_kv_head,
+                                           c->head_dim, sc, c->attn_softcap, layer_window(c, l), a->nthr))
+                return fk_error(FK_ERR_NOMEM, "out of memory for attention's buffers on AMX tiles (layer %lld)", (long long)l);
+        } else if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, probs, NULL, NULL, B, T, H, c->n_kv_head, c->head_dim, sc,
+                                              c->attn_softcap, layer_window(c, l), a->nthr))
             fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
                                   layer_window(c, l), a->scratch, a->nthr);
         if (c->pos == FK_POS_ROPE) {
