@@ -45,6 +45,11 @@ static const shape SHAPES[] = {
     {"KV cache, window 50", 1, 33, 70, 2, 1, 64, 50, 0, false},
 };
 
+// The shape's ALiBi slopes (8 heads at most), zeros without ALiBi: 2^(-8 (h+1) / H).
+static void shape_slopes(const shape *s, float *slopes) {
+    for (int64_t h = 0; h < s->H; h++) slopes[h] = s->alibi ? (float)pow(2.0, -8.0 * (double)(h + 1) / (double)s->H) : 0;
+}
+
 static float *randn(fk_rng *r, int64_t n, float s) {
     float *x = malloc((size_t)n * sizeof(float));
     assert_non_null(x);
@@ -101,7 +106,7 @@ static void test_forward(void **state) {
         float *q = randn(&r, B * n * qs, 1.5f), *kvbuf = p0 > 0 ? randn(&r, 2 * B * Tk * KVD, 1.5f) : NULL;
         const float *k = p0 > 0 ? kvbuf : q + D, *v = p0 > 0 ? kvbuf + B * Tk * KVD : q + D + KVD;
         float slopes[8];
-        for (int64_t h = 0; h < H; h++) slopes[h] = s->alibi ? (float)pow(2.0, -8.0 * (double)(h + 1) / (double)H) : 0;
+        shape_slopes(s, slopes);
         fk_att_dims d = {.B = B, .n = n, .p0 = p0, .H = H, .KVH = KVH, .hd = hd, .q_stride = qs, .kv_stride = ks,
                          .kv_seq = kv_seq, .window = s->window, .alibi = s->alibi ? slopes : NULL};
         float *out = malloc((size_t)(B * n * D) * sizeof(float)), *out2 = malloc((size_t)(B * n * D) * sizeof(float));
@@ -188,7 +193,7 @@ static void test_backward(void **state) {
         float *qkv = randn(&r, B * T * QD, 1.5f), *dout = randn(&r, B * T * D, 1.0f);
         float *probs = calloc((size_t)(B * H * T * T), sizeof(float)), *lse = malloc((size_t)(B * H * T) * sizeof(float));
         float slopes[8];
-        for (int64_t h = 0; h < H; h++) slopes[h] = s->alibi ? (float)pow(2.0, -8.0 * (double)(h + 1) / (double)H) : 0;
+        shape_slopes(s, slopes);
         double *ds = malloc((size_t)T * sizeof(double)), *dq = calloc((size_t)(B * T * QD), sizeof(double));
         assert_non_null(probs); assert_non_null(dq);
         // the forward's probabilities (rounded q, k) and the reference gradients

@@ -271,42 +271,40 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
     int64_t qs = d->q_stride, ks = d->kv_stride, window = d->window, Tkp = up32(Tk), hdp = up32(hd);
     float *out = job->out, *probs = job->probs, *lse = job->lse, scale = job->scale, softcap = job->softcap;
     const float *q = job->q, *k = job->k, *v = job->v;
-    {
-        fwd_bufs f;
-        fwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tkp, hdp);
-        int64_t packed = -1;  // the (sequence, kv head) kt and vv hold
-        tiles_on();
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < H; h++) {
-                int64_t g = h / G;
-                if (packed != b * d->KVH + g) {
-                    pack_pairs_t(f.kt, k + b * d->kv_seq + g * hd, ks, Tk, hd, Tkp, hdp);
-                    pack_pairs(f.vv, v + b * d->kv_seq + g * hd, ks, Tk, hd, Tkp, hdp);
-                    packed = b * d->KVH + g;
-                }
-                const float *alibi_h = d->alibi ? d->alibi + h : NULL;
-                for (int64_t i0 = 0; i0 < n; i0 += QB) {
-                    int64_t rows = n - i0 < QB ? n - i0 : QB, last = p0 + i0 + rows;  // keys < last are visible to some row
-                    int64_t jt0 = fk_att_first_col(p0 + i0, window) & ~(int64_t)31, jt1 = up32(last);
-                    rows_bf16(f.qb, hdp, q + (b * n + i0) * qs + h * hd, qs, rows, hd);
-                    tile_product(f.s, Tkp, f.qb, hdp, f.kt, Tkp, 0, hdp, jt0, jt1, false);  // S = Q K^T
-                    for (int64_t ii = 0; ii < rows; ii++) {
-                        int64_t i = i0 + ii, pi = p0 + i, lo = fk_att_first_col(pi, window);
-                        // the fp32 kernel's row block of FK_ATT_BLK rows: its columns hold zeros
-                        int64_t bi = i / FK_ATT_BLK * FK_ATT_BLK, bi1 = bi + FK_ATT_BLK < n ? bi + FK_ATT_BLK : n;
-                        float *prow = probs ? probs + ((b * H + h) * n + i) * Tk : NULL;
-                        softmax_row(f.pb + ii * Tkp, prow, lse ? lse + (b * H + h) * n + i : NULL, f.s + ii * Tkp, lo, pi, jt0, jt1,
-                                    fk_att_first_col(p0 + bi, window), p0 + bi1, scale, softcap, alibi_h);
-                    }
-                    for (int64_t ii = rows; ii < QB; ii++) memset(f.pb + ii * Tkp + jt0, 0, (size_t)(jt1 - jt0) * 2);
-                    tile_product(f.o, hdp, f.pb, Tkp, f.vv, hdp, jt0, jt1, 0, hdp, false);  // O = P V
-                    for (int64_t ii = 0; ii < rows; ii++)
-                        memcpy(out + (b * n + i0 + ii) * D + h * hd, f.o + ii * hdp, (size_t)hd * sizeof(float));
-                }
+    fwd_bufs f;
+    fwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tkp, hdp);
+    int64_t packed = -1;  // the (sequence, kv head) kt and vv hold
+    tiles_on();
+    #pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t g = h / G;
+            if (packed != b * d->KVH + g) {
+                pack_pairs_t(f.kt, k + b * d->kv_seq + g * hd, ks, Tk, hd, Tkp, hdp);
+                pack_pairs(f.vv, v + b * d->kv_seq + g * hd, ks, Tk, hd, Tkp, hdp);
+                packed = b * d->KVH + g;
             }
-        _tile_release();
-    }
+            const float *alibi_h = d->alibi ? d->alibi + h : NULL;
+            for (int64_t i0 = 0; i0 < n; i0 += QB) {
+                int64_t rows = n - i0 < QB ? n - i0 : QB, last = p0 + i0 + rows;  // keys < last are visible to some row
+                int64_t jt0 = fk_att_first_col(p0 + i0, window) & ~(int64_t)31, jt1 = up32(last);
+                rows_bf16(f.qb, hdp, q + (b * n + i0) * qs + h * hd, qs, rows, hd);
+                tile_product(f.s, Tkp, f.qb, hdp, f.kt, Tkp, 0, hdp, jt0, jt1, false);  // S = Q K^T
+                for (int64_t ii = 0; ii < rows; ii++) {
+                    int64_t i = i0 + ii, pi = p0 + i, lo = fk_att_first_col(pi, window);
+                    // the fp32 kernel's row block of FK_ATT_BLK rows: its columns hold zeros
+                    int64_t bi = i / FK_ATT_BLK * FK_ATT_BLK, bi1 = bi + FK_ATT_BLK < n ? bi + FK_ATT_BLK : n;
+                    float *prow = probs ? probs + ((b * H + h) * n + i) * Tk : NULL;
+                    softmax_row(f.pb + ii * Tkp, prow, lse ? lse + (b * H + h) * n + i : NULL, f.s + ii * Tkp, lo, pi, jt0, jt1,
+                                fk_att_first_col(p0 + bi, window), p0 + bi1, scale, softcap, alibi_h);
+                }
+                for (int64_t ii = rows; ii < QB; ii++) memset(f.pb + ii * Tkp + jt0, 0, (size_t)(jt1 - jt0) * 2);
+                tile_product(f.o, hdp, f.pb, Tkp, f.vv, hdp, jt0, jt1, 0, hdp, false);  // O = P V
+                for (int64_t ii = 0; ii < rows; ii++)
+                    memcpy(out + (b * n + i0 + ii) * D + h * hd, f.o + ii * hdp, (size_t)hd * sizeof(float));
+            }
+        }
+    _tile_release();
 }
 
 bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
@@ -402,86 +400,84 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
     int64_t QKVD = (H + 2 * KVH) * hd, D = H * hd, G = H / KVH, Tp = up32(T), hdp = up32(hd);
     float *dqkv = job->dqkv, scale = job->scale, softcap = job->softcap;
     const float *dout = job->dout, *qkv = job->qkv, *probs = job->probs, *lse = job->lse, *alibi = job->alibi;
-    {
-        bwd_bufs f;
-        bwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tp, hdp);
-        tiles_on();
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t g = 0; g < KVH; g++) {
-                const float *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
-                pack_pairs_t(f.vt, v, QKVD, T, hd, Tp, hdp);
-                pack_pairs(f.kv, k, QKVD, T, hd, Tp, hdp);
-                if (softcap > 0 || !probs) pack_pairs_t(f.kt, k, QKVD, T, hd, Tp, hdp);
-                memset(f.dkt, 0, (size_t)(Tp * hdp) * sizeof(float));
-                memset(f.dvt, 0, (size_t)(Tp * hdp) * sizeof(float));
-                for (int64_t h = g * G; h < (g + 1) * G; h++) {
-                    const float *q = qkv + b * T * QKVD + h * hd, *dO = dout + b * T * D + h * hd;
-                    const float *P = probs ? probs + (b * H + h) * T * T : NULL, *lse_h = probs ? NULL : lse + (b * H + h) * T;
-                    for (int64_t i0 = 0; i0 < T; i0 += QB) {
-                        int64_t rows = T - i0 < QB ? T - i0 : QB, jt0 = fk_att_first_col(i0, window) & ~(int64_t)31;
-                        int64_t jt1 = up32(i0 + rows);
-                        rows_bf16(f.dob, hdp, dO + i0 * D, D, rows, hd);
-                        rows_bf16(f.qb, hdp, q + i0 * QKVD, QKVD, rows, hd);
-                        transpose_block(f.dot, f.dob, hdp);
-                        transpose_block(f.qt, f.qb, hdp);
-                        tile_product(f.dp, Tp, f.dob, hdp, f.vt, Tp, 0, hdp, jt0, jt1, false);  // dP = dO V^T
-                        if (softcap > 0 || !P)  // the raw products q.k again: the tanh's derivative, or P itself
-                            tile_product(f.s, Tp, f.qb, hdp, f.kt, Tp, 0, hdp, jt0, jt1, false);
-                        // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
-                        for (int64_t ii = 0; ii < QB; ii++) {
-                            uint16_t *dsr = f.dsb + ii * Tp, *pr = f.pb + ii * Tp;
-                            if (ii >= rows) {
-                                memset(dsr + jt0, 0, (size_t)(jt1 - jt0) * 2);
-                                memset(pr + jt0, 0, (size_t)(jt1 - jt0) * 2);
-                                continue;
-                            }
-                            int64_t i = i0 + ii, lo = fk_att_first_col(i, window);
-                            const float *p = P ? P + i * T : f.pf + ii * Tp;
-                            if (!P) {  // P = exp(final score - log-sum-exp), the forward's arithmetic
-                                const float *sr = f.s + ii * Tp;
-                                float *pr = f.pf + ii * Tp, l = lse_h[i];
-                                for (int64_t j = lo; j <= i; j++) {
-                                    float x = sr[j] * scale;
-                                    if (softcap > 0) x = softcap * fk_fast_tanhf(x / softcap);
-                                    if (alibi) x += alibi[h] * (float)(j - i);
-                                    pr[j] = fk_fast_expf(x - l);
-                                }
-                            }
-                            float *dp = f.dp + ii * Tp, dot = 0;
-                            #pragma omp simd reduction(+ : dot)
-                            for (int64_t j = lo; j <= i; j++) dot += p[j] * dp[j];
-                            #pragma omp simd
-                            for (int64_t j = lo; j <= i; j++) dp[j] = p[j] * (dp[j] - dot) * scale;
-                            if (softcap > 0) {
-                                const float *sr = f.s + ii * Tp;
-                                for (int64_t j = lo; j <= i; j++) { float t = fk_fast_tanhf(sr[j] * scale / softcap); dp[j] *= 1 - t * t; }
-                            }
-                            for (int64_t j = jt0; j < lo; j++) dsr[j] = pr[j] = 0;
-                            #pragma omp simd
-                            for (int64_t j = lo; j <= i; j++) { dsr[j] = bf(dp[j]); pr[j] = bf(p[j]); }
-                            for (int64_t j = i + 1; j < jt1; j++) dsr[j] = pr[j] = 0;
+    bwd_bufs f;
+    bwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tp, hdp);
+    tiles_on();
+    #pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t g = 0; g < KVH; g++) {
+            const float *k = qkv + b * T * QKVD + D + g * hd, *v = k + KVH * hd;
+            pack_pairs_t(f.vt, v, QKVD, T, hd, Tp, hdp);
+            pack_pairs(f.kv, k, QKVD, T, hd, Tp, hdp);
+            if (softcap > 0 || !probs) pack_pairs_t(f.kt, k, QKVD, T, hd, Tp, hdp);
+            memset(f.dkt, 0, (size_t)(Tp * hdp) * sizeof(float));
+            memset(f.dvt, 0, (size_t)(Tp * hdp) * sizeof(float));
+            for (int64_t h = g * G; h < (g + 1) * G; h++) {
+                const float *q = qkv + b * T * QKVD + h * hd, *dO = dout + b * T * D + h * hd;
+                const float *P = probs ? probs + (b * H + h) * T * T : NULL, *lse_h = probs ? NULL : lse + (b * H + h) * T;
+                for (int64_t i0 = 0; i0 < T; i0 += QB) {
+                    int64_t rows = T - i0 < QB ? T - i0 : QB, jt0 = fk_att_first_col(i0, window) & ~(int64_t)31;
+                    int64_t jt1 = up32(i0 + rows);
+                    rows_bf16(f.dob, hdp, dO + i0 * D, D, rows, hd);
+                    rows_bf16(f.qb, hdp, q + i0 * QKVD, QKVD, rows, hd);
+                    transpose_block(f.dot, f.dob, hdp);
+                    transpose_block(f.qt, f.qb, hdp);
+                    tile_product(f.dp, Tp, f.dob, hdp, f.vt, Tp, 0, hdp, jt0, jt1, false);  // dP = dO V^T
+                    if (softcap > 0 || !P)  // the raw products q.k again: the tanh's derivative, or P itself
+                        tile_product(f.s, Tp, f.qb, hdp, f.kt, Tp, 0, hdp, jt0, jt1, false);
+                    // softmax backward: dS = P * (dP - sum(P * dP)) [* (1 - tanh^2)] * scale
+                    for (int64_t ii = 0; ii < QB; ii++) {
+                        uint16_t *dsr = f.dsb + ii * Tp, *pr = f.pb + ii * Tp;
+                        if (ii >= rows) {
+                            memset(dsr + jt0, 0, (size_t)(jt1 - jt0) * 2);
+                            memset(pr + jt0, 0, (size_t)(jt1 - jt0) * 2);
+                            continue;
                         }
-                        pair_rows(f.pp, f.pb, Tp, jt0, jt1);
-                        pair_rows(f.dsp, f.dsb, Tp, jt0, jt1);
-                        key_grad_product(f.dvt, f.dot, f.pp, Tp, hdp, jt0, jt1);   // dV^T += dO^T P
-                        key_grad_product(f.dkt, f.qt, f.dsp, Tp, hdp, jt0, jt1);   // dK^T += q^T dS
-                        tile_product(f.dq, hdp, f.dsb, Tp, f.kv, hdp, jt0, jt1, 0, hdp, false);  // dQ = dS K
-                        for (int64_t ii = 0; ii < rows; ii++) {
-                            float *dq = dqkv + (b * T + i0 + ii) * QKVD + h * hd;
-                            const float *src = f.dq + ii * hdp;
-                            #pragma omp simd
-                            for (int64_t e = 0; e < hd; e++) dq[e] += src[e];
+                        int64_t i = i0 + ii, lo = fk_att_first_col(i, window);
+                        const float *p = P ? P + i * T : f.pf + ii * Tp;
+                        if (!P) {  // P = exp(final score - log-sum-exp), the forward's arithmetic
+                            const float *sr = f.s + ii * Tp;
+                            float *pr = f.pf + ii * Tp, l = lse_h[i];
+                            for (int64_t j = lo; j <= i; j++) {
+                                float x = sr[j] * scale;
+                                if (softcap > 0) x = softcap * fk_fast_tanhf(x / softcap);
+                                if (alibi) x += alibi[h] * (float)(j - i);
+                                pr[j] = fk_fast_expf(x - l);
+                            }
                         }
+                        float *dp = f.dp + ii * Tp, dot = 0;
+                        #pragma omp simd reduction(+ : dot)
+                        for (int64_t j = lo; j <= i; j++) dot += p[j] * dp[j];
+                        #pragma omp simd
+                        for (int64_t j = lo; j <= i; j++) dp[j] = p[j] * (dp[j] - dot) * scale;
+                        if (softcap > 0) {
+                            const float *sr = f.s + ii * Tp;
+                            for (int64_t j = lo; j <= i; j++) { float t = fk_fast_tanhf(sr[j] * scale / softcap); dp[j] *= 1 - t * t; }
+                        }
+                        for (int64_t j = jt0; j < lo; j++) dsr[j] = pr[j] = 0;
+                        #pragma omp simd
+                        for (int64_t j = lo; j <= i; j++) { dsr[j] = bf(dp[j]); pr[j] = bf(p[j]); }
+                        for (int64_t j = i + 1; j < jt1; j++) dsr[j] = pr[j] = 0;
+                    }
+                    pair_rows(f.pp, f.pb, Tp, jt0, jt1);
+                    pair_rows(f.dsp, f.dsb, Tp, jt0, jt1);
+                    key_grad_product(f.dvt, f.dot, f.pp, Tp, hdp, jt0, jt1);   // dV^T += dO^T P
+                    key_grad_product(f.dkt, f.qt, f.dsp, Tp, hdp, jt0, jt1);   // dK^T += q^T dS
+                    tile_product(f.dq, hdp, f.dsb, Tp, f.kv, hdp, jt0, jt1, 0, hdp, false);  // dQ = dS K
+                    for (int64_t ii = 0; ii < rows; ii++) {
+                        float *dq = dqkv + (b * T + i0 + ii) * QKVD + h * hd;
+                        const float *src = f.dq + ii * hdp;
+                        #pragma omp simd
+                        for (int64_t e = 0; e < hd; e++) dq[e] += src[e];
                     }
                 }
-                for (int64_t j = 0; j < T; j++) {
-                    float *dk = dqkv + (b * T + j) * QKVD + D + g * hd, *dv = dk + KVH * hd;
-                    for (int64_t e = 0; e < hd; e++) { dk[e] += f.dkt[e * Tp + j]; dv[e] += f.dvt[e * Tp + j]; }
-                }
             }
-        _tile_release();
-    }
+            for (int64_t j = 0; j < T; j++) {
+                float *dk = dqkv + (b * T + j) * QKVD + D + g * hd, *dv = dk + KVH * hd;
+                for (int64_t e = 0; e < hd; e++) { dk[e] += f.dkt[e * Tp + j]; dv[e] += f.dvt[e * Tp + j]; }
+            }
+        }
+    _tile_release();
 }
 
 bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, const float *lse,

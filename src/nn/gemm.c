@@ -88,10 +88,8 @@ const char *fk_matmul_backend(void) {
     return fk_attn_amx_on() ? "bf16 (oneDNN, AMX-BF16 tiles; attention on AMX tiles)" : "bf16 (oneDNN, AMX-BF16 tiles)";
 }
 
-#define bf16_bits fk_bf16_rne
-
 static inline float bf16_float(float f) {
-    uint32_t x = bf16_bits(f) << 16;
+    uint32_t x = fk_bf16_rne(f) << 16;
     memcpy(&f, &x, 4);
     return f;
 }
@@ -167,7 +165,7 @@ static void rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, in
             memcpy(d + c, &v, sizeof v);
         }
 #endif
-        for (; c < cols; c++) d[c] = (uint16_t)bf16_bits(s[c]);
+        for (; c < cols; c++) d[c] = (uint16_t)fk_bf16_rne(s[c]);
     }
 }
 
