@@ -15,13 +15,26 @@
 #include "fusekit/hf.h"
 #include "fusekit/model.h"
 #include "fusekit/quants.h"
+#include "nn/gemm.h"
 #include "test_util.h"
 
-enum { TY_F16 = 1, TY_Q8_0 = 8 };
+enum { TY_F16 = 1, TY_Q8_0 = 8, TY_BF16 = 30 };
+
+// The type make_pair stores the F16 entries in (test_stored_bf16_onednn switches it to BF16).
+static uint32_t g_half_type = TY_F16;
 
 // Encodes row w (n floats, n % 32 == 0) as Q8_0 blocks into dst and writes the decoded values
 // back into w.
 static void q8_0_row(float *w, int64_t n, unsigned char *dst) { test_q8_0_row(w, n, dst, w); }
+
+static void bf16_row(float *w, int64_t n, unsigned char *dst) {
+    for (int64_t j = 0; j < n; j++) {
+        uint16_t h = fk_f32_to_bf16(w[j]);
+        dst[2 * j] = (unsigned char)(h & 0xff);
+        dst[2 * j + 1] = (unsigned char)(h >> 8);
+        w[j] = fk_bf16_to_f32(h);
+    }
+}
 
 static void f16_row(float *w, int64_t n, unsigned char *dst) {
     for (int64_t j = 0; j < n; j++) {
@@ -49,7 +62,7 @@ static void store_rows(fk_model *ref, fk_model *stored, owner *ow, int pi, int64
                        int64_t rope_hd) {
     const fk_param *p = &ref->params[pi];
     int64_t C = p->shape[1];
-    size_t rb = type == TY_F16 ? (size_t)C * 2 : (size_t)(C / 32) * 34;
+    size_t rb = type == TY_F16 || type == TY_BF16 ? (size_t)C * 2 : (size_t)(C / 32) * 34;
     unsigned char *buf = malloc(rb * (size_t)rows);
     assert_non_null(buf);
     for (int64_t r = 0; r < rows; r++) {
@@ -61,6 +74,7 @@ static void store_rows(fk_model *ref, fk_model *stored, owner *ow, int pi, int64
         }
         float *row = ref->w + p->offset + (row0 + t) * C;
         if (type == TY_F16) f16_row(row, C, buf + r * rb);
+        else if (type == TY_BF16) bf16_row(row, C, buf + r * rb);
         else q8_0_row(row, C, buf + r * rb);
         float *poison = stored->w + p->offset + (row0 + t) * C;
         for (int64_t j = 0; j < C; j++) poison[j] = NAN;
@@ -83,14 +97,14 @@ static void make_pair(const fk_config *c, fk_model *ref, fk_model *st) {
         switch (p->kind) {
         case FK_P_QKV_W:  // q in Q8_0 and k in F16, both in RoPE order; v in Q8_0
             store_rows(ref, st, ow, i, 0, H * hd, TY_Q8_0, hd);
-            store_rows(ref, st, ow, i, H * hd, KV * hd, TY_F16, hd);
+            store_rows(ref, st, ow, i, H * hd, KV * hd, g_half_type, hd);
             store_rows(ref, st, ow, i, (H + KV) * hd, KV * hd, TY_Q8_0, 0);
             break;
         case FK_P_TOK_EMB: case FK_P_DOWN_W: case FK_P_EXP_DOWN_W:
             store_rows(ref, st, ow, i, 0, p->shape[0], TY_Q8_0, 0);
             break;
         case FK_P_O_W: case FK_P_UP_W: case FK_P_LM_HEAD: case FK_P_EXP_UP_W:
-            store_rows(ref, st, ow, i, 0, p->shape[0], TY_F16, 0);
+            store_rows(ref, st, ow, i, 0, p->shape[0], g_half_type, 0);
             break;
         default:
             break;
@@ -268,12 +282,64 @@ static void test_stored_gguf(void **s) {
     fk_model_free(&f);
 }
 
+// Under bf16 products on oneDNN (AVX512-BF16 CPUs), a batch's product with stored matrices rounds
+// the activations to bf16 once and multiplies them by the stored rows rounded to bf16: BF16 rows
+// where they are mapped, Q8_0 and F16 rows decoded a chunk at a time (the LM head here spans two
+// chunks of 2^21 elements), RoPE-ordered segments scattered after. The arena model with the same
+// decoded weights takes oneDNN's ordinary bf16 path, which rounds the same operands: the logits
+// agree within fp32 summation order, while both moved from the fp32 logits by bf16's rounding.
+static void test_stored_bf16_onednn(void **s) {
+    (void)s;
+    fk_matmul_set_precision(FK_PRECISION_BF16);
+    bool onednn = strstr(fk_matmul_backend(), "oneDNN") != NULL;
+    fk_matmul_set_precision(FK_PRECISION_FP32);
+    if (!onednn) skip();  // no oneDNN or no AVX512-BF16: the emulated path (test_stored_gguf covers it)
+    fk_config c;
+    fk_config_llama(&c, 40000, 64, 2, 4, 2, 96, 64);
+    c.head_dim = 16;
+    for (int pass = 0; pass < 2; pass++) {
+        g_half_type = pass == 0 ? TY_F16 : TY_BF16;
+        fk_model ref, st;
+        make_pair(&c, &ref, &st);
+        enum { B = 2, T = 64 };
+        int32_t tok[B * T];
+        for (int i = 0; i < B * T; i++) tok[i] = (i * 7919 + 3) % (int)c.vocab_size;
+        int64_t n = (int64_t)B * T * c.vocab_size;
+        float *fp32 = malloc((size_t)n * sizeof(float));
+        assert_non_null(fp32);
+        CHECK(fk_model_forward(&st, tok, NULL, B, T, false, NULL));
+        memcpy(fp32, fk_model_logits(&st), (size_t)n * sizeof(float));
+        int64_t before = fk_nn_stored_bf16_products();
+        fk_matmul_set_precision(FK_PRECISION_BF16);
+        CHECK(fk_model_forward(&ref, tok, NULL, B, T, false, NULL));
+        CHECK(fk_model_forward(&st, tok, NULL, B, T, false, NULL));
+        fk_matmul_set_precision(FK_PRECISION_FP32);
+        // per layer: q, k, v, o, up (gate and up), down, then the LM head: every one on the new path
+        assert_int_equal(fk_nn_stored_bf16_products() - before, c.n_layer * 6 + 1);
+        const float *a = fk_model_logits(&ref), *b = fk_model_logits(&st);
+        double maxd = 0, maxa = 0, moved = 0;
+        for (int64_t i = 0; i < n; i++) {
+            maxa = fmax(maxa, fabs((double)a[i]));
+            maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+            moved = fmax(moved, fabs((double)b[i] - fp32[i]));
+        }
+        if (!(maxd <= 2e-5 * fmax(1.0, maxa)))
+            fail_msg("pass %d: stored bf16 logits %g from the arena's (largest logit %g)", pass, maxd, maxa);
+        if (!(moved > 1e-4 * fmax(1.0, maxa) && moved < 0.05 * fmax(1.0, maxa)))
+            fail_msg("pass %d: bf16 moved the logits by %g (largest %g): expected bf16 rounding's size", pass, moved, maxa);
+        free(fp32);
+        fk_model_free(&ref);
+        fk_model_free(&st);
+    }
+    g_half_type = TY_F16;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stored_llama),
         cmocka_unit_test(test_stored_gemma_like),
         cmocka_unit_test(test_stored_moe), cmocka_unit_test(test_stored_bad),
-        cmocka_unit_test(test_stored_gguf),
+        cmocka_unit_test(test_stored_gguf), cmocka_unit_test(test_stored_bf16_onednn),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

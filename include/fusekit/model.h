@@ -398,6 +398,8 @@ typedef struct {
     void (*stored_release)(void *owner);  // called by fk_model_free
     float *stored_tmp;                    // scratch of the stored matmuls
     int64_t stored_tmp_n;
+    void *stored_bf16;                    // their bf16 scratch (activations, decoded rows) under bf16
+    size_t stored_bf16_bytes;
     // Padded vocabularies: the tokens of the model's tokenizer (fk_model_set_vocab_real); rows
     // vocab_real .. vocab_size-1 of the embedding and LM head are padding. 0: every row is a token.
     int64_t vocab_real;

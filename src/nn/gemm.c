@@ -221,15 +221,16 @@ static dnnl_primitive_t onednn_prim(int M, int N, int K, bool ta, bool tb, float
 }
 
 // C = beta C + ep(alpha op(A) op(B) [+ bias]) (bias a row of N, only with alpha 1) through
-// oneDNN; false when oneDNN could not run it (the caller emulates). a16, when given, is A
-// already rounded to packed bf16 (as rows_to_bf16 leaves it), and A is not read.
+// oneDNN; false when oneDNN could not run it (the caller emulates). a16 (b16), when given, is A
+// (B) already rounded to packed bf16 (as rows_to_bf16 leaves it), and A (B) is not read.
 static bool onednn_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *a16,
-                        const float *B, int ldb, float beta, float *C, int ldc, const float *bias, fk_epilogue ep) {
+                        const float *B, int ldb, const uint16_t *b16, float beta, float *C, int ldc, const float *bias,
+                        fk_epilogue ep) {
     int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-    uint16_t *a = a16 ? (uint16_t *)a16 : scratch(0, (size_t)ar * ac * 2), *b = scratch(1, (size_t)br * bc * 2);
+    uint16_t *a = a16 ? (uint16_t *)a16 : scratch(0, (size_t)ar * ac * 2), *b = b16 ? (uint16_t *)b16 : scratch(1, (size_t)br * bc * 2);
     if (!a || !b) return false;
     if (!a16) rows_to_bf16(a, A, ar, ac, lda);
-    rows_to_bf16(b, B, br, bc, ldb);
+    if (!b16) rows_to_bf16(b, B, br, bc, ldb);
     pthread_mutex_lock(&g_onednn.lock);
     bool ok = !g_onednn.failed;
     if (ok && !g_onednn.engine)
@@ -278,7 +279,7 @@ void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, 
     nested = omp_in_parallel();  // inside a parallel region: oneDNN would run on one thread behind the lock
 #endif
     if (K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK && use_dnnl() &&
-        onednn_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, NULL, B, ldb, beta, C, ldc, NULL, FK_EP_NONE))
+        onednn_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, NULL, B, ldb, NULL, beta, C, ldc, NULL, FK_EP_NONE))
         return;
 #endif
     emulated_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -292,7 +293,7 @@ bool fk_sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B
     nested = omp_in_parallel();
 #endif
     return g_precision != FK_PRECISION_FP32 && M > 0 && N > 0 && K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK &&
-           use_dnnl() && onednn_gemm(false, true, M, N, K, 1, A, lda, NULL, B, ldb, beta, C, ldc, bias, ep);
+           use_dnnl() && onednn_gemm(false, true, M, N, K, 1, A, lda, NULL, B, ldb, NULL, beta, C, ldc, bias, ep);
 #else
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)bias, (void)beta, (void)ep, (void)C, (void)ldc;
     return false;
@@ -311,15 +312,50 @@ void fk_sgemm_backward(int N, int C, int OC, const float *dout, const float *inp
         use_dnnl() && (d = scratch(2, (size_t)N * OC * 2))) {
         // dout (N x OC, row stride OC) rounded once: the A of both products, as stored
         rows_to_bf16(d, dout, N, OC, OC);
-        if (!onednn_gemm(false, false, N, C, OC, 1, dout, OC, d, w, C, dinp_beta, dinp, C, NULL, FK_EP_NONE))
+        if (!onednn_gemm(false, false, N, C, OC, 1, dout, OC, d, w, C, NULL, dinp_beta, dinp, C, NULL, FK_EP_NONE))
             emulated_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, dinp_beta, dinp, C);
-        if (!onednn_gemm(true, false, OC, C, N, 1, dout, OC, d, inp, C, 1, dw, C, NULL, FK_EP_NONE))
+        if (!onednn_gemm(true, false, OC, C, N, 1, dout, OC, d, inp, C, NULL, 1, dw, C, NULL, FK_EP_NONE))
             emulated_gemm(CblasTrans, CblasNoTrans, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
         return;
     }
 #endif
     fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, dinp_beta, dinp, C);
     fk_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
+}
+
+// Whether bf16 products with packed bf16 operands go to oneDNN now (any size).
+static bool bf16_operands_on(int M, int N, int K) {
+#ifdef FK_HAVE_DNNL
+    bool nested = false;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+    return g_precision != FK_PRECISION_FP32 && M > 0 && N > 0 && K > 0 && !nested && use_dnnl();
+#else
+    (void)M, (void)N, (void)K;
+    return false;
+#endif
+}
+
+bool fk_gemm_bf16_on(int M, int N, int K) { return bf16_operands_on(M, N, K) && (int64_t)M * N * K >= FK_DNNL_MIN_WORK; }
+
+void fk_rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
+#ifdef FK_HAVE_DNNL
+    rows_to_bf16(dst, src, rows, cols, ld);
+#else
+    #pragma omp parallel for if ((int64_t)rows * cols >= FK_CONVERT_PAR && !omp_in_parallel())
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = (uint16_t)fk_bf16_rne(src[(size_t)r * ld + c]);
+#endif
+}
+
+bool fk_gemm_bf16(int M, int N, int K, const uint16_t *a16, const uint16_t *b16, const float *bias, float *C, int ldc) {
+#ifdef FK_HAVE_DNNL
+    return bf16_operands_on(M, N, K) && onednn_gemm(false, true, M, N, K, 1, NULL, K, a16, NULL, K, b16, 0.0f, C, ldc, bias, FK_EP_NONE);
+#else
+    (void)M, (void)N, (void)K, (void)a16, (void)b16, (void)bias, (void)C, (void)ldc;
+    return false;
+#endif
 }
 
 void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float *C, int ldc) {

@@ -36,6 +36,19 @@ void fk_sgemm_backward(int N, int C, int OC, const float *dout, const float *inp
 // C (M x N, row stride ldc) = A (M x K) B^T + bias, B (N x K), bias a row of N added to every
 // row: a layer's forward. Under bf16 on oneDNN the bias joins the product's store.
 void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float *C, int ldc);
+// Products whose operands are already bf16 (frozen models' stored weights: bf16 rows used where
+// they are mapped, other types decoded to bf16 once per batch). fk_gemm_bf16_on: whether an
+// M x N x K product goes to oneDNN now (bf16 precision, oneDNN and AVX512-BF16, large enough, not
+// inside a parallel region). fk_rows_to_bf16: the rows x cols matrix at src (row stride ld) rounded
+// to packed bf16 (nearest even). fk_gemm_bf16: C (M x N, row stride ldc) = A (M x K) B^T + bias
+// with A and B packed bf16, bias a row of N or NULL, through oneDNN (whatever its size: the
+// caller decided with fk_gemm_bf16_on for the whole matrix); false, with nothing done, where
+// bf16 does not run on oneDNN now or oneDNN fails (the caller takes the f32 path).
+bool fk_gemm_bf16_on(int M, int N, int K);
+void fk_rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld);
+bool fk_gemm_bf16(int M, int N, int K, const uint16_t *a16, const uint16_t *b16, const float *bias, float *C, int ldc);
+// How many stored segments' batch products took that bf16 path since the program started (tests).
+int64_t fk_nn_stored_bf16_products(void);
 // Under bf16, y = A x with A not transposed and unit strides is fk_sgemm's one-row product (the same
 // result as that row inside a batch); any other form stays fp32 (the library uses none).
 void fk_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int M, int N, float alpha, const float *A, int lda,

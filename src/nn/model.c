@@ -8,6 +8,7 @@
 #include "base/par.h"
 #include "fusekit/quants.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -690,6 +691,64 @@ static void precision_tile(int N, int rows, int C, const float *inp, const float
     fk_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, C, 1.0f, inp, C, tile, C, 0.0f, out, ldo);
 }
 
+// Grows the model's bf16 scratch of the stored products to at least `bytes`; NULL when out of memory.
+static uint16_t *stored_bf16_scratch(fk_model *m, size_t bytes) {
+    if (bytes > m->stored_bf16_bytes) {
+        free(m->stored_bf16);
+        m->stored_bf16 = malloc(bytes);
+        m->stored_bf16_bytes = m->stored_bf16 ? bytes : 0;
+    }
+    return m->stored_bf16;
+}
+
+// Rows of a stored segment decoded per block (fk_dequantize_row) and rounded to bf16 per chunk:
+// at most this many elements (4 MB of bf16) a chunk, so the decoded rows stay in cache for the product.
+#define FK_STORED_CHUNK ((int64_t)1 << 21)
+
+static int64_t g_stored_bf16_products;  // segments multiplied on the bf16 path (tests read it)
+int64_t fk_nn_stored_bf16_products(void) { return g_stored_bf16_products; }
+
+// Under bf16 on oneDNN, a batch's product with one stored segment: out (N x s->rows, row stride
+// ldo) = a16 W^T + bias, a16 the batch's activations already rounded to packed bf16 (N x C).
+// bf16 rows are multiplied where the file maps them; other types are decoded and rounded to bf16
+// a chunk of rows at a time across the threads, each chunk one oneDNN product on all of them.
+// Sets *done false (and does nothing) where oneDNN does not take the product.
+static fk_status stored_bf16_forward(const fk_stored *s, const uint16_t *a16, const float *bias, int64_t N,
+                                     int64_t C, float *out, int64_t ldo, uint16_t *chunk, int64_t chunk_rows, bool *done) {
+    *done = false;
+    int64_t R = s->rows;
+    if (s->type == FK_GGML_BF16 && s->row_bytes == (size_t)C * 2) {
+        *done = fk_gemm_bf16((int)N, (int)R, (int)C, a16, s->data, bias, out, (int)ldo);
+        g_stored_bf16_products += *done;
+        return FK_OK;
+    }
+    int failed = 0;
+    for (int64_t r0 = 0; r0 < R; r0 += chunk_rows) {
+        int64_t n = R - r0 < chunk_rows ? R - r0 : chunk_rows;
+        #pragma omp parallel if (n * C >= 65536)
+        {
+            float *row = malloc((size_t)C * sizeof(float));
+            if (!row) {
+                #pragma omp atomic write
+                failed = 1;
+            }
+            #pragma omp for schedule(static)
+            for (int64_t r = 0; r < n; r++) {
+                if (!row) continue;
+                fk_dequantize_row(s->type, (const unsigned char *)s->data + (size_t)(r0 + r) * s->row_bytes, row, C);
+                fk_rows_to_bf16(chunk + r * C, row, 1, (int)C, (int)C);
+            }
+            free(row);
+        }
+        if (failed) return fk_error(FK_ERR_NOMEM, "out of memory (a row of %lld floats for a stored product)", (long long)C);
+        // oneDNN refused a chunk (*done stays false): the caller redoes the whole segment on the f32 path
+        if (!fk_gemm_bf16((int)N, (int)n, (int)C, a16, chunk, bias ? bias + r0 : NULL, out + r0, (int)ldo)) return FK_OK;
+    }
+    *done = true;
+    g_stored_bf16_products++;
+    return FK_OK;
+}
+
 // out (N,OC) = inp (N,C) W^T + b for the matrix at arena offset woff: from the arena, or from
 // its stored segments (each multiplied in its own type, then scattered into out's columns).
 static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t woff, const float *bias, int64_t N, int64_t C,
@@ -698,18 +757,36 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
     const fk_param *p = fk_model_param_of(m, woff);
     int pi = p ? (int)(p - m->params) : -1;
     int64_t covered = 0;
+    // bf16 on oneDNN (a batch): the activations rounded once for every segment, then chunk rows of decoded weights
+    uint16_t *a16 = NULL, *chunk = NULL;
+    int64_t chunk_rows = FK_STORED_CHUNK / C < OC ? FK_STORED_CHUNK / C : OC;
+    if (chunk_rows < 16) chunk_rows = 16;
+    if (N >= 2 && N <= INT_MAX && C <= INT_MAX && OC <= INT_MAX && fk_gemm_bf16_on((int)N, (int)OC, (int)C)) {
+        uint16_t *buf = stored_bf16_scratch(m, (size_t)(N + chunk_rows) * (size_t)C * 2);
+        if (buf) {
+            a16 = buf;
+            chunk = buf + N * C;
+            fk_rows_to_bf16(a16, inp, (int)N, (int)C, (int)C);
+        }
+    }
     for (int i = 0; i < m->n_stored; i++) {
         const fk_stored *s = &m->stored[i];
         if (s->param != pi) continue;
-        if (s->row0 == 0 && s->rows == OC && s->rope_hd == 0)  // the whole matrix in table order: straight into out
-            return fk_qmatmul_forward_gemm(out, inp, s->data, s->type, bias, N, C, OC, precision_tile);
+        bool whole = s->row0 == 0 && s->rows == OC && s->rope_hd == 0;  // the whole matrix in table order: straight into out
+        if (whole) {
+            bool done = false;
+            if (a16) FK_TRY(stored_bf16_forward(s, a16, bias, N, C, out, OC, chunk, chunk_rows, &done));
+            return done ? FK_OK : fk_qmatmul_forward_gemm(out, inp, s->data, s->type, bias, N, C, OC, precision_tile);
+        }
         if (N * s->rows > m->stored_tmp_n) {
             float *t = realloc(m->stored_tmp, (size_t)(N * s->rows) * sizeof(float));
             if (!t) return fk_error(FK_ERR_NOMEM, "out of memory (%lld x %lld scratch for '%s')", (long long)N, (long long)s->rows, p->name);
             m->stored_tmp = t;
             m->stored_tmp_n = N * s->rows;
         }
-        FK_TRY(fk_qmatmul_forward_gemm(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows, precision_tile));
+        bool done = false;
+        if (a16) FK_TRY(stored_bf16_forward(s, a16, NULL, N, C, m->stored_tmp, s->rows, chunk, chunk_rows, &done));
+        if (!done) FK_TRY(fk_qmatmul_forward_gemm(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows, precision_tile));
         const float *t = m->stored_tmp;
         int64_t R = s->rows;
         #pragma omp parallel for if (N * R > FK_OMP_MIN_WORK)
@@ -1267,7 +1344,7 @@ size_t fk_model_memory_bytes(const fk_model *m) {
 
 void fk_model_free(fk_model *m) {
     if (m->stored_release) m->stored_release(m->stored_owner);
-    free(m->stored); free(m->stored_tmp);
+    free(m->stored); free(m->stored_tmp); free(m->stored_bf16);
     free(m->params); free(m->layer); fk_free_pages(m->w, (size_t)m->n_floats * sizeof(float)); free(m->g);
     free(m->rope_cos); free(m->rope_sin); free(m->rope_cos_local); free(m->rope_sin_local);
     acts_free(m->acts);
