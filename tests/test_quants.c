@@ -65,8 +65,8 @@ static void test_type_table(void **s) {
 
 // ------------------------------------------------------------------ goldens
 
-static void test_dequant_goldens(void **s) {
-    (void)s;
+// Every golden row decoded by fk_dequantize_row, bit for bit gguf-py's values.
+static void check_dequant_goldens(void) {
     int n_cases = 0, n_real = 0;
     for (size_t k = 0; k < N_ALL; k++) {
         char path[512];
@@ -117,6 +117,15 @@ static void test_dequant_goldens(void **s) {
     }
     assert_true(n_cases >= (int)N_ALL + 8);
     assert_true(n_real >= 6);  // Q4_1, Q5_0, Q8_0 x2, Q4_K, Q6_K rows of the real files
+}
+
+// Both decoders where the build has the SIMD ones (AVX512): the block decoders, then the row decoders.
+static void test_dequant_goldens(void **s) {
+    (void)s;
+    bool simd = fk_dequantize_simd(false);
+    check_dequant_goldens();
+    fk_dequantize_simd(true);
+    if (simd) check_dequant_goldens();
 }
 
 // ------------------------------------------------------------------ the tiny quantized model

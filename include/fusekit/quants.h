@@ -49,6 +49,11 @@ fk_status fk_ggml_tensor_bytes(uint32_t type, const uint64_t *dims, uint32_t n_d
 // Values are whatever the bits say (a NaN or Inf scale gives NaN or Inf); callers that need
 // finite weights check them.
 void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
+// Where the library was built for AVX512 (-march=native on such a CPU), fk_dequantize_row decodes
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K sixteen elements at a time, bit for bit the
+// block decoders' values. fk_dequantize_simd(false) keeps it to the block decoders (tests compare
+// both); returns whether the SIMD decoders exist in this build. Not thread-safe against decoding.
+bool fk_dequantize_simd(bool use);
 
 // inp is (N,C), w is (OC,C) row-major with every row stored as C / block blocks of
 // ggml_type, bias is (OC) or NULL; out is (N,OC): out = inp w^T + bias (fk_matmul_forward on

@@ -356,6 +356,162 @@ static void deq_iq4_xs(const uint8_t *b, float *y) {
     }
 }
 
+// ------------------------------------------------------------------ whole rows, 16 lanes at a time
+// AVX512 decoders of the most common types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K):
+// the block decoders' arithmetic, operation for operation (a multiply, then an add or subtract,
+// never fused: quants.c is built -ffp-contract=off), so bit for bit their results (test_quants
+// checks both against gguf-py's goldens).
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define FK_DEQ_SIMD 1
+
+static bool g_force_scalar;
+
+// 16 bytes as 16 int32, zero-extended
+static inline __m512i u8x16(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+static inline void put(float *y, __m512 d, __m512i q) { _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(q))); }
+static inline void put_add(float *y, __m512 d, __m512i q, __m512 m) {
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(q)), m));
+}
+static inline void put_sub(float *y, __m512 d, __m512i q, __m512 m) {
+    _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(q)), m));
+}
+
+static void rows_q8_0(const uint8_t *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, b += 34, y += 32) {
+        __m512 d = _mm512_set1_ps(h2f(b));
+        for (int h = 0; h < 2; h++)
+            put(y + 16 * h, d, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2 + 16 * h))));
+    }
+}
+
+static void rows_q4_0(const uint8_t *b, float *y, int64_t nb) {
+    const __m512i lo4 = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
+    for (int64_t i = 0; i < nb; i++, b += 18, y += 32) {
+        __m512 d = _mm512_set1_ps(h2f(b));
+        __m512i q = u8x16(b + 2);
+        put(y, d, _mm512_sub_epi32(_mm512_and_si512(q, lo4), eight));
+        put(y + 16, d, _mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight));
+    }
+}
+
+static void rows_q4_1(const uint8_t *b, float *y, int64_t nb) {
+    const __m512i lo4 = _mm512_set1_epi32(0xF);
+    for (int64_t i = 0; i < nb; i++, b += 20, y += 32) {
+        __m512 d = _mm512_set1_ps(h2f(b)), m = _mm512_set1_ps(h2f(b + 2));
+        __m512i q = u8x16(b + 4);
+        put_add(y, d, _mm512_and_si512(q, lo4), m);
+        put_add(y + 16, d, _mm512_srli_epi32(q, 4), m);
+    }
+}
+
+// bit l of qh (lanes l = 0..15) and bit l + 16, each moved to bit 4
+static inline void fifth_bits(uint32_t qh, __m512i *b0, __m512i *b1) {
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), one = _mm512_set1_epi32(1);
+    __m512i v = _mm512_set1_epi32((int)qh);
+    *b0 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(v, lane), one), 4);
+    *b1 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(v, _mm512_add_epi32(lane, _mm512_set1_epi32(16))), one), 4);
+}
+
+static inline uint32_t u32at(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+static void rows_q5_0(const uint8_t *b, float *y, int64_t nb) {
+    const __m512i lo4 = _mm512_set1_epi32(0xF), sixteen = _mm512_set1_epi32(16);
+    for (int64_t i = 0; i < nb; i++, b += 22, y += 32) {
+        __m512 d = _mm512_set1_ps(h2f(b));
+        __m512i h0, h1, q = u8x16(b + 6);
+        fifth_bits(u32at(b + 2), &h0, &h1);
+        put(y, d, _mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(q, lo4), h0), sixteen));
+        put(y + 16, d, _mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(q, 4), h1), sixteen));
+    }
+}
+
+static void rows_q5_1(const uint8_t *b, float *y, int64_t nb) {
+    const __m512i lo4 = _mm512_set1_epi32(0xF);
+    for (int64_t i = 0; i < nb; i++, b += 24, y += 32) {
+        __m512 d = _mm512_set1_ps(h2f(b)), m = _mm512_set1_ps(h2f(b + 2));
+        __m512i h0, h1, q = u8x16(b + 8);
+        fifth_bits(u32at(b + 4), &h0, &h1);
+        put_add(y, d, _mm512_or_si512(_mm512_and_si512(q, lo4), h0), m);
+        put_add(y + 16, d, _mm512_or_si512(_mm512_srli_epi32(q, 4), h1), m);
+    }
+}
+
+// Q4_K and Q5_K: sub-block g's 32 codes, nibble g % 2 of qs[32 (g / 2) + l] (Q5_K: bit g of qh[l] as bit 4)
+static void rows_qk(const uint8_t *b, float *y, int64_t nb, bool five) {
+    const __m512i lo4 = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1);
+    size_t bytes = five ? 176 : 144;
+    for (int64_t i = 0; i < nb; i++, b += bytes, y += QK_K) {
+        float d = h2f(b), dmin = h2f(b + 2);
+        const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + (five ? 48 : 16);
+        for (int g = 0; g < 8; g++) {
+            int sc, mn;
+            scale_min_k4(g, scales, &sc, &mn);
+            __m512 d1 = _mm512_set1_ps(d * (float)sc), m1 = _mm512_set1_ps(dmin * (float)mn);
+            const uint8_t *q = qs + 32 * (g / 2);
+            __m128i sh = _mm_cvtsi32_si128(4 * (g % 2)), gb = _mm_cvtsi32_si128(g);
+            for (int h = 0; h < 2; h++) {
+                __m512i v = _mm512_and_si512(_mm512_srl_epi32(u8x16(q + 16 * h), sh), lo4);
+                if (five) v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(_mm512_srl_epi32(u8x16(qh + 16 * h), gb), one), 4));
+                put_sub(y + 32 * g + 16 * h, d1, v, m1);
+            }
+        }
+    }
+}
+
+static void rows_q4_k(const uint8_t *b, float *y, int64_t nb) { rows_qk(b, y, nb, false); }
+static void rows_q5_k(const uint8_t *b, float *y, int64_t nb) { rows_qk(b, y, nb, true); }
+
+static void rows_q6_k(const uint8_t *b, float *y, int64_t nb) {
+    const __m512i lo4 = _mm512_set1_epi32(0xF), three = _mm512_set1_epi32(3), k32 = _mm512_set1_epi32(32);
+    for (int64_t i = 0; i < nb; i++, b += 210, y += QK_K) {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = h2f(b + 208);
+        for (int a = 0; a < 2; a++)
+            for (int h = 0; h < 2; h++) {
+                const int8_t *g = sc + 8 * a + h;
+                float *o = y + 128 * a + 16 * h;
+                __m512i lo = u8x16(ql + 64 * a + 16 * h), lo2 = u8x16(ql + 64 * a + 16 * h + 32), hi = u8x16(qh + 32 * a + 16 * h);
+                __m512i c0 = _mm512_or_si512(_mm512_and_si512(lo, lo4), _mm512_slli_epi32(_mm512_and_si512(hi, three), 4));
+                __m512i c1 = _mm512_or_si512(_mm512_and_si512(lo2, lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hi, 2), three), 4));
+                __m512i c2 = _mm512_or_si512(_mm512_srli_epi32(lo, 4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hi, 4), three), 4));
+                __m512i c3 = _mm512_or_si512(_mm512_srli_epi32(lo2, 4), _mm512_slli_epi32(_mm512_srli_epi32(hi, 6), 4));
+                put(o, _mm512_set1_ps(d * (float)g[0]), _mm512_sub_epi32(c0, k32));
+                put(o + 32, _mm512_set1_ps(d * (float)g[2]), _mm512_sub_epi32(c1, k32));
+                put(o + 64, _mm512_set1_ps(d * (float)g[4]), _mm512_sub_epi32(c2, k32));
+                put(o + 96, _mm512_set1_ps(d * (float)g[6]), _mm512_sub_epi32(c3, k32));
+            }
+    }
+}
+
+// The row decoder of the type, NULL where only the block decoder exists (or the block decoders are forced).
+static void (*simd_rows(uint32_t type))(const uint8_t *, float *, int64_t) {
+    if (g_force_scalar) return NULL;
+    switch (type) {
+    case FK_GGML_Q8_0: return rows_q8_0;
+    case FK_GGML_Q4_0: return rows_q4_0;
+    case FK_GGML_Q4_1: return rows_q4_1;
+    case FK_GGML_Q5_0: return rows_q5_0;
+    case FK_GGML_Q5_1: return rows_q5_1;
+    case FK_GGML_Q4_K: return rows_q4_k;
+    case FK_GGML_Q5_K: return rows_q5_k;
+    case FK_GGML_Q6_K: return rows_q6_k;
+    default: return NULL;
+    }
+}
+#endif
+
+bool fk_dequantize_simd(bool use) {
+#ifdef FK_DEQ_SIMD
+    g_force_scalar = !use;
+    return true;
+#else
+    (void)use;
+    return false;
+#endif
+}
+
 // ------------------------------------------------------------------ rows
 
 void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
@@ -376,6 +532,10 @@ void fk_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
         return;
     }
     int64_t nb = n / t->info.block;
+#ifdef FK_DEQ_SIMD
+    void (*rows)(const uint8_t *, float *, int64_t) = simd_rows(type);
+    if (rows) { rows(b, dst, nb); return; }
+#endif
     for (int64_t i = 0; i < nb; i++) t->deq(b + i * t->info.bytes, dst + i * t->info.block);
 }
 
