@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
@@ -198,6 +199,11 @@ static void test_find(void **s) {
 }
 
 int main(void) {
+    // strftime_now's "now": the day the goldens were made (tools/ref/make_chat_golden.py ran on
+    // 2026-12-04), in UTC, whatever day the suite runs
+    setenv("SOURCE_DATE_EPOCH", "1796385600", 1);  // 2026-12-04 12:00:00 UTC
+    setenv("TZ", "UTC0", 1);
+    tzset();
     const char *survey = getenv("FK_CHAT_SURVEY");
     if (survey) {
         int total, ok = run_goldens(survey, &total, true);

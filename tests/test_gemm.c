@@ -452,6 +452,62 @@ static void test_random_model_bf16(void **s) {
     fk_model_free(&m);
 }
 
+// A forward hook that looks at nothing: its presence keeps the activations in fp32 (act16 mode off).
+static void noop_hook(void *user, int layer, const float *resid, const float *att, const float *act, int64_t N) {
+    (void)user, (void)layer, (void)resid, (void)att, (void)act, (void)N;
+}
+
+// bf16 training on oneDNN keeps the MLP's activation as bf16 (act16 mode): the down projection's
+// forward and both backward products read the rounded values they would otherwise round from the
+// fp32 activation, so the loss and every gradient are bit for bit those of the fp32-kept layout
+// (a no-op forward hook forces that layout), and the activations take S x N x F x 2 bytes less.
+// GPT-2 (GELU, biases), Llama (SwiGLU), with and without activation checkpointing.
+static void test_act16_training(void **s) {
+    (void)s;
+    if (!bf16_path(PATH_AUTO)) { fp32_path(); skip(); }
+    for (int kind = 0; kind < 4; kind++) {
+        fk_config c;
+        if (kind % 2 == 0) fk_config_gpt2(&c, 512, 128, 2, 4, 64);
+        else fk_config_llama(&c, 512, 128, 2, 4, 2, 344, 64);
+        bool ckpt = kind >= 2;
+        int B = 2, T = 64;
+        int32_t x[128], y[128];
+        fk_rng r;
+        fk_rng_seed(&r, 21 + kind);
+        for (int i = 0; i < B * T; i++) x[i] = (int32_t)(fk_rng_u64(&r) % 512), y[i] = (int32_t)(fk_rng_u64(&r) % 512);
+        fk_model m[2];
+        float loss[2];
+        size_t bytes[2];
+        for (int k = 0; k < 2; k++) {  // 0: act16 (no hook), 1: fp32 activations (a hook)
+            CHECK(fk_model_init(&m[k], &c));
+            fk_model_init_weights(&m[k], 3);
+            CHECK(fk_model_alloc_grads(&m[k]));
+            fk_model_set_checkpointing(&m[k], ckpt);
+            if (k == 1) m[k].hook = noop_hook;
+            bytes[k] = fk_model_activation_bytes(&m[k], B, T, true);
+            fk_model_zero_grads(&m[k]);
+            CHECK(fk_model_forward(&m[k], x, y, B, T, true, &loss[k]));
+            CHECK(fk_model_backward(&m[k], 1.0f));
+        }
+        int64_t F = c.ffn[0], S = ckpt ? 1 : c.n_layer;
+        print_message("  %s%s: activations %zu vs %zu bytes, loss %.7f vs %.7f\n", kind % 2 ? "llama" : "gpt2", ckpt ? " ckpt" : "",
+                      bytes[0], bytes[1], loss[0], loss[1]);
+        assert_true(bytes[1] - bytes[0] >= (size_t)(S * B * T * F * 2) && bytes[1] - bytes[0] < (size_t)(S * B * T * F * 2) + 4096);
+        assert_memory_equal(&loss[0], &loss[1], sizeof(float));
+        assert_memory_equal(m[0].g, m[1].g, (size_t)m[0].n_floats * sizeof(float));
+        // and the gradients are bf16's, not fp32's: some moved from an fp32 run's
+        fp32_path();
+        fk_model_zero_grads(&m[1]);
+        m[1].hook = NULL;
+        CHECK(fk_model_forward(&m[1], x, y, B, T, true, &loss[1]));
+        CHECK(fk_model_backward(&m[1], 1.0f));
+        assert_true(memcmp(m[0].g, m[1].g, (size_t)m[0].n_floats * sizeof(float)) != 0);
+        bf16_path(PATH_AUTO);
+        for (int k = 0; k < 2; k++) fk_model_free(&m[k]);
+    }
+    fp32_path();
+}
+
 // ------------------------------------------------------------------ training under bf16
 // Mixed precision as the ops run it: bf16 operands in the forward and backward products, fp32
 // master weights, gradients accumulated in fp32 (beta 1), AdamW in fp32. A training step of
@@ -616,6 +672,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_precision_auto, teardown_fp32),
         cmocka_unit_test_teardown(test_golden_models_bf16, teardown_fp32),
         cmocka_unit_test_teardown(test_random_model_bf16, teardown_fp32),
+        cmocka_unit_test_teardown(test_act16_training, teardown_fp32),
         cmocka_unit_test_teardown(test_golden_training_bf16, teardown_fp32),
         cmocka_unit_test_teardown(test_training_run_bf16, teardown_fp32),
         cmocka_unit_test_teardown(test_fk_train_precision, teardown_fp32),

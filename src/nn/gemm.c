@@ -97,9 +97,11 @@ static inline float bf16_float(float f) {
 float fk_bf16_round(float f) { return bf16_float(f); }
 
 // Per-thread scratch that only grows (GEMMs run inside parallel regions too): NULL when out of memory.
+// 0 and 1: an operand rounded to bf16 (A, B); 2: a gradient rounded once for two products; 3: a
+// bf16 operand widened to fp32 (bf16_to_scratch).
 static void *scratch(int which, size_t bytes) {
-    static _Thread_local void *buf[3];
-    static _Thread_local size_t cap[3];
+    static _Thread_local void *buf[4];
+    static _Thread_local size_t cap[4];
     if (cap[which] < bytes) {
         free(buf[which]);
         buf[which] = malloc(bytes);
@@ -356,6 +358,56 @@ bool fk_gemm_bf16(int M, int N, int K, const uint16_t *a16, const uint16_t *b16,
     (void)M, (void)N, (void)K, (void)a16, (void)b16, (void)bias, (void)C, (void)ldc;
     return false;
 #endif
+}
+
+// The rows x cols packed bf16 matrix as floats (exact), in scratch buffer 3; NULL when out of memory.
+static float *bf16_to_scratch(const uint16_t *a16, int rows, int cols) {
+    float *a = scratch(3, (size_t)rows * cols * sizeof(float));
+    if (!a) return NULL;
+    #pragma omp parallel for if ((int64_t)rows * cols >= FK_CONVERT_PAR && !omp_in_parallel())
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            uint32_t x = (uint32_t)a16[(size_t)r * cols + c] << 16;
+            memcpy(&a[(size_t)r * cols + c], &x, 4);
+        }
+    return a;
+}
+
+void fk_sgemm_a16(int M, int N, int K, const uint16_t *a16, const float *B, int ldb, const float *bias, float *C, int ldc) {
+#ifdef FK_HAVE_DNNL
+    if (bf16_operands_on(M, N, K) && onednn_gemm(false, true, M, N, K, 1, NULL, K, a16, B, ldb, NULL, 0.0f, C, ldc, bias, FK_EP_NONE))
+        return;
+#endif
+    // elsewhere the operand's exact values in fp32, through the library's product (which rounds them to themselves)
+    float *a = bf16_to_scratch(a16, M, K);
+    FK_ASSERT(a);  // out of memory for a copy of an activation the caller already holds
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, a, K, B, ldb, 0, C, ldc);
+    if (bias) {
+        #pragma omp parallel for if ((int64_t)M * N > FK_CONVERT_PAR && !omp_in_parallel())
+        for (int i = 0; i < M; i++)
+            for (int o = 0; o < N; o++) C[(size_t)i * ldc + o] += bias[o];
+    }
+}
+
+void fk_sgemm_backward_a16(int N, int C, int OC, const float *dout, const uint16_t *inp16, const float *w, float dinp_beta,
+                           float *dinp, float *dw) {
+#ifdef FK_HAVE_DNNL
+    uint16_t *d = NULL;
+    if (bf16_operands_on(N, C, OC) && (d = scratch(2, (size_t)N * OC * 2))) {
+        rows_to_bf16(d, dout, N, OC, OC);
+        bool ok = onednn_gemm(false, false, N, C, OC, 1, dout, OC, d, w, C, NULL, dinp_beta, dinp, C, NULL, FK_EP_NONE);
+        if (!ok) emulated_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, dinp_beta, dinp, C);
+        if (onednn_gemm(true, false, OC, C, N, 1, dout, OC, d, NULL, C, inp16, 1, dw, C, NULL, FK_EP_NONE)) return;
+        float *inp = bf16_to_scratch(inp16, N, C);
+        FK_ASSERT(inp);
+        emulated_gemm(CblasTrans, CblasNoTrans, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
+        return;
+    }
+#endif
+    float *inp = bf16_to_scratch(inp16, N, C);
+    FK_ASSERT(inp);
+    fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, dinp_beta, dinp, C);
+    fk_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
 }
 
 void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float *C, int ldc) {

@@ -47,6 +47,15 @@ void fk_sgemm_bias(int M, int N, int K, const float *A, int lda, const float *B,
 bool fk_gemm_bf16_on(int M, int N, int K);
 void fk_rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld);
 bool fk_gemm_bf16(int M, int N, int K, const uint16_t *a16, const uint16_t *b16, const float *bias, float *C, int ldc);
+// A layer's products with its input activations kept as packed bf16 (bf16 training keeps the MLP's
+// activation so: half the memory, no conversion pass before each product). fk_sgemm_a16: C (M x N,
+// row stride ldc) = A16 (M x K) B^T + bias, B (N x K, row stride ldb) fp32 weights rounded to bf16
+// as fk_sgemm rounds them, bias a row of N or NULL. fk_sgemm_backward_a16: fk_sgemm_backward with
+// inp given as packed bf16. On oneDNN's bf16 path where it runs; elsewhere the bf16 values in fp32
+// through fk_sgemm (the same operands: rounding a bf16 value to bf16 keeps it).
+void fk_sgemm_a16(int M, int N, int K, const uint16_t *a16, const float *B, int ldb, const float *bias, float *C, int ldc);
+void fk_sgemm_backward_a16(int N, int C, int OC, const float *dout, const uint16_t *inp16, const float *w, float dinp_beta,
+                           float *dinp, float *dw);
 // How many stored segments' batch products took that bf16 path since the program started (tests).
 int64_t fk_nn_stored_bf16_products(void);
 // Under bf16, y = A x with A not transposed and unit strides is fk_sgemm's one-row product (the same

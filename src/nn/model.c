@@ -416,6 +416,7 @@ struct fk_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
     float *lse;            // att_lse: (S, B, n_head, T) each attention row's log-sum-exp, kept instead of probs
     bool att_lse;          // training's attention on AMX tiles: the backward recomputes the probabilities
+    uint16_t *act16;       // act16 mode: the MLP's activation (S, N, max FFN) kept as bf16 (act is then NULL)
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *flosses, *tmp;
     float *qk_pre, *qk_rstd;           // qk_norm: (S, BT, n_head + n_kv_head, hd) inputs and (S, BT, heads) scales
     float *attn_o, *attn_post_rstd;    // post_norms: attention output before its norm (S, BT, C), scales (S, BT)
@@ -460,9 +461,20 @@ static int64_t scratch_slice(const fk_config *c, int64_t T, bool train) {
 // AMX kernels take training's attention (fk_attention_backward_amx recomputes them).
 static bool att_lse_mode(const fk_config *c, bool train) { return train && c->head_dim <= FK_ATTN_AMX_MAX_HD && fk_attn_amx_on(); }
 
+// Whether a training layout keeps the MLP's activation as bf16 (act16): bf16 products on oneDNN
+// (its two products then read it as they would round it), an arena model of dense MLPs, no forward
+// hook (which reads the activation as floats).
+static bool act16_mode(const fk_model *m, bool train) {
+    const fk_config *c = &m->cfg;
+    if (!train || m->n_stored > 0 || m->hook || !fk_gemm_bf16_on(1 << 9, 1 << 9, 1 << 9)) return false;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (c->moe[l]) return false;
+    return true;
+}
+
 // Lays out the activation buffers of a (B, T) batch in one arena: with base NULL, only the
 // offsets are counted (a->bytes); then again over the allocated arena.
-static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, bool ckpt, int nthr, float *base) {
+static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train, bool ckpt, bool act16, int nthr, float *base) {
     int64_t N = (int64_t)B * T, C = c->d_model, L = c->n_layer, D = c->n_head * c->head_dim, F = max_ffn(c);
     ckpt = ckpt && train;
     int64_t UP = up_stride(c), S = train && !ckpt ? L : 1, off = 0;
@@ -482,7 +494,14 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     else if (train) ALLOC(probs, S * (int64_t)B * c->n_head * T * T);
     ALLOC(att, S * N * D);
     ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
-    ALLOC(pre, S * N * UP); ALLOC(act, S * N * F);
+    ALLOC(pre, S * N * UP);
+    if (act16) {
+        CARVE(act16, uint16_t, (S * N * F + 1) / 2);
+        a->act = NULL;
+    } else {
+        ALLOC(act, S * N * F);
+        a->act16 = NULL;
+    }
     ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
     ALLOC(logits, N * c->vocab_size); ALLOC(losses, N); ALLOC(flosses, N); ALLOC(tmp, N * C);
     if (c->qk_norm) { ALLOC(qk_pre, S * N * qk_heads(c) * c->head_dim); ALLOC(qk_rstd, S * N * qk_heads(c)); }
@@ -501,7 +520,7 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
 
 size_t fk_model_activation_bytes(const fk_model *m, int B, int T, bool train) {
     fk_acts a = {0};
-    acts_layout(&a, &m->cfg, B, T, train, m->checkpoint_acts, omp_get_max_threads(), NULL);
+    acts_layout(&a, &m->cfg, B, T, train, m->checkpoint_acts, act16_mode(m, train), omp_get_max_threads(), NULL);
     return (size_t)a.bytes;
 }
 
@@ -514,18 +533,22 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     fk_acts *a = m->acts;
     int nthr = omp_get_max_threads();
     bool ckpt = train && m->checkpoint_acts;
+    bool act16 = act16_mode(m, train);
     if (a && a->B == B && a->T == T && a->train == train && a->ckpt == ckpt && a->nthr >= nthr &&
-        a->att_lse == att_lse_mode(&m->cfg, train))
+        a->att_lse == att_lse_mode(&m->cfg, train) && (a->act16 != NULL) == act16)
         return FK_OK;
     // An inference forward fits in any buffers laid out for at least as many tokens (it uses
     // one layer's slot) and enough scratch, so evaluation between training steps reallocates
     // nothing. The buffers keep their (B, T); backward refuses until the next training forward.
-    if (a && !train && (int64_t)a->B * a->T >= (int64_t)B * T && a->slice >= scratch_slice(&m->cfg, T, false) && a->nthr >= nthr)
+    // (A layout in act16 mode serves while act16 would still be chosen: that forward keeps its activation
+    // as bf16 too, right under bf16 products on oneDNN without a hook, not under fp32.)
+    if (a && !train && (int64_t)a->B * a->T >= (int64_t)B * T && a->slice >= scratch_slice(&m->cfg, T, false) && a->nthr >= nthr &&
+        (!a->act16 || act16_mode(m, true)))
         return FK_OK;
     acts_free(a);
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
-    acts_layout(a, &m->cfg, B, T, train, ckpt, nthr, NULL);
+    acts_layout(a, &m->cfg, B, T, train, ckpt, act16, nthr, NULL);
     a->arena = fk_calloc_aligned((size_t)a->bytes);
     if (!a->arena) {
         int64_t mb = a->bytes >> 20;
@@ -533,7 +556,7 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
         m->acts = NULL;
         return fk_error(FK_ERR_NOMEM, "cannot allocate %lld MiB of activations for batch %d x %d", (long long)mb, B, T);
     }
-    acts_layout(a, &m->cfg, B, T, train, ckpt, nthr, a->arena);
+    acts_layout(a, &m->cfg, B, T, train, ckpt, act16, nthr, a->arena);
     return FK_OK;
 }
 
@@ -580,6 +603,28 @@ static void mlp_act_backward(const fk_config *c, float *dpre, const float *pre, 
     else if (c->mlp == FK_MLP_GEGLU) fk_geglu_backward(dpre, pre, dact, N, F);
     else if (c->gelu_exact) fk_gelu_exact_backward(dpre, pre, dact, N * F);
     else fk_gelu_backward(dpre, pre, dact, N * F);
+}
+
+// The activation of N rows of pre (row stride UP) rounded to bf16 into act16 (N x F): each row
+// computed in fp32 as mlp_act_forward computes it, then rounded as the products round operands.
+static fk_status mlp_act_forward_bf16(const fk_config *c, uint16_t *act16, const float *pre, int64_t N, int64_t F, int64_t UP) {
+    int failed = 0;
+    #pragma omp parallel if (N * F > FK_OMP_MIN_WORK)
+    {
+        float *row = malloc((size_t)F * sizeof(float));
+        if (!row) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < N; i++) {
+            if (!row) continue;
+            mlp_act_forward(c, row, pre + i * UP, 1, F);
+            fk_rows_to_bf16(act16 + i * F, row, 1, (int)F, (int)F);
+        }
+        free(row);
+    }
+    return failed ? fk_error(FK_ERR_NOMEM, "out of memory (a row of %lld floats for the MLP's activation)", (long long)F) : FK_OK;
 }
 
 void fk_nn_act_forward(const fk_config *c, float *act, const float *pre, int64_t N, int64_t F) { mlp_act_forward(c, act, pre, N, F); }
@@ -851,6 +896,7 @@ typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *qk_pre, *qk_rstd, *probs, *att, *attn_o, *attn_post_rstd;
     float *lse;                        // training on AMX tiles: each attention row's log-sum-exp instead of probs
     float *ln2, *ln2_mean, *ln2_rstd, *pre, *act, *ffn_o, *ffn_post_rstd, *tmp;
+    uint16_t *act16;                   // instead of act: the activation as bf16 (act16 mode)
     float *kc, *vc;                    // this layer's KV cache (max_seq, KVH*hd each), or NULL
     fk_moe_slot moe;                   // MoE layers: the layer's slot of the MoE buffers
     float *scratch;                    // nthr attention row blocks of FK_ATT_BLK x (p0 + n)
@@ -916,7 +962,11 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     if (c->residual == FK_RESID_SEQUENTIAL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
     float *fo = c->post_norms ? io->ffn_o : io->tmp;
     if (c->moe[l]) FK_TRY(fk_moe_forward(m, l, &io->moe, mlp_in, io->pre, io->act, fo, N));  // sequential, no post-norms
-    else {
+    else if (io->act16) {  // the activation as bf16, read by the down projection as it is
+        FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
+        FK_TRY(mlp_act_forward_bf16(c, io->act16, io->pre, N, F, up_dim(c, l)));
+        fk_sgemm_a16((int)N, (int)C, (int)F, io->act16, m->w + o->down_w, (int)F, WP(o->down_b), fo, (int)C);
+    } else {
         // (pre, GELU's input, is kept only for a backward)
         if (!(fuse && c->mlp == FK_MLP_GELU && !c->gelu_exact &&
               fk_sgemm_fused((int)N, (int)F, (int)C, mlp_in, (int)C, m->w + o->up_w, (int)C, WP(o->up_b), 0.0f, FK_EP_GELU_TANH,
@@ -953,7 +1003,7 @@ static block_io acts_io(fk_model *m, int64_t l, int B, int T, bool train) {
                       .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
                       .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 + s * N * C,
                       .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
-                      .act = a->act + s * N * MF, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
+                      .act = a->act16 ? NULL : a->act + s * N * MF, .act16 = a->act16 ? a->act16 + s * N * MF : NULL, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
                       .ffn_post_rstd = c->post_norms ? a->ffn_post_rstd + s * N : NULL, .tmp = a->tmp,
                       .moe = fk_moe_slot_at(&a->moe, s), .scratch = a->scratch, .nthr = a->nthr};
 }
@@ -1149,7 +1199,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         float *x = a->resid + l * N * C, *mid = a->mid + l * N * C;
         float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
         float *ln2 = a->ln2 + s * N * C;
-        float *pre = a->pre + s * N * up_stride(c), *act = a->act + s * N * MF;
+        float *pre = a->pre + s * N * up_stride(c), *act = a->act ? a->act + s * N * MF : NULL;
         float *probs = a->att_lse ? NULL : a->probs + s * (int64_t)B * c->n_head * T * T;
         const float *lse = a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL;
         // MLP branch: out = mid + [post-norm](down(act(up(norm2(mid))))); with a parallel residual the
@@ -1164,7 +1214,11 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             dfo = fk_moe_backward(m, l, &ms, &a->moe, dfo, ln2, dmlp_in, a->tmp, N);
         }
         if (F > 0) {
-            fk_matmul_backward_beta(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C, 0);
+            if (a->act16) {  // the activation kept as bf16: the two products read it as it is, then the bias's gradient
+                fk_sgemm_backward_a16((int)N, (int)F, (int)C, dfo, a->act16 + s * N * MF, m->w + o->down_w, 0, a->dact, m->g + o->down_w);
+                if (o->down_b >= 0) fk_matmul_backward_beta(NULL, NULL, GP(o->down_b), dfo, NULL, NULL, N, F, C, 0);
+            } else
+                fk_matmul_backward_beta(a->dact, m->g + o->down_w, GP(o->down_b), dfo, act, m->w + o->down_w, N, F, C, 0);
             zero(a->dpre, N * UP);
             mlp_act_backward(c, a->dpre, pre, a->dact, N, F);
             // (a MoE layer's experts have started dmlp_in: added to; else overwritten)

@@ -1481,7 +1481,14 @@ static val call(ctx *C, val f, const val *a, const str *kw, int na) {
         if (fmt.k != V_STR) return E_FAIL(C, FK_ERR_ARG, "chat template line %d: strftime_now() needs a format", C->line);
         char zf[256], buf[256];
         snprintf(zf, sizeof zf, "%.*s", (int)(fmt.u.s.n < 255 ? fmt.u.s.n : 255), fmt.u.s.s);
+        // SOURCE_DATE_EPOCH (the reproducible-builds convention), when set to a number of seconds, is "now"
         time_t now = time(NULL);
+        const char *sde = getenv("SOURCE_DATE_EPOCH");
+        if (sde && *sde) {
+            char *end;
+            long long v = strtoll(sde, &end, 10);
+            if (*end == 0 && v >= 0) now = (time_t)v;
+        }
         struct tm tm;
         localtime_r(&now, &tm);
         size_t k = strftime(buf, sizeof buf, zf, &tm);
