@@ -225,21 +225,32 @@ static void fwd_carve(fwd_bufs *f, float *base, int64_t Tkp, int64_t hdp) {
 AMX_TARGET static void softmax_row(uint16_t *pr, float *prow, float *lse, float *sr, int64_t lo, int64_t pi, int64_t jt0,
                                    int64_t jt1, int64_t z0, int64_t z1, float scale, float softcap, const float *alibi_h) {
     float mx, sum = 0;
-    if (softcap > 0)
-        for (int64_t j = lo; j <= pi; j++) sr[j] = softcap * fk_fast_tanhf(sr[j] * scale / softcap);
-    else {
-        #pragma omp simd
-        for (int64_t j = lo; j <= pi; j++) sr[j] *= scale;
+    // plain scores (no soft-cap or ALiBi, scale > 0): the scale joins the exponential's pass, the
+    // maximum is taken on the raw products (rounding is monotonic: max(scale x) = scale max(x))
+    bool plain = softcap <= 0 && !alibi_h && scale > 0;
+    if (!plain) {
+        if (softcap > 0)
+            for (int64_t j = lo; j <= pi; j++) sr[j] = softcap * fk_fast_tanhf(sr[j] * scale / softcap);
+        else {
+            #pragma omp simd
+            for (int64_t j = lo; j <= pi; j++) sr[j] *= scale;
+        }
+        if (alibi_h)
+            for (int64_t j = lo; j <= pi; j++) sr[j] += *alibi_h * (float)(j - pi);
     }
-    if (alibi_h)
-        for (int64_t j = lo; j <= pi; j++) sr[j] += *alibi_h * (float)(j - pi);
     __m512 vm = _mm512_set1_ps(-INFINITY);
     int64_t j = lo;
     for (; j + 16 <= pi + 1; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(sr + j));
     mx = _mm512_reduce_max_ps(vm);
     for (; j <= pi; j++) mx = sr[j] > mx ? sr[j] : mx;
-    #pragma omp simd reduction(+ : sum)
-    for (int64_t j = lo; j <= pi; j++) { sr[j] = fk_fast_expf(sr[j] - mx); sum += sr[j]; }
+    if (plain) {
+        mx *= scale;
+        #pragma omp simd reduction(+ : sum)
+        for (int64_t j = lo; j <= pi; j++) { sr[j] = fk_fast_expf(sr[j] * scale - mx); sum += sr[j]; }
+    } else {
+        #pragma omp simd reduction(+ : sum)
+        for (int64_t j = lo; j <= pi; j++) { sr[j] = fk_fast_expf(sr[j] - mx); sum += sr[j]; }
+    }
     float inv = 1 / sum;
     if (lse) *lse = mx + logf(sum);
     for (int64_t j = jt0; j < lo; j++) pr[j] = 0;
@@ -435,28 +446,40 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                         }
                         int64_t i = i0 + ii, lo = fk_att_first_col(i, window);
                         const float *p = P ? P + i * T : f.pf + ii * Tp;
-                        if (!P) {  // P = exp(final score - log-sum-exp), the forward's arithmetic
-                            const float *sr = f.s + ii * Tp;
-                            float *pr = f.pf + ii * Tp, l = lse_h[i];
-                            for (int64_t j = lo; j <= i; j++) {
-                                float x = sr[j] * scale;
-                                if (softcap > 0) x = softcap * fk_fast_tanhf(x / softcap);
-                                if (alibi) x += alibi[h] * (float)(j - i);
-                                pr[j] = fk_fast_expf(x - l);
-                            }
-                        }
                         float *dp = f.dp + ii * Tp, dot = 0;
-                        #pragma omp simd reduction(+ : dot)
-                        for (int64_t j = lo; j <= i; j++) dot += p[j] * dp[j];
-                        #pragma omp simd
-                        for (int64_t j = lo; j <= i; j++) dp[j] = p[j] * (dp[j] - dot) * scale;
-                        if (softcap > 0) {
+                        if (!P) {  // P = exp(final score - log-sum-exp), the forward's arithmetic, and sum(P * dP) in the same pass
                             const float *sr = f.s + ii * Tp;
-                            for (int64_t j = lo; j <= i; j++) { float t = fk_fast_tanhf(sr[j] * scale / softcap); dp[j] *= 1 - t * t; }
+                            float *pw = f.pf + ii * Tp, l = lse_h[i], slope = alibi ? alibi[h] : 0.0f;
+                            if (softcap > 0)
+                                for (int64_t j = lo; j <= i; j++) {
+                                    float x = softcap * fk_fast_tanhf(sr[j] * scale / softcap) + slope * (float)(j - i);
+                                    pw[j] = fk_fast_expf(x - l);
+                                    dot += pw[j] * dp[j];
+                                }
+                            else {
+                                #pragma omp simd reduction(+ : dot)
+                                for (int64_t j = lo; j <= i; j++) {
+                                    pw[j] = fk_fast_expf(sr[j] * scale + slope * (float)(j - i) - l);
+                                    dot += pw[j] * dp[j];
+                                }
+                            }
+                        } else {
+                            #pragma omp simd reduction(+ : dot)
+                            for (int64_t j = lo; j <= i; j++) dot += p[j] * dp[j];
                         }
                         for (int64_t j = jt0; j < lo; j++) dsr[j] = pr[j] = 0;
-                        #pragma omp simd
-                        for (int64_t j = lo; j <= i; j++) { dsr[j] = bf(dp[j]); pr[j] = bf(p[j]); }
+                        if (softcap > 0) {
+                            const float *sr = f.s + ii * Tp;
+                            for (int64_t j = lo; j <= i; j++) {
+                                float t = fk_fast_tanhf(sr[j] * scale / softcap), ds = p[j] * (dp[j] - dot) * scale * (1 - t * t);
+                                dsr[j] = bf(ds);
+                                pr[j] = bf(p[j]);
+                            }
+                        } else {
+                            // dS = P * (dP - sum(P * dP)) * scale, rounded with P for their products
+                            #pragma omp simd
+                            for (int64_t j = lo; j <= i; j++) { dsr[j] = bf(p[j] * (dp[j] - dot) * scale); pr[j] = bf(p[j]); }
+                        }
                         for (int64_t j = i + 1; j < jt1; j++) dsr[j] = pr[j] = 0;
                     }
                     pair_rows(f.pp, f.pb, Tp, jt0, jt1);
