@@ -605,26 +605,30 @@ static void mlp_act_backward(const fk_config *c, float *dpre, const float *pre, 
     else fk_gelu_backward(dpre, pre, dact, N * F);
 }
 
-// The activation of N rows of pre (row stride UP) rounded to bf16 into act16 (N x F): each row
-// computed in fp32 as mlp_act_forward computes it, then rounded as the products round operands.
+// The activation of N rows of pre (row stride UP) rounded to bf16 into act16 (N x F): blocks of
+// rows computed in fp32 by mlp_act_forward (so the values it would keep), then rounded as the
+// products round operands; each thread a block at a time (the ops' own parallel regions nest, idle).
+#define FK_ACT_ROWS 32
 static fk_status mlp_act_forward_bf16(const fk_config *c, uint16_t *act16, const float *pre, int64_t N, int64_t F, int64_t UP) {
     int failed = 0;
     #pragma omp parallel if (N * F > FK_OMP_MIN_WORK)
     {
-        float *row = malloc((size_t)F * sizeof(float));
-        if (!row) {
+        float *rows = malloc((size_t)(FK_ACT_ROWS * F) * sizeof(float));
+        if (!rows) {
             #pragma omp atomic write
             failed = 1;
         }
         #pragma omp for schedule(static)
-        for (int64_t i = 0; i < N; i++) {
-            if (!row) continue;
-            mlp_act_forward(c, row, pre + i * UP, 1, F);
-            fk_rows_to_bf16(act16 + i * F, row, 1, (int)F, (int)F);
+        for (int64_t i0 = 0; i0 < N; i0 += FK_ACT_ROWS) {
+            if (!rows) continue;
+            int64_t n = N - i0 < FK_ACT_ROWS ? N - i0 : FK_ACT_ROWS;
+            mlp_act_forward(c, rows, pre + i0 * UP, n, F);
+            fk_rows_to_bf16(act16 + i0 * F, rows, (int)n, (int)F, (int)F);
         }
-        free(row);
+        free(rows);
     }
-    return failed ? fk_error(FK_ERR_NOMEM, "out of memory (a row of %lld floats for the MLP's activation)", (long long)F) : FK_OK;
+    return failed ? fk_error(FK_ERR_NOMEM, "out of memory (%d rows of %lld floats for the MLP's activation)", FK_ACT_ROWS, (long long)F)
+                  : FK_OK;
 }
 
 void fk_nn_act_forward(const fk_config *c, float *act, const float *pre, int64_t N, int64_t F) { mlp_act_forward(c, act, pre, N, F); }
