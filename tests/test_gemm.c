@@ -457,19 +457,26 @@ static void noop_hook(void *user, int layer, const float *resid, const float *at
     (void)user, (void)layer, (void)resid, (void)att, (void)act, (void)N;
 }
 
-// bf16 training on oneDNN keeps the MLP's activation as bf16 (act16 mode): the down projection's
-// forward and both backward products read the rounded values they would otherwise round from the
-// fp32 activation, so the loss and every gradient are bit for bit those of the fp32-kept layout
-// (a no-op forward hook forces that layout), and the activations take S x N x F x 2 bytes less.
-// GPT-2 (GELU, biases), Llama (SwiGLU), with and without activation checkpointing.
+// bf16 training on oneDNN keeps the products' input activations as bf16 (act16 mode: the MLP's
+// activation and the two pre-norms' outputs): the projections' forward and backward products read
+// the rounded values they would otherwise round from fp32 copies, so the loss and every gradient
+// are bit for bit those of the fp32-kept layout (a no-op forward hook forces that layout), and the
+// activations take S x N x (F + 2 C) x 2 bytes less.
+// GPT-2 (GELU, biases), Llama (SwiGLU), with and without activation checkpointing, parallel
+// residuals (separate and shared norm) and OLMo 2's post-norms without pre-norms.
 static void test_act16_training(void **s) {
     (void)s;
     if (!bf16_path(PATH_AUTO)) { fp32_path(); skip(); }
-    for (int kind = 0; kind < 4; kind++) {
+    static const char *names[] = {"gpt2", "llama", "gpt2 ckpt", "llama ckpt", "gpt2 parallel", "llama parallel shared",
+                                   "llama no pre-norms, post-norms"};
+    for (int kind = 0; kind < 7; kind++) {
         fk_config c;
-        if (kind % 2 == 0) fk_config_gpt2(&c, 512, 128, 2, 4, 64);
+        if (kind == 0 || kind == 2 || kind == 4) fk_config_gpt2(&c, 512, 128, 2, 4, 64);
         else fk_config_llama(&c, 512, 128, 2, 4, 2, 344, 64);
-        bool ckpt = kind >= 2;
+        if (kind == 4) c.residual = FK_RESID_PARALLEL;
+        if (kind == 5) c.residual = FK_RESID_PARALLEL_SHARED;
+        if (kind == 6) c.no_pre_norms = c.post_norms = true;
+        bool ckpt = kind == 2 || kind == 3;
         int B = 2, T = 64;
         int32_t x[128], y[128];
         fk_rng r;
@@ -490,9 +497,9 @@ static void test_act16_training(void **s) {
             CHECK(fk_model_backward(&m[k], 1.0f));
         }
         int64_t F = c.ffn[0], S = ckpt ? 1 : c.n_layer;
-        print_message("  %s%s: activations %zu vs %zu bytes, loss %.7f vs %.7f\n", kind % 2 ? "llama" : "gpt2", ckpt ? " ckpt" : "",
-                      bytes[0], bytes[1], loss[0], loss[1]);
-        assert_true(bytes[1] - bytes[0] >= (size_t)(S * B * T * F * 2) && bytes[1] - bytes[0] < (size_t)(S * B * T * F * 2) + 4096);
+        print_message("  %s: activations %zu vs %zu bytes, loss %.7f vs %.7f\n", names[kind], bytes[0], bytes[1], loss[0], loss[1]);
+        size_t saved = (size_t)(S * B * T * (F + 2 * c.d_model) * 2);  // the activation and the two norms' outputs in half the bytes
+        assert_true(bytes[1] - bytes[0] >= saved && bytes[1] - bytes[0] < saved + 4096);
         assert_memory_equal(&loss[0], &loss[1], sizeof(float));
         assert_memory_equal(m[0].g, m[1].g, (size_t)m[0].n_floats * sizeof(float));
         // and the gradients are bf16's, not fp32's: some moved from an fp32 run's

@@ -375,7 +375,7 @@ static float *bf16_to_scratch(const uint16_t *a16, int rows, int cols) {
 
 void fk_sgemm_a16(int M, int N, int K, const uint16_t *a16, const float *B, int ldb, const float *bias, float *C, int ldc) {
 #ifdef FK_HAVE_DNNL
-    if (bf16_operands_on(M, N, K) && onednn_gemm(false, true, M, N, K, 1, NULL, K, a16, B, ldb, NULL, 0.0f, C, ldc, bias, FK_EP_NONE))
+    if (fk_gemm_bf16_on(M, N, K) && onednn_gemm(false, true, M, N, K, 1, NULL, K, a16, B, ldb, NULL, 0.0f, C, ldc, bias, FK_EP_NONE))
         return;
 #endif
     // elsewhere the operand's exact values in fp32, through the library's product (which rounds them to themselves)
@@ -393,7 +393,7 @@ void fk_sgemm_backward_a16(int N, int C, int OC, const float *dout, const uint16
                            float *dinp, float *dw) {
 #ifdef FK_HAVE_DNNL
     uint16_t *d = NULL;
-    if (bf16_operands_on(N, C, OC) && (d = scratch(2, (size_t)N * OC * 2))) {
+    if (fk_gemm_bf16_on(N, C, OC) && (d = scratch(2, (size_t)N * OC * 2))) {
         rows_to_bf16(d, dout, N, OC, OC);
         bool ok = onednn_gemm(false, false, N, C, OC, 1, dout, OC, d, w, C, NULL, dinp_beta, dinp, C, NULL, FK_EP_NONE);
         if (!ok) emulated_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, dinp_beta, dinp, C);

@@ -416,7 +416,8 @@ struct fk_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
     float *lse;            // att_lse: (S, B, n_head, T) each attention row's log-sum-exp, kept instead of probs
     bool att_lse;          // training's attention on AMX tiles: the backward recomputes the probabilities
-    uint16_t *act16;       // act16 mode: the MLP's activation (S, N, max FFN) kept as bf16 (act is then NULL)
+    uint16_t *act16;       // act16 mode: the MLP's activation (S, N, max FFN) kept as bf16 (act is then NULL),
+    uint16_t *ln1_16, *ln2_16;  // and the pre-norms' outputs (S, N, C) (ln1 and ln2 then NULL)
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *flosses, *tmp;
     float *qk_pre, *qk_rstd;           // qk_norm: (S, BT, n_head + n_kv_head, hd) inputs and (S, BT, heads) scales
     float *attn_o, *attn_post_rstd;    // post_norms: attention output before its norm (S, BT, C), scales (S, BT)
@@ -461,8 +462,9 @@ static int64_t scratch_slice(const fk_config *c, int64_t T, bool train) {
 // AMX kernels take training's attention (fk_attention_backward_amx recomputes them).
 static bool att_lse_mode(const fk_config *c, bool train) { return train && c->head_dim <= FK_ATTN_AMX_MAX_HD && fk_attn_amx_on(); }
 
-// Whether a training layout keeps the MLP's activation as bf16 (act16): bf16 products on oneDNN
-// (its two products then read it as they would round it), an arena model of dense MLPs, no forward
+// Whether a training layout keeps the products' input activations as bf16 (act16 mode: the MLP's
+// activation and the two pre-norms' outputs, which only the products read): bf16 products on
+// oneDNN (which read them as they would round them), an arena model of dense MLPs, no forward
 // hook (which reads the activation as floats).
 static bool act16_mode(const fk_model *m, bool train) {
     const fk_config *c = &m->cfg;
@@ -486,14 +488,18 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     CARVE(tokens, int32_t, N); CARVE(targets, int32_t, N); CARVE(pos, int32_t, N);
     ALLOC(resid, (train ? L + 1 : 1) * N * C);
     if (train) ALLOC(mid, L * N * C);
-    ALLOC(ln1, S * N * C); ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
+    if (act16) { CARVE(ln1_16, uint16_t, (S * N * C + 1) / 2); a->ln1 = NULL; }
+    else { ALLOC(ln1, S * N * C); a->ln1_16 = NULL; }
+    ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
     ALLOC(qkv, S * N * qkv_dim(c, -1));
     // attention on AMX tiles keeps each row's log-sum-exp, not its B x H x T x T probabilities
     a->att_lse = att_lse_mode(c, train);
     if (train && a->att_lse) ALLOC(lse, S * (int64_t)B * c->n_head * T);
     else if (train) ALLOC(probs, S * (int64_t)B * c->n_head * T * T);
     ALLOC(att, S * N * D);
-    ALLOC(ln2, S * N * C); ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
+    if (act16) { CARVE(ln2_16, uint16_t, (S * N * C + 1) / 2); a->ln2 = NULL; }
+    else { ALLOC(ln2, S * N * C); a->ln2_16 = NULL; }
+    ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
     ALLOC(pre, S * N * UP);
     if (act16) {
         CARVE(act16, uint16_t, (S * N * F + 1) / 2);
@@ -570,6 +576,32 @@ static void norm_forward(const fk_model *m, float *out, float *mean, float *rstd
         fk_layernorm_forward(out, mean, rstd, inp, m->w + w, b >= 0 ? m->w + b : NULL, N, c->d_model, c->norm_eps);
     else
         fk_rmsnorm_forward(out, rstd, inp, m->w + w, N, c->d_model, c->norm_eps, c->norm_offset);
+}
+
+// norm_forward rounded to bf16 into out16 (N x C): blocks of rows normalised in fp32 (the values
+// norm_forward would keep), then rounded as the products round operands, each thread a block at a time.
+#define FK_NORM_ROWS 64
+static fk_status norm_forward_bf16(const fk_model *m, uint16_t *out16, float *mean, float *rstd, const float *inp, int64_t w,
+                                   int64_t b, int64_t N) {
+    int64_t C = m->cfg.d_model;
+    int failed = 0;
+    #pragma omp parallel if (N * C > FK_OMP_MIN_WORK)
+    {
+        float *rows = malloc((size_t)(FK_NORM_ROWS * C) * sizeof(float));
+        if (!rows) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int64_t i0 = 0; i0 < N; i0 += FK_NORM_ROWS) {
+            if (!rows) continue;
+            int64_t n = N - i0 < FK_NORM_ROWS ? N - i0 : FK_NORM_ROWS;
+            norm_forward(m, rows, mean ? mean + i0 : NULL, rstd ? rstd + i0 : NULL, inp + i0 * C, w, b, n);
+            fk_rows_to_bf16(out16 + i0 * C, rows, (int)n, (int)C, (int)C);
+        }
+        free(rows);
+    }
+    return failed ? fk_error(FK_ERR_NOMEM, "out of memory (%d rows of %lld floats for a norm)", FK_NORM_ROWS, (long long)C) : FK_OK;
 }
 
 static void norm_backward(fk_model *m, float *dinp, const float *dout, const float *inp, const float *mean,
@@ -900,7 +932,7 @@ typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *qk_pre, *qk_rstd, *probs, *att, *attn_o, *attn_post_rstd;
     float *lse;                        // training on AMX tiles: each attention row's log-sum-exp instead of probs
     float *ln2, *ln2_mean, *ln2_rstd, *pre, *act, *ffn_o, *ffn_post_rstd, *tmp;
-    uint16_t *act16;                   // instead of act: the activation as bf16 (act16 mode)
+    uint16_t *act16, *ln1_16, *ln2_16; // instead of act, ln1, ln2: the same as bf16 (act16 mode)
     float *kc, *vc;                    // this layer's KV cache (max_seq, KVH*hd each), or NULL
     fk_moe_slot moe;                   // MoE layers: the layer's slot of the MoE buffers
     float *scratch;                    // nthr attention row blocks of FK_ATT_BLK x (p0 + n)
@@ -916,10 +948,18 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
     const fk_layer_offsets *o = &m->layer[l];
     int64_t N = io->B * io->n, C = c->d_model, KVH = c->n_kv_head, hd = c->head_dim, KVD = KVH * hd;
     int64_t H = fk_config_heads(c, l), D = H * hd, QD = qkv_dim(c, l), F = c->ffn[l];
-    norm_forward(m, io->ln1, io->ln1_mean, io->ln1_rstd, io->x, o->ln1_w, o->ln1_b, N);
-    if (c->residual == FK_RESID_PARALLEL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->x, o->ln2_w, o->ln2_b, N);
     const float *mlp_in = c->residual == FK_RESID_PARALLEL_SHARED ? io->ln1 : io->ln2;
-    FK_TRY(mm_forward(m, io->qkv, io->ln1, o->qkv_w, WP(o->qkv_b), N, C, QD));
+    const uint16_t *mlp_in16 = c->residual == FK_RESID_PARALLEL_SHARED ? io->ln1_16 : io->ln2_16;
+    if (io->ln1_16) {  // act16 mode: the norms' outputs as bf16, read by the products as they are
+        FK_TRY(norm_forward_bf16(m, io->ln1_16, io->ln1_mean, io->ln1_rstd, io->x, o->ln1_w, o->ln1_b, N));
+        if (c->residual == FK_RESID_PARALLEL)
+            FK_TRY(norm_forward_bf16(m, io->ln2_16, io->ln2_mean, io->ln2_rstd, io->x, o->ln2_w, o->ln2_b, N));
+        fk_sgemm_a16((int)N, (int)QD, (int)C, io->ln1_16, m->w + o->qkv_w, (int)C, WP(o->qkv_b), io->qkv, (int)QD);
+    } else {
+        norm_forward(m, io->ln1, io->ln1_mean, io->ln1_rstd, io->x, o->ln1_w, o->ln1_b, N);
+        if (c->residual == FK_RESID_PARALLEL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->x, o->ln2_w, o->ln2_b, N);
+        FK_TRY(mm_forward(m, io->qkv, io->ln1, o->qkv_w, WP(o->qkv_b), N, C, QD));
+    }
     if (c->clip_qkv > 0) fk_clamp_forward(io->qkv, N * QD, c->clip_qkv);  // MPT's clip_qkv
     if (c->qk_norm) {
         fk_qk_groups G = qk_groups(c, H);
@@ -963,11 +1003,14 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
         if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
         add_inplace(io->mid, io->x, io->tmp, N * C);
     }
-    if (c->residual == FK_RESID_SEQUENTIAL) norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
+    if (c->residual == FK_RESID_SEQUENTIAL && io->ln2_16)
+        FK_TRY(norm_forward_bf16(m, io->ln2_16, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N));
+    else if (c->residual == FK_RESID_SEQUENTIAL)
+        norm_forward(m, io->ln2, io->ln2_mean, io->ln2_rstd, io->mid, o->ln2_w, o->ln2_b, N);
     float *fo = c->post_norms ? io->ffn_o : io->tmp;
     if (c->moe[l]) FK_TRY(fk_moe_forward(m, l, &io->moe, mlp_in, io->pre, io->act, fo, N));  // sequential, no post-norms
     else if (io->act16) {  // the activation as bf16, read by the down projection as it is
-        FK_TRY(mm_forward(m, io->pre, mlp_in, o->up_w, WP(o->up_b), N, C, up_dim(c, l)));
+        fk_sgemm_a16((int)N, (int)up_dim(c, l), (int)C, mlp_in16, m->w + o->up_w, (int)C, WP(o->up_b), io->pre, (int)up_dim(c, l));
         FK_TRY(mlp_act_forward_bf16(c, io->act16, io->pre, N, F, up_dim(c, l)));
         fk_sgemm_a16((int)N, (int)C, (int)F, io->act16, m->w + o->down_w, (int)F, WP(o->down_b), fo, (int)C);
     } else {
@@ -999,14 +1042,15 @@ static block_io acts_io(fk_model *m, int64_t l, int B, int T, bool train) {
     int64_t s = train ? slot_of(a, l) : 0;  // an inference forward may run in a training layout: slot 0
     float *x = a->resid + (train ? l * N * C : 0);
     return (block_io){.B = B, .n = T, .p0 = 0, .pos = a->pos, .x = x, .mid = train ? a->mid + l * N * C : x,
-                      .out = train ? a->resid + (l + 1) * N * C : x, .ln1 = a->ln1 + s * N * C, .ln1_mean = a->ln1_mean + s * N,
+                      .out = train ? a->resid + (l + 1) * N * C : x, .ln1 = a->ln1 ? a->ln1 + s * N * C : NULL,
+                      .ln1_16 = a->ln1_16 ? a->ln1_16 + s * N * C : NULL, .ln1_mean = a->ln1_mean + s * N,
                       .ln1_rstd = a->ln1_rstd + s * N, .qkv = a->qkv + s * N * QD,
                       .qk_pre = c->qk_norm ? a->qk_pre + s * N * SQ : NULL, .qk_rstd = c->qk_norm ? a->qk_rstd + s * N * QKH : NULL,
                       .probs = train && !a->att_lse ? a->probs + s * (int64_t)B * c->n_head * T * T : NULL,
                       .lse = train && a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL, .att = a->att + s * N * D,
                       .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
-                      .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 + s * N * C,
-                      .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
+                      .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 ? a->ln2 + s * N * C : NULL,
+                      .ln2_16 = a->ln2_16 ? a->ln2_16 + s * N * C : NULL, .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
                       .act = a->act16 ? NULL : a->act + s * N * MF, .act16 = a->act16 ? a->act16 + s * N * MF : NULL, .ffn_o = c->post_norms ? a->ffn_o + s * N * C : NULL,
                       .ffn_post_rstd = c->post_norms ? a->ffn_post_rstd + s * N : NULL, .tmp = a->tmp,
                       .moe = fk_moe_slot_at(&a->moe, s), .scratch = a->scratch, .nthr = a->nthr};
@@ -1201,8 +1245,9 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         }
         int64_t s = slot_of(a, l);
         float *x = a->resid + l * N * C, *mid = a->mid + l * N * C;
-        float *ln1 = a->ln1 + s * N * C, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
-        float *ln2 = a->ln2 + s * N * C;
+        float *ln1 = a->ln1 ? a->ln1 + s * N * C : NULL, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
+        float *ln2 = a->ln2 ? a->ln2 + s * N * C : NULL;
+        const uint16_t *ln1_16 = a->ln1_16 ? a->ln1_16 + s * N * C : NULL, *ln2_16 = a->ln2_16 ? a->ln2_16 + s * N * C : NULL;
         float *pre = a->pre + s * N * up_stride(c), *act = a->act ? a->act + s * N * MF : NULL;
         float *probs = a->att_lse ? NULL : a->probs + s * (int64_t)B * c->n_head * T * T;
         const float *lse = a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL;
@@ -1226,8 +1271,13 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
             zero(a->dpre, N * UP);
             mlp_act_backward(c, a->dpre, pre, a->dact, N, F);
             // (a MoE layer's experts have started dmlp_in: added to; else overwritten)
-            fk_matmul_backward_beta(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2,
-                                    m->w + o->up_w, N, C, UP, c->moe[l] ? 1 : 0);
+            if (ln1_16) {  // act16 mode (no MoE layers): the norm's output as bf16
+                fk_sgemm_backward_a16((int)N, (int)C, (int)UP, a->dpre, c->residual == FK_RESID_PARALLEL_SHARED ? ln1_16 : ln2_16,
+                                      m->w + o->up_w, 0, dmlp_in, m->g + o->up_w);
+                if (o->up_b >= 0) fk_matmul_backward_beta(NULL, NULL, GP(o->up_b), a->dpre, NULL, NULL, N, C, UP, 0);
+            } else
+                fk_matmul_backward_beta(dmlp_in, m->g + o->up_w, GP(o->up_b), a->dpre,
+                                        c->residual == FK_RESID_PARALLEL_SHARED ? ln1 : ln2, m->w + o->up_w, N, C, UP, c->moe[l] ? 1 : 0);
         }
         if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + s * N, a->ln2_rstd + s * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
@@ -1254,7 +1304,11 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
                                m->w + o->q_norm_w, m->w + o->k_norm_w, a->qk_rstd + s * N * QKH, N, &G, c->norm_offset);
         }
         if (c->clip_qkv > 0) fk_clamp_backward(a->dqkv, qkv, N * QDl, c->clip_qkv);  // qkv: clamped, neither rotated nor normed
-        fk_matmul_backward_beta(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl, 0);
+        if (ln1_16) {
+            fk_sgemm_backward_a16((int)N, (int)C, (int)QDl, a->dqkv, ln1_16, m->w + o->qkv_w, 0, a->dln, m->g + o->qkv_w);
+            if (o->qkv_b >= 0) fk_matmul_backward_beta(NULL, NULL, GP(o->qkv_b), a->dqkv, NULL, NULL, N, C, QDl, 0);
+        } else
+            fk_matmul_backward_beta(a->dln, m->g + o->qkv_w, GP(o->qkv_b), a->dqkv, ln1, m->w + o->qkv_w, N, C, QDl, 0);
         if (c->residual == FK_RESID_PARALLEL_SHARED) add_inplace(a->dln, a->dln, a->tmp, N * C);
         norm_backward(m, a->dresid, a->dln, x, a->ln1_mean + s * N, a->ln1_rstd + s * N, o->ln1_w, o->ln1_b, N);
         if (c->residual == FK_RESID_PARALLEL)
