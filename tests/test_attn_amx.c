@@ -1,4 +1,5 @@
-// Attention on AMX tiles (src/nn/attn_amx.c) against references in double precision:
+// Attention's bf16 products (src/nn/attn_amx.c: AMX tiles, or AVX512-BF16 where the CPU has no
+// tiles or FUSEKIT_ATTN_AMX=avx512 asks for it) against references in double precision:
 //  - the same arithmetic: q, k, v (and in the backward dO, P and dS) rounded to bf16 by base's
 //    fk_f32_to_bf16 before each product, everything else in double; the kernel must match it up
 //    to fp32 accumulation and the rare bf16 rounding that lands the other way (tight bounds);
@@ -11,8 +12,8 @@
 //    and from the log-sum-exp (recomputing them, ALiBi's slopes included).
 // Shapes cover GQA and MQA, head sizes padded to 32 (80) or not (32, 64, 128, 256), rows and keys
 // not multiples of 32, sliding windows, soft-capping, ALiBi, a KV cache (p0 > 0, its own key
-// stride). On a CPU without AMX-BF16 (or with the tiles off) the kernels must decline: the
-// test checks that and says so.
+// stride). On a CPU without either unit (or with FUSEKIT_ATTN_AMX=0) the kernels must decline:
+// the test checks that and says so.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,12 +84,23 @@ static int64_t ref_probs(double *pr, const float *q, const float *k, int64_t ks,
 static void test_forward(void **state) {
     (void)state;
     fk_matmul_set_precision(FK_PRECISION_BF16);
+    // the unit the switch asks for: none with 0; AVX512-BF16 with avx512 wherever bf16 products
+    // run natively (oneDNN on a CPU with AVX512-BF16), AMX CPUs included
+    const char *env = getenv("FUSEKIT_ATTN_AMX"), *unit = fk_attn_bf16_unit();
+    bool native = strstr(fk_matmul_backend(), "oneDNN") != NULL;
+    if (env && strcmp(env, "0") == 0) assert_null(unit);
+    if (env && strcmp(env, "avx512") == 0 && native) {
+        assert_non_null(unit);
+        assert_string_equal(unit, "AVX512-BF16");
+    }
+    assert_int_equal(unit != NULL, fk_attn_amx_on());
+    print_message("  attention's products on: %s (%s)\n", unit ? unit : "none (fp32)", fk_matmul_backend());
     if (!fk_attn_amx_on()) {
         float o = 0;
         fk_att_dims d = {.B = 1, .n = 1, .H = 1, .KVH = 1, .hd = 32, .q_stride = 96, .kv_stride = 96, .kv_seq = 96};
         assert_false(fk_attention_forward_amx(&o, NULL, NULL, &o, &o, &o, &d, 1, 0, 1));
         assert_false(fk_attention_backward_amx(&o, &o, &o, &o, NULL, NULL, 1, 1, 1, 1, 32, 1, 0, 0, 1));
-        print_message("  attention on AMX tiles is not available here (%s): the kernels decline, checked; nothing else to run\n",
+        print_message("  bf16 attention is not available here (%s): the kernels decline, checked; nothing else to run\n",
                       fk_matmul_backend());
         fk_matmul_set_precision(FK_PRECISION_FP32);
         return;
@@ -179,7 +191,7 @@ static void test_backward(void **state) {
     fk_matmul_set_precision(FK_PRECISION_BF16);
     if (!fk_attn_amx_on()) {
         fk_matmul_set_precision(FK_PRECISION_FP32);
-        print_message("  attention on AMX tiles is not available here: skipped\n");
+        print_message("  bf16 attention is not available here: skipped\n");
         return;
     }
     fk_rng r;

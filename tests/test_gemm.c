@@ -324,10 +324,11 @@ static void test_precision_parse(void **s) {
     assert_non_null(strstr(fk_last_error(), "fp16"));
 }
 
-// --precision auto: bf16 exactly where oneDNN runs it on AMX tiles. Independent checks: the
-// kernel's own CPU flags (/proc/cpuinfo: amx_bf16 and avx512_bf16 must be there when auto picks
-// bf16), the cap ONEDNN_MAX_CPU_ISA (test_gemm_noamx runs this file under AVX512_CORE_BF16:
-// auto must then be fp32), and forced emulation (never fast). The job defaults are auto.
+// --precision auto: bf16 exactly where oneDNN runs it on AMX tiles or on an AMD CPU's
+// AVX512-BF16. Independent checks: the kernel's own CPU flags and vendor (/proc/cpuinfo: amx_bf16
+// and avx512_bf16, or AuthenticAMD and avx512_bf16, must be there when auto picks bf16), the cap
+// ONEDNN_MAX_CPU_ISA (test_gemm_noamx runs this file under AVX512_CORE_BF16: auto must then be
+// fp32 on Intel), and forced emulation (never fast). The job defaults are auto.
 static bool cpuinfo_flag(const char *flag) {
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return false;
@@ -342,6 +343,20 @@ static bool cpuinfo_flag(const char *flag) {
     }
     fclose(f);
     return found;
+}
+
+static bool cpuinfo_amd(void) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return false;
+    char line[8192];
+    bool amd = false;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "vendor_id", 9) == 0) {
+            amd = strstr(line, "AuthenticAMD") != NULL;
+            break;
+        }
+    fclose(f);
+    return amd;
 }
 
 static void test_precision_auto(void **s) {
@@ -359,16 +374,25 @@ static void test_precision_auto(void **s) {
     assert_int_equal(fk_precision_resolve(FK_PRECISION_AUTO), fast ? FK_PRECISION_BF16 : FK_PRECISION_FP32);
     fk_matmul_set_precision(FK_PRECISION_AUTO);
     assert_int_equal(fk_matmul_precision(), fast ? FK_PRECISION_BF16 : FK_PRECISION_FP32);  // never AUTO
-    if (fast) {
-        assert_true(fk_cpu_has_bf16());
-        assert_true(cpuinfo_flag("amx_bf16") && cpuinfo_flag("avx512_bf16"));
-        assert_non_null(strstr(fk_matmul_backend(), "AMX"));
-    }
+    bool amd = cpuinfo_amd();
     const char *cap = getenv("ONEDNN_MAX_CPU_ISA");
-    if (cap && !strstr(cap, "AMX")) assert_false(fast);
-    print_message("  auto -> %s (%s; cpuinfo amx_bf16 %d avx512_bf16 %d, ONEDNN_MAX_CPU_ISA %s)\n",
+    if (fast) {
+        assert_true(fk_cpu_has_bf16() && cpuinfo_flag("avx512_bf16"));
+        if (amd && !strstr(fk_matmul_backend(), "AMX")) assert_non_null(strstr(fk_matmul_backend(), "(oneDNN, AVX512-BF16"));
+        else {
+            assert_true(cpuinfo_flag("amx_bf16"));
+            assert_non_null(strstr(fk_matmul_backend(), "AMX"));
+        }
+    } else if (amd && cpuinfo_flag("avx512_bf16") && (!cap || strstr(cap, "BF16") || strstr(cap, "AMX"))) {
+        fk_matmul_set_precision(FK_PRECISION_BF16);  // is bf16 native here (oneDNN built in, not emulated)?
+        bool native = strstr(fk_matmul_backend(), "oneDNN") != NULL;
+        fk_matmul_set_precision(FK_PRECISION_AUTO);
+        if (native) fail_msg("AMD with AVX512-BF16 on oneDNN: auto should be bf16");
+    }
+    if (cap && !strstr(cap, "AMX") && !amd) assert_false(fast);
+    print_message("  auto -> %s (%s; cpuinfo amx_bf16 %d avx512_bf16 %d AMD %d, ONEDNN_MAX_CPU_ISA %s)\n",
                   fk_precision_name(fk_matmul_precision()), fk_matmul_backend(), cpuinfo_flag("amx_bf16"),
-                  cpuinfo_flag("avx512_bf16"), cap ? cap : "unset");
+                  cpuinfo_flag("avx512_bf16"), amd, cap ? cap : "unset");
     fk_matmul_force_emulation(true);
     assert_false(fk_bf16_fast());
     assert_int_equal(fk_precision_resolve(FK_PRECISION_AUTO), FK_PRECISION_FP32);

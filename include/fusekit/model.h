@@ -290,9 +290,11 @@ fk_status fk_precision_parse(const char *s, fk_precision *out);
 const char *fk_precision_name(fk_precision p);  // "fp32", "bf16", "auto"
 // AUTO -> BF16 when fk_bf16_fast(), else FP32; FP32 and BF16 unchanged.
 fk_precision fk_precision_resolve(fk_precision p);
-// True when bf16 products run on oneDNN's AMX-BF16 tile kernels (built with oneDNN, the CPU and the
-// kernel allow AMX, emulation not forced): measured 2.4-3.7x fp32 OpenBLAS there, one thread
-// (bench/fk_gemm_bench), while oneDNN's AVX512-BF16 kernels without AMX ran 0.49-0.58x fp32.
+// True when bf16 products run natively on oneDNN (built with it, the CPU has AVX512-BF16,
+// emulation not forced) and are the faster path: on AMX-BF16 tiles (the CPU, the kernel and
+// ONEDNN_MAX_CPU_ISA allow them; measured 2.4-3.7x fp32 OpenBLAS, one thread, bench/fk_gemm_bench)
+// or on an AMD CPU's AVX512-BF16 (Zen 4: 1.6-2.4x). Intel's AVX512-BF16 without AMX ran
+// 0.49-0.58x fp32 and is not.
 bool fk_bf16_fast(void);
 // The path products take now, in words ("bf16 (oneDNN, AMX-BF16 tiles)", ...).
 const char *fk_matmul_backend(void);

@@ -1,4 +1,5 @@
-// Causal attention's products on AMX tiles: bf16 operands, fp32 accumulation (TDPBF16PS).
+// Causal attention's products on AMX tiles (TDPBF16PS) or AVX512-BF16 (VDPBF16PS): bf16 operands,
+// fp32 accumulation.
 //
 // Under bf16 precision the layers' products already run on oneDNN's AMX kernels; attention's
 // score and value products (row blocks of a few dozen queries against every visible key, per
@@ -26,6 +27,10 @@
 // data (arch_prctl ARCH_REQ_XCOMP_PERM, as oneDNN asks for it too). Each thread loads its tile
 // configuration before its first product and releases the tiles when done, so oneDNN's kernels
 // (which configure their own) and this file never see each other's state.
+//
+// Without AMX (AMD's Zen 4 and later), the same products run on AVX512-BF16's VDPBF16PS over zmm
+// registers (dp_product): the packed layouts are the ones that instruction reads too (a 32-bit
+// lane holds a pair along the summed dimension), so everything but the innermost product is shared.
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE  // syscall
 #endif
@@ -65,25 +70,41 @@ static bool fk_cpu_has_amx_bf16(void) {
 
 #define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")))
 
-// -1 not decided, 0 no, 1 yes: the CPU's flags, the kernel's permission and FUSEKIT_ATTN_AMX,
-// decided once.
+// -1 not decided; else what the products run on: ATT_OFF, ATT_DP (AVX512-BF16's VDPBF16PS on
+// zmm registers) or ATT_TILES (AMX). Decided once from the CPU's flags, the kernel's permission
+// and FUSEKIT_ATTN_AMX.
+enum { ATT_OFF, ATT_DP, ATT_TILES };
 static int g_amx = -1;
+static bool g_forced;  // FUSEKIT_ATTN_AMX=avx512: the AVX512-BF16 kernel even where it is not the faster path
 
 static int amx_decide(void) {
     const char *e = getenv("FUSEKIT_ATTN_AMX");
-    if (e && strcmp(e, "0") == 0) return 0;
-    if (!fk_cpu_has_amx_bf16()) return 0;
+    if (e && strcmp(e, "0") == 0) return ATT_OFF;
+    g_forced = e && strcmp(e, "avx512") == 0;
     // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): granted once per process
-    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    if (!g_forced && fk_cpu_has_amx_bf16() && syscall(SYS_arch_prctl, 0x1023, 18) == 0) return ATT_TILES;
+    return fk_cpu_has_bf16() ? ATT_DP : ATT_OFF;
 }
 
-bool fk_attn_amx_on(void) {
+static int att_mode(void) {
     int a = __atomic_load_n(&g_amx, __ATOMIC_RELAXED);
     if (a < 0) {
         a = amx_decide();
         __atomic_store_n(&g_amx, a, __ATOMIC_RELAXED);
     }
-    return a && fk_matmul_precision() == FK_PRECISION_BF16 && fk_bf16_fast();
+    if (fk_matmul_precision() != FK_PRECISION_BF16) return ATT_OFF;
+    // the tiles where oneDNN's products are on them; AVX512-BF16 where bf16 products run natively
+    // and are the faster path (fk_bf16_fast), or where FUSEKIT_ATTN_AMX=avx512 asks for it
+    if (a == ATT_TILES) return fk_bf16_tiles() ? ATT_TILES : ATT_OFF;
+    if (a == ATT_DP) return fk_bf16_native() && (g_forced || fk_bf16_fast()) ? ATT_DP : ATT_OFF;
+    return ATT_OFF;
+}
+
+bool fk_attn_amx_on(void) { return att_mode() != ATT_OFF; }
+
+const char *fk_attn_bf16_unit(void) {
+    int m = att_mode();
+    return m == ATT_TILES ? "AMX tiles" : m == ATT_DP ? "AVX512-BF16" : NULL;
 }
 
 // The tile configuration: palette 1, every tile 16 rows of 64 bytes.
@@ -168,7 +189,7 @@ AMX_TARGET static void rows_bf16(uint16_t *dst, int64_t ld, const float *m, int6
 // [c0, c1) of C, summing over [k0, k1): B is packed in pairs along the summed dimension (row r
 // of B holds the pairs of sums 2r and 2r + 1; row stride ldb pairs), so the columns kk.. of A
 // meet B's pair rows kk/2... Every bound a multiple of 32. With acc, C is added to.
-AMX_TARGET static void tile_product(float *C, int64_t ldc, const uint16_t *A, int64_t lda, const uint32_t *B,
+AMX_TARGET static void amx_product(float *C, int64_t ldc, const uint16_t *A, int64_t lda, const uint32_t *B,
                                     int64_t ldb, int64_t k0, int64_t k1, int64_t c0, int64_t c1, bool acc) {
     MEMORY_BARRIER();
     for (int64_t c = c0; c < c1; c += 32) {
@@ -196,6 +217,59 @@ AMX_TARGET static void tile_product(float *C, int64_t ldc, const uint16_t *A, in
         _tile_stored(3, C + 16 * ldc + c + 16, ldc * 4);
     }
     MEMORY_BARRIER();
+}
+
+// amx_product's contract with AVX512-BF16's VDPBF16PS on zmm registers, for CPUs without AMX:
+// blocks of 8 rows x 32 columns of C in 16 accumulators, a pair row of B (two vectors) per step
+// and each row's pair of A broadcast to meet it. The products are the tiles' (exact in fp32);
+// only the order of the fp32 additions differs.
+#define DP_ROWS 8
+AMX_TARGET static void dp_product(float *C, int64_t ldc, const uint16_t *A, int64_t lda, const uint32_t *B, int64_t ldb,
+                                  int64_t k0, int64_t k1, int64_t c0, int64_t c1, bool acc) {
+    for (int64_t c = c0; c < c1; c += 32)
+        for (int64_t r0 = 0; r0 < QB; r0 += DP_ROWS) {
+            __m512 s[DP_ROWS][2];
+            float *cr = C + r0 * ldc + c;
+            #pragma GCC unroll 8
+            for (int r = 0; r < DP_ROWS; r++) {
+                s[r][0] = acc ? _mm512_loadu_ps(cr + r * ldc) : _mm512_setzero_ps();
+                s[r][1] = acc ? _mm512_loadu_ps(cr + r * ldc + 16) : _mm512_setzero_ps();
+            }
+            const uint16_t *ar = A + r0 * lda;
+            for (int64_t kk = k0; kk < k1; kk += 2) {
+                const uint32_t *br = B + kk / 2 * ldb + c;
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(br), b1 = (__m512bh)_mm512_loadu_si512(br + 16);
+                #pragma GCC unroll 8
+                for (int r = 0; r < DP_ROWS; r++) {
+                    uint32_t pair;
+                    memcpy(&pair, ar + r * lda + kk, 4);
+                    __m512bh a = (__m512bh)_mm512_set1_epi32((int)pair);
+                    s[r][0] = _mm512_dpbf16_ps(s[r][0], a, b0);
+                    s[r][1] = _mm512_dpbf16_ps(s[r][1], a, b1);
+                }
+            }
+            #pragma GCC unroll 8
+            for (int r = 0; r < DP_ROWS; r++) {
+                _mm512_storeu_ps(cr + r * ldc, s[r][0]);
+                _mm512_storeu_ps(cr + r * ldc + 16, s[r][1]);
+            }
+        }
+}
+
+// C (QB rows) [+]= A B on the unit the products were given (amx_product's contract).
+AMX_TARGET static inline void tile_product(float *C, int64_t ldc, const uint16_t *A, int64_t lda, const uint32_t *B,
+                                           int64_t ldb, int64_t k0, int64_t k1, int64_t c0, int64_t c1, bool acc) {
+    if (g_amx == ATT_TILES) amx_product(C, ldc, A, lda, B, ldb, k0, k1, c0, c1, acc);
+    else dp_product(C, ldc, A, lda, B, ldb, k0, k1, c0, c1, acc);
+}
+
+// The tiles' configuration on (AMX) before a thread's products, and their release after.
+AMX_TARGET static void unit_on(void) {
+    if (g_amx == ATT_TILES) tiles_on();
+}
+
+AMX_TARGET static void unit_off(void) {
+    if (g_amx == ATT_TILES) _tile_release();
 }
 
 // One thread's buffers for the forward.
@@ -285,7 +359,7 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
     fwd_bufs f;
     fwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tkp, hdp);
     int64_t packed = -1;  // the (sequence, kv head) kt and vv hold
-    tiles_on();
+    unit_on();
     #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++) {
@@ -315,7 +389,7 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
                     memcpy(out + (b * n + i0 + ii) * D + h * hd, f.o + ii * hdp, (size_t)hd * sizeof(float));
             }
         }
-    _tile_release();
+    unit_off();
 }
 
 bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
@@ -413,7 +487,7 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
     const float *dout = job->dout, *qkv = job->qkv, *probs = job->probs, *lse = job->lse, *alibi = job->alibi;
     bwd_bufs f;
     bwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tp, hdp);
-    tiles_on();
+    unit_on();
     #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
         for (int64_t g = 0; g < KVH; g++) {
@@ -500,7 +574,7 @@ AMX_TARGET static void bwd_thread(const bwd_job *job) {
                 for (int64_t e = 0; e < hd; e++) { dk[e] += f.dkt[e * Tp + j]; dv[e] += f.dvt[e * Tp + j]; }
             }
         }
-    _tile_release();
+    unit_off();
 }
 
 bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv, const float *probs, const float *lse,
@@ -521,6 +595,8 @@ bool fk_attention_backward_amx(float *dqkv, const float *dout, const float *qkv,
 #else  // not x86-64 Linux with GCC or clang: no tiles
 
 bool fk_attn_amx_on(void) { return false; }
+
+const char *fk_attn_bf16_unit(void) { return NULL; }
 
 bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
                               const fk_att_dims *d, float scale, float softcap, int nthr) {

@@ -1,16 +1,22 @@
-// Internal: causal attention with its products on AMX tiles (bf16 operands, fp32 accumulation),
-// taken under bf16 precision where the matrix products run on AMX tiles too (see attn_amx.c).
+// Internal: causal attention with its products on AMX tiles or AVX512-BF16 (bf16 operands, fp32
+// accumulation), taken under bf16 precision where the matrix products run natively too (see
+// attn_amx.c).
 #ifndef FK_NN_ATTN_AMX_H
 #define FK_NN_ATTN_AMX_H
 #include <stdbool.h>
 
 #include "nn/ops.h"
 
-// True when attention's products take the tiles now: the matrix-product precision is bf16 on
-// oneDNN's AMX-BF16 kernels (fk_bf16_fast), the CPU has AMX-BF16 and AVX512-BF16, the kernel
-// granted this process the tile data, and FUSEKIT_ATTN_AMX is not "0" (the switch that keeps
-// attention in fp32 under bf16, as before, to compare the two).
+// True when attention's products take bf16 operands now: the matrix-product precision is bf16 on
+// oneDNN and either (AMX) the CPU has AMX-BF16, oneDNN's products are on the tiles
+// (fk_bf16_tiles) and the kernel granted this process the tile data, or (AVX512-BF16's
+// VDPBF16PS on zmm registers) the CPU has AVX512-BF16 without usable tiles and bf16 is the faster
+// path there (fk_bf16_fast: AMD), or FUSEKIT_ATTN_AMX=avx512 asks for that kernel (also on an AMX
+// CPU: how its tests run it there). FUSEKIT_ATTN_AMX=0 keeps attention in fp32 under bf16, as
+// before, to compare the two.
 bool fk_attn_amx_on(void);
+// "AMX tiles" or "AVX512-BF16": what attention's products run on now; NULL when they are fp32.
+const char *fk_attn_bf16_unit(void);
 
 // Heads larger than this stay on the fp32 kernel.
 #define FK_ATTN_AMX_MAX_HD 256

@@ -4,8 +4,10 @@
 // rounded to bf16 (round to nearest even), then OpenBLAS's sgemm on the rounded values. A
 // product of two bf16 numbers is exact in fp32, so the two paths differ only in the order of
 // the fp32 additions: their results agree within fp32 accumulation error, on any machine.
-// oneDNN uses AMX tiles where the CPU, the kernel and ONEDNN_MAX_CPU_ISA allow them: the one path
-// measured faster than fp32 (fk_bf16_fast; FK_PRECISION_AUTO resolves to bf16 there only).
+// oneDNN uses AMX tiles where the CPU, the kernel and ONEDNN_MAX_CPU_ISA allow them. bf16 is the
+// faster path (fk_bf16_fast; FK_PRECISION_AUTO resolves to bf16 there only) on AMX tiles, and on
+// AMD's AVX512-BF16 (Zen 4 and later: VDPBF16PS does twice the fp32 FMA's work per cycle), not on
+// Intel's AVX512-BF16 without AMX (the same work per cycle as fp32, measured slower).
 #include "nn/gemm.h"
 #include "nn/attn_amx.h"
 
@@ -74,7 +76,19 @@ static bool dnnl_amx(void) {
 #endif
 }
 
-bool fk_bf16_fast(void) { return dnnl_amx(); }
+// The CPU's vendor is AMD (CPUID leaf 0: "AuthenticAMD").
+static bool cpu_is_amd(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
+#else
+    return false;
+#endif
+}
+
+bool fk_bf16_native(void) { return use_dnnl(); }
+bool fk_bf16_tiles(void) { return dnnl_amx(); }
+bool fk_bf16_fast(void) { return dnnl_amx() || (use_dnnl() && cpu_is_amd()); }
 
 fk_precision fk_precision_resolve(fk_precision p) {
     if (p != FK_PRECISION_AUTO) return p;
@@ -84,8 +98,12 @@ fk_precision fk_precision_resolve(fk_precision p) {
 const char *fk_matmul_backend(void) {
     if (g_precision == FK_PRECISION_FP32) return "fp32 (OpenBLAS)";
     if (!use_dnnl()) return "bf16 emulated (inputs rounded to bf16, OpenBLAS fp32 sgemm)";
-    if (!dnnl_amx()) return "bf16 (oneDNN, AVX512-BF16)";
-    return fk_attn_amx_on() ? "bf16 (oneDNN, AMX-BF16 tiles; attention on AMX tiles)" : "bf16 (oneDNN, AMX-BF16 tiles)";
+    const char *att = fk_attn_bf16_unit();
+    bool tiles_att = att && strcmp(att, "AMX tiles") == 0;
+    if (!dnnl_amx()) return att ? "bf16 (oneDNN, AVX512-BF16; attention on AVX512-BF16)" : "bf16 (oneDNN, AVX512-BF16)";
+    return !att ? "bf16 (oneDNN, AMX-BF16 tiles)"
+           : tiles_att ? "bf16 (oneDNN, AMX-BF16 tiles; attention on AMX tiles)"
+                       : "bf16 (oneDNN, AMX-BF16 tiles; attention on AVX512-BF16)";
 }
 
 static inline float bf16_float(float f) {

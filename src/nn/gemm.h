@@ -18,6 +18,11 @@ static inline uint32_t fk_bf16_rne(float f) {
     return (x & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
 }
 
+// bf16 products run natively on oneDNN (built with it, the CPU has AVX512-BF16, emulation not
+// forced); and on its AMX-BF16 tiles.
+bool fk_bf16_native(void);
+bool fk_bf16_tiles(void);
+
 void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 // C (M x N, row stride ldc) = beta C + ep(A (M x K) B^T + bias), B (N x K), bias a row of N added
