@@ -9,8 +9,8 @@
 #   DIR/llama.cpp/build/bin/   the tools          DIR/NAME-BF16.gguf, DIR/NAME-Q8_0.gguf   the copies
 # env:   LLAMA_CPP_PYTHON (0.3.36: the sdist's version)  SDIST (a downloaded sdist, else pip download)
 #        NATIVE (0: see below; 1 builds with GGML_NATIVE)
-# Built without -march=native but with every x86 extension ggml has a switch for up to AVX512-BF16
-# and VNNI: on the Xeon with AMX this project measures on, GGML_NATIVE turns on ggml's AMX-INT8
+# Built without -march=native but with every x86 extension ggml has a switch for (up to AVX512-BF16
+# and VNNI) that this CPU has: on the Xeon with AMX this project measures on, GGML_NATIVE turns on ggml's AMX-INT8
 # kernels and llama-perplexity (0.3.36) dies with SIGILL in tinygemm_kernel_amx<block_q8_0> (1 and
 # 2 threads, Q8_0 and Q4_K_M files; BF16 files, which that path does not take, run).
 # Needs cmake, g++ and pip (Debian: cmake, g++, python3-pip).
@@ -32,8 +32,12 @@ if [ ! -x "$B/llama-perplexity" ] || [ ! -x "$B/llama-bench" ] || [ ! -x "$B/lla
   if [ "${NATIVE:-0}" = 1 ]; then
     flags="-DGGML_NATIVE=ON"
   else
-    flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON
-           -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON"
+    # each of ggml's x86 switches on exactly where /proc/cpuinfo lists the extension (AMD's Zen 4
+    # has AVX512-VNNI but not AVX-VNNI: a build with every switch on dies with SIGILL there)
+    has() { grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -qx "$1" && echo ON || echo OFF; }
+    flags="-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)
+           -DGGML_BMI2=$(has bmi2) -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512vbmi)
+           -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16) -DGGML_AVX_VNNI=$(has avx_vnni)"
   fi
   # shellcheck disable=SC2086
   cmake -S "$DIR/llama.cpp" -B "$DIR/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF $flags >&2

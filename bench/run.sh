@@ -14,7 +14,8 @@
 #   TORCH1   interpreter with PyTorch 1.x (default /usr/bin/python3: apt install python3-torch)
 #   TORCH2   interpreter with PyTorch 2.x (default $PYTHON, else python3; pip install torch)
 #   AB_ATTN  1 adds fusekit bf16 with FUSEKIT_ATTN_AMX=0 (attention's products in fp32 under
-#            bf16, as before they ran on AMX tiles: "fusekit bf16 attn-fp32"; AMX machines only)
+#            bf16, as before its bf16 kernel: "fusekit bf16 attn-fp32"; where that kernel runs:
+#            AMX tiles, AMD's AVX512-BF16)
 #   EXTRAS   0 skips tokenizers, fusion and generation after the table
 #   KEEP     file the runs are also appended to (default: none)
 # A contender whose interpreter lacks torch is left out and named on stderr.

@@ -15,8 +15,9 @@ def contender(r):
         path = r.get("precision", "")
         if not path.startswith("bf16"):
             return "fusekit fp32"
-        # on AMX tiles with FUSEKIT_ATTN_AMX=0 attention's products stayed fp32 (an A/B contender)
-        return "fusekit bf16 attn-fp32" if "AMX-BF16 tiles" in path and "attention" not in path else "fusekit bf16"
+        # FUSEKIT_ATTN_AMX=0 keeps attention's products fp32 (an A/B contender): its path does not
+        # name attention; main() tells it from the plain bf16 runs of the same machine
+        return "fusekit bf16" if "attention on" in path else "fusekit bf16 attn-fp32"
     major = r.get("torch", "?").split(".")[0]
     return f"pytorch {major} " + ("bf16" if r.get("autocast") == "bf16" else "fp32")
 
@@ -34,6 +35,10 @@ def main(argv):
             peaks[r["bench"][:4]] = r.get("gflops") or None
         elif "impl" in r:
             runs.setdefault((r["config"], r["mode"], contender(r)), []).append(r)
+    # where no bf16 run has attention's own kernel (a CPU without it), the bf16 runs are the plain ones
+    if not any(k[2] == "fusekit bf16" for k in runs):
+        for k in [k for k in runs if k[2] == "fusekit bf16 attn-fp32"]:
+            runs[(k[0], k[1], "fusekit bf16")] = runs.pop(k)
     order = ["fusekit fp32", "fusekit bf16", "fusekit bf16 attn-fp32", "pytorch 1 fp32", "pytorch 2 fp32", "pytorch 2 bf16"]
     med = {}
     for (c, m, who), rs in runs.items():

@@ -98,7 +98,7 @@ static void test_forward(void **state) {
     if (!fk_attn_amx_on()) {
         float o = 0;
         fk_att_dims d = {.B = 1, .n = 1, .H = 1, .KVH = 1, .hd = 32, .q_stride = 96, .kv_stride = 96, .kv_seq = 96};
-        assert_false(fk_attention_forward_amx(&o, NULL, NULL, &o, &o, &o, &d, 1, 0, 1));
+        assert_false(fk_attention_forward_amx(&o, NULL, NULL, NULL, &o, &o, &o, &d, 1, 0, 1));
         assert_false(fk_attention_backward_amx(&o, &o, &o, &o, NULL, NULL, 1, 1, 1, 1, 32, 1, 0, 0, 1));
         print_message("  bf16 attention is not available here (%s): the kernels decline, checked; nothing else to run\n",
                       fk_matmul_backend());
@@ -125,8 +125,17 @@ static void test_forward(void **state) {
         float *probs = p0 == 0 ? malloc((size_t)(B * H * n * n) * sizeof(float)) : NULL;
         if (probs) for (int64_t i = 0; i < B * H * n * n; i++) probs[i] = NAN;  // every entry the contract names is written
         float *lse = p0 == 0 ? malloc((size_t)(B * H * n) * sizeof(float)) : NULL;
-        assert_true(fk_attention_forward_amx(out, probs, lse, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
-        assert_true(fk_attention_forward_amx(out2, NULL, NULL, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        assert_true(fk_attention_forward_amx(out, NULL, probs, lse, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        assert_true(fk_attention_forward_amx(out2, NULL, NULL, NULL, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        // the output as bf16 alone (training's act16 layout): out rounded to nearest even, bit for bit
+        uint16_t *out16 = malloc((size_t)(B * n * D) * 2);
+        assert_non_null(out16);
+        assert_false(fk_attention_forward_amx(NULL, NULL, NULL, NULL, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        assert_true(fk_attention_forward_amx(NULL, out16, NULL, NULL, q, k, v, &d, (float)scale, (float)s->softcap, nthr));
+        for (int64_t i = 0; i < B * n * D; i++)
+            if (out16[i] != fk_f32_to_bf16(out[i]) && fpclassify(out[i]) != FP_SUBNORMAL)  // (the instruction flushes subnormals)
+                fail_msg("%s: out16[%lld] = %04x, out %g rounds to %04x", s->name, (long long)i, out16[i], out[i], fk_f32_to_bf16(out[i]));
+        free(out16);
         double *pr = malloc((size_t)Tk * sizeof(double)), *pu = malloc((size_t)Tk * sizeof(double));
         double err_r = 0, err_u = 0, err_p = 0, vmax = 0, ss_r = 0, ss_u = 0, err_lse = 0;
         for (int64_t b = 0; b < B; b++)

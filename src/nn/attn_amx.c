@@ -181,6 +181,16 @@ AMX_TARGET static void rows_bf16(uint16_t *dst, int64_t ld, const float *m, int6
     memset(dst + rows * ld, 0, (size_t)((QB - rows) * ld) * 2);
 }
 
+// hd floats of src rounded to bf16 into dst (exactly hd halves written).
+AMX_TARGET static void row_bf16_exact(uint16_t *dst, const float *src, int64_t hd) {
+    int64_t e = 0;
+    for (; e + 16 <= hd; e += 16) _mm256_storeu_si256((__m256i *)(dst + e), cvt16(src + e, 16));
+    if (e < hd) {
+        __m256i t = cvt16(src + e, hd - e);
+        memcpy(dst + e, &t, (size_t)(hd - e) * 2);
+    }
+}
+
 // Compiler barrier: GCC's tile loads and stores are asm statements without a memory clobber, so
 // the plain loads and stores around them are ordered by hand.
 #define MEMORY_BARRIER() __asm__ volatile("" ::: "memory")
@@ -341,6 +351,7 @@ AMX_TARGET static void softmax_row(uint16_t *pr, float *prow, float *lse, float 
 // The work of a forward's team: its arguments, then each thread's part.
 typedef struct {
     float *out, *probs, *lse;
+    uint16_t *out16;
     const float *q, *k, *v;
     const fk_att_dims *d;
     float scale, softcap;
@@ -355,6 +366,7 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
     int64_t B = d->B, n = d->n, p0 = d->p0, H = d->H, hd = d->hd, D = H * hd, G = H / d->KVH, Tk = p0 + n;
     int64_t qs = d->q_stride, ks = d->kv_stride, window = d->window, Tkp = up32(Tk), hdp = up32(hd);
     float *out = job->out, *probs = job->probs, *lse = job->lse, scale = job->scale, softcap = job->softcap;
+    uint16_t *out16 = job->out16;
     const float *q = job->q, *k = job->k, *v = job->v;
     fwd_bufs f;
     fwd_carve(&f, job->arena + job->per * (size_t)omp_get_thread_num(), Tkp, hdp);
@@ -385,19 +397,22 @@ AMX_TARGET static void fwd_thread(const fwd_job *job) {
                 }
                 for (int64_t ii = rows; ii < QB; ii++) memset(f.pb + ii * Tkp + jt0, 0, (size_t)(jt1 - jt0) * 2);
                 tile_product(f.o, hdp, f.pb, Tkp, f.vv, hdp, jt0, jt1, 0, hdp, false);  // O = P V
-                for (int64_t ii = 0; ii < rows; ii++)
-                    memcpy(out + (b * n + i0 + ii) * D + h * hd, f.o + ii * hdp, (size_t)hd * sizeof(float));
+                for (int64_t ii = 0; ii < rows; ii++) {
+                    int64_t at = (b * n + i0 + ii) * D + h * hd;
+                    if (out) memcpy(out + at, f.o + ii * hdp, (size_t)hd * sizeof(float));
+                    if (out16) row_bf16_exact(out16 + at, f.o + ii * hdp, hd);
+                }
             }
         }
     unit_off();
 }
 
-bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
-                              const fk_att_dims *d, float scale, float softcap, int nthr) {
-    if (!fk_attn_amx_on() || d->hd > FK_ATTN_AMX_MAX_HD) return false;
+bool fk_attention_forward_amx(float *out, uint16_t *out16, float *probs, float *lse, const float *q, const float *k,
+                              const float *v, const fk_att_dims *d, float scale, float softcap, int nthr) {
+    if (!fk_attn_amx_on() || d->hd > FK_ATTN_AMX_MAX_HD || (!out && !out16)) return false;
     if (nthr < 1) nthr = 1;
     size_t per = (fwd_floats(up32(d->p0 + d->n), up32(d->hd)) + 15) & ~(size_t)15;
-    fwd_job job = {out, probs, lse, q, k, v, d, scale, softcap, aligned_alloc(64, per * (size_t)nthr * sizeof(float)), per};
+    fwd_job job = {out, probs, lse, out16, q, k, v, d, scale, softcap, aligned_alloc(64, per * (size_t)nthr * sizeof(float)), per};
     if (!job.arena) return false;
     #pragma omp parallel num_threads(nthr)
     fwd_thread(&job);
@@ -598,9 +613,9 @@ bool fk_attn_amx_on(void) { return false; }
 
 const char *fk_attn_bf16_unit(void) { return NULL; }
 
-bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
-                              const fk_att_dims *d, float scale, float softcap, int nthr) {
-    (void)out; (void)probs; (void)lse; (void)q; (void)k; (void)v; (void)d; (void)scale; (void)softcap; (void)nthr;
+bool fk_attention_forward_amx(float *out, uint16_t *out16, float *probs, float *lse, const float *q, const float *k,
+                              const float *v, const fk_att_dims *d, float scale, float softcap, int nthr) {
+    (void)out; (void)out16; (void)probs; (void)lse; (void)q; (void)k; (void)v; (void)d; (void)scale; (void)softcap; (void)nthr;
     return false;
 }
 

@@ -25,11 +25,13 @@ const char *fk_attn_bf16_unit(void);
 // p0 = 0, zero outside the visible keys within each FK_ATT_BLK row block's columns), with
 // q, k, v and the probabilities rounded to bf16 for the two products; scores, soft-cap, ALiBi,
 // mask and softmax in fp32. lse (B,H,n), when given (p0 = 0), receives each row's log-sum-exp of
-// its final scores: what the backward needs instead of probs. False (nothing written) when the
+// its final scores: what the backward needs instead of probs. out16, when given, receives out
+// rounded to bf16 (nearest even, as the products round their operands; out may then be NULL):
+// all that training's output projection reads, forward and backward. False (nothing written) when the
 // tiles are not usable, the head is larger than FK_ATTN_AMX_MAX_HD or its buffers could not be
 // allocated: the caller then runs the fp32 kernel.
-bool fk_attention_forward_amx(float *out, float *probs, float *lse, const float *q, const float *k, const float *v,
-                              const fk_att_dims *d, float scale, float softcap, int nthr);
+bool fk_attention_forward_amx(float *out, uint16_t *out16, float *probs, float *lse, const float *q, const float *k,
+                              const float *v, const fk_att_dims *d, float scale, float softcap, int nthr);
 
 // fk_attention_backward's contract (adds into dqkv), its four products on the tiles with bf16
 // operands (dO, q, k, v, P and dS rounded) and fp32 accumulation. The probabilities come from

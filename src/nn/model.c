@@ -415,7 +415,9 @@ struct fk_acts {
     float *mid;            // train: (L, BT, C)
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *ln2, *ln2_mean, *ln2_rstd, *pre, *act;
     float *lse;            // att_lse: (S, B, n_head, T) each attention row's log-sum-exp, kept instead of probs
-    bool att_lse;          // training's attention on AMX tiles: the backward recomputes the probabilities
+    bool att_lse;          // training's attention on the bf16 kernel: the backward recomputes the probabilities
+    uint16_t *att16;       // act16 mode with attention's bf16 kernel in training: attention's output (S, N, D) as
+                           // bf16, what the output projection reads forward and backward (att is then NULL)
     uint16_t *act16;       // act16 mode: the MLP's activation (S, N, max FFN) kept as bf16 (act is then NULL),
     uint16_t *ln1_16, *ln2_16;  // and the pre-norms' outputs (S, N, C) (ln1 and ln2 then NULL)
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *flosses, *tmp;
@@ -459,11 +461,14 @@ static int64_t scratch_slice(const fk_config *c, int64_t T, bool train) {
 }
 
 // Whether a training layout keeps attention's log-sum-exp instead of its probabilities: where the
-// AMX kernels take training's attention (fk_attention_backward_amx recomputes them).
+// bf16 attention kernels (AMX tiles or AVX512-BF16) take training's attention (fk_attention_backward_amx
+// recomputes them).
 static bool att_lse_mode(const fk_config *c, bool train) { return train && c->head_dim <= FK_ATTN_AMX_MAX_HD && fk_attn_amx_on(); }
 
 // Whether a training layout keeps the products' input activations as bf16 (act16 mode: the MLP's
-// activation and the two pre-norms' outputs, which only the products read): bf16 products on
+// activation and the two pre-norms' outputs, which only the products read, and where the bf16
+// attention kernel takes training's attention, its output, which only the output projection
+// reads; the kernel writes it as bf16 directly): bf16 products on
 // oneDNN (which read them as they would round them), an arena model of dense MLPs, no forward
 // hook (which reads the activation as floats).
 static bool act16_mode(const fk_model *m, bool train) {
@@ -492,11 +497,12 @@ static void acts_layout(fk_acts *a, const fk_config *c, int B, int T, bool train
     else { ALLOC(ln1, S * N * C); a->ln1_16 = NULL; }
     ALLOC(ln1_mean, S * N); ALLOC(ln1_rstd, S * N);
     ALLOC(qkv, S * N * qkv_dim(c, -1));
-    // attention on AMX tiles keeps each row's log-sum-exp, not its B x H x T x T probabilities
+    // attention on the bf16 kernel keeps each row's log-sum-exp, not its B x H x T x T probabilities
     a->att_lse = att_lse_mode(c, train);
     if (train && a->att_lse) ALLOC(lse, S * (int64_t)B * c->n_head * T);
     else if (train) ALLOC(probs, S * (int64_t)B * c->n_head * T * T);
-    ALLOC(att, S * N * D);
+    if (act16 && a->att_lse) { CARVE(att16, uint16_t, (S * N * D + 1) / 2); a->att = NULL; }
+    else { ALLOC(att, S * N * D); a->att16 = NULL; }
     if (act16) { CARVE(ln2_16, uint16_t, (S * N * C + 1) / 2); a->ln2 = NULL; }
     else { ALLOC(ln2, S * N * C); a->ln2_16 = NULL; }
     ALLOC(ln2_mean, S * N); ALLOC(ln2_rstd, S * N);
@@ -549,7 +555,7 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     // (A layout in act16 mode serves while act16 would still be chosen: that forward keeps its activation
     // as bf16 too, right under bf16 products on oneDNN without a hook, not under fp32.)
     if (a && !train && (int64_t)a->B * a->T >= (int64_t)B * T && a->slice >= scratch_slice(&m->cfg, T, false) && a->nthr >= nthr &&
-        (!a->act16 || act16_mode(m, true)))
+        (!a->act16 || act16_mode(m, true)) && !a->att16)  // (attention's fp32 output is needed there)
         return FK_OK;
     acts_free(a);
     m->acts = a = calloc(1, sizeof *a);
@@ -930,7 +936,8 @@ typedef struct {
     const int32_t *pos;                // (B*n) positions, for RoPE
     float *x, *mid, *out;              // block input, after the attention branch, output (B*n, C)
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *qk_pre, *qk_rstd, *probs, *att, *attn_o, *attn_post_rstd;
-    float *lse;                        // training on AMX tiles: each attention row's log-sum-exp instead of probs
+    float *lse;                        // training on the bf16 kernel: each attention row's log-sum-exp instead of probs
+    uint16_t *att16;                   // training in act16 mode on the bf16 kernel: attention's output as bf16 (att NULL)
     float *ln2, *ln2_mean, *ln2_rstd, *pre, *act, *ffn_o, *ffn_post_rstd, *tmp;
     uint16_t *act16, *ln1_16, *ln2_16; // instead of act, ln1, ln2: the same as bf16 (act16 mode)
     float *kc, *vc;                    // this layer's KV cache (max_seq, KVH*hd each), or NULL
@@ -982,13 +989,13 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
         }
         k = io->kc; v = io->vc; d.kv_stride = KVD; d.kv_seq = 0;
     }
-    // under bf16 on AMX tiles, blocks of queries take the tiles (one query, a KV-cache step, stays fp32);
+    // under bf16 on AMX tiles or AMD's AVX512-BF16, blocks of queries take the bf16 kernel (one query, a KV-cache step, stays fp32);
     // a training layout for them keeps only each row's log-sum-exp, so there they must run
     if (io->lse) {
-        if (!fk_attention_forward_amx(io->att, NULL, io->lse, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr))
-            return fk_error(FK_ERR_NOMEM, "out of memory for attention's buffers on AMX tiles (layer %lld)", (long long)l);
+        if (!fk_attention_forward_amx(io->att, io->att16, NULL, io->lse, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr))
+            return fk_error(FK_ERR_NOMEM, "out of memory for the bf16 attention kernel's buffers (layer %lld)", (long long)l);
     } else if (!(io->n >= 16 &&
-                 fk_attention_forward_amx(io->att, io->probs, NULL, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr)))
+                 fk_attention_forward_amx(io->att, NULL, io->probs, NULL, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->nthr)))
         fk_attention_forward(io->att, io->probs, io->qkv, k, v, &d, att_scale(c), c->attn_softcap, io->scratch, io->nthr);
     // An inference forward (the residual updated in place, nothing kept for a backward) of an
     // arena model without post-norms lets the GEMM add the bias and the residual, and apply
@@ -999,7 +1006,8 @@ static fk_status block_forward(fk_model *m, int64_t l, const block_io *io) {
                                  io->mid, (int)C))) {
         // with post-norms the projection's output is kept (attn_o) and its norm goes to tmp
         float *ao = c->post_norms ? io->attn_o : io->tmp;
-        FK_TRY(mm_forward(m, ao, io->att, o->o_w, WP(o->o_b), N, D, C));
+        if (io->att16) fk_sgemm_a16((int)N, (int)C, (int)D, io->att16, m->w + o->o_w, (int)D, WP(o->o_b), ao, (int)C);
+        else FK_TRY(mm_forward(m, ao, io->att, o->o_w, WP(o->o_b), N, D, C));
         if (c->post_norms) norm_forward(m, io->tmp, NULL, io->attn_post_rstd, ao, o->attn_post_w, -1, N);
         add_inplace(io->mid, io->x, io->tmp, N * C);
     }
@@ -1047,7 +1055,8 @@ static block_io acts_io(fk_model *m, int64_t l, int B, int T, bool train) {
                       .ln1_rstd = a->ln1_rstd + s * N, .qkv = a->qkv + s * N * QD,
                       .qk_pre = c->qk_norm ? a->qk_pre + s * N * SQ : NULL, .qk_rstd = c->qk_norm ? a->qk_rstd + s * N * QKH : NULL,
                       .probs = train && !a->att_lse ? a->probs + s * (int64_t)B * c->n_head * T * T : NULL,
-                      .lse = train && a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL, .att = a->att + s * N * D,
+                      .lse = train && a->att_lse ? a->lse + s * (int64_t)B * c->n_head * T : NULL,
+                      .att = a->att ? a->att + s * N * D : NULL, .att16 = a->att16 ? a->att16 + s * N * D : NULL,
                       .attn_o = c->post_norms ? a->attn_o + s * N * C : NULL,
                       .attn_post_rstd = c->post_norms ? a->attn_post_rstd + s * N : NULL, .ln2 = a->ln2 ? a->ln2 + s * N * C : NULL,
                       .ln2_16 = a->ln2_16 ? a->ln2_16 + s * N * C : NULL, .ln2_mean = a->ln2_mean + s * N, .ln2_rstd = a->ln2_rstd + s * N, .pre = a->pre + s * N * UP,
@@ -1245,7 +1254,7 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         }
         int64_t s = slot_of(a, l);
         float *x = a->resid + l * N * C, *mid = a->mid + l * N * C;
-        float *ln1 = a->ln1 ? a->ln1 + s * N * C : NULL, *qkv = a->qkv + s * N * QD, *att = a->att + s * N * D;
+        float *ln1 = a->ln1 ? a->ln1 + s * N * C : NULL, *qkv = a->qkv + s * N * QD, *att = a->att ? a->att + s * N * D : NULL;
         float *ln2 = a->ln2 ? a->ln2 + s * N * C : NULL;
         const uint16_t *ln1_16 = a->ln1_16 ? a->ln1_16 + s * N * C : NULL, *ln2_16 = a->ln2_16 ? a->ln2_16 + s * N * C : NULL;
         float *pre = a->pre + s * N * up_stride(c), *act = a->act ? a->act + s * N * MF : NULL;
@@ -1282,13 +1291,17 @@ fk_status fk_model_backward(fk_model *m, float grad_scale) {
         if (!parallel) norm_backward(m, a->dresid, a->dln, mid, a->ln2_mean + s * N, a->ln2_rstd + s * N, o->ln2_w, o->ln2_b, N);
         // attention branch: mid = x + [post-norm](o(attention(rope(qknorm(qkv(norm1(x)))))))
         const float *dao = post_norm_backward(m, a, a->attn_o, a->attn_post_rstd, o->attn_post_w, l, N);
-        fk_matmul_backward_beta(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C, 0);
+        if (a->att16) {  // attention's output kept as bf16: the two products read it as it is, then the bias's gradient
+            fk_sgemm_backward_a16((int)N, (int)Dl, (int)C, dao, a->att16 + s * N * D, m->w + o->o_w, 0, a->datt, m->g + o->o_w);
+            if (o->o_b >= 0) fk_matmul_backward_beta(NULL, NULL, GP(o->o_b), dao, NULL, NULL, N, Dl, C, 0);
+        } else
+            fk_matmul_backward_beta(a->datt, m->g + o->o_w, GP(o->o_b), dao, att, m->w + o->o_w, N, Dl, C, 0);
         zero(a->dqkv, N * QDl);
         float slopes[FK_LIM_HEADS];
         if (lse) {  // the probabilities again from the forward's log-sum-exp, on the tiles
             if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, NULL, lse, alibi_slopes(c, slopes), B, T, H, c->n_kv_head,
                                            c->head_dim, sc, c->attn_softcap, layer_window(c, l), a->nthr))
-                return fk_error(FK_ERR_NOMEM, "out of memory for attention's buffers on AMX tiles (layer %lld)", (long long)l);
+                return fk_error(FK_ERR_NOMEM, "out of memory for the bf16 attention kernel's buffers (layer %lld)", (long long)l);
         } else if (!fk_attention_backward_amx(a->dqkv, a->datt, qkv, probs, NULL, NULL, B, T, H, c->n_kv_head, c->head_dim, sc,
                                               c->attn_softcap, layer_window(c, l), a->nthr))
             fk_attention_backward(a->dqkv, a->datt, qkv, probs, B, T, H, c->n_kv_head, c->head_dim, sc, c->attn_softcap,
