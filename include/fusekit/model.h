@@ -293,7 +293,7 @@ fk_precision fk_precision_resolve(fk_precision p);
 // True when bf16 products run natively on oneDNN (built with it, the CPU has AVX512-BF16,
 // emulation not forced) and are the faster path: on AMX-BF16 tiles (the CPU, the kernel and
 // ONEDNN_MAX_CPU_ISA allow them; measured 2.4-3.7x fp32 OpenBLAS, one thread, bench/fk_gemm_bench)
-// or on an AMD CPU's AVX512-BF16 (Zen 4: 1.6-2.4x). Intel's AVX512-BF16 without AMX ran
+// or on an AMD CPU's AVX512-BF16 (Zen 4: 1.74-2.02x). Intel's AVX512-BF16 without AMX ran
 // 0.49-0.58x fp32 and is not.
 bool fk_bf16_fast(void);
 // The path products take now, in words ("bf16 (oneDNN, AMX-BF16 tiles)", ...).
