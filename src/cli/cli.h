@@ -80,7 +80,8 @@ typedef struct {
 #define CLI_ROW_PRECISION(p)                                                                                       \
     {"--precision", OPT_CHOICE, CLI_ENUM(p),                                                                       \
      "matrix products: fp32; bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512-BF16, emulated and " \
-     "slower elsewhere); auto: bf16 where oneDNN runs it on AMX tiles (runs 1.8-2x faster there), fp32 elsewhere", \
+     "slower elsewhere); auto: bf16 where oneDNN runs it on AMX tiles or an AMD CPU's AVX512-BF16 (runs 1.6-2x "  \
+     "faster there), fp32 elsewhere",                                                                             \
      false, "fp32|bf16|auto"}
 _Static_assert(FK_PRECISION_FP32 == 0 && FK_PRECISION_BF16 == 1 && FK_PRECISION_AUTO == 2,
                "CLI_ROW_PRECISION names fk_precision in order");
