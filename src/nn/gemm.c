@@ -286,6 +286,22 @@ static bool onednn_gemm(bool ta, bool tb, int M, int N, int K, float alpha, cons
 // cost (operand descriptors, execution) outweighs them.
 #define FK_DNNL_MIN_WORK (1 << 18)
 
+// Whether bf16 products with packed bf16 operands go to oneDNN now (any size).
+static bool bf16_operands_on(int M, int N, int K) {
+#ifdef FK_HAVE_DNNL
+    bool nested = false;
+#ifdef _OPENMP
+    nested = omp_in_parallel();  // inside a parallel region: oneDNN would run on one thread behind the lock
+#endif
+    return g_precision != FK_PRECISION_FP32 && M > 0 && N > 0 && K > 0 && !nested && use_dnnl();
+#else
+    (void)M, (void)N, (void)K;
+    return false;
+#endif
+}
+
+bool fk_gemm_bf16_on(int M, int N, int K) { return bf16_operands_on(M, N, K) && (int64_t)M * N * K >= FK_DNNL_MIN_WORK; }
+
 void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     FK_ASSERT(order == CblasRowMajor);
@@ -294,11 +310,7 @@ void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, 
         return;
     }
 #ifdef FK_HAVE_DNNL
-    bool nested = false;
-#ifdef _OPENMP
-    nested = omp_in_parallel();  // inside a parallel region: oneDNN would run on one thread behind the lock
-#endif
-    if (K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK && use_dnnl() &&
+    if (fk_gemm_bf16_on(M, N, K) &&
         onednn_gemm(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, NULL, B, ldb, NULL, beta, C, ldc, NULL, FK_EP_NONE))
         return;
 #endif
@@ -308,12 +320,7 @@ void fk_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, 
 bool fk_sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias, float beta,
                     fk_epilogue ep, float *C, int ldc) {
 #ifdef FK_HAVE_DNNL
-    bool nested = false;
-#ifdef _OPENMP
-    nested = omp_in_parallel();
-#endif
-    return g_precision != FK_PRECISION_FP32 && M > 0 && N > 0 && K > 0 && !nested && (int64_t)M * N * K >= FK_DNNL_MIN_WORK &&
-           use_dnnl() && onednn_gemm(false, true, M, N, K, 1, A, lda, NULL, B, ldb, NULL, beta, C, ldc, bias, ep);
+    return fk_gemm_bf16_on(M, N, K) && onednn_gemm(false, true, M, N, K, 1, A, lda, NULL, B, ldb, NULL, beta, C, ldc, bias, ep);
 #else
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)bias, (void)beta, (void)ep, (void)C, (void)ldc;
     return false;
@@ -323,13 +330,8 @@ bool fk_sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B
 void fk_sgemm_backward(int N, int C, int OC, const float *dout, const float *inp, const float *w, float dinp_beta, float *dinp,
                        float *dw) {
 #ifdef FK_HAVE_DNNL
-    bool nested = false;
-#ifdef _OPENMP
-    nested = omp_in_parallel();
-#endif
     uint16_t *d = NULL;
-    if (g_precision != FK_PRECISION_FP32 && N > 0 && C > 0 && OC > 0 && !nested && (int64_t)N * C * OC >= FK_DNNL_MIN_WORK &&
-        use_dnnl() && (d = scratch(2, (size_t)N * OC * 2))) {
+    if (fk_gemm_bf16_on(N, C, OC) && (d = scratch(2, (size_t)N * OC * 2))) {
         // dout (N x OC, row stride OC) rounded once: the A of both products, as stored
         rows_to_bf16(d, dout, N, OC, OC);
         if (!onednn_gemm(false, false, N, C, OC, 1, dout, OC, d, w, C, NULL, dinp_beta, dinp, C, NULL, FK_EP_NONE))
@@ -342,22 +344,6 @@ void fk_sgemm_backward(int N, int C, int OC, const float *dout, const float *inp
     fk_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1, dout, OC, w, C, dinp_beta, dinp, C);
     fk_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
 }
-
-// Whether bf16 products with packed bf16 operands go to oneDNN now (any size).
-static bool bf16_operands_on(int M, int N, int K) {
-#ifdef FK_HAVE_DNNL
-    bool nested = false;
-#ifdef _OPENMP
-    nested = omp_in_parallel();
-#endif
-    return g_precision != FK_PRECISION_FP32 && M > 0 && N > 0 && K > 0 && !nested && use_dnnl();
-#else
-    (void)M, (void)N, (void)K;
-    return false;
-#endif
-}
-
-bool fk_gemm_bf16_on(int M, int N, int K) { return bf16_operands_on(M, N, K) && (int64_t)M * N * K >= FK_DNNL_MIN_WORK; }
 
 void fk_rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
 #ifdef FK_HAVE_DNNL
