@@ -271,7 +271,7 @@ static void test_qmatmul_q8(void **s) {
     (void)s;
     fk_rng r;
     fk_rng_seed(&r, 6);
-    static const int64_t Ns[] = {1, 3, 40};
+    static const int64_t Ns[] = {1, 3, 13, 40};
     for (size_t k = 0; k < N_ALL; k++) {
         uint32_t type = ALL[k];
         int64_t blk = fk_ggml_type(type)->block;
@@ -291,6 +291,21 @@ static void test_qmatmul_q8(void **s) {
             float *y2 = malloc((size_t)(N * OC) * sizeof(float));
             for (int64_t i = 0; i < N * C; i++) x[i] = fk_rng_normal(&r) * (i % 7 == 0 ? 5.0f : 1.0f);
             CHECK(fk_qmatmul_forward_q8(y, x, w, type, b, N, C, OC));
+            if (q8 && fk_qmatmul_q8_blocked(false)) {
+                // the blocked (VNNI) path against the row-by-row one: the same integer dot products and
+                // f32 terms, added in another order
+                CHECK(fk_qmatmul_forward_q8(y2, x, w, type, b, N, C, OC));
+                fk_qmatmul_q8_blocked(true);
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t o = 0; o < OC; o++) {
+                        double mag = fabs(b[o]);
+                        for (int64_t c = 0; c < C; c++) mag += fabs((double)x[i * C + c] * wf[o * C + c]);
+                        if (!(fabs((double)y[i * OC + o] - y2[i * OC + o]) <= 1e-5 * mag + 1e-6))
+                            fail_msg("%s q8 N=%lld out[%lld][%lld]: blocked %.9g, rows %.9g", fk_ggml_type_name(type), (long long)N,
+                                     (long long)i, (long long)o, y[i * OC + o], y2[i * OC + o]);
+                    }
+            }
+            fk_qmatmul_q8_blocked(true);
             if (!q8) {
                 CHECK(fk_qmatmul_forward(y2, x, w, type, b, N, C, OC));
                 assert_memory_equal(y, y2, (size_t)(N * OC) * sizeof(float));

@@ -85,5 +85,11 @@ fk_status fk_qmatmul_forward_gemm(float *out, const float *inp, const void *w, u
 fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uint32_t ggml_type, const float *bias, int64_t N,
                                 int64_t C, int64_t OC);
 bool fk_qmatmul_q8_supported(uint32_t type);
+// Where the library was built for AVX512-VNNI, a batch of 8 or more rows multiplies panels of 16
+// weight rows repacked for VPDPBUSD (the same integer dot products, the f32 sums added in
+// another order). fk_qmatmul_q8_blocked(false) keeps every batch on the row-by-row path (tests
+// compare both); returns whether the blocked path exists in this build. Not thread-safe
+// against products.
+bool fk_qmatmul_q8_blocked(bool use);
 
 #endif

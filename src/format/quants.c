@@ -15,6 +15,7 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
+#include <stdbool.h>
 #include <string.h>
 
 #define QK_K 256
@@ -830,6 +831,222 @@ static float dot_codes(const int8_t *q, const float *s, const int8_t *qx, const 
 #endif
 }
 
+// 32 activations as codes q = x / d rounded to nearest (ties to even), d = max |x| / 127 (ggml's
+// Q8_0 rule); returns d. An Inf makes d Inf and a NaN makes d NaN, so the products that read the
+// block are not finite either (the codes stay in range: no undefined cast).
+static inline float q8_codes(const float *x, int8_t *q) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+    bool nan = (_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q)) != 0;
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    float d = nan ? NAN : amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    __m512 vid = _mm512_set1_ps(id);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    __m512i qa = _mm512_max_epi32(lo, _mm512_min_epi32(hi, _mm512_cvtps_epi32(_mm512_mul_ps(a, vid))));
+    __m512i qb = _mm512_max_epi32(lo, _mm512_min_epi32(hi, _mm512_cvtps_epi32(_mm512_mul_ps(b, vid))));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(qa));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(qb));
+    return d;
+#else
+    float amax = 0;
+    bool nan = false;
+    for (int l = 0; l < 32; l++) {
+        amax = fabsf(x[l]) > amax ? fabsf(x[l]) : amax;
+        nan |= x[l] != x[l];
+    }
+    float d = nan ? NAN : amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    for (int l = 0; l < 32; l++) {  // clamped so that a NaN or Inf activation cannot overflow the cast
+        float v = rintf(x[l] * id);
+        q[l] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f);
+    }
+    return d;
+#endif
+}
+
+// ------------------------------------------------------------------ 8-bit activations, blocked (AVX512-VNNI)
+//
+// Where the library is built for AVX512-VNNI, a batch (N >= FK_Q8_BLOCKED_MIN_N) multiplies
+// panels of 16 weight rows repacked for VPDPBUSD: each 32-bit lane of a 64-byte vector holds 4
+// consecutive codes of one weight row, so one instruction adds 4 products to each of the 16
+// rows' sums, with 4 activation codes broadcast. VPDPBUSD multiplies unsigned by signed bytes:
+// the activation codes are stored offset by 128 (q ^ 0x80 = q + 128 as a byte) and each group's
+// integer sum corrected by 128 times the sum of the weight codes, computed when the panel is
+// packed, so the integer dot products are exact. Each group of G codes (32; 16 for the types
+// whose scales change every 16: Q2_K, Q3_K, Q6_K) then adds s_w d_x (its integer sum) and,
+// for types with mins, m_w times d_x (the activation codes' sum) to 16 f32 sums. A thread packs
+// two panels (32 rows of w) at a time and multiplies them with every 5 rows of the batch.
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#define FK_Q8_BLOCKED 1
+#define Q8_MR 5                  // batch rows a kernel call holds in registers (5 x 2 panels: 20 accumulators)
+#define FK_Q8_BLOCKED_MIN_N 8    // fewer rows: packing costs more than it saves (fk_quant_bench)
+
+typedef struct {
+    int8_t *codes[2];  // [C / 4][16][4]: codes of the panel's 16 rows, 4 consecutive per lane
+    float *sc[2];      // [C / G][16]: each group's scale per row
+    float *mn[2];      // [C / G][16]: each group's min per row (types with mins)
+    int32_t *cp[2];    // [C / G][16]: 128 x the group's code sum per row
+} q8_panels;
+
+static inline __attribute__((always_inline)) void q8_kernel(const int MR, const int G, const bool has_min, const uint8_t *xu,
+                                                            int64_t C, const float *dx, const float *sxg, const q8_panels *p,
+                                                            float *out, int64_t ldo, int64_t ncols, const float *bias) {
+    __m512 f[Q8_MR][2];
+    for (int r = 0; r < MR; r++) f[r][0] = f[r][1] = _mm512_setzero_ps();
+    const int64_t ng = C / G, nb32 = C / 32;
+    for (int64_t g = 0; g < ng; g++) {
+        __m512i a[Q8_MR][2];
+        for (int r = 0; r < MR; r++) a[r][0] = a[r][1] = _mm512_setzero_si512();
+        const int8_t *w0 = p->codes[0] + g * G * 16, *w1 = p->codes[1] + g * G * 16;
+        const uint8_t *xg = xu + g * G;
+        for (int k4 = 0; k4 < G / 4; k4++) {
+            __m512i v0 = _mm512_load_si512((const void *)(w0 + 64 * k4)), v1 = _mm512_load_si512((const void *)(w1 + 64 * k4));
+            for (int r = 0; r < MR; r++) {
+                int32_t x4;
+                memcpy(&x4, xg + r * C + 4 * k4, 4);
+                __m512i xb = _mm512_set1_epi32(x4);
+                a[r][0] = _mm512_dpbusd_epi32(a[r][0], xb, v0);
+                a[r][1] = _mm512_dpbusd_epi32(a[r][1], xb, v1);
+            }
+        }
+        __m512 s0 = _mm512_load_ps(p->sc[0] + 16 * g), s1 = _mm512_load_ps(p->sc[1] + 16 * g);
+        __m512i c0 = _mm512_load_si512((const void *)(p->cp[0] + 16 * g)), c1 = _mm512_load_si512((const void *)(p->cp[1] + 16 * g));
+        for (int r = 0; r < MR; r++) {
+            __m512 d = _mm512_set1_ps(dx[r * nb32 + g * G / 32]);
+            f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[r][0], c0)), _mm512_mul_ps(s0, d), f[r][0]);
+            f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[r][1], c1)), _mm512_mul_ps(s1, d), f[r][1]);
+        }
+        if (has_min) {
+            __m512 m0 = _mm512_load_ps(p->mn[0] + 16 * g), m1 = _mm512_load_ps(p->mn[1] + 16 * g);
+            for (int r = 0; r < MR; r++) {
+                __m512 sv = _mm512_set1_ps(sxg[r * ng + g]);
+                f[r][0] = _mm512_fmadd_ps(m0, sv, f[r][0]);
+                f[r][1] = _mm512_fmadd_ps(m1, sv, f[r][1]);
+            }
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        int64_t n = ncols - 16 * h;
+        if (n <= 0) break;
+        __mmask16 mask = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + 16 * h) : _mm512_setzero_ps();
+        for (int r = 0; r < MR; r++) _mm512_mask_storeu_ps(out + r * ldo + 16 * h, mask, _mm512_add_ps(f[r][h], b));
+    }
+}
+
+// One kernel call of MR rows (1..Q8_MR), G and the min term fixed at compile time.
+#define Q8_CASES(G, M)                                                                                  \
+    switch (mr) {                                                                                       \
+    case 5: q8_kernel(5, G, M, xu, C, dx, sxg, p, out, ldo, ncols, bias); break;                        \
+    case 4: q8_kernel(4, G, M, xu, C, dx, sxg, p, out, ldo, ncols, bias); break;                        \
+    case 3: q8_kernel(3, G, M, xu, C, dx, sxg, p, out, ldo, ncols, bias); break;                        \
+    case 2: q8_kernel(2, G, M, xu, C, dx, sxg, p, out, ldo, ncols, bias); break;                        \
+    default: q8_kernel(1, G, M, xu, C, dx, sxg, p, out, ldo, ncols, bias); break;                       \
+    }
+static void q8_tile(int mr, int G, bool has_min, const uint8_t *xu, int64_t C, const float *dx, const float *sxg, const q8_panels *p,
+                    float *out, int64_t ldo, int64_t ncols, const float *bias) {
+    if (G == 32 && has_min) { Q8_CASES(32, true) }
+    else if (G == 32) { Q8_CASES(32, false) }
+    else if (has_min) { Q8_CASES(16, true) }
+    else { Q8_CASES(16, false) }
+}
+#undef Q8_CASES
+
+// Packs weight rows o0 .. o0 + ncols - 1 (ncols <= 16; the rest of the panel is zero codes
+// with zero scales) of the panel: q, s16 and m16 are scratch for one row's codes and scales.
+static void q8_pack(const uint8_t *wb, uint64_t row_bytes, int64_t o0, int64_t ncols, unpack_fn unpack, const type_entry *t, int64_t C,
+                    int G, bool has_min, int8_t *codes, float *sc, float *mn, int32_t *cp, int8_t *q, float *s16, float *m16) {
+    int64_t blk = t->info.block, gpb = blk / 16, ng = C / G;
+    for (int c = 0; c < 16; c++) {
+        if (c < ncols) {
+            const uint8_t *row = wb + (uint64_t)(o0 + c) * row_bytes;
+            for (int64_t k = 0; k < C / blk; k++) unpack(row + k * t->info.bytes, q + k * blk, s16 + k * gpb, m16 + k * gpb);
+        } else {
+            memset(q, 0, (size_t)C);
+            for (int64_t g = 0; g < C / 16; g++) s16[g] = m16[g] = 0;
+        }
+        for (int64_t k4 = 0; k4 < C / 4; k4++) memcpy(codes + 64 * k4 + 4 * c, q + 4 * k4, 4);
+        for (int64_t g = 0; g < ng; g++) {
+            int32_t sum = 0;
+            for (int l = 0; l < G; l++) sum += q[g * G + l];
+            cp[16 * g + c] = 128 * sum;
+            sc[16 * g + c] = s16[g * G / 16];
+            if (has_min) mn[16 * g + c] = m16[g * G / 16];
+        }
+    }
+}
+
+static _Thread_local void *panel_buf;
+static _Thread_local size_t panel_cap;
+
+// The blocked product (see above) of the activations' codes plus 128 xu (N x C), their scales dx
+// (N x C / 32) and, for the types with mins, d times their code sums per group sxg (N x C / G).
+// Returns 0, or 1 when a thread's buffers cannot be allocated.
+static int q8_blocked(float *out, const uint8_t *xu, const float *dx, const float *sxg, const uint8_t *wb, uint64_t row_bytes,
+                      unpack_fn unpack, const type_entry *t, bool has_min, const float *bias, int64_t N, int64_t C, int64_t OC, int G) {
+    int64_t ng = C / G, nb32 = C / 32;
+    // per thread: two panels (codes, then scales, mins and corrections) and one row's codes and scales
+    size_t codes_b = (size_t)(16 * C), grp_b = (size_t)(16 * ng) * 4;
+    size_t need = 2 * (codes_b + 3 * grp_b) + (size_t)C + 2 * (size_t)(C / 16) * sizeof(float) + 64;
+    int64_t npairs = (OC + 31) / 32;
+    int failed = 0;
+    #pragma omp parallel if ((double)N * C * OC > 262144)
+    {
+        if (panel_cap < need) {
+            free(panel_buf);
+            panel_buf = aligned_alloc(64, (need + 63) / 64 * 64);
+            panel_cap = panel_buf ? need : 0;
+        }
+        bool ok = panel_cap >= need;
+        if (!ok) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        q8_panels p;
+        memset(&p, 0, sizeof p);
+        int8_t *q = NULL;
+        float *s16 = NULL, *m16 = NULL;
+        if (ok) {
+            uint8_t *b = panel_buf;
+            for (int h = 0; h < 2; h++) {
+                p.codes[h] = (int8_t *)b; b += codes_b;
+                p.sc[h] = (float *)b; b += grp_b;
+                p.mn[h] = (float *)b; b += grp_b;
+                p.cp[h] = (int32_t *)b; b += grp_b;
+            }
+            s16 = (float *)b; b += (size_t)(C / 16) * sizeof(float);
+            m16 = (float *)b; b += (size_t)(C / 16) * sizeof(float);
+            q = (int8_t *)b;
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t pi = 0; pi < npairs; pi++) {
+            if (!ok) continue;
+            int64_t o0 = 32 * pi, ncols = OC - o0 < 32 ? OC - o0 : 32;
+            for (int h = 0; h < 2; h++) {
+                int64_t nc = ncols - 16 * h < 0 ? 0 : ncols - 16 * h > 16 ? 16 : ncols - 16 * h;
+                q8_pack(wb, row_bytes, o0 + 16 * h, nc, unpack, t, C, G, has_min, p.codes[h], p.sc[h], p.mn[h], p.cp[h], q, s16, m16);
+            }
+            for (int64_t i = 0; i < N; i += Q8_MR) {
+                int mr = N - i < Q8_MR ? (int)(N - i) : Q8_MR;
+                q8_tile(mr, G, has_min, xu + i * C, C, dx + i * nb32, has_min ? sxg + i * ng : NULL, &p, out + i * OC + o0, OC, ncols,
+                        bias ? bias + o0 : NULL);
+            }
+        }
+    }
+    return failed;
+}
+#endif
+
+static bool g_q8_rows;  // tests: the row-by-row path even where the blocked one exists
+
+bool fk_qmatmul_q8_blocked(bool use) {
+    g_q8_rows = !use;
+#ifdef FK_Q8_BLOCKED
+    return true;
+#else
+    return false;
+#endif
+}
+
 // Per-thread row codes, kept between calls.
 static _Thread_local void *code_buf;
 static _Thread_local size_t code_cap;
@@ -843,35 +1060,46 @@ fk_status fk_qmatmul_forward_q8(float *out, const float *inp, const void *w, uin
     uint64_t row_bytes;
     FK_TRY(qmatmul_dims(t, ggml_type, N, C, OC, &row_bytes));
     if (N == 0 || OC == 0) return FK_OK;
-    // activations: int8 codes per 32 (ggml's Q8_0 rule: d = max|x| / 127, q = round(x / d)), their
-    // scales, and d times the code sums per 16 (for the mins)
-    int64_t nb32 = C / 32, ng = C / 16;
+    // activations: int8 codes per 32 (q8_codes: ggml's Q8_0 rule), their scales, and for the
+    // types with mins d times the code sums per group of G (16 on the row-by-row path)
+    const uint8_t *wb = w;
+    bool blocked = false;
+    int G = 16;
+#ifdef FK_Q8_BLOCKED
+    blocked = N >= FK_Q8_BLOCKED_MIN_N && !g_q8_rows;
+    if (blocked) G = ggml_type == FK_GGML_Q2_K || ggml_type == FK_GGML_Q3_K || ggml_type == FK_GGML_Q6_K ? 16 : 32;
+#endif
+    int64_t nb32 = C / 32, ng = C / G;
     int8_t *qx = malloc((size_t)(N * C));
     float *dx = malloc((size_t)(N * nb32) * sizeof(float));
-    float *sx = malloc((size_t)(N * ng) * sizeof(float));  // d * (sum of the 16 codes), for the mins
-    if (!qx || !dx || !sx) {
+    float *sx = has_min ? malloc((size_t)(N * ng) * sizeof(float)) : NULL;
+    if (!qx || !dx || (has_min && !sx)) {
         free(qx); free(dx); free(sx);
         return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for %lld x %lld 8-bit activations", (long long)N, (long long)C);
     }
     #pragma omp parallel for schedule(static) if ((double)N * C > 65536)
     for (int64_t i = 0; i < N * nb32; i++) {
-        const float *x = inp + 32 * i;
-        float amax = 0;
-        for (int l = 0; l < 32; l++) amax = fabsf(x[l]) > amax ? fabsf(x[l]) : amax;
-        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
         int8_t *q = qx + 32 * i;
-        for (int l = 0; l < 32; l++) {  // clamped so that a NaN or Inf activation cannot overflow the cast
-            float v = roundf(x[l] * id);
-            q[l] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f);
-        }
-        dx[i] = d;
-        for (int h = 0; h < 2; h++) {
-            int32_t sum = 0;
-            for (int l = 0; l < 16; l++) sum += q[16 * h + l];
-            sx[2 * i + h] = d * (float)sum;
-        }
+        float d = dx[i] = q8_codes(inp + 32 * i, q);
+        if (has_min)
+            for (int h = 0; h < 32 / G; h++) {
+                int32_t sum = 0;
+                for (int l = 0; l < G; l++) sum += q[G * h + l];
+                sx[32 / G * i + h] = d * (float)sum;
+            }
+        if (blocked)  // the unsigned operand of VPDPBUSD: q + 128
+            for (int l = 0; l < 32; l++) q[l] = (int8_t)((uint8_t)q[l] ^ 0x80u);
     }
-    const uint8_t *wb = w;
+#ifdef FK_Q8_BLOCKED
+    if (blocked) {
+        int failed = q8_blocked(out, (const uint8_t *)qx, dx, sx, wb, row_bytes, unpack, t, has_min, bias, N, C, OC, G);
+        free(qx);
+        free(dx);
+        free(sx);
+        if (failed) return fk_error(FK_ERR_NOMEM, "qmatmul: out of memory for a panel of 32 x %lld codes", (long long)C);
+        return FK_OK;
+    }
+#endif
     int64_t blk = t->info.block, gpb = blk / 16;  // 16-groups per block
     size_t need = (size_t)C + 2 * (size_t)ng * sizeof(float) + 64;
     int failed = 0;
