@@ -281,14 +281,21 @@ const char *fk_blas_better_core(void);
 // or fk_matmul_force_emulation(true) forces the emulation. Element-wise ops stay fp32.
 // AUTO: BF16 where it is faster than fp32 (fk_bf16_fast), FP32 elsewhere; fk_precision_resolve
 // turns it into one of the two, and fk_matmul_set_precision(AUTO) sets what it resolves to.
-typedef enum { FK_PRECISION_FP32, FK_PRECISION_BF16, FK_PRECISION_AUTO } fk_precision;
+// INT8 (frozen models only: eval, extraction, generation; training refuses it): a batch's
+// products with stored quantized weights (GGUF Q4_0 .. Q8_0, the K-quants, IQ4_NL/XS) take the
+// activations as 8-bit codes per 32 (fk_qmatmul_forward_q8, llama.cpp's rule; AVX512-VNNI where
+// the build has it), every other product as AUTO. fk_matmul_set_precision(INT8) sets AUTO's
+// precision and fk_matmul_int8(); any other value clears it.
+typedef enum { FK_PRECISION_FP32, FK_PRECISION_BF16, FK_PRECISION_AUTO, FK_PRECISION_INT8 } fk_precision;
 void fk_matmul_set_precision(fk_precision p);
-fk_precision fk_matmul_precision(void);  // FP32 or BF16, never AUTO
+fk_precision fk_matmul_precision(void);  // FP32 or BF16, never AUTO or INT8
+bool fk_matmul_int8(void);               // set by fk_matmul_set_precision(INT8)
 void fk_matmul_force_emulation(bool on);
-// "fp32", "bf16" or "auto" -> *out; anything else FK_ERR_ARG naming --precision and the value.
+// "fp32", "bf16", "auto" or "int8" -> *out; anything else FK_ERR_ARG naming --precision and the value.
 fk_status fk_precision_parse(const char *s, fk_precision *out);
-const char *fk_precision_name(fk_precision p);  // "fp32", "bf16", "auto"
-// AUTO -> BF16 when fk_bf16_fast(), else FP32; FP32 and BF16 unchanged.
+const char *fk_precision_name(fk_precision p);  // "fp32", "bf16", "auto", "int8"
+// AUTO and INT8 -> BF16 when fk_bf16_fast(), else FP32 (the precision of the float products);
+// FP32 and BF16 unchanged.
 fk_precision fk_precision_resolve(fk_precision p);
 // True when bf16 products run natively on oneDNN (built with it, the CPU has AVX512-BF16,
 // emulation not forced) and are the faster path: on AMX-BF16 tiles (the CPU, the kernel and
@@ -493,6 +500,9 @@ int64_t fk_model_vocab_real(const fk_model *m);
 // Bytes of weights the model reads: the arena's entries that are not stored, plus the stored
 // rows' bytes.
 size_t fk_model_weight_bytes(const fk_model *m);
+// Whether some matrix is stored in a quantized type that --precision int8 multiplies with 8-bit
+// activations (fk_qmatmul_q8_supported).
+bool fk_model_has_q8_stored(const fk_model *m);
 
 // Forward over a batch: tokens (B, T); targets (B, T) or NULL; target -1 is ignored.
 // With targets, *loss gets the mean cross-entropy over scored positions.

@@ -91,5 +91,8 @@ bool fk_qmatmul_q8_supported(uint32_t type);
 // compare both); returns whether the blocked path exists in this build. Not thread-safe
 // against products.
 bool fk_qmatmul_q8_blocked(bool use);
+// What runs a batch's 8-bit products in this build: "AVX512-VNNI", or on builds without it
+// "AVX2, row by row (no AVX512-VNNI: the same integer products, slower)" or the portable C one.
+const char *fk_qmatmul_q8_unit(void);
 
 #endif

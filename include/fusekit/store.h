@@ -149,6 +149,7 @@ enum {
     FK_STORE_ALIGNED = 1,  // distributions are over another (target) tokenizer's vocabulary; count 0 = one-hot on the true next token
     FK_STORE_BOS = 2,      // the source saw its tokenizer's BOS token before each sequence (not stored: positions are unchanged)
     FK_STORE_BF16 = 4,     // the source's matrix products ran in bf16 (fk_extract_opts.precision), not fp32
+    FK_STORE_INT8 = 8,     // its quantized weights multiplied 8-bit activations (--precision int8)
 };
 
 // Quantisation presets (the grids under "precision" below); both are this version's format.

@@ -510,6 +510,8 @@ void cli_set_precision(const char *cmd, fk_precision p) {
                 p == FK_PRECISION_AUTO ? " (--precision auto)" : "",
                 fk_cpu_has_bf16() || fk_matmul_precision() == FK_PRECISION_FP32
                     ? "" : " (this CPU has no AVX512-BF16: slower than fp32, same results within fp32 rounding)");
+    if (p == FK_PRECISION_INT8)
+        fprintf(stderr, "fusekit %s: quantized weights multiply 8-bit activations (%s)\n", cmd, fk_qmatmul_q8_unit());
 }
 
 // The loading helpers the verbs share are the library's (fusekit/job.h).

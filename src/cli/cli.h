@@ -81,9 +81,10 @@ typedef struct {
     {"--precision", OPT_CHOICE, CLI_ENUM(p),                                                                       \
      "matrix products: fp32; bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512-BF16, emulated and " \
      "slower elsewhere); auto: bf16 where oneDNN runs it on AMX tiles or an AMD CPU's AVX512-BF16 (runs 1.6-2x "  \
-     "faster there), fp32 elsewhere",                                                                             \
-     false, "fp32|bf16|auto"}
-_Static_assert(FK_PRECISION_FP32 == 0 && FK_PRECISION_BF16 == 1 && FK_PRECISION_AUTO == 2,
+     "faster there), fp32 elsewhere; int8 (eval, extract, generate): as auto, and quantized GGUF weights "       \
+     "multiply 8-bit activations per 32 like llama.cpp (AVX512-VNNI where the CPU has it)",                      \
+     false, "fp32|bf16|auto|int8"}
+_Static_assert(FK_PRECISION_FP32 == 0 && FK_PRECISION_BF16 == 1 && FK_PRECISION_AUTO == 2 && FK_PRECISION_INT8 == 3,
                "CLI_ROW_PRECISION names fk_precision in order");
 #define CLI_ROW_OUT(oo, help) {"-o|--out", OPT_STR, &(oo)->path, help, false, NULL}
 #define CLI_ROW_FORCE(oo) {"--force", OPT_FLAG, &(oo)->force, "replace an existing -o (when the new one is complete)", false, NULL}

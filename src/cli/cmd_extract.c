@@ -39,6 +39,7 @@ static int print_info(const char *path) {
     cJSON_AddBoolToObject(j, "aligned", (h->flags & FK_STORE_ALIGNED) != 0);
     cJSON_AddBoolToObject(j, "bos", (h->flags & FK_STORE_BOS) != 0);
     cJSON_AddStringToObject(j, "precision", (h->flags & FK_STORE_BF16) ? "bf16" : "fp32");
+    if (h->flags & FK_STORE_INT8) cJSON_AddStringToObject(j, "quantized_products", "8-bit activations");
     const char *grids[] = {"fine", "compact", "other"};
     cJSON_AddStringToObject(j, "grid", grids[h->grid <= FK_STORE_GRID_OTHER ? h->grid : FK_STORE_GRID_OTHER]);
     cli_json_int(j, "k", h->k);

@@ -1038,6 +1038,16 @@ static int q8_blocked(float *out, const uint8_t *xu, const float *dx, const floa
 
 static bool g_q8_rows;  // tests: the row-by-row path even where the blocked one exists
 
+const char *fk_qmatmul_q8_unit(void) {
+#ifdef FK_Q8_BLOCKED
+    return "AVX512-VNNI";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "AVX2, row by row (no AVX512-VNNI: the same integer products, slower)";
+#else
+    return "portable C, row by row (no AVX512-VNNI: the same integer products, slower)";
+#endif
+}
+
 bool fk_qmatmul_q8_blocked(bool use) {
     g_q8_rows = !use;
 #ifdef FK_Q8_BLOCKED

@@ -37,7 +37,7 @@ void store_header_pack(uint8_t *b, const fk_store_header *h, const store_params 
 }
 
 fk_status store_header_check(const fk_store_header *h, const char *path) {
-    if (h->flags & ~(uint32_t)(FK_STORE_ALIGNED | FK_STORE_BOS | FK_STORE_BF16)) return fk_error(FK_ERR_FORMAT, "%s: unknown flags 0x%x", path, h->flags);
+    if (h->flags & ~(uint32_t)(FK_STORE_ALIGNED | FK_STORE_BOS | FK_STORE_BF16 | FK_STORE_INT8)) return fk_error(FK_ERR_FORMAT, "%s: unknown flags 0x%x", path, h->flags);
     if (h->k < 1 || h->k > FK_STORE_MAX_K) return fk_error(FK_ERR_FORMAT, "%s: k is %d, expected 1..%d", path, h->k, FK_STORE_MAX_K);
     if (h->seq < 1 || h->seq > FK_STORE_MAX_SEQ)
         return fk_error(FK_ERR_FORMAT, "%s: header field seq (sequence length) is %d, expected 1..%d", path, h->seq, FK_STORE_MAX_SEQ);

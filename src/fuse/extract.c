@@ -250,8 +250,9 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
     if (o->k < 1 || o->k > FK_STORE_MAX_K) return fk_error(FK_ERR_ARG, "extract: k must be 1..%d (got %d)", FK_STORE_MAX_K, o->k);
     if (o->grid != FK_STORE_GRID_FINE && o->grid != FK_STORE_GRID_COMPACT)
         return fk_error(FK_ERR_ARG, "extract: store grid must be %d (fine) or %d (compact), got %d", FK_STORE_GRID_FINE, FK_STORE_GRID_COMPACT, o->grid);
-    if (o->precision != FK_PRECISION_FP32 && o->precision != FK_PRECISION_BF16 && o->precision != FK_PRECISION_AUTO)
-        return fk_error(FK_ERR_ARG, "extract: precision must be fp32, bf16 or auto (got %d)", (int)o->precision);
+    if (o->precision != FK_PRECISION_FP32 && o->precision != FK_PRECISION_BF16 && o->precision != FK_PRECISION_AUTO &&
+        o->precision != FK_PRECISION_INT8)
+        return fk_error(FK_ERR_ARG, "extract: precision must be fp32, bf16, auto or int8 (got %d)", (int)o->precision);
     if ((int64_t)o->seq + *lead > m->cfg.max_seq)
         return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o->seq, *lead ? " (+ BOS)" : "",
                         (long long)m->cfg.max_seq);
@@ -457,7 +458,8 @@ fk_status fk_extract_ex(fk_model *m, const fk_tokenizer *t, const char *corpus_p
     fk_precision before = fk_matmul_precision();
     fk_matmul_set_precision(o.precision);
     bool gpu = o.device == FK_DEVICE_CUDA;
-    h.flags = (lead ? FK_STORE_BOS : 0) | (gpu || fk_matmul_precision() == FK_PRECISION_BF16 ? FK_STORE_BF16 : 0);
+    h.flags = (lead ? FK_STORE_BOS : 0) | (gpu || fk_matmul_precision() == FK_PRECISION_BF16 ? FK_STORE_BF16 : 0) |
+              (!gpu && fk_matmul_int8() && fk_model_has_q8_stored(m) ? FK_STORE_INT8 : 0);
     h.k = o.k;
     h.seq = o.seq;
     h.vocab_size = V;

@@ -26,20 +26,27 @@
 static fk_precision g_precision = FK_PRECISION_FP32;
 static int g_emulate = -1;  // -1: not decided yet (FUSEKIT_BF16_EMULATE is read on first use)
 
-void fk_matmul_set_precision(fk_precision p) { g_precision = fk_precision_resolve(p); }
+static bool g_int8;  // FK_PRECISION_INT8: stored quantized weights multiply 8-bit activations
+
+void fk_matmul_set_precision(fk_precision p) {
+    g_int8 = p == FK_PRECISION_INT8;
+    g_precision = fk_precision_resolve(p);
+}
 fk_precision fk_matmul_precision(void) { return g_precision; }
+bool fk_matmul_int8(void) { return g_int8; }
 void fk_matmul_force_emulation(bool on) { g_emulate = on; }
 
 fk_status fk_precision_parse(const char *s, fk_precision *out) {
     if (s && strcmp(s, "fp32") == 0) *out = FK_PRECISION_FP32;
     else if (s && strcmp(s, "bf16") == 0) *out = FK_PRECISION_BF16;
     else if (s && strcmp(s, "auto") == 0) *out = FK_PRECISION_AUTO;
-    else return fk_error(FK_ERR_ARG, "--precision: '%s' is not fp32, bf16 or auto", s ? s : "(none)");
+    else if (s && strcmp(s, "int8") == 0) *out = FK_PRECISION_INT8;
+    else return fk_error(FK_ERR_ARG, "--precision: '%s' is not fp32, bf16, auto or int8", s ? s : "(none)");
     return FK_OK;
 }
 
 const char *fk_precision_name(fk_precision p) {
-    return p == FK_PRECISION_BF16 ? "bf16" : p == FK_PRECISION_AUTO ? "auto" : "fp32";
+    return p == FK_PRECISION_BF16 ? "bf16" : p == FK_PRECISION_AUTO ? "auto" : p == FK_PRECISION_INT8 ? "int8" : "fp32";
 }
 
 bool fk_cpu_has_bf16(void) {
@@ -91,7 +98,7 @@ bool fk_bf16_tiles(void) { return dnnl_amx(); }
 bool fk_bf16_fast(void) { return dnnl_amx() || (use_dnnl() && cpu_is_amd()); }
 
 fk_precision fk_precision_resolve(fk_precision p) {
-    if (p != FK_PRECISION_AUTO) return p;
+    if (p != FK_PRECISION_AUTO && p != FK_PRECISION_INT8) return p;
     return fk_bf16_fast() ? FK_PRECISION_BF16 : FK_PRECISION_FP32;
 }
 

@@ -63,6 +63,8 @@ void fk_sgemm_backward_a16(int N, int C, int OC, const float *dout, const uint16
                            float *dinp, float *dw);
 // How many stored segments' batch products took that bf16 path since the program started (tests).
 int64_t fk_nn_stored_bf16_products(void);
+// How many stored segments' batch products took 8-bit activations (--precision int8; tests).
+int64_t fk_nn_stored_int8_products(void);
 // Under bf16, y = A x with A not transposed and unit strides is fk_sgemm's one-row product (the same
 // result as that row inside a batch); any other form stays fp32 (the library uses none).
 void fk_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int M, int N, float alpha, const float *A, int lda,

@@ -759,6 +759,12 @@ fk_status fk_model_read_rows(const fk_model *m, int param, int64_t row0, int64_t
     return FK_OK;
 }
 
+bool fk_model_has_q8_stored(const fk_model *m) {
+    for (int j = 0; j < m->n_stored; j++)
+        if (fk_qmatmul_q8_supported(m->stored[j].type)) return true;
+    return false;
+}
+
 size_t fk_model_weight_bytes(const fk_model *m) {
     size_t b = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -794,6 +800,8 @@ static uint16_t *stored_bf16_scratch(fk_model *m, size_t bytes) {
 
 static int64_t g_stored_bf16_products;  // segments multiplied on the bf16 path (tests read it)
 int64_t fk_nn_stored_bf16_products(void) { return g_stored_bf16_products; }
+static int64_t g_stored_int8_products;  // segments multiplied with 8-bit activations (--precision int8)
+int64_t fk_nn_stored_int8_products(void) { return g_stored_int8_products; }
 
 // Under bf16 on oneDNN, a batch's product with one stored segment: out (N x s->rows, row stride
 // ldo) = a16 W^T + bias, a16 the batch's activations already rounded to packed bf16 (N x C).
@@ -844,23 +852,29 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
     const fk_param *p = fk_model_param_of(m, woff);
     int pi = p ? (int)(p - m->params) : -1;
     int64_t covered = 0;
-    // bf16 on oneDNN (a batch): the activations rounded once for every segment, then chunk rows of decoded weights
+    // bf16 on oneDNN (a batch): the activations rounded once for every segment that takes that
+    // path (the first one rounds them), then chunk rows of decoded weights
     uint16_t *a16 = NULL, *chunk = NULL;
     int64_t chunk_rows = FK_STORED_CHUNK / C < OC ? FK_STORED_CHUNK / C : OC;
     if (chunk_rows < 16) chunk_rows = 16;
-    if (N >= 2 && N <= INT_MAX && C <= INT_MAX && OC <= INT_MAX && fk_gemm_bf16_on((int)N, (int)OC, (int)C)) {
-        uint16_t *buf = stored_bf16_scratch(m, (size_t)(N + chunk_rows) * (size_t)C * 2);
-        if (buf) {
-            a16 = buf;
-            chunk = buf + N * C;
-            fk_rows_to_bf16(a16, inp, (int)N, (int)C, (int)C);
-        }
-    }
+    bool bf16_on = N >= 2 && N <= INT_MAX && C <= INT_MAX && OC <= INT_MAX && fk_gemm_bf16_on((int)N, (int)OC, (int)C);
+    bool int8 = N >= 2 && fk_matmul_int8();  // --precision int8: quantized segments multiply 8-bit activations
     for (int i = 0; i < m->n_stored; i++) {
         const fk_stored *s = &m->stored[i];
         if (s->param != pi) continue;
         bool whole = s->row0 == 0 && s->rows == OC && s->rope_hd == 0;  // the whole matrix in table order: straight into out
+        bool q8 = int8 && fk_qmatmul_q8_supported(s->type);
+        if (q8) g_stored_int8_products++;
+        if (bf16_on && !q8 && !a16) {
+            uint16_t *buf = stored_bf16_scratch(m, (size_t)(N + chunk_rows) * (size_t)C * 2);
+            if (buf) {
+                a16 = buf;
+                chunk = buf + N * C;
+                fk_rows_to_bf16(a16, inp, (int)N, (int)C, (int)C);
+            }
+        }
         if (whole) {
+            if (q8) return fk_qmatmul_forward_q8(out, inp, s->data, s->type, bias, N, C, OC);
             bool done = false;
             if (a16) FK_TRY(stored_bf16_forward(s, a16, bias, N, C, out, OC, chunk, chunk_rows, &done));
             return done ? FK_OK : fk_qmatmul_forward_gemm(out, inp, s->data, s->type, bias, N, C, OC, precision_tile);
@@ -872,7 +886,11 @@ static fk_status mm_forward(fk_model *m, float *out, const float *inp, int64_t w
             m->stored_tmp_n = N * s->rows;
         }
         bool done = false;
-        if (a16) FK_TRY(stored_bf16_forward(s, a16, NULL, N, C, m->stored_tmp, s->rows, chunk, chunk_rows, &done));
+        if (q8) {
+            FK_TRY(fk_qmatmul_forward_q8(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows));
+            done = true;
+        }
+        if (a16 && !done) FK_TRY(stored_bf16_forward(s, a16, NULL, N, C, m->stored_tmp, s->rows, chunk, chunk_rows, &done));
         if (!done) FK_TRY(fk_qmatmul_forward_gemm(m->stored_tmp, inp, s->data, s->type, NULL, N, C, s->rows, precision_tile));
         const float *t = m->stored_tmp;
         int64_t R = s->rows;
