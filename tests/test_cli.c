@@ -168,6 +168,15 @@ static void test_precision(void **s) {
     assert_int_equal(rc, 0);
     assert_int_equal(strstr(out, "matrix products in bf16") != NULL, fast);
     free(out);
+    // int8 is for frozen quantized models: eval takes it and says so, training refuses it
+    rc = run(&out, "%s eval --model %s/p_fp32 --data %s --precision int8", FK_CLI, tmpdir, text);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "quantized weights multiply 8-bit activations"));
+    free(out);
+    rc = run(&out, "%s train --data %s -o %s/p_int8 %s --precision int8", FK_CLI, text, tmpdir, common);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "int8 is for frozen quantized models"));
+    free(out);
     rc = run(&out, "%s train --data %s -o %s/p_bad %s --precision fp16", FK_CLI, text, tmpdir, common);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(out, "--precision"));

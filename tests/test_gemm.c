@@ -323,6 +323,18 @@ static void test_precision_parse(void **s) {
     assert_int_equal(fk_precision_parse("fp16", &p), FK_ERR_ARG);
     assert_non_null(strstr(fk_last_error(), "--precision"));
     assert_non_null(strstr(fk_last_error(), "fp16"));
+    // int8: the float products as auto, plus the 8-bit flag, which any other precision clears
+    CHECK(fk_precision_parse("int8", &p));
+    assert_int_equal(p, FK_PRECISION_INT8);
+    assert_string_equal(fk_precision_name(p), "int8");
+    assert_int_equal(fk_precision_resolve(FK_PRECISION_INT8), fk_precision_resolve(FK_PRECISION_AUTO));
+    fk_matmul_set_precision(FK_PRECISION_INT8);
+    assert_true(fk_matmul_int8());
+    assert_int_equal(fk_matmul_precision(), fk_precision_resolve(FK_PRECISION_AUTO));
+    fk_matmul_set_precision(FK_PRECISION_BF16);
+    assert_false(fk_matmul_int8());
+    fk_matmul_set_precision(FK_PRECISION_FP32);
+    assert_false(fk_matmul_int8());
 }
 
 // --precision auto: bf16 exactly where oneDNN runs it on AMX tiles or on an AMD CPU's

@@ -334,12 +334,72 @@ static void test_stored_bf16_onednn(void **s) {
     g_half_type = TY_F16;
 }
 
+// --precision int8: a batch's products with the Q8_0 segments (q and v in RoPE and table order,
+// down) take 8-bit activations, the F16 ones stay exact (bf16 emulation forced, so INT8's float
+// products resolve to fp32 on every machine). The logits move from the fp32 ones by the
+// activation rounding's size, not more; the blocked (VNNI) and row-by-row kernels agree; and
+// INT8 set and cleared leaves fp32 exactly as before.
+static void test_stored_int8(void **s) {
+    (void)s;
+    fk_config c;
+    fk_config_llama(&c, 300, 64, 2, 4, 2, 96, 64);
+    c.head_dim = 16;
+    fk_model ref, st;
+    make_pair(&c, &ref, &st);
+    assert_true(fk_model_has_q8_stored(&st));
+    assert_false(fk_model_has_q8_stored(&ref));
+    enum { B = 2, T = 24 };
+    int32_t tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) { tok[i] = (i * 7919 + 3) % (int)c.vocab_size; tgt[i] = (i * 31 + 5) % (int)c.vocab_size; }
+    int64_t n = (int64_t)B * T * c.vocab_size;
+    float *fp32 = malloc((size_t)n * sizeof(float)), *blocked = malloc((size_t)n * sizeof(float));
+    assert_non_null(fp32);
+    assert_non_null(blocked);
+    float l32, l8, l8r, l32b;
+    CHECK(fk_model_forward(&st, tok, tgt, B, T, false, &l32));
+    memcpy(fp32, fk_model_logits(&st), (size_t)n * sizeof(float));
+    fk_matmul_force_emulation(true);
+    fk_matmul_set_precision(FK_PRECISION_INT8);
+    assert_true(fk_matmul_int8());
+    assert_int_equal(fk_matmul_precision(), FK_PRECISION_FP32);
+    int64_t before = fk_nn_stored_int8_products();
+    CHECK(fk_model_forward(&st, tok, tgt, B, T, false, &l8));
+    assert_int_equal(fk_nn_stored_int8_products() - before, 3 * c.n_layer);  // q, v, down per layer
+    memcpy(blocked, fk_model_logits(&st), (size_t)n * sizeof(float));
+    bool has_blocked = fk_qmatmul_q8_blocked(false);
+    CHECK(fk_model_forward(&st, tok, tgt, B, T, false, &l8r));
+    fk_qmatmul_q8_blocked(true);
+    const float *rows = fk_model_logits(&st);
+    fk_matmul_set_precision(FK_PRECISION_FP32);
+    fk_matmul_force_emulation(false);
+    assert_false(fk_matmul_int8());
+    double maxa = 0, moved = 0, kernels = 0;
+    for (int64_t i = 0; i < n; i++) {
+        maxa = fmax(maxa, fabs((double)fp32[i]));
+        moved = fmax(moved, fabs((double)blocked[i] - fp32[i]));
+        kernels = fmax(kernels, fabs((double)blocked[i] - rows[i]));
+    }
+    if (!(moved > 1e-5 * fmax(1.0, maxa) && moved < 0.05 * fmax(1.0, maxa)))
+        fail_msg("int8 moved the logits by %g (largest %g): expected 8-bit activation rounding's size", moved, maxa);
+    if (!(kernels <= 2e-5 * fmax(1.0, maxa)))
+        fail_msg("blocked (%d) and row-by-row int8 logits differ by %g (largest %g)", has_blocked, kernels, maxa);
+    if (!(fabsf(l8 - l32) < 0.01f * l32 && fabsf(l8r - l8) <= 1e-5f * l8))
+        fail_msg("loss fp32 %g, int8 %g (blocked) / %g (rows)", l32, l8, l8r);
+    CHECK(fk_model_forward(&st, tok, tgt, B, T, false, &l32b));  // fp32 again: as before
+    assert_memory_equal(fk_model_logits(&st), fp32, (size_t)n * sizeof(float));
+    free(fp32);
+    free(blocked);
+    fk_model_free(&ref);
+    fk_model_free(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stored_llama),
         cmocka_unit_test(test_stored_gemma_like),
         cmocka_unit_test(test_stored_moe), cmocka_unit_test(test_stored_bad),
         cmocka_unit_test(test_stored_gguf), cmocka_unit_test(test_stored_bf16_onednn),
+        cmocka_unit_test(test_stored_int8),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

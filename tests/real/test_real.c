@@ -104,6 +104,20 @@ static void run_model(const real_model *rm) {
                   (long long)o.n, ppl, rm->llama_ppl, 100 * rel, bpb, t_load);
     if (fabs(rel) > rm->ppl_band)
         fail_msg("perplexity %.4f is %+.2f%% from llama.cpp's %.4f (band %.1f%%)", ppl, 100 * rel, rm->llama_ppl, 100 * rm->ppl_band);
+    // --precision int8 (the float products kept fp32: bf16 emulation forced, so auto is fp32): the
+    // quantized matrices multiply 8-bit activations as llama.cpp's do; within the same band of
+    // llama.cpp and within 1% of the exact products' perplexity
+    fk_matmul_force_emulation(true);
+    fk_matmul_set_precision(FK_PRECISION_INT8);
+    double bpb8, ppl8 = llama_ppl(&m, &o, bos, (int64_t)len, &bpb8);
+    fk_matmul_set_precision(FK_PRECISION_FP32);
+    fk_matmul_force_emulation(false);
+    double rel8 = ppl8 / rm->llama_ppl - 1;
+    print_message("  --precision int8 (%s): perplexity %.4f (%+.2f%% from llama.cpp, %+.2f%% from fp32)\n", fk_qmatmul_q8_unit(), ppl8,
+                  100 * rel8, 100 * (ppl8 / ppl - 1));
+    if (fabs(rel8) > rm->ppl_band || fabs(ppl8 / ppl - 1) > 0.01)
+        fail_msg("int8 perplexity %.4f: %+.2f%% from llama.cpp's %.4f (band %.1f%%), %+.2f%% from fp32's %.4f (band 1%%)", ppl8, 100 * rel8,
+                 rm->llama_ppl, 100 * rm->ppl_band, 100 * (ppl8 / ppl - 1), ppl);
 
     // a fixed greedy continuation
     fk_tok_out po = {0};
