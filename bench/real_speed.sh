@@ -9,7 +9,7 @@
 # usage: sh bench/real_speed.sh BUILD TEXT FILE.gguf...
 # env:   LLAMA_PERPLEXITY  llama.cpp's llama-perplexity (optional: without it only fusekit runs;
 #                          build it from the llama-cpp-python sdist's vendor/llama.cpp, see README)
-#        PRECISIONS ("fp32 bf16": fusekit's --precision values, each a contender of its own)
+#        PRECISIONS ("fp32 bf16": fusekit's --precision values, each a contender of its own; int8 too)
 #        THREADS (2) CTX (512) ROUNDS (2) MAX_BYTES (40000: the text is cut to this many bytes)
 #        EXTRACT (1; 0 leaves extraction out)
 # The models are loaded frozen: their matrices stay mapped in the file's types. Needs bc and GNU time

@@ -685,6 +685,14 @@ static void test_fk_train_precision(void **s) {
         CHECK(fk_adamw_init(&opt, &m, &o.optim));
         const char *out = tpath(k == 2 ? "run_auto" : k ? "run_bf16" : "run_fp32");
         fp32_path();
+        if (k == 0) {  // int8 is for frozen quantized models: fk_train refuses it and does nothing
+            o.precision = FK_PRECISION_INT8;
+            assert_int_equal(fk_train(&m, &opt, &d, NULL, &o, out, last_loss_cb, &last[k]), FK_ERR_ARG);
+            assert_non_null(strstr(fk_last_error(), "int8 is for frozen quantized models"));
+            assert_false(fk_path_exists(out));
+            assert_false(fk_matmul_int8());
+            o.precision = run[k];
+        }
         CHECK(fk_train(&m, &opt, &d, NULL, &o, out, last_loss_cb, &last[k]));
         assert_int_equal(fk_matmul_precision(), FK_PRECISION_FP32);  // restored
         char st_path[600];

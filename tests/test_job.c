@@ -167,6 +167,11 @@ static void test_checks(void **st) {
     assert_non_null(strstr(fk_last_error(), "--d-model 30 is not a multiple of --heads 4"));
     j.init = tpath("some-model");  // the shape is the model's: not checked
     CHECK(fk_train_job_check(&j));
+    // --precision int8 is for frozen quantized models: training refuses it before any work
+    tiny_job(&j, tpath("checked"));
+    j.o.precision = FK_PRECISION_INT8;
+    assert_int_equal(fk_train_job_check(&j), FK_ERR_ARG);
+    assert_non_null(strstr(fk_last_error(), "int8 is for frozen quantized models"));
     // teachers need the text, not a token shard
     tiny_job(&j, tpath("checked"));
     int32_t ids[64];

@@ -11,7 +11,7 @@
 // defaults: k 10, seq = min(model context, 512) (context - 1 when the tokenizer adds BOS: it goes
 // first), batch 4, grid FK_STORE_GRID_FINE (store.h: the quantisation presets), precision FP32
 // (the matrix products for this extraction; what it resolves to is kept in the store's flags,
-// FK_STORE_BF16, so a store made in one precision is not taken for the other's)
+// FK_STORE_BF16 and FK_STORE_INT8, so a store made in one precision is not taken for another's)
 // device: FK_DEVICE_CPU (0), or FK_DEVICE_CUDA: the forwards and each position's top-k on the CUDA
 // engine (include/fusekit/gpu.h; bf16 products, so the store is marked bf16 whatever precision says).
 typedef struct { int k; int seq; int batch; int grid; fk_precision precision; int device; } fk_extract_opts;

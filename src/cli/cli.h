@@ -77,12 +77,17 @@ typedef struct {
 #define CLI_ROW_THREADS(p) \
     {"--threads", OPT_INT, p, "threads, 0 = OMP_NUM_THREADS when set, else one per physical core", false, "[0,4096]"}
 // --precision over an fk_precision (OPT_CHOICE: the names in the enum's order)
-#define CLI_ROW_PRECISION(p)                                                                                       \
+#define CLI_PRECISION_HELP                                                                                         \
+    "matrix products: fp32; bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512-BF16, emulated and "  \
+    "slower elsewhere); auto: bf16 where oneDNN runs it on AMX tiles or an AMD CPU's AVX512-BF16 (runs 1.6-2x "   \
+    "faster there), fp32 elsewhere"
+// Training's --precision (fp32|bf16|auto) and the frozen-model verbs' (eval, extract, generate,
+// chat), which also take int8.
+#define CLI_ROW_PRECISION(p) {"--precision", OPT_CHOICE, CLI_ENUM(p), CLI_PRECISION_HELP, false, "fp32|bf16|auto"}
+#define CLI_ROW_PRECISION_FROZEN(p)                                                                                \
     {"--precision", OPT_CHOICE, CLI_ENUM(p),                                                                       \
-     "matrix products: fp32; bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512-BF16, emulated and " \
-     "slower elsewhere); auto: bf16 where oneDNN runs it on AMX tiles or an AMD CPU's AVX512-BF16 (runs 1.6-2x "  \
-     "faster there), fp32 elsewhere; int8 (eval, extract, generate): as auto, and quantized GGUF weights "       \
-     "multiply 8-bit activations per 32 like llama.cpp (AVX512-VNNI where the CPU has it)",                      \
+     CLI_PRECISION_HELP "; int8: as auto, and a batch's products with quantized (GGUF) weights take 8-bit "        \
+     "activations per 32 as llama.cpp's do (AVX512-VNNI where the build has it)",                                 \
      false, "fp32|bf16|auto|int8"}
 _Static_assert(FK_PRECISION_FP32 == 0 && FK_PRECISION_BF16 == 1 && FK_PRECISION_AUTO == 2 && FK_PRECISION_INT8 == 3,
                "CLI_ROW_PRECISION names fk_precision in order");

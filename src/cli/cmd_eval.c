@@ -232,7 +232,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_ROW_BATCH(&a.data, "windows per forward pass"),
         CLI_ROW_MAX_TOKENS(&a.data, "score at most this many tokens, 0 = all"),
         CLI_ROW_THREADS(&a.threads),
-        CLI_ROW_PRECISION(&a.precision),
+        CLI_ROW_PRECISION_FROZEN(&a.precision),
         {"--ensemble", OPT_LIST, &a.ens, "score the aligned average of these models' next-token distributions (with --model first)", false, NULL},
         CLI_ROWS_ALIGN(&a.ao, "the ensemble"),
         {"--align-cache", OPT_STR, &a.ao.cache_dir, "folder for vocabulary maps (default: none, built each time)", false, NULL},

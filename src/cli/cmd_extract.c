@@ -101,7 +101,7 @@ int cmd_extract(int argc, char **argv) {
         {"--batch", OPT_I32, &o.batch, "sequences per forward pass", false, "[1,65536]"},
         {"--store-grid", OPT_CHOICE, CLI_ENUM(&o.grid), "quantisation of the stored log-probabilities: fine (offsets below the top-1 on a 3/32-nat grid, top-1 1/16, ce 1/32) or compact (1/4 nat, 1/2 beyond 2 nats, top-1 and ce 1/8; about 13% smaller); include/fusekit/store.h states each one's error bounds", false, "fine|compact"},
         {"--restart", OPT_FLAG, &restart, "discard an unfinished .partial (or a different store at --out) and start over", false, NULL},
-        CLI_ROW_PRECISION(&o.precision),
+        CLI_ROW_PRECISION_FROZEN(&o.precision),
         {"--device", OPT_CHOICE, CLI_ENUM(&o.device), "where the forwards and top-k run: cpu, or cuda (the CUDA engine: bf16 "
          "products, the store marked bf16; one process)", false, "cpu|cuda"},
         CLI_ROW_THREADS(&threads),

@@ -223,7 +223,7 @@ int cmd_generate(int argc, char **argv) {
         {"--chat-template", OPT_STR, &a.chat_template, "with --chat: a Jinja chat template FILE instead of the model's own", false, NULL},
         {"--show-prompt", OPT_FLAG, &a.show_prompt, "with --chat: print the rendered prompt on standard error", false, NULL},
         CLI_ROW_THREADS(&a.threads),
-        CLI_ROW_PRECISION(&a.precision),
+        CLI_ROW_PRECISION_FROZEN(&a.precision),
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts, "usage: fusekit generate --model DIR|FILE.gguf [--prompt TEXT | --prompt-file FILE | --prompt-ids IDS] [--chat] [options]");
@@ -331,7 +331,7 @@ int cmd_chat(int argc, char **argv) {
         {"-n|--max-new", OPT_INT, &a.g.max_new, "tokens per reply at most", false, "[1,1048576]"},
         SAMPLING_ROWS(a),
         CLI_ROW_THREADS(&a.threads),
-        CLI_ROW_PRECISION(&a.precision),
+        CLI_ROW_PRECISION_FROZEN(&a.precision),
         CLI_ROWS_END,
     };
     int rc = cli_parse_verb(argc, argv, opts,
