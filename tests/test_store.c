@@ -733,6 +733,19 @@ static void test_extract_precision(void **state) {
     assert_int_equal(fk_matmul_precision(), FK_PRECISION_FP32);
     o.precision = (fk_precision)7;
     assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o, tpath("p7.fkd"), true, NULL, NULL), FK_ERR_ARG);
+    // int8 on the CUDA engine (which multiplies in bf16) is refused, not ignored; on the CPU, a
+    // model without quantized matrices is the fp32 store exactly (INT8's float products resolve
+    // to fp32 under forced emulation), found at the same path, the INT8 flag not set
+    o.precision = FK_PRECISION_INT8;
+    o.device = FK_DEVICE_CUDA;
+    assert_int_equal(fk_extract(&tiny, bytes_tok, text_path, &o, tpath("p8.fkd"), true, NULL, NULL), FK_ERR_ARG);
+    assert_non_null(strstr(fk_last_error(), "int8 runs on the CPU"));
+    o.device = FK_DEVICE_CPU;
+    fk_matmul_force_emulation(true);
+    bool cached = false;
+    CHECK(fk_extract_ex(&tiny, bytes_tok, text_path, &o, a, false, NULL, NULL, NULL, &cached));
+    fk_matmul_force_emulation(false);
+    assert_true(cached);
     fk_store *sa, *sb;
     CHECK(fk_store_open(a, &sa));
     CHECK(fk_store_open(b, &sb));

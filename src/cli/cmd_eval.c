@@ -253,6 +253,10 @@ int cmd_eval(int argc, char **argv) {
                             "With --ensemble: the first model's tokens are scored by the average of the members'\n"
                             "distributions aligned to them (a member joins where a token of its own has the same span).");
     if (rc >= 0) return rc;
+    if (a.device == FK_DEVICE_CUDA && a.precision == FK_PRECISION_INT8) {
+        fprintf(stderr, "fusekit eval: error: --precision int8 runs on the CPU (the CUDA engine multiplies in bf16): drop --device cuda or --precision int8\n");
+        return 2;
+    }
     if (a.device == FK_DEVICE_CUDA && (a.ens.n > 0 || a.protocol != PROTOCOL_FUSEKIT)) {
         fprintf(stderr, "fusekit eval: error: --device cuda runs the fusekit protocol's windows only (not --ensemble or --protocol llama-perplexity yet)\n");
         return 2;

@@ -253,6 +253,8 @@ static fk_status extract_opts(const fk_model *m, const fk_tokenizer *t, const fk
     if (o->precision != FK_PRECISION_FP32 && o->precision != FK_PRECISION_BF16 && o->precision != FK_PRECISION_AUTO &&
         o->precision != FK_PRECISION_INT8)
         return fk_error(FK_ERR_ARG, "extract: precision must be fp32, bf16, auto or int8 (got %d)", (int)o->precision);
+    if (o->precision == FK_PRECISION_INT8 && o->device == FK_DEVICE_CUDA)
+        return fk_error(FK_ERR_ARG, "extract: --precision int8 runs on the CPU (the CUDA engine multiplies in bf16): drop --device cuda or --precision int8");
     if ((int64_t)o->seq + *lead > m->cfg.max_seq)
         return fk_error(FK_ERR_ARG, "extract: sequence length %d%s exceeds the model's context %lld", o->seq, *lead ? " (+ BOS)" : "",
                         (long long)m->cfg.max_seq);
