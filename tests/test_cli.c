@@ -237,6 +237,19 @@ static void test_cli_errors(void **s) {
     assert_null(strstr(out, "store "));
     free(out);
     assert_false(fk_path_exists(tpath("fz")));
+    // fuse's extraction takes its own precision, int8 included (training itself refuses int8)
+    assert_int_equal(run(&out, "%s fuse --target %s/m --data %s/text.txt -o %s/fz8 --steps 2 --batch 2 --seq 32 --precision int8", FK_CLI,
+                         tmpdir, tmpdir, tmpdir), 2);
+    assert_non_null(strstr(out, "fp32|bf16|auto"));
+    free(out);
+    int rc = run(&out, "%s fuse --target %s/m --data %s/text.txt -o %s/fz8 --steps 2 --batch 2 --seq 32 --extract-precision int8", FK_CLI,
+                 tmpdir, tmpdir, tmpdir);
+    if (rc != 0) fail_msg("fuse --extract-precision int8 failed:\n%s", out);
+    free(out);
+    assert_true(fk_path_exists(tpath("fz8/model.safetensors")));
+    assert_int_equal(run(&out, "%s fuse --target %s/m --data %s/text.txt -o %s/fz9 --extract-precision fp16", FK_CLI, tmpdir, tmpdir, tmpdir), 2);
+    assert_non_null(strstr(out, "--extract-precision"));
+    free(out);
     assert_int_equal(run(&out, "%s train -o %s/x", FK_CLI, tmpdir), 2);
     assert_non_null(strstr(out, "--data"));
     free(out);

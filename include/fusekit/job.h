@@ -165,6 +165,7 @@ typedef struct {
     int k;                   // entries per position in the stores (10)
     const char *store_dir;   // NULL: <out>/stores
     bool no_target_source;
+    int extract_precision;   // the sources' extraction: an fk_precision (INT8 too), or -1: train.o.precision (the default)
     fk_train_job train;      // data and out are the fusion corpus and the fused model
 } fk_fuse_job;
 

@@ -275,7 +275,7 @@ typedef struct {
     fk_fuse_job job;
     int64_t threads;
 } cli_fuse_args;
-#define CLI_FUSE_ROWS 64
+#define CLI_FUSE_ROWS 66
 void cli_fuse_args_init(cli_fuse_args *a);
 int cli_fuse_rows(cli_fuse_args *a, cli_opt *rows);
 int cli_fuse_exec(cli_fuse_args *a);

@@ -34,6 +34,9 @@ int cli_fuse_rows(cli_fuse_args *a, cli_opt *rows) {
         {"-k", OPT_I32, &j->k, "entries per position in the stores", false, "[1,64]"},
         {"--store-dir", OPT_STR, &j->store_dir, "where stores are kept (default OUT/stores)", false, NULL},
         {"--no-target-source", OPT_FLAG, &j->no_target_source, "do not use the target's own distributions as a teacher", false, NULL},
+        {"--extract-precision", OPT_CHOICE, CLI_ENUM(&j->extract_precision),
+         "the products of the sources' extraction (default: --precision); int8: quantized (GGUF) sources' matrices multiply "
+         "8-bit activations as llama.cpp's do (see --precision of extract)", false, "fp32|bf16|auto|int8"},
     };
     _Static_assert(sizeof own / sizeof own[0] + 1 + CLI_TRAIN_ROWS <= CLI_FUSE_ROWS, "CLI_FUSE_ROWS holds the own rows, the heading and train's");
     return cli_rows_then_train(own, (int)(sizeof own / sizeof own[0]), &j->train, &a->threads, fuse_sets, rows);

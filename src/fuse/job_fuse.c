@@ -185,7 +185,7 @@ static fk_status check_source(const char *model) {
 // out already holds a checkpoint. tj is the caller's (init and options set).
 // With `report`, fuse's alignment report first (fuse_report).
 static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const char *const *models, int n, int k, bool report,
-                                 const fk_job_hooks *h, fk_train_job_result *r) {
+                                 fk_precision extract_precision, const fk_job_hooks *h, fk_train_job_result *r) {
     static const fk_job_hooks none;
     if (!h) h = &none;
     memset(r, 0, sizeof *r);
@@ -204,7 +204,7 @@ static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const 
     char *stores[FK_PATH_LIST_MAX] = {0};
     double extraction = 0;
     for (int i = 0; i < n && st == FK_OK; i++) {
-        st = extract_store(models[i], tj->data, sdir, k, tj->o.precision, h, &stores[i], &r->stopped, &extraction);
+        st = extract_store(models[i], tj->data, sdir, k, extract_precision, h, &stores[i], &r->stopped, &extraction);
         tj->teachers.v[tj->teachers.n++] = stores[i];
     }
     tj->ao.cache_dir = sdir;
@@ -224,6 +224,7 @@ static fk_status train_on_stores(fk_train_job *tj, const char *store_dir, const 
 void fk_fuse_job_defaults(fk_fuse_job *j) {
     memset(j, 0, sizeof *j);
     j->k = 10;
+    j->extract_precision = -1;
     fk_train_job_defaults(&j->train);
 }
 
@@ -246,7 +247,12 @@ fk_status fk_fuse_run(const fk_fuse_job *j, const fk_job_hooks *h, fk_train_job_
         if (j->no_target_source || strcmp(j->sources.v[i], j->target) != 0) models[n++] = j->sources.v[i];  // (the target: already in)
     fk_train_job tj = j->train;
     tj.init = j->target;
-    return train_on_stores(&tj, j->store_dir, models, n, j->k, true, h, r);
+    if (j->extract_precision < -1 || j->extract_precision > FK_PRECISION_INT8) {
+        r->refused = true;
+        return fk_error(FK_ERR_ARG, "--extract-precision must be fp32, bf16, auto or int8 (got %d)", j->extract_precision);
+    }
+    fk_precision ep = j->extract_precision < 0 ? tj.o.precision : (fk_precision)j->extract_precision;
+    return train_on_stores(&tj, j->store_dir, models, n, j->k, true, ep, h, r);
 }
 
 // ------------------------------------------------------------------ heal
@@ -268,5 +274,5 @@ fk_status fk_heal_run(const fk_heal_job *j, const fk_job_hooks *h, fk_train_job_
     fk_train_job tj = j->train;
     tj.init = j->model;
     tj.fo.tail = true;  // the teacher's full-softmax top k and the rest as a tail class
-    return train_on_stores(&tj, j->store_dir, &j->teacher, 1, j->k, false, h, r);
+    return train_on_stores(&tj, j->store_dir, &j->teacher, 1, j->k, false, tj.o.precision, h, r);
 }
