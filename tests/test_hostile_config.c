@@ -183,7 +183,16 @@ static void test_memory_estimate(void **s) {
     // the optimizer's two moments: twice the weights, checked before they are allocated
     fk_adamw opt;
     fk_optim_opts oo = {0};
-    expect_error(fk_adamw_init(&opt, &m, &oo), FK_ERR_NOMEM, "AdamW state", "needs 2.2 GB, 314.6 MB available", NULL);
+    expect_error(fk_adamw_init(&opt, &m, &oo), FK_ERR_NOMEM, "AdamW state", "needs 2.2 GB, 314.6 MB available",
+                 "--optim-state bf16 stores them in 1.1 GB");
+    // the activations, checked before they are allocated, with the option that needs less
+    setenv("FK_MEM_LIMIT_MB", "20", 1);
+    int32_t tok[2 * 64];
+    for (int i = 0; i < 2 * 64; i++) tok[i] = i;
+    expect_error(fk_model_forward(&m, tok, tok, 2, 64, true, NULL), FK_ERR_NOMEM, "activation arena for a training batch of 2 x 64",
+                 "--checkpoint-activations needs", NULL);
+    expect_error(fk_model_forward(&m, tok, tok, 2, 64, false, NULL), FK_ERR_NOMEM, "activation arena for a forward batch of 2 x 64",
+                 "a smaller batch", NULL);
     fk_model_free(&m);
     unsetenv("FK_MEM_LIMIT_MB");
     assert_true(fk_mem_available_bytes() > 0);  // MemAvailable on Linux

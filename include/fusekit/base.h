@@ -138,5 +138,8 @@ uint64_t fk_mem_available_bytes(void);
 // FK_ERR_NOMEM "<what> needs 31.2 GB, 22.8 GB available" when bytes exceed fk_mem_available_bytes()
 // (never when that is unknown).
 fk_status fk_mem_check(const char *what, double bytes);
+// The same, the message followed by "; " and hint, in which one "%s" (if any) becomes alt_bytes
+// formatted as above: the option that would fit, e.g. "--optim-state bf16 needs %s".
+fk_status fk_mem_check_hint(const char *what, double bytes, const char *hint, double alt_bytes);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 // Bytes of memory this process can still use: FK_MEM_LIMIT_MB when set (tests, or an explicit
@@ -33,12 +34,20 @@ static void fmt_bytes(char *buf, size_t n, double b) {
     else snprintf(buf, n, "%.1f MB", b / 1e6);
 }
 
-fk_status fk_mem_check(const char *what, double bytes) {
+fk_status fk_mem_check_hint(const char *what, double bytes, const char *hint, double alt_bytes) {
     uint64_t avail = fk_mem_available_bytes();
     if (avail == 0 || bytes <= (double)avail) return FK_OK;
-    char need[32], have[32];
+    char need[32], have[32], alt[32], tail[256] = "";
     fmt_bytes(need, sizeof need, bytes);
     fmt_bytes(have, sizeof have, (double)avail);
-    return fk_error(FK_ERR_NOMEM, "%s needs %s, %s available%s", what, need, have,
-                    getenv("FK_MEM_LIMIT_MB") ? " (FK_MEM_LIMIT_MB)" : "");
+    if (hint) {  // the one "%s" replaced by hand: hint is the library's own text, not a format
+        fmt_bytes(alt, sizeof alt, alt_bytes);
+        const char *p = strstr(hint, "%s");
+        if (p) snprintf(tail, sizeof tail, "; %.*s%s%s", (int)(p - hint), hint, alt, p + 2);
+        else snprintf(tail, sizeof tail, "; %s", hint);
+    }
+    return fk_error(FK_ERR_NOMEM, "%s needs %s, %s available%s%s", what, need, have,
+                    getenv("FK_MEM_LIMIT_MB") ? " (FK_MEM_LIMIT_MB)" : "", tail);
 }
+
+fk_status fk_mem_check(const char *what, double bytes) { return fk_mem_check_hint(what, bytes, NULL, 0); }

@@ -561,6 +561,23 @@ static fk_status acts_alloc(fk_model *m, int B, int T, bool train) {
     m->acts = a = calloc(1, sizeof *a);
     if (!a) return fk_error(FK_ERR_NOMEM, "out of memory");
     acts_layout(a, &m->cfg, B, T, train, ckpt, act16, nthr, NULL);
+    // checked before allocating (the pages are touched by the first forward): with the option
+    // that would need less
+    char what[96];
+    snprintf(what, sizeof what, "the activation arena for a %s batch of %d x %d tokens", train ? "training" : "forward", B, T);
+    fk_status st;
+    if (train && !ckpt) {
+        fk_acts alt = {0};
+        acts_layout(&alt, &m->cfg, B, T, train, true, act16, nthr, NULL);
+        st = fk_mem_check_hint(what, (double)a->bytes, "--checkpoint-activations needs %s, a smaller batch less", (double)alt.bytes);
+    } else {
+        st = fk_mem_check_hint(what, (double)a->bytes, "a smaller batch or sequence needs less", 0);
+    }
+    if (st != FK_OK) {
+        acts_free(a);
+        m->acts = NULL;
+        return st;
+    }
     a->arena = fk_calloc_aligned((size_t)a->bytes);
     if (!a->arena) {
         int64_t mb = a->bytes >> 20;

@@ -53,8 +53,9 @@ fk_status fk_adamw_init(fk_adamw *a, const fk_model *m, const fk_optim_opts *o) 
     bool half = o->moments == FK_MOMENTS_BF16;
     size_t each = half ? sizeof(uint16_t) : sizeof(float);
     // checked before allocating, as the weights and gradients are (the moments are touched at once)
-    FK_TRY(fk_mem_check(half ? "the AdamW state (two bf16 moments per weight)" : "the AdamW state (two f32 moments per weight)",
-                        2.0 * (double)a->n * (double)each));
+    FK_TRY(half ? fk_mem_check("the AdamW state (two bf16 moments per weight)", 2.0 * (double)a->n * (double)each)
+                : fk_mem_check_hint("the AdamW state (two f32 moments per weight)", 2.0 * (double)a->n * (double)each,
+                                    "--optim-state bf16 stores them in %s", 2.0 * (double)a->n * sizeof(uint16_t)));
     // lazily zeroed pages: nothing is resident until an update (or a loaded checkpoint) writes
     // them, so a ZeRO-1 run that keeps only its share never holds the whole
     void *m1 = fk_alloc_pages((size_t)a->n * each), *m2 = fk_alloc_pages((size_t)a->n * each);
