@@ -340,6 +340,35 @@ static void test_qmatmul_q8(void **s) {
         free(wf);
         free(b);
     }
+    // the blocked kernel's two ways of sharing the work, against the row-by-row one: many pairs of
+    // panels (47,688 rows of w: each thread packs its own pairs), and a few wide ones (C = 16,384: a
+    // 2 MB chunk holds two of the three pairs, packed by all threads, then multiplied in blocks of rows)
+    for (int shape = 0; shape < 2; shape++) {
+        int64_t C = shape ? 16384 : 32, OC = shape ? 70 : 32 * 1489 + 40, N = 9, rb = C / 32 * 34;
+        uint8_t *w = malloc((size_t)(rb * OC));
+        float *x = malloc((size_t)(N * C) * sizeof(float)), *y = malloc((size_t)(N * OC) * sizeof(float));
+        float *y2 = malloc((size_t)(N * OC) * sizeof(float));
+        random_weights(w, (uint64_t)(rb * OC), FK_GGML_Q8_0, &r);
+        for (int64_t i = 0; i < N * C; i++) x[i] = fk_rng_normal(&r);
+        CHECK(fk_qmatmul_forward_q8(y, x, w, FK_GGML_Q8_0, NULL, N, C, OC));
+        if (fk_qmatmul_q8_blocked(false)) {
+            CHECK(fk_qmatmul_forward_q8(y2, x, w, FK_GGML_Q8_0, NULL, N, C, OC));
+            float *wrow = malloc((size_t)C * sizeof(float));
+            for (int64_t o = 0; o < OC; o++) {
+                fk_dequantize_row(FK_GGML_Q8_0, w + o * rb, wrow, C);
+                for (int64_t n = 0; n < N; n++) {
+                    double mag = 0;
+                    for (int64_t c = 0; c < C; c++) mag += fabs((double)x[n * C + c] * wrow[c]);
+                    if (!(fabs((double)y[n * OC + o] - y2[n * OC + o]) <= 1e-5 * mag + 1e-6))
+                        fail_msg("Q8_0 %lld x %lld: out[%lld][%lld] blocked %.9g, rows %.9g", (long long)OC, (long long)C, (long long)n,
+                                 (long long)o, y[n * OC + o], y2[n * OC + o]);
+                }
+            }
+            free(wrow);
+        }
+        fk_qmatmul_q8_blocked(true);
+        free(w); free(x); free(y); free(y2);
+    }
     // arguments; non-finite activations give non-finite outputs, not undefined casts
     float x[64], y[2];
     uint8_t w[2 * 2 * 34] = {0};

@@ -873,8 +873,8 @@ static inline float q8_codes(const float *x, int8_t *q) {
 // integer sum corrected by 128 times the sum of the weight codes, computed when the panel is
 // packed, so the integer dot products are exact. Each group of G codes (32; 16 for the types
 // whose scales change every 16: Q2_K, Q3_K, Q6_K) then adds s_w d_x (its integer sum) and,
-// for types with mins, m_w times d_x (the activation codes' sum) to 16 f32 sums. A thread packs
-// two panels (32 rows of w) at a time and multiplies them with every 5 rows of the batch.
+// for types with mins, m_w times d_x (the activation codes' sum) to 16 f32 sums. Pairs of
+// panels (32 rows of w) are multiplied 5 rows of the batch at a time (q8_blocked: who packs what).
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
 #define FK_Q8_BLOCKED 1
 #define Q8_MR 5                  // batch rows a kernel call holds in registers (5 x 2 panels: 20 accumulators)
@@ -975,63 +975,114 @@ static void q8_pack(const uint8_t *wb, uint64_t row_bytes, int64_t o0, int64_t n
     }
 }
 
-static _Thread_local void *panel_buf;
-static _Thread_local size_t panel_cap;
+static _Thread_local void *pack_buf;
+static _Thread_local size_t pack_cap;
+
+// Packed pairs of panels are made a chunk of at most this many bytes at a time, shared by the threads.
+#define FK_Q8_CHUNK_BYTES ((size_t)2 << 20)
+
+// The panels of a pair packed at pb (two panels of panel_b bytes) as the kernel reads them.
+static q8_panels q8_pair_at(uint8_t *pb, size_t panel_b, size_t codes_b, size_t grp_b) {
+    q8_panels p;
+    for (int h = 0; h < 2; h++, pb += panel_b) {
+        p.codes[h] = (int8_t *)pb;
+        p.sc[h] = (float *)(pb + codes_b);
+        p.mn[h] = (float *)(pb + codes_b + grp_b);
+        p.cp[h] = (int32_t *)(pb + codes_b + 2 * grp_b);
+    }
+    return p;
+}
+
+// Rows r0 .. r1 - 1 of the batch times the pair p (weight rows o0 .. o0 + 31).
+static void q8_rows(const q8_panels *p, int64_t r0, int64_t r1, int64_t o0, const uint8_t *xu, const float *dx, const float *sxg, int G,
+                    bool has_min, const float *bias, float *out, int64_t C, int64_t OC) {
+    int64_t ng = C / G, nb32 = C / 32, ncols = OC - o0 < 32 ? OC - o0 : 32;
+    for (int64_t i = r0; i < r1; i += Q8_MR) {
+        int mr = r1 - i < Q8_MR ? (int)(r1 - i) : Q8_MR;
+        q8_tile(mr, G, has_min, xu + i * C, C, dx + i * nb32, has_min ? sxg + i * ng : NULL, p, out + i * OC + o0, OC, ncols,
+                bias ? bias + o0 : NULL);
+    }
+}
 
 // The blocked product (see above) of the activations' codes plus 128 xu (N x C), their scales dx
 // (N x C / 32) and, for the types with mins, d times their code sums per group sxg (N x C / G).
-// Returns 0, or 1 when a thread's buffers cannot be allocated.
+// With at least 4 pairs of panels per thread, each thread packs a pair into its own buffer and
+// multiplies every row of the batch by it while it is in cache. With fewer (a k or v projection
+// on many threads), a chunk of pairs is packed across the threads into a shared buffer, then
+// multiplied across them in items of one pair times a block of rows, so every thread has work.
+// Returns 0, or 1 when a buffer cannot be allocated.
 static int q8_blocked(float *out, const uint8_t *xu, const float *dx, const float *sxg, const uint8_t *wb, uint64_t row_bytes,
                       unpack_fn unpack, const type_entry *t, bool has_min, const float *bias, int64_t N, int64_t C, int64_t OC, int G) {
-    int64_t ng = C / G, nb32 = C / 32;
-    // per thread: two panels (codes, then scales, mins and corrections) and one row's codes and scales
-    size_t codes_b = (size_t)(16 * C), grp_b = (size_t)(16 * ng) * 4;
-    size_t need = 2 * (codes_b + 3 * grp_b) + (size_t)C + 2 * (size_t)(C / 16) * sizeof(float) + 64;
+    int64_t ng = C / G;
+    size_t codes_b = (size_t)(16 * C), grp_b = (size_t)(16 * ng) * 4, panel_b = codes_b + 3 * grp_b;  // all multiples of 64
     int64_t npairs = (OC + 31) / 32;
+    bool par = (double)N * C * OC > 262144;
+    int nthr = par ? omp_get_max_threads() : 1;
+    bool own = npairs >= 4 * (int64_t)nthr;
+    int64_t chunk = own ? 0 : (int64_t)(FK_Q8_CHUNK_BYTES / (2 * panel_b));
+    chunk = own ? 0 : chunk < 1 ? 1 : chunk > npairs ? npairs : chunk;
+    uint8_t *buf = own ? NULL : aligned_alloc(64, (size_t)chunk * 2 * panel_b);
+    if (!own && !buf) return 1;
+    // a thread's scratch: one row's codes and scales, then (own) its pair
+    size_t row_b = ((size_t)C + 2 * (size_t)(C / 16) * sizeof(float) + 63) / 64 * 64;
+    size_t need = row_b + (own ? 2 * panel_b : 0);
     int failed = 0;
-    #pragma omp parallel if ((double)N * C * OC > 262144)
+    #pragma omp parallel if (par)
     {
-        if (panel_cap < need) {
-            free(panel_buf);
-            panel_buf = aligned_alloc(64, (need + 63) / 64 * 64);
-            panel_cap = panel_buf ? need : 0;
+        if (pack_cap < need) {
+            free(pack_buf);
+            pack_buf = aligned_alloc(64, need);
+            pack_cap = pack_buf ? need : 0;
         }
-        bool ok = panel_cap >= need;
+        bool ok = pack_cap >= need;
         if (!ok) {
             #pragma omp atomic write
             failed = 1;
         }
-        q8_panels p;
-        memset(&p, 0, sizeof p);
-        int8_t *q = NULL;
-        float *s16 = NULL, *m16 = NULL;
-        if (ok) {
-            uint8_t *b = panel_buf;
-            for (int h = 0; h < 2; h++) {
-                p.codes[h] = (int8_t *)b; b += codes_b;
-                p.sc[h] = (float *)b; b += grp_b;
-                p.mn[h] = (float *)b; b += grp_b;
-                p.cp[h] = (int32_t *)b; b += grp_b;
+        float *s16 = ok ? pack_buf : NULL, *m16 = ok ? s16 + C / 16 : NULL;
+        int8_t *q = ok ? (int8_t *)(m16 + C / 16) : NULL;
+        uint8_t *mine = ok ? (uint8_t *)pack_buf + row_b : NULL;
+        if (own) {
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t pi = 0; pi < npairs; pi++) {
+                if (!ok) continue;
+                for (int h = 0; h < 2; h++) {
+                    uint8_t *pb = mine + (size_t)h * panel_b;
+                    int64_t o0 = 32 * pi + 16 * h, nc = OC - o0 < 0 ? 0 : OC - o0 > 16 ? 16 : OC - o0;
+                    q8_pack(wb, row_bytes, o0, nc, unpack, t, C, G, has_min, (int8_t *)pb, (float *)(pb + codes_b),
+                            (float *)(pb + codes_b + grp_b), (int32_t *)(pb + codes_b + 2 * grp_b), q, s16, m16);
+                }
+                q8_panels p = q8_pair_at(mine, panel_b, codes_b, grp_b);
+                q8_rows(&p, 0, N, 32 * pi, xu, dx, sxg, G, has_min, bias, out, C, OC);
             }
-            s16 = (float *)b; b += (size_t)(C / 16) * sizeof(float);
-            m16 = (float *)b; b += (size_t)(C / 16) * sizeof(float);
-            q = (int8_t *)b;
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t pi = 0; pi < npairs; pi++) {
-            if (!ok) continue;
-            int64_t o0 = 32 * pi, ncols = OC - o0 < 32 ? OC - o0 : 32;
-            for (int h = 0; h < 2; h++) {
-                int64_t nc = ncols - 16 * h < 0 ? 0 : ncols - 16 * h > 16 ? 16 : ncols - 16 * h;
-                q8_pack(wb, row_bytes, o0 + 16 * h, nc, unpack, t, C, G, has_min, p.codes[h], p.sc[h], p.mn[h], p.cp[h], q, s16, m16);
-            }
-            for (int64_t i = 0; i < N; i += Q8_MR) {
-                int mr = N - i < Q8_MR ? (int)(N - i) : Q8_MR;
-                q8_tile(mr, G, has_min, xu + i * C, C, dx + i * nb32, has_min ? sxg + i * ng : NULL, &p, out + i * OC + o0, OC, ncols,
-                        bias ? bias + o0 : NULL);
+        } else {
+            for (int64_t p0 = 0; p0 < npairs; p0 += chunk) {
+                int64_t np = npairs - p0 < chunk ? npairs - p0 : chunk;
+                #pragma omp for schedule(dynamic, 1)
+                for (int64_t k = 0; k < 2 * np; k++) {  // panel k of the chunk: rows o0 .. o0 + 15 of w
+                    if (!ok) continue;
+                    uint8_t *pb = buf + (size_t)k * panel_b;
+                    int64_t o0 = 16 * (2 * p0 + k), nc = OC - o0 < 0 ? 0 : OC - o0 > 16 ? 16 : OC - o0;
+                    q8_pack(wb, row_bytes, o0, nc, unpack, t, C, G, has_min, (int8_t *)pb, (float *)(pb + codes_b),
+                            (float *)(pb + codes_b + grp_b), (int32_t *)(pb + codes_b + 2 * grp_b), q, s16, m16);
+                }
+                // rows in blocks of whole kernel calls, enough items for every thread (the implicit
+                // barriers keep the chunk's packing and multiplying apart)
+                int64_t want = (4 * (int64_t)nthr + np - 1) / np, rb = (N + want - 1) / want;
+                rb = (rb + Q8_MR - 1) / Q8_MR * Q8_MR;
+                if (rb < 8 * Q8_MR) rb = 8 * Q8_MR;
+                int64_t nrb = (N + rb - 1) / rb;
+                #pragma omp for schedule(dynamic, 1)
+                for (int64_t it = 0; it < np * nrb; it++) {
+                    if (failed) continue;
+                    int64_t pi = it / nrb, r0 = it % nrb * rb, r1 = r0 + rb < N ? r0 + rb : N;
+                    q8_panels p = q8_pair_at(buf + (size_t)(2 * pi) * panel_b, panel_b, codes_b, grp_b);
+                    q8_rows(&p, r0, r1, 32 * (p0 + pi), xu, dx, sxg, G, has_min, bias, out, C, OC);
+                }
             }
         }
     }
+    free(buf);
     return failed;
 }
 #endif
