@@ -567,6 +567,21 @@ static int64_t tile_rows(int64_t C, int64_t OC, int threads) {
 
 // sum_i a[i] b[i] in 16 interleaved partial sums (vectorizes without reassociation flags).
 static float dot16(const float *a, const float *b, int64_t n) {
+#if defined(__AVX512F__)
+    // four independent sums: one would wait on the addition's latency every 16 elements
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    float tail = 0;
+    for (; i < n; i++) tail += a[i] * b[i];
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))) + tail;
+#else
     float part[16] = {0};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -576,6 +591,7 @@ static float dot16(const float *a, const float *b, int64_t n) {
     for (int l = 0; l < 8; l++) part[l] += part[l + 8];
     for (int l = 0; l < 4; l++) part[l] += part[l + 4];
     return (part[0] + part[2]) + (part[1] + part[3]) + tail;
+#endif
 }
 
 // out[o] = inp . dequant(w row o) + bias[o], for one token: the row is decoded into a
