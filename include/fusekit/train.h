@@ -150,6 +150,9 @@ typedef void (*fk_train_cb)(const fk_train_event *ev, void *user);
 int fk_dp_rank(void);
 int fk_dp_size(void);
 
+// FK_ERR_ARG for a precision training does not take (INT8: frozen quantized models only).
+fk_status fk_train_precision_check(fk_precision p);
+
 // Trains from opt->t ... up to o->steps. Checkpoints go to out_dir/checkpoint-<step>/ and the
 // final model to out_dir itself (temporaries a killed run left under out_dir are removed
 // first). val may be NULL. With o->stop set, may return FK_OK early (see fk_train_opts.stop).

@@ -967,11 +967,16 @@ static void q8_tile(int mr, int G, bool has_min, const uint8_t *xu, int64_t C, c
 }
 #undef Q8_CASES
 
-// Packs weight rows o0 .. o0 + ncols - 1 (ncols <= 16; the rest of the panel is zero codes
-// with zero scales) of the panel: q, s16 and m16 are scratch for one row's codes and scales.
-static void q8_pack(const uint8_t *wb, uint64_t row_bytes, int64_t o0, int64_t ncols, unpack_fn unpack, const type_entry *t, int64_t C,
-                    int G, bool has_min, int8_t *codes, float *sc, float *mn, int32_t *cp, int8_t *q, float *s16, float *m16) {
+// Packs the panel of weight rows o0 .. o0 + 15 at pb (codes_b bytes of codes, then grp_b each
+// of scales, mins and corrections, as q8_pair_at reads them); rows from OC on are zero codes
+// with zero scales. q, s16 and m16 are scratch for one row's codes and scales.
+static void q8_pack(const uint8_t *wb, uint64_t row_bytes, int64_t o0, int64_t OC, unpack_fn unpack, const type_entry *t, int64_t C,
+                    int G, bool has_min, uint8_t *pb, size_t codes_b, size_t grp_b, int8_t *q, float *s16, float *m16) {
     int64_t blk = t->info.block, gpb = blk / 16, ng = C / G;
+    int64_t ncols = OC - o0 < 0 ? 0 : OC - o0 > 16 ? 16 : OC - o0;
+    int8_t *codes = (int8_t *)pb;
+    float *sc = (float *)(pb + codes_b), *mn = (float *)(pb + codes_b + grp_b);
+    int32_t *cp = (int32_t *)(pb + codes_b + 2 * grp_b);
     for (int c = 0; c < 16; c++) {
         if (c < ncols) {
             const uint8_t *row = wb + (uint64_t)(o0 + c) * row_bytes;
@@ -1062,12 +1067,9 @@ static int q8_blocked(float *out, const uint8_t *xu, const float *dx, const floa
             #pragma omp for schedule(dynamic, 1)
             for (int64_t pi = 0; pi < npairs; pi++) {
                 if (!ok) continue;
-                for (int h = 0; h < 2; h++) {
-                    uint8_t *pb = mine + (size_t)h * panel_b;
-                    int64_t o0 = 32 * pi + 16 * h, nc = OC - o0 < 0 ? 0 : OC - o0 > 16 ? 16 : OC - o0;
-                    q8_pack(wb, row_bytes, o0, nc, unpack, t, C, G, has_min, (int8_t *)pb, (float *)(pb + codes_b),
-                            (float *)(pb + codes_b + grp_b), (int32_t *)(pb + codes_b + 2 * grp_b), q, s16, m16);
-                }
+                for (int h = 0; h < 2; h++)
+                    q8_pack(wb, row_bytes, 32 * pi + 16 * h, OC, unpack, t, C, G, has_min, mine + (size_t)h * panel_b, codes_b, grp_b, q,
+                            s16, m16);
                 q8_panels p = q8_pair_at(mine, panel_b, codes_b, grp_b);
                 q8_rows(&p, 0, N, 32 * pi, xu, dx, sxg, G, has_min, bias, out, C, OC);
             }
@@ -1075,13 +1077,10 @@ static int q8_blocked(float *out, const uint8_t *xu, const float *dx, const floa
             for (int64_t p0 = 0; p0 < npairs; p0 += chunk) {
                 int64_t np = npairs - p0 < chunk ? npairs - p0 : chunk;
                 #pragma omp for schedule(dynamic, 1)
-                for (int64_t k = 0; k < 2 * np; k++) {  // panel k of the chunk: rows o0 .. o0 + 15 of w
-                    if (!ok) continue;
-                    uint8_t *pb = buf + (size_t)k * panel_b;
-                    int64_t o0 = 16 * (2 * p0 + k), nc = OC - o0 < 0 ? 0 : OC - o0 > 16 ? 16 : OC - o0;
-                    q8_pack(wb, row_bytes, o0, nc, unpack, t, C, G, has_min, (int8_t *)pb, (float *)(pb + codes_b),
-                            (float *)(pb + codes_b + grp_b), (int32_t *)(pb + codes_b + 2 * grp_b), q, s16, m16);
-                }
+                for (int64_t k = 0; k < 2 * np; k++)  // panel k of the chunk: rows 16 (2 p0 + k) .. + 15 of w
+                    if (ok)
+                        q8_pack(wb, row_bytes, 16 * (2 * p0 + k), OC, unpack, t, C, G, has_min, buf + (size_t)k * panel_b, codes_b, grp_b, q,
+                                s16, m16);
                 // rows in blocks of whole kernel calls, enough items for every thread (the implicit
                 // barriers keep the chunk's packing and multiplying apart)
                 int64_t want = (4 * (int64_t)nthr + np - 1) / np, rb = (N + want - 1) / want;

@@ -74,8 +74,7 @@ static bool resuming(const fk_train_job *j) { return j->resume || j->resume_from
 
 fk_status fk_train_job_check(const fk_train_job *j) {
     if (!j->data || !j->out) return fk_error(FK_ERR_ARG, "--data and --out are required");
-    if (j->o.precision == FK_PRECISION_INT8)
-        return fk_error(FK_ERR_ARG, "training takes --precision fp32, bf16 or auto: int8 is for frozen quantized models (eval, extract, generate)");
+    FK_TRY(fk_train_precision_check(j->o.precision));
     if (!resuming(j) && !j->force) {  // a model folder that is not a run would be overwritten
         char *mp = fk_path_join(j->out, "model.safetensors");
         bool model = mp && fk_path_exists(mp);

@@ -904,11 +904,16 @@ static fk_status train_steps(fk_model *m, fk_adamw *opt, const fk_token_data *tr
     return st;
 }
 
+fk_status fk_train_precision_check(fk_precision p) {
+    if (p == FK_PRECISION_INT8)
+        return fk_error(FK_ERR_ARG, "training takes --precision fp32, bf16 or auto: int8 is for frozen quantized models (eval, extract, generate)");
+    return FK_OK;
+}
+
 // The run under its precision (o->precision, AUTO resolved here), the caller's restored after.
 fk_status fk_train(fk_model *m, fk_adamw *opt, const fk_token_data *train, const fk_token_data *val,
                    const fk_train_opts *o, const char *out_dir, fk_train_cb cb, void *user) {
-    if (o->precision == FK_PRECISION_INT8)
-        return fk_error(FK_ERR_ARG, "training takes --precision fp32, bf16 or auto: int8 is for frozen quantized models (eval, extract, generate)");
+    FK_TRY(fk_train_precision_check(o->precision));
     fk_precision before = fk_matmul_precision();
     bool ckpt_before = m->checkpoint_acts;
     fk_matmul_set_precision(o->precision);
